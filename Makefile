@@ -1,0 +1,51 @@
+# Two commands matter: `make run` (set up, then boot Exo-OS) and `make test`
+# (set up, then run the checks and the whole test suite). Both are idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
+
+.PHONY: run test setup system-deps lint typecheck unit bench clean
+
+run: setup
+	$(VENV)/bin/exo boot
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+setup: system-deps $(VENV)/.stamp-install
+
+# Debian packages, installed only when missing and only when we are root.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages (need root to install):$$missing"; fi; \
+	fi
+
+$(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*/*.c)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[dev,bench]'
+	@touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info
+	find src -name '*.so' -delete

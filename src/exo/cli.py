@@ -1,0 +1,5 @@
+"""The ``exo`` command (placeholder until the CLI lands)."""
+
+
+def main() -> None:
+    raise SystemExit("exo: not yet implemented")

@@ -1,0 +1,1 @@
+"""exo_std: the native API that Exo applications import."""
