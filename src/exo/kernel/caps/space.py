@@ -1,0 +1,138 @@
+"""A process's capability space: the kernel-owned table from handle numbers to capabilities.
+
+Handle numbers follow Zircon's idea, adapted: a number encodes a table slot and that slot's
+generation, passed through a keyed bijection on 31 bits (xor a random per-space salt,
+multiply by odd constants, xor-shift) so that neighbouring slots do not give neighbouring
+numbers. So
+
+* a closed handle is stale at once (its slot's generation moved on) and stays invalid until
+  the same slot has been reused 2**15 times; freed slots are reused oldest-first;
+* a handle copied from another process means nothing here (different salt);
+* a guessed number hits a live handle with probability ``live / 2**31``.
+
+The table itself is a dict keyed by the handle number, so a lookup is a single dict probe.
+Not thread-safe on its own: the :class:`~.manager.CapabilityManager` lock guards it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterator
+
+from .capability import NO_OWNER, Capability
+from .errors import InsufficientRights, InvalidHandle, SpaceFull
+from .rights import Rights
+
+SLOT_BITS = 16
+GEN_BITS = 15
+MAX_SLOTS = 1 << SLOT_BITS
+_GEN_MASK = (1 << GEN_BITS) - 1
+_RAW_MASK = (1 << (SLOT_BITS + GEN_BITS)) - 1
+_M1 = 0x2C1B3C6D  # odd multipliers: bijective modulo 2**31
+_M2 = 0x297A2D39
+
+
+class CapabilitySpace:
+    """Handle table of one process (``pid``)."""
+
+    __slots__ = ("_free", "_gens", "_salt", "_salt2", "_table", "max_handles", "pid")
+
+    def __init__(self, pid: int, max_handles: int = MAX_SLOTS) -> None:
+        if not 1 <= max_handles <= MAX_SLOTS:
+            raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
+        self.pid = pid
+        self.max_handles = max_handles
+        self._salt = secrets.randbits(SLOT_BITS + GEN_BITS)
+        self._salt2 = secrets.randbits(SLOT_BITS + GEN_BITS)
+        self._table: dict[int, Capability] = {}
+        self._gens: list[int] = []  # per-slot generation, grows on demand
+        self._free: deque[int] = deque()
+
+    # -- handle numbers --------------------------------------------------------------------
+
+    def _encode(self, slot: int, gen: int) -> int:
+        x = (((gen << SLOT_BITS) | slot) ^ self._salt) * _M1 & _RAW_MASK
+        x ^= x >> 15
+        x = (x * _M2 & _RAW_MASK) ^ self._salt2
+        # Bit 0 always set: 0 is never a valid handle (callers may use it as "none").
+        return (x << 1) | 1
+
+    # -- table operations ------------------------------------------------------------------
+
+    def insert(self, cap: Capability) -> int:
+        """Put ``cap`` in a fresh slot; return its new handle number."""
+        if self._free:
+            slot = self._free.popleft()
+            gen = (self._gens[slot] + 1) & _GEN_MASK
+            self._gens[slot] = gen
+        else:
+            slot = len(self._gens)
+            if slot >= self.max_handles:
+                raise SpaceFull(
+                    f"process {self.pid} already holds {len(self._table)} handles "
+                    f"(limit {self.max_handles})"
+                )
+            gen = 1
+            self._gens.append(gen)
+        handle = self._encode(slot, gen)
+        self._table[handle] = cap
+        cap.slot = slot
+        cap.owner = self.pid
+        cap.handle = handle
+        return handle
+
+    def remove(self, handle: int) -> Capability:
+        """Take a handle out of the table (the capability itself is left to the caller)."""
+        cap = self._table.pop(handle, None)
+        if cap is None:
+            raise self._invalid(handle)
+        self._free.append(cap.slot)
+        cap.owner = NO_OWNER
+        cap.handle = 0
+        return cap
+
+    def discard_many(self, caps: list[Capability]) -> None:
+        """Bulk removal used by revocation: every cap must currently live in this space."""
+        table_pop, free_append = self._table.pop, self._free.append
+        for cap in caps:
+            table_pop(cap.handle)
+            free_append(cap.slot)
+            cap.owner = NO_OWNER
+            cap.handle = 0
+
+    def get(self, handle: int, needed: Rights = Rights.NONE) -> Capability:
+        """The capability behind ``handle``, which must hold ``needed``.
+
+        Raises :class:`InvalidHandle` or :class:`InsufficientRights`.
+        """
+        cap = self._table.get(handle) if type(handle) is int else None
+        if cap is None:
+            raise self._invalid(handle)
+        missing = needed & ~cap.rights
+        if missing:
+            raise InsufficientRights(
+                f"rights {Rights(missing).format()} not held on {cap.resource} "
+                f"(handle {handle:#x} in process {self.pid} has {cap.rights.format()})"
+            )
+        return cap
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._table
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def items(self) -> Iterator[tuple[int, Capability]]:
+        """``(handle, capability)`` pairs, in insertion order."""
+        return iter(list(self._table.items()))
+
+    def clear(self) -> list[Capability]:
+        """Remove every handle (process exit); return the capabilities that were held."""
+        caps = list(self._table.values())
+        self.discard_many(caps)
+        return caps
+
+    def _invalid(self, handle: object) -> InvalidHandle:
+        shown = f"{handle:#x}" if type(handle) is int else repr(handle)
+        return InvalidHandle(f"handle {shown} is not valid in process {self.pid}")
