@@ -378,12 +378,14 @@ class CapabilityManager:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def check(self, pid: int, handle: int, rights: Rights = Rights.NONE) -> Capability:
+    def check(self, pid: int, handle: int, rights: Rights | str = Rights.NONE) -> Capability:
         """The capability behind ``handle`` in ``pid`` if it holds ``rights``; else raise.
 
         Failures are audited as denials; successes are not (this is the hot path).
         """
         try:
+            if type(rights) is not Rights:
+                rights = Rights.parse(rights)
             with self._lock:
                 space = self._spaces.get(pid)
                 if space is None:
