@@ -36,6 +36,8 @@ class Rights(enum.IntFlag):
         ``"ALL"`` means every right and ``""``/``"NONE"`` means none. An ``int`` or ``Rights``
         is accepted too, so callers can pass whatever they hold; unknown bits are refused.
         """
+        if type(text) is cls:
+            return text
         if isinstance(text, bool):
             raise InvalidRights(f"rights must be a string or Rights, not {text!r}")
         if isinstance(text, int):
@@ -61,8 +63,7 @@ class Rights(enum.IntFlag):
 
     def format(self) -> str:
         """``"READ,WRITE"`` in canonical order, ``"NONE"`` for the empty set."""
-        names = [name for name, member in _BY_NAME.items() if self & member]
-        return ",".join(names) if names else "NONE"
+        return _TEXT[self._value_]
 
     def __str__(self) -> str:
         return self.format()
@@ -74,3 +75,7 @@ _BY_NAME: dict[str, Rights] = {
 _ALL: int = 0
 for _m in _BY_NAME.values():
     _ALL |= int(_m)
+# Every one of the 256 sets, formatted once: audit records format rights on every operation.
+_TEXT: list[str] = [
+    ",".join(n for n, m in _BY_NAME.items() if v & m._value_) or "NONE" for v in range(_ALL + 1)
+]

@@ -86,7 +86,7 @@ class CapabilitySpace:
         """Take a handle out of the table (the capability itself is left to the caller)."""
         cap = self._table.pop(handle, None)
         if cap is None:
-            raise self._invalid(handle)
+            raise self.invalid(handle)
         self._free.append(cap.slot)
         cap.owner = NO_OWNER
         cap.handle = 0
@@ -108,8 +108,8 @@ class CapabilitySpace:
         """
         cap = self._table.get(handle) if type(handle) is int else None
         if cap is None:
-            raise self._invalid(handle)
-        missing = needed & ~cap.rights
+            raise self.invalid(handle)
+        missing = needed._value_ & ~cap.rights._value_  # plain ints: Flag operators are slow
         if missing:
             raise InsufficientRights(
                 f"rights {Rights(missing).format()} not held on {cap.resource} "
@@ -133,6 +133,7 @@ class CapabilitySpace:
         self.discard_many(caps)
         return caps
 
-    def _invalid(self, handle: object) -> InvalidHandle:
+    def invalid(self, handle: object) -> InvalidHandle:
+        """The error for a handle that is not valid here (one message for every cause)."""
         shown = f"{handle:#x}" if type(handle) is int else repr(handle)
         return InvalidHandle(f"handle {shown} is not valid in process {self.pid}")
