@@ -86,7 +86,8 @@ def bench_revoke(shape: str, repeat: int, log_dir: Path, tick: Callable[[], None
 
 class _NaiveCap:
     def __init__(self, parent: _NaiveCap | None, owner: int) -> None:
-        self.parent, self.owner, self.children = parent, owner, []  # type: list[_NaiveCap]
+        self.parent, self.owner = parent, owner
+        self.children: list[_NaiveCap] = []
         self.revoked = False
         if parent is not None:
             parent.children.append(self)
