@@ -1,1 +1,6 @@
-"""exo.shell"""
+"""The Exo shell: parser, built-in commands, pipelines and the interactive prompt."""
+
+from exo.shell.core import Session, Shell, ShellExit
+from exo.shell.vfs import Vfs, VfsError
+
+__all__ = ["Session", "Shell", "ShellExit", "Vfs", "VfsError"]

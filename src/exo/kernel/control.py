@@ -1,0 +1,197 @@
+"""The control socket: how ``exo run``/``exo ps``/``exo shutdown`` reach a running kernel.
+
+A SOCK_SEQPACKET Unix socket at ``<root>/var/run/kernel.sock`` (mode 0600: only the
+user who booted the kernel may talk to it). ``run`` passes the caller's stdin,
+stdout and stderr with SCM_RIGHTS, so the sandboxed process writes straight to the
+caller's terminal; if the caller goes away, the process is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exo.abi import ProtocolError, recv_message, send_message
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+
+class KernelNotRunning(Exception):
+    pass
+
+
+class KernelBusy(Exception):
+    """Another kernel already runs on this Exo root."""
+
+
+def socket_path(root: Path) -> Path:
+    return root / "var" / "run" / "kernel.sock"
+
+
+def lock_path(root: Path) -> Path:
+    return root / "var" / "run" / "kernel.lock"
+
+
+class ControlServer:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.path = socket_path(kernel.root)
+        self._lock_fd = -1
+        self._sock: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path(self.kernel.root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise KernelBusy(f"a kernel (pid {holder}) is already running on "
+                             f"{self.kernel.root}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # stale: we hold the lock, so its kernel is gone
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        self._sock = sock
+        t = threading.Thread(target=self._accept, name="exo-control", daemon=True)
+        t.start()
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                 name="exo-control-conn")
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    got = recv_message(conn)
+                except (OSError, ProtocolError):
+                    return
+                if got is None:
+                    return
+                msg, fds = got
+                try:
+                    result = self._handle(conn, msg.get("op"), msg.get("args") or {}, fds)
+                    reply: dict[str, Any] = {"ok": True, "result": result}
+                except Exception as exc:  # every failure goes back to the caller
+                    reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+                finally:
+                    for fd in fds:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+                try:
+                    send_message(conn, reply)
+                except OSError:
+                    return
+
+    def _handle(self, conn: socket.socket, op: object, args: dict[str, Any],
+                fds: list[int]) -> Any:
+        if op == "ping":
+            return {"pid": os.getpid(), "boot_id": self.kernel.boot_id}
+        if op == "ps":
+            return self.kernel.process_rows()
+        if op == "shutdown":
+            self.kernel.request_shutdown()
+            os.kill(os.getpid(), signal.SIGTERM)
+            return {}
+        if op == "run":
+            return self._run(conn, args, fds)
+        raise ValueError(f"unknown control operation {op!r}")
+
+    def _run(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
+        from exo.kernel.manifest import Manifest, manifest_from_dict, parse_grant
+
+        if len(fds) != 3:
+            raise ValueError("run needs stdin, stdout and stderr descriptors")
+        argv = args.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("run needs a non-empty argv")
+        manifest = manifest_from_dict(args["manifest"], args.get("manifest_path", "manifest")) \
+            if args.get("manifest") else Manifest()
+        grants = [*manifest.grants, *(parse_grant(c) for c in args.get("caps", []))]
+        proc = self.kernel.processes.spawn(argv, grants, stdio=(fds[0], fds[1], fds[2]),
+                                           limits=manifest.limits)
+        poller = select.poll()
+        poller.register(conn, select.POLLIN | select.POLLHUP)
+        while not proc.exited.wait(0.05):
+            if poller.poll(0):  # the caller hung up (or sent something): stop the process
+                with contextlib.suppress(LookupError):
+                    self.kernel.processes.kill(proc.pid, signal.SIGKILL)
+                break
+        status = self.kernel.processes.wait(proc.pid)
+        return {"status": status, "pid": proc.pid}
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                lock_path(self.kernel.root).unlink()
+
+
+class ControlClient:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    @classmethod
+    def connect(cls, root: str | os.PathLike[str] | None) -> ControlClient:
+        from exo.kernel.config import resolve_root
+
+        path = socket_path(resolve_root(root))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise KernelNotRunning(f"no kernel is running on {path.parent.parent.parent}"
+                                   " (start one with `exo boot`)") from None
+        return cls(sock)
+
+    def call(self, op: str, fds: list[int] | None = None, **args: Any) -> Any:
+        with self._sock:
+            send_message(self._sock, {"op": op, "args": args}, fds)
+            got = recv_message(self._sock)
+        if got is None:
+            if op == "shutdown":
+                return {}
+            raise KernelNotRunning("the kernel closed the control connection")
+        msg, extra = got
+        for fd in extra:
+            os.close(fd)
+        if not msg.get("ok"):
+            raise RuntimeError(str(msg.get("message")))
+        return msg.get("result")

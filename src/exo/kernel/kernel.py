@@ -1,0 +1,257 @@
+"""The Exo kernel: one process that owns capability spaces, processes and the pool.
+
+``Kernel.boot()`` runs the CRITICAL and NORMAL phases synchronously (the prompt
+waits for them) and starts DEFERRED in a background thread after the prompt is up.
+Every step reports OK, FAILED or SKIP with what it found; nothing is pretended.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+from exo import __version__
+from exo.kernel.bootlog import (
+    BootReport,
+    BootStep,
+    Phase,
+    SkipStep,
+    format_step,
+    process_age_ms,
+    write_step,
+)
+from exo.kernel.config import KernelConfig
+from exo.kernel.procfs import VirtualTree, proc_tree, sys_tree
+from exo.kernel.tree import ensure_tree
+
+if TYPE_CHECKING:
+    from exo.kernel.caps import CapabilityManager
+    from exo.kernel.files import OpenFileTable
+    from exo.kernel.process import ProcessManager
+
+
+class Kernel:
+    def __init__(self, config: KernelConfig, *, ephemeral: bool = False) -> None:
+        self.config = config
+        self.ephemeral = ephemeral
+        self.monotonic_start = time.monotonic()
+        self.root = config.root
+        self.boot_id = secrets.token_hex(4)
+        self.report = BootReport()
+        self.started_at = time.time()
+        self.first_boot = False
+        self._deferred: threading.Thread | None = None
+        self._shutdown_hooks: list[Callable[[], None]] = []
+        self._down = False
+        self.components: dict[str, Any] = {}
+        self.messages: list[str] = []
+        self.shutdown_requested = threading.Event()
+
+    # ----------------------------------------------------------------- boot
+    def boot(self, log: TextIO | None = None) -> BootReport:
+        if log is not None:
+            log.write(f"Exo-OS {__version__} ({platform.machine()})\n")
+        for phase, steps in ((Phase.CRITICAL, self._critical_steps()),
+                             (Phase.NORMAL, self._normal_steps())):
+            t0 = time.perf_counter()
+            for name, fn in steps:
+                step = self.report.run(phase, name, fn)
+                self.log(format_step(step, colour=False))
+                if log is not None:
+                    write_step(log, step)
+            self.report.phase_ms[phase.value] = (time.perf_counter() - t0) * 1000
+        self.report.boot_ms = process_age_ms()
+        return self.report
+
+    def start_deferred(self, log: TextIO | None = None) -> None:
+        """Start the DEFERRED phase in the background (after the prompt is ready)."""
+        def run() -> None:
+            t0 = time.perf_counter()
+            for name, fn in self._deferred_steps():
+                step = self.report.run(Phase.DEFERRED, name, fn)
+                self.log(format_step(step, colour=False))
+                if log is not None:
+                    write_step(log, step)
+            self.report.phase_ms[Phase.DEFERRED.value] = (time.perf_counter() - t0) * 1000
+
+        self._deferred = threading.Thread(target=run, name="exo-deferred", daemon=True)
+        self._deferred.start()
+
+    def wait_deferred(self, timeout: float | None = None) -> None:
+        if self._deferred is not None:
+            self._deferred.join(timeout)
+
+    def steps(self, phase: Phase) -> list[BootStep]:
+        return [s for s in self.report.steps if s.phase is phase]
+
+    # ------------------------------------------------------------ services
+    @property
+    def caps(self) -> CapabilityManager:
+        return cast("CapabilityManager", self.components["caps"])
+
+    @property
+    def processes(self) -> ProcessManager:
+        return cast("ProcessManager", self.components["processes"])
+
+    @property
+    def files(self) -> OpenFileTable:
+        return cast("OpenFileTable", self.components["files"])
+
+    def processes_or_none(self) -> ProcessManager | None:
+        return cast("ProcessManager | None", self.components.get("processes"))
+
+    def version_line(self) -> str:
+        return f"Exo-OS {__version__} ({platform.machine()})"
+
+    def log(self, message: str) -> None:
+        """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log."""
+        stamp = time.time() - self.started_at
+        line = f"[{stamp:10.6f}] {message}"
+        self.messages.append(line)
+        try:
+            with open(self.root / "var" / "log" / "kernel.log", "a") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------- views
+    def virtual_trees(self) -> dict[str, VirtualTree]:
+        return {"proc": proc_tree(self), "sys": sys_tree(self)}
+
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        files: dict[str, Callable[[], str]] = {}
+        for component in self.components.values():
+            provider = getattr(component, "proc_files", None)
+            if provider is not None:
+                files.update(provider())
+        return files
+
+    def proc_pids(self) -> dict[int, dict[str, Callable[[], str]]]:
+        procs = self.components.get("processes")
+        return procs.proc_pids() if procs is not None else {}
+
+    def process_rows(self) -> list[dict[str, Any]]:
+        procs = self.components.get("processes")
+        return procs.rows() if procs is not None else []
+
+    def kill(self, pid: int, sig: int) -> None:
+        procs = self.components.get("processes")
+        if procs is None:
+            raise LookupError(f"({pid}) - no such process")
+        procs.kill(pid, sig)
+
+    def spawn_program(self, shell: Any, ctx: Any, host_path: Path) -> Any:
+        procs = self.components.get("processes")
+        if procs is None:
+            return None
+        return procs.spawn_from_shell(shell, ctx, host_path)
+
+    def request_shutdown(self) -> None:
+        """Shutdown asked for from inside (the shell) or the control socket."""
+        self.log("shutdown requested")
+        self.shutdown_requested.set()
+
+    # ------------------------------------------------------------- shutdown
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        self._shutdown_hooks.append(hook)
+
+    def shutdown(self) -> None:
+        """Stop every Exo process and release every kernel resource. Idempotent."""
+        if self._down:
+            return
+        self._down = True
+        for hook in reversed(self._shutdown_hooks):
+            try:
+                hook()
+            except Exception as exc:  # keep releasing the rest
+                print(f"exo: shutdown: {exc}", file=sys.stderr)
+        self._shutdown_hooks.clear()
+
+    # ---------------------------------------------------------------- steps
+    def _critical_steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("Exo tree", self._step_tree),
+            ("Memory pool", self._step_pool),
+            ("Capability space", self._step_caps),
+            ("IPC (Fusion Rings)", self._step_ipc),
+        ]
+
+    def _normal_steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("Scheduler", self._step_scheduler),
+            ("Processes and sandbox", self._step_processes),
+            ("Syscall server", self._step_syscalls),
+        ]
+
+    def _deferred_steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("Security", self._step_security),
+            ("AI agents", self._step_agents),
+            ("POSIX-X", self._step_posix_x),
+        ]
+
+    def _step_tree(self) -> str:
+        self.first_boot = ensure_tree(self.root)
+        return f"{self.root}{', first boot: created' if self.first_boot else ''}"
+
+    def _step_pool(self) -> str:
+        try:
+            from exo.mm import SharedPool  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise SkipStep(f"exo.mm not available: {exc}") from None
+        pool = SharedPool.create(self.config.pool_size)
+        self.components["pool"] = pool
+        self.on_shutdown(pool.close)
+        return f"{self.config.pool_size // (1024 * 1024)} MiB shared, memfd"
+
+    def _step_caps(self) -> str:
+        from exo.kernel.services import start_capabilities
+
+        return start_capabilities(self)
+
+    def _step_ipc(self) -> str:
+        try:
+            import exo.ipc as ipc
+        except ImportError as exc:
+            raise SkipStep(f"exo.ipc not available: {exc}") from None
+        if not hasattr(ipc, "FusionRing"):
+            raise SkipStep("Fusion Rings not built yet")
+        return "Fusion Rings, futex wake-ups"
+
+    def _step_scheduler(self) -> str:
+        raise SkipStep(f"predictive scheduler not built yet; {os.cpu_count()} CPUs")
+
+    def _step_processes(self) -> str:
+        from exo.kernel.services import start_processes
+
+        return start_processes(self)
+
+    def _step_syscalls(self) -> str:
+        from exo.kernel.services import start_syscalls
+
+        return start_syscalls(self)
+
+    def _step_security(self) -> str:
+        found = []
+        if Path("/dev/tpm0").exists() or Path("/dev/tpmrm0").exists():
+            found.append("hardware TPM present")
+        elif shutil.which("swtpm"):
+            found.append("swtpm installed")
+        raise SkipStep(
+            "TPM/HSM integration not built yet"
+            + (f" ({', '.join(found)})" if found else " (no TPM on this host)")
+        )
+
+    def _step_agents(self) -> str:
+        raise SkipStep("AI agents not built yet")
+
+    def _step_posix_x(self) -> str:
+        raise SkipStep("POSIX-X not built yet")

@@ -1,0 +1,131 @@
+"""Process manifests: the capabilities and limits a program runs with.
+
+A manifest is TOML::
+
+    [sandbox]
+    capabilities = ["storage://home/demo=READ,WRITE", "net://loopback:8080=SEND,RECV"]
+
+    [limits]
+    memory = "256M"   # bytes, or with a K/M/G suffix
+    pids = 64
+    cpu = 0.5         # CPUs
+
+Every error names the file and the offending field in one line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exo.kernel.caps import CapabilityError, ResourceName, Rights
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_MEMORY = 1 << 30
+DEFAULT_PIDS = 256
+
+
+class ManifestError(ValueError):
+    """A manifest or a --cap argument that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    name: ResourceName
+    rights: Rights
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.rights.format()}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = DEFAULT_MEMORY
+    pids: int | None = DEFAULT_PIDS
+    cpu: float | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    grants: tuple[Grant, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+
+def parse_grant(text: str) -> Grant:
+    """``NAME=RIGHTS`` as given to ``--cap``."""
+    name, sep, rights = text.rpartition("=")
+    if not sep or not name:
+        raise ManifestError(f"capability {text!r}: expected NAME=RIGHTS, "
+                            "e.g. storage://home/demo=READ,WRITE")
+    try:
+        return Grant(ResourceName.parse(name), Rights.parse(rights))
+    except CapabilityError as exc:
+        raise ManifestError(f"capability {text!r}: {exc}") from None
+
+
+def _size(value: object, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1] if text and text[-1] in _UNITS else ""
+        number = text[: len(text) - len(unit)]
+        try:
+            size = int(float(number) * _UNITS[unit])
+        except ValueError:
+            size = 0
+        if size > 0:
+            return size
+    raise ManifestError(f"{where}: expected a size like 268435456 or \"256M\", got {value!r}")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{p}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{p}: invalid TOML: {exc}") from None
+    return manifest_from_dict(data, str(p))
+
+
+def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
+    unknown = set(data) - {"package", "sandbox", "limits", "binary", "dependencies"}
+    if unknown:
+        raise ManifestError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
+    sandbox = data.get("sandbox", {})
+    if not isinstance(sandbox, dict):
+        raise ManifestError(f"{where}: [sandbox] must be a table")
+    grants: list[Grant] = []
+    for key in ("capabilities", "filesystem", "network", "ipc"):
+        entries = sandbox.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise ManifestError(f"{where}: sandbox.{key} must be a list of \"NAME=RIGHTS\"")
+        for entry in entries:
+            try:
+                grants.append(parse_grant(entry))
+            except ManifestError as exc:
+                raise ManifestError(f"{where}: sandbox.{key}: {exc}") from None
+    bad = set(sandbox) - {"capabilities", "filesystem", "network", "ipc"}
+    if bad:
+        raise ManifestError(f"{where}: unknown key(s) in [sandbox]: {', '.join(sorted(bad))}")
+    limits_raw = data.get("limits", {})
+    if not isinstance(limits_raw, dict):
+        raise ManifestError(f"{where}: [limits] must be a table")
+    bad = set(limits_raw) - {"memory", "pids", "cpu"}
+    if bad:
+        raise ManifestError(f"{where}: unknown key(s) in [limits]: {', '.join(sorted(bad))}")
+    memory = _size(limits_raw["memory"], f"{where}: limits.memory") \
+        if "memory" in limits_raw else DEFAULT_MEMORY
+    pids = limits_raw.get("pids", DEFAULT_PIDS)
+    if not isinstance(pids, int) or isinstance(pids, bool) or pids < 1:
+        raise ManifestError(f"{where}: limits.pids must be a positive integer, got {pids!r}")
+    cpu = limits_raw.get("cpu")
+    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, int | float)
+                            or not 0.01 <= cpu <= 1024):
+        raise ManifestError(f"{where}: limits.cpu must be a number of CPUs, got {cpu!r}")
+    return Manifest(tuple(grants), Limits(memory, pids, float(cpu) if cpu is not None else None))

@@ -1,0 +1,334 @@
+"""The process table: spawning sandboxed Exo processes and reclaiming them.
+
+Each process is a real Linux process started through ``exo.sandbox`` with a
+sandbox built from its capabilities, a capability space in the kernel, and a
+bootstrap channel (a SOCK_SEQPACKET socketpair) served by ``SyscallServer``. When
+the process exits, everything it held is reclaimed: its capability space, its
+channel, its cgroup and its shared-memory blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import exo
+from exo.abi import BOOTSTRAP_FD_ENV, PID_ENV
+from exo.kernel.caps import Rights
+from exo.kernel.manifest import Grant, Limits, parse_grant
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+KERNEL_PID = 1
+_SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
+
+
+@dataclass
+class ExoProcess:
+    pid: int
+    argv: list[str]
+    parent: int
+    started: float = field(default_factory=time.monotonic)
+    host_pid: int = 0
+    status: int | None = None
+    channel: socket.socket | None = None
+    inbox: queue.Queue[tuple[int, int]] = field(default_factory=queue.Queue)
+    exited: threading.Event = field(default_factory=threading.Event)
+    sandbox: Any = None
+    on_exit: list[Callable[[ExoProcess], None]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.status is None:
+            return "running"
+        return "exited" if self.status >= 0 else f"killed({-self.status})"
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.exited.wait(timeout)
+        return self.status
+
+
+class ShellJob:
+    """Adapter giving the shell the ``wait``/``interrupt`` it expects of a job."""
+
+    def __init__(self, manager: ProcessManager, proc: ExoProcess) -> None:
+        self.manager, self.proc = manager, proc
+
+    def wait(self) -> int:
+        status = self.manager.wait(self.proc.pid)
+        return status if status >= 0 else 128 - status
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(LookupError):
+            self.manager.kill(self.proc.pid, signal.SIGINT)
+        if self.proc.wait(1.0) is None:
+            with contextlib.suppress(LookupError):
+                self.manager.kill(self.proc.pid, signal.SIGKILL)
+
+
+class ProcessManager:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.caps = kernel.components["caps"]
+        self._lock = threading.Lock()
+        self._next_pid = KERNEL_PID + 1
+        self._table: dict[int, ExoProcess] = {}
+        self._reapers: list[threading.Thread] = []
+        self.spawned = 0
+        self.reclaimed = 0
+
+    # ------------------------------------------------------------------ spawn
+    def spawn(
+        self,
+        argv: Sequence[str],
+        grants: Sequence[Grant],
+        *,
+        stdio: tuple[int, int, int] = (0, 1, 2),
+        parent: int = KERNEL_PID,
+        limits: Limits | None = None,
+        env: dict[str, str] | None = None,
+        derive: Callable[[int], None] | None = None,
+    ) -> ExoProcess:
+        """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs)."""
+        from exo.kernel.syscalls import serve_process
+        from exo.sandbox import spawn as sandbox_spawn
+
+        if not argv:
+            raise ValueError("empty command")
+        limits = limits or Limits()
+        with self._lock:
+            pid = self._next_pid
+            self._next_pid += 1
+        proc = ExoProcess(pid, list(argv), parent)
+        self.caps.create_space(pid)
+        kernel_end = child_end = None
+        try:
+            for g in grants:
+                self.caps.grant_root(pid, g.name, g.rights)
+            if derive is not None:
+                derive(pid)
+            spec = self._spec(pid, limits, env or {})
+            kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            spec = _with_fd(spec, child_end.fileno())
+            sandbox = sandbox_spawn(spec, list(argv), stdin=stdio[0], stdout=stdio[1],
+                                    stderr=stdio[2])
+        except BaseException:
+            if kernel_end is not None:
+                kernel_end.close()
+            self.caps.destroy_space(pid)
+            raise
+        finally:
+            if child_end is not None:
+                child_end.close()  # the child has its copy; ours would hide its exit
+        proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, kernel_end
+        with self._lock:
+            self._table[pid] = proc
+            self.spawned += 1
+        serve_process(self.kernel, proc)
+        reaper = threading.Thread(target=self._reap, args=(proc,), name=f"exo-reap-{pid}",
+                                  daemon=True)
+        reaper.start()
+        self.kernel.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
+        return proc
+
+    def _spec(self, pid: int, limits: Limits, env: dict[str, str]) -> Any:
+        from exo.sandbox import NetPolicy, SandboxSpec
+
+        read: list[Path] = []
+        write: list[Path] = []
+        execs: list[Path] = []
+        connect: set[int] = set()
+        net_any = False
+        cwd: Path | None = None
+        for info in self.caps.handles(pid):
+            res, rights = info.resource, info.rights
+            if res.scheme == "storage":
+                host = res.fs_path(self.kernel.root)
+                if Rights.WRITE in rights:
+                    write.append(host)
+                elif Rights.READ in rights:
+                    read.append(host)
+                if Rights.EXECUTE in rights:
+                    execs.append(host)
+                if cwd is None and host.is_dir():
+                    cwd = host
+            elif res.scheme == "net":
+                # Landlock filters TCP by port only: a host-specific grant still opens
+                # the port to every host (documented in docs/sandbox.md).
+                if res.port is None:
+                    net_any = True
+                else:
+                    connect.add(res.port)
+        if net_any:
+            net = NetPolicy.any()
+        elif connect:
+            net = NetPolicy.tcp(connect=tuple(sorted(connect)), bind=tuple(sorted(connect)))
+        else:
+            net = NetPolicy.none()
+        child_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(cwd) if cwd else "/tmp",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(_SRC_DIR),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            PID_ENV: str(pid),
+        }
+        if "TERM" in os.environ:
+            child_env["TERM"] = os.environ["TERM"]
+        child_env.update(env)
+        return SandboxSpec(
+            read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
+            net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
+            cwd=cwd, env=child_env,
+        )
+
+    # ------------------------------------------------------------------ reaping
+    def _reap(self, proc: ExoProcess) -> None:
+        status = proc.sandbox.wait()
+        self._reclaim(proc, status)
+
+    def _reclaim(self, proc: ExoProcess, status: int) -> None:
+        with self._lock:
+            if proc.status is not None:
+                return
+            proc.status = status
+        for hook in proc.on_exit:
+            with contextlib.suppress(Exception):
+                hook(proc)
+        with contextlib.suppress(Exception):
+            self.caps.destroy_space(proc.pid)
+        pool = self.kernel.components.get("pool")
+        if pool is not None and hasattr(pool, "reclaim"):
+            with contextlib.suppress(Exception):
+                pool.reclaim(proc.host_pid)
+        if proc.channel is not None:
+            with contextlib.suppress(OSError):
+                proc.channel.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            proc.sandbox.cleanup()
+        with self._lock:
+            self.reclaimed += 1
+        proc.exited.set()
+        self.kernel.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
+
+    # ------------------------------------------------------------------ queries
+    def get(self, pid: int) -> ExoProcess:
+        with self._lock:
+            proc = self._table.get(pid)
+        if proc is None:
+            raise LookupError(f"({pid}) - no such process")
+        return proc
+
+    def wait(self, pid: int, timeout: float | None = None) -> int:
+        proc = self.get(pid)
+        proc.exited.wait(timeout)
+        if proc.status is None:
+            raise TimeoutError(f"process {pid} still running")
+        with self._lock:
+            self._table.pop(pid, None)  # waited for: gone from the table
+        return proc.status
+
+    def kill(self, pid: int, sig: int = signal.SIGTERM) -> None:
+        if pid == KERNEL_PID:
+            raise LookupError("(1) - the kernel cannot be signalled; use shutdown")
+        proc = self.get(pid)
+        if proc.status is not None:
+            raise LookupError(f"({pid}) - process has already exited")
+        proc.sandbox.kill(sig)
+
+    def live(self) -> list[ExoProcess]:
+        with self._lock:
+            return [p for p in self._table.values() if p.status is None]
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        rows = [{
+            "pid": KERNEL_PID, "host_pid": os.getpid(), "state": "running",
+            "caps": 0, "elapsed_s": now - self.kernel.monotonic_start,
+            "command": "exo-kernel",
+        }]
+        with self._lock:
+            procs = sorted(self._table.values(), key=lambda p: p.pid)
+        for p in procs:
+            try:
+                ncaps = len(self.caps.handles(p.pid)) if p.status is None else 0
+            except Exception:
+                ncaps = 0
+            rows.append({
+                "pid": p.pid, "host_pid": p.host_pid, "state": p.state, "caps": ncaps,
+                "elapsed_s": now - p.started, "command": " ".join(p.argv),
+            })
+        return rows
+
+    def proc_pids(self) -> dict[int, dict[str, Callable[[], str]]]:
+        out: dict[int, dict[str, Callable[[], str]]] = {}
+        for row in self.rows():
+            pid = int(row["pid"])
+            out[pid] = {
+                "cmdline": functools.partial(_text, str(row["command"]) + "\n"),
+                "status": functools.partial(
+                    _text, "".join(f"{k}:\t{v}\n" for k, v in row.items())),
+                "caps": functools.partial(self._caps_text, pid),
+            }
+        return out
+
+    def _caps_text(self, pid: int) -> str:
+        try:
+            infos = self.caps.handles(pid)
+        except Exception:
+            return ""
+        return "".join(f"{i.handle:#010x} {i.rights.format():<30} {i.resource}\n" for i in infos)
+
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        return {"processes": lambda: f"spawned {self.spawned}\nreclaimed {self.reclaimed}\n"
+                f"running {len(self.live())}\n"}
+
+    # ------------------------------------------------------------------ shell
+    def spawn_from_shell(self, shell: Any, ctx: Any, host_path: Path) -> ShellJob:
+        """Programs in the Exo tree's PATH: run with the caller's working directory."""
+        cwd = shell.vfs.host_path(shell.cwd)
+        rel = cwd.relative_to(self.kernel.root).as_posix()
+        grants = [parse_grant(f"storage://{rel if rel != '.' else ''}=READ,WRITE"),
+                  parse_grant(f"storage://{host_path.relative_to(self.kernel.root).as_posix()}"
+                              "=READ,EXECUTE")]
+        argv = [str(host_path), *ctx.args]
+        proc = self.spawn(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr))
+        return ShellJob(self, proc)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, grace: float = 2.0) -> None:
+        procs = self.live()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.sandbox.kill(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            if not p.exited.wait(max(0.0, deadline - time.monotonic())):
+                with contextlib.suppress(Exception):
+                    p.sandbox.kill(signal.SIGKILL)
+        for p in procs:
+            p.exited.wait(5.0)
+
+
+def _with_fd(spec: Any, fd: int) -> Any:
+    from dataclasses import replace
+
+    env = dict(spec.env)
+    env[BOOTSTRAP_FD_ENV] = str(fd)
+    return replace(spec, keep_fds=(*spec.keep_fds, fd), env=env)
+
+
+
+def _text(value: str) -> str:
+    return value

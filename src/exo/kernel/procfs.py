@@ -1,0 +1,97 @@
+"""Synthesised ``/proc`` and ``/sys``: files generated from kernel state on read.
+
+Nothing here is copied from the host's /proc. A provider is a nested mapping whose
+leaves are callables producing the file's text, rebuilt on every lookup so a
+listing always reflects the kernel as it is now.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeAlias
+
+from exo import __version__
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+Node: TypeAlias = "Callable[[], str] | Mapping[str, Node]"
+
+
+class VirtualTree:
+    """Read-only view of a synthesised tree; paths are relative ("" is the top)."""
+
+    def __init__(self, build: Callable[[], Mapping[str, Node]]) -> None:
+        self._build = build
+
+    def _node(self, rel: str) -> Node | None:
+        node: Node = self._build()
+        for part in [p for p in rel.split("/") if p]:
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def exists(self, rel: str) -> bool:
+        return self._node(rel) is not None
+
+    def is_dir(self, rel: str) -> bool:
+        return isinstance(self._node(rel), Mapping)
+
+    def listdir(self, rel: str) -> list[str]:
+        node = self._node(rel)
+        if not isinstance(node, Mapping):
+            raise NotADirectoryError(rel)
+        return sorted(node)
+
+    def read(self, rel: str) -> str:
+        node = self._node(rel)
+        if node is None:
+            raise FileNotFoundError(rel)
+        if isinstance(node, Mapping):
+            raise IsADirectoryError(rel)
+        return node()
+
+
+def _const(text: str) -> Callable[[], str]:
+    return lambda: text
+
+
+def proc_tree(kernel: Kernel) -> VirtualTree:
+    def build() -> Mapping[str, Node]:
+        tree: dict[str, Node] = {
+            "version": _const(f"Exo-OS {__version__} ({platform.machine()}) hosted on "
+                              f"Linux {platform.release()}\n"),
+            "uptime": lambda: f"{time.time() - kernel.started_at:.2f}\n",
+            "boot": lambda: json.dumps(kernel.report.as_dict(), indent=2) + "\n",
+        }
+        for name, fn in kernel.proc_files().items():
+            tree[name] = fn
+        for pid, files in kernel.proc_pids().items():
+            tree[str(pid)] = files
+        return tree
+
+    return VirtualTree(build)
+
+
+def sys_tree(kernel: Kernel) -> VirtualTree:
+    def build() -> Mapping[str, Node]:
+        return {
+            "kernel": {
+                "boot_id": _const(kernel.boot_id + "\n"),
+                "version": _const(__version__ + "\n"),
+                "root": _const(str(kernel.root) + "\n"),
+                "dev_mode": _const(("1" if kernel.config.dev_mode else "0") + "\n"),
+            },
+            "boot": {_slug(s.name): _const(f"{s.status.value} {s.ms:.3f} ms {s.detail}\n")
+                     for s in kernel.report.steps},
+        }
+
+    return VirtualTree(build)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")

@@ -1,0 +1,340 @@
+"""The syscall server: one thread per process reads its bootstrap channel.
+
+A syscall blocks only its caller's thread (``wait``, ``recv_capability``), exactly
+as a blocking system call would. Every request is validated; a bad one gets an
+error reply and the kernel stays up. The channel reaching EOF means the process
+is gone (the kernel holds no copy of the child's end), which is how death is
+detected without polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from exo.abi import ProtocolError, recv_message, send_message
+from exo.kernel.caps import CapabilityError, ResourceName, Rights
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+    from exo.kernel.process import ExoProcess
+
+Handler = Callable[["Kernel", "ExoProcess", dict[str, Any], list[int]],
+                   tuple[Any, list[int]]]
+HANDLERS: dict[str, Handler] = {}
+
+
+class SyscallError(Exception):
+    """A request the kernel refuses for a reason other than capabilities."""
+
+
+def syscall(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def serve_process(kernel: Kernel, proc: ExoProcess) -> threading.Thread:
+    t = threading.Thread(target=_serve, args=(kernel, proc), name=f"exo-sys-{proc.pid}",
+                         daemon=True)
+    t.start()
+    return t
+
+
+def _serve(kernel: Kernel, proc: ExoProcess) -> None:
+    sock = proc.channel
+    assert sock is not None
+    while True:
+        try:
+            got = recv_message(sock)
+        except ProtocolError as exc:
+            with contextlib.suppress(OSError):
+                send_message(sock, {"id": None, "ok": False, "error": "ProtocolError",
+                                    "message": str(exc)})
+            continue
+        except OSError:
+            break
+        if got is None:
+            break
+        msg, fds = got
+        reply, out_fds = _dispatch(kernel, proc, msg, fds)
+        try:
+            send_message(sock, reply, out_fds)
+        except (OSError, ProtocolError):
+            break
+        finally:
+            for fd in out_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _dispatch(kernel: Kernel, proc: ExoProcess, msg: dict[str, Any],
+              fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+    req_id = msg.get("id")
+    op, args = msg.get("op"), msg.get("args", {})
+    try:
+        if not isinstance(op, str) or not isinstance(args, dict):
+            raise SyscallError("request needs an 'op' string and an 'args' object")
+        handler = HANDLERS.get(op)
+        if handler is None:
+            raise SyscallError(f"unknown syscall {op!r}")
+        result, out_fds = handler(kernel, proc, args, fds)
+        return {"id": req_id, "ok": True, "result": result}, out_fds
+    except (CapabilityError, SyscallError, OSError, ValueError, TypeError, KeyError,
+            LookupError, TimeoutError) as exc:
+        kind = type(exc).__name__
+        if isinstance(exc, KeyError):
+            message = f"missing argument {exc.args[0]!r}"
+        else:
+            message = str(exc) or kind
+        return {"id": req_id, "ok": False, "error": kind, "message": message}, []
+    finally:
+        for fd in fds:  # descriptors a handler did not take (and clear) are closed
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _cap_result(kernel: Kernel, pid: int, handle: int) -> dict[str, Any]:
+    cap = kernel.caps.check(pid, handle)
+    return {"handle": handle, "resource": str(cap.resource), "rights": int(cap.rights)}
+
+
+def _int(args: dict[str, Any], key: str) -> int:
+    value = args[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"argument {key!r} must be an integer")
+    return value
+
+
+def _str(args: dict[str, Any], key: str) -> str:
+    value = args[key]
+    if not isinstance(value, str):
+        raise TypeError(f"argument {key!r} must be a string")
+    return value
+
+
+# ---------------------------------------------------------------- capabilities
+@syscall("getpid")
+def _getpid(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+            ) -> tuple[Any, list[int]]:
+    return {"pid": proc.pid}, []
+
+
+@syscall("handles")
+def _handles(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+             ) -> tuple[Any, list[int]]:
+    return [{"handle": i.handle, "resource": str(i.resource), "rights": int(i.rights)}
+            for i in kernel.caps.handles(proc.pid)], []
+
+
+@syscall("request")
+def _request(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+             ) -> tuple[Any, list[int]]:
+    handle = kernel.caps.request(proc.pid, _str(args, "name"), _str(args, "rights"))
+    return _cap_result(kernel, proc.pid, handle), []
+
+
+@syscall("duplicate")
+def _duplicate(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+               ) -> tuple[Any, list[int]]:
+    handle = kernel.caps.duplicate(proc.pid, _int(args, "handle"), _str(args, "rights"))
+    return _cap_result(kernel, proc.pid, handle), []
+
+
+@syscall("revoke")
+def _revoke(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+            ) -> tuple[Any, list[int]]:
+    return {"count": kernel.caps.revoke(proc.pid, _int(args, "handle"))}, []
+
+
+@syscall("close")
+def _close(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+           ) -> tuple[Any, list[int]]:
+    kernel.caps.close(proc.pid, _int(args, "handle"))
+    return {}, []
+
+
+@syscall("send_capability")
+def _send_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                     ) -> tuple[Any, list[int]]:
+    target = kernel.processes.get(_int(args, "pid"))
+    if target.status is not None:
+        raise LookupError(f"process {target.pid} has exited")
+    new = kernel.caps.transfer(proc.pid, _int(args, "handle"), target.pid)
+    target.inbox.put((proc.pid, new))
+    return {}, []
+
+
+@syscall("recv_capability")
+def _recv_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                     ) -> tuple[Any, list[int]]:
+    timeout = args.get("timeout")
+    if timeout is not None and not isinstance(timeout, int | float):
+        raise TypeError("argument 'timeout' must be a number or null")
+    try:
+        sender, handle = proc.inbox.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError("no capability arrived before the timeout") from None
+    result = _cap_result(kernel, proc.pid, handle)
+    result["from"] = sender
+    return result, []
+
+
+# ---------------------------------------------------------------- storage
+_RESOLVE_BENEATH = 0x08
+_RESOLVE_NO_MAGICLINKS = 0x02
+_SYS_OPENAT2 = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def openat2_beneath(dirfd: int, path: str, flags: int, mode: int = 0o644) -> int:
+    """openat2(2) with RESOLVE_BENEATH: neither ``..`` nor a symlink can leave ``dirfd``."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
+                   _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err == errno.EXDEV:
+            raise PermissionError(errno.EACCES, f"{path}: resolves outside the capability")
+        raise OSError(err, f"{path}: {os.strerror(err)}")
+    return int(fd)
+
+
+def _covering(kernel: Kernel, pid: int, res: ResourceName, want: Rights) -> tuple[int, Any]:
+    """The handle whose capability covers ``res`` with ``want``, most specific first."""
+    best: tuple[int, Any] | None = None
+    for info in kernel.caps.handles(pid):
+        if info.resource.covers(res) and (info.rights & want) == want and (
+            best is None or len(info.resource.path) > len(best[1].resource.path)
+        ):
+            best = (info.handle, info)
+    if best is None:
+        raise PermissionError(errno.EACCES, f"no capability grants {want.format()} on {res}")
+    return best
+
+
+@syscall("open")
+def _open(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+          ) -> tuple[Any, list[int]]:
+    res = ResourceName.parse(_str(args, "name"))
+    if res.scheme != "storage":
+        raise SyscallError(f"open: {res} is not a storage:// name")
+    want = Rights.parse(_str(args, "rights")) & (Rights.READ | Rights.WRITE)
+    if not want:
+        raise SyscallError("open: rights must include READ or WRITE")
+    handle, info = _covering(kernel, proc.pid, res, want)
+    pin = kernel.caps.pin(proc.pid, handle, want)
+    base = info.resource.fs_path(kernel.root)
+    rel = res.path[len(info.resource.path):].lstrip("/") if info.resource.path else res.path
+    flags = {Rights.READ: os.O_RDONLY, Rights.WRITE: os.O_WRONLY}.get(want, os.O_RDWR)
+    if args.get("create"):
+        flags |= os.O_CREAT
+    if args.get("truncate"):
+        flags |= os.O_TRUNC
+    if args.get("append"):
+        flags |= os.O_APPEND
+    dirfd = os.open(base if rel else base.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = openat2_beneath(dirfd, rel or base.name, flags | os.O_NOCTTY)
+    except BaseException:
+        kernel.caps.unpin(pin)
+        raise
+    finally:
+        os.close(dirfd)
+    if stat.S_ISDIR(os.fstat(fd).st_mode) and want & Rights.WRITE:
+        os.close(fd)
+        kernel.caps.unpin(pin)
+        raise IsADirectoryError(errno.EISDIR, f"{res}: is a directory")
+    kernel.files.register(proc, pin, fd)
+    return {"resource": str(res), "rights": int(want)}, [fd]
+
+
+@syscall("listdir")
+def _listdir(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+             ) -> tuple[Any, list[int]]:
+    res = ResourceName.parse(_str(args, "name"))
+    if res.scheme != "storage":
+        raise SyscallError(f"listdir: {res} is not a storage:// name")
+    _, info = _covering(kernel, proc.pid, res, Rights.READ)
+    base = info.resource.fs_path(kernel.root)
+    rel = res.path[len(info.resource.path):].lstrip("/") if info.resource.path else res.path
+    dirfd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = openat2_beneath(dirfd, rel or ".", os.O_RDONLY | os.O_DIRECTORY)
+    finally:
+        os.close(dirfd)
+    try:
+        return sorted(os.listdir(fd)), []
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- processes
+@syscall("spawn")
+def _spawn(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+           ) -> tuple[Any, list[int]]:
+    argv = args["argv"]
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise TypeError("argument 'argv' must be a non-empty list of strings")
+    caps = args.get("caps", [])
+    if not isinstance(caps, list):
+        raise TypeError("argument 'caps' must be a list")
+    if len(fds) != 3:
+        raise SyscallError("spawn needs exactly three descriptors (stdin, stdout, stderr)")
+    # The child receives capabilities derived from ones the caller holds (revoking
+    # the caller's revokes the child's): it can never give more than it has.
+    wanted: list[tuple[int, Rights]] = []
+    for entry in caps:
+        if not isinstance(entry, dict):
+            raise TypeError("each entry of 'caps' must be an object")
+        handle, want = _int(entry, "handle"), Rights.parse(_str(entry, "rights"))
+        kernel.caps.check(proc.pid, handle, Rights.DUPLICATE)
+        wanted.append((handle, want))
+
+    def derive(child_pid: int) -> None:
+        for handle, want in wanted:
+            kernel.caps.delegate(proc.pid, handle, child_pid, want)
+
+    child = kernel.processes.spawn(argv, [], stdio=(fds[0], fds[1], fds[2]),
+                                   parent=proc.pid, derive=derive)
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
+    return {"pid": child.pid}, []
+
+
+@syscall("wait")
+def _wait(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+          ) -> tuple[Any, list[int]]:
+    child = kernel.processes.get(_int(args, "pid"))
+    if child.parent != proc.pid:
+        raise LookupError(f"process {child.pid} is not a child of {proc.pid}")
+    return {"status": kernel.processes.wait(child.pid)}, []
+
+
+@syscall("exit")
+def _exit(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+          ) -> tuple[Any, list[int]]:
+    with contextlib.suppress(OSError):
+        proc.sandbox.kill(9)
+    return {}, []
+

@@ -1,0 +1,448 @@
+"""The shell's built-in commands. Each takes a CommandContext and returns a status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from exo import __version__
+from exo.shell.context import CommandContext, CommandError
+
+BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
+HELP: dict[str, str] = {}
+
+
+def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int]],
+                                                  Callable[[CommandContext], int]]:
+    def register(fn: Callable[[CommandContext], int]) -> Callable[[CommandContext], int]:
+        BUILTINS[name] = fn
+        HELP[name] = summary
+        return fn
+
+    return register
+
+
+class _ArgParser(argparse.ArgumentParser):
+    """argparse that reports errors as CommandError instead of exiting the shell."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(message, 2)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise CommandError(message or "", status)
+
+
+def _parser(ctx: CommandContext, description: str) -> _ArgParser:
+    return _ArgParser(prog=ctx.name, description=description, add_help=False)
+
+
+def _split_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
+    """Short flags like ``-rf`` and operands; ``--`` ends flags."""
+    flags: set[str] = set()
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--":
+            rest.extend(it)
+            break
+        if a.startswith("-") and len(a) > 1 and not rest:
+            for ch in a[1:]:
+                if ch not in allowed:
+                    raise CommandError(f"invalid option -- '{ch}'", 2)
+                flags.add(ch)
+        else:
+            rest.append(a)
+    return flags, rest
+
+
+# --------------------------------------------------------------------- files
+@builtin("pwd", "print the working directory")
+def _pwd(ctx: CommandContext) -> int:
+    ctx.out(ctx.shell.cwd)
+    return 0
+
+
+@builtin("cd", "change the working directory (default: $HOME)")
+def _cd(ctx: CommandContext) -> int:
+    target = ctx.path(ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
+    if not ctx.shell.vfs.is_dir(target):
+        raise CommandError(f"{ctx.args[0] if ctx.args else target}: no such directory")
+    ctx.shell.cwd = target
+    ctx.shell.env["PWD"] = target
+    return 0
+
+
+@builtin("ls", "list a directory: ls [-l] [-a] [PATH...]")
+def _ls(ctx: CommandContext) -> int:
+    flags, paths = _split_flags(ctx.args, "la1")
+    status = 0
+    targets = paths or ["."]
+    for n, raw in enumerate(targets):
+        p = ctx.path(raw)
+        vfs = ctx.shell.vfs
+        if not vfs.exists(p):
+            ctx.err(f"cannot access '{raw}': no such file or directory")
+            status = 1
+            continue
+        if not vfs.is_dir(p):
+            ctx.out(raw)
+            continue
+        if len(targets) > 1:
+            ctx.out(("\n" if n else "") + f"{raw}:")
+        entries = [e for e in vfs.listdir(p) if "a" in flags or not e.name.startswith(".")]
+        if "l" in flags:
+            for e in entries:
+                kind = "d" if e.is_dir else "-"
+                ctx.out(f"{kind} {e.size:>10}  {e.name}{'/' if e.is_dir else ''}")
+        elif "1" in flags or not ctx.isatty():
+            for e in entries:
+                ctx.out(e.name)
+        else:
+            ctx.out("  ".join(e.name for e in entries))
+    return status
+
+
+@builtin("cat", "print files (or stdin) to stdout")
+def _cat(ctx: CommandContext) -> int:
+    if not ctx.args:
+        for chunk in ctx.read_stdin():
+            ctx.write(chunk)
+        return 0
+    status = 0
+    for raw in ctx.args:
+        if raw == "-":
+            for chunk in ctx.read_stdin():
+                ctx.write(chunk)
+            continue
+        try:
+            for chunk in ctx.shell.vfs.iter_chunks(ctx.path(raw)):
+                if ctx.cancelled.is_set():
+                    return 130
+                ctx.write(chunk)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
+            status = 1
+    return status
+
+
+def _strip(exc: BaseException, path: str) -> str:
+    text = str(exc)
+    return text[len(path) + 2:] if text.startswith(path + ": ") else text
+
+
+@builtin("echo", "print arguments: echo [-n] ARG...")
+def _echo(ctx: CommandContext) -> int:
+    args = ctx.args
+    newline = True
+    if args and args[0] == "-n":
+        newline, args = False, args[1:]
+    ctx.write(" ".join(args) + ("\n" if newline else ""))
+    return 0
+
+
+@builtin("mkdir", "create directories: mkdir [-p] DIR...")
+def _mkdir(ctx: CommandContext) -> int:
+    flags, paths = _split_flags(ctx.args, "p")
+    if not paths:
+        raise CommandError("missing operand", 2)
+    status = 0
+    for raw in paths:
+        try:
+            ctx.shell.vfs.mkdir(ctx.path(raw), parents="p" in flags)
+        except FileExistsError:
+            ctx.err(f"cannot create directory '{raw}': file exists")
+            status = 1
+        except FileNotFoundError:
+            ctx.err(f"cannot create directory '{raw}': no such file or directory")
+            status = 1
+    return status
+
+
+@builtin("rm", "remove files: rm [-r] [-f] PATH...")
+def _rm(ctx: CommandContext) -> int:
+    flags, paths = _split_flags(ctx.args, "rRf")
+    if not paths:
+        raise CommandError("missing operand", 2)
+    status = 0
+    for raw in paths:
+        try:
+            ctx.shell.vfs.remove(ctx.path(raw), recursive=bool(flags & {"r", "R"}))
+        except FileNotFoundError:
+            if "f" not in flags:
+                ctx.err(f"cannot remove '{raw}': no such file or directory")
+                status = 1
+        except IsADirectoryError:
+            ctx.err(f"cannot remove '{raw}': is a directory")
+            status = 1
+    return status
+
+
+@builtin("cp", "copy: cp [-r] SRC... DEST")
+def _cp(ctx: CommandContext) -> int:
+    flags, paths = _split_flags(ctx.args, "rR")
+    if len(paths) < 2:
+        raise CommandError("missing destination operand", 2)
+    *srcs, dst = paths
+    if len(srcs) > 1 and not ctx.shell.vfs.is_dir(ctx.path(dst)):
+        raise CommandError(f"target '{dst}' is not a directory")
+    for s in srcs:
+        try:
+            ctx.shell.vfs.copy(ctx.path(s), ctx.path(dst), recursive=bool(flags))
+        except FileNotFoundError:
+            raise CommandError(f"cannot stat '{s}': no such file or directory") from None
+        except IsADirectoryError:
+            raise CommandError(f"-r not specified; omitting directory '{s}'") from None
+    return 0
+
+
+@builtin("mv", "move or rename: mv SRC... DEST")
+def _mv(ctx: CommandContext) -> int:
+    _, paths = _split_flags(ctx.args, "f")
+    if len(paths) < 2:
+        raise CommandError("missing destination operand", 2)
+    *srcs, dst = paths
+    for s in srcs:
+        try:
+            ctx.shell.vfs.move(ctx.path(s), ctx.path(dst))
+        except FileNotFoundError:
+            raise CommandError(f"cannot stat '{s}': no such file or directory") from None
+    return 0
+
+
+@builtin("touch", "create empty files or update their times")
+def _touch(ctx: CommandContext) -> int:
+    if not ctx.args:
+        raise CommandError("missing file operand", 2)
+    for raw in ctx.args:
+        host = ctx.shell.vfs.host_path(ctx.path(raw))
+        host.touch()
+    return 0
+
+
+@builtin("head", "first lines of files or stdin: head [-n N] [FILE...]")
+def _head(ctx: CommandContext) -> int:
+    p = _parser(ctx, "print the first lines")
+    p.add_argument("-n", type=int, default=10)
+    p.add_argument("files", nargs="*")
+    ns = p.parse_args(ctx.args)
+    data = b"".join(_inputs(ctx, ns.files))
+    lines = data.splitlines(keepends=True)[: ns.n]
+    ctx.write(b"".join(lines))
+    return 0
+
+
+@builtin("wc", "count lines, words and bytes: wc [-l|-w|-c] [FILE...]")
+def _wc(ctx: CommandContext) -> int:
+    flags, files = _split_flags(ctx.args, "lwc")
+    data = b"".join(_inputs(ctx, files))
+    counts = {"l": data.count(b"\n"), "w": len(data.split()), "c": len(data)}
+    shown = [str(counts[k]) for k in "lwc" if not flags or k in flags]
+    ctx.out(" ".join(shown))
+    return 0
+
+
+@builtin("grep", "lines matching a text: grep [-v] [-i] PATTERN [FILE...]")
+def _grep(ctx: CommandContext) -> int:
+    flags, rest = _split_flags(ctx.args, "vi")
+    if not rest:
+        raise CommandError("usage: grep [-v] [-i] PATTERN [FILE...]", 2)
+    import re
+
+    try:
+        rx = re.compile(rest[0].encode(), re.IGNORECASE if "i" in flags else 0)
+    except re.error as exc:
+        raise CommandError(f"bad pattern: {exc}", 2) from None
+    found = False
+    for line in b"".join(_inputs(ctx, rest[1:])).splitlines(keepends=True):
+        if bool(rx.search(line)) != ("v" in flags):
+            found = True
+            ctx.write(line if line.endswith(b"\n") else line + b"\n")
+    return 0 if found else 1
+
+
+def _inputs(ctx: CommandContext, files: list[str]) -> list[bytes]:
+    if not files:
+        return list(ctx.read_stdin())
+    out = []
+    for raw in files:
+        try:
+            out.append(ctx.shell.vfs.read_bytes(ctx.path(raw)))
+        except FileNotFoundError:
+            raise CommandError(f"{raw}: no such file or directory") from None
+    return out
+
+
+# ------------------------------------------------------------------ session
+@builtin("env", "print the environment")
+def _env(ctx: CommandContext) -> int:
+    for k in sorted(ctx.shell.env):
+        ctx.out(f"{k}={ctx.shell.env[k]}")
+    return 0
+
+
+@builtin("export", "set environment variables: export NAME=VALUE...")
+def _export(ctx: CommandContext) -> int:
+    if not ctx.args:
+        return _env(ctx)
+    for assignment in ctx.args:
+        name, sep, value = assignment.partition("=")
+        if not name.isidentifier():
+            raise CommandError(f"'{assignment}': not a valid identifier")
+        if sep:
+            ctx.shell.env[name] = value
+        else:
+            ctx.shell.env.setdefault(name, "")
+    return 0
+
+
+@builtin("unset", "remove environment variables")
+def _unset(ctx: CommandContext) -> int:
+    for name in ctx.args:
+        ctx.shell.env.pop(name, None)
+    return 0
+
+
+@builtin("exit", "leave the shell: exit [STATUS]")
+def _exit(ctx: CommandContext) -> int:
+    from exo.shell.core import ShellExit
+
+    try:
+        status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
+    except ValueError:
+        raise CommandError(f"{ctx.args[0]}: numeric argument required", 2) from None
+    raise ShellExit(status & 0xFF)
+
+
+@builtin("shutdown", "stop every Exo process and power off the kernel")
+def _shutdown(ctx: CommandContext) -> int:
+    from exo.shell.core import ShellExit
+
+    ctx.shell.kernel.request_shutdown()
+    raise ShellExit(0)
+
+
+@builtin("true", "do nothing, successfully")
+def _true(ctx: CommandContext) -> int:
+    return 0
+
+
+@builtin("false", "do nothing, unsuccessfully")
+def _false(ctx: CommandContext) -> int:
+    return 1
+
+
+@builtin("sleep", "wait SECONDS (Ctrl-C interrupts)")
+def _sleep(ctx: CommandContext) -> int:
+    try:
+        seconds = float(ctx.args[0])
+    except (IndexError, ValueError):
+        raise CommandError("usage: sleep SECONDS", 2) from None
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if ctx.cancelled.wait(min(left, 0.1)):
+            return 130
+    return 0
+
+
+@builtin("whoami", "print the user name")
+def _whoami(ctx: CommandContext) -> int:
+    ctx.out(ctx.shell.session.user)
+    return 0
+
+
+@builtin("uname", "print system information: uname [-a]")
+def _uname(ctx: CommandContext) -> int:
+    if "-a" in ctx.args:
+        ctx.out(f"Exo-OS exo-os {__version__} hosted-linux-{platform.release()} "
+                f"{platform.machine()}")
+    else:
+        ctx.out("Exo-OS")
+    return 0
+
+
+@builtin("help", "list commands, or describe one: help [COMMAND]")
+def _help(ctx: CommandContext) -> int:
+    if ctx.args:
+        name = ctx.args[0]
+        if name not in HELP:
+            raise CommandError(f"no help for '{name}'")
+        ctx.out(f"{name}: {HELP[name]}")
+        return 0
+    width = max(len(n) for n in HELP)
+    ctx.out("Exo-OS shell built-in commands:")
+    for name in sorted(HELP):
+        ctx.out(f"  {name:<{width}}  {HELP[name]}")
+    ctx.out("Operators: | > >> < 2> 2>&1 ; && ||   Variables: $NAME ${NAME} $?")
+    return 0
+
+
+@builtin("history", "list the commands typed in this session")
+def _history(ctx: CommandContext) -> int:
+    for n, line in enumerate(ctx.shell.history, 1):
+        ctx.out(f"{n:5}  {line}")
+    return 0
+
+
+# ---------------------------------------------------------------- processes
+@builtin("ps", "list Exo processes: ps [--json]")
+def _ps(ctx: CommandContext) -> int:
+    rows = ctx.shell.kernel.process_rows()
+    if "--json" in ctx.args:
+        ctx.out(json.dumps(rows, indent=2))
+        return 0
+    headers = ["PID", "HOST_PID", "STATE", "CAPS", "TIME", "COMMAND"]
+    table = [[str(r["pid"]), str(r["host_pid"]), str(r["state"]), str(r["caps"]),
+              f"{r['elapsed_s']:.1f}s", str(r["command"])] for r in rows]
+    _table(ctx, headers, table)
+    return 0
+
+
+@builtin("kill", "signal an Exo process: kill [-SIGNAL] PID...")
+def _kill(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    sig = signal.SIGTERM
+    if args and args[0].startswith("-"):
+        spec = args.pop(0)[1:].upper()
+        try:
+            sig = signal.Signals(int(spec)) if spec.isdigit() else signal.Signals[
+                spec if spec.startswith("SIG") else "SIG" + spec]
+        except (KeyError, ValueError):
+            raise CommandError(f"{spec}: invalid signal specification", 2) from None
+    if not args:
+        raise CommandError("usage: kill [-SIGNAL] PID...", 2)
+    status = 0
+    for raw in args:
+        try:
+            ctx.shell.kernel.kill(int(raw), sig)
+        except ValueError:
+            ctx.err(f"{raw}: arguments must be process ids")
+            status = 1
+        except LookupError as exc:
+            ctx.err(str(exc.args[0]) if exc.args else f"({raw}) - no such process")
+            status = 1
+    return status
+
+
+def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; aligned plain columns for pipes and files."""
+    if ctx.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*headers, header_style="bold cyan", box=None)
+        for r in rows:
+            t.add_row(*r)
+        with os.fdopen(os.dup(ctx.stdout), "w") as fh:
+            Console(file=fh, force_terminal=True).print(t)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for r in [headers, *rows]:
+        ctx.out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+

@@ -1,0 +1,42 @@
+"""Tab completion for the interactive shell (imported only on a terminal)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from exo.shell.core import Shell
+
+
+class ShellCompleter(Completer):
+    """Completes command names in first position and Exo paths elsewhere."""
+
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        word = text.split(" ")[-1] if text else ""
+        before = text[: len(text) - len(word)]
+        first = not before.strip() or before.rstrip().endswith(("|", ";", "&&", "||"))
+        if first and "/" not in word:
+            for name in sorted(self.shell.builtins):
+                if name.startswith(word):
+                    yield Completion(name + " ", start_position=-len(word))
+            return
+        head, _, partial = word.rpartition("/")
+        base = self.shell.vfs.normalize(head + "/" if head else ".", self.shell.cwd)
+        if word.startswith("/") and not head:
+            base = "/"
+        try:
+            entries = self.shell.vfs.listdir(base)
+        except OSError:
+            return
+        for e in entries:
+            if e.name.startswith(partial) and (partial.startswith(".") or e.name[0] != "."):
+                full = (head + "/" if head or word.startswith("/") else "") + e.name
+                yield Completion(full + ("/" if e.is_dir else ""), start_position=-len(word))

@@ -1,0 +1,66 @@
+"""What a command sees while it runs: its arguments, its streams and the shell."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exo.shell.core import Shell
+
+
+class CommandError(Exception):
+    """A command failed with a message for stderr and an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class CommandContext:
+    shell: Shell
+    argv: list[str]
+    stdin: int
+    stdout: int
+    stderr: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def name(self) -> str:
+        return self.argv[0]
+
+    @property
+    def args(self) -> list[str]:
+        return self.argv[1:]
+
+    def write(self, data: bytes | str, fd: int | None = None) -> None:
+        buf = data.encode() if isinstance(data, str) else data
+        view = memoryview(buf)
+        target = self.stdout if fd is None else fd
+        while view:
+            n = os.write(target, view)
+            view = view[n:]
+
+    def out(self, text: str = "") -> None:
+        self.write(text + "\n")
+
+    def err(self, text: str) -> None:
+        self.write(f"{self.name}: {text}\n", self.stderr)
+
+    def isatty(self) -> bool:
+        return os.isatty(self.stdout)
+
+    def read_stdin(self, size: int = 65536) -> Iterator[bytes]:
+        while not self.cancelled.is_set():
+            chunk = os.read(self.stdin, size)
+            if not chunk:
+                return
+            yield chunk
+
+    def path(self, p: str) -> str:
+        """Normalise a user-supplied path against the shell's working directory."""
+        return self.shell.vfs.normalize(p, self.shell.cwd)

@@ -1,0 +1,298 @@
+"""The Exo shell: runs command lists, pipelines and redirections.
+
+Builtins run as Python functions (in the shell's thread when alone, in threads when
+part of a pipeline), wired with real OS pipes so that builtins and sandboxed
+processes compose the same way. Ctrl-C cancels the foreground pipeline only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from exo.shell.context import CommandContext, CommandError
+from exo.shell.parser import Command, ParseError, Pipeline, parse_pipeline, split_list
+from exo.shell.vfs import Vfs, VfsError
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+Builtin = Callable[[CommandContext], int]
+
+NOT_FOUND = 127
+INTERRUPTED = 130
+
+
+class Job(Protocol):
+    """A running external process, as the kernel returns it from spawn."""
+
+    def wait(self) -> int: ...
+    def interrupt(self) -> None: ...
+
+
+@dataclass
+class Session:
+    user: str = "root"
+    uid: int = 0
+    home: str = "/home/root"
+
+
+@dataclass
+class _Stage:
+    thread: threading.Thread | None = None
+    job: Job | None = None
+    status: int = 0
+    close_after: list[int] = field(default_factory=list)
+
+
+class ShellExit(Exception):
+    """Raised by ``exit``: control flow, not an error."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class Shell:
+    def __init__(self, kernel: Kernel, vfs: Vfs, session: Session | None = None) -> None:
+        from exo.shell.builtins import BUILTINS
+
+        self.kernel = kernel
+        self.vfs = vfs
+        self.session = session or Session()
+        self.builtins: dict[str, Builtin] = dict(BUILTINS)
+        self.cwd = self.session.home if vfs.is_dir(self.session.home) else "/"
+        self.env: dict[str, str] = {
+            "HOME": self.session.home,
+            "USER": self.session.user,
+            "PATH": "/bin:/usr/bin:/exo/bin",
+            "PWD": self.cwd,
+            "SHELL": "/bin/exosh",
+            "EXO_ROOT": str(kernel.root),
+        }
+        self.last_status = 0
+        self.history: list[str] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ api
+    def lookup(self, name: str) -> str:
+        if name == "?":
+            return str(self.last_status)
+        return self.env.get(name, "")
+
+    def run_line(self, line: str, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+        """Run one line; returns its status (also kept in ``$?``). Raises ShellExit."""
+        try:
+            items = split_list(line)
+        except ParseError as exc:
+            os.write(stderr, f"exo: {exc}\n".encode())
+            self.last_status = 2
+            return 2
+        for item in items:
+            if item.connector == "&&" and self.last_status != 0:
+                continue
+            if item.connector == "||" and self.last_status == 0:
+                continue
+            try:
+                pipeline = parse_pipeline(item.source, self.lookup)
+            except ParseError as exc:
+                os.write(stderr, f"exo: {exc}\n".encode())
+                self.last_status = 2
+                return 2
+            if not pipeline.commands[0].argv:
+                continue
+            self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr)
+        return self.last_status
+
+    # ------------------------------------------------------------ execution
+    def _argv(self, cmd: Command) -> list[str]:
+        argv: list[str] = []
+        for w in cmd.argv:
+            if w.globbable:
+                matches = self._glob(w.text)
+                argv.extend(matches or [w.text])
+            else:
+                argv.append(w.text)
+        return argv
+
+    def _glob(self, pattern: str) -> list[str]:
+        """Expand one glob pattern against the Exo tree (last component only)."""
+        head, tail = posixpath.split(pattern)
+        base = self.vfs.normalize(head or ".", self.cwd)
+        try:
+            names = [e.name for e in self.vfs.listdir(base)]
+        except (OSError, VfsError):
+            return []
+        hidden = tail.startswith(".")
+        hits = [n for n in names if fnmatch.fnmatchcase(n, tail) and (hidden or n[0] != ".")]
+        return [posixpath.join(head, n) if head else n for n in sorted(hits)]
+
+    def _run_pipeline(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int) -> int:
+        cmds = pipeline.commands
+        stages: list[_Stage] = []
+        cancel = threading.Event()
+        prev_read = stdin
+        opened: list[int] = []
+        try:
+            for idx, cmd in enumerate(cmds):
+                last = idx == len(cmds) - 1
+                if last:
+                    out_fd, next_read = stdout, -1
+                else:
+                    next_read, out_fd = os.pipe()
+                    opened += [next_read, out_fd]
+                in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
+                argv = self._argv(cmd)
+                stage = _Stage()
+                inline = len(cmds) == 1
+                if not last:
+                    stage.close_after.append(out_fd)
+                if idx > 0:
+                    stage.close_after.append(prev_read)
+                ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, cancel)
+                self._start(ctx, stage, inline, opened)
+                stages.append(stage)
+                prev_read = next_read
+            for stage in stages:
+                if stage.thread is not None:
+                    while stage.thread.is_alive():
+                        stage.thread.join(0.05)
+                elif stage.job is not None:
+                    stage.status = stage.job.wait()
+            return stages[-1].status if stages else 0
+        except KeyboardInterrupt:
+            cancel.set()
+            for stage in stages:
+                if stage.job is not None:
+                    stage.job.interrupt()
+            for fd in list(opened):
+                self._close([fd], opened)
+            for stage in stages:
+                if stage.thread is not None:
+                    stage.thread.join(1.0)
+                if stage.job is not None:
+                    stage.job.wait()
+            os.write(stderr, b"^C\n")
+            return INTERRUPTED
+        except _RedirectError as exc:
+            os.write(stderr, f"exo: {exc}\n".encode())
+            return 1
+        finally:
+            for fd in list(opened):
+                self._close([fd], opened)
+
+    def _close(self, fds: list[int], opened: list[int]) -> None:
+        """Close fds this pipeline opened, each exactly once (threads race here)."""
+        with self._lock:
+            for fd in fds:
+                if fd in opened:
+                    opened.remove(fd)
+                    os.close(fd)
+
+    def _redirect(
+        self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int]
+    ) -> tuple[int, int, int]:
+        for r in cmd.redirects:
+            try:
+                if r.op == "2>&1":
+                    err_fd = out_fd
+                    continue
+                path = self.vfs.normalize(r.target, self.cwd)
+                if r.op == "<":
+                    fd = self.vfs.open_read(path)
+                else:
+                    fd = self.vfs.open_write(path, append=r.op.endswith(">>"))
+            except (OSError, VfsError) as exc:
+                raise _RedirectError(f"{r.target}: {_reason(exc)}") from None
+            opened.append(fd)
+            if r.op == "<":
+                in_fd = fd
+            elif r.op.startswith("2"):
+                err_fd = fd
+            else:
+                out_fd = fd
+        return in_fd, out_fd, err_fd
+
+    def _start(
+        self, ctx: CommandContext, stage: _Stage, inline: bool, opened: list[int]
+    ) -> None:
+        name = ctx.argv[0]
+        builtin = self.builtins.get(name)
+        if builtin is None:
+            job = self._spawn_external(ctx)
+            if job is None:
+                ctx.write(f"exo: {name}: command not found\n", ctx.stderr)
+                stage.status = NOT_FOUND
+            stage.job = job
+            # The child holds its own copies; ours must go so readers see EOF.
+            self._close(stage.close_after, opened)
+            return
+
+        def run() -> None:
+            try:
+                stage.status = self._call(builtin, ctx)
+            except ShellExit as exc:
+                if inline:
+                    raise
+                stage.status = exc.status  # `exit` inside a pipeline ends only its stage
+            finally:
+                self._close(stage.close_after, opened)
+
+        if inline:
+            run()
+        else:
+            stage.thread = threading.Thread(target=run, name=f"exosh-{name}", daemon=True)
+            stage.thread.start()
+
+    def _call(self, builtin: Builtin, ctx: CommandContext) -> int:
+        try:
+            return builtin(ctx)
+        except ShellExit:
+            raise
+        except CommandError as exc:
+            ctx.err(str(exc))
+            return exc.status
+        except BrokenPipeError:
+            return 141
+        except (OSError, VfsError) as exc:
+            ctx.err(_reason(exc))
+            return 1
+
+    def _spawn_external(self, ctx: CommandContext) -> Job | None:
+        """Programs installed in the Exo tree's PATH run as sandboxed processes."""
+        name = ctx.argv[0]
+        candidates = [name] if "/" in name else [
+            posixpath.join(d, name) for d in self.env.get("PATH", "").split(":") if d
+        ]
+        for cand in candidates:
+            path = self.vfs.normalize(cand, self.cwd)
+            try:
+                host = self.vfs.host_path(path)
+            except VfsError:
+                continue
+            if host.is_file() and os.access(host, os.X_OK):
+                job: Job | None = self.kernel.spawn_program(self, ctx, host)
+                return job
+        return None
+
+
+class _RedirectError(Exception):
+    pass
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, VfsError):
+        name = exc.filename if exc.filename else ""
+        if exc.args and isinstance(exc.args[0], str):
+            return exc.args[0]
+        return f"{name}: {exc.strerror}" if name else exc.strerror
+    return str(exc)
+
+
+def install_sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)

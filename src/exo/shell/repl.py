@@ -1,0 +1,118 @@
+"""Front ends of the shell: a login + prompt_toolkit prompt on a terminal, and a
+script reader (``sh < script`` semantics) when standard input is not a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from exo.shell.core import Session, Shell, ShellExit
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+
+def run_script(shell: Shell, lines: Iterable[str]) -> int:
+    """Run lines until input ends; the status is the last command's, like sh."""
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if not line.strip():
+            continue
+        try:
+            shell.run_line(line)
+        except ShellExit as exc:
+            return exc.status
+        except KeyboardInterrupt:
+            return 130
+    return shell.last_status
+
+
+def prompt_text(shell: Shell) -> str:
+    home = shell.session.home
+    cwd = shell.cwd
+    if cwd == home or cwd.startswith(home + "/"):
+        cwd = "~" + cwd[len(home):]
+    return f"exo-os:{cwd}{'#' if shell.session.uid == 0 else '$'} "
+
+
+def login(kernel: Kernel) -> Session | None:
+    """Ask for a user name (and a password when the account has one)."""
+    from prompt_toolkit import prompt
+
+    from exo.kernel.users import UserDatabase
+
+    db = UserDatabase(kernel.root)
+    for _ in range(3):
+        try:
+            name = prompt("exo-os login: ").strip()
+        except EOFError:
+            return None
+        except KeyboardInterrupt:
+            print()
+            continue
+        if not name:
+            continue
+        user = db.get(name)
+        password = ""
+        if user is None or user.password_hash or not kernel.config.dev_mode:
+            try:
+                password = prompt("Password: ", is_password=True)
+            except (EOFError, KeyboardInterrupt):
+                print()
+                continue
+        account = db.authenticate(name, password, dev_mode=kernel.config.dev_mode)
+        if account is not None:
+            return Session(account.name, account.uid, account.home)
+        print("Login incorrect")
+    return None
+
+
+def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    from exo.shell.completion import ShellCompleter
+    from exo.shell.core import install_sigint_default
+    from exo.shell.vfs import Vfs
+
+    install_sigint_default()
+    session = login(kernel)
+    if session is None:
+        return 1
+    shell = shell_factory(kernel, Vfs(kernel.root, kernel.virtual_trees()), session)
+    motd = kernel.root / "etc" / "motd"
+    if motd.exists():
+        sys.stdout.write(motd.read_text())
+    try:
+        hist_path = shell.vfs.host_path(session.home) / ".exo_history"
+        history: FileHistory | InMemoryHistory = FileHistory(str(hist_path))
+    except OSError:
+        history = InMemoryHistory()
+    ps: PromptSession[str] = PromptSession(
+        history=history, completer=ShellCompleter(shell), complete_while_typing=False
+    )
+    while True:
+        try:
+            line = ps.prompt(prompt_text(shell))
+        except KeyboardInterrupt:
+            continue  # Ctrl-C at the prompt clears the line
+        except EOFError:
+            return shell.last_status
+        if not line.strip():
+            continue
+        shell.history.append(line)
+        try:
+            shell.run_line(line)
+        except ShellExit as exc:
+            return exc.status
+        except KeyboardInterrupt:
+            print("^C")
+            shell.last_status = 130
+
+
+def stdin_lines() -> Iterable[str]:
+    """Lines of standard input, read without Python's text buffering tricks."""
+    with os.fdopen(os.dup(0), "r", errors="replace") as fh:
+        yield from fh

@@ -1,0 +1,72 @@
+"""Capabilities as an application holds them: a handle number and what it names.
+
+The object itself stays in the kernel; ``Capability`` is only a handle with
+methods that ask the kernel to act on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exo.abi import Rights
+from exo_std._kernel import call
+
+
+def _rights_text(rights: Rights | str) -> str:
+    if isinstance(rights, str):
+        return rights
+    return ",".join(r.name for r in Rights if r.value and r in rights and r.name) or "NONE"
+
+
+@dataclass(frozen=True)
+class Capability:
+    handle: int
+    resource: str
+    rights: Rights
+
+    def attenuate(self, rights: Rights | str) -> Capability:
+        """A new handle to the same resource with ``rights`` (a subset; needs DUPLICATE)."""
+        result, _ = call("duplicate", handle=self.handle, rights=_rights_text(rights))
+        return _from_result(result)
+
+    duplicate = attenuate
+
+    def revoke(self) -> int:
+        """Revoke every capability derived from this one; returns how many."""
+        result, _ = call("revoke", handle=self.handle)
+        return int(result["count"])
+
+    def close(self) -> None:
+        call("close", handle=self.handle)
+
+
+def _from_result(result: dict[str, object]) -> Capability:
+    return Capability(int(str(result["handle"])), str(result["resource"]),
+                      Rights(int(str(result["rights"]))))
+
+
+def request_capability(name: str, rights: Rights | str) -> Capability:
+    """Ask the kernel for a capability on ``name`` (checked against what we hold)."""
+    result, _ = call("request", name=name, rights=_rights_text(rights))
+    return _from_result(result)
+
+
+def send_capability(pid: int, cap: Capability) -> None:
+    """Move ``cap`` to process ``pid`` (needs TRANSFER); our handle becomes invalid."""
+    call("send_capability", handle=cap.handle, pid=pid)
+
+
+def receive_capability(timeout: float | None = None) -> tuple[int, Capability]:
+    """Wait for a capability sent to us; returns (sender pid, capability)."""
+    result, _ = call("recv_capability", timeout=timeout)
+    return int(result["from"]), _from_result(result)
+
+
+def handles() -> list[Capability]:
+    """Every capability this process holds."""
+    result, _ = call("handles")
+    return [_from_result(r) for r in result]
+
+
+__all__ = ["Capability", "Rights", "handles", "receive_capability", "request_capability",
+           "send_capability"]

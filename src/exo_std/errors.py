@@ -1,0 +1,63 @@
+"""Errors an Exo application sees. Kernel refusals arrive as ``CapabilityError``s."""
+
+from __future__ import annotations
+
+
+class ExoError(Exception):
+    """Base of every error raised by exo_std."""
+
+
+class KernelUnavailable(ExoError):
+    """There is no kernel to talk to, or the channel to it broke."""
+
+
+class CapabilityError(ExoError):
+    """The kernel refused a capability operation (the message says why)."""
+
+
+class InvalidHandle(CapabilityError):
+    pass
+
+
+class InsufficientRights(CapabilityError):
+    pass
+
+
+class CapabilityDenied(CapabilityError):
+    pass
+
+
+class CapabilityRevoked(CapabilityError):
+    pass
+
+
+class InvalidResourceName(CapabilityError, ValueError):
+    pass
+
+
+class ProcessError(ExoError):
+    """Spawning or waiting for a process failed."""
+
+
+_BY_NAME: dict[str, type[ExoError]] = {
+    cls.__name__: cls
+    for cls in (CapabilityError, InvalidHandle, InsufficientRights, CapabilityDenied,
+                CapabilityRevoked, InvalidResourceName, ProcessError)
+}
+
+
+def error_from_reply(kind: str, message: str) -> Exception:
+    """Map the kernel's error type name to the closest exo_std exception."""
+    cls = _BY_NAME.get(kind)
+    if cls is None:
+        if kind in ("RightsEscalation", "InvalidRights", "SpaceFull", "NoSuchSpace"):
+            cls = CapabilityError
+        elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
+                      "NotADirectoryError", "FileExistsError", "OSError"):
+            import builtins
+
+            exc_type = getattr(builtins, kind)
+            return exc_type(message)  # type: ignore[no-any-return]
+        else:
+            cls = ExoError
+    return cls(message)

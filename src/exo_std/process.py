@@ -1,0 +1,37 @@
+"""Processes: ``spawn`` (the native way; there is no fork) and ``wait``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from exo.abi import Rights
+from exo_std._kernel import call
+from exo_std.caps import Capability, _rights_text
+
+
+def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rights]] = (),
+          *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+    """Start ``argv`` as a new sandboxed process holding only ``caps``.
+
+    Each entry is a capability we hold (the child gets a duplicate with the same
+    rights) or ``(capability, rights)`` to pass an attenuated copy. Returns the
+    child's Exo pid.
+    """
+    grants = []
+    for entry in caps:
+        cap, rights = entry if isinstance(entry, tuple) else (entry, entry.rights)
+        grants.append({"handle": cap.handle, "rights": _rights_text(rights)})
+    result, _ = call("spawn", fds=[stdin, stdout, stderr], argv=list(argv), caps=grants)
+    return int(result["pid"])
+
+
+def wait(pid: int) -> int:
+    """Wait for a child to exit; returns its exit status (negative: killed by signal)."""
+    result, _ = call("wait", pid=pid)
+    return int(result["status"])
+
+
+def getpid() -> int:
+    """Our Exo pid (not the host pid)."""
+    return int(os.environ.get("EXO_PID") or call("getpid")[0]["pid"])
