@@ -1,1 +1,7 @@
-"""exo.mm"""
+"""exo.mm — the shared memory pool (3-level allocator) that zero-copy IPC uses."""
+
+from exo.mm._pool import PoolCorruption
+from exo.mm.meminfo import derive_stats, format_meminfo
+from exo.mm.pool import DEFAULT_POOL_SIZE, SharedPool
+
+__all__ = ["DEFAULT_POOL_SIZE", "PoolCorruption", "SharedPool", "derive_stats", "format_meminfo"]

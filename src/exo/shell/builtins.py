@@ -446,3 +446,123 @@ def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> No
         ctx.out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+
+
+@builtin("caps", "capabilities: caps [PID] | caps --audit [--pid N] [--event E] [--json]")
+def _caps(ctx: CommandContext) -> int:
+    p = _parser(ctx, "list capabilities or query the audit log")
+    p.add_argument("pid", nargs="?", type=int)
+    p.add_argument("--audit", action="store_true")
+    p.add_argument("--event")
+    p.add_argument("--resource")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args(ctx.args)
+    kernel = ctx.shell.kernel
+    if "caps" not in kernel.components:
+        raise CommandError("the capability space is not running")
+    if ns.audit:
+        records = kernel.caps.audit.query(event=ns.event, pid=ns.pid,
+                                          resource_prefix=ns.resource, limit=ns.limit)
+        dicts = [r.to_dict() for r in records]
+        if ns.json:
+            ctx.out(json.dumps(dicts, indent=2))
+            return 0
+        rows = [[time.strftime("%H:%M:%S", time.localtime(float(str(d.get("time", 0))))),
+                 str(d.get("event", "")), str(d.get("pid", "")), str(d.get("resource", "")),
+                 str(d.get("rights", "")), str(d.get("reason", ""))] for d in dicts]
+        _table(ctx, ["TIME", "EVENT", "PID", "RESOURCE", "RIGHTS", "REASON"], rows)
+        return 0
+    pids = [ns.pid] if ns.pid is not None else kernel.caps.pids()
+    out = []
+    for pid in pids:
+        try:
+            infos = kernel.caps.handles(pid)
+        except Exception as exc:
+            raise CommandError(str(exc)) from None
+        out += [{"pid": pid, "handle": f"{i.handle:#x}", "resource": str(i.resource),
+                 "rights": i.rights.format(), "derived": i.children} for i in infos]
+    if ns.json:
+        ctx.out(json.dumps(out, indent=2))
+        return 0
+    _table(ctx, ["PID", "HANDLE", "RESOURCE", "RIGHTS", "DERIVED"],
+           [[str(r["pid"]), str(r["handle"]), str(r["resource"]), str(r["rights"]),
+             str(r["derived"])] for r in out])
+    return 0
+
+
+@builtin("dmesg", "kernel messages (boot steps, spawns, exits)")
+def _dmesg(ctx: CommandContext) -> int:
+    for line in list(ctx.shell.kernel.messages):
+        ctx.out(line)
+    return 0
+
+
+@builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
+def _run(ctx: CommandContext) -> int:
+    from exo.kernel.launch import exit_code
+    from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
+
+    args = list(ctx.args)
+    grants, manifest = [], None
+    try:
+        while args and args[0] != "--":
+            opt = args.pop(0)
+            if opt in ("--cap", "--manifest") and args:
+                value = args.pop(0)
+                if opt == "--cap":
+                    grants.append(parse_grant(value))
+                else:
+                    host = ctx.shell.vfs.host_path(ctx.path(value))
+                    manifest = load_manifest(host)
+            else:
+                raise CommandError(f"unexpected argument {opt!r}; usage: {HELP['run']}", 2)
+    except ManifestError as exc:
+        raise CommandError(str(exc), 2) from None
+    argv = args[1:]
+    if not argv:
+        raise CommandError(f"usage: {HELP['run']}", 2)
+    procs = ctx.shell.kernel.processes_or_none()
+    if procs is None:
+        raise CommandError("processes cannot be started: the sandbox is not available")
+    from exo.kernel.process import ShellJob
+
+    proc = procs.spawn(argv, [*(manifest.grants if manifest else ()), *grants],
+                       stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                       limits=manifest.limits if manifest else None)
+    job = ShellJob(procs, proc)
+    try:
+        while proc.wait(0.1) is None:
+            if ctx.cancelled.is_set():
+                job.interrupt()
+        return exit_code(procs.wait(proc.pid))
+    except KeyboardInterrupt:
+        job.interrupt()
+        raise
+
+
+@builtin("exo", "Exo-OS commands: exo shutdown | exo run ... | exo ps | exo caps | exo version")
+def _exo(ctx: CommandContext) -> int:
+    if not ctx.args or ctx.args[0] in ("-h", "--help", "help"):
+        ctx.out(f"usage: {HELP['exo']}")
+        return 0 if ctx.args else 2
+    sub, rest = ctx.args[0], ctx.args[1:]
+    target = {"shutdown": "shutdown", "run": "run", "ps": "ps", "caps": "caps"}.get(sub)
+    if sub in ("version", "--version", "-V"):
+        ctx.out(f"Exo-OS {__version__}")
+        return 0
+    if target is None:
+        raise CommandError(f"unknown subcommand '{sub}' (try: exo help)", 2)
+    return BUILTINS[target](CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout,
+                                           ctx.stderr, ctx.cancelled))
+
+
+@builtin("tail", "last lines of files or stdin: tail [-n N] [FILE...]")
+def _tail(ctx: CommandContext) -> int:
+    p = _parser(ctx, "print the last lines")
+    p.add_argument("-n", type=int, default=10)
+    p.add_argument("files", nargs="*")
+    ns = p.parse_args(ctx.args)
+    lines = b"".join(_inputs(ctx, ns.files)).splitlines(keepends=True)
+    ctx.write(b"".join(lines[-ns.n:] if ns.n > 0 else []))
+    return 0

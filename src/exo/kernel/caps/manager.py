@@ -226,6 +226,35 @@ class CapabilityManager:
         )
         return new
 
+    def delegate(self, from_pid: int, handle: int, to_pid: int, rights: Rights | str) -> int:
+        """Derive a child of ``handle`` with ``rights`` straight into ``to_pid``'s space.
+
+        How a parent passes capabilities to a process it spawns: like :meth:`duplicate`
+        (needs DUPLICATE, rights must be a subset) followed by a move, but without
+        requiring TRANSFER on the copy, and the child stays in the parent's derivation
+        tree so revoking the parent's capability reaches it.
+        """
+        try:
+            want = Rights.parse(rights)
+            with self._lock:
+                src = self._space(from_pid).get(handle, Rights.DUPLICATE)
+                extra = want & ~src.rights
+                if extra:
+                    raise RightsEscalation(
+                        f"cannot add rights {Rights(extra).format()} to {src.resource} "
+                        f"(handle {handle:#x} has {src.rights.format()})"
+                    )
+                cap = Capability(src.resource, want, parent=src, badge=src.badge)
+                new = self._space(to_pid).insert(cap)
+        except CapabilityError as exc:
+            self._deny("delegate", from_pid, handle, None, rights, exc, peer=to_pid)
+            raise
+        self.audit.record(
+            "grant", pid=to_pid, handle=new, resource=cap.resource, rights=want,
+            peer=from_pid, reason=f"delegated from handle {handle:#x}", cap_id=cap.id,
+        )
+        return new
+
     # -- moving ------------------------------------------------------------------------------
 
     def transfer(self, from_pid: int, handle: int, to_pid: int) -> int:

@@ -1,0 +1,1415 @@
+/*
+ * exo.ipc._fring — the Fusion Ring hot path.
+ *
+ * Python cannot issue acquire/release accesses or a full fence, and a Python-level
+ * futex handshake loses wake-ups; this file is the one implementation of the slot
+ * protocol (layout and protocol are specified in docs/fusion-rings.md).
+ *
+ * A ring is one shared mapping: a 512-byte header followed by `capacity` 64-byte
+ * slots.  Single producer, single consumer.  Positions are free-running u32
+ * counters (wrap at 2^32, unsigned arithmetic); slot index = position & mask.
+ *
+ * Slot (64 bytes, 64-byte aligned):
+ *   [0..8)   header word, stored as one 64-bit value:
+ *            bits  0..31  seq   (position this slot was written for)
+ *            bits 32..39  type  (1 DATA, 2 HANDLES)
+ *            bits 40..47  flags (0x01 ZEROCOPY, 0x02 MORE: next slot continues the message)
+ *            bits 48..63  size  (inline bytes 0..56, or 16 for a zero-copy descriptor)
+ *   [8..64)  56-byte inline payload, or {u64 pool offset, u64 length}
+ *
+ * Memory ordering: the producer writes slots with plain/relaxed stores and
+ * publishes them with ONE release store of `tail`; the consumer loads `tail` with
+ * acquire, reads the slots, and frees them with ONE release store of `head`.
+ * Sleep/wake is a Dekker handshake: the sleeper stores its `sleeping` flag, issues a
+ * seq_cst fence, re-reads the index, then futex-waits on the index word with the
+ * value it saw; the waker stores the index, issues a seq_cst fence, and calls
+ * FUTEX_WAKE only when the flag is set.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#if ATOMIC_INT_LOCK_FREE != 2 || ATOMIC_LLONG_LOCK_FREE != 2
+#error "Fusion Rings need lock-free (address-free) 32- and 64-bit atomics"
+#endif
+
+#define FR_MAGIC 0x31474E52464F5845ULL /* "EXOFRNG1" */
+#define FR_VERSION 1u
+#define FR_SLOT 64u
+#define FR_HDR 512u
+#define FR_INLINE 56u
+#define FR_BATCH_MAX 16
+#define FR_DESC 16u
+#define FR_HPS 14 /* handles per HANDLES slot: 56 / 4 */
+#define FR_MAX_HANDLES 64
+#define FR_MAX_CAP (1u << 20)
+
+#define T_DATA 1u
+#define T_HANDLES 2u
+#define F_ZC 0x01u
+#define F_MORE 0x02u
+#define F_KNOWN (F_ZC | F_MORE)
+
+#define ROLE_PRODUCER 0
+#define ROLE_CONSUMER 1
+
+struct fr_hdr {
+    /* line 0: written once by the creator */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t capacity;
+    uint32_t slot_size;
+    uint32_t header_size;
+    uint32_t creator_pid;
+    uint32_t _pad0[9];
+    /* line 1: producer-owned; the consumer reads `tail` */
+    _Alignas(64) _Atomic uint32_t tail;
+    _Atomic uint32_t prod_pid;
+    _Atomic uint64_t sent_msgs;
+    _Atomic uint64_t sent_batches;
+    _Atomic uint64_t prod_wakes;
+    _Atomic uint64_t prod_wakes_skipped;
+    _Atomic uint64_t prod_sleeps;
+    _Atomic uint64_t prod_futex_timeouts;
+    uint64_t _pad1;
+    /* line 2: consumer-owned; the producer reads `head` */
+    _Alignas(64) _Atomic uint32_t head;
+    _Atomic uint32_t cons_pid;
+    _Atomic uint64_t recv_msgs;
+    _Atomic uint64_t recv_batches;
+    _Atomic uint64_t cons_wakes;
+    _Atomic uint64_t cons_wakes_skipped;
+    _Atomic uint64_t cons_sleeps;
+    _Atomic uint64_t cons_futex_timeouts;
+    _Atomic uint64_t rejected;
+    /* line 3: consumer's rarely written flags (the producer reads them on every send) */
+    _Alignas(64) _Atomic uint32_t cons_sleeping;
+    _Atomic uint32_t cons_closed;
+    uint32_t _pad3[14];
+    /* line 4: producer's rarely written flags */
+    _Alignas(64) _Atomic uint32_t prod_sleeping;
+    _Atomic uint32_t prod_closed;
+    uint32_t _pad4[14];
+};
+
+_Static_assert(offsetof(struct fr_hdr, tail) == 64, "tail on line 1");
+_Static_assert(offsetof(struct fr_hdr, head) == 128, "head on line 2");
+_Static_assert(offsetof(struct fr_hdr, cons_sleeping) == 192, "line 3");
+_Static_assert(offsetof(struct fr_hdr, prod_sleeping) == 256, "line 4");
+_Static_assert(sizeof(struct fr_hdr) <= FR_HDR, "header fits");
+
+static PyObject *ProtocolError, *PeerDiedError, *PeerClosedError;
+
+/* ------------------------------------------------------------------ helpers */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+static inline int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline uint64_t slot_word(uint32_t seq, uint32_t type, uint32_t flags, uint32_t size) {
+    return (uint64_t)seq | ((uint64_t)type << 32) | ((uint64_t)flags << 40) | ((uint64_t)size << 48);
+}
+
+static inline void add_stat(_Atomic uint64_t *c, uint64_t n) {
+    /* single writer: a relaxed load+store, no locked instruction */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static int futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t ns) {
+    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    /* shared (not PRIVATE) futex: the word lives in a mapping shared between processes */
+    return (int)syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------ Block */
+
+struct Ring;
+
+typedef struct {
+    PyObject_HEAD
+    struct Ring *ring; /* strong ref: keeps the pool mapping alive */
+    uint8_t *ptr;
+    Py_ssize_t len;
+    uint64_t offset;
+    int exports;
+    int released; /* block handed back to the pool, or sent */
+    int writable; /* a producer's loan */
+    PyObject *entered; /* memoryview returned by __enter__ */
+} Block;
+
+static PyTypeObject BlockType;
+
+/* ------------------------------------------------------------------ Ring */
+
+typedef struct Ring {
+    PyObject_HEAD
+    PyObject *dict;
+    Py_buffer buf;
+    int has_buf;
+    struct fr_hdr *hdr;
+    uint8_t *slots;
+    uint32_t cap, mask;
+    int role;
+    uint32_t pos;    /* producer: next position to write; consumer: next to read */
+    uint32_t cached; /* producer: last seen head; consumer: last seen tail */
+    int live_fd;     /* liveness socket: HUP when the peer process is gone */
+    Py_buffer pool;
+    int has_pool;
+    PyObject *pool_alloc, *pool_free;
+    Py_ssize_t blocks_out;
+    int64_t spin_ns;
+    int yields;
+    int64_t tick_ns;
+    int busy;
+    int closed;
+} Ring;
+
+static inline uint8_t *slot_at(Ring *r, uint32_t pos) {
+    return r->slots + (size_t)(pos & r->mask) * FR_SLOT;
+}
+
+static int ring_ready(Ring *r) {
+    if (!r->has_buf) {
+        PyErr_SetString(PyExc_ValueError, "ring endpoint is closed");
+        return -1;
+    }
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ring endpoint used by two threads at once (it is single-producer/single-consumer)");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_timeout(PyObject *t, int64_t *deadline) {
+    if (t == NULL || t == Py_None) {
+        *deadline = INT64_MAX;
+        return 0;
+    }
+    double s = PyFloat_AsDouble(t);
+    if (s == -1.0 && PyErr_Occurred())
+        return -1;
+    if (s < 0) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 or None");
+        return -1;
+    }
+    *deadline = now_ns() + (int64_t)(s * 1e9);
+    return 0;
+}
+
+enum { W_CHANGED = 0, W_TIMEOUT = 1, W_CLOSED = 2, W_DIED = 3, W_ERROR = -1 };
+
+/* The peer is gone when it said so (its closed flag) or when its end of the liveness
+ * socket is closed (the kernel closes it when the process dies, however it dies). */
+static int peer_gone(Ring *r) {
+    _Atomic uint32_t *flag = r->role == ROLE_CONSUMER ? &r->hdr->prod_closed : &r->hdr->cons_closed;
+    if (atomic_load_explicit(flag, memory_order_acquire))
+        return W_CLOSED;
+    if (r->live_fd >= 0) {
+        struct pollfd p = {.fd = r->live_fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
+            return W_DIED;
+    }
+    return 0;
+}
+
+/* Wait until *word != v.  Spin (GIL held, short), then yield, then sleep on the futex
+ * in ticks; between ticks check signals, the deadline and the peer. */
+static inline int slot_ready(_Atomic uint64_t *slotw, uint32_t expect) {
+    if (!slotw)
+        return 0;
+    uint64_t w = atomic_load_explicit(slotw, memory_order_acquire);
+    return (uint32_t)w == expect && !((w >> 40) & F_MORE);
+}
+
+static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint32_t *sleeping,
+                       int64_t deadline, _Atomic uint64_t *sleeps, _Atomic uint64_t *tmo,
+                       _Atomic uint64_t *slotw, uint32_t expect) {
+    if (atomic_load_explicit(word, memory_order_acquire) != v || slot_ready(slotw, expect))
+        return W_CHANGED;
+    if (deadline == INT64_MAX || deadline > now_ns()) {
+        if (r->spin_ns > 0) {
+            int64_t t0 = now_ns();
+            for (unsigned i = 1;; i++) {
+                cpu_relax();
+                if (atomic_load_explicit(word, memory_order_acquire) != v ||
+                    slot_ready(slotw, expect))
+                    return W_CHANGED;
+                if ((i & 31) == 0 && now_ns() - t0 > r->spin_ns)
+                    break;
+            }
+        }
+    }
+    int changed = 0;
+    if (r->yields > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < r->yields; i++) {
+            sched_yield();
+            if (atomic_load_explicit(word, memory_order_acquire) != v) {
+                changed = 1;
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (changed)
+            return W_CHANGED;
+    }
+    for (;;) {
+        int g = peer_gone(r);
+        if (g)
+            return g;
+        int64_t now = now_ns();
+        if (now >= deadline)
+            return W_TIMEOUT;
+        int64_t ns = deadline - now;
+        if (ns > r->tick_ns)
+            ns = r->tick_ns;
+        int timed_out = 0;
+        r->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        atomic_store_explicit(sleeping, 1, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(word, memory_order_seq_cst) != v) {
+            changed = 1;
+        } else {
+            add_stat(sleeps, 1);
+            /* the kernel compares *word with v atomically with queueing us: a store
+             * made after our check makes futex_wait return EAGAIN at once */
+            if (futex_wait(word, v, ns) != 0 && errno == ETIMEDOUT)
+                timed_out = 1;
+            if (atomic_load_explicit(word, memory_order_acquire) != v)
+                changed = 1;
+        }
+        atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+        Py_END_ALLOW_THREADS
+        r->busy = 0;
+        if (changed)
+            return W_CHANGED;
+        if (timed_out)
+            add_stat(tmo, 1);
+        if (PyErr_CheckSignals() < 0)
+            return W_ERROR;
+    }
+}
+
+static int raise_wait(int rc, const char *what) {
+    switch (rc) {
+    case W_TIMEOUT:
+        PyErr_Format(PyExc_TimeoutError, "%s timed out", what);
+        break;
+    case W_CLOSED:
+        PyErr_SetString(PeerClosedError, "the peer closed its end of the ring");
+        break;
+    case W_DIED:
+        PyErr_SetString(PeerDiedError, "the peer process is gone (its end of the ring died)");
+        break;
+    default:
+        break;
+    }
+    return -1;
+}
+
+/* Producer: make room for n slots. */
+static int reserve(Ring *r, uint32_t n, int64_t deadline) {
+    if (r->pos - r->cached + n <= r->cap)
+        return 0;
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
+        uint32_t used = r->pos - h;
+        if (used > r->cap) {
+            PyErr_Format(ProtocolError, "corrupt ring: head %u is not within %u slots of tail %u", h,
+                         r->cap, r->pos);
+            return -1;
+        }
+        r->cached = h;
+        if (used + n <= r->cap)
+            return 0;
+        int rc = wait_change(r, &r->hdr->head, h, &r->hdr->prod_sleeping, deadline,
+                             &r->hdr->prod_sleeps, &r->hdr->prod_futex_timeouts, NULL, 0);
+        if (rc != W_CHANGED)
+            return raise_wait(rc, "send");
+    }
+}
+
+/* Producer: one release store publishes everything written since the last publish,
+ * then one (usually skipped) wake-up. */
+static void publish(Ring *r, uint32_t nmsgs) {
+    struct fr_hdr *h = r->hdr;
+    atomic_store_explicit(&h->tail, r->pos, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->cons_sleeping, memory_order_relaxed)) {
+        futex_wake(&h->tail);
+        add_stat(&h->prod_wakes, 1);
+    } else {
+        add_stat(&h->prod_wakes_skipped, 1);
+    }
+    add_stat(&h->sent_msgs, nmsgs);
+    add_stat(&h->sent_batches, 1);
+}
+
+/* Consumer: free slots up to r->pos with one release store, wake a producer waiting for room. */
+static void consume(Ring *r, uint32_t nmsgs) {
+    struct fr_hdr *h = r->hdr;
+    atomic_store_explicit(&h->head, r->pos, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->prod_sleeping, memory_order_relaxed)) {
+        futex_wake(&h->head);
+        add_stat(&h->cons_wakes, 1);
+    } else {
+        add_stat(&h->cons_wakes_skipped, 1);
+    }
+    add_stat(&h->recv_msgs, nmsgs);
+    add_stat(&h->recv_batches, 1);
+}
+
+/* ------------------------------------------------------------------ Block methods */
+
+static void block_free_to_pool(Block *b) {
+    if (b->released)
+        return;
+    b->released = 1;
+    Ring *r = b->ring;
+    r->blocks_out--;
+    if (r->pool_free) {
+        PyObject *off = PyLong_FromUnsignedLongLong(b->offset);
+        PyObject *res = off ? PyObject_CallOneArg(r->pool_free, off) : NULL;
+        Py_XDECREF(off);
+        if (res == NULL)
+            PyErr_WriteUnraisable((PyObject *)b);
+        Py_XDECREF(res);
+    }
+}
+
+static Block *block_new(Ring *r, uint64_t offset, uint64_t len, int writable) {
+    Block *b = PyObject_New(Block, &BlockType);
+    if (!b)
+        return NULL;
+    Py_INCREF(r);
+    b->ring = r;
+    b->ptr = (uint8_t *)r->pool.buf + offset;
+    b->len = (Py_ssize_t)len;
+    b->offset = offset;
+    b->exports = 0;
+    b->released = 0;
+    b->writable = writable;
+    b->entered = NULL;
+    r->blocks_out++;
+    return b;
+}
+
+static void block_dealloc(Block *b) {
+    /* a block dropped without release() goes back to the pool (a loan never sent too) */
+    Py_CLEAR(b->entered);
+    block_free_to_pool(b);
+    Py_CLEAR(b->ring);
+    PyObject_Free(b);
+}
+
+static int block_getbuffer(Block *b, Py_buffer *view, int flags) {
+    if (b->released) {
+        PyErr_SetString(PyExc_BufferError, "zero-copy block already released or sent");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)b, b->ptr, b->len, !b->writable, flags) < 0)
+        return -1;
+    b->exports++;
+    return 0;
+}
+
+static void block_releasebuffer(Block *b, Py_buffer *view) { b->exports--; }
+
+static PyBufferProcs block_as_buffer = {(getbufferproc)block_getbuffer,
+                                        (releasebufferproc)block_releasebuffer};
+
+static int block_drop_entered(Block *b) {
+    if (b->entered) {
+        PyObject *res = PyObject_CallMethod(b->entered, "release", NULL);
+        Py_CLEAR(b->entered);
+        if (!res)
+            return -1;
+        Py_DECREF(res);
+    }
+    return 0;
+}
+
+static PyObject *block_release(Block *b, PyObject *unused) {
+    if (block_drop_entered(b) < 0)
+        return NULL;
+    if (b->exports > 0) {
+        PyErr_SetString(PyExc_BufferError,
+                        "a memoryview of this block is still alive: release it before the block");
+        return NULL;
+    }
+    block_free_to_pool(b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *block_enter(Block *b, PyObject *unused) {
+    if (b->entered) {
+        PyErr_SetString(PyExc_RuntimeError, "block already entered");
+        return NULL;
+    }
+    b->entered = PyMemoryView_FromObject((PyObject *)b);
+    if (!b->entered)
+        return NULL;
+    Py_INCREF(b->entered);
+    return b->entered;
+}
+
+static PyObject *block_exit(Block *b, PyObject *args) {
+    if (b->writable) { /* a loan: leave it to be sent */
+        if (block_drop_entered(b) < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    PyObject *res = block_release(b, NULL);
+    if (!res)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *block_get_offset(Block *b, void *c) { return PyLong_FromUnsignedLongLong(b->offset); }
+static PyObject *block_get_nbytes(Block *b, void *c) { return PyLong_FromSsize_t(b->len); }
+static PyObject *block_get_released(Block *b, void *c) { return PyBool_FromLong(b->released); }
+static PyObject *block_get_address(Block *b, void *c) { return PyLong_FromVoidPtr(b->ptr); }
+static Py_ssize_t block_length(Block *b) { return b->len; }
+
+static PyMethodDef block_methods[] = {
+    {"release", (PyCFunction)block_release, METH_NOARGS, "Hand the block back to the shared pool."},
+    {"__enter__", (PyCFunction)block_enter, METH_NOARGS, "Return a memoryview of the block."},
+    {"__exit__", (PyCFunction)block_exit, METH_VARARGS,
+     "Release the memoryview, and (received blocks) the block."},
+    {NULL}};
+
+static PyGetSetDef block_getset[] = {
+    {"offset", (getter)block_get_offset, NULL, "offset of the block in the shared pool", NULL},
+    {"nbytes", (getter)block_get_nbytes, NULL, "length of the block", NULL},
+    {"released", (getter)block_get_released, NULL, "True once released (or sent)", NULL},
+    {"address", (getter)block_get_address, NULL, "virtual address (for zero-copy proofs)", NULL},
+    {NULL}};
+
+static PySequenceMethods block_as_seq = {.sq_length = (lenfunc)block_length};
+
+static PyTypeObject BlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exo.ipc._fring.Block",
+    .tp_basicsize = sizeof(Block),
+    .tp_dealloc = (destructor)block_dealloc,
+    .tp_as_buffer = &block_as_buffer,
+    .tp_as_sequence = &block_as_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A message payload in the shared pool: a loan (writable, producer side) or a "
+              "received block (read-only, consumer side).  Use it through memoryview(), "
+              "and release() it (or use `with block as mv:`).",
+    .tp_methods = block_methods,
+    .tp_getset = block_getset,
+};
+
+/* ------------------------------------------------------------------ message preparation */
+
+typedef struct {
+    uint32_t flags, size;
+    Py_buffer view; /* inline payload source */
+    int has_view;
+    uint64_t off, len; /* zero-copy descriptor */
+    Block *loan;       /* borrowed: a loan to mark sent */
+    int allocated;     /* we allocated the pool block (free it on failure) */
+} prep_t;
+
+static void prep_cleanup(Ring *r, prep_t *p, int failed) {
+    if (p->has_view) {
+        PyBuffer_Release(&p->view);
+        p->has_view = 0;
+    }
+    if (failed && p->allocated && r->pool_free) {
+        PyObject *res = PyObject_CallFunction(r->pool_free, "K", (unsigned long long)p->off);
+        if (!res)
+            PyErr_Clear();
+        Py_XDECREF(res);
+        p->allocated = 0;
+    }
+}
+
+static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
+    if (!r->has_pool) {
+        PyErr_Format(PyExc_ValueError,
+                     "a %llu-byte message exceeds the %u-byte inline limit and the ring has no "
+                     "shared pool",
+                     (unsigned long long)n, FR_INLINE);
+        return -1;
+    }
+    PyObject *res = PyObject_CallFunction(r->pool_alloc, "K", (unsigned long long)n);
+    if (!res)
+        return -1;
+    unsigned long long o = PyLong_AsUnsignedLongLong(res);
+    Py_DECREF(res);
+    if (o == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (o > (uint64_t)r->pool.len || n > (uint64_t)r->pool.len - o) {
+        PyErr_Format(PyExc_RuntimeError, "pool.alloc returned offset %llu outside the pool", o);
+        return -1;
+    }
+    *off = o;
+    return 0;
+}
+
+static int prep_msg(Ring *r, PyObject *data, prep_t *p) {
+    memset(p, 0, sizeof(*p));
+    if (Py_IS_TYPE(data, &BlockType)) {
+        Block *b = (Block *)data;
+        if (!b->writable || b->ring != r) {
+            PyErr_SetString(PyExc_ValueError, "only a loan from this ring's loan() can be sent");
+            return -1;
+        }
+        if (b->released) {
+            PyErr_SetString(PyExc_ValueError, "loan already sent or released");
+            return -1;
+        }
+        if (block_drop_entered(b) < 0)
+            return -1;
+        if (b->exports > 0) {
+            PyErr_SetString(PyExc_BufferError,
+                            "a memoryview of the loan is still alive: release it before sending");
+            return -1;
+        }
+        p->flags = F_ZC;
+        p->size = FR_DESC;
+        p->off = b->offset;
+        p->len = (uint64_t)b->len;
+        p->loan = b;
+        return 0;
+    }
+    if (PyObject_GetBuffer(data, &p->view, PyBUF_SIMPLE) < 0)
+        return -1;
+    p->has_view = 1;
+    if ((size_t)p->view.len <= FR_INLINE) {
+        p->size = (uint32_t)p->view.len;
+        return 0;
+    }
+    /* zero-copy path for a plain buffer: the producer's one write of the payload,
+     * into the shared pool */
+    if (pool_alloc(r, (uint64_t)p->view.len, &p->off) < 0) {
+        prep_cleanup(r, p, 1);
+        return -1;
+    }
+    p->allocated = 1;
+    p->len = (uint64_t)p->view.len;
+    memcpy((uint8_t *)r->pool.buf + p->off, p->view.buf, (size_t)p->view.len);
+    PyBuffer_Release(&p->view);
+    p->has_view = 0;
+    p->flags = F_ZC;
+    p->size = FR_DESC;
+    return 0;
+}
+
+/* write a prepared message (already reserved) at r->pos; advances r->pos */
+static void write_msg(Ring *r, prep_t *p, const uint32_t *handles, int nh) {
+    for (int i = 0; i < nh; i += FR_HPS) {
+        int k = nh - i < FR_HPS ? nh - i : FR_HPS;
+        uint8_t *s = slot_at(r, r->pos);
+        memcpy(s + 8, handles + i, (size_t)k * 4);
+        atomic_store_explicit((_Atomic uint64_t *)s,
+                              slot_word(r->pos, T_HANDLES, F_MORE, (uint32_t)k * 4),
+                              memory_order_relaxed);
+        r->pos++;
+    }
+    uint8_t *s = slot_at(r, r->pos);
+    if (p->flags & F_ZC) {
+        uint64_t d[2] = {p->off, p->len};
+        memcpy(s + 8, d, sizeof d);
+        if (p->loan) {
+            p->loan->released = 1; /* ownership moves to the consumer */
+            p->loan->ring->blocks_out--;
+        }
+        p->allocated = 0;
+    } else {
+        memcpy(s + 8, p->view.buf, p->size);
+    }
+    /* release: a consumer that sees this word (acquire) sees the payload above; on
+     * x86-64 this is a plain store, on ARM64 an STLR */
+    atomic_store_explicit((_Atomic uint64_t *)s, slot_word(r->pos, T_DATA, p->flags, p->size),
+                          memory_order_release);
+    r->pos++;
+}
+
+static int check_producer(Ring *r) {
+    if (ring_ready(r) < 0)
+        return -1;
+    if (r->role != ROLE_PRODUCER) {
+        PyErr_SetString(PyExc_TypeError, "this ring endpoint is the consumer: it cannot send");
+        return -1;
+    }
+    if (atomic_load_explicit(&r->hdr->cons_closed, memory_order_relaxed)) {
+        PyErr_SetString(PeerClosedError, "the consumer closed its end of the ring");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_handles(PyObject *seq, uint32_t *out, int *n) {
+    *n = 0;
+    if (seq == NULL || seq == Py_None)
+        return 0;
+    PyObject *fast = PySequence_Fast(seq, "handles must be a sequence of ints");
+    if (!fast)
+        return -1;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(fast);
+    if (k > FR_MAX_HANDLES) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "at most %d handles per message (got %zd)", FR_MAX_HANDLES, k);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(fast, i));
+        if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFul) {
+            Py_DECREF(fast);
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "a handle must be an int in [0, 2**32)");
+            return -1;
+        }
+        out[i] = (uint32_t)v;
+    }
+    *n = (int)k;
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* send(data, handles=None, timeout=None) */
+static PyObject *ring_send(Ring *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *data = NULL, *handles = NULL, *timeout = NULL;
+    if (kwnames == NULL && nargs == 1) {
+        data = args[0];
+    } else {
+        static const char *const kw[] = {"data", "handles", "timeout", NULL};
+        static _PyArg_Parser parser = {.format = "O|OO:send", .keywords = kw};
+        if (!_PyArg_ParseStackAndKeywords(args, nargs, kwnames, &parser, &data, &handles, &timeout))
+            return NULL;
+    }
+    if (check_producer(r) < 0)
+        return NULL;
+    uint32_t hv[FR_MAX_HANDLES];
+    int nh;
+    int64_t deadline;
+    if (parse_handles(handles, hv, &nh) < 0 || parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    uint32_t need = 1 + (uint32_t)((nh + FR_HPS - 1) / FR_HPS);
+    if (need > r->cap) {
+        PyErr_SetString(PyExc_ValueError, "message needs more slots than the ring has");
+        return NULL;
+    }
+    prep_t p;
+    if (prep_msg(r, data, &p) < 0)
+        return NULL;
+    if (reserve(r, need, deadline) < 0) {
+        prep_cleanup(r, &p, 1);
+        return NULL;
+    }
+    write_msg(r, &p, hv, nh);
+    prep_cleanup(r, &p, 0);
+    publish(r, 1);
+    Py_RETURN_NONE;
+}
+
+/* send_batch(messages, timeout=None): up to 16 messages, one release store, one wake-up */
+static PyObject *ring_send_batch(Ring *r, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    PyObject *msgs = NULL, *timeout = NULL;
+    static const char *const kw[] = {"messages", "timeout", NULL};
+    static _PyArg_Parser parser = {.format = "O|O:send_batch", .keywords = kw};
+    if (!_PyArg_ParseStackAndKeywords(args, nargs, kwnames, &parser, &msgs, &timeout))
+        return NULL;
+    if (check_producer(r) < 0)
+        return NULL;
+    int64_t deadline;
+    if (parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    PyObject *fast = PySequence_Fast(msgs, "send_batch needs a sequence of messages");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > FR_BATCH_MAX || (uint32_t)n > r->cap) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "a batch holds at most %d messages (and no more than the ring's capacity)",
+                     FR_BATCH_MAX);
+        return NULL;
+    }
+    if (n == 0) {
+        Py_DECREF(fast);
+        Py_RETURN_NONE;
+    }
+    prep_t p[FR_BATCH_MAX];
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        if (prep_msg(r, PySequence_Fast_GET_ITEM(fast, i), &p[i]) < 0)
+            break;
+        for (Py_ssize_t j = 0; j < i; j++) /* one loan cannot be sent twice */
+            if (p[i].loan && p[i].loan == p[j].loan) {
+                PyErr_SetString(PyExc_ValueError, "the same loan appears twice in the batch");
+                prep_cleanup(r, &p[i], 1);
+                goto fail;
+            }
+    }
+    if (i < n || reserve(r, (uint32_t)n, deadline) < 0)
+        goto fail;
+    for (i = 0; i < n; i++) {
+        write_msg(r, &p[i], NULL, 0);
+        prep_cleanup(r, &p[i], 0);
+    }
+    Py_DECREF(fast);
+    publish(r, (uint32_t)n);
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t j = 0; j < i; j++)
+        prep_cleanup(r, &p[j], 1);
+    Py_DECREF(fast);
+    return NULL;
+}
+
+/* loan(nbytes) -> writable Block in the shared pool */
+static PyObject *ring_loan(Ring *r, PyObject *arg) {
+    if (check_producer(r) < 0)
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ValueError, "a loan needs a positive size");
+        return NULL;
+    }
+    uint64_t off;
+    if (pool_alloc(r, (uint64_t)n, &off) < 0)
+        return NULL;
+    return (PyObject *)block_new(r, off, (uint64_t)n, 1);
+}
+
+/* ------------------------------------------------------------------ receive */
+
+static int check_consumer(Ring *r) {
+    if (ring_ready(r) < 0)
+        return -1;
+    if (r->role != ROLE_CONSUMER) {
+        PyErr_SetString(PyExc_TypeError, "this ring endpoint is the producer: it cannot receive");
+        return -1;
+    }
+    return 0;
+}
+
+/* Slots visible to the consumer from r->pos: those `tail` covers, or else the one
+ * slot at r->pos when its release-stored header already says it holds a complete
+ * message for r->pos (the fast path: the data's cache line carries the news, no
+ * second line to fetch).  The consumer may thus run ahead of `tail` by the slots of
+ * one publish; positions are compared as signed distances.  -1: corrupt indices. */
+static int64_t visible(Ring *r) {
+    int32_t d = (int32_t)(r->cached - r->pos);
+    if (d > 0)
+        return d;
+    uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
+    d = (int32_t)(t - r->pos);
+    if (d > (int32_t)r->cap || d < -(int32_t)r->cap) {
+        PyErr_Format(ProtocolError, "corrupt ring: tail %u is not within %u slots of head %u", t,
+                     r->cap, r->pos);
+        return -1;
+    }
+    r->cached = t;
+    if (d > 0)
+        return d;
+    return slot_ready((_Atomic uint64_t *)slot_at(r, r->pos), r->pos);
+}
+
+/* Make at least one slot available; returns the number available or -1. */
+static int64_t await_data(Ring *r, int64_t deadline) {
+    for (;;) {
+        int64_t avail = visible(r);
+        if (avail != 0)
+            return avail;
+        uint32_t t = r->cached;
+        int rc = wait_change(r, &r->hdr->tail, t, &r->hdr->cons_sleeping, deadline,
+                             &r->hdr->cons_sleeps, &r->hdr->cons_futex_timeouts,
+                             (_Atomic uint64_t *)slot_at(r, r->pos), r->pos);
+        if (rc == W_CHANGED)
+            continue;
+        if (rc == W_CLOSED || rc == W_DIED) {
+            /* deliver what was published before the peer went away */
+            avail = visible(r);
+            if (avail != 0)
+                return avail;
+        }
+        return raise_wait(rc, "recv");
+    }
+}
+
+static int reject(Ring *r, uint32_t skip, const char *fmt, unsigned long long a,
+                  unsigned long long b) {
+    r->pos += skip;
+    add_stat(&r->hdr->rejected, 1);
+    consume(r, 0);
+    PyErr_Format(ProtocolError, fmt, a, b);
+    return -1;
+}
+
+/* Decode the message at r->pos (avail slots visible).  Each slot's header word is
+ * loaded once and validated before anything it says is used: the peer is not trusted. */
+static int read_msg(Ring *r, uint32_t avail, PyObject **data, PyObject **handles) {
+    uint32_t hv[FR_MAX_HANDLES];
+    int nh = 0;
+    uint32_t used = 0;
+    *data = NULL;
+    if (handles)
+        *handles = NULL;
+    for (;;) {
+        if (used >= avail) {
+            int32_t d = (int32_t)(atomic_load_explicit(&r->hdr->tail, memory_order_acquire) - r->pos);
+            if (d > (int32_t)used && d <= (int32_t)r->cap)
+                avail = (uint32_t)d;
+        }
+        if (used >= avail)
+            return reject(r, used, "truncated message: %llu of %llu published slot(s) and no end", used,
+                          avail);
+        uint8_t *s = slot_at(r, r->pos + used);
+        uint64_t w = atomic_load_explicit((_Atomic uint64_t *)s, memory_order_relaxed);
+        uint32_t seq = (uint32_t)w, type = (uint32_t)(w >> 32) & 0xFF,
+                 flags = (uint32_t)(w >> 40) & 0xFF, size = (uint32_t)(w >> 48);
+        used++;
+        if (seq != r->pos + used - 1)
+            return reject(r, used, "stale or forged slot: sequence %llu, expected %llu", seq,
+                          r->pos + used - 1);
+        if (flags & ~F_KNOWN)
+            return reject(r, used, "slot has unknown flags %llu (type %llu)", flags, type);
+        if (type == T_HANDLES) {
+            if (!(flags & F_MORE) || (flags & F_ZC) || size % 4 || size > FR_HPS * 4)
+                return reject(r, used, "malformed HANDLES slot (flags %llu, size %llu)", flags, size);
+            if (nh + (int)size / 4 > FR_MAX_HANDLES)
+                return reject(r, used, "too many handles: %llu > %llu", nh + size / 4,
+                              FR_MAX_HANDLES);
+            memcpy(hv + nh, s + 8, size);
+            nh += (int)size / 4;
+            continue;
+        }
+        if (nh && !handles) {
+            /* the caller cannot take handles: leave the message in the ring */
+            PyErr_SetString(ProtocolError,
+                            "the next message carries handles: receive it with recv_msg()");
+            return -2;
+        }
+        if (type != T_DATA || (flags & F_MORE))
+            return reject(r, used, "unknown slot type %llu (flags %llu)", type, flags);
+        if (flags & F_ZC) {
+            uint64_t d[2];
+            memcpy(d, s + 8, sizeof d);
+            if (size != FR_DESC)
+                return reject(r, used, "zero-copy descriptor of size %llu (expected %llu)", size,
+                              FR_DESC);
+            if (!r->has_pool)
+                return reject(r, used, "zero-copy message (offset %llu, %llu bytes) but no pool attached",
+                              d[0], d[1]);
+            if (d[1] == 0 || d[0] > (uint64_t)r->pool.len || d[1] > (uint64_t)r->pool.len - d[0])
+                return reject(r, used, "descriptor outside the pool: offset %llu, length %llu", d[0],
+                              d[1]);
+            *data = (PyObject *)block_new(r, d[0], d[1], 0);
+        } else {
+            if (size > FR_INLINE)
+                return reject(r, used, "inline size %llu exceeds %llu bytes", size, FR_INLINE);
+            *data = PyBytes_FromStringAndSize((const char *)s + 8, size);
+        }
+        if (!*data)
+            return -1;
+        if (handles) {
+            *handles = PyTuple_New(nh);
+            if (!*handles) {
+                Py_CLEAR(*data);
+                return -1;
+            }
+            for (int i = 0; i < nh; i++) {
+                PyObject *v = PyLong_FromUnsignedLong(hv[i]);
+                if (!v) {
+                    Py_CLEAR(*data);
+                    Py_CLEAR(*handles);
+                    return -1;
+                }
+                PyTuple_SET_ITEM(*handles, i, v);
+            }
+        }
+        r->pos += used;
+        return (int)used;
+    }
+}
+
+static PyObject *recv_common(Ring *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                            int want_handles) {
+    PyObject *timeout = NULL;
+    if (nargs || kwnames) {
+        static const char *const kw[] = {"timeout", NULL};
+        static _PyArg_Parser parser = {.format = "|O:recv", .keywords = kw};
+        if (!_PyArg_ParseStackAndKeywords(args, nargs, kwnames, &parser, &timeout))
+            return NULL;
+    }
+    if (check_consumer(r) < 0)
+        return NULL;
+    int64_t deadline;
+    if (parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    int64_t avail = await_data(r, deadline);
+    if (avail < 0)
+        return NULL;
+    PyObject *data, *handles;
+    if (read_msg(r, (uint32_t)avail, &data, want_handles ? &handles : NULL) < 0)
+        return NULL;
+    consume(r, 1);
+    if (!want_handles)
+        return data;
+    PyObject *res = PyTuple_Pack(2, data, handles);
+    Py_DECREF(data);
+    Py_DECREF(handles);
+    return res;
+}
+
+static PyObject *ring_recv(Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k) {
+    return recv_common(r, a, n, k, 0);
+}
+
+static PyObject *ring_recv_msg(Ring *r, PyObject *const *a, Py_ssize_t n, PyObject *k) {
+    return recv_common(r, a, n, k, 1);
+}
+
+/* recv_batch(max=16, timeout=None) -> list: waits for one message, takes up to max
+ * that are available, frees them with one release store */
+static PyObject *ring_recv_batch(Ring *r, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    Py_ssize_t maxn = FR_BATCH_MAX;
+    PyObject *timeout = NULL;
+    if (nargs || kwnames) {
+        static const char *const kw[] = {"max", "timeout", NULL};
+        static _PyArg_Parser parser = {.format = "|nO:recv_batch", .keywords = kw};
+        if (!_PyArg_ParseStackAndKeywords(args, nargs, kwnames, &parser, &maxn, &timeout))
+            return NULL;
+    }
+    if (check_consumer(r) < 0)
+        return NULL;
+    if (maxn < 1 || maxn > FR_BATCH_MAX * 64) {
+        PyErr_SetString(PyExc_ValueError, "max must be in [1, 1024]");
+        return NULL;
+    }
+    int64_t deadline;
+    if (parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    int64_t avail = await_data(r, deadline);
+    if (avail < 0)
+        return NULL;
+    /* take everything published now, up to max */
+    uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
+    int32_t d = (int32_t)(t - r->pos);
+    if (d > 0 && d <= (int32_t)r->cap && d > avail) {
+        r->cached = t;
+        avail = d;
+    }
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    Py_ssize_t got = 0;
+    while (avail > 0 && got < maxn) {
+        PyObject *data;
+        int used = read_msg(r, (uint32_t)avail, &data, NULL);
+        if (used < 0) {
+            if (got > 0) { /* deliver what we have; the error comes on the next call */
+                PyErr_Clear();
+                if (used == -1)
+                    break;
+                break;
+            }
+            Py_DECREF(list);
+            return NULL;
+        }
+        avail -= used;
+        if (PyList_Append(list, data) < 0) {
+            Py_DECREF(data);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(data);
+        got++;
+    }
+    consume(r, (uint32_t)got);
+    return list;
+}
+
+/* ------------------------------------------------------------------ lifecycle, stats */
+
+static PyObject *ring_set_pool(Ring *r, PyObject *args) {
+    PyObject *buffer, *alloc, *freefn;
+    if (!PyArg_ParseTuple(args, "OOO:set_pool", &buffer, &alloc, &freefn))
+        return NULL;
+    if (r->has_pool) {
+        PyErr_SetString(PyExc_ValueError, "a pool is already attached to this ring endpoint");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(buffer, &r->pool, PyBUF_WRITABLE) < 0)
+        return NULL;
+    r->has_pool = 1;
+    Py_INCREF(alloc);
+    Py_INCREF(freefn);
+    r->pool_alloc = alloc;
+    r->pool_free = freefn;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ring_configure(Ring *r, PyObject *args, PyObject *kw) {
+    static char *kwl[] = {"spin_us", "yields", "tick_ms", NULL};
+    double spin_us = (double)r->spin_ns / 1e3, tick_ms = (double)r->tick_ns / 1e6;
+    int yields = r->yields;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|did:configure", kwl, &spin_us, &yields, &tick_ms))
+        return NULL;
+    if (spin_us < 0 || yields < 0 || tick_ms <= 0) {
+        PyErr_SetString(PyExc_ValueError, "spin_us >= 0, yields >= 0, tick_ms > 0");
+        return NULL;
+    }
+    r->spin_ns = (int64_t)(spin_us * 1e3);
+    r->yields = yields;
+    r->tick_ns = (int64_t)(tick_ms * 1e6);
+    Py_RETURN_NONE;
+}
+
+static void ring_drop(Ring *r) {
+    if (r->has_pool) {
+        PyBuffer_Release(&r->pool);
+        r->has_pool = 0;
+    }
+    Py_CLEAR(r->pool_alloc);
+    Py_CLEAR(r->pool_free);
+    if (r->has_buf) {
+        PyBuffer_Release(&r->buf);
+        r->has_buf = 0;
+    }
+    r->hdr = NULL;
+    r->slots = NULL;
+}
+
+/* _shutdown(announce): announce=True tells the peer we closed (graceful close);
+ * False just lets go of the mapping (after handing this end to another process). */
+static PyObject *ring_shutdown(Ring *r, PyObject *arg) {
+    int announce = PyObject_IsTrue(arg);
+    if (announce < 0)
+        return NULL;
+    if (!r->has_buf)
+        Py_RETURN_NONE;
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "ring endpoint is in use by another thread");
+        return NULL;
+    }
+    if (r->blocks_out > 0) {
+        PyErr_Format(PyExc_BufferError, "%zd zero-copy block(s) still held: release them first",
+                     r->blocks_out);
+        return NULL;
+    }
+    if (announce) {
+        struct fr_hdr *h = r->hdr;
+        if (r->role == ROLE_PRODUCER) {
+            atomic_store_explicit(&h->prod_closed, 1, memory_order_seq_cst);
+            futex_wake(&h->tail); /* a consumer asleep on tail must see the close */
+        } else {
+            atomic_store_explicit(&h->cons_closed, 1, memory_order_seq_cst);
+            futex_wake(&h->head);
+        }
+    }
+    ring_drop(r);
+    Py_RETURN_NONE;
+}
+
+#define SET_ITEM(d, k, v)                                                                        \
+    do {                                                                                         \
+        PyObject *_v = (v);                                                                      \
+        if (!_v || PyDict_SetItemString(d, k, _v) < 0) {                                         \
+            Py_XDECREF(_v);                                                                      \
+            Py_DECREF(d);                                                                        \
+            return NULL;                                                                         \
+        }                                                                                        \
+        Py_DECREF(_v);                                                                           \
+    } while (0)
+#define LD(x) atomic_load_explicit(&h->x, memory_order_relaxed)
+
+static PyObject *ring_stats(Ring *r, PyObject *unused) {
+    if (!r->has_buf) {
+        PyErr_SetString(PyExc_ValueError, "ring endpoint is closed");
+        return NULL;
+    }
+    struct fr_hdr *h = r->hdr;
+    uint32_t head = LD(head), tail = LD(tail);
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    SET_ITEM(d, "role", PyUnicode_FromString(r->role == ROLE_PRODUCER ? "producer" : "consumer"));
+    SET_ITEM(d, "capacity", PyLong_FromUnsignedLong(r->cap));
+    SET_ITEM(d, "head", PyLong_FromUnsignedLong(head));
+    SET_ITEM(d, "tail", PyLong_FromUnsignedLong(tail));
+    SET_ITEM(d, "occupancy", PyLong_FromLong((int32_t)(tail - head) > 0 ? (long)(int32_t)(tail - head) : 0));
+    SET_ITEM(d, "producer_pid", PyLong_FromUnsignedLong(LD(prod_pid)));
+    SET_ITEM(d, "consumer_pid", PyLong_FromUnsignedLong(LD(cons_pid)));
+    SET_ITEM(d, "sent_msgs", PyLong_FromUnsignedLongLong(LD(sent_msgs)));
+    SET_ITEM(d, "sent_batches", PyLong_FromUnsignedLongLong(LD(sent_batches)));
+    SET_ITEM(d, "recv_msgs", PyLong_FromUnsignedLongLong(LD(recv_msgs)));
+    SET_ITEM(d, "recv_batches", PyLong_FromUnsignedLongLong(LD(recv_batches)));
+    SET_ITEM(d, "producer_wakes", PyLong_FromUnsignedLongLong(LD(prod_wakes)));
+    SET_ITEM(d, "producer_wakes_skipped", PyLong_FromUnsignedLongLong(LD(prod_wakes_skipped)));
+    SET_ITEM(d, "consumer_wakes", PyLong_FromUnsignedLongLong(LD(cons_wakes)));
+    SET_ITEM(d, "consumer_wakes_skipped", PyLong_FromUnsignedLongLong(LD(cons_wakes_skipped)));
+    SET_ITEM(d, "producer_sleeps", PyLong_FromUnsignedLongLong(LD(prod_sleeps)));
+    SET_ITEM(d, "consumer_sleeps", PyLong_FromUnsignedLongLong(LD(cons_sleeps)));
+    SET_ITEM(d, "producer_futex_timeouts", PyLong_FromUnsignedLongLong(LD(prod_futex_timeouts)));
+    SET_ITEM(d, "consumer_futex_timeouts", PyLong_FromUnsignedLongLong(LD(cons_futex_timeouts)));
+    SET_ITEM(d, "rejected", PyLong_FromUnsignedLongLong(LD(rejected)));
+    SET_ITEM(d, "consumer_sleeping", PyBool_FromLong(LD(cons_sleeping)));
+    SET_ITEM(d, "producer_sleeping", PyBool_FromLong(LD(prod_sleeping)));
+    SET_ITEM(d, "producer_closed", PyBool_FromLong(LD(prod_closed)));
+    SET_ITEM(d, "consumer_closed", PyBool_FromLong(LD(cons_closed)));
+    SET_ITEM(d, "pool_attached", PyBool_FromLong(r->has_pool));
+    SET_ITEM(d, "blocks_held", PyLong_FromSsize_t(r->blocks_out));
+    SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->spin_ns / 1e3));
+    SET_ITEM(d, "yields", PyLong_FromLong(r->yields));
+    SET_ITEM(d, "tick_ms", PyFloat_FromDouble((double)r->tick_ns / 1e6));
+    return d;
+}
+
+static PyObject *ring_peer_alive(Ring *r, PyObject *unused) {
+    if (!r->has_buf)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(peer_gone(r) == 0);
+}
+
+static PyObject *ring_get_closed(Ring *r, void *c) { return PyBool_FromLong(!r->has_buf); }
+static PyObject *ring_get_capacity(Ring *r, void *c) { return PyLong_FromUnsignedLong(r->cap); }
+static PyObject *ring_get_role(Ring *r, void *c) {
+    return PyUnicode_FromString(r->role == ROLE_PRODUCER ? "producer" : "consumer");
+}
+
+/* Ring(buffer, role, live_fd=-1): bind to an initialised ring mapping */
+static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
+    static char *kwl[] = {"buffer", "role", "live_fd", NULL};
+    PyObject *buffer;
+    int role, live_fd = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|i:Ring", kwl, &buffer, &role, &live_fd))
+        return -1;
+    if (r->has_buf) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring already initialised");
+        return -1;
+    }
+    if (role != ROLE_PRODUCER && role != ROLE_CONSUMER) {
+        PyErr_SetString(PyExc_ValueError, "role must be 0 (producer) or 1 (consumer)");
+        return -1;
+    }
+    if (PyObject_GetBuffer(buffer, &r->buf, PyBUF_WRITABLE) < 0)
+        return -1;
+    r->has_buf = 1;
+    struct fr_hdr *h = (struct fr_hdr *)r->buf.buf;
+    if ((uintptr_t)h % 64 || r->buf.len < (Py_ssize_t)FR_HDR || h->magic != FR_MAGIC ||
+        h->version != FR_VERSION || h->slot_size != FR_SLOT || h->header_size != FR_HDR ||
+        h->capacity == 0 || h->capacity > FR_MAX_CAP || (h->capacity & (h->capacity - 1)) ||
+        (uint64_t)r->buf.len < (uint64_t)FR_HDR + (uint64_t)h->capacity * FR_SLOT) {
+        ring_drop(r);
+        PyErr_SetString(ProtocolError, "not a Fusion Ring (bad magic, version, geometry or size)");
+        return -1;
+    }
+    r->hdr = h;
+    r->slots = (uint8_t *)h + FR_HDR;
+    r->cap = h->capacity;
+    r->mask = h->capacity - 1;
+    r->role = role;
+    r->live_fd = live_fd;
+    if (role == ROLE_PRODUCER) {
+        r->pos = atomic_load_explicit(&h->tail, memory_order_acquire);
+        r->cached = atomic_load_explicit(&h->head, memory_order_acquire);
+        atomic_store_explicit(&h->prod_pid, (uint32_t)getpid(), memory_order_relaxed);
+    } else {
+        r->pos = atomic_load_explicit(&h->head, memory_order_acquire);
+        r->cached = r->pos;
+        atomic_store_explicit(&h->cons_pid, (uint32_t)getpid(), memory_order_relaxed);
+    }
+    r->spin_ns = 20000;
+    r->yields = 0;
+    r->tick_ns = 10 * 1000000LL;
+    return 0;
+}
+
+static int ring_traverse(Ring *r, visitproc visit, void *arg) {
+    Py_VISIT(r->dict);
+    Py_VISIT(r->pool_alloc);
+    Py_VISIT(r->pool_free);
+    Py_VISIT(Py_TYPE(r));
+    return 0;
+}
+
+static int ring_clear(Ring *r) {
+    Py_CLEAR(r->dict);
+    Py_CLEAR(r->pool_alloc);
+    Py_CLEAR(r->pool_free);
+    return 0;
+}
+
+static void ring_dealloc(Ring *r) {
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    ring_drop(r);
+    ring_clear(r);
+    tp->tp_free((PyObject *)r);
+}
+
+static PyMethodDef ring_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))ring_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(data, handles=None, timeout=None): one message (inline, or zero-copy via the pool)."},
+    {"send_batch", (PyCFunction)(void (*)(void))ring_send_batch, METH_FASTCALL | METH_KEYWORDS,
+     "send_batch(messages, timeout=None): up to 16 messages, one publish, one wake-up."},
+    {"loan", (PyCFunction)ring_loan, METH_O, "loan(nbytes) -> writable Block in the shared pool."},
+    {"recv", (PyCFunction)(void (*)(void))ring_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv(timeout=None) -> bytes (inline) or Block (zero-copy)."},
+    {"recv_msg", (PyCFunction)(void (*)(void))ring_recv_msg, METH_FASTCALL | METH_KEYWORDS,
+     "recv_msg(timeout=None) -> (data, handles)."},
+    {"recv_batch", (PyCFunction)(void (*)(void))ring_recv_batch, METH_FASTCALL | METH_KEYWORDS,
+     "recv_batch(max=16, timeout=None) -> list of available messages (at least one)."},
+    {"set_pool", (PyCFunction)ring_set_pool, METH_VARARGS, "set_pool(buffer, alloc, free)."},
+    {"configure", (PyCFunction)(void (*)(void))ring_configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(spin_us=, yields=, tick_ms=): the adaptive wait's phases."},
+    {"stats", (PyCFunction)ring_stats, METH_NOARGS, "Ring state and counters (a dict)."},
+    {"peer_alive", (PyCFunction)ring_peer_alive, METH_NOARGS,
+     "False once the peer closed its end or its process is gone."},
+    {"_shutdown", (PyCFunction)ring_shutdown, METH_O, "_shutdown(announce)."},
+    {NULL}};
+
+static PyGetSetDef ring_getset[] = {
+    {"closed", (getter)ring_get_closed, NULL, "True once this endpoint let go of the ring", NULL},
+    {"capacity", (getter)ring_get_capacity, NULL, "number of slots", NULL},
+    {"role", (getter)ring_get_role, NULL, "'producer' or 'consumer'", NULL},
+    {NULL}};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exo.ipc._fring.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_dictoffset = offsetof(Ring, dict),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One endpoint (producer or consumer) of a Fusion Ring mapping.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ring_init,
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_traverse = (traverseproc)ring_traverse,
+    .tp_clear = (inquiry)ring_clear,
+    .tp_methods = ring_methods,
+    .tp_getset = ring_getset,
+};
+
+/* ------------------------------------------------------------------ module */
+
+/* init_header(buffer, capacity, start=0): format a fresh mapping */
+static PyObject *mod_init_header(PyObject *m, PyObject *args) {
+    PyObject *buffer;
+    unsigned long cap, start = 0;
+    if (!PyArg_ParseTuple(args, "Ok|k:init_header", &buffer, &cap, &start))
+        return NULL;
+    if (cap == 0 || cap > FR_MAX_CAP || (cap & (cap - 1))) {
+        PyErr_Format(PyExc_ValueError, "capacity must be a power of two in [1, %u]", FR_MAX_CAP);
+        return NULL;
+    }
+    Py_buffer b;
+    if (PyObject_GetBuffer(buffer, &b, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if ((uint64_t)b.len < (uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "buffer too small for this capacity");
+        return NULL;
+    }
+    memset(b.buf, 0, FR_HDR + cap * FR_SLOT);
+    struct fr_hdr *h = (struct fr_hdr *)b.buf;
+    h->version = FR_VERSION;
+    h->capacity = (uint32_t)cap;
+    h->slot_size = FR_SLOT;
+    h->header_size = FR_HDR;
+    h->creator_pid = (uint32_t)getpid();
+    atomic_store_explicit(&h->tail, (uint32_t)start, memory_order_relaxed);
+    atomic_store_explicit(&h->head, (uint32_t)start, memory_order_relaxed);
+    /* slots start with a sequence that can never match: position - capacity */
+    for (uint32_t i = 0; i < cap; i++) {
+        uint32_t p = (uint32_t)start + i;
+        uint8_t *s = (uint8_t *)b.buf + FR_HDR + (size_t)(p & (cap - 1)) * FR_SLOT;
+        uint64_t w = slot_word(p - (uint32_t)cap, 0, 0, 0);
+        memcpy(s, &w, 8);
+    }
+    atomic_thread_fence(memory_order_release);
+    h->magic = FR_MAGIC; /* last: a half-initialised mapping is never accepted */
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
+    PyObject *a, *b, *c;
+    if (!PyArg_ParseTuple(args, "OOO", &a, &b, &c))
+        return NULL;
+    Py_XSETREF(ProtocolError, Py_NewRef(a));
+    Py_XSETREF(PeerDiedError, Py_NewRef(b));
+    Py_XSETREF(PeerClosedError, Py_NewRef(c));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mod_methods[] = {
+    {"init_header", mod_init_header, METH_VARARGS, "init_header(buffer, capacity, start=0)"},
+    {"_set_exceptions", mod_set_exceptions, METH_VARARGS,
+     "_set_exceptions(ProtocolError, PeerDiedError, PeerClosedError)"},
+    {NULL}};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "exo.ipc._fring",
+    .m_doc = "Fusion Ring hot path (C11 atomics, futex).",
+    .m_size = -1,
+    .m_methods = mod_methods,
+};
+
+PyMODINIT_FUNC PyInit__fring(void) {
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&BlockType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m)
+        return NULL;
+    ProtocolError = Py_NewRef(PyExc_ValueError);
+    PeerDiedError = Py_NewRef(PyExc_BrokenPipeError);
+    PeerClosedError = Py_NewRef(PyExc_EOFError);
+    if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObjectRef(m, "Block", (PyObject *)&BlockType) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_SIZE", FR_SLOT) < 0 ||
+        PyModule_AddIntConstant(m, "HEADER_SIZE", FR_HDR) < 0 ||
+        PyModule_AddIntConstant(m, "INLINE_MAX", FR_INLINE) < 0 ||
+        PyModule_AddIntConstant(m, "BATCH_MAX", FR_BATCH_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "HANDLES_PER_SLOT", FR_HPS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_HANDLES", FR_MAX_HANDLES) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_CAPACITY", FR_MAX_CAP) < 0 ||
+        PyModule_AddIntConstant(m, "TAIL_OFFSET", offsetof(struct fr_hdr, tail)) < 0 ||
+        PyModule_AddIntConstant(m, "HEAD_OFFSET", offsetof(struct fr_hdr, head)) < 0 ||
+        PyModule_AddIntConstant(m, "TYPE_DATA", T_DATA) < 0 ||
+        PyModule_AddIntConstant(m, "TYPE_HANDLES", T_HANDLES) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_ZEROCOPY", F_ZC) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_MORE", F_MORE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,194 @@
+"""bubblewrap back-end: namespaces and the mount view, as one ``bwrap`` command line.
+
+The sandbox sees a fresh root holding only: the base system (``/usr`` and the ``/bin``,
+``/lib*`` links), the Python runtime (``sys.base_prefix``, ``sys.prefix``, the directory
+holding the ``exo``/``exo_std`` packages), a synthesised minimal ``/etc``, four device nodes,
+a fresh ``/proc`` for its own pid namespace, private ``/tmp`` and ``/dev/shm``, and the paths
+the spec grants. The root itself is remounted read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import exo
+
+from .spec import SandboxError, SandboxSpec, SandboxUnavailable
+
+BWRAP = "bwrap"
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+
+# A grant may never contain these (secrets, other users, kernel interfaces)...
+_PROTECTED = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/ssl/private",
+              "/root", "/home", "/proc", "/sys", "/dev", "/boot", "/run", "/var/run")
+# ... nor lie inside these.
+_FORBIDDEN_INSIDE = ("/proc", "/sys", "/dev", "/etc/ssh", "/etc/ssl/private", "/root/.ssh",
+                     "/root/.gnupg", "/etc/shadow", "/etc/gshadow", "/etc/sudoers")
+
+_PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
+           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+_NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+
+
+def bwrap_path() -> str | None:
+    return shutil.which(BWRAP)
+
+
+def runtime_paths() -> tuple[Path, ...]:
+    """Where the Python runtime lives: interpreter, venv, and the Exo packages' directory."""
+    pkg_dir = Path(exo.__file__).resolve().parent.parent
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix), pkg_dir}
+    return tuple(sorted(paths))
+
+
+def stage2_path() -> Path:
+    return Path(__file__).resolve().with_name("_stage2.py")
+
+
+def interpreter() -> str:
+    """The real (non-venv-symlink) interpreter, run with ``-I -S`` for stage 2."""
+    return os.path.realpath(sys.executable)
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def _has_ssh_dir(path: Path) -> bool:
+    return ".ssh" in path.parts or ".gnupg" in path.parts
+
+
+def check_grant(path: Path, what: str, *, system: tuple[Path, ...]) -> Path:
+    """Refuse grants that would expose secrets or let the app modify the system."""
+    real = Path(os.path.realpath(path))
+    if not real.exists():
+        raise SandboxError(f"{what} path {str(path)!r} does not exist")
+    for candidate in {path, real}:
+        if _has_ssh_dir(candidate):
+            raise SandboxError(f"{what} path {str(path)!r} is a key directory; never granted")
+        for protected in map(Path, _PROTECTED):
+            if _is_within(protected, candidate):
+                raise SandboxError(f"{what} path {str(path)!r} would expose {protected}; "
+                                   "grant a narrower path")
+        for forbidden in map(Path, _FORBIDDEN_INSIDE):
+            if _is_within(candidate, forbidden):
+                raise SandboxError(f"{what} path {str(path)!r} lies in {forbidden}; never "
+                                   "granted")
+        if what == "write":
+            for sys_path in system:
+                if _is_within(candidate, sys_path) or _is_within(sys_path, candidate):
+                    raise SandboxError(f"write path {str(path)!r} overlaps the read-only "
+                                       f"system path {sys_path}")
+    return real
+
+
+@dataclass
+class MountPlan:
+    """The bwrap arguments of one sandbox and the data files they reference."""
+
+    args: list[str] = field(default_factory=list)
+    data_files: list[tuple[str, str]] = field(default_factory=list)  # (dest, content)
+    read: list[Path] = field(default_factory=list)  # landlock: read
+    exec_: list[Path] = field(default_factory=list)  # landlock: read + execute
+    write: list[Path] = field(default_factory=list)  # landlock: read + write
+    devices: list[Path] = field(default_factory=list)  # landlock: read + write file
+
+
+def plan_mounts(spec: SandboxSpec) -> MountPlan:
+    """Compute the mount view for ``spec`` (validating every grant first)."""
+    plan = MountPlan()
+    # Devices: exactly four nodes on a private tmpfs, plus a private /dev/shm.
+    plan.args += ["--tmpfs", "/dev"]
+    for dev in DEVICES:
+        plan.args += ["--dev-bind", dev, dev]
+        plan.devices.append(Path(dev))
+    plan.args += ["--tmpfs", "/dev/shm", "--symlink", "/proc/self/fd", "/dev/fd",
+                  "--symlink", "/proc/self/fd/0", "/dev/stdin",
+                  "--symlink", "/proc/self/fd/1", "/dev/stdout",
+                  "--symlink", "/proc/self/fd/2", "/dev/stderr"]
+    plan.args += ["--proc", "/proc", "--tmpfs", "/tmp"]
+    plan.read.append(Path("/proc"))
+    plan.read.append(Path("/dev"))
+    binds: dict[Path, str] = {}  # dest -> "ro" | "rw"
+    system: list[Path] = []
+    for d in SYSTEM_DIRS:
+        p = Path(d)
+        if p.is_symlink():
+            plan.args += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            binds[p] = "ro"
+            system.append(p)
+    for p in runtime_paths():
+        binds[p] = "ro"
+        system.append(p)
+    plan.exec_ += system
+    system_t = tuple(system)
+
+    for p in spec.read_paths:
+        real = check_grant(p, "read", system=system_t)
+        binds.setdefault(real, "ro")
+        plan.read.append(real)
+    for p in spec.exec_paths:
+        real = check_grant(p, "exec", system=system_t)
+        binds.setdefault(real, "ro")
+        plan.exec_.append(real)
+    for p in spec.write_paths:
+        real = check_grant(p, "write", system=system_t)
+        binds[real] = "rw"
+        plan.write.append(real)
+    if spec.cwd is not None and not any(_is_within(spec.cwd, b) for b in binds) \
+            and not _is_within(spec.cwd, Path("/tmp")):
+        raise SandboxError(f"cwd {str(spec.cwd)!r} is not inside a granted path")
+
+    # Parents before children, so a nested grant is mounted over its parent's view.
+    for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):
+        plan.args += ["--ro-bind" if binds[dest] == "ro" else "--bind", str(dest), str(dest)]
+
+    # Minimal /etc: synthesised files, no secrets.
+    plan.data_files += [("/etc/passwd", _PASSWD), ("/etc/group", _GROUP),
+                        ("/etc/hosts", _HOSTS), ("/etc/nsswitch.conf", _NSSWITCH)]
+    etc_ro = ["/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
+              "/etc/ca-certificates.conf", "/etc/mime.types"]
+    if spec.net.mode != "none":
+        etc_ro += ["/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols"]
+    for name in etc_ro:
+        real = os.path.realpath(name)
+        if os.path.exists(real):
+            plan.args += ["--ro-bind", real, name]
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        plan.args += ["--symlink", os.readlink(localtime), "/etc/localtime"]
+    elif localtime.is_file():
+        plan.args += ["--ro-bind", str(localtime), "/etc/localtime"]
+    plan.read.append(Path("/etc"))
+
+    plan.write += [Path("/tmp"), Path("/dev/shm")]
+    return plan
+
+
+def namespace_args(spec: SandboxSpec) -> list[str]:
+    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+            "--hostname", "exo", "--die-with-parent", "--new-session", "--clearenv"]
+    if spec.net.mode == "none":
+        args.append("--unshare-net")
+    if os.geteuid() == 0:
+        # bwrap keeps root's capabilities unless told otherwise.
+        args += ["--cap-drop", "ALL"]
+    else:
+        args.append("--unshare-user")
+    return args
+
+
+def require_bwrap() -> str:
+    path = bwrap_path()
+    if path is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed; apt-get install "
+                                 "bubblewrap")
+    return path

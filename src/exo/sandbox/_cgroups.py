@@ -1,0 +1,342 @@
+"""cgroup back-end: one group per sandboxed process, v1 hierarchies or the v2 unified tree.
+
+Groups are created under the cgroup this process already belongs to (from
+``/proc/self/cgroup``), as ``<current>/exo-<boot_id>/<name>``, so Exo never needs to own the
+cgroup root and everything it creates sits in one subtree that :func:`cleanup_all` can sweep.
+v1 is used when the needed controllers are mounted as v1 hierarchies (this is the case on the
+machines the project runs on); otherwise v2, when the unified hierarchy offers them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import SandboxError, SandboxUnavailable
+
+CONTROLLERS = ("memory", "pids", "cpu")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_CFS_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy and the directory of our own group in it."""
+
+    version: int
+    mountpoint: Path
+    controllers: frozenset[str]
+    base: Path  # the cgroup this process is in, inside this hierarchy
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def hierarchies() -> list[Hierarchy]:
+    """Mounted cgroup hierarchies (v1 and v2) with this process's place in each."""
+    own: dict[str, str] = {}  # controller list ("" for v2) -> path
+    with open("/proc/self/cgroup", encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                own[parts[1]] = parts[2]
+    found: list[Hierarchy] = []
+    seen: set[str] = set()
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, superopts = fields[sep + 1], fields[sep + 3]
+            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+            if fstype == "cgroup2":
+                key, version = "", 2
+                path = Path(mountpoint) / "cgroup.controllers"
+                try:
+                    controllers = frozenset(path.read_text().split())
+                except OSError:
+                    continue
+            elif fstype == "cgroup":
+                opts = superopts.split(",")
+                names = [o for o in opts if o in _known_v1() or o.startswith("name=")]
+                key, version = ",".join(names), 1
+                controllers = frozenset(o for o in names if not o.startswith("name="))
+                if key not in own:  # order in /proc/self/cgroup may differ from superopts
+                    key = next((k for k in own if set(k.split(",")) == set(names)), key)
+            else:
+                continue
+            if key not in own or key in seen:
+                continue
+            rel = own[key]
+            if rel != root and not rel.startswith(root.rstrip("/") + "/"):
+                continue  # our group is outside what this mount shows
+            seen.add(key)
+            rel = rel[len(root.rstrip("/")):].lstrip("/")
+            found.append(Hierarchy(version, Path(mountpoint), controllers,
+                                   Path(mountpoint) / rel))
+    return found
+
+
+def _known_v1() -> frozenset[str]:
+    try:
+        with open("/proc/cgroups", encoding="ascii") as f:
+            return frozenset(line.split()[0] for line in f if not line.startswith("#"))
+    except OSError:
+        return frozenset(CONTROLLERS)
+
+
+def select(required: Iterable[str]) -> tuple[int, list[Hierarchy]]:
+    """Pick the cgroup version and hierarchies providing memory, pids and cpu.
+
+    Returns ``(version, hierarchies)``; raises :class:`SandboxUnavailable` naming any
+    controller in ``required`` that neither v1 nor v2 offers here.
+    """
+    needed = set(required)
+    all_h = hierarchies()
+    v1 = [h for h in all_h if h.version == 1 and h.controllers & set(CONTROLLERS)]
+    v1_ctl = set().union(*(h.controllers for h in v1)) if v1 else set()
+    v2 = [h for h in all_h if h.version == 2]
+    if v1 and needed <= v1_ctl:
+        return 1, v1
+    if v2 and needed <= v2[0].controllers:
+        return 2, v2[:1]
+    have = sorted(v1_ctl | (set(v2[0].controllers) if v2 else set()))
+    missing = sorted(needed - v1_ctl - (set(v2[0].controllers) if v2 else set()))
+    if missing:
+        raise SandboxUnavailable(f"cgroup controllers {missing} are not available "
+                                 f"(mounted: {have or 'none'})")
+    if v1:  # the needed controllers are split over v1 and v2; use v1's
+        raise SandboxUnavailable(f"cgroup controllers {sorted(needed)} are split between v1 "
+                                 "and v2 hierarchies; this is not supported")
+    raise SandboxUnavailable("no cgroup hierarchy is mounted")
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise SandboxError(f"cgroup: cannot write {value.strip()!r} to {path}: "
+                           f"{exc.strerror}") from exc
+
+
+def boot_dirname(boot_id: str) -> str:
+    if not _NAME_RE.match(boot_id):
+        raise SandboxError(f"invalid boot id {boot_id!r}: use letters, digits, '._-'")
+    return f"exo-{boot_id}"
+
+
+class CgroupSet:
+    """The group(s) of one sandboxed process: one directory per hierarchy used."""
+
+    def __init__(self, version: int, dirs: list[Path]) -> None:
+        self.version = version
+        self.dirs = dirs
+
+    @classmethod
+    def create(
+        cls,
+        boot_id: str,
+        name: str,
+        *,
+        memory_max: int | None,
+        pids_max: int | None,
+        cpu_max: float | None,
+    ) -> CgroupSet:
+        if not _NAME_RE.match(name):
+            raise SandboxError(f"invalid cgroup name {name!r}: use letters, digits, '._-'")
+        required = [c for c, v in (("memory", memory_max), ("pids", pids_max),
+                                   ("cpu", cpu_max)) if v is not None]
+        version, hs = select(required)
+        boot = boot_dirname(boot_id)
+        dirs: list[Path] = []
+        group = cls(version, dirs)
+        try:
+            for h in hs:
+                parent = h.base / boot
+                for _ in range(5):  # a concurrent cleanup may remove parent in between
+                    parent.mkdir(exist_ok=True)
+                    if version == 2:
+                        _enable_v2_controllers(h.base, parent, h.controllers)
+                    try:
+                        (parent / name).mkdir()
+                        break
+                    except FileNotFoundError:
+                        continue
+                else:
+                    raise SandboxError(f"cgroup: cannot create {parent / name}")
+                dirs.append(parent / name)
+            group._set_limits(memory_max, pids_max, cpu_max)
+        except FileExistsError as exc:
+            group.remove()
+            raise SandboxError(f"cgroup {name!r} already exists for boot {boot_id!r}") from exc
+        except PermissionError as exc:
+            group.remove()
+            raise SandboxUnavailable(f"cgroup: no permission to create groups under "
+                                     f"{exc.filename} (delegate it to this user)") from exc
+        except BaseException:
+            group.remove()
+            raise
+        return group
+
+    def _find(self, filename: str) -> Path | None:
+        for d in self.dirs:
+            if (d / filename).exists():
+                return d / filename
+        return None
+
+    def _set_limits(self, memory_max: int | None, pids_max: int | None,
+                    cpu_max: float | None) -> None:
+        v1 = self.version == 1
+        if memory_max is not None:
+            limit = self._find("memory.limit_in_bytes" if v1 else "memory.max")
+            assert limit is not None
+            _write(limit, str(memory_max))
+            swap = self._find("memory.memsw.limit_in_bytes" if v1 else "memory.swap.max")
+            if swap is not None:  # no escape into swap
+                _write(swap, str(memory_max) if v1 else "0")
+        if pids_max is not None:
+            pids = self._find("pids.max")
+            assert pids is not None
+            _write(pids, str(pids_max))
+        if cpu_max is not None:
+            quota = max(1000, round(cpu_max * _CFS_PERIOD_US))
+            if v1:
+                period = self._find("cpu.cfs_period_us")
+                assert period is not None
+                _write(period, str(_CFS_PERIOD_US))
+                _write(period.with_name("cpu.cfs_quota_us"), str(quota))
+            else:
+                cpu = self._find("cpu.max")
+                assert cpu is not None
+                _write(cpu, f"{quota} {_CFS_PERIOD_US}")
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def members(self) -> set[int]:
+        pids: set[int] = set()
+        for f in self.procs_files:
+            try:
+                pids.update(int(x) for x in f.read_text().split())
+            except FileNotFoundError:
+                pass
+        return pids
+
+    def stat(self) -> dict[str, int]:
+        """Current usage: memory bytes, peak memory, process count (for the kernel)."""
+        out: dict[str, int] = {}
+        names = {"memory": ("memory.usage_in_bytes", "memory.current"),
+                 "memory_peak": ("memory.max_usage_in_bytes", "memory.peak"),
+                 "memory_failcnt": ("memory.failcnt", ""),
+                 "pids": ("pids.current", "pids.current")}
+        for key, (v1name, v2name) in names.items():
+            name = v1name if self.version == 1 else v2name
+            path = self._find(name) if name else None
+            if path is not None:
+                try:
+                    out[key] = int(path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass
+        return out
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every member until the groups are empty (members may still be forking)."""
+        if self.version == 2:
+            kill = self._find("cgroup.kill")
+            if kill is not None:
+                try:
+                    kill.write_text("1")
+                except OSError:
+                    pass
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while members := self.members():
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise SandboxError(f"cgroup: processes {sorted(members)} survive SIGKILL")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left and remove the group directories (and the boot dir if empty)."""
+        self.kill_all(timeout)
+        for d in self.dirs:
+            _rmdir_retry(d, timeout)
+            try:
+                d.parent.rmdir()
+            except OSError:
+                pass  # other processes of this boot still have groups there
+        self.dirs = []
+
+
+def _rmdir_retry(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # EBUSY while the last member finishes exiting.
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
+                raise SandboxError(f"cgroup: cannot remove {path}: {exc.strerror}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
+def _enable_v2_controllers(base: Path, parent: Path, available: frozenset[str]) -> None:
+    wanted = [c for c in CONTROLLERS if c in available]
+    line = " ".join(f"+{c}" for c in wanted)
+    for d in (base, parent):
+        enabled = set((d / "cgroup.subtree_control").read_text().split())
+        if set(wanted) <= enabled:
+            continue
+        try:
+            (d / "cgroup.subtree_control").write_text(line)
+        except OSError as exc:
+            raise SandboxUnavailable(
+                f"cgroup v2: cannot enable {wanted} in {d} ({exc.strerror}); the current "
+                "cgroup must be delegated with no processes of its own in it") from exc
+
+
+def cleanup_all(boot_id: str) -> list[Path]:
+    """Kill and remove every group of a boot; returns the group directories removed."""
+    removed: list[Path] = []
+    boot = boot_dirname(boot_id)
+    for h in hierarchies():
+        top = h.base / boot
+        if not top.is_dir():
+            continue
+        for leaf in sorted(p for p in top.iterdir() if p.is_dir()):
+            group = CgroupSet(h.version, [leaf])
+            group.remove()
+            removed.append(leaf)
+        try:
+            top.rmdir()
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def leftover_groups(boot_id: str) -> list[Path]:
+    """Group directories of a boot that still exist (for leak checks)."""
+    out: list[Path] = []
+    boot = boot_dirname(boot_id)
+    for h in hierarchies():
+        top = h.base / boot
+        if top.is_dir():
+            out.extend(p for p in top.iterdir() if p.is_dir())
+    return out

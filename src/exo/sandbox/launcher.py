@@ -1,0 +1,326 @@
+"""Spawn a process inside a sandbox and own it until it is gone.
+
+Order of application (each step can only tighten what the previous one allowed):
+
+1. cgroup: ``/bin/sh`` writes its own pid into the new group(s), then execs bubblewrap, so
+   bubblewrap and everything below it are limited and tracked before anything else runs.
+2. bubblewrap: new pid/mount/ipc/uts/cgroup (and, without network, net) namespaces, the mount
+   view of ``_bwrap.plan_mounts``, capabilities dropped, ``PR_SET_NO_NEW_PRIVS``, then the
+   seccomp filter from ``_seccomp``, then exec of stage 2.
+3. stage 2 (``_stage2.py``): closes inherited descriptors, applies Landlock, execs the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from . import _bwrap, _cgroups, _landlock, _seccomp
+from .probe import check_requirements
+from .spec import SandboxError, SandboxSpec
+
+#: Extra processes bubblewrap adds to the group: its monitor and the namespace's init.
+BWRAP_OVERHEAD_PIDS = 2
+_TRAMPOLINE = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; '
+               'shift; exec "$@"')
+_HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_counter = itertools.count(1)
+_default_boot_id = f"pid{os.getpid()}"
+
+_File = int | IO[Any] | None
+
+
+def default_boot_id() -> str:
+    """The boot id used when a caller passes none (one per kernel process)."""
+    return _default_boot_id
+
+
+def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
+    ll = _landlock
+    rules: list[tuple[str, int]] = []
+    rules += [(str(p), ll.READ) for p in plan.read]
+    rules += [(str(p), ll.READ | ll.EXECUTE) for p in plan.exec_]
+    rules += [(str(p), ll.READ | ll.WRITE) for p in plan.write]
+    rules += [(str(p), ll.READ_FILE | ll.WRITE_FILE) for p in plan.devices]
+    return rules
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_all(fd: int, deadline: float, what: str) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SandboxError(f"sandbox start timed out waiting for {what}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class SandboxedProcess:
+    """A running sandboxed process: its host pid, exit status and cgroup.
+
+    ``pid`` is the target's pid in the host pid namespace (inside, it is pid 2); ``init_pid``
+    is the namespace's init (bubblewrap's reaper): killing it kills everything inside.
+    ``returncode`` follows bubblewrap's convention: the exit status, or 128+N after signal N.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], cgroup: _cgroups.CgroupSet | None,
+                 name: str) -> None:
+        self._popen = popen
+        self.cgroup = cgroup
+        self.name = name
+        self.init_pid = 0
+        self.pid = 0
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+        self._cleaned = False
+
+    @property
+    def stdin(self) -> IO[bytes] | None:
+        return self._popen.stdin
+
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        return self._popen.stdout
+
+    @property
+    def stderr(self) -> IO[bytes] | None:
+        return self._popen.stderr
+
+    @property
+    def monitor_pid(self) -> int:
+        """bubblewrap's outer process, our direct child."""
+        return self._popen.pid
+
+    def poll(self) -> int | None:
+        rc = self._popen.poll()
+        if rc is not None:
+            self._finish(rc)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for exit, then reclaim the cgroup; raises ``subprocess.TimeoutExpired``."""
+        rc = self._popen.wait(timeout)
+        self._finish(rc)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL everything in the sandbox (namespace init, then the whole cgroup)."""
+        if self.returncode is not None:
+            return
+        for pid in (self.init_pid, self._popen.pid):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        self.wait()
+
+    def stats(self) -> dict[str, int]:
+        return self.cgroup.stat() if self.cgroup is not None else {}
+
+    def _finish(self, rc: int) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            self.returncode = 128 - rc if rc < 0 else rc
+            if self.cgroup is not None:
+                self.cgroup.remove()
+            for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+    def close(self) -> None:
+        """Kill if still running and release everything; idempotent."""
+        if self.returncode is None:
+            self.kill()
+
+    def __enter__(self) -> SandboxedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<SandboxedProcess {self.name} pid={self.pid} "
+                f"returncode={self.returncode}>")
+
+
+def spawn(
+    spec: SandboxSpec,
+    argv: Sequence[str],
+    *,
+    name: str = "app",
+    boot_id: str | None = None,
+    stdin: _File = None,
+    stdout: _File = None,
+    stderr: _File = None,
+    allow_missing: frozenset[str] = frozenset(),
+    timeout: float = 10.0,
+) -> SandboxedProcess:
+    """Start ``argv`` inside the sandbox ``spec``; returns once the target has been exec'd.
+
+    Raises :class:`SandboxUnavailable` if a needed mechanism is missing and not named in
+    ``allow_missing``; :class:`SandboxError` (one line) for bad specs or a failed start,
+    including the target's own exec error. The returned process's cgroup is removed when it
+    is waited for, killed or closed.
+    """
+    if not isinstance(spec, SandboxSpec):
+        raise SandboxError(f"spec must be a SandboxSpec, not {type(spec).__name__}")
+    if isinstance(argv, str | bytes) or not argv or not all(
+            isinstance(a, str) and "\0" not in a for a in argv):
+        raise SandboxError("argv must be a non-empty sequence of strings without NUL bytes")
+    limits = [c for c, v in (("memory", spec.memory_max), ("pids", spec.pids_max),
+                             ("cpu", spec.cpu_max)) if v is not None]
+    abi = check_requirements(spec.net.mode, limits=limits, allow_missing=allow_missing)
+    bwrap = _bwrap.require_bwrap()
+    for fd in spec.keep_fds:
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise SandboxError(f"keep_fds: descriptor {fd} is not open") from exc
+    plan = _bwrap.plan_mounts(spec)
+    boot_id = boot_id or _default_boot_id
+    group_name = f"{name}.{os.getpid()}.{next(_counter)}"
+
+    env = dict(spec.env)
+    env.setdefault("PATH", _DEFAULT_PATH)
+    landlock: dict[str, Any] | None = None
+    if abi:
+        net: dict[str, list[int]] | None = None
+        if spec.net.mode == "none" and abi >= 4:
+            net = {"bind": [], "connect": []}
+        elif spec.net.mode == "tcp" and abi >= 4:
+            net = {"bind": list(spec.net.bind_ports), "connect": list(spec.net.connect_ports)}
+        landlock = {"abi": abi, "fs": landlock_rules(plan), "net": net, "scoped": abi >= 6}
+
+    cgroup: _cgroups.CgroupSet | None = None
+    try:
+        cgroup = _cgroups.CgroupSet.create(
+            boot_id, group_name, memory_max=spec.memory_max,
+            pids_max=None if spec.pids_max is None else spec.pids_max + BWRAP_OVERHEAD_PIDS,
+            cpu_max=spec.cpu_max)
+    except SandboxError:
+        if "cgroup" not in allow_missing:
+            raise
+    to_close: list[int] = []
+    popen: subprocess.Popen[bytes] | None = None
+    try:
+        status_r, status_w = os.pipe()
+        info_r, info_w = os.pipe()
+        to_close += [status_r, status_w, info_r, info_w]
+        config = {"status_fd": status_w, "keep_fds": list(spec.keep_fds), "argv": list(argv),
+                  "env": env, "landlock": landlock}
+        config_fd = _memfd("exo-stage2", json.dumps(config).encode())
+        to_close.append(config_fd)
+        args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
+        for dest, content in plan.data_files:
+            fd = _memfd("exo-etc", content.encode())
+            to_close.append(fd)
+            args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
+        pass_fds = [status_w, info_w, config_fd, *spec.keep_fds]
+        pass_fds += [int(args[i + 1]) for i, a in enumerate(args) if a == "--ro-bind-data"]
+        if _seccomp_enabled(allow_missing):
+            seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode))
+            to_close.append(seccomp_fd)
+            pass_fds.append(seccomp_fd)
+            args += ["--seccomp", str(seccomp_fd)]
+        args += ["--info-fd", str(info_w), "--chdir", str(spec.cwd or "/"),
+                 "--remount-ro", "/", "--",
+                 _bwrap.interpreter(), "-I", "-S", str(_bwrap.stage2_path()), str(config_fd)]
+        procs = [str(p) for p in cgroup.procs_files] if cgroup is not None else []
+        popen = subprocess.Popen(
+            ["/bin/sh", "-c", _TRAMPOLINE, "exo-sandbox", *procs, "--", *args],
+            stdin=stdin, stdout=stdout, stderr=stderr, env=_HOST_ENV, close_fds=True,
+            pass_fds=pass_fds, cwd="/")
+        for fd in (status_w, info_w, config_fd, *pass_fds[3 + len(spec.keep_fds):]):
+            os.close(fd)
+            to_close.remove(fd)
+        proc = SandboxedProcess(popen, cgroup, name)
+        deadline = time.monotonic() + timeout
+        info = _read_all(info_r, deadline, "bubblewrap")
+        status = _read_all(status_r, deadline, "stage 2")
+        if status != b"R":
+            detail = status[1:].lstrip(b"E").decode("utf-8", "replace") if status else ""
+            rc = popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if not detail:
+                detail = f"bubblewrap exited with status {rc} before stage 2 (see its stderr)"
+            raise SandboxError(f"sandbox start failed: {detail}")
+        try:
+            proc.init_pid = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SandboxError(f"bubblewrap gave no child pid: {info[:200]!r}") from exc
+        proc.pid = _first_child(proc.init_pid) or proc.init_pid
+        return proc
+    except BaseException:
+        if popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.kill()
+            if cgroup is not None:
+                cgroup.kill_all()
+            popen.wait()
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    finally:
+        for fd in to_close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _seccomp_enabled(allow_missing: frozenset[str]) -> bool:
+    from .probe import seccomp_available
+
+    return seccomp_available() or "seccomp" not in allow_missing
+
+
+def _first_child(pid: int) -> int:
+    """The host pid of the namespace init's child: the sandboxed target itself."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    return int(children[0]) if children else 0
+
+
+def cleanup_all(boot_id: str | None = None) -> list[Path]:
+    """Kill every sandboxed process of a boot and remove its cgroups (shutdown, leak checks).
+
+    Returns the cgroup directories that had to be removed; empty when nothing leaked.
+    """
+    return _cgroups.cleanup_all(boot_id or _default_boot_id)

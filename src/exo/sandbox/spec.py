@@ -1,0 +1,143 @@
+"""The portable description of a sandbox: what a process may touch, and how much.
+
+The kernel builds a :class:`SandboxSpec` from a process's capabilities and manifest; the
+platform back-ends (``_bwrap``, ``_landlock``, ``_seccomp``, ``_cgroups``) turn it into Linux
+enforcement. Validation happens here, once, so a bad manifest fails with a one-line error
+before any process exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+NetMode = Literal["none", "tcp", "any"]
+
+
+class SandboxError(Exception):
+    """A sandbox could not be built or started; the message says why, in one line."""
+
+
+class SandboxUnavailable(SandboxError):
+    """A Linux mechanism the sandbox needs is missing on this host (never silently skipped)."""
+
+
+def _ports(ports: tuple[int, ...], what: str) -> tuple[int, ...]:
+    out = tuple(ports)
+    for port in out:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise SandboxError(f"invalid {what} port {port!r}: expected an integer 0..65535")
+    return tuple(sorted(set(out)))
+
+
+@dataclass(frozen=True)
+class NetPolicy:
+    """Network reach: ``none`` (own empty namespace), ``tcp`` (listed ports only), ``any``.
+
+    In ``tcp`` mode the host network namespace is shared and Landlock filters TCP bind and
+    connect by *port* (Landlock cannot filter by host); non-TCP inet sockets are refused by
+    seccomp, since Landlock does not see them.
+    """
+
+    mode: NetMode = "none"
+    connect_ports: tuple[int, ...] = ()
+    bind_ports: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "tcp", "any"):
+            raise SandboxError(f"invalid net mode {self.mode!r}: expected none, tcp or any")
+        object.__setattr__(self, "connect_ports", _ports(self.connect_ports, "connect"))
+        object.__setattr__(self, "bind_ports", _ports(self.bind_ports, "bind"))
+        if self.mode != "tcp" and (self.connect_ports or self.bind_ports):
+            raise SandboxError(f"net mode {self.mode!r} takes no port lists (use mode 'tcp')")
+
+    @classmethod
+    def none(cls) -> NetPolicy:
+        return cls("none")
+
+    @classmethod
+    def tcp(cls, connect: tuple[int, ...] = (), bind: tuple[int, ...] = ()) -> NetPolicy:
+        return cls("tcp", tuple(connect), tuple(bind))
+
+    @classmethod
+    def any(cls) -> NetPolicy:
+        return cls("any")
+
+
+def _abs_paths(paths: tuple[Path | str, ...], what: str) -> tuple[Path, ...]:
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_absolute():
+            raise SandboxError(f"{what} path {str(p)!r} is not absolute")
+        if "\0" in str(path):
+            raise SandboxError(f"{what} path {str(p)!r} contains a NUL byte")
+        out.append(path)
+    return tuple(out)
+
+
+def _env(env: Mapping[str, str]) -> Mapping[str, str]:
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise SandboxError(f"invalid environment variable name {key!r}")
+        if not isinstance(value, str) or "\0" in value:
+            raise SandboxError(f"invalid value for environment variable {key!r}")
+    return MappingProxyType(dict(env))
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a sandboxed process may reach; anything not named here is refused.
+
+    ``read_paths`` and ``write_paths`` are host paths made visible at the same path inside
+    the sandbox (read-only, or read-write with create/remove inside directories).
+    ``exec_paths`` are extra locations from which programs may be executed (read-only).
+    ``keep_fds`` are passed at the same number (e.g. the bootstrap channel); every other
+    inherited descriptor except stdio is closed before the target runs.
+    """
+
+    read_paths: tuple[Path, ...] = ()
+    write_paths: tuple[Path, ...] = ()
+    exec_paths: tuple[Path, ...] = ()
+    net: NetPolicy = field(default_factory=NetPolicy.none)
+    memory_max: int | None = None
+    pids_max: int | None = None
+    cpu_max: float | None = None
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    keep_fds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "read_paths", _abs_paths(tuple(self.read_paths), "read"))
+        set_(self, "write_paths", _abs_paths(tuple(self.write_paths), "write"))
+        set_(self, "exec_paths", _abs_paths(tuple(self.exec_paths), "exec"))
+        if not isinstance(self.net, NetPolicy):
+            raise SandboxError(f"net must be a NetPolicy, not {type(self.net).__name__}")
+        if self.memory_max is not None and (
+            not isinstance(self.memory_max, int) or self.memory_max < 1 << 20
+        ):
+            raise SandboxError(f"memory_max must be an integer of at least 1 MiB, "
+                               f"got {self.memory_max!r}")
+        if self.pids_max is not None and (not isinstance(self.pids_max, int)
+                                          or self.pids_max < 1):
+            raise SandboxError(f"pids_max must be a positive integer, got {self.pids_max!r}")
+        if self.cpu_max is not None and (
+            not isinstance(self.cpu_max, int | float) or not math.isfinite(self.cpu_max)
+            or not 0.01 <= self.cpu_max <= 4096
+        ):
+            raise SandboxError(f"cpu_max must be a number of CPUs in 0.01..4096, "
+                               f"got {self.cpu_max!r}")
+        if self.cwd is not None:
+            set_(self, "cwd", _abs_paths((self.cwd,), "cwd")[0])
+        set_(self, "env", _env(self.env))
+        fds = tuple(self.keep_fds)
+        for fd in fds:
+            if not isinstance(fd, int) or fd < 3:
+                raise SandboxError(f"keep_fds entry {fd!r} is not a descriptor >= 3 "
+                                   "(stdio is passed with stdin/stdout/stderr)")
+        set_(self, "keep_fds", tuple(sorted(set(fds))))
