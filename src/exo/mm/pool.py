@@ -34,9 +34,10 @@ def _round_size(size: int) -> int:
 def _is_alive(pid: int) -> bool:
     """True while `pid` is a running (not zombie) process."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        status: str = psutil.Process(pid).status()
     except psutil.NoSuchProcess:
         return False
+    return status != "zombie"  # psutil.STATUS_ZOMBIE
 
 
 class SharedPool(_pool.Pool):
