@@ -159,9 +159,9 @@ def plan_mounts(spec: SandboxSpec) -> MountPlan:
     if spec.net.mode != "none":
         etc_ro += ["/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols"]
     for name in etc_ro:
-        real = os.path.realpath(name)
-        if os.path.exists(real):
-            plan.args += ["--ro-bind", real, name]
+        source = os.path.realpath(name)
+        if os.path.exists(source):
+            plan.args += ["--ro-bind", source, name]
     localtime = Path("/etc/localtime")
     if localtime.is_symlink():
         plan.args += ["--symlink", os.readlink(localtime), "/etc/localtime"]

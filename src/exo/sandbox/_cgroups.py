@@ -9,6 +9,7 @@ machines the project runs on); otherwise v2, when the unified hierarchy offers t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -223,10 +224,8 @@ class CgroupSet:
     def members(self) -> set[int]:
         pids: set[int] = set()
         for f in self.procs_files:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 pids.update(int(x) for x in f.read_text().split())
-            except FileNotFoundError:
-                pass
         return pids
 
     def stat(self) -> dict[str, int]:
@@ -240,10 +239,8 @@ class CgroupSet:
             name = v1name if self.version == 1 else v2name
             path = self._find(name) if name else None
             if path is not None:
-                try:
+                with contextlib.suppress(OSError, ValueError, IndexError):
                     out[key] = int(path.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pass
         return out
 
     def kill_all(self, timeout: float = 5.0) -> None:
@@ -251,18 +248,14 @@ class CgroupSet:
         if self.version == 2:
             kill = self._find("cgroup.kill")
             if kill is not None:
-                try:
+                with contextlib.suppress(OSError):
                     kill.write_text("1")
-                except OSError:
-                    pass
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while members := self.members():
             for pid in members:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             if time.monotonic() > deadline:
                 raise SandboxError(f"cgroup: processes {sorted(members)} survive SIGKILL")
             time.sleep(delay)
@@ -273,10 +266,8 @@ class CgroupSet:
         self.kill_all(timeout)
         for d in self.dirs:
             _rmdir_retry(d, timeout)
-            try:
+            with contextlib.suppress(OSError):  # other processes of this boot still use it
                 d.parent.rmdir()
-            except OSError:
-                pass  # other processes of this boot still have groups there
         self.dirs = []
 
 
@@ -324,10 +315,8 @@ def cleanup_all(boot_id: str) -> list[Path]:
             group = CgroupSet(h.version, [leaf])
             group.remove()
             removed.append(leaf)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             top.rmdir()
-        except FileNotFoundError:
-            pass
     return removed
 
 

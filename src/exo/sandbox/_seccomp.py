@@ -60,13 +60,13 @@ TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_QUERY = 0xFFFFFFFF
 
 
-def _build(net_mode: NetMode) -> bytes:
+def _build(net_mode: NetMode, deny_errno: int) -> bytes:
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as exc:  # pragma: no cover - depends on the host
         raise SandboxUnavailable(f"seccomp: libseccomp/pyseccomp unavailable ({exc})") from exc
 
-    eperm = sc.ERRNO(errno.EPERM)
+    eperm = sc.ERRNO(deny_errno)
     filt = sc.SyscallFilter(sc.ALLOW)
     native = sc.system_arch()
 
@@ -112,10 +112,14 @@ def _build(net_mode: NetMode) -> bytes:
         os.close(fd)
 
 
-@functools.lru_cache(maxsize=4)
-def compiled_filter(net_mode: NetMode) -> bytes:
-    """The BPF program (raw ``struct sock_filter`` array) for a network mode, cached."""
-    return _build(net_mode)
+@functools.lru_cache(maxsize=8)
+def compiled_filter(net_mode: NetMode, deny_errno: int = errno.EPERM) -> bytes:
+    """The BPF program (raw ``struct sock_filter`` array) for a network mode, cached.
+
+    ``deny_errno`` is EPERM in production; tests pass a marker errno to prove that a refusal
+    came from this filter and not from a missing capability.
+    """
+    return _build(net_mode, deny_errno)
 
 
 def available() -> bool:

@@ -9,6 +9,7 @@ Standard library only (``-I -S``: no site-packages, no environment). Reports ove
 means the exec succeeded), ``E<message>`` on failure.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -29,10 +30,8 @@ def _close_inherited(keep: set[int]) -> None:
         fds = list(range(3, 1024))
     for fd in fds:
         if fd not in keep:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def main() -> None:
@@ -53,9 +52,9 @@ def main() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_get_no_new_privs, pr_set_no_new_privs = 39, 38
-        if libc.prctl(pr_get_no_new_privs, 0, 0, 0, 0) != 1:
-            if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
-                _fail(status_fd, "cannot set no_new_privs")
+        if (libc.prctl(pr_get_no_new_privs, 0, 0, 0, 0) != 1
+                and libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0):
+            _fail(status_fd, "cannot set no_new_privs")
         landlock = config["landlock"]
         if landlock is not None:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

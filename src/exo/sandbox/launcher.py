@@ -13,6 +13,7 @@ Order of application (each step can only tighten what the previous one allowed):
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -36,6 +37,8 @@ _TRAMPOLINE = ('while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done
 _HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _counter = itertools.count(1)
+#: The errno the test-only "seccomp-marker" filter answers, to attribute refusals to seccomp.
+SECCOMP_MARKER_ERRNO = errno.ENOTRECOVERABLE
 _default_boot_id = f"pid{os.getpid()}"
 
 _File = int | IO[Any] | None
@@ -192,6 +195,7 @@ def spawn(
     stderr: _File = None,
     allow_missing: frozenset[str] = frozenset(),
     timeout: float = 10.0,
+    _ablate: frozenset[str] = frozenset(),
 ) -> SandboxedProcess:
     """Start ``argv`` inside the sandbox ``spec``; returns once the target has been exec'd.
 
@@ -199,6 +203,10 @@ def spawn(
     ``allow_missing``; :class:`SandboxError` (one line) for bad specs or a failed start,
     including the target's own exec error. The returned process's cgroup is removed when it
     is waited for, killed or closed.
+
+    ``_ablate`` exists for the escape tests only, to prove which mechanism refused what:
+    ``"landlock"`` skips Landlock, ``"seccomp-marker"`` makes the filter answer ENOTRECOVERABLE
+    instead of EPERM. The kernel must never pass it.
     """
     if not isinstance(spec, SandboxSpec):
         raise SandboxError(f"spec must be a SandboxSpec, not {type(spec).__name__}")
@@ -221,7 +229,7 @@ def spawn(
     env = dict(spec.env)
     env.setdefault("PATH", _DEFAULT_PATH)
     landlock: dict[str, Any] | None = None
-    if abi:
+    if abi and "landlock" not in _ablate:
         net: dict[str, list[int]] | None = None
         if spec.net.mode == "none" and abi >= 4:
             net = {"bind": [], "connect": []}
@@ -256,7 +264,8 @@ def spawn(
         pass_fds = [status_w, info_w, config_fd, *spec.keep_fds]
         pass_fds += [int(args[i + 1]) for i, a in enumerate(args) if a == "--ro-bind-data"]
         if _seccomp_enabled(allow_missing):
-            seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode))
+            deny = SECCOMP_MARKER_ERRNO if "seccomp-marker" in _ablate else errno.EPERM
+            seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode, deny))
             to_close.append(seccomp_fd)
             pass_fds.append(seccomp_fd)
             args += ["--seccomp", str(seccomp_fd)]
