@@ -38,10 +38,12 @@ def derive_stats(raw: dict[str, Any]) -> dict[str, Any]:
     s["bytes_in_use"] = s["alloc_bytes"] - s["freed_bytes"]
     s["bytes_cached"] = s["size"] - s["l3_free_bytes"] - s["bytes_in_use"]
     s["bytes_free"] = s["l3_free_bytes"]
-    s["internal_waste_pct"] = 100.0 * _ratio(s["alloc_bytes"] - s["requested_bytes"],
-                                             s["alloc_bytes"])
-    s["fragmentation_pct"] = fragmentation_pct(s["l3_free_blocks_by_order"], s["granule"],
-                                               LARGEST_CACHED_BLOCK)
+    s["internal_waste_pct"] = 100.0 * _ratio(
+        s["alloc_bytes"] - s["requested_bytes"], s["alloc_bytes"]
+    )
+    s["fragmentation_pct"] = fragmentation_pct(
+        s["l3_free_blocks_by_order"], s["granule"], LARGEST_CACHED_BLOCK
+    )
     return s
 
 
