@@ -5,6 +5,7 @@ mechanism: ``_bwrap`` (namespaces, mount view), ``_landlock``, ``_seccomp``, ``_
 See docs/sandbox.md for the layering and what each mechanism refuses.
 """
 
+from ._probe import OPTIONAL_MECHANISMS, probe
 from .launcher import (
     BWRAP_OVERHEAD_PIDS,
     SandboxedProcess,
@@ -12,7 +13,6 @@ from .launcher import (
     default_boot_id,
     spawn,
 )
-from .probe import OPTIONAL_MECHANISMS, probe
 from .spec import NetPolicy, SandboxError, SandboxSpec, SandboxUnavailable
 
 __all__ = [

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
-from .probe import check_requirements
+from ._probe import check_requirements
 from .spec import SandboxError, SandboxSpec
 
 #: Extra processes bubblewrap adds to the group: its monitor and the namespace's init.
@@ -313,7 +313,7 @@ def spawn(
 
 
 def _seccomp_enabled(allow_missing: frozenset[str]) -> bool:
-    from .probe import seccomp_available
+    from ._probe import seccomp_available
 
     return seccomp_available() or "seccomp" not in allow_missing
 
