@@ -1,36 +1,153 @@
-"""Files the kernel opened for processes, kept so revocation and exit can find them."""
+"""Files the kernel opened for processes, kept so revocation and exit can find them.
+
+The table owns the revocable-file server (``exo.kernel.revocable``), started on the first
+open: a process receives a descriptor on the server's FUSE mount, never the real file, so
+revoking the capability it was opened through cuts it off from the next operation on. If
+FUSE cannot be used on this host the real descriptor is passed instead and the file is
+marked non-revocable (the ``open`` reply says so and the kernel log says why, once).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
+    from exo.kernel.revocable import RevocableFiles
 
 
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
 
-    def __init__(self, caps: Any) -> None:
+    def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse") -> None:
         self._caps = caps
+        self._fuse_device = fuse_device
         self._lock = threading.Lock()
-        self._by_pid: dict[int, list[Any]] = defaultdict(list)
+        self._by_pid: dict[int, dict[int, Any]] = defaultdict(dict)  # pid -> {id(pin): pin}
+        self._pid_of: dict[int, int] = {}                            # id(pin) -> pid
+        self._server: RevocableFiles | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.unavailable: str | None = None  # why files are not revocable here, if they are not
+        self._closed = False
 
+    # ------------------------------------------------------------------ opening
     def register(self, proc: ExoProcess, pin: Any, fd: int) -> None:
+        """Track ``pin`` until ``proc`` exits (the file itself is not revocable)."""
         with self._lock:
             first = proc.pid not in self._by_pid
-            self._by_pid[proc.pid].append(pin)
+            self._by_pid[proc.pid][id(pin)] = pin
+            self._pid_of[id(pin)] = proc.pid
         if first:
             proc.on_exit.append(self._release)
 
-    def _release(self, proc: ExoProcess) -> None:
+    def open_revocable(self, proc: ExoProcess, pin: Any, real_fd: int, flags: int, *,
+                       mount_dir: Path, log: Callable[[str], None] | None = None
+                       ) -> tuple[int, bool]:
+        """Return ``(fd to pass to proc, revocable?)`` for the real file ``real_fd``.
+
+        Revocable: ``real_fd`` now belongs to the file server and the returned fd is a new
+        one on its mount (the caller passes it, then closes its copy). Not revocable (no
+        FUSE here): the returned fd is ``real_fd`` itself. ``mount_dir`` is used when the
+        server is started (first call); ``log`` hears, once, why FUSE is unavailable.
+        """
+        server = self._ensure_server(mount_dir, log)
+        if server is None:
+            self.register(proc, pin, real_fd)
+            return real_fd, False
         with self._lock:
-            pins = self._by_pid.pop(proc.pid, [])
+            first = proc.pid not in self._by_pid
+            self._by_pid[proc.pid][id(pin)] = pin
+            self._pid_of[id(pin)] = proc.pid
+        if first:
+            proc.on_exit.append(self._release)
+        try:
+            fd = server.open(real_fd, pin, flags, owner=proc.pid)
+        except BaseException:
+            self._forget(pin)
+            raise
+        return fd, True
+
+    def _ensure_server(self, mount_dir: Path, log: Callable[[str], None] | None
+                       ) -> RevocableFiles | None:
+        with self._lock:
+            if self._server is not None or self.unavailable is not None:
+                return self._server
+            if self._closed:
+                raise RuntimeError("the open-file table is closed (kernel shutting down)")
+            from exo.kernel.revocable import RevocableFiles
+
+            server = RevocableFiles(mount_dir, device=self._fuse_device,
+                                    on_release=self._forget_and_unpin)
+            try:
+                server.start()
+            except OSError as exc:
+                self.unavailable = f"FUSE file server unavailable ({exc})"
+                message = (f"files: {self.unavailable}: opened files are passed as plain "
+                           "descriptors and are NOT revocable")
+                if log is not None:
+                    log(message)
+                return None
+            self._server = server
+        self._unsubscribe = self._caps.on_revoke(server.revoke)
+        return server
+
+    # ------------------------------------------------------------------ releasing
+    def _forget(self, pin: Any) -> bool:
+        with self._lock:
+            pid = self._pid_of.pop(id(pin), None)
+            if pid is None:
+                return False
+            pins = self._by_pid.get(pid)
+            if pins is not None:
+                pins.pop(id(pin), None)
+        return True
+
+    def _forget_and_unpin(self, pin: Any) -> None:
+        """The file server let go of a file (closed, revoked, owner gone)."""
+        if self._forget(pin):
+            self._caps.unpin(pin)
+
+    def _release(self, proc: ExoProcess) -> None:
+        """Process exit: its files die (even copies it passed on) and its pins go."""
+        server = self._server
+        if server is not None:
+            server.release_for(proc.pid)
+        with self._lock:
+            pins = list(self._by_pid.pop(proc.pid, {}).values())
+            for pin in pins:
+                self._pid_of.pop(id(pin), None)
         for pin in pins:
             self._caps.unpin(pin)
 
+    def close(self) -> None:
+        """Kernel shutdown: unmount the file server and release every pin. Idempotent."""
+        with self._lock:
+            self._closed = True
+            server, self._server = self._server, None
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        if server is not None:
+            server.close()
+        with self._lock:
+            pins = [p for d in self._by_pid.values() for p in d.values()]
+            self._by_pid.clear()
+            self._pid_of.clear()
+        for pin in pins:
+            self._caps.unpin(pin)
+
+    # ------------------------------------------------------------------ reporting
     def count(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._by_pid.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``/proc`` and tests: open pins, and the file server's own numbers."""
+        server = self._server
+        return {"pinned": self.count(), "revocable": server is not None,
+                "unavailable": self.unavailable,
+                "server": server.stats() if server is not None else None}

@@ -264,8 +264,18 @@ def _open(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
         os.close(fd)
         kernel.caps.unpin(pin)
         raise IsADirectoryError(errno.EISDIR, f"{res}: is a directory")
-    kernel.files.register(proc, pin, fd)
-    return {"resource": str(res), "rights": int(want)}, [fd]
+    # The process gets a descriptor on the kernel's FUSE file server, not the real file,
+    # so revoking the capability cuts it off from its next read/write (docs/revocable-files.md).
+    # Without FUSE the real fd is passed and the reply says the file is not revocable.
+    mount_dir = kernel.root / "var" / "run" / f"files-{kernel.boot_id}"
+    try:
+        out_fd, revocable = kernel.files.open_revocable(proc, pin, fd, flags,
+                                                        mount_dir=mount_dir, log=kernel.log)
+    except BaseException:
+        os.close(fd)
+        kernel.caps.unpin(pin)
+        raise
+    return {"resource": str(res), "rights": int(want), "revocable": revocable}, [out_fd]
 
 
 @syscall("listdir")

@@ -1,0 +1,531 @@
+"""Revocable open files: a FUSE file server inside the kernel process.
+
+Linux cannot take back a file descriptor another process holds. So the kernel never hands a
+process the real file: it opens the real file itself, registers it here, opens the matching
+file on our private FUSE mount and passes *that* descriptor. Every read, write, fstat,
+ftruncate and fsync on it is then a request this server answers, after testing the
+capability pin the file was opened through: once the pin is revoked (or its process has
+exited) the next operation fails with ``EACCES``, in whatever process holds the descriptor.
+Files are opened with ``FOPEN_DIRECT_IO`` so the page cache never answers on our behalf.
+
+Each registered file can be opened on the mount exactly once, by the kernel thread that
+registered it, with the access mode it was registered with: re-opening it through
+``/proc/PID/fd/N`` (which would otherwise let a read-only holder ask for write access) is
+refused. Directories get READDIR only; lookups beneath them are refused, so a directory
+descriptor grants listing and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from exo.kernel.caps import Rights
+
+from . import _proto as P
+
+log = logging.getLogger("exo.kernel.revocable")
+
+#: errno a process sees on a file whose capability was revoked (or whose process exited).
+#: EACCES, not EIO: nothing is broken, the authority is gone, and that is what EACCES means.
+REVOKED_ERRNO = errno.EACCES
+
+_MAX_WRITE = 1 << 20          # bytes per READ/WRITE request (256 pages, FUSE_MAX_PAGES)
+_INIT_TIMEOUT_MS = 5000
+_DT_DIR = 4
+
+
+#: A reply body, as buffers for one writev (None: header only).
+Parts = list[bytes | memoryview] | None
+
+
+class Pin(Protocol):
+    """What the server needs from a capability pin (``exo.kernel.caps.Capability``)."""
+
+    @property
+    def revoked(self) -> bool: ...
+    @property
+    def rights(self) -> Rights: ...
+
+
+@dataclass(eq=False)
+class _Entry:
+    ino: int
+    real_fd: int
+    pin: Pin
+    accmode: int
+    is_dir: bool
+    owner: int | None
+    opener_tid: int
+    opened: bool = False
+    dead: bool = False          # revoked, released, owner gone or server closing
+    busy: int = 0               # requests currently using real_fd
+    listing: list[tuple[bytes, int, int]] | None = None
+
+
+class RevocableFiles:
+    """A FUSE mount at ``mount_dir`` serving already-open real files, revocably.
+
+    One instance is started once and closed once (``close`` is idempotent); a kernel that
+    boots again makes a new one. Any number may run in one process, each on its own mount.
+    """
+
+    def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
+                 on_release: Callable[[Pin], None] | None = None) -> None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.mount_dir = Path(mount_dir)
+        self._nthreads = threads
+        self._device = device
+        self._on_release = on_release
+        self._lock = threading.Lock()
+        self._entries: dict[int, _Entry] = {}
+        self._by_name: dict[bytes, _Entry] = {}
+        self._by_pin: dict[int, _Entry] = {}
+        self._inos = itertools.count(P.ROOT_ID + 1)
+        self._dev = -1
+        self._wake_r = self._wake_w = -1
+        self._threads: list[threading.Thread] = []
+        self._mounted = False
+        self._made_dir = False
+        self._started = False
+        self._closed = False
+        self._stopping = False
+        self._bufsize = _MAX_WRITE + 4096
+        self._counts = {"opened": 0, "revoked": 0, "released": 0, "denied": 0,
+                        "requests": 0, "errors": 0}
+        self._handlers: dict[int, Callable[[int, memoryview, int, memoryview], Parts]] = {
+            P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
+            P.OPEN: self._open, P.OPENDIR: self._open, P.READ: self._read,
+            P.WRITE: self._write, P.FLUSH: self._ok, P.FSYNC: self._fsync,
+            P.FSYNCDIR: self._ok, P.RELEASE: self._release, P.RELEASEDIR: self._release,
+            P.READDIR: self._readdir, P.STATFS: self._statfs, P.DESTROY: self._ok,
+        }
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def running(self) -> bool:
+        return self._started and not self._closed
+
+    def start(self) -> None:
+        """Mount and answer FUSE_INIT, then serve on ``threads`` daemon threads.
+
+        Raises ``OSError`` with a one-line reason (no /dev/fuse, not permitted, ...); on
+        failure nothing is left mounted or open.
+        """
+        if self._closed:
+            raise RuntimeError("this revocable file server was closed; create a new one")
+        if self._started:
+            return
+        try:
+            if not self.mount_dir.exists():
+                self.mount_dir.mkdir(mode=0o700)
+                self._made_dir = True
+            self._dev = os.open(self._device, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+            P.mount_fuse(self._dev, str(self.mount_dir))
+            self._mounted = True
+            self._handshake()
+        except BaseException:
+            self._teardown()
+            raise
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._started = True
+        for i in range(self._nthreads):
+            t = threading.Thread(target=self._serve, name=f"exo-files-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def close(self) -> None:
+        """Unmount (lazily), stop the threads, abort the connection, close every real file.
+
+        Descriptors still held by processes then fail (ENOTCONN). Idempotent.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            victims = list(self._entries.values())
+        self._stopping = True
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
+        self._teardown()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads.clear()
+        for fd in (self._dev, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)  # the last /dev/fuse fd: the kernel aborts the connection
+        self._dev = self._wake_r = self._wake_w = -1
+        for e in victims:
+            self._kill(e, "released")
+
+    def _teardown(self) -> None:
+        if self._mounted:
+            try:
+                P.umount_detach(str(self.mount_dir))
+            except OSError as exc:
+                log.warning("%s", exc)
+            self._mounted = False
+        if self._made_dir:
+            try:
+                self.mount_dir.rmdir()
+            except OSError as exc:
+                log.warning("could not remove %s: %s", self.mount_dir, exc)
+            self._made_dir = False
+        if not self._started and self._dev >= 0:
+            os.close(self._dev)
+            self._dev = -1
+
+    def _handshake(self) -> None:
+        poller = select.poll()
+        poller.register(self._dev, select.POLLIN)
+        if not poller.poll(_INIT_TIMEOUT_MS):
+            raise OSError(errno.ETIMEDOUT, "FUSE: no INIT request from the kernel")
+        buf = bytearray(self._bufsize)
+        n = os.readv(self._dev, [buf])
+        _, opcode, unique, *_ = P.IN_HEADER.unpack_from(buf)
+        if opcode != P.INIT or n < P.IN_HEADER.size + P.INIT_IN.size:
+            raise OSError(errno.EPROTO, f"FUSE: expected INIT, got opcode {opcode}")
+        major, minor, readahead, flags = P.INIT_IN.unpack_from(buf, P.IN_HEADER.size)
+        if major != P.KERNEL_MAJOR:
+            raise OSError(errno.EPROTO, f"FUSE: kernel protocol {major}.{minor} unsupported")
+        accepted = flags & P.WANTED_INIT_FLAGS
+        max_write = _MAX_WRITE if accepted & P.INIT_MAX_PAGES else 128 * 1024
+        body = P.INIT_OUT.pack(P.KERNEL_MAJOR, min(minor, P.OUR_MINOR), readahead, accepted,
+                               16, 12, max_write, 1, max_write // 4096, 0, 0,
+                               *([0] * 7))
+        os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), 0, unique) + body)
+
+    # ------------------------------------------------------------------ kernel-side API
+    def open(self, real_fd: int, pin: Pin, flags: int, *, owner: int | None = None) -> int:
+        """Register ``real_fd`` and return a new fd on the mount for it (owned by the caller).
+
+        On success the server owns ``real_fd`` (closed when the file is released, revoked
+        or the server closes); on an exception the caller still owns it. ``flags`` are the
+        real file's open flags (its access mode and O_APPEND matter); ``owner`` is the pid
+        ``release_for`` will match.
+        """
+        if not self.running:
+            raise RuntimeError("the revocable file server is not running")
+        is_dir = stat.S_ISDIR(os.fstat(real_fd).st_mode)
+        accmode = flags & os.O_ACCMODE
+        if is_dir and accmode != os.O_RDONLY:
+            raise IsADirectoryError(errno.EISDIR, "a directory can only be opened for reading")
+        with self._lock:
+            e = _Entry(next(self._inos), real_fd, pin, accmode, is_dir, owner,
+                       threading.get_native_id())
+            self._entries[e.ino] = e
+            self._by_name[str(e.ino).encode()] = e
+            self._by_pin[id(pin)] = e
+        oflags = accmode | (flags & os.O_APPEND) | os.O_CLOEXEC | os.O_NOCTTY
+        if is_dir:
+            oflags |= os.O_DIRECTORY
+        try:
+            fd = os.open(self.mount_dir / str(e.ino), oflags)
+        except BaseException:
+            with self._lock:
+                e.real_fd = -1  # still the caller's
+                e.dead = True
+                self._forget(e)
+            raise
+        self._counts["opened"] += 1
+        return fd
+
+    def revoke(self, pins: Iterable[object]) -> None:
+        """Close the files opened through ``pins`` now; their next operation fails.
+
+        (Operations already test ``pin.revoked``; this frees the real files at once and
+        drops pages a private mmap may still hold.) Fits ``CapabilityManager.on_revoke``.
+        """
+        with self._lock:
+            pins = pins if isinstance(pins, (set, frozenset)) else set(pins)
+            if len(pins) < len(self._by_pin):
+                hits = [e for p in pins if (e := self._by_pin.get(id(p))) and e.pin is p]
+            else:
+                hits = [e for e in self._by_pin.values() if e.pin in pins]
+        for e in hits:
+            self._kill(e, "revoked")
+            self._invalidate(e)
+
+    def release_for(self, owner: int) -> int:
+        """The process ``owner`` exited: its files die (whoever else holds a copy)."""
+        with self._lock:
+            hits = [e for e in self._entries.values() if e.owner == owner]
+        for e in hits:
+            self._kill(e, "released")
+        return len(hits)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            live = sum(1 for e in self._entries.values() if not e.dead)
+        return {"mounted": self._mounted, "mount_dir": str(self.mount_dir), "open": live,
+                "threads": len(self._threads), **self._counts}
+
+    # ------------------------------------------------------------------ entry bookkeeping
+    def _forget(self, e: _Entry) -> None:
+        """Drop ``e`` from the tables (lock held)."""
+        self._entries.pop(e.ino, None)
+        self._by_name.pop(str(e.ino).encode(), None)
+        if self._by_pin.get(id(e.pin)) is e:
+            del self._by_pin[id(e.pin)]
+
+    def _kill(self, e: _Entry, why: str) -> None:
+        """Mark ``e`` dead once; close its real fd when no request is using it."""
+        with self._lock:
+            if e.dead:
+                return
+            e.dead = True
+            self._by_name.pop(str(e.ino).encode(), None)
+            fd, e.real_fd = (e.real_fd, -1) if e.busy == 0 else (-1, e.real_fd)
+            self._counts[why] += 1
+        if fd >= 0:
+            os.close(fd)
+        if self._on_release is not None:
+            try:
+                self._on_release(e.pin)
+            except Exception:
+                log.exception("revocable files: release callback failed")
+
+    def _invalidate(self, e: _Entry) -> None:
+        """Ask the kernel to drop cached pages of ``e`` (a MAP_PRIVATE mapping's, say)."""
+        if e.is_dir or not e.opened or self._dev < 0:
+            return
+        body = P.INVAL_INODE_OUT.pack(e.ino, 0, 0)
+        # ENOENT: inode no longer cached; ENODEV: connection gone. Nothing to drop then.
+        with contextlib.suppress(OSError):
+            os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body),
+                                                  P.NOTIFY_INVAL_INODE, 0) + body)
+
+    def _use(self, ino: int, right: Rights) -> _Entry:
+        """Take ``ino`` for one request, or raise the errno the caller should see."""
+        e = self._entries.get(ino)
+        if e is None:
+            raise OSError(errno.EBADF, "no such open file")
+        with self._lock:
+            if (e.dead or e.pin.revoked or e.real_fd < 0
+                    or (right and not e.pin.rights & right)):
+                self._counts["denied"] += 1
+                raise OSError(REVOKED_ERRNO, "revoked")
+            e.busy += 1
+        return e
+
+    def _done(self, e: _Entry) -> None:
+        with self._lock:
+            e.busy -= 1
+            fd = -1
+            if e.dead and e.busy == 0 and e.real_fd >= 0:
+                fd, e.real_fd = e.real_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ the request loop
+    def _serve(self) -> None:
+        buf = bytearray(self._bufsize)
+        out = memoryview(bytearray(_MAX_WRITE))
+        view = memoryview(buf)
+        poller = select.poll()
+        poller.register(self._dev, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping:
+            poller.poll()
+            if self._stopping:
+                break
+            try:
+                n = os.readv(self._dev, [buf])
+            except (BlockingIOError, InterruptedError):
+                continue  # another thread took it
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # interrupted before we read it
+                if exc.errno != errno.ENODEV:  # ENODEV: connection aborted / unmounted
+                    log.error("revocable files: reading /dev/fuse: %s", exc)
+                break
+            self._dispatch(view[:n], out)
+
+    def _dispatch(self, req: memoryview, out: memoryview) -> None:
+        _, opcode, unique, nodeid, _uid, _gid, pid, _, _ = P.IN_HEADER.unpack_from(req)
+        body = req[P.IN_HEADER.size:]
+        self._counts["requests"] += 1
+        if opcode in P.NO_REPLY:
+            return  # FORGET/BATCH_FORGET: nothing kept per lookup; INTERRUPT: we never block
+        handler = self._handlers.get(opcode)
+        err, parts = 0, None
+        try:
+            if handler is None:
+                err = errno.EACCES if opcode in P.NAMESPACE_OPS else errno.ENOSYS
+            else:
+                parts = handler(nodeid, body, pid, out)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        except Exception:
+            log.exception("revocable files: opcode %d failed", opcode)
+            self._counts["errors"] += 1
+            err = errno.EIO
+        self._reply(unique, err, parts or [])
+
+    def _reply(self, unique: int, err: int, parts: list[bytes | memoryview]) -> None:
+        size = P.OUT_HEADER.size + sum(len(p) for p in parts)
+        try:
+            os.writev(self._dev, [P.OUT_HEADER.pack(size, -err, unique), *parts])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):  # interrupted / aborted
+                log.error("revocable files: reply: %s", exc)
+
+    # ------------------------------------------------------------------ handlers
+    # Each takes (nodeid, request body, caller tid, this thread's out buffer) and returns
+    # the reply's parts, or raises OSError(errno) for an error reply.
+
+    def _ok(self, nodeid: int, body: memoryview, pid: int,
+            out: memoryview) -> Parts:
+        return None
+
+    def _root_attr(self) -> bytes:
+        return P.ATTR.pack(P.ROOT_ID, 0, 0, 0, 0, 0, 0, 0, 0, stat.S_IFDIR | 0o500, 2,
+                           os.getuid(), os.getgid(), 0, 4096, 0)
+
+    def _attr_of(self, ino: int) -> bytes:
+        e = self._use(ino, Rights.NONE)
+        try:
+            return P.attr_from_stat(os.fstat(e.real_fd), ino)
+        finally:
+            self._done(e)
+
+    def _lookup(self, nodeid: int, body: memoryview, pid: int,
+                out: memoryview) -> Parts:
+        if nodeid != P.ROOT_ID:
+            raise OSError(errno.EACCES, "no lookups below an opened directory")
+        name = bytes(body).split(b"\0", 1)[0]
+        e = self._by_name.get(name)
+        if e is None or e.opened or e.opener_tid != pid:
+            self._counts["denied"] += 1
+            raise OSError(errno.ENOENT, "not registered for this caller")
+        return [P.ENTRY_OUT_HEAD.pack(e.ino, 0, 0, 0, 0, 0), self._attr_of(e.ino)]
+
+    def _getattr(self, nodeid: int, body: memoryview, pid: int,
+                 out: memoryview) -> Parts:
+        attr = self._root_attr() if nodeid == P.ROOT_ID else self._attr_of(nodeid)
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+
+    def _open(self, nodeid: int, body: memoryview, pid: int,
+              out: memoryview) -> Parts:
+        flags, _open_flags = P.OPEN_IN.unpack_from(body)
+        with self._lock:
+            e = self._entries.get(nodeid)
+            if (e is None or e.dead or e.opened or e.opener_tid != pid or e.pin.revoked
+                    or flags & os.O_ACCMODE != e.accmode):
+                self._counts["denied"] += 1
+                raise OSError(errno.EACCES, "open refused")
+            e.opened = True
+        flags = 0 if e.is_dir else P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH
+        return [P.OPEN_OUT.pack(e.ino, flags, 0)]
+
+    def _read(self, nodeid: int, body: memoryview, pid: int,
+              out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        e = self._use(fh, Rights.READ)
+        try:
+            n = os.preadv(e.real_fd, [out[:min(size, len(out))]], offset)
+        finally:
+            self._done(e)
+        return [out[:n]]
+
+    def _write(self, nodeid: int, body: memoryview, pid: int,
+               out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.WRITE_IN.unpack_from(body)
+        data = body[P.WRITE_IN.size:P.WRITE_IN.size + size]
+        e = self._use(fh, Rights.WRITE)
+        done = 0
+        try:
+            while done < len(data):
+                n = os.pwrite(e.real_fd, data[done:], offset + done)
+                if n == 0:
+                    break
+                done += n
+        except OSError:
+            if done == 0:
+                raise
+        finally:
+            self._done(e)
+        return [P.WRITE_OUT.pack(done, 0)]
+
+    def _setattr(self, nodeid: int, body: memoryview, pid: int,
+                 out: memoryview) -> Parts:
+        (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, *_
+         ) = P.SETATTR_IN.unpack_from(body)
+        if nodeid == P.ROOT_ID or valid & (P.FATTR_MODE | P.FATTR_UID | P.FATTR_GID):
+            raise OSError(errno.EPERM, "ownership and mode are the kernel's")
+        e = self._use(nodeid, Rights.WRITE)
+        try:
+            if valid & P.FATTR_SIZE:
+                os.ftruncate(e.real_fd, size)
+            if valid & (P.FATTR_ATIME | P.FATTR_MTIME):
+                st, now = os.fstat(e.real_fd), time.time_ns()
+                a, m = st.st_atime_ns, st.st_mtime_ns
+                if valid & P.FATTR_ATIME:
+                    a = now if valid & P.FATTR_ATIME_NOW else atime * 10**9 + atime_ns
+                if valid & P.FATTR_MTIME:
+                    m = now if valid & P.FATTR_MTIME_NOW else mtime * 10**9 + mtime_ns
+                os.utime(e.real_fd, ns=(a, m))
+            attr = P.attr_from_stat(os.fstat(e.real_fd), nodeid)
+        finally:
+            self._done(e)
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+
+    def _fsync(self, nodeid: int, body: memoryview, pid: int,
+               out: memoryview) -> Parts:
+        fh, fsync_flags, _pad = P.FSYNC_IN.unpack_from(body)
+        e = self._use(fh, Rights.NONE)
+        try:
+            (os.fdatasync if fsync_flags & 1 else os.fsync)(e.real_fd)
+        finally:
+            self._done(e)
+        return None
+
+    def _release(self, nodeid: int, body: memoryview, pid: int,
+                 out: memoryview) -> Parts:
+        fh = P.RELEASE_IN.unpack_from(body)[0]
+        e = self._entries.get(fh)
+        if e is not None:
+            self._kill(e, "released")
+            with self._lock:
+                self._forget(e)
+        return None
+
+    def _readdir(self, nodeid: int, body: memoryview, pid: int,
+                 out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        e = self._use(fh, Rights.READ)
+        try:
+            if offset == 0 or e.listing is None:
+                with os.scandir(e.real_fd) as it:
+                    names = [(d.name.encode(errors="surrogateescape"), d.inode(), 0)
+                             for d in it]
+                e.listing = [(b".", e.ino, _DT_DIR), (b"..", P.ROOT_ID, _DT_DIR), *names]
+            listing = e.listing
+        finally:
+            self._done(e)
+        parts: list[bytes | memoryview] = []
+        used = 0
+        for i in range(offset, len(listing)):
+            name, ino, dtype = listing[i]
+            rec = P.dirent(ino or 1, i + 1, name, dtype)
+            if used + len(rec) > size:
+                break
+            parts.append(rec)
+            used += len(rec)
+        return parts
+
+    def _statfs(self, nodeid: int, body: memoryview, pid: int,
+                out: memoryview) -> Parts:
+        return [P.KSTATFS.pack(0, 0, 0, 0, 0, 4096, 255, 4096, 0, *([0] * 6))]
