@@ -16,7 +16,7 @@ import pytest
 from exo.kernel.caps import Capability, CapabilityManager
 from exo.kernel.files import OpenFileTable
 from exo.kernel.process import ExoProcess
-from exo.kernel.revocable import REVOKED_ERRNO, RevocableFiles
+from exo.kernel.revocable import REVOKED_ERRNO, RevocableFiles, cleanup_stale
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or os.geteuid() != 0,
@@ -368,3 +368,72 @@ def test_table_falls_back_to_plain_fds_and_says_so(world: World) -> None:
         assert table.count() == 0
     finally:
         table.close()
+
+
+_KILLED_KERNEL = """
+import sys, time
+from pathlib import Path
+from exo.kernel.revocable import RevocableFiles
+RevocableFiles(Path(sys.argv[1])).start()
+print("up", flush=True)
+time.sleep(60)
+"""
+
+
+def test_dead_mounts_of_a_killed_kernel_are_cleaned_and_live_ones_kept(world: World) -> None:
+    run = world.tmp / "run"
+    run.mkdir()
+    live = RevocableFiles(run / "files-live")
+    live.start()
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_KERNEL, str(run / "files-dead")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "up"
+        child.kill()  # SIGKILL: no chance to unmount
+        child.wait()
+        assert _mounted(run / "files-dead")
+        assert cleanup_stale(run) == [str(run / "files-dead")]
+        assert not _mounted(run / "files-dead") and not (run / "files-dead").exists()
+        assert _mounted(run / "files-live")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        live.close()
+        cleanup_stale(run)
+    assert not _mounted(run / "files-live")
+
+
+_APP = """
+import os
+from exo_std import caps
+from exo_std.fs import File
+root = caps.handles()[0]
+f = File.open("storage://home/x.txt", "READ,WRITE", create=True)
+print("via", os.path.basename(os.path.dirname(os.readlink(f"/proc/self/fd/{f.fd}"))))
+f.write("hi there\\n")
+f.seek(0)
+print("read", f.read().decode().strip())
+root.revoke()  # revokes everything derived from it, including the open file's pin
+for name, op in (("read", lambda: os.pread(f.fd, 5, 0)), ("write", lambda: f.write("x"))):
+    try:
+        op()
+        print(name, "ok")
+    except OSError as exc:
+        print(name, exc.errno)
+"""
+
+
+def test_end_to_end_through_a_sandboxed_exo_process(exo_cmd: list[str], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    env = dict(os.environ, EXO_ROOT=str(root))
+    env.pop("EXO_BOOTSTRAP_FD", None)
+    out = subprocess.run([*exo_cmd, "run", "--cap", "storage://home=READ,WRITE,GRANT", "--",
+                          sys.executable, "-c", _APP], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("via files-")  # a FUSE fd, not the real file
+    assert lines[1:] == ["read hi there", f"read {REVOKED_ERRNO}", f"write {REVOKED_ERRNO}"]
+    assert (root / "home" / "x.txt").read_text() == "hi there\n"
+    assert str(root) not in Path("/proc/self/mountinfo").read_text()

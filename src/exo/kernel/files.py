@@ -78,8 +78,11 @@ class OpenFileTable:
                 return self._server
             if self._closed:
                 raise RuntimeError("the open-file table is closed (kernel shutting down)")
-            from exo.kernel.revocable import RevocableFiles
+            from exo.kernel.revocable import RevocableFiles, cleanup_stale
 
+            stale = cleanup_stale(mount_dir.parent)
+            if stale and log is not None:
+                log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
             server = RevocableFiles(mount_dir, device=self._fuse_device,
                                     on_release=self._forget_and_unpin)
             try:

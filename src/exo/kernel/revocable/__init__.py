@@ -1,5 +1,5 @@
 """Revocable open files: the kernel passes FUSE-backed fds it can cut off at any time."""
 
-from .server import REVOKED_ERRNO, Pin, RevocableFiles
+from .server import REVOKED_ERRNO, Pin, RevocableFiles, cleanup_stale
 
-__all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles"]
+__all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles", "cleanup_stale"]

@@ -17,15 +17,18 @@ descriptor grants listing and nothing else.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import itertools
 import logging
 import os
+import re
 import select
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,49 @@ _DT_DIR = 4
 
 #: A reply body, as buffers for one writev (None: header only).
 Parts = list[bytes | memoryview] | None
+
+
+#: Servers started and not yet closed: closed at interpreter exit if nobody did, so a kernel
+#: that forgot (or failed) to shut down does not leave a dead mount behind.
+_live: weakref.WeakSet[RevocableFiles] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    for srv in list(_live):
+        with contextlib.suppress(Exception):
+            srv.close()
+
+
+atexit.register(_close_all_at_exit)
+
+
+def cleanup_stale(run_dir: Path) -> list[str]:
+    """Unmount dead ``files-*`` FUSE mounts left under ``run_dir`` by a killed kernel.
+
+    A SIGKILLed kernel cannot unmount; its connection died with it, so its mount answers
+    only ENOTCONN. Live mounts (another kernel's) answer and are left alone. Returns the
+    mount points removed. ``OpenFileTable`` calls it before starting its server.
+    """
+    base = os.path.realpath(run_dir)
+    found: list[str] = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+            fstype = fields[fields.index("-") + 1]
+            if (fstype == "fuse" and os.path.dirname(point) == base
+                    and os.path.basename(point).startswith("files-")):
+                try:
+                    os.stat(point)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                        found.append(point)
+    for point in found:
+        with contextlib.suppress(OSError):
+            P.umount_detach(point)
+        with contextlib.suppress(OSError):
+            os.rmdir(point)
+    return found
 
 
 class Pin(Protocol):
@@ -141,6 +187,7 @@ class RevocableFiles:
             raise
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._started = True
+        _live.add(self)
         for i in range(self._nthreads):
             t = threading.Thread(target=self._serve, name=f"exo-files-{i}", daemon=True)
             t.start()
@@ -156,6 +203,7 @@ class RevocableFiles:
                 return
             self._closed = True
             victims = list(self._entries.values())
+        _live.discard(self)
         self._stopping = True
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
