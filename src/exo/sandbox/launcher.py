@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import json
+import marshal
 import os
 import select
 import signal
@@ -254,7 +255,7 @@ def spawn(
         to_close += [status_r, status_w, info_r, info_w]
         config = {"status_fd": status_w, "keep_fds": list(spec.keep_fds), "argv": list(argv),
                   "env": env, "landlock": landlock}
-        config_fd = _memfd("exo-stage2", json.dumps(config).encode())
+        config_fd = _memfd("exo-stage2", marshal.dumps(config))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:
