@@ -44,7 +44,7 @@
 #include <unistd.h>
 
 #define POOL_MAGIC 0x3130504f4f4c5845ULL /* "EXLOOP01" read as bytes: identifies a pool file */
-#define POOL_VERSION 1u
+#define POOL_VERSION 2u
 #define GRAN_SHIFT 6u
 #define GRAN (1u << GRAN_SHIFT)
 #define NCLASS 11u    /* cached classes: 64 B .. 64 KiB (orders 0..10) */
@@ -100,7 +100,7 @@ typedef struct {
     uint32_t version;
     uint32_t levels;                 /* log2(ngran) */
     uint64_t size, ngran, file_size;
-    uint64_t meta_off, next_off, tree_off, data_off;
+    uint64_t meta_off, next_off, tree_off, data_off, mask_off;
     _Alignas(64) pthread_mutex_t lock;
     /* everything below is written under `lock` */
     _Alignas(64) uint64_t free_gran;
@@ -132,6 +132,7 @@ typedef struct Pool {
     _Atomic uint32_t *meta;
     _Atomic uint32_t *next;
     uint8_t *tree;
+    uint16_t *mask;
     char *data;
     uint32_t slot;          /* 1-based; 0 = not attached */
     long owner;             /* pid recorded in the slot */
@@ -141,7 +142,12 @@ typedef struct Pool {
     PyObject *view;
 } Pool;
 
-static const uint32_t cap_of[NCLASS] = {128, 128, 128, 128, 128, 128, 128, 64, 32, 16, 16};
+#ifndef CAPS
+#define CAPS {128, 128, 128, 128, 128, 128, 128, 64, 32, 16, 16}
+#define BATCHES {64, 64, 64, 64, 64, 64, 64, 32, 16, 8, 8}
+#endif
+static const uint32_t cap_of[NCLASS] = CAPS;
+static const uint32_t batch_of[NCLASS] = BATCHES;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t g_key;
@@ -166,15 +172,42 @@ static inline unsigned order_for(uint64_t n) {
 
 /* ------------------------------------------------------------- level 3: buddy */
 
-static void tree_update_up(Pool *p, uint64_t node, unsigned order) {
+/* Each node carries two summaries of its subtree, both recomputed bottom-up:
+ * tree[] (1 + order of its largest free block) and mask[] (bit j set when it
+ * contains a free block of order j, for j < MASK_ORDERS). The mask is what
+ * makes exact best fit possible: a small request goes to the smallest free
+ * block that holds it, wherever it is, so holes are filled before big free
+ * blocks are split. */
+#define MASK_ORDERS 16u
+static inline uint16_t bit_of(unsigned order) {
+    return order < MASK_ORDERS ? (uint16_t)(1u << order) : 0;
+}
+
+/* Recomputes node `par` (of order `order`) from its children; 1 if it changed. */
+static inline int tree_pull(Pool *p, uint64_t par, unsigned order) {
     uint8_t *t = p->tree;
+    uint16_t *mk = p->mask;
+    uint8_t l = t[2 * par], r = t[2 * par + 1];
+    uint8_t nv;
+    uint16_t nm;
+    if (l == order && r == order) { /* both children whole and free: they merge */
+        nv = (uint8_t)(order + 1);
+        nm = bit_of(order);
+    } else {
+        nv = l > r ? l : r;
+        nm = mk[2 * par] | mk[2 * par + 1];
+    }
+    if (t[par] == nv && mk[par] == nm) return 0;
+    t[par] = nv;
+    mk[par] = nm;
+    return 1;
+}
+
+static void tree_update_up(Pool *p, uint64_t node, unsigned order) {
     while (node > 1) {
         node >>= 1;
         order++;
-        uint8_t l = t[2 * node], r = t[2 * node + 1];
-        uint8_t nv = (l == order && r == order) ? (uint8_t)(order + 1) : (l > r ? l : r);
-        if (t[node] == nv) break;
-        t[node] = nv;
+        if (!tree_pull(p, node, order)) break;
     }
 }
 
@@ -192,52 +225,66 @@ static int tree_take(Pool *p, uint64_t node, unsigned k) {
     if (m < 0) return -1;
     H->free_count[m]--;
     for (unsigned j = k; j < (unsigned)m; j++) H->free_count[j]++;
+    /* the free block being split: its children on the path become whole free
+     * blocks of their own (their summaries were already "whole free") */
     t[node] = 0;
+    p->mask[node] = 0;
     tree_update_up(p, node, k);
     H->free_gran -= 1ull << k;
     return 0;
 }
 
-/* Best-fit descent: of two children that can hold the block, take the one with
- * the smaller largest-free block, so big free blocks stay whole. */
+/* Exact best fit: the smallest free block of order >= k, the lowest-addressed
+ * one among equals; split from its low end. Above MASK_ORDERS (blocks of 4 MiB
+ * and more) the largest-free summary guides a best-fit descent instead. */
 static int64_t tree_alloc(Pool *p, unsigned k) {
     uint8_t *t = p->tree;
+    uint16_t *mk = p->mask;
     if (k > p->levels || t[1] < k + 1) return -1;
     uint64_t node = 1;
-    for (unsigned order = p->levels; order > k; order--) {
+    unsigned order = p->levels;
+    uint16_t want = k < MASK_ORDERS ? (uint16_t)(mk[1] & (uint16_t)~((1u << k) - 1)) : 0;
+    if (want) {
+        unsigned j = (unsigned)__builtin_ctz(want);
+        uint16_t b = (uint16_t)(1u << j);
+        while (order > j) { /* follow the free block of order j, leftmost */
+            uint64_t l = 2 * node;
+            int inl = (mk[l] & b) != 0, inr = (mk[l + 1] & b) != 0;
+            /* both halves hold one: go where less is free (fuller), so sparse
+             * regions drain and coalesce; ties go to the lower address */
+            node = (inl && inr) ? (t[l + 1] < t[l] ? l + 1 : l) : (inl ? l : l + 1);
+            order--;
+        }
+    }
+    while (order > k) {
         uint64_t l = 2 * node;
         uint8_t vl = t[l], vr = t[l + 1];
         int okl = vl >= k + 1, okr = vr >= k + 1;
         if (okl && okr) node = (vr < vl) ? l + 1 : l;
         else node = okl ? l : l + 1;
+        order--;
     }
     if (tree_take(p, node, k) < 0) return -1;
     return (int64_t)((node << k) - p->ngran);
 }
 
 static void tree_free(Pool *p, uint64_t g, unsigned k) {
-    uint8_t *t = p->tree;
     header_t *H = p->H;
     uint64_t n = (p->ngran + g) >> k;
     unsigned order = k, cur = k;
     int merging = 1;
-    t[n] = (uint8_t)(k + 1);
+    p->tree[n] = (uint8_t)(k + 1);
+    p->mask[n] = bit_of(k);
     while (n > 1) {
-        uint64_t par = n >> 1;
-        uint8_t vs = t[n ^ 1], nv;
-        if (merging && vs == order + 1) {
-            H->free_count[order]--;
+        if (merging && p->tree[n ^ 1] == order + 1) {
+            H->free_count[order]--; /* the buddy is absorbed */
             cur = order + 1;
-            nv = (uint8_t)(order + 2);
         } else {
             merging = 0;
-            uint8_t vn = t[n];
-            nv = vn > vs ? vn : vs;
         }
+        n >>= 1;
         order++;
-        if (!merging && t[par] == nv) break;
-        t[par] = nv;
-        n = par;
+        if (!tree_pull(p, n, order) && !merging) break;
     }
     H->free_count[cur]++;
     H->free_gran += 1ull << k;
@@ -245,8 +292,12 @@ static void tree_free(Pool *p, uint64_t g, unsigned k) {
 
 static void tree_init(Pool *p) {
     header_t *H = p->H;
-    for (unsigned d = 0; d <= p->levels; d++)
-        memset(p->tree + (1ull << d), (int)(p->levels - d + 1), 1ull << d);
+    for (unsigned d = 0; d <= p->levels; d++) {
+        unsigned order = p->levels - d;
+        memset(p->tree + (1ull << d), (int)(order + 1), 1ull << d);
+        uint16_t b = bit_of(order);
+        for (uint64_t i = 1ull << d; i < (2ull << d); i++) p->mask[i] = b;
+    }
     memset(H->free_count, 0, sizeof H->free_count);
     H->free_count[p->levels] = 1;
     H->free_gran = p->ngran;
@@ -339,15 +390,21 @@ static uint64_t chain_to_l3_locked(Pool *p, uint32_t idx1, unsigned k, uint32_t 
 
 /* ------------------------------------------------ level 1: per-thread caches */
 
+/* Gives the `count` oldest cached blocks of class k back to level 3. The oldest
+ * are the rest of a refill batch, neighbours of each other: returned together
+ * they coalesce, where recently freed (scattered) blocks would leave holes. */
 static void flush_locked(Pool *p, tcache_t *tc, unsigned k, uint32_t count) {
     uint32_t want = META(ST_CACHED, k, p->slot);
-    while (count-- && tc->n[k]) {
-        uint32_t g = tc->blk[k][--tc->n[k]];
+    if (count > tc->n[k]) count = tc->n[k];
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t g = tc->blk[k][i];
         if (atomic_load_explicit(&p->meta[g], RELAXED) == want) {
             atomic_store_explicit(&p->meta[g], 0, RELAXED);
             tree_free(p, g, k);
         }
     }
+    tc->n[k] -= count;
+    memmove(tc->blk[k], tc->blk[k] + count, tc->n[k] * sizeof tc->blk[k][0]);
 }
 
 static void flush_all_locked(Pool *p, tcache_t *tc) {
@@ -489,7 +546,7 @@ static int pool_check_open(Pool *p);
 static uint64_t file_size_for(uint64_t size) {
     uint64_t ng = size >> GRAN_SHIFT;
     uint64_t meta = (sizeof(header_t) + 4095) & ~4095ull;
-    uint64_t data = (meta + ng * 10 + 4095) & ~4095ull;
+    uint64_t data = (meta + ng * 14 + 4095) & ~4095ull;
     return data + size;
 }
 
@@ -571,7 +628,8 @@ static int Pool_init(Pool *self, PyObject *args, PyObject *kwds) {
         probe.levels = (uint32_t)__builtin_ctzll(probe.ngran);
         probe.meta_off = (sizeof(header_t) + 4095) & ~4095ull;
         probe.next_off = probe.meta_off + probe.ngran * 4;
-        probe.tree_off = probe.next_off + probe.ngran * 4;
+        probe.mask_off = probe.next_off + probe.ngran * 4;
+        probe.tree_off = probe.mask_off + probe.ngran * 4;
         probe.data_off = (probe.tree_off + probe.ngran * 2 + 4095) & ~4095ull;
         probe.file_size = probe.data_off + size;
     } else {
@@ -583,7 +641,9 @@ static int Pool_init(Pool *self, PyObject *args, PyObject *kwds) {
             probe.file_size > fsize || probe.ngran != probe.size >> GRAN_SHIFT ||
             probe.size < MIN_POOL || probe.size > MAX_POOL ||
             (1ull << probe.levels) != probe.ngran ||
-            probe.data_off + probe.size != probe.file_size) {
+            probe.data_off + probe.size != probe.file_size ||
+            probe.mask_off + probe.ngran * 4 > probe.tree_off ||
+            probe.tree_off + probe.ngran * 2 > probe.data_off) {
             PyErr_Format(PyExc_ValueError, "fd %d is not an Exo memory pool (bad header)", fd);
             return -1;
         }
@@ -599,6 +659,7 @@ static int Pool_init(Pool *self, PyObject *args, PyObject *kwds) {
     self->meta = (_Atomic uint32_t *)((char *)map + probe.meta_off);
     self->next = (_Atomic uint32_t *)((char *)map + probe.next_off);
     self->tree = (uint8_t *)map + probe.tree_off;
+    self->mask = (uint16_t *)((char *)map + probe.mask_off);
     self->data = (char *)map + probe.data_off;
     if (create) {
         header_t *H = self->H;
@@ -794,7 +855,7 @@ static PyObject *alloc_refill(Pool *p, tcache_t *tc, unsigned k, uint64_t n) {
         /* A batch is half a cache, but never more than 1/64 of what is free:
          * a small pool is not emptied into one thread's cache. */
         uint64_t avail = (p->H->free_gran >> k) / 64;
-        uint32_t batch = avail < cap / 2 ? (avail ? (uint32_t)avail : 1) : cap / 2;
+        uint32_t batch = avail < batch_of[k] ? (avail ? (uint32_t)avail : 1) : batch_of[k];
         int64_t got[CAP_MAX];
         uint32_t ng = 0;
         while (ng < batch) {
@@ -978,8 +1039,8 @@ fail:
  * tree and its counters equal a fresh rebuild from the metadata. */
 static PyObject *Pool_check(Pool *self, PyObject *unused) {
     if (pool_check_open(self) < 0) return NULL;
-    size_t tlen = (size_t)self->ngran * 2;
-    uint8_t *saved = malloc(tlen);
+    size_t tlen = (size_t)self->ngran * 2, mlen = (size_t)self->ngran * 4;
+    uint8_t *saved = malloc(tlen + mlen);
     if (!saved) return PyErr_NoMemory();
     if (lock_or_raise(self) < 0) { free(saved); return NULL; }
     header_t *H = self->H;
@@ -1004,9 +1065,12 @@ static PyObject *Pool_check(Pool *self, PyObject *unused) {
     uint64_t fc[MAX_ORDER + 1], fg = H->free_gran;
     memcpy(fc, H->free_count, sizeof fc);
     memcpy(saved, self->tree, tlen);
+    memcpy(saved + tlen, self->mask, mlen);
     if (!err) {
         if (tree_rebuild(self)) err = "rebuild dropped blocks";
         else if (memcmp(saved + 1, self->tree + 1, tlen - 1)) err = "buddy tree differs from metadata";
+        else if (memcmp(saved + tlen + 2, (char *)self->mask + 2, mlen - 2))
+            err = "buddy order masks differ from metadata";
         else if (memcmp(fc, H->free_count, sizeof fc)) err = "free block counts differ";
         else if (fg != H->free_gran) err = "free byte count differs";
         else if ((fg << GRAN_SHIFT) + used_bytes + cached_bytes != self->size)
