@@ -142,8 +142,12 @@ typedef struct Pool {
     PyObject *view;
 } Pool;
 
+/* Level-1 capacity and level-3 refill batch per class (64 B .. 64 KiB);
+ * overridable at build time (-DCAPS=... -DBATCHES=...) for experiments. */
 #ifndef CAPS
 #define CAPS {128, 128, 128, 128, 128, 128, 128, 64, 32, 16, 16}
+#endif
+#ifndef BATCHES
 #define BATCHES {64, 64, 64, 64, 64, 64, 64, 32, 16, 8, 8}
 #endif
 static const uint32_t cap_of[NCLASS] = CAPS;
