@@ -372,3 +372,17 @@ def test_landlock_cases_are_refused_by_landlock(world: World) -> None:
                 if not res[x.name]["ok"] and res[x.name].get("errno") == x.errno}
         assert not same, same
 
+
+
+def test_net_any_reaches_the_host_but_keeps_other_layers(world: World) -> None:
+    """NetPolicy.any shares the host network; seccomp and Landlock scopes still apply."""
+    cases = {
+        "tcp": "import socket; socket.create_connection(('127.0.0.1', ctx['tcp_port']), 2)",
+        "raw": "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)",
+        "abstract": "import socket; socket.socket(socket.AF_UNIX).connect('\\0' + ctx['abstract'])",
+    }
+    res, rc, err = run_cases(SandboxSpec(net=NetPolicy.any()), cases, world.ctx)
+    assert rc == 0, err
+    assert res["tcp"]["ok"], res
+    assert res["raw"].get("errno") == "EPERM", res  # seccomp
+    assert res["abstract"].get("errno") == "EPERM", res  # landlock scope
