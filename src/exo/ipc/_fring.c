@@ -389,6 +389,8 @@ static void consume(Ring *r, uint32_t nmsgs) {
 
 /* ------------------------------------------------------------------ Block methods */
 
+/* Give the block back to the pool.  Runs from dealloc too, so it must neither
+ * clobber a pending exception nor hand the dying block to anything. */
 static void block_free_to_pool(Block *b) {
     if (b->released)
         return;
@@ -396,12 +398,13 @@ static void block_free_to_pool(Block *b) {
     Ring *r = b->ring;
     r->blocks_out--;
     if (r->pool_free) {
-        PyObject *off = PyLong_FromUnsignedLongLong(b->offset);
-        PyObject *res = off ? PyObject_CallOneArg(r->pool_free, off) : NULL;
-        Py_XDECREF(off);
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *res = PyObject_CallFunction(r->pool_free, "K", (unsigned long long)b->offset);
         if (res == NULL)
-            PyErr_WriteUnraisable((PyObject *)b);
+            PyErr_WriteUnraisable(r->pool_free);
         Py_XDECREF(res);
+        PyErr_Restore(et, ev, tb);
     }
 }
 
