@@ -204,7 +204,7 @@ class Kernel:
 
     def _step_pool(self) -> str:
         try:
-            from exo.mm import SharedPool  # type: ignore[attr-defined]
+            from exo.mm import SharedPool
         except ImportError as exc:
             raise SkipStep(f"exo.mm not available: {exc}") from None
         pool = SharedPool.create(self.config.pool_size)

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,9 @@ class ProcessManager:
         self._reapers: list[threading.Thread] = []
         self.spawned = 0
         self.reclaimed = 0
+        # Sandboxes die with the *thread* that started them (PR_SET_PDEATHSIG is per
+        # thread), so every spawn runs on this one long-lived thread.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exo-spawner")
 
     # ------------------------------------------------------------------ spawn
     def spawn(
@@ -121,8 +125,9 @@ class ProcessManager:
             spec = self._spec(pid, limits, env or {})
             kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             spec = _with_fd(spec, child_end.fileno())
-            sandbox = sandbox_spawn(spec, list(argv), stdin=stdio[0], stdout=stdio[1],
-                                    stderr=stdio[2])
+            sandbox = self._spawner.submit(
+                sandbox_spawn, spec, list(argv), name=f"p{pid}", boot_id=self.kernel.boot_id,
+                stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]).result()
         except BaseException:
             if kernel_end is not None:
                 kernel_end.close()
@@ -319,6 +324,7 @@ class ProcessManager:
                     p.sandbox.kill(signal.SIGKILL)
         for p in procs:
             p.exited.wait(5.0)
+        self._spawner.shutdown(wait=True)
 
 
 def _with_fd(spec: Any, fd: int) -> Any:

@@ -15,8 +15,10 @@ def start_capabilities(kernel: Kernel) -> str:
     audit = AuditLog(kernel.root / "var" / "log" / "audit.jsonl")
     caps = CapabilityManager(audit=audit)
     kernel.components["caps"] = caps
-    kernel.components["files"] = OpenFileTable(caps)
+    files = OpenFileTable(caps)
+    kernel.components["files"] = files
     kernel.on_shutdown(audit.close)
+    kernel.on_shutdown(files.close)  # unmounts the revocable-file server
     return "per-process handle tables, derivation tree, audit log /var/log/audit.jsonl"
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from exo.shell.core import Session, Shell, ShellExit
+from exo.shell.core import Session, Shell, ShellExit, install_sigint_default
 
 if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
@@ -38,16 +39,21 @@ def prompt_text(shell: Shell) -> str:
 
 
 def login(kernel: Kernel) -> Session | None:
-    """Ask for a user name (and a password when the account has one)."""
-    from prompt_toolkit import prompt
+    """getty-style login: a user name, then a password when the account has one.
+
+    Plain ``input``/``getpass`` rather than prompt_toolkit, so the login prompt is up
+    before the line editor is even imported (it loads in the background meanwhile).
+    """
+    import getpass
 
     from exo.kernel.users import UserDatabase
 
     db = UserDatabase(kernel.root)
     for _ in range(3):
         try:
-            name = prompt("exo-os login: ").strip()
+            name = input("exo-os login: ").strip()
         except EOFError:
+            print()
             return None
         except KeyboardInterrupt:
             print()
@@ -58,7 +64,7 @@ def login(kernel: Kernel) -> Session | None:
         password = ""
         if user is None or user.password_hash or not kernel.config.dev_mode:
             try:
-                password = prompt("Password: ", is_password=True)
+                password = getpass.getpass("Password: ")
             except (EOFError, KeyboardInterrupt):
                 print()
                 continue
@@ -69,18 +75,30 @@ def login(kernel: Kernel) -> Session | None:
     return None
 
 
+def _preload_line_editor() -> threading.Thread:
+    def load() -> None:
+        import prompt_toolkit  # noqa: F401
+
+        import exo.shell.completion  # noqa: F401
+
+    t = threading.Thread(target=load, name="exo-preload", daemon=True)
+    t.start()
+    return t
+
+
 def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-
-    from exo.shell.completion import ShellCompleter
-    from exo.shell.core import install_sigint_default
-    from exo.shell.vfs import Vfs
-
+    preload = _preload_line_editor()
     install_sigint_default()
     session = login(kernel)
     if session is None:
         return 1
+    preload.join()
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    from exo.shell.completion import ShellCompleter
+    from exo.shell.vfs import Vfs
+
     shell = shell_factory(kernel, Vfs(kernel.root, kernel.virtual_trees()), session)
     motd = kernel.root / "etc" / "motd"
     if motd.exists():

@@ -1,0 +1,122 @@
+"""Drive the interactive shell through a pseudo-terminal, as a user would."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+PROMPT = r"exo-os:[^\r\n#]*#"
+
+
+@pytest.fixture
+def term(exo_env: dict[str, str]) -> Iterator[pexpect.spawn]:
+    env = dict(exo_env, TERM="xterm", COLUMNS="120", LINES="40", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "exo", "boot"], env=env, encoding="utf-8",
+                          timeout=30, dimensions=(40, 120))
+    try:
+        yield child
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def login(child: pexpect.spawn) -> None:
+    child.expect(r"Boot time: \d+ ms")
+    child.expect("exo-os login: ")
+    child.sendline("root")
+    child.expect(PROMPT)
+
+
+def test_login_run_and_exit(term: pexpect.spawn) -> None:
+    login(term)
+    term.sendline("echo $((1)) hello-from-pty")
+    term.expect("hello-from-pty")
+    term.expect(PROMPT)
+    term.sendline("exit 4")
+    term.expect(pexpect.EOF)
+    term.close()
+    assert term.exitstatus == 4
+
+
+def test_tab_completes_commands_and_paths(term: pexpect.spawn, exo_root: Path) -> None:
+    login(term)
+    # What the completion inserted is proved by what the completed line then does.
+    term.send("ech\t")
+    time.sleep(0.3)
+    term.send("completed-command\r")
+    term.expect("completed-command\r\n")
+    term.expect(PROMPT)
+    (exo_root / "home" / "root" / "notes-unique.txt").write_text("tabbed-file\n")
+    term.send("cat notes-u\t")
+    time.sleep(0.3)
+    term.send("\r")
+    term.expect("tabbed-file")
+    term.expect(PROMPT)
+    (exo_root / "home" / "marker-dir").mkdir()
+    term.send("ls /home/mark\t")
+    time.sleep(0.3)
+    term.send("\r")
+    term.expect(PROMPT)
+    term.sendline("echo status=$?")
+    term.expect("status=0")
+
+
+def test_ctrl_c_cancels_the_command_not_the_shell(term: pexpect.spawn) -> None:
+    login(term)
+    term.sendline("sleep 30")
+    term.expect("sleep 30")
+    time.sleep(0.5)  # let the line editor hand the line over before interrupting
+    term.sendintr()
+    term.expect(r"\^C")
+    term.expect(PROMPT)
+    term.sendline("echo status=$?")
+    term.expect("status=130")
+    term.expect(PROMPT)
+    # also a sandboxed process
+    term.sendline("run --cap storage://tmp=READ -- /bin/sleep 30")
+    term.expect("sleep 30")
+    time.sleep(1.0)
+    term.sendintr()
+    term.expect(PROMPT, timeout=15)
+    term.sendline("echo alive")
+    term.expect("alive")
+
+
+def test_ctrl_c_at_prompt_keeps_shell_and_ctrl_d_exits(term: pexpect.spawn) -> None:
+    login(term)
+    term.send("partial text")
+    term.sendintr()
+    term.expect(PROMPT)
+    term.sendline("echo still-here")
+    term.expect("still-here")
+    term.expect(PROMPT)
+    term.sendeof()
+    term.expect(pexpect.EOF)
+
+
+def test_wrong_user_is_refused(term: pexpect.spawn) -> None:
+    term.expect("exo-os login: ")
+    term.sendline("nobody")
+    term.expect("Password: ")
+    term.sendline("x")
+    term.expect("Login incorrect")
+    term.expect("exo-os login: ")
+    term.sendline("root")
+    term.expect(PROMPT)
+
+
+def test_history_persists(term: pexpect.spawn, exo_root: Path) -> None:
+    login(term)
+    term.sendline("echo remember-me")
+    term.expect(PROMPT)
+    term.sendline("history")
+    term.expect("echo remember-me")
+    term.expect(PROMPT)
+    term.sendline("exit")
+    term.expect(pexpect.EOF)
+    assert "echo remember-me" in (exo_root / "home" / "root" / ".exo_history").read_text()

@@ -1,0 +1,125 @@
+"""The shell's behaviour as a user sees it, on a real booted kernel."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exo.kernel.config import KernelConfig
+from exo.kernel.kernel import Kernel
+from exo.shell import Shell, ShellExit, Vfs
+
+
+@pytest.fixture
+def shell(tmp_path: Path) -> Iterator[Shell]:
+    kernel = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
+    kernel.boot()
+    try:
+        yield Shell(kernel, Vfs(kernel.root, kernel.virtual_trees()))
+    finally:
+        kernel.shutdown()
+
+
+def run(shell: Shell, line: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    with tempfile.TemporaryFile() as i, tempfile.TemporaryFile() as o, \
+            tempfile.TemporaryFile() as e:
+        i.write(stdin)
+        i.seek(0)
+        status = shell.run_line(line, i.fileno(), o.fileno(), e.fileno())
+        o.seek(0)
+        e.seek(0)
+        return status, o.read().decode(), e.read().decode()
+
+
+def test_ls_root_shows_the_exo_tree(shell: Shell) -> None:
+    status, out, _ = run(shell, "ls /")
+    assert status == 0
+    assert out.split() == ["bin", "dev", "etc", "exo", "home", "lib", "proc", "sys", "tmp",
+                           "usr", "var"]
+
+
+def test_echo_pipes_and_redirection(shell: Shell) -> None:
+    assert run(shell, "echo hello > /tmp/a; echo world >> /tmp/a; cat /tmp/a | wc -l")[1] \
+        == "2\n"
+    assert (shell.kernel.root / "tmp" / "a").read_text() == "hello\nworld\n"
+    assert run(shell, "grep wor < /tmp/a")[1] == "world\n"
+
+
+def test_unknown_command_is_127_and_status_variable(shell: Shell) -> None:
+    status, out, err = run(shell, "nosuchcmd; echo $?")
+    assert err == "exo: nosuchcmd: command not found\n"
+    assert out == "127\n"
+    assert status == 0
+    assert run(shell, "nosuchcmd")[0] == 127
+
+
+def test_and_or_lists(shell: Shell) -> None:
+    assert run(shell, "false && echo no || echo yes")[1] == "yes\n"
+    assert run(shell, "true && echo ok")[1] == "ok\n"
+
+
+def test_cd_pwd_mkdir_cp_mv_rm(shell: Shell) -> None:
+    assert run(shell, "mkdir -p /home/u/d && cd /home/u && pwd")[1] == "/home/u\n"
+    run(shell, "echo x > f && cp f d/ && mv f g")
+    assert run(shell, "ls d; ls")[1].split() == ["f", "d", "g"]
+    assert run(shell, "rm d")[0] == 1
+    assert run(shell, "rm -r d g && ls")[1] == ""
+
+
+def test_cannot_escape_the_tree(shell: Shell) -> None:
+    run(shell, "cd /../../..")
+    assert shell.cwd == "/"
+    host_secret = Path(tempfile.mkdtemp()) / "secret"
+    host_secret.write_text("host data")
+    os.symlink(host_secret, shell.kernel.root / "tmp" / "link")
+    status, out, err = run(shell, "cat /tmp/link")
+    assert status == 1 and "outside the Exo tree" in err and out == ""
+
+
+def test_env_export_and_expansion(shell: Shell) -> None:
+    assert run(shell, "export GREETING='hi there'; echo \"$GREETING!\"")[1] == "hi there!\n"
+    assert "GREETING=hi there" in run(shell, "env")[1]
+
+
+def test_proc_and_sys_are_synthesised(shell: Shell) -> None:
+    out = run(shell, "ls /proc")[1].split()
+    assert {"boot", "uptime", "version", "1"} <= set(out)
+    assert "exo-kernel" in run(shell, "cat /proc/1/cmdline")[1]
+    assert run(shell, "cat /sys/kernel/boot_id")[1].strip() == shell.kernel.boot_id
+    assert run(shell, "echo x > /proc/version")[0] == 1
+
+
+def test_glob(shell: Shell) -> None:
+    run(shell, "touch /tmp/a.txt /tmp/b.txt /tmp/c.md")
+    assert run(shell, "cd /tmp; echo *.txt")[1] == "a.txt b.txt\n"
+
+
+def test_exit_raises_with_status(shell: Shell) -> None:
+    with pytest.raises(ShellExit) as info:
+        run(shell, "exit 3")
+    assert info.value.status == 3
+
+
+def test_syntax_error_is_status_2(shell: Shell) -> None:
+    status, _, err = run(shell, "echo 'unterminated")
+    assert status == 2 and "unterminated" in err
+
+
+def test_ps_lists_the_kernel(shell: Shell) -> None:
+    out = run(shell, "ps")[1]
+    assert "exo-kernel" in out and "PID" in out
+
+
+def test_help_lists_required_commands(shell: Shell) -> None:
+    out = run(shell, "help")[1]
+    for cmd in ["cd", "ls", "cat", "echo", "pwd", "mkdir", "rm", "cp", "mv", "ps", "kill", "env", "export", "help", "exit"]:
+        assert f"  {cmd} " in out
+
+
+def test_kill_unknown_pid(shell: Shell) -> None:
+    status, _, err = run(shell, "kill 999")
+    assert status == 1 and "no such process" in err
