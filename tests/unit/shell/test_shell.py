@@ -116,7 +116,9 @@ def test_ps_lists_the_kernel(shell: Shell) -> None:
 
 def test_help_lists_required_commands(shell: Shell) -> None:
     out = run(shell, "help")[1]
-    for cmd in ["cd", "ls", "cat", "echo", "pwd", "mkdir", "rm", "cp", "mv", "ps", "kill", "env", "export", "help", "exit"]:
+    required = ("cd", "ls", "cat", "echo", "pwd", "mkdir", "rm", "cp", "mv", "ps", "kill",
+                "env", "export", "help", "exit")
+    for cmd in required:
         assert f"  {cmd} " in out
 
 
