@@ -132,6 +132,13 @@ class Kernel:
             provider = getattr(component, "proc_files", None)
             if provider is not None:
                 files.update(provider())
+        pool = self.components.get("pool")
+        if pool is not None:
+            files["meminfo"] = pool.meminfo_text
+        if "ipc" in self.components:
+            from exo.ipc import proc_ipc_text
+
+            files["ipc"] = proc_ipc_text
         return files
 
     def proc_pids(self) -> dict[int, dict[str, Callable[[], str]]]:
@@ -193,6 +200,7 @@ class Kernel:
 
     def _deferred_steps(self) -> list[tuple[str, Callable[[], str]]]:
         return [
+            ("Sandbox filters", self._step_warm_sandbox),
             ("Security", self._step_security),
             ("AI agents", self._step_agents),
             ("POSIX-X", self._step_posix_x),
@@ -222,9 +230,8 @@ class Kernel:
             import exo.ipc as ipc
         except ImportError as exc:
             raise SkipStep(f"exo.ipc not available: {exc}") from None
-        if not hasattr(ipc, "FusionRing"):
-            raise SkipStep("Fusion Rings not built yet")
-        return "Fusion Rings, futex wake-ups"
+        self.components["ipc"] = ipc
+        return f"SPSC rings, {ipc.INLINE_MAX}-byte inline slots, zero-copy via the pool"
 
     def _step_scheduler(self) -> str:
         raise SkipStep(f"predictive scheduler not built yet; {os.cpu_count()} CPUs")
@@ -238,6 +245,11 @@ class Kernel:
         from exo.kernel.services import start_syscalls
 
         return start_syscalls(self)
+
+    def _step_warm_sandbox(self) -> str:
+        from exo.kernel.services import warm_sandbox
+
+        return warm_sandbox(self)
 
     def _step_security(self) -> str:
         found = []

@@ -15,7 +15,6 @@ Every error names the file and the offending field in one line.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +80,8 @@ def _size(value: object, where: str) -> int:
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    import tomllib
+
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())

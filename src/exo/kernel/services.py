@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
@@ -28,8 +28,10 @@ def start_processes(kernel: Kernel) -> str:
     from exo.kernel.process import ProcessManager
     from exo.sandbox import cleanup_all, probe
 
-    found = probe()
-    missing = [k for k, v in found.items() if v in (False, None, 0)]
+    found = probe(quick=True)
+    missing = _missing_mechanisms(found)
+    if "bwrap" in missing:
+        raise RuntimeError("bubblewrap (bwrap) is not installed: processes cannot be sandboxed")
     procs = ProcessManager(kernel)
     kernel.components["processes"] = procs
 
@@ -38,11 +40,45 @@ def start_processes(kernel: Kernel) -> str:
         cleanup_all(kernel.boot_id)
 
     kernel.on_shutdown(stop)
-    summary = ", ".join(f"{k} {v}" if not isinstance(v, bool) else k
-                        for k, v in found.items() if v not in (False, None, 0))
-    if missing:
-        return f"{summary}; missing: {', '.join(missing)}"
-    return summary
+    summary = _sandbox_summary(found)
+    return f"{summary}; MISSING: {', '.join(missing)}" if missing else summary
+
+
+def warm_sandbox(kernel: Kernel) -> str:
+    """DEFERRED: compile the seccomp filters so the first spawn does not pay for it."""
+    if "processes" not in kernel.components:
+        raise RuntimeError("no process manager")
+    from exo.sandbox import warm_up
+
+    warm_up()
+    return "seccomp-bpf filters compiled (libseccomp)"
+
+
+def _missing_mechanisms(found: dict[str, Any]) -> list[str]:
+    missing = []
+    if not found.get("bwrap"):
+        missing.append("bwrap")
+    if not found["landlock"]["abi"]:
+        missing.append("landlock")
+    if not found["seccomp"]:
+        missing.append("seccomp")
+    if not found["cgroup"].get("version"):
+        missing.append("cgroups")
+    return missing
+
+
+def _sandbox_summary(found: dict[str, Any]) -> str:
+    parts = []
+    if found.get("bwrap"):
+        parts.append("bwrap namespaces")
+    if found["landlock"]["abi"]:
+        parts.append(f"Landlock ABI {found['landlock']['abi']}")
+    if found["seccomp"]:
+        parts.append("seccomp-bpf")
+    cg = found["cgroup"]
+    if cg.get("version"):
+        parts.append(f"cgroup v{cg['version']} ({', '.join(cg['controllers'])})")
+    return ", ".join(parts)
 
 
 def start_syscalls(kernel: Kernel) -> str:

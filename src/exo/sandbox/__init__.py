@@ -5,7 +5,7 @@ mechanism: ``_bwrap`` (namespaces, mount view), ``_landlock``, ``_seccomp``, ``_
 See docs/sandbox.md for the layering and what each mechanism refuses.
 """
 
-from ._probe import OPTIONAL_MECHANISMS, probe
+from ._probe import OPTIONAL_MECHANISMS, probe, warm_up
 from .launcher import (
     BWRAP_OVERHEAD_PIDS,
     SandboxedProcess,
@@ -27,4 +27,5 @@ __all__ = [
     "default_boot_id",
     "probe",
     "spawn",
+    "warm_up",
 ]

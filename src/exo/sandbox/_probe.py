@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +18,8 @@ _NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "cgroup", "user")
 
 @functools.cache
 def _bwrap_version(path: str) -> str:
+    import subprocess
+
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5,
                              check=False).stdout
@@ -37,19 +38,25 @@ def seccomp_available() -> bool:
     return _seccomp.available()
 
 
-def probe() -> dict[str, Any]:
+def probe(*, quick: bool = False) -> dict[str, Any]:
     """Which isolation mechanisms this host offers, for the boot log and for callers.
 
     Keys: ``bwrap`` (path and version or None), ``landlock`` (ABI, 0 if absent, with what the
     ABI covers), ``seccomp`` (bool), ``namespaces`` (per kind), ``cgroup`` (version chosen,
     controllers, base directories, or an ``error``), ``uid``.
+
+    ``quick`` (the kernel's boot) skips the two slow checks, running ``bwrap --version``
+    and compiling the seccomp filter: it only checks that the host kernel supports
+    seccomp and that libseccomp's binding is installed. The filter is compiled later,
+    off the boot's critical path, by :func:`warm_up`.
     """
     bwrap = _bwrap.bwrap_path()
     abi = landlock_abi()
     result: dict[str, Any] = {
-        "bwrap": {"path": bwrap, "version": _bwrap_version(bwrap)} if bwrap else None,
+        "bwrap": {"path": bwrap, "version": None if quick else _bwrap_version(bwrap)}
+        if bwrap else None,
         "landlock": {"abi": abi, "filesystem": abi >= 1, "tcp": abi >= 4, "scopes": abi >= 6},
-        "seccomp": seccomp_available(),
+        "seccomp": _seccomp.supported() if quick else seccomp_available(),
         "namespaces": {ns: os.path.exists(f"/proc/self/ns/{ns}") for ns in _NAMESPACES},
         "uid": os.geteuid(),
     }
@@ -94,3 +101,9 @@ def check_requirements(net_mode: NetMode, *, limits: Iterable[str],
 
 
 __all__ = ["OPTIONAL_MECHANISMS", "SandboxUnavailable", "check_requirements", "probe"]
+
+
+def warm_up() -> None:
+    """Compile the seccomp filters now (they are cached) so the first spawn is fast."""
+    for mode in ("none", "tcp", "any"):
+        _seccomp.compiled_filter(mode)

@@ -130,6 +130,13 @@ def available() -> bool:
     return os.path.exists("/proc/self/status") and _kernel_has_seccomp()
 
 
+def supported() -> bool:
+    """Cheap check: the host kernel has seccomp and the libseccomp binding is installed."""
+    import importlib.util
+
+    return _kernel_has_seccomp() and importlib.util.find_spec("pyseccomp") is not None
+
+
 def _kernel_has_seccomp() -> bool:
     with open("/proc/self/status", encoding="ascii", errors="replace") as f:
         return any(line.startswith("Seccomp:") for line in f)

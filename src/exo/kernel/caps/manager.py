@@ -14,7 +14,6 @@ reaches everything that was derived through it.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ KERNEL: Final = -3
 
 RevokeListener = Callable[[frozenset[Capability]], None]
 
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,7 +527,10 @@ class CapabilityManager:
             try:
                 listener(revoked)
             except Exception:
-                _log.exception("revocation listener %r failed", listener)
+                import logging  # only on this error path: keeps boot imports lean
+
+                logging.getLogger(__name__).exception(
+                    "revocation listener %r failed", listener)
 
 
 def _rights_text(value: object) -> str | None:
