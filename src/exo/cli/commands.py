@@ -65,11 +65,15 @@ def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
     Uses the running kernel when there is one, else boots an ephemeral kernel.
     """
     from exo.kernel.launch import run_command
+    from exo.kernel.manifest import ManifestError
+    from exo.sandbox import SandboxError
 
     try:
         status = run_command(list(command), list(caps), manifest, root)
-    except (ValueError, OSError, LookupError) as exc:
+    except ManifestError as exc:
         _fail(str(exc), 2)
+    except (SandboxError, RuntimeError, OSError, LookupError, ValueError) as exc:
+        _fail(str(exc), 1)
     raise SystemExit(status)
 
 
