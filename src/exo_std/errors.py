@@ -52,6 +52,8 @@ def error_from_reply(kind: str, message: str) -> Exception:
     if cls is None:
         if kind in ("RightsEscalation", "InvalidRights", "SpaceFull", "NoSuchSpace"):
             cls = CapabilityError
+        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable"):
+            cls = ProcessError
         elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
                       "NotADirectoryError", "FileExistsError", "OSError"):
             import builtins

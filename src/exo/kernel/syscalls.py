@@ -168,6 +168,7 @@ def _close(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
 @syscall("send_capability")
 def _send_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
                      ) -> tuple[Any, list[int]]:
+    kernel.caps.check(proc.pid, _int(args, "handle"), Rights.TRANSFER)
     target = kernel.processes.get(_int(args, "pid"))
     if target.status is not None:
         raise LookupError(f"process {target.pid} has exited")
