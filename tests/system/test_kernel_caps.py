@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 import textwrap
@@ -74,10 +73,11 @@ def test_reading_another_apps_files_is_refused_twice(kernel: Kernel) -> None:
         except PermissionError as exc:
             print("kernel:", exc)
         try:
-            open(%r).read()
+            open(SECRET).read()
         except OSError as exc:
             print("linux:", type(exc).__name__)
-    """ % str(kernel.root / "home" / "b" / "secret.txt"), "storage://home/a=READ,WRITE")
+    """.replace("SECRET", repr(str(kernel.root / "home" / "b" / "secret.txt"))),
+        "storage://home/a=READ,WRITE")
     assert status == 0, err
     assert "kernel: [Errno 13] no capability grants READ on storage://home/b/secret.txt" in out
     assert "linux: FileNotFoundError" in out  # not even mounted in the sandbox
@@ -159,7 +159,7 @@ def test_revocation_reaches_a_child_and_its_open_file(kernel: Kernel) -> None:
         cap = handles()[0]
         r, w = os.pipe()
         r2, w2 = os.pipe()
-        child_code = %r
+        child_code = CHILD
         pid = process.spawn(["/usr/bin/python3", "-c", child_code],
                             [(cap, Rights.READ | Rights.DUPLICATE)], stdin=r, stdout=w2)
         os.close(r)
@@ -170,7 +170,7 @@ def test_revocation_reaches_a_child_and_its_open_file(kernel: Kernel) -> None:
         os.write(w, b"go\\n")
         print(child_out.read().strip(), flush=True)
         print("child status", process.wait(pid))
-    """ % CHILD_CODE, "storage://home/a=READ,WRITE,DUPLICATE")
+    """.replace("CHILD", repr(CHILD_CODE)), "storage://home/a=READ,WRITE,DUPLICATE")
     assert status == 0, err
     assert "child read: before revocation" in out
     assert "child open file: 13" in out, out + err  # EACCES from the revocable file server
