@@ -44,7 +44,9 @@ unit: setup
 	$(PY) -m pytest -q tests/unit
 
 bench: setup
-	for b in bench/*.py; do $(PY) $$b --quick || exit 1; done
+	@for b in bench/*.py; do \
+	  if grep -q -- '--quick' $$b; then $(PY) $$b --quick || exit 1; else $(PY) $$b || exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
