@@ -250,7 +250,7 @@ class ProcessManager:
         proc = self.get(pid)
         if proc.status is not None:
             raise LookupError(f"({pid}) - process has already exited")
-        proc.sandbox.kill(sig)
+        proc.sandbox.send_signal(sig)
 
     def live(self) -> list[ExoProcess]:
         with self._lock:
@@ -316,12 +316,12 @@ class ProcessManager:
         procs = self.live()
         for p in procs:
             with contextlib.suppress(Exception):
-                p.sandbox.kill(signal.SIGTERM)
+                p.sandbox.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for p in procs:
             if not p.exited.wait(max(0.0, deadline - time.monotonic())):
                 with contextlib.suppress(Exception):
-                    p.sandbox.kill(signal.SIGKILL)
+                    p.sandbox.kill()
         for p in procs:
             p.exited.wait(5.0)
         self._spawner.shutdown(wait=True)

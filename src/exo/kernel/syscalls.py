@@ -346,6 +346,6 @@ def _wait(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
 def _exit(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
           ) -> tuple[Any, list[int]]:
     with contextlib.suppress(OSError):
-        proc.sandbox.kill(9)
+        proc.sandbox.kill()
     return {}, []
 

@@ -566,3 +566,11 @@ def _tail(ctx: CommandContext) -> int:
     lines = b"".join(_inputs(ctx, ns.files)).splitlines(keepends=True)
     ctx.write(b"".join(lines[-ns.n:] if ns.n > 0 else []))
     return 0
+
+
+@builtin("jobs", "background jobs started with &")
+def _jobs(ctx: CommandContext) -> int:
+    for job in ctx.shell.jobs:
+        state = "Running" if not job.done.is_set() else f"Done({job.status})"
+        ctx.out(f"[{job.number}] {state:<10} {job.source}")
+    return 0

@@ -51,6 +51,15 @@ class _Stage:
     close_after: list[int] = field(default_factory=list)
 
 
+@dataclass
+class BackgroundJob:
+    number: int
+    source: str
+    status: int | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
 class ShellExit(Exception):
     """Raised by ``exit``: control flow, not an error."""
 
@@ -77,6 +86,7 @@ class Shell:
         }
         self.last_status = 0
         self.history: list[str] = []
+        self.jobs: list[BackgroundJob] = []
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ api
@@ -106,8 +116,31 @@ class Shell:
                 return 2
             if not pipeline.commands[0].argv:
                 continue
+            if item.background:
+                self._background(item.source, pipeline, stdout, stderr)
+                self.last_status = 0
+                continue
             self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr)
         return self.last_status
+
+    def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
+        """``cmd &``: run with stdin from /dev/null in a thread; ``jobs`` lists it."""
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        out, err = os.dup(stdout), os.dup(stderr)
+        job = BackgroundJob(len(self.jobs) + 1, source)
+
+        def run() -> None:
+            try:
+                job.status = self._run_pipeline(pipeline, devnull, out, err)
+            finally:
+                for fd in (devnull, out, err):
+                    os.close(fd)
+                job.done.set()
+
+        self.jobs.append(job)
+        job.thread = threading.Thread(target=run, name=f"exosh-job-{job.number}", daemon=True)
+        job.thread.start()
+        os.write(stderr, f"[{job.number}] {source}\n".encode())
 
     # ------------------------------------------------------------ execution
     def _argv(self, cmd: Command) -> list[str]:
@@ -262,6 +295,12 @@ class Shell:
         except (OSError, VfsError) as exc:
             ctx.err(_reason(exc))
             return 1
+        except Exception as exc:  # a bug in one command must not take the shell down
+            import traceback
+
+            self.kernel.log(f"shell: {ctx.name} crashed:\n{traceback.format_exc()}")
+            ctx.err(f"internal error: {type(exc).__name__}: {exc} (details in dmesg)")
+            return 70  # EX_SOFTWARE
 
     def _spawn_external(self, ctx: CommandContext) -> Job | None:
         """Programs installed in the Exo tree's PATH run as sandboxed processes."""

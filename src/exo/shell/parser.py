@@ -2,7 +2,7 @@
 
 Grammar (a useful subset of POSIX sh)::
 
-    list      := and_or ((';' | '&&' | '||') and_or)*
+    list      := and_or ((';' | '&' | '&&' | '||') and_or)* ['&']
     pipeline  := command ('|' command)*
     command   := (word | redirect)+
     redirect  := ('<' | '>' | '>>' | '2>' | '2>>' | '2>&1') word
@@ -52,6 +52,7 @@ class Pipeline:
 class ListItem:
     connector: str  # ";" for the first item, else the operator before it
     source: str  # the raw text of the pipeline, expanded just before it runs
+    background: bool = False  # terminated by a lone "&"
 
 
 def split_list(line: str) -> list[ListItem]:
@@ -77,13 +78,15 @@ def split_list(line: str) -> list[ListItem]:
             i += 1
         elif c == "#" and (i == 0 or line[i - 1].isspace()):
             break  # comment to end of line
-        elif line.startswith(("&&", "||"), i) or c == ";":
-            op = line[i : i + 2] if c in "&|" else ";"
+        elif line.startswith(("&&", "||"), i) or c == ";" or (
+            c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
+        ):
+            op = line[i : i + 2] if line.startswith(("&&", "||"), i) else c
             text = "".join(buf).strip()
             if not text:
                 raise ParseError(f"syntax error near '{op}'")
-            items.append(ListItem(connector, text))
-            connector, buf = op, []
+            items.append(ListItem(connector, text, background=op == "&"))
+            connector, buf = (";" if op == "&" else op), []
             i += len(op)
             continue
         else:

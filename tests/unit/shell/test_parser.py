@@ -63,3 +63,9 @@ def test_syntax_errors(line: str) -> None:
 def test_list_syntax_errors(line: str) -> None:
     with pytest.raises(ParseError):
         split_list(line)
+
+
+def test_background_marker_and_redirect_ampersand() -> None:
+    items = split_list("sleep 5 & echo a 2>&1; b&")
+    assert [(i.source, i.background) for i in items] == [
+        ("sleep 5", True), ("echo a 2>&1", False), ("b", True)]

@@ -125,3 +125,32 @@ def test_help_lists_required_commands(shell: Shell) -> None:
 def test_kill_unknown_pid(shell: Shell) -> None:
     status, _, err = run(shell, "kill 999")
     assert status == 1 and "no such process" in err
+
+
+def test_background_job_ps_and_kill(shell: Shell) -> None:
+    import time
+
+    status, _, err = run(shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
+    assert status == 0 and err.startswith("[1] run")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "/bin/sleep 30" not in run(shell, "ps")[1]:
+        time.sleep(0.05)
+    rows = [r for r in run(shell, "ps")[1].splitlines() if "/bin/sleep 30" in r]
+    assert len(rows) == 1 and rows[0].split()[2] == "running"
+    pid = rows[0].split()[0]
+    assert run(shell, f"cat /proc/{pid}/caps")[1].strip().endswith("storage://tmp")
+    assert run(shell, f"kill {pid}")[0] == 0
+    shell.jobs[0].done.wait(20)
+    assert shell.jobs[0].status == 128 + 15
+    assert "Done(143)" in run(shell, "jobs")[1]
+    assert "/bin/sleep 30" not in run(shell, "ps")[1]
+
+
+def test_a_crashing_builtin_does_not_kill_the_shell(shell: Shell) -> None:
+    def broken(ctx: object) -> int:
+        raise ZeroDivisionError("boom")
+
+    shell.builtins["broken"] = broken
+    status, _, err = run(shell, "broken; echo still")
+    assert "internal error: ZeroDivisionError: boom" in err
+    assert run(shell, "echo alive")[1] == "alive\n"
