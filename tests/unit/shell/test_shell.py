@@ -151,6 +151,7 @@ def test_a_crashing_builtin_does_not_kill_the_shell(shell: Shell) -> None:
         raise ZeroDivisionError("boom")
 
     shell.builtins["broken"] = broken
-    status, _, err = run(shell, "broken; echo still")
+    status, out, err = run(shell, "broken; echo still")
     assert "internal error: ZeroDivisionError: boom" in err
+    assert (status, out) == (0, "still\n")
     assert run(shell, "echo alive")[1] == "alive\n"
