@@ -14,9 +14,10 @@ def mounts() -> list[str]:
     return Path("/proc/self/mountinfo").read_text().splitlines()
 
 
-def exo_cgroups() -> list[Path]:
+def exo_cgroups(boot_id: str) -> list[Path]:
+    """Cgroup directories left by the kernel with this boot id (``exo-<boot_id>``)."""
     found = []
     for base in Path("/sys/fs/cgroup").iterdir():
         if base.is_dir():
-            found += [p for p in base.rglob("exo-*") if p.is_dir()]
+            found += [p for p in base.rglob(f"exo-{boot_id}") if p.is_dir()]
     return found

@@ -83,9 +83,11 @@ def test_sigterm_stops_everything_and_leaves_nothing(exo_cmd: list[str],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env,
                             text=True)
     assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("cat /sys/kernel/boot_id\n")
     proc.stdin.write("run --cap storage://tmp=READ,WRITE -- /bin/sleep 60 &&"
                      " echo should-not-print\n")
     proc.stdin.flush()
+    boot_id = proc.stdout.readline().strip()
     kernel = psutil.Process(proc.pid)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # wait until the sandboxed sleep is running
@@ -106,7 +108,7 @@ def test_sigterm_stops_everything_and_leaves_nothing(exo_cmd: list[str],
     assert shm_entries() == shm_before
     assert mounts() == mounts_before
     assert not (exo_root / "var" / "run" / "kernel.sock").exists()
-    assert exo_cgroups() == []
+    assert exo_cgroups(boot_id) == []
 
 
 def test_shutdown_command_in_the_shell(exo_cmd: list[str], exo_env: dict[str, str],
