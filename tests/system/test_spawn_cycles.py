@@ -8,16 +8,17 @@ tests/system/test_spawn_cycles.py`` for the full proof.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 import psutil
+from tests.system.helpers import exo_cgroups, mounts, shm_entries
 
 from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.kernel.manifest import parse_grant
-from tests.system.helpers import exo_cgroups, mounts, shm_entries
 
 CYCLES = int(os.environ.get("EXO_KERNEL_SPAWN_CYCLES", "60"))
 CODE = ("from exo_std import fs, Rights\n"
@@ -28,10 +29,8 @@ CODE = ("from exo_std import fs, Rights\n"
 def _fds() -> set[str]:
     out = set()
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the listing's own fd is gone already
             out.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
-        except OSError:
-            pass
     return out
 
 
