@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import secrets
 import shutil
 import sys
 import threading
@@ -44,7 +43,7 @@ class Kernel:
         self.ephemeral = ephemeral
         self.monotonic_start = time.monotonic()
         self.root = config.root
-        self.boot_id = secrets.token_hex(4)
+        self.boot_id = os.urandom(4).hex()
         self.report = BootReport()
         self.started_at = time.time()
         self.first_boot = False

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +77,52 @@ class ShellJob:
                 self.manager.kill(self.proc.pid, signal.SIGKILL)
 
 
+class _SpawnerThread:
+    """Runs every sandbox spawn on one long-lived thread.
+
+    A sandbox dies with the *thread* that started it (PR_SET_PDEATHSIG is per thread),
+    and syscall or control-socket threads come and go. (A one-worker
+    ThreadPoolExecutor would do, but importing concurrent.futures costs the boot ~10 ms.)
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], list[Any], threading.Event] | None]
+        self._jobs = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="exo-spawner",
+                                                daemon=True)
+                self._thread.start()
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        done.wait()
+        ok, value = box
+        if not ok:
+            raise value
+        return value
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, box, done = job
+            try:
+                box += [True, fn()]
+            except BaseException as exc:  # handed to the caller's thread
+                box += [False, exc]
+            done.set()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
+
+
 class ProcessManager:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
@@ -88,9 +133,7 @@ class ProcessManager:
         self._reapers: list[threading.Thread] = []
         self.spawned = 0
         self.reclaimed = 0
-        # Sandboxes die with the *thread* that started them (PR_SET_PDEATHSIG is per
-        # thread), so every spawn runs on this one long-lived thread.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exo-spawner")
+        self._spawner = _SpawnerThread()
 
     # ------------------------------------------------------------------ spawn
     def spawn(
@@ -125,9 +168,10 @@ class ProcessManager:
             spec = self._spec(pid, limits, env or {})
             kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             spec = _with_fd(spec, child_end.fileno())
-            sandbox = self._spawner.submit(
-                sandbox_spawn, spec, list(argv), name=f"p{pid}", boot_id=self.kernel.boot_id,
-                stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]).result()
+            sandbox = self._spawner.call(
+                lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
+                                      boot_id=self.kernel.boot_id, stdin=stdio[0],
+                                      stdout=stdio[1], stderr=stdio[2]))
         except BaseException:
             if kernel_end is not None:
                 kernel_end.close()
@@ -324,7 +368,7 @@ class ProcessManager:
                     p.sandbox.kill()
         for p in procs:
             p.exited.wait(5.0)
-        self._spawner.shutdown(wait=True)
+        self._spawner.stop()
 
 
 def _with_fd(spec: Any, fd: int) -> Any:

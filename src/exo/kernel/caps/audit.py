@@ -8,21 +8,22 @@ of 10,000 costs one write, not 10,000.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Final, Literal
-
-import msgspec
 
 AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release"]
 EVENTS: Final = frozenset({"grant", "deny", "duplicate", "transfer", "revoke", "release"})
 
 
-class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
     """One audited event. ``time`` is Unix time (seconds, float); ``seq`` is monotonic.
 
     ``pid``/``handle`` identify the acting process and handle; ``peer`` is the other process
@@ -43,11 +44,27 @@ class AuditRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 
     def to_dict(self) -> dict[str, object]:
         """A plain dict (for the shell's table and JSON output)."""
-        return {f: getattr(self, f) for f in self.__struct_fields__}
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        """One JSON Lines record; fields still at their default are left out."""
+        data = {k: v for k, v in asdict(self).items() if k in _REQUIRED or v != _DEFAULTS[k]}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, line: bytes) -> AuditRecord:
+        """Parse one line; raises ValueError if it is not a record."""
+        data = json.loads(line)
+        if not isinstance(data, dict) or not _REQUIRED <= data.keys() <= _DEFAULTS.keys():
+            raise ValueError("not an audit record")
+        return cls(**data)
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AuditRecord)
+# The standard library's json rather than a faster codec: audit writes are one per
+# operation (one per revoke, whatever its size), and importing a codec such as msgspec
+# costs the kernel's boot more than all the encoding it would save.
+_DEFAULTS: Final = {f.name: f.default for f in fields(AuditRecord)}
+_REQUIRED: Final = frozenset({"seq", "time", "event"})
 
 
 class AuditLog:
@@ -97,7 +114,7 @@ class AuditLog:
             )
             self._ring.append(rec)
             if self._file is not None:
-                self._file.write(_encoder.encode(rec) + b"\n")
+                self._file.write(rec.to_json() + b"\n")
         return rec
 
     def query(
@@ -142,8 +159,8 @@ class AuditLog:
         with open(path, "rb") as f:
             for line in f:
                 try:
-                    records.append(_decoder.decode(line))
-                except msgspec.DecodeError:
+                    records.append(AuditRecord.from_json(line))
+                except (ValueError, TypeError):
                     continue
         return _filter(records, event, pid, resource_prefix, since, limit)
 

@@ -16,7 +16,7 @@ Not thread-safe on its own: the :class:`~.manager.CapabilityManager` lock guards
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections import deque
 from collections.abc import Iterator
 
@@ -43,8 +43,9 @@ class CapabilitySpace:
             raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
         self.pid = pid
         self.max_handles = max_handles
-        self._salt = secrets.randbits(SLOT_BITS + GEN_BITS)
-        self._salt2 = secrets.randbits(SLOT_BITS + GEN_BITS)
+        # os.urandom, like ``secrets``, without importing secrets' dependencies at boot.
+        self._salt = _random_bits(SLOT_BITS + GEN_BITS)
+        self._salt2 = _random_bits(SLOT_BITS + GEN_BITS)
         self._table: dict[int, Capability] = {}
         self._gens: list[int] = []  # per-slot generation, grows on demand
         self._free: deque[int] = deque()
@@ -137,3 +138,7 @@ class CapabilitySpace:
         """The error for a handle that is not valid here (one message for every cause)."""
         shown = f"{handle:#x}" if type(handle) is int else repr(handle)
         return InvalidHandle(f"handle {shown} is not valid in process {self.pid}")
+
+
+def _random_bits(n: int) -> int:
+    return int.from_bytes(os.urandom((n + 7) // 8), "little") & ((1 << n) - 1)
