@@ -5,15 +5,32 @@ mechanism: ``_bwrap`` (namespaces, mount view), ``_landlock``, ``_seccomp``, ``_
 See docs/sandbox.md for the layering and what each mechanism refuses.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._probe import OPTIONAL_MECHANISMS, probe, warm_up
-from .launcher import (
-    BWRAP_OVERHEAD_PIDS,
-    SandboxedProcess,
-    cleanup_all,
-    default_boot_id,
-    spawn,
-)
 from .spec import NetPolicy, SandboxError, SandboxSpec, SandboxUnavailable
+
+if TYPE_CHECKING:
+    from .launcher import (
+        BWRAP_OVERHEAD_PIDS,
+        SandboxedProcess,
+        cleanup_all,
+        default_boot_id,
+        spawn,
+    )
+
+_LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
+                       "default_boot_id", "spawn"})
+
+
+def __getattr__(name: str) -> Any:
+    # The launcher (subprocess, select, json...) loads at the first spawn, not at
+    # import: the kernel imports this package while booting, before any spawn.
+    if name in _LAUNCHER:
+        from . import launcher
+
+        return getattr(launcher, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BWRAP_OVERHEAD_PIDS",
