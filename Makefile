@@ -15,7 +15,11 @@ run: setup
 test: setup lint typecheck
 	$(PY) -m pytest -q
 
+# Byte-compile our sources every time (cheap when up to date): with
+# PYTHONDONTWRITEBYTECODE set, as on some hosts, Python would otherwise recompile
+# every module at every start, which more than doubles the boot time.
 setup: system-deps $(VENV)/.stamp-install
+	@$(PY) -m compileall -q src bench
 
 # Debian packages, installed only when missing and only when we are root.
 system-deps:
