@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from exo.abi import Rights
 from exo_std._kernel import call
 from exo_std.caps import Capability, _rights_text
 
+if TYPE_CHECKING:
+    from exo_std.ipc import Endpoint
+
 
 def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rights]] = (),
-          *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+          *, stdin: int = 0, stdout: int = 1, stderr: int = 2,
+          channels: Sequence[Endpoint] = ()) -> int:
     """Start ``argv`` as a new sandboxed process holding only ``caps``.
 
     Each entry is a capability we hold (the child gets a duplicate with the same
-    rights) or ``(capability, rights)`` to pass an attenuated copy. Returns the
-    child's Exo pid.
+    rights) or ``(capability, rights)`` to pass an attenuated copy. ``channels`` are
+    ``exo_std.ipc`` endpoints handed to the child (``ipc.inherited()`` there); they are
+    detached here. Returns the child's Exo pid.
     """
     grants = []
     for entry in caps:
         cap, rights = entry if isinstance(entry, tuple) else (entry, entry.rights)
         grants.append({"handle": cap.handle, "rights": _rights_text(rights)})
-    result, _ = call("spawn", fds=[stdin, stdout, stderr], argv=list(argv), caps=grants)
+    fds = [stdin, stdout, stderr]
+    for endpoint in channels:
+        fds += endpoint.fds
+    result, _ = call("spawn", fds=fds, argv=list(argv), caps=grants,
+                     channels=[len(e.fds) for e in channels])
+    for endpoint in channels:
+        endpoint.detach()
     return int(result["pid"])
 
 

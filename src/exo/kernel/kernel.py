@@ -34,6 +34,7 @@ from exo.kernel.tree import ensure_tree
 if TYPE_CHECKING:
     from exo.kernel.caps import CapabilityManager
     from exo.kernel.files import OpenFileTable
+    from exo.kernel.inflight import InFlight
     from exo.kernel.process import ProcessManager
 
 
@@ -103,6 +104,10 @@ class Kernel:
     @property
     def files(self) -> OpenFileTable:
         return cast("OpenFileTable", self.components["files"])
+
+    @property
+    def in_flight(self) -> InFlight:
+        return cast("InFlight", self.components["in_flight"])
 
     def processes_or_none(self) -> ProcessManager | None:
         return cast("ProcessManager | None", self.components.get("processes"))

@@ -146,6 +146,7 @@ class ProcessManager:
         limits: Limits | None = None,
         env: dict[str, str] | None = None,
         derive: Callable[[int], None] | None = None,
+        extra_fds: tuple[int, ...] = (),
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs)."""
         from exo.kernel.syscalls import serve_process
@@ -167,7 +168,7 @@ class ProcessManager:
                 derive(pid)
             spec = self._spec(pid, limits, env or {})
             kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            spec = _with_fd(spec, child_end.fileno())
+            spec = _with_fd(spec, child_end.fileno(), extra_fds)
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
                                       boot_id=self.kernel.boot_id, stdin=stdio[0],
@@ -371,12 +372,12 @@ class ProcessManager:
         self._spawner.stop()
 
 
-def _with_fd(spec: Any, fd: int) -> Any:
+def _with_fd(spec: Any, fd: int, extra: tuple[int, ...]) -> Any:
     from dataclasses import replace
 
     env = dict(spec.env)
     env[BOOTSTRAP_FD_ENV] = str(fd)
-    return replace(spec, keep_fds=(*spec.keep_fds, fd), env=env)
+    return replace(spec, keep_fds=(*spec.keep_fds, fd, *extra), env=env)
 
 
 

@@ -11,12 +11,16 @@ if TYPE_CHECKING:
 def start_capabilities(kernel: Kernel) -> str:
     from exo.kernel.caps import AuditLog, CapabilityManager
     from exo.kernel.files import OpenFileTable
+    from exo.kernel.inflight import InFlight
 
     audit = AuditLog(kernel.root / "var" / "log" / "audit.jsonl")
     caps = CapabilityManager(audit=audit)
     kernel.components["caps"] = caps
     files = OpenFileTable(caps)
     kernel.components["files"] = files
+    in_flight = InFlight(caps)
+    kernel.components["in_flight"] = in_flight
+    kernel.on_shutdown(in_flight.cancel_all)
     kernel.on_shutdown(audit.close)
     kernel.on_shutdown(files.close)  # unmounts the revocable-file server
     return "per-process handle tables, derivation tree, audit log /var/log/audit.jsonl"

@@ -92,7 +92,7 @@ def _dispatch(kernel: Kernel, proc: ExoProcess, msg: dict[str, Any],
         result, out_fds = handler(kernel, proc, args, fds)
         return {"id": req_id, "ok": True, "result": result}, out_fds
     except (CapabilityError, SyscallError, OSError, ValueError, TypeError, KeyError,
-            LookupError, TimeoutError) as exc:
+            LookupError, TimeoutError, OverflowError) as exc:
         kind = type(exc).__name__
         if isinstance(exc, KeyError):
             message = f"missing argument {exc.args[0]!r}"
@@ -309,8 +309,12 @@ def _spawn(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
     caps = args.get("caps", [])
     if not isinstance(caps, list):
         raise TypeError("argument 'caps' must be a list")
-    if len(fds) != 3:
-        raise SyscallError("spawn needs exactly three descriptors (stdin, stdout, stderr)")
+    groups = args.get("channels", [])
+    if not isinstance(groups, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 8 for n in groups):
+        raise TypeError("argument 'channels' must be a list of descriptor counts")
+    if len(fds) != 3 + sum(groups):
+        raise SyscallError("spawn needs stdin, stdout, stderr and each channel's descriptors")
     # The child receives capabilities derived from ones the caller holds (revoking
     # the caller's revokes the child's): it can never give more than it has.
     wanted: list[tuple[int, Rights]] = []
@@ -325,12 +329,32 @@ def _spawn(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
         for handle, want in wanted:
             kernel.caps.delegate(proc.pid, handle, child_pid, want)
 
+    extra, env, at = fds[3:], [], 0
+    for n in groups:  # the child finds them in EXO_CHANNEL_FDS, at the same numbers
+        env.append(",".join(str(fd) for fd in extra[at:at + n]))
+        at += n
     child = kernel.processes.spawn(argv, [], stdio=(fds[0], fds[1], fds[2]),
-                                   parent=proc.pid, derive=derive)
+                                   parent=proc.pid, derive=derive, extra_fds=tuple(extra),
+                                   env={"EXO_CHANNEL_FDS": ";".join(env)} if env else None)
     for fd in fds:
         os.close(fd)
     fds.clear()
     return {"pid": child.pid}, []
+
+
+@syscall("transfer_out")
+def _transfer_out(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                  ) -> tuple[Any, list[int]]:
+    """A handle leaves the caller to travel in a channel message; returns a token."""
+    return {"token": kernel.in_flight.put(proc.pid, _int(args, "handle"))}, []
+
+
+@syscall("transfer_in")
+def _transfer_in(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                 ) -> tuple[Any, list[int]]:
+    """Redeem a token that arrived in a message: the capability joins our space."""
+    handle = kernel.in_flight.take(_int(args, "token"), proc.pid)
+    return _cap_result(kernel, proc.pid, handle), []
 
 
 @syscall("wait")

@@ -1,0 +1,108 @@
+"""Channels between Exo processes: Fusion Rings with a private zero-copy pool.
+
+``channel()`` returns two connected endpoints. Keep one, hand the other to a child with
+``process.spawn(..., channels=[endpoint])``; the child finds it with ``inherited()``.
+Messages up to the inline size travel in the ring's slots; larger ones are written once
+into the channel's own shared pool and read in place (``recv`` returns a ``Block``:
+``with block as view: ...`` then it is freed). Capabilities travel with a message and
+leave the sender, as Zircon handles do: the kernel moves them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from exo.abi import Rights
+from exo_std._kernel import call
+from exo_std.caps import Capability
+
+CHANNEL_FDS_ENV = "EXO_CHANNEL_FDS"
+DEFAULT_POOL = 4 << 20
+
+
+def _send_hook(handles: tuple[int, ...]) -> list[int]:
+    # The kernel takes each handle out of our space and returns a one-use token.
+    return [int(call("transfer_out", handle=h)[0]["token"]) for h in handles]
+
+
+class Endpoint:
+    """One end of a channel: ``send(data, caps=())``, ``recv() -> (data, caps)``."""
+
+    def __init__(self, channel: Any, pool: Any) -> None:
+        self._channel = channel
+        self._pool = pool
+        self._arrived: dict[int, Capability] = {}
+        channel.on_send_handles = _send_hook
+        channel.on_recv_handles = self._redeem
+
+    def _redeem(self, tokens: tuple[int, ...]) -> list[int]:
+        """Turn the tokens that came with a message into handles in our space."""
+        out = []
+        for token in tokens:
+            r = call("transfer_in", token=token)[0]
+            cap = Capability(int(r["handle"]), str(r["resource"]), Rights(int(r["rights"])))
+            self._arrived[cap.handle] = cap
+            out.append(cap.handle)
+        return out
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors that carry this endpoint to another process (rings, pool)."""
+        return (*self._channel.fds, self._pool.fd)
+
+    def send(self, data: bytes | bytearray | memoryview, caps: Sequence[Capability] = (),
+             timeout: float | None = None) -> None:
+        self._channel.send(data, [c.handle for c in caps], timeout)
+
+    def recv(self, timeout: float | None = None) -> tuple[Any, list[Capability]]:
+        """(bytes, or a Block for zero-copy messages; the capabilities that came with it)."""
+        data, handles = self._channel.recv(timeout)
+        return data, [self._arrived.pop(h) for h in handles]
+
+    def peer_alive(self) -> bool:
+        return bool(self._channel.peer_alive())
+
+    def close(self) -> None:
+        self._channel.close()
+        self._pool.close()
+
+    def detach(self) -> None:
+        """Forget this endpoint here after handing it to another process."""
+        self._channel.detach()
+        self._pool.close()
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def channel(*, capacity: int = 256, pool_size: int = DEFAULT_POOL) -> tuple[Endpoint, Endpoint]:
+    """Two connected endpoints sharing a new private pool for zero-copy messages."""
+    from exo.ipc import Channel
+    from exo.mm import SharedPool
+
+    pool = SharedPool.create(pool_size)
+    a, b = Channel.pair(capacity, pool=pool, name=f"exo_std:{os.getpid()}")
+    return Endpoint(a, pool), Endpoint(b, SharedPool.attach(pool.fd))
+
+
+def inherited() -> list[Endpoint]:
+    """The endpoints our parent passed to ``process.spawn(..., channels=[...])``."""
+    from exo.ipc import Channel
+    from exo.mm import SharedPool
+
+    raw = os.environ.get(CHANNEL_FDS_ENV, "")
+    out = []
+    for group in filter(None, raw.split(";")):
+        fds = [int(x) for x in group.split(",")]
+        if len(fds) != 5:
+            raise ValueError(f"{CHANNEL_FDS_ENV}: expected 5 descriptors per channel")
+        pool = SharedPool.attach(fds[4])
+        os.close(fds[4])
+        ch = Channel.attach(fds[:4], pool=pool, name=f"exo_std:{os.getpid()}")
+        out.append(Endpoint(ch, pool))
+    return out
