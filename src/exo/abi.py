@@ -5,8 +5,9 @@ processes, where only the standard library is available (the sandbox exposes the
 host's Python and the ``exo``/``exo_std`` sources, not the kernel's virtualenv).
 So this module uses the standard library only.
 
-Wire format of the bootstrap channel: one JSON object per SOCK_SEQPACKET message,
-file descriptors attached with SCM_RIGHTS. Requests are
+Wire format of the bootstrap channel: one JSON object per message over a Fusion Ring
+channel; file descriptors go beside it on a SOCK_SEQPACKET socket with SCM_RIGHTS (see
+``exo.kernel.bootstrap``); the control socket carries the same JSON. Requests are
 ``{"id": n, "op": name, "args": {...}}``; replies are ``{"id": n, "ok": true,
 "result": ...}`` or ``{"id": n, "ok": false, "error": type, "message": text}``.
 """
@@ -20,7 +21,8 @@ import os
 import socket
 from typing import Any
 
-BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"
+BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
+BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # the Fusion Ring channel + its pool (5 fds)
 PID_ENV = "EXO_PID"
 BOOTSTRAP_FD = 3
 MAX_MESSAGE = 64 * 1024
@@ -31,10 +33,27 @@ class ProtocolError(Exception):
     """A malformed message on a kernel channel."""
 
 
-def send_message(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+def encode_message(obj: dict[str, Any]) -> bytes:
     data = json.dumps(obj, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
         raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    return data
+
+
+def decode_message(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_MESSAGE:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("message is not a JSON object")
+    return obj
+
+
+def send_message(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = encode_message(obj)
     if fds:
         socket.send_fds(sock, [data], fds)
     else:
@@ -53,16 +72,11 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None
             _close(fd)
         raise ProtocolError("message or descriptors truncated")
     try:
-        obj = json.loads(data)
-    except ValueError as exc:
+        return decode_message(data), fds
+    except ProtocolError:
         for fd in fds:
             _close(fd)
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        for fd in fds:
-            _close(fd)
-        raise ProtocolError("message is not a JSON object")
-    return obj, fds
+        raise
 
 
 def _close(fd: int) -> None:

@@ -1,7 +1,9 @@
 """The process's bootstrap channel to the kernel, and the one ``call`` over it.
 
-The kernel starts every Exo process with the channel at a known descriptor (named
-by ``EXO_BOOTSTRAP_FD``). Calls are serialised by a lock: one request, one reply.
+The kernel starts every Exo process with a Fusion Ring channel (and its small pool)
+at the descriptors named by ``EXO_BOOTSTRAP_RING``, and a descriptor-passing socket
+at ``EXO_BOOTSTRAP_FD`` (see ``exo.kernel.bootstrap``). Calls are serialised by a
+lock: one request, one reply.
 """
 
 from __future__ import annotations
@@ -12,29 +14,45 @@ import socket
 import threading
 from typing import Any
 
-from exo.abi import BOOTSTRAP_FD_ENV, ProtocolError, recv_message, send_message
+from exo.abi import (
+    BOOTSTRAP_FD_ENV,
+    BOOTSTRAP_RING_ENV,
+    MAX_FDS,
+    ProtocolError,
+    decode_message,
+    encode_message,
+)
 from exo_std.errors import KernelUnavailable, error_from_reply
 
 
 class KernelConnection:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, endpoint: Any) -> None:
         self._sock = sock
+        self._endpoint = endpoint  # exo_std.ipc.Endpoint: the rings and their pool
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
     def call(self, op: str, fds: list[int] | None = None, **args: Any) -> tuple[Any, list[int]]:
+        from exo.ipc import IpcError
+
         with self._lock:
             req_id = next(self._ids)
+            request: dict[str, Any] = {"id": req_id, "op": op, "args": args}
             try:
-                send_message(self._sock, {"id": req_id, "op": op, "args": args}, fds)
-                reply = recv_message(self._sock)
-            except OSError as exc:
+                if fds:
+                    socket.send_fds(self._sock, [b"F"], fds)
+                    request["nfds"] = len(fds)
+                self._endpoint.send(encode_message(request))
+                data, _ = self._endpoint.recv()
+                msg = decode_message(_take_bytes(data))
+                got: list[int] = []
+                nfds = msg.get("nfds", 0)
+                if isinstance(nfds, int) and 0 < nfds <= MAX_FDS:
+                    _, got, _, _ = socket.recv_fds(self._sock, 1, nfds)
+            except (OSError, IpcError) as exc:
                 raise KernelUnavailable(f"kernel channel failed: {exc}") from None
             except ProtocolError as exc:
                 raise KernelUnavailable(f"kernel sent a malformed reply: {exc}") from None
-        if reply is None:
-            raise KernelUnavailable("the kernel closed the channel")
-        msg, got = reply
         if msg.get("id") != req_id:
             raise KernelUnavailable("reply does not match the request")
         if not msg.get("ok"):
@@ -43,8 +61,23 @@ class KernelConnection:
             raise error_from_reply(str(msg.get("error")), str(msg.get("message")))
         return msg.get("result"), got
 
+    def send_raw(self, data: bytes) -> dict[str, Any]:
+        """Send bytes as they are and return the reply (tests of the kernel's parser)."""
+        with self._lock:
+            self._endpoint.send(data)
+            reply, _ = self._endpoint.recv()
+            return decode_message(_take_bytes(reply))
+
     def close(self) -> None:
+        self._endpoint.close()
         self._sock.close()
+
+
+def _take_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    with data as view:  # a zero-copy block from the channel's pool
+        return bytes(view)
 
 
 _connection: KernelConnection | None = None
@@ -57,16 +90,20 @@ def connection() -> KernelConnection:
     with _connection_lock:
         if _connection is None:
             raw = os.environ.get(BOOTSTRAP_FD_ENV)
-            if raw is None:
+            ring = os.environ.get(BOOTSTRAP_RING_ENV)
+            if raw is None or ring is None:
                 raise KernelUnavailable(
                     f"not running under Exo-OS ({BOOTSTRAP_FD_ENV} is not set); "
                     "start the program with `exo run`"
                 )
+            from exo_std.ipc import attach_endpoint
+
             try:
                 sock = socket.socket(fileno=int(raw))
+                endpoint = attach_endpoint([int(x) for x in ring.split(",")])
             except (ValueError, OSError) as exc:
                 raise KernelUnavailable(f"bad bootstrap channel {raw!r}: {exc}") from None
-            _connection = KernelConnection(sock)
+            _connection = KernelConnection(sock, endpoint)
         return _connection
 
 

@@ -90,19 +90,20 @@ def channel(*, capacity: int = 256, pool_size: int = DEFAULT_POOL) -> tuple[Endp
     return Endpoint(a, pool), Endpoint(b, SharedPool.attach(pool.fd))
 
 
-def inherited() -> list[Endpoint]:
-    """The endpoints our parent passed to ``process.spawn(..., channels=[...])``."""
+def attach_endpoint(fds: Sequence[int]) -> Endpoint:
+    """Rebuild an endpoint from its 5 descriptors (4 ring fds, then the pool's)."""
     from exo.ipc import Channel
     from exo.mm import SharedPool
 
+    if len(fds) != 5:
+        raise ValueError("an endpoint is 5 descriptors: 4 for the rings, 1 for the pool")
+    pool = SharedPool.attach(fds[4])
+    os.close(fds[4])
+    return Endpoint(Channel.attach(fds[:4], pool=pool, name=f"exo_std:{os.getpid()}"), pool)
+
+
+def inherited() -> list[Endpoint]:
+    """The endpoints our parent passed to ``process.spawn(..., channels=[...])``."""
     raw = os.environ.get(CHANNEL_FDS_ENV, "")
-    out = []
-    for group in filter(None, raw.split(";")):
-        fds = [int(x) for x in group.split(",")]
-        if len(fds) != 5:
-            raise ValueError(f"{CHANNEL_FDS_ENV}: expected 5 descriptors per channel")
-        pool = SharedPool.attach(fds[4])
-        os.close(fds[4])
-        ch = Channel.attach(fds[:4], pool=pool, name=f"exo_std:{os.getpid()}")
-        out.append(Endpoint(ch, pool))
-    return out
+    return [attach_endpoint([int(x) for x in group.split(",")])
+            for group in filter(None, raw.split(";"))]

@@ -2,7 +2,7 @@
 
 Each process is a real Linux process started through ``exo.sandbox`` with a
 sandbox built from its capabilities, a capability space in the kernel, and a
-bootstrap channel (a SOCK_SEQPACKET socketpair) served by ``SyscallServer``. When
+bootstrap channel (``exo.kernel.bootstrap``) served by ``exo.kernel.syscalls``. When
 the process exits, everything it held is reclaimed: its capability space, its
 channel, its cgroup and its shared-memory blocks.
 """
@@ -14,16 +14,16 @@ import functools
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import exo
-from exo.abi import BOOTSTRAP_FD_ENV, PID_ENV
+from exo.abi import PID_ENV
+from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
 from exo.kernel.manifest import Grant, Limits, parse_grant
 
@@ -42,7 +42,8 @@ class ExoProcess:
     started: float = field(default_factory=time.monotonic)
     host_pid: int = 0
     status: int | None = None
-    channel: socket.socket | None = None
+    channel: BootstrapChannel | None = None
+    server: threading.Thread | None = None
     inbox: queue.Queue[tuple[int, int]] = field(default_factory=queue.Queue)
     exited: threading.Event = field(default_factory=threading.Event)
     sandbox: Any = None
@@ -160,32 +161,30 @@ class ProcessManager:
             self._next_pid += 1
         proc = ExoProcess(pid, list(argv), parent)
         self.caps.create_space(pid)
-        kernel_end = child_end = None
+        channel: BootstrapChannel | None = None
         try:
             for g in grants:
                 self.caps.grant_root(pid, g.name, g.rights)
             if derive is not None:
                 derive(pid)
-            spec = self._spec(pid, limits, env or {})
-            kernel_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            spec = _with_fd(spec, child_end.fileno(), extra_fds)
+            channel = BootstrapChannel()
+            spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()})
+            spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
                                       boot_id=self.kernel.boot_id, stdin=stdio[0],
                                       stdout=stdio[1], stderr=stdio[2]))
         except BaseException:
-            if kernel_end is not None:
-                kernel_end.close()
+            if channel is not None:
+                channel.close()
             self.caps.destroy_space(pid)
             raise
-        finally:
-            if child_end is not None:
-                child_end.close()  # the child has its copy; ours would hide its exit
-        proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, kernel_end
+        channel.forget_child_end()
+        proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
         with self._lock:
             self._table[pid] = proc
             self.spawned += 1
-        serve_process(self.kernel, proc)
+        proc.server = serve_process(self.kernel, proc)
         reaper = threading.Thread(target=self._reap, args=(proc,), name=f"exo-reap-{pid}",
                                   daemon=True)
         reaper.start()
@@ -262,9 +261,10 @@ class ProcessManager:
         if pool is not None and hasattr(pool, "reclaim"):
             with contextlib.suppress(Exception):
                 pool.reclaim(proc.host_pid)
-        if proc.channel is not None:
-            with contextlib.suppress(OSError):
-                proc.channel.shutdown(socket.SHUT_RDWR)
+        if proc.server is not None:
+            # The syscall thread owns the channel (a ring endpoint serves one thread):
+            # it sees the peer gone, closes the channel and ends.
+            proc.server.join(5.0)
         with contextlib.suppress(Exception):
             proc.sandbox.cleanup()
         with self._lock:
@@ -370,15 +370,6 @@ class ProcessManager:
         for p in procs:
             p.exited.wait(5.0)
         self._spawner.stop()
-
-
-def _with_fd(spec: Any, fd: int, extra: tuple[int, ...]) -> Any:
-    from dataclasses import replace
-
-    env = dict(spec.env)
-    env[BOOTSTRAP_FD_ENV] = str(fd)
-    return replace(spec, keep_fds=(*spec.keep_fds, fd, *extra), env=env)
-
 
 
 def _text(value: str) -> str:

@@ -2,9 +2,9 @@
 
 A syscall blocks only its caller's thread (``wait``, ``recv_capability``), exactly
 as a blocking system call would. Every request is validated; a bad one gets an
-error reply and the kernel stays up. The channel reaching EOF means the process
-is gone (the kernel holds no copy of the child's end), which is how death is
-detected without polling.
+error reply and the kernel stays up. The bootstrap channel reporting its peer gone
+(the ring's liveness socket hung up: the kernel holds no copy of the child's end) is
+how death is detected without polling.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from exo.abi import ProtocolError, recv_message, send_message
+from exo.abi import ProtocolError
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
 
 if TYPE_CHECKING:
@@ -51,32 +51,33 @@ def serve_process(kernel: Kernel, proc: ExoProcess) -> threading.Thread:
 
 
 def _serve(kernel: Kernel, proc: ExoProcess) -> None:
-    sock = proc.channel
-    assert sock is not None
+    channel = proc.channel
+    assert channel is not None
     while True:
         try:
-            got = recv_message(sock)
+            got = channel.recv()
         except ProtocolError as exc:
-            with contextlib.suppress(OSError):
-                send_message(sock, {"id": None, "ok": False, "error": "ProtocolError",
-                                    "message": str(exc)})
+            try:
+                channel.send({"id": None, "ok": False, "error": "ProtocolError",
+                              "message": str(exc)})
+            except Exception:
+                break
             continue
-        except OSError:
+        except Exception:  # the channel is closed under us (process reclaimed)
             break
         if got is None:
-            break
+            break  # the process is gone: its reaper reclaims everything
         msg, fds = got
         reply, out_fds = _dispatch(kernel, proc, msg, fds)
         try:
-            send_message(sock, reply, out_fds)
-        except (OSError, ProtocolError):
+            channel.send(reply, out_fds)
+        except Exception:
             break
         finally:
             for fd in out_fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-    with contextlib.suppress(OSError):
-        sock.close()
+    channel.close()
 
 
 def _dispatch(kernel: Kernel, proc: ExoProcess, msg: dict[str, Any],

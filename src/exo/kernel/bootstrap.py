@@ -1,0 +1,105 @@
+"""The bootstrap channel between the kernel and one process.
+
+Messages (syscall requests and replies, JSON per ``exo.abi``) travel over a Fusion Ring
+channel with a small private pool for the ones above the inline size. Descriptors
+cannot travel in shared memory, so a SOCK_SEQPACKET socketpair beside the rings carries
+them with SCM_RIGHTS: a message that comes with descriptors says how many (``nfds``),
+and they were sent on the socket just before it. The channel's liveness sockets tell
+the kernel the process died (``PeerGoneError``) without any polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import Any
+
+from exo.abi import (
+    BOOTSTRAP_FD_ENV,
+    BOOTSTRAP_RING_ENV,
+    MAX_FDS,
+    ProtocolError,
+    decode_message,
+    encode_message,
+)
+
+RING_CAPACITY = 16
+POOL_SIZE = 256 * 1024
+
+
+class BootstrapChannel:
+    """The kernel's end. Used by one thread at a time (the process's syscall thread)."""
+
+    def __init__(self) -> None:
+        from exo.ipc import Channel
+        from exo.mm import SharedPool
+
+        self.pool = SharedPool.create(POOL_SIZE)
+        self.ring, self._child_ring = Channel.pair(RING_CAPACITY, pool=self.pool,
+                                                   name="bootstrap")
+        self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._child_sock: socket.socket | None = child_sock
+
+    def child_fds(self) -> tuple[int, ...]:
+        assert self._child_sock is not None
+        return (self._child_sock.fileno(), *self._child_ring.fds, self.pool.fd)
+
+    def child_env(self) -> dict[str, str]:
+        assert self._child_sock is not None
+        return {BOOTSTRAP_FD_ENV: str(self._child_sock.fileno()),
+                BOOTSTRAP_RING_ENV: ",".join(str(fd) for fd in
+                                             (*self._child_ring.fds, self.pool.fd))}
+
+    def forget_child_end(self) -> None:
+        """After the spawn: the child holds its copies; ours would hide its death."""
+        self._child_ring.detach()
+        if self._child_sock is not None:
+            self._child_sock.close()
+            self._child_sock = None
+
+    def recv(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next request and its descriptors; None once the process is gone."""
+        from exo.ipc import PeerGoneError
+
+        try:
+            data, _ = self.ring.recv()
+        except PeerGoneError:
+            return None
+        raw = _take_bytes(data)
+        msg = decode_message(raw)
+        nfds = msg.pop("nfds", 0)
+        fds: list[int] = []
+        if nfds:
+            if not isinstance(nfds, int) or not 0 < nfds <= MAX_FDS:
+                raise ProtocolError(f"bad descriptor count {nfds!r}")
+            _, fds, _, _ = socket.recv_fds(self.sock, 1, nfds)
+            if len(fds) != nfds:
+                for fd in fds:
+                    os.close(fd)
+                raise ProtocolError(f"expected {nfds} descriptors, got {len(fds)}")
+        return msg, fds
+
+    def send(self, obj: dict[str, Any], fds: list[int] | None = None) -> None:
+        if fds:
+            socket.send_fds(self.sock, [b"F"], fds)
+            obj = {**obj, "nfds": len(fds)}
+        self.ring.send(encode_message(obj))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ring.close()
+        with contextlib.suppress(Exception):
+            self._child_ring.detach()
+        for s in (self.sock, self._child_sock):
+            if s is not None:
+                s.close()
+        self.pool.close()
+
+
+def _take_bytes(data: Any) -> bytes:
+    """Inline messages arrive as bytes; larger ones as a pool Block, freed here."""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    with data as view:
+        return bytes(view)
