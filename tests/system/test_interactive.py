@@ -120,3 +120,36 @@ def test_history_persists(term: pexpect.spawn, exo_root: Path) -> None:
     term.sendline("exit")
     term.expect(pexpect.EOF)
     assert "echo remember-me" in (exo_root / "home" / "root" / ".exo_history").read_text()
+
+
+def test_login_as_a_user_with_a_password(exo_env: dict[str, str], exo_root: Path) -> None:
+    from exo.kernel.tree import ensure_tree
+    from exo.kernel.users import UserDatabase
+
+    ensure_tree(exo_root)
+    UserDatabase(exo_root).add("alice", "wonderland")
+    (exo_root / "home" / "alice").mkdir()
+    env = dict(exo_env, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "exo", "boot"], env=env, encoding="utf-8",
+                          timeout=30)
+    try:
+        child.expect("exo-os login: ")
+        child.sendline("alice")
+        child.expect("Password: ")
+        child.sendline("not-it")
+        child.expect("Login incorrect")
+        child.expect("exo-os login: ")
+        child.sendline("alice")
+        child.expect("Password: ")
+        child.sendline("wonderland")
+        child.expect(r"exo-os:~\$")
+        child.sendline("whoami; pwd")
+        child.expect("alice")
+        child.expect("/home/alice")
+        child.sendline("useradd mallory")
+        child.expect("only root manages users")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)

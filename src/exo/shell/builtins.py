@@ -574,3 +574,61 @@ def _jobs(ctx: CommandContext) -> int:
         state = "Running" if not job.done.is_set() else f"Done({job.status})"
         ctx.out(f"[{job.number}] {state:<10} {job.source}")
     return 0
+
+
+def _read_secret(ctx: CommandContext, prompt: str) -> str:
+    """A password from the terminal (not echoed), or one line of stdin in scripts."""
+    if os.isatty(ctx.stdin):
+        import getpass
+
+        with open(os.ttyname(ctx.stdin), "r+") as tty:
+            return getpass.getpass(prompt, stream=tty)
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(ctx.stdin, 1)
+        if not chunk:
+            break
+        line += chunk
+    return line.decode().rstrip("\n")
+
+
+def _require_root(ctx: CommandContext) -> None:
+    if ctx.shell.session.uid != 0:
+        raise CommandError("permission denied: only root manages users")
+
+
+@builtin("useradd", "create a user: useradd NAME (asks for the password)")
+def _useradd(ctx: CommandContext) -> int:
+    from exo.kernel.users import UserDatabase, UserError
+
+    _require_root(ctx)
+    if len(ctx.args) != 1:
+        raise CommandError("usage: useradd NAME", 2)
+    password = _read_secret(ctx, "New password: ")
+    if not password:
+        raise CommandError("a password is required")
+    try:
+        user = UserDatabase(ctx.shell.kernel.root).add(ctx.args[0], password)
+    except UserError as exc:
+        raise CommandError(str(exc)) from None
+    ctx.shell.vfs.mkdir(user.home, parents=True)
+    ctx.out(f"user {user.name} created (uid {user.uid}, home {user.home})")
+    return 0
+
+
+@builtin("passwd", "change a password: passwd [NAME]")
+def _passwd(ctx: CommandContext) -> int:
+    from exo.kernel.users import UserDatabase, UserError
+
+    name = ctx.args[0] if ctx.args else ctx.shell.session.user
+    if name != ctx.shell.session.user:
+        _require_root(ctx)
+    password = _read_secret(ctx, "New password: ")
+    if not password:
+        raise CommandError("a password is required")
+    try:
+        UserDatabase(ctx.shell.kernel.root).set_password(name, password)
+    except UserError as exc:
+        raise CommandError(str(exc)) from None
+    ctx.out(f"password updated for {name}")
+    return 0

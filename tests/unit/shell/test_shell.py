@@ -155,3 +155,22 @@ def test_a_crashing_builtin_does_not_kill_the_shell(shell: Shell) -> None:
     assert "internal error: ZeroDivisionError: boom" in err
     assert (status, out) == (0, "still\n")
     assert run(shell, "echo alive")[1] == "alive\n"
+
+
+def test_useradd_and_passwd_store_scrypt_hashes(shell: Shell) -> None:
+    from exo.kernel.users import UserDatabase
+
+    status, out, err = run(shell, "useradd alice", stdin=b"s3cret\n")
+    assert status == 0, err
+    assert "user alice created (uid 1000" in out
+    db = UserDatabase(shell.kernel.root)
+    alice = db.get("alice")
+    assert alice is not None and alice.password_hash.startswith("$scrypt$")
+    assert "s3cret" not in (shell.kernel.root / "etc" / "passwd").read_text()
+    assert db.authenticate("alice", "s3cret", dev_mode=True) is not None
+    assert db.authenticate("alice", "wrong", dev_mode=True) is None
+    assert shell.vfs.is_dir("/home/alice")
+    assert run(shell, "useradd alice", stdin=b"x\n")[0] == 1
+    assert run(shell, "passwd alice", stdin=b"n3w\n")[0] == 0
+    assert db.authenticate("alice", "n3w", dev_mode=True) is not None
+    assert run(shell, "useradd 'bad name'", stdin=b"x\n")[0] == 1
