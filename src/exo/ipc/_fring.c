@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -1250,9 +1251,9 @@ static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
         r->cached = r->pos;
         atomic_store_explicit(&h->cons_pid, (uint32_t)getpid(), memory_order_relaxed);
     }
-    r->spin_ns = 20000;
+    r->spin_ns = 5000; /* measured: 5 us covers a round trip, yet gives way under oversubscription */
     r->yields = 0;
-    r->tick_ns = 10 * 1000000LL;
+    r->tick_ns = 25 * 1000000LL; /* peer-death bound vs idle wake-ups (each ~50 us here) */
     return 0;
 }
 
@@ -1363,6 +1364,70 @@ static PyObject *mod_init_header(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_latency_slice(us): ask the (EEVDF) scheduler for a short time slice for the
+ * calling thread (sched_setattr, SCHED_OTHER, sched_runtime = slice).  Since Linux 6.12
+ * a task with a shorter slice may preempt the running task when woken, so a ring
+ * waiter woken by FUTEX_WAKE runs at once instead of after a busy task's 3 ms slice.
+ * 0 restores the default.  Returns False where the kernel does not support it. */
+struct fr_sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+static PyObject *mod_set_latency_slice(PyObject *m, PyObject *arg) {
+    double us = PyFloat_AsDouble(arg);
+    if (us == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (us < 0 || us > 100000) {
+        PyErr_SetString(PyExc_ValueError, "slice must be in [0, 100000] microseconds");
+        return NULL;
+    }
+    struct fr_sched_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.sched_policy = 0; /* SCHED_OTHER */
+    a.sched_nice = (int32_t)getpriority(PRIO_PROCESS, 0);
+    a.sched_runtime = (uint64_t)(us * 1000.0);
+#ifdef SYS_sched_setattr
+    if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
+        Py_RETURN_TRUE;
+#endif
+    Py_RETURN_FALSE;
+}
+
+/* checksum(buffer, seed=0) -> int: a position-sensitive 64-bit Fletcher-style sum that
+ * reads every byte at memory speed (zlib.crc32 runs at ~2.5 GB/s here, slower than a
+ * copy, and would hide the transport's cost).  Chaining: pass the previous result. */
+static PyObject *mod_checksum(PyObject *m, PyObject *args) {
+    Py_buffer b;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "y*|K:checksum", &b, &seed))
+        return NULL;
+    const uint8_t *p = b.buf;
+    size_t n = (size_t)b.len, i = 0;
+    uint64_t a0 = seed, a1 = 0, s0 = 0, s1 = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint64_t w0, w1;
+        memcpy(&w0, p + i, 8);
+        memcpy(&w1, p + i + 8, 8);
+        a0 += w0;
+        a1 += w1;
+        s0 += a0;
+        s1 += a1;
+    }
+    for (; i < n; i++) {
+        a0 += p[i];
+        s0 += a0;
+    }
+    PyBuffer_Release(&b);
+    uint64_t h = (a0 + 0x9E3779B97F4A7C15ULL * a1) ^ (s0 * 0xC2B2AE3D27D4EB4FULL) ^ (s1 + n);
+    return PyLong_FromUnsignedLongLong(h);
+}
+
 static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
     PyObject *a, *b, *c;
     if (!PyArg_ParseTuple(args, "OOO", &a, &b, &c))
@@ -1375,6 +1440,10 @@ static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
 
 static PyMethodDef mod_methods[] = {
     {"init_header", mod_init_header, METH_VARARGS, "init_header(buffer, capacity, start=0)"},
+    {"set_latency_slice", mod_set_latency_slice, METH_O,
+     "set_latency_slice(us) -> bool: short EEVDF slice for the calling thread (0 = default)."},
+    {"checksum", mod_checksum, METH_VARARGS,
+     "checksum(buffer, seed=0) -> int: fast 64-bit checksum reading every byte."},
     {"_set_exceptions", mod_set_exceptions, METH_VARARGS,
      "_set_exceptions(ProtocolError, PeerDiedError, PeerClosedError)"},
     {NULL}};
