@@ -8,8 +8,6 @@ Every step reports OK, FAILED or SKIP with what it found; nothing is pretended.
 from __future__ import annotations
 
 import os
-import platform
-import shutil
 import sys
 import threading
 import time
@@ -58,7 +56,7 @@ class Kernel:
     # ----------------------------------------------------------------- boot
     def boot(self, log: TextIO | None = None) -> BootReport:
         if log is not None:
-            log.write(f"Exo-OS {__version__} ({platform.machine()})\n")
+            log.write(self.version_line() + "\n")
         for phase, steps in ((Phase.CRITICAL, self._critical_steps()),
                              (Phase.NORMAL, self._normal_steps())):
             t0 = time.perf_counter()
@@ -113,7 +111,7 @@ class Kernel:
         return cast("ProcessManager | None", self.components.get("processes"))
 
     def version_line(self) -> str:
-        return f"Exo-OS {__version__} ({platform.machine()})"
+        return f"Exo-OS {__version__} ({os.uname().machine})"
 
     def log(self, message: str) -> None:
         """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log."""
@@ -259,7 +257,7 @@ class Kernel:
         found = []
         if Path("/dev/tpm0").exists() or Path("/dev/tpmrm0").exists():
             found.append("hardware TPM present")
-        elif shutil.which("swtpm"):
+        elif _which("swtpm"):
             found.append("swtpm installed")
         raise SkipStep(
             "TPM/HSM integration not built yet"
@@ -271,3 +269,9 @@ class Kernel:
 
     def _step_posix_x(self) -> str:
         raise SkipStep("POSIX-X not built yet")
+
+
+def _which(program: str) -> bool:
+    """Whether ``program`` is on PATH (shutil.which without importing shutil at boot)."""
+    return any(os.access(os.path.join(d, program), os.X_OK)
+               for d in os.environ.get("PATH", "").split(os.pathsep) if d)

@@ -8,7 +8,7 @@ listing always reflects the kernel as it is now.
 from __future__ import annotations
 
 import json
-import platform
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeAlias
@@ -63,8 +63,8 @@ def _const(text: str) -> Callable[[], str]:
 def proc_tree(kernel: Kernel) -> VirtualTree:
     def build() -> Mapping[str, Node]:
         tree: dict[str, Node] = {
-            "version": _const(f"Exo-OS {__version__} ({platform.machine()}) hosted on "
-                              f"Linux {platform.release()}\n"),
+            "version": _const(f"Exo-OS {__version__} ({os.uname().machine}) hosted on "
+                              f"Linux {os.uname().release}\n"),
             "uptime": lambda: f"{time.time() - kernel.started_at:.2f}\n",
             "boot": lambda: json.dumps(kernel.report.as_dict(), indent=2) + "\n",
         }

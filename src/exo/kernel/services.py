@@ -30,7 +30,7 @@ def start_processes(kernel: Kernel) -> str:
     if "caps" not in kernel.components:
         raise RuntimeError("needs the capability space")
     from exo.kernel.process import ProcessManager
-    from exo.sandbox import cleanup_all, probe
+    from exo.sandbox import probe
 
     found = probe(quick=True)
     missing = _missing_mechanisms(found)
@@ -40,6 +40,8 @@ def start_processes(kernel: Kernel) -> str:
     kernel.components["processes"] = procs
 
     def stop() -> None:
+        from exo.sandbox import cleanup_all  # loads the launcher: only at shutdown
+
         procs.shutdown()
         cleanup_all(kernel.boot_id)
 

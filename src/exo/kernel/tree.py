@@ -7,7 +7,6 @@ shows them; their contents are synthesised from kernel state (see ``procfs``).
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 from exo import __version__
@@ -30,7 +29,7 @@ def _default_files() -> dict[str, str]:
             'NAME="Exo-OS"\n'
             f'VERSION="{__version__}"\n'
             "ID=exo\n"
-            f'PRETTY_NAME="Exo-OS {__version__} ({platform.machine()})"\n'
+            f'PRETTY_NAME="Exo-OS {__version__} ({os.uname().machine})"\n'
         ),
         # name:hash:uid:gid:gecos:home:shell. An empty hash means "no password",
         # which login accepts for root only in development mode.

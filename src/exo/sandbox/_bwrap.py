@@ -10,7 +10,6 @@ the spec grants. The root itself is remounted read-only.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ _NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
 
 
 def bwrap_path() -> str | None:
+    import shutil  # lazily: keeps shutil (bz2, lzma...) off the boot path
+
     return shutil.which(BWRAP)
 
 

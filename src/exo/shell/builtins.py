@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import time
 from collections.abc import Callable
@@ -359,8 +358,8 @@ def _whoami(ctx: CommandContext) -> int:
 @builtin("uname", "print system information: uname [-a]")
 def _uname(ctx: CommandContext) -> int:
     if "-a" in ctx.args:
-        ctx.out(f"Exo-OS exo-os {__version__} hosted-linux-{platform.release()} "
-                f"{platform.machine()}")
+        u = os.uname()
+        ctx.out(f"Exo-OS exo-os {__version__} hosted-linux-{u.release} {u.machine}")
     else:
         ctx.out("Exo-OS")
     return 0

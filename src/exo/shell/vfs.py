@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +136,8 @@ class Vfs:
         if host.is_dir() and not host.is_symlink():
             if not recursive:
                 raise IsADirectoryError(f"{p}: is a directory (use rm -r)")
+            import shutil
+
             shutil.rmtree(host)
         elif host.exists() or host.is_symlink():
             host.unlink()
@@ -144,6 +145,8 @@ class Vfs:
             raise FileNotFoundError(f"{p}: no such file or directory")
 
     def copy(self, src: str, dst: str, recursive: bool = False) -> None:
+        import shutil  # lazily: shutil pulls bz2 and lzma, which boot does not need
+
         s, d = self.host_path(src), self.host_path(dst)
         if d.is_dir():
             d = d / s.name
@@ -162,7 +165,7 @@ class Vfs:
             raise FileNotFoundError(f"{src}: no such file or directory")
         if d.is_dir():
             d = d / s.name
-        os.replace(s, d) if not d.is_dir() else shutil.move(str(s), str(d))
+        os.replace(s, d)
 
     def open_write(self, p: str, append: bool = False) -> int:
         host = self.host_path(p)

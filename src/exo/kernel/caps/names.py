@@ -8,7 +8,6 @@ slip past a check written against the other spelling.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +226,8 @@ def _host(name: str, text: str) -> str:
 
 def _ip(name: str, text: str, *, ipv6_only: bool) -> str:
     try:
+        import ipaddress  # lazily: only net:// names need it, not the boot
+
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise InvalidResourceName(f"{name!r}: {text!r} is not a valid IP address") from None
@@ -241,6 +242,8 @@ def _is_loopback(host: str) -> bool:
     if host in (LOOPBACK, "localhost"):
         return True
     try:
+        import ipaddress
+
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
