@@ -35,6 +35,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boot.json"
 PY = sys.executable
+# The console script users run (`make run` runs it too), not `python -m exo`.
+EXO = str(Path(sys.executable).with_name("exo"))
 
 
 def _timed(argv: list[str], env: dict[str, str]) -> float:
@@ -46,7 +48,7 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
 def _boot_once(env: dict[str, str]) -> tuple[float, float]:
     """(ms to first command output, kernel RSS in MB at that moment)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([PY, "-m", "exo", "boot", "--quiet"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([EXO, "boot", "--quiet"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"echo ready\n")
@@ -88,7 +90,7 @@ def main() -> None:
             samples["boot"].append(ms)
             samples["rss"].append(rss)
             samples["imports"].append(_timed([PY, "-c", "import asyncio, json, ssl"], env))
-            out = subprocess.run([PY, "-m", "exo", "boot", "--json-boot"], env=env,
+            out = subprocess.run([EXO, "boot", "--json-boot"], env=env,
                                  capture_output=True, check=True).stdout
             samples["kernel_boot"].append(float(json.loads(out)["boot_ms"]))
             bar.advance(task)

@@ -37,9 +37,12 @@ _NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
 
 
 def bwrap_path() -> str | None:
-    import shutil  # lazily: keeps shutil (bz2, lzma...) off the boot path
-
-    return shutil.which(BWRAP)
+    """Where bwrap is on PATH (shutil.which's job; shutil costs the boot bz2 and lzma)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", BWRAP)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def runtime_paths() -> tuple[Path, ...]:
