@@ -10,7 +10,7 @@ APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
 .PHONY: run test setup system-deps lint typecheck unit bench clean
 
 run: setup
-	$(VENV)/bin/exo boot
+	@$(VENV)/bin/exo boot
 
 test: setup lint typecheck
 	$(PY) -m pytest -q

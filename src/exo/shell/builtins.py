@@ -430,6 +430,9 @@ def _kill(ctx: CommandContext) -> int:
 
 def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal; aligned plain columns for pipes and files."""
+    if not rows and ctx.isatty():
+        ctx.out("(nothing to show)")
+        return
     if ctx.isatty():
         from rich.console import Console
         from rich.table import Table
