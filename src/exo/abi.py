@@ -15,7 +15,6 @@ channel; file descriptors go beside it on a SOCK_SEQPACKET socket with SCM_RIGHT
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import os
 import socket
@@ -84,19 +83,15 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-class Rights(enum.IntFlag):
-    """What a capability lets its holder do with the resource it names.
+def message_bytes(data: Any) -> bytes:
+    """The bytes of a received ring message: inline messages arrive as bytes, larger
+    ones as a pool ``Block``, which is copied out and handed back to the pool here."""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    with data as view:
+        return bytes(view)
 
-    Defined here, in the ABI, because the bit values are the contract between the
-    kernel and applications: both sides must agree on them.
-    """
 
-    NONE = 0
-    READ = 1 << 0
-    WRITE = 1 << 1
-    EXECUTE = 1 << 2
-    SEND = 1 << 3
-    RECV = 1 << 4
-    DUPLICATE = 1 << 5
-    TRANSFER = 1 << 6
-    GRANT = 1 << 7
+# The rights bits are the contract between the kernel and applications; both sides use
+# the kernel's definition (its module and its package import only the standard library).
+from exo.kernel.caps.rights import Rights as Rights  # noqa: E402

@@ -21,6 +21,7 @@ from exo.abi import (
     ProtocolError,
     decode_message,
     encode_message,
+    message_bytes,
 )
 from exo_std.errors import KernelUnavailable, error_from_reply
 
@@ -44,7 +45,7 @@ class KernelConnection:
                     request["nfds"] = len(fds)
                 self._endpoint.send(encode_message(request))
                 data, _ = self._endpoint.recv()
-                msg = decode_message(_take_bytes(data))
+                msg = decode_message(message_bytes(data))
                 got: list[int] = []
                 nfds = msg.get("nfds", 0)
                 if isinstance(nfds, int) and 0 < nfds <= MAX_FDS:
@@ -66,18 +67,12 @@ class KernelConnection:
         with self._lock:
             self._endpoint.send(data)
             reply, _ = self._endpoint.recv()
-            return decode_message(_take_bytes(reply))
+            return decode_message(message_bytes(reply))
 
     def close(self) -> None:
         self._endpoint.close()
         self._sock.close()
 
-
-def _take_bytes(data: Any) -> bytes:
-    if isinstance(data, bytes | bytearray):
-        return bytes(data)
-    with data as view:  # a zero-copy block from the channel's pool
-        return bytes(view)
 
 
 _connection: KernelConnection | None = None

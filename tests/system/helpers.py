@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exo.kernel.manifest import parse_grant
+
+if TYPE_CHECKING:
+    from exo.kernel.kernel import Kernel
+
+APP_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 def shm_entries() -> set[str]:
@@ -23,3 +34,15 @@ def exo_cgroups(boot_id: str) -> list[Path]:
         if base.is_dir():
             found += [p for p in base.rglob(f"exo-{boot_id}") if p.is_dir()]
     return found
+
+
+def run_app(kernel: Kernel, code: str, *caps: str) -> tuple[int, str, str]:
+    """Run Python ``code`` as a sandboxed Exo process holding ``caps``; (status, out, err)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = kernel.processes.spawn(
+            [APP_PYTHON, "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
+            stdio=(os.open(os.devnull, os.O_RDONLY), out.fileno(), err.fileno()))
+        status = kernel.processes.wait(proc.pid, timeout=60)
+        out.seek(0)
+        err.seek(0)
+        return status, out.read().decode(), err.read().decode()

@@ -5,43 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from tests.system.helpers import APP_PYTHON, run_app
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
-from exo.kernel.manifest import parse_grant
-
-PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
-    k.boot()
-    (k.root / "home" / "a").mkdir(parents=True)
-    (k.root / "home" / "b").mkdir(parents=True)
-    (k.root / "home" / "b" / "secret.txt").write_text("b's secret\n")
-    try:
-        yield k
-    finally:
-        k.shutdown()
-
-
-def run_app(kernel: Kernel, code: str, *caps: str) -> tuple[int, str, str]:
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = kernel.processes.spawn(
-            [PY, "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
-            stdio=(os.open(os.devnull, os.O_RDONLY), out.fileno(), err.fileno()))
-        status = kernel.processes.wait(proc.pid, timeout=60)
-        out.seek(0)
-        err.seek(0)
-        return status, out.read().decode(), err.read().decode()
+@pytest.fixture(autouse=True)
+def _other_apps_secret(kernel: Kernel) -> None:
+    (kernel.root / "home" / "b" / "secret.txt").write_text("b's secret\n")
 
 
 def test_forged_and_guessed_handles_are_refused(kernel: Kernel) -> None:
@@ -185,7 +160,7 @@ def test_send_capability_moves_the_handle(kernel: Kernel) -> None:
         print("got", cap.resource, "from", sender)
     """
     with tempfile.TemporaryFile() as out:
-        receiver = kernel.processes.spawn([PY, "-c", textwrap.dedent(receiver_code)], [],
+        receiver = kernel.processes.spawn([APP_PYTHON, "-c", textwrap.dedent(receiver_code)], [],
                                           stdio=(0, out.fileno(), out.fileno()))
         status, sout, serr = run_app(kernel, f"""
             from exo_std import handles, send_capability, Rights

@@ -3,41 +3,15 @@ peer death — through exo_std, as applications use them."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-import textwrap
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from tests.system.helpers import run_app
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
-from exo.kernel.manifest import parse_grant
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
-    k.boot()
-    (k.root / "home" / "demo").mkdir(parents=True)
-    (k.root / "home" / "demo" / "note.txt").write_text("shared through a moved capability\n")
-    try:
-        yield k
-    finally:
-        k.shutdown()
-
-
-def run_app(kernel: Kernel, code: str, *caps: str) -> tuple[int, str, str]:
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = kernel.processes.spawn(
-            ["/usr/bin/python3", "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
-            stdio=(os.open(os.devnull, os.O_RDONLY), out.fileno(), err.fileno()))
-        status = kernel.processes.wait(proc.pid, timeout=60)
-        out.seek(0)
-        err.seek(0)
-        return status, out.read().decode(), err.read().decode()
-
+@pytest.fixture(autouse=True)
+def _note(kernel: Kernel) -> None:
+    (kernel.root / "home" / "demo" / "note.txt").write_text("shared through a moved capability\n")
 
 CHILD = """
 from exo_std import ipc, fs, Rights

@@ -22,6 +22,7 @@ from exo.abi import (
     ProtocolError,
     decode_message,
     encode_message,
+    message_bytes,
 )
 
 RING_CAPACITY = 16
@@ -66,7 +67,7 @@ class BootstrapChannel:
             data, _ = self.ring.recv()
         except PeerGoneError:
             return None
-        raw = _take_bytes(data)
+        raw = message_bytes(data)
         msg = decode_message(raw)
         nfds = msg.pop("nfds", 0)
         fds: list[int] = []
@@ -96,10 +97,3 @@ class BootstrapChannel:
                 s.close()
         self.pool.close()
 
-
-def _take_bytes(data: Any) -> bytes:
-    """Inline messages arrive as bytes; larger ones as a pool Block, freed here."""
-    if isinstance(data, bytes | bytearray):
-        return bytes(data)
-    with data as view:
-        return bytes(view)

@@ -1,0 +1,24 @@
+"""Fixtures of the system tests that drive an in-process kernel directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exo.kernel.config import KernelConfig
+from exo.kernel.kernel import Kernel
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    """A booted ephemeral kernel with app homes /home/a, /home/b and /home/demo."""
+    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
+    k.boot()
+    for home in ("a", "b", "demo"):
+        (k.root / "home" / home).mkdir(parents=True)
+    try:
+        yield k
+    finally:
+        k.shutdown()
