@@ -28,7 +28,11 @@ def attempt(port):
         s.close()
 print(attempt(PORT))
 print(attempt(OTHER))
-print(sorted(name for _, name in socket.if_nameindex()))
+try:
+    with open("/proc/self/net/dev") as f:
+        print(sorted(line.split(":")[0].strip() for line in f.readlines()[2:]))
+except OSError as exc:
+    print("interfaces unreadable", errno.errorcode.get(exc.errno))
 """
 
 
