@@ -11,6 +11,8 @@ import json
 import os
 import random
 import zlib
+from array import array
+from itertools import accumulate, pairwise
 from typing import Any
 
 from _procs import fork_child, reap
@@ -62,6 +64,8 @@ def _producer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) ->
                 msgs.append(data)
         if k == 1:
             ring.send(msgs[0])
+        elif rnd.random() < 0.5 and not any(isinstance(m, Block) for m in msgs):
+            ring.send_batch_packed(b"".join(msgs), [len(m) for m in msgs])
         else:
             ring.send_batch(msgs)
         del msgs
@@ -78,9 +82,15 @@ def _consumer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) ->
     crc = 0
     i = 0
     bad = 0
+    buf, lens = bytearray(BATCH_MAX * 65536), array("I", bytes(4 * BATCH_MAX))
     while i < n:
-        if rnd.random() < 0.5:
-            got = ring.recv_batch(max=rnd.randint(1, BATCH_MAX))
+        pick = rnd.random()
+        if pick < 0.35:
+            got: list[Any] = ring.recv_batch(max=rnd.randint(1, BATCH_MAX))
+        elif pick < 0.7:  # packed: every payload copied end to end into buf
+            k = ring.recv_batch_into(buf, lens, max=rnd.randint(1, BATCH_MAX))
+            ends = list(accumulate(lens[:k], initial=0))
+            got = [bytes(buf[a:b]) for a, b in pairwise(ends)]
         else:
             got = [ring.recv()]
         for m in got:

@@ -3,6 +3,7 @@ emptiness must hold across the 2**32 wrap, whatever the capacity and the op sequ
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 
 from hypothesis import given, settings
@@ -11,7 +12,10 @@ from hypothesis import strategies as st
 from exo.ipc import BATCH_MAX, FusionRing
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["send", "batch", "recv", "recv_batch"]), st.integers(1, BATCH_MAX)),
+    st.tuples(
+        st.sampled_from(["send", "batch", "packed", "recv", "recv_batch", "recv_into"]),
+        st.integers(1, BATCH_MAX),
+    ),
     max_size=60,
 )
 
@@ -29,7 +33,7 @@ def test_fifo_across_index_wrap(cap_log: int, start: int, script: list[tuple[str
     counter = 0
     try:
         for op, n in script:
-            if op in ("send", "batch"):
+            if op in ("send", "batch", "packed"):
                 k = 1 if op == "send" else min(n, cap)
                 msgs = [counter.to_bytes(8, "little") + bytes(counter % 48) for counter in
                         range(counter, counter + k)]
@@ -37,8 +41,10 @@ def test_fifo_across_index_wrap(cap_log: int, start: int, script: list[tuple[str
                 try:
                     if op == "send":
                         p.send(msgs[0], timeout=0)
-                    else:
+                    elif op == "batch":
                         p.send_batch(msgs, timeout=0)
+                    else:
+                        p.send_batch_packed(b"".join(msgs), [len(m) for m in msgs], timeout=0)
                     assert fits, "the ring accepted more than its capacity"
                     model.extend(msgs)
                     counter += k
@@ -53,11 +59,15 @@ def test_fifo_across_index_wrap(cap_log: int, start: int, script: list[tuple[str
                         raise AssertionError("received from an empty ring")
                     except TimeoutError:
                         pass
-            else:
-                if model:
-                    expect = min(n, len(model))
-                    got = c.recv_batch(max=n, timeout=0)
-                    assert got == [model.popleft() for _ in range(expect)]
+            elif model:
+                expect = [model.popleft() for _ in range(min(n, len(model)))]
+                if op == "recv_batch":
+                    assert c.recv_batch(max=n, timeout=0) == expect
+                else:
+                    buf, lens = bytearray(56 * BATCH_MAX), array("Q", bytes(8 * BATCH_MAX))
+                    assert c.recv_batch_into(buf, lens, max=n, timeout=0) == len(expect)
+                    assert list(lens[: len(expect)]) == [len(m) for m in expect]
+                    assert buf[: sum(lens[: len(expect)])] == b"".join(expect)
             s = c.stats()
             assert s["tail"] == (start + counter) % 2**32
             assert s["occupancy"] == len(model)

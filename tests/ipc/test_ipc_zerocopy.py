@@ -123,3 +123,38 @@ def test_zero_copy_without_pool_on_the_consumer_is_rejected(pool: Any) -> None:
         c.recv()
     p.close()
     c.close()
+
+
+def test_zero_copy_window_bounds_queued_pool_bytes(pool: Any) -> None:
+    """A producer keeps at most `zc_window` bytes of zero-copy payload queued (like a
+    pipe's buffer), so a fast producer cannot pin the pool; a message larger than the
+    window still goes through when nothing is queued."""
+    p, c = FusionRing.pair(64, pool=pool)
+    in_use = (lambda: pool.stats()["bytes_in_use"]) if hasattr(pool, "stats") else (lambda: 0)
+    before = in_use()
+    assert p.stats()["zc_window"] == 1 << 20  # the default
+    p.configure(zc_window=100_000)
+    p.send(b"a" * 60_000)
+    with pytest.raises(TimeoutError):
+        p.send(b"b" * 60_000, timeout=0)  # 120 000 > 100 000 queued
+    p.send(b"inline is not counted", timeout=0)
+    with c.recv() as mv:  # the consumer takes the first one: room again
+        assert bytes(mv[:1]) == b"a"
+    p.send(b"b" * 60_000, timeout=0)
+    assert c.recv() == b"inline is not counted"
+    c.recv().release()  # type: ignore[union-attr]
+    p.send(b"c" * 500_000, timeout=0)  # bigger than the window, nothing queued
+    blk = c.recv()
+    assert blk.nbytes == 500_000  # type: ignore[union-attr]
+    blk.release()  # type: ignore[union-attr]
+    st = p.stats()
+    assert st["zc_bytes_sent"] == st["zc_bytes_received"] == 620_000
+    p.configure(zc_window=0)  # no limit: only the slots bound the queue
+    for _ in range(5):
+        p.send(b"d" * 60_000, timeout=0)
+    assert len(c.recv_batch()) == 5
+    with pytest.raises(ValueError, match="zc_window >= 0"):
+        p.configure(zc_window=-1)
+    assert in_use() == before  # the refused send gave its block back
+    p.close()
+    c.close()

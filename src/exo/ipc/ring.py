@@ -49,8 +49,10 @@ class FusionRing(_fring.Ring):
     Create a ring with :meth:`pair` (both ends, in this process) or :meth:`create`
     (the producer end; the consumer's fds are in :attr:`peer_fds`), hand an end to
     another process (fork, or ``pass_fds`` + :meth:`attach`), and call :meth:`detach`
-    on the copy you gave away. Sending: ``send``, ``send_batch``, ``loan``; receiving:
-    ``recv``, ``recv_batch``, ``recv_msg`` — all inherited from the C hot path.
+    on the copy you gave away. Sending: ``send``, ``send_batch``, ``send_batch_packed``,
+    ``loan``; receiving: ``recv``, ``recv_batch``, ``recv_batch_into``, ``recv_msg`` — all
+    inherited from the C hot path. The packed pair moves a whole batch (one buffer, its
+    lengths) with one call and no Python object per message.
 
     Not thread-safe: one thread per endpoint (concurrent use raises RuntimeError).
     """
