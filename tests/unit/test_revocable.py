@@ -374,7 +374,12 @@ _KILLED_KERNEL = """
 import sys, time
 from pathlib import Path
 from exo.kernel.revocable import RevocableFiles
-RevocableFiles(Path(sys.argv[1])).start()
+srv = RevocableFiles(Path(sys.argv[1]))
+srv.start()
+# A kernel killed together with its unmount watchdog (kill -9 of everything, or a kernel
+# from before the watchdog): only cleanup_stale can remove its mount.
+srv._watchdog.kill()
+srv._watchdog.wait()
 print("up", flush=True)
 time.sleep(60)
 """

@@ -5,6 +5,12 @@ open: a process receives a descriptor on the server's FUSE mount, never the real
 revoking the capability it was opened through cuts it off from the next operation on. If
 FUSE cannot be used on this host the real descriptor is passed instead and the file is
 marked non-revocable (the ``open`` reply says so and the kernel log says why, once).
+
+It also owns the directory server (``RevocableDirs``), started on the first spawn that
+holds a ``storage://`` directory: the process manager asks ``export_dir`` for a revocable
+export of each granted directory and binds that into the sandbox instead of the real
+directory. Without FUSE, ``export_dir`` returns None, the caller binds the real directory
+and the kernel log says once that directory grants are NOT revocable.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
-    from exo.kernel.revocable import RevocableFiles
+    from exo.kernel.revocable import RevocableDirs, RevocableFiles
 
 
 class OpenFileTable:
@@ -33,6 +39,11 @@ class OpenFileTable:
         self._unsubscribe: Callable[[], None] | None = None
         self.unavailable: str | None = None  # why files are not revocable here, if they are not
         self._closed = False
+        self._dirs: RevocableDirs | None = None
+        self._dirs_unsubscribe: Callable[[], None] | None = None
+        self.dirs_unavailable: str | None = None  # why directory grants are not revocable
+        self._dir_pins: dict[int, dict[int, Any]] = defaultdict(dict)  # pid -> {id: pin}
+        self._dir_pid_of: dict[int, int] = {}                            # id(pin) -> pid
 
     # ------------------------------------------------------------------ opening
     def register(self, proc: ExoProcess, pin: Any, fd: int) -> None:
@@ -98,6 +109,81 @@ class OpenFileTable:
         self._unsubscribe = self._caps.on_revoke(server.revoke)
         return server
 
+    # ------------------------------------------------------------------ directories
+    def export_dir(self, pid: int, pin: Any, dirfd: int, *, writable: bool, mount_dir: Path,
+                   log: Callable[[str], None] | None = None, label: str = "") -> Path | None:
+        """A revocable export of the directory ``dirfd`` for process ``pid``, or None.
+
+        On success the directory server owns ``dirfd`` and ``pin`` (unpinned when the export
+        dies: revoked, released by ``release_exports`` or at ``close``) and the returned path
+        is what to bind into the sandbox. None: FUSE is unavailable here (``log`` heard why,
+        once); the caller still owns both and must bind the real directory.
+        """
+        server = self._ensure_dirs(mount_dir, log)
+        if server is None:
+            return None
+        with self._lock:
+            self._dir_pins[pid][id(pin)] = pin
+            self._dir_pid_of[id(pin)] = pid
+        try:
+            return server.export(dirfd, pin, writable=writable, owner=pid, label=label)
+        except BaseException:
+            self._forget_dir(pin)
+            raise
+
+    def release_exports(self, pid: int) -> int:
+        """Process ``pid`` exited (or its spawn failed): its directory exports die."""
+        server = self._dirs
+        n = server.release_for(pid) if server is not None else 0
+        with self._lock:
+            pins = list(self._dir_pins.pop(pid, {}).values())
+            for pin in pins:
+                self._dir_pid_of.pop(id(pin), None)
+        for pin in pins:
+            self._caps.unpin(pin)
+        return n
+
+    def _ensure_dirs(self, mount_dir: Path, log: Callable[[str], None] | None
+                     ) -> RevocableDirs | None:
+        with self._lock:
+            if self._dirs is not None or self.dirs_unavailable is not None:
+                return self._dirs
+            if self._closed:
+                raise RuntimeError("the open-file table is closed (kernel shutting down)")
+            from exo.kernel.revocable import RevocableDirs, cleanup_stale
+
+            stale = cleanup_stale(mount_dir.parent)
+            if stale and log is not None:
+                log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
+            server = RevocableDirs(mount_dir, device=self._fuse_device,
+                                   on_release=self._forget_dir_and_unpin)
+            try:
+                server.start()
+            except OSError as exc:
+                self.dirs_unavailable = f"FUSE directory server unavailable ({exc})"
+                if log is not None:
+                    log(f"files: {self.dirs_unavailable}: directory grants are plain bind "
+                        "mounts and are NOT revocable while a process runs")
+                return None
+            self._dirs = server
+        self._dirs_unsubscribe = self._caps.on_revoke(server.revoke)
+        return server
+
+    def _forget_dir(self, pin: Any) -> bool:
+        with self._lock:
+            pid = self._dir_pid_of.pop(id(pin), None)
+            if pid is None:
+                return False
+            pins = self._dir_pins.get(pid)
+            if pins is not None:
+                pins.pop(id(pin), None)
+        return True
+
+    def _forget_dir_and_unpin(self, pin: Any) -> None:
+        """The directory server let go of an export (revoked, released, closed)."""
+        if self._forget_dir(pin):
+            self._caps.unpin(pin)
+
     # ------------------------------------------------------------------ releasing
     def _forget(self, pin: Any) -> bool:
         with self._lock:
@@ -131,15 +217,23 @@ class OpenFileTable:
         with self._lock:
             self._closed = True
             server, self._server = self._server, None
-            unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            unsubscribe()
+            dirs, self._dirs = self._dirs, None
+            unsubscribes = [self._unsubscribe, self._dirs_unsubscribe]
+            self._unsubscribe = self._dirs_unsubscribe = None
+        for unsubscribe in unsubscribes:
+            if unsubscribe is not None:
+                unsubscribe()
         if server is not None:
             server.close()
+        if dirs is not None:
+            dirs.close()  # its exports' pins come back through _forget_dir_and_unpin
         with self._lock:
             pins = [p for d in self._by_pid.values() for p in d.values()]
+            pins += [p for d in self._dir_pins.values() for p in d.values()]
             self._by_pid.clear()
             self._pid_of.clear()
+            self._dir_pins.clear()
+            self._dir_pid_of.clear()
         for pin in pins:
             self._caps.unpin(pin)
 
@@ -149,8 +243,12 @@ class OpenFileTable:
             return sum(len(v) for v in self._by_pid.values())
 
     def stats(self) -> dict[str, Any]:
-        """Counts for ``/proc`` and tests: open pins, and the file server's own numbers."""
-        server = self._server
-        return {"pinned": self.count(), "revocable": server is not None,
+        """Counts for ``/proc`` and tests: open pins, and the file servers' own numbers."""
+        server, dirs = self._server, self._dirs
+        with self._lock:
+            dir_pins = sum(len(v) for v in self._dir_pins.values())
+        return {"pinned": self.count() + dir_pins, "revocable": server is not None,
                 "unavailable": self.unavailable,
-                "server": server.stats() if server is not None else None}
+                "server": server.stats() if server is not None else None,
+                "dirs_unavailable": self.dirs_unavailable,
+                "dirs": dirs.stats() if dirs is not None else None}

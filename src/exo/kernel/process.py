@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import exo
 from exo.abi import PID_ENV
@@ -177,6 +177,9 @@ class ProcessManager:
         except BaseException:
             if channel is not None:
                 channel.close()
+            files = self.kernel.components.get("files")
+            if files is not None:
+                files.release_exports(pid)
             self.caps.destroy_space(pid)
             raise
         channel.forget_child_end()
@@ -200,6 +203,7 @@ class ProcessManager:
         connect: set[int] = set()
         net_any = False
         cwd: Path | None = None
+        dirs: dict[Path, Any] = {}  # granted directory -> the handle to export it through
         for info in self.caps.handles(pid):
             res, rights = info.resource, info.rights
             if res.scheme == "storage":
@@ -210,8 +214,13 @@ class ProcessManager:
                     read.append(host)
                 if Rights.EXECUTE in rights:
                     execs.append(host)
-                if cwd is None and host.is_dir():
-                    cwd = host
+                if host.is_dir():
+                    if cwd is None:
+                        cwd = host
+                    best = dirs.get(host)
+                    if best is None or (Rights.WRITE in rights
+                                        and Rights.WRITE not in best.rights):
+                        dirs[host] = info
             elif res.scheme == "net":
                 # Landlock filters TCP by port only: a host-specific grant still opens
                 # the port to every host (documented in docs/sandbox.md).
@@ -236,11 +245,53 @@ class ProcessManager:
         if "TERM" in os.environ:
             child_env["TERM"] = os.environ["TERM"]
         child_env.update(env)
+        # Each granted directory is served through the kernel's FUSE passthrough, pinned
+        # from its capability, so revoking it cuts every access, even through the cwd and
+        # descriptors already open (docs/revocable-files.md). No FUSE: plain bind mounts.
+        sources: dict[Path, Path] = {}
+        for host, info in dirs.items():
+            exported = self._export_dir(pid, info, host)
+            if exported is not None:
+                sources[host] = exported
         return SandboxSpec(
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
-            cwd=cwd, env=child_env,
+            cwd=cwd, env=child_env, bind_sources=sources,
         )
+
+    def _export_dir(self, pid: int, info: Any, host: Path) -> Path | None:
+        """A revocable export of the granted directory ``host`` (None: bind it plainly)."""
+        from exo.kernel.syscalls import openat2_beneath
+
+        files = self.kernel.components.get("files")
+        rights = info.rights & (Rights.READ | Rights.WRITE | Rights.EXECUTE)
+        if files is None or not rights:
+            return None
+        pin = self.caps.pin(pid, info.handle, rights)
+        try:
+            root_fd = os.open(self.kernel.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                dirfd = openat2_beneath(root_fd, info.resource.path or ".",
+                                        os.O_PATH | os.O_DIRECTORY)
+            finally:
+                os.close(root_fd)
+        except BaseException:
+            self.caps.unpin(pin)
+            raise
+        mount_dir = self.kernel.root / "var" / "run" / f"dirs-{self.kernel.boot_id}"
+        try:
+            path = files.export_dir(pid, pin, dirfd, writable=Rights.WRITE in rights,
+                                    mount_dir=mount_dir, log=self.kernel.log,
+                                    label=str(info.resource))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(dirfd)
+            self.caps.unpin(pin)
+            raise
+        if path is None:
+            os.close(dirfd)
+            self.caps.unpin(pin)
+        return cast("Path | None", path)
 
     # ------------------------------------------------------------------ reaping
     def _reap(self, proc: ExoProcess) -> None:
@@ -255,6 +306,10 @@ class ProcessManager:
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
+        files = self.kernel.components.get("files")
+        if files is not None:
+            with contextlib.suppress(Exception):
+                files.release_exports(proc.pid)
         with contextlib.suppress(Exception):
             self.caps.destroy_space(proc.pid)
         pool = self.kernel.components.get("pool")

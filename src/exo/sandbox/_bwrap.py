@@ -10,6 +10,7 @@ the spec grants. The root itself is remounted read-only.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,31 @@ def check_grant(path: Path, what: str, *, system: tuple[Path, ...]) -> Path:
     return real
 
 
+#: mount(2) sources of the kernel's FUSE servers (exo.kernel.revocable).
+KERNEL_FUSE_SOURCES = ("exo-dirs", "exo-files")
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def check_source(source: Path, dest: Path) -> Path:
+    """A bind source must be an export directly below one of the kernel's FUSE mounts."""
+    real = Path(os.path.realpath(source))
+    if not real.is_dir():
+        raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not a directory")
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            sep = fields.index("-")
+            point, fstype, origin = _unescape(fields[4]), fields[sep + 1], fields[sep + 2]
+            if (Path(point) == real.parent and fstype == "fuse"
+                    and origin in KERNEL_FUSE_SOURCES):
+                return real
+    raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not an export of "
+                       "the kernel's file server")
+
+
 @dataclass
 class MountPlan:
     """The bwrap arguments of one sandbox and the data files they reference."""
@@ -147,13 +173,16 @@ def plan_mounts(spec: SandboxSpec) -> MountPlan:
         real = check_grant(p, "write", system=system_t)
         binds[real] = "rw"
         plan.write.append(real)
+    sources = {Path(os.path.realpath(d)): check_source(src, d)
+               for d, src in spec.bind_sources.items()}
     if spec.cwd is not None and not any(_is_within(spec.cwd, b) for b in binds) \
             and not _is_within(spec.cwd, Path("/tmp")):
         raise SandboxError(f"cwd {str(spec.cwd)!r} is not inside a granted path")
 
     # Parents before children, so a nested grant is mounted over its parent's view.
     for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):
-        plan.args += ["--ro-bind" if binds[dest] == "ro" else "--bind", str(dest), str(dest)]
+        origin = sources.get(dest, dest)
+        plan.args += ["--ro-bind" if binds[dest] == "ro" else "--bind", str(origin), str(dest)]
 
     # Minimal /etc: synthesised files, no secrets.
     plan.data_files += [("/etc/passwd", _PASSWD), ("/etc/group", _GROUP),

@@ -75,8 +75,11 @@ def _read_all(fd: int, deadline: float, what: str) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise SandboxError(f"sandbox start timed out waiting for {what}")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        # poll, not select: the kernel process may hold more than FD_SETSIZE descriptors
+        # (the directory file server keeps one per inode a sandbox looked up).
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(max(1, int(left * 1000))):
             continue
         chunk = os.read(fd, 65536)
         if not chunk:

@@ -98,6 +98,11 @@ class SandboxSpec:
     ``exec_paths`` are extra locations from which programs may be executed (read-only).
     ``keep_fds`` are passed at the same number (e.g. the bootstrap channel); every other
     inherited descriptor except stdio is closed before the target runs.
+    ``bind_sources`` maps some of those granted paths (the destination, seen inside) to a
+    different host directory to mount there: the kernel's revocable FUSE export of that
+    directory (``exo.kernel.revocable.RevocableDirs``). The destination goes through the
+    same checks and gets the same Landlock rules as without it; the source must lie on one
+    of the kernel's FUSE mounts (checked when the sandbox is built).
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -110,6 +115,7 @@ class SandboxSpec:
     cwd: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     keep_fds: tuple[int, ...] = ()
+    bind_sources: Mapping[Path, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -141,3 +147,17 @@ class SandboxSpec:
                 raise SandboxError(f"keep_fds entry {fd!r} is not a descriptor >= 3 "
                                    "(stdio is passed with stdin/stdout/stderr)")
         set_(self, "keep_fds", tuple(sorted(set(fds))))
+        set_(self, "bind_sources", self._sources())
+
+    def _sources(self) -> Mapping[Path, Path]:
+        if not isinstance(self.bind_sources, Mapping):
+            raise SandboxError("bind_sources must map granted paths to source paths")
+        granted = {*self.read_paths, *self.write_paths, *self.exec_paths}
+        out: dict[Path, Path] = {}
+        for dest, source in self.bind_sources.items():
+            d = _abs_paths((dest,), "bind destination")[0]
+            s = _abs_paths((source,), "bind source")[0]
+            if d not in granted:
+                raise SandboxError(f"bind destination {str(d)!r} is not a granted path")
+            out[d] = s
+        return MappingProxyType(out)

@@ -23,6 +23,14 @@ LOOKUP: Final = 1
 FORGET: Final = 2
 GETATTR: Final = 3
 SETATTR: Final = 4
+READLINK: Final = 5
+SYMLINK: Final = 6
+MKNOD: Final = 8
+MKDIR: Final = 9
+UNLINK: Final = 10
+RMDIR: Final = 11
+RENAME: Final = 12
+LINK: Final = 13
 OPEN: Final = 14
 READ: Final = 15
 WRITE: Final = 16
@@ -35,9 +43,12 @@ OPENDIR: Final = 27
 READDIR: Final = 28
 RELEASEDIR: Final = 29
 FSYNCDIR: Final = 30
+ACCESS: Final = 34
+CREATE: Final = 35
 INTERRUPT: Final = 36
 DESTROY: Final = 38
 BATCH_FORGET: Final = 42
+RENAME2: Final = 45
 
 #: Requests that change the name space: our directory is fixed, so these are refused.
 NAMESPACE_OPS: Final = frozenset({
@@ -62,6 +73,7 @@ OUR_MINOR: Final = 31
 # --- FUSE_INIT flags we may accept ------------------------------------------------------
 INIT_ATOMIC_O_TRUNC: Final = 1 << 3
 INIT_BIG_WRITES: Final = 1 << 5
+INIT_PARALLEL_DIROPS: Final = 1 << 18
 INIT_MAX_PAGES: Final = 1 << 22
 WANTED_INIT_FLAGS: Final = INIT_ATOMIC_O_TRUNC | INIT_BIG_WRITES | INIT_MAX_PAGES
 
@@ -88,6 +100,8 @@ FATTR_CTIME: Final = 1 << 10
 FATTR_KILL_SUIDGID: Final = 1 << 11
 
 NOTIFY_INVAL_INODE: Final = 2
+NOTIFY_INVAL_ENTRY: Final = 3
+GETATTR_FH: Final = 1 << 0
 
 # --- wire layouts ---------------------------------------------------------------------------
 IN_HEADER = struct.Struct("<IIQQIIIHH")      # len opcode unique nodeid uid gid pid extlen pad
@@ -109,6 +123,17 @@ FSYNC_IN = struct.Struct("<QII")             # fh fsync_flags padding
 KSTATFS = struct.Struct("<QQQQQIIII6I")      # 80 bytes
 DIRENT_HEAD = struct.Struct("<QQII")         # ino off namelen type
 INVAL_INODE_OUT = struct.Struct("<Qqq")
+INVAL_ENTRY_OUT = struct.Struct("<QII")      # parent namelen flags, then name and NUL
+FORGET_IN = struct.Struct("<Q")              # nlookup
+BATCH_FORGET_IN = struct.Struct("<II")       # count dummy, then count FORGET_ONEs
+FORGET_ONE = struct.Struct("<QQ")            # nodeid nlookup
+MKNOD_IN = struct.Struct("<IIII")            # mode rdev umask padding
+MKDIR_IN = struct.Struct("<II")              # mode umask
+RENAME_IN = struct.Struct("<Q")              # newdir
+RENAME2_IN = struct.Struct("<QII")           # newdir flags padding
+LINK_IN = struct.Struct("<Q")                # oldnodeid
+CREATE_IN = struct.Struct("<IIII")           # flags mode umask open_flags
+ACCESS_IN = struct.Struct("<II")             # mask padding
 
 assert INIT_OUT.size == 64 and ATTR.size == 88 and SETATTR_IN.size == 88
 assert IN_HEADER.size == 40 and OUT_HEADER.size == 16 and KSTATFS.size == 80
@@ -143,7 +168,8 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def mount_fuse(devfd: int, target: str, *, source: str = "exo-files") -> None:
+def mount_fuse(devfd: int, target: str, *, source: str = "exo-files",
+               flags: int = MS_NOSUID | MS_NODEV | MS_NOEXEC) -> None:
     """Mount a FUSE file system served through ``devfd`` on ``target`` (needs CAP_SYS_ADMIN).
 
     ``allow_other`` so processes in other user namespaces (sandboxes) may use the fds we
@@ -151,8 +177,7 @@ def mount_fuse(devfd: int, target: str, *, source: str = "exo-files") -> None:
     """
     opts = (f"fd={devfd},rootmode=40000,user_id={os.getuid()},group_id={os.getgid()},"
             "allow_other")
-    if _libc.mount(source.encode(), target.encode(), b"fuse",
-                   MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.encode()) != 0:
+    if _libc.mount(source.encode(), target.encode(), b"fuse", flags, opts.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount fuse on {target}: {os.strerror(err)}")
 
@@ -162,3 +187,40 @@ def umount_detach(target: str) -> None:
     if _libc.umount2(target.encode(), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+# --- openat2(2) / renameat2(2) -------------------------------------------------------------
+SYS_OPENAT2: Final = 437
+RESOLVE_NO_XDEV: Final = 0x01
+RESOLVE_NO_MAGICLINKS: Final = 0x02
+RESOLVE_NO_SYMLINKS: Final = 0x04
+RESOLVE_BENEATH: Final = 0x08
+RENAME_NOREPLACE: Final = 1 << 0
+RENAME_EXCHANGE: Final = 1 << 1
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_libc.syscall.restype = ctypes.c_long
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+
+
+def openat2(dirfd: int, name: bytes, flags: int, mode: int, resolve: int) -> int:
+    """openat2(2): ``name`` resolved under ``dirfd`` with the ``RESOLVE_*`` rules."""
+    how = _OpenHow(flags, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
+    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), name,
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(fd)
+
+
+def renameat2(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> None:
+    if _libc.renameat2(olddir, old, newdir, new, flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -17,18 +17,14 @@ descriptor grants listing and nothing else.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import itertools
-import logging
 import os
 import re
-import select
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,42 +33,22 @@ from typing import Any, Protocol
 from exo.kernel.caps import Rights
 
 from . import _proto as P
+from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 
-log = logging.getLogger("exo.kernel.revocable")
+__all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles", "cleanup_stale"]
 
-#: errno a process sees on a file whose capability was revoked (or whose process exited).
-#: EACCES, not EIO: nothing is broken, the authority is gone, and that is what EACCES means.
-REVOKED_ERRNO = errno.EACCES
-
-_MAX_WRITE = 1 << 20          # bytes per READ/WRITE request (256 pages, FUSE_MAX_PAGES)
-_INIT_TIMEOUT_MS = 5000
 _DT_DIR = 4
 
-
-#: A reply body, as buffers for one writev (None: header only).
-Parts = list[bytes | memoryview] | None
-
-
-#: Servers started and not yet closed: closed at interpreter exit if nobody did, so a kernel
-#: that forgot (or failed) to shut down does not leave a dead mount behind.
-_live: weakref.WeakSet[RevocableFiles] = weakref.WeakSet()
-
-
-def _close_all_at_exit() -> None:
-    for srv in list(_live):
-        with contextlib.suppress(Exception):
-            srv.close()
-
-
-atexit.register(_close_all_at_exit)
+#: Mount-point name prefixes of our servers under the kernel's run directory.
+_MOUNT_PREFIXES = ("files-", "dirs-")
 
 
 def cleanup_stale(run_dir: Path) -> list[str]:
-    """Unmount dead ``files-*`` FUSE mounts left under ``run_dir`` by a killed kernel.
+    """Unmount dead ``files-*``/``dirs-*`` FUSE mounts left under ``run_dir`` by a killed kernel.
 
     A SIGKILLed kernel cannot unmount; its connection died with it, so its mount answers
     only ENOTCONN. Live mounts (another kernel's) answer and are left alone. Returns the
-    mount points removed. ``OpenFileTable`` calls it before starting its server.
+    mount points removed. ``OpenFileTable`` calls it before starting its servers.
     """
     base = os.path.realpath(run_dir)
     found: list[str] = []
@@ -82,7 +58,7 @@ def cleanup_stale(run_dir: Path) -> list[str]:
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
             fstype = fields[fields.index("-") + 1]
             if (fstype == "fuse" and os.path.dirname(point) == base
-                    and os.path.basename(point).startswith("files-")):
+                    and os.path.basename(point).startswith(_MOUNT_PREFIXES)):
                 try:
                     os.stat(point)
                 except OSError as exc:
@@ -120,7 +96,7 @@ class _Entry:
     listing: list[tuple[bytes, int, int]] | None = None
 
 
-class RevocableFiles:
+class RevocableFiles(FuseServer):
     """A FUSE mount at ``mount_dir`` serving already-open real files, revocably.
 
     One instance is started once and closed once (``close`` is idempotent); a kernel that
@@ -129,29 +105,14 @@ class RevocableFiles:
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None) -> None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        self.mount_dir = Path(mount_dir)
-        self._nthreads = threads
-        self._device = device
+        super().__init__(mount_dir, threads=threads, device=device)
         self._on_release = on_release
-        self._lock = threading.Lock()
         self._entries: dict[int, _Entry] = {}
         self._by_name: dict[bytes, _Entry] = {}
         self._by_pin: dict[int, _Entry] = {}
         self._inos = itertools.count(P.ROOT_ID + 1)
-        self._dev = -1
-        self._wake_r = self._wake_w = -1
-        self._threads: list[threading.Thread] = []
-        self._mounted = False
-        self._made_dir = False
-        self._started = False
-        self._closed = False
-        self._stopping = False
-        self._bufsize = _MAX_WRITE + 4096
-        self._counts = {"opened": 0, "revoked": 0, "released": 0, "denied": 0,
-                        "requests": 0, "errors": 0}
-        self._handlers: dict[int, Callable[[int, memoryview, int, memoryview], Parts]] = {
+        self._counts.update({"opened": 0, "revoked": 0, "released": 0})
+        self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
             P.OPEN: self._open, P.OPENDIR: self._open, P.READ: self._read,
             P.WRITE: self._write, P.FLUSH: self._ok, P.FSYNC: self._fsync,
@@ -159,101 +120,14 @@ class RevocableFiles:
             P.READDIR: self._readdir, P.STATFS: self._statfs, P.DESTROY: self._ok,
         }
 
-    # ------------------------------------------------------------------ life cycle
-    @property
-    def running(self) -> bool:
-        return self._started and not self._closed
-
-    def start(self) -> None:
-        """Mount and answer FUSE_INIT, then serve on ``threads`` daemon threads.
-
-        Raises ``OSError`` with a one-line reason (no /dev/fuse, not permitted, ...); on
-        failure nothing is left mounted or open.
-        """
-        if self._closed:
-            raise RuntimeError("this revocable file server was closed; create a new one")
-        if self._started:
-            return
-        try:
-            if not self.mount_dir.exists():
-                self.mount_dir.mkdir(mode=0o700)
-                self._made_dir = True
-            self._dev = os.open(self._device, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
-            P.mount_fuse(self._dev, str(self.mount_dir))
-            self._mounted = True
-            self._handshake()
-        except BaseException:
-            self._teardown()
-            raise
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._started = True
-        _live.add(self)
-        for i in range(self._nthreads):
-            t = threading.Thread(target=self._serve, name=f"exo-files-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def close(self) -> None:
-        """Unmount (lazily), stop the threads, abort the connection, close every real file.
-
-        Descriptors still held by processes then fail (ENOTCONN). Idempotent.
-        """
+    def _release_all(self) -> None:
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
             victims = list(self._entries.values())
-        _live.discard(self)
-        self._stopping = True
-        if self._wake_w >= 0:
-            os.write(self._wake_w, b"x")
-        self._teardown()
-        for t in self._threads:
-            t.join(timeout=10)
-        self._threads.clear()
-        for fd in (self._dev, self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)  # the last /dev/fuse fd: the kernel aborts the connection
-        self._dev = self._wake_r = self._wake_w = -1
         for e in victims:
             self._kill(e, "released")
 
-    def _teardown(self) -> None:
-        if self._mounted:
-            try:
-                P.umount_detach(str(self.mount_dir))
-            except OSError as exc:
-                log.warning("%s", exc)
-            self._mounted = False
-        if self._made_dir:
-            try:
-                self.mount_dir.rmdir()
-            except OSError as exc:
-                log.warning("could not remove %s: %s", self.mount_dir, exc)
-            self._made_dir = False
-        if not self._started and self._dev >= 0:
-            os.close(self._dev)
-            self._dev = -1
-
-    def _handshake(self) -> None:
-        poller = select.poll()
-        poller.register(self._dev, select.POLLIN)
-        if not poller.poll(_INIT_TIMEOUT_MS):
-            raise OSError(errno.ETIMEDOUT, "FUSE: no INIT request from the kernel")
-        buf = bytearray(self._bufsize)
-        n = os.readv(self._dev, [buf])
-        _, opcode, unique, *_ = P.IN_HEADER.unpack_from(buf)
-        if opcode != P.INIT or n < P.IN_HEADER.size + P.INIT_IN.size:
-            raise OSError(errno.EPROTO, f"FUSE: expected INIT, got opcode {opcode}")
-        major, minor, readahead, flags = P.INIT_IN.unpack_from(buf, P.IN_HEADER.size)
-        if major != P.KERNEL_MAJOR:
-            raise OSError(errno.EPROTO, f"FUSE: kernel protocol {major}.{minor} unsupported")
-        accepted = flags & P.WANTED_INIT_FLAGS
-        max_write = _MAX_WRITE if accepted & P.INIT_MAX_PAGES else 128 * 1024
-        body = P.INIT_OUT.pack(P.KERNEL_MAJOR, min(minor, P.OUR_MINOR), readahead, accepted,
-                               16, 12, max_write, 1, max_write // 4096, 0, 0,
-                               *([0] * 7))
-        os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), 0, unique) + body)
+    def _unhandled(self, opcode: int) -> int:
+        return errno.EACCES if opcode in P.NAMESPACE_OPS else errno.ENOSYS
 
     # ------------------------------------------------------------------ kernel-side API
     def open(self, real_fd: int, pin: Pin, flags: int, *, owner: int | None = None) -> int:
@@ -317,8 +191,7 @@ class RevocableFiles:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             live = sum(1 for e in self._entries.values() if not e.dead)
-        return {"mounted": self._mounted, "mount_dir": str(self.mount_dir), "open": live,
-                "threads": len(self._threads), **self._counts}
+        return {**self._base_stats(), "open": live}
 
     # ------------------------------------------------------------------ entry bookkeeping
     def _forget(self, e: _Entry) -> None:
@@ -347,13 +220,9 @@ class RevocableFiles:
 
     def _invalidate(self, e: _Entry) -> None:
         """Ask the kernel to drop cached pages of ``e`` (a MAP_PRIVATE mapping's, say)."""
-        if e.is_dir or not e.opened or self._dev < 0:
+        if e.is_dir or not e.opened:
             return
-        body = P.INVAL_INODE_OUT.pack(e.ino, 0, 0)
-        # ENOENT: inode no longer cached; ENODEV: connection gone. Nothing to drop then.
-        with contextlib.suppress(OSError):
-            os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body),
-                                                  P.NOTIFY_INVAL_INODE, 0) + body)
+        self._notify(P.NOTIFY_INVAL_INODE, P.INVAL_INODE_OUT.pack(e.ino, 0, 0))
 
     def _use(self, ino: int, right: Rights) -> _Entry:
         """Take ``ino`` for one request, or raise the errno the caller should see."""
@@ -377,76 +246,9 @@ class RevocableFiles:
         if fd >= 0:
             os.close(fd)
 
-    # ------------------------------------------------------------------ the request loop
-    def _serve(self) -> None:
-        buf = bytearray(self._bufsize)
-        out = memoryview(bytearray(_MAX_WRITE))
-        view = memoryview(buf)
-        # EPOLLEXCLUSIVE: one request wakes one thread, not all of them (measured: the
-        # thundering herd cost a third of the throughput with two threads). The wake-up
-        # pipe is level-triggered and shared, so close() reaches every thread.
-        ep = select.epoll()
-        ep.register(self._dev, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        ep.register(self._wake_r, select.EPOLLIN)
-        try:
-            while not self._stopping:
-                ep.poll()
-                if self._stopping:
-                    break
-                try:
-                    n = os.readv(self._dev, [buf])
-                except (BlockingIOError, InterruptedError):
-                    continue  # another thread took it
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        continue  # interrupted before we read it
-                    if exc.errno != errno.ENODEV:  # ENODEV: connection aborted / unmounted
-                        log.error("revocable files: reading /dev/fuse: %s", exc)
-                    break
-                self._dispatch(view[:n], out)
-        finally:
-            ep.close()
-
-    def _dispatch(self, req: memoryview, out: memoryview) -> None:
-        _, opcode, unique, nodeid, _uid, _gid, pid, _, _ = P.IN_HEADER.unpack_from(req)
-        body = req[P.IN_HEADER.size:]
-        self._counts["requests"] += 1
-        if opcode in P.NO_REPLY:
-            return  # FORGET/BATCH_FORGET: nothing kept per lookup; INTERRUPT: we never block
-        handler = self._handlers.get(opcode)
-        err, parts = 0, None
-        try:
-            if handler is None:
-                err = errno.EACCES if opcode in P.NAMESPACE_OPS else errno.ENOSYS
-            else:
-                parts = handler(nodeid, body, pid, out)
-        except OSError as exc:
-            err = exc.errno or errno.EIO
-        except Exception:
-            log.exception("revocable files: opcode %d failed", opcode)
-            self._counts["errors"] += 1
-            err = errno.EIO
-        self._reply(unique, err, parts or [])
-
-    def _reply(self, unique: int, err: int, parts: list[bytes | memoryview]) -> None:
-        size = P.OUT_HEADER.size + sum(len(p) for p in parts)
-        try:
-            os.writev(self._dev, [P.OUT_HEADER.pack(size, -err, unique), *parts])
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENODEV):  # interrupted / aborted
-                log.error("revocable files: reply: %s", exc)
-
     # ------------------------------------------------------------------ handlers
     # Each takes (nodeid, request body, caller tid, this thread's out buffer) and returns
     # the reply's parts, or raises OSError(errno) for an error reply.
-
-    def _ok(self, nodeid: int, body: memoryview, pid: int,
-            out: memoryview) -> Parts:
-        return None
-
-    def _root_attr(self) -> bytes:
-        return P.ATTR.pack(P.ROOT_ID, 0, 0, 0, 0, 0, 0, 0, 0, stat.S_IFDIR | 0o500, 2,
-                           os.getuid(), os.getgid(), 0, 4096, 0)
 
     def _attr_of(self, ino: int) -> bytes:
         e = self._use(ino, Rights.NONE)

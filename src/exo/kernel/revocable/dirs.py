@@ -1,0 +1,694 @@
+"""Revocable directory grants: a FUSE passthrough of granted directories, one export each.
+
+A process holding ``storage://`` on a directory used to get the real directory bind-mounted
+into its sandbox, and Linux cannot take a bind mount (or the cwd and descriptors inside it)
+back from a running process. So the kernel exports the directory here instead, under a
+random name at the root of this mount, and the sandbox binds *that* at the usual path.
+Every lookup, stat, readdir, open, read, write, create, rename, unlink... on it is then a
+request this server answers after testing the export's capability pin: once the pin is
+revoked (or its process has exited) the next operation fails with ``EACCES`` -- path
+lookups, the working directory and descriptors already open alike.
+
+Safety of the passthrough:
+
+* Each inode the kernel knows is an ``O_PATH`` descriptor obtained beneath the export's
+  root one component at a time, with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+  RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`` and ``O_NOFOLLOW``: a symlink is returned to the
+  client *as a symlink* and never followed here, ``..`` is never sent to us (the client
+  VFS handles it, and a bind mount's root is its ceiling), and no other mount (our own
+  FUSE mounts included) is entered.
+* Every other operation is an ``*at()`` call on such a descriptor with a single validated
+  name component (no ``/``, not ``.``/``..``), or a reopen of the descriptor itself through
+  ``/proc/self/fd`` in the kernel process.
+* READ-only exports refuse every change (EACCES); chown is refused, chmod drops
+  setuid/setgid; devices cannot be created.
+* Attribute and entry timeouts are zero and files are opened ``FOPEN_DIRECT_IO``, so the
+  client kernel asks us every time instead of answering from its caches.
+* Descriptors are closed only when no request of their export is running (per-export
+  ``busy`` count), so a revocation never closes an fd under a concurrent request.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exo.kernel.caps import Rights
+
+from . import _proto as P
+from ._base import REVOKED_ERRNO, FuseServer, Parts, log
+from .server import Pin
+
+_RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
+            | P.RESOLVE_NO_XDEV)
+_LOOKUP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_PASS = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
+_MODE_BITS = 0o1777                      # permission bits we let a client set (no suid/sgid)
+_READ_RIGHTS = Rights.READ | Rights.EXECUTE
+_W_OK = 2
+
+
+def _dtype(mode: int) -> int:
+    return stat.S_IFMT(mode) >> 12          # DT_* == S_IF* >> 12 on Linux
+
+
+def _name(raw: bytes | memoryview) -> bytes:
+    """One path component from a request, refused if it could name anything else."""
+    name = bytes(raw)
+    if not name or b"/" in name or name in (b".", b".."):
+        raise OSError(errno.EINVAL, "invalid name")
+    return name
+
+
+def _names(body: memoryview, count: int) -> list[bytes]:
+    parts = bytes(body).split(b"\0")
+    if len(parts) < count + 1:
+        raise OSError(errno.EINVAL, "malformed request")
+    return parts[:count]
+
+
+def _proc(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+@dataclass(eq=False)
+class _Node:
+    nodeid: int
+    export: _Export
+    fd: int                     # O_PATH, beneath the export's root (-1 once released)
+    key: tuple[int, int]        # (st_dev, st_ino) of the real inode
+    kind: int                   # S_IFMT bits
+    nlookup: int = 0
+
+
+@dataclass(eq=False)
+class _Handle:
+    fh: int
+    export: _Export
+    fd: int                     # a real open file or directory (-1 once released)
+    listing: list[tuple[bytes, int, int]] | None = None
+
+
+@dataclass(eq=False)
+class _Export:
+    token: bytes
+    path: str
+    pin: Pin
+    writable: bool
+    owner: int | None
+    root: _Node | None = None
+    dead: bool = False
+    busy: int = 0               # requests of this export running now
+    nodes: dict[tuple[int, int], _Node] = field(default_factory=dict)
+    handles: set[int] = field(default_factory=set)
+    graveyard: list[int] = field(default_factory=list)  # fds to close once busy == 0
+
+
+class RevocableDirs(FuseServer):
+    """A FUSE mount at ``mount_dir`` whose top-level entries are revocable directory exports.
+
+    ``export(dirfd, pin, writable=..., owner=...)`` returns the path to bind into a sandbox.
+    The mount's root lists nothing; an export is reached only by its random name, and only
+    the kernel's own processes (bubblewrap, before it pivots) ever see the mount.
+    """
+
+    mount_flags = P.MS_NOSUID | P.MS_NODEV   # exec of a program inside an EXECUTE grant works
+    mount_source = "exo-dirs"
+    init_flags = P.WANTED_INIT_FLAGS | P.INIT_PARALLEL_DIROPS
+
+    def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
+                 on_release: Callable[[Pin], None] | None = None) -> None:
+        super().__init__(mount_dir, threads=threads, device=device)
+        self._on_release = on_release
+        self._exports: dict[bytes, _Export] = {}
+        self._by_pin: dict[int, _Export] = {}
+        self._nodes: dict[int, _Node] = {}
+        self._handles: dict[int, _Handle] = {}
+        self._ids = itertools.count(P.ROOT_ID + 1)
+        self._counts.update({"exported": 0, "revoked": 0, "released": 0})
+        self._handlers = {
+            P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
+            P.READLINK: self._readlink, P.SYMLINK: self._symlink, P.MKNOD: self._mknod,
+            P.MKDIR: self._mkdir, P.UNLINK: self._unlink, P.RMDIR: self._rmdir,
+            P.RENAME: self._rename, P.RENAME2: self._rename2, P.LINK: self._link,
+            P.OPEN: self._open, P.READ: self._read, P.WRITE: self._write,
+            P.STATFS: self._statfs, P.RELEASE: self._release, P.FSYNC: self._fsync,
+            P.FLUSH: self._ok, P.OPENDIR: self._opendir, P.READDIR: self._readdir,
+            P.RELEASEDIR: self._release, P.FSYNCDIR: self._fsync, P.ACCESS: self._access,
+            P.CREATE: self._create, P.DESTROY: self._ok,
+        }
+
+    # ------------------------------------------------------------------ kernel-side API
+    def export(self, dirfd: int, pin: Pin, *, writable: bool, owner: int | None = None,
+               label: str = "") -> Path:
+        """Export the directory ``dirfd`` (any fd on it; the server takes ownership).
+
+        Returns the path, on this mount, to bind into the sandbox. The caller should have
+        opened ``dirfd`` beneath its own root (``openat2(RESOLVE_BENEATH)``): everything
+        below is reached from it only. ``writable`` needs WRITE in ``pin.rights``.
+        """
+        if not self.running:
+            raise RuntimeError("the revocable directory server is not running")
+        if writable and not pin.rights & Rights.WRITE:
+            raise ValueError("a writable export needs a pin with WRITE")
+        st = os.fstat(dirfd)
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, f"{label or dirfd}: not a directory")
+        if st.st_dev == os.stat(self.mount_dir).st_dev:
+            raise OSError(errno.ELOOP, f"{label}: cannot export this server's own mount")
+        path_fd = os.open(_proc(dirfd), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.close(dirfd)
+        token = os.urandom(12).hex().encode()
+        with self._lock:
+            ex = _Export(token, label, pin, writable, owner)
+            root = _Node(next(self._ids), ex, path_fd, (st.st_dev, st.st_ino), stat.S_IFDIR)
+            ex.root = root
+            ex.nodes[root.key] = root
+            self._nodes[root.nodeid] = root
+            self._exports[token] = ex
+            self._by_pin[id(pin)] = ex
+            self._counts["exported"] += 1
+        return self.mount_dir / token.decode()
+
+    def revoke(self, pins: Iterable[object]) -> None:
+        """Cut the exports pinned by ``pins`` now (fits ``CapabilityManager.on_revoke``)."""
+        with self._lock:
+            hits = [ex for p in pins if (ex := self._by_pin.get(id(p))) and ex.pin is p]
+        for ex in hits:
+            self._kill(ex, "revoked")
+
+    def release_for(self, owner: int) -> int:
+        """The process ``owner`` exited: its exports die."""
+        with self._lock:
+            hits = [ex for ex in self._exports.values() if ex.owner == owner]
+        for ex in hits:
+            self._kill(ex, "released")
+        return len(hits)
+
+    def release(self, path: Path) -> bool:
+        """Drop one export by the path ``export`` returned (spawn failed, say)."""
+        with self._lock:
+            ex = self._exports.get(Path(path).name.encode())
+        if ex is None:
+            return False
+        self._kill(ex, "released")
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            live = len(self._exports)
+            nodes, handles = len(self._nodes), len(self._handles)
+        return {**self._base_stats(), "exports": live, "nodes": nodes, "handles": handles}
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _kill(self, ex: _Export, why: str) -> None:
+        """Mark ``ex`` dead once; its descriptors close when no request is using them."""
+        with self._lock:
+            if ex.dead:
+                return
+            ex.dead = True
+            self._exports.pop(ex.token, None)
+            if self._by_pin.get(id(ex.pin)) is ex:
+                del self._by_pin[id(ex.pin)]
+            files = [n.nodeid for n in ex.nodes.values() if n.kind == stat.S_IFREG]
+            for n in ex.nodes.values():
+                if n.fd >= 0:
+                    ex.graveyard.append(n.fd)
+                    n.fd = -1
+            for fh in ex.handles:
+                h = self._handles.get(fh)
+                if h is not None and h.fd >= 0:
+                    ex.graveyard.append(h.fd)
+                    h.fd = -1
+            doomed = self._collect(ex)
+            self._counts[why] += 1
+        for fd in doomed:
+            os.close(fd)
+        # Pages a private mapping (an exec'd program, a loaded library) still holds.
+        for nodeid in files:
+            self._notify(P.NOTIFY_INVAL_INODE, P.INVAL_INODE_OUT.pack(nodeid, 0, 0))
+        self._notify(P.NOTIFY_INVAL_ENTRY, P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(ex.token), 0)
+                     + ex.token + b"\0")
+        if self._on_release is not None:
+            try:
+                self._on_release(ex.pin)
+            except Exception:
+                log.exception("revocable dirs: release callback failed")
+
+    @staticmethod
+    def _collect(ex: _Export) -> list[int]:
+        """Descriptors of ``ex`` that may be closed now (lock held)."""
+        if ex.busy or not ex.graveyard:
+            return []
+        doomed, ex.graveyard = ex.graveyard, []
+        return doomed
+
+    def _release_all(self) -> None:
+        with self._lock:
+            victims = list(self._exports.values())
+        for ex in victims:
+            self._kill(ex, "released")
+        with self._lock:
+            self._nodes.clear()
+            self._handles.clear()
+
+    def _alive(self, ex: _Export, right: Rights) -> None:
+        """Raise unless ``ex`` may be used for ``right`` now (lock held)."""
+        if ex.dead or ex.pin.revoked:
+            self._counts["denied"] += 1
+            raise OSError(REVOKED_ERRNO, "revoked")
+        if right == Rights.WRITE and not ex.writable:
+            self._counts["denied"] += 1
+            raise OSError(errno.EACCES, "read-only grant")
+        if right == Rights.READ and not ex.pin.rights & _READ_RIGHTS:
+            self._counts["denied"] += 1
+            raise OSError(errno.EACCES, "no read right")
+
+    def _enter(self, nodeid: int, right: Rights = Rights.NONE) -> _Node:
+        """Take ``nodeid`` (and its export) for one request; pair with ``_leave``."""
+        with self._lock:
+            n = self._nodes.get(nodeid)
+            if n is None:
+                raise OSError(errno.ENOENT, "unknown node")
+            self._alive(n.export, right)
+            if n.fd < 0:
+                raise OSError(REVOKED_ERRNO, "released")
+            n.export.busy += 1
+        return n
+
+    def _enter_handle(self, fh: int, right: Rights = Rights.NONE) -> _Handle:
+        with self._lock:
+            h = self._handles.get(fh)
+            if h is None:
+                raise OSError(errno.EBADF, "unknown file handle")
+            self._alive(h.export, right)
+            if h.fd < 0:
+                raise OSError(REVOKED_ERRNO, "released")
+            h.export.busy += 1
+        return h
+
+    def _leave(self, ex: _Export) -> None:
+        with self._lock:
+            ex.busy -= 1
+            doomed = self._collect(ex)
+        for fd in doomed:
+            os.close(fd)
+
+    def _entry(self, ex: _Export, fd: int) -> Parts:
+        """Reply to a lookup-like request for the inode ``fd`` (O_PATH; we take it)."""
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        key = (st.st_dev, st.st_ino)
+        extra = -1
+        with self._lock:
+            if ex.dead:
+                ex.graveyard.append(fd)
+                raise OSError(REVOKED_ERRNO, "revoked")
+            n = ex.nodes.get(key)
+            if n is not None and n.fd >= 0:
+                extra = fd
+            else:
+                n = _Node(next(self._ids), ex, fd, key, stat.S_IFMT(st.st_mode))
+                ex.nodes[key] = n
+                self._nodes[n.nodeid] = n
+            n.nlookup += 1
+        if extra >= 0:
+            os.close(extra)
+        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, 0, 0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+
+    def _new_handle(self, ex: _Export, fd: int) -> int:
+        with self._lock:
+            if ex.dead:
+                ex.graveyard.append(fd)
+                raise OSError(REVOKED_ERRNO, "revoked")
+            h = _Handle(next(self._ids), ex, fd)
+            self._handles[h.fh] = h
+            ex.handles.add(h.fh)
+        return h.fh
+
+    def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
+        if opcode == P.FORGET:
+            self._drop(nodeid, P.FORGET_IN.unpack_from(body)[0])
+            return
+        count = P.BATCH_FORGET_IN.unpack_from(body)[0]
+        at = P.BATCH_FORGET_IN.size
+        for _ in range(count):
+            node, nlookup = P.FORGET_ONE.unpack_from(body, at)
+            at += P.FORGET_ONE.size
+            self._drop(node, nlookup)
+
+    def _drop(self, nodeid: int, nlookup: int) -> None:
+        """The client kernel forgot ``nlookup`` lookups of ``nodeid``."""
+        with self._lock:
+            n = self._nodes.get(nodeid)
+            if n is None:
+                return
+            n.nlookup -= nlookup
+            ex = n.export
+            if n.nlookup > 0 or (n is ex.root and not ex.dead):
+                return  # an export's root stays while the export lives
+            del self._nodes[nodeid]
+            if ex.nodes.get(n.key) is n:
+                del ex.nodes[n.key]
+            if n.fd >= 0:
+                ex.graveyard.append(n.fd)
+                n.fd = -1
+            doomed = self._collect(ex)
+        for fd in doomed:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ handlers
+    # Each takes (nodeid, request body, caller tid, this thread's out buffer) and returns
+    # the reply's parts, or raises OSError(errno) for an error reply.
+
+    def _lookup(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        name = _names(body, 1)[0]
+        if nodeid == P.ROOT_ID:
+            with self._lock:
+                ex = self._exports.get(name)
+                if ex is None or ex.root is None:
+                    raise OSError(errno.ENOENT, "no such export")
+                root = ex.root
+            n = self._enter(root.nodeid)
+            try:
+                return self._entry(ex, os.open(_proc(n.fd), os.O_PATH | os.O_CLOEXEC))
+            finally:
+                self._leave(ex)
+        parent = self._enter(nodeid)
+        try:
+            fd = P.openat2(parent.fd, _name(name), _LOOKUP_FLAGS, 0, _RESOLVE)
+            return self._entry(parent.export, fd)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.ELOOP):
+                raise OSError(errno.EACCES, "outside the grant") from exc
+            raise
+        finally:
+            self._leave(parent.export)
+
+    def _getattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        if nodeid == P.ROOT_ID:
+            return [P.ATTR_OUT_HEAD.pack(0, 0, 0), self._root_attr()]
+        flags, _dummy, fh = P.GETATTR_IN.unpack_from(body)
+        if flags & P.GETATTR_FH and fh in self._handles:
+            h = self._enter_handle(fh)
+            try:
+                st = os.fstat(h.fd)
+            finally:
+                self._leave(h.export)
+        else:
+            n = self._enter(nodeid)
+            try:
+                st = os.fstat(n.fd)
+            finally:
+                self._leave(n.export)
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+
+    def _setattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, _ctns, mode,
+         *_) = P.SETATTR_IN.unpack_from(body)
+        if nodeid == P.ROOT_ID or valid & (P.FATTR_UID | P.FATTR_GID):
+            raise OSError(errno.EPERM, "ownership is the kernel's")
+        n = self._enter(nodeid, Rights.WRITE)
+        try:
+            if n.kind == stat.S_IFLNK and valid & (P.FATTR_MODE | P.FATTR_SIZE):
+                raise OSError(errno.EPERM, "not on a symlink")
+            if valid & P.FATTR_MODE:
+                os.chmod(_proc(n.fd), mode & _MODE_BITS)
+            if valid & P.FATTR_SIZE:
+                if n.kind != stat.S_IFREG:
+                    raise OSError(errno.EINVAL, "not a regular file")
+                wfd = os.open(_proc(n.fd), os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+                try:
+                    os.ftruncate(wfd, size)
+                finally:
+                    os.close(wfd)
+            if valid & (P.FATTR_ATIME | P.FATTR_MTIME) and n.kind != stat.S_IFLNK:
+                st, now = os.fstat(n.fd), time.time_ns()
+                a, m = st.st_atime_ns, st.st_mtime_ns
+                if valid & P.FATTR_ATIME:
+                    a = now if valid & P.FATTR_ATIME_NOW else atime * 10**9 + atime_ns
+                if valid & P.FATTR_MTIME:
+                    m = now if valid & P.FATTR_MTIME_NOW else mtime * 10**9 + mtime_ns
+                os.utime(_proc(n.fd), ns=(a, m))
+            st = os.fstat(n.fd)
+        finally:
+            self._leave(n.export)
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+
+    def _readlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        n = self._enter(nodeid, Rights.READ)
+        try:
+            return [os.readlink(b"", dir_fd=n.fd)]
+        finally:
+            self._leave(n.export)
+
+    def _make(self, nodeid: int, name: bytes, make: Callable[[int, bytes], None]) -> Parts:
+        """Create ``name`` in ``nodeid`` with ``make(dirfd, name)``; reply with its entry."""
+        parent = self._enter(nodeid, Rights.WRITE)
+        try:
+            make(parent.fd, _name(name))
+            fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
+            return self._entry(parent.export, fd)
+        finally:
+            self._leave(parent.export)
+
+    def _symlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        name, target = _names(body, 2)
+        return self._make(nodeid, name, lambda d, nm: os.symlink(target, nm, dir_fd=d))
+
+    def _mknod(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        mode, _rdev, _umask, _pad = P.MKNOD_IN.unpack_from(body)
+        name = _names(body[P.MKNOD_IN.size:], 1)[0]
+        kind = stat.S_IFMT(mode)
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
+            raise OSError(errno.EPERM, "no device nodes")
+
+        def make(d: int, nm: bytes) -> None:
+            if kind == stat.S_IFREG:
+                os.close(P.openat2(d, nm, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                                   mode & _MODE_BITS, _RESOLVE))
+            else:
+                os.mknod(nm, kind | (mode & _MODE_BITS), dir_fd=d)
+        return self._make(nodeid, name, make)
+
+    def _mkdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        mode, _umask = P.MKDIR_IN.unpack_from(body)
+        name = _names(body[P.MKDIR_IN.size:], 1)[0]
+        return self._make(nodeid, name, lambda d, nm: os.mkdir(nm, mode & _MODE_BITS,
+                                                               dir_fd=d))
+
+    def _remove(self, nodeid: int, body: memoryview, rm: Callable[..., None]) -> Parts:
+        name = _name(_names(body, 1)[0])
+        parent = self._enter(nodeid, Rights.WRITE)
+        try:
+            rm(name, dir_fd=parent.fd)
+        finally:
+            self._leave(parent.export)
+        return None
+
+    def _unlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        return self._remove(nodeid, body, os.unlink)
+
+    def _rmdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        return self._remove(nodeid, body, os.rmdir)
+
+    def _rename(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        newdir = P.RENAME_IN.unpack_from(body)[0]
+        return self._do_rename(nodeid, newdir, 0, body[P.RENAME_IN.size:])
+
+    def _rename2(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        newdir, flags, _pad = P.RENAME2_IN.unpack_from(body)
+        if flags & ~(P.RENAME_NOREPLACE | P.RENAME_EXCHANGE):
+            raise OSError(errno.EINVAL, "unsupported rename flags")
+        return self._do_rename(nodeid, newdir, flags, body[P.RENAME2_IN.size:])
+
+    def _do_rename(self, nodeid: int, newdir: int, flags: int, names: memoryview) -> Parts:
+        old, new = (_name(x) for x in _names(names, 2))
+        src = self._enter(nodeid, Rights.WRITE)
+        try:
+            with self._lock:
+                dst = self._nodes.get(newdir)
+                if dst is None or dst.export is not src.export or dst.fd < 0:
+                    raise OSError(errno.EXDEV, "rename across grants")
+                dst_fd = dst.fd  # safe to use: the export is busy (this request)
+            P.renameat2(src.fd, old, dst_fd, new, flags)
+        finally:
+            self._leave(src.export)
+        return None
+
+    def _link(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        oldnode = P.LINK_IN.unpack_from(body)[0]
+        name = _name(_names(body[P.LINK_IN.size:], 1)[0])
+        parent = self._enter(nodeid, Rights.WRITE)
+        try:
+            with self._lock:
+                old = self._nodes.get(oldnode)
+                if old is None or old.export is not parent.export or old.fd < 0:
+                    raise OSError(errno.EXDEV, "link across grants")
+                if old.kind == stat.S_IFDIR:
+                    raise OSError(errno.EPERM, "no hard links to directories")
+                old_fd = old.fd
+            os.link(_proc(old_fd), name, dst_dir_fd=parent.fd, follow_symlinks=True)
+            fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
+            return self._entry(parent.export, fd)
+        finally:
+            self._leave(parent.export)
+
+    def _open(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        flags, _open_flags = P.OPEN_IN.unpack_from(body)
+        acc = flags & os.O_ACCMODE
+        writes = acc != os.O_RDONLY or flags & os.O_TRUNC
+        n = self._enter(nodeid, Rights.WRITE if writes else Rights.READ)
+        try:
+            if acc != os.O_WRONLY:
+                with self._lock:
+                    self._alive(n.export, Rights.READ)
+            if n.kind != stat.S_IFREG:
+                raise OSError(errno.EACCES, "not a regular file")
+            fd = os.open(_proc(n.fd), (flags & _OPEN_PASS) | os.O_CLOEXEC | os.O_NOCTTY)
+            fh = self._new_handle(n.export, fd)
+        finally:
+            self._leave(n.export)
+        return [P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
+
+    def _create(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        flags, mode, _umask, _open_flags = P.CREATE_IN.unpack_from(body)
+        name = _name(_names(body[P.CREATE_IN.size:], 1)[0])
+        parent = self._enter(nodeid, Rights.WRITE)
+        try:
+            oflags = ((flags & (_OPEN_PASS | os.O_EXCL)) | os.O_CREAT | os.O_NOFOLLOW
+                      | os.O_CLOEXEC | os.O_NOCTTY)
+            fd = P.openat2(parent.fd, name, oflags, mode & _MODE_BITS, _RESOLVE)
+            try:
+                entry = self._entry(parent.export,
+                                    os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC))
+            except BaseException:
+                os.close(fd)
+                raise
+            fh = self._new_handle(parent.export, fd)
+        finally:
+            self._leave(parent.export)
+        assert entry is not None
+        return [*entry, P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
+
+    def _read(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        h = self._enter_handle(fh, Rights.READ)
+        try:
+            n = os.preadv(h.fd, [out[:min(size, len(out))]], offset)
+        finally:
+            self._leave(h.export)
+        return [out[:n]]
+
+    def _write(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.WRITE_IN.unpack_from(body)
+        data = body[P.WRITE_IN.size:P.WRITE_IN.size + size]
+        h = self._enter_handle(fh, Rights.WRITE)
+        done = 0
+        try:
+            while done < len(data):
+                k = os.pwrite(h.fd, data[done:], offset + done)
+                if k == 0:
+                    break
+                done += k
+        except OSError:
+            if done == 0:
+                raise
+        finally:
+            self._leave(h.export)
+        return [P.WRITE_OUT.pack(done, 0)]
+
+    def _fsync(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        fh, fsync_flags, _pad = P.FSYNC_IN.unpack_from(body)
+        h = self._enter_handle(fh)
+        try:
+            (os.fdatasync if fsync_flags & 1 else os.fsync)(h.fd)
+        finally:
+            self._leave(h.export)
+        return None
+
+    def _release(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        fh = P.RELEASE_IN.unpack_from(body)[0]
+        with self._lock:
+            h = self._handles.pop(fh, None)
+            if h is None:
+                return None
+            h.export.handles.discard(fh)
+            if h.fd >= 0:
+                h.export.graveyard.append(h.fd)
+                h.fd = -1
+            doomed = self._collect(h.export)
+        for fd in doomed:
+            os.close(fd)
+        return None
+
+    def _opendir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        if nodeid == P.ROOT_ID:
+            return [P.OPEN_OUT.pack(0, 0, 0)]  # the root lists nothing
+        n = self._enter(nodeid, Rights.READ)
+        try:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=n.fd)
+            fh = self._new_handle(n.export, fd)
+        finally:
+            self._leave(n.export)
+        return [P.OPEN_OUT.pack(fh, 0, 0)]
+
+    def _readdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        if nodeid == P.ROOT_ID:
+            listing = [(b".", P.ROOT_ID, 4), (b"..", P.ROOT_ID, 4)]
+        else:
+            h = self._enter_handle(fh, Rights.READ)
+            try:
+                if offset == 0 or h.listing is None:
+                    st = os.fstat(h.fd)
+                    os.lseek(h.fd, 0, os.SEEK_SET)
+                    with os.scandir(h.fd) as it:
+                        names = [(os.fsencode(d.name), d.inode(),
+                                  4 if d.is_dir(follow_symlinks=False) else
+                                  10 if d.is_symlink() else
+                                  8 if d.is_file(follow_symlinks=False) else 0)
+                                 for d in it]
+                    h.listing = [(b".", st.st_ino, 4), (b"..", 1, 4), *names]
+                listing = h.listing
+            finally:
+                self._leave(h.export)
+        parts: list[bytes | memoryview] = []
+        used = 0
+        for i in range(offset, len(listing)):
+            name, ino, dtype = listing[i]
+            rec = P.dirent(ino or 1, i + 1, name, dtype)
+            if used + len(rec) > size:
+                break
+            parts.append(rec)
+            used += len(rec)
+        return parts
+
+    def _statfs(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        if nodeid == P.ROOT_ID:
+            return [P.KSTATFS.pack(0, 0, 0, 0, 0, 4096, 255, 4096, 0, *([0] * 6))]
+        n = self._enter(nodeid)
+        try:
+            v = os.statvfs(n.fd)
+        finally:
+            self._leave(n.export)
+        return [P.KSTATFS.pack(v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree,
+                               v.f_bsize, v.f_namemax, v.f_frsize, 0, *([0] * 6))]
+
+    def _access(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        if nodeid == P.ROOT_ID:
+            return None
+        mask, _pad = P.ACCESS_IN.unpack_from(body)
+        n = self._enter(nodeid, Rights.WRITE if mask & _W_OK else Rights.NONE)
+        self._leave(n.export)
+        return None

@@ -1,0 +1,339 @@
+"""The directory passthrough (RevocableDirs): a real FUSE mount, real capabilities.
+
+The test process itself is the client here (it is root and sees the mount); the system
+tests (tests/system/test_revocable_dirs.py) do the same from inside sandboxes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exo.kernel.caps import Capability, CapabilityManager
+from exo.kernel.files import OpenFileTable
+from exo.kernel.revocable import REVOKED_ERRNO, RevocableDirs
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+    reason="needs /dev/fuse and root (mount(2) of a FUSE file system)",
+)
+
+PID = 7
+
+
+def _mounted(path: Path) -> bool:
+    text = Path("/proc/self/mountinfo").read_text()
+    return any(line.split()[4] == str(path) for line in text.splitlines())
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.caps = CapabilityManager()
+        self.caps.create_space(PID)
+        self.root = self.caps.grant_root(PID, "storage://", "ALL")
+        self.grant = tmp / "grant"
+        self.grant.mkdir()
+        (self.grant / "f.txt").write_text("hello\n")
+        (self.grant / "sub").mkdir()
+        (self.grant / "sub" / "g.txt").write_text("deeper\n")
+        (tmp / "outside.txt").write_text("outside\n")
+
+    def pin(self, rights: str) -> Capability:
+        return self.caps.pin(PID, self.root, rights)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[RevocableDirs]:
+    released: list[object] = []
+    srv = RevocableDirs(world.tmp / "mnt", on_release=released.append)
+    srv.start()
+    unsubscribe = world.caps.on_revoke(srv.revoke)
+    srv.released = released  # type: ignore[attr-defined]
+    yield srv
+    unsubscribe()
+    srv.close()
+    assert not _mounted(world.tmp / "mnt")
+
+
+def _export(srv: RevocableDirs, world: World, rights: str = "READ,WRITE",
+            path: Path | None = None) -> tuple[Path, Capability]:
+    pin = world.pin(rights)
+    fd = os.open(path or world.grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return srv.export(fd, pin, writable="WRITE" in rights, owner=PID), pin
+
+
+def test_every_operation_reaches_the_real_directory(server: RevocableDirs, world: World
+                                                    ) -> None:
+    p, _ = _export(server, world)
+    g = world.grant
+    assert sorted(os.listdir(p)) == ["f.txt", "sub"]
+    assert (p / "f.txt").read_text() == "hello\n"
+    assert (p / "sub" / "g.txt").read_text() == "deeper\n"
+    assert os.stat(p / "f.txt").st_ino == os.stat(g / "f.txt").st_ino
+    (p / "new.txt").write_bytes(b"n" * 300_000)                     # create + big writes
+    assert (g / "new.txt").read_bytes() == b"n" * 300_000
+    with open(p / "new.txt", "r+b") as fh:                           # read back, seek, write
+        fh.seek(10)
+        fh.write(b"XY")
+    assert (g / "new.txt").read_bytes()[8:14] == b"nnXYnn"
+    os.truncate(p / "new.txt", 5)                                    # setattr size
+    assert (g / "new.txt").read_bytes() == b"nnnnn"
+    os.chmod(p / "new.txt", 0o6755)                                  # suid/sgid dropped
+    assert stat.S_IMODE(os.stat(g / "new.txt").st_mode) == 0o755
+    os.utime(p / "new.txt", (1_000_000, 2_000_000))
+    assert os.stat(g / "new.txt").st_mtime == 2_000_000
+    os.mkdir(p / "d")
+    os.rename(p / "new.txt", p / "d" / "moved.txt")
+    assert (g / "d" / "moved.txt").exists() and not (g / "new.txt").exists()
+    os.symlink("moved.txt", p / "d" / "link")
+    assert os.readlink(p / "d" / "link") == "moved.txt"
+    assert (p / "d" / "link").read_text() == "nnnnn"
+    os.link(p / "f.txt", p / "hard")
+    assert os.stat(g / "f.txt").st_nlink == 2
+    os.mkfifo(p / "fifo")
+    assert stat.S_ISFIFO(os.lstat(g / "fifo").st_mode)
+    for name in ("hard", "fifo", "d/link", "d/moved.txt"):
+        os.unlink(p / name)
+    os.rmdir(p / "d")
+    assert sorted(os.listdir(g)) == ["f.txt", "sub"]
+    fd = os.open(p / "f.txt", os.O_RDWR)
+    try:
+        os.fsync(fd)
+        assert os.fstat(fd).st_size == 6
+    finally:
+        os.close(fd)
+    assert os.statvfs(p).f_bsize == os.statvfs(g).f_bsize
+    with pytest.raises(FileExistsError):
+        os.open(p / "f.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    with pytest.raises(PermissionError):
+        os.chown(p / "f.txt", 1000, 1000)
+    with pytest.raises(PermissionError):
+        os.mknod(p / "dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+def test_revocation_cuts_paths_cwd_and_open_descriptors(server: RevocableDirs, world: World
+                                                        ) -> None:
+    p, pin = _export(server, world)
+    fd = os.open(p / "f.txt", os.O_RDWR)
+    dfd = os.open(p / "sub", os.O_RDONLY | os.O_DIRECTORY)
+    child = subprocess.Popen(  # another process, its cwd inside the export
+        [sys.executable, "-c", "import os,sys; sys.stdin.readline(); print(os.listdir('.'))"],
+        cwd=p / "sub", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        world.caps.revoke(PID, world.root)
+        assert pin.revoked
+        for op in (lambda: os.pread(fd, 5, 0), lambda: os.pwrite(fd, b"x", 0),
+                   lambda: os.fstat(fd), lambda: os.listdir(dfd),
+                   lambda: os.stat("g.txt", dir_fd=dfd),
+                   lambda: os.open("g.txt", os.O_RDONLY, dir_fd=dfd),
+                   lambda: os.open("new", os.O_WRONLY | os.O_CREAT, dir_fd=dfd)):
+            with pytest.raises(OSError) as info:
+                op()
+            assert info.value.errno == REVOKED_ERRNO
+        # The export's name is gone from the mount too.
+        assert not (p / "f.txt").exists()
+        _, err = child.communicate("\n", timeout=30)
+        assert child.returncode != 0 and "PermissionError" in err
+    finally:
+        os.close(fd)
+        os.close(dfd)
+        if child.poll() is None:
+            child.kill()
+    assert (world.grant / "f.txt").read_text() == "hello\n"
+    assert server.released == [pin]  # type: ignore[attr-defined]
+    st = server.stats()
+    assert st["exports"] == 0 and st["revoked"] == 1 and st["handles"] == 0
+
+
+def test_per_request_check_alone_refuses_after_revoke(world: World) -> None:
+    srv = RevocableDirs(world.tmp / "mnt2")  # no on_revoke listener: only pin.revoked
+    srv.start()
+    try:
+        p, _ = _export(srv, world)
+        fd = os.open(p / "f.txt", os.O_RDONLY)
+        world.caps.revoke(PID, world.root)
+        with pytest.raises(PermissionError):
+            os.read(fd, 3)
+        with pytest.raises(PermissionError):
+            os.listdir(p)
+        os.close(fd)
+    finally:
+        srv.close()
+
+
+def test_read_only_export_refuses_every_change(server: RevocableDirs, world: World) -> None:
+    p, _ = _export(server, world, "READ")
+    assert (p / "f.txt").read_text() == "hello\n"
+    changes = [
+        lambda: os.open(p / "f.txt", os.O_RDWR), lambda: os.open(p / "f.txt", os.O_WRONLY),
+        lambda: os.open(p / "f.txt", os.O_RDONLY | os.O_TRUNC),
+        lambda: os.open(p / "new", os.O_WRONLY | os.O_CREAT), lambda: os.mkdir(p / "d"),
+        lambda: os.unlink(p / "f.txt"), lambda: os.rmdir(p / "sub"),
+        lambda: os.rename(p / "f.txt", p / "g"), lambda: os.truncate(p / "f.txt", 0),
+        lambda: os.chmod(p / "f.txt", 0o777), lambda: os.utime(p / "f.txt", (1, 1)),
+        lambda: os.symlink("f.txt", p / "l"), lambda: os.link(p / "f.txt", p / "h"),
+        lambda: os.mkfifo(p / "fifo"),
+    ]
+    for change in changes:
+        with pytest.raises(PermissionError):
+            change()
+    assert sorted(os.listdir(world.grant)) == ["f.txt", "sub"]
+    assert (world.grant / "f.txt").read_text() == "hello\n"
+
+
+def test_symlinks_are_returned_not_followed_and_nothing_escapes(server: RevocableDirs,
+                                                                world: World) -> None:
+    os.symlink(world.tmp / "outside.txt", world.grant / "abs")
+    os.symlink("../outside.txt", world.grant / "rel")
+    os.symlink(world.tmp, world.grant / "dirlink")
+    p, _ = _export(server, world)
+    assert os.readlink(p / "abs") == str(world.tmp / "outside.txt")
+    assert os.readlink(p / "rel") == "../outside.txt"
+    assert stat.S_ISLNK(os.lstat(p / "dirlink").st_mode)
+    # Relative links resolve in the client's view: here one level up is the mount root,
+    # which lists nothing and holds no such name.
+    with pytest.raises(FileNotFoundError):
+        (p / "rel").read_text()
+    assert os.listdir(p.parent) == []
+    # Writing through a symlink the client resolved is the client's business; creating
+    # over a symlink name with O_NOFOLLOW semantics is refused by the server.
+    with pytest.raises(OSError) as info:
+        os.open(p / "abs", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW)
+    assert info.value.errno == errno.ELOOP
+    assert (world.tmp / "outside.txt").read_text() == "outside\n"
+
+
+def test_renames_and_links_stay_within_one_export(server: RevocableDirs, world: World) -> None:
+    other = world.tmp / "other"
+    other.mkdir()
+    a, _ = _export(server, world)
+    b, _ = _export(server, world, path=other)
+    for op in (lambda: os.rename(a / "f.txt", b / "f.txt"),
+               lambda: os.link(a / "f.txt", b / "f.txt")):
+        with pytest.raises(OSError) as info:
+            op()
+        assert info.value.errno == errno.EXDEV
+    assert (world.grant / "f.txt").exists() and not (other / "f.txt").exists()
+
+
+def test_own_mount_cannot_be_exported(server: RevocableDirs, world: World) -> None:
+    p, _ = _export(server, world)
+    with pytest.raises(OSError) as info:
+        _export(server, world, path=p)
+    assert info.value.errno == errno.ELOOP
+
+
+def test_concurrent_requests_from_many_threads(server: RevocableDirs, world: World) -> None:
+    p, _ = _export(server, world)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            d = p / f"t{i}"
+            os.mkdir(d)
+            for j in range(30):
+                f = d / f"{j}.txt"
+                f.write_text(f"{i}-{j}" * 100)
+                assert f.read_text() == f"{i}-{j}" * 100
+                os.rename(f, d / f"{j}.done")
+            assert len(os.listdir(d)) == 30
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sum(len(os.listdir(world.grant / f"t{i}")) for i in range(6)) == 180
+
+
+def test_release_for_owner_and_close(world: World) -> None:
+    srv = RevocableDirs(world.tmp / "mnt3")
+    srv.start()
+    p, _ = _export(srv, world)
+    fd = os.open(p / "f.txt", os.O_RDONLY)
+    assert srv.release_for(PID) == 1
+    with pytest.raises(PermissionError):
+        os.read(fd, 1)
+    p2, _ = _export(srv, world)
+    fd2 = os.open(p2 / "f.txt", os.O_RDONLY)
+    srv.close()
+    assert not _mounted(world.tmp / "mnt3")
+    with pytest.raises(OSError) as info:
+        os.read(fd2, 1)
+    assert info.value.errno == errno.ENOTCONN
+    os.close(fd)
+    os.close(fd2)
+    srv.close()  # idempotent
+
+
+def test_table_exports_unpins_and_falls_back(world: World) -> None:
+    table = OpenFileTable(world.caps)
+    said: list[str] = []
+    pin = world.pin("READ")
+    fd = os.open(world.grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    path = table.export_dir(PID, pin, fd, writable=False, mount_dir=world.tmp / "dirs-x",
+                            log=said.append)
+    assert path is not None and (path / "f.txt").read_text() == "hello\n"
+    assert table.stats()["pinned"] == 1
+    assert table.release_exports(PID) == 1
+    assert table.stats()["pinned"] == 0
+    table.close()
+    assert not _mounted(world.tmp / "dirs-x")
+
+    none = OpenFileTable(world.caps, fuse_device="/dev/exo-no-such-fuse")
+    pin = world.pin("READ")
+    fd = os.open(world.grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    for _ in range(2):
+        assert none.export_dir(PID, pin, fd, writable=False, mount_dir=world.tmp / "dirs-y",
+                               log=said.append) is None
+    os.close(fd)
+    world.caps.unpin(pin)
+    assert len([m for m in said if "NOT revocable" in m]) == 1
+    assert none.stats()["dirs_unavailable"]
+    none.close()
+
+
+_KILLED = """
+import os, sys
+from pathlib import Path
+from exo.kernel.revocable import RevocableDirs
+srv = RevocableDirs(Path(sys.argv[1]))
+srv.start()
+print("up", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_killed_server_does_not_leave_its_mount_behind(tmp_path: Path) -> None:
+    mnt = tmp_path / "dirs-killed"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED, str(mnt)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "up"
+    assert _mounted(mnt)
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 10
+    while _mounted(mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _mounted(mnt)
+    assert not mnt.exists()
