@@ -86,6 +86,7 @@ class _Node:
     key: tuple[int, int]        # (st_dev, st_ino) of the real inode
     kind: int                   # S_IFMT bits
     nlookup: int = 0
+    opened: bool = False        # opened for I/O once: a private mapping may hold its pages
 
 
 @dataclass(eq=False)
@@ -217,7 +218,7 @@ class RevocableDirs(FuseServer):
             self._exports.pop(ex.token, None)
             if self._by_pin.get(id(ex.pin)) is ex:
                 del self._by_pin[id(ex.pin)]
-            files = [n.nodeid for n in ex.nodes.values() if n.kind == stat.S_IFREG]
+            files = [n.nodeid for n in ex.nodes.values() if n.opened]
             for n in ex.nodes.values():
                 if n.fd >= 0:
                     ex.graveyard.append(n.fd)
@@ -557,6 +558,7 @@ class RevocableDirs(FuseServer):
                 raise OSError(errno.EACCES, "not a regular file")
             fd = os.open(_proc(n.fd), (flags & _OPEN_PASS) | os.O_CLOEXEC | os.O_NOCTTY)
             fh = self._new_handle(n.export, fd)
+            n.opened = True
         finally:
             self._leave(n.export)
         return [P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
