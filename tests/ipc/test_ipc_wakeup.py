@@ -1,13 +1,18 @@
 """No wake-up is ever lost. With spinning and yielding disabled every wait goes to the
 futex, and the safety tick is set to 60 s: a single lost wake-up would leave a waiter
 asleep until its tick expires, which the futex-timeout counters record (and the test
-would take a minute). The counters must stay at zero."""
+would take a minute). The counters must stay at zero, with both wake-up protocols: the
+wakers' fence left to the sleepers' membarrier(2), and a fence on both sides."""
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
+
+import pytest
 from _procs import fork_child, reap
 
-from exo.ipc import Channel
+from exo.ipc import Channel, _fring
 
 ROUND_TRIPS = 5_000
 
@@ -17,8 +22,16 @@ def _strict(ch: Channel) -> None:
         ring.configure(spin_us=0, yields=0, tick_ms=60_000)
 
 
-def test_futex_handshake_loses_no_wakeup() -> None:
+@pytest.fixture(params=["membarrier", "mfence"])
+def protocol(request: pytest.FixtureRequest) -> Iterator[str]:
+    old = _fring._use_membarrier(request.param == "membarrier")
+    yield request.param
+    _fring._use_membarrier(old)
+
+
+def test_futex_handshake_loses_no_wakeup(protocol: str) -> None:
     a, b = Channel.pair(4, name="wakeup")
+    assert a.tx.stats()["wake_fence"] == protocol
 
     def echo() -> None:
         a.detach()
@@ -28,6 +41,10 @@ def test_futex_handshake_loses_no_wakeup() -> None:
         # and a batch whose producer must wait for room (ring of 4)
         for _ in range(200):
             b.tx.send_batch(b.rx.recv_batch())
+        buf, lens = bytearray(64), array("I", bytes(16))
+        for _ in range(200):  # packed batches, the producer waiting for room too
+            n = b.rx.recv_batch_into(buf, lens)
+            b.tx.send_batch_packed(buf[: sum(lens[:n])], lens[:n].tolist())
 
     pid = fork_child(echo)
     b.detach()
@@ -42,6 +59,15 @@ def test_futex_handshake_loses_no_wakeup() -> None:
         while len(got) < 4:
             got += a.rx.recv_batch()
         assert got == [bytes([i % 256])] * 4
+    buf, lens = bytearray(64), array("I", bytes(16))
+    for i in range(200):
+        a.tx.send_batch_packed(bytes([i % 256]) * 12, 3)
+        n = 0
+        while n < 4:
+            k = a.rx.recv_batch_into(memoryview(buf)[3 * n :], lens)
+            assert list(lens[:k]) == [3] * k
+            n += k
+        assert buf[:12] == bytes([i % 256]) * 12
     assert reap(pid) == 0
     tx, rx = a.tx.stats(), a.rx.stats()
     # the futex path was really exercised, and every sleeper was woken, none timed out
