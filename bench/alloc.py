@@ -11,7 +11,8 @@ Claims under test (docs/memory-pool.md):
   with at most 256 messages in flight (the Fusion Ring's default capacity) and published
   in batches of 16 (its batch mode);
 * fragmentation < 5 % after 1,000,000 random allocations and frees of mixed sizes
-  (fragmentation = Linux's unusable free space index for a 64 KiB block, see the docs).
+  (fragmentation = Linux's unusable free space index for a 64 KiB block, see the docs),
+  for each of three seeds of the random workload; ``fragmentation_pct`` is the worst.
 
 Run: ``.venv/bin/python bench/alloc.py [--quick]``. The JSON layout of
 ``alloc_free_ns``, ``l1_hit_rate`` and ``fragmentation_pct`` is a contract.
@@ -42,6 +43,7 @@ SIZES = (64, 4096, 65536)
 WINDOW = 256  # messages in flight (Fusion Ring default capacity)
 BATCH = 16  # messages published at once (Fusion Ring batch mode)
 SEED = 20240601
+FRAG_SEEDS = (SEED + 1, SEED + 2, SEED + 3)  # the workload is deterministic per seed
 
 
 def log_uniform_sizes(rng: random.Random, count: int) -> list[int]:
@@ -197,12 +199,12 @@ def bench_ipc(progress: Progress, quick: bool) -> dict[str, Any]:
 # -- fragmentation after a million random allocations and frees ---------------------------
 
 
-def bench_fragmentation(progress: Progress, quick: bool) -> dict[str, Any]:
+def bench_fragmentation_seed(progress: Progress, quick: bool, seed: int) -> dict[str, Any]:
     allocs_wanted = 100_000 if quick else 1_000_000
     target = 2_000  # live blocks the workload hovers around (~20 MiB of a 64 MiB pool)
-    rng = random.Random(SEED + 1)
+    rng = random.Random(seed)
     sizes = log_uniform_sizes(rng, allocs_wanted)
-    task = progress.add_task("fragmentation (random mix)", total=allocs_wanted)
+    task = progress.add_task(f"fragmentation, seed {seed}", total=allocs_wanted)
     checkpoints: list[float] = []
     with SharedPool.create(64 << 20) as pool:
         alloc, free = pool.alloc, pool.free
@@ -228,6 +230,7 @@ def bench_fragmentation(progress: Progress, quick: bool) -> dict[str, Any]:
         pool.trim()
         trimmed = pool.stats()
     return {
+        "seed": seed,
         "allocations": allocs,
         "frees": frees,
         "live_blocks_at_end": len(live),
@@ -235,6 +238,7 @@ def bench_fragmentation(progress: Progress, quick: bool) -> dict[str, Any]:
         "pool_size": s["size"],
         "fragmentation_pct": round(s["fragmentation_pct"], 3),
         "fragmentation_pct_after_trim": round(trimmed["fragmentation_pct"], 3),
+        "bytes_cached": s["bytes_cached"],
         # the index moves with every free; a snapshot every 50,000 allocations:
         "fragmentation_pct_checkpoints": [round(c, 2) for c in checkpoints],
         "fragmentation_pct_mean": round(statistics.fmean(checkpoints), 3) if checkpoints else None,
@@ -243,6 +247,27 @@ def bench_fragmentation(progress: Progress, quick: bool) -> dict[str, Any]:
         "l3_largest_free": s["l3_largest_free"],
         "l3_free_bytes": s["l3_free_bytes"],
         "l1_hit_rate": s["l1_hit_rate"],
+    }
+
+
+def bench_fragmentation(progress: Progress, quick: bool) -> dict[str, Any]:
+    """The random workload for each seed; the claim must hold for every one of them."""
+    runs = [bench_fragmentation_seed(progress, quick, seed) for seed in FRAG_SEEDS]
+    checkpoints = [c for r in runs for c in r["fragmentation_pct_checkpoints"]]
+    return {
+        "seeds": list(FRAG_SEEDS),
+        # the figure at the last allocation, per seed, and the worst of them:
+        "fragmentation_pct_by_seed": {str(r["seed"]): r["fragmentation_pct"] for r in runs},
+        "fragmentation_pct_worst_seed": max(r["fragmentation_pct"] for r in runs),
+        # every snapshot of every seed:
+        "checkpoint_max": max(checkpoints, default=0.0),
+        "checkpoint_mean": round(statistics.fmean(checkpoints), 3) if checkpoints else None,
+        "checkpoints_at_or_above_5_pct": sum(c >= 5.0 for c in checkpoints),
+        "checkpoints": len(checkpoints),
+        "fragmentation_pct_after_trim_by_seed": {
+            str(r["seed"]): r["fragmentation_pct_after_trim"] for r in runs
+        },
+        "runs": runs,
     }
 
 
@@ -277,7 +302,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "alloc_free_ns": latency,
         "l1_hit_rate": round(ipc["l1_hit_rate"], 4),
-        "fragmentation_pct": frag["fragmentation_pct"],
+        "fragmentation_pct": frag["fragmentation_pct_worst_seed"],
         "speedup_vs_shared_memory": speedup,
         "targets": {
             "speedup_vs_shared_memory_min": 20,
@@ -285,7 +310,8 @@ def main() -> None:
             "l1_hit_rate_min": 0.90,
             "l1_hit_rate_ok": ipc["l1_hit_rate"] >= 0.90,
             "fragmentation_pct_max": 5.0,
-            "fragmentation_ok": frag["fragmentation_pct"] < 5.0,
+            "fragmentation_ok": frag["fragmentation_pct_worst_seed"] < 5.0,
+            "fragmentation_every_checkpoint_ok": frag["checkpoint_max"] < 5.0,
         },
         "ipc_workload": ipc,
         "fragmentation_workload": frag,

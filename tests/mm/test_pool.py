@@ -188,3 +188,47 @@ def test_check_detects_and_repairs_a_damaged_tree(pool: SharedPool) -> None:
     pool.free(off)
     pool.trim()
     assert pool.stats()["l3_free_bytes"] == pool.size
+
+
+# -- level 1 gives back what would pin a 64 KiB region (docs/memory-pool.md, Level 1) ------
+
+_BIG_POOL = 64 << 20  # full-size refill batches (a small pool caps them at 1/64 of free)
+
+
+def test_free_completing_a_64k_block_skips_the_cache() -> None:
+    with SharedPool.create(_BIG_POOL) as p:
+        blocks = [p.alloc(32 << 10) for _ in range(8)]  # one refill batch, neighbours
+        for off in blocks[1:]:
+            p.free(off)
+        p.trim()  # only blocks[0] is left; its 32 KiB buddy is free in level 3
+        p.free(blocks[0])
+        s = p.stats()
+        assert s["bytes_cached"] == 0  # not kept in the cache ...
+        assert s["l3_largest_free"] == p.size  # ... but coalesced at once
+        p.check()
+
+
+def test_cached_neighbours_go_back_with_the_block_that_completes_their_region() -> None:
+    with SharedPool.create(_BIG_POOL) as p:
+        blocks = sorted(p.alloc(8 << 10) for _ in range(64))  # 8 regions of 64 KiB
+        assert blocks == [blocks[0] + i * (8 << 10) for i in range(64)]
+        for off in blocks:
+            p.free(off)
+        s = p.stats()
+        # without the rule all 64 stay cached (the cache holds 64 of this class); with
+        # it, once the class has a surplus, each completed region goes back whole
+        assert 0 < s["bytes_cached"] <= 32 * (8 << 10)
+        assert s["fragmentation_pct"] == 0.0
+        assert all(n == 0 for n in s["l3_free_blocks_by_order"][:10])
+        p.check()
+
+
+def test_a_thread_cycling_through_its_batch_keeps_it() -> None:
+    with SharedPool.create(_BIG_POOL) as p:
+        for n in (64, 4096, 8192, 32 << 10):
+            for _ in range(200):
+                p.free(p.alloc(n))
+        s = p.stats()
+        assert s["refills_l3"] == 4  # one refill per class, not one per free
+        assert s["l1_hits"] == 4 * 199
+        p.check()

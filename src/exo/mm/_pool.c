@@ -394,6 +394,105 @@ static uint64_t chain_to_l3_locked(Pool *p, uint32_t idx1, unsigned k, uint32_t 
 
 /* ------------------------------------------------ level 1: per-thread caches */
 
+/* Order of a 64 KiB block: the largest cached class, and the request size the
+ * fragmentation index is measured against (docs/memory-pool.md, Statistics). */
+#define REGION_ORDER (NCLASS - 1u)
+/* At most this many cached blocks are gathered to complete one region. */
+#define GATHER_MAX 16u
+
+typedef struct {
+    uint32_t n, max;
+    uint32_t g[GATHER_MAX];
+    uint8_t k[GATHER_MAX];
+} gather_t;
+
+static inline uint8_t tree_peek(const Pool *p, uint64_t node) {
+    return __atomic_load_n(&p->tree[node], __ATOMIC_RELAXED);
+}
+
+/* 1 if subtree `node` (of order `order`) holds nothing but level-3 free space and
+ * blocks this process caches in a class of which thread cache `tc` holds at least
+ * half a cache; those blocks are collected in *out (none at all when out->max is 0).
+ * The class condition leaves alone a class the thread is working through: a fresh
+ * refill batch is a run of neighbours, and giving it back would make every free return
+ * it and every allocation refill it.
+ * Stops at the first block that does not qualify, so it usually costs a read or two.
+ * Without the lock the answer is only a hint (the caller asks again under the lock
+ * before acting on it); the recursion is bounded by the depth and GATHER_MAX. */
+static int subtree_reclaimable(const Pool *p, const tcache_t *tc, uint64_t node, unsigned order,
+                               gather_t *out) {
+    if (tree_peek(p, node) == order + 1) return 1; /* one whole free block */
+    uint32_t base = (uint32_t)((node << order) - p->ngran);
+    uint32_t m = atomic_load_explicit(&p->meta[base], RELAXED);
+    if (m && M_ORDER(m) >= order) { /* a block starts here and covers the node */
+        if (m != META(ST_CACHED, order, p->slot) || out->n >= out->max ||
+            tc->n[order] < cap_of[order] / 2)
+            return 0;
+        out->g[out->n] = base;
+        out->k[out->n++] = (uint8_t)order;
+        return 1;
+    }
+    if (order == 0) return 0;
+    return subtree_reclaimable(p, tc, 2 * node, order - 1, out) &&
+           subtree_reclaimable(p, tc, 2 * node + 1, order - 1, out);
+}
+
+/* 1 if, once block (g, k) is free, its whole 64 KiB region would be level-3 free
+ * space plus the cached blocks collected in *out: given back together, they
+ * coalesce into a free block of 64 KiB or more. Cached neighbours are gathered only
+ * when class k itself has a surplus, for the reason above. */
+static int region_reclaimable(const Pool *p, const tcache_t *tc, uint32_t g, unsigned k,
+                              gather_t *out) {
+    out->n = 0;
+    out->max = tc->n[k] >= cap_of[k] / 2 ? GATHER_MAX : 0;
+    uint64_t node = (p->ngran + g) >> k;
+    for (unsigned order = k; order < REGION_ORDER; order++, node >>= 1)
+        if (!subtree_reclaimable(p, tc, node ^ 1, order, out)) return 0;
+    return 1;
+}
+
+static inline int l1_index(const tcache_t *tc, uint32_t g, unsigned k) {
+    for (uint32_t i = tc->n[k]; i-- > 0;)
+        if (tc->blk[k][i] == g) return (int)i;
+    return -1;
+}
+
+/* The gathered blocks sit in this thread's level 1 (blocks on the level-2 lists or in
+ * another thread's cache are left alone). */
+static int gather_in_l1(const tcache_t *tc, const gather_t *gb) {
+    for (uint32_t i = 0; i < gb->n; i++)
+        if (l1_index(tc, gb->g[i], gb->k[i]) < 0) return 0;
+    return 1;
+}
+
+/* Owner's free of block (g, k), already marked cached: if its 64 KiB region would then
+ * hold nothing but free space and blocks this thread caches, give the block and those
+ * neighbours back to level 3 now, where they coalesce, instead of keeping a block that
+ * pins free memory in pieces (docs/memory-pool.md, "Level 1"). 1 if given back. */
+static int give_back_region(Pool *p, tcache_t *tc, uint32_t g, unsigned k) {
+    gather_t gb;
+    if (k >= REGION_ORDER || !region_reclaimable(p, tc, g, k, &gb) || !gather_in_l1(tc, &gb))
+        return 0;
+    if (pool_lock(p) < 0) return 0; /* the block simply stays cached */
+    int ok = region_reclaimable(p, tc, g, k, &gb) && gather_in_l1(tc, &gb);
+    if (ok) {
+        for (uint32_t i = 0; i < gb.n; i++) {
+            unsigned c = gb.k[i];
+            int at = l1_index(tc, gb.g[i], c);
+            memmove(&tc->blk[c][at], &tc->blk[c][at + 1],
+                    (tc->n[c] - (uint32_t)at - 1) * sizeof tc->blk[c][0]);
+            tc->n[c]--;
+            atomic_store_explicit(&p->meta[gb.g[i]], 0, RELAXED);
+            tree_free(p, gb.g[i], c);
+        }
+        uint32_t want = META(ST_CACHED, k, p->slot);
+        if (atomic_compare_exchange_strong_explicit(&p->meta[g], &want, 0, ACQ_REL, RELAXED))
+            tree_free(p, g, k);
+    }
+    pool_unlock(p);
+    return ok;
+}
+
 /* Gives the `count` oldest cached blocks of class k back to level 3. The oldest
  * are the rest of a refill batch, neighbours of each other: returned together
  * they coalesce, where recently freed (scattered) blocks would leave holes. */
@@ -707,6 +806,11 @@ static PyObject *free_local(Pool *p, uint32_t g, uint32_t m, unsigned k) {
     }
     tcache_t *tc = get_tcache(p);
     if (UNLIKELY(!tc)) return NULL;
+    if (give_back_region(p, tc, g, k)) {
+        cnt_add(p, C_FREE_LOCAL, 1);
+        cnt_add(p, C_FREED_BYTES, (uint64_t)GRAN << k);
+        Py_RETURN_NONE;
+    }
     if (UNLIKELY(tc->n[k] >= cap_of[k])) {
         if (lock_or_raise(p) < 0) return NULL;
         flush_locked(p, tc, k, cap_of[k] / 2);
