@@ -422,11 +422,11 @@ static inline uint8_t tree_peek(const Pool *p, uint64_t node) {
 static int subtree_reclaimable(const Pool *p, const tcache_t *tc, uint64_t node, unsigned order,
                                gather_t *out) {
     if (tree_peek(p, node) == order + 1) return 1; /* one whole free block */
+    if (out->n >= out->max) return 0; /* free space alone would be one whole block */
     uint32_t base = (uint32_t)((node << order) - p->ngran);
     uint32_t m = atomic_load_explicit(&p->meta[base], RELAXED);
     if (m && M_ORDER(m) >= order) { /* a block starts here and covers the node */
-        if (m != META(ST_CACHED, order, p->slot) || out->n >= out->max ||
-            tc->n[order] < cap_of[order] / 2)
+        if (m != META(ST_CACHED, order, p->slot) || tc->n[order] < cap_of[order] / 2)
             return 0;
         out->g[out->n] = base;
         out->k[out->n++] = (uint8_t)order;
