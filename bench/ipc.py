@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import functools
 import json
+import mmap
 import multiprocessing
 import os
 import platform
@@ -564,19 +565,44 @@ def child_echo(ep: Endpoint, p: dict[str, Any], ctl: int) -> None:
         send(recv())
 
 
+def _produce(p: dict[str, Any], fn: Callable[..., Any], args: tuple[Any, ...], unit: int) -> None:
+    """Call fn(*args) (one send of `unit` payload bytes) for p["secs"] seconds, then
+    publish the total in the shared word and make one last send: the consumer, which
+    reads the word before each receive, thus never blocks on a stream that has ended."""
+    total = memoryview(p["total"]).cast("q")
+    clock, deadline, n = time.perf_counter, time.perf_counter() + p["secs"], 0
+    while True:
+        for _ in range(64):
+            fn(*args)
+        n += 64
+        if clock() >= deadline:
+            break
+    total[0] = (n + 1) * unit
+    fn(*args)
+
+
 def _consume(
     p: dict[str, Any], ctl: int, take: Callable[..., int], args: tuple[Any, ...], unit: int
 ) -> None:
-    """Receive n 56-byte messages; time the last 80 % (the first 20 % warm up caches,
-    page tables and the scheduler) on the consumer's side, where they arrive."""
-    target, got = p["n"] * 56, 0
-    warm = target // 5
-    while got < warm:
+    """Receive until the producer's total; time everything after the first fifth of the
+    producer's duration (warm-up: caches, page tables, pools, the scheduler) on the
+    consumer's side, where the messages arrive."""
+    total = memoryview(p["total"]).cast("q")
+    clock = time.perf_counter
+    warm_end = clock() + p["secs"] / 5
+    got = i = base = 0
+    t0 = 0.0
+    while True:
+        end = total[0]
+        if end and got >= end:
+            break
         got += take(*args) * unit
-    base, t0 = got, time.perf_counter()
-    while got < target:
-        got += take(*args) * unit
-    os.write(ctl, f"{got - base} {time.perf_counter() - t0}".encode())
+        i += 1
+        if not t0 and not i & 15 and clock() >= warm_end:
+            base, t0 = got, clock()
+    if not t0:  # the stream ended within the warm-up (a slow transport): time it all
+        raise RuntimeError("the stream ended during the warm-up")
+    os.write(ctl, f"{got - base} {clock() - t0}".encode())
 
 
 def child_consume56(ep: Endpoint, p: dict[str, Any], ctl: int) -> None:
@@ -588,14 +614,22 @@ def child_consume_objects(ep: Endpoint, p: dict[str, Any], ctl: int) -> None:
 
 
 def child_consume_big(ep: Endpoint, p: dict[str, Any], ctl: int) -> None:
-    crc, n = 0, p["n"]
-    warm = n // 5
-    for _ in range(warm):
-        crc = ep.recv_big(crc)
-    t0 = time.perf_counter()
-    for _ in range(n - warm):
-        crc = ep.recv_big(crc)
-    os.write(ctl, f"{crc} {(n - warm) * BIG} {time.perf_counter() - t0}".encode())
+    total = memoryview(p["total"]).cast("q")
+    clock, recv_big = time.perf_counter, ep.recv_big
+    warm_end = clock() + p["secs"] / 5
+    crc = got = base = 0
+    t0 = 0.0
+    while True:
+        end = total[0]
+        if end and got >= end:
+            break
+        crc = recv_big(crc)
+        got += 1
+        if not t0 and clock() >= warm_end:
+            base, t0 = got, clock()
+    if not t0:
+        raise RuntimeError("the stream ended during the warm-up")
+    os.write(ctl, f"{crc} {(got - base) * BIG} {clock() - t0}".encode())
 
 
 def child_idle(ep: Endpoint, p: dict[str, Any], ctl: int) -> None:
@@ -630,30 +664,33 @@ def _rate(ctl: int) -> float:
 
 
 def parent_thr56(ep: Endpoint, p: dict[str, Any], ctl: int, pid: int) -> dict[str, float]:
-    send = ep.sender()
-    for _ in range(p["n"]):
-        send(MSG56)
+    _produce(p, ep.sender(), (MSG56,), 56)
     return {"msgs_per_s_56": _rate(ctl)}
 
 
 def parent_batch16(ep: Endpoint, p: dict[str, Any], ctl: int, pid: int) -> dict[str, float]:
-    send_packed, args = ep.packed_call(PACKED16)
-    for _ in range(p["n"] // 16):
-        send_packed(*args)
+    _produce(p, *ep.packed_call(PACKED16), len(PACKED16))
     return {"msgs_per_s_56_batch16": _rate(ctl)}
 
 
 def parent_batch16_objects(ep: Endpoint, p: dict[str, Any], ctl: int, pid: int) -> dict[str, float]:
-    send_batch, batch = ep.send_batch, [MSG56] * 16
-    for _ in range(p["n"] // 16):
-        send_batch(batch)
+    _produce(p, ep.send_batch, ([MSG56] * 16,), len(PACKED16))
     return {"msgs_per_s_56_batch16_objects": _rate(ctl)}
 
 
 def parent_big(ep: Endpoint, p: dict[str, Any], ctl: int, pid: int) -> dict[str, float]:
-    send_big, n = ep.send_big, p["n"]
-    for i in range(n):
-        send_big(BIG_PAYLOADS[i & 3])
+    total = memoryview(p["total"]).cast("q")
+    send_big, clock = ep.send_big, time.perf_counter
+    deadline, n = clock() + p["secs"], 0
+    while True:
+        for _ in range(8):
+            send_big(BIG_PAYLOADS[n & 3])
+            n += 1
+        if clock() >= deadline:
+            break
+    total[0] = n + 1  # then one last message: see _produce
+    send_big(BIG_PAYLOADS[n & 3])
+    n += 1
     got, nbytes, dt = _wait_ctl(ctl, 120).split()
     crc = 0
     for i in range(n):
@@ -713,6 +750,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 def run_case(tr: Transport, case: str, p: dict[str, Any]) -> dict[str, float]:
     child_fn, parent_fn, mode = CASES[case]
     tr.prepare()
+    p["total"] = mmap.mmap(-1, 8)  # shared with the child: the producer's final count
     ctl_r, ctl_w = os.pipe()
     go_r, go_w = os.pipe()
     hog = _hog() if case == "rtt_over" else 0
@@ -771,6 +809,7 @@ def run_case(tr: Transport, case: str, p: dict[str, Any]) -> dict[str, float]:
         os.close(ctl_r)
         os.close(go_w)
         p.pop("sent", None)
+        p.pop("total").close()
 
 
 def c_probe(n: int) -> dict[str, float]:
@@ -858,10 +897,10 @@ def main() -> int:
     rounds = args.rounds or (3 if q else 5)
     params: dict[str, dict[str, Any]] = {
         "rtt": {"n": 5_000 if q else 20_000, "cap_s": 1.5 if q else 5},
-        "thr56": {"n": 40_000 if q else 200_000},
-        "batch16": {"n": 64_000 if q else 320_000},
-        "batch16_objects": {"n": 64_000 if q else 320_000},
-        "big": {"n": 1_500 if q else 6_000},
+        "thr56": {"secs": 0.25 if q else 1.0},
+        "batch16": {"secs": 0.25 if q else 1.0},
+        "batch16_objects": {"secs": 0.25 if q else 1.0},
+        "big": {"secs": 0.3 if q else 1.0},
         "rtt_over": {"n": 4_000 if q else 20_000, "cap_s": 1.5 if q else 6},
         "idle": {"idle_s": 0.5 if q else 1.5},
     }

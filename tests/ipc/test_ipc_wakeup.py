@@ -22,16 +22,21 @@ def _strict(ch: Channel) -> None:
         ring.configure(spin_us=0, yields=0, tick_ms=60_000)
 
 
-@pytest.fixture(params=["membarrier", "mfence"])
+@pytest.fixture(params=["membarrier-adaptive", "membarrier-only", "mfence"])
 def protocol(request: pytest.FixtureRequest) -> Iterator[str]:
-    old = _fring._use_membarrier(request.param == "membarrier")
+    old = _fring._use_membarrier(request.param != "mfence")
+    old_adaptive = _fring._adaptive_fence(request.param == "membarrier-adaptive")
     yield request.param
     _fring._use_membarrier(old)
+    _fring._adaptive_fence(old_adaptive)
 
 
 def test_futex_handshake_loses_no_wakeup(protocol: str) -> None:
+    """Every wait sleeps: adaptively, the sleepers soon ask the wakers to fence again
+    (membarrier for the first sleeps, plain fences once acknowledged); pinned, every sleep
+    issues a membarrier; or both sides fence on every operation."""
     a, b = Channel.pair(4, name="wakeup")
-    assert a.tx.stats()["wake_fence"] == protocol
+    assert a.tx.stats()["wake_fence"] == protocol.split("-")[0]
 
     def echo() -> None:
         a.detach()
@@ -72,6 +77,8 @@ def test_futex_handshake_loses_no_wakeup(protocol: str) -> None:
     tx, rx = a.tx.stats(), a.rx.stats()
     # the futex path was really exercised, and every sleeper was woken, none timed out
     assert rx["consumer_sleeps"] > 0 and tx["producer_wakes"] > 0
+    asks = rx["producer_asks_fence"] or rx["consumer_asks_fence"]
+    assert asks == (protocol == "membarrier-adaptive")
     for st in (tx, rx):
         assert st["consumer_futex_timeouts"] == 0
         assert st["producer_futex_timeouts"] == 0

@@ -105,12 +105,16 @@ struct fr_hdr {
     _Alignas(64) _Atomic uint32_t cons_sleeping;
     _Atomic uint32_t cons_closed;
     _Atomic uint32_t cons_cpu; /* CPU the consumer last ran on (stored when it changes) */
-    uint32_t _pad3[13];
+    _Atomic uint32_t cons_heavy; /* as a sleeper: epoch asking the producer to fence (0: no) */
+    _Atomic uint32_t cons_ack;   /* as a waker: the producer's last prod_heavy epoch seen */
+    uint32_t _pad3[11];
     /* line 4: producer's rarely written flags */
     _Alignas(64) _Atomic uint32_t prod_sleeping;
     _Atomic uint32_t prod_closed;
     _Atomic uint32_t prod_cpu; /* CPU the producer last ran on (stored when it changes) */
-    uint32_t _pad4[13];
+    _Atomic uint32_t prod_heavy; /* as a sleeper: epoch asking the consumer to fence (0: no) */
+    _Atomic uint32_t prod_ack;   /* as a waker: the consumer's last cons_heavy epoch seen */
+    uint32_t _pad4[11];
     /* line 5: consumer; zero-copy payload bytes consumed, stored before `head` (the
      * producer reads it only when its zero-copy window looks full) */
     _Alignas(64) _Atomic uint64_t recv_zc_bytes;
@@ -209,6 +213,11 @@ typedef struct Ring {
     uint64_t zc_pending; /* consumer: zero-copy bytes consumed, not yet announced */
     uint32_t my_cpu;     /* CPU this end last announced */
     int light_fence;     /* the ring follows FRF_MEMBARRIER */
+    uint32_t my_heavy;   /* as a sleeper: the epoch I asked the waker to fence for (0: none) */
+    uint32_t epoch;      /* last epoch I used */
+    uint32_t acked;      /* as a waker: the peer's epoch I last acknowledged */
+    uint64_t calls_mark; /* the waker's publish/consume count at my last sleep */
+    uint64_t calls_avg;  /* ... and its running average between sleeps */
 } Ring;
 
 static inline uint8_t *slot_at(Ring *r, uint32_t pos) {
@@ -293,12 +302,67 @@ static void register_membarrier(void) {
                     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 }
 
-/* The waker's half of the handshake's fence. */
+/* Who pays for the fence adapts to the traffic.  membarrier costs the sleeper an
+ * interrupt to every other CPU running a registered process (~2.5 us here, in a VM);
+ * a fence costs the waker ~50-150 ns per publish.  A sleeper that sleeps after almost
+ * every message (a round trip with a busy third process on the machine: both ends sleep
+ * at every message) asks the waker to fence again: it raises an epoch in its `heavy`
+ * word; the waker, seeing it, fences and acknowledges the epoch in its `ack` word; once
+ * the sleeper sees its epoch acknowledged, every publish from then on fences (and every
+ * earlier one is visible: the acknowledgement is a release store after them), so a
+ * plain fence is enough on its side again.  Until then, and whenever it is not heavy,
+ * the sleeper uses membarrier.  Heavy below 64 waker calls per sleep (on average), light
+ * again above 1024. */
+static int fr_adaptive = 1; /* tests pin the light mode to exercise membarrier sleeps */
+
+static inline _Atomic uint32_t *peer_heavy(Ring *r) {
+    return r->role == ROLE_PRODUCER ? &r->hdr->cons_heavy : &r->hdr->prod_heavy;
+}
+static inline _Atomic uint32_t *my_heavy_word(Ring *r) {
+    return r->role == ROLE_PRODUCER ? &r->hdr->prod_heavy : &r->hdr->cons_heavy;
+}
+static inline _Atomic uint32_t *my_ack_word(Ring *r) {
+    return r->role == ROLE_PRODUCER ? &r->hdr->prod_ack : &r->hdr->cons_ack;
+}
+static inline _Atomic uint32_t *peer_ack_word(Ring *r) {
+    return r->role == ROLE_PRODUCER ? &r->hdr->cons_ack : &r->hdr->prod_ack;
+}
+
+/* The waker's half of the handshake's fence (after its index store, before its load of
+ * the peer's sleeping flag). */
 static inline void waker_fence(Ring *r) {
-    if (r->light_fence)
-        atomic_signal_fence(memory_order_seq_cst); /* the sleeper's membarrier does the rest */
-    else
+    if (!r->light_fence) {
         atomic_thread_fence(memory_order_seq_cst);
+        return;
+    }
+    uint32_t e = atomic_load_explicit(peer_heavy(r), memory_order_relaxed);
+    if (e) {
+        if (e != r->acked) {
+            r->acked = e;
+            atomic_store_explicit(my_ack_word(r), e, memory_order_release);
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+    } else {
+        atomic_signal_fence(memory_order_seq_cst); /* the sleeper's membarrier does the rest */
+    }
+}
+
+/* Before a sleep: count the waker's calls since the last one and pick the mode. */
+static void choose_fence_mode(Ring *r) {
+    _Atomic uint64_t *calls =
+        r->role == ROLE_CONSUMER ? &r->hdr->sent_batches : &r->hdr->recv_batches;
+    uint64_t now = atomic_load_explicit(calls, memory_order_relaxed), d = now - r->calls_mark;
+    r->calls_mark = now;
+    r->calls_avg = (3 * r->calls_avg + (d < (1u << 20) ? d : (1u << 20))) / 4;
+    if (!r->my_heavy && fr_adaptive && r->calls_avg < 64) {
+        if (++r->epoch == 0)
+            r->epoch = 1;
+        r->my_heavy = r->epoch;
+        atomic_store_explicit(my_heavy_word(r), r->my_heavy, memory_order_seq_cst);
+    } else if (r->my_heavy && (r->calls_avg > 1024 || !fr_adaptive)) {
+        r->my_heavy = 0;
+        atomic_store_explicit(my_heavy_word(r), 0, memory_order_seq_cst);
+    }
 }
 
 /* The sleeper's half: its flag is up; make it visible to every waker's next load.
@@ -307,7 +371,12 @@ static inline void waker_fence(Ring *r) {
  * by at most 1 ms instead of a whole tick. */
 static int sleeper_fence(Ring *r) {
     atomic_thread_fence(memory_order_seq_cst);
-    return !r->light_fence || syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
+    if (!r->light_fence)
+        return 1;
+    if (r->my_heavy &&
+        atomic_load_explicit(peer_ack_word(r), memory_order_acquire) == r->my_heavy)
+        return 1; /* the waker fences now */
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
 }
 
 /* Each end announces the CPU it runs on (a store only when it changes; sched_getcpu is
@@ -384,6 +453,8 @@ static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint
         r->busy = 1;
         Py_BEGIN_ALLOW_THREADS
         if (!fenced || !atomic_load_explicit(sleeping, memory_order_relaxed)) {
+            if (r->light_fence)
+                choose_fence_mode(r);
             atomic_store_explicit(sleeping, 1, memory_order_seq_cst);
             fenced = sleeper_fence(r);
         }
@@ -1775,6 +1846,8 @@ static PyObject *ring_stats(Ring *r, PyObject *unused) {
     SET_ITEM(d, "consumer_closed", PyBool_FromLong(LD(cons_closed)));
     SET_ITEM(d, "pool_attached", PyBool_FromLong(r->has_pool));
     SET_ITEM(d, "wake_fence", PyUnicode_FromString(r->light_fence ? "membarrier" : "mfence"));
+    SET_ITEM(d, "consumer_asks_fence", PyBool_FromLong(LD(cons_heavy) != 0));
+    SET_ITEM(d, "producer_asks_fence", PyBool_FromLong(LD(prod_heavy) != 0));
     SET_ITEM(d, "blocks_held", PyLong_FromSsize_t(r->blocks_out));
     SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->spin_ns / 1e3));
     SET_ITEM(d, "yields", PyLong_FromLong(r->yields));
@@ -1836,6 +1909,19 @@ static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
         return -1;
     }
     r->light_fence = (h->features & FRF_MEMBARRIER) != 0;
+    {
+        /* continue the mode and epochs of whoever held this end before */
+        _Atomic uint32_t *mine = role == ROLE_PRODUCER ? &h->prod_heavy : &h->cons_heavy;
+        _Atomic uint32_t *seen = role == ROLE_PRODUCER ? &h->cons_ack : &h->prod_ack;
+        _Atomic uint32_t *ack = role == ROLE_PRODUCER ? &h->prod_ack : &h->cons_ack;
+        r->my_heavy = atomic_load_explicit(mine, memory_order_relaxed);
+        uint32_t a = atomic_load_explicit(seen, memory_order_relaxed);
+        r->epoch = r->my_heavy > a ? r->my_heavy : a;
+        r->acked = atomic_load_explicit(ack, memory_order_relaxed);
+        _Atomic uint64_t *calls = role == ROLE_CONSUMER ? &h->sent_batches : &h->recv_batches;
+        r->calls_mark = atomic_load_explicit(calls, memory_order_relaxed);
+        r->calls_avg = 1024;
+    }
     r->hdr = h;
     r->slots = (uint8_t *)h + FR_HDR;
     r->cap = h->capacity;
@@ -2095,6 +2181,16 @@ static PyObject *mod_use_membarrier(PyObject *m, PyObject *arg) {
     return PyBool_FromLong(old);
 }
 
+/* _adaptive_fence(flag) -> previous: whether sleepers may ask wakers to fence again. */
+static PyObject *mod_adaptive_fence(PyObject *m, PyObject *arg) {
+    int flag = PyObject_IsTrue(arg);
+    if (flag < 0)
+        return NULL;
+    int old = fr_adaptive;
+    fr_adaptive = flag;
+    return PyBool_FromLong(old);
+}
+
 static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
     PyObject *a, *b, *c;
     if (!PyArg_ParseTuple(args, "OOO", &a, &b, &c))
@@ -2111,6 +2207,8 @@ static PyMethodDef mod_methods[] = {
      "set_latency_slice(us) -> bool: short EEVDF slice for the calling thread (0 = default)."},
     {"checksum", mod_checksum, METH_VARARGS,
      "checksum(buffer, seed=0) -> int: fast 64-bit checksum reading every byte."},
+    {"_adaptive_fence", mod_adaptive_fence, METH_O,
+     "_adaptive_fence(flag) -> previous: sleepers may ask wakers to fence again."},
     {"_use_membarrier", mod_use_membarrier, METH_O,
      "_use_membarrier(flag) -> previous: rings created from now on use membarrier(2) wake-ups."},
     {"_set_exceptions", mod_set_exceptions, METH_VARARGS,
