@@ -176,8 +176,9 @@ class FusionEndpoint(Endpoint):
     def recv_big(self, crc: int) -> int:
         blk = self.rx.recv()
         assert isinstance(blk, Block)
-        with blk as mv:  # read in place, then the block goes back to the pool
-            return checksum(mv, crc)
+        crc = checksum(blk, crc)  # read in place (a Block is a buffer)
+        blk.release()  # then it goes back to the pool
+        return crc
 
     def close(self) -> None:
         self.ch.close()

@@ -586,6 +586,16 @@ static void consume(Ring *r, uint32_t nmsgs) {
     add_stat(&h->recv_batches, 1);
 }
 
+/* fn(v): the pool's alloc/free, one vectorcall (no argument tuple, no format parsing) */
+static PyObject *call_u64(PyObject *fn, uint64_t v) {
+    PyObject *arg = PyLong_FromUnsignedLongLong(v);
+    if (!arg)
+        return NULL;
+    PyObject *res = PyObject_CallOneArg(fn, arg);
+    Py_DECREF(arg);
+    return res;
+}
+
 /* ------------------------------------------------------------------ Block methods */
 
 /* Give the block back to the pool.  Runs from dealloc too, so it must neither
@@ -599,7 +609,7 @@ static void block_free_to_pool(Block *b) {
     if (r->pool_free) {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        PyObject *res = PyObject_CallFunction(r->pool_free, "K", (unsigned long long)b->offset);
+        PyObject *res = call_u64(r->pool_free, b->offset);
         if (res == NULL)
             PyErr_WriteUnraisable(r->pool_free);
         Py_XDECREF(res);
@@ -648,9 +658,11 @@ static void block_releasebuffer(Block *b, Py_buffer *view) { b->exports--; }
 static PyBufferProcs block_as_buffer = {(getbufferproc)block_getbuffer,
                                         (releasebufferproc)block_releasebuffer};
 
+static PyObject *str_release; /* interned "release" */
+
 static int block_drop_entered(Block *b) {
     if (b->entered) {
-        PyObject *res = PyObject_CallMethod(b->entered, "release", NULL);
+        PyObject *res = PyObject_CallMethodNoArgs(b->entered, str_release);
         Py_CLEAR(b->entered);
         if (!res)
             return -1;
@@ -683,7 +695,7 @@ static PyObject *block_enter(Block *b, PyObject *unused) {
     return b->entered;
 }
 
-static PyObject *block_exit(Block *b, PyObject *args) {
+static PyObject *block_exit(Block *b, PyObject *const *args, Py_ssize_t nargs) {
     if (b->writable) { /* a loan: leave it to be sent */
         if (block_drop_entered(b) < 0)
             return NULL;
@@ -705,7 +717,7 @@ static Py_ssize_t block_length(Block *b) { return b->len; }
 static PyMethodDef block_methods[] = {
     {"release", (PyCFunction)block_release, METH_NOARGS, "Hand the block back to the shared pool."},
     {"__enter__", (PyCFunction)block_enter, METH_NOARGS, "Return a memoryview of the block."},
-    {"__exit__", (PyCFunction)block_exit, METH_VARARGS,
+    {"__exit__", (PyCFunction)(void (*)(void))block_exit, METH_FASTCALL,
      "Release the memoryview, and (received blocks) the block."},
     {NULL}};
 
@@ -753,7 +765,7 @@ static void prep_cleanup(Ring *r, prep_t *p, int failed) {
         /* the caller's exception (timeout, peer gone...) must survive the call */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        PyObject *res = PyObject_CallFunction(r->pool_free, "K", (unsigned long long)p->off);
+        PyObject *res = call_u64(r->pool_free, p->off);
         if (!res)
             PyErr_WriteUnraisable(r->pool_free);
         Py_XDECREF(res);
@@ -770,7 +782,7 @@ static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
                      (unsigned long long)n, FR_INLINE);
         return -1;
     }
-    PyObject *res = PyObject_CallFunction(r->pool_alloc, "K", (unsigned long long)n);
+    PyObject *res = call_u64(r->pool_alloc, n);
     if (!res)
         return -1;
     unsigned long long o = PyLong_AsUnsignedLongLong(res);
@@ -1531,7 +1543,7 @@ static PyObject *ring_recv_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
 
 /* Give a pool block back (a zero-copy message recv_batch_into copied out). */
 static void free_pool_block(Ring *r, uint64_t off) {
-    PyObject *res = PyObject_CallFunction(r->pool_free, "K", (unsigned long long)off);
+    PyObject *res = call_u64(r->pool_free, off);
     if (!res)
         PyErr_WriteUnraisable(r->pool_free);
     Py_XDECREF(res);
@@ -2225,6 +2237,9 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__fring(void) {
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&BlockType) < 0)
+        return NULL;
+    str_release = PyUnicode_InternFromString("release");
+    if (!str_release)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     register_membarrier();
