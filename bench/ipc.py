@@ -2,8 +2,10 @@
 """Fusion Ring against every peer, between two OS processes, in the same run.
 
 Peers: os.pipe, socketpair(SOCK_SEQPACKET), multiprocessing.Pipe and Queue, pyzmq PAIR
-over ipc://, faster-fifo, iceoryx2 (Python binding, loan API, lossless), and a C probe
-(two processes ping-ponging one cache line with C11 atomics: the physical limit).
+over ipc://, faster-fifo, iceoryx2 (Python binding, fixed-size loans, lossless), and two
+C probes (c_probe/pingpong.c: two processes ping-ponging one cache line, the round-trip
+limit; c_probe/batch.c: the ring's slot layout streamed in batches of 16 without Python,
+the small-message throughput limit).
 
 Every case runs in a fresh pair of processes (fork). Cases are interleaved (each round
 runs every transport in a rotated order) and repeated; the JSON keeps the median of
@@ -12,7 +14,7 @@ each metric over rounds, and the target ratios are medians of per-round ratios.
     .venv/bin/python bench/ipc.py [--quick] [--rounds N]
 
 Writes bench/results/ipc.json (layout: {"transports": {name: {metric: value}},
-"c_limit_rtt_us": ..., "ratios": {...}, ...}).
+"c_limit_rtt_us": ..., "c_limit_batch16_msgs_per_s": ..., "ratios": {...}, ...}).
 """
 
 from __future__ import annotations
@@ -813,12 +815,14 @@ def run_case(tr: Transport, case: str, p: dict[str, Any]) -> dict[str, float]:
         p.pop("total").close()
 
 
-def c_probe(n: int) -> dict[str, float]:
-    """Compile and run the cache-line ping-pong probe."""
+def c_probe(name: str, n: int) -> dict[str, float]:
+    """Compile and run a C probe: pingpong (one cache line ping-ponged: the round-trip
+    limit) or batch (the ring's slot layout streamed in batches of 16: the small-message
+    throughput limit)."""
     with tempfile.TemporaryDirectory() as d:
-        exe = Path(d) / "pingpong"
+        exe = Path(d) / name
         subprocess.run(
-            ["gcc", "-O2", "-std=gnu11", "-o", str(exe), str(HERE / "c_probe" / "pingpong.c")],
+            ["gcc", "-O2", "-std=gnu11", "-o", str(exe), str(HERE / "c_probe" / f"{name}.c")],
             check=True,
         )
         out = subprocess.run([str(exe), str(n)], check=True, capture_output=True, text=True)
@@ -909,7 +913,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _on_alarm)
     console = Console(stderr=True)
     per_round: list[dict[str, dict[str, float]]] = []
-    c_rtts = []
+    c_rtts, c_batch = [], []
     failures: dict[str, str] = {}
     runs = [(c, t) for c in CASES for t in transports if t.name in ONLY_FOR.get(c, {t.name})]
     total = rounds * (len(runs) + 1)
@@ -946,7 +950,8 @@ def main() -> int:
                     progress.advance(task)
             progress.update(task, description=f"round {rnd + 1}/{rounds} C probe")
             progress.refresh()
-            c_rtts.append(c_probe(100_000 if q else 400_000)["rtt_median_us"])
+            c_rtts.append(c_probe("pingpong", 100_000 if q else 400_000)["rtt_median_us"])
+            c_batch.append(c_probe("batch", 500_000 if q else 2_000_000)["batch16_msgs_per_s"])
             progress.advance(task)
             per_round.append(res)
             progress.refresh()
@@ -980,6 +985,7 @@ def main() -> int:
     result = {
         "transports": summary,
         "c_limit_rtt_us": round(statistics.median(c_rtts), 4),
+        "c_limit_batch16_msgs_per_s": round(statistics.median(c_batch)),
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "ratios_per_round": ratios_each,
         "targets": verdict,
@@ -1033,6 +1039,10 @@ def main() -> int:
         table.add_row(name, *[f"{m[c]:,.2f}" if c in m else "-" for c in cols])
     Console().print(table)
     Console().print(f"C limit (cache-line ping-pong): {result['c_limit_rtt_us']} µs")
+    Console().print(
+        f"C limit (16-message batches in the ring's slots): "
+        f"{result['c_limit_batch16_msgs_per_s'] / 1e6:.1f} M msgs/s"
+    )
     for k, v in verdict.items():
         Console().print(
             f"{'OK  ' if v['met'] else 'MISS'} {k}: {v['value']} (target {v['target']})"
