@@ -407,13 +407,21 @@ static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint
     note_cpu(r);
     if (deadline == INT64_MAX || deadline > now_ns()) {
         if (r->spin_ns > 0 && !peer_on_my_cpu(r)) {
+            /* A producer waiting for room polls `head`, the line the consumer writes at
+             * every receive: each poll takes the line away from the consumer, whose next
+             * store must fetch it back.  It backs off (up to 16 pauses between polls);
+             * a consumer waiting for data polls tightly (the round-trip latency). */
+            unsigned gap = 1, cap = r->role == ROLE_PRODUCER ? 16 : 1;
             int64_t t0 = now_ns();
             for (unsigned i = 1;; i++) {
-                cpu_relax();
+                for (unsigned k = 0; k < gap; k++)
+                    cpu_relax();
                 if (atomic_load_explicit(word, memory_order_acquire) != v ||
                     slot_ready(slotw, expect))
                     return W_CHANGED;
-                if ((i & 31) == 0 && now_ns() - t0 > r->spin_ns)
+                if (gap < cap)
+                    gap *= 2;
+                if ((i & 7) == 0 && now_ns() - t0 > r->spin_ns)
                     break;
             }
         }
@@ -1104,13 +1112,12 @@ static Py_ssize_t packed_lengths(PyObject *lengths, Py_ssize_t total, Py_ssize_t
     return n;
 }
 
-/* One inline message into the slot for `pos`.  When the source has 56 bytes left the
- * copy is a fixed 56 bytes (two vector moves instead of a memcpy call): the extra bytes
- * come from inside the source buffer and land inside the slot, whose reader takes only
- * `size` of them. */
-static inline void put_inline(Ring *r, uint32_t pos, const uint8_t *src, size_t len,
+/* One inline message into slot `s` for position `pos`.  When the source has 56 bytes
+ * left the copy is a fixed 56 bytes (two vector moves instead of a memcpy call): the
+ * extra bytes come from inside the source buffer and land inside the slot, whose reader
+ * takes only `size` of them. */
+static inline void put_inline(uint8_t *s, uint32_t pos, const uint8_t *src, size_t len,
                               const uint8_t *end) {
-    uint8_t *s = slot_at(r, pos);
     if ((size_t)(end - src) >= FR_INLINE)
         memcpy(s + 8, src, FR_INLINE);
     else if (len)
@@ -1119,16 +1126,20 @@ static inline void put_inline(Ring *r, uint32_t pos, const uint8_t *src, size_t 
                           memory_order_release);
 }
 
-/* A packed batch of inline messages at r->pos, its first slot last (see write_batch). */
+/* A packed batch of inline messages at r->pos, its first slot last (see write_batch);
+ * the ring's fields in registers (the slot stores could alias them for the compiler). */
 static void write_packed_inline(Ring *r, const uint8_t *buf, Py_ssize_t total,
                                 const Py_ssize_t *len, Py_ssize_t n) {
     const uint8_t *end = buf + total, *src = buf + len[0];
+    uint8_t *slots = r->slots;
+    const uint32_t first = r->pos, mask = r->mask;
     for (Py_ssize_t i = 1; i < n; i++) {
-        put_inline(r, r->pos + (uint32_t)i, src, (size_t)len[i], end);
+        uint32_t pos = first + (uint32_t)i;
+        put_inline(slots + (size_t)(pos & mask) * FR_SLOT, pos, src, (size_t)len[i], end);
         src += len[i];
     }
-    put_inline(r, r->pos, buf, (size_t)len[0], end);
-    r->pos += (uint32_t)n;
+    put_inline(slots + (size_t)(first & mask) * FR_SLOT, first, buf, (size_t)len[0], end);
+    r->pos = first + (uint32_t)n;
 }
 
 /* send_batch_packed(buffer, lengths, timeout=None): up to 16 messages laid end to end
@@ -1638,37 +1649,42 @@ static PyObject *ring_recv_batch_into(Ring *r, PyObject *const *args, Py_ssize_t
     uint64_t room = (uint64_t)out.len;
     uint64_t lmax = lengths && lv.itemsize == 4 ? 0xFFFFFFFFull : UINT64_MAX;
     Py_ssize_t got = 0;
+    uint32_t *len32 = lengths && lv.itemsize == 4 ? lv.buf : NULL;
+    uint64_t *len64 = lengths && lv.itemsize == 8 ? lv.buf : NULL;
+    /* the fast path keeps the position and the cursor in registers */
+    uint32_t pos = r->pos;
+    const uint32_t mask = r->mask;
+    const uint8_t *slots = r->slots;
     while (got < maxn) {
         /* fast path: a single inline DATA slot for this position (type 1, no flags) */
-        const uint8_t *s = slot_at(r, r->pos);
+        const uint8_t *s = slots + (size_t)(pos & mask) * FR_SLOT;
         uint64_t w = atomic_load_explicit((_Atomic uint64_t *)s, memory_order_acquire);
         uint32_t size = (uint32_t)(w >> 48);
-        if ((uint32_t)w == r->pos && ((w >> 32) & 0xFFFF) == T_DATA && size <= FR_INLINE &&
+        if ((uint32_t)w == pos && ((w >> 32) & 0xFFFF) == T_DATA && size <= FR_INLINE &&
             size <= room) {
-            if (size == FR_INLINE)
+            if (size == FR_INLINE) /* a full slot: two vector moves, no call */
                 memcpy(dst, s + 8, FR_INLINE);
-            else if (size)
+            else
                 memcpy(dst, s + 8, size);
-            if (lengths) {
-                if (lv.itemsize == 4)
-                    ((uint32_t *)lv.buf)[got] = size;
-                else
-                    ((uint64_t *)lv.buf)[got] = size;
-            }
+            if (len32)
+                len32[got] = size;
+            else if (len64)
+                len64[got] = size;
             dst += size;
             room -= size;
             got++;
-            r->pos++;
+            pos++;
             av -= av > 0;
             continue;
         }
+        r->pos = pos;
         if (av == 0) { /* past the known published slots: ask `tail` */
             uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
-            int32_t d = (int32_t)(t - r->pos);
+            int32_t d = (int32_t)(t - pos);
             if (d > 0 && d <= (int32_t)r->cap) {
                 r->cached = t;
                 av = (uint32_t)d;
-            } else if (slot_ready((_Atomic uint64_t *)s, r->pos)) {
+            } else if (slot_ready((_Atomic uint64_t *)s, pos)) {
                 av = 1; /* a single-slot message (zero-copy) written but not yet in tail */
             } else {
                 break; /* nothing more for now */
@@ -1693,22 +1709,23 @@ static PyObject *ring_recv_batch_into(Ring *r, PyObject *const *args, Py_ssize_t
         }
         if (m.len)
             memcpy(dst, m.ptr, (size_t)m.len);
-        if (lengths) {
-            if (lv.itemsize == 4)
-                ((uint32_t *)lv.buf)[got] = (uint32_t)m.len;
-            else
-                ((uint64_t *)lv.buf)[got] = m.len;
-        }
+        if (len32)
+            len32[got] = (uint32_t)m.len;
+        else if (len64)
+            len64[got] = m.len;
         dst += m.len;
         room -= m.len;
         got++;
         r->pos += m.used;
+        pos = r->pos;
         av = av > m.used ? av - m.used : 0;
         if (m.zc) { /* copied out: the block goes back to the pool */
             r->zc_pending += m.len;
             free_pool_block(r, m.off);
         }
     }
+    if ((int32_t)(pos - r->pos) > 0) /* the fast path's progress (a rejected slot moved r->pos) */
+        r->pos = pos;
     if (got) {
         consume(r, (uint32_t)got);
         res = PyLong_FromSsize_t(got);
