@@ -191,7 +191,8 @@ class FusionRingT(Transport):
 
     def prepare(self) -> None:
         self.pool = _pool_class().create(64 << 20)
-        self.a, self.b = Channel.pair(256, name="bench")
+        # 1024 slots: 64 KiB of slots, the memory of the pipe's default 64 KiB buffer
+        self.a, self.b = Channel.pair(1024, name="bench")
 
     def endpoint(self, side: str, mode: str) -> Endpoint:
         mine, other = (self.a, self.b) if side == "parent" else (self.b, self.a)
