@@ -531,6 +531,8 @@ class IoxEndpoint(Endpoint):
         for obj in ("sub", "pub", "notifier", "listener"):
             if hasattr(self, obj):
                 getattr(self, obj).delete()
+        for obj in ("so", "si", "node", "_loan", "_receive"):  # dropped: the node goes away
+            self.__dict__.pop(obj, None)
 
 
 class IoxT(Transport):
@@ -538,6 +540,12 @@ class IoxT(Transport):
 
     def prepare(self) -> None:
         self.tag = f"exo-bench-{os.getpid()}-{time.monotonic_ns()}-"
+
+    def cleanup(self) -> None:
+        """The child left with os._exit: remove its dead node's files from /dev/shm."""
+        import iceoryx2 as iox
+
+        iox.NodeBuilder.new().create(iox.ServiceType.Ipc).try_cleanup_dead_nodes()
 
     def endpoint(self, side: str, mode: str) -> Endpoint:
         size = {"big": BIG, "batch": len(PACKED16)}.get(mode.split(":")[-1], len(MSG56))
