@@ -19,7 +19,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
@@ -89,15 +89,11 @@ class OpenFileTable:
                 return self._server
             if self._closed:
                 raise RuntimeError("the open-file table is closed (kernel shutting down)")
-            from exo.kernel.revocable import RevocableFiles, cleanup_stale
+            from exo.kernel.revocable import RevocableFiles
 
-            stale = cleanup_stale(mount_dir.parent)
-            if stale and log is not None:
-                log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
-            server = RevocableFiles(mount_dir, device=self._fuse_device,
-                                    on_release=self._forget_and_unpin)
             try:
-                server.start()
+                server = _start_server(RevocableFiles, mount_dir, self._fuse_device,
+                                       self._forget_and_unpin, log)
             except OSError as exc:
                 self.unavailable = f"FUSE file server unavailable ({exc})"
                 message = (f"files: {self.unavailable}: opened files are passed as plain "
@@ -150,15 +146,11 @@ class OpenFileTable:
                 return self._dirs
             if self._closed:
                 raise RuntimeError("the open-file table is closed (kernel shutting down)")
-            from exo.kernel.revocable import RevocableDirs, cleanup_stale
+            from exo.kernel.revocable import RevocableDirs
 
-            stale = cleanup_stale(mount_dir.parent)
-            if stale and log is not None:
-                log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
-            server = RevocableDirs(mount_dir, device=self._fuse_device,
-                                   on_release=self._forget_dir_and_unpin)
             try:
-                server.start()
+                server = _start_server(RevocableDirs, mount_dir, self._fuse_device,
+                                       self._forget_dir_and_unpin, log)
             except OSError as exc:
                 self.dirs_unavailable = f"FUSE directory server unavailable ({exc})"
                 if log is not None:
@@ -252,3 +244,23 @@ class OpenFileTable:
                 "server": server.stats() if server is not None else None,
                 "dirs_unavailable": self.dirs_unavailable,
                 "dirs": dirs.stats() if dirs is not None else None}
+
+
+_S = TypeVar("_S", "RevocableFiles", "RevocableDirs")
+
+
+def _start_server(cls: type[_S], mount_dir: Path, device: str,
+                  on_release: Callable[[Any], Any],
+                  log: Callable[[str], None] | None) -> _S:
+    """Clear dead mounts of killed kernels, then mount and start one FUSE server.
+
+    Raises OSError when FUSE cannot be used; the caller records why and falls back.
+    """
+    from exo.kernel.revocable import cleanup_stale
+
+    stale = cleanup_stale(mount_dir.parent)
+    if stale and log is not None:
+        log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
+    server = cls(mount_dir, device=device, on_release=on_release)
+    server.start()
+    return server
