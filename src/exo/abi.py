@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import socket
-from typing import Any
 
 BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
 BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # the Fusion Ring channel + its pool (5 fds)
@@ -95,3 +94,7 @@ def message_bytes(data: Any) -> bytes:
 # The rights bits are the contract between the kernel and applications; both sides use
 # the kernel's definition (its module and its package import only the standard library).
 from exo.kernel.caps.rights import Rights as Rights  # noqa: E402
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any

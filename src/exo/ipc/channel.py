@@ -11,15 +11,15 @@ handles in the receiver's table.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
-from exo.ipc.pool import PoolLike
 from exo.ipc.ring import DEFAULT_CAPACITY, FusionRing
 
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
-    from typing import Self
+    from typing import Any, Self
 
     from exo.ipc._fring import Message, Payload
+    from exo.ipc.pool import PoolLike
 
 HandleHook = Callable[[tuple[int, ...]], Sequence[int]]
 

@@ -3,14 +3,15 @@
 The ring never copies a large payload: the producer writes it once into a block of
 this pool, the slot carries (offset, length), the consumer reads it in place and frees
 the block. Any object with this shape works, so the ring does not import ``exo.mm``.
+A type for annotations only: importing it loads ``typing``, which the boot path avoids
+(``exo.ipc`` exports it lazily).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
-@runtime_checkable
 class PoolLike(Protocol):
     """The slice of ``exo.mm.SharedPool`` the zero-copy path uses."""
 

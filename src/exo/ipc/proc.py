@@ -5,9 +5,11 @@ The shell renders :func:`proc_ipc_text`; scripts use :func:`ipc_stats`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from exo.ipc.ring import live_rings
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def ipc_stats() -> list[dict[str, Any]]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 import socket
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from exo.ipc import _fring
 from exo.ipc._memfd import create_shared, map_shared
 from exo.ipc.errors import PeerClosedError, PeerDiedError, ProtocolError
-from exo.ipc.pool import PoolLike
 
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     import mmap
-    from typing import Self
+    from typing import Any, Self
+
+    from exo.ipc.pool import PoolLike
 
 _fring._set_exceptions(ProtocolError, PeerDiedError, PeerClosedError)
 

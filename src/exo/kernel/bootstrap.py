@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Any
 
 from exo.abi import (
     BOOTSTRAP_FD_ENV,
@@ -24,6 +23,10 @@ from exo.abi import (
     encode_message,
     message_bytes,
 )
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 RING_CAPACITY = 16
 POOL_SIZE = 256 * 1024

@@ -8,7 +8,6 @@ Resolution order for the root, most specific first: an explicit ``--root``, the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT_ENV = "EXO_ROOT"
@@ -31,13 +30,24 @@ def resolve_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     return default_root()
 
 
-@dataclass(frozen=True)
 class KernelConfig:
-    """Settings fixed for the lifetime of one kernel."""
+    """Settings fixed for the lifetime of one kernel.
 
-    root: Path
-    dev_mode: bool = True  # root logs in without a password; the boot log says so
-    pool_size: int = 64 * 1024 * 1024
+    A plain class rather than a dataclass, like every class on the boot path: importing
+    ``dataclasses`` costs ~14 ms and each decorated class ~1.3 ms more (docs/ARCHITECTURE.md,
+    "Boot budget").
+    """
+
+    __slots__ = ("dev_mode", "pool_size", "root")
+
+    def __init__(self, root: Path, dev_mode: bool = True,
+                 pool_size: int = 64 * 1024 * 1024) -> None:
+        self.root = root
+        self.dev_mode = dev_mode  # root logs in without a password; the boot log says so
+        self.pool_size = pool_size
+
+    def __repr__(self) -> str:
+        return f"KernelConfig(root={self.root!r}, dev_mode={self.dev_mode})"
 
     @classmethod
     def load(cls, root: str | os.PathLike[str] | None = None) -> KernelConfig:

@@ -16,11 +16,13 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from exo.abi import ProtocolError, recv_message, send_message
 
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from exo.kernel.kernel import Kernel
 
 

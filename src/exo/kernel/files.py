@@ -19,11 +19,15 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from exo.kernel.process import ExoProcess
     from exo.kernel.revocable import RevocableDirs, RevocableFiles
+
+    _S = TypeVar("_S", RevocableFiles, RevocableDirs)
 
 
 class OpenFileTable:
@@ -244,9 +248,6 @@ class OpenFileTable:
                 "server": server.stats() if server is not None else None,
                 "dirs_unavailable": self.dirs_unavailable,
                 "dirs": dirs.stats() if dirs is not None else None}
-
-
-_S = TypeVar("_S", "RevocableFiles", "RevocableDirs")
 
 
 def _start_server(cls: type[_S], mount_dir: Path, device: str,

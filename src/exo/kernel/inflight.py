@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_PER_SENDER = 1024
 

@@ -11,9 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from exo import __version__
 from exo.kernel.bootlog import (
@@ -29,7 +27,11 @@ from exo.kernel.config import KernelConfig
 from exo.kernel.procfs import VirtualTree, proc_tree, sys_tree
 from exo.kernel.tree import ensure_tree
 
+TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
     from exo.kernel.caps import CapabilityManager
     from exo.kernel.files import OpenFileTable
     from exo.kernel.inflight import InFlight
@@ -93,22 +95,27 @@ class Kernel:
     # ------------------------------------------------------------ services
     @property
     def caps(self) -> CapabilityManager:
-        return cast("CapabilityManager", self.components["caps"])
+        component: CapabilityManager = self.components["caps"]
+        return component
 
     @property
     def processes(self) -> ProcessManager:
-        return cast("ProcessManager", self.components["processes"])
+        component: ProcessManager = self.components["processes"]
+        return component
 
     @property
     def files(self) -> OpenFileTable:
-        return cast("OpenFileTable", self.components["files"])
+        component: OpenFileTable = self.components["files"]
+        return component
 
     @property
     def in_flight(self) -> InFlight:
-        return cast("InFlight", self.components["in_flight"])
+        component: InFlight = self.components["in_flight"]
+        return component
 
     def processes_or_none(self) -> ProcessManager | None:
-        return cast("ProcessManager | None", self.components.get("processes"))
+        procs: ProcessManager | None = self.components.get("processes")
+        return procs
 
     def version_line(self) -> str:
         return f"Exo-OS {__version__} ({os.uname().machine})"

@@ -15,9 +15,9 @@ Every error names the file and the offending field in one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from exo._value import Value
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -29,26 +29,51 @@ class ManifestError(ValueError):
     """A manifest or a --cap argument that cannot be used as given."""
 
 
-@dataclass(frozen=True)
-class Grant:
-    name: ResourceName
-    rights: Rights
+class Grant(Value):  # Value, not a dataclass: this module is on the boot path
+    __slots__ = ("name", "rights")
+
+    def __init__(self, name: ResourceName, rights: Rights) -> None:
+        self.name = name
+        self.rights = rights
+
+    def _key(self) -> tuple[ResourceName, Rights]:
+        return (self.name, self.rights)
 
     def __str__(self) -> str:
         return f"{self.name}={self.rights.format()}"
 
-
-@dataclass(frozen=True)
-class Limits:
-    memory: int | None = DEFAULT_MEMORY
-    pids: int | None = DEFAULT_PIDS
-    cpu: float | None = None
+    def __repr__(self) -> str:
+        return f"Grant({str(self)!r})"
 
 
-@dataclass(frozen=True)
-class Manifest:
-    grants: tuple[Grant, ...] = ()
-    limits: Limits = field(default_factory=Limits)
+class Limits(Value):
+    __slots__ = ("cpu", "memory", "pids")
+
+    def __init__(self, memory: int | None = DEFAULT_MEMORY, pids: int | None = DEFAULT_PIDS,
+                 cpu: float | None = None) -> None:
+        self.memory = memory
+        self.pids = pids
+        self.cpu = cpu
+
+    def _key(self) -> tuple[int | None, int | None, float | None]:
+        return (self.memory, self.pids, self.cpu)
+
+    def __repr__(self) -> str:
+        return f"Limits(memory={self.memory}, pids={self.pids}, cpu={self.cpu})"
+
+
+class Manifest(Value):
+    __slots__ = ("grants", "limits")
+
+    def __init__(self, grants: tuple[Grant, ...] = (), limits: Limits | None = None) -> None:
+        self.grants = grants
+        self.limits = limits if limits is not None else Limits()
+
+    def _key(self) -> tuple[tuple[Grant, ...], Limits]:
+        return (self.grants, self.limits)
+
+    def __repr__(self) -> str:
+        return f"Manifest(grants={self.grants!r}, limits={self.limits!r})"
 
 
 def parse_grant(text: str) -> Grant:

@@ -16,10 +16,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
 
 import exo
 from exo.abi import PID_ENV
@@ -27,27 +24,34 @@ from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
 from exo.kernel.manifest import Grant, Limits, parse_grant
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     from exo.kernel.kernel import Kernel
 
 KERNEL_PID = 1
 _SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
 
 
-@dataclass
 class ExoProcess:
-    pid: int
-    argv: list[str]
-    parent: int
-    started: float = field(default_factory=time.monotonic)
-    host_pid: int = 0
-    status: int | None = None
-    channel: BootstrapChannel | None = None
-    server: threading.Thread | None = None
-    inbox: queue.Queue[tuple[int, int]] = field(default_factory=queue.Queue)
-    exited: threading.Event = field(default_factory=threading.Event)
-    sandbox: Any = None
-    on_exit: list[Callable[[ExoProcess], None]] = field(default_factory=list)
+    __slots__ = ("argv", "channel", "exited", "host_pid", "inbox", "on_exit", "parent", "pid",
+                 "sandbox", "server", "started", "status")
+
+    def __init__(self, pid: int, argv: list[str], parent: int) -> None:
+        self.pid = pid
+        self.argv = argv
+        self.parent = parent
+        self.started = time.monotonic()
+        self.host_pid = 0
+        self.status: int | None = None
+        self.channel: BootstrapChannel | None = None
+        self.server: threading.Thread | None = None
+        self.inbox: queue.Queue[tuple[int, int]] = queue.Queue()
+        self.exited = threading.Event()
+        self.sandbox: Any = None
+        self.on_exit: list[Callable[[ExoProcess], None]] = []
 
     @property
     def state(self) -> str:
@@ -150,6 +154,8 @@ class ProcessManager:
         extra_fds: tuple[int, ...] = (),
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs)."""
+        from dataclasses import replace  # the spawn path: SandboxSpec is a dataclass
+
         from exo.kernel.syscalls import serve_process
         from exo.sandbox import spawn as sandbox_spawn
 
@@ -291,7 +297,8 @@ class ProcessManager:
         if path is None:
             os.close(dirfd)
             self.caps.unpin(pin)
-        return cast("Path | None", path)
+        exported: Path | None = path
+        return exported
 
     # ------------------------------------------------------------------ reaping
     def _reap(self, proc: ExoProcess) -> None:

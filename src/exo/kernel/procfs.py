@@ -11,11 +11,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
 
 from exo import __version__
 
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from exo.kernel.kernel import Kernel
 
 Node: TypeAlias = "Callable[[], str] | Mapping[str, Node]"

@@ -39,16 +39,19 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
                 log.write("Development mode: root logs in without a password\n")
             log.write(f"Boot time: {report.boot_ms:.0f} ms\n\n")
             log.flush()
-        kernel.start_deferred()
         if sys.stdin.isatty() and sys.stdout.isatty():
             from exo.shell.repl import interactive
 
+            kernel.start_deferred()
             return interactive(kernel)
         from exo.shell.core import Shell
         from exo.shell.repl import run_script, stdin_lines
         from exo.shell.vfs import Vfs
 
         shell = Shell(kernel, Vfs(kernel.root, kernel.virtual_trees()))
+        # DEFERRED starts once the shell is ready: its imports (libseccomp, the sandbox
+        # launcher) would otherwise hold the GIL while the shell loads.
+        kernel.start_deferred()
         return run_script(shell, stdin_lines())
     except _Terminated:
         return 128 + signal.SIGTERM

@@ -5,7 +5,9 @@ Kept apart from the allocator so the shell (which owns /proc) depends only on a 
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Requests up to this size are served by the caches; fragmentation is measured
 #: against it (free memory that cannot hold one such block is "unusable").

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Any
 
 from exo.mm import _pool
 from exo.mm.meminfo import derive_stats, format_meminfo
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Size of the pool the kernel creates at boot.
 DEFAULT_POOL_SIZE = 64 << 20

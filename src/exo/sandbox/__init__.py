@@ -5,11 +5,10 @@ mechanism: ``_bwrap`` (namespaces, mount view), ``_landlock``, ``_seccomp``, ``_
 See docs/sandbox.md for the layering and what each mechanism refuses.
 """
 
-from typing import TYPE_CHECKING, Any
-
 from ._probe import OPTIONAL_MECHANISMS, probe, warm_up
-from .spec import NetPolicy, SandboxError, SandboxSpec, SandboxUnavailable
+from .errors import SandboxError, SandboxUnavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .launcher import (
         BWRAP_OVERHEAD_PIDS,
@@ -18,18 +17,24 @@ if TYPE_CHECKING:
         default_boot_id,
         spawn,
     )
+    from .spec import NetPolicy, SandboxSpec
 
 _LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
                        "default_boot_id", "spawn"})
+_SPEC = frozenset({"NetPolicy", "SandboxSpec"})
 
 
-def __getattr__(name: str) -> Any:
-    # The launcher (subprocess, select, json...) loads at the first spawn, not at
-    # import: the kernel imports this package while booting, before any spawn.
+def __getattr__(name: str) -> object:
+    # The launcher (subprocess, select, json...) and the spec (dataclasses) load at the
+    # first spawn, not at import: the kernel imports this package while booting.
     if name in _LAUNCHER:
         from . import launcher
 
         return getattr(launcher, name)
+    if name in _SPEC:
+        from . import spec
+
+        return getattr(spec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [

@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import exo
 
-from .spec import SandboxError, SandboxSpec, SandboxUnavailable
+from .errors import SandboxError, SandboxUnavailable
+
+TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
+if TYPE_CHECKING:
+    from .spec import SandboxSpec
 
 BWRAP = "bwrap"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
@@ -119,16 +122,18 @@ def check_source(source: Path, dest: Path) -> Path:
                        "the kernel's file server")
 
 
-@dataclass
 class MountPlan:
     """The bwrap arguments of one sandbox and the data files they reference."""
 
-    args: list[str] = field(default_factory=list)
-    data_files: list[tuple[str, str]] = field(default_factory=list)  # (dest, content)
-    read: list[Path] = field(default_factory=list)  # landlock: read
-    exec_: list[Path] = field(default_factory=list)  # landlock: read + execute
-    write: list[Path] = field(default_factory=list)  # landlock: read + write
-    devices: list[Path] = field(default_factory=list)  # landlock: read + write file
+    __slots__ = ("args", "data_files", "devices", "exec_", "read", "write")
+
+    def __init__(self) -> None:
+        self.args: list[str] = []
+        self.data_files: list[tuple[str, str]] = []  # (dest, content)
+        self.read: list[Path] = []  # landlock: read
+        self.exec_: list[Path] = []  # landlock: read + execute
+        self.write: list[Path] = []  # landlock: read + write
+        self.devices: list[Path] = []  # landlock: read + write file
 
 
 def plan_mounts(spec: SandboxSpec) -> MountPlan:

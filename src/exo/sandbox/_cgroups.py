@@ -16,24 +16,34 @@ import re
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import SandboxError, SandboxUnavailable
+from exo._value import Value
+
+from .errors import SandboxError, SandboxUnavailable
 
 CONTROLLERS = ("memory", "pids", "cpu")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _CFS_PERIOD_US = 100_000
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Value):
     """One mounted cgroup hierarchy and the directory of our own group in it."""
 
-    version: int
-    mountpoint: Path
-    controllers: frozenset[str]
-    base: Path  # the cgroup this process is in, inside this hierarchy
+    __slots__ = ("base", "controllers", "mountpoint", "version")
+
+    def __init__(self, version: int, mountpoint: Path, controllers: frozenset[str],
+                 base: Path) -> None:
+        self.version = version
+        self.mountpoint = mountpoint
+        self.controllers = controllers
+        self.base = base  # the cgroup this process is in, inside this hierarchy
+
+    def _key(self) -> tuple[int, Path, frozenset[str], Path]:
+        return (self.version, self.mountpoint, self.controllers, self.base)
+
+    def __repr__(self) -> str:
+        return f"Hierarchy(v{self.version}, {self.mountpoint}, base={self.base})"
 
 
 def _unescape(field: str) -> str:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable
-from typing import Any
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
-from .spec import NetMode, SandboxError, SandboxUnavailable
+from .errors import SandboxError, SandboxUnavailable
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .spec import NetMode
 
 #: Mechanisms a caller may explicitly agree to go without (``allow_missing``).
 OPTIONAL_MECHANISMS = frozenset({"landlock", "landlock-net", "landlock-scopes", "seccomp",

@@ -14,7 +14,11 @@ import errno
 import functools
 import os
 
-from .spec import NetMode, SandboxUnavailable
+from .errors import SandboxUnavailable
+
+TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
+if TYPE_CHECKING:
+    from .spec import NetMode
 
 # Denied outright with EPERM.
 DENIED_SYSCALLS: tuple[str, ...] = (

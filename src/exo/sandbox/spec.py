@@ -15,15 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from .errors import SandboxError, SandboxUnavailable
+
 NetMode = Literal["none", "tcp", "any"]
-
-
-class SandboxError(Exception):
-    """A sandbox could not be built or started; the message says why, in one line."""
-
-
-class SandboxUnavailable(SandboxError):
-    """A Linux mechanism the sandbox needs is missing on this host (never silently skipped)."""
+__all__ = ["NetMode", "NetPolicy", "SandboxError", "SandboxSpec", "SandboxUnavailable"]
 
 
 def _ports(ports: tuple[int, ...], what: str) -> tuple[int, ...]:

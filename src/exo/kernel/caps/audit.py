@@ -13,42 +13,62 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Final, Literal
 
-AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release"]
+TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Final, Literal
+
+    AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release"]
+else:
+    AuditEvent = str
 EVENTS: Final = frozenset({"grant", "deny", "duplicate", "transfer", "revoke", "release"})
 
+# Every field of a record and its default (the first three are required).
+# The standard library's json rather than a faster codec: audit writes are one per
+# operation (one per revoke, whatever its size), and importing a codec such as msgspec
+# costs the kernel's boot more than all the encoding it would save.
+_DEFAULTS: Final[dict[str, object]] = {
+    "seq": None, "time": None, "event": None, "pid": None, "handle": None, "resource": None,
+    "rights": None, "reason": "", "peer": None, "count": 1, "cap_id": None,
+}
+_REQUIRED: Final = frozenset({"seq", "time", "event"})
 
-@dataclass(frozen=True, slots=True)
+
 class AuditRecord:
     """One audited event. ``time`` is Unix time (seconds, float); ``seq`` is monotonic.
 
     ``pid``/``handle`` identify the acting process and handle; ``peer`` is the other process
     of a transfer; ``count`` is how many capabilities the event covered (revoke, release).
+    Immutable by convention.
     """
 
-    seq: int
-    time: float
-    event: str
-    pid: int | None = None
-    handle: int | None = None
-    resource: str | None = None
-    rights: str | None = None
-    reason: str = ""
-    peer: int | None = None
-    count: int = 1
-    cap_id: int | None = None
+    __slots__ = tuple(_DEFAULTS)
+
+    def __init__(self, seq: int, time: float, event: str, pid: int | None = None,
+                 handle: int | None = None, resource: str | None = None,
+                 rights: str | None = None, reason: str = "", peer: int | None = None,
+                 count: int = 1, cap_id: int | None = None) -> None:
+        self.seq = seq
+        self.time = time
+        self.event = event
+        self.pid = pid
+        self.handle = handle
+        self.resource = resource
+        self.rights = rights
+        self.reason = reason
+        self.peer = peer
+        self.count = count
+        self.cap_id = cap_id
 
     def to_dict(self) -> dict[str, object]:
         """A plain dict (for the shell's table and JSON output)."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _DEFAULTS}
 
     def to_json(self) -> bytes:
         """One JSON Lines record; fields still at their default are left out."""
-        data = {k: v for k, v in asdict(self).items() if k in _REQUIRED or v != _DEFAULTS[k]}
+        data = {k: v for k, v in self.to_dict().items() if k in _REQUIRED or v != _DEFAULTS[k]}
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -59,12 +79,14 @@ class AuditRecord:
             raise ValueError("not an audit record")
         return cls(**data)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AuditRecord) and self.to_dict() == other.to_dict()
 
-# The standard library's json rather than a faster codec: audit writes are one per
-# operation (one per revoke, whatever its size), and importing a codec such as msgspec
-# costs the kernel's boot more than all the encoding it would save.
-_DEFAULTS: Final = {f.name: f.default for f in fields(AuditRecord)}
-_REQUIRED: Final = frozenset({"seq", "time", "event"})
+    def __hash__(self) -> int:
+        return hash((self.seq, self.time, self.event))
+
+    def __repr__(self) -> str:
+        return f"AuditRecord({self.to_json().decode()})"
 
 
 class AuditLog:

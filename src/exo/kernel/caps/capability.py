@@ -7,10 +7,13 @@ node small and attribute access fast, which is what revocation of large trees pa
 from __future__ import annotations
 
 import itertools
-from typing import Final
 
 from .names import ResourceName
 from .rights import Rights
+
+TYPE_CHECKING = False  # no runtime typing import on the boot path
+if TYPE_CHECKING:
+    from typing import Final
 
 _ids = itertools.count(1)
 

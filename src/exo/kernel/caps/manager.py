@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
 
 from .audit import AuditLog
 from .capability import NO_OWNER, Capability
@@ -35,24 +33,33 @@ from .policy import RequestPolicy, allow_all, choose_source
 from .rights import Rights
 from .space import MAX_SLOTS, CapabilitySpace
 
+TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Final
+
 IN_FLIGHT: Final = -2
 KERNEL: Final = -3
 
 RevokeListener = Callable[[frozenset[Capability]], None]
 
 
-
-@dataclass(frozen=True, slots=True)
 class HandleInfo:
     """One row of ``caps``: what a process holds, without giving it the object."""
 
-    handle: int
-    cap_id: int
-    resource: ResourceName
-    rights: Rights
-    badge: int
-    parent_id: int | None
-    children: int
+    __slots__ = ("badge", "cap_id", "children", "handle", "parent_id", "resource", "rights")
+
+    def __init__(self, handle: int, cap_id: int, resource: ResourceName, rights: Rights,
+                 badge: int, parent_id: int | None, children: int) -> None:
+        self.handle = handle
+        self.cap_id = cap_id
+        self.resource = resource
+        self.rights = rights
+        self.badge = badge
+        self.parent_id = parent_id
+        self.children = children
+
+    def __repr__(self) -> str:
+        return f"HandleInfo(handle={self.handle}, {self.resource}, {self.rights})"
 
 
 class CapabilityManager:

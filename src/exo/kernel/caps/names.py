@@ -9,11 +9,15 @@ slip past a check written against the other spelling.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+
+from exo._value import Value
 
 from .errors import InvalidResourceName
+
+TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Final
 
 #: Schemes whose path is a ``/``-separated hierarchy (a name covers the names below it).
 HIERARCHICAL_SCHEMES: Final = frozenset({"storage", "ipc", "module", "agent", "device"})
@@ -30,8 +34,7 @@ _LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _PID_RE = re.compile(r"[1-9][0-9]{0,9}\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceName:
+class ResourceName(Value):
     """A parsed, canonical resource name. Build one with :meth:`parse`.
 
     Fields by scheme:
@@ -44,10 +47,17 @@ class ResourceName:
     * ``process``: ``path`` is the decimal pid, or ``"*"``.
     """
 
-    scheme: str
-    path: str = ""
-    host: str = ""
-    port: int | None = None
+    __slots__ = ("host", "path", "port", "scheme")
+
+    def __init__(self, scheme: str, path: str = "", host: str = "",
+                 port: int | None = None) -> None:
+        self.scheme = scheme
+        self.path = path
+        self.host = host
+        self.port = port
+
+    def _key(self) -> tuple[str, str, str, int | None]:
+        return (self.scheme, self.path, self.host, self.port)
 
     @classmethod
     def parse(cls, name: str | ResourceName) -> ResourceName:

@@ -16,7 +16,10 @@ import ctypes
 import ctypes.util
 import os
 import struct
-from typing import Final
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Final
 
 # --- opcodes (enum fuse_opcode) ----------------------------------------------------------
 LOOKUP: Final = 1

@@ -38,13 +38,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from exo.kernel.caps import Rights
 
 from . import _proto as P
 from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 from .server import Pin
+
+TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 _RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
             | P.RESOLVE_NO_XDEV)
