@@ -58,7 +58,7 @@ def warm_sandbox(kernel: Kernel) -> str:
     from exo.sandbox import warm_up
 
     warm_up()
-    return "seccomp-bpf filters compiled (libseccomp)"
+    return "spawn path loaded, seccomp-bpf filters compiled (libseccomp)"
 
 
 def _missing_mechanisms(found: dict[str, Any]) -> list[str]:

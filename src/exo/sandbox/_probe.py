@@ -109,6 +109,12 @@ __all__ = ["OPTIONAL_MECHANISMS", "SandboxUnavailable", "check_requirements", "p
 
 
 def warm_up() -> None:
-    """Compile the seccomp filters now (they are cached) so the first spawn is fast."""
+    """Load the spawn path and compile the seccomp filters (cached) so the first spawn is fast.
+
+    The kernel calls this in its DEFERRED phase, after the prompt is up: the launcher and
+    the spec (subprocess, dataclasses) are kept off the boot path.
+    """
+    from . import launcher, spec  # noqa: F401 - imported for their import cost, now
+
     for mode in ("none", "tcp", "any"):
         _seccomp.compiled_filter(mode)
