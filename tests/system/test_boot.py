@@ -73,6 +73,17 @@ def test_root_option_overrides_environment(exo_cmd: list[str], exo_env: dict[str
     other = tmp_path / "other-root"
     r = boot(exo_cmd, exo_env, "cat /sys/kernel/root\n", "-q", "--root", str(other))
     assert r.stdout.strip() == str(other)
+    r = boot(exo_cmd, exo_env, "cat /sys/kernel/root\n", f"--root={other}2", "--quiet")
+    assert r.stdout.strip() == f"{other}2"
+
+
+def test_bad_boot_options_get_one_clear_error(exo_cmd: list[str],
+                                              exo_env: dict[str, str]) -> None:
+    for args in (["--bogus"], ["--root"], ["-q", "extra"]):
+        r = boot(exo_cmd, exo_env, "echo never\n", *args)
+        assert r.returncode == 2, args
+        assert "never" not in r.stdout
+        assert "Error:" in r.stderr, r.stderr
 
 
 def test_sigterm_stops_everything_and_leaves_nothing(exo_cmd: list[str],

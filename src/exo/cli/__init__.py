@@ -2,7 +2,7 @@
 
 ``exo boot`` is on the boot-time budget (≤ 300 ms, ≤ 5 × ``python3 -c pass``), and
 importing click alone costs a sizeable share of it. So ``exo boot`` (without ``--help``)
-is parsed here with getopt, which is cheaper, and every other command — including
+is parsed here by hand, which is cheaper, and every other command — including
 ``exo boot --help``, which documents the same options — goes through click.
 """
 
@@ -12,22 +12,33 @@ import sys
 
 
 def _boot_fast_path(argv: list[str]) -> int | None:
-    if not argv or argv[0] != "boot" or any(a in ("-h", "--help") for a in argv[1:]):
-        return None
-    # getopt rather than argparse: argparse imports shutil, and with it bz2 and lzma.
-    import getopt
+    """Run ``exo boot [--root DIR] [-q|--quiet] [--json-boot]``; None: let click handle it.
 
-    try:
-        opts, extra = getopt.gnu_getopt(argv[1:], "q", ["root=", "quiet", "json-boot"])
-    except getopt.GetoptError:
-        return None  # let click produce its usual error message
-    if extra:
+    Parsed by hand: getopt imports gettext, argparse imports shutil (and with it bz2 and
+    lzma), click costs more still. Anything unexpected goes to click, which owns the
+    error messages and ``--help``.
+    """
+    if not argv or argv[0] != "boot":
         return None
-    options = dict(opts)
+    root: str | None = None
+    quiet = json_boot = False
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-q", "--quiet"):
+            quiet = True
+        elif arg == "--json-boot":
+            json_boot = True
+        elif arg == "--root":
+            root = next(args, None)
+            if root is None:
+                return None
+        elif arg.startswith("--root="):
+            root = arg.removeprefix("--root=")
+        else:
+            return None
     from exo.kernel.session import boot_and_run
 
-    return boot_and_run(options.get("--root"), quiet="-q" in options or "--quiet" in options,
-                        json_boot="--json-boot" in options)
+    return boot_and_run(root, quiet=quiet, json_boot=json_boot)
 
 
 def main() -> None:
