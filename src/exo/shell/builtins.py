@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import NoReturn
 
 from exo import __version__
 from exo.shell.context import CommandContext, CommandError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from typing import NoReturn
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -27,18 +30,28 @@ def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int
     return register
 
 
-class _ArgParser(argparse.ArgumentParser):
-    """argparse that reports errors as CommandError instead of exiting the shell."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CommandError(message, 2)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        raise CommandError(message or "", status)
+_arg_parser_class: type[argparse.ArgumentParser] | None = None
 
 
-def _parser(ctx: CommandContext, description: str) -> _ArgParser:
-    return _ArgParser(prog=ctx.name, description=description, add_help=False)
+def _parser(ctx: CommandContext, description: str) -> argparse.ArgumentParser:
+    """An argparse parser that reports errors as CommandError instead of exiting the shell.
+
+    argparse is imported here, on first use, not at module level: it costs ~4 ms at
+    import and the shell must reach its prompt before any command needs it.
+    """
+    global _arg_parser_class
+    if _arg_parser_class is None:
+        import argparse
+
+        class _ArgParser(argparse.ArgumentParser):
+            def error(self, message: str) -> NoReturn:
+                raise CommandError(message, 2)
+
+            def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+                raise CommandError(message or "", status)
+
+        _arg_parser_class = _ArgParser
+    return _arg_parser_class(prog=ctx.name, description=description, add_help=False)
 
 
 def _split_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
@@ -583,7 +596,9 @@ def _read_secret(ctx: CommandContext, prompt: str) -> str:
     if os.isatty(ctx.stdin):
         import getpass
 
-        with open(os.ttyname(ctx.stdin), "r+") as tty:
+        # getpass reads from the terminal itself; ``stream`` only takes the prompt. Write-only:
+        # "r+" on a tty fails ("not seekable"), a buffered read-write file needs seek.
+        with open(os.ttyname(ctx.stdin), "w") as tty:
             return getpass.getpass(prompt, stream=tty)
     line = b""
     while not line.endswith(b"\n"):

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from exo.shell.core import Session, Shell, ShellExit, install_sigint_default
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from exo.kernel.kernel import Kernel
+    from exo.kernel.users import UserDatabase
 
 
 def run_script(shell: Shell, lines: Iterable[str]) -> int:
@@ -44,11 +46,7 @@ def login(kernel: Kernel) -> Session | None:
     Plain ``input``/``getpass`` rather than prompt_toolkit, so the login prompt is up
     before the line editor is even imported (it loads in the background meanwhile).
     """
-    import getpass
-
-    from exo.kernel.users import UserDatabase
-
-    db = UserDatabase(kernel.root)
+    db: UserDatabase | None = None
     for _ in range(3):
         try:
             name = input("exo-os login: ").strip()
@@ -60,9 +58,16 @@ def login(kernel: Kernel) -> Session | None:
             continue
         if not name:
             continue
+        if db is None:
+            # Loaded once the prompt is up: showing it must not wait for the user database.
+            from exo.kernel.users import UserDatabase
+
+            db = UserDatabase(kernel.root)
         user = db.get(name)
         password = ""
         if user is None or user.password_hash or not kernel.config.dev_mode:
+            import getpass  # here, after the first prompt: it is not needed to show it
+
             try:
                 password = getpass.getpass("Password: ")
             except (EOFError, KeyboardInterrupt):
