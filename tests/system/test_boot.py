@@ -152,3 +152,21 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return list(p.cmdline())
     except psutil.Error:
         return []
+
+
+def test_commands_read_the_scripts_next_lines_like_sh(exo_cmd: list[str],
+                                                      exo_env: dict[str, str],
+                                                      exo_root: Path, tmp_path: Path) -> None:
+    # From a pipe: useradd takes its password from the line after it, and the script goes on.
+    r = boot(exo_cmd, exo_env, "useradd bob\nhunter2\nwhoami\n", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["user bob created (uid 1000, home /home/bob)", "root"]
+    assert "bob:$scrypt$" in (exo_root / "etc" / "passwd").read_text()
+    # From a file (seekable): cat reads the rest of the script, as under bash < script.
+    script = tmp_path / "s.sh"
+    script.write_text("echo first\ncat\nnot a command\n")
+    with script.open() as fh:
+        r2 = subprocess.run([*exo_cmd, "boot", "-q"], stdin=fh, env=exo_env, text=True,
+                            capture_output=True, timeout=60)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.splitlines() == ["first", "not a command"]

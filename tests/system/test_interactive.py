@@ -153,3 +153,34 @@ def test_login_as_a_user_with_a_password(exo_env: dict[str, str], exo_root: Path
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def test_root_adds_a_user_at_the_terminal_who_then_logs_in(term: pexpect.spawn,
+                                                           exo_root: Path) -> None:
+    login(term)
+    term.sendline("useradd carol")
+    term.expect("New password: ")
+    term.sendline("t0p-secret")  # not echoed: getpass reads the terminal itself
+    term.expect(r"user carol created \(uid \d+, home /home/carol\)")
+    term.expect(PROMPT)
+    assert "t0p-secret" not in term.before
+    assert "t0p-secret" not in (exo_root / "etc" / "passwd").read_text()
+    term.sendline("exit")
+    term.expect(pexpect.EOF)
+    term.close()
+    env = dict(term.env, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "exo", "boot"], env=env, encoding="utf-8",
+                          timeout=30)
+    try:
+        child.expect("exo-os login: ")
+        child.sendline("carol")
+        child.expect("Password: ")
+        child.sendline("t0p-secret")
+        child.expect(r"exo-os:~\$")
+        child.sendline("whoami")
+        child.expect("carol")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)

@@ -11,7 +11,7 @@ from exo.shell.core import Session, Shell, ShellExit, install_sigint_default
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from exo.kernel.kernel import Kernel
     from exo.kernel.users import UserDatabase
@@ -135,7 +135,38 @@ def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
             shell.last_status = 130
 
 
-def stdin_lines() -> Iterable[str]:
-    """Lines of standard input, read without Python's text buffering tricks."""
-    with os.fdopen(os.dup(0), "r", errors="replace") as fh:
-        yield from fh
+def stdin_lines(fd: int = 0) -> Iterator[str]:
+    """The script's lines from ``fd``, taking no more of it than each line, as sh does.
+
+    A command that reads standard input (``useradd`` asking for a password, ``cat``, a
+    program) then gets the script's next lines, exactly as under ``sh < script``. From a
+    seekable file we read ahead and seek back to the end of the line; from a pipe we read
+    one byte at a time (bash does the same).
+    """
+    try:
+        os.lseek(fd, 0, os.SEEK_CUR)
+        seekable = True
+    except OSError:
+        seekable = False
+    while line := (_seek_line(fd) if seekable else _pipe_line(fd)):
+        yield line.decode(errors="replace")
+
+
+def _seek_line(fd: int) -> bytes:
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    data = b""
+    while chunk := os.read(fd, 4096):
+        end = chunk.find(b"\n")
+        if end >= 0:
+            data += chunk[: end + 1]
+            os.lseek(fd, start + len(data), os.SEEK_SET)
+            break
+        data += chunk
+    return data
+
+
+def _pipe_line(fd: int) -> bytes:
+    line = bytearray()
+    while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
+        line += byte
+    return bytes(line)
