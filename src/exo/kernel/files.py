@@ -15,8 +15,8 @@ and the kernel log says once that directory grants are NOT revocable.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +30,49 @@ if TYPE_CHECKING:
     _S = TypeVar("_S", RevocableFiles, RevocableDirs)
 
 
+class _Pins:
+    """Pins (kernel-held derived capabilities) by the process they are kept for.
+
+    Not locked itself: the table calls it under its own lock.
+    """
+
+    __slots__ = ("_by_pid", "_pid_of")
+
+    def __init__(self) -> None:
+        self._by_pid: dict[int, dict[int, Any]] = {}  # pid -> {id(pin): pin}
+        self._pid_of: dict[int, int] = {}  # id(pin) -> pid
+
+    def add(self, pid: int, pin: Any) -> bool:
+        """Keep ``pin`` for ``pid``; True if it is the first pin ever kept for ``pid``."""
+        first = pid not in self._by_pid
+        self._by_pid.setdefault(pid, {})[id(pin)] = pin
+        self._pid_of[id(pin)] = pid
+        return first
+
+    def forget(self, pin: Any) -> bool:
+        """Drop ``pin``; False if it was not kept (already forgotten)."""
+        pid = self._pid_of.pop(id(pin), None)
+        if pid is None:
+            return False
+        self._by_pid.get(pid, {}).pop(id(pin), None)
+        return True
+
+    def pop_pid(self, pid: int) -> list[Any]:
+        pins = list(self._by_pid.pop(pid, {}).values())
+        for pin in pins:
+            self._pid_of.pop(id(pin), None)
+        return pins
+
+    def pop_all(self) -> list[Any]:
+        pins = [pin for kept in self._by_pid.values() for pin in kept.values()]
+        self._by_pid.clear()
+        self._pid_of.clear()
+        return pins
+
+    def __len__(self) -> int:
+        return len(self._pid_of)
+
+
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
 
@@ -37,8 +80,8 @@ class OpenFileTable:
         self._caps = caps
         self._fuse_device = fuse_device
         self._lock = threading.Lock()
-        self._by_pid: dict[int, dict[int, Any]] = defaultdict(dict)  # pid -> {id(pin): pin}
-        self._pid_of: dict[int, int] = {}                            # id(pin) -> pid
+        self._files = _Pins()  # of files opened through the kernel
+        self._exports = _Pins()  # of directories exported to sandboxes
         self._server: RevocableFiles | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.unavailable: str | None = None  # why files are not revocable here, if they are not
@@ -46,16 +89,12 @@ class OpenFileTable:
         self._dirs: RevocableDirs | None = None
         self._dirs_unsubscribe: Callable[[], None] | None = None
         self.dirs_unavailable: str | None = None  # why directory grants are not revocable
-        self._dir_pins: dict[int, dict[int, Any]] = defaultdict(dict)  # pid -> {id: pin}
-        self._dir_pid_of: dict[int, int] = {}                            # id(pin) -> pid
 
     # ------------------------------------------------------------------ opening
     def register(self, proc: ExoProcess, pin: Any, fd: int) -> None:
         """Track ``pin`` until ``proc`` exits (the file itself is not revocable)."""
         with self._lock:
-            first = proc.pid not in self._by_pid
-            self._by_pid[proc.pid][id(pin)] = pin
-            self._pid_of[id(pin)] = proc.pid
+            first = self._files.add(proc.pid, pin)
         if first:
             proc.on_exit.append(self._release)
 
@@ -74,15 +113,13 @@ class OpenFileTable:
             self.register(proc, pin, real_fd)
             return real_fd, False
         with self._lock:
-            first = proc.pid not in self._by_pid
-            self._by_pid[proc.pid][id(pin)] = pin
-            self._pid_of[id(pin)] = proc.pid
+            first = self._files.add(proc.pid, pin)
         if first:
             proc.on_exit.append(self._release)
         try:
             fd = server.open(real_fd, pin, flags, owner=proc.pid)
         except BaseException:
-            self._forget(pin)
+            self._forget(self._files, pin)
             raise
         return fd, True
 
@@ -97,7 +134,8 @@ class OpenFileTable:
 
             try:
                 server = _start_server(RevocableFiles, mount_dir, self._fuse_device,
-                                       self._forget_and_unpin, log)
+                                       functools.partial(self._forget_and_unpin, self._files),
+                                       log)
             except OSError as exc:
                 self.unavailable = f"FUSE file server unavailable ({exc})"
                 message = (f"files: {self.unavailable}: opened files are passed as plain "
@@ -123,12 +161,11 @@ class OpenFileTable:
         if server is None:
             return None
         with self._lock:
-            self._dir_pins[pid][id(pin)] = pin
-            self._dir_pid_of[id(pin)] = pid
+            self._exports.add(pid, pin)
         try:
             return server.export(dirfd, pin, writable=writable, owner=pid, label=label)
         except BaseException:
-            self._forget_dir(pin)
+            self._forget(self._exports, pin)
             raise
 
     def release_exports(self, pid: int) -> int:
@@ -136,9 +173,7 @@ class OpenFileTable:
         server = self._dirs
         n = server.release_for(pid) if server is not None else 0
         with self._lock:
-            pins = list(self._dir_pins.pop(pid, {}).values())
-            for pin in pins:
-                self._dir_pid_of.pop(id(pin), None)
+            pins = self._exports.pop_pid(pid)
         for pin in pins:
             self._caps.unpin(pin)
         return n
@@ -154,7 +189,8 @@ class OpenFileTable:
 
             try:
                 server = _start_server(RevocableDirs, mount_dir, self._fuse_device,
-                                       self._forget_dir_and_unpin, log)
+                                       functools.partial(self._forget_and_unpin,
+                                                         self._exports), log)
             except OSError as exc:
                 self.dirs_unavailable = f"FUSE directory server unavailable ({exc})"
                 if log is not None:
@@ -165,35 +201,14 @@ class OpenFileTable:
         self._dirs_unsubscribe = self._caps.on_revoke(server.revoke)
         return server
 
-    def _forget_dir(self, pin: Any) -> bool:
-        with self._lock:
-            pid = self._dir_pid_of.pop(id(pin), None)
-            if pid is None:
-                return False
-            pins = self._dir_pins.get(pid)
-            if pins is not None:
-                pins.pop(id(pin), None)
-        return True
-
-    def _forget_dir_and_unpin(self, pin: Any) -> None:
-        """The directory server let go of an export (revoked, released, closed)."""
-        if self._forget_dir(pin):
-            self._caps.unpin(pin)
-
     # ------------------------------------------------------------------ releasing
-    def _forget(self, pin: Any) -> bool:
+    def _forget(self, pins: _Pins, pin: Any) -> bool:
         with self._lock:
-            pid = self._pid_of.pop(id(pin), None)
-            if pid is None:
-                return False
-            pins = self._by_pid.get(pid)
-            if pins is not None:
-                pins.pop(id(pin), None)
-        return True
+            return pins.forget(pin)
 
-    def _forget_and_unpin(self, pin: Any) -> None:
-        """The file server let go of a file (closed, revoked, owner gone)."""
-        if self._forget(pin):
+    def _forget_and_unpin(self, pins: _Pins, pin: Any) -> None:
+        """A file server let go of a file or an export (closed, revoked, owner gone)."""
+        if self._forget(pins, pin):
             self._caps.unpin(pin)
 
     def _release(self, proc: ExoProcess) -> None:
@@ -202,9 +217,7 @@ class OpenFileTable:
         if server is not None:
             server.release_for(proc.pid)
         with self._lock:
-            pins = list(self._by_pid.pop(proc.pid, {}).values())
-            for pin in pins:
-                self._pid_of.pop(id(pin), None)
+            pins = self._files.pop_pid(proc.pid)
         for pin in pins:
             self._caps.unpin(pin)
 
@@ -222,27 +235,22 @@ class OpenFileTable:
         if server is not None:
             server.close()
         if dirs is not None:
-            dirs.close()  # its exports' pins come back through _forget_dir_and_unpin
+            dirs.close()  # its exports' pins come back through _forget_and_unpin
         with self._lock:
-            pins = [p for d in self._by_pid.values() for p in d.values()]
-            pins += [p for d in self._dir_pins.values() for p in d.values()]
-            self._by_pid.clear()
-            self._pid_of.clear()
-            self._dir_pins.clear()
-            self._dir_pid_of.clear()
+            pins = self._files.pop_all() + self._exports.pop_all()
         for pin in pins:
             self._caps.unpin(pin)
 
     # ------------------------------------------------------------------ reporting
     def count(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._by_pid.values())
+            return len(self._files)
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``/proc`` and tests: open pins, and the file servers' own numbers."""
         server, dirs = self._server, self._dirs
         with self._lock:
-            dir_pins = sum(len(v) for v in self._dir_pins.values())
+            dir_pins = len(self._exports)
         return {"pinned": self.count() + dir_pins, "revocable": server is not None,
                 "unavailable": self.unavailable,
                 "server": server.stats() if server is not None else None,
