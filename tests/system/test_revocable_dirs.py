@@ -287,3 +287,63 @@ def test_concurrent_apps_on_one_grant(kernel: Kernel) -> None:
         assert kernel.processes.wait(proc.pid, timeout=60) == 0, text
         assert text.strip() == "40", text
     assert len(list(Path(kernel.root / "home" / "a").glob("*.done"))) == 120
+
+
+FILE_PROBE = r"""
+import errno, os, sys
+path = sys.argv[1]
+kept = os.open(path, os.O_RDWR)
+
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, "ok", flush=True)
+    except OSError as exc:
+        print(name, errno.errorcode.get(exc.errno, exc.errno), flush=True)
+
+def everything(tag):
+    attempt(tag + "open", lambda: open(path).read())
+    attempt(tag + "stat", lambda: os.stat(path))
+    attempt(tag + "read-kept-fd", lambda: os.pread(kept, 4, 0))
+    attempt(tag + "write-kept-fd", lambda: os.pwrite(kept, tag.encode(), 0))
+    attempt(tag + "sibling", lambda: open(os.path.join(os.path.dirname(path), "other.txt")))
+
+everything("pre-")
+print("ready", flush=True)
+sys.stdin.readline()
+everything("post-")
+"""
+
+
+def test_a_single_file_grant_is_revocable_too(kernel: Kernel) -> None:
+    # A grant of one regular file is bound into the sandbox from the passthrough as well:
+    # revoking it cuts the path and the descriptor already open, and no sibling is visible.
+    base = kernel.root / "home" / "a"
+    (base / "one.txt").write_text("data\n")
+    (base / "other.txt").write_text("not granted\n")
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        proc = kernel.processes.spawn(
+            [APP_PYTHON, "-c", FILE_PROBE, str(base / "one.txt")],
+            [_grant("storage://home/a/one.txt=READ,WRITE")], stdio=(in_r, out_w, out_w))
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    with os.fdopen(out_r) as out, os.fdopen(in_w, "w") as go:
+        lines = []
+        for line in out:
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                kernel.caps.revoke_resource("storage://home/a/one.txt")
+                go.write("go\n")
+                go.flush()
+        assert kernel.processes.wait(proc.pid, timeout=60) == 0, "\n".join(lines)
+    results = dict(line.rsplit(" ", 1) for line in lines if " " in line)
+    for check in ("open", "stat", "read-kept-fd", "write-kept-fd"):
+        assert results["pre-" + check] == "ok", (check, results)
+        assert results["post-" + check] == "EACCES", (check, results)
+    assert results["pre-sibling"] == "ENOENT" and results["post-sibling"] == "ENOENT"
+    assert (base / "one.txt").read_text() == "pre-\n"  # the write before revocation landed
+    dirs = kernel.files.stats()["dirs"]
+    assert dirs is not None and dirs["exported"] == 1 and dirs["exports"] == 0, dirs

@@ -7,10 +7,10 @@ FUSE cannot be used on this host the real descriptor is passed instead and the f
 marked non-revocable (the ``open`` reply says so and the kernel log says why, once).
 
 It also owns the directory server (``RevocableDirs``), started on the first spawn that
-holds a ``storage://`` directory: the process manager asks ``export_dir`` for a revocable
-export of each granted directory and binds that into the sandbox instead of the real
-directory. Without FUSE, ``export_dir`` returns None, the caller binds the real directory
-and the kernel log says once that directory grants are NOT revocable.
+holds a ``storage://`` directory or file: the process manager asks ``export_dir`` for a
+revocable export of each granted path and binds that into the sandbox instead of the real
+one. Without FUSE, ``export_dir`` returns None, the caller binds the real path and the
+kernel log says once that directory and file grants are NOT revocable.
 """
 
 from __future__ import annotations
@@ -150,12 +150,12 @@ class OpenFileTable:
     # ------------------------------------------------------------------ directories
     def export_dir(self, pid: int, pin: Any, dirfd: int, *, writable: bool, mount_dir: Path,
                    log: Callable[[str], None] | None = None, label: str = "") -> Path | None:
-        """A revocable export of the directory ``dirfd`` for process ``pid``, or None.
+        """A revocable export of the directory or file ``dirfd`` for process ``pid``, or None.
 
         On success the directory server owns ``dirfd`` and ``pin`` (unpinned when the export
         dies: revoked, released by ``release_exports`` or at ``close``) and the returned path
         is what to bind into the sandbox. None: FUSE is unavailable here (``log`` heard why,
-        once); the caller still owns both and must bind the real directory.
+        once); the caller still owns both and must bind the real path.
         """
         server = self._ensure_dirs(mount_dir, log)
         if server is None:

@@ -209,7 +209,7 @@ class ProcessManager:
         connect: set[int] = set()
         net_any = False
         cwd: Path | None = None
-        dirs: dict[Path, Any] = {}  # granted directory -> the handle to export it through
+        exports: dict[Path, Any] = {}  # granted path -> the handle to export it through
         for info in self.caps.handles(pid):
             res, rights = info.resource, info.rights
             if res.scheme == "storage":
@@ -220,13 +220,14 @@ class ProcessManager:
                     read.append(host)
                 if Rights.EXECUTE in rights:
                     execs.append(host)
-                if host.is_dir():
-                    if cwd is None:
-                        cwd = host
-                    best = dirs.get(host)
+                is_dir = host.is_dir()
+                if is_dir and cwd is None:
+                    cwd = host
+                if is_dir or host.is_file():
+                    best = exports.get(host)
                     if best is None or (Rights.WRITE in rights
                                         and Rights.WRITE not in best.rights):
-                        dirs[host] = info
+                        exports[host] = info
             elif res.scheme == "net":
                 # Landlock filters TCP by port only: a host-specific grant still opens
                 # the port to every host (documented in docs/sandbox.md).
@@ -251,12 +252,12 @@ class ProcessManager:
         if "TERM" in os.environ:
             child_env["TERM"] = os.environ["TERM"]
         child_env.update(env)
-        # Each granted directory is served through the kernel's FUSE passthrough, pinned
-        # from its capability, so revoking it cuts every access, even through the cwd and
-        # descriptors already open (docs/revocable-files.md). No FUSE: plain bind mounts.
+        # Each granted directory or file is served through the kernel's FUSE passthrough,
+        # pinned from its capability, so revoking it cuts every access, even through the cwd
+        # and descriptors already open (docs/revocable-files.md). No FUSE: plain bind mounts.
         sources: dict[Path, Path] = {}
-        for host, info in dirs.items():
-            exported = self._export_dir(pid, info, host)
+        for host, info in exports.items():
+            exported = self._export(pid, info, host)
             if exported is not None:
                 sources[host] = exported
         return SandboxSpec(
@@ -265,8 +266,8 @@ class ProcessManager:
             cwd=cwd, env=child_env, bind_sources=sources,
         )
 
-    def _export_dir(self, pid: int, info: Any, host: Path) -> Path | None:
-        """A revocable export of the granted directory ``host`` (None: bind it plainly)."""
+    def _export(self, pid: int, info: Any, host: Path) -> Path | None:
+        """A revocable export of the granted directory or file ``host`` (None: bind it)."""
         from exo.kernel.syscalls import openat2_beneath
 
         files = self.kernel.components.get("files")
@@ -277,8 +278,7 @@ class ProcessManager:
         try:
             root_fd = os.open(self.kernel.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                dirfd = openat2_beneath(root_fd, info.resource.path or ".",
-                                        os.O_PATH | os.O_DIRECTORY)
+                dirfd = openat2_beneath(root_fd, info.resource.path or ".", os.O_PATH)
             finally:
                 os.close(root_fd)
         except BaseException:

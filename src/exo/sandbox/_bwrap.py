@@ -106,10 +106,12 @@ def _unescape(field: str) -> str:
 
 
 def check_source(source: Path, dest: Path) -> Path:
-    """A bind source must be an export directly below one of the kernel's FUSE mounts."""
+    """A bind source must be an export directly below one of the kernel's FUSE mounts,
+    of the same kind (directory or regular file) as the granted path it stands for."""
     real = Path(os.path.realpath(source))
-    if not real.is_dir():
-        raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not a directory")
+    if not (real.is_dir() and dest.is_dir()) and not (real.is_file() and dest.is_file()):
+        raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not a "
+                           "directory or file like its destination")
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
             fields = line.split()

@@ -237,6 +237,41 @@ def test_renames_and_links_stay_within_one_export(server: RevocableDirs, world: 
     assert (world.grant / "f.txt").exists() and not (other / "f.txt").exists()
 
 
+def test_a_file_export_is_that_file_and_nothing_beside_it(server: RevocableDirs,
+                                                          world: World) -> None:
+    fifo = world.tmp / "fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    with pytest.raises(OSError) as info:  # only directories and regular files
+        server.export(fd, world.pin("READ"), writable=False, owner=PID)
+    assert info.value.errno == errno.EINVAL
+    os.close(fd)
+    rw = server.export(os.open(world.grant / "f.txt", os.O_PATH | os.O_CLOEXEC),
+                       world.pin("READ,WRITE"), writable=True, owner=PID)
+    ro = server.export(os.open(world.grant / "f.txt", os.O_PATH | os.O_CLOEXEC),
+                       world.pin("READ"), writable=False, owner=PID)
+    assert rw.is_file() and rw.read_text() == "hello\n"
+    with open(rw, "r+") as fh:
+        fh.write("HELLO")
+    assert (world.grant / "f.txt").read_text() == "HELLO\n"
+    for op in (lambda: os.listdir(rw), lambda: os.stat(rw / "sub")):
+        with pytest.raises(NotADirectoryError):
+            op()
+    assert ro.read_text() == "HELLO\n"
+    with pytest.raises(PermissionError):
+        os.open(ro, os.O_WRONLY)
+    kept = os.open(ro, os.O_RDONLY)
+    try:
+        world.caps.revoke(PID, world.root)
+        with pytest.raises(OSError) as info:
+            os.pread(kept, 5, 0)
+        assert info.value.errno == REVOKED_ERRNO
+    finally:
+        os.close(kept)
+    assert not rw.exists() and not ro.exists()  # their names left the mount
+    assert (world.grant / "f.txt").read_text() == "HELLO\n"
+
+
 def test_own_mount_cannot_be_exported(server: RevocableDirs, world: World) -> None:
     p, _ = _export(server, world)
     with pytest.raises(OSError) as info:

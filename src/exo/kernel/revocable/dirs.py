@@ -152,27 +152,30 @@ class RevocableDirs(FuseServer):
     # ------------------------------------------------------------------ kernel-side API
     def export(self, dirfd: int, pin: Pin, *, writable: bool, owner: int | None = None,
                label: str = "") -> Path:
-        """Export the directory ``dirfd`` (any fd on it; the server takes ownership).
+        """Export the directory or regular file ``dirfd`` (any fd on it; the server owns it).
 
-        Returns the path, on this mount, to bind into the sandbox. The caller should have
-        opened ``dirfd`` beneath its own root (``openat2(RESOLVE_BENEATH)``): everything
-        below is reached from it only. ``writable`` needs WRITE in ``pin.rights``.
+        Returns the path, on this mount, to bind into the sandbox (a directory or a file,
+        as the export is). The caller should have opened ``dirfd`` beneath its own root
+        (``openat2(RESOLVE_BENEATH)``): everything below is reached from it only.
+        ``writable`` needs WRITE in ``pin.rights``. A file export is the same passthrough
+        with a file as its root: every open, read, write and stat of it is checked.
         """
         if not self.running:
             raise RuntimeError("the revocable directory server is not running")
         if writable and not pin.rights & Rights.WRITE:
             raise ValueError("a writable export needs a pin with WRITE")
         st = os.fstat(dirfd)
-        if not stat.S_ISDIR(st.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, f"{label or dirfd}: not a directory")
+        kind = stat.S_IFMT(st.st_mode)
+        if kind not in (stat.S_IFDIR, stat.S_IFREG):
+            raise OSError(errno.EINVAL, f"{label or dirfd}: not a directory or regular file")
         if st.st_dev == os.stat(self.mount_dir).st_dev:
             raise OSError(errno.ELOOP, f"{label}: cannot export this server's own mount")
-        path_fd = os.open(_proc(dirfd), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        path_fd = os.open(_proc(dirfd), os.O_PATH | os.O_CLOEXEC)
         os.close(dirfd)
         token = os.urandom(12).hex().encode()
         with self._lock:
             ex = _Export(token, label, pin, writable, owner)
-            root = _Node(next(self._ids), ex, path_fd, (st.st_dev, st.st_ino), stat.S_IFDIR)
+            root = _Node(next(self._ids), ex, path_fd, (st.st_dev, st.st_ino), kind)
             ex.root = root
             ex.nodes[root.key] = root
             self._nodes[root.nodeid] = root
