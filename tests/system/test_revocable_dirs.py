@@ -347,3 +347,15 @@ def test_a_single_file_grant_is_revocable_too(kernel: Kernel) -> None:
     assert (base / "one.txt").read_text() == "pre-\n"  # the write before revocation landed
     dirs = kernel.files.stats()["dirs"]
     assert dirs is not None and dirs["exported"] == 1 and dirs["exports"] == 0, dirs
+
+
+def test_proc_files_shows_the_file_servers(kernel: Kernel) -> None:
+    from exo.shell.vfs import Vfs
+
+    vfs = Vfs(kernel.root, kernel.virtual_trees())
+    assert "files:\tnot started" in vfs.read_bytes("/proc/files").decode()
+    status, _, err = run_app(kernel, "import os; os.listdir('.')", "storage://home/a=READ")
+    assert status == 0, err
+    text = vfs.read_bytes("/proc/files").decode()
+    assert "dirs.exported:\t1" in text and "dirs.exports:\t0" in text, text
+    assert text.startswith("pinned:\t0\n")

@@ -242,6 +242,23 @@ class OpenFileTable:
             self._caps.unpin(pin)
 
     # ------------------------------------------------------------------ reporting
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        """``/proc/files``: what the kernel holds open for processes, and its file servers."""
+        return {"files": self._proc_text}
+
+    def _proc_text(self) -> str:
+        st = self.stats()
+        lines = [f"pinned:\t{st['pinned']}"]
+        for label, key, what in (("files", "server", "unavailable"),
+                                 ("dirs", "dirs", "dirs_unavailable")):
+            server = st[key]
+            if server is not None:
+                lines += [f"{label}.{k}:\t{v}" for k, v in server.items()]
+            else:
+                why = st[what] or "not started (nothing opened or exported yet)"
+                lines.append(f"{label}:\t{why}")
+        return "\n".join(lines) + "\n"
+
     def count(self) -> int:
         with self._lock:
             return len(self._files)
