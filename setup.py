@@ -1,12 +1,16 @@
-"""Builds the compiled hot paths (C11 atomics) that pure Python cannot express.
+"""Builds the compiled parts pure Python cannot express or cannot afford.
 
-Everything else about the package lives in pyproject.toml; setuptools needs a
-setup.py only to declare C extensions. An extension is built when its source exists.
+Everything else about the package lives in pyproject.toml; setuptools needs a setup.py only
+to declare them: the C extensions (C11 atomics for the Fusion Rings and the pool), and
+``exo-stage2``, the sandbox's last step before exec, a program rather than a module (it runs
+inside every sandbox, where starting an interpreter would cost ~15 ms per spawn). Each is
+built when its source exists.
 """
 
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 _HERE = Path(__file__).parent
 _CANDIDATES = {
@@ -14,11 +18,30 @@ _CANDIDATES = {
     "exo.mm._pool": "src/exo/mm/_pool.c",
 }
 _FLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+_STAGE2 = "src/exo/sandbox/_stage2.c"
+
+
+class BuildExtAndStage2(build_ext):
+    """``build_ext`` that also links ``exo/sandbox/exo-stage2`` with the same compiler."""
+
+    def run(self) -> None:
+        super().run()
+        if not (_HERE / _STAGE2).exists():
+            return
+        if self.inplace or getattr(self, "editable_mode", False):
+            out_dir = _HERE / "src" / "exo" / "sandbox"
+        else:
+            out_dir = Path(self.build_lib) / "exo" / "sandbox"
+        objects = self.compiler.compile([_STAGE2], output_dir=self.build_temp,
+                                        extra_postargs=_FLAGS)
+        self.compiler.link_executable(objects, "exo-stage2", output_dir=str(out_dir))
+
 
 setup(
+    cmdclass={"build_ext": BuildExtAndStage2},
     ext_modules=[
         Extension(name, [src], extra_compile_args=_FLAGS)
         for name, src in _CANDIDATES.items()
         if (_HERE / src).exists()
-    ]
+    ],
 )

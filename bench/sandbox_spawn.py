@@ -93,8 +93,8 @@ def main() -> None:
             "exo_vs_subprocess_python": round(med["exo/python"] / med["subprocess/python"], 2),
             "exo_vs_bwrap_python": round(med["exo/python"] / med["bwrap/python"], 2),
         },
-        "notes": "exo includes cgroup create/remove, seccomp filter load, and the stage-2 "
-                 "python -I -S launcher that applies Landlock (the largest share).",
+        "notes": "exo includes cgroup create/remove, the /bin/sh cgroup trampoline, bwrap, "
+                 "the seccomp filter load and exo-stage2 (compiled) applying Landlock.",
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

@@ -57,12 +57,12 @@ def runtime_paths() -> tuple[Path, ...]:
 
 
 def stage2_path() -> Path:
-    return Path(__file__).resolve().with_name("_stage2.py")
-
-
-def interpreter() -> str:
-    """The real (non-venv-symlink) interpreter, run with ``-I -S`` for stage 2."""
-    return os.path.realpath(sys.executable)
+    """``exo-stage2``, the compiled last step of a sandbox start (built from ``_stage2.c``)."""
+    path = Path(__file__).resolve().with_name("exo-stage2")
+    if not os.access(path, os.X_OK):
+        raise SandboxUnavailable(f"the sandbox's stage-2 helper {path} is not built: run "
+                                 "`make setup` (pip install -e . compiles it)")
+    return path
 
 
 def _is_within(path: Path, parent: Path) -> bool:

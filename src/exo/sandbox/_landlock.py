@@ -1,9 +1,8 @@
-"""Landlock back-end: raw syscalls 444-446 through ctypes.
+"""Landlock back-end: the ABI probe, the rights, and the rules stage 2 applies.
 
-This module is imported twice: by the kernel (to probe the ABI and to name the rights) and,
-standalone, by the stage-2 launcher that runs *inside* bubblewrap under ``python3 -I -S``.
-It therefore uses the standard library only and never imports from ``exo``.
-
+The kernel probes the ABI here (syscall 444 through ctypes) and computes every right and
+mask; ``exo-stage2`` (``_stage2.c``), run by bubblewrap inside the sandbox, only creates the
+ruleset, adds the rules and enforces them, from the records :func:`stage2_records` writes.
 Landlock is applied after bubblewrap has built the mount namespace, because a Landlock domain
 forbids further mount-topology changes.
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import stat
 from collections.abc import Iterable, Sequence
 
 _SYS_CREATE_RULESET = 444
@@ -77,23 +75,6 @@ def scopes_for_abi(abi: int) -> int:
     return SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
 
 
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = (
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    )
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
-
-
-class _NetPortAttr(ctypes.Structure):
-    _fields_ = (("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64))
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -115,67 +96,33 @@ def abi_version() -> int:
         return 0
 
 
-class Ruleset:
-    """One Landlock ruleset: handled rights, allow rules, then ``restrict_self``."""
-
-    def __init__(self, abi: int, *, handle_net: bool, scoped: bool) -> None:
-        self.abi = abi
-        self.handled_fs = fs_rights_for_abi(abi)
-        self.handled_net = net_rights_for_abi(abi) if handle_net else 0
-        scopes = scopes_for_abi(abi) if scoped else 0
-        attr = _RulesetAttr(self.handled_fs, self.handled_net, scopes)
-        size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-        self.fd = _syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
-                           ctypes.c_uint32(0))
-
-    def allow_path(self, path: str, access: int) -> None:
-        """Allow ``access`` beneath ``path``; rights are masked to the ABI and the path type."""
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        try:
-            access &= self.handled_fs
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                access &= FILE_RIGHTS
-            if not access:
-                return
-            attr = _PathBeneathAttr(access, fd)
-            _syscall(_SYS_ADD_RULE, ctypes.c_int(self.fd), ctypes.c_int(_RULE_PATH_BENEATH),
-                     ctypes.byref(attr), ctypes.c_uint32(0))
-        finally:
-            os.close(fd)
-
-    def allow_port(self, port: int, access: int) -> None:
-        access &= self.handled_net
-        if not access:
-            return
-        attr = _NetPortAttr(access, port)
-        _syscall(_SYS_ADD_RULE, ctypes.c_int(self.fd), ctypes.c_int(_RULE_NET_PORT),
-                 ctypes.byref(attr), ctypes.c_uint32(0))
-
-    def restrict_self(self) -> None:
-        """Enforce on this thread and everything it execs; needs no_new_privs already set."""
-        _syscall(_SYS_RESTRICT_SELF, ctypes.c_int(self.fd), ctypes.c_uint32(0))
-        os.close(self.fd)
-
-
-def apply(
+def stage2_records(
     abi: int,
     fs_rules: Sequence[tuple[str, int]],
     *,
     net: tuple[Iterable[int], Iterable[int]] | None,
     scoped: bool,
-) -> None:
-    """Build and enforce a ruleset in one call (stage 2's entry point).
+) -> list[str]:
+    """The Landlock records of exo-stage2's config (the format is in ``_stage2.c``).
 
+    The ruleset handles every right ``abi`` knows, so anything not allowed below is refused.
     ``net`` is ``None`` to leave TCP unhandled (full network), else ``(bind_ports,
-    connect_ports)``: every other TCP bind/connect is refused.
+    connect_ports)``: every other TCP bind/connect is refused. Rights of each path rule are
+    masked to the ABI here and to ``FILE_RIGHTS`` by stage 2 when the path is not a
+    directory (Landlock rejects a file rule carrying directory rights).
     """
-    ruleset = Ruleset(abi, handle_net=net is not None, scoped=scoped)
+    handled_fs = fs_rights_for_abi(abi)
+    handled_net = net_rights_for_abi(abi) if net is not None else 0
+    scopes = scopes_for_abi(abi) if scoped else 0
+    attr_size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # fields this ABI's struct has
+    records = ["ruleset", str(handled_fs), str(handled_net), str(scopes), str(attr_size),
+               str(FILE_RIGHTS)]
     for path, access in fs_rules:
-        ruleset.allow_path(path, access)
-    if net is not None:
+        if access & handled_fs:
+            records += ["path", str(access & handled_fs), path]
+    if net is not None and handled_net:
         bind_ports, connect_ports = net
-        for port in bind_ports:
-            ruleset.allow_port(port, NET_BIND_TCP)
-        for port in connect_ports:
-            ruleset.allow_port(port, NET_CONNECT_TCP)
-    ruleset.restrict_self()
+        records += [x for port in bind_ports for x in ("port", str(NET_BIND_TCP), str(port))]
+        records += [x for port in connect_ports
+                    for x in ("port", str(NET_CONNECT_TCP), str(port))]
+    return records

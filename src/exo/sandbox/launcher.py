@@ -7,7 +7,8 @@ Order of application (each step can only tighten what the previous one allowed):
 2. bubblewrap: new pid/mount/ipc/uts/cgroup (and, without network, net) namespaces, the mount
    view of ``_bwrap.plan_mounts``, capabilities dropped, ``PR_SET_NO_NEW_PRIVS``, then the
    seccomp filter from ``_seccomp``, then exec of stage 2.
-3. stage 2 (``_stage2.py``): closes inherited descriptors, applies Landlock, execs the target.
+3. stage 2 (``exo-stage2``, compiled from ``_stage2.c``): closes inherited descriptors,
+   applies Landlock, execs the target.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import errno
 import itertools
 import json
-import marshal
 import os
 import select
 import signal
@@ -58,6 +58,18 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
     rules += [(str(p), ll.READ | ll.WRITE) for p in plan.write]
     rules += [(str(p), ll.READ_FILE | ll.WRITE_FILE) for p in plan.devices]
     return rules
+
+
+def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
+                   argv: Sequence[str], env: dict[str, str]) -> bytes:
+    """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``)."""
+    records = ["status", str(status_fd)]
+    for fd in keep_fds:
+        records += ["keep", str(fd)]
+    records += landlock
+    records += ["argv", str(len(argv)), *argv]
+    records += ["env", str(len(env)), *(f"{k}={v}" for k, v in env.items())]
+    return b"".join(os.fsencode(r) + b"\0" for r in records)
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -232,14 +244,16 @@ def spawn(
 
     env = dict(spec.env)
     env.setdefault("PATH", _DEFAULT_PATH)
-    landlock: dict[str, Any] | None = None
+    landlock: list[str] = []  # stage 2's Landlock records; none: Landlock not applied
     if abi and "landlock" not in _ablate:
-        net: dict[str, list[int]] | None = None
+        net: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         if spec.net.mode == "none" and abi >= 4:
-            net = {"bind": [], "connect": []}
+            net = ((), ())
         elif spec.net.mode == "tcp" and abi >= 4:
-            net = {"bind": list(spec.net.bind_ports), "connect": list(spec.net.connect_ports)}
-        landlock = {"abi": abi, "fs": landlock_rules(plan), "net": net, "scoped": abi >= 6}
+            net = (spec.net.bind_ports, spec.net.connect_ports)
+        landlock = _landlock.stage2_records(abi, landlock_rules(plan), net=net,
+                                            scoped=abi >= 6)
+    stage2 = _bwrap.stage2_path()
 
     cgroup: _cgroups.CgroupSet | None = None
     try:
@@ -256,9 +270,8 @@ def spawn(
         status_r, status_w = os.pipe()
         info_r, info_w = os.pipe()
         to_close += [status_r, status_w, info_r, info_w]
-        config = {"status_fd": status_w, "keep_fds": list(spec.keep_fds), "argv": list(argv),
-                  "env": env, "landlock": landlock}
-        config_fd = _memfd("exo-stage2", marshal.dumps(config))
+        config_fd = _memfd("exo-stage2", _stage2_config(status_w, spec.keep_fds, landlock,
+                                                        argv, env))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:
@@ -275,7 +288,7 @@ def spawn(
             args += ["--seccomp", str(seccomp_fd)]
         args += ["--info-fd", str(info_w), "--chdir", str(spec.cwd or "/"),
                  "--remount-ro", "/", "--",
-                 _bwrap.interpreter(), "-I", "-S", str(_bwrap.stage2_path()), str(config_fd)]
+                 str(stage2), str(config_fd)]
         procs = [str(p) for p in cgroup.procs_files] if cgroup is not None else []
         popen = subprocess.Popen(
             ["/bin/sh", "-c", _TRAMPOLINE, "exo-sandbox", *procs, "--", *args],

@@ -1,0 +1,84 @@
+"""exo-stage2, the compiled last step of a sandbox start, run directly (outside bubblewrap).
+
+The escape battery proves what it enforces inside real sandboxes; these tests pin down its
+contract with the launcher: the config records, what it reports on the status pipe, and
+what it leaves open for the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from exo.sandbox import SandboxUnavailable, _bwrap
+from exo.sandbox.launcher import _memfd, _stage2_config
+
+
+def _stage2(build: Callable[[int], bytes], *extra_fds: int) -> tuple[int, bytes, str]:
+    """Run exo-stage2 on the config ``build(status_fd)``, with ``extra_fds`` inherited:
+    (exit status, what it wrote on the status pipe, the target's stdout)."""
+    r, w = os.pipe()
+    fd = _memfd("test-stage2", build(w))
+    try:
+        proc = subprocess.run([str(_bwrap.stage2_path()), str(fd)],
+                              pass_fds=(fd, w, *extra_fds), capture_output=True, text=True,
+                              timeout=30, check=False)
+    finally:
+        os.close(fd)
+        os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        return proc.returncode, fh.read(), proc.stdout
+
+
+def test_it_execs_the_target_with_exactly_the_given_env_and_descriptors() -> None:
+    keep_r, keep_w = os.pipe()
+    leak_r, leak_w = os.pipe()  # inherited by exo-stage2, must not reach the target
+    code = ("import json, os; print(json.dumps([int(f) for f in os.listdir('/proc/self/fd')]));"
+            "print(open('/proc/self/environ', 'rb').read())")  # the env execve got
+    try:
+        status, report, out = _stage2(lambda w: _stage2_config(
+            w, [keep_w], [], [sys.executable, "-S", "-c", code],
+            {"ONLY": "this", "PATH": "/usr/bin:/bin"}), keep_w, leak_r, leak_w)
+    finally:
+        for fd in (keep_r, keep_w, leak_r, leak_w):
+            os.close(fd)
+    assert status == 0 and report == b"R"
+    fds_line, env_line = out.splitlines()[:2]
+    fds = json.loads(fds_line)
+    assert keep_w in fds and leak_r not in fds and leak_w not in fds
+    assert env_line == repr(b"ONLY=this\x00PATH=/usr/bin:/bin\x00")
+
+
+def test_a_failed_exec_is_reported_on_the_status_pipe() -> None:
+    status, report, _ = _stage2(lambda w: _stage2_config(
+        w, [], [], ["/nonexistent/program"], {"PATH": "/bin"}))
+    # "R" went out just before execve; the error after it (the launcher reads both).
+    assert status == 127
+    assert report == b"REexec '/nonexistent/program': No such file or directory (errno 2)"
+
+
+def test_bad_config_and_bad_rules_are_refused_not_half_applied() -> None:
+    status, report, _ = _stage2(lambda w: _stage2_config(
+        w, [], ["bogus", "1"], ["/bin/true"], {}))
+    assert status == 127 and report == b"Estage 2 config: unknown record bogus"
+    status, report, _ = _stage2(lambda w: _stage2_config(
+        w, [], ["path", "1", "/tmp"], ["/bin/true"], {}))
+    assert status == 127 and report == b"Estage 2 config: path before ruleset"
+    status, report, _ = _stage2(lambda w: _stage2_config(w, [999], [], ["/bin/true"], {}))
+    assert status == 127 and report == b"Ekept descriptor 999 is not open"
+    usage = subprocess.run([str(_bwrap.stage2_path())], capture_output=True, text=True,
+                           check=False)
+    assert usage.returncode == 2 and "usage: exo-stage2 CONFIG_FD" in usage.stderr
+
+
+def test_a_missing_helper_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setattr(_bwrap, "__file__", str(tmp_path / "_bwrap.py"))
+    with pytest.raises(SandboxUnavailable, match=r"stage-2 helper .* is not built: run `make"):
+        _bwrap.stage2_path()
