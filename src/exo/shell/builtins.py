@@ -237,16 +237,21 @@ def _touch(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("head", "first lines of files or stdin: head [-n N] [FILE...]")
+@builtin("head", "first lines of files or stdin: head [-n N | -N] [FILE...]")
 def _head(ctx: CommandContext) -> int:
-    p = _parser(ctx, "print the first lines")
+    lines, count = _lines_and_count(ctx, "print the first lines")
+    ctx.write(b"".join(lines[:count]))
+    return 0
+
+
+def _lines_and_count(ctx: CommandContext, description: str) -> tuple[list[bytes], int]:
+    """head and tail: the input's lines and ``-n N`` (or the traditional ``-N``)."""
+    args = [f"-n{a[1:]}" if a[:1] == "-" and a[1:].isdigit() else a for a in ctx.args]
+    p = _parser(ctx, description)
     p.add_argument("-n", type=int, default=10)
     p.add_argument("files", nargs="*")
-    ns = p.parse_args(ctx.args)
-    data = b"".join(_inputs(ctx, ns.files))
-    lines = data.splitlines(keepends=True)[: ns.n]
-    ctx.write(b"".join(lines))
-    return 0
+    ns = p.parse_args(args)
+    return b"".join(_inputs(ctx, ns.files)).splitlines(keepends=True), max(ns.n, 0)
 
 
 @builtin("wc", "count lines, words and bytes: wc [-l|-w|-c] [FILE...]")
@@ -259,22 +264,27 @@ def _wc(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("grep", "lines matching a text: grep [-v] [-i] PATTERN [FILE...]")
+@builtin("grep", "lines matching a regular expression: grep [-vicn] PATTERN [FILE...]")
 def _grep(ctx: CommandContext) -> int:
-    flags, rest = _split_flags(ctx.args, "vi")
+    flags, rest = _split_flags(ctx.args, "vicn")
     if not rest:
-        raise CommandError("usage: grep [-v] [-i] PATTERN [FILE...]", 2)
+        raise CommandError("usage: grep [-vicn] PATTERN [FILE...]", 2)
     import re
 
     try:
         rx = re.compile(rest[0].encode(), re.IGNORECASE if "i" in flags else 0)
     except re.error as exc:
         raise CommandError(f"bad pattern: {exc}", 2) from None
-    found = False
-    for line in b"".join(_inputs(ctx, rest[1:])).splitlines(keepends=True):
+    found = 0
+    lines = b"".join(_inputs(ctx, rest[1:])).splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
         if bool(rx.search(line)) != ("v" in flags):
-            found = True
-            ctx.write(line if line.endswith(b"\n") else line + b"\n")
+            found += 1
+            if "c" not in flags:
+                prefix = f"{number}:".encode() if "n" in flags else b""
+                ctx.write(prefix + (line if line.endswith(b"\n") else line + b"\n"))
+    if "c" in flags:
+        ctx.out(str(found))
     return 0 if found else 1
 
 
@@ -572,14 +582,10 @@ def _exo(ctx: CommandContext) -> int:
                                            ctx.stderr, ctx.cancelled))
 
 
-@builtin("tail", "last lines of files or stdin: tail [-n N] [FILE...]")
+@builtin("tail", "last lines of files or stdin: tail [-n N | -N] [FILE...]")
 def _tail(ctx: CommandContext) -> int:
-    p = _parser(ctx, "print the last lines")
-    p.add_argument("-n", type=int, default=10)
-    p.add_argument("files", nargs="*")
-    ns = p.parse_args(ctx.args)
-    lines = b"".join(_inputs(ctx, ns.files)).splitlines(keepends=True)
-    ctx.write(b"".join(lines[-ns.n:] if ns.n > 0 else []))
+    lines, count = _lines_and_count(ctx, "print the last lines")
+    ctx.write(b"".join(lines[-count:] if count else []))
     return 0
 
 

@@ -49,6 +49,20 @@ def test_echo_pipes_and_redirection(shell: Shell) -> None:
     assert run(shell, "grep wor < /tmp/a")[1] == "world\n"
 
 
+def test_head_tail_and_grep_options(shell: Shell) -> None:
+    text = b"".join(f"line {i}\n".encode() for i in range(1, 13))
+    assert run(shell, "head", text)[1].splitlines() == [f"line {i}" for i in range(1, 11)]
+    assert run(shell, "head -3", text)[1] == "line 1\nline 2\nline 3\n"
+    assert run(shell, "head -n 2", text)[1] == "line 1\nline 2\n"
+    assert run(shell, "tail -2", text)[1] == "line 11\nline 12\n"
+    assert run(shell, "tail -n 0", text)[1] == ""
+    assert run(shell, "grep -c 1", text)[1] == "4\n"  # 1, 10, 11, 12
+    assert run(shell, "grep -n 'line 1[12]'", text)[1] == "11:line 11\n12:line 12\n"
+    assert run(shell, "grep -vc line", text)[:2] == (1, "0\n")
+    status, _, err = run(shell, "grep -x a", text)
+    assert status == 2 and "invalid option -- 'x'" in err
+
+
 def test_unknown_command_is_127_and_status_variable(shell: Shell) -> None:
     status, out, err = run(shell, "nosuchcmd; echo $?")
     assert err == "exo: nosuchcmd: command not found\n"
