@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,6 +54,25 @@ def test_it_execs_the_target_with_exactly_the_given_env_and_descriptors() -> Non
     fds = json.loads(fds_line)
     assert keep_w in fds and leak_r not in fds and leak_w not in fds
     assert env_line == repr(b"ONLY=this\x00PATH=/usr/bin:/bin\x00")
+
+
+def test_however_many_descriptors_come_in_none_reaches_the_target() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096:
+        pytest.skip("needs RLIMIT_NOFILE >= 4096")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    base = os.open("/dev/null", os.O_RDONLY)
+    many = [os.dup(base) for _ in range(2500)]  # more than one round of stage 2's closing
+    code = "import os; print(len(os.listdir('/proc/self/fd')))"
+    try:
+        status, report, out = _stage2(lambda w: _stage2_config(
+            w, [], [], [sys.executable, "-S", "-c", code], {}), *many)
+    finally:
+        for fd in (base, *many):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert status == 0 and report == b"R"
+    assert int(out) == 4  # stdin, stdout, stderr and listdir's own descriptor
 
 
 def test_a_failed_exec_is_reported_on_the_status_pipe() -> None:

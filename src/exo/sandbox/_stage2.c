@@ -118,22 +118,27 @@ static void read_config(int fd) {
     close(fd);
 }
 
-/* Close every descriptor but stdio, the kept ones, the status fd and the ruleset. */
+/* Close every descriptor but stdio, the kept ones, the status fd and the ruleset. Listed
+ * first and closed after (closing while reading /proc/self/fd would skip entries), in
+ * rounds until nothing is left to close, however many descriptors came in. */
 static void close_inherited(const int *keep, int nkeep) {
-    DIR *dir = opendir("/proc/self/fd");
-    if (dir == NULL) fail("cannot list /proc/self/fd: %s", strerror(errno));
-    int self = dirfd(dir);
-    int victims[4096], nvictims = 0;
-    struct dirent *d;
-    while ((d = readdir(dir)) != NULL && nvictims < 4096) {
-        if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
-        int fd = atoi(d->d_name);
-        int kept = fd <= 2 || fd == self || fd == status_fd || fd == ruleset;
-        for (int i = 0; i < nkeep && !kept; i++) kept = fd == keep[i];
-        if (!kept) victims[nvictims++] = fd;
+    for (;;) {
+        DIR *dir = opendir("/proc/self/fd");
+        if (dir == NULL) fail("cannot list /proc/self/fd: %s", strerror(errno));
+        int self = dirfd(dir);
+        int victims[1024], nvictims = 0;
+        struct dirent *d;
+        while (nvictims < 1024 && (d = readdir(dir)) != NULL) {
+            if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+            int fd = atoi(d->d_name);
+            int kept = fd <= 2 || fd == self || fd == status_fd || fd == ruleset;
+            for (int i = 0; i < nkeep && !kept; i++) kept = fd == keep[i];
+            if (!kept) victims[nvictims++] = fd;
+        }
+        closedir(dir);
+        if (nvictims == 0) return;
+        for (int i = 0; i < nvictims; i++) close(victims[i]);
     }
-    closedir(dir);
-    for (int i = 0; i < nvictims; i++) close(victims[i]);
 }
 
 int main(int argc, char **argv) {
