@@ -15,16 +15,10 @@ from tests.system.helpers import APP_PYTHON, run_app
 from exo.kernel.files import OpenFileTable
 from exo.kernel.kernel import Kernel
 
-# Runs inside the sandbox: touch the grant directly (no exo_std), say "ready", wait for
-# the go-ahead (the capability is revoked meanwhile), then try everything again.
-PROBE = r"""
+# Probes run inside the sandbox: touch the grant directly (no exo_std), say "ready", wait
+# for the go-ahead (the capability is revoked meanwhile), then try everything again.
+ATTEMPT = r"""
 import errno, os, sys
-base = sys.argv[1]
-if WRITABLE:
-    kept = os.open(os.path.join(base, "kept.txt"), os.O_RDWR | os.O_CREAT, 0o644)
-    os.write(kept, b"before")
-else:
-    kept = os.open(os.path.join(base, "kept.txt"), os.O_RDONLY)
 
 def attempt(name, fn):
     try:
@@ -32,6 +26,15 @@ def attempt(name, fn):
         print(name, "ok", flush=True)
     except OSError as exc:
         print(name, errno.errorcode.get(exc.errno, exc.errno), flush=True)
+"""
+
+PROBE = ATTEMPT + r"""
+base = sys.argv[1]
+if WRITABLE:
+    kept = os.open(os.path.join(base, "kept.txt"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(kept, b"before")
+else:
+    kept = os.open(os.path.join(base, "kept.txt"), os.O_RDONLY)
 
 def everything(tag):
     attempt(tag + "open", lambda: open(os.path.join(base, "data.txt")).read())
@@ -64,11 +67,16 @@ def _probe(kernel: Kernel, grant: str, revoke: Callable[[], object], *, writable
     """Spawn PROBE holding ``grant``, revoke with ``revoke()`` midway; results by check."""
     base = kernel.root / "home" / "a"
     (base / "data.txt").write_text("data\n")
+    return _run_probe(kernel, PROBE.replace("WRITABLE", repr(writable)), str(base), grant,
+                      revoke)
+
+
+def _run_probe(kernel: Kernel, code: str, arg: str, grant: str, revoke: Callable[[], object]
+               ) -> dict[str, str]:
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
-    code = PROBE.replace("WRITABLE", repr(writable))
     try:
-        proc = kernel.processes.spawn([APP_PYTHON, "-c", code, str(base)], [_grant(grant)],
+        proc = kernel.processes.spawn([APP_PYTHON, "-c", code, arg], [_grant(grant)],
                                       stdio=(in_r, out_w, out_w))
     finally:
         os.close(in_r)
@@ -289,17 +297,9 @@ def test_concurrent_apps_on_one_grant(kernel: Kernel) -> None:
     assert len(list(Path(kernel.root / "home" / "a").glob("*.done"))) == 120
 
 
-FILE_PROBE = r"""
-import errno, os, sys
+FILE_PROBE = ATTEMPT + r"""
 path = sys.argv[1]
 kept = os.open(path, os.O_RDWR)
-
-def attempt(name, fn):
-    try:
-        fn()
-        print(name, "ok", flush=True)
-    except OSError as exc:
-        print(name, errno.errorcode.get(exc.errno, exc.errno), flush=True)
 
 def everything(tag):
     attempt(tag + "open", lambda: open(path).read())
@@ -321,25 +321,9 @@ def test_a_single_file_grant_is_revocable_too(kernel: Kernel) -> None:
     base = kernel.root / "home" / "a"
     (base / "one.txt").write_text("data\n")
     (base / "other.txt").write_text("not granted\n")
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    try:
-        proc = kernel.processes.spawn(
-            [APP_PYTHON, "-c", FILE_PROBE, str(base / "one.txt")],
-            [_grant("storage://home/a/one.txt=READ,WRITE")], stdio=(in_r, out_w, out_w))
-    finally:
-        os.close(in_r)
-        os.close(out_w)
-    with os.fdopen(out_r) as out, os.fdopen(in_w, "w") as go:
-        lines = []
-        for line in out:
-            lines.append(line.strip())
-            if line.strip() == "ready":
-                kernel.caps.revoke_resource("storage://home/a/one.txt")
-                go.write("go\n")
-                go.flush()
-        assert kernel.processes.wait(proc.pid, timeout=60) == 0, "\n".join(lines)
-    results = dict(line.rsplit(" ", 1) for line in lines if " " in line)
+    results = _run_probe(kernel, FILE_PROBE, str(base / "one.txt"),
+                         "storage://home/a/one.txt=READ,WRITE",
+                         lambda: kernel.caps.revoke_resource("storage://home/a/one.txt"))
     for check in ("open", "stat", "read-kept-fd", "write-kept-fd"):
         assert results["pre-" + check] == "ok", (check, results)
         assert results["post-" + check] == "EACCES", (check, results)
