@@ -29,3 +29,51 @@ def exo_env(exo_root: Path) -> dict[str, str]:
     env["EXO_ROOT"] = str(exo_root)
     env.pop("EXO_BOOTSTRAP_FD", None)
     return env
+
+
+# ------------------------------------------------------------------ suite-wide leak check
+# Every test cleans up after itself; this catches the one that does not. What a test run
+# must leave as it found it: POSIX shared memory, the kernel's FUSE mounts, Exo cgroups and
+# child processes. (/dev/shm entries of iceoryx2, which the IPC benchmark may run beside the
+# tests, are not ours.)
+
+
+def _leak_snapshot() -> dict[str, set[str]]:
+    import psutil
+
+    return {
+        "shared memory (/dev/shm)": {e for e in os.listdir("/dev/shm")
+                                     if not e.startswith("iox2_")},
+        "FUSE mounts": {line.split()[4] for line in
+                        Path("/proc/self/mountinfo").read_text().splitlines()
+                        if " exo-files " in line or " exo-dirs " in line},
+        "cgroups": {str(p) for p in Path("/sys/fs/cgroup").glob("*/**/exo-*") if p.is_dir()},
+        "child processes": {f"{c.pid} {c.name()}" for c in psutil.Process().children(True)
+                            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE},
+    }
+
+
+_BEFORE: dict[str, set[str]] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _BEFORE.update(_leak_snapshot())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _BEFORE or getattr(session.config, "workerinput", None) is not None:
+        return
+    import time
+
+    deadline = time.monotonic() + 10  # exits and unmounts already under way may finish
+    while True:
+        leaks = {kind: sorted(found - _BEFORE.get(kind, set()))
+                 for kind, found in _leak_snapshot().items()}
+        leaks = {kind: items for kind, items in leaks.items() if items}
+        if not leaks or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if leaks:
+        lines = [f"  {kind}: {', '.join(items[:10])}" for kind, items in leaks.items()]
+        print("\nLEAK CHECK FAILED: the test run left behind\n" + "\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
