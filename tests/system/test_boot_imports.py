@@ -18,7 +18,8 @@ import sys
 KEPT_OFF = ("typing", "dataclasses", "inspect", "argparse", "subprocess", "shutil",
             "tempfile", "ctypes.util", "pyseccomp", "click", "rich", "prompt_toolkit",
             "concurrent.futures", "asyncio", "exo.sandbox.spec", "exo.sandbox.launcher",
-            "exo.kernel.syscalls", "exo.kernel.revocable")
+            "exo.kernel.syscalls", "exo.kernel.revocable", "msgspec",
+            "exo.kernel.manifest_schema")
 
 # Boots through the real entry point and records sys.modules the moment the shell is ready,
 # which is when the kernel starts its DEFERRED phase.

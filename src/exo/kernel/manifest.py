@@ -120,38 +120,19 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
-    unknown = set(data) - {"package", "sandbox", "limits", "binary", "dependencies"}
-    if unknown:
-        raise ManifestError(f"{where}: unknown section(s): {', '.join(sorted(unknown))}")
-    sandbox = data.get("sandbox", {})
-    if not isinstance(sandbox, dict):
-        raise ManifestError(f"{where}: [sandbox] must be a table")
+    from exo.kernel.manifest_schema import validate
+
+    try:
+        parsed = validate(data)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
     grants: list[Grant] = []
     for key in ("capabilities", "filesystem", "network", "ipc"):
-        entries = sandbox.get(key, [])
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise ManifestError(f"{where}: sandbox.{key} must be a list of \"NAME=RIGHTS\"")
-        for entry in entries:
+        for entry in getattr(parsed.sandbox, key):
             try:
                 grants.append(parse_grant(entry))
             except ManifestError as exc:
                 raise ManifestError(f"{where}: sandbox.{key}: {exc}") from None
-    bad = set(sandbox) - {"capabilities", "filesystem", "network", "ipc"}
-    if bad:
-        raise ManifestError(f"{where}: unknown key(s) in [sandbox]: {', '.join(sorted(bad))}")
-    limits_raw = data.get("limits", {})
-    if not isinstance(limits_raw, dict):
-        raise ManifestError(f"{where}: [limits] must be a table")
-    bad = set(limits_raw) - {"memory", "pids", "cpu"}
-    if bad:
-        raise ManifestError(f"{where}: unknown key(s) in [limits]: {', '.join(sorted(bad))}")
-    memory = _size(limits_raw["memory"], f"{where}: limits.memory") \
-        if "memory" in limits_raw else DEFAULT_MEMORY
-    pids = limits_raw.get("pids", DEFAULT_PIDS)
-    if not isinstance(pids, int) or isinstance(pids, bool) or pids < 1:
-        raise ManifestError(f"{where}: limits.pids must be a positive integer, got {pids!r}")
-    cpu = limits_raw.get("cpu")
-    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, int | float)
-                            or not 0.01 <= cpu <= 1024):
-        raise ManifestError(f"{where}: limits.cpu must be a number of CPUs, got {cpu!r}")
-    return Manifest(tuple(grants), Limits(memory, pids, float(cpu) if cpu is not None else None))
+    limits = parsed.limits
+    memory = _size(limits.memory, f"{where}: limits.memory")
+    return Manifest(tuple(grants), Limits(memory, limits.pids, limits.cpu))

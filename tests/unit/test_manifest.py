@@ -1,0 +1,67 @@
+"""Process manifests: what is accepted, and the one-line error for what is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exo.kernel.manifest import (
+    DEFAULT_MEMORY,
+    DEFAULT_PIDS,
+    Limits,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    parse_grant,
+)
+
+
+def _load(tmp_path: Path, text: str) -> Manifest:
+    path = tmp_path / "app.toml"
+    path.write_text(text)
+    return load_manifest(path)
+
+
+def test_a_full_manifest(tmp_path: Path) -> None:
+    m = _load(tmp_path, '[package]\nname = "demo"\n'
+                        '[sandbox]\ncapabilities = ["storage://home/demo=READ,WRITE"]\n'
+                        'network = ["net://loopback:8080=SEND,RECV"]\n'
+                        '[limits]\nmemory = "128M"\npids = 16\ncpu = 1\n')
+    assert m.grants == (parse_grant("storage://home/demo=READ,WRITE"),
+                        parse_grant("net://loopback:8080=SEND,RECV"))
+    assert m.limits == Limits(128 << 20, 16, 1.0)
+
+
+def test_an_empty_manifest_has_the_defaults(tmp_path: Path) -> None:
+    m = _load(tmp_path, "")
+    assert m.grants == ()
+    assert m.limits == Limits(DEFAULT_MEMORY, DEFAULT_PIDS, None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[limits]\npids = -1", "limits.pids: Expected `int` >= 1"),
+    ("[limits]\npids = true", "limits.pids: Expected `int`, got `bool`"),
+    ("[limits]\ncpu = 0.001", "limits.cpu: Expected `float` >= 0.01"),
+    ("[limits]\nmemory = \"lots\"", "limits.memory: expected a size like 268435456 or \"256M\""),
+    ("[sandbox]\nfoo = 1", "sandbox: Object contains unknown field `foo`"),
+    ("[weird]\nx = 1", "Object contains unknown field `weird`"),
+    ("[sandbox]\ncapabilities = \"x\"", "sandbox.capabilities: Expected `array`, got `str`"),
+    ("[sandbox]\ncapabilities = [\"bogus://x=READ\"]",
+     "sandbox.capabilities: capability 'bogus://x=READ': unknown scheme 'bogus'"),
+    ("[sandbox]\nipc = [\"ipc://x\"]", "sandbox.ipc: capability 'ipc://x': expected NAME=RIGHTS"),
+    ("sandbox = 3", "sandbox: Expected `object`, got `int`"),
+    ("not = = toml", "invalid TOML"),
+])
+def test_bad_manifests_get_one_line_naming_file_and_field(tmp_path: Path, text: str,
+                                                          message: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        _load(tmp_path, text)
+    error = str(info.value)
+    assert error.startswith(f"{tmp_path / 'app.toml'}: ") and message in error, error
+    assert "\n" not in error
+
+
+def test_a_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no such manifest"):
+        load_manifest(tmp_path / "nope.toml")
