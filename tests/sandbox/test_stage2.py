@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exo.sandbox import SandboxUnavailable, _bwrap
+from exo.sandbox import SandboxError, SandboxUnavailable, _bwrap
 from exo.sandbox.launcher import _memfd, _stage2_config
 
 
@@ -83,15 +83,39 @@ def test_a_failed_exec_is_reported_on_the_status_pipe() -> None:
     assert report == b"REexec '/nonexistent/program': No such file or directory (errno 2)"
 
 
-def test_bad_config_and_bad_rules_are_refused_not_half_applied() -> None:
-    status, report, _ = _stage2(lambda w: _stage2_config(
-        w, [], ["bogus", "1"], ["/bin/true"], {}))
-    assert status == 127 and report == b"Estage 2 config: unknown record bogus"
-    status, report, _ = _stage2(lambda w: _stage2_config(
-        w, [], ["path", "1", "/tmp"], ["/bin/true"], {}))
-    assert status == 127 and report == b"Estage 2 config: path before ruleset"
-    status, report, _ = _stage2(lambda w: _stage2_config(w, [999], [], ["/bin/true"], {}))
-    assert status == 127 and report == b"Ekept descriptor 999 is not open"
+def _raw(*records: str) -> Callable[[int], bytes]:
+    """A config written by hand (status first), to feed exo-stage2 what the launcher won't."""
+    return lambda w: b"".join(r.encode() + b"\0" for r in ("status", str(w), *records))
+
+
+@pytest.mark.parametrize(("records", "error"), [
+    (("bogus", "1"), "expected argv, got bogus"),
+    (("path", "1", "/tmp", "argv", "1", "/bin/true", "env", "0"), "expected argv, got path"),
+    (("keep", "999", "argv", "1", "/bin/true", "env", "0"), "kept descriptor 999 is not open"),
+    (("keep", "1", "argv", "1", "/bin/true", "env", "0"), "keep fd 1 is stdio"),
+    (("keep", "+4", "argv", "1", "/bin/true", "env", "0"), "bad keep fd '+4'"),
+    (("keep", "4294967300", "argv", "1", "/bin/true", "env", "0"), "out of range"),
+    (("argv", "1", "/bin/true"), "expected env, got the end"),
+    (("argv", "1", "/bin/true", "env", "0", "path", "4", "/etc"),
+     "unexpected record path after env"),
+    (("argv", "0", "env", "0"), "empty argv"),
+    # A ruleset whose attribute size would make the kernel ignore handled_access_net:
+    (("ruleset", "8191", "3", "0", "8", "49159", "argv", "1", "/bin/true", "env", "0"),
+     "attribute size 8 does not fit the rights"),
+])
+def test_bad_configs_are_refused_before_anything_runs(records: tuple[str, ...],
+                                                       error: str) -> None:
+    status, report, _ = _stage2(_raw(*records))
+    assert status == 127
+    assert report.startswith(b"E") and error.encode() in report, report
+
+
+def test_a_nul_cannot_smuggle_a_record_in() -> None:
+    with pytest.raises(SandboxError, match="NUL"):
+        _stage2_config(3, [], [], ["/bin/true"], {"X": "y\0path\0" + "4" + "\0/etc"})
+
+
+def test_usage() -> None:
     usage = subprocess.run([str(_bwrap.stage2_path())], capture_output=True, text=True,
                            check=False)
     assert usage.returncode == 2 and "usage: exo-stage2 CONFIG_FD" in usage.stderr

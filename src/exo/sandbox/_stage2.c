@@ -24,12 +24,21 @@
  *     argv N ARG...          the target's argv (N strings)
  *     env N KEY=VALUE...     the target's whole environment (N strings)
  *
- * Numbers are decimal. Any error is reported on the status fd and exits 127.
+ * Records come in exactly this order (keep, ruleset, path and port optional; one ruleset at
+ * most; the config ends with env), and any other order, a duplicate or a trailing byte is
+ * refused: no string can smuggle in a record. Numbers are plain decimal digits;
+ * descriptors are >= 3 (stdio is always inherited) and a kept one must be open.
+ * Any error is reported on the status fd and exits 127 before anything is exec'd.
+ *
+ * The target is exec'd with execvp, which searches PATH in the target's own environment
+ * (environ is set to it first) and, as POSIX specifies, runs a script without a "#!" line
+ * with /bin/sh -- which still needs Landlock's EXECUTE on the file and READ for sh to read it.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -94,13 +103,38 @@ static const char *next_str(const char *what) {
     return s;
 }
 
-static uint64_t next_num(const char *what) {
-    const char *s = next_str(what);
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *s == '\0' || *end != '\0') fail("stage 2 config: bad %s %s", what, s);
-    return (uint64_t)v;
+/* A plain decimal number (digits only: no sign, space or 0x), at most ``max``. */
+static uint64_t parse_num(const char *s, uint64_t max, const char *what) {
+    uint64_t v = 0;
+    if (*s == '\0' || strlen(s) > 20) fail("stage 2 config: bad %s '%s'", what, s);
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9' || v > (UINT64_MAX - (uint64_t)(*c - '0')) / 10)
+            fail("stage 2 config: bad %s '%s'", what, s);
+        v = v * 10 + (uint64_t)(*c - '0');
+    }
+    if (v > max) fail("stage 2 config: %s %s out of range", what, s);
+    return v;
+}
+
+static uint64_t next_num(const char *what) { return parse_num(next_str(what), UINT64_MAX, what); }
+
+/* A descriptor number from the config: >= 3 (stdio is always inherited anyway). */
+static int next_fd(const char *what) {
+    int fd = (int)parse_num(next_str(what), INT_MAX, what);
+    if (fd < 3) fail("stage 2 config: %s %d is stdio", what, fd);
+    return fd;
+}
+
+/* The next record's tag, or NULL at the end of the config. */
+static const char *next_tag(void) { return cfg_pos < cfg_len ? next_str("record") : NULL; }
+
+static char **next_list(const char *what) {
+    uint64_t n = next_num("count");
+    if (n > cfg_len) fail("stage 2 config: bad %s count", what);
+    char **list = calloc((size_t)n + 1, sizeof *list);
+    if (list == NULL) fail("stage 2: out of memory");
+    for (uint64_t i = 0; i < n; i++) list[i] = (char *)next_str(what);
+    return list;
 }
 
 static void read_config(int fd) {
@@ -146,32 +180,38 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: exo-stage2 CONFIG_FD (run by the Exo sandbox launcher)\n");
         return 2;
     }
-    read_config(atoi(argv[1]));
+    read_config((int)parse_num(argv[1], INT_MAX, "config fd"));
 
-    if (strcmp(next_str("record"), "status") != 0) fail("stage 2 config: status first");
-    status_fd = (int)next_num("status fd");
+    const char *tag = next_tag();
+    if (tag == NULL || strcmp(tag, "status") != 0) fail("stage 2 config: status first");
+    status_fd = next_fd("status fd");
     if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) != 0) fail("status fd: %s", strerror(errno));
 
     int keep[MAX_KEEP], nkeep = 0;
+    while ((tag = next_tag()) != NULL && strcmp(tag, "keep") == 0) {
+        if (nkeep == MAX_KEEP) fail("too many kept descriptors");
+        int fd = next_fd("keep fd");
+        if (fd == status_fd || fcntl(fd, F_GETFD) < 0)  /* before we open anything */
+            fail("kept descriptor %d is not open", fd);
+        keep[nkeep++] = fd;
+    }
+
     uint64_t filemask = 0;
-    char **target = NULL, **env = NULL;
-    while (cfg_pos < cfg_len) {
-        const char *tag = next_str("record");
-        if (strcmp(tag, "keep") == 0) {
-            if (nkeep == MAX_KEEP) fail("too many kept descriptors");
-            keep[nkeep++] = (int)next_num("keep fd");
-        } else if (strcmp(tag, "ruleset") == 0) {
-            struct ruleset_attr attr = {0};
-            attr.handled_access_fs = next_num("handled fs");
-            attr.handled_access_net = next_num("handled net");
-            attr.scoped = next_num("scoped");
-            size_t size = (size_t)next_num("attr size");
-            filemask = next_num("file mask");
-            if (size > sizeof attr) fail("landlock: attribute size %zu", size);
-            ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
-            if (ruleset < 0) fail("landlock: create ruleset: %s", strerror(errno));
-        } else if (strcmp(tag, "path") == 0 || strcmp(tag, "port") == 0) {
-            if (ruleset < 0) fail("stage 2 config: %s before ruleset", tag);
+    if (tag != NULL && strcmp(tag, "ruleset") == 0) {
+        struct ruleset_attr attr = {0};
+        attr.handled_access_fs = next_num("handled fs");
+        attr.handled_access_net = next_num("handled net");
+        attr.scoped = next_num("scoped");
+        size_t size = (size_t)next_num("attr size");
+        filemask = next_num("file mask");
+        /* The size says which fields the kernel reads: it must cover every field in use. */
+        if (size < 8 || size > sizeof attr || (attr.handled_access_net && size < 16) ||
+            (attr.scoped && size < 24))
+            fail("landlock: attribute size %zu does not fit the rights", size);
+        ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+        if (ruleset < 0) fail("landlock: create ruleset: %s", strerror(errno));
+        while ((tag = next_tag()) != NULL &&
+               (strcmp(tag, "path") == 0 || strcmp(tag, "port") == 0)) {
             uint64_t access = next_num("access");
             if (tag[1] == 'o') { /* port */
                 struct net_port_attr rule = {access, next_num("port")};
@@ -191,25 +231,24 @@ int main(int argc, char **argv) {
                                        &rule, 0) != 0)
                 fail("landlock: %s: %s", path, strerror(errno));
             close(fd);
-        } else if (strcmp(tag, "argv") == 0 || strcmp(tag, "env") == 0) {
-            uint64_t n = next_num("count");
-            if (n > cfg_len) fail("stage 2 config: bad %s count", tag);
-            char **list = calloc((size_t)n + 1, sizeof *list);
-            if (list == NULL) fail("stage 2: out of memory");
-            for (uint64_t i = 0; i < n; i++) list[i] = (char *)next_str(tag);
-            *(tag[0] == 'a' ? &target : &env) = list;
-        } else {
-            fail("stage 2 config: unknown record %s", tag);
         }
     }
-    if (target == NULL || target[0] == NULL || env == NULL)
-        fail("stage 2 config: no argv or env");
+
+    if (tag == NULL || strcmp(tag, "argv") != 0) fail("stage 2 config: expected argv, got %s",
+                                                      tag ? tag : "the end");
+    char **target = next_list("argv");
+    if (target[0] == NULL || target[0][0] == '\0') fail("stage 2 config: empty argv");
+    tag = next_tag();
+    if (tag == NULL || strcmp(tag, "env") != 0) fail("stage 2 config: expected env, got %s",
+                                                     tag ? tag : "the end");
+    char **env = next_list("env");
+    if ((tag = next_tag()) != NULL) fail("stage 2 config: unexpected record %s after env", tag);
 
     close_inherited(keep, nkeep);
     for (int i = 0; i < nkeep; i++) {
         int flags = fcntl(keep[i], F_GETFD);
         if (flags < 0 || fcntl(keep[i], F_SETFD, flags & ~FD_CLOEXEC) != 0)
-            fail("kept descriptor %d is not open", keep[i]);
+            fail("kept descriptor %d: %s", keep[i], strerror(errno));
     }
     if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1 &&
         prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)

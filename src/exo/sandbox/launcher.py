@@ -69,6 +69,8 @@ def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
     records += landlock
     records += ["argv", str(len(argv)), *argv]
     records += ["env", str(len(env)), *(f"{k}={v}" for k, v in env.items())]
+    if any("\0" in r for r in records):  # a NUL would end a string and start a record
+        raise SandboxError("argv, environment and paths may not contain NUL bytes")
     return b"".join(os.fsencode(r) + b"\0" for r in records)
 
 
