@@ -272,6 +272,21 @@ def test_a_file_export_is_that_file_and_nothing_beside_it(server: RevocableDirs,
     assert (world.grant / "f.txt").read_text() == "HELLO\n"
 
 
+def test_names_made_outside_show_at_once_and_removed_ones_within_a_second(
+        server: RevocableDirs, world: World) -> None:
+    # Names may be cached for _ENTRY_VALID_S (attributes never; revocation does not depend on
+    # either): a new name is looked up at once, a removed one can linger that long at most.
+    p, _ = _export(server, world)
+    assert (p / "f.txt").stat().st_size == 6
+    (world.grant / "new.txt").write_text("fresh")
+    assert (p / "new.txt").read_text() == "fresh"  # no negative caching
+    (world.grant / "f.txt").write_text("longer text\n")
+    assert (p / "f.txt").stat().st_size == 12  # attributes are asked for every time
+    os.unlink(world.grant / "new.txt")
+    time.sleep(1.5)
+    assert not (p / "new.txt").exists()
+
+
 def test_own_mount_cannot_be_exported(server: RevocableDirs, world: World) -> None:
     p, _ = _export(server, world)
     with pytest.raises(OSError) as info:

@@ -22,8 +22,9 @@ Safety of the passthrough:
   ``/proc/self/fd`` in the kernel process.
 * READ-only exports refuse every change (EACCES); chown is refused, chmod drops
   setuid/setgid; devices cannot be created.
-* Attribute and entry timeouts are zero and files are opened ``FOPEN_DIRECT_IO``, so the
-  client kernel asks us every time instead of answering from its caches.
+* Attribute timeouts are zero and files are opened ``FOPEN_DIRECT_IO``, so the client kernel
+  asks us for every operation instead of answering from its caches; only names (dentries)
+  are cached, for ``_ENTRY_VALID_S``, which saves LOOKUPs in path walks and nothing else.
 * Descriptors are closed only when no request of their export is running (per-export
   ``busy`` count), so a revocation never closes an fd under a concurrent request.
 """
@@ -54,6 +55,12 @@ _RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
 _LOOKUP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_PASS = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
 _MODE_BITS = 0o1777                      # permission bits we let a client set (no suid/sgid)
+# Names (dentries) may be cached by the client for this long, attributes never. Safe for
+# revocation: a cached name only saves the LOOKUP of a path walk, and whatever the walk then
+# does (stat, open, readdir, create...) is a request we answer after checking the pin. The
+# cost is staleness for changes made outside this mount (the host, another export): a name
+# removed there still resolves for up to this long, as with libfuse's default entry timeout.
+_ENTRY_VALID_S = 1
 _READ_RIGHTS = Rights.READ | Rights.EXECUTE
 _W_OK = 2
 
@@ -331,7 +338,8 @@ class RevocableDirs(FuseServer):
             n.nlookup += 1
         if extra >= 0:
             os.close(extra)
-        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, 0, 0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, 0, 0, 0),
+                P.attr_from_stat(st, st.st_ino)]
 
     def _new_handle(self, ex: _Export, fd: int) -> int:
         with self._lock:
