@@ -166,6 +166,25 @@ def test_revocation_cuts_paths_cwd_and_open_descriptors(server: RevocableDirs, w
     assert st["exports"] == 0 and st["revoked"] == 1 and st["handles"] == 0
 
 
+def test_attributes_answered_just_before_revocation_are_not_served_after(
+        server: RevocableDirs, world: World) -> None:
+    # attr_valid is 0, yet the client keeps an answer until the next clock tick, and names
+    # are cached: so revocation invalidates every node's attributes before it returns. (The
+    # window is a tick at most, so without that invalidation this fails only sometimes.)
+    for _ in range(20):
+        world.root = world.caps.grant_root(PID, "storage://", "ALL")
+        p, _pin = _export(server, world)
+        dfd = os.open(p / "sub", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.stat("g.txt", dir_fd=dfd)
+            world.caps.revoke(PID, world.root)
+            with pytest.raises(OSError) as info:
+                os.stat("g.txt", dir_fd=dfd)
+            assert info.value.errno == REVOKED_ERRNO
+        finally:
+            os.close(dfd)
+
+
 def test_per_request_check_alone_refuses_after_revoke(world: World) -> None:
     srv = RevocableDirs(world.tmp / "mnt2")  # no on_revoke listener: only pin.revoked
     srv.start()

@@ -231,7 +231,7 @@ class RevocableDirs(FuseServer):
             self._exports.pop(ex.token, None)
             if self._by_pin.get(id(ex.pin)) is ex:
                 del self._by_pin[id(ex.pin)]
-            files = [n.nodeid for n in ex.nodes.values() if n.opened]
+            known = [(n.nodeid, n.opened) for n in ex.nodes.values()]
             for n in ex.nodes.values():
                 if n.fd >= 0:
                     ex.graveyard.append(n.fd)
@@ -245,9 +245,13 @@ class RevocableDirs(FuseServer):
             self._counts[why] += 1
         for fd in doomed:
             os.close(fd)
-        # Pages a private mapping (an exec'd program, a loaded library) still holds.
-        for nodeid in files:
-            self._notify(P.NOTIFY_INVAL_INODE, P.INVAL_INODE_OUT.pack(nodeid, 0, 0))
+        # Every attribute the client cached (attr_valid is 0, but an answer stays valid until
+        # the next clock tick) and the pages a private mapping (an exec'd program, a loaded
+        # library) still holds: each is refused from the next operation on. Offset -1 drops
+        # attributes only; a node opened for I/O loses its pages too.
+        for nodeid, opened in known:
+            self._notify(P.NOTIFY_INVAL_INODE,
+                         P.INVAL_INODE_OUT.pack(nodeid, 0 if opened else -1, 0))
         self._notify(P.NOTIFY_INVAL_ENTRY, P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(ex.token), 0)
                      + ex.token + b"\0")
         if self._on_release is not None:
