@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from sandbox_testlib import World
 
 from exo.sandbox import (
+    ExecFailed,
     SandboxError,
     SandboxSpec,
     SandboxUnavailable,
@@ -244,8 +246,9 @@ def test_ssh_dir_is_never_granted(tmp_path: Path) -> None:
 
 
 def test_missing_program_is_a_clear_error() -> None:
-    with pytest.raises(SandboxError, match=r"exec '/no/such/program'.*No such file"):
+    with pytest.raises(ExecFailed, match=r"cannot run '/no/such/program'.*No such file") as info:
         spawn(SandboxSpec(), ["/no/such/program"])
+    assert info.value.errno == errno.ENOENT
     assert leftover_groups(default_boot_id()) == []
 
 

@@ -74,6 +74,10 @@ def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str]
                     "/usr/bin/python3", "app.py", "5")
         assert r.returncode == 5, r.stderr
         assert "written" in (demo / "out.txt").read_text()
+        # Start failures carry a shell's statuses through the control socket too.
+        r = exo_run(exo_cmd, exo_env, "--", "/nonexistent/program")
+        assert r.returncode == 127
+        assert r.stderr == "exo: cannot run '/nonexistent/program': No such file or directory\n"
         ps = subprocess.run([*exo_cmd, "ps", "--json"], env=exo_env, text=True,
                             capture_output=True, timeout=30)
         assert '"exo-kernel"' in ps.stdout
@@ -133,10 +137,17 @@ def test_stdin_is_passed_through(exo_cmd: list[str], exo_env: dict[str, str]) ->
     assert r.stdout.strip() == "PIPED IN"
 
 
-def test_unknown_program(exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+def test_start_failures_get_a_shells_status_and_one_line(exo_cmd: list[str],
+                                                         exo_env: dict[str, str]) -> None:
     r = exo_run(exo_cmd, exo_env, "--", "/nonexistent/program")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert r.stderr.strip().startswith("exo: ")
+    assert r.returncode == 127
+    assert r.stderr == "exo: cannot run '/nonexistent/program': No such file or directory\n"
+    r = exo_run(exo_cmd, exo_env, "--", "/etc/passwd")  # there, but not a program
+    assert r.returncode == 126
+    assert r.stderr == "exo: cannot run '/etc/passwd': Permission denied\n"
+    r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/nope=READ", "--", "/bin/true")
+    assert r.returncode == 126
+    assert r.stderr == "exo: storage://home/nope: no such file or directory in the Exo tree\n"
 
 
 def test_python_is_the_host_interpreter(exo_cmd: list[str], exo_env: dict[str, str]) -> None:

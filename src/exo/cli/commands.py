@@ -64,7 +64,7 @@ def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
 
     Uses the running kernel when there is one, else boots an ephemeral kernel.
     """
-    from exo.kernel.launch import run_command
+    from exo.kernel.launch import failure_status, run_command
     from exo.kernel.manifest import ManifestError
     from exo.sandbox import SandboxError
 
@@ -73,7 +73,7 @@ def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
     except ManifestError as exc:
         _fail(str(exc), 2)
     except (SandboxError, RuntimeError, OSError, LookupError, ValueError) as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), failure_status(exc))
     raise SystemExit(status)
 
 

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
 
 
+class KernelError(RuntimeError):
+    """The running kernel refused or failed a request: ``kind`` is the exception it raised."""
+
+    def __init__(self, kind: str, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.errno = errno
+
+
 class KernelNotRunning(Exception):
     pass
 
@@ -102,7 +111,8 @@ class ControlServer:
                     result = self._handle(conn, msg.get("op"), msg.get("args") or {}, fds)
                     reply: dict[str, Any] = {"ok": True, "result": result}
                 except Exception as exc:  # every failure goes back to the caller
-                    reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+                    reply = {"ok": False, "error": type(exc).__name__, "message": str(exc),
+                             "errno": getattr(exc, "errno", None)}
                 finally:
                     for fd in fds:
                         with contextlib.suppress(OSError):
@@ -195,5 +205,7 @@ class ControlClient:
         for fd in extra:
             os.close(fd)
         if not msg.get("ok"):
-            raise RuntimeError(str(msg.get("message")))
+            errno = msg.get("errno")
+            raise KernelError(str(msg.get("error")), str(msg.get("message")),
+                              errno if isinstance(errno, int) else None)
         return msg.get("result")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import tomllib
 from pathlib import Path
 
@@ -11,6 +12,16 @@ from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
 def exit_code(status: int) -> int:
     """Shell convention: a process killed by signal N exits 128+N."""
     return status if status >= 0 else 128 - status
+
+
+def failure_status(exc: BaseException) -> int:
+    """The exit status for a process that could not be started, as a shell would give it:
+    127 when the program does not exist, 126 when it (or its sandbox) cannot be run, 1 for
+    anything else. ``exc`` may come from this process or from the running kernel."""
+    kind = getattr(exc, "kind", type(exc).__name__)
+    if kind == "ExecFailed":
+        return 127 if getattr(exc, "errno", None) == errno.ENOENT else 126
+    return 126 if kind in ("SandboxError", "SandboxUnavailable") else 1
 
 
 def run_command(argv: list[str], caps: list[str], manifest_path: str | None,

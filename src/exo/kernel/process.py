@@ -201,7 +201,7 @@ class ProcessManager:
         return proc
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str]) -> Any:
-        from exo.sandbox import NetPolicy, SandboxSpec
+        from exo.sandbox import NetPolicy, SandboxError, SandboxSpec
 
         read: list[Path] = []
         write: list[Path] = []
@@ -214,6 +214,8 @@ class ProcessManager:
             res, rights = info.resource, info.rights
             if res.scheme == "storage":
                 host = res.fs_path(self.kernel.root)
+                if not os.path.lexists(host):
+                    raise SandboxError(f"{res}: no such file or directory in the Exo tree")
                 if Rights.WRITE in rights:
                     write.append(host)
                 elif Rights.READ in rights:

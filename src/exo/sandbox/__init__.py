@@ -6,7 +6,7 @@ See docs/sandbox.md for the layering and what each mechanism refuses.
 """
 
 from ._probe import OPTIONAL_MECHANISMS, probe, warm_up
-from .errors import SandboxError, SandboxUnavailable
+from .errors import ExecFailed, SandboxError, SandboxUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BWRAP_OVERHEAD_PIDS",
     "OPTIONAL_MECHANISMS",
+    "ExecFailed",
     "NetPolicy",
     "SandboxError",
     "SandboxSpec",

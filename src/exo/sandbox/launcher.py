@@ -18,6 +18,7 @@ import errno
 import itertools
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from typing import IO, Any
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
+from .errors import ExecFailed
 from .spec import SandboxError, SandboxSpec
 
 #: Extra processes bubblewrap adds to the group: its monitor and the namespace's init.
@@ -308,6 +310,9 @@ def spawn(
             rc = popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             if not detail:
                 detail = f"bubblewrap exited with status {rc} before stage 2 (see its stderr)"
+            failed = re.fullmatch(r"(exec .*) \(errno (\d+)\)", detail)
+            if failed:  # stage 2's own report of a failed execve
+                raise ExecFailed(f"cannot run {failed[1][5:]}", int(failed[2]))
             raise SandboxError(f"sandbox start failed: {detail}")
         try:
             proc.init_pid = int(json.loads(info)["child-pid"])

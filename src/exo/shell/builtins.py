@@ -525,8 +525,9 @@ def _dmesg(ctx: CommandContext) -> int:
 
 @builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
 def _run(ctx: CommandContext) -> int:
-    from exo.kernel.launch import exit_code
+    from exo.kernel.launch import exit_code, failure_status
     from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
+    from exo.sandbox import SandboxError
 
     args = list(ctx.args)
     grants, manifest = [], None
@@ -552,9 +553,12 @@ def _run(ctx: CommandContext) -> int:
         raise CommandError("processes cannot be started: the sandbox is not available")
     from exo.kernel.process import ShellJob
 
-    proc = procs.spawn(argv, [*(manifest.grants if manifest else ()), *grants],
-                       stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                       limits=manifest.limits if manifest else None)
+    try:
+        proc = procs.spawn(argv, [*(manifest.grants if manifest else ()), *grants],
+                           stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                           limits=manifest.limits if manifest else None)
+    except SandboxError as exc:
+        raise CommandError(str(exc), failure_status(exc)) from None
     job = ShellJob(procs, proc)
     try:
         while proc.wait(0.1) is None:

@@ -63,6 +63,15 @@ def test_head_tail_and_grep_options(shell: Shell) -> None:
     assert status == 2 and "invalid option -- 'x'" in err
 
 
+def test_run_start_failures_set_a_shells_status(shell: Shell) -> None:
+    status, _, err = run(shell, "run -- /nonexistent; echo $?")
+    assert err == "run: cannot run '/nonexistent': No such file or directory\n"
+    assert run(shell, "run -- /nonexistent")[0] == 127
+    status, _, err = run(shell, "run --cap storage://home/nope=READ -- /bin/true")
+    assert status == 126
+    assert err == "run: storage://home/nope: no such file or directory in the Exo tree\n"
+
+
 def test_unknown_command_is_127_and_status_variable(shell: Shell) -> None:
     status, out, err = run(shell, "nosuchcmd; echo $?")
     assert err == "exo: nosuchcmd: command not found\n"
