@@ -12,7 +12,6 @@ import itertools
 import os
 import socket
 import threading
-from typing import Any
 
 from exo.abi import (
     BOOTSTRAP_FD_ENV,
@@ -24,6 +23,10 @@ from exo.abi import (
     message_bytes,
 )
 from exo_std.errors import KernelUnavailable, error_from_reply
+
+TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class KernelConnection:
@@ -72,7 +75,6 @@ class KernelConnection:
     def close(self) -> None:
         self._endpoint.close()
         self._sock.close()
-
 
 
 _connection: KernelConnection | None = None

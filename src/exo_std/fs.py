@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from exo.abi import Rights
 from exo_std._kernel import call
 from exo_std.caps import _rights_text
+
+TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class File:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from exo.abi import Rights
 from exo_std._kernel import call
 from exo_std.caps import Capability
+
+TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 CHANNEL_FDS_ENV = "EXO_CHANNEL_FDS"
 DEFAULT_POOL = 4 << 20

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from exo.abi import Rights
 from exo_std._kernel import call
 from exo_std.caps import Capability, _rights_text
 
+TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
 if TYPE_CHECKING:
     from exo_std.ipc import Endpoint
 

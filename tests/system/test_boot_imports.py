@@ -59,3 +59,14 @@ def test_the_deferred_phase_loads_the_spawn_path(exo_env: dict[str, str]) -> Non
     assert steps["Sandbox filters"]["status"] == "OK"
     assert steps["Sandbox filters"]["phase"] == "DEFERRED"
     assert "spawn path loaded" in steps["Sandbox filters"]["detail"]
+
+
+def test_an_apps_import_of_exo_std_stays_lean() -> None:
+    # Every Exo application imports exo_std at start, inside its sandbox.
+    code = "import json, sys, exo_std; print(json.dumps(sorted(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=True)
+    loaded = set(json.loads(r.stdout))
+    assert "exo_std.caps" in loaded and "exo.kernel.caps.rights" in loaded
+    assert sorted(m for m in (*KEPT_OFF, "exo.kernel.caps.manager", "exo.kernel.caps.audit",
+                              "exo.kernel.caps.names") if m in loaded) == []

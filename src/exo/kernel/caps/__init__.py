@@ -1,25 +1,58 @@
-"""exo.kernel.caps: the kernel's capability engine (names, rights, spaces, tree, audit)."""
+"""exo.kernel.caps: the kernel's capability engine (names, rights, spaces, tree, audit).
 
-from .audit import AuditEvent, AuditLog, AuditRecord
-from .capability import Capability
-from .errors import (
-    CapabilityDenied,
-    CapabilityError,
-    CapabilityRevoked,
-    InsufficientRights,
-    InvalidHandle,
-    InvalidResourceName,
-    InvalidRights,
-    NoSuchSpace,
-    RightsEscalation,
-    SpaceExists,
-    SpaceFull,
-)
-from .manager import CapabilityManager, HandleInfo, RevokeListener
-from .names import SCHEMES, ResourceName
-from .policy import RequestPolicy, allow_all
-from .rights import Rights
-from .space import CapabilitySpace
+The names below load on first use, from the module that defines them: applications import
+``exo.kernel.caps.rights`` (through ``exo.abi``) at every start, and must not pay for the
+manager, the audit log and the name parser they never use.
+"""
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .audit import AuditEvent, AuditLog, AuditRecord
+    from .capability import Capability
+    from .errors import (
+        CapabilityDenied,
+        CapabilityError,
+        CapabilityRevoked,
+        InsufficientRights,
+        InvalidHandle,
+        InvalidResourceName,
+        InvalidRights,
+        NoSuchSpace,
+        RightsEscalation,
+        SpaceExists,
+        SpaceFull,
+    )
+    from .manager import CapabilityManager, HandleInfo, RevokeListener
+    from .names import SCHEMES, ResourceName
+    from .policy import RequestPolicy, allow_all
+    from .rights import Rights
+    from .space import CapabilitySpace
+
+_HOME = {
+    "audit": ("AuditEvent", "AuditLog", "AuditRecord"),
+    "capability": ("Capability",),
+    "errors": ("CapabilityDenied", "CapabilityError", "CapabilityRevoked", "InsufficientRights",
+               "InvalidHandle", "InvalidResourceName", "InvalidRights", "NoSuchSpace",
+               "RightsEscalation", "SpaceExists", "SpaceFull"),
+    "manager": ("CapabilityManager", "HandleInfo", "RevokeListener"),
+    "names": ("SCHEMES", "ResourceName"),
+    "policy": ("RequestPolicy", "allow_all"),
+    "rights": ("Rights",),
+    "space": ("CapabilitySpace",),
+}
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
 
 __all__ = [
     "SCHEMES",
