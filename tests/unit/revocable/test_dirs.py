@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.unit.revocable.served import PID, mounted, served
 
 from exo.kernel.caps import Capability, CapabilityManager
 from exo.kernel.files import OpenFileTable
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or os.geteuid() != 0,
     reason="needs /dev/fuse and root (mount(2) of a FUSE file system)",
 )
-
-PID = 7
-
-
-def _mounted(path: Path) -> bool:
-    text = Path("/proc/self/mountinfo").read_text()
-    return any(line.split()[4] == str(path) for line in text.splitlines())
-
 
 class World:
     def __init__(self, tmp: Path) -> None:
@@ -59,15 +52,8 @@ def world(tmp_path: Path) -> World:
 
 @pytest.fixture
 def server(world: World) -> Iterator[RevocableDirs]:
-    released: list[object] = []
-    srv = RevocableDirs(world.tmp / "mnt", on_release=released.append)
-    srv.start()
-    unsubscribe = world.caps.on_revoke(srv.revoke)
-    srv.released = released  # type: ignore[attr-defined]
-    yield srv
-    unsubscribe()
-    srv.close()
-    assert not _mounted(world.tmp / "mnt")
+    with served(RevocableDirs, world.tmp / "mnt", world.caps) as srv:
+        yield srv
 
 
 def _export(srv: RevocableDirs, world: World, rights: str = "READ,WRITE",
@@ -350,7 +336,7 @@ def test_release_for_owner_and_close(world: World) -> None:
     p2, _ = _export(srv, world)
     fd2 = os.open(p2 / "f.txt", os.O_RDONLY)
     srv.close()
-    assert not _mounted(world.tmp / "mnt3")
+    assert not mounted(world.tmp / "mnt3")
     with pytest.raises(OSError) as info:
         os.read(fd2, 1)
     assert info.value.errno == errno.ENOTCONN
@@ -371,7 +357,7 @@ def test_table_exports_unpins_and_falls_back(world: World) -> None:
     assert table.release_exports(PID) == 1
     assert table.stats()["pinned"] == 0
     table.close()
-    assert not _mounted(world.tmp / "dirs-x")
+    assert not mounted(world.tmp / "dirs-x")
 
     none = OpenFileTable(world.caps, fuse_device="/dev/exo-no-such-fuse")
     pin = world.pin("READ")
@@ -403,11 +389,11 @@ def test_a_killed_server_does_not_leave_its_mount_behind(tmp_path: Path) -> None
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "up"
-    assert _mounted(mnt)
+    assert mounted(mnt)
     child.kill()
     child.wait()
     deadline = time.monotonic() + 10
-    while _mounted(mnt) and time.monotonic() < deadline:
+    while mounted(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _mounted(mnt)
+    assert not mounted(mnt)
     assert not mnt.exists()

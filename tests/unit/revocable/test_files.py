@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.unit.revocable.served import PID, mounted, served
 
 from exo.kernel.caps import Capability, CapabilityManager
 from exo.kernel.files import OpenFileTable
@@ -22,14 +23,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or os.geteuid() != 0,
     reason="needs /dev/fuse and root (mount(2) of a FUSE file system)",
 )
-
-PID = 42
-
-
-def _mounted(path: Path) -> bool:
-    text = Path("/proc/self/mountinfo").read_text()
-    return any(line.split()[4] == str(path) for line in text.splitlines())
-
 
 def _server_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("exo-files-")]
@@ -60,15 +53,8 @@ def world(tmp_path: Path) -> World:
 
 @pytest.fixture
 def server(world: World) -> Iterator[RevocableFiles]:
-    released: list[object] = []
-    srv = RevocableFiles(world.tmp / "mnt", on_release=released.append)
-    srv.start()
-    unsubscribe = world.caps.on_revoke(srv.revoke)
-    srv.released = released  # type: ignore[attr-defined]
-    yield srv
-    unsubscribe()
-    srv.close()
-    assert not _mounted(world.tmp / "mnt")
+    with served(RevocableFiles, world.tmp / "mnt", world.caps) as srv:
+        yield srv
     assert not _server_threads()
 
 
@@ -283,11 +269,11 @@ def test_close_unmounts_stops_threads_and_cuts_open_fds(world: World) -> None:
     for s in servers:  # several at once, in one process
         s.start()
     fd, _ = _open(servers[1], world, os.O_RDONLY, "READ")
-    assert all(_mounted(s.mount_dir) for s in servers)
+    assert all(mounted(s.mount_dir) for s in servers)
     for s in servers:
         s.close()
         s.close()  # idempotent
-    assert not any(_mounted(s.mount_dir) for s in servers)
+    assert not any(mounted(s.mount_dir) for s in servers)
     assert not any(s.mount_dir.exists() for s in servers)
     assert not _server_threads()
     with pytest.raises(OSError) as info:
@@ -301,7 +287,7 @@ def test_close_unmounts_stops_threads_and_cuts_open_fds(world: World) -> None:
         assert os.read(fd, 5) == b"hello"
         os.close(fd)
         s.close()
-    assert not _mounted(world.tmp / "again") and not _server_threads()
+    assert not mounted(world.tmp / "again") and not _server_threads()
     with pytest.raises(RuntimeError, match="closed"):
         s.start()
 
@@ -324,7 +310,7 @@ def test_table_serves_revocable_files_and_releases_on_exit(world: World) -> None
         real = os.open(world.file, os.O_RDWR | os.O_CLOEXEC)
         pin = world.pin()
         fd, revocable = table.open_revocable(proc, pin, real, os.O_RDWR, mount_dir=mount)
-        assert revocable and _mounted(mount)
+        assert revocable and mounted(mount)
         assert table.count() == 1
         assert os.read(fd, 5) == b"hello"
         _exit(proc)
@@ -346,7 +332,7 @@ def test_table_serves_revocable_files_and_releases_on_exit(world: World) -> None
     finally:
         table.close()
         table.close()
-    assert not _mounted(mount) and not _server_threads() and not mount.exists()
+    assert not mounted(mount) and not _server_threads() and not mount.exists()
     assert world.caps.handles(PID)  # the root capability itself is untouched
 
 
@@ -396,17 +382,17 @@ def test_dead_mounts_of_a_killed_kernel_are_cleaned_and_live_ones_kept(world: Wo
         assert child.stdout is not None and child.stdout.readline().strip() == "up"
         child.kill()  # SIGKILL: no chance to unmount
         child.wait()
-        assert _mounted(run / "files-dead")
+        assert mounted(run / "files-dead")
         assert cleanup_stale(run) == [str(run / "files-dead")]
-        assert not _mounted(run / "files-dead") and not (run / "files-dead").exists()
-        assert _mounted(run / "files-live")
+        assert not mounted(run / "files-dead") and not (run / "files-dead").exists()
+        assert mounted(run / "files-live")
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         live.close()
         cleanup_stale(run)
-    assert not _mounted(run / "files-live")
+    assert not mounted(run / "files-live")
 
 
 _APP = """

@@ -1,0 +1,38 @@
+"""What the revocable file and directory server tests share: a server wired to a
+capability manager, and how to tell whether a mount is still there."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from exo.kernel.caps import CapabilityManager
+from exo.kernel.revocable import RevocableDirs, RevocableFiles
+
+PID = 42  # the process holding storage:// in these tests
+
+_S = TypeVar("_S", RevocableFiles, RevocableDirs)
+
+
+def mounted(path: Path) -> bool:
+    text = Path("/proc/self/mountinfo").read_text()
+    return any(line.split()[4] == str(path) for line in text.splitlines())
+
+
+@contextlib.contextmanager
+def served(cls: type[_S], mount_dir: Path, caps: CapabilityManager) -> Iterator[_S]:
+    """A started server whose revocations come from ``caps``; what it released is in
+    ``server.released``. Closed at the end, and its mount must be gone then."""
+    released: list[object] = []
+    server = cls(mount_dir, on_release=released.append)
+    server.start()
+    unsubscribe = caps.on_revoke(server.revoke)
+    server.released = released  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        unsubscribe()
+        server.close()
+    assert not mounted(mount_dir)
