@@ -17,7 +17,7 @@ import select
 import stat
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import _proto as P
@@ -65,8 +65,8 @@ class FuseServer:
     mount_source = "exo-files"
     init_flags = P.WANTED_INIT_FLAGS
 
-    def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse"
-                 ) -> None:
+    def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
+                 on_release: Callable[[Any], None] | None = None) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.mount_dir = Path(mount_dir)
@@ -86,6 +86,25 @@ class FuseServer:
         self._handlers: dict[int, Handler] = {}
         self._watchdog: Any = None        # subprocess.Popen of the unmount watchdog
         self._watchdog_w = -1
+        self._on_release = on_release  # hears each pin this server lets go of, once
+
+    # ------------------------------------------------------------------ pins
+    @staticmethod
+    def _pinned(pins: Iterable[object], by_pin: dict[int, Any]) -> list[Any]:
+        """The objects of ``by_pin`` (keyed by ``id(pin)``) whose pin is among ``pins``,
+        walking whichever side is smaller (a revocation may name 10,000 pins)."""
+        pins = pins if isinstance(pins, set | frozenset) else set(pins)
+        if len(pins) < len(by_pin):
+            return [x for p in pins if (x := by_pin.get(id(p))) is not None and x.pin is p]
+        return [x for x in by_pin.values() if x.pin in pins]
+
+    def _released(self, pin: object) -> None:
+        """Hand ``pin`` back to whoever pinned it (the open-file table unpins it)."""
+        if self._on_release is not None:
+            try:
+                self._on_release(pin)
+            except Exception:
+                log.exception("%s: release callback failed", type(self).__name__)
 
     # ------------------------------------------------------------------ life cycle
     @property

@@ -43,7 +43,7 @@ from pathlib import Path
 from exo.kernel.caps import Rights
 
 from . import _proto as P
-from ._base import REVOKED_ERRNO, FuseServer, Parts, log
+from ._base import REVOKED_ERRNO, FuseServer, Parts
 from .server import Pin
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
@@ -136,8 +136,7 @@ class RevocableDirs(FuseServer):
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None) -> None:
-        super().__init__(mount_dir, threads=threads, device=device)
-        self._on_release = on_release
+        super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
         self._exports: dict[bytes, _Export] = {}
         self._by_pin: dict[int, _Export] = {}
         self._nodes: dict[int, _Node] = {}
@@ -194,7 +193,7 @@ class RevocableDirs(FuseServer):
     def revoke(self, pins: Iterable[object]) -> None:
         """Cut the exports pinned by ``pins`` now (fits ``CapabilityManager.on_revoke``)."""
         with self._lock:
-            hits = [ex for p in pins if (ex := self._by_pin.get(id(p))) and ex.pin is p]
+            hits: list[_Export] = self._pinned(pins, self._by_pin)
         for ex in hits:
             self._kill(ex, "revoked")
 
@@ -254,11 +253,7 @@ class RevocableDirs(FuseServer):
                          P.INVAL_INODE_OUT.pack(nodeid, 0 if opened else -1, 0))
         self._notify(P.NOTIFY_INVAL_ENTRY, P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(ex.token), 0)
                      + ex.token + b"\0")
-        if self._on_release is not None:
-            try:
-                self._on_release(ex.pin)
-            except Exception:
-                log.exception("revocable dirs: release callback failed")
+        self._released(ex.pin)
 
     @staticmethod
     def _collect(ex: _Export) -> list[int]:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from exo.kernel.caps import Rights
 
 from . import _proto as P
-from ._base import REVOKED_ERRNO, FuseServer, Parts, log
+from ._base import REVOKED_ERRNO, FuseServer, Parts
 
 __all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles", "cleanup_stale"]
 
@@ -105,8 +105,7 @@ class RevocableFiles(FuseServer):
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None) -> None:
-        super().__init__(mount_dir, threads=threads, device=device)
-        self._on_release = on_release
+        super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
         self._entries: dict[int, _Entry] = {}
         self._by_name: dict[bytes, _Entry] = {}
         self._by_pin: dict[int, _Entry] = {}
@@ -171,11 +170,7 @@ class RevocableFiles(FuseServer):
         drops pages a private mmap may still hold.) Fits ``CapabilityManager.on_revoke``.
         """
         with self._lock:
-            pins = pins if isinstance(pins, (set, frozenset)) else set(pins)
-            if len(pins) < len(self._by_pin):
-                hits = [e for p in pins if (e := self._by_pin.get(id(p))) and e.pin is p]
-            else:
-                hits = [e for e in self._by_pin.values() if e.pin in pins]
+            hits: list[_Entry] = self._pinned(pins, self._by_pin)
         for e in hits:
             self._kill(e, "revoked")
             self._invalidate(e)
@@ -212,11 +207,7 @@ class RevocableFiles(FuseServer):
             self._counts[why] += 1
         if fd >= 0:
             os.close(fd)
-        if self._on_release is not None:
-            try:
-                self._on_release(e.pin)
-            except Exception:
-                log.exception("revocable files: release callback failed")
+        self._released(e.pin)
 
     def _invalidate(self, e: _Entry) -> None:
         """Ask the kernel to drop cached pages of ``e`` (a MAP_PRIVATE mapping's, say)."""
