@@ -73,6 +73,19 @@ class _Pins:
         return len(self._pid_of)
 
 
+class _Slot:
+    """One of the table's FUSE servers: started on first use, or why it could not be."""
+
+    __slots__ = ("fallback", "name", "server", "unavailable", "unsubscribe")
+
+    def __init__(self, name: str, fallback: str) -> None:
+        self.name = name  # for messages: "file", "directory"
+        self.fallback = fallback  # what happens instead when FUSE cannot be used
+        self.server: Any = None  # RevocableFiles or RevocableDirs once started
+        self.unavailable: str | None = None  # why it could not be started
+        self.unsubscribe: Callable[[], None] | None = None  # its on_revoke listener
+
+
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
 
@@ -82,13 +95,21 @@ class OpenFileTable:
         self._lock = threading.Lock()
         self._files = _Pins()  # of files opened through the kernel
         self._exports = _Pins()  # of directories exported to sandboxes
-        self._server: RevocableFiles | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self.unavailable: str | None = None  # why files are not revocable here, if they are not
+        self._file_server = _Slot("file", "opened files are passed as plain descriptors and "
+                                          "are NOT revocable")
+        self._dir_server = _Slot("directory", "directory and file grants are plain bind "
+                                              "mounts and are NOT revocable while a process runs")
         self._closed = False
-        self._dirs: RevocableDirs | None = None
-        self._dirs_unsubscribe: Callable[[], None] | None = None
-        self.dirs_unavailable: str | None = None  # why directory grants are not revocable
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why opened files are not revocable here, if they are not."""
+        return self._file_server.unavailable
+
+    @property
+    def dirs_unavailable(self) -> str | None:
+        """Why directory and file grants are not revocable here, if they are not."""
+        return self._dir_server.unavailable
 
     # ------------------------------------------------------------------ opening
     def register(self, proc: ExoProcess, pin: Any, fd: int) -> None:
@@ -125,26 +146,30 @@ class OpenFileTable:
 
     def _ensure_server(self, mount_dir: Path, log: Callable[[str], None] | None
                        ) -> RevocableFiles | None:
+        from exo.kernel.revocable import RevocableFiles
+
+        server: RevocableFiles | None = self._ensure(self._file_server, RevocableFiles,
+                                                     self._files, mount_dir, log)
+        return server
+
+    def _ensure(self, slot: _Slot, cls: Any, pins: _Pins, mount_dir: Path,
+                log: Callable[[str], None] | None) -> Any:
+        """``slot``'s server, started now if this is the first use; None without FUSE."""
         with self._lock:
-            if self._server is not None or self.unavailable is not None:
-                return self._server
+            if slot.server is not None or slot.unavailable is not None:
+                return slot.server
             if self._closed:
                 raise RuntimeError("the open-file table is closed (kernel shutting down)")
-            from exo.kernel.revocable import RevocableFiles
-
             try:
-                server = _start_server(RevocableFiles, mount_dir, self._fuse_device,
-                                       functools.partial(self._forget_and_unpin, self._files),
-                                       log)
+                server = _start_server(cls, mount_dir, self._fuse_device,
+                                       functools.partial(self._forget_and_unpin, pins), log)
             except OSError as exc:
-                self.unavailable = f"FUSE file server unavailable ({exc})"
-                message = (f"files: {self.unavailable}: opened files are passed as plain "
-                           "descriptors and are NOT revocable")
+                slot.unavailable = f"FUSE {slot.name} server unavailable ({exc})"
                 if log is not None:
-                    log(message)
+                    log(f"files: {slot.unavailable}: {slot.fallback}")
                 return None
-            self._server = server
-        self._unsubscribe = self._caps.on_revoke(server.revoke)
+            slot.server = server
+        slot.unsubscribe = self._caps.on_revoke(server.revoke)
         return server
 
     # ------------------------------------------------------------------ directories
@@ -170,7 +195,7 @@ class OpenFileTable:
 
     def release_exports(self, pid: int) -> int:
         """Process ``pid`` exited (or its spawn failed): its directory exports die."""
-        server = self._dirs
+        server = self._dir_server.server
         n = server.release_for(pid) if server is not None else 0
         with self._lock:
             pins = self._exports.pop_pid(pid)
@@ -180,25 +205,10 @@ class OpenFileTable:
 
     def _ensure_dirs(self, mount_dir: Path, log: Callable[[str], None] | None
                      ) -> RevocableDirs | None:
-        with self._lock:
-            if self._dirs is not None or self.dirs_unavailable is not None:
-                return self._dirs
-            if self._closed:
-                raise RuntimeError("the open-file table is closed (kernel shutting down)")
-            from exo.kernel.revocable import RevocableDirs
+        from exo.kernel.revocable import RevocableDirs
 
-            try:
-                server = _start_server(RevocableDirs, mount_dir, self._fuse_device,
-                                       functools.partial(self._forget_and_unpin,
-                                                         self._exports), log)
-            except OSError as exc:
-                self.dirs_unavailable = f"FUSE directory server unavailable ({exc})"
-                if log is not None:
-                    log(f"files: {self.dirs_unavailable}: directory grants are plain bind "
-                        "mounts and are NOT revocable while a process runs")
-                return None
-            self._dirs = server
-        self._dirs_unsubscribe = self._caps.on_revoke(server.revoke)
+        server: RevocableDirs | None = self._ensure(self._dir_server, RevocableDirs,
+                                                    self._exports, mount_dir, log)
         return server
 
     # ------------------------------------------------------------------ releasing
@@ -213,7 +223,7 @@ class OpenFileTable:
 
     def _release(self, proc: ExoProcess) -> None:
         """Process exit: its files die (even copies it passed on) and its pins go."""
-        server = self._server
+        server = self._file_server.server
         if server is not None:
             server.release_for(proc.pid)
         with self._lock:
@@ -225,17 +235,16 @@ class OpenFileTable:
         """Kernel shutdown: unmount the file server and release every pin. Idempotent."""
         with self._lock:
             self._closed = True
-            server, self._server = self._server, None
-            dirs, self._dirs = self._dirs, None
-            unsubscribes = [self._unsubscribe, self._dirs_unsubscribe]
-            self._unsubscribe = self._dirs_unsubscribe = None
-        for unsubscribe in unsubscribes:
+            slots = [(slot.server, slot.unsubscribe)
+                     for slot in (self._file_server, self._dir_server)]
+            for slot in (self._file_server, self._dir_server):
+                slot.server = slot.unsubscribe = None
+        for _, unsubscribe in slots:
             if unsubscribe is not None:
                 unsubscribe()
-        if server is not None:
-            server.close()
-        if dirs is not None:
-            dirs.close()  # its exports' pins come back through _forget_and_unpin
+        for server, _ in slots:
+            if server is not None:
+                server.close()  # the pins it held come back through _forget_and_unpin
         with self._lock:
             pins = self._files.pop_all() + self._exports.pop_all()
         for pin in pins:
@@ -265,7 +274,7 @@ class OpenFileTable:
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``/proc`` and tests: open pins, and the file servers' own numbers."""
-        server, dirs = self._server, self._dirs
+        server, dirs = self._file_server.server, self._dir_server.server
         with self._lock:
             dir_pins = len(self._exports)
         return {"pinned": self.count() + dir_pins, "revocable": server is not None,
