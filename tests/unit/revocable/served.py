@@ -8,12 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from exo.kernel.caps import CapabilityManager
+from exo.kernel.caps import Capability, CapabilityManager
 from exo.kernel.revocable import RevocableDirs, RevocableFiles
 
 PID = 42  # the process holding storage:// in these tests
 
 _S = TypeVar("_S", RevocableFiles, RevocableDirs)
+
+
+class Holder:
+    """A capability manager and process ``PID`` holding ``storage://`` with every right."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.caps = CapabilityManager()
+        self.caps.create_space(PID)
+        self.root = self.caps.grant_root(PID, "storage://", "ALL")
+
+    def pin(self, rights: str = "READ,WRITE") -> Capability:
+        return self.caps.pin(PID, self.root, rights)
+
+    def revoke(self) -> None:
+        self.caps.revoke(PID, self.root)
 
 
 def mounted(path: Path) -> bool:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.unit.revocable.served import PID, mounted, served
+from tests.unit.revocable.served import PID, Holder, mounted, served
 
-from exo.kernel.caps import Capability, CapabilityManager
+from exo.kernel.caps import Capability
 from exo.kernel.files import OpenFileTable
 from exo.kernel.revocable import REVOKED_ERRNO, RevocableDirs
 
@@ -28,21 +28,17 @@ pytestmark = pytest.mark.skipif(
     reason="needs /dev/fuse and root (mount(2) of a FUSE file system)",
 )
 
-class World:
+class World(Holder):
+    """The holder, and a granted directory with a file and a subdirectory."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.caps = CapabilityManager()
-        self.caps.create_space(PID)
-        self.root = self.caps.grant_root(PID, "storage://", "ALL")
+        super().__init__(tmp)
         self.grant = tmp / "grant"
         self.grant.mkdir()
         (self.grant / "f.txt").write_text("hello\n")
         (self.grant / "sub").mkdir()
         (self.grant / "sub" / "g.txt").write_text("deeper\n")
         (tmp / "outside.txt").write_text("outside\n")
-
-    def pin(self, rights: str) -> Capability:
-        return self.caps.pin(PID, self.root, rights)
 
 
 @pytest.fixture

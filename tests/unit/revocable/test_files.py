@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.unit.revocable.served import PID, mounted, served
+from tests.unit.revocable.served import PID, Holder, mounted, served
 
-from exo.kernel.caps import Capability, CapabilityManager
+from exo.kernel.caps import Capability
 from exo.kernel.files import OpenFileTable
 from exo.kernel.process import ExoProcess
 from exo.kernel.revocable import REVOKED_ERRNO, RevocableFiles, cleanup_stale
@@ -28,22 +28,13 @@ def _server_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("exo-files-")]
 
 
-class World:
-    """A capability manager, one process holding storage:// and a file to open."""
+class World(Holder):
+    """The holder, and a file to open."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.caps = CapabilityManager()
-        self.caps.create_space(PID)
-        self.root = self.caps.grant_root(PID, "storage://", "ALL")
+        super().__init__(tmp)
         self.file = tmp / "data.txt"
         self.file.write_bytes(b"hello, world\n")
-
-    def pin(self, rights: str = "READ,WRITE") -> Capability:
-        return self.caps.pin(PID, self.root, rights)
-
-    def revoke(self) -> None:
-        self.caps.revoke(PID, self.root)
 
 
 @pytest.fixture
