@@ -78,9 +78,9 @@ def test_however_many_descriptors_come_in_none_reaches_the_target() -> None:
 def test_a_failed_exec_is_reported_on_the_status_pipe() -> None:
     status, report, _ = _stage2(lambda w: _stage2_config(
         w, [], [], ["/nonexistent/program"], {"PATH": "/bin"}))
-    # "R" went out just before execve; the error after it (the launcher reads both).
+    # "R" went out just before execve; "X", the errno and the error after it.
     assert status == 127
-    assert report == b"REexec '/nonexistent/program': No such file or directory (errno 2)"
+    assert report == b"RX2 cannot run '/nonexistent/program': No such file or directory"
 
 
 def _raw(*records: str) -> Callable[[int], bytes]:

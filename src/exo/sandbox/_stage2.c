@@ -13,7 +13,9 @@
  * CONFIG_FD memfd as a sequence of NUL-terminated strings, one record after another:
  *
  *     status FD              report fd: "R" just before exec (it is close-on-exec, so EOF
- *                            right after "R" means the exec succeeded), "E<message>" on error
+ *                            right after "R" means the exec succeeded), then
+ *                            "X<errno> <message>" if execve failed; "E<message>" on any
+ *                            earlier error
  *     keep FD                a descriptor the target inherits (repeated; 0-2 always are)
  *     ruleset FS NET SCOPED SIZE FILEMASK
  *                            create a Landlock ruleset handling those rights (SIZE: bytes of
@@ -78,16 +80,29 @@ struct net_port_attr {
 static int status_fd = -1;
 static int ruleset = -1;  /* the Landlock ruleset being built, enforced after the fds close */
 
-static void fail(const char *fmt, ...) {
-    char msg[1024] = "E";
-    va_list ap;
-    va_start(ap, fmt);
+/* Report on the status fd, the first byte saying what kind of report it is, and exit. */
+__attribute__((noreturn)) static void report_and_exit(char kind, const char *fmt,
+                                                     va_list ap) {
+    char msg[1024] = {kind};
     vsnprintf(msg + 1, sizeof msg - 1, fmt, ap);
-    va_end(ap);
     if (status_fd >= 0 && write(status_fd, msg, strlen(msg)) < 0) {
         /* nothing more we can say */
     }
     _exit(127);
+}
+
+__attribute__((noreturn, format(printf, 1, 2))) static void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    report_and_exit('E', fmt, ap);
+}
+
+/* execve failed: the launcher turns the errno into a shell's 127 or 126. */
+__attribute__((noreturn, format(printf, 1, 2))) static void exec_failed(const char *fmt,
+                                                                         ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    report_and_exit('X', fmt, ap);
 }
 
 /* The config: the memfd's bytes, and a cursor over its NUL-terminated strings. */
@@ -263,6 +278,7 @@ int main(int argc, char **argv) {
     environ = env;
     if (write(status_fd, "R", 1) != 1) _exit(127);
     execvp(target[0], target);
-    fail("exec '%s': %s (errno %d)", target[0], strerror(errno), errno);
+    int err = errno;
+    exec_failed("%d cannot run '%s': %s", err, target[0], strerror(err));
     return 127;
 }

@@ -18,7 +18,6 @@ import errno
 import itertools
 import json
 import os
-import re
 import select
 import signal
 import subprocess
@@ -306,13 +305,14 @@ def spawn(
         info = _read_all(info_r, deadline, "bubblewrap")
         status = _read_all(status_r, deadline, "stage 2")
         if status != b"R":
-            detail = status[1:].lstrip(b"E").decode("utf-8", "replace") if status else ""
+            report = status.removeprefix(b"R")  # "R": it got as far as execve
             rc = popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if report.startswith(b"X"):  # "X<errno> <message>": execve itself failed
+                err, _, message = report[1:].decode("utf-8", "replace").partition(" ")
+                raise ExecFailed(message, int(err))
+            detail = report.removeprefix(b"E").decode("utf-8", "replace")
             if not detail:
                 detail = f"bubblewrap exited with status {rc} before stage 2 (see its stderr)"
-            failed = re.fullmatch(r"(exec .*) \(errno (\d+)\)", detail)
-            if failed:  # stage 2's own report of a failed execve
-                raise ExecFailed(f"cannot run {failed[1][5:]}", int(failed[2]))
             raise SandboxError(f"sandbox start failed: {detail}")
         try:
             proc.init_pid = int(json.loads(info)["child-pid"])
