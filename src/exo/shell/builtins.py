@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -30,28 +31,25 @@ def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int
     return register
 
 
-_arg_parser_class: type[argparse.ArgumentParser] | None = None
-
-
 def _parser(ctx: CommandContext, description: str) -> argparse.ArgumentParser:
-    """An argparse parser that reports errors as CommandError instead of exiting the shell.
+    """An argparse parser that reports errors as CommandError instead of exiting the shell."""
+    return _parser_class()(prog=ctx.name, description=description, add_help=False)
 
-    argparse is imported here, on first use, not at module level: it costs ~4 ms at
-    import and the shell must reach its prompt before any command needs it.
-    """
-    global _arg_parser_class
-    if _arg_parser_class is None:
-        import argparse
 
-        class _ArgParser(argparse.ArgumentParser):
-            def error(self, message: str) -> NoReturn:
-                raise CommandError(message, 2)
+@functools.cache
+def _parser_class() -> type[argparse.ArgumentParser]:
+    # argparse is imported here, on first use, not at module level: it costs ~4 ms at
+    # import and the shell must reach its prompt before any command needs it.
+    import argparse
 
-            def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-                raise CommandError(message or "", status)
+    class _ArgParser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise CommandError(message, 2)
 
-        _arg_parser_class = _ArgParser
-    return _arg_parser_class(prog=ctx.name, description=description, add_help=False)
+        def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+            raise CommandError(message or "", status)
+
+    return _ArgParser
 
 
 def _split_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
