@@ -9,7 +9,7 @@ import signal
 import time
 
 from exo import __version__
-from exo.shell.context import CommandContext, CommandError
+from exo.shell.context import CommandContext, CommandError, read_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -608,13 +608,7 @@ def _read_secret(ctx: CommandContext, prompt: str) -> str:
         # "r+" on a tty fails ("not seekable"), a buffered read-write file needs seek.
         with open(os.ttyname(ctx.stdin), "w") as tty:
             return getpass.getpass(prompt, stream=tty)
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = os.read(ctx.stdin, 1)
-        if not chunk:
-            break
-        line += chunk
-    return line.decode().rstrip("\n")
+    return read_line(ctx.stdin).decode().rstrip("\n")
 
 
 def _require_root(ctx: CommandContext) -> None:

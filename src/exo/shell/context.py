@@ -12,6 +12,15 @@ if TYPE_CHECKING:
     from exo.shell.core import Shell
 
 
+def read_line(fd: int) -> bytes:
+    """One line from ``fd``, newline included, reading no byte past it (so whoever reads
+    ``fd`` next, a command or the shell, gets the rest); ``b""`` at end of input."""
+    line = bytearray()
+    while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
+        line += byte
+    return bytes(line)
+
+
 class CommandError(Exception):
     """A command failed with a message for stderr and an exit status."""
 

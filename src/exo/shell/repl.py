@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 
+from exo.shell.context import read_line
 from exo.shell.core import Session, Shell, ShellExit, install_sigint_default
 
 TYPE_CHECKING = False
@@ -148,7 +149,7 @@ def stdin_lines(fd: int = 0) -> Iterator[str]:
         seekable = True
     except OSError:
         seekable = False
-    while line := (_seek_line(fd) if seekable else _pipe_line(fd)):
+    while line := (_seek_line(fd) if seekable else read_line(fd)):
         yield line.decode(errors="replace")
 
 
@@ -163,10 +164,3 @@ def _seek_line(fd: int) -> bytes:
             break
         data += chunk
     return data
-
-
-def _pipe_line(fd: int) -> bytes:
-    line = bytearray()
-    while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
-        line += byte
-    return bytes(line)
