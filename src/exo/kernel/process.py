@@ -14,6 +14,7 @@ import functools
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -214,18 +215,20 @@ class ProcessManager:
             res, rights = info.resource, info.rights
             if res.scheme == "storage":
                 host = res.fs_path(self.kernel.root)
-                if not os.path.lexists(host):
-                    raise SandboxError(f"{res}: no such file or directory in the Exo tree")
+                try:
+                    kind = stat.S_IFMT(os.stat(host).st_mode)
+                except FileNotFoundError:
+                    raise SandboxError(f"{res}: no such file or directory in the Exo tree"
+                                       ) from None
                 if Rights.WRITE in rights:
                     write.append(host)
                 elif Rights.READ in rights:
                     read.append(host)
                 if Rights.EXECUTE in rights:
                     execs.append(host)
-                is_dir = host.is_dir()
-                if is_dir and cwd is None:
+                if kind == stat.S_IFDIR and cwd is None:
                     cwd = host
-                if is_dir or host.is_file():
+                if kind in (stat.S_IFDIR, stat.S_IFREG):
                     best = exports.get(host)
                     if best is None or (Rights.WRITE in rights
                                         and Rights.WRITE not in best.rights):
