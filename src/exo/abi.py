@@ -43,8 +43,10 @@ def decode_message(data: bytes) -> dict[str, Any]:
         raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
     try:
         obj = json.loads(data)
-    except ValueError as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+    except ValueError as exc:  # also bad UTF-8, and numbers past int's digit limit
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from None
+    except RecursionError:  # "[[[[...": nesting past the interpreter's limit
+        raise ProtocolError("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("message is not a JSON object")
     return obj

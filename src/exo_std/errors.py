@@ -39,10 +39,15 @@ class ProcessError(ExoError):
     """Spawning or waiting for a process failed."""
 
 
+class InternalError(ExoError):
+    """The kernel failed while serving the call (a kernel bug: its log has the details).
+    The kernel keeps serving; the call had no effect it reports."""
+
+
 _BY_NAME: dict[str, type[ExoError]] = {
     cls.__name__: cls
     for cls in (CapabilityError, InvalidHandle, InsufficientRights, CapabilityDenied,
-                CapabilityRevoked, InvalidResourceName, ProcessError)
+                CapabilityRevoked, InvalidResourceName, ProcessError, InternalError)
 }
 
 
@@ -52,7 +57,8 @@ def error_from_reply(kind: str, message: str) -> Exception:
     if cls is None:
         if kind in ("RightsEscalation", "InvalidRights", "SpaceFull", "NoSuchSpace"):
             cls = CapabilityError
-        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable"):
+        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable",
+                      "ExecFailed"):
             cls = ProcessError
         elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
                       "NotADirectoryError", "FileExistsError", "OSError"):

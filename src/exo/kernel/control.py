@@ -9,6 +9,7 @@ caller's terminal; if the caller goes away, the process is killed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
@@ -87,15 +88,38 @@ class ControlServer:
         t.start()
 
     def _accept(self) -> None:
+        """Accept until close(). Every error but the socket's own closing is survived:
+        out of descriptors (EMFILE/ENFILE) or memory, the loop backs off and tries
+        again, and the pending connection is served once descriptors come back."""
         assert self._sock is not None
+        sock = self._sock
+        backoff = 0.0
         while not self._closing.is_set():
             try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                                 name="exo-control-conn")
-            t.start()
+                conn, _ = sock.accept()
+            except OSError as exc:
+                if self._closing.is_set() or exc.errno in (errno.EBADF, errno.EINVAL):
+                    return  # the socket was closed: shutdown
+                if exc.errno in (errno.EINTR, errno.ECONNABORTED):
+                    continue  # a signal, or a client that left before we took it
+                # Out of descriptors, memory...: wait and retry; the connection stays
+                # queued in the backlog until then.
+                if not backoff:
+                    self.kernel.log(f"control: accept failed ({exc.strerror}); "
+                                    "retrying until resources come back")
+                backoff = min(0.5, backoff * 2 or 0.01)
+                self._closing.wait(backoff)
+                continue
+            if backoff:
+                self.kernel.log("control: accepting connections again")
+                backoff = 0.0
+            try:
+                t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                     name="exo-control-conn")
+                t.start()
+            except RuntimeError as exc:  # can't start new thread: refuse this one only
+                self.kernel.log(f"control: cannot serve a connection ({exc})")
+                conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -205,7 +229,7 @@ class ControlClient:
         for fd in extra:
             os.close(fd)
         if not msg.get("ok"):
-            errno = msg.get("errno")
+            code = msg.get("errno")
             raise KernelError(str(msg.get("error")), str(msg.get("message")),
-                              errno if isinstance(errno, int) else None)
+                              code if isinstance(code, int) else None)
         return msg.get("result")

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from exo import __version__
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
     from exo.kernel.process import ProcessManager
 
 
+LOG_LINES = 10_000  # kept in memory for dmesg
+LOG_LINE_MAX = 16_384  # bytes of one message (a traceback fits)
+LOG_FILE_MAX = 8 << 20  # kernel.log rotates to kernel.log.1 past this size
+
+
 class Kernel:
     def __init__(self, config: KernelConfig, *, ephemeral: bool = False) -> None:
         self.config = config
@@ -52,7 +58,11 @@ class Kernel:
         self._shutdown_hooks: list[Callable[[], None]] = []
         self._down = False
         self.components: dict[str, Any] = {}
-        self.messages: list[str] = []
+        # dmesg keeps the newest lines; the file rotates by size (a process that makes
+        # the kernel log, e.g. by failing syscalls, must not grow it without bound)
+        self.messages: deque[str] = deque(maxlen=LOG_LINES)
+        self._log_fd = -1
+        self._log_lock = threading.Lock()
         self.shutdown_requested = threading.Event()
 
     # ----------------------------------------------------------------- boot
@@ -121,15 +131,39 @@ class Kernel:
         return f"Exo-OS {__version__} ({os.uname().machine})"
 
     def log(self, message: str) -> None:
-        """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log."""
+        """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log.
+
+        The file stays open (O_APPEND): the kernel must still be able to say what
+        happened when it runs out of descriptors. Past LOG_FILE_MAX bytes it rotates to
+        kernel.log.1 (one old file kept)."""
         stamp = time.time() - self.started_at
-        line = f"[{stamp:10.6f}] {message}"
-        self.messages.append(line)
-        try:
-            with open(self.root / "var" / "log" / "kernel.log", "a") as fh:
-                fh.write(line + "\n")
-        except OSError:
-            pass
+        line = f"[{stamp:10.6f}] {message[:LOG_LINE_MAX]}"
+        data = (line + "\n").encode("utf-8", "replace")
+        with self._log_lock:
+            self.messages.append(line)
+            try:
+                path = self.root / "var" / "log" / "kernel.log"
+                if self._log_fd < 0:
+                    self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                           | os.O_CLOEXEC, 0o644)
+                elif os.fstat(self._log_fd).st_size + len(data) > LOG_FILE_MAX:
+                    os.replace(path, path.with_name("kernel.log.1"))
+                    os.close(self._log_fd)
+                    self._log_fd = -1
+                    self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                           | os.O_CLOEXEC, 0o644)
+                os.write(self._log_fd, data)
+                if self._down:  # late lines (reapers) after shutdown: hold nothing open
+                    os.close(self._log_fd)
+                    self._log_fd = -1
+            except OSError:
+                pass
+
+    def close_log(self) -> None:
+        with self._log_lock:
+            if self._log_fd >= 0:
+                os.close(self._log_fd)
+                self._log_fd = -1
 
     # ------------------------------------------------------------- views
     def virtual_trees(self) -> dict[str, VirtualTree]:
@@ -190,6 +224,7 @@ class Kernel:
             except Exception as exc:  # keep releasing the rest
                 print(f"exo: shutdown: {exc}", file=sys.stderr)
         self._shutdown_hooks.clear()
+        self.close_log()
 
     # ---------------------------------------------------------------- steps
     def _critical_steps(self) -> list[tuple[str, Callable[[], str]]]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from exo.abi import ProtocolError
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
+from exo.sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
@@ -51,6 +52,8 @@ def serve_process(kernel: Kernel, proc: ExoProcess) -> threading.Thread:
 
 
 def _serve(kernel: Kernel, proc: ExoProcess) -> None:
+    """Serve one process until it is gone. Nothing a request contains ends this loop:
+    a malformed message gets a ProtocolError reply, a failing handler an error reply."""
     channel = proc.channel
     assert channel is not None
     while True:
@@ -80,26 +83,43 @@ def _serve(kernel: Kernel, proc: ExoProcess) -> None:
     channel.close()
 
 
+# What a handler may raise to refuse a request: the app gets the class name and the
+# message. Anything else is a kernel bug: logged with its traceback, answered as
+# InternalError, and the thread serves the next request.
+_REFUSALS = (CapabilityError, SyscallError, OSError, ValueError, TypeError, KeyError,
+             LookupError, TimeoutError, OverflowError, SandboxError)
+
+
 def _dispatch(kernel: Kernel, proc: ExoProcess, msg: dict[str, Any],
               fds: list[int]) -> tuple[dict[str, Any], list[int]]:
     req_id = msg.get("id")
+    if not isinstance(req_id, int | str | None) or isinstance(req_id, bool):
+        req_id = None
     op, args = msg.get("op"), msg.get("args", {})
     try:
         if not isinstance(op, str) or not isinstance(args, dict):
             raise SyscallError("request needs an 'op' string and an 'args' object")
         handler = HANDLERS.get(op)
         if handler is None:
-            raise SyscallError(f"unknown syscall {op!r}")
+            raise SyscallError(f"unknown syscall {op[:64]!r}")
         result, out_fds = handler(kernel, proc, args, fds)
         return {"id": req_id, "ok": True, "result": result}, out_fds
-    except (CapabilityError, SyscallError, OSError, ValueError, TypeError, KeyError,
-            LookupError, TimeoutError, OverflowError) as exc:
+    except _REFUSALS as exc:
         kind = type(exc).__name__
         if isinstance(exc, KeyError):
-            message = f"missing argument {exc.args[0]!r}"
+            message = f"missing argument {str(exc.args[0])[:64]!r}"
         else:
             message = str(exc) or kind
-        return {"id": req_id, "ok": False, "error": kind, "message": message}, []
+        return {"id": req_id, "ok": False, "error": kind, "message": message[:1024]}, []
+    except Exception as exc:
+        import traceback  # only on this path: keeps the boot imports lean
+
+        name = op[:64] if isinstance(op, str) else "?"
+        kernel.log(f"syscall {name} from pid {proc.pid} failed in the kernel: "
+                   + "".join(traceback.format_exception(exc)).rstrip())
+        return {"id": req_id, "ok": False, "error": "InternalError",
+                "message": f"the kernel failed to serve {name!r} ({type(exc).__name__}); "
+                           "see the kernel log"}, []
     finally:
         for fd in fds:  # descriptors a handler did not take (and clear) are closed
             with contextlib.suppress(OSError):
@@ -116,6 +136,21 @@ def _int(args: dict[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"argument {key!r} must be an integer")
     return value
+
+
+MAX_TIMEOUT = 86400.0  # a day: longer waits are "forever" (None), not a number to sleep on
+
+
+def _timeout(args: dict[str, Any], key: str = "timeout") -> float | None:
+    """An optional wait in seconds: null (forever) or a finite number >= 0 (NaN would
+    make a queue wait forever, and a huge value overflows the lock's timeout)."""
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not (
+            0 <= value < float("inf")):
+        raise TypeError(f"argument {key!r} must be null or a finite number >= 0")
+    return min(float(value), MAX_TIMEOUT)
 
 
 def _str(args: dict[str, Any], key: str) -> str:
@@ -181,9 +216,7 @@ def _send_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds
 @syscall("recv_capability")
 def _recv_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
                      ) -> tuple[Any, list[int]]:
-    timeout = args.get("timeout")
-    if timeout is not None and not isinstance(timeout, int | float):
-        raise TypeError("argument 'timeout' must be a number or null")
+    timeout = _timeout(args)
     try:
         sender, handle = proc.inbox.get(timeout=timeout)
     except queue.Empty:

@@ -1,0 +1,171 @@
+"""A hostile application against the syscall server: every request gets a reply.
+
+Each test attacks the kernel the way an app with no capabilities could, then checks that
+the attacker got an error reply, that the kernel kept every resource bounded, and that
+it still serves (the same app, and a fresh one).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from tests.system.helpers import run_app
+
+from exo.kernel import syscalls
+from exo.kernel.kernel import Kernel
+
+
+def _kernel_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _syscall_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("exo-sys-"))
+
+
+def test_spawn_of_a_missing_program_is_an_error_reply(kernel: Kernel) -> None:
+    run_app(kernel, "pass")  # warm: the first spawn loads the sandbox and the servers
+    before = _kernel_fds()
+    status, out, err = run_app(kernel, """
+        from exo_std import process
+        from exo_std.errors import ProcessError
+        for _ in range(20):
+            try:
+                process.spawn(["/nonexistent/prog"])
+            except ProcessError as exc:
+                last = exc
+        print("refused:", last)
+        print("still served:", process.getpid() > 1)
+    """)
+    assert status == 0, err
+    assert "refused:" in out and "No such file or directory" in out, out
+    assert "still served: True" in out
+    # 20 failed spawns leave nothing behind (it used to be ~8 descriptors each)
+    assert _kernel_fds() <= before + 2, (before, _kernel_fds())
+
+
+# Built inside the app (Python expressions): some are too large for an argv.
+MALFORMED = [
+    'b""',  # empty
+    'b"[]"',  # not an object
+    'b"{" * 40_000',  # truncated and deep
+    'b"[" * 30_000 + b"]" * 30_000',  # nested past the recursion limit
+    "b'{\"id\": 1, \"op\": \"getpid\", \"args\": ' + b'[' * 30_000 + b']' * 30_000 + b'}'",
+    """b'{"id": 1, "op": 5, "args": {}}'""",
+    """b'{"id": 1, "op": "open", "args": []}'""",
+    """b'{"id": 1, "op": "open", "args": {"name": 7, "rights": null}}'""",
+    """b'{"id": 1, "op": "duplicate", "args": {"handle": 1e999, "rights": "READ"}}'""",
+    """b'{"id": 1, "op": "duplicate", "args": {"handle": ' + b"9" * 5000 + b'}}'""",
+    """b'{"id": 1, "op": "spawn", "args": {"argv": [], "caps": "x"}}'""",
+    """b'{"id": 1, "op": "recv_capability", "args": {"timeout": -1}}'""",
+    """b'{"id": 1, "op": "recv_capability", "args": {"timeout": NaN}}'""",
+    """b'{"id": 1, "op": "wait", "args": {"pid": 1}}'""",
+    """b'{"id": [1], "op": "nosuch", "args": {}}'""",
+    """b'{"id": 1, "op": "' + b"x" * 60_000 + b'", "args": {}}'""",
+    'b"\\xff\\xfe not utf-8"',
+]
+
+
+def test_malformed_requests_each_get_an_error_reply(kernel: Kernel) -> None:
+    status, out, err = run_app(kernel, """
+        from exo_std._kernel import connection
+        conn = connection()
+        for expr in RAW:
+            raw = eval(expr)
+            reply = conn.send_raw(raw)
+            assert reply.get("ok") is False, (raw[:40], reply)
+            assert len(reply.get("message", "")) <= 1024, reply
+            print(reply.get("error"))
+        from exo_std import process
+        print("still served:", process.getpid() > 1)
+    """.replace("RAW", repr(MALFORMED)))
+    assert status == 0, err
+    assert out.count("\n") == len(MALFORMED) + 1, out
+    assert "still served: True" in out
+    assert "Traceback" not in err
+
+
+def test_an_unexpected_kernel_exception_is_an_internal_error_reply(
+        kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> tuple[object, list[int]]:
+        raise ZeroDivisionError("a bug in a handler")
+
+    monkeypatch.setitem(syscalls.HANDLERS, "getpid", broken)
+    threads = _syscall_threads()
+    status, out, err = run_app(kernel, """
+        from exo_std._kernel import call
+        from exo_std.errors import ExoError
+        for _ in range(3):
+            try:
+                call("getpid")
+            except ExoError as exc:
+                print(type(exc).__name__, exc)
+        print(call("handles")[0])
+    """)
+    assert status == 0, err
+    assert out.count("InternalError") == 3, out
+    assert "[]" in out  # the same thread still served the next call
+    assert any("ZeroDivisionError: a bug in a handler" in line for line in kernel.messages)
+    assert _syscall_threads() <= threads
+
+
+def test_control_socket_survives_descriptor_exhaustion(exo_cmd: list[str],
+                                                       exo_env: dict[str, str],
+                                                       exo_root: Path) -> None:
+    """Connections that use up the kernel's descriptors stall the accept loop; when they
+    go, the control socket serves again (it used to exit on the first EMFILE)."""
+    import resource
+    import socket
+    import subprocess
+    import time
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=exo_env, preexec_fn=low_limit)
+    hogs: list[socket.socket] = []
+    try:
+        path = exo_root / "var" / "run" / "kernel.sock"
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = 0
+        while len(hogs) < 200 and refused < 10:  # far more than the kernel's 64 fds
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.settimeout(0.5)
+            try:
+                s.connect(str(path))
+            except OSError:  # the backlog is full: the kernel is not accepting (yet)
+                s.close()
+                refused += 1
+                time.sleep(0.02)
+                continue
+            hogs.append(s)
+        log = exo_root / "var" / "log" / "kernel.log"
+        deadline = time.monotonic() + 10
+        while "accept failed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "accept failed (Too many open files)" in log.read_text()
+        for s in hogs:
+            s.close()
+        hogs.clear()
+        ps = subprocess.run([*exo_cmd, "ps", "--json"], env=exo_env, text=True,
+                            capture_output=True, timeout=30)
+        assert ps.returncode == 0, ps.stderr
+        assert '"exo-kernel"' in ps.stdout
+        assert "accepting connections again" in log.read_text()
+        down = subprocess.run([*exo_cmd, "shutdown"], env=exo_env, capture_output=True,
+                              timeout=30)
+        assert down.returncode == 0
+        kernel.wait(timeout=30)
+    finally:
+        for s in hogs:
+            s.close()
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.wait()
