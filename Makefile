@@ -39,7 +39,7 @@ $(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*/*.c)
 	@touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench fuzz
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -25,6 +25,7 @@ from exo.kernel.bootlog import (
     write_step,
 )
 from exo.kernel.config import KernelConfig
+from exo.kernel.fairshare import FairShare
 from exo.kernel.procfs import VirtualTree, proc_tree, sys_tree
 from exo.kernel.tree import ensure_tree
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from exo.kernel.process import ProcessManager
 
 
+SWITCH_INTERVAL_S = 0.0005
 LOG_LINES = 10_000  # kept in memory for dmesg
 LOG_LINE_MAX = 16_384  # bytes of one message (a traceback fits)
 LOG_FILE_MAX = 8 << 20  # kernel.log rotates to kernel.log.1 past this size
@@ -64,6 +66,11 @@ class Kernel:
         self._log_fd = -1
         self._log_lock = threading.Lock()
         self.shutdown_requested = threading.Event()
+        self.fair_share = FairShare()
+        # Under contention the interpreter lock changes hands after this long (5 ms by
+        # default): one process's pure-Python request cannot hold every other process's
+        # syscall for longer (see exo.kernel.fairshare).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     # ----------------------------------------------------------------- boot
     def boot(self, log: TextIO | None = None) -> BootReport:

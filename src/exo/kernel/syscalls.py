@@ -53,34 +53,55 @@ def serve_process(kernel: Kernel, proc: ExoProcess) -> threading.Thread:
 
 def _serve(kernel: Kernel, proc: ExoProcess) -> None:
     """Serve one process until it is gone. Nothing a request contains ends this loop:
-    a malformed message gets a ProtocolError reply, a failing handler an error reply."""
+    a malformed message gets a ProtocolError reply, a failing handler an error reply.
+    Each request is charged to the process's fair share of the kernel's time
+    (``exo.kernel.fairshare``): a process over it waits before its next request."""
     channel = proc.channel
     assert channel is not None
-    while True:
-        try:
-            got = channel.recv()
-        except ProtocolError as exc:
+    account = kernel.fair_share.account(proc.pid)
+    try:
+        while True:
+            account.begin()
             try:
-                channel.send({"id": None, "ok": False, "error": "ProtocolError",
-                              "message": str(exc)})
-            except Exception:
+                got = channel.recv()
+            except ProtocolError as exc:
+                account.arrived()
+                reply: dict[str, Any] = {"id": None, "ok": False, "error": "ProtocolError",
+                                         "message": str(exc)}
+                if not _reply(channel, reply, []):
+                    break
+                account.end()
+                continue
+            except Exception:  # the channel is closed under us (process reclaimed)
                 break
-            continue
-        except Exception:  # the channel is closed under us (process reclaimed)
-            break
-        if got is None:
-            break  # the process is gone: its reaper reclaims everything
-        msg, fds = got
-        reply, out_fds = _dispatch(kernel, proc, msg, fds)
+            if got is None:
+                break  # the process is gone: its reaper reclaims everything
+            account.arrived()
+            msg, fds = got
+            reply, out_fds = _dispatch(kernel, proc, msg, fds)
+            if not _reply(channel, reply, out_fds):
+                break
+            account.end()
+    finally:
+        kernel.fair_share.forget(proc.pid)
+        channel.close()
+
+
+def _reply(channel: Any, reply: dict[str, Any], out_fds: list[int]) -> bool:
+    """Send ``reply`` (and close our copies of ``out_fds``); False: the channel is gone."""
+    try:
         try:
             channel.send(reply, out_fds)
-        except Exception:
-            break
-        finally:
-            for fd in out_fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-    channel.close()
+        except ProtocolError as exc:  # the result does not fit in one message
+            channel.send({"id": reply.get("id"), "ok": False, "error": "ReplyTooLarge",
+                          "message": str(exc)})
+    except Exception:
+        return False
+    finally:
+        for fd in out_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    return True
 
 
 # What a handler may raise to refuse a request: the app gets the class name and the
