@@ -172,9 +172,10 @@ class PoolView:
         self.closed = True
         os.close(self.fd)
         self.fd = -1
-        self.buffer.release()
-        # a ring or a Block may still hold the buffer: unmapped with its last user
+        # a ring or a Block may still hold the buffer: then the mapping goes with its
+        # last user (the memoryview keeps the mmap object alive until then)
         with contextlib.suppress(BufferError):
+            self.buffer.release()
             self._map.close()
 
     def __enter__(self) -> PoolView:
