@@ -24,6 +24,15 @@
  * seq_cst fence, re-reads the index, then futex-waits on the index word with the
  * value it saw; the waker stores the index, issues a seq_cst fence, and calls
  * FUTEX_WAKE only when the flag is set.
+ *
+ * Trust (docs/fusion-rings.md, "Untrusted peers"): the peer may write any byte of the
+ * mapping at any time.  Geometry is validated once at attach and cached; every index
+ * read from shared memory (tail, head, ret_tail) is checked against this end's private
+ * position before use; slot words are loaded once and validated; descriptors are
+ * checked against this end's own view of the segment; return-queue entries against the
+ * producer's private set of outstanding blocks.  Every loop over shared data is bounded
+ * (capacity, batch size, queue size), index changes that bring nothing are throttled,
+ * and no wait holds the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -304,8 +313,8 @@ static int peer_gone(Ring *r) {
     return 0;
 }
 
-/* Wait until *word != v.  Spin (GIL held, short), then yield, then sleep on the futex
- * in ticks; between ticks check signals, the deadline and the peer. */
+/* Wait until *word != v.  Spin (short), then yield, then sleep on the futex in ticks,
+ * all with the GIL released; between ticks check signals, the deadline and the peer. */
 static inline int slot_ready(_Atomic uint64_t *slotw, uint32_t expect) {
     if (!slotw)
         return 0;
