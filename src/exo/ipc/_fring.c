@@ -617,8 +617,10 @@ static int reserve(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc, int64_t deadl
     if (has_room(r, n, zc, nzc))
         return 0;
     int spurious = 0;
+    uint32_t best = r->cached; /* the consumer's furthest head seen: real progress */
     for (;;) {
-        if (nzc && drain_returns(r) < 0)
+        int64_t back = nzc ? drain_returns(r) : 0;
+        if (back < 0)
             return -1;
         uint32_t h = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
         uint32_t used = r->pos - h;
@@ -626,6 +628,10 @@ static int reserve(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc, int64_t deadl
             PyErr_Format(ProtocolError, "corrupt ring: head %u is not within %u slots of tail %u", h,
                          r->cap, r->pos);
             return -1;
+        }
+        if ((int32_t)(h - best) > 0 || back > 0) { /* progress, if not yet enough of it */
+            best = (int32_t)(h - best) > 0 ? h : best;
+            spurious = 0;
         }
         r->cached = h;
         /* stored by the consumer before `head`: at least as recent as h */
