@@ -339,3 +339,28 @@ def test_a_scribbling_consumer_cannot_crash_or_hang_its_producer(seg: SharedPool
         assert bytes(mv) == b"q" * BIG
     q.close()
     r.close()
+
+
+def test_a_spinning_waiter_does_not_hold_the_gil() -> None:
+    """Even the spin phase runs without the GIL: a thread spinning on an index the peer
+    never moves leaves the other threads of its process free to run."""
+    p, c = FusionRing.pair(8, name="spin")
+    c.configure(spin_us=3_000_000)  # spin for up to 3 s before sleeping
+    outcome: list[str] = []
+
+    def waiter() -> None:
+        try:
+            c.recv(timeout=3.0)
+        except TimeoutError:
+            outcome.append("timeout")
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.05)  # let it enter the spin
+    total = sum(i * i for i in range(200_000))  # needs the GIL, a few ms of work
+    still_spinning = t.is_alive()
+    t.join()
+    assert total > 0 and still_spinning  # we ran while it spun
+    assert outcome == ["timeout"]
+    p.close()
+    c.close()

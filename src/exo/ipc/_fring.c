@@ -2090,9 +2090,11 @@ static PyObject *ring_shutdown(Ring *r, PyObject *arg) {
                      r->blocks_out);
         return NULL;
     }
-    if (r->role == ROLE_PRODUCER && r->out_bits) {
+    if (announce && r->role == ROLE_PRODUCER && r->out_bits) {
         /* take back what was returned; if the consumer is gone, everything still out.
-         * A live consumer keeps reading what it holds: those blocks stay allocated. */
+         * A live consumer keeps reading what it holds: those blocks stay allocated.
+         * (Not on detach: the end now belongs to another process, and the returns with
+         * it.) */
         if (drain_returns(r) < 0)
             PyErr_Clear();
         if (peer_gone(r))
