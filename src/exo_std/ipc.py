@@ -94,7 +94,8 @@ def channel(*, capacity: int = 256, pool_size: int = DEFAULT_POOL) -> tuple[Endp
 
     ``a`` keeps a sealed segment (no other process can ever map it writable); ``b``'s is a
     fresh memfd that whoever ends up holding ``b`` owns (``SharedPool.own``), here or in
-    the child it is handed to. Each end reads the other's segment.
+    the child it is handed to (hand ``b`` over before sending on it: the child starts a
+    fresh allocator over the segment). Each end reads the other's segment.
     """
     from exo.ipc import Channel
     from exo.mm import PoolView, SharedPool, new_segment
