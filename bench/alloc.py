@@ -7,7 +7,9 @@ Claims under test (docs/memory-pool.md):
   ``multiprocessing.shared_memory.SharedMemory`` segment. ``bytearray`` (private memory,
   not shareable) is measured too, as the floor of what Python can do;
 * level-1 hit rate >= 90 % on the IPC workload: a producer process allocating message
-  blocks of 64 B – 64 KiB (log-uniform sizes), a consumer process freeing them, streaming
+  blocks of 64 B – 64 KiB (log-uniform sizes) in a segment it owns, a consumer process
+  reading them through a read-only view and handing them back (returned offsets, freed
+  by the producer into level 2), streaming
   with at most 256 messages in flight (the Fusion Ring's default capacity) and published
   in batches of 16 (its batch mode);
 * fragmentation < 5 % after 1,000,000 random allocations and frees of mixed sizes
@@ -36,7 +38,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from exo.mm import SharedPool
+from exo.mm import PoolView, SharedPool, new_segment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alloc.json"
 SIZES = (64, 4096, 65536)
@@ -115,16 +117,28 @@ def _read_exact(fd: int, n: int) -> bytes:
     return buf
 
 
-def run_producer(pool_fd: int, data_w: int, credit_r: int, messages: int) -> None:
-    """Allocate a block per message, write into it, publish offsets in batches of 16."""
-    pool = SharedPool.attach(pool_fd)
+def run_producer(seg_fd: int, data_w: int, ret_r: int, messages: int) -> None:
+    """Own the segment: allocate a block per message, write into it, publish offsets in
+    batches of 16; take back what the consumer returns (level 2) when credits run low."""
+    pool = SharedPool.own(seg_fd)
     sizes = log_uniform_sizes(random.Random(SEED), messages)
     credits = WINDOW
     buf = pool.buffer
-    alloc = pool.alloc
+    alloc, returned = pool.alloc, pool.free_returned
+
+    def take_returns() -> int:
+        raw = _read_exact(ret_r, 8 * BATCH)  # at least one batch came back
+        got = 0
+        while raw:
+            for off in struct.unpack(f"<{len(raw) // 8}Q", raw):
+                returned(off)
+                got += 1
+            raw = b""
+        return got
+
     for start in range(0, messages, BATCH):
         while credits < BATCH:
-            credits += BATCH * len(os.read(credit_r, 4096))
+            credits += take_returns()
         offs = []
         for n in sizes[start : start + BATCH]:
             off = alloc(n)
@@ -132,65 +146,71 @@ def run_producer(pool_fd: int, data_w: int, credit_r: int, messages: int) -> Non
             offs.append(off)
         os.write(data_w, struct.pack(f"<{len(offs)}Q", *offs))
         credits -= len(offs)
-    while credits < WINDOW:  # every message consumed and freed
-        credits += BATCH * len(os.read(credit_r, 4096))
+    while credits < WINDOW:  # every message consumed and returned
+        credits += take_returns()
+    s = pool.stats()
+    pool.check()
     pool.close()
+    out = {k: s[k] for k in ("l1_hit_rate", "l2_hit_rate", "l3_hit_rate", "frees_returned",
+                             "bytes_in_use")}
+    print(json.dumps(out), flush=True)
 
 
-def run_consumer(pool_fd: int, data_r: int, credit_w: int, messages: int) -> None:
-    """Read each message in place and free its block (a remote free: another process)."""
-    pool = SharedPool.attach(pool_fd)
-    buf, free = pool.buffer, pool.free
+def run_consumer(seg_fd: int, data_r: int, ret_w: int, messages: int) -> None:
+    """Read each message in place through a read-only view, hand the block back (the
+    ring's return queue: a batch of offsets on a pipe here)."""
+    view = PoolView.attach(seg_fd)
+    buf = view.buffer
     done = 0
     while done < messages:
         count = min(BATCH, messages - done)
-        for off in struct.unpack(f"<{count}Q", _read_exact(data_r, 8 * count)):
+        raw = _read_exact(data_r, 8 * count)
+        for off in struct.unpack(f"<{count}Q", raw):
             _ = buf[off]
-            free(off)
+        os.write(ret_w, raw)
         done += count
-        os.write(credit_w, b"\x01")
-    pool.close()
+    view.close()
 
 
 def bench_ipc(progress: Progress, quick: bool) -> dict[str, Any]:
     messages = 20_000 if quick else 200_000
     task = progress.add_task("IPC workload (2 processes)", total=messages)
-    with SharedPool.create(64 << 20) as pool:
-        data_r, data_w = os.pipe()
-        credit_r, credit_w = os.pipe()
-        fds = [pool.fd, data_r, data_w, credit_r, credit_w]
-        me = [sys.executable, str(Path(__file__).resolve())]
-        t0 = time.perf_counter()
-        prod = subprocess.Popen(
-            [*me, "--role", "producer", str(pool.fd), str(data_w), str(credit_r), str(messages)],
-            pass_fds=fds,
+    seg = new_segment(64 << 20)
+    data_r, data_w = os.pipe()
+    ret_r, ret_w = os.pipe()
+    fds = [seg, data_r, data_w, ret_r, ret_w]
+    me = [sys.executable, str(Path(__file__).resolve())]
+    t0 = time.perf_counter()
+    prod = subprocess.Popen(
+        [*me, "--role", "producer", str(seg), str(data_w), str(ret_r), str(messages)],
+        pass_fds=fds, stdout=subprocess.PIPE, text=True,
+    )
+    cons = subprocess.Popen(
+        [*me, "--role", "consumer", str(seg), str(data_r), str(ret_w), str(messages)],
+        pass_fds=fds,
+    )
+    for fd in fds:
+        os.close(fd)
+    out, _ = prod.communicate()
+    cons.wait()
+    elapsed = time.perf_counter() - t0
+    if prod.returncode or cons.returncode:
+        raise RuntimeError(
+            f"IPC workload failed: producer {prod.returncode}, consumer {cons.returncode}"
         )
-        cons = subprocess.Popen(
-            [*me, "--role", "consumer", str(pool.fd), str(data_r), str(credit_w), str(messages)],
-            pass_fds=fds,
-        )
-        for fd in fds[1:]:
-            os.close(fd)
-        while prod.poll() is None or cons.poll() is None:
-            progress.update(task, completed=pool.stats()["frees"])
-            time.sleep(0.1)
-        elapsed = time.perf_counter() - t0
-        if prod.returncode or cons.returncode:
-            raise RuntimeError(
-                f"IPC workload failed: producer {prod.returncode}, consumer {cons.returncode}"
-            )
-        progress.update(task, completed=messages)
-        s = pool.stats()
-        pool.check()
+    progress.update(task, completed=messages)
+    s = json.loads(out)
     return {
         "messages": messages,
         "window": WINDOW,
         "batch": BATCH,
         "sizes": "64 B - 64 KiB, log-uniform",
+        "model": "producer owns the segment; consumer maps it read-only and returns offsets "
+                 "in batches of 16 (the ring's return queue); producer frees them to level 2",
         "l1_hit_rate": s["l1_hit_rate"],
         "l2_hit_rate": s["l2_hit_rate"],
         "l3_hit_rate": s["l3_hit_rate"],
-        "frees_remote": s["frees_remote"],
+        "frees_returned": s["frees_returned"],
         "bytes_in_use_after": s["bytes_in_use"],
         "messages_per_s": round(messages / elapsed),
     }

@@ -57,20 +57,6 @@ BIG = 64 * 1024
 BIG_PAYLOADS = [bytes([k]) * 8 + os.urandom(BIG - 8) for k in range(4)]
 
 
-def _pool_class() -> Any:
-    if os.environ.get("EXO_IPC_POOL") != "double":
-        try:
-            from exo.mm import SharedPool
-
-            return SharedPool
-        except ImportError:
-            pass
-    sys.path.insert(0, str(HERE.parent / "tests" / "ipc"))
-    from ipc_pool_double import MemfdPool  # test helper, used only until exo.mm exists
-
-    return MemfdPool
-
-
 # ---------------------------------------------------------------------------- endpoints
 
 
@@ -190,19 +176,27 @@ class FusionRingT(Transport):
     name = "fusion_ring"
 
     def prepare(self) -> None:
-        self.pool = _pool_class().create(64 << 20)
+        # one segment per direction, owned by its sender (the model every Exo channel
+        # uses): each side builds its allocator over its own, maps the other's read-only
+        from exo.mm import new_segment
+
+        self.segs = {"parent": new_segment(64 << 20), "child": new_segment(64 << 20)}
         # 1024 slots: 64 KiB of slots, the memory of the pipe's default 64 KiB buffer
         self.a, self.b = Channel.pair(1024, name="bench")
 
     def endpoint(self, side: str, mode: str) -> Endpoint:
+        from exo.mm import PoolView, SharedPool
+
         mine, other = (self.a, self.b) if side == "parent" else (self.b, self.a)
         other.detach()
-        pool = self.pool if side == "parent" else _pool_class().attach(self.pool.fd)
-        mine.use_pool(pool)
+        pool = SharedPool.own(self.segs[side])
+        view = PoolView.attach(self.segs["child" if side == "parent" else "parent"])
+        mine.use_pools(pool, view)
         return FusionEndpoint(mine, pool)
 
     def cleanup(self) -> None:
-        self.pool.close()
+        for fd in self.segs.values():
+            os.close(fd)
 
 
 class FdEndpoint(Endpoint):

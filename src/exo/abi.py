@@ -20,7 +20,7 @@ import os
 import socket
 
 BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
-BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # the Fusion Ring channel + its pool (5 fds)
+BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # rings + both segments (6 fds, kernel/bootstrap.py)
 PID_ENV = "EXO_PID"
 BOOTSTRAP_FD = 3
 MAX_MESSAGE = 64 * 1024

@@ -3,8 +3,10 @@
 ``channel()`` returns two connected endpoints. Keep one, hand the other to a child with
 ``process.spawn(..., channels=[endpoint])``; the child finds it with ``inherited()``.
 Messages up to the inline size travel in the ring's slots; larger ones are written once
-into the channel's own shared pool and read in place (``recv`` returns a ``Block``:
-``with block as view: ...`` then it is freed). Capabilities travel with a message and
+into the sender's own segment and read in place through a read-only view (``recv``
+returns a ``Block``: ``with block as view: ...`` then it goes back to the sender). Each
+direction has its own segment, owned by its sender, so a hostile peer can break only
+the channel it shares. Capabilities travel with a message and
 leave the sender, as Zircon handles do: the kernel moves them.
 """
 
@@ -33,9 +35,10 @@ def _send_hook(handles: tuple[int, ...]) -> list[int]:
 class Endpoint:
     """One end of a channel: ``send(data, caps=())``, ``recv() -> (data, caps)``."""
 
-    def __init__(self, channel: Any, pool: Any) -> None:
+    def __init__(self, channel: Any, pool: Any, peer_pool: Any) -> None:
         self._channel = channel
-        self._pool = pool
+        self._pool = pool  # exo.mm.SharedPool: the segment this end owns and sends from
+        self._peer_pool = peer_pool  # the peer's segment (a read-only PoolView in a child)
         self._arrived: dict[int, Capability] = {}
         channel.on_send_handles = _send_hook
         channel.on_recv_handles = self._redeem
@@ -52,8 +55,9 @@ class Endpoint:
 
     @property
     def fds(self) -> tuple[int, ...]:
-        """The descriptors that carry this endpoint to another process (rings, pool)."""
-        return (*self._channel.fds, self._pool.fd)
+        """The descriptors that carry this endpoint to another process: 4 for the rings,
+        then its own segment, then the peer's (mapped read-only there)."""
+        return (*self._channel.fds, self._pool.fd, self._peer_pool.fd)
 
     def send(self, data: bytes | bytearray | memoryview, caps: Sequence[Capability] = (),
              timeout: float | None = None) -> None:
@@ -70,11 +74,13 @@ class Endpoint:
     def close(self) -> None:
         self._channel.close()
         self._pool.close()
+        self._peer_pool.close()
 
     def detach(self) -> None:
         """Forget this endpoint here after handing it to another process."""
         self._channel.detach()
         self._pool.close()
+        self._peer_pool.close()
 
     def __enter__(self) -> Endpoint:
         return self
@@ -84,25 +90,44 @@ class Endpoint:
 
 
 def channel(*, capacity: int = 256, pool_size: int = DEFAULT_POOL) -> tuple[Endpoint, Endpoint]:
-    """Two connected endpoints sharing a new private pool for zero-copy messages."""
-    from exo.ipc import Channel
-    from exo.mm import SharedPool
+    """Two connected endpoints, each sending from a segment of its own.
 
-    pool = SharedPool.create(pool_size)
-    a, b = Channel.pair(capacity, pool=pool, name=f"exo_std:{os.getpid()}")
-    return Endpoint(a, pool), Endpoint(b, SharedPool.attach(pool.fd))
+    ``a`` keeps a sealed segment (no other process can ever map it writable); ``b``'s is a
+    fresh memfd that whoever ends up holding ``b`` owns (``SharedPool.own``), here or in
+    the child it is handed to (hand ``b`` over before sending on it: the child starts a
+    fresh allocator over the segment). Each end reads the other's segment.
+    """
+    from exo.ipc import Channel
+    from exo.mm import PoolView, SharedPool, new_segment
+
+    pool_a = SharedPool.create(pool_size)
+    seg_b = new_segment(pool_size)
+    try:
+        pool_b = SharedPool.own(seg_b)
+    finally:
+        os.close(seg_b)
+    view_a, view_b = PoolView.attach(pool_a.fd), PoolView.attach(pool_b.fd)
+    a, b = Channel.pair(capacity, name=f"exo_std:{os.getpid()}")
+    a.use_pools(pool_a, view_b)
+    b.use_pools(pool_b, view_a)
+    return Endpoint(a, pool_a, view_b), Endpoint(b, pool_b, view_a)
 
 
 def attach_endpoint(fds: Sequence[int]) -> Endpoint:
-    """Rebuild an endpoint from its 5 descriptors (4 ring fds, then the pool's)."""
+    """Rebuild an endpoint from its 6 descriptors (4 ring fds, its own segment, the
+    peer's segment), taking them over."""
     from exo.ipc import Channel
-    from exo.mm import SharedPool
+    from exo.mm import PoolView, SharedPool
 
-    if len(fds) != 5:
-        raise ValueError("an endpoint is 5 descriptors: 4 for the rings, 1 for the pool")
-    pool = SharedPool.attach(fds[4])
+    if len(fds) != 6:
+        raise ValueError("an endpoint is 6 descriptors: 4 for the rings, its own segment "
+                         "and the peer's")
+    pool = SharedPool.own(fds[4])
     os.close(fds[4])
-    return Endpoint(Channel.attach(fds[:4], pool=pool, name=f"exo_std:{os.getpid()}"), pool)
+    peer = PoolView.attach(fds[5])
+    os.close(fds[5])
+    name = f"exo_std:{os.getpid()}"
+    return Endpoint(Channel.attach(fds[:4], pool=pool, peer_pool=peer, name=name), pool, peer)
 
 
 def inherited() -> list[Endpoint]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from _procs import fork_child, reap
 
-from conftest import pool_class
 from exo.ipc import BATCH_MAX, Block, FusionRing
+from exo.mm import PoolView, SharedPool, new_segment
 
 TOTAL = int(os.environ.get("EXO_STRESS_MESSAGES", "60000"))
 RINGS = 3
@@ -42,7 +42,7 @@ def _payload(i: int, size: int) -> bytes:
 
 
 def _producer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) -> None:
-    pool = pool_class().attach(pool_fd)
+    pool = SharedPool.own(pool_fd)  # each producer owns its ring's segment
     ring.use_pool(pool)
     ring.configure(spin_us=5, yields=1, tick_ms=10)
     rnd = random.Random(seed + 1)
@@ -74,8 +74,8 @@ def _producer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) ->
 
 
 def _consumer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) -> None:
-    pool = pool_class().attach(pool_fd)
-    ring.use_pool(pool)
+    view = PoolView.attach(pool_fd)  # and its consumer maps it read-only
+    ring.use_pool(view)
     ring.configure(spin_us=5, yields=1, tick_ms=10)
     rnd = random.Random(seed + 2)
     sizes = _sizes(seed, n)
@@ -116,15 +116,15 @@ def _consumer(ring: FusionRing, pool_fd: int, seed: int, n: int, report: int) ->
 
 def test_stress_many_rings_many_processes() -> None:
     per_ring = max(1, TOTAL // RINGS)
-    pool = pool_class().create(32 << 20)
+    segments = [new_segment(8 << 20) for _ in range(RINGS)]
     rings = [FusionRing.pair(64, name=f"stress{k}") for k in range(RINGS)]
     pids = []
     pipes = []
     for k, (prod, cons) in enumerate(rings):
         r, w = os.pipe()
         pipes.append(r)
-        pids.append(fork_child(_producer, prod, pool.fd, 100 + k, per_ring, w))
-        pids.append(fork_child(_consumer, cons, pool.fd, 100 + k, per_ring, w))
+        pids.append(fork_child(_producer, prod, segments[k], 100 + k, per_ring, w))
+        pids.append(fork_child(_consumer, cons, segments[k], 100 + k, per_ring, w))
         os.close(w)
     for prod, cons in rings:
         prod.detach()
@@ -137,7 +137,8 @@ def test_stress_many_rings_many_processes() -> None:
             raw += chunk
         os.close(r)
         reports.append(raw)
-    pool.close()
+    for fd in segments:
+        os.close(fd)
     assert codes == [0] * len(pids), codes
     for raw in reports:
         a, b = (json.loads(x) for x in raw.replace(b"}{", b"}\n{").split(b"\n"))

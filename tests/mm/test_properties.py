@@ -10,8 +10,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from exo.mm import SharedPool
 
-from .conftest import finish, run_child
-
 POOL = 1 << 20
 # log-uniform-ish sizes from 1 B to 128 KiB: every cached class and the large path
 sizes = st.integers(min_value=0, max_value=17).flatmap(
@@ -140,34 +138,23 @@ def test_buddies_merge_and_non_buddies_do_not(k: int) -> None:
         assert sum(s["l3_free_blocks_by_order"]) == 1
 
 
-@settings(max_examples=12, deadline=None)
-@given(st.lists(st.tuples(sizes, st.booleans()), min_size=1, max_size=40))
-def test_frees_split_between_two_processes_leave_no_leak(plan: list[tuple[int, bool]]) -> None:
-    """Blocks allocated here, each freed either here or by another process."""
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(sizes, st.booleans()), min_size=1, max_size=60))
+def test_frees_split_between_owner_and_return_queue_leave_no_leak(
+    plan: list[tuple[int, bool]],
+) -> None:
+    """Blocks allocated here, each freed by the owner or handed back as a consumer's return."""
     with SharedPool.create(POOL) as pool:
         offs = []
-        for n, remote in plan:
+        for n, returned in plan:
             try:
-                offs.append((pool.alloc(n), remote))
+                offs.append((pool.alloc(n), returned))
             except MemoryError:
                 break
-        child = run_child(
-            """
-            p = SharedPool.attach(FD)
-            for line in sys.stdin:
-                p.free(int(line))
-            p.close()
-            """,
-            pool.fd,
-        )
-        assert child.stdin is not None
-        child.stdin.write("".join(f"{o}\n" for o, remote in offs if remote))
-        child.stdin.close()
-        for o, remote in offs:
-            if not remote:
-                pool.free(o)
-        assert finish(child)[0] == 0
+        for o, returned in offs:
+            (pool.free_returned if returned else pool.free)(o)
         pool.check()
         assert pool.stats()["bytes_in_use"] == 0
+        assert pool.stats()["frees_returned"] == sum(r for _, r in offs)
         pool.trim()
         assert pool.stats()["l3_largest_free"] == POOL

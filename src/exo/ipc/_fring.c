@@ -24,6 +24,15 @@
  * seq_cst fence, re-reads the index, then futex-waits on the index word with the
  * value it saw; the waker stores the index, issues a seq_cst fence, and calls
  * FUTEX_WAKE only when the flag is set.
+ *
+ * Trust (docs/fusion-rings.md, "Untrusted peers"): the peer may write any byte of the
+ * mapping at any time.  Geometry is validated once at attach and cached; every index
+ * read from shared memory (tail, head, ret_tail) is checked against this end's private
+ * position before use; slot words are loaded once and validated; descriptors are
+ * checked against this end's own view of the segment; return-queue entries against the
+ * producer's private set of outstanding blocks.  Every loop over shared data is bounded
+ * (capacity, batch size, queue size), index changes that bring nothing are throttled,
+ * and no wait holds the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -48,7 +57,7 @@
 #endif
 
 #define FR_MAGIC 0x31474E52464F5845ULL /* "EXOFRNG1" */
-#define FR_VERSION 2u /* 2: zero-copy byte counters (the window) */
+#define FR_VERSION 3u /* 3: the return queue (consumer -> producer, zero-copy blocks) */
 #define FR_SLOT 64u
 #define FR_HDR 512u
 #define FR_INLINE 56u
@@ -59,6 +68,10 @@
 #define FR_MAX_HANDLES 64
 #define FR_MAX_CAP (1u << 20)
 #define FR_ZC_WINDOW (1u << 20) /* default zero-copy window: 1 MiB queued */
+#define FR_RQ_MIN 64u           /* return queue: max(2 x capacity, 64) entries */
+#define FR_RQ_MAX (2u * FR_MAX_CAP)
+#define FR_GRAN 64u             /* pool offsets are multiples of the pool's 64-byte granule */
+#define FR_SPURIOUS 64          /* index changes without progress before a waiter throttles */
 
 #define FRF_MEMBARRIER 0x1u /* wakers skip their fence, sleepers issue membarrier(2) */
 
@@ -80,7 +93,8 @@ struct fr_hdr {
     uint32_t header_size;
     uint32_t creator_pid;
     uint32_t features; /* FRF_*: protocol options both ends follow */
-    uint32_t _pad0[8];
+    uint32_t rq_cap;   /* return-queue entries (a power of two) after the slots */
+    uint32_t _pad0[7];
     /* line 1: producer-owned; the consumer reads `tail` */
     _Alignas(64) _Atomic uint32_t tail;
     _Atomic uint32_t prod_pid;
@@ -114,11 +128,21 @@ struct fr_hdr {
     _Atomic uint32_t prod_cpu; /* CPU the producer last ran on (stored when it changes) */
     _Atomic uint32_t prod_heavy; /* as a sleeper: epoch asking the consumer to fence (0: no) */
     _Atomic uint32_t prod_ack;   /* as a waker: the consumer's last cons_heavy epoch seen */
-    uint32_t _pad4[11];
+    _Atomic uint32_t ret_sleeping; /* the producer sleeps on ret_tail (waiting for returns) */
+    uint32_t _pad4[10];
     /* line 5: consumer; zero-copy payload bytes consumed, stored before `head` (the
      * producer reads it only when its zero-copy window looks full) */
     _Alignas(64) _Atomic uint64_t recv_zc_bytes;
     uint64_t _pad5[7];
+    /* line 6: consumer; the return queue's write index (the producer's futex word when
+     * it waits for blocks to come back) and the returns it had to drop (queue full) */
+    _Alignas(64) _Atomic uint32_t ret_tail;
+    uint32_t _pad6a;
+    _Atomic uint64_t returns_dropped;
+    uint64_t _pad6[6];
+    /* line 7: producer; the return queue's read index */
+    _Alignas(64) _Atomic uint32_t ret_head;
+    uint32_t _pad7[15];
 };
 
 _Static_assert(offsetof(struct fr_hdr, tail) == 64, "tail on line 1");
@@ -126,7 +150,13 @@ _Static_assert(offsetof(struct fr_hdr, head) == 128, "head on line 2");
 _Static_assert(offsetof(struct fr_hdr, cons_sleeping) == 192, "line 3");
 _Static_assert(offsetof(struct fr_hdr, prod_sleeping) == 256, "line 4");
 _Static_assert(offsetof(struct fr_hdr, recv_zc_bytes) == 320, "line 5");
+_Static_assert(offsetof(struct fr_hdr, ret_tail) == 384, "line 6");
+_Static_assert(offsetof(struct fr_hdr, ret_head) == 448, "line 7");
 _Static_assert(sizeof(struct fr_hdr) <= FR_HDR, "header fits");
+
+static inline uint32_t rq_cap_for(uint32_t cap) {
+    return 2 * cap > FR_RQ_MIN ? 2 * cap : FR_RQ_MIN;
+}
 
 static PyObject *ProtocolError, *PeerDiedError, *PeerClosedError;
 
@@ -200,8 +230,19 @@ typedef struct Ring {
     int live_fd;     /* liveness socket: HUP when the peer process is gone */
     Py_buffer pool;
     int has_pool;
-    PyObject *pool_alloc, *pool_free;
+    PyObject *pool_alloc, *pool_free, *pool_returned;
     Py_ssize_t blocks_out;
+    /* the return queue: zero-copy blocks travel back from the consumer (docs/fusion-rings.md).
+     * Everything the producer decides with is private: its read index, and the set of
+     * blocks it sent on this ring and has not had back (a bitmap over pool granules). */
+    _Atomic uint64_t *rq;
+    uint32_t rq_cap, rq_mask;
+    uint32_t ret_idx;        /* producer: next entry to read; consumer: next to write */
+    uint64_t *out_bits;      /* producer: blocks outstanding on this ring */
+    uint64_t out_words;
+    uint32_t outstanding;
+    int ret_broken;          /* producer: the queue's indices were corrupt; ring unusable */
+    uint64_t returns_ok, returns_rejected, returns_dropped, reclaimed;
     int64_t spin_ns;
     int yields;
     int64_t tick_ns;
@@ -219,6 +260,9 @@ typedef struct Ring {
     uint64_t calls_mark; /* the waker's publish/consume count at my last sleep */
     uint64_t calls_avg;  /* ... and its running average between sleeps */
 } Ring;
+
+static int64_t drain_returns(Ring *r);
+static void reclaim_outstanding(Ring *r);
 
 static inline uint8_t *slot_at(Ring *r, uint32_t pos) {
     return r->slots + (size_t)(pos & r->mask) * FR_SLOT;
@@ -269,8 +313,8 @@ static int peer_gone(Ring *r) {
     return 0;
 }
 
-/* Wait until *word != v.  Spin (GIL held, short), then yield, then sleep on the futex
- * in ticks; between ticks check signals, the deadline and the peer. */
+/* Wait until *word != v.  Spin (short), then yield, then sleep on the futex in ticks,
+ * all with the GIL released; between ticks check signals, the deadline and the peer. */
 static inline int slot_ready(_Atomic uint64_t *slotw, uint32_t expect) {
     if (!slotw)
         return 0;
@@ -405,6 +449,12 @@ static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint
     if (atomic_load_explicit(word, memory_order_acquire) != v || slot_ready(slotw, expect))
         return W_CHANGED;
     note_cpu(r);
+    /* Every phase of the wait runs with the GIL released, the spin included: what it
+     * waits on is shared memory the peer controls, and a peer that never delivers (or
+     * flips an index back and forth) must not stall this process's other threads. */
+    int changed = 0;
+    r->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
     if (deadline == INT64_MAX || deadline > now_ns()) {
         if (r->spin_ns > 0 && !peer_on_my_cpu(r)) {
             /* A producer waiting for room polls `head`, the line the consumer writes at
@@ -417,8 +467,10 @@ static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint
                 for (unsigned k = 0; k < gap; k++)
                     cpu_relax();
                 if (atomic_load_explicit(word, memory_order_acquire) != v ||
-                    slot_ready(slotw, expect))
-                    return W_CHANGED;
+                    slot_ready(slotw, expect)) {
+                    changed = 1;
+                    break;
+                }
                 if (gap < cap)
                     gap *= 2;
                 if ((i & 7) == 0 && now_ns() - t0 > r->spin_ns)
@@ -426,20 +478,15 @@ static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint
             }
         }
     }
-    int changed = 0;
-    if (r->yields > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        for (int i = 0; i < r->yields; i++) {
-            sched_yield();
-            if (atomic_load_explicit(word, memory_order_acquire) != v) {
-                changed = 1;
-                break;
-            }
-        }
-        Py_END_ALLOW_THREADS
-        if (changed)
-            return W_CHANGED;
+    for (int i = 0; !changed && i < r->yields; i++) {
+        sched_yield();
+        if (atomic_load_explicit(word, memory_order_acquire) != v)
+            changed = 1;
     }
+    Py_END_ALLOW_THREADS
+    r->busy = 0;
+    if (changed)
+        return W_CHANGED;
     /* The flag stays up across ticks: one (membarrier) fence per sleep, not per tick.
      * A waker that sees it takes it down (and wakes us): then it is raised again. */
     int rc, fenced = 0;
@@ -519,7 +566,7 @@ static int raise_wait(int rc, const char *what) {
  * every message lands in a block nobody touched for a while (page faults on fresh
  * memory, cache misses), and a few rings exhaust the pool.  A message is never refused
  * for its own size: with nothing queued, anything goes. */
-static inline int has_room(Ring *r, uint32_t n, uint64_t zc) {
+static inline int has_room(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc) {
     if (r->pos - r->cached + n > r->cap)
         return 0;
     if (zc && r->zc_window) {
@@ -527,14 +574,54 @@ static inline int has_room(Ring *r, uint32_t n, uint64_t zc) {
         if (queued > 0 && (uint64_t)queued + zc > r->zc_window)
             return 0;
     }
+    /* blocks out on this ring never exceed the return queue: it cannot overflow */
+    if (nzc && r->out_bits && r->outstanding + nzc > r->rq_cap)
+        return 0;
     return 1;
 }
 
-/* Producer: make room for n slots (and zc bytes in the zero-copy window). */
-static int reserve(Ring *r, uint32_t n, uint64_t zc, int64_t deadline) {
-    if (has_room(r, n, zc))
+/* A waiter whose index keeps changing without bringing what it waits for (a peer
+ * flipping `tail` or `head` back and forth) would loop as fast as the peer flips: after
+ * FR_SPURIOUS such changes it sleeps 1 ms (GIL released) and checks its deadline,
+ * signals and the peer, so the peer controls neither its CPU use nor its timeout. */
+static int throttle(Ring *r, int *spurious, int64_t deadline) {
+    if (++*spurious < FR_SPURIOUS)
+        return W_CHANGED;
+    *spurious = 0;
+    if (now_ns() >= deadline)
+        return W_TIMEOUT;
+    int g = peer_gone(r);
+    if (g)
+        return g;
+    r->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+    Py_END_ALLOW_THREADS
+    r->busy = 0;
+    if (PyErr_CheckSignals() < 0)
+        return W_ERROR;
+    return W_CHANGED;
+}
+
+/* The consumer is gone: its blocks come back, then the usual error. */
+static int producer_wait_failed(Ring *r, int rc) {
+    if (rc == W_CLOSED || rc == W_DIED)
+        reclaim_outstanding(r);
+    return raise_wait(rc, "send");
+}
+
+/* Producer: make room for n slots (and zc bytes in the zero-copy window, and nzc more
+ * blocks outstanding). */
+static int reserve(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc, int64_t deadline) {
+    if (has_room(r, n, zc, nzc))
         return 0;
+    int spurious = 0;
+    uint32_t best = r->cached; /* the consumer's furthest head seen: real progress */
     for (;;) {
+        int64_t back = nzc ? drain_returns(r) : 0;
+        if (back < 0)
+            return -1;
         uint32_t h = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
         uint32_t used = r->pos - h;
         if (used > r->cap) {
@@ -542,15 +629,31 @@ static int reserve(Ring *r, uint32_t n, uint64_t zc, int64_t deadline) {
                          r->cap, r->pos);
             return -1;
         }
+        if ((int32_t)(h - best) > 0 || back > 0) { /* progress, if not yet enough of it */
+            best = (int32_t)(h - best) > 0 ? h : best;
+            spurious = 0;
+        }
         r->cached = h;
         /* stored by the consumer before `head`: at least as recent as h */
         r->zc_seen = atomic_load_explicit(&r->hdr->recv_zc_bytes, memory_order_relaxed);
-        if (has_room(r, n, zc))
+        if (has_room(r, n, zc, nzc))
             return 0;
-        int rc = wait_change(r, &r->hdr->head, h, &r->hdr->prod_sleeping, deadline,
+        int rc;
+        if (has_room(r, n, zc, 0)) { /* only the outstanding bound: wait for returns */
+            uint32_t t = atomic_load_explicit(&r->hdr->ret_tail, memory_order_acquire);
+            if (t != r->ret_idx)
+                rc = W_CHANGED; /* something to drain already */
+            else
+                rc = wait_change(r, &r->hdr->ret_tail, t, &r->hdr->ret_sleeping, deadline,
+                                 &r->hdr->prod_sleeps, &r->hdr->prod_futex_timeouts, NULL, 0);
+        } else {
+            rc = wait_change(r, &r->hdr->head, h, &r->hdr->prod_sleeping, deadline,
                              &r->hdr->prod_sleeps, &r->hdr->prod_futex_timeouts, NULL, 0);
+        }
+        if (rc == W_CHANGED)
+            rc = throttle(r, &spurious, deadline);
         if (rc != W_CHANGED)
-            return raise_wait(rc, "send");
+            return producer_wait_failed(r, rc);
     }
 }
 
@@ -604,6 +707,122 @@ static PyObject *call_u64(PyObject *fn, uint64_t v) {
     return res;
 }
 
+/* ------------------------------------------------------------------ the return queue */
+
+/* The consumer never calls the producer's allocator: it writes the offset of a block it
+ * is done with into the return queue (a ring of u64 in this ring's shared memory) and
+ * the producer, which keeps the set of blocks it sent here and has not had back, drains
+ * it and frees what it recognises.  Nothing read from the queue is trusted: indices
+ * farther apart than its capacity break this ring (ProtocolError), entries that are not
+ * an outstanding block of this ring (unknown, out of range, misaligned, duplicates) are
+ * counted and ignored.  The producer bounds the blocks outstanding to the queue's
+ * capacity, so an honest consumer's queue never overflows; a release never blocks. */
+
+static inline int out_test(const Ring *r, uint64_t g) {
+    return (r->out_bits[g >> 6] >> (g & 63)) & 1;
+}
+
+/* Producer: a zero-copy block leaves on this ring. */
+static inline void out_mark(Ring *r, uint64_t off) {
+    if (!r->out_bits)
+        return;
+    uint64_t g = off / FR_GRAN;
+    r->out_bits[g >> 6] |= 1ull << (g & 63);
+    r->outstanding++;
+}
+
+static void give_back(Ring *r, PyObject *fn, uint64_t off) {
+    PyObject *res = call_u64(fn, off);
+    if (!res)
+        PyErr_WriteUnraisable(fn);
+    Py_XDECREF(res);
+}
+
+/* Producer: read every return published so far (at most rq_cap entries: bounded).
+ * Returns the number accepted, or -1 with ProtocolError when the indices are corrupt
+ * (the ring is then broken: every later send raises). */
+static int64_t drain_returns(Ring *r) {
+    if (!r->rq || !r->out_bits || r->ret_broken || !r->hdr)
+        return 0;
+    uint32_t t = atomic_load_explicit(&r->hdr->ret_tail, memory_order_acquire);
+    uint32_t d = t - r->ret_idx;
+    if (d == 0)
+        return 0;
+    if (d > r->rq_cap) {
+        r->ret_broken = 1;
+        PyErr_Format(ProtocolError,
+                     "corrupt ring: return queue tail %u is not within %u entries of head %u; "
+                     "this ring's returns are no longer trusted",
+                     t, r->rq_cap, r->ret_idx);
+        return -1;
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb); /* a caller's pending exception survives the frees */
+    int64_t ok = 0;
+    for (uint32_t i = 0; i < d; i++) {
+        uint64_t off = atomic_load_explicit(&r->rq[(r->ret_idx + i) & r->rq_mask],
+                                            memory_order_relaxed);
+        uint64_t g = off / FR_GRAN;
+        if (off % FR_GRAN || off >= (uint64_t)r->pool.len || !out_test(r, g)) {
+            r->returns_rejected++;
+            continue;
+        }
+        r->out_bits[g >> 6] &= ~(1ull << (g & 63));
+        r->outstanding--;
+        ok++;
+        give_back(r, r->pool_returned, off);
+    }
+    PyErr_Restore(et, ev, tb);
+    r->returns_ok += (uint64_t)ok;
+    r->ret_idx = t;
+    atomic_store_explicit(&r->hdr->ret_head, t, memory_order_release);
+    return ok;
+}
+
+/* Producer, once the consumer is gone (dead or closed): every block still outstanding
+ * on this ring comes back to the pool.  Bounded by the bitmap (private memory). */
+static void reclaim_outstanding(Ring *r) {
+    if (!r->out_bits || !r->outstanding)
+        return;
+    if (!r->ret_broken && r->hdr)
+        (void)drain_returns(r); /* honest returns first; errors are moot now */
+    PyErr_Clear();
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    for (uint64_t w = 0; w < r->out_words && r->outstanding; w++) {
+        while (r->out_bits[w]) {
+            unsigned b = (unsigned)__builtin_ctzll(r->out_bits[w]);
+            r->out_bits[w] &= r->out_bits[w] - 1;
+            r->outstanding--;
+            r->reclaimed++;
+            give_back(r, r->pool_free, (w * 64 + b) * FR_GRAN);
+        }
+    }
+    r->outstanding = 0;
+    PyErr_Restore(et, ev, tb);
+}
+
+/* Consumer: hand a block back.  Never blocks and never trusts the producer's read
+ * index: a full queue (or a forged index) drops the return and counts it. */
+static void rq_push(Ring *r, uint64_t off) {
+    if (!r->rq || !r->hdr)
+        return;
+    struct fr_hdr *h = r->hdr;
+    uint32_t head = atomic_load_explicit(&h->ret_head, memory_order_acquire);
+    if ((uint32_t)(r->ret_idx - head) >= r->rq_cap) {
+        r->returns_dropped++;
+        add_stat(&h->returns_dropped, 1);
+        return;
+    }
+    atomic_store_explicit(&r->rq[r->ret_idx & r->rq_mask], off, memory_order_relaxed);
+    r->ret_idx++;
+    atomic_store_explicit(&h->ret_tail, r->ret_idx, memory_order_release);
+    waker_fence(r);
+    if (atomic_load_explicit(&h->ret_sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&h->ret_sleeping, 0, memory_order_relaxed))
+        futex_wake(&h->ret_tail);
+}
+
 /* ------------------------------------------------------------------ Block methods */
 
 /* Give the block back to the pool.  Runs from dealloc too, so it must neither
@@ -614,7 +833,11 @@ static void block_free_to_pool(Block *b) {
     b->released = 1;
     Ring *r = b->ring;
     r->blocks_out--;
-    if (r->pool_free) {
+    if (r->role == ROLE_CONSUMER) { /* a received block: back through the return queue */
+        rq_push(r, b->offset);
+        return;
+    }
+    if (r->pool_free) { /* a loan never sent: the producer's own block */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         PyObject *res = call_u64(r->pool_free, b->offset);
@@ -790,6 +1013,13 @@ static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
                      (unsigned long long)n, FR_INLINE);
         return -1;
     }
+    if (!r->pool_alloc) {
+        PyErr_SetString(PyExc_ValueError, "this ring end has only a read-only view of the pool");
+        return -1;
+    }
+    /* what the consumer gave back is memory this allocation may reuse */
+    if (drain_returns(r) < 0)
+        return -1;
     PyObject *res = call_u64(r->pool_alloc, n);
     if (!res)
         return -1;
@@ -797,8 +1027,9 @@ static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
     Py_DECREF(res);
     if (o == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
-    if (o > (uint64_t)r->pool.len || n > (uint64_t)r->pool.len - o) {
-        PyErr_Format(PyExc_RuntimeError, "pool.alloc returned offset %llu outside the pool", o);
+    if (o > (uint64_t)r->pool.len || n > (uint64_t)r->pool.len - o || o % FR_GRAN) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "pool.alloc returned offset %llu outside the pool or not 64-byte aligned", o);
         return -1;
     }
     *off = o;
@@ -885,6 +1116,7 @@ static void write_msg(Ring *r, prep_t *p, const uint32_t *handles, int nh) {
         }
         p->allocated = 0;
         r->zc_sent += p->len;
+        out_mark(r, p->off);
     } else if (p->size) {
         memcpy(s + 8, p->src, p->size);
     }
@@ -909,6 +1141,13 @@ static void write_batch(Ring *r, prep_t *p, Py_ssize_t n) {
     r->pos = first + (uint32_t)n;
 }
 
+static uint32_t batch_zc_count(const prep_t *p, Py_ssize_t n) {
+    uint32_t c = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        c += (p[i].flags & F_ZC) != 0;
+    return c;
+}
+
 static uint64_t batch_zc_bytes(const prep_t *p, Py_ssize_t n) {
     uint64_t zc = 0;
     for (Py_ssize_t i = 0; i < n; i++)
@@ -924,7 +1163,12 @@ static int check_producer(Ring *r) {
         PyErr_SetString(PyExc_TypeError, "this ring endpoint is the consumer: it cannot send");
         return -1;
     }
+    if (r->ret_broken) {
+        PyErr_SetString(ProtocolError, "ring broken: its return queue was corrupted by the peer");
+        return -1;
+    }
     if (atomic_load_explicit(&r->hdr->cons_closed, memory_order_relaxed)) {
+        reclaim_outstanding(r);
         PyErr_SetString(PeerClosedError, "the consumer closed its end of the ring");
         return -1;
     }
@@ -985,7 +1229,7 @@ static PyObject *ring_send(Ring *r, PyObject *const *args, Py_ssize_t nargs, PyO
     prep_t p;
     if (prep_msg(r, data, &p) < 0)
         return NULL;
-    if (reserve(r, need, p.flags & F_ZC ? p.len : 0, deadline) < 0) {
+    if (reserve(r, need, p.flags & F_ZC ? p.len : 0, (p.flags & F_ZC) != 0, deadline) < 0) {
         prep_cleanup(r, &p, 1);
         return NULL;
     }
@@ -1034,7 +1278,7 @@ static PyObject *ring_send_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
                 goto fail;
             }
     }
-    if (i < n || reserve(r, (uint32_t)n, batch_zc_bytes(p, n), deadline) < 0)
+    if (i < n || reserve(r, (uint32_t)n, batch_zc_bytes(p, n), batch_zc_count(p, n), deadline) < 0)
         goto fail;
     write_batch(r, p, n);
     for (i = 0; i < n; i++)
@@ -1182,7 +1426,7 @@ static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize
     for (Py_ssize_t k = 0; k < n; k++)
         all_inline &= len[k] <= (Py_ssize_t)FR_INLINE;
     if (all_inline) { /* the common case: no pool, no per-message preparation */
-        if (reserve(r, (uint32_t)n, 0, deadline) < 0)
+        if (reserve(r, (uint32_t)n, 0, 0, deadline) < 0)
             goto fail_view;
         write_packed_inline(r, view.buf, view.len, len, n);
         PyBuffer_Release(&view);
@@ -1201,7 +1445,7 @@ static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize
             goto fail;
         src += len[i];
     }
-    if (reserve(r, (uint32_t)n, batch_zc_bytes(p, n), deadline) < 0)
+    if (reserve(r, (uint32_t)n, batch_zc_bytes(p, n), batch_zc_count(p, n), deadline) < 0)
         goto fail;
     write_batch(r, p, n);
     PyBuffer_Release(&view);
@@ -1268,6 +1512,7 @@ static int64_t visible(Ring *r) {
 
 /* Make at least one slot available; returns the number available or -1. */
 static int64_t await_data(Ring *r, int64_t deadline) {
+    int spurious = 0;
     for (;;) {
         int64_t avail = visible(r);
         if (avail != 0)
@@ -1276,6 +1521,8 @@ static int64_t await_data(Ring *r, int64_t deadline) {
         int rc = wait_change(r, &r->hdr->tail, t, &r->hdr->cons_sleeping, deadline,
                              &r->hdr->cons_sleeps, &r->hdr->cons_futex_timeouts,
                              (_Atomic uint64_t *)slot_at(r, r->pos), r->pos);
+        if (rc == W_CHANGED)
+            rc = throttle(r, &spurious, deadline);
         if (rc == W_CHANGED)
             continue;
         if (rc == W_CLOSED || rc == W_DIED) {
@@ -1553,12 +1800,7 @@ static PyObject *ring_recv_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
 }
 
 /* Give a pool block back (a zero-copy message recv_batch_into copied out). */
-static void free_pool_block(Ring *r, uint64_t off) {
-    PyObject *res = call_u64(r->pool_free, off);
-    if (!res)
-        PyErr_WriteUnraisable(r->pool_free);
-    Py_XDECREF(res);
-}
+static void free_pool_block(Ring *r, uint64_t off) { rq_push(r, off); }
 
 /* The optional `lengths` argument of recv_batch_into: a writable array of unsigned
  * 4- or 8-byte ints (array('I'), array('Q'), a cast memoryview...). */
@@ -1739,22 +1981,58 @@ done:
 
 /* ------------------------------------------------------------------ lifecycle, stats */
 
+/* set_pool(buffer, alloc=None, free=None, free_returned=None).  The producer owns the
+ * pool: it needs a writable buffer, alloc and free (free_returned, for blocks that came
+ * back through the return queue, defaults to free).  The consumer needs only a view of
+ * the producer's segment, read-only in another process. */
 static PyObject *ring_set_pool(Ring *r, PyObject *args) {
-    PyObject *buffer, *alloc, *freefn;
-    if (!PyArg_ParseTuple(args, "OOO:set_pool", &buffer, &alloc, &freefn))
+    PyObject *buffer, *alloc = Py_None, *freefn = Py_None, *retfn = Py_None;
+    if (!PyArg_ParseTuple(args, "O|OOO:set_pool", &buffer, &alloc, &freefn, &retfn))
         return NULL;
     if (r->has_pool) {
         PyErr_SetString(PyExc_ValueError, "a pool is already attached to this ring endpoint");
         return NULL;
     }
-    if (PyObject_GetBuffer(buffer, &r->pool, PyBUF_WRITABLE) < 0)
+    if (!r->has_buf) {
+        PyErr_SetString(PyExc_ValueError, "ring endpoint is closed");
         return NULL;
+    }
+    int producer = r->role == ROLE_PRODUCER;
+    if (producer && (alloc == Py_None || freefn == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "a producer's pool needs alloc and free (it owns the pool)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(buffer, &r->pool, producer ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (producer) {
+        r->out_words = ((uint64_t)r->pool.len / FR_GRAN + 63) / 64;
+        r->out_bits = PyMem_Calloc(r->out_words ? r->out_words : 1, sizeof(uint64_t));
+        if (!r->out_bits) {
+            PyBuffer_Release(&r->pool);
+            return PyErr_NoMemory();
+        }
+        r->outstanding = 0;
+        r->pool_alloc = Py_NewRef(alloc);
+        r->pool_free = Py_NewRef(freefn);
+        r->pool_returned = Py_NewRef(retfn == Py_None ? freefn : retfn);
+    }
     r->has_pool = 1;
-    Py_INCREF(alloc);
-    Py_INCREF(freefn);
-    r->pool_alloc = alloc;
-    r->pool_free = freefn;
     Py_RETURN_NONE;
+}
+
+/* drain_returns() -> int: producer; take back what the consumer returned (also done
+ * before every zero-copy allocation and while waiting for blocks). */
+static PyObject *ring_drain_returns(Ring *r, PyObject *unused) {
+    if (ring_ready(r) < 0)
+        return NULL;
+    if (r->role != ROLE_PRODUCER) {
+        PyErr_SetString(PyExc_TypeError, "only the producer drains the return queue");
+        return NULL;
+    }
+    int64_t n = drain_returns(r);
+    if (n < 0)
+        return NULL;
+    return PyLong_FromLongLong(n);
 }
 
 static PyObject *ring_configure(Ring *r, PyObject *args, PyObject *kw) {
@@ -1781,8 +2059,12 @@ static void ring_drop(Ring *r) {
         PyBuffer_Release(&r->pool);
         r->has_pool = 0;
     }
+    PyMem_Free(r->out_bits);
+    r->out_bits = NULL;
+    r->rq = NULL;
     Py_CLEAR(r->pool_alloc);
     Py_CLEAR(r->pool_free);
+    Py_CLEAR(r->pool_returned);
     if (r->has_buf) {
         PyBuffer_Release(&r->buf);
         r->has_buf = 0;
@@ -1807,6 +2089,16 @@ static PyObject *ring_shutdown(Ring *r, PyObject *arg) {
         PyErr_Format(PyExc_BufferError, "%zd zero-copy block(s) still held: release them first",
                      r->blocks_out);
         return NULL;
+    }
+    if (announce && r->role == ROLE_PRODUCER && r->out_bits) {
+        /* take back what was returned; if the consumer is gone, everything still out.
+         * A live consumer keeps reading what it holds: those blocks stay allocated.
+         * (Not on detach: the end now belongs to another process, and the returns with
+         * it.) */
+        if (drain_returns(r) < 0)
+            PyErr_Clear();
+        if (peer_gone(r))
+            reclaim_outstanding(r);
     }
     if (announce) {
         struct fr_hdr *h = r->hdr;
@@ -1878,6 +2170,13 @@ static PyObject *ring_stats(Ring *r, PyObject *unused) {
     SET_ITEM(d, "consumer_asks_fence", PyBool_FromLong(LD(cons_heavy) != 0));
     SET_ITEM(d, "producer_asks_fence", PyBool_FromLong(LD(prod_heavy) != 0));
     SET_ITEM(d, "blocks_held", PyLong_FromSsize_t(r->blocks_out));
+    SET_ITEM(d, "return_queue", PyLong_FromUnsignedLong(r->rq_cap));
+    SET_ITEM(d, "blocks_outstanding", PyLong_FromUnsignedLong(r->outstanding));
+    SET_ITEM(d, "returns_accepted", PyLong_FromUnsignedLongLong(r->returns_ok));
+    SET_ITEM(d, "returns_rejected", PyLong_FromUnsignedLongLong(r->returns_rejected));
+    SET_ITEM(d, "returns_dropped", PyLong_FromUnsignedLongLong(r->returns_dropped));
+    SET_ITEM(d, "blocks_reclaimed", PyLong_FromUnsignedLongLong(r->reclaimed));
+    SET_ITEM(d, "broken", PyBool_FromLong(r->ret_broken));
     SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->spin_ns / 1e3));
     SET_ITEM(d, "yields", PyLong_FromLong(r->yields));
     SET_ITEM(d, "tick_ms", PyFloat_FromDouble((double)r->tick_ns / 1e6));
@@ -1918,7 +2217,9 @@ static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
     if ((uintptr_t)h % 64 || r->buf.len < (Py_ssize_t)FR_HDR || h->magic != FR_MAGIC ||
         h->version != FR_VERSION || h->slot_size != FR_SLOT || h->header_size != FR_HDR ||
         h->capacity == 0 || h->capacity > FR_MAX_CAP || (h->capacity & (h->capacity - 1)) ||
-        (uint64_t)r->buf.len < (uint64_t)FR_HDR + (uint64_t)h->capacity * FR_SLOT) {
+        h->rq_cap != rq_cap_for(h->capacity) ||
+        (uint64_t)r->buf.len < (uint64_t)FR_HDR + (uint64_t)h->capacity * FR_SLOT +
+                                   (uint64_t)h->rq_cap * 8) {
         ring_drop(r);
         PyErr_SetString(ProtocolError, "not a Fusion Ring (bad magic, version, geometry or size)");
         return -1;
@@ -1953,8 +2254,13 @@ static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
     }
     r->hdr = h;
     r->slots = (uint8_t *)h + FR_HDR;
-    r->cap = h->capacity;
+    r->cap = h->capacity; /* geometry read once, validated above, then never again */
     r->mask = h->capacity - 1;
+    r->rq_cap = rq_cap_for(r->cap);
+    r->rq_mask = r->rq_cap - 1;
+    r->rq = (_Atomic uint64_t *)(r->slots + (size_t)r->cap * FR_SLOT);
+    r->ret_idx = atomic_load_explicit(role == ROLE_PRODUCER ? &h->ret_head : &h->ret_tail,
+                                      memory_order_acquire);
     r->role = role;
     r->live_fd = live_fd;
     r->zc_window = FR_ZC_WINDOW;
@@ -1981,6 +2287,7 @@ static int ring_traverse(Ring *r, visitproc visit, void *arg) {
     Py_VISIT(r->dict);
     Py_VISIT(r->pool_alloc);
     Py_VISIT(r->pool_free);
+    Py_VISIT(r->pool_returned);
     Py_VISIT(Py_TYPE(r));
     return 0;
 }
@@ -1989,6 +2296,7 @@ static int ring_clear(Ring *r) {
     Py_CLEAR(r->dict);
     Py_CLEAR(r->pool_alloc);
     Py_CLEAR(r->pool_free);
+    Py_CLEAR(r->pool_returned);
     return 0;
 }
 
@@ -2020,7 +2328,11 @@ static PyMethodDef ring_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "recv_batch_into(buffer, lengths=None, max=16, timeout=None) -> int: available messages "
      "copied end to end into buffer (their lengths into `lengths`), one release store."},
-    {"set_pool", (PyCFunction)ring_set_pool, METH_VARARGS, "set_pool(buffer, alloc, free)."},
+    {"set_pool", (PyCFunction)ring_set_pool, METH_VARARGS,
+     "set_pool(buffer, alloc=None, free=None, free_returned=None): the producer's own pool, "
+     "or (consumer) a view of the producer's segment."},
+    {"drain_returns", (PyCFunction)ring_drain_returns, METH_NOARGS,
+     "drain_returns() -> int: producer; free the blocks the consumer returned (validated)."},
     {"configure", (PyCFunction)(void (*)(void))ring_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(spin_us=, yields=, tick_ms=, zc_window=): the adaptive wait's phases; the "
      "most zero-copy bytes a producer keeps queued (0: no limit)."},
@@ -2066,15 +2378,17 @@ static PyObject *mod_init_header(PyObject *m, PyObject *args) {
     Py_buffer b;
     if (PyObject_GetBuffer(buffer, &b, PyBUF_WRITABLE) < 0)
         return NULL;
-    if ((uint64_t)b.len < (uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT) {
+    uint64_t total = (uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT + (uint64_t)rq_cap_for(cap) * 8;
+    if ((uint64_t)b.len < total) {
         PyBuffer_Release(&b);
         PyErr_SetString(PyExc_ValueError, "buffer too small for this capacity");
         return NULL;
     }
-    memset(b.buf, 0, FR_HDR + cap * FR_SLOT);
+    memset(b.buf, 0, total);
     struct fr_hdr *h = (struct fr_hdr *)b.buf;
     h->version = FR_VERSION;
     h->capacity = (uint32_t)cap;
+    h->rq_cap = rq_cap_for((uint32_t)cap);
     h->slot_size = FR_SLOT;
     h->header_size = FR_HDR;
     h->creator_pid = (uint32_t)getpid();
@@ -2230,8 +2544,22 @@ static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ring_size(capacity) -> bytes of shared memory a ring needs (header, slots, return queue) */
+static PyObject *mod_ring_size(PyObject *m, PyObject *arg) {
+    unsigned long cap = PyLong_AsUnsignedLong(arg);
+    if (cap == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (cap == 0 || cap > FR_MAX_CAP || (cap & (cap - 1))) {
+        PyErr_Format(PyExc_ValueError, "capacity must be a power of two in [1, %u]", FR_MAX_CAP);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT +
+                                       (uint64_t)rq_cap_for((uint32_t)cap) * 8);
+}
+
 static PyMethodDef mod_methods[] = {
     {"init_header", mod_init_header, METH_VARARGS, "init_header(buffer, capacity, start=0)"},
+    {"ring_size", mod_ring_size, METH_O, "ring_size(capacity) -> bytes of shared memory"},
     {"set_latency_slice", mod_set_latency_slice, METH_O,
      "set_latency_slice(us) -> bool: short EEVDF slice for the calling thread (0 = default)."},
     {"checksum", mod_checksum, METH_VARARGS,
@@ -2277,6 +2605,8 @@ PyMODINIT_FUNC PyInit__fring(void) {
         PyModule_AddIntConstant(m, "MAX_CAPACITY", FR_MAX_CAP) < 0 ||
         PyModule_AddIntConstant(m, "TAIL_OFFSET", offsetof(struct fr_hdr, tail)) < 0 ||
         PyModule_AddIntConstant(m, "HEAD_OFFSET", offsetof(struct fr_hdr, head)) < 0 ||
+        PyModule_AddIntConstant(m, "RET_TAIL_OFFSET", offsetof(struct fr_hdr, ret_tail)) < 0 ||
+        PyModule_AddIntConstant(m, "RET_HEAD_OFFSET", offsetof(struct fr_hdr, ret_head)) < 0 ||
         PyModule_AddIntConstant(m, "TYPE_DATA", T_DATA) < 0 ||
         PyModule_AddIntConstant(m, "TYPE_HANDLES", T_HANDLES) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_ZEROCOPY", F_ZC) < 0 ||

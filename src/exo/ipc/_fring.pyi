@@ -12,6 +12,8 @@ MAX_HANDLES: int
 MAX_CAPACITY: int
 TAIL_OFFSET: int
 HEAD_OFFSET: int
+RET_TAIL_OFFSET: int
+RET_HEAD_OFFSET: int
 TYPE_DATA: int
 TYPE_HANDLES: int
 FLAG_ZEROCOPY: int
@@ -53,8 +55,14 @@ class Ring:
         timeout: float | None = None,
     ) -> int: ...
     def set_pool(
-        self, buffer: Buffer, alloc: Callable[[int], int], free: Callable[[int], None]
+        self,
+        buffer: Buffer,
+        alloc: Callable[[int], int] | None = None,
+        free: Callable[[int], None] | None = None,
+        free_returned: Callable[[int], None] | None = None,
+        /,
     ) -> None: ...
+    def drain_returns(self) -> int: ...
     def configure(
         self,
         spin_us: float = ...,
@@ -76,6 +84,7 @@ Message = bytes | Block
 Payload = Buffer | Block
 
 def init_header(buffer: Buffer, capacity: int, start: int = 0) -> None: ...
+def ring_size(capacity: int, /) -> int: ...
 def _set_exceptions(
     protocol: type[BaseException], died: type[BaseException], closed: type[BaseException]
 ) -> None: ...

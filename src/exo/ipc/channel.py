@@ -1,11 +1,13 @@
 """Channel: a bidirectional Fusion Ring endpoint that can carry capability handles.
 
-Two rings, one per direction. Handles travel as a HANDLES slot chained to the data
-slot and published with it, so a message and its handles arrive together or not at
-all. The ring moves only u32 values: making a handle *leave* the sender (Zircon
-semantics) is the kernel's job, done in the ``on_send_handles`` hook, which turns the
-sender's handles into transfer tokens; ``on_recv_handles`` turns tokens back into
-handles in the receiver's table.
+Two rings, one per direction, and one segment per direction owned by its sender: each
+end allocates zero-copy blocks from its own pool and reads the peer's through a
+read-only view, so a hostile peer can break only this channel. Handles travel as a
+HANDLES slot chained to the data slot and published with it, so a message and its
+handles arrive together or not at all. The ring moves only u32 values: making a handle
+*leave* the sender (Zircon semantics) is the kernel's job, done in the
+``on_send_handles`` hook, which turns the sender's handles into transfer tokens;
+``on_recv_handles`` turns tokens back into handles in the receiver's table.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from typing import Any, Self
 
     from exo.ipc._fring import Message, Payload
-    from exo.ipc.pool import PoolLike
+    from exo.ipc.pool import PoolLike, PoolViewLike
 
 HandleHook = Callable[[tuple[int, ...]], Sequence[int]]
 
@@ -50,20 +52,32 @@ class Channel:
         cls,
         capacity: int = DEFAULT_CAPACITY,
         *,
-        pool: PoolLike | None = None,
+        pools: tuple[PoolLike, PoolLike] | None = None,
         name: str = "channel",
     ) -> tuple[Self, Self]:
-        """Two connected endpoints. Hand one to another process (``fds`` + ``attach``, or
-        fork), then ``detach()`` it in this process."""
-        ab_tx, ab_rx = FusionRing.pair(capacity, pool=pool, name=f"{name}:a>b")
-        ba_tx, ba_rx = FusionRing.pair(capacity, pool=pool, name=f"{name}:b>a")
+        """Two connected endpoints. ``pools`` = (a's own segment, b's own segment): each
+        end sends from its own, and reads the other's (in this process, through the same
+        object; an end handed to another process attaches a read-only view there). Hand
+        one end to another process (``fds`` + ``attach``, or fork), then ``detach()`` it
+        in this process."""
+        pa, pb = pools if pools is not None else (None, None)
+        ab_tx, ab_rx = FusionRing.pair(capacity, pool=pa, name=f"{name}:a>b")
+        ba_tx, ba_rx = FusionRing.pair(capacity, pool=pb, name=f"{name}:b>a")
         return cls(ab_tx, ba_rx), cls(ba_tx, ab_rx)
 
     @classmethod
     def attach(
-        cls, fds: Sequence[int], *, pool: PoolLike | None = None, name: str = "channel"
+        cls,
+        fds: Sequence[int],
+        *,
+        pool: PoolLike | None = None,
+        peer_pool: PoolViewLike | None = None,
+        name: str = "channel",
     ) -> Self:
-        """Rebuild an endpoint in another process from its ``fds`` (which it takes over)."""
+        """Rebuild an endpoint in another process from its ``fds`` (which it takes over).
+
+        ``pool`` is the segment this end owns and sends from; ``peer_pool`` a view
+        (``exo.mm.PoolView``, read-only) of the peer's, which this end reads from."""
         if len(fds) != 4:
             raise ValueError("Channel.attach needs the 4 fds of Channel.fds")
         tx_fd, tx_live, rx_fd, rx_live = fds
@@ -71,7 +85,7 @@ class Channel:
             tx_fd, live_fd=tx_live, role="producer", pool=pool, name=f"{name}:tx"
         )
         rx = FusionRing.attach(
-            rx_fd, live_fd=rx_live, role="consumer", pool=pool, name=f"{name}:rx"
+            rx_fd, live_fd=rx_live, role="consumer", pool=peer_pool, name=f"{name}:rx"
         )
         return cls(tx, rx)
 
@@ -80,10 +94,10 @@ class Channel:
         """(tx ring, tx liveness, rx ring, rx liveness): pass them with ``pass_fds``."""
         return (*self.tx.fds, *self.rx.fds)
 
-    def use_pool(self, pool: PoolLike) -> None:
-        """Attach the shared pool for zero-copy messages in both directions."""
+    def use_pools(self, pool: PoolLike, peer_pool: PoolViewLike) -> None:
+        """Attach this end's own segment (sending) and a view of the peer's (receiving)."""
         self.tx.use_pool(pool)
-        self.rx.use_pool(pool)
+        self.rx.use_pool(peer_pool)
 
     def send(
         self, data: Payload, handles: Sequence[int] = (), timeout: float | None = None

@@ -1,8 +1,10 @@
-"""What a ring needs from the shared pool (``exo.mm.SharedPool`` provides it).
+"""What a ring needs from the producer's segment (``exo.mm.SharedPool`` / ``PoolView``).
 
 The ring never copies a large payload: the producer writes it once into a block of
-this pool, the slot carries (offset, length), the consumer reads it in place and frees
-the block. Any object with this shape works, so the ring does not import ``exo.mm``.
+the segment it owns, the slot carries (offset, length), the consumer reads it in place
+(through a read-only view) and hands the block back through the ring's return queue;
+the producer frees it. Any object with this shape works, so the ring does not import
+``exo.mm``.
 A type for annotations only: importing it loads ``typing``, which the boot path avoids
 (``exo.ipc`` exports it lazily).
 """
@@ -17,7 +19,7 @@ class PoolLike(Protocol):
 
     @property
     def buffer(self) -> memoryview:
-        """The whole pool, writable, mapped in every attached process."""
+        """The whole segment, writable (the owner's mapping)."""
         ...
 
     def alloc(self, nbytes: int) -> int:
@@ -25,5 +27,14 @@ class PoolLike(Protocol):
         ...
 
     def free(self, offset: int) -> None:
-        """Give a block back (callable from any attached process)."""
+        """Give a block back (the owner only)."""
+        ...
+
+
+class PoolViewLike(Protocol):
+    """What the consumer needs: the producer's segment, read-only is enough."""
+
+    @property
+    def buffer(self) -> memoryview:
+        """The whole segment, as mapped in this process."""
         ...

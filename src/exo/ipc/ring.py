@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import mmap
     from typing import Any, Self
 
-    from exo.ipc.pool import PoolLike
+    from exo.ipc.pool import PoolLike, PoolViewLike
 
 _fring._set_exceptions(ProtocolError, PeerDiedError, PeerClosedError)
 
@@ -40,8 +40,9 @@ _LIVE: weakref.WeakSet[FusionRing] = weakref.WeakSet()
 
 
 def ring_size(capacity: int) -> int:
-    """Bytes of shared memory a ring of ``capacity`` slots needs."""
-    return _fring.HEADER_SIZE + capacity * _fring.SLOT_SIZE
+    """Bytes of shared memory a ring of ``capacity`` slots needs (header, slots, and
+    the return queue zero-copy blocks travel back through)."""
+    return _fring.ring_size(capacity)
 
 
 class FusionRing(_fring.Ring):
@@ -64,7 +65,7 @@ class FusionRing(_fring.Ring):
     peer_fds: tuple[int, int] | None
     _map: mmap.mmap | None
     _live: socket.socket | None
-    _pool: PoolLike | None
+    _pool: PoolLike | PoolViewLike | None
 
     # ------------------------------------------------------------------ creation
 
@@ -106,7 +107,7 @@ class FusionRing(_fring.Ring):
         *,
         live_fd: int = -1,
         role: str = "consumer",
-        pool: PoolLike | None = None,
+        pool: PoolLike | PoolViewLike | None = None,
         name: str = "fusion-ring",
     ) -> Self:
         """Take over ``fd`` (a ring memfd) and ``live_fd`` (the liveness socket) as one end.
@@ -129,7 +130,8 @@ class FusionRing(_fring.Ring):
         name: str = "fusion-ring",
         _start: int = 0,
     ) -> tuple[Self, Self]:
-        """Both ends of a new ring: (producer, consumer)."""
+        """Both ends of a new ring: (producer, consumer). ``pool`` is the producer's own;
+        the consumer end, in this process, reads the same object's buffer."""
         producer = cls.create(capacity, pool=pool, name=name, _start=_start)
         assert producer.peer_fds is not None
         ring_fd, live_fd = producer.peer_fds
@@ -144,7 +146,7 @@ class FusionRing(_fring.Ring):
         mapping: mmap.mmap,
         role: int,
         live: socket.socket | None,
-        pool: PoolLike | None,
+        pool: PoolLike | PoolViewLike | None,
         name: str,
     ) -> Self:
         try:
@@ -167,9 +169,17 @@ class FusionRing(_fring.Ring):
         _LIVE.add(ring)
         return ring
 
-    def use_pool(self, pool: PoolLike) -> None:
-        """Attach the shared pool the zero-copy path allocates from (same pool both ends)."""
-        self.set_pool(pool.buffer, pool.alloc, pool.free)
+    def use_pool(self, pool: PoolLike | PoolViewLike) -> None:
+        """Attach the producer's segment: the producer passes the pool it owns (it
+        allocates from it and frees what comes back through the return queue); the
+        consumer passes a view of it (``exo.mm.PoolView``, read-only), or in one process
+        the pool itself (only its buffer is used)."""
+        if self.role == "producer":
+            returned = getattr(pool, "free_returned", None)
+            owned: PoolLike = pool  # type: ignore[assignment]  # a producer owns its pool
+            self.set_pool(owned.buffer, owned.alloc, owned.free, returned)
+        else:
+            self.set_pool(pool.buffer)
         self._pool = pool
 
     @property

@@ -1,7 +1,27 @@
 """The bootstrap channel between the kernel and one process.
 
 Messages (syscall requests and replies, JSON per ``exo.abi``) travel over a Fusion Ring
-channel with a small private pool for the ones above the inline size. Descriptors
+channel; the ones above the inline size go zero-copy through one segment per direction,
+owned by its sender (docs/memory-pool.md, "Trust model"):
+
+* kernel -> app: a segment the kernel owns (``SharedPool.create``: its allocator in the
+  kernel's private memory, the memfd sealed F_SEAL_FUTURE_WRITE); the app maps it
+  read-only and hands blocks back through the ring's return queue, which the kernel
+  validates against the blocks it sent.
+* app -> kernel: a fresh memfd the kernel creates at spawn (size-sealed) and hands over;
+  the app builds its own allocator over it (``SharedPool.own``), the kernel maps it
+  read-only (``PoolView``) and copies out what it parses.
+
+Nothing the kernel acts on lives in memory the app can write: ring indices and slot
+words are validated by ``_fring.c`` before use, descriptors are bounds-checked against
+the kernel's own view of the segment, and no wait holds the GIL.
+
+``EXO_BOOTSTRAP_RING`` (internal between this module and ``exo_std._kernel``): six
+comma-separated fds, ``tx,tx_live,rx,rx_live,own,peer`` from the app's side — its
+sending ring and liveness socket, its receiving ring and liveness socket, the segment
+it owns (app -> kernel), the kernel's segment it maps read-only (kernel -> app).
+
+Descriptors
 cannot travel in shared memory, so a SOCK_SEQPACKET socketpair beside the rings carries
 them with SCM_RIGHTS: a message that comes with descriptors says how many (``nfds``),
 and they were sent on the socket just before it. The channel's liveness sockets tell
@@ -37,23 +57,34 @@ class BootstrapChannel:
 
     def __init__(self) -> None:
         from exo.ipc import Channel
-        from exo.mm import SharedPool
+        from exo.mm import PoolView, SharedPool, new_segment
 
-        self.pool = SharedPool.create(POOL_SIZE)
-        self.ring, self._child_ring = Channel.pair(RING_CAPACITY, pool=self.pool,
-                                                   name="bootstrap")
+        self.pool = SharedPool.create(POOL_SIZE)  # kernel -> app: ours, sealed
+        app_seg = new_segment(POOL_SIZE, "exo-app-segment")  # app -> kernel: the app's
+        try:
+            self.app_view = PoolView.attach(app_seg)
+        except BaseException:
+            os.close(app_seg)
+            self.pool.close()
+            raise
+        self._app_seg: int | None = app_seg
+        self.ring, self._child_ring = Channel.pair(RING_CAPACITY, name="bootstrap")
+        self.ring.use_pools(self.pool, self.app_view)
         self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._child_sock: socket.socket | None = child_sock
 
+    def _child_ring_fds(self) -> tuple[int, ...]:
+        assert self._app_seg is not None
+        return (*self._child_ring.fds, self._app_seg, self.pool.peer_fd())
+
     def child_fds(self) -> tuple[int, ...]:
         assert self._child_sock is not None
-        return (self._child_sock.fileno(), *self._child_ring.fds, self.pool.fd)
+        return (self._child_sock.fileno(), *self._child_ring_fds())
 
     def child_env(self) -> dict[str, str]:
         assert self._child_sock is not None
         return {BOOTSTRAP_FD_ENV: str(self._child_sock.fileno()),
-                BOOTSTRAP_RING_ENV: ",".join(str(fd) for fd in
-                                             (*self._child_ring.fds, self.pool.fd))}
+                BOOTSTRAP_RING_ENV: ",".join(str(fd) for fd in self._child_ring_fds())}
 
     def forget_child_end(self) -> None:
         """After the spawn: the child holds its copies; ours would hide its death."""
@@ -61,6 +92,9 @@ class BootstrapChannel:
         if self._child_sock is not None:
             self._child_sock.close()
             self._child_sock = None
+        if self._app_seg is not None:  # the app owns it now; we keep our read-only view
+            os.close(self._app_seg)
+            self._app_seg = None
 
     def recv(self) -> tuple[dict[str, Any], list[int]] | None:
         """The next request and its descriptors; None once the process is gone."""
@@ -98,5 +132,9 @@ class BootstrapChannel:
         for s in (self.sock, self._child_sock):
             if s is not None:
                 s.close()
+        if self._app_seg is not None:
+            os.close(self._app_seg)
+            self._app_seg = None
+        self.app_view.close()
         self.pool.close()
 

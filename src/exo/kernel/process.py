@@ -324,10 +324,6 @@ class ProcessManager:
                 files.release_exports(proc.pid)
         with contextlib.suppress(Exception):
             self.caps.destroy_space(proc.pid)
-        pool = self.kernel.components.get("pool")
-        if pool is not None and hasattr(pool, "reclaim"):
-            with contextlib.suppress(Exception):
-                pool.reclaim(proc.host_pid)
         if proc.server is not None:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
             # it sees the peer gone, closes the channel and ends.

@@ -1,32 +1,32 @@
 /*
- * exo.mm._pool — the shared-memory allocator's hot paths.
+ * exo.mm._pool — the sender-owned segment allocator's hot paths.
  *
- * Why C: a correct cross-process allocator needs atomics (compare-and-swap on
- * block metadata, lock-free remote-free lists) and a lock that survives the
- * death of its holder. Python has neither. Everything that is policy (naming,
- * statistics formatting, /proc/meminfo) lives in Python; this file keeps only
- * the data structures and the single-call fast paths.
+ * Why C: a fast allocator needs a per-thread cache with no locks, lock-free
+ * lists (blocks handed back by a ring's drain of its return queue may come from
+ * any thread of the owner) and a buddy tree walked in O(log n). Everything that
+ * is policy (memfd creation and sealing, statistics formatting, /proc/meminfo)
+ * lives in Python; this file keeps only the data structures and the fast paths.
  *
- * File layout of the pool (one memfd, mapped MAP_SHARED by every process):
+ * Trust model (docs/memory-pool.md): a pool is a *segment owned by one process*.
+ * The memfd holds only the data arena. Every word the allocator acts on — header,
+ * counters, lock, meta[], next[], tree[], mask[] — lives in PRIVATE anonymous
+ * memory of the owning process, so a peer that maps the arena (read-only, or even
+ * writable) can damage message payloads but never the allocator:
  *
- *   header_t   magic, geometry, robust process-shared mutex, level-3 counters,
- *              the slot table (one slot per attached process: pid, generation,
- *              level-2 remote-free lists, statistics counters)
- *   meta[N]    u32 per 64-byte granule: state | order | owner slot of the block
- *              that starts there (0 = not the head of a live block)
- *   next[N]    u32 per granule: link of the level-2 lock-free lists
- *   tree[2N]   u8 per buddy-tree node: 1 + order of the largest free block in
- *              the subtree (0 = nothing free); coalescing is implicit
- *   data       the arena, `size` bytes, a power of two; offsets returned by
- *              alloc() are relative to its start
+ *   private  header_t   geometry, lock, level-3 counters, the owner's slot
+ *                       (level-2 lists, statistics)
+ *            meta[N]    u32 per 64-byte granule: state | order | slot of the block
+ *                       that starts there (0 = not the head of a live block)
+ *            next[N]    u32 per granule: link of the level-2 lists
+ *            mask[2N], tree[2N]  buddy-tree summaries
+ *   memfd    data       the arena, `size` bytes, a power of two; offsets returned
+ *                       by alloc() are relative to its start
  *
- * Metadata lives outside the arena on purpose: a program that writes past its
- * block (or after free) damages other programs' data, never the allocator.
- *
- * Invariant: meta[g] == 0  <=>  granule g is not the head of a block that is
- * handed out or cached. Transitions to and from 0 happen only under the pool
- * lock, so the buddy tree can always be rebuilt from meta[] alone; that is how
- * the pool recovers when a process dies while holding the lock (EOWNERDEAD).
+ * Only the owner allocates and frees. A consumer never calls this allocator: it
+ * hands blocks back through a ring's return queue, whose entries the producer
+ * validates before calling free_returned() (level 2). After fork() the child holds
+ * a copy-on-write copy of the metadata that would diverge from the parent's, so
+ * every call in the child is refused.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,13 +43,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define POOL_MAGIC 0x3130504f4f4c5845ULL /* "EXLOOP01" read as bytes: identifies a pool file */
-#define POOL_VERSION 2u
 #define GRAN_SHIFT 6u
 #define GRAN (1u << GRAN_SHIFT)
 #define NCLASS 11u    /* cached classes: 64 B .. 64 KiB (orders 0..10) */
 #define CAP_MAX 128u  /* level-1 capacity of the smallest classes */
-#define MAX_SLOTS 1024u
+#define MAX_SLOTS 1u     /* one owner per pool: the slot machinery keeps its shape */
 #define MAX_ORDER 40u
 #define MIN_POOL (1ull << 16)
 #define MAX_POOL (1ull << 36)
@@ -71,7 +69,7 @@
 
 enum {
     C_L1, C_L2, C_L3,               /* allocations served by each level */
-    C_FREE_LOCAL, C_FREE_REMOTE,    /* frees by the owner / by another process */
+    C_FREE_LOCAL, C_FREE_REMOTE,    /* frees by the owner / blocks returned by consumers */
     C_ALLOC_BYTES, C_FREED_BYTES,   /* block bytes handed out / given back */
     C_REQ_BYTES,                    /* bytes asked for (internal waste) */
     C_REFILL_L2, C_REFILL_L3,       /* level-1 refills from each level */
@@ -81,9 +79,9 @@ enum {
 };
 
 static const char *const counter_names[NCOUNT] = {
-    "l1_hits", "l2_hits", "l3_hits", "frees_local", "frees_remote",
+    "l1_hits", "l2_hits", "l3_hits", "frees_local", "frees_returned",
     "alloc_bytes", "freed_bytes", "requested_bytes", "refills_l2", "refills_l3",
-    "flushes", "adoptions",
+    "flushes", "unused",
 };
 
 typedef struct {
@@ -96,17 +94,13 @@ typedef struct {
 } slot_t;
 
 typedef struct {
-    uint64_t magic;
-    uint32_t version;
     uint32_t levels;                 /* log2(ngran) */
-    uint64_t size, ngran, file_size;
-    uint64_t meta_off, next_off, tree_off, data_off, mask_off;
-    _Alignas(64) pthread_mutex_t lock;
+    uint64_t size, ngran, meta_len;
+    uint64_t meta_off, next_off, tree_off, mask_off;
+    _Alignas(64) pthread_mutex_t lock; /* process-private: only the owner's threads */
     /* everything below is written under `lock` */
     _Alignas(64) uint64_t free_gran;
     uint64_t free_count[MAX_ORDER + 1];
-    uint64_t recoveries, reclaimed_blocks, orphaned_blocks, slots_alive;
-    uint64_t retired[NCOUNT];        /* counters of slots that closed or died */
     slot_t slots[MAX_SLOTS];
 } header_t;
 
@@ -127,15 +121,15 @@ typedef struct Pool {
     uint64_t size, ngran;
     unsigned levels;
     size_t map_len;
-    char *map;
-    header_t *H;
+    char *map;              /* the arena: MAP_SHARED over the memfd */
+    header_t *H;            /* private anonymous memory: never shared */
     _Atomic uint32_t *meta;
     _Atomic uint32_t *next;
     uint8_t *tree;
     uint16_t *mask;
     char *data;
-    uint32_t slot;          /* 1-based; 0 = not attached */
-    long owner;             /* pid recorded in the slot */
+    uint32_t slot;          /* 1-based; 0 = not initialised */
+    long owner;             /* pid of the owning process */
     unsigned long epoch;    /* fork epoch at attach */
     tcache_t *tcaches;      /* under g_lock */
     Py_ssize_t exports;
@@ -324,17 +318,11 @@ static uint64_t tree_rebuild(Pool *p) {
     return bad;
 }
 
-/* The robust mutex: if its holder died, the next locker rebuilds level 3 from
- * the metadata (which every step keeps consistent) and carries on. */
+/* A process-private mutex: only the owner's threads take it (the metadata is not
+ * shared, so no other process can hold it, corrupt it or die holding it). */
 static int pool_lock(Pool *p) {
     int r = pthread_mutex_lock(&p->H->lock);
     if (LIKELY(r == 0)) return 0;
-    if (r == EOWNERDEAD) {
-        tree_rebuild(p);
-        p->H->recoveries++;
-        pthread_mutex_consistent(&p->H->lock);
-        return 0;
-    }
     errno = r;
     return -1;
 }
@@ -569,124 +557,32 @@ static void atfork_child(void) {
     pthread_mutex_init(&g_lock, NULL);
 }
 
-/* --------------------------------------------------------------- slots */
+/* --------------------------------------------------------------- the slot */
 
-static int slot_attach_locked(Pool *p, long pid) {
-    header_t *H = p->H;
-    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
-        slot_t *s = &H->slots[i];
-        if (atomic_load_explicit(&s->state, RELAXED)) continue;
-        uint32_t gen = atomic_load_explicit(&s->gen, RELAXED) + 1;
-        atomic_store_explicit(&s->gen, gen, RELEASE);
-        for (unsigned k = 0; k < NCLASS; k++) atomic_store_explicit(&s->l2[k], L2_PACK(gen, 0), RELEASE);
-        for (unsigned c = 0; c < NCOUNT; c++) atomic_store_explicit(&s->c[c], 0, RELAXED);
-        s->pid = (int32_t)pid;
-        atomic_store_explicit(&s->state, 1, RELEASE);
-        H->slots_alive++;
-        p->slot = i + 1;
-        p->owner = pid;
-        p->epoch = g_fork_epoch;
-        return 0;
-    }
-    return -1;
-}
-
-static void slot_retire_locked(Pool *p, uint32_t slot) {
-    slot_t *s = &p->H->slots[slot - 1];
-    for (unsigned c = 0; c < NCOUNT; c++)
-        p->H->retired[c] += atomic_load_explicit(&s->c[c], RELAXED);
-    atomic_store_explicit(&s->state, 0, RELEASE);
-    p->H->slots_alive--;
-}
-
-/* Ends the incarnation of the marked slots: their lists stop accepting pushes,
- * then every block they own is freed (or, with orphan_used, blocks in use are
- * kept and charged to nobody). Returns the number of blocks freed. */
-static uint64_t slots_release_locked(Pool *p, const uint8_t *mark, int orphan_used) {
-    header_t *H = p->H;
-    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
-        if (!mark[i]) continue;
-        slot_t *s = &H->slots[i];
-        uint32_t gen = atomic_load_explicit(&s->gen, RELAXED) + 1;
-        atomic_store_explicit(&s->gen, gen, RELEASE);
-        for (unsigned k = 0; k < NCLASS; k++) atomic_store_explicit(&s->l2[k], L2_PACK(gen, 0), RELEASE);
-    }
-    uint64_t freed = 0;
-    for (uint64_t g = 0; g < p->ngran; g++) {
-        uint32_t m = atomic_load_explicit(&p->meta[g], ACQUIRE);
-        while (m) {
-            uint32_t owner = M_OWNER(m);
-            if (owner == 0 || owner > MAX_SLOTS || !mark[owner - 1]) break;
-            unsigned k = M_ORDER(m);
-            if (orphan_used && M_STATE(m) == ST_USED) {
-                if (atomic_compare_exchange_weak_explicit(&p->meta[g], &m,
-                                                          META(ST_USED, k, 0), ACQ_REL, ACQUIRE)) {
-                    H->orphaned_blocks++;
-                    break;
-                }
-                continue;
-            }
-            if (atomic_compare_exchange_weak_explicit(&p->meta[g], &m, 0, ACQ_REL, ACQUIRE)) {
-                if (M_STATE(m) == ST_USED) {
-                    H->retired[C_FREED_BYTES] += (uint64_t)GRAN << k;
-                }
-                tree_free(p, g, k);
-                freed++;
-                break;
-            }
-        }
-    }
-    for (uint32_t i = 0; i < MAX_SLOTS; i++)
-        if (mark[i]) slot_retire_locked(p, i + 1);
-    return freed;
+static void slot_init(Pool *p, long pid) {
+    slot_t *s = &p->H->slots[0];
+    atomic_store_explicit(&s->gen, 1, RELAXED);
+    for (unsigned k = 0; k < NCLASS; k++) atomic_store_explicit(&s->l2[k], L2_PACK(1, 0), RELAXED);
+    s->pid = (int32_t)pid;
+    atomic_store_explicit(&s->state, 1, RELEASE);
+    p->slot = 1;
+    p->owner = pid;
+    p->epoch = g_fork_epoch;
 }
 
 /* ---------------------------------------------------------------- the type */
 
 static int pool_check_open(Pool *p);
 
-/* Bytes of memfd needed for an arena of `size` bytes (a power of two). */
-static uint64_t file_size_for(uint64_t size) {
-    uint64_t ng = size >> GRAN_SHIFT;
-    uint64_t meta = (sizeof(header_t) + 4095) & ~4095ull;
-    uint64_t data = (meta + ng * 14 + 4095) & ~4095ull;
-    return data + size;
-}
-
 static void pool_unmap(Pool *p) {
     if (p->map) {
         munmap(p->map, p->map_len);
         p->map = NULL;
+    }
+    if (p->H) {
+        munmap(p->H, p->H->meta_len);
         p->H = NULL;
     }
-}
-
-/* After fork(): the child inherited the parent's slot and caches; it must not
- * use them (the parent still does). Drop them and register a slot of its own. */
-static int pool_after_fork(Pool *p) {
-    pthread_mutex_lock(&g_lock);
-    tcache_t *tc = p->tcaches;
-    while (tc) {
-        tcache_t *nx = tc->pool_next;
-        int mine = 0;
-        for (tcache_t *t = tl_head; t; t = t->thread_next)
-            if (t == tc) { mine = 1; break; }
-        if (mine) tc->pool = NULL; /* freed lazily from this thread's list */
-        else free(tc);             /* belonged to a thread that does not exist here */
-        tc = nx;
-    }
-    p->tcaches = NULL;
-    pthread_mutex_unlock(&g_lock);
-    if (lock_or_raise(p) < 0) return -1;
-    int r = slot_attach_locked(p, (long)getpid());
-    pool_unlock(p);
-    if (r < 0) {
-        p->slot = 0;
-        p->closed = 1;
-        PyErr_SetString(PyExc_MemoryError, "memory pool: no free process slot after fork");
-        return -1;
-    }
-    return 0;
 }
 
 static int pool_check_open(Pool *p) {
@@ -694,99 +590,82 @@ static int pool_check_open(Pool *p) {
         PyErr_SetString(PyExc_ValueError, "memory pool is closed");
         return -1;
     }
-    if (UNLIKELY(p->epoch != g_fork_epoch)) return pool_after_fork(p);
+    if (UNLIKELY(p->epoch != g_fork_epoch)) {
+        /* The child's copy of the private metadata would diverge from the owner's
+         * while both carve the same shared arena: refuse instead. */
+        PyErr_Format(PyExc_RuntimeError,
+                     "memory pool belongs to process %ld: a forked child cannot allocate or "
+                     "free in it (map its arena read-only with PoolView.attach(pool.fd))",
+                     p->owner);
+        return -1;
+    }
     return 0;
 }
 
+/* Pool(fd): become the owner of the arena in memfd `fd` (its whole size, a power of
+ * two): map it shared and writable, and build the allocator in private memory. */
 static int Pool_init(Pool *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"fd", "create", "owner", NULL};
-    int fd, create = 0;
-    long owner = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|pl", kwlist, &fd, &create, &owner)) return -1;
-    if (self->map) {
+    static char *kwlist[] = {"fd", NULL};
+    int fd;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i", kwlist, &fd)) return -1;
+    if (self->map || self->H) {
         PyErr_SetString(PyExc_RuntimeError, "memory pool already initialised");
         return -1;
     }
-    if (owner < 0) owner = (long)getpid();
     struct stat st;
     if (fstat(fd, &st) < 0) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
-    uint64_t fsize = (uint64_t)st.st_size;
-    if (fsize < sizeof(header_t)) {
-        PyErr_Format(PyExc_ValueError, "fd %d is not an Exo memory pool (too small)", fd);
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < MIN_POOL || size > MAX_POOL || (size & (size - 1))) {
+        PyErr_Format(PyExc_ValueError,
+                     "fd %d is not a pool segment: its size %llu is not a power of two in "
+                     "%llu..%llu", fd, (unsigned long long)size, MIN_POOL, MAX_POOL);
         return -1;
     }
     header_t probe;
-    if (create) {
-        /* Geometry: the arena is the largest power of two that fits the file. */
-        uint64_t size = MIN_POOL;
-        while (size < MAX_POOL && file_size_for(size << 1) <= fsize) size <<= 1;
-        if (file_size_for(size) > fsize) {
-            PyErr_Format(PyExc_ValueError, "memory pool file of %llu bytes is too small",
-                         (unsigned long long)fsize);
-            return -1;
-        }
-        memset(&probe, 0, sizeof probe);
-        probe.size = size;
-        probe.ngran = size >> GRAN_SHIFT;
-        probe.levels = (uint32_t)__builtin_ctzll(probe.ngran);
-        probe.meta_off = (sizeof(header_t) + 4095) & ~4095ull;
-        probe.next_off = probe.meta_off + probe.ngran * 4;
-        probe.mask_off = probe.next_off + probe.ngran * 4;
-        probe.tree_off = probe.mask_off + probe.ngran * 4;
-        probe.data_off = (probe.tree_off + probe.ngran * 2 + 4095) & ~4095ull;
-        probe.file_size = probe.data_off + size;
-    } else {
-        if (pread(fd, &probe, sizeof probe, 0) != (ssize_t)sizeof probe) {
-            PyErr_Format(PyExc_ValueError, "fd %d is not an Exo memory pool (unreadable)", fd);
-            return -1;
-        }
-        if (probe.magic != POOL_MAGIC || probe.version != POOL_VERSION ||
-            probe.file_size > fsize || probe.ngran != probe.size >> GRAN_SHIFT ||
-            probe.size < MIN_POOL || probe.size > MAX_POOL ||
-            (1ull << probe.levels) != probe.ngran ||
-            probe.data_off + probe.size != probe.file_size ||
-            probe.mask_off + probe.ngran * 4 > probe.tree_off ||
-            probe.tree_off + probe.ngran * 2 > probe.data_off) {
-            PyErr_Format(PyExc_ValueError, "fd %d is not an Exo memory pool (bad header)", fd);
-            return -1;
-        }
-    }
-    void *map = mmap(NULL, probe.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
-    self->map = map;
-    self->map_len = probe.file_size;
-    self->H = (header_t *)map;
-    self->size = probe.size;
-    self->ngran = probe.ngran;
-    self->levels = probe.levels;
-    self->meta = (_Atomic uint32_t *)((char *)map + probe.meta_off);
-    self->next = (_Atomic uint32_t *)((char *)map + probe.next_off);
-    self->tree = (uint8_t *)map + probe.tree_off;
-    self->mask = (uint16_t *)((char *)map + probe.mask_off);
-    self->data = (char *)map + probe.data_off;
-    if (create) {
-        header_t *H = self->H;
-        memcpy(H, &probe, offsetof(header_t, lock));
-        pthread_mutexattr_t a;
-        pthread_mutexattr_init(&a);
-        pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-        pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-        pthread_mutex_init(&H->lock, &a);
-        pthread_mutexattr_destroy(&a);
-        tree_init(self);
-        atomic_thread_fence(memory_order_seq_cst);
-        H->version = POOL_VERSION;
-        H->magic = POOL_MAGIC; /* last: attachers check it */
-    }
-    self->fd = fd;
-    if (lock_or_raise(self) < 0) { pool_unmap(self); return -1; }
-    int r = slot_attach_locked(self, owner);
-    pool_unlock(self);
-    if (r < 0) {
-        pool_unmap(self);
-        PyErr_Format(PyExc_MemoryError, "memory pool: all %u process slots are in use", MAX_SLOTS);
+    memset(&probe, 0, sizeof probe);
+    probe.size = size;
+    probe.ngran = size >> GRAN_SHIFT;
+    probe.levels = (uint32_t)__builtin_ctzll(probe.ngran);
+    probe.meta_off = (sizeof(header_t) + 4095) & ~4095ull;
+    probe.next_off = probe.meta_off + probe.ngran * 4;
+    probe.mask_off = probe.next_off + probe.ngran * 4;
+    probe.tree_off = probe.mask_off + probe.ngran * 4;
+    probe.meta_len = (probe.tree_off + probe.ngran * 2 + 4095) & ~4095ull;
+    void *data = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (data == MAP_FAILED) {
+        if (errno == EPERM || errno == EACCES)
+            PyErr_Format(PyExc_PermissionError,
+                         "fd %d cannot be mapped writable (sealed F_SEAL_FUTURE_WRITE, or opened "
+                         "read-only): it is another process's segment; use PoolView.attach", fd);
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    /* private: MAP_PRIVATE|MAP_ANONYMOUS, never visible to any other process; pages
+     * of regions nobody allocated from are never touched */
+    void *meta = mmap(NULL, probe.meta_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    if (meta == MAP_FAILED) {
+        munmap(data, size);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->map = data;
+    self->map_len = size;
+    self->H = (header_t *)meta;
+    self->size = size;
+    self->ngran = probe.ngran;
+    self->levels = probe.levels;
+    self->meta = (_Atomic uint32_t *)((char *)meta + probe.meta_off);
+    self->next = (_Atomic uint32_t *)((char *)meta + probe.next_off);
+    self->tree = (uint8_t *)meta + probe.tree_off;
+    self->mask = (uint16_t *)((char *)meta + probe.mask_off);
+    self->data = (char *)data;
+    self->fd = fd;
+    memcpy(self->H, &probe, offsetof(header_t, lock));
+    pthread_mutex_init(&self->H->lock, NULL);
+    tree_init(self);
+    slot_init(self, (long)getpid());
     return 0;
 }
 
@@ -866,28 +745,36 @@ static int parse_block(Pool *p, PyObject *arg, uint32_t *g_out, uint32_t *m_out)
 static PyObject *Pool_free(Pool *self, PyObject *arg) {
     if (UNLIKELY(pool_check_open(self) < 0)) return NULL;
     uint32_t g, m;
-    for (;;) {
-        if (parse_block(self, arg, &g, &m) < 0) return NULL;
-        unsigned k = M_ORDER(m);
-        uint32_t owner = M_OWNER(m);
-        if (LIKELY(owner == self->slot && k < NCLASS)) return free_local(self, g, m, k);
-        if (k >= NCLASS || owner == 0 || owner > MAX_SLOTS)
-            return free_to_l3(self, g, m, k, owner != self->slot);
-        /* Remote free: hand the block back to its owner's level-2 list. */
-        slot_t *s = &self->H->slots[owner - 1];
-        uint32_t gen = atomic_load_explicit(&s->gen, ACQUIRE);
-        uint32_t want = m;
-        if (!atomic_compare_exchange_strong_explicit(&self->meta[g], &want,
-                                                     META(ST_CACHED, k, owner), ACQ_REL, ACQUIRE)) {
-            continue; /* owner closed or died meanwhile: look again */
-        }
-        /* If the push fails, the owner's slot ended after we marked the block
-         * cached; the release that ended it frees every cached block it owned. */
-        (void)l2_push_chain(self, s, k, gen, g, g);
-        cnt_add(self, C_FREE_REMOTE, 1);
-        cnt_add(self, C_FREED_BYTES, (uint64_t)GRAN << k);
-        Py_RETURN_NONE;
+    if (parse_block(self, arg, &g, &m) < 0) return NULL;
+    unsigned k = M_ORDER(m);
+    if (LIKELY(k < NCLASS)) return free_local(self, g, m, k);
+    return free_to_l3(self, g, m, k, 0);
+}
+
+/* free_returned(offset): a block a consumer handed back through a ring's return
+ * queue (the ring validated the entry against the blocks it sent). It goes onto the
+ * pool's level-2 list of its class; level 1 takes such lists whole, in batches, when
+ * it runs dry. The metadata check here is the second line of defence: an offset that
+ * is not a block in use raises ValueError and changes nothing. */
+static PyObject *Pool_free_returned(Pool *self, PyObject *arg) {
+    if (UNLIKELY(pool_check_open(self) < 0)) return NULL;
+    uint32_t g, m;
+    if (parse_block(self, arg, &g, &m) < 0) return NULL;
+    unsigned k = M_ORDER(m);
+    if (k >= NCLASS) return free_to_l3(self, g, m, k, 1);
+    slot_t *s = &self->H->slots[0];
+    uint32_t want = m;
+    if (!atomic_compare_exchange_strong_explicit(&self->meta[g], &want,
+                                                 META(ST_CACHED, k, self->slot), ACQ_REL,
+                                                 ACQUIRE)) {
+        PyErr_Format(PyExc_ValueError, "double free of block at offset %llu (concurrent free)",
+                     (unsigned long long)g << GRAN_SHIFT);
+        return NULL;
     }
+    (void)l2_push_chain(self, s, k, atomic_load_explicit(&s->gen, ACQUIRE), g, g);
+    cnt_add(self, C_FREE_REMOTE, 1);
+    cnt_add(self, C_FREED_BYTES, (uint64_t)GRAN << k);
+    Py_RETURN_NONE;
 }
 
 /* Frees cached blocks everywhere (this thread's level 1, every level-2 list)
@@ -1011,35 +898,11 @@ static PyObject *Pool_alloc(Pool *self, PyObject *arg) {
     return PyLong_FromUnsignedLongLong((uint64_t)g << GRAN_SHIFT);
 }
 
-static PyObject *Pool_adopt(Pool *self, PyObject *arg) {
-    if (pool_check_open(self) < 0) return NULL;
-    for (;;) {
-        uint32_t g, m;
-        if (parse_block(self, arg, &g, &m) < 0) return NULL;
-        if (M_OWNER(m) == self->slot) Py_RETURN_NONE;
-        if (atomic_compare_exchange_strong_explicit(&self->meta[g], &m,
-                                                    META(ST_USED, M_ORDER(m), self->slot),
-                                                    ACQ_REL, RELAXED)) {
-            cnt_add(self, C_ADOPT, 1);
-            Py_RETURN_NONE;
-        }
-    }
-}
-
 static PyObject *Pool_usable_size(Pool *self, PyObject *arg) {
     if (pool_check_open(self) < 0) return NULL;
     uint32_t g, m;
     if (parse_block(self, arg, &g, &m) < 0) return NULL;
     return PyLong_FromUnsignedLongLong((uint64_t)GRAN << M_ORDER(m));
-}
-
-static PyObject *Pool_owner_of(Pool *self, PyObject *arg) {
-    if (pool_check_open(self) < 0) return NULL;
-    uint32_t g, m;
-    if (parse_block(self, arg, &g, &m) < 0) return NULL;
-    uint32_t o = M_OWNER(m);
-    if (o == 0 || o > MAX_SLOTS) Py_RETURN_NONE;
-    return PyLong_FromLong(self->H->slots[o - 1].pid);
 }
 
 static PyObject *Pool_trim(Pool *self, PyObject *unused) {
@@ -1059,40 +922,6 @@ static PyObject *Pool_trim(Pool *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(released << GRAN_SHIFT);
 }
 
-static PyObject *Pool_reclaim_slots(Pool *self, PyObject *arg) {
-    long pid = PyLong_AsLong(arg);
-    if (pid == -1 && PyErr_Occurred()) return NULL;
-    if (pool_check_open(self) < 0) return NULL;
-    uint8_t *mark = calloc(MAX_SLOTS, 1);
-    if (!mark) return PyErr_NoMemory();
-    if (lock_or_raise(self) < 0) { free(mark); return NULL; }
-    int any = 0;
-    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
-        slot_t *s = &self->H->slots[i];
-        if (i + 1 != self->slot && atomic_load_explicit(&s->state, ACQUIRE) && s->pid == pid)
-            mark[i] = 1, any = 1;
-    }
-    uint64_t freed = any ? slots_release_locked(self, mark, 0) : 0;
-    self->H->reclaimed_blocks += freed;
-    pool_unlock(self);
-    free(mark);
-    return PyLong_FromUnsignedLongLong(freed);
-}
-
-static PyObject *Pool_attached_pids(Pool *self, PyObject *unused) {
-    if (pool_check_open(self) < 0) return NULL;
-    PyObject *out = PyList_New(0);
-    if (!out) return NULL;
-    for (uint32_t i = 0; i < MAX_SLOTS; i++) {
-        slot_t *s = &self->H->slots[i];
-        if (!atomic_load_explicit(&s->state, ACQUIRE)) continue;
-        PyObject *v = PyLong_FromLong(s->pid);
-        if (!v || PyList_Append(out, v) < 0) { Py_XDECREF(v); Py_DECREF(out); return NULL; }
-        Py_DECREF(v);
-    }
-    return out;
-}
-
 static int set_u64(PyObject *d, const char *k, uint64_t v) {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
     if (!o) return -1;
@@ -1104,9 +933,9 @@ static int set_u64(PyObject *d, const char *k, uint64_t v) {
 static PyObject *Pool_stats_raw(Pool *self, PyObject *unused) {
     if (pool_check_open(self) < 0) return NULL;
     header_t *H = self->H;
-    uint64_t tot[NCOUNT], fc[MAX_ORDER + 1], free_gran, largest, rec, recl, orph, alive;
+    uint64_t tot[NCOUNT], fc[MAX_ORDER + 1], free_gran, largest;
     if (lock_or_raise(self) < 0) return NULL;
-    memcpy(tot, H->retired, sizeof tot);
+    memset(tot, 0, sizeof tot);
     for (uint32_t i = 0; i < MAX_SLOTS; i++) {
         slot_t *s = &H->slots[i];
         if (!atomic_load_explicit(&s->state, ACQUIRE)) continue;
@@ -1115,7 +944,6 @@ static PyObject *Pool_stats_raw(Pool *self, PyObject *unused) {
     memcpy(fc, H->free_count, sizeof fc);
     free_gran = H->free_gran;
     largest = self->tree[1] ? (uint64_t)GRAN << (self->tree[1] - 1) : 0;
-    rec = H->recoveries; recl = H->reclaimed_blocks; orph = H->orphaned_blocks; alive = H->slots_alive;
     pool_unlock(self);
     PyObject *d = PyDict_New();
     if (!d) return NULL;
@@ -1123,9 +951,7 @@ static PyObject *Pool_stats_raw(Pool *self, PyObject *unused) {
         if (set_u64(d, counter_names[c], tot[c]) < 0) goto fail;
     if (set_u64(d, "size", self->size) < 0 || set_u64(d, "granule", GRAN) < 0 ||
         set_u64(d, "l3_free_bytes", free_gran << GRAN_SHIFT) < 0 ||
-        set_u64(d, "l3_largest_free", largest) < 0 || set_u64(d, "lock_recoveries", rec) < 0 ||
-        set_u64(d, "reclaimed_blocks", recl) < 0 || set_u64(d, "orphaned_blocks", orph) < 0 ||
-        set_u64(d, "processes", alive) < 0 || set_u64(d, "max_processes", MAX_SLOTS) < 0 ||
+        set_u64(d, "l3_largest_free", largest) < 0 || set_u64(d, "owner_pid", (uint64_t)self->owner) < 0 ||
         set_u64(d, "cached_classes", NCLASS) < 0)
         goto fail;
     PyObject *lst = PyList_New(self->levels + 1);
@@ -1199,16 +1025,6 @@ static PyObject *Pool_check(Pool *self, PyObject *unused) {
                          "free_bytes", (unsigned long long)(fg << GRAN_SHIFT));
 }
 
-/* Test hook: takes the pool lock, optionally half-does an allocation, and
- * exits the process without unlocking — what a crash inside the lock does. */
-static PyObject *Pool_debug_die_holding_lock(Pool *self, PyObject *arg) {
-    int corrupt = PyObject_IsTrue(arg);
-    if (corrupt < 0 || pool_check_open(self) < 0) return NULL;
-    if (lock_or_raise(self) < 0) return NULL;
-    if (corrupt) (void)tree_alloc(self, 3); /* tree updated, metadata never written */
-    _exit(17);
-}
-
 static void pool_do_close(Pool *p) {
     if (p->closed || !p->H) { p->closed = 1; return; }
     p->closed = 1;
@@ -1223,13 +1039,9 @@ static void pool_do_close(Pool *p) {
     }
     p->tcaches = NULL;
     pthread_mutex_unlock(&g_lock);
-    if (locked) {
-        uint8_t mark[MAX_SLOTS];
-        memset(mark, 0, sizeof mark);
-        mark[p->slot - 1] = 1;
-        slots_release_locked(p, mark, 1);
-        pool_unlock(p);
-    }
+    /* Blocks in use stay where they are: a consumer may still read them through its
+     * own mapping, and the arena lives until its last mapping goes. */
+    if (locked) pool_unlock(p);
 }
 
 static PyObject *Pool_close(Pool *self, PyObject *unused) {
@@ -1280,17 +1092,14 @@ static PyObject *Pool_get_owner(Pool *self, void *c) { return PyLong_FromLong(se
 
 static PyMethodDef Pool_methods[] = {
     {"alloc", (PyCFunction)Pool_alloc, METH_O, "alloc(nbytes) -> offset of a block of at least nbytes"},
-    {"free", (PyCFunction)Pool_free, METH_O, "free(offset): from any attached process"},
-    {"adopt", (PyCFunction)Pool_adopt, METH_O, "adopt(offset): charge a received block to this process"},
+    {"free", (PyCFunction)Pool_free, METH_O, "free(offset): the owner gives a block back"},
+    {"free_returned", (PyCFunction)Pool_free_returned, METH_O,
+     "free_returned(offset): a block a consumer returned (validated by the ring): level 2"},
     {"usable_size", (PyCFunction)Pool_usable_size, METH_O, "usable_size(offset) -> block size"},
-    {"owner_of", (PyCFunction)Pool_owner_of, METH_O, "owner_of(offset) -> pid charged, or None"},
     {"trim", (PyCFunction)Pool_trim, METH_NOARGS, "trim() -> bytes given back from caches"},
-    {"close", (PyCFunction)Pool_close, METH_NOARGS, "close(): detach this process"},
-    {"_reclaim_slots", (PyCFunction)Pool_reclaim_slots, METH_O, "free every block of pid"},
-    {"_attached_pids", (PyCFunction)Pool_attached_pids, METH_NOARGS, "pids of attached slots"},
+    {"close", (PyCFunction)Pool_close, METH_NOARGS, "close(): drop the allocator"},
     {"_stats_raw", (PyCFunction)Pool_stats_raw, METH_NOARGS, "raw counters"},
     {"check", (PyCFunction)Pool_check, METH_NOARGS, "full consistency check"},
-    {"_debug_die_holding_lock", (PyCFunction)Pool_debug_die_holding_lock, METH_O, "test hook"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1299,7 +1108,7 @@ static PyGetSetDef Pool_getset[] = {
     {"fd", (getter)Pool_get_fd, NULL, "the memfd", NULL},
     {"size", (getter)Pool_get_size, NULL, "arena size in bytes", NULL},
     {"closed", (getter)Pool_get_closed, NULL, "True after close()", NULL},
-    {"owner", (getter)Pool_get_owner, NULL, "pid blocks allocated here are charged to", NULL},
+    {"owner", (getter)Pool_get_owner, NULL, "pid of the owning process", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1313,7 +1122,8 @@ static PyTypeObject PoolType = {
     .tp_name = "exo.mm._pool.Pool",
     .tp_basicsize = sizeof(Pool),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Three-level allocator over a shared memfd (see docs/memory-pool.md).",
+    .tp_doc = "Three-level allocator over a memfd arena; its metadata is private to the owner "
+              "(see docs/memory-pool.md).",
     .tp_new = Pool_new,
     .tp_init = (initproc)Pool_init,
     .tp_dealloc = (destructor)Pool_dealloc,
@@ -1322,20 +1132,7 @@ static PyTypeObject PoolType = {
     .tp_as_buffer = &Pool_as_buffer,
 };
 
-static PyObject *mod_file_size_for(PyObject *mod, PyObject *arg) {
-    unsigned long long size = PyLong_AsUnsignedLongLong(arg);
-    if (size == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    if (size < MIN_POOL || size > MAX_POOL || (size & (size - 1))) {
-        PyErr_Format(PyExc_ValueError, "pool size must be a power of two in %llu..%llu, not %llu",
-                     MIN_POOL, MAX_POOL, size);
-        return NULL;
-    }
-    return PyLong_FromUnsignedLongLong(file_size_for(size));
-}
-
 static PyMethodDef mod_methods[] = {
-    {"file_size_for", (PyCFunction)mod_file_size_for, METH_O,
-     "file_size_for(size) -> bytes of memfd holding an arena of size bytes"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1359,7 +1156,6 @@ PyMODINIT_FUNC PyInit__pool(void) {
         PyModule_AddObjectRef(m, "Pool", (PyObject *)&PoolType) < 0 ||
         PyModule_AddIntConstant(m, "GRANULE", GRAN) < 0 ||
         PyModule_AddIntConstant(m, "CACHED_CLASSES", NCLASS) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_PROCESSES", MAX_SLOTS) < 0 ||
         PyModule_AddIntConstant(m, "MIN_SIZE", (long)MIN_POOL) < 0 ||
         PyModule_AddIntConstant(m, "MAX_SIZE", (long)MAX_POOL) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_SIZE", (long)sizeof(header_t)) < 0) {

@@ -34,7 +34,7 @@ def derive_stats(raw: dict[str, Any]) -> dict[str, Any]:
     s = dict(raw)
     allocs = s["l1_hits"] + s["l2_hits"] + s["l3_hits"]
     s["allocs"] = allocs
-    s["frees"] = s["frees_local"] + s["frees_remote"]
+    s["frees"] = s["frees_local"] + s["frees_returned"]
     for level in ("l1", "l2", "l3"):
         s[f"{level}_hit_rate"] = _ratio(s[f"{level}_hits"], allocs)
     s["bytes_in_use"] = s["alloc_bytes"] - s["freed_bytes"]
@@ -60,16 +60,12 @@ def format_meminfo(s: dict[str, Any]) -> str:
     ]
     lines = [f"{name + ':':<20}{value // 1024:>12} kB" for name, value in kib]
     plain = [
-        ("PoolProcesses", s["processes"]),
         ("PoolAllocs", s["allocs"]),
         ("PoolFrees", s["frees"]),
-        ("PoolRemoteFrees", s["frees_remote"]),
+        ("PoolReturnedFrees", s["frees_returned"]),
         ("PoolL1Hits", s["l1_hits"]),
         ("PoolL2Hits", s["l2_hits"]),
         ("PoolL3Hits", s["l3_hits"]),
-        ("PoolReclaimed", s["reclaimed_blocks"]),
-        ("PoolOrphaned", s["orphaned_blocks"]),
-        ("PoolLockRecoveries", s["lock_recoveries"]),
     ]
     lines += [f"{name + ':':<20}{value:>12}" for name, value in plain]
     pct = [
