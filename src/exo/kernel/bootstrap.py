@@ -39,7 +39,7 @@ from exo.abi import (
     BOOTSTRAP_RING_ENV,
     MAX_FDS,
     ProtocolError,
-    decode_message,
+    decode_request,
     encode_message,
     message_bytes,
 )
@@ -105,7 +105,7 @@ class BootstrapChannel:
         except PeerGoneError:
             return None
         raw = message_bytes(data)
-        msg = decode_message(raw)
+        msg = decode_request(raw)
         nfds = msg.pop("nfds", 0)
         fds: list[int] = []
         if nfds:
