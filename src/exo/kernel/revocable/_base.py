@@ -16,6 +16,7 @@ import os
 import select
 import stat
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -281,10 +282,17 @@ class FuseServer:
                 except OSError as exc:
                     if exc.errno == errno.ENOENT:
                         continue  # interrupted before we read it
-                    if exc.errno != errno.ENODEV:  # ENODEV: connection aborted / unmounted
-                        log.error("revocable files: reading /dev/fuse: %s", exc)
-                    break
-                self._dispatch(view[:n], out)
+                    if exc.errno == errno.ENODEV:  # connection aborted / unmounted
+                        break
+                    # Anything else (ENOMEM, ...) must not end the thread: every file of
+                    # every process depends on it. Say so and retry after a pause.
+                    log.error("revocable files: reading /dev/fuse: %s (retrying)", exc)
+                    time.sleep(0.05)
+                    continue
+                try:
+                    self._dispatch(view[:n], out)
+                except Exception:  # a reply that could not even be formed: keep serving
+                    log.exception("revocable files: request failed")
         finally:
             ep.close()
 
