@@ -1,16 +1,18 @@
 """Fair shares of the kernel's time: one process's requests cannot starve the others.
 
-The kernel serves every process on its own thread, but those threads share one
-interpreter lock: while the thread of a process that floods the kernel with costly
-requests (huge names, malformed JSON, refused opens) holds it, every other process's
-syscall waits. The Linux scheduler cannot help, since to it the kernel is one process.
+The kernel serves every process on threads of one interpreter: its syscalls on its own
+thread, its file operations on the FUSE servers' threads. They share one interpreter
+lock, so while the kernel works for a process that floods it with costly requests (huge
+names, malformed JSON, thousands of file creations), every other process's syscall
+waits. The Linux scheduler cannot help: to it the kernel is one process.
 
-So each process gets a token bucket of kernel CPU time (seconds of its serving thread's
-``thread_time``): it refills at ``rate`` (a fraction of one CPU) up to ``burst``. A
-process that has used more than its share pauses, with the lock released, before its
-next request is served -- but only while another process is using the kernel too
-(asked within ``RECENT_S``): alone, a process may have all of it (work-conserving, like
-CFS). Costs two ``clock_gettime`` per request.
+So each Exo process has a token bucket of kernel CPU time (seconds of ``thread_time``
+spent on its behalf, syscalls and file operations together): it refills at ``rate`` (a
+fraction of one CPU) up to ``burst``. A process whose bucket is empty is *in debt*, and
+while another process is using the kernel too (asked within ``RECENT_S``) its next
+request waits until the debt is paid: its syscall thread sleeps (lock released), and a
+FUSE server puts its request aside and serves others first. Alone, a process may have all
+of the kernel (work-conserving, as CFS is). Charging costs two ``clock_gettime`` calls.
 """
 
 from __future__ import annotations
@@ -18,78 +20,108 @@ from __future__ import annotations
 import threading
 import time
 
-#: A process over its share may run up to this long in one go before it pauses.
+#: A process may run this long in one go before its share applies.
 BURST_S = 0.010
 #: Its share of one CPU's worth of kernel time while others want the kernel.
 RATE = 0.25
 #: Another process counts as "wanting the kernel" this long after its last request.
 RECENT_S = 0.050
-#: A pause never lasts longer than this (the bucket refills meanwhile anyway).
+#: No single wait is longer than this (the bucket refills meanwhile anyway).
 MAX_PAUSE_S = 0.1
 
 
-class FairShare:
-    """The kernel-wide view: who asked for the kernel lately."""
+class _Bucket:
+    __slots__ = ("paused_s", "pauses", "refilled", "spent_s", "tokens")
 
-    __slots__ = ("_last", "_lock", "burst", "rate")
+    def __init__(self, tokens: float, now: float) -> None:
+        self.tokens = tokens
+        self.refilled = now
+        self.pauses = 0
+        self.paused_s = 0.0
+        self.spent_s = 0.0
+
+
+class FairShare:
+    """Every process's bucket, and who asked for the kernel lately."""
+
+    __slots__ = ("_buckets", "_last", "_lock", "burst", "rate")
 
     def __init__(self, rate: float = RATE, burst: float = BURST_S) -> None:
         self.rate = rate
         self.burst = burst
         self._lock = threading.Lock()
+        self._buckets: dict[int, _Bucket] = {}
         self._last: dict[int, float] = {}  # pid -> monotonic time of its last request
 
-    def account(self, pid: int) -> Account:
-        return Account(self, pid)
+    def seen(self, pid: int) -> None:
+        """``pid`` asked for the kernel now."""
+        self._last[pid] = time.monotonic()  # one dict store: atomic under the GIL
 
-    def seen(self, pid: int, now: float) -> None:
-        self._last[pid] = now  # one dict store: atomic under the interpreter lock
-
-    def others_active(self, pid: int, now: float) -> bool:
+    def charge(self, pid: int, spent: float) -> float:
+        """Charge ``spent`` seconds of kernel CPU to ``pid``; return its debt in seconds
+        of waiting (0: within its share, or nobody else wants the kernel)."""
+        now = time.monotonic()
         with self._lock:
-            stale = [p for p, t in self._last.items() if now - t > RECENT_S]
-            for p in stale:
-                del self._last[p]
-            return any(p != pid for p in self._last)
+            b = self._buckets.get(pid)
+            if b is None:
+                b = self._buckets[pid] = _Bucket(self.burst, now)
+            b.tokens = min(self.burst, b.tokens + (now - b.refilled) * self.rate) - spent
+            b.refilled = now
+            b.spent_s += spent
+            if b.tokens >= 0 or not self._others_active(pid, now):
+                return 0.0
+            return min(MAX_PAUSE_S, -b.tokens / self.rate)
+
+    def debt(self, pid: int) -> float:
+        """How long ``pid`` must wait before the kernel works for it again (0: now)."""
+        return self.charge(pid, 0.0)
+
+    def paused(self, pid: int, seconds: float) -> None:
+        with self._lock:
+            b = self._buckets.get(pid)
+            if b is not None:
+                b.pauses += 1
+                b.paused_s += seconds
 
     def forget(self, pid: int) -> None:
+        """``pid`` exited."""
         with self._lock:
+            self._buckets.pop(pid, None)
             self._last.pop(pid, None)
 
+    def stats(self) -> dict[int, dict[str, float]]:
+        """Per process: kernel CPU seconds spent for it, waits imposed, their total."""
+        with self._lock:
+            return {pid: {"kernel_cpu_s": round(b.spent_s, 6), "pauses": b.pauses,
+                          "paused_s": round(b.paused_s, 6)}
+                    for pid, b in self._buckets.items()}
 
-class Account:
-    """One process's bucket; used only by that process's serving thread."""
+    def _others_active(self, pid: int, now: float) -> bool:
+        stale = [p for p, t in self._last.items() if now - t > RECENT_S]
+        for p in stale:
+            del self._last[p]
+        return any(p != pid for p in self._last)
 
-    __slots__ = ("_cpu0", "_refilled", "_share", "paused_s", "pauses", "pid", "tokens")
+
+class Meter:
+    """Times kernel work for one process on the calling thread and charges it."""
+
+    __slots__ = ("_cpu0", "_share", "pid")
 
     def __init__(self, share: FairShare, pid: int) -> None:
         self._share = share
         self.pid = pid
-        self.tokens = share.burst
-        self._refilled = time.monotonic()
         self._cpu0 = 0.0
-        self.pauses = 0
-        self.paused_s = 0.0
 
-    def begin(self) -> None:
-        """Start the clock before waiting for a request (a wait costs no CPU time; the
-        request's decoding, which happens as it is received, does)."""
+    def start(self) -> None:
         self._cpu0 = time.thread_time()
 
-    def arrived(self) -> None:
-        """A request arrived: the process wants the kernel."""
-        self._share.seen(self.pid, time.monotonic())
+    def stop(self) -> float:
+        """Charge what was spent since ``start``; return the debt (seconds to wait)."""
+        return self._share.charge(self.pid, time.thread_time() - self._cpu0)
 
-    def end(self) -> None:
-        """The request was answered: charge it, and pause if over the share."""
-        spent = time.thread_time() - self._cpu0
-        now = time.monotonic()
-        share = self._share
-        self.tokens = min(share.burst, self.tokens + (now - self._refilled) * share.rate)
-        self._refilled = now
-        self.tokens -= spent
-        if self.tokens < 0 and share.others_active(self.pid, now):
-            pause = min(MAX_PAUSE_S, -self.tokens / share.rate)
-            self.pauses += 1
-            self.paused_s += pause
-            time.sleep(pause)  # the interpreter lock is free meanwhile
+    def pay(self, debt: float) -> None:
+        """Wait out a debt (the interpreter lock is free meanwhile)."""
+        if debt > 0:
+            self._share.paused(self.pid, debt)
+            time.sleep(debt)

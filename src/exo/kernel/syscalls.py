@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from exo.abi import ProtocolError
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
+from exo.kernel.fairshare import Meter
 from exo.sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
@@ -55,35 +56,36 @@ def _serve(kernel: Kernel, proc: ExoProcess) -> None:
     """Serve one process until it is gone. Nothing a request contains ends this loop:
     a malformed message gets a ProtocolError reply, a failing handler an error reply.
     Each request is charged to the process's fair share of the kernel's time
-    (``exo.kernel.fairshare``): a process over it waits before its next request."""
+    (``exo.kernel.fairshare``): a process in debt waits before its next request."""
     channel = proc.channel
     assert channel is not None
-    account = kernel.fair_share.account(proc.pid)
+    share = kernel.fair_share
+    meter = Meter(share, proc.pid)
     try:
         while True:
-            account.begin()
+            meter.start()  # a wait costs no CPU time; decoding what arrives does
             try:
                 got = channel.recv()
             except ProtocolError as exc:
-                account.arrived()
+                share.seen(proc.pid)
                 reply: dict[str, Any] = {"id": None, "ok": False, "error": "ProtocolError",
                                          "message": str(exc)}
                 if not _reply(channel, reply, []):
                     break
-                account.end()
+                meter.pay(meter.stop())
                 continue
             except Exception:  # the channel is closed under us (process reclaimed)
                 break
             if got is None:
                 break  # the process is gone: its reaper reclaims everything
-            account.arrived()
+            share.seen(proc.pid)
             msg, fds = got
             reply, out_fds = _dispatch(kernel, proc, msg, fds)
             if not _reply(channel, reply, out_fds):
                 break
-            account.end()
+            meter.pay(meter.stop())
     finally:
-        kernel.fair_share.forget(proc.pid)
+        share.forget(proc.pid)
         channel.close()
 
 

@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from . import _proto as P
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     from typing import Any
+
+    from exo.kernel.fairshare import FairShare
 
 log = logging.getLogger("exo.kernel.revocable")
 
@@ -88,6 +91,11 @@ class FuseServer:
         self._watchdog: Any = None        # subprocess.Popen of the unmount watchdog
         self._watchdog_w = -1
         self._on_release = on_release  # hears each pin this server lets go of, once
+        # Fair shares of kernel time (exo.kernel.fairshare), when the kernel sets one:
+        # requests of a process in debt wait here, copied, while others are served.
+        self.fair_share: FairShare | None = None
+        self._deferred: dict[int, deque[bytes]] = {}
+        self._deferred_lock = threading.Lock()
 
     # ------------------------------------------------------------------ pins
     @staticmethod
@@ -272,9 +280,9 @@ class FuseServer:
         ep.register(self._wake_r, select.EPOLLIN)
         try:
             while not self._stopping:
-                ep.poll()
-                if self._stopping:
-                    break
+                timeout = self._serve_deferred(out) if self._deferred else -1
+                if not ep.poll(timeout) or self._stopping:
+                    continue
                 try:
                     n = os.readv(self._dev, [buf])
                 except (BlockingIOError, InterruptedError):
@@ -290,11 +298,71 @@ class FuseServer:
                     time.sleep(0.05)
                     continue
                 try:
-                    self._dispatch(view[:n], out)
+                    self._admit(view[:n], out)
                 except Exception:  # a reply that could not even be formed: keep serving
                     log.exception("revocable files: request failed")
         finally:
             ep.close()
+
+    # ------------------------------------------------------------------ fair shares
+    def _owner(self, opcode: int, nodeid: int, body: memoryview) -> int | None:
+        """Subclass: the Exo pid a request works for (None: nobody's in particular)."""
+        return None
+
+    def _admit(self, req: memoryview, out: memoryview) -> None:
+        """Serve ``req`` now, or put it aside while its process is over its share."""
+        share = self.fair_share
+        if share is None:
+            self._dispatch(req, out)
+            return
+        _, opcode, _, nodeid, *_ = P.IN_HEADER.unpack_from(req)
+        owner = None if opcode in P.NO_REPLY else self._owner(
+            opcode, nodeid, req[P.IN_HEADER.size:])
+        if owner is None:
+            self._dispatch(req, out)
+            return
+        share.seen(owner)
+        if share.debt(owner) > 0:
+            with self._deferred_lock:
+                self._deferred.setdefault(owner, deque()).append(bytes(req))
+            return
+        self._dispatch_charged(owner, req, out)
+
+    def _dispatch_charged(self, owner: int, req: memoryview, out: memoryview) -> None:
+        assert self.fair_share is not None
+        t0 = time.thread_time()
+        try:
+            self._dispatch(req, out)
+        finally:
+            self.fair_share.charge(owner, time.thread_time() - t0)
+
+    def _serve_deferred(self, out: memoryview) -> int:
+        """Serve one put-aside request whose process has paid its debt; return how long
+        (ms) the caller may wait for new requests before looking again (-1: forever)."""
+        share = self.fair_share
+        if share is None:
+            return -1
+        with self._deferred_lock:
+            owners = list(self._deferred)
+        wait: float | None = None
+        for owner in owners:
+            debt = share.debt(owner)
+            if debt > 0:
+                wait = debt if wait is None else min(wait, debt)
+                continue
+            with self._deferred_lock:
+                queue = self._deferred.get(owner)
+                if not queue:
+                    continue
+                req = queue.popleft()
+                if not queue:
+                    del self._deferred[owner]
+            try:
+                self._dispatch_charged(owner, memoryview(req), out)
+            except Exception:
+                log.exception("revocable files: request failed")
+            return 0  # look again at once (new requests first, then the rest)
+        return -1 if wait is None else max(1, int(wait * 1000))
 
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
         """Subclass: FORGET / BATCH_FORGET (no reply). Default: nothing kept per lookup."""
