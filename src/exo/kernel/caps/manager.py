@@ -104,13 +104,31 @@ class CapabilityManager:
 
     # -- spaces ------------------------------------------------------------------------------
 
-    def create_space(self, pid: int) -> None:
-        """Give process ``pid`` an empty capability space."""
+    def create_space(self, pid: int, *, max_handles: int | None = None,
+                     max_received: int | None = None) -> None:
+        """Give process ``pid`` an empty capability space.
+
+        ``max_handles`` (at most the manager's) bounds its table; ``max_received`` bounds
+        how many of those may be capabilities moved in by other processes.
+        """
         _check_pid(pid)
+        limit = self._max_handles if max_handles is None else min(max_handles,
+                                                                   self._max_handles)
         with self._lock:
             if pid in self._spaces:
                 raise SpaceExists(f"process {pid} already has a capability space")
-            self._spaces[pid] = CapabilitySpace(pid, self._max_handles)
+            self._spaces[pid] = CapabilitySpace(pid, limit, max_received)
+
+    def set_max_received(self, pid: int, limit: int) -> None:
+        """How many capabilities from other processes ``pid`` will hold (0: refuse all)."""
+        with self._lock:
+            self._space(pid).max_received = limit
+
+    def received(self, pid: int) -> tuple[int, int]:
+        """(capabilities from other processes ``pid`` holds, how many it accepts)."""
+        with self._lock:
+            space = self._space(pid)
+            return space.received, space.max_received
 
     def destroy_space(self, pid: int) -> int:
         """Release every handle of ``pid`` (process exit); return how many were released.
@@ -126,6 +144,7 @@ class CapabilityManager:
             for cap in caps:
                 self._let_go(cap)
         self.audit.record("release", pid=pid, count=len(caps), reason="process exit")
+        self.audit.forget(pid)  # its rate-limit state, and how many denials it suppressed
         return len(caps)
 
     def has_space(self, pid: int) -> bool:
@@ -268,8 +287,10 @@ class CapabilityManager:
             with self._lock:
                 src_space, dst_space = self._space(from_pid), self._space(to_pid)
                 src_space.get(handle, Rights.TRANSFER)
+                received = from_pid != to_pid
+                dst_space.check_room(received=received)  # a refusal leaves the sender whole
                 cap = src_space.remove(handle)
-                new = dst_space.insert(cap)
+                new = dst_space.insert(cap, received=received)
         except CapabilityError as exc:
             self._deny("transfer", from_pid, handle, None, None, exc, peer=to_pid)
             raise
@@ -305,7 +326,7 @@ class CapabilityManager:
                     raise CapabilityRevoked(f"capability #{cap.id} on {cap.resource} was revoked")
                 if cap.owner != IN_FLIGHT:
                     raise InvalidHandle(f"capability #{cap.id} is not in flight")
-                new = self._space(to_pid).insert(cap)
+                new = self._space(to_pid).insert(cap, received=True)
         except CapabilityError as exc:
             self._deny("transfer", None, None, cap.resource, cap.rights, exc, peer=to_pid)
             raise

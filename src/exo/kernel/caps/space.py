@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from .capability import NO_OWNER, Capability
-from .errors import InsufficientRights, InvalidHandle, SpaceFull
+from .errors import InsufficientRights, InvalidHandle, QuotaExceeded, SpaceFull
 from .rights import Rights
 
 SLOT_BITS = 16
@@ -36,13 +36,19 @@ _M2 = 0x297A2D39
 class CapabilitySpace:
     """Handle table of one process (``pid``)."""
 
-    __slots__ = ("_free", "_gens", "_salt", "_salt2", "_table", "max_handles", "pid")
+    __slots__ = ("_free", "_gens", "_received", "_salt", "_salt2", "_table", "max_handles",
+                 "max_received", "pid")
 
-    def __init__(self, pid: int, max_handles: int = MAX_SLOTS) -> None:
+    def __init__(self, pid: int, max_handles: int = MAX_SLOTS,
+                 max_received: int | None = None) -> None:
         if not 1 <= max_handles <= MAX_SLOTS:
             raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
         self.pid = pid
         self.max_handles = max_handles
+        # Handles that other processes moved in (transfers) are bounded separately, so a
+        # peer cannot fill this table: the process decides how much it accepts from others.
+        self.max_received = max_handles if max_received is None else max_received
+        self._received: set[int] = set()
         # os.urandom, like ``secrets``, without importing secrets' dependencies at boot.
         self._salt = _random_bits(SLOT_BITS + GEN_BITS)
         self._salt2 = _random_bits(SLOT_BITS + GEN_BITS)
@@ -61,33 +67,47 @@ class CapabilitySpace:
 
     # -- table operations ------------------------------------------------------------------
 
-    def insert(self, cap: Capability) -> int:
-        """Put ``cap`` in a fresh slot; return its new handle number."""
+    def insert(self, cap: Capability, *, received: bool = False) -> int:
+        """Put ``cap`` in a fresh slot; return its new handle number.
+
+        ``received``: it comes from another process (a transfer), and counts against
+        ``max_received`` as long as it is held here.
+        """
+        self.check_room(received=received)
         if self._free:
             slot = self._free.popleft()
             gen = (self._gens[slot] + 1) & _GEN_MASK
             self._gens[slot] = gen
         else:
             slot = len(self._gens)
-            if slot >= self.max_handles:
-                raise SpaceFull(
-                    f"process {self.pid} already holds {len(self._table)} handles "
-                    f"(limit {self.max_handles})"
-                )
             gen = 1
             self._gens.append(gen)
         handle = self._encode(slot, gen)
         self._table[handle] = cap
+        if received:
+            self._received.add(handle)
         cap.slot = slot
         cap.owner = self.pid
         cap.handle = handle
         return handle
+
+    def check_room(self, *, received: bool = False) -> None:
+        """Raise what :meth:`insert` would raise for lack of room, without inserting."""
+        if received and len(self._received) >= self.max_received:
+            raise QuotaExceeded("received", self.max_received,
+                                f"process {self.pid} holds {len(self._received)} "
+                                "capabilities received from other processes")
+        if not self._free and len(self._gens) >= self.max_handles:
+            raise SpaceFull("handles", self.max_handles,
+                            f"process {self.pid} already holds {len(self._table)} handles "
+                            f"(limit {self.max_handles})")
 
     def remove(self, handle: int) -> Capability:
         """Take a handle out of the table (the capability itself is left to the caller)."""
         cap = self._table.pop(handle, None)
         if cap is None:
             raise self.invalid(handle)
+        self._received.discard(handle)
         self._free.append(cap.slot)
         cap.owner = NO_OWNER
         cap.handle = 0
@@ -96,7 +116,10 @@ class CapabilitySpace:
     def discard_many(self, caps: list[Capability]) -> None:
         """Bulk removal used by revocation: every cap must currently live in this space."""
         table_pop, free_append = self._table.pop, self._free.append
+        received = self._received
         for cap in caps:
+            if received:
+                received.discard(cap.handle)
             table_pop(cap.handle)
             free_append(cap.slot)
             cap.owner = NO_OWNER
@@ -123,6 +146,11 @@ class CapabilitySpace:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    @property
+    def received(self) -> int:
+        """How many of the handles held here were moved in by other processes."""
+        return len(self._received)
 
     def items(self) -> Iterator[tuple[int, Capability]]:
         """``(handle, capability)`` pairs, in insertion order."""
