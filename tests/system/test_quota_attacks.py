@@ -72,8 +72,8 @@ def app(kernel: Kernel, code: str, *caps: str, limits: Limits | None = None) -> 
 
 
 def _kernel_threads() -> int:
-    """The threads the kernel spends per process (syscall server, reaper)."""
-    return sum(1 for t in threading.enumerate() if t.name.startswith(("exo-sys-", "exo-reap-")))
+    """The threads the kernel spends on processes (a syscall server each, one reaper)."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith(("exo-sys-", "exo-reap")))
 
 
 def _children(kernel: Kernel, pid: int) -> list[ExoProcess]:
@@ -127,8 +127,8 @@ def test_twenty_spawns_stay_inside_the_parents_32m_4_pid_budget(kernel: Kernel) 
             mem = next(d for d in child.sandbox.cgroup.dirs
                        if (d / "memory.limit_in_bytes").exists())
             assert _int(mem / "memory.limit_in_bytes") == 32 << 20
-        # Two kernel threads per live process (its syscall server and its reaper).
-        assert _kernel_threads() - threads_before <= 2 * (1 + len(children))
+        # One kernel thread per live process (its syscall server), one reaper for all.
+        assert _kernel_threads() - threads_before <= 1 + (1 + len(children))
         parent.send("go")
         assert parent.finish() == 0
     # The parent's exit took its subtree with it: nothing of it is left.
@@ -350,3 +350,30 @@ def test_a_token_is_refused_to_an_unrelated_process(kernel: Kernel) -> None:
         assert receiver.line() == "redeemed storage://home/a"
         assert receiver.finish() == 0
     assert kernel.in_flight.count() == 0
+
+
+# ------------------------------------------------------------------ kernel threads
+def test_kernel_threads_follow_live_processes_one_each_and_none_after(kernel: Kernel) -> None:
+    """Each live process costs the kernel one thread (its syscall server); one reaper
+    watches them all; a process killed while blocked in recv_capability leaves no thread."""
+    before = {t.name for t in threading.enumerate()}
+    code = """
+        from exo_std import receive_capability
+        print("READY", flush=True)
+        receive_capability()  # blocks in the kernel, with no timeout
+    """
+    with app(kernel, code) as a, app(kernel, code) as b, app(kernel, code) as c:
+        for running in (a, b, c):
+            assert running.line() == "READY"
+        names = [t.name for t in threading.enumerate() if t.name not in before]
+        assert sorted(n for n in names if n.startswith("exo-sys-")) == sorted(
+            f"exo-sys-{p.proc.pid}" for p in (a, b, c))
+        assert [n for n in names if n.startswith("exo-reap")] in ([], ["exo-reaper"])
+        servers = [t for t in threading.enumerate() if t.name.startswith("exo-sys-")
+                   and t.name not in before]
+        for running in (a, b, c):
+            kernel.processes.kill(running.proc.pid, 9)
+            kernel.processes.wait(running.proc.pid, timeout=60)
+    for t in servers:
+        t.join(30)
+        assert not t.is_alive(), f"{t.name} still blocked after its process exited"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
 
 KERNEL_PID = 1
+CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 _SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
 
 
@@ -79,12 +80,19 @@ class ExoProcess:
 
     def drain_inbox(self) -> list[Any]:
         """The capabilities still waiting (the process exited: they go nowhere)."""
-        caps = []
+        caps: list[Any] = []
         while True:
             try:
-                caps.append(self.inbox.get_nowait()[1])
+                sender, cap = self.inbox.get_nowait()
             except queue.Empty:
                 return caps
+            if sender != CLOSED:
+                caps.append(cap)
+
+    def close_inbox(self) -> None:
+        """Wake a ``recv_capability`` blocked on the inbox of this exited process."""
+        with contextlib.suppress(queue.Full):
+            self.inbox.put_nowait((CLOSED, None))
 
     @property
     def state(self) -> str:
@@ -195,6 +203,7 @@ class ProcessManager:
         """
         from dataclasses import replace  # the spawn path: SandboxSpec is a dataclass
 
+        from exo.kernel import reaper
         from exo.kernel.syscalls import serve_process
         from exo.sandbox import spawn as sandbox_spawn
 
@@ -238,6 +247,7 @@ class ProcessManager:
             unlink_child()
             for cap in proc.drain_inbox():
                 self.caps.cancel_transfer(cap)
+            proc.close_inbox()  # a recv_capability still blocked there returns
             in_flight = self.kernel.components.get("in_flight")
             if in_flight is not None:
                 in_flight.drop_receiver(pid)
@@ -278,9 +288,9 @@ class ProcessManager:
             self._table[pid] = proc
             self.spawned += 1
         proc.server = serve_process(self.kernel, proc)
-        reaper = threading.Thread(target=self._reap, args=(proc,), name=f"exo-reap-{pid}",
-                                  daemon=True)
-        reaper.start()
+        # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
+        # a thread blocked per live process.
+        reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc))
         self.kernel.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 

@@ -224,6 +224,9 @@ def _recv_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds
         sender, cap = proc.inbox.get(timeout=timeout)
     except queue.Empty:
         raise TimeoutError("no capability arrived before the timeout") from None
+    if cap is None:  # the process exited while waiting (ExoProcess.close_inbox)
+        proc.close_inbox()
+        raise LookupError(f"process {proc.pid} has exited")
     try:
         handle = kernel.caps.complete_transfer(cap, proc.pid)
     except QuotaExceeded:
