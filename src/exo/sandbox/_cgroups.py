@@ -302,8 +302,13 @@ class CgroupSet:
         pids: set[int] = set()
         for d in self.dirs:
             for sub in _subtree(d):
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                try:
                     pids.update(int(x) for x in (sub / "cgroup.procs").read_text().split())
+                except OSError as exc:
+                    # A child group removed meanwhile (by its own process's reclaim) reads
+                    # as ENOENT, or ENODEV while the removal is under way.
+                    if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                        raise
         return pids
 
     def stat(self) -> dict[str, int]:
@@ -343,11 +348,35 @@ class CgroupSet:
         """Kill what is left and remove the group directories (and the boot dir if empty)."""
         self.kill_all(timeout)
         for d in self.dirs:
-            for sub in reversed(_subtree(d)):  # child groups first
-                _rmdir_retry(sub, timeout)
+            _remove_tree(d, timeout)
             with contextlib.suppress(OSError):  # other processes of this boot still use it
                 d.parent.rmdir()
         self.dirs = []
+
+
+def _remove_tree(top: Path, timeout: float) -> None:
+    """Remove ``top`` and its child groups, children first, killing what is left in them.
+
+    A child group may appear while this runs (a spawn nested in a process that is exiting)
+    and a group stays busy while its last member exits: so walk again until ``top`` is gone.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        for sub in reversed(_subtree(top)):
+            try:
+                sub.rmdir()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                    raise SandboxError(f"cgroup: cannot remove {sub}: {exc.strerror}"
+                                       ) from exc
+        if not top.exists():
+            return
+        if time.monotonic() > deadline:
+            raise SandboxError(f"cgroup: cannot remove {top}: still busy")
+        CgroupSet(1, [top]).kill_all(max(0.0, deadline - time.monotonic()))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
 
 
 def _subtree(top: Path) -> list[Path]:
@@ -358,7 +387,9 @@ def _subtree(top: Path) -> list[Path]:
         d = stack.pop()
         try:
             subs = [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError as exc:  # removed meanwhile (see members)
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
+                raise
             continue
         out.append(d)
         stack.extend(Path(p) for p in subs)
@@ -370,23 +401,6 @@ def _v2_controllers(group: Path) -> frozenset[str]:
         return frozenset((group / "cgroup.controllers").read_text().split())
     except OSError:
         return frozenset()
-
-
-def _rmdir_retry(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            # EBUSY while the last member finishes exiting.
-            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
-                raise SandboxError(f"cgroup: cannot remove {path}: {exc.strerror}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
 
 
 def _enable_v2_controllers(base: Path, parent: Path, available: frozenset[str]) -> None:
