@@ -4,8 +4,8 @@ One place for the bounds and their defaults. The cgroup limits (memory, pids, CP
 what a process spends of the *host*; these bound what it makes the *Exo kernel* spend:
 
 =============  ======================================================================
-``children``   live child processes (each costs the kernel a syscall thread and a
-               reaper thread, a capability space and a cgroup); 0: may not spawn
+``children``   live child processes (each costs the kernel a syscall thread, a
+               capability space and a cgroup); 0: may not spawn
 ``handles``    entries in its capability table
 ``received``   of those, capabilities moved in by other processes (``send_capability``,
                channel tokens); a process may lower it, down to 0 = refuse all
@@ -34,7 +34,7 @@ DEFAULTS = {"children": 16, "handles": 4096, "received": 1024, "inbox": 64,
 #: Upper bound a manifest may ask for, per quota (a capability space has 2**16 slots).
 CEILINGS = {"children": 256, "handles": 65536, "received": 65536, "inbox": 4096,
             "in_flight": 65536}
-#: Live Exo processes, kernel-wide: each holds two kernel threads (syscalls, reaping).
+#: Live Exo processes, kernel-wide: each holds a kernel thread (its syscall server).
 MAX_PROCESSES = 1024
 #: Host pids a sandbox needs to start (bubblewrap's monitor, its init, the target).
 SPAWN_PIDS = 3
