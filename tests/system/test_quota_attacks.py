@@ -377,3 +377,33 @@ def test_kernel_threads_follow_live_processes_one_each_and_none_after(kernel: Ke
     for t in servers:
         t.join(30)
         assert not t.is_alive(), f"{t.name} still blocked after its process exited"
+
+
+# ------------------------------------------------------------------ open files
+def test_files_the_kernel_holds_open_for_a_process_are_bounded(kernel: Kernel) -> None:
+    for name in "abcdef":
+        (kernel.root / "home" / "a" / name).write_text(name)
+    with app(kernel, """
+        import time
+        from exo_std import fs
+        from exo_std.errors import QuotaExceeded
+        held = []
+        for name in "abcdef":
+            try:
+                held.append(fs.File.open(f"storage://home/a/{name}"))
+            except QuotaExceeded as exc:
+                print(exc, flush=True)
+        print(len(held), flush=True)
+        held.pop().close()
+        for _ in range(500):  # the file server learns of the close asynchronously
+            try:
+                print("reopened", fs.File.open("storage://home/a/f").read().decode())
+                break
+            except QuotaExceeded:
+                time.sleep(0.01)
+        print("READY")
+    """, "storage://home/a=READ", limits=Limits(quotas=Quotas(files=4))) as running:
+        lines = running.until("READY")
+    # One for the export of the granted directory, three opened files.
+    assert lines == [f"quota 'files' (4) reached: process {running.proc.pid} has 4 files "
+                     "and directories open through the kernel"] * 3 + ["3", "reopened f"]

@@ -35,6 +35,7 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     received: Annotated[int, msgspec.Meta(ge=0)] | None = None
     inbox: Annotated[int, msgspec.Meta(ge=0)] | None = None
     in_flight: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    files: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class ManifestFile(msgspec.Struct, forbid_unknown_fields=True):

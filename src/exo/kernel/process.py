@@ -255,7 +255,8 @@ class ProcessManager:
         channel: BootstrapChannel | None = None
         try:
             self.caps.create_space(pid, max_handles=limits.quotas.handles,
-                                   max_received=limits.quotas.received)
+                                   max_received=limits.quotas.received,
+                                   max_pins=limits.quotas.files)
         except BaseException:
             unlink_child()
             raise

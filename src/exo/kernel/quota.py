@@ -11,6 +11,8 @@ what a process spends of the *host*; these bound what it makes the *Exo kernel* 
                channel tokens); a process may lower it, down to 0 = refuse all
 ``inbox``      capabilities sent to it and not yet received (``recv_capability``)
 ``in_flight``  channel tokens it issued that nobody has redeemed yet
+``files``      files and directories the kernel holds open for it (revocable opens,
+               exports of its storage grants): descriptors and file-server state
 =============  ======================================================================
 
 The audit volume a process can cause is bounded by the audit log itself (a per-process
@@ -28,12 +30,12 @@ from __future__ import annotations
 from exo._value import Value
 from exo.kernel.caps.errors import QuotaExceeded
 
-NAMES = ("children", "handles", "received", "inbox", "in_flight")
+NAMES = ("children", "handles", "received", "inbox", "in_flight", "files")
 DEFAULTS = {"children": 16, "handles": 4096, "received": 1024, "inbox": 64,
-            "in_flight": 256}
+            "in_flight": 256, "files": 1024}
 #: Upper bound a manifest may ask for, per quota (a capability space has 2**16 slots).
 CEILINGS = {"children": 256, "handles": 65536, "received": 65536, "inbox": 4096,
-            "in_flight": 65536}
+            "in_flight": 65536, "files": 65536}
 #: Live Exo processes, kernel-wide: each holds a kernel thread (its syscall server).
 MAX_PROCESSES = 1024
 #: Host pids a sandbox needs to start (bubblewrap's monitor, its init, the target).
@@ -50,13 +52,14 @@ class Quotas(Value):
 
     def __init__(self, children: int = DEFAULTS["children"],
                  handles: int = DEFAULTS["handles"], received: int = DEFAULTS["received"],
-                 inbox: int = DEFAULTS["inbox"], in_flight: int = DEFAULTS["in_flight"]
-                 ) -> None:
+                 inbox: int = DEFAULTS["inbox"], in_flight: int = DEFAULTS["in_flight"],
+                 files: int = DEFAULTS["files"]) -> None:
         self.children = children
         self.handles = handles
         self.received = received
         self.inbox = inbox
         self.in_flight = in_flight
+        self.files = files
         for name in NAMES:
             value = getattr(self, name)
             if type(value) is not int or not 0 <= value <= CEILINGS[name]:

@@ -196,3 +196,19 @@ def test_in_flight_is_a_per_sender_quota_and_full_receivers_keep_the_token() -> 
     flight.take(tokens[0], 2)
     assert flight.count(sender=1) == 1
     assert flight.drop_receiver(2) == 1 and flight.count() == 0
+
+
+def test_kernel_objects_pinned_for_a_process_are_bounded() -> None:
+    m = CapabilityManager()
+    m.create_space(1, max_pins=2)
+    root = m.grant_root(1, "storage://home/a", "ALL")
+    pins = [m.pin(1, root, "READ") for _ in range(2)]
+    with pytest.raises(QuotaExceeded, match=r"quota 'files' \(2\) reached: process 1 has 2"):
+        m.pin(1, root, "READ")
+    m.unpin(pins[0])  # a file closed: room for another
+    pins[0] = m.pin(1, root, "READ")
+    # Revoked pins stop counting even before the file server hands them back.
+    m.revoke(1, root)
+    m.pin(1, m.grant_root(1, "storage://home/b", "ALL"), "READ")
+    for pin in pins:
+        m.unpin(pin)

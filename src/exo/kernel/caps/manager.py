@@ -78,6 +78,7 @@ class CapabilityManager:
         self._spaces: dict[int, CapabilitySpace] = {}
         self._roots: set[Capability] = set()
         self._listeners: list[RevokeListener] = []
+        self._pinned_by: dict[Capability, int] = {}  # pin -> the process it counts against
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -105,11 +106,12 @@ class CapabilityManager:
     # -- spaces ------------------------------------------------------------------------------
 
     def create_space(self, pid: int, *, max_handles: int | None = None,
-                     max_received: int | None = None) -> None:
+                     max_received: int | None = None, max_pins: int | None = None) -> None:
         """Give process ``pid`` an empty capability space.
 
         ``max_handles`` (at most the manager's) bounds its table; ``max_received`` bounds
-        how many of those may be capabilities moved in by other processes.
+        how many of those may be capabilities moved in by other processes; ``max_pins`` how
+        many kernel objects (open files) may be pinned through its handles at once.
         """
         _check_pid(pid)
         limit = self._max_handles if max_handles is None else min(max_handles,
@@ -117,7 +119,7 @@ class CapabilityManager:
         with self._lock:
             if pid in self._spaces:
                 raise SpaceExists(f"process {pid} already has a capability space")
-            self._spaces[pid] = CapabilitySpace(pid, limit, max_received)
+            self._spaces[pid] = CapabilitySpace(pid, limit, max_received, max_pins)
 
     def set_max_received(self, pid: int, limit: int) -> None:
         """How many capabilities from other processes ``pid`` will hold (0: refuse all)."""
@@ -359,9 +361,12 @@ class CapabilityManager:
         try:
             want = Rights.parse(rights)
             with self._lock:
-                src = self._space(pid).get(handle, want)
+                space = self._space(pid)
+                src = space.get(handle, want)
                 cap = Capability(src.resource, want, parent=src, badge=src.badge)
+                space.add_pin(cap)
                 cap.owner = KERNEL
+                self._pinned_by[cap] = pid
         except CapabilityError as exc:
             self._deny("pin", pid, handle, None, rights, exc)
             raise
@@ -370,6 +375,9 @@ class CapabilityManager:
     def unpin(self, cap: Capability) -> None:
         """The kernel object behind a pin was closed."""
         with self._lock:
+            space = self._spaces.get(self._pinned_by.pop(cap, -1))
+            if space is not None:
+                space.pins.discard(cap)
             if cap.owner == KERNEL:
                 self._let_go(cap)
 

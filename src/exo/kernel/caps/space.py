@@ -27,6 +27,7 @@ from .rights import Rights
 SLOT_BITS = 16
 GEN_BITS = 15
 MAX_SLOTS = 1 << SLOT_BITS
+MAX_PINS = 1 << 16  # when the kernel names no quota
 _GEN_MASK = (1 << GEN_BITS) - 1
 _RAW_MASK = (1 << (SLOT_BITS + GEN_BITS)) - 1
 _M1 = 0x2C1B3C6D  # odd multipliers: bijective modulo 2**31
@@ -37,10 +38,10 @@ class CapabilitySpace:
     """Handle table of one process (``pid``)."""
 
     __slots__ = ("_free", "_gens", "_received", "_salt", "_salt2", "_table", "max_handles",
-                 "max_received", "pid")
+                 "max_pins", "max_received", "pid", "pins")
 
     def __init__(self, pid: int, max_handles: int = MAX_SLOTS,
-                 max_received: int | None = None) -> None:
+                 max_received: int | None = None, max_pins: int | None = None) -> None:
         if not 1 <= max_handles <= MAX_SLOTS:
             raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
         self.pid = pid
@@ -49,6 +50,10 @@ class CapabilitySpace:
         # peer cannot fill this table: the process decides how much it accepts from others.
         self.max_received = max_handles if max_received is None else max_received
         self._received: set[int] = set()
+        # Kernel objects opened through this process's handles (open files, exports): they
+        # cost the kernel descriptors and server state, so they are bounded too.
+        self.max_pins = MAX_PINS if max_pins is None else max_pins
+        self.pins: set[Capability] = set()
         # os.urandom, like ``secrets``, without importing secrets' dependencies at boot.
         self._salt = _random_bits(SLOT_BITS + GEN_BITS)
         self._salt2 = _random_bits(SLOT_BITS + GEN_BITS)
@@ -101,6 +106,17 @@ class CapabilitySpace:
             raise SpaceFull("handles", self.max_handles,
                             f"process {self.pid} already holds {len(self._table)} handles "
                             f"(limit {self.max_handles})")
+
+    def add_pin(self, cap: Capability) -> None:
+        """Count a kernel object opened through a handle here (quota ``files``)."""
+        if len(self.pins) >= self.max_pins:
+            # Revoked pins whose objects are gone may not all have been handed back yet.
+            self.pins = {c for c in self.pins if not c.revoked}
+            if len(self.pins) >= self.max_pins:
+                raise QuotaExceeded("files", self.max_pins,
+                                    f"process {self.pid} has {len(self.pins)} files and "
+                                    "directories open through the kernel")
+        self.pins.add(cap)
 
     def remove(self, handle: int) -> Capability:
         """Take a handle out of the table (the capability itself is left to the caller)."""
