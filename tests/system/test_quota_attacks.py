@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 from tests.system.helpers import APP_PYTHON, run_app
 
 from exo.kernel.kernel import Kernel
@@ -106,8 +107,9 @@ SPAWN_20 = """
 def test_twenty_spawns_stay_inside_the_parents_32m_4_pid_budget(kernel: Kernel) -> None:
     """Was: each child got the default 1 GiB / 256-pid group (63 pids in use, kernel
     threads 3 -> 46)."""
-    threads_before = _kernel_threads()
+    threads_before, threads_at_start = _kernel_threads(), threading.enumerate()
     with app(kernel, SPAWN_20, limits=Limits(32 << 20, 4)) as parent:
+        group_dirs = parent.proc.sandbox.cgroup.dirs[:]
         spawned = int(parent.line())
         errors = parent.until("READY")
         group = parent.proc.sandbox.cgroup
@@ -131,11 +133,15 @@ def test_twenty_spawns_stay_inside_the_parents_32m_4_pid_budget(kernel: Kernel) 
         assert _kernel_threads() - threads_before <= 1 + (1 + len(children))
         parent.send("go")
         assert parent.finish() == 0
-    # The parent's exit took its subtree with it: nothing of it is left.
+    # The parent's exit took its subtree with it: nothing of it is left, not even a table
+    # entry (nobody will wait for those children), nor a kernel thread.
     for child in children:
-        assert kernel.processes.wait(child.pid, timeout=60) is not None
-    assert _children(kernel, parent.proc.pid) == []
-    assert not any(d.exists() for d in group.dirs) if group.dirs else True
+        assert child.exited.wait(60)
+        with pytest.raises(LookupError):
+            kernel.processes.get(child.pid)
+    assert not any(d.exists() for d in group_dirs)
+    assert sum(1 for t in threading.enumerate() if t.name.startswith("exo-sys-")) == \
+        sum(1 for t in threads_at_start if t.name.startswith("exo-sys-"))
 
 
 def test_spawning_needs_the_children_quota_and_never_raises_a_limit(kernel: Kernel) -> None:
@@ -159,7 +165,7 @@ def test_spawning_needs_the_children_quota_and_never_raises_a_limit(kernel: Kern
         lines = parent.until("READY")
         assert lines[-1] == "3"
         assert lines[:2] == ["refused children quota 'children' (3) reached: process "
-                             f"{parent.proc.pid} has 3 live children"] * 2
+                             f"{parent.proc.pid} has 3 children not waited for"] * 2
         for child in _children(kernel, parent.proc.pid):
             # Asked for 4G, 10,000 pids and no CPU bound: got the parent's values.
             assert (child.limits.memory, child.limits.pids, child.limits.cpu) == \
@@ -179,7 +185,8 @@ def test_spawning_needs_the_children_quota_and_never_raises_a_limit(kernel: Kern
         print("READY")
     """, limits=Limits(quotas=Quotas(children=0))) as parent:
         assert parent.until("READY") == [
-            f"quota 'children' (0) reached: process {parent.proc.pid} has 0 live children"]
+            f"quota 'children' (0) reached: process {parent.proc.pid} has 0 children not "
+            "waited for"]
         assert parent.finish() == 0
 
 

@@ -61,7 +61,7 @@ class ExoProcess:
         # Bounded, so a sender cannot make the kernel hold an unbounded queue for it.
         self.inbox: queue.Queue[tuple[int, Any]] = queue.Queue(
             maxsize=max(1, self.limits.quotas.inbox))
-        self.children: set[int] = set()  # live children (quota ``children``)
+        self.children: set[int] = set()  # children being spawned (quota ``children``)
         self.exited = threading.Event()
         self.sandbox: Any = None
         self.on_exit: list[Callable[[ExoProcess], None]] = []
@@ -227,10 +227,14 @@ class ProcessManager:
             if owner is not None:
                 if owner.status is not None:
                     raise LookupError(f"process {parent} has exited")
-                if len(owner.children) >= owner.limits.quotas.children:
+                # Children not yet waited for count, running or exited (zombies keep a
+                # table entry), and so do spawns under way (owner.children).
+                mine = owner.children | {p.pid for p in self._table.values()
+                                         if p.parent == parent}
+                if len(mine) >= owner.limits.quotas.children:
                     raise QuotaExceeded("children", owner.limits.quotas.children,
-                                        f"process {parent} has {len(owner.children)} live "
-                                        "children")
+                                        f"process {parent} has {len(mine)} children "
+                                        "not waited for")
             pid = self._next_pid
             self._next_pid += 1
             if owner is not None:
@@ -243,8 +247,14 @@ class ProcessManager:
                     owner.children.discard(pid)
 
         def release_kernel_state(_: ExoProcess) -> None:
-            """On exit: the parent's quota slot, capabilities that were on their way in."""
-            unlink_child()
+            """On exit: capabilities that were on their way in, and table entries nobody
+            will wait for (this process's exited children; itself if its parent is gone)."""
+            with self._lock:
+                for child in [c for c in self._table.values() if c.parent == pid]:
+                    if child.status is not None:
+                        del self._table[child.pid]
+                if owner is not None and owner.status is not None:
+                    self._table.pop(pid, None)
             for cap in proc.drain_inbox():
                 self.caps.cancel_transfer(cap)
             proc.close_inbox()  # a recv_capability still blocked there returns
@@ -288,6 +298,8 @@ class ProcessManager:
         with self._lock:
             self._table[pid] = proc
             self.spawned += 1
+            if owner is not None:
+                owner.children.discard(pid)  # counted through the table from now on
         proc.server = serve_process(self.kernel, proc)
         # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
         # a thread blocked per live process.

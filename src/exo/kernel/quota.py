@@ -4,8 +4,9 @@ One place for the bounds and their defaults. The cgroup limits (memory, pids, CP
 what a process spends of the *host*; these bound what it makes the *Exo kernel* spend:
 
 =============  ======================================================================
-``children``   live child processes (each costs the kernel a syscall thread, a
-               capability space and a cgroup); 0: may not spawn
+``children``   child processes not yet waited for, running or exited (each costs the
+               kernel a syscall thread, a capability space, a cgroup, a table entry);
+               0: may not spawn
 ``handles``    entries in its capability table
 ``received``   of those, capabilities moved in by other processes (``send_capability``,
                channel tokens); a process may lower it, down to 0 = refuse all
