@@ -192,6 +192,7 @@ def test_in_flight_is_a_per_sender_quota_and_full_receivers_keep_the_token() -> 
     m.check(1, extra)  # not taken out
     with pytest.raises(QuotaExceeded, match="'received'"):
         flight.take(tokens[0], 2)
+    assert m.audit.query(event="deny")[-1].pid == 2  # the receiver's rate limit applies
     m.set_max_received(2, 5)
     flight.take(tokens[0], 2)
     assert flight.count(sender=1) == 1

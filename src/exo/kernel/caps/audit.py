@@ -14,7 +14,8 @@ kernel deny it as fast as it can send requests):
   dropped), so the log takes at most ``(keep + 1) * max_bytes`` on disk;
 * denials are rate-limited per process (a token bucket): those over the rate are counted,
   not written, and one summary record says how many were suppressed;
-* the in-memory ring holds at most ``capacity`` records, each bounded as above.
+* the in-memory ring holds at most ``capacity`` records (16,384 by default), each bounded
+  as above.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ _DEFAULTS: Final[dict[str, object]] = {
 }
 _REQUIRED: Final = frozenset({"seq", "time", "event"})
 
+#: Records kept in memory (``caps --audit``; the file keeps more): ~6 MB for typical
+#: records, ~15 MB at most with every field at its bound (measured), inside the kernel's
+#: memory budget even when a process fills the ring with grants it does not need.
+DEFAULT_CAPACITY: Final = 16384
 #: Longest caller-supplied text kept in a record (UTF-8 bytes); longer text is cut.
 MAX_FIELD_BYTES: Final = 256
 #: The JSON Lines file rotates when it would grow past this many bytes ...
@@ -132,7 +137,7 @@ class AuditLog:
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
-        capacity: int = 65536,
+        capacity: int = DEFAULT_CAPACITY,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         keep: int = DEFAULT_KEEP,

@@ -330,7 +330,8 @@ class CapabilityManager:
                     raise InvalidHandle(f"capability #{cap.id} is not in flight")
                 new = self._space(to_pid).insert(cap, received=True)
         except CapabilityError as exc:
-            self._deny("transfer", None, None, cap.resource, cap.rights, exc, peer=to_pid)
+            # The receiver is the actor here (its redemption failed): its rate limit applies.
+            self._deny("transfer", to_pid, None, cap.resource, cap.rights, exc, peer=to_pid)
             raise
         self.audit.record(
             "transfer", handle=new, resource=cap.resource, rights=cap.rights, peer=to_pid,
