@@ -66,7 +66,8 @@ def error_from_reply(kind: str, message: str) -> Exception:
     if cls is None:
         if kind in ("RightsEscalation", "InvalidRights", "NoSuchSpace"):
             cls = CapabilityError
-        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable"):
+        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable",
+                      "ManifestError", "ExecFailed"):
             cls = ProcessError
         elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
                       "NotADirectoryError", "FileExistsError", "OSError"):

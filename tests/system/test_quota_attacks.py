@@ -414,3 +414,21 @@ def test_files_the_kernel_holds_open_for_a_process_are_bounded(kernel: Kernel) -
     # One for the export of the granted directory, three opened files.
     assert lines == [f"quota 'files' (4) reached: process {running.proc.pid} has 4 files "
                      "and directories open through the kernel"] * 3 + ["3", "reopened f"]
+
+
+def test_bad_limits_for_a_child_are_a_clear_error(kernel: Kernel) -> None:
+    status, out, err = run_app(kernel, """
+        from exo_std import process
+        from exo_std.errors import ProcessError
+        for limits in ({"pids": 0}, {"children": -1}, {"swap": 1}):
+            try:
+                process.spawn(["/bin/true"], limits=limits)
+            except ProcessError as exc:
+                print(exc)
+    """)
+    assert status == 0, err
+    assert out.splitlines() == [
+        "limits.pids: expected a positive integer, got 0",
+        "limits: quota 'children' must be an integer in 0..256, got -1",
+        "limits: unknown field(s) ['swap']",
+    ]
