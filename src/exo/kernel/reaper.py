@@ -33,10 +33,15 @@ class Reaper:
         self._thread: threading.Thread | None = None
 
     def watch(self, pid: int, on_exit: Callable[[], None]) -> None:
-        """Call ``on_exit()`` (on a thread of its own) once process ``pid`` has ended."""
+        """Call ``on_exit()`` (on a thread of its own) once process ``pid`` has ended.
+
+        If the process cannot be watched (no descriptor left for its pidfd) ``on_exit`` is
+        started at once: it must wait for the exit itself (``waitpid``, as the kernel's
+        ``_reap`` does), which costs a thread for that process only, as before.
+        """
         try:
             pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:  # already gone and reaped: handle it now
+        except OSError:  # already gone and reaped, or no pidfd to be had: handle it now
             self._dispatch(pid, on_exit)
             return
         with self._lock:
