@@ -45,14 +45,22 @@ class Reaper:
             self._dispatch(pid, on_exit)
             return
         with self._lock:
-            if self._thread is None:
-                self._epoll = select.epoll()
-                self._thread = threading.Thread(target=self._run, args=(self._epoll,),
-                                                name="exo-reaper", daemon=True)
-                self._thread.start()
-            assert self._epoll is not None
-            self._watched[pidfd] = (pid, on_exit)
-            self._epoll.register(pidfd, select.EPOLLIN)
+            try:
+                if self._epoll is None:
+                    self._epoll = select.epoll()
+                self._epoll.register(pidfd, select.EPOLLIN)
+            except OSError:
+                os.close(pidfd)
+                watched = False
+            else:
+                self._watched[pidfd] = (pid, on_exit)
+                watched = True
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, args=(self._epoll,),
+                                                    name="exo-reaper", daemon=True)
+                    self._thread.start()
+        if not watched:
+            self._dispatch(pid, on_exit)
 
     def watching(self) -> int:
         with self._lock:
