@@ -88,7 +88,8 @@ class InFlight:
                                     peer=entry.receiver, reason=f"transfer_in: {exc}")
             raise exc
         try:
-            handle = int(self._caps.complete_transfer(entry.cap, pid))
+            handle = int(self._caps.complete_transfer(entry.cap, pid,
+                                                      received=entry.sender != pid))
         except QuotaExceeded:
             with self._lock:  # the receiver is full: it may make room and redeem again
                 self._tokens[token] = entry

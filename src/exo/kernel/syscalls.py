@@ -228,7 +228,7 @@ def _recv_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds
         proc.close_inbox()
         raise LookupError(f"process {proc.pid} has exited")
     try:
-        handle = kernel.caps.complete_transfer(cap, proc.pid)
+        handle = kernel.caps.complete_transfer(cap, proc.pid, received=sender != proc.pid)
     except QuotaExceeded:
         # The receiver lowered what it accepts after this was sent: the capability waits
         # again (at the back of the inbox) for the receiver to make room.

@@ -320,15 +320,18 @@ class CapabilityManager:
             raise
         return cap
 
-    def complete_transfer(self, cap: Capability, to_pid: int) -> int:
-        """Install an in-flight capability into the receiver; return its new handle."""
+    def complete_transfer(self, cap: Capability, to_pid: int, *, received: bool = True) -> int:
+        """Install an in-flight capability into the receiver; return its new handle.
+
+        ``received``: it comes from another process (counts against ``max_received``).
+        """
         try:
             with self._lock:
                 if cap.revoked:
                     raise CapabilityRevoked(f"capability #{cap.id} on {cap.resource} was revoked")
                 if cap.owner != IN_FLIGHT:
                     raise InvalidHandle(f"capability #{cap.id} is not in flight")
-                new = self._space(to_pid).insert(cap, received=True)
+                new = self._space(to_pid).insert(cap, received=received)
         except CapabilityError as exc:
             # The receiver is the actor here (its redemption failed): its rate limit applies.
             self._deny("transfer", to_pid, None, cap.resource, cap.rights, exc, peer=to_pid)
