@@ -68,7 +68,9 @@ DENY_RATE: Final = 10.0
 
 def bound_text(text: str, limit: int = MAX_FIELD_BYTES) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` UTF-8 bytes plus a marker; (text, was_cut)."""
-    if len(text) <= limit // 4:  # fast path: cannot exceed the limit even if all 4-byte
+    # Fast paths (every record takes them): short enough even if every character took 4
+    # bytes, or ASCII (one byte each) within the limit.
+    if len(text) <= limit // 4 or (len(text) <= limit and text.isascii()):
         return text, False
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
