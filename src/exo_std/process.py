@@ -42,8 +42,10 @@ def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rig
     pid = int(result["pid"])
     for endpoint in channels:
         endpoint.detach()
-        if endpoint.twin is not None:
-            endpoint.twin.peer = pid
+        twin = endpoint.twin
+        if twin is not None:
+            twin.peer = pid
+            twin.twin = endpoint.twin = None  # the pair no longer keeps each other alive
     return pid
 
 
