@@ -432,3 +432,32 @@ def test_bad_limits_for_a_child_are_a_clear_error(kernel: Kernel) -> None:
         "limits: quota 'children' must be an integer in 0..256, got -1",
         "limits: unknown field(s) ['swap']",
     ]
+
+
+def test_endpoints_name_the_right_receiver(kernel: Kernel) -> None:
+    """Tokens name the process at the other end: itself for a local pair, the child for
+    the end a parent keeps, the parent for an inherited end."""
+    child = """
+from exo_std import ipc, handles
+(ep,) = ipc.inherited()
+ep.send(b"back", [handles()[0]])
+ep.recv(timeout=30)
+"""
+    status, out, err = run_app(kernel, f"""
+        from exo_std import ipc, process, handles, Rights
+        a, b = ipc.channel()
+        a.send(b"local", [handles()[0].attenuate(Rights.READ | Rights.TRANSFER)])
+        data, caps = b.recv(timeout=30)
+        print(data.decode(), [c.resource for c in caps])
+        c, d = ipc.channel()
+        pid = process.spawn(["/usr/bin/python3", "-c", {child!r}],
+                            [(handles()[0], Rights.READ | Rights.TRANSFER)], channels=[d])
+        print("peer is the child", c.peer == pid)
+        data, caps = c.recv(timeout=30)
+        print(data.decode(), [x.resource for x in caps])
+        c.send(b"bye")
+        print("child status", process.wait(pid))
+    """, "storage://home/a=READ,TRANSFER,DUPLICATE")
+    assert status == 0, err
+    assert out.splitlines() == ["local ['storage://home/a']", "peer is the child True",
+                                "back ['storage://home/a']", "child status 0"]
