@@ -171,6 +171,9 @@ def test_spawning_needs_the_children_quota_and_never_raises_a_limit(kernel: Kern
             assert (child.limits.memory, child.limits.pids, child.limits.cpu) == \
                 (256 << 20, 64, 0.5)
             assert child.limits.quotas.children == 3
+        refusals = [r.reason for r in kernel.caps.audit.query(event="deny", pid=parent.proc.pid)]
+        assert refusals == [f"spawn: quota 'children' (3) reached: process {parent.proc.pid} "
+                            "has 3 children not waited for"] * 2
         parent.send("go")
         assert parent.finish() == 0
 

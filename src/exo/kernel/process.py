@@ -211,19 +211,24 @@ class ProcessManager:
             raise ValueError("empty command")
         limits = limits or Limits()
         owner = None if parent == KERNEL_PID else self.get(parent)
+
+        def refused(quota: str, limit: int, detail: str) -> QuotaExceeded:
+            """The error, audited as a denial (rate-limited per process) of the parent."""
+            exc = QuotaExceeded(quota, limit, detail)
+            self.caps.audit.record("deny", pid=parent, reason=f"spawn: {exc}")
+            return exc
+
         if owner is not None:
             limits = limits.within(owner.limits)
             room = owner.sandbox.cgroup.pids_room() if owner.sandbox.cgroup else None
             if room is not None and room < SPAWN_PIDS:
-                raise QuotaExceeded("pids", owner.limits.pids or 0,
-                                    f"the cgroup of process {parent} and its children has "
-                                    f"room for {max(room, 0)} more tasks; a process needs "
-                                    f"{SPAWN_PIDS}")
+                raise refused("pids", owner.limits.pids or 0,
+                              f"the cgroup of process {parent} and its children has room "
+                              f"for {max(room, 0)} more tasks; a process needs {SPAWN_PIDS}")
         with self._lock:
             live = sum(1 for p in self._table.values() if p.status is None)
             if live >= MAX_PROCESSES:
-                raise QuotaExceeded("processes", MAX_PROCESSES,
-                                    f"the kernel runs {live} processes")
+                raise refused("processes", MAX_PROCESSES, f"the kernel runs {live} processes")
             if owner is not None:
                 if owner.status is not None:
                     raise LookupError(f"process {parent} has exited")
@@ -232,9 +237,8 @@ class ProcessManager:
                 mine = owner.children | {p.pid for p in self._table.values()
                                          if p.parent == parent}
                 if len(mine) >= owner.limits.quotas.children:
-                    raise QuotaExceeded("children", owner.limits.quotas.children,
-                                        f"process {parent} has {len(mine)} children "
-                                        "not waited for")
+                    raise refused("children", owner.limits.quotas.children,
+                                  f"process {parent} has {len(mine)} children not waited for")
             pid = self._next_pid
             self._next_pid += 1
             if owner is not None:
