@@ -415,7 +415,8 @@ def test_files_the_kernel_holds_open_for_a_process_are_bounded(kernel: Kernel) -
     """, "storage://home/a=READ", limits=Limits(quotas=Quotas(files=4))) as running:
         lines = running.until("READY")
     # One for the export of the granted directory, three opened files.
-    assert lines == [f"quota 'files' (4) reached: process {running.proc.pid} has 4 files "
+    assert lines == [f"quota 'files' (4) reached: process {running.proc.pid} (with its "
+                     "descendants) holds 4 files "
                      "and directories open through the kernel"] * 3 + ["3", "reopened f"]
 
 

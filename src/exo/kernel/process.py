@@ -270,7 +270,8 @@ class ProcessManager:
         try:
             self.caps.create_space(pid, max_handles=limits.quotas.handles,
                                    max_received=limits.quotas.received,
-                                   max_pins=limits.quotas.files)
+                                   max_pins=limits.quotas.files,
+                                   parent=None if owner is None else parent)
         except BaseException:
             unlink_child()
             raise

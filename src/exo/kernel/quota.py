@@ -7,21 +7,23 @@ what a process spends of the *host*; these bound what it makes the *Exo kernel* 
 ``children``   child processes not yet waited for, running or exited (each costs the
                kernel a syscall thread, a capability space, a cgroup, a table entry);
                0: may not spawn
-``handles``    entries in its capability table
+``handles``    entries in its capability table (its descendants' count too)
 ``received``   of those, capabilities moved in by other processes (``send_capability``,
                channel tokens); a process may lower it, down to 0 = refuse all
 ``inbox``      capabilities sent to it and not yet received (``recv_capability``)
 ``in_flight``  channel tokens it issued that nobody has redeemed yet
-``files``      files and directories the kernel holds open for it (revocable opens,
-               exports of its storage grants): descriptors and file-server state
+``files``      files and directories the kernel holds open for it and its descendants
+               (revocable opens, exports of storage grants): descriptors, server state
 =============  ======================================================================
 
 The audit volume a process can cause is bounded by the audit log itself (a per-process
 rate limit on denials, bounded records, rotation: ``exo.kernel.caps.audit``).
 
-A manifest's ``[limits]`` may set any of them; a spawned child gets at most its parent's
-value of each (asking for more silently gets the parent's, as for memory and pids: the
-cgroup nesting would cap those anyway, and the same rule for all keeps it simple).
+``handles`` and ``files`` are charged to the process and every ancestor
+(``exo.kernel.caps.space.Budget``), like memory and pids in the nested cgroups; the others
+are per process. A manifest's ``[limits]`` may set any of them; a spawned child gets at
+most its parent's value of each (asking for more silently gets the parent's, as for memory
+and pids: the cgroup nesting would cap those anyway, and one rule for all keeps it simple).
 Reaching a quota raises ``QuotaExceeded`` naming it and its value. On the boot path:
 no dataclasses, no typing at run time.
 """

@@ -204,7 +204,8 @@ def test_kernel_objects_pinned_for_a_process_are_bounded() -> None:
     m.create_space(1, max_pins=2)
     root = m.grant_root(1, "storage://home/a", "ALL")
     pins = [m.pin(1, root, "READ") for _ in range(2)]
-    with pytest.raises(QuotaExceeded, match=r"quota 'files' \(2\) reached: process 1 has 2"):
+    with pytest.raises(QuotaExceeded, match=r"quota 'files' \(2\) reached: process 1 "
+                                            r"\(with its descendants\) holds 2"):
         m.pin(1, root, "READ")
     m.unpin(pins[0])  # a file closed: room for another
     pins[0] = m.pin(1, root, "READ")
@@ -213,3 +214,35 @@ def test_kernel_objects_pinned_for_a_process_are_bounded() -> None:
     m.pin(1, m.grant_root(1, "storage://home/b", "ALL"), "READ")
     for pin in pins:
         m.unpin(pin)
+
+
+def test_a_childs_handles_and_pins_count_against_its_parent() -> None:
+    m = CapabilityManager()
+    m.create_space(1, max_handles=10, max_pins=3)
+    m.create_space(2, max_handles=10, max_pins=3, parent=1)
+    m.create_space(3, max_handles=10, parent=2)  # a grandchild
+    root = m.grant_root(1, "storage://home/a", "ALL")
+    for _ in range(5):
+        m.delegate(1, root, 2, "READ,DUPLICATE,TRANSFER")
+    for _ in range(3):
+        m.delegate(1, root, 3, "READ")
+    # 1 + 5 + 3 = 9 of the parent's 10: one left, for the parent and its subtree alike.
+    m.grant_root(3, "storage://home/b", "READ")
+    for pid in (1, 2, 3):
+        with pytest.raises(SpaceFull, match="quota 'handles' \\(10\\) reached: process 1 \\(with "
+                                            "its descendants\\) holds 10 handles"):
+            m.grant_root(pid, "storage://home/c", "READ")
+    # The grandchild exits: its 4 come back to every ancestor.
+    m.destroy_space(3)
+    for _ in range(4):
+        m.grant_root(1, "storage://home/c", "READ")
+    # Pins (open files) likewise; a pin outliving its process stays charged until unpinned.
+    child_root = m.handles(2)[0].handle
+    pins = [m.pin(2, child_root, "READ") for _ in range(3)]
+    with pytest.raises(QuotaExceeded, match="process 1 \\(with its descendants\\) holds 3 files"):
+        m.pin(1, root, "READ")
+    m.destroy_space(2)
+    with pytest.raises(QuotaExceeded, match="'files'"):
+        m.pin(1, root, "READ")
+    m.unpin(pins[0])
+    m.pin(1, root, "READ")

@@ -78,7 +78,9 @@ class CapabilityManager:
         self._spaces: dict[int, CapabilitySpace] = {}
         self._roots: set[Capability] = set()
         self._listeners: list[RevokeListener] = []
-        self._pinned_by: dict[Capability, int] = {}  # pin -> the process it counts against
+        # pin -> the space it counts against (kept after the space is destroyed: the pin is
+        # the kernel object's, and its budget, shared with ancestors, is charged until unpin)
+        self._pinned_by: dict[Capability, CapabilitySpace] = {}
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -106,12 +108,15 @@ class CapabilityManager:
     # -- spaces ------------------------------------------------------------------------------
 
     def create_space(self, pid: int, *, max_handles: int | None = None,
-                     max_received: int | None = None, max_pins: int | None = None) -> None:
+                     max_received: int | None = None, max_pins: int | None = None,
+                     parent: int | None = None) -> None:
         """Give process ``pid`` an empty capability space.
 
         ``max_handles`` (at most the manager's) bounds its table; ``max_received`` bounds
         how many of those may be capabilities moved in by other processes; ``max_pins`` how
-        many kernel objects (open files) may be pinned through its handles at once.
+        many kernel objects (open files) may be pinned through its handles at once. With
+        ``parent`` (a process that has a space), its handles and pins also count against
+        the parent's limits (``space.Budget``).
         """
         _check_pid(pid)
         limit = self._max_handles if max_handles is None else min(max_handles,
@@ -119,7 +124,8 @@ class CapabilityManager:
         with self._lock:
             if pid in self._spaces:
                 raise SpaceExists(f"process {pid} already has a capability space")
-            self._spaces[pid] = CapabilitySpace(pid, limit, max_received, max_pins)
+            above = self._spaces.get(parent) if parent is not None else None
+            self._spaces[pid] = CapabilitySpace(pid, limit, max_received, max_pins, above)
 
     def set_max_received(self, pid: int, limit: int) -> None:
         """How many capabilities from other processes ``pid`` will hold (0: refuse all)."""
@@ -370,7 +376,7 @@ class CapabilityManager:
                 cap = Capability(src.resource, want, parent=src, badge=src.badge)
                 space.add_pin(cap)
                 cap.owner = KERNEL
-                self._pinned_by[cap] = pid
+                self._pinned_by[cap] = space
         except CapabilityError as exc:
             self._deny("pin", pid, handle, None, rights, exc)
             raise
@@ -379,9 +385,9 @@ class CapabilityManager:
     def unpin(self, cap: Capability) -> None:
         """The kernel object behind a pin was closed."""
         with self._lock:
-            space = self._spaces.get(self._pinned_by.pop(cap, -1))
+            space = self._pinned_by.pop(cap, None)
             if space is not None:
-                space.pins.discard(cap)
+                space.remove_pin(cap)
             if cap.owner == KERNEL:
                 self._let_go(cap)
 

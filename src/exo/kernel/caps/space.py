@@ -34,14 +34,59 @@ _M1 = 0x2C1B3C6D  # odd multipliers: bijective modulo 2**31
 _M2 = 0x297A2D39
 
 
+class Budget:
+    """How many of one resource a process *and its descendants* hold together.
+
+    Each space charges its own budget, whose ``parent`` is its parent process's: a child's
+    handles (or pinned files) count against every ancestor's limit too, so a process cannot
+    multiply its quota by spawning children. Guarded by the manager's lock, like the space.
+    """
+
+    __slots__ = ("limit", "name", "owner", "parent", "used", "what")
+
+    def __init__(self, name: str, limit: int, owner: int, parent: Budget | None = None,
+                 what: str = "") -> None:
+        self.name = name
+        self.what = what or name  # how a message names what is counted
+        self.limit = limit
+        self.owner = owner
+        self.parent = parent
+        self.used = 0
+
+    def check(self, n: int = 1) -> None:
+        """Raise QuotaExceeded (SpaceFull for handles) if ``n`` more would not fit."""
+        budget: Budget | None = self
+        while budget is not None:
+            if budget.used + n > budget.limit:
+                error = SpaceFull if budget.name == "handles" else QuotaExceeded
+                raise error(budget.name, budget.limit,
+                            f"process {budget.owner} (with its descendants) holds "
+                            f"{budget.used} {budget.what}")
+            budget = budget.parent
+
+    def charge(self, n: int = 1) -> None:
+        self.check(n)
+        budget: Budget | None = self
+        while budget is not None:
+            budget.used += n
+            budget = budget.parent
+
+    def release(self, n: int = 1) -> None:
+        budget: Budget | None = self
+        while budget is not None:
+            budget.used -= n
+            budget = budget.parent
+
+
 class CapabilitySpace:
     """Handle table of one process (``pid``)."""
 
-    __slots__ = ("_free", "_gens", "_received", "_salt", "_salt2", "_table", "max_handles",
-                 "max_pins", "max_received", "pid", "pins")
+    __slots__ = ("_free", "_gens", "_received", "_salt", "_salt2", "_table", "handle_budget",
+                 "max_handles", "max_pins", "max_received", "pid", "pin_budget", "pins")
 
     def __init__(self, pid: int, max_handles: int = MAX_SLOTS,
-                 max_received: int | None = None, max_pins: int | None = None) -> None:
+                 max_received: int | None = None, max_pins: int | None = None,
+                 parent: CapabilitySpace | None = None) -> None:
         if not 1 <= max_handles <= MAX_SLOTS:
             raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
         self.pid = pid
@@ -54,6 +99,13 @@ class CapabilitySpace:
         # cost the kernel descriptors and server state, so they are bounded too.
         self.max_pins = MAX_PINS if max_pins is None else max_pins
         self.pins: set[Capability] = set()
+        # Shared with the parent process's space (``parent``): see Budget.
+        self.handle_budget: Budget = Budget("handles", max_handles, pid,
+                                            parent.handle_budget if parent is not None
+                                            else None)
+        self.pin_budget: Budget = Budget("files", self.max_pins, pid,
+                                         parent.pin_budget if parent is not None else None,
+                                         "files and directories open through the kernel")
         # os.urandom, like ``secrets``, without importing secrets' dependencies at boot.
         self._salt = _random_bits(SLOT_BITS + GEN_BITS)
         self._salt2 = _random_bits(SLOT_BITS + GEN_BITS)
@@ -79,6 +131,7 @@ class CapabilitySpace:
         ``max_received`` as long as it is held here.
         """
         self.check_room(received=received)
+        self.handle_budget.charge()
         if self._free:
             slot = self._free.popleft()
             gen = (self._gens[slot] + 1) & _GEN_MASK
@@ -106,17 +159,25 @@ class CapabilitySpace:
             raise SpaceFull("handles", self.max_handles,
                             f"process {self.pid} already holds {len(self._table)} handles "
                             f"(limit {self.max_handles})")
+        self.handle_budget.check()
 
     def add_pin(self, cap: Capability) -> None:
         """Count a kernel object opened through a handle here (quota ``files``)."""
-        if len(self.pins) >= self.max_pins:
+        try:
+            self.pin_budget.check()
+        except QuotaExceeded:
             # Revoked pins whose objects are gone may not all have been handed back yet.
-            self.pins = {c for c in self.pins if not c.revoked}
-            if len(self.pins) >= self.max_pins:
-                raise QuotaExceeded("files", self.max_pins,
-                                    f"process {self.pid} has {len(self.pins)} files and "
-                                    "directories open through the kernel")
+            for gone in [c for c in self.pins if c.revoked]:
+                self.remove_pin(gone)
+            self.pin_budget.check()
+        self.pin_budget.charge()
         self.pins.add(cap)
+
+    def remove_pin(self, cap: Capability) -> None:
+        """The kernel object behind ``cap`` was closed (or it was revoked)."""
+        if cap in self.pins:
+            self.pins.discard(cap)
+            self.pin_budget.release()
 
     def remove(self, handle: int) -> Capability:
         """Take a handle out of the table (the capability itself is left to the caller)."""
@@ -124,6 +185,7 @@ class CapabilitySpace:
         if cap is None:
             raise self.invalid(handle)
         self._received.discard(handle)
+        self.handle_budget.release()
         self._free.append(cap.slot)
         cap.owner = NO_OWNER
         cap.handle = 0
@@ -133,6 +195,7 @@ class CapabilitySpace:
         """Bulk removal used by revocation: every cap must currently live in this space."""
         table_pop, free_append = self._table.pop, self._free.append
         received = self._received
+        self.handle_budget.release(len(caps))
         for cap in caps:
             if received:
                 received.discard(cap.handle)
