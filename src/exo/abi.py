@@ -22,6 +22,7 @@ import socket
 BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
 BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # rings + both segments (6 fds, kernel/bootstrap.py)
 PID_ENV = "EXO_PID"
+PARENT_PID_ENV = "EXO_PARENT_PID"  # a spawned process's parent: its inherited channels' peer
 BOOTSTRAP_FD = 3
 MAX_MESSAGE = 64 * 1024
 MAX_FDS = 16

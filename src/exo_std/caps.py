@@ -76,11 +76,21 @@ def receive_capability(timeout: float | None = None) -> tuple[int, Capability]:
     return int(result["from"]), _from_result(result)
 
 
+def accept_capabilities(limit: int) -> int:
+    """Hold at most ``limit`` capabilities sent by other processes (0: refuse them all).
+
+    Senders over the bound get an error and keep their handle; what we hold already stays.
+    The kernel's ``received`` quota is the ceiling; returns the bound now in force.
+    """
+    result, _ = call("accept_capabilities", limit=limit)
+    return int(result["limit"])
+
+
 def handles() -> list[Capability]:
     """Every capability this process holds."""
     result, _ = call("handles")
     return [_from_result(r) for r in result]
 
 
-__all__ = ["Capability", "Rights", "handles", "receive_capability", "request_capability",
-           "send_capability"]
+__all__ = ["Capability", "Rights", "accept_capabilities", "handles", "receive_capability",
+           "request_capability", "send_capability"]

@@ -44,21 +44,36 @@ class InternalError(ExoError):
     The kernel keeps serving; the call had no effect it reports."""
 
 
+class QuotaExceeded(CapabilityError, ProcessError):
+    """A bound on what this process may make the kernel spend was reached (children,
+    handles, capabilities received or in flight, an inbox, pids): the message names the
+    quota and its value, e.g. "quota 'children' (4) reached: ...". Both a capability and
+    a process error, so code catching either for those operations still does."""
+
+    @property
+    def quota(self) -> str:
+        """The quota's name, from the kernel's message."""
+        text = str(self)
+        return text.split("'")[1] if text.startswith("quota '") else ""
+
+
 _BY_NAME: dict[str, type[ExoError]] = {
     cls.__name__: cls
     for cls in (CapabilityError, InvalidHandle, InsufficientRights, CapabilityDenied,
-                CapabilityRevoked, InvalidResourceName, ProcessError, InternalError)
+                CapabilityRevoked, InvalidResourceName, ProcessError, QuotaExceeded,
+                InternalError)
 }
+_BY_NAME["SpaceFull"] = QuotaExceeded  # the 'handles' quota
 
 
 def error_from_reply(kind: str, message: str) -> Exception:
     """Map the kernel's error type name to the closest exo_std exception."""
     cls = _BY_NAME.get(kind)
     if cls is None:
-        if kind in ("RightsEscalation", "InvalidRights", "SpaceFull", "NoSuchSpace"):
+        if kind in ("RightsEscalation", "InvalidRights", "NoSuchSpace"):
             cls = CapabilityError
         elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable",
-                      "ExecFailed"):
+                      "ManifestError", "ExecFailed"):
             cls = ProcessError
         elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
                       "NotADirectoryError", "FileExistsError", "OSError"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from exo.abi import Rights
+from exo.abi import PARENT_PID_ENV, Rights
 from exo_std._kernel import call
 from exo_std.caps import Capability
 
@@ -27,21 +27,31 @@ CHANNEL_FDS_ENV = "EXO_CHANNEL_FDS"
 DEFAULT_POOL = 4 << 20
 
 
-def _send_hook(handles: tuple[int, ...]) -> list[int]:
-    # The kernel takes each handle out of our space and returns a one-use token.
-    return [int(call("transfer_out", handle=h)[0]["token"]) for h in handles]
-
-
 class Endpoint:
-    """One end of a channel: ``send(data, caps=())``, ``recv() -> (data, caps)``."""
+    """One end of a channel: ``send(data, caps=())``, ``recv() -> (data, caps)``.
+
+    ``peer`` is the Exo pid at the other end: capabilities sent here can be redeemed by
+    that process only. ``process.spawn(..., channels=[end])`` sets it on the end kept here,
+    ``inherited()`` on the child's; ``None`` means both ends are in this process. Set it
+    yourself when an endpoint travels further.
+    """
 
     def __init__(self, channel: Any, pool: Any, peer_pool: Any) -> None:
         self._channel = channel
         self._pool = pool  # exo.mm.SharedPool: the segment this end owns and sends from
         self._peer_pool = peer_pool  # the peer's segment (a read-only PoolView in a child)
         self._arrived: dict[int, Capability] = {}
-        channel.on_send_handles = _send_hook
+        self.peer: int | None = None
+        self.twin: Endpoint | None = None  # the other end, while it is in this process
+        channel.on_send_handles = self._issue
         channel.on_recv_handles = self._redeem
+
+    def _issue(self, handles: tuple[int, ...]) -> list[int]:
+        """The kernel takes each handle out of our space for a token only ``peer`` can use."""
+        from exo_std.process import getpid
+
+        to = self.peer if self.peer is not None else getpid()
+        return [int(call("transfer_out", handle=h, to=to)[0]["token"]) for h in handles]
 
     def _redeem(self, tokens: tuple[int, ...]) -> list[int]:
         """Turn the tokens that came with a message into handles in our space."""
@@ -110,7 +120,12 @@ def channel(*, capacity: int = 256, pool_size: int = DEFAULT_POOL) -> tuple[Endp
     a, b = Channel.pair(capacity, name=f"exo_std:{os.getpid()}")
     a.use_pools(pool_a, view_b)
     b.use_pools(pool_b, view_a)
-    return Endpoint(a, pool_a, view_b), Endpoint(b, pool_b, view_a)
+    return _twins(Endpoint(a, pool_a, view_b), Endpoint(b, pool_b, view_a))
+
+
+def _twins(a: Endpoint, b: Endpoint) -> tuple[Endpoint, Endpoint]:
+    a.twin, b.twin = b, a  # so that handing one to a child tells the other its peer
+    return a, b
 
 
 def attach_endpoint(fds: Sequence[int]) -> Endpoint:
@@ -133,5 +148,9 @@ def attach_endpoint(fds: Sequence[int]) -> Endpoint:
 def inherited() -> list[Endpoint]:
     """The endpoints our parent passed to ``process.spawn(..., channels=[...])``."""
     raw = os.environ.get(CHANNEL_FDS_ENV, "")
-    return [attach_endpoint([int(x) for x in group.split(",")])
+    ends = [attach_endpoint([int(x) for x in group.split(",")])
             for group in filter(None, raw.split(";"))]
+    parent = os.environ.get(PARENT_PID_ENV)
+    for end in ends:  # the parent handed them to us: it holds the other ends
+        end.peer = int(parent) if parent else None
+    return ends

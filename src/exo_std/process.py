@@ -16,13 +16,18 @@ if TYPE_CHECKING:
 
 def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rights]] = (),
           *, stdin: int = 0, stdout: int = 1, stderr: int = 2,
-          channels: Sequence[Endpoint] = ()) -> int:
+          channels: Sequence[Endpoint] = (),
+          limits: dict[str, int | float | str] | None = None) -> int:
     """Start ``argv`` as a new sandboxed process holding only ``caps``.
 
     Each entry is a capability we hold (the child gets a duplicate with the same
     rights) or ``(capability, rights)`` to pass an attenuated copy. ``channels`` are
     ``exo_std.ipc`` endpoints handed to the child (``ipc.inherited()`` there); they are
-    detached here. Returns the child's Exo pid.
+    detached here, and the ends we keep learn the child is their peer. ``limits`` may
+    lower the child's limits and quotas below ours (``memory`` ``pids`` ``cpu``
+    ``children`` ``handles`` ``received`` ``inbox`` ``in_flight``); unnamed ones, and
+    anything above ours, are ours: a child runs inside our budget. Returns the child's
+    Exo pid; ``QuotaExceeded`` when we may not start another process.
     """
     grants = []
     for entry in caps:
@@ -31,11 +36,17 @@ def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rig
     fds = [stdin, stdout, stderr]
     for endpoint in channels:
         fds += endpoint.fds
+    extra = {} if limits is None else {"limits": dict(limits)}
     result, _ = call("spawn", fds=fds, argv=list(argv), caps=grants,
-                     channels=[len(e.fds) for e in channels])
+                     channels=[len(e.fds) for e in channels], **extra)
+    pid = int(result["pid"])
     for endpoint in channels:
         endpoint.detach()
-    return int(result["pid"])
+        twin = endpoint.twin
+        if twin is not None:
+            twin.peer = pid
+            twin.twin = endpoint.twin = None  # the pair no longer keeps each other alive
+    return pid
 
 
 def wait(pid: int) -> int:

@@ -65,3 +65,38 @@ def test_bad_manifests_get_one_line_naming_file_and_field(tmp_path: Path, text: 
 def test_a_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="no such manifest"):
         load_manifest(tmp_path / "nope.toml")
+
+
+def test_quotas_in_limits(tmp_path: Path) -> None:
+    from exo.kernel.quota import DEFAULTS, Quotas
+
+    m = _load(tmp_path, "[limits]\nchildren = 0\nhandles = 100\ninbox = 8\n")
+    assert m.limits.quotas == Quotas(children=0, handles=100, inbox=8)
+    assert m.limits.quotas.received == DEFAULTS["received"]
+    with pytest.raises(ManifestError, match=r"limits: quota 'inbox' must be an integer in "
+                                            r"0\.\.4096, got 100000"):
+        _load(tmp_path, "[limits]\ninbox = 100000\n")
+    with pytest.raises(ManifestError, match=r"limits\.handles: Expected `int` >= 1"):
+        _load(tmp_path, "[limits]\nhandles = 0\n")
+
+
+def test_a_child_never_gets_more_than_its_parent() -> None:
+    from exo.kernel.quota import Quotas
+
+    parent = Limits(32 << 20, 4, 0.5, Quotas(children=2, inbox=8))
+    child = Limits(1 << 30, 256, None, Quotas(children=16, handles=10)).within(parent)
+    assert child == Limits(32 << 20, 4, 0.5, Quotas(children=2, handles=10, inbox=8))
+    # Unlimited only where the parent is unlimited.
+    assert Limits(None, None, 0.25).within(Limits(None, None, None)).cpu == 0.25
+    assert Limits(None, None, None).within(parent).memory == 32 << 20
+
+
+def test_limits_asked_for_a_child_over_a_syscall() -> None:
+    parent = Limits(64 << 20, 8, None)
+    asked = Limits.from_request({"memory": "16M", "children": 1}, parent)
+    assert (asked.memory, asked.pids, asked.quotas.children) == (16 << 20, 8, 1)
+    for bad, message in [({"pids": 0}, "limits.pids"), ({"fly": 1}, "unknown field"),
+                         ({"cpu": "x"}, "limits.cpu"), ({"inbox": -1}, "quota 'inbox'"),
+                         ([], "must be an object"), ({"memory": "lots"}, "limits.memory")]:
+        with pytest.raises(ManifestError, match=message):
+            Limits.from_request(bad, parent)

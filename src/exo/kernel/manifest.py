@@ -9,6 +9,8 @@ A manifest is TOML::
     memory = "256M"   # bytes, or with a K/M/G suffix
     pids = 64
     cpu = 0.5         # CPUs
+    children = 4      # kernel quotas (exo.kernel.quota): live children, handles,
+    handles = 1024    # capabilities received from others, inbox, tokens in flight
 
 Every error names the file and the offending field in one line.
 """
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from exo._value import Value
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
+from exo.kernel.quota import NAMES as QUOTA_NAMES
+from exo.kernel.quota import Quotas
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 DEFAULT_MEMORY = 1 << 30
@@ -47,19 +51,59 @@ class Grant(Value):  # Value, not a dataclass: this module is on the boot path
 
 
 class Limits(Value):
-    __slots__ = ("cpu", "memory", "pids")
+    """What a process may spend: cgroup limits of the host (memory, pids, cpu) and the
+    kernel's own quotas (``exo.kernel.quota``)."""
+
+    __slots__ = ("cpu", "memory", "pids", "quotas")
 
     def __init__(self, memory: int | None = DEFAULT_MEMORY, pids: int | None = DEFAULT_PIDS,
-                 cpu: float | None = None) -> None:
+                 cpu: float | None = None, quotas: Quotas | None = None) -> None:
         self.memory = memory
         self.pids = pids
         self.cpu = cpu
+        self.quotas = quotas if quotas is not None else Quotas()
 
-    def _key(self) -> tuple[int | None, int | None, float | None]:
-        return (self.memory, self.pids, self.cpu)
+    def _key(self) -> tuple[int | None, int | None, float | None, Quotas]:
+        return (self.memory, self.pids, self.cpu, self.quotas)
+
+    def within(self, parent: Limits) -> Limits:
+        """Each limit at most the parent's (None, unlimited, only where the parent is)."""
+        def cap(mine: float | None, theirs: float | None) -> float | None:
+            if theirs is None:
+                return mine
+            return theirs if mine is None else min(mine, theirs)
+
+        memory, pids = cap(self.memory, parent.memory), cap(self.pids, parent.pids)
+        return Limits(None if memory is None else int(memory),
+                      None if pids is None else int(pids),
+                      cap(self.cpu, parent.cpu), self.quotas.within(parent.quotas))
+
+    @classmethod
+    def from_request(cls, data: object, default: Limits) -> Limits:
+        """Limits a process asks for its child (a syscall argument): the fields it names
+        replace ``default``'s, each checked; the result is not yet capped by the parent."""
+        if not isinstance(data, dict):
+            raise ManifestError("limits must be an object")
+        unknown = set(data) - {"memory", "pids", "cpu", *QUOTA_NAMES}
+        if unknown:
+            raise ManifestError(f"limits: unknown field(s) {sorted(unknown)}")
+        memory = default.memory if "memory" not in data else _size(data["memory"],
+                                                                    "limits.memory")
+        pids, cpu = data.get("pids", default.pids), data.get("cpu", default.cpu)
+        if pids is not None and (type(pids) is not int or pids < 1):
+            raise ManifestError(f"limits.pids: expected a positive integer, got {pids!r}")
+        if cpu is not None and (type(cpu) not in (int, float) or not 0.01 <= cpu <= 1024):
+            raise ManifestError(f"limits.cpu: expected a number of CPUs in 0.01..1024, "
+                                f"got {cpu!r}")
+        quotas = default.quotas.as_dict()
+        quotas.update({k: v for k, v in data.items() if k in QUOTA_NAMES})
+        try:
+            return cls(memory, pids, None if cpu is None else float(cpu), Quotas(**quotas))
+        except (TypeError, ValueError) as exc:
+            raise ManifestError(f"limits: {exc}") from None
 
     def __repr__(self) -> str:
-        return f"Limits(memory={self.memory}, pids={self.pids}, cpu={self.cpu})"
+        return f"Limits(memory={self.memory}, pids={self.pids}, cpu={self.cpu}, {self.quotas!r})"
 
 
 class Manifest(Value):
@@ -135,4 +179,9 @@ def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
                 raise ManifestError(f"{where}: sandbox.{key}: {exc}") from None
     limits = parsed.limits
     memory = _size(limits.memory, f"{where}: limits.memory")
-    return Manifest(tuple(grants), Limits(memory, limits.pids, limits.cpu))
+    asked = {n: getattr(limits, n) for n in QUOTA_NAMES if getattr(limits, n) is not None}
+    try:
+        quotas = Quotas(**asked)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: limits: {exc}") from None
+    return Manifest(tuple(grants), Limits(memory, limits.pids, limits.cpu, quotas))

@@ -29,6 +29,13 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     memory: Annotated[int, msgspec.Meta(gt=0)] | str = DEFAULT_MEMORY  # bytes, or "256M"
     pids: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_PIDS
     cpu: Annotated[float, msgspec.Meta(ge=0.01, le=1024)] | None = None  # CPUs
+    # Kernel quotas (exo.kernel.quota); None: the default. Ranges are checked by Quotas.
+    children: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    handles: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    received: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    inbox: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    in_flight: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    files: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class ManifestFile(msgspec.Struct, forbid_unknown_fields=True):

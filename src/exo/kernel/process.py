@@ -23,7 +23,9 @@ import exo
 from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
+from exo.kernel.caps.errors import QuotaExceeded
 from exo.kernel.manifest import Grant, Limits, parse_grant
+from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,26 +35,64 @@ if TYPE_CHECKING:
     from exo.kernel.kernel import Kernel
 
 KERNEL_PID = 1
+CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 _SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
 
 
 class ExoProcess:
-    __slots__ = ("argv", "channel", "exited", "host_pid", "inbox", "on_exit", "parent", "pid",
-                 "sandbox", "server", "started", "status")
+    """One Exo process as the kernel sees it, and what it is allowed to make the kernel
+    spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
-    def __init__(self, pid: int, argv: list[str], parent: int) -> None:
+    __slots__ = ("argv", "channel", "children", "exited", "host_pid", "inbox", "limits",
+                 "on_exit", "parent", "pid", "sandbox", "server", "started", "status")
+
+    def __init__(self, pid: int, argv: list[str], parent: int,
+                 limits: Limits | None = None) -> None:
         self.pid = pid
         self.argv = argv
         self.parent = parent
+        self.limits = limits if limits is not None else Limits()
         self.started = time.monotonic()
         self.host_pid = 0
         self.status: int | None = None
         self.channel: BootstrapChannel | None = None
         self.server: threading.Thread | None = None
-        self.inbox: queue.Queue[tuple[int, int]] = queue.Queue()
+        # Capabilities sent to this process and not yet received: (sender, in-flight cap).
+        # Bounded, so a sender cannot make the kernel hold an unbounded queue for it.
+        self.inbox: queue.Queue[tuple[int, Any]] = queue.Queue(
+            maxsize=max(1, self.limits.quotas.inbox))
+        self.children: set[int] = set()  # children being spawned (quota ``children``)
         self.exited = threading.Event()
         self.sandbox: Any = None
         self.on_exit: list[Callable[[ExoProcess], None]] = []
+
+    def deliver(self, sender: int, cap: Any) -> None:
+        """Queue an in-flight capability for ``recv_capability``; QuotaExceeded when full."""
+        limit = self.limits.quotas.inbox
+        try:
+            if limit == 0:
+                raise queue.Full
+            self.inbox.put_nowait((sender, cap))
+        except queue.Full:
+            raise QuotaExceeded("inbox", limit,
+                                f"process {self.pid} has {self.inbox.qsize()} capabilities "
+                                "waiting to be received") from None
+
+    def drain_inbox(self) -> list[Any]:
+        """The capabilities still waiting (the process exited: they go nowhere)."""
+        caps: list[Any] = []
+        while True:
+            try:
+                sender, cap = self.inbox.get_nowait()
+            except queue.Empty:
+                return caps
+            if sender != CLOSED:
+                caps.append(cap)
+
+    def close_inbox(self) -> None:
+        """Wake a ``recv_capability`` blocked on the inbox of this exited process."""
+        with contextlib.suppress(queue.Full):
+            self.inbox.put_nowait((CLOSED, None))
 
     @property
     def state(self) -> str:
@@ -154,21 +194,87 @@ class ProcessManager:
         derive: Callable[[int], None] | None = None,
         extra_fds: tuple[int, ...] = (),
     ) -> ExoProcess:
-        """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs)."""
+        """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs).
+
+        A process spawned by another (``parent`` not the kernel) gets at most its parent's
+        limits and quotas (asking for more gets the parent's), counts against the parent's
+        ``children`` quota, and its cgroup is nested in the parent's so the parent's memory,
+        pids and CPU limits bind both (docs/sandbox.md, "Limits of spawned processes").
+        """
         from dataclasses import replace  # the spawn path: SandboxSpec is a dataclass
 
+        from exo.kernel import reaper
         from exo.kernel.syscalls import serve_process
         from exo.sandbox import spawn as sandbox_spawn
 
         if not argv:
             raise ValueError("empty command")
         limits = limits or Limits()
+        owner = None if parent == KERNEL_PID else self.get(parent)
+
+        def refused(quota: str, limit: int, detail: str) -> QuotaExceeded:
+            """The error, audited as a denial (rate-limited per process) of the parent."""
+            exc = QuotaExceeded(quota, limit, detail)
+            self.caps.audit.record("deny", pid=parent, reason=f"spawn: {exc}")
+            return exc
+
+        if owner is not None:
+            limits = limits.within(owner.limits)
+            room = owner.sandbox.cgroup.pids_room() if owner.sandbox.cgroup else None
+            if room is not None and room < SPAWN_PIDS:
+                raise refused("pids", owner.limits.pids or 0,
+                              f"the cgroup of process {parent} and its children has room "
+                              f"for {max(room, 0)} more tasks; a process needs {SPAWN_PIDS}")
         with self._lock:
+            live = sum(1 for p in self._table.values() if p.status is None)
+            if live >= MAX_PROCESSES:
+                raise refused("processes", MAX_PROCESSES, f"the kernel runs {live} processes")
+            if owner is not None:
+                if owner.status is not None:
+                    raise LookupError(f"process {parent} has exited")
+                # Children not yet waited for count, running or exited (zombies keep a
+                # table entry), and so do spawns under way (owner.children).
+                mine = owner.children | {p.pid for p in self._table.values()
+                                         if p.parent == parent}
+                if len(mine) >= owner.limits.quotas.children:
+                    raise refused("children", owner.limits.quotas.children,
+                                  f"process {parent} has {len(mine)} children not waited for")
             pid = self._next_pid
             self._next_pid += 1
-        proc = ExoProcess(pid, list(argv), parent)
-        self.caps.create_space(pid)
+            if owner is not None:
+                owner.children.add(pid)  # reserved now: concurrent spawns see it
+        proc = ExoProcess(pid, list(argv), parent, limits)
+
+        def unlink_child() -> None:
+            if owner is not None:
+                with self._lock:
+                    owner.children.discard(pid)
+
+        def release_kernel_state(_: ExoProcess) -> None:
+            """On exit: capabilities that were on their way in, and table entries nobody
+            will wait for (this process's exited children; itself if its parent is gone)."""
+            with self._lock:
+                for child in [c for c in self._table.values() if c.parent == pid]:
+                    if child.status is not None:
+                        del self._table[child.pid]
+                if owner is not None and owner.status is not None:
+                    self._table.pop(pid, None)
+            for cap in proc.drain_inbox():
+                self.caps.cancel_transfer(cap)
+            proc.close_inbox()  # a recv_capability still blocked there returns
+            in_flight = self.kernel.components.get("in_flight")
+            if in_flight is not None:
+                in_flight.drop_receiver(pid)
+
         channel: BootstrapChannel | None = None
+        try:
+            self.caps.create_space(pid, max_handles=limits.quotas.handles,
+                                   max_received=limits.quotas.received,
+                                   max_pins=limits.quotas.files,
+                                   parent=None if owner is None else parent)
+        except BaseException:
+            unlink_child()
+            raise
         try:
             for g in grants:
                 self.caps.grant_root(pid, g.name, g.rights)
@@ -177,10 +283,11 @@ class ProcessManager:
             channel = BootstrapChannel()
             spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()})
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
+            nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
                                       boot_id=self.kernel.boot_id, stdin=stdio[0],
-                                      stdout=stdio[1], stderr=stdio[2]))
+                                      stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
         except BaseException:
             if channel is not None:
                 channel.close()
@@ -188,16 +295,20 @@ class ProcessManager:
             if files is not None:
                 files.release_exports(pid)
             self.caps.destroy_space(pid)
+            unlink_child()
             raise
         channel.forget_child_end()
         proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
+        proc.on_exit.append(release_kernel_state)
         with self._lock:
             self._table[pid] = proc
             self.spawned += 1
+            if owner is not None:
+                owner.children.discard(pid)  # counted through the table from now on
         proc.server = serve_process(self.kernel, proc)
-        reaper = threading.Thread(target=self._reap, args=(proc,), name=f"exo-reap-{pid}",
-                                  daemon=True)
-        reaper.start()
+        # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
+        # a thread blocked per live process.
+        reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc))
         self.kernel.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 

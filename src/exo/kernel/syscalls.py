@@ -19,9 +19,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from exo.abi import ProtocolError
+from exo.abi import PARENT_PID_ENV, ProtocolError
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
+from exo.kernel.caps.errors import CapabilityDenied, QuotaExceeded
 from exo.kernel.fairshare import Meter
+from exo.kernel.manifest import Limits
 from exo.sandbox.errors import SandboxError
 
 if TYPE_CHECKING:
@@ -227,12 +229,46 @@ def _close(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
 @syscall("send_capability")
 def _send_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
                      ) -> tuple[Any, list[int]]:
-    kernel.caps.check(proc.pid, _int(args, "handle"), Rights.TRANSFER)
+    """Move a handle towards another process; it joins that space when received.
+
+    Until the receiver calls ``recv_capability`` the capability is in flight (in no space),
+    in the receiver's bounded inbox: a sender can neither fill the receiver's handle table
+    nor make the kernel queue without bound. A receiver that refuses capabilities, or
+    whose inbox or ``received`` quota is full, makes the send fail and the sender keeps
+    its handle.
+    """
+    handle = _int(args, "handle")
+    kernel.caps.check(proc.pid, handle, Rights.TRANSFER)
     target = kernel.processes.get(_int(args, "pid"))
     if target.status is not None:
         raise LookupError(f"process {target.pid} has exited")
-    new = kernel.caps.transfer(proc.pid, _int(args, "handle"), target.pid)
-    target.inbox.put((proc.pid, new))
+    refusal: CapabilityError | None = None
+    waiting, inbox = target.inbox.qsize(), target.limits.quotas.inbox
+    if target.pid != proc.pid:
+        held, accepts = kernel.caps.received(target.pid)
+        if accepts == 0:
+            refusal = CapabilityDenied(f"process {target.pid} refuses capabilities from "
+                                       "other processes")
+        elif held + waiting >= accepts:
+            refusal = QuotaExceeded("received", accepts,
+                                    f"process {target.pid} holds {held} capabilities from "
+                                    f"other processes and has {waiting} waiting to be received")
+    if refusal is None and waiting >= inbox:
+        refusal = QuotaExceeded("inbox", inbox, f"process {target.pid} has {waiting} "
+                                "capabilities waiting to be received")
+    if refusal is not None:  # checked before the handle leaves: the sender keeps it
+        kernel.caps.audit.record("deny", pid=proc.pid, handle=handle, peer=target.pid,
+                                 reason=f"send_capability: {type(refusal).__name__}: "
+                                        f"{refusal}")
+        raise refusal
+    cap = kernel.caps.begin_transfer(proc.pid, handle)
+    try:
+        target.deliver(proc.pid, cap)
+    except BaseException:
+        # Only a concurrent sender filling the inbox in between gets here; the handle
+        # number is gone, so the capability is released rather than returned.
+        kernel.caps.cancel_transfer(cap)
+        raise
     return {}, []
 
 
@@ -241,12 +277,41 @@ def _recv_capability(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds
                      ) -> tuple[Any, list[int]]:
     timeout = _timeout(args)
     try:
-        sender, handle = proc.inbox.get(timeout=timeout)
+        sender, cap = proc.inbox.get(timeout=timeout)
     except queue.Empty:
         raise TimeoutError("no capability arrived before the timeout") from None
+    if cap is None:  # the process exited while waiting (ExoProcess.close_inbox)
+        proc.close_inbox()
+        raise LookupError(f"process {proc.pid} has exited")
+    try:
+        handle = kernel.caps.complete_transfer(cap, proc.pid, received=sender != proc.pid)
+    except QuotaExceeded:
+        # The receiver lowered what it accepts after this was sent: the capability waits
+        # again (at the back of the inbox) for the receiver to make room.
+        try:
+            proc.deliver(sender, cap)
+        except QuotaExceeded:
+            kernel.caps.cancel_transfer(cap)
+        raise
     result = _cap_result(kernel, proc.pid, handle)
     result["from"] = sender
     return result, []
+
+
+@syscall("accept_capabilities")
+def _accept_capabilities(kernel: Kernel, proc: ExoProcess, args: dict[str, Any],
+                         fds: list[int]) -> tuple[Any, list[int]]:
+    """Bound how many capabilities from other processes the caller holds (0: refuse all).
+
+    At most the ``received`` quota; already-held ones stay. Returns the bound in force.
+    """
+    limit = _int(args, "limit")
+    ceiling = proc.limits.quotas.received
+    if limit < 0:
+        raise ValueError("argument 'limit' must be at least 0")
+    limit = min(limit, ceiling)
+    kernel.caps.set_max_received(proc.pid, limit)
+    return {"limit": limit, "quota": ceiling}, []
 
 
 # ---------------------------------------------------------------- storage
@@ -386,13 +451,21 @@ def _spawn(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
         for handle, want in wanted:
             kernel.caps.delegate(proc.pid, handle, child_pid, want)
 
+    # Limits the caller asks for the child; unnamed ones are the caller's own. Either way
+    # the process manager caps each at the caller's value (a child never holds more).
+    asked = args.get("limits")
+    limits = proc.limits if asked is None else Limits.from_request(asked, proc.limits)
+
     extra, env, at = fds[3:], [], 0
     for n in groups:  # the child finds them in EXO_CHANNEL_FDS, at the same numbers
         env.append(",".join(str(fd) for fd in extra[at:at + n]))
         at += n
+    child_env = {PARENT_PID_ENV: str(proc.pid)}  # the peer of inherited channel endpoints
+    if env:
+        child_env["EXO_CHANNEL_FDS"] = ";".join(env)
     child = kernel.processes.spawn(argv, [], stdio=(fds[0], fds[1], fds[2]),
-                                   parent=proc.pid, derive=derive, extra_fds=tuple(extra),
-                                   env={"EXO_CHANNEL_FDS": ";".join(env)} if env else None)
+                                   parent=proc.pid, limits=limits, derive=derive,
+                                   extra_fds=tuple(extra), env=child_env)
     for fd in fds:
         os.close(fd)
     fds.clear()
@@ -402,14 +475,27 @@ def _spawn(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int
 @syscall("transfer_out")
 def _transfer_out(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
                   ) -> tuple[Any, list[int]]:
-    """A handle leaves the caller to travel in a channel message; returns a token."""
-    return {"token": kernel.in_flight.put(proc.pid, _int(args, "handle"))}, []
+    """A handle leaves the caller to travel in a channel message; returns a token.
+
+    ``to`` names the receiver (the process at the other end of the channel): only it can
+    redeem the token.
+    """
+    handle, to = _int(args, "handle"), _int(args, "to")
+    receiver = kernel.processes.get(to) if to != proc.pid else proc
+    if receiver.status is not None:
+        raise LookupError(f"process {to} has exited")
+    token = kernel.in_flight.put(proc.pid, handle, to, limit=proc.limits.quotas.in_flight)
+    return {"token": token}, []
 
 
 @syscall("transfer_in")
 def _transfer_in(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
                  ) -> tuple[Any, list[int]]:
-    """Redeem a token that arrived in a message: the capability joins our space."""
+    """Redeem a token that arrived in a message: the capability joins our space.
+
+    Only the receiver named by ``transfer_out`` may; anyone else is refused and the token
+    stays valid.
+    """
     handle = kernel.in_flight.take(_int(args, "token"), proc.pid)
     return _cap_result(kernel, proc.pid, handle), []
 

@@ -5,6 +5,13 @@ Groups are created under the cgroup this process already belongs to (from
 cgroup root and everything it creates sits in one subtree that :func:`cleanup_all` can sweep.
 v1 is used when the needed controllers are mounted as v1 hierarchies (this is the case on the
 machines the project runs on); otherwise v2, when the unified hierarchy offers them.
+
+A group may be created *inside* another (``parent=``): an Exo process's children live in its
+group, so the parent's memory, pids and CPU limits bind the whole subtree (all three
+controllers are hierarchical: v1 memory with ``use_hierarchy``, always on in current
+kernels; v2 by design). Killing or removing a group takes its subtree with it. On v2 the
+no-internal-process rule means a group's own processes sit in a leaf ``<group>/self``, so
+that child groups can sit beside it (that layout is used on v2 only).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from .errors import SandboxError, SandboxUnavailable
 CONTROLLERS = ("memory", "pids", "cpu")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _CFS_PERIOD_US = 100_000
+_V2_LEAF = "self"
 
 
 class Hierarchy(Value):
@@ -158,9 +166,12 @@ class CgroupSet:
         memory_max: int | None,
         pids_max: int | None,
         cpu_max: float | None,
+        parent: CgroupSet | None = None,
     ) -> CgroupSet:
         if not _NAME_RE.match(name):
             raise SandboxError(f"invalid cgroup name {name!r}: use letters, digits, '._-'")
+        if parent is not None:
+            return cls._create_nested(parent, name, memory_max, pids_max, cpu_max)
         required = [c for c, v in (("memory", memory_max), ("pids", pids_max),
                                    ("cpu", cpu_max)) if v is not None]
         version, hs = select(required)
@@ -169,20 +180,21 @@ class CgroupSet:
         group = cls(version, dirs)
         try:
             for h in hs:
-                parent = h.base / boot
-                for _ in range(5):  # a concurrent cleanup may remove parent in between
-                    parent.mkdir(exist_ok=True)
+                top = h.base / boot
+                for _ in range(5):  # a concurrent cleanup may remove top in between
+                    top.mkdir(exist_ok=True)
                     if version == 2:
-                        _enable_v2_controllers(h.base, parent, h.controllers)
+                        _enable_v2_controllers(h.base, top, h.controllers)
                     try:
-                        (parent / name).mkdir()
+                        (top / name).mkdir()
                         break
                     except FileNotFoundError:
                         continue
                 else:
-                    raise SandboxError(f"cgroup: cannot create {parent / name}")
-                dirs.append(parent / name)
+                    raise SandboxError(f"cgroup: cannot create {top / name}")
+                dirs.append(top / name)
             group._set_limits(memory_max, pids_max, cpu_max)
+            group._prepare_for_children(hs[0].controllers if version == 2 else frozenset())
         except FileExistsError as exc:
             group.remove()
             raise SandboxError(f"cgroup {name!r} already exists for boot {boot_id!r}") from exc
@@ -194,6 +206,57 @@ class CgroupSet:
             group.remove()
             raise
         return group
+
+    @classmethod
+    def _create_nested(cls, parent: CgroupSet, name: str, memory_max: int | None,
+                       pids_max: int | None, cpu_max: float | None) -> CgroupSet:
+        """A group inside ``parent``'s, in every hierarchy ``parent`` uses."""
+        if not parent.dirs:
+            raise SandboxError(f"cgroup: the parent group of {name!r} was removed")
+        group = cls(parent.version, [])
+        try:
+            for d in parent.dirs:
+                (d / name).mkdir()
+                group.dirs.append(d / name)
+            group._set_limits(memory_max, pids_max, cpu_max)
+            group._prepare_for_children(_v2_controllers(parent.dirs[0])
+                                        if group.version == 2 else frozenset())
+        except FileNotFoundError as exc:
+            group.remove()
+            raise SandboxError(f"cgroup: the parent group of {name!r} is gone") from exc
+        except FileExistsError as exc:
+            group.remove()
+            raise SandboxError(f"cgroup {name!r} already exists in {parent.dirs[0]}") from exc
+        except BaseException:
+            group.remove()
+            raise
+        return group
+
+    def _prepare_for_children(self, v2_controllers: frozenset[str]) -> None:
+        """Let child groups be created inside this one, accounted hierarchically."""
+        if self.version == 1:
+            flag = self._find("memory.use_hierarchy")
+            # Always 1 (and read-only) on current kernels; older ones must be told, before
+            # the group has children.
+            if flag is not None and flag.read_text().strip() == "0":
+                _write(flag, "1")
+            return
+        for d in self.dirs:  # v2: processes in a leaf, controllers enabled for the subtree
+            _enable_v2_controllers(d, d, v2_controllers)
+            (d / _V2_LEAF).mkdir(exist_ok=True)
+
+    def pids_room(self) -> int | None:
+        """How many more tasks the group's subtree may hold (None: no pids limit)."""
+        limit, current = self._find("pids.max"), self._find("pids.current")
+        if limit is None or current is None:
+            return None
+        try:
+            text = limit.read_text().strip()
+            if text == "max":
+                return None
+            return int(text) - int(current.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def _find(self, filename: str) -> Path | None:
         for d in self.dirs:
@@ -229,13 +292,23 @@ class CgroupSet:
 
     @property
     def procs_files(self) -> list[Path]:
+        """Where the group's own process is written (v2: its leaf, see the module doc)."""
+        if self.version == 2:
+            return [d / _V2_LEAF / "cgroup.procs" for d in self.dirs]
         return [d / "cgroup.procs" for d in self.dirs]
 
     def members(self) -> set[int]:
+        """Every process in the group's subtree (its own and its child groups')."""
         pids: set[int] = set()
-        for f in self.procs_files:
-            with contextlib.suppress(FileNotFoundError):
-                pids.update(int(x) for x in f.read_text().split())
+        for d in self.dirs:
+            for sub in _subtree(d):
+                try:
+                    pids.update(int(x) for x in (sub / "cgroup.procs").read_text().split())
+                except OSError as exc:
+                    # A child group removed meanwhile (by its own process's reclaim) reads
+                    # as ENOENT, or ENODEV while the removal is under way.
+                    if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                        raise
         return pids
 
     def stat(self) -> dict[str, int]:
@@ -275,27 +348,59 @@ class CgroupSet:
         """Kill what is left and remove the group directories (and the boot dir if empty)."""
         self.kill_all(timeout)
         for d in self.dirs:
-            _rmdir_retry(d, timeout)
+            _remove_tree(d, timeout)
             with contextlib.suppress(OSError):  # other processes of this boot still use it
                 d.parent.rmdir()
         self.dirs = []
 
 
-def _rmdir_retry(path: Path, timeout: float) -> None:
+def _remove_tree(top: Path, timeout: float) -> None:
+    """Remove ``top`` and its child groups, children first, killing what is left in them.
+
+    A child group may appear while this runs (a spawn nested in a process that is exiting)
+    and a group stays busy while its last member exits: so walk again until ``top`` is gone.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while True:
+        for sub in reversed(_subtree(top)):
+            try:
+                sub.rmdir()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                    raise SandboxError(f"cgroup: cannot remove {sub}: {exc.strerror}"
+                                       ) from exc
+        if not top.exists():
+            return
+        if time.monotonic() > deadline:
+            raise SandboxError(f"cgroup: cannot remove {top}: still busy")
+        CgroupSet(1, [top]).kill_all(max(0.0, deadline - time.monotonic()))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _subtree(top: Path) -> list[Path]:
+    """``top`` and every group below it, parents before children (empty if ``top`` is gone)."""
+    out: list[Path] = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
         try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            # EBUSY while the last member finishes exiting.
-            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
-                raise SandboxError(f"cgroup: cannot remove {path}: {exc.strerror}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            subs = [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+        except OSError as exc:  # removed meanwhile (see members)
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
+                raise
+            continue
+        out.append(d)
+        stack.extend(Path(p) for p in subs)
+    return out
+
+
+def _v2_controllers(group: Path) -> frozenset[str]:
+    try:
+        return frozenset((group / "cgroup.controllers").read_text().split())
+    except OSError:
+        return frozenset()
 
 
 def _enable_v2_controllers(base: Path, parent: Path, available: frozenset[str]) -> None:

@@ -214,6 +214,7 @@ def spawn(
     stderr: _File = None,
     allow_missing: frozenset[str] = frozenset(),
     timeout: float = 10.0,
+    cgroup_parent: SandboxedProcess | None = None,
     _ablate: frozenset[str] = frozenset(),
 ) -> SandboxedProcess:
     """Start ``argv`` inside the sandbox ``spec``; returns once the target has been exec'd.
@@ -222,6 +223,10 @@ def spawn(
     ``allow_missing``; :class:`SandboxError` (one line) for bad specs or a failed start,
     including the target's own exec error. The returned process's cgroup is removed when it
     is waited for, killed or closed.
+
+    ``cgroup_parent``: create the cgroup inside that process's, so that its limits bind
+    this one too (an Exo process's children count against its budget); killing or
+    removing the parent's group then takes this one with it.
 
     ``_ablate`` exists for the escape tests only, to prove which mechanism refused what:
     ``"landlock"`` skips Landlock, ``"seccomp-marker"`` makes the filter answer ENOTRECOVERABLE
@@ -260,10 +265,13 @@ def spawn(
 
     cgroup: _cgroups.CgroupSet | None = None
     try:
+        parent_group = cgroup_parent.cgroup if cgroup_parent is not None else None
+        if cgroup_parent is not None and parent_group is None and "cgroup" not in allow_missing:
+            raise SandboxError("the parent sandbox has no cgroup to nest this one in")
         cgroup = _cgroups.CgroupSet.create(
             boot_id, group_name, memory_max=spec.memory_max,
             pids_max=None if spec.pids_max is None else spec.pids_max + BWRAP_OVERHEAD_PIDS,
-            cpu_max=spec.cpu_max)
+            cpu_max=spec.cpu_max, parent=parent_group)
     except SandboxError:
         if "cgroup" not in allow_missing:
             raise

@@ -4,10 +4,23 @@ Records go to a bounded in-memory ring (what ``caps --audit`` shows) and, when a
 given, to a JSON Lines file (what AI-Sec reads, and what survives a kernel restart). A
 revocation is one record carrying the number of capabilities it removed, so revoking a tree
 of 10,000 costs one write, not 10,000.
+
+Nothing a process does can make the log grow without bound (a hostile app can make the
+kernel deny it as fast as it can send requests):
+
+* each record is bounded: caller-supplied text (resource names, reasons) is cut to
+  ``MAX_FIELD_BYTES`` and the record marked ``truncated``;
+* the file rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` ... ``.keep``, the oldest
+  dropped), so the log takes at most ``(keep + 1) * max_bytes`` on disk;
+* denials are rate-limited per process (a token bucket): those over the rate are counted,
+  not written, and one summary record says how many were suppressed;
+* the in-memory ring holds at most ``capacity`` records (16,384 by default), each bounded
+  as above.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -15,10 +28,12 @@ import time
 from collections import deque
 from pathlib import Path
 
+from .ratelimit import TokenBuckets
+
 TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from typing import Final, Literal
+    from collections.abc import Callable, Iterable
+    from typing import BinaryIO, Final, Literal
 
     AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release"]
 else:
@@ -32,8 +47,36 @@ EVENTS: Final = frozenset({"grant", "deny", "duplicate", "transfer", "revoke", "
 _DEFAULTS: Final[dict[str, object]] = {
     "seq": None, "time": None, "event": None, "pid": None, "handle": None, "resource": None,
     "rights": None, "reason": "", "peer": None, "count": 1, "cap_id": None,
+    "truncated": False,
 }
 _REQUIRED: Final = frozenset({"seq", "time", "event"})
+
+#: Records kept in memory (``caps --audit``; the file keeps more): ~6 MB for typical
+#: records, ~15 MB at most with every field at its bound (measured), inside the kernel's
+#: memory budget even when a process fills the ring with grants it does not need.
+DEFAULT_CAPACITY: Final = 16384
+#: Longest caller-supplied text kept in a record (UTF-8 bytes); longer text is cut.
+MAX_FIELD_BYTES: Final = 256
+#: The JSON Lines file rotates when it would grow past this many bytes ...
+DEFAULT_MAX_BYTES: Final = 8 << 20
+#: ... keeping this many older files (audit.jsonl.1 is the newest of them).
+DEFAULT_KEEP: Final = 3
+#: Denials one process may cause: a burst, then this many per second.
+DENY_BURST: Final = 64
+DENY_RATE: Final = 10.0
+
+
+def bound_text(text: str, limit: int = MAX_FIELD_BYTES) -> tuple[str, bool]:
+    """``text`` cut to at most ``limit`` UTF-8 bytes plus a marker; (text, was_cut)."""
+    # Fast paths (every record takes them): short enough even if every character took 4
+    # bytes, or ASCII (one byte each) within the limit.
+    if len(text) <= limit // 4 or (len(text) <= limit and text.isascii()):
+        return text, False
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text, False
+    kept = data[:limit].decode("utf-8", "ignore")  # never half a character
+    return f"{kept}...[truncated {len(data)} bytes]", True
 
 
 class AuditRecord:
@@ -49,7 +92,7 @@ class AuditRecord:
     def __init__(self, seq: int, time: float, event: str, pid: int | None = None,
                  handle: int | None = None, resource: str | None = None,
                  rights: str | None = None, reason: str = "", peer: int | None = None,
-                 count: int = 1, cap_id: int | None = None) -> None:
+                 count: int = 1, cap_id: int | None = None, truncated: bool = False) -> None:
         self.seq = seq
         self.time = time
         self.event = event
@@ -61,6 +104,7 @@ class AuditRecord:
         self.peer = peer
         self.count = count
         self.cap_id = cap_id
+        self.truncated = truncated
 
     def to_dict(self) -> dict[str, object]:
         """A plain dict (for the shell's table and JSON output)."""
@@ -90,20 +134,60 @@ class AuditRecord:
 
 
 class AuditLog:
-    """Thread-safe, bounded audit log with an optional JSON Lines sink."""
+    """Thread-safe, bounded audit log with an optional, rotated JSON Lines sink."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, capacity: int = 65536) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep: int = DEFAULT_KEEP,
+        deny_rate: float = DENY_RATE,
+        deny_burst: int = DENY_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if capacity < 1:
             raise ValueError("audit capacity must be at least 1")
+        if max_bytes < 4096 or keep < 1:
+            raise ValueError("audit rotation needs max_bytes >= 4096 and keep >= 1")
         self._lock = threading.Lock()
         self._ring: deque[AuditRecord] = deque(maxlen=capacity)
         self._seq = 0
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.suppressed = 0  # denials not written, over the whole boot
+        self._denials = TokenBuckets(deny_rate, deny_burst, clock=clock)
         self.path = Path(path) if path is not None else None
-        self._file = None
+        self._file: BinaryIO | None = None
+        self._size = 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Line-at-a-time writes with O_APPEND: readers never see half a record.
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - long-lived sink
+            self._open()
+
+    def _open(self) -> None:
+        assert self.path is not None
+        # Line-at-a-time writes with O_APPEND: readers never see half a record.
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - long-lived sink
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def _rotate(self) -> None:
+        """audit.jsonl -> .1 -> .2 ... -> .keep (dropped): called with the lock held."""
+        assert self.path is not None and self._file is not None
+        self._file.close()
+        base = str(self.path)
+        for n in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{base}.{n}", f"{base}.{n + 1}")
+        os.replace(base, f"{base}.1")
+        self._open()
+
+    def files(self) -> list[Path]:
+        """The JSON Lines files that exist, oldest first (for readers of the whole log)."""
+        if self.path is None:
+            return []
+        older = [Path(f"{self.path}.{n}") for n in range(self.keep, 0, -1)]
+        return [p for p in (*older, self.path) if p.exists()]
 
     def record(
         self,
@@ -117,27 +201,56 @@ class AuditLog:
         peer: int | None = None,
         count: int = 1,
         cap_id: int | None = None,
-    ) -> AuditRecord:
-        """Append one record; ``resource`` and ``rights`` are stored as their ``str()``."""
+    ) -> AuditRecord | None:
+        """Append one record; ``resource`` and ``rights`` are stored as their ``str()``.
+
+        Returns ``None`` for a denial suppressed by the per-process rate limit.
+        """
+        res_text, cut_res = (None, False) if resource is None else bound_text(str(resource))
+        rights_text, cut_rights = (None, False) if rights is None else bound_text(str(rights))
+        reason, cut_reason = bound_text(reason)
+        truncated = cut_res or cut_rights or cut_reason
         with self._lock:
+            if event == "deny" and pid is not None:
+                allowed, suppressed = self._denials.allow(pid)
+                if not allowed:
+                    self.suppressed += 1
+                    return None
+                if suppressed:
+                    self._append_locked(self._summary(pid, suppressed))
             self._seq += 1
             rec = AuditRecord(
-                seq=self._seq,
-                time=time.time(),
-                event=event,
-                pid=pid,
-                handle=handle,
-                resource=None if resource is None else str(resource),
-                rights=None if rights is None else str(rights),
-                reason=reason,
-                peer=peer,
-                count=count,
-                cap_id=cap_id,
+                seq=self._seq, time=time.time(), event=event, pid=pid, handle=handle,
+                resource=res_text, rights=rights_text, reason=reason, peer=peer,
+                count=count, cap_id=cap_id, truncated=truncated,
             )
-            self._ring.append(rec)
-            if self._file is not None:
-                self._file.write(rec.to_json() + b"\n")
+            self._append_locked(rec)
         return rec
+
+    def forget(self, pid: int) -> None:
+        """Process ``pid`` exited: write the summary of denials still suppressed, if any."""
+        with self._lock:
+            suppressed = self._denials.forget(pid)
+            if suppressed:
+                self._append_locked(self._summary(pid, suppressed))
+
+    def _summary(self, pid: int, suppressed: int) -> AuditRecord:
+        self._seq += 1
+        return AuditRecord(
+            seq=self._seq, time=time.time(), event="deny", pid=pid, count=suppressed,
+            reason=f"rate limit: {suppressed} denials of process {pid} suppressed "
+                   f"(at most {self._denials.burst} at once, "
+                   f"then {self._denials.rate:g} per second)",
+        )
+
+    def _append_locked(self, rec: AuditRecord) -> None:
+        self._ring.append(rec)
+        if self._file is not None:
+            line = rec.to_json() + b"\n"
+            if self._size + len(line) > self.max_bytes and self._size > 0:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
 
     def query(
         self,

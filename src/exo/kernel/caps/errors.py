@@ -52,5 +52,19 @@ class SpaceExists(CapabilityError):
     """A capability space already exists for that process id."""
 
 
-class SpaceFull(CapabilityError):
-    """The process already holds the maximum number of handles."""
+class QuotaExceeded(CapabilityError):
+    """A per-process bound on a kernel resource was reached (``exo.kernel.quota``).
+
+    A ``CapabilityError`` so that every syscall path already turns it into a one-line error
+    for the caller; ``quota`` names the bound and ``limit`` is its value, both also in the
+    message ("quota 'inbox' (64) reached: ...").
+    """
+
+    def __init__(self, quota: str, limit: int, detail: str) -> None:
+        super().__init__(f"quota {quota!r} ({limit}) reached: {detail}")
+        self.quota = quota
+        self.limit = limit
+
+
+class SpaceFull(QuotaExceeded):
+    """The process already holds the maximum number of handles (quota ``handles``)."""

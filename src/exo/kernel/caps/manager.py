@@ -78,6 +78,9 @@ class CapabilityManager:
         self._spaces: dict[int, CapabilitySpace] = {}
         self._roots: set[Capability] = set()
         self._listeners: list[RevokeListener] = []
+        # pin -> the space it counts against (kept after the space is destroyed: the pin is
+        # the kernel object's, and its budget, shared with ancestors, is charged until unpin)
+        self._pinned_by: dict[Capability, CapabilitySpace] = {}
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -104,13 +107,36 @@ class CapabilityManager:
 
     # -- spaces ------------------------------------------------------------------------------
 
-    def create_space(self, pid: int) -> None:
-        """Give process ``pid`` an empty capability space."""
+    def create_space(self, pid: int, *, max_handles: int | None = None,
+                     max_received: int | None = None, max_pins: int | None = None,
+                     parent: int | None = None) -> None:
+        """Give process ``pid`` an empty capability space.
+
+        ``max_handles`` (at most the manager's) bounds its table; ``max_received`` bounds
+        how many of those may be capabilities moved in by other processes; ``max_pins`` how
+        many kernel objects (open files) may be pinned through its handles at once. With
+        ``parent`` (a process that has a space), its handles and pins also count against
+        the parent's limits (``space.Budget``).
+        """
         _check_pid(pid)
+        limit = self._max_handles if max_handles is None else min(max_handles,
+                                                                   self._max_handles)
         with self._lock:
             if pid in self._spaces:
                 raise SpaceExists(f"process {pid} already has a capability space")
-            self._spaces[pid] = CapabilitySpace(pid, self._max_handles)
+            above = self._spaces.get(parent) if parent is not None else None
+            self._spaces[pid] = CapabilitySpace(pid, limit, max_received, max_pins, above)
+
+    def set_max_received(self, pid: int, limit: int) -> None:
+        """How many capabilities from other processes ``pid`` will hold (0: refuse all)."""
+        with self._lock:
+            self._space(pid).max_received = limit
+
+    def received(self, pid: int) -> tuple[int, int]:
+        """(capabilities from other processes ``pid`` holds, how many it accepts)."""
+        with self._lock:
+            space = self._space(pid)
+            return space.received, space.max_received
 
     def destroy_space(self, pid: int) -> int:
         """Release every handle of ``pid`` (process exit); return how many were released.
@@ -126,6 +152,7 @@ class CapabilityManager:
             for cap in caps:
                 self._let_go(cap)
         self.audit.record("release", pid=pid, count=len(caps), reason="process exit")
+        self.audit.forget(pid)  # its rate-limit state, and how many denials it suppressed
         return len(caps)
 
     def has_space(self, pid: int) -> bool:
@@ -268,8 +295,10 @@ class CapabilityManager:
             with self._lock:
                 src_space, dst_space = self._space(from_pid), self._space(to_pid)
                 src_space.get(handle, Rights.TRANSFER)
+                received = from_pid != to_pid
+                dst_space.check_room(received=received)  # a refusal leaves the sender whole
                 cap = src_space.remove(handle)
-                new = dst_space.insert(cap)
+                new = dst_space.insert(cap, received=received)
         except CapabilityError as exc:
             self._deny("transfer", from_pid, handle, None, None, exc, peer=to_pid)
             raise
@@ -297,17 +326,21 @@ class CapabilityManager:
             raise
         return cap
 
-    def complete_transfer(self, cap: Capability, to_pid: int) -> int:
-        """Install an in-flight capability into the receiver; return its new handle."""
+    def complete_transfer(self, cap: Capability, to_pid: int, *, received: bool = True) -> int:
+        """Install an in-flight capability into the receiver; return its new handle.
+
+        ``received``: it comes from another process (counts against ``max_received``).
+        """
         try:
             with self._lock:
                 if cap.revoked:
                     raise CapabilityRevoked(f"capability #{cap.id} on {cap.resource} was revoked")
                 if cap.owner != IN_FLIGHT:
                     raise InvalidHandle(f"capability #{cap.id} is not in flight")
-                new = self._space(to_pid).insert(cap)
+                new = self._space(to_pid).insert(cap, received=received)
         except CapabilityError as exc:
-            self._deny("transfer", None, None, cap.resource, cap.rights, exc, peer=to_pid)
+            # The receiver is the actor here (its redemption failed): its rate limit applies.
+            self._deny("transfer", to_pid, None, cap.resource, cap.rights, exc, peer=to_pid)
             raise
         self.audit.record(
             "transfer", handle=new, resource=cap.resource, rights=cap.rights, peer=to_pid,
@@ -338,9 +371,12 @@ class CapabilityManager:
         try:
             want = Rights.parse(rights)
             with self._lock:
-                src = self._space(pid).get(handle, want)
+                space = self._space(pid)
+                src = space.get(handle, want)
                 cap = Capability(src.resource, want, parent=src, badge=src.badge)
+                space.add_pin(cap)
                 cap.owner = KERNEL
+                self._pinned_by[cap] = space
         except CapabilityError as exc:
             self._deny("pin", pid, handle, None, rights, exc)
             raise
@@ -349,6 +385,9 @@ class CapabilityManager:
     def unpin(self, cap: Capability) -> None:
         """The kernel object behind a pin was closed."""
         with self._lock:
+            space = self._pinned_by.pop(cap, None)
+            if space is not None:
+                space.remove_pin(cap)
             if cap.owner == KERNEL:
                 self._let_go(cap)
 

@@ -68,8 +68,10 @@ class ResourceName(Value):
             raise InvalidResourceName(
                 f"resource name must be a string, not {type(name).__name__}"
             )
-        if len(name) > _MAX_NAME:
-            raise InvalidResourceName(f"resource name longer than {_MAX_NAME} characters")
+        # Before anything else, and in bytes: a name's cost (audit, memory, regex work) is
+        # its encoded size, and a character can take 4 bytes.
+        if len(name) > _MAX_NAME or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME:
+            raise InvalidResourceName(f"resource name longer than {_MAX_NAME} bytes")
         if _CONTROL_RE.search(name):
             raise InvalidResourceName(
                 f"resource name {name!r} contains a NUL or control character"

@@ -21,28 +21,91 @@ from collections import deque
 from collections.abc import Iterator
 
 from .capability import NO_OWNER, Capability
-from .errors import InsufficientRights, InvalidHandle, SpaceFull
+from .errors import InsufficientRights, InvalidHandle, QuotaExceeded, SpaceFull
 from .rights import Rights
 
 SLOT_BITS = 16
 GEN_BITS = 15
 MAX_SLOTS = 1 << SLOT_BITS
+MAX_PINS = 1 << 16  # when the kernel names no quota
 _GEN_MASK = (1 << GEN_BITS) - 1
 _RAW_MASK = (1 << (SLOT_BITS + GEN_BITS)) - 1
 _M1 = 0x2C1B3C6D  # odd multipliers: bijective modulo 2**31
 _M2 = 0x297A2D39
 
 
+class Budget:
+    """How many of one resource a process *and its descendants* hold together.
+
+    Each space charges its own budget, whose ``parent`` is its parent process's: a child's
+    handles (or pinned files) count against every ancestor's limit too, so a process cannot
+    multiply its quota by spawning children. Guarded by the manager's lock, like the space.
+    """
+
+    __slots__ = ("limit", "name", "owner", "parent", "used", "what")
+
+    def __init__(self, name: str, limit: int, owner: int, parent: Budget | None = None,
+                 what: str = "") -> None:
+        self.name = name
+        self.what = what or name  # how a message names what is counted
+        self.limit = limit
+        self.owner = owner
+        self.parent = parent
+        self.used = 0
+
+    def check(self, n: int = 1) -> None:
+        """Raise QuotaExceeded (SpaceFull for handles) if ``n`` more would not fit."""
+        budget: Budget | None = self
+        while budget is not None:
+            if budget.used + n > budget.limit:
+                error = SpaceFull if budget.name == "handles" else QuotaExceeded
+                raise error(budget.name, budget.limit,
+                            f"process {budget.owner} (with its descendants) holds "
+                            f"{budget.used} {budget.what}")
+            budget = budget.parent
+
+    def charge(self, n: int = 1) -> None:
+        self.check(n)
+        budget: Budget | None = self
+        while budget is not None:
+            budget.used += n
+            budget = budget.parent
+
+    def release(self, n: int = 1) -> None:
+        budget: Budget | None = self
+        while budget is not None:
+            budget.used -= n
+            budget = budget.parent
+
+
 class CapabilitySpace:
     """Handle table of one process (``pid``)."""
 
-    __slots__ = ("_free", "_gens", "_salt", "_salt2", "_table", "max_handles", "pid")
+    __slots__ = ("_free", "_gens", "_received", "_salt", "_salt2", "_table", "handle_budget",
+                 "max_handles", "max_pins", "max_received", "pid", "pin_budget", "pins")
 
-    def __init__(self, pid: int, max_handles: int = MAX_SLOTS) -> None:
+    def __init__(self, pid: int, max_handles: int = MAX_SLOTS,
+                 max_received: int | None = None, max_pins: int | None = None,
+                 parent: CapabilitySpace | None = None) -> None:
         if not 1 <= max_handles <= MAX_SLOTS:
             raise ValueError(f"max_handles must be in 1..{MAX_SLOTS}")
         self.pid = pid
         self.max_handles = max_handles
+        # Handles that other processes moved in (transfers) are bounded separately, so a
+        # peer cannot fill this table: the process decides how much it accepts from others.
+        self.max_received = max_handles if max_received is None else max_received
+        self._received: set[int] = set()
+        # Kernel objects opened through this process's handles (open files, exports): they
+        # cost the kernel descriptors and server state, so they are bounded too.
+        self.max_pins = MAX_PINS if max_pins is None else max_pins
+        self.pins: set[Capability] = set()
+        # Shared with the parent process's space (``parent``): see Budget.
+        self.handle_budget: Budget = Budget("handles", max_handles, pid,
+                                            parent.handle_budget if parent is not None
+                                            else None)
+        self.pin_budget: Budget = Budget("files", self.max_pins, pid,
+                                         parent.pin_budget if parent is not None else None,
+                                         "files and directories open through the kernel")
         # os.urandom, like ``secrets``, without importing secrets' dependencies at boot.
         self._salt = _random_bits(SLOT_BITS + GEN_BITS)
         self._salt2 = _random_bits(SLOT_BITS + GEN_BITS)
@@ -61,33 +124,68 @@ class CapabilitySpace:
 
     # -- table operations ------------------------------------------------------------------
 
-    def insert(self, cap: Capability) -> int:
-        """Put ``cap`` in a fresh slot; return its new handle number."""
+    def insert(self, cap: Capability, *, received: bool = False) -> int:
+        """Put ``cap`` in a fresh slot; return its new handle number.
+
+        ``received``: it comes from another process (a transfer), and counts against
+        ``max_received`` as long as it is held here.
+        """
+        self.check_room(received=received)
+        self.handle_budget.charge()
         if self._free:
             slot = self._free.popleft()
             gen = (self._gens[slot] + 1) & _GEN_MASK
             self._gens[slot] = gen
         else:
             slot = len(self._gens)
-            if slot >= self.max_handles:
-                raise SpaceFull(
-                    f"process {self.pid} already holds {len(self._table)} handles "
-                    f"(limit {self.max_handles})"
-                )
             gen = 1
             self._gens.append(gen)
         handle = self._encode(slot, gen)
         self._table[handle] = cap
+        if received:
+            self._received.add(handle)
         cap.slot = slot
         cap.owner = self.pid
         cap.handle = handle
         return handle
+
+    def check_room(self, *, received: bool = False) -> None:
+        """Raise what :meth:`insert` would raise for lack of room, without inserting."""
+        if received and len(self._received) >= self.max_received:
+            raise QuotaExceeded("received", self.max_received,
+                                f"process {self.pid} holds {len(self._received)} "
+                                "capabilities received from other processes")
+        if not self._free and len(self._gens) >= self.max_handles:
+            raise SpaceFull("handles", self.max_handles,
+                            f"process {self.pid} already holds {len(self._table)} handles "
+                            f"(limit {self.max_handles})")
+        self.handle_budget.check()
+
+    def add_pin(self, cap: Capability) -> None:
+        """Count a kernel object opened through a handle here (quota ``files``)."""
+        try:
+            self.pin_budget.check()
+        except QuotaExceeded:
+            # Revoked pins whose objects are gone may not all have been handed back yet.
+            for gone in [c for c in self.pins if c.revoked]:
+                self.remove_pin(gone)
+            self.pin_budget.check()
+        self.pin_budget.charge()
+        self.pins.add(cap)
+
+    def remove_pin(self, cap: Capability) -> None:
+        """The kernel object behind ``cap`` was closed (or it was revoked)."""
+        if cap in self.pins:
+            self.pins.discard(cap)
+            self.pin_budget.release()
 
     def remove(self, handle: int) -> Capability:
         """Take a handle out of the table (the capability itself is left to the caller)."""
         cap = self._table.pop(handle, None)
         if cap is None:
             raise self.invalid(handle)
+        self._received.discard(handle)
+        self.handle_budget.release()
         self._free.append(cap.slot)
         cap.owner = NO_OWNER
         cap.handle = 0
@@ -96,7 +194,11 @@ class CapabilitySpace:
     def discard_many(self, caps: list[Capability]) -> None:
         """Bulk removal used by revocation: every cap must currently live in this space."""
         table_pop, free_append = self._table.pop, self._free.append
+        received = self._received
+        self.handle_budget.release(len(caps))
         for cap in caps:
+            if received:
+                received.discard(cap.handle)
             table_pop(cap.handle)
             free_append(cap.slot)
             cap.owner = NO_OWNER
@@ -123,6 +225,11 @@ class CapabilitySpace:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    @property
+    def received(self) -> int:
+        """How many of the handles held here were moved in by other processes."""
+        return len(self._received)
 
     def items(self) -> Iterator[tuple[int, Capability]]:
         """``(handle, capability)`` pairs, in insertion order."""

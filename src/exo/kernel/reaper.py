@@ -1,0 +1,108 @@
+"""One thread notices every Exo process's exit, instead of one blocked thread per process.
+
+A thread blocked in ``waitpid`` per process made every live process cost the kernel a
+thread (and a hostile app spawning children made the kernel spend them). Here each
+process's bubblewrap monitor (a direct child of the kernel) is watched through a pidfd
+(``pidfd_open``, Linux 5.3+) in one epoll set: a pidfd becomes readable when its process
+ends. The exit handler then runs on a short-lived thread of its own, so that a slow reclaim
+(a cgroup that takes time to empty) never delays noticing the next exit: threads now follow
+the processes *exiting* at a moment, not the processes alive.
+
+The watcher thread exists only while something is watched: it closes its epoll set and
+ends when the last watched process has exited, and the next ``watch`` starts a new one, so
+a kernel with no processes holds no thread and no descriptor here. Linux-only, like the
+sandbox that starts the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+TYPE_CHECKING = False  # boot path rules (docs/ARCHITECTURE.md): no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class Reaper:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[int, Callable[[], None]]] = {}  # pidfd -> (pid, fn)
+        self._epoll: select.epoll | None = None
+        self._thread: threading.Thread | None = None
+
+    def watch(self, pid: int, on_exit: Callable[[], None]) -> None:
+        """Call ``on_exit()`` (on a thread of its own) once process ``pid`` has ended.
+
+        If the process cannot be watched (no descriptor left for its pidfd) ``on_exit`` is
+        started at once: it must wait for the exit itself (``waitpid``, as the kernel's
+        ``_reap`` does), which costs a thread for that process only, as before.
+        """
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # already gone and reaped, or no pidfd to be had: handle it now
+            self._dispatch(pid, on_exit)
+            return
+        with self._lock:
+            try:
+                if self._epoll is None:
+                    self._epoll = select.epoll()
+                self._epoll.register(pidfd, select.EPOLLIN)
+            except OSError:
+                os.close(pidfd)
+                watched = False
+            else:
+                self._watched[pidfd] = (pid, on_exit)
+                watched = True
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, args=(self._epoll,),
+                                                    name="exo-reaper", daemon=True)
+                    self._thread.start()
+        if not watched:
+            self._dispatch(pid, on_exit)
+
+    def watching(self) -> int:
+        with self._lock:
+            return len(self._watched)
+
+    def _run(self, epoll: select.epoll) -> None:
+        while True:
+            try:
+                events = epoll.poll()
+            except InterruptedError:
+                continue
+            done: list[tuple[int, Callable[[], None]]] = []
+            with self._lock:
+                for fd, _ in events:
+                    entry = self._watched.pop(fd, None)
+                    if entry is None:
+                        continue
+                    epoll.unregister(fd)
+                    os.close(fd)
+                    done.append(entry)
+                last = not self._watched
+                if last:  # nothing left to watch: this thread and its epoll set end
+                    self._thread = self._epoll = None
+                    epoll.close()
+            for pid, fn in done:
+                self._dispatch(pid, fn)
+            if last:
+                return
+
+    @staticmethod
+    def _dispatch(pid: int, fn: Callable[[], None]) -> None:
+        threading.Thread(target=fn, name=f"exo-reclaim-{pid}", daemon=True).start()
+
+
+_reaper: Reaper | None = None
+_reaper_lock = threading.Lock()
+
+
+def watch(pid: int, on_exit: Callable[[], None]) -> None:
+    """The kernel process's one reaper (several ``Kernel`` objects in tests share it)."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None:
+            _reaper = Reaper()
+    _reaper.watch(pid, on_exit)

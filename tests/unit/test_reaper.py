@@ -1,0 +1,56 @@
+"""The kernel's one reaper: every exit noticed, no thread or descriptor kept when idle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+from exo.kernel.reaper import Reaper
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _reaper_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "exo-reaper"]
+
+
+def test_one_thread_watches_many_processes_and_ends_when_idle() -> None:
+    fds_before = _fds()
+    idle = _reaper_threads()
+    reaper = Reaper()
+    procs = [subprocess.Popen(["/bin/cat"], stdin=subprocess.PIPE)
+             for _ in range(8)]
+    exited: dict[int, int] = {}
+    done = threading.Event()
+
+    def on_exit(p: subprocess.Popen[bytes]) -> None:
+        exited[p.pid] = p.wait()
+        if len(exited) == len(procs):
+            done.set()
+
+    for p in procs:
+        reaper.watch(p.pid, lambda p=p: on_exit(p))  # type: ignore[misc]
+    assert reaper.watching() == 8
+    assert len(_reaper_threads()) == len(idle) + 1  # one, not eight
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+    assert done.wait(30)
+    assert sorted(exited) == sorted(p.pid for p in procs)
+    assert set(exited.values()) == {0}
+    for t in _reaper_threads():
+        if t not in idle:
+            t.join(30)
+    assert reaper.watching() == 0 and _reaper_threads() == idle
+    assert _fds() == fds_before  # pidfds and the epoll set are closed
+
+
+def test_a_process_already_reaped_is_handled_at_once() -> None:
+    p = subprocess.Popen(["/bin/true"])
+    p.wait()
+    called = threading.Event()
+    Reaper().watch(p.pid, called.set)
+    assert called.wait(30)
