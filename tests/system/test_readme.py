@@ -100,3 +100,16 @@ def test_the_python_examples(index: int, exo_root: Path, exo_env: dict[str, str]
     assert "example finished" in r.stdout
     if index == 0:
         assert (demo / "notes.txt").read_text() == "kept through a capability"
+
+
+def test_the_fuzzers_run(tmp_path: Path) -> None:
+    """The README's fuzzer lines, each for a few hundred inputs (a full session is a
+    million and runs outside the test suite)."""
+    lines = [c for c in _console_lines() if c.startswith(".venv/bin/python fuzz/")]
+    assert len(lines) == 2, lines
+    for line in lines:
+        script = line.split("#")[0].split()[1]
+        r = subprocess.run([sys.executable, script, "--runs", "300"], text=True,
+                           capture_output=True, timeout=300,
+                           cwd=README.parent)
+        assert r.returncode == 0, (line, r.stdout[-2000:], r.stderr[-2000:])
