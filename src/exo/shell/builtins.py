@@ -230,8 +230,7 @@ def _touch(ctx: CommandContext) -> int:
     if not ctx.args:
         raise CommandError("missing file operand", 2)
     for raw in ctx.args:
-        host = ctx.shell.vfs.host_path(ctx.path(raw))
-        host.touch()
+        ctx.shell.vfs.touch(ctx.path(raw))
     return 0
 
 
