@@ -169,3 +169,80 @@ def test_a_planted_symlink_never_becomes_someone_elses_grant(kernel: Kernel) -> 
     with pytest.raises(SandboxError, match="is a FIFO"):
         kernel.processes.spawn(["/bin/true"], [parse_grant("storage://home/demo/pipe=READ")])
     assert kernel.caps.pids() == []  # every refused spawn released its capability space
+
+
+_FLOOD = """
+import os, sys
+d = sys.argv[1]
+made = 0
+for i in range(20_000):
+    with open(f"{d}/f{i:05d}", "w") as fh:
+        fh.write("x")
+    made += 1
+seen = errors = 0
+for name in os.listdir(d):  # what `ls -l` does: every name stat'ed
+    try:
+        os.lstat(f"{d}/{name}")
+        seen += 1
+    except OSError:
+        errors += 1
+print(made, seen, errors, flush=True)
+sys.stdin.read()  # hold everything until the test is done looking
+"""
+
+
+def test_twenty_thousand_files_do_not_exhaust_the_kernels_descriptors(kernel: Kernel
+                                                                     ) -> None:
+    """An app creates 20,000 files in its grant and stats them all (`ls -l`): the kernel's
+    descriptor count stays bounded while it holds them, and another app still runs."""
+    from tests.system.helpers import APP_PYTHON
+
+    from exo.kernel.revocable.dirs import MAX_FDS, MAX_HANDLES
+
+    home = kernel.root / "home" / "demo"
+    status, _out, err = run_app(kernel, "print('warm')", "storage://home/a=READ")
+    assert status == 0, err
+    before = len(os.listdir("/proc/self/fd"))
+    stdin_r, stdin_w = os.pipe()
+    out_r, out_w = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        proc = kernel.processes.spawn([APP_PYTHON, "-c", _FLOOD, str(home)],
+                                      [parse_grant("storage://home/demo=READ,WRITE")],
+                                      stdio=(stdin_r, out_w, null))
+    finally:
+        for fd in (stdin_r, out_w, null):
+            os.close(fd)
+    with os.fdopen(out_r) as out, os.fdopen(stdin_w, "w") as stdin:
+        made, seen, errors = (int(x) for x in out.readline().split())
+        during = len(os.listdir("/proc/self/fd"))
+        st = kernel.files.stats()["dirs"]
+        status, out2, err2 = run_app(kernel, "print(len(__import__('os').listdir('.')))",
+                                     "storage://home/a=READ")
+        stdin.close()
+        assert kernel.processes.wait(proc.pid, timeout=60) == 0
+    assert (made, seen, errors) == (20_000, 20_000, 0)
+    assert len(os.listdir(home)) == 20_000
+    # Held for the export: at most MAX_FDS node descriptors (+ its root), no open file.
+    assert during - before <= MAX_FDS + 1 + 16, (before, during, st)
+    assert during - before < MAX_FDS + MAX_HANDLES
+    assert st["parked"] > 0, st
+    assert (status, out2) == (0, "0\n"), err2
+
+
+def test_boot_raises_the_soft_descriptor_limit_to_the_hard_one(tmp_path: Path) -> None:
+    import resource
+
+    from exo.kernel.config import KernelConfig
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 64:
+        pytest.skip("needs a finite hard limit above 64")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
+    try:
+        k.boot()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        k.shutdown()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
