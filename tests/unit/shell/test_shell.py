@@ -264,3 +264,16 @@ def test_files_are_opened_beneath_the_tree_and_never_block(shell: Shell,
     assert os.readlink(tmp / "h" / "up") == "../../../outside"  # copied as a link
     assert (tmp / "h" / "f").read_text() == "hi\n"
     assert run(shell, "rm -r /tmp/h; ls /tmp")[1].split() == ["d", "fifo"]
+
+
+def test_run_reads_its_manifest_through_the_tree(shell: Shell, tmp_path: Path) -> None:
+    outside = tmp_path / "host.toml"
+    outside.write_text("not = [toml")
+    os.symlink(outside, shell.kernel.root / "tmp" / "m.toml")
+    status, _out, err = run(shell, "run --manifest /tmp/m.toml -- /bin/true")
+    assert status != 0 and "outside the Exo tree" in err, err
+    status, _out, err = run(shell, "run --manifest /tmp/none.toml -- /bin/true")
+    assert status != 0 and "/tmp/none.toml: no such manifest" in err, err
+    (shell.kernel.root / "tmp" / "bad.toml").write_text("x = [")
+    status, _out, err = run(shell, "run --manifest /tmp/bad.toml -- /bin/true")
+    assert status != 0 and "/tmp/bad.toml: invalid TOML" in err, err
