@@ -386,3 +386,28 @@ def test_net_any_reaches_the_host_but_keeps_other_layers(world: World) -> None:
     assert res["tcp"]["ok"], res
     assert res["raw"].get("errno") == "EPERM", res  # seccomp
     assert res["abstract"].get("errno") == "EPERM", res  # landlock scope
+
+
+# ---- grants of special files: refused before any process exists -------------------------
+def test_sockets_fifos_and_devices_are_never_granted(world: World, tmp_path: Path) -> None:
+    """spec check: a socket (a kernel's control socket), a FIFO or a device node would be
+    bound into the sandbox as it is; each is refused with a one-line SandboxError."""
+    import socket
+
+    from exo.sandbox import SandboxError
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "control.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    device = tmp_path / "null"
+    os.mknod(device, 0o20600, os.makedev(1, 3))  # a character device (root may mknod)
+    try:
+        for special in (fifo, sock_path, device):
+            for spec in (SandboxSpec(read_paths=(special,)),
+                         SandboxSpec(write_paths=(special,))):
+                with pytest.raises(SandboxError, match="not a directory or regular file"):
+                    spawn(spec, ["/bin/true"])
+    finally:
+        listener.close()

@@ -38,10 +38,14 @@ def exo_cgroups(boot_id: str) -> list[Path]:
 
 def run_app(kernel: Kernel, code: str, *caps: str) -> tuple[int, str, str]:
     """Run Python ``code`` as a sandboxed Exo process holding ``caps``; (status, out, err)."""
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = kernel.processes.spawn(
-            [APP_PYTHON, "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
-            stdio=(os.open(os.devnull, os.O_RDONLY), out.fileno(), err.fileno()))
+        try:
+            proc = kernel.processes.spawn(
+                [APP_PYTHON, "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
+                stdio=(null, out.fileno(), err.fileno()))
+        finally:
+            os.close(null)  # the child has its own copy
         status = kernel.processes.wait(proc.pid, timeout=60)
         out.seek(0)
         err.seek(0)

@@ -251,7 +251,8 @@ def test_exports_are_released_when_the_process_exits(kernel: Kernel) -> None:
 
 def test_without_fuse_grants_are_plain_binds_and_the_log_says_so(kernel: Kernel) -> None:
     real = kernel.components["files"]
-    kernel.components["files"] = OpenFileTable(kernel.caps, fuse_device="/dev/exo-no-fuse")
+    kernel.components["files"] = OpenFileTable(kernel.caps, fuse_device="/dev/exo-no-fuse",
+                                                 root=kernel.root)
     try:
         for _ in range(2):
             status, out, err = run_app(kernel, """

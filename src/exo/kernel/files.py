@@ -11,11 +11,17 @@ holds a ``storage://`` directory or file: the process manager asks ``export_dir`
 revocable export of each granted path and binds that into the sandbox instead of the real
 one. Without FUSE, ``export_dir`` returns None, the caller binds the real path and the
 kernel log says once that directory and file grants are NOT revocable.
+
+And it holds the kernel's pinned descriptor of the Exo tree (``tree_fd``), opened once at
+boot: every path the kernel opens for a process, a grant's included, is resolved from it
+with ``exo.kernel.beneath`` (no symlink, no mount crossing, never above it).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +63,9 @@ class _Pins:
         self._by_pid.get(pid, {}).pop(id(pin), None)
         return True
 
+    def count(self, pid: int) -> int:
+        return len(self._by_pid.get(pid, ()))
+
     def pop_pid(self, pid: int) -> list[Any]:
         pins = list(self._by_pid.pop(pid, {}).values())
         for pin in pins:
@@ -86,12 +95,27 @@ class _Slot:
         self.unsubscribe: Callable[[], None] | None = None  # its on_revoke listener
 
 
+#: Files one process may hold open through the kernel's ``open`` syscall at once: each is a
+#: real descriptor in the kernel process, so without a bound one app could exhaust them all.
+MAX_OPEN_PER_PROCESS = 1024
+
+
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
 
-    def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse") -> None:
+    def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse",
+                 root: Path | None = None,
+                 max_open_per_process: int = MAX_OPEN_PER_PROCESS) -> None:
         self._caps = caps
         self._fuse_device = fuse_device
+        self._max_open = max_open_per_process
+        # Opened once, at boot, from a path only the host controls; every later path is
+        # resolved from this descriptor, never from a string (exo.kernel.beneath).
+        self._tree_fd = -1
+        if root is not None:
+            from exo.kernel.beneath import open_root
+
+            self._tree_fd = open_root(root)
         self._lock = threading.Lock()
         self._files = _Pins()  # of files opened through the kernel
         self._exports = _Pins()  # of directories exported to sandboxes
@@ -111,7 +135,24 @@ class OpenFileTable:
         """Why directory and file grants are not revocable here, if they are not."""
         return self._dir_server.unavailable
 
+    @property
+    def tree_fd(self) -> int:
+        """The pinned ``O_PATH`` descriptor of the Exo tree (raises once closed)."""
+        fd = self._tree_fd
+        if fd < 0:
+            raise RuntimeError("the kernel's descriptor of the Exo tree is closed "
+                               "(kernel shutting down, or no tree)")
+        return fd
+
     # ------------------------------------------------------------------ opening
+    def check_open_quota(self, pid: int) -> None:
+        """Refuse (EMFILE) one more file for ``pid`` past its bound, before anything opens."""
+        with self._lock:
+            held = self._files.count(pid)
+        if held >= self._max_open:
+            raise OSError(errno.EMFILE, f"process {pid} already holds {self._max_open} files "
+                          "opened through the kernel")
+
     def register(self, proc: ExoProcess, pin: Any, fd: int) -> None:
         """Track ``pin`` until ``proc`` exits (the file itself is not revocable)."""
         with self._lock:
@@ -247,8 +288,11 @@ class OpenFileTable:
                 server.close()  # the pins it held come back through _forget_and_unpin
         with self._lock:
             pins = self._files.pop_all() + self._exports.pop_all()
+            tree_fd, self._tree_fd = self._tree_fd, -1
         for pin in pins:
             self._caps.unpin(pin)
+        if tree_fd >= 0:
+            os.close(tree_fd)
 
     # ------------------------------------------------------------------ reporting
     def proc_files(self) -> dict[str, Callable[[], str]]:

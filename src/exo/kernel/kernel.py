@@ -74,6 +74,7 @@ class Kernel:
 
     # ----------------------------------------------------------------- boot
     def boot(self, log: TextIO | None = None) -> BootReport:
+        raise_nofile_limit()
         if log is not None:
             log.write(self.version_line() + "\n")
         for phase, steps in ((Phase.CRITICAL, self._critical_steps()),
@@ -318,6 +319,32 @@ class Kernel:
 
     def _step_posix_x(self) -> str:
         raise SkipStep("POSIX-X not built yet")
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; returns the soft limit.
+
+    The kernel holds descriptors for every process (exports, open files, channels), so it
+    may use all the host allows; per-process bounds (``kernel.files``, the directory
+    server) keep any one application from taking them all.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:  # the soft limit cannot be infinite for files
+        try:
+            with open("/proc/sys/fs/nr_open") as fh:
+                hard = int(fh.read())
+        except (OSError, ValueError):
+            return soft
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(
+            resource.RLIMIT_NOFILE)[1]))
+    except (OSError, ValueError):
+        return soft
+    return hard
 
 
 def _which(program: str) -> bool:

@@ -10,6 +10,7 @@ channel, its cgroup and its shared-memory blocks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import queue
@@ -313,7 +314,7 @@ class ProcessManager:
         return proc
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str]) -> Any:
-        from exo.sandbox import NetPolicy, SandboxError, SandboxSpec
+        from exo.sandbox import NetPolicy, SandboxSpec
 
         read: list[Path] = []
         write: list[Path] = []
@@ -322,35 +323,53 @@ class ProcessManager:
         net_any = False
         cwd: Path | None = None
         exports: dict[Path, Any] = {}  # granted path -> the handle to export it through
-        for info in self.caps.handles(pid):
-            res, rights = info.resource, info.rights
-            if res.scheme == "storage":
-                host = res.fs_path(self.kernel.root)
-                try:
-                    kind = stat.S_IFMT(os.stat(host).st_mode)
-                except FileNotFoundError:
-                    raise SandboxError(f"{res}: no such file or directory in the Exo tree"
-                                       ) from None
-                if Rights.WRITE in rights:
-                    write.append(host)
-                elif Rights.READ in rights:
-                    read.append(host)
-                if Rights.EXECUTE in rights:
-                    execs.append(host)
-                if kind == stat.S_IFDIR and cwd is None:
-                    cwd = host
-                if kind in (stat.S_IFDIR, stat.S_IFREG):
+        # Each granted path is opened once, O_PATH, from the kernel's pinned descriptor of
+        # the tree with no symlink followed (_grant_fd), and that descriptor is what gets
+        # exported: what is checked here is what the process gets, whatever it (or another
+        # app) does to the names meanwhile.
+        opened: dict[Path, int] = {}
+        sources: dict[Path, Path] = {}
+        # Host paths of grants are spelled from the tree's real path, so the sandbox sees
+        # a path with no link on it (it refuses one where the kernel serves the path).
+        root = Path(os.path.realpath(self.kernel.root))
+        try:
+            for info in self.caps.handles(pid):
+                res, rights = info.resource, info.rights
+                if res.scheme == "storage":
+                    host = res.fs_path(root)
+                    if host not in opened:
+                        opened[host] = self._grant_fd(res)
+                    kind = stat.S_IFMT(os.fstat(opened[host]).st_mode)
+                    if Rights.WRITE in rights:
+                        write.append(host)
+                    elif Rights.READ in rights:
+                        read.append(host)
+                    if Rights.EXECUTE in rights:
+                        execs.append(host)
+                    if kind == stat.S_IFDIR and cwd is None:
+                        cwd = host
                     best = exports.get(host)
                     if best is None or (Rights.WRITE in rights
                                         and Rights.WRITE not in best.rights):
                         exports[host] = info
-            elif res.scheme == "net":
-                # Landlock filters TCP by port only: a host-specific grant still opens
-                # the port to every host (documented in docs/sandbox.md).
-                if res.port is None:
-                    net_any = True
-                else:
-                    connect.add(res.port)
+                elif res.scheme == "net":
+                    # Landlock filters TCP by port only: a host-specific grant still opens
+                    # the port to every host (documented in docs/sandbox.md).
+                    if res.port is None:
+                        net_any = True
+                    else:
+                        connect.add(res.port)
+            # Each granted directory or file is served through the kernel's FUSE
+            # passthrough, pinned from its capability, so revoking it cuts every access,
+            # even through the cwd and descriptors already open (docs/revocable-files.md).
+            # No FUSE: plain bind mounts.
+            for host, info in exports.items():
+                exported = self._export(pid, info, opened.pop(host))
+                if exported is not None:
+                    sources[host] = exported
+        finally:
+            for fd in opened.values():
+                os.close(fd)
         if net_any:
             net = NetPolicy.any()
         elif connect:
@@ -368,50 +387,64 @@ class ProcessManager:
         if "TERM" in os.environ:
             child_env["TERM"] = os.environ["TERM"]
         child_env.update(env)
-        # Each granted directory or file is served through the kernel's FUSE passthrough,
-        # pinned from its capability, so revoking it cuts every access, even through the cwd
-        # and descriptors already open (docs/revocable-files.md). No FUSE: plain bind mounts.
-        sources: dict[Path, Path] = {}
-        for host, info in exports.items():
-            exported = self._export(pid, info, host)
-            if exported is not None:
-                sources[host] = exported
         return SandboxSpec(
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=cwd, env=child_env, bind_sources=sources,
         )
 
-    def _export(self, pid: int, info: Any, host: Path) -> Path | None:
-        """A revocable export of the granted directory or file ``host`` (None: bind it)."""
-        from exo.kernel.syscalls import openat2_beneath
+    def _grant_fd(self, res: Any) -> int:
+        """An ``O_PATH`` descriptor of the granted ``storage://`` path ``res``.
 
+        Resolved from the kernel's pinned descriptor of the tree with no symlink anywhere
+        on the path and no mount crossed: a link an app planted in its own directory
+        cannot turn a later grant of that name (by an operator, for another app) into the
+        Exo ``/etc`` or the control socket. Only directories and regular files are granted:
+        a socket, FIFO or device would be bound as it is, outside any revocable export.
+        """
+        from exo.kernel import beneath
+        from exo.sandbox import SandboxError
+
+        try:
+            fd = beneath.openat2(self.kernel.files.tree_fd, res.path, os.O_PATH, 0,
+                                 beneath.STRICT)
+        except OSError as exc:
+            why = {errno.ENOENT: "no such file or directory in the Exo tree",
+                   errno.ELOOP: "a symbolic link is on the path (grants never follow links)",
+                   errno.EXDEV: "the path crosses a mount point (never granted)",
+                   errno.ENOTDIR: "a component of the path is not a directory"}
+            raise SandboxError(f"{res}: {why.get(exc.errno or 0, exc.strerror)}") from None
+        mode = os.fstat(fd).st_mode
+        if not beneath.is_plain(mode):
+            os.close(fd)
+            raise SandboxError(f"{res} is {beneath.kind_name(mode)}: only directories and "
+                               "regular files can be granted")
+        return fd
+
+    def _export(self, pid: int, info: Any, fd: int) -> Path | None:
+        """A revocable export of the granted directory or file ``fd`` (None: bind it).
+
+        Takes ``fd`` (the O_PATH descriptor ``_grant_fd`` checked): the directory server
+        keeps it, or it is closed here.
+        """
         files = self.kernel.components.get("files")
         rights = info.rights & (Rights.READ | Rights.WRITE | Rights.EXECUTE)
         if files is None or not rights:
+            os.close(fd)
             return None
         pin = self.caps.pin(pid, info.handle, rights)
-        try:
-            root_fd = os.open(self.kernel.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                dirfd = openat2_beneath(root_fd, info.resource.path or ".", os.O_PATH)
-            finally:
-                os.close(root_fd)
-        except BaseException:
-            self.caps.unpin(pin)
-            raise
         mount_dir = self.kernel.root / "var" / "run" / f"dirs-{self.kernel.boot_id}"
         try:
-            path = files.export_dir(pid, pin, dirfd, writable=Rights.WRITE in rights,
+            path = files.export_dir(pid, pin, fd, writable=Rights.WRITE in rights,
                                     mount_dir=mount_dir, log=self.kernel.log,
                                     label=str(info.resource))
         except BaseException:
             with contextlib.suppress(OSError):
-                os.close(dirfd)
+                os.close(fd)
             self.caps.unpin(pin)
             raise
         if path is None:
-            os.close(dirfd)
+            os.close(fd)
             self.caps.unpin(pin)
         exported: Path | None = path
         return exported

@@ -10,7 +10,6 @@ how death is detected without polling.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import queue
@@ -315,31 +314,25 @@ def _accept_capabilities(kernel: Kernel, proc: ExoProcess, args: dict[str, Any],
 
 
 # ---------------------------------------------------------------- storage
-_RESOLVE_BENEATH = 0x08
-_RESOLVE_NO_MAGICLINKS = 0x02
-_SYS_OPENAT2 = 437
+# Every path is resolved from the kernel's pinned descriptor of the Exo tree, the
+# capability's own part included, with beneath.STRICT: no symlink anywhere (a link an app
+# planted in its own directory cannot lead the kernel, which runs as root, anywhere), no
+# mount crossing, nothing above the tree. A storage:// name has no ``..`` (the parser
+# resolves it), so what is opened is exactly what the capability names.
+def open_beneath(kernel: Kernel, res: ResourceName, flags: int, mode: int = 0o644) -> int:
+    """Open the Exo path of ``res`` (a regular file or directory only; never blocks)."""
+    from exo.kernel import beneath
 
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def openat2_beneath(dirfd: int, path: str, flags: int, mode: int = 0o644) -> int:
-    """openat2(2) with RESOLVE_BENEATH: neither ``..`` nor a symlink can leave ``dirfd``."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
-                   _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, dirfd, path.encode(), ctypes.byref(how),
-                       ctypes.sizeof(how))
-    if fd < 0:
-        err = ctypes.get_errno()
-        if err == errno.EXDEV:
-            raise PermissionError(errno.EACCES, f"{path}: resolves outside the capability")
-        raise OSError(err, f"{path}: {os.strerror(err)}")
-    return int(fd)
+    try:
+        return beneath.open_file(kernel.files.tree_fd, res.path, flags, mode, beneath.STRICT)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionError(errno.EACCES, f"{res}: a symbolic link is on the path "
+                                  "(the kernel never follows links)") from None
+        if exc.errno == errno.EXDEV:
+            raise PermissionError(errno.EACCES, f"{res}: the path crosses a mount or leaves "
+                                  "the Exo tree") from None
+        raise OSError(exc.errno, f"{res}: {exc.strerror}") from None
 
 
 def _covering(kernel: Kernel, pid: int, res: ResourceName, want: Rights) -> tuple[int, Any]:
@@ -364,10 +357,13 @@ def _open(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
     want = Rights.parse(_str(args, "rights")) & (Rights.READ | Rights.WRITE)
     if not want:
         raise SyscallError("open: rights must include READ or WRITE")
-    handle, info = _covering(kernel, proc.pid, res, want)
-    pin = kernel.caps.pin(proc.pid, handle, want)
-    base = info.resource.fs_path(kernel.root)
-    rel = res.path[len(info.resource.path):].lstrip("/") if info.resource.path else res.path
+    # Creating and truncating change the file: WRITE, checked before anything is touched.
+    changes = [what for what in ("create", "truncate") if args.get(what)]
+    if changes and Rights.WRITE not in want:
+        raise PermissionError(errno.EACCES, f"open: {' and '.join(changes)} of {res} needs "
+                              "WRITE")
+    handle, _ = _covering(kernel, proc.pid, res, want)
+    kernel.files.check_open_quota(proc.pid)
     flags = {Rights.READ: os.O_RDONLY, Rights.WRITE: os.O_WRONLY}.get(want, os.O_RDWR)
     if args.get("create"):
         flags |= os.O_CREAT
@@ -375,14 +371,12 @@ def _open(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
         flags |= os.O_TRUNC
     if args.get("append"):
         flags |= os.O_APPEND
-    dirfd = os.open(base if rel else base.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    pin = kernel.caps.pin(proc.pid, handle, want)
     try:
-        fd = openat2_beneath(dirfd, rel or base.name, flags | os.O_NOCTTY)
+        fd = open_beneath(kernel, res, flags)
     except BaseException:
         kernel.caps.unpin(pin)
         raise
-    finally:
-        os.close(dirfd)
     if stat.S_ISDIR(os.fstat(fd).st_mode) and want & Rights.WRITE:
         os.close(fd)
         kernel.caps.unpin(pin)
@@ -407,14 +401,8 @@ def _listdir(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[i
     res = ResourceName.parse(_str(args, "name"))
     if res.scheme != "storage":
         raise SyscallError(f"listdir: {res} is not a storage:// name")
-    _, info = _covering(kernel, proc.pid, res, Rights.READ)
-    base = info.resource.fs_path(kernel.root)
-    rel = res.path[len(info.resource.path):].lstrip("/") if info.resource.path else res.path
-    dirfd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fd = openat2_beneath(dirfd, rel or ".", os.O_RDONLY | os.O_DIRECTORY)
-    finally:
-        os.close(dirfd)
+    _covering(kernel, proc.pid, res, Rights.READ)
+    fd = open_beneath(kernel, res, os.O_RDONLY | os.O_DIRECTORY)
     try:
         return sorted(os.listdir(fd)), []
     finally:

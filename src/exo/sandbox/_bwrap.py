@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -76,8 +77,15 @@ def _has_ssh_dir(path: Path) -> bool:
 def check_grant(path: Path, what: str, *, system: tuple[Path, ...]) -> Path:
     """Refuse grants that would expose secrets or let the app modify the system."""
     real = Path(os.path.realpath(path))
-    if not real.exists():
-        raise SandboxError(f"{what} path {str(path)!r} does not exist")
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise SandboxError(f"{what} path {str(path)!r} does not exist") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        # A socket, FIFO or device would be bound as it is: a control socket or a pipe
+        # outside every revocable export, or a device node. Never granted.
+        raise SandboxError(f"{what} path {str(path)!r} is not a directory or regular file "
+                           "(sockets, FIFOs and devices are never granted)")
     for candidate in {path, real}:
         if _has_ssh_dir(candidate):
             raise SandboxError(f"{what} path {str(path)!r} is a key directory; never granted")
@@ -180,8 +188,14 @@ def plan_mounts(spec: SandboxSpec) -> MountPlan:
         real = check_grant(p, "write", system=system_t)
         binds[real] = "rw"
         plan.write.append(real)
-    sources = {Path(os.path.realpath(d)): check_source(src, d)
-               for d, src in spec.bind_sources.items()}
+    sources: dict[Path, Path] = {}
+    for granted, src in spec.bind_sources.items():
+        # The kernel checked the destination's path without following links and exports
+        # what it checked; a link here now (swapped in since) would move the mount point.
+        if Path(os.path.realpath(granted)) != granted:
+            raise SandboxError(f"granted path {str(granted)!r} has a symbolic link on it "
+                               "(a path served by the kernel is never reached through one)")
+        sources[granted] = check_source(src, granted)
     if spec.cwd is not None and not any(_is_within(spec.cwd, b) for b in binds) \
             and not _is_within(spec.cwd, Path("/tmp")):
         raise SandboxError(f"cwd {str(spec.cwd)!r} is not inside a granted path")

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from exo.kernel.manifest import Manifest
+
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
 
@@ -230,8 +232,7 @@ def _touch(ctx: CommandContext) -> int:
     if not ctx.args:
         raise CommandError("missing file operand", 2)
     for raw in ctx.args:
-        host = ctx.shell.vfs.host_path(ctx.path(raw))
-        host.touch()
+        ctx.shell.vfs.touch(ctx.path(raw))
     return 0
 
 
@@ -521,10 +522,29 @@ def _dmesg(ctx: CommandContext) -> int:
     return 0
 
 
+def _read_manifest(ctx: CommandContext, raw: str) -> Manifest:
+    """The manifest at ``raw``, read through the Vfs's descriptor (the shell is root: a
+    path re-opened by name could be swapped for a link to any host file meanwhile)."""
+    import tomllib
+
+    from exo.kernel.manifest import ManifestError, manifest_from_dict
+
+    path = ctx.path(raw)
+    try:
+        data = tomllib.loads(ctx.shell.vfs.read_bytes(path).decode())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    return manifest_from_dict(data, path)
+
+
 @builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
 def _run(ctx: CommandContext) -> int:
     from exo.kernel.launch import exit_code, failure_status
-    from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
+    from exo.kernel.manifest import ManifestError, parse_grant
     from exo.sandbox import SandboxError
 
     args = list(ctx.args)
@@ -537,8 +557,7 @@ def _run(ctx: CommandContext) -> int:
                 if opt == "--cap":
                     grants.append(parse_grant(value))
                 else:
-                    host = ctx.shell.vfs.host_path(ctx.path(value))
-                    manifest = load_manifest(host)
+                    manifest = _read_manifest(ctx, value)
             else:
                 raise CommandError(f"unexpected argument {opt!r}; usage: {HELP['run']}", 2)
     except ManifestError as exc:

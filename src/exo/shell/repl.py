@@ -3,6 +3,7 @@ script reader (``sh < script`` semantics) when standard input is not a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -106,12 +107,16 @@ def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
     from exo.shell.vfs import Vfs
 
     shell = shell_factory(kernel, Vfs(kernel.root, kernel.virtual_trees()), session)
-    motd = kernel.root / "etc" / "motd"
-    if motd.exists():
-        sys.stdout.write(motd.read_text())
+    # Root reads and appends these in homes apps may write: through the Vfs's descriptors
+    # only, so a link planted there cannot aim root's writes at a host file.
+    with contextlib.suppress(OSError):
+        sys.stdout.write(shell.vfs.read_bytes("/etc/motd").decode(errors="replace"))
     try:
-        hist_path = shell.vfs.host_path(session.home) / ".exo_history"
-        history: FileHistory | InMemoryHistory = FileHistory(str(hist_path))
+        hist_fd = shell.vfs.open_write(session.home.rstrip("/") + "/.exo_history",
+                                       append=True)
+        # FileHistory reopens its file by name for each read and append: the name of our
+        # own descriptor reopens exactly that inode, whatever is done to the path since.
+        history: FileHistory | InMemoryHistory = FileHistory(f"/proc/self/fd/{hist_fd}")
     except OSError:
         history = InMemoryHistory()
     ps: PromptSession[str] = PromptSession(

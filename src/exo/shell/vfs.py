@@ -3,13 +3,25 @@
 Exo paths are absolute POSIX paths inside the tree (``/home/root``); they never
 resolve above the root, whatever ``..`` or symlinks they contain. ``/proc`` and
 ``/sys`` are served from the kernel's synthesised trees, not from disk.
+
+The shell runs as root and apps write in the same tree, so every operation is done on
+descriptors: a path is resolved once, by the Linux kernel, from a descriptor of the tree's
+root with ``openat2(RESOLVE_BENEATH)`` (``exo.kernel.beneath.CONFINED``: relative links
+inside the tree are followed, nothing leaves it), and the operation then works on the
+descriptor or on one name relative to its parent's descriptor (``*at()`` calls). Resolving
+a string and reopening it later would let an app swap a file for a symlink in between and
+turn ``echo x > /home/demo/notes.txt`` into a root write anywhere on the host.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import stat
 from pathlib import Path
+
+from exo.kernel import beneath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +30,7 @@ if TYPE_CHECKING:
     from exo.kernel.procfs import VirtualTree
 
 _VIRTUAL = ("proc", "sys")
+_CHUNK = 1 << 20
 
 
 class VfsError(OSError):
@@ -53,14 +66,80 @@ class Vfs:
             return self.virtual[parts[0]], parts[1] if len(parts) > 1 else ""
         return None
 
-    def host_path(self, exo_path: str) -> Path:
-        """Host path of an Exo path; refuses anything that leaves the tree."""
+    def _open(self, exo_path: str, flags: int, mode: int = 0o644) -> int:
+        """A descriptor of ``exo_path`` resolved beneath the tree (VfsError if it leaves)."""
         if self._virtual(exo_path) is not None:
             raise VfsError(f"{exo_path}: synthesised by the kernel, read-only")
-        host = (self.root / exo_path.lstrip("/")).resolve()
-        if host != self.root and self.root not in host.parents:
-            raise VfsError(f"{exo_path}: outside the Exo tree")
-        return host
+        # The root itself comes from configuration, never from an app: opening it by name
+        # is safe; everything below it is resolved from this descriptor.
+        root = beneath.open_root(self.root)
+        try:
+            rel = self.normalize(exo_path).lstrip("/") or "."
+            return beneath.openat2(root, rel, flags, mode, beneath.CONFINED)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise VfsError(f"{exo_path}: outside the Exo tree") from None
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(f"{exo_path}: no such file or directory") from None
+            if exc.errno == errno.ENOTDIR:
+                raise NotADirectoryError(f"{exo_path}: not a directory"
+                                         ) from None
+            raise OSError(exc.errno, exc.strerror, exo_path) from None
+        finally:
+            os.close(root)
+
+    def _parent(self, exo_path: str) -> tuple[int, str]:
+        """(descriptor of the parent directory, last name) of ``exo_path``."""
+        norm = self.normalize(exo_path)
+        if norm == "/":
+            raise VfsError("/: the root of the Exo tree")
+        head, name = posixpath.split(norm)
+        return self._open(head, os.O_PATH | os.O_DIRECTORY), name
+
+    def _open_file(self, exo_path: str, flags: int, mode: int = 0o644) -> int:
+        """Open a regular file (or directory) without blocking on a FIFO or touching a
+        device: O_NONBLOCK, refused unless regular or a directory, then blocking again."""
+        fd = self._open(exo_path, flags | os.O_NONBLOCK | os.O_NOCTTY, mode)
+        try:
+            st = os.fstat(fd)
+            if not beneath.is_plain(st.st_mode):
+                raise VfsError(f"{exo_path}: {beneath.kind_name(st.st_mode)}, not a "
+                               "regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _read_fd(self, exo_path: str) -> int:
+        fd = self._open_file(exo_path, os.O_RDONLY)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(f"{exo_path}: is a directory")
+        return fd
+
+    def host_path(self, exo_path: str) -> Path:
+        """Host path of an Exo path; refuses anything that leaves the tree.
+
+        For *naming* things (a grant, a program to run); the kernel re-resolves it without
+        links before using it. File operations here never go through it.
+        """
+        norm = self.normalize(exo_path)
+        missing: list[str] = []
+        while True:
+            try:
+                fd = self._open(norm, os.O_PATH)
+            except FileNotFoundError:
+                if norm == "/":
+                    raise
+                norm, name = posixpath.split(norm)
+                missing.insert(0, name)  # not there: nothing to follow, taken as spelt
+                continue
+            try:
+                real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            finally:
+                os.close(fd)
+            return real.joinpath(*missing)
 
     # ------------------------------------------------------------ queries
     def exists(self, p: str) -> bool:
@@ -68,18 +147,20 @@ class Vfs:
         if v is not None:
             return v[0].exists(v[1])
         try:
-            return self.host_path(p).exists()
-        except VfsError:
+            os.close(self._open(p, os.O_PATH))
+        except OSError:
             return False
+        return True
 
     def is_dir(self, p: str) -> bool:
         v = self._virtual(p)
         if v is not None:
             return v[0].is_dir(v[1])
         try:
-            return self.host_path(p).is_dir()
-        except VfsError:
+            os.close(self._open(p, os.O_PATH | os.O_DIRECTORY))
+        except OSError:
             return False
+        return True
 
     def listdir(self, p: str) -> list[Entry]:
         v = self._virtual(p)
@@ -91,91 +172,155 @@ class Vfs:
                 Entry(name, tree.is_dir(posixpath.join(rel, name)), 0)
                 for name in tree.listdir(rel)
             ]
-        host = self.host_path(p)
-        if not host.exists():
-            raise FileNotFoundError(f"{p}: no such file or directory")
-        if not host.is_dir():
-            raise NotADirectoryError(f"{p}: not a directory")
+        fd = self._open(p, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as it:
+                found = sorted((d.name, d.is_symlink(), d.stat(follow_symlinks=False))
+                               for d in it)
+        finally:
+            os.close(fd)
         out = []
-        for child in sorted(host.iterdir()):
-            try:
-                st = child.stat()
-                out.append(Entry(child.name, child.is_dir(), st.st_size))
-            except OSError:  # a dangling link: show it, size unknown
-                out.append(Entry(child.name, False, 0))
+        for name, link, st in found:
+            if link:  # shown as what it leads to, if that is inside the tree
+                try:
+                    target = self._open(posixpath.join(self.normalize(p), name), os.O_PATH)
+                    try:
+                        st = os.fstat(target)
+                    finally:
+                        os.close(target)
+                except OSError:  # dangling, or leading out: show it, size unknown
+                    out.append(Entry(name, False, 0))
+                    continue
+            out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size))
         return out
 
     def read_bytes(self, p: str) -> bytes:
         v = self._virtual(p)
         if v is not None:
             return v[0].read(v[1]).encode()
-        host = self.host_path(p)
-        if host.is_dir():
-            raise IsADirectoryError(f"{p}: is a directory")
-        if not host.exists():
-            raise FileNotFoundError(f"{p}: no such file or directory")
-        return host.read_bytes()
+        return b"".join(self.iter_chunks(p))
 
     def iter_chunks(self, p: str, size: int = 65536) -> Iterator[bytes]:
         v = self._virtual(p)
         if v is not None:
             yield self.read_bytes(p)
             return
-        host = self.host_path(p)
-        if host.is_dir():
-            raise IsADirectoryError(f"{p}: is a directory")
-        if not host.exists():
-            raise FileNotFoundError(f"{p}: no such file or directory")
-        with open(host, "rb") as fh:
-            while chunk := fh.read(size):
+        fd = self._read_fd(p)
+        try:
+            while chunk := os.read(fd, size):
                 yield chunk
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ mutations
     def mkdir(self, p: str, parents: bool = False) -> None:
-        self.host_path(p).mkdir(parents=parents, exist_ok=parents)
+        if not parents:
+            pfd, name = self._parent(p)
+            try:
+                os.mkdir(name, 0o777, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+            return
+        done = "/"
+        for name in self.normalize(p).strip("/").split("/"):
+            if not name:
+                continue
+            pfd = self._open(done, os.O_PATH | os.O_DIRECTORY)
+            try:
+                os.mkdir(name, 0o777, dir_fd=pfd)
+            except FileExistsError:
+                if not self.is_dir(posixpath.join(done, name)):
+                    raise
+            finally:
+                os.close(pfd)
+            done = posixpath.join(done, name)
 
     def remove(self, p: str, recursive: bool = False) -> None:
-        host = self.host_path(p)
-        if host == self.root:
+        if self.normalize(p) == "/":
             raise VfsError("/: refusing to remove the root of the Exo tree")
-        if host.is_dir() and not host.is_symlink():
-            if not recursive:
-                raise IsADirectoryError(f"{p}: is a directory (use rm -r)")
-            import shutil
+        pfd, name = self._parent(p)
+        try:
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{p}: no such file or directory") from None
+            if stat.S_ISDIR(st.st_mode):
+                if not recursive:
+                    raise IsADirectoryError(f"{p}: is a directory (use rm -r)")
+                import shutil  # lazily: shutil pulls bz2 and lzma, which boot does not need
 
-            shutil.rmtree(host)
-        elif host.exists() or host.is_symlink():
-            host.unlink()
-        else:
-            raise FileNotFoundError(f"{p}: no such file or directory")
+                shutil.rmtree(name, dir_fd=pfd)  # the fd-based walk: links are not followed
+            else:
+                os.unlink(name, dir_fd=pfd)
+        finally:
+            os.close(pfd)
 
     def copy(self, src: str, dst: str, recursive: bool = False) -> None:
-        import shutil  # lazily: shutil pulls bz2 and lzma, which boot does not need
-
-        s, d = self.host_path(src), self.host_path(dst)
-        if d.is_dir():
-            d = d / s.name
-        if s.is_dir():
+        if not self.exists(src):
+            raise FileNotFoundError(f"{src}: no such file or directory")
+        if self.is_dir(dst):
+            dst = posixpath.join(self.normalize(dst), posixpath.basename(self.normalize(src)))
+        if self.is_dir(src):
             if not recursive:
                 raise IsADirectoryError(f"{src}: is a directory (use cp -r)")
-            shutil.copytree(s, d, symlinks=True)
-        elif not s.exists():
-            raise FileNotFoundError(f"{src}: no such file or directory")
-        else:
-            shutil.copy2(s, d)
+            pfd, name = self._parent(dst)
+            try:
+                os.mkdir(name, 0o777, dir_fd=pfd)
+                s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                | os.O_CLOEXEC, dir_fd=pfd)
+                    try:
+                        _copy_tree(s, d)
+                    finally:
+                        os.close(d)
+                finally:
+                    os.close(s)
+            finally:
+                os.close(pfd)
+            return
+        s = self._read_fd(src)
+        try:
+            d = self._open_file(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                _copy_file(s, d)
+            finally:
+                os.close(d)
+        finally:
+            os.close(s)
 
     def move(self, src: str, dst: str) -> None:
-        s, d = self.host_path(src), self.host_path(dst)
-        if not s.exists():
-            raise FileNotFoundError(f"{src}: no such file or directory")
-        if d.is_dir():
-            d = d / s.name
-        os.replace(s, d)
+        spfd, sname = self._parent(src)
+        try:
+            try:
+                os.stat(sname, dir_fd=spfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{src}: no such file or directory") from None
+            if self.is_dir(dst):
+                dst = posixpath.join(self.normalize(dst), sname)
+            dpfd, dname = self._parent(dst)
+            try:
+                os.rename(sname, dname, src_dir_fd=spfd, dst_dir_fd=dpfd)
+            finally:
+                os.close(dpfd)
+        finally:
+            os.close(spfd)
+
+    def touch(self, p: str) -> None:
+        """Create ``p`` if missing, else set its times to now (through its descriptor)."""
+        try:
+            fd = self._open(p, os.O_PATH)
+        except FileNotFoundError:
+            os.close(self._open_file(p, os.O_WRONLY | os.O_CREAT, 0o666))
+            return
+        try:
+            os.utime(f"/proc/self/fd/{fd}")  # our own descriptor: exactly that inode
+        finally:
+            os.close(fd)
 
     def open_write(self, p: str, append: bool = False) -> int:
-        host = self.host_path(p)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        return os.open(host, flags | os.O_CLOEXEC, 0o644)
+        return self._open_file(p, flags)
 
     def open_read(self, p: str) -> int:
         v = self._virtual(p)
@@ -185,5 +330,55 @@ class Vfs:
             os.write(fd, self.read_bytes(p))
             os.lseek(fd, 0, os.SEEK_SET)
             return fd
-        host = self.host_path(p)
-        return os.open(host, os.O_RDONLY | os.O_CLOEXEC)
+        return self._open_file(p, os.O_RDONLY)
+
+
+def _copy_file(src: int, dst: int) -> None:
+    """Data, permission bits and times of ``src`` into ``dst`` (as ``cp`` / copy2)."""
+    while chunk := os.read(src, _CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view):]
+    st = os.fstat(src)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode) & 0o1777)  # never set-id bits on a copy
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_tree(src: int, dst: int) -> None:
+    """Copy the directory ``src`` into the empty directory ``dst``, one name at a time
+    relative to the two descriptors: symlinks are copied as links, never followed;
+    FIFOs, sockets and devices are skipped (reading a FIFO would block the shell)."""
+    with os.scandir(src) as it:
+        entries = [(d.name, d.is_symlink(), d.is_dir(follow_symlinks=False),
+                    d.is_file(follow_symlinks=False)) for d in it]
+    for name, link, is_dir, is_file in entries:
+        if link:
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+        elif is_dir:
+            os.mkdir(name, 0o777, dir_fd=dst)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            s = os.open(name, flags, dir_fd=src)
+            try:
+                d = os.open(name, flags, dir_fd=dst)
+                try:
+                    _copy_tree(s, d)
+                finally:
+                    os.close(d)
+            finally:
+                os.close(s)
+        elif is_file:
+            s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                        dir_fd=src)
+            try:
+                if not stat.S_ISREG(os.fstat(s).st_mode):  # swapped since the listing
+                    continue
+                d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                            | os.O_CLOEXEC, 0o600, dir_fd=dst)
+                try:
+                    _copy_file(s, d)
+                finally:
+                    os.close(d)
+            finally:
+                os.close(s)
+    st = os.fstat(src)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode) & 0o1777)

@@ -38,11 +38,12 @@ def mounted(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def served(cls: type[_S], mount_dir: Path, caps: CapabilityManager) -> Iterator[_S]:
+def served(cls: type[_S], mount_dir: Path, caps: CapabilityManager,
+           **options: int) -> Iterator[_S]:
     """A started server whose revocations come from ``caps``; what it released is in
     ``server.released``. Closed at the end, and its mount must be gone then."""
     released: list[object] = []
-    server = cls(mount_dir, on_release=released.append)
+    server = cls(mount_dir, on_release=released.append, **options)
     server.start()
     unsubscribe = caps.on_revoke(server.revoke)
     server.released = released  # type: ignore[attr-defined]

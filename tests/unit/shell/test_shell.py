@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,82 @@ def test_useradd_and_passwd_store_scrypt_hashes(shell: Shell) -> None:
     assert run(shell, "passwd alice", stdin=b"n3w\n")[0] == 0
     assert db.authenticate("alice", "n3w", dev_mode=True) is not None
     assert run(shell, "useradd 'bad name'", stdin=b"x\n")[0] == 1
+
+
+def _swap_forever(target: Path, outside: Path, stop: threading.Event) -> None:
+    """An app's attack: ``target`` flips between a plain file and links out of the tree."""
+    link, plain = target.with_name(".swap-link"), target.with_name(".swap-file")
+    relative = os.path.relpath(outside, target.parent)
+    while not stop.is_set():
+        for dest in (str(outside), relative):
+            os.symlink(dest, link)
+            os.replace(link, target)
+            plain.write_bytes(b"")
+            os.replace(plain, target)
+
+
+def test_a_racing_symlink_swap_never_redirects_a_root_write(shell: Shell,
+                                                            tmp_path: Path) -> None:
+    """`echo x > FILE` while an app swaps FILE for a link out of the tree, over and over:
+    the shell (root) writes the file or refuses, never the host file behind the link."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    home = shell.kernel.root / "home" / "demo"
+    home.mkdir(parents=True)
+    stop = threading.Event()
+    swapper = threading.Thread(target=_swap_forever, args=(home / "notes.txt", outside, stop))
+    swapper.start()
+    wrote = refused = tries = 0
+    try:
+        # Until both sides of the race were hit many times (bounded by tries, not time).
+        while (wrote < 50 or refused < 50) and tries < 20_000:
+            tries += 1
+            try:
+                fd = shell.vfs.open_write("/home/demo/notes.txt")
+            except OSError:
+                refused += 1
+                continue
+            os.write(fd, b"x")
+            os.close(fd)
+            wrote += 1
+        status = [run(shell, "echo x > /home/demo/notes.txt")[0] for _ in range(100)]
+    finally:
+        stop.set()
+        swapper.join()
+    assert outside.read_text() == "untouched"
+    assert wrote >= 50 and refused >= 50, (wrote, refused, tries)
+    assert set(status) <= {0, 1}
+
+
+def test_files_are_opened_beneath_the_tree_and_never_block(shell: Shell,
+                                                          tmp_path: Path) -> None:
+    tmp = shell.kernel.root / "tmp"
+    os.mkfifo(tmp / "fifo")
+    for line in ("cat /tmp/fifo", "echo x > /tmp/fifo", "cat < /tmp/fifo",
+                 "cp /tmp/fifo /tmp/y"):
+        status, _out, err = run(shell, line)
+        # Refused at once: a FIFO is not opened (for writing, with no reader, ENXIO first).
+        assert status == 1 and ("FIFO" in err or "No such device" in err), (line, err)
+    (tmp / "d").mkdir()
+    os.symlink("../../../outside", tmp / "d" / "up")
+    status, _out, err = run(shell, "echo x > /tmp/d/up")
+    assert status == 1 and "outside the Exo tree" in err
+    assert not (tmp_path / "outside").exists()
+    run(shell, "echo hi > /tmp/d/f; touch /tmp/d/g; cp -r /tmp/d /tmp/e; mv /tmp/e /tmp/h")
+    assert sorted(os.listdir(tmp / "h")) == ["f", "g", "up"]
+    assert os.readlink(tmp / "h" / "up") == "../../../outside"  # copied as a link
+    assert (tmp / "h" / "f").read_text() == "hi\n"
+    assert run(shell, "rm -r /tmp/h; ls /tmp")[1].split() == ["d", "fifo"]
+
+
+def test_run_reads_its_manifest_through_the_tree(shell: Shell, tmp_path: Path) -> None:
+    outside = tmp_path / "host.toml"
+    outside.write_text("not = [toml")
+    os.symlink(outside, shell.kernel.root / "tmp" / "m.toml")
+    status, _out, err = run(shell, "run --manifest /tmp/m.toml -- /bin/true")
+    assert status != 0 and "outside the Exo tree" in err, err
+    status, _out, err = run(shell, "run --manifest /tmp/none.toml -- /bin/true")
+    assert status != 0 and "/tmp/none.toml: no such manifest" in err, err
+    (shell.kernel.root / "tmp" / "bad.toml").write_text("x = [")
+    status, _out, err = run(shell, "run --manifest /tmp/bad.toml -- /bin/true")
+    assert status != 0 and "/tmp/bad.toml: invalid TOML" in err, err

@@ -17,6 +17,12 @@ import ctypes.util
 import os
 import struct
 
+from exo.kernel.beneath import RESOLVE_BENEATH as RESOLVE_BENEATH
+from exo.kernel.beneath import RESOLVE_NO_MAGICLINKS as RESOLVE_NO_MAGICLINKS
+from exo.kernel.beneath import RESOLVE_NO_SYMLINKS as RESOLVE_NO_SYMLINKS
+from exo.kernel.beneath import RESOLVE_NO_XDEV as RESOLVE_NO_XDEV
+from exo.kernel.beneath import openat2 as openat2
+
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     from typing import Final
@@ -193,34 +199,13 @@ def umount_detach(target: str) -> None:
 
 
 # --- openat2(2) / renameat2(2) -------------------------------------------------------------
-SYS_OPENAT2: Final = 437
-RESOLVE_NO_XDEV: Final = 0x01
-RESOLVE_NO_MAGICLINKS: Final = 0x02
-RESOLVE_NO_SYMLINKS: Final = 0x04
-RESOLVE_BENEATH: Final = 0x08
+# openat2 and the RESOLVE_* flags come from exo.kernel.beneath (imported above), shared
+# with the syscalls, the grants and the shell.
 RENAME_NOREPLACE: Final = 1 << 0
 RENAME_EXCHANGE: Final = 1 << 1
 
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-_libc.syscall.restype = ctypes.c_long
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_uint]
-
-
-def openat2(dirfd: int, name: bytes, flags: int, mode: int, resolve: int) -> int:
-    """openat2(2): ``name`` resolved under ``dirfd`` with the ``RESOLVE_*`` rules."""
-    how = _OpenHow(flags, mode if flags & (os.O_CREAT | os.O_TMPFILE) else 0, resolve)
-    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), name,
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(fd)
 
 
 def renameat2(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> None:

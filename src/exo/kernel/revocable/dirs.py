@@ -27,6 +27,11 @@ Safety of the passthrough:
   are cached, for ``_ENTRY_VALID_S``, which saves LOOKUPs in path walks and nothing else.
 * Descriptors are closed only when no request of their export is running (per-export
   ``busy`` count), so a revocation never closes an fd under a concurrent request.
+* One process cannot exhaust the kernel's descriptors through its exports: each export
+  keeps at most ``max_fds`` node descriptors open -- past that, the least recently used
+  idle nodes are *parked* (their ``O_PATH`` fd closed, reopened beneath their parent by
+  name, with the same checks, when next used; invisible to the client) -- and knows at most
+  ``max_nodes`` nodes and ``max_handles`` open files (then ``ENFILE`` / ``EMFILE``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ _MODE_BITS = 0o1777                      # permission bits we let a client set (
 _ENTRY_VALID_S = 1
 _READ_RIGHTS = Rights.READ | Rights.EXECUTE
 _W_OK = 2
+#: Per export: node descriptors kept open (more are parked), nodes known, files open.
+MAX_FDS = 256
+MAX_NODES = 32768
+MAX_HANDLES = 1024
 
 
 def _dtype(mode: int) -> int:
@@ -95,7 +104,10 @@ class _Node:
     fd: int                     # O_PATH, beneath the export's root (-1 once released)
     key: tuple[int, int]        # (st_dev, st_ino) of the real inode
     kind: int                   # S_IFMT bits
+    parent: _Node | None = None  # where it was last looked up: a parked node is reopened
+    name: bytes = b""           # ... as this name beneath its parent
     nlookup: int = 0
+    users: int = 0              # requests using its fd now (never parked while > 0)
     opened: bool = False        # opened for I/O once: a private mapping may hold its pages
 
 
@@ -118,6 +130,7 @@ class _Export:
     dead: bool = False
     busy: int = 0               # requests of this export running now
     nodes: dict[tuple[int, int], _Node] = field(default_factory=dict)
+    live: dict[int, _Node] = field(default_factory=dict)  # nodes holding an fd, LRU first
     handles: set[int] = field(default_factory=set)
     graveyard: list[int] = field(default_factory=list)  # fds to close once busy == 0
 
@@ -135,14 +148,19 @@ class RevocableDirs(FuseServer):
     init_flags = P.WANTED_INIT_FLAGS | P.INIT_PARALLEL_DIROPS
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
-                 on_release: Callable[[Pin], None] | None = None) -> None:
+                 on_release: Callable[[Pin], None] | None = None, max_fds: int = MAX_FDS,
+                 max_nodes: int = MAX_NODES, max_handles: int = MAX_HANDLES) -> None:
         super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
+        if max_fds < 1 or max_nodes < 2 or max_handles < 1:
+            raise ValueError("an export needs room for at least its root and one file")
+        self._max_fds, self._max_nodes, self._max_handles = max_fds, max_nodes, max_handles
         self._exports: dict[bytes, _Export] = {}
         self._by_pin: dict[int, _Export] = {}
         self._nodes: dict[int, _Node] = {}
         self._handles: dict[int, _Handle] = {}
         self._ids = itertools.count(P.ROOT_ID + 1)
-        self._counts.update({"exported": 0, "revoked": 0, "released": 0})
+        self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
+                             "reopened": 0, "full": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
             P.READLINK: self._readlink, P.SYMLINK: self._symlink, P.MKNOD: self._mknod,
@@ -218,7 +236,9 @@ class RevocableDirs(FuseServer):
         with self._lock:
             live = len(self._exports)
             nodes, handles = len(self._nodes), len(self._handles)
-        return {**self._base_stats(), "exports": live, "nodes": nodes, "handles": handles}
+            fds = sum(len(ex.live) + 1 for ex in self._exports.values())
+        return {**self._base_stats(), "exports": live, "nodes": nodes, "handles": handles,
+                "node_fds": fds}
 
     # ------------------------------------------------------------------ bookkeeping
     def _kill(self, ex: _Export, why: str) -> None:
@@ -231,6 +251,7 @@ class RevocableDirs(FuseServer):
             if self._by_pin.get(id(ex.pin)) is ex:
                 del self._by_pin[id(ex.pin)]
             known = [(n.nodeid, n.opened) for n in ex.nodes.values()]
+            ex.live.clear()
             for n in ex.nodes.values():
                 if n.fd >= 0:
                     ex.graveyard.append(n.fd)
@@ -285,15 +306,20 @@ class RevocableDirs(FuseServer):
             raise OSError(errno.EACCES, "no read right")
 
     def _enter(self, nodeid: int, right: Rights = Rights.NONE) -> _Node:
-        """Take ``nodeid`` (and its export) for one request; pair with ``_leave``."""
+        """Take ``nodeid`` (and its export) for one request; pair with ``_leave(node)``.
+
+        Its descriptor is open (reopened if it was parked) and stays so until ``_leave``.
+        """
         with self._lock:
             n = self._nodes.get(nodeid)
             if n is None:
                 raise OSError(errno.ENOENT, "unknown node")
             self._alive(n.export, right)
-            if n.fd < 0:
-                raise OSError(REVOKED_ERRNO, "released")
+            self._hold(n)
             n.export.busy += 1
+            parked = self._trim(n.export)
+        for fd in parked:
+            os.close(fd)
         return n
 
     def _enter_handle(self, fh: int, right: Rights = Rights.NONE) -> _Handle:
@@ -307,15 +333,80 @@ class RevocableDirs(FuseServer):
             h.export.busy += 1
         return h
 
-    def _leave(self, ex: _Export) -> None:
+    def _leave(self, held: _Node | _Export) -> None:
+        """End a request that ``_enter`` (a node) or ``_enter_handle`` (its export) began."""
         with self._lock:
+            if isinstance(held, _Node):
+                held.users -= 1
+                ex = held.export
+            else:
+                ex = held
             ex.busy -= 1
             doomed = self._collect(ex)
         for fd in doomed:
             os.close(fd)
 
-    def _entry(self, ex: _Export, fd: int) -> Parts:
-        """Reply to a lookup-like request for the inode ``fd`` (O_PATH; we take it)."""
+    # ------------------------------------------------------------------ node descriptors
+    def _hold(self, n: _Node) -> int:
+        """``n``'s descriptor, reopened if parked, marked in use (lock held)."""
+        self._reopen(n)
+        n.users += 1
+        return n.fd
+
+    def _unhold(self, n: _Node) -> None:
+        with self._lock:
+            n.users -= 1
+
+    def _reopen(self, n: _Node) -> None:
+        """Give a parked node its descriptor back (lock held; the parent chain too).
+
+        By name beneath its parent, with the same rules as a LOOKUP; a name that now leads
+        elsewhere (renamed or replaced outside this export) is ESTALE, never followed.
+        """
+        ex = n.export
+        if n.fd >= 0:
+            ex.live[n.nodeid] = ex.live.pop(n.nodeid, n)  # most recently used
+            return
+        if ex.dead or ex.nodes.get(n.key) is not n or n.parent is None:
+            raise OSError(REVOKED_ERRNO if ex.dead else errno.ESTALE, "node is gone")
+        self._reopen(n.parent)
+        try:
+            fd = P.openat2(n.parent.fd, n.name, _LOOKUP_FLAGS, 0, _RESOLVE)
+        except OSError as exc:
+            raise OSError(errno.ESTALE, "renamed or removed outside this export") from exc
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != n.key:
+            os.close(fd)
+            raise OSError(errno.ESTALE, "replaced outside this export")
+        n.fd = fd
+        ex.live[n.nodeid] = n
+        self._counts["reopened"] += 1
+
+    def _trim(self, ex: _Export) -> list[int]:
+        """Park least recently used idle nodes past ``max_fds`` (lock held); fds to close.
+
+        Closing at once is safe: a node with no user has no request holding its fd (every
+        use goes through ``_hold``), and it is out of ``live`` before the lock is released.
+        """
+        excess = len(ex.live) - self._max_fds
+        if excess <= 0:
+            return []
+        parked: list[int] = []
+        for nodeid, n in list(ex.live.items()):
+            if len(parked) >= excess:
+                break
+            if n.users or n is ex.root:
+                continue
+            del ex.live[nodeid]
+            parked.append(n.fd)
+            n.fd = -1
+        self._counts["parked"] += len(parked)
+        return parked
+
+    def _entry(self, ex: _Export, fd: int, parent: _Node | None = None,
+               name: bytes = b"") -> Parts:
+        """Reply to a lookup-like request for the inode ``fd`` (O_PATH; we take it), found
+        as ``name`` in ``parent``."""
         try:
             st = os.fstat(fd)
         except BaseException:
@@ -323,6 +414,7 @@ class RevocableDirs(FuseServer):
             raise
         key = (st.st_dev, st.st_ino)
         extra = -1
+        parked: list[int] = []
         with self._lock:
             if ex.dead:
                 ex.graveyard.append(fd)
@@ -330,13 +422,30 @@ class RevocableDirs(FuseServer):
             n = ex.nodes.get(key)
             if n is not None and n.fd >= 0:
                 extra = fd
+            elif n is not None:  # parked: this fresh descriptor is its own again
+                n.fd = fd
             else:
-                n = _Node(next(self._ids), ex, fd, key, stat.S_IFMT(st.st_mode))
-                ex.nodes[key] = n
-                self._nodes[n.nodeid] = n
-            n.nlookup += 1
+                if len(ex.nodes) >= self._max_nodes:
+                    self._counts["full"] += 1
+                    extra = fd
+                else:
+                    n = _Node(next(self._ids), ex, fd, key, stat.S_IFMT(st.st_mode))
+                    ex.nodes[key] = n
+                    self._nodes[n.nodeid] = n
+            if n is not None:
+                if parent is not None and n is not ex.root:
+                    n.parent, n.name = parent, name  # the freshest way back to it
+                n.nlookup += 1
+                if n is not ex.root:
+                    ex.live[n.nodeid] = ex.live.pop(n.nodeid, n)
+                parked = self._trim(ex)
         if extra >= 0:
             os.close(extra)
+        if n is None:
+            raise OSError(errno.ENFILE, f"this grant already has {self._max_nodes} names "
+                          "in use")
+        for old in parked:
+            os.close(old)
         return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, 0, 0, 0),
                 P.attr_from_stat(st, st.st_ino)]
 
@@ -345,9 +454,17 @@ class RevocableDirs(FuseServer):
             if ex.dead:
                 ex.graveyard.append(fd)
                 raise OSError(REVOKED_ERRNO, "revoked")
-            h = _Handle(next(self._ids), ex, fd)
-            self._handles[h.fh] = h
-            ex.handles.add(h.fh)
+            full = len(ex.handles) >= self._max_handles
+            if not full:
+                h = _Handle(next(self._ids), ex, fd)
+                self._handles[h.fh] = h
+                ex.handles.add(h.fh)
+            else:
+                self._counts["full"] += 1
+        if full:
+            os.close(fd)  # ours alone: never shared with another request
+            raise OSError(errno.EMFILE, f"{self._max_handles} files of this grant are "
+                          "already open")
         return h.fh
 
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
@@ -374,6 +491,7 @@ class RevocableDirs(FuseServer):
             del self._nodes[nodeid]
             if ex.nodes.get(n.key) is n:
                 del ex.nodes[n.key]
+            ex.live.pop(nodeid, None)
             if n.fd >= 0:
                 ex.graveyard.append(n.fd)
                 n.fd = -1
@@ -397,17 +515,17 @@ class RevocableDirs(FuseServer):
             try:
                 return self._entry(ex, os.open(_proc(n.fd), os.O_PATH | os.O_CLOEXEC))
             finally:
-                self._leave(ex)
+                self._leave(n)
         parent = self._enter(nodeid)
         try:
             fd = P.openat2(parent.fd, _name(name), _LOOKUP_FLAGS, 0, _RESOLVE)
-            return self._entry(parent.export, fd)
+            return self._entry(parent.export, fd, parent, name)
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.ELOOP):
                 raise OSError(errno.EACCES, "outside the grant") from exc
             raise
         finally:
-            self._leave(parent.export)
+            self._leave(parent)
 
     def _getattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         if nodeid == P.ROOT_ID:
@@ -424,7 +542,7 @@ class RevocableDirs(FuseServer):
             try:
                 st = os.fstat(n.fd)
             finally:
-                self._leave(n.export)
+                self._leave(n)
         return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
 
     def _setattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
@@ -456,7 +574,7 @@ class RevocableDirs(FuseServer):
                 os.utime(_proc(n.fd), ns=(a, m))
             st = os.fstat(n.fd)
         finally:
-            self._leave(n.export)
+            self._leave(n)
         return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
 
     def _readlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
@@ -464,7 +582,7 @@ class RevocableDirs(FuseServer):
         try:
             return [os.readlink(b"", dir_fd=n.fd)]
         finally:
-            self._leave(n.export)
+            self._leave(n)
 
     def _make(self, nodeid: int, name: bytes, make: Callable[[int, bytes], None]) -> Parts:
         """Create ``name`` in ``nodeid`` with ``make(dirfd, name)``; reply with its entry."""
@@ -472,9 +590,9 @@ class RevocableDirs(FuseServer):
         try:
             make(parent.fd, _name(name))
             fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
-            return self._entry(parent.export, fd)
+            return self._entry(parent.export, fd, parent, name)
         finally:
-            self._leave(parent.export)
+            self._leave(parent)
 
     def _symlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         name, target = _names(body, 2)
@@ -507,7 +625,7 @@ class RevocableDirs(FuseServer):
         try:
             rm(name, dir_fd=parent.fd)
         finally:
-            self._leave(parent.export)
+            self._leave(parent)
         return None
 
     def _unlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
@@ -532,13 +650,30 @@ class RevocableDirs(FuseServer):
         try:
             with self._lock:
                 dst = self._nodes.get(newdir)
-                if dst is None or dst.export is not src.export or dst.fd < 0:
+                if dst is None or dst.export is not src.export:
                     raise OSError(errno.EXDEV, "rename across grants")
-                dst_fd = dst.fd  # safe to use: the export is busy (this request)
-            P.renameat2(src.fd, old, dst_fd, new, flags)
+                dst_fd = self._hold(dst)  # open (reopened if parked) until _unhold
+            try:
+                P.renameat2(src.fd, old, dst_fd, new, flags)
+                self._renamed(src, old)  # nodes of the moved names: their new way back
+                self._renamed(dst, new)
+            finally:
+                self._unhold(dst)
         finally:
-            self._leave(src.export)
+            self._leave(src)
         return None
+
+    def _renamed(self, parent: _Node, name: bytes) -> None:
+        """``name`` in ``parent`` (held) now names what it names: if that is a node we know,
+        this is where it is reopened from when parked."""
+        try:
+            st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+        except OSError:
+            return
+        with self._lock:
+            n = parent.export.nodes.get((st.st_dev, st.st_ino))
+            if n is not None and n is not parent.export.root:
+                n.parent, n.name = parent, name
 
     def _link(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         oldnode = P.LINK_IN.unpack_from(body)[0]
@@ -547,16 +682,19 @@ class RevocableDirs(FuseServer):
         try:
             with self._lock:
                 old = self._nodes.get(oldnode)
-                if old is None or old.export is not parent.export or old.fd < 0:
+                if old is None or old.export is not parent.export:
                     raise OSError(errno.EXDEV, "link across grants")
                 if old.kind == stat.S_IFDIR:
                     raise OSError(errno.EPERM, "no hard links to directories")
-                old_fd = old.fd
-            os.link(_proc(old_fd), name, dst_dir_fd=parent.fd, follow_symlinks=True)
+                old_fd = self._hold(old)
+            try:
+                os.link(_proc(old_fd), name, dst_dir_fd=parent.fd, follow_symlinks=True)
+            finally:
+                self._unhold(old)
             fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
-            return self._entry(parent.export, fd)
+            return self._entry(parent.export, fd, parent, name)
         finally:
-            self._leave(parent.export)
+            self._leave(parent)
 
     def _open(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         flags, _open_flags = P.OPEN_IN.unpack_from(body)
@@ -573,7 +711,7 @@ class RevocableDirs(FuseServer):
             fh = self._new_handle(n.export, fd)
             n.opened = True
         finally:
-            self._leave(n.export)
+            self._leave(n)
         return [P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
 
     def _create(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
@@ -586,13 +724,13 @@ class RevocableDirs(FuseServer):
             fd = P.openat2(parent.fd, name, oflags, mode & _MODE_BITS, _RESOLVE)
             try:
                 entry = self._entry(parent.export,
-                                    os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC))
+                                    os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC), parent, name)
             except BaseException:
                 os.close(fd)
                 raise
             fh = self._new_handle(parent.export, fd)
         finally:
-            self._leave(parent.export)
+            self._leave(parent)
         assert entry is not None
         return [*entry, P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
 
@@ -655,7 +793,7 @@ class RevocableDirs(FuseServer):
             fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=n.fd)
             fh = self._new_handle(n.export, fd)
         finally:
-            self._leave(n.export)
+            self._leave(n)
         return [P.OPEN_OUT.pack(fh, 0, 0)]
 
     def _readdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
@@ -678,16 +816,18 @@ class RevocableDirs(FuseServer):
                 listing = h.listing
             finally:
                 self._leave(h.export)
-        parts: list[bytes | memoryview] = []
+        records: list[bytes] = []
         used = 0
         for i in range(offset, len(listing)):
             name, ino, dtype = listing[i]
             rec = P.dirent(ino or 1, i + 1, name, dtype)
             if used + len(rec) > size:
                 break
-            parts.append(rec)
+            records.append(rec)
             used += len(rec)
-        return parts
+        # One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and
+        # a large READDIR holds more entries than that (the reply failed and the reader hung).
+        return [b"".join(records)]
 
     def _statfs(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         if nodeid == P.ROOT_ID:
@@ -696,7 +836,7 @@ class RevocableDirs(FuseServer):
         try:
             v = os.statvfs(n.fd)
         finally:
-            self._leave(n.export)
+            self._leave(n)
         return [P.KSTATFS.pack(v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree,
                                v.f_bsize, v.f_namemax, v.f_frsize, 0, *([0] * 6))]
 
@@ -705,5 +845,5 @@ class RevocableDirs(FuseServer):
             return None
         mask, _pad = P.ACCESS_IN.unpack_from(body)
         n = self._enter(nodeid, Rights.WRITE if mask & _W_OK else Rights.NONE)
-        self._leave(n.export)
+        self._leave(n)
         return None
