@@ -30,6 +30,7 @@ TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     from typing import Any, TypeVar
 
+    from exo.kernel.fairshare import FairShare
     from exo.kernel.process import ExoProcess
     from exo.kernel.revocable import RevocableDirs, RevocableFiles
 
@@ -105,8 +106,10 @@ class OpenFileTable:
 
     def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse",
                  root: Path | None = None,
-                 max_open_per_process: int = MAX_OPEN_PER_PROCESS) -> None:
+                 max_open_per_process: int = MAX_OPEN_PER_PROCESS,
+                 fair_share: FairShare | None = None) -> None:
         self._caps = caps
+        self._fair_share = fair_share  # the file servers meter their work per process
         self._fuse_device = fuse_device
         self._max_open = max_open_per_process
         # Opened once, at boot, from a path only the host controls; every later path is
@@ -203,7 +206,8 @@ class OpenFileTable:
                 raise RuntimeError("the open-file table is closed (kernel shutting down)")
             try:
                 server = _start_server(cls, mount_dir, self._fuse_device,
-                                       functools.partial(self._forget_and_unpin, pins), log)
+                                       functools.partial(self._forget_and_unpin, pins), log,
+                                       self._fair_share)
             except OSError as exc:
                 slot.unavailable = f"FUSE {slot.name} server unavailable ({exc})"
                 if log is not None:
@@ -330,7 +334,8 @@ class OpenFileTable:
 
 def _start_server(cls: type[_S], mount_dir: Path, device: str,
                   on_release: Callable[[Any], Any],
-                  log: Callable[[str], None] | None) -> _S:
+                  log: Callable[[str], None] | None,
+                  fair_share: FairShare | None = None) -> _S:
     """Clear dead mounts of killed kernels, then mount and start one FUSE server.
 
     Raises OSError when FUSE cannot be used; the caller records why and falls back.
@@ -341,5 +346,6 @@ def _start_server(cls: type[_S], mount_dir: Path, device: str,
     if stale and log is not None:
         log(f"files: removed {len(stale)} dead file-server mount(s) of killed kernels")
     server = cls(mount_dir, device=device, on_release=on_release)
+    server.fair_share = fair_share
     server.start()
     return server

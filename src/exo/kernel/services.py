@@ -17,7 +17,8 @@ def start_capabilities(kernel: Kernel) -> str:
     audit = AuditLog(kernel.root / "var" / "log" / "audit.jsonl")
     caps = CapabilityManager(audit=audit)
     kernel.components["caps"] = caps
-    files = OpenFileTable(caps, root=kernel.root)  # pins the Exo tree's descriptor
+    # pins the Exo tree's descriptor; its file servers charge their work to each process
+    files = OpenFileTable(caps, root=kernel.root, fair_share=kernel.fair_share)
     kernel.components["files"] = files
     in_flight = InFlight(caps)
     kernel.components["in_flight"] = in_flight

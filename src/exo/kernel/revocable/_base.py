@@ -280,7 +280,7 @@ class FuseServer:
         ep.register(self._wake_r, select.EPOLLIN)
         try:
             while not self._stopping:
-                timeout = self._serve_deferred(out) if self._deferred else -1
+                timeout = self._serve_deferred(out) if self._deferred else -1.0
                 if not ep.poll(timeout) or self._stopping:
                     continue
                 try:
@@ -336,9 +336,10 @@ class FuseServer:
         finally:
             self.fair_share.charge(owner, time.thread_time() - t0)
 
-    def _serve_deferred(self, out: memoryview) -> int:
+    def _serve_deferred(self, out: memoryview) -> float:
         """Serve one put-aside request whose process has paid its debt; return how long
-        (ms) the caller may wait for new requests before looking again (-1: forever)."""
+        (seconds, epoll's unit) the caller may wait for new requests before looking again
+        (-1: forever)."""
         share = self.fair_share
         if share is None:
             return -1
@@ -361,8 +362,8 @@ class FuseServer:
                 self._dispatch_charged(owner, memoryview(req), out)
             except Exception:
                 log.exception("revocable files: request failed")
-            return 0  # look again at once (new requests first, then the rest)
-        return -1 if wait is None else max(1, int(wait * 1000))
+            return 0.0  # look again at once (new requests first, then the rest)
+        return -1.0 if wait is None else max(0.001, wait)
 
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
         """Subclass: FORGET / BATCH_FORGET (no reply). Default: nothing kept per lookup."""

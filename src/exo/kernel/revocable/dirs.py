@@ -305,6 +305,12 @@ class RevocableDirs(FuseServer):
             self._counts["denied"] += 1
             raise OSError(errno.EACCES, "no read right")
 
+    def _owner(self, opcode: int, nodeid: int, body: memoryview) -> int | None:
+        """The process an export belongs to, for its fair share of the kernel's time (a
+        lock-free dict read: the answer only decides who waits)."""
+        n = self._nodes.get(nodeid)
+        return n.export.owner if n is not None else None
+
     def _enter(self, nodeid: int, right: Rights = Rights.NONE) -> _Node:
         """Take ``nodeid`` (and its export) for one request; pair with ``_leave(node)``.
 

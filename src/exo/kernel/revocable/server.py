@@ -175,6 +175,11 @@ class RevocableFiles(FuseServer):
             self._kill(e, "revoked")
             self._invalidate(e)
 
+    def _owner(self, opcode: int, nodeid: int, body: memoryview) -> int | None:
+        """The process a file was opened for (its fair share of the kernel's time)."""
+        e = self._entries.get(nodeid)
+        return e.owner if e is not None else None
+
     def release_for(self, owner: int) -> int:
         """The process ``owner`` exited: its files die (whoever else holds a copy)."""
         with self._lock:
