@@ -101,11 +101,16 @@ def main() -> None:
             check(data)
         except BaseException:
             _state["crashes"] += 1  # atheris reports it and stops; the JSON says so too
+            report()
             raise
 
     def check(data: bytes) -> None:
         raw = _request(data)
         _state["runs"] += 1
+        if _state["runs"] == runs:
+            # libFuzzer ends the process from C when its runs are done, without running
+            # Python's atexit handlers: record now (this input is checked below).
+            report()
         try:
             msg = decode_message(raw)
         except ProtocolError:
@@ -150,8 +155,7 @@ def main() -> None:
 
     import atexit
 
-    atexit.register(report)  # atheris exits through sys.exit once its runs are done
-    atexit.register(kernel.shutdown)
+    atexit.register(kernel.shutdown)  # on a finding atheris raises through Python
     args = sys.argv[1:]
     runs = 1_000_000
     if len(args) >= 2 and args[0] == "--runs":

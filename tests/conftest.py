@@ -47,10 +47,19 @@ def _leak_snapshot() -> dict[str, set[str]]:
         "FUSE mounts": {line.split()[4] for line in
                         Path("/proc/self/mountinfo").read_text().splitlines()
                         if " exo-files " in line or " exo-dirs " in line},
-        "cgroups": {str(p) for p in Path("/sys/fs/cgroup").glob("*/**/exo-*") if p.is_dir()},
+        "cgroups": _exo_cgroups(),
         "child processes": {f"{c.pid} {c.name()}" for c in psutil.Process().children(True)
                             if c.is_running() and c.status() != psutil.STATUS_ZOMBIE},
     }
+
+
+def _exo_cgroups() -> set[str]:
+    """Exo cgroup directories; groups removed while we walk (a reaper finishing) are
+    skipped rather than failing the walk."""
+    found: set[str] = set()
+    for top, dirs, _ in os.walk("/sys/fs/cgroup", onerror=lambda _exc: None):
+        found.update(os.path.join(top, d) for d in dirs if d.startswith("exo-"))
+    return found
 
 
 _BEFORE: dict[str, set[str]] = {}

@@ -38,6 +38,14 @@ def test_the_bucket_refills_with_time() -> None:
     assert share.debt(1) == 0.0
 
 
+def test_proc_fairshare_lists_every_process_the_kernel_worked_for() -> None:
+    share = FairShare()
+    share.charge(5, 0.25)
+    text = share.proc_text()
+    assert text.splitlines()[2] == "pid\tkernel_cpu_s\tpauses\tpaused_s"
+    assert "5\t0.25\t0\t0.0" in text
+
+
 def test_a_process_that_went_quiet_no_longer_counts_as_wanting_the_kernel() -> None:
     share = FairShare(rate=0.25, burst=BURST_S)
     share.seen(2)

@@ -96,6 +96,15 @@ class FairShare:
                           "paused_s": round(b.paused_s, 6)}
                     for pid, b in self._buckets.items()}
 
+    def proc_text(self) -> str:
+        """``/proc/fairshare``: the policy, then one line per process the kernel worked for."""
+        lines = [f"rate:\t{self.rate} CPU while others want the kernel",
+                 f"burst:\t{self.burst * 1000:g} ms",
+                 "pid\tkernel_cpu_s\tpauses\tpaused_s"]
+        lines += [f"{pid}\t{row['kernel_cpu_s']}\t{row['pauses']}\t{row['paused_s']}"
+                  for pid, row in sorted(self.stats().items())]
+        return "\n".join(lines) + "\n"
+
     def _others_active(self, pid: int, now: float) -> bool:
         stale = [p for p, t in self._last.items() if now - t > RECENT_S]
         for p in stale:

@@ -190,6 +190,7 @@ class Kernel:
             from exo.ipc import proc_ipc_text
 
             files["ipc"] = proc_ipc_text
+        files["fairshare"] = self.fair_share.proc_text
         return files
 
     def proc_pids(self) -> dict[int, dict[str, Callable[[], str]]]:
