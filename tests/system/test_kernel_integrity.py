@@ -169,3 +169,20 @@ def test_control_socket_survives_descriptor_exhaustion(exo_cmd: list[str],
         if kernel.poll() is None:
             kernel.kill()
             kernel.wait()
+
+
+def test_an_apps_command_line_never_reaches_a_terminal_as_escapes(kernel: Kernel) -> None:
+    """A child's argv with a clear-screen, an OSC 52 clipboard write and a fake prompt is
+    shown escaped in the kernel log (dmesg) and in ps."""
+    evil = "\x1b[2J\x1b[H\x1b]52;c;cm0gLXJmIH4K\x07FAKE-PROMPT# "
+    status, out, err = run_app(kernel, f"""
+        from exo_std import process
+        pid = process.spawn(["/bin/sleep", "0.5", {evil!r}])
+        print(pid)
+        import time; time.sleep(0.2)
+    """)
+    assert status == 0, err
+    rows = kernel.process_rows()
+    shown = "\n".join(kernel.messages) + "\n".join(str(r["command"]) for r in rows)
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b[2J\\x1b[H\\x1b]52;c;cm0gLXJmIH4K\\x07FAKE-PROMPT# " in "\n".join(kernel.messages)

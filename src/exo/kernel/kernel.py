@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from exo import __version__
+from exo._printable import printable
 from exo.kernel.bootlog import (
     BootReport,
     BootStep,
@@ -145,7 +146,8 @@ class Kernel:
         happened when it runs out of descriptors. Past LOG_FILE_MAX bytes it rotates to
         kernel.log.1 (one old file kept)."""
         stamp = time.time() - self.started_at
-        line = f"[{stamp:10.6f}] {message[:LOG_LINE_MAX]}"
+        # what an app chose (a command line, a name) must not reach a terminal as escapes
+        line = f"[{stamp:10.6f}] {printable(message[:LOG_LINE_MAX])}"
         data = (line + "\n").encode("utf-8", "replace")
         with self._log_lock:
             self.messages.append(line)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import exo
+from exo._printable import printable
 from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
@@ -524,7 +525,8 @@ class ProcessManager:
                 ncaps = 0
             rows.append({
                 "pid": p.pid, "host_pid": p.host_pid, "state": p.state, "caps": ncaps,
-                "elapsed_s": now - p.started, "command": " ".join(p.argv),
+                "elapsed_s": now - p.started,
+                "command": printable(" ".join(p.argv), newlines=False),
             })
         return rows
 
