@@ -114,7 +114,7 @@ def test_the_file_rotates_by_size_and_keeps_a_bounded_number(tmp_path: Path) -> 
         log.record("grant", pid=i, resource=f"storage://home/{i}", rights="READ")
     log.close()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert names == ["audit-deny.jsonl", "audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
     assert all(p.stat().st_size <= 4096 for p in tmp_path.iterdir())
     # Nothing torn, newest last; the oldest records were dropped with the oldest file.
     seqs = [r.seq for p in log.files() for r in AuditLog.load(p)]
@@ -123,7 +123,27 @@ def test_the_file_rotates_by_size_and_keeps_a_bounded_number(tmp_path: Path) -> 
     log2 = AuditLog(path, max_bytes=4096, keep=2)
     log2.record("grant", pid=1)
     log2.close()
-    assert len(list(tmp_path.iterdir())) == 3
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_flood_of_cheap_records_cannot_push_a_denial_out_of_the_log(tmp_path: Path) -> None:
+    """Review finding: an app made one denied request, then flooded grant/release records
+    until every rotated file had turned over and its denial was gone."""
+    now = [0.0]
+    log = AuditLog(tmp_path / "audit.jsonl", capacity=64, max_bytes=4096, keep=2,
+                   clock=lambda: now[0])
+    log.record("deny", pid=5, resource="storage://home/b/secret", reason="request: denied")
+    for i in range(20_000):
+        now[0] += 0.0001  # 2 s of flooding at 10,000 records per second
+        log.record("grant" if i % 2 else "release", pid=5, resource="storage://home/a/x")
+    log.close()
+    # the flood was cut to the per-process rate, and said so
+    assert log.suppressed > 15_000
+    assert any(r.event == "suppressed" for r in log.query(event="suppressed"))
+    # the denial is still in memory and in its own file
+    assert [r.resource for r in log.query(event="deny")] == ["storage://home/b/secret"]
+    denials = [r for p in log.deny_files() for r in AuditLog.load(p)]
+    assert [r.resource for r in denials] == ["storage://home/b/secret"]
 
 
 # ------------------------------------------------------------------ quotas in the engine

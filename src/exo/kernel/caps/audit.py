@@ -13,7 +13,11 @@ kernel deny it as fast as it can send requests):
 * the file rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` ... ``.keep``, the oldest
   dropped), so the log takes at most ``(keep + 1) * max_bytes`` on disk;
 * denials are rate-limited per process (a token bucket): those over the rate are counted,
-  not written, and one summary record says how many were suppressed;
+  not written, and one summary record says how many were suppressed; every other record
+  a process causes (grants, releases...) is rate-limited the same way, more generously;
+* denials are also kept in a stream of their own (``audit-deny.jsonl``, rotated alike,
+  and a ring in memory), so a process cannot push the record of its own denials out of
+  the log by flooding it with cheap grants and releases;
 * the in-memory ring holds at most ``capacity`` records (16,384 by default), each bounded
   as above.
 """
@@ -35,10 +39,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import BinaryIO, Final, Literal
 
-    AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release"]
+    AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release",
+                         "suppressed"]
 else:
     AuditEvent = str
-EVENTS: Final = frozenset({"grant", "deny", "duplicate", "transfer", "revoke", "release"})
+EVENTS: Final = frozenset({"grant", "deny", "duplicate", "transfer", "revoke", "release",
+                           "suppressed"})
 
 # Every field of a record and its default (the first three are required).
 # The standard library's json rather than a faster codec: audit writes are one per
@@ -64,6 +70,11 @@ DEFAULT_KEEP: Final = 3
 #: Denials one process may cause: a burst, then this many per second.
 DENY_BURST: Final = 64
 DENY_RATE: Final = 10.0
+#: Any other records one process may cause: a burst, then this many per second.
+EVENT_BURST: Final = 1024
+EVENT_RATE: Final = 200.0
+#: Denials kept in memory beside the main ring (which a flood of grants could empty).
+DENY_CAPACITY: Final = 4096
 
 
 def bound_text(text: str, limit: int = MAX_FIELD_BYTES) -> tuple[str, bool]:
@@ -133,6 +144,55 @@ class AuditRecord:
         return f"AuditRecord({self.to_json().decode()})"
 
 
+class _Sink:
+    """One JSON Lines file rotated by size: ``path`` -> ``.1`` ... ``.keep`` (dropped).
+    Not locked itself: the log calls it under its lock."""
+
+    __slots__ = ("_file", "_size", "keep", "max_bytes", "path")
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._file: BinaryIO | None = None
+        self._size = 0
+        self._open()
+
+    def _open(self) -> None:
+        # Line-at-a-time writes with O_APPEND: readers never see half a record.
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - long-lived sink
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def write(self, line: bytes) -> None:
+        if self._file is None:
+            return
+        if self._size + len(line) > self.max_bytes and self._size > 0:
+            self._rotate()
+        assert self._file is not None
+        self._file.write(line)
+        self._size += len(line)
+
+    def _rotate(self) -> None:
+        assert self._file is not None
+        self._file.close()
+        base = str(self.path)
+        for n in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{base}.{n}", f"{base}.{n + 1}")
+        os.replace(base, f"{base}.1")
+        self._open()
+
+    def files(self) -> list[Path]:
+        """The files that exist, oldest first."""
+        older = [Path(f"{self.path}.{n}") for n in range(self.keep, 0, -1)]
+        return [p for p in (*older, self.path) if p.exists()]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class AuditLog:
     """Thread-safe, bounded audit log with an optional, rotated JSON Lines sink."""
 
@@ -156,38 +216,31 @@ class AuditLog:
         self._seq = 0
         self.max_bytes = max_bytes
         self.keep = keep
-        self.suppressed = 0  # denials not written, over the whole boot
+        self.suppressed = 0  # records not written (denials and others), over the whole boot
         self._denials = TokenBuckets(deny_rate, deny_burst, clock=clock)
+        self._events = TokenBuckets(EVENT_RATE, EVENT_BURST, clock=clock)
+        self._deny_ring: deque[AuditRecord] = deque(maxlen=DENY_CAPACITY)
         self.path = Path(path) if path is not None else None
-        self._file: BinaryIO | None = None
-        self._size = 0
+        self._sink: _Sink | None = None
+        self._deny_sink: _Sink | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._open()
+            self._sink = _Sink(self.path, max_bytes, keep)
+            self._deny_sink = _Sink(self.deny_path, max_bytes, keep)
 
-    def _open(self) -> None:
+    @property
+    def deny_path(self) -> Path:
+        """The denials' own file, beside the main one (``audit-deny.jsonl``)."""
         assert self.path is not None
-        # Line-at-a-time writes with O_APPEND: readers never see half a record.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - long-lived sink
-        self._size = os.fstat(self._file.fileno()).st_size
-
-    def _rotate(self) -> None:
-        """audit.jsonl -> .1 -> .2 ... -> .keep (dropped): called with the lock held."""
-        assert self.path is not None and self._file is not None
-        self._file.close()
-        base = str(self.path)
-        for n in range(self.keep - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{base}.{n}", f"{base}.{n + 1}")
-        os.replace(base, f"{base}.1")
-        self._open()
+        return self.path.with_name(f"{self.path.stem}-deny{self.path.suffix}")
 
     def files(self) -> list[Path]:
         """The JSON Lines files that exist, oldest first (for readers of the whole log)."""
-        if self.path is None:
-            return []
-        older = [Path(f"{self.path}.{n}") for n in range(self.keep, 0, -1)]
-        return [p for p in (*older, self.path) if p.exists()]
+        return self._sink.files() if self._sink is not None else []
+
+    def deny_files(self) -> list[Path]:
+        """The denials' files, oldest first: every denial written, whatever else happened."""
+        return self._deny_sink.files() if self._deny_sink is not None else []
 
     def record(
         self,
@@ -211,13 +264,14 @@ class AuditLog:
         reason, cut_reason = bound_text(reason)
         truncated = cut_res or cut_rights or cut_reason
         with self._lock:
-            if event == "deny" and pid is not None:
-                allowed, suppressed = self._denials.allow(pid)
+            if pid is not None:
+                denial = event == "deny"
+                allowed, suppressed = (self._denials if denial else self._events).allow(pid)
                 if not allowed:
                     self.suppressed += 1
                     return None
                 if suppressed:
-                    self._append_locked(self._summary(pid, suppressed))
+                    self._append_locked(self._summary(pid, suppressed, denial))
             self._seq += 1
             rec = AuditRecord(
                 seq=self._seq, time=time.time(), event=event, pid=pid, handle=handle,
@@ -230,27 +284,30 @@ class AuditLog:
     def forget(self, pid: int) -> None:
         """Process ``pid`` exited: write the summary of denials still suppressed, if any."""
         with self._lock:
-            suppressed = self._denials.forget(pid)
-            if suppressed:
-                self._append_locked(self._summary(pid, suppressed))
+            for denial, buckets in ((True, self._denials), (False, self._events)):
+                suppressed = buckets.forget(pid)
+                if suppressed:
+                    self._append_locked(self._summary(pid, suppressed, denial))
 
-    def _summary(self, pid: int, suppressed: int) -> AuditRecord:
+    def _summary(self, pid: int, suppressed: int, denial: bool) -> AuditRecord:
         self._seq += 1
+        buckets, what = (self._denials, "denials") if denial else (self._events, "records")
         return AuditRecord(
-            seq=self._seq, time=time.time(), event="deny", pid=pid, count=suppressed,
-            reason=f"rate limit: {suppressed} denials of process {pid} suppressed "
-                   f"(at most {self._denials.burst} at once, "
-                   f"then {self._denials.rate:g} per second)",
+            seq=self._seq, time=time.time(), event="deny" if denial else "suppressed",
+            pid=pid, count=suppressed,
+            reason=f"rate limit: {suppressed} {what} of process {pid} suppressed "
+                   f"(at most {buckets.burst} at once, then {buckets.rate:g} per second)",
         )
 
     def _append_locked(self, rec: AuditRecord) -> None:
         self._ring.append(rec)
-        if self._file is not None:
-            line = rec.to_json() + b"\n"
-            if self._size + len(line) > self.max_bytes and self._size > 0:
-                self._rotate()
-            self._file.write(line)
-            self._size += len(line)
+        line = rec.to_json() + b"\n" if self._sink is not None else b""
+        if self._sink is not None:
+            self._sink.write(line)
+        if rec.event == "deny":
+            self._deny_ring.append(rec)
+            if self._deny_sink is not None:
+                self._deny_sink.write(line)
 
     def query(
         self,
@@ -265,6 +322,11 @@ class AuditLog:
             raise ValueError(f"unknown audit event {event!r} (known: {', '.join(sorted(EVENTS))})")
         with self._lock:
             records = list(self._ring)
+            if event in (None, "deny") and self._deny_ring:
+                # denials a flood pushed out of the main ring are still in their own
+                oldest = records[0].seq if records else None
+                older = [r for r in self._deny_ring if oldest is None or r.seq < oldest]
+                records = older + records
         return _filter(records, event, pid, resource_prefix, since, limit)
 
     def __len__(self) -> int:
@@ -273,9 +335,9 @@ class AuditLog:
     def close(self) -> None:
         """Close the JSON Lines sink (the in-memory ring stays queryable)."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            for sink in (self._sink, self._deny_sink):
+                if sink is not None:
+                    sink.close()
 
     @staticmethod
     def load(
