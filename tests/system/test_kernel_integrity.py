@@ -175,7 +175,7 @@ def test_an_apps_command_line_never_reaches_a_terminal_as_escapes(kernel: Kernel
     """A child's argv with a clear-screen, an OSC 52 clipboard write and a fake prompt is
     shown escaped in the kernel log (dmesg) and in ps."""
     evil = "\x1b[2J\x1b[H\x1b]52;c;cm0gLXJmIH4K\x07FAKE-PROMPT# "
-    status, out, err = run_app(kernel, f"""
+    status, _out, err = run_app(kernel, f"""
         from exo_std import process
         pid = process.spawn(["/bin/sleep", "0.5", {evil!r}])
         print(pid)

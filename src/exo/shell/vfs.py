@@ -6,11 +6,15 @@ resolve above the root, whatever ``..`` or symlinks they contain. ``/proc`` and
 
 The shell runs as root and apps write in the same tree, so every operation is done on
 descriptors: a path is resolved once, by the Linux kernel, from a descriptor of the tree's
-root with ``openat2(RESOLVE_BENEATH)`` (``exo.kernel.beneath.CONFINED``: relative links
-inside the tree are followed, nothing leaves it), and the operation then works on the
-descriptor or on one name relative to its parent's descriptor (``*at()`` calls). Resolving
-a string and reopening it later would let an app swap a file for a symlink in between and
-turn ``echo x > /home/demo/notes.txt`` into a root write anywhere on the host.
+root with ``openat2`` (``exo.kernel.beneath.STRICT``: beneath the root, and no symbolic
+link followed anywhere on the path), and the operation then works on the descriptor or on
+one name relative to its parent's descriptor (``*at()`` calls). Resolving a string and
+reopening it later would let an app swap a file for a symlink in between and turn
+``echo x > /home/demo/notes.txt`` into a root write anywhere on the host; and following a
+link an app planted *inside* the tree would make the operator its deputy all the same
+(``echo x > /home/demo/notes.txt`` writing the Exo ``/etc/passwd``, ``cd`` into a link to
+``/`` handing the next program the whole tree). So the shell shows links (``ls``) and
+removes them (``rm``) but never goes through one.
 """
 
 from __future__ import annotations
@@ -75,10 +79,13 @@ class Vfs:
         root = beneath.open_root(self.root)
         try:
             rel = self.normalize(exo_path).lstrip("/") or "."
-            return beneath.openat2(root, rel, flags, mode, beneath.CONFINED)
+            return beneath.openat2(root, rel, flags, mode, beneath.STRICT)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 raise VfsError(f"{exo_path}: outside the Exo tree") from None
+            if exc.errno == errno.ELOOP:
+                raise VfsError(f"{exo_path}: a symbolic link is on the path; the shell does "
+                               "not follow links (an app may have planted it)") from None
             if exc.errno == errno.ENOENT:
                 raise FileNotFoundError(f"{exo_path}: no such file or directory") from None
             if exc.errno == errno.ENOTDIR:

@@ -101,7 +101,7 @@ def test_cannot_escape_the_tree(shell: Shell) -> None:
     host_secret.write_text("host data")
     os.symlink(host_secret, shell.kernel.root / "tmp" / "link")
     status, out, err = run(shell, "cat /tmp/link")
-    assert status == 1 and "outside the Exo tree" in err and out == ""
+    assert status == 1 and "does not follow links" in err and out == ""
 
 
 def test_env_export_and_expansion(shell: Shell) -> None:
@@ -257,7 +257,7 @@ def test_files_are_opened_beneath_the_tree_and_never_block(shell: Shell,
     (tmp / "d").mkdir()
     os.symlink("../../../outside", tmp / "d" / "up")
     status, _out, err = run(shell, "echo x > /tmp/d/up")
-    assert status == 1 and "outside the Exo tree" in err
+    assert status == 1 and "does not follow links" in err
     assert not (tmp_path / "outside").exists()
     run(shell, "echo hi > /tmp/d/f; touch /tmp/d/g; cp -r /tmp/d /tmp/e; mv /tmp/e /tmp/h")
     assert sorted(os.listdir(tmp / "h")) == ["f", "g", "up"]
@@ -271,9 +271,36 @@ def test_run_reads_its_manifest_through_the_tree(shell: Shell, tmp_path: Path) -
     outside.write_text("not = [toml")
     os.symlink(outside, shell.kernel.root / "tmp" / "m.toml")
     status, _out, err = run(shell, "run --manifest /tmp/m.toml -- /bin/true")
-    assert status != 0 and "outside the Exo tree" in err, err
+    assert status != 0 and "does not follow links" in err, err
     status, _out, err = run(shell, "run --manifest /tmp/none.toml -- /bin/true")
     assert status != 0 and "/tmp/none.toml: no such manifest" in err, err
     (shell.kernel.root / "tmp" / "bad.toml").write_text("x = [")
     status, _out, err = run(shell, "run --manifest /tmp/bad.toml -- /bin/true")
     assert status != 0 and "/tmp/bad.toml: invalid TOML" in err, err
+
+
+def test_links_an_app_plants_inside_the_tree_never_make_the_shell_its_deputy(
+        shell: Shell) -> None:
+    """Review finding: with CONFINED resolution, root's ``echo > notes.txt`` followed an
+    app's ``notes.txt -> ../../etc/passwd`` and overwrote the Exo /etc/passwd; ``cd`` into
+    ``work -> ../..`` made the next program's cwd grant the whole tree."""
+    root = shell.kernel.root
+    home = root / "home" / "demo"
+    home.mkdir(parents=True)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0\n")
+    os.symlink("../../etc/passwd", home / "notes.txt")
+    os.symlink("../..", home / "work")
+    for line in ("echo 'today: buy milk' > /home/demo/notes.txt",
+                 "echo x >> /home/demo/notes.txt", "cat /home/demo/notes.txt"):
+        status, _out, err = run(shell, line)
+        assert status != 0 and "does not follow links" in err, (line, err)
+    for line in ("cp /home/demo/notes.txt /home/demo/copy", "cd /home/demo/work",
+                 "ls /home/demo/work"):
+        assert run(shell, line)[0] != 0, line
+    assert (root / "etc" / "passwd").read_text() == "root:x:0:0\n"
+    assert not (home / "copy").exists()
+    assert shell.cwd != "/home/demo/work"
+    # the links themselves are the app's: listed, and removable
+    assert run(shell, "ls /home/demo")[1].split() == ["notes.txt", "work"]
+    assert run(shell, "rm /home/demo/notes.txt")[0] == 0
