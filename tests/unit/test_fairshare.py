@@ -98,3 +98,21 @@ def test_a_fuse_server_puts_a_process_in_debt_aside_and_serves_others_first() ->
     server._admit(_request(99), out)
     server._admit(_request(10, P.FORGET), out)
     assert server.served == [20, 10, 99, 10]
+
+
+def test_what_a_server_puts_aside_for_one_process_is_bounded() -> None:
+    """Review finding: 200 threads writing 1 MiB each were all copied aside."""
+    from exo.kernel.revocable._base import MAX_DEFERRED_BYTES
+
+    share = FairShare(rate=0.25, burst=0.001)
+    server = _Recorder({10: 1})
+    server.fair_share = share
+    out = memoryview(bytearray(64))
+    share.seen(2)
+    share.charge(1, 1.0)  # deep in debt
+    big = memoryview(bytes(_request(10)) + bytes(1 << 20))  # a 1 MiB WRITE's size
+    for _ in range(16):
+        server._admit(big, out)
+    assert server._deferred_bytes[1] <= MAX_DEFERRED_BYTES
+    assert len(server._deferred[1]) == MAX_DEFERRED_BYTES // len(big)
+    assert len(server.served) == 16 - len(server._deferred[1])  # the rest served at once

@@ -37,6 +37,8 @@ log = logging.getLogger("exo.kernel.revocable")
 REVOKED_ERRNO = errno.EACCES
 
 MAX_WRITE = 1 << 20          # bytes per READ/WRITE request (256 pages, FUSE_MAX_PAGES)
+#: Bytes of one process's requests a server may hold put aside (fair shares).
+MAX_DEFERRED_BYTES = 4 << 20
 _INIT_TIMEOUT_MS = 5000
 
 #: A reply body, as buffers for one writev (None: header only).
@@ -95,6 +97,7 @@ class FuseServer:
         # requests of a process in debt wait here, copied, while others are served.
         self.fair_share: FairShare | None = None
         self._deferred: dict[int, deque[bytes]] = {}
+        self._deferred_bytes: dict[int, int] = {}
         self._deferred_lock = threading.Lock()
 
     # ------------------------------------------------------------------ pins
@@ -324,8 +327,16 @@ class FuseServer:
         share.seen(owner)
         if share.debt(owner) > 0:
             with self._deferred_lock:
-                self._deferred.setdefault(owner, deque()).append(bytes(req))
-            return
+                queue = self._deferred.setdefault(owner, deque())
+                held = self._deferred_bytes.get(owner, 0)
+                # What is put aside is a copy (a WRITE carries up to 1 MiB): bounded per
+                # process, past which its requests are served at once (and still charged).
+                if held + len(req) <= MAX_DEFERRED_BYTES:
+                    queue.append(bytes(req))
+                    self._deferred_bytes[owner] = held + len(req)
+                    return
+                if not queue:
+                    del self._deferred[owner]
         self._dispatch_charged(owner, req, out)
 
     def _dispatch_charged(self, owner: int, req: memoryview, out: memoryview) -> None:
@@ -356,7 +367,10 @@ class FuseServer:
                 if not queue:
                     continue
                 req = queue.popleft()
-                if not queue:
+                left = self._deferred_bytes.pop(owner, 0) - len(req)
+                if queue:
+                    self._deferred_bytes[owner] = left
+                else:
                     del self._deferred[owner]
             try:
                 self._dispatch_charged(owner, memoryview(req), out)
