@@ -5,7 +5,9 @@
  * mapping; nothing here allocates, and nothing read from the mapping is used before it
  * is validated.  The CPython binding (_fring.c) is a thin layer over these calls.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "fring.h"
 
 #include <errno.h>
