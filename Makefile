@@ -32,7 +32,7 @@ system-deps:
 	  else echo "warning: missing Debian packages (need root to install):$$missing"; fi; \
 	fi
 
-$(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*/*.c)
+$(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*.c src/exo/*/*.c src/exo/*/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -e '.[dev,bench]'

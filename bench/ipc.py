@@ -47,7 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from exo.ipc import Block, Channel
-from exo.ipc._fring import checksum
+from exo.ipc._bench import checksum
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ipc.json"
@@ -1013,7 +1013,7 @@ def main() -> int:
             "batch16_objects": "Fusion Ring only: send_batch(list of 16) / recv_batch() -> "
             "16 bytes objects",
             "mb_per_s_64k": "producer writes every byte (Fusion Ring and iceoryx2: into a loan, "
-            "in place), consumer reads every byte into exo.ipc._fring.checksum (the same "
+            "in place), consumer reads every byte into exo.ipc._bench.checksum (the same "
             "function for every transport, ~25 GB/s; zlib.crc32 at 2.5 GB/s would bound "
             "every transport), verified against the producer's payloads at the end. The "
             "Fusion Ring keeps its default zero-copy window (1 MiB queued)",

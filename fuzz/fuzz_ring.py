@@ -17,7 +17,7 @@ Importable without atheris (the import is inside `fuzz`), and not collected by p
 (not under tests/, not named test_*).
 
 Coverage: atheris guides mutation by the coverage of instrumented Python code; the C
-extension is not built with -fsanitize=fuzzer, so inside _fring.c this is a mutation
+extension is not built with -fsanitize=fuzzer, so inside fring.c this is a mutation
 fuzzer without coverage feedback (the harness picks the region to overwrite, so every
 field is reached).
 """

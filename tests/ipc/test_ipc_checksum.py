@@ -1,4 +1,4 @@
-"""``exo.ipc._fring.checksum``: the benchmark verifies every transport's payloads with
+"""``exo.ipc._bench.checksum``: the benchmark verifies every transport's payloads with
 it, so it must read every byte and notice a lost, duplicated, moved or changed one."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from exo.ipc._fring import checksum
+from exo.ipc._bench import checksum
 
 DATA = random.Random(7).randbytes(70_001)  # 64-byte blocks and a ragged tail
 

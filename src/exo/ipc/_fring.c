@@ -1,200 +1,22 @@
 /*
- * exo.ipc._fring — the Fusion Ring hot path.
+ * exo.ipc._fring — the CPython binding of the Fusion Ring protocol.
  *
- * Python cannot issue acquire/release accesses or a full fence, and a Python-level
- * futex handshake loses wake-ups; this file is the one implementation of the slot
- * protocol (layout and protocol are specified in docs/fusion-rings.md).
- *
- * A ring is one shared mapping: a 512-byte header followed by `capacity` 64-byte
- * slots.  Single producer, single consumer.  Positions are free-running u32
- * counters (wrap at 2^32, unsigned arithmetic); slot index = position & mask.
- *
- * Slot (64 bytes, 64-byte aligned):
- *   [0..8)   header word, stored as one 64-bit value:
- *            bits  0..31  seq   (position this slot was written for)
- *            bits 32..39  type  (1 DATA, 2 HANDLES)
- *            bits 40..47  flags (0x01 ZEROCOPY, 0x02 MORE: next slot continues the message)
- *            bits 48..63  size  (inline bytes 0..56, or 16 for a zero-copy descriptor)
- *   [8..64)  56-byte inline payload, or {u64 pool offset, u64 length}
- *
- * Memory ordering: the producer writes slots with plain/relaxed stores and
- * publishes them with ONE release store of `tail`; the consumer loads `tail` with
- * acquire, reads the slots, and frees them with ONE release store of `head`.
- * Sleep/wake is a Dekker handshake: the sleeper stores its `sleeping` flag, issues a
- * seq_cst fence, re-reads the index, then futex-waits on the index word with the
- * value it saw; the waker stores the index, issues a seq_cst fence, and calls
- * FUTEX_WAKE only when the flag is set.
- *
- * Trust (docs/fusion-rings.md, "Untrusted peers"): the peer may write any byte of the
- * mapping at any time.  Geometry is validated once at attach and cached; every index
- * read from shared memory (tail, head, ret_tail) is checked against this end's private
- * position before use; slot words are loaded once and validated; descriptors are
- * checked against this end's own view of the segment; return-queue entries against the
- * producer's private set of outstanding blocks.  Every loop over shared data is bounded
- * (capacity, batch size, queue size), index changes that bring nothing are throttled,
- * and no wait holds the GIL.
+ * The protocol itself (layout, publish/consume, validation of everything read from
+ * shared memory, waits, the return queue) lives in fring.h / fring.c, which include no
+ * Python header (docs/fusion-rings.md, "File layout").  This file adds what only Python
+ * needs: the Ring and Block types, argument parsing, exceptions, the pool's Python
+ * callables, and the GIL: every wait of the protocol runs with it released (the hooks
+ * below), because what a waiter watches is memory the peer controls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <errno.h>
-#include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdio.h>
+
+#include "fring.h"
+
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-#if ATOMIC_INT_LOCK_FREE != 2 || ATOMIC_LLONG_LOCK_FREE != 2
-#error "Fusion Rings need lock-free (address-free) 32- and 64-bit atomics"
-#endif
-
-#define FR_MAGIC 0x31474E52464F5845ULL /* "EXOFRNG1" */
-#define FR_VERSION 3u /* 3: the return queue (consumer -> producer, zero-copy blocks) */
-#define FR_SLOT 64u
-#define FR_HDR 512u
-#define FR_INLINE 56u
-#define FR_BATCH_MAX 16
-#define FR_RECV_MAX (FR_BATCH_MAX * 64) /* recv_batch's max */
-#define FR_DESC 16u
-#define FR_HPS 14 /* handles per HANDLES slot: 56 / 4 */
-#define FR_MAX_HANDLES 64
-#define FR_MAX_CAP (1u << 20)
-#define FR_ZC_WINDOW (1u << 20) /* default zero-copy window: 1 MiB queued */
-#define FR_RQ_MIN 64u           /* return queue: max(2 x capacity, 64) entries */
-#define FR_RQ_MAX (2u * FR_MAX_CAP)
-#define FR_GRAN 64u             /* pool offsets are multiples of the pool's 64-byte granule */
-#define FR_SPURIOUS 64          /* index changes without progress before a waiter throttles */
-
-#define FRF_MEMBARRIER 0x1u /* wakers skip their fence, sleepers issue membarrier(2) */
-
-#define T_DATA 1u
-#define T_HANDLES 2u
-#define F_ZC 0x01u
-#define F_MORE 0x02u
-#define F_KNOWN (F_ZC | F_MORE)
-
-#define ROLE_PRODUCER 0
-#define ROLE_CONSUMER 1
-
-struct fr_hdr {
-    /* line 0: written once by the creator */
-    uint64_t magic;
-    uint32_t version;
-    uint32_t capacity;
-    uint32_t slot_size;
-    uint32_t header_size;
-    uint32_t creator_pid;
-    uint32_t features; /* FRF_*: protocol options both ends follow */
-    uint32_t rq_cap;   /* return-queue entries (a power of two) after the slots */
-    uint32_t _pad0[7];
-    /* line 1: producer-owned; the consumer reads `tail` */
-    _Alignas(64) _Atomic uint32_t tail;
-    _Atomic uint32_t prod_pid;
-    _Atomic uint64_t sent_msgs;
-    _Atomic uint64_t sent_batches;
-    _Atomic uint64_t prod_wakes;
-    _Atomic uint64_t prod_wakes_skipped;
-    _Atomic uint64_t prod_sleeps;
-    _Atomic uint64_t prod_futex_timeouts;
-    _Atomic uint64_t sent_zc_bytes; /* zero-copy payload bytes published */
-    /* line 2: consumer-owned; the producer reads `head` */
-    _Alignas(64) _Atomic uint32_t head;
-    _Atomic uint32_t cons_pid;
-    _Atomic uint64_t recv_msgs;
-    _Atomic uint64_t recv_batches;
-    _Atomic uint64_t cons_wakes;
-    _Atomic uint64_t cons_wakes_skipped;
-    _Atomic uint64_t cons_sleeps;
-    _Atomic uint64_t cons_futex_timeouts;
-    _Atomic uint64_t rejected;
-    /* line 3: consumer's rarely written flags (the producer reads them on every send) */
-    _Alignas(64) _Atomic uint32_t cons_sleeping;
-    _Atomic uint32_t cons_closed;
-    _Atomic uint32_t cons_cpu; /* CPU the consumer last ran on (stored when it changes) */
-    _Atomic uint32_t cons_heavy; /* as a sleeper: epoch asking the producer to fence (0: no) */
-    _Atomic uint32_t cons_ack;   /* as a waker: the producer's last prod_heavy epoch seen */
-    uint32_t _pad3[11];
-    /* line 4: producer's rarely written flags */
-    _Alignas(64) _Atomic uint32_t prod_sleeping;
-    _Atomic uint32_t prod_closed;
-    _Atomic uint32_t prod_cpu; /* CPU the producer last ran on (stored when it changes) */
-    _Atomic uint32_t prod_heavy; /* as a sleeper: epoch asking the consumer to fence (0: no) */
-    _Atomic uint32_t prod_ack;   /* as a waker: the consumer's last cons_heavy epoch seen */
-    _Atomic uint32_t ret_sleeping; /* the producer sleeps on ret_tail (waiting for returns) */
-    uint32_t _pad4[10];
-    /* line 5: consumer; zero-copy payload bytes consumed, stored before `head` (the
-     * producer reads it only when its zero-copy window looks full) */
-    _Alignas(64) _Atomic uint64_t recv_zc_bytes;
-    uint64_t _pad5[7];
-    /* line 6: consumer; the return queue's write index (the producer's futex word when
-     * it waits for blocks to come back) and the returns it had to drop (queue full) */
-    _Alignas(64) _Atomic uint32_t ret_tail;
-    uint32_t _pad6a;
-    _Atomic uint64_t returns_dropped;
-    uint64_t _pad6[6];
-    /* line 7: producer; the return queue's read index */
-    _Alignas(64) _Atomic uint32_t ret_head;
-    uint32_t _pad7[15];
-};
-
-_Static_assert(offsetof(struct fr_hdr, tail) == 64, "tail on line 1");
-_Static_assert(offsetof(struct fr_hdr, head) == 128, "head on line 2");
-_Static_assert(offsetof(struct fr_hdr, cons_sleeping) == 192, "line 3");
-_Static_assert(offsetof(struct fr_hdr, prod_sleeping) == 256, "line 4");
-_Static_assert(offsetof(struct fr_hdr, recv_zc_bytes) == 320, "line 5");
-_Static_assert(offsetof(struct fr_hdr, ret_tail) == 384, "line 6");
-_Static_assert(offsetof(struct fr_hdr, ret_head) == 448, "line 7");
-_Static_assert(sizeof(struct fr_hdr) <= FR_HDR, "header fits");
-
-static inline uint32_t rq_cap_for(uint32_t cap) {
-    return 2 * cap > FR_RQ_MIN ? 2 * cap : FR_RQ_MIN;
-}
 
 static PyObject *ProtocolError, *PeerDiedError, *PeerClosedError;
-
-/* ------------------------------------------------------------------ helpers */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static inline uint64_t slot_word(uint32_t seq, uint32_t type, uint32_t flags, uint32_t size) {
-    return (uint64_t)seq | ((uint64_t)type << 32) | ((uint64_t)flags << 40) | ((uint64_t)size << 48);
-}
-
-static inline void add_stat(_Atomic uint64_t *c, uint64_t n) {
-    /* single writer: a relaxed load+store, no locked instruction */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-static int futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t ns) {
-    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
-    /* shared (not PRIVATE) futex: the word lives in a mapping shared between processes */
-    return (int)syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, &ts, NULL, 0);
-}
-
-static void futex_wake(_Atomic uint32_t *addr) {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
 
 /* ------------------------------------------------------------------ Block */
 
@@ -218,55 +40,17 @@ static PyTypeObject BlockType;
 
 typedef struct Ring {
     PyObject_HEAD
+    struct fr_end e; /* the protocol's end: everything it decides with (fring.h) */
     PyObject *dict;
     Py_buffer buf;
     int has_buf;
-    struct fr_hdr *hdr;
-    uint8_t *slots;
-    uint32_t cap, mask;
-    int role;
-    uint32_t pos;    /* producer: next position to write; consumer: next to read */
-    uint32_t cached; /* producer: last seen head; consumer: last seen tail */
-    int live_fd;     /* liveness socket: HUP when the peer process is gone */
-    Py_buffer pool;
-    int has_pool;
+    Py_buffer pool; /* held while e.has_pool */
     PyObject *pool_alloc, *pool_free, *pool_returned;
     Py_ssize_t blocks_out;
-    /* the return queue: zero-copy blocks travel back from the consumer (docs/fusion-rings.md).
-     * Everything the producer decides with is private: its read index, and the set of
-     * blocks it sent on this ring and has not had back (a bitmap over pool granules). */
-    _Atomic uint64_t *rq;
-    uint32_t rq_cap, rq_mask;
-    uint32_t ret_idx;        /* producer: next entry to read; consumer: next to write */
-    uint64_t *out_bits;      /* producer: blocks outstanding on this ring */
-    uint64_t out_words;
-    uint32_t outstanding;
-    int ret_broken;          /* producer: the queue's indices were corrupt; ring unusable */
-    uint64_t returns_ok, returns_rejected, returns_dropped, reclaimed;
-    int64_t spin_ns;
-    int yields;
-    int64_t tick_ns;
-    int busy;
+    int busy;            /* a thread is inside a call that released the GIL */
     int closed;
-    uint64_t zc_sent;    /* producer: zero-copy bytes published */
-    uint64_t zc_seen;    /* producer: consumer's zero-copy bytes consumed, last seen */
-    uint64_t zc_window;  /* producer: most zero-copy bytes queued at once (0: no limit) */
-    uint64_t zc_pending; /* consumer: zero-copy bytes consumed, not yet announced */
-    uint32_t my_cpu;     /* CPU this end last announced */
-    int light_fence;     /* the ring follows FRF_MEMBARRIER */
-    uint32_t my_heavy;   /* as a sleeper: the epoch I asked the waker to fence for (0: none) */
-    uint32_t epoch;      /* last epoch I used */
-    uint32_t acked;      /* as a waker: the peer's epoch I last acknowledged */
-    uint64_t calls_mark; /* the waker's publish/consume count at my last sleep */
-    uint64_t calls_avg;  /* ... and its running average between sleeps */
+    PyThreadState *ts;   /* the thread state saved while the protocol waits */
 } Ring;
-
-static int64_t drain_returns(Ring *r);
-static void reclaim_outstanding(Ring *r);
-
-static inline uint8_t *slot_at(Ring *r, uint32_t pos) {
-    return r->slots + (size_t)(pos & r->mask) * FR_SLOT;
-}
 
 static int ring_ready(Ring *r) {
     if (!r->has_buf) {
@@ -293,408 +77,30 @@ static int parse_timeout(PyObject *t, int64_t *deadline) {
         PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 or None");
         return -1;
     }
-    *deadline = now_ns() + (int64_t)(s * 1e9);
+    *deadline = fr_now_ns() + (int64_t)(s * 1e9);
     return 0;
 }
 
-enum { W_CHANGED = 0, W_TIMEOUT = 1, W_CLOSED = 2, W_DIED = 3, W_ERROR = -1 };
-
-/* The peer is gone when it said so (its closed flag) or when its end of the liveness
- * socket is closed (the kernel closes it when the process dies, however it dies). */
-static int peer_gone(Ring *r) {
-    _Atomic uint32_t *flag = r->role == ROLE_CONSUMER ? &r->hdr->prod_closed : &r->hdr->cons_closed;
-    if (atomic_load_explicit(flag, memory_order_acquire))
-        return W_CLOSED;
-    if (r->live_fd >= 0) {
-        struct pollfd p = {.fd = r->live_fd, .events = POLLIN | POLLRDHUP};
-        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
-            return W_DIED;
-    }
-    return 0;
-}
-
-/* Wait until *word != v.  Spin (short), then yield, then sleep on the futex in ticks,
- * all with the GIL released; between ticks check signals, the deadline and the peer. */
-static inline int slot_ready(_Atomic uint64_t *slotw, uint32_t expect) {
-    if (!slotw)
-        return 0;
-    uint64_t w = atomic_load_explicit(slotw, memory_order_acquire);
-    return (uint32_t)w == expect && !((w >> 40) & F_MORE);
-}
-
-/* The wake-up handshake is Dekker's: the waker stores the index then loads the peer's
- * `sleeping` flag, the sleeper stores its flag then loads the index, and each side needs
- * a full fence between its store and its load.  The waker's side runs on every publish
- * and every consume, the sleeper's only before going to sleep, so the cost is moved
- * (Linux membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED): the waker keeps only a
- * compiler barrier, and the sleeper, after raising its flag, makes every CPU that runs
- * a registered process execute a full barrier.  Then either the waker's index store
- * was made visible before the sleeper reads the index, or the waker's flag load comes
- * after that barrier and sees the flag (a waker not running at that moment went through
- * a context switch, itself a full barrier).  The fence left out of every publish was
- * measured at ~25 % of a 16-message batch's cost: the store buffer had to drain the
- * batch's cache-line transfers before the producer could go on.
- * Both ends of a ring must be registered: the creator records FRF_MEMBARRIER in the
- * header when its process is, and an end that cannot register refuses to attach. */
-static int fr_membarrier; /* this process receives MEMBARRIER_CMD_GLOBAL_EXPEDITED barriers */
-static int fr_use_membarrier = 1; /* new rings use it when possible (tests turn it off) */
-
-static void register_membarrier(void) {
-    long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    fr_membarrier = mask > 0 && (mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
-                    (mask & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
-                    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
-}
-
-/* Who pays for the fence adapts to the traffic.  membarrier costs the sleeper an
- * interrupt to every other CPU running a registered process (~2.5 us here, in a VM);
- * a fence costs the waker ~50-150 ns per publish.  A sleeper that sleeps after almost
- * every message (a round trip with a busy third process on the machine: both ends sleep
- * at every message) asks the waker to fence again: it raises an epoch in its `heavy`
- * word; the waker, seeing it, fences and acknowledges the epoch in its `ack` word; once
- * the sleeper sees its epoch acknowledged, every publish from then on fences (and every
- * earlier one is visible: the acknowledgement is a release store after them), so a
- * plain fence is enough on its side again.  Until then, and whenever it is not heavy,
- * the sleeper uses membarrier.  Heavy below 64 waker calls per sleep (on average), light
- * again above 1024. */
-static int fr_adaptive = 1; /* tests pin the light mode to exercise membarrier sleeps */
-
-static inline _Atomic uint32_t *peer_heavy(Ring *r) {
-    return r->role == ROLE_PRODUCER ? &r->hdr->cons_heavy : &r->hdr->prod_heavy;
-}
-static inline _Atomic uint32_t *my_heavy_word(Ring *r) {
-    return r->role == ROLE_PRODUCER ? &r->hdr->prod_heavy : &r->hdr->cons_heavy;
-}
-static inline _Atomic uint32_t *my_ack_word(Ring *r) {
-    return r->role == ROLE_PRODUCER ? &r->hdr->prod_ack : &r->hdr->cons_ack;
-}
-static inline _Atomic uint32_t *peer_ack_word(Ring *r) {
-    return r->role == ROLE_PRODUCER ? &r->hdr->cons_ack : &r->hdr->prod_ack;
-}
-
-/* The waker's half of the handshake's fence (after its index store, before its load of
- * the peer's sleeping flag). */
-static inline void waker_fence(Ring *r) {
-    if (!r->light_fence) {
-        atomic_thread_fence(memory_order_seq_cst);
-        return;
-    }
-    uint32_t e = atomic_load_explicit(peer_heavy(r), memory_order_relaxed);
-    if (e) {
-        if (e != r->acked) {
-            r->acked = e;
-            atomic_store_explicit(my_ack_word(r), e, memory_order_release);
-        }
-        atomic_thread_fence(memory_order_seq_cst);
-    } else {
-        atomic_signal_fence(memory_order_seq_cst); /* the sleeper's membarrier does the rest */
-    }
-}
-
-/* Before a sleep: count the waker's calls since the last one and pick the mode. */
-static void choose_fence_mode(Ring *r) {
-    _Atomic uint64_t *calls =
-        r->role == ROLE_CONSUMER ? &r->hdr->sent_batches : &r->hdr->recv_batches;
-    uint64_t now = atomic_load_explicit(calls, memory_order_relaxed), d = now - r->calls_mark;
-    r->calls_mark = now;
-    r->calls_avg = (3 * r->calls_avg + (d < (1u << 20) ? d : (1u << 20))) / 4;
-    if (!r->my_heavy && fr_adaptive && r->calls_avg < 64) {
-        if (++r->epoch == 0)
-            r->epoch = 1;
-        r->my_heavy = r->epoch;
-        atomic_store_explicit(my_heavy_word(r), r->my_heavy, memory_order_seq_cst);
-    } else if (r->my_heavy && (r->calls_avg > 1024 || !fr_adaptive)) {
-        r->my_heavy = 0;
-        atomic_store_explicit(my_heavy_word(r), 0, memory_order_seq_cst);
-    }
-}
-
-/* The sleeper's half: its flag is up; make it visible to every waker's next load.
- * Returns 0 if the barrier could not be issued (a seccomp filter installed after the
- * registration): the caller then sleeps in 1 ms ticks, so a wake-up it misses is late
- * by at most 1 ms instead of a whole tick. */
-static int sleeper_fence(Ring *r) {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!r->light_fence)
-        return 1;
-    if (r->my_heavy &&
-        atomic_load_explicit(peer_ack_word(r), memory_order_acquire) == r->my_heavy)
-        return 1; /* the waker fences now */
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
-}
-
-/* Each end announces the CPU it runs on (a store only when it changes; sched_getcpu is
- * a load from the rseq area).  A waiter whose peer last ran on the waiter's own CPU does
- * not spin: the peer cannot make progress while we hold that CPU, so spinning only
- * delays it (on this 2-core machine with a busy third process, a 5 us spin on each side
- * of a round trip made it 18 us instead of 7).  On separate CPUs spinning is what makes
- * a round trip ~1 us. */
-static inline void note_cpu(Ring *r) {
-    uint32_t c = (uint32_t)sched_getcpu();
-    if (c != r->my_cpu) {
-        r->my_cpu = c;
-        atomic_store_explicit(r->role == ROLE_PRODUCER ? &r->hdr->prod_cpu : &r->hdr->cons_cpu, c,
-                              memory_order_relaxed);
-    }
-}
-
-static inline int peer_on_my_cpu(Ring *r) {
-    _Atomic uint32_t *peer = r->role == ROLE_PRODUCER ? &r->hdr->cons_cpu : &r->hdr->prod_cpu;
-    return atomic_load_explicit(peer, memory_order_relaxed) == r->my_cpu;
-}
-
-static int wait_change(Ring *r, _Atomic uint32_t *word, uint32_t v, _Atomic uint32_t *sleeping,
-                       int64_t deadline, _Atomic uint64_t *sleeps, _Atomic uint64_t *tmo,
-                       _Atomic uint64_t *slotw, uint32_t expect) {
-    if (atomic_load_explicit(word, memory_order_acquire) != v || slot_ready(slotw, expect))
-        return W_CHANGED;
-    note_cpu(r);
-    /* Every phase of the wait runs with the GIL released, the spin included: what it
-     * waits on is shared memory the peer controls, and a peer that never delivers (or
-     * flips an index back and forth) must not stall this process's other threads. */
-    int changed = 0;
-    r->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    if (deadline == INT64_MAX || deadline > now_ns()) {
-        if (r->spin_ns > 0 && !peer_on_my_cpu(r)) {
-            /* A producer waiting for room polls `head`, the line the consumer writes at
-             * every receive: each poll takes the line away from the consumer, whose next
-             * store must fetch it back.  It backs off (up to 16 pauses between polls);
-             * a consumer waiting for data polls tightly (the round-trip latency). */
-            unsigned gap = 1, cap = r->role == ROLE_PRODUCER ? 16 : 1;
-            int64_t t0 = now_ns();
-            for (unsigned i = 1;; i++) {
-                for (unsigned k = 0; k < gap; k++)
-                    cpu_relax();
-                if (atomic_load_explicit(word, memory_order_acquire) != v ||
-                    slot_ready(slotw, expect)) {
-                    changed = 1;
-                    break;
-                }
-                if (gap < cap)
-                    gap *= 2;
-                if ((i & 7) == 0 && now_ns() - t0 > r->spin_ns)
-                    break;
-            }
-        }
-    }
-    for (int i = 0; !changed && i < r->yields; i++) {
-        sched_yield();
-        if (atomic_load_explicit(word, memory_order_acquire) != v)
-            changed = 1;
-    }
-    Py_END_ALLOW_THREADS
-    r->busy = 0;
-    if (changed)
-        return W_CHANGED;
-    /* The flag stays up across ticks: one (membarrier) fence per sleep, not per tick.
-     * A waker that sees it takes it down (and wakes us): then it is raised again. */
-    int rc, fenced = 0;
-    for (;;) {
-        int g = peer_gone(r);
-        if (g) {
-            rc = g;
-            break;
-        }
-        int64_t now = now_ns();
-        if (now >= deadline) {
-            rc = W_TIMEOUT;
-            break;
-        }
-        int64_t ns = deadline - now;
-        if (ns > r->tick_ns)
-            ns = r->tick_ns;
-        int timed_out = 0;
-        r->busy = 1;
-        Py_BEGIN_ALLOW_THREADS
-        if (!fenced || !atomic_load_explicit(sleeping, memory_order_relaxed)) {
-            if (r->light_fence)
-                choose_fence_mode(r);
-            atomic_store_explicit(sleeping, 1, memory_order_seq_cst);
-            fenced = sleeper_fence(r);
-        }
-        if (!fenced && ns > 1000000)
-            ns = 1000000;
-        if (atomic_load_explicit(word, memory_order_seq_cst) != v) {
-            changed = 1;
-        } else {
-            add_stat(sleeps, 1);
-            /* the kernel compares *word with v atomically with queueing us: a store
-             * made after our check makes futex_wait return EAGAIN at once */
-            if (futex_wait(word, v, ns) != 0 && errno == ETIMEDOUT)
-                timed_out = 1;
-            if (atomic_load_explicit(word, memory_order_acquire) != v)
-                changed = 1;
-        }
-        Py_END_ALLOW_THREADS
-        r->busy = 0;
-        if (changed) {
-            rc = W_CHANGED;
-            break;
-        }
-        if (timed_out)
-            add_stat(tmo, 1);
-        if (PyErr_CheckSignals() < 0) {
-            rc = W_ERROR;
-            break;
-        }
-    }
-    atomic_store_explicit(sleeping, 0, memory_order_relaxed);
-    return rc;
-}
-
-static int raise_wait(int rc, const char *what) {
+/* A protocol code as the exception it means.  FR_EINTR: the interrupted hook already
+ * set one (a signal handler raised). */
+static int raise_fr(Ring *r, int64_t rc, const char *what) {
     switch (rc) {
-    case W_TIMEOUT:
+    case FR_ETIMEDOUT:
         PyErr_Format(PyExc_TimeoutError, "%s timed out", what);
         break;
-    case W_CLOSED:
+    case FR_ECLOSED:
         PyErr_SetString(PeerClosedError, "the peer closed its end of the ring");
         break;
-    case W_DIED:
+    case FR_EDIED:
         PyErr_SetString(PeerDiedError, "the peer process is gone (its end of the ring died)");
+        break;
+    case FR_EPROTO:
+        PyErr_SetString(ProtocolError, r->e.err);
         break;
     default:
         break;
     }
     return -1;
-}
-
-/* Room for n slots carrying zc bytes of zero-copy payload?  The zero-copy window bounds
- * the pool memory a ring holds queued (like a pipe's or a socket's buffer): without it a
- * fast producer of 64 KiB messages queues capacity x 64 KiB (16 MiB for 256 slots),
- * every message lands in a block nobody touched for a while (page faults on fresh
- * memory, cache misses), and a few rings exhaust the pool.  A message is never refused
- * for its own size: with nothing queued, anything goes. */
-static inline int has_room(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc) {
-    if (r->pos - r->cached + n > r->cap)
-        return 0;
-    if (zc && r->zc_window) {
-        int64_t queued = (int64_t)(r->zc_sent - r->zc_seen);
-        if (queued > 0 && (uint64_t)queued + zc > r->zc_window)
-            return 0;
-    }
-    /* blocks out on this ring never exceed the return queue: it cannot overflow */
-    if (nzc && r->out_bits && r->outstanding + nzc > r->rq_cap)
-        return 0;
-    return 1;
-}
-
-/* A waiter whose index keeps changing without bringing what it waits for (a peer
- * flipping `tail` or `head` back and forth) would loop as fast as the peer flips: after
- * FR_SPURIOUS such changes it sleeps 1 ms (GIL released) and checks its deadline,
- * signals and the peer, so the peer controls neither its CPU use nor its timeout. */
-static int throttle(Ring *r, int *spurious, int64_t deadline) {
-    if (++*spurious < FR_SPURIOUS)
-        return W_CHANGED;
-    *spurious = 0;
-    if (now_ns() >= deadline)
-        return W_TIMEOUT;
-    int g = peer_gone(r);
-    if (g)
-        return g;
-    r->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    struct timespec ts = {0, 1000000};
-    nanosleep(&ts, NULL);
-    Py_END_ALLOW_THREADS
-    r->busy = 0;
-    if (PyErr_CheckSignals() < 0)
-        return W_ERROR;
-    return W_CHANGED;
-}
-
-/* The consumer is gone: its blocks come back, then the usual error. */
-static int producer_wait_failed(Ring *r, int rc) {
-    if (rc == W_CLOSED || rc == W_DIED)
-        reclaim_outstanding(r);
-    return raise_wait(rc, "send");
-}
-
-/* Producer: make room for n slots (and zc bytes in the zero-copy window, and nzc more
- * blocks outstanding). */
-static int reserve(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc, int64_t deadline) {
-    if (has_room(r, n, zc, nzc))
-        return 0;
-    int spurious = 0;
-    uint32_t best = r->cached; /* the consumer's furthest head seen: real progress */
-    for (;;) {
-        int64_t back = nzc ? drain_returns(r) : 0;
-        if (back < 0)
-            return -1;
-        uint32_t h = atomic_load_explicit(&r->hdr->head, memory_order_acquire);
-        uint32_t used = r->pos - h;
-        if (used > r->cap) {
-            PyErr_Format(ProtocolError, "corrupt ring: head %u is not within %u slots of tail %u", h,
-                         r->cap, r->pos);
-            return -1;
-        }
-        if ((int32_t)(h - best) > 0 || back > 0) { /* progress, if not yet enough of it */
-            best = (int32_t)(h - best) > 0 ? h : best;
-            spurious = 0;
-        }
-        r->cached = h;
-        /* stored by the consumer before `head`: at least as recent as h */
-        r->zc_seen = atomic_load_explicit(&r->hdr->recv_zc_bytes, memory_order_relaxed);
-        if (has_room(r, n, zc, nzc))
-            return 0;
-        int rc;
-        if (has_room(r, n, zc, 0)) { /* only the outstanding bound: wait for returns */
-            uint32_t t = atomic_load_explicit(&r->hdr->ret_tail, memory_order_acquire);
-            if (t != r->ret_idx)
-                rc = W_CHANGED; /* something to drain already */
-            else
-                rc = wait_change(r, &r->hdr->ret_tail, t, &r->hdr->ret_sleeping, deadline,
-                                 &r->hdr->prod_sleeps, &r->hdr->prod_futex_timeouts, NULL, 0);
-        } else {
-            rc = wait_change(r, &r->hdr->head, h, &r->hdr->prod_sleeping, deadline,
-                             &r->hdr->prod_sleeps, &r->hdr->prod_futex_timeouts, NULL, 0);
-        }
-        if (rc == W_CHANGED)
-            rc = throttle(r, &spurious, deadline);
-        if (rc != W_CHANGED)
-            return producer_wait_failed(r, rc);
-    }
-}
-
-/* Producer: one release store publishes everything written since the last publish,
- * then one (usually skipped) wake-up. */
-static void publish(Ring *r, uint32_t nmsgs) {
-    struct fr_hdr *h = r->hdr;
-    note_cpu(r);
-    atomic_store_explicit(&h->sent_zc_bytes, r->zc_sent, memory_order_relaxed);
-    atomic_store_explicit(&h->tail, r->pos, memory_order_release);
-    waker_fence(r);
-    if (atomic_load_explicit(&h->cons_sleeping, memory_order_relaxed) &&
-        atomic_exchange_explicit(&h->cons_sleeping, 0, memory_order_relaxed)) {
-        futex_wake(&h->tail);
-        add_stat(&h->prod_wakes, 1);
-    } else {
-        add_stat(&h->prod_wakes_skipped, 1);
-    }
-    add_stat(&h->sent_msgs, nmsgs);
-    add_stat(&h->sent_batches, 1);
-}
-
-/* Consumer: free slots up to r->pos with one release store, wake a producer waiting for room. */
-static void consume(Ring *r, uint32_t nmsgs) {
-    struct fr_hdr *h = r->hdr;
-    note_cpu(r);
-    if (r->zc_pending) { /* before `head`: the producer reads it after acquiring head */
-        add_stat(&h->recv_zc_bytes, r->zc_pending);
-        r->zc_pending = 0;
-    }
-    atomic_store_explicit(&h->head, r->pos, memory_order_release);
-    waker_fence(r);
-    if (atomic_load_explicit(&h->prod_sleeping, memory_order_relaxed) &&
-        atomic_exchange_explicit(&h->prod_sleeping, 0, memory_order_relaxed)) {
-        futex_wake(&h->head);
-        add_stat(&h->cons_wakes, 1);
-    } else {
-        add_stat(&h->cons_wakes_skipped, 1);
-    }
-    add_stat(&h->recv_msgs, nmsgs);
-    add_stat(&h->recv_batches, 1);
 }
 
 /* fn(v): the pool's alloc/free, one vectorcall (no argument tuple, no format parsing) */
@@ -706,121 +112,52 @@ static PyObject *call_u64(PyObject *fn, uint64_t v) {
     Py_DECREF(arg);
     return res;
 }
+/* ------------------------------------------------------------------ protocol hooks */
 
-/* ------------------------------------------------------------------ the return queue */
-
-/* The consumer never calls the producer's allocator: it writes the offset of a block it
- * is done with into the return queue (a ring of u64 in this ring's shared memory) and
- * the producer, which keeps the set of blocks it sent here and has not had back, drains
- * it and frees what it recognises.  Nothing read from the queue is trusted: indices
- * farther apart than its capacity break this ring (ProtocolError), entries that are not
- * an outstanding block of this ring (unknown, out of range, misaligned, duplicates) are
- * counted and ignored.  The producer bounds the blocks outstanding to the queue's
- * capacity, so an honest consumer's queue never overflows; a release never blocks. */
-
-static inline int out_test(const Ring *r, uint64_t g) {
-    return (r->out_bits[g >> 6] >> (g & 63)) & 1;
+/* Every wait of the protocol runs between these two: the GIL released, the end marked
+ * busy (a second thread using it meanwhile gets RuntimeError, not a corrupt ring). */
+static void gil_release(struct fr_end *e) {
+    Ring *r = e->user;
+    r->busy = 1;
+    r->ts = PyEval_SaveThread();
 }
 
-/* Producer: a zero-copy block leaves on this ring. */
-static inline void out_mark(Ring *r, uint64_t off) {
-    if (!r->out_bits)
+static void gil_acquire(struct fr_end *e) {
+    Ring *r = e->user;
+    PyEval_RestoreThread(r->ts);
+    r->ts = NULL;
+    r->busy = 0;
+}
+
+/* Between ticks of a wait (the GIL held): a signal handler that raised ends the wait. */
+static int signalled(struct fr_end *e) { return PyErr_CheckSignals() < 0; }
+
+/* A block of the producer's pool goes back to its allocator (free_returned for one the
+ * consumer returned, free for one reclaimed).  Called from the protocol's drain with the
+ * GIL held; a caller's pending exception survives the call. */
+static void give_back(struct fr_end *e, uint64_t off, int returned) {
+    Ring *r = e->user;
+    PyObject *fn = returned ? r->pool_returned : r->pool_free;
+    if (!fn)
         return;
-    uint64_t g = off / FR_GRAN;
-    r->out_bits[g >> 6] |= 1ull << (g & 63);
-    r->outstanding++;
-}
-
-static void give_back(Ring *r, PyObject *fn, uint64_t off) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
     PyObject *res = call_u64(fn, off);
     if (!res)
         PyErr_WriteUnraisable(fn);
     Py_XDECREF(res);
+    PyErr_Restore(et, ev, tb);
 }
 
-/* Producer: read every return published so far (at most rq_cap entries: bounded).
- * Returns the number accepted, or -1 with ProtocolError when the indices are corrupt
- * (the ring is then broken: every later send raises). */
+static const struct fr_hooks ring_hooks = {gil_release, gil_acquire, signalled, give_back};
+
+/* Producer: take back what the consumer returned; -1 with ProtocolError when the queue's
+ * indices are corrupt (the ring is then broken: every later send raises). */
 static int64_t drain_returns(Ring *r) {
-    if (!r->rq || !r->out_bits || r->ret_broken || !r->hdr)
-        return 0;
-    uint32_t t = atomic_load_explicit(&r->hdr->ret_tail, memory_order_acquire);
-    uint32_t d = t - r->ret_idx;
-    if (d == 0)
-        return 0;
-    if (d > r->rq_cap) {
-        r->ret_broken = 1;
-        PyErr_Format(ProtocolError,
-                     "corrupt ring: return queue tail %u is not within %u entries of head %u; "
-                     "this ring's returns are no longer trusted",
-                     t, r->rq_cap, r->ret_idx);
-        return -1;
-    }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb); /* a caller's pending exception survives the frees */
-    int64_t ok = 0;
-    for (uint32_t i = 0; i < d; i++) {
-        uint64_t off = atomic_load_explicit(&r->rq[(r->ret_idx + i) & r->rq_mask],
-                                            memory_order_relaxed);
-        uint64_t g = off / FR_GRAN;
-        if (off % FR_GRAN || off >= (uint64_t)r->pool.len || !out_test(r, g)) {
-            r->returns_rejected++;
-            continue;
-        }
-        r->out_bits[g >> 6] &= ~(1ull << (g & 63));
-        r->outstanding--;
-        ok++;
-        give_back(r, r->pool_returned, off);
-    }
-    PyErr_Restore(et, ev, tb);
-    r->returns_ok += (uint64_t)ok;
-    r->ret_idx = t;
-    atomic_store_explicit(&r->hdr->ret_head, t, memory_order_release);
-    return ok;
-}
-
-/* Producer, once the consumer is gone (dead or closed): every block still outstanding
- * on this ring comes back to the pool.  Bounded by the bitmap (private memory). */
-static void reclaim_outstanding(Ring *r) {
-    if (!r->out_bits || !r->outstanding)
-        return;
-    if (!r->ret_broken && r->hdr)
-        (void)drain_returns(r); /* honest returns first; errors are moot now */
-    PyErr_Clear();
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    for (uint64_t w = 0; w < r->out_words && r->outstanding; w++) {
-        while (r->out_bits[w]) {
-            unsigned b = (unsigned)__builtin_ctzll(r->out_bits[w]);
-            r->out_bits[w] &= r->out_bits[w] - 1;
-            r->outstanding--;
-            r->reclaimed++;
-            give_back(r, r->pool_free, (w * 64 + b) * FR_GRAN);
-        }
-    }
-    r->outstanding = 0;
-    PyErr_Restore(et, ev, tb);
-}
-
-/* Consumer: hand a block back.  Never blocks and never trusts the producer's read
- * index: a full queue (or a forged index) drops the return and counts it. */
-static void rq_push(Ring *r, uint64_t off) {
-    if (!r->rq || !r->hdr)
-        return;
-    struct fr_hdr *h = r->hdr;
-    uint32_t head = atomic_load_explicit(&h->ret_head, memory_order_acquire);
-    if ((uint32_t)(r->ret_idx - head) >= r->rq_cap) {
-        r->returns_dropped++;
-        add_stat(&h->returns_dropped, 1);
-        return;
-    }
-    atomic_store_explicit(&r->rq[r->ret_idx & r->rq_mask], off, memory_order_relaxed);
-    r->ret_idx++;
-    atomic_store_explicit(&h->ret_tail, r->ret_idx, memory_order_release);
-    waker_fence(r);
-    if (atomic_load_explicit(&h->ret_sleeping, memory_order_relaxed) &&
-        atomic_exchange_explicit(&h->ret_sleeping, 0, memory_order_relaxed))
-        futex_wake(&h->ret_tail);
+    int64_t n = fr_drain_returns(&r->e);
+    if (n < 0)
+        raise_fr(r, n, "drain");
+    return n;
 }
 
 /* ------------------------------------------------------------------ Block methods */
@@ -833,8 +170,8 @@ static void block_free_to_pool(Block *b) {
     b->released = 1;
     Ring *r = b->ring;
     r->blocks_out--;
-    if (r->role == ROLE_CONSUMER) { /* a received block: back through the return queue */
-        rq_push(r, b->offset);
+    if (r->e.role == ROLE_CONSUMER) { /* a received block: back through the return queue */
+        fr_rq_push(&r->e, b->offset);
         return;
     }
     if (r->pool_free) { /* a loan never sent: the producer's own block */
@@ -978,11 +315,9 @@ static PyTypeObject BlockType = {
 /* ------------------------------------------------------------------ message preparation */
 
 typedef struct {
-    uint32_t flags, size;
-    const uint8_t *src; /* inline payload (in `view`, or in a packed batch's buffer) */
+    struct fr_msg m;    /* what the protocol writes (inline src, or a descriptor) */
     Py_buffer view;     /* a message object's buffer, held until the slot is written */
     int has_view;
-    uint64_t off, len; /* zero-copy descriptor */
     Block *loan;       /* borrowed: a loan to mark sent */
     int allocated;     /* we allocated the pool block (free it on failure) */
 } prep_t;
@@ -996,7 +331,7 @@ static void prep_cleanup(Ring *r, prep_t *p, int failed) {
         /* the caller's exception (timeout, peer gone...) must survive the call */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        PyObject *res = call_u64(r->pool_free, p->off);
+        PyObject *res = call_u64(r->pool_free, p->m.off);
         if (!res)
             PyErr_WriteUnraisable(r->pool_free);
         Py_XDECREF(res);
@@ -1006,7 +341,7 @@ static void prep_cleanup(Ring *r, prep_t *p, int failed) {
 }
 
 static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
-    if (!r->has_pool) {
+    if (!r->e.has_pool) {
         PyErr_Format(PyExc_ValueError,
                      "a %llu-byte message exceeds the %u-byte inline limit and the ring has no "
                      "shared pool",
@@ -1041,17 +376,17 @@ static int pool_alloc(Ring *r, uint64_t n, uint64_t *off) {
  * block of the shared pool. */
 static int prep_bytes(Ring *r, prep_t *p, const uint8_t *src, Py_ssize_t n) {
     if ((size_t)n <= FR_INLINE) {
-        p->size = (uint32_t)n;
-        p->src = src;
+        p->m.size = (uint32_t)n;
+        p->m.src = src;
         return 0;
     }
-    if (pool_alloc(r, (uint64_t)n, &p->off) < 0)
+    if (pool_alloc(r, (uint64_t)n, &p->m.off) < 0)
         return -1;
     p->allocated = 1;
-    p->len = (uint64_t)n;
-    memcpy((uint8_t *)r->pool.buf + p->off, src, (size_t)n);
-    p->flags = F_ZC;
-    p->size = FR_DESC;
+    p->m.len = (uint64_t)n;
+    memcpy((uint8_t *)r->pool.buf + p->m.off, src, (size_t)n);
+    p->m.flags = F_ZC;
+    p->m.size = FR_DESC;
     return 0;
 }
 
@@ -1074,10 +409,10 @@ static int prep_msg(Ring *r, PyObject *data, prep_t *p) {
                             "a memoryview of the loan is still alive: release it before sending");
             return -1;
         }
-        p->flags = F_ZC;
-        p->size = FR_DESC;
-        p->off = b->offset;
-        p->len = (uint64_t)b->len;
+        p->m.flags = F_ZC;
+        p->m.size = FR_DESC;
+        p->m.off = b->offset;
+        p->m.len = (uint64_t)b->len;
         p->loan = b;
         return 0;
     }
@@ -1088,87 +423,77 @@ static int prep_msg(Ring *r, PyObject *data, prep_t *p) {
         prep_cleanup(r, p, 1);
         return -1;
     }
-    if (p->flags & F_ZC) { /* copied into the pool: the source is no longer needed */
+    if (p->m.flags & F_ZC) { /* copied into the pool: the source is no longer needed */
         PyBuffer_Release(&p->view);
         p->has_view = 0;
     }
     return 0;
 }
 
-/* write a prepared message (already reserved) at r->pos; advances r->pos */
-static void write_msg(Ring *r, prep_t *p, const uint32_t *handles, int nh) {
-    for (int i = 0; i < nh; i += FR_HPS) {
-        int k = nh - i < FR_HPS ? nh - i : FR_HPS;
-        uint8_t *s = slot_at(r, r->pos);
-        memcpy(s + 8, handles + i, (size_t)k * 4);
-        atomic_store_explicit((_Atomic uint64_t *)s,
-                              slot_word(r->pos, T_HANDLES, F_MORE, (uint32_t)k * 4),
-                              memory_order_relaxed);
-        r->pos++;
+/* A prepared message was written: a loan's ownership moves to the consumer, and a
+ * block we allocated is no longer ours to free. */
+static void mark_sent(prep_t *p) {
+    if (!(p->m.flags & F_ZC))
+        return;
+    if (p->loan) {
+        p->loan->released = 1;
+        p->loan->ring->blocks_out--;
     }
-    uint8_t *s = slot_at(r, r->pos);
-    if (p->flags & F_ZC) {
-        uint64_t d[2] = {p->off, p->len};
-        memcpy(s + 8, d, sizeof d);
-        if (p->loan) {
-            p->loan->released = 1; /* ownership moves to the consumer */
-            p->loan->ring->blocks_out--;
-        }
-        p->allocated = 0;
-        r->zc_sent += p->len;
-        out_mark(r, p->off);
-    } else if (p->size) {
-        memcpy(s + 8, p->src, p->size);
-    }
-    /* release: a consumer that sees this word (acquire) sees the payload above; on
-     * x86-64 this is a plain store, on ARM64 an STLR */
-    atomic_store_explicit((_Atomic uint64_t *)s, slot_word(r->pos, T_DATA, p->flags, p->size),
-                          memory_order_release);
-    r->pos++;
+    p->allocated = 0;
 }
 
-/* Write a batch of single-slot messages at r->pos, its first slot last.  Every slot's
- * header is a release store, so each message is complete on its own; writing the first
- * one last means a consumer polling it (the fast path) finds the whole batch written
- * and takes it in one go, instead of taking it piecemeal while it is being written. */
+/* write a prepared message (already reserved) at the end's position */
+static void write_msg(Ring *r, prep_t *p, const uint32_t *handles, int nh) {
+    fr_write_msg(&r->e, &p->m, handles, nh);
+    mark_sent(p);
+}
+
+/* Write a batch of single-slot messages, its first slot last (fr_write_batch). */
 static void write_batch(Ring *r, prep_t *p, Py_ssize_t n) {
-    uint32_t first = r->pos;
-    r->pos = first + 1;
-    for (Py_ssize_t i = 1; i < n; i++)
-        write_msg(r, &p[i], NULL, 0);
-    r->pos = first;
-    write_msg(r, &p[0], NULL, 0);
-    r->pos = first + (uint32_t)n;
+    struct fr_msg ms[FR_BATCH_MAX];
+    if (n <= 0 || n > FR_BATCH_MAX) /* callers pass 1..16 */
+        return;
+    for (Py_ssize_t i = 0; i < n; i++)
+        ms[i] = p[i].m;
+    fr_write_batch(&r->e, ms, (size_t)n);
+    for (Py_ssize_t i = 0; i < n; i++)
+        mark_sent(&p[i]);
 }
 
 static uint32_t batch_zc_count(const prep_t *p, Py_ssize_t n) {
     uint32_t c = 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        c += (p[i].flags & F_ZC) != 0;
+        c += (p[i].m.flags & F_ZC) != 0;
     return c;
 }
 
 static uint64_t batch_zc_bytes(const prep_t *p, Py_ssize_t n) {
     uint64_t zc = 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (p[i].flags & F_ZC)
-            zc += p[i].len;
+        if (p[i].m.flags & F_ZC)
+            zc += p[i].m.len;
     return zc;
+}
+
+/* Producer: make room (fr_reserve), or raise what stopped the wait. */
+static int reserve(Ring *r, uint32_t n, uint64_t zc, uint32_t nzc, int64_t deadline) {
+    int rc = fr_reserve(&r->e, n, zc, nzc, deadline);
+    return rc == FR_OK ? 0 : raise_fr(r, rc, "send");
 }
 
 static int check_producer(Ring *r) {
     if (ring_ready(r) < 0)
         return -1;
-    if (r->role != ROLE_PRODUCER) {
+    if (r->e.role != ROLE_PRODUCER) {
         PyErr_SetString(PyExc_TypeError, "this ring endpoint is the consumer: it cannot send");
         return -1;
     }
-    if (r->ret_broken) {
+    if (r->e.ret_broken) {
         PyErr_SetString(ProtocolError, "ring broken: its return queue was corrupted by the peer");
         return -1;
     }
-    if (atomic_load_explicit(&r->hdr->cons_closed, memory_order_relaxed)) {
-        reclaim_outstanding(r);
+    if (atomic_load_explicit(&r->e.hdr->cons_closed, memory_order_relaxed)) {
+        fr_reclaim_outstanding(&r->e);
         PyErr_SetString(PeerClosedError, "the consumer closed its end of the ring");
         return -1;
     }
@@ -1222,20 +547,20 @@ static PyObject *ring_send(Ring *r, PyObject *const *args, Py_ssize_t nargs, PyO
     if (parse_handles(handles, hv, &nh) < 0 || parse_timeout(timeout, &deadline) < 0)
         return NULL;
     uint32_t need = 1 + (uint32_t)((nh + FR_HPS - 1) / FR_HPS);
-    if (need > r->cap) {
+    if (need > r->e.cap) {
         PyErr_SetString(PyExc_ValueError, "message needs more slots than the ring has");
         return NULL;
     }
     prep_t p;
     if (prep_msg(r, data, &p) < 0)
         return NULL;
-    if (reserve(r, need, p.flags & F_ZC ? p.len : 0, (p.flags & F_ZC) != 0, deadline) < 0) {
+    if (reserve(r, need, p.m.flags & F_ZC ? p.m.len : 0, (p.m.flags & F_ZC) != 0, deadline) < 0) {
         prep_cleanup(r, &p, 1);
         return NULL;
     }
     write_msg(r, &p, hv, nh);
     prep_cleanup(r, &p, 0);
-    publish(r, 1);
+    fr_publish(&r->e, 1);
     Py_RETURN_NONE;
 }
 
@@ -1256,7 +581,7 @@ static PyObject *ring_send_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
     if (!fast)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > FR_BATCH_MAX || (uint32_t)n > r->cap) {
+    if (n > FR_BATCH_MAX || (uint32_t)n > r->e.cap) {
         Py_DECREF(fast);
         PyErr_Format(PyExc_ValueError, "a batch holds at most %d messages (and no more than the ring's capacity)",
                      FR_BATCH_MAX);
@@ -1284,7 +609,7 @@ static PyObject *ring_send_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
     for (i = 0; i < n; i++)
         prep_cleanup(r, &p[i], 0);
     Py_DECREF(fast);
-    publish(r, (uint32_t)n);
+    fr_publish(&r->e, (uint32_t)n);
     Py_RETURN_NONE;
 fail:
     for (Py_ssize_t j = 0; j < i; j++)
@@ -1356,36 +681,6 @@ static Py_ssize_t packed_lengths(PyObject *lengths, Py_ssize_t total, Py_ssize_t
     return n;
 }
 
-/* One inline message into slot `s` for position `pos`.  When the source has 56 bytes
- * left the copy is a fixed 56 bytes (two vector moves instead of a memcpy call): the
- * extra bytes come from inside the source buffer and land inside the slot, whose reader
- * takes only `size` of them. */
-static inline void put_inline(uint8_t *s, uint32_t pos, const uint8_t *src, size_t len,
-                              const uint8_t *end) {
-    if ((size_t)(end - src) >= FR_INLINE)
-        memcpy(s + 8, src, FR_INLINE);
-    else if (len)
-        memcpy(s + 8, src, len);
-    atomic_store_explicit((_Atomic uint64_t *)s, slot_word(pos, T_DATA, 0, (uint32_t)len),
-                          memory_order_release);
-}
-
-/* A packed batch of inline messages at r->pos, its first slot last (see write_batch);
- * the ring's fields in registers (the slot stores could alias them for the compiler). */
-static void write_packed_inline(Ring *r, const uint8_t *buf, Py_ssize_t total,
-                                const Py_ssize_t *len, Py_ssize_t n) {
-    const uint8_t *end = buf + total, *src = buf + len[0];
-    uint8_t *slots = r->slots;
-    const uint32_t first = r->pos, mask = r->mask;
-    for (Py_ssize_t i = 1; i < n; i++) {
-        uint32_t pos = first + (uint32_t)i;
-        put_inline(slots + (size_t)(pos & mask) * FR_SLOT, pos, src, (size_t)len[i], end);
-        src += len[i];
-    }
-    put_inline(slots + (size_t)(first & mask) * FR_SLOT, first, buf, (size_t)len[0], end);
-    r->pos = first + (uint32_t)n;
-}
-
 /* send_batch_packed(buffer, lengths, timeout=None): up to 16 messages laid end to end
  * in one buffer, one publish, one wake-up; no Python object per message. */
 static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize_t nargs,
@@ -1413,9 +708,9 @@ static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize
     Py_ssize_t n = packed_lengths(lengths, view.len, len);
     if (n < 0)
         goto fail_view;
-    if ((uint32_t)n > r->cap) {
+    if ((uint32_t)n > r->e.cap) {
         PyErr_Format(PyExc_ValueError, "a batch of %zd messages exceeds the ring's %u slots", n,
-                     r->cap);
+                     r->e.cap);
         goto fail_view;
     }
     if (n == 0) {
@@ -1428,16 +723,16 @@ static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize
     if (all_inline) { /* the common case: no pool, no per-message preparation */
         if (reserve(r, (uint32_t)n, 0, 0, deadline) < 0)
             goto fail_view;
-        write_packed_inline(r, view.buf, view.len, len, n);
+        fr_write_packed_inline(&r->e, view.buf, (size_t)view.len, len, (size_t)n);
         PyBuffer_Release(&view);
-        publish(r, (uint32_t)n);
+        fr_publish(&r->e, (uint32_t)n);
         Py_RETURN_NONE;
     }
     prep_t p[FR_BATCH_MAX];
     const uint8_t *src = view.buf;
     Py_ssize_t i;
     for (i = 0; i < n; i++) {
-        p[i].flags = 0;
+        p[i].m.flags = 0;
         p[i].has_view = 0;
         p[i].loan = NULL;
         p[i].allocated = 0;
@@ -1449,7 +744,7 @@ static PyObject *ring_send_batch_packed(Ring *r, PyObject *const *args, Py_ssize
         goto fail;
     write_batch(r, p, n);
     PyBuffer_Release(&view);
-    publish(r, (uint32_t)n);
+    fr_publish(&r->e, (uint32_t)n);
     Py_RETURN_NONE;
 fail:
     for (Py_ssize_t j = 0; j < i; j++)
@@ -1481,151 +776,22 @@ static PyObject *ring_loan(Ring *r, PyObject *arg) {
 static int check_consumer(Ring *r) {
     if (ring_ready(r) < 0)
         return -1;
-    if (r->role != ROLE_CONSUMER) {
+    if (r->e.role != ROLE_CONSUMER) {
         PyErr_SetString(PyExc_TypeError, "this ring endpoint is the producer: it cannot receive");
         return -1;
     }
     return 0;
 }
 
-/* Slots visible to the consumer from r->pos: those `tail` covers, or else the one
- * slot at r->pos when its release-stored header already says it holds a complete
- * message for r->pos (the fast path: the data's cache line carries the news, no
- * second line to fetch).  The consumer may thus run ahead of `tail` by the slots of
- * one publish; positions are compared as signed distances.  -1: corrupt indices. */
-static int64_t visible(Ring *r) {
-    int32_t d = (int32_t)(r->cached - r->pos);
-    if (d > 0)
-        return d;
-    uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
-    d = (int32_t)(t - r->pos);
-    if (d > (int32_t)r->cap || d < -(int32_t)r->cap) {
-        PyErr_Format(ProtocolError, "corrupt ring: tail %u is not within %u slots of head %u", t,
-                     r->cap, r->pos);
-        return -1;
-    }
-    r->cached = t;
-    if (d > 0)
-        return d;
-    return slot_ready((_Atomic uint64_t *)slot_at(r, r->pos), r->pos);
-}
-
-/* Make at least one slot available; returns the number available or -1. */
+/* Make at least one slot available; returns the number available, or -1 raised. */
 static int64_t await_data(Ring *r, int64_t deadline) {
-    int spurious = 0;
-    for (;;) {
-        int64_t avail = visible(r);
-        if (avail != 0)
-            return avail;
-        uint32_t t = r->cached;
-        int rc = wait_change(r, &r->hdr->tail, t, &r->hdr->cons_sleeping, deadline,
-                             &r->hdr->cons_sleeps, &r->hdr->cons_futex_timeouts,
-                             (_Atomic uint64_t *)slot_at(r, r->pos), r->pos);
-        if (rc == W_CHANGED)
-            rc = throttle(r, &spurious, deadline);
-        if (rc == W_CHANGED)
-            continue;
-        if (rc == W_CLOSED || rc == W_DIED) {
-            /* deliver what was published before the peer went away */
-            avail = visible(r);
-            if (avail != 0)
-                return avail;
-        }
-        return raise_wait(rc, "recv");
-    }
-}
-
-/* A message decoded at r->pos: validated, nothing created or consumed yet. */
-typedef struct {
-    uint32_t used;      /* slots it occupies (its HANDLES slots and its DATA slot) */
-    int zc;             /* the payload is a block of the shared pool */
-    const uint8_t *ptr; /* the payload: in the slot, or in the pool */
-    uint64_t off, len;  /* pool offset (zc), payload length */
-    int nh;
-    uint32_t hv[FR_MAX_HANDLES];
-    char err[160]; /* why it is malformed */
-} msg_t;
-
-static int bad_msg(msg_t *m, uint32_t used, const char *fmt, unsigned long long a,
-                   unsigned long long b) {
-    m->used = used;
-    snprintf(m->err, sizeof m->err, fmt, a, b);
-    return -1;
-}
-
-/* Decode the message at r->pos (*avail slots visible; extended if the message's chain
- * reaches past them and `tail` covers it).  Each slot's header word is loaded once and
- * validated before anything it says is used: the peer is not trusted.  Returns 0, or
- * -1 for a malformed message (m->used slots to skip, m->err says why); never raises. */
-static int decode_msg(Ring *r, uint32_t *avail, msg_t *m) {
-    uint32_t used = 0;
-    m->nh = 0;
-    for (;;) {
-        if (used >= *avail) {
-            int32_t d = (int32_t)(atomic_load_explicit(&r->hdr->tail, memory_order_acquire) - r->pos);
-            if (d > (int32_t)used && d <= (int32_t)r->cap)
-                *avail = (uint32_t)d;
-        }
-        if (used >= *avail)
-            return bad_msg(m, used, "truncated message: %llu of %llu published slot(s) and no end",
-                           used, *avail);
-        const uint8_t *s = slot_at(r, r->pos + used);
-        uint64_t w = atomic_load_explicit((_Atomic uint64_t *)s, memory_order_relaxed);
-        uint32_t seq = (uint32_t)w, type = (uint32_t)(w >> 32) & 0xFF,
-                 flags = (uint32_t)(w >> 40) & 0xFF, size = (uint32_t)(w >> 48);
-        used++;
-        if (seq != r->pos + used - 1)
-            return bad_msg(m, used, "stale or forged slot: sequence %llu, expected %llu", seq,
-                           r->pos + used - 1);
-        if (flags & ~F_KNOWN)
-            return bad_msg(m, used, "slot has unknown flags %llu (type %llu)", flags, type);
-        if (type == T_HANDLES) {
-            if (!(flags & F_MORE) || (flags & F_ZC) || size % 4 || size > FR_HPS * 4)
-                return bad_msg(m, used, "malformed HANDLES slot (flags %llu, size %llu)", flags,
-                               size);
-            if (m->nh + (int)size / 4 > FR_MAX_HANDLES)
-                return bad_msg(m, used, "too many handles: %llu > %llu", m->nh + size / 4,
-                               FR_MAX_HANDLES);
-            memcpy(m->hv + m->nh, s + 8, size);
-            m->nh += (int)size / 4;
-            continue;
-        }
-        if (type != T_DATA || (flags & F_MORE))
-            return bad_msg(m, used, "unknown slot type %llu (flags %llu)", type, flags);
-        if (flags & F_ZC) {
-            uint64_t d[2];
-            memcpy(d, s + 8, sizeof d);
-            if (size != FR_DESC)
-                return bad_msg(m, used, "zero-copy descriptor of size %llu (expected %llu)", size,
-                               FR_DESC);
-            if (!r->has_pool)
-                return bad_msg(m, used,
-                               "zero-copy message (offset %llu, %llu bytes) but no pool attached",
-                               d[0], d[1]);
-            if (d[1] == 0 || d[0] > (uint64_t)r->pool.len || d[1] > (uint64_t)r->pool.len - d[0])
-                return bad_msg(m, used, "descriptor outside the pool: offset %llu, length %llu",
-                               d[0], d[1]);
-            m->zc = 1;
-            m->off = d[0];
-            m->len = d[1];
-            m->ptr = (const uint8_t *)r->pool.buf + d[0];
-        } else {
-            if (size > FR_INLINE)
-                return bad_msg(m, used, "inline size %llu exceeds %llu bytes", size, FR_INLINE);
-            m->zc = 0;
-            m->len = size;
-            m->ptr = s + 8;
-        }
-        m->used = used;
-        return 0;
-    }
+    int64_t avail = fr_await_data(&r->e, deadline);
+    return avail < 0 ? raise_fr(r, avail, "recv") : avail;
 }
 
 /* Skip a malformed message: count it, free its slots, raise ProtocolError. */
-static void reject_msg(Ring *r, const msg_t *m) {
-    r->pos += m->used;
-    add_stat(&r->hdr->rejected, 1);
-    consume(r, 0);
+static void reject_msg(Ring *r, const fr_msg_t *m) {
+    fr_reject_msg(&r->e, m);
     PyErr_SetString(ProtocolError, m->err);
 }
 
@@ -1635,7 +801,7 @@ static void raise_has_handles(void) {
 
 /* The message's payload as an object: bytes (inline, copied out of the slot) or a
  * Block (zero-copy, in place in the pool). */
-static PyObject *msg_object(Ring *r, const msg_t *m) {
+static PyObject *msg_object(Ring *r, const fr_msg_t *m) {
     if (m->zc)
         return (PyObject *)block_new(r, m->off, m->len, 0);
     return PyBytes_FromStringAndSize((const char *)m->ptr, (Py_ssize_t)m->len);
@@ -1659,8 +825,8 @@ static PyObject *recv_common(Ring *r, PyObject *const *args, Py_ssize_t nargs, P
     if (avail < 0)
         return NULL;
     uint32_t av = (uint32_t)avail;
-    msg_t m;
-    if (decode_msg(r, &av, &m) < 0) {
+    fr_msg_t m;
+    if (fr_decode_msg(&r->e, &av, &m) < 0) {
         reject_msg(r, &m);
         return NULL;
     }
@@ -1688,10 +854,10 @@ static PyObject *recv_common(Ring *r, PyObject *const *args, Py_ssize_t nargs, P
         Py_XDECREF(handles);
         return NULL;
     }
-    r->pos += m.used;
+    r->e.pos += m.used;
     if (m.zc)
-        r->zc_pending += m.len;
-    consume(r, 1);
+        r->e.zc_pending += m.len;
+    fr_consume(&r->e, 1);
     if (!want_handles)
         return data;
     PyObject *res = PyTuple_Pack(2, data, handles);
@@ -1710,24 +876,8 @@ static PyObject *ring_recv_msg(Ring *r, PyObject *const *a, Py_ssize_t n, PyObje
 
 /* Batch receive prologue: wait for one message, then count everything published. */
 static int64_t batch_avail(Ring *r, int64_t deadline) {
-    int64_t avail = await_data(r, deadline);
-    if (avail < 0)
-        return -1;
-    uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
-    int32_t d = (int32_t)(t - r->pos);
-    if (d > 0 && d <= (int32_t)r->cap && d > avail) {
-        r->cached = t;
-        avail = d;
-    }
-    /* slots written but not yet covered by `tail` (a batch being published: its first
-     * slot is written last, so when it is ready the others are too): each header is a
-     * release store, so a slot whose header says "complete, for this position" is
-     * readable now */
-    while (avail < FR_BATCH_MAX && avail < (int64_t)r->cap &&
-           slot_ready((_Atomic uint64_t *)slot_at(r, r->pos + (uint32_t)avail),
-                      r->pos + (uint32_t)avail))
-        avail++;
-    return avail;
+    int64_t avail = fr_batch_avail(&r->e, deadline);
+    return avail < 0 ? raise_fr(r, avail, "recv") : avail;
 }
 
 /* Batches stop before a message they cannot deliver (malformed, with handles, too big
@@ -1764,8 +914,8 @@ static PyObject *ring_recv_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
         return NULL;
     Py_ssize_t got = 0;
     while (av > 0 && got < maxn) {
-        msg_t m;
-        if (decode_msg(r, &av, &m) < 0) {
+        fr_msg_t m;
+        if (fr_decode_msg(&r->e, &av, &m) < 0) {
             if (got)
                 break;
             Py_DECREF(list);
@@ -1781,26 +931,23 @@ static PyObject *ring_recv_batch(Ring *r, PyObject *const *args, Py_ssize_t narg
         }
         /* consumed before the object exists: a Block that fails to reach the list
          * returns its pool block, and the ring never hands out that descriptor again */
-        r->pos += m.used;
+        r->e.pos += m.used;
         av -= m.used;
         got++;
         if (m.zc)
-            r->zc_pending += m.len;
+            r->e.zc_pending += m.len;
         PyObject *data = msg_object(r, &m);
         if (!data || PyList_Append(list, data) < 0) {
             Py_XDECREF(data);
             Py_DECREF(list);
-            consume(r, (uint32_t)got);
+            fr_consume(&r->e, (uint32_t)got);
             return NULL;
         }
         Py_DECREF(data);
     }
-    consume(r, (uint32_t)got);
+    fr_consume(&r->e, (uint32_t)got);
     return list;
 }
-
-/* Give a pool block back (a zero-copy message recv_batch_into copied out). */
-static void free_pool_block(Ring *r, uint64_t off) { rq_push(r, off); }
 
 /* The optional `lengths` argument of recv_batch_into: a writable array of unsigned
  * 4- or 8-byte ints (array('I'), array('Q'), a cast memoryview...). */
@@ -1882,95 +1029,22 @@ static PyObject *ring_recv_batch_into(Ring *r, PyObject *const *args, Py_ssize_t
     int64_t avail = await_data(r, deadline);
     if (avail < 0)
         goto done;
-    /* av: slots known to be published from r->pos.  Past them, a slot is taken on its
-     * own header (acquire: its payload was written before the release store of its
-     * header) when it holds a complete single-slot message for its position, so a
-     * consumer reading a steady stream never needs the producer's `tail` line. */
-    uint32_t av = (uint32_t)avail;
-    uint8_t *dst = out.buf;
-    uint64_t room = (uint64_t)out.len;
     uint64_t lmax = lengths && lv.itemsize == 4 ? 0xFFFFFFFFull : UINT64_MAX;
-    Py_ssize_t got = 0;
     uint32_t *len32 = lengths && lv.itemsize == 4 ? lv.buf : NULL;
     uint64_t *len64 = lengths && lv.itemsize == 8 ? lv.buf : NULL;
-    /* the fast path keeps the position and the cursor in registers */
-    uint32_t pos = r->pos;
-    const uint32_t mask = r->mask;
-    const uint8_t *slots = r->slots;
-    while (got < maxn) {
-        /* fast path: a single inline DATA slot for this position (type 1, no flags) */
-        const uint8_t *s = slots + (size_t)(pos & mask) * FR_SLOT;
-        uint64_t w = atomic_load_explicit((_Atomic uint64_t *)s, memory_order_acquire);
-        uint32_t size = (uint32_t)(w >> 48);
-        if ((uint32_t)w == pos && ((w >> 32) & 0xFFFF) == T_DATA && size <= FR_INLINE &&
-            size <= room) {
-            if (size == FR_INLINE) /* a full slot: two vector moves, no call */
-                memcpy(dst, s + 8, FR_INLINE);
-            else
-                memcpy(dst, s + 8, size);
-            if (len32)
-                len32[got] = size;
-            else if (len64)
-                len64[got] = size;
-            dst += size;
-            room -= size;
-            got++;
-            pos++;
-            av -= av > 0;
-            continue;
-        }
-        r->pos = pos;
-        if (av == 0) { /* past the known published slots: ask `tail` */
-            uint32_t t = atomic_load_explicit(&r->hdr->tail, memory_order_acquire);
-            int32_t d = (int32_t)(t - pos);
-            if (d > 0 && d <= (int32_t)r->cap) {
-                r->cached = t;
-                av = (uint32_t)d;
-            } else if (slot_ready((_Atomic uint64_t *)s, pos)) {
-                av = 1; /* a single-slot message (zero-copy) written but not yet in tail */
-            } else {
-                break; /* nothing more for now */
-            }
-        }
-        msg_t m;
-        if (decode_msg(r, &av, &m) < 0) {
-            if (!got)
-                reject_msg(r, &m);
-            break;
-        }
-        if (m.nh || m.len > room || m.len > lmax) {
-            if (got)
-                break;
-            if (m.nh)
-                raise_has_handles();
-            else
-                PyErr_Format(PyExc_ValueError,
-                             "the next message is %llu bytes but the buffer holds %zd",
-                             (unsigned long long)m.len, out.len);
-            break;
-        }
-        if (m.len)
-            memcpy(dst, m.ptr, (size_t)m.len);
-        if (len32)
-            len32[got] = (uint32_t)m.len;
-        else if (len64)
-            len64[got] = m.len;
-        dst += m.len;
-        room -= m.len;
-        got++;
-        r->pos += m.used;
-        pos = r->pos;
-        av = av > m.used ? av - m.used : 0;
-        if (m.zc) { /* copied out: the block goes back to the pool */
-            r->zc_pending += m.len;
-            free_pool_block(r, m.off);
-        }
-    }
-    if ((int32_t)(pos - r->pos) > 0) /* the fast path's progress (a rejected slot moved r->pos) */
-        r->pos = pos;
+    int stop;
+    uint64_t big = 0;
+    int64_t got = fr_recv_into(&r->e, (uint32_t)avail, out.buf, (uint64_t)out.len, len32, len64,
+                               lmax, maxn, &stop, &big);
     if (got) {
-        consume(r, (uint32_t)got);
-        res = PyLong_FromSsize_t(got);
+        res = PyLong_FromSsize_t((Py_ssize_t)got);
+    } else if (stop == FR_EPROTO) {
+        PyErr_SetString(ProtocolError, r->e.err);
+    } else if (stop == 1) {
+        raise_has_handles();
+    } else if (stop == 2) {
+        PyErr_Format(PyExc_ValueError, "the next message is %llu bytes but the buffer holds %zd",
+                     (unsigned long long)big, out.len);
     }
 done:
     PyBuffer_Release(&out);
@@ -1989,7 +1063,7 @@ static PyObject *ring_set_pool(Ring *r, PyObject *args) {
     PyObject *buffer, *alloc = Py_None, *freefn = Py_None, *retfn = Py_None;
     if (!PyArg_ParseTuple(args, "O|OOO:set_pool", &buffer, &alloc, &freefn, &retfn))
         return NULL;
-    if (r->has_pool) {
+    if (r->e.has_pool) {
         PyErr_SetString(PyExc_ValueError, "a pool is already attached to this ring endpoint");
         return NULL;
     }
@@ -1997,26 +1071,26 @@ static PyObject *ring_set_pool(Ring *r, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "ring endpoint is closed");
         return NULL;
     }
-    int producer = r->role == ROLE_PRODUCER;
+    int producer = r->e.role == ROLE_PRODUCER;
     if (producer && (alloc == Py_None || freefn == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "a producer's pool needs alloc and free (it owns the pool)");
         return NULL;
     }
     if (PyObject_GetBuffer(buffer, &r->pool, producer ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
         return NULL;
+    uint64_t *out_bits = NULL;
     if (producer) {
-        r->out_words = ((uint64_t)r->pool.len / FR_GRAN + 63) / 64;
-        r->out_bits = PyMem_Calloc(r->out_words ? r->out_words : 1, sizeof(uint64_t));
-        if (!r->out_bits) {
+        uint64_t words = fr_out_words((uint64_t)r->pool.len);
+        out_bits = PyMem_Calloc(words ? words : 1, sizeof(uint64_t));
+        if (!out_bits) {
             PyBuffer_Release(&r->pool);
             return PyErr_NoMemory();
         }
-        r->outstanding = 0;
         r->pool_alloc = Py_NewRef(alloc);
         r->pool_free = Py_NewRef(freefn);
         r->pool_returned = Py_NewRef(retfn == Py_None ? freefn : retfn);
     }
-    r->has_pool = 1;
+    fr_set_pool(&r->e, r->pool.buf, (uint64_t)r->pool.len, out_bits);
     Py_RETURN_NONE;
 }
 
@@ -2025,7 +1099,7 @@ static PyObject *ring_set_pool(Ring *r, PyObject *args) {
 static PyObject *ring_drain_returns(Ring *r, PyObject *unused) {
     if (ring_ready(r) < 0)
         return NULL;
-    if (r->role != ROLE_PRODUCER) {
+    if (r->e.role != ROLE_PRODUCER) {
         PyErr_SetString(PyExc_TypeError, "only the producer drains the return queue");
         return NULL;
     }
@@ -2037,9 +1111,9 @@ static PyObject *ring_drain_returns(Ring *r, PyObject *unused) {
 
 static PyObject *ring_configure(Ring *r, PyObject *args, PyObject *kw) {
     static char *kwl[] = {"spin_us", "yields", "tick_ms", "zc_window", NULL};
-    double spin_us = (double)r->spin_ns / 1e3, tick_ms = (double)r->tick_ns / 1e6;
-    int yields = r->yields;
-    long long zc_window = (long long)r->zc_window;
+    double spin_us = (double)r->e.spin_ns / 1e3, tick_ms = (double)r->e.tick_ns / 1e6;
+    int yields = r->e.yields;
+    long long zc_window = (long long)r->e.zc_window;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|didL:configure", kwl, &spin_us, &yields,
                                      &tick_ms, &zc_window))
         return NULL;
@@ -2047,21 +1121,21 @@ static PyObject *ring_configure(Ring *r, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_ValueError, "spin_us >= 0, yields >= 0, tick_ms > 0, zc_window >= 0");
         return NULL;
     }
-    r->zc_window = (uint64_t)zc_window;
-    r->spin_ns = (int64_t)(spin_us * 1e3);
-    r->yields = yields;
-    r->tick_ns = (int64_t)(tick_ms * 1e6);
+    r->e.zc_window = (uint64_t)zc_window;
+    r->e.spin_ns = (int64_t)(spin_us * 1e3);
+    r->e.yields = yields;
+    r->e.tick_ns = (int64_t)(tick_ms * 1e6);
     Py_RETURN_NONE;
 }
 
 static void ring_drop(Ring *r) {
-    if (r->has_pool) {
+    if (r->e.has_pool) {
         PyBuffer_Release(&r->pool);
-        r->has_pool = 0;
+        r->e.has_pool = 0;
     }
-    PyMem_Free(r->out_bits);
-    r->out_bits = NULL;
-    r->rq = NULL;
+    PyMem_Free(r->e.out_bits);
+    r->e.out_bits = NULL;
+    r->e.rq = NULL;
     Py_CLEAR(r->pool_alloc);
     Py_CLEAR(r->pool_free);
     Py_CLEAR(r->pool_returned);
@@ -2069,8 +1143,8 @@ static void ring_drop(Ring *r) {
         PyBuffer_Release(&r->buf);
         r->has_buf = 0;
     }
-    r->hdr = NULL;
-    r->slots = NULL;
+    r->e.hdr = NULL;
+    r->e.slots = NULL;
 }
 
 /* _shutdown(announce): announce=True tells the peer we closed (graceful close);
@@ -2090,26 +1164,18 @@ static PyObject *ring_shutdown(Ring *r, PyObject *arg) {
                      r->blocks_out);
         return NULL;
     }
-    if (announce && r->role == ROLE_PRODUCER && r->out_bits) {
+    if (announce && r->e.role == ROLE_PRODUCER && r->e.out_bits) {
         /* take back what was returned; if the consumer is gone, everything still out.
          * A live consumer keeps reading what it holds: those blocks stay allocated.
          * (Not on detach: the end now belongs to another process, and the returns with
          * it.) */
         if (drain_returns(r) < 0)
             PyErr_Clear();
-        if (peer_gone(r))
-            reclaim_outstanding(r);
+        if (fr_peer_gone(&r->e))
+            fr_reclaim_outstanding(&r->e);
     }
-    if (announce) {
-        struct fr_hdr *h = r->hdr;
-        if (r->role == ROLE_PRODUCER) {
-            atomic_store_explicit(&h->prod_closed, 1, memory_order_seq_cst);
-            futex_wake(&h->tail); /* a consumer asleep on tail must see the close */
-        } else {
-            atomic_store_explicit(&h->cons_closed, 1, memory_order_seq_cst);
-            futex_wake(&h->head);
-        }
-    }
+    if (announce)
+        fr_announce_close(&r->e);
     ring_drop(r);
     Py_RETURN_NONE;
 }
@@ -2131,13 +1197,13 @@ static PyObject *ring_stats(Ring *r, PyObject *unused) {
         PyErr_SetString(PyExc_ValueError, "ring endpoint is closed");
         return NULL;
     }
-    struct fr_hdr *h = r->hdr;
+    struct fr_hdr *h = r->e.hdr;
     uint32_t head = LD(head), tail = LD(tail);
     PyObject *d = PyDict_New();
     if (!d)
         return NULL;
-    SET_ITEM(d, "role", PyUnicode_FromString(r->role == ROLE_PRODUCER ? "producer" : "consumer"));
-    SET_ITEM(d, "capacity", PyLong_FromUnsignedLong(r->cap));
+    SET_ITEM(d, "role", PyUnicode_FromString(r->e.role == ROLE_PRODUCER ? "producer" : "consumer"));
+    SET_ITEM(d, "capacity", PyLong_FromUnsignedLong(r->e.cap));
     SET_ITEM(d, "head", PyLong_FromUnsignedLong(head));
     SET_ITEM(d, "tail", PyLong_FromUnsignedLong(tail));
     SET_ITEM(d, "occupancy", PyLong_FromLong((int32_t)(tail - head) > 0 ? (long)(int32_t)(tail - head) : 0));
@@ -2158,41 +1224,41 @@ static PyObject *ring_stats(Ring *r, PyObject *unused) {
     SET_ITEM(d, "rejected", PyLong_FromUnsignedLongLong(LD(rejected)));
     SET_ITEM(d, "zc_bytes_sent", PyLong_FromUnsignedLongLong(LD(sent_zc_bytes)));
     SET_ITEM(d, "zc_bytes_received", PyLong_FromUnsignedLongLong(LD(recv_zc_bytes)));
-    SET_ITEM(d, "zc_window", PyLong_FromUnsignedLongLong(r->zc_window));
+    SET_ITEM(d, "zc_window", PyLong_FromUnsignedLongLong(r->e.zc_window));
     SET_ITEM(d, "consumer_sleeping", PyBool_FromLong(LD(cons_sleeping)));
     SET_ITEM(d, "producer_cpu", PyLong_FromLong((int32_t)LD(prod_cpu)));
     SET_ITEM(d, "consumer_cpu", PyLong_FromLong((int32_t)LD(cons_cpu)));
     SET_ITEM(d, "producer_sleeping", PyBool_FromLong(LD(prod_sleeping)));
     SET_ITEM(d, "producer_closed", PyBool_FromLong(LD(prod_closed)));
     SET_ITEM(d, "consumer_closed", PyBool_FromLong(LD(cons_closed)));
-    SET_ITEM(d, "pool_attached", PyBool_FromLong(r->has_pool));
-    SET_ITEM(d, "wake_fence", PyUnicode_FromString(r->light_fence ? "membarrier" : "mfence"));
+    SET_ITEM(d, "pool_attached", PyBool_FromLong(r->e.has_pool));
+    SET_ITEM(d, "wake_fence", PyUnicode_FromString(r->e.light_fence ? "membarrier" : "mfence"));
     SET_ITEM(d, "consumer_asks_fence", PyBool_FromLong(LD(cons_heavy) != 0));
     SET_ITEM(d, "producer_asks_fence", PyBool_FromLong(LD(prod_heavy) != 0));
     SET_ITEM(d, "blocks_held", PyLong_FromSsize_t(r->blocks_out));
-    SET_ITEM(d, "return_queue", PyLong_FromUnsignedLong(r->rq_cap));
-    SET_ITEM(d, "blocks_outstanding", PyLong_FromUnsignedLong(r->outstanding));
-    SET_ITEM(d, "returns_accepted", PyLong_FromUnsignedLongLong(r->returns_ok));
-    SET_ITEM(d, "returns_rejected", PyLong_FromUnsignedLongLong(r->returns_rejected));
-    SET_ITEM(d, "returns_dropped", PyLong_FromUnsignedLongLong(r->returns_dropped));
-    SET_ITEM(d, "blocks_reclaimed", PyLong_FromUnsignedLongLong(r->reclaimed));
-    SET_ITEM(d, "broken", PyBool_FromLong(r->ret_broken));
-    SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->spin_ns / 1e3));
-    SET_ITEM(d, "yields", PyLong_FromLong(r->yields));
-    SET_ITEM(d, "tick_ms", PyFloat_FromDouble((double)r->tick_ns / 1e6));
+    SET_ITEM(d, "return_queue", PyLong_FromUnsignedLong(r->e.rq_cap));
+    SET_ITEM(d, "blocks_outstanding", PyLong_FromUnsignedLong(r->e.outstanding));
+    SET_ITEM(d, "returns_accepted", PyLong_FromUnsignedLongLong(r->e.returns_ok));
+    SET_ITEM(d, "returns_rejected", PyLong_FromUnsignedLongLong(r->e.returns_rejected));
+    SET_ITEM(d, "returns_dropped", PyLong_FromUnsignedLongLong(r->e.returns_dropped));
+    SET_ITEM(d, "blocks_reclaimed", PyLong_FromUnsignedLongLong(r->e.reclaimed));
+    SET_ITEM(d, "broken", PyBool_FromLong(r->e.ret_broken));
+    SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->e.spin_ns / 1e3));
+    SET_ITEM(d, "yields", PyLong_FromLong(r->e.yields));
+    SET_ITEM(d, "tick_ms", PyFloat_FromDouble((double)r->e.tick_ns / 1e6));
     return d;
 }
 
 static PyObject *ring_peer_alive(Ring *r, PyObject *unused) {
     if (!r->has_buf)
         Py_RETURN_FALSE;
-    return PyBool_FromLong(peer_gone(r) == 0);
+    return PyBool_FromLong(fr_peer_gone(&r->e) == 0);
 }
 
 static PyObject *ring_get_closed(Ring *r, void *c) { return PyBool_FromLong(!r->has_buf); }
-static PyObject *ring_get_capacity(Ring *r, void *c) { return PyLong_FromUnsignedLong(r->cap); }
+static PyObject *ring_get_capacity(Ring *r, void *c) { return PyLong_FromUnsignedLong(r->e.cap); }
 static PyObject *ring_get_role(Ring *r, void *c) {
-    return PyUnicode_FromString(r->role == ROLE_PRODUCER ? "producer" : "consumer");
+    return PyUnicode_FromString(r->e.role == ROLE_PRODUCER ? "producer" : "consumer");
 }
 
 /* Ring(buffer, role, live_fd=-1): bind to an initialised ring mapping */
@@ -2213,73 +1279,21 @@ static int ring_init(Ring *r, PyObject *args, PyObject *kw) {
     if (PyObject_GetBuffer(buffer, &r->buf, PyBUF_WRITABLE) < 0)
         return -1;
     r->has_buf = 1;
-    struct fr_hdr *h = (struct fr_hdr *)r->buf.buf;
-    if ((uintptr_t)h % 64 || r->buf.len < (Py_ssize_t)FR_HDR || h->magic != FR_MAGIC ||
-        h->version != FR_VERSION || h->slot_size != FR_SLOT || h->header_size != FR_HDR ||
-        h->capacity == 0 || h->capacity > FR_MAX_CAP || (h->capacity & (h->capacity - 1)) ||
-        h->rq_cap != rq_cap_for(h->capacity) ||
-        (uint64_t)r->buf.len < (uint64_t)FR_HDR + (uint64_t)h->capacity * FR_SLOT +
-                                   (uint64_t)h->rq_cap * 8) {
-        ring_drop(r);
-        PyErr_SetString(ProtocolError, "not a Fusion Ring (bad magic, version, geometry or size)");
-        return -1;
-    }
-    if (h->features & ~FRF_MEMBARRIER) {
-        ring_drop(r);
-        PyErr_Format(ProtocolError, "ring uses unknown protocol features 0x%x", h->features);
-        return -1;
-    }
-    if ((h->features & FRF_MEMBARRIER) && !fr_membarrier)
-        register_membarrier();
-    if ((h->features & FRF_MEMBARRIER) && !fr_membarrier) {
+    r->e.hooks = &ring_hooks;
+    r->e.user = r;
+    int rc = fr_attach(&r->e, r->buf.buf, (uint64_t)r->buf.len, role, live_fd);
+    if (rc == FR_ENOMEMBARRIER) {
         ring_drop(r);
         PyErr_SetString(PyExc_OSError,
                         "this ring's wake-up protocol needs membarrier(2) "
                         "(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which this process cannot use");
         return -1;
     }
-    r->light_fence = (h->features & FRF_MEMBARRIER) != 0;
-    {
-        /* continue the mode and epochs of whoever held this end before */
-        _Atomic uint32_t *mine = role == ROLE_PRODUCER ? &h->prod_heavy : &h->cons_heavy;
-        _Atomic uint32_t *seen = role == ROLE_PRODUCER ? &h->cons_ack : &h->prod_ack;
-        _Atomic uint32_t *ack = role == ROLE_PRODUCER ? &h->prod_ack : &h->cons_ack;
-        r->my_heavy = atomic_load_explicit(mine, memory_order_relaxed);
-        uint32_t a = atomic_load_explicit(seen, memory_order_relaxed);
-        r->epoch = r->my_heavy > a ? r->my_heavy : a;
-        r->acked = atomic_load_explicit(ack, memory_order_relaxed);
-        _Atomic uint64_t *calls = role == ROLE_CONSUMER ? &h->sent_batches : &h->recv_batches;
-        r->calls_mark = atomic_load_explicit(calls, memory_order_relaxed);
-        r->calls_avg = 1024;
+    if (rc != FR_OK) {
+        ring_drop(r);
+        PyErr_SetString(ProtocolError, r->e.err);
+        return -1;
     }
-    r->hdr = h;
-    r->slots = (uint8_t *)h + FR_HDR;
-    r->cap = h->capacity; /* geometry read once, validated above, then never again */
-    r->mask = h->capacity - 1;
-    r->rq_cap = rq_cap_for(r->cap);
-    r->rq_mask = r->rq_cap - 1;
-    r->rq = (_Atomic uint64_t *)(r->slots + (size_t)r->cap * FR_SLOT);
-    r->ret_idx = atomic_load_explicit(role == ROLE_PRODUCER ? &h->ret_head : &h->ret_tail,
-                                      memory_order_acquire);
-    r->role = role;
-    r->live_fd = live_fd;
-    r->zc_window = FR_ZC_WINDOW;
-    r->zc_pending = 0;
-    r->my_cpu = UINT32_MAX; /* announced at the first publish, consume or wait */
-    if (role == ROLE_PRODUCER) {
-        r->pos = atomic_load_explicit(&h->tail, memory_order_acquire);
-        r->cached = atomic_load_explicit(&h->head, memory_order_acquire);
-        r->zc_sent = atomic_load_explicit(&h->sent_zc_bytes, memory_order_relaxed);
-        r->zc_seen = atomic_load_explicit(&h->recv_zc_bytes, memory_order_relaxed);
-        atomic_store_explicit(&h->prod_pid, (uint32_t)getpid(), memory_order_relaxed);
-    } else {
-        r->pos = atomic_load_explicit(&h->head, memory_order_acquire);
-        r->cached = r->pos;
-        atomic_store_explicit(&h->cons_pid, (uint32_t)getpid(), memory_order_relaxed);
-    }
-    r->spin_ns = 5000; /* measured: 5 us covers a round trip, yet gives way under oversubscription */
-    r->yields = 0;
-    r->tick_ns = 25 * 1000000LL; /* peer-death bound vs idle wake-ups (each ~50 us here) */
     return 0;
 }
 
@@ -2363,7 +1377,6 @@ static PyTypeObject RingType = {
     .tp_getset = ring_getset,
 };
 
-/* ------------------------------------------------------------------ module */
 
 /* init_header(buffer, capacity, start=0): format a fresh mapping */
 static PyObject *mod_init_header(PyObject *m, PyObject *args) {
@@ -2378,140 +1391,15 @@ static PyObject *mod_init_header(PyObject *m, PyObject *args) {
     Py_buffer b;
     if (PyObject_GetBuffer(buffer, &b, PyBUF_WRITABLE) < 0)
         return NULL;
-    uint64_t total = (uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT + (uint64_t)rq_cap_for(cap) * 8;
-    if ((uint64_t)b.len < total) {
+    if (fr_init_header(b.buf, (uint64_t)b.len, (uint32_t)cap, (uint32_t)start) != FR_OK) {
         PyBuffer_Release(&b);
         PyErr_SetString(PyExc_ValueError, "buffer too small for this capacity");
         return NULL;
     }
-    memset(b.buf, 0, total);
-    struct fr_hdr *h = (struct fr_hdr *)b.buf;
-    h->version = FR_VERSION;
-    h->capacity = (uint32_t)cap;
-    h->rq_cap = rq_cap_for((uint32_t)cap);
-    h->slot_size = FR_SLOT;
-    h->header_size = FR_HDR;
-    h->creator_pid = (uint32_t)getpid();
-    h->features = fr_membarrier && fr_use_membarrier ? FRF_MEMBARRIER : 0;
-    atomic_store_explicit(&h->tail, (uint32_t)start, memory_order_relaxed);
-    atomic_store_explicit(&h->head, (uint32_t)start, memory_order_relaxed);
-    atomic_store_explicit(&h->prod_cpu, UINT32_MAX, memory_order_relaxed);
-    atomic_store_explicit(&h->cons_cpu, UINT32_MAX, memory_order_relaxed);
-    /* slots start with a sequence that can never match: position - capacity */
-    for (uint32_t i = 0; i < cap; i++) {
-        uint32_t p = (uint32_t)start + i;
-        uint8_t *s = (uint8_t *)b.buf + FR_HDR + (size_t)(p & (cap - 1)) * FR_SLOT;
-        uint64_t w = slot_word(p - (uint32_t)cap, 0, 0, 0);
-        memcpy(s, &w, 8);
-    }
-    atomic_thread_fence(memory_order_release);
-    h->magic = FR_MAGIC; /* last: a half-initialised mapping is never accepted */
     PyBuffer_Release(&b);
     Py_RETURN_NONE;
 }
 
-/* set_latency_slice(us): ask the (EEVDF) scheduler for a short time slice for the
- * calling thread (sched_setattr, SCHED_OTHER, sched_runtime = slice).  Since Linux 6.12
- * a task with a shorter slice may preempt the running task when woken, so a ring
- * waiter woken by FUTEX_WAKE runs at once instead of after a busy task's 3 ms slice.
- * 0 restores the default.  Returns False where the kernel does not support it. */
-struct fr_sched_attr {
-    uint32_t size, sched_policy;
-    uint64_t sched_flags;
-    int32_t sched_nice;
-    uint32_t sched_priority;
-    uint64_t sched_runtime, sched_deadline, sched_period;
-    uint32_t sched_util_min, sched_util_max;
-};
-
-static PyObject *mod_set_latency_slice(PyObject *m, PyObject *arg) {
-    double us = PyFloat_AsDouble(arg);
-    if (us == -1.0 && PyErr_Occurred())
-        return NULL;
-    if (us < 0 || us > 100000) {
-        PyErr_SetString(PyExc_ValueError, "slice must be in [0, 100000] microseconds");
-        return NULL;
-    }
-    struct fr_sched_attr a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.sched_policy = 0; /* SCHED_OTHER */
-    a.sched_nice = (int32_t)getpriority(PRIO_PROCESS, 0);
-    a.sched_runtime = (uint64_t)(us * 1000.0);
-#ifdef SYS_sched_setattr
-    if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
-        Py_RETURN_TRUE;
-#endif
-    Py_RETURN_FALSE;
-}
-
-/* checksum(buffer, seed=0) -> int: a position-sensitive 64-bit Fletcher-style sum that
- * reads every byte (the benchmark's consumers, whatever the transport, verify every
- * payload with it).  zlib.crc32 runs at ~2.5 GB/s here, slower than a copy, and would
- * hide the transports' costs; a scalar Fletcher sum ~10 GB/s.  This one keeps eight
- * 64-bit lanes (four 16-byte vectors: SSE2 on x86-64, NEON on ARM64) of running sums
- * and sums of sums: ~3 cycles per 64 bytes, so it runs at cache speed.  Each word
- * lands in the lane of its position in the 64-byte block, each lane is folded with its
- * own odd multiplier, and the sums of sums weigh every block by its position: moved,
- * swapped, lost or duplicated words change the result.  Chaining: pass the previous
- * result as the seed. */
-typedef uint64_t fr_v2u64 __attribute__((vector_size(16)));
-
-static uint64_t checksum_bytes(const uint8_t *p, size_t n, uint64_t seed) {
-    /* named variables, not arrays: the sums must live in registers */
-    fr_v2u64 a0 = {seed, 0}, a1 = {0, 0}, a2 = {0, 0}, a3 = {0, 0};
-    fr_v2u64 s0 = {0, 0}, s1 = {0, 0}, s2 = {0, 0}, s3 = {0, 0};
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        fr_v2u64 w0, w1, w2, w3;
-        memcpy(&w0, p + i, 16);
-        memcpy(&w1, p + i + 16, 16);
-        memcpy(&w2, p + i + 32, 16);
-        memcpy(&w3, p + i + 48, 16);
-        a0 += w0;
-        a1 += w1;
-        a2 += w2;
-        a3 += w3;
-        s0 += a0;
-        s1 += a1;
-        s2 += a2;
-        s3 += a3;
-    }
-    const uint64_t lanes[16] = {a0[0], a0[1], a1[0], a1[1], a2[0], a2[1], a3[0], a3[1],
-                                s0[0], s0[1], s1[0], s1[1], s2[0], s2[1], s3[0], s3[1]};
-    static const uint64_t mul[4] = {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL,
-                                    0xFF51AFD7ED558CCDULL, 0xC4CEB9FE1A85EC53ULL};
-    uint64_t h = 0x94D049BB133111EBULL ^ (uint64_t)n;
-    for (int k = 0; k < 16; k++) { /* each lane folded with its own multiplier and rotation */
-        h = (h ^ (lanes[k] * mul[k & 3])) * 0xBF58476D1CE4E5B9ULL;
-        h ^= h >> (27 + (k & 7));
-    }
-    uint64_t ta = h, ts = 0; /* the last < 64 bytes, one at a time */
-    for (; i < n; i++) {
-        ta += p[i];
-        ts += ta;
-    }
-    h ^= ts * 0xFF51AFD7ED558CCDULL;
-    h ^= h >> 31;
-    return h;
-}
-
-static PyObject *mod_checksum(PyObject *m, PyObject *args) {
-    Py_buffer b;
-    unsigned long long seed = 0;
-    if (!PyArg_ParseTuple(args, "y*|K:checksum", &b, &seed))
-        return NULL;
-    uint64_t h;
-    if (b.len < (1 << 20)) { /* releasing the GIL costs more than summing a small buffer */
-        h = checksum_bytes(b.buf, (size_t)b.len, seed);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        h = checksum_bytes(b.buf, (size_t)b.len, seed);
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&b);
-    return PyLong_FromUnsignedLongLong(h);
-}
 
 /* _use_membarrier(flag) -> previous: whether rings created from now on use the
  * membarrier wake-up protocol (when this process can); tests exercise both. */
@@ -2519,9 +1407,7 @@ static PyObject *mod_use_membarrier(PyObject *m, PyObject *arg) {
     int flag = PyObject_IsTrue(arg);
     if (flag < 0)
         return NULL;
-    int old = fr_use_membarrier;
-    fr_use_membarrier = flag;
-    return PyBool_FromLong(old);
+    return PyBool_FromLong(fr_set_use_membarrier(flag));
 }
 
 /* _adaptive_fence(flag) -> previous: whether sleepers may ask wakers to fence again. */
@@ -2529,9 +1415,7 @@ static PyObject *mod_adaptive_fence(PyObject *m, PyObject *arg) {
     int flag = PyObject_IsTrue(arg);
     if (flag < 0)
         return NULL;
-    int old = fr_adaptive;
-    fr_adaptive = flag;
-    return PyBool_FromLong(old);
+    return PyBool_FromLong(fr_set_adaptive_fence(flag));
 }
 
 static PyObject *mod_set_exceptions(PyObject *m, PyObject *args) {
@@ -2553,17 +1437,12 @@ static PyObject *mod_ring_size(PyObject *m, PyObject *arg) {
         PyErr_Format(PyExc_ValueError, "capacity must be a power of two in [1, %u]", FR_MAX_CAP);
         return NULL;
     }
-    return PyLong_FromUnsignedLongLong((uint64_t)FR_HDR + (uint64_t)cap * FR_SLOT +
-                                       (uint64_t)rq_cap_for((uint32_t)cap) * 8);
+    return PyLong_FromUnsignedLongLong(fr_ring_size((uint32_t)cap));
 }
 
 static PyMethodDef mod_methods[] = {
     {"init_header", mod_init_header, METH_VARARGS, "init_header(buffer, capacity, start=0)"},
     {"ring_size", mod_ring_size, METH_O, "ring_size(capacity) -> bytes of shared memory"},
-    {"set_latency_slice", mod_set_latency_slice, METH_O,
-     "set_latency_slice(us) -> bool: short EEVDF slice for the calling thread (0 = default)."},
-    {"checksum", mod_checksum, METH_VARARGS,
-     "checksum(buffer, seed=0) -> int: fast 64-bit checksum reading every byte."},
     {"_adaptive_fence", mod_adaptive_fence, METH_O,
      "_adaptive_fence(flag) -> previous: sleepers may ask wakers to fence again."},
     {"_use_membarrier", mod_use_membarrier, METH_O,
@@ -2575,7 +1454,7 @@ static PyMethodDef mod_methods[] = {
 static struct PyModuleDef moddef = {
     PyModuleDef_HEAD_INIT,
     .m_name = "exo.ipc._fring",
-    .m_doc = "Fusion Ring hot path (C11 atomics, futex).",
+    .m_doc = "Fusion Ring binding (the protocol: fring.h / fring.c).",
     .m_size = -1,
     .m_methods = mod_methods,
 };
@@ -2587,8 +1466,7 @@ PyMODINIT_FUNC PyInit__fring(void) {
     if (!str_release)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
-    register_membarrier();
-    pthread_atfork(NULL, NULL, register_membarrier);
+    fr_process_init();
     if (!m)
         return NULL;
     ProtocolError = Py_NewRef(PyExc_ValueError);

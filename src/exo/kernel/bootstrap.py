@@ -13,7 +13,7 @@ owned by its sender (docs/memory-pool.md, "Trust model"):
   read-only (``PoolView``) and copies out what it parses.
 
 Nothing the kernel acts on lives in memory the app can write: ring indices and slot
-words are validated by ``_fring.c`` before use, descriptors are bounds-checked against
+words are validated by ``fring.c`` before use, descriptors are bounds-checked against
 the kernel's own view of the segment, and no wait holds the GIL.
 
 ``EXO_BOOTSTRAP_RING`` (internal between this module and ``exo_std._kernel``): six
