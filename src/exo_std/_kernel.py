@@ -12,11 +12,13 @@ import itertools
 import os
 import socket
 import threading
+import time
 
 from exo.abi import (
     BOOTSTRAP_FD_ENV,
     BOOTSTRAP_RING_ENV,
     MAX_FDS,
+    AdaptiveSpin,
     ProtocolError,
     decode_message,
     encode_message,
@@ -31,29 +33,46 @@ if TYPE_CHECKING:
 
 class KernelConnection:
     def __init__(self, sock: socket.socket, endpoint: Any) -> None:
+        from exo.ipc import IpcError  # loaded with the endpoint already: no import per call
+
         self._sock = sock
         self._endpoint = endpoint  # exo_std.ipc.Endpoint: the rings and their pool
+        # Its two rings, called directly: the bootstrap channel carries no capabilities,
+        # so the Endpoint and Channel layers (two Python frames each way) have nothing to do.
+        self._tx = endpoint._channel.tx
+        self._rx = endpoint._channel.rx
+        # The wait for a reply: a spin catches the kernel's answer to a short syscall
+        # instead of a futex sleep and wake-up (exo.abi.AdaptiveSpin).
+        self._spin = AdaptiveSpin(self._rx)
+        self._failures = (OSError, IpcError)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
     def call(self, op: str, fds: list[int] | None = None, **args: Any) -> tuple[Any, list[int]]:
-        from exo.ipc import IpcError
-
         with self._lock:
             req_id = next(self._ids)
-            request: dict[str, Any] = {"id": req_id, "op": op, "args": args}
             try:
                 if fds:
                     socket.send_fds(self._sock, [b"F"], fds)
-                    request["nfds"] = len(fds)
-                self._endpoint.send(encode_message(request))
-                data, _ = self._endpoint.recv()
-                msg = decode_message(message_bytes(data))
+                    data = encode_message({"id": req_id, "op": op, "args": args,
+                                           "nfds": len(fds)})
+                elif not args and isinstance(op, str) and op.isascii() and op.isidentifier():
+                    # no arguments (getpid, handles): the exact bytes the encoder would
+                    # write, formatted (~0.15 µs against ~1.6 µs); an identifier needs
+                    # no JSON escaping
+                    data = b'{"id":%d,"op":"%s","args":{}}' % (req_id, op.encode())
+                else:
+                    data = encode_message({"id": req_id, "op": op, "args": args})
+                self._tx.send(data, None, None)
+                t0 = time.perf_counter_ns()
+                reply, _ = self._rx.recv_msg(None)
+                self._spin.observe(time.perf_counter_ns() - t0)
+                msg = decode_message(message_bytes(reply))
                 got: list[int] = []
                 nfds = msg.get("nfds", 0)
                 if isinstance(nfds, int) and 0 < nfds <= MAX_FDS:
                     _, got, _, _ = socket.recv_fds(self._sock, 1, nfds)
-            except (OSError, IpcError) as exc:
+            except self._failures as exc:
                 raise KernelUnavailable(f"kernel channel failed: {exc}") from None
             except ProtocolError as exc:
                 raise KernelUnavailable(f"kernel sent a malformed reply: {exc}") from None

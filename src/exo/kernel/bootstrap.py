@@ -33,11 +33,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 
 from exo.abi import (
     BOOTSTRAP_FD_ENV,
     BOOTSTRAP_RING_ENV,
     MAX_FDS,
+    AdaptiveSpin,
     ProtocolError,
     decode_request,
     encode_message,
@@ -46,6 +48,7 @@ from exo.abi import (
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 RING_CAPACITY = 16
@@ -70,6 +73,13 @@ class BootstrapChannel:
         self._app_seg: int | None = app_seg
         self.ring, self._child_ring = Channel.pair(RING_CAPACITY, name="bootstrap")
         self.ring.use_pools(self.pool, self.app_view)
+        # The serving thread's wait for the next request: spins while the app calls in
+        # a loop, sleeps while it is idle or descheduled (exo.abi.AdaptiveSpin).
+        self.spin = AdaptiveSpin(self.ring.rx)
+        # The codec: the standard library's until the syscall server installs msgspec's
+        # (``use_codec``; msgspec stays off the boot path).
+        self._loads: Callable[[bytes], Any] | None = None
+        self._dumps: Callable[[Any], bytes] | None = None
         self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._child_sock: socket.socket | None = child_sock
 
@@ -96,16 +106,25 @@ class BootstrapChannel:
             os.close(self._app_seg)
             self._app_seg = None
 
+    def use_codec(self, loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes]) -> None:
+        """Decode requests with ``loads`` (bytes -> object; ValueError or RecursionError
+        on bad input) and encode replies with ``dumps`` (object -> bytes). The bounds of
+        ``exo.abi.decode_request``/``encode_message`` apply around them all the same."""
+        self._loads, self._dumps = loads, dumps
+
     def recv(self) -> tuple[dict[str, Any], list[int]] | None:
         """The next request and its descriptors; None once the process is gone."""
         from exo.ipc import PeerGoneError
 
+        t0 = time.perf_counter_ns()
         try:
-            data, _ = self.ring.recv()
+            # the receiving ring itself, not Channel.recv: no handle hooks on this channel
+            data, _ = self.ring.rx.recv_msg(None)
         except PeerGoneError:
             return None
+        self.spin.observe(time.perf_counter_ns() - t0)
         raw = message_bytes(data)
-        msg = decode_request(raw)
+        msg = decode_request(raw, self._loads)
         nfds = msg.pop("nfds", 0)
         fds: list[int] = []
         if nfds:
@@ -122,7 +141,7 @@ class BootstrapChannel:
         if fds:
             socket.send_fds(self.sock, [b"F"], fds)
             obj = {**obj, "nfds": len(fds)}
-        self.ring.send(encode_message(obj))
+        self.ring.tx.send(encode_message(obj, self._dumps), None, None)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
