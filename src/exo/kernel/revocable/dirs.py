@@ -36,6 +36,7 @@ Safety of the passthrough:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from exo.kernel.caps import Rights
 
+from . import _getdents
 from . import _proto as P
 from ._base import REVOKED_ERRNO, FuseServer, Parts
 from .server import Pin
@@ -116,7 +118,6 @@ class _Handle:
     fh: int
     export: _Export
     fd: int                     # a real open file or directory (-1 once released)
-    listing: list[tuple[bytes, int, int]] | None = None
 
 
 @dataclass(eq=False)
@@ -804,33 +805,37 @@ class RevocableDirs(FuseServer):
 
     def _readdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
-        if nodeid == P.ROOT_ID:
-            listing = [(b".", P.ROOT_ID, 4), (b"..", P.ROOT_ID, 4)]
-        else:
-            h = self._enter_handle(fh, Rights.READ)
-            try:
-                if offset == 0 or h.listing is None:
-                    st = os.fstat(h.fd)
-                    os.lseek(h.fd, 0, os.SEEK_SET)
-                    with os.scandir(h.fd) as it:
-                        names = [(os.fsencode(d.name), d.inode(),
-                                  4 if d.is_dir(follow_symlinks=False) else
-                                  10 if d.is_symlink() else
-                                  8 if d.is_file(follow_symlinks=False) else 0)
-                                 for d in it]
-                    h.listing = [(b".", st.st_ino, 4), (b"..", 1, 4), *names]
-                listing = h.listing
-            finally:
-                self._leave(h.export)
         records: list[bytes] = []
         used = 0
-        for i in range(offset, len(listing)):
-            name, ino, dtype = listing[i]
-            rec = P.dirent(ino or 1, i + 1, name, dtype)
-            if used + len(rec) > size:
-                break
-            records.append(rec)
-            used += len(rec)
+        if nodeid == P.ROOT_ID:
+            root = [(b".", P.ROOT_ID), (b"..", P.ROOT_ID)]
+            for i in range(offset, len(root)):
+                rec = P.dirent(root[i][1], i + 1, root[i][0], 4)
+                if used + len(rec) > size:
+                    break
+                records.append(rec)
+                used += len(rec)
+            return [b"".join(records)]
+        # A page of the real directory at the client's offset, which is the real
+        # filesystem's cookie of the last entry it took (0 at the start): nothing is kept
+        # between requests, so open directories cost the kernel no memory for their names.
+        h = self._enter_handle(fh, Rights.READ)
+        try:
+            for name, ino, dtype, next_off in _getdents.read_at(h.fd, offset, size):
+                if name == b"..":
+                    ino = 1                     # the parent is none of the client's business
+                elif dtype == 0 and name != b".":
+                    # DT_UNKNOWN (some filesystems): the type from the entry itself, unfollowed
+                    with contextlib.suppress(OSError):
+                        dtype = _dtype(os.stat(name, dir_fd=h.fd,
+                                               follow_symlinks=False).st_mode)
+                rec = P.dirent(ino or 1, next_off, name, dtype)
+                if used + len(rec) > size:
+                    break                       # the client asks again from the last one
+                records.append(rec)
+                used += len(rec)
+        finally:
+            self._leave(h.export)
         # One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and
         # a large READDIR holds more entries than that (the reply failed and the reader hung).
         return [b"".join(records)]

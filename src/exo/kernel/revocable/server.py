@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from exo.kernel.caps import Rights
 
+from . import _getdents
 from . import _proto as P
 from ._base import REVOKED_ERRNO, FuseServer, Parts
 
@@ -93,7 +94,6 @@ class _Entry:
     opened: bool = False
     dead: bool = False          # revoked, released, owner gone or server closing
     busy: int = 0               # requests currently using real_fd
-    listing: list[tuple[bytes, int, int]] | None = None
 
 
 class RevocableFiles(FuseServer):
@@ -357,26 +357,26 @@ class RevocableFiles(FuseServer):
     def _readdir(self, nodeid: int, body: memoryview, pid: int,
                  out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
+        records: list[bytes] = []
+        used = 0
+        # A page of the real directory at the client's offset, which is the real
+        # filesystem's cookie of the last entry it took (0 at the start): nothing is kept
+        # between requests, so open directories cost the kernel no memory for their names.
         e = self._use(fh, Rights.READ)
         try:
-            if offset == 0 or e.listing is None:
-                with os.scandir(e.real_fd) as it:
-                    names = [(d.name.encode(errors="surrogateescape"), d.inode(), 0)
-                             for d in it]
-                e.listing = [(b".", e.ino, _DT_DIR), (b"..", P.ROOT_ID, _DT_DIR), *names]
-            listing = e.listing
+            for name, ino, dtype, next_off in _getdents.read_at(e.real_fd, offset, size):
+                if name in (b".", b".."):       # our inodes, not the real ones
+                    ino, dtype = (e.ino if name == b"." else P.ROOT_ID), _DT_DIR
+                rec = P.dirent(ino or 1, next_off, name, dtype)
+                if used + len(rec) > size:
+                    break                       # the client asks again from the last one
+                records.append(rec)
+                used += len(rec)
         finally:
             self._done(e)
-        parts: list[bytes | memoryview] = []
-        used = 0
-        for i in range(offset, len(listing)):
-            name, ino, dtype = listing[i]
-            rec = P.dirent(ino or 1, i + 1, name, dtype)
-            if used + len(rec) > size:
-                break
-            parts.append(rec)
-            used += len(rec)
-        return parts
+        # One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and
+        # a large READDIR holds more entries than that.
+        return [b"".join(records)]
 
     def _statfs(self, nodeid: int, body: memoryview, pid: int,
                 out: memoryview) -> Parts:
