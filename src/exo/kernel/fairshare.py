@@ -8,10 +8,13 @@ waits. The Linux scheduler cannot help: to it the kernel is one process.
 
 So each Exo process has a token bucket of kernel CPU time (seconds of ``thread_time``
 spent on its behalf, syscalls and file operations together): it refills at ``rate`` (a
-fraction of one CPU) up to ``burst``. A process whose bucket is empty is *in debt*, and
-while another process is using the kernel too (asked within ``RECENT_S``) its next
-request waits until the debt is paid: its syscall thread sleeps (lock released), and a
-FUSE server puts its request aside and serves others first. Alone, a process may have all
+fraction of one CPU) up to ``burst``. (A share of 1/n while n processes want the
+kernel was tried: it let a flooding process hold the interpreter lock half the time,
+and a well-behaved app's null syscall p99 got 5-50x worse beside it in
+bench/isolation.py.) A process whose bucket is empty is *in debt*, and while another
+process is using the kernel too (asked within ``RECENT_S``) its next request waits until
+the debt is paid: its syscall thread sleeps (lock released), and a FUSE server puts its
+request aside and serves others first. Alone, a process may have all
 of the kernel (work-conserving, as CFS is). Charging costs two ``clock_gettime`` calls.
 """
 
@@ -65,12 +68,13 @@ class FairShare:
             b = self._buckets.get(pid)
             if b is None:
                 b = self._buckets[pid] = _Bucket(self.burst, now)
-            b.tokens = min(self.burst, b.tokens + (now - b.refilled) * self.rate) - spent
+            rate = self.rate
+            b.tokens = min(self.burst, b.tokens + (now - b.refilled) * rate) - spent
             b.refilled = now
             b.spent_s += spent
             if b.tokens >= 0 or not self._others_active(pid, now):
                 return 0.0
-            return min(MAX_PAUSE_S, -b.tokens / self.rate)
+            return min(MAX_PAUSE_S, -b.tokens / rate)
 
     def debt(self, pid: int) -> float:
         """How long ``pid`` must wait before the kernel works for it again (0: now)."""
@@ -105,11 +109,12 @@ class FairShare:
                   for pid, row in sorted(self.stats().items())]
         return "\n".join(lines) + "\n"
 
-    def _others_active(self, pid: int, now: float) -> bool:
+    def _others_active(self, pid: int, now: float) -> int:
+        """How many other processes asked for the kernel within RECENT_S."""
         stale = [p for p, t in self._last.items() if now - t > RECENT_S]
         for p in stale:
             del self._last[p]
-        return any(p != pid for p in self._last)
+        return sum(1 for p in self._last if p != pid)
 
 
 class Meter:

@@ -88,7 +88,11 @@ def _serve(kernel: Kernel, proc: ExoProcess) -> None:
     pid = proc.pid
     try:
         while True:
-            meter.start()  # a wait costs no CPU time; decoding what arrives does
+            # Charged from here: a futex sleep costs no CPU, but the spin before it (up to
+            # 50 us, GIL-free) burns a CPU others could use, and decoding is the request's.
+            # Not charging the spin was measured: a flooding process then took 20-70x more
+            # of a well-behaved app's null syscall p99 (bench/isolation.py).
+            meter.start()
             try:
                 got = channel.recv()
             except ProtocolError as exc:
