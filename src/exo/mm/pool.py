@@ -22,7 +22,10 @@ from exo.mm.meminfo import derive_stats, format_meminfo
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 #: Size of the pool the kernel creates at boot.
 DEFAULT_POOL_SIZE = 64 << 20
@@ -68,6 +71,17 @@ def _check_fd(fd: int) -> None:
         raise ValueError(f"not a file descriptor: {fd!r}")
 
 
+def _on_own_fd(cls: Callable[[int], _T], fd: int) -> _T:
+    """``cls(dup(fd))``: the object owns a duplicate, the caller keeps ``fd``."""
+    _check_fd(fd)
+    mine = os.dup(fd)
+    try:
+        return cls(mine)
+    except BaseException:
+        os.close(mine)
+        raise
+
+
 class SharedPool(_pool.Pool):
     """A segment this process owns and sends from; `alloc`/`free` are single C calls.
 
@@ -104,13 +118,7 @@ class SharedPool(_pool.Pool):
         The fd is duplicated (the caller keeps its own). The allocator starts empty: a
         segment has exactly one owner, and its state is never read from the memfd.
         """
-        _check_fd(fd)
-        mine = os.dup(fd)
-        try:
-            return cls(mine)
-        except BaseException:
-            os.close(mine)
-            raise
+        return _on_own_fd(cls, fd)
 
     def peer_fd(self) -> int:
         """The fd to hand to a peer, which maps it with `PoolView.attach`."""
@@ -157,13 +165,7 @@ class PoolView:
     @classmethod
     def attach(cls, fd: int) -> PoolView:
         """Map segment `fd` read-only; the fd is duplicated (the caller keeps its own)."""
-        _check_fd(fd)
-        mine = os.dup(fd)
-        try:
-            return cls(mine)
-        except BaseException:
-            os.close(mine)
-            raise
+        return _on_own_fd(cls, fd)
 
     def close(self) -> None:
         """Drop the fd and the mapping (the mapping stays while a Block or view uses it)."""

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import struct
+from collections.abc import Iterable
 
 from exo.kernel.beneath import RESOLVE_BENEATH as RESOLVE_BENEATH
 from exo.kernel.beneath import RESOLVE_NO_MAGICLINKS as RESOLVE_NO_MAGICLINKS
@@ -163,6 +164,24 @@ def dirent(ino: int, next_off: int, name: bytes, dtype: int) -> bytes:
     """One ``fuse_dirent``, padded to 8 bytes as the kernel expects."""
     raw = DIRENT_HEAD.pack(ino, next_off, len(name), dtype) + name
     return raw + b"\0" * (-len(raw) % 8)
+
+
+def dirent_page(entries: Iterable[tuple[bytes, int, int, int]], size: int
+                ) -> list[bytes | memoryview]:
+    """A READDIR reply: ``(name, ino, dtype, next_off)`` entries packed until ``size``
+    bytes are full (the client asks again from the last one it took).
+
+    One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and a
+    large READDIR holds more entries than that (the reply failed and the reader hung)."""
+    records: list[bytes] = []
+    used = 0
+    for name, ino, dtype, next_off in entries:
+        rec = dirent(ino or 1, next_off, name, dtype)
+        if used + len(rec) > size:
+            break
+        records.append(rec)
+        used += len(rec)
+    return [b"".join(records)]
 
 
 # --- mount(2) / umount2(2) --------------------------------------------------------------------

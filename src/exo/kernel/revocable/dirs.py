@@ -42,7 +42,7 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -805,22 +805,15 @@ class RevocableDirs(FuseServer):
 
     def _readdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
-        records: list[bytes] = []
-        used = 0
         if nodeid == P.ROOT_ID:
-            root = [(b".", P.ROOT_ID), (b"..", P.ROOT_ID)]
-            for i in range(offset, len(root)):
-                rec = P.dirent(root[i][1], i + 1, root[i][0], 4)
-                if used + len(rec) > size:
-                    break
-                records.append(rec)
-                used += len(rec)
-            return [b"".join(records)]
+            return P.dirent_page(((name, P.ROOT_ID, 4, i + 1) for i, name in
+                                  enumerate((b".", b"..")) if i >= offset), size)
         # A page of the real directory at the client's offset, which is the real
         # filesystem's cookie of the last entry it took (0 at the start): nothing is kept
         # between requests, so open directories cost the kernel no memory for their names.
         h = self._enter_handle(fh, Rights.READ)
-        try:
+
+        def entries() -> Iterator[tuple[bytes, int, int, int]]:
             for name, ino, dtype, next_off in _getdents.read_at(h.fd, offset, size):
                 if name == b"..":
                     ino = 1                     # the parent is none of the client's business
@@ -829,16 +822,12 @@ class RevocableDirs(FuseServer):
                     with contextlib.suppress(OSError):
                         dtype = _dtype(os.stat(name, dir_fd=h.fd,
                                                follow_symlinks=False).st_mode)
-                rec = P.dirent(ino or 1, next_off, name, dtype)
-                if used + len(rec) > size:
-                    break                       # the client asks again from the last one
-                records.append(rec)
-                used += len(rec)
+                yield name, ino, dtype, next_off
+
+        try:
+            return P.dirent_page(entries(), size)
         finally:
             self._leave(h.export)
-        # One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and
-        # a large READDIR holds more entries than that (the reply failed and the reader hung).
-        return [b"".join(records)]
 
     def _statfs(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         if nodeid == P.ROOT_ID:

@@ -25,7 +25,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -357,26 +357,21 @@ class RevocableFiles(FuseServer):
     def _readdir(self, nodeid: int, body: memoryview, pid: int,
                  out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
-        records: list[bytes] = []
-        used = 0
         # A page of the real directory at the client's offset, which is the real
         # filesystem's cookie of the last entry it took (0 at the start): nothing is kept
         # between requests, so open directories cost the kernel no memory for their names.
         e = self._use(fh, Rights.READ)
-        try:
+
+        def entries() -> Iterator[tuple[bytes, int, int, int]]:
             for name, ino, dtype, next_off in _getdents.read_at(e.real_fd, offset, size):
                 if name in (b".", b".."):       # our inodes, not the real ones
                     ino, dtype = (e.ino if name == b"." else P.ROOT_ID), _DT_DIR
-                rec = P.dirent(ino or 1, next_off, name, dtype)
-                if used + len(rec) > size:
-                    break                       # the client asks again from the last one
-                records.append(rec)
-                used += len(rec)
+                yield name, ino, dtype, next_off
+
+        try:
+            return P.dirent_page(entries(), size)
         finally:
             self._done(e)
-        # One buffer, not one per entry: writev(2) takes at most IOV_MAX (1024) buffers, and
-        # a large READDIR holds more entries than that.
-        return [b"".join(records)]
 
     def _statfs(self, nodeid: int, body: memoryview, pid: int,
                 out: memoryview) -> Parts:
