@@ -24,7 +24,7 @@ from exo.abi import (
     encode_message,
     message_bytes,
 )
-from exo_std.errors import KernelUnavailable, error_from_reply
+from exo_std.errors import KernelUnavailable, RequestTooLarge, error_from_reply
 
 TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
 if TYPE_CHECKING:
@@ -51,9 +51,11 @@ class KernelConnection:
     def call(self, op: str, fds: list[int] | None = None, **args: Any) -> tuple[Any, list[int]]:
         with self._lock:
             req_id = next(self._ids)
+            # Encoded before anything is sent: a request that cannot be sent (too large)
+            # must not leave its descriptors queued on the socket, where the next call's
+            # reply would be matched with them.
             try:
                 if fds:
-                    socket.send_fds(self._sock, [b"F"], fds)
                     data = encode_message({"id": req_id, "op": op, "args": args,
                                            "nfds": len(fds)})
                 elif not args and isinstance(op, str) and op.isascii() and op.isidentifier():
@@ -63,6 +65,11 @@ class KernelConnection:
                     data = b'{"id":%d,"op":"%s","args":{}}' % (req_id, op.encode())
                 else:
                     data = encode_message({"id": req_id, "op": op, "args": args})
+            except ProtocolError as exc:
+                raise RequestTooLarge(f"{op}: {exc}") from None
+            try:
+                if fds:
+                    socket.send_fds(self._sock, [b"F"], fds)
                 self._tx.send(data, None, None)
                 t0 = time.perf_counter_ns()
                 reply, _ = self._rx.recv_msg(None)

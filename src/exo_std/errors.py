@@ -11,6 +11,11 @@ class KernelUnavailable(ExoError):
     """There is no kernel to talk to, or the channel to it broke."""
 
 
+class RequestTooLarge(ExoError, ValueError):
+    """A call's arguments do not fit in one message to the kernel (64 KiB); nothing was
+    sent."""
+
+
 class CapabilityError(ExoError):
     """The kernel refused a capability operation (the message says why)."""
 

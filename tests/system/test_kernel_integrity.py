@@ -186,3 +186,24 @@ def test_an_apps_command_line_never_reaches_a_terminal_as_escapes(kernel: Kernel
     shown = "\n".join(kernel.messages) + "\n".join(str(r["command"]) for r in rows)
     assert "\x1b" not in shown and "\x07" not in shown
     assert "\\x1b[2J\\x1b[H\\x1b]52;c;cm0gLXJmIH4K\\x07FAKE-PROMPT# " in "\n".join(kernel.messages)
+
+
+def test_a_request_too_large_to_send_leaves_the_channel_in_step(kernel: Kernel) -> None:
+    """Review finding: a too-large request with descriptors queued them on the socket
+    before failing to encode; the next call's reply then did not match its request."""
+    status, out, err = run_app(kernel, """
+        import os
+        from exo_std._kernel import call
+        from exo_std.errors import RequestTooLarge
+        try:
+            call("spawn", fds=[0, 1, 2], argv=["/bin/true", "x" * 70000])
+        except RequestTooLarge as exc:
+            print("refused:", str(exc)[:40])
+        r, w = os.pipe()
+        print("pid", call("getpid")[0]["pid"] > 1)
+        print("fds", len(call("handles", fds=[r])[1]))
+    """)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("refused: spawn: message of ") and "exceeds" in lines[0], out
+    assert lines[1:] == ["pid True", "fds 0"], out
