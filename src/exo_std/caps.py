@@ -87,9 +87,14 @@ def accept_capabilities(limit: int) -> int:
 
 
 def handles() -> list[Capability]:
-    """Every capability this process holds."""
-    result, _ = call("handles")
-    return [_from_result(r) for r in result]
+    """Every capability this process holds (asked for in pages: a table of thousands of
+    handles does not fit in one reply)."""
+    out: list[Capability] = []
+    while True:
+        page, _ = call("handles", start=len(out))
+        if not page:
+            return out
+        out += [_from_result(r) for r in page]
 
 
 __all__ = ["Capability", "Rights", "accept_capabilities", "handles", "receive_capability",

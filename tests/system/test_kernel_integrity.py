@@ -207,3 +207,18 @@ def test_a_request_too_large_to_send_leaves_the_channel_in_step(kernel: Kernel) 
     lines = out.splitlines()
     assert lines[0].startswith("refused: spawn: message of ") and "exceeds" in lines[0], out
     assert lines[1:] == ["pid True", "fds 0"], out
+
+
+def test_a_process_with_thousands_of_handles_can_still_list_them(kernel: Kernel) -> None:
+    """4,096 handles with long names make a table far past one 64 KiB reply: exo_std asks
+    for it in pages (before, the whole-table reply failed)."""
+    (kernel.root / "home" / "a" / ("d" * 200)).mkdir(parents=True, exist_ok=True)
+    status, out, err = run_app(kernel, """
+        from exo_std import Rights, handles, request_capability
+        name = "storage://home/a/" + "d" * 200
+        held = [request_capability(name, Rights.READ) for _ in range(1500)]
+        listed = handles()
+        print(len(listed), len({c.handle for c in listed}))
+    """, "storage://home/a=READ,GRANT")
+    assert status == 0, err
+    assert out.split() == ["1501", "1501"], out

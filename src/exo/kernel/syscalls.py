@@ -219,11 +219,31 @@ def _getpid(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[in
     return {"pid": proc.pid}, []
 
 
+#: Bytes of rows one page of ``handles`` carries: a reply must fit in one 64 KiB message,
+#: and a table of 4,096 handles with 4 KiB names does not.
+HANDLES_PAGE_BYTES = 48 * 1024
+
+
 @syscall("handles")
 def _handles(kernel: Kernel, proc: ExoProcess, args: dict[str, Any], fds: list[int]
              ) -> tuple[Any, list[int]]:
-    return [{"handle": i.handle, "resource": str(i.resource), "rights": int(i.rights)}
-            for i in kernel.caps.handles(proc.pid)], []
+    """The caller's handles; with ``start``, one page of them from that index (an empty
+    page: the end). Without it, the whole table, which may be ReplyTooLarge."""
+    rows = [{"handle": i.handle, "resource": str(i.resource), "rights": int(i.rights)}
+            for i in kernel.caps.handles(proc.pid)]
+    if args.get("start") is None:
+        return rows, []
+    start = _int(args, "start")
+    if start < 0:
+        raise ValueError("argument 'start' must be >= 0")
+    page: list[dict[str, Any]] = []
+    size = 0
+    for row in rows[start:]:
+        size += len(str(row["resource"])) + 64
+        if page and size > HANDLES_PAGE_BYTES:
+            break
+        page.append(row)
+    return page, []
 
 
 @syscall("request")
