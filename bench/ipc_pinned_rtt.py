@@ -91,7 +91,10 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("needs two CPUs", file=sys.stderr)
         return 1
-    trees = {"this": HERE.parent / "src", **{str(b): b for b in args.baseline}}
+    # Results name trees by label, never by this machine's paths.
+    trees = {"this": HERE.parent / "src",
+             **{f"baseline-{i}" if len(args.baseline) > 1 else "baseline": b
+                for i, b in enumerate(args.baseline, 1)}}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     load_before = os.getloadavg()[0]
     for r in range(args.rounds):
@@ -110,7 +113,8 @@ def main() -> int:
     result = {
         "what": "56-byte round trip, parent on CPU 0, child on CPU 1, 20,000 round trips "
                 "after 2,000 warm-up, median per round; medians over rounds",
-        "trees": {name: str(src) for name, src in trees.items()},
+        "trees": {name: ("this checkout's src/" if name == "this"
+                         else "another checkout's src/ (--baseline)") for name in trees},
         "summary": summary,
         "rounds": rounds,
         "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
