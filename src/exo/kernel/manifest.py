@@ -17,6 +17,7 @@ Every error names the file and the offending field in one line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from exo._value import Value
@@ -149,18 +150,24 @@ def _size(value: object, where: str) -> int:
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    p = Path(path)
+    return read_manifest(p.read_bytes, str(p))
+
+
+def read_manifest(read: Callable[[], bytes], where: str) -> Manifest:
+    """The manifest whose bytes ``read()`` returns (a file by name, or through the shell's
+    descriptor-based tree); every failure is one ``ManifestError`` line naming ``where``."""
     import tomllib
 
-    p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(read().decode())
     except FileNotFoundError:
-        raise ManifestError(f"{p}: no such manifest") from None
+        raise ManifestError(f"{where}: no such manifest") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{p}: cannot read: {exc}") from None
+        raise ManifestError(f"{where}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{p}: invalid TOML: {exc}") from None
-    return manifest_from_dict(data, str(p))
+        raise ManifestError(f"{where}: invalid TOML: {exc}") from None
+    return manifest_from_dict(data, where)
 
 
 def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:

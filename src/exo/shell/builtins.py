@@ -525,20 +525,10 @@ def _dmesg(ctx: CommandContext) -> int:
 def _read_manifest(ctx: CommandContext, raw: str) -> Manifest:
     """The manifest at ``raw``, read through the Vfs's descriptor (the shell is root: a
     path re-opened by name could be swapped for a link to any host file meanwhile)."""
-    import tomllib
-
-    from exo.kernel.manifest import ManifestError, manifest_from_dict
+    from exo.kernel.manifest import read_manifest
 
     path = ctx.path(raw)
-    try:
-        data = tomllib.loads(ctx.shell.vfs.read_bytes(path).decode())
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such manifest") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
-    return manifest_from_dict(data, path)
+    return read_manifest(lambda: ctx.shell.vfs.read_bytes(path), path)
 
 
 @builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
