@@ -272,15 +272,9 @@ class Vfs:
                 raise IsADirectoryError(f"{src}: is a directory (use cp -r)")
             pfd, name = self._parent(dst)
             try:
-                os.mkdir(name, 0o777, dir_fd=pfd)
                 s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
                 try:
-                    d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                | os.O_CLOEXEC, dir_fd=pfd)
-                    try:
-                        _copy_tree(s, d)
-                    finally:
-                        os.close(d)
+                    _copy_into_new_dir(s, name, pfd)
                 finally:
                     os.close(s)
             finally:
@@ -351,6 +345,19 @@ def _copy_file(src: int, dst: int) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+_DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_into_new_dir(src: int, name: str, parent: int) -> None:
+    """Make directory ``name`` in ``parent`` and copy the directory ``src`` into it."""
+    os.mkdir(name, 0o777, dir_fd=parent)
+    dst = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
+    try:
+        _copy_tree(src, dst)
+    finally:
+        os.close(dst)
+
+
 def _copy_tree(src: int, dst: int) -> None:
     """Copy the directory ``src`` into the empty directory ``dst``, one name at a time
     relative to the two descriptors: symlinks are copied as links, never followed;
@@ -362,15 +369,9 @@ def _copy_tree(src: int, dst: int) -> None:
         if link:
             os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
         elif is_dir:
-            os.mkdir(name, 0o777, dir_fd=dst)
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            s = os.open(name, flags, dir_fd=src)
+            s = os.open(name, _DIR_NOFOLLOW, dir_fd=src)
             try:
-                d = os.open(name, flags, dir_fd=dst)
-                try:
-                    _copy_tree(s, d)
-                finally:
-                    os.close(d)
+                _copy_into_new_dir(s, name, dst)
             finally:
                 os.close(s)
         elif is_file:
