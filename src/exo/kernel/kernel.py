@@ -28,6 +28,7 @@ from exo.kernel.bootlog import (
 from exo.kernel.config import KernelConfig
 from exo.kernel.fairshare import FairShare
 from exo.kernel.procfs import VirtualTree, proc_tree, sys_tree
+from exo.kernel.rotating import RotatingFile
 from exo.kernel.tree import ensure_tree
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
@@ -64,7 +65,7 @@ class Kernel:
         # dmesg keeps the newest lines; the file rotates by size (a process that makes
         # the kernel log, e.g. by failing syscalls, must not grow it without bound)
         self.messages: deque[str] = deque(maxlen=LOG_LINES)
-        self._log_fd = -1
+        self._log_file: RotatingFile | None = None
         self._log_lock = threading.Lock()
         self.shutdown_requested = threading.Event()
         self.fair_share = FairShare()
@@ -142,38 +143,30 @@ class Kernel:
     def log(self, message: str) -> None:
         """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log.
 
-        The file stays open (O_APPEND): the kernel must still be able to say what
-        happened when it runs out of descriptors. Past LOG_FILE_MAX bytes it rotates to
-        kernel.log.1 (one old file kept)."""
+        The file stays open: the kernel must still be able to say what happened when it
+        runs out of descriptors. Past LOG_FILE_MAX bytes it rotates to kernel.log.1 (one
+        old file kept)."""
         stamp = time.time() - self.started_at
         # what an app chose (a command line, a name) must not reach a terminal as escapes
         line = f"[{stamp:10.6f}] {printable(message[:LOG_LINE_MAX])}"
-        data = (line + "\n").encode("utf-8", "replace")
         with self._log_lock:
             self.messages.append(line)
             try:
-                path = self.root / "var" / "log" / "kernel.log"
-                if self._log_fd < 0:
-                    self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                           | os.O_CLOEXEC, 0o644)
-                elif os.fstat(self._log_fd).st_size + len(data) > LOG_FILE_MAX:
-                    os.replace(path, path.with_name("kernel.log.1"))
-                    os.close(self._log_fd)
-                    self._log_fd = -1
-                    self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                           | os.O_CLOEXEC, 0o644)
-                os.write(self._log_fd, data)
+                if self._log_file is None:
+                    self._log_file = RotatingFile(self.root / "var" / "log" / "kernel.log",
+                                                  LOG_FILE_MAX, 1)
+                self._log_file.write((line + "\n").encode("utf-8", "replace"))
                 if self._down:  # late lines (reapers) after shutdown: hold nothing open
-                    os.close(self._log_fd)
-                    self._log_fd = -1
+                    self._log_file.close()
+                    self._log_file = None
             except OSError:
                 pass
 
     def close_log(self) -> None:
         with self._log_lock:
-            if self._log_fd >= 0:
-                os.close(self._log_fd)
-                self._log_fd = -1
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
 
     # ------------------------------------------------------------- views
     def virtual_trees(self) -> dict[str, VirtualTree]:

@@ -24,7 +24,6 @@ kernel deny it as fast as it can send requests):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -32,12 +31,14 @@ import time
 from collections import deque
 from pathlib import Path
 
+from exo.kernel.rotating import RotatingFile
+
 from .ratelimit import TokenBuckets
 
 TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import BinaryIO, Final, Literal
+    from typing import Final, Literal
 
     AuditEvent = Literal["grant", "deny", "duplicate", "transfer", "revoke", "release",
                          "suppressed"]
@@ -144,55 +145,6 @@ class AuditRecord:
         return f"AuditRecord({self.to_json().decode()})"
 
 
-class _Sink:
-    """One JSON Lines file rotated by size: ``path`` -> ``.1`` ... ``.keep`` (dropped).
-    Not locked itself: the log calls it under its lock."""
-
-    __slots__ = ("_file", "_size", "keep", "max_bytes", "path")
-
-    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.keep = keep
-        self._file: BinaryIO | None = None
-        self._size = 0
-        self._open()
-
-    def _open(self) -> None:
-        # Line-at-a-time writes with O_APPEND: readers never see half a record.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - long-lived sink
-        self._size = os.fstat(self._file.fileno()).st_size
-
-    def write(self, line: bytes) -> None:
-        if self._file is None:
-            return
-        if self._size + len(line) > self.max_bytes and self._size > 0:
-            self._rotate()
-        assert self._file is not None
-        self._file.write(line)
-        self._size += len(line)
-
-    def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
-        base = str(self.path)
-        for n in range(self.keep - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{base}.{n}", f"{base}.{n + 1}")
-        os.replace(base, f"{base}.1")
-        self._open()
-
-    def files(self) -> list[Path]:
-        """The files that exist, oldest first."""
-        older = [Path(f"{self.path}.{n}") for n in range(self.keep, 0, -1)]
-        return [p for p in (*older, self.path) if p.exists()]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class AuditLog:
     """Thread-safe, bounded audit log with an optional, rotated JSON Lines sink."""
 
@@ -221,12 +173,12 @@ class AuditLog:
         self._events = TokenBuckets(EVENT_RATE, EVENT_BURST, clock=clock)
         self._deny_ring: deque[AuditRecord] = deque(maxlen=DENY_CAPACITY)
         self.path = Path(path) if path is not None else None
-        self._sink: _Sink | None = None
-        self._deny_sink: _Sink | None = None
+        self._sink: RotatingFile | None = None
+        self._deny_sink: RotatingFile | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._sink = _Sink(self.path, max_bytes, keep)
-            self._deny_sink = _Sink(self.deny_path, max_bytes, keep)
+            self._sink = RotatingFile(self.path, max_bytes, keep)
+            self._deny_sink = RotatingFile(self.deny_path, max_bytes, keep)
 
     @property
     def deny_path(self) -> Path:
