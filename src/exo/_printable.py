@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def printable(text: str, *, newlines: bool = True) -> str:
@@ -18,6 +19,3 @@ def printable(text: str, *, newlines: bool = True) -> str:
     ``newlines`` is false, for one-line fields)."""
     pattern = _CONTROL if newlines else _ONE_LINE
     return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
