@@ -185,7 +185,7 @@ ALLOWED: list[Case] = [
       value=None),
     c("read the ro grant", "-", "result = open(ctx['own_ro'] + '/data.txt').read()",
       value="read me"),
-    c("private /tmp is writable", "-", "open('/tmp/x', 'w').write('x')"),
+    c("private /tmp is writable", "-", "open('/tmp/exo-escape-battery-probe', 'w').write('x')"),
     c("write /dev/null", "-", "open('/dev/null', 'w').write('x')"),
     c("import exo_std", "-", "import exo_std; result = exo_std.__name__", value="exo_std"),
     c("signal itself", "-", "os.kill(os.getpid(), 0)"),
