@@ -182,7 +182,7 @@ def test_an_apps_command_line_never_reaches_a_terminal_as_escapes(kernel: Kernel
         import time; time.sleep(0.2)
     """)
     assert status == 0, err
-    rows = kernel.process_rows()
+    rows = kernel.api.ps()
     shown = "\n".join(kernel.messages) + "\n".join(str(r["command"]) for r in rows)
     assert "\x1b" not in shown and "\x07" not in shown
     assert "\\x1b[2J\\x1b[H\\x1b]52;c;cm0gLXJmIH4K\\x07FAKE-PROMPT# " in "\n".join(kernel.messages)

@@ -250,9 +250,9 @@ def test_exports_are_released_when_the_process_exits(kernel: Kernel) -> None:
 
 
 def test_without_fuse_grants_are_plain_binds_and_the_log_says_so(kernel: Kernel) -> None:
-    real = kernel.components["files"]
-    kernel.components["files"] = OpenFileTable(kernel.caps, fuse_device="/dev/exo-no-fuse",
-                                                 root=kernel.root)
+    real = kernel.processes.files  # what the spawn path exports grants through
+    kernel.processes.files = OpenFileTable(kernel.caps, fuse_device="/dev/exo-no-fuse",
+                                           root=kernel.root)
     try:
         for _ in range(2):
             status, out, err = run_app(kernel, """
@@ -264,8 +264,8 @@ def test_without_fuse_grants_are_plain_binds_and_the_log_says_so(kernel: Kernel)
         said = [m for m in kernel.messages if "NOT revocable" in m and "directory" in m]
         assert len(said) == 1, kernel.messages
     finally:
-        kernel.components["files"].close()
-        kernel.components["files"] = real
+        kernel.processes.files.close()
+        kernel.processes.files = real
 
 
 def test_concurrent_apps_on_one_grant(kernel: Kernel) -> None:

@@ -36,7 +36,7 @@ def _boot_fast_path(argv: list[str]) -> int | None:
             root = arg.removeprefix("--root=")
         else:
             return None
-    from exo.kernel.session import boot_and_run
+    from exo.cli.boot import boot_and_run
 
     return boot_and_run(root, quiet=quiet, json_boot=json_boot)
 

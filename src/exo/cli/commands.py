@@ -44,7 +44,7 @@ def boot(root: str | None, quiet: bool, json_boot: bool) -> None:
     commands are read from it and run like `sh < script`, and the exit status is the
     last command's.
     """
-    from exo.kernel.session import boot_and_run
+    from exo.cli.boot import boot_and_run
 
     raise SystemExit(boot_and_run(root, quiet=quiet, json_boot=json_boot))
 
@@ -64,7 +64,8 @@ def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
 
     Uses the running kernel when there is one, else boots an ephemeral kernel.
     """
-    from exo.kernel.launch import failure_status, run_command
+    from exo.kernel.api import failure_status
+    from exo.kernel.launch import run_command
     from exo.kernel.manifest import ManifestError
     from exo.sandbox import SandboxError
 

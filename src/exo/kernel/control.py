@@ -24,7 +24,7 @@ TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     from typing import Any
 
-    from exo.kernel.kernel import Kernel
+    from exo.kernel.api import KernelApi
 
 
 class KernelError(RuntimeError):
@@ -53,9 +53,10 @@ def lock_path(root: Path) -> Path:
 
 
 class ControlServer:
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.path = socket_path(kernel.root)
+    def __init__(self, kernel: KernelApi, root: Path) -> None:
+        self.kernel = kernel  # the kernel as its front ends see it: exo.kernel.api
+        self.root = root
+        self.path = socket_path(root)
         self._lock_fd = -1
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -63,14 +64,14 @@ class ControlServer:
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path(self.kernel.root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock_path(self.root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise KernelBusy(f"a kernel (pid {holder}) is already running on "
-                             f"{self.kernel.root}") from None
+                             f"{self.root}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
@@ -161,7 +162,9 @@ class ControlServer:
         raise ValueError(f"unknown control operation {op!r}")
 
     def _run(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
-        from exo.kernel.manifest import Manifest, manifest_from_dict, parse_grant
+        """``exo run`` on this kernel: the caller's stdio, its argv, capabilities and
+        manifest; its process is killed if the caller hangs up."""
+        from exo.kernel.manifest import manifest_from_dict, parse_grant
 
         if len(fds) != 3:
             raise ValueError("run needs stdin, stdout and stderr descriptors")
@@ -169,18 +172,13 @@ class ControlServer:
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError("run needs a non-empty argv")
         manifest = manifest_from_dict(args["manifest"], args.get("manifest_path", "manifest")) \
-            if args.get("manifest") else Manifest()
-        grants = [*manifest.grants, *(parse_grant(c) for c in args.get("caps", []))]
-        proc = self.kernel.processes.spawn(argv, grants, stdio=(fds[0], fds[1], fds[2]),
-                                           limits=manifest.limits)
+            if args.get("manifest") else None
+        grants = [parse_grant(c) for c in args.get("caps", [])]
+        proc = self.kernel.start(argv, grants, manifest=manifest, stdio=(fds[0], fds[1], fds[2]))
         poller = select.poll()
         poller.register(conn, select.POLLIN | select.POLLHUP)
-        while not proc.exited.wait(0.05):
-            if poller.poll(0):  # the caller hung up (or sent something): stop the process
-                with contextlib.suppress(LookupError):
-                    self.kernel.processes.kill(proc.pid, signal.SIGKILL)
-                break
-        status = self.kernel.processes.wait(proc.pid)
+        # the caller hung up (or sent something): kill the process at once
+        status = self.kernel.wait(proc, cancelled=lambda: bool(poller.poll(0)), grace=0)
         return {"status": status, "pid": proc.pid}
 
     def close(self) -> None:
@@ -196,7 +194,7 @@ class ControlServer:
             os.close(self._lock_fd)
             self._lock_fd = -1
             with contextlib.suppress(FileNotFoundError):
-                lock_path(self.kernel.root).unlink()
+                lock_path(self.root).unlink()
 
 
 class ControlClient:

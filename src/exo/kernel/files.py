@@ -28,13 +28,22 @@ from pathlib import Path
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
+    from typing import Any, Protocol, TypeVar
 
     from exo.kernel.fairshare import FairShare
-    from exo.kernel.process import ExoProcess
     from exo.kernel.revocable import RevocableDirs, RevocableFiles
 
     _S = TypeVar("_S", RevocableFiles, RevocableDirs)
+
+    class ExoProcess(Protocol):
+        """What the table needs of a process (``exo.kernel.process.ExoProcess``): its pid
+        and its exit hooks. Structural, so the process manager's module, which uses this
+        table, is not imported here."""
+
+        @property
+        def pid(self) -> int: ...
+        @property
+        def on_exit(self) -> list[Callable[[Any], None]]: ...
 
 
 class _Pins:

@@ -5,6 +5,10 @@ sandbox built from its capabilities, a capability space in the kernel, and a
 bootstrap channel (``exo.kernel.bootstrap``) served by ``exo.kernel.syscalls``. When
 the process exits, everything it held is reclaimed: its capability space, its
 channel, its cgroup and its shared-memory blocks.
+
+The manager is given its collaborators (the capability manager, the open-file table, the
+in-flight tokens, the kernel log) by the "Processes and sandbox" subsystem, and how to
+serve a new process's syscalls by the "Syscall server" subsystem (``serve``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
 from exo.kernel.caps.errors import QuotaExceeded
-from exo.kernel.manifest import Grant, Limits, parse_grant
+from exo.kernel.manifest import Grant, Limits
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 
 TYPE_CHECKING = False
@@ -34,7 +38,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from exo.kernel.kernel import Kernel
+    from exo.kernel.caps import CapabilityManager
+    from exo.kernel.files import OpenFileTable
+    from exo.kernel.inflight import InFlight
 
 KERNEL_PID = 1
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
@@ -107,24 +113,6 @@ class ExoProcess:
         return self.status
 
 
-class ShellJob:
-    """Adapter giving the shell the ``wait``/``interrupt`` it expects of a job."""
-
-    def __init__(self, manager: ProcessManager, proc: ExoProcess) -> None:
-        self.manager, self.proc = manager, proc
-
-    def wait(self) -> int:
-        status = self.manager.wait(self.proc.pid)
-        return status if status >= 0 else 128 - status
-
-    def interrupt(self) -> None:
-        with contextlib.suppress(LookupError):
-            self.manager.kill(self.proc.pid, signal.SIGINT)
-        if self.proc.wait(1.0) is None:
-            with contextlib.suppress(LookupError):
-                self.manager.kill(self.proc.pid, signal.SIGKILL)
-
-
 class _SpawnerThread:
     """Runs every sandbox spawn on one long-lived thread.
 
@@ -172,9 +160,19 @@ class _SpawnerThread:
 
 
 class ProcessManager:
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.caps = kernel.components["caps"]
+    def __init__(self, caps: CapabilityManager, files: OpenFileTable, in_flight: InFlight, *,
+                 root: Path, boot_id: str, log: Callable[[str], None],
+                 started: float) -> None:
+        self.caps = caps
+        self.files = files
+        self.in_flight = in_flight
+        self.root = root
+        self.boot_id = boot_id
+        self.log = log
+        self.started = started  # the kernel's monotonic start: pid 1's elapsed time
+        # Starts a thread serving a new process's bootstrap channel; set by the syscall
+        # server's boot step (exo.kernel.subsystems.server), which comes after this one.
+        self.serve: Callable[[ExoProcess], threading.Thread] | None = None
         self._lock = threading.Lock()
         self._next_pid = KERNEL_PID + 1
         self._table: dict[int, ExoProcess] = {}
@@ -206,11 +204,13 @@ class ProcessManager:
         from dataclasses import replace  # the spawn path: SandboxSpec is a dataclass
 
         from exo.kernel import reaper
-        from exo.kernel.syscalls import serve_process
         from exo.sandbox import spawn as sandbox_spawn
 
         if not argv:
             raise ValueError("empty command")
+        serve = self.serve
+        if serve is None:
+            raise RuntimeError("the syscall server is not running")
         limits = limits or Limits()
         owner = None if parent == KERNEL_PID else self.get(parent)
 
@@ -264,9 +264,7 @@ class ProcessManager:
             for cap in proc.drain_inbox():
                 self.caps.cancel_transfer(cap)
             proc.close_inbox()  # a recv_capability still blocked there returns
-            in_flight = self.kernel.components.get("in_flight")
-            if in_flight is not None:
-                in_flight.drop_receiver(pid)
+            self.in_flight.drop_receiver(pid)
 
         channel: BootstrapChannel | None = None
         try:
@@ -288,14 +286,12 @@ class ProcessManager:
             nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
-                                      boot_id=self.kernel.boot_id, stdin=stdio[0],
+                                      boot_id=self.boot_id, stdin=stdio[0],
                                       stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
         except BaseException:
             if channel is not None:
                 channel.close()
-            files = self.kernel.components.get("files")
-            if files is not None:
-                files.release_exports(pid)
+            self.files.release_exports(pid)
             self.caps.destroy_space(pid)
             unlink_child()
             raise
@@ -307,11 +303,11 @@ class ProcessManager:
             self.spawned += 1
             if owner is not None:
                 owner.children.discard(pid)  # counted through the table from now on
-        proc.server = serve_process(self.kernel, proc)
+        proc.server = serve(proc)
         # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
         # a thread blocked per live process.
         reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc))
-        self.kernel.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
+        self.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str]) -> Any:
@@ -332,7 +328,7 @@ class ProcessManager:
         sources: dict[Path, Path] = {}
         # Host paths of grants are spelled from the tree's real path, so the sandbox sees
         # a path with no link on it (it refuses one where the kernel serves the path).
-        root = Path(os.path.realpath(self.kernel.root))
+        root = Path(os.path.realpath(self.root))
         try:
             for info in self.caps.handles(pid):
                 res, rights = info.resource, info.rights
@@ -407,7 +403,7 @@ class ProcessManager:
         from exo.sandbox import SandboxError
 
         try:
-            fd = beneath.openat2(self.kernel.files.tree_fd, res.path, os.O_PATH, 0,
+            fd = beneath.openat2(self.files.tree_fd, res.path, os.O_PATH, 0,
                                  beneath.STRICT)
         except OSError as exc:
             why = {errno.ENOENT: "no such file or directory in the Exo tree",
@@ -428,17 +424,16 @@ class ProcessManager:
         Takes ``fd`` (the O_PATH descriptor ``_grant_fd`` checked): the directory server
         keeps it, or it is closed here.
         """
-        files = self.kernel.components.get("files")
         rights = info.rights & (Rights.READ | Rights.WRITE | Rights.EXECUTE)
-        if files is None or not rights:
+        if not rights:
             os.close(fd)
             return None
         pin = self.caps.pin(pid, info.handle, rights)
-        mount_dir = self.kernel.root / "var" / "run" / f"dirs-{self.kernel.boot_id}"
+        mount_dir = self.root / "var" / "run" / f"dirs-{self.boot_id}"
         try:
-            path = files.export_dir(pid, pin, fd, writable=Rights.WRITE in rights,
-                                    mount_dir=mount_dir, log=self.kernel.log,
-                                    label=str(info.resource))
+            path = self.files.export_dir(pid, pin, fd, writable=Rights.WRITE in rights,
+                                         mount_dir=mount_dir, log=self.log,
+                                         label=str(info.resource))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -463,10 +458,8 @@ class ProcessManager:
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
-        files = self.kernel.components.get("files")
-        if files is not None:
-            with contextlib.suppress(Exception):
-                files.release_exports(proc.pid)
+        with contextlib.suppress(Exception):
+            self.files.release_exports(proc.pid)
         with contextlib.suppress(Exception):
             self.caps.destroy_space(proc.pid)
         if proc.server is not None:
@@ -478,7 +471,7 @@ class ProcessManager:
         with self._lock:
             self.reclaimed += 1
         proc.exited.set()
-        self.kernel.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
+        self.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
 
     # ------------------------------------------------------------------ queries
     def get(self, pid: int) -> ExoProcess:
@@ -513,7 +506,7 @@ class ProcessManager:
         now = time.monotonic()
         rows = [{
             "pid": KERNEL_PID, "host_pid": os.getpid(), "state": "running",
-            "caps": 0, "elapsed_s": now - self.kernel.monotonic_start,
+            "caps": 0, "elapsed_s": now - self.started,
             "command": "exo-kernel",
         }]
         with self._lock:
@@ -552,18 +545,6 @@ class ProcessManager:
     def proc_files(self) -> dict[str, Callable[[], str]]:
         return {"processes": lambda: f"spawned {self.spawned}\nreclaimed {self.reclaimed}\n"
                 f"running {len(self.live())}\n"}
-
-    # ------------------------------------------------------------------ shell
-    def spawn_from_shell(self, shell: Any, ctx: Any, host_path: Path) -> ShellJob:
-        """Programs in the Exo tree's PATH: run with the caller's working directory."""
-        cwd = shell.vfs.host_path(shell.cwd)
-        rel = cwd.relative_to(self.kernel.root).as_posix()
-        grants = [parse_grant(f"storage://{rel if rel != '.' else ''}=READ,WRITE"),
-                  parse_grant(f"storage://{host_path.relative_to(self.kernel.root).as_posix()}"
-                              "=READ,EXECUTE")]
-        argv = [str(host_path), *ctx.args]
-        proc = self.spawn(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr))
-        return ShellJob(self, proc)
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, grace: float = 2.0) -> None:

@@ -2,7 +2,8 @@
 
 Nothing here is copied from the host's /proc. A provider is a nested mapping whose
 leaves are callables producing the file's text, rebuilt on every lookup so a
-listing always reflects the kernel as it is now.
+listing always reflects the kernel as it is now. The trees are given what they show
+(the boot report, the kernel's /proc files and per-pid files), not the kernel.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from exo.kernel.kernel import Kernel
+    from exo.kernel.bootlog import BootReport
+    from exo.kernel.core import KernelCore
 
 Node: TypeAlias = "Callable[[], str] | Mapping[str, Node]"
 
@@ -62,34 +64,40 @@ def _const(text: str) -> Callable[[], str]:
     return lambda: text
 
 
-def proc_tree(kernel: Kernel) -> VirtualTree:
+def proc_tree(core: KernelCore, files: Callable[[], Mapping[str, Callable[[], str]]],
+              pids: Callable[[], Mapping[int, Mapping[str, Callable[[], str]]]],
+              ) -> VirtualTree:
+    """``/proc``: version, uptime and boot report from ``core``; ``files()`` the kernel's
+    other files (meminfo, ipc...), ``pids()`` one directory per process."""
     def build() -> Mapping[str, Node]:
         tree: dict[str, Node] = {
             "version": _const(f"Exo-OS {__version__} ({os.uname().machine}) hosted on "
                               f"Linux {os.uname().release}\n"),
-            "uptime": lambda: f"{time.time() - kernel.started_at:.2f}\n",
-            "boot": lambda: json.dumps(kernel.report.as_dict(), indent=2) + "\n",
+            "uptime": lambda: f"{time.time() - core.started_at:.2f}\n",
+            "boot": lambda: json.dumps(core.report.as_dict(), indent=2) + "\n",
         }
-        for name, fn in kernel.proc_files().items():
+        for name, fn in files().items():
             tree[name] = fn
-        for pid, files in kernel.proc_pids().items():
-            tree[str(pid)] = files
+        for pid, per_pid in pids().items():
+            tree[str(pid)] = per_pid
         return tree
 
     return VirtualTree(build)
 
 
-def sys_tree(kernel: Kernel) -> VirtualTree:
+def sys_tree(core: KernelCore) -> VirtualTree:
+    report: BootReport = core.report
+
     def build() -> Mapping[str, Node]:
         return {
             "kernel": {
-                "boot_id": _const(kernel.boot_id + "\n"),
+                "boot_id": _const(core.boot_id + "\n"),
                 "version": _const(__version__ + "\n"),
-                "root": _const(str(kernel.root) + "\n"),
-                "dev_mode": _const(("1" if kernel.config.dev_mode else "0") + "\n"),
+                "root": _const(str(core.root) + "\n"),
+                "dev_mode": _const(("1" if core.config.dev_mode else "0") + "\n"),
             },
             "boot": {_slug(s.name): _const(f"{s.status.value} {s.ms:.3f} ms {s.detail}\n")
-                     for s in kernel.report.steps},
+                     for s in report.steps},
         }
 
     return VirtualTree(build)

@@ -413,7 +413,7 @@ def _history(ctx: CommandContext) -> int:
 # ---------------------------------------------------------------- processes
 @builtin("ps", "list Exo processes: ps [--json]")
 def _ps(ctx: CommandContext) -> int:
-    rows = ctx.shell.kernel.process_rows()
+    rows = ctx.shell.kernel.ps()
     if "--json" in ctx.args:
         ctx.out(json.dumps(rows, indent=2))
         return 0
@@ -483,12 +483,12 @@ def _caps(ctx: CommandContext) -> int:
     p.add_argument("--json", action="store_true")
     ns = p.parse_args(ctx.args)
     kernel = ctx.shell.kernel
-    if "caps" not in kernel.components:
-        raise CommandError("the capability space is not running")
     if ns.audit:
-        records = kernel.caps.audit.query(event=ns.event, pid=ns.pid,
-                                          resource_prefix=ns.resource, limit=ns.limit)
-        dicts = [r.to_dict() for r in records]
+        try:
+            dicts = kernel.audit(event=ns.event, pid=ns.pid, resource=ns.resource,
+                                 limit=ns.limit)
+        except LookupError as exc:
+            raise CommandError(str(exc)) from None
         if ns.json:
             ctx.out(json.dumps(dicts, indent=2))
             return 0
@@ -497,15 +497,10 @@ def _caps(ctx: CommandContext) -> int:
                  str(d.get("rights", "")), str(d.get("reason", ""))] for d in dicts]
         _table(ctx, ["TIME", "EVENT", "PID", "RESOURCE", "RIGHTS", "REASON"], rows)
         return 0
-    pids = [ns.pid] if ns.pid is not None else kernel.caps.pids()
-    out = []
-    for pid in pids:
-        try:
-            infos = kernel.caps.handles(pid)
-        except Exception as exc:
-            raise CommandError(str(exc)) from None
-        out += [{"pid": pid, "handle": f"{i.handle:#x}", "resource": str(i.resource),
-                 "rights": i.rights.format(), "derived": i.children} for i in infos]
+    try:
+        out = kernel.caps(ns.pid)
+    except Exception as exc:
+        raise CommandError(str(exc)) from None
     if ns.json:
         ctx.out(json.dumps(out, indent=2))
         return 0
@@ -517,7 +512,7 @@ def _caps(ctx: CommandContext) -> int:
 
 @builtin("dmesg", "kernel messages (boot steps, spawns, exits)")
 def _dmesg(ctx: CommandContext) -> int:
-    for line in list(ctx.shell.kernel.messages):
+    for line in ctx.shell.kernel.dmesg():
         ctx.out(line)
     return 0
 
@@ -533,7 +528,7 @@ def _read_manifest(ctx: CommandContext, raw: str) -> Manifest:
 
 @builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
 def _run(ctx: CommandContext) -> int:
-    from exo.kernel.launch import exit_code, failure_status
+    from exo.kernel.api import ProcessesUnavailable, failure_status
     from exo.kernel.manifest import ManifestError, parse_grant
     from exo.sandbox import SandboxError
 
@@ -555,26 +550,12 @@ def _run(ctx: CommandContext) -> int:
     argv = args[1:]
     if not argv:
         raise CommandError(f"usage: {HELP['run']}", 2)
-    procs = ctx.shell.kernel.processes_or_none()
-    if procs is None:
-        raise CommandError("processes cannot be started: the sandbox is not available")
-    from exo.kernel.process import ShellJob
-
     try:
-        proc = procs.spawn(argv, [*(manifest.grants if manifest else ()), *grants],
-                           stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                           limits=manifest.limits if manifest else None)
-    except SandboxError as exc:
+        return ctx.shell.kernel.run(argv, grants, manifest=manifest,
+                                    stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                                    cancelled=ctx.cancelled.is_set)
+    except (SandboxError, ProcessesUnavailable) as exc:
         raise CommandError(str(exc), failure_status(exc)) from None
-    job = ShellJob(procs, proc)
-    try:
-        while proc.wait(0.1) is None:
-            if ctx.cancelled.is_set():
-                job.interrupt()
-        return exit_code(procs.wait(proc.pid))
-    except KeyboardInterrupt:
-        job.interrupt()
-        raise
 
 
 @builtin("exo", "Exo-OS commands: exo shutdown | exo run ... | exo ps | exo caps | exo version")

@@ -20,14 +20,16 @@ from exo.shell.vfs import Vfs, VfsError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
     from typing import Protocol
 
-    from exo.kernel.kernel import Kernel
+    from exo.kernel.api import KernelApi
+    from exo.kernel.process import ExoProcess
 
     Builtin = Callable[[CommandContext], int]
 
     class Job(Protocol):
-        """A running external process, as the kernel returns it from spawn."""
+        """A running external process (``ShellJob``): wait for it, or interrupt it."""
 
         def wait(self) -> int: ...
         def interrupt(self) -> None: ...
@@ -81,6 +83,21 @@ class BackgroundJob:
         self.thread = thread
 
 
+class ShellJob:
+    """A sandboxed process in a pipeline: its exit status, or interrupted by Ctrl-C."""
+
+    __slots__ = ("kernel", "proc")
+
+    def __init__(self, kernel: KernelApi, proc: ExoProcess) -> None:
+        self.kernel, self.proc = kernel, proc
+
+    def wait(self) -> int:
+        return self.kernel.wait(self.proc)
+
+    def interrupt(self) -> None:
+        self.kernel.interrupt(self.proc)
+
+
 class ShellExit(Exception):
     """Raised by ``exit``: control flow, not an error."""
 
@@ -89,10 +106,10 @@ class ShellExit(Exception):
 
 
 class Shell:
-    def __init__(self, kernel: Kernel, vfs: Vfs, session: Session | None = None) -> None:
+    def __init__(self, kernel: KernelApi, vfs: Vfs, session: Session | None = None) -> None:
         from exo.shell.builtins import BUILTINS
 
-        self.kernel = kernel
+        self.kernel = kernel  # all the shell reaches of the kernel: its API
         self.vfs = vfs
         self.session = session or Session()
         self.builtins: dict[str, Builtin] = dict(BUILTINS)
@@ -336,9 +353,26 @@ class Shell:
             except VfsError:
                 continue
             if host.is_file() and os.access(host, os.X_OK):
-                job: Job | None = self.kernel.spawn_program(self, ctx, host)
-                return job
+                return self._start_program(ctx, host)
         return None
+
+    def _start_program(self, ctx: CommandContext, program: Path) -> Job | None:
+        """Run ``program`` holding read-write access to the working directory and
+        read-execute access to itself, nothing more."""
+        from exo.kernel.api import ProcessesUnavailable
+        from exo.kernel.manifest import parse_grant
+
+        root = self.kernel.root
+        cwd = self.vfs.host_path(self.cwd).relative_to(root).as_posix()
+        grants = [parse_grant(f"storage://{cwd if cwd != '.' else ''}=READ,WRITE"),
+                  parse_grant(f"storage://{program.relative_to(root).as_posix()}"
+                              "=READ,EXECUTE")]
+        try:
+            proc = self.kernel.start([str(program), *ctx.args], grants,
+                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr))
+        except ProcessesUnavailable:  # this kernel cannot run programs: not found
+            return None
+        return ShellJob(self.kernel, proc)
 
 
 class _RedirectError(Exception):

@@ -15,8 +15,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from exo.kernel.kernel import Kernel
+    from exo.kernel.api import KernelApi
     from exo.kernel.users import UserDatabase
+    from exo.shell.vfs import Vfs
 
 
 def run_script(shell: Shell, lines: Iterable[str]) -> int:
@@ -42,7 +43,7 @@ def prompt_text(shell: Shell) -> str:
     return f"exo-os:{cwd}{'#' if shell.session.uid == 0 else '$'} "
 
 
-def login(kernel: Kernel) -> Session | None:
+def login(kernel: KernelApi) -> Session | None:
     """getty-style login: a user name, then a password when the account has one.
 
     Plain ``input``/``getpass`` rather than prompt_toolkit, so the login prompt is up
@@ -67,7 +68,7 @@ def login(kernel: Kernel) -> Session | None:
             db = UserDatabase(kernel.root)
         user = db.get(name)
         password = ""
-        if user is None or user.password_hash or not kernel.config.dev_mode:
+        if user is None or user.password_hash or not kernel.dev_mode:
             import getpass  # here, after the first prompt: it is not needed to show it
 
             try:
@@ -75,7 +76,7 @@ def login(kernel: Kernel) -> Session | None:
             except (EOFError, KeyboardInterrupt):
                 print()
                 continue
-        account = db.authenticate(name, password, dev_mode=kernel.config.dev_mode)
+        account = db.authenticate(name, password, dev_mode=kernel.dev_mode)
         if account is not None:
             return Session(account.name, account.uid, account.home)
         print("Login incorrect")
@@ -93,7 +94,7 @@ def _preload_line_editor() -> threading.Thread:
     return t
 
 
-def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
+def interactive(kernel: KernelApi, vfs: Vfs, shell_factory: type[Shell] = Shell) -> int:
     preload = _preload_line_editor()
     install_sigint_default()
     session = login(kernel)
@@ -104,9 +105,8 @@ def interactive(kernel: Kernel, shell_factory: type[Shell] = Shell) -> int:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
     from exo.shell.completion import ShellCompleter
-    from exo.shell.vfs import Vfs
 
-    shell = shell_factory(kernel, Vfs(kernel.root, kernel.virtual_trees()), session)
+    shell = shell_factory(kernel, vfs, session)
     # Root reads and appends these in homes apps may write: through the Vfs's descriptors
     # only, so a link planted there cannot aim root's writes at a host file.
     with contextlib.suppress(OSError):

@@ -20,7 +20,7 @@ def shell(tmp_path: Path) -> Iterator[Shell]:
     kernel = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
     kernel.boot()
     try:
-        yield Shell(kernel, Vfs(kernel.root, kernel.virtual_trees()))
+        yield Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()))
     finally:
         kernel.shutdown()
 

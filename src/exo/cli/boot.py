@@ -1,4 +1,8 @@
-"""``exo boot``: boot the kernel, then hand the terminal (or stdin) to the shell."""
+"""``exo boot``: boot the kernel, then hand the terminal (or stdin) to the shell.
+
+Above both: the kernel knows nothing of the shell, and the shell reaches the kernel only
+through its API (``exo.kernel.api``).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
         from exo.shell.repl import interactive, run_script, stdin_lines
         from exo.shell.vfs import Vfs
 
+        api = kernel.api
+        vfs = Vfs(kernel.root, kernel.virtual_trees())
+
         # "Boot time" runs to the prompt: the kernel's phases and the shell's loading.
         report.boot_ms = process_age_ms()
         if log is not None:
@@ -48,8 +55,8 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
             log.flush()
         if sys.stdin.isatty() and sys.stdout.isatty():
             kernel.start_deferred()
-            return interactive(kernel)
-        shell = Shell(kernel, Vfs(kernel.root, kernel.virtual_trees()))
+            return interactive(api, vfs)
+        shell = Shell(api, vfs)
         # DEFERRED starts once the shell is ready: its imports (libseccomp, the sandbox
         # launcher) would otherwise hold the GIL while the shell loads.
         kernel.start_deferred()

@@ -1,0 +1,59 @@
+"""The boot table: every subsystem of the kernel, in boot order.
+
+The kernel (``exo.kernel.kernel.Kernel``) starts the rows of each phase in this order and
+stops the started ones in reverse at shutdown. CRITICAL and NORMAL run before the prompt,
+DEFERRED in the background once the shell is ready. A row whose ``requires`` did not all
+start is FAILED without being imported.
+
+To add a subsystem: write its class (``exo.kernel.subsystem.Subsystem``: a constructor
+taking the core and, by keyword, what it requires; ``start() -> str``; ``stop()``) in its
+own package, and replace its ``NotBuilt`` row here (or add one). Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from exo.kernel.bootlog import Phase
+from exo.kernel.subsystem import NotBuilt, Row
+
+CRITICAL, NORMAL, DEFERRED = Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED
+_S = "exo.kernel.subsystems"
+
+
+def _cpus() -> str:
+    return f"; {os.cpu_count()} CPUs"
+
+
+def _tpm() -> str:
+    """What the security subsystem will have to work with on this host."""
+    if os.path.exists("/dev/tpm0") or os.path.exists("/dev/tpmrm0"):
+        return " (hardware TPM present)"
+    if _which("swtpm"):
+        return " (swtpm installed)"
+    return " (no TPM on this host)"
+
+
+def _which(program: str) -> bool:
+    """Whether ``program`` is on PATH (shutil.which without importing shutil at boot)."""
+    return any(os.access(os.path.join(d, program), os.X_OK)
+               for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+
+
+BOOT_TABLE: tuple[Row, ...] = (
+    Row("tree", "Exo tree", CRITICAL, f"{_S}.tree:ExoTree"),
+    Row("pool", "Memory pool", CRITICAL, f"{_S}.pool:MemoryPool"),
+    Row("caps", "Capability space", CRITICAL, f"{_S}.caps:Capabilities"),
+    Row("ipc", "IPC (Fusion Rings)", CRITICAL, f"{_S}.ipc:Ipc"),
+    Row("scheduler", "Scheduler", NORMAL,
+        NotBuilt("predictive scheduler not built yet", _cpus)),
+    Row("processes", "Processes and sandbox", NORMAL, f"{_S}.processes:Processes",
+        requires=("caps",)),
+    Row("syscalls", "Syscall server", NORMAL, f"{_S}.server:SyscallServer",
+        requires=("caps", "processes")),
+    Row("sandbox_filters", "Sandbox filters", DEFERRED, f"{_S}.processes:SandboxFilters",
+        requires=("processes",)),
+    Row("security", "Security", DEFERRED, NotBuilt("TPM/HSM integration not built yet", _tpm)),
+    Row("agents", "AI agents", DEFERRED, NotBuilt("AI agents not built yet")),
+    Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
+)

@@ -1,0 +1,1 @@
+"""The kernel's subsystems, one module each; ``exo.kernel.boottable`` lists them."""
