@@ -165,9 +165,14 @@ class KernelApi:
         manager = self._manager()
         rows: list[dict[str, Any]] = []
         for p in [pid] if pid is not None else manager.pids():
+            try:
+                infos = manager.handles(p)
+            except Exception:
+                if pid is not None:
+                    raise
+                continue  # exited while we listed the others
             rows += [{"pid": p, "handle": f"{i.handle:#x}", "resource": str(i.resource),
-                      "rights": i.rights.format(), "derived": i.children}
-                     for i in manager.handles(p)]
+                      "rights": i.rights.format(), "derived": i.children} for i in infos]
         return rows
 
     def audit(self, *, event: str | None = None, pid: int | None = None,

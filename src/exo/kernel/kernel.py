@@ -176,9 +176,6 @@ class Kernel:
         """A kernel message: kept for ``dmesg`` and appended to /var/log/kernel.log."""
         self.core.log(message)
 
-    def close_log(self) -> None:
-        self.core.close_log()
-
     def request_shutdown(self) -> None:
         self.core.request_shutdown()
 
