@@ -12,6 +12,7 @@ Above the kernel, the shell and the control socket use ``Kernel.api``
 
 from __future__ import annotations
 
+import functools  # already loaded by re
 import sys
 import threading
 import time
@@ -40,6 +41,8 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 class Kernel:
+    """Runs the boot table and holds what it started; the syscall handlers' view of it."""
+
     def __init__(self, config: KernelConfig, *, ephemeral: bool = False) -> None:
         self.core = core = KernelCore(config, ephemeral=ephemeral)
         # the core's parts, as the syscall handlers and tests know them
@@ -93,14 +96,11 @@ class Kernel:
                 continue
             if self._down:  # shut down while DEFERRED was still starting things
                 break
-            step = self.report.run(phase, row.name, self._starter(row))
+            step = self.report.run(phase, row.name, functools.partial(self._start, row))
             self.log(format_step(step, colour=False))
             if log is not None:
                 write_step(log, step)
         self.report.phase_ms[phase.value] = (time.perf_counter() - t0) * 1000
-
-    def _starter(self, row: Row) -> Callable[[], str]:
-        return lambda: self._start(row)
 
     def _start(self, row: Row) -> str:
         """Build and start the subsystem of ``row``: its detail for the boot log."""
