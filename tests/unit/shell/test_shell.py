@@ -304,3 +304,21 @@ def test_links_an_app_plants_inside_the_tree_never_make_the_shell_its_deputy(
     # the links themselves are the app's: listed, and removable
     assert run(shell, "ls /home/demo")[1].split() == ["notes.txt", "work"]
     assert run(shell, "rm /home/demo/notes.txt")[0] == 0
+
+
+def test_a_program_in_path_runs_sandboxed_in_the_working_directory(shell: Shell) -> None:
+    """An installed program runs as an Exo process (the shell's ShellJob) holding the
+    working directory and itself, with a shell's exit status."""
+    root = shell.kernel.root
+    program = root / "bin" / "greet"
+    program.write_text('#!/bin/sh\necho "hello $1 from $(pwd)"\n'
+                       f'ls {root / "etc"} >/dev/null 2>&1 && echo "Exo /etc visible"\n'
+                       'exit 4\n')
+    program.chmod(0o755)
+    (root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    status, out, err = run(shell, "cd /home/root; greet world | cat; echo $?")
+    assert out.splitlines() == [f"hello world from {root / 'home' / 'root'}", "0"], err
+    status, out, err = run(shell, "greet again")
+    assert status == 4, err
+    assert out.splitlines() == [f"hello again from {root / 'home' / 'root'}"], err
+    assert [r["pid"] for r in shell.kernel.ps()] == [1]  # waited for: reaped
