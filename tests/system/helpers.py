@@ -36,14 +36,27 @@ def exo_cgroups(boot_id: str) -> list[Path]:
     return found
 
 
-def run_app(kernel: Kernel, code: str, *caps: str) -> tuple[int, str, str]:
-    """Run Python ``code`` as a sandboxed Exo process holding ``caps``; (status, out, err)."""
+def first_directory(kernel: Kernel, caps: tuple[str, ...]) -> str:
+    """The Exo path of the first ``storage://`` directory among ``caps`` (else ``/``)."""
+    for cap in caps:
+        name = parse_grant(cap).name
+        if name.scheme == "storage" and name.path and name.fs_path(kernel.root).is_dir():
+            return "/" + name.path
+    return "/"
+
+
+def run_app(kernel: Kernel, code: str, *caps: str,
+            cwd: str | None = None) -> tuple[int, str, str]:
+    """Run Python ``code`` as a sandboxed Exo process holding ``caps``; (status, out, err).
+
+    Its working directory is ``cwd``, by default the first directory it is granted."""
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = kernel.processes.spawn(
                 [APP_PYTHON, "-c", textwrap.dedent(code)], [parse_grant(c) for c in caps],
-                stdio=(null, out.fileno(), err.fileno()))
+                stdio=(null, out.fileno(), err.fileno()),
+                cwd=first_directory(kernel, caps) if cwd is None else cwd)
         finally:
             os.close(null)  # the child has its own copy
         status = kernel.processes.wait(proc.pid, timeout=60)

@@ -94,7 +94,7 @@ def test_the_python_examples(index: int, exo_root: Path, exo_env: dict[str, str]
     (demo / "example.py").write_text(program + "\nprint('example finished')\n")
     r = subprocess.run([*EXO, "run", "--cap",
                         "storage://home/demo=READ,WRITE,EXECUTE,GRANT,DUPLICATE,TRANSFER",
-                        "--", "/usr/bin/python3", "example.py"],
+                        "--cwd", "/home/demo", "--", "/usr/bin/python3", "example.py"],
                        env=exo_env, text=True, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "example finished" in r.stdout

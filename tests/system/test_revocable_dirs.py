@@ -67,17 +67,17 @@ def _probe(kernel: Kernel, grant: str, revoke: Callable[[], object], *, writable
     """Spawn PROBE holding ``grant``, revoke with ``revoke()`` midway; results by check."""
     base = kernel.root / "home" / "a"
     (base / "data.txt").write_text("data\n")
-    return _run_probe(kernel, PROBE.replace("WRITABLE", repr(writable)), str(base), grant,
-                      revoke)
+    return _run_probe(kernel, PROBE.replace("WRITABLE", repr(writable)), "/home/a", grant,
+                      revoke, cwd="/home/a")
 
 
-def _run_probe(kernel: Kernel, code: str, arg: str, grant: str, revoke: Callable[[], object]
-               ) -> dict[str, str]:
+def _run_probe(kernel: Kernel, code: str, arg: str, grant: str, revoke: Callable[[], object],
+               cwd: str = "/") -> dict[str, str]:
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     try:
         proc = kernel.processes.spawn([APP_PYTHON, "-c", code, arg], [_grant(grant)],
-                                      stdio=(in_r, out_w, out_w))
+                                      stdio=(in_r, out_w, out_w), cwd=cwd)
     finally:
         os.close(in_r)
         os.close(out_w)
@@ -134,8 +134,8 @@ def test_revoking_an_ancestor_capability_cuts_the_grant(kernel: Kernel) -> None:
         out_r, out_w = os.pipe()
         try:
             proc = kernel.processes.spawn(
-                [APP_PYTHON, "-c", PROBE.replace("WRITABLE", "True"), str(kernel.root / "home")],
-                [], stdio=(in_r, out_w, out_w), derive=derive)
+                [APP_PYTHON, "-c", PROBE.replace("WRITABLE", "True"), "/home"],
+                [], stdio=(in_r, out_w, out_w), derive=derive, cwd="/home")
         finally:
             os.close(in_r)
             os.close(out_w)
@@ -179,7 +179,7 @@ print("child status", process.wait(pid), flush=True)
 def test_parent_revoking_cuts_its_childs_directory(kernel: Kernel) -> None:
     base = kernel.root / "home" / "a"
     (base / "data.txt").write_text("data\n")
-    code = PARENT.replace("BASE", repr(str(base)))
+    code = PARENT.replace("BASE", repr("/home/a"))
     code = code.replace("CHILD", repr(PROBE.replace("WRITABLE", "True")))
     status, out, err = run_app(kernel, code,
                                "storage://home/a=READ,WRITE,DUPLICATE")
@@ -238,7 +238,7 @@ def test_symlinks_inside_the_grant_do_not_lead_out(kernel: Kernel) -> None:
 def test_exports_are_released_when_the_process_exits(kernel: Kernel) -> None:
     (kernel.root / "home" / "b" / "x.txt").write_text("x")
     status, out, err = run_app(kernel, "import os; print(sorted(os.listdir(B)))".replace(
-        "B", repr(str(kernel.root / "home" / "b"))),
+        "B", repr("/home/b")),
         "storage://home/a=READ,WRITE", "storage://home/b=READ")
     assert status == 0, err
     assert out.strip() == "['x.txt']"
@@ -287,7 +287,8 @@ def test_concurrent_apps_on_one_grant(kernel: Kernel) -> None:
         r, w = os.pipe()
         procs.append(kernel.processes.spawn([APP_PYTHON, "-c", code, who],
                                             [_grant("storage://home/a=READ,WRITE")],
-                                            stdio=(os.open(os.devnull, os.O_RDONLY), w, w)))
+                                            stdio=(os.open(os.devnull, os.O_RDONLY), w, w),
+                                            cwd="/home/a"))
         os.close(w)
         outs.append(r)
     for proc, r in zip(procs, outs, strict=True):
@@ -322,7 +323,7 @@ def test_a_single_file_grant_is_revocable_too(kernel: Kernel) -> None:
     base = kernel.root / "home" / "a"
     (base / "one.txt").write_text("data\n")
     (base / "other.txt").write_text("not granted\n")
-    results = _run_probe(kernel, FILE_PROBE, str(base / "one.txt"),
+    results = _run_probe(kernel, FILE_PROBE, "/home/a/one.txt",
                          "storage://home/a/one.txt=READ,WRITE",
                          lambda: kernel.caps.revoke_resource("storage://home/a/one.txt"))
     for check in ("open", "stat", "read-kept-fd", "write-kept-fd"):

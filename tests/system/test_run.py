@@ -42,10 +42,10 @@ def exo_run(exo_cmd: list[str], env: dict[str, str], *args: str,
 
 def test_run_on_an_ephemeral_kernel(exo_cmd: list[str], exo_env: dict[str, str],
                                     demo: Path) -> None:
-    r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ,WRITE", "--",
-                "/usr/bin/python3", "app.py", "3")
+    r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ,WRITE", "--cwd",
+                "/home/demo", "--", "/usr/bin/python3", "app.py", "3")
     assert r.returncode == 3, r.stderr
-    assert f"cwd {demo}" in r.stdout
+    assert "cwd /home/demo" in r.stdout
     assert "handles [('storage://home/demo', 3)]" in r.stdout
     assert "shadow FileNotFoundError" in r.stdout or "shadow PermissionError" in r.stdout
     assert (demo / "out.txt").read_text() == "written through a capability\n"
@@ -54,7 +54,7 @@ def test_run_on_an_ephemeral_kernel(exo_cmd: list[str], exo_env: dict[str, str],
 def test_run_without_the_capability_is_refused(exo_cmd: list[str], exo_env: dict[str, str],
                                                demo: Path) -> None:
     r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ", "--",
-                "/usr/bin/python3", "app.py")
+                "/usr/bin/python3", "/home/demo/app.py")
     assert r.returncode != 0
     assert "PermissionError" in r.stderr
     assert not (demo / "out.txt").exists()
@@ -70,8 +70,8 @@ def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str]
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sock.exists()
-        r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ,WRITE", "--",
-                    "/usr/bin/python3", "app.py", "5")
+        r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ,WRITE", "--cwd",
+                    "/home/demo", "--", "/usr/bin/python3", "app.py", "5")
         assert r.returncode == 5, r.stderr
         assert "written" in (demo / "out.txt").read_text()
         # Start failures carry a shell's statuses through the control socket too.
@@ -97,6 +97,12 @@ def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str]
     (["--cap", "storage://home=FLY", "--", "true"], "unknown right"),
     (["--cap", "storage://home", "--", "true"], "NAME=RIGHTS"),
     (["--manifest", "/nonexistent.toml", "--", "true"], "no such manifest"),
+    # Clear ends (issue 9): rights a scheme does not use, objects that do not exist, no rights.
+    (["--cap", "process://99=READ", "--", "true"], "READ means nothing for process://"),
+    (["--cap", "net://loopback=READ", "--", "true"], "READ means nothing for net://"),
+    (["--cap", "device://gpu0=READ", "--", "true"], "no such device 'gpu0'"),
+    (["--cap", "process://99=SEND", "--", "true"], "no such process 99"),
+    (["--cap", "storage://home/demo=", "--", "true"], "no rights given for storage://home/demo"),
 ])
 def test_bad_input_is_one_clear_line(exo_cmd: list[str], exo_env: dict[str, str],
                                      args: list[str], message: str) -> None:
@@ -123,7 +129,8 @@ def test_manifest_grants_and_limits(exo_cmd: list[str], exo_env: dict[str, str],
     m = tmp_path / "app.toml"
     m.write_text('[sandbox]\ncapabilities = ["storage://home/demo=READ,WRITE"]\n'
                  '[limits]\nmemory = "128M"\npids = 16\n')
-    r = exo_run(exo_cmd, exo_env, "--manifest", str(m), "--", "/usr/bin/python3", "app.py")
+    r = exo_run(exo_cmd, exo_env, "--manifest", str(m), "--", "/usr/bin/python3",
+                "/home/demo/app.py")
     assert r.returncode == 0, r.stderr
     assert (demo / "out.txt").exists()
 

@@ -38,12 +38,11 @@ def test_grant_through_a_planted_symlink_reaches_nothing_outside(kernel: Kernel,
     host = tmp_path / "host"
     host.mkdir()
     (host / "secret").write_text("HOST SECRET")
-    home = kernel.root / "home" / "demo"
     status, out, err = run_app(kernel, f"""
         import json, os
         from exo_std import fs, Rights, request_capability
-        os.symlink("/etc", "{home}/etc-link")
-        os.symlink("{host}", "{home}/host-link")
+        os.symlink("/etc", "/home/demo/etc-link")
+        os.symlink("{host}", "/home/demo/host-link")
         out = {{}}
         def attempt(key, fn):
             try:
@@ -149,11 +148,11 @@ def test_a_planted_symlink_never_becomes_someone_elses_grant(kernel: Kernel) -> 
     try:
         status, _out, err = run_app(kernel, f"""
             import os
-            os.symlink("../../etc", "{home}/conf")
-            os.symlink("../../var/run/service.sock", "{home}/sock")
-            os.symlink("{kernel.root / 'etc'}", "{home}/abs")
-            os.mkdir("{home}/sub")
-            os.symlink("../../../etc", "{home}/sub/deeper")
+            os.symlink("../../etc", "/home/demo/conf")
+            os.symlink("../../var/run/service.sock", "/home/demo/sock")
+            os.symlink("{kernel.root / 'etc'}", "/home/demo/abs")
+            os.mkdir("/home/demo/sub")
+            os.symlink("../../../etc", "/home/demo/sub/deeper")
         """, "storage://home/demo=READ,WRITE")
         assert status == 0, err
         for name in ("conf", "sock", "abs", "sub/deeper", "sub/deeper/passwd"):
@@ -207,9 +206,9 @@ def test_twenty_thousand_files_do_not_exhaust_the_kernels_descriptors(kernel: Ke
     out_r, out_w = os.pipe()
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        proc = kernel.processes.spawn([APP_PYTHON, "-c", _FLOOD, str(home)],
+        proc = kernel.processes.spawn([APP_PYTHON, "-c", _FLOOD, "/home/demo"],
                                       [parse_grant("storage://home/demo=READ,WRITE")],
-                                      stdio=(stdin_r, out_w, null))
+                                      stdio=(stdin_r, out_w, null), cwd="/home/demo")
     finally:
         for fd in (stdin_r, out_w, null):
             os.close(fd)

@@ -100,3 +100,26 @@ def test_limits_asked_for_a_child_over_a_syscall() -> None:
                          ([], "must be an object"), ({"memory": "lots"}, "limits.memory")]:
         with pytest.raises(ManifestError, match=message):
             Limits.from_request(bad, parent)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("process://99=READ", "READ means nothing for process:// (its rights: SEND,RECV,"
+                          "DUPLICATE,TRANSFER,GRANT)"),
+    ("net://loopback=READ,SEND", "READ means nothing for net://"),
+    ("ipc://ai-res=EXECUTE", "EXECUTE means nothing for ipc://"),
+    ("storage://home/demo=SEND", "SEND means nothing for storage://"),
+    ("device://serial0=EXECUTE", "EXECUTE means nothing for device://"),
+    ("storage://home/demo=", "no rights given for storage://home/demo"),
+    ("storage://home/demo=NONE", "no rights given for storage://home/demo"),
+])
+def test_rights_a_scheme_does_not_use_are_refused(text: str, why: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_grant(text)
+    assert why in str(info.value) and "\n" not in str(info.value)
+
+
+def test_all_means_every_right_of_the_scheme() -> None:
+    assert parse_grant("net://loopback:80=ALL").rights.format() == \
+        "SEND,RECV,DUPLICATE,TRANSFER,GRANT"
+    assert parse_grant("storage://home=ALL").rights.format() == \
+        "READ,WRITE,EXECUTE,DUPLICATE,TRANSFER,GRANT"

@@ -55,12 +55,16 @@ def boot(root: str | None, quiet: bool, json_boot: bool) -> None:
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="TOML manifest with [sandbox] capabilities and limits.")
 @click.option("--root", type=click.Path(file_okay=False), help=_ROOT_HELP)
+@click.option("--cwd", default="/", metavar="DIR",
+              help="Working directory, an Exo path the capabilities cover (default /).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
+def run(caps: tuple[str, ...], manifest: str | None, root: str | None, cwd: str,
         command: tuple[str, ...]) -> None:
     """Run COMMAND as a sandboxed Exo process holding exactly the given capabilities.
 
-    Example: exo run --cap storage://home/demo=READ,WRITE -- /usr/bin/python3 app.py
+    Inside, the Exo tree is /: storage://home/demo is /home/demo.
+
+    Example: exo run --cap storage://home/demo=READ,WRITE --cwd /home/demo -- python3 app.py
 
     Uses the running kernel when there is one, else boots an ephemeral kernel.
     """
@@ -70,7 +74,7 @@ def run(caps: tuple[str, ...], manifest: str | None, root: str | None,
     from exo.sandbox import SandboxError
 
     try:
-        status = run_command(list(command), list(caps), manifest, root)
+        status = run_command(list(command), list(caps), manifest, root, cwd)
     except ManifestError as exc:
         _fail(str(exc), 2)
     except (SandboxError, RuntimeError, OSError, LookupError, ValueError) as exc:

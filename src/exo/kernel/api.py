@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import signal
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
@@ -44,10 +45,13 @@ def exit_code(status: int) -> int:
 
 def failure_status(exc: BaseException) -> int:
     """The exit status for a process that could not be started, as a shell would give it:
-    127 when the program does not exist, 126 when it (or its sandbox) cannot be run, 1 for
-    anything else. ``exc`` may come from this process or from the running kernel (a
-    ``KernelError`` carries the kernel's exception name as ``kind``)."""
+    127 when the program does not exist, 126 when it (or its sandbox) cannot be run, 2 for
+    a capability or manifest that cannot be used as given, 1 for anything else. ``exc``
+    may come from this process or from the running kernel (a ``KernelError`` carries the
+    kernel's exception name as ``kind``)."""
     kind = getattr(exc, "kind", type(exc).__name__)
+    if kind == "ManifestError":  # a capability or manifest that cannot be used as given
+        return 2
     if kind == "ExecFailed":
         return 127 if getattr(exc, "errno", None) == errno.ENOENT else 126
     return 126 if kind in ("SandboxError", "SandboxUnavailable", "ProcessesUnavailable") else 1
@@ -101,17 +105,20 @@ class KernelApi:
 
     def start(self, argv: Sequence[str], grants: Sequence[Grant] = (), *,
               manifest: Manifest | None = None,
-              stdio: tuple[int, int, int] = (0, 1, 2)) -> ExoProcess:
+              stdio: tuple[int, int, int] = (0, 1, 2), cwd: str = "/",
+              env: dict[str, str] | None = None) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
-        manifest's limits. Raises what the spawn raised (``SandboxError``, ``ExecFailed``,
-        ``QuotaExceeded``...) or ``ProcessesUnavailable``."""
+        manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
+        its own), with ``env`` added to its environment. Raises what the spawn raised
+        (``SandboxError``, ``ExecFailed``, ``QuotaExceeded``...) or
+        ``ProcessesUnavailable``."""
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
                                if s.status.value == "FAILED")
             raise ProcessesUnavailable(f"cannot start processes on this host ({failed})"
                                        if failed else "cannot start processes on this host")
         all_grants = [*(manifest.grants if manifest is not None else ()), *grants]
-        return self._processes.spawn(argv, all_grants, stdio=stdio,
+        return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      limits=manifest.limits if manifest is not None else None)
 
     def wait(self, proc: ExoProcess, *, cancelled: Callable[[], bool] | None = None,
@@ -135,6 +142,15 @@ class KernelApi:
             self.interrupt(proc, grace)
             raise
 
+    @staticmethod
+    def report_end(proc: ExoProcess, fd: int) -> None:
+        """Write why ``proc`` ended to ``fd`` (its caller's stderr), when its status does
+        not say it: ``exo: killed: memory limit 64M reached`` for 137 at the memory
+        limit. One line; nothing when there is nothing to add or ``fd`` is gone."""
+        if proc.end_reason is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, f"exo: killed: {proc.end_reason}\n".encode())
+
     def interrupt(self, proc: ExoProcess, grace: float = INTERRUPT_GRACE_S) -> None:
         """SIGINT, then SIGKILL if ``proc`` is still running after ``grace`` seconds."""
         assert self._processes is not None
@@ -149,10 +165,13 @@ class KernelApi:
     def run(self, argv: Sequence[str], grants: Sequence[Grant] = (), *,
             manifest: Manifest | None = None, stdio: tuple[int, int, int] = (0, 1, 2),
             cancelled: Callable[[], bool] | None = None,
-            grace: float = INTERRUPT_GRACE_S) -> int:
+            grace: float = INTERRUPT_GRACE_S, cwd: str = "/",
+            env: dict[str, str] | None = None) -> int:
         """``start`` then ``wait``: the command's exit status, in the shell's convention."""
-        return self.wait(self.start(argv, grants, manifest=manifest, stdio=stdio),
-                         cancelled=cancelled, grace=grace)
+        proc = self.start(argv, grants, manifest=manifest, stdio=stdio, cwd=cwd, env=env)
+        status = self.wait(proc, cancelled=cancelled, grace=grace)
+        self.report_end(proc, stdio[2])
+        return status
 
     # ------------------------------------------------------------ capabilities
     def _manager(self) -> CapabilityManager:

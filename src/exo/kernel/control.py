@@ -174,11 +174,16 @@ class ControlServer:
         manifest = manifest_from_dict(args["manifest"], args.get("manifest_path", "manifest")) \
             if args.get("manifest") else None
         grants = [parse_grant(c) for c in args.get("caps", [])]
-        proc = self.kernel.start(argv, grants, manifest=manifest, stdio=(fds[0], fds[1], fds[2]))
+        cwd = args.get("cwd") or "/"
+        if not isinstance(cwd, str):
+            raise ValueError("run: cwd must be an Exo path")
+        proc = self.kernel.start(argv, grants, manifest=manifest, stdio=(fds[0], fds[1], fds[2]),
+                                 cwd=cwd)
         poller = select.poll()
         poller.register(conn, select.POLLIN | select.POLLHUP)
         # the caller hung up (or sent something): kill the process at once
         status = self.kernel.wait(proc, cancelled=lambda: bool(poller.poll(0)), grace=0)
+        self.kernel.report_end(proc, fds[2])
         return {"status": status, "pid": proc.pid}
 
     def close(self) -> None:

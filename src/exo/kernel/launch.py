@@ -10,8 +10,9 @@ from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
 
 
 def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
-                root: str | None) -> int:
-    """Run ``argv`` holding ``caps`` (and the manifest's); its exit status.
+                root: str | None, cwd: str = "/") -> int:
+    """Run ``argv`` holding ``caps`` (and the manifest's) in the Exo directory ``cwd``;
+    its exit status.
 
     Through the control socket of the kernel running on ``root``; when there is none, on a
     kernel booted here for this one command (no control socket, no lock) and shut down
@@ -33,7 +34,7 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     if client is not None:
         raw = tomllib.loads(Path(manifest_path).read_text()) if manifest_path else None
         result = client.call("run", fds=[0, 1, 2], argv=argv, caps=caps, manifest=raw,
-                             manifest_path=manifest_path)
+                             manifest_path=manifest_path, cwd=cwd)
         return exit_code(int(result["status"]))  # already mapped by a current kernel
 
     from exo.kernel.config import KernelConfig
@@ -43,7 +44,7 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     try:
         kernel.boot(log=None)
         try:
-            return kernel.api.run(argv, grants, manifest=manifest, grace=0)
+            return kernel.api.run(argv, grants, manifest=manifest, grace=0, cwd=cwd)
         except KeyboardInterrupt:  # the process is killed already
             return 130
     finally:

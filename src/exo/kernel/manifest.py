@@ -22,6 +22,7 @@ from pathlib import Path
 
 from exo._value import Value
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
+from exo.kernel.caps.names import check_rights, scheme_rights
 from exo.kernel.quota import NAMES as QUOTA_NAMES
 from exo.kernel.quota import Quotas
 
@@ -122,13 +123,19 @@ class Manifest(Value):
 
 
 def parse_grant(text: str) -> Grant:
-    """``NAME=RIGHTS`` as given to ``--cap``."""
+    """``NAME=RIGHTS`` as given to ``--cap``: rights the scheme uses, at least one
+    (``ALL``: every right of that scheme)."""
     name, sep, rights = text.rpartition("=")
     if not sep or not name:
         raise ManifestError(f"capability {text!r}: expected NAME=RIGHTS, "
                             "e.g. storage://home/demo=READ,WRITE")
     try:
-        return Grant(ResourceName.parse(name), Rights.parse(rights))
+        resource = ResourceName.parse(name)
+        parsed = Rights.parse(rights)
+        if rights.strip().upper() == "ALL":
+            parsed = scheme_rights(resource.scheme)
+        check_rights(resource, parsed)
+        return Grant(resource, parsed)
     except CapabilityError as exc:
         raise ManifestError(f"capability {text!r}: {exc}") from None
 

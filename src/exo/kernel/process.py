@@ -30,7 +30,7 @@ from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
 from exo.kernel.caps.errors import QuotaExceeded
-from exo.kernel.manifest import Grant, Limits
+from exo.kernel.manifest import Grant, Limits, ManifestError
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 
 TYPE_CHECKING = False
@@ -51,8 +51,9 @@ class ExoProcess:
     """One Exo process as the kernel sees it, and what it is allowed to make the kernel
     spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
-    __slots__ = ("argv", "channel", "children", "exited", "host_pid", "inbox", "limits",
-                 "on_exit", "parent", "pid", "sandbox", "server", "started", "status")
+    __slots__ = ("argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
+                 "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "sandbox",
+                 "server", "started", "status")
 
     def __init__(self, pid: int, argv: list[str], parent: int,
                  limits: Limits | None = None) -> None:
@@ -62,7 +63,12 @@ class ExoProcess:
         self.limits = limits if limits is not None else Limits()
         self.started = time.monotonic()
         self.host_pid = 0
+        self.cwd = "/"  # the Exo path it started in
         self.status: int | None = None
+        self.ended: float | None = None  # monotonic time of its exit
+        #: Why it ended, when the kernel knows more than the status says
+        #: ("memory limit 64M reached").
+        self.end_reason: str | None = None
         self.channel: BootstrapChannel | None = None
         self.server: threading.Thread | None = None
         # Capabilities sent to this process and not yet received: (sender, in-flight cap).
@@ -193,8 +199,12 @@ class ProcessManager:
         env: dict[str, str] | None = None,
         derive: Callable[[int], None] | None = None,
         extra_fds: tuple[int, ...] = (),
+        cwd: str | None = None,
     ) -> ExoProcess:
-        """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs).
+        """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
+        working directory ``cwd``, an Exo path the process must be able to see. Without
+        one, a process started by another starts where its parent started when it can see
+        that directory, else (and for the kernel's own spawns) in ``/``.
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -213,6 +223,7 @@ class ProcessManager:
             raise RuntimeError("the syscall server is not running")
         limits = limits or Limits()
         owner = None if parent == KERNEL_PID else self.get(parent)
+        self._check_objects(grants)
 
         def refused(quota: str, limit: int, detail: str) -> QuotaExceeded:
             """The error, audited as a denial (rate-limited per process) of the parent."""
@@ -281,7 +292,8 @@ class ProcessManager:
             if derive is not None:
                 derive(pid)
             channel = BootstrapChannel()
-            spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()})
+            spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()},
+                              cwd, None if owner is None else owner.cwd)
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
             nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
@@ -297,6 +309,7 @@ class ProcessManager:
             raise
         channel.forget_child_end()
         proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
+        proc.cwd = str(spec.cwd)
         proc.on_exit.append(release_kernel_state)
         with self._lock:
             self._table[pid] = proc
@@ -310,15 +323,36 @@ class ProcessManager:
         self.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 
-    def _spec(self, pid: int, limits: Limits, env: dict[str, str]) -> Any:
+    def _check_objects(self, grants: Sequence[Grant]) -> None:
+        """Refuse a capability naming an object that does not exist, with a line saying so:
+        a process that is not running, a device (this kernel has no drivers yet).
+        Wildcards (``process://*``) name no one object and pass."""
+        for g in grants:
+            name = g.name
+            if name.is_wildcard or name.scheme not in ("process", "device"):
+                continue
+            if name.scheme == "device":
+                raise ManifestError(f"capability {g}: no such device {name.path!r} (this "
+                                    "kernel has no device drivers yet)")
+            pid = int(name.path)
+            with self._lock:
+                known = self._table.get(pid)
+            if pid != KERNEL_PID and (known is None or known.status is not None):
+                raise ManifestError(f"capability {g}: no such process {pid}")
+
+    def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
+              inherited: str | None) -> Any:
+        """The sandbox of process ``pid``: its capabilities as the namespace of
+        ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path)."""
         from exo.sandbox import NetPolicy, SandboxSpec
+        from exo.sandbox.namespace import check_destination, exo_path
 
         read: list[Path] = []
         write: list[Path] = []
         execs: list[Path] = []
         connect: set[int] = set()
         net_any = False
-        cwd: Path | None = None
+        home: str | None = None
         exports: dict[Path, Any] = {}  # granted path -> the handle to export it through
         # Each granted path is opened once, O_PATH, from the kernel's pinned descriptor of
         # the tree with no symlink followed (_grant_fd), and that descriptor is what gets
@@ -333,22 +367,23 @@ class ProcessManager:
             for info in self.caps.handles(pid):
                 res, rights = info.resource, info.rights
                 if res.scheme == "storage":
-                    host = res.fs_path(root)
-                    if host not in opened:
-                        opened[host] = self._grant_fd(res)
-                    kind = stat.S_IFMT(os.fstat(opened[host]).st_mode)
+                    # Shown at its Exo path; refused where the namespace owns the name.
+                    inside = Path(check_destination(exo_path(res.path), str(res)))
+                    if inside not in opened:
+                        opened[inside] = self._grant_fd(res)
+                    kind = stat.S_IFMT(os.fstat(opened[inside]).st_mode)
                     if Rights.WRITE in rights:
-                        write.append(host)
+                        write.append(inside)
                     elif Rights.READ in rights:
-                        read.append(host)
+                        read.append(inside)
                     if Rights.EXECUTE in rights:
-                        execs.append(host)
-                    if kind == stat.S_IFDIR and cwd is None:
-                        cwd = host
-                    best = exports.get(host)
+                        execs.append(inside)
+                    if kind == stat.S_IFDIR and home is None:
+                        home = str(inside)
+                    best = exports.get(inside)
                     if best is None or (Rights.WRITE in rights
                                         and Rights.WRITE not in best.rights):
-                        exports[host] = info
+                        exports[inside] = info
                 elif res.scheme == "net":
                     # Landlock filters TCP by port only: a host-specific grant still opens
                     # the port to every host (documented in docs/sandbox.md).
@@ -360,13 +395,17 @@ class ProcessManager:
             # passthrough, pinned from its capability, so revoking it cuts every access,
             # even through the cwd and descriptors already open (docs/revocable-files.md).
             # No FUSE: plain bind mounts.
-            for host, info in exports.items():
-                exported = self._export(pid, info, opened.pop(host))
+            for inside, info in exports.items():
+                exported = self._export(pid, info, opened.pop(inside))
                 if exported is not None:
-                    sources[host] = exported
+                    sources[inside] = exported
         finally:
             for fd in opened.values():
                 os.close(fd)
+        if cwd is None:
+            seen = [str(p) for p in (*read, *write, *execs)]
+            cwd = "/" if inherited is None or not any(
+                inherited == p or inherited.startswith(p + "/") for p in seen) else inherited
         if net_any:
             net = NetPolicy.any()
         elif connect:
@@ -375,7 +414,7 @@ class ProcessManager:
             net = NetPolicy.none()
         child_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(cwd) if cwd else "/tmp",
+            "HOME": home or "/tmp",
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(_SRC_DIR),
             "PYTHONDONTWRITEBYTECODE": "1",
@@ -384,10 +423,11 @@ class ProcessManager:
         if "TERM" in os.environ:
             child_env["TERM"] = os.environ["TERM"]
         child_env.update(env)
+        child_env[PID_ENV] = str(pid)  # the kernel's, whatever a caller's env says
         return SandboxSpec(
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
-            cwd=cwd, env=child_env, bind_sources=sources,
+            cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
         )
 
     def _grant_fd(self, res: Any) -> int:
@@ -448,6 +488,9 @@ class ProcessManager:
     # ------------------------------------------------------------------ reaping
     def _reap(self, proc: ExoProcess) -> None:
         status = proc.sandbox.wait()
+        if getattr(proc.sandbox, "oom_killed", False):
+            proc.end_reason = f"memory limit {format_size(proc.limits.memory)} reached"
+            self.log(f"pid {proc.pid} was killed by its cgroup: {proc.end_reason}")
         self._reclaim(proc, status)
 
     def _reclaim(self, proc: ExoProcess, status: int) -> None:
@@ -455,6 +498,7 @@ class ProcessManager:
             if proc.status is not None:
                 return
             proc.status = status
+            proc.ended = time.monotonic()
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
@@ -564,3 +608,13 @@ class ProcessManager:
 
 def _text(value: str) -> str:
     return value
+
+
+def format_size(size: int | None) -> str:
+    """``64M``, ``1G``, ``1536K``: a limit as a manifest would write it."""
+    if size is None:
+        return "unlimited"
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)

@@ -18,14 +18,23 @@ from pathlib import Path
 import exo
 
 from .errors import SandboxError, SandboxUnavailable
+from .namespace import (
+    DEVICES,
+    ETC_FROM_HOST,
+    ETC_NETWORK,
+    ETC_SYNTHESISED,
+    LOCALTIME,
+    SYSTEM_DIRS,
+    TTY,
+    check_cwd,
+    check_destination,
+)
 
 TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
 if TYPE_CHECKING:
     from .spec import SandboxSpec
 
 BWRAP = "bwrap"
-DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 
 # A grant may never contain these (secrets, other users, kernel interfaces)...
 _PROTECTED = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/ssl/private",
@@ -34,11 +43,6 @@ _PROTECTED = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/s
 _FORBIDDEN_INSIDE = ("/proc", "/sys", "/dev", "/etc/ssh", "/etc/ssl/private", "/root/.ssh",
                      "/root/.gnupg", "/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 
-_PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
-           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
-_GROUP = "root:x:0:\nnogroup:x:65534:\n"
-_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-_NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
 
 
 def bwrap_path() -> str | None:
@@ -74,33 +78,38 @@ def _has_ssh_dir(path: Path) -> bool:
     return ".ssh" in path.parts or ".gnupg" in path.parts
 
 
-def check_grant(path: Path, what: str, *, system: tuple[Path, ...]) -> Path:
-    """Refuse grants that would expose secrets or let the app modify the system."""
+def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
+                shown: Path | None = None) -> Path:
+    """Refuse grants that would expose secrets or let the app modify the system.
+
+    ``shown``: the path as the process sees it, named in errors instead of the host's.
+    """
     real = Path(os.path.realpath(path))
+    name = str(shown or path)
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
-        raise SandboxError(f"{what} path {str(path)!r} does not exist") from None
+        raise SandboxError(f"{what} path {name!r} does not exist") from None
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
         # A socket, FIFO or device would be bound as it is: a control socket or a pipe
         # outside every revocable export, or a device node. Never granted.
-        raise SandboxError(f"{what} path {str(path)!r} is not a directory or regular file "
+        raise SandboxError(f"{what} path {name!r} is not a directory or regular file "
                            "(sockets, FIFOs and devices are never granted)")
     for candidate in {path, real}:
         if _has_ssh_dir(candidate):
-            raise SandboxError(f"{what} path {str(path)!r} is a key directory; never granted")
+            raise SandboxError(f"{what} path {name!r} is a key directory; never granted")
         for protected in map(Path, _PROTECTED):
             if _is_within(protected, candidate):
-                raise SandboxError(f"{what} path {str(path)!r} would expose {protected}; "
+                raise SandboxError(f"{what} path {name!r} would expose {protected}; "
                                    "grant a narrower path")
         for forbidden in map(Path, _FORBIDDEN_INSIDE):
             if _is_within(candidate, forbidden):
-                raise SandboxError(f"{what} path {str(path)!r} lies in {forbidden}; never "
+                raise SandboxError(f"{what} path {name!r} lies in {forbidden}; never "
                                    "granted")
         if what == "write":
             for sys_path in system:
                 if _is_within(candidate, sys_path) or _is_within(sys_path, candidate):
-                    raise SandboxError(f"write path {str(path)!r} overlaps the read-only "
+                    raise SandboxError(f"write path {name!r} overlaps the read-only "
                                        f"system path {sys_path}")
     return real
 
@@ -113,12 +122,14 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
-def check_source(source: Path, dest: Path) -> Path:
+def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path:
     """A bind source must be an export directly below one of the kernel's FUSE mounts,
-    of the same kind (directory or regular file) as the granted path it stands for."""
+    of the same kind (directory or regular file) as the granted host path ``dest`` it
+    stands for (``shown``: where the process sees it, for messages)."""
     real = Path(os.path.realpath(source))
+    name = str(shown or dest)
     if not (real.is_dir() and dest.is_dir()) and not (real.is_file() and dest.is_file()):
-        raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not a "
+        raise SandboxError(f"bind source {str(source)!r} for {name!r} is not a "
                            "directory or file like its destination")
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
@@ -128,7 +139,7 @@ def check_source(source: Path, dest: Path) -> Path:
             if (Path(point) == real.parent and fstype == "fuse"
                     and origin in KERNEL_FUSE_SOURCES):
                 return real
-    raise SandboxError(f"bind source {str(source)!r} for {str(dest)!r} is not an export of "
+    raise SandboxError(f"bind source {str(source)!r} for {name!r} is not an export of "
                        "the kernel's file server")
 
 
@@ -146,12 +157,18 @@ class MountPlan:
         self.devices: list[Path] = []  # landlock: read + write file
 
 
-def plan_mounts(spec: SandboxSpec) -> MountPlan:
-    """Compute the mount view for ``spec`` (validating every grant first)."""
+def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
+    """Compute the mount view for ``spec`` (validating every grant first).
+
+    The layers are those of ``namespace`` (docs/sandbox.md, "The namespace an Exo process
+    sees"). Without ``spec.tree`` a granted path is a host path shown at the same path; with
+    it, a granted path is an Exo path, shown there, whose host directory is below the tree.
+    ``tty``: one of the process's standard descriptors is a terminal (``/dev/tty`` too).
+    """
     plan = MountPlan()
-    # Devices: exactly four nodes on a private tmpfs, plus a private /dev/shm.
+    # Devices: exactly these nodes on a private tmpfs, plus a private /dev/shm.
     plan.args += ["--tmpfs", "/dev"]
-    for dev in DEVICES:
+    for dev in (*DEVICES, TTY) if tty and os.path.exists(TTY) else DEVICES:
         plan.args += ["--dev-bind", dev, dev]
         plan.devices.append(Path(dev))
     plan.args += ["--tmpfs", "/dev/shm", "--symlink", "/proc/self/fd", "/dev/fd",
@@ -162,6 +179,7 @@ def plan_mounts(spec: SandboxSpec) -> MountPlan:
     plan.read.append(Path("/proc"))
     plan.read.append(Path("/dev"))
     binds: dict[Path, str] = {}  # dest -> "ro" | "rw"
+    hosts: dict[Path, Path] = {}  # dest -> the host path it shows
     system: list[Path] = []
     for d in SYSTEM_DIRS:
         p = Path(d)
@@ -176,51 +194,64 @@ def plan_mounts(spec: SandboxSpec) -> MountPlan:
     plan.exec_ += system
     system_t = tuple(system)
 
+    def grant(path: Path, what: str) -> Path:
+        """The destination of a granted path, checked; its host path goes in ``hosts``."""
+        if spec.tree is None:
+            real = check_grant(path, what, system=system_t)
+            hosts[real] = real
+            return real
+        dest = Path(check_destination(str(path)))
+        host = spec.tree.joinpath(*dest.parts[1:])
+        if not host.exists():
+            raise SandboxError(f"{what} path {str(dest)!r} does not exist")
+        real = check_grant(host, what, system=system_t, shown=dest)
+        if not _is_within(real, Path(os.path.realpath(spec.tree))):
+            raise SandboxError(f"{what} path {str(dest)!r} leads out of the Exo tree")
+        hosts[dest] = real
+        return dest
+
     for p in spec.read_paths:
-        real = check_grant(p, "read", system=system_t)
-        binds.setdefault(real, "ro")
-        plan.read.append(real)
+        dest = grant(p, "read")
+        binds.setdefault(dest, "ro")
+        plan.read.append(dest)
     for p in spec.exec_paths:
-        real = check_grant(p, "exec", system=system_t)
-        binds.setdefault(real, "ro")
-        plan.exec_.append(real)
+        dest = grant(p, "exec")
+        binds.setdefault(dest, "ro")
+        plan.exec_.append(dest)
     for p in spec.write_paths:
-        real = check_grant(p, "write", system=system_t)
-        binds[real] = "rw"
-        plan.write.append(real)
+        dest = grant(p, "write")
+        binds[dest] = "rw"
+        plan.write.append(dest)
     sources: dict[Path, Path] = {}
     for granted, src in spec.bind_sources.items():
         # The kernel checked the destination's path without following links and exports
         # what it checked; a link here now (swapped in since) would move the mount point.
-        if Path(os.path.realpath(granted)) != granted:
+        host = hosts.get(granted, granted)
+        unlinked = granted if spec.tree is None else spec.tree.joinpath(*granted.parts[1:])
+        if Path(os.path.realpath(unlinked)) != host:
             raise SandboxError(f"granted path {str(granted)!r} has a symbolic link on it "
                                "(a path served by the kernel is never reached through one)")
-        sources[granted] = check_source(src, granted)
-    if spec.cwd is not None and not any(_is_within(spec.cwd, b) for b in binds) \
-            and not _is_within(spec.cwd, Path("/tmp")):
-        raise SandboxError(f"cwd {str(spec.cwd)!r} is not inside a granted path")
+        sources[granted] = check_source(src, host, shown=granted)
+    if spec.cwd is not None:
+        check_cwd(str(spec.cwd), [str(b) for b in binds])
 
     # Parents before children, so a nested grant is mounted over its parent's view.
     for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):
-        origin = sources.get(dest, dest)
+        origin = sources.get(dest, hosts.get(dest, dest))
         plan.args += ["--ro-bind" if binds[dest] == "ro" else "--bind", str(origin), str(dest)]
 
     # Minimal /etc: synthesised files, no secrets.
-    plan.data_files += [("/etc/passwd", _PASSWD), ("/etc/group", _GROUP),
-                        ("/etc/hosts", _HOSTS), ("/etc/nsswitch.conf", _NSSWITCH)]
-    etc_ro = ["/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
-              "/etc/ca-certificates.conf", "/etc/mime.types"]
-    if spec.net.mode != "none":
-        etc_ro += ["/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols"]
+    plan.data_files += list(ETC_SYNTHESISED)
+    etc_ro = [*ETC_FROM_HOST, *(ETC_NETWORK if spec.net.mode != "none" else ())]
     for name in etc_ro:
         source = os.path.realpath(name)
-        if os.path.exists(source):
+        if os.path.exists(source) and Path(name) not in binds:
             plan.args += ["--ro-bind", source, name]
-    localtime = Path("/etc/localtime")
+    localtime = Path(LOCALTIME)
     if localtime.is_symlink():
-        plan.args += ["--symlink", os.readlink(localtime), "/etc/localtime"]
+        plan.args += ["--symlink", os.readlink(localtime), LOCALTIME]
     elif localtime.is_file():
-        plan.args += ["--ro-bind", str(localtime), "/etc/localtime"]
+        plan.args += ["--ro-bind", str(localtime), LOCALTIME]
     plan.read.append(Path("/etc"))
 
     plan.write += [Path("/tmp"), Path("/dev/shm")]

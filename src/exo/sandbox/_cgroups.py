@@ -326,6 +326,19 @@ class CgroupSet:
                     out[key] = int(path.read_text().split()[0])
         return out
 
+    def oom_kills(self) -> int:
+        """How many processes the memory controller killed at this group's limit
+        (v1 ``memory.oom_control``, v2 ``memory.events``: their ``oom_kill`` line)."""
+        path = self._find("memory.oom_control" if self.version == 1 else "memory.events")
+        if path is None:
+            return 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        return 0
+
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every member until the groups are empty (members may still be forking)."""
         if self.version == 2:

@@ -30,6 +30,7 @@ from typing import IO, Any
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
 from .errors import ExecFailed
+from .namespace import TTY
 from .spec import SandboxError, SandboxSpec
 
 #: Extra processes bubblewrap adds to the group: its monitor and the namespace's init.
@@ -57,7 +58,9 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
     rules += [(str(p), ll.READ) for p in plan.read]
     rules += [(str(p), ll.READ | ll.EXECUTE) for p in plan.exec_]
     rules += [(str(p), ll.READ | ll.WRITE) for p in plan.write]
-    rules += [(str(p), ll.READ_FILE | ll.WRITE_FILE) for p in plan.devices]
+    # A terminal opened inside needs its ioctls (TIOCSTI stays refused by seccomp).
+    rules += [(str(p), ll.READ_FILE | ll.WRITE_FILE | (ll.IOCTL_DEV if str(p) == TTY else 0))
+              for p in plan.devices]
     return rules
 
 
@@ -118,6 +121,8 @@ class SandboxedProcess:
         self.init_pid = 0
         self.pid = 0
         self.returncode: int | None = None
+        #: Killed by the memory controller at its cgroup's limit (read when it ended).
+        self.oom_killed = False
         self._lock = threading.Lock()
         self._cleaned = False
 
@@ -181,6 +186,10 @@ class SandboxedProcess:
             self._cleaned = True
             self.returncode = 128 - rc if rc < 0 else rc
             if self.cgroup is not None:
+                # Read before the group goes: a SIGKILL with the group's OOM counter up is
+                # the memory limit, not a kill someone sent.
+                self.oom_killed = (self.returncode == 128 + signal.SIGKILL
+                                   and self.cgroup.oom_kills() > 0)
                 self.cgroup.remove()
             for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
                 if stream is not None:
@@ -246,7 +255,7 @@ def spawn(
             os.fstat(fd)
         except OSError as exc:
             raise SandboxError(f"keep_fds: descriptor {fd} is not open") from exc
-    plan = _bwrap.plan_mounts(spec)
+    plan = _bwrap.plan_mounts(spec, tty=any(_is_tty(f) for f in (stdin, stdout, stderr)))
     boot_id = boot_id or _default_boot_id
     group_name = f"{name}.{os.getpid()}.{next(_counter)}"
 
@@ -342,6 +351,20 @@ def spawn(
         for fd in to_close:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _is_tty(f: _File) -> bool:
+    """Whether a standard stream given to ``spawn`` is a terminal (None: the caller's)."""
+    if f is None:
+        fd = -1
+    elif isinstance(f, int):
+        fd = f
+    else:
+        try:
+            fd = f.fileno()
+        except (OSError, ValueError):
+            return False
+    return fd >= 0 and os.isatty(fd)
 
 
 def _seccomp_enabled(allow_missing: frozenset[str]) -> bool:

@@ -98,6 +98,10 @@ class SandboxSpec:
     directory (``exo.kernel.revocable.RevocableDirs``). The destination goes through the
     same checks and gets the same Landlock rules as without it; the source must lie on one
     of the kernel's FUSE mounts (checked when the sandbox is built).
+    ``tree``: the host directory of the Exo tree. When given, every granted path (and
+    ``cwd``) is an Exo path, shown at that path inside, whose host path is below ``tree``
+    (``/home/demo`` is ``tree/home/demo``): the process sees the Exo tree as ``/``
+    (``exo.sandbox.namespace``). Without it, granted paths are host paths shown as they are.
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -111,6 +115,7 @@ class SandboxSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     keep_fds: tuple[int, ...] = ()
     bind_sources: Mapping[Path, Path] = field(default_factory=dict)
+    tree: Path | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -143,6 +148,8 @@ class SandboxSpec:
                                    "(stdio is passed with stdin/stdout/stderr)")
         set_(self, "keep_fds", tuple(sorted(set(fds))))
         set_(self, "bind_sources", self._sources())
+        if self.tree is not None:
+            set_(self, "tree", _abs_paths((self.tree,), "tree")[0])
 
     def _sources(self) -> Mapping[Path, Path]:
         if not isinstance(self.bind_sources, Mapping):

@@ -368,8 +368,10 @@ class Shell:
                   parse_grant(f"storage://{program.relative_to(root).as_posix()}"
                               "=READ,EXECUTE")]
         try:
-            proc = self.kernel.start([str(program), *ctx.args], grants,
-                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr))
+            # Inside, the Exo tree is / (exo.sandbox.namespace): the program by its Exo
+            # path, in the shell's working directory.
+            proc = self.kernel.start([f"/{grants[1].name.path}", *ctx.args], grants,
+                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=self.cwd)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)

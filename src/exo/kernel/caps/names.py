@@ -13,7 +13,8 @@ from pathlib import Path
 
 from exo._value import Value
 
-from .errors import InvalidResourceName
+from .errors import InvalidResourceName, InvalidRights
+from .rights import Rights
 
 TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
 if TYPE_CHECKING:
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
 #: Schemes whose path is a ``/``-separated hierarchy (a name covers the names below it).
 HIERARCHICAL_SCHEMES: Final = frozenset({"storage", "ipc", "module", "agent", "device"})
 SCHEMES: Final = frozenset(HIERARCHICAL_SCHEMES | {"net", "process"})
+
+#: Rights that act on the capability itself (copy it, move it, derive from it): they mean
+#: the same for every scheme.
+CAPABILITY_RIGHTS: Final = Rights.DUPLICATE | Rights.TRANSFER | Rights.GRANT
+#: What each scheme's resource can be used for. A right outside its scheme's set means
+#: nothing there (``process://99=READ``) and is refused when a capability is given.
+SCHEME_RIGHTS: Final = {
+    "storage": Rights.READ | Rights.WRITE | Rights.EXECUTE,  # files: read, write, run
+    "net": Rights.SEND | Rights.RECV,       # connect and send, bind and receive
+    "ipc": Rights.SEND | Rights.RECV,       # a channel's two directions
+    "process": Rights.SEND | Rights.RECV,   # signal it, wait for its end
+    "module": Rights.READ | Rights.WRITE | Rights.EXECUTE,  # inspect, load/upgrade, call
+    "agent": Rights.SEND | Rights.RECV,     # ask it, hear from it
+    "device": Rights.READ | Rights.WRITE,   # read from it, write to it
+}
 
 ANY: Final = "*"
 LOOPBACK: Final = "loopback"
@@ -151,6 +167,23 @@ class ResourceName(Value):
 
     def __repr__(self) -> str:
         return f"ResourceName({str(self)!r})"
+
+
+def scheme_rights(scheme: str) -> Rights:
+    """Every right that means something for ``scheme`` (what ``ALL`` stands for there)."""
+    return SCHEME_RIGHTS[scheme] | CAPABILITY_RIGHTS
+
+
+def check_rights(name: ResourceName, rights: Rights) -> None:
+    """Refuse rights that mean nothing for ``name``'s scheme, and an empty set, with a
+    line saying why and which rights the scheme has."""
+    if not rights:
+        raise InvalidRights(f"no rights given for {name}")
+    useless = rights & ~scheme_rights(name.scheme)
+    if useless:
+        raise InvalidRights(
+            f"{Rights(useless).format()} means nothing for {name.scheme}:// "
+            f"(its rights: {scheme_rights(name.scheme).format()})")
 
 
 # -- parsing helpers ------------------------------------------------------------------------

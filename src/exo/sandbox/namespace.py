@@ -1,0 +1,102 @@
+"""The namespace an Exo process sees: one definition, shared by the sandbox and POSIX-X.
+
+Inside every Exo process the Exo tree is ``/``. What is at each name, later layers over
+earlier ones (docs/sandbox.md, "The namespace an Exo process sees"):
+
+1. a fresh, read-only, empty root;
+2. the host's system directories (:data:`SYSTEM_DIRS`), read-only at their own names: the
+   Exo system's ``/usr``, ``/bin``, ``/sbin`` and ``/lib*`` *are* the host's userland (the
+   host plays the hardware and its firmware). The Exo tree's own directories of those
+   names hold nothing a process is given; programs Exo installs live under ``/exo``;
+3. a synthesised ``/etc``: :data:`ETC_SYNTHESISED` (no password hashes, only root and
+   nobody) plus the host's :data:`ETC_FROM_HOST`, read-only (and :data:`ETC_NETWORK` with a
+   network capability); never ``/etc/shadow``, ``gshadow``, ``sudoers`` or ssh keys;
+4. ``/dev`` with :data:`DEVICES` (and :data:`TTY` when the process has a terminal), a
+   fresh ``/proc`` of its own pid namespace, a private ``/tmp``;
+5. each ``storage://`` path the process holds, at its Exo path (``storage://home/demo`` is
+   ``/home/demo``), read-only or read-write, served through the kernel's revocable FUSE
+   export of it. A grant of the Exo tree's ``tmp`` replaces the private ``/tmp``.
+
+A grant may not land on a name layers 1–4 own (:func:`check_destination`): the whole tree
+(``/``), the system directories, ``/dev``, ``/proc`` and ``/sys``.
+
+Stdlib only and no dataclasses: the kernel imports it while booting.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from .errors import SandboxError
+
+#: The host's system directories, read-only at their names inside (symlinks stay symlinks).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+#: The device nodes every process has (read and write).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+#: Added when one of the process's standard descriptors is a terminal.
+TTY = "/dev/tty"
+#: Names the kernel synthesises or owns inside: never the destination of a grant.
+KERNEL_OWNED = ("/dev", "/proc", "/sys")
+
+PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
+          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+#: /etc files written for the process (no secrets: no hashes, no other users).
+ETC_SYNTHESISED = (("/etc/passwd", PASSWD), ("/etc/group", GROUP), ("/etc/hosts", HOSTS),
+                   ("/etc/nsswitch.conf", NSSWITCH))
+#: The host's /etc files ordinary programs read, read-only (``localtime`` too, kept a link).
+ETC_FROM_HOST = ("/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
+                 "/etc/ca-certificates.conf", "/etc/mime.types")
+#: Only with a network capability.
+ETC_NETWORK = ("/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols")
+LOCALTIME = "/etc/localtime"
+#: The private /tmp (and /dev/shm) every process writes to.
+PRIVATE_TMP = "/tmp"
+
+
+def exo_path(storage_path: str) -> str:
+    """Where the ``storage://`` path ``storage_path`` (``home/demo``) is inside: ``/home/demo``."""
+    return "/" + storage_path.strip("/")
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def check_destination(path: str, label: str | None = None) -> str:
+    """Refuse a grant whose Exo path is owned by another layer; the normalised path.
+
+    ``label`` names the grant in the error (its capability), else the path does.
+    """
+    norm = posixpath.normpath(path) if path else "/"
+    what = label or norm
+    if norm in ("/", "//"):
+        raise SandboxError(f"{what}: the whole Exo tree cannot be shown to a process; "
+                           "grant the directories it needs")
+    for owned in (*SYSTEM_DIRS, *KERNEL_OWNED):
+        if _within(norm, owned):
+            kind = "the host's read-only system directory" if owned in SYSTEM_DIRS else \
+                "synthesised by the kernel"
+            raise SandboxError(f"{what}: {owned} inside a process is {kind}; "
+                               "it cannot be granted")
+    return norm
+
+
+def check_cwd(cwd: str, visible: list[str]) -> str:
+    """The working directory, if the process can see it (``/``, a system directory,
+    ``/tmp`` or a path in ``visible``); else one line saying it cannot."""
+    norm = posixpath.normpath(cwd)
+    if not cwd.startswith("/") or "\0" in cwd:
+        raise SandboxError(f"working directory {cwd!r} is not an absolute Exo path")
+    if norm == "/" or any(_within(norm, v)
+                          for v in (*SYSTEM_DIRS, PRIVATE_TMP, "/etc", *visible)):
+        return norm
+    raise SandboxError(f"working directory {norm} is not visible to the process "
+                       "(it holds no capability covering it)")
+
+
+__all__ = ["DEVICES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_SYNTHESISED", "KERNEL_OWNED",
+           "LOCALTIME", "PRIVATE_TMP", "SYSTEM_DIRS", "TTY", "check_cwd",
+           "check_destination", "exo_path"]

@@ -1,0 +1,51 @@
+"""Clear ends (issue 9): a process killed at its memory limit is reported as such, on an
+ephemeral kernel and through a running one's control socket."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+HOG = "x = []\nwhile True:\n    x.append(bytearray(1 << 20))\n"
+
+
+def _manifest(tmp_path: Path) -> Path:
+    m = tmp_path / "small.toml"
+    m.write_text('[limits]\nmemory = "64M"\n')
+    return m
+
+
+def test_the_memory_limit_is_named_when_it_kills(exo_cmd: list[str], exo_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    r = subprocess.run([*exo_cmd, "run", "--manifest", str(_manifest(tmp_path)), "--",
+                        "/usr/bin/python3", "-c", HOG], env=exo_env, text=True,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 137
+    assert r.stderr == "exo: killed: memory limit 64M reached\n"
+
+
+def test_a_kill_is_not_blamed_on_memory(exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    r = subprocess.run([*exo_cmd, "run", "--", "/usr/bin/python3", "-c",
+                        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                       env=exo_env, text=True, capture_output=True, timeout=120)
+    assert r.returncode == 137 and r.stderr == ""
+
+
+def test_through_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str],
+                                    exo_root: Path, tmp_path: Path) -> None:
+    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
+    try:
+        sock = exo_root / "var" / "run" / "kernel.sock"
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = subprocess.run([*exo_cmd, "run", "--manifest", str(_manifest(tmp_path)), "--",
+                            "/usr/bin/python3", "-c", HOG], env=exo_env, text=True,
+                           capture_output=True, timeout=120)
+        assert r.returncode == 137
+        assert r.stderr == "exo: killed: memory limit 64M reached\n"
+    finally:
+        kernel.terminate()
+        kernel.wait(timeout=30)
