@@ -40,7 +40,7 @@ def test_spawn_exit_cycles_leave_nothing(tmp_path: Path) -> None:
     (kernel.root / "home" / "app").mkdir(parents=True)
     grant = [parse_grant("storage://home/app=READ,WRITE")]
     # One cycle first, so lazily started servers (the file server) exist in the baseline.
-    first = kernel.processes.spawn(["/usr/bin/python3", "-c", CODE], grant)
+    first = kernel.processes.spawn(["/usr/bin/python3", "-c", CODE], grant, cwd="/home/app")
     assert kernel.processes.wait(first.pid, timeout=60) == 0
     time.sleep(0.1)
     fds, shm, mnt = _fds(), shm_entries(), mounts()
@@ -48,7 +48,7 @@ def test_spawn_exit_cycles_leave_nothing(tmp_path: Path) -> None:
     try:
         for i in range(CYCLES):
             argv = ["/usr/bin/python3", "-c", CODE] if i % 2 == 0 else ["/bin/true"]
-            proc = kernel.processes.spawn(argv, grant)
+            proc = kernel.processes.spawn(argv, grant, cwd="/home/app")
             assert kernel.processes.wait(proc.pid, timeout=60) == 0
         time.sleep(0.2)
         assert (kernel.root / "home" / "app" / "log").read_text().count("x") == \

@@ -14,6 +14,7 @@ from types import FrameType
 
 from exo.kernel.bootlog import process_age_ms
 from exo.kernel.config import KernelConfig
+from exo.kernel.control import running_kernel
 from exo.kernel.kernel import Kernel
 
 
@@ -26,7 +27,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = False) -> int:
-    kernel = Kernel(KernelConfig.load(root))
+    config = KernelConfig.load(root)
+    holder = running_kernel(config.root)
+    if holder is not None:
+        # Refused before anything is built: no boot log, no [FAILED] step, no shell.
+        sys.stderr.write(f"exo: a kernel (pid {holder}) is already running on "
+                         f"{config.root}; stop it with `exo shutdown` first\n")
+        return 1
+    kernel = Kernel(config)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if json_boot:

@@ -52,6 +52,25 @@ def lock_path(root: Path) -> Path:
     return root / "var" / "run" / "kernel.lock"
 
 
+def running_kernel(root: Path) -> str | None:
+    """The pid of the kernel running on ``root`` (it holds ``kernel.lock``), else None.
+
+    Probed with a non-blocking lock taken and released at once, so a second ``exo boot``
+    refuses before it builds anything; the lock the syscall server step takes stays
+    the one guarantee that two kernels never share a root."""
+    try:
+        fd = os.open(lock_path(root), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: no kernel has run here, or it shut down cleanly
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)
+    return None
+
+
 class ControlServer:
     def __init__(self, kernel: KernelApi, root: Path) -> None:
         self.kernel = kernel  # the kernel as its front ends see it: exo.kernel.api

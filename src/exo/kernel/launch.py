@@ -33,8 +33,13 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
         client = None
     if client is not None:
         raw = tomllib.loads(Path(manifest_path).read_text()) if manifest_path else None
-        result = client.call("run", fds=[0, 1, 2], argv=argv, caps=caps, manifest=raw,
-                             manifest_path=manifest_path, cwd=cwd)
+        try:
+            result = client.call("run", fds=[0, 1, 2], argv=argv, caps=caps, manifest=raw,
+                                 manifest_path=manifest_path, cwd=cwd)
+        except KeyboardInterrupt:
+            # Ctrl-C: the connection is closed on the way out, and a kernel whose caller
+            # hangs up kills the process at once; a shell's status, as when ephemeral.
+            return 130
         return exit_code(int(result["status"]))  # already mapped by a current kernel
 
     from exo.kernel.config import KernelConfig

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from exo.kernel.inflight import InFlight
 
 KERNEL_PID = 1
+_REAPED_KEPT = 256  # reaped processes whose status a late wait(pid) can still get
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 _SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
 
@@ -110,9 +111,15 @@ class ExoProcess:
 
     @property
     def state(self) -> str:
+        """``running``, ``stopped`` (SIGSTOP, SIGTSTP, a tracer: the host's own record of
+        the target in ``/proc/PID/stat``), ``exited`` or ``killed(N)``."""
         if self.status is None:
-            return "running"
+            return "stopped" if _host_state(self.host_pid) in ("T", "t") else "running"
         return "exited" if self.status >= 0 else f"killed({-self.status})"
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since it started, stopping at its exit."""
+        return (self.ended if self.ended is not None else now) - self.started
 
     def wait(self, timeout: float | None = None) -> int | None:
         self.exited.wait(timeout)
@@ -182,6 +189,9 @@ class ProcessManager:
         self._lock = threading.Lock()
         self._next_pid = KERNEL_PID + 1
         self._table: dict[int, ExoProcess] = {}
+        # Processes the kernel started, reaped: gone from the table (and ps) at once, kept
+        # here (the newest _REAPED_KEPT) only so a late ``wait(pid)`` still gets the status.
+        self._reaped: dict[int, ExoProcess] = {}
         self._reapers: list[threading.Thread] = []
         self.spawned = 0
         self.reclaimed = 0
@@ -499,6 +509,12 @@ class ProcessManager:
                 return
             proc.status = status
             proc.ended = time.monotonic()
+            if proc.parent == KERNEL_PID and self._table.pop(proc.pid, None) is not None:
+                # Nobody above the kernel is its parent: reaped now. (An Exo process's
+                # child stays, exited, until its parent waits for it or exits.)
+                self._reaped[proc.pid] = proc
+                while len(self._reaped) > _REAPED_KEPT:
+                    del self._reaped[next(iter(self._reaped))]
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
@@ -520,7 +536,7 @@ class ProcessManager:
     # ------------------------------------------------------------------ queries
     def get(self, pid: int) -> ExoProcess:
         with self._lock:
-            proc = self._table.get(pid)
+            proc = self._table.get(pid) or self._reaped.get(pid)
         if proc is None:
             raise LookupError(f"({pid}) - no such process")
         return proc
@@ -532,6 +548,7 @@ class ProcessManager:
             raise TimeoutError(f"process {pid} still running")
         with self._lock:
             self._table.pop(pid, None)  # waited for: gone from the table
+            self._reaped.pop(pid, None)
         return proc.status
 
     def kill(self, pid: int, sig: int = signal.SIGTERM) -> None:
@@ -562,7 +579,7 @@ class ProcessManager:
                 ncaps = 0
             rows.append({
                 "pid": p.pid, "host_pid": p.host_pid, "state": p.state, "caps": ncaps,
-                "elapsed_s": now - p.started,
+                "elapsed_s": p.elapsed(now),
                 "command": printable(" ".join(p.argv), newlines=False),
             })
         return rows
@@ -608,6 +625,21 @@ class ProcessManager:
 
 def _text(value: str) -> str:
     return value
+
+
+def _host_state(host_pid: int) -> str:
+    """The state letter the host kernel gives process ``host_pid`` (``R S D T t Z``...),
+    ``""`` when it is gone. Read from ``/proc/PID/stat``: after the command name, which
+    may hold spaces and parentheses, so from the last ``)``."""
+    if host_pid <= 0:
+        return ""
+    try:
+        with open(f"/proc/{host_pid}/stat", "rb") as fh:
+            text = fh.read()
+    except OSError:
+        return ""
+    rest = text[text.rfind(b")") + 1:].split()
+    return rest[0].decode() if rest else ""
 
 
 def format_size(size: int | None) -> str:
