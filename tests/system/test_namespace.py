@@ -138,3 +138,29 @@ def test_run_on_the_command_line_sees_the_exo_tree(exo_cmd: list[str],
     assert r.returncode == 126
     assert r.stderr == ("exo: working directory /home/demo is not visible to the process "
                         "(it holds no capability covering it)\n")
+
+
+def test_a_process_with_a_terminal_has_dev_tty(kernel: Kernel) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = kernel.api.start(["/bin/sh", "-c", "test -c /dev/tty && echo tty-node; "
+                                 "test -t 0 && echo stdin-is-a-terminal"],
+                                stdio=(follower, follower, follower))
+        os.close(follower)
+        assert kernel.api.wait(proc) == 0
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    assert b"tty-node" in out and b"stdin-is-a-terminal" in out, out
+    status, text, err = run_in(kernel, ["/bin/sh", "-c", "test -e /dev/tty || echo no-tty"])
+    assert (status, text) == (0, "no-tty\n"), err

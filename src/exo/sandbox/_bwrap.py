@@ -129,8 +129,8 @@ def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path
     real = Path(os.path.realpath(source))
     name = str(shown or dest)
     if not (real.is_dir() and dest.is_dir()) and not (real.is_file() and dest.is_file()):
-        raise SandboxError(f"bind source {str(source)!r} for {name!r} is not a "
-                           "directory or file like its destination")
+        raise SandboxError(f"the kernel's export of {name!r} is not a directory or file "
+                           "like the granted path")
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
             fields = line.split()
@@ -139,8 +139,9 @@ def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path
             if (Path(point) == real.parent and fstype == "fuse"
                     and origin in KERNEL_FUSE_SOURCES):
                 return real
-    raise SandboxError(f"bind source {str(source)!r} for {name!r} is not an export of "
-                       "the kernel's file server")
+    # The source's host path is not named: it lies in the Exo tree's host directory.
+    raise SandboxError(f"bind source for {name!r} is not an export of the kernel's file "
+                       "server")
 
 
 class MountPlan:
