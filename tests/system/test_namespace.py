@@ -164,3 +164,15 @@ def test_a_process_with_a_terminal_has_dev_tty(kernel: Kernel) -> None:
     assert b"tty-node" in out and b"stdin-is-a-terminal" in out, out
     status, text, err = run_in(kernel, ["/bin/sh", "-c", "test -e /dev/tty || echo no-tty"])
     assert (status, text) == (0, "no-tty\n"), err
+
+
+def test_a_grant_of_an_exo_etc_file_wins_over_the_synthesised_one(kernel: Kernel) -> None:
+    status, out, err = run_in(kernel, ["/bin/cat", "/etc/os-release", "/etc/hostname"],
+                              "storage://etc/os-release=READ")
+    assert status != 0 and "Exo-OS" in out  # hostname is not granted
+    status, out, err = run_in(kernel, ["/bin/sh", "-c", "cat /etc/passwd; ls /etc"],
+                              "storage://etc=READ")
+    assert status == 0, err
+    assert "root::0:0:root:/home/root" in out and "os-release" in out  # the Exo tree's
+    status, out, err = run_in(kernel, ["/bin/cat", "/etc/passwd"])
+    assert (status, out.splitlines()[0]) == (0, "root:x:0:0:root:/root:/bin/sh"), err

@@ -241,15 +241,21 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
         origin = sources.get(dest, hosts.get(dest, dest))
         plan.args += ["--ro-bind" if binds[dest] == "ro" else "--bind", str(origin), str(dest)]
 
-    # Minimal /etc: synthesised files, no secrets.
-    plan.data_files += list(ETC_SYNTHESISED)
+    # Minimal /etc: synthesised files, no secrets. A grant covering a name wins (and
+    # nothing is mounted inside a grant: that would write a mount point into it).
+    def covered(name: str) -> bool:
+        return any(_is_within(Path(name), b) for b in binds)
+
+    plan.data_files += [(name, text) for name, text in ETC_SYNTHESISED if not covered(name)]
     etc_ro = [*ETC_FROM_HOST, *(ETC_NETWORK if spec.net.mode != "none" else ())]
     for name in etc_ro:
         source = os.path.realpath(name)
-        if os.path.exists(source) and Path(name) not in binds:
+        if os.path.exists(source) and not covered(name):
             plan.args += ["--ro-bind", source, name]
     localtime = Path(LOCALTIME)
-    if localtime.is_symlink():
+    if covered(LOCALTIME):
+        pass
+    elif localtime.is_symlink():
         plan.args += ["--symlink", os.readlink(localtime), LOCALTIME]
     elif localtime.is_file():
         plan.args += ["--ro-bind", str(localtime), LOCALTIME]
