@@ -65,6 +65,9 @@ def test_a_working_directory_the_process_cannot_see_is_one_line(kernel: Kernel) 
 
 def test_what_a_process_sees(kernel: Kernel) -> None:
     (kernel.root / "home" / "demo" / "notes.txt").write_text("mine\n")
+    (kernel.root / "home" / "b" / "secret.txt").write_text("b's\n")
+    with open(kernel.root / "etc" / "passwd", "a") as passwd:
+        passwd.write("bob:$scrypt$hash:1000:1000::/home/bob:/bin/exosh\n")
     code = """
         import os, stat, sys
         print("root", sorted(os.listdir("/home/demo")))
@@ -88,6 +91,9 @@ def test_what_a_process_sees(kernel: Kernel) -> None:
             open("/usr/bin/exo-planted", "w")
         except OSError as exc:
             print("usr", type(exc).__name__)
+        for name in ("/home/a", "/home/b", "/var/run/kernel.sock", "/var", "/exo"):
+            assert not os.path.exists(name), name  # not granted: not there at all
+        assert "scrypt" not in open("/etc/passwd").read()
         print("python", sys.version_info[0])
         mounts = open("/proc/self/mountinfo").read()
         print("leak", ROOT in mounts or ROOT in str(os.environ))
