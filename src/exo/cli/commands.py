@@ -113,10 +113,12 @@ def ps(root: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("PID", "HOST_PID", "STATE", "CAPS", "COMMAND", header_style="bold cyan")
+    table = Table("PID", "HOST_PID", "STATE", "CAPS", "TIME", "COMMAND",
+                  header_style="bold cyan")
     for r in rows:
+        seconds = int(r.get("elapsed_s", 0))  # stops at the process's exit
         table.add_row(str(r["pid"]), str(r["host_pid"]), r["state"], str(r["caps"]),
-                      r["command"])
+                      f"{seconds // 60}:{seconds % 60:02d}", r["command"])
     Console().print(table)
 
 
