@@ -115,8 +115,27 @@ def test_grants_of_names_the_namespace_owns_are_refused(kernel: Kernel) -> None:
         with pytest.raises(SandboxError) as info:
             run_in(kernel, ["/bin/true"], cap)
         assert owned in str(info.value) and str(kernel.root) not in str(info.value)
-    with pytest.raises(SandboxError, match="whole Exo tree"):
-        run_in(kernel, ["/bin/true"], "storage://=READ")
+
+
+def test_the_whole_tree_is_shown_as_its_top_level_entries(kernel: Kernel) -> None:
+    """``storage://`` (the root's, a shell at ``/``): every top-level entry but what the
+    namespace owns, the Exo /etc (password hashes) and /var (the kernel's run directory)."""
+    (kernel.root / "home" / "demo" / "notes.txt").write_text("mine\n")
+    status, out, err = run_in(kernel, ["/bin/sh", "-c",
+                                       "cat home/demo/notes.txt; ls /exo; "
+                                       "for d in /home /exo /tmp; do test -d $d && echo $d; "
+                                       "done; "
+                                       "test -e /var/run/kernel.sock || echo no-socket; "
+                                       "cat /etc/passwd"],
+                              "storage://=READ", cwd="/")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "mine"
+    assert {"apps", "/home", "/exo", "/tmp", "no-socket"} <= set(lines), out
+    assert "root:x:0:0:root:/root:/bin/sh" in lines  # the synthesised /etc, not the tree's
+    status, out, err = run_in(kernel, ["/bin/sh", "-c", "echo x > /home/demo/new"],
+                              "storage://=READ")
+    assert status != 0 and not (kernel.root / "home" / "demo" / "new").exists()
 
 
 def test_a_missing_grant_names_the_exo_path_only(kernel: Kernel) -> None:

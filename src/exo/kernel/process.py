@@ -354,8 +354,9 @@ class ProcessManager:
               inherited: str | None) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path)."""
+        from exo.kernel.caps import ResourceName
         from exo.sandbox import NetPolicy, SandboxSpec
-        from exo.sandbox.namespace import check_destination, exo_path
+        from exo.sandbox.namespace import check_destination, exo_path, whole_tree
 
         read: list[Path] = []
         write: list[Path] = []
@@ -378,22 +379,27 @@ class ProcessManager:
                 res, rights = info.resource, info.rights
                 if res.scheme == "storage":
                     # Shown at its Exo path; refused where the namespace owns the name.
-                    inside = Path(check_destination(exo_path(res.path), str(res)))
-                    if inside not in opened:
-                        opened[inside] = self._grant_fd(res)
-                    kind = stat.S_IFMT(os.fstat(opened[inside]).st_mode)
-                    if Rights.WRITE in rights:
-                        write.append(inside)
-                    elif Rights.READ in rights:
-                        read.append(inside)
-                    if Rights.EXECUTE in rights:
-                        execs.append(inside)
-                    if kind == stat.S_IFDIR and home is None:
-                        home = str(inside)
-                    best = exports.get(inside)
-                    if best is None or (Rights.WRITE in rights
-                                        and Rights.WRITE not in best.rights):
-                        exports[inside] = info
+                    # The whole tree is shown as its top-level entries (namespace.whole_tree).
+                    parts = [(res, check_destination(exo_path(res.path), str(res)))] \
+                        if res.path else [(ResourceName("storage", path=p[1:]), p)
+                                          for p in whole_tree(self._top_level(root))]
+                    for part, dest in parts:
+                        inside = Path(dest)
+                        if inside not in opened:
+                            opened[inside] = self._grant_fd(part)
+                        kind = stat.S_IFMT(os.fstat(opened[inside]).st_mode)
+                        if Rights.WRITE in rights:
+                            write.append(inside)
+                        elif Rights.READ in rights:
+                            read.append(inside)
+                        if Rights.EXECUTE in rights:
+                            execs.append(inside)
+                        if kind == stat.S_IFDIR and home is None and res.path:
+                            home = dest
+                        best = exports.get(inside)
+                        if best is None or (Rights.WRITE in rights
+                                            and Rights.WRITE not in best.rights):
+                            exports[inside] = info
                 elif res.scheme == "net":
                     # Landlock filters TCP by port only: a host-specific grant still opens
                     # the port to every host (documented in docs/sandbox.md).
@@ -439,6 +445,16 @@ class ProcessManager:
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
         )
+
+    @staticmethod
+    def _top_level(root: Path) -> list[str]:
+        """The names at the top of the Exo tree that can be granted: directories and
+        regular files, never a link (a grant never follows one) or a special file."""
+        names = []
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+        return names
 
     def _grant_fd(self, res: Any) -> int:
         """An ``O_PATH`` descriptor of the granted ``storage://`` path ``res``.

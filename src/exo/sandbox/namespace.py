@@ -15,10 +15,11 @@ earlier ones (docs/sandbox.md, "The namespace an Exo process sees"):
    fresh ``/proc`` of its own pid namespace, a private ``/tmp``;
 5. each ``storage://`` path the process holds, at its Exo path (``storage://home/demo`` is
    ``/home/demo``), read-only or read-write, served through the kernel's revocable FUSE
-   export of it. A grant of the Exo tree's ``tmp`` replaces the private ``/tmp``.
+   export of it. A grant of the Exo tree's ``tmp`` replaces the private ``/tmp``. A grant
+   of the whole tree (``storage://``) is shown as its top-level entries (:func:`whole_tree`).
 
-A grant may not land on a name layers 1–4 own (:func:`check_destination`): the whole tree
-(``/``), the system directories, ``/dev``, ``/proc`` and ``/sys``.
+A grant may not land on a name layers 1–4 own (:func:`check_destination`): the root
+itself, the system directories, ``/dev``, ``/proc`` and ``/sys``.
 
 Stdlib only and no dataclasses: the kernel imports it while booting.
 """
@@ -65,6 +66,27 @@ def _within(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
+#: Left out when the whole tree (``storage://``) is granted: the synthesised /etc stays
+#: (Exo's own holds password hashes: grant its files by name) and so does the kernel's
+#: run directory (``/var/run``: its control socket and file-server mounts).
+NOT_IN_WHOLE_TREE = ("/etc", "/var")
+
+
+def whole_tree(top_level: list[str]) -> list[str]:
+    """What a grant of the whole Exo tree shows: the Exo paths of its top-level entries
+    ``top_level`` (names), except those another layer owns and :data:`NOT_IN_WHOLE_TREE`."""
+    shown = []
+    for name in sorted(top_level):
+        path = exo_path(name)
+        if "/" in name or name in ("", ".", ".."):
+            continue
+        if any(_within(path, owned) for owned in
+               (*SYSTEM_DIRS, *KERNEL_OWNED, *NOT_IN_WHOLE_TREE)):
+            continue
+        shown.append(path)
+    return shown
+
+
 def check_destination(path: str, label: str | None = None) -> str:
     """Refuse a grant whose Exo path is owned by another layer; the normalised path.
 
@@ -98,5 +120,5 @@ def check_cwd(cwd: str, visible: list[str]) -> str:
 
 
 __all__ = ["DEVICES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_SYNTHESISED", "KERNEL_OWNED",
-           "LOCALTIME", "PRIVATE_TMP", "SYSTEM_DIRS", "TTY", "check_cwd",
-           "check_destination", "exo_path"]
+           "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP", "SYSTEM_DIRS", "TTY", "check_cwd",
+           "check_destination", "exo_path", "whole_tree"]
