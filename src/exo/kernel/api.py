@@ -50,7 +50,7 @@ def failure_status(exc: BaseException) -> int:
     may come from this process or from the running kernel (a ``KernelError`` carries the
     kernel's exception name as ``kind``)."""
     kind = getattr(exc, "kind", type(exc).__name__)
-    if kind == "ManifestError":  # a capability or manifest that cannot be used as given
+    if kind in ("ManifestError", "NoSuchObject"):  # a capability that cannot be used
         return 2
     if kind == "ExecFailed":
         return 127 if getattr(exc, "errno", None) == errno.ENOENT else 126

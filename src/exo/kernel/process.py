@@ -32,6 +32,7 @@ from exo.kernel.caps import Rights
 from exo.kernel.caps.errors import QuotaExceeded
 from exo.kernel.manifest import Grant, Limits, ManifestError
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
+from exo.sandbox.errors import SandboxError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +47,12 @@ KERNEL_PID = 1
 _REAPED_KEPT = 256  # reaped processes whose status a late wait(pid) can still get
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 _SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
+
+
+class NoSuchObject(ManifestError, SandboxError):
+    """A capability names a process or a device that does not exist. Refused before
+    anything starts, as any capability that cannot be used as given (status 2); a
+    ``SandboxError`` too, so every caller that reports a failed start reports this one."""
 
 
 class ExoProcess:
@@ -342,13 +349,13 @@ class ProcessManager:
             if name.is_wildcard or name.scheme not in ("process", "device"):
                 continue
             if name.scheme == "device":
-                raise ManifestError(f"capability {g}: no such device {name.path!r} (this "
-                                    "kernel has no device drivers yet)")
+                raise NoSuchObject(f"capability {g}: no such device {name.path!r} (this "
+                                   "kernel has no device drivers yet)")
             pid = int(name.path)
             with self._lock:
                 known = self._table.get(pid)
             if pid != KERNEL_PID and (known is None or known.status is not None):
-                raise ManifestError(f"capability {g}: no such process {pid}")
+                raise NoSuchObject(f"capability {g}: no such process {pid}")
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
               inherited: str | None) -> Any:
