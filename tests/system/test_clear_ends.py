@@ -49,3 +49,16 @@ def test_through_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str],
     finally:
         kernel.terminate()
         kernel.wait(timeout=30)
+
+
+def test_the_shell_says_it_too(exo_cmd: list[str], exo_env: dict[str, str],
+                               exo_root: Path) -> None:
+    (exo_root / "tmp").mkdir(parents=True)
+    (exo_root / "tmp" / "small.toml").write_text('[limits]\nmemory = "64M"\n')
+    (exo_root / "tmp" / "hog.py").write_text(HOG)
+    script = ("run --manifest /tmp/small.toml --cap storage://tmp/hog.py=READ -- "
+              "/usr/bin/python3 /tmp/hog.py\necho status $?\n")
+    r = subprocess.run([*exo_cmd, "boot", "-q"], input=script, env=exo_env, text=True,
+                       capture_output=True, timeout=120)
+    assert "status 137" in r.stdout, (r.stdout, r.stderr)
+    assert "exo: killed: memory limit 64M reached\n" in r.stderr

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import signal
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
@@ -109,7 +108,9 @@ class KernelApi:
               env: dict[str, str] | None = None) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
-        its own), with ``env`` added to its environment. Raises what the spawn raised
+        its own), with ``env`` added to its environment. If the memory controller kills
+        it at its limit, the kernel says so on its stderr when it reaps it (``exo:
+        killed: memory limit 64M reached``), whoever waits. Raises what the spawn raised
         (``SandboxError``, ``ExecFailed``, ``QuotaExceeded``...) or
         ``ProcessesUnavailable``."""
         if self._processes is None:
@@ -119,6 +120,7 @@ class KernelApi:
                                        if failed else "cannot start processes on this host")
         all_grants = [*(manifest.grants if manifest is not None else ()), *grants]
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
+                                     report_end=True,
                                      limits=manifest.limits if manifest is not None else None)
 
     def wait(self, proc: ExoProcess, *, cancelled: Callable[[], bool] | None = None,
@@ -142,15 +144,6 @@ class KernelApi:
             self.interrupt(proc, grace)
             raise
 
-    @staticmethod
-    def report_end(proc: ExoProcess, fd: int) -> None:
-        """Write why ``proc`` ended to ``fd`` (its caller's stderr), when its status does
-        not say it: ``exo: killed: memory limit 64M reached`` for 137 at the memory
-        limit. One line; nothing when there is nothing to add or ``fd`` is gone."""
-        if proc.end_reason is not None:
-            with contextlib.suppress(OSError):
-                os.write(fd, f"exo: killed: {proc.end_reason}\n".encode())
-
     def interrupt(self, proc: ExoProcess, grace: float = INTERRUPT_GRACE_S) -> None:
         """SIGINT, then SIGKILL if ``proc`` is still running after ``grace`` seconds."""
         assert self._processes is not None
@@ -168,10 +161,9 @@ class KernelApi:
             grace: float = INTERRUPT_GRACE_S, cwd: str = "/",
             env: dict[str, str] | None = None) -> int:
         """``start`` then ``wait``: the command's exit status, in the shell's convention."""
-        proc = self.start(argv, grants, manifest=manifest, stdio=stdio, cwd=cwd, env=env)
-        status = self.wait(proc, cancelled=cancelled, grace=grace)
-        self.report_end(proc, stdio[2])
-        return status
+        return self.wait(self.start(argv, grants, manifest=manifest, stdio=stdio, cwd=cwd,
+                                    env=env),
+                         cancelled=cancelled, grace=grace)
 
     # ------------------------------------------------------------ capabilities
     def _manager(self) -> CapabilityManager:

@@ -202,7 +202,6 @@ class ControlServer:
         poller.register(conn, select.POLLIN | select.POLLHUP)
         # the caller hung up (or sent something): kill the process at once
         status = self.kernel.wait(proc, cancelled=lambda: bool(poller.poll(0)), grace=0)
-        self.kernel.report_end(proc, fds[2])
         return {"status": status, "pid": proc.pid}
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import os
 import queue
@@ -60,8 +61,8 @@ class ExoProcess:
     spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
     __slots__ = ("argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
-                 "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "sandbox",
-                 "server", "started", "status")
+                 "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "report_fd",
+                 "sandbox", "server", "started", "status")
 
     def __init__(self, pid: int, argv: list[str], parent: int,
                  limits: Limits | None = None) -> None:
@@ -77,6 +78,8 @@ class ExoProcess:
         #: Why it ended, when the kernel knows more than the status says
         #: ("memory limit 64M reached").
         self.end_reason: str | None = None
+        #: A copy of the stderr it was given, for that line (``spawn(report_end=True)``).
+        self.report_fd = -1
         self.channel: BootstrapChannel | None = None
         self.server: threading.Thread | None = None
         # Capabilities sent to this process and not yet received: (sender, in-flight cap).
@@ -217,11 +220,14 @@ class ProcessManager:
         derive: Callable[[int], None] | None = None,
         extra_fds: tuple[int, ...] = (),
         cwd: str | None = None,
+        report_end: bool = False,
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
         one, a process started by another starts where its parent started when it can see
-        that directory, else (and for the kernel's own spawns) in ``/``.
+        that directory, else (and for the kernel's own spawns) in ``/``. ``report_end``:
+        when it ends in a way its status does not say (killed at its memory limit), the
+        kernel writes one line saying so to the stderr it was given (a shell's "Killed").
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -325,6 +331,9 @@ class ProcessManager:
             unlink_child()
             raise
         channel.forget_child_end()
+        if report_end:
+            with contextlib.suppress(OSError):
+                proc.report_fd = fcntl.fcntl(stdio[2], fcntl.F_DUPFD_CLOEXEC, 3)
         proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
         proc.cwd = str(spec.cwd)
         proc.on_exit.append(release_kernel_state)
@@ -524,6 +533,9 @@ class ProcessManager:
         if getattr(proc.sandbox, "oom_killed", False):
             proc.end_reason = f"memory limit {format_size(proc.limits.memory)} reached"
             self.log(f"pid {proc.pid} was killed by its cgroup: {proc.end_reason}")
+            if proc.report_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(proc.report_fd, f"exo: killed: {proc.end_reason}\n".encode())
         self._reclaim(proc, status)
 
     def _reclaim(self, proc: ExoProcess, status: int) -> None:
@@ -532,12 +544,15 @@ class ProcessManager:
                 return
             proc.status = status
             proc.ended = time.monotonic()
+            report_fd, proc.report_fd = proc.report_fd, -1
             if proc.parent == KERNEL_PID and self._table.pop(proc.pid, None) is not None:
                 # Nobody above the kernel is its parent: reaped now. (An Exo process's
                 # child stays, exited, until its parent waits for it or exits.)
                 self._reaped[proc.pid] = proc
                 while len(self._reaped) > _REAPED_KEPT:
                     del self._reaped[next(iter(self._reaped))]
+        if report_fd >= 0:
+            os.close(report_fd)
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
