@@ -344,4 +344,6 @@ def test_proc_files_shows_the_file_servers(kernel: Kernel) -> None:
     assert status == 0, err
     text = vfs.read_bytes("/proc/files").decode()
     assert "dirs.exported:\t1" in text and "dirs.exports:\t0" in text, text
+    assert f"dirs.mount_dir:\t/var/run/dirs-{kernel.boot_id}" in text
+    assert str(kernel.root) not in text  # no host path of the tree inside Exo
     assert text.startswith("pinned:\t0\n")

@@ -319,7 +319,11 @@ class OpenFileTable:
                                  ("dirs", "dirs", "dirs_unavailable")):
             server = st[key]
             if server is not None:
-                lines += [f"{label}.{k}:\t{v}" for k, v in server.items()]
+                # Its mount point by its Exo path (always var/run/NAME): no host path of
+                # the tree inside Exo (DESIGN invariant 6).
+                shown = {k: v if k != "mount_dir" else "/var/run/" + v.rsplit("/", 1)[-1]
+                         for k, v in server.items()}
+                lines += [f"{label}.{k}:\t{v}" for k, v in shown.items()]
             else:
                 why = st[what] or "not started (nothing opened or exported yet)"
                 lines.append(f"{label}:\t{why}")
