@@ -38,6 +38,33 @@ def test_source_must_be_an_export_of_the_kernels_file_server(tmp_path: Path) -> 
         spawn(spec, ["/bin/true"])
 
 
+def test_an_exo_path_with_a_link_on_it_is_refused(tmp_path: Path) -> None:
+    """With ``tree`` (the kernel's way) a served grant is an Exo path: a symbolic link
+    swapped in on its host path since the kernel checked it moves nothing."""
+    tree = tmp_path / "tree"
+    (tree / "home" / "real").mkdir(parents=True)
+    os.symlink("real", tree / "home" / "demo")
+    spec = SandboxSpec(read_paths=(Path("/home/demo"),), tree=tree,
+                       bind_sources={Path("/home/demo"): tmp_path})
+    with pytest.raises(SandboxError, match="'/home/demo' has a symbolic link on it"):
+        spawn(spec, ["/bin/true"])
+    spec = SandboxSpec(read_paths=(Path("/home/real"),), tree=tree,
+                       bind_sources={Path("/home/real"): tmp_path})
+    with pytest.raises(SandboxError) as info:  # past the link check: the source's turn
+        spawn(spec, ["/bin/true"])
+    assert "not an export of the kernel's file server" in str(info.value)
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_an_exo_path_leading_out_of_the_tree_is_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "home").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", tree / "home" / "out")
+    with pytest.raises(SandboxError, match="'/home/out' leads out of the Exo tree"):
+        spawn(SandboxSpec(read_paths=(Path("/home/out"),), tree=tree), ["/bin/true"])
+
+
 def test_destination_keeps_the_grant_checks(tmp_path: Path) -> None:
     spec = SandboxSpec(read_paths=(Path("/etc"),), bind_sources={Path("/etc"): tmp_path})
     with pytest.raises(SandboxError, match="would expose /etc/shadow"):

@@ -33,7 +33,7 @@ _PRELUDE = """
 import os, sys
 from exo_std._kernel import call, connection
 from exo_std.errors import ExoError
-HOME = os.environ["HOME"]  # the granted directory, at its own path
+HOME = os.environ["HOME"]  # the granted directory, at its Exo path
 def started():
     with open(HOME + "/.started", "w") as f:
         f.write("attacking")

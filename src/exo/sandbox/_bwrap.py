@@ -228,8 +228,9 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
         # The kernel checked the destination's path without following links and exports
         # what it checked; a link here now (swapped in since) would move the mount point.
         host = hosts.get(granted, granted)
-        unlinked = granted if spec.tree is None else spec.tree.joinpath(*granted.parts[1:])
-        if Path(os.path.realpath(unlinked)) != host:
+        unlinked = granted if spec.tree is None else \
+            Path(os.path.realpath(spec.tree)).joinpath(*granted.parts[1:])
+        if Path(os.path.realpath(unlinked)) != unlinked:
             raise SandboxError(f"granted path {str(granted)!r} has a symbolic link on it "
                                "(a path served by the kernel is never reached through one)")
         sources[granted] = check_source(src, host, shown=granted)
