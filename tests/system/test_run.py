@@ -103,6 +103,7 @@ def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str]
     (["--cap", "device://gpu0=READ", "--", "true"], "no such device 'gpu0'"),
     (["--cap", "process://99=SEND", "--", "true"], "no such process 99"),
     (["--cap", "storage://home/demo=", "--", "true"], "no rights given for storage://home/demo"),
+    (["--cwd", "home/demo", "--", "true"], "expected an Exo path"),
 ])
 def test_bad_input_is_one_clear_line(exo_cmd: list[str], exo_env: dict[str, str],
                                      args: list[str], message: str) -> None:

@@ -23,6 +23,8 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     if not argv:
         raise ManifestError("nothing to run: give a command after --")
     grants = [parse_grant(c) for c in caps]  # validate before touching any kernel
+    if not cwd.startswith("/") or "\0" in cwd:
+        raise ManifestError(f"--cwd {cwd!r}: expected an Exo path such as /home/demo")
     manifest = load_manifest(manifest_path) if manifest_path else None
 
     from exo.kernel.control import ControlClient, KernelNotRunning
