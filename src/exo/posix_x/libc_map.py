@@ -1,7 +1,7 @@
 """Which syscalls the common glibc functions issue on x86-64, for ``posix-x analyze``.
 
 A dynamically linked program's imports say which libc functions it calls, not which syscalls
-it makes; this table bridges the two for about 400 functions (the ``_chk`` fortified variants
+it makes; this table bridges the two for about 690 functions (the ``_chk`` fortified variants
 and the ``64`` aliases included). It follows glibc 2.36 (Debian 12): ``open``, ``fopen`` and
 ``creat`` issue ``openat``; ``stat`` issues ``newfstatat``; ``fork`` issues ``clone``;
 ``pthread_create`` and ``posix_spawn`` issue ``clone3`` (answered ENOSYS by the sandbox, so
