@@ -142,20 +142,24 @@ def _summary(exc: BaseException) -> str:
 
 
 def _open(path: str) -> BinaryIO:
-    """The file opened for reading, or one line saying why not."""
+    """The file opened for reading, or one line saying why not. Opened non-blocking and
+    checked through its descriptor, so a FIFO swapped in after a check cannot hang us."""
     import stat
 
     try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise AnalyzeError(f"{path}: is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise AnalyzeError(f"{path}: not a regular file")
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise AnalyzeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise AnalyzeError(f"{path}: is a directory") from None
     except OSError as exc:
         raise AnalyzeError(f"{path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise AnalyzeError(f"{path}: {kind}")
+    return os.fdopen(fd, "rb")
 
 
 def _head(path: str) -> bytes:
@@ -367,7 +371,7 @@ def _library_imports(path: str, needed: list[str], runpath: list[str],
             report.warnings.append(f"needed library {name} not found")
             continue
         try:
-            with open(found, "rb") as f:
+            with _open(found) as f:
                 elf = ELFFile(f)
                 lib_needed, lib_runpath = _dynamic(elf)
                 imports, _ = _symbols(elf)

@@ -187,9 +187,11 @@ def test_a_text_file_is_not_an_elf(tmp_path: Path) -> None:
     _one_line_error(str(tmp_path / "t.txt"), "not an ELF executable or a script")
 
 
-def test_a_directory_and_a_device(tmp_path: Path) -> None:
+def test_a_directory_a_device_and_a_fifo(tmp_path: Path) -> None:
     _one_line_error(str(tmp_path), "is a directory")
     _one_line_error("/dev/null", "not a regular file")
+    os.mkfifo(tmp_path / "fifo")  # no writer: a blocking open would hang
+    _one_line_error(str(tmp_path / "fifo"), "not a regular file")
 
 
 @pytest.mark.parametrize("size", [4, 20, 64, 100, 3000, 40000])
