@@ -275,3 +275,17 @@ def test_names_from_the_file_cannot_reach_the_terminal_or_the_manifest(tmp_path:
     r = az.analyze(str(path))
     assert r.elf["needed"] == ["l\\x1b[2J\\x0ax=6"]
     assert "x" not in tomllib.loads(r.manifest)
+
+
+def test_without_section_headers_the_dynamic_segment_is_read(tmp_path: Path) -> None:
+    """sstrip-style binaries drop the section headers; PT_DYNAMIC still names everything."""
+    import struct
+
+    data = bytearray(Path(CAT).read_bytes())
+    struct.pack_into("<Q", data, 0x28, 0)  # e_shoff
+    struct.pack_into("<HH", data, 0x3C, 0, 0)  # e_shnum, e_shstrndx
+    path = tmp_path / "noshdr"
+    path.write_bytes(bytes(data))
+    r, full = az.analyze(str(path)), az.analyze(CAT)
+    assert r.elf["needed"] == ["libc.so.6"]
+    assert r.imports == full.imports and r.score == full.score
