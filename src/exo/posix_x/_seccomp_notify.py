@@ -95,7 +95,8 @@ _IOCTL_ID_VALID = _ioc(1, 2, 8)
 _IOCTL_ADDFD = _ioc(1, 3, ctypes.sizeof(_NotifAddfd))
 _ADDFD_FLAG_SEND = 1 << 1
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_TMPFILE
+# O_TMPFILE includes O_DIRECTORY's bit: test it as a whole (_is_tmpfile), never as a mask.
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _KNOWN_FLAGS = (os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC | os.O_APPEND
                 | os.O_NONBLOCK | os.O_DSYNC | os.O_SYNC | os.O_DIRECTORY | os.O_NOFOLLOW
                 | os.O_CLOEXEC | 0o100000 | os.O_NOATIME | os.O_PATH | os.O_TMPFILE
@@ -141,9 +142,10 @@ class Rule:
 class Decision:
     """One brokered call, for the audit log and for tests."""
 
-    __slots__ = ("errno", "flags", "path", "pid", "rule")
+    __slots__ = ("errno", "fd", "flags", "path", "pid", "rule")
 
     def __init__(self, pid: int, path: str, flags: int, rule: str | None, err: int) -> None:
+        self.fd = -1  # the supervisor's descriptor between the open and the injection
         self.pid = pid
         self.path = path
         self.flags = flags
@@ -179,10 +181,14 @@ class Broker:
             where = rule.root_and_rest(clean)
             if where is None:
                 continue
-            if flags & _WRITE_FLAGS and not rule.write:
+            if (flags & _WRITE_FLAGS or _is_tmpfile(flags)) and not rule.write:
                 return -errno.EACCES, rule
             return _open_beneath(*where, flags, mode), rule
         return -errno.EACCES, None
+
+
+def _is_tmpfile(flags: int) -> bool:
+    return flags & os.O_TMPFILE == os.O_TMPFILE
 
 
 def _open_beneath(root: str, rest: str, flags: int, mode: int) -> int:
@@ -191,7 +197,7 @@ def _open_beneath(root: str, rest: str, flags: int, mode: int) -> int:
     except OSError as exc:
         return -(exc.errno or errno.EACCES)
     try:
-        creating = flags & (os.O_CREAT | os.O_TMPFILE)
+        creating = flags & os.O_CREAT or _is_tmpfile(flags)
         how = _OpenHow(flags=(flags | os.O_CLOEXEC) & 0xFFFFFFFF,
                        mode=(mode & 0o7777) if creating else 0,
                        resolve=_RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
@@ -286,28 +292,29 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None
     return pid, fds[0]
 
 
-def _read_path(pid: int, address: int) -> str | None:
-    """The NUL-terminated string at ``address`` in ``pid``, read once; None if unreadable."""
+def _read_path(pid: int, address: int) -> str | int:
+    """The NUL-terminated string at ``address`` in ``pid``, read once, or the errno Linux
+    would give: EFAULT for memory that cannot be read, ENAMETOOLONG past PATH_MAX."""
     if address == 0:
-        return None
+        return errno.EFAULT
     try:
         fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return None
+        return errno.EFAULT
     try:
         data = b""
         while len(data) < _PATH_MAX:
             here = address + len(data)
             chunk = os.pread(fd, min(4096 - here % 4096, _PATH_MAX - len(data)), here)
             if not chunk:
-                return None
+                return errno.EFAULT
             end = chunk.find(b"\0")
             if end >= 0:
                 return os.fsdecode(data + chunk[:end])
             data += chunk
-        return None  # longer than PATH_MAX: Linux answers ENAMETOOLONG
+        return errno.ENAMETOOLONG
     except OSError:
-        return None
+        return errno.EFAULT
     finally:
         os.close(fd)
 
@@ -351,27 +358,37 @@ def handle_one(listener: int, broker: Broker) -> Decision | None:
     path = _read_path(pid, address)
     if not _id_valid(listener, notif.id):
         return None  # not the same thread in the same syscall any more: nothing to answer
-    if path is None:
-        _reply_error(listener, notif.id, errno.EFAULT)
-        return Decision(pid, "", flags, None, errno.EFAULT)
-    absolute = path
-    if not path.startswith("/"):
-        base = _base_dir(pid, dirfd)
-        if base is None:
-            _reply_error(listener, notif.id, errno.EBADF)
-            return Decision(pid, path, flags, None, errno.EBADF)
-        absolute = os.path.join(base, path)
-    fd, rule = broker.open_for(absolute, flags & ~os.O_CLOEXEC, mode)
-    decision = Decision(pid, absolute, flags, rule.path if rule else None, max(0, -fd))
-    if fd < 0:
-        _reply_error(listener, notif.id, -fd)
+    decision = _decide(broker, pid, dirfd, path, flags, mode)
+    if decision.errno:
+        _reply_error(listener, notif.id, decision.errno)
     else:
+        fd = decision.fd
         try:
             if _reply_fd(listener, notif.id, fd, bool(flags & os.O_CLOEXEC)) < 0:
                 decision.errno = ctypes.get_errno()
         finally:
             os.close(fd)
+        decision.fd = -1
     broker.decisions.append(decision)
+    return decision
+
+
+def _decide(broker: Broker, pid: int, dirfd: int, path: str | int, flags: int,
+            mode: int) -> Decision:
+    """Check and open; the decision holds the supervisor's descriptor when it opened."""
+    if isinstance(path, int):
+        return Decision(pid, "", flags, None, path)
+    if not path:
+        return Decision(pid, path, flags, None, errno.ENOENT)  # as Linux for ""
+    absolute = path
+    if not path.startswith("/"):
+        base = _base_dir(pid, dirfd)
+        if base is None:
+            return Decision(pid, path, flags, None, errno.EBADF)
+        absolute = os.path.join(base, path)
+    fd, rule = broker.open_for(absolute, flags & ~os.O_CLOEXEC, mode)
+    decision = Decision(pid, absolute, flags, rule.path if rule else None, max(0, -fd))
+    decision.fd = fd
     return decision
 
 

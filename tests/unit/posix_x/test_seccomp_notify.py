@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,81 @@ def test_rules_and_flags(tree: Path) -> None:
     os.close(fd)
     assert file_rule.open_for(str(tree / "allowed" / "link"), os.O_RDONLY, 0)[0] == \
         -errno.EACCES
+
+
+_PROBE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void show(const char *what, long r) {
+    printf("%s %ld %d\n", what, r < 0 ? -1L : 0L, r < 0 ? errno : 0);
+}
+
+int main(void) {
+    static char longpath[6000];
+    memset(longpath, 'a', sizeof longpath - 1);
+    show("null", syscall(SYS_openat, AT_FDCWD, NULL, O_RDONLY));
+    show("unmapped", syscall(SYS_openat, AT_FDCWD, (char *)8, O_RDONLY));
+    show("long", syscall(SYS_openat, AT_FDCWD, longpath, O_RDONLY));
+    show("empty", syscall(SYS_openat, AT_FDCWD, "", O_RDONLY));
+    show("openat2", syscall(SYS_openat2, AT_FDCWD, "allowed/hello.txt", NULL, 0));
+    int fd = open("allowed/hello.txt", O_RDONLY | O_CLOEXEC);
+    show("cloexec", fd);
+    printf("cloexec-flag %d\n", fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC) ? 1 : 0);
+    fd = open("allowed/hello.txt", O_RDONLY);
+    printf("plain-flag %d\n", fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC) ? 1 : 0);
+    int dir = open("allowed", O_RDONLY | O_DIRECTORY);
+    show("dir", dir);
+    fd = openat(dir, "hello.txt", O_RDONLY);
+    char buf[16] = {0};
+    show("dirfd", fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1);
+    printf("dirfd-content %s", buf);
+    show("badfd", syscall(SYS_openat, 999, "x", O_RDONLY));
+    return 0;
+}
+"""
+
+
+def test_a_hostile_target_gets_linuxs_errnos_and_its_flags(tree: Path) -> None:
+    """Bad pointers, an overlong or empty path, openat2, O_CLOEXEC, a dirfd, a bad dirfd."""
+    source = tree / "probe.c"
+    source.write_text(_PROBE)
+    binary = tree / "probe"
+    built = subprocess.run(["gcc", "-O1", "-o", str(binary), str(source)],
+                           capture_output=True, text=True, timeout=120)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build the probe: {built.stderr[:200]}")
+    code, out, err, _ = _run(tree, [str(binary)])
+    assert code == 0, err
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["null"] == f"-1 {errno.EFAULT}"
+    assert lines["unmapped"] == f"-1 {errno.EFAULT}"
+    assert lines["long"] == f"-1 {errno.ENAMETOOLONG}"
+    assert lines["empty"] == f"-1 {errno.ENOENT}"
+    assert lines["openat2"] == f"-1 {errno.ENOSYS}"  # so a libc falls back to openat
+    assert lines["cloexec"] == "0 0" and lines["cloexec-flag"] == "1"
+    assert lines["plain-flag"] == "0"
+    assert lines["dir"] == "0 0" and lines["dirfd"] == "0 0"
+    assert lines["dirfd-content"] == "hello"
+    assert lines["badfd"] == f"-1 {errno.EBADF}"
+
+
+def test_o_directory_is_not_mistaken_for_o_tmpfile(tree: Path) -> None:
+    """O_TMPFILE contains O_DIRECTORY's bit: a read-only rule opens directories, and refuses
+    an anonymous file created in them."""
+    broker = sn.Broker([sn.Rule(str(tree / "allowed"))])
+    fd, _ = broker.open_for(str(tree / "allowed"), os.O_RDONLY | os.O_DIRECTORY, 0o777)
+    assert fd >= 0
+    os.close(fd)
+    tmp = broker.open_for(str(tree / "allowed"), os.O_RDWR | os.O_TMPFILE, 0o600)
+    assert tmp[0] == -errno.EACCES
+    writable = sn.Broker([sn.Rule(str(tree / "allowed"), write=True)])
+    fd, _ = writable.open_for(str(tree / "allowed"), os.O_RDWR | os.O_TMPFILE, 0o600)
+    assert fd >= 0
+    os.close(fd)
