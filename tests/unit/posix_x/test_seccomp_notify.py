@@ -184,3 +184,14 @@ def test_o_directory_is_not_mistaken_for_o_tmpfile(tree: Path) -> None:
     fd, _ = writable.open_for(str(tree / "allowed"), os.O_RDWR | os.O_TMPFILE, 0o600)
     assert fd >= 0
     os.close(fd)
+
+
+def test_a_target_past_its_timeout_is_killed(tree: Path) -> None:
+    rules = [sn.Rule(p) for p in SYSTEM if os.path.exists(p)]
+    code, _ = sn.run(["/bin/sleep", "30"], rules, timeout=0.5)
+    assert code == 128 + 9
+
+
+def test_a_missing_program_is_an_exit_status_not_a_hang(tree: Path) -> None:
+    code, broker = sn.run([str(tree / "no-such-program")], [], timeout=30)
+    assert code == 126 and broker.decisions == []
