@@ -36,8 +36,6 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 KNOWN = {
-    # Rights live in the kernel's caps package; exo.abi (and so exo_std) re-exports them
-    ("exo.abi", "exo.kernel.caps.rights"),
     # boot_and_run starts the shell: the session belongs above the kernel
     ("exo.kernel.session", "exo.shell"),
 }
