@@ -25,34 +25,64 @@ class ErrorCode(enum.IntEnum):
     one; add new codes at the end of their group."""
 
     # the request itself
-    INVALID_ARGUMENT = 1  # a missing, unknown, mistyped or out-of-range argument
-    UNKNOWN_SYSCALL = 2  # no syscall of that name
-    NOT_IMPLEMENTED = 3  # a syscall the table lists but the kernel does not serve yet
-    PROTOCOL = 4  # not a well-formed message (not JSON, no "op", bad descriptors...)
-    REPLY_TOO_LARGE = 5  # the result does not fit in one message
-    INTERNAL = 6  # the kernel failed (a bug: its log has the traceback)
+    INVALID_ARGUMENT = 1
+    UNKNOWN_SYSCALL = 2
+    NOT_IMPLEMENTED = 3
+    PROTOCOL = 4
+    REPLY_TOO_LARGE = 5
+    INTERNAL = 6
     # capabilities
-    NO_SUCH_HANDLE = 10  # stale, forged, guessed or foreign handle
-    INSUFFICIENT_RIGHTS = 11  # the capability lacks a right (or asked to add one)
-    INVALID_RIGHTS = 12  # a rights text that names no known right
-    INVALID_NAME = 13  # a resource name that does not parse
-    DENIED = 14  # refused by authority or policy (no covering capability...)
+    NO_SUCH_HANDLE = 10
+    INSUFFICIENT_RIGHTS = 11
+    INVALID_RIGHTS = 12
+    INVALID_NAME = 13
+    DENIED = 14
     REVOKED = 15
-    QUOTA_EXCEEDED = 16  # a per-process bound was reached (exo.kernel.quota)
-    CAPABILITY = 17  # another refusal of the capability engine
+    QUOTA_EXCEEDED = 16
+    CAPABILITY = 17
     # processes
-    NOT_FOUND = 20  # no such process, child or token
+    NOT_FOUND = 20
     TIMEOUT = 21
-    EXEC_FAILED = 22  # the sandbox was built but the program could not be executed
-    SANDBOX = 23  # the sandbox could not be built
-    INVALID_MANIFEST = 24  # limits or a manifest that do not parse
+    EXEC_FAILED = 22
+    SANDBOX = 23
+    INVALID_MANIFEST = 24
     # files (from the host's errno)
-    NO_SUCH_FILE = 30  # ENOENT
-    PERMISSION = 31  # EACCES, EPERM; a path with a link or leaving the tree
-    EXISTS = 32  # EEXIST
-    IS_DIRECTORY = 33  # EISDIR
-    NOT_DIRECTORY = 34  # ENOTDIR
-    OS_ERROR = 35  # any other errno
+    NO_SUCH_FILE = 30
+    PERMISSION = 31
+    EXISTS = 32
+    IS_DIRECTORY = 33
+    NOT_DIRECTORY = 34
+    OS_ERROR = 35
+
+
+#: What each code means (docs/syscalls.md lists them).
+MEANING: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_ARGUMENT: "a missing, unknown, mistyped or out-of-range argument",
+    ErrorCode.UNKNOWN_SYSCALL: "no syscall of that name",
+    ErrorCode.NOT_IMPLEMENTED: "a syscall the table lists but the kernel does not serve yet",
+    ErrorCode.PROTOCOL: "not a well-formed message (not JSON, no 'op', bad descriptors...)",
+    ErrorCode.REPLY_TOO_LARGE: "the result does not fit in one message",
+    ErrorCode.INTERNAL: "the kernel failed (a bug: its log has the traceback)",
+    ErrorCode.NO_SUCH_HANDLE: "stale, forged, guessed or foreign handle",
+    ErrorCode.INSUFFICIENT_RIGHTS: "the capability lacks a right (or asked to add one)",
+    ErrorCode.INVALID_RIGHTS: "a rights text that names no known right",
+    ErrorCode.INVALID_NAME: "a resource name that does not parse",
+    ErrorCode.DENIED: "refused by authority or policy (no covering capability...)",
+    ErrorCode.REVOKED: "the capability was revoked",
+    ErrorCode.QUOTA_EXCEEDED: "a per-process bound was reached (exo.kernel.quota)",
+    ErrorCode.CAPABILITY: "another refusal of the capability engine",
+    ErrorCode.NOT_FOUND: "no such process, child or token",
+    ErrorCode.TIMEOUT: "nothing arrived before the timeout",
+    ErrorCode.EXEC_FAILED: "the sandbox was built but the program could not be executed",
+    ErrorCode.SANDBOX: "the sandbox could not be built",
+    ErrorCode.INVALID_MANIFEST: "limits or a manifest that do not parse",
+    ErrorCode.NO_SUCH_FILE: "ENOENT: no such file or directory",
+    ErrorCode.PERMISSION: "EACCES, EPERM; a path with a link or leaving the tree",
+    ErrorCode.EXISTS: "EEXIST: the file exists",
+    ErrorCode.IS_DIRECTORY: "EISDIR: a directory opened for writing",
+    ErrorCode.NOT_DIRECTORY: "ENOTDIR: not a directory",
+    ErrorCode.OS_ERROR: "any other errno",
+}
 
 
 class AbiError(Exception):
@@ -65,6 +95,21 @@ class ProtocolError(AbiError):
     """A malformed message on a kernel channel."""
 
     code = ErrorCode.PROTOCOL
+
+
+class SyscallError(AbiError):
+    """A request refused for a reason other than capabilities.
+
+    ``INVALID_ARGUMENT`` unless said otherwise: the dispatchers' own refusals (an
+    unknown or unimplemented syscall, a malformed request) keep this class name on the
+    wire, as before the codes existed, and carry their code on the instance."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class CapabilityError(AbiError):
