@@ -21,7 +21,8 @@ from exo.abi import ProtocolError, encode_message
 from exo.abi.errors import ErrorCode, code_of, refusal
 from exo.abi.syscalls import SYSCALLS
 from exo.kernel.fairshare import Meter
-from exo.kernel.syscalls import caps, ipc, proc, storage
+from exo.kernel.syscalls import caps, ipc, storage
+from exo.kernel.syscalls import proc as proc_family  # "proc" names the caller below
 from exo.kernel.syscalls.host import Handler, SyscallError, SyscallHost
 
 if TYPE_CHECKING:
@@ -30,8 +31,11 @@ if TYPE_CHECKING:
 #: Every handler, by syscall name: one file per family. The table's rows and these keys
 #: agree (tests/unit/test_syscall_table.py); looked up per request, so a test may
 #: replace one.
-HANDLERS: dict[str, Handler] = {**caps.HANDLERS, **ipc.HANDLERS, **storage.HANDLERS,
-                                **proc.HANDLERS}
+HANDLERS: dict[str, Handler] = {
+    name: handler
+    for family in (caps, ipc, storage, proc_family)
+    for name, handler in family.HANDLERS.items()
+}
 
 _PROTOCOL = int(ErrorCode.PROTOCOL)
 _REPLY_TOO_LARGE = int(ErrorCode.REPLY_TOO_LARGE)
