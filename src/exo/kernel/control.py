@@ -20,7 +20,6 @@ from pathlib import Path
 
 from exo.abi import ProtocolError, recv_message, send_message
 from exo.abi.errors import ErrorCode, SyscallError, code_of
-from exo.abi.syscalls import CONTROL_OPS
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
@@ -161,6 +160,8 @@ class ControlServer:
                 fds: list[int]) -> Any:
         """Serve one request, its arguments checked against its row of the syscall table
         (``exo.abi.syscalls``, channel "control") first."""
+        from exo.abi.syscalls import CONTROL_OPS  # at the first request: off the boot path
+
         row = CONTROL_OPS.get(op) if isinstance(op, str) else None
         if row is None:
             raise SyscallError(f"unknown control operation {str(op)[:64]!r}",
