@@ -24,7 +24,14 @@ from exo.abi import (
     encode_message,
     message_bytes,
 )
-from exo_std.errors import KernelUnavailable, RequestTooLarge, error_from_reply
+from exo.abi.syscalls import SYSCALLS
+from exo_std.errors import (
+    InvalidArgument,
+    KernelUnavailable,
+    RequestTooLarge,
+    UnknownSyscall,
+    error_from_reply,
+)
 
 TYPE_CHECKING = False  # no typing import at run time: every app imports this (exo/_value.py)
 if TYPE_CHECKING:
@@ -88,7 +95,8 @@ class KernelConnection:
         if not msg.get("ok"):
             for fd in got:
                 os.close(fd)
-            raise error_from_reply(str(msg.get("error")), str(msg.get("message")))
+            raise error_from_reply(str(msg.get("error")), str(msg.get("message")),
+                                   msg.get("code"))
         return msg.get("result"), got
 
     def send_raw(self, data: bytes) -> dict[str, Any]:
@@ -131,7 +139,25 @@ def connection() -> KernelConnection:
 
 
 def call(op: str, fds: list[int] | None = None, **args: Any) -> tuple[Any, list[int]]:
+    """Make syscall ``op`` (a row of ``exo.abi.syscalls``): its name and argument names
+    are checked against the row first (two set comparisons), so a typo fails here, not
+    as a refusal from the kernel; the values are the kernel's to check."""
+    row = SYSCALLS.get(op)
+    if row is None or not row.required <= args.keys() <= row.names:
+        _refuse(op, args)
     return connection().call(op, fds, **args)
+
+
+def _refuse(op: str, args: dict[str, Any]) -> None:
+    """Raise what the kernel would answer to a call ``call`` will not send."""
+    row = SYSCALLS.get(op)
+    if row is None:
+        raise UnknownSyscall(f"unknown syscall {op[:64]!r}")
+    unknown = sorted(set(args) - row.names)
+    if unknown:
+        raise InvalidArgument(f"{op}: unknown argument {unknown[0][:64]!r}")
+    missing = sorted(row.required - set(args))
+    raise InvalidArgument(f"{op}: missing argument {missing[0]!r}")
 
 
 def reset() -> None:

@@ -9,7 +9,9 @@ Wire format of the bootstrap channel: one JSON object per message over a Fusion 
 channel; file descriptors go beside it on a SOCK_SEQPACKET socket with SCM_RIGHTS (see
 ``exo.kernel.bootstrap``); the control socket carries the same JSON. Requests are
 ``{"id": n, "op": name, "args": {...}}``; replies are ``{"id": n, "ok": true,
-"result": ...}`` or ``{"id": n, "ok": false, "error": type, "message": text}``.
+"result": ...}`` or ``{"id": n, "ok": false, "error": type, "code": n, "message":
+text}`` (``exo.abi.errors``). The syscalls, their arguments and what they need are one
+table, ``exo.abi.syscalls`` (loaded by those who use it, not by this package).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import contextlib
 import json
 import os
 import socket
+
+from exo.abi.errors import AbiError as AbiError
+from exo.abi.errors import ErrorCode as ErrorCode
+from exo.abi.errors import ProtocolError as ProtocolError
+from exo.abi.rights import Rights as Rights
 
 BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
 BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # rings + both segments (6 fds, kernel/bootstrap.py)
@@ -30,10 +37,6 @@ MAX_FDS = 16
 # stolen from every other process the kernel serves: 64 KiB of "[0,0,0,...]" costs ~3 ms,
 # 2,048 values ~0.1 ms. No syscall needs more (a spawn's argv and caps included).
 MAX_REQUEST_VALUES = 2048
-
-
-class ProtocolError(Exception):
-    """A malformed message on a kernel channel."""
 
 
 # Built once: ``json.dumps`` with any option builds a JSONEncoder per call (~0.7 µs of a
@@ -176,10 +179,6 @@ class AdaptiveSpin:
             self.budget_ns = new
             self._configure(spin_us=new / 1000)
 
-
-# The rights bits are the contract between the kernel and applications; both sides use
-# the kernel's definition (its module and its package import only the standard library).
-from exo.kernel.caps.rights import Rights as Rights  # noqa: E402
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
