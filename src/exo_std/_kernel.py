@@ -90,12 +90,13 @@ class KernelConnection:
             try:
                 if fds:
                     socket.send_fds(self._sock, [b"F"], fds)
-                self._tx.send(data, None, None)
+                # one positional argument each: the binding's fast path (no keyword parsing)
+                self._tx.send(data)
                 if self._observe is None:
-                    reply, _ = self._rx.recv_msg(None)
+                    reply, _ = self._rx.recv_msg()
                 else:
                     t0 = time.perf_counter_ns()
-                    reply, _ = self._rx.recv_msg(None)
+                    reply, _ = self._rx.recv_msg()
                     self._observe(time.perf_counter_ns() - t0)
                 if type(reply) is not bytes:  # a zero-copy Block: copied out, given back
                     reply = message_bytes(reply)
