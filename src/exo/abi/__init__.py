@@ -145,29 +145,41 @@ def message_bytes(data: Any) -> bytes:
 
 class AdaptiveSpin:
     """How long one end of the bootstrap channel spins before it sleeps: adapted to the
-    waits it sees, within ``[floor_us, cap_us]`` (``ring.configure(spin_us=)``).
+    waits it sees, within ``[floor_us, cap_us]``.
 
     A waiter that sleeps on the ring's futex costs its peer a ``FUTEX_WAKE`` and itself a
-    wake-up (a membarrier or a fence, a context switch: ~10 µs a round trip here) at
-    every message. When the peer answers within a few microseconds — the kernel serving
-    a null syscall, or an app calling in a loop — a short spin catches the message
+    wake-up (a membarrier or a fence, a context switch: ~10 us a round trip here) at
+    every message. When the peer answers within a few microseconds -- the kernel serving
+    a null syscall, or an app calling in a loop -- a short spin catches the message
     instead. So each observed wait that ended within ``cap_us`` sets the budget to twice
     that wait (the next one is caught), and each longer wait (the peer was busy
     elsewhere or idle: the spin was wasted) halves it, back to ``floor_us``, the ring's
     default. The spin itself runs in ``_fring.c``: bounded by the budget, without the
-    GIL, and skipped while the peer last ran on the waiter's CPU."""
+    GIL, and skipped while the peer last ran on the waiter's CPU.
 
-    __slots__ = ("_configure", "budget_ns", "cap_ns", "floor_ns")
+    A Fusion Ring adapts by itself (``ring.configure(spin_us=floor, spin_max_us=cap)``:
+    the same rule, applied in C to the waits it times, with no clock read or Python call
+    per message): then ``native`` is true and ``observe`` need not be called. Any other
+    ring-like object (``configure(spin_us=)`` only) is driven from Python through
+    ``observe``."""
+
+    __slots__ = ("_configure", "budget_ns", "cap_ns", "floor_ns", "native")
 
     def __init__(self, ring: Any, floor_us: float = 5.0, cap_us: float = 50.0) -> None:
         self._configure = ring.configure
         self.floor_ns = int(floor_us * 1000)
         self.cap_ns = int(cap_us * 1000)
         self.budget_ns = self.floor_ns
-        ring.configure(spin_us=floor_us)
+        try:
+            ring.configure(spin_us=floor_us, spin_max_us=cap_us)
+            self.native = True
+        except TypeError:  # a ring without the adaptive wait
+            ring.configure(spin_us=floor_us)
+            self.native = False
 
     def observe(self, waited_ns: int) -> None:
-        """Account one wait of ``waited_ns`` (the time ``recv`` took to return)."""
+        """Account one wait of ``waited_ns`` (the time ``recv`` took to return); only
+        for a ring that does not adapt by itself (``native`` false)."""
         budget = self.budget_ns
         if waited_ns <= self.cap_ns:
             new = max(self.floor_ns, min(self.cap_ns, 2 * waited_ns))

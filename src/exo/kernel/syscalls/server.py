@@ -77,15 +77,14 @@ def _serve(kernel: SyscallHost, proc: ExoProcess) -> None:
     assert channel is not None
     channel.use_codec(_decode, _encode)
     share = kernel.fair_share
+    # Charges this thread's CPU time continuously, the GIL-free spin before a futex sleep
+    # included (not charging the spin was measured: a flooding process then took 20-70x
+    # more of a well-behaved app's null syscall p99 in bench/isolation.py); it settles
+    # every 0.2 ms of wall time, not at every request (exo.kernel.fairshare.Meter).
     meter = Meter(share, proc.pid)
     pid = proc.pid
     try:
         while True:
-            # Charged from here: a futex sleep costs no CPU, but the spin before it (up to
-            # 50 us, GIL-free) burns a CPU others could use, and decoding is the request's.
-            # Not charging the spin was measured: a flooding process then took 20-70x more
-            # of a well-behaved app's null syscall p99 (bench/isolation.py).
-            meter.start()
             try:
                 got = channel.recv()
             except ProtocolError as exc:
@@ -94,7 +93,7 @@ def _serve(kernel: SyscallHost, proc: ExoProcess) -> None:
                                          "code": _PROTOCOL, "message": str(exc)}
                 if not _reply(channel, reply, []):
                     break
-                meter.pay(meter.stop())
+                meter.pay(meter.tick())
                 continue
             except Exception:  # the channel is closed under us (process reclaimed)
                 break
@@ -105,7 +104,7 @@ def _serve(kernel: SyscallHost, proc: ExoProcess) -> None:
             reply, out_fds = _dispatch(kernel, proc, msg, fds)
             if not _reply(channel, reply, out_fds):
                 break
-            meter.pay(meter.stop())
+            meter.pay(meter.tick())
     finally:
         share.forget(pid)
         channel.close()
