@@ -116,8 +116,12 @@ class OpenFileTable:
     def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse",
                  root: Path | None = None,
                  max_open_per_process: int = MAX_OPEN_PER_PROCESS,
-                 fair_share: FairShare | None = None) -> None:
+                 fair_share: FairShare | None = None,
+                 passthrough: bool = False) -> None:
         self._caps = caps
+        # Whether ``open_revocable`` asks for FUSE passthrough when its caller does not say.
+        self.passthrough_default = passthrough
+        self._passthrough_logged = False
         self._fair_share = fair_share  # the file servers meter their work per process
         self._fuse_device = fuse_device
         self._max_open = max_open_per_process
@@ -173,14 +177,19 @@ class OpenFileTable:
             proc.on_exit.append(self._release)
 
     def open_revocable(self, proc: ExoProcess, pin: Any, real_fd: int, flags: int, *,
-                       mount_dir: Path, log: Callable[[str], None] | None = None
-                       ) -> tuple[int, bool]:
+                       mount_dir: Path, log: Callable[[str], None] | None = None,
+                       passthrough: bool | None = None) -> tuple[int, bool]:
         """Return ``(fd to pass to proc, revocable?)`` for the real file ``real_fd``.
 
         Revocable: ``real_fd`` now belongs to the file server and the returned fd is a new
         one on its mount (the caller passes it, then closes its copy). Not revocable (no
         FUSE here): the returned fd is ``real_fd`` itself. ``mount_dir`` is used when the
         server is started (first call); ``log`` hears, once, why FUSE is unavailable.
+
+        ``passthrough`` (default: ``passthrough_default``): reads and writes of a regular
+        file skip the server (native speed); revocation then cuts read/write/fstat/
+        ftruncate/fsync (EIO) but not memory mappings, splice or sendfile
+        (docs/revocable-files.md). Without kernel support the file is served as usual.
         """
         server = self._ensure_server(mount_dir, log)
         if server is None:
@@ -190,12 +199,25 @@ class OpenFileTable:
             first = self._files.add(proc.pid, pin)
         if first:
             proc.on_exit.append(self._release)
+        want = self.passthrough_default if passthrough is None else passthrough
+        if want and not server.passthrough and not self._passthrough_logged:
+            self._passthrough_logged = True
+            if log is not None:
+                why = server.passthrough_unavailable or "not negotiated"
+                log(f"files: FUSE passthrough unavailable ({why}): files asked for it are "
+                    "served by the kernel (every operation checked)")
         try:
-            fd = server.open(real_fd, pin, flags, owner=proc.pid)
+            fd, _ = server.open_mode(real_fd, pin, flags, owner=proc.pid, passthrough=want)
         except BaseException:
             self._forget(self._files, pin)
             raise
         return fd, True
+
+    @property
+    def passthrough_available(self) -> bool:
+        """Whether the running file server can open files in passthrough mode."""
+        server = self._file_server.server
+        return server is not None and bool(server.passthrough)
 
     def _ensure_server(self, mount_dir: Path, log: Callable[[str], None] | None
                        ) -> RevocableFiles | None:

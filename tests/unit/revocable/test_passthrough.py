@@ -1,0 +1,263 @@
+"""Passthrough files: native-speed reads and writes, and what revocation still cuts.
+
+Each guarantee in docs/revocable-files.md ("What passthrough revocation cuts") has a test
+here, the limits included (a mapping and sendfile outlive revocation), so the document
+stays true on the kernel the tests run on.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.unit.revocable.served import PID, Holder, mounted, served
+
+from exo.kernel.caps import Capability
+from exo.kernel.files import OpenFileTable
+from exo.kernel.process import ExoProcess
+from exo.kernel.revocable import RevocableFiles
+from exo.kernel.revocable import _passthrough as _pt
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+    reason="needs /dev/fuse and root (mount(2) of a FUSE file system)",
+)
+
+DATA = b"hello, world\n" * 1000
+
+
+class World(Holder):
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.file = tmp / "data.bin"
+        self.file.write_bytes(DATA)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[RevocableFiles]:
+    with served(RevocableFiles, world.tmp / "mnt", world.caps) as srv:
+        if not srv.passthrough:
+            pytest.skip(f"no FUSE passthrough here ({srv.passthrough_unavailable})")
+        yield srv
+
+
+def _open(srv: RevocableFiles, world: World, flags: int = os.O_RDWR,
+          rights: str = "READ,WRITE") -> tuple[int, Capability]:
+    pin = world.pin(rights)
+    real = os.open(world.file, flags | os.O_CLOEXEC)
+    fd, passthrough = srv.open_mode(real, pin, flags, owner=PID, passthrough=True)
+    assert passthrough
+    return fd, pin
+
+
+def _errno(op: object) -> int:
+    try:
+        op()  # type: ignore[operator]
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def test_reads_and_writes_skip_the_server(server: RevocableFiles, world: World) -> None:
+    fd, _ = _open(server, world)
+    try:
+        before = server.stats()["requests"]
+        for _ in range(200):
+            assert os.pread(fd, 5, 0) == b"hello"
+        assert os.read(fd, 5) == b"hello"
+        assert server.stats()["requests"] == before  # not one request for those
+        for _ in range(200):
+            assert os.pwrite(fd, b"J", 0) == 1
+        # (the first write may ask for attributes once, to clear setuid bits)
+        assert server.stats()["requests"] <= before + 2
+        assert world.file.read_bytes()[:5] == b"Jello"
+        assert os.fstat(fd).st_size == len(DATA)  # GETATTR is still ours
+        os.ftruncate(fd, 5)
+        assert world.file.read_bytes() == b"Jello"
+        assert server.stats()["passthrough_opened"] == 1
+    finally:
+        os.close(fd)
+
+
+def test_append_mode_appends(server: RevocableFiles, world: World) -> None:
+    pin = world.pin()
+    real = os.open(world.file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    fd, passthrough = server.open_mode(real, pin, os.O_WRONLY | os.O_APPEND, owner=PID,
+                                       passthrough=True)
+    assert passthrough
+    os.write(fd, b"tail")
+    os.close(fd)
+    assert world.file.read_bytes() == DATA + b"tail"
+
+
+def test_revoke_cuts_read_write_fstat_truncate_fsync(server: RevocableFiles,
+                                                     world: World) -> None:
+    fd, _ = _open(server, world)
+    assert os.pread(fd, 5, 0) == b"hello"
+    world.revoke()  # through the server's on_revoke subscription
+    assert server.stats()["cut"] == 1 and server.stats()["cut_failed"] == 0
+    for op in (lambda: os.pread(fd, 5, 0), lambda: os.read(fd, 5),
+               lambda: os.pwrite(fd, b"K", 0), lambda: os.write(fd, b"K"),
+               lambda: os.readv(fd, [bytearray(5)]), lambda: os.fstat(fd),
+               lambda: os.ftruncate(fd, 0), lambda: os.fsync(fd)):
+        assert _errno(op) == errno.EIO
+    assert _errno(lambda: os.close(fd)) == errno.EIO  # the descriptor is closed anyway
+    assert world.file.read_bytes() == DATA
+    assert _errno(lambda: os.fstat(fd)) == errno.EBADF
+
+
+_CHILD = """
+import os, sys
+fd = int(sys.argv[1])
+print(os.pread(fd, 5, 0).decode(), flush=True)
+sys.stdin.readline()
+for op in (lambda: os.pread(fd, 5, 0), lambda: os.pwrite(fd, b"K", 0)):
+    try:
+        op()
+        print("ok", flush=True)
+    except OSError as exc:
+        print(exc.errno, flush=True)
+"""
+
+
+def test_revoke_reaches_a_descriptor_held_by_another_process(server: RevocableFiles,
+                                                             world: World) -> None:
+    fd, _ = _open(server, world)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(fd)], pass_fds=[fd],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    os.close(fd)  # as the kernel does after passing it
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "hello"
+        world.revoke()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.read().split() == [str(errno.EIO), str(errno.EIO)]
+        assert child.wait(timeout=10) == 0
+        assert world.file.read_bytes() == DATA
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_process_exit_and_server_close_cut_too(world: World) -> None:
+    with served(RevocableFiles, world.tmp / "mnt", world.caps) as srv:
+        if not srv.passthrough:
+            pytest.skip(f"no FUSE passthrough here ({srv.passthrough_unavailable})")
+        gone, _ = _open(srv, world)
+        other = world.pin()
+        real = os.open(world.file, os.O_RDONLY | os.O_CLOEXEC)
+        kept, _ = srv.open_mode(real, other, os.O_RDONLY, owner=PID + 1, passthrough=True)
+        assert srv.release_for(PID) == 1
+        assert _errno(lambda: os.pread(gone, 1, 0)) == errno.EIO
+        assert os.pread(kept, 5, 0) == b"hello"  # another process's file: untouched
+    # Closing the server: an aborted connection alone leaves passthrough I/O working.
+    assert _errno(lambda: os.pread(kept, 1, 0)) == errno.EIO
+    for fd in (gone, kept):
+        _errno(lambda: os.close(fd))  # noqa: B023
+
+
+def test_limits_mappings_and_sendfile_outlive_revocation(server: RevocableFiles,
+                                                         world: World) -> None:
+    """Documented, not wanted: these go to the real file without any FUSE check."""
+    fd, _ = _open(server, world)
+    before = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+    world.revoke()
+    try:
+        assert _errno(lambda: os.pread(fd, 1, 0)) == errno.EIO
+        assert before[:5] == b"hello"  # a mapping made before
+        after = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)  # and one made after
+        assert after[:5] == b"hello"
+        after.close()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            assert os.sendfile(null, fd, 0, 5) == 5
+        finally:
+            os.close(null)
+    finally:
+        before.close()
+        _errno(lambda: os.close(fd))
+
+
+def test_checked_mode_is_the_default_and_directories_are_never_passthrough(
+        server: RevocableFiles, world: World) -> None:
+    real = os.open(world.file, os.O_RDONLY | os.O_CLOEXEC)
+    fd, passthrough = server.open_mode(real, world.pin("READ"), os.O_RDONLY, owner=PID)
+    assert not passthrough
+    before = server.stats()["requests"]
+    os.pread(fd, 5, 0)
+    assert server.stats()["requests"] > before  # served
+    os.close(fd)
+    real = os.open(world.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd, passthrough = server.open_mode(real, world.pin("READ"), os.O_RDONLY, owner=PID,
+                                       passthrough=True)
+    assert not passthrough and "data.bin" in os.listdir(fd)
+    os.close(fd)
+
+
+def test_a_single_open_still_no_reopen_through_proc(server: RevocableFiles,
+                                                    world: World) -> None:
+    fd, _ = _open(server, world, os.O_RDONLY, "READ")
+    try:
+        with pytest.raises(PermissionError):
+            os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
+    finally:
+        os.close(fd)
+
+
+def test_table_uses_passthrough_when_asked_and_revocation_cuts(world: World) -> None:
+    table = OpenFileTable(world.caps, passthrough=True)
+    proc = ExoProcess(pid=PID, argv=["app"], parent=1)
+    mount = world.tmp / "files-test"
+    try:
+        real = os.open(world.file, os.O_RDWR | os.O_CLOEXEC)
+        fd, revocable = table.open_revocable(proc, world.pin(), real, os.O_RDWR,
+                                             mount_dir=mount)
+        assert revocable
+        if not table.passthrough_available:
+            pytest.skip("no FUSE passthrough here")
+        assert table.stats()["server"]["passthrough_opened"] == 1
+        assert os.pread(fd, 5, 0) == b"hello"
+        world.revoke()
+        assert _errno(lambda: os.pread(fd, 5, 0)) == errno.EIO
+        assert table.count() == 0
+        _errno(lambda: os.close(fd))
+    finally:
+        table.close()
+    assert not mounted(mount)
+
+
+def test_table_says_once_when_passthrough_is_unavailable(world: World,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setattr(_pt, "kernel_offers", lambda flags, flags2: False)
+    lines: list[str] = []
+    table = OpenFileTable(world.caps, passthrough=True)
+    proc = ExoProcess(pid=PID, argv=["app"], parent=1)
+    try:
+        for _ in range(2):
+            real = os.open(world.file, os.O_RDONLY | os.O_CLOEXEC)
+            fd, revocable = table.open_revocable(proc, world.pin("READ"), real, os.O_RDONLY,
+                                                 mount_dir=world.tmp / "files-x",
+                                                 log=lines.append)
+            assert revocable and os.pread(fd, 5, 0) == b"hello"
+            os.close(fd)
+        assert not table.passthrough_available
+        assert [ln for ln in lines if "passthrough" in ln] == [
+            "files: FUSE passthrough unavailable (this kernel does not offer "
+            "FUSE_PASSTHROUGH): files asked for it are served by the kernel (every "
+            "operation checked)"]
+    finally:
+        table.close()
