@@ -109,6 +109,9 @@ class _Slot:
 #: real descriptor in the kernel process, so without a bound one app could exhaust them all.
 MAX_OPEN_PER_PROCESS = 1024
 
+#: Environment variable that makes passthrough the default for opened regular files.
+PASSTHROUGH_ENV = "EXO_FILES_PASSTHROUGH"
+
 
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
@@ -117,9 +120,13 @@ class OpenFileTable:
                  root: Path | None = None,
                  max_open_per_process: int = MAX_OPEN_PER_PROCESS,
                  fair_share: FairShare | None = None,
-                 passthrough: bool = False) -> None:
+                 passthrough: bool | None = None) -> None:
         self._caps = caps
-        # Whether ``open_revocable`` asks for FUSE passthrough when its caller does not say.
+        # Whether ``open_revocable`` asks for FUSE passthrough when its caller does not say:
+        # off unless the host's operator says so (EXO_FILES_PASSTHROUGH=1), because a
+        # passthrough file's mappings, splice and sendfile outlive revocation.
+        if passthrough is None:
+            passthrough = os.environ.get(PASSTHROUGH_ENV, "") == "1"
         self.passthrough_default = passthrough
         self._passthrough_logged = False
         self._fair_share = fair_share  # the file servers meter their work per process

@@ -101,6 +101,7 @@ class _Entry:
     opened: bool = False
     dead: bool = False          # revoked, released, owner gone or server closing
     busy: int = 0               # requests currently using real_fd
+    passthrough: bool = False   # opened with FOPEN_PASSTHROUGH: reads/writes skip us
     backing_id: int = 0         # passthrough: registered with the connection until opened
     path_fd: int = -1           # passthrough: our O_PATH fd on the file's FUSE inode
     cut: bool = False           # passthrough: GETATTR answers a wrong type (inode bad)
@@ -207,7 +208,7 @@ class RevocableFiles(FuseServer):
             os.close(fd)
             raise
         with self._lock:
-            e.path_fd = path_fd
+            e.passthrough, e.path_fd = True, path_fd
             late = e.dead or e.pin.revoked  # revoked while we were opening
         self._counts["passthrough_opened"] += 1
         if late:
@@ -271,7 +272,9 @@ class RevocableFiles(FuseServer):
     def _owner(self, opcode: int, nodeid: int, body: memoryview) -> int | None:
         """The process a file was opened for (its fair share of the kernel's time)."""
         e = self._entries.get(nodeid)
-        return e.owner if e is not None else None
+        if e is None or e.cut:  # a cut's GETATTR: the kernel's own, never put aside
+            return None
+        return e.owner
 
     def release_for(self, owner: int) -> int:
         """The process ``owner`` exited: its files die (whoever else holds a copy)."""
@@ -310,7 +313,7 @@ class RevocableFiles(FuseServer):
 
     def _invalidate(self, e: _Entry) -> None:
         """Ask the kernel to drop cached pages of ``e`` (a MAP_PRIVATE mapping's, say)."""
-        if e.is_dir or not e.opened or e.path_fd >= 0:
+        if e.is_dir or not e.opened or e.passthrough or e.backing_id:
             return  # (a passthrough file's pages are the real file's, not ours)
         self._notify(P.NOTIFY_INVAL_INODE, P.INVAL_INODE_OUT.pack(e.ino, 0, 0))
 
