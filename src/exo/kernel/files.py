@@ -207,18 +207,23 @@ class OpenFileTable:
         if first:
             proc.on_exit.append(self._release)
         want = self.passthrough_default if passthrough is None else passthrough
-        if want and not server.passthrough and not self._passthrough_logged:
-            self._passthrough_logged = True
-            if log is not None:
-                why = server.passthrough_unavailable or "not negotiated"
-                log(f"files: FUSE passthrough unavailable ({why}): files asked for it are "
-                    "served by the kernel (every operation checked)")
+        self._say_no_passthrough(want, server, log)
         try:
             fd, _ = server.open_mode(real_fd, pin, flags, owner=proc.pid, passthrough=want)
         except BaseException:
             self._forget(self._files, pin)
             raise
         return fd, True
+
+    def _say_no_passthrough(self, want: bool, server: Any,
+                            log: Callable[[str], None] | None) -> None:
+        """Log once that passthrough was asked for and cannot be had."""
+        if want and not server.passthrough and not self._passthrough_logged:
+            self._passthrough_logged = True
+            if log is not None:
+                why = server.passthrough_unavailable or "not negotiated"
+                log(f"files: FUSE passthrough unavailable ({why}): files asked for it are "
+                    "served by the kernel (every operation checked)")
 
     @property
     def passthrough_available(self) -> bool:
@@ -257,21 +262,29 @@ class OpenFileTable:
 
     # ------------------------------------------------------------------ directories
     def export_dir(self, pid: int, pin: Any, dirfd: int, *, writable: bool, mount_dir: Path,
-                   log: Callable[[str], None] | None = None, label: str = "") -> Path | None:
+                   log: Callable[[str], None] | None = None, label: str = "",
+                   passthrough: bool | None = None) -> Path | None:
         """A revocable export of the directory or file ``dirfd`` for process ``pid``, or None.
 
         On success the directory server owns ``dirfd`` and ``pin`` (unpinned when the export
         dies: revoked, released by ``release_exports`` or at ``close``) and the returned path
         is what to bind into the sandbox. None: FUSE is unavailable here (``log`` heard why,
         once); the caller still owns both and must bind the real path.
+
+        ``passthrough`` (default: ``passthrough_default``): the export's regular files open
+        with FUSE passthrough (native reads and writes; revocation cuts read/write/stat but
+        not mappings, splice or sendfile: docs/revocable-files.md).
         """
         server = self._ensure_dirs(mount_dir, log)
         if server is None:
             return None
+        want = self.passthrough_default if passthrough is None else passthrough
+        self._say_no_passthrough(want, server, log)
         with self._lock:
             self._exports.add(pid, pin)
         try:
-            return server.export(dirfd, pin, writable=writable, owner=pid, label=label)
+            return server.export(dirfd, pin, writable=writable, owner=pid, label=label,
+                                 passthrough=want)
         except BaseException:
             self._forget(self._exports, pin)
             raise

@@ -21,7 +21,7 @@ from tests.unit.revocable.served import PID, Holder, mounted, served
 from exo.kernel.caps import Capability
 from exo.kernel.files import OpenFileTable
 from exo.kernel.process import ExoProcess
-from exo.kernel.revocable import RevocableFiles
+from exo.kernel.revocable import RevocableDirs, RevocableFiles
 from exo.kernel.revocable import _passthrough as _pt
 
 pytestmark = pytest.mark.skipif(
@@ -261,3 +261,89 @@ def test_table_says_once_when_passthrough_is_unavailable(world: World,
             "operation checked)"]
     finally:
         table.close()
+
+
+# ---------------------------------------------------------------- directory exports
+@pytest.fixture
+def dirs(world: World) -> Iterator[RevocableDirs]:
+    with served(RevocableDirs, world.tmp / "dmnt", world.caps) as srv:
+        if not srv.passthrough:
+            pytest.skip(f"no FUSE passthrough here ({srv.passthrough_unavailable})")
+        yield srv
+
+
+def _export_dir(srv: RevocableDirs, world: World, rights: str = "READ,WRITE",
+                owner: int = PID) -> Path:
+    grant = world.tmp / "grant"
+    grant.mkdir(exist_ok=True)
+    (grant / "f.bin").write_bytes(DATA)
+    fd = os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return srv.export(fd, world.pin(rights), writable="WRITE" in rights, owner=owner,
+                      passthrough=True)
+
+
+def test_export_files_skip_the_server_and_share_one_backing(dirs: RevocableDirs,
+                                                            world: World) -> None:
+    ex = _export_dir(dirs, world)
+    a = os.open(ex / "f.bin", os.O_RDWR)
+    b = os.open(ex / "f.bin", os.O_RDONLY)  # same inode: the same backing file
+    c = os.open(ex / "new.bin", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        before = dirs.stats()["requests"]
+        for _ in range(200):
+            assert os.pread(a, 5, 0) == b"hello" and os.pread(b, 5, 0) == b"hello"
+        assert dirs.stats()["requests"] == before
+        assert os.pwrite(c, b"made here", 0) == 9
+        assert (world.tmp / "grant" / "new.bin").read_bytes() == b"made here"
+        assert dirs.stats()["passthrough_opened"] == 3
+    finally:
+        for fd in (a, b, c):
+            os.close(fd)
+    # The last close released the backing file: opening again registers a new one.
+    d = os.open(ex / "f.bin", os.O_RDONLY)
+    assert os.read(d, 5) == b"hello"
+    os.close(d)
+
+
+def test_revoking_an_export_cuts_its_open_passthrough_files(dirs: RevocableDirs,
+                                                            world: World) -> None:
+    ex = _export_dir(dirs, world)
+    a = os.open(ex / "f.bin", os.O_RDWR)
+    c = os.open(ex / "new.bin", os.O_RDWR | os.O_CREAT, 0o600)
+    world.revoke()
+    assert dirs.stats()["cut"] == 2 and dirs.stats()["cut_failed"] == 0
+    for fd in (a, c):
+        assert _errno(lambda: os.pread(fd, 1, 0)) == errno.EIO  # noqa: B023
+        assert _errno(lambda: os.pwrite(fd, b"x", 0)) == errno.EIO  # noqa: B023
+        _errno(lambda: os.close(fd))  # noqa: B023
+    assert _errno(lambda: os.stat(ex / "f.bin")) in (errno.EACCES, errno.ENOENT)
+    assert (world.tmp / "grant" / "f.bin").read_bytes() == DATA
+
+
+def test_exit_and_close_cut_export_files_and_only_the_kernel_may_cut(world: World) -> None:
+    with served(RevocableDirs, world.tmp / "dmnt", world.caps) as srv:
+        if not srv.passthrough:
+            pytest.skip(f"no FUSE passthrough here ({srv.passthrough_unavailable})")
+        gone = os.open(_export_dir(srv, world) / "f.bin", os.O_RDONLY)
+        kept = os.open(_export_dir(srv, world, owner=PID + 1) / "f.bin", os.O_RDONLY)
+        # Someone else asking for a cut name gets nothing, and cuts nothing.
+        for nodeid in range(1, 8):
+            assert _errno(lambda: os.stat(srv.mount_dir / f".exo-cut-{nodeid}")  # noqa: B023
+                          ) == errno.ENOENT
+        assert os.pread(gone, 5, 0) == b"hello"
+        assert srv.release_for(PID) == 1
+        assert _errno(lambda: os.pread(gone, 1, 0)) == errno.EIO
+        assert os.pread(kept, 5, 0) == b"hello"
+    assert _errno(lambda: os.pread(kept, 1, 0)) == errno.EIO  # cut at close
+    for fd in (gone, kept):
+        _errno(lambda: os.close(fd))  # noqa: B023
+
+
+def test_a_read_only_export_still_refuses_writes(dirs: RevocableDirs, world: World) -> None:
+    ex = _export_dir(dirs, world, rights="READ")
+    with pytest.raises(PermissionError):
+        os.open(ex / "f.bin", os.O_RDWR)
+    fd = os.open(ex / "f.bin", os.O_RDONLY)
+    assert os.read(fd, 5) == b"hello"
+    assert _errno(lambda: os.write(fd, b"x")) == errno.EBADF  # opened read-only
+    os.close(fd)

@@ -218,6 +218,8 @@ class RevocableFiles(FuseServer):
     def _drop_backing(self, e: _Entry) -> None:
         if e.backing_id:
             backing_id, e.backing_id = e.backing_id, 0
+            if self._dev < 0:
+                return  # the connection is gone, and its backing ids with it
             try:
                 _pt.backing_close(self._dev, backing_id)
             except OSError as exc:
