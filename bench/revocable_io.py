@@ -11,9 +11,10 @@ costs (real open + registering + opening on the mount) against a plain open, in 
 modes, and how long revoking 100 open files takes in both modes (passthrough: marking each
 FUSE inode bad). If the kernel offers no passthrough, the "passthrough" rows are absent.
 
-Directory grants (``RevocableDirs``): a second client process gets two paths to the same
+Directory grants (``RevocableDirs``): a second client process gets paths to the same
 directory, the real one (what a plain bind mount shows: a bind mount adds nothing per
-operation) and the kernel's revocable FUSE export of it, and interleaves them: stat,
+operation), the kernel's revocable FUSE export of it and (when the kernel offers it) a
+passthrough export of it, and interleaves them: stat,
 open+read+close of a 4 KiB file, a 3-component path open, listdir of 100 entries,
 create+write+close+unlink, pread 4 KiB on an open file, and sequential read and write with
 1 MiB blocks. Writes JSON to bench/results/revocable_io.json.
@@ -103,8 +104,8 @@ print(json.dumps(res))
 
 _DIR_CLIENT = r"""
 import json, os, statistics, sys, time
-plain, export, repeat, ops, size = sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:6])
-kinds = {"plain": plain, "fuse": export}
+repeat, ops, size = (int(a) for a in sys.argv[1:4])
+kinds = dict(a.split("=", 1) for a in sys.argv[4:])
 pc = time.perf_counter_ns
 buf4k = b"z" * 4096
 mib = b"m" * (1 << 20)
@@ -135,7 +136,7 @@ ops_table = {"stat": stat, "open_read_close_4k": open_read, "open_3_components":
 lat = {k: {n: [] for n in [*ops_table, "pread_4k"]} for k in kinds}
 tput = {k: {"read": [], "write": []} for k in kinds}
 for r in range(repeat):
-    order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
+    order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]  # rotate
     for name, fn in ops_table.items():
         n = ops // 10 if name == "listdir_100" else ops
         for k in order:
@@ -196,9 +197,14 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
         pin = mgr.pin(1, root, "READ,WRITE")
         export = srv.export(os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), pin,
                             writable=True, owner=1)
+        kinds = {"plain": grant, "fuse": export}
+        if srv.passthrough:
+            kinds["passthrough"] = srv.export(
+                os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
+                mgr.pin(1, root, "READ,WRITE"), writable=True, owner=1, passthrough=True)
         out = subprocess.run(
-            [sys.executable, "-c", _DIR_CLIENT, str(grant), str(export), str(args.repeat),
-             str(max(200, args.ops // 6)), str(size)],
+            [sys.executable, "-c", _DIR_CLIENT, str(args.repeat),
+             str(max(200, args.ops // 6)), str(size), *(f"{k}={v}" for k, v in kinds.items())],
             capture_output=True, text=True, check=True)
         client: dict[str, Any] = json.loads(out.stdout)
         # Revocation of a live export: the next operation fails.
@@ -215,11 +221,13 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
         unsubscribe()
         srv.close()
     lat = client["latency_us"]
-    client["fuse_over_plain_latency_ratio"] = {
-        n: lat["fuse"][n]["median"] / lat["plain"][n]["median"] for n in lat["plain"]}
     tp = client["throughput_1mib_mib_s"]
-    client["fuse_over_plain_throughput_ratio"] = {
-        d: tp["fuse"][d] / tp["plain"][d] for d in ("read", "write")}
+    for kind in ("fuse", "passthrough"):
+        if kind in lat:
+            client[f"{kind}_over_plain_latency_ratio"] = {
+                n: lat[kind][n]["median"] / lat["plain"][n]["median"] for n in lat["plain"]}
+            client[f"{kind}_over_plain_throughput_ratio"] = {
+                d: tp[kind][d] / tp["plain"][d] for d in ("read", "write")}
     client["revoke_export_us"] = revoke_us
     client["server_requests"] = stats["requests"]
     client["big_file_mib"] = size >> 20
