@@ -12,6 +12,7 @@ import mmap
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,27 @@ def test_reads_and_writes_skip_the_server(server: RevocableFiles, world: World) 
         os.close(fd)
 
 
+def test_attributes_are_cached_briefly_and_follow_own_writes(server: RevocableFiles,
+                                                             world: World) -> None:
+    fd, _ = _open(server, world)
+    try:
+        assert os.fstat(fd).st_size == len(DATA)
+        before = server.stats()["requests"]
+        for _ in range(100):
+            os.fstat(fd)
+        assert server.stats()["requests"] - before <= 2  # (a clock tick may renew once)
+        os.pwrite(fd, b"!", len(DATA))  # a write through the file refreshes the size
+        assert os.fstat(fd).st_size == len(DATA) + 1
+        with open(world.file, "ab") as fh:  # a change made elsewhere shows within 1 s
+            fh.write(b"more")
+        deadline = time.monotonic() + 3
+        while os.fstat(fd).st_size != len(DATA) + 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
+
+
 def test_append_mode_appends(server: RevocableFiles, world: World) -> None:
     pin = world.pin()
     real = os.open(world.file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -105,6 +127,7 @@ def test_revoke_cuts_read_write_fstat_truncate_fsync(server: RevocableFiles,
                                                      world: World) -> None:
     fd, _ = _open(server, world)
     assert os.pread(fd, 5, 0) == b"hello"
+    assert os.fstat(fd).st_size == len(DATA)  # attributes cached now (1 s)
     world.revoke()  # through the server's on_revoke subscription
     assert server.stats()["cut"] == 1 and server.stats()["cut_failed"] == 0
     for op in (lambda: os.pread(fd, 5, 0), lambda: os.read(fd, 5),

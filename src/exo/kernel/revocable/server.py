@@ -46,6 +46,12 @@ from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 __all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles", "cleanup_stale"]
 
 _DT_DIR = 4
+#: Attribute timeout of passthrough files (seconds). Checked files have 0 (each fstat is a
+#: request, refused after revocation); a passthrough file's cached attributes are safe to
+#: keep, because revocation marks its inode bad and Linux tests that before any cache. The
+#: file's own writes through passthrough refresh them; changes made elsewhere show after
+#: at most this long.
+_PT_ATTR_VALID_S = 1
 
 #: Mount-point name prefixes of our servers under the kernel's run directory.
 _MOUNT_PREFIXES = ("files-", "dirs-")
@@ -371,7 +377,8 @@ class RevocableFiles(FuseServer):
             attr = _pt.wrong_type(P.ATTR.pack(nodeid, *([0] * 8), 0o600, 1, *([0] * 5)))
             return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
         attr = self._root_attr() if nodeid == P.ROOT_ID else self._attr_of(nodeid)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+        valid = _PT_ATTR_VALID_S if e is not None and e.passthrough else 0
+        return [P.ATTR_OUT_HEAD.pack(valid, 0, 0), attr]
 
     def _open(self, nodeid: int, body: memoryview, pid: int,
               out: memoryview) -> Parts:
@@ -439,7 +446,7 @@ class RevocableFiles(FuseServer):
             attr = P.attr_from_stat(os.fstat(e.real_fd), nodeid)
         finally:
             self._done(e)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+        return [P.ATTR_OUT_HEAD.pack(_PT_ATTR_VALID_S if e.passthrough else 0, 0, 0), attr]
 
     def _fsync(self, nodeid: int, body: memoryview, pid: int,
                out: memoryview) -> Parts:
