@@ -370,3 +370,20 @@ def test_a_read_only_export_still_refuses_writes(dirs: RevocableDirs, world: Wor
     assert os.read(fd, 5) == b"hello"
     assert _errno(lambda: os.write(fd, b"x")) == errno.EBADF  # opened read-only
     os.close(fd)
+
+
+def test_a_refused_backing_file_falls_back_to_serving(server: RevocableFiles, world: World,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(devfd: int, real_fd: int) -> int:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(_pt, "backing_open", refuse)
+    real = os.open(world.file, os.O_RDONLY | os.O_CLOEXEC)
+    fd, passthrough = server.open_mode(real, world.pin("READ"), os.O_RDONLY, owner=PID,
+                                       passthrough=True)
+    assert not passthrough and not server.passthrough  # EPERM: off for this server
+    assert server.passthrough_unavailable == "FUSE_DEV_IOC_BACKING_OPEN: Operation not permitted"
+    assert os.pread(fd, 5, 0) == b"hello"
+    world.revoke()
+    assert _errno(lambda: os.pread(fd, 5, 0)) == errno.EACCES  # served: checked mode
+    os.close(fd)

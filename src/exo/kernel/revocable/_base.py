@@ -285,6 +285,25 @@ class FuseServer:
                                stack_depth, *([0] * 6))
         os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), 0, unique) + body)
 
+    def _backing_open(self, real_fd: int) -> int:
+        """Register ``real_fd`` as a passthrough backing file; 0 if it cannot be (then the
+        file is served). EPERM turns passthrough off for this server: every later file
+        would be refused the same way."""
+        if not self.passthrough:
+            return 0
+        try:
+            return _pt.backing_open(self._dev, real_fd)
+        except OSError as exc:  # ELOOP (stacked too deep), EINVAL (no read_iter), ...
+            if exc.errno == errno.EPERM:
+                self.passthrough = False
+                self.passthrough_unavailable = f"FUSE_DEV_IOC_BACKING_OPEN: {exc.strerror}"
+                log.warning("%s: FUSE passthrough refused (%s): files are served",
+                            type(self).__name__, exc.strerror)
+            else:
+                log.info("%s: no passthrough for this file (%s); served",
+                         type(self).__name__, exc.strerror)
+            return 0
+
     def _notify(self, code: int, body: bytes) -> None:
         """Send an unsolicited notification (cache invalidation) to the kernel."""
         if self._dev < 0:

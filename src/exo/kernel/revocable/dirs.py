@@ -548,12 +548,7 @@ class RevocableDirs(FuseServer):
     def _new_file(self, ex: _Export, fd: int, node: _Node | None) -> tuple[int, int]:
         """A handle for the real open file ``fd`` (ours now); with ``node`` (a regular file
         of a passthrough export), also the backing id to open it with (0: served)."""
-        fresh = 0
-        if node is not None and not node.backing_id:
-            try:
-                fresh = _pt.backing_open(self._dev, fd)
-            except OSError as exc:
-                log.info("revocable dirs: no passthrough for this file (%s); served", exc)
+        fresh = self._backing_open(fd) if node is not None and not node.backing_id else 0
         with self._lock:
             if ex.dead:
                 ex.graveyard.append(fd)

@@ -177,13 +177,7 @@ class RevocableFiles(FuseServer):
         accmode = flags & os.O_ACCMODE
         if is_dir and accmode != os.O_RDONLY:
             raise IsADirectoryError(errno.EISDIR, "a directory can only be opened for reading")
-        backing_id = 0
-        if passthrough and self.passthrough and not is_dir:
-            try:
-                backing_id = _pt.backing_open(self._dev, real_fd)
-            except OSError as exc:  # ELOOP (stacked too deep), EINVAL (no read_iter), ...
-                self._counts["errors"] += 1
-                log.info("revocable files: no passthrough for this file (%s); served", exc)
+        backing_id = self._backing_open(real_fd) if passthrough and not is_dir else 0
         with self._lock:
             e = _Entry(next(self._inos), real_fd, pin, accmode, is_dir, owner,
                        threading.get_native_id(), backing_id=backing_id)
