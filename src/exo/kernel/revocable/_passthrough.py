@@ -6,13 +6,15 @@ sends that open file's reads and writes straight to the real file, never to us. 
 is no request left in which to refuse them. What still stops them, measured on Linux 6.18
 (``tests/unit/revocable/test_passthrough.py``): ``fuse_file_read_iter`` and
 ``fuse_file_write_iter`` fail with EIO once the FUSE inode is marked *bad*, and the client
-marks it bad when a GETATTR answer says the inode changed type. Nothing else tried does it:
-aborting the connection (``/sys/fs/fuse/connections/N/abort``), closing the backing id,
-closing our real descriptor or unmounting all leave reads and writes working. Memory
-mappings, ``splice`` and ``sendfile`` do not look at the bad mark either (docs/revocable-
-files.md, "What passthrough revocation cuts").
+marks it bad when a GETATTR answer says the inode changed type (``wrong_type``,
+``force_getattr``), or when a LOOKUP answers its node id under a new generation (what
+``dirs.RevocableDirs._cut`` does). Nothing else tried does it: aborting the connection
+(``/sys/fs/fuse/connections/N/abort``), closing the backing id, closing our real
+descriptor or unmounting all leave reads and writes working. Memory mappings, ``splice``
+and ``sendfile`` do not look at the bad mark either (docs/revocable-files.md, "What
+revocation guarantees, per mode").
 
-Everything Linux-specific about passthrough is in this module.
+The ioctls and flags of passthrough live in this module only.
 """
 
 from __future__ import annotations
