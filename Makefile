@@ -7,13 +7,17 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
 
-.PHONY: run test setup system-deps lint typecheck unit bench clean
+.PHONY: run test setup system-deps lint typecheck unit bench clean docs
 
 run: setup
 	@$(VENV)/bin/exo boot
 
 test: setup lint typecheck
 	$(PY) -m pytest -q
+
+# docs/syscalls.md is generated from the syscall table (exo.abi.syscalls).
+docs: setup
+	$(PY) -m exo.abi.syscalls --markdown > docs/syscalls.md
 
 # Byte-compile our sources every time (cheap when up to date): with
 # PYTHONDONTWRITEBYTECODE set, as on some hosts, Python would otherwise recompile

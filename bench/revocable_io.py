@@ -1,16 +1,20 @@
-"""Revocable files (FUSE fd) against a plain fd on the same file, in the same run.
+"""Revocable files (FUSE fds, served and passthrough) against a plain fd, in the same run.
 
 The kernel process runs the FUSE file server; the client is a separate process that got
-both descriptors (as a sandboxed app would): one plain fd on the real file (the peer) and
-one revocable fd from the server. The client measures, interleaving the two kinds on every
+three descriptors on the same file (as a sandboxed app would): a plain fd on the real file
+(the peer, "plain"), a revocable fd served by the kernel ("fuse": checked mode, every
+operation a request) and a revocable fd in FUSE passthrough mode ("passthrough": reads and
+writes go straight to the real file). The client measures, interleaving the kinds on every
 repeat: sequential read and write throughput for several block sizes, and per-operation
 latency of pread/pwrite (4 KiB) and fstat. The kernel side measures what an ``open``
-costs (real open + registering + opening on the mount) against a plain open, and how long
-revoking 100 open files takes.
+costs (real open + registering + opening on the mount) against a plain open, in both
+modes, and how long revoking 100 open files takes in both modes (passthrough: marking each
+FUSE inode bad). If the kernel offers no passthrough, the "passthrough" rows are absent.
 
-Directory grants (``RevocableDirs``): a second client process gets two paths to the same
+Directory grants (``RevocableDirs``): a second client process gets paths to the same
 directory, the real one (what a plain bind mount shows: a bind mount adds nothing per
-operation) and the kernel's revocable FUSE export of it, and interleaves them: stat,
+operation), the kernel's revocable FUSE export of it and (when the kernel offers it) a
+passthrough export of it, and interleaves them: stat,
 open+read+close of a 4 KiB file, a 3-component path open, listdir of 100 entries,
 create+write+close+unlink, pread 4 KiB on an open file, and sequential read and write with
 1 MiB blocks. Writes JSON to bench/results/revocable_io.json.
@@ -21,6 +25,7 @@ create+write+close+unlink, pread 4 KiB on an open file, and sequential read and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,9 +44,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "revocable_io.json"
 
 _CLIENT = r"""
 import json, os, statistics, sys, time
-plain, fuse, size, repeat, ops = (int(a) for a in sys.argv[1:6])
+size, repeat, ops = (int(a) for a in sys.argv[1:4])
 blocks = (4096, 65536, 1 << 20)
-kinds = {"plain": plain, "fuse": fuse}
+kinds = {k: int(v) for k, v in (a.split("=") for a in sys.argv[4:])}
 tput = {k: {b: {"read": [], "write": []} for b in blocks} for k in kinds}
 lat = {k: {"pread_4k": [], "pwrite_4k": [], "fstat": []} for k in kinds}
 
@@ -76,7 +81,7 @@ def per_op(fd, name):
     return out
 
 for r in range(repeat):
-    order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
+    order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]  # rotate
     for b in blocks:
         for k in order:
             tput[k][b]["write"].append(seq(kinds[k], b, True))
@@ -99,8 +104,8 @@ print(json.dumps(res))
 
 _DIR_CLIENT = r"""
 import json, os, statistics, sys, time
-plain, export, repeat, ops, size = sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:6])
-kinds = {"plain": plain, "fuse": export}
+repeat, ops, size = (int(a) for a in sys.argv[1:4])
+kinds = dict(a.split("=", 1) for a in sys.argv[4:])
 pc = time.perf_counter_ns
 buf4k = b"z" * 4096
 mib = b"m" * (1 << 20)
@@ -131,7 +136,7 @@ ops_table = {"stat": stat, "open_read_close_4k": open_read, "open_3_components":
 lat = {k: {n: [] for n in [*ops_table, "pread_4k"]} for k in kinds}
 tput = {k: {"read": [], "write": []} for k in kinds}
 for r in range(repeat):
-    order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
+    order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]  # rotate
     for name, fn in ops_table.items():
         n = ops // 10 if name == "listdir_100" else ops
         for k in order:
@@ -192,9 +197,14 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
         pin = mgr.pin(1, root, "READ,WRITE")
         export = srv.export(os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), pin,
                             writable=True, owner=1)
+        kinds = {"plain": grant, "fuse": export}
+        if srv.passthrough:
+            kinds["passthrough"] = srv.export(
+                os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
+                mgr.pin(1, root, "READ,WRITE"), writable=True, owner=1, passthrough=True)
         out = subprocess.run(
-            [sys.executable, "-c", _DIR_CLIENT, str(grant), str(export), str(args.repeat),
-             str(max(200, args.ops // 6)), str(size)],
+            [sys.executable, "-c", _DIR_CLIENT, str(args.repeat),
+             str(max(200, args.ops // 6)), str(size), *(f"{k}={v}" for k, v in kinds.items())],
             capture_output=True, text=True, check=True)
         client: dict[str, Any] = json.loads(out.stdout)
         # Revocation of a live export: the next operation fails.
@@ -211,11 +221,13 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
         unsubscribe()
         srv.close()
     lat = client["latency_us"]
-    client["fuse_over_plain_latency_ratio"] = {
-        n: lat["fuse"][n]["median"] / lat["plain"][n]["median"] for n in lat["plain"]}
     tp = client["throughput_1mib_mib_s"]
-    client["fuse_over_plain_throughput_ratio"] = {
-        d: tp["fuse"][d] / tp["plain"][d] for d in ("read", "write")}
+    for kind in ("fuse", "passthrough"):
+        if kind in lat:
+            client[f"{kind}_over_plain_latency_ratio"] = {
+                n: lat[kind][n]["median"] / lat["plain"][n]["median"] for n in lat["plain"]}
+            client[f"{kind}_over_plain_throughput_ratio"] = {
+                d: tp[kind][d] / tp["plain"][d] for d in ("read", "write")}
     client["revoke_export_us"] = revoke_us
     client["server_requests"] = stats["requests"]
     client["big_file_mib"] = size >> 20
@@ -224,41 +236,46 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
 
 def _kernel_side(srv: RevocableFiles, mgr: CapabilityManager, root: int, path: Path,
                  repeat: int) -> dict[str, Any]:
-    plain_ns, fuse_ns = [], []
+    modes = [False, True] if srv.passthrough else [False]
+    names = {False: "revocable", True: "passthrough"}
+    open_ns: dict[str, list[int]] = {"plain": [], **{names[m]: [] for m in modes}}
     for _ in range(repeat * 40):
         t = time.perf_counter_ns()
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        plain_ns.append(time.perf_counter_ns() - t)
+        open_ns["plain"].append(time.perf_counter_ns() - t)
         os.close(fd)
-        t = time.perf_counter_ns()
-        real = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        fd = srv.open(real, mgr.pin(1, root, "READ,WRITE"), os.O_RDWR)
-        fuse_ns.append(time.perf_counter_ns() - t)
-        os.close(fd)
-    revoke_ms = []
-    for _ in range(repeat):
-        mgr.create_space(2)
-        h = mgr.grant_root(2, "storage://", "ALL")
-        fds = []
-        for _ in range(100):
-            real = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            fds.append(srv.open(real, mgr.pin(2, h, "READ"), os.O_RDONLY))
-        t = time.perf_counter_ns()
-        mgr.revoke(2, h, include_self=True)  # listener closes the 100 real files
-        revoke_ms.append((time.perf_counter_ns() - t) / 1e6)
-        try:
-            os.pread(fds[0], 1, 0)
-            raise AssertionError("read after revoke succeeded")
-        except PermissionError:
-            pass
-        for fd in fds:
+        for mode in modes:
+            t = time.perf_counter_ns()
+            real = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = srv.open(real, mgr.pin(1, root, "READ,WRITE"), os.O_RDWR, passthrough=mode)
+            open_ns[names[mode]].append(time.perf_counter_ns() - t)
             os.close(fd)
-        mgr.destroy_space(2)
+    revoke_ms: dict[str, list[float]] = {names[m]: [] for m in modes}
+    for _ in range(repeat):
+        for mode in modes:
+            mgr.create_space(2)
+            h = mgr.grant_root(2, "storage://", "ALL")
+            fds = []
+            for _ in range(100):
+                real = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(srv.open(real, mgr.pin(2, h, "READ"), os.O_RDONLY,
+                                    passthrough=mode))
+            t = time.perf_counter_ns()
+            mgr.revoke(2, h, include_self=True)  # listener closes (and cuts) the 100 files
+            revoke_ms[names[mode]].append((time.perf_counter_ns() - t) / 1e6)
+            try:
+                os.pread(fds[0], 1, 0)
+                raise AssertionError("read after revoke succeeded")
+            except OSError:  # EACCES served, EIO passthrough
+                pass
+            for fd in fds:
+                with contextlib.suppress(OSError):  # a cut passthrough file's close: EIO
+                    os.close(fd)
+            mgr.destroy_space(2)
     return {
-        "open_us": {"plain": statistics.median(plain_ns) / 1000,
-                    "revocable": statistics.median(fuse_ns) / 1000},
-        "revoke_100_open_files_ms": {"median": statistics.median(revoke_ms),
-                                     "max": max(revoke_ms)},
+        "open_us": {k: statistics.median(v) / 1000 for k, v in open_ns.items()},
+        "revoke_100_open_files_ms": {k: {"median": statistics.median(v), "max": max(v)}
+                                     for k, v in revoke_ms.items()},
     }
 
 
@@ -280,15 +297,19 @@ def main() -> None:
         srv.start()
         unsubscribe = mgr.on_revoke(srv.revoke)
         try:
-            plain = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+            fds = {"plain": os.open(data, os.O_RDWR | os.O_CLOEXEC)}
             real = os.open(data, os.O_RDWR | os.O_CLOEXEC)
-            fuse = srv.open(real, mgr.pin(1, root, "READ,WRITE"), os.O_RDWR)
+            fds["fuse"] = srv.open(real, mgr.pin(1, root, "READ,WRITE"), os.O_RDWR)
+            if srv.passthrough:
+                real = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+                fds["passthrough"] = srv.open(real, mgr.pin(1, root, "READ,WRITE"),
+                                              os.O_RDWR, passthrough=True)
             out = subprocess.run(
-                [sys.executable, "-c", _CLIENT, str(plain), str(fuse), str(size),
-                 str(args.repeat), str(args.ops)],
-                pass_fds=[plain, fuse], capture_output=True, text=True, check=True)
-            os.close(plain)
-            os.close(fuse)
+                [sys.executable, "-c", _CLIENT, str(size), str(args.repeat), str(args.ops),
+                 *(f"{k}={fd}" for k, fd in fds.items())],
+                pass_fds=list(fds.values()), capture_output=True, text=True, check=True)
+            for fd in fds.values():
+                os.close(fd)
             client = json.loads(out.stdout)
             kernel = _kernel_side(srv, mgr, root, data, args.repeat)
             directory = _directory_mount(Path(tmp), mgr, root, args)
@@ -300,6 +321,12 @@ def main() -> None:
     tp = client["throughput_mib_s"]
     ratios = {b: {d: tp["fuse"][b][d] / tp["plain"][b][d] for d in ("read", "write")}
               for b in tp["plain"]}
+    pt_ratios = {b: {d: tp["passthrough"][b][d] / tp["plain"][b][d]
+                     for d in ("read", "write")}
+                 for b in tp["plain"]} if "passthrough" in tp else None
+    lat = client["latency_us"]
+    latency_ratio = {k: {n: lat[k][n]["median"] / lat["plain"][n]["median"] for n in lat[k]}
+                     for k in lat if k != "plain"}
     result = {
         "benchmark": "revocable_io",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -309,6 +336,8 @@ def main() -> None:
                    "server_threads": args.threads, "max_request_bytes": 1 << 20},
         "client_process": client,
         "fuse_over_plain_throughput_ratio": ratios,
+        "passthrough_over_plain_throughput_ratio": pt_ratios,
+        "over_plain_latency_ratio": latency_ratio,
         "kernel_side": kernel,
         "directory_mount": directory,
     }

@@ -48,16 +48,22 @@ REQUEST = {"id": 1, "op": "getpid", "args": {}}
 
 EXO_RTT = """
 import json, sys, time
-from exo_std._kernel import call
+from exo_std._kernel import call, connection
 n = int(sys.argv[1])
 for _ in range(200):
     call("getpid")
+conn = connection()  # its rings: how the waits went (docs/ARCHITECTURE.md, syscall path)
+rx0, tx0 = conn._rx.stats(), conn._tx.stats()
 out = []
 for _ in range(n):
     t0 = time.perf_counter_ns()
     call("getpid")
     out.append(time.perf_counter_ns() - t0)
-print(json.dumps(out))
+rx, tx = conn._rx.stats(), conn._tx.stats()
+print(json.dumps({"samples": out,
+                  "app_slept": (rx["consumer_sleeps"] - rx0["consumer_sleeps"]) / n,
+                  "kernel_woken": (tx["producer_wakes"] - tx0["producer_wakes"]) / n,
+                  "app_spin_us": rx["spin_us"]}))
 """
 
 EXO_OPEN = """
@@ -272,7 +278,8 @@ def main() -> int:
         (root / "home" / "bench").mkdir(parents=True)
         data = root / "home" / "bench" / "data.bin"
         data.write_bytes(os.urandom(4096))
-        exo_rtt = _run_app(kernel, EXO_RTT, [str(n)], [])
+        rtt_run = _run_app(kernel, EXO_RTT, [str(n)], [])
+        exo_rtt = rtt_run.pop("samples")
         exo_open = _run_app(kernel, EXO_OPEN, [str(opens)],
                             ["storage://home/bench=READ"])
         start_at = time.time() + 3.0  # every app started and warm before the clock runs
@@ -292,6 +299,13 @@ def main() -> int:
                             "unix_jsonrpc_16_procs": round(sum(rpc_counts) / seconds)},
         "fairness": {"exo_min_over_fair_share": round(min(exo_counts) / fair, 3),
                      "per_process_calls": exo_counts},
+        # Which mode the round trip ran in: the app and its serving thread on separate
+        # CPUs (both spin: neither sleeps, nobody is woken) or on one (no spin: a futex
+        # sleep and wake-up per call); per call, how often the app slept waiting for a
+        # reply and how often its request had to wake the serving thread.
+        "exo_rtt_waits": {"app_slept_per_call": round(rtt_run["app_slept"], 3),
+                          "kernel_woken_per_call": round(rtt_run["kernel_woken"], 3),
+                          "app_spin_us_at_end": rtt_run["app_spin_us"]},
         "p99_us": {"exo": round(sorted(exo_rtt)[int(0.99 * len(exo_rtt))] / 1000, 2),
                    "pipe": round(sorted(pipe)[int(0.99 * len(pipe))] / 1000, 2)},
         "targets": {

@@ -34,6 +34,7 @@ import atheris
 
 with atheris.instrument_imports():
     from exo.abi import ProtocolError, decode_message, encode_message
+    from exo.abi.syscalls import TABLE
     from exo.kernel import syscalls
 
 from exo.kernel.config import KernelConfig
@@ -42,8 +43,8 @@ from exo.kernel.process import ExoProcess
 
 SKIP = frozenset({"spawn", "wait", "exit", "recv_capability"})
 OPS = sorted(set(syscalls.HANDLERS) - SKIP)
-ARG_NAMES = ["name", "rights", "handle", "pid", "token", "create", "truncate", "append",
-             "timeout", "argv", "caps", "channels"]
+# every argument name the table knows, and one it does not
+ARG_NAMES = sorted({a.name for row in TABLE for a in row.args} | {"bogus"})
 GRANT = "READ,WRITE,GRANT,DUPLICATE,TRANSFER"
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "fuzz_syscalls.json"
 

@@ -1,10 +1,16 @@
-"""Errors an Exo application sees. Kernel refusals arrive as ``CapabilityError``s."""
+"""Errors an Exo application sees: one class per ``exo.abi.ErrorCode`` a kernel refusal
+carries (``error_from_reply``); host file errors as Python's own ``OSError`` kinds."""
 
 from __future__ import annotations
 
+from exo.abi.errors import ErrorCode
+
 
 class ExoError(Exception):
-    """Base of every error raised by exo_std."""
+    """Base of every error raised by exo_std. ``code``: the ``exo.abi.ErrorCode`` of the
+    kernel's refusal it stands for (None for errors of this side)."""
+
+    code: ErrorCode | None = None
 
 
 class KernelUnavailable(ExoError):
@@ -19,25 +25,31 @@ class RequestTooLarge(ExoError, ValueError):
 class CapabilityError(ExoError):
     """The kernel refused a capability operation (the message says why)."""
 
+    code = ErrorCode.CAPABILITY
+
 
 class InvalidHandle(CapabilityError):
-    pass
+    code = ErrorCode.NO_SUCH_HANDLE
 
 
 class InsufficientRights(CapabilityError):
-    pass
+    code = ErrorCode.INSUFFICIENT_RIGHTS
 
 
 class CapabilityDenied(CapabilityError):
-    pass
+    code = ErrorCode.DENIED
 
 
 class CapabilityRevoked(CapabilityError):
-    pass
+    code = ErrorCode.REVOKED
 
 
 class InvalidResourceName(CapabilityError, ValueError):
-    pass
+    code = ErrorCode.INVALID_NAME
+
+
+class InvalidRights(CapabilityError, ValueError):
+    code = ErrorCode.INVALID_RIGHTS
 
 
 class ProcessError(ExoError):
@@ -48,12 +60,16 @@ class InternalError(ExoError):
     """The kernel failed while serving the call (a kernel bug: its log has the details).
     The kernel keeps serving; the call had no effect it reports."""
 
+    code = ErrorCode.INTERNAL
+
 
 class QuotaExceeded(CapabilityError, ProcessError):
     """A bound on what this process may make the kernel spend was reached (children,
     handles, capabilities received or in flight, an inbox, pids): the message names the
     quota and its value, e.g. "quota 'children' (4) reached: ...". Both a capability and
     a process error, so code catching either for those operations still does."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
 
     @property
     def quota(self) -> str:
@@ -62,30 +78,95 @@ class QuotaExceeded(CapabilityError, ProcessError):
         return text.split("'")[1] if text.startswith("quota '") else ""
 
 
-_BY_NAME: dict[str, type[ExoError]] = {
-    cls.__name__: cls
-    for cls in (CapabilityError, InvalidHandle, InsufficientRights, CapabilityDenied,
-                CapabilityRevoked, InvalidResourceName, ProcessError, QuotaExceeded,
-                InternalError)
+class InvalidArgument(ExoError, ValueError):
+    """The kernel refused the call's arguments (missing, unknown, mistyped or out of
+    bounds: the syscall's row in ``exo.abi.syscalls`` says what it takes)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class UnknownSyscall(ExoError):
+    """No syscall of that name."""
+
+    code = ErrorCode.UNKNOWN_SYSCALL
+
+
+class NotImplementedYet(ExoError):
+    """The syscall is in the table but the kernel does not serve it yet."""
+
+    code = ErrorCode.NOT_IMPLEMENTED
+
+
+class MalformedRequest(ExoError):
+    """The kernel could not parse what was sent (exo_std never sends such a request)."""
+
+    code = ErrorCode.PROTOCOL
+
+
+class ReplyTooLarge(ExoError):
+    """The result does not fit in one message (e.g. a huge handle table asked whole)."""
+
+    code = ErrorCode.REPLY_TOO_LARGE
+
+
+class NotFound(ProcessError, LookupError):
+    """No such process, child or token."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class TimedOut(ProcessError, TimeoutError):
+    """Nothing arrived before the timeout."""
+
+    code = ErrorCode.TIMEOUT
+
+
+class SandboxError(ProcessError):
+    """The child's sandbox could not be built."""
+
+    code = ErrorCode.SANDBOX
+
+
+class ExecFailed(SandboxError):
+    """The sandbox was built but the program could not be executed (no such program...)."""
+
+    code = ErrorCode.EXEC_FAILED
+
+
+class ManifestError(ProcessError, ValueError):
+    """Limits (or a manifest) that cannot be used as given."""
+
+    code = ErrorCode.INVALID_MANIFEST
+
+
+# One class per code. Host file errors arrive as the built-in exceptions Python itself
+# raises for them (code that catches PermissionError or FileNotFoundError around
+# fs.File.open works unchanged).
+_BY_CODE: dict[int, type[Exception]] = {
+    int(cls.code): cls
+    for cls in (InvalidArgument, UnknownSyscall, NotImplementedYet, MalformedRequest,
+                ReplyTooLarge, InternalError, InvalidHandle, InsufficientRights, InvalidRights,
+                InvalidResourceName, CapabilityDenied, CapabilityRevoked, QuotaExceeded,
+                CapabilityError, NotFound, TimedOut, ExecFailed, SandboxError, ManifestError)
+    if cls.code is not None
 }
-_BY_NAME["SpaceFull"] = QuotaExceeded  # the 'handles' quota
+_BY_CODE.update({
+    ErrorCode.NO_SUCH_FILE: FileNotFoundError,
+    ErrorCode.PERMISSION: PermissionError,
+    ErrorCode.EXISTS: FileExistsError,
+    ErrorCode.IS_DIRECTORY: IsADirectoryError,
+    ErrorCode.NOT_DIRECTORY: NotADirectoryError,
+    ErrorCode.OS_ERROR: OSError,
+})
 
 
-def error_from_reply(kind: str, message: str) -> Exception:
-    """Map the kernel's error type name to the closest exo_std exception."""
-    cls = _BY_NAME.get(kind)
-    if cls is None:
-        if kind in ("RightsEscalation", "InvalidRights", "NoSuchSpace"):
-            cls = CapabilityError
-        elif kind in ("LookupError", "TimeoutError", "SandboxError", "SandboxUnavailable",
-                      "ManifestError", "ExecFailed"):
-            cls = ProcessError
-        elif kind in ("FileNotFoundError", "PermissionError", "IsADirectoryError",
-                      "NotADirectoryError", "FileExistsError", "OSError"):
-            import builtins
-
-            exc_type = getattr(builtins, kind)
-            return exc_type(message)  # type: ignore[no-any-return]
-        else:
-            cls = ExoError
-    return cls(message)
+def error_from_reply(kind: str, message: str, code: object = None) -> Exception:
+    """The exception for a refusal: the class of its ``code`` (``kind``, the kernel's
+    class name, is for messages; a reply without a known code is an ``ExoError``)."""
+    cls = _BY_CODE.get(code) if isinstance(code, int) else None
+    if cls is None or not isinstance(code, int):
+        return ExoError(f"{kind}: {message}")
+    exc = cls(message)
+    if not isinstance(exc, ExoError):  # a built-in OSError kind: it carries the code too
+        exc.code = ErrorCode(code)  # type: ignore[attr-defined]
+    return exc

@@ -67,6 +67,7 @@ def test_an_apps_import_of_exo_std_stays_lean() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, check=True)
     loaded = set(json.loads(r.stdout))
-    assert "exo_std.caps" in loaded and "exo.kernel.caps.rights" in loaded
+    assert "exo_std.caps" in loaded and "exo.abi.rights" in loaded
+    assert not any(m == "exo.kernel" or m.startswith("exo.kernel.") for m in loaded)
     assert sorted(m for m in (*KEPT_OFF, "exo.kernel.caps.manager", "exo.kernel.caps.audit",
                               "exo.kernel.caps.names") if m in loaded) == []

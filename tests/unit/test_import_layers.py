@@ -35,10 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("exo.cli",),
 ]
 
-KNOWN = {
-    # Rights live in the kernel's caps package; exo.abi (and so exo_std) re-exports them
-    ("exo.abi", "exo.kernel.caps.rights"),
-}
+KNOWN: set[tuple[str, str]] = set()  # none left: keep it that way
 
 
 def _layer(module: str) -> int | None:

@@ -123,7 +123,7 @@ class _FakeRx(_Ring):
         super().__init__()
         self.replies = replies
 
-    def recv_msg(self, timeout: float | None) -> tuple[bytes, tuple[int, ...]]:
+    def recv_msg(self, timeout: float | None = None) -> tuple[bytes, tuple[int, ...]]:
         return self.replies.pop(0), ()
 
 
@@ -131,7 +131,7 @@ class _FakeTx:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def send(self, data: bytes, handles: object, timeout: float | None) -> None:
+    def send(self, data: bytes, handles: object = None, timeout: float | None = None) -> None:
         self.sent.append(bytes(data))
 
 

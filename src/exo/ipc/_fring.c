@@ -1110,19 +1110,25 @@ static PyObject *ring_drain_returns(Ring *r, PyObject *unused) {
 }
 
 static PyObject *ring_configure(Ring *r, PyObject *args, PyObject *kw) {
-    static char *kwl[] = {"spin_us", "yields", "tick_ms", "zc_window", NULL};
-    double spin_us = (double)r->e.spin_ns / 1e3, tick_ms = (double)r->e.tick_ns / 1e6;
+    static char *kwl[] = {"spin_us", "yields", "tick_ms", "zc_window", "spin_max_us", NULL};
+    double spin_us = (double)r->e.spin_min_ns / 1e3, tick_ms = (double)r->e.tick_ns / 1e6;
+    double spin_max_us = (double)r->e.spin_max_ns / 1e3;
     int yields = r->e.yields;
     long long zc_window = (long long)r->e.zc_window;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|didL:configure", kwl, &spin_us, &yields,
-                                     &tick_ms, &zc_window))
+    if (!r->e.spin_max_ns)
+        spin_us = (double)r->e.spin_ns / 1e3;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|didLd:configure", kwl, &spin_us, &yields,
+                                     &tick_ms, &zc_window, &spin_max_us))
         return NULL;
-    if (spin_us < 0 || yields < 0 || tick_ms <= 0 || zc_window < 0) {
-        PyErr_SetString(PyExc_ValueError, "spin_us >= 0, yields >= 0, tick_ms > 0, zc_window >= 0");
+    if (!(spin_us >= 0 && spin_us < 1e12) || yields < 0 || !(tick_ms > 0 && tick_ms < 1e12) ||
+        zc_window < 0 || !(spin_max_us == 0 || (spin_max_us >= spin_us && spin_max_us < 1e12))) {
+        PyErr_SetString(PyExc_ValueError, "spin_us >= 0, yields >= 0, tick_ms > 0, zc_window >= 0, "
+                                          "spin_max_us 0 (fixed spin) or >= spin_us");
         return NULL;
     }
     r->e.zc_window = (uint64_t)zc_window;
-    r->e.spin_ns = (int64_t)(spin_us * 1e3);
+    r->e.spin_ns = r->e.spin_min_ns = (int64_t)(spin_us * 1e3);
+    r->e.spin_max_ns = (int64_t)(spin_max_us * 1e3);
     r->e.yields = yields;
     r->e.tick_ns = (int64_t)(tick_ms * 1e6);
     Py_RETURN_NONE;
@@ -1244,6 +1250,8 @@ static PyObject *ring_stats(Ring *r, PyObject *unused) {
     SET_ITEM(d, "blocks_reclaimed", PyLong_FromUnsignedLongLong(r->e.reclaimed));
     SET_ITEM(d, "broken", PyBool_FromLong(r->e.ret_broken));
     SET_ITEM(d, "spin_us", PyFloat_FromDouble((double)r->e.spin_ns / 1e3));
+    SET_ITEM(d, "spin_min_us", PyFloat_FromDouble((double)r->e.spin_min_ns / 1e3));
+    SET_ITEM(d, "spin_max_us", PyFloat_FromDouble((double)r->e.spin_max_ns / 1e3));
     SET_ITEM(d, "yields", PyLong_FromLong(r->e.yields));
     SET_ITEM(d, "tick_ms", PyFloat_FromDouble((double)r->e.tick_ns / 1e6));
     return d;
@@ -1348,7 +1356,8 @@ static PyMethodDef ring_methods[] = {
     {"drain_returns", (PyCFunction)ring_drain_returns, METH_NOARGS,
      "drain_returns() -> int: producer; free the blocks the consumer returned (validated)."},
     {"configure", (PyCFunction)(void (*)(void))ring_configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(spin_us=, yields=, tick_ms=, zc_window=): the adaptive wait's phases; the "
+     "configure(spin_us=, yields=, tick_ms=, zc_window=, spin_max_us=): the adaptive wait's phases "
+     "(spin_max_us > 0: the spin adapts between spin_us and spin_max_us); the "
      "most zero-copy bytes a producer keeps queued (0: no limit)."},
     {"stats", (PyCFunction)ring_stats, METH_NOARGS, "Ring state and counters (a dict)."},
     {"peer_alive", (PyCFunction)ring_peer_alive, METH_NOARGS,
@@ -1440,7 +1449,18 @@ static PyObject *mod_ring_size(PyObject *m, PyObject *arg) {
     return PyLong_FromUnsignedLongLong(fr_ring_size((uint32_t)cap));
 }
 
+/* adapt_spin(budget_ns, floor_ns, cap_ns, waited_ns): the ring's adaptive-spin rule,
+ * for tests (the same function the consumer's wait applies) */
+static PyObject *mod_adapt_spin(PyObject *m, PyObject *args) {
+    long long budget, floor, cap, waited;
+    if (!PyArg_ParseTuple(args, "LLLL:adapt_spin", &budget, &floor, &cap, &waited))
+        return NULL;
+    return PyLong_FromLongLong(fr_adapt_spin(budget, floor, cap, waited));
+}
+
 static PyMethodDef mod_methods[] = {
+    {"adapt_spin", mod_adapt_spin, METH_VARARGS,
+     "adapt_spin(budget_ns, floor_ns, cap_ns, waited_ns) -> the next spin budget (tests)."},
     {"init_header", mod_init_header, METH_VARARGS, "init_header(buffer, capacity, start=0)"},
     {"ring_size", mod_ring_size, METH_O, "ring_size(capacity) -> bytes of shared memory"},
     {"_adaptive_fence", mod_adaptive_fence, METH_O,

@@ -430,6 +430,8 @@ int fr_attach(struct fr_end *e, void *mem, uint64_t len, int role, int live_fd) 
         atomic_store_explicit(&h->cons_pid, (uint32_t)getpid(), memory_order_relaxed);
     }
     e->spin_ns = 5000; /* measured: 5 us covers a round trip, yet gives way under oversubscription */
+    e->spin_min_ns = 5000;
+    e->spin_max_ns = 0;
     e->yields = 0;
     e->tick_ns = 25 * 1000000LL; /* peer-death bound vs idle wake-ups (each ~50 us here) */
     return FR_OK;
@@ -739,12 +741,42 @@ int64_t fr_visible(struct fr_end *e) {
     return fr_slot_ready((_Atomic uint64_t *)fr_slot_at(e, e->pos), e->pos);
 }
 
+/* The adaptive spin (spin_max_ns > 0): a consumer whose peer answers within a few
+ * microseconds (a request/reply channel used in a loop) catches the answer with a
+ * spin instead of a futex sleep and wake-up (~10 us a round trip here); one whose
+ * peer is idle or busy elsewhere stops burning its CPU.  A wait that ended within
+ * spin_max_ns sets the budget to twice that wait (unless the budget already caught
+ * it); a longer one halves the budget, down to spin_min_ns.  Only waits that
+ * happened count (data already there says nothing).  The spin stays bounded by
+ * spin_max_ns and skipped while the peer last ran on this CPU (wait_change). */
+int64_t fr_adapt_spin(int64_t budget, int64_t floor, int64_t cap, int64_t waited) {
+    if (waited < 0)
+        waited = 0;
+    if (waited <= cap) {
+        int64_t want = waited <= cap - waited ? 2 * waited : cap;
+        if (want < floor)
+            want = floor;
+        if (budget >= want && waited <= budget)
+            return budget; /* caught by the current budget: keep it */
+        return want;
+    }
+    budget /= 2;
+    return budget > floor ? budget : floor;
+}
+
 int64_t fr_await_data(struct fr_end *e, int64_t deadline) {
     int spurious = 0;
+    int64_t t0 = 0;
     for (;;) {
         int64_t avail = fr_visible(e);
-        if (avail != 0)
+        if (avail != 0) {
+            if (t0 && avail > 0)
+                e->spin_ns = fr_adapt_spin(e->spin_ns, e->spin_min_ns, e->spin_max_ns,
+                                           fr_now_ns() - t0);
             return avail;
+        }
+        if (!t0 && e->spin_max_ns > 0)
+            t0 = fr_now_ns();
         uint32_t t = e->cached;
         int rc = wait_change(e, &e->hdr->tail, t, &e->hdr->cons_sleeping, deadline,
                              &e->hdr->cons_sleeps, &e->hdr->cons_futex_timeouts,

@@ -218,7 +218,9 @@ struct fr_end {
     uint32_t outstanding;
     int ret_broken;          /* producer: the queue's indices were corrupt; ring unusable */
     uint64_t returns_ok, returns_rejected, returns_dropped, reclaimed;
-    int64_t spin_ns;
+    int64_t spin_ns;     /* the spin before a sleep (adapted, see spin_max_ns) */
+    int64_t spin_min_ns; /* adaptive spin (consumer's data waits): the floor ... */
+    int64_t spin_max_ns; /* ... and the cap; 0: spin_ns stays as configured */
     int yields;
     int64_t tick_ns;
     uint64_t zc_sent;    /* producer: zero-copy bytes published */
@@ -385,8 +387,12 @@ void fr_reclaim_outstanding(struct fr_end *e);
 
 /* Slots visible from e->pos (0: none yet), or FR_EPROTO. */
 int64_t fr_visible(struct fr_end *e);
+/* The adaptive spin's rule (spin_max_ns > 0; docs/fusion-rings.md): the next spin
+ * budget after a data wait of `waited` ns, within [floor, cap]. */
+int64_t fr_adapt_spin(int64_t budget, int64_t floor, int64_t cap, int64_t waited);
 /* Wait until at least one slot is visible; returns how many, or an FR_E* code (after
- * the peer closed or died, what it published before is still delivered). */
+ * the peer closed or died, what it published before is still delivered); with
+ * spin_max_ns set, a wait that happened adapts spin_ns (fr_adapt_spin). */
 int64_t fr_await_data(struct fr_end *e, int64_t deadline);
 /* fr_await_data, then everything published (and single slots written ahead of tail). */
 int64_t fr_batch_avail(struct fr_end *e, int64_t deadline);

@@ -19,9 +19,11 @@ import threading
 from pathlib import Path
 
 from exo.abi import ProtocolError, recv_message, send_message
+from exo.abi.errors import ErrorCode, SyscallError, code_of
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from exo.kernel.api import KernelApi
@@ -30,10 +32,12 @@ if TYPE_CHECKING:
 class KernelError(RuntimeError):
     """The running kernel refused or failed a request: ``kind`` is the exception it raised."""
 
-    def __init__(self, kind: str, message: str, errno: int | None = None) -> None:
+    def __init__(self, kind: str, message: str, errno: int | None = None,
+                 code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.errno = errno
+        self.code = code  # the exo.abi.ErrorCode of the refusal
 
 
 class KernelNotRunning(Exception):
@@ -69,6 +73,11 @@ def running_kernel(root: Path) -> str | None:
     finally:
         os.close(fd)
     return None
+
+
+#: The ControlServer method serving each control operation; its row is in
+#: exo.abi.syscalls (tests/unit/test_syscall_table.py keeps the two in agreement).
+CONTROL_METHODS = {"ping": "_ping", "ps": "_ps", "shutdown": "_shutdown", "run": "_run"}
 
 
 class ControlServer:
@@ -155,8 +164,9 @@ class ControlServer:
                     result = self._handle(conn, msg.get("op"), msg.get("args") or {}, fds)
                     reply: dict[str, Any] = {"ok": True, "result": result}
                 except Exception as exc:  # every failure goes back to the caller
-                    reply = {"ok": False, "error": type(exc).__name__, "message": str(exc),
-                             "errno": getattr(exc, "errno", None)}
+                    code = code_of(exc) or ErrorCode.INTERNAL
+                    reply = {"ok": False, "error": type(exc).__name__, "code": int(code),
+                             "message": str(exc), "errno": getattr(exc, "errno", None)}
                 finally:
                     for fd in fds:
                         with contextlib.suppress(OSError):
@@ -166,38 +176,50 @@ class ControlServer:
                 except OSError:
                     return
 
-    def _handle(self, conn: socket.socket, op: object, args: dict[str, Any],
+    def _handle(self, conn: socket.socket, op: object, args: object,
                 fds: list[int]) -> Any:
-        if op == "ping":
-            return {"pid": os.getpid(), "boot_id": self.kernel.boot_id}
-        if op == "ps":
-            return self.kernel.process_rows()
-        if op == "shutdown":
-            self.kernel.request_shutdown()
-            os.kill(os.getpid(), signal.SIGTERM)
-            return {}
-        if op == "run":
-            return self._run(conn, args, fds)
-        raise ValueError(f"unknown control operation {op!r}")
+        """Serve one request, its arguments checked against its row of the syscall table
+        (``exo.abi.syscalls``, channel "control") first."""
+        from exo.abi.syscalls import CONTROL_OPS  # at the first request: off the boot path
+
+        row = CONTROL_OPS.get(op) if isinstance(op, str) else None
+        if row is None:
+            raise SyscallError(f"unknown control operation {str(op)[:64]!r}",
+                               ErrorCode.UNKNOWN_SYSCALL)
+        if not isinstance(args, dict):
+            raise SyscallError("a request's args must be an object", ErrorCode.PROTOCOL)
+        args = row.validate(args)
+        lo, hi = row.fds_in
+        if not lo <= len(fds) <= hi:
+            raise SyscallError(f"{op} takes {lo}..{hi} descriptors, not {len(fds)}")
+        method: Callable[[socket.socket, dict[str, Any], list[int]], Any] = getattr(
+            self, CONTROL_METHODS[row.name])
+        return method(conn, args, fds)
+
+    def _ping(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
+        return {"pid": os.getpid(), "boot_id": self.kernel.boot_id}
+
+    def _ps(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
+        return self.kernel.process_rows()
+
+    def _shutdown(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
+        self.kernel.request_shutdown()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return {}
 
     def _run(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
         """``exo run`` on this kernel: the caller's stdio, its argv, capabilities and
         manifest; its process is killed if the caller hangs up."""
         from exo.kernel.manifest import manifest_from_dict, parse_grant
 
-        if len(fds) != 3:
-            raise ValueError("run needs stdin, stdout and stderr descriptors")
-        argv = args.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise ValueError("run needs a non-empty argv")
-        manifest = manifest_from_dict(args["manifest"], args.get("manifest_path", "manifest")) \
-            if args.get("manifest") else None
-        grants = [parse_grant(c) for c in args.get("caps", [])]
-        cwd = args.get("cwd") or "/"
-        if not isinstance(cwd, str):
-            raise ValueError("run: cwd must be an Exo path")
+        # args and fds were checked against the row of "run" (_handle): stdin, stdout,
+        # stderr; a non-empty argv of strings; caps a list of strings
+        argv = args["argv"]
+        manifest = manifest_from_dict(args["manifest"], args["manifest_path"] or "manifest") \
+            if args["manifest"] else None
+        grants = [parse_grant(c) for c in args["caps"]]
         proc = self.kernel.start(argv, grants, manifest=manifest, stdio=(fds[0], fds[1], fds[2]),
-                                 cwd=cwd)
+                                 cwd=args["cwd"] or "/")
         poller = select.poll()
         poller.register(conn, select.POLLIN | select.POLLHUP)
         # the caller hung up (or sent something): kill the process at once
@@ -250,7 +272,8 @@ class ControlClient:
         for fd in extra:
             os.close(fd)
         if not msg.get("ok"):
-            code = msg.get("errno")
+            err, code = msg.get("errno"), msg.get("code")
             raise KernelError(str(msg.get("error")), str(msg.get("message")),
+                              err if isinstance(err, int) else None,
                               code if isinstance(code, int) else None)
         return msg.get("result")

@@ -109,6 +109,9 @@ class _Slot:
 #: real descriptor in the kernel process, so without a bound one app could exhaust them all.
 MAX_OPEN_PER_PROCESS = 1024
 
+#: Environment variable that makes passthrough the default for opened regular files.
+PASSTHROUGH_ENV = "EXO_FILES_PASSTHROUGH"
+
 
 class OpenFileTable:
     """Pins (kernel-held derived capabilities) of files opened through the kernel."""
@@ -116,8 +119,16 @@ class OpenFileTable:
     def __init__(self, caps: Any, *, fuse_device: str = "/dev/fuse",
                  root: Path | None = None,
                  max_open_per_process: int = MAX_OPEN_PER_PROCESS,
-                 fair_share: FairShare | None = None) -> None:
+                 fair_share: FairShare | None = None,
+                 passthrough: bool | None = None) -> None:
         self._caps = caps
+        # Whether ``open_revocable`` asks for FUSE passthrough when its caller does not say:
+        # off unless the host's operator says so (EXO_FILES_PASSTHROUGH=1), because a
+        # passthrough file's mappings, splice and sendfile outlive revocation.
+        if passthrough is None:
+            passthrough = os.environ.get(PASSTHROUGH_ENV, "") == "1"
+        self.passthrough_default = passthrough
+        self._passthrough_logged = False
         self._fair_share = fair_share  # the file servers meter their work per process
         self._fuse_device = fuse_device
         self._max_open = max_open_per_process
@@ -173,14 +184,19 @@ class OpenFileTable:
             proc.on_exit.append(self._release)
 
     def open_revocable(self, proc: ExoProcess, pin: Any, real_fd: int, flags: int, *,
-                       mount_dir: Path, log: Callable[[str], None] | None = None
-                       ) -> tuple[int, bool]:
+                       mount_dir: Path, log: Callable[[str], None] | None = None,
+                       passthrough: bool | None = None) -> tuple[int, bool]:
         """Return ``(fd to pass to proc, revocable?)`` for the real file ``real_fd``.
 
         Revocable: ``real_fd`` now belongs to the file server and the returned fd is a new
         one on its mount (the caller passes it, then closes its copy). Not revocable (no
         FUSE here): the returned fd is ``real_fd`` itself. ``mount_dir`` is used when the
         server is started (first call); ``log`` hears, once, why FUSE is unavailable.
+
+        ``passthrough`` (default: ``passthrough_default``): reads and writes of a regular
+        file skip the server (native speed); revocation then cuts read/write/fstat/
+        ftruncate/fsync (EIO) but not memory mappings, splice or sendfile
+        (docs/revocable-files.md). Without kernel support the file is served as usual.
         """
         server = self._ensure_server(mount_dir, log)
         if server is None:
@@ -190,12 +206,30 @@ class OpenFileTable:
             first = self._files.add(proc.pid, pin)
         if first:
             proc.on_exit.append(self._release)
+        want = self.passthrough_default if passthrough is None else passthrough
+        self._say_no_passthrough(want, server, log)
         try:
-            fd = server.open(real_fd, pin, flags, owner=proc.pid)
+            fd, _ = server.open_mode(real_fd, pin, flags, owner=proc.pid, passthrough=want)
         except BaseException:
             self._forget(self._files, pin)
             raise
         return fd, True
+
+    def _say_no_passthrough(self, want: bool, server: Any,
+                            log: Callable[[str], None] | None) -> None:
+        """Log once that passthrough was asked for and cannot be had."""
+        if want and not server.passthrough and not self._passthrough_logged:
+            self._passthrough_logged = True
+            if log is not None:
+                why = server.passthrough_unavailable or "not negotiated"
+                log(f"files: FUSE passthrough unavailable ({why}): files asked for it are "
+                    "served by the kernel (every operation checked)")
+
+    @property
+    def passthrough_available(self) -> bool:
+        """Whether the running file server can open files in passthrough mode."""
+        server = self._file_server.server
+        return server is not None and bool(server.passthrough)
 
     def _ensure_server(self, mount_dir: Path, log: Callable[[str], None] | None
                        ) -> RevocableFiles | None:
@@ -228,21 +262,29 @@ class OpenFileTable:
 
     # ------------------------------------------------------------------ directories
     def export_dir(self, pid: int, pin: Any, dirfd: int, *, writable: bool, mount_dir: Path,
-                   log: Callable[[str], None] | None = None, label: str = "") -> Path | None:
+                   log: Callable[[str], None] | None = None, label: str = "",
+                   passthrough: bool | None = None) -> Path | None:
         """A revocable export of the directory or file ``dirfd`` for process ``pid``, or None.
 
         On success the directory server owns ``dirfd`` and ``pin`` (unpinned when the export
         dies: revoked, released by ``release_exports`` or at ``close``) and the returned path
         is what to bind into the sandbox. None: FUSE is unavailable here (``log`` heard why,
         once); the caller still owns both and must bind the real path.
+
+        ``passthrough`` (default: ``passthrough_default``): the export's regular files open
+        with FUSE passthrough (native reads and writes; revocation cuts read/write/stat but
+        not mappings, splice or sendfile: docs/revocable-files.md).
         """
         server = self._ensure_dirs(mount_dir, log)
         if server is None:
             return None
+        want = self.passthrough_default if passthrough is None else passthrough
+        self._say_no_passthrough(want, server, log)
         with self._lock:
             self._exports.add(pid, pin)
         try:
-            return server.export(dirfd, pin, writable=writable, owner=pid, label=label)
+            return server.export(dirfd, pin, writable=writable, owner=pid, label=label,
+                                 passthrough=want)
         except BaseException:
             self._forget(self._exports, pin)
             raise

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from exo._value import Value
+from exo.abi.errors import AbiError, ErrorCode
 from exo.kernel.caps import CapabilityError, ResourceName, Rights
 from exo.kernel.caps.names import check_rights, scheme_rights
 from exo.kernel.quota import NAMES as QUOTA_NAMES
@@ -31,8 +32,10 @@ DEFAULT_MEMORY = 1 << 30
 DEFAULT_PIDS = 256
 
 
-class ManifestError(ValueError):
+class ManifestError(AbiError, ValueError):
     """A manifest or a --cap argument that cannot be used as given."""
+
+    code = ErrorCode.INVALID_MANIFEST
 
 
 class Grant(Value):  # Value, not a dataclass: this module is on the boot path

@@ -1,12 +1,15 @@
 """exo.kernel.caps: the kernel's capability engine (names, rights, spaces, tree, audit).
 
-The names below load on first use, from the module that defines them: applications import
-``exo.kernel.caps.rights`` (through ``exo.abi``) at every start, and must not pay for the
-manager, the audit log and the name parser they never use.
+The names below load on first use, from the module that defines them: the kernel's
+modules import ``Rights`` from here, and must not pay for the manager, the audit log and
+the name parser they do not use. ``Rights`` itself is defined in ``exo.abi.rights``
+(applications use it too) and re-exported here.
 """
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from exo.abi.rights import Rights
+
     from .audit import AuditEvent, AuditLog, AuditRecord
     from .capability import Capability
     from .errors import (
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
     from .manager import CapabilityManager, HandleInfo, RevokeListener
     from .names import SCHEMES, ResourceName
     from .policy import RequestPolicy, allow_all
-    from .rights import Rights
     from .space import CapabilitySpace
 
 _HOME = {
@@ -38,7 +40,7 @@ _HOME = {
     "manager": ("CapabilityManager", "HandleInfo", "RevokeListener"),
     "names": ("SCHEMES", "ResourceName"),
     "policy": ("RequestPolicy", "allow_all"),
-    "rights": ("Rights",),
+    "exo.abi.rights": ("Rights",),
     "space": ("CapabilitySpace",),
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
@@ -50,7 +52,8 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f"{__name__}.{module}"), name)
+    path = module if module.startswith("exo.") else f"{__name__}.{module}"
+    value = getattr(import_module(path), name)
     globals()[name] = value  # once loaded, a plain attribute
     return value
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 
+from exo.abi.rights import Rights
+
 from .names import ResourceName
-from .rights import Rights
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path
 if TYPE_CHECKING:

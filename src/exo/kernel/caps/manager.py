@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from exo.abi.rights import Rights
+
 from .audit import AuditLog
 from .capability import NO_OWNER, Capability
 from .errors import (
@@ -30,7 +32,6 @@ from .errors import (
 )
 from .names import ResourceName
 from .policy import RequestPolicy, allow_all, choose_source
-from .rights import Rights
 from .space import MAX_SLOTS, CapabilitySpace
 
 TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)

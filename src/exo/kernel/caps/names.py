@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 from exo._value import Value
+from exo.abi.rights import Rights
 
 from .errors import InvalidResourceName, InvalidRights
-from .rights import Rights
 
 TYPE_CHECKING = False  # typing and dataclasses stay off the boot path (exo/_value.py)
 if TYPE_CHECKING:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from exo.abi.rights import Rights
+
 from .capability import Capability
 from .names import ResourceName
-from .rights import Rights
 
 #: ``policy(pid, name, rights, source) -> None`` to allow, or a one-line reason to deny.
 RequestPolicy = Callable[[int, ResourceName, Rights, Capability], "str | None"]

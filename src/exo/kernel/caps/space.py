@@ -20,9 +20,10 @@ import os
 from collections import deque
 from collections.abc import Iterator
 
+from exo.abi.rights import Rights
+
 from .capability import NO_OWNER, Capability
 from .errors import InsufficientRights, InvalidHandle, QuotaExceeded, SpaceFull
-from .rights import Rights
 
 SLOT_BITS = 16
 GEN_BITS = 15

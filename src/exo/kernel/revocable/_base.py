@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import _passthrough as _pt
 from . import _proto as P
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
@@ -70,6 +71,9 @@ class FuseServer:
     mount_flags = P.MS_NOSUID | P.MS_NODEV | P.MS_NOEXEC
     mount_source = "exo-files"
     init_flags = P.WANTED_INIT_FLAGS
+    #: Ask for FUSE passthrough at INIT (``_passthrough``); ``self.passthrough`` says
+    #: whether the kernel agreed.
+    want_passthrough = False
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Any], None] | None = None) -> None:
@@ -90,6 +94,8 @@ class FuseServer:
         self._bufsize = MAX_WRITE + 4096
         self._counts: dict[str, int] = {"requests": 0, "errors": 0, "denied": 0}
         self._handlers: dict[int, Handler] = {}
+        self.passthrough = False  # negotiated at INIT (want_passthrough and offered)
+        self.passthrough_unavailable: str | None = None  # why not, when it was wanted
         self._watchdog: Any = None        # subprocess.Popen of the unmount watchdog
         self._watchdog_w = -1
         self._on_release = on_release  # hears each pin this server lets go of, once
@@ -164,6 +170,11 @@ class FuseServer:
                 return
             self._closed = True
         _live.discard(self)
+        if self._threads:
+            try:
+                self._before_stop()
+            except Exception:
+                log.exception("%s: closing failed", type(self).__name__)
         self._stopping = True
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
@@ -221,6 +232,9 @@ class FuseServer:
                 self._watchdog.wait()
             self._watchdog = None
 
+    def _before_stop(self) -> None:
+        """Subclass: ``close`` has begun and the threads still answer requests."""
+
     def _release_all(self) -> None:
         """Subclass: the server is closed; let go of every object (threads are stopped)."""
 
@@ -255,11 +269,40 @@ class FuseServer:
         if major != P.KERNEL_MAJOR:
             raise OSError(errno.EPROTO, f"FUSE: kernel protocol {major}.{minor} unsupported")
         accepted = flags & self.init_flags
+        flags2 = stack_depth = 0
+        if self.want_passthrough:
+            offered2 = (P.INIT_IN2.unpack_from(buf, P.IN_HEADER.size + P.INIT_IN.size)[0]
+                        if n >= P.IN_HEADER.size + P.INIT_IN.size + P.INIT_IN2.size else 0)
+            if _pt.kernel_offers(flags, offered2):
+                accepted |= _pt.INIT_EXT
+                flags2, stack_depth = _pt.INIT2_PASSTHROUGH, _pt.MAX_STACK_DEPTH
+                self.passthrough = True
+            else:
+                self.passthrough_unavailable = "this kernel does not offer FUSE_PASSTHROUGH"
         max_write = MAX_WRITE if accepted & P.INIT_MAX_PAGES else 128 * 1024
         body = P.INIT_OUT.pack(P.KERNEL_MAJOR, min(minor, P.OUR_MINOR), readahead, accepted,
-                               16, 12, max_write, 1, max_write // 4096, 0, 0,
-                               *([0] * 7))
+                               16, 12, max_write, 1, max_write // 4096, 0, flags2,
+                               stack_depth, *([0] * 6))
         os.write(self._dev, P.OUT_HEADER.pack(P.OUT_HEADER.size + len(body), 0, unique) + body)
+
+    def _backing_open(self, real_fd: int) -> int:
+        """Register ``real_fd`` as a passthrough backing file; 0 if it cannot be (then the
+        file is served). EPERM turns passthrough off for this server: every later file
+        would be refused the same way."""
+        if not self.passthrough:
+            return 0
+        try:
+            return _pt.backing_open(self._dev, real_fd)
+        except OSError as exc:  # ELOOP (stacked too deep), EINVAL (no read_iter), ...
+            if exc.errno == errno.EPERM:
+                self.passthrough = False
+                self.passthrough_unavailable = f"FUSE_DEV_IOC_BACKING_OPEN: {exc.strerror}"
+                log.warning("%s: FUSE passthrough refused (%s): files are served",
+                            type(self).__name__, exc.strerror)
+            else:
+                log.info("%s: no passthrough for this file (%s); served",
+                         type(self).__name__, exc.strerror)
+            return 0
 
     def _notify(self, code: int, body: bytes) -> None:
         """Send an unsolicited notification (cache invalidation) to the kernel."""
@@ -429,4 +472,5 @@ class FuseServer:
 
     def _base_stats(self) -> dict[str, Any]:
         return {"mounted": self._mounted, "mount_dir": str(self.mount_dir),
-                "threads": len(self._threads), **self._counts}
+                "threads": len(self._threads), "passthrough": self.passthrough,
+                **self._counts}

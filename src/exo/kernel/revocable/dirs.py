@@ -25,6 +25,10 @@ Safety of the passthrough:
 * Attribute timeouts are zero and files are opened ``FOPEN_DIRECT_IO``, so the client kernel
   asks us for every operation instead of answering from its caches; only names (dentries)
   are cached, for ``_ENTRY_VALID_S``, which saves LOOKUPs in path walks and nothing else.
+  An export made with ``passthrough=True`` opens its regular files with FUSE passthrough
+  instead (reads and writes go to the real file without us; one backing file per node
+  while it is open); revoking it marks those files' FUSE inodes bad (``_cut``), which
+  stops reads and writes but not mappings, splice or sendfile (docs/revocable-files.md).
 * Descriptors are closed only when no request of their export is running (per-export
   ``busy`` count), so a revocation never closes an fd under a concurrent request.
 * One process cannot exhaust the kernel's descriptors through its exports: each export
@@ -41,6 +45,7 @@ import errno
 import itertools
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,8 +54,9 @@ from pathlib import Path
 from exo.kernel.caps import Rights
 
 from . import _getdents
+from . import _passthrough as _pt
 from . import _proto as P
-from ._base import REVOKED_ERRNO, FuseServer, Parts
+from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 from .server import Pin
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
@@ -74,6 +80,8 @@ _W_OK = 2
 MAX_FDS = 256
 MAX_NODES = 32768
 MAX_HANDLES = 1024
+#: Root names only the kernel's own cutting thread may look up: ``<prefix><nodeid>``.
+_CUT_PREFIX = b".exo-cut-"
 
 
 def _dtype(mode: int) -> int:
@@ -111,6 +119,8 @@ class _Node:
     nlookup: int = 0
     users: int = 0              # requests using its fd now (never parked while > 0)
     opened: bool = False        # opened for I/O once: a private mapping may hold its pages
+    backing_id: int = 0         # passthrough: registered while pt_opens > 0
+    pt_opens: int = 0           # passthrough files of this node the client holds open
 
 
 @dataclass(eq=False)
@@ -118,6 +128,7 @@ class _Handle:
     fh: int
     export: _Export
     fd: int                     # a real open file or directory (-1 once released)
+    node: _Node | None = None   # passthrough: the node whose backing file it uses
 
 
 @dataclass(eq=False)
@@ -134,6 +145,7 @@ class _Export:
     live: dict[int, _Node] = field(default_factory=dict)  # nodes holding an fd, LRU first
     handles: set[int] = field(default_factory=set)
     graveyard: list[int] = field(default_factory=list)  # fds to close once busy == 0
+    passthrough: bool = False   # its regular files open with FUSE passthrough
 
 
 class RevocableDirs(FuseServer):
@@ -150,8 +162,11 @@ class RevocableDirs(FuseServer):
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None, max_fds: int = MAX_FDS,
-                 max_nodes: int = MAX_NODES, max_handles: int = MAX_HANDLES) -> None:
+                 max_nodes: int = MAX_NODES, max_handles: int = MAX_HANDLES,
+                 passthrough: bool = True) -> None:
         super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
+        self.want_passthrough = passthrough
+        self._cutters: set[int] = set()  # kernel threads cutting passthrough files now
         if max_fds < 1 or max_nodes < 2 or max_handles < 1:
             raise ValueError("an export needs room for at least its root and one file")
         self._max_fds, self._max_nodes, self._max_handles = max_fds, max_nodes, max_handles
@@ -161,7 +176,8 @@ class RevocableDirs(FuseServer):
         self._handles: dict[int, _Handle] = {}
         self._ids = itertools.count(P.ROOT_ID + 1)
         self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
-                             "reopened": 0, "full": 0})
+                             "reopened": 0, "full": 0, "passthrough_opened": 0, "cut": 0,
+                             "cut_failed": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
             P.READLINK: self._readlink, P.SYMLINK: self._symlink, P.MKNOD: self._mknod,
@@ -176,7 +192,7 @@ class RevocableDirs(FuseServer):
 
     # ------------------------------------------------------------------ kernel-side API
     def export(self, dirfd: int, pin: Pin, *, writable: bool, owner: int | None = None,
-               label: str = "") -> Path:
+               label: str = "", passthrough: bool = False) -> Path:
         """Export the directory or regular file ``dirfd`` (any fd on it; the server owns it).
 
         Returns the path, on this mount, to bind into the sandbox (a directory or a file,
@@ -184,6 +200,9 @@ class RevocableDirs(FuseServer):
         (``openat2(RESOLVE_BENEATH)``): everything below is reached from it only.
         ``writable`` needs WRITE in ``pin.rights``. A file export is the same passthrough
         with a file as its root: every open, read, write and stat of it is checked.
+        ``passthrough``: its regular files open with FUSE passthrough, if negotiated
+        (``self.passthrough``): native reads and writes, cut off at revocation (EIO) except
+        for mappings, splice and sendfile.
         """
         if not self.running:
             raise RuntimeError("the revocable directory server is not running")
@@ -199,7 +218,8 @@ class RevocableDirs(FuseServer):
         os.close(dirfd)
         token = os.urandom(12).hex().encode()
         with self._lock:
-            ex = _Export(token, label, pin, writable, owner)
+            ex = _Export(token, label, pin, writable, owner,
+                         passthrough=passthrough and self.passthrough)
             root = _Node(next(self._ids), ex, path_fd, (st.st_dev, st.st_ino), kind)
             ex.root = root
             ex.nodes[root.key] = root
@@ -214,14 +234,14 @@ class RevocableDirs(FuseServer):
         with self._lock:
             hits: list[_Export] = self._pinned(pins, self._by_pin)
         for ex in hits:
-            self._kill(ex, "revoked")
+            self._cut(self._kill(ex, "revoked"))
 
     def release_for(self, owner: int) -> int:
         """The process ``owner`` exited: its exports die."""
         with self._lock:
             hits = [ex for ex in self._exports.values() if ex.owner == owner]
         for ex in hits:
-            self._kill(ex, "released")
+            self._cut(self._kill(ex, "released"))
         return len(hits)
 
     def release(self, path: Path) -> bool:
@@ -230,7 +250,7 @@ class RevocableDirs(FuseServer):
             ex = self._exports.get(Path(path).name.encode())
         if ex is None:
             return False
-        self._kill(ex, "released")
+        self._cut(self._kill(ex, "released"))
         return True
 
     def stats(self) -> dict[str, Any]:
@@ -242,12 +262,17 @@ class RevocableDirs(FuseServer):
                 "node_fds": fds}
 
     # ------------------------------------------------------------------ bookkeeping
-    def _kill(self, ex: _Export, why: str) -> None:
-        """Mark ``ex`` dead once; its descriptors close when no request is using them."""
+    def _kill(self, ex: _Export, why: str) -> list[int]:
+        """Mark ``ex`` dead once; its descriptors close when no request is using them.
+
+        Returns the nodes whose passthrough files are open: the caller (a kernel thread,
+        never a worker) cuts them off with ``_cut``.
+        """
         with self._lock:
             if ex.dead:
-                return
+                return []
             ex.dead = True
+            to_cut = [n.nodeid for n in ex.nodes.values() if n.pt_opens > 0]
             self._exports.pop(ex.token, None)
             if self._by_pin.get(id(ex.pin)) is ex:
                 del self._by_pin[id(ex.pin)]
@@ -276,6 +301,67 @@ class RevocableDirs(FuseServer):
         self._notify(P.NOTIFY_INVAL_ENTRY, P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(ex.token), 0)
                      + ex.token + b"\0")
         self._released(ex.pin)
+        return to_cut
+
+    def _cut(self, nodeids: list[int]) -> None:
+        """Mark the client's inodes of ``nodeids`` bad: their passthrough files' reads and
+        writes fail with EIO from now on.
+
+        How: this thread looks up ``<mount>/.exo-cut-<nodeid>``, and the root LOOKUP answers
+        (to this thread only) with that nodeid under a new generation; Linux then takes the
+        inode it has for the nodeid as stale, marks it bad and makes a new one
+        (``fuse_iget``). Only a kernel thread may call this: a worker answers the LOOKUP.
+        """
+        if not nodeids:
+            return
+        tid = threading.get_native_id()
+        with self._lock:
+            self._cutters.add(tid)
+        try:
+            for nodeid in nodeids:
+                name = _CUT_PREFIX + str(nodeid).encode()
+                why: OSError | None = None
+                try:
+                    ok = stat.S_ISFIFO(os.lstat(os.path.join(
+                        os.fsencode(self.mount_dir), name)).st_mode)
+                except OSError as exc:
+                    ok, why = False, exc
+                # The name is ours alone: drop it, so the new inode goes (and is forgotten).
+                self._notify(P.NOTIFY_INVAL_ENTRY,
+                             P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(name), 0) + name + b"\0")
+                if ok:
+                    self._counts["cut"] += 1
+                else:
+                    self._counts["cut_failed"] += 1
+                    log.error("revocable dirs: passthrough node %d NOT cut off (%s)",
+                              nodeid, why or "not marked")
+        finally:
+            with self._lock:
+                self._cutters.discard(tid)
+
+    def _before_stop(self) -> None:
+        """Shutdown: cut off every open passthrough file while the workers still answer (an
+        aborted connection does not stop passthrough reads and writes)."""
+        with self._lock:
+            nodeids = [n.nodeid for n in self._nodes.values() if n.pt_opens > 0]
+        self._cut(nodeids)
+
+    def _lookup_cut(self, name: bytes, pid: int) -> Parts:
+        """The root LOOKUP of ``_cut``: the node again, under generation 1, as a FIFO."""
+        with self._lock:
+            if pid not in self._cutters:
+                raise OSError(errno.ENOENT, "no such export")
+            try:
+                n = self._nodes.get(int(name[len(_CUT_PREFIX):]))
+            except ValueError:
+                n = None
+            if n is None:
+                raise OSError(errno.ENOENT, "no such node")
+            n.nlookup += 1  # the new inode's lookup: its FORGET will come
+        attr = _pt.wrong_type(P.ATTR.pack(n.nodeid, *([0] * 8), 0o600, 1, *([0] * 5)))
+        # attr_valid 1 s: the lstat that sent this LOOKUP takes these attributes as they are
+        # (a GETATTR of the node would be refused: its export is dead).
+        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 1, 0, 1, 0, 0), attr]
 
     @staticmethod
     def _collect(ex: _Export) -> list[int]:
@@ -289,8 +375,8 @@ class RevocableDirs(FuseServer):
         with self._lock:
             victims = list(self._exports.values())
         for ex in victims:
-            self._kill(ex, "released")
-        with self._lock:
+            self._kill(ex, "released")  # (passthrough files were cut in _before_stop)
+        with self._lock:  # (backing ids went with the connection)
             self._nodes.clear()
             self._handles.clear()
 
@@ -457,22 +543,55 @@ class RevocableDirs(FuseServer):
                 P.attr_from_stat(st, st.st_ino)]
 
     def _new_handle(self, ex: _Export, fd: int) -> int:
+        return self._new_file(ex, fd, None)[0]
+
+    def _new_file(self, ex: _Export, fd: int, node: _Node | None) -> tuple[int, int]:
+        """A handle for the real open file ``fd`` (ours now); with ``node`` (a regular file
+        of a passthrough export), also the backing id to open it with (0: served)."""
+        fresh = self._backing_open(fd) if node is not None and not node.backing_id else 0
         with self._lock:
             if ex.dead:
                 ex.graveyard.append(fd)
-                raise OSError(REVOKED_ERRNO, "revoked")
-            full = len(ex.handles) >= self._max_handles
-            if not full:
+                full, dead = False, True
+            else:
+                dead = False
+                full = len(ex.handles) >= self._max_handles
+            backing = 0
+            if not full and not dead:
                 h = _Handle(next(self._ids), ex, fd)
                 self._handles[h.fh] = h
                 ex.handles.add(h.fh)
-            else:
+                if node is not None and not node.backing_id and fresh:
+                    node.backing_id, fresh = fresh, 0
+                if node is not None and node.backing_id:
+                    backing, h.node = node.backing_id, node
+                    node.pt_opens += 1
+                    self._counts["passthrough_opened"] += 1
+            elif full:
                 self._counts["full"] += 1
+        if fresh:  # not needed after all (another open registered one, or refused)
+            self._close_backing(fresh)
+        if dead:
+            raise OSError(REVOKED_ERRNO, "revoked")
         if full:
             os.close(fd)  # ours alone: never shared with another request
             raise OSError(errno.EMFILE, f"{self._max_handles} files of this grant are "
                           "already open")
-        return h.fh
+        return h.fh, backing
+
+    def _close_backing(self, backing_id: int) -> None:
+        if self._dev < 0:
+            return  # the connection is gone, and its backing ids with it
+        try:
+            _pt.backing_close(self._dev, backing_id)
+        except OSError as exc:
+            log.warning("revocable dirs: closing backing id %d: %s", backing_id, exc)
+
+    @staticmethod
+    def _open_reply(fh: int, backing: int) -> bytes:
+        if backing:
+            return P.OPEN_OUT.pack(fh, _pt.FOPEN_PASSTHROUGH | P.FOPEN_NOFLUSH, backing)
+        return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)
 
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
         if opcode == P.FORGET:
@@ -512,6 +631,8 @@ class RevocableDirs(FuseServer):
 
     def _lookup(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         name = _names(body, 1)[0]
+        if nodeid == P.ROOT_ID and name.startswith(_CUT_PREFIX):
+            return self._lookup_cut(name, pid)
         if nodeid == P.ROOT_ID:
             with self._lock:
                 ex = self._exports.get(name)
@@ -715,11 +836,11 @@ class RevocableDirs(FuseServer):
             if n.kind != stat.S_IFREG:
                 raise OSError(errno.EACCES, "not a regular file")
             fd = os.open(_proc(n.fd), (flags & _OPEN_PASS) | os.O_CLOEXEC | os.O_NOCTTY)
-            fh = self._new_handle(n.export, fd)
+            fh, backing = self._new_file(n.export, fd, n if n.export.passthrough else None)
             n.opened = True
         finally:
             self._leave(n)
-        return [P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
+        return [self._open_reply(fh, backing)]
 
     def _create(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         flags, mode, _umask, _open_flags = P.CREATE_IN.unpack_from(body)
@@ -732,14 +853,19 @@ class RevocableDirs(FuseServer):
             try:
                 entry = self._entry(parent.export,
                                     os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC), parent, name)
+                node = None
+                if parent.export.passthrough:
+                    st = os.fstat(fd)
+                    with self._lock:
+                        node = parent.export.nodes.get((st.st_dev, st.st_ino))
             except BaseException:
                 os.close(fd)
                 raise
-            fh = self._new_handle(parent.export, fd)
+            fh, backing = self._new_file(parent.export, fd, node)
         finally:
             self._leave(parent)
         assert entry is not None
-        return [*entry, P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH, 0)]
+        return [*entry, self._open_reply(fh, backing)]
 
     def _read(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
@@ -779,6 +905,7 @@ class RevocableDirs(FuseServer):
 
     def _release(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh = P.RELEASE_IN.unpack_from(body)[0]
+        backing = 0
         with self._lock:
             h = self._handles.pop(fh, None)
             if h is None:
@@ -787,9 +914,15 @@ class RevocableDirs(FuseServer):
             if h.fd >= 0:
                 h.export.graveyard.append(h.fd)
                 h.fd = -1
+            if h.node is not None:
+                h.node.pt_opens -= 1
+                if h.node.pt_opens == 0:  # its last passthrough file: drop the backing
+                    backing, h.node.backing_id = h.node.backing_id, 0
             doomed = self._collect(h.export)
         for fd in doomed:
             os.close(fd)
+        if backing:
+            self._close_backing(backing)
         return None
 
     def _opendir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:

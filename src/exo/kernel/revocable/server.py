@@ -8,6 +8,12 @@ capability pin the file was opened through: once the pin is revoked (or its proc
 exited) the next operation fails with ``EACCES``, in whatever process holds the descriptor.
 Files are opened with ``FOPEN_DIRECT_IO`` so the page cache never answers on our behalf.
 
+A file may instead be opened in *passthrough* mode (``open(..., passthrough=True)``, when the
+kernel negotiated FUSE passthrough): its reads and writes go straight from the client
+kernel to the real file, at native speed, and never reach us. Revoking it marks its FUSE
+inode bad (``_passthrough``), which makes read, write, fstat, ftruncate and fsync fail with
+EIO; memory mappings, splice and sendfile are not cut (docs/revocable-files.md).
+
 Each registered file can be opened on the mount exactly once, by the kernel thread that
 registered it, with the access mode it was registered with: re-opening it through
 ``/proc/PID/fd/N`` (which would otherwise let a read-only holder ask for write access) is
@@ -33,12 +39,19 @@ from typing import Any, Protocol
 from exo.kernel.caps import Rights
 
 from . import _getdents
+from . import _passthrough as _pt
 from . import _proto as P
-from ._base import REVOKED_ERRNO, FuseServer, Parts
+from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 
 __all__ = ["REVOKED_ERRNO", "Pin", "RevocableFiles", "cleanup_stale"]
 
 _DT_DIR = 4
+#: Attribute timeout of passthrough files (seconds). Checked files have 0 (each fstat is a
+#: request, refused after revocation); a passthrough file's cached attributes are safe to
+#: keep, because revocation marks its inode bad and Linux tests that before any cache. The
+#: file's own writes through passthrough refresh them; changes made elsewhere show after
+#: at most this long.
+_PT_ATTR_VALID_S = 1
 
 #: Mount-point name prefixes of our servers under the kernel's run directory.
 _MOUNT_PREFIXES = ("files-", "dirs-")
@@ -94,6 +107,10 @@ class _Entry:
     opened: bool = False
     dead: bool = False          # revoked, released, owner gone or server closing
     busy: int = 0               # requests currently using real_fd
+    passthrough: bool = False   # opened with FOPEN_PASSTHROUGH: reads/writes skip us
+    backing_id: int = 0         # passthrough: registered with the connection until opened
+    path_fd: int = -1           # passthrough: our O_PATH fd on the file's FUSE inode
+    cut: bool = False           # passthrough: GETATTR answers a wrong type (inode bad)
 
 
 class RevocableFiles(FuseServer):
@@ -104,13 +121,16 @@ class RevocableFiles(FuseServer):
     """
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
-                 on_release: Callable[[Pin], None] | None = None) -> None:
+                 on_release: Callable[[Pin], None] | None = None,
+                 passthrough: bool = True) -> None:
         super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
+        self.want_passthrough = passthrough
         self._entries: dict[int, _Entry] = {}
         self._by_name: dict[bytes, _Entry] = {}
         self._by_pin: dict[int, _Entry] = {}
         self._inos = itertools.count(P.ROOT_ID + 1)
-        self._counts.update({"opened": 0, "revoked": 0, "released": 0})
+        self._counts.update({"opened": 0, "revoked": 0, "released": 0,
+                             "passthrough_opened": 0, "cut": 0, "cut_failed": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
             P.OPEN: self._open, P.OPENDIR: self._open, P.READ: self._read,
@@ -124,18 +144,32 @@ class RevocableFiles(FuseServer):
             victims = list(self._entries.values())
         for e in victims:
             self._kill(e, "released")
+            if e.path_fd >= 0:  # not cut: the threads were gone (or never started)
+                os.close(e.path_fd)
+                e.path_fd = -1
 
     def _unhandled(self, opcode: int) -> int:
         return errno.EACCES if opcode in P.NAMESPACE_OPS else errno.ENOSYS
 
     # ------------------------------------------------------------------ kernel-side API
-    def open(self, real_fd: int, pin: Pin, flags: int, *, owner: int | None = None) -> int:
+    def open(self, real_fd: int, pin: Pin, flags: int, *, owner: int | None = None,
+             passthrough: bool = False) -> int:
         """Register ``real_fd`` and return a new fd on the mount for it (owned by the caller).
 
         On success the server owns ``real_fd`` (closed when the file is released, revoked
         or the server closes); on an exception the caller still owns it. ``flags`` are the
         real file's open flags (its access mode and O_APPEND matter); ``owner`` is the pid
-        ``release_for`` will match.
+        ``release_for`` will match. ``passthrough``: see ``open_mode``.
+        """
+        return self.open_mode(real_fd, pin, flags, owner=owner, passthrough=passthrough)[0]
+
+    def open_mode(self, real_fd: int, pin: Pin, flags: int, *, owner: int | None = None,
+                  passthrough: bool = False) -> tuple[int, bool]:
+        """``open``, also saying whether the file got passthrough: ``(fd, passthrough)``.
+
+        Passthrough is used when asked, negotiated with the kernel and the file is a regular
+        file the kernel accepts as a backing file; otherwise the file is served (checked
+        mode), which is never less revocable.
         """
         if not self.running:
             raise RuntimeError("the revocable file server is not running")
@@ -143,9 +177,10 @@ class RevocableFiles(FuseServer):
         accmode = flags & os.O_ACCMODE
         if is_dir and accmode != os.O_RDONLY:
             raise IsADirectoryError(errno.EISDIR, "a directory can only be opened for reading")
+        backing_id = self._backing_open(real_fd) if passthrough and not is_dir else 0
         with self._lock:
             e = _Entry(next(self._inos), real_fd, pin, accmode, is_dir, owner,
-                       threading.get_native_id())
+                       threading.get_native_id(), backing_id=backing_id)
             self._entries[e.ino] = e
             self._by_name[str(e.ino).encode()] = e
             self._by_pin[id(pin)] = e
@@ -155,13 +190,73 @@ class RevocableFiles(FuseServer):
         try:
             fd = os.open(self.mount_dir / str(e.ino), oflags)
         except BaseException:
+            self._drop_backing(e)
             with self._lock:
                 e.real_fd = -1  # still the caller's
                 e.dead = True
                 self._forget(e)
             raise
         self._counts["opened"] += 1
-        return fd
+        if not backing_id:
+            return fd, False
+        # The open file holds its own reference to the backing file now.
+        self._drop_backing(e)
+        try:
+            # Our handle on the FUSE inode for cutting it off later: O_PATH sends no OPEN.
+            path_fd = os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            e.passthrough, e.path_fd = True, path_fd
+            late = e.dead or e.pin.revoked  # revoked while we were opening
+        self._counts["passthrough_opened"] += 1
+        if late:
+            self._cut_off([e])
+        return fd, True
+
+    def _drop_backing(self, e: _Entry) -> None:
+        if e.backing_id:
+            backing_id, e.backing_id = e.backing_id, 0
+            if self._dev < 0:
+                return  # the connection is gone, and its backing ids with it
+            try:
+                _pt.backing_close(self._dev, backing_id)
+            except OSError as exc:
+                log.warning("revocable files: closing backing id %d: %s", backing_id, exc)
+
+    def _cut_off(self, entries: Iterable[_Entry]) -> None:
+        """Mark the FUSE inodes of passthrough ``entries`` bad: their reads and writes fail.
+
+        Called by a kernel thread, never by a worker (it waits for a GETATTR a worker
+        answers). Each entry is cut once; its O_PATH descriptor is closed.
+        """
+        for e in entries:
+            with self._lock:
+                path_fd, e.path_fd = e.path_fd, -1
+                if path_fd >= 0:
+                    e.cut = True
+            if path_fd < 0:
+                continue
+            try:
+                err = _pt.force_getattr(path_fd)
+            finally:
+                os.close(path_fd)
+            if err == errno.EIO:
+                self._counts["cut"] += 1
+            elif e.ino not in self._entries:
+                pass  # its last descriptor was closed meanwhile (RELEASE): nothing to cut
+            else:  # the inode was not marked bad: say so loudly
+                self._counts["cut_failed"] += 1
+                log.error("revocable files: passthrough file %d NOT cut off (GETATTR "
+                          "ended with %s)", e.ino, errno.errorcode.get(err, err))
+
+    def _before_stop(self) -> None:
+        """Shutdown: cut off every passthrough file while the workers still answer (an
+        aborted connection does not stop passthrough reads and writes)."""
+        with self._lock:
+            victims = [e for e in self._entries.values() if e.path_fd >= 0]
+        self._cut_off(victims)
 
     def revoke(self, pins: Iterable[object]) -> None:
         """Close the files opened through ``pins`` now; their next operation fails.
@@ -174,11 +269,14 @@ class RevocableFiles(FuseServer):
         for e in hits:
             self._kill(e, "revoked")
             self._invalidate(e)
+        self._cut_off(hits)
 
     def _owner(self, opcode: int, nodeid: int, body: memoryview) -> int | None:
         """The process a file was opened for (its fair share of the kernel's time)."""
         e = self._entries.get(nodeid)
-        return e.owner if e is not None else None
+        if e is None or e.cut:  # a cut's GETATTR: the kernel's own, never put aside
+            return None
+        return e.owner
 
     def release_for(self, owner: int) -> int:
         """The process ``owner`` exited: its files die (whoever else holds a copy)."""
@@ -186,6 +284,7 @@ class RevocableFiles(FuseServer):
             hits = [e for e in self._entries.values() if e.owner == owner]
         for e in hits:
             self._kill(e, "released")
+        self._cut_off(hits)
         return len(hits)
 
     def stats(self) -> dict[str, Any]:
@@ -216,8 +315,8 @@ class RevocableFiles(FuseServer):
 
     def _invalidate(self, e: _Entry) -> None:
         """Ask the kernel to drop cached pages of ``e`` (a MAP_PRIVATE mapping's, say)."""
-        if e.is_dir or not e.opened:
-            return
+        if e.is_dir or not e.opened or e.passthrough or e.backing_id:
+            return  # (a passthrough file's pages are the real file's, not ours)
         self._notify(P.NOTIFY_INVAL_INODE, P.INVAL_INODE_OUT.pack(e.ino, 0, 0))
 
     def _use(self, ino: int, right: Rights) -> _Entry:
@@ -266,8 +365,14 @@ class RevocableFiles(FuseServer):
 
     def _getattr(self, nodeid: int, body: memoryview, pid: int,
                  out: memoryview) -> Parts:
+        e = self._entries.get(nodeid)
+        if e is not None and e.cut:
+            # The inode changed type, says this answer: the client marks it bad.
+            attr = _pt.wrong_type(P.ATTR.pack(nodeid, *([0] * 8), 0o600, 1, *([0] * 5)))
+            return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
         attr = self._root_attr() if nodeid == P.ROOT_ID else self._attr_of(nodeid)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+        valid = _PT_ATTR_VALID_S if e is not None and e.passthrough else 0
+        return [P.ATTR_OUT_HEAD.pack(valid, 0, 0), attr]
 
     def _open(self, nodeid: int, body: memoryview, pid: int,
               out: memoryview) -> Parts:
@@ -279,6 +384,9 @@ class RevocableFiles(FuseServer):
                 self._counts["denied"] += 1
                 raise OSError(errno.EACCES, "open refused")
             e.opened = True
+        if e.backing_id:
+            return [P.OPEN_OUT.pack(e.ino, _pt.FOPEN_PASSTHROUGH | P.FOPEN_NOFLUSH,
+                                    e.backing_id)]
         flags = 0 if e.is_dir else P.FOPEN_DIRECT_IO | P.FOPEN_NOFLUSH
         return [P.OPEN_OUT.pack(e.ino, flags, 0)]
 
@@ -332,7 +440,7 @@ class RevocableFiles(FuseServer):
             attr = P.attr_from_stat(os.fstat(e.real_fd), nodeid)
         finally:
             self._done(e)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), attr]
+        return [P.ATTR_OUT_HEAD.pack(_PT_ATTR_VALID_S if e.passthrough else 0, 0, 0), attr]
 
     def _fsync(self, nodeid: int, body: memoryview, pid: int,
                out: memoryview) -> Parts:
@@ -352,6 +460,9 @@ class RevocableFiles(FuseServer):
             self._kill(e, "released")
             with self._lock:
                 self._forget(e)
+                path_fd, e.path_fd = e.path_fd, -1
+            if path_fd >= 0:  # closed by its last holder: nothing left to cut off
+                os.close(path_fd)
         return None
 
     def _readdir(self, nodeid: int, body: memoryview, pid: int,

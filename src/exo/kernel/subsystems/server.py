@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from exo.kernel.fairshare import FairShare
     from exo.kernel.files import OpenFileTable
     from exo.kernel.inflight import InFlight
-    from exo.kernel.kernel import Kernel
     from exo.kernel.process import ExoProcess, ProcessManager
     from exo.kernel.subsystems.caps import Capabilities
     from exo.kernel.subsystems.processes import Processes
@@ -68,12 +67,11 @@ class SyscallServer(Subsystem):
 
     def _serve(self, proc: ExoProcess) -> threading.Thread:
         """Serve a new process's bootstrap channel on its own thread."""
-        from typing import cast  # the first spawn's path, not the boot's
+        from exo.kernel.syscalls import serve_process  # msgspec and the handlers: not at boot
 
-        from exo.kernel.syscalls import serve_process  # msgspec and the handlers: ditto
-
-        # The handlers reach only the context's attributes (typed as a Protocol there).
-        return serve_process(cast("Kernel", self.context), proc)
+        assert self.context is not None
+        # The handlers reach only the context's attributes (SyscallHost, a Protocol).
+        return serve_process(self.context, proc)
 
     def stop(self) -> None:
         if self.control is not None:

@@ -9,7 +9,9 @@ Wire format of the bootstrap channel: one JSON object per message over a Fusion 
 channel; file descriptors go beside it on a SOCK_SEQPACKET socket with SCM_RIGHTS (see
 ``exo.kernel.bootstrap``); the control socket carries the same JSON. Requests are
 ``{"id": n, "op": name, "args": {...}}``; replies are ``{"id": n, "ok": true,
-"result": ...}`` or ``{"id": n, "ok": false, "error": type, "message": text}``.
+"result": ...}`` or ``{"id": n, "ok": false, "error": type, "code": n, "message":
+text}`` (``exo.abi.errors``). The syscalls, their arguments and what they need are one
+table, ``exo.abi.syscalls`` (loaded by those who use it, not by this package).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import contextlib
 import json
 import os
 import socket
+
+from exo.abi.errors import AbiError as AbiError
+from exo.abi.errors import ErrorCode as ErrorCode
+from exo.abi.errors import ProtocolError as ProtocolError
+from exo.abi.rights import Rights as Rights
 
 BOOTSTRAP_FD_ENV = "EXO_BOOTSTRAP_FD"  # the descriptor-passing socket
 BOOTSTRAP_RING_ENV = "EXO_BOOTSTRAP_RING"  # rings + both segments (6 fds, kernel/bootstrap.py)
@@ -30,10 +37,6 @@ MAX_FDS = 16
 # stolen from every other process the kernel serves: 64 KiB of "[0,0,0,...]" costs ~3 ms,
 # 2,048 values ~0.1 ms. No syscall needs more (a spawn's argv and caps included).
 MAX_REQUEST_VALUES = 2048
-
-
-class ProtocolError(Exception):
-    """A malformed message on a kernel channel."""
 
 
 # Built once: ``json.dumps`` with any option builds a JSONEncoder per call (~0.7 µs of a
@@ -142,29 +145,41 @@ def message_bytes(data: Any) -> bytes:
 
 class AdaptiveSpin:
     """How long one end of the bootstrap channel spins before it sleeps: adapted to the
-    waits it sees, within ``[floor_us, cap_us]`` (``ring.configure(spin_us=)``).
+    waits it sees, within ``[floor_us, cap_us]``.
 
     A waiter that sleeps on the ring's futex costs its peer a ``FUTEX_WAKE`` and itself a
-    wake-up (a membarrier or a fence, a context switch: ~10 µs a round trip here) at
-    every message. When the peer answers within a few microseconds — the kernel serving
-    a null syscall, or an app calling in a loop — a short spin catches the message
+    wake-up (a membarrier or a fence, a context switch: ~10 us a round trip here) at
+    every message. When the peer answers within a few microseconds -- the kernel serving
+    a null syscall, or an app calling in a loop -- a short spin catches the message
     instead. So each observed wait that ended within ``cap_us`` sets the budget to twice
     that wait (the next one is caught), and each longer wait (the peer was busy
     elsewhere or idle: the spin was wasted) halves it, back to ``floor_us``, the ring's
     default. The spin itself runs in ``_fring.c``: bounded by the budget, without the
-    GIL, and skipped while the peer last ran on the waiter's CPU."""
+    GIL, and skipped while the peer last ran on the waiter's CPU.
 
-    __slots__ = ("_configure", "budget_ns", "cap_ns", "floor_ns")
+    A Fusion Ring adapts by itself (``ring.configure(spin_us=floor, spin_max_us=cap)``:
+    the same rule, applied in C to the waits it times, with no clock read or Python call
+    per message): then ``native`` is true and ``observe`` need not be called. Any other
+    ring-like object (``configure(spin_us=)`` only) is driven from Python through
+    ``observe``."""
+
+    __slots__ = ("_configure", "budget_ns", "cap_ns", "floor_ns", "native")
 
     def __init__(self, ring: Any, floor_us: float = 5.0, cap_us: float = 50.0) -> None:
         self._configure = ring.configure
         self.floor_ns = int(floor_us * 1000)
         self.cap_ns = int(cap_us * 1000)
         self.budget_ns = self.floor_ns
-        ring.configure(spin_us=floor_us)
+        try:
+            ring.configure(spin_us=floor_us, spin_max_us=cap_us)
+            self.native = True
+        except TypeError:  # a ring without the adaptive wait
+            ring.configure(spin_us=floor_us)
+            self.native = False
 
     def observe(self, waited_ns: int) -> None:
-        """Account one wait of ``waited_ns`` (the time ``recv`` took to return)."""
+        """Account one wait of ``waited_ns`` (the time ``recv`` took to return); only
+        for a ring that does not adapt by itself (``native`` false)."""
         budget = self.budget_ns
         if waited_ns <= self.cap_ns:
             new = max(self.floor_ns, min(self.cap_ns, 2 * waited_ns))
@@ -176,10 +191,6 @@ class AdaptiveSpin:
             self.budget_ns = new
             self._configure(spin_us=new / 1000)
 
-
-# The rights bits are the contract between the kernel and applications; both sides use
-# the kernel's definition (its module and its package import only the standard library).
-from exo.kernel.caps.rights import Rights as Rights  # noqa: E402
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The eight capability rights, as a bit set.
+"""The eight capability rights, as a bit set: the contract between the kernel and apps.
 
 ``IntFlag`` keeps rights cheap to combine and compare (``need & ~held`` is one integer
 operation) on the hot path, while still printing as names in errors and the audit log.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from .errors import InvalidRights
+from exo.abi.errors import InvalidRights
 
 
 class Rights(enum.IntFlag):

@@ -1,0 +1,118 @@
+"""Capabilities between processes: sent to an inbox, or carried in channel messages as
+one-use tokens (rows of family "ipc" in ``exo.abi.syscalls``). Arguments arrive
+validated against their row; the handle's TRANSFER right is checked from the row
+(``handle_rights``) before these run."""
+
+from __future__ import annotations
+
+import queue
+from typing import TYPE_CHECKING, Any
+
+from exo.kernel.caps.errors import CapabilityDenied, CapabilityError, QuotaExceeded
+from exo.kernel.syscalls.host import Handler, SyscallHost, cap_result
+
+if TYPE_CHECKING:
+    from exo.kernel.process import ExoProcess
+
+
+def send_capability(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                    fds: list[int]) -> tuple[Any, list[int]]:
+    """Move a handle towards another process; it joins that space when received.
+
+    Until the receiver calls ``recv_capability`` the capability is in flight (in no space),
+    in the receiver's bounded inbox: a sender can neither fill the receiver's handle table
+    nor make the kernel queue without bound. A receiver that refuses capabilities, or
+    whose inbox or ``received`` quota is full, makes the send fail and the sender keeps
+    its handle.
+    """
+    handle = args["handle"]
+    target = host.processes.get(args["pid"])
+    if target.status is not None:
+        raise LookupError(f"process {target.pid} has exited")
+    refusal: CapabilityError | None = None
+    waiting, inbox = target.inbox.qsize(), target.limits.quotas.inbox
+    if target.pid != proc.pid:
+        held, accepts = host.caps.received(target.pid)
+        if accepts == 0:
+            refusal = CapabilityDenied(f"process {target.pid} refuses capabilities from "
+                                       "other processes")
+        elif held + waiting >= accepts:
+            refusal = QuotaExceeded("received", accepts,
+                                    f"process {target.pid} holds {held} capabilities from "
+                                    f"other processes and has {waiting} waiting to be received")
+    if refusal is None and waiting >= inbox:
+        refusal = QuotaExceeded("inbox", inbox, f"process {target.pid} has {waiting} "
+                                "capabilities waiting to be received")
+    if refusal is not None:  # checked before the handle leaves: the sender keeps it
+        host.caps.audit.record("deny", pid=proc.pid, handle=handle, peer=target.pid,
+                               reason=f"send_capability: {type(refusal).__name__}: "
+                                      f"{refusal}")
+        raise refusal
+    cap = host.caps.begin_transfer(proc.pid, handle)
+    try:
+        target.deliver(proc.pid, cap)
+    except BaseException:
+        # Only a concurrent sender filling the inbox in between gets here; the handle
+        # number is gone, so the capability is released rather than returned.
+        host.caps.cancel_transfer(cap)
+        raise
+    return {}, []
+
+
+def recv_capability(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                    fds: list[int]) -> tuple[Any, list[int]]:
+    try:
+        sender, cap = proc.inbox.get(timeout=args["timeout"])
+    except queue.Empty:
+        raise TimeoutError("no capability arrived before the timeout") from None
+    if cap is None:  # the process exited while waiting (ExoProcess.close_inbox)
+        proc.close_inbox()
+        raise LookupError(f"process {proc.pid} has exited")
+    try:
+        handle = host.caps.complete_transfer(cap, proc.pid, received=sender != proc.pid)
+    except QuotaExceeded:
+        # The receiver lowered what it accepts after this was sent: the capability waits
+        # again (at the back of the inbox) for the receiver to make room.
+        try:
+            proc.deliver(sender, cap)
+        except QuotaExceeded:
+            host.caps.cancel_transfer(cap)
+        raise
+    result = cap_result(host, proc.pid, handle)
+    result["from"] = sender
+    return result, []
+
+
+def transfer_out(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                 ) -> tuple[Any, list[int]]:
+    """A handle leaves the caller to travel in a channel message; returns a token.
+
+    ``to`` names the receiver (the process at the other end of the channel): only it can
+    redeem the token.
+    """
+    to = args["to"]
+    receiver = host.processes.get(to) if to != proc.pid else proc
+    if receiver.status is not None:
+        raise LookupError(f"process {to} has exited")
+    token = host.in_flight.put(proc.pid, args["handle"], to,
+                               limit=proc.limits.quotas.in_flight)
+    return {"token": token}, []
+
+
+def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+                ) -> tuple[Any, list[int]]:
+    """Redeem a token that arrived in a message: the capability joins our space.
+
+    Only the receiver named by ``transfer_out`` may; anyone else is refused and the token
+    stays valid.
+    """
+    handle = host.in_flight.take(args["token"], proc.pid)
+    return cap_result(host, proc.pid, handle), []
+
+
+HANDLERS: dict[str, Handler] = {
+    "send_capability": send_capability,
+    "recv_capability": recv_capability,
+    "transfer_out": transfer_out,
+    "transfer_in": transfer_in,
+}
