@@ -122,6 +122,16 @@ def ps(root: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
+@main.command("posix-x", add_help_option=False,
+              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def posix_x(args: tuple[str, ...]) -> None:
+    """Inspect Linux programs for POSIX-X: `analyze BINARY`, `syscalls` (--help for more)."""
+    from exo.posix_x.cli import main as posix_x_main  # its own parser: one place for usage
+
+    raise SystemExit(posix_x_main(list(args)))
+
+
 def _restore_sigpipe() -> None:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
