@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
+APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev softhsm2
 
 .PHONY: run test setup system-deps lint typecheck unit bench clean docs
 
