@@ -248,12 +248,78 @@ def attest_policy(out: str | None, root: str | None) -> None:
         click.echo(text)
 
 
-# ---------------------------------------------------------------- placeholders below
+# --------------------------------------------------------------------------- keys
 
 
 @click.group()
 def keys() -> None:
-    """Signing keys in the HSM (PKCS#11)."""
+    """Signing keys in the HSM (PKCS#11; SoftHSM2 under var/lib/hsm by default)."""
+
+
+@keys.command("list")
+@root_option
+@json_option
+def keys_list(root: str | None, as_json: bool) -> None:
+    """The token's keys (and any file keys, marked as such)."""
+    from exo.security import hsm
+
+    try:
+        rows = hsm.list_keys(_root(root))
+    except hsm.HsmError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif sys.stdout.isatty():
+        _table("keys", ["NAME", "TYPE", "WHERE", "FINGERPRINT"],
+               [[r["name"], r["type"], r["where"], r["fingerprint"]] for r in rows])
+    else:
+        for r in rows:
+            click.echo(f"{r['name']}\t{r['type']}\t{r['where']}\t{r['fingerprint']}")
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--type", "key_type", type=click.Choice(["ed25519", "p256"]),
+              default="ed25519", show_default=True)
+@click.option("--file-key", is_flag=True,
+              help="No HSM: keep an Ed25519 private key in a file (a weaker fallback).")
+@root_option
+def keys_create(name: str, key_type: str, file_key: bool, root: str | None) -> None:
+    """Create a key pair in the token (the private key never leaves it); print its
+    public key."""
+    from exo.security import hsm
+
+    try:
+        if file_key:
+            click.echo("warning: --file-key keeps the private key on disk (var/lib/keys), "
+                       "not in an HSM", err=True)
+            pem = hsm.create_file_key(_root(root), name)
+        else:
+            pem = hsm.create(_root(root), name, key_type)
+    except hsm.HsmError as exc:
+        _fail(str(exc))
+    click.echo(pem, nl=False)
+
+
+@keys.command("sign")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--file-key", is_flag=True, help="Sign with the file key NAME.")
+@root_option
+def keys_sign(name: str, file: str, file_key: bool, root: str | None) -> None:
+    """Sign FILE with key NAME; print the signature (hex)."""
+    from exo.security import hsm
+
+    data = Path(file).read_bytes()
+    try:
+        sig = hsm.sign_with_file_key(_root(root), name, data) if file_key \
+            else hsm.sign(_root(root), name, data)
+    except hsm.HsmError as exc:
+        _fail(str(exc))
+    click.echo(sig.hex())
+
+
+# ------------------------------------------------------------------------- crypto
 
 
 @click.group()
@@ -261,6 +327,73 @@ def crypto() -> None:
     """Cryptographic self-tests."""
 
 
+@crypto.command("selftest")
+@json_option
+def crypto_selftest(as_json: bool) -> None:
+    """Known-answer tests of every primitive (exit 0 only when all pass)."""
+    from exo.security import selftest
+
+    results = selftest.run()
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            mark = "ok  " if r["ok"] else "FAIL"
+            click.echo(f"[{mark}] {r['test']}" + (f": {r['error']}" if r["error"] else ""))
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        _fail(f"{len(failed)} of {len(results)} known-answer tests failed")
+
+
+# -------------------------------------------------------------------------- audit
+
+
 @click.group()
 def audit() -> None:
     """The tamper-evident capability audit log."""
+
+
+@audit.command("verify")
+@root_option
+@json_option
+def audit_verify(root: str | None, as_json: bool) -> None:
+    """Walk the audit log's hash chain across rotated files (and check the signed head
+    when there is one). Exit 0 only when the chain is intact."""
+    from exo.security import auditchain
+
+    base = _root(root)
+    files = auditchain.log_files(base)
+    if not files:
+        _fail(f"no audit log under {base}/var/log")
+    head = None
+    head_file = auditchain.head_path(base)
+    if head_file.exists():
+        try:
+            head = json.loads(head_file.read_text())
+        except ValueError:
+            _fail(f"{head_file} is not JSON")
+    report = auditchain.verify(files, head)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        extra = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        _fail(f"audit chain BROKEN: {report.problems[0]}{extra}")
+    if not as_json:
+        start = "from its first record" if report.anchored else \
+            "from the oldest record kept (older files rotated away)"
+        click.echo(f"audit chain intact: {report.records} records in {len(files)} files, "
+                   f"{start}" + ("; signed head verified" if report.head_checked else ""))
+
+
+@audit.command("sign-head")
+@click.option("--key", default="audit-head", show_default=True, help="HSM key name.")
+@root_option
+def audit_sign_head(key: str, root: str | None) -> None:
+    """Sign the chain's current head with an HSM key (var/log/audit.head.json)."""
+    from exo.security import auditchain, hsm
+
+    try:
+        head = auditchain.sign_head(_root(root), key)
+    except (ValueError, hsm.HsmError) as exc:
+        _fail(str(exc))
+    click.echo(f"signed head: {head['records']} records, {head['hash'][:16]}…, key {key}")
