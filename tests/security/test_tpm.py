@@ -187,3 +187,18 @@ def test_seal_unseal_and_a_changed_component(swtpm_root: Path) -> None:
     tpm.measure(swtpm_root, _components("kernel (modified)", "Security"), location)
     with pytest.raises(tpm.UnsealError, match="a measured component changed"):
         tpm.unseal(swtpm_root, "master")
+
+
+def test_seal_and_unseal_through_the_cli(swtpm_root: Path) -> None:
+    location = tpm.locate(swtpm_root)
+    tpm.measure(swtpm_root, _components("kernel"), location)
+    env = dict(os.environ, EXO_ROOT=str(swtpm_root))
+    r = subprocess.run([*EXO, "tpm", "seal", "k"], input=b"s3cret", env=env,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*EXO, "tpm", "unseal", "k"], env=env, capture_output=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == b"s3cret"
+    tpm.measure(swtpm_root, _components("kernel", "extra"), location)
+    r = subprocess.run([*EXO, "tpm", "unseal", "k"], env=env, capture_output=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == b""
+    assert r.stderr.count(b"\n") == 1 and b"a measured component changed" in r.stderr

@@ -117,6 +117,35 @@ def tpm_status(root: str | None, as_json: bool) -> None:
     click.echo(f"event log: {len(events)} events, replays to {status['log_replays_to']}")
 
 
+@tpm.command("seal")
+@click.argument("name")
+@root_option
+def tpm_seal(name: str, root: str | None) -> None:
+    """Seal a secret read from standard input (≤ 128 bytes) to the measured PCR."""
+    from exo.security import tpm as t
+
+    secret = sys.stdin.buffer.read()
+    try:
+        path = t.seal(_root(root), name, secret)
+    except t.TpmError as exc:
+        _fail(str(exc))
+    click.echo(f"sealed {len(secret)} bytes to PCR {t.PCR}: {path}")
+
+
+@tpm.command("unseal")
+@click.argument("name")
+@root_option
+def tpm_unseal(name: str, root: str | None) -> None:
+    """Write a sealed secret to standard output; fails while the PCR differs."""
+    from exo.security import tpm as t
+
+    try:
+        secret = t.unseal(_root(root), name)
+    except t.TpmError as exc:
+        _fail(str(exc))
+    sys.stdout.buffer.write(secret)
+
+
 # ------------------------------------------------------------------------- attest
 
 

@@ -52,16 +52,15 @@ class Security(Subsystem):
         self.pcr_value = b""
 
     def start(self) -> str:
+        if os.environ.get(tpm.ENV_SWITCH, "").lower() == "off":
+            raise SkipStep("measuring disabled (EXO_TPM=off): nothing hashed or logged")
         self.location = tpm.locate(self.core.root)
-        measured = components(self.core)
-        count, self.pcr_value = tpm.measure(self.core.root, measured, self.location,
-                                            boot_id=self.core.boot_id)
+        count, self.pcr_value = tpm.measure(self.core.root, components(self.core),
+                                            self.location, boot_id=self.core.boot_id)
         log = "/var/log/measurements.jsonl"
         if self.location is None:
-            why = "measuring disabled (EXO_TPM=off)" \
-                if os.environ.get(tpm.ENV_SWITCH, "").lower() == "off" \
-                else "no TPM: /dev/tpmrm0 absent and swtpm not running (exo tpm start)"
-            raise SkipStep(f"{why}; {count} components hashed into {log}, not measured")
+            raise SkipStep("no TPM: /dev/tpmrm0 absent and swtpm not running (exo tpm "
+                           f"start); {count} components hashed into {log}, not measured")
         return (f"{self.location.describe()}: {count} components measured into "
                 f"PCR {tpm.PCR} = {self.pcr_value.hex()[:16]}…, event log {log}")
 
