@@ -111,3 +111,33 @@ def test_hybrid_kem() -> None:
     assert other.decapsulate(ct) != secret
     with pytest.raises(pq.HybridError):
         key.decapsulate(ct[:-1])
+
+
+def test_a_hybrid_key_signs_with_both_halves_held_by_the_token(hsm_root: Path) -> None:
+    from exo.security import hsm
+
+    r = _exo("keys", "create", "releases", "--type", "hybrid", root=hsm_root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("-----BEGIN EXO HYBRID PUBLIC KEY-----")
+    listed = json.loads(_exo("keys", "list", "--json", root=hsm_root).stdout)
+    assert [(k["name"], k["type"], k["extractable"]) for k in listed] == [
+        ("releases", "hybrid", False)]
+    public = pq.HybridVerifyKey.from_bytes(pq.dearmor(r.stdout) or b"")
+    message = hsm_root / "module.wasm"
+    message.write_bytes(b"module bytes")
+    s = _exo("keys", "sign", "releases", str(message), root=hsm_root)
+    assert s.returncode == 0, s.stderr
+    sig = bytes.fromhex(s.stdout.strip())
+    public.verify(sig, b"module bytes")  # both halves, pq's encoding
+    assert hsm.verify(r.stdout, sig, b"module bytes")
+    assert not hsm.verify(r.stdout, sig, b"module bytez")
+    # the seed's wrapping key cannot be read out of the token
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    with hsm.session(hsm_root) as sess:
+        wrap = next(iter(sess.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                           Attribute.LABEL: "releases.wrap"})))
+        assert wrap[Attribute.EXTRACTABLE] is False and wrap[Attribute.SENSITIVE] is True
+        with pytest.raises(pkcs11.PKCS11Error):
+            wrap[Attribute.VALUE]  # reading it must fail

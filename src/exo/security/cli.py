@@ -308,7 +308,7 @@ def keys_list(root: str | None, as_json: bool) -> None:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--type", "key_type", type=click.Choice(["ed25519", "p256"]),
+@click.option("--type", "key_type", type=click.Choice(["ed25519", "p256", "hybrid"]),
               default="ed25519", show_default=True)
 @click.option("--file-key", is_flag=True,
               help="No HSM: keep an Ed25519 private key in a file (a weaker fallback).")

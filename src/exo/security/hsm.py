@@ -10,8 +10,12 @@ its library (``EXO_HSM_TOKEN`` its label, ``EXO_HSM_PIN`` its PIN).
 A file key (PEM under ``var/lib/keys``) exists only when asked for explicitly
 (``exo keys create --file-key``), with a warning: the private key is then on disk.
 
-Key types: ``ed25519`` (CKM_EDDSA) and ``p256`` (ECDSA: SoftHSM2 refuses
-CKM_ECDSA_SHA256, so the message is hashed here and signed with CKM_ECDSA).
+Key types: ``ed25519`` (CKM_EDDSA), ``p256`` (ECDSA: SoftHSM2 refuses
+CKM_ECDSA_SHA256, so the message is hashed here and signed with CKM_ECDSA), and
+``hybrid`` (Ed25519 + ML-DSA-65, ``exo.security.pq``): PKCS#11 tokens have no ML-DSA
+mechanism, so the Ed25519 half is a token key as above and the ML-DSA-65 seed is stored in
+the token wrapped by a non-extractable AES-256 token key (AES-GCM); it is unwrapped inside
+the token and exists in this process's memory only while signing.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ SOFTHSM_LIBS = ("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
                 "/usr/lib/softhsm/libsofthsm2.so",
                 "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so")
 TOKEN_LABEL = "exo"
-KEY_TYPES = ("ed25519", "p256")
+KEY_TYPES = ("ed25519", "p256", "hybrid")
 _ED25519_OID = "1.3.101.112"
 
 
@@ -87,6 +91,9 @@ def _ensure_softhsm_token(cfg: HsmConfig) -> None:
     cfg.pin = pin
 
 
+_initialised_conf: str | None = None
+
+
 @contextlib.contextmanager
 def session(root: str | os.PathLike[str]) -> Iterator[Any]:
     """A read-write user session on the Exo token."""
@@ -95,8 +102,12 @@ def session(root: str | os.PathLike[str]) -> Iterator[Any]:
     cfg = HsmConfig(root)
     if cfg.softhsm:
         _ensure_softhsm_token(cfg)
+    global _initialised_conf
     try:
-        lib = pkcs11.lib(cfg.module)
+        lib = pkcs11.lib(cfg.module)  # one per process: SoftHSM2 reads its config once
+        if cfg.softhsm and _initialised_conf not in (None, str(cfg.conf)):
+            lib.reinitialize()  # another Exo tree's token was in use in this process
+        _initialised_conf = str(cfg.conf) if cfg.softhsm else None
         token = lib.get_token(token_label=cfg.token)
     except (pkcs11.PKCS11Error, RuntimeError) as exc:
         raise HsmError(f"token {cfg.token!r} not available: {type(exc).__name__} {exc}") \
@@ -125,7 +136,7 @@ def create(root: str | os.PathLike[str], name: str, key_type: str = "ed25519") -
         private_template = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
                             Attribute.SIGN: True, Attribute.TOKEN: True}
         public_template = {Attribute.VERIFY: True, Attribute.TOKEN: True}
-        if key_type == "ed25519":
+        if key_type in ("ed25519", "hybrid"):
             params = sess.create_domain_parameters(
                 KeyType.EC_EDWARDS,
                 {Attribute.EC_PARAMS: encode_named_curve_parameters(_ED25519_OID)}, local=True)
@@ -138,19 +149,66 @@ def create(root: str | os.PathLike[str], name: str, key_type: str = "ed25519") -
         public, _private = params.generate_keypair(
             mechanism=mechanism, store=True, label=name,
             public_template=public_template, private_template=private_template)
+        if key_type == "hybrid":
+            return _create_mldsa_half(sess, name, public)
         return _public_pem(public, key_type)
 
 
-def _public_pem(public: Any, key_type: str) -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+def _raw_ec_point(public: Any) -> bytes:
     from pkcs11 import Attribute
 
     point = bytes(public[Attribute.EC_POINT])
     if point[:1] == b"\x04" and len(point) in (34, 67):  # DER OCTET STRING wrapping it
         point = point[2:]
+    return point
+
+
+def _seed_aad(name: str) -> bytes:
+    return b"exo-hybrid-mldsa-seed-v1:" + name.encode()
+
+
+def _create_mldsa_half(sess: Any, name: str, ed_public: Any) -> str:
+    """Wrap a fresh ML-DSA-65 seed with a new token AES key; store the wrapped seed and
+    the hybrid public key as token data objects. Returns the armored public key."""
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+    from pkcs11.mechanisms import GCMParams
+
+    from exo.security import pq
+
+    wrap = sess.generate_key(KeyType.AES, 256, label=f"{name}.wrap", store=True, template={
+        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+        Attribute.ENCRYPT: True, Attribute.DECRYPT: True})
+    seed = os.urandom(32)
+    iv = os.urandom(12)
+    wrapped = wrap.encrypt(seed, mechanism=Mechanism.AES_GCM,
+                           mechanism_param=GCMParams(iv, _seed_aad(name)))
+    ml_pub = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
+    del seed
+    public = pq.assemble_public(_raw_ec_point(ed_public), ml_pub)
+    sess.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: f"{name}.mldsa",
+                        Attribute.VALUE: iv + bytes(wrapped), Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True})
+    sess.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: f"{name}.pub",
+                        Attribute.VALUE: public, Attribute.TOKEN: True,
+                        Attribute.PRIVATE: False})
+    return pq.armor(public)
+
+
+def _hybrid_public(sess: Any, name: str) -> bytes | None:
+    from pkcs11 import Attribute, ObjectClass
+
+    obj = _find(sess, f"{name}.pub", ObjectClass.DATA)
+    return bytes(obj[Attribute.VALUE]) if obj is not None else None
+
+
+def _public_pem(public: Any, key_type: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    point = _raw_ec_point(public)
     key: Any
-    if key_type == "ed25519":
+    if key_type in ("ed25519", "hybrid"):
         key = ed25519.Ed25519PublicKey.from_public_bytes(point)
     else:
         key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
@@ -169,11 +227,16 @@ def list_keys(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every key pair in the token (name, type, public key fingerprint), and the file keys."""
     from pkcs11 import Attribute, ObjectClass
 
+    from exo.security import pq
+
     rows: list[dict[str, Any]] = []
     with session(root) as sess:
         for obj in list(sess.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY})):
             kind = _key_type(obj)
             pem = _public_pem(obj, kind)
+            hybrid = _hybrid_public(sess, obj.label) if kind == "ed25519" else None
+            if hybrid is not None:
+                kind, pem = "hybrid", pq.armor(hybrid)
             private = _find(sess, obj.label, ObjectClass.PRIVATE_KEY)
             rows.append({"name": obj.label, "type": kind, "where": "hsm",
                          "extractable": bool(private[Attribute.EXTRACTABLE]) if private
@@ -196,12 +259,19 @@ def public_key(root: str | os.PathLike[str], name: str) -> str:
         obj = _find(sess, name, ObjectClass.PUBLIC_KEY)
         if obj is None:
             raise HsmError(f"no key named {name!r} in the token")
+        hybrid = _hybrid_public(sess, name)
+        if hybrid is not None:
+            from exo.security import pq
+
+            return pq.armor(hybrid)
         return _public_pem(obj, _key_type(obj))
 
 
-def sign(root: str | os.PathLike[str], name: str, message: bytes) -> bytes:
+def sign(root: str | os.PathLike[str], name: str, message: bytes,
+         context: bytes = b"") -> bytes:
     """Sign inside the token. Ed25519: the signature (64 bytes). P-256: DER ECDSA over
-    SHA-256(message) (hashed here, signed with CKM_ECDSA)."""
+    SHA-256(message) (hashed here, signed with CKM_ECDSA). Hybrid: ``pq``'s encoding, the
+    Ed25519 half by the token, the ML-DSA half by the seed the token unwraps."""
     from pkcs11 import Mechanism, ObjectClass
     from pkcs11.util.ec import encode_ecdsa_signature
 
@@ -209,18 +279,55 @@ def sign(root: str | os.PathLike[str], name: str, message: bytes) -> bytes:
         key = _find(sess, name, ObjectClass.PRIVATE_KEY)
         if key is None:
             raise HsmError(f"no key named {name!r} in the token")
+        if _hybrid_public(sess, name) is not None:
+            return _sign_hybrid(sess, name, key, message, context)
         if _key_type(key) == "ed25519":
             return bytes(key.sign(message, mechanism=Mechanism.EDDSA))
         raw = key.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA)
         return bytes(encode_ecdsa_signature(raw))
 
 
-def verify(public_pem: str, signature: bytes, message: bytes) -> bool:
-    """Check a signature made by ``sign`` (or a file key) against a public key PEM."""
+def _sign_hybrid(sess: Any, name: str, ed_key: Any, message: bytes, context: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+    from pkcs11 import Attribute, Mechanism, ObjectClass, PKCS11Error
+    from pkcs11.mechanisms import GCMParams
+
+    from exo.security import pq
+
+    wrap = _find(sess, f"{name}.wrap", ObjectClass.SECRET_KEY)
+    blob = _find(sess, f"{name}.mldsa", ObjectClass.DATA)
+    if wrap is None or blob is None:
+        raise HsmError(f"hybrid key {name!r} is incomplete in the token")
+    value = bytes(blob[Attribute.VALUE])
+    try:
+        seed = bytes(wrap.decrypt(value[12:], mechanism=Mechanism.AES_GCM,
+                                  mechanism_param=GCMParams(value[:12], _seed_aad(name))))
+    except PKCS11Error:
+        raise HsmError(f"hybrid key {name!r}: the wrapped ML-DSA seed fails "
+                       "authentication") from None
+    bound = pq.bound_message(message, context)
+    ml_sig = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed).sign(bound, context or None)
+    del seed
+    ed_sig = bytes(ed_key.sign(bound, mechanism=Mechanism.EDDSA))
+    return pq.assemble_signature(ed_sig, ml_sig)
+
+
+def verify(public_pem: str, signature: bytes, message: bytes, context: bytes = b"") -> bool:
+    """Check a signature made by ``sign`` (or a file key) against a public key (PEM, or
+    an armored hybrid key)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+    from exo.security import pq
+
+    hybrid = pq.dearmor(public_pem)
+    if hybrid is not None:
+        try:
+            pq.HybridVerifyKey.from_bytes(hybrid).verify(signature, message, context)
+        except pq.HybridError:
+            return False
+        return True
     key = serialization.load_pem_public_key(public_pem.encode())
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):

@@ -64,6 +64,52 @@ def _bound(message: bytes, context: bytes) -> bytes:
     return _SIG_DOMAIN + bytes([len(context)]) + context + message
 
 
+def bound_message(message: bytes, context: bytes = b"") -> bytes:
+    """What both halves of a hybrid signature sign (for signers that hold the halves in
+    different places, such as an HSM's Ed25519 key and a wrapped ML-DSA seed)."""
+    return _bound(message, context)
+
+
+def assemble_signature(ed_sig: bytes, ml_sig: bytes) -> bytes:
+    """A hybrid signature from its two halves, each over ``bound_message``."""
+    if len(ed_sig) != ED_SIG or len(ml_sig) != MLDSA_SIG:
+        raise HybridError("signature halves of the wrong length")
+    return MAGIC + bytes([SIG_SIG]) + ed_sig + ml_sig
+
+
+def assemble_public(ed_pk: bytes, ml_pk: bytes) -> bytes:
+    """A hybrid public key (encoded) from the raw public halves."""
+    _parse(MAGIC + bytes([SIG_PUB]) + ed_pk + ml_pk, SIG_PUB, ED_PK, MLDSA_PK)
+    return MAGIC + bytes([SIG_PUB]) + ed_pk + ml_pk
+
+
+_ARMOR = "EXO HYBRID PUBLIC KEY"
+
+
+def armor(public: bytes) -> str:
+    """An encoded hybrid public key as PEM-style text (base64 between markers)."""
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(public).decode(), 64))
+    return f"-----BEGIN {_ARMOR}-----\n{body}\n-----END {_ARMOR}-----\n"
+
+
+def dearmor(text: str) -> bytes | None:
+    """The encoded key inside ``armor``'s text; None when ``text`` is not one."""
+    import base64
+    import binascii
+
+    lines = [ln.strip() for ln in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != f"-----BEGIN {_ARMOR}-----" or \
+            lines[-1] != f"-----END {_ARMOR}-----":
+        return None
+    try:
+        return base64.b64decode("".join(lines[1:-1]), validate=True)
+    except binascii.Error:
+        return None
+
+
 # ------------------------------------------------------------------- signatures
 
 
