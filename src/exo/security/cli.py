@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -27,7 +27,7 @@ def _root(root: str | None) -> Path:
     return resolve_root(root)
 
 
-def _fail(message: str, status: int = 1) -> None:
+def _fail(message: str, status: int = 1) -> NoReturn:
     click.echo(f"exo: {message}", err=True)
     raise SystemExit(status)
 
@@ -63,7 +63,8 @@ def tpm_start(root: str | None) -> None:
     from exo.security import tpm as t
 
     base = _root(root)
-    if t.locate(base) is not None and t.locate(base).kind == "hardware":  # type: ignore[union-attr]
+    location = t.locate(base)
+    if location is not None and location.kind == "hardware":
         click.echo(f"hardware TPM {t.DEVICE} present: swtpm not needed")
         return
     try:
