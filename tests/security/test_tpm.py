@@ -202,3 +202,30 @@ def test_seal_and_unseal_through_the_cli(swtpm_root: Path) -> None:
     r = subprocess.run([*EXO, "tpm", "unseal", "k"], env=env, capture_output=True, timeout=120)
     assert r.returncode != 0 and r.stdout == b""
     assert r.stderr.count(b"\n") == 1 and b"a measured component changed" in r.stderr
+
+
+MEASURE_HARNESS = """
+import json, sys
+from exo.cli import main
+sys.argv = ["exo", "boot", "--json-boot"]
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+def test_measuring_loads_no_heavy_library(swtpm_root: Path) -> None:
+    # the Security step speaks the three TPM commands itself: tpm2-pytss alone costs
+    # ~100 ms to import, five times what measuring may add to a boot
+    r = subprocess.run([sys.executable, "-c", MEASURE_HARNESS], env=dict(os.environ),
+                       text=True, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("MODULES "))
+    loaded = set(json.loads(line.removeprefix("MODULES ")))
+    assert "exo.security.subsystem" in loaded
+    steps = {s["name"]: s for s in json.loads(r.stdout)["steps"]}
+    assert steps["Security"]["status"] == "OK"
+    heavy = ("tpm2_pytss", "pkcs11", "cryptography", "nacl", "cffi", "click", "rich")
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
