@@ -97,3 +97,49 @@ def test_a_signed_head_catches_truncation(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(lines[:-1]) + b"\n")  # drop the newest record
     bad = _verify(tmp_path)
     assert bad.returncode != 0 and "signed head" in bad.stderr
+
+
+def test_the_kernel_anchors_the_head_in_the_tpm(swtpm_root: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from exo.kernel.config import KernelConfig
+    from exo.kernel.kernel import Kernel
+    from exo.security import tpm
+
+    monkeypatch.setenv("EXO_AUDIT_ANCHOR_S", "0.05")
+    kernel = Kernel(KernelConfig(root=swtpm_root), ephemeral=True)
+    kernel.boot()
+    try:
+        kernel.start_deferred()
+        kernel.wait_deferred(60)
+        security = next(s for s in kernel.report.steps if s.name == "Security")
+        assert security.status.value == "OK", security.detail
+        assert "audit head anchored in PCR 16" in security.detail
+        import time
+
+        for i in range(6):
+            kernel.caps.audit.record("grant", resource=f"storage://home/x{i}", rights="READ")
+            time.sleep(0.15)  # a few intervals: several anchors
+    finally:
+        kernel.shutdown()
+    anchors = auditchain.read_anchors(swtpm_root)
+    assert anchors, "nothing anchored"
+    location = tpm.locate(swtpm_root)
+    assert location is not None
+    assert tpm.read_pcr(location, auditchain.ANCHOR_PCR) == \
+        tpm.replay(anchors, auditchain.ANCHOR_PCR)
+    ok = _verify(swtpm_root)
+    assert ok.returncode == 0, ok.stderr
+    assert "TPM anchors match PCR 16" in ok.stdout
+    # truncating the log behind the last anchor is caught
+    path = swtpm_root / "var" / "log" / "audit.jsonl"
+    lines = path.read_bytes().splitlines()
+    path.write_bytes(b"\n".join(lines[:-1]) + b"\n")
+    bad = _verify(swtpm_root)
+    assert bad.returncode != 0 and "TPM anchor" in bad.stderr
+    # and rewriting both logs does not get past the TPM's PCR
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    forged = auditchain.read_anchors(swtpm_root)[:-1]
+    auditchain.anchors_path(swtpm_root).write_text(
+        "".join(json.dumps(a) + "\n" for a in forged))
+    bad = _verify(swtpm_root)
+    assert bad.returncode != 0 and "does not replay to PCR 16" in bad.stderr

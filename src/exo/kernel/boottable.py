@@ -38,7 +38,8 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("caps", "processes")),
     Row("sandbox_filters", "Sandbox filters", DEFERRED, f"{_S}.processes:SandboxFilters",
         requires=("processes",)),
-    Row("security", "Security", DEFERRED, "exo.security.subsystem:Security"),
+    Row("security", "Security", DEFERRED, "exo.security.subsystem:Security",
+        requires=("caps",)),
     Row("agents", "AI agents", DEFERRED, NotBuilt("AI agents not built yet")),
     Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
     # The module manager, the package manager and the web console get their rows when

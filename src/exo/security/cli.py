@@ -403,6 +403,20 @@ def audit_verify(root: str | None, as_json: bool) -> None:
         except ValueError:
             _fail(f"{head_file} is not JSON")
     report = auditchain.verify(files, head)
+    # the kernel's anchors of the head in the TPM (an empty log against a PCR that has
+    # moved is a rewritten anchor log too)
+    from exo.security import tpm as t
+
+    anchors = auditchain.read_anchors(base)
+    location = t.locate(base)
+    pcr_value = None
+    if location is not None:
+        try:
+            pcr_value = t.read_pcr(location, auditchain.ANCHOR_PCR)
+        except (OSError, t.TpmError):
+            pcr_value = None
+    if anchors or pcr_value is not None:
+        auditchain.check_anchors(report, anchors, pcr_value)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:
@@ -412,7 +426,9 @@ def audit_verify(root: str | None, as_json: bool) -> None:
         start = "from its first record" if report.anchored else \
             "from the oldest record kept (older files rotated away)"
         click.echo(f"audit chain intact: {report.records} records in {len(files)} files, "
-                   f"{start}" + ("; signed head verified" if report.head_checked else ""))
+                   f"{start}" + ("; signed head verified" if report.head_checked else "")
+                   + (f"; {report.anchors_checked} TPM anchors match PCR "
+                      f"{auditchain.ANCHOR_PCR}" if report.anchors_checked else ""))
 
 
 @audit.command("sign-head")

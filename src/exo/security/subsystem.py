@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from exo.kernel.core import KernelCore
+    from exo.kernel.subsystems.caps import Capabilities
+    from exo.security.auditchain import Anchors
 
 
 def components(core: KernelCore) -> list[tuple[str, str, bytes]]:
@@ -44,12 +46,14 @@ def components(core: KernelCore) -> list[tuple[str, str, bytes]]:
 
 
 class Security(Subsystem):
-    __slots__ = ("core", "location", "pcr_value")
+    __slots__ = ("anchors", "caps", "core", "location", "pcr_value")
 
-    def __init__(self, core: KernelCore) -> None:
+    def __init__(self, core: KernelCore, *, caps: Capabilities) -> None:
         self.core = core
+        self.caps = caps
         self.location: tpm.Location | None = None
         self.pcr_value = b""
+        self.anchors: Anchors | None = None
 
     def start(self) -> str:
         if os.environ.get(tpm.ENV_SWITCH, "").lower() == "off":
@@ -61,8 +65,22 @@ class Security(Subsystem):
         if self.location is None:
             raise SkipStep("no TPM: /dev/tpmrm0 absent and swtpm not running (exo tpm "
                            f"start); {count} components hashed into {log}, not measured")
-        return (f"{self.location.describe()}: {count} components measured into "
-                f"PCR {tpm.PCR} = {self.pcr_value.hex()[:16]}…, event log {log}")
+        detail = (f"{self.location.describe()}: {count} components measured into "
+                  f"PCR {tpm.PCR} = {self.pcr_value.hex()[:16]}…, event log {log}")
+        audit = self.caps.audit
+        if audit is not None and audit.path is not None:
+            from exo.security.auditchain import ANCHOR_PCR, Anchors
+
+            interval = float(os.environ.get("EXO_AUDIT_ANCHOR_S", "60"))
+            self.anchors = Anchors(self.core.root, self.location, audit.chain_head,
+                                   interval=interval, boot_id=self.core.boot_id)
+            detail += f"; audit head anchored in PCR {ANCHOR_PCR} every {interval:g} s"
+        return detail
+
+    def stop(self) -> None:
+        if self.anchors is not None:
+            self.anchors.stop()
+            self.anchors = None
 
     def proc_files(self) -> dict[str, Callable[[], str]]:
         return {"measurements": self._measurements}

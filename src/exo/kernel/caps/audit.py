@@ -186,6 +186,7 @@ class AuditLog:
         self._sink: RotatingFile | None = None
         self._deny_sink: RotatingFile | None = None
         self._head = GENESIS  # the hash the next written record chains to
+        self._head_seq = 0  # seq of the record that hash is of (0: none written this boot)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._sink = RotatingFile(self.path, max_bytes, keep)
@@ -245,6 +246,12 @@ class AuditLog:
             self._append_locked(rec)
         return rec
 
+    def chain_head(self) -> tuple[int, str]:
+        """(seq, SHA-256 hex) of the last record written to the file: the chain's head,
+        which the security subsystem anchors in the TPM."""
+        with self._lock:
+            return self._head_seq, self._head
+
     def forget(self, pid: int) -> None:
         """Process ``pid`` exited: write the summary of denials still suppressed, if any."""
         with self._lock:
@@ -270,6 +277,7 @@ class AuditLog:
             rec.prev = self._head
             body = rec.to_json()
             self._head = sha256_hex(body)
+            self._head_seq = rec.seq
             line = body + b"\n"
             self._sink.write(line)
         if rec.event == "deny":
