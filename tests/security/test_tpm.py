@@ -132,10 +132,21 @@ def test_a_forged_event_log_is_rejected(quoted: tuple[Path, Path]) -> None:
     out.write_text(json.dumps(doc))
     r = _exo("attest", "verify", str(out), "--nonce", NONCE, root=root)
     assert r.returncode != 0
-    assert r.stderr.count("\n") == 1 and "does not replay" in r.stderr
+    assert r.stderr.count("\n") == 1 and "do not replay" in r.stderr
     doc["event_log"].pop(1)  # or drop it
     out.write_text(json.dumps(doc))
     assert _exo("attest", "verify", str(out), "--nonce", NONCE, root=root).returncode != 0
+
+
+def test_the_quote_covers_the_audit_anchors(quoted: tuple[Path, Path]) -> None:
+    root, out = quoted
+    doc = json.loads(out.read_text())
+    assert doc["pcrs"] == [16, 23]
+    doc["audit_anchors"] = [{"n": 1, "pcr": 16, "seq": 1, "hash": "ab" * 32,
+                             "digest": "ab" * 32}]  # claim an audit head never anchored
+    out.write_text(json.dumps(doc))
+    r = _exo("attest", "verify", str(out), "--nonce", NONCE, root=root)
+    assert r.returncode != 0 and "PCRs 16 and 23" in r.stderr
 
 
 def test_a_tampered_signature_or_foreign_key_is_rejected(quoted: tuple[Path, Path]) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 
 GENESIS = "0" * 64
 HEAD_VERSION = 1
-#: The PCR audit heads are extended into (reset at each measured boot, like PCR 23).
+#: The PCR audit heads are extended into (reset at each measured boot, like PCR 23);
+#: ``exo.security.tpm.AUDIT_PCR`` (quotes cover it).
 ANCHOR_PCR = 16
 ANCHOR_INTERVAL = 60.0
 

@@ -209,7 +209,8 @@ def _nonce(text: str) -> bytes:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the quote here.")
 @root_option
 def attest_quote(nonce: str, out: str | None, root: str | None) -> None:
-    """A quote of the measured PCR signed by the TPM's attestation key."""
+    """A quote of the measured PCRs (23: boot, 16: audit anchors) signed by the TPM's
+    attestation key."""
     from exo.security import tpm as t
 
     try:
@@ -255,7 +256,8 @@ def attest_verify(file: str, nonce: str, policy: str | None, root: str | None) -
     except t.VerifyError as exc:
         _fail(f"verification FAILED: {exc}")
     click.echo(f"verified: PCR {t.PCR} = {value.hex()}, {len(doc['event_log'])} events"
-               + (", all in the policy" if pol and "components" in pol else ""))
+               + (", all in the policy" if pol and "components" in pol else "")
+               + f"; PCR {t.AUDIT_PCR}: {len(doc.get('audit_anchors', []))} audit anchors")
 
 
 @attest.command("policy")

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 #: The PCR the kernel and its subsystems are measured into.
 PCR = 23
+#: The PCR the kernel anchors the audit chain's head in (``auditchain.Anchors``).
+AUDIT_PCR = 16
 ZERO = bytes(32)
 HOST = "127.0.0.1"
 DEVICE = "/dev/tpmrm0"
@@ -486,9 +488,12 @@ def attestation_key_pem(location: Location) -> str:
 
 
 def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
-    """A signed quote of ``PCR`` over ``nonce``, with the event log and the attestation
-    key's public half: what a verifier needs (``verify_quote``)."""
+    """A signed quote of ``AUDIT_PCR`` and ``PCR`` over ``nonce``, with the measured-boot
+    event log, the audit anchors and the attestation key's public half: what a verifier
+    needs (``verify_quote``)."""
     from tpm2_pytss import ESYS_TR, TPML_PCR_SELECTION, TSS2_Exception
+
+    from exo.security.auditchain import read_anchors
 
     location = locate(root)
     if location is None:
@@ -499,8 +504,8 @@ def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
         with esapi(location) as ctx:
             handle, public, *_ = ctx.create_primary(None, _ak_template(), ESYS_TR.ENDORSEMENT)
             try:
-                attest, sig = ctx.quote(handle, TPML_PCR_SELECTION.parse(f"sha256:{PCR}"),
-                                        nonce)
+                attest, sig = ctx.quote(
+                    handle, TPML_PCR_SELECTION.parse(f"sha256:{AUDIT_PCR},{PCR}"), nonce)
             finally:
                 ctx.flush_context(handle)
     except TSS2_Exception as exc:
@@ -511,12 +516,14 @@ def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
     if not paths.ak_pub.exists():
         paths.ak_pub.write_text(ak_pem)
     return {
-        "version": QUOTE_VERSION, "pcr": PCR, "hash": "sha256", "tpm": location.kind,
+        "version": QUOTE_VERSION, "pcr": PCR, "pcrs": [AUDIT_PCR, PCR], "hash": "sha256",
+        "tpm": location.kind,
         "nonce": nonce.hex(), "attest": bytes(attest).hex(),
         "signature": {"alg": "ecdsa-p256-sha256",
                       "r": bytes(sig.signature.ecdsa.signatureR).hex(),
                       "s": bytes(sig.signature.ecdsa.signatureS).hex()},
         "ak_public": ak_pem, "event_log": read_event_log(root),
+        "audit_anchors": read_anchors(root),
     }
 
 
@@ -525,14 +532,15 @@ def verify_quote(doc: dict[str, Any], nonce: bytes, *, trusted_ak_pem: str,
     """Check a quote as a remote verifier would; returns the attested PCR value.
 
     In order: the signature by the trusted attestation key over the attestation
-    structure; that it is a quote; the nonce (a stale or replayed quote fails); that the
-    event log replays to the quoted PCR digest (a forged log fails); with a policy, that
-    every measured component is one the policy expects. Raises ``VerifyError``."""
+    structure; that it is a quote; the nonce (a stale or replayed quote fails); that it
+    covers exactly PCRs ``AUDIT_PCR`` and ``PCR``; that the event log and the audit anchors
+    replay to the quoted PCR digest (a forged log fails); with a policy, that every
+    measured component is one the policy expects. Raises ``VerifyError``."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-    from tpm2_pytss import TPM2_ST, TPMS_ATTEST
+    from tpm2_pytss import TPM2_ALG, TPM2_ST, TPMS_ATTEST
 
     try:
         if int(doc.get("version", 0)) != QUOTE_VERSION:
@@ -541,6 +549,7 @@ def verify_quote(doc: dict[str, Any], nonce: bytes, *, trusted_ak_pem: str,
         r = int.from_bytes(bytes.fromhex(doc["signature"]["r"]), "big")
         s = int.from_bytes(bytes.fromhex(doc["signature"]["s"]), "big")
         events = list(doc["event_log"])
+        anchors = list(doc.get("audit_anchors", []))
         pcr = int(doc["pcr"])
     except (KeyError, TypeError, ValueError) as exc:
         raise VerifyError(f"malformed quote file ({type(exc).__name__}: {exc})") from None
@@ -565,12 +574,18 @@ def verify_quote(doc: dict[str, Any], nonce: bytes, *, trusted_ak_pem: str,
         raise VerifyError("nonce mismatch: the quote is stale or was made for "
                           "another challenge")
     selections = attest.attested.quote.pcrSelect
-    if len(selections) != 1 or pcr != PCR:
-        raise VerifyError(f"the quote does not cover exactly PCR {PCR}")
+    wanted = bytearray(3)
+    for index in (AUDIT_PCR, PCR):
+        wanted[index // 8] |= 1 << (index % 8)
+    if len(selections) != 1 or pcr != PCR or int(selections[0].hash) != TPM2_ALG.SHA256 or \
+            bytes(selections[0].pcrSelect)[:selections[0].sizeofSelect] != bytes(wanted):
+        raise VerifyError(f"the quote does not cover exactly PCRs {AUDIT_PCR} and {PCR} "
+                          "(SHA-256)")
     value = replay(events, pcr)
-    if hashlib.sha256(value).digest() != bytes(attest.attested.quote.pcrDigest):
-        raise VerifyError(f"the event log does not replay to the quoted PCR {pcr} "
-                          "(forged or incomplete log)")
+    audit_value = replay(anchors, AUDIT_PCR)
+    if hashlib.sha256(audit_value + value).digest() != bytes(attest.attested.quote.pcrDigest):
+        raise VerifyError(f"the event log and audit anchors do not replay to the quoted PCRs "
+                          f"{AUDIT_PCR} and {pcr} (forged or incomplete log)")
     if policy is not None:
         check_policy(events, policy)
     return value
