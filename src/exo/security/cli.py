@@ -220,7 +220,8 @@ def attest_quote(nonce: str, out: str | None, root: str | None) -> None:
     text = json.dumps(doc, indent=2)
     if out:
         Path(out).write_text(text + "\n")
-        click.echo(f"quote of PCR {t.PCR} ({len(doc['event_log'])} events) written to {out}")
+        click.echo(f"quote of PCRs {t.AUDIT_PCR} and {t.PCR} ({len(doc['event_log'])} events, "
+                   f"{len(doc['audit_anchors'])} audit anchors) written to {out}")
     else:
         click.echo(text)
 
