@@ -230,11 +230,12 @@ class Anchors:
         self._thread.start()
 
     def _run(self) -> None:
+        from exo.security import tpm
+
         while not self._stop.wait(self.interval):
-            try:
+            # the TPM went away or refused for a moment: try again at the next interval
+            with contextlib.suppress(OSError, tpm.TpmError):
                 self.anchor()
-            except OSError:
-                continue  # the TPM went away for a moment: try at the next interval
 
     def anchor(self) -> bool:
         """Extend the head into the TPM if it moved since the last anchor."""
