@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
+# swtpm, tpm2-tools, softhsm2: the security core's TPM and HSM for development;
+# libtss2-dev and pkg-config: tpm2-pytss builds against the TSS from source.
+APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
 
 .PHONY: run test setup system-deps lint typecheck unit bench clean docs
 

@@ -10,6 +10,7 @@ under ``if TYPE_CHECKING:`` (annotations only, never executed). The layers, bott
     exo_std                                   the apps' API (abi, ipc, mm and below)
     exo.sandbox                               Linux confinement
     exo.kernel                                the kernel
+    exo.security                              TPM, HSM, post-quantum, audit chain
     exo.shell                                 the shell, above the kernel
     exo.cli                                   the command line, at the top
 
@@ -31,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("exo_std",),
     ("exo.sandbox",),
     ("exo.kernel",),
+    ("exo.security",),
     ("exo.shell",),
     ("exo.cli",),
 ]

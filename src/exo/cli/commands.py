@@ -137,6 +137,13 @@ def _restore_sigpipe() -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
+# --- security commands (exo tpm/attest/keys/crypto/audit), owned by exo.security --------
+from exo.security.cli import register as _register_security  # noqa: E402
+
+_register_security(main)
+# --- end of security commands ------------------------------------------------------------
+
+
 if __name__ == "__main__":  # pragma: no cover
     _restore_sigpipe()
     main()

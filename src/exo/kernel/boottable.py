@@ -25,21 +25,6 @@ def _cpus() -> str:
     return f"; {os.cpu_count()} CPUs"
 
 
-def _tpm() -> str:
-    """What the security subsystem will have to work with on this host."""
-    if os.path.exists("/dev/tpm0") or os.path.exists("/dev/tpmrm0"):
-        return " (hardware TPM present)"
-    if _which("swtpm"):
-        return " (swtpm installed)"
-    return " (no TPM on this host)"
-
-
-def _which(program: str) -> bool:
-    """Whether ``program`` is on PATH (shutil.which without importing shutil at boot)."""
-    return any(os.access(os.path.join(d, program), os.X_OK)
-               for d in os.environ.get("PATH", "").split(os.pathsep) if d)
-
-
 BOOT_TABLE: tuple[Row, ...] = (
     Row("tree", "Exo tree", CRITICAL, f"{_S}.tree:ExoTree"),
     Row("pool", "Memory pool", CRITICAL, f"{_S}.pool:MemoryPool"),
@@ -53,7 +38,8 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("caps", "processes")),
     Row("sandbox_filters", "Sandbox filters", DEFERRED, f"{_S}.processes:SandboxFilters",
         requires=("processes",)),
-    Row("security", "Security", DEFERRED, NotBuilt("TPM/HSM integration not built yet", _tpm)),
+    Row("security", "Security", DEFERRED, "exo.security.subsystem:Security",
+        requires=("caps",)),
     Row("agents", "AI agents", DEFERRED, NotBuilt("AI agents not built yet")),
     Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
     # The module manager, the package manager and the web console get their rows when
