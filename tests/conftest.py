@@ -69,6 +69,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _BEFORE.update(_leak_snapshot())
 
 
+def _drop_other_sessions(session: pytest.Session,
+                         leaks: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Leave out what other test runs and benchmarks on this host own: their kernels mount
+    under their own pytest base directory (``pytest-of-USER/pytest-N``, another N) or a
+    benchmark's ``/tmp/exo-bench-*``/``exo-isolation-*``, and their cgroups carry those
+    kernels' boot ids. Only one run exists in CI; this keeps a developer's concurrent runs
+    from failing each other."""
+    import re
+
+    ours = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    other = re.compile(r"/pytest-of-[^/]+/pytest-\d+/|/tmp/exo-(bench|isolation)-")
+
+    def foreign(path: str) -> bool:
+        return not path.startswith(ours + "/") and bool(other.search(path))
+
+    mounts = leaks.get("FUSE mounts", [])
+    foreign_ids = {m.rsplit("-", 1)[-1] for m in mounts if foreign(m)}
+    kept = {"FUSE mounts": [m for m in mounts if not foreign(m)],
+            "cgroups": [c for c in leaks.get("cgroups", [])
+                        if c.rsplit("exo-", 1)[-1] not in foreign_ids]}
+    out = {**leaks, **{k: v for k, v in kept.items() if k in leaks}}
+    return {kind: items for kind, items in out.items() if items}
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _BEFORE or getattr(session.config, "workerinput", None) is not None:
         return
@@ -82,6 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if not leaks or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    leaks = _drop_other_sessions(session, leaks)
     if leaks:
         lines = [f"  {kind}: {', '.join(items[:10])}" for kind, items in leaks.items()]
         print("\nLEAK CHECK FAILED: the test run left behind\n" + "\n".join(lines))
