@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from exo.kernel.manifest import Manifest
+    from exo.shell.core import Job
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -31,6 +32,11 @@ def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int
         return fn
 
     return register
+
+
+def usage(name: str) -> str:
+    """``NAME --help``: what the command does and how it is called."""
+    return f"{name}: {HELP.get(name, 'no help')}"
 
 
 def _parser(ctx: CommandContext, description: str) -> argparse.ArgumentParser:
@@ -80,13 +86,22 @@ def _pwd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("cd", "change the working directory (default: $HOME)")
+@builtin("cd", "change the working directory: cd [DIR | -] (default: $HOME; -: the previous)")
 def _cd(ctx: CommandContext) -> int:
-    target = ctx.path(ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
+    back = ctx.args[:1] == ["-"]
+    if back and not ctx.shell.env.get("OLDPWD"):
+        raise CommandError("OLDPWD not set")
+    raw = ctx.shell.env["OLDPWD"] if back else (
+        ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
+    target = ctx.path(raw)
     if not ctx.shell.vfs.is_dir(target):
-        raise CommandError(f"{ctx.args[0] if ctx.args else target}: no such directory")
+        raise CommandError(f"{raw}: no such directory")
+    ctx.shell.vfs.listdir(target)  # a user enters only what the session may list
+    ctx.shell.env["OLDPWD"] = ctx.shell.cwd
     ctx.shell.cwd = target
     ctx.shell.env["PWD"] = target
+    if back:
+        ctx.out(target)
     return 0
 
 
@@ -329,21 +344,32 @@ def _unset(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("exit", "leave the shell: exit [STATUS]")
+@builtin("exit", "end the session (back to the login prompt): exit [STATUS]")
 def _exit(ctx: CommandContext) -> int:
-    from exo.shell.core import ShellExit
+    from exo.shell.core import Logout
 
     try:
         status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
     except ValueError:
         raise CommandError(f"{ctx.args[0]}: numeric argument required", 2) from None
-    raise ShellExit(status & 0xFF)
+    raise Logout(status & 0xFF)
 
 
-@builtin("shutdown", "stop every Exo process and power off the kernel")
+@builtin("logout", "end the session and return to the login prompt")
+def _logout(ctx: CommandContext) -> int:
+    from exo.shell.core import Logout
+
+    raise Logout(0)
+
+
+@builtin("shutdown", "stop every Exo process and power off (needs device://power)")
 def _shutdown(ctx: CommandContext) -> int:
+    from exo.kernel.users import POWER
     from exo.shell.core import ShellExit
 
+    if not ctx.shell.session.holds(POWER, "WRITE"):
+        raise CommandError(f"permission denied: powering off needs {POWER}=WRITE, which "
+                           f"user {ctx.shell.session.user} does not hold")
     ctx.shell.kernel.request_shutdown()
     raise ShellExit(0)
 
@@ -393,13 +419,15 @@ def _help(ctx: CommandContext) -> int:
         name = ctx.args[0]
         if name not in HELP:
             raise CommandError(f"no help for '{name}'")
-        ctx.out(f"{name}: {HELP[name]}")
+        ctx.out(usage(name))
         return 0
     width = max(len(n) for n in HELP)
     ctx.out("Exo-OS shell built-in commands:")
     for name in sorted(HELP):
         ctx.out(f"  {name:<{width}}  {HELP[name]}")
-    ctx.out("Operators: | > >> < 2> 2>&1 ; && ||   Variables: $NAME ${NAME} $?")
+    ctx.out("Operators: | > >> < 2> 2>&1 ; && || &   Variables: $NAME ${NAME} $? $$ "
+            "NAME=value   $(command) $((arithmetic))")
+    ctx.out("Blocks: if/then/elif/else/fi, while/do/done, for NAME in WORDS; do ...; done")
     return 0
 
 
@@ -424,10 +452,15 @@ def _ps(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("kill", "signal an Exo process: kill [-SIGNAL] PID...")
+@builtin("kill", "signal a process or job: kill [-SIGNAL | -s SIGNAL] PID|%N...")
 def _kill(ctx: CommandContext) -> int:
     args = list(ctx.args)
     sig = signal.SIGTERM
+    if args[:1] == ["-l"]:
+        ctx.out(" ".join(s.name.removeprefix("SIG") for s in signal.Signals))
+        return 0
+    if args and args[0] == "-s" and len(args) > 1:
+        args[:2] = ["-" + args[1]]
     if args and args[0].startswith("-"):
         spec = args.pop(0)[1:].upper()
         try:
@@ -439,6 +472,20 @@ def _kill(ctx: CommandContext) -> int:
         raise CommandError("usage: kill [-SIGNAL] PID...", 2)
     status = 0
     for raw in args:
+        if raw.startswith("%"):
+            job = _job(ctx, raw)
+            if job.processes():
+                for proc in job.processes():
+                    proc.signal(sig)
+                if sig == signal.SIGCONT:
+                    job.state = "Running"
+            else:
+                job.cancel.set()  # builtins only: they end at their next check
+            continue
+        if not _own_pid(ctx, raw):
+            ctx.err(f"({raw}) - not a process of user {ctx.shell.session.user}")
+            status = 1
+            continue
         try:
             ctx.shell.kernel.kill(int(raw), sig)
         except ValueError:
@@ -448,6 +495,13 @@ def _kill(ctx: CommandContext) -> int:
             ctx.err(str(exc.args[0]) if exc.args else f"({raw}) - no such process")
             status = 1
     return status
+
+
+def _own_pid(ctx: CommandContext, raw: str) -> bool:
+    """Root signals any process; a user only those of the jobs of this session."""
+    if ctx.shell.session.grants is None or not raw.isdigit():
+        return True
+    return any(p.pid == int(raw) for j in ctx.shell.jobs for p in j.processes())
 
 
 def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> None:
@@ -492,9 +546,9 @@ def _caps(ctx: CommandContext) -> int:
         if ns.json:
             ctx.out(json.dumps(dicts, indent=2))
             return 0
-        rows = [[time.strftime("%H:%M:%S", time.localtime(float(str(d.get("time", 0))))),
-                 str(d.get("event", "")), str(d.get("pid", "")), str(d.get("resource", "")),
-                 str(d.get("rights", "")), str(d.get("reason", ""))] for d in dicts]
+        rows = [[time.strftime("%H:%M:%S", time.localtime(float(str(d.get("time") or 0)))),
+                 _cell(d.get("event")), _cell(d.get("pid")), _cell(d.get("resource")),
+                 _cell(d.get("rights")), _cell(d.get("reason"))] for d in dicts]
         _table(ctx, ["TIME", "EVENT", "PID", "RESOURCE", "RIGHTS", "REASON"], rows)
         return 0
     try:
@@ -508,6 +562,11 @@ def _caps(ctx: CommandContext) -> int:
            [[str(r["pid"]), str(r["handle"]), str(r["resource"]), str(r["rights"]),
              str(r["derived"])] for r in out])
     return 0
+
+
+def _cell(value: object) -> str:
+    """A table cell: a field the record does not have is blank, never ``None``."""
+    return "" if value is None else str(value)
 
 
 @builtin("dmesg", "kernel messages (boot steps, spawns, exits)")
@@ -550,10 +609,20 @@ def _run(ctx: CommandContext) -> int:
     argv = args[1:]
     if not argv:
         raise CommandError(f"usage: {HELP['run']}", 2)
+    # The session's set bounds what it starts: a user cannot ask the kernel for more.
+    for grant in [*grants, *(manifest.grants if manifest is not None else ())]:
+        try:
+            ctx.shell.session.require(grant)
+        except PermissionError as exc:
+            raise CommandError(str(exc), 126) from None
+    from exo.shell.core import start_options
+
+    kernel = ctx.shell.kernel
     try:
-        return ctx.shell.kernel.run(argv, grants, manifest=manifest,
-                                    stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                    cancelled=ctx.cancelled.is_set)
+        proc = kernel.start(argv, grants, manifest=manifest,
+                            stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                            **start_options(kernel, cwd=ctx.shell.cwd))
+        return kernel.wait(proc, cancelled=ctx.cancelled.is_set)
     except (SandboxError, ProcessesUnavailable) as exc:
         raise CommandError(str(exc), failure_status(exc)) from None
 
@@ -581,12 +650,64 @@ def _tail(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("jobs", "background jobs started with &")
+@builtin("jobs", "list jobs (started with &, or stopped with Ctrl-Z)")
 def _jobs(ctx: CommandContext) -> int:
-    for job in ctx.shell.jobs:
-        state = "Running" if not job.done.is_set() else f"Done({job.status})"
+    for job in list(ctx.shell.jobs):
+        state = job.state if not job.done.is_set() else f"Done({job.status})"
         ctx.out(f"[{job.number}] {state:<10} {job.source}")
+    ctx.shell.finished_jobs()  # shown once as done, then forgotten (as sh does)
     return 0
+
+
+def _job(ctx: CommandContext, spec: str | None) -> Job:
+    """``%N``, ``N`` or (no spec) the newest job."""
+    jobs = ctx.shell.jobs
+    if spec is None:
+        if not jobs:
+            raise CommandError("no current job")
+        return jobs[-1]
+    raw = spec.removeprefix("%")
+    if raw in ("+", "%", ""):
+        return _job(ctx, None)
+    for job in jobs:
+        if raw.isdigit() and job.number == int(raw):
+            return job
+    raise CommandError(f"{spec}: no such job")
+
+
+@builtin("fg", "bring a job to the foreground: fg [%N]")
+def _fg(ctx: CommandContext) -> int:
+    job = _job(ctx, ctx.args[0] if ctx.args else None)
+    ctx.out(job.source)
+    ctx.shell.resume(job)
+    return ctx.shell.foreground(job, ctx.stderr)
+
+
+@builtin("bg", "let a stopped job go on in the background: bg [%N]")
+def _bg(ctx: CommandContext) -> int:
+    job = _job(ctx, ctx.args[0] if ctx.args else None)
+    ctx.shell.resume(job)
+    ctx.out(f"[{job.number}]+ {job.source} &")
+    return 0
+
+
+@builtin("wait", "wait for background jobs to end: wait [%N | PID]...")
+def _wait(ctx: CommandContext) -> int:
+    targets = [_job(ctx, a) for a in ctx.args if a.startswith("%")]
+    pids = {int(a) for a in ctx.args if a.isdigit()}
+    if pids:
+        targets += [j for j in ctx.shell.jobs if {p.pid for p in j.processes()} & pids]
+    if not ctx.args:
+        targets = [j for j in ctx.shell.jobs if j.state != "Stopped"]
+    status = 0
+    for job in targets:
+        while not job.done.wait(0.05):
+            if ctx.cancelled.is_set():
+                return 130
+        status = job.status
+        if job in ctx.shell.jobs:
+            ctx.shell.jobs.remove(job)
+    return status
 
 
 def _read_secret(ctx: CommandContext, prompt: str) -> str:
@@ -601,8 +722,19 @@ def _read_secret(ctx: CommandContext, prompt: str) -> str:
     return read_line(ctx.stdin).decode().rstrip("\n")
 
 
+def _new_password(ctx: CommandContext) -> str:
+    """A new password, typed twice on a terminal (the second, like the first, is read
+    here: it never reaches the shell as a command, nor its history)."""
+    password = _read_secret(ctx, "New password: ")
+    if not password:
+        raise CommandError("a password is required")
+    if os.isatty(ctx.stdin) and _read_secret(ctx, "Retype new password: ") != password:
+        raise CommandError("passwords do not match; nothing changed")
+    return password
+
+
 def _require_root(ctx: CommandContext) -> None:
-    if ctx.shell.session.uid != 0:
+    if not ctx.shell.session.holds("storage://etc/passwd", "WRITE"):
         raise CommandError("permission denied: only root manages users")
 
 
@@ -613,9 +745,7 @@ def _useradd(ctx: CommandContext) -> int:
     _require_root(ctx)
     if len(ctx.args) != 1:
         raise CommandError("usage: useradd NAME", 2)
-    password = _read_secret(ctx, "New password: ")
-    if not password:
-        raise CommandError("a password is required")
+    password = _new_password(ctx)
     try:
         user = UserDatabase(ctx.shell.kernel.root).add(ctx.args[0], password)
     except UserError as exc:
@@ -625,19 +755,80 @@ def _useradd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("passwd", "change a password: passwd [NAME]")
+@builtin("passwd", "change a password: passwd [NAME] (asks twice on a terminal)")
 def _passwd(ctx: CommandContext) -> int:
     from exo.kernel.users import UserDatabase, UserError
 
     name = ctx.args[0] if ctx.args else ctx.shell.session.user
     if name != ctx.shell.session.user:
         _require_root(ctx)
-    password = _read_secret(ctx, "New password: ")
-    if not password:
-        raise CommandError("a password is required")
+    password = _new_password(ctx)
     try:
         UserDatabase(ctx.shell.kernel.root).set_password(name, password)
     except UserError as exc:
         raise CommandError(str(exc)) from None
     ctx.out(f"password updated for {name}")
     return 0
+
+
+@builtin("su", "become another user (asks their password): su [USER] (default root)")
+def _su(ctx: CommandContext) -> int:
+    from exo.kernel.users import UserDatabase, UserError, session_grants
+    from exo.shell.core import Session, SwitchUser
+
+    name = ctx.args[0] if ctx.args else "root"
+    db = UserDatabase(ctx.shell.kernel.root)
+    user = db.get(name)
+    if ctx.shell.session.grants is not None or user is None:
+        # Root becomes anyone; anyone else proves they are the user. No password-less
+        # accounts here: root's development-mode login is for the console only.
+        password = _read_secret(ctx, "Password: ")
+        if user is None or not user.password_hash or db.authenticate(
+                name, password, dev_mode=False) is None:
+            time.sleep(1.0)
+            raise CommandError("authentication failure")
+    try:
+        grants = session_grants(ctx.shell.kernel.root, user)
+    except UserError as exc:
+        raise CommandError(str(exc)) from None
+    raise SwitchUser(Session(user.name, user.uid, user.home, grants))
+
+
+@builtin("alias", "define or list aliases: alias [NAME=VALUE]...")
+def _alias(ctx: CommandContext) -> int:
+    aliases = ctx.shell.aliases
+    if not ctx.args:
+        for name in sorted(aliases):
+            ctx.out(f"alias {name}='{aliases[name]}'")
+        return 0
+    status = 0
+    for arg in ctx.args:
+        name, sep, value = arg.partition("=")
+        if sep:
+            aliases[name] = value
+        elif name in aliases:
+            ctx.out(f"alias {name}='{aliases[name]}'")
+        else:
+            ctx.err(f"{name}: not found")
+            status = 1
+    return status
+
+
+@builtin("unalias", "remove aliases: unalias NAME...")
+def _unalias(ctx: CommandContext) -> int:
+    for name in ctx.args:
+        if ctx.shell.aliases.pop(name, None) is None:
+            raise CommandError(f"{name}: not found")
+    return 0
+
+
+@builtin("source", "run the commands of a file in this shell: source FILE")
+def _source(ctx: CommandContext) -> int:
+    if not ctx.args:
+        raise CommandError("usage: source FILE", 2)
+    text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0])).decode(errors="replace")
+    return ctx.shell.run_line(text, ctx.stdin, ctx.stdout, ctx.stderr)
+
+
+BUILTINS["."] = _source
+HELP["."] = HELP["source"]
