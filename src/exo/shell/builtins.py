@@ -374,6 +374,53 @@ def _shutdown(ctx: CommandContext) -> int:
     raise ShellExit(0)
 
 
+@builtin("test", "evaluate a condition: test EXPR, [ EXPR ] (-e -f -d -z -n = != -eq -lt ...)")
+def _test(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    if ctx.name == "[":
+        if args[-1:] != ["]"]:
+            raise CommandError("missing ']'", 2)
+        args.pop()
+    return 0 if _condition(ctx, args) else 1
+
+
+def _condition(ctx: CommandContext, args: list[str]) -> bool:
+    if args[:1] == ["!"]:
+        return not _condition(ctx, args[1:])
+    if not args:
+        return False
+    if len(args) == 1:
+        return args[0] != ""
+    vfs = ctx.shell.vfs
+    if len(args) == 2:
+        op, operand = args
+        path = ctx.path(operand)
+        if op in ("-e", "-d", "-f"):
+            return vfs.exists(path) and (op == "-e" or vfs.is_dir(path) == (op == "-d"))
+        if op in ("-z", "-n"):
+            return (operand == "") == (op == "-z")
+        raise CommandError(f"{op}: unary operator expected", 2)
+    if len(args) == 3:
+        left, op, right = args
+        if op in ("=", "=="):
+            return left == right
+        if op == "!=":
+            return left != right
+        numeric = {"-eq": int.__eq__, "-ne": int.__ne__, "-lt": int.__lt__,
+                   "-le": int.__le__, "-gt": int.__gt__, "-ge": int.__ge__}
+        if op in numeric:
+            try:
+                return bool(numeric[op](int(left), int(right)))
+            except ValueError:
+                raise CommandError("integer expression expected", 2) from None
+        raise CommandError(f"{op}: binary operator expected", 2)
+    raise CommandError("too many arguments", 2)
+
+
+BUILTINS["["] = _test
+HELP["["] = HELP["test"]
+
+
 @builtin("true", "do nothing, successfully")
 def _true(ctx: CommandContext) -> int:
     return 0

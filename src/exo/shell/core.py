@@ -169,6 +169,10 @@ class SwitchUser(Exception):
 
 
 STOPPED = 128 + signal.SIGTSTP
+#: Builtins that read the terminal themselves when it is their input: while they run the
+#: shell keeps the terminal (reading it from a background process group would stop us).
+READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
+                            "source", ".", "fg"})
 
 
 class Shell:
@@ -389,12 +393,20 @@ class Shell:
                     else:
                         self.env[name] = old
         try:
+            if inline:
+                # A builtin that does not read the terminal itself (``run``, ``sleep``,
+                # ``wait``) runs with the keys going to the relay: Ctrl-C stops it, and
+                # never reaches a background job's sandbox.
+                reads = os.isatty(stdin) and self._argv_name(cmds[0]) in READS_TERMINAL
+                with contextlib.ExitStack() as stack:
+                    if self.terminal is not None and not reads:
+                        stack.enter_context(self.terminal.job_in_foreground())
+                    return self._launch(pipeline, stdin, stdout, stderr, source,
+                                        inline).status
             job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
         except _RedirectError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             return 1
-        if inline:
-            return job.status
         return self.foreground(job, stderr)
 
     def _argv_name(self, cmd: Command) -> str:
@@ -474,7 +486,7 @@ class Shell:
                     stage.close_after.append(out_fd)
                 if idx > 0:
                     stage.close_after.append(prev_read)
-                if idx == 0 and argv[0] in self.builtins and os.isatty(in_fd):
+                if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
                     job.reads_terminal = True
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
                 stages.append(stage)

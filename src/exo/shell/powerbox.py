@@ -151,8 +151,13 @@ class Powerbox:
 
     @staticmethod
     def find(name: str) -> str | None:
-        """The host program called ``name`` in ``HOST_DIRS``, or None."""
-        if "/" in name or name in (".", ".."):
+        """The host program called ``name`` in ``HOST_DIRS`` (or named by its path
+        there: ``/bin/sleep``, which a sandbox sees at that path), or None."""
+        if "/" in name:
+            path = posixpath.normpath(name)
+            if posixpath.dirname(path) in HOST_DIRS and os.path.isfile(path) and \
+                    os.access(path, os.X_OK):
+                return path
             return None
         for d in HOST_DIRS:
             path = os.path.join(d, name)
