@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from exo.kernel.caps import Rights
     from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
-    from exo.shell.parser import ListItem, Loop, Node
+    from exo.shell.parser import If, ListItem, Loop, Node
     from exo.shell.terminal import Terminal
 
     Builtin = Callable[[CommandContext], int]
@@ -243,22 +243,38 @@ class Shell:
         return line.replace("!!", self.history[-1])
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
-        from exo.shell.parser import If, Simple
+        from exo.shell.parser import Simple
 
         for node in nodes:
             if isinstance(node, Simple):
                 self._exec_item(node.item, stdio)
-            elif isinstance(node, If):
-                for condition, body in node.clauses:
-                    self._exec_nodes(condition, stdio)
-                    if self.last_status == 0:
-                        self._exec_nodes(body, stdio)
-                        break
-                else:
-                    self.last_status = 0
-                    self._exec_nodes(node.otherwise, stdio)
-            else:
-                self._exec_loop(node, stdio)
+            elif not node.redirects:
+                self._exec_block(node, stdio)
+            else:  # `done > out`: the whole block's streams
+                opened: list[int] = []
+                try:
+                    cmd = parse_pipeline(": " + node.redirects, self.lookup,
+                                         self._substitute).commands[0]
+                    self._exec_block(node, self._redirect(cmd, *stdio, opened))
+                except (ParseError, _RedirectError) as exc:
+                    os.write(stdio[2], f"exo: {exc}\n".encode())
+                    self.last_status = 1
+                finally:
+                    self._close(list(opened), opened)
+
+    def _exec_block(self, node: If | Loop, stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import If
+
+        if not isinstance(node, If):
+            self._exec_loop(node, stdio)
+            return
+        for condition, body in node.clauses:
+            self._exec_nodes(condition, stdio)
+            if self.last_status == 0:
+                self._exec_nodes(body, stdio)
+                return
+        self.last_status = 0
+        self._exec_nodes(node.otherwise, stdio)
 
     def _exec_loop(self, loop: Loop, stdio: tuple[int, int, int]) -> None:
         status = 0

@@ -340,18 +340,19 @@ class Simple:
 
 
 class If:
-    __slots__ = ("clauses", "otherwise")
+    __slots__ = ("clauses", "otherwise", "redirects")
 
     def __init__(self, clauses: list[tuple[list[Node], list[Node]]],
                  otherwise: list[Node]) -> None:
         self.clauses = clauses  # (condition, body) for the if and each elif
         self.otherwise = otherwise
+        self.redirects = ""  # after ``fi``: ``fi > out`` (unexpanded)
 
 
 class Loop:
     """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
 
-    __slots__ = ("body", "condition", "kind", "name", "words")
+    __slots__ = ("body", "condition", "kind", "name", "redirects", "words")
 
     def __init__(self, kind: str, body: list[Node], condition: list[Node] | None = None,
                  name: str = "", words: str = "") -> None:
@@ -360,6 +361,7 @@ class Loop:
         self.condition = condition or []
         self.name = name
         self.words = words  # unexpanded: expanded when the loop starts
+        self.redirects = ""  # after ``done``: ``done > out`` (unexpanded)
 
 
 if TYPE_CHECKING:
@@ -395,9 +397,13 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         if word == "for":
             out.append(_Kw("for", rest))
             return out
+        if word in ("fi", "done"):
+            if rest and not rest.startswith(("<", ">", "2>")):
+                raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
+                                 "(a block takes redirections, not pipes or arguments)")
+            out.append(_Kw(word, rest))
+            return out
         if word in _OPENERS or word in _RESERVED:
-            if word in ("fi", "done") and rest:
-                raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}'")
             out.append(_Kw(word))
             source, connector = rest, ";"
             continue
@@ -427,12 +433,16 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
                 word = _word_at(stream, pos, "fi")
             if word == "else":
                 otherwise, pos = _expect(stream, pos + 1, ("fi",))
-            nodes.append(If(clauses, otherwise))
+            block = If(clauses, otherwise)
+            block.redirects = _arg(stream, pos)
+            nodes.append(block)
             pos += 1
         elif tok.word in ("while", "until"):
             cond, pos = _expect(stream, pos + 1, ("do",))
             body, pos = _expect(stream, pos + 1, ("done",))
-            nodes.append(Loop(tok.word, body, condition=cond))
+            loop = Loop(tok.word, body, condition=cond)
+            loop.redirects = _arg(stream, pos)
+            nodes.append(loop)
             pos += 1
         elif tok.word == "for":
             name, _, rest = tok.arg.partition(" ")
@@ -444,7 +454,9 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             if _word_at(stream, pos + 1, "do") != "do":
                 raise ParseError("for: 'do' expected")
             body, pos = _expect(stream, pos + 2, ("done",))
-            nodes.append(Loop("for", body, name=name, words=rest[2:].strip()))
+            loop = Loop("for", body, name=name, words=rest[2:].strip())
+            loop.redirects = _arg(stream, pos)
+            nodes.append(loop)
             pos += 1
         else:
             raise ParseError(f"syntax error near unexpected '{tok.word}'")
@@ -459,6 +471,11 @@ def _expect(stream: list[_Kw | ListItem], pos: int,
     if not nodes:
         raise ParseError(f"syntax error: empty block before '{_word_at(stream, pos, '')}'")
     return nodes, pos
+
+
+def _arg(stream: list[_Kw | ListItem], pos: int) -> str:
+    tok = stream[pos]
+    return tok.arg if isinstance(tok, _Kw) else ""
 
 
 def _word_at(stream: list[_Kw | ListItem], pos: int, expected: str) -> str:

@@ -40,6 +40,11 @@ def test_if_elif_else_while_for(root_shell: Shell) -> None:
         == "3\n"
     assert run(root_shell, "until test -e /tmp/flag; do touch /tmp/flag; done; echo ok")[1] \
         == "ok\n"
+    # a block's redirections, after its last word
+    assert run(root_shell, "for i in 3 1 2; do echo $i; done > /tmp/n; sort < /tmp/n")[1] \
+        == "1\n2\n3\n"
+    assert run(root_shell, "if true; then echo in; fi >> /tmp/n; tail -1 /tmp/n")[1] == "in\n"
+    assert run(root_shell, "for i in 1; do echo $i; done | cat")[0] == 2  # not a pipe
     # over several lines, as in a sourced file
     assert run(root_shell, "for w in $(echo x y)\ndo\n  echo $w\ndone")[1] == "x\ny\n"
 
