@@ -669,6 +669,8 @@ def _run(ctx: CommandContext) -> int:
         proc = kernel.start(argv, grants, manifest=manifest,
                             stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                             **start_options(kernel, cwd=ctx.shell.cwd))
+        if ctx.adopt is not None:
+            ctx.adopt(proc)
         return kernel.wait(proc, cancelled=ctx.cancelled.is_set)
     except (SandboxError, ProcessesUnavailable) as exc:
         raise CommandError(str(exc), failure_status(exc)) from None
@@ -686,8 +688,10 @@ def _exo(ctx: CommandContext) -> int:
         return 0
     if target is None:
         raise CommandError(f"unknown subcommand '{sub}' (try: exo help)", 2)
-    return BUILTINS[target](CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout,
-                                           ctx.stderr, ctx.cancelled))
+    sub_ctx = CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout, ctx.stderr,
+                             ctx.cancelled)
+    sub_ctx.adopt = ctx.adopt
+    return BUILTINS[target](sub_ctx)
 
 
 @builtin("tail", "last lines of files or stdin: tail [-n N | -N] [FILE...]")

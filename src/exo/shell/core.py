@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import posixpath
 import signal
@@ -505,6 +506,7 @@ class Shell:
                 if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
                     job.reads_terminal = True
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
+                ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
                 self._start(ctx, stage, inline, opened, env)
                 prev_read = next_read
@@ -525,7 +527,7 @@ class Shell:
             try:
                 for stage in stages:
                     if stage.thread is not None:
-                        stage.thread.join()
+                        stage.thread.join()  # a builtin waits for what it adopted itself
                     elif stage.job is not None:
                         stage.status = stage.job.wait()
                 job.status = stages[-1].status if stages else 0
@@ -537,6 +539,10 @@ class Shell:
 
         threading.Thread(target=collect, name="exosh-job", daemon=True).start()
         return job
+
+    def _adopt(self, stage: _Stage, proc: ExoProcess) -> None:
+        """A builtin's process (``run``) joins the builtin's job."""
+        stage.job = ShellJob(self.kernel, proc)
 
     def _close(self, fds: list[int], opened: list[int]) -> None:
         """Close fds this pipeline opened, each exactly once (threads race here)."""

@@ -85,3 +85,16 @@ def test_audit_rows_show_blanks_not_none(root_shell: Shell) -> None:
     status, out, _ = run(root_shell, "caps --audit")
     assert status == 0 and "release" in out
     assert "None" not in out
+
+
+def test_background_jobs_are_listed_signalled_and_waited_for(root_shell: Shell) -> None:
+    status, _, err = run(root_shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
+    assert status == 0 and err.startswith("[1] run")
+    run(root_shell, "sh -c 'exit 3' &")
+    assert run(root_shell, "wait %2; echo $?")[1] == "3\n"
+    assert "[1] Running" in run(root_shell, "jobs")[1]
+    assert run(root_shell, "kill %1; wait %1; echo $?")[1] == "143\n"  # 128 + SIGTERM
+    assert run(root_shell, "jobs")[1] == ""
+    assert run(root_shell, "kill %7")[0] == 1
+    assert run(root_shell, "fg")[2] == "fg: no current job\n"
+    assert [r["pid"] for r in root_shell.kernel.ps()] == [1]
