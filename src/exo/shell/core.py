@@ -343,12 +343,12 @@ class Shell:
         return b"".join(chunks).decode(errors="replace")
 
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
-        """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it."""
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            job = self._launch(pipeline, devnull, stdout, stderr, source, inline=False)
-        finally:
-            os.close(devnull)
+        """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it.
+        The job owns copies of its streams: the caller may close its own meanwhile."""
+        owned = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), os.dup(stdout),
+                 os.dup(stderr)]
+        devnull, out, err = owned
+        job = self._launch(pipeline, devnull, out, err, source, inline=False, owned=owned)
         self._add_job(job)
         os.write(stderr, f"[{job.number}] {source}\n".encode())
 
@@ -479,14 +479,16 @@ class Shell:
         job.done.wait(5.0)
 
     def _launch(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int,
-                source: str, inline: bool) -> Job:
+                source: str, inline: bool, owned: list[int] | None = None) -> Job:
         """Start every stage of ``pipeline``; a thread collects their statuses (an inline
-        builtin runs to its end here, in the shell's thread)."""
+        builtin runs to its end here, in the shell's thread). ``owned`` descriptors are
+        closed when the job ends."""
         cmds = pipeline.commands
         job = Job(source or " | ".join(" ".join(w.text for w in c.argv) for c in cmds))
         stages = job.stages
         prev_read = stdin
         opened = job.opened
+        opened += owned or []
         try:
             for idx, cmd in enumerate(cmds):
                 last = idx == len(cmds) - 1
