@@ -534,6 +534,9 @@ def _history(ctx: CommandContext) -> int:
 @builtin("ps", "list Exo processes: ps [--json]")
 def _ps(ctx: CommandContext) -> int:
     rows = ctx.shell.kernel.ps()
+    if ctx.shell.session.grants is not None:  # a user sees the kernel and their own jobs
+        mine = {p.pid for j in ctx.shell.jobs for p in j.processes()}
+        rows = [r for r in rows if r["pid"] == 1 or r["pid"] in mine]
     if "--json" in ctx.args:
         ctx.out(json.dumps(rows, indent=2))
         return 0
@@ -618,6 +621,11 @@ def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> No
 
 
 
+#: What reading the kernel's records takes: the files they are kept in.
+AUDIT_LOG = "storage://var/log/audit.jsonl"
+KERNEL_LOG = "storage://var/log/kernel.log"
+
+
 @builtin("caps", "capabilities: caps [PID] | caps --audit [--pid N] [--event E] [--json]")
 def _caps(ctx: CommandContext) -> int:
     p = _parser(ctx, "list capabilities or query the audit log")
@@ -629,6 +637,8 @@ def _caps(ctx: CommandContext) -> int:
     p.add_argument("--json", action="store_true")
     ns = p.parse_args(ctx.args)
     kernel = ctx.shell.kernel
+    if ns.audit and not ctx.shell.session.holds(AUDIT_LOG, "READ"):
+        raise CommandError(f"permission denied: the audit log needs {AUDIT_LOG}=READ")
     if ns.audit:
         try:
             dicts = kernel.audit(event=ns.event, pid=ns.pid, resource=ns.resource,
@@ -663,6 +673,8 @@ def _cell(value: object) -> str:
 
 @builtin("dmesg", "kernel messages (boot steps, spawns, exits)")
 def _dmesg(ctx: CommandContext) -> int:
+    if not ctx.shell.session.holds(KERNEL_LOG, "READ"):
+        raise CommandError(f"permission denied: kernel messages need {KERNEL_LOG}=READ")
     for line in ctx.shell.kernel.dmesg():
         ctx.out(line)
     return 0

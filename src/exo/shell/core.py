@@ -335,6 +335,8 @@ class Shell:
         saved = self.last_status
         try:
             self.run_line(command, 0, write_fd, 2)
+        except (ShellExit, SwitchUser):
+            pass  # `$(exit)` ends the substitution, as sh's subshell does, not the session
         finally:
             os.close(write_fd)
             reader.join()
@@ -683,7 +685,9 @@ class Shell:
             self.session.require(grant)
         try:
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                     **start_options(self.kernel, cwd=self.cwd, env=env))
+                                     **start_options(self.kernel, cwd=self.cwd, env=env,
+                                                     uid=self.session.uid,
+                                                     user=self.session.user))
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
@@ -691,7 +695,8 @@ class Shell:
 
 def start_options(kernel: KernelApi, **wanted: object) -> dict[str, Any]:
     """The keyword arguments of ``wanted`` that this kernel's ``start`` accepts: the
-    working directory and the environment are passed where the kernel API takes them."""
+    working directory, the environment and the user are passed where the kernel's API
+    takes them (root, uid 0, is the default and never passed)."""
     code = type(kernel).start.__code__
     names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     return {k: v for k, v in wanted.items() if k in names and v}

@@ -190,13 +190,14 @@ def _lex(s: str, lookup: Callable[[str], str],
     out: list[Word | _Op] = []
     buf: list[str] = []
     in_word = globbable = assign = False
+    solid = False  # the word has more than unquoted expansions: kept even when empty
     i, n = 0, len(s)
 
     def flush() -> None:
-        nonlocal in_word, globbable, assign, buf
-        if in_word:
+        nonlocal in_word, globbable, assign, solid, buf
+        if in_word and (solid or any(buf)):  # `$(true)` alone is no word, as in sh
             out.append(Word("".join(buf), globbable, assign))
-        buf, in_word, globbable, assign = [], False, False, False
+        buf, in_word, globbable, assign, solid = [], False, False, False, False
 
     while i < n:
         c = s[i]
@@ -215,6 +216,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             m = _ASSIGN_RE.match(s, i)
             assign = m is not None
         in_word = True
+        solid = solid or c != "$"
         if c == "'":
             end = s.find("'", i + 1)
             if end < 0:
@@ -244,6 +246,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             value, i, split = _expand(s, i, lookup, substitute)
             # Unquoted, a variable's or a command's output splits into words (as in sh).
             parts = value.split() if split else [value]
+            solid = solid or not split
             for k, part in enumerate(parts):
                 if k:
                     flush()

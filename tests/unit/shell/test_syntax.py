@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from tests.unit.shell._support import run
 
@@ -18,6 +20,8 @@ def test_assignment_arithmetic_and_command_substitution(root_shell: Shell) -> No
     assert run(root_shell, "echo $(echo $(echo nested))")[1] == "nested\n"
     assert run(root_shell, "x=$(echo 4); echo $((x+1))")[1] == "5\n"
     assert run(root_shell, "echo $$")[1].strip().isdigit()
+    assert run(root_shell, "echo $(true) x \"$(true)\" ''")[1] == "x  \n"  # sh's words
+    assert run(root_shell, "a=; echo $a$a y")[1] == "y\n"
 
 
 def test_arithmetic_refuses_anything_but_integers(root_shell: Shell) -> None:
@@ -90,6 +94,9 @@ def test_audit_rows_show_blanks_not_none(root_shell: Shell) -> None:
 def test_background_jobs_are_listed_signalled_and_waited_for(root_shell: Shell) -> None:
     status, _, err = run(root_shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
     assert status == 0 and err.startswith("[1] run")
+    deadline = time.monotonic() + 20
+    while not root_shell.jobs[0].processes() and time.monotonic() < deadline:
+        time.sleep(0.05)  # `run` has started its process
     run(root_shell, "sh -c 'exit 3' &")
     assert run(root_shell, "wait %2; echo $?")[1] == "3\n"
     assert "[1] Running" in run(root_shell, "jobs")[1]

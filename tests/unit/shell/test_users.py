@@ -3,6 +3,8 @@ shell does for them and everything it starts is bounded by it."""
 
 from __future__ import annotations
 
+import time
+
 from tests.unit.shell._support import run
 
 from exo.kernel.kernel import Kernel
@@ -99,3 +101,21 @@ def test_su_asks_a_password_and_derives_that_users_set(alice: Shell,
         assert exc.session.grants is not None
     else:
         raise AssertionError("su did not switch")
+
+
+def test_a_user_sees_only_their_own_processes_and_no_kernel_records(alice: Shell,
+                                                                    root_shell: Shell) -> None:
+    run(root_shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
+    deadline = time.monotonic() + 20
+    while len(root_shell.kernel.ps()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = root_shell.kernel.ps()[-1]["pid"]
+    assert "sleep" in run(root_shell, "ps")[1]
+    assert "sleep" not in run(alice, "ps")[1]
+    status, _, err = run(alice, f"kill {pid}")
+    assert status == 1 and "not a process of user alice" in err
+    for line in ("dmesg", "caps --audit"):
+        status, _, err = run(alice, line)
+        assert status == 1 and "permission denied" in err, line
+    assert run(alice, "echo $(exit 3) still-here")[1] == "still-here\n"
+    run(root_shell, "kill %1; wait")
