@@ -794,8 +794,8 @@ def _fg(ctx: CommandContext) -> int:
 @builtin("bg", "let a stopped job go on in the background: bg [%N]")
 def _bg(ctx: CommandContext) -> int:
     job = _job(ctx, ctx.args[0] if ctx.args else None)
+    ctx.out(f"[{job.number}]+ {job.source} &")  # first: what it prints comes after
     ctx.shell.resume(job)
-    ctx.out(f"[{job.number}]+ {job.source} &")
     return 0
 
 
