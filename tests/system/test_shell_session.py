@@ -76,6 +76,19 @@ def test_ctrl_z_stops_the_job_bg_and_fg_resume_it(exo_env: dict[str, str]) -> No
         term.expect("listed")
         assert "Running" not in term.before and "Stopped" not in term.before
         term.expect(PROMPT)
+        # `run` is a job too: Ctrl-Z stops its process, kill %N ends it
+        term.sendline("run --cap storage://tmp=READ -- /bin/sleep 60")
+        term.expect_exact("/bin/sleep 60")
+        time.sleep(1.0)
+        term.sendcontrol("z")
+        term.expect(r"\[\d\]\+ Stopped  run --cap")
+        term.expect(PROMPT)
+        term.sendline("ps")
+        term.expect(r"stopped|running")  # what the kernel reports (its ps owns states)
+        term.expect(PROMPT)
+        term.sendline("kill -s KILL %1; wait %1; echo killed=$?")
+        term.expect("killed=137")
+        term.expect(PROMPT)
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
 

@@ -170,6 +170,8 @@ class SwitchUser(Exception):
 
 
 STOPPED = 128 + signal.SIGTSTP
+#: Builtins that start a program and wait: they run as jobs even alone.
+JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
@@ -398,7 +400,10 @@ class Shell:
             for name, value in assignments:  # `a=5`: shell variables
                 self.env[name] = value
             return 0
-        inline = len(cmds) == 1 and self._argv_name(cmds[0]) in self.builtins
+        name = self._argv_name(cmds[0])
+        # A builtin alone runs in the shell's thread (so `cd` and `export` work), except
+        # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
+        inline = len(cmds) == 1 and name in self.builtins and name not in JOB_BUILTINS
         if inline and assignments:  # `VAR=x builtin`: only for that command
             saved = {name: self.env.get(name) for name, _ in assignments}
             self.env.update(assignments)
@@ -416,7 +421,7 @@ class Shell:
                 # A builtin that does not read the terminal itself (``run``, ``sleep``,
                 # ``wait``) runs with the keys going to the relay: Ctrl-C stops it, and
                 # never reaches a background job's sandbox.
-                reads = os.isatty(stdin) and self._argv_name(cmds[0]) in READS_TERMINAL
+                reads = os.isatty(stdin) and name in READS_TERMINAL
                 with contextlib.ExitStack() as stack:
                     if self.terminal is not None and not reads:
                         stack.enter_context(self.terminal.job_in_foreground())
