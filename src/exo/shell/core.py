@@ -71,7 +71,10 @@ class Session:
             return True
         from exo.kernel.caps import ResourceName, Rights
 
-        want, wanted = ResourceName.parse(name), Rights.parse(rights)
+        try:
+            want, wanted = ResourceName.parse(name), Rights.parse(rights)
+        except ValueError:  # a name no capability can cover (a NUL, too long...)
+            return False
         return any(g.name.covers(want) and wanted in g.rights for g in self.grants)
 
     def require(self, grant: Grant) -> None:
