@@ -595,9 +595,14 @@ class Shell:
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
-            except PermissionError as exc:
+            except (PermissionError, ValueError) as exc:  # refused; a bad policy file
                 ctx.write(f"exo: {name}: {exc}\n", ctx.stderr)
                 stage.status, job = 126, None
+            except Exception as exc:  # the kernel could not start it: said, with sh's status
+                from exo.kernel.api import failure_status
+
+                ctx.write(f"exo: {name}: {exc}\n", ctx.stderr)
+                stage.status, job = failure_status(exc), None
             else:
                 if job is None:
                     ctx.write(f"exo: {name}: command not found\n", ctx.stderr)

@@ -53,3 +53,23 @@ def test_a_user_cannot_hand_a_program_what_they_do_not_hold(alice: Shell,
         assert status == 126, (line, err)
         assert "permission denied" in err and "s3cret" not in out
     assert not (kernel.root / "home" / "root" / "out").exists()
+
+
+def test_the_administrator_policy_overrides_and_bad_policies_are_named(
+        root_shell: Shell, kernel: Kernel) -> None:
+    import pytest
+
+    from exo.shell.powerbox import Powerbox, PowerboxError, _builtin_policies
+
+    assert {"sort", "uniq", "find", "less", "nano", "sed"} <= set(_builtin_policies())
+    (kernel.root / "etc" / "exo").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "etc" / "exo" / "powerbox.toml").write_text(
+        '[programs.sort]\ninputs = "none"\n')
+    assert Powerbox.for_shell(root_shell).policies["sort"].roles(["a"]) == []
+    with pytest.raises(PowerboxError, match=r"programs.sort.inputs"):
+        parse_policies('[programs.sort]\ninputs = "everything"\n', "p.toml")
+    with pytest.raises(PowerboxError, match=r"p\.toml"):
+        parse_policies("[programs\n", "p.toml")
+    (kernel.root / "etc" / "exo" / "powerbox.toml").write_text("[programs\n")
+    status, _, err = run(root_shell, "sort x")
+    assert status == 126 and "/etc/exo/powerbox.toml" in err  # said, not a traceback
