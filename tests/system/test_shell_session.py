@@ -149,6 +149,10 @@ def test_passwd_asks_twice_without_echo_and_keeps_it_out_of_history(
 
 def test_three_failed_logins_wait_and_ask_again(exo_env: dict[str, str]) -> None:
     with boot_terminal(exo_env) as term:
+        term.expect("exo-os login: ")
+        term.sendcontrol("z")  # neither stops nor kills the kernel at the login prompt
+        term.sendcontrol("\\")
+        term.sendline("")
         for _ in range(3):
             login_as(term, "nobody", "wrong")
             term.expect("Login incorrect")

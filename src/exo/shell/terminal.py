@@ -51,11 +51,20 @@ def _set_foreground(fd: int, pgrp: int) -> bool:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """Ctrl-Z or Ctrl-\\ at the login prompt: a handler, not SIG_IGN, so the programs the
+    kernel starts get the default action back at exec."""
+
+
 def take_terminal(fd: int = 0) -> int | None:
     """Put this process in a process group of its own, in the terminal's foreground;
-    returns the group to give the terminal back to at the end (None: nothing changed)."""
+    returns the group to give the terminal back to at the end (None: nothing changed).
+    Ctrl-Z and Ctrl-\\ typed while the shell itself has the terminal (the login prompt)
+    must not stop or kill the kernel."""
     if not os.isatty(fd):
         return None
+    signal.signal(signal.SIGTSTP, _ignore)
+    signal.signal(signal.SIGQUIT, _ignore)
     try:
         previous = os.tcgetpgrp(fd)
     except OSError:
