@@ -696,11 +696,15 @@ class Shell:
 
         for grant in grants:
             self.session.require(grant)
+        options = start_options(self.kernel, cwd=self.cwd, env=env, uid=self.session.uid,
+                                user=self.session.user)
+        if env and "env" not in options:
+            # `NAME=value program`: this kernel's start takes no environment, so the
+            # host's env(1) sets it inside the sandbox, just before the program.
+            argv = ["/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), *argv]
         try:
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                     **start_options(self.kernel, cwd=self.cwd, env=env,
-                                                     uid=self.session.uid,
-                                                     user=self.session.user))
+                                     **options)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)

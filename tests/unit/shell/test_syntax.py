@@ -34,6 +34,9 @@ def test_arithmetic_refuses_anything_but_integers(root_shell: Shell) -> None:
 def test_var_before_a_builtin_is_for_that_command_only(root_shell: Shell) -> None:
     assert run(root_shell, "GREETING=hi env")[1].count("GREETING=hi") == 1
     assert "GREETING" not in run(root_shell, "env")[1]
+    # and before a program: in its environment only
+    assert run(root_shell, "GREETING=hi sh -c 'echo $GREETING'")[1] == "hi\n"
+    assert run(root_shell, "echo [$GREETING]")[1] == "[]\n"
 
 
 def test_if_elif_else_while_for(root_shell: Shell) -> None:
