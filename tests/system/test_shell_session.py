@@ -224,3 +224,26 @@ def test_su_runs_a_shell_as_the_other_user_until_exit(exo_env: dict[str, str]) -
         term.expect(PROMPT)
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
+
+
+def test_blocks_continue_on_the_next_line_and_bang_bang_repeats(
+        exo_env: dict[str, str]) -> None:
+    with boot_terminal(exo_env) as term:
+        login(term)
+        term.sendline("for i in 1 2; do")
+        term.expect("\x1b\\[0m>")  # the continuation prompt
+        term.sendline("echo item-$((i * 10))")
+        term.expect("\x1b\\[0m>")  # the continuation prompt
+        term.sendline("done")
+        term.expect("item-10")
+        term.expect("item-20")
+        term.expect(PROMPT)
+        term.sendline("echo bang-$((6 * 7))")
+        term.expect("bang-42")
+        term.expect(PROMPT)
+        term.sendline("!!")
+        term.expect_exact("echo bang-$((6 * 7))")  # shown, as sh shows it
+        term.expect("bang-42")
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)

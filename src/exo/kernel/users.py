@@ -131,6 +131,7 @@ USER_GRANTS = (
     "storage://usr=READ,EXECUTE,DUPLICATE,GRANT",
     "storage://lib=READ,EXECUTE,DUPLICATE,GRANT",
     "storage://exo=READ,EXECUTE,DUPLICATE,GRANT",
+    "storage://etc/motd=READ",
 )
 #: The administrator's policy: more capabilities for everyone or for named users.
 GRANTS_FILE = "etc/exo/grants.toml"

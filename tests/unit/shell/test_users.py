@@ -28,7 +28,7 @@ def test_a_user_cannot_read_root_or_the_password_hashes(alice: Shell,
     home.mkdir(parents=True, exist_ok=True)
     (home / ".exo_history").write_text("secret-command\n")
     refusals = [
-        "cat /etc/passwd", "cat /home/root/.exo_history", "ls /home/root", "ls /etc",
+        "cat /etc/passwd", "cat /home/root/.exo_history", "ls /home/root", "ls /var/log",
         "echo x > /home/root/planted", "touch /home/root/planted", "mkdir /home/root/d",
         "cp /home/root/.exo_history /tmp/stolen", "cp -r /home /tmp/stolen",
         "grep secret < /home/root/.exo_history", "cd /home/root", "rm -r /home/root",
