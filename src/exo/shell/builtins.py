@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from exo.kernel.manifest import Manifest
-    from exo.shell.core import Job
+    from exo.shell.core import Job, Session
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -879,12 +879,12 @@ def _passwd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("su", "become another user (asks their password): su [USER] (default root)")
-def _su(ctx: CommandContext) -> int:
+def _other_session(ctx: CommandContext, name: str) -> Session:
+    """The session of user ``name``, after their password (root needs none): what ``su``
+    and ``sudo`` derive, from that user's own capability set."""
     from exo.kernel.users import UserDatabase, UserError, session_grants
-    from exo.shell.core import Session, SwitchUser
+    from exo.shell.core import Session
 
-    name = ctx.args[0] if ctx.args else "root"
     db = UserDatabase(ctx.shell.kernel.root)
     user = db.get(name)
     if ctx.shell.session.grants is not None or user is None:
@@ -899,7 +899,34 @@ def _su(ctx: CommandContext) -> int:
         grants = session_grants(ctx.shell.kernel.root, user)
     except UserError as exc:
         raise CommandError(str(exc)) from None
-    raise SwitchUser(Session(user.name, user.uid, user.home, grants))
+    return Session(user.name, user.uid, user.home, grants)
+
+
+@builtin("su", "become another user (asks their password): su [USER] (default root)")
+def _su(ctx: CommandContext) -> int:
+    from exo.shell.core import SwitchUser
+
+    raise SwitchUser(_other_session(ctx, ctx.args[0] if ctx.args else "root"))
+
+
+@builtin("sudo", "run one command as another user (asks their password): "
+                 "sudo [-u USER] COMMAND...")
+def _sudo(ctx: CommandContext) -> int:
+    import shlex
+
+    from exo.shell.core import ShellExit
+
+    args = list(ctx.args)
+    name = "root"
+    if args[:1] == ["-u"] and len(args) > 1:
+        name, args = args[1], args[2:]
+    if not args:
+        raise CommandError(f"usage: {HELP['sudo']}", 2)
+    other = ctx.shell.as_session(_other_session(ctx, name))
+    try:
+        return other.run_line(shlex.join(args), ctx.stdin, ctx.stdout, ctx.stderr)
+    except ShellExit as exc:
+        return exc.status
 
 
 @builtin("alias", "define or list aliases: alias [NAME=VALUE]...")

@@ -187,6 +187,7 @@ class Shell:
 
         self.kernel = kernel  # all the shell reaches of the kernel: its API
         self.session = session or Session()
+        self._tree = vfs  # the whole tree, for `sudo`'s shell; ours is `self.vfs`
         # A user's shell sees the tree through the session's capabilities; root's, whole.
         self.vfs = vfs if self.session.grants is None else vfs.restricted(
             self.session.check_path)
@@ -207,6 +208,14 @@ class Shell:
         self.jobs: list[Job] = []
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._lock = threading.Lock()
+
+    def as_session(self, session: Session) -> Shell:
+        """A shell for ``session`` in this one's working directory (``sudo``)."""
+        other = type(self)(self.kernel, self._tree, session)
+        if other.vfs.is_dir(self.cwd):
+            other.cwd = other.env["PWD"] = self.cwd
+        other.terminal = self.terminal
+        return other
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:

@@ -119,3 +119,16 @@ def test_a_user_sees_only_their_own_processes_and_no_kernel_records(alice: Shell
         assert status == 1 and "permission denied" in err, line
     assert run(alice, "echo $(exit 3) still-here")[1] == "still-here\n"
     run(root_shell, "kill %1; wait")
+
+
+def test_sudo_runs_one_command_with_the_other_users_set(alice: Shell, root_shell: Shell,
+                                                        kernel: Kernel) -> None:
+    status, out, err = run(alice, "sudo cat /etc/passwd", b"guess\n")
+    assert status == 1 and "authentication failure" in err and "$scrypt$" not in out
+    UserDatabase(kernel.root).set_password("root", "r00t-pw")
+    status, out, err = run(alice, "sudo cat /etc/passwd", b"r00t-pw\n")
+    assert status == 0 and "alice:$scrypt$" in out, err
+    assert run(alice, "cat /etc/passwd")[0] == 1  # for that command only
+    assert run(root_shell, "cd /tmp; sudo -u alice whoami; sudo -u alice pwd")[1] == \
+        "alice\n/tmp\n"
+    assert run(root_shell, "sudo -u alice cat /etc/passwd")[0] == 1
