@@ -247,3 +247,26 @@ def test_blocks_continue_on_the_next_line_and_bang_bang_repeats(
         term.expect(PROMPT)
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
+
+
+def test_the_powerbox_asks_before_giving_an_unknown_program_more(
+        exo_env: dict[str, str], exo_root: Path) -> None:
+    from exo.kernel.tree import ensure_tree
+
+    ensure_tree(exo_root)
+    (exo_root / "tmp" / "outside.txt").write_text("from-outside\n")
+    with boot_terminal(exo_env) as term:
+        login(term)
+        # `expand` has no policy: its working directory, read-only, and what we allow
+        term.sendline("expand ../../tmp/outside.txt")
+        term.expect(r"let expand read /tmp/outside.txt\? \[y/N\] ")
+        term.sendline("n")
+        term.expect(PROMPT)
+        assert "from-outside" not in term.before
+        term.sendline("expand ../../tmp/outside.txt")
+        term.expect(r"let expand read /tmp/outside.txt\? \[y/N\] ")
+        term.sendline("y")
+        term.expect("from-outside")
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)

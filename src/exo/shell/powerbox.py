@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 HOST_DIRS = ("/usr/bin", "/bin")
 _POLICY = Path(__file__).with_name("powerbox.toml")
 _ADMIN_POLICY = "etc/exo/powerbox.toml"
+_NOT_STORAGE = ("proc", "sys", "dev")  # synthesised, or the sandbox's own
 _SELECTORS = ("operands", "first", "second", "last", "all-but-last", "none")
 
 
@@ -175,11 +176,12 @@ class Powerbox:
         grants: list[Grant] = []
         if shell.session.holds(cwd_name, "READ"):
             grants.append(parse_grant(f"{cwd_name}=READ"))
-        policy = self.policies.get(name, Policy())
-        for arg, role in policy.roles(args):
+        policy = self.policies.get(name)
+        roles = policy.roles(args) if policy is not None else self._asked(name, args, grants)
+        for arg, role in roles:
             exo = shell.vfs.normalize(arg, shell.cwd)
             top = exo.strip("/").split("/", 1)[0]
-            if top in ("proc", "sys", "dev"):
+            if top in _NOT_STORAGE:
                 continue  # not storage: synthesised, or the sandbox's own
             exists = shell.vfs.exists(exo)
             if role == "read":
@@ -200,6 +202,27 @@ class Powerbox:
                        for g in grants):  # else held through the working directory
                 grants.append(grant)
         return grants
+
+    def _asked(self, name: str, args: list[str], grants: list[Grant]) -> list[tuple[str, str]]:
+        """A program the policy does not know: each argument naming a file outside the
+        working directory is granted read-only only if the person at the terminal says
+        so (never in a script)."""
+        shell = self.shell
+        if shell.terminal is None:
+            return []
+        out: list[tuple[str, str]] = []
+        for arg in args:
+            if arg.startswith("-"):
+                continue
+            exo = shell.vfs.normalize(arg, shell.cwd)
+            inside = exo == shell.cwd or exo.startswith(shell.cwd.rstrip("/") + "/")
+            top = exo.strip("/").split("/", 1)[0]
+            if (inside and grants) or top in _NOT_STORAGE or not shell.vfs.exists(exo):
+                continue  # held through the working directory, or not a file
+            if shell.session.holds("storage://" + exo.strip("/"), "READ") and \
+                    shell.terminal.ask(f"exo: let {name} read {exo}? [y/N] "):
+                out.append((arg, "read"))
+        return out
 
     def start(self, ctx: CommandContext, env: dict[str, str]) -> ShellJob | None:
         program = self.find(ctx.argv[0])

@@ -105,6 +105,18 @@ class Terminal:
             elif key == b"Z":
                 self._suspend.set()
 
+    def ask(self, question: str) -> bool:
+        """A yes/no question to the person at the terminal (the powerbox asks before
+        granting a program more than its policy says)."""
+        os.write(self.fd, question.encode())  # the terminal, read-write
+        answer = b""
+        while not answer.endswith(b"\n"):
+            byte = os.read(self.fd, 1)
+            if not byte:
+                break
+            answer += byte
+        return answer.strip().lower() in (b"y", b"yes")
+
     def take_suspend(self) -> bool:
         """Whether Ctrl-Z was pressed since last asked."""
         if self._suspend.is_set():
