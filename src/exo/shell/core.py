@@ -231,12 +231,10 @@ class Shell:
         from exo.shell.parser import parse_blocks
 
         try:
-            nodes = parse_blocks(split_list(line))
-        except ParseError as exc:
+            self._exec_nodes(parse_blocks(split_list(line)), (stdin, stdout, stderr))
+        except ParseError as exc:  # the line's syntax, or an expansion while it ran
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 2
-            return 2
-        self._exec_nodes(nodes, (stdin, stdout, stderr))
         return self.last_status
 
     def needs_more(self, text: str) -> bool:

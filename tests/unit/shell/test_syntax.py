@@ -61,6 +61,8 @@ def test_open_blocks_ask_for_more_and_stray_keywords_are_errors(root_shell: Shel
         assert root_shell.needs_more(line), line
     with pytest.raises(IncompleteInput):
         parse_blocks(split_list("while true"))
+    status, out, err = run(root_shell, "for i in $((1/0)); do echo $i; done; echo after")
+    assert status == 2 and "division by zero" in err and out == ""
     for line in ("fi", "done", "then echo x", "if; then echo; fi"):
         with pytest.raises(ParseError):
             parse_blocks(split_list(line))
