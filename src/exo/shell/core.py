@@ -415,22 +415,22 @@ class Shell:
         # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
         inline = len(cmds) == 1 and name in self.builtins and name not in JOB_BUILTINS
         if inline and assignments:  # `VAR=x builtin`: only for that command
-            saved = {name: self.env.get(name) for name, _ in assignments}
+            saved = {var: self.env.get(var) for var, _ in assignments}
             self.env.update(assignments)
             try:
                 return self._run_pipeline(Pipeline([_without_assignments(cmds[0])]),
                                           stdin, stdout, stderr, source)
             finally:
-                for name, old in saved.items():
+                for var, old in saved.items():
                     if old is None:
-                        self.env.pop(name, None)
+                        self.env.pop(var, None)
                     else:
-                        self.env[name] = old
+                        self.env[var] = old
         try:
             if inline:
-                # A builtin that does not read the terminal itself (``run``, ``sleep``,
-                # ``wait``) runs with the keys going to the relay: Ctrl-C stops it, and
-                # never reaches a background job's sandbox.
+                # A builtin that does not read the terminal itself (``sleep``, ``wait``,
+                # ``exo run``) runs with the keys going to the relay: Ctrl-C stops it,
+                # and never reaches a background job's sandbox.
                 reads = os.isatty(stdin) and name in READS_TERMINAL
                 with contextlib.ExitStack() as stack:
                     if self.terminal is not None and not reads:
@@ -444,7 +444,8 @@ class Shell:
         return self.foreground(job, stderr)
 
     def _argv_name(self, cmd: Command) -> str:
-        words = [w for w in cmd.argv if not w.assign]
+        """The command's name: its first word after any ``NAME=value``."""
+        words = _without_assignments(cmd).argv
         return words[0].text if words else ""
 
     def foreground(self, job: Job, stderr: int = 2) -> int:
