@@ -464,10 +464,14 @@ class Shell:
                         return STOPPED
         except KeyboardInterrupt:
             self.interrupt(job)  # then on up: a loop around it stops too, as in sh
+            self._forget(job)
             raise
+        self._forget(job)
+        return job.status
+
+    def _forget(self, job: Job) -> None:
         with contextlib.suppress(ValueError):
             self.jobs.remove(job)
-        return job.status
 
     def stop(self, job: Job) -> None:
         for proc in job.processes():
