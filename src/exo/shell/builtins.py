@@ -653,8 +653,10 @@ def _caps(ctx: CommandContext) -> int:
                  _cell(d.get("rights")), _cell(d.get("reason"))] for d in dicts]
         _table(ctx, ["TIME", "EVENT", "PID", "RESOURCE", "RIGHTS", "REASON"], rows)
         return 0
+    if ns.pid is not None and not _own_pid(ctx, str(ns.pid)):
+        raise CommandError(f"({ns.pid}) - not a process of user {ctx.shell.session.user}")
     try:
-        out = kernel.caps(ns.pid)
+        out = [r for r in kernel.caps(ns.pid) if _own_pid(ctx, str(r["pid"]))]
     except Exception as exc:
         raise CommandError(str(exc)) from None
     if ns.json:

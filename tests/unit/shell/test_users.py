@@ -114,6 +114,9 @@ def test_a_user_sees_only_their_own_processes_and_no_kernel_records(alice: Shell
     assert "sleep" not in run(alice, "ps")[1]
     status, _, err = run(alice, f"kill {pid}")
     assert status == 1 and "not a process of user alice" in err
+    assert "storage://tmp" in run(root_shell, "caps")[1]
+    assert "storage://tmp" not in run(alice, "caps")[1]
+    assert "not a process of user alice" in run(alice, f"caps {pid}")[2]
     for line in ("dmesg", "caps --audit"):
         status, _, err = run(alice, line)
         assert status == 1 and "permission denied" in err, line
