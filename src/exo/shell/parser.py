@@ -138,7 +138,7 @@ def split_list(line: str) -> list[ListItem]:
     if text:
         items.append(ListItem(connector, text))
     elif connector in ("&&", "||"):
-        raise ParseError(f"syntax error: '{connector}' at end of line")
+        raise IncompleteInput(f"syntax error: '{connector}' at end of line")
     return items
 
 

@@ -52,12 +52,14 @@ def test_if_elif_else_while_for(root_shell: Shell) -> None:
         == "1\n2\n3\n"
     assert run(root_shell, "if true; then echo in; fi >> /tmp/n; tail -1 /tmp/n")[1] == "in\n"
     assert run(root_shell, "for i in 1; do echo $i; done | cat")[0] == 2  # not a pipe
+    assert run(root_shell, "true &&\necho continued")[1] == "continued\n"
     # over several lines, as in a sourced file
     assert run(root_shell, "for w in $(echo x y)\ndo\n  echo $w\ndone")[1] == "x\ny\n"
 
 
 def test_open_blocks_ask_for_more_and_stray_keywords_are_errors(root_shell: Shell) -> None:
-    for line in ("if true; then echo", "for i in 1; do echo $i", "echo 'open", "echo $(ls"):
+    for line in ("if true; then echo", "for i in 1; do echo $i", "echo 'open", "echo $(ls",
+                 "true &&"):
         assert root_shell.needs_more(line), line
     with pytest.raises(IncompleteInput):
         parse_blocks(split_list("while true"))
