@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from exo.kernel.manifest import Manifest
-    from exo.shell.core import Job, Session
+    from exo.shell.jobs import Job
+    from exo.shell.session import Session
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -391,7 +392,7 @@ def _unset(ctx: CommandContext) -> int:
 
 @builtin("exit", "end the session (back to the login prompt): exit [STATUS]")
 def _exit(ctx: CommandContext) -> int:
-    from exo.shell.core import Logout
+    from exo.shell.session import Logout
 
     try:
         status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
@@ -402,7 +403,7 @@ def _exit(ctx: CommandContext) -> int:
 
 @builtin("logout", "end the session and return to the login prompt")
 def _logout(ctx: CommandContext) -> int:
-    from exo.shell.core import Logout
+    from exo.shell.session import Logout
 
     raise Logout(0)
 
@@ -410,7 +411,7 @@ def _logout(ctx: CommandContext) -> int:
 @builtin("shutdown", "stop every Exo process and power off (needs device://power)")
 def _shutdown(ctx: CommandContext) -> int:
     from exo.kernel.users import POWER
-    from exo.shell.core import ShellExit
+    from exo.shell.session import ShellExit
 
     if not ctx.shell.session.holds(POWER, "WRITE"):
         raise CommandError(f"permission denied: powering off needs {POWER}=WRITE, which "
@@ -885,7 +886,7 @@ def _other_session(ctx: CommandContext, name: str) -> Session:
     """The session of user ``name``, after their password (root needs none): what ``su``
     and ``sudo`` derive, from that user's own capability set."""
     from exo.kernel.users import UserDatabase, UserError, session_grants
-    from exo.shell.core import Session
+    from exo.shell.session import Session
 
     db = UserDatabase(ctx.shell.kernel.root)
     user = db.get(name)
@@ -906,7 +907,7 @@ def _other_session(ctx: CommandContext, name: str) -> Session:
 
 @builtin("su", "become another user (asks their password): su [USER] (default root)")
 def _su(ctx: CommandContext) -> int:
-    from exo.shell.core import SwitchUser
+    from exo.shell.session import SwitchUser
 
     raise SwitchUser(_other_session(ctx, ctx.args[0] if ctx.args else "root"))
 
@@ -916,7 +917,7 @@ def _su(ctx: CommandContext) -> int:
 def _sudo(ctx: CommandContext) -> int:
     import shlex
 
-    from exo.shell.core import ShellExit
+    from exo.shell.session import ShellExit
 
     args = list(ctx.args)
     name = "root"

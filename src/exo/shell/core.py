@@ -16,6 +16,7 @@ import signal
 import threading
 
 from exo.shell.context import CommandContext, CommandError
+from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     Command,
     IncompleteInput,
@@ -24,6 +25,7 @@ from exo.shell.parser import (
     parse_pipeline,
     split_list,
 )
+from exo.shell.session import Session, ShellExit, SwitchUser
 from exo.shell.vfs import Vfs, VfsError
 
 TYPE_CHECKING = False
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from exo.kernel.api import KernelApi
-    from exo.kernel.caps import Rights
     from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
     from exo.shell.parser import If, ListItem, Loop, Node
@@ -44,132 +45,6 @@ if TYPE_CHECKING:
 
 NOT_FOUND = 127
 INTERRUPTED = 130
-
-
-# Plain classes, not dataclasses: each @dataclass costs ~1.3 ms at import, on the boot path.
-class Session:
-    """Who is logged in, and the capabilities the login gave them.
-
-    ``grants`` is the session's root set (``exo.kernel.users.session_grants``); ``None``
-    is root's, which holds every root capability. Whatever the shell does for the user
-    and everything it starts is checked against this set first: a user's shell never
-    asks the kernel for more than the administrator granted the user.
-    """
-
-    __slots__ = ("grants", "home", "uid", "user")
-
-    def __init__(self, user: str = "root", uid: int = 0, home: str = "/home/root",
-                 grants: list[Grant] | None = None) -> None:
-        self.user = user
-        self.uid = uid
-        self.home = home
-        self.grants = grants
-
-    def holds(self, name: str, rights: str | Rights) -> bool:
-        """Whether a capability of the session covers ``name`` with ``rights``."""
-        if self.grants is None:
-            return True
-        from exo.kernel.caps import ResourceName, Rights
-
-        try:
-            want, wanted = ResourceName.parse(name), Rights.parse(rights)
-        except ValueError:  # a name no capability can cover (a NUL, too long...)
-            return False
-        return any(g.name.covers(want) and wanted in g.rights for g in self.grants)
-
-    def require(self, grant: Grant) -> None:
-        """Raise ``PermissionError`` unless the session holds ``grant``."""
-        if not self.holds(str(grant.name), grant.rights):
-            raise PermissionError(f"{grant}: not held by this session (user {self.user}); "
-                                  "an administrator can grant it in /etc/exo/grants.toml")
-
-    def check_path(self, exo_path: str, mode: str) -> None:
-        """The shell's own file access for the user: ``mode`` is ``read``, ``write`` or
-        ``list`` (a directory's names: allowed on the way to anything the user holds)."""
-        if self.grants is None:
-            return
-        name = "storage://" + exo_path.strip("/")
-        if self.holds(name, "WRITE" if mode == "write" else "READ"):
-            return
-        if mode == "list":
-            prefix = exo_path.rstrip("/") + "/"
-            if any(g.name.scheme == "storage" and ("/" + g.name.path).startswith(prefix)
-                   for g in self.grants):
-                return
-        raise PermissionError(f"{exo_path}: permission denied (user {self.user} holds no "
-                              f"capability to {mode} it)")
-
-
-class _Stage:
-    __slots__ = ("close_after", "job", "status", "thread")
-
-    def __init__(self) -> None:
-        self.thread: threading.Thread | None = None
-        self.job: ShellJob | None = None
-        self.status = 0
-        self.close_after: list[int] = []
-
-
-class Job:
-    """One pipeline the shell started: its stages, its state, its status once done."""
-
-    __slots__ = ("cancel", "done", "number", "opened", "reads_terminal", "source", "stages",
-                 "state", "status")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.number = 0  # in the job table once backgrounded or stopped
-        self.stages: list[_Stage] = []
-        self.opened: list[int] = []
-        self.cancel = threading.Event()
-        self.done = threading.Event()
-        self.state = "Running"
-        self.status = 0
-        self.reads_terminal = False  # a builtin reads the terminal: the shell keeps it
-
-    def processes(self) -> list[ShellJob]:
-        return [s.job for s in self.stages if s.job is not None]
-
-
-class ShellJob:
-    """A sandboxed process in a pipeline: its exit status, or interrupted by Ctrl-C."""
-
-    __slots__ = ("kernel", "proc")
-
-    def __init__(self, kernel: KernelApi, proc: ExoProcess) -> None:
-        self.kernel, self.proc = kernel, proc
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait(self) -> int:
-        return self.kernel.wait(self.proc)
-
-    def interrupt(self) -> None:
-        self.kernel.interrupt(self.proc)
-
-    def signal(self, sig: int) -> None:
-        with contextlib.suppress(LookupError):
-            self.kernel.kill(self.proc.pid, sig)
-
-
-class ShellExit(Exception):
-    """Raised by ``shutdown`` (and by ``exit`` in a script): control flow, not an error."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-class Logout(ShellExit):
-    """``exit``, ``logout`` or ^D: the session ends; on a terminal the login prompt returns."""
-
-
-class SwitchUser(Exception):
-    """``su``: the front end runs a shell for ``session`` until it logs out."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
 
 
 STOPPED = 128 + signal.SIGTSTP
@@ -522,7 +397,7 @@ class Shell:
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
                 env = dict(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
-                stage = _Stage()
+                stage = Stage()
                 if not last:
                     stage.close_after.append(out_fd)
                 if idx > 0:
@@ -564,7 +439,7 @@ class Shell:
         threading.Thread(target=collect, name="exosh-job", daemon=True).start()
         return job
 
-    def _adopt(self, stage: _Stage, proc: ExoProcess) -> None:
+    def _adopt(self, stage: Stage, proc: ExoProcess) -> None:
         """A builtin's process (``run``) joins the builtin's job."""
         stage.job = ShellJob(self.kernel, proc)
 
@@ -600,7 +475,7 @@ class Shell:
                 out_fd = fd
         return in_fd, out_fd, err_fd
 
-    def _start(self, ctx: CommandContext, stage: _Stage, inline: bool, opened: list[int],
+    def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],
                env: dict[str, str]) -> None:
         name = ctx.argv[0]
         builtin = self.builtins.get(name)

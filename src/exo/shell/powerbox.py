@@ -21,7 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from exo.kernel.manifest import Grant
     from exo.shell.context import CommandContext
-    from exo.shell.core import Shell, ShellJob
+    from exo.shell.core import Shell
+    from exo.shell.jobs import ShellJob
 
 #: Where the host's everyday programs are looked for (after the Exo tree's PATH).
 HOST_DIRS = ("/usr/bin", "/bin")

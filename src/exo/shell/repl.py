@@ -10,14 +10,8 @@ import threading
 import time
 
 from exo.shell.context import read_line
-from exo.shell.core import (
-    Logout,
-    Session,
-    Shell,
-    ShellExit,
-    SwitchUser,
-    install_sigint_default,
-)
+from exo.shell.core import Shell, install_sigint_default
+from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

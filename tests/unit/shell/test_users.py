@@ -89,7 +89,7 @@ def test_the_administrator_grants_more_in_etc(kernel: Kernel) -> None:
 
 def test_su_asks_a_password_and_derives_that_users_set(alice: Shell,
                                                         root_shell: Shell) -> None:
-    from exo.shell.core import SwitchUser
+    from exo.shell.session import SwitchUser
 
     status, _, err = run(alice, "su root", b"\n")  # root has no password: never
     assert status == 1 and "authentication failure" in err
