@@ -932,6 +932,28 @@ def _sudo(ctx: CommandContext) -> int:
         return exc.status
 
 
+@builtin("type", "say what a command name runs: type NAME...")
+def _type(ctx: CommandContext) -> int:
+    from exo.shell.powerbox import Powerbox
+
+    status = 0
+    for name in ctx.args:
+        if name in ctx.shell.aliases:
+            ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
+        elif name in ctx.shell.builtins:
+            ctx.out(f"{name} is a shell builtin")
+        elif (program := ctx.shell.find_program(name)) is not None:
+            ctx.out(f"{name} is {program} (in the Exo tree: its directory read-write)")
+        elif (host := Powerbox.find(name)) is not None:
+            known = name.rsplit("/", 1)[-1] in Powerbox.for_shell(ctx.shell).policies
+            ctx.out(f"{name} is {host} (through the powerbox: "
+                    f"{'the files its arguments name' if known else 'its directory read-only'})")
+        else:
+            ctx.err(f"{name}: not found")
+            status = 1
+    return status
+
+
 @builtin("alias", "define or list aliases: alias [NAME=VALUE]...")
 def _alias(ctx: CommandContext) -> int:
     aliases = ctx.shell.aliases

@@ -544,7 +544,15 @@ class Shell:
         """Programs installed in the Exo tree's PATH run as sandboxed processes holding
         the working directory and themselves; the host's everyday programs run through
         the powerbox (``exo.shell.powerbox``), holding what their command line names."""
-        name = ctx.argv[0]
+        program = self.find_program(ctx.argv[0])
+        if program is not None:
+            return self._start_program(ctx, self.vfs.host_path(program), env)
+        from exo.shell.powerbox import Powerbox
+
+        return Powerbox.for_shell(self).start(ctx, env)
+
+    def find_program(self, name: str) -> str | None:
+        """The Exo path of the executable ``name`` names in the Exo tree (``$PATH``)."""
         candidates = [name] if "/" in name else [
             posixpath.join(d, name) for d in self.env.get("PATH", "").split(":") if d
         ]
@@ -555,10 +563,8 @@ class Shell:
             except (VfsError, PermissionError):
                 continue
             if host.is_file() and os.access(host, os.X_OK):
-                return self._start_program(ctx, host, env)
-        from exo.shell.powerbox import Powerbox
-
-        return Powerbox.for_shell(self).start(ctx, env)
+                return path
+        return None
 
     def _start_program(self, ctx: CommandContext, program: Path,
                        env: dict[str, str]) -> ShellJob | None:

@@ -73,3 +73,17 @@ def test_the_administrator_policy_overrides_and_bad_policies_are_named(
     (kernel.root / "etc" / "exo" / "powerbox.toml").write_text("[programs\n")
     status, _, err = run(root_shell, "sort x")
     assert status == 126 and "/etc/exo/powerbox.toml" in err  # said, not a traceback
+
+
+def test_type_says_what_runs_and_completion_offers_the_powerbox_programs(
+        root_shell: Shell) -> None:
+    from exo.shell.completion import ShellCompleter
+
+    out = run(root_shell, "type cd sort expand")[1].splitlines()
+    assert out == ["cd is a shell builtin",
+                   "sort is /usr/bin/sort (through the powerbox: the files its arguments "
+                   "name)",
+                   "expand is /usr/bin/expand (through the powerbox: its directory "
+                   "read-only)"]
+    assert run(root_shell, "type no-such-program")[0] == 1
+    assert {"sort", "uniq", "find", "cd"} <= ShellCompleter(root_shell).commands()
