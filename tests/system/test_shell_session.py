@@ -89,6 +89,16 @@ def test_ctrl_z_stops_the_job_bg_and_fg_resume_it(exo_env: dict[str, str]) -> No
         term.sendline("kill -s KILL %1; wait %1; echo killed=$?")
         term.expect("killed=137")
         term.expect(PROMPT)
+        # leaving with a job left: warned once, then the job ends with the session
+        term.sendline("sh -c 'sleep 60' &")
+        term.expect(PROMPT)
+        term.sendline("exit")
+        term.expect("there are jobs; exit again")
+        term.expect(PROMPT)
+        term.sendline("exit")
+        term.expect("exo-os login: ")
+        term.sendline("root")
+        term.expect(PROMPT)
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
 

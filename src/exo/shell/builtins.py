@@ -398,6 +398,8 @@ def _exit(ctx: CommandContext) -> int:
         status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
     except ValueError:
         raise CommandError(f"{ctx.args[0]}: numeric argument required", 2) from None
+    if ctx.shell.keep_for_jobs():
+        raise CommandError("there are jobs; exit again to end them with the session")
     raise Logout(status & 0xFF)
 
 
@@ -405,6 +407,8 @@ def _exit(ctx: CommandContext) -> int:
 def _logout(ctx: CommandContext) -> int:
     from exo.shell.session import Logout
 
+    if ctx.shell.keep_for_jobs():
+        raise CommandError("there are jobs; logout again to end them with the session")
     raise Logout(0)
 
 

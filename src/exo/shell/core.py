@@ -82,6 +82,7 @@ class Shell:
         self.history: list[str] = []
         self.jobs: list[Job] = []
         self.terminal: Terminal | None = None  # set by the interactive front end
+        self._warned_jobs = False
         self._lock = threading.Lock()
 
     def as_session(self, session: Session) -> Shell:
@@ -245,6 +246,15 @@ class Shell:
         if job.number == 0:
             job.number = max((j.number for j in self.jobs), default=0) + 1
             self.jobs.append(job)
+
+    def keep_for_jobs(self) -> bool:
+        """At a terminal, the first ``exit`` with jobs left warns instead (as sh does);
+        the next one ends them with the session."""
+        live = [j for j in self.jobs if not j.done.is_set()]
+        if self.terminal is None or not live or self._warned_jobs:
+            return False
+        self._warned_jobs = True
+        return True
 
     def finished_jobs(self) -> list[Job]:
         """Background jobs that ended since last asked, removed from the table (the

@@ -229,6 +229,9 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
         except KeyboardInterrupt:
             continue  # Ctrl-C at the prompt clears the line
         except EOFError:
+            if shell.keep_for_jobs():
+                print("There are jobs; ^D again ends them with the session.")
+                continue
             raise Logout(shell.last_status) from None
         if not line.strip():
             continue
