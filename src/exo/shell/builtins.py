@@ -383,6 +383,37 @@ def _export(ctx: CommandContext) -> int:
     return 0
 
 
+@builtin("read", "read a line into variables: read [-r] [-p PROMPT] NAME...")
+def _read(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    raw, prompt = False, ""
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "-r":
+            raw = True
+        elif opt == "-p" and args:
+            prompt = args.pop(0)
+        else:
+            raise CommandError(f"usage: {HELP['read']}", 2)
+    if prompt:
+        ctx.write(prompt, ctx.stderr)
+    line = read_line(ctx.stdin)  # byte by byte: the next command reads on from there
+    if not line:
+        return 1
+    text = line.decode(errors="replace").rstrip("\n")
+    if not raw:  # a backslash keeps the next character as it is, and goes
+        import re
+
+        text = re.sub(r"\\(.)", r"\1", text)
+    names = args or ["REPLY"]
+    fields = text.split(None, len(names) - 1) if len(names) > 1 else [text.strip()]
+    for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
+        if not name.isidentifier():
+            raise CommandError(f"'{name}': not a valid identifier")
+        ctx.shell.env[name] = value
+    return 0
+
+
 @builtin("unset", "remove environment variables")
 def _unset(ctx: CommandContext) -> int:
     for name in ctx.args:

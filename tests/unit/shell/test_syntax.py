@@ -53,6 +53,12 @@ def test_if_elif_else_while_for(root_shell: Shell) -> None:
     assert run(root_shell, "if true; then echo in; fi >> /tmp/n; tail -1 /tmp/n")[1] == "in\n"
     assert run(root_shell, "for i in 1; do echo $i; done | cat")[0] == 2  # not a pipe
     assert run(root_shell, "true &&\necho continued")[1] == "continued\n"
+    # read, line by line, from a block's input
+    run(root_shell, "printf 'a b c\\nd e\\n' > /tmp/f")
+    assert run(root_shell, "while read x y; do echo $y$x; done < /tmp/f")[1] == "b ca\ned\n"
+    assert run(root_shell, "read -r one; echo [$one]", b"  lone line  \n")[1] == \
+        "[lone line]\n"
+    assert run(root_shell, "read x", b"")[0] == 1
     # over several lines, as in a sourced file
     assert run(root_shell, "for w in $(echo x y)\ndo\n  echo $w\ndone")[1] == "x\ny\n"
 
