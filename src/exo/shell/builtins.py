@@ -763,7 +763,7 @@ def _run(ctx: CommandContext) -> int:
     try:
         proc = kernel.start(argv, grants, manifest=manifest,
                             stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                            **start_options(kernel, cwd=ctx.shell.cwd))
+                            **start_options(kernel, cwd=ctx.shell.cwd, uid=ctx.shell.session.uid))
         if ctx.adopt is not None:
             ctx.adopt(proc)
         return kernel.wait(proc, cancelled=ctx.cancelled.is_set)

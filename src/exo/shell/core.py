@@ -599,8 +599,7 @@ class Shell:
 
         for grant in grants:
             self.session.require(grant)
-        options = start_options(self.kernel, cwd=self.cwd, env=env, uid=self.session.uid,
-                                user=self.session.user)
+        options = start_options(self.kernel, cwd=self.cwd, env=env, uid=self.session.uid)
         if env and "env" not in options:
             # `NAME=value program`: this kernel's start takes no environment, so the
             # host's env(1) sets it inside the sandbox, just before the program.
@@ -615,8 +614,8 @@ class Shell:
 
 def start_options(kernel: KernelApi, **wanted: object) -> dict[str, Any]:
     """The keyword arguments of ``wanted`` that this kernel's ``start`` accepts: the
-    working directory, the environment and the user are passed where the kernel's API
-    takes them (root, uid 0, is the default and never passed)."""
+    working directory (an Exo path), the environment and the user's Exo uid are passed
+    where the kernel's API takes them (root, uid 0, is the default and never passed)."""
     code = type(kernel).start.__code__
     names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     return {k: v for k, v in wanted.items() if k in names and v}

@@ -118,3 +118,20 @@ def test_background_jobs_are_listed_signalled_and_waited_for(root_shell: Shell) 
     assert run(root_shell, "kill %7")[0] == 1
     assert run(root_shell, "fg")[2] == "fg: no current job\n"
     assert [r["pid"] for r in root_shell.kernel.ps()] == [1]
+
+
+def test_the_working_directory_goes_to_the_kernel_where_its_api_takes_it() -> None:
+    from typing import Any
+
+    from exo.shell.core import start_options
+
+    class Today:
+        def start(self, argv: list[str], grants: Any = (), *, stdio: Any = None) -> None: ...
+
+    class WithCwd:
+        def start(self, argv: list[str], grants: Any = (), *, stdio: Any = None,
+                  cwd: str | None = None, env: Any = None) -> None: ...
+
+    wanted = {"cwd": "/home/root", "env": {}, "uid": 0}
+    assert start_options(Today(), **wanted) == {}  # type: ignore[arg-type]
+    assert start_options(WithCwd(), **wanted) == {"cwd": "/home/root"}  # type: ignore[arg-type]
