@@ -17,7 +17,9 @@ command's whole output. The cases are interleaved, shell by shell, on this noisy
   each a sandboxed Exo process granted what its command line names.
 * ``sort``: ``sort lines.txt > sorted.txt`` — the host's ``sort`` through the powerbox.
 * ``true_powerbox``: ``/bin/true`` through the powerbox: the floor every sandboxed
-  program pays (spawning its sandbox), whatever it does.
+  program pays (spawning its sandbox), whatever it does; ``true_run``: the same started
+  with ``run`` and no capability at all — the kernel's spawn alone, without the
+  powerbox's grants (bash's column for it is plain ``/bin/true`` too).
 
 Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
 """
@@ -46,6 +48,7 @@ CASES = {
     "cat_wc_powerbox": "/bin/cat big.txt | /usr/bin/wc -l",
     "sort": "sort lines.txt > sorted.txt",
     "true_powerbox": "/bin/true",
+    "true_run": "run -- /bin/true",
 }
 
 
@@ -107,17 +110,18 @@ def main() -> None:
     env = dict(os.environ, EXO_ROOT=str(root), LC_ALL="C")
     exo = Interpreter([EXO, "boot", "--quiet"], env)
     bash = Interpreter(["bash", "--norc", "--noprofile"], env, cwd=str(home))
+    peer = {"true_run": "/bin/true"}  # bash has no `run`
     samples: dict[str, dict[str, list[float]]] = {c: {"exo": [], "bash": []} for c in CASES}
     try:
         exo.time("cd /home/root")
         for _ in range(2):  # warm up: the spawn path, the page cache
-            for line in CASES.values():
+            for case, line in CASES.items():
                 exo.time(line)
-                bash.time(line)
+                bash.time(peer.get(case, line))
         for _ in range(runs):
             for case, line in CASES.items():
                 samples[case]["exo"].append(exo.time(line))
-                samples[case]["bash"].append(bash.time(line))
+                samples[case]["bash"].append(bash.time(peer.get(case, line)))
     finally:
         exo.close()
         bash.close()
