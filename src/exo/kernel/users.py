@@ -132,6 +132,8 @@ USER_GRANTS = (
     "storage://lib=READ,EXECUTE,DUPLICATE,GRANT",
     "storage://exo=READ,EXECUTE,DUPLICATE,GRANT",
     "storage://etc/motd=READ",
+    "storage://etc/hostname=READ",
+    "storage://etc/os-release=READ",
 )
 #: The administrator's policy: more capabilities for everyone or for named users.
 GRANTS_FILE = "etc/exo/grants.toml"
