@@ -47,11 +47,10 @@ def test_ctrl_c_reaches_the_foreground_job_only(exo_env: dict[str, str]) -> None
 def test_ctrl_z_stops_the_job_bg_and_fg_resume_it(exo_env: dict[str, str]) -> None:
     with boot_terminal(exo_env) as term:
         login(term)
-        term.sendline("sh -c 'sleep 2; echo slept-well'")
-        term.expect_exact("sh -c 'sleep 2; echo slept-well'")
-        time.sleep(0.8)
+        term.sendline("sh -c 'echo st\"\"arted; sleep 2; echo slept-well'")
+        term.expect("started")  # its output, not the typed line: it runs
         term.sendcontrol("z")
-        term.expect(r"\[1\]\+ Stopped  sh -c 'sleep 2; echo slept-well'")
+        term.expect(r"\[1\]\+ Stopped  sh -c 'echo st\"\"arted; sleep 2; echo slept-well'")
         term.expect(PROMPT)
         status_is(term, 148)
         term.sendline("jobs")
@@ -59,7 +58,7 @@ def test_ctrl_z_stops_the_job_bg_and_fg_resume_it(exo_env: dict[str, str]) -> No
         term.expect(PROMPT)
         time.sleep(2.0)  # stopped: it does not finish meanwhile
         term.sendline("bg %1")
-        term.expect(r"\[1\]\+ sh -c 'sleep 2; echo slept-well' &")
+        term.expect(r"\[1\]\+ sh -c 'echo st\"\"arted; sleep 2; echo slept-well' &")
         term.expect("slept-well", timeout=15)
         term.sendline("")
         term.expect(r"\[1\]\+ Done\(0\)")

@@ -825,6 +825,8 @@ def _job(ctx: CommandContext, spec: str | None) -> Job:
 def _fg(ctx: CommandContext) -> int:
     job = _job(ctx, ctx.args[0] if ctx.args else None)
     ctx.out(job.source)
+    if ctx.shell.terminal is not None:
+        ctx.shell.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
     ctx.shell.resume(job)
     return ctx.shell.foreground(job, ctx.stderr)
 

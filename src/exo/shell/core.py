@@ -322,11 +322,19 @@ class Shell:
                         stack.enter_context(self.terminal.job_in_foreground())
                     return self._launch(pipeline, stdin, stdout, stderr, source,
                                         inline).status
-            job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
+            # The keys go to the relay before the job starts: a Ctrl-C typed while it
+            # starts reaches it, never the kernel's group (a background job's sandbox).
+            reads = os.isatty(stdin) and name in READS_TERMINAL and not any(
+                r.op == "<" for r in cmds[0].redirects)
+            with contextlib.ExitStack() as stack:
+                if self.terminal is not None and not reads:
+                    self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
+                    stack.enter_context(self.terminal.job_in_foreground())
+                job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
+                return self.foreground(job, stderr)
         except _RedirectError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             return 1
-        return self.foreground(job, stderr)
 
     def _argv_name(self, cmd: Command) -> str:
         """The command's name: its first word after any ``NAME=value``."""

@@ -108,13 +108,18 @@ class Terminal:
     def ask(self, question: str) -> bool:
         """A yes/no question to the person at the terminal (the powerbox asks before
         granting a program more than its policy says)."""
-        os.write(self.fd, question.encode())  # the terminal, read-write
-        answer = b""
-        while not answer.endswith(b"\n"):
-            byte = os.read(self.fd, 1)
-            if not byte:
-                break
-            answer += byte
+        holder = os.tcgetpgrp(self.fd)  # the relay, while a job starts: ours to ask
+        _set_foreground(self.fd, os.getpgrp())
+        try:
+            os.write(self.fd, question.encode())  # the terminal, read-write
+            answer = b""
+            while not answer.endswith(b"\n"):
+                byte = os.read(self.fd, 1)
+                if not byte:
+                    break
+                answer += byte
+        finally:
+            _set_foreground(self.fd, holder)
         return answer.strip().lower() in (b"y", b"yes")
 
     def take_suspend(self) -> bool:
@@ -130,7 +135,6 @@ class Terminal:
         relay = self._relay
         handed = relay is not None and relay.poll() is None and _set_foreground(
             self.fd, relay.pid)
-        self._suspend.clear()
         try:
             yield
         finally:
