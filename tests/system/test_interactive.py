@@ -47,15 +47,37 @@ def login(child: pexpect.spawn) -> None:
     child.expect(PROMPT)
 
 
-def test_login_run_and_exit(term: pexpect.spawn) -> None:
+def log_out(child: pexpect.spawn, how: str = "exit") -> None:
+    """End the session (back at the login prompt), then end input there: the system
+    stops."""
+    child.sendline(how)
+    child.expect("exo-os login: ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+
+
+def test_exit_returns_to_the_login_prompt_and_shutdown_powers_off(term: pexpect.spawn
+                                                                  ) -> None:
     login(term)
-    term.sendline("echo $((1)) hello-from-pty")
-    term.expect("hello-from-pty")
+    term.sendline("echo $((1+1)) hello-from-pty")
+    term.expect("2 hello-from-pty")
     term.expect(PROMPT)
     term.sendline("exit 4")
+    term.expect("exo-os login: ")  # a session ends; the system goes on
+    term.sendline("root")
+    term.expect(PROMPT)
+    term.sendline("logout")
+    term.expect("exo-os login: ")
+    term.sendline("root")
+    term.expect(PROMPT)
+    term.sendeof()  # ^D logs out too
+    term.expect("exo-os login: ")
+    term.sendline("root")
+    term.expect(PROMPT)
+    term.sendline("shutdown")
     term.expect(pexpect.EOF)
     term.close()
-    assert term.exitstatus == 4
+    assert term.exitstatus == 0
 
 
 def test_tab_completes_commands_and_paths(term: pexpect.spawn, exo_root: Path) -> None:
@@ -115,6 +137,8 @@ def test_ctrl_c_at_prompt_keeps_shell_and_ctrl_d_exits(term: pexpect.spawn) -> N
     term.expect("still-here")
     term.expect(PROMPT)
     term.sendeof()
+    term.expect("exo-os login: ")
+    term.sendeof()
     term.expect(pexpect.EOF)
 
 
@@ -136,8 +160,7 @@ def test_history_persists(term: pexpect.spawn, exo_root: Path) -> None:
     term.sendline("history")
     term.expect("echo remember-me")
     term.expect(PROMPT)
-    term.sendline("exit")
-    term.expect(pexpect.EOF)
+    log_out(term)
     assert "echo remember-me" in (exo_root / "home" / "root" / ".exo_history").read_text()
 
 
@@ -158,8 +181,7 @@ def test_login_as_a_user_with_a_password(exo_env: dict[str, str], exo_root: Path
         child.expect("/home/alice")
         child.sendline("useradd mallory")
         child.expect("only root manages users")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
+        log_out(child)
 
 
 def test_root_adds_a_user_at_the_terminal_who_then_logs_in(term: pexpect.spawn,
@@ -169,16 +191,16 @@ def test_root_adds_a_user_at_the_terminal_who_then_logs_in(term: pexpect.spawn,
     term.sendline("useradd carol")
     term.expect("New password: ")
     term.sendline("t0p-secret")  # not echoed: getpass reads the terminal itself
+    term.expect("Retype new password: ")
+    term.sendline("t0p-secret")
     term.expect(r"user carol created \(uid \d+, home /home/carol\)")
     term.expect(PROMPT)
     assert "t0p-secret" not in term.before
     assert "t0p-secret" not in (exo_root / "etc" / "passwd").read_text()
-    term.sendline("exit")
-    term.expect(pexpect.EOF)
+    log_out(term)
     with boot_terminal(exo_env) as child:
         login_as(child, "carol", "t0p-secret")
         child.expect(r"exo-os:~\$")
         child.sendline("whoami")
         child.expect("carol")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
+        log_out(child)

@@ -64,7 +64,7 @@ def test_the_first_session(exo_env: dict[str, str]) -> None:
 def test_the_manifest_example(tmp_path: Path) -> None:
     from exo.kernel.manifest import load_manifest
 
-    (toml,) = _blocks("toml")
+    (toml,) = [b for b in _blocks("toml") if "[sandbox]" in b]
     path = tmp_path / "app.toml"
     path.write_text(toml)
     manifest = load_manifest(path)
@@ -113,3 +113,21 @@ def test_the_fuzzers_run(tmp_path: Path) -> None:
                            capture_output=True, timeout=300,
                            cwd=README.parent)
         assert r.returncode == 0, (line, r.stdout[-2000:], r.stderr[-2000:])
+
+
+def test_the_grants_example(exo_root: Path) -> None:
+    """The administrator's policy in "Living in the shell" grants what the text says."""
+    from exo.kernel.tree import ensure_tree
+    from exo.kernel.users import GRANTS_FILE, UserDatabase, session_grants
+
+    (policy,) = [b for b in _blocks("toml") if "[users.alice]" in b]
+    ensure_tree(exo_root)
+    (exo_root / GRANTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (exo_root / GRANTS_FILE).write_text(policy)
+    db = UserDatabase(exo_root)
+    alice, bob = db.add("alice", "a"), db.add("bob", "b")
+    alice_set = {str(g) for g in session_grants(exo_root, alice) or []}
+    bob_set = {str(g) for g in session_grants(exo_root, bob) or []}
+    assert {"storage://home/shared=READ,WRITE", "device://power=WRITE"} <= alice_set
+    assert "storage://home/shared=READ" in bob_set
+    assert not any(g.startswith("device://") for g in bob_set)

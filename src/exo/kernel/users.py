@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -118,3 +119,68 @@ class UserDatabase:
             fh.write("".join(u.line() + "\n" for u in users))
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
+
+
+# ------------------------------------------------------------ users as capability roots
+#: What every other user holds: their home and /tmp read-write, the system's programs
+#: and libraries read-only. ``{user}`` is the user's name.
+USER_GRANTS = (
+    "storage://home/{user}=READ,WRITE,EXECUTE,DUPLICATE,GRANT",
+    "storage://tmp=READ,WRITE,DUPLICATE,GRANT",
+    "storage://bin=READ,EXECUTE,DUPLICATE,GRANT",
+    "storage://usr=READ,EXECUTE,DUPLICATE,GRANT",
+    "storage://lib=READ,EXECUTE,DUPLICATE,GRANT",
+    "storage://exo=READ,EXECUTE,DUPLICATE,GRANT",
+    "storage://etc/motd=READ",
+    "storage://etc/hostname=READ",
+    "storage://etc/os-release=READ",
+)
+#: The administrator's policy: more capabilities for everyone or for named users.
+GRANTS_FILE = "etc/exo/grants.toml"
+#: Held to power the system off (``shutdown``, ``exo shutdown``): root's, or granted.
+POWER = "device://power"
+
+
+def session_grants(root: Path, user: User) -> list[Any] | None:
+    """The capability set a login of ``user`` holds: ``None`` for root (every root
+    capability), else ``USER_GRANTS`` plus what ``/etc/exo/grants.toml`` grants::
+
+        [all]
+        capabilities = ["storage://home/shared=READ"]
+        [users.alice]
+        capabilities = ["storage://home/shared=READ,WRITE", "device://power=WRITE"]
+
+    A malformed policy grants nothing more (and says why): a typo must not lock
+    everyone out, nor grant more than written.
+    """
+    from exo.kernel.manifest import ManifestError, parse_grant
+
+    if user.uid == 0:
+        return None
+    grants = [parse_grant(g.format(user=user.name)) for g in USER_GRANTS]
+    for text in _policy(root, user.name):
+        try:
+            grants.append(parse_grant(text))
+        except ManifestError as exc:
+            raise UserError(f"/{GRANTS_FILE}: {exc}") from None
+    return grants
+
+
+def _policy(root: Path, name: str) -> list[str]:
+    import tomllib
+
+    path = root / GRANTS_FILE
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"/{GRANTS_FILE}: {exc}") from None
+    out: list[str] = []
+    sections = [data.get("all", {}), data.get("users", {}).get(name, {})]
+    for section in sections:
+        caps = section.get("capabilities", []) if isinstance(section, dict) else None
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise UserError(f"/{GRANTS_FILE}: 'capabilities' must be a list of strings")
+        out += caps
+    return out

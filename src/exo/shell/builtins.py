@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import signal
+import stat
 import time
 
 from exo import __version__
@@ -14,10 +16,12 @@ from exo.shell.context import CommandContext, CommandError, read_line
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import NoReturn
 
-    from exo.kernel.manifest import Manifest
+    from exo.kernel.manifest import Grant, Manifest
+    from exo.shell.jobs import Job
+    from exo.shell.session import Session
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -31,6 +35,11 @@ def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int
         return fn
 
     return register
+
+
+def usage(name: str) -> str:
+    """``NAME --help``: what the command does and how it is called."""
+    return f"{name}: {HELP.get(name, 'no help')}"
 
 
 def _parser(ctx: CommandContext, description: str) -> argparse.ArgumentParser:
@@ -80,13 +89,22 @@ def _pwd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("cd", "change the working directory (default: $HOME)")
+@builtin("cd", "change the working directory: cd [DIR | -] (default: $HOME; -: the previous)")
 def _cd(ctx: CommandContext) -> int:
-    target = ctx.path(ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
+    back = ctx.args[:1] == ["-"]
+    if back and not ctx.shell.env.get("OLDPWD"):
+        raise CommandError("OLDPWD not set")
+    raw = ctx.shell.env["OLDPWD"] if back else (
+        ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
+    target = ctx.path(raw)
     if not ctx.shell.vfs.is_dir(target):
-        raise CommandError(f"{ctx.args[0] if ctx.args else target}: no such directory")
+        raise CommandError(f"{raw}: no such directory")
+    ctx.shell.vfs.listdir(target)  # a user enters only what the session may list
+    ctx.shell.env["OLDPWD"] = ctx.shell.cwd
     ctx.shell.cwd = target
     ctx.shell.env["PWD"] = target
+    if back:
+        ctx.out(target)
     return 0
 
 
@@ -133,14 +151,41 @@ def _cat(ctx: CommandContext) -> int:
                 ctx.write(chunk)
             continue
         try:
-            for chunk in ctx.shell.vfs.iter_chunks(ctx.path(raw)):
-                if ctx.cancelled.is_set():
+            fd = ctx.shell.vfs.open_read(ctx.path(raw))
+            try:
+                if _send_file(ctx, fd):
                     return 130
-                ctx.write(chunk)
+            finally:
+                os.close(fd)
         except (FileNotFoundError, IsADirectoryError) as exc:
             ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
             status = 1
     return status
+
+
+def _send_file(ctx: CommandContext, fd: int) -> bool:
+    """Copy ``fd`` to stdout in the kernel (``sendfile``) when it can, else by chunks;
+    True if cancelled on the way."""
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise IsADirectoryError("is a directory")
+    offset = 0
+    while not ctx.cancelled.is_set():
+        try:
+            sent = os.sendfile(ctx.stdout, fd, offset, 1 << 20)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            break  # not a target sendfile takes: copy through user space
+        if sent == 0:
+            return False
+        offset += sent
+    while not ctx.cancelled.is_set():
+        chunk = os.pread(fd, 1 << 16, offset)
+        if not chunk:
+            return False
+        ctx.write(chunk)
+        offset += len(chunk)
+    return True
 
 
 def _strip(exc: BaseException, path: str) -> str:
@@ -256,11 +301,27 @@ def _lines_and_count(ctx: CommandContext, description: str) -> tuple[list[bytes]
 @builtin("wc", "count lines, words and bytes: wc [-l|-w|-c] [FILE...]")
 def _wc(ctx: CommandContext) -> int:
     flags, files = _split_flags(ctx.args, "lwc")
-    data = b"".join(_inputs(ctx, files))
-    counts = {"l": data.count(b"\n"), "w": len(data.split()), "c": len(data)}
-    shown = [str(counts[k]) for k in "lwc" if not flags or k in flags]
-    ctx.out(" ".join(shown))
+    counts = {"l": 0, "w": 0, "c": 0}
+    tail = b""  # a word cut across two chunks is counted once, with the next chunk
+    chunks = ctx.read_stdin(1 << 20) if not files else (
+        c for raw in files for c in _file_chunks(ctx, raw))
+    for chunk in chunks:
+        counts["l"] += chunk.count(b"\n")
+        counts["c"] += len(chunk)
+        if "w" in flags or not flags:
+            words = (tail + chunk).split()
+            tail = words.pop() if words and not chunk[-1:].isspace() else b""
+            counts["w"] += len(words)
+    counts["w"] += 1 if tail else 0
+    ctx.out(" ".join(str(counts[k]) for k in "lwc" if not flags or k in flags))
     return 0
+
+
+def _file_chunks(ctx: CommandContext, raw: str) -> Iterator[bytes]:
+    try:
+        yield from ctx.shell.vfs.iter_chunks(ctx.path(raw), 1 << 20)
+    except FileNotFoundError:
+        raise CommandError(f"{raw}: no such file or directory") from None
 
 
 @builtin("grep", "lines matching a regular expression: grep [-vicn] PATTERN [FILE...]")
@@ -322,6 +383,37 @@ def _export(ctx: CommandContext) -> int:
     return 0
 
 
+@builtin("read", "read a line into variables: read [-r] [-p PROMPT] NAME...")
+def _read(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    raw, prompt = False, ""
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "-r":
+            raw = True
+        elif opt == "-p" and args:
+            prompt = args.pop(0)
+        else:
+            raise CommandError(f"usage: {HELP['read']}", 2)
+    if prompt:
+        ctx.write(prompt, ctx.stderr)
+    line = read_line(ctx.stdin)  # byte by byte: the next command reads on from there
+    if not line:
+        return 1
+    text = line.decode(errors="replace").rstrip("\n")
+    if not raw:  # a backslash keeps the next character as it is, and goes
+        import re
+
+        text = re.sub(r"\\(.)", r"\1", text)
+    names = args or ["REPLY"]
+    fields = text.split(None, len(names) - 1) if len(names) > 1 else [text.strip()]
+    for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
+        if not name.isidentifier():
+            raise CommandError(f"'{name}': not a valid identifier")
+        ctx.shell.env[name] = value
+    return 0
+
+
 @builtin("unset", "remove environment variables")
 def _unset(ctx: CommandContext) -> int:
     for name in ctx.args:
@@ -329,23 +421,85 @@ def _unset(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("exit", "leave the shell: exit [STATUS]")
+@builtin("exit", "end the session (back to the login prompt): exit [STATUS]")
 def _exit(ctx: CommandContext) -> int:
-    from exo.shell.core import ShellExit
+    from exo.shell.session import Logout
 
     try:
         status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
     except ValueError:
         raise CommandError(f"{ctx.args[0]}: numeric argument required", 2) from None
-    raise ShellExit(status & 0xFF)
+    if ctx.shell.keep_for_jobs():
+        raise CommandError("there are jobs; exit again to end them with the session")
+    raise Logout(status & 0xFF)
 
 
-@builtin("shutdown", "stop every Exo process and power off the kernel")
+@builtin("logout", "end the session and return to the login prompt")
+def _logout(ctx: CommandContext) -> int:
+    from exo.shell.session import Logout
+
+    if ctx.shell.keep_for_jobs():
+        raise CommandError("there are jobs; logout again to end them with the session")
+    raise Logout(0)
+
+
+@builtin("shutdown", "stop every Exo process and power off (needs device://power)")
 def _shutdown(ctx: CommandContext) -> int:
-    from exo.shell.core import ShellExit
+    from exo.kernel.users import POWER
+    from exo.shell.session import ShellExit
 
+    if not ctx.shell.session.holds(POWER, "WRITE"):
+        raise CommandError(f"permission denied: powering off needs {POWER}=WRITE, which "
+                           f"user {ctx.shell.session.user} does not hold")
     ctx.shell.kernel.request_shutdown()
     raise ShellExit(0)
+
+
+@builtin("test", "evaluate a condition: test EXPR, [ EXPR ] (-e -f -d -z -n = != -eq -lt ...)")
+def _test(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    if ctx.name == "[":
+        if args[-1:] != ["]"]:
+            raise CommandError("missing ']'", 2)
+        args.pop()
+    return 0 if _condition(ctx, args) else 1
+
+
+def _condition(ctx: CommandContext, args: list[str]) -> bool:
+    if args[:1] == ["!"]:
+        return not _condition(ctx, args[1:])
+    if not args:
+        return False
+    if len(args) == 1:
+        return args[0] != ""
+    vfs = ctx.shell.vfs
+    if len(args) == 2:
+        op, operand = args
+        path = ctx.path(operand)
+        if op in ("-e", "-d", "-f"):
+            return vfs.exists(path) and (op == "-e" or vfs.is_dir(path) == (op == "-d"))
+        if op in ("-z", "-n"):
+            return (operand == "") == (op == "-z")
+        raise CommandError(f"{op}: unary operator expected", 2)
+    if len(args) == 3:
+        left, op, right = args
+        if op in ("=", "=="):
+            return left == right
+        if op == "!=":
+            return left != right
+        numeric = {"-eq": int.__eq__, "-ne": int.__ne__, "-lt": int.__lt__,
+                   "-le": int.__le__, "-gt": int.__gt__, "-ge": int.__ge__}
+        if op in numeric:
+            try:
+                return bool(numeric[op](int(left), int(right)))
+            except ValueError:
+                raise CommandError("integer expression expected", 2) from None
+        raise CommandError(f"{op}: binary operator expected", 2)
+    raise CommandError("too many arguments", 2)
+
+
+BUILTINS["["] = _test
+HELP["["] = HELP["test"]
 
 
 @builtin("true", "do nothing, successfully")
@@ -393,13 +547,15 @@ def _help(ctx: CommandContext) -> int:
         name = ctx.args[0]
         if name not in HELP:
             raise CommandError(f"no help for '{name}'")
-        ctx.out(f"{name}: {HELP[name]}")
+        ctx.out(usage(name))
         return 0
     width = max(len(n) for n in HELP)
     ctx.out("Exo-OS shell built-in commands:")
     for name in sorted(HELP):
         ctx.out(f"  {name:<{width}}  {HELP[name]}")
-    ctx.out("Operators: | > >> < 2> 2>&1 ; && ||   Variables: $NAME ${NAME} $?")
+    ctx.out("Operators: | > >> < 2> 2>&1 ; && || &   Variables: $NAME ${NAME} $? $$ "
+            "NAME=value   $(command) $((arithmetic))")
+    ctx.out("Blocks: if/then/elif/else/fi, while/do/done, for NAME in WORDS; do ...; done")
     return 0
 
 
@@ -414,6 +570,9 @@ def _history(ctx: CommandContext) -> int:
 @builtin("ps", "list Exo processes: ps [--json]")
 def _ps(ctx: CommandContext) -> int:
     rows = ctx.shell.kernel.ps()
+    if ctx.shell.session.grants is not None:  # a user sees the kernel and their own jobs
+        mine = {p.pid for j in ctx.shell.jobs for p in j.processes()}
+        rows = [r for r in rows if r["pid"] == 1 or r["pid"] in mine]
     if "--json" in ctx.args:
         ctx.out(json.dumps(rows, indent=2))
         return 0
@@ -424,10 +583,15 @@ def _ps(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("kill", "signal an Exo process: kill [-SIGNAL] PID...")
+@builtin("kill", "signal a process or job: kill [-SIGNAL | -s SIGNAL] PID|%N...")
 def _kill(ctx: CommandContext) -> int:
     args = list(ctx.args)
     sig = signal.SIGTERM
+    if args[:1] == ["-l"]:
+        ctx.out(" ".join(s.name.removeprefix("SIG") for s in signal.Signals))
+        return 0
+    if args and args[0] == "-s" and len(args) > 1:
+        args[:2] = ["-" + args[1]]
     if args and args[0].startswith("-"):
         spec = args.pop(0)[1:].upper()
         try:
@@ -439,6 +603,20 @@ def _kill(ctx: CommandContext) -> int:
         raise CommandError("usage: kill [-SIGNAL] PID...", 2)
     status = 0
     for raw in args:
+        if raw.startswith("%"):
+            job = _job(ctx, raw)
+            if job.processes():
+                for proc in job.processes():
+                    proc.signal(sig)
+                if sig == signal.SIGCONT:
+                    job.state = "Running"
+            else:
+                job.cancel.set()  # builtins only: they end at their next check
+            continue
+        if not _own_pid(ctx, raw):
+            ctx.err(f"({raw}) - not a process of user {ctx.shell.session.user}")
+            status = 1
+            continue
         try:
             ctx.shell.kernel.kill(int(raw), sig)
         except ValueError:
@@ -448,6 +626,13 @@ def _kill(ctx: CommandContext) -> int:
             ctx.err(str(exc.args[0]) if exc.args else f"({raw}) - no such process")
             status = 1
     return status
+
+
+def _own_pid(ctx: CommandContext, raw: str) -> bool:
+    """Root signals any process; a user only those of the jobs of this session."""
+    if ctx.shell.session.grants is None or not raw.isdigit():
+        return True
+    return any(p.pid == int(raw) for j in ctx.shell.jobs for p in j.processes())
 
 
 def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> None:
@@ -472,6 +657,11 @@ def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> No
 
 
 
+#: What reading the kernel's records takes: the files they are kept in.
+AUDIT_LOG = "storage://var/log/audit.jsonl"
+KERNEL_LOG = "storage://var/log/kernel.log"
+
+
 @builtin("caps", "capabilities: caps [PID] | caps --audit [--pid N] [--event E] [--json]")
 def _caps(ctx: CommandContext) -> int:
     p = _parser(ctx, "list capabilities or query the audit log")
@@ -483,6 +673,8 @@ def _caps(ctx: CommandContext) -> int:
     p.add_argument("--json", action="store_true")
     ns = p.parse_args(ctx.args)
     kernel = ctx.shell.kernel
+    if ns.audit and not ctx.shell.session.holds(AUDIT_LOG, "READ"):
+        raise CommandError(f"permission denied: the audit log needs {AUDIT_LOG}=READ")
     if ns.audit:
         try:
             dicts = kernel.audit(event=ns.event, pid=ns.pid, resource=ns.resource,
@@ -492,13 +684,15 @@ def _caps(ctx: CommandContext) -> int:
         if ns.json:
             ctx.out(json.dumps(dicts, indent=2))
             return 0
-        rows = [[time.strftime("%H:%M:%S", time.localtime(float(str(d.get("time", 0))))),
-                 str(d.get("event", "")), str(d.get("pid", "")), str(d.get("resource", "")),
-                 str(d.get("rights", "")), str(d.get("reason", ""))] for d in dicts]
+        rows = [[time.strftime("%H:%M:%S", time.localtime(float(str(d.get("time") or 0)))),
+                 _cell(d.get("event")), _cell(d.get("pid")), _cell(d.get("resource")),
+                 _cell(d.get("rights")), _cell(d.get("reason"))] for d in dicts]
         _table(ctx, ["TIME", "EVENT", "PID", "RESOURCE", "RIGHTS", "REASON"], rows)
         return 0
+    if ns.pid is not None and not _own_pid(ctx, str(ns.pid)):
+        raise CommandError(f"({ns.pid}) - not a process of user {ctx.shell.session.user}")
     try:
-        out = kernel.caps(ns.pid)
+        out = [r for r in kernel.caps(ns.pid) if _own_pid(ctx, str(r["pid"]))]
     except Exception as exc:
         raise CommandError(str(exc)) from None
     if ns.json:
@@ -510,8 +704,15 @@ def _caps(ctx: CommandContext) -> int:
     return 0
 
 
+def _cell(value: object) -> str:
+    """A table cell: a field the record does not have is blank, never ``None``."""
+    return "" if value is None else str(value)
+
+
 @builtin("dmesg", "kernel messages (boot steps, spawns, exits)")
 def _dmesg(ctx: CommandContext) -> int:
+    if not ctx.shell.session.holds(KERNEL_LOG, "READ"):
+        raise CommandError(f"permission denied: kernel messages need {KERNEL_LOG}=READ")
     for line in ctx.shell.kernel.dmesg():
         ctx.out(line)
     return 0
@@ -550,12 +751,37 @@ def _run(ctx: CommandContext) -> int:
     argv = args[1:]
     if not argv:
         raise CommandError(f"usage: {HELP['run']}", 2)
+    # The session's set bounds what it starts: a user cannot ask the kernel for more.
+    for grant in [*grants, *(manifest.grants if manifest is not None else ())]:
+        try:
+            ctx.shell.session.require(grant)
+        except PermissionError as exc:
+            raise CommandError(str(exc), 126) from None
+    kernel = ctx.shell.kernel
     try:
-        return ctx.shell.kernel.run(argv, grants, manifest=manifest,
-                                    stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                    cancelled=ctx.cancelled.is_set)
+        proc = kernel.start(argv, grants, manifest=manifest,
+                            stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                            cwd=_visible_cwd(ctx.shell.cwd, [
+                                *grants, *(manifest.grants if manifest is not None else ())]))
+        if ctx.adopt is not None:
+            ctx.adopt(proc)
+        return kernel.wait(proc, cancelled=ctx.cancelled.is_set)
     except (SandboxError, ProcessesUnavailable) as exc:
         raise CommandError(str(exc), failure_status(exc)) from None
+
+
+def _visible_cwd(cwd: str, grants: list[Grant]) -> str:
+    """The shell's working directory if the process will see it, else ``/``: `run` names
+    exactly what the process holds, and a directory it holds nothing on does not exist in
+    its world (it starts at the top of its tree, as a login does without a home)."""
+    from exo.sandbox import SandboxError
+    from exo.sandbox.namespace import check_cwd
+
+    visible = [f"/{g.name.path}" for g in grants if g.name.scheme == "storage"]
+    try:
+        return check_cwd(cwd, visible)
+    except SandboxError:
+        return "/"
 
 
 @builtin("exo", "Exo-OS commands: exo shutdown | exo run ... | exo ps | exo caps | exo version")
@@ -570,8 +796,10 @@ def _exo(ctx: CommandContext) -> int:
         return 0
     if target is None:
         raise CommandError(f"unknown subcommand '{sub}' (try: exo help)", 2)
-    return BUILTINS[target](CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout,
-                                           ctx.stderr, ctx.cancelled))
+    sub_ctx = CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout, ctx.stderr,
+                             ctx.cancelled)
+    sub_ctx.adopt = ctx.adopt
+    return BUILTINS[target](sub_ctx)
 
 
 @builtin("tail", "last lines of files or stdin: tail [-n N | -N] [FILE...]")
@@ -581,12 +809,66 @@ def _tail(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("jobs", "background jobs started with &")
+@builtin("jobs", "list jobs (started with &, or stopped with Ctrl-Z)")
 def _jobs(ctx: CommandContext) -> int:
-    for job in ctx.shell.jobs:
-        state = "Running" if not job.done.is_set() else f"Done({job.status})"
+    for job in list(ctx.shell.jobs):
+        state = job.state if not job.done.is_set() else f"Done({job.status})"
         ctx.out(f"[{job.number}] {state:<10} {job.source}")
+    ctx.shell.finished_jobs()  # shown once as done, then forgotten (as sh does)
     return 0
+
+
+def _job(ctx: CommandContext, spec: str | None) -> Job:
+    """``%N``, ``N`` or (no spec) the newest job."""
+    jobs = ctx.shell.jobs
+    if spec is None:
+        if not jobs:
+            raise CommandError("no current job")
+        return jobs[-1]
+    raw = spec.removeprefix("%")
+    if raw in ("+", "%", ""):
+        return _job(ctx, None)
+    for job in jobs:
+        if raw.isdigit() and job.number == int(raw):
+            return job
+    raise CommandError(f"{spec}: no such job")
+
+
+@builtin("fg", "bring a job to the foreground: fg [%N]")
+def _fg(ctx: CommandContext) -> int:
+    job = _job(ctx, ctx.args[0] if ctx.args else None)
+    ctx.out(job.source)
+    if ctx.shell.terminal is not None:
+        ctx.shell.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
+    ctx.shell.resume(job)
+    return ctx.shell.foreground(job, ctx.stderr)
+
+
+@builtin("bg", "let a stopped job go on in the background: bg [%N]")
+def _bg(ctx: CommandContext) -> int:
+    job = _job(ctx, ctx.args[0] if ctx.args else None)
+    ctx.out(f"[{job.number}]+ {job.source} &")  # first: what it prints comes after
+    ctx.shell.resume(job)
+    return 0
+
+
+@builtin("wait", "wait for background jobs to end: wait [%N | PID]...")
+def _wait(ctx: CommandContext) -> int:
+    targets = [_job(ctx, a) for a in ctx.args if a.startswith("%")]
+    pids = {int(a) for a in ctx.args if a.isdigit()}
+    if pids:
+        targets += [j for j in ctx.shell.jobs if {p.pid for p in j.processes()} & pids]
+    if not ctx.args:
+        targets = [j for j in ctx.shell.jobs if j.state != "Stopped"]
+    status = 0
+    for job in targets:
+        while not job.done.wait(0.05):
+            if ctx.cancelled.is_set():
+                return 130
+        status = job.status
+        if job in ctx.shell.jobs:
+            ctx.shell.jobs.remove(job)
+    return status
 
 
 def _read_secret(ctx: CommandContext, prompt: str) -> str:
@@ -601,8 +883,19 @@ def _read_secret(ctx: CommandContext, prompt: str) -> str:
     return read_line(ctx.stdin).decode().rstrip("\n")
 
 
+def _new_password(ctx: CommandContext) -> str:
+    """A new password, typed twice on a terminal (the second, like the first, is read
+    here: it never reaches the shell as a command, nor its history)."""
+    password = _read_secret(ctx, "New password: ")
+    if not password:
+        raise CommandError("a password is required")
+    if os.isatty(ctx.stdin) and _read_secret(ctx, "Retype new password: ") != password:
+        raise CommandError("passwords do not match; nothing changed")
+    return password
+
+
 def _require_root(ctx: CommandContext) -> None:
-    if ctx.shell.session.uid != 0:
+    if not ctx.shell.session.holds("storage://etc/passwd", "WRITE"):
         raise CommandError("permission denied: only root manages users")
 
 
@@ -613,9 +906,7 @@ def _useradd(ctx: CommandContext) -> int:
     _require_root(ctx)
     if len(ctx.args) != 1:
         raise CommandError("usage: useradd NAME", 2)
-    password = _read_secret(ctx, "New password: ")
-    if not password:
-        raise CommandError("a password is required")
+    password = _new_password(ctx)
     try:
         user = UserDatabase(ctx.shell.kernel.root).add(ctx.args[0], password)
     except UserError as exc:
@@ -625,19 +916,129 @@ def _useradd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("passwd", "change a password: passwd [NAME]")
+@builtin("passwd", "change a password: passwd [NAME] (asks twice on a terminal)")
 def _passwd(ctx: CommandContext) -> int:
     from exo.kernel.users import UserDatabase, UserError
 
     name = ctx.args[0] if ctx.args else ctx.shell.session.user
     if name != ctx.shell.session.user:
         _require_root(ctx)
-    password = _read_secret(ctx, "New password: ")
-    if not password:
-        raise CommandError("a password is required")
+    password = _new_password(ctx)
     try:
         UserDatabase(ctx.shell.kernel.root).set_password(name, password)
     except UserError as exc:
         raise CommandError(str(exc)) from None
     ctx.out(f"password updated for {name}")
     return 0
+
+
+def _other_session(ctx: CommandContext, name: str) -> Session:
+    """The session of user ``name``, after their password (root needs none): what ``su``
+    and ``sudo`` derive, from that user's own capability set."""
+    from exo.kernel.users import UserDatabase, UserError, session_grants
+    from exo.shell.session import Session
+
+    db = UserDatabase(ctx.shell.kernel.root)
+    user = db.get(name)
+    if ctx.shell.session.grants is not None or user is None:
+        # Root becomes anyone; anyone else proves they are the user. No password-less
+        # accounts here: root's development-mode login is for the console only.
+        password = _read_secret(ctx, "Password: ")
+        if user is None or not user.password_hash or db.authenticate(
+                name, password, dev_mode=False) is None:
+            time.sleep(1.0)
+            raise CommandError("authentication failure")
+    try:
+        grants = session_grants(ctx.shell.kernel.root, user)
+    except UserError as exc:
+        raise CommandError(str(exc)) from None
+    return Session(user.name, user.uid, user.home, grants)
+
+
+@builtin("su", "become another user (asks their password): su [USER] (default root)")
+def _su(ctx: CommandContext) -> int:
+    from exo.shell.session import SwitchUser
+
+    raise SwitchUser(_other_session(ctx, ctx.args[0] if ctx.args else "root"))
+
+
+@builtin("sudo", "run one command as another user (asks their password): "
+                 "sudo [-u USER] COMMAND...")
+def _sudo(ctx: CommandContext) -> int:
+    import shlex
+
+    from exo.shell.session import ShellExit
+
+    args = list(ctx.args)
+    name = "root"
+    if args[:1] == ["-u"] and len(args) > 1:
+        name, args = args[1], args[2:]
+    if not args:
+        raise CommandError(f"usage: {HELP['sudo']}", 2)
+    other = ctx.shell.as_session(_other_session(ctx, name))
+    try:
+        return other.run_line(shlex.join(args), ctx.stdin, ctx.stdout, ctx.stderr)
+    except ShellExit as exc:
+        return exc.status
+
+
+@builtin("type", "say what a command name runs: type NAME...")
+def _type(ctx: CommandContext) -> int:
+    from exo.shell.powerbox import Powerbox
+
+    status = 0
+    for name in ctx.args:
+        if name in ctx.shell.aliases:
+            ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
+        elif name in ctx.shell.builtins:
+            ctx.out(f"{name} is a shell builtin")
+        elif (program := ctx.shell.find_program(name)) is not None:
+            ctx.out(f"{name} is {program} (in the Exo tree: its directory read-write)")
+        elif (host := Powerbox.find(name)) is not None:
+            known = name.rsplit("/", 1)[-1] in Powerbox.for_shell(ctx.shell).policies
+            ctx.out(f"{name} is {host} (through the powerbox: "
+                    f"{'the files its arguments name' if known else 'its directory read-only'})")
+        else:
+            ctx.err(f"{name}: not found")
+            status = 1
+    return status
+
+
+@builtin("alias", "define or list aliases: alias [NAME=VALUE]...")
+def _alias(ctx: CommandContext) -> int:
+    aliases = ctx.shell.aliases
+    if not ctx.args:
+        for name in sorted(aliases):
+            ctx.out(f"alias {name}='{aliases[name]}'")
+        return 0
+    status = 0
+    for arg in ctx.args:
+        name, sep, value = arg.partition("=")
+        if sep:
+            aliases[name] = value
+        elif name in aliases:
+            ctx.out(f"alias {name}='{aliases[name]}'")
+        else:
+            ctx.err(f"{name}: not found")
+            status = 1
+    return status
+
+
+@builtin("unalias", "remove aliases: unalias NAME...")
+def _unalias(ctx: CommandContext) -> int:
+    for name in ctx.args:
+        if ctx.shell.aliases.pop(name, None) is None:
+            raise CommandError(f"{name}: not found")
+    return 0
+
+
+@builtin("source", "run the commands of a file in this shell: source FILE")
+def _source(ctx: CommandContext) -> int:
+    if not ctx.args:
+        raise CommandError("usage: source FILE", 2)
+    text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0])).decode(errors="replace")
+    return ctx.shell.run_line(text, ctx.stdin, ctx.stdout, ctx.stderr)
+
+
+BUILTINS["."] = _source
+HELP["."] = HELP["source"]

@@ -16,6 +16,17 @@ class ShellCompleter(Completer):
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
 
+    def commands(self) -> set[str]:
+        """Builtins, aliases, and the host programs the powerbox has a policy for."""
+        from exo.shell.powerbox import Powerbox, PowerboxError
+
+        names = set(self.shell.builtins) | set(self.shell.aliases)
+        try:
+            policies = Powerbox.for_shell(self.shell).policies
+        except PowerboxError:
+            return names
+        return names | {n for n in policies if Powerbox.find(n) is not None}
+
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
     ) -> Iterable[Completion]:
@@ -24,7 +35,7 @@ class ShellCompleter(Completer):
         before = text[: len(text) - len(word)]
         first = not before.strip() or before.rstrip().endswith(("|", ";", "&&", "||"))
         if first and "/" not in word:
-            for name in sorted(self.shell.builtins):
+            for name in sorted(self.commands()):
                 if name.startswith(word):
                     yield Completion(name + " ", start_position=-len(word))
             return

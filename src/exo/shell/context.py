@@ -7,8 +7,9 @@ import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from exo.kernel.process import ExoProcess
     from exo.shell.core import Shell
 
 
@@ -31,7 +32,7 @@ class CommandError(Exception):
 
 # A plain class, not a dataclass: each @dataclass costs ~1.3 ms at import, on the boot path.
 class CommandContext:
-    __slots__ = ("argv", "cancelled", "shell", "stderr", "stdin", "stdout")
+    __slots__ = ("adopt", "argv", "cancelled", "shell", "stderr", "stdin", "stdout")
 
     def __init__(
         self,
@@ -48,6 +49,9 @@ class CommandContext:
         self.stdout = stdout
         self.stderr = stderr
         self.cancelled = threading.Event() if cancelled is None else cancelled
+        # A builtin that starts a process (``run``) hands it to its job here, so that
+        # Ctrl-Z, ``fg``, ``bg`` and ``kill %N`` reach it.
+        self.adopt: Callable[[ExoProcess], None] | None = None
 
     @property
     def name(self) -> str:

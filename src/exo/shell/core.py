@@ -7,102 +7,52 @@ processes compose the same way. Ctrl-C cancels the foreground pipeline only.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import os
 import posixpath
 import signal
 import threading
 
 from exo.shell.context import CommandContext, CommandError
-from exo.shell.parser import Command, ParseError, Pipeline, parse_pipeline, split_list
+from exo.shell.jobs import Job, ShellJob, Stage
+from exo.shell.parser import (
+    Command,
+    IncompleteInput,
+    ParseError,
+    Pipeline,
+    parse_pipeline,
+    split_list,
+)
+from exo.shell.session import Session, ShellExit, SwitchUser
 from exo.shell.vfs import Vfs, VfsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-    from typing import Protocol
 
     from exo.kernel.api import KernelApi
+    from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
+    from exo.shell.parser import If, ListItem, Loop, Node
+    from exo.shell.terminal import Terminal
 
     Builtin = Callable[[CommandContext], int]
-
-    class Job(Protocol):
-        """A running external process (``ShellJob``): wait for it, or interrupt it."""
-
-        def wait(self) -> int: ...
-        def interrupt(self) -> None: ...
 
 
 NOT_FOUND = 127
 INTERRUPTED = 130
 
 
-# Plain classes, not dataclasses: each @dataclass costs ~1.3 ms at import, on the boot path.
-class Session:
-    __slots__ = ("home", "uid", "user")
-
-    def __init__(self, user: str = "root", uid: int = 0, home: str = "/home/root") -> None:
-        self.user = user
-        self.uid = uid
-        self.home = home
-
-
-class _Stage:
-    __slots__ = ("close_after", "job", "status", "thread")
-
-    def __init__(
-        self,
-        thread: threading.Thread | None = None,
-        job: Job | None = None,
-        status: int = 0,
-        close_after: list[int] | None = None,
-    ) -> None:
-        self.thread = thread
-        self.job = job
-        self.status = status
-        self.close_after: list[int] = [] if close_after is None else close_after
-
-
-class BackgroundJob:
-    __slots__ = ("done", "number", "source", "status", "thread")
-
-    def __init__(
-        self,
-        number: int,
-        source: str,
-        status: int | None = None,
-        done: threading.Event | None = None,
-        thread: threading.Thread | None = None,
-    ) -> None:
-        self.number = number
-        self.source = source
-        self.status = status
-        self.done = threading.Event() if done is None else done
-        self.thread = thread
-
-
-class ShellJob:
-    """A sandboxed process in a pipeline: its exit status, or interrupted by Ctrl-C."""
-
-    __slots__ = ("kernel", "proc")
-
-    def __init__(self, kernel: KernelApi, proc: ExoProcess) -> None:
-        self.kernel, self.proc = kernel, proc
-
-    def wait(self) -> int:
-        return self.kernel.wait(self.proc)
-
-    def interrupt(self) -> None:
-        self.kernel.interrupt(self.proc)
-
-
-class ShellExit(Exception):
-    """Raised by ``exit``: control flow, not an error."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
+STOPPED = 128 + signal.SIGTSTP
+#: Builtins that start a program and wait: they run as jobs even alone.
+JOB_BUILTINS = frozenset({"run"})
+#: Builtins that read the terminal themselves when it is their input: while they run the
+#: shell keeps the terminal (reading it from a background process group would stop us).
+READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
+                            "sudo", "read", "source", ".", "fg"})
 
 
 class Shell:
@@ -110,75 +60,208 @@ class Shell:
         from exo.shell.builtins import BUILTINS
 
         self.kernel = kernel  # all the shell reaches of the kernel: its API
-        self.vfs = vfs
         self.session = session or Session()
+        self._tree = vfs  # the whole tree, for `sudo`'s shell; ours is `self.vfs`
+        # A user's shell sees the tree through the session's capabilities; root's, whole.
+        self.vfs = vfs if self.session.grants is None else vfs.restricted(
+            self.session.check_path)
         self.builtins: dict[str, Builtin] = dict(BUILTINS)
-        self.cwd = self.session.home if vfs.is_dir(self.session.home) else "/"
+        self.cwd = self.session.home if self.vfs.is_dir(self.session.home) else "/"
         self.env: dict[str, str] = {
             "HOME": self.session.home,
             "USER": self.session.user,
             "PATH": "/bin:/usr/bin:/exo/bin",
             "PWD": self.cwd,
             "SHELL": "/bin/exosh",
-            "EXO_ROOT": str(kernel.root),
         }
+        if self.session.grants is None:
+            self.env["EXO_ROOT"] = str(kernel.root)
+        self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
-        self.jobs: list[BackgroundJob] = []
+        self.jobs: list[Job] = []
+        self.terminal: Terminal | None = None  # set by the interactive front end
+        self._warned_jobs = False
         self._lock = threading.Lock()
+
+    def as_session(self, session: Session) -> Shell:
+        """A shell for ``session`` in this one's working directory (``sudo``)."""
+        other = type(self)(self.kernel, self._tree, session)
+        if other.vfs.is_dir(self.cwd):
+            other.cwd = other.env["PWD"] = self.cwd
+        other.terminal = self.terminal
+        return other
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:
         if name == "?":
             return str(self.last_status)
+        if name == "$":
+            return str(os.getpid())
         return self.env.get(name, "")
 
     def run_line(self, line: str, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
-        """Run one line; returns its status (also kept in ``$?``). Raises ShellExit."""
+        """Run one line (or several, newline-separated); returns its status (also kept in
+        ``$?``). Raises ShellExit (``needs_more`` says whether a block is left open)."""
+        from exo.shell.parser import parse_blocks
+
         try:
-            items = split_list(line)
+            self._exec_nodes(parse_blocks(split_list(line)), (stdin, stdout, stderr))
+        except ParseError as exc:  # the line's syntax, or an expansion while it ran
+            os.write(stderr, f"exo: {exc}\n".encode())
+            self.last_status = 2
+        return self.last_status
+
+    def needs_more(self, text: str) -> bool:
+        """Whether ``text`` leaves a quote, ``$(`` or a block open (read another line)."""
+        from exo.shell.parser import parse_blocks
+
+        try:
+            parse_blocks(split_list(text))
+        except IncompleteInput:
+            return True
+        except ParseError:
+            return False
+        return False
+
+    def expand_history(self, line: str) -> str:
+        """``!!`` is the previous command line, as in sh's interactive mode."""
+        if "!!" not in line or not self.history:
+            return line
+        return line.replace("!!", self.history[-1])
+
+    def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import Simple
+
+        for node in nodes:
+            if isinstance(node, Simple):
+                self._exec_item(node.item, stdio)
+            elif not node.redirects:
+                self._exec_block(node, stdio)
+            else:  # `done > out`: the whole block's streams
+                opened: list[int] = []
+                try:
+                    cmd = parse_pipeline(": " + node.redirects, self.lookup,
+                                         self._substitute).commands[0]
+                    self._exec_block(node, self._redirect(cmd, *stdio, opened))
+                except (ParseError, _RedirectError) as exc:
+                    os.write(stdio[2], f"exo: {exc}\n".encode())
+                    self.last_status = 1
+                finally:
+                    self._close(list(opened), opened)
+
+    def _exec_block(self, node: If | Loop, stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import If
+
+        if not isinstance(node, If):
+            self._exec_loop(node, stdio)
+            return
+        for condition, body in node.clauses:
+            self._exec_nodes(condition, stdio)
+            if self.last_status == 0:
+                self._exec_nodes(body, stdio)
+                return
+        self.last_status = 0
+        self._exec_nodes(node.otherwise, stdio)
+
+    def _exec_loop(self, loop: Loop, stdio: tuple[int, int, int]) -> None:
+        status = 0
+        if loop.kind == "for":
+            words = self._argv(parse_pipeline(loop.words, self.lookup, self._substitute)
+                               .commands[0]) if loop.words else []
+            for word in words:
+                self.env[loop.name] = word
+                self._exec_nodes(loop.body, stdio)
+                status = self.last_status
+        else:
+            while True:
+                self._exec_nodes(loop.condition, stdio)
+                if (self.last_status == 0) != (loop.kind == "while"):
+                    break
+                self._exec_nodes(loop.body, stdio)
+                status = self.last_status
+        self.last_status = status
+
+    def _exec_item(self, item: ListItem, stdio: tuple[int, int, int]) -> None:
+        if item.connector == "&&" and self.last_status != 0:
+            return
+        if item.connector == "||" and self.last_status == 0:
+            return
+        stdin, stdout, stderr = stdio
+        try:
+            pipeline = parse_pipeline(self._alias(item.source), self.lookup, self._substitute)
         except ParseError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 2
-            return 2
-        for item in items:
-            if item.connector == "&&" and self.last_status != 0:
-                continue
-            if item.connector == "||" and self.last_status == 0:
-                continue
-            try:
-                pipeline = parse_pipeline(item.source, self.lookup)
-            except ParseError as exc:
-                os.write(stderr, f"exo: {exc}\n".encode())
-                self.last_status = 2
-                return 2
-            if not pipeline.commands[0].argv:
-                continue
-            if item.background:
-                self._background(item.source, pipeline, stdout, stderr)
-                self.last_status = 0
-                continue
-            self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr)
-        return self.last_status
+            return
+        if not pipeline.commands[0].argv:
+            return
+        if item.background:
+            self._background(item.source, pipeline, stdout, stderr)
+            self.last_status = 0
+            return
+        self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
+
+    def _alias(self, source: str) -> str:
+        """The first word replaced by its alias (once: an alias may name itself)."""
+        word, sep, rest = source.partition(" ")
+        value = self.aliases.get(word)
+        return source if value is None else value + sep + rest
+
+    def _substitute(self, command: str) -> str:
+        """``$(command)``: run it with its standard output captured, as sh does."""
+        read_fd, write_fd = os.pipe()
+        chunks: list[bytes] = []
+
+        def drain() -> None:
+            while chunk := os.read(read_fd, 65536):
+                chunks.append(chunk)
+
+        reader = threading.Thread(target=drain, name="exosh-subst", daemon=True)
+        reader.start()
+        saved = self.last_status
+        try:
+            self.run_line(command, 0, write_fd, 2)
+        except (ShellExit, SwitchUser):
+            pass  # `$(exit)` ends the substitution, as sh's subshell does, not the session
+        finally:
+            os.close(write_fd)
+            reader.join()
+            os.close(read_fd)
+        self.last_status = saved
+        return b"".join(chunks).decode(errors="replace")
 
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
-        """``cmd &``: run with stdin from /dev/null in a thread; ``jobs`` lists it."""
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        out, err = os.dup(stdout), os.dup(stderr)
-        job = BackgroundJob(len(self.jobs) + 1, source)
-
-        def run() -> None:
-            try:
-                job.status = self._run_pipeline(pipeline, devnull, out, err)
-            finally:
-                for fd in (devnull, out, err):
-                    os.close(fd)
-                job.done.set()
-
-        self.jobs.append(job)
-        job.thread = threading.Thread(target=run, name=f"exosh-job-{job.number}", daemon=True)
-        job.thread.start()
+        """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it.
+        The job owns copies of its streams: the caller may close its own meanwhile."""
+        owned = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), os.dup(stdout),
+                 os.dup(stderr)]
+        devnull, out, err = owned
+        job = self._launch(pipeline, devnull, out, err, source, inline=False, owned=owned)
+        self._add_job(job)
         os.write(stderr, f"[{job.number}] {source}\n".encode())
+
+    def _add_job(self, job: Job) -> None:
+        if job.number == 0:
+            job.number = max((j.number for j in self.jobs), default=0) + 1
+            self.jobs.append(job)
+
+    def keep_for_jobs(self) -> bool:
+        """At a terminal, the first ``exit`` with jobs left warns instead (as sh does);
+        the next one ends them with the session."""
+        live = [j for j in self.jobs if not j.done.is_set()]
+        if self.terminal is None or not live or self._warned_jobs:
+            return False
+        self._warned_jobs = True
+        return True
+
+    def finished_jobs(self) -> list[Job]:
+        """Background jobs that ended since last asked, removed from the table (the
+        interactive prompt reports them, as sh does, before the next prompt)."""
+        done = [j for j in self.jobs if j.done.is_set()]
+        for job in done:
+            self.jobs.remove(job)
+        return done
 
     # ------------------------------------------------------------ execution
     def _argv(self, cmd: Command) -> list[str]:
@@ -203,12 +286,123 @@ class Shell:
         hits = [n for n in names if fnmatch.fnmatchcase(n, tail) and (hidden or n[0] != ".")]
         return [posixpath.join(head, n) if head else n for n in sorted(hits)]
 
-    def _run_pipeline(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int) -> int:
+    def _run_pipeline(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int,
+                      source: str = "") -> int:
         cmds = pipeline.commands
-        stages: list[_Stage] = []
-        cancel = threading.Event()
+        assignments = _assignments(cmds[0]) if len(cmds) == 1 else []
+        if assignments and len(assignments) == len(cmds[0].argv):
+            for name, value in assignments:  # `a=5`: shell variables
+                self.env[name] = value
+            return 0
+        name = self._argv_name(cmds[0])
+        # A builtin alone runs in the shell's thread (so `cd` and `export` work), except
+        # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
+        inline = len(cmds) == 1 and name in self.builtins and name not in JOB_BUILTINS
+        if inline and assignments:  # `VAR=x builtin`: only for that command
+            saved = {var: self.env.get(var) for var, _ in assignments}
+            self.env.update(assignments)
+            try:
+                return self._run_pipeline(Pipeline([_without_assignments(cmds[0])]),
+                                          stdin, stdout, stderr, source)
+            finally:
+                for var, old in saved.items():
+                    if old is None:
+                        self.env.pop(var, None)
+                    else:
+                        self.env[var] = old
+        try:
+            if inline:
+                # A builtin that does not read the terminal itself (``sleep``, ``wait``,
+                # ``exo run``) runs with the keys going to the relay: Ctrl-C stops it,
+                # and never reaches a background job's sandbox.
+                reads = os.isatty(stdin) and name in READS_TERMINAL
+                with contextlib.ExitStack() as stack:
+                    if self.terminal is not None and not reads:
+                        stack.enter_context(self.terminal.job_in_foreground())
+                    return self._launch(pipeline, stdin, stdout, stderr, source,
+                                        inline).status
+            # The keys go to the relay before the job starts: a Ctrl-C typed while it
+            # starts reaches it, never the kernel's group (a background job's sandbox).
+            reads = os.isatty(stdin) and name in READS_TERMINAL and not any(
+                r.op == "<" for r in cmds[0].redirects)
+            with contextlib.ExitStack() as stack:
+                if self.terminal is not None and not reads:
+                    self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
+                    stack.enter_context(self.terminal.job_in_foreground())
+                job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
+                return self.foreground(job, stderr)
+        except _RedirectError as exc:
+            os.write(stderr, f"exo: {exc}\n".encode())
+            return 1
+
+    def _argv_name(self, cmd: Command) -> str:
+        """The command's name: its first word after any ``NAME=value``."""
+        words = _without_assignments(cmd).argv
+        return words[0].text if words else ""
+
+    def foreground(self, job: Job, stderr: int = 2) -> int:
+        """Wait for ``job`` with the terminal's Ctrl-C and Ctrl-Z going to it alone:
+        Ctrl-C interrupts it, Ctrl-Z stops it into the job table (status 148)."""
+        terminal = self.terminal if not job.reads_terminal else None
+        try:
+            with contextlib.ExitStack() as stack:
+                if terminal is not None:
+                    stack.enter_context(terminal.job_in_foreground())
+                while not job.done.wait(0.05):
+                    if terminal is not None and terminal.take_suspend():
+                        self.stop(job)
+                        os.write(stderr, f"\n[{job.number}]+ Stopped  {job.source}\n"
+                                 .encode())
+                        return STOPPED
+        except KeyboardInterrupt:
+            self.interrupt(job)  # then on up: a loop around it stops too, as in sh
+            self._forget(job)
+            raise
+        self._forget(job)
+        return job.status
+
+    def _forget(self, job: Job) -> None:
+        with contextlib.suppress(ValueError):
+            self.jobs.remove(job)
+
+    def stop(self, job: Job) -> None:
+        for proc in job.processes():
+            proc.signal(signal.SIGSTOP)
+        job.state = "Stopped"
+        self._add_job(job)
+
+    def resume(self, job: Job) -> None:
+        job.state = "Running"
+        for proc in job.processes():
+            proc.signal(signal.SIGCONT)
+
+    def interrupt(self, job: Job) -> None:
+        """Ctrl-C: builtins see the cancel event, processes get SIGINT, then SIGKILL."""
+        from exo.kernel.api import INTERRUPT_GRACE_S
+
+        job.cancel.set()
+        procs = job.processes()
+        for proc in procs:
+            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGINT)
+        if not job.done.wait(INTERRUPT_GRACE_S):
+            for proc in procs:
+                proc.signal(signal.SIGKILL)
+            for fd in list(job.opened):
+                self._close([fd], job.opened)
+        job.done.wait(5.0)
+
+    def _launch(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int,
+                source: str, inline: bool, owned: list[int] | None = None) -> Job:
+        """Start every stage of ``pipeline``; a thread collects their statuses (an inline
+        builtin runs to its end here, in the shell's thread). ``owned`` descriptors are
+        closed when the job ends."""
+        cmds = pipeline.commands
+        job = Job(source or " | ".join(" ".join(w.text for w in c.argv) for c in cmds))
+        stages = job.stages
         prev_read = stdin
-        opened: list[int] = []
+        opened = job.opened
+        opened += owned or []
         try:
             for idx, cmd in enumerate(cmds):
                 last = idx == len(cmds) - 1
@@ -218,44 +412,53 @@ class Shell:
                     next_read, out_fd = os.pipe()
                     opened += [next_read, out_fd]
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
-                argv = self._argv(cmd)
-                stage = _Stage()
-                inline = len(cmds) == 1
+                env = dict(_assignments(cmd))
+                argv = self._argv(_without_assignments(cmd))
+                stage = Stage()
                 if not last:
                     stage.close_after.append(out_fd)
                 if idx > 0:
                     stage.close_after.append(prev_read)
-                ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, cancel)
-                self._start(ctx, stage, inline, opened)
+                if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
+                    job.reads_terminal = True
+                ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
+                ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
+                self._start(ctx, stage, inline, opened, env)
                 prev_read = next_read
-            for stage in stages:
-                if stage.thread is not None:
-                    while stage.thread.is_alive():
-                        stage.thread.join(0.05)
-                elif stage.job is not None:
-                    stage.status = stage.job.wait()
-            return stages[-1].status if stages else 0
-        except KeyboardInterrupt:
-            cancel.set()
-            for stage in stages:
-                if stage.job is not None:
-                    stage.job.interrupt()
+        except BaseException:
+            if job.processes():
+                self.interrupt(job)
+            job.cancel.set()
             for fd in list(opened):
                 self._close([fd], opened)
-            for stage in stages:
-                if stage.thread is not None:
-                    stage.thread.join(1.0)
-                if stage.job is not None:
-                    stage.job.wait()
-            os.write(stderr, b"^C\n")
-            return INTERRUPTED
-        except _RedirectError as exc:
-            os.write(stderr, f"exo: {exc}\n".encode())
-            return 1
-        finally:
-            for fd in list(opened):
-                self._close([fd], opened)
+            raise
+        if inline:
+            self._close(list(opened), opened)
+            job.status = stages[-1].status
+            job.done.set()
+            return job
+
+        def collect() -> None:
+            try:
+                for stage in stages:
+                    if stage.thread is not None:
+                        stage.thread.join()  # a builtin waits for what it adopted itself
+                    elif stage.job is not None:
+                        stage.status = stage.job.wait()
+                job.status = stages[-1].status if stages else 0
+            finally:
+                for fd in list(opened):
+                    self._close([fd], opened)
+                job.state = "Done"
+                job.done.set()
+
+        threading.Thread(target=collect, name="exosh-job", daemon=True).start()
+        return job
+
+    def _adopt(self, stage: Stage, proc: ExoProcess) -> None:
+        """A builtin's process (``run``) joins the builtin's job."""
+        stage.job = ShellJob(self.kernel, proc)
 
     def _close(self, fds: list[int], opened: list[int]) -> None:
         """Close fds this pipeline opened, each exactly once (threads race here)."""
@@ -289,16 +492,25 @@ class Shell:
                 out_fd = fd
         return in_fd, out_fd, err_fd
 
-    def _start(
-        self, ctx: CommandContext, stage: _Stage, inline: bool, opened: list[int]
-    ) -> None:
+    def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],
+               env: dict[str, str]) -> None:
         name = ctx.argv[0]
         builtin = self.builtins.get(name)
         if builtin is None:
-            job = self._spawn_external(ctx)
-            if job is None:
-                ctx.write(f"exo: {name}: command not found\n", ctx.stderr)
-                stage.status = NOT_FOUND
+            try:
+                job = self._spawn_external(ctx, env)
+            except (PermissionError, ValueError) as exc:  # refused; a bad policy file
+                ctx.write(f"exo: {name}: {exc}\n", ctx.stderr)
+                stage.status, job = 126, None
+            except Exception as exc:  # the kernel could not start it: said, with sh's status
+                from exo.kernel.api import failure_status
+
+                ctx.write(f"exo: {name}: {exc}\n", ctx.stderr)
+                stage.status, job = failure_status(exc), None
+            else:
+                if job is None:
+                    ctx.write(f"exo: {name}: command not found\n", ctx.stderr)
+                    stage.status = NOT_FOUND
             stage.job = job
             # The child holds its own copies; ours must go so readers see EOF.
             self._close(stage.close_after, opened)
@@ -307,10 +519,10 @@ class Shell:
         def run() -> None:
             try:
                 stage.status = self._call(builtin, ctx)
-            except ShellExit as exc:
+            except (ShellExit, SwitchUser) as exc:
                 if inline:
                     raise
-                stage.status = exc.status  # `exit` inside a pipeline ends only its stage
+                stage.status = getattr(exc, "status", 1)  # ends only its stage
             finally:
                 self._close(stage.close_after, opened)
 
@@ -321,9 +533,14 @@ class Shell:
             stage.thread.start()
 
     def _call(self, builtin: Builtin, ctx: CommandContext) -> int:
+        from exo.shell.builtins import usage
+
+        if ctx.args[:1] == ["--help"]:
+            ctx.out(usage(ctx.name))
+            return 0
         try:
             return builtin(ctx)
-        except ShellExit:
+        except (ShellExit, SwitchUser):
             raise
         except CommandError as exc:
             ctx.err(str(exc))
@@ -340,9 +557,19 @@ class Shell:
             ctx.err(f"internal error: {type(exc).__name__}: {exc} (details in dmesg)")
             return 70  # EX_SOFTWARE
 
-    def _spawn_external(self, ctx: CommandContext) -> Job | None:
-        """Programs installed in the Exo tree's PATH run as sandboxed processes."""
-        name = ctx.argv[0]
+    def _spawn_external(self, ctx: CommandContext, env: dict[str, str]) -> ShellJob | None:
+        """Programs installed in the Exo tree's PATH run as sandboxed processes holding
+        the working directory and themselves; the host's everyday programs run through
+        the powerbox (``exo.shell.powerbox``), holding what their command line names."""
+        program = self.find_program(ctx.argv[0])
+        if program is not None:
+            return self._start_program(ctx, self.vfs.host_path(program), env)
+        from exo.shell.powerbox import Powerbox
+
+        return Powerbox.for_shell(self).start(ctx, env)
+
+    def find_program(self, name: str) -> str | None:
+        """The Exo path of the executable ``name`` names in the Exo tree (``$PATH``)."""
         candidates = [name] if "/" in name else [
             posixpath.join(d, name) for d in self.env.get("PATH", "").split(":") if d
         ]
@@ -350,16 +577,16 @@ class Shell:
             path = self.vfs.normalize(cand, self.cwd)
             try:
                 host = self.vfs.host_path(path)
-            except VfsError:
+            except (VfsError, PermissionError):
                 continue
             if host.is_file() and os.access(host, os.X_OK):
-                return self._start_program(ctx, host)
+                return path
         return None
 
-    def _start_program(self, ctx: CommandContext, program: Path) -> Job | None:
+    def _start_program(self, ctx: CommandContext, program: Path,
+                       env: dict[str, str]) -> ShellJob | None:
         """Run ``program`` holding read-write access to the working directory and
         read-execute access to itself, nothing more."""
-        from exo.kernel.api import ProcessesUnavailable
         from exo.kernel.manifest import parse_grant
 
         root = self.kernel.root
@@ -367,14 +594,42 @@ class Shell:
         grants = [parse_grant(f"storage://{cwd if cwd != '.' else ''}=READ,WRITE"),
                   parse_grant(f"storage://{program.relative_to(root).as_posix()}"
                               "=READ,EXECUTE")]
+        if not self.session.holds(str(grants[0].name), "WRITE"):
+            grants[0] = parse_grant(f"storage://{cwd if cwd != '.' else ''}=READ")
+        # Inside, the Exo tree is / (exo.sandbox.namespace): the program by its Exo path.
+        return self.start_process([f"/{grants[1].name.path}", *ctx.args], grants, ctx, env)
+
+    def start_process(self, argv: list[str], grants: list[Grant], ctx: CommandContext,
+                      env: dict[str, str]) -> ShellJob | None:
+        """Start ``argv`` through the kernel's API, holding ``grants`` — each checked
+        against the session's set first — in the shell's working directory."""
+        from exo.kernel.api import ProcessesUnavailable
+
+        for grant in grants:
+            self.session.require(grant)
         try:
-            # Inside, the Exo tree is / (exo.sandbox.namespace): the program by its Exo
-            # path, in the shell's working directory.
-            proc = self.kernel.start([f"/{grants[1].name.path}", *ctx.args], grants,
-                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=self.cwd)
+            # in the shell's working directory; `NAME=value program` sets env
+            proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                                     cwd=self.cwd, env=env or None)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+def _assignments(cmd: Command) -> list[tuple[str, str]]:
+    """The leading ``NAME=value`` words of ``cmd``."""
+    out: list[tuple[str, str]] = []
+    for w in cmd.argv:
+        if not w.assign:
+            break
+        name, _, value = w.text.partition("=")
+        out.append((name, value))
+    return out
+
+
+def _without_assignments(cmd: Command) -> Command:
+    n = len(_assignments(cmd))
+    return cmd if n == 0 else type(cmd)(cmd.argv[n:], cmd.redirects)
 
 
 class _RedirectError(Exception):

@@ -14,6 +14,8 @@ current when the list item runs (each item is expanded just before it runs, so
 
 from __future__ import annotations
 
+import re
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,13 +28,19 @@ class ParseError(ValueError):
     """The line is not valid shell syntax; the message says where."""
 
 
+class IncompleteInput(ParseError):
+    """The line ends inside a construct (a quote, ``$(``, ``if`` without ``fi``): an
+    interactive shell asks for the next line rather than failing."""
+
+
 # Plain classes, not dataclasses: each @dataclass costs ~1.3 ms at import, on the boot path.
 class Word:
-    __slots__ = ("globbable", "text")
+    __slots__ = ("assign", "globbable", "text")
 
-    def __init__(self, text: str, globbable: bool = False) -> None:
+    def __init__(self, text: str, globbable: bool = False, assign: bool = False) -> None:
         self.text = text
         self.globbable = globbable  # contains an unquoted * ? or [
+        self.assign = assign  # starts with an unquoted NAME=
 
 
 class Redirect:
@@ -90,8 +98,26 @@ def split_list(line: str) -> list[ListItem]:
         elif c == "\\" and i + 1 < len(line):
             buf.append(line[i : i + 2])
             i += 1
+        elif c == "$" and line.startswith("(", i + 1):
+            end = matching_paren(line, i + 1)  # $( ... ) is one word: its ; stays inside
+            buf.append(line[i : end + 1])
+            i = end + 1
+            continue
         elif c == "#" and (i == 0 or line[i - 1].isspace()):
-            break  # comment to end of line
+            end = line.find("\n", i)  # comment to end of line
+            if end < 0:
+                break
+            i = end
+            continue
+        elif c == "\n":
+            text = "".join(buf).strip()
+            if text:
+                items.append(ListItem(connector, text))
+                connector, buf = ";", []
+            elif connector in ("&&", "||"):
+                pass  # `a &&` continues on the next line
+            i += 1
+            continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
             c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
         ):
@@ -107,18 +133,20 @@ def split_list(line: str) -> list[ListItem]:
             buf.append(c)
         i += 1
     if quote:
-        raise ParseError(f"unterminated {quote} quote")
+        raise IncompleteInput(f"unterminated {quote} quote")
     text = "".join(buf).strip()
     if text:
         items.append(ListItem(connector, text))
     elif connector in ("&&", "||"):
-        raise ParseError(f"syntax error: '{connector}' at end of line")
+        raise IncompleteInput(f"syntax error: '{connector}' at end of line")
     return items
 
 
-def parse_pipeline(source: str, lookup: Callable[[str], str]) -> Pipeline:
-    """Lex and expand one pipeline. ``lookup(name)`` returns a variable's value."""
-    tokens = _lex(source, lookup)
+def parse_pipeline(source: str, lookup: Callable[[str], str],
+                   substitute: Callable[[str], str] | None = None) -> Pipeline:
+    """Lex and expand one pipeline. ``lookup(name)`` returns a variable's value;
+    ``substitute(command)`` runs ``$(command)`` and returns its output."""
+    tokens = _lex(source, lookup, substitute)
     commands: list[Command] = [Command()]
     i = 0
     while i < len(tokens):
@@ -157,17 +185,19 @@ class _Op:
         self.op = op
 
 
-def _lex(s: str, lookup: Callable[[str], str]) -> list[Word | _Op]:
+def _lex(s: str, lookup: Callable[[str], str],
+         substitute: Callable[[str], str] | None = None) -> list[Word | _Op]:
     out: list[Word | _Op] = []
     buf: list[str] = []
-    in_word = globbable = False
+    in_word = globbable = assign = False
+    solid = False  # the word has more than unquoted expansions: kept even when empty
     i, n = 0, len(s)
 
     def flush() -> None:
-        nonlocal in_word, globbable, buf
-        if in_word:
-            out.append(Word("".join(buf), globbable))
-        buf, in_word, globbable = [], False, False
+        nonlocal in_word, globbable, assign, solid, buf
+        if in_word and (solid or any(buf)):  # `$(true)` alone is no word, as in sh
+            out.append(Word("".join(buf), globbable, assign))
+        buf, in_word, globbable, assign, solid = [], False, False, False, False
 
     while i < n:
         c = s[i]
@@ -182,7 +212,11 @@ def _lex(s: str, lookup: Callable[[str], str]) -> list[Word | _Op]:
             out.append(_Op(op))
             i += len(op)
             continue
+        if not in_word:
+            m = _ASSIGN_RE.match(s, i)
+            assign = m is not None
         in_word = True
+        solid = solid or c != "$"
         if c == "'":
             end = s.find("'", i + 1)
             if end < 0:
@@ -196,7 +230,7 @@ def _lex(s: str, lookup: Callable[[str], str]) -> list[Word | _Op]:
                     buf.append(s[i + 1])
                     i += 2
                 elif s[i] == "$":
-                    value, i = _expand(s, i, lookup)
+                    value, i, _ = _expand(s, i, lookup, substitute)
                     buf.append(value)
                 else:
                     buf.append(s[i])
@@ -209,8 +243,15 @@ def _lex(s: str, lookup: Callable[[str], str]) -> list[Word | _Op]:
                 buf.append(s[i + 1])
             i += 2
         elif c == "$":
-            value, i = _expand(s, i, lookup)
-            buf.append(value)
+            value, i, split = _expand(s, i, lookup, substitute)
+            # Unquoted, a variable's or a command's output splits into words (as in sh).
+            parts = value.split() if split else [value]
+            solid = solid or not split
+            for k, part in enumerate(parts):
+                if k:
+                    flush()
+                    in_word = True
+                buf.append(part)
         elif c == "~" and not buf and (i + 1 == n or s[i + 1] in "/ \t"):
             buf.append(lookup("HOME") or "/")
             i += 1
@@ -223,11 +264,52 @@ def _lex(s: str, lookup: Callable[[str], str]) -> list[Word | _Op]:
     return out
 
 
-def _expand(s: str, i: int, lookup: Callable[[str], str]) -> tuple[str, int]:
-    """Expand the variable reference at ``s[i] == '$'``; return (value, next index)."""
+_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def matching_paren(s: str, i: int) -> int:
+    """The index of the ``)`` closing the ``(`` at ``s[i]`` (quotes and nesting kept)."""
+    depth, quote = 0, ""
+    while i < len(s):
+        c = s[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "\\":
+            i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise IncompleteInput("unterminated $(")
+
+
+def _expand(s: str, i: int, lookup: Callable[[str], str],
+            substitute: Callable[[str], str] | None) -> tuple[str, int, bool]:
+    """Expand the reference at ``s[i] == '$'``: (value, next index, whether an unquoted
+    value is split into words)."""
     j = i + 1
-    if j < len(s) and s[j] == "?":
-        return lookup("?"), j + 1
+    if j < len(s) and s[j] in "?$":
+        return lookup(s[j]), j + 1, False
+    if s.startswith("((", j):
+        end = matching_paren(s, j)
+        if s[end - 1] != ")":
+            raise ParseError("bad arithmetic: expected '))'")
+        from exo.shell.arith import evaluate
+
+        return str(evaluate(s[j + 2 : end - 1], lookup)), end + 1, False
+    if j < len(s) and s[j] == "(":
+        end = matching_paren(s, j)
+        if substitute is None:
+            raise ParseError("command substitution is not available here")
+        return substitute(s[j + 1 : end]).rstrip("\n"), end + 1, True
     if j < len(s) and s[j] == "{":
         end = s.find("}", j)
         if end < 0:
@@ -235,10 +317,174 @@ def _expand(s: str, i: int, lookup: Callable[[str], str]) -> tuple[str, int]:
         name = s[j + 1 : end]
         if not name.isidentifier():
             raise ParseError(f"bad substitution: ${{{name}}}")
-        return lookup(name), end + 1
+        return lookup(name), end + 1, True
     k = j
     while k < len(s) and (s[k].isalnum() or s[k] == "_"):
         k += 1
     if k == j:
-        return "$", j
-    return lookup(s[j:k]), k
+        return "$", j, False
+    return lookup(s[j:k]), k, True
+
+
+# ------------------------------------------------------------ compound commands
+# ``if``/``while``/``for`` are recognised at the start of list items, so the same line
+# splitter serves ``for i in 1 2; do echo $i; done`` and the same over several lines.
+_OPENERS = ("if", "while", "until", "for")
+_RESERVED = ("then", "elif", "else", "fi", "do", "done")
+
+
+class Simple:
+    """One list item: a pipeline, expanded only when it runs."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: ListItem) -> None:
+        self.item = item
+
+
+class If:
+    __slots__ = ("clauses", "otherwise", "redirects")
+
+    def __init__(self, clauses: list[tuple[list[Node], list[Node]]],
+                 otherwise: list[Node]) -> None:
+        self.clauses = clauses  # (condition, body) for the if and each elif
+        self.otherwise = otherwise
+        self.redirects = ""  # after ``fi``: ``fi > out`` (unexpanded)
+
+
+class Loop:
+    """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
+
+    __slots__ = ("body", "condition", "kind", "name", "redirects", "words")
+
+    def __init__(self, kind: str, body: list[Node], condition: list[Node] | None = None,
+                 name: str = "", words: str = "") -> None:
+        self.kind = kind
+        self.body = body
+        self.condition = condition or []
+        self.name = name
+        self.words = words  # unexpanded: expanded when the loop starts
+        self.redirects = ""  # after ``done``: ``done > out`` (unexpanded)
+
+
+if TYPE_CHECKING:
+    Node = Simple | If | Loop
+
+
+class _Kw:
+    __slots__ = ("arg", "word")
+
+    def __init__(self, word: str, arg: str = "") -> None:
+        self.word = word
+        self.arg = arg
+
+
+def parse_blocks(items: list[ListItem]) -> list[Node]:
+    """Group list items into compound commands; ``IncompleteInput`` when a block is open
+    at the end (an interactive shell then reads more lines)."""
+    stream = [tok for item in items for tok in _explode(item)]
+    nodes, pos = _sequence(stream, 0, ())
+    if pos < len(stream):
+        tok = stream[pos]
+        raise ParseError(f"syntax error near unexpected '{tok.word}'"
+                         if isinstance(tok, _Kw) else "syntax error")
+    return nodes
+
+
+def _explode(item: ListItem) -> list[_Kw | ListItem]:
+    out: list[_Kw | ListItem] = []
+    source, connector = item.source, item.connector
+    while source:
+        word, _, rest = source.partition(" ")
+        word, rest = word.strip(), rest.strip()
+        if word == "for":
+            out.append(_Kw("for", rest))
+            return out
+        if word in ("fi", "done"):
+            if rest and not rest.startswith(("<", ">", "2>")):
+                raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
+                                 "(a block takes redirections, not pipes or arguments)")
+            out.append(_Kw(word, rest))
+            return out
+        if word in _OPENERS or word in _RESERVED:
+            out.append(_Kw(word))
+            source, connector = rest, ";"
+            continue
+        out.append(ListItem(connector, source, item.background))
+        break
+    return out
+
+
+def _sequence(stream: list[_Kw | ListItem], pos: int,
+              stops: tuple[str, ...]) -> tuple[list[Node], int]:
+    nodes: list[Node] = []
+    while pos < len(stream):
+        tok = stream[pos]
+        if isinstance(tok, ListItem):
+            nodes.append(Simple(tok))
+            pos += 1
+        elif tok.word in stops:
+            return nodes, pos
+        elif tok.word == "if":
+            clauses: list[tuple[list[Node], list[Node]]] = []
+            otherwise: list[Node] = []
+            word = "if"
+            while word in ("if", "elif"):
+                cond, pos = _expect(stream, pos + 1, ("then",))
+                body, pos = _sequence(stream, pos + 1, ("elif", "else", "fi"))
+                clauses.append((cond, body))
+                word = _word_at(stream, pos, "fi")
+            if word == "else":
+                otherwise, pos = _expect(stream, pos + 1, ("fi",))
+            block = If(clauses, otherwise)
+            block.redirects = _arg(stream, pos)
+            nodes.append(block)
+            pos += 1
+        elif tok.word in ("while", "until"):
+            cond, pos = _expect(stream, pos + 1, ("do",))
+            body, pos = _expect(stream, pos + 1, ("done",))
+            loop = Loop(tok.word, body, condition=cond)
+            loop.redirects = _arg(stream, pos)
+            nodes.append(loop)
+            pos += 1
+        elif tok.word == "for":
+            name, _, rest = tok.arg.partition(" ")
+            rest = rest.strip()
+            if not name.isidentifier():
+                raise ParseError(f"for: '{name}': not a valid identifier")
+            if rest and not rest.startswith("in"):
+                raise ParseError("for: expected 'in' after the name")
+            if _word_at(stream, pos + 1, "do") != "do":
+                raise ParseError("for: 'do' expected")
+            body, pos = _expect(stream, pos + 2, ("done",))
+            loop = Loop("for", body, name=name, words=rest[2:].strip())
+            loop.redirects = _arg(stream, pos)
+            nodes.append(loop)
+            pos += 1
+        else:
+            raise ParseError(f"syntax error near unexpected '{tok.word}'")
+    if stops:
+        raise IncompleteInput(f"'{stops[-1]}' expected")
+    return nodes, pos
+
+
+def _expect(stream: list[_Kw | ListItem], pos: int,
+            stops: tuple[str, ...]) -> tuple[list[Node], int]:
+    nodes, pos = _sequence(stream, pos, stops)
+    if not nodes:
+        raise ParseError(f"syntax error: empty block before '{_word_at(stream, pos, '')}'")
+    return nodes, pos
+
+
+def _arg(stream: list[_Kw | ListItem], pos: int) -> str:
+    tok = stream[pos]
+    return tok.arg if isinstance(tok, _Kw) else ""
+
+
+def _word_at(stream: list[_Kw | ListItem], pos: int, expected: str) -> str:
+    if pos >= len(stream):
+        raise IncompleteInput(f"'{expected}' expected")
+    tok = stream[pos]
+    if not isinstance(tok, _Kw):
+        raise ParseError(f"syntax error: '{expected}' expected")
+    return tok.word

@@ -7,31 +7,48 @@ import contextlib
 import os
 import sys
 import threading
+import time
 
 from exo.shell.context import read_line
-from exo.shell.core import Session, Shell, ShellExit, install_sigint_default
+from exo.shell.core import Shell, install_sigint_default
+from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from prompt_toolkit import PromptSession
+
     from exo.kernel.api import KernelApi
     from exo.kernel.users import UserDatabase
+    from exo.shell.terminal import Terminal
     from exo.shell.vfs import Vfs
 
 
 def run_script(shell: Shell, lines: Iterable[str]) -> int:
-    """Run lines until input ends; the status is the last command's, like sh."""
+    """Run lines until input ends; the status is the last command's, like sh. A block
+    (``if``, ``for``, ``while``) or a quote left open continues on the next lines."""
+    pending = ""
     for raw in lines:
-        line = raw.rstrip("\n")
+        line = pending + raw.rstrip("\n")
         if not line.strip():
+            continue
+        if shell.needs_more(line):
+            pending = line + "\n"
             continue
         try:
             shell.run_line(line)
         except ShellExit as exc:
             return exc.status
+        except SwitchUser:
+            os.write(2, b"su: needs a terminal\n")
+            shell.last_status = 1
         except KeyboardInterrupt:
             return 130
+        pending = ""
+    if pending:
+        os.write(2, b"exo: unexpected end of input (a block or a quote is open)\n")
+        return 2
     return shell.last_status
 
 
@@ -43,14 +60,26 @@ def prompt_text(shell: Shell) -> str:
     return f"exo-os:{cwd}{'#' if shell.session.uid == 0 else '$'} "
 
 
+#: After this many failed logins in a row the prompt waits ``LOGIN_DELAY_S`` (as login(1)).
+LOGIN_ATTEMPTS = 3
+LOGIN_DELAY_S = 3.0
+
+
 def login(kernel: KernelApi) -> Session | None:
-    """getty-style login: a user name, then a password when the account has one.
+    """getty-style login: a user name, then a password when the account has one. Wrong
+    answers never end the system: after three in a row the prompt waits, then asks again.
+    ``None`` only when input ends (^D at the prompt, the terminal gone).
 
     Plain ``input``/``getpass`` rather than prompt_toolkit, so the login prompt is up
     before the line editor is even imported (it loads in the background meanwhile).
     """
     db: UserDatabase | None = None
-    for _ in range(3):
+    failures = 0
+    while True:
+        if failures >= LOGIN_ATTEMPTS:
+            print(f"Too many failed logins; wait {LOGIN_DELAY_S:.0f} s", flush=True)
+            time.sleep(LOGIN_DELAY_S)
+            failures = 0
         try:
             name = input("exo-os login: ").strip()
         except EOFError:
@@ -78,9 +107,15 @@ def login(kernel: KernelApi) -> Session | None:
                 continue
         account = db.authenticate(name, password, dev_mode=kernel.dev_mode)
         if account is not None:
-            return Session(account.name, account.uid, account.home)
+            from exo.kernel.users import UserError, session_grants
+
+            try:
+                return Session(account.name, account.uid, account.home,
+                               session_grants(kernel.root, account))
+            except UserError as exc:
+                print(f"login: {exc}")
         print("Login incorrect")
-    return None
+        failures += 1
 
 
 def _preload_line_editor() -> threading.Thread:
@@ -95,22 +130,79 @@ def _preload_line_editor() -> threading.Thread:
 
 
 def interactive(kernel: KernelApi, vfs: Vfs, shell_factory: type[Shell] = Shell) -> int:
+    """Login prompt, then the user's shell, then the login prompt again, until someone
+    who may (``device://power``) runs ``shutdown`` or input ends at the login prompt."""
+    from exo.shell.terminal import give_back, take_terminal
+
     preload = _preload_line_editor()
     install_sigint_default()
-    session = login(kernel)
-    if session is None:
-        return 1
-    preload.join()
+    previous = take_terminal(0)  # Ctrl-C and Ctrl-Z never reach `make run` above us
+    terminal: Terminal | None = None
+    try:
+        while True:
+            session = login(kernel)
+            if session is None:
+                return 0
+            preload.join()
+            if terminal is None:
+                from exo.shell.terminal import Terminal
+
+                try:
+                    terminal = Terminal(0)
+                except OSError:
+                    terminal = None
+            status = _session(kernel, vfs, session, shell_factory, terminal)
+            if status is not None:
+                return status
+    finally:
+        if terminal is not None:
+            terminal.close()
+        give_back(0, previous)
+
+
+def _session(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[Shell],
+             terminal: Terminal | None) -> int | None:
+    """One login's shells (``su`` stacks another); None when it logs out, the status
+    to power off with after ``shutdown``."""
+    shells = [_new_shell(kernel, vfs, session, shell_factory, terminal)]
+    with contextlib.suppress(OSError):
+        sys.stdout.write(shells[0][0].vfs.read_bytes("/etc/motd").decode(errors="replace"))
+    while shells:
+        shell, prompt = shells[-1]
+        try:
+            _loop(shell, prompt)
+        except SwitchUser as exc:
+            shells.append(_new_shell(kernel, vfs, exc.session, shell_factory, terminal))
+            continue
+        except Logout:
+            pass
+        except ShellExit as exc:
+            _end(shell)
+            return exc.status
+        _end(shell)
+        shells.pop()
+    return None
+
+
+def _end(shell: Shell) -> None:
+    """A session that ends takes its jobs with it (as a hang-up does)."""
+    for job in list(shell.jobs):
+        shell.interrupt(job)
+    shell.jobs.clear()
+
+
+def _new_shell(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[Shell],
+               terminal: Terminal | None) -> tuple[Shell, PromptSession[str]]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
     from exo.shell.completion import ShellCompleter
 
     shell = shell_factory(kernel, vfs, session)
+    shell.terminal = terminal
     # Root reads and appends these in homes apps may write: through the Vfs's descriptors
-    # only, so a link planted there cannot aim root's writes at a host file.
-    with contextlib.suppress(OSError):
-        sys.stdout.write(shell.vfs.read_bytes("/etc/motd").decode(errors="replace"))
+    # only, so a link planted there cannot aim root's writes at a host file. A user's
+    # shell opens its own through the session's capabilities, so never root's.
     try:
         hist_fd = shell.vfs.open_write(session.home.rstrip("/") + "/.exo_history",
                                        append=True)
@@ -122,20 +214,33 @@ def interactive(kernel: KernelApi, vfs: Vfs, shell_factory: type[Shell] = Shell)
     ps: PromptSession[str] = PromptSession(
         history=history, completer=ShellCompleter(shell), complete_while_typing=False
     )
+    return shell, ps
+
+
+def _loop(shell: Shell, ps: PromptSession[str]) -> None:
+    """Read and run lines until ``exit`` (Logout), ^D (Logout), ``su`` or ``shutdown``."""
     while True:
+        for job in shell.finished_jobs():
+            print(f"[{job.number}]+ Done({job.status})  {job.source}")
         try:
             line = ps.prompt(prompt_text(shell))
+            while shell.needs_more(line):
+                line += "\n" + ps.prompt("> ")
         except KeyboardInterrupt:
             continue  # Ctrl-C at the prompt clears the line
         except EOFError:
-            return shell.last_status
+            if shell.keep_for_jobs():
+                print("There are jobs; ^D again ends them with the session.")
+                continue
+            raise Logout(shell.last_status) from None
         if not line.strip():
             continue
-        shell.history.append(line)
+        expanded = shell.expand_history(line)
+        if expanded != line:
+            print(expanded)
+        shell.history.append(expanded)
         try:
-            shell.run_line(line)
-        except ShellExit as exc:
-            return exc.status
+            shell.run_line(expanded)
         except KeyboardInterrupt:
             print("^C")
             shell.last_status = 130

@@ -29,7 +29,7 @@ from exo.kernel import beneath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from exo.kernel.procfs import VirtualTree
 
@@ -55,6 +55,19 @@ class Vfs:
     def __init__(self, root: Path, virtual: dict[str, VirtualTree] | None = None) -> None:
         self.root = root.resolve()
         self.virtual = virtual or {}
+        # A user's session: (Exo path, "read" | "write" | "list") -> raises PermissionError
+        self.guard: Callable[[str, str], None] | None = None
+
+    def restricted(self, guard: Callable[[str, str], None]) -> Vfs:
+        """The same tree seen through ``guard``: a user's shell reads, lists and writes
+        only what the session's capabilities name (``Session.check_path``)."""
+        view = Vfs.__new__(Vfs)
+        view.root, view.virtual, view.guard = self.root, self.virtual, guard
+        return view
+
+    def _check(self, exo_path: str, mode: str) -> None:
+        if self.guard is not None and self._virtual(exo_path) is None:
+            self.guard(self.normalize(exo_path), mode)
 
     # ------------------------------------------------------------ resolution
     @staticmethod
@@ -74,6 +87,10 @@ class Vfs:
         """A descriptor of ``exo_path`` resolved beneath the tree (VfsError if it leaves)."""
         if self._virtual(exo_path) is not None:
             raise VfsError(f"{exo_path}: synthesised by the kernel, read-only")
+        if self.guard is not None and not flags & os.O_PATH:
+            write = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+            self._check(exo_path, "write" if write else "list" if flags & os.O_DIRECTORY
+                        else "read")
         # The root itself comes from configuration, never from an app: opening it by name
         # is safe; everything below it is resolved from this descriptor.
         root = beneath.open_root(self.root)
@@ -100,6 +117,7 @@ class Vfs:
         norm = self.normalize(exo_path)
         if norm == "/":
             raise VfsError("/: the root of the Exo tree")
+        self._check(norm, "write")  # what is done through a parent changes the name
         head, name = posixpath.split(norm)
         return self._open(head, os.O_PATH | os.O_DIRECTORY), name
 
@@ -232,6 +250,8 @@ class Vfs:
         for name in self.normalize(p).strip("/").split("/"):
             if not name:
                 continue
+            if not self.is_dir(posixpath.join(done, name)):
+                self._check(posixpath.join(done, name), "write")
             pfd = self._open(done, os.O_PATH | os.O_DIRECTORY)
             try:
                 os.mkdir(name, 0o777, dir_fd=pfd)
@@ -263,6 +283,7 @@ class Vfs:
             os.close(pfd)
 
     def copy(self, src: str, dst: str, recursive: bool = False) -> None:
+        self._check(src, "read")  # a directory is copied through descriptors below it
         if not self.exists(src):
             raise FileNotFoundError(f"{src}: no such file or directory")
         if self.is_dir(dst):
@@ -309,6 +330,7 @@ class Vfs:
 
     def touch(self, p: str) -> None:
         """Create ``p`` if missing, else set its times to now (through its descriptor)."""
+        self._check(p, "write")
         try:
             fd = self._open(p, os.O_PATH)
         except FileNotFoundError:

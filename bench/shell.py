@@ -1,0 +1,155 @@
+"""Benchmark: time from Enter to output in the Exo shell against bash (writes
+bench/results/shell.json).
+
+Claims under test (issue 9): ``ls`` answers within 30 ms; ``cat`` of a 1 MB file through
+a pipe into ``wc -l``, and ``sort`` of 100k lines, within 1.5 × bash running the same host
+programs unsandboxed, in the same run.
+
+How it measures: one ``exo boot --quiet`` and one ``bash`` stay up, each reading commands
+from a pipe, in the same working directory (the Exo root's ``/home/root``, so both read
+the same files). For each sample a command line is written followed by ``echo <mark>``,
+and the time runs from the write (Enter) to reading the mark, so it includes the
+command's whole output. The cases are interleaved, shell by shell, on this noisy machine.
+
+* ``ls``: the shell's ``ls`` of a directory of 50 files (a builtin in the Exo shell).
+* ``cat_wc``: ``cat big.txt | wc -l`` as typed (Exo: builtins in threads), and
+  ``cat_wc_powerbox``: ``/bin/cat big.txt | /usr/bin/wc -l`` — both stages host programs,
+  each a sandboxed Exo process granted what its command line names.
+* ``sort``: ``sort lines.txt > sorted.txt`` — the host's ``sort`` through the powerbox.
+* ``true_powerbox``: ``/bin/true`` through the powerbox: the floor every sandboxed
+  program pays (spawning its sandbox), whatever it does; ``true_run``: the same started
+  with ``run`` and no capability at all — the kernel's spawn alone, without the
+  powerbox's grants (bash's column for it is plain ``/bin/true`` too).
+
+Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "shell.json"
+EXO = str(Path(sys.executable).with_name("exo"))
+CASES = {
+    "ls": "ls files",
+    "cat_wc": "cat big.txt | wc -l",
+    "cat_wc_powerbox": "/bin/cat big.txt | /usr/bin/wc -l",
+    "sort": "sort lines.txt > sorted.txt",
+    "true_powerbox": "/bin/true",
+    "true_run": "run -- /bin/true",
+}
+
+
+class Interpreter:
+    """A shell reading commands from a pipe; ``time(line)`` is Enter → output."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None = None) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+        self.n = 0
+
+    def time(self, line: str) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.n += 1
+        mark = f"__mark_{self.n}__".encode()
+        fd = self.proc.stdout.fileno()
+        t0 = time.perf_counter()
+        os.write(self.proc.stdin.fileno(), f"{line}\necho {mark.decode()}\n".encode())
+        seen = b""
+        while mark not in seen:
+            ready, _, _ = select.select([fd], [], [], 60)
+            if not ready:
+                raise RuntimeError(f"no answer to {line!r}")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"the shell ended during {line!r}")
+            seen = seen[-64:] + chunk
+        return (time.perf_counter() - t0) * 1000
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _prepare(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(9)
+    with open(home / "big.txt", "w") as f:  # 1 MB of short lines
+        while f.tell() < 1 << 20:
+            f.write(f"{rng.random():.12f} some text for the line\n")
+    with open(home / "lines.txt", "w") as f:
+        f.writelines(f"{rng.randrange(10**9):09d} {rng.random():.6f}\n" for _ in range(100_000))
+    (home / "files").mkdir(exist_ok=True)
+    for i in range(50):
+        (home / "files" / f"file-{i:02d}.txt").write_text("x\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="8 runs instead of 20")
+    args = ap.parse_args()
+    runs = 8 if args.quick else args.runs
+
+    root = Path(tempfile.mkdtemp(prefix="exo-bench-shell-"))
+    home = root / "home" / "root"
+    _prepare(home)
+    env = dict(os.environ, EXO_ROOT=str(root), LC_ALL="C")
+    exo = Interpreter([EXO, "boot", "--quiet"], env)
+    bash = Interpreter(["bash", "--norc", "--noprofile"], env, cwd=str(home))
+    peer = {"true_run": "/bin/true"}  # bash has no `run`
+    samples: dict[str, dict[str, list[float]]] = {c: {"exo": [], "bash": []} for c in CASES}
+    try:
+        exo.time("cd /home/root")
+        for _ in range(2):  # warm up: the spawn path, the page cache
+            for case, line in CASES.items():
+                exo.time(line)
+                bash.time(peer.get(case, line))
+        for _ in range(runs):
+            for case, line in CASES.items():
+                samples[case]["exo"].append(exo.time(line))
+                samples[case]["bash"].append(bash.time(peer.get(case, line)))
+    finally:
+        exo.close()
+        bash.close()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+    results: dict[str, Any] = {}
+    for case, by_shell in samples.items():
+        exo_ms = statistics.median(by_shell["exo"])
+        bash_ms = statistics.median(by_shell["bash"])
+        results[case] = {"command": CASES[case], "exo_median_ms": round(exo_ms, 2),
+                         "bash_median_ms": round(bash_ms, 2),
+                         "ratio": round(exo_ms / bash_ms, 2), "samples_ms": by_shell}
+    targets = {
+        "ls_within_30_ms": results["ls"]["exo_median_ms"] <= 30,
+        "cat_wc_within_1_5x_bash": results["cat_wc"]["ratio"] <= 1.5,
+        "cat_wc_powerbox_within_1_5x_bash": results["cat_wc_powerbox"]["ratio"] <= 1.5,
+        "sort_within_1_5x_bash": results["sort"]["ratio"] <= 1.5,
+    }
+    out = {"benchmark": "shell", "runs": runs, "machine": platform.machine(),
+           "cpus": os.cpu_count(), "python": platform.python_version(),
+           "results": results, "targets_met": targets}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    for case, r in results.items():
+        print(f"{case:<16} exo {r['exo_median_ms']:8.2f} ms   bash {r['bash_median_ms']:8.2f} ms"
+              f"   ×{r['ratio']}")
+    print("targets:", ", ".join(f"{k} {'✔' if v else '✘'}" for k, v in targets.items()))
+
+
+if __name__ == "__main__":
+    main()

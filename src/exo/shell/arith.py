@@ -1,0 +1,90 @@
+"""``$((…))``: integer arithmetic as in sh, evaluated from Python's own parse tree.
+
+Only integer literals, variable names and the C operators sh has are accepted; anything
+else (calls, attributes, strings) is a ``ParseError``, so an expression can never run code.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+
+from exo.shell.parser import ParseError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+def _tdiv(a: int, b: int) -> int:
+    """C's (and sh's) division: truncated toward zero, not floored."""
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+_BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Mod: lambda a, b: a - b * _tdiv(a, b), ast.Pow: operator.pow,
+    ast.LShift: operator.lshift, ast.RShift: operator.rshift, ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_, ast.BitXor: operator.xor,
+    ast.Div: lambda a, b: _tdiv(a, b), ast.FloorDiv: lambda a, b: _tdiv(a, b),
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[int, int], bool]] = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne,
+}
+
+
+def evaluate(expr: str, lookup: Callable[[str], str]) -> int:
+    """The value of ``expr``; unset or empty variables count as 0, as in sh."""
+    text = expr.replace("&&", " and ").replace("||", " or ").strip()
+    text = text.replace("!=", "\0").replace("!", " not ").replace("\0", "!=")
+    if not text:
+        return 0
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ParseError(f"bad arithmetic: {expr.strip()}") from None
+    return _eval(tree.body, lookup, expr)
+
+
+def _eval(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.Name):
+        raw = lookup(node.id).strip() or "0"
+        try:
+            return int(raw, 0)
+        except ValueError:
+            raise ParseError(f"{node.id}={raw!r}: not an integer") from None
+    if isinstance(node, ast.UnaryOp):
+        value = _eval(node.operand, lookup, expr)
+        if isinstance(node.op, ast.USub):
+            return -value
+        if isinstance(node.op, ast.UAdd):
+            return value
+        if isinstance(node.op, ast.Not):
+            return int(not value)
+        if isinstance(node.op, ast.Invert):
+            return ~value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left, lookup, expr), _eval(node.right, lookup, expr)
+        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
+            raise ParseError(f"division by zero in $(({expr.strip()}))")
+        if isinstance(node.op, ast.Pow) and (right < 0 or right > 4096):
+            raise ParseError(f"exponent out of range in $(({expr.strip()}))")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.BoolOp):
+        values = [_eval(v, lookup, expr) for v in node.values]
+        return int(all(values) if isinstance(node.op, ast.And) else any(values))
+    if isinstance(node, ast.Compare) and all(type(o) in _COMPARE for o in node.ops):
+        left = _eval(node.left, lookup, expr)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = _eval(comp, lookup, expr)
+            if not _COMPARE[type(op)](left, right):
+                return 0
+            left = right
+        return 1
+    if isinstance(node, ast.IfExp):
+        cond = _eval(node.test, lookup, expr)
+        return _eval(node.body if cond else node.orelse, lookup, expr)
+    raise ParseError(f"bad arithmetic: {expr.strip()}")

@@ -1,0 +1,233 @@
+"""The powerbox: the host's everyday programs run as sandboxed Exo processes holding
+exactly what their command line names, as Plash's shell did.
+
+The shell reads the command line it is about to run, and for each argument the program's
+policy (``powerbox.toml``) calls an input, an output or a file to edit, grants a
+capability to that one path with the rights its role needs — read for inputs, write for
+outputs — after checking that the session holds it. Redirections need nothing: the shell
+opens them itself, with the session's rights, and hands over the descriptors. Every
+program also holds its working directory read-only (``find .``, ``sort notes.txt``); a
+program the policy does not name gets only that.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from exo.kernel.manifest import Grant
+    from exo.shell.context import CommandContext
+    from exo.shell.core import Shell
+    from exo.shell.jobs import ShellJob
+
+#: Where the host's everyday programs are looked for (after the Exo tree's PATH).
+HOST_DIRS = ("/usr/bin", "/bin")
+_POLICY = Path(__file__).with_name("powerbox.toml")
+_ADMIN_POLICY = "etc/exo/powerbox.toml"
+_NOT_STORAGE = ("proc", "sys", "dev")  # synthesised, or the sandbox's own
+_SELECTORS = ("operands", "first", "second", "last", "all-but-last", "none")
+
+
+class PowerboxError(ValueError):
+    """The policy file is malformed: the message says where."""
+
+
+class Policy:
+    """What one program's arguments mean: which operands and option values are files
+    it reads, writes, or edits (reads and writes)."""
+
+    __slots__ = ("edit_flags", "edits", "input_options", "inputs", "output_options",
+                 "outputs")
+
+    def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
+        table = table or {}
+        self.inputs = _selector(table, "inputs", name)
+        self.outputs = _selector(table, "outputs", name)
+        self.edits = _selector(table, "edits", name)
+        self.input_options = _strings(table, "input_options", name)
+        self.output_options = _strings(table, "output_options", name)
+        self.edit_flags = _strings(table, "edit_flags", name)
+
+    def roles(self, args: list[str]) -> list[tuple[str, str]]:
+        """``(argument, "read" | "write" | "edit")`` for each file the arguments name."""
+        operands: list[str] = []
+        found: list[tuple[str, str]] = []
+        editing = False
+        it = iter(args)
+        for arg in it:
+            if arg == "--":
+                operands += list(it)
+                break
+            if arg.startswith("-") and arg != "-":
+                option, eq, value = arg.partition("=")
+                for options, role in ((self.input_options, "read"),
+                                      (self.output_options, "write")):
+                    if option in options:
+                        value = value if eq else next(it, "")
+                        if value:
+                            found.append((value, role))
+                editing = editing or option in self.edit_flags
+                continue
+            operands.append(arg)
+        for selector, role in ((self.inputs, "read"), (self.outputs, "write"),
+                               (self.edits, "edit")):
+            role = "edit" if editing and role == "read" else role
+            found += [(op, role) for op in _select(selector, operands)]
+        return found
+
+
+def _select(selector: str, operands: list[str]) -> list[str]:
+    if selector == "operands":
+        return operands
+    if selector == "first":
+        return operands[:1]
+    if selector == "second":
+        return operands[1:2]
+    if selector == "last":
+        return operands[-1:]
+    if selector == "all-but-last":
+        return operands[:-1]
+    return []
+
+
+def _selector(table: dict[str, object], key: str, name: str) -> str:
+    value = table.get(key, "none")
+    if value not in _SELECTORS:
+        raise PowerboxError(f"programs.{name}.{key}: expected one of "
+                            f"{', '.join(_SELECTORS)}, got {value!r}")
+    return str(value)
+
+
+def _strings(table: dict[str, object], key: str, name: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PowerboxError(f"programs.{name}.{key}: expected a list of strings")
+    return tuple(value)
+
+
+def parse_policies(text: str, where: str) -> dict[str, Policy]:
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PowerboxError(f"{where}: {exc}") from None
+    programs = data.get("programs", {})
+    if not isinstance(programs, dict):
+        raise PowerboxError(f"{where}: [programs] must be a table")
+    try:
+        return {name: Policy(table if isinstance(table, dict) else None, name)
+                for name, table in programs.items()}
+    except PowerboxError as exc:
+        raise PowerboxError(f"{where}: {exc}") from None
+
+
+@functools.cache
+def _builtin_policies() -> dict[str, Policy]:
+    return parse_policies(_POLICY.read_text(), str(_POLICY.name))
+
+
+class Powerbox:
+    """Starts host programs for one shell, granting what their arguments name."""
+
+    __slots__ = ("policies", "shell")
+
+    def __init__(self, shell: Shell, policies: dict[str, Policy]) -> None:
+        self.shell = shell
+        self.policies = policies
+
+    @classmethod
+    def for_shell(cls, shell: Shell) -> Powerbox:
+        policies = dict(_builtin_policies())
+        try:
+            admin = shell.vfs.read_bytes("/" + _ADMIN_POLICY).decode(errors="replace")
+        except OSError:
+            admin = ""
+        if admin:
+            policies.update(parse_policies(admin, "/" + _ADMIN_POLICY))
+        return cls(shell, policies)
+
+    @staticmethod
+    def find(name: str) -> str | None:
+        """The host program called ``name`` in ``HOST_DIRS`` (or named by its path
+        there: ``/bin/sleep``, which a sandbox sees at that path), or None."""
+        if "/" in name:
+            path = posixpath.normpath(name)
+            if posixpath.dirname(path) in HOST_DIRS and os.path.isfile(path) and \
+                    os.access(path, os.X_OK):
+                return path
+            return None
+        for d in HOST_DIRS:
+            path = os.path.join(d, name)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+        return None
+
+    def grants(self, name: str, args: list[str]) -> list[Grant]:
+        """The working directory read-only, then one grant per file the policy says the
+        arguments name; ``PermissionError`` for one the session does not hold."""
+        from exo.kernel.manifest import parse_grant
+
+        shell = self.shell
+        cwd_name = "storage://" + shell.cwd.strip("/")
+        grants: list[Grant] = []
+        if shell.session.holds(cwd_name, "READ"):
+            grants.append(parse_grant(f"{cwd_name}=READ"))
+        policy = self.policies.get(name)
+        roles = policy.roles(args) if policy is not None else self._asked(name, args, grants)
+        for arg, role in roles:
+            exo = shell.vfs.normalize(arg, shell.cwd)
+            top = exo.strip("/").split("/", 1)[0]
+            if top in _NOT_STORAGE:
+                continue  # not storage: synthesised, or the sandbox's own
+            exists = shell.vfs.exists(exo)
+            if role == "read":
+                if not exists:
+                    continue  # not a file after all (a pattern, a number): nothing to grant
+                rights = "READ"
+            else:
+                if not exists:
+                    shell.vfs.touch(exo)  # created with the session's rights, or refused
+                rights = "READ,WRITE"
+            resource = "storage://" + exo.strip("/")
+            if not shell.session.holds(resource, rights):
+                raise PermissionError(f"{arg}: permission denied (user "
+                                      f"{shell.session.user} holds no capability to "
+                                      f"{'read' if rights == 'READ' else 'write'} it)")
+            grant = parse_grant(f"{resource}={rights}")
+            if not any(g.name.covers(grant.name) and grant.rights in g.rights
+                       for g in grants):  # else held through the working directory
+                grants.append(grant)
+        return grants
+
+    def _asked(self, name: str, args: list[str], grants: list[Grant]) -> list[tuple[str, str]]:
+        """A program the policy does not know: each argument naming a file outside the
+        working directory is granted read-only only if the person at the terminal says
+        so (never in a script)."""
+        shell = self.shell
+        if shell.terminal is None:
+            return []
+        out: list[tuple[str, str]] = []
+        for arg in args:
+            if arg.startswith("-"):
+                continue
+            exo = shell.vfs.normalize(arg, shell.cwd)
+            inside = exo == shell.cwd or exo.startswith(shell.cwd.rstrip("/") + "/")
+            top = exo.strip("/").split("/", 1)[0]
+            if (inside and grants) or top in _NOT_STORAGE or not shell.vfs.exists(exo):
+                continue  # held through the working directory, or not a file
+            if shell.session.holds("storage://" + exo.strip("/"), "READ") and \
+                    shell.terminal.ask(f"exo: let {name} read {exo}? [y/N] "):
+                out.append((arg, "read"))
+        return out
+
+    def start(self, ctx: CommandContext, env: dict[str, str]) -> ShellJob | None:
+        program = self.find(ctx.argv[0])
+        if program is None:
+            return None
+        grants = self.grants(posixpath.basename(program), ctx.args)
+        return self.shell.start_process([program, *ctx.args], grants, ctx, env)

@@ -1,0 +1,89 @@
+"""The powerbox: the host's everyday programs, sandboxed, holding what their command
+line names (inputs read, outputs written) within what the session holds."""
+
+from __future__ import annotations
+
+from tests.unit.shell._support import run
+
+from exo.kernel.kernel import Kernel
+from exo.shell import Shell
+from exo.shell.powerbox import Policy, parse_policies
+
+
+def test_roles_from_the_policy() -> None:
+    sort = parse_policies('[programs.sort]\ninputs = "operands"\n'
+                          'output_options = ["-o", "--output"]\n', "t")["sort"]
+    assert sort.roles(["-r", "a", "b", "-o", "out", "--output=o2", "--", "-c"]) == [
+        ("out", "write"), ("o2", "write"), ("a", "read"), ("b", "read"), ("-c", "read")]
+    assert Policy().roles(["x", "y"]) == []  # unknown programs: nothing beyond the cwd
+
+
+def test_sort_uniq_and_find_with_nothing_more_granted(alice: Shell) -> None:
+    run(alice, "printf 'b\\na\\nb\\nc\\n' > notes.txt")
+    status, out, err = run(alice, "sort notes.txt | uniq -c > counts.txt; cat counts.txt")
+    assert status == 0, err
+    assert out.split() == ["1", "a", "2", "b", "1", "c"]
+    run(alice, "mkdir -p src/pkg; touch src/a.py src/pkg/b.py src/c.txt")
+    status, out, err = run(alice, "find . -name '*.py'")
+    assert status == 0, err
+    assert sorted(out.split()) == ["./src/a.py", "./src/pkg/b.py"]
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every stage reaped
+
+
+def test_an_output_argument_is_granted_for_writing(alice: Shell) -> None:
+    run(alice, "printf '3\\n1\\n2\\n' > n.txt")
+    status, _, err = run(alice, "sort -o sorted.txt n.txt")
+    assert status == 0, err
+    assert run(alice, "cat sorted.txt")[1] == "1\n2\n3\n"
+
+
+def test_unknown_programs_get_the_working_directory_read_only(alice: Shell) -> None:
+    run(alice, "echo keep > kept.txt")
+    status, out, _ = run(alice, "sh -c 'cat kept.txt; echo x > new.txt'")
+    assert out == "keep\n"
+    assert status != 0 and run(alice, "test -e new.txt")[0] != 0
+
+
+def test_a_user_cannot_hand_a_program_what_they_do_not_hold(alice: Shell,
+                                                            kernel: Kernel) -> None:
+    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "home" / "root" / "secret").write_text("s3cret\n")
+    for line in ("sort /home/root/secret", "sort -o /home/root/out x", "uniq /etc/passwd"):
+        status, out, err = run(alice, line)
+        assert status == 126, (line, err)
+        assert "permission denied" in err and "s3cret" not in out
+    assert not (kernel.root / "home" / "root" / "out").exists()
+
+
+def test_the_administrator_policy_overrides_and_bad_policies_are_named(
+        root_shell: Shell, kernel: Kernel) -> None:
+    import pytest
+
+    from exo.shell.powerbox import Powerbox, PowerboxError, _builtin_policies
+
+    assert {"sort", "uniq", "find", "less", "nano", "sed"} <= set(_builtin_policies())
+    (kernel.root / "etc" / "exo").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "etc" / "exo" / "powerbox.toml").write_text(
+        '[programs.sort]\ninputs = "none"\n')
+    assert Powerbox.for_shell(root_shell).policies["sort"].roles(["a"]) == []
+    with pytest.raises(PowerboxError, match=r"programs.sort.inputs"):
+        parse_policies('[programs.sort]\ninputs = "everything"\n', "p.toml")
+    with pytest.raises(PowerboxError, match=r"p\.toml"):
+        parse_policies("[programs\n", "p.toml")
+    (kernel.root / "etc" / "exo" / "powerbox.toml").write_text("[programs\n")
+    status, _, err = run(root_shell, "sort x")
+    assert status == 126 and "/etc/exo/powerbox.toml" in err  # said, not a traceback
+
+
+def test_type_says_what_runs_and_completion_offers_the_powerbox_programs(
+        root_shell: Shell) -> None:
+    from exo.shell.completion import ShellCompleter
+
+    out = run(root_shell, "type cd sort expand")[1].splitlines()
+    assert out == ["cd is a shell builtin",
+                   "sort is /usr/bin/sort (through the powerbox: the files its arguments "
+                   "name)",
+                   "expand is /usr/bin/expand (through the powerbox: its directory "
+                   "read-only)"]
+    assert run(root_shell, "type no-such-program")[0] == 1
+    assert {"sort", "uniq", "find", "cd"} <= ShellCompleter(root_shell).commands()

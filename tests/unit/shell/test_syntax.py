@@ -1,0 +1,129 @@
+"""The shell syntax people use daily: assignments, substitutions, blocks, aliases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tests.unit.shell._support import run
+
+from exo.shell import Shell
+from exo.shell.builtins import BUILTINS
+from exo.shell.parser import IncompleteInput, ParseError, parse_blocks, split_list
+
+
+def test_assignment_arithmetic_and_command_substitution(root_shell: Shell) -> None:
+    assert run(root_shell, "a=5; echo $((a * 2 + 1)) $(( (7 - 9) / 2 )) $((7 % 3))")[1] \
+        == "11 -1 1\n"
+    assert run(root_shell, "echo [$(echo one; echo two)]")[1] == "[one two]\n"
+    assert run(root_shell, 'echo "$(echo "a  b")"')[1] == "a  b\n"  # quoted: kept whole
+    assert run(root_shell, "echo $(echo $(echo nested))")[1] == "nested\n"
+    assert run(root_shell, "x=$(echo 4); echo $((x+1))")[1] == "5\n"
+    assert run(root_shell, "echo $$")[1].strip().isdigit()
+    assert run(root_shell, "echo $(true) x \"$(true)\" ''")[1] == "x  \n"  # sh's words
+    assert run(root_shell, "a=; echo $a$a y")[1] == "y\n"
+
+
+def test_arithmetic_refuses_anything_but_integers(root_shell: Shell) -> None:
+    for expr in ("__import__('os')", "1/0", "a.b", "'x'", "2**99999"):
+        status, out, err = run(root_shell, f'echo "$(({expr}))"')
+        assert status == 2 and out == "", expr
+        assert "exo:" in err
+
+
+def test_var_before_a_builtin_is_for_that_command_only(root_shell: Shell) -> None:
+    assert run(root_shell, "GREETING=hi env")[1].count("GREETING=hi") == 1
+    assert "GREETING" not in run(root_shell, "env")[1]
+    # and before a program: in its environment only
+    assert run(root_shell, "GREETING=hi sh -c 'echo $GREETING'")[1] == "hi\n"
+    assert run(root_shell, "echo [$GREETING]")[1] == "[]\n"
+
+
+def test_if_elif_else_while_for(root_shell: Shell) -> None:
+    out = run(root_shell, "if false; then echo a; elif true; then echo b; else echo c; fi")[1]
+    assert out == "b\n"
+    assert run(root_shell, "for i in 1 2 3; do echo n$i; done")[1] == "n1\nn2\nn3\n"
+    assert run(root_shell, "i=0; while [ $i -lt 3 ]; do i=$((i+1)); done; echo $i")[1] \
+        == "3\n"
+    assert run(root_shell, "until test -e /tmp/flag; do touch /tmp/flag; done; echo ok")[1] \
+        == "ok\n"
+    # a block's redirections, after its last word
+    assert run(root_shell, "for i in 3 1 2; do echo $i; done > /tmp/n; sort < /tmp/n")[1] \
+        == "1\n2\n3\n"
+    assert run(root_shell, "if true; then echo in; fi >> /tmp/n; tail -1 /tmp/n")[1] == "in\n"
+    assert run(root_shell, "for i in 1; do echo $i; done | cat")[0] == 2  # not a pipe
+    assert run(root_shell, "true &&\necho continued")[1] == "continued\n"
+    # read, line by line, from a block's input
+    run(root_shell, "printf 'a b c\\nd e\\n' > /tmp/f")
+    assert run(root_shell, "while read x y; do echo $y$x; done < /tmp/f")[1] == "b ca\ned\n"
+    assert run(root_shell, "read -r one; echo [$one]", b"  lone line  \n")[1] == \
+        "[lone line]\n"
+    assert run(root_shell, "read x", b"")[0] == 1
+    # over several lines, as in a sourced file
+    assert run(root_shell, "for w in $(echo x y)\ndo\n  echo $w\ndone")[1] == "x\ny\n"
+
+
+def test_open_blocks_ask_for_more_and_stray_keywords_are_errors(root_shell: Shell) -> None:
+    for line in ("if true; then echo", "for i in 1; do echo $i", "echo 'open", "echo $(ls",
+                 "true &&"):
+        assert root_shell.needs_more(line), line
+    with pytest.raises(IncompleteInput):
+        parse_blocks(split_list("while true"))
+    status, out, err = run(root_shell, "for i in $((1/0)); do echo $i; done; echo after")
+    assert status == 2 and "division by zero" in err and out == ""
+    for line in ("fi", "done", "then echo x", "if; then echo; fi"):
+        with pytest.raises(ParseError):
+            parse_blocks(split_list(line))
+        assert not root_shell.needs_more(line)
+        assert run(root_shell, line)[0] == 2
+
+
+def test_source_alias_history_and_cd_back(root_shell: Shell) -> None:
+    run(root_shell, "echo 'greet=hello' > /tmp/rc; echo 'alias say=echo' >> /tmp/rc")
+    assert run(root_shell, "source /tmp/rc; say $greet")[1] == "hello\n"
+    assert run(root_shell, ". /tmp/rc; alias")[1] == "alias say='echo'\n"
+    assert run(root_shell, "unalias say; say x")[0] == 127
+    root_shell.history.append("echo again")
+    assert root_shell.expand_history("!! && !!") == "echo again && echo again"
+    run(root_shell, "cd /tmp; cd /home")
+    assert run(root_shell, "cd -")[1] == "/tmp\n"
+    assert root_shell.cwd == "/tmp"
+
+
+def test_every_builtin_has_help(root_shell: Shell) -> None:
+    for name in BUILTINS:
+        status, out, err = run(root_shell, f"{name} --help")
+        assert status == 0, (name, err)
+        assert out.startswith(f"{name}: "), name
+
+
+def test_audit_rows_show_blanks_not_none(root_shell: Shell) -> None:
+    run(root_shell, "run --cap storage://tmp=READ -- /bin/true")
+    status, out, _ = run(root_shell, "caps --audit")
+    assert status == 0 and "release" in out
+    assert "None" not in out
+
+
+def test_background_jobs_are_listed_signalled_and_waited_for(root_shell: Shell) -> None:
+    status, _, err = run(root_shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
+    assert status == 0 and err.startswith("[1] run")
+    deadline = time.monotonic() + 20
+    while not root_shell.jobs[0].processes() and time.monotonic() < deadline:
+        time.sleep(0.05)  # `run` has started its process
+    run(root_shell, "sh -c 'exit 3' &")
+    assert run(root_shell, "wait %2; echo $?")[1] == "3\n"
+    assert "[1] Running" in run(root_shell, "jobs")[1]
+    assert run(root_shell, "kill %1; wait %1; echo $?")[1] == "143\n"  # 128 + SIGTERM
+    assert run(root_shell, "jobs")[1] == ""
+    assert run(root_shell, "kill %7")[0] == 1
+    assert run(root_shell, "fg")[2] == "fg: no current job\n"
+    assert [r["pid"] for r in root_shell.kernel.ps()] == [1]
+
+
+def test_a_program_runs_in_the_shells_working_directory(root_shell: Shell) -> None:
+    """The kernel starts a program where the shell is (an Exo path); `run` with
+    capabilities that do not cover it starts the program at / of its tree."""
+    assert run(root_shell, "cd /tmp; /bin/pwd") == (0, "/tmp\n", "")
+    assert run(root_shell, "cd /home/root; run --cap storage://tmp=READ -- /bin/pwd")[1] == "/\n"
+    assert run(root_shell, "run --cap storage://home/root=READ -- /bin/pwd")[1] == \
+        "/home/root\n"

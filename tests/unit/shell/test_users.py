@@ -1,0 +1,137 @@
+"""A normal user's session holds the user's capability set, and no more: what the
+shell does for them and everything it starts is bounded by it."""
+
+from __future__ import annotations
+
+import time
+
+from tests.unit.shell._support import run
+
+from exo.kernel.kernel import Kernel
+from exo.kernel.users import UserDatabase, session_grants
+from exo.shell import Session, Shell, Vfs
+
+
+def test_a_user_works_in_their_home_and_tmp(alice: Shell) -> None:
+    assert alice.cwd == "/home/alice"
+    assert run(alice, "echo mine > notes.txt; cat notes.txt")[1] == "mine\n"
+    assert run(alice, "mkdir -p d/e && cp notes.txt d/e/ && ls d/e")[1] == "notes.txt\n"
+    assert run(alice, "echo t > /tmp/alice-t && cat /tmp/alice-t")[1] == "t\n"
+    assert run(alice, "ls /")[0] == 0  # names on the way to what she holds
+    assert "alice" in run(alice, "ls /home")[1].split()
+    assert "EXO_ROOT" not in alice.env  # no host path in a user's environment
+
+
+def test_a_user_cannot_read_root_or_the_password_hashes(alice: Shell,
+                                                        kernel: Kernel) -> None:
+    home = kernel.root / "home" / "root"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".exo_history").write_text("secret-command\n")
+    refusals = [
+        "cat /etc/passwd", "cat /home/root/.exo_history", "ls /home/root", "ls /var/log",
+        "echo x > /home/root/planted", "touch /home/root/planted", "mkdir /home/root/d",
+        "cp /home/root/.exo_history /tmp/stolen", "cp -r /home /tmp/stolen",
+        "grep secret < /home/root/.exo_history", "cd /home/root", "rm -r /home/root",
+        "mv /home/alice /home/bob", "head /etc/passwd",
+    ]
+    for line in refusals:
+        status, out, err = run(alice, line)
+        assert status != 0, line
+        assert "secret" not in out and "$scrypt$" not in out, line
+        assert "permission denied" in err, (line, err)
+    assert not (home / "planted").exists() and not (home / "d").exists()
+    assert not (kernel.root / "tmp" / "stolen").exists()
+
+
+def test_a_user_cannot_ask_the_kernel_for_more(alice: Shell) -> None:
+    for cap in ("storage://=READ,WRITE", "storage://home/root=READ", "storage://etc=READ",
+                "net://*=SEND"):
+        status, _, err = run(alice, f"run --cap {cap} -- /bin/true")
+        assert status == 126, cap
+        assert "not held by this session" in err
+    assert run(alice, "run --cap storage://home/alice=READ -- /bin/true")[0] == 0
+
+
+def test_power_and_user_management_need_capabilities_users_lack(alice: Shell,
+                                                                kernel: Kernel) -> None:
+    for line in ("shutdown", "exo shutdown"):
+        status, _, err = run(alice, line)
+        assert status == 1 and "device://power" in err
+    assert not kernel.shutdown_requested.is_set()
+    assert "only root manages users" in run(alice, "useradd mallory", b"x\n")[2]
+    assert "only root" in run(alice, "passwd root", b"x\n")[2]
+
+
+def test_the_administrator_grants_more_in_etc(kernel: Kernel) -> None:
+    db = UserDatabase(kernel.root)
+    bob = db.add("bob", "builder")
+    (kernel.root / "home" / "shared").mkdir(parents=True)
+    (kernel.root / "etc" / "exo").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "etc" / "exo" / "grants.toml").write_text(
+        '[all]\ncapabilities = ["storage://home/shared=READ"]\n'
+        '[users.bob]\ncapabilities = ["storage://home/shared=READ,WRITE", '
+        '"device://power=WRITE"]\n')
+    grants = session_grants(kernel.root, bob)
+    assert grants is not None
+    shell = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()),
+                  Session(bob.name, bob.uid, bob.home, grants))
+    assert run(shell, "echo hi > /home/shared/x; cat /home/shared/x")[1] == "hi\n"
+    assert shell.session.holds("device://power", "WRITE")
+    carol = db.add("carol", "c")
+    carol_grants = session_grants(kernel.root, carol)
+    assert carol_grants is not None
+    carol_shell = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()),
+                        Session(carol.name, carol.uid, carol.home, carol_grants))
+    assert run(carol_shell, "cat /home/shared/x")[1] == "hi\n"  # [all]: read
+    assert run(carol_shell, "echo no > /home/shared/x")[0] == 1  # but not write
+    assert not carol_shell.session.holds("device://power", "WRITE")
+
+
+def test_su_asks_a_password_and_derives_that_users_set(alice: Shell,
+                                                        root_shell: Shell) -> None:
+    from exo.shell.session import SwitchUser
+
+    status, _, err = run(alice, "su root", b"\n")  # root has no password: never
+    assert status == 1 and "authentication failure" in err
+    assert run(alice, "su nobody", b"x\n")[0] == 1
+    try:
+        run(root_shell, "su alice")  # root needs no password
+    except SwitchUser as exc:
+        assert exc.session.user == "alice"
+        assert exc.session.grants is not None
+    else:
+        raise AssertionError("su did not switch")
+
+
+def test_a_user_sees_only_their_own_processes_and_no_kernel_records(alice: Shell,
+                                                                    root_shell: Shell) -> None:
+    run(root_shell, "run --cap storage://tmp=READ -- /bin/sleep 30 &")
+    deadline = time.monotonic() + 20
+    while len(root_shell.kernel.ps()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = root_shell.kernel.ps()[-1]["pid"]
+    assert "sleep" in run(root_shell, "ps")[1]
+    assert "sleep" not in run(alice, "ps")[1]
+    status, _, err = run(alice, f"kill {pid}")
+    assert status == 1 and "not a process of user alice" in err
+    assert "storage://tmp" in run(root_shell, "caps")[1]
+    assert "storage://tmp" not in run(alice, "caps")[1]
+    assert "not a process of user alice" in run(alice, f"caps {pid}")[2]
+    for line in ("dmesg", "caps --audit"):
+        status, _, err = run(alice, line)
+        assert status == 1 and "permission denied" in err, line
+    assert run(alice, "echo $(exit 3) still-here")[1] == "still-here\n"
+    run(root_shell, "kill %1; wait")
+
+
+def test_sudo_runs_one_command_with_the_other_users_set(alice: Shell, root_shell: Shell,
+                                                        kernel: Kernel) -> None:
+    status, out, err = run(alice, "sudo cat /etc/passwd", b"guess\n")
+    assert status == 1 and "authentication failure" in err and "$scrypt$" not in out
+    UserDatabase(kernel.root).set_password("root", "r00t-pw")
+    status, out, err = run(alice, "sudo cat /etc/passwd", b"r00t-pw\n")
+    assert status == 0 and "alice:$scrypt$" in out, err
+    assert run(alice, "cat /etc/passwd")[0] == 1  # for that command only
+    assert run(root_shell, "cd /tmp; sudo -u alice whoami; sudo -u alice pwd")[1] == \
+        "alice\n/tmp\n"
+    assert run(root_shell, "sudo -u alice cat /etc/passwd")[0] == 1
