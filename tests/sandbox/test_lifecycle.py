@@ -48,7 +48,7 @@ def _ours(mount: str) -> bool:
     """A mount a sandbox of ours could have leaked into the host namespace. The kernels'
     FUSE file servers are not: this test starts none, and other sessions' kernels mount
     theirs under their own /tmp roots while it runs."""
-    if " - fuse exo-" in mount:
+    if " fuse exo-" in mount:
         return False
     return any(k in mount for k in ("newroot", "bwrap", "/usr", "/dev/", "proc", sys.prefix,
                                     "/tmp"))
