@@ -56,6 +56,7 @@ class Installed:
     version: str
     entry: str = ""
     explicit: bool = True
+    requires: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
