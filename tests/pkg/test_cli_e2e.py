@@ -108,3 +108,39 @@ def test_errors_are_one_line(tmp_path: Path, env: dict[str, str], served: str) -
     assert r.returncode == 1
     r = exo("build", cwd=tmp_path, env=env, ok=False)
     assert r.returncode == 1 and "no exopkg.toml" in r.stderr
+
+
+@pytest.mark.parametrize("step", ["downloaded", "extracting", "extracted",
+                                  "generation-written", "switched"])
+def test_kill9_through_the_cli(tmp_path: Path, env: dict[str, str], step: str) -> None:
+    """``kill -9`` inside ``exo install`` and ``exo upgrade``: the previous generation
+    still runs, and the next command recovers and completes."""
+    root = Path(env["EXO_ROOT"])
+    exo("repo", "init", "./repo", cwd=tmp_path, env=env)
+    exo("new", "hello", cwd=tmp_path, env=env)
+    project = tmp_path / "hello"
+    exo("build", cwd=project, env=env)
+    exo("publish", "--repo", "../repo", cwd=project, env=env)
+    exo("repo", "add", "local", "./repo", cwd=tmp_path, env=env)
+    hello = root / "exo" / "bin" / "hello"
+
+    crash = dict(env, EXO_PKG_CRASH_AT=step)
+    r = exo("install", "-y", "hello", cwd=tmp_path, env=crash, ok=False)
+    assert r.returncode == -9
+    assert os.path.lexists(hello) == (step == "switched")
+    exo("install", "-y", "hello", cwd=tmp_path, env=env)
+    assert exo("list", cwd=tmp_path, env=env).stdout.split() == ["hello", "0.1.0", "active"]
+
+    toml = project / "exopkg.toml"
+    toml.write_text(toml.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    exo("build", cwd=project, env=env)
+    exo("publish", "--repo", "../repo", cwd=project, env=env)
+    r = exo("upgrade", "-y", cwd=tmp_path, env=crash, ok=False)
+    assert r.returncode == -9
+    want = "0.2.0" if step == "switched" else "0.1.0"
+    assert f"/{want}/" in os.path.realpath(hello)
+    assert subprocess.run([str(hello)], capture_output=True, text=True).returncode == 0
+    exo("upgrade", "-y", cwd=tmp_path, env=env)
+    assert "/0.2.0/" in os.path.realpath(hello)
+    leftovers = [p for p in root.rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
