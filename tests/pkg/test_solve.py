@@ -76,3 +76,12 @@ def test_hundred_packages_fast() -> None:
     plan = Solver(cands).install([("p0", None)])
     assert len(plan.final) == 100
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_long_explanations_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import exo.pkg.solve as solve
+
+    monkeypatch.setattr(solve, "_MAX_REASONS", 1)
+    with pytest.raises(SolveError) as err:
+        Solver(REPO).install([("old", None), ("hello", "0.2.0")])
+    assert "more reasons)" in str(err.value) and ";" not in str(err.value)

@@ -19,6 +19,7 @@ from typing import Any
 
 from exo.pkg import PkgError
 
+_MAX_REASONS = 6  # a failure's explanation stays readable on one line
 _OP = re.compile(r"^\s*(>=|<=|==|=|>|<)?\s*([0-9][A-Za-z0-9.+~-]*)\s*$")
 
 
@@ -151,7 +152,9 @@ class Solver:
                     line = _plain(rule.info().problemstr())
                     if line not in lines:
                         lines.append(line)
-            raise SolveError(f"cannot {what}: " + "; ".join(lines))
+            more = f" (and {len(lines) - _MAX_REASONS} more reasons)" \
+                if len(lines) > _MAX_REASONS else ""
+            raise SolveError(f"cannot {what}: " + "; ".join(lines[:_MAX_REASONS]) + more)
         trans = solver.transaction()
         added = [self._by_id[s.id] for s in trans.newsolvables()]
         kept = [self._by_id[s.id] for s in trans.keptsolvables()]
