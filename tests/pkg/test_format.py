@@ -174,3 +174,31 @@ def test_truncated_and_garbage(tmp_path: Path, signer: sign.Signer) -> None:
     path.write_bytes(b"PK\x03\x04")
     with pytest.raises(fmt.FormatError, match=r"not an \.exopkg"):
         fmt.read_package(path)
+
+
+def test_hsm_hybrid_key_signs_packages(tmp_path: Path) -> None:
+    """``exo build --key hsm:NAME``: the header signed through the token verifies."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("softhsm2-util") is None:
+        pytest.skip("softhsm2 not installed (make setup installs it)")
+    root = tmp_path / "root"
+    env = dict(os.environ, EXO_ROOT=str(root))
+    env.pop("EXO_PKCS11_MODULE", None)
+    r = subprocess.run([sys.executable, "-m", "exo", "keys", "create", "rel", "--type",
+                        "hybrid"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    script = ("import sys; from pathlib import Path; from exo.pkg import sign; "
+              "from tests.pkg.test_format import _good; "
+              "p = _good(Path(sys.argv[1]), sign.load_signer(Path(sys.argv[2]), 'hsm:rel'));"
+              "print(p)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(root)], env=env,
+                         capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    pkg = fmt.read_package(Path(out.stdout.strip()))
+    from exo.security import pq
+
+    assert pkg.public == pq.dearmor(r.stdout)
