@@ -138,9 +138,42 @@ def test_kill9_through_the_cli(tmp_path: Path, env: dict[str, str], step: str) -
     r = exo("upgrade", "-y", cwd=tmp_path, env=crash, ok=False)
     assert r.returncode == -9
     want = "0.2.0" if step == "switched" else "0.1.0"
-    assert f"/{want}/" in os.path.realpath(hello)
+    assert f"launcher: hello {want}\n" in hello.read_text()
     assert subprocess.run([str(hello)], capture_output=True, text=True).returncode == 0
     exo("upgrade", "-y", cwd=tmp_path, env=env)
-    assert "/0.2.0/" in os.path.realpath(hello)
+    assert "launcher: hello 0.2.0\n" in hello.read_text()
     leftovers = [p for p in root.rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_installed_app_runs_sandboxed_by_its_manifest(tmp_path: Path,
+                                                       env: dict[str, str]) -> None:
+    """``/exo/bin/NAME`` starts the app through ``exo run`` with the manifest's
+    capabilities: it writes where the manifest grants, and nowhere else."""
+    root = Path(env["EXO_ROOT"])
+    exo("repo", "init", "./repo", cwd=tmp_path, env=env)
+    exo("new", "probe", cwd=tmp_path, env=env)
+    project = tmp_path / "probe"
+    (project / "bin" / "probe").write_text(
+        "#!/usr/bin/env python3\nimport sys\ntry:\n"
+        "    open(sys.argv[1], 'w').write('x')\n    print('wrote')\n"
+        "except OSError:\n    print('denied')\n")
+    exo("build", cwd=project, env=env)
+    exo("publish", "--repo", "../repo", cwd=project, env=env)
+    exo("repo", "add", "local", "./repo", cwd=tmp_path, env=env)
+    exo("install", "-y", "probe", cwd=tmp_path, env=env)
+    probe = str(root / "exo" / "bin" / "probe")
+    granted = root / "home" / "probe" / "note.txt"  # storage://home/probe=READ,WRITE
+    outside = root / "etc" / "escape.txt"  # in the tree, not granted
+
+    def run(path: Path) -> str:
+        r = subprocess.run([probe, str(path)], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert run(granted) == "wrote" and granted.read_text() == "x"
+    assert run(outside) == "denied" and not outside.exists()
+    run(tmp_path / "escape.txt")  # the sandbox's /tmp is its own: never the host's
+    assert not (tmp_path / "escape.txt").exists()
+    assert run(root / "exo" / "apps" / "probe" / "0.1.0" / "bin" / "probe") == "denied"

@@ -67,27 +67,28 @@ def run_install(root: Path, pkg: Path, crash: str | None = None) -> int:
 
 def active(root: Path) -> str | None:
     link = root / "exo" / "bin" / "hello"
-    return link.read_text().split("\n")[1] if link.exists() else None
+    # the launcher's second line: "# exo package launcher: hello VERSION"
+    return link.read_text().split("\n")[1].split()[-1] if link.exists() else None
 
 
 def test_install_upgrade_rollback(tmp_path: Path, pkgs: dict[str, Path]) -> None:
     root = tmp_path / "root"
     assert run_install(root, pkgs["0.1.0"]) == 0
-    assert active(root) == "echo 0.1.0"
+    assert active(root) == "0.1.0"
     assert run_install(root, pkgs["0.2.0"]) == 0
-    assert active(root) == "echo 0.2.0"
+    assert active(root) == "0.2.0"
     store = Store(root)
     gens = store.generations()
     assert [(g.id, g.parent) for g in gens] == [(1, None), (2, 1)]
     assert store.rollback().id == 1
-    assert active(root) == "echo 0.1.0"
+    assert active(root) == "0.1.0"
     # a change after a rollback branches from generation 1: the tree keeps generation 2
     with store.locked():
         store.commit({}, "remove hello")
     assert [(g.id, g.parent) for g in store.generations()][-1] == (3, 1)
     assert active(root) is None
     store.switch(2)
-    assert active(root) == "echo 0.2.0"
+    assert active(root) == "0.2.0"
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -98,11 +99,11 @@ def test_kill9_at_each_step(tmp_path: Path, pkgs: dict[str, Path], step: str,
     before: str | None = None
     if not first:
         assert run_install(root, pkgs["0.1.0"]) == 0
-        before = "echo 0.1.0"
+        before = "0.1.0"
     new = pkgs["0.1.0" if first else "0.2.0"]
     assert run_install(root, new, crash=step) == -9
     store = Store(root)
-    after = "echo 0.1.0" if first else "echo 0.2.0"
+    after = "0.1.0" if first else "0.2.0"
     # the previous generation (or, once switched, the new one) is intact and usable
     expected = after if step == "switched" else before
     assert active(root) == expected

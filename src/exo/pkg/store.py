@@ -6,7 +6,8 @@ Layout under ``EXO_ROOT``::
     exo/bin -> ../var/lib/pkg/current/bin
     var/lib/pkg/current -> generations/N
     var/lib/pkg/generations/N/        generation.json (packages, parent, action, time)
-                              bin/NAME -> …/exo/apps/NAME/VERSION/ENTRY
+                              bin/NAME   a launcher: ``exo run`` of the app's entry with
+                                         exactly its manifest's capabilities
 
 A generation is a complete, immutable set of installed packages that records its parent,
 so generations form a tree (Nix's form a line and lose branches on rollback). Every
@@ -25,8 +26,10 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -223,9 +226,10 @@ class Store:
                 if not app.is_dir():
                     raise StoreError(f"{name} {inst.version} is not unpacked")
                 if inst.entry:
-                    target = app / inst.entry
-                    (tmp / "bin" / name).symlink_to(
-                        os.path.relpath(target, self.gens / str(gen.id) / "bin"))
+                    launcher = tmp / "bin" / name
+                    launcher.write_text(self.launcher(name, inst.version, inst.entry))
+                    launcher.chmod(0o755)
+                    self._prepare_storage(app)
             (tmp / "generation.json").write_text(gen.to_json())
             _fsync_dir(tmp / "bin")
             _fsync_dir(tmp)
@@ -238,6 +242,33 @@ class Store:
         self.switch(gen.id)
         crash_point("switched")
         return gen
+
+    def launcher(self, name: str, version: str, entry: str) -> str:
+        """``/exo/bin/NAME``: runs the entry through ``exo run`` with exactly the
+        manifest's capabilities, plus reading its own prefix."""
+        app = self.app_dir(name, version)
+        own = f"storage://exo/apps/{name}/{version}=READ,EXECUTE"
+        argv = [sys.executable, "-m", "exo", "run", "--root", str(self.root), "--manifest",
+                str(app / fmt.META_DIR / fmt.MANIFEST_NAME), "--cap", own, "--",
+                str(app / entry)]
+        return (f"#!/bin/sh\n# exo package launcher: {name} {version}\n"
+                f"exec {' '.join(shlex.quote(a) for a in argv)} \"$@\"\n")
+
+    def _prepare_storage(self, app: Path) -> None:
+        """Create the ``storage://`` directories the manifest names (shown to the user
+        before installing) that do not exist yet: ``exo run`` needs them to exist."""
+        from exo.kernel.caps import ResourceName
+        from exo.kernel.manifest import load_manifest
+
+        for grant in load_manifest(app / fmt.META_DIR / fmt.MANIFEST_NAME).grants:
+            name: ResourceName = grant.name
+            if name.scheme != "storage" or name.is_wildcard or not name.path:
+                continue
+            if name.path.split("/")[0] in ("exo", "var", "proc", "sys", "dev"):
+                continue
+            path = name.fs_path(self.root)
+            if not path.exists() and not path.is_symlink():
+                path.mkdir(parents=True, exist_ok=True)
 
     def switch(self, gid: int) -> None:
         """Make generation ``gid`` current: one rename, atomic."""
