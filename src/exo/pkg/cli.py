@@ -165,6 +165,23 @@ def repo_list(root: str | None) -> None:
         click.echo(f"{client.name}\t{client.url}")
 
 
+@repo.command("import-debian")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("packages", nargs=-1, required=True)
+@click.option("--key", help="Signing key: file:NAME (default file:default) or hsm:NAME.")
+@root_option
+@_errors
+def repo_import_debian(directory: str, packages: tuple[str, ...], key: str | None,
+                       root: str | None) -> None:
+    """Fetch Debian PACKAGES with apt and publish them into the repository DIRECTORY."""
+    from exo.pkg import sign
+    from exo.pkg.debian import import_debian
+
+    for line in import_debian(list(packages), Path(directory),
+                              sign.load_signer(_root(root), key)):
+        click.echo(f"published {line} (from Debian)")
+
+
 @repo.command("serve")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--port", type=int, default=8765, show_default=True, help="0: any free port.")
@@ -283,17 +300,42 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
     return name.strip(), (version.strip() or None)
 
 
+def _debian_repo(r: Path, packages: tuple[str, ...]) -> None:
+    """``--from-debian``: bridge the packages into this tree's own ``debian`` repository
+    (created and added on first use), skipping versions already there."""
+    from exo.pkg import sign
+    from exo.pkg.debian import import_debian
+    from exo.pkg.repo import RepoClient, RepoError, Repository
+
+    directory = r / "var" / "lib" / "pkg" / "debian-repo"
+    if not (directory / "metadata").exists():
+        Repository.init(directory)
+    if not (r / "var" / "lib" / "pkg" / "repos" / "debian").exists():
+        RepoClient.add(r, "debian", str(directory))
+    for name in packages:
+        try:
+            import_debian([name], directory, sign.load_signer(r))
+        except RepoError as exc:
+            if "already published" not in str(exc):
+                raise
+
+
 @click.command()
 @click.argument("packages", nargs=-1, required=True)
+@click.option("--from-debian", is_flag=True,
+              help="Fetch the packages with apt and bridge them first.")
 @yes_option
 @root_option
 @_errors
-def install(packages: tuple[str, ...], yes: bool, root: str | None) -> None:
+def install(packages: tuple[str, ...], from_debian: bool, yes: bool,
+            root: str | None) -> None:
     """Install NAME or NAME==VERSION (with what it needs), as a new generation."""
     from exo.pkg.solve import Solver
     from exo.pkg.store import Store
 
     r = _root(root)
+    if from_debian:
+        _debian_repo(r, packages)
     with Store(r).locked() as store:
         cands, publishers, clients = _sources(r)
         requests = [_parse_spec(p) for p in packages]
