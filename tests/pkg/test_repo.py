@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,3 +125,34 @@ def test_http_serve(tmp_path: Path, pkgs: dict[str, Path]) -> None:
             s.shutdown()
     with pytest.raises(RepoError, match="loopback"):
         serve(repo.path, host="0.0.0.0")
+
+
+def test_failed_add_leaves_nothing(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    repo = Repository.init(tmp_path / "repo")
+    repo.publish(pkgs["0.1.0"])
+    repo.resign_timestamp(expires_in=timedelta(seconds=-60))
+    with pytest.raises(RepoError, match="expired"):
+        RepoClient.add(tmp_path / "root", "local", str(repo.path))
+    assert RepoClient.all(tmp_path / "root") == []
+    repo.resign_timestamp()
+    assert RepoClient.add(tmp_path / "root", "local", str(repo.path)).candidates()
+    with pytest.raises(RepoError, match="no repository there"):
+        RepoClient.add(tmp_path / "root", "nothing", str(tmp_path / "nothing"))
+
+
+def test_serve_renews_a_stale_timestamp(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "repo")
+    repo.resign_timestamp(expires_in=timedelta(hours=1))
+    before = repo._load("timestamp").signed.version
+
+    class Stop(Exception):
+        pass
+
+    def stop(url: str) -> None:
+        raise Stop(url)
+
+    with pytest.raises(Stop):
+        serve(repo.path, ready=stop)
+    ts = repo._load("timestamp").signed
+    assert ts.version == before + 1
+    assert ts.expires - datetime.now(UTC) > timedelta(days=6)

@@ -293,8 +293,12 @@ class RepoClient:
         (d / "metadata").mkdir(parents=True)
         (d / "metadata" / "root.json").write_bytes(data)
         (d / "repo.json").write_text(json.dumps({"url": url}))
-        client = RepoClient(root, name)
-        client.refresh()
+        try:
+            client = RepoClient(root, name)
+            client.refresh()
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)  # not half-added: `repo add` can be retried
+            raise
         return client
 
     @staticmethod
@@ -387,6 +391,11 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 0,
     if not (directory / "metadata" / "root.json").exists():
         raise RepoError(f"{directory} is not a repository (exo repo init)")
     base = directory.absolute()
+    repo = Repository(base)
+    if (repo.keys / "online-ed25519.pem").exists():
+        expires = repo._load("timestamp").signed.expires
+        if expires - _now() < timedelta(days=1):
+            repo.resign_timestamp()  # a served repository stays fresh for clients
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -406,9 +415,9 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 0,
 
     server = http.server.ThreadingHTTPServer((host, port), Handler)
     url = f"http://{host}:{server.server_address[1]}"
-    if ready:
-        ready(url)
     try:
+        if ready:
+            ready(url)
         server.serve_forever()
     finally:
         server.server_close()
