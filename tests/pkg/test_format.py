@@ -202,3 +202,28 @@ def test_hsm_hybrid_key_signs_packages(tmp_path: Path) -> None:
     from exo.security import pq
 
     assert pkg.public == pq.dearmor(r.stdout)
+
+
+def test_mutations_fail_cleanly(tmp_path: Path, signer: sign.Signer) -> None:
+    """Any flipped byte or truncation anywhere is refused with FormatError (never another
+    exception, never a partial unpack outside the destination)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = _good(tmp_path, signer).read_bytes()
+    target = tmp_path / "m.exopkg"
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.integers(0, len(good) - 1), st.integers(1, 255), st.booleans())
+    def check(pos: int, xor: int, truncate: bool) -> None:
+        data = bytearray(good)
+        if truncate:
+            del data[pos:]
+        else:
+            data[pos] ^= xor
+        target.write_bytes(bytes(data))
+        with pytest.raises(fmt.FormatError):
+            fmt.read_package(target)
+
+    check()
