@@ -58,6 +58,12 @@ def test_command_block(tmp_path: Path, env: dict[str, str], served: str) -> None
     exo("publish", "--repo", "../repo", "dist/hello-0.1.0.exopkg", cwd=project, env=env)
     exo("repo", "add", "local", served, cwd=tmp_path, env=env)
 
+    for answer in ("n\n", ""):  # "no", and no answer at all (no terminal): nothing done
+        r = subprocess.run([*EXO, "install", "hello"], cwd=tmp_path, env=env, input=answer,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stderr == "exo: cancelled; nothing was changed\n"
+        assert "storage://home/hello=READ,WRITE" in r.stdout  # permissions shown first
+    assert exo("list", cwd=tmp_path, env=env).stdout == ""
     r = exo("install", "-y", "hello", cwd=tmp_path, env=env)
     assert "storage://home/hello=READ,WRITE" in r.stdout  # permissions shown
     run = subprocess.run([str(root / "exo" / "bin" / "hello"), "Exo"], capture_output=True,
@@ -104,7 +110,7 @@ def test_errors_are_one_line(tmp_path: Path, env: dict[str, str], served: str) -
     assert r.returncode == 1 and r.stderr == "exo: no package named 'nope' in any repository\n"
     r = exo("rollback", "-y", cwd=tmp_path, env=env, ok=False)
     assert r.returncode == 1 and "nothing to roll back" in r.stderr
-    r = exo("install", "hello", cwd=tmp_path, env=env, ok=False)  # no -y, no tty: refused
+    r = exo("rollback", cwd=tmp_path, env=env, ok=False)  # no -y, no tty: refused
     assert r.returncode == 1
     r = exo("build", cwd=tmp_path, env=env, ok=False)
     assert r.returncode == 1 and "no exopkg.toml" in r.stderr

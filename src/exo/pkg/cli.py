@@ -61,6 +61,14 @@ def _console() -> Any:
     return Console()
 
 
+def _confirm(question: str) -> bool:
+    """Ask; no answer (end of input, as without a terminal) is no."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        return False
+
+
 def register(main: click.Group) -> None:
     """Add the package commands to the ``exo`` command."""
     for cmd in (new, build, publish, repo, install, remove, upgrade, rollback, generations,
@@ -260,7 +268,7 @@ def _apply(root: Path, store: Store, plan: Plan, action: str, yes: bool,
     else:
         for c in plan.removed:
             click.echo(f"removes {c.name} {c.version}")
-    if not yes and not click.confirm("Proceed?", default=False):
+    if not yes and not _confirm("Proceed?"):
         raise PkgError("cancelled; nothing was changed")
     cur = store.current()
     before = cur.packages if cur else {}
@@ -397,9 +405,8 @@ def rollback(to: int | None, yes: bool, root: str | None) -> None:
         target = to if to is not None else (cur.parent if cur else None)
         if target is None:
             raise PkgError("nothing to roll back to: the current generation has no parent")
-        if not yes and not click.confirm(
-                f"Switch from generation {cur.id if cur else '-'} to {target}?",
-                default=False):
+        if not yes and not _confirm(
+                f"Switch from generation {cur.id if cur else '-'} to {target}?"):
             raise PkgError("cancelled; nothing was changed")
         gen = store.rollback(target)
         pkgs = ", ".join(f"{n} {i.version}" for n, i in gen.packages.items()) or "empty"
