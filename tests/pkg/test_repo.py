@@ -40,6 +40,9 @@ def test_publish_add_download(tmp_path: Path, pkgs: dict[str, Path]) -> None:
     repo.publish(pkgs["0.2.0"])
     client.refresh()
     assert {c.version for c in client.candidates()} == {"0.1.0", "0.2.0"}
+    # consistent snapshots: every version kept under its own name
+    names = {p.name for p in repo.meta.iterdir()}
+    assert {"1.targets.json", "2.targets.json", "3.targets.json", "3.snapshot.json"} <= names
 
 
 def test_rollback_attack(tmp_path: Path, pkgs: dict[str, Path]) -> None:
@@ -68,7 +71,7 @@ def test_tampered_metadata_and_target(tmp_path: Path, pkgs: dict[str, Path]) -> 
     repo = Repository.init(tmp_path / "repo")
     repo.publish(pkgs["0.1.0"])
     client = RepoClient.add(tmp_path / "root", "local", str(tmp_path / "repo"))
-    target = repo.targets / "hello-0.1.0.exopkg"
+    [target] = repo.targets.glob("*.hello-0.1.0.exopkg")  # consistent snapshot: HASH.NAME
     target.write_bytes(target.read_bytes()[:-1] + b"X")
     with pytest.raises(RepoError, match="does not match"):
         client.download("hello-0.1.0.exopkg")

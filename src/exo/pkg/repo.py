@@ -8,10 +8,12 @@ sign the other three. The ``tuf`` client (``ngclient``) gives what TUF is for: a
 repository rolled back to older metadata is refused (versions never go down), a frozen
 one is refused once its timestamp expires, and metadata cannot be mixed and matched.
 
-Layout of a repository directory::
+Layout of a repository directory (TUF consistent snapshots: files are never rewritten
+under a name a client may be reading; only ``timestamp.json`` changes in place, last)::
 
-    metadata/1.root.json root.json targets.json snapshot.json timestamp.json
-    targets/NAME-VERSION.exopkg
+    metadata/1.root.json N.targets.json N.snapshot.json timestamp.json
+             (and root.json, targets.json, snapshot.json: the latest, for the publisher)
+    targets/SHA256.NAME-VERSION.exopkg
     .keys/                 private keys (0600), never served: keep root's offline
 
 Each target carries ``custom`` fields (name, version, requires, description, the
@@ -113,7 +115,7 @@ class Repository:
         root_keys = [s.public_key for s in _signers(repo.keys, "root")]
         online_keys = [s.public_key for s in _signers(repo.keys, "online")]
         now = _now()
-        root = Root(expires=now + EXPIRY["root"], consistent_snapshot=False)
+        root = Root(expires=now + EXPIRY["root"], consistent_snapshot=True)
         for role in ROLES:
             keys = root_keys if role == "root" else online_keys
             root.roles[role] = Role([k.keyid for k in keys], threshold=2)
@@ -139,6 +141,11 @@ class Repository:
         except FileNotFoundError:
             raise RepoError(f"{self.path} is not a repository (exo repo init)") from None
 
+    def _consistent(self) -> bool:
+        """TUF consistent snapshots: every version of every file under its own name, so
+        a client reading during a publish never mixes old and new."""
+        return bool(self._load("root").signed.consistent_snapshot)
+
     def _commit(self, targets: Any, snapshot: Any, timestamp: Any, first: bool = False,
                 timestamp_expiry: timedelta = EXPIRY["timestamp"]) -> None:
         """Bump and sign targets, snapshot, timestamp; write timestamp last (the commit
@@ -159,9 +166,11 @@ class Repository:
             return data
 
         tdata = seal(targets, EXPIRY["targets"])
+        _write_atomic(self.meta / f"{targets.signed.version}.targets.json", tdata)
         _write_atomic(self.meta / "targets.json", tdata)
         snapshot.signed.meta["targets.json"] = MetaFile(targets.signed.version)
         sdata = seal(snapshot, EXPIRY["snapshot"])
+        _write_atomic(self.meta / f"{snapshot.signed.version}.snapshot.json", sdata)
         _write_atomic(self.meta / "snapshot.json", sdata)
         timestamp.signed.snapshot_meta = MetaFile(snapshot.signed.version)
         _write_atomic(self.meta / "timestamp.json", seal(timestamp, timestamp_expiry))
@@ -176,16 +185,17 @@ class Repository:
         name = f"{m.name}-{m.version}.exopkg"
         if name in targets.signed.targets:
             raise RepoError(f"{m.name} {m.version} is already published (bump the version)")
-        dest = self.targets / name
+        data = pkg_path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        dest = self.targets / (f"{digest}.{name}" if self._consistent() else name)
         tmp = dest.with_name(f".{name}.tmp-{os.getpid()}")
-        shutil.copyfile(pkg_path, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, dest)
-        data = dest.read_bytes()
         custom = {"name": m.name, "version": m.version, "description": m.description,
                   "requires": m.dependencies, "capabilities": m.capabilities,
                   "binary": m.binary_type, "entry": m.entry, "signer": pkg.signer}
         targets.signed.targets[name] = TargetFile(
-            len(data), {"sha256": hashlib.sha256(data).hexdigest()}, name,
+            len(data), {"sha256": digest}, name,
             unrecognized_fields={"custom": custom})
         publishers = targets.signed.unrecognized_fields.setdefault(PUBLISHERS, [])
         if pkg.signer not in publishers:
