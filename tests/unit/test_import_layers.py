@@ -11,6 +11,7 @@ under ``if TYPE_CHECKING:`` (annotations only, never executed). The layers, bott
     exo.sandbox                               Linux confinement
     exo.kernel                                the kernel
     exo.security                              TPM, HSM, post-quantum, audit chain
+    exo.pkg                                   the package manager
     exo.shell                                 the shell, above the kernel
     exo.cli                                   the command line, at the top
 
@@ -33,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("exo.sandbox",),
     ("exo.kernel",),
     ("exo.security",),
+    ("exo.pkg",),
     ("exo.shell",),
     ("exo.cli",),
 ]

@@ -143,6 +143,12 @@ from exo.security.cli import register as _register_security  # noqa: E402
 _register_security(main)
 # --- end of security commands ------------------------------------------------------------
 
+# --- package commands (exo new/build/publish/repo/install/...), owned by exo.pkg ---------
+from exo.pkg.cli import register as _register_pkg  # noqa: E402
+
+_register_pkg(main)
+# --- end of package commands -------------------------------------------------------------
+
 
 if __name__ == "__main__":  # pragma: no cover
     _restore_sigpipe()
