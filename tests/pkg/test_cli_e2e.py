@@ -172,14 +172,14 @@ def test_installed_app_runs_sandboxed_by_its_manifest(tmp_path: Path,
     granted = root / "home" / "probe" / "note.txt"  # storage://home/probe=READ,WRITE
     outside = root / "etc" / "escape.txt"  # in the tree, not granted
 
-    def run(path: Path) -> str:
-        r = subprocess.run([probe, str(path)], capture_output=True, text=True, timeout=60,
+    def run(path: str) -> str:  # an Exo path: inside the app the Exo tree is /
+        r = subprocess.run([probe, path], capture_output=True, text=True, timeout=60,
                            env=env)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
-    assert run(granted) == "wrote" and granted.read_text() == "x"
-    assert run(outside) == "denied" and not outside.exists()
-    run(tmp_path / "escape.txt")  # the sandbox's /tmp is its own: never the host's
+    assert run("/home/probe/note.txt") == "wrote" and granted.read_text() == "x"
+    assert run("/etc/escape.txt") == "denied" and not outside.exists()
+    run(str(tmp_path / "escape.txt"))  # the sandbox's /tmp is its own: never the host's
     assert not (tmp_path / "escape.txt").exists()
-    assert run(root / "exo" / "apps" / "probe" / "0.1.0" / "bin" / "probe") == "denied"
+    assert run("/exo/apps/probe/0.1.0/bin/probe") == "denied"

@@ -250,7 +250,8 @@ class Store:
         own = f"storage://exo/apps/{name}/{version}=READ,EXECUTE"
         argv = [sys.executable, "-m", "exo", "run", "--root", str(self.root), "--manifest",
                 str(app / fmt.META_DIR / fmt.MANIFEST_NAME), "--cap", own, "--",
-                str(app / entry)]
+                # inside, the Exo tree is / (exo.sandbox.namespace): the entry's Exo path
+                "/" + (app / entry).relative_to(self.root).as_posix()]
         return (f"#!/bin/sh\n# exo package launcher: {name} {version}\n"
                 f"exec {' '.join(shlex.quote(a) for a in argv)} \"$@\"\n")
 
