@@ -21,10 +21,6 @@ CRITICAL, NORMAL, DEFERRED = Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED
 _S = "exo.kernel.subsystems"
 
 
-def _cpus() -> str:
-    return f"; {os.cpu_count()} CPUs"
-
-
 def _tpm() -> str:
     """What the security subsystem will have to work with on this host."""
     if os.path.exists("/dev/tpm0") or os.path.exists("/dev/tpmrm0"):
@@ -45,8 +41,7 @@ BOOT_TABLE: tuple[Row, ...] = (
     Row("pool", "Memory pool", CRITICAL, f"{_S}.pool:MemoryPool"),
     Row("caps", "Capability space", CRITICAL, f"{_S}.caps:Capabilities"),
     Row("ipc", "IPC (Fusion Rings)", CRITICAL, f"{_S}.ipc:Ipc"),
-    Row("scheduler", "Scheduler", NORMAL,
-        NotBuilt("predictive scheduler not built yet", _cpus)),
+    Row("scheduler", "Scheduler", NORMAL, "exo.sched.subsystem:KernelScheduler"),
     Row("processes", "Processes and sandbox", NORMAL, f"{_S}.processes:Processes",
         requires=("caps",)),
     Row("syscalls", "Syscall server", NORMAL, f"{_S}.server:SyscallServer",
