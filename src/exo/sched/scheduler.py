@@ -35,6 +35,7 @@ NEW, RUNNABLE, RUNNING, BLOCKED, DONE = range(5)
 STATE_NAMES = ("new", "runnable", "running", "blocked", "done")
 _TIMEOUT: Any = object()
 _WATCH_TICK = 0.05  # a ring watcher notices cancellation within this (seconds)
+_WATCH_IDLE = 1.0   # a ring watcher with nothing to wait for exits after this (seconds)
 _IO_EVERY = 32      # busy loops poll epoll (non-blocking) every this many picks
 
 _greenlet: Any = None
@@ -154,15 +155,22 @@ class Event:
 
 
 class _RingWatch:
-    """A ring a task waits on, watched by one thread (see the module's docstring)."""
+    """The thread that waits on one ring for this scheduler's tasks (see the module's
+    docstring). It serves one ``recv`` at a time (``go``), stays parked for the next one
+    for ``_WATCH_IDLE`` seconds, then exits; ``lock`` orders that exit with a new request.
+    """
 
-    __slots__ = ("deadline", "endpoint", "task", "token")
+    __slots__ = ("alive", "busy", "deadline", "endpoint", "go", "lock", "task", "token")
 
-    def __init__(self, endpoint: Any, task: Task, token: int, deadline: float | None) -> None:
+    def __init__(self, endpoint: Any) -> None:
         self.endpoint = endpoint
-        self.task = task
-        self.token = token
-        self.deadline = deadline
+        self.task: Task | None = None
+        self.token = 0
+        self.deadline: float | None = None
+        self.busy = False   # a task is waiting on this watch's answer
+        self.alive = False  # its thread is running
+        self.go = threading.Event()
+        self.lock = threading.Lock()
 
 
 _current = threading.local()
@@ -217,6 +225,7 @@ class Scheduler:
         self._epoll: Any = None
         self._efd = -1
         self._stopping = False
+        self._closed = False
         self._picks_since_io = 0
         # statistics
         self.switches = 0
@@ -305,8 +314,12 @@ class Scheduler:
         self.post(lambda: None)
 
     def close(self) -> None:
-        """Release the eventfd and epoll (after ``run`` has returned)."""
+        """Release the eventfd and epoll (after ``run`` has returned); ring watchers
+        exit."""
         self._stopping = True
+        self._closed = True
+        for watch in self._watches.values():
+            watch.go.set()
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
@@ -371,7 +384,8 @@ class Scheduler:
             wake_at = min(wake_at, end)
         if wake_at is not None:
             timeout = max(0.0, (wake_at - now) / 1e9)
-        elif not self._fd_waiters and not self._watches and not may_block_forever:
+        elif not self._fd_waiters and not any(w.busy for w in self._watches.values()) \
+                and not may_block_forever:
             return False
         self.idle_waits += 1
         self._poll_io(timeout)
@@ -595,21 +609,25 @@ class Scheduler:
                 del self._leftovers[key]
             return msg
         watch = self._watches.get(key)
-        if watch is None:
+        if watch is None or not watch.busy:
             try:
                 return endpoint.recv(timeout=0)
             except TimeoutError:
                 if timeout == 0:
                     raise
         task, token = self._prepare_block()
-        deadline = None if timeout is None else perf_counter_ns() / 1e9 + timeout
         if watch is None:
-            watch = self._watches[key] = _RingWatch(endpoint, task, token, deadline)
-            threading.Thread(target=self._watch_ring, args=(key, watch), daemon=True,
-                             name=f"exo-ring-watch-{task.id}").start()
-        else:  # an earlier waiter gave up (cancelled): take over its watcher
-            watch.task, watch.token, watch.deadline = task, token, deadline
+            watch = self._watches[key] = _RingWatch(endpoint)
+        # A busy watch belongs to an earlier waiter that was cancelled: take it over.
+        watch.task, watch.token, watch.busy = task, token, True
+        watch.deadline = None if timeout is None else perf_counter_ns() / 1e9 + timeout
         self._ensure_epoll()
+        with watch.lock:
+            watch.go.set()
+            if not watch.alive:
+                watch.alive = True
+                threading.Thread(target=self._watch_ring, args=(key, watch), daemon=True,
+                                 name=f"exo-ring-watch-{self.name}").start()
         kind, value = self._block(task, token, None)
         if kind == "ok":
             return value
@@ -618,31 +636,46 @@ class Scheduler:
         raise value
 
     def _watch_ring(self, key: int, watch: _RingWatch) -> None:
-        """A watcher thread: the ring's own futex wait, GIL released, in ticks."""
-        result: tuple[str, Any]
+        """A watcher thread: the ring's own futex wait, GIL released, in ticks; between
+        requests it parks on ``go``, and exits when idle or when the scheduler closes."""
         while True:
-            if watch.task.cancel_requested or self._stopping:
-                result = ("gone", None)
-                break
+            if not watch.go.wait(_WATCH_IDLE) or self._closed:
+                with watch.lock:
+                    if not watch.go.is_set() or self._closed:
+                        watch.alive = False
+                        self.post(lambda: self._forget_watch(key, watch))
+                        return
+            watch.go.clear()
+            result = self._watch_once(watch)
+            self.post(lambda result=result: self._ring_done(key, watch, result))  # type: ignore[misc]
+
+    def _watch_once(self, watch: _RingWatch) -> tuple[str, Any]:
+        while True:
+            task = watch.task
+            if task is None or task.cancel_requested or self._stopping:
+                return ("gone", None)
             tick = _WATCH_TICK
             if watch.deadline is not None:
                 tick = min(tick, max(0.0, watch.deadline - perf_counter_ns() / 1e9))
             try:
-                result = ("ok", watch.endpoint.recv(timeout=tick))
-                break
+                return ("ok", watch.endpoint.recv(timeout=tick))
             except TimeoutError:
                 if watch.deadline is not None and perf_counter_ns() / 1e9 >= watch.deadline:
-                    result = ("timeout", None)
-                    break
+                    return ("timeout", None)
             except BaseException as exc:
-                result = ("error", exc)
-                break
-        self.post(lambda: self._ring_done(key, watch, result))
+                return ("error", exc)
+
+    def _forget_watch(self, key: int, watch: _RingWatch) -> None:
+        """Its thread exited idle: drop it (and with it the endpoint it referenced)."""
+        if self._watches.get(key) is watch and not watch.alive:
+            del self._watches[key]
 
     def _ring_done(self, key: int, watch: _RingWatch, result: tuple[str, Any]) -> None:
-        del self._watches[key]
         task = watch.task
-        if task.wait_token == watch.token and task.state == BLOCKED and result[0] != "gone":
+        watch.busy = False
+        watch.task = None
+        if task is not None and task.wait_token == watch.token and task.state == BLOCKED \
+                and result[0] != "gone":
             self._wake(task, result)
         elif result[0] == "ok":  # its task was cancelled: keep the message for the next recv
             self._leftovers.setdefault(key, deque()).append(result[1])
