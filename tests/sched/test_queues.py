@@ -45,7 +45,9 @@ def test_aging_promotes_the_oldest_waiter() -> None:
     q.push(Fake("c"), COLD, 0)
     assert q.pick(999).name == "h"      # not old enough yet: Hot first
     q.push(Fake("h2"), HOT, 999)
-    assert q.pick(1001).name == "c"     # waited more than age_ns: promoted past Hot
+    q.push(Fake("h3"), HOT, 999)
+    assert q.pick(1001).name == "h2"    # aged, but the heads are looked at every age/8
+    assert q.pick(999 + 125).name == "c"  # now: promoted past Hot
     assert q.promotions == 1
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-HOT, NORMAL, COLD = 0, 1, 2
+HOT, NORMAL, COLD = 0, 1, 2  # Predictor.observe uses the literals
 CLASS_NAMES = ("hot", "normal", "cold")
 
 ALPHA = 0.3
@@ -79,8 +79,9 @@ class Predictor:
     so observing costs the same whatever the history length.
     """
 
-    __slots__ = ("_drop", "_keep", "_raw", "accuracy", "bursts", "config", "history",
-                 "klass", "prediction_ns", "total_ns")
+    __slots__ = ("_alpha", "_cold", "_drop", "_hot", "_keep", "_norms", "_raw", "_window",
+                 "accuracy", "bursts", "config", "history", "klass", "prediction_ns",
+                 "total_ns")
 
     def __init__(self, config: Config = DEFAULT, klass: int | None = None) -> None:
         self.config = config
@@ -91,38 +92,45 @@ class Predictor:
         # No history yet: a hint (spawn(..., klass=...)) or Normal, the middle queue.
         self.klass = NORMAL if klass is None else klass
         self.prediction_ns = 0.0
+        # The config, copied into slots: observe() runs at every switch.
+        self._alpha = alpha = config.alpha
+        self._keep = keep = 1.0 - alpha
+        self._window = config.history
+        self._hot = config.hot_ns
+        self._cold = config.cold_ns
         self._raw = 0.0
-        self._keep = 1.0 - config.alpha
-        self._drop = config.alpha * self._keep ** config.history  # weight leaving the window
+        self._drop = alpha * keep ** config.history  # the weight leaving the window
+        # 1 / (sum of the weights of n bursts), n = 0..history
+        self._norms = [0.0] + [1.0 / (1.0 - keep ** n) if keep else 1.0
+                               for n in range(1, config.history + 1)]
 
     def observe(self, burst_ns: int, shared: Accuracy | None = None) -> int:
         """Fold one burst in; return the task's class for its next burst. ``shared``
-        (the scheduler's accuracy) is credited with the same hit or miss."""
-        config = self.config
-        klass = HOT if burst_ns < config.hot_ns else NORMAL if burst_ns < config.cold_ns else COLD
-        n = self.bursts
-        if n:
-            hit = klass == self.klass
+        is credited with the same hit or miss (the scheduler instead sums its tasks':
+        this runs at every switch, so it is written flat, classes as literals)."""
+        hot = self._hot
+        cold = self._cold
+        if self.bursts:
+            hit = (0 if burst_ns < hot else 1 if burst_ns < cold else 2) == self.klass
             acc = self.accuracy
             acc.total += 1
-            acc.hits += hit
+            if hit:
+                acc.hits += 1
             if shared is not None:
-                shared.total += 1
-                shared.hits += hit
-        self.bursts = n = n + 1
+                shared.record(hit)
+        self.bursts += 1
         self.total_ns += burst_ns
         history = self.history
-        keep = self._keep
-        raw = config.alpha * burst_ns + keep * self._raw
-        if len(history) == config.history:
+        raw = self._alpha * burst_ns + self._keep * self._raw
+        size = len(history)
+        if size == self._window:
             raw -= self._drop * history[0]
-            n = config.history
+        else:
+            size += 1
         history.append(burst_ns)
         self._raw = raw
-        prediction = raw / (1.0 - keep ** n) if keep else raw
-        self.prediction_ns = prediction
-        self.klass = klass = (HOT if prediction < config.hot_ns
-                              else NORMAL if prediction < config.cold_ns else COLD)
+        self.prediction_ns = prediction = raw * self._norms[size]
+        self.klass = klass = 0 if prediction < hot else 1 if prediction < cold else 2
         return klass
 
 

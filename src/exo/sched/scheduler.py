@@ -39,15 +39,17 @@ _WATCH_IDLE = 1.0   # a ring watcher with nothing to wait for exits after this (
 _IO_EVERY = 32      # busy loops poll epoll (non-blocking) every this many picks
 
 _greenlet: Any = None
+_getcurrent: Any = None
 
 
 def _load_greenlet() -> Any:
     """greenlet, imported on first use (~2.5 ms: kept off the kernel's boot path)."""
-    global _greenlet
+    global _greenlet, _getcurrent
     if _greenlet is None:
         import greenlet  # type: ignore[import-untyped]
 
         _greenlet = greenlet
+        _getcurrent = greenlet.getcurrent
     return _greenlet
 
 
@@ -205,7 +207,7 @@ class Scheduler:
             RunQueues(hot_budget, normal_budget, int(age_ms * 1e6))
             if policy == "predictive" else FifoQueue())
         self._lanes = self.queues.queues  # push = append to the class's deque
-        self.accuracy = Accuracy()
+        self._retired = Accuracy()  # of the tasks that finished or were stolen
         self.tasks: set[Task] = set()
         self.trace: list[tuple[str, int]] | None = [] if trace else None
         self.peers: list[Scheduler] = []
@@ -466,6 +468,7 @@ class Scheduler:
         task.args = ()
         task.kwargs = {}
         self.tasks.discard(task)
+        self._retire(task)
         self.finished += 1
         if error is not None and not isinstance(error, Cancelled):
             self.failed += 1
@@ -474,9 +477,27 @@ class Scheduler:
             if joiner.wait_token == token and joiner.state == BLOCKED:
                 self._wake(joiner, True)
 
+    def _retire(self, task: Task) -> None:
+        """Keep a finished (or stolen) task's hits and misses in the scheduler's."""
+        acc = task.predictor.accuracy
+        self._retired.hits += acc.hits
+        self._retired.total += acc.total
+
+    @property
+    def accuracy(self) -> Accuracy:
+        """Predicted class against the class of the burst that followed, over every
+        task this scheduler ran (summed on demand: nothing extra per switch)."""
+        total = Accuracy()
+        total.hits, total.total = self._retired.hits, self._retired.total
+        for task in list(self.tasks):
+            acc = task.predictor.accuracy
+            total.hits += acc.hits
+            total.total += acc.total
+        return total
+
     def _account(self, task: Task, now: int) -> None:
         burst = now - self._run_start
-        task.predictor.observe(burst, self.accuracy)
+        task.predictor.observe(burst)
         if self.trace is not None:
             self.trace.append((task.name, burst))
 
@@ -516,27 +537,48 @@ class Scheduler:
 
     def yield_(self) -> None:
         """Let the others run; the calling task goes to the back of its class's queue
-        (the class this burst gives it). The hot path of every switch: kept flat."""
+        (the class this burst gives it). The hot path of every switch: kept flat, with
+        ``_next_ready`` and ``_switch_to`` inlined."""
         task = self.current
-        if task is None or task.glet is not _greenlet.getcurrent():
+        if task is None or task.glet is not _getcurrent():
             raise RuntimeError("yield_() called outside a task of this scheduler")
         now = perf_counter_ns()
-        klass = task.predictor.observe(now - self._run_start, self.accuracy)
+        burst = now - self._run_start
+        klass = task.predictor.observe(burst)
         if self.trace is not None:
-            self.trace.append((task.name, now - self._run_start))
+            self.trace.append((task.name, burst))
         task.state = RUNNABLE
         task.enq_ns = now
         self._lanes[klass].append(task)
-        nxt = self._next_ready(now)
+        if self._timers or self._inbox or self._fd_waiters:
+            self._gather(now)
+        nxt: Task | None = self.queues.pick(now)
         if nxt is task:
             task.state = RUNNING
             task.runs += 1
             self.current = task
-            self._run_start = perf_counter_ns()
-        elif nxt is not None:
-            self._switch_to(nxt, now)
-        else:  # cannot happen: we just queued ourselves
-            self._hub.switch()
+            self._run_start = now
+        elif nxt is None or nxt.glet is None or nxt.cancel_requested:
+            nxt = self._next_ready_slow(now, nxt)  # new, cancelled: the general path
+            if nxt is task:
+                task.state = RUNNING
+                self.current = task
+                self._run_start = now
+            elif nxt is not None:
+                self._switch_to(nxt, now)
+        else:
+            wait = now - nxt.enq_ns
+            nxt.wait_ns += wait
+            nxt.runs += 1
+            if wait > nxt.max_wait_ns:
+                nxt.max_wait_ns = wait
+                if wait > self.max_wait_ns[nxt.predictor.klass]:
+                    self.max_wait_ns[nxt.predictor.klass] = wait
+            self.current = nxt
+            nxt.state = RUNNING
+            self.switches += 1
+            self._run_start = now
+            nxt.glet.switch()
         if task.cancel_requested:
             task.cancel_requested = False
             raise Cancelled(f"task {task.id} cancelled")
@@ -697,7 +739,7 @@ class Scheduler:
         task: Task | None = victim.queues.steal_cold(lambda t: t.glet is None)
         if task is None:
             return None
-        victim.tasks.discard(task)
+        victim.tasks.discard(task)  # it never ran: no predictions to keep there
         task.sched = self
         self.tasks.add(task)
         self.stolen += 1
@@ -721,7 +763,8 @@ class Scheduler:
         q = self.queues
         lengths = ([len(d) for d in q.queues] if isinstance(q, RunQueues)
                    else [len(q), 0, 0])  # FIFO: one queue, shown as "hot"
-        acc = self.accuracy.ratio
+        accuracy = self.accuracy
+        acc = accuracy.ratio
         return {
             "name": self.name, "policy": self.policy,
             "alpha": self.config.alpha, "history": self.config.history,
@@ -734,7 +777,7 @@ class Scheduler:
             "picks": dict(zip(CLASS_NAMES, q.picks, strict=True)),
             "max_wait_ms": {n: round(w / 1e6, 3)
                             for n, w in zip(CLASS_NAMES, self.max_wait_ns, strict=True)},
-            "predictions": self.accuracy.total,
+            "predictions": accuracy.total,
             "accuracy": None if acc is None else round(acc, 4),
         }
 
