@@ -13,8 +13,6 @@ is compared with the class it turned out to have.
 
 from __future__ import annotations
 
-from collections import deque
-
 HOT, NORMAL, COLD = 0, 1, 2  # Predictor.observe uses the literals
 CLASS_NAMES = ("hot", "normal", "cold")
 
@@ -75,61 +73,77 @@ class Predictor:
 
     The prediction is the EMA over the last ``history`` bursts, normalised: weights
     α·(1 − α)^k for the k-th most recent burst, k < history, divided by their sum. It is
-    updated in O(1) per burst (add the new burst, subtract the one leaving the window),
-    so observing costs the same whatever the history length.
+    updated in O(1) per burst (add the new burst, subtract the one leaving the window,
+    kept in a ring of ``history`` slots), so observing costs the same whatever the
+    history length. It runs at every switch, hence the flat code and the config copied
+    into slots.
     """
 
-    __slots__ = ("_alpha", "_cold", "_drop", "_hot", "_keep", "_norms", "_raw", "_window",
-                 "accuracy", "bursts", "config", "history", "klass", "prediction_ns",
-                 "total_ns")
+    __slots__ = ("_alpha", "_cold", "_drop", "_hot", "_keep", "_norm_full", "_norms", "_pos",
+                 "_raw", "_ring", "_window", "bursts", "config", "hits", "klass",
+                 "predicted", "prediction_ns", "total_ns")
 
     def __init__(self, config: Config = DEFAULT, klass: int | None = None) -> None:
         self.config = config
-        self.history: deque[int] = deque(maxlen=config.history)
-        self.accuracy = Accuracy()
         self.bursts = 0
         self.total_ns = 0
+        self.hits = 0       # bursts whose class was the one predicted
+        self.predicted = 0  # bursts a prediction was made for (all but the first)
         # No history yet: a hint (spawn(..., klass=...)) or Normal, the middle queue.
         self.klass = NORMAL if klass is None else klass
         self.prediction_ns = 0.0
-        # The config, copied into slots: observe() runs at every switch.
         self._alpha = alpha = config.alpha
         self._keep = keep = 1.0 - alpha
-        self._window = config.history
+        self._window = window = config.history
         self._hot = config.hot_ns
         self._cold = config.cold_ns
         self._raw = 0.0
-        self._drop = alpha * keep ** config.history  # the weight leaving the window
+        self._ring = [0] * window  # the last bursts; 0 until filled (subtracts nothing)
+        self._pos = 0
+        self._drop = alpha * keep ** window  # the weight of the burst leaving the window
         # 1 / (sum of the weights of n bursts), n = 0..history
         self._norms = [0.0] + [1.0 / (1.0 - keep ** n) if keep else 1.0
-                               for n in range(1, config.history + 1)]
+                               for n in range(1, window + 1)]
+        self._norm_full = self._norms[window]
+
+    @property
+    def history(self) -> list[int]:
+        """The bursts in the window, oldest first."""
+        n = min(self.bursts, self._window)
+        ring, pos = self._ring, self._pos
+        ordered = ring[pos:] + ring[:pos]
+        return ordered[len(ordered) - n:]
+
+    @property
+    def accuracy(self) -> Accuracy:
+        acc = Accuracy()
+        acc.hits, acc.total = self.hits, self.predicted
+        return acc
 
     def observe(self, burst_ns: int, shared: Accuracy | None = None) -> int:
         """Fold one burst in; return the task's class for its next burst. ``shared``
-        is credited with the same hit or miss (the scheduler instead sums its tasks':
-        this runs at every switch, so it is written flat, classes as literals)."""
+        is credited with the same hit or miss (the scheduler instead sums its tasks')."""
         hot = self._hot
         cold = self._cold
-        if self.bursts:
+        n = self.bursts
+        if n:
+            self.predicted += 1
             hit = (0 if burst_ns < hot else 1 if burst_ns < cold else 2) == self.klass
-            acc = self.accuracy
-            acc.total += 1
             if hit:
-                acc.hits += 1
+                self.hits += 1
             if shared is not None:
                 shared.record(hit)
-        self.bursts += 1
+        self.bursts = n + 1
         self.total_ns += burst_ns
-        history = self.history
-        raw = self._alpha * burst_ns + self._keep * self._raw
-        size = len(history)
-        if size == self._window:
-            raw -= self._drop * history[0]
-        else:
-            size += 1
-        history.append(burst_ns)
-        self._raw = raw
-        self.prediction_ns = prediction = raw * self._norms[size]
+        ring = self._ring
+        pos = self._pos
+        self._raw = raw = (self._alpha * burst_ns + self._keep * self._raw
+                           - self._drop * ring[pos])
+        ring[pos] = burst_ns
+        pos += 1
+        self._pos = pos if pos < self._window else 0
+        self.prediction_ns = prediction = raw * (
+            self._norm_full if n >= self._window else self._norms[n + 1])
         self.klass = klass = 0 if prediction < hot else 1 if prediction < cold else 2
         return klass
 
