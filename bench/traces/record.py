@@ -18,7 +18,7 @@ they stand for the three kinds of load the issue names.
   data with zlib in 256 KiB steps (~5 ms each), and a logger task formatting the
   server's log lines.
 * ``agents``: four agent tasks woken by bursts of requests (a burst of 5–20 requests,
-  then quiet): each request is an inference stand-in (hashing 40 MiB, ~20 ms) or, one
+  then quiet): each request is an inference stand-in (hashing 40 MiB, ~25 ms here) or, one
   time in twenty, a quick lookup; a heartbeat task and a router task with short bursts.
   The lookups are drawn at random inside the agents' own tasks, so no predictor can
   foresee them: they cap the agents' accuracy at about 95 %.

@@ -329,6 +329,11 @@ class Scheduler:
             os.close(self._efd)
             self._efd = -1
 
+    def __del__(self) -> None:
+        if getattr(self, "_efd", -1) >= 0:  # the epoll object closes itself; not an int fd
+            os.close(self._efd)
+            self._efd = -1
+
     def _ensure_epoll(self) -> Any:
         if self._epoll is None:
             import select
@@ -389,6 +394,9 @@ class Scheduler:
         elif not self._fd_waiters and not any(w.busy for w in self._watches.values()) \
                 and not may_block_forever:
             return False
+        self._ensure_epoll()
+        if self._stopping or self._inbox:  # posted before the eventfd existed
+            return True
         self.idle_waits += 1
         self._poll_io(timeout)
         return True
