@@ -263,3 +263,14 @@ def test_the_timeout_of_run_is_respected_without_tasks_finishing() -> None:
     sched.run(timeout=0.01)
     assert time.monotonic() - start < 60  # it returned (no timing claim)
     assert len(sched.tasks) == 1
+
+
+def test_a_stop_before_run_is_not_lost() -> None:
+    """The kernel may stop its scheduler before its thread has entered run()."""
+    sched = Scheduler("stopped-early")
+    sched.stop()
+    sched.run(forever=True)  # returns at once
+    sched.spawn(lambda: None)
+    sched.run()
+    assert sched.stats()["finished"] == 1
+    sched.close()

@@ -287,7 +287,6 @@ class Scheduler:
         self._hub = None  # the calling greenlet, taken when the first task starts
         self._thread = threading.get_ident()
         _current.sched = self
-        self._stopping = False
         end = None if timeout is None else perf_counter_ns() + int(timeout * 1e9)
         try:
             while not self._stopping and not (until is not None and until.state == DONE):
@@ -305,6 +304,8 @@ class Scheduler:
                     continue
                 self._switch_to(task, now)
         finally:
+            if self._stopping and not self._closed:
+                self._stopping = False  # consumed: a stop() before run() counts too
             self._running = False
             self._hub = None
             self.current = None
