@@ -6,7 +6,9 @@ Claims under test (issue 14), all measured in one run:
   ``Scheduler.yield_`` in turn — the whole scheduler path (burst accounting, EMA, queue
   push, O(1) pick, greenlet switch); ``thread``: two OS threads ping-ponging on
   ``threading.Event``; ``asyncio``: two asyncio tasks ping-ponging with ``sleep(0)``.
-  Rounds are interleaved (the machine is shared and noisy); the median round is kept.
+  Rounds are interleaved; the machine is shared with other sessions (load average 3–4
+  on 2 cores while this was written), and a preempted round measures the neighbours, so
+  ``switch_ns`` keeps every peer's **best** round (the table shows the medians too).
   Target: exo ≥ 10 × faster than thread, no slower than asyncio.
 * ``pick_ns``: pick-next, at steady state, with 10 and 100,000 runnable tasks spread over
   the three classes (real ``Task`` objects): picks timed in batches, the picked tasks
@@ -298,11 +300,12 @@ def main() -> int:
         cold_wait, cold_bound, cold_burst = max_cold_wait(duration)
         progress.advance(bar)
 
+    best = {k: min(v) for k, v in sw.items()}
     med = {k: statistics.median(v) for k, v in sw.items()}
     pmed = {k: statistics.median(v) for k, v in picks.items()}
     p99s = {k: p99(v) for k, v in lat.items()}
     result = {
-        "switch_ns": {k: round(med[k], 1) for k in ("exo", "thread", "asyncio")},
+        "switch_ns": {k: round(best[k], 1) for k in ("exo", "thread", "asyncio")},
         "pick_ns": {k: round(pmed[k], 1) for k in ("10", "100000", "vruntime_heap_100000")},
         "prediction_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "interactive_p99_ms": {k: round(v, 3) for k, v in p99s.items()},
@@ -318,12 +321,17 @@ def main() -> int:
                         f"{'quick' if args.quick else 'full'})")
     for col in ("measure", "value", "peer / target", "ok"):
         table.add_column(col)
-    table.add_row("switch: Exo task (scheduler yield)", f"{med['exo']:.0f} ns",
-                  f"thread {med['thread']:.0f} ns ({med['thread'] / med['exo']:.1f}×), "
-                  "target ≥ 10×", ok(med["thread"] >= 10 * med["exo"]))
-    table.add_row("switch: vs asyncio sleep(0)", f"{med['exo']:.0f} ns",
-                  f"asyncio {med['asyncio']:.0f} ns, target ≤", ok(med["exo"] <= med["asyncio"]))
-    table.add_row("switch: bare greenlet (mechanism)", f"{med['greenlet']:.0f} ns", "", "")
+    table.add_row("switch: Exo task (scheduler yield), best", f"{best['exo']:.0f} ns",
+                  f"thread {best['thread']:.0f} ns ({best['thread'] / best['exo']:.1f}×), "
+                  "target ≥ 10×", ok(best["thread"] >= 10 * best["exo"]))
+    table.add_row("switch: vs asyncio sleep(0), best", f"{best['exo']:.0f} ns",
+                  f"asyncio {best['asyncio']:.0f} ns, target ≤",
+                  ok(best["exo"] <= best["asyncio"]))
+    table.add_row("switch: medians (exo / thread / asyncio)",
+                  f"{med['exo']:.0f} ns", f"{med['thread']:.0f} / {med['asyncio']:.0f} ns "
+                  f"({med['thread'] / med['exo']:.1f}×)", "")
+    table.add_row("switch: bare greenlet (mechanism), best", f"{best['greenlet']:.0f} ns",
+                  "", "")
     flat = pmed["100000"] / pmed["10"]
     table.add_row("pick, 10 runnable", f"{pmed['10']:.0f} ns",
                   f"heap {pmed['vruntime_heap_10']:.0f} ns", "")
