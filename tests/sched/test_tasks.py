@@ -274,3 +274,28 @@ def test_a_stop_before_run_is_not_lost() -> None:
     sched.run()
     assert sched.stats()["finished"] == 1
     sched.close()
+
+
+def test_a_fresh_scheduler_waits_on_a_pipe() -> None:
+    """The first wait of a scheduler creates its epoll (and registers the fd once)."""
+    sched = Scheduler("fresh")
+    r, w = os.pipe()
+
+    def reader() -> bytes:
+        assert sched.wait_readable(r, timeout=5)
+        return os.read(r, 10)
+
+    def writer() -> None:
+        sched.sleep(0.001)
+        os.write(w, b"ok")
+
+    try:
+        rd = sched.spawn(reader)
+        sched.spawn(writer)
+        sched.run()
+        assert rd.result == b"ok" and rd.error is None
+        assert not sched._fd_waiters
+    finally:
+        sched.close()
+        os.close(r)
+        os.close(w)

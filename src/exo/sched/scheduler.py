@@ -342,8 +342,6 @@ class Scheduler:
             self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._epoll = select.epoll()
             self._epoll.register(self._efd, select.EPOLLIN)
-            for fd in self._fd_waiters:
-                self._epoll.register(fd, select.EPOLLIN)
         return self._epoll
 
     def _next_ready(self, now: int) -> Task | None:
