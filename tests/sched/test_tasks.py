@@ -299,3 +299,42 @@ def test_a_fresh_scheduler_waits_on_a_pipe() -> None:
         sched.close()
         os.close(r)
         os.close(w)
+
+
+def test_a_message_for_a_cancelled_ring_waiter_goes_to_the_next_recv() -> None:
+    from exo.ipc import FusionRing
+    from exo.mm import SharedPool
+
+    pool = SharedPool.create(1 << 20)
+    prod, cons = FusionRing.pair(capacity=8, pool=pool)
+    sched = Scheduler("ring-cancel")
+    got: list[bytes] = []
+
+    def first() -> None:
+        sched.recv(cons)
+
+    def second() -> None:
+        for _ in range(2):
+            got.append(bytes(sched.recv(cons, timeout=10)))
+
+    def conductor() -> None:
+        sched.sleep(0.01)           # `first` is parked in recv, its watcher waiting
+        sched.cancel(waiter)
+        sched.spawn(second, name="second")
+        sched.sleep(0.01)
+        prod.send(b"one")
+        sched.sleep(0.01)
+        prod.send(b"two")
+
+    try:
+        waiter = sched.spawn(first, name="first")
+        sched.spawn(conductor)
+        sched.run(timeout=30)
+        assert isinstance(waiter.error, task.Cancelled)
+        assert got == [b"one", b"two"]
+        assert not sched.tasks
+    finally:
+        sched.close()
+        prod.close()
+        cons.close()
+        pool.close()

@@ -667,22 +667,30 @@ class Scheduler:
         task, token = self._prepare_block()
         if watch is None:
             watch = self._watches[key] = _RingWatch(endpoint)
-        # A busy watch belongs to an earlier waiter that was cancelled: take it over.
+        # A busy watch belongs to an earlier waiter that was cancelled while its watcher
+        # was still in recv: take it over (the watcher serves whoever holds it when the
+        # message comes); otherwise ask the watcher for one message.
+        taking_over = watch.busy
         watch.task, watch.token, watch.busy = task, token, True
         watch.deadline = None if timeout is None else perf_counter_ns() / 1e9 + timeout
         self._ensure_epoll()
-        with watch.lock:
-            watch.go.set()
-            if not watch.alive:
-                watch.alive = True
-                threading.Thread(target=self._watch_ring, args=(key, watch), daemon=True,
-                                 name=f"exo-ring-watch-{self.name}").start()
+        if not taking_over:
+            self._request(key, watch)
         kind, value = self._block(task, token, None)
         if kind == "ok":
             return value
         if kind == "timeout":
             raise TimeoutError("no message")
         raise value
+
+    def _request(self, key: int, watch: _RingWatch) -> None:
+        """Wake the endpoint's watcher thread for one message (starting it if needed)."""
+        with watch.lock:
+            watch.go.set()
+            if not watch.alive:
+                watch.alive = True
+                threading.Thread(target=self._watch_ring, args=(key, watch), daemon=True,
+                                 name=f"exo-ring-watch-{self.name}").start()
 
     def _watch_ring(self, key: int, watch: _RingWatch) -> None:
         """A watcher thread: the ring's own futex wait, GIL released, in ticks; between
@@ -701,8 +709,8 @@ class Scheduler:
     def _watch_once(self, watch: _RingWatch) -> tuple[str, Any]:
         while True:
             task = watch.task
-            if task is None or task.cancel_requested or self._stopping:
-                return ("gone", None)
+            if task is None or task.wait_token != watch.token or self._stopping:
+                return ("gone", None)  # its task stopped waiting (cancelled, timed out)
             tick = _WATCH_TICK
             if watch.deadline is not None:
                 tick = min(tick, max(0.0, watch.deadline - perf_counter_ns() / 1e9))
@@ -721,10 +729,14 @@ class Scheduler:
 
     def _ring_done(self, key: int, watch: _RingWatch, result: tuple[str, Any]) -> None:
         task = watch.task
+        waiting = (task is not None and task.wait_token == watch.token
+                   and task.state == BLOCKED)
+        if result[0] == "gone" and waiting and task is not None and not task.cancel_requested:
+            self._request(key, watch)  # taken over as the watcher gave up: ask again
+            return
         watch.busy = False
         watch.task = None
-        if task is not None and task.wait_token == watch.token and task.state == BLOCKED \
-                and result[0] != "gone":
+        if waiting and task is not None and result[0] != "gone":
             self._wake(task, result)
         elif result[0] == "ok":  # its task was cancelled: keep the message for the next recv
             self._leftovers.setdefault(key, deque()).append(result[1])
