@@ -338,3 +338,29 @@ def test_a_message_for_a_cancelled_ring_waiter_goes_to_the_next_recv() -> None:
         prod.close()
         cons.close()
         pool.close()
+
+
+def test_a_task_waiting_on_a_ring_alone_costs_no_switches() -> None:
+    """Nothing else to run: the scheduler sleeps in epoll until the watcher posts the
+    message; a polling implementation would switch (or wake) again and again."""
+    from exo.ipc import FusionRing
+    from exo.mm import SharedPool
+
+    pool = SharedPool.create(1 << 20)
+    prod, cons = FusionRing.pair(capacity=8, pool=pool)
+    sched = Scheduler("ring-alone")
+    sender = threading.Timer(0.1, prod.send, args=(b"late",))
+    try:
+        rx = sched.spawn(lambda: bytes(sched.recv(cons)), name="rx")
+        sender.start()
+        sched.run()
+        assert rx.result == b"late"
+        assert sched.switches == 2            # started once, resumed once by the wake-up
+        assert sched.idle_waits <= 3           # one sleep (plus the eventfd's own wake)
+        assert rx.predictor.bursts == 2
+    finally:
+        sender.join()
+        sched.close()
+        prod.close()
+        cons.close()
+        pool.close()
