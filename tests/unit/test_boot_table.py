@@ -59,8 +59,6 @@ def test_every_row_matches_its_class() -> None:
 def test_rows_not_built_skip_with_what_the_host_has() -> None:
     skips = {row.name: str(row.target.skip()) for row in BOOT_TABLE
              if isinstance(row.target, NotBuilt)}
-    assert skips["Scheduler"].startswith("predictive scheduler not built yet; ")
-    assert skips["Scheduler"].endswith(" CPUs")
     assert skips["AI agents"] == "AI agents not built yet"
     assert skips["POSIX-X"] == "POSIX-X not built yet"
 

@@ -12,26 +12,18 @@ own package, and replace its ``NotBuilt`` row here (or add one). Nothing else ch
 
 from __future__ import annotations
 
-import os
-
 from exo.kernel.bootlog import Phase
 from exo.kernel.subsystem import NotBuilt, Row
 
 CRITICAL, NORMAL, DEFERRED = Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED
 _S = "exo.kernel.subsystems"
 
-
-def _cpus() -> str:
-    return f"; {os.cpu_count()} CPUs"
-
-
 BOOT_TABLE: tuple[Row, ...] = (
     Row("tree", "Exo tree", CRITICAL, f"{_S}.tree:ExoTree"),
     Row("pool", "Memory pool", CRITICAL, f"{_S}.pool:MemoryPool"),
     Row("caps", "Capability space", CRITICAL, f"{_S}.caps:Capabilities"),
     Row("ipc", "IPC (Fusion Rings)", CRITICAL, f"{_S}.ipc:Ipc"),
-    Row("scheduler", "Scheduler", NORMAL,
-        NotBuilt("predictive scheduler not built yet", _cpus)),
+    Row("scheduler", "Scheduler", NORMAL, "exo.sched.subsystem:KernelScheduler"),
     Row("processes", "Processes and sandbox", NORMAL, f"{_S}.processes:Processes",
         requires=("caps",)),
     Row("syscalls", "Syscall server", NORMAL, f"{_S}.server:SyscallServer",

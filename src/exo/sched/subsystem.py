@@ -1,0 +1,61 @@
+"""NORMAL: the kernel's scheduler instance and ``/proc/sched``.
+
+Starting it costs a thread that sleeps in ``epoll_wait`` on the scheduler's eventfd;
+greenlet is imported only when the first task runs, so the boot path pays neither for
+greenlet nor for any task. The kernel's services still run on OS threads: moving the
+syscall server onto Exo tasks is the next step (docs/scheduler.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from exo.kernel.subsystem import Subsystem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from exo.kernel.core import KernelCore
+    from exo.sched.scheduler import Scheduler
+
+
+class KernelScheduler(Subsystem):
+    """Owns the kernel's ``Scheduler`` and the thread that runs it."""
+
+    __slots__ = ("_core", "_thread", "sched")
+
+    def __init__(self, core: KernelCore) -> None:
+        self._core = core
+        self.sched: Scheduler | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        from exo.sched.scheduler import Scheduler
+
+        sched = self.sched = Scheduler("kernel")
+        self._thread = threading.Thread(target=self._run, name="exo-scheduler", daemon=True)
+        self._thread.start()
+        c = sched.config
+        return (f"predictive O(1), EMA α {c.alpha} over {c.history} bursts, hot < "
+                f"{c.hot_ns / 1e6:g} ms, cold ≥ {c.cold_ns / 1e6:g} ms; {os.cpu_count()} CPUs")
+
+    def _run(self) -> None:
+        assert self.sched is not None
+        try:
+            self.sched.run(forever=True)
+        except BaseException as exc:  # the boot log is the only place to say it
+            self._core.log(f"scheduler: stopped: {exc!r}")
+
+    def stop(self) -> None:
+        if self.sched is None:
+            return
+        self.sched.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._thread is None or not self._thread.is_alive():
+            self.sched.close()
+
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        return {"sched": self.sched.proc_text} if self.sched is not None else {}
