@@ -6,13 +6,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc
+# The real applications of POSIX-X's system tests and benchmark
+# (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
+POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
 
-.PHONY: run test setup system-deps lint typecheck unit bench clean docs
+.PHONY: run test setup system-deps posix-x-apps lint typecheck unit bench clean docs
 
 run: setup
 	@$(VENV)/bin/exo boot
 
-test: setup lint typecheck
+test: setup posix-x-apps lint typecheck
 	$(PY) -m pytest -q
 
 # docs/syscalls.md is generated from the syscall table (exo.abi.syscalls).
@@ -26,8 +29,8 @@ setup: system-deps $(VENV)/.stamp-install
 	@$(PY) -m compileall -q src bench
 
 # Debian packages, installed only when missing and only when we are root.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -35,6 +38,13 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "warning: missing Debian packages (need root to install):$$missing"; fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+posix-x-apps:
+	$(call apt_install,$(POSIX_X_APPS))
 
 $(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*.c src/exo/*/*.c src/exo/*/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,7 +61,7 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-bench: setup
+bench: setup posix-x-apps
 	@for b in bench/*.py; do \
 	  if grep -q -- '--quick' $$b; then $(PY) $$b --quick || exit 1; else $(PY) $$b || exit 1; fi; \
 	done
