@@ -242,3 +242,36 @@ def test_failed_starts_are_one_line_naming_what_would_allow_it(
                   "/home/dev/tool.sh")
     assert noexec.returncode == 126 and noexec.stderr.count("\n") == 1
     assert "EXECUTE" in noexec.stderr
+
+
+def test_network_is_only_the_granted_ports(
+        exo_root: Path, exo_env: dict[str, str], exo_cmd: list[str], tmp_path: Path) -> None:
+    granted, other = _free_port(), _free_port()
+    manifest = tmp_path / "net.toml"
+    manifest.write_text(f"[posix_x]\nnetwork = [{granted}]\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", other))
+        listener.listen()
+        done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "python3", "-c",
+                    "import socket\n"
+                    f"socket.create_server(('127.0.0.1', {granted})).close()\n"
+                    "print('bound')\n"
+                    "try:\n"
+                    f"    socket.create_connection(('127.0.0.1', {other}), timeout=5)\n"
+                    "except OSError as exc:\n"
+                    "    print(type(exc).__name__)\n")
+    assert done.stdout.split() == ["bound", "PermissionError"], done.stderr
+
+
+def test_a_program_that_refuses_root_runs_as_its_user_without_capabilities(
+        exo_root: Path, exo_env: dict[str, str], exo_cmd: list[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "user.toml"
+    manifest.write_text('[posix_x]\nuser = "postgres"\n')
+    done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "python3", "-c",
+                "import os, pwd\n"
+                "print(os.getuid(), pwd.getpwuid(os.getuid()).pw_name)\n"
+                "print([l.split()[1] for l in open('/proc/self/status')\n"
+                "       if l.startswith(('CapEff', 'CapPrm'))])\n")
+    uid, name, *caps = done.stdout.split()
+    assert (name, int(uid) > 0) == ("postgres", True), done.stderr
+    assert "".join(caps) == "['0000000000000000','0000000000000000']"

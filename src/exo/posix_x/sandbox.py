@@ -105,7 +105,7 @@ def exec_allowed(policy: bool | tuple[str, ...], argv0: str,
         extra = _interpreters(tree.joinpath(*Path(argv0).parts[1:]))
     allowed: list[Path] = []
     for program in programs + extra:
-        for path in (program, *_interpreters(program)):
+        for path in (program, *_interpreters(Path(os.path.realpath(program)))):
             real = Path(os.path.realpath(path))
             if real not in allowed:
                 allowed.append(real)
