@@ -275,3 +275,30 @@ def test_a_program_that_refuses_root_runs_as_its_user_without_capabilities(
     uid, name, *caps = done.stdout.split()
     assert (name, int(uid) > 0) == ("postgres", True), done.stderr
     assert "".join(caps) == "['0000000000000000','0000000000000000']"
+
+
+def test_run_goes_through_the_running_kernel(
+        exo_root: Path, exo_env: dict[str, str], exo_cmd: list[str]) -> None:
+    """With a kernel running on the root, ``posix-x run`` is its control socket's run, and
+    the ``[posix_x]`` defaults still apply there (no fork)."""
+    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
+    try:
+        sock = exo_root / "var/run/kernel.sock"
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists()
+        done = _run(exo_cmd, exo_env, "--", "python3", "-c",
+                    "import os\ntry:\n    os.fork()\nexcept OSError as exc:\n"
+                    "    print(type(exc).__name__, os.environ['EXO_PID'])\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[0] == "BlockingIOError"
+        down = subprocess.run([*exo_cmd, "shutdown"], env=exo_env, text=True,
+                              capture_output=True, timeout=30, check=False)
+        assert down.returncode == 0, down.stderr
+        kernel.wait(timeout=30)
+    finally:
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.wait()
