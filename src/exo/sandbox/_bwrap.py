@@ -28,6 +28,7 @@ from .namespace import (
     TTY,
     check_cwd,
     check_destination,
+    host_etc_source,
 )
 
 TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
@@ -257,14 +258,14 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
         synthesised["/etc/passwd"] += f"{user}:x:{uid}:{uid}:{user}:/nonexistent:/bin/sh\n"
         synthesised["/etc/group"] += f"{user}:x:{uid}:\n"
     plan.data_files += [(name, text) for name, text in synthesised.items() if not covered(name)]
-    etc_ro = [*ETC_FROM_HOST, *(ETC_NETWORK if spec.net.mode != "none" else ()),
-              *map(str, spec.host_etc)]
-    for name in dict.fromkeys(etc_ro):
-        # A link is shown as the file it names (an /etc/alternatives entry stays a link:
-        # its target is in the system directories).
-        source = name if os.path.isdir(name) else os.path.realpath(name)
+    etc_ro = [*ETC_FROM_HOST, *(ETC_NETWORK if spec.net.mode != "none" else ())]
+    for name in etc_ro:
+        source = os.path.realpath(name)
         if os.path.exists(source) and not covered(name):
             plan.args += ["--ro-bind", source, name]
+    for name in map(str, spec.host_etc):  # POSIX-X: what the name leads to is checked too
+        if os.path.lexists(name) and not covered(name) and name not in etc_ro:
+            plan.args += ["--ro-bind", host_etc_source(name), name]
     localtime = Path(LOCALTIME)
     if covered(LOCALTIME):
         pass

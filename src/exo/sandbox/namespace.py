@@ -138,6 +138,42 @@ def check_host_etc(path: str, label: str | None = None) -> str:
     return norm
 
 
+#: How many entries of a host /etc directory are looked at before it is shown (a directory
+#: holding more is refused: name a narrower one).
+ETC_DIR_ENTRIES = 4096
+
+
+def host_etc_source(path: str) -> str:
+    """The host path to bind for the checked ``/etc`` name ``path`` (``check_host_etc``).
+
+    What the name leads to is checked too: a link must lead to another allowed /etc name or
+    into the system directories, and a directory is refused if anything in it (up to
+    :data:`ETC_DIR_ENTRIES` entries) is never shown or looks like a private key
+    (``*.key``, ``private``), so that ``/etc/nginx`` cannot bring a TLS key with it."""
+    import os
+
+    real = os.path.realpath(path)
+    if _within(real, "/etc"):
+        check_host_etc(real, f"{path} (leading to {real})")
+    elif not any(_within(real, d) for d in SYSTEM_DIRS):
+        raise SandboxError(f"{path}: leads to {real}, outside /etc and the system "
+                           "directories; never shown")
+    if os.path.isdir(real):
+        seen = 0
+        for top, dirs, files in os.walk(real):
+            for name in (*dirs, *files):
+                seen += 1
+                inside = posixpath.join(top, name)
+                if seen > ETC_DIR_ENTRIES:
+                    raise SandboxError(f"{path}: more than {ETC_DIR_ENTRIES} entries; "
+                                       "name the files the program reads")
+                if name.endswith(".key") or name in ("private", ".ssh", ".gnupg") or \
+                        any(_within(inside, never) for never in ETC_NEVER):
+                    raise SandboxError(f"{path}: holds {inside}, which is never shown to a "
+                                       "process; name the files the program reads")
+    return real
+
+
 def check_cwd(cwd: str, visible: list[str]) -> str:
     """The working directory, if the process can see it (``/``, a system directory,
     ``/tmp`` or a path in ``visible``); else one line saying it cannot."""
@@ -151,7 +187,8 @@ def check_cwd(cwd: str, visible: list[str]) -> str:
                        "(it holds no capability covering it)")
 
 
-__all__ = ["DEVICES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NEVER", "ETC_SYNTHESISED",
+__all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NEVER",
+           "ETC_SYNTHESISED",
            "ETC_SYSTEM", "KERNEL_OWNED", "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP",
            "SYSTEM_DIRS", "TTY", "check_cwd", "check_destination", "check_host_etc",
-           "exo_path", "whole_tree"]
+           "exo_path", "host_etc_source", "whole_tree"]

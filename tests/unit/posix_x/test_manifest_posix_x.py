@@ -104,3 +104,22 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "app.toml"
     path.write_text(text)
     return path
+
+
+def test_what_an_etc_name_leads_to_is_checked_too() -> None:
+    from exo.sandbox.namespace import host_etc_source
+
+    assert host_etc_source("/etc/alternatives") == "/etc/alternatives"
+    if os.path.islink("/etc/os-release"):  # a link into the system directories is fine
+        assert host_etc_source("/etc/os-release").startswith("/usr/")
+    if os.path.islink("/etc/mtab"):  # one to /proc is not
+        with pytest.raises(SandboxError, match="outside /etc and the system directories"):
+            host_etc_source("/etc/mtab")
+
+
+def test_an_etc_directory_holding_a_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exo.sandbox import namespace
+
+    monkeypatch.setattr(os, "walk", lambda top: iter([(top, ["ssl"], ["server.key"])]))
+    with pytest.raises(SandboxError, match=r"server\.key, which is never shown"):
+        namespace.host_etc_source("/etc/alternatives")
