@@ -3,9 +3,13 @@
 - ``syscalls``: a small C program (compiled here with gcc) times getpid, open+close of a
   cached file, read 64 B, write 64 B, a pipe round trip and fork+exit, natively and under
   ``exo posix-x run``; nanoseconds per operation, the median of its repetitions.
-- ``apps``: nginx serving a static file (wrk) and redis (redis-benchmark GET/SET), each
+- ``apps``: nginx serving a static file (wrk), redis (redis-benchmark GET/SET) and
+  PostgreSQL (pgbench, select-only, scale 2), each
   started natively, under ``exo posix-x run`` with the example manifests, and under plain
-  bubblewrap with the same view, in interleaved rounds (the order rotates each round).
+  bubblewrap with the same view, in interleaved rounds (the order rotates each round);
+  gcc compiling a C file (the sandbox's stage 2) and ``python3 -I`` running a small
+  json/re/arithmetic workload, each run N times by ``/bin/sh`` inside the mode's sandbox
+  (rate: runs per second of wall time; CPU: the shell's ``times`` for its children).
   Per round: ratio = POSIX-X ÷ native throughput, bwrap ratio = bwrap ÷ native, and the
   server's CPU time per request (utime+stime from ``/proc/PID/stat`` of its processes),
   which is steadier than throughput here. Reported: the median of the per-round ratios,
@@ -132,15 +136,17 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, port: int) -> None:
 
 
 def _cpu(proc: subprocess.Popen[bytes], name: str) -> float:
-    """CPU seconds (user + system) of the processes called ``name`` under ``proc``."""
+    """CPU seconds (user + system) of the processes called ``name`` under ``proc`` and of
+    their children that have exited."""
     total = 0.0
     with contextlib.suppress(psutil.Error):
         top = psutil.Process(proc.pid)
         for p in [top, *top.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                if p.name() == name:
+                if p.name() == name:  # with its reaped children (postgres's backends)
                     times = p.cpu_times()
-                    total += times.user + times.system
+                    total += (times.user + times.system + times.children_user
+                              + times.children_system)
     return total
 
 
@@ -263,6 +269,77 @@ class Redis(App):
         return statistics.mean(rates)
 
 
+class Postgres(App):
+    """PostgreSQL 15 and pgbench's select-only load. It refuses root: natively it runs as
+    the host's ``postgres`` on a data directory it owns; under POSIX-X (the example
+    manifest's ``user``) and plain bubblewrap (``--unshare-user --uid``) as that uid in a
+    user namespace, on a data directory of the Exo tree."""
+
+    name, comm = "postgres", "postgres"
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, root: Path, port: int) -> None:
+        import pwd
+
+        super().__init__(root, port)
+        self.user = pwd.getpwnam("postgres")
+        self.manifest = root.parent / "postgres.toml"
+        self.manifest.write_text((EXAMPLES / "postgres.toml").read_text()
+                                 .replace("15432", str(port)))
+        self.native = root / "native-data"
+        self.native.mkdir()
+        os.chown(self.native, self.user.pw_uid, self.user.pw_gid)
+        init = ["-A", "trust", "-U", "postgres", "--no-sync"]
+        subprocess.run([*self._as_postgres(), str(self.BIN / "initdb"), "-D",
+                        str(self.native), *init], check=True, capture_output=True)
+        env = {**os.environ, "EXO_ROOT": str(root)}
+        subprocess.run([*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                        str(self.BIN / "initdb"), "-D", "/var/lib/postgresql/data", *init],
+                       env=env, check=True, capture_output=True)
+        self.loaded: set[str] = set()  # data directories pgbench has initialised
+        self.mode = "native"  # the mode being measured (argv is called before load)
+
+    def _as_postgres(self) -> list[str]:
+        return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
+                "--clear-groups"]
+
+    def argv(self, mode: str) -> list[str]:
+        self.mode = mode
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-k", ""]
+        if mode == "posix_x":
+            return [*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                    str(self.BIN / "postgres"), "-D", "/var/lib/postgresql/data", *args]
+        if mode == "bwrap":
+            uid = str(self.user.pw_uid)
+            view = _bwrap_view([(self.root / "var/lib/postgresql", "/var/lib/postgresql",
+                                 True)])
+            return [*view, "--unshare-user", "--uid", uid, "--gid", uid, "--",
+                    str(self.BIN / "postgres"), "-D", "/var/lib/postgresql/data", *args]
+        return [*self._as_postgres(), str(self.BIN / "postgres"), "-D", str(self.native),
+                *args]
+
+    def load(self, seconds: float) -> float:
+        where = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "postgres"]
+        data = "native" if self.mode == "native" else "tree"
+        deadline = time.monotonic() + 60  # the port answers before recovery has finished
+        while subprocess.run([str(self.BIN / "pg_isready"), *where[:4]],
+                             capture_output=True, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres did not become ready")
+            time.sleep(0.1)
+        if data not in self.loaded:
+            subprocess.run([str(self.BIN / "pgbench"), "-i", "-q", "-s", "2", *where],
+                           check=True, capture_output=True, timeout=300)
+            self.loaded.add(data)
+        out = subprocess.run([str(self.BIN / "pgbench"), "-S", "-c", "4", "-j", "2",
+                              "-T", str(max(1, round(seconds))), *where], capture_output=True,
+                             text=True, timeout=seconds + 60, check=True).stdout
+        match = re.search(r"tps = ([\d.]+)", out)
+        if match is None:
+            raise RuntimeError(f"pgbench: no rate in {out!r}")
+        return float(match[1])
+
+
 def bench_app(app: App, rounds: int, seconds: float) -> dict[str, float]:
     ratios, bwrap_ratios, cpu_ratios = [], [], []
     for r in range(rounds):
@@ -280,6 +357,76 @@ def bench_app(app: App, rounds: int, seconds: float) -> dict[str, float]:
             cpu_ratios.append(cpu_per_op["posix_x"] / cpu_per_op["native"])
         print(f"  {app.name} round {r + 1}: " + ", ".join(
             f"{m} {rate[m]:.0f}/s" for m in MODES), flush=True)
+    return _summary(ratios, bwrap_ratios, cpu_ratios)
+
+
+#: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
+#: wall time in ns and (``times``) its children's user and system time.
+JOB_SCRIPT = ('s=$(date +%s%N); i=0; while [ $i -lt {count} ]; do {command} >/dev/null || '
+              'exit 1; i=$((i+1)); done; e=$(date +%s%N); echo wall $((e-s)); times')
+
+PY_WORKLOAD = """
+import json, re
+data = [{"n": i, "s": str(i) * 3} for i in range(20000)]
+text = json.dumps(data)
+assert len(json.loads(text)) == 20000
+assert len(re.findall(r"[0-9]{6}", text)) > 1000
+print(sum(x * x for x in range(200000)) % 7)
+"""
+
+
+def _times(text: str) -> float:
+    """Children's user + system seconds from the second line of sh's ``times``."""
+    line = text.strip().splitlines()[-1]
+    total = 0.0
+    for field in line.split():
+        minutes, _, secs = field.rstrip("s").partition("m")
+        total += float(minutes) * 60 + float(secs)
+    return total
+
+
+def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
+              manifest: str) -> dict[str, float]:
+    """A command (gcc, python3) run ``count`` times per round in each mode, in the
+    directory ``work`` (shown as ``/home/bench``): rate = runs per second of wall time,
+    CPU per run from ``times``."""
+    root = work / f"{name}-root"
+    bench = root / "home/bench"
+    bench.mkdir(parents=True)
+    (bench / "input.c").write_text((REPO / "src/exo/sandbox/_stage2.c").read_text())
+    (bench / "work.py").write_text(PY_WORKLOAD)
+    manifest_path = work / f"{name}.toml"
+    manifest_path.write_text(manifest)
+    script = JOB_SCRIPT.format(count=count, command=command)
+    env = {**os.environ, "EXO_ROOT": str(root)}
+    argv = {
+        "native": ["/bin/sh", "-c", script],
+        "posix_x": [*EXO, "posix-x", "run", "--manifest", str(manifest_path), "--cwd",
+                    "/home/bench", "--", "/bin/sh", "-c", script],
+        "bwrap": [*_bwrap_view([(bench, "/home/bench", True)]), "--chdir", "/home/bench",
+                  "--", "/bin/sh", "-c", script],
+    }
+    ratios, bwrap_ratios, cpu_ratios = [], [], []
+    for r in range(rounds):
+        rate: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        for mode in MODES[r % 3:] + MODES[:r % 3]:
+            out = subprocess.run(argv[mode], env=env, cwd=bench, capture_output=True,
+                                 text=True, timeout=600, check=True).stdout
+            wall = int(re.search(r"wall (\d+)", out)[1]) / 1e9  # type: ignore[index]
+            rate[mode] = count / wall
+            cpu[mode] = _times(out) / count
+        ratios.append(rate["posix_x"] / rate["native"])
+        bwrap_ratios.append(rate["bwrap"] / rate["native"])
+        if cpu["native"] > 0:
+            cpu_ratios.append(cpu["posix_x"] / cpu["native"])
+        print(f"  {name} round {r + 1}: " + ", ".join(
+            f"{m} {rate[m]:.2f}/s" for m in MODES), flush=True)
+    return _summary(ratios, bwrap_ratios, cpu_ratios)
+
+
+def _summary(ratios: list[float], bwrap_ratios: list[float],
+             cpu_ratios: list[float]) -> dict[str, float]:
     return {"ratio_median": round(statistics.median(ratios), 4),
             "ratio_spread": round(max(ratios) - min(ratios), 4),
             "bwrap_ratio_median": round(statistics.median(bwrap_ratios), 4),
@@ -321,7 +468,8 @@ def main() -> int:
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 10)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
-    missing = [p for p in ("nginx", "redis-server", "redis-benchmark", "wrk", "gcc", "bwrap")
+    missing = [p for p in ("nginx", "redis-server", "redis-benchmark", "wrk", "gcc", "bwrap",
+                           str(Postgres.BIN / "pgbench"))
                if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
     if missing:
         print(f"posix_x bench: missing {', '.join(missing)}: run `make posix-x-apps`",
@@ -334,11 +482,23 @@ def main() -> int:
         results = {"syscalls": bench_syscalls(work, 3 if args.quick else 5), "apps": {}}
         for name, ns in results["syscalls"].items():
             print(f"  {name:<16} {ns['native_ns']:>10.1f} ns {ns['posix_x_ns']:>10.1f} ns")
-        for cls in (Nginx, Redis):
+        for cls in (Nginx, Redis, Postgres):
             root = work / f"{cls.name}-root"
             root.mkdir(mode=0o755)
             results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds)
             print(f"  {cls.name}: {results['apps'][cls.name]}", flush=True)
+        count = 5 if args.quick else 20
+        jobs = {
+            "gcc": ("/usr/bin/gcc -O2 -c -o out.o input.c",
+                    '[sandbox]\ncapabilities = ["storage://home/bench=READ,WRITE"]\n'
+                    "[posix_x]\nfork = true\nexec = true\n"),
+            "python": ("/usr/bin/python3 -I work.py",
+                       '[sandbox]\ncapabilities = ["storage://home/bench=READ"]\n'
+                       "[posix_x]\nfork = true\nexec = true\n"),
+        }
+        for name, (command, manifest) in jobs.items():
+            results["apps"][name] = bench_job(name, work, command, count, rounds, manifest)
+            print(f"  {name}: {results['apps'][name]}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.output}")
