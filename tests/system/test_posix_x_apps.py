@@ -275,6 +275,23 @@ def test_a_program_that_refuses_root_runs_as_its_user_without_capabilities(
     uid, name, *caps = done.stdout.split()
     assert (name, int(uid) > 0) == ("postgres", True), done.stderr
     assert "".join(caps) == "['0000000000000000','0000000000000000']"
+    # Its user namespace gives it nothing: back to uid 0, a namespace of its own, a mount,
+    # the host's secrets are all still refused.
+    done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "python3", "-c",
+                "import ctypes, os\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                "for name, call in (('setuid', lambda: libc.setuid(0)),\n"
+                "                   ('unshare', lambda: libc.unshare(0x10000000)),\n"
+                "                   ('mount', lambda: libc.mount(b'none', b'/tmp', b'tmpfs',"
+                " 0, None))):\n"
+                "    print(name, call(), os.strerror(ctypes.get_errno()))\n"
+                "print(os.path.exists('/etc/shadow'), os.getuid())\n")
+    lines = done.stdout.splitlines()
+    # setuid(0): uid 0 does not even exist in its namespace (EINVAL)
+    assert lines[:3] == ["setuid -1 Invalid argument",
+                         "unshare -1 Operation not permitted",
+                         "mount -1 Operation not permitted"], done.stderr
+    assert lines[3] == f"False {uid}"
 
 
 def test_run_goes_through_the_running_kernel(
