@@ -231,7 +231,7 @@ def test_failed_starts_are_one_line_naming_what_would_allow_it(
     secret = tmp_path / "secret.toml"
     secret.write_text('[posix_x]\netc = ["/etc/shadow"]\n')
     refused = _run(exo_cmd, exo_env, "--manifest", str(secret), "--", "true")
-    assert refused.returncode != 0 and refused.stderr.count("\n") == 1
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "/etc/shadow is never shown" in refused.stderr
 
     (exo_root / "home/dev").mkdir(parents=True)

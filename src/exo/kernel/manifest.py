@@ -242,10 +242,17 @@ def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
         px = parsed.posix_x
         for port in px.network:
             grants.append(parse_grant(f"net://loopback:{port}=SEND,RECV"))
+        from exo.sandbox.errors import SandboxError
+        from exo.sandbox.namespace import check_host_etc
+
         for path in px.etc:
             if not path.startswith("/etc/") or "\0" in path:
                 raise ManifestError(f"{where}: posix_x.etc: {path!r}: expected a host path "
                                     "below /etc")
+            try:
+                check_host_etc(path)
+            except SandboxError as exc:
+                raise ManifestError(f"{where}: posix_x.etc: {exc}") from None
         if isinstance(px.exec, list):
             for path in px.exec:
                 if not path.startswith("/") or "\0" in path:

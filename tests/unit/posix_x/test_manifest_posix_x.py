@@ -40,6 +40,7 @@ def test_without_the_table_there_is_none_and_its_defaults(tmp_path: Path) -> Non
     ("[posix_x]\nnetwork = [70000]\n", "posix_x.network"),
     ('[posix_x]\nexec = ["sh"]\n', "posix_x.exec"),
     ('[posix_x]\netc = ["/usr/lib"]\n', "posix_x.etc"),
+    ('[posix_x]\netc = ["/etc/shadow"]\n', "posix_x.etc: /etc/shadow: /etc/shadow is never shown"),
     ('[posix_x]\nuser = "a b"\n', "posix_x.user"),
 ])
 def test_bad_tables_are_one_line_naming_the_field(tmp_path: Path, text: str,
