@@ -254,10 +254,14 @@ def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
             except SandboxError as exc:
                 raise ManifestError(f"{where}: posix_x.etc: {exc}") from None
         if isinstance(px.exec, list):
+            from exo.sandbox.namespace import SYSTEM_DIRS
+
             for path in px.exec:
-                if not path.startswith("/") or "\0" in path:
-                    raise ManifestError(f"{where}: posix_x.exec: {path!r}: expected an "
-                                        "absolute program path")
+                if "\0" in path or not any(path.startswith(d + "/") for d in SYSTEM_DIRS):
+                    raise ManifestError(f"{where}: posix_x.exec: {path!r}: expected a "
+                                        "program of the system directories (/usr, /bin…); "
+                                        "a program of the Exo tree runs under its "
+                                        "storage://…=EXECUTE capability")
         if px.user is not None and not px.user.replace("-", "").replace("_", "").isalnum():
             raise ManifestError(f"{where}: posix_x.user: {px.user!r}: expected a user name")
         posix_x = PosixX(system_dirs=px.system_dirs, fork=px.fork,

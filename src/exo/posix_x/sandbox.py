@@ -97,6 +97,11 @@ def exec_allowed(policy: bool | tuple[str, ...], argv0: str,
     ``/etc/alternatives/cc``) is not one."""
     if policy is True:
         return None
+    outside = [p for p in policy or () if not in_system_dirs(p)]
+    if outside:
+        raise SandboxError(f"[posix_x] exec {outside[0]}: only programs of the system "
+                           "directories are listed; one of the Exo tree runs under its "
+                           "storage://…=EXECUTE capability")
     programs = [resolve(p) for p in policy or ()]
     extra: list[Path] = []
     if "/" not in argv0 or in_system_dirs(argv0):

@@ -264,7 +264,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
         if os.path.exists(source) and not covered(name):
             plan.args += ["--ro-bind", source, name]
     for name in map(str, spec.host_etc):  # POSIX-X: what the name leads to is checked too
-        if os.path.lexists(name) and not covered(name) and name not in etc_ro:
+        if os.path.exists(name) and not covered(name) and name not in etc_ro:
             plan.args += ["--ro-bind", host_etc_source(name), name]
     localtime = Path(LOCALTIME)
     if covered(LOCALTIME):

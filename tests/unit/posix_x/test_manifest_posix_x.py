@@ -39,6 +39,7 @@ def test_without_the_table_there_is_none_and_its_defaults(tmp_path: Path) -> Non
     ("[posix_x]\nfork = 1\n", "posix_x.fork"),
     ("[posix_x]\nnetwork = [70000]\n", "posix_x.network"),
     ('[posix_x]\nexec = ["sh"]\n', "posix_x.exec"),
+    ('[posix_x]\nexec = ["/root/tool"]\n', "storage://…=EXECUTE"),
     ('[posix_x]\netc = ["/usr/lib"]\n', "posix_x.etc"),
     ('[posix_x]\netc = ["/etc/shadow"]\n', "posix_x.etc: /etc/shadow: /etc/shadow is never shown"),
     ('[posix_x]\nuser = "a b"\n', "posix_x.user"),
@@ -88,6 +89,8 @@ def test_exec_policy_lists_the_program_its_loader_and_interpreters(tmp_path: Pat
     assert Path(os.path.realpath(resolve("python3"))) in allowed
     with pytest.raises(SandboxError, match="no such program"):
         exec_allowed((), "no-such-program-anywhere")
+    with pytest.raises(SandboxError, match="only programs of the system directories"):
+        exec_allowed(("/home/dev/tool",), "true")
 
 
 def test_apply_sets_the_spec() -> None:
