@@ -8,13 +8,16 @@ PIP    := $(PY) -m pip
 # swtpm, tpm2-tools, softhsm2: the security core's TPM and HSM for development;
 # libtss2-dev and pkg-config: tpm2-pytss builds against the TSS from source.
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
+# The real applications of POSIX-X's system tests and benchmark
+# (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
+POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
 
-.PHONY: run test setup system-deps lint typecheck unit bench clean docs
+.PHONY: run test setup system-deps posix-x-apps lint typecheck unit bench clean docs
 
 run: setup
 	@$(VENV)/bin/exo boot
 
-test: setup lint typecheck
+test: setup posix-x-apps lint typecheck
 	$(PY) -m pytest -q
 
 # docs/syscalls.md is generated from the syscall table (exo.abi.syscalls).
@@ -28,8 +31,8 @@ setup: system-deps $(VENV)/.stamp-install
 	@$(PY) -m compileall -q src bench
 
 # Debian packages, installed only when missing and only when we are root.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -37,6 +40,13 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "warning: missing Debian packages (need root to install):$$missing"; fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+posix-x-apps:
+	$(call apt_install,$(POSIX_X_APPS))
 
 $(VENV)/.stamp-install: pyproject.toml setup.py $(wildcard src/exo/*.c src/exo/*/*.c src/exo/*/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +63,7 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-bench: setup
+bench: setup posix-x-apps
 	@for b in bench/*.py; do \
 	  if grep -q -- '--quick' $$b; then $(PY) $$b --quick || exit 1; else $(PY) $$b || exit 1; fi; \
 	done

@@ -121,7 +121,8 @@ class KernelApi:
         all_grants = [*(manifest.grants if manifest is not None else ()), *grants]
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      report_end=True,
-                                     limits=manifest.limits if manifest is not None else None)
+                                     limits=manifest.limits if manifest is not None else None,
+                                     posix_x=manifest.posix_x if manifest is not None else None)
 
     def wait(self, proc: ExoProcess, *, cancelled: Callable[[], bool] | None = None,
              grace: float = INTERRUPT_GRACE_S) -> int:

@@ -10,14 +10,17 @@ from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
 
 
 def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
-                root: str | None, cwd: str = "/") -> int:
+                root: str | None, cwd: str = "/", *, posix_x: bool = False) -> int:
     """Run ``argv`` holding ``caps`` (and the manifest's) in the Exo directory ``cwd``;
     its exit status.
 
     Through the control socket of the kernel running on ``root``; when there is none, on a
     kernel booted here for this one command (no control socket, no lock) and shut down
     after it. Raises what starting the process raised (``exo.kernel.api.failure_status``
-    maps it to a shell's status)."""
+    maps it to a shell's status).
+
+    ``posix_x``: an unmodified Linux program (``posix-x run``): the manifest's ``[posix_x]``
+    table applies, its defaults when the manifest has none."""
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
@@ -26,6 +29,11 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     if not cwd.startswith("/") or "\0" in cwd:
         raise ManifestError(f"--cwd {cwd!r}: expected an Exo path such as /home/demo")
     manifest = load_manifest(manifest_path) if manifest_path else None
+    if posix_x and (manifest is None or manifest.posix_x is None):
+        from exo.kernel.manifest import Manifest, PosixX
+
+        manifest = Manifest(manifest.grants, manifest.limits, PosixX()) if manifest \
+            else Manifest(posix_x=PosixX())
 
     from exo.kernel.control import ControlClient, KernelNotRunning
 
@@ -35,6 +43,9 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
         client = None
     if client is not None:
         raw = tomllib.loads(Path(manifest_path).read_text()) if manifest_path else None
+        if posix_x:
+            raw = raw or {}
+            raw.setdefault("posix_x", {})
         try:
             result = client.call("run", fds=[0, 1, 2], argv=argv, caps=caps, manifest=raw,
                                  manifest_path=manifest_path, cwd=cwd)

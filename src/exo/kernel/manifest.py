@@ -111,18 +111,54 @@ class Limits(Value):
         return f"Limits(memory={self.memory}, pids={self.pids}, cpu={self.cpu}, {self.quotas!r})"
 
 
-class Manifest(Value):
-    __slots__ = ("grants", "limits")
+class PosixX(Value):
+    """``[posix_x]``: how an unmodified Linux program runs (docs/posix-x.md).
 
-    def __init__(self, grants: tuple[Grant, ...] = (), limits: Limits | None = None) -> None:
-        self.grants = grants
-        self.limits = limits if limits is not None else Limits()
+    ``system_dirs``: the host /etc files ordinary programs read (``namespace.ETC_SYSTEM``)
+    and ``etc`` (host /etc paths the program reads, never a secret) are shown read-only.
+    ``fork``: it may create processes. ``exec``: the programs it may execute besides
+    itself (True: any program of the system directories). ``passthrough``: its
+    ``storage://`` directories are exported in FUSE passthrough mode. ``user``: run as
+    that user's uid in a user namespace (for programs that refuse root). The loopback
+    ports of ``network`` become ``net://loopback:PORT`` grants (``Manifest.grants``).
+    """
 
-    def _key(self) -> tuple[tuple[Grant, ...], Limits]:
-        return (self.grants, self.limits)
+    __slots__ = ("etc", "exec", "fork", "passthrough", "system_dirs", "user")
+
+    def __init__(self, *, system_dirs: bool = True, fork: bool = False,
+                 exec: bool | tuple[str, ...] = (), etc: tuple[str, ...] = (),
+                 passthrough: bool = False, user: str | None = None) -> None:
+        self.system_dirs = system_dirs
+        self.fork = fork
+        self.exec = exec
+        self.etc = etc
+        self.passthrough = passthrough
+        self.user = user
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.system_dirs, self.fork, self.exec, self.etc, self.passthrough, self.user)
 
     def __repr__(self) -> str:
-        return f"Manifest(grants={self.grants!r}, limits={self.limits!r})"
+        return (f"PosixX(system_dirs={self.system_dirs}, fork={self.fork}, "
+                f"exec={self.exec!r}, etc={self.etc!r}, passthrough={self.passthrough}, "
+                f"user={self.user!r})")
+
+
+class Manifest(Value):
+    __slots__ = ("grants", "limits", "posix_x")
+
+    def __init__(self, grants: tuple[Grant, ...] = (), limits: Limits | None = None,
+                 posix_x: PosixX | None = None) -> None:
+        self.grants = grants
+        self.limits = limits if limits is not None else Limits()
+        self.posix_x = posix_x
+
+    def _key(self) -> tuple[tuple[Grant, ...], Limits, PosixX | None]:
+        return (self.grants, self.limits, self.posix_x)
+
+    def __repr__(self) -> str:
+        return (f"Manifest(grants={self.grants!r}, limits={self.limits!r}, "
+                f"posix_x={self.posix_x!r})")
 
 
 def parse_grant(text: str) -> Grant:
@@ -201,4 +237,34 @@ def manifest_from_dict(data: dict[str, object], where: str) -> Manifest:
         quotas = Quotas(**asked)
     except ValueError as exc:
         raise ManifestError(f"{where}: limits: {exc}") from None
-    return Manifest(tuple(grants), Limits(memory, limits.pids, limits.cpu, quotas))
+    posix_x = None
+    if parsed.posix_x is not None:
+        px = parsed.posix_x
+        for port in px.network:
+            grants.append(parse_grant(f"net://loopback:{port}=SEND,RECV"))
+        from exo.sandbox.errors import SandboxError
+        from exo.sandbox.namespace import check_host_etc
+
+        for path in px.etc:
+            if not path.startswith("/etc/") or "\0" in path:
+                raise ManifestError(f"{where}: posix_x.etc: {path!r}: expected a host path "
+                                    "below /etc")
+            try:
+                check_host_etc(path)
+            except SandboxError as exc:
+                raise ManifestError(f"{where}: posix_x.etc: {exc}") from None
+        if isinstance(px.exec, list):
+            from exo.sandbox.namespace import SYSTEM_DIRS
+
+            for path in px.exec:
+                if "\0" in path or not any(path.startswith(d + "/") for d in SYSTEM_DIRS):
+                    raise ManifestError(f"{where}: posix_x.exec: {path!r}: expected a "
+                                        "program of the system directories (/usr, /bin…); "
+                                        "a program of the Exo tree runs under its "
+                                        "storage://…=EXECUTE capability")
+        if px.user is not None and not px.user.replace("-", "").replace("_", "").isalnum():
+            raise ManifestError(f"{where}: posix_x.user: {px.user!r}: expected a user name")
+        posix_x = PosixX(system_dirs=px.system_dirs, fork=px.fork,
+                         exec=px.exec if isinstance(px.exec, bool) else tuple(px.exec),
+                         etc=tuple(px.etc), passthrough=px.passthrough, user=px.user)
+    return Manifest(tuple(grants), Limits(memory, limits.pids, limits.cpu, quotas), posix_x)

@@ -38,11 +38,26 @@ class LimitsSection(msgspec.Struct, forbid_unknown_fields=True):
     files: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+class PosixXSection(msgspec.Struct, forbid_unknown_fields=True):
+    """``[posix_x]``: what an unmodified Linux program needs besides capabilities
+    (docs/posix-x.md); meanings and checks in ``exo.kernel.manifest.PosixX``."""
+
+    system_dirs: bool = True
+    fork: bool = False
+    exec: bool | list[str] = msgspec.field(default_factory=list)
+    network: list[Annotated[int, msgspec.Meta(ge=1, le=65535)]] = msgspec.field(
+        default_factory=list)
+    etc: list[str] = msgspec.field(default_factory=list)
+    passthrough: bool = False
+    user: str | None = None
+
+
 class ManifestFile(msgspec.Struct, forbid_unknown_fields=True):
     """The whole file; [package], [binary] and [dependencies] belong to the package manager."""
 
     sandbox: SandboxSection = msgspec.field(default_factory=SandboxSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    posix_x: PosixXSection | None = None
     package: dict[str, Any] = msgspec.field(default_factory=dict)
     binary: dict[str, Any] = msgspec.field(default_factory=dict)
     dependencies: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -31,7 +31,7 @@ from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
 from exo.kernel.caps import Rights
 from exo.kernel.caps.errors import QuotaExceeded
-from exo.kernel.manifest import Grant, Limits, ManifestError
+from exo.kernel.manifest import Grant, Limits, ManifestError, PosixX
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 from exo.sandbox.errors import SandboxError
 
@@ -221,6 +221,7 @@ class ProcessManager:
         extra_fds: tuple[int, ...] = (),
         cwd: str | None = None,
         report_end: bool = False,
+        posix_x: PosixX | None = None,
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
@@ -228,6 +229,8 @@ class ProcessManager:
         that directory, else (and for the kernel's own spawns) in ``/``. ``report_end``:
         when it ends in a way its status does not say (killed at its memory limit), the
         kernel writes one line saying so to the stderr it was given (a shell's "Killed").
+        ``posix_x``: an unmodified Linux program's needs (``[posix_x]`` of its manifest:
+        host /etc files, fork and exec policy, passthrough exports, its own uid).
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -316,8 +319,13 @@ class ProcessManager:
                 derive(pid)
             channel = BootstrapChannel()
             spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()},
-                              cwd, None if owner is None else owner.cwd)
+                              cwd, None if owner is None else owner.cwd,
+                              passthrough=posix_x is not None and posix_x.passthrough)
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
+            if posix_x is not None:
+                from exo.posix_x.sandbox import apply
+
+                spec = apply(spec, posix_x, list(argv))
             nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
@@ -367,9 +375,10 @@ class ProcessManager:
                 raise NoSuchObject(f"capability {g}: no such process {pid}")
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
-              inherited: str | None) -> Any:
+              inherited: str | None, *, passthrough: bool = False) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
-        ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path)."""
+        ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
+        ``passthrough``: export its directories in FUSE passthrough mode (``[posix_x]``)."""
         from exo.kernel.caps import ResourceName
         from exo.sandbox import NetPolicy, SandboxSpec
         from exo.sandbox.namespace import check_destination, exo_path, whole_tree
@@ -428,7 +437,8 @@ class ProcessManager:
             # even through the cwd and descriptors already open (docs/revocable-files.md).
             # No FUSE: plain bind mounts.
             for inside, info in exports.items():
-                exported = self._export(pid, info, opened.pop(inside))
+                exported = self._export(pid, info, opened.pop(inside),
+                                        passthrough=passthrough or None)
                 if exported is not None:
                     sources[inside] = exported
         finally:
@@ -500,11 +510,13 @@ class ProcessManager:
                                "regular files can be granted")
         return fd
 
-    def _export(self, pid: int, info: Any, fd: int) -> Path | None:
+    def _export(self, pid: int, info: Any, fd: int, *,
+                passthrough: bool | None = None) -> Path | None:
         """A revocable export of the granted directory or file ``fd`` (None: bind it).
 
         Takes ``fd`` (the O_PATH descriptor ``_grant_fd`` checked): the directory server
-        keeps it, or it is closed here.
+        keeps it, or it is closed here. ``passthrough``: as ``export_dir``'s (None: the
+        file table's default).
         """
         rights = info.rights & (Rights.READ | Rights.WRITE | Rights.EXECUTE)
         if not rights:
@@ -515,7 +527,7 @@ class ProcessManager:
         try:
             path = self.files.export_dir(pid, pin, fd, writable=Rights.WRITE in rights,
                                          mount_dir=mount_dir, log=self.log,
-                                         label=str(info.resource))
+                                         label=str(info.resource), passthrough=passthrough)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -1,7 +1,11 @@
 """``posix-x`` on the command line: ``main(argv) -> int`` for the shell and ``exo`` to call.
 
-Subcommands so far: ``analyze BINARY [--json] [--deep]`` and ``syscalls [NAME…] [--tier T]
-[--json | --markdown]``. Bad input (a missing file, not an ELF, a truncated one, an unknown
+Subcommands so far: ``run [--manifest FILE] [--cap NAME=RIGHTS]… [--cwd DIR] --
+PROGRAM ARGS…``, ``analyze BINARY [--json] [--deep]`` and ``syscalls [NAME…] [--tier T]
+[--json | --markdown]``. ``run`` fails to start in one line naming the capability or
+manifest field that would allow what was refused (status 127: no such program, 126:
+refused or the sandbox cannot start, 2: a manifest or capability error). Bad input to
+``analyze`` and ``syscalls`` (a missing file, not an ELF, a truncated one, an unknown
 syscall) is one line on stderr and a non-zero exit status, never a traceback: 2 for usage
 errors (argparse's convention), 1 for a file that cannot be analysed.
 """
@@ -38,6 +42,13 @@ def _parser() -> _Parser:
     parser = _Parser(prog="posix-x", description="Run and inspect Linux programs under "
                      "Exo capabilities (POSIX-X).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a Linux program as an Exo process")
+    run.add_argument("--manifest", help="TOML manifest ([sandbox], [limits], [posix_x])")
+    run.add_argument("--cap", action="append", default=[], metavar="NAME=RIGHTS",
+                     help="a capability to hold, e.g. storage://var/lib/app=READ,WRITE")
+    run.add_argument("--cwd", default="/", help="working directory (an Exo path)")
+    run.add_argument("--root", help=argparse.SUPPRESS)
+    run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS…")
     analyze = sub.add_parser("analyze", help="what a binary or script will need")
     analyze.add_argument("binary", help="an ELF executable or a script with #!")
     analyze.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -59,7 +70,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     err = stderr if stderr is not None else sys.stderr
     args_list = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    if any(a in ("-h", "--help") for a in args_list):
+    head = args_list[:args_list.index("--")] if "--" in args_list else args_list
+    if any(a in ("-h", "--help") for a in head):
         try:
             parser.parse_args(args_list)
         except SystemExit as exc:  # argparse printed the help
@@ -69,6 +81,11 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     except _UsageError as exc:
         print(f"posix-x: {printable(str(exc), newlines=False)}", file=err)
         return 2
+    if args.command == "run":
+        from .run import run
+
+        return run(args.program, caps=args.cap, manifest=args.manifest, cwd=args.cwd,
+                   root=args.root, err=err)
     if args.command == "analyze":
         return _analyze(args.binary, as_json=args.json, deep=args.deep, out=out, err=err)
     return _syscalls(args.names, args.tier, as_json=args.json, markdown=args.markdown,

@@ -28,6 +28,7 @@ from .namespace import (
     TTY,
     check_cwd,
     check_destination,
+    host_etc_source,
 )
 
 TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
@@ -192,7 +193,11 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
     for p in runtime_paths():
         binds[p] = "ro"
         system.append(p)
-    plan.exec_ += system
+    if spec.exec_only is None:
+        plan.exec_ += system
+    else:  # POSIX-X's exec policy: only the listed programs (and their loader) run
+        plan.read += system
+        plan.exec_ += [p for p in spec.exec_only if p.exists()]
     system_t = tuple(system)
 
     def grant(path: Path, what: str) -> Path:
@@ -247,12 +252,20 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
     def covered(name: str) -> bool:
         return any(_is_within(Path(name), b) for b in binds)
 
-    plan.data_files += [(name, text) for name, text in ETC_SYNTHESISED if not covered(name)]
+    synthesised = dict(ETC_SYNTHESISED)
+    if spec.user is not None:  # the program looks its own user up (getpwuid)
+        user, uid = spec.user
+        synthesised["/etc/passwd"] += f"{user}:x:{uid}:{uid}:{user}:/nonexistent:/bin/sh\n"
+        synthesised["/etc/group"] += f"{user}:x:{uid}:\n"
+    plan.data_files += [(name, text) for name, text in synthesised.items() if not covered(name)]
     etc_ro = [*ETC_FROM_HOST, *(ETC_NETWORK if spec.net.mode != "none" else ())]
     for name in etc_ro:
         source = os.path.realpath(name)
         if os.path.exists(source) and not covered(name):
             plan.args += ["--ro-bind", source, name]
+    for name in map(str, spec.host_etc):  # POSIX-X: what the name leads to is checked too
+        if os.path.exists(name) and not covered(name) and name not in etc_ro:
+            plan.args += ["--ro-bind", host_etc_source(name), name]
     localtime = Path(LOCALTIME)
     if covered(LOCALTIME):
         pass
@@ -271,7 +284,12 @@ def namespace_args(spec: SandboxSpec) -> list[str]:
             "--hostname", "exo", "--die-with-parent", "--new-session", "--clearenv"]
     if spec.net.mode == "none":
         args.append("--unshare-net")
-    if os.geteuid() == 0:
+    if spec.user is not None:
+        # POSIX-X: a program that refuses uid 0 runs as its own uid in a user namespace
+        # mapped to the caller's (no capability there either).
+        uid = str(spec.user[1])
+        args += ["--unshare-user", "--uid", uid, "--gid", uid, "--cap-drop", "ALL"]
+    elif os.geteuid() == 0:
         # bwrap keeps root's capabilities unless told otherwise.
         args += ["--cap-drop", "ALL"]
     else:

@@ -57,6 +57,7 @@ CLONE_NEW_FLAGS: dict[str, int] = {
 
 AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
 SOCK_RAW = 3
+CLONE_THREAD = 0x10000
 _SOCK_TYPE_MASK = 0xF
 _NON_STREAM_TYPES = (2, 3, 4, 5, 6, 10)  # DGRAM RAW RDM SEQPACKET DCCP PACKET
 _IPPROTO_TCP = 6
@@ -64,7 +65,7 @@ TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_QUERY = 0xFFFFFFFF
 
 
-def _build(net_mode: NetMode, deny_errno: int) -> bytes:
+def _build(net_mode: NetMode, deny_errno: int, fork: bool = True) -> bytes:
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as exc:  # pragma: no cover - depends on the host
@@ -86,6 +87,12 @@ def _build(net_mode: NetMode, deny_errno: int) -> bytes:
     deny("clone3", action=sc.ERRNO(errno.ENOSYS))
     for flag in CLONE_NEW_FLAGS.values():
         deny("clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    if not fork:
+        # POSIX-X ``fork = false``: no new process, as at a pids limit (threads still run).
+        eagain = sc.ERRNO(errno.EAGAIN)
+        deny("fork", action=eagain)
+        deny("vfork", action=eagain)
+        deny("clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0), action=eagain)
     deny("socket", sc.Arg(0, sc.EQ, AF_PACKET))
     deny("socket", sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, SOCK_RAW))
     if net_mode == "tcp":
@@ -117,13 +124,14 @@ def _build(net_mode: NetMode, deny_errno: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_filter(net_mode: NetMode, deny_errno: int = errno.EPERM) -> bytes:
+def compiled_filter(net_mode: NetMode, deny_errno: int = errno.EPERM,
+                    fork: bool = True) -> bytes:
     """The BPF program (raw ``struct sock_filter`` array) for a network mode, cached.
 
     ``deny_errno`` is EPERM in production; tests pass a marker errno to prove that a refusal
     came from this filter and not from a missing capability.
     """
-    return _build(net_mode, deny_errno)
+    return _build(net_mode, deny_errno, fork)
 
 
 def available() -> bool:

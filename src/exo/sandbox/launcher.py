@@ -302,7 +302,8 @@ def spawn(
         pass_fds += [int(args[i + 1]) for i, a in enumerate(args) if a == "--ro-bind-data"]
         if _seccomp_enabled(allow_missing):
             deny = SECCOMP_MARKER_ERRNO if "seccomp-marker" in _ablate else errno.EPERM
-            seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode, deny))
+            seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode, deny,
+                                                                           spec.fork))
             to_close.append(seccomp_fd)
             pass_fds.append(seccomp_fd)
             args += ["--seccomp", str(seccomp_fd)]

@@ -10,7 +10,8 @@ earlier ones (docs/sandbox.md, "The namespace an Exo process sees"):
    names hold nothing a process is given; programs Exo installs live under ``/exo``;
 3. a synthesised ``/etc``: :data:`ETC_SYNTHESISED` (no password hashes, only root and
    nobody) plus the host's :data:`ETC_FROM_HOST`, read-only (and :data:`ETC_NETWORK` with a
-   network capability); never ``/etc/shadow``, ``gshadow``, ``sudoers`` or ssh keys;
+   network capability; :data:`ETC_SYSTEM` and the files a POSIX-X manifest names, checked
+   by :func:`check_host_etc`); never :data:`ETC_NEVER`;
 4. ``/dev`` with :data:`DEVICES` (and :data:`TTY` when the process has a terminal), a
    fresh ``/proc`` of its own pid namespace, a private ``/tmp``;
 5. each ``storage://`` path the process holds, at its Exo path (``storage://home/demo`` is
@@ -53,6 +54,18 @@ ETC_FROM_HOST = ("/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
 #: Only with a network capability.
 ETC_NETWORK = ("/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols")
 LOCALTIME = "/etc/localtime"
+#: What ``[posix_x] system_dirs`` adds to layer 3 for an unmodified Linux program: the
+#: host's /etc files ordinary programs and their loaders read (``cc`` and ``awk`` are
+#: links through ``/etc/alternatives``), read-only. Never a secret (:data:`ETC_NEVER`).
+ETC_SYSTEM = ("/etc/alternatives", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+              "/etc/services", "/etc/protocols", "/etc/host.conf", "/etc/environment",
+              "/etc/timezone", "/etc/papersize", "/etc/magic")
+#: Host /etc paths never shown, whatever a manifest asks (``[posix_x] etc``): password
+#: hashes, sudo rules, SSH and TLS private keys, the host's user and group lists.
+ETC_NEVER = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+             "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private",
+             "/etc/passwd", "/etc/passwd-", "/etc/group", "/etc/group-", "/etc/security",
+             "/etc/pam.d", "/etc/krb5.keytab", "/etc/subuid", "/etc/subgid")
 #: The private /tmp (and /dev/shm) every process writes to.
 PRIVATE_TMP = "/tmp"
 
@@ -106,6 +119,61 @@ def check_destination(path: str, label: str | None = None) -> str:
     return norm
 
 
+def check_host_etc(path: str, label: str | None = None) -> str:
+    """A host ``/etc`` path a manifest asks to show read-only (``[posix_x] etc``), checked
+    against :data:`ETC_NEVER` and the names the namespace synthesises; normalised.
+
+    A name that holds a never-shown path (``/etc`` itself, ``/etc/ssl``) is refused too:
+    it would be bound whole."""
+    norm = posixpath.normpath(path) if path else ""
+    what = label or path
+    if not norm.startswith("/etc/") or "\0" in norm:
+        raise SandboxError(f"{what}: only files and directories below /etc can be shown "
+                           "from the host (the system directories are shown already)")
+    for never in ETC_NEVER:
+        if _within(norm, never) or _within(never, norm):
+            raise SandboxError(f"{what}: {never} is never shown to a process")
+    if {".ssh", ".gnupg", "private"} & set(norm.split("/")):
+        raise SandboxError(f"{what}: key material is never shown to a process")
+    return norm
+
+
+#: How many entries of a host /etc directory are looked at before it is shown (a directory
+#: holding more is refused: name a narrower one).
+ETC_DIR_ENTRIES = 4096
+
+
+def host_etc_source(path: str) -> str:
+    """The host path to bind for the checked ``/etc`` name ``path`` (``check_host_etc``).
+
+    What the name leads to is checked too: a link must lead to another allowed /etc name or
+    into the system directories, and a directory is refused if anything in it (up to
+    :data:`ETC_DIR_ENTRIES` entries) is never shown or looks like a private key
+    (``*.key``, ``private``), so that ``/etc/nginx`` cannot bring a TLS key with it."""
+    import os
+
+    real = os.path.realpath(path)
+    if _within(real, "/etc"):
+        check_host_etc(real, f"{path} (leading to {real})")
+    elif not any(_within(real, d) for d in SYSTEM_DIRS):
+        raise SandboxError(f"{path}: leads to {real}, outside /etc and the system "
+                           "directories; never shown")
+    if os.path.isdir(real):
+        seen = 0
+        for top, dirs, files in os.walk(real):
+            for name in (*dirs, *files):
+                seen += 1
+                inside = posixpath.join(top, name)
+                if seen > ETC_DIR_ENTRIES:
+                    raise SandboxError(f"{path}: more than {ETC_DIR_ENTRIES} entries; "
+                                       "name the files the program reads")
+                if name.endswith(".key") or name in ("private", ".ssh", ".gnupg") or \
+                        any(_within(inside, never) for never in ETC_NEVER):
+                    raise SandboxError(f"{path}: holds {inside}, which is never shown to a "
+                                       "process; name the files the program reads")
+    return real
+
+
 def check_cwd(cwd: str, visible: list[str]) -> str:
     """The working directory, if the process can see it (``/``, a system directory,
     ``/tmp`` or a path in ``visible``); else one line saying it cannot."""
@@ -119,6 +187,8 @@ def check_cwd(cwd: str, visible: list[str]) -> str:
                        "(it holds no capability covering it)")
 
 
-__all__ = ["DEVICES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_SYNTHESISED", "KERNEL_OWNED",
-           "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP", "SYSTEM_DIRS", "TTY", "check_cwd",
-           "check_destination", "exo_path", "whole_tree"]
+__all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NEVER",
+           "ETC_SYNTHESISED",
+           "ETC_SYSTEM", "KERNEL_OWNED", "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP",
+           "SYSTEM_DIRS", "TTY", "check_cwd", "check_destination", "check_host_etc",
+           "exo_path", "host_etc_source", "whole_tree"]

@@ -102,6 +102,15 @@ class SandboxSpec:
     ``cwd``) is an Exo path, shown at that path inside, whose host path is below ``tree``
     (``/home/demo`` is ``tree/home/demo``): the process sees the Exo tree as ``/``
     (``exo.sandbox.namespace``). Without it, granted paths are host paths shown as they are.
+
+    For unmodified Linux programs (POSIX-X, ``[posix_x]`` of a manifest):
+    ``host_etc`` are host paths below ``/etc`` shown read-only at their name (checked by
+    ``namespace.check_host_etc``: never a secret). ``user`` = ``(name, uid)``: run as that
+    uid (and gid) inside a user namespace mapped to the caller's, with a passwd entry for
+    it (PostgreSQL refuses to run as uid 0); it still holds no capability. ``fork`` False:
+    creating a process (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``) fails with
+    EAGAIN. ``exec_only`` (None: any program of the system directories): the only files
+    that may be executed (Landlock EXECUTE on each, the ELF loader added by the caller).
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -116,9 +125,25 @@ class SandboxSpec:
     keep_fds: tuple[int, ...] = ()
     bind_sources: Mapping[Path, Path] = field(default_factory=dict)
     tree: Path | None = None
+    host_etc: tuple[Path, ...] = ()
+    user: tuple[str, int] | None = None
+    fork: bool = True
+    exec_only: tuple[Path, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        from .namespace import check_host_etc
+
+        set_(self, "host_etc", tuple(Path(check_host_etc(str(p)))
+                                     for p in _abs_paths(tuple(self.host_etc), "etc")))
+        if self.user is not None:
+            name, uid = self.user
+            if (not isinstance(name, str) or not name.replace("-", "").replace("_", "")
+                    .isalnum() or not isinstance(uid, int) or not 0 < uid < 65534):
+                raise SandboxError(f"user {self.user!r}: expected (name, uid) with a "
+                                   "plain name and 0 < uid < 65534")
+        if self.exec_only is not None:
+            set_(self, "exec_only", _abs_paths(tuple(self.exec_only), "exec_only"))
         set_(self, "read_paths", _abs_paths(tuple(self.read_paths), "read"))
         set_(self, "write_paths", _abs_paths(tuple(self.write_paths), "write"))
         set_(self, "exec_paths", _abs_paths(tuple(self.exec_paths), "exec"))

@@ -32,3 +32,13 @@ def test_help_is_posix_x_own() -> None:
     done = _exo("--help")
     assert done.returncode == 0
     assert "analyze" in done.stdout and "syscalls" in done.stdout
+
+
+def test_run_passes_the_programs_own_options(tmp_path: Path) -> None:
+    import os
+
+    done = subprocess.run([str(Path(sys.executable).parent / "exo"), "posix-x", "run", "--",
+                           "/bin/echo", "--help", "-h"], capture_output=True, text=True,
+                          timeout=60, check=False,
+                          env={**os.environ, "EXO_ROOT": str(tmp_path / "root")})
+    assert (done.returncode, done.stdout) == (0, "--help -h\n"), done.stderr
