@@ -1045,3 +1045,7 @@ def _source(ctx: CommandContext) -> int:
 
 BUILTINS["."] = _source
 HELP["."] = HELP["source"]
+
+
+# The builtins that look at the system (posix-x, top, sched) register themselves here.
+from exo.shell import tools as _tools  # noqa: E402, F401

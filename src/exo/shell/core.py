@@ -56,7 +56,7 @@ JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
-                            "sudo", "read", "source", ".", "fg"})
+                            "sudo", "read", "source", ".", "fg", "top"})
 
 
 class Shell:
