@@ -48,7 +48,13 @@ def _posix_x(ctx: CommandContext) -> int:
                 args[i] = host
                 break
     out, err = io.StringIO(), io.StringIO()
-    status = main(args, stdout=out, stderr=err)
+    if "-h" in args or "--help" in args:  # argparse prints help to sys.stdout itself
+        import contextlib
+
+        with contextlib.redirect_stdout(out):
+            status = main(args, stdout=out, stderr=err)
+    else:
+        status = main(args, stdout=out, stderr=err)
     for stream, fd in ((out, ctx.stdout), (err, ctx.stderr)):
         text = stream.getvalue()
         for host, exo_path in shown.items():  # the user sees Exo paths, never the host's

@@ -21,6 +21,8 @@ def test_posix_x_syscalls_is_posix_x_main(root_shell: Shell) -> None:
     status, _, err = run(root_shell, "posix-x syscalls nosuchcall")
     assert status == 1 and "no such x86-64 syscall" in err
     assert run(root_shell, "posix-x bogus")[0] == 2
+    status, out, _ = run(root_shell, "posix-x analyze --help")
+    assert status == 0 and "--deep" in out  # on the command's stdout, not the shell's
 
 
 def test_posix_x_analyze_takes_exo_paths(root_shell: Shell, kernel: Kernel) -> None:
