@@ -148,3 +148,21 @@ def test_a_user_without_the_manifests_capability_is_told_which(kernel: Kernel) -
     assert err.count("\n") == 1
     assert err.startswith("exo: hello: storage://home/hello=READ,WRITE: not held by this "
                           "session (user alice)")
+    # granted by the administrator, it runs for her (the session is derived at login)
+    grants = kernel.root / "etc" / "exo" / "grants.toml"
+    grants.parent.mkdir(parents=True, exist_ok=True)
+    grants.write_text('[users.alice]\ncapabilities = ["storage://home/hello=READ,WRITE"]\n')
+    session = Session(user.name, user.uid, user.home, session_grants(kernel.root, user))
+    alice = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()), session)
+    status, out, err = run(alice, "hello alice")
+    assert (status, err) == (0, "") and out.startswith("Hello, alice, from hello!\n")
+
+
+def test_through_exo_boot(installed: Path) -> None:
+    """The same through the real entry point, as a script types it."""
+    env = dict(os.environ, EXO_ROOT=str(installed))
+    env.pop("EXO_BOOTSTRAP_FD", None)
+    r = subprocess.run([*EXO, "boot", "--quiet"], input="hello Exo\necho $?\n", env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Hello, Exo, from hello!\n") and r.stdout.endswith("\n0\n")
