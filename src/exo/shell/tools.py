@@ -161,24 +161,45 @@ class _Sampler:
 
     @staticmethod
     def _cgroup_memory(pid: int) -> int | None:
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
+        """The memory charged to ``pid``'s Exo cgroup (v2 ``memory.current``, v1
+        ``memory.usage_in_bytes``). Paths in ``/proc/PID/cgroup`` are from the hierarchy's
+        root; ``/sys/fs/cgroup`` may show only our own cgroup (in a container): both tried."""
+        own = _cgroups(os.getpid())
+        for controllers, path in _cgroups(pid).items():
             if "exo" not in path:
                 continue
-            for file in ([f"/sys/fs/cgroup{path}/memory.current"] if controllers == "" else
-                         [f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"]
-                         if "memory" in controllers.split(",") else []):
+            if controllers == "":
+                base, name = "/sys/fs/cgroup", "memory.current"
+            elif "memory" in controllers.split(","):
+                base, name = "/sys/fs/cgroup/memory", "memory.usage_in_bytes"
+            else:
+                continue
+            mine = own.get(controllers, "/")
+            relative = path[len(mine):] if mine != "/" and path.startswith(mine + "/") else ""
+            for where in (relative, path):
+                if not where:
+                    continue
                 try:
-                    with open(file) as f:
+                    with open(f"{base}{where}/{name}") as f:
                         return int(f.read())
                 except (OSError, ValueError):
                     continue
         return None
+
+
+def _cgroups(pid: int) -> dict[str, str]:
+    """``/proc/PID/cgroup``: controllers (``""`` for v2) -> path."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out[parts[1]] = parts[2]
+    return out
 
 
 def _size(n: int | None) -> str:
