@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exo.pkg.installed import CURRENT_GENERATION, installed_app
+from exo.pkg.installed import CURRENT_GENERATION, installed_app, installed_apps
 
 
 def _record(root: Path, packages: object) -> None:
@@ -26,6 +26,7 @@ def test_a_package_with_an_entry(tmp_path: Path) -> None:
         "/exo/apps/hello/1.0/bin/hello", "/exo/apps/hello/1.0/.exo/exopkg.toml",
         "storage://exo/apps/hello/1.0=READ,EXECUTE")
     assert installed_app(tmp_path, "lib") is None  # a library: nothing to run
+    assert [a.name for a in installed_apps(tmp_path)] == ["hello"]
 
 
 @pytest.mark.parametrize("name, version, entry", [
@@ -45,4 +46,4 @@ def test_no_generation_or_a_broken_one(tmp_path: Path) -> None:
     (tmp_path / CURRENT_GENERATION).write_text("{not json")
     assert installed_app(tmp_path, "hello") is None
     _record(tmp_path, ["not", "a", "table"])
-    assert installed_app(tmp_path, "hello") is None
+    assert installed_app(tmp_path, "hello") is None and installed_apps(tmp_path) == []

@@ -106,6 +106,9 @@ def test_typing_its_name_runs_it_under_its_manifest(shell: Shell) -> None:
     assert run(shell, "cd /home/hello && hello | head -1; echo $?")[1] == (
         "Hello, world, from hello!\n0\n")
     assert "cwd /home/hello" in run(shell, "hello")[1]
+    from exo.shell.completion import ShellCompleter
+
+    assert "hello" in ShellCompleter(shell).commands()  # Tab completes it
     assert run(shell, "type hello")[1] == (
         "hello is /exo/bin/hello (package hello 0.1.0: its manifest's capabilities)\n")
 

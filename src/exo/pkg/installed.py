@@ -55,12 +55,27 @@ class InstalledApp:
         return f"storage://exo/apps/{self.name}/{self.version}=READ,EXECUTE"
 
 
+def _packages(root: Path) -> dict[str, object]:
+    try:
+        packages = json.loads((root / CURRENT_GENERATION).read_text())["packages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return packages if isinstance(packages, dict) else {}
+
+
+def installed_apps(root: Path) -> list[InstalledApp]:
+    """Every package of the current generation that has an entry, by name."""
+    found = (installed_app(root, name) for name in sorted(_packages(root)))
+    return [app for app in found if app is not None]
+
+
 def installed_app(root: Path, name: str) -> InstalledApp | None:
     """The current generation's package ``name`` if it has an entry, else ``None`` (not
     installed, no generation yet, or a record this code does not recognise)."""
     try:
-        raw = json.loads((root / CURRENT_GENERATION).read_text())
-        pkg = raw["packages"][name]
+        pkg = _packages(root)[name]
+        if not isinstance(pkg, dict):
+            return None
         version, entry = pkg["version"], pkg.get("entry") or ""
     except (OSError, ValueError, KeyError, TypeError):
         return None
