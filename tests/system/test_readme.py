@@ -3,7 +3,8 @@
 The examples are taken from the README itself (not copied here), so a README edit that
 breaks one fails this test: the script-mode console lines, the first session's shell
 commands, the manifest, and the two ``exo_std`` programs (run as sandboxed apps with the
-capabilities the text says they need).
+capabilities the text says they need). The first session is also a golden transcript:
+typed at a pseudo-terminal, the screen must be the README's, line for line.
 """
 
 from __future__ import annotations
@@ -131,3 +132,78 @@ def test_the_grants_example(exo_root: Path) -> None:
     assert {"storage://home/shared=READ,WRITE", "device://power=WRITE"} <= alice_set
     assert "storage://home/shared=READ" in bob_set
     assert not any(g.startswith("device://") for g in bob_set)
+
+
+# ------------------------------------------------------------- the golden transcript
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>])")
+PROMPT = r"exo-os:[^\r\n#]*#"
+#: Where the README's session lives: the default EXO_ROOT of root.
+README_ROOT = "/root/.local/share/exo"
+
+
+def _mask(text: str) -> str:
+    """What may differ between runs and hosts: timings, the time of day, how many CPUs,
+    the Landlock ABI and cgroup version the host offers."""
+    text = re.sub(r"\b\d+(\.\d+)? ms\b", "<t> ms", text)
+    text = re.sub(r"\b\d\d:\d\d:\d\d\b", "<hh:mm:ss>", text)
+    text = re.sub(r"\b\d+ CPUs?\b", "<n> CPUs", text)
+    text = re.sub(r"Landlock ABI \d+", "Landlock ABI <n>", text)
+    return re.sub(r"cgroup v\d( \([^)]*\))?", "cgroup <version>", text)
+
+
+def _screen(raw: str) -> list[str]:
+    """What a terminal shows of ``raw`` line by line (escape sequences and the line
+    editor's redraws dropped, trailing blanks trimmed)."""
+    text = ANSI.sub("", raw).replace("\r\r\n", "\n").replace("\r\n", "\n")
+    return [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+
+
+def _first_session() -> list[str]:
+    return next(b for b in _blocks("console") if "exo-os login: root" in b).splitlines()
+
+
+def replay_first_session(env: dict[str, str], root: Path) -> list[str]:
+    """Type the README's first session into ``exo boot`` on a pseudo-terminal, as a
+    person would; what the terminal showed, as the README writes it."""
+    import pexpect
+
+    expected = _first_session()
+    assert expected[0] == "$ make run"
+    commands = [line.split("# ", 1)[1] for line in expected if line.startswith("exo-os:~# ")]
+    env = dict(env, TERM="xterm", COLUMNS="120", LINES="40", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "exo", "boot"], env=env, encoding="utf-8",
+                          timeout=60, dimensions=(40, 120))
+    try:
+        shown = ["$ make run"]
+        child.expect("exo-os login: ")
+        shown += [*_screen(child.before)[:-1], "exo-os login: root"]
+        child.sendline("root")
+        child.expect_exact("root\r\n")
+        child.expect(PROMPT)
+        shown += [line for line in _screen(child.before) if line]
+        for command in commands:
+            child.sendline(command)
+            child.expect_exact("\r\n")  # the line editor accepted it
+            if command == "exo shutdown":
+                child.expect(pexpect.EOF)
+            else:
+                child.expect(PROMPT)
+            shown.append(f"exo-os:~# {command}")
+            shown += [line for line in _screen(child.before) if line]
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    return [line.replace(str(root), README_ROOT) for line in shown]
+
+
+def test_the_first_session_is_a_golden_transcript(exo_root: Path,
+                                                  exo_env: dict[str, str]) -> None:
+    """The README's first session, typed at a terminal: the screen is the README's,
+    line for line (timings, the time of day and the host's sandbox versions masked)."""
+    shown = replay_first_session(exo_env, exo_root)
+    expected = _first_session()
+    assert [_mask(line) for line in shown] == [_mask(line) for line in expected], (
+        "README.md's first session differs from what the system shows; it showed:\n"
+        + "\n".join(shown))

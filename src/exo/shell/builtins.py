@@ -761,7 +761,7 @@ def _run(ctx: CommandContext) -> int:
     try:
         proc = kernel.start(argv, grants, manifest=manifest,
                             stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                            cwd=_visible_cwd(ctx.shell.cwd, [
+                            cwd=visible_cwd(ctx.shell.cwd, [
                                 *grants, *(manifest.grants if manifest is not None else ())]))
         if ctx.adopt is not None:
             ctx.adopt(proc)
@@ -770,7 +770,7 @@ def _run(ctx: CommandContext) -> int:
         raise CommandError(str(exc), failure_status(exc)) from None
 
 
-def _visible_cwd(cwd: str, grants: list[Grant]) -> str:
+def visible_cwd(cwd: str, grants: list[Grant]) -> str:
     """The shell's working directory if the process will see it, else ``/``: `run` names
     exactly what the process holds, and a directory it holds nothing on does not exist in
     its world (it starts at the top of its tree, as a login does without a home)."""
@@ -994,6 +994,9 @@ def _type(ctx: CommandContext) -> int:
             ctx.out(f"{name} is a shell builtin")
         elif (program := ctx.shell.find_program(name)) is not None:
             ctx.out(f"{name} is {program} (in the Exo tree: its directory read-write)")
+        elif (app := ctx.shell.find_app(name)) is not None:
+            ctx.out(f"{name} is /exo/bin/{app.name} (package {app.name} {app.version}: "
+                    "its manifest's capabilities)")
         elif (host := Powerbox.find(name)) is not None:
             known = name.rsplit("/", 1)[-1] in Powerbox.for_shell(ctx.shell).policies
             ctx.out(f"{name} is {host} (through the powerbox: "
@@ -1042,3 +1045,7 @@ def _source(ctx: CommandContext) -> int:
 
 BUILTINS["."] = _source
 HELP["."] = HELP["source"]
+
+
+# The builtins that look at the system (posix-x, top, sched) register themselves here.
+from exo.shell import tools as _tools  # noqa: E402, F401

@@ -36,12 +36,16 @@ if TYPE_CHECKING:
     from exo.kernel.api import KernelApi
     from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
+    from exo.pkg.installed import InstalledApp
     from exo.shell.parser import If, ListItem, Loop, Node
     from exo.shell.terminal import Terminal
 
     Builtin = Callable[[CommandContext], int]
 
 
+#: Where installed packages' launchers are (``exo.pkg.store``): a command found there
+#: that the current generation names starts the package's entry under its manifest.
+PACKAGE_BIN = "/exo/bin"
 NOT_FOUND = 127
 INTERRUPTED = 130
 
@@ -52,7 +56,7 @@ JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
-                            "sudo", "read", "source", ".", "fg"})
+                            "sudo", "read", "source", ".", "fg", "top"})
 
 
 class Shell:
@@ -564,6 +568,9 @@ class Shell:
         program = self.find_program(ctx.argv[0])
         if program is not None:
             return self._start_program(ctx, self.vfs.host_path(program), env)
+        app = self.find_app(ctx.argv[0])
+        if app is not None:
+            return self._start_app(ctx, app, env)
         from exo.shell.powerbox import Powerbox
 
         return Powerbox.for_shell(self).start(ctx, env)
@@ -583,6 +590,21 @@ class Shell:
                 return path
         return None
 
+    def find_app(self, name: str) -> InstalledApp | None:
+        """The installed package ``name`` (or ``/exo/bin/NAME``) stands for, when
+        ``/exo/bin`` is on ``$PATH``. Asked of the current generation's record, which is
+        what ``/exo/bin`` shows: the Vfs does not follow the store's ``exo/bin`` link."""
+        if "/" in name:
+            path = self.vfs.normalize(name, self.cwd)
+            if posixpath.dirname(path) != PACKAGE_BIN:
+                return None
+            name = posixpath.basename(path)
+        elif PACKAGE_BIN not in self.env.get("PATH", "").split(":"):
+            return None
+        from exo.pkg.installed import installed_app
+
+        return installed_app(self.kernel.root, name)
+
     def _start_program(self, ctx: CommandContext, program: Path,
                        env: dict[str, str]) -> ShellJob | None:
         """Run ``program`` holding read-write access to the working directory and
@@ -598,6 +620,30 @@ class Shell:
             grants[0] = parse_grant(f"storage://{cwd if cwd != '.' else ''}=READ")
         # Inside, the Exo tree is / (exo.sandbox.namespace): the program by its Exo path.
         return self.start_process([f"/{grants[1].name.path}", *ctx.args], grants, ctx, env)
+
+    def _start_app(self, ctx: CommandContext, app: InstalledApp,
+                   env: dict[str, str]) -> ShellJob | None:
+        """An installed package, started as its ``/exo/bin`` launcher would (``exo run``
+        of its entry): holding exactly its manifest's capabilities plus reading and
+        executing its own files, under the manifest's limits. Started here, through the
+        kernel's API, rather than by running the launcher, which would nest ``exo run``
+        (and an ephemeral kernel) inside a sandbox."""
+        from exo.kernel.api import ProcessesUnavailable
+        from exo.kernel.manifest import parse_grant, read_manifest
+        from exo.shell.builtins import visible_cwd
+
+        manifest = read_manifest(lambda: self.vfs.read_bytes(app.manifest), app.manifest)
+        own = parse_grant(app.own_capability)
+        for grant in (*manifest.grants, own):  # the session bounds what the app asks for
+            self.session.require(grant)
+        cwd = visible_cwd(self.cwd, [*manifest.grants, own])
+        try:
+            proc = self.kernel.start([app.program, *ctx.args], [own], manifest=manifest,
+                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=cwd,
+                                     env=env or None)
+        except ProcessesUnavailable:
+            return None
+        return ShellJob(self.kernel, proc)
 
     def start_process(self, argv: list[str], grants: list[Grant], ctx: CommandContext,
                       env: dict[str, str]) -> ShellJob | None:
