@@ -729,11 +729,20 @@ def _read_manifest(ctx: CommandContext, raw: str) -> Manifest:
 
 @builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
 def _run(ctx: CommandContext) -> int:
+    return run_program(ctx, list(ctx.args), usage=HELP["run"])
+
+
+def run_program(ctx: CommandContext, args: list[str], *, usage: str,
+                posix_x: bool = False) -> int:
+    """``[--cap NAME=RIGHTS]... [--manifest F] -- CMD...``: start CMD holding exactly those
+    capabilities (each within the session's set) in the shell's directory, and wait.
+    ``posix_x``: an unmodified Linux program (``posix-x run``): the manifest's ``[posix_x]``
+    table applies, its defaults when it has none, and a bare program name is looked up
+    in the host's system directories (the Exo PATH has no sbin)."""
     from exo.kernel.api import ProcessesUnavailable, failure_status
-    from exo.kernel.manifest import ManifestError, parse_grant
+    from exo.kernel.manifest import Manifest, ManifestError, PosixX, parse_grant
     from exo.sandbox import SandboxError
 
-    args = list(ctx.args)
     grants, manifest = [], None
     try:
         while args and args[0] != "--":
@@ -745,12 +754,23 @@ def _run(ctx: CommandContext) -> int:
                 else:
                     manifest = _read_manifest(ctx, value)
             else:
-                raise CommandError(f"unexpected argument {opt!r}; usage: {HELP['run']}", 2)
+                raise CommandError(f"unexpected argument {opt!r}; usage: {usage}", 2)
     except ManifestError as exc:
         raise CommandError(str(exc), 2) from None
     argv = args[1:]
     if not argv:
-        raise CommandError(f"usage: {HELP['run']}", 2)
+        raise CommandError(f"usage: {usage}", 2)
+    if posix_x:
+        from exo.posix_x.sandbox import in_system_dirs, resolve
+
+        if manifest is None or manifest.posix_x is None:
+            manifest = Manifest(manifest.grants, manifest.limits, PosixX()) if manifest \
+                else Manifest(posix_x=PosixX())
+        if "/" not in argv[0] or in_system_dirs(argv[0]):
+            try:
+                argv = [str(resolve(argv[0])), *argv[1:]]
+            except SandboxError as exc:
+                raise CommandError(str(exc), 127) from None
     # The session's set bounds what it starts: a user cannot ask the kernel for more.
     for grant in [*grants, *(manifest.grants if manifest is not None else ())]:
         try:

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------- posix-x
 
 
-@builtin("posix-x", "Linux programs under Exo capabilities: posix-x analyze PROGRAM "
-         "[--json] [--deep] | posix-x syscalls [NAME...] [--tier T] [--json]")
+@builtin("posix-x", "Linux programs under Exo capabilities: posix-x run [--cap NAME=RIGHTS]... "
+         "[--manifest FILE] -- PROGRAM ARGS... | posix-x analyze PROGRAM [--json] [--deep] "
+         "| posix-x syscalls [NAME...] [--tier T] [--json]")
 def _posix_x(ctx: CommandContext) -> int:
     import io
 
@@ -33,11 +34,12 @@ def _posix_x(ctx: CommandContext) -> int:
     args = list(ctx.args)
     command = args[0] if args else ""
     if command == "run":
-        # `posix-x run` starts its program through the control socket with the caller's
-        # own descriptors and a host manifest path: from inside the shell that would
-        # bypass the session's bounds and its pipes. `run --manifest` is the shell's way.
-        raise CommandError("run: not available inside the Exo shell; use run --manifest "
-                           "FILE -- PROGRAM, or exo posix-x run from the host", 2)
+        # Inside the shell, through the shell's own run: the session's set bounds it, the
+        # manifest is read by Exo path, and the job gets the shell's pipes and job control.
+        from exo.shell.builtins import run_program
+
+        return run_program(ctx, args[1:], posix_x=True, usage="posix-x run [--cap "
+                           "NAME=RIGHTS]... [--manifest FILE] -- PROGRAM ARGS...")
     shown: dict[str, str] = {}  # host path -> the Exo path the user typed
     if command == "analyze":
         for i, arg in enumerate(args[1:], 1):

@@ -45,10 +45,22 @@ def test_posix_x_analyze_is_bounded_by_the_session(alice: Shell, kernel: Kernel)
     assert (status, out) == (126, "") and "permission denied" in err
 
 
-def test_posix_x_run_says_what_to_use_in_one_line(root_shell: Shell) -> None:
-    status, out, err = run(root_shell, "posix-x run -- /bin/true")
-    assert (status, out) == (2, "")
-    assert err.count("\n") == 1 and "run --manifest" in err
+def test_posix_x_run_runs_a_linux_program_as_a_shell_job(root_shell: Shell) -> None:
+    """`posix-x run` in the shell: a bare name found in the system directories, the
+    [posix_x] defaults (system directories, no fork), the shell's pipes."""
+    assert run(root_shell, "posix-x run -- python3 -c 'print(6*7)'") == (0, "42\n", "")
+    status, out, err = run(root_shell, "posix-x run -- nosuchprog")
+    assert (status, out) == (127, "") and err.count("\n") == 1
+    assert "no such program in the system directories" in err
+    status, _, err = run(root_shell, "posix-x run -- python3 -c 'import os; os.fork()'")
+    assert status == 1 and "Resource temporarily unavailable" in err  # fork = false
+    status, _, err = run(root_shell, "posix-x run")
+    assert status == 2 and err.startswith("posix-x: usage: posix-x run")
+
+
+def test_posix_x_run_is_bounded_by_the_session(alice: Shell) -> None:
+    status, _, err = run(alice, "posix-x run --cap storage://=READ -- /bin/true")
+    assert status == 126 and err.count("\n") == 1
 
 
 def test_sched_prints_the_summary(root_shell: Shell) -> None:
