@@ -60,6 +60,10 @@ DESTROY: Final = 38
 BATCH_FORGET: Final = 42
 RENAME2: Final = 45
 
+#: Opcode names, for the per-opcode request counts (``stats()["ops"]``).
+OPCODE_NAMES: Final[dict[int, str]] = {v: k for k, v in dict(globals()).items()
+                       if k.isupper() and isinstance(v, int) and 0 < v < 64}
+
 #: Requests that change the name space: our directory is fixed, so these are refused.
 NAMESPACE_OPS: Final = frozenset({
     6,   # SYMLINK
