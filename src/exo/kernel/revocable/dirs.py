@@ -27,8 +27,10 @@ Safety of the passthrough:
   are cached, for ``_ENTRY_VALID_S``, which saves LOOKUPs in path walks and nothing else.
   An export made with ``passthrough=True`` opens its regular files with FUSE passthrough
   instead (reads and writes go to the real file without us; one backing file per node
-  while it is open); revoking it marks those files' FUSE inodes bad (``_cut``), which
-  stops reads and writes but not mappings, splice or sendfile (docs/revocable-files.md).
+  while it is open) and lets the client cache attributes for ``_PT_ATTR_VALID_S``;
+  revoking it drops every node's cached attributes (FUSE_NOTIFY_INVAL_INODE, before
+  ``revoke`` returns) and marks its open files' FUSE inodes bad (``_cut``), which stops
+  stat, reads and writes but not mappings, splice or sendfile (docs/revocable-files.md).
 * Descriptors are closed only when no request of their export is running (per-export
   ``busy`` count), so a revocation never closes an fd under a concurrent request.
 * One process cannot exhaust the kernel's descriptors through its exports: each export
