@@ -80,8 +80,11 @@ _ENTRY_VALID_S = 1
 # A database asks for a file's size (lseek SEEK_END, fstat) on almost every query: two
 # GETATTRs per pgbench transaction, measured. Safe for revocation because ``_kill`` drops
 # every node's cached attributes (FUSE_NOTIFY_INVAL_INODE) before ``revoke`` returns, so the
-# next stat is a request again and is refused; writes through the mount (passthrough ones
-# included) update the client's size at once; changes made outside it show within this.
+# next stat is a request again and is refused. Only GETATTR replies carry it: Linux drops a
+# GETATTR reply older than an invalidation (``attr_version``), but not a LOOKUP, CREATE or
+# SETATTR reply that made a new inode or raced one, so those stay uncached (timeout 0).
+# Writes through the mount (passthrough ones included) update the client's size at once;
+# changes made outside it show within this.
 _PT_ATTR_VALID_S = 1
 _READ_RIGHTS = Rights.READ | Rights.EXECUTE
 _W_OK = 2
@@ -98,7 +101,7 @@ def _dtype(mode: int) -> int:
 
 
 def _attr_valid(ex: _Export) -> int:
-    """Seconds the client may cache the attributes of ``ex``'s nodes."""
+    """Seconds the client may cache the attributes a GETATTR of ``ex`` returns."""
     return _PT_ATTR_VALID_S if ex.passthrough else 0
 
 
@@ -553,7 +556,7 @@ class RevocableDirs(FuseServer):
                           "in use")
         for old in parked:
             os.close(old)
-        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, _attr_valid(ex), 0, 0),
+        return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, 0, 0, 0),
                 P.attr_from_stat(st, st.st_ino)]
 
     def _new_handle(self, ex: _Export, fd: int) -> int:
@@ -719,8 +722,7 @@ class RevocableDirs(FuseServer):
             st = os.fstat(n.fd)
         finally:
             self._leave(n)
-        return [P.ATTR_OUT_HEAD.pack(_attr_valid(n.export), 0, 0),
-                P.attr_from_stat(st, st.st_ino)]
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
 
     def _readlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         n = self._enter(nodeid, Rights.READ)
