@@ -15,11 +15,16 @@
   which is steadier than throughput here. Reported: the median of the per-round ratios,
   their spread (max − min), the median bwrap ratio and the median CPU-per-op ratio.
 
+For the servers, also the kernel's FUSE requests per served request, by opcode (its
+servers write their counts to ``EXO_FUSE_OPS_LOG`` when they close; the last round's whole
+POSIX-X run, start and stop included): what a program's file accesses cost the kernel.
+
 Writes ``bench/results/posix_x.json`` as
 ``{"syscalls": {NAME: {"native_ns", "posix_x_ns"}}, "apps": {APP: {"ratio_median",
-"ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio"}}}``. ``--quick``: 3 rounds of
-2-second loads (the issue's figures need ``--rounds 10`` or more). Needs root, the
-packages of ``make posix-x-apps`` and gcc.
+"ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio", "fuse_ops_per_request"}}}``.
+``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
+``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file.
+Needs root, the packages of ``make posix-x-apps`` and gcc.
 """
 
 from __future__ import annotations
