@@ -15,11 +15,16 @@
   which is steadier than throughput here. Reported: the median of the per-round ratios,
   their spread (max − min), the median bwrap ratio and the median CPU-per-op ratio.
 
+For the servers, also the kernel's FUSE requests per served request, by opcode (its
+servers write their counts to ``EXO_FUSE_OPS_LOG`` when they close; the last round's whole
+POSIX-X run, start and stop included): what a program's file accesses cost the kernel.
+
 Writes ``bench/results/posix_x.json`` as
 ``{"syscalls": {NAME: {"native_ns", "posix_x_ns"}}, "apps": {APP: {"ratio_median",
-"ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio"}}}``. ``--quick``: 3 rounds of
-2-second loads (the issue's figures need ``--rounds 10`` or more). Needs root, the
-packages of ``make posix-x-apps`` and gcc.
+"ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio", "fuse_ops_per_request"}}}``.
+``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
+``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file.
+Needs root, the packages of ``make posix-x-apps`` and gcc.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -47,6 +53,7 @@ EXAMPLES = REPO / "examples" / "posix-x"
 RESULTS = REPO / "bench" / "results" / "posix_x.json"
 EXO = [sys.executable, "-m", "exo"]
 MODES = ("native", "posix_x", "bwrap")
+ALL = ("syscalls", "nginx", "redis", "postgres", "gcc", "python")
 
 SYSCALL_C = r"""
 #define _GNU_SOURCE
@@ -180,9 +187,27 @@ class App:
         """Requests per second over one load; the request count comes from the rate."""
         raise NotImplementedError
 
+    #: Under POSIX-X, the kernel's FUSE servers append their request counts per opcode
+    #: here when they close (``EXO_FUSE_OPS_LOG``).
+    @property
+    def ops_log(self) -> Path:
+        return self.root.parent / f"{self.name}-fuse-ops.jsonl"
+
+    def fuse_ops(self) -> dict[str, int]:
+        """Requests per opcode the kernel's FUSE servers answered since the last call."""
+        total: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.ops_log.read_text().splitlines():
+                for op, n in json.loads(line)["ops"].items():
+                    total[op] = total.get(op, 0) + n
+            self.ops_log.unlink()
+        return total
+
     @contextlib.contextmanager
     def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
         env = {**os.environ, "EXO_ROOT": str(self.root)}
+        if mode == "posix_x":
+            env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
         proc = subprocess.Popen(self.argv(mode), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
@@ -340,24 +365,35 @@ class Postgres(App):
         return float(match[1])
 
 
-def bench_app(app: App, rounds: int, seconds: float) -> dict[str, float]:
+def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
     ratios, bwrap_ratios, cpu_ratios = [], [], []
+    ops_per_request: dict[str, float] = {}
     for r in range(rounds):
         rate: dict[str, float] = {}
         cpu_per_op: dict[str, float] = {}
         for mode in MODES[r % 3:] + MODES[:r % 3]:
             with app.running(mode) as proc:
-                app.load(min(1.0, seconds))  # warm up
+                warm = min(1.0, seconds)
+                requests = app.load(warm) * max(1, round(warm))  # warm up
                 before = _cpu(proc, app.comm)
                 rate[mode] = app.load(seconds)
                 cpu_per_op[mode] = (_cpu(proc, app.comm) - before) / (rate[mode] * seconds)
+                requests += rate[mode] * max(1, round(seconds))
+            if mode == "posix_x":
+                # This round's server life (start, both loads, stop) per request served.
+                ops = app.fuse_ops()
+                ops_per_request = {op: round(n / requests, 3)
+                                   for op, n in sorted(ops.items(), key=lambda x: -x[1])}
         ratios.append(rate["posix_x"] / rate["native"])
         bwrap_ratios.append(rate["bwrap"] / rate["native"])
         if cpu_per_op["native"] > 0:
             cpu_ratios.append(cpu_per_op["posix_x"] / cpu_per_op["native"])
         print(f"  {app.name} round {r + 1}: " + ", ".join(
             f"{m} {rate[m]:.0f}/s" for m in MODES), flush=True)
-    return _summary(ratios, bwrap_ratios, cpu_ratios)
+    if ops_per_request:
+        print(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
+    return {**_summary(ratios, bwrap_ratios, cpu_ratios),
+            "fuse_ops_per_request": ops_per_request}
 
 
 #: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
@@ -465,7 +501,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="interleaved rounds per application")
     parser.add_argument("--seconds", type=float, help="load duration per measurement")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--apps", default=",".join(ALL),
+                        help=f"comma-separated, of {','.join(ALL)} (default: all); results "
+                        "are merged into an existing --output")
     args = parser.parse_args()
+    chosen = [a for a in args.apps.split(",") if a]
+    if unknown := set(chosen) - set(ALL):
+        parser.error(f"unknown --apps: {', '.join(sorted(unknown))}")
     rounds = args.rounds or (3 if args.quick else 10)
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     missing = [p for p in ("nginx", "redis-server", "redis-benchmark", "wrk", "gcc", "bwrap",
@@ -478,11 +520,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="exo-posix-x-bench-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # native nginx's workers run as nobody
-        print("syscalls (native vs POSIX-X)", flush=True)
-        results = {"syscalls": bench_syscalls(work, 3 if args.quick else 5), "apps": {}}
-        for name, ns in results["syscalls"].items():
-            print(f"  {name:<16} {ns['native_ns']:>10.1f} ns {ns['posix_x_ns']:>10.1f} ns")
+        results: dict[str, Any] = {"syscalls": {}, "apps": {}}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            results = json.loads(args.output.read_text())  # merged into: --apps may be few
+        if "syscalls" in chosen:
+            print("syscalls (native vs POSIX-X)", flush=True)
+            results["syscalls"] = bench_syscalls(work, 3 if args.quick else 5)
+            for name, ns in results["syscalls"].items():
+                print(f"  {name:<16} {ns['native_ns']:>10.1f} ns "
+                      f"{ns['posix_x_ns']:>10.1f} ns")
         for cls in (Nginx, Redis, Postgres):
+            if cls.name not in chosen:
+                continue
             root = work / f"{cls.name}-root"
             root.mkdir(mode=0o755)
             results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds)
@@ -497,6 +546,8 @@ def main() -> int:
                        "[posix_x]\nfork = true\nexec = true\n"),
         }
         for name, (command, manifest) in jobs.items():
+            if name not in chosen:
+                continue
             results["apps"][name] = bench_job(name, work, command, count, rounds, manifest)
             print(f"  {name}: {results['apps'][name]}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,8 @@ def create(base, i):
 
 ops_table = {"stat": stat, "open_read_close_4k": open_read, "open_3_components": deep_open,
              "listdir_100": listdir, "create_write_unlink_4k": create}
-lat = {k: {n: [] for n in [*ops_table, "pread_4k"]} for k in kinds}
+lat = {k: {n: [] for n in [*ops_table, "pread_4k", "lseek_end", "fstat_open"]}
+       for k in kinds}
 tput = {k: {"read": [], "write": []} for k in kinds}
 for r in range(repeat):
     order = list(kinds)[r % len(kinds):] + list(kinds)[:r % len(kinds)]  # rotate
@@ -151,6 +152,13 @@ for r in range(repeat):
             t = pc()
             os.pread(fd, 4096, (i * 4096) % size)
             lat[k]["pread_4k"].append(pc() - t)
+        for i in range(ops):  # a database's "how many blocks": lseek(SEEK_END), fstat
+            t = pc()
+            os.lseek(fd, 0, os.SEEK_END)
+            lat[k]["lseek_end"].append(pc() - t)
+            t = pc()
+            os.fstat(fd)
+            lat[k]["fstat_open"].append(pc() - t)
         t = time.perf_counter()
         off = 0
         while off < size:
@@ -207,15 +215,23 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
              str(max(200, args.ops // 6)), str(size), *(f"{k}={v}" for k, v in kinds.items())],
             capture_output=True, text=True, check=True)
         client: dict[str, Any] = json.loads(out.stdout)
-        # Revocation of a live export: the next operation fails.
+        # Revocation of live exports: the next stat fails, through a name whose attributes
+        # the passthrough export let the client cache.
+        held = {k: os.open(v, os.O_PATH | os.O_DIRECTORY) for k, v in kinds.items()
+                if k != "plain"}
+        for fd in held.values():
+            os.stat("big.bin", dir_fd=fd)
         t = time.perf_counter_ns()
         mgr.revoke(1, root)
         revoke_us = (time.perf_counter_ns() - t) / 1000
-        try:
-            os.stat(export / "big.bin")
-            raise AssertionError("stat after revoke succeeded")
-        except OSError:
-            pass
+        for k, fd in held.items():
+            try:
+                os.stat("big.bin", dir_fd=fd)
+                raise AssertionError(f"{k}: stat after revoke succeeded")
+            except PermissionError:
+                pass
+            finally:
+                os.close(fd)
         stats = srv.stats()
     finally:
         unsubscribe()
@@ -230,6 +246,7 @@ def _directory_mount(tmp: Path, mgr: CapabilityManager, root: int, args: argpars
                 d: tp[kind][d] / tp["plain"][d] for d in ("read", "write")}
     client["revoke_export_us"] = revoke_us
     client["server_requests"] = stats["requests"]
+    client["server_requests_per_opcode"] = stats["ops"]
     client["big_file_mib"] = size >> 20
     return client
 

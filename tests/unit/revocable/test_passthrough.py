@@ -433,3 +433,56 @@ def test_opens_closes_and_revocation_racing_on_one_export(dirs: RevocableDirs,
             assert _errno(lambda: os.pread(fd, 1, 0)) == errno.EIO  # noqa: B023
             _errno(lambda: os.close(fd))  # noqa: B023
     assert held
+
+
+def _getattrs(srv: RevocableDirs) -> int:
+    return int(srv.stats()["ops"].get("GETATTR", 0))
+
+
+def test_export_attributes_are_cached_until_revocation(dirs: RevocableDirs,
+                                                       world: World) -> None:
+    """A passthrough export's attributes are cached (a database's lseek(SEEK_END) and fstat
+    cost no request), follow the mount's own writes, and are dropped at revocation: the
+    next stat of a cached name and of an open file fails at once."""
+    ex = _export_dir(dirs, world)
+    (world.tmp / "grant" / "g.bin").write_bytes(b"g")
+    root = os.open(ex, os.O_PATH | os.O_DIRECTORY)  # what a sandbox's bind mount holds
+    a = os.open("f.bin", os.O_RDWR, dir_fd=root)
+    try:
+        assert os.stat("g.bin", dir_fd=root).st_size == 1
+        before = _getattrs(dirs)
+        for _ in range(200):
+            assert os.lseek(a, 0, os.SEEK_END) == len(DATA)
+            assert os.fstat(a).st_size == len(DATA)
+            assert os.stat("f.bin", dir_fd=root).st_size == len(DATA)
+            assert os.stat("g.bin", dir_fd=root).st_size == 1
+        assert _getattrs(dirs) - before <= 4  # (a second may pass: one refresh each)
+        assert os.pwrite(a, b"more", len(DATA)) == 4  # a passthrough write extends it
+        assert os.lseek(a, 0, os.SEEK_END) == len(DATA) + 4
+        assert os.stat("f.bin", dir_fd=root).st_size == len(DATA) + 4
+        world.revoke()
+        for name in ("f.bin", "g.bin"):
+            assert _errno(lambda: os.stat(name, dir_fd=root)) == errno.EACCES  # noqa: B023
+            assert _errno(lambda: os.open(name, os.O_RDONLY, dir_fd=root)  # noqa: B023
+                          ) == errno.EACCES
+        assert _errno(lambda: os.fstat(a)) == errno.EIO
+        # (the size is asked for again, and refused)
+        assert _errno(lambda: os.lseek(a, 0, os.SEEK_END)) in (errno.EIO, errno.EACCES)
+        assert _errno(lambda: os.pread(a, 1, 0)) == errno.EIO
+    finally:
+        _errno(lambda: os.close(a))
+        os.close(root)
+
+
+def test_served_export_attributes_are_never_cached(world: World) -> None:
+    with served(RevocableDirs, world.tmp / "dmnt", world.caps) as srv:
+        grant = world.tmp / "grant"
+        grant.mkdir()
+        (grant / "f.bin").write_bytes(DATA)
+        fd = os.open(grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        ex = srv.export(fd, world.pin("READ"), writable=False, owner=PID)
+        os.stat(ex / "f.bin")
+        before = _getattrs(srv)
+        for _ in range(20):
+            os.stat(ex / "f.bin")
+        assert _getattrs(srv) - before >= 20

@@ -93,6 +93,8 @@ class FuseServer:
         self._stopping = False
         self._bufsize = MAX_WRITE + 4096
         self._counts: dict[str, int] = {"requests": 0, "errors": 0, "denied": 0}
+        # Requests per opcode (stats()["ops"]): which operations a program costs us.
+        self._ops: dict[int, int] = {}
         self._handlers: dict[int, Handler] = {}
         self.passthrough = False  # negotiated at INIT (want_passthrough and offered)
         self.passthrough_unavailable: str | None = None  # why not, when it was wanted
@@ -188,6 +190,23 @@ class FuseServer:
         self._dev = self._wake_r = self._wake_w = -1
         self._stop_watchdog()
         self._release_all()
+        self._dump_ops()
+
+    def _dump_ops(self) -> None:
+        """Append this server's request counts per opcode to ``$EXO_FUSE_OPS_LOG`` (one
+        JSON line), if set: how a benchmark learns what a program asked of the server."""
+        dest = os.environ.get("EXO_FUSE_OPS_LOG")
+        if not dest:
+            return
+        import json
+
+        line = json.dumps({"server": type(self).__name__,
+                           "ops": self._base_stats()["ops"]})
+        try:
+            with open(dest, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            log.warning("%s: EXO_FUSE_OPS_LOG: %s", type(self).__name__, exc)
 
     def _start_watchdog(self) -> None:
         """A tiny process that unmounts us if this process dies without ``close``.
@@ -429,6 +448,7 @@ class FuseServer:
         _, opcode, unique, nodeid, _uid, _gid, pid, _, _ = P.IN_HEADER.unpack_from(req)
         body = req[P.IN_HEADER.size:]
         self._counts["requests"] += 1
+        self._ops[opcode] = self._ops.get(opcode, 0) + 1
         if opcode in P.NO_REPLY:
             if opcode != P.INTERRUPT:  # we never block, so nothing to interrupt
                 try:
@@ -473,4 +493,6 @@ class FuseServer:
     def _base_stats(self) -> dict[str, Any]:
         return {"mounted": self._mounted, "mount_dir": str(self.mount_dir),
                 "threads": len(self._threads), "passthrough": self.passthrough,
-                **self._counts}
+                **self._counts,
+                "ops": {P.OPCODE_NAMES.get(op, str(op)): n
+                        for op, n in sorted(self._ops.items())}}

@@ -47,6 +47,7 @@ WRITE: Final = 16
 STATFS: Final = 17
 RELEASE: Final = 18
 FSYNC: Final = 20
+GETXATTR: Final = 22        # not handled (ENOSYS): named for the per-opcode counts
 FLUSH: Final = 25
 INIT: Final = 26
 OPENDIR: Final = 27
@@ -57,8 +58,13 @@ ACCESS: Final = 34
 CREATE: Final = 35
 INTERRUPT: Final = 36
 DESTROY: Final = 38
+IOCTL: Final = 39           # not handled (ENOSYS; isatty() on a file sends one)
 BATCH_FORGET: Final = 42
 RENAME2: Final = 45
+
+#: Opcode names, for the per-opcode request counts (``stats()["ops"]``).
+OPCODE_NAMES: Final[dict[int, str]] = {v: k for k, v in dict(globals()).items()
+                       if k.isupper() and isinstance(v, int) and 0 < v < 64}
 
 #: Requests that change the name space: our directory is fixed, so these are refused.
 NAMESPACE_OPS: Final = frozenset({

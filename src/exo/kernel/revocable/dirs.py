@@ -27,8 +27,10 @@ Safety of the passthrough:
   are cached, for ``_ENTRY_VALID_S``, which saves LOOKUPs in path walks and nothing else.
   An export made with ``passthrough=True`` opens its regular files with FUSE passthrough
   instead (reads and writes go to the real file without us; one backing file per node
-  while it is open); revoking it marks those files' FUSE inodes bad (``_cut``), which
-  stops reads and writes but not mappings, splice or sendfile (docs/revocable-files.md).
+  while it is open) and lets the client cache attributes for ``_PT_ATTR_VALID_S``;
+  revoking it drops every node's cached attributes (FUSE_NOTIFY_INVAL_INODE, before
+  ``revoke`` returns) and marks its open files' FUSE inodes bad (``_cut``), which stops
+  stat, reads and writes but not mappings, splice or sendfile (docs/revocable-files.md).
 * Descriptors are closed only when no request of their export is running (per-export
   ``busy`` count), so a revocation never closes an fd under a concurrent request.
 * One process cannot exhaust the kernel's descriptors through its exports: each export
@@ -74,6 +76,16 @@ _MODE_BITS = 0o1777                      # permission bits we let a client set (
 # cost is staleness for changes made outside this mount (the host, another export): a name
 # removed there still resolves for up to this long, as with libfuse's default entry timeout.
 _ENTRY_VALID_S = 1
+# Attributes of a passthrough export's nodes may be cached this long (served exports: never).
+# A database asks for a file's size (lseek SEEK_END, fstat) on almost every query: two
+# GETATTRs per pgbench transaction, measured. Safe for revocation because ``_kill`` drops
+# every node's cached attributes (FUSE_NOTIFY_INVAL_INODE) before ``revoke`` returns, so the
+# next stat is a request again and is refused. Only GETATTR replies carry it: Linux drops a
+# GETATTR reply older than an invalidation (``attr_version``), but not a LOOKUP, CREATE or
+# SETATTR reply that made a new inode or raced one, so those stay uncached (timeout 0).
+# Writes through the mount (passthrough ones included) update the client's size at once;
+# changes made outside it show within this.
+_PT_ATTR_VALID_S = 1
 _READ_RIGHTS = Rights.READ | Rights.EXECUTE
 _W_OK = 2
 #: Per export: node descriptors kept open (more are parked), nodes known, files open.
@@ -86,6 +98,11 @@ _CUT_PREFIX = b".exo-cut-"
 
 def _dtype(mode: int) -> int:
     return stat.S_IFMT(mode) >> 12          # DT_* == S_IF* >> 12 on Linux
+
+
+def _attr_valid(ex: _Export) -> int:
+    """Seconds the client may cache the attributes a GETATTR of ``ex`` returns."""
+    return _PT_ATTR_VALID_S if ex.passthrough else 0
 
 
 def _name(raw: bytes | memoryview) -> bytes:
@@ -661,17 +678,19 @@ class RevocableDirs(FuseServer):
         flags, _dummy, fh = P.GETATTR_IN.unpack_from(body)
         if flags & P.GETATTR_FH and fh in self._handles:
             h = self._enter_handle(fh)
+            ex = h.export
             try:
                 st = os.fstat(h.fd)
             finally:
-                self._leave(h.export)
+                self._leave(ex)
         else:
             n = self._enter(nodeid)
+            ex = n.export
             try:
                 st = os.fstat(n.fd)
             finally:
                 self._leave(n)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+        return [P.ATTR_OUT_HEAD.pack(_attr_valid(ex), 0, 0), P.attr_from_stat(st, st.st_ino)]
 
     def _setattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, _ctns, mode,
