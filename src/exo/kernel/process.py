@@ -25,7 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-import exo
 from exo._printable import printable
 from exo.abi import PID_ENV
 from exo.kernel.bootstrap import BootstrapChannel
@@ -34,6 +33,7 @@ from exo.kernel.caps.errors import QuotaExceeded
 from exo.kernel.manifest import Grant, Limits, ManifestError, PosixX
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 from exo.sandbox.errors import SandboxError
+from exo.sandbox.namespace import RUNTIME_SRC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 KERNEL_PID = 1
 _REAPED_KEPT = 256  # reaped processes whose status a late wait(pid) can still get
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
-_SRC_DIR = Path(exo.__file__).resolve().parent.parent  # holds exo/ and exo_std/
 
 
 class NoSuchObject(ManifestError, SandboxError):
@@ -458,7 +457,7 @@ class ProcessManager:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": home or "/tmp",
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(_SRC_DIR),
+            "PYTHONPATH": RUNTIME_SRC,  # exo and exo_std, at one path in every process
             "PYTHONDONTWRITEBYTECODE": "1",
             PID_ENV: str(pid),
         }

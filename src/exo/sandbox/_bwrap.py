@@ -24,6 +24,7 @@ from .namespace import (
     ETC_NETWORK,
     ETC_SYNTHESISED,
     LOCALTIME,
+    RUNTIME_SRC,
     SYSTEM_DIRS,
     TTY,
     check_cwd,
@@ -60,6 +61,18 @@ def runtime_paths() -> tuple[Path, ...]:
     pkg_dir = Path(exo.__file__).resolve().parent.parent
     paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix), pkg_dir}
     return tuple(sorted(paths))
+
+
+def runtime_src() -> Path:
+    """The host directory holding the ``exo`` and ``exo_std`` packages (shown in every
+    process at ``RUNTIME_SRC``)."""
+    return Path(exo.__file__).resolve().parent.parent
+
+
+def stage2_inside() -> str:
+    """``exo-stage2`` as the sandbox sees it (under ``RUNTIME_SRC``)."""
+    rel = stage2_path().relative_to(runtime_src())
+    return f"{RUNTIME_SRC}/{rel.as_posix()}"
 
 
 def stage2_path() -> Path:
@@ -239,8 +252,22 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
             raise SandboxError(f"granted path {str(granted)!r} has a symbolic link on it "
                                "(a path served by the kernel is never reached through one)")
         sources[granted] = check_source(src, host, shown=granted)
+    # A runtime path inside a granted one (a checkout under /tmp or /home, and the grant of
+    # that Exo directory) cannot get its mount point there: it is left out; the Exo packages
+    # are at RUNTIME_SRC whatever happens (PYTHONPATH), only the venv's own interpreter
+    # would be missing, which sandboxed programs do not use.
+    shown = [d for d in binds if d not in system]
+    for p in runtime_paths():
+        if any(_is_within(p, d) and p != d for d in shown):
+            del binds[p]
+            plan.exec_ = [q for q in plan.exec_ if q != p]
+            plan.read = [q for q in plan.read if q != p]
+    runtime = Path(RUNTIME_SRC)
+    binds[runtime] = "ro"
+    hosts[runtime] = runtime_src()
+    (plan.read if spec.exec_only is not None else plan.exec_).append(runtime)
     if spec.cwd is not None:
-        check_cwd(str(spec.cwd), [str(b) for b in binds])
+        check_cwd(str(spec.cwd), [str(b) for b in binds if b != runtime])
 
     # Parents before children, so a nested grant is mounted over its parent's view.
     for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):

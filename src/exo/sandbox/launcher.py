@@ -270,7 +270,7 @@ def spawn(
             net = (spec.net.bind_ports, spec.net.connect_ports)
         landlock = _landlock.stage2_records(abi, landlock_rules(plan), net=net,
                                             scoped=abi >= 6)
-    stage2 = _bwrap.stage2_path()
+    stage2 = _bwrap.stage2_inside()  # checks the helper is built
 
     cgroup: _cgroups.CgroupSet | None = None
     try:
@@ -309,7 +309,7 @@ def spawn(
             args += ["--seccomp", str(seccomp_fd)]
         args += ["--info-fd", str(info_w), "--chdir", str(spec.cwd or "/"),
                  "--remount-ro", "/", "--",
-                 str(stage2), str(config_fd)]
+                 stage2, str(config_fd)]
         procs = [str(p) for p in cgroup.procs_files] if cgroup is not None else []
         popen = subprocess.Popen(
             ["/bin/sh", "-c", _TRAMPOLINE, "exo-sandbox", *procs, "--", *args],

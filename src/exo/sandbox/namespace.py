@@ -68,6 +68,11 @@ ETC_NEVER = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
              "/etc/pam.d", "/etc/krb5.keytab", "/etc/subuid", "/etc/subgid")
 #: The private /tmp (and /dev/shm) every process writes to.
 PRIVATE_TMP = "/tmp"
+#: The Exo runtime (the directory holding the ``exo`` and ``exo_std`` packages, and with
+#: them ``exo-stage2``), at this one path in every process whatever the checkout's host
+#: path is: a checkout under /tmp or /home would otherwise sit inside a granted Exo path,
+#: where its mount point cannot be made. Not an Exo path (``/run`` is never granted).
+RUNTIME_SRC = "/run/exo/src"
 
 
 def exo_path(storage_path: str) -> str:
@@ -190,5 +195,6 @@ def check_cwd(cwd: str, visible: list[str]) -> str:
 __all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NEVER",
            "ETC_SYNTHESISED",
            "ETC_SYSTEM", "KERNEL_OWNED", "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP",
+           "RUNTIME_SRC",
            "SYSTEM_DIRS", "TTY", "check_cwd", "check_destination", "check_host_etc",
            "exo_path", "host_etc_source", "whole_tree"]
