@@ -10,22 +10,24 @@ from exo.pkg import format as fmt
 from exo.pkg import sign
 
 SERVICE = '''
-served = 0
+served = imported = 0
 def handle(request):
     global served
+    if request == b"count":
+        return str(served).encode()
     served += 1
     return b"TAG:" + request
 def export_state():
     return str(served).encode()
 def import_state(data):
-    global served
-    served = int(data or b"0")
+    global served, imported
+    served = imported = int(data or b"0")
 '''
 
 BEHAVIOURS = {
     "good": SERVICE,
     # healthy when started, unhealthy once it has served traffic
-    "sickens": SERVICE + "def health():\n    return served == 0\n",
+    "sickens": SERVICE + "def health():\n    return served == imported\n",
     "fails": SERVICE.replace('return b"TAG:" + request', 'raise ValueError("broken")'),
     "crashes": "raise SystemExit('module init failed: missing config')\n",
 }
