@@ -88,6 +88,8 @@ def test_load_upgrade_autorollback_rollback_unload(kernel: Kernel, manager: Modu
         assert (back["from"], back["to"]) == ("2.0", "1.0")
         assert manager.request("echo", b"x") == b"v1.0:x"
         assert manager.list()[0]["versions"][0]["health"] == "ok"
+        proc = kernel.proc_files()["modules"]()
+        assert proc.startswith("echo 1.0 100% pid ") and " ok requests " in proc
     finally:
         client.stop()
     assert client.ok > 500

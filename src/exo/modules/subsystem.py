@@ -8,6 +8,8 @@ from exo.kernel.subsystem import Subsystem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from exo.kernel.core import KernelCore
     from exo.kernel.subsystems.caps import Capabilities
     from exo.kernel.subsystems.processes import Processes
@@ -45,3 +47,14 @@ class Modules(Subsystem):
         if self.manager is not None:
             self.manager.stop()
             self.manager = None
+
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        return {"modules": self._proc_modules}
+
+    def _proc_modules(self) -> str:
+        """``/proc/modules``: one line per running version."""
+        if self.manager is None:
+            return ""
+        return "".join(f"{r['name']} {v['version']} {v['traffic']}% pid {v['pid']} "
+                       f"{v['health']} requests {v['requests']} errors {v['errors']}\n"
+                       for r in self.manager.list() for v in r["versions"])
