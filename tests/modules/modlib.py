@@ -34,14 +34,14 @@ BEHAVIOURS = {
 
 
 def build(directory: Path, root: Path, version: str, behaviour: str = "good", *,
-          name: str = "echo", caps: tuple[str, ...] = (), signer: sign.Signer | None = None
-          ) -> Path:
+          name: str = "echo", caps: tuple[str, ...] = (), signer: sign.Signer | None = None,
+          service: str | None = None) -> Path:
     """``directory/NAME-VERSION.exopkg``: a module answering ``vVERSION:`` + request."""
     code = BEHAVIOURS[behaviour].replace("TAG", f"v{version}").encode()
     caps_toml = ", ".join(f'"{c}"' for c in caps)
     manifest = (f'[package]\nname = "{name}"\nversion = "{version}"\n\n'
                 f'[binary]\ntype = "python"\nkind = "module"\nentry = "main.py"\n\n'
-                f'[module]\nservice = "ipc://{name}"\n\n'
+                f'[module]\nservice = "ipc://{service or name}"\n\n'
                 f'[sandbox]\ncapabilities = [{caps_toml}]\n').encode()
     entry = fmt.Entry("main.py", size=len(code), sha256=hashlib.sha256(code).hexdigest())
     out = directory / f"{name}-{version}.exopkg"

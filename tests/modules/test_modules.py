@@ -84,7 +84,7 @@ def test_load_upgrade_autorollback_rollback_unload(kernel: Kernel, manager: Modu
         assert broken["rolled_back"] and "error rate" in broken["rolled_back"]
         assert serving(manager) == [("2.0", 100)]
 
-        back = manager.rollback("echo")
+        back = manager.rollback("echo")  # by package name; "ipc://echo"'s name works too
         assert (back["from"], back["to"]) == ("2.0", "1.0")
         assert manager.request("echo", b"x") == b"v1.0:x"
         assert manager.list()[0]["versions"][0]["health"] == "ok"
@@ -135,3 +135,12 @@ def test_refusals_leave_the_serving_version_alone(kernel: Kernel, manager: Modul
                 caps=("storage://var/lib/modules/echo=READ,WRITE",))
     manager.load(str(own))
     assert manager.upgrade("echo", "3.0", step=0, interval=0)["to"] == "3.0"
+
+
+def test_a_module_is_reached_by_its_service_name(kernel: Kernel, manager: ModuleManager,
+                                                 tmp_path: Path) -> None:
+    # package names cannot hold "/", services can: exo module upgrade net/loop ...
+    manager.load(str(build(tmp_path, kernel.root, "1.0", name="net-loop", service="net/loop")))
+    assert manager.request("net/loop", b"p") == b"v1.0:p"
+    assert manager.list()[0]["service"] == "ipc://net/loop"
+    assert manager.unload("net/loop")["name"] == "net-loop"

@@ -240,9 +240,7 @@ class ModuleManager:
         """Send ``body`` to module ``name`` and return its answer. A version that is
         draining or dies is skipped; a new version's failure is retried on the stable one
         (and counted against the new version's error rate)."""
-        svc = self._services.get(name)
-        if svc is None:
-            raise ModuleError(f"{name}: no such module loaded")
+        svc = self._services.get(name) or self._service(name)
         for _ in range(8):
             inst = svc.pick()
             try:
@@ -302,6 +300,7 @@ class ModuleManager:
         canary → +step every ``interval`` s → 100 %, drain and unload the old version.
         Health or error rate going bad rolls back by itself: the answer says why."""
         svc = self._service(name)
+        name = svc.name
         with svc.op_lock:
             old = svc.instances[svc.stable]
             if version == old.version:
@@ -354,6 +353,7 @@ class ModuleManager:
     def rollback(self, name: str) -> dict[str, Any]:
         """Back to the version before the last upgrade, all traffic at once."""
         svc = self._service(name)
+        name = svc.name
         with svc.op_lock:
             if svc.previous is None:
                 raise ModuleError(f"{name}: nothing to roll back to (no upgrade yet)")
@@ -378,6 +378,7 @@ class ModuleManager:
 
     def unload(self, name: str) -> dict[str, Any]:
         svc = self._service(name)
+        name = svc.name
         with svc.op_lock:
             with self._lock:
                 self._services.pop(name, None)
@@ -412,8 +413,11 @@ class ModuleManager:
 
     # ---------------------------------------------------------------- internals
     def _service(self, name: str) -> Service:
+        """By package name, or by the service it provides (``net/loop`` for
+        ``ipc://net/loop``: package names cannot hold a ``/``)."""
         with self._lock:
-            svc = self._services.get(name)
+            svc = self._services.get(name) or next(
+                (s for s in self._services.values() if s.service == name), None)
         if svc is None:
             raise ModuleError(f"{name}: no such module loaded")
         return svc
