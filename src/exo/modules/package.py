@@ -90,7 +90,10 @@ def verify(root: Path, path: Path) -> ModulePackage:
     try:
         pkg = fmt.read_package(path, trusted=trusted.__contains__)
     except PkgError as exc:
-        raise ModuleError(f"refused: {exc}") from None
+        why = str(exc).replace("which this repository does not trust",
+                               "which this Exo root does not trust for modules "
+                               "(etc/modules/trusted)")
+        raise ModuleError(f"refused: {why}") from None
     m = pkg.manifest
     binary = m.raw.get("binary", {})
     if m.binary_type != "python" or binary.get("kind") != "module":
