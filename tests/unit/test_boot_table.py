@@ -28,7 +28,7 @@ ORDER = [Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED]
 # The boot log's step names are an interface: tests, scripts and README rely on them.
 STEPS = ["Exo tree", "Memory pool", "Capability space", "IPC (Fusion Rings)", "Scheduler",
          "Processes and sandbox", "Syscall server", "Sandbox filters", "Security",
-         "AI agents", "POSIX-X"]
+         "Module manager", "AI agents", "POSIX-X"]
 
 
 def test_the_steps_keep_their_names_and_order() -> None:

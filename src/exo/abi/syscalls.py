@@ -354,6 +354,35 @@ TABLE: tuple[Syscall, ...] = (
                 "exits (hanging up kills it).",
             rights="the user who booted the kernel", result="{status, pid}",
             fds_in=(3, 3), channel=CONTROL),
+    # module manager (exo.modules): exo module load/list/upgrade/rollback/unload
+    Syscall("module_load", "kernel", (
+        Arg("spec", STR, "a module package's path, or the name of one already kept", hi=4096),),
+            doc="Verify a signed module package and start it (a new version of a running "
+                "module is kept for upgrade).",
+            rights="the user who booted the kernel", result="{name, version, started, message}",
+            channel=CONTROL),
+    Syscall("module_list", "kernel", doc="Loaded modules: versions, traffic split, health.",
+            rights="the user who booted the kernel", result="[row]", channel=CONTROL),
+    Syscall("module_upgrade", "kernel", (
+        Arg("name", STR, "module name", hi=64),
+        Arg("version", STR, "version to move to", hi=64),
+        Arg("canary", INT, "first share of traffic, percent", required=False, lo=1, hi=100,
+            default=10),
+        Arg("step", INT, "share added each interval, percent", required=False, lo=0,
+            hi=100, default=30),
+        Arg("interval", TIMEOUT, "seconds between steps", required=False, default=0.5)),
+            doc="Start a version beside the running one, hand state over, shift traffic "
+                "gradually; rolls back by itself on failed health or errors.",
+            rights="the user who booted the kernel",
+            result="{name, from, to, rolled_back, swap_ms, message}", channel=CONTROL),
+    Syscall("module_rollback", "kernel", (Arg("name", STR, "module name", hi=64),),
+            doc="Back to the version before the last upgrade, all traffic at once.",
+            rights="the user who booted the kernel", result="{name, from, to, message}",
+            channel=CONTROL),
+    Syscall("module_unload", "kernel", (Arg("name", STR, "module name", hi=64),),
+            doc="Drain and stop every version of a module.",
+            rights="the user who booted the kernel", result="{name, message}",
+            channel=CONTROL),
 )
 
 #: Rows by name, per channel.

@@ -149,6 +149,12 @@ from exo.pkg.cli import register as _register_pkg  # noqa: E402
 _register_pkg(main)
 # --- end of package commands -------------------------------------------------------------
 
+# --- module commands (exo module load/list/upgrade/rollback/unload), owned by exo.modules -
+from exo.modules.cli import register as _register_modules  # noqa: E402
+
+_register_modules(main)
+# --- end of module commands --------------------------------------------------------------
+
 
 if __name__ == "__main__":  # pragma: no cover
     _restore_sigpipe()

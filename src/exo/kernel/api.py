@@ -105,7 +105,8 @@ class KernelApi:
     def start(self, argv: Sequence[str], grants: Sequence[Grant] = (), *,
               manifest: Manifest | None = None,
               stdio: tuple[int, int, int] = (0, 1, 2), cwd: str = "/",
-              env: dict[str, str] | None = None) -> ExoProcess:
+              env: dict[str, str] | None = None,
+              extra_fds: tuple[int, ...] = ()) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
@@ -120,7 +121,7 @@ class KernelApi:
                                        if failed else "cannot start processes on this host")
         all_grants = [*(manifest.grants if manifest is not None else ()), *grants]
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
-                                     report_end=True,
+                                     report_end=True, extra_fds=extra_fds,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 

@@ -32,8 +32,10 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("processes",)),
     Row("security", "Security", DEFERRED, "exo.security.subsystem:Security",
         requires=("caps",)),
+    Row("modules", "Module manager", DEFERRED, "exo.modules.subsystem:Modules",
+        requires=("caps", "processes", "syscalls")),
     Row("agents", "AI agents", DEFERRED, NotBuilt("AI agents not built yet")),
     Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
-    # The module manager, the package manager and the web console get their rows when
+    # The package manager and the web console get their rows when
     # they are built: a row shows in the boot log, and these have never been announced.
 )

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from exo.kernel.api import KernelApi
+    from exo.modules.manager import ModuleManager
 
 
 class KernelError(RuntimeError):
@@ -77,7 +78,10 @@ def running_kernel(root: Path) -> str | None:
 
 #: The ControlServer method serving each control operation; its row is in
 #: exo.abi.syscalls (tests/unit/test_syscall_table.py keeps the two in agreement).
-CONTROL_METHODS = {"ping": "_ping", "ps": "_ps", "shutdown": "_shutdown", "run": "_run"}
+CONTROL_METHODS = {"ping": "_ping", "ps": "_ps", "shutdown": "_shutdown", "run": "_run",
+                   "module_load": "_module", "module_list": "_module",
+                   "module_upgrade": "_module", "module_rollback": "_module",
+                   "module_unload": "_module"}
 
 
 class ControlServer:
@@ -89,6 +93,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
+        self.modules: ModuleManager | None = None  # set by the "Module manager" boot step
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +199,8 @@ class ControlServer:
             raise SyscallError(f"{op} takes {lo}..{hi} descriptors, not {len(fds)}")
         method: Callable[[socket.socket, dict[str, Any], list[int]], Any] = getattr(
             self, CONTROL_METHODS[row.name])
+        if row.name.startswith("module_"):
+            args = {**args, "_op": row.name.removeprefix("module_")}
         return method(conn, args, fds)
 
     def _ping(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
@@ -225,6 +232,24 @@ class ControlServer:
         # the caller hung up (or sent something): kill the process at once
         status = self.kernel.wait(proc, cancelled=lambda: bool(poller.poll(0)), grace=0)
         return {"status": status, "pid": proc.pid}
+
+    def _module(self, conn: socket.socket, args: dict[str, Any], fds: list[int]) -> Any:
+        """``exo module ...``: the module manager's operation of the same name."""
+        manager = self.modules
+        if manager is None:
+            raise LookupError("the module manager is not running (its boot step is "
+                              "deferred: try again in a moment, or see dmesg)")
+        op = str(args.pop("_op"))
+        if op == "load":
+            return manager.load(args["spec"])
+        if op == "list":
+            return manager.list()
+        if op == "upgrade":
+            return manager.upgrade(args["name"], args["version"], canary=args["canary"],
+                                   step=args["step"], interval=args["interval"] or 0.0)
+        if op == "rollback":
+            return manager.rollback(args["name"])
+        return manager.unload(args["name"])
 
     def close(self) -> None:
         self._closing.set()

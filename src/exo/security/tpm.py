@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -430,6 +431,34 @@ def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, b
         tmp.write_text("".join(line + "\n" for line in lines))
         os.replace(tmp, paths.event_log)
     return len(lines), value
+
+
+_append_lock = threading.Lock()
+
+
+def measure_more(root: str | os.PathLike[str], kind: str, name: str, digest: bytes, *,
+                 boot_id: str = "") -> tuple[int, str | None]:
+    """Append one component loaded after boot (a module) to this boot's event log and,
+    when a TPM is reachable, extend it into ``PCR`` too, so the log still replays to the
+    PCR. Returns (its sequence number, the TPM kind or None when there is none)."""
+    paths = Paths(root)
+    location = locate(root)
+    with _append_lock:
+        seq = len(read_event_log(root))
+        if location is not None:
+            tpm = RawTpm(location)
+            try:
+                tpm.pcr_extend(PCR, digest)
+            finally:
+                tpm.close()
+        paths.event_log.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"seq": seq, "pcr": PCR, "kind": kind, "name": name,
+                           "digest": digest.hex(), "boot_id": boot_id,
+                           "tpm": location.kind if location else None},
+                          separators=(",", ":"))
+        with open(paths.event_log, "a") as f:
+            f.write(line + "\n")
+    return seq, location.kind if location else None
 
 
 def read_pcr(location: Location, pcr: int = PCR) -> bytes:

@@ -1,0 +1,513 @@
+"""The module manager: runs module versions as sandboxed Exo processes and routes each
+request to one of them over its Fusion Ring channel, by a traffic split.
+
+Why it works without losing a request: a version stops *accepting* (under its own lock)
+before it is drained, so a request either registered with it in time and is answered,
+or is refused at once and routed again to a version that accepts; a version whose
+process dies fails its in-flight requests with ``InstanceGone`` and they are routed
+again too. An upgrade (``upgrade``) starts the new version beside the old, hands the
+state over, moves traffic step by step while watching health and error rate, and rolls
+back by itself when either goes bad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exo.modules import ModuleError, package, wire
+from exo.modules.package import ModulePackage
+
+READY_TIMEOUT_S = 15.0
+CALL_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0
+MAX_ERROR_RATE = 0.05  # of the new version's requests in one step: above it, roll back
+PYTHON = "/usr/bin/python3"
+
+
+class InstanceGone(Exception):
+    """This version no longer takes requests (drained or dead): route the request again."""
+
+
+class RequestFailed(Exception):
+    """The module answered ERROR (its ``handle`` raised): the text it gave."""
+
+
+class _Call:
+    """One request waiting for its answer: a lock held until the reader releases it."""
+
+    __slots__ = ("done", "kind", "reply")
+
+    def __init__(self) -> None:
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.kind = 0
+        self.reply = b""
+
+
+class Instance:
+    """One running version: its process, its channel and its in-flight requests."""
+
+    def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any) -> None:
+        self.mod = mod
+        self.proc = proc
+        self.api = api
+        self.ep = endpoint
+        self.accepting = True
+        self.requests = 0
+        self.errors = 0
+        self.started = time.time()
+        self._lock = threading.Lock()  # pending and accepting
+        self._send = threading.Lock()  # the ring has a single producer
+        self._pending: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        self._idle = threading.Condition(self._lock)
+        self._closing = False
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"exo-module-{mod.name}-{mod.version}")
+        self._reader.start()
+
+    @property
+    def version(self) -> str:
+        return self.mod.version
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def call(self, kind: int, body: bytes = b"", timeout: float = CALL_TIMEOUT_S,
+             control: bool = False) -> bytes:
+        """Send one frame and wait for its answer. ``control`` frames (health, state)
+        pass even while draining."""
+        c = _Call()
+        with self._lock:
+            if not (self.accepting or control) or self._closing:
+                raise InstanceGone(self.version)
+            rid = next(self._ids)
+            self._pending[rid] = c
+            if kind == wire.REQUEST:
+                self.requests += 1
+        try:
+            with self._send:
+                self.ep.send(wire.frame(kind, rid, body), timeout=timeout)
+        except Exception:
+            with self._lock:
+                if self._pending.pop(rid, None) is not None:
+                    self._idle.notify_all()
+            raise InstanceGone(self.version) from None
+        if not c.done.acquire(timeout=timeout):
+            with self._lock:
+                if self._pending.pop(rid, None) is not None:
+                    self._idle.notify_all()
+            raise TimeoutError(f"{self.mod.name} {self.version}: no answer in {timeout:g} s")
+        if c.kind == wire.OK:
+            return c.reply
+        if c.kind == wire.ERROR:
+            if kind == wire.REQUEST:
+                self.errors += 1
+            raise RequestFailed(c.reply.decode(errors="replace"))
+        raise InstanceGone(self.version)
+
+    def _read(self) -> None:
+        from exo.ipc import IpcError
+
+        while True:
+            try:
+                data, _ = self.ep.recv(timeout=0.5)
+            except TimeoutError:
+                if self._closing:
+                    break
+                continue
+            except (IpcError, OSError, ValueError):
+                break  # the process died or the channel closed
+            kind, rid, body = wire.parse(data)
+            with self._lock:
+                c = self._pending.pop(rid, None)
+                if not self._pending:
+                    self._idle.notify_all()
+            if c is not None:
+                c.kind, c.reply = kind, body
+                c.done.release()
+        with self._lock:  # every request still waiting goes elsewhere
+            self.accepting = False
+            self._closing = True
+            pending, self._pending = self._pending, {}
+            self._idle.notify_all()
+        for c in pending.values():
+            c.done.release()  # kind 0: InstanceGone
+
+    @property
+    def alive(self) -> bool:
+        return not self._closing and self.proc.status is None
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Stop accepting, then wait until every in-flight request is answered."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self.accepting = False
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def health(self) -> str | None:
+        """None when healthy, else why not."""
+        if not self.alive:
+            return f"process exited ({self.proc.status})" if self.proc.status is not None \
+                else "channel closed"
+        try:
+            self.call(wire.HEALTH, timeout=2.0, control=True)
+        except RequestFailed as exc:
+            return f"health check failed: {exc}"
+        except (InstanceGone, TimeoutError) as exc:
+            return f"health check failed: {type(exc).__name__}: {exc}"
+        return None
+
+    def stop(self) -> None:
+        """Ask the process to end, then make sure it does; release the channel."""
+        with self._lock:
+            self.accepting = False
+        try:
+            with self._send:
+                if not self._closing:
+                    self.ep.send(wire.frame(wire.STOP, 0), timeout=0.5)
+        except Exception:
+            pass
+        if self.proc.wait(2.0) is None:
+            self.api.interrupt(self.proc, grace=0)
+        with contextlib.suppress(Exception):
+            self.api.wait(self.proc)
+        self._closing = True
+        self._reader.join(2.0)
+        self.ep.close()
+
+
+@dataclass
+class Service:
+    """A module by name: the versions running, their traffic split, its history."""
+
+    name: str
+    service: str
+    stable: str  # where traffic falls back to
+    instances: dict[str, Instance] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)  # percent, sum 100
+    previous: str | None = None  # what ``rollback`` restores
+    last: str = ""  # the last thing that happened, for ``list``
+    op_lock: threading.Lock = field(default_factory=threading.Lock)
+    _route: list[Instance] = field(default_factory=list)
+    _tick: itertools.count[int] = field(default_factory=itertools.count)
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Publish a new split at once: a 100-slot table the request path indexes."""
+        table: list[Instance] = []
+        for version, pct in weights.items():
+            table += [self.instances[version]] * pct
+        # spread the slots so a 10 % canary gets every tenth request, not ten in a row
+        order = sorted(range(100), key=lambda i: (i * 37) % 100)
+        spread = [table[i] for i in order] if len(table) == 100 else table
+        self.weights = dict(weights)
+        self._route = spread
+
+    def pick(self) -> Instance:
+        route = self._route
+        if not route:
+            raise ModuleError(f"{self.name}: no version is serving")
+        return route[next(self._tick) % len(route)]
+
+
+class ModuleManager:
+    """Loads, routes, upgrades, rolls back and unloads modules for one kernel."""
+
+    def __init__(self, api: Any, root: Path, boot_id: str = "",
+                 measure: bool = True) -> None:
+        self.api = api  # exo.kernel.api.KernelApi: the one way to start a process
+        self.root = root
+        self.boot_id = boot_id
+        self.measure = measure
+        self._services: dict[str, Service] = {}
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- requests
+    def request(self, name: str, body: bytes, timeout: float = CALL_TIMEOUT_S) -> bytes:
+        """Send ``body`` to module ``name`` and return its answer. A version that is
+        draining or dies is skipped; a new version's failure is retried on the stable one
+        (and counted against the new version's error rate)."""
+        svc = self._services.get(name) or self._service(name)
+        for _ in range(8):
+            inst = svc.pick()
+            try:
+                return inst.call(wire.REQUEST, body, timeout)
+            except InstanceGone:
+                continue
+            except RequestFailed:
+                stable = svc.instances.get(svc.stable)
+                if stable is None or stable is inst:
+                    raise
+                try:
+                    return stable.call(wire.REQUEST, body, timeout)
+                except InstanceGone:
+                    continue
+        raise ModuleError(f"{name}: no version accepted the request")
+
+    # --------------------------------------------------------------- operations
+    def load(self, spec: str) -> dict[str, Any]:
+        """``exo module load PATH|NAME``: verify, keep, and start it if its module does
+        not run yet; a new version of a running module is kept for ``upgrade``."""
+        path = Path(spec)
+        if spec.endswith(".exopkg") or "/" in spec:
+            if not path.is_file():
+                raise ModuleError(f"{spec}: no such package file")
+            mod = package.keep(self.root, package.verify(self.root, path))
+        else:
+            mod = package.keep(self.root, package.verify(
+                self.root, package.find(self.root, spec)))
+        with self._lock:
+            svc = self._services.get(mod.name)
+        if svc is not None:
+            if mod.version in svc.instances:
+                raise ModuleError(f"{mod.name} {mod.version} is already loaded")
+            svc.last = f"{mod.version} kept for upgrade"
+            return {"name": mod.name, "version": mod.version, "started": False,
+                    "message": f"{mod.name} {mod.version} verified and kept: exo module "
+                               f"upgrade {mod.name} --version {mod.version}"}
+        inst = self._start(mod)
+        svc = Service(mod.name, mod.service, mod.version)
+        svc.instances[mod.version] = inst
+        svc.set_weights({mod.version: 100})
+        svc.last = f"loaded {mod.version}"
+        with self._lock:
+            if mod.name in self._services:
+                inst.stop()
+                raise ModuleError(f"{mod.name} was loaded meanwhile")
+            self._services[mod.name] = svc
+        return {"name": mod.name, "version": mod.version, "started": True,
+                "pid": inst.proc.pid,
+                "message": f"{mod.name} {mod.version} serving ipc://{mod.service} "
+                           f"(pid {inst.proc.pid})"}
+
+    def upgrade(self, name: str, version: str, canary: int = 10, step: int = 30,
+                interval: float = 0.5, max_error_rate: float = MAX_ERROR_RATE
+                ) -> dict[str, Any]:
+        """Start ``version`` beside the running one, hand the state over, move traffic
+        canary → +step every ``interval`` s → 100 %, drain and unload the old version.
+        Health or error rate going bad rolls back by itself: the answer says why."""
+        svc = self._service(name)
+        name = svc.name
+        with svc.op_lock:
+            old = svc.instances[svc.stable]
+            if version == old.version:
+                raise ModuleError(f"{name} {version} is already the serving version")
+            mod = package.keep(self.root, package.verify(
+                self.root, package.find(self.root, name, version)))
+            if mod.service != svc.service:
+                raise ModuleError(f"{name} {version}: refused: it serves ipc://{mod.service}, "
+                                  f"not ipc://{svc.service}")
+            t0 = time.monotonic()
+            new = self._start(mod)
+            try:
+                state = old.call(wire.EXPORT, control=True)
+                new.call(wire.IMPORT, state, control=True)
+                why = new.health()
+                if why is not None:
+                    raise ModuleError(f"{name} {version}: refused: {why}")
+            except (RequestFailed, InstanceGone, TimeoutError) as exc:
+                new.stop()
+                raise ModuleError(f"{name} {version}: refused: state hand-over failed: "
+                                  f"{exc}") from None
+            except ModuleError:
+                new.stop()
+                raise
+            svc.instances[version] = new
+            pct = max(1, min(100, canary))
+            while True:
+                svc.set_weights({old.version: 100 - pct, version: pct} if pct < 100
+                                else {version: 100})
+                if pct >= 100:
+                    break
+                base_req, base_err = new.requests, new.errors
+                time.sleep(interval)
+                why = new.health()
+                seen, failed = new.requests - base_req, new.errors - base_err
+                if why is None and seen and failed / seen > max_error_rate:
+                    why = (f"error rate {failed}/{seen} = {failed / seen:.0%} at {pct} % "
+                           f"of traffic, above {max_error_rate:.0%}")
+                if why is not None:
+                    return self._abort(svc, old, new, why)
+                pct = 100 if step <= 0 else min(100, pct + step)
+            swap_ms = self._retire(svc, old)
+            svc.stable, svc.previous = version, old.version
+            svc.last = f"upgraded {old.version} → {version}"
+            return {"name": name, "from": old.version, "to": version, "rolled_back": None,
+                    "swap_ms": swap_ms, "total_ms": (time.monotonic() - t0) * 1000,
+                    "message": f"{name} upgraded {old.version} → {version} "
+                               f"(swap {swap_ms:.1f} ms)"}
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Back to the version before the last upgrade, all traffic at once."""
+        svc = self._service(name)
+        name = svc.name
+        with svc.op_lock:
+            if svc.previous is None:
+                raise ModuleError(f"{name}: nothing to roll back to (no upgrade yet)")
+            current = svc.instances[svc.stable]
+            mod = package.keep(self.root, package.verify(
+                self.root, package.find(self.root, name, svc.previous)))
+            back = self._start(mod)
+            try:
+                back.call(wire.IMPORT, current.call(wire.EXPORT, control=True), control=True)
+            except (RequestFailed, InstanceGone, TimeoutError) as exc:
+                back.stop()
+                raise ModuleError(f"{name}: rollback failed: state hand-over: {exc}") from None
+            svc.instances[back.version] = back
+            svc.set_weights({back.version: 100})
+            swap_ms = self._retire(svc, current)
+            svc.stable, svc.previous = back.version, current.version
+            svc.last = f"rolled back {current.version} → {back.version}"
+            return {"name": name, "from": current.version, "to": back.version,
+                    "swap_ms": swap_ms,
+                    "message": f"{name} rolled back {current.version} → {back.version} "
+                               f"(swap {swap_ms:.1f} ms)"}
+
+    def unload(self, name: str) -> dict[str, Any]:
+        svc = self._service(name)
+        name = svc.name
+        with svc.op_lock:
+            with self._lock:
+                self._services.pop(name, None)
+            for inst in list(svc.instances.values()):
+                inst.drain()
+                inst.stop()
+            svc.instances.clear()
+            svc.set_weights({})
+        return {"name": name, "message": f"{name} unloaded"}
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            services = list(self._services.values())
+        rows = []
+        for svc in services:
+            versions = [{"version": v, "traffic": svc.weights.get(v, 0), "pid": i.proc.pid,
+                         "health": i.health() or "ok", "requests": i.requests,
+                         "errors": i.errors, "in_flight": i.in_flight}
+                        for v, i in list(svc.instances.items())]
+            rows.append({"name": svc.name, "service": f"ipc://{svc.service}",
+                         "stable": svc.stable, "previous": svc.previous,
+                         "versions": versions, "last": svc.last})
+        return rows
+
+    def stop(self) -> None:
+        """At shutdown: every module's processes."""
+        with self._lock:
+            names = list(self._services)
+        for name in names:
+            with contextlib.suppress(ModuleError):
+                self.unload(name)
+
+    # ---------------------------------------------------------------- internals
+    def _service(self, name: str) -> Service:
+        """By package name, or by the service it provides (``net/loop`` for
+        ``ipc://net/loop``: package names cannot hold a ``/``)."""
+        with self._lock:
+            svc = self._services.get(name) or next(
+                (s for s in self._services.values() if s.service == name), None)
+        if svc is None:
+            raise ModuleError(f"{name}: no such module loaded")
+        return svc
+
+    def _abort(self, svc: Service, old: Instance, new: Instance, why: str) -> dict[str, Any]:
+        """The automatic rollback: all traffic back to ``old``, ``new`` drained and gone."""
+        svc.set_weights({old.version: 100})
+        new.drain()
+        new.stop()
+        del svc.instances[new.version]
+        svc.last = f"upgrade to {new.version} rolled back: {why}"
+        return {"name": svc.name, "from": old.version, "to": new.version, "rolled_back": why,
+                "message": f"{svc.name}: upgrade to {new.version} rolled back: {why}"}
+
+    def _retire(self, svc: Service, old: Instance) -> float:
+        """Drain ``old`` (no traffic routes to it any more) and stop it; the swap time is
+        from the last routing change to its last in-flight answer."""
+        t = time.monotonic()
+        old.drain()
+        swap_ms = (time.monotonic() - t) * 1000
+        old.stop()
+        svc.instances.pop(old.version, None)
+        return swap_ms
+
+    def _start(self, mod: ModulePackage) -> Instance:
+        """Start ``mod``'s process with exactly its manifest's capabilities (plus reading
+        its own files), measure it, and wait for READY; refuse it with one line if it
+        crashes on start."""
+        from exo.abi import PARENT_PID_ENV
+        from exo.ipc import IpcError
+        from exo.kernel.manifest import manifest_from_dict, parse_grant
+        from exo.pkg import format as fmt
+        from exo_std import ipc
+
+        raw = fmt.parse_manifest(mod.manifest_bytes).raw
+        manifest = manifest_from_dict({k: raw[k] for k in ("sandbox", "limits") if k in raw},
+                                      mod.name)
+        own = parse_grant(f"storage://exo/modules/{mod.name}/{mod.version}=READ,EXECUTE")
+        data = self.root / "var" / "lib" / "modules" / mod.name
+        data.mkdir(parents=True, exist_ok=True)
+        log_dir = self.root / "var" / "log" / "modules"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{mod.name}-{mod.version}.log"
+        self._measure(mod)
+        a, b = ipc.channel(capacity=256)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
+        try:
+            proc = self.api.start(
+                [PYTHON, "-m", "exo.modules.runner", entry], [own], manifest=manifest,
+                stdio=(null_fd, log_fd, log_fd),
+                env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
+                     PARENT_PID_ENV: "1"},
+                extra_fds=tuple(b.fds))
+        except Exception as exc:
+            a.close()
+            b.close()
+            raise ModuleError(f"{mod.name} {mod.version}: refused: cannot start: {exc}") from None
+        finally:
+            os.close(log_fd)
+            os.close(null_fd)
+        b.detach()
+        a.peer = proc.pid
+        try:
+            kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
+            if kind != wire.READY:
+                raise IpcError(f"said {kind} instead of READY")
+        except (IpcError, TimeoutError, OSError) as exc:
+            self.api.interrupt(proc, grace=0)
+            with contextlib.suppress(Exception):
+                self.api.wait(proc)
+            a.close()
+            raise ModuleError(f"{mod.name} {mod.version}: refused: crashed on start "
+                              f"({_last_line(log_path) or exc})") from None
+        return Instance(mod, proc, a, self.api)
+
+    def _measure(self, mod: ModulePackage) -> None:
+        """Each load goes into this boot's measured event log (and PCR 23 with a TPM)."""
+        if not self.measure or os.environ.get("EXO_TPM", "").lower() == "off":
+            return
+        from exo.security import tpm
+
+        tpm.measure_more(self.root, "module", f"{mod.name} {mod.version}", mod.digest,
+                         boot_id=self.boot_id)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""

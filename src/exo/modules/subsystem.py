@@ -1,0 +1,60 @@
+"""DEFERRED boot step "Module manager": cheap on purpose — it builds the manager (no
+module is started at boot) and hands it to the control socket, so ``exo module ...``
+reaches it. Deferred because nothing before the prompt needs it."""
+
+from __future__ import annotations
+
+from exo.kernel.subsystem import Subsystem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from exo.kernel.core import KernelCore
+    from exo.kernel.subsystems.caps import Capabilities
+    from exo.kernel.subsystems.processes import Processes
+    from exo.kernel.subsystems.server import SyscallServer
+    from exo.modules.manager import ModuleManager
+
+
+class Modules(Subsystem):
+    __slots__ = ("caps", "core", "manager", "processes", "syscalls")
+
+    def __init__(self, core: KernelCore, *, caps: Capabilities, processes: Processes,
+                 syscalls: SyscallServer) -> None:
+        self.core = core
+        self.caps = caps
+        self.processes = processes
+        self.syscalls = syscalls
+        self.manager: ModuleManager | None = None
+
+    def start(self) -> str:
+        from exo.kernel.api import KernelApi
+        from exo.modules.manager import ModuleManager
+
+        api = KernelApi(self.core, self.caps.manager, self.processes.manager)
+        self.manager = ModuleManager(api, self.core.root, self.core.boot_id)
+        control = self.syscalls.control
+        if control is not None:
+            control.modules = self.manager
+            return "ready (exo module load PATH|NAME), control socket attached"
+        return "ready (ephemeral kernel: no control socket)"
+
+    def stop(self) -> None:
+        control = self.syscalls.control
+        if control is not None:
+            control.modules = None
+        if self.manager is not None:
+            self.manager.stop()
+            self.manager = None
+
+    def proc_files(self) -> dict[str, Callable[[], str]]:
+        return {"modules": self._proc_modules}
+
+    def _proc_modules(self) -> str:
+        """``/proc/modules``: one line per running version."""
+        if self.manager is None:
+            return ""
+        return "".join(f"{r['name']} {v['version']} {v['traffic']}% pid {v['pid']} "
+                       f"{v['health']} requests {v['requests']} errors {v['errors']}\n"
+                       for r in self.manager.list() for v in r["versions"])
