@@ -10,12 +10,36 @@ import json
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from exo.kernel.bootlog import process_age_ms
 from exo.kernel.config import KernelConfig
 from exo.kernel.control import running_kernel
 from exo.kernel.kernel import Kernel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+#: Seconds of quiet input after which a script-mode kernel starts DEFERRED anyway.
+DEFERRED_AFTER_S = 0.2
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, run by the first of its callers only (the timer or the first command)."""
+    lock = threading.Lock()
+    done = [False]
+
+    def run() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        fn()
+
+    return run
 
 
 class _Terminated(BaseException):
@@ -65,10 +89,18 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
             kernel.start_deferred()
             return interactive(api, vfs)
         shell = Shell(api, vfs)
-        # DEFERRED starts once the shell is ready: its imports (libseccomp, the sandbox
-        # launcher) would otherwise hold the GIL while the shell loads.
-        kernel.start_deferred()
-        return run_script(shell, stdin_lines())
+        # DEFERRED starts after the first command, or once input has been quiet for a
+        # moment: its work (libseccomp, the sandbox launcher, hashing the kernel for
+        # measured boot, the module manager) would otherwise hold the interpreter while
+        # the shell loads and runs that command.
+        start = _once(kernel.start_deferred)
+        idle = threading.Timer(DEFERRED_AFTER_S, start)
+        idle.daemon = True
+        idle.start()
+        try:
+            return run_script(shell, stdin_lines(), after_first=start)
+        finally:
+            idle.cancel()
     except _Terminated:
         return 128 + signal.SIGTERM
     finally:

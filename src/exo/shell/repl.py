@@ -15,7 +15,7 @@ from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from prompt_toolkit import PromptSession
 
@@ -25,27 +25,40 @@ if TYPE_CHECKING:
     from exo.shell.vfs import Vfs
 
 
-def run_script(shell: Shell, lines: Iterable[str]) -> int:
+def run_script(shell: Shell, lines: Iterable[str],
+               after_first: Callable[[], None] | None = None) -> int:
     """Run lines until input ends; the status is the last command's, like sh. A block
-    (``if``, ``for``, ``while``) or a quote left open continues on the next lines."""
+    (``if``, ``for``, ``while``) or a quote left open continues on the next lines.
+    ``after_first`` runs once, after the first command (or at the end of a script that
+    has none): the kernel's DEFERRED phase, which would otherwise compete with it for the
+    interpreter (bench/boot.py measures boot to the first command's output)."""
     pending = ""
-    for raw in lines:
-        line = pending + raw.rstrip("\n")
-        if not line.strip():
-            continue
-        if shell.needs_more(line):
-            pending = line + "\n"
-            continue
-        try:
-            shell.run_line(line)
-        except ShellExit as exc:
-            return exc.status
-        except SwitchUser:
-            os.write(2, b"su: needs a terminal\n")
-            shell.last_status = 1
-        except KeyboardInterrupt:
-            return 130
-        pending = ""
+    first = [after_first] if after_first is not None else []
+    try:
+        for raw in lines:
+            line = pending + raw.rstrip("\n")
+            if not line.strip():
+                continue
+            if shell.needs_more(line):
+                pending = line + "\n"
+                continue
+            try:
+                try:
+                    shell.run_line(line)
+                finally:
+                    while first:
+                        first.pop()()
+            except ShellExit as exc:
+                return exc.status
+            except SwitchUser:
+                os.write(2, b"su: needs a terminal\n")
+                shell.last_status = 1
+            except KeyboardInterrupt:
+                return 130
+            pending = ""
+    finally:
+        while first:
+            first.pop()()
     if pending:
         os.write(2, b"exo: unexpected end of input (a block or a quote is open)\n")
         return 2
