@@ -20,6 +20,7 @@ from exo.kernel.caps import (
     CapabilitySpace,
     InsufficientRights,
     InvalidHandle,
+    InvalidRights,
     NoSuchSpace,
     ResourceName,
     Rights,
@@ -162,6 +163,17 @@ def test_request_net_loopback(mgr: CapabilityManager) -> None:
     assert str(mgr.check(1, h).resource) == "net://127.0.0.1:8080"
     with pytest.raises(CapabilityDenied):
         mgr.request(1, "net://8.8.8.8:53", "SEND")
+
+
+def test_request_refuses_rights_the_scheme_does_not_use(mgr: CapabilityManager) -> None:
+    """As a grant does: READ means nothing for net://, SEND nothing for storage://."""
+    mgr.grant_root(1, "net://loopback", "SEND,RECV,GRANT")
+    mgr.grant_root(1, "storage://home/demo", "ALL")
+    with pytest.raises(InvalidRights, match="means nothing for net://"):
+        mgr.request(1, "net://127.0.0.1:8080", "READ")
+    with pytest.raises(InvalidRights, match="means nothing for storage://"):
+        mgr.request(1, "storage://home/demo/x", "READ,SEND")
+    mgr.request(1, "storage://home/demo/x", "READ,DUPLICATE")  # capability rights: any scheme
 
 
 def test_policy_hook_can_only_refuse(mgr: CapabilityManager) -> None:

@@ -30,7 +30,7 @@ from .errors import (
     RightsEscalation,
     SpaceExists,
 )
-from .names import ResourceName
+from .names import ResourceName, check_rights
 from .policy import RequestPolicy, allow_all, choose_source
 from .space import MAX_SLOTS, CapabilitySpace
 
@@ -195,6 +195,8 @@ class CapabilityManager:
         """
         try:
             res, want = ResourceName.parse(name), Rights.parse(rights)
+            if want:  # rights the scheme does not use are refused, as in a grant
+                check_rights(res, want)
             with self._lock:
                 space = self._space(pid)
                 if via is not None:
