@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exo.kernel.manifest import parse_grant
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from exo.kernel.kernel import Kernel
 
 APP_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -63,3 +68,27 @@ def run_app(kernel: Kernel, code: str, *caps: str,
         out.seek(0)
         err.seek(0)
         return status, out.read().decode(), err.read().decode()
+
+
+@contextlib.contextmanager
+def booted_kernel(exo_cmd: list[str], exo_env: dict[str, str],
+                  exo_root: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``exo boot -q`` on ``exo_root``, yielded once its control socket exists; on the way
+    out, if the test did not shut it down, SIGTERM (a clean shutdown), then SIGKILL."""
+    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
+    try:
+        sock = exo_root / "var" / "run" / "kernel.sock"
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists()
+        yield kernel
+    finally:
+        if kernel.poll() is None:
+            kernel.terminate()
+            try:
+                kernel.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kernel.kill()
+        kernel.wait()

@@ -4,8 +4,9 @@ ephemeral kernel and through a running one's control socket."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
+
+from tests.system.helpers import booted_kernel
 
 HOG = "x = []\nwhile True:\n    x.append(bytearray(1 << 20))\n"
 
@@ -34,21 +35,12 @@ def test_a_kill_is_not_blamed_on_memory(exo_cmd: list[str], exo_env: dict[str, s
 
 def test_through_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str],
                                     exo_root: Path, tmp_path: Path) -> None:
-    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
-    try:
-        sock = exo_root / "var" / "run" / "kernel.sock"
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with booted_kernel(exo_cmd, exo_env, exo_root):
         r = subprocess.run([*exo_cmd, "run", "--manifest", str(_manifest(tmp_path)), "--",
                             "/usr/bin/python3", "-c", HOG], env=exo_env, text=True,
                            capture_output=True, timeout=120)
         assert r.returncode == 137
         assert r.stderr == "exo: killed: memory limit 64M reached\n"
-    finally:
-        kernel.terminate()
-        kernel.wait(timeout=30)
 
 
 def test_the_shell_says_it_too(exo_cmd: list[str], exo_env: dict[str, str],

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.system.helpers import booted_kernel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "posix-x"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -298,14 +299,7 @@ def test_run_goes_through_the_running_kernel(
         exo_root: Path, exo_env: dict[str, str], exo_cmd: list[str]) -> None:
     """With a kernel running on the root, ``posix-x run`` is its control socket's run, and
     the ``[posix_x]`` defaults still apply there (no fork)."""
-    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
-    try:
-        sock = exo_root / "var/run/kernel.sock"
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sock.exists()
+    with booted_kernel(exo_cmd, exo_env, exo_root) as kernel:
         done = _run(exo_cmd, exo_env, "--", "python3", "-c",
                     "import os\ntry:\n    os.fork()\nexcept OSError as exc:\n"
                     "    print(type(exc).__name__, os.environ['EXO_PID'])\n")
@@ -315,7 +309,3 @@ def test_run_goes_through_the_running_kernel(
                               capture_output=True, timeout=30, check=False)
         assert down.returncode == 0, down.stderr
         kernel.wait(timeout=30)
-    finally:
-        if kernel.poll() is None:
-            kernel.kill()
-            kernel.wait()

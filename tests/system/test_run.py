@@ -6,10 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from tests.system.helpers import booted_kernel
 
 APP = textwrap.dedent("""
     import os, sys
@@ -62,14 +62,7 @@ def test_run_without_the_capability_is_refused(exo_cmd: list[str], exo_env: dict
 
 def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str],
                                      demo: Path, exo_root: Path) -> None:
-    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env)
-    try:
-        sock = exo_root / "var" / "run" / "kernel.sock"
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sock.exists()
+    with booted_kernel(exo_cmd, exo_env, exo_root) as kernel:
         r = exo_run(exo_cmd, exo_env, "--cap", "storage://home/demo=READ,WRITE", "--cwd",
                     "/home/demo", "--", "/usr/bin/python3", "app.py", "5")
         assert r.returncode == 5, r.stderr
@@ -85,11 +78,7 @@ def test_run_uses_the_running_kernel(exo_cmd: list[str], exo_env: dict[str, str]
                               capture_output=True, timeout=30)
         assert down.returncode == 0, down.stderr
         kernel.wait(timeout=30)
-        assert not sock.exists()
-    finally:
-        if kernel.poll() is None:
-            kernel.kill()
-            kernel.wait()
+        assert not (exo_root / "var" / "run" / "kernel.sock").exists()
 
 
 @pytest.mark.parametrize("args, message", [

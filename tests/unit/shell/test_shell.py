@@ -14,6 +14,8 @@ from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.shell import Shell, ShellExit, Vfs
 
+from ._support import run
+
 
 @pytest.fixture
 def shell(tmp_path: Path) -> Iterator[Shell]:
@@ -23,17 +25,6 @@ def shell(tmp_path: Path) -> Iterator[Shell]:
         yield Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()))
     finally:
         kernel.shutdown()
-
-
-def run(shell: Shell, line: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    with tempfile.TemporaryFile() as i, tempfile.TemporaryFile() as o, \
-            tempfile.TemporaryFile() as e:
-        i.write(stdin)
-        i.seek(0)
-        status = shell.run_line(line, i.fileno(), o.fileno(), e.fileno())
-        o.seek(0)
-        e.seek(0)
-        return status, o.read().decode(), e.read().decode()
 
 
 def test_ls_root_shows_the_exo_tree(shell: Shell) -> None:
