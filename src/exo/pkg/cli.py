@@ -236,10 +236,11 @@ def _installed(store: Store) -> list[Candidate]:
 
 
 def _show_permissions(plan: Plan) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("PACKAGE", "VERSION", "FROM", "ASKS FOR", title="Packages to install",
-                  header_style="bold cyan")
+    table = Table("PACKAGE", "VERSION", "FROM",  # permissions are never cut short
+                  Column("ASKS FOR", overflow="fold", min_width=24),
+                  title="Packages to install", header_style="bold cyan")
     for c in plan.added:
         extra = c.extra or {}
         caps = "\n".join(extra.get("capabilities", [])) or "(no capabilities)"
@@ -313,19 +314,16 @@ def _debian_repo(r: Path, packages: tuple[str, ...]) -> None:
     (created and added on first use), skipping versions already there."""
     from exo.pkg import sign
     from exo.pkg.debian import import_debian
-    from exo.pkg.repo import RepoClient, RepoError, Repository
+    from exo.pkg.repo import RepoClient, Repository
 
     directory = r / "var" / "lib" / "pkg" / "debian-repo"
     if not (directory / "metadata").exists():
         Repository.init(directory)
     if not (r / "var" / "lib" / "pkg" / "repos" / "debian").exists():
         RepoClient.add(r, "debian", str(directory))
-    for name in packages:
-        try:
-            import_debian([name], directory, sign.load_signer(r))
-        except RepoError as exc:
-            if "already published" not in str(exc):
-                raise
+    for line in import_debian(list(packages), directory, sign.load_signer(r),
+                              skip_published=True):
+        click.echo(f"bridged {line} from Debian")
 
 
 @click.command()

@@ -175,6 +175,10 @@ class Repository:
         timestamp.signed.snapshot_meta = MetaFile(snapshot.signed.version)
         _write_atomic(self.meta / "timestamp.json", seal(timestamp, timestamp_expiry))
 
+    def has(self, name: str, version: str) -> bool:
+        """Is ``name`` ``version`` already published here?"""
+        return f"{name}-{version}.exopkg" in self._load("targets").signed.targets
+
     def publish(self, pkg_path: Path) -> fmt.Package:
         """Verify ``pkg_path``, copy it in, and sign new metadata that lists it."""
         from tuf.api.metadata import TargetFile
