@@ -111,7 +111,8 @@ def build(release: bool, key: str | None, root: str | None) -> None:
 
 
 @click.command()
-@click.option("--repo", "repo_dir", required=True, help="Repository directory.")
+@click.option("--repo", "repo_dir", required=True,
+              help="Repository directory, or the http:// URL of `exo repo serve`.")
 @click.argument("package", type=click.Path(dir_okay=False), required=False)
 @_errors
 def publish(repo_dir: str, package: str | None) -> None:
@@ -138,14 +139,23 @@ def repo() -> None:
 
 @repo.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--root-key", help="hsm:NAME: sign root metadata with this hybrid HSM key "
+              "(exo keys create NAME --type hybrid) instead of key files.")
+@click.option("--online-key", help="hsm:NAME: sign targets, snapshot and timestamp with "
+              "this hybrid HSM key instead of key files.")
+@root_option
 @_errors
-def repo_init(directory: str) -> None:
+def repo_init(directory: str, root_key: str | None, online_key: str | None,
+              root: str | None) -> None:
     """Create an empty signed repository in DIRECTORY."""
     from exo.pkg.repo import Repository
 
-    Repository.init(Path(directory))
-    click.echo(f"initialised repository {directory} (keys in {directory}/.keys: keep them "
-               "private)")
+    Repository.init(Path(directory), root_key, online_key, _root(root))
+    where = [f"{g} key: HSM {k.partition(':')[2]}" for g, k in
+             (("root", root_key), ("online", online_key)) if k]
+    if not (root_key and online_key):
+        where.append(f"key files in {directory}/.keys: keep them private")
+    click.echo(f"initialised repository {directory} ({'; '.join(where)})")
 
 
 @repo.command("add")
@@ -194,17 +204,24 @@ def repo_import_debian(directory: str, packages: tuple[str, ...], key: str | Non
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--port", type=int, default=8765, show_default=True, help="0: any free port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@click.option("--allow-publisher", "allow", multiple=True, metavar="FINGERPRINT",
+              help="Also take uploads signed by this key (16+ hex digits, as exo build "
+              "prints); the repository's known publishers always may.")
 @_errors
-def repo_serve(directory: str, port: int, host: str) -> None:
-    """Serve the repository DIRECTORY over HTTP on loopback until interrupted."""
+def repo_serve(directory: str, port: int, host: str, allow: tuple[str, ...]) -> None:
+    """Serve the repository DIRECTORY over HTTP on loopback until interrupted; with its
+    keys here, `exo publish --repo URL` uploads to it."""
     from exo.pkg.repo import serve
+    from exo.pkg.upload import check_fingerprints
+
+    check_fingerprints(allow)
 
     def ready(url: str) -> None:
         click.echo(f"serving {directory} at {url}", err=False)
         sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(Path(directory), host, port, ready)
+        serve(Path(directory), host, port, ready, allow)
 
 
 # --------------------------------------------------------------------- installing
