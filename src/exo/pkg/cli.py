@@ -72,7 +72,7 @@ def _confirm(question: str) -> bool:
 def register(main: click.Group) -> None:
     """Add the package commands to the ``exo`` command."""
     for cmd in (new, build, publish, repo, install, remove, upgrade, rollback, generations,
-                list_, search, info, verify):
+                list_, search, info, verify, gc):
         main.add_command(cmd)
 
 
@@ -524,3 +524,43 @@ def verify(name: str, root: str | None) -> None:
     if problems:
         raise PkgError(f"{name} {version}: " + "; ".join(problems))
     click.echo(f"{name} {version}: all files match the signed header")
+
+
+@click.command()
+@click.option("--keep", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Also keep this many of the newest generations.")
+@click.option("-y", "--yes", is_flag=True, help="Remove; without it, only show what "
+              "would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@root_option
+@_errors
+def gc(keep: int, yes: bool, as_json: bool, root: str | None) -> None:
+    """Remove old generations, the app versions only they use, and cached downloads;
+    keeps the current generation and the one rollback goes to. Shows what it would
+    remove unless -y."""
+    import json
+
+    from exo.pkg import gc as collector
+    from exo.pkg.store import Store
+
+    with Store(_root(root)).locked() as store:
+        todo = collector.plan(store, keep)
+        if yes:
+            collector.apply(store, todo)
+    if as_json:
+        click.echo(json.dumps({"removed" if yes else "would_remove": {
+            "generations": todo.generations,
+            "apps": [{"name": n, "version": v} for n, v in todo.apps],
+            "cached": len(todo.cached)}, "kept_generations": todo.kept,
+            "bytes": todo.bytes}))
+        return
+    if todo.empty:
+        click.echo("nothing to remove (kept generations: "
+                   f"{', '.join(map(str, todo.kept)) or 'none'})")
+        return
+    size = f"{todo.bytes / 1e6:.1f} MB"
+    if yes:
+        click.echo(f"removed {', '.join(todo.describe())} ({size})")
+    else:
+        click.echo(f"would remove {', '.join(todo.describe())} ({size}); keeps generations "
+                   f"{', '.join(map(str, todo.kept))}. Run exo gc -y to remove them.")
