@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.pkg.test_store import make_pkg, run_install
 
 from exo.pkg import sign
 from exo.pkg.store import Store
-from tests.pkg.test_store import make_pkg, run_install
 
 EXO = [sys.executable, "-m", "exo"]
 
