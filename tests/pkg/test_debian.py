@@ -129,3 +129,59 @@ def test_unknown_debian_package_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr == "exo: no Debian package named 'no-such-package-exo' " \
         "(apt-cache policy no-such-package-exo)\n"
+
+
+NGINX_CONF = """user root root;
+daemon off;
+master_process off;
+pid /home/nginx/nginx.pid;
+error_log stderr;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path /home/nginx/tmp/body;
+  proxy_temp_path /home/nginx/tmp/proxy;
+  fastcgi_temp_path /home/nginx/tmp/fastcgi;
+  uwsgi_temp_path /home/nginx/tmp/uwsgi;
+  scgi_temp_path /home/nginx/tmp/scgi;
+  server { listen 127.0.0.1:8080; root /home/nginx/www; }
+}
+"""
+
+
+def test_nginx_serves_from_its_own_area(tmp_path: Path) -> None:
+    """nginx (with nginx-common bundled) serves a page from storage://home/nginx on the
+    port its generated manifest grants (8080: its configuration's port 80 is privileged)."""
+    _need_apt()
+    if not _free(8080):
+        pytest.skip("port 8080 is in use on this host")
+    r = _install(tmp_path, "nginx")
+    assert "net://127.0.0.1:8080=SEND,RECV" in r.stdout
+    home = tmp_path / "root" / "home" / "nginx"  # created at install: the manifest's area
+    (home / "www").mkdir()
+    (home / "tmp").mkdir()
+    (home / "www" / "index.html").write_text("served by a bridged nginx\n")
+    (home / "nginx.conf").write_text(NGINX_CONF)
+    log = tmp_path / "nginx.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [str(tmp_path / "root/exo/bin/nginx"), "-p", "/home/nginx", "-c",
+             "/home/nginx/nginx.conf"], env=_env(tmp_path), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while _free(8080):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        with urllib.request.urlopen("http://127.0.0.1:8080/", timeout=30) as resp:
+            assert resp.read() == b"served by a bridged nginx\n"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
