@@ -13,7 +13,8 @@ apt, turned into one signed ``.exopkg`` with a generated, minimal sandbox manife
 4. **Entry**: the program named like the package (``usr/bin``, ``usr/sbin``…; a link
    into a bundled package counts, as ``redis-server`` → ``redis-check-rdb`` of
    ``redis-tools``), wrapped by ``exo-bridge/NAME``: a ``/bin/sh`` script that puts the
-   bundled libraries ahead of the host's and execs it. ``ldd`` must find every library.
+   bundled libraries ahead of the host's and execs it. The host's loader must find every
+   library.
 5. **Manifest**: a private ``storage://home/NAME`` area, and, when the program calls
    ``listen`` (its ELF imports say so), the loopback port its own default configuration
    names (``port 6379``), else 8080; ``[package]`` records what was bundled.
@@ -208,18 +209,31 @@ def wrapper(entry: str, libdirs: list[str]) -> bytes:
             f'{ld}exec "$p/{entry}" "$@"\n').encode()
 
 
+_LOADERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1",
+            "/lib/ld-linux-armhf.so.3")
+
+
 def check_libraries(program: Path, tree: Path, libdirs: list[str]) -> None:
-    """Every shared library the program needs is bundled or in the host's base."""
+    """Every shared library the program needs is bundled or in the host's base. Asked of
+    the host's own dynamic loader (``ld.so --list``), not ``ldd``, which may run a
+    program whose ``PT_INTERP`` names another loader."""
     with open(program, "rb") as f:
         if f.read(4) != b"\x7fELF":
             return
-    env = dict(os.environ, LD_LIBRARY_PATH=":".join(str(tree / d) for d in libdirs))
-    r = subprocess.run(["ldd", str(program)], capture_output=True, text=True, env=env,
-                       timeout=60)
+    loader = next((p for p in _LOADERS if os.path.exists(p)), None)
+    if loader is None:
+        raise DebianError("no dynamic loader known for this host's architecture")
+    env = {"PATH": "/usr/bin:/bin",
+           "LD_LIBRARY_PATH": ":".join(str(tree / d) for d in libdirs)}
+    r = subprocess.run([loader, "--list", str(program)], capture_output=True, text=True,
+                       env=env, timeout=60)
     missing = [line.split()[0] for line in r.stdout.splitlines() if "not found" in line]
     if missing:
         raise DebianError(f"{program.name} needs {', '.join(missing)}, neither bundled nor "
                           "on this host")
+    if r.returncode != 0 and "statically linked" not in r.stdout + r.stderr:
+        raise DebianError(f"{program.name}: the dynamic loader cannot load it "
+                          f"({(r.stderr.strip().splitlines() or ['failed'])[-1]})")
 
 
 def listens(program: Path) -> bool:

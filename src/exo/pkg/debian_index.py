@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,8 +291,3 @@ class _Pool:
                         reasons.append(line)
             raise DebianIndexError(f"cannot {what}: " + "; ".join(reasons[:6]))
         return {ids[s.id] for s in solver.transaction().newsolvables() if s.id in ids}
-
-
-def describe(packages: Iterable[DebPackage]) -> Iterator[str]:
-    for p in packages:
-        yield f"{p.name} {p.version}"
