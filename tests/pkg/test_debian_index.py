@@ -174,3 +174,36 @@ def test_wrapper_puts_bundled_libraries_first(tmp_path: Path) -> None:
     out = subprocess.run([str(app / "exo-bridge/tool"), "hi"], capture_output=True,
                          text=True, env={"PATH": "/usr/bin:/bin"}).stdout
     assert out == f"{app}/exo-bridge/../usr/lib/x86_64-linux-gnu|hi\n"
+
+
+def test_library_check_finds_bundled_and_missing_libraries(tmp_path: Path) -> None:
+    """A real ELF linked to a library of its own: found when bundled, refused by name
+    when not (the host's loader answers, nothing runs the program)."""
+    import shutil
+    import subprocess
+
+    from exo.pkg.debian import check_libraries, library_dirs
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    tree = tmp_path / "tree"
+    (tree / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (tree / "usr/bin").mkdir(parents=True)
+    (tmp_path / "lib.c").write_text("int exo_answer(void) { return 42; }\n")
+    (tmp_path / "main.c").write_text("int exo_answer(void);\n"
+                                     "int main(void) { return exo_answer() - 42; }\n")
+    lib = tree / "usr/lib/x86_64-linux-gnu/libexoanswer.so.1"
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libexoanswer.so.1", "-o",
+                    str(lib), str(tmp_path / "lib.c")], check=True)
+    os.symlink("libexoanswer.so.1", lib.with_name("libexoanswer.so"))
+    program = tree / "usr/bin/answer"
+    subprocess.run(["cc", "-o", str(program), str(tmp_path / "main.c"),
+                    f"-L{lib.parent}", "-lexoanswer"], check=True)
+    dirs = library_dirs(tree)
+    assert dirs == ["usr/lib/x86_64-linux-gnu"]
+    check_libraries(program, tree, dirs)  # bundled: fine
+    with pytest.raises(DebianError, match=r"answer needs libexoanswer\.so\.1, neither"):
+        check_libraries(program, tree, [])
+    script = tree / "usr/bin/script"
+    script.write_text("#!/bin/sh\n")
+    check_libraries(script, tree, [])  # not an ELF: nothing to load

@@ -215,7 +215,7 @@ _LOADERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1",
 
 def check_libraries(program: Path, tree: Path, libdirs: list[str]) -> None:
     """Every shared library the program needs is bundled or in the host's base. Asked of
-    the host's own dynamic loader (``ld.so --list``), not ``ldd``, which may run a
+    the host's own dynamic loader (``ld.so PROGRAM``, tracing), not ``ldd``, which may run a
     program whose ``PT_INTERP`` names another loader."""
     with open(program, "rb") as f:
         if f.read(4) != b"\x7fELF":
@@ -223,10 +223,10 @@ def check_libraries(program: Path, tree: Path, libdirs: list[str]) -> None:
     loader = next((p for p in _LOADERS if os.path.exists(p)), None)
     if loader is None:
         raise DebianError("no dynamic loader known for this host's architecture")
-    env = {"PATH": "/usr/bin:/bin",
+    env = {"PATH": "/usr/bin:/bin", "LD_TRACE_LOADED_OBJECTS": "1",  # as ldd asks it
            "LD_LIBRARY_PATH": ":".join(str(tree / d) for d in libdirs)}
-    r = subprocess.run([loader, "--list", str(program)], capture_output=True, text=True,
-                       env=env, timeout=60)
+    r = subprocess.run([loader, str(program)], capture_output=True, text=True, env=env,
+                       timeout=60)
     missing = [line.split()[0] for line in r.stdout.splitlines() if "not found" in line]
     if missing:
         raise DebianError(f"{program.name} needs {', '.join(missing)}, neither bundled nor "
