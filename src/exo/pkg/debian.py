@@ -121,8 +121,8 @@ def merge(unpacked: Path, tree: Path) -> list[str]:
             src = Path(dirpath) / name
             rel = src.relative_to(unpacked).as_posix()
             st = src.lstat()
-            if _excluded(rel) or (stat.S_ISLNK(st.st_mode) and name in dirnames):
-                if name in dirnames:
+            if _excluded(rel) or stat.S_ISLNK(st.st_mode):
+                if name in dirnames:  # left out, or a link: never walked into
                     dirnames.remove(name)
                 if not _excluded(rel):
                     _merge_link(src, tree, rel, added)
@@ -132,8 +132,6 @@ def merge(unpacked: Path, tree: Path) -> list[str]:
                 if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
                     raise DebianError(f"{rel}: a directory in one package, not in another")
                 dest.mkdir(exist_ok=True)
-            elif stat.S_ISLNK(st.st_mode):
-                _merge_link(src, tree, rel, added)
             elif stat.S_ISREG(st.st_mode):
                 if os.path.lexists(dest):
                     if dest.is_dir() and not dest.is_symlink():
