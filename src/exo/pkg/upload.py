@@ -66,8 +66,6 @@ class Receiver:
         return signer in known or any(signer.startswith(a) for a in self.allow)
 
     def handle(self, handler: Any) -> None:
-        from exo.pkg import PkgError
-
         try:
             length = int(handler.headers.get("Content-Length", ""))
         except ValueError:
@@ -78,6 +76,12 @@ class Receiver:
                                            f"not {length}"})
             handler.close_connection = True
             return
+        status, body = self._receive(handler, length)
+        answer(handler, status, body)  # the spool file is gone before anyone hears back
+
+    def _receive(self, handler: Any, length: int) -> tuple[int, dict[str, str]]:
+        from exo.pkg import PkgError
+
         fd, name = tempfile.mkstemp(dir=self.spool, suffix=".exopkg")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -85,23 +89,19 @@ class Receiver:
                 while left:
                     chunk = handler.rfile.read(min(left, 1 << 20))
                     if not chunk:
-                        answer(handler, 400, {"error": "the upload ended early"})
-                        return
+                        return 400, {"error": "the upload ended early"}
                     f.write(chunk)
                     left -= len(chunk)
             pkg = self.repo.publish(Path(name), allowed=self.allowed)
         except PkgError as exc:
             status = 409 if "already published" in str(exc) else \
                 403 if "may not publish" in str(exc) else 400
-            answer(handler, status, {"error": str(exc)})
-            return
+            return status, {"error": str(exc)}
         except OSError as exc:
-            answer(handler, 500, {"error": f"cannot store the upload: {exc.strerror}"})
-            return
+            return 500, {"error": f"cannot store the upload: {exc.strerror}"}
         finally:
             Path(name).unlink(missing_ok=True)
-        answer(handler, 200, {"published": pkg.manifest.name,
-                              "version": pkg.manifest.version})
+        return 200, {"published": pkg.manifest.name, "version": pkg.manifest.version}
 
 
 def send(pkg_path: Path, url: str, timeout: float = 300) -> dict[str, str]:
