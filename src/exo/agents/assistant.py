@@ -195,6 +195,10 @@ def _ask_res(intent: Intent, ctx: Context, lang: str) -> Answer:
     AI-Res's own code in this process otherwise (on the host, no kernel)."""
     from exo.agents import res
 
+    if ctx.agents is None and ctx.api is not None:
+        return Answer(_t(lang, "the AI agents are not running in this kernel (dmesg says "
+                               "why)", "les agents IA ne tournent pas dans ce noyau (dmesg "
+                               "dit pourquoi)"), agent=res.LABEL, ok=False)
     if ctx.agents is None:
         monitor = res.ResourceMonitor(None, ctx.root or Path("/"), _version())
         snap = monitor.snapshot()

@@ -136,6 +136,11 @@ class ResourceMonitor:
             cores = list(self._cores)
         if not cores:  # asked before the first sample: measure now, briefly
             cores = psutil.cpu_percent(interval=0.2, percpu=True)
+        live = self.processes.live() if self.processes is not None else []
+        with self._lock:
+            unseen = any(p.pid not in self._tracks for p in live)
+        if unseen:  # a process started since the last sample: its figures, now
+            self.sample()
         vm = psutil.virtual_memory()
         disk = psutil.disk_usage(str(self.root))
         stats = self.stats()

@@ -133,6 +133,7 @@ class Agents(Subsystem):
     def revoke(self, pid: int, capability: str | None) -> int:
         """Revoke ``pid``'s capabilities on ``capability`` (all of them when None)."""
         manager = self.caps.manager
+        assert manager is not None  # the step requires the capability space
         count = 0
         for info in manager.handles(pid):
             if capability is None or str(info.resource) == capability or \
