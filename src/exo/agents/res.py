@@ -88,11 +88,12 @@ class ResourceMonitor:
             with contextlib.suppress(Exception):
                 self.sample()
 
-    def sample(self) -> None:
-        """One sample of the host's cores and each live Exo process."""
+    def sample(self, *, cores: bool = True) -> None:
+        """One sample of each live Exo process and (``cores``) of the host's CPUs: a
+        second sample soon after the last would measure the CPUs over a few ms."""
         import psutil
 
-        cores = psutil.cpu_percent(percpu=True)
+        per_cpu = psutil.cpu_percent(percpu=True) if cores else None
         now = time.monotonic()
         live = self.processes.live() if self.processes is not None else []
         seen = set()
@@ -115,7 +116,8 @@ class ResourceMonitor:
                 tr.rss_ema = _ema(tr.rss_ema, float(rss), first)
                 tr.t, tr.cpu_s, tr.io = now, cpu_s, io
         with self._lock:
-            self._cores = list(cores)
+            if per_cpu is not None:
+                self._cores = list(per_cpu)
             for pid in [p for p in self._tracks if p not in seen]:
                 del self._tracks[pid]
 
@@ -140,7 +142,7 @@ class ResourceMonitor:
         with self._lock:
             unseen = any(p.pid not in self._tracks for p in live)
         if unseen:  # a process started since the last sample: its figures, now
-            self.sample()
+            self.sample(cores=False)
         vm = psutil.virtual_memory()
         disk = psutil.disk_usage(str(self.root))
         stats = self.stats()
