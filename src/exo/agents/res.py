@@ -231,6 +231,13 @@ def _duration(s: float, lang: str) -> str:
     return (f"{d} {day} " if d else "") + f"{h} h {m:02d} min"
 
 
+def _cmd(command: str, width: int = 70) -> str:
+    """A command line as a person reads it: the program's name, not its host path."""
+    head, _, rest = command.replace("\\x0a", " ").partition(" ")
+    text = f"{head.rsplit('/', 1)[-1]} {rest}".strip()
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def answer_text(intent: str, snap: dict[str, Any], lang: str = "en") -> str:
     """One line (or a few) answering ``intent`` from a snapshot, in ``lang``."""
     fr = lang == "fr"
@@ -271,7 +278,7 @@ def answer_text(intent: str, snap: dict[str, Any], lang: str = "en") -> str:
     if intent == "proc.list":
         head = (f"{len(procs)} processus Exo" if fr else
                 f"{len(procs)} Exo process{'es' if len(procs) != 1 else ''}")
-        lines = [f"  {p['pid']:>5} {p['state']:<8} {p['command'][:60]}" for p in procs]
+        lines = [f"  {p['pid']:>5} {p['state']:<8} {_cmd(p['command'])}" for p in procs]
         return "\n".join([head + (" :" if fr else ":") if lines else head, *lines])
     if intent in ("proc.top_cpu", "proc.top_memory"):
         key = "cpu_ema" if intent == "proc.top_cpu" else "rss"
@@ -282,10 +289,10 @@ def answer_text(intent: str, snap: dict[str, Any], lang: str = "en") -> str:
             head = "Processus les plus gourmands en CPU" if fr else "Top CPU"
             rows = [f"  {p['pid']:>5} {_pct(p.get('cpu', 0), lang)} "
                     f"({'moyenne' if fr else 'avg'} {_pct(p.get('cpu_ema', 0), lang)}, "
-                    f"{p.get('class', '?')}) {p['command'][:50]}" for p in ranked]
+                    f"{p.get('class', '?')}) {_cmd(p['command'], 50)}" for p in ranked]
         else:
             head = "Processus les plus gourmands en mémoire" if fr else "Top memory"
-            rows = [f"  {p['pid']:>5} {_size(p.get('rss', 0), lang)} {p['command'][:50]}"
+            rows = [f"  {p['pid']:>5} {_size(p.get('rss', 0), lang)} {_cmd(p['command'], 50)}"
                     for p in ranked]
         return "\n".join([head + (" :" if fr else ":"), *rows])
     raise ValueError(f"AI-Res does not answer {intent!r}")
