@@ -191,3 +191,40 @@ def test_the_shell_ai_builtin_answers_and_asks_before_killing(
     assert "Cancelled: stop process 2 was not done." in out.stderr
     assert any(line.split()[:1] == ["2"] and "sleep" in line
                for line in out.stdout.splitlines())
+
+
+def test_revoking_the_capability_cuts_a_connection_in_use(agents_kernel: Kernel) -> None:
+    code = textwrap.dedent("""
+        import sys, time
+        from exo_std.ai import Agent
+        from exo.agents.core.client import AgentError
+        a = Agent.connect("ai-res")
+        a.query("sys.info")
+        print("connected", flush=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                a.query("sys.info")
+            except AgentError as exc:
+                print("cut:", exc, flush=True)
+                sys.exit(0)
+            time.sleep(0.05)
+        print("still connected")
+    """)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    with tempfile.NamedTemporaryFile() as out:
+        try:
+            proc = agents_kernel.processes.spawn(
+                [APP_PYTHON, "-c", code], [parse_grant("agent://ai-res=SEND")],
+                stdio=(null, out.fileno(), out.fileno()))
+        finally:
+            os.close(null)
+        deadline = time.monotonic() + 60
+        while b"connected" not in Path(out.name).read_bytes():
+            assert time.monotonic() < deadline and proc.status is None, \
+                Path(out.name).read_text()
+            time.sleep(0.05)
+        assert agents_kernel.caps.revoke_resource("agent://ai-res") >= 1
+        assert agents_kernel.processes.wait(proc.pid, timeout=60) == 0
+        text = Path(out.name).read_text()
+    assert "cut: agent://ai-res closed the connection" in text, text

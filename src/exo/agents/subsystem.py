@@ -37,8 +37,8 @@ def running(boot_id: str) -> Agents | None:
 
 
 class Agents(Subsystem):
-    __slots__ = ("_clients", "_lock", "api", "caps", "core", "monitor", "power",
-                 "processes", "router", "syscalls")
+    __slots__ = ("_clients", "_lock", "_unsubscribe", "api", "caps", "core", "monitor",
+                 "power", "processes", "router", "syscalls")
 
     def __init__(self, core: KernelCore, *, caps: Capabilities, processes: Processes,
                  syscalls: SyscallServer) -> None:
@@ -52,6 +52,7 @@ class Agents(Subsystem):
         self.api: Any = None
         self._clients: dict[str, AgentClient] = {}
         self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> str:
         from exo import __version__
@@ -69,12 +70,17 @@ class Agents(Subsystem):
                                 services={"snapshot": self.monitor.snapshot})
         if self.syscalls.context is not None:
             self.syscalls.context.agents = self.router
+        assert self.caps.manager is not None
+        self._unsubscribe = self.caps.manager.on_revoke(self._on_revoke)
         with _RUNNING_LOCK:
             _RUNNING[self.core.boot_id] = self
         names = ", ".join(f"agent://{n}" for n in sorted(AGENTS))
         return f"deferred; {names} on first connection, AI-Res sampling every 1 s"
 
     def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.syscalls.context is not None:
             self.syscalls.context.agents = None
         with _RUNNING_LOCK:
@@ -94,6 +100,23 @@ class Agents(Subsystem):
         if self.power is not None:
             self.power.restore()
             self.power = None
+
+    def _on_revoke(self, victims: frozenset[Any]) -> None:
+        """A revoked ``agent://`` capability cuts the connections it allowed."""
+        router = self.router
+        if router is not None and any(v.resource.scheme == "agent" for v in victims):
+            router.cut(self._holds)
+
+    def _holds(self, pid: int, name: str) -> bool:
+        from exo.kernel.caps import ResourceName, Rights
+
+        manager = self.caps.manager
+        want = ResourceName.parse(f"agent://{name}")
+        try:
+            infos = manager.handles(pid) if manager is not None else []
+        except Exception:  # the process is gone: nothing it held counts
+            return False
+        return any(i.resource.covers(want) and Rights.SEND in i.rights for i in infos)
 
     # ------------------------------------------------------------ for the assistant
     def ask(self, name: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class _Connection:
                 except TimeoutError:
                     continue
                 body = wire.to_bytes(data)
-                if len(body) > wire.MAX_BODY:
+                if len(body) > wire.MAX_BODY or self.closing:  # closing: revoked meanwhile
                     break
                 self.agent.send(wire.DATA, self.ident, body)
         except (PeerGoneError, OSError):
@@ -153,7 +153,7 @@ class AgentProcess:
                 kind, ident, body = wire.parse(data)
                 if kind == wire.DATA:
                     conn = self.conns.get(ident)
-                    if conn is not None:
+                    if conn is not None and not conn.closing:
                         conn.deliver(body)
                 elif kind == wire.CLOSE:
                     conn = self.conns.get(ident)
@@ -237,6 +237,20 @@ class AgentCore:
                          "running": alive, "pid": agent.proc.pid if alive and agent else None,
                          "connections": len(agent.conns) if alive and agent else 0})
         return rows
+
+    def cut(self, allowed: Callable[[int, str], bool]) -> int:
+        """Close every app connection whose process no longer holds what ``allowed``
+        checks (after a revocation): it stops working at once, mid-use included."""
+        with self._lock:
+            agents = list(self._agents.values())
+        cut = 0
+        for agent in agents:
+            for conn in list(agent.conns.values()):
+                if conn.pid > 0 and not conn.closing and not allowed(conn.pid,
+                                                                     agent.spec.name):
+                    conn.closing = True
+                    cut += 1
+        return cut
 
     def stop(self) -> None:
         with self._lock:
