@@ -228,3 +228,40 @@ def test_revoking_the_capability_cuts_a_connection_in_use(agents_kernel: Kernel)
         assert agents_kernel.processes.wait(proc.pid, timeout=60) == 0
         text = Path(out.name).read_text()
     assert "cut: agent://ai-res closed the connection" in text, text
+
+
+def test_connections_per_process_are_bounded_with_a_clear_error(
+        agents_kernel: Kernel) -> None:
+    status, out, err = _run(agents_kernel, """
+        from exo_std.ai import Agent
+        held = []
+        try:
+            for _ in range(10):
+                held.append(Agent.connect("ai-res"))
+        except Exception as exc:
+            print(len(held), type(exc).__name__, exc)
+        print(held[0].query("sys.info")[:6])
+    """, "agent://ai-res=SEND")
+    assert status == 0, err
+    first, second = out.splitlines()
+    assert first.startswith("4 ") and "already has 4 connections open" in first
+    assert second == "Exo-OS"
+
+
+def test_garbage_on_a_connection_closes_only_that_connection(agents_kernel: Kernel) -> None:
+    status, out, err = _run(agents_kernel, """
+        from exo_std.ai import Agent
+        from exo.agents.core.client import AgentError
+        good, bad = Agent.connect("ai-res"), Agent.connect("ai-res")
+        for junk in (b"", b"S" * 100, bytes(70000)):
+            try:
+                bad._client.endpoint.send(junk)
+                bad._client._recv()
+                print("answered junk")
+            except AgentError:
+                print("closed")
+                break
+        print(good.query("sys.info")[:6])
+    """, "agent://ai-res=SEND")
+    assert status == 0, err
+    assert out.splitlines() == ["closed", "Exo-OS"]
