@@ -205,7 +205,8 @@ def bench_crypto(n: int) -> dict[str, Any]:
         a.exchange(b.public_key())
         b.exchange(a.public_key())
 
-    c, s = SecureSession("client", max_messages=10**9), SecureSession("server")
+    c = SecureSession("client", max_messages=10**9)
+    s = SecureSession("server", max_messages=10**9)
     c.finish(s.accept(c.hello()))
     payload = os.urandom(1024)
 

@@ -119,3 +119,14 @@ def test_only_the_client_starts_a_rotation() -> None:
     _, server = _pair()
     with pytest.raises(ValueError, match="client"):
         server.rekey()
+
+
+def test_a_peer_that_never_rotates_is_refused() -> None:
+    """The receiver bounds frames under one key by its own policy, whatever the sender's."""
+    stubborn, agent = _pair(max_messages=10**6)
+    assert agent.hard_limit == 4 * 1024
+    agent.hard_limit = 3
+    for _ in range(3):
+        agent.open(stubborn.seal(b"x"))
+    with pytest.raises(ChannelSecurityError, match="never rotated"):
+        agent.open(stubborn.seal(b"x"))

@@ -40,7 +40,7 @@ DATA, REKEY, REKEY_ACK = 0, 1, 2
 HEADER = struct.Struct(">BIQ")
 MAX_MESSAGES = 1024  # rotate after this many frames in one direction...
 MAX_AGE_S = 60.0  # ...or this many seconds, whichever comes first
-HARD_LIMIT = 4 * MAX_MESSAGES  # a peer that never rotates is refused past this
+HARD_FACTOR = 4  # a peer that never rotates is refused past 4 × max_messages frames
 MAX_FRAME = 1 << 20  # 1 MiB: the largest message an agent connection carries
 _TAG = 16
 
@@ -75,6 +75,7 @@ class SecureSession:
         self.role = role
         self.max_messages = max_messages
         self.max_age = max_age
+        self.hard_limit = HARD_FACTOR * max_messages
         self.epoch = 0
         self.rotations = 0
         self.pending: bytes | None = None
@@ -177,7 +178,7 @@ class SecureSession:
     def _seal(self, kind: int, body: bytes) -> bytes:
         if not self.ready:
             raise ChannelSecurityError("the connection is not established or was closed")
-        if self._tx >= HARD_LIMIT:
+        if self._tx >= self.hard_limit:
             raise ChannelSecurityError("key used too long: rotate first")
         header = HEADER.pack(SEALED, self.epoch, self._tx)
         direction = 0 if self.role == "client" else 1
@@ -198,7 +199,7 @@ class SecureSession:
         if epoch != self.epoch or counter != self._rx:
             raise self._fail(f"frame {epoch}/{counter} refused (expected "
                              f"{self.epoch}/{self._rx}): replayed, reordered or dropped")
-        if counter >= HARD_LIMIT:
+        if counter >= self.hard_limit:
             raise self._fail("the peer never rotated its key")
         direction = 1 if self.role == "client" else 0
         try:
