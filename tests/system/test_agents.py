@@ -265,3 +265,18 @@ def test_garbage_on_a_connection_closes_only_that_connection(agents_kernel: Kern
     """, "agent://ai-res=SEND")
     assert status == 0, err
     assert out.splitlines() == ["closed", "Exo-OS"]
+
+
+def test_the_assistant_applies_a_power_profile_and_back(agents_kernel: Kernel) -> None:
+    agents = running(agents_kernel.core.boot_id)
+    assert agents is not None and agents.power is not None
+    found = agents.power.read()
+    ctx = Context(api=agents_kernel.api, agents=agents)
+    saver = act(Intent("power.save", {}, 0.9, "fr"), context=ctx)
+    assert saver.ok and saver.agent == "AI-Res" and saver.done
+    assert saver.text.startswith("Profil power-saver appliqué")
+    assert "mesuré" in saver.text and "cpufreq" in saver.text
+    assert agents.power.read() != found
+    back = act(Intent("power.balanced", {}, 0.9), context=ctx)
+    assert back.ok and back.text.startswith("Profile balanced applied")
+    assert agents.power.read() == found
