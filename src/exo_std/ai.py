@@ -11,6 +11,8 @@ a bare ``python3`` without them gets ``ImportError`` naming what is missing.
 
 from __future__ import annotations
 
+import os
+
 from exo_std._kernel import call
 
 TYPE_CHECKING = False
@@ -39,8 +41,6 @@ class Agent:
         _, fds = call("agent_connect", name=name)
         if len(fds) != 6:
             for fd in fds:
-                import os
-
                 os.close(fd)
             raise OSError(f"kernel returned {len(fds)} descriptors for one endpoint")
         endpoint = attach_endpoint(fds)
