@@ -59,7 +59,7 @@ class ExoProcess:
     """One Exo process as the kernel sees it, and what it is allowed to make the kernel
     spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
-    __slots__ = ("argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
+    __slots__ = ("account", "argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
                  "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "report_fd",
                  "sandbox", "server", "started", "status")
 
@@ -71,6 +71,8 @@ class ExoProcess:
         self.limits = limits if limits is not None else Limits()
         self.started = time.monotonic()
         self.host_pid = 0
+        #: (user, host uid) it runs as on the host (a session's; None: the kernel's uid).
+        self.account: tuple[str, int] | None = None
         self.cwd = "/"  # the Exo path it started in
         self.status: int | None = None
         self.ended: float | None = None  # monotonic time of its exit
@@ -221,6 +223,7 @@ class ProcessManager:
         cwd: str | None = None,
         report_end: bool = False,
         posix_x: PosixX | None = None,
+        account: tuple[str, int] | None = None,
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
@@ -230,6 +233,8 @@ class ProcessManager:
         kernel writes one line saying so to the stderr it was given (a shell's "Killed").
         ``posix_x``: an unmodified Linux program's needs (``[posix_x]`` of its manifest:
         host /etc files, fork and exec policy, passthrough exports, its own uid).
+        ``account``: (user, unprivileged host uid) to run as (a login session's,
+        ``exo.kernel.sessions``); a process spawned by another runs as its parent's.
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -321,10 +326,14 @@ class ProcessManager:
                               cwd, None if owner is None else owner.cwd,
                               passthrough=posix_x is not None and posix_x.passthrough)
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
+            if owner is not None:
+                account = owner.account
             if posix_x is not None:
                 from exo.posix_x.sandbox import apply
 
                 spec = apply(spec, posix_x, list(argv))
+            if account is not None and spec.user is None:
+                spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
@@ -343,6 +352,7 @@ class ProcessManager:
                 proc.report_fd = fcntl.fcntl(stdio[2], fcntl.F_DUPFD_CLOEXEC, 3)
         proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
         proc.cwd = str(spec.cwd)
+        proc.account = spec.account
         proc.on_exit.append(release_kernel_state)
         with self._lock:
             self._table[pid] = proc

@@ -65,9 +65,13 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
 
 
 def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
-                   argv: Sequence[str], env: dict[str, str]) -> bytes:
-    """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``)."""
+                   argv: Sequence[str], env: dict[str, str],
+                   account_uid: int | None = None) -> bytes:
+    """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``).
+    ``account_uid``: the unprivileged uid (and gid) stage 2 becomes before exec."""
     records = ["status", str(status_fd)]
+    if account_uid is not None:
+        records += ["account", str(account_uid)]
     for fd in keep_fds:
         records += ["keep", str(fd)]
     records += landlock
@@ -290,8 +294,11 @@ def spawn(
         status_r, status_w = os.pipe()
         info_r, info_w = os.pipe()
         to_close += [status_r, status_w, info_r, info_w]
+        # A kernel that is not root cannot switch uids: its processes stay its own uid.
+        account_uid = spec.account[1] if spec.account is not None and os.geteuid() == 0 \
+            else None
         config_fd = _memfd("exo-stage2", _stage2_config(status_w, spec.keep_fds, landlock,
-                                                        argv, env))
+                                                        argv, env, account_uid))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:

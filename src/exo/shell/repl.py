@@ -118,15 +118,15 @@ def login(kernel: KernelApi) -> Session | None:
             except (EOFError, KeyboardInterrupt):
                 print()
                 continue
-        account = db.authenticate(name, password, dev_mode=kernel.dev_mode)
-        if account is not None:
-            from exo.kernel.users import UserError, session_grants
+        from exo.kernel.users import UserError
 
-            try:
-                return Session(account.name, account.uid, account.home,
-                               session_grants(kernel.root, account))
-            except UserError as exc:
-                print(f"login: {exc}")
+        try:  # the kernel authenticates and keeps the session
+            opened = kernel.login(name, password)
+        except UserError as exc:
+            print(f"login: {exc}")
+            opened = None
+        if opened is not None:
+            return Session.of(kernel, opened)
         print("Login incorrect")
         failures += 1
 
@@ -190,7 +190,8 @@ def _session(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[
         except Logout:
             pass
         except ShellExit as exc:
-            _end(shell)
+            for s, _ in shells:
+                _end(s)
             return exc.status
         _end(shell)
         shells.pop()
@@ -202,6 +203,7 @@ def _end(shell: Shell) -> None:
     for job in list(shell.jobs):
         shell.interrupt(job)
     shell.jobs.clear()
+    shell.session.end()  # the kernel revokes what the session's processes derived
 
 
 def _new_shell(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[Shell],
