@@ -128,6 +128,9 @@ def _ls(ctx: CommandContext) -> int:
         entries = [e for e in vfs.listdir(p) if "a" in flags or not e.name.startswith(".")]
         if "l" in flags:
             for e in entries:
+                if e.link is not None:  # a link: its own text, as ls -l shows it
+                    ctx.out(f"l {len(e.link):>10}  {e.name} -> {e.link}")
+                    continue
                 kind = "d" if e.is_dir else "-"
                 ctx.out(f"{kind} {e.size:>10}  {e.name}{'/' if e.is_dir else ''}")
         elif "1" in flags or not ctx.isatty():
