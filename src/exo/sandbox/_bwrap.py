@@ -172,20 +172,28 @@ class MountPlan:
         self.devices: list[Path] = []  # landlock: read + write file
 
 
-def plan_mounts(spec: SandboxSpec, *, tty: bool = False) -> MountPlan:
+def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     """Compute the mount view for ``spec`` (validating every grant first).
 
     The layers are those of ``namespace`` (docs/sandbox.md, "The namespace an Exo process
     sees"). Without ``spec.tree`` a granted path is a host path shown at the same path; with
     it, a granted path is an Exo path, shown there, whose host directory is below the tree.
-    ``tty``: one of the process's standard descriptors is a terminal (``/dev/tty`` too).
+    ``tty``: one of the process's standard descriptors is a terminal: the path of that
+    terminal's device (``/dev/pts/3``), shown at ``/dev/tty``. The process is in a
+    session of its own (``--new-session``, so it can never take the shell's terminal), so
+    the kernel's magic ``/dev/tty`` would answer ENXIO; the terminal's own node opens
+    without being a controlling terminal (TIOCSTI stays refused by seccomp).
     """
     plan = MountPlan()
     # Devices: exactly these nodes on a private tmpfs, plus a private /dev/shm.
     plan.args += ["--tmpfs", "/dev"]
-    for dev in (*DEVICES, TTY) if tty and os.path.exists(TTY) else DEVICES:
+    for dev in DEVICES:
         plan.args += ["--dev-bind", dev, dev]
         plan.devices.append(Path(dev))
+    device = tty if isinstance(tty, str) else (TTY if tty else None)
+    if device is not None and os.path.exists(device):
+        plan.args += ["--dev-bind", device, TTY]
+        plan.devices.append(Path(TTY))
     # Private /tmp and /dev/shm writable by anyone inside (sticky), for a process that
     # runs as its account's uid (spec.account) as for one that stays the kernel's.
     plan.args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--symlink", "/proc/self/fd", "/dev/fd",

@@ -259,7 +259,7 @@ def spawn(
             os.fstat(fd)
         except OSError as exc:
             raise SandboxError(f"keep_fds: descriptor {fd} is not open") from exc
-    plan = _bwrap.plan_mounts(spec, tty=any(_is_tty(f) for f in (stdin, stdout, stderr)))
+    plan = _bwrap.plan_mounts(spec, tty=_terminal(stdin, stdout, stderr) or False)
     boot_id = boot_id or _default_boot_id
     group_name = f"{name}.{os.getpid()}.{next(_counter)}"
 
@@ -359,6 +359,22 @@ def spawn(
         for fd in to_close:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _terminal(*files: _File) -> str | None:
+    """The device path of the first standard stream given to ``spawn`` that is a
+    terminal (``/dev/pts/3``), or None."""
+    for f in files:
+        if not _is_tty(f):
+            continue
+        fd = f if isinstance(f, int) else -1 if f is None else f.fileno()
+        try:
+            name = os.ttyname(fd)
+        except OSError:
+            continue
+        if name.startswith("/dev/") and ".." not in name:
+            return name
+    return None
 
 
 def _is_tty(f: _File) -> bool:
