@@ -219,3 +219,24 @@ def test_exo_stage2_becomes_the_account_and_refuses_a_privileged_one() -> None:
     lines = dict(line.split(":", 1) for line in out.splitlines())
     assert lines["Uid"].split() == [str(EXO_UID_BASE + 7)] * 4
     assert all(int(lines[c], 16) == 0 for c in ("CapEff", "CapBnd", "CapPrm"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root kernel switches host uids")
+def test_an_accounts_process_reaches_its_whole_view() -> None:
+    """Every directory bubblewrap makes for the view is crossable by the account's uid
+    (it makes missing parents 0700): /etc and /etc/ssl, the runtime, /tmp and /dev/shm
+    writable, /dev/null."""
+    from exo.sandbox import NetPolicy, SandboxSpec, spawn
+    from exo.sandbox.namespace import RUNTIME_SRC
+
+    r, w = os.pipe()
+    script = (f"ls /etc/ssl/certs >/dev/null && cat /etc/passwd >/dev/null && "
+              f"ls {RUNTIME_SRC}/exo_std >/dev/null && touch /tmp/t /dev/shm/t && "
+              "echo x > /dev/null && id -un && echo all-ok")
+    proc = spawn(SandboxSpec(net=NetPolicy.any(), cwd=Path("/"),
+                             account=("alice", EXO_UID_BASE + 1000)),
+                 ["/bin/sh", "-c", script], stdout=w, stderr=w)
+    os.close(w)
+    assert proc.wait(30) == 0
+    with os.fdopen(r) as out:
+        assert out.read().split() == ["alice", "all-ok"]

@@ -38,8 +38,9 @@ SESSION_SPACE_BASE = 1 << 30
 EXO_UID_BASE = 300000
 #: Exo uids above this are refused (the host uid must stay below 2**31 and unambiguous).
 MAX_EXO_UID = 65535
-#: At most this many sessions open at once (logins, su, sudo): each holds a space.
-MAX_SESSIONS = 256
+#: At most this many sessions open at once (logins, su, sudo, shells built by hand):
+#: each holds a capability space of a few capabilities.
+MAX_SESSIONS = 4096
 
 
 class SessionError(PermissionError):

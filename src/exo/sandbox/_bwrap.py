@@ -285,7 +285,9 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     # bubblewrap makes the missing parents of a mount point mode 0700: a process that runs
     # as its account's uid (spec.account) could not cross them. Made 0755 first, each
     # one that is not itself mounted or inside a mount (/etc for the files below too).
-    plan.args += _parent_dirs([*binds, Path("/etc/passwd")], binds)
+    etc_names = [Path(n) for n in (*ETC_FROM_HOST, *ETC_NETWORK, LOCALTIME)]
+    plan.args += _parent_dirs([*binds, Path("/etc/passwd"), *etc_names, *spec.host_etc],
+                              binds)
     # Parents before children, so a nested grant is mounted over its parent's view.
     for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):
         origin = sources.get(dest, hosts.get(dest, dest))
