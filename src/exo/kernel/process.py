@@ -581,18 +581,17 @@ class ProcessManager:
             self.files.release_exports(proc.pid)
         with contextlib.suppress(Exception):
             self.caps.destroy_space(proc.pid)
-        # Its waiter goes on now: the status is known and nothing it held is usable. The
-        # syscall thread notices the peer gone on its ring's next tick (up to 25 ms:
-        # measured as most of a short command's wait) and closes the channel behind it.
-        proc.exited.set()
         if proc.server is not None:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
-            # it sees the peer gone, closes the channel and ends.
+            # it sees the peer gone, closes the channel and ends. (Measured: most of a
+            # short command's exit-to-wait, up to the ring's 25 ms tick; a wait still
+            # means everything is reclaimed, descriptors included.)
             proc.server.join(5.0)
         with contextlib.suppress(Exception):
             proc.sandbox.cleanup()
         with self._lock:
             self.reclaimed += 1
+        proc.exited.set()
         self.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
 
     # ------------------------------------------------------------------ queries
@@ -682,11 +681,6 @@ class ProcessManager:
                     p.sandbox.kill()
         for p in procs:
             p.exited.wait(5.0)
-        with self._lock:
-            ended = [*procs, *self._reaped.values(), *self._table.values()]
-        for p in ended:  # each channel closed (by its syscall thread) before the pool goes
-            if p.server is not None:
-                p.server.join(5.0)
         self._spawner.stop()
 
 
