@@ -49,6 +49,30 @@ _REAPED_KEPT = 256  # reaped processes whose status a late wait(pid) can still g
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 
 
+#: Sent to a dead process's syscall thread to cut its ring wait short (see _wake).
+_WAKE_SIGNAL = signal.SIGRTMIN + 7
+
+
+def _no_op(signum: int, frame: object) -> None:
+    """The wake-up signal's handler: it only has to exist (SIG_IGN would not interrupt a
+    futex wait)."""
+
+
+def _install_wake() -> bool:
+    """Install ``_WAKE_SIGNAL``'s handler, once, from the main thread (where Python lets
+    one be installed); False when it cannot be (then waits end on the ring's tick)."""
+    try:
+        current = signal.getsignal(_WAKE_SIGNAL)
+        if current is _no_op:
+            return True
+        if current not in (signal.SIG_DFL, None):
+            return False  # someone else's: left alone
+        signal.signal(_WAKE_SIGNAL, _no_op)
+    except (ValueError, OSError):  # not the main thread
+        return False
+    return True
+
+
 class NoSuchObject(ManifestError, SandboxError):
     """A capability names a process or a device that does not exist. Refused before
     anything starts, as any capability that cannot be used as given (status 2); a
@@ -207,6 +231,7 @@ class ProcessManager:
         self.spawned = 0
         self.reclaimed = 0
         self._spawner = _SpawnerThread()
+        self._wake = _install_wake()
 
     # ------------------------------------------------------------------ spawn
     def spawn(
@@ -583,16 +608,28 @@ class ProcessManager:
             self.caps.destroy_space(proc.pid)
         if proc.server is not None:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
-            # it sees the peer gone, closes the channel and ends. (Measured: most of a
-            # short command's exit-to-wait, up to the ring's 25 ms tick; a wait still
-            # means everything is reclaimed, descriptors included.)
-            proc.server.join(5.0)
+            # it sees the peer gone, closes the channel and ends.
+            self._wake_server(proc.server)
         with contextlib.suppress(Exception):
             proc.sandbox.cleanup()
         with self._lock:
             self.reclaimed += 1
         proc.exited.set()
         self.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
+
+    def _wake_server(self, server: threading.Thread) -> None:
+        """Join a dead process's syscall thread. Asleep in its ring's wait, it would see
+        the peer gone only at the ring's next tick (25 ms: measured as most of a short
+        command's exit-to-wait); a signal to that thread alone ends the futex sleep
+        (EINTR) and the ring then checks its peer at once. Sent again every 2 ms, in case
+        one lands just before the thread goes to sleep; the tick still bounds the wait."""
+        deadline = time.monotonic() + 5.0
+        while server.is_alive() and time.monotonic() < deadline:
+            ident = server.ident
+            if self._wake and ident is not None:
+                with contextlib.suppress(ProcessLookupError, OSError, ValueError):
+                    signal.pthread_kill(ident, _WAKE_SIGNAL)
+            server.join(0.002 if self._wake else 5.0)
 
     # ------------------------------------------------------------------ queries
     def get(self, pid: int) -> ExoProcess:
