@@ -21,6 +21,17 @@ command's whole output. The cases are interleaved, shell by shell, on this noisy
   with ``run`` and no capability at all — the kernel's spawn alone, without the
   powerbox's grants (bash's column for it is plain ``/bin/true`` too).
 
+``spawn_breakdown`` (same run, in this process, interleaved): where a sandboxed
+program's start goes, layer by layer, each the median of ``/bin/true`` started
+``runs`` times: ``fork_exec`` (subprocess, no sandbox: the floor), ``sh_trampoline``
+(the ``/bin/sh`` that puts a sandbox in its cgroup), ``bwrap_pid`` (bubblewrap with a pid
+namespace and a minimal root), ``bwrap_namespaces`` (+ ipc, uts, cgroup, net: the set a
+process without network gets), ``sandbox_spawn`` (``exo.sandbox.spawn`` + wait: the
+whole launcher — mount plan, cgroup, trampoline, bubblewrap with the real plan, seccomp,
+exo-stage2, Landlock — without the kernel), ``kernel_run`` (``KernelApi.run`` under a
+session with one ``storage://`` grant: capability space, revocable FUSE export,
+bootstrap channel, syscall thread, reaping).
+
 Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
 """
 
@@ -97,6 +108,65 @@ def _prepare(home: Path) -> None:
         (home / "files" / f"file-{i:02d}.txt").write_text("x\n")
 
 
+def _median_ms(fn: Any, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(samples), 2)
+
+
+def spawn_breakdown(runs: int) -> dict[str, float]:
+    """The layers of a sandboxed start, each measured alone (see the module docstring)."""
+    from exo.kernel.config import KernelConfig
+    from exo.kernel.kernel import Kernel
+    from exo.kernel.manifest import parse_grant
+    from exo.sandbox import NetPolicy, SandboxSpec, spawn
+
+    minimal = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+               "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+               "--proc", "/proc", "--tmpfs", "/dev", "--dev-bind", "/dev/null", "/dev/null",
+               "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    more = ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup", "--unshare-net"]
+    devnull = subprocess.DEVNULL
+    root = Path(tempfile.mkdtemp(prefix="exo-bench-spawn-"))
+    kernel = Kernel(KernelConfig(root=root / "root"), ephemeral=True)
+    kernel.boot()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+        api = kernel.api
+        session = api.console_session().token
+        grant = [parse_grant("storage://home/root=READ,WRITE")]
+        spec = SandboxSpec(net=NetPolicy.none(), cwd=Path("/"), pids_max=64)
+        cases = {
+            "fork_exec": lambda: subprocess.run(["/bin/true"], stdin=devnull),
+            "sh_trampoline": lambda: subprocess.run(["/bin/sh", "-c", "exec /bin/true"],
+                                                    stdin=devnull),
+            "bwrap_pid": lambda: subprocess.run(["bwrap", "--unshare-pid", *minimal, "--",
+                                                 "/bin/true"], stdin=devnull),
+            "bwrap_namespaces": lambda: subprocess.run(
+                ["bwrap", "--unshare-pid", *more, *minimal, "--", "/bin/true"],
+                stdin=devnull),
+            "sandbox_spawn": lambda: spawn(spec, ["/bin/true"], stdin=null, stdout=null,
+                                           stderr=null).wait(),
+            "kernel_run": lambda: api.run(["/bin/true"], grant, stdio=(null, null, null),
+                                          cwd="/home/root", session=session),
+        }
+        for fn in cases.values():  # warm up
+            fn()
+        per: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(runs):  # interleaved: the machine's load moves under every layer
+            for name, fn in cases.items():
+                per[name].append(_median_ms(fn, 3))
+        return {name: round(statistics.median(v), 2) for name, v in per.items()}
+    finally:
+        os.close(null)
+        kernel.shutdown()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -134,6 +204,7 @@ def main() -> None:
         results[case] = {"command": CASES[case], "exo_median_ms": round(exo_ms, 2),
                          "bash_median_ms": round(bash_ms, 2),
                          "ratio": round(exo_ms / bash_ms, 2), "samples_ms": by_shell}
+    breakdown = spawn_breakdown(runs)
     targets = {
         "ls_within_30_ms": results["ls"]["exo_median_ms"] <= 30,
         "cat_wc_within_1_5x_bash": results["cat_wc"]["ratio"] <= 1.5,
@@ -142,12 +213,13 @@ def main() -> None:
     }
     out = {"benchmark": "shell", "runs": runs, "machine": platform.machine(),
            "cpus": os.cpu_count(), "python": platform.python_version(),
-           "results": results, "targets_met": targets}
+           "results": results, "spawn_breakdown_ms": breakdown, "targets_met": targets}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     for case, r in results.items():
         print(f"{case:<16} exo {r['exo_median_ms']:8.2f} ms   bash {r['bash_median_ms']:8.2f} ms"
               f"   ×{r['ratio']}")
+    print("spawn breakdown (ms):", ", ".join(f"{k} {v}" for k, v in breakdown.items()))
     print("targets:", ", ".join(f"{k} {'✔' if v else '✘'}" for k, v in targets.items()))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import signal
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from exo.kernel.core import KernelCore
     from exo.kernel.manifest import Grant, Manifest
     from exo.kernel.process import ExoProcess, ProcessManager
+    from exo.kernel.sessions import KernelSession, SessionTable
 
 #: How long an interrupted process has between SIGINT and SIGKILL.
 INTERRUPT_GRACE_S = 1.0
@@ -86,7 +88,12 @@ class KernelApi:
     def dmesg(self) -> list[str]:
         return list(self._core.messages)
 
-    def request_shutdown(self) -> None:
+    def request_shutdown(self, session: str | None = None) -> None:
+        """Power off. With ``session``, only if it holds ``device://power`` WRITE."""
+        if session is not None:
+            from exo.kernel.users import POWER
+
+            self.require(session, POWER, "WRITE", "power off")
         self._core.request_shutdown()
 
     # ------------------------------------------------------------ processes
@@ -106,22 +113,42 @@ class KernelApi:
               manifest: Manifest | None = None,
               stdio: tuple[int, int, int] = (0, 1, 2), cwd: str = "/",
               env: dict[str, str] | None = None,
-              extra_fds: tuple[int, ...] = ()) -> ExoProcess:
+              extra_fds: tuple[int, ...] = (),
+              session: str | None = None) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
         it at its limit, the kernel says so on its stderr when it reaps it (``exo:
         killed: memory limit 64M reached``), whoever waits. Raises what the spawn raised
         (``SandboxError``, ``ExecFailed``, ``QuotaExceeded``...) or
-        ``ProcessesUnavailable``."""
+        ``ProcessesUnavailable``.
+
+        ``session`` (a login's token, ``login``): the process runs as the session's
+        unprivileged host uid, and every capability it gets, the manifest's included, is
+        derived from the session's set in the kernel: one the session does not hold is
+        refused (``CapabilityDenied``) before anything starts, whatever the caller checked.
+        """
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
                                if s.status.value == "FAILED")
             raise ProcessesUnavailable(f"cannot start processes on this host ({failed})"
                                        if failed else "cannot start processes on this host")
         all_grants = [*(manifest.grants if manifest is not None else ()), *grants]
+        derive: Callable[[int], None] | None = None
+        account: tuple[str, int] | None = None
+        if session is not None:
+            table = self._sessions()
+            owner = table.get(session)
+            if os.geteuid() == 0:  # a kernel that is not root cannot switch uids
+                account = (owner.user, owner.host_uid)
+            if not owner.everything:  # root's set is every root capability: as granted
+                held, all_grants = all_grants, []
+
+                def derive(pid: int) -> None:
+                    table.derive(session, pid, held)
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
-                                     report_end=True, extra_fds=extra_fds,
+                                     report_end=True, extra_fds=extra_fds, derive=derive,
+                                     account=account,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 
@@ -161,10 +188,10 @@ class KernelApi:
             manifest: Manifest | None = None, stdio: tuple[int, int, int] = (0, 1, 2),
             cancelled: Callable[[], bool] | None = None,
             grace: float = INTERRUPT_GRACE_S, cwd: str = "/",
-            env: dict[str, str] | None = None) -> int:
+            env: dict[str, str] | None = None, session: str | None = None) -> int:
         """``start`` then ``wait``: the command's exit status, in the shell's convention."""
         return self.wait(self.start(argv, grants, manifest=manifest, stdio=stdio, cwd=cwd,
-                                    env=env),
+                                    env=env, session=session),
                          cancelled=cancelled, grace=grace)
 
     # ------------------------------------------------------------ capabilities
@@ -194,3 +221,91 @@ class KernelApi:
         records = self._manager().audit.query(event=event, pid=pid, resource_prefix=resource,
                                               limit=limit)
         return [r.to_dict() for r in records]
+
+    # ------------------------------------------------------------ sessions
+    def _sessions(self) -> SessionTable:
+        from exo.kernel.sessions import table_for
+
+        return table_for(self._manager())
+
+    def login(self, name: str, password: str) -> KernelSession | None:
+        """Authenticate ``name`` against ``/etc/passwd`` and open a session holding the
+        user's set (``exo.kernel.users.session_grants``); None when the name or password
+        is wrong. Raises ``UserError`` for a malformed ``/etc/exo/grants.toml``."""
+        from exo.kernel.users import UserDatabase
+
+        user = UserDatabase(self.root).authenticate(name, password, dev_mode=self.dev_mode)
+        return None if user is None else self._open(user)
+
+    def open_session(self, user: str, uid: int, home: str,
+                     grants: Sequence[Grant] | None) -> KernelSession:
+        """A session holding exactly ``grants`` (None: every root capability), for the
+        kernel's own front ends that authenticated the user themselves (``login`` is
+        the way in for a person)."""
+        return self._sessions().open(user, uid, home, grants)
+
+    def console_session(self) -> KernelSession:
+        """Root's session for the console the kernel was booted on in script mode (the
+        host's user started it: no login). Holds every root capability."""
+        return self._sessions().open("root", 0, "/home/root", None)
+
+    def become(self, session: str, name: str, password: str | None) -> KernelSession:
+        """``su`` / ``sudo``: a session of user ``name``, derived from that user's own
+        set. Root's session needs no password; any other must give ``name``'s (an
+        account without a password is never entered this way). ``PermissionError``
+        when refused, ``LookupError`` for an unknown user."""
+        from exo.kernel.users import UserDatabase
+
+        caller = self._sessions().get(session)
+        db = UserDatabase(self.root)
+        user = db.get(name)
+        if (not caller.everything or user is None) and (
+                user is None or not user.password_hash or password is None
+                or db.authenticate(name, password, dev_mode=False) is None):
+            raise PermissionError("authentication failure")
+        return self._open(user)
+
+    def _open(self, user: Any) -> KernelSession:
+        from exo.kernel.users import session_grants
+
+        return self._sessions().open(user.name, user.uid, user.home,
+                                     session_grants(self.root, user))
+
+    def end_session(self, session: str) -> int:
+        """Logout: the session's capabilities, and every one derived from them, are
+        revoked. Returns how many were revoked (0 for an unknown session)."""
+        return self._sessions().close(session)
+
+    def session(self, session: str) -> KernelSession:
+        """The open session ``session`` names (``SessionError`` if none)."""
+        return self._sessions().get(session)
+
+    def session_holds(self, session: str, name: str, rights: str) -> bool:
+        """Whether the session holds ``name`` with ``rights`` (the kernel's answer)."""
+        return self._sessions().holds(session, name, rights)
+
+    def require(self, session: str, name: str, rights: str, what: str) -> None:
+        """``SessionError`` (a ``PermissionError``) unless the session holds it."""
+        from exo.kernel.sessions import SessionError
+
+        if not self.session_holds(session, name, rights):
+            user = self.session(session).user
+            raise SessionError(f"permission denied: {what} needs {name}={rights}, which "
+                               f"user {user} does not hold")
+
+    def add_user(self, session: str, name: str, password: str) -> Any:
+        """``useradd``: needs ``storage://etc/passwd`` WRITE (root's by default)."""
+        from exo.kernel.users import UserDatabase
+
+        self.require(session, "storage://etc/passwd", "WRITE", "adding a user")
+        return UserDatabase(self.root).add(name, password)
+
+    def set_password(self, session: str, name: str, password: str) -> None:
+        """``passwd``: one's own password, or anyone's with ``storage://etc/passwd``
+        WRITE."""
+        from exo.kernel.users import UserDatabase
+
+        if name != self.session(session).user:
+            self.require(session, "storage://etc/passwd", "WRITE",
+                         "changing another user's password")
+        UserDatabase(self.root).set_password(name, password)

@@ -49,6 +49,30 @@ _REAPED_KEPT = 256  # reaped processes whose status a late wait(pid) can still g
 CLOSED = -1  # an inbox entry's sender when the receiver has exited (see close_inbox)
 
 
+#: Sent to a dead process's syscall thread to cut its ring wait short (see _wake).
+_WAKE_SIGNAL = signal.SIGRTMIN + 7
+
+
+def _no_op(signum: int, frame: object) -> None:
+    """The wake-up signal's handler: it only has to exist (SIG_IGN would not interrupt a
+    futex wait)."""
+
+
+def _install_wake() -> bool:
+    """Install ``_WAKE_SIGNAL``'s handler, once, from the main thread (where Python lets
+    one be installed); False when it cannot be (then waits end on the ring's tick)."""
+    try:
+        current = signal.getsignal(_WAKE_SIGNAL)
+        if current is _no_op:
+            return True
+        if current not in (signal.SIG_DFL, None):
+            return False  # someone else's: left alone
+        signal.signal(_WAKE_SIGNAL, _no_op)
+    except (ValueError, OSError):  # not the main thread
+        return False
+    return True
+
+
 class NoSuchObject(ManifestError, SandboxError):
     """A capability names a process or a device that does not exist. Refused before
     anything starts, as any capability that cannot be used as given (status 2); a
@@ -59,7 +83,7 @@ class ExoProcess:
     """One Exo process as the kernel sees it, and what it is allowed to make the kernel
     spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
-    __slots__ = ("argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
+    __slots__ = ("account", "argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
                  "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "report_fd",
                  "sandbox", "server", "started", "status")
 
@@ -71,6 +95,8 @@ class ExoProcess:
         self.limits = limits if limits is not None else Limits()
         self.started = time.monotonic()
         self.host_pid = 0
+        #: (user, host uid) it runs as on the host (a session's; None: the kernel's uid).
+        self.account: tuple[str, int] | None = None
         self.cwd = "/"  # the Exo path it started in
         self.status: int | None = None
         self.ended: float | None = None  # monotonic time of its exit
@@ -205,6 +231,7 @@ class ProcessManager:
         self.spawned = 0
         self.reclaimed = 0
         self._spawner = _SpawnerThread()
+        self._wake = _install_wake()
 
     # ------------------------------------------------------------------ spawn
     def spawn(
@@ -221,6 +248,7 @@ class ProcessManager:
         cwd: str | None = None,
         report_end: bool = False,
         posix_x: PosixX | None = None,
+        account: tuple[str, int] | None = None,
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
@@ -230,6 +258,8 @@ class ProcessManager:
         kernel writes one line saying so to the stderr it was given (a shell's "Killed").
         ``posix_x``: an unmodified Linux program's needs (``[posix_x]`` of its manifest:
         host /etc files, fork and exec policy, passthrough exports, its own uid).
+        ``account``: (user, unprivileged host uid) to run as (a login session's,
+        ``exo.kernel.sessions``); a process spawned by another runs as its parent's.
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -321,10 +351,14 @@ class ProcessManager:
                               cwd, None if owner is None else owner.cwd,
                               passthrough=posix_x is not None and posix_x.passthrough)
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
+            if owner is not None:
+                account = owner.account
             if posix_x is not None:
                 from exo.posix_x.sandbox import apply
 
                 spec = apply(spec, posix_x, list(argv))
+            if account is not None and spec.user is None:
+                spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
             sandbox = self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
@@ -343,6 +377,7 @@ class ProcessManager:
                 proc.report_fd = fcntl.fcntl(stdio[2], fcntl.F_DUPFD_CLOEXEC, 3)
         proc.sandbox, proc.host_pid, proc.channel = sandbox, sandbox.pid, channel
         proc.cwd = str(spec.cwd)
+        proc.account = spec.account
         proc.on_exit.append(release_kernel_state)
         with self._lock:
             self._table[pid] = proc
@@ -574,13 +609,27 @@ class ProcessManager:
         if proc.server is not None:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
             # it sees the peer gone, closes the channel and ends.
-            proc.server.join(5.0)
+            self._wake_server(proc.server)
         with contextlib.suppress(Exception):
             proc.sandbox.cleanup()
         with self._lock:
             self.reclaimed += 1
         proc.exited.set()
         self.log(f"pid {proc.pid} exited with status {status}; resources reclaimed")
+
+    def _wake_server(self, server: threading.Thread) -> None:
+        """Join a dead process's syscall thread. Asleep in its ring's wait, it would see
+        the peer gone only at the ring's next tick (25 ms: measured as most of a short
+        command's exit-to-wait); a signal to that thread alone ends the futex sleep
+        (EINTR) and the ring then checks its peer at once. Sent again every 2 ms, in case
+        one lands just before the thread goes to sleep; the tick still bounds the wait."""
+        deadline = time.monotonic() + 5.0
+        while server.is_alive() and time.monotonic() < deadline:
+            ident = server.ident
+            if self._wake and ident is not None:
+                with contextlib.suppress(ProcessLookupError, OSError, ValueError):
+                    signal.pthread_kill(ident, _WAKE_SIGNAL)
+            server.join(0.002 if self._wake else 5.0)
 
     # ------------------------------------------------------------------ queries
     def get(self, pid: int) -> ExoProcess:

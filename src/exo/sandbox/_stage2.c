@@ -16,6 +16,12 @@
  *                            right after "R" means the exec succeeded), then
  *                            "X<errno> <message>" if execve failed; "E<message>" on any
  *                            earlier error
+ *     account UID            become UID (real, effective, saved; gid the same number; no
+ *                            supplementary groups) before Landlock and exec: bubblewrap left
+ *                            CAP_SETUID, CAP_SETGID and CAP_SETPCAP for this alone: the
+ *                            bounding set is emptied, the ids changed (which clears the
+ *                            permitted and effective sets), the inheritable and ambient sets
+ *                            cleared; any step failing is an error
  *     keep FD                a descriptor the target inherits (repeated; 0-2 always are)
  *     ruleset FS NET SCOPED SIZE FILEMASK
  *                            create a Landlock ruleset handling those rights (SIZE: bytes of
@@ -26,7 +32,7 @@
  *     argv N ARG...          the target's argv (N strings)
  *     env N KEY=VALUE...     the target's whole environment (N strings)
  *
- * Records come in exactly this order (keep, ruleset, path and port optional; one ruleset at
+ * Records come in exactly this order (account, keep, ruleset, path and port optional; one ruleset at
  * most; the config ends with env), and any other order, a duplicate or a trailing byte is
  * refused: no string can smuggle in a record. Numbers are plain decimal digits;
  * descriptors are >= 3 (stdio is always inherited) and a kept one must be open.
@@ -46,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -202,8 +209,19 @@ int main(int argc, char **argv) {
     status_fd = next_fd("status fd");
     if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) != 0) fail("status fd: %s", strerror(errno));
 
+    uint64_t account = 0;
+    int has_account = 0;
+    tag = next_tag();
+    if (tag != NULL && strcmp(tag, "account") == 0) {
+        account = parse_num(next_str("account uid"), INT32_MAX, "account uid");
+        if (account < 1000) fail("stage 2 config: account uid %llu is privileged",
+                                 (unsigned long long)account);
+        has_account = 1;
+        tag = next_tag();
+    }
+
     int keep[MAX_KEEP], nkeep = 0;
-    while ((tag = next_tag()) != NULL && strcmp(tag, "keep") == 0) {
+    for (; tag != NULL && strcmp(tag, "keep") == 0; tag = next_tag()) {
         if (nkeep == MAX_KEEP) fail("too many kept descriptors");
         int fd = next_fd("keep fd");
         if (fd == status_fd || fcntl(fd, F_GETFD) < 0)  /* before we open anything */
@@ -264,6 +282,27 @@ int main(int argc, char **argv) {
         int flags = fcntl(keep[i], F_GETFD);
         if (flags < 0 || fcntl(keep[i], F_SETFD, flags & ~FD_CLOEXEC) != 0)
             fail("kept descriptor %d: %s", keep[i], strerror(errno));
+    }
+    if (has_account) {
+        uid_t id = (uid_t)account;
+        /* Empty the bounding set first (CAP_SETPCAP), so nothing below can ever gain one. */
+        for (int cap = 0; cap <= 63; cap++)
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+                fail("account: drop capability %d: %s", cap, strerror(errno));
+        if (setgroups(0, NULL) != 0) fail("account: setgroups: %s", strerror(errno));
+        if (setresgid(id, id, id) != 0) fail("account: setresgid: %s", strerror(errno));
+        if (setresuid(id, id, id) != 0) fail("account: setresuid: %s", strerror(errno));
+        uid_t r, e, sv;
+        if (getresuid(&r, &e, &sv) != 0 || r != id || e != id || sv != id)
+            fail("account: still uid %u after setresuid", (unsigned)e);
+        /* Changing every uid away from 0 cleared the permitted and effective sets; the
+         * inheritable one is emptied here, the ambient one too. */
+        struct { uint32_t version; int pid; } hdr = {0x20080522, 0};
+        struct { uint32_t effective, permitted, inheritable; } data[2] = {{0, 0, 0}, {0, 0, 0}};
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            fail("account: clear capabilities: %s", strerror(errno));
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+            fail("account: clear ambient capabilities: %s", strerror(errno));
     }
     if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1 &&
         prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)

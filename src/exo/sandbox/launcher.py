@@ -65,9 +65,13 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
 
 
 def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
-                   argv: Sequence[str], env: dict[str, str]) -> bytes:
-    """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``)."""
+                   argv: Sequence[str], env: dict[str, str],
+                   account_uid: int | None = None) -> bytes:
+    """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``).
+    ``account_uid``: the unprivileged uid (and gid) stage 2 becomes before exec."""
     records = ["status", str(status_fd)]
+    if account_uid is not None:
+        records += ["account", str(account_uid)]
     for fd in keep_fds:
         records += ["keep", str(fd)]
     records += landlock
@@ -255,7 +259,7 @@ def spawn(
             os.fstat(fd)
         except OSError as exc:
             raise SandboxError(f"keep_fds: descriptor {fd} is not open") from exc
-    plan = _bwrap.plan_mounts(spec, tty=any(_is_tty(f) for f in (stdin, stdout, stderr)))
+    plan = _bwrap.plan_mounts(spec, tty=_terminal(stdin, stdout, stderr) or False)
     boot_id = boot_id or _default_boot_id
     group_name = f"{name}.{os.getpid()}.{next(_counter)}"
 
@@ -290,8 +294,11 @@ def spawn(
         status_r, status_w = os.pipe()
         info_r, info_w = os.pipe()
         to_close += [status_r, status_w, info_r, info_w]
+        # A kernel that is not root cannot switch uids: its processes stay its own uid.
+        account_uid = spec.account[1] if spec.account is not None and os.geteuid() == 0 \
+            else None
         config_fd = _memfd("exo-stage2", _stage2_config(status_w, spec.keep_fds, landlock,
-                                                        argv, env))
+                                                        argv, env, account_uid))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:
@@ -352,6 +359,22 @@ def spawn(
         for fd in to_close:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _terminal(*files: _File) -> str | None:
+    """The device path of the first standard stream given to ``spawn`` that is a
+    terminal (``/dev/pts/3``), or None."""
+    for f in files:
+        if not _is_tty(f):
+            continue
+        fd = f if isinstance(f, int) else -1 if f is None else f.fileno()
+        try:
+            name = os.ttyname(fd)
+        except OSError:
+            continue
+        if name.startswith("/dev/") and ".." not in name:
+            return name
+    return None
 
 
 def _is_tty(f: _File) -> bool:

@@ -111,6 +111,12 @@ class SandboxSpec:
     creating a process (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``) fails with
     EAGAIN. ``exec_only`` (None: any program of the system directories): the only files
     that may be executed (Landlock EXECUTE on each, the ELF loader added by the caller).
+
+    ``account`` = ``(name, host_uid)``: the process runs as that unprivileged host uid and
+    gid (no supplementary groups, no capability), not as the kernel's uid: each Exo user's
+    processes are a different host user (``exo.kernel.sessions.host_uid``). The mounts are
+    still made by bubblewrap as the kernel; stage 2 changes the ids before Landlock and
+    exec. Not combined with ``user`` (whose user namespace maps to the kernel's uid).
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -129,6 +135,7 @@ class SandboxSpec:
     user: tuple[str, int] | None = None
     fork: bool = True
     exec_only: tuple[Path, ...] | None = None
+    account: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -142,6 +149,15 @@ class SandboxSpec:
                     .isalnum() or not isinstance(uid, int) or not 0 < uid < 65534):
                 raise SandboxError(f"user {self.user!r}: expected (name, uid) with a "
                                    "plain name and 0 < uid < 65534")
+        if self.account is not None:
+            name, uid = self.account
+            if (not isinstance(name, str) or not name.replace("-", "").replace("_", "")
+                    .isalnum() or type(uid) is not int or not 1000 <= uid < 1 << 31):
+                raise SandboxError(f"account {self.account!r}: expected (name, host uid) "
+                                   "with a plain name and an unprivileged uid >= 1000")
+            if self.user is not None:
+                raise SandboxError("a sandbox runs as an account or as a POSIX-X user, "
+                                   "not both")
         if self.exec_only is not None:
             set_(self, "exec_only", _abs_paths(tuple(self.exec_only), "exec_only"))
         set_(self, "read_paths", _abs_paths(tuple(self.read_paths), "read"))

@@ -128,6 +128,9 @@ def _ls(ctx: CommandContext) -> int:
         entries = [e for e in vfs.listdir(p) if "a" in flags or not e.name.startswith(".")]
         if "l" in flags:
             for e in entries:
+                if e.link is not None:  # a link: its own text, as ls -l shows it
+                    ctx.out(f"l {len(e.link):>10}  {e.name} -> {e.link}")
+                    continue
                 kind = "d" if e.is_dir else "-"
                 ctx.out(f"{kind} {e.size:>10}  {e.name}{'/' if e.is_dir else ''}")
         elif "1" in flags or not ctx.isatty():
@@ -451,7 +454,10 @@ def _shutdown(ctx: CommandContext) -> int:
     if not ctx.shell.session.holds(POWER, "WRITE"):
         raise CommandError(f"permission denied: powering off needs {POWER}=WRITE, which "
                            f"user {ctx.shell.session.user} does not hold")
-    ctx.shell.kernel.request_shutdown()
+    try:  # the kernel checks the session too
+        ctx.shell.kernel.request_shutdown(session=ctx.shell.session.token)
+    except PermissionError as exc:
+        raise CommandError(str(exc)) from None
     raise ShellExit(0)
 
 
@@ -740,6 +746,7 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
     table applies, its defaults when it has none, and a bare program name is looked up
     in the host's system directories (the Exo PATH has no sbin)."""
     from exo.kernel.api import ProcessesUnavailable, failure_status
+    from exo.kernel.caps.errors import CapabilityError
     from exo.kernel.manifest import Manifest, ManifestError, PosixX, parse_grant
     from exo.sandbox import SandboxError
 
@@ -782,12 +789,15 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
         proc = kernel.start(argv, grants, manifest=manifest,
                             stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                             cwd=visible_cwd(ctx.shell.cwd, [
-                                *grants, *(manifest.grants if manifest is not None else ())]))
+                                *grants, *(manifest.grants if manifest is not None else ())]),
+                            session=ctx.shell.session.token)
         if ctx.adopt is not None:
             ctx.adopt(proc)
         return kernel.wait(proc, cancelled=ctx.cancelled.is_set)
     except (SandboxError, ProcessesUnavailable) as exc:
         raise CommandError(str(exc), failure_status(exc)) from None
+    except CapabilityError as exc:  # the kernel refused a grant the session lacks
+        raise CommandError(str(exc), 126) from None
 
 
 def visible_cwd(cwd: str, grants: list[Grant]) -> str:
@@ -921,15 +931,15 @@ def _require_root(ctx: CommandContext) -> None:
 
 @builtin("useradd", "create a user: useradd NAME (asks for the password)")
 def _useradd(ctx: CommandContext) -> int:
-    from exo.kernel.users import UserDatabase, UserError
+    from exo.kernel.users import UserError
 
     _require_root(ctx)
     if len(ctx.args) != 1:
         raise CommandError("usage: useradd NAME", 2)
     password = _new_password(ctx)
-    try:
-        user = UserDatabase(ctx.shell.kernel.root).add(ctx.args[0], password)
-    except UserError as exc:
+    try:  # the kernel checks the session's set again
+        user = ctx.shell.kernel.add_user(_token(ctx), ctx.args[0], password)
+    except (UserError, PermissionError) as exc:
         raise CommandError(str(exc)) from None
     ctx.shell.vfs.mkdir(user.home, parents=True)
     ctx.out(f"user {user.name} created (uid {user.uid}, home {user.home})")
@@ -938,15 +948,15 @@ def _useradd(ctx: CommandContext) -> int:
 
 @builtin("passwd", "change a password: passwd [NAME] (asks twice on a terminal)")
 def _passwd(ctx: CommandContext) -> int:
-    from exo.kernel.users import UserDatabase, UserError
+    from exo.kernel.users import UserError
 
     name = ctx.args[0] if ctx.args else ctx.shell.session.user
     if name != ctx.shell.session.user:
         _require_root(ctx)
     password = _new_password(ctx)
     try:
-        UserDatabase(ctx.shell.kernel.root).set_password(name, password)
-    except UserError as exc:
+        ctx.shell.kernel.set_password(_token(ctx), name, password)
+    except (UserError, PermissionError) as exc:
         raise CommandError(str(exc)) from None
     ctx.out(f"password updated for {name}")
     return 0
@@ -955,24 +965,32 @@ def _passwd(ctx: CommandContext) -> int:
 def _other_session(ctx: CommandContext, name: str) -> Session:
     """The session of user ``name``, after their password (root needs none): what ``su``
     and ``sudo`` derive, from that user's own capability set."""
-    from exo.kernel.users import UserDatabase, UserError, session_grants
+    from exo.kernel.users import UserDatabase, UserError
     from exo.shell.session import Session
 
-    db = UserDatabase(ctx.shell.kernel.root)
-    user = db.get(name)
-    if ctx.shell.session.grants is not None or user is None:
+    kernel = ctx.shell.kernel
+    password: str | None = None
+    if ctx.shell.session.grants is not None or UserDatabase(kernel.root).get(name) is None:
         # Root becomes anyone; anyone else proves they are the user. No password-less
         # accounts here: root's development-mode login is for the console only.
         password = _read_secret(ctx, "Password: ")
-        if user is None or not user.password_hash or db.authenticate(
-                name, password, dev_mode=False) is None:
-            time.sleep(1.0)
-            raise CommandError("authentication failure")
-    try:
-        grants = session_grants(ctx.shell.kernel.root, user)
+    try:  # the kernel decides, and derives the other user's set
+        other = kernel.become(_token(ctx), name, password)
+    except PermissionError:
+        time.sleep(1.0)
+        raise CommandError("authentication failure") from None
     except UserError as exc:
         raise CommandError(str(exc)) from None
-    return Session(user.name, user.uid, user.home, grants)
+    return Session.of(kernel, other)
+
+
+def _token(ctx: CommandContext) -> str:
+    """The kernel's name for this shell's session (every shell has one: Shell attaches)."""
+    token = ctx.shell.session.token
+    if token is None:
+        raise CommandError("this shell has no kernel session (the capability space "
+                           "did not start)")
+    return token
 
 
 @builtin("su", "become another user (asks their password): su [USER] (default root)")
@@ -1000,6 +1018,8 @@ def _sudo(ctx: CommandContext) -> int:
         return other.run_line(shlex.join(args), ctx.stdin, ctx.stdout, ctx.stderr)
     except ShellExit as exc:
         return exc.status
+    finally:
+        other.session.end()  # the command's session ends with it
 
 
 @builtin("type", "say what a command name runs: type NAME...")

@@ -65,6 +65,11 @@ class Shell:
 
         self.kernel = kernel  # all the shell reaches of the kernel: its API
         self.session = session or Session()
+        # The kernel keeps the session: what it holds is the kernel's answer, and every
+        # process started here is derived from it (a kernel with no capability space
+        # cannot start processes anyway: the shell then checks alone).
+        with contextlib.suppress(LookupError):
+            self.session.attach(kernel)
         self._tree = vfs  # the whole tree, for `sudo`'s shell; ours is `self.vfs`
         # A user's shell sees the tree through the session's capabilities; root's, whole.
         self.vfs = vfs if self.session.grants is None else vfs.restricted(
@@ -640,7 +645,7 @@ class Shell:
         try:
             proc = self.kernel.start([app.program, *ctx.args], [own], manifest=manifest,
                                      stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=cwd,
-                                     env=env or None)
+                                     env=env or None, session=self.session.token)
         except ProcessesUnavailable:
             return None
         return ShellJob(self.kernel, proc)
@@ -656,7 +661,8 @@ class Shell:
         try:
             # in the shell's working directory; `NAME=value program` sets env
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                     cwd=self.cwd, env=env or None)
+                                     cwd=self.cwd, env=env or None,
+                                     session=self.session.token)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)

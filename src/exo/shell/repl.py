@@ -118,15 +118,15 @@ def login(kernel: KernelApi) -> Session | None:
             except (EOFError, KeyboardInterrupt):
                 print()
                 continue
-        account = db.authenticate(name, password, dev_mode=kernel.dev_mode)
-        if account is not None:
-            from exo.kernel.users import UserError, session_grants
+        from exo.kernel.users import UserError
 
-            try:
-                return Session(account.name, account.uid, account.home,
-                               session_grants(kernel.root, account))
-            except UserError as exc:
-                print(f"login: {exc}")
+        try:  # the kernel authenticates and keeps the session
+            opened = kernel.login(name, password)
+        except UserError as exc:
+            print(f"login: {exc}")
+            opened = None
+        if opened is not None:
+            return Session.of(kernel, opened)
         print("Login incorrect")
         failures += 1
 
@@ -180,21 +180,59 @@ def _session(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[
     shells = [_new_shell(kernel, vfs, session, shell_factory, terminal)]
     with contextlib.suppress(OSError):
         sys.stdout.write(shells[0][0].vfs.read_bytes("/etc/motd").decode(errors="replace"))
-    while shells:
-        shell, prompt = shells[-1]
-        try:
-            _loop(shell, prompt)
-        except SwitchUser as exc:
-            shells.append(_new_shell(kernel, vfs, exc.session, shell_factory, terminal))
-            continue
-        except Logout:
-            pass
-        except ShellExit as exc:
+    owner = _TerminalOwner(kernel)
+    try:
+        while shells:
+            shell, prompt = shells[-1]
+            owner.give(shell.session)
+            try:
+                _loop(shell, prompt)
+            except SwitchUser as exc:
+                shells.append(_new_shell(kernel, vfs, exc.session, shell_factory, terminal))
+                continue
+            except Logout:
+                pass
+            except ShellExit as exc:
+                for s, _ in shells:
+                    _end(s)
+                return exc.status
             _end(shell)
-            return exc.status
-        _end(shell)
-        shells.pop()
-    return None
+            shells.pop()
+        return None
+    finally:
+        owner.restore()
+
+
+class _TerminalOwner:
+    """The terminal belongs to the user logged in on it, as login(1) makes it: its
+    processes run as the session's unprivileged host uid, and open ``/dev/tty`` (the
+    terminal's own node, exo.sandbox) as that uid. Given back to its owner at logout."""
+
+    def __init__(self, kernel: KernelApi) -> None:
+        self._kernel = kernel
+        self._path: str | None = None
+        self._saved: tuple[int, int, int] | None = None
+        if os.geteuid() == 0 and os.isatty(0):
+            with contextlib.suppress(OSError):
+                path = os.ttyname(0)
+                st = os.stat(path)
+                self._path, self._saved = path, (st.st_uid, st.st_gid, st.st_mode)
+
+    def give(self, session: Session) -> None:
+        if self._path is None or session.token is None:
+            return
+        with contextlib.suppress(OSError, LookupError):
+            uid = self._kernel.session(session.token).host_uid
+            os.chown(self._path, uid, -1)
+            os.chmod(self._path, 0o620)
+
+    def restore(self) -> None:
+        if self._path is None or self._saved is None:
+            return
+        uid, gid, mode = self._saved
+        with contextlib.suppress(OSError):
+            os.chown(self._path, uid, gid)
+            os.chmod(self._path, mode & 0o7777)
 
 
 def _end(shell: Shell) -> None:
@@ -202,6 +240,7 @@ def _end(shell: Shell) -> None:
     for job in list(shell.jobs):
         shell.interrupt(job)
     shell.jobs.clear()
+    shell.session.end()  # the kernel revokes what the session's processes derived
 
 
 def _new_shell(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[Shell],

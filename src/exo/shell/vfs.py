@@ -19,6 +19,7 @@ removes them (``rm``) but never goes through one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -43,12 +44,16 @@ class VfsError(OSError):
 
 # A plain class, not a dataclass: each @dataclass costs ~1.3 ms at import, on the boot path.
 class Entry:
-    __slots__ = ("is_dir", "name", "size")
+    """One name of a directory. ``link``: a symbolic link's own text (read, never
+    followed: what it leads to is looked up from the tree, inside it only)."""
 
-    def __init__(self, name: str, is_dir: bool, size: int) -> None:
+    __slots__ = ("is_dir", "link", "name", "size")
+
+    def __init__(self, name: str, is_dir: bool, size: int, link: str | None = None) -> None:
         self.name = name
         self.is_dir = is_dir
         self.size = size
+        self.link = link
 
 
 class Vfs:
@@ -202,6 +207,11 @@ class Vfs:
             with os.scandir(fd) as it:
                 found = sorted((d.name, d.is_symlink(), d.stat(follow_symlinks=False))
                                for d in it)
+            texts = {}
+            for name, link, _ in found:
+                if link:  # the link's own text, from the pinned directory: not followed
+                    with contextlib.suppress(OSError):
+                        texts[name] = os.readlink(name, dir_fd=fd)
         finally:
             os.close(fd)
         out = []
@@ -214,8 +224,11 @@ class Vfs:
                     finally:
                         os.close(target)
                 except OSError:  # dangling, or leading out: show it, size unknown
-                    out.append(Entry(name, False, 0))
+                    out.append(Entry(name, False, 0, texts.get(name, "?")))
                     continue
+                out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size,
+                                 texts.get(name, "?")))
+                continue
             out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size))
         return out
 

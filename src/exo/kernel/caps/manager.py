@@ -290,6 +290,42 @@ class CapabilityManager:
         )
         return new
 
+    def derive_into(self, from_pid: int, to_pid: int, name: str | ResourceName,
+                    rights: Rights | str) -> int:
+        """Derive a capability for ``name`` with ``rights`` from one ``from_pid`` holds
+        (covering ``name``, holding every right asked) straight into ``to_pid``'s space.
+
+        How a login session's set bounds what its shell starts (``exo.kernel.sessions``):
+        the session is a space with no process behind it, so no GRANT or DUPLICATE is
+        asked of its capabilities (they are its root set, given by the kernel); the
+        new capability is a child of the one it came from, so revoking that one (a
+        logout) revokes it too. Rights the scheme does not use are refused, as in a grant.
+        """
+        try:
+            res, want = ResourceName.parse(name), Rights.parse(rights)
+            if want:
+                check_rights(res, want)
+            with self._lock:
+                # The most specific capability covering the name with every right asked
+                # (choose_source's rule without its GRANT: the session never runs code).
+                held = [c for _, c in self._space(from_pid).items()
+                        if (c.rights & want) == want and c.resource.covers(res)]
+                src = max(held, key=lambda c: len(str(c.resource)), default=None)
+                if src is None:
+                    raise CapabilityDenied(
+                        f"{res}={want.format()}: not held by this session "
+                        f"(space {from_pid})")
+                cap = Capability(res, want, parent=src, badge=src.badge)
+                handle = self._space(to_pid).insert(cap)
+        except CapabilityError as exc:
+            self._deny("derive", from_pid, None, name, rights, exc, peer=to_pid)
+            raise
+        self.audit.record(
+            "grant", pid=to_pid, handle=handle, resource=res, rights=want, peer=from_pid,
+            reason=f"derived from cap #{src.id}", cap_id=cap.id,
+        )
+        return handle
+
     # -- moving ------------------------------------------------------------------------------
 
     def transfer(self, from_pid: int, handle: int, to_pid: int) -> int:
