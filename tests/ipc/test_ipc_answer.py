@@ -142,7 +142,7 @@ def test_both_rings_are_busy_meanwhile() -> None:
         started.set()
         try:
             result.append(kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 0.0))
-        except Exception as exc:  # noqa: BLE001 - reported through the list
+        except Exception as exc:
             result.append(exc)
 
     t = threading.Thread(target=serve)

@@ -39,11 +39,15 @@ def test_the_fast_answer_is_the_python_answer(kernel: Kernel) -> None:
     assert status == 0, err
     got = json.loads(out)
     pid = int(got["pid"])
-    assert got["exact"] == '{"id":5,"ok":true,"result":{"pid":%d}}' % pid
-    assert got["big id"] == '{"id":123456789012,"ok":true,"result":{"pid":%d}}' % pid
+
+    def reply(req_id: int) -> str:
+        return '{"id":' + str(req_id) + ',"ok":true,"result":{"pid":' + str(pid) + "}}"
+
+    assert got["exact"] == reply(5)
+    assert got["big id"] == reply(123456789012)
     # the Python path writes the same for the same request in another spelling
-    assert got["spaced"] == '{"id":6,"ok":true,"result":{"pid":%d}}' % pid
-    assert got["zero id"] == '{"id":0,"ok":true,"result":{"pid":%d}}' % pid
+    assert got["spaced"] == reply(6)
+    assert got["zero id"] == reply(0)
     # and still refuses what the row does not allow
     refusal = json.loads(got["extra arg"])
     assert refusal["ok"] is False and refusal["id"] == 7 and refusal["code"] != 0
