@@ -181,3 +181,18 @@ def test_bad_arguments_are_refused(bad: tuple[bytes, bytes, bytes, bytes, float]
     finally:
         kernel.close()
         app.close()
+
+
+def test_a_timeout_ends_an_empty_wait_as_recv_msg_does() -> None:
+    kernel, app = pair()
+    try:
+        with pytest.raises(TimeoutError):
+            kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 0.0, 0)
+        with pytest.raises(TimeoutError):
+            kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 1e6, 0.05)
+        app.tx.send(question(b"2"))  # answered, then the deadline: the count comes back
+        assert kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 1e6, 0.05) == 1
+        assert app.rx.recv() == A[0] + b"2" + A[1]
+    finally:
+        kernel.close()
+        app.close()

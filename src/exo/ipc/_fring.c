@@ -905,7 +905,7 @@ static int question_token(const uint8_t *p, uint64_t n, const Py_buffer *pre, co
 }
 
 /* recv_msg_or_answer(tx, question_prefix, question_suffix, answer_prefix, answer_suffix,
- * budget_us): recv_msg, except that every message that is exactly question_prefix + token
+ * budget_us, timeout=None): recv_msg, except that every message that is exactly question_prefix + token
  * + question_suffix (inline, no handles; token as question_token says) is answered on
  * `tx` with answer_prefix + token + answer_suffix and consumed, all without the GIL: a
  * request/reply channel's constant answers (the kernel's null syscall) cost no Python
@@ -917,11 +917,13 @@ static PyObject *ring_recv_msg_or_answer(Ring *r, PyObject *args) {
     Ring *tx;
     Py_buffer qp, qs, ap, as;
     double budget_us;
-    if (!PyArg_ParseTuple(args, "O!y*y*y*y*d:recv_msg_or_answer", &RingType, &tx, &qp, &qs, &ap,
-                          &as, &budget_us))
+    PyObject *timeout = NULL;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*y*d|O:recv_msg_or_answer", &RingType, &tx, &qp, &qs,
+                          &ap, &as, &budget_us, &timeout))
         return NULL;
     PyObject *res = NULL;
-    if (check_consumer(r) < 0 || check_producer(tx) < 0)
+    int64_t deadline;
+    if (check_consumer(r) < 0 || check_producer(tx) < 0 || parse_timeout(timeout, &deadline) < 0)
         goto out;
     if (tx == r) {
         PyErr_SetString(PyExc_ValueError, "tx must be another ring");
@@ -934,22 +936,30 @@ static PyObject *ring_recv_msg_or_answer(Ring *r, PyObject *args) {
         goto out;
     }
     long answered = 0;
-    int spent = 0; /* the budget ran out (after an answer) */
+    int spent = 0;     /* the budget ran out (after an answer) */
+    int timed_out = 0; /* the deadline passed with nothing to read */
+    uint8_t q[FR_INLINE]; /* the question, copied: the peer may rewrite its slot meanwhile */
     int64_t budget_ns = (int64_t)(budget_us * 1000.0), until = 0;
     uint8_t reply[FR_INLINE];
     r->busy = tx->busy = 1;
     r->nogil = tx->nogil = 1;
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
-        int64_t avail = fr_await_data(&r->e, INT64_MAX);
+        int64_t avail = fr_await_data(&r->e, deadline);
+        if (avail == FR_ETIMEDOUT) {
+            timed_out = 1;
+            break;
+        }
         if (avail <= 0)
             break; /* closed, died, corrupt: recv_msg below says it as usual */
         uint32_t av = (uint32_t)avail;
         fr_msg_t m;
         const uint8_t *tok;
         size_t tlen;
-        if (fr_decode_msg(&r->e, &av, &m) < 0 || m.zc || m.nh ||
-            !question_token(m.ptr, m.len, &qp, &qs, &tok, &tlen) ||
+        if (fr_decode_msg(&r->e, &av, &m) < 0 || m.zc || m.nh || m.len > FR_INLINE)
+            break; /* anything else is recv_msg's (and its caller's) */
+        memcpy(q, m.ptr, (size_t)m.len);
+        if (!question_token(q, m.len, &qp, &qs, &tok, &tlen) ||
             (size_t)ap.len + tlen + (size_t)as.len > FR_INLINE)
             break; /* anything else is recv_msg's (and its caller's) */
         /* room for the answer now, or recv_msg's caller answers (and waits) as usual */
@@ -981,7 +991,12 @@ static PyObject *ring_recv_msg_or_answer(Ring *r, PyObject *args) {
     PyEval_RestoreThread(ts);
     r->nogil = tx->nogil = 0;
     r->busy = tx->busy = 0;
-    res = spent ? PyLong_FromLong(answered) : recv_common(r, NULL, 0, NULL, 1);
+    if (spent)
+        res = PyLong_FromLong(answered);
+    else if (timed_out)
+        res = answered ? PyLong_FromLong(answered) : (raise_fr(r, FR_ETIMEDOUT, "recv"), NULL);
+    else
+        res = recv_common(r, NULL, 0, NULL, 1); /* the message (or condition) is there now */
 out:
     PyBuffer_Release(&qp);
     PyBuffer_Release(&qs);
@@ -1462,7 +1477,7 @@ static PyMethodDef ring_methods[] = {
      "recv_msg(timeout=None) -> (data, handles)."},
     {"recv_msg_or_answer", (PyCFunction)ring_recv_msg_or_answer, METH_VARARGS,
      "recv_msg_or_answer(tx, question_prefix, question_suffix, answer_prefix, answer_suffix, "
-     "budget_us) -> int answered | (data, handles)."},
+     "budget_us, timeout=None) -> int answered | (data, handles)."},
     {"recv_batch", (PyCFunction)(void (*)(void))ring_recv_batch, METH_FASTCALL | METH_KEYWORDS,
      "recv_batch(max=16, timeout=None) -> list of available messages (at least one)."},
     {"recv_batch_into", (PyCFunction)(void (*)(void))ring_recv_batch_into,

@@ -54,6 +54,7 @@ class Ring:
         answer_prefix: bytes,
         answer_suffix: bytes,
         budget_us: float,
+        timeout: float | None = None,
     ) -> int | tuple[Message, tuple[int, ...]]: ...
     def recv_batch(self, max: int = 16, timeout: float | None = None) -> list[Message]: ...
     def recv_batch_into(
