@@ -4,8 +4,8 @@ Each input overwrites a region of a ring's shared memory — header indices, slo
 return queue and its indices, whatever the fuzzer picks — exactly as a hostile peer may,
 then drives both validators: the consumer's (recv, recv_batch, recv_batch_into,
 recv_msg_or_answer, and the releases that push returns) and the producer's
-(drain_returns, send with zero-copy blocks outstanding). Any exception other than the documented ones, a crash or a hang is
-a finding; every 1000 inputs the producer's segment must pass `check()` with no block
+(drain_returns, send with zero-copy blocks outstanding). Any exception other than the
+documented ones, a crash or a hang is a finding; every 1000 inputs the producer's segment must pass `check()` with no block
 leaked once the ring is torn down.
 
     .venv/bin/pip install -e '.[fuzz]'
