@@ -5,8 +5,8 @@ return queue and its indices, whatever the fuzzer picks — exactly as a hostile
 then drives both validators: the consumer's (recv, recv_batch, recv_batch_into,
 recv_msg_or_answer, and the releases that push returns) and the producer's
 (drain_returns, send with zero-copy blocks outstanding). Any exception other than the
-documented ones, a crash or a hang is a finding; every 1000 inputs the producer's segment must pass `check()` with no block
-leaked once the ring is torn down.
+documented ones, a crash or a hang is a finding; every 1000 inputs the producer's
+segment must pass `check()` with no block leaked once the ring is torn down.
 
     .venv/bin/pip install -e '.[fuzz]'
     .venv/bin/python fuzz/fuzz_ring.py            # 1,000,000 runs -> bench/results/fuzz_ring.json
