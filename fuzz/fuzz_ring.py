@@ -2,11 +2,11 @@
 
 Each input overwrites a region of a ring's shared memory — header indices, slots, the
 return queue and its indices, whatever the fuzzer picks — exactly as a hostile peer may,
-then drives both validators: the consumer's (recv, recv_batch, recv_batch_into, and the
-releases that push returns) and the producer's (drain_returns, send with zero-copy
-blocks outstanding). Any exception other than the documented ones, a crash or a hang is
-a finding; every 1000 inputs the producer's segment must pass `check()` with no block
-leaked once the ring is torn down.
+then drives both validators: the consumer's (recv, recv_batch, recv_batch_into,
+recv_msg_or_answer, and the releases that push returns) and the producer's
+(drain_returns, send with zero-copy blocks outstanding). Any exception other than the
+documented ones, a crash or a hang is a finding; every 1000 inputs the producer's
+segment must pass `check()` with no block leaked once the ring is torn down.
 
     .venv/bin/pip install -e '.[fuzz]'
     .venv/bin/python fuzz/fuzz_ring.py            # 1,000,000 runs -> bench/results/fuzz_ring.json
@@ -49,6 +49,9 @@ SIZE = ring_size(CAP)
 EXPECTED = (ProtocolError, IpcError, TimeoutError, EOFError, ConnectionError, ValueError)
 
 _buf = mmap.mmap(-1, SIZE)
+_answers = mmap.mmap(-1, SIZE)  # recv_msg_or_answer's reply ring (honest: the kernel's own)
+QUESTION = (b'{"id":', b',"op":"getpid","args":{}}')
+ANSWER = (b'{"id":', b',"ok":true,"result":{"pid":7}}')
 _pool = SharedPool.create(1 << 16)
 _out = bytearray(4096)
 _lens = array("I", bytes(4 * 16))
@@ -114,6 +117,9 @@ def one_input(data: bytes) -> None:
     prod.send(b"a" * 100)
     prod.send(b"b" * 700)
     prod.send(b"inline")
+    prod.send(QUESTION[0] + b"12" + QUESTION[1])
+    _fring.init_header(_answers, CAP)
+    tx = _fring.Ring(_answers, 0)
     blk = cons.recv(timeout=0)
     if not isinstance(blk, bytes):
         blk.release()
@@ -122,7 +128,7 @@ def one_input(data: bytes) -> None:
         at = struct.unpack_from("<H", data)[0] % SIZE
         payload = data[2 : 2 + SIZE - at]
         _buf[at : at + len(payload)] = payload
-    for op in (0, 1, 2, 3, 4, 5):
+    for op in (6, 0, 1, 2, 3, 4, 5, 6):
         try:
             if op == 0:
                 got: Any = cons.recv(timeout=0)
@@ -138,14 +144,19 @@ def one_input(data: bytes) -> None:
                 prod.drain_returns()
             elif op == 4:
                 prod.send(b"c" * 300, timeout=0)
-            else:
+            elif op == 5:
                 cons.recv_msg(timeout=0)
+            else:  # the kernel's null-syscall answerer reads the same hostile memory
+                got = cons.recv_msg_or_answer(tx, *QUESTION, *ANSWER, 0.0, 0)
+                if isinstance(got, tuple) and not isinstance(got[0], bytes):
+                    got[0].release()
         except EXPECTED as exc:
             _classify(op, exc)
     # tear down: the consumer leaves, so the producer takes back every block still out
     struct.pack_into("<I", _buf, 192 + 4, 1)  # cons_closed
     cons._shutdown(False)
     prod._shutdown(True)
+    tx._shutdown(False)
     _count[0] += 1
     if _count[0] % 1000 == 0:
         _pool.check()

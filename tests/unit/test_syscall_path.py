@@ -58,6 +58,24 @@ def test_the_kernels_decoder_is_stricter_never_looser() -> None:
         decode_request(many, syscalls._decode)
 
 
+def test_the_value_bound_is_exact_at_its_edge() -> None:
+    """The one-pass count refuses exactly what the three counts refused: a request with
+    MAX_REQUEST_VALUES value-opening bytes passes the scan, one more is refused, whichever
+    of the three bytes (in strings too) makes up the count."""
+    from exo.abi import MAX_REQUEST_VALUES
+
+    head = b'{"id":1,"op":"x","args":{"a":"'  # two '{' and two ',' of its own
+    for byte in (b",", b"[", b"{"):
+        for extra, refused in ((0, False), (1, True)):
+            body = byte * (MAX_REQUEST_VALUES - 4 + extra)
+            raw = head + body + b'"}}'
+            if refused:
+                with pytest.raises(ProtocolError, match="JSON values"):
+                    decode_request(raw, syscalls._decode)
+            else:
+                assert decode_request(raw, syscalls._decode)["args"]["a"] == body.decode()
+
+
 @pytest.mark.parametrize("obj", [
     {"id": 1, "ok": True, "result": {"pid": 7}},
     {"id": None, "ok": False, "error": "X", "message": "\u00e9 \udcff \"q\""},

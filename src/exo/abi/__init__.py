@@ -88,15 +88,21 @@ def decode_message(data: bytes, loads: Callable[[bytes], Any] | None = None
     return obj
 
 
+#: The bytes that open or separate JSON values (``decode_request`` counts them).
+_VALUE_BYTES = b",[{"
+
+
 def decode_request(data: bytes, loads: Callable[[bytes], Any] | None = None
                    ) -> dict[str, Any]:
     """``decode_message`` for what an app sends the kernel: bounded in what it costs.
 
-    Counting the bytes that open or separate JSON values is a C-speed scan (~10 µs for
-    64 KiB) and an upper bound on the values (commas inside strings count too, which
-    only errs on the safe side)."""
+    Counting the bytes that open or separate JSON values is an upper bound on the values
+    (commas inside strings count too, which only errs on the safe side). It is one
+    C-speed pass (``translate`` deleting them): three ``count`` calls were three passes,
+    ~115 µs for a 60 KiB name against ~25-90 µs, and more than msgspec's whole decode
+    (~25 µs), all with the interpreter lock held while other processes wait for it."""
     if len(data) > 256:  # small requests cannot hold many values: skip the scan
-        values = data.count(b",") + data.count(b"[") + data.count(b"{")
+        values = len(data) - len(data.translate(None, _VALUE_BYTES))
         if values > MAX_REQUEST_VALUES:
             raise ProtocolError(f"request holds more than {MAX_REQUEST_VALUES} JSON values")
     return decode_message(data, loads)

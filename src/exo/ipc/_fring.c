@@ -35,6 +35,7 @@ typedef struct {
 } Block;
 
 static PyTypeObject BlockType;
+static PyTypeObject RingType;
 
 /* ------------------------------------------------------------------ Ring */
 
@@ -48,6 +49,7 @@ typedef struct Ring {
     PyObject *pool_alloc, *pool_free, *pool_returned;
     Py_ssize_t blocks_out;
     int busy;            /* a thread is inside a call that released the GIL */
+    int nogil;           /* recv_msg_or_answer holds no GIL around the protocol's waits */
     int closed;
     PyThreadState *ts;   /* the thread state saved while the protocol waits */
 } Ring;
@@ -118,19 +120,27 @@ static PyObject *call_u64(PyObject *fn, uint64_t v) {
  * busy (a second thread using it meanwhile gets RuntimeError, not a corrupt ring). */
 static void gil_release(struct fr_end *e) {
     Ring *r = e->user;
+    if (r->nogil)
+        return; /* released already, for the whole call */
     r->busy = 1;
     r->ts = PyEval_SaveThread();
 }
 
 static void gil_acquire(struct fr_end *e) {
     Ring *r = e->user;
+    if (r->nogil)
+        return;
     PyEval_RestoreThread(r->ts);
     r->ts = NULL;
     r->busy = 0;
 }
 
 /* Between ticks of a wait (the GIL held): a signal handler that raised ends the wait. */
-static int signalled(struct fr_end *e) { return PyErr_CheckSignals() < 0; }
+static int signalled(struct fr_end *e) {
+    /* without the GIL (recv_msg_or_answer) no signal can be looked at: the serving thread
+     * that uses it is never the main thread, which alone runs signal handlers */
+    return ((Ring *)e->user)->nogil ? 0 : PyErr_CheckSignals() < 0;
+}
 
 /* A block of the producer's pool goes back to its allocator (free_returned for one the
  * consumer returned, free for one reclaimed).  Called from the protocol's drain with the
@@ -874,6 +884,127 @@ static PyObject *ring_recv_msg(Ring *r, PyObject *const *a, Py_ssize_t n, PyObje
     return recv_common(r, a, n, k, 1);
 }
 
+/* The token of a question: 1-18 decimal digits, no leading zero (the canonical form of a
+ * JSON integer that fits 64 bits, so echoing it writes what an encoder would). */
+static int question_token(const uint8_t *p, uint64_t n, const Py_buffer *pre, const Py_buffer *suf,
+                          const uint8_t **tok, size_t *tlen) {
+    size_t a = (size_t)pre->len, b = (size_t)suf->len;
+    if (n < a + b + 1 || n > a + b + 18 || memcmp(p, pre->buf, a) != 0 ||
+        memcmp(p + n - b, suf->buf, b) != 0)
+        return 0;
+    size_t k = (size_t)n - a - b;
+    const uint8_t *d = p + a;
+    if (k > 1 && d[0] == '0')
+        return 0;
+    for (size_t i = 0; i < k; i++)
+        if (d[i] < '0' || d[i] > '9')
+            return 0;
+    *tok = d;
+    *tlen = k;
+    return 1;
+}
+
+/* recv_msg_or_answer(tx, question_prefix, question_suffix, answer_prefix, answer_suffix,
+ * budget_us, timeout=None): recv_msg, except that every message that is exactly question_prefix + token
+ * + question_suffix (inline, no handles; token as question_token says) is answered on
+ * `tx` with answer_prefix + token + answer_suffix and consumed, all without the GIL: a
+ * request/reply channel's constant answers (the kernel's null syscall) cost no Python
+ * and wait for no other thread.  Returns the number answered (an int) once budget_us has
+ * passed since the first answer (the caller's turn to account for them), or, at the first
+ * other message or condition, exactly what recv_msg() returns or raises for it.  Both
+ * rings are busy meanwhile (another thread using or closing either gets RuntimeError). */
+static PyObject *ring_recv_msg_or_answer(Ring *r, PyObject *args) {
+    Ring *tx;
+    Py_buffer qp, qs, ap, as;
+    double budget_us;
+    PyObject *timeout = NULL;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*y*d|O:recv_msg_or_answer", &RingType, &tx, &qp, &qs,
+                          &ap, &as, &budget_us, &timeout))
+        return NULL;
+    PyObject *res = NULL;
+    int64_t deadline;
+    if (check_consumer(r) < 0 || check_producer(tx) < 0 || parse_timeout(timeout, &deadline) < 0)
+        goto out;
+    if (tx == r) {
+        PyErr_SetString(PyExc_ValueError, "tx must be another ring");
+        goto out;
+    }
+    if ((size_t)ap.len + (size_t)as.len + 1 > FR_INLINE || qp.len < 1 || qs.len < 1 ||
+        !(budget_us >= 0 && budget_us <= 1e6)) {
+        PyErr_SetString(PyExc_ValueError, "answers must fit one inline slot; questions need "
+                                          "a prefix and a suffix; budget_us within [0, 1e6]");
+        goto out;
+    }
+    long answered = 0;
+    int spent = 0;     /* the budget ran out (after an answer) */
+    int timed_out = 0; /* the deadline passed with nothing to read */
+    uint8_t q[FR_INLINE]; /* the question, copied: the peer may rewrite its slot meanwhile */
+    int64_t budget_ns = (int64_t)(budget_us * 1000.0), until = 0;
+    uint8_t reply[FR_INLINE];
+    r->busy = tx->busy = 1;
+    r->nogil = tx->nogil = 1;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (;;) {
+        int64_t avail = fr_await_data(&r->e, deadline);
+        if (avail == FR_ETIMEDOUT) {
+            timed_out = 1;
+            break;
+        }
+        if (avail <= 0)
+            break; /* closed, died, corrupt: recv_msg below says it as usual */
+        uint32_t av = (uint32_t)avail;
+        fr_msg_t m;
+        const uint8_t *tok;
+        size_t tlen;
+        if (fr_decode_msg(&r->e, &av, &m) < 0 || m.zc || m.nh || m.len > FR_INLINE)
+            break; /* anything else is recv_msg's (and its caller's) */
+        memcpy(q, m.ptr, (size_t)m.len);
+        if (!question_token(q, m.len, &qp, &qs, &tok, &tlen) ||
+            (size_t)ap.len + tlen + (size_t)as.len > FR_INLINE)
+            break; /* anything else is recv_msg's (and its caller's) */
+        /* room for the answer now, or recv_msg's caller answers (and waits) as usual */
+        uint32_t h = atomic_load_explicit(&tx->e.hdr->head, memory_order_acquire);
+        uint32_t used = tx->e.pos - h;
+        if (used >= tx->e.cap || atomic_load_explicit(&tx->e.hdr->cons_closed, memory_order_relaxed))
+            break;
+        tx->e.cached = h;
+        size_t n = 0;
+        memcpy(reply, ap.buf, (size_t)ap.len);
+        n += (size_t)ap.len;
+        memcpy(reply + n, tok, tlen);
+        n += tlen;
+        memcpy(reply + n, as.buf, (size_t)as.len);
+        n += (size_t)as.len;
+        fr_take(&r->e, &m); /* the question's slot is read: free it before answering */
+        fr_consume(&r->e, 1);
+        struct fr_msg out = {0, (uint32_t)n, reply, 0, 0};
+        fr_write_msg(&tx->e, &out, NULL, 0);
+        fr_publish(&tx->e, 1);
+        int64_t now = fr_now_ns();
+        if (answered++ == 0)
+            until = now + budget_ns;
+        if (now >= until) {
+            spent = 1;
+            break;
+        }
+    }
+    PyEval_RestoreThread(ts);
+    r->nogil = tx->nogil = 0;
+    r->busy = tx->busy = 0;
+    if (spent)
+        res = PyLong_FromLong(answered);
+    else if (timed_out)
+        res = answered ? PyLong_FromLong(answered) : (raise_fr(r, FR_ETIMEDOUT, "recv"), NULL);
+    else
+        res = recv_common(r, NULL, 0, NULL, 1); /* the message (or condition) is there now */
+out:
+    PyBuffer_Release(&qp);
+    PyBuffer_Release(&qs);
+    PyBuffer_Release(&ap);
+    PyBuffer_Release(&as);
+    return res;
+}
+
 /* Batch receive prologue: wait for one message, then count everything published. */
 static int64_t batch_avail(Ring *r, int64_t deadline) {
     int64_t avail = fr_batch_avail(&r->e, deadline);
@@ -1344,6 +1475,9 @@ static PyMethodDef ring_methods[] = {
      "recv(timeout=None) -> bytes (inline) or Block (zero-copy)."},
     {"recv_msg", (PyCFunction)(void (*)(void))ring_recv_msg, METH_FASTCALL | METH_KEYWORDS,
      "recv_msg(timeout=None) -> (data, handles)."},
+    {"recv_msg_or_answer", (PyCFunction)ring_recv_msg_or_answer, METH_VARARGS,
+     "recv_msg_or_answer(tx, question_prefix, question_suffix, answer_prefix, answer_suffix, "
+     "budget_us, timeout=None) -> int answered | (data, handles)."},
     {"recv_batch", (PyCFunction)(void (*)(void))ring_recv_batch, METH_FASTCALL | METH_KEYWORDS,
      "recv_batch(max=16, timeout=None) -> list of available messages (at least one)."},
     {"recv_batch_into", (PyCFunction)(void (*)(void))ring_recv_batch_into,

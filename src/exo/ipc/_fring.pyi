@@ -46,6 +46,16 @@ class Ring:
     def loan(self, nbytes: int) -> Block: ...
     def recv(self, timeout: float | None = None) -> Message: ...
     def recv_msg(self, timeout: float | None = None) -> tuple[Message, tuple[int, ...]]: ...
+    def recv_msg_or_answer(
+        self,
+        tx: Ring,
+        question_prefix: bytes,
+        question_suffix: bytes,
+        answer_prefix: bytes,
+        answer_suffix: bytes,
+        budget_us: float,
+        timeout: float | None = None,
+    ) -> int | tuple[Message, tuple[int, ...]]: ...
     def recv_batch(self, max: int = 16, timeout: float | None = None) -> list[Message]: ...
     def recv_batch_into(
         self,
