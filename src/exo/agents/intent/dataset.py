@@ -94,11 +94,13 @@ def expand(intent: str, lang: str, template: str, values: dict[str, Any],
         if len(out) == count:
             break
         slots: dict[str, str] = {}
+        allowed = set(BY_NAME[intent].slots) | set(BY_NAME[intent].optional)
         text = template
         for name in names:
             surface, gold = rng.choice(_choices(values, name, lang))
             text = text.replace("{" + name + "}", surface, 1)
-            slots[values["slots"][name]] = gold
+            if values["slots"][name] in allowed:
+                slots[values["slots"][name]] = gold
         if text not in seen:
             seen.add(text)
             out.append(Example(text, intent, lang, slots, template))

@@ -21,7 +21,7 @@ from exo.agents.intents import Intent
 
 #: Below this classifier probability the parser answers ``unknown`` (the assistant asks
 #: back). Chosen on the project's own held-out templates (bench/ai.py reports them).
-CONFIDENCE_THRESHOLD = 0.35
+CONFIDENCE_THRESHOLD = 0.2
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -198,7 +198,9 @@ _QUERY_LEADS = tuple(re.compile(p, re.IGNORECASE) for p in (
     r"^(?:est-ce que\s+)?(.+?)\s+(?:est-il|existe-t-il|est|existe)\s+(?:disponible|en paquet)",
     r"\b(?:gives?|offers?|propose|proposent|fournit)\s+(?:me\s+)?(.+)$",
     r"\blook\s+up\s+(.+)$",
-    r"\bpackages?\s+(?:for|providing|that provides?|with)\s+(.+)$",
+    r"\bpackages?\s+(?:for|providing|that provides?|with|matching|related to|about|called|"
+    r"named)\s+(.+)$",
+    r"\bpaquets?\s+(?:correspondant [àa]|li[ée]s [àa]|appel[ée]s?|nomm[ée]s?)\s+(.+)$",
     r"\bpaquets?\s+(?:pour|de|d'|qui fourni\w*)\s*(.+)$",
     r"\bpackages?\s+(?:provide|offer)s?\s+(.+)$",
     r"\bpaquets?\s+(?:fourni\w*)\s+(.+)$",
