@@ -4,7 +4,7 @@ multinomial logistic regression), trained by the project on data/ and cached.
 Choice (issue 15 "built at install time or on first use"): trained on first use and cached
 under ``$XDG_CACHE_HOME/exo-os`` (or ``~/.cache/exo-os``), keyed by a hash of the data files
 and of this feature code, so editing the data retrains by itself; ``python -m
-exo.agents.intent.model`` builds it ahead of time (``make setup`` does). Nothing is
+exo.agents.intent`` builds it ahead of time (``make setup`` does). Nothing is
 downloaded. scikit-learn trains; the cache holds plain arrays (``.npz``, loaded with
 ``allow_pickle=False``, so a cache file can never run code) and inference is the same
 arithmetic in numpy: TF-IDF rows with sublinear tf and l2 norm, a dot product and a
@@ -169,11 +169,8 @@ def load_or_train() -> IntentModel:
 
 
 def main() -> None:
-    """``python -m exo.agents.intent.model``: build the cache ahead of first use."""
+    """``python -m exo.agents.intent``: build the cache ahead of first use."""
     model = load_or_train()
     print(f"intent model ready: {cache_path()} ({len(model.index)} features, "
           f"{len(model.classes)} classes)")
 
-
-if __name__ == "__main__":
-    main()
