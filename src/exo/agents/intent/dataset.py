@@ -116,7 +116,7 @@ def slot_value_words() -> set[str]:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            for key, value in node.items():
+            for value in node.values():
                 if isinstance(value, str):
                     words.update(fold(value).split())
                 walk(value)

@@ -10,7 +10,7 @@ import re
 
 from exo.agents.intent.normalise import fold
 
-_FR = frozenset("""
+_FR = frozenset(str.split("""
 le la les l un une des du de d au aux et ou est sont suis es ai as a-t-il quel quelle quels
 quelles qui que qu quoi combien comment pourquoi ou où mon ma mes ton ta tes son sa ses
 ce cette ces je tu il elle nous vous ils moi toi sur dans pour avec sans pas ne plus tout
@@ -23,15 +23,15 @@ qu'est-ce quelle lance ferme termine stoppe ajoute efface actualise restaure ré
 charge processus en me faut il installer installe-moi recherche localise extinction appelle
 convertis bonne nuit pleine puissance performances maximales aide-moi peux vous-pouvez
 depuis quand temps fonctionnement espace libre utilisée utilisé occupé chargé quand
-""".split())
-_EN = frozenset("""
+"""))
+_EN = frozenset(str.split("""
 the a an and or is are am was what what's which who how why where when my your his her its
 this that these those i you it we they me on in for with without not no all any of to from
 please show list display give install remove uninstall kill stop terminate shut down find
 search update upgrade revoke help memory processor usage disk network package file driver
 capabilities rights status system machine computer can could would do does did there left
 free used much many running process processes switch turn off mode save power use need
-""".split())
+"""))
 _FR_CHARS = re.compile(r"[éèêàùâîôûçœë]")
 _WORD = re.compile(r"[\w'-]+")
 

@@ -14,7 +14,9 @@ tests/unit/agents/test_intent_model.py checks the two agree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import math
 import os
 import tempfile
@@ -44,7 +46,7 @@ def features(text: str) -> list[str]:
         for n in range(2, 6):
             out.extend(padded[i:i + n] for i in range(max(0, len(padded) - n + 1)))
     out.extend("w:" + w for w in words)
-    out.extend(f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False))
+    out.extend(f"b:{a} {b}" for a, b in itertools.pairwise(words))
     return out[:_MAX_FEATURES_PER_SENTENCE]
 
 
@@ -161,10 +163,8 @@ def load_or_train() -> IntentModel:
             pass  # absent, stale or damaged: train again
         train_set, _ = dataset.load()
         model = train(train_set)
-        try:
+        with contextlib.suppress(OSError):  # read-only home: keep it in memory
             model.save(path)
-        except OSError:
-            pass  # read-only home: keep the model in memory for this process
         return model
 
 

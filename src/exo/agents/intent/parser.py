@@ -79,7 +79,7 @@ class Parser:
         ranked = self._rank(sentence)
         name, confidence = ranked[0]
         if name == "unknown" or confidence < CONFIDENCE_THRESHOLD:
-            return Intent("unknown", {}, confidence if name == "unknown" else confidence, lang)
+            return Intent("unknown", {}, confidence, lang)
         return Intent(name, extract(name, sentence, self._modules), confidence, lang)
 
     def candidates(self, text: str, k: int = 3) -> list[tuple[str, float]]:

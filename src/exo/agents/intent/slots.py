@@ -32,8 +32,12 @@ _PID_RE = re.compile(r"(?<![\w.:/-])(\d{1,9})(?![\w.:/-])")
 _QUOTED_RE = re.compile(r"[\"«“']([^\"»”']{1,255})[\"»”']")
 _POSSESSIVE_RE = re.compile(r"([A-Za-z_][\w.+-]*)'s\b")
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(fold(w) for w in text.split())
+
+
 # Words that are never a slot value (articles, fillers, the nouns around the value).
-_FILLER = frozenset(fold(w) for w in """
+_FILLER = _words("""
 the a an my this that these those its all any some every everything anything it them me
 process processes program programs programme task app application pid processus tâche
 package packages paquet paquets software logiciel logiciels lib library
@@ -47,35 +51,35 @@ capability capabilities capacité capacités access accès acces rights droits p
 permissions its their leur leurs ses what quoi which quel quelle who qui
 can you could would will peux-tu pouvez-vous tu vous i je j il me need want
 is are be est sont do does did have has a-t-il ai avoir off anymore plus and et n'
-""".split())
+""")
 
-_KILL_VERBS = frozenset(fold(w) for w in """kill terminate stop end quit close tue termine
-quitte quitter tue-le murder abort interromps interrompre sigkill sigterm
-arrete arrête arrêter arreter arrêt arret stoppe stopper ferme fermer kill tuer terminer finish""".split())
-_INSTALL_VERBS = frozenset(fold(w) for w in """install installe installer installe-moi add
+_KILL_VERBS = _words("""kill terminate stop end quit close tue termine
+quitte quitter tue-le murder abort interromps interrompre sigkill sigterm arrete arrête
+arrêter arreter arrêt arret stoppe stopper ferme fermer kill tuer terminer finish""")
+_INSTALL_VERBS = _words("""install installe installer installe-moi add
 ajoute ajouter need needs want get setup set besoin faut mets mettre download télécharge
-put deploy déploie déployer grab fetch récupère installation""".split())
-_REMOVE_VERBS = frozenset(fold(w) for w in """remove uninstall delete purge rid supprime
+put deploy déploie déployer grab fetch récupère installation""")
+_REMOVE_VERBS = _words("""remove uninstall delete purge rid supprime
 supprimer désinstalle désinstaller enlève enlever retire retirer efface effacer take
 need besoin erase drop wipe vire virer débarrasser desinstallation désinstallation
-supprime-le""".split())
-_UPGRADE_VERBS = frozenset(fold(w) for w in """upgrade update updating upgrading actualise
-actualiser jour niveau passe refresh of de""".split())
+supprime-le""")
+_UPGRADE_VERBS = _words("""upgrade update updating upgrading actualise
+actualiser jour niveau passe refresh of de""")
 #: Words of the sentences around slot values: never taken as a package, process or file name
 #: when a rule falls back to "the first word that is not an ordinary word".
-_COMMON = frozenset(fold(w) for w in """
+_COMMON = _words("""
 make sure use using used date est bloque bloqué sert needed not it le-la les-la it's
 please merci ok okay just only also then so now again still already right there here
 ne pas plus jamais encore aussi alors donc bien très tres vraiment
 want veux voudrais aimerais souhaite like would should must dois doit faut
 run running tourne lance launch start démarre program logiciel software tool outil
 up jour à a au en sur sous dans by the that qui que quoi est sont is are was
-""".split())
+""")
 
-_FIND_VERBS = frozenset(fold(w) for w in """find locate where named called file fichier
-trouve trouver localise cherche chercher nommé appelé est mis put""".split())
-_TARGET_TRIGGERS: frozenset[str] = frozenset(fold(w) for w in """of from to for can process processus pid
-de du à a has have does off revoke révoque revoquer withdraw coupe""".split())
+_FIND_VERBS = _words("""find locate where named called file fichier
+trouve trouver localise cherche chercher nommé appelé est mis put""")
+_TARGET_TRIGGERS = _words("""of from to for can process processus pid de du à a has have
+does off revoke révoque revoquer withdraw coupe""")
 
 _ALL_VERBS = _KILL_VERBS | _INSTALL_VERBS | _REMOVE_VERBS | _UPGRADE_VERBS | _FIND_VERBS | \
     _TARGET_TRIGGERS
@@ -213,7 +217,8 @@ _QUERY_LEADS = tuple(re.compile(p, re.IGNORECASE) for p in (
     r"\b(?:search|find|trouve)\s+(.+)$",
 ))
 _QUERY_TAIL = re.compile(
-    r"\s*(?:\b(?:in|dans)\s+(?:the|le|les)\s+(?:repo\w*|d[ée]p[ôo]ts?|paquets|packages)\b|\bpackages?\b|\bpaquets?\b|\bin the repositor(?:y|ies)\b|\bdans les d[ée]p[ôo]ts\b|"
+    r"\s*(?:\b(?:in|dans)\s+(?:the|le|les)\s+(?:repo\w*|d[ée]p[ôo]ts?|paquets|packages)\b|"
+    r"\bpackages?\b|\bpaquets?\b|\bin the repositor(?:y|ies)\b|\bdans les d[ée]p[ôo]ts\b|"
     r"\bon the repos?\b|\bplease\b|\bs'il te pla[iî]t\b|[?!.])\s*$", re.IGNORECASE)
 _QUERY_ARTICLE = re.compile(r"^(?:(?:an?|the|some|un|une|des|de|du|le|la|les)\s+|d'\s*)+",
                             re.IGNORECASE)
