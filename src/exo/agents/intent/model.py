@@ -117,10 +117,15 @@ def train(examples: list[dataset.Example]) -> IntentModel:
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise ModelError("the intent model needs scikit-learn to be trained: "
                          "pip install scikit-learn") from exc
+    from threadpoolctl import threadpool_limits
+
     vectorizer = TfidfVectorizer(analyzer=features, sublinear_tf=True, norm="l2")
     matrix = vectorizer.fit_transform([e.text for e in examples])
     classifier = LogisticRegression(C=20.0, max_iter=3000, class_weight="balanced")
-    classifier.fit(matrix, [e.intent for e in examples])
+    # One BLAS thread: on a small busy machine (2 cores, neighbours' tests) a thread per
+    # core made lbfgs 5x slower, not faster.
+    with threadpool_limits(1):
+        classifier.fit(matrix, [e.intent for e in examples])
     vocab = np.empty(len(vectorizer.vocabulary_), dtype=object)
     for feature, i in vectorizer.vocabulary_.items():
         vocab[i] = feature
@@ -133,10 +138,12 @@ def sklearn_pipeline(examples: list[dataset.Example]) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
 
     pipe = make_pipeline(TfidfVectorizer(analyzer=features, sublinear_tf=True, norm="l2"),
                          LogisticRegression(C=20.0, max_iter=3000, class_weight="balanced"))
-    pipe.fit([e.text for e in examples], [e.intent for e in examples])
+    with threadpool_limits(1):
+        pipe.fit([e.text for e in examples], [e.intent for e in examples])
     return pipe
 
 
