@@ -67,7 +67,7 @@ def test_arrays_that_do_not_fit_are_refused() -> None:
 
 
 def test_training_data_covers_every_intent_in_both_languages() -> None:
-    train_set, heldout = dataset.load()
+    train_set, _ = dataset.load()
     for spec in CATALOGUE:
         for lang in ("en", "fr"):
             assert any(e.intent == spec.name and e.lang == lang for e in train_set), \
