@@ -47,7 +47,8 @@ class _SentenceGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_SentenceGroup, invoke_without_command=True)
+@click.group(cls=_SentenceGroup, invoke_without_command=True,
+             subcommand_metavar="SENTENCE | COMMAND [ARGS]...")
 @click.option("--voice", is_flag=True, help="Listen once on the microphone for the question.")
 @click.pass_context
 def ai(ctx: click.Context, voice: bool) -> None:

@@ -31,6 +31,9 @@ from exo.agents.intent.slots import MODULE_ALIASES, extract, resolve_module
     ("fs.find", "where did I put todo.md", {"name": "todo.md"}),
     ("fs.find", "find a file called 'quarterly report'", {"name": "quarterly report"}),
     ("sys.cpu_usage", "what is the cpu usage of process 42", {}),
+    ("module.upgrade", "Move the net driver to 4.0.1.", {"module": "net/loop",
+                                                         "version": "4.0.1"}),
+    ("pkg.search", 'search for "http client"', {"query": "http client"}),
 ])
 def test_slot_rules(intent: str, text: str, slots: dict[str, str]) -> None:
     assert extract(intent, text) == slots

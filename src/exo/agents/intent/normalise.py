@@ -17,7 +17,7 @@ MAX_CHARS = 1000
 CAP_URI_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;'\"()<>]*", re.IGNORECASE)
 MODULE_PATH_RE = re.compile(r"(?<![\w/.:])([a-z][a-z0-9_-]*/[a-z0-9][a-z0-9_.-]*)(?![\w/])",
                             re.IGNORECASE)
-VERSION_RE = re.compile(r"(?<![\w.])v?(\d+\.\d+(?:\.\d+)*)(?![\w.])", re.IGNORECASE)
+VERSION_RE = re.compile(r"(?<![\w.])v?(\d+\.\d+(?:\.\d+)*)(?!\w|\.\w)", re.IGNORECASE)
 FILE_RE = re.compile(r"(?<![\w/.])([\w-]+(?:\.[a-z0-9]{1,5})+)(?![\w])", re.IGNORECASE)
 NUMBER_RE = re.compile(r"(?<![\w.])\d+(?![\w.])")
 _SPACE_RE = re.compile(r"\s+")

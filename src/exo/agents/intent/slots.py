@@ -235,7 +235,7 @@ def _query(text: str) -> str | None:
         if trimmed == query:
             break
         query = trimmed
-    return query.lower() or None
+    return query.strip(" \"'").lower() or None
 
 
 def extract(intent: str, text: str, installed_modules: Sequence[str] = ()) -> dict[str, str]:
