@@ -34,6 +34,8 @@ _SLOT_OF: dict[str, str] = {
     "CAPURI": "capability", "FILENAME": "name",
 }
 _PACKAGE_SLOT = {"pkg.search": "query"}
+_MAX_FORM_WORDS = 8  # "exo module upgrade net/loop --version 2.1.5" is 6
+_MAX_FORM_CHARS = 400
 
 
 class CommandGrammar:
@@ -47,7 +49,8 @@ class CommandGrammar:
     def match(self, sentence: str) -> tuple[str, dict[str, str]] | None:
         """(intent, slots) when the whole sentence is a command form, else None."""
         text = sentence.strip().rstrip(".!").strip()
-        if not text:
+        # No command form is longer: skip Earley on long (perhaps hostile) input.
+        if not text or len(text) > _MAX_FORM_CHARS or len(text.split()) > _MAX_FORM_WORDS:
             return None
         try:
             with self._lock:

@@ -108,18 +108,19 @@ def _after(tokens: Sequence[str], triggers: Iterable[str], *,
     of the sentence that is neither a trigger nor an ordinary word ("make firefox stop")."""
     trig = set(triggers)
     skip = _FILLER | _COMMON | _ALL_VERBS | ordinary_words()
-    for i, tok in enumerate(tokens):
-        if fold(tok) not in trig:
+    folded = [fold(t) for t in tokens]
+    for i, low in enumerate(folded):
+        if low not in trig:
             continue
-        for nxt in tokens[i + 1:]:
-            low = fold(nxt)
-            if low in skip or low in trig:
+        for nxt, nlow in zip(tokens[i + 1:], folded[i + 1:], strict=True):
+            if nlow in trig:
+                break  # that trigger's own turn comes next: linear, not quadratic
+            if nlow in skip:
                 continue
             if accept(nxt):
                 return nxt
             break
-    for tok in tokens:
-        low = fold(tok)
+    for tok, low in zip(tokens, folded, strict=True):
         if low not in skip and low not in trig and accept(tok):
             return tok
     return None
