@@ -102,15 +102,28 @@ def _check(sentence: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--stdin", "from_stdin", is_flag=True,
               help="Parse one sentence per line of standard input.")
-def parse(words: tuple[str, ...], as_json: bool, from_stdin: bool) -> None:
+@click.option("--wav", type=click.Path(dir_okay=False), default=None,
+              help="Parse the English command spoken in a WAV file (voice grammar).")
+def parse(words: tuple[str, ...], as_json: bool, from_stdin: bool, wav: str | None) -> None:
     """Show the intent, slots and confidence of a sentence, without acting on it."""
     from exo.agents.intent import IntentInputError, default_parser
     from exo.agents.intent.model import ModelError
 
-    if from_stdin and words:
-        _fail("give either a sentence or --stdin, not both")
-    if not from_stdin and not words:
-        _fail("give a sentence to parse (or --stdin)")
+    if sum((bool(words), from_stdin, wav is not None)) > 1:
+        _fail("give one of a sentence, --stdin or --wav")
+    if not from_stdin and not words and wav is None:
+        _fail("give a sentence to parse (or --stdin, or --wav FILE)")
+    if wav is not None:
+        from exo.agents.voice import VoiceError, recognise_wav
+
+        try:
+            heard = recognise_wav(wav)
+        except VoiceError as exc:
+            _fail(str(exc))
+        if not heard:
+            _fail(f"no command of the voice grammar heard in {wav}")
+        click.echo(f"heard: {heard}", err=True)
+        words = (heard,)
     try:
         parser = default_parser()
         if not from_stdin:

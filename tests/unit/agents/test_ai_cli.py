@@ -67,8 +67,10 @@ def test_stdin_bad_lines_keep_the_output_aligned(exo_cmd: list[str],
     (("parse", "--json", ""), "exo ai: empty sentence"),
     (("parse", "--json", "a" * 1001), "exo ai: sentence too long (1001 characters, at most "
                                        "1000)"),
-    (("parse", "--json"), "exo ai: give a sentence to parse (or --stdin)"),
-    (("parse", "--stdin", "kill 1"), "exo ai: give either a sentence or --stdin, not both"),
+    (("parse", "--json"), "exo ai: give a sentence to parse (or --stdin, or --wav FILE)"),
+    (("parse", "--stdin", "kill 1"), "exo ai: give one of a sentence, --stdin or --wav"),
+    (("parse", "--wav", "/nonexistent/said.wav"),
+     "exo ai: cannot read /nonexistent/said.wav: No such file or directory"),
 ])
 def test_bad_input_is_one_line_and_exit_1(exo_cmd: list[str], exo_env: dict[str, str],
                                           args: tuple[str, ...], message: str) -> None:

@@ -116,3 +116,19 @@ def test_exo_ai_voice_without_a_microphone(exo_cmd: list[str],
                          timeout=60, check=False)
     assert out.returncode == 1
     assert out.stderr.decode().startswith("exo ai: no microphone")
+
+
+@needs_audio_tools
+def test_exo_ai_parse_wav(tmp_path: Path, exo_cmd: list[str],
+                          exo_env: dict[str, str]) -> None:
+    import json
+    import subprocess
+
+    wav = tmp_path / "said.wav"
+    voice.synthesise("install firefox", wav)
+    out = subprocess.run([*exo_cmd, "ai", "parse", "--json", "--wav", str(wav)],
+                         capture_output=True, env=exo_env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"intent": "pkg.install",
+                                      "slots": {"package": "firefox"}, "confidence": 1.0}
+    assert out.stderr.decode().splitlines() == ["heard: install firefox"]
