@@ -46,10 +46,12 @@ def test_cache_is_built_once_then_loaded(tmp_path: Path,
     assert second.probabilities("install nginx") == pytest.approx(
         first.probabilities("install nginx"))
 
-    path.write_bytes(b"not a model")  # damaged: trained again, and the file repaired
-    third = load_or_train()
-    assert third.classes == first.classes
-    assert IntentModel.load(path).classes == first.classes
+    good = path.read_bytes()
+    for damage in (b"not a model", good[:len(good) // 2], b""):
+        path.write_bytes(damage)  # damaged or truncated: trained again, the file repaired
+        again = load_or_train()
+        assert again.classes == first.classes
+        assert IntentModel.load(path).classes == first.classes
 
 
 def test_a_pickled_cache_is_never_unpickled(tmp_path: Path) -> None:

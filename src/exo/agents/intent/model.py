@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import threading
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -162,16 +163,21 @@ _build_lock = threading.Lock()
 
 def load_or_train() -> IntentModel:
     """The cached model, or a freshly trained one (cached when the cache is writable)."""
-    path = cache_path()
+    try:
+        path: Path | None = cache_path()
+    except RuntimeError:  # no home directory to cache under: train, keep it in memory
+        path = None
     with _build_lock:
-        try:
-            return IntentModel.load(path)
-        except (OSError, ValueError, KeyError, ModelError):
-            pass  # absent, stale or damaged: train again
+        if path is not None:
+            try:
+                return IntentModel.load(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, ModelError):
+                pass  # absent, stale or damaged: train again
         train_set, _ = dataset.load()
         model = train(train_set)
-        with contextlib.suppress(OSError):  # read-only home: keep it in memory
-            model.save(path)
+        if path is not None:
+            with contextlib.suppress(OSError):  # read-only home: keep it in memory
+                model.save(path)
         return model
 
 
