@@ -8,6 +8,8 @@ PIP    := $(PY) -m pip
 # swtpm, tpm2-tools, softhsm2: the security core's TPM and HSM for development;
 # libtss2-dev and pkg-config: tpm2-pytss builds against the TSS from source.
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
+# espeak-ng and sox: the assistant's voice (speech out, audio conversion; exo.agents.voice).
+APT_PACKAGES += espeak-ng sox
 # The real applications of POSIX-X's system tests and benchmark
 # (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
 POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
@@ -29,6 +31,7 @@ docs: setup
 # every module at every start, which more than doubles the boot time.
 setup: system-deps $(VENV)/.stamp-install
 	@$(PY) -m compileall -q src bench
+	@$(PY) -m exo.agents.intent >/dev/null  # train the intent model once, cached (exo.agents.intent.model)
 
 # Debian packages, installed only when missing and only when we are root.
 define apt_install

@@ -155,6 +155,12 @@ from exo.modules.cli import register as _register_modules  # noqa: E402
 _register_modules(main)
 # --- end of module commands --------------------------------------------------------------
 
+# --- AI agents (exo ai, exo ai parse), owned by exo.agents --------------------------------
+from exo.agents.cli import register as _register_ai  # noqa: E402
+
+_register_ai(main)
+# --- end of AI agents --------------------------------------------------------------------
+
 
 if __name__ == "__main__":  # pragma: no cover
     _restore_sigpipe()

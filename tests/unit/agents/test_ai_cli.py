@@ -1,0 +1,110 @@
+"""``exo ai parse`` and ``exo ai`` as a script or a user runs them: real subprocesses of
+the ``exo`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+
+def run(exo_cmd: list[str], exo_env: dict[str, str], *args: str,
+        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*exo_cmd, "ai", *args], input=stdin, capture_output=True,
+                          env=exo_env, timeout=120, check=False)
+
+
+def test_parse_json_prints_the_contract(exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    out = run(exo_cmd, exo_env, "parse", "--json", "mets à jour le pilote réseau en 2.1.5")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert list(got) == ["intent", "slots", "confidence"]
+    assert got["intent"] == "module.upgrade"
+    assert got["slots"] == {"module": "net/loop", "version": "2.1.5"}
+    assert 0.0 < got["confidence"] <= 1.0
+
+
+def test_parse_exact_command_has_full_confidence(exo_cmd: list[str],
+                                                 exo_env: dict[str, str]) -> None:
+    out = run(exo_cmd, exo_env, "parse", "--json", "kill", "4242")  # words joined
+    assert json.loads(out.stdout) == {"intent": "proc.kill", "slots": {"target": "4242"},
+                                      "confidence": 1.0}
+
+
+def test_parse_stdin_one_object_per_line_in_order(exo_cmd: list[str],
+                                                  exo_env: dict[str, str]) -> None:
+    lines = ["installe nginx", "what's the weather in Paris", "how much ram is free",
+             "révoque net://0.0.0.0:8080 de nginx"]
+    out = run(exo_cmd, exo_env, "parse", "--json", "--stdin",
+              stdin=("\n".join(lines) + "\n").encode())
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert [g["intent"] for g in got] == ["pkg.install", "unknown", "sys.memory_usage",
+                                          "cap.revoke"]
+    assert got[0]["slots"] == {"package": "nginx"}
+    assert got[3]["slots"] == {"target": "nginx", "capability": "net://0.0.0.0:8080"}
+
+
+def test_stdin_bad_lines_keep_the_output_aligned(exo_cmd: list[str],
+                                                 exo_env: dict[str, str]) -> None:
+    data = b"kill 1\n\n\xff\xfe bad\n" + b"y" * 5000 + b"\nhelp\n"
+    out = run(exo_cmd, exo_env, "parse", "--json", "--stdin", stdin=data)
+    assert out.returncode == 1
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert len(got) == 5
+    assert got[0]["intent"] == "proc.kill"
+    assert got[1] == {"error": "empty sentence"}
+    assert got[2] == {"error": "not UTF-8 text"}
+    assert "too long" in got[3]["error"]
+    assert got[4]["intent"] == "help"
+    errors = out.stderr.decode().splitlines()
+    assert errors == ["exo ai: line 2: empty sentence", "exo ai: line 3: not UTF-8 text",
+                      "exo ai: line 4: sentence too long (over 1000 characters)"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("parse", "--json", ""), "exo ai: empty sentence"),
+    (("parse", "--json", "a" * 1001), "exo ai: sentence too long (1001 characters, at most "
+                                       "1000)"),
+    (("parse", "--json"), "exo ai: give a sentence to parse (or --stdin, or --wav FILE)"),
+    (("parse", "--stdin", "kill 1"), "exo ai: give one of a sentence, --stdin or --wav"),
+    (("parse", "--wav", "/nonexistent/said.wav"),
+     "exo ai: cannot read /nonexistent/said.wav: No such file or directory"),
+])
+def test_bad_input_is_one_line_and_exit_1(exo_cmd: list[str], exo_env: dict[str, str],
+                                          args: tuple[str, ...], message: str) -> None:
+    out = run(exo_cmd, exo_env, *args, stdin=b"")
+    assert out.returncode == 1
+    assert out.stdout == b""
+    assert out.stderr.decode().splitlines() == [message]
+
+
+def test_parse_without_json_is_one_readable_line(exo_cmd: list[str],
+                                                 exo_env: dict[str, str]) -> None:
+    out = run(exo_cmd, exo_env, "parse", "installe le paquet [bold]nginx")
+    assert out.returncode == 0
+    lines = out.stdout.decode().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("pkg.install")
+    assert "confidence" in lines[0] and "(fr)" in lines[0]
+
+
+def test_bare_ai_says_when_the_assistant_is_missing(exo_cmd: list[str],
+                                                    exo_env: dict[str, str]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("exo.agents.assistant") is not None:
+        pytest.skip("the assistant is installed: its own tests cover `exo ai`")
+    out = run(exo_cmd, exo_env, "Quel est l'usage CPU ?")
+    assert out.returncode == 1
+    assert out.stderr.decode().splitlines() == [
+        "exo ai: the assistant is not installed (exo.agents.assistant); `exo ai parse` "
+        "shows how a sentence is understood"]
+
+
+def test_bare_ai_checks_the_sentence_first(exo_cmd: list[str],
+                                           exo_env: dict[str, str]) -> None:
+    out = run(exo_cmd, exo_env, "x" * 1001)
+    assert out.returncode == 1
+    assert "too long" in out.stderr.decode()
