@@ -1,7 +1,7 @@
 """``exo ai``: the assistant's command line, and ``exo ai parse`` (the intent engine alone).
 
 ``exo ai "…"`` hands the sentence to the assistant (exo.agents.assistant, imported lazily:
-it is built and installed apart); ``exo ai --voice`` listens once first. ``exo ai parse``
+); ``exo ai --voice`` listens once first. ``exo ai parse``
 only parses: ``--json`` prints ``{"intent", "slots", "confidence"}`` (a contract, issue 15),
 ``--stdin`` one sentence per line, one JSON object per line, in order. Bad input is one
 line on stderr and exit status 1; with ``--stdin`` a bad line also gets an
@@ -10,10 +10,9 @@ line on stderr and exit status 1; with ``--stdin`` a bad line also gets an
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 import click
@@ -50,8 +49,11 @@ class _SentenceGroup(click.Group):
 @click.group(cls=_SentenceGroup, invoke_without_command=True,
              subcommand_metavar="SENTENCE | COMMAND [ARGS]...")
 @click.option("--voice", is_flag=True, help="Listen once on the microphone for the question.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON for scripts.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Confirm a destructive action without asking (kill, remove, revoke, shutdown).")
 @click.pass_context
-def ai(ctx: click.Context, voice: bool) -> None:
+def ai(ctx: click.Context, voice: bool, as_json: bool, yes: bool) -> None:
     """Ask the local assistant (`exo ai "Quel est l'usage CPU ?"`), or parse only."""
     if ctx.invoked_subcommand is not None:
         return
@@ -70,21 +72,31 @@ def ai(ctx: click.Context, voice: bool) -> None:
         click.echo(ctx.get_help())
         return
     _check(sentence)
-    _ask_assistant(sentence)
+    _ask_assistant(sentence, as_json=as_json, yes=yes)
 
 
-def _ask_assistant(sentence: str) -> None:
-    try:
-        assistant = importlib.import_module("exo.agents.assistant")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("exo.agents.assistant", "exo.agents"):
-            raise
-        _fail("the assistant is not installed (exo.agents.assistant); "
-              "`exo ai parse` shows how a sentence is understood")
-        return
-    answer = assistant.answer(sentence)
-    if isinstance(answer, str):
-        click.echo(answer)
+def _confirm(yes: bool) -> Callable[[str], bool]:
+    """Destructive intents ask y/N on a terminal; without one they need ``--yes``."""
+    def confirm(what: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            click.echo(f"exo ai: {what}: not confirmed (no terminal; pass --yes)", err=True)
+            return False
+        return click.confirm(f"exo ai: {what}?", default=False, err=True)
+    return confirm
+
+
+def _ask_assistant(sentence: str, *, as_json: bool = False, yes: bool = False) -> None:
+    from exo.agents import assistant
+
+    answer = assistant.answer(sentence, confirm=_confirm(yes))
+    if as_json:
+        click.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+    else:
+        click.echo(answer.line())
+    if not answer.ok:
+        raise SystemExit(1)
 
 
 def _check(sentence: str) -> str:

@@ -90,17 +90,30 @@ def test_parse_without_json_is_one_readable_line(exo_cmd: list[str],
     assert "confidence" in lines[0] and "(fr)" in lines[0]
 
 
-def test_bare_ai_says_when_the_assistant_is_missing(exo_cmd: list[str],
-                                                    exo_env: dict[str, str]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("exo.agents.assistant") is not None:
-        pytest.skip("the assistant is installed: its own tests cover `exo ai`")
+def test_bare_ai_answers_in_the_language_asked(exo_cmd: list[str],
+                                              exo_env: dict[str, str]) -> None:
     out = run(exo_cmd, exo_env, "Quel est l'usage CPU ?")
-    assert out.returncode == 1
-    assert out.stderr.decode().splitlines() == [
-        "exo ai: the assistant is not installed (exo.agents.assistant); `exo ai parse` "
-        "shows how a sentence is understood"]
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.decode().strip()
+    assert line.startswith("[AI-Res] Utilisation CPU :") and "cœurs" in line, line
+    out = run(exo_cmd, exo_env, "--json", "how much memory is used")
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert (reply["agent"], reply["intent"], reply["lang"], reply["ok"]) == \
+        ("AI-Res", "sys.memory_usage", "en", True)
+
+
+def test_bare_ai_does_not_kill_without_confirmation(exo_cmd: list[str],
+                                                    exo_env: dict[str, str]) -> None:
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        out = run(exo_cmd, exo_env, f"kill {victim.pid}", stdin=b"")
+        assert out.returncode == 1
+        assert "not confirmed (no terminal; pass --yes)" in out.stderr.decode()
+        assert victim.poll() is None  # still running
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_bare_ai_checks_the_sentence_first(exo_cmd: list[str],
