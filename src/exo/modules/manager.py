@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,13 @@ CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
 MAX_ERROR_RATE = 0.05  # of the new version's requests in one step: above it, roll back
 PYTHON = "/usr/bin/python3"
+#: Supervision: a serving version whose process dies is started again after
+#: ``RESTART_BACKOFF_S * 2**n`` (at most ``RESTART_BACKOFF_MAX_S``), at most
+#: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; then the module is left failed.
+RESTART_BACKOFF_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 class InstanceGone(Exception):
@@ -54,8 +63,11 @@ class _Call:
 class Instance:
     """One running version: its process, its channel and its in-flight requests."""
 
-    def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any) -> None:
+    def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any,
+                 on_exit: Callable[[Instance], None] | None = None) -> None:
         self.mod = mod
+        self.on_exit = on_exit  # told when the process dies (not when it is stopped)
+        self.stopping = False
         self.proc = proc
         self.api = api
         self.ep = endpoint
@@ -141,6 +153,8 @@ class Instance:
             self._idle.notify_all()
         for c in pending.values():
             c.done.release()  # kind 0: InstanceGone
+        if not self.stopping and self.on_exit is not None:
+            self.on_exit(self)
 
     @property
     def alive(self) -> bool:
@@ -172,8 +186,11 @@ class Instance:
         return None
 
     def stop(self) -> None:
-        """Ask the process to end, then make sure it does; release the channel."""
+        """Ask the process to end, then make sure it does; release the channel (once)."""
         with self._lock:
+            if self.stopping:
+                return
+            self.stopping = True
             self.accepting = False
         try:
             with self._send:
@@ -197,11 +214,16 @@ class Service:
     name: str
     service: str
     stable: str  # where traffic falls back to
+    scheme: str = "ipc"
+    device: Any = None  # exo.modules.devices.Device of a device:// module
     instances: dict[str, Instance] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)  # percent, sum 100
     previous: str | None = None  # what ``rollback`` restores
     last: str = ""  # the last thing that happened, for ``list``
     op_lock: threading.Lock = field(default_factory=threading.Lock)
+    restarts: list[float] = field(default_factory=list)  # when the supervisor restarted it
+    failed: str = ""  # why supervision gave up, "" while it has not
+    changed: threading.Condition = field(default_factory=threading.Condition)
     _route: list[Instance] = field(default_factory=list)
     _tick: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -215,6 +237,12 @@ class Service:
         spread = [table[i] for i in order] if len(table) == 100 else table
         self.weights = dict(weights)
         self._route = spread
+        with self.changed:
+            self.changed.notify_all()
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.service}"
 
     def pick(self) -> Instance:
         route = self._route
@@ -227,11 +255,12 @@ class ModuleManager:
     """Loads, routes, upgrades, rolls back and unloads modules for one kernel."""
 
     def __init__(self, api: Any, root: Path, boot_id: str = "",
-                 measure: bool = True) -> None:
+                 measure: bool = True, log: Callable[[str], None] | None = None) -> None:
         self.api = api  # exo.kernel.api.KernelApi: the one way to start a process
         self.root = root
         self.boot_id = boot_id
         self.measure = measure
+        self.log = log or (lambda message: None)  # the kernel log
         self._services: dict[str, Service] = {}
         self._lock = threading.Lock()
 
@@ -241,7 +270,16 @@ class ModuleManager:
         draining or dies is skipped; a new version's failure is retried on the stable one
         (and counted against the new version's error rate)."""
         svc = self._services.get(name) or self._service(name)
-        for _ in range(8):
+        deadline = time.monotonic() + timeout
+        tries = 0
+        while True:
+            tries += 1
+            if tries > 8:  # every version refused: one is being restarted or swapped in
+                left = deadline - time.monotonic()
+                if left <= 0 or svc.failed or svc.name not in self._services:
+                    break
+                with svc.changed:
+                    svc.changed.wait(min(left, 0.05))
             inst = svc.pick()
             try:
                 return inst.call(wire.REQUEST, body, timeout)
@@ -255,6 +293,8 @@ class ModuleManager:
                     return stable.call(wire.REQUEST, body, timeout)
                 except InstanceGone:
                     continue
+        if svc.failed:
+            raise ModuleError(f"{svc.name}: not serving: {svc.failed}")
         raise ModuleError(f"{name}: no version accepted the request")
 
     # --------------------------------------------------------------- operations
@@ -278,8 +318,13 @@ class ModuleManager:
             return {"name": mod.name, "version": mod.version, "started": False,
                     "message": f"{mod.name} {mod.version} verified and kept: exo module "
                                f"upgrade {mod.name} --version {mod.version}"}
-        inst = self._start(mod)
-        svc = Service(mod.name, mod.service, mod.version)
+        with self._lock:
+            clash = next((s for s in self._services.values() if s.service == mod.service
+                          and s.scheme == mod.scheme), None)
+        if clash is not None:
+            raise ModuleError(f"{mod.name}: refused: {mod.url} is served by {clash.name}")
+        svc = Service(mod.name, mod.service, mod.version, mod.scheme)
+        inst = self._start(mod, svc)
         svc.instances[mod.version] = inst
         svc.set_weights({mod.version: 100})
         svc.last = f"loaded {mod.version}"
@@ -288,9 +333,21 @@ class ModuleManager:
                 inst.stop()
                 raise ModuleError(f"{mod.name} was loaded meanwhile")
             self._services[mod.name] = svc
+        where = ""
+        if mod.scheme == "device":
+            from exo.modules import devices
+
+            try:
+                svc.device = devices.open_device(mod.service)
+            except ModuleError:
+                self.unload(mod.name)
+                raise
+            svc.device.attach(lambda body: self.request(svc.name, body),
+                              devices.PUMPS.get(mod.service, 1))
+            where = " at " + ", ".join(f"{k} {v}" for k, v in svc.device.describe().items())
         return {"name": mod.name, "version": mod.version, "started": True,
                 "pid": inst.proc.pid,
-                "message": f"{mod.name} {mod.version} serving ipc://{mod.service} "
+                "message": f"{mod.name} {mod.version} serving {mod.url}{where} "
                            f"(pid {inst.proc.pid})"}
 
     def upgrade(self, name: str, version: str, canary: int = 10, step: int = 30,
@@ -307,11 +364,11 @@ class ModuleManager:
                 raise ModuleError(f"{name} {version} is already the serving version")
             mod = package.keep(self.root, package.verify(
                 self.root, package.find(self.root, name, version)))
-            if mod.service != svc.service:
-                raise ModuleError(f"{name} {version}: refused: it serves ipc://{mod.service}, "
-                                  f"not ipc://{svc.service}")
+            if mod.url != svc.url:
+                raise ModuleError(f"{name} {version}: refused: it serves {mod.url}, "
+                                  f"not {svc.url}")
             t0 = time.monotonic()
-            new = self._start(mod)
+            new = self._start(mod, svc)
             try:
                 state = old.call(wire.EXPORT, control=True)
                 new.call(wire.IMPORT, state, control=True)
@@ -360,7 +417,7 @@ class ModuleManager:
             current = svc.instances[svc.stable]
             mod = package.keep(self.root, package.verify(
                 self.root, package.find(self.root, name, svc.previous)))
-            back = self._start(mod)
+            back = self._start(mod, svc)
             try:
                 back.call(wire.IMPORT, current.call(wire.EXPORT, control=True), control=True)
             except (RequestFailed, InstanceGone, TimeoutError) as exc:
@@ -382,6 +439,8 @@ class ModuleManager:
         with svc.op_lock:
             with self._lock:
                 self._services.pop(name, None)
+            if svc.device is not None:  # no new traffic; what is in flight is answered
+                svc.device.close()
             for inst in list(svc.instances.values()):
                 inst.drain()
                 inst.stop()
@@ -398,9 +457,13 @@ class ModuleManager:
                          "health": i.health() or "ok", "requests": i.requests,
                          "errors": i.errors, "in_flight": i.in_flight}
                         for v, i in list(svc.instances.items())]
-            rows.append({"name": svc.name, "service": f"ipc://{svc.service}",
-                         "stable": svc.stable, "previous": svc.previous,
-                         "versions": versions, "last": svc.last})
+            row: dict[str, Any] = {"name": svc.name, "service": svc.url,
+                                   "stable": svc.stable, "previous": svc.previous,
+                                   "versions": versions, "last": svc.last,
+                                   "restarts": len(svc.restarts), "failed": svc.failed or None}
+            if svc.device is not None:
+                row["device"] = {**svc.device.describe(), **svc.device.stats()}
+            rows.append(row)
         return rows
 
     def stop(self) -> None:
@@ -442,7 +505,7 @@ class ModuleManager:
         svc.instances.pop(old.version, None)
         return swap_ms
 
-    def _start(self, mod: ModulePackage) -> Instance:
+    def _start(self, mod: ModulePackage, svc: Service | None = None) -> Instance:
         """Start ``mod``'s process with exactly its manifest's capabilities (plus reading
         its own files), measure it, and wait for READY; refuse it with one line if it
         crashes on start."""
@@ -466,9 +529,15 @@ class ModuleManager:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
+        if mod.kind == "wasm":  # wasmtime lives in the kernel's environment, not the system's
+            from exo.modules.wasm import runner_argv
+
+            argv = runner_argv(sys.executable, entry, raw)
+        else:
+            argv = [PYTHON, "-m", "exo.modules.runner", entry]
         try:
             proc = self.api.start(
-                [PYTHON, "-m", "exo.modules.runner", entry], [own], manifest=manifest,
+                argv, [own], manifest=manifest,
                 stdio=(null_fd, log_fd, log_fd),
                 env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
                      PARENT_PID_ENV: "1"},
@@ -493,7 +562,55 @@ class ModuleManager:
             a.close()
             raise ModuleError(f"{mod.name} {mod.version}: refused: crashed on start "
                               f"({_last_line(log_path) or exc})") from None
-        return Instance(mod, proc, a, self.api)
+        on_exit = None if svc is None else (lambda inst: self._died(svc, inst))
+        return Instance(mod, proc, a, self.api, on_exit)
+
+    # -------------------------------------------------------------- supervision
+    def _died(self, svc: Service, inst: Instance) -> None:
+        """A version's process ended without being stopped: restart it (off the reader
+        thread, which is the one telling us)."""
+        threading.Thread(target=self._restart, args=(svc, inst), daemon=True,
+                         name=f"exo-module-restart-{svc.name}").start()
+
+    def _restart(self, svc: Service, dead: Instance) -> None:
+        status = dead.proc.wait(2.0)
+        why = f"{svc.name} {dead.version}: process exited ({status}): " \
+              f"{_last_line(self._log_path(dead.mod)) or 'no log line'}"
+        now = time.monotonic()
+        svc.restarts[:] = [t for t in svc.restarts if now - t < RESTART_WINDOW_S]
+        if len(svc.restarts) >= MAX_RESTARTS:
+            svc.failed = (f"{dead.version} crashed {len(svc.restarts) + 1} times in "
+                          f"{RESTART_WINDOW_S:g} s; not restarted (exo module load "
+                          f"{svc.name} after fixing it)")
+            svc.last = svc.failed
+            self.log(f"module {why}; {svc.failed}")
+            with svc.changed:
+                svc.changed.notify_all()
+            return
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** len(svc.restarts))
+        svc.restarts.append(now)
+        self.log(f"module {why}; restart {len(svc.restarts)}/{MAX_RESTARTS} in "
+                 f"{delay:.1f} s")
+        time.sleep(delay)
+        with svc.op_lock:
+            if self._services.get(svc.name) is not svc or \
+                    svc.instances.get(dead.version) is not dead:
+                dead.stop()  # retired or unloaded meanwhile: nothing to restart
+                return
+            try:
+                fresh = self._start(dead.mod, svc)
+            except ModuleError as exc:  # counted as one more crash: backoff, then the limit
+                self.log(f"module {svc.name} {dead.version}: restart failed: {exc}")
+                self._died(svc, dead)
+                return
+            svc.instances[dead.version] = fresh
+            svc.set_weights(dict(svc.weights))
+            svc.last = f"{dead.version} restarted after a crash (pid {fresh.proc.pid})"
+            self.log(f"module {svc.name} {dead.version} restarted (pid {fresh.proc.pid})")
+        dead.stop()
+
+    def _log_path(self, mod: ModulePackage) -> Path:
+        return self.root / "var" / "log" / "modules" / f"{mod.name}-{mod.version}.log"
 
     def _measure(self, mod: ModulePackage) -> None:
         """Each load goes into this boot's measured event log (and PCR 23 with a TPM)."""

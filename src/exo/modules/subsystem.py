@@ -33,7 +33,8 @@ class Modules(Subsystem):
         from exo.modules.manager import ModuleManager
 
         api = KernelApi(self.core, self.caps.manager, self.processes.manager)
-        self.manager = ModuleManager(api, self.core.root, self.core.boot_id)
+        self.manager = ModuleManager(api, self.core.root, self.core.boot_id,
+                                     log=self.core.log)
         control = self.syscalls.control
         if control is not None:
             control.modules = self.manager
