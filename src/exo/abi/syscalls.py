@@ -292,6 +292,11 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("transfer_in", "ipc", (_id("token", "from transfer_out"),),
             doc="Redeem a token: the capability joins the caller's space.",
             rights="the caller is the token's receiver", result=_CAP_RESULT),
+    Syscall("open_service", "ipc", (_name("ipc://NAME of a loaded module's service"),),
+            doc="A channel to a module's service: module frames (request id and body) in, "
+                "answers out; the kernel routes each to the serving version.",
+            rights="SEND on a capability covering `name`; at most 16 per process",
+            result="{service, module, version}", fds_out=6),
     # ------------------------------------------------------------------ storage
     Syscall("open", "storage", (
         _name("storage:// name of a file or directory"),

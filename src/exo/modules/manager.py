@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import struct
 import sys
 import threading
 import time
@@ -138,7 +139,10 @@ class Instance:
                 continue
             except (IpcError, OSError, ValueError):
                 break  # the process died or the channel closed
-            kind, rid, body = wire.parse(data)
+            try:
+                kind, rid, body = wire.parse(data)
+            except (struct.error, ValueError, TypeError):
+                break  # not a frame: the module is broken; its requests go elsewhere
             with self._lock:
                 c = self._pending.pop(rid, None)
                 if not self._pending:
@@ -473,6 +477,10 @@ class ModuleManager:
         for name in names:
             with contextlib.suppress(ModuleError):
                 self.unload(name)
+
+    def service_named(self, name: str) -> Service:
+        """The loaded module ``name`` (package or service name); ModuleError if none."""
+        return self._service(name)
 
     # ---------------------------------------------------------------- internals
     def _service(self, name: str) -> Service:

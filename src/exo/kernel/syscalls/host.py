@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess, ProcessManager
 
 
+class ServiceDirectory(Protocol):
+    """Module services apps may open (``exo.modules.bridge.ServiceBridges``)."""
+
+    def open(self, pid: int, service: str) -> tuple[Any, list[int]]: ...
+
+
 class SyscallHost(Protocol):
     """The kernel as the syscall server sees it."""
 
@@ -45,6 +51,9 @@ class SyscallHost(Protocol):
 
     @property
     def fair_share(self) -> FairShare: ...
+
+    @property
+    def services(self) -> ServiceDirectory | None: ...
 
     def log(self, message: str) -> None: ...
 

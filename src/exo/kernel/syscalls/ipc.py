@@ -9,7 +9,7 @@ import queue
 from typing import TYPE_CHECKING, Any
 
 from exo.kernel.caps.errors import CapabilityDenied, CapabilityError, QuotaExceeded
-from exo.kernel.syscalls.host import Handler, SyscallHost, cap_result
+from exo.kernel.syscalls.host import Handler, SyscallError, SyscallHost, cap_result
 
 if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
@@ -110,7 +110,31 @@ def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: 
     return cap_result(host, proc.pid, handle), []
 
 
+def open_service(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                 fds: list[int]) -> tuple[Any, list[int]]:
+    """A channel to the module serving ``ipc://NAME``, for a caller holding SEND on a
+    capability that covers the name (checked here, before the module manager is asked);
+    the manager bounds how many each process holds (``exo.modules.bridge``)."""
+    import errno
+
+    from exo.kernel.caps import ResourceName, Rights
+
+    res = ResourceName.parse(args["name"])
+    if res.scheme != "ipc" or res.path in ("", "*"):
+        raise SyscallError(f"open_service: {res} is not an ipc://NAME")
+    if not any(info.resource.covers(res) and info.rights & Rights.SEND
+               for info in host.caps.handles(proc.pid)):
+        host.caps.audit.record("deny", pid=proc.pid, reason=f"open_service: no capability "
+                               f"grants SEND on {res}")
+        raise PermissionError(errno.EACCES, f"no capability grants SEND on {res}")
+    services = host.services
+    if services is None:
+        raise LookupError("no module manager is running (it starts after boot)")
+    return services.open(proc.pid, res.path)
+
+
 HANDLERS: dict[str, Handler] = {
+    "open_service": open_service,
     "send_capability": send_capability,
     "recv_capability": recv_capability,
     "transfer_out": transfer_out,
