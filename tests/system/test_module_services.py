@@ -179,3 +179,45 @@ def test_the_policy_file_allows_modules_and_grants_more(
     with pytest.raises(ModuleError, match=r"policy\.toml: not valid TOML"):
         manager.load(str(greedy))
     assert manager.request("echo", b"still") == b"v1.0:still"
+
+
+HOSTILE = r'''
+from exo_std._kernel import call
+from exo_std.ipc import attach_endpoint
+from exo.modules import wire
+ends = []
+for i in range(17):
+    try:
+        ends.append(attach_endpoint(call("open_service", name="ipc://echo")[1]))
+    except Exception as exc:
+        print("open", i, type(exc).__name__, exc)
+ep = ends[0]
+for junk in (b"", b"\x01", b"\x05" + bytes(8), b"\x01" + bytes(8) + b"ok"):
+    ep.send(junk)
+    kind, rid, body = wire.parse(ep.recv(timeout=10)[0])
+    print(kind, rid, body.decode())
+'''
+
+
+def test_hostile_frames_and_too_many_channels_get_one_line_each(
+        kernel: Kernel, manager: ModuleManager, tmp_path: Path) -> None:  # noqa: F811
+    manager.load(str(build(tmp_path, kernel.root, "1.0")))
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = kernel.api.start([APP_PYTHON, "-c", HOSTILE],
+                                    [parse_grant("ipc://echo=SEND")],
+                                    stdio=(null, out.fileno(), err.fileno()))
+        finally:
+            os.close(null)
+        status = kernel.api.wait(proc)
+        out.seek(0)
+        err.seek(0)
+        lines, errors = out.read().decode().splitlines(), err.read().decode()
+    assert status == 0, errors
+    assert lines[0].startswith("open 16 QuotaExceeded") and "'module services' (16)" in lines[0]
+    assert lines[1:] == ["12 0 ProtocolError: not a module frame",
+                         "12 0 ProtocolError: not a module frame",
+                         "12 0 ProtocolError: frame kind 5 is not a request",
+                         "11 0 v1.0:ok"]
+    assert manager.request("echo", b"alive") == b"v1.0:alive"

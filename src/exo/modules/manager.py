@@ -596,8 +596,8 @@ class ModuleManager:
         svc.restarts[:] = [t for t in svc.restarts if now - t < RESTART_WINDOW_S]
         if len(svc.restarts) >= MAX_RESTARTS:
             svc.failed = (f"{dead.version} crashed {len(svc.restarts) + 1} times in "
-                          f"{RESTART_WINDOW_S:g} s; not restarted (exo module load "
-                          f"{svc.name} after fixing it)")
+                          f"{RESTART_WINDOW_S:g} s; not restarted (exo module unload "
+                          f"{svc.name}, then load a fixed version)")
             svc.last = svc.failed
             self.log(f"module {why}; {svc.failed}")
             with svc.changed:
