@@ -76,8 +76,11 @@ def wasm(version: str, variant: str = "good") -> bytes:
 
 
 def build_wasm(directory: Path, root: Path, version: str, variant: str = "good", *,
-               name: str = "wecho", wasm_toml: str = "") -> Path:
-    code = wasm(version, variant)
+               name: str = "wecho", wasm_toml: str = "", wat: str | None = None) -> Path:
+    """A signed module package of ``wasm(version, variant)``, or of the module ``wat``."""
+    import wasmtime
+
+    code = wasm(version, variant) if wat is None else bytes(wasmtime.wat2wasm(wat))
     manifest = (f'[package]\nname = "{name}"\nversion = "{version}"\n\n'
                 f'[binary]\ntype = "wasm"\nkind = "module"\nentry = "main.wasm"\n\n'
                 f'[module]\nservice = "ipc://{name}"\n\n[sandbox]\ncapabilities = []\n\n'

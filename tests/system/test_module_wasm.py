@@ -72,4 +72,7 @@ def test_memory_is_bounded_and_imports_must_be_granted(
     with pytest.raises(ModuleError, match=r"\[wasm\] fuel must be"):
         manager.load(str(build_wasm(tmp_path / "x", kernel.root, "5.0",
                                     wasm_toml="fuel = 0\n")))
+    with pytest.raises(ModuleError, match=r"does not export alloc, handle"):
+        manager.load(str(build_wasm(tmp_path / "e", kernel.root, "6.0",
+                                    wat='(module (memory (export "memory") 1))')))
     assert manager.list() == []

@@ -67,7 +67,11 @@ class WasmModule:
         ticker.start()
         self._arm()
         self.instance = linker.instantiate(self.store, module)
-        exports: Any = self.instance.exports(self.store)  # checked by use: a trap
+        exports: Any = self.instance.exports(self.store)  # their types: checked by use
+        missing = [n for n in ("memory", "alloc", "handle") if exports.get(n) is None]
+        if missing:
+            raise ImportError(f"the module does not export {', '.join(missing)} (a module "
+                              "exports memory, alloc(len) and handle(ptr, len))")
         self.memory: Any = exports["memory"]
         self._alloc: Any = exports["alloc"]
         self._handle: Any = exports["handle"]
