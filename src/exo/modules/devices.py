@@ -32,12 +32,14 @@ from collections.abc import Callable
 
 from exo.modules import ModuleError
 
-#: A request through the router: the device's input in, the module's answer out.
-Request = Callable[[bytes], bytes]
+#: Requests through the router: a burst of the device's input in, the module's answers
+#: (or each one's failure) out, in order.
+Request = Callable[[list[bytes]], list["bytes | Exception"]]
 
 POLL_S = 0.2  # how often an idle pump looks at its stop flag
 ETH_MIN, ETH_MAX = 14, 1514 + 4  # an Ethernet frame without FCS (a VLAN tag allowed)
 LINE_MAX = 4096  # a serial line longer than this is sent in pieces
+BURST = 64  # frames or lines sent to the module before their answers are awaited
 
 
 class Device(ABC):
@@ -66,15 +68,18 @@ class Device(ABC):
         self._threads.clear()
         self._release()
 
-    def _answer(self, request: Request, data: bytes) -> bytes | None:
-        """One request; a failure is counted and remembered, never raised into the pump."""
-        self.received += 1
-        try:
-            return request(data)
-        except Exception as exc:  # no version serving, the module's error: count it
-            self.dropped += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
-            return None
+    def _answer(self, request: Request, burst: list[bytes]) -> list[bytes]:
+        """The answers to a burst; a failure is counted and remembered (its answer is
+        empty), never raised into the pump."""
+        self.received += len(burst)
+        out: list[bytes] = []
+        for got in request(burst):
+            if isinstance(got, Exception):  # no version serving, the module's error
+                self.dropped += 1
+                self.last_error = f"{type(got).__name__}: {got}"[:200]
+                got = b""
+            out.append(got)
+        return out
 
     def stats(self) -> dict[str, object]:
         return {"received": self.received, "sent": self.sent, "dropped": self.dropped,
@@ -159,26 +164,30 @@ class NetLoop(Device):
         while not self._stop.is_set():
             if not poller.poll(POLL_S * 1000):
                 continue
+            burst: list[bytes] = []
             try:
-                frame = os.read(self.tap, 65536)
+                while len(burst) < BURST:  # what is waiting, up to a burst
+                    burst.append(os.read(self.tap, 65536))
             except BlockingIOError:
-                continue  # another pump took it
+                pass
             except OSError:
                 return
-            reply = self._answer(request, frame)
-            if reply is None or not reply:
-                continue
-            if not ETH_MIN <= len(reply) <= ETH_MAX:  # a module's answer is not trusted
-                self.dropped += 1
-                self.last_error = f"the module answered a {len(reply)}-byte frame"
-                continue
-            try:
-                os.write(self.tap, reply)
-                self.sent += 1
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    return
-                self.dropped += 1
+            if not burst:
+                continue  # another pump took it
+            for reply in self._answer(request, burst):
+                if not reply:
+                    continue
+                if not ETH_MIN <= len(reply) <= ETH_MAX:  # a module's answer is not trusted
+                    self.dropped += 1
+                    self.last_error = f"the module answered a {len(reply)}-byte frame"
+                    continue
+                try:
+                    os.write(self.tap, reply)
+                    self.sent += 1
+                except OSError as exc:
+                    if exc.errno == errno.EBADF:
+                        return
+                    self.dropped += 1
 
     def _release(self) -> None:
         for fd in (self.tap, self.ns_fd):
@@ -216,10 +225,10 @@ class SerialPty(Device):
             except OSError:
                 return
             lines, pending = _split_lines(pending)
-            for line in lines:
-                reply = self._answer(request, line)
-                if reply:
-                    self._write(reply[:LINE_MAX + 2])
+            for start in range(0, len(lines), BURST):
+                for reply in self._answer(request, lines[start:start + BURST]):
+                    if reply:
+                        self._write(reply[:LINE_MAX + 2])
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

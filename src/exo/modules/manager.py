@@ -103,6 +103,13 @@ class Instance:
              control: bool = False) -> bytes:
         """Send one frame and wait for its answer. ``control`` frames (health, state)
         pass even while draining."""
+        rid, c = self.begin(kind, body, timeout, control)
+        return self.finish(rid, c, kind, timeout)
+
+    def begin(self, kind: int, body: bytes, timeout: float = CALL_TIMEOUT_S,
+              control: bool = False) -> tuple[int, _Call]:
+        """Register and send one frame without waiting (``finish`` waits): a device pump
+        sends a burst of frames, then collects the answers."""
         c = _Call()
         with self._lock:
             if not (self.accepting or control) or self._closing:
@@ -119,6 +126,11 @@ class Instance:
                 if self._pending.pop(rid, None) is not None:
                     self._idle.notify_all()
             raise InstanceGone(self.version) from None
+        return rid, c
+
+    def finish(self, rid: int, c: _Call, kind: int, timeout: float = CALL_TIMEOUT_S
+               ) -> bytes:
+        """Wait for the answer to ``begin``'s frame."""
         if not c.done.acquire(timeout=timeout):
             with self._lock:
                 if self._pending.pop(rid, None) is not None:
@@ -306,6 +318,38 @@ class ModuleManager:
             raise ModuleError(f"{svc.name}: not serving: {svc.failed}")
         raise ModuleError(f"{name}: no version accepted the request")
 
+    def request_many(self, name: str, bodies: list[bytes],
+                     timeout: float = CALL_TIMEOUT_S) -> list[bytes | Exception]:
+        """``request`` for each body, their frames sent as one burst before any answer is
+        awaited (a device pump's backlog costs one wake-up of the module, not one per
+        frame); answers in order, a failure as its exception. A frame whose version went
+        away or failed it takes ``request``'s path (re-routed, or retried on the stable
+        version)."""
+        svc = self._services.get(name) or self._service(name)
+        sent: list[tuple[Instance | None, int, _Call | None]] = []
+        for body in bodies:
+            try:
+                inst = svc.pick()
+                sent.append((inst, *inst.begin(wire.REQUEST, body, timeout)))
+            except (InstanceGone, ModuleError):
+                sent.append((None, 0, None))
+        out: list[bytes | Exception] = []
+        for body, (owner, rid, c) in zip(bodies, sent, strict=True):
+            if owner is not None and c is not None:
+                try:
+                    out.append(owner.finish(rid, c, wire.REQUEST, timeout))
+                    continue
+                except (InstanceGone, RequestFailed):
+                    pass
+                except Exception as exc:  # a timeout: that frame's answer
+                    out.append(exc)
+                    continue
+            try:
+                out.append(self.request(name, body, timeout))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     # --------------------------------------------------------------- operations
     def load(self, spec: str) -> dict[str, Any]:
         """``exo module load PATH|NAME``: verify, keep, and start it if its module does
@@ -351,7 +395,7 @@ class ModuleManager:
             except ModuleError:
                 self.unload(mod.name)
                 raise
-            svc.device.attach(lambda body: self.request(svc.name, body),
+            svc.device.attach(lambda bodies: self.request_many(svc.name, bodies),
                               devices.PUMPS.get(mod.service, 1))
             where = " at " + ", ".join(f"{k} {v}" for k, v in svc.device.describe().items())
         return {"name": mod.name, "version": mod.version, "started": True,
