@@ -102,6 +102,8 @@ IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
 SIOCSIFTXQLEN = 0x8943
+SIOCSARP = 0x8955
+ATF_COM, ATF_PERM = 0x02, 0x04
 IFF_UP = 0x1
 #: Frames the interface queues towards the pump (Linux's default is 1,000): at 2,500
 #: packets/s that is 0.4 s of a stalled pump — a module process starting on a busy
@@ -109,6 +111,10 @@ IFF_UP = 0x1
 TX_QUEUE = 8192
 IFNAME = "exo-loop0"
 ADDRESS, NETMASK, PEER = "10.77.0.1", "255.255.255.0", "10.77.0.2"
+#: The peer's hardware address, as the driver answers ARP with it (drivers/net_loop).
+#: A permanent neighbour entry: a pump stalled for more than the ARP probe time (3 s)
+#: would otherwise make the stack mark the peer unreachable and drop what it sends.
+PEER_MAC = bytes.fromhex("020000004c02")
 
 
 def _ifreq_flags(name: str, flags: int) -> bytes:
@@ -117,6 +123,15 @@ def _ifreq_flags(name: str, flags: int) -> bytes:
 
 def _ifreq_addr(name: str, addr: str) -> bytes:
     return struct.pack("16sHH4s8x", name.encode(), socket.AF_INET, 0, socket.inet_aton(addr))
+
+
+def _arpreq(ip: str, mac: bytes, dev: str) -> bytes:
+    """``struct arpreq``: the protocol address, the hardware address, flags, a netmask
+    and the device."""
+    pa = struct.pack("HH4s8x", socket.AF_INET, 0, socket.inet_aton(ip))
+    ha = struct.pack("H6s8x", 1, mac)  # ARPHRD_ETHER
+    return pa + ha + struct.pack("i", ATF_PERM | ATF_COM) + bytes(16) + \
+        dev.encode().ljust(16, b"\0")
 
 
 def _make_tap() -> int:
@@ -136,6 +151,7 @@ def _make_tap() -> int:
                 got = fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq_flags(name, 0))
                 (flags,) = struct.unpack_from("H", got, 16)
                 fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq_flags(name, flags | IFF_UP))
+            fcntl.ioctl(s, SIOCSARP, _arpreq(PEER, PEER_MAC, IFNAME))
     except BaseException:
         os.close(fd)
         raise
