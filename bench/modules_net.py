@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULTS = Path(__file__).resolve().parent / "results" / "modules_net.json"
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not in Python 3.11's socket
 DRIVER = Path(__file__).resolve().parent.parent / "src" / "exo" / "modules" / "drivers" / \
     "net_loop"
 
@@ -73,7 +74,9 @@ class UdpClient:
         ready = threading.Event()
         self._recv = threading.Thread(target=self._receive, args=(ready,), daemon=True)
         self._recv.start()
-        ready.wait(10)
+        if not ready.wait(10) or self._sock is None:
+            raise SystemExit("bench/modules_net.py: the client could not open its socket in "
+                             "the Exo network namespace")
         self._send = threading.Thread(target=self._sender, daemon=True)
 
     def start(self) -> None:
@@ -86,7 +89,9 @@ class UdpClient:
         netns.enter(fd)
         os.close(fd)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        # past net.core.rmem_max (root): a receiver descheduled for a while on a busy host
+        # must not drop answers in its own socket buffer
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
         s.connect(("10.77.0.2", 7))
         s.settimeout(0.2)
         self._sock = s
@@ -297,7 +302,8 @@ def main() -> int:
     print(json.dumps(result))
     print(f"rate during upgrades: {len(during) / during_s:.0f}/s over {during_s:.1f} s",
           file=sys.stderr)
-    ok = (lost == 0 and errors == 0 and result["swap_ms"] < 100
+    ok = (sent > 0 and len(during) / during_s >= 2000 and lost == 0 and errors == 0
+          and result["swap_ms"] < 100
           and result["p99_ms_during_upgrade"] <= 2 * result["p99_ms_steady"])
     print("targets met" if ok else "TARGETS MISSED", file=sys.stderr)
     return 0 if ok else 1
