@@ -32,11 +32,12 @@ CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
 MAX_ERROR_RATE = 0.05  # of the new version's requests in one step: above it, roll back
 PYTHON = "/usr/bin/python3"
-#: A version starts at this niceness (an interpreter starting takes ~100 ms of CPU, on
-#: a 2-core host taken from the serving version and its clients: measured, the p99 of
-#: net/loop's packets during upgrades) and is set back to 0 once READY.
+#: A version starts at this niceness (an interpreter starting takes 100-300 ms of CPU,
+#: on a 2-core host taken from the serving version and its clients) and is set back to
+#: 0 once READY. Mild on purpose: at 15 a start on a host saturated by ten other
+#: processes would get under 1 % of a CPU and miss READY_TIMEOUT_S.
 NICE = "/usr/bin/nice"
-START_NICE = 15
+START_NICE = 5
 #: Supervision: a serving version whose process dies is started again after
 #: ``RESTART_BACKOFF_S * 2**n`` (at most ``RESTART_BACKOFF_MAX_S``), at most
 #: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; then the module is left failed.
