@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from collections.abc import Callable
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -29,7 +30,7 @@ def enter(ns_fd: int) -> None:
     _check(_libc.setns(ns_fd, CLONE_NEWNET), "setns(CLONE_NEWNET)")
 
 
-def create(setup: object = None) -> int:
+def create(setup: Callable[[], object] | None = None) -> int:
     """A descriptor on a new, empty network namespace (loopback down). ``setup``, if
     given, is called inside it (on the creating thread) before the thread ends."""
     box: dict[str, object] = {}
@@ -39,8 +40,8 @@ def create(setup: object = None) -> int:
             _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
             box["fd"] = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net",
                                 os.O_RDONLY | os.O_CLOEXEC)
-            if callable(setup):
-                box["setup"] = setup()
+            if setup is not None:
+                setup()
         except BaseException as exc:  # reported on the caller's thread
             box["error"] = exc
 
@@ -58,14 +59,14 @@ def create(setup: object = None) -> int:
     return fd
 
 
-def run_inside(ns_fd: int, fn: object) -> object:
+def run_inside(ns_fd: int, fn: Callable[[], object]) -> object:
     """``fn()`` called on a thread that joined ``ns_fd``; its result (or exception)."""
     box: dict[str, object] = {}
 
     def go() -> None:
         try:
             enter(ns_fd)
-            box["value"] = fn() if callable(fn) else None
+            box["value"] = fn()
         except BaseException as exc:
             box["error"] = exc
 
