@@ -68,7 +68,8 @@ class UdpClient:
         self.latencies: list[float] = []
         self.answered = 0
         self.wrong = 0
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the sender's
+        self._stop_recv = threading.Event()  # the receiver's, set only after the last answers
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         ready = threading.Event()
@@ -96,7 +97,7 @@ class UdpClient:
         s.settimeout(0.2)
         self._sock = s
         ready.set()
-        while not self._stop.is_set():
+        while not self._stop_recv.is_set():
             try:
                 data = s.recv(2048)
             except TimeoutError:
@@ -141,10 +142,9 @@ class UdpClient:
         self._stop.set()
         self._send.join(10)
         deadline = time.monotonic() + 2.0
-        self._stop.clear()
         while self.sent_at and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._stop.set()
+        self._stop_recv.set()
         self._recv.join(5)
         if self._sock is not None:
             self._sock.close()
@@ -193,6 +193,29 @@ class ClientProcess:
         self.proc.wait(10)
         assert isinstance(got, dict)
         return got
+
+
+def stack_drops(ns_path: str) -> dict[str, int]:
+    """Where Linux dropped packets in the Exo network namespace, if anywhere: the TAP's
+    counters and UDP's (diagnostics for ``lost``)."""
+    import subprocess
+
+    out: dict[str, int] = {}
+    try:
+        link = json.loads(subprocess.run(
+            ["nsenter", f"--net={ns_path}", "ip", "-s", "-j", "link", "show", "exo-loop0"],
+            capture_output=True, text=True, timeout=10).stdout)[0]["stats64"]
+        out["tap_rx_dropped"] = int(link["rx"]["dropped"])  # the pump's writes
+        out["tap_tx_dropped"] = int(link["tx"]["dropped"])  # towards the pump
+        snmp = subprocess.run(["nsenter", f"--net={ns_path}", "cat", "/proc/net/snmp"],
+                              capture_output=True, text=True, timeout=10).stdout.splitlines()
+        udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
+        for key, value in zip(udp[0], udp[1], strict=True):
+            if key in ("InErrors", "RcvbufErrors", "NoPorts", "SndbufErrors"):
+                out[f"udp_{key}"] = int(value)
+    except (OSError, ValueError, KeyError, IndexError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def p99(values: list[float]) -> float:
@@ -283,6 +306,7 @@ def main() -> int:
         restart_lost = int(end["lost"])  # type: ignore[call-overload]
         (row,) = manager.list()
         errors += int(row["device"]["dropped"])
+        drops = stack_drops(ns_path)
         manager.unload("net/loop")
     finally:
         kernel.shutdown()
@@ -296,7 +320,7 @@ def main() -> int:
               "p99_ms_during_restart": round(p99(restarting), 3),
               "max_ms_during_restart": round(max(restarting, default=0.0), 3),
               "max_ms_during_upgrade": round(max(during, default=0.0), 3),
-              "rate_per_s": round(len(steady) / steady_s)}
+              "rate_per_s": round(len(steady) / steady_s), "stack_drops": drops}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
