@@ -32,12 +32,6 @@ CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
 MAX_ERROR_RATE = 0.05  # of the new version's requests in one step: above it, roll back
 PYTHON = "/usr/bin/python3"
-#: A version starts at this niceness (an interpreter starting takes 100-300 ms of CPU,
-#: on a 2-core host taken from the serving version and its clients) and is set back to
-#: 0 once READY. Mild on purpose: at 15 a start on a host saturated by ten other
-#: processes would get under 1 % of a CPU and miss READY_TIMEOUT_S.
-NICE = "/usr/bin/nice"
-START_NICE = 5
 #: Supervision: a serving version whose process dies is started again after
 #: ``RESTART_BACKOFF_S * 2**n`` (at most ``RESTART_BACKOFF_MAX_S``), at most
 #: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; then the module is left failed.
@@ -593,8 +587,6 @@ class ModuleManager:
             argv = runner_argv(sys.executable, entry, raw)
         else:
             argv = [PYTHON, "-m", "exo.modules.runner", entry]
-        if os.path.exists(NICE):  # start in the background: serving versions keep the CPU
-            argv = [NICE, "-n", str(START_NICE), *argv]
         try:
             proc = self.api.start(
                 argv, [own], manifest=manifest,
@@ -622,7 +614,6 @@ class ModuleManager:
             a.close()
             raise ModuleError(f"{mod.name} {mod.version}: refused: crashed on start "
                               f"({_last_line(log_path) or exc})") from None
-        _renice(proc.host_pid)
         on_exit = None if svc is None else (lambda inst: self._died(svc, inst))
         return Instance(mod, proc, a, self.api, on_exit)
 
@@ -681,21 +672,6 @@ class ModuleManager:
 
         tpm.measure_more(self.root, "module", f"{mod.name} {mod.version}", mod.digest,
                          boot_id=self.boot_id)
-
-
-def _renice(host_pid: int) -> None:
-    """Every process of a started version (bwrap, its stage, the interpreter) back to
-    niceness 0; the kernel runs as root, so it may lower it."""
-    import psutil
-
-    try:
-        procs = [psutil.Process(host_pid)]
-        procs += procs[0].children(recursive=True)
-    except psutil.Error:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.Error, OSError):
-            p.nice(0)
 
 
 def _last_line(path: Path) -> str:
