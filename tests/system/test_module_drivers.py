@@ -10,6 +10,8 @@ import select
 import shutil
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,13 @@ class UdpClient:
         self._thread.join(15)
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the UDP client made no progress"
+        time.sleep(0.01)
+
+
 def ask(ns_path: str, port: int, body: bytes) -> bytes:
     """One UDP request to 10.77.0.2:``port`` from the Exo network namespace."""
     fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -143,14 +152,12 @@ def test_net_loop_carries_packets_through_upgrade_and_rollback(
     assert ping(ns_path) == b"exo ping"
     client = UdpClient(ns_path)
     try:
-        while client.ok < 100:
-            threading.Event().wait(0.01)
+        wait_for(lambda: client.ok >= 100)
         done = manager.upgrade("net/loop", "2.1.5", canary=20, step=40, interval=0.2)
         assert done["rolled_back"] is None, done
         assert ask(ns_path, 1, b"?") == b"net/loop 2.1.5"
         before = client.ok
-        while client.ok < before + 100:
-            threading.Event().wait(0.01)
+        wait_for(lambda: client.ok >= before + 100)
         assert manager.rollback("net/loop")["to"] == "2.1.4"
         assert ask(ns_path, 1, b"?") == b"net/loop 2.1.4"
     finally:

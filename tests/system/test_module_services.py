@@ -89,23 +89,28 @@ def test_an_app_sees_no_upgrade(kernel: Kernel, manager: ModuleManager,  # noqa:
 import sys, time
 from exo.modules.client import ServiceClient
 c = ServiceClient("ipc://echo")
-seen, n = set(), 0
+seen, n, after = set(), 0, 0
 deadline = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < deadline:
+while time.monotonic() < deadline and after < 200:  # until 2.0 served 200 in a row
     n += 1
     version, _, body = c.call(str(n).encode()).partition(b":")
     assert body == str(n).encode(), (n, body)
     seen.add(version.decode())
+    after = after + 1 if version == b"v2.0" else 0
 print(n, sorted(seen))
 '''
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = kernel.api.start([APP_PYTHON, "-c", app, "4"], [parse_grant("ipc://echo=SEND")],
+            proc = kernel.api.start([APP_PYTHON, "-c", app, "60"],
+                                    [parse_grant("ipc://echo=SEND")],
                                     stdio=(null, out.fileno(), err.fileno()))
         finally:
             os.close(null)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while manager.list()[0]["versions"][0]["requests"] < 100:  # the app is under way
+            assert time.monotonic() < deadline, "the app sent no requests"
+            time.sleep(0.02)
         assert manager.upgrade("echo", "2.0", canary=20, step=40, interval=0.2)["to"] == "2.0"
         status = kernel.api.wait(proc)
         out.seek(0)
