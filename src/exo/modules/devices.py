@@ -72,8 +72,12 @@ class Device(ABC):
         """The answers to a burst; a failure is counted and remembered (its answer is
         empty), never raised into the pump."""
         self.received += len(burst)
+        try:
+            answers = request(burst)
+        except Exception as exc:  # the module went away under the pump (unload)
+            answers = [exc] * len(burst)
         out: list[bytes] = []
-        for got in request(burst):
+        for got in answers:
             if isinstance(got, Exception):  # no version serving, the module's error
                 self.dropped += 1
                 self.last_error = f"{type(got).__name__}: {got}"[:200]
