@@ -300,6 +300,11 @@ TABLE: tuple[Syscall, ...] = (
             result="{agent, resource}", fds_out=6, status=PARTIAL,
             note="the endpoint's 6 descriptors come with the reply (exo_std.ai); the "
                  "agents start in the DEFERRED boot phase: until then NOT_FOUND"),
+    Syscall("open_service", "ipc", (_name("ipc://NAME of a loaded module's service"),),
+            doc="A channel to a module's service: module frames (request id and body) in, "
+                "answers out; the kernel routes each to the serving version.",
+            rights="SEND on a capability covering `name`; at most 16 per process",
+            result="{service, module, version}", fds_out=6),
     # ------------------------------------------------------------------ storage
     Syscall("open", "storage", (
         _name("storage:// name of a file or directory"),

@@ -62,6 +62,16 @@ def list_(root: str | None, as_json: bool) -> None:
         versions = ", ".join(f"{v['version']} ({v['traffic']}%)" for v in r["versions"])
         health = ", ".join(f"{v['version']}: {v['health']}" for v in r["versions"])
         click.echo(f"{r['name']:16} {r['service']:20} {versions:28} {health}")
+        device = r.get("device")
+        if device:
+            where = ", ".join(f"{k} {device[k]}" for k in
+                              ("interface", "address", "peer", "netns", "tty") if k in device)
+            click.echo(f"  device: {where}; {device['received']} in, {device['sent']} out, "
+                       f"{device['dropped']} dropped")
+        if r.get("failed"):
+            click.echo(f"  failed: {r['failed']}")
+        elif r.get("restarts"):
+            click.echo(f"  restarted {r['restarts']} times after a crash")
 
 
 @module.command()

@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import struct
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,13 @@ CALL_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
 MAX_ERROR_RATE = 0.05  # of the new version's requests in one step: above it, roll back
 PYTHON = "/usr/bin/python3"
+#: Supervision: a serving version whose process dies is started again after
+#: ``RESTART_BACKOFF_S * 2**n`` (at most ``RESTART_BACKOFF_MAX_S``), at most
+#: ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; then the module is left failed.
+RESTART_BACKOFF_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 class InstanceGone(Exception):
@@ -54,8 +64,11 @@ class _Call:
 class Instance:
     """One running version: its process, its channel and its in-flight requests."""
 
-    def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any) -> None:
+    def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any,
+                 on_exit: Callable[[Instance], None] | None = None) -> None:
         self.mod = mod
+        self.on_exit = on_exit  # told when the process dies (not when it is stopped)
+        self.stopping = False
         self.proc = proc
         self.api = api
         self.ep = endpoint
@@ -85,6 +98,13 @@ class Instance:
              control: bool = False) -> bytes:
         """Send one frame and wait for its answer. ``control`` frames (health, state)
         pass even while draining."""
+        rid, c = self.begin(kind, body, timeout, control)
+        return self.finish(rid, c, kind, timeout)
+
+    def begin(self, kind: int, body: bytes, timeout: float = CALL_TIMEOUT_S,
+              control: bool = False) -> tuple[int, _Call]:
+        """Register and send one frame without waiting (``finish`` waits): a device pump
+        sends a burst of frames, then collects the answers."""
         c = _Call()
         with self._lock:
             if not (self.accepting or control) or self._closing:
@@ -101,6 +121,11 @@ class Instance:
                 if self._pending.pop(rid, None) is not None:
                     self._idle.notify_all()
             raise InstanceGone(self.version) from None
+        return rid, c
+
+    def finish(self, rid: int, c: _Call, kind: int, timeout: float = CALL_TIMEOUT_S
+               ) -> bytes:
+        """Wait for the answer to ``begin``'s frame."""
         if not c.done.acquire(timeout=timeout):
             with self._lock:
                 if self._pending.pop(rid, None) is not None:
@@ -126,7 +151,10 @@ class Instance:
                 continue
             except (IpcError, OSError, ValueError):
                 break  # the process died or the channel closed
-            kind, rid, body = wire.parse(data)
+            try:
+                kind, rid, body = wire.parse(data)
+            except (struct.error, ValueError, TypeError):
+                break  # not a frame: the module is broken; its requests go elsewhere
             with self._lock:
                 c = self._pending.pop(rid, None)
                 if not self._pending:
@@ -141,6 +169,8 @@ class Instance:
             self._idle.notify_all()
         for c in pending.values():
             c.done.release()  # kind 0: InstanceGone
+        if not self.stopping and self.on_exit is not None:
+            self.on_exit(self)
 
     @property
     def alive(self) -> bool:
@@ -172,8 +202,11 @@ class Instance:
         return None
 
     def stop(self) -> None:
-        """Ask the process to end, then make sure it does; release the channel."""
+        """Ask the process to end, then make sure it does; release the channel (once)."""
         with self._lock:
+            if self.stopping:
+                return
+            self.stopping = True
             self.accepting = False
         try:
             with self._send:
@@ -197,11 +230,16 @@ class Service:
     name: str
     service: str
     stable: str  # where traffic falls back to
+    scheme: str = "ipc"
+    device: Any = None  # exo.modules.devices.Device of a device:// module
     instances: dict[str, Instance] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)  # percent, sum 100
     previous: str | None = None  # what ``rollback`` restores
     last: str = ""  # the last thing that happened, for ``list``
     op_lock: threading.Lock = field(default_factory=threading.Lock)
+    restarts: list[float] = field(default_factory=list)  # when the supervisor restarted it
+    failed: str = ""  # why supervision gave up, "" while it has not
+    changed: threading.Condition = field(default_factory=threading.Condition)
     _route: list[Instance] = field(default_factory=list)
     _tick: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -215,6 +253,12 @@ class Service:
         spread = [table[i] for i in order] if len(table) == 100 else table
         self.weights = dict(weights)
         self._route = spread
+        with self.changed:
+            self.changed.notify_all()
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.service}"
 
     def pick(self) -> Instance:
         route = self._route
@@ -227,11 +271,12 @@ class ModuleManager:
     """Loads, routes, upgrades, rolls back and unloads modules for one kernel."""
 
     def __init__(self, api: Any, root: Path, boot_id: str = "",
-                 measure: bool = True) -> None:
+                 measure: bool = True, log: Callable[[str], None] | None = None) -> None:
         self.api = api  # exo.kernel.api.KernelApi: the one way to start a process
         self.root = root
         self.boot_id = boot_id
         self.measure = measure
+        self.log = log or (lambda message: None)  # the kernel log
         self._services: dict[str, Service] = {}
         self._lock = threading.Lock()
 
@@ -241,7 +286,16 @@ class ModuleManager:
         draining or dies is skipped; a new version's failure is retried on the stable one
         (and counted against the new version's error rate)."""
         svc = self._services.get(name) or self._service(name)
-        for _ in range(8):
+        deadline = time.monotonic() + timeout
+        tries = 0
+        while True:
+            tries += 1
+            if tries > 8:  # every version refused: one is being restarted or swapped in
+                left = deadline - time.monotonic()
+                if left <= 0 or svc.failed or svc.name not in self._services:
+                    break
+                with svc.changed:
+                    svc.changed.wait(min(left, 0.05))
             inst = svc.pick()
             try:
                 return inst.call(wire.REQUEST, body, timeout)
@@ -255,7 +309,41 @@ class ModuleManager:
                     return stable.call(wire.REQUEST, body, timeout)
                 except InstanceGone:
                     continue
+        if svc.failed:
+            raise ModuleError(f"{svc.name}: not serving: {svc.failed}")
         raise ModuleError(f"{name}: no version accepted the request")
+
+    def request_many(self, name: str, bodies: list[bytes],
+                     timeout: float = CALL_TIMEOUT_S) -> list[bytes | Exception]:
+        """``request`` for each body, their frames sent as one burst before any answer is
+        awaited (a device pump's backlog costs one wake-up of the module, not one per
+        frame); answers in order, a failure as its exception. A frame whose version went
+        away or failed it takes ``request``'s path (re-routed, or retried on the stable
+        version)."""
+        svc = self._services.get(name) or self._service(name)
+        sent: list[tuple[Instance | None, int, _Call | None]] = []
+        for body in bodies:
+            try:
+                inst = svc.pick()
+                sent.append((inst, *inst.begin(wire.REQUEST, body, timeout)))
+            except (InstanceGone, ModuleError):
+                sent.append((None, 0, None))
+        out: list[bytes | Exception] = []
+        for body, (owner, rid, c) in zip(bodies, sent, strict=True):
+            if owner is not None and c is not None:
+                try:
+                    out.append(owner.finish(rid, c, wire.REQUEST, timeout))
+                    continue
+                except (InstanceGone, RequestFailed):
+                    pass
+                except Exception as exc:  # a timeout: that frame's answer
+                    out.append(exc)
+                    continue
+            try:
+                out.append(self.request(name, body, timeout))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # --------------------------------------------------------------- operations
     def load(self, spec: str) -> dict[str, Any]:
@@ -278,8 +366,13 @@ class ModuleManager:
             return {"name": mod.name, "version": mod.version, "started": False,
                     "message": f"{mod.name} {mod.version} verified and kept: exo module "
                                f"upgrade {mod.name} --version {mod.version}"}
-        inst = self._start(mod)
-        svc = Service(mod.name, mod.service, mod.version)
+        with self._lock:
+            clash = next((s for s in self._services.values() if s.service == mod.service
+                          and s.scheme == mod.scheme), None)
+        if clash is not None:
+            raise ModuleError(f"{mod.name}: refused: {mod.url} is served by {clash.name}")
+        svc = Service(mod.name, mod.service, mod.version, mod.scheme)
+        inst = self._start(mod, svc)
         svc.instances[mod.version] = inst
         svc.set_weights({mod.version: 100})
         svc.last = f"loaded {mod.version}"
@@ -288,9 +381,21 @@ class ModuleManager:
                 inst.stop()
                 raise ModuleError(f"{mod.name} was loaded meanwhile")
             self._services[mod.name] = svc
+        where = ""
+        if mod.scheme == "device":
+            from exo.modules import devices
+
+            try:
+                svc.device = devices.open_device(mod.service)
+            except ModuleError:
+                self.unload(mod.name)
+                raise
+            svc.device.attach(lambda bodies: self.request_many(svc.name, bodies),
+                              devices.PUMPS.get(mod.service, 1))
+            where = " at " + ", ".join(f"{k} {v}" for k, v in svc.device.describe().items())
         return {"name": mod.name, "version": mod.version, "started": True,
                 "pid": inst.proc.pid,
-                "message": f"{mod.name} {mod.version} serving ipc://{mod.service} "
+                "message": f"{mod.name} {mod.version} serving {mod.url}{where} "
                            f"(pid {inst.proc.pid})"}
 
     def upgrade(self, name: str, version: str, canary: int = 10, step: int = 30,
@@ -307,11 +412,11 @@ class ModuleManager:
                 raise ModuleError(f"{name} {version} is already the serving version")
             mod = package.keep(self.root, package.verify(
                 self.root, package.find(self.root, name, version)))
-            if mod.service != svc.service:
-                raise ModuleError(f"{name} {version}: refused: it serves ipc://{mod.service}, "
-                                  f"not ipc://{svc.service}")
+            if mod.url != svc.url:
+                raise ModuleError(f"{name} {version}: refused: it serves {mod.url}, "
+                                  f"not {svc.url}")
             t0 = time.monotonic()
-            new = self._start(mod)
+            new = self._start(mod, svc)
             try:
                 state = old.call(wire.EXPORT, control=True)
                 new.call(wire.IMPORT, state, control=True)
@@ -360,7 +465,7 @@ class ModuleManager:
             current = svc.instances[svc.stable]
             mod = package.keep(self.root, package.verify(
                 self.root, package.find(self.root, name, svc.previous)))
-            back = self._start(mod)
+            back = self._start(mod, svc)
             try:
                 back.call(wire.IMPORT, current.call(wire.EXPORT, control=True), control=True)
             except (RequestFailed, InstanceGone, TimeoutError) as exc:
@@ -382,6 +487,8 @@ class ModuleManager:
         with svc.op_lock:
             with self._lock:
                 self._services.pop(name, None)
+            if svc.device is not None:  # no new traffic; what is in flight is answered
+                svc.device.close()
             for inst in list(svc.instances.values()):
                 inst.drain()
                 inst.stop()
@@ -398,9 +505,13 @@ class ModuleManager:
                          "health": i.health() or "ok", "requests": i.requests,
                          "errors": i.errors, "in_flight": i.in_flight}
                         for v, i in list(svc.instances.items())]
-            rows.append({"name": svc.name, "service": f"ipc://{svc.service}",
-                         "stable": svc.stable, "previous": svc.previous,
-                         "versions": versions, "last": svc.last})
+            row: dict[str, Any] = {"name": svc.name, "service": svc.url,
+                                   "stable": svc.stable, "previous": svc.previous,
+                                   "versions": versions, "last": svc.last,
+                                   "restarts": len(svc.restarts), "failed": svc.failed or None}
+            if svc.device is not None:
+                row["device"] = {**svc.device.describe(), **svc.device.stats()}
+            rows.append(row)
         return rows
 
     def stop(self) -> None:
@@ -410,6 +521,10 @@ class ModuleManager:
         for name in names:
             with contextlib.suppress(ModuleError):
                 self.unload(name)
+
+    def service_named(self, name: str) -> Service:
+        """The loaded module ``name`` (package or service name); ModuleError if none."""
+        return self._service(name)
 
     # ---------------------------------------------------------------- internals
     def _service(self, name: str) -> Service:
@@ -442,7 +557,7 @@ class ModuleManager:
         svc.instances.pop(old.version, None)
         return swap_ms
 
-    def _start(self, mod: ModulePackage) -> Instance:
+    def _start(self, mod: ModulePackage, svc: Service | None = None) -> Instance:
         """Start ``mod``'s process with exactly its manifest's capabilities (plus reading
         its own files), measure it, and wait for READY; refuse it with one line if it
         crashes on start."""
@@ -466,9 +581,15 @@ class ModuleManager:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
+        if mod.kind == "wasm":  # wasmtime lives in the kernel's environment, not the system's
+            from exo.modules.wasm import runner_argv
+
+            argv = runner_argv(sys.executable, entry, raw)
+        else:
+            argv = [PYTHON, "-m", "exo.modules.runner", entry]
         try:
             proc = self.api.start(
-                [PYTHON, "-m", "exo.modules.runner", entry], [own], manifest=manifest,
+                argv, [own], manifest=manifest,
                 stdio=(null_fd, log_fd, log_fd),
                 env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
                      PARENT_PID_ENV: "1"},
@@ -493,7 +614,55 @@ class ModuleManager:
             a.close()
             raise ModuleError(f"{mod.name} {mod.version}: refused: crashed on start "
                               f"({_last_line(log_path) or exc})") from None
-        return Instance(mod, proc, a, self.api)
+        on_exit = None if svc is None else (lambda inst: self._died(svc, inst))
+        return Instance(mod, proc, a, self.api, on_exit)
+
+    # -------------------------------------------------------------- supervision
+    def _died(self, svc: Service, inst: Instance) -> None:
+        """A version's process ended without being stopped: restart it (off the reader
+        thread, which is the one telling us)."""
+        threading.Thread(target=self._restart, args=(svc, inst), daemon=True,
+                         name=f"exo-module-restart-{svc.name}").start()
+
+    def _restart(self, svc: Service, dead: Instance) -> None:
+        status = dead.proc.wait(2.0)
+        why = f"{svc.name} {dead.version}: process exited ({status}): " \
+              f"{_last_line(self._log_path(dead.mod)) or 'no log line'}"
+        now = time.monotonic()
+        svc.restarts[:] = [t for t in svc.restarts if now - t < RESTART_WINDOW_S]
+        if len(svc.restarts) >= MAX_RESTARTS:
+            svc.failed = (f"{dead.version} crashed {len(svc.restarts) + 1} times in "
+                          f"{RESTART_WINDOW_S:g} s; not restarted (exo module unload "
+                          f"{svc.name}, then load a fixed version)")
+            svc.last = svc.failed
+            self.log(f"module {why}; {svc.failed}")
+            with svc.changed:
+                svc.changed.notify_all()
+            return
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** len(svc.restarts))
+        svc.restarts.append(now)
+        self.log(f"module {why}; restart {len(svc.restarts)}/{MAX_RESTARTS} in "
+                 f"{delay:.1f} s")
+        time.sleep(delay)
+        with svc.op_lock:
+            if self._services.get(svc.name) is not svc or \
+                    svc.instances.get(dead.version) is not dead:
+                dead.stop()  # retired or unloaded meanwhile: nothing to restart
+                return
+            try:
+                fresh = self._start(dead.mod, svc)
+            except ModuleError as exc:  # counted as one more crash: backoff, then the limit
+                self.log(f"module {svc.name} {dead.version}: restart failed: {exc}")
+                self._died(svc, dead)
+                return
+            svc.instances[dead.version] = fresh
+            svc.set_weights(dict(svc.weights))
+            svc.last = f"{dead.version} restarted after a crash (pid {fresh.proc.pid})"
+            self.log(f"module {svc.name} {dead.version} restarted (pid {fresh.proc.pid})")
+        dead.stop()
+
+    def _log_path(self, mod: ModulePackage) -> Path:
+        return self.root / "var" / "log" / "modules" / f"{mod.name}-{mod.version}.log"
 
     def _measure(self, mod: ModulePackage) -> None:
         """Each load goes into this boot's measured event log (and PCR 23 with a TPM)."""

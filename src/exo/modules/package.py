@@ -19,22 +19,30 @@ from pathlib import Path
 from exo.modules import ModuleError
 
 #: What a module's process may hold. ``{service}`` and ``{name}`` are its own; anything
-#: else in ``[sandbox]`` is refused ("asks for more than a module may hold").
-POLICY = ("ipc://{service}", "module://{name}", "storage://var/lib/modules/{name}")
-MAX_MEMORY = 1 << 30  # the default of every Exo process
-SERVICE_RE = re.compile(r"^ipc://([a-z0-9][a-z0-9._/-]{0,63})$")
+#: else in ``[sandbox]`` is refused ("asks for more than a module may hold") unless
+#: ``etc/modules/policy.toml`` grants it (``exo.modules.policy``).
+POLICY = ("{scheme}://{service}", "module://{name}", "storage://var/lib/modules/{name}")
+SERVICE_RE = re.compile(r"^(ipc|device)://([a-z0-9][a-z0-9._/-]{0,63})$")
+#: ``[binary] type`` of a module and the entry it needs.
+TYPES = {"python": ".py", "wasm": ".wasm"}
 
 
 @dataclass(frozen=True)
 class ModulePackage:
     name: str
     version: str
-    service: str  # the NAME of ipc://NAME
+    service: str  # the NAME of ipc://NAME or device://NAME
     entry: str
     path: Path  # the verified .exopkg
     digest: bytes  # SHA-256 of the signed header: what is measured
     signer: str
     manifest_bytes: bytes
+    scheme: str = "ipc"  # "device": the kernel holds the device (exo.modules.devices)
+    kind: str = "python"  # or "wasm": run by exo.modules.wasm_runner
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.service}"
 
 
 def store_dir(root: Path) -> Path:
@@ -66,18 +74,25 @@ def trusted_signers(root: Path) -> set[str]:
     return {f for f in found if f}
 
 
-def _check_policy(name: str, service: str, caps: list[str], memory: object) -> None:
+def _check_policy(root: Path, name: str, scheme: str, service: str, caps: list[str],
+                  memory: object) -> None:
     from exo.kernel.manifest import parse_grant
+    from exo.modules.policy import load_policy
 
-    allowed = [p.format(service=service, name=name) for p in POLICY]
+    policy = load_policy(root)
+    if not policy.allows(name):
+        raise ModuleError(f"{name}: refused: not in the allow-list of {policy.path} "
+                          f"({', '.join(policy.allow or ()) or 'empty'})")
+    allowed = [p.format(scheme=scheme, service=service, name=name) for p in POLICY]
+    allowed += policy.extra(name)
     for text in caps:
         resource = str(parse_grant(text).name)
         if not any(resource == a or resource.startswith(a + "/") for a in allowed):
             raise ModuleError(f"{name}: refused: its manifest asks for {text}, more than a "
                               f"module may hold ({', '.join(allowed)})")
-    if isinstance(memory, int) and memory > MAX_MEMORY:
+    if isinstance(memory, int) and memory > policy.memory:
         raise ModuleError(f"{name}: refused: its manifest asks for {memory >> 20} MiB of "
-                          f"memory, more than a module may have ({MAX_MEMORY >> 20} MiB)")
+                          f"memory, more than a module may have ({policy.memory >> 20} MiB)")
 
 
 def verify(root: Path, path: Path) -> ModulePackage:
@@ -96,25 +111,40 @@ def verify(root: Path, path: Path) -> ModulePackage:
         raise ModuleError(f"refused: {why}") from None
     m = pkg.manifest
     binary = m.raw.get("binary", {})
-    if m.binary_type != "python" or binary.get("kind") != "module":
+    if m.binary_type not in TYPES or binary.get("kind") != "module":
         raise ModuleError(f"{m.name}: refused: not a module ([binary] needs type = \"python\" "
-                          "and kind = \"module\")")
+                          "or \"wasm\", and kind = \"module\")")
     section = m.raw.get("module", {})
     match = SERVICE_RE.match(str(section.get("service", ""))) if isinstance(section, dict) \
         else None
     if match is None:
-        raise ModuleError(f"{m.name}: refused: [module] service must be ipc://NAME")
+        raise ModuleError(f"{m.name}: refused: [module] service must be ipc://NAME or "
+                          "device://NAME")
+    scheme, service = match.group(1), match.group(2)
+    if scheme == "device":
+        from exo.modules.devices import DEVICES
+
+        if service not in DEVICES:
+            raise ModuleError(f"{m.name}: refused: device://{service} is no hosted device "
+                              f"({', '.join(sorted(DEVICES))})")
     if not m.entry or m.entry not in {e.path for e in pkg.header.entries}:
         raise ModuleError(f"{m.name}: refused: binary.entry {m.entry!r} is not in the package")
+    if not m.entry.endswith(TYPES[m.binary_type]):
+        raise ModuleError(f"{m.name}: refused: a {m.binary_type} module's entry ends with "
+                          f"{TYPES[m.binary_type]}, not {m.entry!r}")
+    if m.binary_type == "wasm":
+        from exo.modules.wasm import config
+
+        config(m.name, m.raw)  # refused here, before anything runs
     try:
         limits = manifest_from_dict({k: m.raw[k] for k in ("sandbox", "limits")
                                      if k in m.raw}, m.name).limits
     except ManifestError as exc:
         raise ModuleError(f"{m.name}: refused: {exc}") from None
-    _check_policy(m.name, match.group(1), m.capabilities, limits.memory)
-    return ModulePackage(m.name, m.version, match.group(1), m.entry, path,
+    _check_policy(root, m.name, scheme, service, m.capabilities, limits.memory)
+    return ModulePackage(m.name, m.version, service, m.entry, path,
                          hashlib.sha256(pkg.header_bytes).digest(), pkg.signer,
-                         pkg.manifest_bytes)
+                         pkg.manifest_bytes, scheme, m.binary_type)
 
 
 def keep(root: Path, mod: ModulePackage) -> ModulePackage:

@@ -28,9 +28,9 @@ def load(entry: str) -> ModuleType:
     return module
 
 
-def _answer(module: ModuleType, kind: int, body: bytes) -> bytes:
+def _answer(module: object, kind: int, body: bytes) -> bytes:
     if kind == wire.REQUEST:
-        out = module.handle(body)
+        out = module.handle(body)  # type: ignore[attr-defined]
         return bytes(out)
     if kind == wire.HEALTH:
         check = getattr(module, "health", None)
@@ -49,11 +49,17 @@ def _answer(module: ModuleType, kind: int, body: bytes) -> bytes:
 
 
 def main(argv: list[str]) -> int:
+    return serve(load(argv[0]))
+
+
+def serve(module: object) -> int:
+    """Say READY on the inherited channel, then answer frames with ``module``'s
+    functions (a Python module, or ``exo.modules.wasm_runner``'s WebAssembly instance)
+    until STOP or the manager is gone."""
     from exo.ipc import PeerGoneError
     from exo_std import ipc
 
     (ep,) = ipc.inherited()
-    module = load(argv[0])
     ep.send(wire.frame(wire.READY, 0))
     while True:
         try:

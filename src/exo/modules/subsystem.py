@@ -14,11 +14,12 @@ if TYPE_CHECKING:
     from exo.kernel.subsystems.caps import Capabilities
     from exo.kernel.subsystems.processes import Processes
     from exo.kernel.subsystems.server import SyscallServer
+    from exo.modules.bridge import ServiceBridges
     from exo.modules.manager import ModuleManager
 
 
 class Modules(Subsystem):
-    __slots__ = ("caps", "core", "manager", "processes", "syscalls")
+    __slots__ = ("bridges", "caps", "core", "manager", "processes", "syscalls")
 
     def __init__(self, core: KernelCore, *, caps: Capabilities, processes: Processes,
                  syscalls: SyscallServer) -> None:
@@ -27,13 +28,20 @@ class Modules(Subsystem):
         self.processes = processes
         self.syscalls = syscalls
         self.manager: ModuleManager | None = None
+        self.bridges: ServiceBridges | None = None
 
     def start(self) -> str:
         from exo.kernel.api import KernelApi
         from exo.modules.manager import ModuleManager
 
         api = KernelApi(self.core, self.caps.manager, self.processes.manager)
-        self.manager = ModuleManager(api, self.core.root, self.core.boot_id)
+        self.manager = ModuleManager(api, self.core.root, self.core.boot_id,
+                                     log=self.core.log)
+        from exo.modules.bridge import ServiceBridges
+
+        self.bridges = ServiceBridges(self.manager)
+        if self.syscalls.context is not None:  # apps: the open_service syscall
+            self.syscalls.context.services = self.bridges
         control = self.syscalls.control
         if control is not None:
             control.modules = self.manager
@@ -41,6 +49,11 @@ class Modules(Subsystem):
         return "ready (ephemeral kernel: no control socket)"
 
     def stop(self) -> None:
+        if self.syscalls.context is not None:
+            self.syscalls.context.services = None
+        if self.bridges is not None:
+            self.bridges.close()
+            self.bridges = None
         control = self.syscalls.control
         if control is not None:
             control.modules = None

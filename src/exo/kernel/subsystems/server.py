@@ -23,14 +23,14 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess, ProcessManager
     from exo.kernel.subsystems.caps import Capabilities
     from exo.kernel.subsystems.processes import Processes
-    from exo.kernel.syscalls.host import AgentRouter
+    from exo.kernel.syscalls.host import AgentRouter, ServiceDirectory
 
 
 class SyscallContext:
     """Everything a syscall handler may reach, and nothing more."""
 
     __slots__ = ("agents", "boot_id", "caps", "fair_share", "files", "in_flight", "log",
-                 "processes", "root")
+                 "processes", "root", "services")
 
     def __init__(self, core: KernelCore, caps: CapabilityManager, files: OpenFileTable,
                  in_flight: InFlight, processes: ProcessManager) -> None:
@@ -45,6 +45,7 @@ class SyscallContext:
         #: AI-Core's router (``exo.agents.core.router``), set by the DEFERRED "AI agents"
         #: step: the kernel does not import the agents.
         self.agents: AgentRouter | None = None
+        self.services: ServiceDirectory | None = None  # the module manager's, once it runs
 
     def agent_router(self) -> AgentRouter | None:
         return self.agents

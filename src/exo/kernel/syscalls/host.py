@@ -31,6 +31,12 @@ class AgentRouter(Protocol):
         ...
 
 
+class ServiceDirectory(Protocol):
+    """Module services apps may open (``exo.modules.bridge.ServiceBridges``)."""
+
+    def open(self, pid: int, service: str) -> tuple[Any, list[int]]: ...
+
+
 class SyscallHost(Protocol):
     """The kernel as the syscall server sees it."""
 
@@ -54,6 +60,9 @@ class SyscallHost(Protocol):
 
     @property
     def fair_share(self) -> FairShare: ...
+
+    @property
+    def services(self) -> ServiceDirectory | None: ...
 
     def log(self, message: str) -> None: ...
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import queue
 from typing import TYPE_CHECKING, Any
 
+from exo.kernel.caps import ResourceName, Rights
 from exo.kernel.caps.errors import CapabilityDenied, CapabilityError, QuotaExceeded
-from exo.kernel.syscalls.host import Handler, SyscallHost, cap_result
+from exo.kernel.syscalls.host import Handler, SyscallError, SyscallHost, cap_result
 
 if TYPE_CHECKING:
+    from exo.kernel.caps.manager import HandleInfo
     from exo.kernel.process import ExoProcess
 
 
@@ -110,20 +112,25 @@ def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: 
     return cap_result(host, proc.pid, handle), []
 
 
-def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
-                  fds: list[int]) -> tuple[Any, list[int]]:
-    """A channel endpoint to a running agent, for a caller holding ``agent://NAME`` with
-    SEND (the most specific covering capability is named in the reply)."""
-    from exo.kernel.caps import ResourceName, Rights
-
-    res = ResourceName.parse(f"agent://{args['name']}")
+def _holding_send(host: SyscallHost, proc: ExoProcess, res: ResourceName,
+                  op: str) -> list[HandleInfo]:
+    """The caller's capabilities granting SEND on ``res``; none is a refusal, audited."""
     held = [info for info in host.caps.handles(proc.pid)
             if info.resource.covers(res) and Rights.SEND in info.rights]
     if not held:
         refusal = CapabilityDenied(f"no capability grants SEND on {res}")
         host.caps.audit.record("deny", pid=proc.pid, resource=res, rights="SEND",
-                               reason=f"agent_connect: {refusal}")
+                               reason=f"{op}: {refusal}")
         raise refusal
+    return held
+
+
+def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                  fds: list[int]) -> tuple[Any, list[int]]:
+    """A channel endpoint to a running agent, for a caller holding ``agent://NAME`` with
+    SEND (the most specific covering capability is named in the reply)."""
+    res = ResourceName.parse(f"agent://{args['name']}")
+    held = _holding_send(host, proc, res, "agent_connect")
     router = host.agent_router()
     if router is None:
         raise LookupError(f"{res}: the AI agents are not running (they start in the "
@@ -133,8 +140,24 @@ def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
     return {"agent": res.path, "resource": str(best.resource)}, out
 
 
+def open_service(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                 fds: list[int]) -> tuple[Any, list[int]]:
+    """A channel to the module serving ``ipc://NAME``, for a caller holding SEND on a
+    capability that covers the name (checked here, before the module manager is asked);
+    the manager bounds how many each process holds (``exo.modules.bridge``)."""
+    res = ResourceName.parse(args["name"])
+    if res.scheme != "ipc" or res.path in ("", "*"):
+        raise SyscallError(f"open_service: {res} is not an ipc://NAME")
+    _holding_send(host, proc, res, "open_service")
+    services = host.services
+    if services is None:
+        raise LookupError("no module manager is running (it starts after boot)")
+    return services.open(proc.pid, res.path)
+
+
 HANDLERS: dict[str, Handler] = {
     "agent_connect": agent_connect,
+    "open_service": open_service,
     "send_capability": send_capability,
     "recv_capability": recv_capability,
     "transfer_out": transfer_out,
