@@ -15,7 +15,6 @@ reached from here, the answer says so: it never invents a result.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -94,11 +93,6 @@ def _t(lang: str, en: str, fr: str) -> str:
     return fr if lang == "fr" else en
 
 
-def _parser() -> tuple[Parse, float]:
-    module = importlib.import_module("exo.agents.intent")
-    return module.parse, float(getattr(module, "CONFIDENCE_THRESHOLD", DEFAULT_THRESHOLD))
-
-
 def answer(sentence: str, *, parse: Parse | None = None, confirm: Confirm | None = None,
            lang: str | None = None, context: Context | None = None,
            threshold: float | None = None) -> Answer:
@@ -106,12 +100,11 @@ def answer(sentence: str, *, parse: Parse | None = None, confirm: Confirm | None
     parser detected; ``context`` is what the assistant may act on."""
     sentence = sentence.strip()[:2000]
     if parse is None:
-        try:
-            parse, default = _parser()
-        except ImportError:
-            return Answer("the intent engine (exo.agents.intent) is not installed",
-                          ok=False, lang=lang or "en")
-        threshold = default if threshold is None else threshold
+        from exo.agents.intent import CONFIDENCE_THRESHOLD
+        from exo.agents.intent import parse as parse_intent
+
+        parse = parse_intent
+        threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
     intent = parse(sentence)
     return act(intent, confirm=confirm, lang=lang, context=context,
                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)

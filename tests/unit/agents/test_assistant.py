@@ -99,10 +99,11 @@ def test_an_answer_has_a_json_form() -> None:
     assert Answer("one\ntwo", agent="X").line() == "[X] one\ntwo"
 
 
-def test_without_the_intent_engine_the_answer_says_so() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("exo.agents.intent") is not None:
-        pytest.skip("the intent engine is installed")
+def test_a_sentence_goes_through_the_intent_engine_to_its_agent() -> None:
     a = answer("Quel est l'usage CPU ?")
-    assert not a.ok and "exo.agents.intent" in a.text
+    assert (a.ok, a.agent, a.intent, a.lang) == (True, "AI-Res", "sys.cpu_usage", "fr")
+    assert a.text.startswith("Utilisation CPU :")
+    refused: list[str] = []
+    a = answer("what's the weather like in Paris tomorrow", confirm=refused.append)
+    assert (a.ok, a.intent) == (False, "unknown") and "sys.cpu_usage" in a.text
+    assert refused == []
