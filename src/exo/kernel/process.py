@@ -610,8 +610,6 @@ class ProcessManager:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
             # it sees the peer gone, closes the channel and ends.
             self._wake_server(proc.server)
-        with contextlib.suppress(Exception):
-            proc.sandbox.cleanup()
         with self._lock:
             self.reclaimed += 1
         proc.exited.set()
