@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
 # The real applications of POSIX-X's system tests and benchmark
 # (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
-POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
+POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl strace
 
 .PHONY: run test setup system-deps posix-x-apps lint typecheck unit bench clean docs
 
