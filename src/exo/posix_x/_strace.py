@@ -152,7 +152,10 @@ def program_calls(directory: str, prefix: str = "t") -> tuple[list[Call], int]:
         if is_root:  # from the program's own execve on: stage 2 is the sandbox's
             starts = [i for i, c in enumerate(calls) if c.name == "execve" and c.result == 0
                       and STAGE2 not in (c.path() or "")]
-            calls = calls[starts[0]:] if starts else []
+            if not starts:  # the program never started (its execve failed)
+                seen.discard(tid)
+                continue
+            calls = calls[starts[0]:]
         selected += calls
         todo += [(child, False) for c in calls
                  if c.name in _FORKS and (child := _child(c)) > 0]

@@ -75,7 +75,7 @@ def _parser() -> _Parser:
     mig.add_argument("--root", help=argparse.SUPPRESS)
     mig.add_argument("program", help="the program (a path, or a name in the system "
                      "directories)")
-    mig.add_argument("args", nargs=argparse.REMAINDER, help="-- its arguments")
+    mig.add_argument("args", nargs="*", help="-- its arguments")
     bench = sub.add_parser("benchmark", help="syscalls and real applications natively, "
                            "under POSIX-X and under plain bubblewrap, side by side")
     bench.add_argument("--quick", action="store_true", help="3 rounds of 2-second loads "
@@ -104,9 +104,13 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     args_list = list(sys.argv[1:] if argv is None else argv)
     # `posix-x profile -- PROGRAM… --json` (the form): a last --json after the
     # program is profile's own.
-    if args_list[:1] == ["profile"] and "--" in args_list and args_list[-1] == "--json" \
-            and len(args_list) - args_list.index("--") > 2:
+    if args_list[:1] == ["profile"] and args_list[-1] == "--json" and any(
+            not a.startswith("-") for a in args_list[1:-1]):
         args_list = ["profile", "--json", *args_list[1:-1]]
+    program_args: list[str] | None = None  # migrate's: everything after its --
+    if args_list[:1] == ["migrate"] and "--" in args_list:
+        cut = args_list.index("--")
+        args_list, program_args = args_list[:cut], args_list[cut + 1:]
     parser = _parser()
     head = args_list[:args_list.index("--")] if "--" in args_list else args_list
     if any(a in ("-h", "--help") for a in head):
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     if args.command == "profile":
         return _profile(args, out=out, err=err)
     if args.command == "migrate":
+        if program_args is not None:
+            args.args = [*args.args, *program_args]
         return _migrate(args, out=out, err=err)
     if args.command == "benchmark":
         from .benchmark import BenchmarkError
@@ -198,7 +204,7 @@ def _migrate(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     from .migrate import MigrateError, migrate, render
     from .profile import ProfileError
 
-    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
+    extra = list(args.args)
     name = os.path.basename(args.program.rstrip("/")) or "program"
     output = args.output or f"{name}.toml"
     try:
