@@ -173,3 +173,17 @@ def test_shell_profile_and_the_administrators_tools(kernel: Kernel) -> None:
     status, _, err = _line(alice, "posix-x profile --manifest /home/alice/m.toml -- "
                                   "/bin/true")
     assert status == 126 and "not held by this session" in err
+
+
+def test_boot_reports_posix_x_ready(exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    done = subprocess.run([*exo_cmd, "boot", "-q"], input="sleep 1\ndmesg\ncat /proc/posix_x\n",
+                          env=exo_env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "POSIX-X" in x)
+    assert "[  OK  ] POSIX-X (ready: 381 syscalls" in line
+    assert "fork-less filters compiled" in line
+    proc = dict(x.split(": ", 1) for x in done.stdout.splitlines()
+                if x.split(": ", 1)[0] in ("syscalls", "fast", "hybrid", "legacy",
+                                           "seccomp_user_notification"))
+    assert int(proc["fast"]) + int(proc["hybrid"]) + int(proc["legacy"]) == 381
