@@ -7,8 +7,8 @@ outside: ``strace -f --pidns-translation`` follows ``posix-x run`` on a kernel b
 this one run (its own child, so the sandbox's processes are strace's descendants), one
 output file per thread (``-ff``). The kernel's own threads are traced too and ignored here:
 the program is the thread that ``execve``'d the sandbox's stage 2 (``exo-stage2``), counted
-from its next ``execve`` (the program's), plus every thread and process it created
-(``clone``, ``fork``, ``vfork`` results), transitively.
+from its next ``execve`` that is not the broker's shim (the program's), plus every thread
+and process it created (``clone``, ``fork``, ``vfork`` results), transitively.
 
 Everything read here came from a hostile program's arguments (path strings strace printed):
 lines are parsed with bounded regular expressions, at most ``MAX_PATHS`` distinct refused
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 MAX_TRACE_BYTES = 512 << 20
 MAX_PATHS = 1000
 STAGE2 = "exo-stage2"
+SHIM = "exo/posix_x/_shim.py"  # the broker's shim (exo.posix_x.broker), before the program
 
 _START = re.compile(r"^([a-z_0-9]{1,40})\((.*)$")
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_0-9]{1,40}) resumed>(.*)$")
@@ -151,7 +152,7 @@ def program_calls(directory: str, prefix: str = "t") -> tuple[list[Call], int]:
         calls = threads[tid]
         if is_root:  # from the program's own execve on: stage 2 is the sandbox's
             starts = [i for i, c in enumerate(calls) if c.name == "execve" and c.result == 0
-                      and STAGE2 not in (c.path() or "")]
+                      and STAGE2 not in (c.path() or "") and SHIM not in c.args]
             if not starts:  # the program never started (its execve failed)
                 seen.discard(tid)
                 continue
