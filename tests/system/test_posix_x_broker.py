@@ -106,3 +106,28 @@ def test_exec_true_and_a_missing_program(exo_cmd: list[str], exo_env: dict[str, 
     assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
     done = _run(exo_cmd, exo_env, "--", "/no/such/program")
     assert done.returncode == 127 and done.stderr.count("\n") == 1
+
+
+LEGACY_PROGRAM = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in (("mount", 165), ("ptrace", 101), ("bpf", 321), ("uselib", 134)):
+    result = libc.syscall(nr, 0, 0, 0, 0, 0)
+    print(name, result, errno.errorcode[ctypes.get_errno()])
+"""
+
+
+def test_legacy_calls_get_the_tables_errno_and_are_audited(
+        exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path) -> None:
+    from exo.posix_x import table
+
+    done = _run(exo_cmd, exo_env, "--", "/usr/bin/python3", "-c", LEGACY_PROGRAM)
+    assert done.returncode == 0, done.stderr
+    expected = [f"{n} -1 {table.lookup(n).errno}"  # type: ignore[union-attr]
+                for n in ("mount", "ptrace", "bpf", "uselib")]
+    assert done.stdout.splitlines() == expected
+    assert "uselib -1 ENOSYS" in done.stdout  # removed from Linux: its own answer
+    denials = _denials(exo_root)
+    for name in ("mount", "ptrace", "bpf", "uselib"):
+        assert any(d.startswith(f"posix-x: {name}() refused (") and "Legacy: " in d
+                   for d in denials), name

@@ -565,7 +565,7 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
         raise BenchmarkError(f"{EXAMPLES}: the example manifests are not here (run it from "
                              "a checkout of Exo-OS)")
     ensure_packages()
-    with tempfile.TemporaryDirectory(prefix="exo-posix-x-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="exo-bench-posix-x-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # native nginx's workers run as nobody
         results: dict[str, Any] = {"syscalls": {}, "apps": {}}

@@ -20,8 +20,12 @@ a socket. One kernel thread per process (:class:`Broker`) answers them:
   memory afterwards changes nothing. A refused address is EACCES, audited. Other families
   (``AF_UNIX``) continue: the mount view and Landlock decide them.
 
-The Legacy rows are refused by the sandbox's own filter (an ERRNO action takes precedence
-over a notification, so they never reach this broker) and are not yet audited.
+* the refused Legacy rows (``mount``, ``ptrace``, ``bpf``…): the sandbox's own filter,
+  built with ``SandboxSpec.broker``, notifies instead of answering EPERM (an ERRNO would
+  take precedence over any notification); the shim's newer filter takes them, and the
+  kernel answers the errno the syscall table documents (ENOSYS for the calls removed from
+  Linux, EPERM for the others) and writes the refusal to the audit log. The call never
+  runs: without a listener Linux answers a notification with ENOSYS.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import ipaddress
 import json
 import os
@@ -60,13 +65,37 @@ _libc.bind.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
 _libc.connect.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
 
 
+def _legacy() -> dict[int, tuple[str, int, str]]:
+    """The refused Legacy rows the sandbox's filter hands over: number -> (name, errno,
+    note), the errno the table documents (Linux's own for an unprivileged process)."""
+    from exo.sandbox._seccomp import DENIED_SYSCALLS
+
+    from . import table
+
+    rows: dict[int, tuple[str, int, str]] = {}
+    for name in DENIED_SYSCALLS:
+        row = table.lookup(name)
+        if row is not None and row.errno:
+            rows[row.number] = (name, int(getattr(errno, row.errno)), row.note)
+    return rows
+
+
+LEGACY = _legacy()
+
+
+@functools.lru_cache(maxsize=2)
 def compile_filter(net_tcp: bool) -> bytes:
-    """execve and execveat notify; bind and connect too with port-level grants."""
+    """execve and execveat notify; bind and connect too with port-level grants; and every
+    refused Legacy row (``exo.sandbox._seccomp.DENIED_SYSCALLS``), which the sandbox's own
+    filter defers to this one (``SandboxSpec.broker``)."""
     import pyseccomp as sc
 
     filt = sc.SyscallFilter(sc.ALLOW)
-    for name in ("execve", "execveat", *(("bind", "connect") if net_tcp else ())):
-        filt.add_rule(sc.NOTIFY, name)
+    names = ["execve", "execveat", *(("bind", "connect") if net_tcp else ())]
+    names += [name for name, _, _ in LEGACY.values()]
+    for name in names:
+        if sc.resolve_syscall(sc.system_arch(), name) >= 0:
+            filt.add_rule(sc.NOTIFY, name)
     fd = os.memfd_create("exo-posix-x-broker")
     try:
         with os.fdopen(os.dup(fd), "wb") as fobj:
@@ -170,6 +199,9 @@ class Broker:
                 self._exec(listener, notif.id, pid, nr, args)
             elif nr in (_NR_BIND, _NR_CONNECT):
                 self._net(listener, notif.id, pid, nr, args)
+            elif nr in LEGACY:
+                name, err, note = LEGACY[nr]
+                self._refuse(listener, notif.id, name, "", err, f"Legacy: {note}")
             else:
                 _continue(listener, notif.id)
         except Exception:  # a broker bug must never leave the target blocked
@@ -230,8 +262,11 @@ class Broker:
 
     def _refuse(self, listener: int, notif_id: int, call: str, target: str, err: int,
                 hint: str) -> None:
-        self.decisions.append((call, target, err))
+        if len(self.decisions) < 256:
+            self.decisions.append((call, target, err))
         self.audit(f"posix-x: {call}({target}) refused ({errno.errorcode[err]}); {hint}")
+        # The audit log bounds its own volume (denials are rate-limited); this list is for
+        # tests and /proc, so it keeps the first few only.
         _sn._reply_error(listener, notif_id, err)
 
 
@@ -330,7 +365,7 @@ def prepare(spec: SandboxSpec, argv: list[str], *, pid: int,
     if exec_only is not None:  # the interpreter of the shim, until the shim narrows it
         python = exec_allowed((PYTHON,), "/", None) or ()
         exec_only = tuple(dict.fromkeys([*exec_only, *python]))
-    spec = dataclasses.replace(spec, exec_only=exec_only, keep_fds=(
+    spec = dataclasses.replace(spec, exec_only=exec_only, broker=True, keep_fds=(
         *spec.keep_fds, broker.child_sock.fileno(), config_fd))
     return spec, [PYTHON, "-I", "-S", shim_inside(), str(config_fd), "--", *argv], broker
 

@@ -49,8 +49,6 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
 #: Cases that fail today, each with why (the suite's table counts them as failures; the
 #: test fails if one starts passing unnoticed or another starts failing).
 KNOWN_FAILURES: dict[str, str] = {
-    **{f"legacy_{n}": "removed from Linux (ENOSYS there); today's filter answers EPERM (⚠)"
-       for n in ("_sysctl", "create_module", "lookup_dcookie", "nfsservctl", "uselib")},
     "mmap_file_shared": "MAP_SHARED of a file below a storage:// grant: the kernel's FUSE "
                         "export refuses shared mappings (ENODEV)",
     "o_tmpfile": "O_TMPFILE in a storage:// directory: the FUSE export does not support it",

@@ -2,7 +2,7 @@
 
 ``posix-x run`` spawns through the process manager like any Exo process, plus a seccomp
 filter that refuses ``fork`` (the ``[posix_x] fork = false`` default) and the exec
-policy. This step compiles those fork-less filters (libseccomp, tens of milliseconds)
+policy. This step compiles those filters and the broker's (libseccomp, tens of milliseconds)
 after the prompt is up instead of on the first run, checks what the Hybrid tier and the
 tools need on this host (seccomp user notification, pyelftools for ``analyze``, strace for
 ``profile``), and serves ``/proc/posix_x``: the syscall table's counts by tier and what
@@ -37,14 +37,18 @@ class PosixX(Subsystem):
         from exo.sandbox import _seccomp
 
         from . import _seccomp_notify, table
+        from .broker import compile_filter
 
         for mode in ("none", "tcp", "any"):
-            _seccomp.compiled_filter(mode, errno.EPERM, False)
+            for fork in (False, True):
+                _seccomp.compiled_filter(mode, errno.EPERM, fork, True)
+        compile_filter(False)
+        compile_filter(True)
         counts = table.counts()
         self.found = {
             "syscalls": str(len(table.SYSCALLS)),
             **{tier: str(counts.get(tier, 0)) for tier in table.TIERS},
-            "fork_less_filters": "compiled",
+            "filters": "compiled",
             "seccomp_user_notification": "yes" if _seccomp_notify.supported() else "no",
             "analyze": "pyelftools" if importlib.util.find_spec("elftools") else
                        "unavailable (pyelftools missing)",
@@ -53,7 +57,7 @@ class PosixX(Subsystem):
         }
         f = self.found
         return (f"ready: {f['syscalls']} syscalls ({f['fast']} fast, {f['hybrid']} hybrid, "
-                f"{f['legacy']} legacy), fork-less filters compiled, seccomp user "
+                f"{f['legacy']} legacy), filters compiled, seccomp user "
                 f"notification {f['seccomp_user_notification']}, profile "
                 f"{'strace' if f['profile'] == 'strace' else 'unavailable'}")
 

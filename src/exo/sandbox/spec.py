@@ -111,6 +111,10 @@ class SandboxSpec:
     creating a process (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``) fails with
     EAGAIN. ``exec_only`` (None: any program of the system directories): the only files
     that may be executed (Landlock EXECUTE on each, the ELF loader added by the caller).
+    ``broker``: the seccomp filter hands the refused syscalls (``DENIED_SYSCALLS``) to a
+    notifying filter the program installs before it runs (``exo.posix_x.broker``: the
+    kernel answers them with Linux's errno and audits them); without one they fail with
+    ENOSYS, still refused.
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -129,6 +133,7 @@ class SandboxSpec:
     user: tuple[str, int] | None = None
     fork: bool = True
     exec_only: tuple[Path, ...] | None = None
+    broker: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
