@@ -248,10 +248,13 @@ def profile(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
 def _supervise(trace: list[str], tmp: str, timeout: float | None,
                stdout: int | None) -> tuple[int, bool]:
     """Run strace; stop the traced run at ``timeout`` or when its trace outgrows
-    ``MAX_TRACE_BYTES``. The run's stdio is the caller's (a profile is a real run)."""
+    ``MAX_TRACE_BYTES``: SIGINT (as Ctrl-C), SIGTERM 10 s later, SIGKILL 20 s after that
+    (each a clean shutdown of the run's kernel but the last). The run's stdio is the
+    caller's (a profile is a real run)."""
     proc = subprocess.Popen(trace, stdout=stdout)
     deadline = None if timeout is None else time.monotonic() + timeout
     truncated = False
+    escalation = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
     try:
         while True:
             try:
@@ -261,22 +264,24 @@ def _supervise(trace: list[str], tmp: str, timeout: float | None,
             over = _strace.trace_size(tmp) > _strace.MAX_TRACE_BYTES
             if over or (deadline is not None and time.monotonic() > deadline):
                 truncated = truncated or over
-                _interrupt(proc)
-                deadline = None
-                if over:
-                    return proc.wait(), True
+                sig = escalation.pop(0) if escalation else signal.SIGKILL
+                _signal_run(proc, sig)
+                deadline = time.monotonic() + (10 if sig == signal.SIGINT else 20)
     except KeyboardInterrupt:
-        _interrupt(proc)
+        _signal_run(proc, signal.SIGINT)
         return proc.wait(), truncated
 
 
-def _interrupt(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT to the traced run (the ephemeral kernel kills the program and shuts down)."""
+def _signal_run(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the traced run (strace's child: the run's kernel kills the program and shuts
+    down on SIGINT or SIGTERM); SIGKILL goes to strace too."""
     import psutil
 
     try:
         for child in psutil.Process(proc.pid).children():
-            child.send_signal(signal.SIGINT)
+            child.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.kill()
     except psutil.Error:
         pass
 

@@ -98,8 +98,11 @@ def _run_ephemeral(argv: list[str], caps: list[str], manifest_path: str | None,
 def main(args: list[str]) -> int:
     """``python -m exo.posix_x.run [--ephemeral] [--cwd D] [--cap C]… [--manifest F]
     [--root R] -- PROGRAM…``: the traced child of ``posix-x profile``."""
+    import signal
     import sys
 
+    # Ctrl-C stops the run even when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ephemeral, cwd, caps, manifest, root = False, "/", [], None, None
     while args and args[0] != "--":
         opt = args.pop(0)
