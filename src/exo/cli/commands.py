@@ -127,7 +127,8 @@ def ps(root: str | None, as_json: bool) -> None:
               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def posix_x(args: tuple[str, ...]) -> None:
-    """Inspect Linux programs for POSIX-X: `analyze BINARY`, `syscalls` (--help for more)."""
+    """Linux programs under POSIX-X: run, analyze, profile, migrate, benchmark, syscalls
+    (--help for more)."""
     from exo.posix_x.cli import main as posix_x_main  # its own parser: one place for usage
 
     raise SystemExit(posix_x_main(_with_separator(list(args))))
