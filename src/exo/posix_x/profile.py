@@ -235,6 +235,8 @@ def profile(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
             child += ["--manifest", manifest]
         if root is not None:
             child += ["--root", root]
+        # Its own audit log and file-server mounts, whatever kernel runs on the tree.
+        child += ["--private-view", os.path.join(tmp, "view")]
         trace = [strace, "-f", "-ff", "-qq", "-T", "-s", "256", "--pidns-translation", "-o",
                  os.path.join(tmp, "t"), "--", *child, "--", *argv]
         status, truncated = _supervise(trace, tmp, timeout, stdout)

@@ -95,9 +95,45 @@ def _run_ephemeral(argv: list[str], caps: list[str], manifest_path: str | None,
         kernel.shutdown()
 
 
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+
+
+def private_view(root: str | None, view: str) -> str:
+    """Show the Exo tree ``root`` at ``view`` in a mount namespace of this process alone,
+    with a private ``var/log`` and ``var/run`` (tmpfs): the kernel this process boots then
+    writes its own audit log and mounts its file servers there, never into a running
+    kernel's (two writers would fork the audit chain). The tree itself is one bind mount,
+    so the kernel's no-crossing path resolution works beneath it as on the real tree.
+    The mounts vanish with the process."""
+    import ctypes
+
+    from exo.kernel.config import resolve_root
+
+    real = os.path.realpath(resolve_root(root))
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    os.makedirs(view, exist_ok=True)
+    os.makedirs(os.path.join(real, "var", "log"), exist_ok=True)
+    os.makedirs(os.path.join(real, "var", "run"), exist_ok=True)
+    check(libc.mount(os.fsencode(real), os.fsencode(view), None, _MS_BIND, None),
+          f"bind {real}")
+    for sub in ("log", "run"):
+        target = os.fsencode(os.path.join(view, "var", sub))
+        check(libc.mount(b"tmpfs", target, b"tmpfs", 0, b"mode=0755"), f"tmpfs var/{sub}")
+    return view
+
+
 def main(args: list[str]) -> int:
-    """``python -m exo.posix_x.run [--ephemeral] [--cwd D] [--cap C]… [--manifest F]
-    [--root R] -- PROGRAM…``: the traced child of ``posix-x profile``."""
+    """``python -m exo.posix_x.run [--ephemeral] [--private-view DIR] [--cwd D] [--cap
+    C]… [--manifest F] [--root R] -- PROGRAM…``: the traced child of ``posix-x profile``
+    (``--private-view``: boot on the tree seen through :func:`private_view`)."""
     import signal
     import sys
 
@@ -108,9 +144,16 @@ def main(args: list[str]) -> int:
         opt = args.pop(0)
         if opt == "--ephemeral":
             ephemeral = True
-        elif opt in ("--cwd", "--cap", "--manifest", "--root") and args:
+        elif opt in ("--cwd", "--cap", "--manifest", "--root", "--private-view") and args:
             value = args.pop(0)
-            if opt == "--cwd":
+            if opt == "--private-view":
+                try:
+                    root = private_view(root, value)
+                except OSError as exc:
+                    print(f"posix-x profile: the traced run cannot have its own view of "
+                          f"the tree ({exc.strerror}); it needs root", file=sys.stderr)
+                    return 1
+            elif opt == "--cwd":
                 cwd = value
             elif opt == "--cap":
                 caps.append(value)
