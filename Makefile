@@ -12,7 +12,7 @@ APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools lib
 APT_PACKAGES += espeak-ng sox
 # The real applications of POSIX-X's system tests and benchmark
 # (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
-POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
+POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl strace
 
 .PHONY: run test setup system-deps posix-x-apps lint typecheck unit bench clean docs
 

@@ -36,7 +36,8 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("caps", "processes", "syscalls")),
     Row("agents", "AI agents started", DEFERRED, "exo.agents.subsystem:Agents",
         requires=("caps", "processes", "syscalls")),
-    Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
+    Row("posix_x", "POSIX-X ready", DEFERRED, "exo.posix_x.subsystem:PosixX",
+        requires=("processes",)),
     # The package manager and the web console get their rows when
     # they are built: a row shows in the boot log, and these have never been announced.
 )
