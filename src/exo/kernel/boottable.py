@@ -7,13 +7,14 @@ start is FAILED without being imported.
 
 To add a subsystem: write its class (``exo.kernel.subsystem.Subsystem``: a constructor
 taking the core and, by keyword, what it requires; ``start() -> str``; ``stop()``) in its
-own package, and replace its ``NotBuilt`` row here (or add one). Nothing else changes.
+own package, and add its row here (``NotBuilt`` holds the place of one announced but not
+built). Nothing else changes.
 """
 
 from __future__ import annotations
 
 from exo.kernel.bootlog import Phase
-from exo.kernel.subsystem import NotBuilt, Row
+from exo.kernel.subsystem import Row
 
 CRITICAL, NORMAL, DEFERRED = Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED
 _S = "exo.kernel.subsystems"
