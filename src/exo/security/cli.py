@@ -44,7 +44,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 def register(main: click.Group) -> None:
     """Add the security groups to the ``exo`` command."""
-    for group in (tpm, attest, keys, crypto, audit):
+    for group in (tpm, attest, keys, crypto, audit, area):
         main.add_command(group)
 
 
@@ -446,3 +446,101 @@ def audit_sign_head(key: str, root: str | None) -> None:
     except (ValueError, hsm.HsmError) as exc:
         _fail(str(exc))
     click.echo(f"signed head: {head['records']} records, {head['hash'][:16]}…, key {key}")
+
+
+# --------------------------------------------------------------------------- area
+
+
+@click.group()
+def area() -> None:
+    """Encrypted storage:// areas: files kept as XChaCha20-Poly1305 ciphertext on disk."""
+
+
+def _area_fail(exc: Exception) -> NoReturn:
+    _fail(str(exc))
+
+
+@area.command("create")
+@click.argument("name")
+@click.option("--label", help="The app the area belongs to (its key is derived per label; "
+              "default: the directory's name).")
+@click.option("--file-key", is_flag=True,
+              help="No TPM: keep the storage master key in a file (a weaker fallback).")
+@root_option
+def area_create(name: str, label: str | None, file_key: bool, root: str | None) -> None:
+    """Make the empty directory NAME (storage://...) an encrypted area."""
+    from exo.security import areas, tpm
+
+    if file_key:
+        click.echo("warning: --file-key keeps the storage master key on disk "
+                   "(var/lib/areas/master.key), not sealed in a TPM", err=True)
+    try:
+        made = areas.create(_root(root), name, label=label, file_key=file_key)
+    except (areas.AreaError, tpm.TpmError, OSError) as exc:
+        _area_fail(exc)
+    click.echo(f"encrypted area storage://{made['path']} (label {made['label']}, key "
+               f"generation {made['generation']}, master key: {made['master']})")
+
+
+@area.command("list")
+@root_option
+@json_option
+def area_list(root: str | None, as_json: bool) -> None:
+    """The encrypted areas, their key generation and file count."""
+    from exo.security import areas
+
+    try:
+        rows = areas.status(_root(root))
+    except areas.AreaError as exc:
+        _area_fail(exc)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no encrypted area (exo area create storage://DIR)")
+        return
+    _table("encrypted areas", ["AREA", "LABEL", "GENERATION", "FILES", "MASTER KEY"],
+           [[f"storage://{r['path']}", r["label"],
+             str(r["generation"]) + (f" → {r['rotating_to']} (interrupted: run rotate)"
+                                     if r["rotating_to"] else ""),
+             "?" if r["files"] is None else str(r["files"]), str(r["master"])] for r in rows])
+
+
+@area.command("rotate")
+@click.argument("name")
+@root_option
+def area_rotate(name: str, root: str | None) -> None:
+    """Re-seal every file of area NAME under a new key generation (crash-safe: run it
+    again after an interruption and it resumes)."""
+    from exo.security import areas, tpm
+
+    try:
+        done = areas.rotate(_root(root), name)
+    except (areas.AreaError, tpm.TpmError, OSError) as exc:
+        _area_fail(exc)
+    click.echo(f"storage://{done['path']}: key generation {done['generation']}, "
+               f"{done['resealed']} files re-sealed"
+               + (f", {done['already']} already done (resumed)" if done["resumed"] else ""))
+
+
+@area.command("verify")
+@click.argument("name")
+@root_option
+@json_option
+def area_verify(name: str, root: str | None, as_json: bool) -> None:
+    """Authenticate every file of area NAME. Exit 0 only when all are intact."""
+    from exo.security import areas, tpm
+
+    try:
+        report = areas.verify(_root(root), name)
+    except (areas.AreaError, tpm.TpmError, OSError) as exc:
+        _area_fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    if report["tampered"]:
+        first, why = next(iter(report["tampered"].items()))
+        _fail(f"storage://{report['path']}: {len(report['tampered'])} file(s) TAMPERED "
+              f"({first}: {why})")
+    if not as_json:
+        click.echo(f"storage://{report['path']}: {len(report['intact'])} files intact "
+                   f"(key generation {report['generation']})")

@@ -30,9 +30,17 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # no typing import at run time: the boot table loads areaserve
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    #: ``read_into(view) -> n`` fills ``view`` as far as it can (0 at the end).
+    ReadInto = Callable[[memoryview], int]
+    #: ``write(view)`` writes all of ``view``.
+    Write = Callable[[memoryview], None]
 
 MAGIC = b"EXOSF1\x00\x00"
 PREFIX = 16
@@ -166,12 +174,6 @@ def plain_size(sealed_size: int) -> int:
 
 
 # ------------------------------------------------------------------------- streams
-
-#: ``read_into(view) -> n`` fills ``view`` as far as it can (0 at the end).
-ReadInto = Callable[[memoryview], int]
-#: ``write(view)`` writes all of ``view``.
-Write = Callable[[memoryview], None]
-
 
 def seal_stream(key: bytes, header: bytes, read_into: ReadInto, write: Write) -> int:
     """Seal everything ``read_into`` yields (to its end) after writing ``header``; returns
