@@ -376,7 +376,7 @@ def rotate(root: str | os.PathLike[str], name: str, *, timeout: float = 10.0
         done = skipped = 0
         try:
             removed = remove_temporaries(dir_fd)
-            for fd, fname, rel in list(files(dir_fd)):
+            for fd, fname, rel in files(dir_fd):  # fd: valid only during its step
                 if _reseal_one(fd, fname, rel, path, old, new, old_key, new_key):
                     done += 1
                 else:
