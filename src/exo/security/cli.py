@@ -405,12 +405,16 @@ def audit_verify(root: str | None, as_json: bool) -> None:
             head = json.loads(head_file.read_text())
         except ValueError:
             _fail(f"{head_file} is not JSON")
-    report = auditchain.verify(files, head)
+    anchors = auditchain.read_anchors(base)
+    previous = auditchain.read_anchors(base, previous=True)
+    signed = head is not None or any("signature" in a for a in (*anchors, *previous))
+    trusted = auditchain.trusted_key(base, head.get("key", auditchain.SIGNER)
+                                     if head else auditchain.SIGNER) if signed else None
+    report = auditchain.verify(files, head, trusted)
     # the kernel's anchors of the head in the TPM (an empty log against a PCR that has
     # moved is a rewritten anchor log too)
     from exo.security import tpm as t
 
-    anchors = auditchain.read_anchors(base)
     location = t.locate(base)
     pcr_value = None
     if location is not None:
@@ -418,8 +422,9 @@ def audit_verify(root: str | None, as_json: bool) -> None:
             pcr_value = t.read_pcr(location, auditchain.ANCHOR_PCR)
         except (OSError, t.TpmError):
             pcr_value = None
-    if anchors or pcr_value is not None:
-        auditchain.check_anchors(report, anchors, pcr_value)
+    if anchors or previous or pcr_value is not None:
+        auditchain.check_anchors(report, anchors, pcr_value, trusted=trusted,
+                                 previous=previous)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:
@@ -431,7 +436,11 @@ def audit_verify(root: str | None, as_json: bool) -> None:
         click.echo(f"audit chain intact: {report.records} records in {len(files)} files, "
                    f"{start}" + ("; signed head verified" if report.head_checked else "")
                    + (f"; {report.anchors_checked} TPM anchors match PCR "
-                      f"{auditchain.ANCHOR_PCR}" if report.anchors_checked else ""))
+                      f"{auditchain.ANCHOR_PCR}" if report.anchors_checked else "")
+                   + (f"; {report.anchors_signed} anchors signed by the HSM key"
+                      if report.anchors_signed else ""))
+        for note in report.notes:
+            click.echo(f"note: {note}")
 
 
 @audit.command("sign-head")
