@@ -57,8 +57,11 @@ def tpm() -> None:
 
 
 @tpm.command("start")
+@click.option("--ek-cert/--no-ek-cert", default=True, show_default=True,
+              help="Manufacture a new TPM state with EK certificates signed by this tree's "
+              "local CA (var/lib/tpm/ek-ca.pem); an existing state is kept.")
 @root_option
-def tpm_start(root: str | None) -> None:
+def tpm_start(ek_cert: bool, root: str | None) -> None:
     """Start swtpm on a loopback port (state under var/lib/tpm)."""
     from exo.security import tpm as t
 
@@ -68,7 +71,7 @@ def tpm_start(root: str | None) -> None:
         click.echo(f"hardware TPM {t.DEVICE} present: swtpm not needed")
         return
     try:
-        info = t.start_swtpm(base)
+        info = t.start_swtpm(base, ek_cert=ek_cert)
     except t.TpmError as exc:
         _fail(str(exc))
     click.echo(f"swtpm running: pid {info['pid']}, {t.HOST}:{info['port']} "
@@ -258,6 +261,8 @@ def attest_verify(file: str, nonce: str, policy: str | None, root: str | None) -
         _fail(f"verification FAILED: {exc}")
     click.echo(f"verified: PCR {t.PCR} = {value.hex()}, {len(doc['event_log'])} events"
                + (", all in the policy" if pol and "components" in pol else "")
+               + (", EK certificate chains to the trusted CA" if pol and pol.get("ek_ca")
+                  else "")
                + f"; PCR {t.AUDIT_PCR}: {len(doc.get('audit_anchors', []))} audit anchors")
 
 
@@ -273,6 +278,10 @@ def attest_policy(out: str | None, root: str | None) -> None:
     ak = t.Paths(base).ak_pub
     if ak.exists():
         pol["ak_public"] = ak.read_text()
+    from exo.security import ekcert
+
+    if ekcert.ca_bundle(base).exists():
+        pol["ek_ca"] = ekcert.ca_bundle(base).read_text()
     text = json.dumps(pol, indent=2)
     if out:
         Path(out).write_text(text + "\n")
