@@ -53,6 +53,8 @@ def manufacture(root: str | os.PathLike[str], state: Path, timeout: float = 60.0
     for tool in ("swtpm_setup", "swtpm_localca"):
         if shutil.which(tool) is None:
             raise TpmError(f"{tool} is not installed (Debian package swtpm-tools)")
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)
     ca = ca_dir(root)
     ca.mkdir(parents=True, exist_ok=True)
     os.chmod(ca, 0o700)
