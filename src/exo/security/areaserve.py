@@ -496,7 +496,7 @@ class EncryptedStorage(Subsystem):
         if not areas.registry_path(root).exists():
             # nothing to serve, and the syscall path stays off the boot path; the Security
             # step (DEFERRED) installs the hook anyway, for areas created while we run
-            return "no encrypted area (exo area create)"
+            return "none yet: exo area create makes one"
         try:
             reg = areas.load(root)
         except areas.AreaError as exc:
