@@ -247,6 +247,7 @@ class AreaServer:
         except BlockingIOError as exc:
             raise OSError(errno.EBUSY, f"{res}: {exc.strerror}") from None
         fds: list[int] = [lock]
+        prefix, prefix_size = -1, 0
         try:
             try:
                 existing = open_beneath(host, res, os.O_RDONLY)
@@ -265,21 +266,23 @@ class AreaServer:
             dir_fd = beneath.open_file(host.files.tree_fd, parent, os.O_RDONLY
                                        | os.O_DIRECTORY, 0, beneath.STRICT)
             fds.append(dir_fd)
-            prefix, prefix_size = -1, 0
             if existing >= 0 and args["append"] and not args["truncate"]:
                 prefix, prefix_size = self._decrypt(existing, res, entry)
                 fds.append(prefix)
             master = self.master()
             generation = int(entry["generation"])
             key = areas.area_key(master, entry, generation)
+            rfd, wfd = os.pipe2(os.O_CLOEXEC)
+            fds += [rfd, wfd]
             pin = host.caps.pin(proc.pid, handle, want)
         except BaseException:
             for fd in fds:
                 os.close(fd)
+            if prefix >= 0:
+                self._unreserve(prefix_size)
             raise
         if existing >= 0:
             os.close(existing)
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, 1 << 20)
         writer = _Writer(self, host, proc.pid, pin, res, rfd, dir_fd, name, key, generation,
