@@ -211,3 +211,40 @@ print(fs.File.open("{AREA}/sub/deep", "READ").read())
 """, GRANT)
     assert status == 0, err
     assert out.strip() == repr(b"deep")
+
+
+def test_sizes_are_bounded_before_memory_is_spent(kernel_tpm: Kernel,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(areas.MAX_FILE_ENV, "1")  # 1 MiB per file
+    areas.write_file(kernel_tpm.root, AREA + "/big", b"b" * (2 << 20))  # host-side
+    for i in range(2):
+        areas.write_file(kernel_tpm.root, f"{AREA}/m{i}", b"m" * (600 << 10))
+    from exo.security import areaserve
+
+    monkeypatch.setenv(areaserve.MEMORY_ENV, "1")  # 1 MiB of decrypted files at once
+    code = f"""
+from exo_std import fs
+try:
+    fs.File.open("{AREA}/big", "READ")
+except OSError as exc:
+    print("big:", exc)
+held = fs.File.open("{AREA}/m0", "READ")
+try:
+    fs.File.open("{AREA}/m1", "READ")
+except OSError as exc:
+    print("m1:", exc)
+held.close()
+f = fs.File.open("{AREA}/new", "WRITE", create=True)
+try:
+    for _ in range(64):  # 4 MiB: more than the limit plus the pipe's 1 MiB
+        f.write(b"x" * 65536)
+except OSError as exc:
+    print("write:", type(exc).__name__)
+"""
+    status, out, err = run_app(kernel_tpm, code, GRANT)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("big:") and "larger than an encrypted area file" in lines[0]
+    assert lines[1].startswith("m1:") and "exceed the kernel's 1 MiB" in lines[1]
+    assert lines[2] == "write: BrokenPipeError"
+    assert not (kernel_tpm.root / "home" / "a" / "secret" / "new").exists()

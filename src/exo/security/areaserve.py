@@ -99,7 +99,6 @@ class AreaServer:
         self._master: bytes | None = None
         self._unsubscribe: Any = None
         self._writers: dict[int, _Writer] = {}  # id -> writer
-        self.memory_limit = _env_mb(MEMORY_ENV, DEFAULT_MEMORY_MB)
         self.memory_used = 0
         self.served = {"read": 0, "written": 0, "tampered": 0, "aborted": 0}
 
@@ -128,12 +127,19 @@ class AreaServer:
             writer.stop()
 
     # ----------------------------------------------------------------- memory budget
+    @property
+    def memory_limit(self) -> int:
+        """Bytes of decrypted files the kernel holds at once (read at each open, so the
+        operator can change it without a reboot)."""
+        return _env_mb(MEMORY_ENV, DEFAULT_MEMORY_MB)
+
     def _reserve(self, size: int, res: ResourceName) -> None:
+        limit = self.memory_limit
         with self._lock:
-            if self.memory_used + size > self.memory_limit:
+            if self.memory_used + size > limit:
                 raise OSError(errno.ENOMEM, f"{res}: encrypted files open at once would "
-                              f"exceed the kernel's {self.memory_limit >> 20} MiB for "
-                              f"decrypted data ({MEMORY_ENV})")
+                              f"exceed the kernel's {limit >> 20} MiB for decrypted data "
+                              f"({MEMORY_ENV})")
             self.memory_used += size
 
     def _unreserve(self, size: int) -> None:
@@ -362,8 +368,8 @@ class _Writer(threading.Thread):
             ready = dict(poller.poll())
             if self._wake_r in ready or self.pin.revoked:
                 raise _Stop("the capability was revoked")
-            if self.rfd in ready:
-                n = os.readv(self.rfd, [view])
+            if self.rfd in ready:  # never more than one byte past the limit
+                n = os.readv(self.rfd, [view[:self.limit - self.received + 1]])
                 self.received += n
                 if self.received > self.limit:
                     raise _Stop(f"larger than an encrypted area file may be "
