@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,7 +45,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 def register(main: click.Group) -> None:
     """Add the security groups to the ``exo`` command."""
-    for group in (tpm, attest, keys, crypto, audit, area):
+    for group in (tpm, attest, keys, crypto, audit, area, tunnel):
         main.add_command(group)
 
 
@@ -562,3 +563,103 @@ def area_verify(name: str, root: str | None, as_json: bool) -> None:
     if not as_json:
         click.echo(f"storage://{report['path']}: {len(report['intact'])} files intact "
                    f"(key generation {report['generation']})")
+
+
+# ------------------------------------------------------------------------- tunnel
+
+
+@click.group()
+def tunnel() -> None:
+    """Node tunnels over WireGuard (wireguard-go), configured from node identities."""
+
+
+@tunnel.command("identity")
+@click.option("--name", help="This node's name (first use).")
+@click.option("--address", help="Its overlay address, e.g. 10.77.0.1/24 (first use).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the public identity here.")
+@root_option
+def tunnel_identity(name: str | None, address: str | None, out: str | None,
+                    root: str | None) -> None:
+    """This node's public identity (created on first use): give it to the peer."""
+    from exo.security import tunnel as tn
+
+    try:
+        public = tn.public_identity(tn.identity(_root(root), name=name, address=address))
+    except tn.TunnelError as exc:
+        _fail(str(exc))
+    text = json.dumps(public, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+        click.echo(f"node {public['name']} ({public['address']}): identity written to {out}")
+    else:
+        click.echo(text)
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read the {what} {path}: {exc}")
+
+
+@tunnel.command("up")
+@click.argument("peer", type=click.Path(dir_okay=False))
+@click.option("--endpoint", required=True, help="The peer's HOST:PORT on the underlay.")
+@click.option("--listen-port", default=51820, show_default=True, type=int)
+@click.option("--offer-out", type=click.Path(dir_okay=False),
+              help="Initiate: write the post-quantum key offer for the peer here.")
+@click.option("--offer", "offer_in", type=click.Path(dir_okay=False),
+              help="Respond: the peer's offer (its pre-shared key comes from it).")
+@root_option
+def tunnel_up(peer: str, endpoint: str, listen_port: int, offer_out: str | None,
+              offer_in: str | None, root: str | None) -> None:
+    """Bring up the tunnel to the node whose public identity is in PEER."""
+    from exo.security import tunnel as tn
+
+    if (offer_out is None) == (offer_in is None):
+        _fail("give exactly one of --offer-out (initiate) and --offer (respond)")
+    base = _root(root)
+    doc = _read_json(peer, "peer identity")
+    try:
+        private = tn.identity(base)
+        checked = tn._peer(doc)
+        if offer_out is not None:
+            offer, psk = tn.make_offer(private, checked)
+            Path(offer_out).write_text(json.dumps(offer) + "\n")
+        else:
+            psk = tn.accept_offer(private, checked, _read_json(str(offer_in), "offer"))
+        state = tn.up(base, checked, endpoint=endpoint, listen_port=listen_port, psk=psk)
+    except tn.TunnelError as exc:
+        _fail(str(exc))
+    click.echo(f"tunnel {state['interface']} up: {state['address']} ↔ {checked['name']} "
+               f"{state['peer_address']} via {endpoint} (wireguard-go pid {state['pid']}, "
+               "X25519+ML-KEM-768 pre-shared key)")
+
+
+@tunnel.command("down")
+@root_option
+def tunnel_down(root: str | None) -> None:
+    """Stop this node's tunnel."""
+    from exo.security import tunnel as tn
+
+    click.echo("tunnel down" if tn.down(_root(root)) else "no tunnel was up")
+
+
+@tunnel.command("status")
+@root_option
+@json_option
+def tunnel_status(root: str | None, as_json: bool) -> None:
+    """The tunnel, its peer and its last handshake."""
+    from exo.security import tunnel as tn
+
+    state = tn.status(_root(root))
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    elif state is None:
+        click.echo("no tunnel up")
+    else:
+        shake = state.get("latest_handshake") or 0
+        click.echo(f"{state['interface']}: {state['address']} ↔ {state['peer']} "
+                   f"{state['peer_address']} via {state['endpoint']}; last handshake "
+                   + (f"{time.time() - shake:.0f} s ago" if shake else "never")
+                   + f", {state.get('rx_bytes', 0)} B in, {state.get('tx_bytes', 0)} B out")
