@@ -57,27 +57,28 @@ def _exo(ns: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 ECHO_SERVER = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.77.0.2", 7000)); s.listen(); s.settimeout(20)
+s.bind(("10.77.0.2", 7000)); s.listen(); s.settimeout(60)
 print("ready", flush=True)
 c, _ = s.accept(); c.sendall(b"pong:" + c.recv(64))
 """
 CLIENT = """
-import socket
-try:
-    s = socket.create_connection(("10.77.0.2", 7000), timeout=8)
+import socket, sys
+try:  # a handshake lost under load is retried by WireGuard after 5 s
+    s = socket.create_connection(("10.77.0.2", 7000), timeout=float(sys.argv[1]))
     s.sendall(b"over the tunnel"); print(s.recv(64))
 except OSError as exc:
     print("no route:", type(exc).__name__)
 """
 
 
-def _echo(a: str, b: str) -> str:
+def _echo(a: str, b: str, timeout: float = 30.0) -> str:
     server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", ECHO_SERVER],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        out = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", CLIENT],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
+        out = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", CLIENT,
+                              str(timeout)], capture_output=True, text=True,
+                             timeout=timeout + 30).stdout.strip()
     finally:
         server.kill()
         server.wait()
@@ -119,7 +120,7 @@ def test_two_nodes_talk_over_wireguard_from_their_identities(netns: tuple[str, s
         up_b = _exo(b, rb, "tunnel", "up", str(tmp_path / "node-a.json"), "--endpoint",
                     "192.168.77.1:51820", "--offer", str(other))
         assert up_b.returncode == 0, up_b.stderr
-        assert _echo(a, b).startswith("no route:")
+        assert _echo(a, b, timeout=12).startswith("no route:")
     finally:
         for ns, root in ((a, ra), (b, rb)):
             _exo(ns, root, "tunnel", "down")
