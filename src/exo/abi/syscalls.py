@@ -292,6 +292,14 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("transfer_in", "ipc", (_id("token", "from transfer_out"),),
             doc="Redeem a token: the capability joins the caller's space.",
             rights="the caller is the token's receiver", result=_CAP_RESULT),
+    Syscall("agent_connect", "ipc", (
+        Arg("name", STR, "the agent's name, e.g. ai-res (agent://NAME)", hi=64),),
+            doc="A new encrypted connection to a running agent: one channel endpoint, "
+                "relayed by AI-Core (exo.agents.core) to the agent's process.",
+            rights="SEND on a held capability covering agent://NAME",
+            result="{agent, resource}", fds_out=6, status=PARTIAL,
+            note="the endpoint's 6 descriptors come with the reply (exo_std.ai); the "
+                 "agents start in the DEFERRED boot phase: until then NOT_FOUND"),
     # ------------------------------------------------------------------ storage
     Syscall("open", "storage", (
         _name("storage:// name of a file or directory"),

@@ -35,7 +35,8 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("caps",)),
     Row("modules", "Module manager", DEFERRED, "exo.modules.subsystem:Modules",
         requires=("caps", "processes", "syscalls")),
-    Row("agents", "AI agents", DEFERRED, NotBuilt("AI agents not built yet")),
+    Row("agents", "AI agents started", DEFERRED, "exo.agents.subsystem:Agents",
+        requires=("caps", "processes", "syscalls")),
     Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
     # The package manager and the web console get their rows when
     # they are built: a row shows in the boot log, and these have never been announced.

@@ -72,7 +72,7 @@ def _confirm(question: str) -> bool:
 def register(main: click.Group) -> None:
     """Add the package commands to the ``exo`` command."""
     for cmd in (new, build, publish, repo, install, remove, upgrade, rollback, generations,
-                list_, search, info, verify):
+                list_, search, info, verify, gc):
         main.add_command(cmd)
 
 
@@ -111,7 +111,8 @@ def build(release: bool, key: str | None, root: str | None) -> None:
 
 
 @click.command()
-@click.option("--repo", "repo_dir", required=True, help="Repository directory.")
+@click.option("--repo", "repo_dir", required=True,
+              help="Repository directory, or the http:// URL of `exo repo serve`.")
 @click.argument("package", type=click.Path(dir_okay=False), required=False)
 @_errors
 def publish(repo_dir: str, package: str | None) -> None:
@@ -138,14 +139,23 @@ def repo() -> None:
 
 @repo.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--root-key", help="hsm:NAME: sign root metadata with this hybrid HSM key "
+              "(exo keys create NAME --type hybrid) instead of key files.")
+@click.option("--online-key", help="hsm:NAME: sign targets, snapshot and timestamp with "
+              "this hybrid HSM key instead of key files.")
+@root_option
 @_errors
-def repo_init(directory: str) -> None:
+def repo_init(directory: str, root_key: str | None, online_key: str | None,
+              root: str | None) -> None:
     """Create an empty signed repository in DIRECTORY."""
     from exo.pkg.repo import Repository
 
-    Repository.init(Path(directory))
-    click.echo(f"initialised repository {directory} (keys in {directory}/.keys: keep them "
-               "private)")
+    Repository.init(Path(directory), root_key, online_key, _root(root))
+    where = [f"{g} key: HSM {k.partition(':')[2]}" for g, k in
+             (("root", root_key), ("online", online_key)) if k]
+    if not (root_key and online_key):
+        where.append(f"key files in {directory}/.keys: keep them private")
+    click.echo(f"initialised repository {directory} ({'; '.join(where)})")
 
 
 @repo.command("add")
@@ -194,17 +204,24 @@ def repo_import_debian(directory: str, packages: tuple[str, ...], key: str | Non
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--port", type=int, default=8765, show_default=True, help="0: any free port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
+@click.option("--allow-publisher", "allow", multiple=True, metavar="FINGERPRINT",
+              help="Also take uploads signed by this key (16+ hex digits, as exo build "
+              "prints); the repository's known publishers always may.")
 @_errors
-def repo_serve(directory: str, port: int, host: str) -> None:
-    """Serve the repository DIRECTORY over HTTP on loopback until interrupted."""
+def repo_serve(directory: str, port: int, host: str, allow: tuple[str, ...]) -> None:
+    """Serve the repository DIRECTORY over HTTP on loopback until interrupted; with its
+    keys here, `exo publish --repo URL` uploads to it."""
     from exo.pkg.repo import serve
+    from exo.pkg.upload import check_fingerprints
+
+    check_fingerprints(allow)
 
     def ready(url: str) -> None:
         click.echo(f"serving {directory} at {url}", err=False)
         sys.stdout.flush()
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(Path(directory), host, port, ready)
+        serve(Path(directory), host, port, ready, allow)
 
 
 # --------------------------------------------------------------------- installing
@@ -236,10 +253,11 @@ def _installed(store: Store) -> list[Candidate]:
 
 
 def _show_permissions(plan: Plan) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("PACKAGE", "VERSION", "FROM", "ASKS FOR", title="Packages to install",
-                  header_style="bold cyan")
+    table = Table("PACKAGE", "VERSION", "FROM",  # permissions are never cut short
+                  Column("ASKS FOR", overflow="fold", min_width=24),
+                  title="Packages to install", header_style="bold cyan")
     for c in plan.added:
         extra = c.extra or {}
         caps = "\n".join(extra.get("capabilities", [])) or "(no capabilities)"
@@ -313,19 +331,16 @@ def _debian_repo(r: Path, packages: tuple[str, ...]) -> None:
     (created and added on first use), skipping versions already there."""
     from exo.pkg import sign
     from exo.pkg.debian import import_debian
-    from exo.pkg.repo import RepoClient, RepoError, Repository
+    from exo.pkg.repo import RepoClient, Repository
 
     directory = r / "var" / "lib" / "pkg" / "debian-repo"
     if not (directory / "metadata").exists():
         Repository.init(directory)
     if not (r / "var" / "lib" / "pkg" / "repos" / "debian").exists():
         RepoClient.add(r, "debian", str(directory))
-    for name in packages:
-        try:
-            import_debian([name], directory, sign.load_signer(r))
-        except RepoError as exc:
-            if "already published" not in str(exc):
-                raise
+    for line in import_debian(list(packages), directory, sign.load_signer(r),
+                              skip_published=True):
+        click.echo(f"bridged {line} from Debian")
 
 
 @click.command()
@@ -509,3 +524,43 @@ def verify(name: str, root: str | None) -> None:
     if problems:
         raise PkgError(f"{name} {version}: " + "; ".join(problems))
     click.echo(f"{name} {version}: all files match the signed header")
+
+
+@click.command()
+@click.option("--keep", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Also keep this many of the newest generations.")
+@click.option("-y", "--yes", is_flag=True, help="Remove; without it, only show what "
+              "would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@root_option
+@_errors
+def gc(keep: int, yes: bool, as_json: bool, root: str | None) -> None:
+    """Remove old generations, the app versions only they use, and cached downloads;
+    keeps the current generation and the one rollback goes to. Shows what it would
+    remove unless -y."""
+    import json
+
+    from exo.pkg import gc as collector
+    from exo.pkg.store import Store
+
+    with Store(_root(root)).locked() as store:
+        todo = collector.plan(store, keep)
+        if yes:
+            collector.apply(store, todo)
+    if as_json:
+        click.echo(json.dumps({"removed" if yes else "would_remove": {
+            "generations": todo.generations,
+            "apps": [{"name": n, "version": v} for n, v in todo.apps],
+            "cached": len(todo.cached)}, "kept_generations": todo.kept,
+            "bytes": todo.bytes}))
+        return
+    if todo.empty:
+        click.echo("nothing to remove (kept generations: "
+                   f"{', '.join(map(str, todo.kept)) or 'none'})")
+        return
+    size = f"{todo.bytes / 1e6:.1f} MB"
+    if yes:
+        click.echo(f"removed {', '.join(todo.describe())} ({size})")
+    else:
+        click.echo(f"would remove {', '.join(todo.describe())} ({size}); keeps generations "
+                   f"{', '.join(map(str, todo.kept))}. Run exo gc -y to remove them.")

@@ -24,6 +24,8 @@ repository vouches for (``x-exo-publishers``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -55,16 +57,16 @@ def _now() -> datetime:
 
 
 def _signers(keydir: Path, which: str) -> list[Any]:
-    """The Ed25519 and ML-DSA-65 signers of ``which`` ("root" or "online")."""
-    from cryptography.hazmat.primitives import serialization
-    from securesystemslib.signer import CryptoSigner
+    """The signers of ``which`` ("root" or "online"): key files or an HSM key
+    (``exo.pkg.repo_keys``)."""
+    from exo.pkg import repo_keys
 
-    out = []
-    for algo in ("ed25519", "mldsa"):
-        path = keydir / f"{which}-{algo}.pem"
-        key = serialization.load_pem_private_key(path.read_bytes(), None)
-        out.append(CryptoSigner(key))
-    return out
+    return repo_keys.signers(keydir, which)
+
+
+def _key_types() -> None:
+    """Register the ``exo-hybrid`` TUF key type before any metadata is parsed."""
+    from exo.pkg import repo_keys  # noqa: F401 (registration is the import)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -86,9 +88,11 @@ class Repository:
         self.keys = self.path / ".keys"
 
     @classmethod
-    def init(cls, path: Path) -> Repository:
-        """An empty signed repository: fresh keys, root v1, empty targets."""
-        from securesystemslib.signer import CryptoSigner
+    def init(cls, path: Path, root_key: str | None = None, online_key: str | None = None,
+             exo_root: Path | None = None) -> Repository:
+        """An empty signed repository: fresh keys, root v1, empty targets. ``root_key``
+        / ``online_key`` ``hsm:NAME``: that role group is signed by a hybrid key in the
+        HSM of ``exo_root``'s token instead of key files."""
         from tuf.api.metadata import (
             Metadata,
             Role,
@@ -98,31 +102,37 @@ class Repository:
             Timestamp,
         )
 
+        from exo.pkg import repo_keys
+
+        hsm = {"root": repo_keys.parse_spec(root_key),
+               "online": repo_keys.parse_spec(online_key)}
+        if any(hsm.values()) and exo_root is None:
+            raise RepoError("an HSM key needs the Exo tree whose token holds it")
         repo = cls(path)
         if repo.meta.exists():
             raise RepoError(f"{path} already holds a repository")
         repo.keys.mkdir(parents=True, mode=0o700)
         repo.targets.mkdir(parents=True, exist_ok=True)
+        try:
+            repo_keys.write_config(repo.keys, exo_root or path, hsm)
+            for which in repo_keys.GROUPS:
+                if not hsm[which]:
+                    repo_keys.generate_files(repo.keys, which)
+            signers = {g: _signers(repo.keys, g) for g in repo_keys.GROUPS}
+        except BaseException:
+            shutil.rmtree(repo.keys, ignore_errors=True)  # `repo init` can be retried
+            raise
         repo.meta.mkdir()
-        for which in ("root", "online"):
-            for algo, gen in (("ed25519", CryptoSigner.generate_ed25519),
-                              ("mldsa", CryptoSigner.generate_mldsa)):
-                signer = gen()
-                fd = os.open(repo.keys / f"{which}-{algo}.pem",
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(signer.private_bytes)
-        root_keys = [s.public_key for s in _signers(repo.keys, "root")]
-        online_keys = [s.public_key for s in _signers(repo.keys, "online")]
         now = _now()
         root = Root(expires=now + EXPIRY["root"], consistent_snapshot=True)
         for role in ROLES:
-            keys = root_keys if role == "root" else online_keys
-            root.roles[role] = Role([k.keyid for k in keys], threshold=2)
+            keys = [s.public_key for s in signers["root" if role == "root" else "online"]]
+            # every key must sign: both algorithms (two files, or one hybrid HSM key)
+            root.roles[role] = Role([k.keyid for k in keys], threshold=len(keys))
             for k in keys:
                 root.keys[k.keyid] = k
         md_root = Metadata(root)
-        for s in _signers(repo.keys, "root"):
+        for s in signers["root"]:
             md_root.sign(s, append=True)
         data = md_root.to_bytes()
         _write_atomic(repo.meta / "1.root.json", data)
@@ -136,6 +146,7 @@ class Repository:
     def _load(self, role: str) -> Any:
         from tuf.api.metadata import Metadata
 
+        _key_types()
         try:
             return Metadata.from_file(str(self.meta / f"{role}.json"))
         except FileNotFoundError:
@@ -175,12 +186,43 @@ class Repository:
         timestamp.signed.snapshot_meta = MetaFile(snapshot.signed.version)
         _write_atomic(self.meta / "timestamp.json", seal(timestamp, timestamp_expiry))
 
-    def publish(self, pkg_path: Path) -> fmt.Package:
-        """Verify ``pkg_path``, copy it in, and sign new metadata that lists it."""
+    def has(self, name: str, version: str) -> bool:
+        """Is ``name`` ``version`` already published here?"""
+        return f"{name}-{version}.exopkg" in self._load("targets").signed.targets
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One publisher at a time (``exo publish`` into the directory, uploads to
+        ``exo repo serve``): each signs a version on top of the last."""
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def can_sign(self) -> bool:
+        """Are the online keys (files or an HSM key) configured here?"""
+        return (self.keys / "signers.json").exists() or \
+            (self.keys / "online-ed25519.pem").exists()
+
+    def publish(self, pkg_path: Path, allowed: Callable[[str], bool] | None = None,
+                ) -> fmt.Package:
+        """Verify ``pkg_path``, copy it in, and sign new metadata that lists it.
+        ``allowed``: which signers may publish (uploads); None: anyone (the local
+        publisher, who holds the keys anyway)."""
+        with self.locked():
+            return self._publish(pkg_path, allowed)
+
+    def _publish(self, pkg_path: Path, allowed: Callable[[str], bool] | None) -> fmt.Package:
         from tuf.api.metadata import TargetFile
 
         targets = self._load("targets")
         pkg = fmt.read_package(pkg_path)
+        if allowed is not None and not allowed(pkg.signer):
+            raise RepoError(f"{pkg.manifest.name} {pkg.manifest.version} is signed by key "
+                            f"{pkg.signer[:16]}, which may not publish here (exo repo serve "
+                            "--allow-publisher FINGERPRINT)")
         m = pkg.manifest
         name = f"{m.name}-{m.version}.exopkg"
         if name in targets.signed.targets:
@@ -205,6 +247,10 @@ class Repository:
 
     def resign_timestamp(self, expires_in: timedelta = EXPIRY["timestamp"]) -> None:
         """A fresh timestamp (run periodically: clients refuse an expired one)."""
+        with self.locked():
+            self._resign_timestamp(expires_in)
+
+    def _resign_timestamp(self, expires_in: timedelta) -> None:
         from tuf.api.metadata import MetaFile
 
         ts = self._load("timestamp")
@@ -286,6 +332,7 @@ class RepoClient:
         from tuf.api.exceptions import DownloadError
         from tuf.api.metadata import Metadata, Root
 
+        _key_types()
         if not fmt.NAME_RE.match(name):
             raise RepoError(f"bad repository name {name!r}")
         url = _url(location)
@@ -322,6 +369,7 @@ class RepoClient:
     def _updater(self) -> Any:
         from tuf.ngclient import Updater
 
+        _key_types()
         (self.dir / "targets").mkdir(exist_ok=True)
         return Updater(str(self.dir / "metadata"), f"{self.url}/metadata/",
                        str(self.dir / "targets"), f"{self.url}/targets/",
@@ -390,11 +438,15 @@ class RepoClient:
 
 
 def serve(directory: Path, host: str = "127.0.0.1", port: int = 0,
-          ready: Callable[[str], None] | None = None) -> None:
+          ready: Callable[[str], None] | None = None,
+          allow_publishers: tuple[str, ...] = (), max_upload: int = 1 << 30) -> None:
     """Serve a repository's ``metadata/`` and ``targets/`` (never ``.keys``) on loopback
-    until interrupted."""
+    until interrupted; with its online keys here, also take uploads (``exo publish
+    --repo URL``, ``exo.pkg.upload``) from publishers it trusts."""
     import http.server
     import ipaddress
+
+    from exo.pkg import upload
 
     if not ipaddress.ip_address(host).is_loopback:
         raise RepoError(f"{host} is not a loopback address: exo repo serve stays local")
@@ -402,12 +454,16 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 0,
         raise RepoError(f"{directory} is not a repository (exo repo init)")
     base = directory.absolute()
     repo = Repository(base)
-    if (repo.keys / "online-ed25519.pem").exists():
+    if repo.can_sign():
         expires = repo._load("timestamp").signed.expires
         if expires - _now() < timedelta(days=1):
             repo.resign_timestamp()  # a served repository stays fresh for clients
+    receiver = upload.Receiver(repo, allow_publishers, max_upload) if repo.can_sign() \
+        else None
 
     class Handler(http.server.SimpleHTTPRequestHandler):
+        timeout = 60  # a client that stops sending is dropped, not waited for
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(base), **kwargs)
 
@@ -419,6 +475,16 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 0,
                 self.send_error(404)
                 return None
             return super().send_head()
+
+        def do_POST(self) -> None:
+            if urllib.parse.urlparse(self.path).path != upload.PATH:
+                self.send_error(404)
+                return
+            if receiver is None:
+                upload.answer(self, 403, {"error": "this server does not hold the "
+                                          "repository's keys: it takes no uploads"})
+                return
+            receiver.handle(self)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -140,10 +140,14 @@ def build(project: Path, release: bool = False, key: str | None = None,
 
 
 def publish(pkg_path: Path, repo: str) -> fmt.Package:
-    """Add a built package to the repository directory ``repo`` (signed metadata)."""
+    """Add a built package to the repository ``repo``: a directory (signed here, with its
+    keys) or the URL of ``exo repo serve`` (sent; the server verifies and signs)."""
     if repo.startswith(("http://", "https://")):
-        raise PkgError("publishing to a URL is not supported yet: publish into the directory "
-                       "that `exo repo serve` serves")
+        from exo.pkg import upload
+
+        pkg = fmt.read_package(pkg_path)  # a broken package is refused before sending
+        upload.send(pkg_path, repo)
+        return pkg
     if not os.path.isdir(repo):
         raise PkgError(f"{repo}: no such repository directory (exo repo init {repo})")
     return Repository(Path(repo)).publish(pkg_path)

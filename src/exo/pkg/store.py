@@ -292,13 +292,3 @@ class Store:
         target = self.generation(to)
         self.switch(target.id)
         return target
-
-    def gc(self, keep: int = 5) -> list[str]:
-        """Drop all but the newest ``keep`` generations (and the current one), then the
-        apps none of the rest uses."""
-        cur = self.current()
-        gens = self.generations()
-        doomed = [g for g in gens[:-keep] if cur is None or g.id != cur.id]
-        for g in doomed:
-            _rmtree(self.gens / str(g.id))
-        return [f"generation {g.id}" for g in doomed] + self.recover()

@@ -335,3 +335,68 @@ def _live(ctx: CommandContext, console: Any, sampler: _Sampler, frames: int | No
                 view.update(_frame(ctx, sampler), refresh=True)
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+# ------------------------------------------------------------------- ai
+
+AI_WAIT_S = 10.0  # how long a first `ai` waits for the DEFERRED phase to start the agents
+
+
+@builtin("ai", 'ask the assistant: ai "Quel est l\'usage CPU ?" | ai --intent NAME '
+         "[SLOT=VALUE]... [--lang fr|en] [--json]")
+def _ai(ctx: CommandContext) -> int:
+    """The assistant of ``exo.agents.assistant``, acting for this session: destructive
+    intents ask y/N at the terminal (or read the answer from standard input in a script)."""
+    import json
+
+    from exo.agents.assistant import Context, act, answer
+    from exo.agents.intents import BY_NAME, Intent
+    from exo.agents.subsystem import running
+    from exo.shell.context import read_line
+
+    args = list(ctx.args)
+    as_json = "--json" in args
+    args = [a for a in args if a != "--json"]
+    lang: str | None = None
+    if "--lang" in args:
+        i = args.index("--lang")
+        if i + 1 >= len(args) or args[i + 1] not in ("fr", "en"):
+            raise CommandError("ai: --lang takes fr or en", 2)
+        lang = args[i + 1]
+        del args[i:i + 2]
+    if not args:
+        raise CommandError('usage: ai "SENTENCE" | ai --intent NAME [SLOT=VALUE]...', 2)
+    kernel = ctx.shell.kernel
+    agents = running(kernel.boot_id)
+    deadline = time.monotonic() + AI_WAIT_S
+    while agents is None and time.monotonic() < deadline and not ctx.cancelled.is_set():
+        time.sleep(0.05)  # they start in the DEFERRED phase, just after the prompt
+        agents = running(kernel.boot_id)
+    context = Context(api=kernel, agents=agents, session=ctx.shell.session, root=kernel.root)
+
+    def confirm(what: str) -> bool:
+        question = f"ai: {what}? [y/N] "
+        terminal = ctx.shell.terminal
+        if terminal is not None:
+            return terminal.ask(question)
+        ctx.write(question, ctx.stderr)
+        return read_line(ctx.stdin).strip().lower() in (b"y", b"yes", b"o", b"oui")
+
+    if args[0] == "--intent":
+        if len(args) < 2 or args[1] not in BY_NAME:
+            raise CommandError(f"ai: --intent takes one of: {', '.join(BY_NAME)}", 2)
+        slots = {}
+        for item in args[2:]:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CommandError(f"ai: {item!r}: slots are SLOT=VALUE", 2)
+            slots[key] = value
+        result = act(Intent(args[1], slots, 1.0, lang or "en"), confirm=confirm, lang=lang,
+                     context=context)
+    else:
+        result = answer(" ".join(args), confirm=confirm, lang=lang, context=context)
+    if as_json:
+        ctx.out(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        ctx.write(result.line() + "\n", ctx.stdout if result.ok else ctx.stderr)
+    return 0 if result.ok or result.question else 1

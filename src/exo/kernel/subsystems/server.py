@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess, ProcessManager
     from exo.kernel.subsystems.caps import Capabilities
     from exo.kernel.subsystems.processes import Processes
+    from exo.kernel.syscalls.host import AgentRouter
 
 
 class SyscallContext:
     """Everything a syscall handler may reach, and nothing more."""
 
-    __slots__ = ("boot_id", "caps", "fair_share", "files", "in_flight", "log", "processes",
-                 "root")
+    __slots__ = ("agents", "boot_id", "caps", "fair_share", "files", "in_flight", "log",
+                 "processes", "root")
 
     def __init__(self, core: KernelCore, caps: CapabilityManager, files: OpenFileTable,
                  in_flight: InFlight, processes: ProcessManager) -> None:
@@ -41,6 +42,12 @@ class SyscallContext:
         self.boot_id: str = core.boot_id
         self.log: Callable[[str], None] = core.log
         self.fair_share: FairShare = core.fair_share
+        #: AI-Core's router (``exo.agents.core.router``), set by the DEFERRED "AI agents"
+        #: step: the kernel does not import the agents.
+        self.agents: AgentRouter | None = None
+
+    def agent_router(self) -> AgentRouter | None:
+        return self.agents
 
 
 class SyscallServer(Subsystem):

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess, ProcessManager
 
 
+class AgentRouter(Protocol):
+    """AI-Core as the ``agent_connect`` handler sees it (``exo.agents.core.router``):
+    the kernel does not import the agents, the agents' subsystem registers this."""
+
+    def connect(self, pid: int, name: str) -> list[int]:
+        """The 6 descriptors of a new endpoint to agent ``name`` for process ``pid``."""
+        ...
+
+
 class SyscallHost(Protocol):
     """The kernel as the syscall server sees it."""
 
@@ -47,6 +56,8 @@ class SyscallHost(Protocol):
     def fair_share(self) -> FairShare: ...
 
     def log(self, message: str) -> None: ...
+
+    def agent_router(self) -> AgentRouter | None: ...
 
 
 #: A handler: (host, caller, validated arguments, descriptors received) -> (result,

@@ -110,7 +110,31 @@ def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: 
     return cap_result(host, proc.pid, handle), []
 
 
+def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
+                  fds: list[int]) -> tuple[Any, list[int]]:
+    """A channel endpoint to a running agent, for a caller holding ``agent://NAME`` with
+    SEND (the most specific covering capability is named in the reply)."""
+    from exo.kernel.caps import ResourceName, Rights
+
+    res = ResourceName.parse(f"agent://{args['name']}")
+    held = [info for info in host.caps.handles(proc.pid)
+            if info.resource.covers(res) and Rights.SEND in info.rights]
+    if not held:
+        refusal = CapabilityDenied(f"no capability grants SEND on {res}")
+        host.caps.audit.record("deny", pid=proc.pid, resource=res, rights="SEND",
+                               reason=f"agent_connect: {refusal}")
+        raise refusal
+    router = host.agent_router()
+    if router is None:
+        raise LookupError(f"{res}: the AI agents are not running (they start in the "
+                          "DEFERRED boot phase)")
+    out = router.connect(proc.pid, res.path)
+    best = max(held, key=lambda info: len(info.resource.path))
+    return {"agent": res.path, "resource": str(best.resource)}, out
+
+
 HANDLERS: dict[str, Handler] = {
+    "agent_connect": agent_connect,
     "send_capability": send_capability,
     "recv_capability": recv_capability,
     "transfer_out": transfer_out,

@@ -1,0 +1,326 @@
+"""AI-Core's router: starts each agent as a sandboxed Exo process and relays connections.
+
+An app asks the kernel for ``agent_connect(NAME)`` holding ``agent://NAME`` with SEND; the
+kernel hands it one end of a fresh Fusion Ring channel and the router keeps the other.
+The router relays each frame between that channel and the agent's one channel, tagged
+with the connection's number (``exo.agents.core.wire``). Frames are sealed end to end
+(``exo.agents.core.secure``): the router sees sizes, never contents.
+
+An agent starts on its first connection (socket activation, as systemd does) so that
+booting costs nothing; a dead agent fails its connections (the app sees its peer gone)
+and is started again by the next one. Everything an app can make the router hold is
+bounded: connections per process and per agent, the size of a frame, the time a send to
+a slow reader may block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from exo.agents.core import registry, wire
+
+READY_TIMEOUT_S = 30.0
+SEND_TIMEOUT_S = 5.0
+POLL_S = 0.5
+MAX_PER_AGENT = 64
+MAX_PER_PROCESS = 4
+POOL_SIZE = 4 << 20  # each direction's segment: a 1 MiB frame and a few in flight
+
+Service = Callable[[dict[str, Any]], Any]
+
+
+class AgentUnavailable(LookupError):
+    """The agent cannot be reached (not known, failed to start, too many connections)."""
+
+
+class _Connection:
+    __slots__ = ("agent", "closing", "end", "ident", "pid", "thread")
+
+    def __init__(self, agent: AgentProcess, ident: int, pid: int, end: Any) -> None:
+        self.agent = agent
+        self.ident = ident
+        self.pid = pid
+        self.end = end  # the router's endpoint; the app holds the other
+        self.closing = False
+        self.thread = threading.Thread(target=self._relay, daemon=True,
+                                       name=f"exo-agent-{agent.spec.name}-{ident}")
+
+    def _relay(self) -> None:
+        """App → agent, until the app hangs up, the agent closes it, or the router stops."""
+        from exo.ipc import PeerGoneError
+
+        try:
+            while not self.closing:
+                try:
+                    data, _ = self.end.recv(timeout=POLL_S)
+                except TimeoutError:
+                    continue
+                body = wire.to_bytes(data)
+                if len(body) > wire.MAX_BODY or self.closing:  # closing: revoked meanwhile
+                    break
+                self.agent.send(wire.DATA, self.ident, body)
+        except (PeerGoneError, OSError):
+            pass
+        finally:
+            self.agent.forget(self.ident, tell_agent=not self.closing)
+            with contextlib.suppress(Exception):
+                self.end.close()
+
+    def deliver(self, body: bytes) -> None:
+        """Agent → app; a reader that does not keep up is cut off, not waited for."""
+        try:
+            self.end.send(body, timeout=SEND_TIMEOUT_S)
+        except Exception:
+            self.closing = True
+
+
+class AgentProcess:
+    """One running agent: its process, its channel, its connections."""
+
+    def __init__(self, spec: registry.AgentSpec, proc: Any, endpoint: Any, api: Any,
+                 services: dict[str, Service]) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.api = api
+        self.ep = endpoint
+        self.services = services
+        self.conns: dict[int, _Connection] = {}
+        self.dead = False
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the ring has a single producer
+        self._ids = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"exo-agent-{spec.name}")
+        self._reader.start()
+
+    def send(self, kind: int, ident: int, body: bytes = b"") -> None:
+        with self._send_lock:
+            self.ep.send(wire.frame(kind, ident, body), timeout=SEND_TIMEOUT_S)
+
+    def open(self, pid: int) -> Any:
+        """A new connection for ``pid``: the app's endpoint (the router keeps the other)."""
+        from exo_std import ipc
+
+        with self._lock:
+            if self.dead:
+                raise AgentUnavailable(f"agent://{self.spec.name} has stopped")
+            if len(self.conns) >= MAX_PER_AGENT:
+                raise AgentUnavailable(f"agent://{self.spec.name}: {MAX_PER_AGENT} "
+                                       "connections already open")
+            if sum(c.pid == pid for c in self.conns.values()) >= MAX_PER_PROCESS:
+                raise AgentUnavailable(f"agent://{self.spec.name}: process {pid} already "
+                                       f"has {MAX_PER_PROCESS} connections open")
+            ident = next(self._ids) & wire.MAX_ID
+            mine, theirs = ipc.channel(capacity=64, pool_size=POOL_SIZE)
+            conn = _Connection(self, ident, pid, mine)
+            self.conns[ident] = conn
+        if pid > 0:
+            mine.peer = pid
+        try:
+            self.send(wire.OPEN, ident)
+        except Exception:
+            self.forget(ident, tell_agent=False)
+            mine.close()
+            theirs.close()
+            raise AgentUnavailable(f"agent://{self.spec.name} does not answer") from None
+        conn.thread.start()
+        return theirs
+
+    def forget(self, ident: int, *, tell_agent: bool) -> None:
+        with self._lock:
+            conn = self.conns.pop(ident, None)
+        if conn is not None and tell_agent and not self.dead:
+            with contextlib.suppress(Exception):
+                self.send(wire.CLOSE, ident)
+
+    def _read(self) -> None:
+        """Agent → router: answers to relay, closes, and the agent's kernel requests."""
+        from exo.ipc import PeerGoneError
+
+        try:
+            while not self.dead:
+                try:
+                    data, _ = self.ep.recv(timeout=POLL_S)
+                except TimeoutError:
+                    continue
+                kind, ident, body = wire.parse(data)
+                if kind == wire.DATA:
+                    conn = self.conns.get(ident)
+                    if conn is not None and not conn.closing:
+                        conn.deliver(body)
+                elif kind == wire.CLOSE:
+                    conn = self.conns.get(ident)
+                    if conn is not None:
+                        conn.closing = True
+                elif kind == wire.SYS:
+                    self._serve(ident, body)
+        except (PeerGoneError, wire.WireError, OSError):
+            pass
+        finally:
+            self.dead = True
+            for conn in list(self.conns.values()):
+                conn.closing = True
+
+    def _serve(self, rid: int, body: bytes) -> None:
+        """A kernel service the agent asked for, if its spec lists it."""
+        try:
+            request = json.loads(body)
+            name = request.get("service") if isinstance(request, dict) else None
+            if name not in self.spec.services or name not in self.services:
+                raise PermissionError(f"agent://{self.spec.name} may not use {name!r}")
+            args = request.get("args")
+            reply = self.services[name](args if isinstance(args, dict) else {})
+            self.send(wire.SYS_REPLY, rid, json.dumps(reply).encode())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.send(wire.SYS_ERROR, rid, f"{type(exc).__name__}: {exc}".encode()[:500])
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send(wire.STOP, 0)
+        if self.proc.wait(2.0) is None:
+            self.api.interrupt(self.proc, grace=0)
+        with contextlib.suppress(Exception):
+            self.api.wait(self.proc)
+        self.dead = True
+        for conn in list(self.conns.values()):
+            conn.closing = True
+            conn.thread.join(2 * POLL_S + 1)
+        self._reader.join(2 * POLL_S + 1)
+        self.ep.close()
+
+
+class AgentCore:
+    """The registry of running agents and the router to them, for one kernel."""
+
+    def __init__(self, api: Any, root: Any, services: dict[str, Service] | None = None,
+                 python: str = sys.executable) -> None:
+        self.api = api  # exo.kernel.api.KernelApi: the one way to start a process
+        self.root = root
+        self.services = services or {}
+        self.python = python  # the runtime's interpreter: PyNaCl and cryptography
+        self._agents: dict[str, AgentProcess] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def connect(self, pid: int, name: str) -> list[int]:
+        """For the ``agent_connect`` syscall: the 6 descriptors of the app's endpoint
+        (copies; the router's originals are released)."""
+        end = self.endpoint(name, pid)
+        try:
+            fds = [os.dup(fd) for fd in end.fds]
+        finally:
+            end.detach()
+        return fds
+
+    def endpoint(self, name: str, pid: int = 0) -> Any:
+        """A connected endpoint to agent ``name`` (``pid`` 0: a client inside the kernel,
+        such as the shell's assistant, which checks its own capabilities first)."""
+        agent = self._running(name)
+        return agent.open(pid)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            running = dict(self._agents)
+        rows = []
+        for name, spec in sorted(registry.AGENTS.items()):
+            agent = running.get(name)
+            alive = agent is not None and not agent.dead
+            rows.append({"name": name, "label": spec.label, "summary": spec.summary,
+                         "running": alive, "pid": agent.proc.pid if alive and agent else None,
+                         "connections": len(agent.conns) if alive and agent else 0})
+        return rows
+
+    def cut(self, allowed: Callable[[int, str], bool]) -> int:
+        """Close every app connection whose process no longer holds what ``allowed``
+        checks (after a revocation): it stops working at once, mid-use included."""
+        with self._lock:
+            agents = list(self._agents.values())
+        cut = 0
+        for agent in agents:
+            for conn in list(agent.conns.values()):
+                if conn.pid > 0 and not conn.closing and not allowed(conn.pid,
+                                                                     agent.spec.name):
+                    conn.closing = True
+                    cut += 1
+        return cut
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            agents = list(self._agents.values())
+            self._agents.clear()
+        for agent in agents:
+            agent.stop()
+
+    def _running(self, name: str) -> AgentProcess:
+        spec = registry.spec(name)
+        with self._lock:
+            if self._stopped:
+                raise AgentUnavailable("the AI agents are stopping")
+            agent = self._agents.get(name)
+            if agent is not None and not agent.dead:
+                return agent
+            agent = self._start(spec)  # under the lock: one start per agent at a time
+            self._agents[name] = agent
+            return agent
+
+    def _start(self, spec: registry.AgentSpec) -> AgentProcess:
+        from exo.abi import PARENT_PID_ENV
+        from exo.kernel.manifest import manifest_from_dict
+        from exo_std import ipc
+
+        manifest = manifest_from_dict({"sandbox": {"capabilities": list(spec.grants)},
+                                       "limits": {"memory": spec.memory, "pids": spec.pids}},
+                                      f"agent://{spec.name}")
+        log_dir = self.root / "var" / "log" / "agents"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{spec.name}.log"
+        a, b = ipc.channel(capacity=256, pool_size=POOL_SIZE)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         0o600)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            proc = self.api.start(
+                [self.python, "-m", "exo.agents.core.runner", spec.name], [],
+                manifest=manifest, stdio=(null_fd, log_fd, log_fd),
+                env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
+                     PARENT_PID_ENV: "1"},
+                extra_fds=tuple(b.fds))
+        except Exception as exc:
+            a.close()
+            b.close()
+            raise AgentUnavailable(f"agent://{spec.name}: cannot start: {exc}") from None
+        finally:
+            os.close(log_fd)
+            os.close(null_fd)
+        b.detach()
+        a.peer = proc.pid
+        try:
+            kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
+            if kind != wire.READY:
+                raise wire.WireError(f"said {kind} instead of READY")
+        except Exception as exc:
+            self.api.interrupt(proc, grace=0)
+            with contextlib.suppress(Exception):
+                self.api.wait(proc)
+            a.close()
+            raise AgentUnavailable(f"agent://{spec.name}: crashed on start "
+                                   f"({_last_line(log_path) or exc})") from None
+        self.api.log(f"agent://{spec.name} started (pid {proc.pid})")
+        return AgentProcess(spec, proc, a, self.api, self.services)
+
+
+def _last_line(path: Any) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
