@@ -622,7 +622,7 @@ def tunnel_up(peer: str, endpoint: str, listen_port: int, offer_out: str | None,
     doc = _read_json(peer, "peer identity")
     try:
         private = tn.identity(base)
-        checked = tn._peer(doc)
+        checked = tn.check_peer(doc)
         if offer_out is not None:
             offer, psk = tn.make_offer(private, checked)
             Path(offer_out).write_text(json.dumps(offer) + "\n")

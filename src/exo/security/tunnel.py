@@ -131,7 +131,7 @@ def public_identity(private: dict[str, Any]) -> dict[str, Any]:
             "kem_public": kem.public_key().to_bytes().hex()}
 
 
-def _peer(doc: Any) -> dict[str, Any]:
+def check_peer(doc: Any) -> dict[str, Any]:
     """A peer's public identity, checked field by field (it comes from elsewhere)."""
     from exo.security import pq
 
@@ -206,7 +206,7 @@ def up(root: str | os.PathLike[str], peer_doc: Any, *, endpoint: str, listen_por
     """Start this node's tunnel to ``peer_doc`` (in the current network namespace)."""
     _tools()
     private = identity(root)
-    peer = _peer(peer_doc)
+    peer = check_peer(peer_doc)
     if status(root) is not None:
         raise TunnelError("a tunnel of this node is already up (exo tunnel down first)")
     if not 1 <= listen_port <= 65535:
