@@ -3,8 +3,11 @@ puts it in its quotes, and a verifier accepts it only if it chains to the CA it 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +63,38 @@ def test_another_ca_or_no_certificate_is_refused(made: Path, plain: Path) -> Non
     ekcert.manufacture(plain / "ca-only", plain / "ca-only-state")
     with pytest.raises(tpm.VerifyError, match="does not chain"):
         _check(made, doc, ekcert.ca_bundle(plain / "ca-only").read_text())
+
+
+def _exo(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exo", *args], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, EXO_ROOT=str(root)))
+
+
+def test_the_ak_is_bound_to_the_certified_ek_by_credential_activation(
+        made: Path, plain: Path, tmp_path: Path) -> None:
+    nonce = "01" * 16
+    quote, policy = tmp_path / "quote.json", tmp_path / "policy.json"
+    doc = tpm.quote(made, bytes.fromhex(nonce))
+    quote.write_text(json.dumps(doc))
+    policy.write_text(json.dumps({"ek_ca": ekcert.ca_bundle(made).read_text(),
+                                  "ak_public": doc["ak_public"]}))
+    chal, keep, answer = tmp_path / "chal.json", tmp_path / "keep", tmp_path / "answer"
+    r = _exo(made, "attest", "challenge", str(quote), "--policy", str(policy), "--out",
+             str(chal), "--keep", str(keep))
+    assert r.returncode == 0, r.stderr
+    assert keep.stat().st_mode & 0o777 == 0o600
+    # another TPM cannot answer a challenge made for this one's EK and AK
+    other = _exo(plain, "attest", "activate", str(chal))
+    assert other.returncode != 0 and "activation refused" in other.stderr
+    assert other.stderr.count("\n") == 1
+    got = _exo(made, "attest", "activate", str(chal))
+    assert got.returncode == 0, got.stderr
+    answer.write_text(got.stdout)
+    ok = _exo(made, "attest", "verify", str(quote), "--nonce", nonce, "--policy", str(policy),
+              "--ek-secret", str(keep), "--ek-answer", str(answer))
+    assert ok.returncode == 0, ok.stderr
+    assert "AK bound to that EK" in ok.stdout
+    answer.write_text("00" * 32)
+    bad = _exo(made, "attest", "verify", str(quote), "--nonce", nonce, "--policy",
+               str(policy), "--ek-secret", str(keep), "--ek-answer", str(answer))
+    assert bad.returncode != 0 and "could not recover the EK challenge" in bad.stderr

@@ -235,11 +235,31 @@ def attest_quote(nonce: str, out: str | None, root: str | None) -> None:
 @click.option("--nonce", required=True, help="The challenge the quote must answer, hex.")
 @click.option("--policy", type=click.Path(dir_okay=False),
               help="JSON: expected component digests and/or the trusted ak_public.")
+@click.option("--ek-secret", type=click.Path(dir_okay=False),
+              help="The secret kept by `exo attest challenge` (with --ek-answer).")
+@click.option("--ek-answer", type=click.Path(dir_okay=False),
+              help="What `exo attest activate` printed on the attested host.")
 @root_option
-def attest_verify(file: str, nonce: str, policy: str | None, root: str | None) -> None:
-    """Verify a quote: signature, nonce, event-log replay, and the policy. Exit 0 only
-    when everything holds."""
+def attest_verify(file: str, nonce: str, policy: str | None, ek_secret: str | None,
+                  ek_answer: str | None, root: str | None) -> None:
+    """Verify a quote: signature, nonce, event-log replay, and the policy (and, with
+    --ek-secret/--ek-answer, that its AK is in the TPM the EK certificate names). Exit 0
+    only when everything holds."""
+    import hmac
+
     from exo.security import tpm as t
+
+    if (ek_secret is None) != (ek_answer is None):
+        _fail("--ek-secret and --ek-answer go together")
+    if ek_secret is not None and ek_answer is not None:
+        try:
+            kept = Path(ek_secret).read_text().strip()
+            answer = Path(ek_answer).read_text().strip()
+        except OSError as exc:
+            _fail(f"cannot read {exc.filename}: {exc.strerror}")
+        if not hmac.compare_digest(kept.encode(), answer.encode()):
+            _fail("verification FAILED: the attested host could not recover the EK "
+                  "challenge: its AK is not in the TPM the EK certificate names")
 
     expected = _nonce(nonce)
     try:
@@ -264,7 +284,65 @@ def attest_verify(file: str, nonce: str, policy: str | None, root: str | None) -
                + (", all in the policy" if pol and "components" in pol else "")
                + (", EK certificate chains to the trusted CA" if pol and pol.get("ek_ca")
                   else "")
+               + (", AK bound to that EK (credential activated)" if ek_secret else "")
                + f"; PCR {t.AUDIT_PCR}: {len(doc.get('audit_anchors', []))} audit anchors")
+
+
+@attest.command("challenge")
+@click.argument("quote_file", type=click.Path(dir_okay=False))
+@click.option("--policy", required=True, type=click.Path(dir_okay=False),
+              help="JSON with ek_ca: the CA the TPM's EK certificate must chain to.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The challenge, for the attested host (exo attest activate).")
+@click.option("--keep", required=True, type=click.Path(dir_okay=False),
+              help="The secret the verifier keeps (0600), for verify --ek-secret.")
+def attest_challenge(quote_file: str, policy: str, out: str, keep: str) -> None:
+    """Verifier: encrypt a secret to the quoting TPM's certified EK, for its AK only."""
+    import os
+
+    from exo.security import ekcert
+    from exo.security import tpm as t
+
+    doc, pol = _read_object(quote_file), _read_object(policy)
+    if not pol.get("ek_ca"):
+        _fail("the policy has no ek_ca (exo attest policy adds this tree's)")
+    try:
+        chal, secret = ekcert.challenge(doc, str(pol["ek_ca"]))
+    except t.VerifyError as exc:
+        _fail(f"no challenge: {exc}")
+    Path(out).write_text(json.dumps(chal) + "\n")
+    fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    click.echo(f"challenge for the attested host written to {out}; secret kept in {keep}")
+
+
+@attest.command("activate")
+@click.argument("challenge_file", type=click.Path(dir_okay=False))
+@root_option
+def attest_activate(challenge_file: str, root: str | None) -> None:
+    """Attested host: let the TPM recover a challenge's secret (printed, hex). It can
+    only if the challenge was made for this TPM's EK and attestation key."""
+    from exo.security import ekcert
+    from exo.security import tpm as t
+
+    location = t.locate(_root(root))
+    if location is None:
+        _fail("no TPM: /dev/tpmrm0 absent and swtpm not running (exo tpm start)")
+    try:
+        click.echo(ekcert.activate(location, _read_object(challenge_file)).hex())
+    except t.TpmError as exc:
+        _fail(str(exc))
+
+
+def _read_object(path: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    if not isinstance(doc, dict):
+        _fail(f"{path} is not a JSON object")
+    return doc
 
 
 @attest.command("policy")

@@ -9,11 +9,11 @@ a tree's fresh swtpm state, with the CA kept under ``var/lib/tpm-ca`` (0700) —
 development stand-in for a TPM vendor — and its certificates in ``var/lib/tpm/ek-ca.pem``,
 which a verifier's policy names as ``ek_ca``.
 
-What a verified EK certificate proves, and what it does not: the quote's
-``ek_certificate`` chains to a CA the verifier trusts, so the TPM is one that CA made.
-The attestation key is **not yet bound** to that EK (``TPM2_ActivateCredential``, a
-challenge the verifier encrypts to the EK for the AK's name, is not built): the AK is
-still trusted by pinning (docs/security.md).
+A verified EK certificate says the TPM is one that CA made. The attestation key (AK)
+that signs quotes is bound to that EK by ``TPM2_ActivateCredential``: the verifier
+encrypts a fresh secret to the certified EK for the AK's TPM name (``challenge``, in
+software: ``tpm2_pytss.utils.make_credential``), and only the TPM holding both keys can
+recover it (``activate``). A quote by a key in another TPM cannot answer.
 """
 
 from __future__ import annotations
@@ -146,3 +146,104 @@ def _issued_by(cert: Any, issuer: Any) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+# ------------------------------------------------------------ binding the AK to the EK
+
+
+def _ek_template(modulus: int | None = None) -> Any:
+    """The TCG default RSA 2048 EK template (what swtpm_setup and vendors use), with
+    ``modulus`` as its public key when given (the verifier's copy, from the certificate)."""
+    from tpm2_pytss.utils import NoSuchIndex, create_ek_template
+
+    def none(index: int) -> bytes:
+        raise NoSuchIndex(index)
+
+    _index, template = create_ek_template("EK-RSA2048", none)
+    if modulus is not None:
+        template.publicArea.unique.rsa = modulus.to_bytes(256, "big")
+    return template
+
+
+def challenge(doc: dict[str, Any], trusted_ca: str) -> tuple[dict[str, Any], bytes]:
+    """The verifier's half of ``TPM2_ActivateCredential``: check the quote's EK
+    certificate against ``trusted_ca``, then encrypt a fresh secret to that EK for the
+    quote's attestation key (by its TPM name). Only the TPM holding both keys can recover
+    it (``activate``). Returns (the challenge for the attested host, the secret to keep).
+    ``VerifyError`` when the quote does not carry what is needed."""
+    import secrets
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from tpm2_pytss import TPM2B_PUBLIC
+    from tpm2_pytss.utils import make_credential
+
+    from exo.security.tpm import VerifyError
+
+    ek_pem, ak_hex = doc.get("ek_certificate"), doc.get("ak_tpm_public")
+    if not ek_pem or not ak_hex:
+        raise VerifyError("the quote carries no EK certificate or no AK public area")
+    check_chain(str(ek_pem), trusted_ca)
+    ek_key = x509.load_pem_x509_certificate(str(ek_pem).encode()).public_key()
+    if not isinstance(ek_key, rsa.RSAPublicKey) or ek_key.key_size != 2048:
+        raise VerifyError("the EK certificate is not for an RSA 2048 EK")
+    try:
+        ak_public, _ = TPM2B_PUBLIC.unmarshal(bytes.fromhex(str(ak_hex)))
+    except Exception as exc:  # any parse error of the library: reject in one line
+        raise VerifyError(f"malformed AK public area: {exc}") from None
+    from cryptography.hazmat.primitives import serialization
+
+    pinned = serialization.load_pem_public_key(str(doc.get("ak_public", "")).encode())
+    area = ak_public.publicArea.unique.ecc
+    if not isinstance(pinned, ec.EllipticCurvePublicKey) or \
+            pinned.public_numbers().x != int.from_bytes(bytes(area.x), "big") or \
+            pinned.public_numbers().y != int.from_bytes(bytes(area.y), "big"):
+        raise VerifyError("the AK public area is not the key that signed the quote")
+    secret = secrets.token_bytes(32)
+    blob, encrypted = make_credential(_ek_template(ek_key.public_numbers().n), secret,
+                                      ak_public.get_name())
+    return {"version": 1, "credential_blob": bytes(blob.marshal()).hex(),
+            "encrypted_secret": bytes(encrypted.marshal()).hex()}, secret
+
+
+def activate(location: Location, doc: dict[str, Any]) -> bytes:
+    """The attested host's half: the TPM recovers the secret only if the credential was
+    made for its own EK and its own attestation key."""
+    from tpm2_pytss import (
+        ESYS_TR,
+        TPM2_ALG,
+        TPM2_SE,
+        TPM2B_ENCRYPTED_SECRET,
+        TPM2B_ID_OBJECT,
+        TPMT_SYM_DEF,
+        TSS2_Exception,
+    )
+
+    from exo.security.tpm import TpmError, _ak_template, esapi
+
+    try:
+        blob, _ = TPM2B_ID_OBJECT.unmarshal(bytes.fromhex(str(doc["credential_blob"])))
+        enc, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(bytes.fromhex(str(doc["encrypted_secret"])))
+    except Exception as exc:  # a malformed challenge of any kind: one line
+        raise TpmError(f"malformed challenge: {exc}") from None
+    with esapi(location) as ctx:
+        handles = []
+        try:
+            ek, *_ = ctx.create_primary(None, _ek_template(), ESYS_TR.ENDORSEMENT)
+            handles.append(ek)
+            ak, *_ = ctx.create_primary(None, _ak_template(), ESYS_TR.ENDORSEMENT)
+            handles.append(ak)
+            session = ctx.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
+                                             TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                                             TPM2_ALG.SHA256)
+            handles.append(session)
+            ctx.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+            secret = ctx.activate_credential(ak, ek, blob, enc,
+                                             session1=ESYS_TR.PASSWORD, session2=session)
+        except TSS2_Exception as exc:
+            raise TpmError(f"activation refused: {exc} (the challenge was made for "
+                           "another TPM or another attestation key)") from None
+        finally:
+            for handle in handles:
+                ctx.flush_context(handle)
+    return bytes(secret)

@@ -564,7 +564,8 @@ def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
         "signature": {"alg": "ecdsa-p256-sha256",
                       "r": bytes(sig.signature.ecdsa.signatureR).hex(),
                       "s": bytes(sig.signature.ecdsa.signatureS).hex()},
-        "ak_public": ak_pem, "ek_certificate": ekcert.to_pem(ek_der) if ek_der else None,
+        "ak_public": ak_pem, "ak_tpm_public": bytes(public.marshal()).hex(),
+        "ek_certificate": ekcert.to_pem(ek_der) if ek_der else None,
         "event_log": read_event_log(root),
         "audit_anchors": read_anchors(root),
     }
