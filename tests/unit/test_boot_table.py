@@ -27,8 +27,8 @@ ORDER = [Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED]
 
 # The boot log's step names are an interface: tests, scripts and README rely on them.
 STEPS = ["Exo tree", "Memory pool", "Capability space", "IPC (Fusion Rings)", "Scheduler",
-         "Processes and sandbox", "Syscall server", "Sandbox filters", "Security",
-         "Module manager", "AI agents started", "POSIX-X ready"]
+         "Processes and sandbox", "Encrypted storage", "Syscall server", "Sandbox filters",
+         "Security", "Module manager", "AI agents started", "POSIX-X ready"]
 
 
 def test_the_steps_keep_their_names_and_order() -> None:

@@ -27,6 +27,7 @@ BOOT_TABLE: tuple[Row, ...] = (
     Row("scheduler", "Scheduler", NORMAL, "exo.sched.subsystem:KernelScheduler"),
     Row("processes", "Processes and sandbox", NORMAL, f"{_S}.processes:Processes",
         requires=("caps",)),
+    Row("areas", "Encrypted storage", NORMAL, "exo.security.areaserve:EncryptedStorage"),
     Row("syscalls", "Syscall server", NORMAL, f"{_S}.server:SyscallServer",
         requires=("caps", "processes")),
     Row("sandbox_filters", "Sandbox filters", DEFERRED, f"{_S}.processes:SandboxFilters",
