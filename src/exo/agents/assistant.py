@@ -20,6 +20,7 @@ reached from here, the answer says so: it never invents a result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -131,8 +132,7 @@ def answer(sentence: str, *, parse: Parse | None = None, confirm: Confirm | None
     if parse is None:
         from exo.agents.intent import CONFIDENCE_THRESHOLD, default_parser
 
-        modules = (context or Context()).module_paths()
-        intent = default_parser().parse(sentence, modules=modules)
+        intent = _with_modules(default_parser().parse(sentence), sentence, context)
         threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
     else:
         intent = parse(sentence)
@@ -147,6 +147,20 @@ def answer(sentence: str, *, parse: Parse | None = None, confirm: Confirm | None
                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
+def _with_modules(intent: Intent, sentence: str, context: Context | None) -> Intent:
+    """A module intent's slots found again against the kernel's loaded modules ("the
+    network driver" -> the loaded net/… module). Asked only for module intents: listing
+    the modules checks each one's health."""
+    if intent.name not in ("module.upgrade", "module.rollback") or context is None:
+        return intent
+    paths = context.module_paths()
+    if not paths:
+        return intent
+    from exo.agents.intent.slots import extract
+
+    return dataclasses.replace(intent, slots=extract(intent.name, sentence, paths))
+
+
 class Conversation:
     """The assistant across replies: keeps the last question asked back, so "1", "2" or
     "yes" picks one of its choices and "no" drops it. One per shell; not thread-safe
@@ -159,12 +173,13 @@ class Conversation:
                lang: str | None = None, context: Context | None = None) -> Answer:
         pending, self.pending = self.pending, None
         if pending is not None:
-            picked = pending.pick(sentence, (context or Context()).module_paths())
+            picked = pending.pick(sentence)
             if picked is False:
                 lg = lang or pending.lang
                 return Answer(_t(lg, "OK, nothing done.", "D'accord, rien n'a été fait."),
                               intent="unknown", lang=lg)
             if isinstance(picked, Intent):
+                picked = _with_modules(picked, pending.sentence, context)
                 return act(picked, confirm=confirm, lang=lang, context=context)
         result = answer(sentence, confirm=confirm, lang=lang, context=context)
         self.pending = result.followup
