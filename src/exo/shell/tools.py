@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 from exo.shell.builtins import builtin
 from exo.shell.context import CommandContext, CommandError
@@ -397,6 +398,9 @@ def _live(ctx: CommandContext, console: Any, sampler: _Sampler, frames: int | No
 # ------------------------------------------------------------------- ai
 
 AI_WAIT_S = 10.0  # how long a first `ai` waits for the DEFERRED phase to start the agents
+#: Each shell's conversation with the assistant: it keeps the last question asked back,
+#: so ``ai 1`` / ``ai yes`` answers it.
+_AI_CONVERSATIONS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 @builtin("ai", 'ask the assistant: ai "Quel est l\'usage CPU ?" | ai --intent NAME '
@@ -406,7 +410,7 @@ def _ai(ctx: CommandContext) -> int:
     intents ask y/N at the terminal (or read the answer from standard input in a script)."""
     import json
 
-    from exo.agents.assistant import Context, act, answer
+    from exo.agents.assistant import Context, Conversation, act
     from exo.agents.intents import BY_NAME, Intent
     from exo.agents.subsystem import running
     from exo.shell.context import read_line
@@ -451,7 +455,9 @@ def _ai(ctx: CommandContext) -> int:
         result = act(Intent(args[1], slots, 1.0, lang or "en"), confirm=confirm, lang=lang,
                      context=context)
     else:
-        result = answer(" ".join(args), confirm=confirm, lang=lang, context=context)
+        conversation = _AI_CONVERSATIONS.setdefault(ctx.shell, Conversation())
+        result = conversation.answer(" ".join(args), confirm=confirm, lang=lang,
+                                     context=context)
     if as_json:
         ctx.out(json.dumps(result.to_json(), ensure_ascii=False))
     else:
