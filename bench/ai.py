@@ -1,7 +1,8 @@
 """Benchmark: the AI-User intent engine (writes bench/results/ai.json).
 
 Claims under test (issue 15): on French and English sentences written by someone else
-(bench/data/ai-heldout.jsonl, never used for training) intent accuracy >= 90 %, slot
+(bench/data/ai-heldout-2.jsonl, never used for training nor seen while tuning) intent
+accuracy >= 90 %, slot
 accuracy >= 85 %, ``unknown`` recognised; parse p95 < 200 ms warm and < 2 s cold;
 resident memory < 500 MB; all offline.
 
@@ -27,6 +28,11 @@ resident memory < 500 MB; all offline.
   on the lines it would act on); ``own_cv``: 5-fold cross-validation over all of the
   project's examples, grouped by template (a template's expansions stay in one fold),
   the same metrics: how the thresholds were chosen, with less noise than one split;
+* ``heldout_1``: the same accuracy figures on the first external set
+  (bench/data/ai-heldout.jsonl). It is no longer a clean measure: four of its near-miss
+  sentences were quoted into a work brief and became training sentences while ``unknown``
+  recall was being improved. The top-level figures come from the second set, written later
+  by another engineer who saw neither the training data nor the first set;
 * ``voice``: espeak-ng -> WAV -> pocketsphinx (catalogue grammar) -> parse, on the
   English command forms: how many come back as the right intent.
 
@@ -58,7 +64,8 @@ from exo.agents.intent.model import cache_path, load_or_train, sklearn_pipeline 
 from exo.agents.intents import BY_NAME  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ai.json"
-HELDOUT = ROOT / "bench" / "data" / "ai-heldout.jsonl"
+HELDOUT = ROOT / "bench" / "data" / "ai-heldout-2.jsonl"
+HELDOUT_1 = ROOT / "bench" / "data" / "ai-heldout.jsonl"
 COLD_SENTENCE = "peux-tu me dire combien de mémoire est libre ?"
 
 _COLD = """
@@ -192,6 +199,11 @@ def own_cross_validation(examples: list[dataset.Example], folds: int = 5) -> dic
     return result
 
 
+def _accuracy_on(parser: Parser, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    predicted = [(i.name, i.slots) for i in (parser.parse(r["text"]) for r in rows)]
+    return {k: v for k, v in accuracy(rows, predicted).items() if k != "confusion"}
+
+
 def voice_round_trip() -> dict[str, Any]:
     from exo.agents import voice
     from exo.agents.intent import parse
@@ -311,6 +323,7 @@ def main() -> None:
                               if k in ("intent_accuracy", "slot_accuracy")},
         "peer_python_rss_mb": round(_python(_BARE_RSS, env=env), 1),
         "own_heldout": {k: v for k, v in own_result.items() if k != "confusion"},
+        "heldout_1": _accuracy_on(parser, load_heldout(HELDOUT_1)),
         "own_cv": own_cross_validation(train + own),
         "voice": None if args.quick else voice_round_trip(),
     })
