@@ -1,0 +1,217 @@
+"""The zygote's own program: runs inside one bubblewrap sandbox per session, forks one
+child per command and turns it into that command's sandbox (``exo.sandbox.zygote``).
+
+It runs as ``python -I -S _zygote_main.py FD`` with the standard library only (no
+``exo`` import: nothing of the kernel is loaded into a process that forks for every
+command). ``FD`` is its end of a ``SOCK_SEQPACKET`` socketpair whose other end only the
+kernel holds: no app can reach it (children close it before anything runs; its name is
+in no filesystem). The zygote holds CAP_SYS_ADMIN (and SETUID/SETGID/SETPCAP) so that a
+child can build its own mount namespace; every child gives all of them up in
+``exo-stage2`` (account uid, empty bounding set) before the command runs.
+
+Requests (kernel → zygote): one datagram, ``JSON`` with the command's mounts, working
+directory and descriptor numbers, carrying in SCM_RIGHTS, in this order: stdin, stdout,
+stderr, the "go" pipe, the status pipe, stage 2's config memfd, the seccomp memfd, each
+descriptor the command keeps, then one detached mount (``open_tree``) per grant.
+
+Answers (zygote → kernel): ``S ID NSPID`` with the child's pidfd, ``F ID MESSAGE`` when
+the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``READY``
+once at start.
+
+A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
+``/tmp`` and ``/dev/shm``; each grant's detached mount moved to its Exo path (read-only
+where granted so); ``/`` read-only; ``chdir``; waits for the kernel's "go" (sent once
+the kernel has put it in its cgroup); its descriptors at their numbers; no_new_privs
+and the seccomp filter; exec of ``exo-stage2``, which drops to the session's uid, applies
+Landlock and execs the command. Any failure is one line on the status pipe and exit 127.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+_MAX_REQUEST = 1 << 16
+_MAX_FDS = 253  # SCM_MAX_FD
+_FIXED = 7  # stdin stdout stderr go status config seccomp
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_SYS_MOVE_MOUNT = 429
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+_HIGH_FD = 512  # received descriptors are parked above every number the command keeps
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
+                       enc(data)), f"mount {target}")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _load_seccomp(program: bytes) -> None:
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
+           "seccomp")
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = b""
+    while len(data) < limit:
+        chunk = os.read(fd, limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _mount_point(dest: str, is_dir: bool, mounted: list[str]) -> None:
+    """Create ``dest`` on the zygote's root tmpfs when it is missing; never inside a grant
+    already mounted (that would write into the user's tree)."""
+    if os.path.lexists(dest):
+        return
+    if any(dest.startswith(m.rstrip("/") + "/") for m in mounted):
+        raise OSError(f"mount point {dest} is missing inside a grant")
+    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+    if is_dir:
+        os.mkdir(dest, 0o755)
+    else:
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def _child(req: dict[str, object], fds: list[int]) -> None:
+    """Everything between fork and exec of stage 2 (see the module docstring)."""
+    status = fds[4]
+    try:
+        for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                    signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        _check(_libc.unshare(CLONE_NEWNS), "unshare")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for d in ("/tmp", "/dev/shm"):
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        mounts = req["mounts"]
+        assert isinstance(mounts, list)
+        mount_fds = fds[_FIXED + len(req["keep"]):]  # type: ignore[arg-type]
+        mounted: list[str] = []
+        for (dest, ro, is_dir), fd in zip(mounts, mount_fds, strict=True):
+            _mount_point(dest, is_dir, mounted)
+            _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
+                                 MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
+            _mount(None, dest, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
+                   | (MS_RDONLY if ro else 0))
+            mounted.append(dest)
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.chdir(str(req["cwd"]))
+        if os.read(fds[3], 1) != b"g":  # the kernel gave up on this start
+            os._exit(127)
+        seccomp = _read_fd(fds[6], 1 << 20)
+        # Park every received descriptor high, then put each at its number.
+        parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 else -1 for i, fd in enumerate(fds)]
+        targets = {0: parked[0], 1: parked[1], 2: parked[2],
+                   int(req["status_fd"]): parked[4],  # type: ignore[call-overload]
+                   int(req["config_fd"]): parked[5]}  # type: ignore[call-overload]
+        for i, number in enumerate(req["keep"]):  # type: ignore[arg-type]
+            targets[int(number)] = parked[_FIXED + i]
+        for number, fd in targets.items():
+            if fd >= 0:
+                os.dup2(fd, number, inheritable=True)
+        status = int(req["status_fd"])  # type: ignore[call-overload]
+        _load_seccomp(seccomp)
+        stage2 = str(req["stage2"])
+        os.execve(stage2, [stage2, str(req["config_fd"])], {})
+    except BaseException as exc:  # noqa: BLE001 - the child reports everything, then exits
+        message = f"Ezygote: {exc}".replace("\n", " ")[:900]
+        try:
+            os.write(status, message.encode(errors="replace"))
+        finally:
+            os._exit(127)
+
+
+def _serve(sock: socket.socket) -> None:
+    children: dict[int, int] = {}  # nspid -> request id
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sock.send(b"READY")
+    while True:
+        ready, _, _ = select.select([sock, wake_r], [], [])
+        if wake_r in ready:
+            while True:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    break
+            while True:
+                try:
+                    pid, raw = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                rid = children.pop(pid, None)
+                if rid is not None:
+                    sock.send(f"X {rid} {raw}".encode())
+        if sock in ready:
+            msg, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
+            if not msg:
+                return  # the kernel is gone: so is every child (pid namespace)
+            _handle(sock, msg, fds, children)
+
+
+def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int]) -> None:
+    rid = -1
+    try:
+        req = json.loads(msg)
+        rid = int(req["id"])
+        if len(fds) != _FIXED + len(req["keep"]) + len(req["mounts"]):
+            raise ValueError("descriptor count does not match the request")
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _child(req, fds)
+        children[pid] = rid
+        pidfd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(sock, [f"S {rid} {pid}".encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sock.send(f"F {rid} {exc}".encode()[:900])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(sock.fileno(), False)
+    _serve(sock)
+
+
+if __name__ == "__main__":
+    main()
