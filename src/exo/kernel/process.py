@@ -369,7 +369,8 @@ class ProcessManager:
                 zygote_preferred.get() else None
             sandbox = self._spawner.call(
                 lambda: (zygote and zygote(spec, list(argv), name=f"p{pid}",
-                                           boot_id=self.boot_id, stdio=stdio))
+                                           boot_id=self.boot_id, stdio=stdio,
+                                           log=self.log))
                 or sandbox_spawn(spec, list(argv), name=f"p{pid}",
                                  boot_id=self.boot_id, stdin=stdio[0],
                                  stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))

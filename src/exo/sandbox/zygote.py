@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -437,14 +437,19 @@ def _pidfd_pid(pidfd: int) -> int:
 
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
-          stdio: tuple[int, int, int], timeout: float = 10.0) -> ZygoteProcess | None:
+          stdio: tuple[int, int, int], timeout: float = 10.0,
+          log: Callable[[str], None] | None = None) -> ZygoteProcess | None:
     """Start ``argv`` as ``spec`` says through the session's zygote (started on first
-    use), or return None when this command needs the full launcher (module docstring)."""
+    use), or return None when this command needs the full launcher (module docstring);
+    ``log`` hears why."""
     from .launcher import _terminal
 
     if not isinstance(spec, SandboxSpec) or not argv:
         return None
-    if eligible(spec, bool(_terminal(*stdio))) is not None:
+    why = eligible(spec, bool(_terminal(*stdio)))
+    if why is not None:
+        if log is not None:
+            log(f"{name}: full sandbox start, not the zygote: {why}")
         return None
     plan = _bwrap.plan_mounts(spec, tty=False)  # validates every grant, as the launcher
     base_spec = _base(spec)
@@ -454,7 +459,10 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
     dests = {d for _, _, d in grants}
     if (_skeleton(plan.args, dests) != _skeleton(base.args, set())
             or plan.data_files != base.data_files):
-        return None  # the view differs from the session's beyond the grants
+        if log is not None:
+            log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
+                "the session's beyond its grants")
+        return None
     key = (spec.account, tuple(base.args), tuple(base.data_files),
            tuple(_bwrap.namespace_args(base_spec)), boot_id)
     with _lock:
