@@ -59,7 +59,9 @@ def _check(rc: int, what: str) -> None:
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
-    enc = (lambda s: None if s is None else s.encode())
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
                        enc(data)), f"mount {target}")
 
@@ -101,7 +103,24 @@ def _mount_point(dest: str, is_dir: bool, mounted: list[str]) -> None:
         os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
 
-def _child(req: dict[str, object], fds: list[int]) -> None:
+class _Request:
+    """A request, checked once: every field of the form the child uses."""
+
+    def __init__(self, raw: bytes) -> None:
+        req = json.loads(raw)
+        self.id = int(req["id"])
+        self.mounts = [(str(d), bool(ro), bool(is_dir)) for d, ro, is_dir in req["mounts"]]
+        self.keep = [int(fd) for fd in req["keep"]]
+        self.cwd = str(req["cwd"])
+        self.status_fd = int(req["status_fd"])
+        self.config_fd = int(req["config_fd"])
+        self.stage2 = str(req["stage2"])
+        if not all(d.startswith("/") for d, _, _ in self.mounts) or \
+                min([self.status_fd, self.config_fd, *self.keep], default=3) < 3:
+            raise ValueError("malformed request")
+
+
+def _child(req: _Request, fds: list[int]) -> None:
     """Everything between fork and exec of stage 2 (see the module docstring)."""
     status = fds[4]
     try:
@@ -114,11 +133,9 @@ def _child(req: dict[str, object], fds: list[int]) -> None:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         for d in ("/tmp", "/dev/shm"):
             _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-        mounts = req["mounts"]
-        assert isinstance(mounts, list)
-        mount_fds = fds[_FIXED + len(req["keep"]):]  # type: ignore[arg-type]
+        mount_fds = fds[_FIXED + len(req.keep):]
         mounted: list[str] = []
-        for (dest, ro, is_dir), fd in zip(mounts, mount_fds, strict=True):
+        for (dest, ro, is_dir), fd in zip(req.mounts, mount_fds, strict=True):
             _mount_point(dest, is_dir, mounted)
             _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
                                  MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
@@ -126,25 +143,23 @@ def _child(req: dict[str, object], fds: list[int]) -> None:
                    | (MS_RDONLY if ro else 0))
             mounted.append(dest)
         _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        os.chdir(str(req["cwd"]))
+        os.chdir(req.cwd)
         if os.read(fds[3], 1) != b"g":  # the kernel gave up on this start
             os._exit(127)
         seccomp = _read_fd(fds[6], 1 << 20)
         # Park every received descriptor high, then put each at its number.
         parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 else -1 for i, fd in enumerate(fds)]
         targets = {0: parked[0], 1: parked[1], 2: parked[2],
-                   int(req["status_fd"]): parked[4],  # type: ignore[call-overload]
-                   int(req["config_fd"]): parked[5]}  # type: ignore[call-overload]
-        for i, number in enumerate(req["keep"]):  # type: ignore[arg-type]
-            targets[int(number)] = parked[_FIXED + i]
+                   req.status_fd: parked[4], req.config_fd: parked[5]}
+        for i, number in enumerate(req.keep):
+            targets[number] = parked[_FIXED + i]
         for number, fd in targets.items():
             if fd >= 0:
                 os.dup2(fd, number, inheritable=True)
-        status = int(req["status_fd"])  # type: ignore[call-overload]
+        status = req.status_fd
         _load_seccomp(seccomp)
-        stage2 = str(req["stage2"])
-        os.execve(stage2, [stage2, str(req["config_fd"])], {})
-    except BaseException as exc:  # noqa: BLE001 - the child reports everything, then exits
+        os.execve(req.stage2, [req.stage2, str(req.config_fd)], {})
+    except BaseException as exc:  # the child reports everything, then exits
         message = f"Ezygote: {exc}".replace("\n", " ")[:900]
         try:
             os.write(status, message.encode(errors="replace"))
@@ -159,7 +174,7 @@ def _serve(sock: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     sock.send(b"READY")
     while True:
-        ready, _, _ = select.select([sock, wake_r], [], [])
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
         if wake_r in ready:
             while True:
                 try:
@@ -176,7 +191,7 @@ def _serve(sock: socket.socket) -> None:
                 rid = children.pop(pid, None)
                 if rid is not None:
                     sock.send(f"X {rid} {raw}".encode())
-        if sock in ready:
+        if sock.fileno() in ready:
             msg, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
             if not msg:
                 return  # the kernel is gone: so is every child (pid namespace)
@@ -186,9 +201,9 @@ def _serve(sock: socket.socket) -> None:
 def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int]) -> None:
     rid = -1
     try:
-        req = json.loads(msg)
-        rid = int(req["id"])
-        if len(fds) != _FIXED + len(req["keep"]) + len(req["mounts"]):
+        req = _Request(msg)
+        rid = req.id
+        if len(fds) != _FIXED + len(req.keep) + len(req.mounts):
             raise ValueError("descriptor count does not match the request")
         pid = os.fork()
         if pid == 0:
