@@ -114,9 +114,12 @@ class _Request:
         self.cwd = str(req["cwd"])
         self.status_fd = int(req["status_fd"])
         self.config_fd = int(req["config_fd"])
+        self.await_fd = int(req["await_fd"])
         self.stage2 = str(req["stage2"])
         if not all(d.startswith("/") for d, _, _ in self.mounts) or \
-                min([self.status_fd, self.config_fd, *self.keep], default=3) < 3:
+                min([self.status_fd, self.config_fd, self.await_fd, *self.keep]) < 3 or \
+                len({self.status_fd, self.config_fd, self.await_fd, *self.keep}) != \
+                3 + len(self.keep):
             raise ValueError("malformed request")
 
 
@@ -144,13 +147,12 @@ def _child(req: _Request, fds: list[int]) -> None:
             mounted.append(dest)
         _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         os.chdir(req.cwd)
-        if os.read(fds[3], 1) != b"g":  # the kernel gave up on this start
-            os._exit(127)
         seccomp = _read_fd(fds[6], 1 << 20)
         # Park every received descriptor high, then put each at its number.
         parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 else -1 for i, fd in enumerate(fds)]
         targets = {0: parked[0], 1: parked[1], 2: parked[2],
-                   req.status_fd: parked[4], req.config_fd: parked[5]}
+                   req.status_fd: parked[4], req.config_fd: parked[5],
+                   req.await_fd: parked[3]}  # stage 2 waits on it for the kernel's go
         for i, number in enumerate(req.keep):
             targets[number] = parked[_FIXED + i]
         for number, fd in targets.items():

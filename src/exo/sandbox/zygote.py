@@ -349,7 +349,7 @@ class Zygote:
         config_fd = status_fd + 1
         assert spec.account is not None
         config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
-                                spec.account[1])
+                                spec.account[1], await_fd=config_fd + 1)
         rid = next(_counter)
         cgroup = _cgroups.CgroupSet.create(
             boot_id, f"{name}.{os.getpid()}.z{rid}", memory_max=spec.memory_max,
@@ -372,7 +372,7 @@ class Zygote:
                 del dest
             req = {"id": rid, "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
-                   "status_fd": status_fd, "config_fd": config_fd,
+                   "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
                    "stage2": _bwrap.stage2_inside()}
             fds = [*stdio, go_r, status_w, cfg, bpf, *spec.keep_fds, *mine[4:]]
             with self.lock:
