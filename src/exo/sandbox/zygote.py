@@ -61,7 +61,7 @@ OPEN_TREE_CLONE = 1
 AT_SYMLINK_NOFOLLOW = 0x100
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count(1)
-_zygotes: dict[tuple[object, ...], Zygote] = {}
+_zygotes: dict[tuple[str, str], Zygote] = {}
 _lock = threading.Lock()
 
 
@@ -122,6 +122,8 @@ def _base(spec: SandboxSpec) -> SandboxSpec:
 
 def eligible(spec: SandboxSpec, tty: bool) -> str | None:
     """Why ``spec`` cannot run in a zygote (one phrase), or None when it can."""
+    if os.environ.get("EXO_ZYGOTE") == "0":  # the kernel's own switch (benchmarks)
+        return "turned off (EXO_ZYGOTE=0)"
     if os.geteuid() != 0:
         return "the kernel is not root (no uid to drop to)"
     if spec.account is None or spec.user is not None:
@@ -453,7 +455,13 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
         return None
     plan = _bwrap.plan_mounts(spec, tty=False)  # validates every grant, as the launcher
     base_spec = _base(spec)
-    base = _bwrap.plan_mounts(base_spec, tty=False)
+    key = (boot_id, repr(base_spec))  # the session's account, tree and network mode
+    with _lock:
+        zygote = _zygotes.get(key)
+        if zygote is not None and zygote.dead:
+            del _zygotes[key]
+            zygote = None
+    base = zygote.plan if zygote is not None else _bwrap.plan_mounts(base_spec, tty=False)
     base_dests = {d for _, _, d in _binds(base.args)}
     grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
     dests = {d for _, _, d in grants}
@@ -463,13 +471,6 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
                 "the session's beyond its grants")
         return None
-    key = (spec.account, tuple(base.args), tuple(base.data_files),
-           tuple(_bwrap.namespace_args(base_spec)), boot_id)
-    with _lock:
-        zygote = _zygotes.get(key)
-        if zygote is not None and zygote.dead:
-            del _zygotes[key]
-            zygote = None
     if zygote is None:
         zygote = Zygote(base_spec, base)
         with _lock:
@@ -497,7 +498,7 @@ def running() -> int:
 def stop_all(boot_id: str | None = None) -> None:
     """Stop every zygote (of one boot): at shutdown, after its commands were reaped."""
     with _lock:
-        keys = [k for k in _zygotes if boot_id is None or k[-1] == boot_id]
+        keys = [k for k in _zygotes if boot_id is None or k[0] == boot_id]
         stopping = [_zygotes.pop(k) for k in keys]
     for z in stopping:
         z.stop()
