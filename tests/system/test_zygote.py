@@ -168,3 +168,25 @@ def test_shutdown_stops_the_zygote(tmp_path: Path) -> None:
     finally:
         k.shutdown()
     assert not mine & set(_zygote_pids())
+
+
+def test_a_command_on_a_terminal_gets_its_dev_tty(alice: Shell, kernel: Kernel) -> None:
+    """On a terminal the command's /dev is its own: /dev/tty is that terminal's node, and a
+    command of the same session without a terminal still has none."""
+    from exo.kernel.sessions import host_uid
+
+    master, slave = os.openpty()
+    uid = host_uid(alice.session.uid)
+    os.chown(os.ttyname(slave), uid, uid)  # as the login gives it to the user
+    try:
+        status = alice.run_line("sh -c 'echo hi > /dev/tty; /bin/ls /dev'", 0, slave, slave)
+        os.set_blocking(master, False)
+        out = os.read(master, 4096).decode()
+        assert status == 0, out
+        assert "hi" in out and "tty" in out.split() and "null" in out.split()
+        assert zygote.running() >= 1
+    finally:
+        os.close(slave)
+        os.close(master)
+    status, out, _ = run(alice, "/bin/ls /dev")
+    assert status == 0 and "tty" not in out.split() and "null" in out.split()

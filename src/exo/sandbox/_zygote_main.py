@@ -42,7 +42,9 @@ _FIXED = 7  # stdin stdout stderr go status config seccomp
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_SYS_MOVE_MOUNT = 429
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE = 1
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")  # namespace.DEVICES
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
@@ -89,6 +91,37 @@ def _read_fd(fd: int, limit: int) -> bytes:
     return data
 
 
+def _move_mount(fd: int, dest: str) -> None:
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
+                         MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
+
+
+def _private_dev(terminal: int) -> None:
+    """A ``/dev`` of this command's own, as the launcher builds it with a terminal: the
+    base view's device nodes, a private ``/dev/shm``, the links, and the terminal's node
+    (``terminal``: its detached mount) at ``/dev/tty`` — made on a fresh tmpfs so that the
+    session's other commands never see a ``/dev/tty`` of this one."""
+    nodes = {}
+    for name in DEVICES:
+        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, name.encode(), OPEN_TREE_CLONE))
+        _check(0 if fd >= 0 else -1, f"open_tree {name}")
+        nodes[name] = fd
+    nodes["/dev/tty"] = terminal
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755")
+    for name, fd in nodes.items():
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        _move_mount(fd, name)
+        _mount(None, name, None, MS_REMOUNT | MS_BIND | MS_NOSUID)
+        if fd != terminal:
+            os.close(fd)
+    os.mkdir("/dev/shm", 0o1777)
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{link}")
+    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+
+
 def _mount_point(dest: str, is_dir: bool, mounted: list[str]) -> None:
     """Create ``dest`` on the zygote's root tmpfs when it is missing; never inside a grant
     already mounted (that would write into the user's tree)."""
@@ -116,6 +149,7 @@ class _Request:
         self.config_fd = int(req["config_fd"])
         self.await_fd = int(req["await_fd"])
         self.stage2 = str(req["stage2"])
+        self.tty = bool(req.get("tty", False))  # the last mount is the terminal's node
         if not all(d.startswith("/") for d, _, _ in self.mounts) or \
                 min([self.status_fd, self.config_fd, self.await_fd, *self.keep]) < 3 or \
                 len({self.status_fd, self.config_fd, self.await_fd, *self.keep}) != \
@@ -134,14 +168,18 @@ def _child(req: _Request, fds: list[int]) -> None:
         os.setsid()
         _check(_libc.unshare(CLONE_NEWNS), "unshare")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        for d in ("/tmp", "/dev/shm"):
-            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
         mount_fds = fds[_FIXED + len(req.keep):]
+        mounts = list(zip(req.mounts, mount_fds, strict=True))
+        if req.tty:
+            (_, terminal), mounts = mounts[-1], mounts[:-1]
+            _private_dev(terminal)
+        else:
+            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
         mounted: list[str] = []
-        for (dest, ro, is_dir), fd in zip(req.mounts, mount_fds, strict=True):
+        for (dest, ro, is_dir), fd in mounts:
             _mount_point(dest, is_dir, mounted)
-            _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
-                                 MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
+            _move_mount(fd, dest)
             _mount(None, dest, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
                    | (MS_RDONLY if ro else 0))
             mounted.append(dest)

@@ -22,10 +22,12 @@ What a command keeps from the full launcher, and how:
   Landlock domain with signal scoping (Landlock ABI 6), the zygote runs as root while the
   command runs as the session's uid, and seccomp refuses ptrace.
 
-A command this path cannot keep every property of (a terminal to show at ``/dev/tty``, a
-network capability, a POSIX-X program, a kernel that is not root, no Landlock scopes, a
-mount view that differs from the session's base beyond its grants) is not started here:
-:func:`spawn` returns None and the caller uses the full launcher.
+A command on a terminal gets a ``/dev`` of its own (the base's device nodes and the
+terminal's node at ``/dev/tty``, on a fresh tmpfs), so the session's other commands never
+see it. A command this path cannot keep every property of (a network capability, a
+POSIX-X program, a kernel that is not root, no Landlock scopes, a mount view that differs
+from the session's base beyond its grants) is not started here: :func:`spawn` returns
+None and the caller uses the full launcher.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from pathlib import Path
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
 from .errors import ExecFailed, SandboxError
+from .namespace import DEVICES, TTY
 from .spec import SandboxSpec
 
 #: Set by a caller (the powerbox) that wants its spawns through a zygote when possible.
@@ -87,13 +90,19 @@ def _open_tree(path: str) -> int:
 AT_FDCWD = -100
 
 
-def _binds(args: Sequence[str]) -> list[tuple[str, str, str]]:
+def _binds(args: Sequence[str],
+           kinds: tuple[str, ...] = ("--bind", "--ro-bind")) -> list[tuple[str, str, str]]:
     """``(option, source, dest)`` of each bind in a bubblewrap argument list."""
     out = []
     for i, a in enumerate(args):
-        if a in ("--bind", "--ro-bind") and i + 2 < len(args):
+        if a in kinds and i + 2 < len(args):
             out.append((a, args[i + 1], args[i + 2]))
     return out
+
+
+def _dev_binds(args: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The device binds of a plan that the base view does not have (the terminal)."""
+    return [b for b in _binds(args, ("--dev-bind",)) if b[2] not in DEVICES]
 
 
 def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
@@ -103,7 +112,7 @@ def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
     i = 0
     while i < len(args):
         a = args[i]
-        if a in ("--bind", "--ro-bind") and args[i + 2] in drop:
+        if a in ("--bind", "--ro-bind", "--dev-bind") and args[i + 2] in drop:
             i += 3
             continue
         if a == "--perms" and i + 2 < len(args) and args[i + 2] == "--dir":
@@ -120,7 +129,7 @@ def _base(spec: SandboxSpec) -> SandboxSpec:
                    cpu_max=None)
 
 
-def eligible(spec: SandboxSpec, tty: bool) -> str | None:
+def eligible(spec: SandboxSpec) -> str | None:
     """Why ``spec`` cannot run in a zygote (one phrase), or None when it can."""
     if os.environ.get("EXO_ZYGOTE") == "0":  # the kernel's own switch (benchmarks)
         return "turned off (EXO_ZYGOTE=0)"
@@ -130,8 +139,6 @@ def eligible(spec: SandboxSpec, tty: bool) -> str | None:
         return "no session account"
     if spec.net.mode != "none":
         return "a network capability (its own network policy)"
-    if tty:
-        return "a terminal (shown at /dev/tty)"
     if spec.exec_only is not None or spec.host_etc:
         return "a POSIX-X program"
     return None
@@ -375,7 +382,8 @@ class Zygote:
             req = {"id": rid, "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
                    "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
-                   "stage2": _bwrap.stage2_inside()}
+                   "stage2": _bwrap.stage2_inside(),
+                   "tty": bool(mounts) and mounts[-1][0] == TTY}
             fds = [*stdio, go_r, status_w, cfg, bpf, *spec.keep_fds, *mine[4:]]
             with self.lock:
                 if self.dead:
@@ -448,12 +456,17 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
 
     if not isinstance(spec, SandboxSpec) or not argv:
         return None
-    why = eligible(spec, bool(_terminal(*stdio)))
+    why = eligible(spec)
     if why is not None:
         if log is not None:
             log(f"{name}: full sandbox start, not the zygote: {why}")
         return None
-    plan = _bwrap.plan_mounts(spec, tty=False)  # validates every grant, as the launcher
+    terminal = _terminal(*stdio)
+    # Validates every grant, as the launcher; a terminal's node is shown at /dev/tty.
+    plan = _bwrap.plan_mounts(spec, tty=terminal or False)
+    tty = _dev_binds(plan.args)
+    if len(tty) > 1 or (tty and tty[0][2] != TTY):
+        return None
     base_spec = _base(spec)
     key = (boot_id, repr(base_spec))  # the session's account, tree and network mode
     with _lock:
@@ -464,7 +477,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
     base = zygote.plan if zygote is not None else _bwrap.plan_mounts(base_spec, tty=False)
     base_dests = {d for _, _, d in _binds(base.args)}
     grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
-    dests = {d for _, _, d in grants}
+    dests = {d for _, _, d in grants} | {d for _, _, d in tty}
     if (_skeleton(plan.args, dests) != _skeleton(base.args, set())
             or plan.data_files != base.data_files):
         if log is not None:
@@ -477,6 +490,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             _zygotes[key] = zygote
             _evict()
     mounts = [(d, s, o == "--ro-bind") for o, s, d in grants]
+    mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
     return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
                         timeout=timeout)
 

@@ -20,16 +20,14 @@ def test_commands_it_cannot_keep_every_property_of_take_the_full_launcher() -> N
     account = ("alice", 301000)
     plain = SandboxSpec(net=NetPolicy.none(), account=account)
     root = os.geteuid() == 0
-    assert (zygote.eligible(plain, tty=False) is None) == root
+    assert (zygote.eligible(plain) is None) == root
     if not root:
         return
-    assert "account" in str(zygote.eligible(SandboxSpec(net=NetPolicy.none()), tty=False))
+    assert "account" in str(zygote.eligible(SandboxSpec(net=NetPolicy.none())))
     assert "network" in str(zygote.eligible(
-        SandboxSpec(net=NetPolicy.tcp(connect=(443,)), account=account), tty=False))
-    assert "terminal" in str(zygote.eligible(plain, tty=True))
+        SandboxSpec(net=NetPolicy.tcp(connect=(443,)), account=account)))
     assert "POSIX-X" in str(zygote.eligible(
-        SandboxSpec(net=NetPolicy.none(), account=account, host_etc=(Path("/etc/hosts"),)),
-        tty=False))
+        SandboxSpec(net=NetPolicy.none(), account=account, host_etc=(Path("/etc/hosts"),))))
 
 
 def test_the_view_is_the_base_plus_the_grants() -> None:
