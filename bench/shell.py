@@ -195,7 +195,11 @@ def main() -> None:
     exo = Interpreter([EXO, "boot", "--quiet"], env)
     # The same shell with the per-session zygote turned off: every powerbox command gets
     # a whole sandbox of its own (the "before" of issue 9's zygote), same run.
-    full = Interpreter([EXO, "boot", "--quiet"], dict(env, EXO_ZYGOTE="0"))
+    # (a root of its own: one kernel per Exo tree; the same files, from the same seed)
+    full_root = Path(tempfile.mkdtemp(prefix="exo-bench-shell-full-"))
+    _prepare(full_root / "home" / "root")
+    full = Interpreter([EXO, "boot", "--quiet"],
+                       dict(env, EXO_ROOT=str(full_root), EXO_ZYGOTE="0"))
     bash = Interpreter(["bash", "--norc", "--noprofile"], env, cwd=str(home))
     peer = {"true_run": "/bin/true"}  # bash has no `run`
     shells = {"exo": exo, "exo_no_zygote": full}
@@ -218,7 +222,7 @@ def main() -> None:
         for sh in shells.values():
             sh.close()
         bash.close()
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        subprocess.run(["rm", "-rf", str(root), str(full_root)], check=False)
 
     results: dict[str, Any] = {}
     for case, by_shell in samples.items():
