@@ -145,6 +145,11 @@ def test_a_kill_reaches_the_command(alice: Shell, kernel: Kernel) -> None:
     assert run(alice, "/bin/sleep 30 &")[0] == 0
     [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
     assert row["state"] == "running"
+    # In its own cgroup (memory, pids, cpu), which the zygote put it in before exec.
+    groups = Path(f"/proc/{row['host_pid']}/cgroup").read_text().splitlines()
+    mine = [g for g in groups if any(c in g.split(":")[1].split(",")
+                                     for c in ("memory", "pids"))]
+    assert len(mine) == 2 and all(f"/p{row['pid']}." in g for g in mine), groups
     assert run(alice, "kill %1")[0] == 0
     status, _, _ = run(alice, "wait")
     assert [r["pid"] for r in alice.kernel.ps()] == [1]

@@ -11,8 +11,10 @@ child can build its own mount namespace; every child gives all of them up in
 
 Requests (kernel → zygote): one datagram, ``JSON`` with the command's mounts, working
 directory and descriptor numbers, carrying in SCM_RIGHTS, in this order: stdin, stdout,
-stderr, the "go" pipe, the status pipe, stage 2's config memfd, the seccomp memfd, each
-descriptor the command keeps, then one detached mount (``open_tree``) per grant.
+stderr, the "go" pipe's two ends, the status pipe, stage 2's config memfd, the seccomp
+memfd, each descriptor the command keeps, one detached mount (``open_tree``) per grant,
+then the command's ``cgroup.procs`` files, opened by the kernel: the zygote writes the
+child's pid there right after the fork, then "go" (stage 2 waits for it before exec).
 
 Answers (zygote → kernel): ``S ID NSPID`` with the child's pidfd, ``F ID MESSAGE`` when
 the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``READY``
@@ -38,7 +40,7 @@ import sys
 
 _MAX_REQUEST = 1 << 16
 _MAX_FDS = 253  # SCM_MAX_FD
-_FIXED = 7  # stdin stdout stderr go status config seccomp
+_FIXED = 8  # stdin stdout stderr go(read) status config seccomp go(write)
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -150,6 +152,9 @@ class _Request:
         self.await_fd = int(req["await_fd"])
         self.stage2 = str(req["stage2"])
         self.tty = bool(req.get("tty", False))  # the last mount is the terminal's node
+        self.procs = int(req["procs"])  # cgroup.procs files, after the mounts
+        if not 0 <= self.procs <= 8:
+            raise ValueError("malformed request")
         if not all(d.startswith("/") for d, _, _ in self.mounts) or \
                 min([self.status_fd, self.config_fd, self.await_fd, *self.keep]) < 3 or \
                 len({self.status_fd, self.config_fd, self.await_fd, *self.keep}) != \
@@ -168,7 +173,8 @@ def _child(req: _Request, fds: list[int]) -> None:
         os.setsid()
         _check(_libc.unshare(CLONE_NEWNS), "unshare")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        mount_fds = fds[_FIXED + len(req.keep):]
+        os.close(fds[7])  # the zygote's "go" end
+        mount_fds = fds[_FIXED + len(req.keep):len(fds) - req.procs]
         mounts = list(zip(req.mounts, mount_fds, strict=True))
         if req.tty:
             (_, terminal), mounts = mounts[-1], mounts[:-1]
@@ -187,7 +193,9 @@ def _child(req: _Request, fds: list[int]) -> None:
         os.chdir(req.cwd)
         seccomp = _read_fd(fds[6], 1 << 20)
         # Park every received descriptor high, then put each at its number.
-        parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 else -1 for i, fd in enumerate(fds)]
+        used = _FIXED + len(req.keep)  # not the zygote's go end (closed), mounts, procs
+        parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 and i != 7 else -1
+                  for i, fd in enumerate(fds[:used])]
         targets = {0: parked[0], 1: parked[1], 2: parked[2],
                    req.status_fd: parked[4], req.config_fd: parked[5],
                    req.await_fd: parked[3]}  # stage 2 waits on it for the kernel's go
@@ -243,7 +251,7 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int,
     try:
         req = _Request(msg)
         rid = req.id
-        if len(fds) != _FIXED + len(req.keep) + len(req.mounts):
+        if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
             raise ValueError("descriptor count does not match the request")
         pid = os.fork()
         if pid == 0:
@@ -252,6 +260,15 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int,
         children[pid] = rid
         pidfd = os.pidfd_open(pid)
         try:
+            # Into the command's cgroup (the kernel's open cgroup.procs files, written
+            # with the kernel's credentials), then "go": stage 2 may exec the command.
+            try:
+                for procs in fds[len(fds) - req.procs:]:
+                    os.write(procs, str(pid).encode())
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                raise
+            os.write(fds[7], b"g")
             socket.send_fds(sock, [f"S {rid} {pid}".encode()], [pidfd])
         finally:
             os.close(pidfd)

@@ -379,32 +379,30 @@ class Zygote:
             for dest, source, _ in mounts:
                 mine.append(_open_tree(source))
                 del dest
-            req = {"id": rid, "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
+            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.procs_files]
+            mine += procs
+            req = {"id": rid, "procs": len(procs), "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
                    "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
                    "stage2": _bwrap.stage2_inside(),
                    "tty": bool(mounts) and mounts[-1][0] == TTY}
-            fds = [*stdio, go_r, status_w, cfg, bpf, *spec.keep_fds, *mine[4:]]
+            fds = [*stdio, go_r, status_w, cfg, bpf, go_w, *spec.keep_fds, *mine[4:]]
             with self.lock:
                 if self.dead:
                     raise SandboxError("the session's zygote has ended")
                 self.pending[rid] = proc
             socket.send_fds(self.sock, [json.dumps(req).encode()], fds)
-            for fd in mine:
+            for fd in (*mine, go_w):
                 os.close(fd)
-            mine = []
+            mine, go_w = [], -1
+            # The zygote puts the child in its cgroup and says "go"; stage 2 execs.
+            from .launcher import _read_all
+
+            status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
             if not proc._started.wait(timeout) or proc.pidfd < 0:
                 raise SandboxError(f"sandbox start failed: zygote: "
                                    f"{proc._start_error or 'no answer'}")
             proc.pid = proc.init_pid = _pidfd_pid(proc.pidfd)
-            for procs in cgroup.procs_files:
-                procs.write_text(str(proc.pid))
-            os.write(go_w, b"g")
-            os.close(go_w)
-            go_w = -1
-            from .launcher import _read_all
-
-            status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
             if status != b"R":
                 report = status.removeprefix(b"R")
                 proc.wait(timeout)

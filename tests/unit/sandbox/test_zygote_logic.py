@@ -48,7 +48,7 @@ def test_the_view_is_the_base_plus_the_grants() -> None:
 
 def test_a_malformed_request_is_refused_by_the_zygote() -> None:
     good = (b'{"id": 1, "mounts": [["/home/a", true, true]], "keep": [5], "cwd": "/",'
-            b' "status_fd": 6, "config_fd": 7, "await_fd": 8, "stage2": "/s"}')
+            b' "status_fd": 6, "config_fd": 7, "await_fd": 8, "stage2": "/s", "procs": 2}')
     assert _Request(good).mounts == [("/home/a", True, True)]
     for bad in (b"{}", b"[]", good.replace(b'"/home/a"', b'"home/a"'),
                 good.replace(b'"keep": [5]', b'"keep": [1]'),
