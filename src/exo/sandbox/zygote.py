@@ -306,6 +306,8 @@ class Zygote:
             return False
         if kind == "S" and rest.isdigit() and proc.pidfd < 0:
             proc.pidfd = fds[0]
+            # At once: a command that already ended and was reaped has no pid any more.
+            proc.pid = proc.init_pid = _pidfd_pid(proc.pidfd)
             proc._started.set()
         elif kind == "F":
             proc._start_error = rest[:300]
@@ -402,7 +404,6 @@ class Zygote:
             if not proc._started.wait(timeout) or proc.pidfd < 0:
                 raise SandboxError(f"sandbox start failed: zygote: "
                                    f"{proc._start_error or 'no answer'}")
-            proc.pid = proc.init_pid = _pidfd_pid(proc.pidfd)
             if status != b"R":
                 report = status.removeprefix(b"R")
                 proc.wait(timeout)
@@ -434,14 +435,17 @@ class Zygote:
 
 
 def _pidfd_pid(pidfd: int) -> int:
-    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace)."""
-    with open(f"/proc/self/fdinfo/{pidfd}") as fh:
-        for line in fh:
-            if line.startswith("Pid:"):
-                pid = int(line.split()[1])
-                if pid > 0:
-                    return pid
-    raise SandboxError("the zygote's child is already gone")
+    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), or
+    0 when the process has already been reaped (a command that ended at once: its exit
+    status is on its way; 0 is never signalled, only the pidfd is)."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as fh:
+            for line in fh:
+                if line.startswith("Pid:"):
+                    return max(0, int(line.split()[1]))
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
