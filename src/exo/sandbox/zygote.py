@@ -383,7 +383,8 @@ class Zygote:
                 del dest
             procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.procs_files]
             mine += procs
-            req = {"id": rid, "procs": len(procs), "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
+            req = {"id": rid, "procs": len(procs),
+                   "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
                    "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
                    "stage2": _bwrap.stage2_inside(),
