@@ -364,16 +364,15 @@ class ProcessManager:
                 spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
             # The powerbox's commands fork from the session's zygote when they can
-            # (exo.sandbox.zygote); anything else, or what it declines, gets the launcher.
-            zygote = zygote_spawn if owner is None and posix_x is None and \
-                zygote_preferred.get() else None
-            sandbox = self._spawner.call(
-                lambda: (zygote and zygote(spec, list(argv), name=f"p{pid}",
-                                           boot_id=self.boot_id, stdio=stdio,
-                                           log=self.log))
-                or sandbox_spawn(spec, list(argv), name=f"p{pid}",
-                                 boot_id=self.boot_id, stdin=stdio[0],
-                                 stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
+            # (exo.sandbox.zygote; on this thread: only the zygote's own start forks, on
+            # the spawner); anything else, or what it declines, gets the launcher.
+            sandbox = zygote_spawn(spec, list(argv), name=f"p{pid}", boot_id=self.boot_id,
+                                   stdio=stdio, log=self.log, start_on=self._spawner.call) \
+                if owner is None and posix_x is None and zygote_preferred.get() else None
+            sandbox = sandbox or self._spawner.call(
+                lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
+                                      boot_id=self.boot_id, stdin=stdio[0],
+                                      stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
         except BaseException:
             if channel is not None:
                 channel.close()

@@ -451,10 +451,14 @@ def _pidfd_pid(pidfd: int) -> int:
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
           stdio: tuple[int, int, int], timeout: float = 10.0,
-          log: Callable[[str], None] | None = None) -> ZygoteProcess | None:
+          log: Callable[[str], None] | None = None,
+          start_on: Callable[[Callable[[], Zygote]], Zygote] | None = None,
+          ) -> ZygoteProcess | None:
     """Start ``argv`` as ``spec`` says through the session's zygote (started on first
     use), or return None when this command needs the full launcher (module docstring);
-    ``log`` hears why."""
+    ``log`` hears why. ``start_on`` runs the zygote's start on a long-lived thread
+    (bubblewrap's ``--die-with-parent`` follows the thread that forked it); a command is
+    only a message to the zygote, sent from the caller's thread."""
     from .launcher import _terminal
 
     if not isinstance(spec, SandboxSpec) or not argv:
@@ -488,10 +492,15 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
                 "the session's beyond its grants")
         return None
     if zygote is None:
-        zygote = Zygote(base_spec, base)
+        base_plan = base
+        made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
         with _lock:
-            _zygotes[key] = zygote
-            _evict()
+            zygote = _zygotes.get(key)
+            if zygote is None or zygote.dead:  # else a concurrent first command won
+                zygote = _zygotes[key] = made
+                _evict()
+        if zygote is not made:
+            made.stop()
     mounts = [(d, s, o == "--ro-bind") for o, s, d in grants]
     mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
     return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
