@@ -195,3 +195,28 @@ def test_a_command_on_a_terminal_gets_its_dev_tty(alice: Shell, kernel: Kernel) 
         os.close(master)
     status, out, _ = run(alice, "/bin/ls /dev")
     assert status == 0 and "tty" not in out.split() and "null" in out.split()
+
+
+def test_a_dead_zygote_ends_its_commands_and_the_next_command_gets_a_new_one(
+        alice: Shell, kernel: Kernel) -> None:
+    """Killing the zygote (bubblewrap's monitor and all) ends the commands it forked (its
+    pid namespace goes with it): they are reported killed and reaped, nothing hangs, and
+    the session's next command starts a fresh zygote."""
+    import signal
+    import time
+
+    before = set(_zygote_pids())
+    assert run(alice, "/bin/sleep 30 &")[0] == 0
+    [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
+    for pid in set(_zygote_pids()) - before:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while [r for r in alice.kernel.ps() if r["pid"] == row["pid"]] and \
+            time.monotonic() < deadline:
+        run(alice, "jobs")  # the shell notices its job ended
+        time.sleep(0.05)
+    assert not [r for r in alice.kernel.ps() if r["pid"] == row["pid"]]
+    run(alice, "wait")
+    status, out, err = run(alice, "/bin/echo again")
+    assert (status, out) == (0, "again\n"), err
+    assert set(_zygote_pids()) - before  # a new one

@@ -478,9 +478,12 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
     key = (boot_id, repr(base_spec))  # the session's account, tree and network mode
     with _lock:
         zygote = _zygotes.get(key)
-        if zygote is not None and zygote.dead:
+        dead = zygote if zygote is not None and zygote.dead else None
+        if dead is not None:
             del _zygotes[key]
             zygote = None
+    if dead is not None:
+        dead.stop()  # reaps its bubblewrap; a new one starts below
     base = zygote.plan if zygote is not None else _bwrap.plan_mounts(base_spec, tty=False)
     base_dests = {d for _, _, d in _binds(base.args)}
     grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
