@@ -220,3 +220,26 @@ def test_a_dead_zygote_ends_its_commands_and_the_next_command_gets_a_new_one(
     status, out, err = run(alice, "/bin/echo again")
     assert (status, out) == (0, "again\n"), err
     assert set(_zygote_pids()) - before  # a new one
+
+
+def test_a_login_starts_the_sessions_zygote_before_its_first_command(
+        kernel: Kernel) -> None:
+    import time
+
+    UserDatabase(kernel.root).add("dave", "pw-dave-12")
+    (kernel.root / "home" / "dave").mkdir(parents=True)
+    before = zygote.running()
+    session = kernel.api.login("dave", "pw-dave-12")
+    assert session is not None
+    deadline = time.monotonic() + 10
+    while zygote.running() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert zygote.running() == before + 1
+    with zygote.prefer():  # the first command uses that one
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            assert kernel.api.run(["/bin/true"], [], stdio=(null, null, null),
+                                  session=session.token) == 0
+        finally:
+            os.close(null)
+    assert zygote.running() == before + 1

@@ -48,12 +48,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
 from .errors import ExecFailed, SandboxError
 from .namespace import DEVICES, TTY
-from .spec import SandboxSpec
+from .spec import NetPolicy, SandboxSpec
 
 #: Set by a caller (the powerbox) that wants its spawns through a zygote when possible.
 preferred: contextvars.ContextVar[bool] = contextvars.ContextVar("exo_zygote", default=False)
@@ -508,6 +509,49 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
     mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
     return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
                         timeout=timeout)
+
+
+class _Spawner(Protocol):
+    """What :func:`warm` needs of the kernel's process manager."""
+
+    root: Path
+    boot_id: str
+
+    def log(self, text: str) -> None: ...
+
+
+def warm(processes: _Spawner, account: tuple[str, int]) -> None:
+    """Start a session's zygote in the background at login, so that its first host
+    program does not wait for it (a failure is logged; the first command then tries
+    again, or takes the launcher)."""
+    if os.geteuid() != 0:
+        return
+    spawner = getattr(processes, "_spawner", None)
+    start_on = getattr(spawner, "call", None)
+    tree = Path(os.path.realpath(processes.root))
+    spec = SandboxSpec(net=NetPolicy.none(), tree=tree, account=account)
+    if eligible(spec) is not None:
+        return
+
+    def start() -> None:
+        try:
+            base_spec = _base(spec)
+            key = (processes.boot_id, repr(base_spec))
+            with _lock:
+                if key in _zygotes and not _zygotes[key].dead:
+                    return
+            base = _bwrap.plan_mounts(base_spec, tty=False)
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base))
+            with _lock:
+                if key not in _zygotes or _zygotes[key].dead:
+                    _zygotes[key] = made
+                    _evict()
+                    return
+            made.stop()
+        except Exception as exc:  # logged, never raised into a login
+            processes.log(f"zygote for {account[0]}: not started at login: {exc}")
+
+    threading.Thread(target=start, name="exo-zygote-warm", daemon=True).start()
 
 
 def _evict() -> None:
