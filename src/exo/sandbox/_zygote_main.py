@@ -21,11 +21,12 @@ the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``REA
 once at start.
 
 A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
-``/tmp`` and ``/dev/shm``; each grant's detached mount moved to its Exo path (read-only
-where granted so); ``/`` read-only; ``chdir``; waits for the kernel's "go" (sent once
-the kernel has put it in its cgroup); its descriptors at their numbers; no_new_privs
-and the seccomp filter; exec of ``exo-stage2``, which drops to the session's uid, applies
-Landlock and execs the command. Any failure is one line on the status pipe and exit 127.
+``/tmp`` and ``/dev/shm`` (on a terminal, a whole ``/dev`` of its own); each grant's
+detached mount moved to its Exo path (read-only where granted so); ``/`` read-only;
+``chdir``; its descriptors at their numbers; no_new_privs and the seccomp filter; exec of
+``exo-stage2``, which drops to the session's uid, applies Landlock, waits for "go" (the
+zygote writes it once the child is in its cgroup) and execs the command. Any failure is
+one line on the status pipe and exit 127.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ What a command keeps from the full launcher, and how:
   ``/`` read-only;
 * the same Landlock ruleset, seccomp filter, no_new_privs and account uid
   (``exo-stage2``, with the same config the launcher writes);
-* its own cgroup, created and joined by the kernel between fork and exec;
+* its own cgroup, created by the kernel and joined between fork and exec (the zygote
+  writes the child's pid into the ``cgroup.procs`` files the kernel opened and passed
+  with the request, then says "go"; stage 2 waits for it before exec);
 * what it shares with its session's other commands: the pid, ipc, uts and (empty)
   network namespaces and the base view. So it can *see* their pids and command lines in
   ``/proc``; it cannot signal or ptrace them or the zygote: each command is in its own
@@ -63,6 +65,7 @@ _MAIN = Path(__file__).with_name("_zygote_main.py")
 _SYS_OPEN_TREE = 428
 OPEN_TREE_CLONE = 1
 AT_SYMLINK_NOFOLLOW = 0x100
+AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count(1)
 _zygotes: dict[tuple[str, str], Zygote] = {}
@@ -86,9 +89,6 @@ def _open_tree(path: str) -> int:
         err = ctypes.get_errno()
         raise SandboxError(f"cannot take a mount of a grant: {os.strerror(err)}")
     return fd
-
-
-AT_FDCWD = -100
 
 
 def _binds(args: Sequence[str],
