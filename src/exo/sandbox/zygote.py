@@ -69,6 +69,7 @@ AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count(1)
 _zygotes: dict[tuple[str, str], Zygote] = {}
+_stopped: set[str] = set()  # boots whose kernel has shut down: no zygote starts for them
 _lock = threading.Lock()
 
 
@@ -500,11 +501,15 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
         made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
         with _lock:
             zygote = _zygotes.get(key)
-            if zygote is None or zygote.dead:  # else a concurrent first command won
+            if boot_id in _stopped:
+                zygote = None
+            elif zygote is None or zygote.dead:  # else a concurrent first command won
                 zygote = _zygotes[key] = made
                 _evict()
         if zygote is not made:
             made.stop()
+        if zygote is None:
+            return None  # the kernel is shutting down: the launcher says so its own way
     mounts = [(d, s, o == "--ro-bind") for o, s, d in grants]
     mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
     return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
@@ -538,16 +543,16 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
             base_spec = _base(spec)
             key = (processes.boot_id, repr(base_spec))
             with _lock:
-                if key in _zygotes and not _zygotes[key].dead:
+                if (key in _zygotes and not _zygotes[key].dead) or key[0] in _stopped:
                     return
             base = _bwrap.plan_mounts(base_spec, tty=False)
             made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base))
             with _lock:
-                if key not in _zygotes or _zygotes[key].dead:
+                if (key not in _zygotes or _zygotes[key].dead) and key[0] not in _stopped:
                     _zygotes[key] = made
                     _evict()
                     return
-            made.stop()
+            made.stop()  # the kernel shut down meanwhile, or a first command won
         except Exception as exc:  # logged, never raised into a login
             processes.log(f"zygote for {account[0]}: not started at login: {exc}")
 
@@ -571,6 +576,8 @@ def running() -> int:
 def stop_all(boot_id: str | None = None) -> None:
     """Stop every zygote (of one boot): at shutdown, after its commands were reaped."""
     with _lock:
+        if boot_id is not None:
+            _stopped.add(boot_id)
         keys = [k for k in _zygotes if boot_id is None or k[0] == boot_id]
         stopping = [_zygotes.pop(k) for k in keys]
     for z in stopping:
