@@ -27,8 +27,8 @@ What a command keeps from the full launcher, and how:
 A command on a terminal gets a ``/dev`` of its own (the base's device nodes and the
 terminal's node at ``/dev/tty``, on a fresh tmpfs), so the session's other commands never
 see it. A command this path cannot keep every property of (a network capability, a
-POSIX-X program, a kernel that is not root, no Landlock scopes, a mount view that differs
-from the session's base beyond its grants) is not started here: :func:`spawn` returns
+POSIX-X program, a kernel that is not root, a mount view that differs from the session's
+base beyond its grants) is not started here: :func:`spawn` returns
 None and the caller uses the full launcher.
 """
 
