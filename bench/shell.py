@@ -21,6 +21,11 @@ command's whole output. The cases are interleaved, shell by shell, on this noisy
   with ``run`` and no capability at all — the kernel's spawn alone, without the
   powerbox's grants (bash's column for it is plain ``/bin/true`` too).
 
+Each case also runs in a second Exo shell booted with ``EXO_ZYGOTE=0``
+(``exo_no_zygote``): the powerbox's commands then get a whole sandbox each instead of a
+fork of the session's zygote (docs/sandbox.md, "The zygote"), the before and after in
+one run.
+
 ``spawn_breakdown`` (same run, in this process, interleaved): where a sandboxed
 program's start goes, layer by layer, each the median of ``/bin/true`` started
 ``runs`` times: ``fork_exec`` (subprocess, no sandbox: the floor), ``sh_trampoline``
@@ -30,7 +35,8 @@ process without network gets), ``sandbox_spawn`` (``exo.sandbox.spawn`` + wait: 
 whole launcher — mount plan, cgroup, trampoline, bubblewrap with the real plan, seccomp,
 exo-stage2, Landlock — without the kernel), ``kernel_run`` (``KernelApi.run`` under a
 session with one ``storage://`` grant: capability space, revocable FUSE export,
-bootstrap channel, syscall thread, reaping).
+bootstrap channel, syscall thread, reaping), ``kernel_run_zygote`` (the same, forked
+by the session's zygote, as the powerbox starts its commands).
 
 Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
 """
@@ -123,6 +129,7 @@ def spawn_breakdown(runs: int) -> dict[str, float]:
     from exo.kernel.kernel import Kernel
     from exo.kernel.manifest import parse_grant
     from exo.sandbox import NetPolicy, SandboxSpec, spawn
+    from exo.sandbox.zygote import prefer
 
     minimal = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -140,6 +147,12 @@ def spawn_breakdown(runs: int) -> dict[str, float]:
         session = api.console_session().token
         grant = [parse_grant("storage://home/root=READ,WRITE")]
         spec = SandboxSpec(net=NetPolicy.none(), cwd=Path("/"), pids_max=64)
+
+        def zygote_run() -> None:
+            """``kernel_run`` as the powerbox starts it: forked by the session's zygote."""
+            with prefer():
+                api.run(["/bin/true"], grant, stdio=(null, null, null), cwd="/home/root",
+                        session=session)
         cases = {
             "fork_exec": lambda: subprocess.run(["/bin/true"], stdin=devnull),
             "sh_trampoline": lambda: subprocess.run(["/bin/sh", "-c", "exec /bin/true"],
@@ -153,6 +166,7 @@ def spawn_breakdown(runs: int) -> dict[str, float]:
                                            stderr=null).wait(),
             "kernel_run": lambda: api.run(["/bin/true"], grant, stdio=(null, null, null),
                                           cwd="/home/root", session=session),
+            "kernel_run_zygote": zygote_run,
         }
         for fn in cases.values():  # warm up
             fn()
@@ -179,31 +193,48 @@ def main() -> None:
     _prepare(home)
     env = dict(os.environ, EXO_ROOT=str(root), LC_ALL="C")
     exo = Interpreter([EXO, "boot", "--quiet"], env)
+    # The same shell with the per-session zygote turned off: every powerbox command gets
+    # a whole sandbox of its own (the "before" of issue 9's zygote), same run.
+    # (a root of its own: one kernel per Exo tree; the same files, from the same seed)
+    full_root = Path(tempfile.mkdtemp(prefix="exo-bench-shell-full-"))
+    _prepare(full_root / "home" / "root")
+    full = Interpreter([EXO, "boot", "--quiet"],
+                       dict(env, EXO_ROOT=str(full_root), EXO_ZYGOTE="0"))
     bash = Interpreter(["bash", "--norc", "--noprofile"], env, cwd=str(home))
     peer = {"true_run": "/bin/true"}  # bash has no `run`
-    samples: dict[str, dict[str, list[float]]] = {c: {"exo": [], "bash": []} for c in CASES}
+    shells = {"exo": exo, "exo_no_zygote": full}
+    samples: dict[str, dict[str, list[float]]] = {
+        c: {"exo": [], "exo_no_zygote": [], "bash": []} for c in CASES}
     try:
-        exo.time("cd /home/root")
+        for sh in shells.values():
+            sh.time("cd /home/root")
         for _ in range(2):  # warm up: the spawn path, the page cache
             for case, line in CASES.items():
-                exo.time(line)
+                for sh in shells.values():
+                    sh.time(line)
                 bash.time(peer.get(case, line))
         for _ in range(runs):
             for case, line in CASES.items():
-                samples[case]["exo"].append(exo.time(line))
+                for name, sh in shells.items():
+                    samples[case][name].append(sh.time(line))
                 samples[case]["bash"].append(bash.time(peer.get(case, line)))
     finally:
-        exo.close()
+        for sh in shells.values():
+            sh.close()
         bash.close()
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        subprocess.run(["rm", "-rf", str(root), str(full_root)], check=False)
 
     results: dict[str, Any] = {}
     for case, by_shell in samples.items():
         exo_ms = statistics.median(by_shell["exo"])
+        full_ms = statistics.median(by_shell["exo_no_zygote"])
         bash_ms = statistics.median(by_shell["bash"])
         results[case] = {"command": CASES[case], "exo_median_ms": round(exo_ms, 2),
+                         "exo_no_zygote_median_ms": round(full_ms, 2),
                          "bash_median_ms": round(bash_ms, 2),
-                         "ratio": round(exo_ms / bash_ms, 2), "samples_ms": by_shell}
+                         "ratio": round(exo_ms / bash_ms, 2),
+                         "ratio_no_zygote": round(full_ms / bash_ms, 2),
+                         "samples_ms": by_shell}
     breakdown = spawn_breakdown(runs)
     targets = {
         "ls_within_30_ms": results["ls"]["exo_median_ms"] <= 30,
@@ -217,8 +248,9 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     for case, r in results.items():
-        print(f"{case:<16} exo {r['exo_median_ms']:8.2f} ms   bash {r['bash_median_ms']:8.2f} ms"
-              f"   ×{r['ratio']}")
+        print(f"{case:<16} exo {r['exo_median_ms']:8.2f} ms   without zygote "
+              f"{r['exo_no_zygote_median_ms']:8.2f} ms   bash {r['bash_median_ms']:8.2f} ms"
+              f"   ×{r['ratio']} (×{r['ratio_no_zygote']} without)")
     print("spawn breakdown (ms):", ", ".join(f"{k} {v}" for k, v in breakdown.items()))
     print("targets:", ", ".join(f"{k} {'✔' if v else '✘'}" for k, v in targets.items()))
 

@@ -235,7 +235,14 @@ class KernelApi:
         from exo.kernel.users import UserDatabase
 
         user = UserDatabase(self.root).authenticate(name, password, dev_mode=self.dev_mode)
-        return None if user is None else self._open(user)
+        if user is None:
+            return None
+        session = self._open(user)
+        if self._processes is not None:  # the shell's first host program finds it up
+            from exo.sandbox.zygote import warm
+
+            warm(self._processes, (session.user, session.host_uid))
+        return session
 
     def open_session(self, user: str, uid: int, home: str,
                      grants: Sequence[Grant] | None) -> KernelSession:

@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -270,6 +271,8 @@ class ProcessManager:
 
         from exo.kernel import reaper
         from exo.sandbox import spawn as sandbox_spawn
+        from exo.sandbox.zygote import preferred as zygote_preferred
+        from exo.sandbox.zygote import spawn as zygote_spawn
 
         if not argv:
             raise ValueError("empty command")
@@ -366,7 +369,13 @@ class ProcessManager:
             if account is not None and spec.user is None:
                 spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
-            sandbox = self._spawner.call(
+            # The powerbox's commands fork from the session's zygote when they can
+            # (exo.sandbox.zygote; on this thread: only the zygote's own start forks, on
+            # the spawner); anything else, or what it declines, gets the launcher.
+            sandbox = zygote_spawn(spec, list(argv), name=f"p{pid}", boot_id=self.boot_id,
+                                   stdio=stdio, log=self.log, start_on=self._spawner.call) \
+                if owner is None and posix_x is None and zygote_preferred.get() else None
+            sandbox = sandbox or self._spawner.call(
                 lambda: sandbox_spawn(spec, list(argv), name=f"p{pid}",
                                       boot_id=self.boot_id, stdin=stdio[0],
                                       stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
@@ -726,6 +735,8 @@ class ProcessManager:
                     p.sandbox.kill()
         for p in procs:
             p.exited.wait(5.0)
+        if "exo.sandbox.zygote" in sys.modules:  # started by a session's first command
+            sys.modules["exo.sandbox.zygote"].stop_all(self.boot_id)
         self._spawner.stop()
 
 

@@ -22,6 +22,10 @@
  *                            bounding set is emptied, the ids changed (which clears the
  *                            permitted and effective sets), the inheritable and ambient sets
  *                            cleared; any step failing is an error
+ *     await FD               read one byte "g" from FD just before exec (the per-session
+ *                            zygote's "go": the kernel sends it once the process is in its
+ *                            cgroup, so the exec of stage 2 and its setup overlap that
+ *                            move); anything else is an error
  *     keep FD                a descriptor the target inherits (repeated; 0-2 always are)
  *     ruleset FS NET SCOPED SIZE FILEMASK
  *                            create a Landlock ruleset handling those rights (SIZE: bytes of
@@ -32,7 +36,7 @@
  *     argv N ARG...          the target's argv (N strings)
  *     env N KEY=VALUE...     the target's whole environment (N strings)
  *
- * Records come in exactly this order (account, keep, ruleset, path and port optional; one ruleset at
+ * Records come in exactly this order (account, await, keep, ruleset, path and port optional; one ruleset at
  * most; the config ends with env), and any other order, a duplicate or a trailing byte is
  * refused: no string can smuggle in a record. Numbers are plain decimal digits;
  * descriptors are >= 3 (stdio is always inherited) and a kept one must be open.
@@ -177,6 +181,8 @@ static void read_config(int fd) {
 /* Close every descriptor but stdio, the kept ones, the status fd and the ruleset. Listed
  * first and closed after (closing while reading /proc/self/fd would skip entries), in
  * rounds until nothing is left to close, however many descriptors came in. */
+static int await_fd = -1;  /* the zygote's "go" pipe, read just before exec */
+
 static void close_inherited(const int *keep, int nkeep) {
     for (;;) {
         DIR *dir = opendir("/proc/self/fd");
@@ -187,7 +193,8 @@ static void close_inherited(const int *keep, int nkeep) {
         while (nvictims < 1024 && (d = readdir(dir)) != NULL) {
             if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
             int fd = atoi(d->d_name);
-            int kept = fd <= 2 || fd == self || fd == status_fd || fd == ruleset;
+            int kept = fd <= 2 || fd == self || fd == status_fd || fd == ruleset ||
+                       fd == await_fd;
             for (int i = 0; i < nkeep && !kept; i++) kept = fd == keep[i];
             if (!kept) victims[nvictims++] = fd;
         }
@@ -217,6 +224,13 @@ int main(int argc, char **argv) {
         if (account < 1000) fail("stage 2 config: account uid %llu is privileged",
                                  (unsigned long long)account);
         has_account = 1;
+        tag = next_tag();
+    }
+
+    if (tag != NULL && strcmp(tag, "await") == 0) {
+        await_fd = next_fd("await fd");
+        if (await_fd == status_fd || fcntl(await_fd, F_SETFD, FD_CLOEXEC) != 0)
+            fail("await descriptor %d is not open", await_fd);
         tag = next_tag();
     }
 
@@ -315,6 +329,13 @@ int main(int argc, char **argv) {
 
     /* execvp searches PATH in the environment the target gets, as os.execvpe did. */
     environ = env;
+    if (await_fd >= 0) {
+        char go = 0;
+        ssize_t n;
+        do n = read(await_fd, &go, 1); while (n < 0 && errno == EINTR);
+        if (n != 1 || go != 'g') fail("start cancelled by the kernel");
+        close(await_fd);
+    }
     if (write(status_fd, "R", 1) != 1) _exit(127);
     execvp(target[0], target);
     int err = errno;

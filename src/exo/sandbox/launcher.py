@@ -66,12 +66,15 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
 
 def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
                    argv: Sequence[str], env: dict[str, str],
-                   account_uid: int | None = None) -> bytes:
+                   account_uid: int | None = None, await_fd: int | None = None) -> bytes:
     """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``).
-    ``account_uid``: the unprivileged uid (and gid) stage 2 becomes before exec."""
+    ``account_uid``: the unprivileged uid (and gid) stage 2 becomes before exec;
+    ``await_fd``: a pipe stage 2 reads "g" from before exec (the zygote's go)."""
     records = ["status", str(status_fd)]
     if account_uid is not None:
         records += ["account", str(account_uid)]
+    if await_fd is not None:
+        records += ["await", str(await_fd)]
     for fd in keep_fds:
         records += ["keep", str(fd)]
     records += landlock

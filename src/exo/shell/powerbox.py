@@ -230,4 +230,9 @@ class Powerbox:
         if program is None:
             return None
         grants = self.grants(posixpath.basename(program), ctx.args)
-        return self.shell.start_process([program, *ctx.args], grants, ctx, env)
+        # Forked from the session's zygote when the command allows it (no terminal, no
+        # network): one sandbox per session, not one per command (exo.sandbox.zygote).
+        from exo.sandbox.zygote import prefer
+
+        with prefer():
+            return self.shell.start_process([program, *ctx.args], grants, ctx, env)

@@ -1,0 +1,290 @@
+"""The zygote's own program: runs inside one bubblewrap sandbox per session, forks one
+child per command and turns it into that command's sandbox (``exo.sandbox.zygote``).
+
+It runs as ``python -I -S _zygote_main.py FD`` with the standard library only (no
+``exo`` import: nothing of the kernel is loaded into a process that forks for every
+command). ``FD`` is its end of a ``SOCK_SEQPACKET`` socketpair whose other end only the
+kernel holds: no app can reach it (children close it before anything runs; its name is
+in no filesystem). The zygote holds CAP_SYS_ADMIN (and SETUID/SETGID/SETPCAP) so that a
+child can build its own mount namespace; every child gives all of them up in
+``exo-stage2`` (account uid, empty bounding set) before the command runs.
+
+Requests (kernel → zygote): one datagram, ``JSON`` with the command's mounts, working
+directory and descriptor numbers, carrying in SCM_RIGHTS, in this order: stdin, stdout,
+stderr, the "go" pipe's two ends, the status pipe, stage 2's config memfd, the seccomp
+memfd, each descriptor the command keeps, one detached mount (``open_tree``) per grant,
+then the command's ``cgroup.procs`` files, opened by the kernel: the zygote writes the
+child's pid there right after the fork, then "go" (stage 2 waits for it before exec).
+
+Answers (zygote → kernel): ``S ID NSPID`` with the child's pidfd, ``F ID MESSAGE`` when
+the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``READY``
+once at start.
+
+A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
+``/tmp`` and ``/dev/shm`` (on a terminal, a whole ``/dev`` of its own); each grant's
+detached mount moved to its Exo path (read-only where granted so); ``/`` read-only;
+``chdir``; its descriptors at their numbers; no_new_privs and the seccomp filter; exec of
+``exo-stage2``, which drops to the session's uid, applies Landlock, waits for "go" (the
+zygote writes it once the child is in its cgroup) and execs the command. Any failure is
+one line on the status pipe and exit 127.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+_MAX_REQUEST = 1 << 16
+_MAX_FDS = 253  # SCM_MAX_FD
+_FIXED = 8  # stdin stdout stderr go(read) status config seccomp go(write)
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE = 1
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")  # namespace.DEVICES
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+_HIGH_FD = 512  # received descriptors are parked above every number the command keeps
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
+                       enc(data)), f"mount {target}")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _load_seccomp(program: bytes) -> None:
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
+           "seccomp")
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = b""
+    while len(data) < limit:
+        chunk = os.read(fd, limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _move_mount(fd: int, dest: str) -> None:
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
+                         MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
+
+
+def _private_dev(terminal: int) -> None:
+    """A ``/dev`` of this command's own, as the launcher builds it with a terminal: the
+    base view's device nodes, a private ``/dev/shm``, the links, and the terminal's node
+    (``terminal``: its detached mount) at ``/dev/tty`` — made on a fresh tmpfs so that the
+    session's other commands never see a ``/dev/tty`` of this one."""
+    nodes = {}
+    for name in DEVICES:
+        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, name.encode(), OPEN_TREE_CLONE))
+        _check(0 if fd >= 0 else -1, f"open_tree {name}")
+        nodes[name] = fd
+    nodes["/dev/tty"] = terminal
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755")
+    for name, fd in nodes.items():
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        _move_mount(fd, name)
+        _mount(None, name, None, MS_REMOUNT | MS_BIND | MS_NOSUID)
+        if fd != terminal:
+            os.close(fd)
+    os.mkdir("/dev/shm", 0o1777)
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{link}")
+    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+
+
+def _mount_point(dest: str, is_dir: bool, mounted: list[str]) -> None:
+    """Create ``dest`` on the zygote's root tmpfs when it is missing; never inside a grant
+    already mounted (that would write into the user's tree)."""
+    if os.path.lexists(dest):
+        return
+    if any(dest.startswith(m.rstrip("/") + "/") for m in mounted):
+        raise OSError(f"mount point {dest} is missing inside a grant")
+    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+    if is_dir:
+        os.mkdir(dest, 0o755)
+    else:
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+class _Request:
+    """A request, checked once: every field of the form the child uses."""
+
+    def __init__(self, raw: bytes) -> None:
+        req = json.loads(raw)
+        self.id = int(req["id"])
+        self.mounts = [(str(d), bool(ro), bool(is_dir)) for d, ro, is_dir in req["mounts"]]
+        self.keep = [int(fd) for fd in req["keep"]]
+        self.cwd = str(req["cwd"])
+        self.status_fd = int(req["status_fd"])
+        self.config_fd = int(req["config_fd"])
+        self.await_fd = int(req["await_fd"])
+        self.stage2 = str(req["stage2"])
+        self.tty = bool(req.get("tty", False))  # the last mount is the terminal's node
+        self.procs = int(req["procs"])  # cgroup.procs files, after the mounts
+        if not 0 <= self.procs <= 8:
+            raise ValueError("malformed request")
+        if not all(d.startswith("/") for d, _, _ in self.mounts) or \
+                min([self.status_fd, self.config_fd, self.await_fd, *self.keep]) < 3 or \
+                len({self.status_fd, self.config_fd, self.await_fd, *self.keep}) != \
+                3 + len(self.keep):
+            raise ValueError("malformed request")
+
+
+def _child(req: _Request, fds: list[int]) -> None:
+    """Everything between fork and exec of stage 2 (see the module docstring)."""
+    status = fds[4]
+    try:
+        for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                    signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        _check(_libc.unshare(CLONE_NEWNS), "unshare")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        os.close(fds[7])  # the zygote's "go" end
+        mount_fds = fds[_FIXED + len(req.keep):len(fds) - req.procs]
+        mounts = list(zip(req.mounts, mount_fds, strict=True))
+        if req.tty:
+            (_, terminal), mounts = mounts[-1], mounts[:-1]
+            _private_dev(terminal)
+        else:
+            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        mounted: list[str] = []
+        for (dest, ro, is_dir), fd in mounts:
+            _mount_point(dest, is_dir, mounted)
+            _move_mount(fd, dest)
+            _mount(None, dest, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
+                   | (MS_RDONLY if ro else 0))
+            mounted.append(dest)
+        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.chdir(req.cwd)
+        seccomp = _read_fd(fds[6], 1 << 20)
+        # Park every received descriptor high, then put each at its number.
+        used = _FIXED + len(req.keep)  # not the zygote's go end (closed), mounts, procs
+        parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 and i != 7 else -1
+                  for i, fd in enumerate(fds[:used])]
+        targets = {0: parked[0], 1: parked[1], 2: parked[2],
+                   req.status_fd: parked[4], req.config_fd: parked[5],
+                   req.await_fd: parked[3]}  # stage 2 waits on it for the kernel's go
+        for i, number in enumerate(req.keep):
+            targets[number] = parked[_FIXED + i]
+        for number, fd in targets.items():
+            if fd >= 0:
+                os.dup2(fd, number, inheritable=True)
+        status = req.status_fd
+        _load_seccomp(seccomp)
+        os.execve(req.stage2, [req.stage2, str(req.config_fd)], {})
+    except BaseException as exc:  # the child reports everything, then exits
+        message = f"Ezygote: {exc}".replace("\n", " ")[:900]
+        try:
+            os.write(status, message.encode(errors="replace"))
+        finally:
+            os._exit(127)
+
+
+def _serve(sock: socket.socket) -> None:
+    children: dict[int, int] = {}  # nspid -> request id
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sock.send(b"READY")
+    while True:
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            while True:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    break
+            while True:
+                try:
+                    pid, raw = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                rid = children.pop(pid, None)
+                if rid is not None:
+                    sock.send(f"X {rid} {raw}".encode())
+        if sock.fileno() in ready:
+            msg, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
+            if not msg:
+                return  # the kernel is gone: so is every child (pid namespace)
+            _handle(sock, msg, fds, children)
+
+
+def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int]) -> None:
+    rid = -1
+    try:
+        req = _Request(msg)
+        rid = req.id
+        if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
+            raise ValueError("descriptor count does not match the request")
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            _child(req, fds)
+        children[pid] = rid
+        pidfd = os.pidfd_open(pid)
+        try:
+            # Into the command's cgroup (the kernel's open cgroup.procs files, written
+            # with the kernel's credentials), then "go": stage 2 may exec the command.
+            try:
+                for procs in fds[len(fds) - req.procs:]:
+                    os.write(procs, str(pid).encode())
+            except OSError:
+                os.kill(pid, signal.SIGKILL)
+                raise
+            os.write(fds[7], b"g")
+            socket.send_fds(sock, [f"S {rid} {pid}".encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sock.send(f"F {rid} {exc}".encode()[:900])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(sock.fileno(), False)
+    _serve(sock)
+
+
+if __name__ == "__main__":
+    main()

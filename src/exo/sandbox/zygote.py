@@ -1,0 +1,584 @@
+"""A per-session zygote: one bubblewrap sandbox holding the namespaces and the base view,
+forking a child per command instead of building a sandbox per command.
+
+Why: a host program started through the powerbox paid ~15 ms of sandbox start (three
+process creations, bubblewrap's namespaces and ~30 mounts) for a command that runs in 1 ms.
+The zygote pays that once per session (and mount view); a command then costs a fork, one
+mount namespace copy, a few mounts, the seccomp load and two execs (docs/sandbox.md,
+"The zygote").
+
+What a command keeps from the full launcher, and how:
+
+* its own mount view: the child ``unshare(CLONE_NEWNS)``s and gets, at their Exo paths,
+  only its grants, as detached mounts the kernel made with ``open_tree`` of its revocable
+  FUSE exports (the same sources the launcher binds), a private ``/tmp`` and ``/dev/shm``,
+  ``/`` read-only;
+* the same Landlock ruleset, seccomp filter, no_new_privs and account uid
+  (``exo-stage2``, with the same config the launcher writes);
+* its own cgroup, created by the kernel and joined between fork and exec (the zygote
+  writes the child's pid into the ``cgroup.procs`` files the kernel opened and passed
+  with the request, then says "go"; stage 2 waits for it before exec);
+* what it shares with its session's other commands: the pid, ipc, uts and (empty)
+  network namespaces and the base view. So it can *see* their pids and command lines in
+  ``/proc``; it cannot signal or ptrace them or the zygote: each command is in its own
+  Landlock domain with signal scoping (Landlock ABI 6), the zygote runs as root while the
+  command runs as the session's uid, and seccomp refuses ptrace.
+
+A command on a terminal gets a ``/dev`` of its own (the base's device nodes and the
+terminal's node at ``/dev/tty``, on a fresh tmpfs), so the session's other commands never
+see it. A command this path cannot keep every property of (a network capability, a
+POSIX-X program, a kernel that is not root, a mount view that differs from the session's
+base beyond its grants) is not started here: :func:`spawn` returns
+None and the caller uses the full launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import errno
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from . import _bwrap, _cgroups, _landlock, _seccomp
+from ._probe import check_requirements
+from .errors import ExecFailed, SandboxError
+from .namespace import DEVICES, TTY
+from .spec import NetPolicy, SandboxSpec
+
+#: Set by a caller (the powerbox) that wants its spawns through a zygote when possible.
+preferred: contextvars.ContextVar[bool] = contextvars.ContextVar("exo_zygote", default=False)
+MAX_ZYGOTES = 8  # one per session and view; the oldest idle one stops beyond this
+_MAIN = Path(__file__).with_name("_zygote_main.py")
+_SYS_OPEN_TREE = 428
+OPEN_TREE_CLONE = 1
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+_counter = itertools.count(1)
+_zygotes: dict[tuple[str, str], Zygote] = {}
+_stopped: set[str] = set()  # boots whose kernel has shut down: no zygote starts for them
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def prefer() -> Iterator[None]:
+    """Within this block, ``ProcessManager.spawn`` tries the zygote first."""
+    token = preferred.set(True)
+    try:
+        yield
+    finally:
+        preferred.reset(token)
+
+
+def _open_tree(path: str) -> int:
+    fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                           OPEN_TREE_CLONE | os.O_CLOEXEC | AT_SYMLINK_NOFOLLOW))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"cannot take a mount of a grant: {os.strerror(err)}")
+    return fd
+
+
+def _binds(args: Sequence[str],
+           kinds: tuple[str, ...] = ("--bind", "--ro-bind")) -> list[tuple[str, str, str]]:
+    """``(option, source, dest)`` of each bind in a bubblewrap argument list."""
+    out = []
+    for i, a in enumerate(args):
+        if a in kinds and i + 2 < len(args):
+            out.append((a, args[i + 1], args[i + 2]))
+    return out
+
+
+def _dev_binds(args: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The device binds of a plan that the base view does not have (the terminal)."""
+    return [b for b in _binds(args, ("--dev-bind",)) if b[2] not in DEVICES]
+
+
+def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
+    """The arguments without the binds to ``drop`` and without ``--perms 0755 --dir``
+    (parents of mount points, which a child makes itself)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("--bind", "--ro-bind", "--dev-bind") and args[i + 2] in drop:
+            i += 3
+            continue
+        if a == "--perms" and i + 2 < len(args) and args[i + 2] == "--dir":
+            i += 4
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _base(spec: SandboxSpec) -> SandboxSpec:
+    return replace(spec, read_paths=(), write_paths=(), exec_paths=(), bind_sources={},
+                   cwd=None, keep_fds=(), env={}, memory_max=None, pids_max=None,
+                   cpu_max=None)
+
+
+def eligible(spec: SandboxSpec) -> str | None:
+    """Why ``spec`` cannot run in a zygote (one phrase), or None when it can."""
+    if os.environ.get("EXO_ZYGOTE") == "0":  # the kernel's own switch (benchmarks)
+        return "turned off (EXO_ZYGOTE=0)"
+    if os.geteuid() != 0:
+        return "the kernel is not root (no uid to drop to)"
+    if spec.account is None or spec.user is not None:
+        return "no session account"
+    if spec.net.mode != "none":
+        return "a network capability (its own network policy)"
+    if spec.exec_only is not None or spec.host_etc:
+        return "a POSIX-X program"
+    return None
+
+
+class ZygoteProcess:
+    """A command forked by a zygote: the same face as ``SandboxedProcess``.
+
+    ``pid``/``init_pid``/``monitor_pid`` are all its host pid (no bubblewrap between);
+    signals go through its pidfd, so a recycled pid is never hit. Its exit status comes
+    from the zygote (its parent), which reports every child it reaps.
+    """
+
+    def __init__(self, zygote: Zygote, rid: int, cgroup: _cgroups.CgroupSet | None,
+                 name: str) -> None:
+        self.zygote = zygote
+        self.rid = rid
+        self.cgroup = cgroup
+        self.name = name
+        self.pid = 0
+        self.init_pid = 0
+        self.pidfd = -1
+        self.returncode: int | None = None
+        self.oom_killed = False
+        self.stdin = self.stdout = self.stderr = None
+        self._raw: int | None = None
+        self._ended = threading.Event()
+        self._started = threading.Event()
+        self._start_error = ""
+        self._lock = threading.Lock()
+
+    @property
+    def monitor_pid(self) -> int:
+        return self.pid
+
+    def _exited(self, raw: int) -> None:
+        self._raw = raw
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        if self._ended.is_set():
+            self._finish()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.name, timeout or 0)
+        self._finish()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.returncode is not None:
+            return
+        self.send_signal(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        self.wait(10.0)
+
+    def stats(self) -> dict[str, int]:
+        return self.cgroup.stat() if self.cgroup is not None else {}
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self.returncode is not None:
+                return
+            raw = self._raw if self._raw is not None else signal.SIGKILL
+            rc = os.waitstatus_to_exitcode(raw)
+            self.returncode = 128 - rc if rc < 0 else rc
+            if self.cgroup is not None:
+                self.oom_killed = (self.returncode == 128 + signal.SIGKILL
+                                   and self.cgroup.oom_kills() > 0)
+                with contextlib.suppress(Exception):
+                    self.cgroup.remove()  # and any process the command left behind
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
+
+    def close(self) -> None:
+        if self.returncode is None:
+            self.kill()
+
+    def __repr__(self) -> str:
+        return f"<ZygoteProcess {self.name} pid={self.pid} returncode={self.returncode}>"
+
+
+class Zygote:
+    """One running zygote and the kernel's end of its socket."""
+
+    def __init__(self, base: SandboxSpec, plan: _bwrap.MountPlan) -> None:
+        self.base = base
+        self.plan = plan
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pending: dict[int, ZygoteProcess] = {}
+        self.lock = threading.Lock()
+        self.dead = False
+        self.last_used = time.monotonic()
+        to_close = [theirs.fileno()]
+        args = [_bwrap.require_bwrap(), *_bwrap.namespace_args(base),
+                "--cap-add", "CAP_SYS_ADMIN", *plan.args]
+        for dest, content in plan.data_files:
+            fd = os.memfd_create("exo-etc")
+            os.write(fd, content.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            to_close.append(fd)
+            args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
+        python = os.path.realpath(sys.executable)
+        main = f"{_bwrap.stage2_inside().rsplit('/', 1)[0]}/{_MAIN.name}"
+        args += ["--chdir", "/", "--", python, "-I", "-S", main, str(theirs.fileno())]
+        try:
+            self.popen = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, close_fds=True, pass_fds=to_close, cwd="/",
+                env={"PATH": "/usr/bin:/bin"})
+        finally:
+            theirs.close()
+            for fd in to_close[1:]:
+                os.close(fd)
+        self.sock.settimeout(10.0)
+        try:
+            ready = self.sock.recv(64)
+        except OSError as exc:
+            self.stop()
+            raise SandboxError(f"the zygote did not start: {exc}") from None
+        if ready != b"READY":
+            self.stop()
+            raise SandboxError("the zygote did not start (see the kernel log)")
+        self.sock.settimeout(None)
+        self.reader = threading.Thread(target=self._read, name="exo-zygote", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        """Answers from the zygote. It is a sandbox of its own: every answer is checked
+        (size, form, ids it was asked about) and anything else ends it."""
+        try:
+            while True:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 1024, 1)
+                if not msg:
+                    break
+                if not self._answer(msg, fds):
+                    break
+        except OSError:
+            pass
+        self._died()
+
+    def _answer(self, msg: bytes, fds: list[int]) -> bool:
+        try:
+            kind, rid_s, rest = msg.decode("ascii").split(" ", 2)
+            rid = int(rid_s)
+        except (UnicodeDecodeError, ValueError):
+            kind, rid, rest = "", -1, ""
+        with self.lock:
+            proc = self.pending.get(rid)
+        if proc is None or kind not in ("S", "F", "X") or (kind == "S") != bool(fds):
+            for fd in fds:
+                os.close(fd)
+            return False
+        if kind == "S" and rest.isdigit() and proc.pidfd < 0:
+            proc.pidfd = fds[0]
+            # At once: a command that already ended and was reaped has no pid any more.
+            proc.pid = proc.init_pid = _pidfd_pid(proc.pidfd)
+            proc._started.set()
+        elif kind == "F":
+            proc._start_error = rest[:300]
+            proc._started.set()
+        elif kind == "X" and rest.lstrip("-").isdigit():
+            with self.lock:
+                self.pending.pop(rid, None)
+            proc._exited(int(rest))
+            proc._started.set()
+        else:
+            for fd in fds:
+                os.close(fd)
+            return False
+        return True
+
+    def _died(self) -> None:
+        with self.lock:
+            self.dead = True
+            left, self.pending = list(self.pending.values()), {}
+        for proc in left:  # the pid namespace went with the zygote: they are all gone
+            proc._exited(signal.SIGKILL)
+            proc._started.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+        self.popen.wait()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.join(5.0)
+        else:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def start(self, spec: SandboxSpec, argv: Sequence[str], plan: _bwrap.MountPlan,
+              mounts: list[tuple[str, str, bool]], *, name: str, boot_id: str,
+              stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
+        from .launcher import _stage2_config, landlock_rules
+
+        abi = check_requirements("none", limits=[], allow_missing=frozenset())
+        landlock = _landlock.stage2_records(abi, landlock_rules(plan), net=((), ()),
+                                            scoped=True)
+        env = dict(spec.env)
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        status_fd = max([2, *spec.keep_fds]) + 1
+        config_fd = status_fd + 1
+        assert spec.account is not None
+        config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
+                                spec.account[1], await_fd=config_fd + 1)
+        rid = next(_counter)
+        cgroup = _cgroups.CgroupSet.create(
+            boot_id, f"{name}.{os.getpid()}.z{rid}", memory_max=spec.memory_max,
+            pids_max=spec.pids_max, cpu_max=spec.cpu_max)
+        proc = ZygoteProcess(self, rid, cgroup, name)
+        mine: list[int] = []
+        go_w = status_r = -1
+        try:
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            mine += [go_r, status_w]
+            cfg = os.memfd_create("exo-stage2")
+            mine.append(cfg)
+            os.write(cfg, config)
+            bpf = os.memfd_create("exo-seccomp")
+            mine.append(bpf)
+            os.write(bpf, _seccomp.compiled_filter("none", errno.EPERM, spec.fork))
+            for dest, source, _ in mounts:
+                mine.append(_open_tree(source))
+                del dest
+            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.procs_files]
+            mine += procs
+            req = {"id": rid, "procs": len(procs),
+                   "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
+                   "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
+                   "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
+                   "stage2": _bwrap.stage2_inside(),
+                   "tty": bool(mounts) and mounts[-1][0] == TTY}
+            fds = [*stdio, go_r, status_w, cfg, bpf, go_w, *spec.keep_fds, *mine[4:]]
+            with self.lock:
+                if self.dead:
+                    raise SandboxError("the session's zygote has ended")
+                self.pending[rid] = proc
+            socket.send_fds(self.sock, [json.dumps(req).encode()], fds)
+            for fd in (*mine, go_w):
+                os.close(fd)
+            mine, go_w = [], -1
+            # The zygote puts the child in its cgroup and says "go"; stage 2 execs.
+            from .launcher import _read_all
+
+            status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
+            if not proc._started.wait(timeout) or proc.pidfd < 0:
+                raise SandboxError(f"sandbox start failed: zygote: "
+                                   f"{proc._start_error or 'no answer'}")
+            if status != b"R":
+                report = status.removeprefix(b"R")
+                proc.wait(timeout)
+                if report.startswith(b"X"):
+                    err, _, message = report[1:].decode("utf-8", "replace").partition(" ")
+                    raise ExecFailed(message, int(err))
+                detail = report.removeprefix(b"E").decode("utf-8", "replace") or \
+                    "the command ended before stage 2"
+                raise SandboxError(f"sandbox start failed: {detail}")
+            self.last_used = time.monotonic()
+            return proc
+        except BaseException:
+            proc.send_signal(signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                cgroup.kill_all()
+            if proc.pidfd >= 0:
+                proc._ended.wait(5.0)
+            proc._raw = proc._raw if proc._raw is not None else signal.SIGKILL
+            proc._ended.set()
+            proc._finish()
+            with self.lock:
+                self.pending.pop(rid, None)
+            raise
+        finally:
+            for fd in (*mine, go_w, status_r):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+
+def _pidfd_pid(pidfd: int) -> int:
+    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), or
+    0 when the process has already been reaped (a command that ended at once: its exit
+    status is on its way; 0 is never signalled, only the pidfd is)."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as fh:
+            for line in fh:
+                if line.startswith("Pid:"):
+                    return max(0, int(line.split()[1]))
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
+          stdio: tuple[int, int, int], timeout: float = 10.0,
+          log: Callable[[str], None] | None = None,
+          start_on: Callable[[Callable[[], Zygote]], Zygote] | None = None,
+          ) -> ZygoteProcess | None:
+    """Start ``argv`` as ``spec`` says through the session's zygote (started on first
+    use), or return None when this command needs the full launcher (module docstring);
+    ``log`` hears why. ``start_on`` runs the zygote's start on a long-lived thread
+    (bubblewrap's ``--die-with-parent`` follows the thread that forked it); a command is
+    only a message to the zygote, sent from the caller's thread."""
+    from .launcher import _terminal
+
+    if not isinstance(spec, SandboxSpec) or not argv:
+        return None
+    why = eligible(spec)
+    if why is not None:
+        if log is not None:
+            log(f"{name}: full sandbox start, not the zygote: {why}")
+        return None
+    terminal = _terminal(*stdio)
+    # Validates every grant, as the launcher; a terminal's node is shown at /dev/tty.
+    plan = _bwrap.plan_mounts(spec, tty=terminal or False)
+    tty = _dev_binds(plan.args)
+    if len(tty) > 1 or (tty and tty[0][2] != TTY):
+        return None
+    base_spec = _base(spec)
+    key = (boot_id, repr(base_spec))  # the session's account, tree and network mode
+    with _lock:
+        zygote = _zygotes.get(key)
+        dead = zygote if zygote is not None and zygote.dead else None
+        if dead is not None:
+            del _zygotes[key]
+            zygote = None
+    if dead is not None:
+        dead.stop()  # reaps its bubblewrap; a new one starts below
+    base = zygote.plan if zygote is not None else _bwrap.plan_mounts(base_spec, tty=False)
+    base_dests = {d for _, _, d in _binds(base.args)}
+    grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
+    dests = {d for _, _, d in grants} | {d for _, _, d in tty}
+    if (_skeleton(plan.args, dests) != _skeleton(base.args, set())
+            or plan.data_files != base.data_files):
+        if log is not None:
+            log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
+                "the session's beyond its grants")
+        return None
+    if zygote is None:
+        base_plan = base
+        made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
+        with _lock:
+            zygote = _zygotes.get(key)
+            if boot_id in _stopped:
+                zygote = None
+            elif zygote is None or zygote.dead:  # else a concurrent first command won
+                zygote = _zygotes[key] = made
+                _evict()
+        if zygote is not made:
+            made.stop()
+        if zygote is None:
+            return None  # the kernel is shutting down: the launcher says so its own way
+    mounts = [(d, s, o == "--ro-bind") for o, s, d in grants]
+    mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
+    return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
+                        timeout=timeout)
+
+
+class _Spawner(Protocol):
+    """What :func:`warm` needs of the kernel's process manager."""
+
+    root: Path
+    boot_id: str
+
+    def log(self, text: str) -> None: ...
+
+
+def warm(processes: _Spawner, account: tuple[str, int]) -> None:
+    """Start a session's zygote in the background at login, so that its first host
+    program does not wait for it (a failure is logged; the first command then tries
+    again, or takes the launcher)."""
+    if os.geteuid() != 0:
+        return
+    spawner = getattr(processes, "_spawner", None)
+    start_on = getattr(spawner, "call", None)
+    tree = Path(os.path.realpath(processes.root))
+    spec = SandboxSpec(net=NetPolicy.none(), tree=tree, account=account)
+    if eligible(spec) is not None:
+        return
+
+    def start() -> None:
+        try:
+            base_spec = _base(spec)
+            key = (processes.boot_id, repr(base_spec))
+            with _lock:
+                if (key in _zygotes and not _zygotes[key].dead) or key[0] in _stopped:
+                    return
+            base = _bwrap.plan_mounts(base_spec, tty=False)
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base))
+            with _lock:
+                if (key not in _zygotes or _zygotes[key].dead) and key[0] not in _stopped:
+                    _zygotes[key] = made
+                    _evict()
+                    return
+            made.stop()  # the kernel shut down meanwhile, or a first command won
+        except Exception as exc:  # logged, never raised into a login
+            processes.log(f"zygote for {account[0]}: not started at login: {exc}")
+
+    threading.Thread(target=start, name="exo-zygote-warm", daemon=True).start()
+
+
+def _evict() -> None:
+    """Stop the least recently used idle zygotes beyond ``MAX_ZYGOTES`` (caller locks)."""
+    idle = sorted((z.last_used, k) for k, z in _zygotes.items() if not z.pending)
+    while len(_zygotes) > MAX_ZYGOTES and idle:
+        _, k = idle.pop(0)
+        _zygotes.pop(k).stop()
+
+
+def running() -> int:
+    """How many zygotes are up (tests, ``/proc``)."""
+    with _lock:
+        return sum(1 for z in _zygotes.values() if not z.dead)
+
+
+def stop_all(boot_id: str | None = None) -> None:
+    """Stop every zygote (of one boot): at shutdown, after its commands were reaped."""
+    with _lock:
+        if boot_id is not None:
+            _stopped.add(boot_id)
+        keys = [k for k in _zygotes if boot_id is None or k[0] == boot_id]
+        stopping = [_zygotes.pop(k) for k in keys]
+    for z in stopping:
+        z.stop()

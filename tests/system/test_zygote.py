@@ -1,0 +1,245 @@
+"""The powerbox's commands fork from the session's zygote (exo.sandbox.zygote): what a
+user sees is what the full launcher gave — only the grants, the session's uid with no
+capability, seccomp and Landlock, a private /tmp — and a command cannot signal, ptrace
+or read the zygote or the session's other commands, although they share a pid
+namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.unit.shell._support import run
+
+from exo.kernel.kernel import Kernel
+from exo.kernel.users import UserDatabase, session_grants
+from exo.sandbox import zygote
+from exo.shell import Shell
+from exo.shell.session import Session
+from exo.shell.vfs import Vfs
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the zygote needs a root kernel")
+
+PROBE = r'''
+import ctypes, json, os, signal, sys
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as exc:
+        out[name] = exc.errno
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+sleeper = [p for p in pids if cmdline(p)[:2] == [b"/bin/sleep", b"30"]]
+zyg = [p for p in pids if any(b"_zygote_main" in a for a in cmdline(p))]
+out["seen"] = [bool(sleeper), bool(zyg)]
+for name, pid in (("sibling", sleeper[0]), ("zygote", zyg[0]), ("init", 1)):
+    attempt(f"kill_{name}", lambda: os.kill(pid, signal.SIGKILL))
+    attempt(f"environ_{name}", lambda: open(f"/proc/{pid}/environ", "rb").read())
+    attempt(f"fd_{name}", lambda: open(f"/proc/{pid}/fd/0", "rb"))
+    attempt(f"root_{name}", lambda: os.listdir(f"/proc/{pid}/root/"))
+libc = ctypes.CDLL(None, use_errno=True)
+def ptrace():
+    if libc.ptrace(16, sleeper[0], 0, 0) != 0:  # PTRACE_ATTACH
+        raise OSError(ctypes.get_errno(), "ptrace")
+attempt("ptrace_sibling", ptrace)
+def unshare():
+    if libc.unshare(0x20000) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+attempt("unshare", unshare)
+attempt("write_root", lambda: open("/planted", "w"))
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
+              if ":\t" in line)
+out["uid"] = os.getuid()
+out["caps"] = [status["CapEff"].strip(), status["CapPrm"].strip(), status["CapBnd"].strip()]
+out["seccomp"] = status["Seccomp"].strip()
+out["nnp"] = status["NoNewPrivs"].strip()
+out["mounts"] = open("/proc/self/mountinfo").read()
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture
+def alice(kernel: Kernel) -> Iterator[Shell]:
+    user = UserDatabase(kernel.root).add("alice", "wonderland")
+    (kernel.root / "home" / "alice").mkdir(parents=True)
+    session = Session(user.name, user.uid, user.home, session_grants(kernel.root, user))
+    shell = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()), session)
+    yield shell
+
+
+def _zygote_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "_zygote_main.py"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_powerbox_commands_run_in_the_sessions_zygote(alice: Shell, kernel: Kernel) -> None:
+    home = kernel.root / "home" / "alice"
+    (home / "notes.txt").write_text("b\na\nb\n")
+    before = zygote.running()
+    status, out, err = run(alice, "/bin/cat notes.txt | /usr/bin/sort | /usr/bin/uniq -c")
+    assert status == 0, err
+    assert out.split() == ["1", "a", "2", "b"]
+    assert zygote.running() == before + 1  # one for the session, however many commands
+    status, out, err = run(alice, "sort -o sorted.txt notes.txt")
+    assert status == 0, err
+    assert (home / "sorted.txt").read_text() == "a\nb\nb\n"
+    assert zygote.running() == before + 1
+    # Exit statuses and the session's uid come through as from the full launcher.
+    assert run(alice, "sh -c 'exit 3'")[0] == 3
+    assert run(alice, "id -un")[1] == "alice\n"
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every command reaped
+
+
+def test_a_command_holds_only_its_grants(alice: Shell, kernel: Kernel) -> None:
+    (kernel.root / "home" / "b" / "secret").write_text("s3cret\n")
+    (kernel.root / "home" / "alice" / "mine.txt").write_text("mine\n")
+    status, out, _ = run(alice, "cat /home/b/secret")
+    assert status != 0 and "s3cret" not in out
+    # A private /tmp per command, not the zygote's or another command's.
+    assert run(alice, "sh -c 'echo x > /tmp/left'")[0] == 0
+    assert run(alice, "ls /tmp")[1] == ""
+    status, out, _ = run(alice, "ls /")
+    assert status != 0 or "b" not in out.split()  # / cannot be listed (Landlock)
+
+
+def test_a_command_cannot_touch_the_zygote_or_its_siblings(alice: Shell,
+                                                           kernel: Kernel) -> None:
+    (kernel.root / "home" / "alice" / "probe.py").write_text(PROBE)
+    assert run(alice, "/bin/sleep 30 &")[0] == 0
+    try:
+        status, out, err = run(alice, "python3 probe.py")
+        assert status == 0, err
+        seen = json.loads(out)
+        assert seen["seen"] == [True, True]  # the shared pid namespace shows them...
+        for target in ("sibling", "zygote", "init"):  # ...and that is all it gives
+            assert seen[f"kill_{target}"] == 1, (target, seen)  # EPERM
+            assert seen[f"environ_{target}"] == 13, (target, seen)  # EACCES
+            assert seen[f"fd_{target}"] == 13, (target, seen)
+            assert seen[f"root_{target}"] == 13, (target, seen)
+        assert seen["ptrace_sibling"] == 1
+        assert seen["unshare"] == 1  # seccomp
+        assert seen["write_root"] == 30  # EROFS
+        assert seen["uid"] >= 300000
+        assert seen["caps"] == ["0000000000000000"] * 3
+        assert seen["seccomp"] == "2" and seen["nnp"] == "1"
+        assert str(kernel.root) not in seen["mounts"]  # no host path of the tree
+        # The sleeper is still there, untouched.
+        assert any(j for j in run(alice, "jobs")[1].splitlines() if "sleep" in j)
+    finally:
+        run(alice, "kill %1")
+        run(alice, "wait")
+
+
+def test_a_kill_reaches_the_command(alice: Shell, kernel: Kernel) -> None:
+    assert run(alice, "/bin/sleep 30 &")[0] == 0
+    [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
+    assert row["state"] == "running"
+    # In its own cgroup (memory, pids, cpu), which the zygote put it in before exec.
+    groups = Path(f"/proc/{row['host_pid']}/cgroup").read_text().splitlines()
+    mine = [g for g in groups if any(c in g.split(":")[1].split(",")
+                                     for c in ("memory", "pids"))]
+    assert len(mine) == 2 and all(f"/p{row['pid']}." in g for g in mine), groups
+    assert run(alice, "kill %1")[0] == 0
+    status, _, _ = run(alice, "wait")
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]
+    del status
+
+
+def test_shutdown_stops_the_zygote(tmp_path: Path) -> None:
+    from exo.kernel.config import KernelConfig
+
+    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
+    k.boot()
+    try:
+        user = UserDatabase(k.root).add("carol", "pw-carol-1")
+        (k.root / "home" / "carol").mkdir(parents=True)
+        session = Session(user.name, user.uid, user.home, session_grants(k.root, user))
+        shell = Shell(k.api, Vfs(k.root, k.virtual_trees()), session)
+        before = set(_zygote_pids())
+        assert run(shell, "/bin/true")[0] == 0
+        mine = set(_zygote_pids()) - before  # bubblewrap, its init, the zygote
+        assert mine
+    finally:
+        k.shutdown()
+    assert not mine & set(_zygote_pids())
+
+
+def test_a_command_on_a_terminal_gets_its_dev_tty(alice: Shell, kernel: Kernel) -> None:
+    """On a terminal the command's /dev is its own: /dev/tty is that terminal's node, and a
+    command of the same session without a terminal still has none."""
+    from exo.kernel.sessions import host_uid
+
+    master, slave = os.openpty()
+    uid = host_uid(alice.session.uid)
+    os.chown(os.ttyname(slave), uid, uid)  # as the login gives it to the user
+    try:
+        status = alice.run_line("sh -c 'echo hi > /dev/tty; /bin/ls /dev'", 0, slave, slave)
+        os.set_blocking(master, False)
+        out = os.read(master, 4096).decode()
+        assert status == 0, out
+        assert "hi" in out and "tty" in out.split() and "null" in out.split()
+        assert zygote.running() >= 1
+    finally:
+        os.close(slave)
+        os.close(master)
+    status, out, _ = run(alice, "/bin/ls /dev")
+    assert status == 0 and "tty" not in out.split() and "null" in out.split()
+
+
+def test_a_dead_zygote_ends_its_commands_and_the_next_command_gets_a_new_one(
+        alice: Shell, kernel: Kernel) -> None:
+    """Killing the zygote (bubblewrap's monitor and all) ends the commands it forked (its
+    pid namespace goes with it): they are reported killed and reaped, nothing hangs, and
+    the session's next command starts a fresh zygote."""
+    import signal
+    import time
+
+    before = set(_zygote_pids())
+    assert run(alice, "/bin/sleep 30 &")[0] == 0
+    [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
+    for pid in set(_zygote_pids()) - before:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while [r for r in alice.kernel.ps() if r["pid"] == row["pid"]] and \
+            time.monotonic() < deadline:
+        run(alice, "jobs")  # the shell notices its job ended
+        time.sleep(0.05)
+    assert not [r for r in alice.kernel.ps() if r["pid"] == row["pid"]]
+    run(alice, "wait")
+    status, out, err = run(alice, "/bin/echo again")
+    assert (status, out) == (0, "again\n"), err
+    assert set(_zygote_pids()) - before  # a new one
+
+
+def test_a_login_starts_the_sessions_zygote_before_its_first_command(
+        kernel: Kernel) -> None:
+    import time
+
+    UserDatabase(kernel.root).add("dave", "pw-dave-12")
+    (kernel.root / "home" / "dave").mkdir(parents=True)
+    before = zygote.running()
+    session = kernel.api.login("dave", "pw-dave-12")
+    assert session is not None
+    deadline = time.monotonic() + 10
+    while zygote.running() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert zygote.running() == before + 1
+    with zygote.prefer():  # the first command uses that one
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            assert kernel.api.run(["/bin/true"], [], stdio=(null, null, null),
+                                  session=session.token) == 0
+        finally:
+            os.close(null)
+    assert zygote.running() == before + 1

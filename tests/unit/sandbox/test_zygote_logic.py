@@ -1,0 +1,94 @@
+"""The zygote's kernel side: which commands it takes, how a command's view is split into
+the session's base and its grants, and that every malformed answer from the zygote ends
+it rather than being believed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from exo.sandbox import zygote
+from exo.sandbox._zygote_main import _Request
+from exo.sandbox.spec import NetPolicy, SandboxSpec
+
+
+def test_commands_it_cannot_keep_every_property_of_take_the_full_launcher() -> None:
+    account = ("alice", 301000)
+    plain = SandboxSpec(net=NetPolicy.none(), account=account)
+    root = os.geteuid() == 0
+    assert (zygote.eligible(plain) is None) == root
+    if not root:
+        return
+    assert "account" in str(zygote.eligible(SandboxSpec(net=NetPolicy.none())))
+    assert "network" in str(zygote.eligible(
+        SandboxSpec(net=NetPolicy.tcp(connect=(443,)), account=account)))
+    assert "POSIX-X" in str(zygote.eligible(
+        SandboxSpec(net=NetPolicy.none(), account=account, host_etc=(Path("/etc/hosts"),))))
+
+
+def test_the_view_is_the_base_plus_the_grants() -> None:
+    base = ["--tmpfs", "/dev", "--perms", "0755", "--dir", "/etc",
+            "--ro-bind", "/usr", "/usr", "--proc", "/proc"]
+    command = ["--tmpfs", "/dev", "--perms", "0755", "--dir", "/etc",
+               "--perms", "0755", "--dir", "/home", "--ro-bind", "/usr", "/usr",
+               "--bind", "/x/exports/3", "/home/alice", "--proc", "/proc"]
+    binds = zygote._binds(command)
+    assert ("--bind", "/x/exports/3", "/home/alice") in binds
+    grants = {d for _, _, d in binds} - {d for _, _, d in zygote._binds(base)}
+    assert grants == {"/home/alice"}
+    assert zygote._skeleton(command, grants) == zygote._skeleton(base, set())
+    # Anything else that differs (here /etc/hosts bound) is not the session's view.
+    other = [*command, "--ro-bind", "/etc/hosts", "/etc/hosts"]
+    assert zygote._skeleton(other, grants) != zygote._skeleton(base, set())
+
+
+def test_a_malformed_request_is_refused_by_the_zygote() -> None:
+    good = (b'{"id": 1, "mounts": [["/home/a", true, true]], "keep": [5], "cwd": "/",'
+            b' "status_fd": 6, "config_fd": 7, "await_fd": 8, "stage2": "/s", "procs": 2}')
+    assert _Request(good).mounts == [("/home/a", True, True)]
+    for bad in (b"{}", b"[]", good.replace(b'"/home/a"', b'"home/a"'),
+                good.replace(b'"keep": [5]', b'"keep": [1]'),
+                good.replace(b'[["/home/a", true, true]]', b'[["/a"]]')):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            _Request(bad)
+
+
+class _FakeZygote:
+    """Only what ``Zygote._answer`` and ``_died`` use: the checks run on the real code."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: dict[int, zygote.ZygoteProcess] = {}
+        self.dead = False
+        self.sock, self.peer = socket.socketpair()
+
+
+def test_every_malformed_answer_ends_the_zygote() -> None:
+    fake = _FakeZygote()
+    proc = zygote.ZygoteProcess(fake, 7, None, "p2")  # type: ignore[arg-type]
+    fake.pending[7] = proc
+    answer = zygote.Zygote._answer
+    r, w = os.pipe()
+    try:
+        for msg, fds in ((b"S 7 12", []),           # a start without its pidfd
+                         (b"X 8 0", []),            # an id nobody asked about
+                         (b"Q 7 0", []),            # an unknown kind
+                         (b"\xff\xfe", []),         # not ASCII
+                         (b"X 7 zero", []),         # a status that is no number
+                         (b"F 7 fork failed", [r])):  # a descriptor with no place
+            assert answer(fake, msg, fds) is False, msg
+        with pytest.raises(OSError):
+            os.fstat(r)  # the stray descriptor was closed, not kept
+        r = -1
+        assert answer(fake, b"X 7 256", []) is True
+        assert proc.wait(1) == 1  # raw wait status 256: exit 1
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+        zygote.Zygote._died(fake)  # type: ignore[arg-type]
+        fake.peer.close()
