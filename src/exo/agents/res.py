@@ -6,8 +6,10 @@ every second it samples the host (psutil) and each Exo process's cgroup — CPU,
 memory, I/O — and keeps per process an exponential moving average with the predictive
 scheduler's α (``exo.sched.predict.ALPHA``), so its classes (hot / normal / cold) read
 the same way as the scheduler's; ``stats()`` is what placement uses, ``/proc/ai-res``
-shows it. ``handle`` runs in the AI-Res agent's process: it asks the kernel for a
-snapshot (the only service it may use) and answers one question in the language asked.
+shows it: after each sample the monitor hands them to Eco++ placement
+(``exo.sched.placement.Placer``), so one sampler measures processes for both.
+``handle`` runs in the AI-Res agent's process: it asks the kernel for a snapshot
+(the only service it may use) and answers one question in the language asked.
 ``answer_text`` is the formatting both halves share.
 """
 
@@ -68,11 +70,18 @@ class ResourceMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.placer: Any = None  # exo.sched.placement.Placer, from start()
 
     def start(self) -> None:
         import psutil
 
         psutil.cpu_percent(percpu=True)  # the first call only sets the reference
+        boot_id = getattr(self.processes, "boot_id", None)
+        if isinstance(boot_id, str):
+            from exo.sched.placement import Placer
+
+            self.placer = Placer(boot_id, processes=self.processes)
+            self.placer.register()
         self._thread = threading.Thread(target=self._run, daemon=True, name="exo-ai-res")
         self._thread.start()
 
@@ -81,12 +90,16 @@ class ResourceMonitor:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self.placer is not None:
+            self.placer.unregister()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             # a process vanishing mid-sample: the next sample is fine
             with contextlib.suppress(Exception):
                 self.sample()
+                if self.placer is not None and self.processes is not None:
+                    self.placer.update(self.stats(), self.processes.live())
 
     def sample(self, *, cores: bool = True) -> None:
         """One sample of each live Exo process and (``cores``) of the host's CPUs: a
@@ -127,7 +140,8 @@ class ResourceMonitor:
         with self._lock:
             return {pid: {"cpu": round(t.cpu, 1), "cpu_ema": round(t.cpu_ema, 1),
                           "rss": t.rss, "rss_ema": int(t.rss_ema),
-                          "io_bps_ema": int(t.io_ema), "class": klass(t.cpu_ema)}
+                          "io_bps_ema": int(t.io_ema), "class": klass(t.cpu_ema),
+                          "samples": t.rates}
                     for pid, t in self._tracks.items()}
 
     def snapshot(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
