@@ -133,14 +133,24 @@ def one(mode: str, n: int, seconds: float) -> dict[str, Any]:
     outs = [c.communicate(timeout=seconds + 60)[0].split() for c in clients]
     calls = sum(int(o[0]) for o in outs)
     rtt = statistics.median(int(o[1]) for o in outs) / 1000
-    for ch in mine:
-        ch.close()
+    # The clients closed their ends: every server returns; the scheduler's ring watchers
+    # exit once idle. Only then are the rings unmapped (a watcher still inside recv on a
+    # closed ring would read memory the next round's rings may reuse).
     for t in servers:
         t.join(5)
     if sched is not None and loop is not None:
+        deadline = time.monotonic() + 10
+        while len(sched.tasks) and time.monotonic() < deadline:
+            time.sleep(0.05)
         sched.stop()
         loop.join(5)
+    deadline = time.monotonic() + 10
+    while _threads_now() > base_threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if sched is not None:
         sched.close()
+    for ch in mine:
+        ch.close()
     return {"calls_per_s": round(calls / seconds), "rtt_median_us": round(rtt, 2),
             "serving_threads": threads, "serving_rss_delta_mb": round(rss / 2**20, 1)}
 
