@@ -103,7 +103,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"sched_place: placement never classed the processes: "
                                  f"{placer.rows()}")
-            placed = placer.rows()
+            placed, summary = placer.rows(), placer.summary()
             samples: dict[str, list[float]] = {"on": [], "off": []}
             per_round: list[dict[str, Any]] = []
             sel = selectors.DefaultSelector()
@@ -137,7 +137,7 @@ def main() -> None:
                 "p50_ratio_off_over_on": round(off["p50_us"] / max(on["p50_us"], 0.1), 2),
                 "rounds": per_round,
                 "hogs": ns.hogs, "probe_period_ms": 5, "round_s": seconds,
-                "placement": {"summary": placer.summary(), "rows": placed},
+                "placement": {"summary": summary, "rows": placed},
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "loadavg_end": os.getloadavg()},
                 "how": "probe = sandboxed Exo process sleeping to 5 ms deadlines; lateness = "

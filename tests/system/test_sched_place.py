@@ -133,3 +133,23 @@ def test_sched_place_bad_input_is_one_clear_line(placed_kernel: Kernel) -> None:
         status, out, err = run(shell, line)
         assert (status, out) == (code, ""), line
         assert err.count("\n") == 1 and err.startswith("sched: "), (line, err)
+
+
+def test_a_user_may_place_only_their_own_jobs(placed_kernel: Kernel) -> None:
+    from exo.kernel.users import UserDatabase, session_grants
+    from exo.shell import Session
+
+    kernel = placed_kernel
+    user = UserDatabase(kernel.root).add("alice", "wonderland")
+    (kernel.root / "home" / "alice").mkdir(parents=True)
+    session = Session(user.name, user.uid, user.home, session_grants(kernel.root, user))
+    alice = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()), session)
+    other = _spawn(kernel, IDLE)  # the administrator's, not alice's
+    try:
+        status, out, err = run(alice, f"sched place {other.pid} batch")
+        assert (status, out) == (126, "") and "permission denied" in err
+        status, out, _ = run(alice, "sched --json")
+        assert status == 0 and other.pid not in _placement(alice)
+    finally:
+        kernel.processes.kill(other.pid)
+        kernel.processes.wait(other.pid, timeout=30)
