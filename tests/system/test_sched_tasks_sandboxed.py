@@ -3,10 +3,11 @@ own: the kernel shows its greenlet read-only at /run/exo/site and the app's task
 
 from __future__ import annotations
 
+from tests.system.helpers import run_app
+
 from exo.kernel.kernel import Kernel
 from exo.sandbox.namespace import RUNTIME_SITE
 from exo_std import task
-from tests.system.helpers import run_app
 
 APP = """
 import os, sys
