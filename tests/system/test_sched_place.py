@@ -133,6 +133,7 @@ def test_sched_place_bad_input_is_one_clear_line(placed_kernel: Kernel) -> None:
         status, out, err = run(shell, line)
         assert (status, out) == (code, ""), line
         assert err.count("\n") == 1 and err.startswith("sched: "), (line, err)
+        assert not err.startswith("sched: sched:"), err
 
 
 def test_a_user_may_place_only_their_own_jobs(placed_kernel: Kernel) -> None:

@@ -104,7 +104,7 @@ def _sched(ctx: CommandContext) -> int:
         return _sched_place(ctx, args[1:])
     unknown = [a for a in args if a not in ("-a", "--all", "--json")]
     if unknown:
-        raise CommandError(f"sched: unknown option {unknown[0]!r}; usage: sched [-a] [--json]"
+        raise CommandError(f"unknown option {unknown[0]!r}; usage: sched [-a] [--json]"
                            " | sched place PID batch|interactive|auto", 2)
     text = _sched_text(ctx)
     if text is None:
@@ -170,23 +170,23 @@ def _sched_place(ctx: CommandContext, args: list[str]) -> int:
 
     usage = "usage: sched place PID batch|interactive|auto"
     if len(args) != 2 or args[1] not in MODES:
-        raise CommandError(f"sched: {usage}", 2)
+        raise CommandError(usage, 2)
     try:
         pid = int(args[0])
     except ValueError:
-        raise CommandError(f"sched: {args[0]!r} is not a process id; {usage}", 2) from None
+        raise CommandError(f"{args[0]!r} is not a process id; {usage}", 2) from None
     placer = _placer(ctx)
     if placer is None:
-        raise CommandError("sched: placement is not running yet (AI-Res starts it in the "
+        raise CommandError("placement is not running yet (AI-Res starts it in the "
                            "DEFERRED phase; see dmesg)")
     mine = _mine(ctx)
     if mine is not None and pid not in mine:
-        raise CommandError(f"sched: process {pid}: permission denied (not one of your jobs)",
+        raise CommandError(f"process {pid}: permission denied (not one of your jobs)",
                            126)
     try:
         row = placer.override(pid, args[1])
     except KeyError:
-        raise CommandError(f"sched: no running Exo process {pid}") from None
+        raise CommandError(f"no running Exo process {pid}") from None
     cpus = ",".join(str(c) for c in row["cpus"]) or "-"
     weight = "-" if row["weight"] is None else row["weight"]
     ctx.out(f"process {pid}: {row['role']} ({row['mode']}), CPUs {cpus}, weight {weight}")
