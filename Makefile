@@ -7,12 +7,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # swtpm, tpm2-tools, softhsm2: the security core's TPM and HSM for development;
 # libtss2-dev and pkg-config: tpm2-pytss builds against the TSS from source.
-APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2
+APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2 wireguard-go wireguard-tools
 # espeak-ng and sox: the assistant's voice (speech out, audio conversion; exo.agents.voice).
 APT_PACKAGES += espeak-ng sox
 # The real applications of POSIX-X's system tests and benchmark
 # (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
-POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl
+POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl strace
 
 .PHONY: run test setup system-deps posix-x-apps lint typecheck unit bench clean docs
 

@@ -1,7 +1,8 @@
 """Benchmark: the AI-User intent engine (writes bench/results/ai.json).
 
 Claims under test (issue 15): on French and English sentences written by someone else
-(bench/data/ai-heldout.jsonl, never used for training) intent accuracy >= 90 %, slot
+(bench/data/ai-heldout-2.jsonl, never used for training nor seen while tuning) intent
+accuracy >= 90 %, slot
 accuracy >= 85 %, ``unknown`` recognised; parse p95 < 200 ms warm and < 2 s cold;
 resident memory < 500 MB; all offline.
 
@@ -21,7 +22,17 @@ resident memory < 500 MB; all offline.
   scikit-learn's own Pipeline.predict_proba, unpickled: its cold start, p95 and RSS, and its
   accuracy, which must equal ours); ``peer_grammar_only`` (layer 1 alone: what the model
   adds); ``peer_python_rss_mb`` (a bare interpreter);
-* ``own_heldout``: the project's own held-out templates (dataset.split), same metrics;
+* ``own_heldout``: the project's own held-out templates (dataset.split), same metrics,
+  plus ``asked_back`` (share of free-phrased lines the assistant would ask back about
+  instead of acting: the parser's ``candidates``) and ``acted_accuracy`` (intent accuracy
+  on the lines it would act on); ``own_cv``: 5-fold cross-validation over all of the
+  project's examples, grouped by template (a template's expansions stay in one fold),
+  the same metrics: how the thresholds were chosen, with less noise than one split;
+* ``heldout_1``: the same accuracy figures on the first external set
+  (bench/data/ai-heldout.jsonl). It is no longer a clean measure: four of its near-miss
+  sentences were quoted into a work brief and became training sentences while ``unknown``
+  recall was being improved. The top-level figures come from the second set, written later
+  by another engineer who saw neither the training data nor the first set;
 * ``voice``: espeak-ng -> WAV -> pocketsphinx (catalogue grammar) -> parse, on the
   English command forms: how many come back as the right intent.
 
@@ -53,7 +64,8 @@ from exo.agents.intent.model import cache_path, load_or_train, sklearn_pipeline 
 from exo.agents.intents import BY_NAME  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ai.json"
-HELDOUT = ROOT / "bench" / "data" / "ai-heldout.jsonl"
+HELDOUT = ROOT / "bench" / "data" / "ai-heldout-2.jsonl"
+HELDOUT_1 = ROOT / "bench" / "data" / "ai-heldout.jsonl"
 COLD_SENTENCE = "peux-tu me dire combien de mémoire est libre ?"
 
 _COLD = """
@@ -145,6 +157,51 @@ def accuracy(rows: list[dict[str, Any]], predicted: list[tuple[str, dict[str, st
         "confusion": [{"gold": g, "parsed": p, "count": n} for (g, p), n in
                       confusion.most_common(10)],
     }
+
+
+def ask_back(parser: Parser, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often a parse would be asked back, and how right the rest is."""
+    parsed = [parser.parse(r["text"]) for r in rows]
+    asked = [bool(i.candidates) for i in parsed]
+    acted = [(r, i) for r, i, a in zip(rows, parsed, asked, strict=True)
+             if not a and i.name != "unknown" and r["intent"] != "unknown"]
+    return {"asked_back": round(sum(asked) / max(1, len(rows)), 4),
+            "acted_accuracy": round(sum(i.name == r["intent"] for r, i in acted)
+                                    / max(1, len(acted)), 4)}
+
+
+def own_cross_validation(examples: list[dataset.Example], folds: int = 5) -> dict[str, Any]:
+    """Grouped k-fold over the project's own examples (see the module doc)."""
+    import hashlib
+
+    from exo.agents.intent.model import train as train_model
+
+    def fold(e: dataset.Example) -> int:
+        digest = hashlib.sha256(("cv" + e.template).encode()).digest()
+        return int.from_bytes(digest[:4], "big") % folds
+
+    rows: list[dict[str, Any]] = []
+    predicted: list[tuple[str, dict[str, str]]] = []
+    asks: list[dict[str, Any]] = []
+    for k in range(folds):
+        model = train_model([e for e in examples if fold(e) != k])
+        test = [{"text": e.text, "intent": e.intent, "slots": e.slots, "lang": e.lang}
+                for e in examples if fold(e) == k]
+        p = Parser(model=model)
+        rows += test
+        predicted += [(i.name, i.slots) for i in (p.parse(r["text"]) for r in test)]
+        asks.append({**ask_back(p, test), "n": len(test)})
+    result = {k: v for k, v in accuracy(rows, predicted).items() if k != "confusion"}
+    total = sum(a["n"] for a in asks)
+    for key in ("asked_back", "acted_accuracy"):
+        result[key] = round(sum(a[key] * a["n"] for a in asks) / total, 4)
+    result["folds"] = folds
+    return result
+
+
+def _accuracy_on(parser: Parser, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    predicted = [(i.name, i.slots) for i in (parser.parse(r["text"]) for r in rows)]
+    return {k: v for k, v in accuracy(rows, predicted).items() if k != "confusion"}
 
 
 def voice_round_trip() -> dict[str, Any]:
@@ -243,6 +300,7 @@ def main() -> None:
                 for e in own]
     own_pred = [(i.name, i.slots) for i in (parser.parse(r["text"]) for r in own_rows)]
     own_result = accuracy(own_rows, own_pred)
+    own_result.update(ask_back(parser, own_rows))
 
     result.update({
         "p50_ms": round(_pct(latencies, 0.50), 3),
@@ -265,6 +323,8 @@ def main() -> None:
                               if k in ("intent_accuracy", "slot_accuracy")},
         "peer_python_rss_mb": round(_python(_BARE_RSS, env=env), 1),
         "own_heldout": {k: v for k, v in own_result.items() if k != "confusion"},
+        "heldout_1": _accuracy_on(parser, load_heldout(HELDOUT_1)),
+        "own_cv": own_cross_validation(train + own),
         "voice": None if args.quick else voice_round_trip(),
     })
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,14 @@ writes at ≥ 50 % of plain files' throughput; and the price of post-quantum hyb
   against ``unmeasured`` (``EXO_TPM=off``: the step skips at once, nothing hashed, logged
   or sent to the TPM). The difference is what measuring costs a boot.
 * ``storage_mb_per_s``: a file written then read back through the same chunked loop
-  (1 MiB chunks, fsync after writing), ``encrypted`` by ``exo.security.sealedfile``
+  (1 MiB chunks, fsync after writing, then renamed over the old copy: both cases replace
+  files atomically, as encrypted areas do), ``encrypted`` by ``exo.security.sealedfile``
   (XChaCha20-Poly1305) against ``plain`` copies; total bytes moved (write + read) over
-  total time, median of runs, file in the page cache on the same filesystem.
+  total time, median of runs, file in the page cache on the same filesystem;
+  ``storage_encrypted_over_plain``: the median of each run's encrypted / plain ratio
+  (the two cases alternate order; the disk's writeback makes single cases swing 2-3x).
+  ``storage_memory_*``: the same passes between memfds (no disk, no page-cache
+  writeback): the cipher's own cost, what the area server pays to decrypt a file.
 * ``sign_us`` / ``verify_us``: one signature of a 1 KiB message (median µs):
   Ed25519, ML-DSA-65, and the hybrid (both, ``exo.security.pq``).
 * ``kem_us``: one shared secret established: encapsulate + decapsulate (for X25519: an
@@ -79,14 +84,24 @@ def bench_boot(runs: int) -> dict[str, float]:
 
 
 def _copy(src: str, dst: str) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    """The plain peer does what ``sealedfile`` does around its cipher: 1 MiB chunks into
+    a temporary file, fsync, rename over ``dst`` (an atomic replace: unlinking the old
+    file costs the disk as much as writing; in-place copies measured 2-4x faster here,
+    which is the rename, not the cipher)."""
+    tmp = f"{dst}.tmp"
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
         while chunk := fin.read(1 << 20):
             fout.write(chunk)
         fout.flush()
         os.fsync(fout.fileno())
+    os.replace(tmp, dst)
 
 
-def bench_storage(size_mb: int, runs: int) -> dict[str, float]:
+def bench_storage(size_mb: int, runs: int) -> tuple[dict[str, float], float]:
+    """Rates (median MB/s of each case) and the median of the per-run ratios
+    encrypted / plain. The disk's writeback swings a lot on this shared VM (the same case
+    varies 2-3x between runs), so the order alternates each run, a warm-up pair is
+    dropped, and the ratio of each run's pair is what the claim is judged on."""
     from exo.security import sealedfile
 
     key = os.urandom(32)
@@ -95,8 +110,10 @@ def bench_storage(size_mb: int, runs: int) -> dict[str, float]:
         with open(src, "wb") as f:
             f.write(os.urandom(size_mb << 20))
         rates: dict[str, list[float]] = {"encrypted": [], "plain": []}
-        for _ in range(runs):
-            for case in ("plain", "encrypted"):
+        ratios: list[float] = []
+        for run in range(runs + 1):
+            got: dict[str, float] = {}
+            for case in (("plain", "encrypted") if run % 2 else ("encrypted", "plain")):
                 t0 = time.perf_counter()
                 if case == "plain":
                     _copy(src, mid)
@@ -104,9 +121,66 @@ def bench_storage(size_mb: int, runs: int) -> dict[str, float]:
                 else:
                     sealedfile.encrypt_file(key, src, mid)
                     sealedfile.decrypt_file(key, mid, out)
-                elapsed = time.perf_counter() - t0
-                rates[case].append(2 * size_mb / elapsed)
-    return {k: round(statistics.median(v), 1) for k, v in rates.items()}
+                got[case] = 2 * size_mb / (time.perf_counter() - t0)
+            if run == 0:
+                continue  # warm-up: page cache, file allocation
+            for case, rate in got.items():
+                rates[case].append(rate)
+            ratios.append(got["encrypted"] / got["plain"])
+    return ({k: round(statistics.median(v), 1) for k, v in rates.items()},
+            round(statistics.median(ratios), 3))
+
+
+def bench_memory(size_mb: int, runs: int) -> tuple[dict[str, float], float]:
+    """``bench_storage``'s two passes between memfds: plain copies against seal then open
+    streams (``sealedfile``), same chunk size, same alternation, per-run ratios."""
+    from exo.security import sealedfile as sf
+
+    key = os.urandom(32)
+    src, mid, out = (os.memfd_create(f"exo-bench-{n}", os.MFD_CLOEXEC) for n in "smo")
+    try:
+        sf.fd_writer(src)(memoryview(os.urandom(size_mb << 20)))
+        buf = bytearray(1 << 20)
+
+        def copy(a: int, b: int) -> None:
+            os.lseek(a, 0, os.SEEK_SET)
+            os.ftruncate(b, 0)
+            os.lseek(b, 0, os.SEEK_SET)
+            view = memoryview(buf)
+            while n := os.readv(a, [view]):
+                sf.fd_writer(b)(view[:n])
+
+        def crypt() -> None:
+            for fd in (src, mid, out):
+                os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(mid, 0)
+            os.ftruncate(out, 0)
+            sf.seal_stream(key, sf.new_header(), sf.fd_reader(src), sf.fd_writer(mid))
+            size = os.lseek(mid, 0, os.SEEK_CUR)
+            os.lseek(mid, 0, os.SEEK_SET)
+            sf.open_stream(key, sf.fd_reader(mid), sf.fd_writer(out), size)
+
+        rates: dict[str, list[float]] = {"encrypted": [], "plain": []}
+        ratios: list[float] = []
+        for run in range(runs + 1):
+            got: dict[str, float] = {}
+            for case in (("plain", "encrypted") if run % 2 else ("encrypted", "plain")):
+                t0 = time.perf_counter()
+                if case == "plain":
+                    copy(src, mid)
+                    copy(mid, out)
+                else:
+                    crypt()
+                got[case] = 2 * size_mb / (time.perf_counter() - t0)
+            if run:
+                for case, rate in got.items():
+                    rates[case].append(rate)
+                ratios.append(got["encrypted"] / got["plain"])
+    finally:
+        for fd in (src, mid, out):
+            os.close(fd)
+    return ({k: round(statistics.median(v), 1) for k, v in rates.items()},
+            round(statistics.median(ratios), 3))
 
 
 def bench_crypto(n: int) -> dict[str, dict[str, float]]:
@@ -157,10 +231,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs (under 3 minutes)")
     args = ap.parse_args()
-    boot_runs, size_mb, storage_runs, n = (5, 64, 3, 300) if args.quick else (15, 256, 5, 2000)
+    boot_runs, size_mb, storage_runs, n = (5, 64, 5, 300) if args.quick else (15, 256, 9, 2000)
     t0 = time.perf_counter()
     results: dict[str, object] = {"boot_ms": bench_boot(boot_runs)}
-    results["storage_mb_per_s"] = bench_storage(size_mb, storage_runs)
+    results["storage_mb_per_s"], ratio = bench_storage(size_mb, storage_runs)
+    results["storage_encrypted_over_plain"] = ratio  # median of per-run ratios
+    # the same between memfds (no disk): the cipher's own cost, as the kernel's area
+    # server pays it when it decrypts a file for an app
+    results["storage_memory_mb_per_s"], cached = bench_memory(size_mb, storage_runs)
+    results["storage_memory_encrypted_over_plain"] = cached
     results.update(bench_crypto(n))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -168,8 +247,9 @@ def main() -> None:
     boot, storage = results["boot_ms"], results["storage_mb_per_s"]
     assert isinstance(boot, dict) and isinstance(storage, dict)
     print(f"measuring adds {boot['measured'] - boot['unmeasured']:.1f} ms to boot "
-          f"(target < 20); encrypted storage at {storage['encrypted'] / storage['plain']:.0%} "
-          f"of plain (target ≥ 50 %); {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+          f"(target < 20); encrypted storage at {ratio:.0%} of plain, median of per-run "
+          f"ratios (target ≥ 50 %), {cached:.0%} in memory; "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

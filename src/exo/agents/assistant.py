@@ -6,6 +6,11 @@ through the subsystem that owns the intent: AI-Res over its encrypted ``agent://
 channel for resource questions, the kernel's API for processes and capabilities, the
 power profiles of AI-Res, the ``exo`` commands for packages, modules and security.
 
+When the parser hesitates between two intents, the answer is a question naming them
+(``exo.agents.askback``) that a :class:`Conversation` (the shell keeps one) lets the next
+reply ("1", "2", "yes") settle. Module phrases ("the network driver") resolve against the
+kernel's loaded modules, which the assistant hands to the parser.
+
 It holds an attenuated set of capabilities (``HOLDS``): what it may use at all, further
 bounded by the session it answers for (``Context.holds``). Destructive intents (the
 catalogue's ``destructive`` rows: kill, remove, revoke, shutdown) need a ``confirm``
@@ -15,6 +20,7 @@ reached from here, the answer says so: it never invents a result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo.agents.askback import Question, question_for
 from exo.agents.intents import BY_NAME, CATALOGUE, Intent
 
 DEFAULT_THRESHOLD = 0.6
@@ -33,7 +40,11 @@ HOLDS: tuple[tuple[str, str], ...] = (
     ("process://*", "SEND"),
     ("device://power", "WRITE"),
     ("storage://", "READ"),
+    ("module://*", "WRITE"),
 )
+#: Not destructive (the catalogue's word), but they change a running driver: the
+#: assistant asks first, naming the module a phrase resolved to.
+CONFIRM_ALSO = frozenset({"module.upgrade", "module.rollback"})
 AUDIT_LOG = "storage://var/log/audit.jsonl"  # what the shell's `caps --audit` needs
 CLI_TIMEOUT_S = 300.0
 FIND_LIMIT = 20
@@ -54,6 +65,7 @@ class Answer:
     done: bool = False  # something was changed
     data: Any = None
     slots: dict[str, str] = field(default_factory=dict)
+    followup: Question | None = None  # the question asked back, for the next reply
 
     def line(self) -> str:
         return "\n".join(f"[{self.agent}] {ln}" if i == 0 else ln
@@ -62,7 +74,8 @@ class Answer:
     def to_json(self) -> dict[str, Any]:
         return {"agent": self.agent, "intent": self.intent, "slots": self.slots,
                 "lang": self.lang, "ok": self.ok, "question": self.question,
-                "done": self.done, "text": self.text}
+                "done": self.done, "text": self.text,
+                "choices": list(self.followup.choices) if self.followup else []}
 
 
 class Context:
@@ -88,6 +101,23 @@ class Context:
                    for n, r in HOLDS)
         return mine and (self.session is None or bool(self.session.holds(name, rights)))
 
+    def modules(self) -> Any:
+        """The kernel's module manager, when this context has a booted kernel's agents."""
+        finder = getattr(self.agents, "modules", None)
+        return finder() if callable(finder) else None
+
+    def module_paths(self) -> list[str]:
+        """The loaded modules' paths (``net/loop`` for ``device://net/loop``), for the
+        parser to resolve "the network driver" to; empty when no kernel is here."""
+        manager = self.modules()
+        if manager is None:
+            return []
+        try:
+            rows = manager.list()
+        except Exception:  # stopping under us: the alias table will do
+            return []
+        return [str(r["service"]).split("://", 1)[-1] for r in rows]
+
 
 def _t(lang: str, en: str, fr: str) -> str:
     return fr if lang == "fr" else en
@@ -100,14 +130,60 @@ def answer(sentence: str, *, parse: Parse | None = None, confirm: Confirm | None
     parser detected; ``context`` is what the assistant may act on."""
     sentence = sentence.strip()[:2000]
     if parse is None:
-        from exo.agents.intent import CONFIDENCE_THRESHOLD
-        from exo.agents.intent import parse as parse_intent
+        from exo.agents.intent import CONFIDENCE_THRESHOLD, default_parser
 
-        parse = parse_intent
+        intent = _with_modules(default_parser().parse(sentence), sentence, context)
         threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
-    intent = parse(sentence)
+    else:
+        intent = parse(sentence)
+    asked = question_for(intent, sentence)
+    if asked is not None:
+        lg = lang or asked.lang
+        if lang and lang != asked.lang:
+            asked = Question(asked.sentence, asked.choices, lang)
+        return Answer(asked.text(), intent=intent.name, lang=lg, question=True,
+                      slots=dict(intent.slots), followup=asked)
     return act(intent, confirm=confirm, lang=lang, context=context,
                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def _with_modules(intent: Intent, sentence: str, context: Context | None) -> Intent:
+    """A module intent's slots found again against the kernel's loaded modules ("the
+    network driver" -> the loaded net/… module). Asked only for module intents: listing
+    the modules checks each one's health."""
+    if intent.name not in ("module.upgrade", "module.rollback") or context is None:
+        return intent
+    paths = context.module_paths()
+    if not paths:
+        return intent
+    from exo.agents.intent.slots import extract
+
+    return dataclasses.replace(intent, slots=extract(intent.name, sentence, paths))
+
+
+class Conversation:
+    """The assistant across replies: keeps the last question asked back, so "1", "2" or
+    "yes" picks one of its choices and "no" drops it. One per shell; not thread-safe
+    (a shell runs one ``ai`` at a time)."""
+
+    def __init__(self) -> None:
+        self.pending: Question | None = None
+
+    def answer(self, sentence: str, *, confirm: Confirm | None = None,
+               lang: str | None = None, context: Context | None = None) -> Answer:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            picked = pending.pick(sentence)
+            if picked is False:
+                lg = lang or pending.lang
+                return Answer(_t(lg, "OK, nothing done.", "D'accord, rien n'a été fait."),
+                              intent="unknown", lang=lg)
+            if isinstance(picked, Intent):
+                picked = _with_modules(picked, pending.sentence, context)
+                return act(picked, confirm=confirm, lang=lang, context=context)
+        result = answer(sentence, confirm=confirm, lang=lang, context=context)
+        self.pending = result.followup
+        return result
 
 
 def act(intent: Intent, *, confirm: Confirm | None = None, lang: str | None = None,
@@ -129,7 +205,7 @@ def act(intent: Intent, *, confirm: Confirm | None = None, lang: str | None = No
         return Answer(_t(lg, f"{intent.name} needs: {', '.join(missing)}",
                          f"{intent.name} a besoin de : {', '.join(missing)}"),
                       intent=intent.name, lang=lg, question=True, slots=dict(intent.slots))
-    if spec.destructive:
+    if spec.destructive or intent.name in CONFIRM_ALSO:
         what = _describe(intent, lg)
         if confirm is None or not confirm(what):
             return Answer(_t(lg, f"Cancelled: {what} was not done.",
@@ -156,6 +232,15 @@ def _describe(intent: Intent, lang: str) -> str:
                          f"révoquer {s.get('capability') or 'les capacités'} de "
                          f"{s.get('target')}"),
         "sys.shutdown": _t(lang, "shut Exo-OS down", "arrêter Exo-OS"),
+        "module.upgrade": _t(lang, f"upgrade module {s.get('module')}"
+                                   + (f" to {s['version']}" if s.get("version") else
+                                      " to its newest kept version"),
+                             f"mettre à jour le module {s.get('module')}"
+                             + (f" en {s['version']}" if s.get("version") else
+                                " vers sa dernière version gardée")),
+        "module.rollback": _t(lang, f"roll module {s.get('module')} back",
+                              f"ramener le module {s.get('module')} à sa version "
+                              "précédente"),
     }.get(intent.name, intent.name)
 
 
@@ -317,6 +402,9 @@ def _module(intent: Intent, ctx: Context, lang: str) -> Answer:
     refused = _admin(ctx, lang)
     if refused is not None:
         return refused
+    manager = ctx.modules()
+    if manager is not None:
+        return _module_manager(manager, intent, ctx, lang)
     s = intent.slots
     if intent.name == "module.list":
         args = ["module", "list"]
@@ -328,6 +416,56 @@ def _module(intent: Intent, ctx: Context, lang: str) -> Answer:
     status, out = _exo(ctx, args)
     return Answer(out or f"exo {' '.join(args)}: exit {status}", agent="Modules",
                   ok=status == 0, done=status == 0 and intent.name != "module.list")
+
+
+def _module_manager(manager: Any, intent: Intent, ctx: Context, lang: str) -> Answer:
+    """In a booted kernel: straight through its module manager (exo.modules.manager)."""
+    from exo.modules import ModuleError
+
+    s = intent.slots
+    if intent.name == "module.list":
+        rows = manager.list()
+        if not rows:
+            return Answer(_t(lang, "no modules loaded", "aucun module chargé"),
+                          agent="Modules", data=[])
+        lines = [_t(lang, f"{len(rows)} modules loaded:", f"{len(rows)} modules chargés :")]
+        for r in rows:
+            versions = ", ".join(f"{v['version']} ({v['traffic']}%, {v['health']})"
+                                 for v in r["versions"])
+            lines.append(f"  {str(r['service']).split('://', 1)[-1]:<14} {r['name']:<14} "
+                         f"{versions}")
+        return Answer("\n".join(lines), agent="Modules", data=rows)
+    path = s["module"]
+    if not ctx.holds(f"module://{path}", "WRITE"):
+        return _refuse(lang, f"module://{path}", "WRITE")
+    try:
+        if intent.name == "module.upgrade":
+            version = s.get("version") or _newest_kept(manager, ctx, path, lang)
+            result = manager.upgrade(path, version)
+        else:
+            result = manager.rollback(path)
+    except ModuleError as exc:
+        return Answer(str(exc), agent="Modules", ok=False)
+    rolled = result.get("rolled_back")
+    return Answer(str(result["message"]), agent="Modules", ok=not rolled, done=True,
+                  data=result)
+
+
+def _newest_kept(manager: Any, ctx: Context, path: str, lang: str) -> str:
+    """The newest version of a loaded module kept in the store (what "upgrade the
+    network driver" without a version means)."""
+    from exo.modules import ModuleError, package
+
+    svc = manager.service_named(path)
+    if ctx.root is None:
+        raise ModuleError(f"{path}: give a version")
+    newest = package.find(Path(ctx.root), svc.name)
+    version = newest.name[len(svc.name) + 1:-len(".exopkg")]
+    if version == svc.stable:
+        raise ModuleError(_t(lang, f"{path} is already at its newest kept version "
+                                         f"{version}", f"{path} est déjà à sa dernière "
+                                                        f"version gardée {version}"))
+    return version
 
 
 def _sec(intent: Intent, ctx: Context, lang: str) -> Answer:
@@ -390,12 +528,28 @@ def _net(intent: Intent, ctx: Context, lang: str) -> Answer:
         c = counters.get(nic)
         io = f", rx {c.bytes_recv} B, tx {c.bytes_sent} B" if c is not None else ""
         lines.append(f"  {nic}: {'up' if st.isup else 'down'}{io}")
-    head = _t(lang, "host network interfaces (the Exo network driver net/loop is not "
-                    "built: Exo processes get the host network or none, per capability):",
-              "interfaces réseau de l'hôte (le pilote réseau Exo net/loop n'existe pas "
-              "encore : un processus Exo a le réseau de l'hôte ou aucun, selon ses "
-              "capacités) :")
+    head = _t(lang, "host network interfaces (an Exo process gets the host network or "
+                    "none, per capability):", "interfaces réseau de l'hôte (un processus Exo "
+                    "a le réseau de l'hôte ou aucun, selon ses capacités) :")
+    lines.extend(_net_modules(ctx, lang))
     return Answer("\n".join([head, *lines]), agent="Net")
+
+
+def _net_modules(ctx: Context, lang: str) -> list[str]:
+    """The loaded network driver modules (net/loop: a TAP in the Exo network namespace)."""
+    manager = ctx.modules()
+    rows = [r for r in (manager.list() if manager is not None else [])
+            if str(r["service"]).startswith("device://net/")]
+    if not rows:
+        return [_t(lang, "  no Exo network driver module loaded (exo module load net-loop)",
+                   "  aucun module pilote réseau Exo chargé (exo module load net-loop)")]
+    out = []
+    for r in rows:
+        device = r.get("device") or {}
+        where = ", ".join(f"{k} {device[k]}" for k in ("interface", "address") if k in device)
+        out.append(f"  {r['service']}: {r['name']} {r['stable']}" + (f" ({where})" if where
+                                                                      else ""))
+    return out
 
 
 def _fs(intent: Intent, ctx: Context, lang: str) -> Answer:
@@ -451,4 +605,4 @@ _HANDLERS: dict[str, Callable[[Intent, Context, str], Answer]] = {
     "cap": _cap, "sec": _sec, "net": _net, "fs": _fs,
 }
 
-__all__ = ["HOLDS", "Answer", "Context", "act", "answer"]
+__all__ = ["HOLDS", "Answer", "Context", "Conversation", "act", "answer"]

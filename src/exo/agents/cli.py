@@ -90,7 +90,12 @@ def _confirm(yes: bool) -> Callable[[str], bool]:
 def _ask_assistant(sentence: str, *, as_json: bool = False, yes: bool = False) -> None:
     from exo.agents import assistant
 
-    answer = assistant.answer(sentence, confirm=_confirm(yes))
+    talk = assistant.Conversation()
+    answer = talk.answer(sentence, confirm=_confirm(yes))
+    if answer.followup is not None and not as_json and sys.stdin.isatty():
+        click.echo(answer.line())  # asked back: the reply picks 1, 2, yes or no
+        reply = click.prompt("exo ai", default="", show_default=False, err=True)
+        answer = talk.answer(reply or "no", confirm=_confirm(yes))
     if as_json:
         click.echo(json.dumps(answer.to_json(), ensure_ascii=False))
     else:

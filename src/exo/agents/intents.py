@@ -61,12 +61,15 @@ class Intent:
     """A parsed sentence: one catalogue intent, its slots, a confidence in [0, 1].
 
     ``lang`` is ``"fr"`` or ``"en"``: the assistant answers in the language asked.
+    ``candidates`` names the intents the parser hesitated between (best first; empty when
+    it is sure): the assistant asks back with them. Not part of the JSON contract.
     """
 
     name: str
     slots: dict[str, str] = field(default_factory=dict)
     confidence: float = 1.0
     lang: str = "en"
+    candidates: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {"intent": self.name, "slots": dict(self.slots),

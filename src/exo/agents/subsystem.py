@@ -153,6 +153,17 @@ class Agents(Subsystem):
             report.effect = {"before_s": round(before, 3), "after_s": round(after, 3)}
         return report
 
+    def modules(self) -> Any:
+        """The kernel's module manager (exo.modules.manager.ModuleManager), or None when
+        the "Module manager" step did not start. Found through the syscall server, where
+        that step hands it over, so the agents do not require the step to boot."""
+        context = self.syscalls.context
+        bridges = getattr(context, "services", None) if context is not None else None
+        manager = getattr(bridges, "manager", None)
+        if manager is None and self.syscalls.control is not None:
+            manager = getattr(self.syscalls.control, "modules", None)
+        return manager
+
     def revoke(self, pid: int, capability: str | None) -> int:
         """Revoke ``pid``'s capabilities on ``capability`` (all of them when None)."""
         manager = self.caps.manager

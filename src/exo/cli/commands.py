@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from typing import Any
 
 import click
@@ -126,10 +127,23 @@ def ps(root: str | None, as_json: bool) -> None:
               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def posix_x(args: tuple[str, ...]) -> None:
-    """Inspect Linux programs for POSIX-X: `analyze BINARY`, `syscalls` (--help for more)."""
+    """Linux programs under POSIX-X: run, analyze, profile, migrate, benchmark, syscalls
+    (--help for more)."""
     from exo.posix_x.cli import main as posix_x_main  # its own parser: one place for usage
 
-    raise SystemExit(posix_x_main(list(args)))
+    raise SystemExit(posix_x_main(_with_separator(list(args))))
+
+
+def _with_separator(args: list[str]) -> list[str]:
+    """``args`` with the ``--`` click took out put back (``posix-x migrate PROG --json --
+    ARGS``: what follows it is the program's), found in ``sys.argv``."""
+    for i, word in enumerate(sys.argv):
+        tail = sys.argv[i + 1:]
+        if word == "posix-x" and "--" in tail:
+            cut = tail.index("--")
+            if tail[:cut] + tail[cut + 1:] == args:
+                return tail
+    return args
 
 
 def _restore_sigpipe() -> None:

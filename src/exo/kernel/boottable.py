@@ -7,13 +7,14 @@ start is FAILED without being imported.
 
 To add a subsystem: write its class (``exo.kernel.subsystem.Subsystem``: a constructor
 taking the core and, by keyword, what it requires; ``start() -> str``; ``stop()``) in its
-own package, and replace its ``NotBuilt`` row here (or add one). Nothing else changes.
+own package, and add its row here (``NotBuilt`` holds the place of one announced but not
+built). Nothing else changes.
 """
 
 from __future__ import annotations
 
 from exo.kernel.bootlog import Phase
-from exo.kernel.subsystem import NotBuilt, Row
+from exo.kernel.subsystem import Row
 
 CRITICAL, NORMAL, DEFERRED = Phase.CRITICAL, Phase.NORMAL, Phase.DEFERRED
 _S = "exo.kernel.subsystems"
@@ -26,6 +27,7 @@ BOOT_TABLE: tuple[Row, ...] = (
     Row("scheduler", "Scheduler", NORMAL, "exo.sched.subsystem:KernelScheduler"),
     Row("processes", "Processes and sandbox", NORMAL, f"{_S}.processes:Processes",
         requires=("caps",)),
+    Row("areas", "Encrypted storage", NORMAL, "exo.security.areaserve:EncryptedStorage"),
     Row("syscalls", "Syscall server", NORMAL, f"{_S}.server:SyscallServer",
         requires=("caps", "processes")),
     Row("sandbox_filters", "Sandbox filters", DEFERRED, f"{_S}.processes:SandboxFilters",
@@ -36,7 +38,8 @@ BOOT_TABLE: tuple[Row, ...] = (
         requires=("caps", "processes", "syscalls")),
     Row("agents", "AI agents started", DEFERRED, "exo.agents.subsystem:Agents",
         requires=("caps", "processes", "syscalls")),
-    Row("posix_x", "POSIX-X", DEFERRED, NotBuilt("POSIX-X not built yet")),
+    Row("posix_x", "POSIX-X ready", DEFERRED, "exo.posix_x.subsystem:PosixX",
+        requires=("processes",)),
     # The package manager and the web console get their rows when
     # they are built: a row shows in the boot log, and these have never been announced.
 )

@@ -333,6 +333,7 @@ class ProcessManager:
             self.in_flight.drop_receiver(pid)
 
         channel: BootstrapChannel | None = None
+        broker: Any = None  # exo.posix_x.broker.Broker for a POSIX-X program
         try:
             self.caps.create_space(pid, max_handles=limits.quotas.handles,
                                    max_received=limits.quotas.received,
@@ -354,9 +355,14 @@ class ProcessManager:
             if owner is not None:
                 account = owner.account
             if posix_x is not None:
+                from exo.posix_x.broker import prepare
                 from exo.posix_x.sandbox import apply
 
                 spec = apply(spec, posix_x, list(argv))
+                # The Hybrid tier: started through the broker's shim (exo.posix_x.broker).
+                spec, argv, broker = prepare(
+                    spec, list(argv), pid=pid,
+                    audit=lambda reason: self.caps.audit.record("deny", pid=pid, reason=reason))
             if account is not None and spec.user is None:
                 spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
@@ -365,6 +371,8 @@ class ProcessManager:
                                       boot_id=self.boot_id, stdin=stdio[0],
                                       stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
         except BaseException:
+            if broker is not None:
+                broker.close()
             if channel is not None:
                 channel.close()
             self.files.release_exports(pid)
@@ -372,6 +380,8 @@ class ProcessManager:
             unlink_child()
             raise
         channel.forget_child_end()
+        if broker is not None:
+            broker.start()
         if report_end:
             with contextlib.suppress(OSError):
                 proc.report_fd = fcntl.fcntl(stdio[2], fcntl.F_DUPFD_CLOEXEC, 3)
@@ -610,8 +620,6 @@ class ProcessManager:
             # The syscall thread owns the channel (a ring endpoint serves one thread):
             # it sees the peer gone, closes the channel and ends.
             self._wake_server(proc.server)
-        with contextlib.suppress(Exception):
-            proc.sandbox.cleanup()
         with self._lock:
             self.reclaimed += 1
         proc.exited.set()

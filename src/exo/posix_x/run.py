@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 
 def run(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
-        root: str | None, err: TextIO) -> int:
+        root: str | None, err: TextIO, ephemeral: bool = False) -> int:
     """Run ``argv``; its exit status, or the status of a failed start (one line on
-    ``err``): 127 no such program, 126 refused, 2 a manifest or capability error."""
+    ``err``): 127 no such program, 126 refused, 2 a manifest or capability error.
+    ``ephemeral``: on a kernel booted in this process for this run even when one is
+    running on ``root`` (``posix-x profile`` traces this process and its descendants)."""
     from exo.kernel.api import failure_status
     from exo.kernel.launch import run_command
     from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
@@ -57,6 +59,8 @@ def run(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
             return fail(str(exc), 127)
     try:
         _make_state_dirs(grants, root)
+        if ephemeral:
+            return _run_ephemeral(argv, caps, manifest, root, cwd)
         return run_command(argv, caps, manifest, root, cwd, posix_x=True)
     except ExecFailed as exc:
         if exc.errno == errno.EACCES:
@@ -66,6 +70,102 @@ def run(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
         return fail(f"{program}: {exc}", failure_status(exc))
     except (ManifestError, SandboxError, OSError, RuntimeError) as exc:
         return fail(str(exc), failure_status(exc))
+
+
+def _run_ephemeral(argv: list[str], caps: list[str], manifest_path: str | None,
+                   root: str | None, cwd: str) -> int:
+    """``run_command``'s second half: a kernel of this process, for this one run."""
+    from exo.kernel.config import KernelConfig
+    from exo.kernel.kernel import Kernel
+    from exo.kernel.manifest import Manifest, PosixX, load_manifest, parse_grant
+
+    grants = [parse_grant(c) for c in caps]
+    manifest = load_manifest(manifest_path) if manifest_path else None
+    if manifest is None or manifest.posix_x is None:
+        manifest = Manifest(manifest.grants, manifest.limits, PosixX()) if manifest \
+            else Manifest(posix_x=PosixX())
+    kernel = Kernel(KernelConfig.load(root), ephemeral=True)
+    try:
+        kernel.boot(log=None)
+        try:
+            return kernel.api.run(argv, grants, manifest=manifest, grace=0, cwd=cwd)
+        except KeyboardInterrupt:  # the process is killed already
+            return 130
+    finally:
+        kernel.shutdown()
+
+
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+
+
+def private_view(root: str | None, view: str) -> str:
+    """Show the Exo tree ``root`` at ``view`` in a mount namespace of this process alone,
+    with a private ``var/log`` and ``var/run`` (tmpfs): the kernel this process boots then
+    writes its own audit log and mounts its file servers there, never into a running
+    kernel's (two writers would fork the audit chain). The tree itself is one bind mount,
+    so the kernel's no-crossing path resolution works beneath it as on the real tree.
+    The mounts vanish with the process."""
+    import ctypes
+
+    from exo.kernel.config import resolve_root
+
+    real = os.path.realpath(resolve_root(root))
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    os.makedirs(view, exist_ok=True)
+    os.makedirs(os.path.join(real, "var", "log"), exist_ok=True)
+    os.makedirs(os.path.join(real, "var", "run"), exist_ok=True)
+    check(libc.mount(os.fsencode(real), os.fsencode(view), None, _MS_BIND, None),
+          f"bind {real}")
+    for sub in ("log", "run"):
+        target = os.fsencode(os.path.join(view, "var", sub))
+        check(libc.mount(b"tmpfs", target, b"tmpfs", 0, b"mode=0755"), f"tmpfs var/{sub}")
+    return view
+
+
+def main(args: list[str]) -> int:
+    """``python -m exo.posix_x.run [--ephemeral] [--private-view DIR] [--cwd D] [--cap
+    C]… [--manifest F] [--root R] -- PROGRAM…``: the traced child of ``posix-x profile``
+    (``--private-view``: boot on the tree seen through :func:`private_view`)."""
+    import signal
+    import sys
+
+    # Ctrl-C stops the run even when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    ephemeral, cwd, caps, manifest, root = False, "/", [], None, None
+    while args and args[0] != "--":
+        opt = args.pop(0)
+        if opt == "--ephemeral":
+            ephemeral = True
+        elif opt in ("--cwd", "--cap", "--manifest", "--root", "--private-view") and args:
+            value = args.pop(0)
+            if opt == "--private-view":
+                try:
+                    root = private_view(root, value)
+                except OSError as exc:
+                    print(f"posix-x profile: the traced run cannot have its own view of "
+                          f"the tree ({exc.strerror}); it needs root", file=sys.stderr)
+                    return 1
+            elif opt == "--cwd":
+                cwd = value
+            elif opt == "--cap":
+                caps.append(value)
+            elif opt == "--manifest":
+                manifest = value
+            else:
+                root = value
+        else:
+            print(f"posix-x run: unexpected argument {printable(opt)!r}", file=sys.stderr)
+            return 2
+    return run(args, caps=caps, manifest=manifest, cwd=cwd, root=root, err=sys.stderr,
+               ephemeral=ephemeral)
 
 
 def _make_state_dirs(grants: list[Grant], root: str | None) -> None:
@@ -91,4 +191,10 @@ def _make_state_dirs(grants: list[Grant], root: str | None) -> None:
                 os.mkdir(path, 0o700)
 
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

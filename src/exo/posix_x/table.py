@@ -48,6 +48,8 @@ _NS = "ENOSYS"
 _PATH = "path checked against storage:// capabilities and the system directories"
 _PATHW = "creates or changes a name: needs WRITE on a covering storage:// capability"
 _GONE = "removed from Linux: Linux itself answers ENOSYS"
+_GONE_NOW = ("Today: posix-x run (its broker) answers ENOSYS; the sandbox's filter answers "
+             "EPERM to other Exo processes")
 
 
 class Syscall:
@@ -236,7 +238,7 @@ _ROWS: tuple[_Row, ...] = (
     _f(131, "sigaltstack"),
     _h(132, "utime", CAP_FILES_WRITE, _PATHW),
     _h(133, "mknod", CAP_FILES_WRITE, _PATHW + "; FIFOs and sockets only (no CAP_MKNOD)"),
-    _l(134, "uselib", _NS, _GONE + " (CONFIG_USELIB off). Today's filter answers EPERM"),
+    _l(134, "uselib", _NS, _GONE + " (CONFIG_USELIB off). " + _GONE_NOW),
     _f(135, "personality", "queries only; changes (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC) "
        "refused with EPERM", today="args"),
     _f(136, "ustat", "obsolete; harmless"),
@@ -261,7 +263,7 @@ _ROWS: tuple[_Row, ...] = (
     _f(154, "modify_ldt", "allowed (Wine, old threading libraries); Docker's default "
        "profile refuses it"),
     _l(155, "pivot_root", _P, "the mount view is fixed by the sandbox"),
-    _l(156, "_sysctl", _NS, _GONE + ". Today's filter answers EPERM"),
+    _l(156, "_sysctl", _NS, _GONE + ". " + _GONE_NOW),
     _f(157, "prctl", "no_new_privs is already set and cannot be cleared"),
     _f(158, "arch_prctl"),
     _l(159, "adjtimex", _P, "setting the clock belongs to the host; Linux allows the "
@@ -281,13 +283,13 @@ _ROWS: tuple[_Row, ...] = (
     _l(171, "setdomainname", _P, "as sethostname"),
     _l(172, "iopl", _P, "port I/O belongs to drivers"),
     _l(173, "ioperm", _P, "port I/O belongs to drivers"),
-    _l(174, "create_module", _NS, _GONE + ". Today's filter answers EPERM"),
+    _l(174, "create_module", _NS, _GONE + ". " + _GONE_NOW),
     _l(175, "init_module", _P, "kernel modules are never loaded from a sandbox"),
     _l(176, "delete_module", _P, "kernel modules are never unloaded from a sandbox"),
     _l(177, "get_kernel_syms", _NS, _GONE, today="allow"),
     _l(178, "query_module", _NS, _GONE, today="allow"),
     _l(179, "quotactl", _P, "disk quotas belong to the host"),
-    _l(180, "nfsservctl", _NS, _GONE + ". Today's filter answers EPERM"),
+    _l(180, "nfsservctl", _NS, _GONE + ". " + _GONE_NOW),
     _l(181, "getpmsg", _NS, "never implemented (STREAMS)", today="allow"),
     _l(182, "putpmsg", _NS, "never implemented (STREAMS)", today="allow"),
     _l(183, "afs_syscall", _NS, "never implemented", today="allow"),
@@ -321,7 +323,7 @@ _ROWS: tuple[_Row, ...] = (
     _f(210, "io_cancel"),
     _l(211, "get_thread_area", _NS, "32-bit only: Linux answers ENOSYS to 64-bit callers",
        today="allow"),
-    _l(212, "lookup_dcookie", _NS, _GONE + " (oprofile). Today's filter answers EPERM"),
+    _l(212, "lookup_dcookie", _NS, _GONE + " (oprofile). " + _GONE_NOW),
     _f(213, "epoll_create"),
     _l(214, "epoll_ctl_old", _NS, "never implemented on x86-64", today="allow"),
     _l(215, "epoll_wait_old", _NS, "never implemented on x86-64", today="allow"),

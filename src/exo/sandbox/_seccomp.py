@@ -65,7 +65,8 @@ TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_QUERY = 0xFFFFFFFF
 
 
-def _build(net_mode: NetMode, deny_errno: int, fork: bool = True) -> bytes:
+def _build(net_mode: NetMode, deny_errno: int, fork: bool = True,
+           broker: bool = False) -> bytes:
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as exc:  # pragma: no cover - depends on the host
@@ -81,7 +82,10 @@ def _build(net_mode: NetMode, deny_errno: int, fork: bool = True) -> bytes:
         filt.add_rule(action, name, *args)
 
     for name in DENIED_SYSCALLS:
-        deny(name)
+        # With a broker (POSIX-X), a notification: the newer, listening filter the program
+        # installs before it runs takes it (equal actions: the newest filter's wins); with
+        # no listener Linux answers ENOSYS. Either way the call never runs.
+        deny(name, action=sc.NOTIFY if broker else eperm)
     # glibc falls back to clone() on ENOSYS; clone's flags are a register seccomp can read,
     # clone3's live in memory it cannot.
     deny("clone3", action=sc.ERRNO(errno.ENOSYS))
@@ -123,15 +127,15 @@ def _build(net_mode: NetMode, deny_errno: int, fork: bool = True) -> bytes:
         os.close(fd)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def compiled_filter(net_mode: NetMode, deny_errno: int = errno.EPERM,
-                    fork: bool = True) -> bytes:
+                    fork: bool = True, broker: bool = False) -> bytes:
     """The BPF program (raw ``struct sock_filter`` array) for a network mode, cached.
 
     ``deny_errno`` is EPERM in production; tests pass a marker errno to prove that a refusal
     came from this filter and not from a missing capability.
     """
-    return _build(net_mode, deny_errno, fork)
+    return _build(net_mode, deny_errno, fork, broker)
 
 
 def available() -> bool:

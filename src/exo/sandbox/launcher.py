@@ -310,7 +310,8 @@ def spawn(
         if _seccomp_enabled(allow_missing):
             deny = SECCOMP_MARKER_ERRNO if "seccomp-marker" in _ablate else errno.EPERM
             seccomp_fd = _memfd("exo-seccomp", _seccomp.compiled_filter(spec.net.mode, deny,
-                                                                           spec.fork))
+                                                                           spec.fork,
+                                                                           spec.broker))
             to_close.append(seccomp_fd)
             pass_fds.append(seccomp_fd)
             args += ["--seccomp", str(seccomp_fd)]

@@ -117,6 +117,10 @@ class SandboxSpec:
     processes are a different host user (``exo.kernel.sessions.host_uid``). The mounts are
     still made by bubblewrap as the kernel; stage 2 changes the ids before Landlock and
     exec. Not combined with ``user`` (whose user namespace maps to the kernel's uid).
+    ``broker``: the seccomp filter hands the refused syscalls (``DENIED_SYSCALLS``) to a
+    notifying filter the program installs before it runs (``exo.posix_x.broker``: the
+    kernel answers them with Linux's errno and audits them); without one they fail with
+    ENOSYS, still refused.
     """
 
     read_paths: tuple[Path, ...] = ()
@@ -136,6 +140,7 @@ class SandboxSpec:
     fork: bool = True
     exec_only: tuple[Path, ...] | None = None
     account: tuple[str, int] | None = None
+    broker: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -65,6 +65,14 @@ def _xchacha20poly1305() -> None:
         "c0875924c1c7987947deafd8780acf49")
     assert crypto_aead_xchacha20poly1305_ietf_encrypt(msg, aad, nonce, key) == expected
     assert crypto_aead_xchacha20poly1305_ietf_decrypt(expected, aad, nonce, key) == msg
+    # sealed files assemble it from HChaCha20 (libsodium) and ChaCha20-Poly1305 (OpenSSL)
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from exo.security.sealedfile import _hchacha20
+
+    subkey = _hchacha20(key, nonce[:16])
+    assert subkey is not None, "libsodium's crypto_core_hchacha20 cannot be called"
+    assert ChaCha20Poly1305(subkey).encrypt(b"\0" * 4 + nonce[16:], msg, aad) == expected
 
 
 def _ml_dsa_65() -> None:

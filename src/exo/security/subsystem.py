@@ -56,6 +56,9 @@ class Security(Subsystem):
         self.anchors: Anchors | None = None
 
     def start(self) -> str:
+        from exo.security import areaserve
+
+        areaserve.install()  # files of areas created from now on are served encrypted
         if os.environ.get(tpm.ENV_SWITCH, "").lower() == "off":
             raise SkipStep("measuring disabled (EXO_TPM=off): nothing hashed or logged")
         self.location = tpm.locate(self.core.root)

@@ -159,9 +159,12 @@ def _free_port_pair() -> int:
     raise TpmError("no two consecutive free loopback ports for swtpm")
 
 
-def start_swtpm(root: str | os.PathLike[str], timeout: float = 5.0) -> dict[str, Any]:
+def start_swtpm(root: str | os.PathLike[str], timeout: float = 5.0, *,
+                ek_cert: bool = False) -> dict[str, Any]:
     """Start swtpm for this tree (state under var/lib/tpm, loopback TCP only) unless one
-    already runs; returns its info. The TPM is powered on and started (Startup CLEAR)."""
+    already runs; returns its info. The TPM is powered on and started (Startup CLEAR).
+    ``ek_cert``: a TPM state made now is first manufactured with EK certificates signed by
+    the tree's local CA (``ekcert.manufacture``; an existing state is kept as it is)."""
     import shutil
     import subprocess
 
@@ -174,6 +177,10 @@ def start_swtpm(root: str | os.PathLike[str], timeout: float = 5.0) -> dict[str,
     for d in (paths.run, paths.state, paths.swtpm_log.parent):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.state, 0o700)
+    if ek_cert and not (paths.state / "tpm2-00.permall").exists():
+        from exo.security import ekcert
+
+        ekcert.manufacture(root, paths.state)
     pidfile = paths.run / "swtpm.pid"
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
@@ -540,6 +547,12 @@ def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
     except TSS2_Exception as exc:
         raise TpmError(f"quote failed: {exc}") from None
     ak_pem = public.to_pem().decode()
+    from exo.security import ekcert
+
+    try:
+        ek_der = ekcert.read(location)
+    except TSS2_Exception:
+        ek_der = None
     paths = Paths(root)
     paths.state.mkdir(parents=True, exist_ok=True)
     if not paths.ak_pub.exists():
@@ -551,7 +564,9 @@ def quote(root: str | os.PathLike[str], nonce: bytes) -> dict[str, Any]:
         "signature": {"alg": "ecdsa-p256-sha256",
                       "r": bytes(sig.signature.ecdsa.signatureR).hex(),
                       "s": bytes(sig.signature.ecdsa.signatureS).hex()},
-        "ak_public": ak_pem, "event_log": read_event_log(root),
+        "ak_public": ak_pem, "ak_tpm_public": bytes(public.marshal()).hex(),
+        "ek_certificate": ekcert.to_pem(ek_der) if ek_der else None,
+        "event_log": read_event_log(root),
         "audit_anchors": read_anchors(root),
     }
 
@@ -616,6 +631,13 @@ def verify_quote(doc: dict[str, Any], nonce: bytes, *, trusted_ak_pem: str,
         raise VerifyError(f"the event log and audit anchors do not replay to the quoted PCRs "
                           f"{AUDIT_PCR} and {pcr} (forged or incomplete log)")
     if policy is not None:
+        if policy.get("ek_ca"):
+            from exo.security import ekcert
+
+            if not doc.get("ek_certificate"):
+                raise VerifyError("the policy requires an EK certificate and the quote has "
+                                  "none (a TPM without one)")
+            ekcert.check_chain(str(doc["ek_certificate"]), str(policy["ek_ca"]))
         check_policy(events, policy)
     return value
 

@@ -814,7 +814,18 @@ def visible_cwd(cwd: str, grants: list[Grant]) -> str:
         return "/"
 
 
-@builtin("exo", "Exo-OS commands: exo shutdown | exo run ... | exo ps | exo caps | exo version")
+#: The host CLI's system-administration commands, run from the Exo shell as the same
+#: ``exo`` command against this kernel's root (DESIGN.md §1: ``exo install nginx``,
+#: ``exo module upgrade net/loop --version 2.1.5`` typed at the Exo prompt).
+ADMIN_SUBCOMMANDS = frozenset({
+    "install", "remove", "upgrade", "rollback", "list", "search", "info", "verify",
+    "generations", "gc", "new", "build", "publish", "repo", "module", "area", "keys",
+    "attest", "audit", "tpm", "crypto", "tunnel"})
+
+
+@builtin("exo", "Exo-OS commands: exo shutdown | exo run ... | exo ps | exo caps | exo version"
+                " | exo install|remove|upgrade|rollback|list|search|module|area|keys|attest|"
+                "audit|... (the administrator's)")
 def _exo(ctx: CommandContext) -> int:
     if not ctx.args or ctx.args[0] in ("-h", "--help", "help"):
         ctx.out(f"usage: {HELP['exo']}")
@@ -824,12 +835,43 @@ def _exo(ctx: CommandContext) -> int:
     if sub in ("version", "--version", "-V"):
         ctx.out(f"Exo-OS {__version__}")
         return 0
+    if sub in ADMIN_SUBCOMMANDS:
+        return _exo_admin(ctx, sub, rest)
     if target is None:
         raise CommandError(f"unknown subcommand '{sub}' (try: exo help)", 2)
     sub_ctx = CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout, ctx.stderr,
                              ctx.cancelled)
     sub_ctx.adopt = ctx.adopt
     return BUILTINS[target](sub_ctx)
+
+
+def _exo_admin(ctx: CommandContext, sub: str, rest: list[str]) -> int:
+    """Packages, modules, keys, attestation... change or read the whole system: only the
+    administrator's session runs them, as the host's ``exo`` against this kernel's root,
+    with the shell's descriptors (its prompts and output go to this terminal); Ctrl-C
+    stops it."""
+    import subprocess
+    import sys
+
+    session = ctx.shell.session
+    if session.grants is not None:
+        raise CommandError(f"{sub}: permission denied: only the administrator runs "
+                           f"'exo {sub}' (user {session.user})")
+    env = dict(os.environ, EXO_ROOT=str(ctx.shell.kernel.root))
+    child = subprocess.Popen([sys.executable, "-m", "exo", sub, *rest], stdin=ctx.stdin,
+                             stdout=ctx.stdout, stderr=ctx.stderr, env=env)
+    while True:
+        try:
+            return child.wait(0.05)
+        except subprocess.TimeoutExpired:
+            if ctx.cancelled.is_set():
+                child.terminate()
+                try:
+                    child.wait(5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                return 130
 
 
 @builtin("tail", "last lines of files or stdin: tail [-n N | -N] [FILE...]")

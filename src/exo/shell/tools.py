@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 from exo.shell.builtins import builtin
 from exo.shell.context import CommandContext, CommandError
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 @builtin("posix-x", "Linux programs under Exo capabilities: posix-x run [--cap NAME=RIGHTS]... "
          "[--manifest FILE] -- PROGRAM ARGS... | posix-x analyze PROGRAM [--json] [--deep] "
+         "| posix-x profile [--manifest FILE] -- PROGRAM... [--json] | posix-x migrate "
+         "PROGRAM [--json] | posix-x benchmark [--quick] [--json] "
          "| posix-x syscalls [NAME...] [--tier T] [--json]")
 def _posix_x(ctx: CommandContext) -> int:
     import io
@@ -41,6 +44,8 @@ def _posix_x(ctx: CommandContext) -> int:
         return run_program(ctx, args[1:], posix_x=True, usage="posix-x run [--cap "
                            "NAME=RIGHTS]... [--manifest FILE] -- PROGRAM ARGS...")
     shown: dict[str, str] = {}  # host path -> the Exo path the user typed
+    if command in ("profile", "migrate", "benchmark"):
+        args = _posix_x_host_args(ctx, args, shown)
     if command == "analyze":
         for i, arg in enumerate(args[1:], 1):
             if not arg.startswith("-"):
@@ -63,6 +68,59 @@ def _posix_x(ctx: CommandContext) -> int:
             text = text.replace(host, exo_path)
         ctx.write(text, fd)
     return status
+
+
+def _posix_x_host_args(ctx: CommandContext, args: list[str],
+                       shown: dict[str, str]) -> list[str]:
+    """``profile``, ``migrate`` and ``benchmark`` run on the host beside the kernel (strace,
+    native runs), on this system's tree: files named by Exo path, within the session.
+    ``migrate`` widens its own manifest and ``benchmark`` runs programs natively, so they
+    are the administrator's; ``profile`` holds only what the session holds."""
+    from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
+
+    command = args[0]
+    if command != "profile" and ctx.shell.session.grants is not None:
+        raise CommandError(f"posix-x {command}: only the administrator's session runs it "
+                           f"(user {ctx.shell.session.user})", 126)
+    out = [command]
+    rest = args[1:]
+    grants = []
+    try:
+        while rest:
+            arg = rest.pop(0)
+            out.append(arg)
+            if arg == "--":
+                out += rest
+                break
+            if arg in ("--manifest", "--output", "-o", "--cap") and rest:
+                value = rest.pop(0)
+                if arg == "--cap":
+                    grants.append(parse_grant(value))
+                else:
+                    exo_path = ctx.path(value)
+                    ctx.shell.session.check_path(exo_path,
+                                                 "read" if arg == "--manifest" else "write")
+                    value = str(ctx.shell.vfs.host_path(exo_path))
+                    shown[value] = exo_path
+                    if arg == "--manifest":
+                        grants += load_manifest(value).grants
+                out.append(value)
+        for grant in grants:
+            ctx.shell.session.require(grant)
+    except ManifestError as exc:
+        raise CommandError(str(exc), 2) from None
+    except PermissionError as exc:
+        raise CommandError(str(exc), 126) from None
+    if command == "migrate" and not {"--output", "-o"} & set(out[:out.index("--")]
+                                                             if "--" in out else out):
+        program = next((a for a in out[1:] if not a.startswith("-")), "program")
+        exo_path = ctx.path(f"{os.path.basename(program.rstrip('/')) or 'program'}.toml")
+        host = str(ctx.shell.vfs.host_path(exo_path))
+        shown[host] = exo_path
+        out[1:1] = ["--output", host]
+    if command != "benchmark":
+        out[1:1] = ["--root", str(ctx.shell.vfs.root)]
+    return out
 
 
 def _analyzable(ctx: CommandContext, exo_path: str) -> str:
@@ -428,6 +486,9 @@ def _live(ctx: CommandContext, console: Any, sampler: _Sampler, frames: int | No
 # ------------------------------------------------------------------- ai
 
 AI_WAIT_S = 10.0  # how long a first `ai` waits for the DEFERRED phase to start the agents
+#: Each shell's conversation with the assistant: it keeps the last question asked back,
+#: so ``ai 1`` / ``ai yes`` answers it.
+_AI_CONVERSATIONS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 @builtin("ai", 'ask the assistant: ai "Quel est l\'usage CPU ?" | ai --intent NAME '
@@ -437,7 +498,7 @@ def _ai(ctx: CommandContext) -> int:
     intents ask y/N at the terminal (or read the answer from standard input in a script)."""
     import json
 
-    from exo.agents.assistant import Context, act, answer
+    from exo.agents.assistant import Context, Conversation, act
     from exo.agents.intents import BY_NAME, Intent
     from exo.agents.subsystem import running
     from exo.shell.context import read_line
@@ -482,7 +543,9 @@ def _ai(ctx: CommandContext) -> int:
         result = act(Intent(args[1], slots, 1.0, lang or "en"), confirm=confirm, lang=lang,
                      context=context)
     else:
-        result = answer(" ".join(args), confirm=confirm, lang=lang, context=context)
+        conversation = _AI_CONVERSATIONS.setdefault(ctx.shell, Conversation())
+        result = conversation.answer(" ".join(args), confirm=confirm, lang=lang,
+                                     context=context)
     if as_json:
         ctx.out(json.dumps(result.to_json(), ensure_ascii=False))
     else:

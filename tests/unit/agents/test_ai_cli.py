@@ -121,3 +121,28 @@ def test_bare_ai_checks_the_sentence_first(exo_cmd: list[str],
     out = run(exo_cmd, exo_env, "x" * 1001)
     assert out.returncode == 1
     assert "too long" in out.stderr.decode()
+
+
+def test_on_a_terminal_a_question_asked_back_takes_the_reply(
+        exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(exo_cmd[0], [*exo_cmd[1:], "ai", "anything heavy on the cpu?"],
+                          env=exo_env, encoding="utf-8", timeout=60)
+    try:
+        child.expect(r"\[Assistant\] Did you mean: (.+)\? Answer 1 or 2\.")
+        choices = child.match.group(1).split(", or ")
+        child.expect("exo ai: ")
+        child.sendline(str(choices.index("the CPU usage") + 1))
+        child.expect(r"\[AI-Res\] CPU usage: \d+% \(avg\), cores: \[")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_without_a_terminal_the_question_is_printed_and_nothing_done(
+        exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    out = run(exo_cmd, exo_env, "--json", "processeur")
+    reply = json.loads(out.stdout)
+    assert out.returncode == 0 and reply["question"] and not reply["done"]
+    assert reply["text"].startswith("Vouliez-vous dire : ") and len(reply["choices"]) == 2

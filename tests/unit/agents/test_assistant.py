@@ -95,7 +95,7 @@ def test_an_answer_has_a_json_form() -> None:
     a = Answer("x", agent="AI-Res", intent="sys.info", slots={"a": "b"})
     assert a.to_json() == {"agent": "AI-Res", "intent": "sys.info", "slots": {"a": "b"},
                            "lang": "en", "ok": True, "question": False, "done": False,
-                           "text": "x"}
+                           "text": "x", "choices": []}
     assert Answer("one\ntwo", agent="X").line() == "[X] one\ntwo"
 
 

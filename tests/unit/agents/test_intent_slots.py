@@ -46,7 +46,8 @@ def test_a_url_is_not_a_module_path_nor_a_version() -> None:
 
 
 def test_alias_table_names_the_shipped_modules() -> None:
-    assert MODULE_ALIASES == {"net": "net/loop", "block": "block/file"}
+    assert MODULE_ALIASES == {"net": "net/loop", "block": "block/file",
+                              "serial": "serial/pty"}
     assert resolve_module("le pilote réseau") == "net/loop"
     assert resolve_module("the network driver", ["block/file", "net/e1000"]) == "net/e1000"
 

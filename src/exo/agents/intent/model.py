@@ -30,15 +30,17 @@ import numpy as np
 import numpy.typing as npt
 
 from exo.agents.intent import dataset
+from exo.agents.intent.cues import cues
 from exo.agents.intent.normalise import for_model
 
 #: Bump when features() or the training recipe changes: it is part of the cache key.
-RECIPE = "tfidf-char2-5-word1-2-lr-v1"
+RECIPE = "tfidf-char2-5-word1-2-cues-lr-v2"
 _MAX_FEATURES_PER_SENTENCE = 20_000  # bounded cost whatever the input (≈ MAX_CHARS * 14)
 
 
 def features(text: str) -> list[str]:
-    """Character 2..5-grams inside word boundaries plus word uni- and bigrams."""
+    """Character 2..5-grams inside word boundaries, word uni- and bigrams, and the
+    sentence's cues (cues.py: a definition question, shopping, arithmetic, this system)."""
     norm = for_model(text)
     words = norm.split()
     out: list[str] = []
@@ -48,7 +50,7 @@ def features(text: str) -> list[str]:
             out.extend(padded[i:i + n] for i in range(max(0, len(padded) - n + 1)))
     out.extend("w:" + w for w in words)
     out.extend(f"b:{a} {b}" for a, b in itertools.pairwise(words))
-    return out[:_MAX_FEATURES_PER_SENTENCE]
+    return out[:_MAX_FEATURES_PER_SENTENCE] + cues(norm)
 
 
 class ModelError(RuntimeError):

@@ -1,9 +1,17 @@
 """The AI-User intent engine: sentence -> catalogue intent, slots, confidence, language.
 
 Two layers: the command grammar (certain, confidence 1.0) and the classifier for free
-phrasing (its probability). Below CONFIDENCE_THRESHOLD the answer is ``unknown`` with the
-low confidence it had, and ``candidates()`` gives the ranked guesses the assistant can ask
-back with ("did you mean…?") instead of acting on a guess.
+phrasing (its probability). Three rules decide what the classifier's ranking means:
+
+* ``unknown`` ranked first, or given at least UNKNOWN_FLOOR, is ``unknown``: a sentence
+  the model half-places outside the catalogue is not forced into an intent;
+* below CONFIDENCE_THRESHOLD the answer is ``unknown`` too, but it carries the two likeliest
+  intents as ``candidates`` (the assistant asks "did you mean A, or B?");
+* above it, a top intent under ASK_BELOW, or a runner-up within ASK_RATIO of it, is
+  returned with both as ``candidates``: close calls are asked back, not acted on.
+
+The thresholds were chosen by 5-fold cross-validation grouped by template on the
+project's own examples (docs/ARCHITECTURE.md, AI agents, gives the figures).
 """
 
 from __future__ import annotations
@@ -22,6 +30,11 @@ from exo.agents.intents import Intent
 #: Below this classifier probability the parser answers ``unknown`` (the assistant asks
 #: back). Chosen on the project's own held-out templates (bench/ai.py reports them).
 CONFIDENCE_THRESHOLD = 0.2
+#: ``unknown`` at or above this probability wins even when an intent is ranked higher.
+UNKNOWN_FLOOR = 0.25
+#: Under this probability, or with a runner-up at ASK_RATIO of the top, ask back.
+ASK_BELOW = 0.3
+ASK_RATIO = 0.5
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -70,7 +83,8 @@ class Parser:
             raise IntentInputError("empty sentence")
         return sentence
 
-    def parse(self, text: str) -> Intent:
+    def parse(self, text: str, *, modules: Sequence[str] | None = None) -> Intent:
+        """``modules``: the installed module paths for this call (else the Parser's)."""
         sentence = self.check(text)
         lang = detect_language(sentence)
         exact = self._grammar.match(sentence)
@@ -78,9 +92,18 @@ class Parser:
             return Intent(exact[0], exact[1], 1.0, lang)
         ranked = self._rank(sentence)
         name, confidence = ranked[0]
-        if name == "unknown" or confidence < CONFIDENCE_THRESHOLD:
-            return Intent("unknown", {}, confidence, lang)
-        return Intent(name, extract(name, sentence, self._modules), confidence, lang)
+        p_unknown = dict(ranked).get("unknown", 0.0)
+        if name == "unknown" or p_unknown >= UNKNOWN_FLOOR:
+            return Intent("unknown", {}, p_unknown, lang)
+        known = [(n, p) for n, p in ranked if n != "unknown"][:2]
+        close = tuple(n for n, _ in known)
+        if confidence < CONFIDENCE_THRESHOLD:
+            return Intent("unknown", {}, confidence, lang, candidates=close)
+        ask = confidence < ASK_BELOW or (len(known) > 1 and known[1][1] >= ASK_RATIO *
+                                        confidence)
+        installed = self._modules if modules is None else tuple(modules)
+        return Intent(name, extract(name, sentence, installed), confidence, lang,
+                      candidates=close if ask else ())
 
     def candidates(self, text: str, k: int = 3) -> list[tuple[str, float]]:
         """The k likeliest intents with their probabilities, best first."""

@@ -18,12 +18,15 @@ from exo.agents.intent.normalise import CAP_URI_RE, FILE_RE, MODULE_PATH_RE, VER
 
 #: Kind of driver a phrase names -> module path, when the running system's installed
 #: modules are not known (Parser(modules=...) overrides it). The modules Exo-OS ships.
-MODULE_ALIASES: dict[str, str] = {"net": "net/loop", "block": "block/file"}
+MODULE_ALIASES: dict[str, str] = {"net": "net/loop", "block": "block/file",
+                                  "serial": "serial/pty"}
 
 _KIND_WORDS: dict[str, frozenset[str]] = {
     "net": frozenset({"network", "networking", "net", "reseau", "ethernet", "nic", "wifi",
                       "internet"}),
     "block": frozenset({"block", "disk", "storage", "stockage", "disque", "bloc", "drive"}),
+    "serial": frozenset({"serial", "serie", "pty", "tty", "uart", "console", "terminal",
+                         "com"}),
 }
 
 _ELISION_RE = re.compile(r"\b(qu|[ldjnsctm])'", re.IGNORECASE)
@@ -169,6 +172,9 @@ def resolve_module(text: str, installed: Sequence[str] = ()) -> str | None:
     if path:
         return path.group(1).lower()
     words = {fold(t) for t in _tokens(text)}
+    for module in installed:  # "upgrade the loop driver": a word of an installed path
+        if set(re.split(r"[/_.-]", module.lower())) & words - _FILLER - {"driver", "module"}:
+            return module
     for kind, kind_words in _KIND_WORDS.items():
         if words & kind_words:
             for module in installed:

@@ -20,6 +20,7 @@ from exo.kernel.caps import ResourceName, Rights
 from exo.kernel.syscalls.host import Handler, SyscallError, SyscallHost
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from exo.kernel.process import ExoProcess
@@ -68,6 +69,22 @@ def _storage_name(op: str, text: str) -> ResourceName:
     return res
 
 
+#: Subsystems that serve some files themselves: encrypted areas (``exo.security.areaserve``,
+#: added by its boot row). ``hook(host, proc, res, want, args, handle, mount_dir)`` returns
+#: the reply, or None to let the kernel open the file.
+OPEN_HOOKS: list[Callable[..., tuple[Any, list[int]] | None]] = []
+
+
+def _served_by_hook(host: SyscallHost, proc: ExoProcess, res: ResourceName, want: Rights,
+                    args: dict[str, Any], handle: int) -> tuple[Any, list[int]] | None:
+    for hook in OPEN_HOOKS:
+        served = hook(host, proc, res, want, args, handle,
+                      host.root / "var" / "run" / f"files-{host.boot_id}")
+        if served is not None:
+            return served
+    return None
+
+
 def open_(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
           ) -> tuple[Any, list[int]]:
     res = _storage_name("open", args["name"])
@@ -81,6 +98,9 @@ def open_(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[i
                               "WRITE")
     handle, _ = _covering(host, proc.pid, res, want)
     host.files.check_open_quota(proc.pid)
+    served = _served_by_hook(host, proc, res, want, args, handle)
+    if served is not None:
+        return served
     flags = {Rights.READ: os.O_RDONLY, Rights.WRITE: os.O_WRONLY}.get(want, os.O_RDWR)
     if args["create"]:
         flags |= os.O_CREAT

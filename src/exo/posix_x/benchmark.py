@@ -1,0 +1,679 @@
+"""``posix-x benchmark``: POSIX-X against native Linux and plain bubblewrap, in one run.
+
+``bench/posix_x.py`` is this module's command line for the bench suite; ``posix-x
+benchmark [--quick] [--json]`` (the shell, ``exo posix-x``) runs the same and prints the
+table side by side.
+
+- ``syscalls``: a small C program (compiled here with gcc) times getpid, open+close of a
+  cached file, read 64 B, write 64 B, a pipe round trip and fork+exit, natively and under
+  ``exo posix-x run``; nanoseconds per operation, the median of its repetitions.
+- ``apps``: nginx serving a static file (wrk), redis (redis-benchmark GET/SET) and
+  PostgreSQL (pgbench, select-only, scale 2), each
+  started natively, under ``exo posix-x run`` with the example manifests, and under plain
+  bubblewrap with the same view, in interleaved rounds (the order rotates each round);
+  gcc compiling a C file (the sandbox's stage 2) and ``python3 -I`` running a small
+  json/re/arithmetic workload, each run N times by ``/bin/sh`` inside the mode's sandbox
+  (rate: runs per second of wall time; CPU: the shell's ``times`` for its children).
+  Per round: ratio = POSIX-X ÷ native throughput, bwrap ratio = bwrap ÷ native, and the
+  server's CPU time per request (utime+stime from ``/proc/PID/stat`` of its processes),
+  which is steadier than throughput here. Reported: the median of the per-round ratios,
+  their spread (max − min), the median bwrap ratio and the median CPU-per-op ratio.
+
+For the servers, also the kernel's FUSE requests per served request, by opcode (its
+servers write their counts to ``EXO_FUSE_OPS_LOG`` when they close; the last round's whole
+POSIX-X run, start and stop included): what a program's file accesses cost the kernel.
+
+Writes ``bench/results/posix_x.json`` as
+``{"syscalls": {NAME: {"native_ns", "posix_x_ns"}}, "apps": {APP: {"ratio_median",
+"ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio", "fuse_ops_per_request"}}}``.
+``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
+``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file.
+Needs root, gcc and the Debian packages of ``make posix-x-apps`` (installed here when
+missing and run as root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "examples" / "posix-x"
+RESULTS = REPO / "bench" / "results" / "posix_x.json"
+STAGE2_C = Path(__file__).resolve().parents[1] / "sandbox" / "_stage2.c"
+#: Debian packages the applications come from (``make posix-x-apps``).
+PACKAGES = ("nginx", "redis-server", "redis-tools", "wrk", "postgresql", "curl", "gcc",
+            "bubblewrap")
+EXO = [sys.executable, "-m", "exo"]
+MODES = ("native", "posix_x", "bwrap")
+ALL = ("syscalls", "nginx", "redis", "postgres", "gcc", "python")
+
+SYSCALL_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+#define TIME(name, n, body) do { double t0 = now(); for (long i = 0; i < (n); i++) { body; } \
+    printf("%s %.1f\n", name, (now() - t0) / (n)); } while (0)
+
+int main(void) {
+    char buf[64] = {0};
+    int fd = open("/etc/ld.so.cache", O_RDONLY), null = open("/dev/null", O_WRONLY);
+    int p1[2], p2[2];
+    if (fd < 0 || null < 0 || pipe(p1) || pipe(p2)) return 1;
+    TIME("getpid", 200000, syscall(SYS_getpid));
+    TIME("open", 50000, close(open("/etc/ld.so.cache", O_RDONLY)));
+    TIME("read_64", 200000, pread(fd, buf, 64, 0));
+    TIME("write_64", 200000, write(null, buf, 64));
+    pid_t child = fork();
+    if (child == 0) {
+        close(p1[1]); close(p2[0]);  /* else its own write end keeps its read from EOF */
+        while (read(p1[0], buf, 1) == 1) if (write(p2[1], buf, 1) != 1) break;
+        _exit(0);
+    }
+    TIME("pipe_round_trip", 20000,
+         if (write(p1[1], buf, 1) != 1 || read(p2[0], buf, 1) != 1) return 1);
+    close(p1[1]); waitpid(child, NULL, 0);
+    TIME("fork_exit", 500, { pid_t c = fork(); if (c == 0) _exit(0); waitpid(c, NULL, 0); });
+    return 0;
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start (status {proc.poll()})")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, port: int) -> None:
+    """Stop the server and everything it started, and wait until its port is free (the
+    next mode reuses it)."""
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _gone, alive = psutil.wait_procs(tree, timeout=5)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+
+
+def _cpu(proc: subprocess.Popen[bytes], name: str) -> float:
+    """CPU seconds (user + system) of the processes called ``name`` under ``proc`` and of
+    their children that have exited."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        top = psutil.Process(proc.pid)
+        for p in [top, *top.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                if p.name() == name:  # with its reaped children (postgres's backends)
+                    times = p.cpu_times()
+                    total += (times.user + times.system + times.children_user
+                              + times.children_system)
+    return total
+
+
+def _bwrap_view(binds: list[tuple[Path, str, bool]]) -> list[str]:
+    """Plain bubblewrap with the same view: the system directories, /etc, /dev, /proc,
+    a private /tmp, and the app's directories at the same names."""
+    args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--dev", "/dev",
+            "--proc", "/proc", "--tmpfs", "/tmp"]
+    for link in ("bin", "sbin", "lib", "lib64"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    for host, inside, writable in binds:
+        args += ["--bind" if writable else "--ro-bind", str(host), inside]
+    return args
+
+
+class App:
+    """How to start one application in each mode, load it, and read its CPU time."""
+
+    name = ""
+    comm = ""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port = root, port
+
+    def argv(self, mode: str) -> list[str]:
+        raise NotImplementedError
+
+    def load(self, seconds: float) -> float:
+        """Requests per second over one load; the request count comes from the rate."""
+        raise NotImplementedError
+
+    #: Under POSIX-X, the kernel's FUSE servers append their request counts per opcode
+    #: here when they close (``EXO_FUSE_OPS_LOG``).
+    @property
+    def ops_log(self) -> Path:
+        return self.root.parent / f"{self.name}-fuse-ops.jsonl"
+
+    def fuse_ops(self) -> dict[str, int]:
+        """Requests per opcode the kernel's FUSE servers answered since the last call."""
+        total: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.ops_log.read_text().splitlines():
+                for op, n in json.loads(line)["ops"].items():
+                    total[op] = total.get(op, 0) + n
+            self.ops_log.unlink()
+        return total
+
+    @contextlib.contextmanager
+    def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
+        env = {**os.environ, "EXO_ROOT": str(self.root)}
+        if mode == "posix_x":
+            env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
+        proc = subprocess.Popen(self.argv(mode), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            _wait_port(self.port, proc)
+            yield proc
+        finally:
+            _stop(proc, signal.SIGINT if mode == "posix_x" else signal.SIGTERM, self.port)
+
+
+class Nginx(App):
+    name, comm = "nginx", "nginx"
+
+    def __init__(self, root: Path, port: int) -> None:
+        super().__init__(root, port)
+        for d in ("srv/nginx", "srv/www", "var/lib/nginx"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        conf = (EXAMPLES / "nginx.conf").read_text().replace("18080", str(port))
+        (root / "srv/nginx/nginx.conf").write_text(conf)
+        (root / "srv/www/index.html").write_bytes(b"x" * 4096)
+        self.manifest = root.parent / "nginx.toml"
+        self.manifest.write_text((EXAMPLES / "nginx.toml").read_text()
+                                 .replace("18080", str(port)))
+
+    def argv(self, mode: str) -> list[str]:
+        args = ["-c", "/srv/nginx/nginx.conf", "-e", "/var/lib/nginx/error.log"]
+        if mode == "posix_x":
+            return [*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                    "nginx", *args]
+        view = [(self.root / "srv/nginx", "/srv/nginx", False),
+                (self.root / "srv/www", "/srv/www", False),
+                (self.root / "var/lib/nginx", "/var/lib/nginx", True)]
+        if mode == "bwrap":
+            return [*_bwrap_view(view), "--", "/usr/sbin/nginx", *args]
+        # natively: the same files at their host paths
+        conf = (self.root / "srv/nginx/nginx.conf").read_text()
+        for _, inside, _w in view:
+            conf = conf.replace(inside, str(self.root) + inside)
+        native = self.root / "native-nginx.conf"
+        native.write_text(conf)
+        return ["/usr/sbin/nginx", "-c", str(native), "-e",
+                str(self.root / "var/lib/nginx/error.log")]
+
+    def load(self, seconds: float) -> float:
+        out = subprocess.run(["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s",
+                              f"http://127.0.0.1:{self.port}/index.html"],
+                             capture_output=True, text=True, timeout=seconds + 30,
+                             check=True).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if match is None:
+            raise RuntimeError(f"wrk: no rate in {out!r}")
+        return float(match[1])
+
+
+class Redis(App):
+    name, comm = "redis", "redis-server"
+
+    def __init__(self, root: Path, port: int) -> None:
+        super().__init__(root, port)
+        (root / "var/lib/redis").mkdir(parents=True, exist_ok=True)
+        self.manifest = root.parent / "redis.toml"
+        self.manifest.write_text((EXAMPLES / "redis.toml").read_text()
+                                 .replace("16379", str(port)))
+
+    def argv(self, mode: str) -> list[str]:
+        data = "/var/lib/redis" if mode != "native" else str(self.root / "var/lib/redis")
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", data,
+                "--daemonize", "no", "--save", "", "--appendonly", "no"]
+        if mode == "posix_x":
+            return [*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                    "redis-server", *args]
+        if mode == "bwrap":
+            return [*_bwrap_view([(self.root / "var/lib/redis", "/var/lib/redis", True)]),
+                    "--", "/usr/bin/redis-server", *args]
+        return ["/usr/bin/redis-server", *args]
+
+    def load(self, seconds: float) -> float:
+        requests = max(2000, int(seconds * 15000))
+        out = subprocess.run(["redis-benchmark", "-p", str(self.port), "-t", "set,get",
+                              "-n", str(requests), "-c", "16", "-q"], capture_output=True,
+                             text=True, timeout=seconds * 20 + 60, check=True).stdout
+        rates = [float(m) for m in re.findall(r"([\d.]+) requests per second", out)]
+        if not rates:
+            raise RuntimeError(f"redis-benchmark: no rate in {out!r}")
+        return statistics.mean(rates)
+
+
+class Postgres(App):
+    """PostgreSQL 15 and pgbench's select-only load. It refuses root: natively it runs as
+    the host's ``postgres`` on a data directory it owns; under POSIX-X (the example
+    manifest's ``user``) and plain bubblewrap (``--unshare-user --uid``) as that uid in a
+    user namespace, on a data directory of the Exo tree."""
+
+    name, comm = "postgres", "postgres"
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, root: Path, port: int) -> None:
+        import pwd
+
+        super().__init__(root, port)
+        self.user = pwd.getpwnam("postgres")
+        self.manifest = root.parent / "postgres.toml"
+        self.manifest.write_text((EXAMPLES / "postgres.toml").read_text()
+                                 .replace("15432", str(port)))
+        self.native = root / "native-data"
+        self.native.mkdir()
+        os.chown(self.native, self.user.pw_uid, self.user.pw_gid)
+        init = ["-A", "trust", "-U", "postgres", "--no-sync"]
+        subprocess.run([*self._as_postgres(), str(self.BIN / "initdb"), "-D",
+                        str(self.native), *init], check=True, capture_output=True)
+        env = {**os.environ, "EXO_ROOT": str(root)}
+        subprocess.run([*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                        str(self.BIN / "initdb"), "-D", "/var/lib/postgresql/data", *init],
+                       env=env, check=True, capture_output=True)
+        self.loaded: set[str] = set()  # data directories pgbench has initialised
+        self.mode = "native"  # the mode being measured (argv is called before load)
+
+    def _as_postgres(self) -> list[str]:
+        return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
+                "--clear-groups"]
+
+    def argv(self, mode: str) -> list[str]:
+        self.mode = mode
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-k", ""]
+        if mode == "posix_x":
+            return [*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                    str(self.BIN / "postgres"), "-D", "/var/lib/postgresql/data", *args]
+        if mode == "bwrap":
+            uid = str(self.user.pw_uid)
+            view = _bwrap_view([(self.root / "var/lib/postgresql", "/var/lib/postgresql",
+                                 True)])
+            return [*view, "--unshare-user", "--uid", uid, "--gid", uid, "--",
+                    str(self.BIN / "postgres"), "-D", "/var/lib/postgresql/data", *args]
+        return [*self._as_postgres(), str(self.BIN / "postgres"), "-D", str(self.native),
+                *args]
+
+    def load(self, seconds: float) -> float:
+        where = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "postgres"]
+        data = "native" if self.mode == "native" else "tree"
+        deadline = time.monotonic() + 60  # the port answers before recovery has finished
+        while subprocess.run([str(self.BIN / "pg_isready"), *where[:4]],
+                             capture_output=True, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres did not become ready")
+            time.sleep(0.1)
+        if data not in self.loaded:
+            subprocess.run([str(self.BIN / "pgbench"), "-i", "-q", "-s", "2", *where],
+                           check=True, capture_output=True, timeout=300)
+            self.loaded.add(data)
+        out = subprocess.run([str(self.BIN / "pgbench"), "-S", "-c", "4", "-j", "2",
+                              "-T", str(max(1, round(seconds))), *where], capture_output=True,
+                             text=True, timeout=seconds + 60, check=True).stdout
+        match = re.search(r"tps = ([\d.]+)", out)
+        if match is None:
+            raise RuntimeError(f"pgbench: no rate in {out!r}")
+        return float(match[1])
+
+
+def _load() -> list[float]:
+    """The host's 1-, 5- and 15-minute load averages: this 2-core machine is shared, so
+    every result carries the load it was measured under."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
+    ratios, bwrap_ratios, cpu_ratios = [], [], []
+    loads = [_load()]
+    ops_per_request: dict[str, float] = {}
+    for r in range(rounds):
+        rate: dict[str, float] = {}
+        cpu_per_op: dict[str, float] = {}
+        for mode in MODES[r % 3:] + MODES[:r % 3]:
+            with app.running(mode) as proc:
+                warm = min(1.0, seconds)
+                requests = app.load(warm) * max(1, round(warm))  # warm up
+                before = _cpu(proc, app.comm)
+                rate[mode] = app.load(seconds)
+                cpu_per_op[mode] = (_cpu(proc, app.comm) - before) / (rate[mode] * seconds)
+                requests += rate[mode] * max(1, round(seconds))
+            if mode == "posix_x":
+                # This round's server life (start, both loads, stop) per request served.
+                ops = app.fuse_ops()
+                ops_per_request = {op: round(n / requests, 3)
+                                   for op, n in sorted(ops.items(), key=lambda x: -x[1])}
+        ratios.append(rate["posix_x"] / rate["native"])
+        bwrap_ratios.append(rate["bwrap"] / rate["native"])
+        if cpu_per_op["native"] > 0:
+            cpu_ratios.append(cpu_per_op["posix_x"] / cpu_per_op["native"])
+        loads.append(_load())
+        _log(f"  {app.name} round {r + 1}: " + ", ".join(
+            f"{m} {rate[m]:.0f}/s" for m in MODES) + f" (load {loads[-1][0]})")
+    if ops_per_request:
+        _log(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
+    return {**_summary(ratios, bwrap_ratios, cpu_ratios, loads),
+            "fuse_ops_per_request": ops_per_request}
+
+
+#: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
+#: wall time in ns and (``times``) its children's user and system time.
+JOB_SCRIPT = ('s=$(date +%s%N); i=0; while [ $i -lt {count} ]; do {command} >/dev/null || '
+              'exit 1; i=$((i+1)); done; e=$(date +%s%N); echo wall $((e-s)); times')
+
+PY_WORKLOAD = """
+import json, re
+data = [{"n": i, "s": str(i) * 3} for i in range(20000)]
+text = json.dumps(data)
+assert len(json.loads(text)) == 20000
+assert len(re.findall(r"[0-9]{6}", text)) > 1000
+print(sum(x * x for x in range(200000)) % 7)
+"""
+
+
+def _times(text: str) -> float:
+    """Children's user + system seconds from the second line of sh's ``times``."""
+    line = text.strip().splitlines()[-1]
+    total = 0.0
+    for field in line.split():
+        minutes, _, secs = field.rstrip("s").partition("m")
+        total += float(minutes) * 60 + float(secs)
+    return total
+
+
+def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
+              manifest: str) -> dict[str, float]:
+    """A command (gcc, python3) run ``count`` times per round in each mode, in the
+    directory ``work`` (shown as ``/home/bench``): rate = runs per second of wall time,
+    CPU per run from ``times``."""
+    root = work / f"{name}-root"
+    bench = root / "home/bench"
+    bench.mkdir(parents=True)
+    (bench / "input.c").write_text(STAGE2_C.read_text())
+    (bench / "work.py").write_text(PY_WORKLOAD)
+    manifest_path = work / f"{name}.toml"
+    manifest_path.write_text(manifest)
+    script = JOB_SCRIPT.format(count=count, command=command)
+    env = {**os.environ, "EXO_ROOT": str(root)}
+    argv = {
+        "native": ["/bin/sh", "-c", script],
+        "posix_x": [*EXO, "posix-x", "run", "--manifest", str(manifest_path), "--cwd",
+                    "/home/bench", "--", "/bin/sh", "-c", script],
+        "bwrap": [*_bwrap_view([(bench, "/home/bench", True)]), "--chdir", "/home/bench",
+                  "--", "/bin/sh", "-c", script],
+    }
+    ratios, bwrap_ratios, cpu_ratios = [], [], []
+    loads = [_load()]
+    for r in range(rounds):
+        rate: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        for mode in MODES[r % 3:] + MODES[:r % 3]:
+            out = subprocess.run(argv[mode], env=env, cwd=bench, capture_output=True,
+                                 text=True, timeout=600, check=True).stdout
+            found = re.search(r"wall (\d+)", out)
+            if found is None:
+                raise BenchmarkError(f"{name}: no timing in the job's output {out[:200]!r}")
+            wall = int(found[1]) / 1e9
+            rate[mode] = count / wall
+            cpu[mode] = _times(out) / count
+        ratios.append(rate["posix_x"] / rate["native"])
+        bwrap_ratios.append(rate["bwrap"] / rate["native"])
+        if cpu["native"] > 0:
+            cpu_ratios.append(cpu["posix_x"] / cpu["native"])
+        loads.append(_load())
+        _log(f"  {name} round {r + 1}: " + ", ".join(
+            f"{m} {rate[m]:.2f}/s" for m in MODES) + f" (load {loads[-1][0]})")
+    return _summary(ratios, bwrap_ratios, cpu_ratios, loads)
+
+
+def _summary(ratios: list[float], bwrap_ratios: list[float], cpu_ratios: list[float],
+             loads: list[list[float]]) -> dict[str, Any]:
+    return {"ratio_median": round(statistics.median(ratios), 4),
+            "ratio_spread": round(max(ratios) - min(ratios), 4),
+            "bwrap_ratio_median": round(statistics.median(bwrap_ratios), 4),
+            "cpu_per_op_ratio": round(statistics.median(cpu_ratios), 4) if cpu_ratios
+            else float("nan"),
+            "rounds": len(ratios), "ratios": [round(r, 4) for r in ratios],
+            "bwrap_ratios": [round(r, 4) for r in bwrap_ratios],
+            "load_1min": [x[0] for x in loads]}
+
+
+def bench_syscalls(work: Path, repeats: int) -> dict[str, dict[str, float]]:
+    bench_dir = work / "root/home/bench"
+    bench_dir.mkdir(parents=True)
+    (bench_dir / "syscalls.c").write_text(SYSCALL_C)
+    subprocess.run(["gcc", "-O2", "-o", str(bench_dir / "syscalls"),
+                    str(bench_dir / "syscalls.c")], check=True)
+    manifest = work / "syscalls.toml"
+    manifest.write_text('[sandbox]\ncapabilities = ["storage://home/bench=READ,EXECUTE"]\n'
+                        "[posix_x]\nfork = true\n")
+    env = {**os.environ, "EXO_ROOT": str(work / "root")}
+    runs: dict[str, dict[str, list[float]]] = {}
+    for _ in range(repeats):
+        for mode, argv in (("native", [str(bench_dir / "syscalls")]),
+                           ("posix_x", [*EXO, "posix-x", "run", "--manifest", str(manifest),
+                                        "--", "/home/bench/syscalls"])):
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120,
+                                 check=True).stdout
+            for line in out.splitlines():
+                name, ns = line.split()
+                runs.setdefault(name, {}).setdefault(mode, []).append(float(ns))
+    return {name: {"native_ns": round(statistics.median(m["native"]), 1),
+                   "posix_x_ns": round(statistics.median(m["posix_x"]), 1)}
+            for name, m in runs.items()}
+
+
+class BenchmarkError(Exception):
+    """The benchmark cannot run here: one line."""
+
+
+_log_to: list[Callable[[str], None]] = [lambda line: print(line, flush=True)]
+
+
+def _log(line: str) -> None:
+    _log_to[-1](line)
+
+
+def _missing() -> list[str]:
+    return [p for p in ("nginx", "redis-server", "redis-benchmark", "wrk", "gcc", "bwrap",
+                        str(Postgres.BIN / "pgbench"))
+            if shutil.which(p) is None and not Path("/usr/sbin", p).exists()]
+
+
+def ensure_packages() -> None:
+    """Install the applications' Debian packages when missing and run as root; else one
+    line naming them."""
+    if not _missing():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise BenchmarkError(f"missing {', '.join(_missing())}: run `make posix-x-apps` "
+                             "as root")
+    _log(f"installing Debian packages: {' '.join(PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchmarkError(f"{' '.join(cmd[:2])} failed: "
+                                 f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    if still := _missing():
+        raise BenchmarkError(f"still missing after apt-get: {', '.join(still)}")
+
+
+def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Path,
+                  quick: bool) -> dict[str, Any]:
+    """Measure ``chosen`` and merge the results into ``output``; the results."""
+    if os.geteuid() != 0:
+        raise BenchmarkError("needs root (the servers' sandboxes and native runs as other "
+                             "users)")
+    if not EXAMPLES.is_dir():
+        raise BenchmarkError(f"{EXAMPLES}: the example manifests are not here (run it from "
+                             "a checkout of Exo-OS)")
+    ensure_packages()
+    with tempfile.TemporaryDirectory(prefix="exo-bench-posix-x-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # native nginx's workers run as nobody
+        results: dict[str, Any] = {"syscalls": {}, "apps": {}}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            results = json.loads(output.read_text())  # merged into: --apps may be few
+        results.setdefault("syscalls", {})
+        results.setdefault("apps", {})
+        if "syscalls" in chosen:
+            _log("syscalls (native vs POSIX-X)")
+            results["syscalls"] = bench_syscalls(work, 3 if quick else 5)
+            for name, ns in results["syscalls"].items():
+                _log(f"  {name:<16} {ns['native_ns']:>10.1f} ns "
+                     f"{ns['posix_x_ns']:>10.1f} ns")
+        for cls in (Nginx, Redis, Postgres):
+            if cls.name not in chosen:
+                continue
+            root = work / f"{cls.name}-root"
+            root.mkdir(mode=0o755)
+            results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds)
+            _log(f"  {cls.name}: {results['apps'][cls.name]}")
+        count = 5 if quick else 20
+        jobs = {
+            "gcc": ("/usr/bin/gcc -O2 -c -o out.o input.c",
+                    '[sandbox]\ncapabilities = ["storage://home/bench=READ,WRITE"]\n'
+                    "[posix_x]\nfork = true\nexec = true\n"),
+            "python": ("/usr/bin/python3 -I work.py",
+                       '[sandbox]\ncapabilities = ["storage://home/bench=READ"]\n'
+                       "[posix_x]\nfork = true\nexec = true\n"),
+        }
+        for name, (command, manifest) in jobs.items():
+            if name not in chosen:
+                continue
+            results["apps"][name] = bench_job(name, work, command, count, rounds, manifest)
+            _log(f"  {name}: {results['apps'][name]}")
+    results["machine"] = {"cpus": os.cpu_count(), "load_at_end": _load(),
+                          "rounds": rounds, "seconds": seconds}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def _pct(posix_x: float, native: float) -> str:
+    return f"{(posix_x / native - 1) * 100:+.0f}%" if native > 0 else "?"
+
+
+def render(results: dict[str, Any], out: TextIO) -> None:
+    """The seed's side-by-side table: each syscall's cost and each application's
+    throughput ratio, with bubblewrap's beside it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, soft_wrap=not out.isatty())
+    machine = results.get("machine", {})
+    console.print(f"[bold]POSIX-X vs Linux[/bold] ({machine.get('rounds', '?')} interleaved "
+                  f"rounds; load at the end {machine.get('load_at_end', ['?'])[0]} on "
+                  f"{machine.get('cpus', '?')} CPUs)")
+    calls = Table(title="Syscalls (ns per call, median)")
+    for column in ("syscall", "POSIX-X", "Linux", "difference"):
+        calls.add_column(column, justify="left" if column == "syscall" else "right")
+    for name, ns in results.get("syscalls", {}).items():
+        calls.add_row(name, f"{ns['posix_x_ns']:.0f}", f"{ns['native_ns']:.0f}",
+                      _pct(ns["posix_x_ns"], ns["native_ns"]))
+    console.print(calls)
+    apps = Table(title="Applications (throughput ÷ native, median of per-round ratios)")
+    for column in ("application", "POSIX-X", "spread", "bubblewrap", "CPU/op ratio",
+                   "target ≥ 0.97 and ≥ bwrap"):
+        apps.add_column(column, justify="left" if column == "application" else "right")
+    met = 0
+    for name, a in results.get("apps", {}).items():
+        ok = a["ratio_median"] >= 0.97 and a["ratio_median"] >= a["bwrap_ratio_median"]
+        met += ok
+        apps.add_row(name, f"{a['ratio_median']:.2f}", f"{a['ratio_spread']:.2f}",
+                     f"{a['bwrap_ratio_median']:.2f}", f"{a['cpu_per_op_ratio']:.2f}",
+                     "✓" if ok else "✗")
+    console.print(apps)
+    ratios = [a["ratio_median"] for a in results.get("apps", {}).values()]
+    if ratios:
+        console.print(f"Overall: POSIX-X runs at {statistics.median(ratios):.0%} of native "
+                      f"(median over {len(ratios)} applications); {met} of {len(ratios)} "
+                      "meet the target in this run")
+
+
+def main(*, quick: bool, as_json: bool, rounds: int | None, apps: str | None,
+         output: str | None, out: TextIO, err: TextIO, seconds: float | None = None) -> int:
+    """``posix-x benchmark``: progress on ``err`` with ``--json`` (the JSON alone on
+    ``out``), on ``out`` otherwise."""
+    chosen = [a for a in (apps or ",".join(ALL)).split(",") if a]
+    if unknown := set(chosen) - set(ALL):
+        raise BenchmarkError(f"unknown application(s) {', '.join(sorted(unknown))} (of "
+                             f"{', '.join(ALL)})")
+    if rounds is not None and rounds < 1:
+        raise BenchmarkError("--rounds: expected at least 1")
+    stream = err if as_json else out
+    def log(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    _log_to.append(log)
+    try:
+        results = run_benchmark(
+            rounds=rounds or (3 if quick else 10), seconds=seconds or (2.0 if quick else 5.0),
+            chosen=chosen, output=Path(output) if output else RESULTS, quick=quick)
+    finally:
+        _log_to.pop()
+    if as_json:
+        json.dump(results, out, indent=1)
+        out.write("\n")
+    else:
+        render(results, out)
+        out.write(f"wrote {output or RESULTS}\n")
+    return 0

@@ -1,0 +1,373 @@
+"""The Hybrid tier inside ``posix-x run``: the kernel's broker for ``execve``, ``bind`` and
+``connect``.
+
+The process manager calls :func:`prepare` for a POSIX-X process: the program is then
+started through ``_shim`` (``python3 -I -S``, inside the sandbox), which installs a
+seccomp filter turning ``execve``/``execveat`` (and, with port-level network grants,
+``bind``/``connect``) into user notifications and hands the listener to this module over
+a socket. One kernel thread per process (:class:`Broker`) answers them:
+
+* ``execve``: the path is read once from the target's memory; a file the exec policy
+  (``[posix_x] exec``) does not list is refused with EACCES and the refusal written to the
+  audit log (with the manifest line that would allow it); anything else continues, and
+  Landlock's EXECUTE rules, not this check, decide (the notification has a time-of-check
+  race, so it never allows what Landlock would refuse: it only explains and records).
+* ``bind``/``connect`` of an inet socket: the address is read once and checked against the
+  process's grants: loopback only, and a port of ``[posix_x] network`` (Landlock filters
+  TCP by port, not by address: a program could bind ``0.0.0.0``). The kernel then performs
+  the call itself on the program's socket (``pidfd_getfd`` gives it the same socket) with
+  the address it checked, and answers with its result: what the program changes in its
+  memory afterwards changes nothing. A refused address is EACCES, audited. Other families
+  (``AF_UNIX``) continue: the mount view and Landlock decide them.
+
+* the refused Legacy rows (``mount``, ``ptrace``, ``bpf``…): the sandbox's own filter,
+  built with ``SandboxSpec.broker``, notifies instead of answering EPERM (an ERRNO would
+  take precedence over any notification); the shim's newer filter takes them, and the
+  kernel answers the errno the syscall table documents (ENOSYS for the calls removed from
+  Linux, EPERM for the others) and writes the refusal to the audit log. The call never
+  runs: without a listener Linux answers a notification with ENOSYS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import threading
+from pathlib import Path
+
+from . import _seccomp_notify as _sn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from exo.sandbox.spec import SandboxSpec
+
+_NR_EXECVE, _NR_EXECVEAT, _NR_BIND, _NR_CONNECT = 59, 322, 49, 42
+_NR_PIDFD_GETFD = 438
+_CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
+_AF_INET, _AF_INET6 = 2, 10
+_SOCKADDR_MAX = 128
+_RESOLVE_IN_ROOT = 0x10
+PYTHON = "/usr/bin/python3"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.bind.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+_libc.connect.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+
+
+def _legacy() -> dict[int, tuple[str, int, str]]:
+    """The refused Legacy rows the sandbox's filter hands over: number -> (name, errno,
+    note), the errno the table documents (Linux's own for an unprivileged process)."""
+    from exo.sandbox._seccomp import DENIED_SYSCALLS
+
+    from . import table
+
+    rows: dict[int, tuple[str, int, str]] = {}
+    for name in DENIED_SYSCALLS:
+        row = table.lookup(name)
+        if row is not None and row.errno:
+            rows[row.number] = (name, int(getattr(errno, row.errno)), row.note)
+    return rows
+
+
+LEGACY = _legacy()
+
+
+@functools.lru_cache(maxsize=2)
+def compile_filter(net_tcp: bool) -> bytes:
+    """execve and execveat notify; bind and connect too with port-level grants; and every
+    refused Legacy row (``exo.sandbox._seccomp.DENIED_SYSCALLS``), which the sandbox's own
+    filter defers to this one (``SandboxSpec.broker``)."""
+    import pyseccomp as sc
+
+    filt = sc.SyscallFilter(sc.ALLOW)
+    names = ["execve", "execveat", *(("bind", "connect") if net_tcp else ())]
+    names += [name for name, _, _ in LEGACY.values()]
+    for name in names:
+        if sc.resolve_syscall(sc.system_arch(), name) >= 0:
+            filt.add_rule(sc.NOTIFY, name)
+    fd = os.memfd_create("exo-posix-x-broker")
+    try:
+        with os.fdopen(os.dup(fd), "wb") as fobj:
+            filt.export_bpf(fobj)
+        return os.pread(fd, 1 << 20, 0)
+    finally:
+        os.close(fd)
+
+
+def shim_inside() -> str:
+    """``_shim.py`` as the sandbox sees it (under the runtime directory)."""
+    from exo.sandbox._bwrap import runtime_src
+    from exo.sandbox.namespace import RUNTIME_SRC
+
+    rel = Path(__file__).resolve().with_name("_shim.py").relative_to(runtime_src())
+    return f"{RUNTIME_SRC}/{rel.as_posix()}"
+
+
+def supported() -> bool:
+    return os.path.exists(PYTHON) and _sn.supported()
+
+
+class Broker:
+    """The kernel's end of one POSIX-X process's broker."""
+
+    def __init__(self, pid: int, spec: SandboxSpec, audit: Callable[[str], object]) -> None:
+        self.pid = pid  # the Exo pid, for the audit log
+        # The files it may execute, by identity: the sandbox shows the host's system
+        # directories, so a program there has the same device and inode inside.
+        self.exec_only: set[tuple[int, int]] | None = None
+        if spec.exec_only is not None:
+            self.exec_only = set()
+            for p in spec.exec_only:
+                with contextlib.suppress(OSError):
+                    st = os.stat(p)
+                    self.exec_only.add((st.st_dev, st.st_ino))
+        self.exec_dirs = tuple(str(p) for p in spec.exec_paths)
+        self.net_tcp = spec.net.mode == "tcp"
+        self.bind_ports = set(spec.net.bind_ports)
+        self.connect_ports = set(spec.net.connect_ports)
+        self.audit = audit
+        self.decisions: list[tuple[str, str, int]] = []  # (syscall, target, errno) refused
+        self._sock, self.child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.set_inheritable(self.child_sock.fileno(), True)
+        self.config_fd = -1  # the shim's configuration (a memfd), until the spawn is done
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ serving
+    def start(self) -> None:
+        """Serve the listener the shim sends, on a kernel thread, until the process tree
+        using the filter is gone."""
+        self.child_sock.close()
+        self._close_config()
+        self._thread = threading.Thread(target=self._serve, name=f"posix-x-broker-{self.pid}",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """After a failed spawn: release both ends."""
+        for s in (self._sock, self.child_sock):
+            with contextlib.suppress(OSError):
+                s.close()
+        self._close_config()
+
+    def _close_config(self) -> None:
+        if self.config_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.config_fd)
+            self.config_fd = -1
+
+    def _serve(self) -> None:
+        try:
+            self._sock.settimeout(30)
+            _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)
+            if not fds:
+                return
+            listener = fds[0]
+            self._sock.send(b"K")
+        except OSError:
+            return
+        finally:
+            self._sock.close()
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        try:
+            while True:
+                events = poller.poll()
+                if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
+                    return  # every process using the filter has exited
+                self.handle_one(listener)
+        finally:
+            os.close(listener)
+
+    def handle_one(self, listener: int) -> None:
+        notif = _sn._Notif()
+        if _sn._libc.ioctl(listener, _sn._IOCTL_RECV, ctypes.byref(notif)) != 0:
+            return
+        nr, args, pid = notif.data.nr, notif.data.args, int(notif.pid)
+        try:
+            if nr in (_NR_EXECVE, _NR_EXECVEAT):
+                self._exec(listener, notif.id, pid, nr, args)
+            elif nr in (_NR_BIND, _NR_CONNECT):
+                self._net(listener, notif.id, pid, nr, args)
+            elif nr in LEGACY:
+                name, err, note = LEGACY[nr]
+                self._refuse(listener, notif.id, name, "", err, f"Legacy: {note}")
+            else:
+                _continue(listener, notif.id)
+        except Exception:  # a broker bug must never leave the target blocked
+            _sn._reply_error(listener, notif.id, errno.EACCES)
+
+    # ------------------------------------------------------------------ execve
+    def _exec(self, listener: int, notif_id: int, pid: int, nr: int,
+              args: Sequence[int]) -> None:
+        if self.exec_only is None:
+            _continue(listener, notif_id)
+            return
+        dirfd = ctypes.c_int(args[0] & 0xFFFFFFFF).value if nr == _NR_EXECVEAT else -100
+        path = _sn._read_path(pid, args[1] if nr == _NR_EXECVEAT else args[0])
+        if not _sn._id_valid(listener, notif_id):
+            return
+        if isinstance(path, int) or not path:
+            _continue(listener, notif_id)  # Linux answers EFAULT/ENOENT itself
+            return
+        if not path.startswith("/"):
+            base = _sn._base_dir(pid, dirfd)
+            path = os.path.normpath(os.path.join(base or "/", path))
+        found = _identity_inside(pid, path)
+        if found is None or found in self.exec_only or any(
+                path == d or path.startswith(d + "/") for d in self.exec_dirs):
+            _continue(listener, notif_id)  # absent (ENOENT from Linux) or allowed
+            return
+        self._refuse(listener, notif_id, "execve", path, errno.EACCES,
+                     f'allowed by [posix_x] exec = ["{path}"]')
+
+    # ------------------------------------------------------------------ bind, connect
+    def _net(self, listener: int, notif_id: int, pid: int, nr: int,
+             args: Sequence[int]) -> None:
+        fd, address, length = int(args[0] & 0xFFFFFFFF), args[1], int(args[2] & 0xFFFFFFFF)
+        raw = _read_bytes(pid, address, min(length, _SOCKADDR_MAX))
+        if not _sn._id_valid(listener, notif_id):
+            return
+        if raw is None:
+            _sn._reply_error(listener, notif_id, errno.EFAULT)
+            return
+        family = struct.unpack_from("=H", raw)[0] if len(raw) >= 2 else -1
+        if family not in (_AF_INET, _AF_INET6):
+            _continue(listener, notif_id)
+            return
+        where = _inet(raw, family)
+        name = "bind" if nr == _NR_BIND else "connect"
+        if where is None:
+            _sn._reply_error(listener, notif_id, errno.EINVAL)
+            return
+        host, port = where
+        ports = self.bind_ports if nr == _NR_BIND else self.connect_ports
+        loopback = ipaddress.ip_address(host).is_loopback
+        if not loopback or port not in ports:
+            why = (f"only loopback addresses are granted: {name} 127.0.0.1:{port}"
+                   if not loopback else f"allowed by [posix_x] network = [{port}]")
+            self._refuse(listener, notif_id, name, f"{host}:{port}", errno.EACCES, why)
+            return
+        _sn._reply_error(listener, notif_id, _perform(pid, fd, raw, nr))
+
+    def _refuse(self, listener: int, notif_id: int, call: str, target: str, err: int,
+                hint: str) -> None:
+        if len(self.decisions) < 256:
+            self.decisions.append((call, target, err))
+        self.audit(f"posix-x: {call}({target}) refused ({errno.errorcode[err]}); {hint}")
+        # The audit log bounds its own volume (denials are rate-limited); this list is for
+        # tests and /proc, so it keeps the first few only.
+        _sn._reply_error(listener, notif_id, err)
+
+
+def _continue(listener: int, notif_id: int) -> None:
+    resp = _sn._NotifResp(id=notif_id, val=0, error=0, flags=_CONTINUE)
+    _sn._libc.ioctl(listener, _sn._IOCTL_SEND, ctypes.byref(resp))
+
+
+def _identity_inside(pid: int, path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path`` resolved in the target's view (``RESOLVE_IN_ROOT``
+    beneath its root: its links are followed as it would follow them), or None if it
+    does not exist there."""
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        how = _sn._OpenHow(flags=os.O_PATH | os.O_CLOEXEC, mode=0, resolve=_RESOLVE_IN_ROOT)
+        fd = _sn._libc.syscall(ctypes.c_long(_sn._NR_OPENAT2), ctypes.c_long(root),
+                               ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
+                               ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd < 0:
+            return None
+        try:
+            st = os.fstat(int(fd))
+        finally:
+            os.close(int(fd))
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(root)
+
+
+def _read_bytes(pid: int, address: int, length: int) -> bytes | None:
+    if address == 0 or length <= 0:
+        return None
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, length, address)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == length else None
+
+
+def _inet(raw: bytes, family: int) -> tuple[str, int] | None:
+    if family == _AF_INET and len(raw) >= 8:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), struct.unpack_from("!H", raw, 2)[0]
+    if family == _AF_INET6 and len(raw) >= 24:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from("!H", raw, 2)[0]
+    return None
+
+
+def _perform(pid: int, target_fd: int, raw: bytes, nr: int) -> int:
+    """bind/connect on the target's own socket with the checked address: 0 or an errno."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        return exc.errno or errno.ESRCH
+    try:
+        fd = _libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
+                           ctypes.c_long(target_fd), ctypes.c_long(0))
+        if fd < 0:
+            return ctypes.get_errno() or errno.EBADF
+    finally:
+        os.close(pidfd)
+    try:
+        call = _libc.bind if nr == _NR_BIND else _libc.connect
+        return 0 if call(int(fd), raw, len(raw)) == 0 else ctypes.get_errno()
+    finally:
+        os.close(int(fd))
+
+
+def prepare(spec: SandboxSpec, argv: list[str], *, pid: int,
+            audit: Callable[[str], object]) -> tuple[SandboxSpec, list[str], Broker | None]:
+    """The spec and argv that start ``argv`` through the shim, and its broker (None when
+    this host cannot broker: then the program runs as before, under its sandbox)."""
+    import dataclasses
+
+    from .sandbox import exec_allowed
+
+    if not supported():
+        return spec, argv, None
+    broker = Broker(pid, spec, audit)
+    config = {"sock": broker.child_sock.fileno(),
+              "bpf": compile_filter(broker.net_tcp).hex(),
+              "exec": None if spec.exec_only is None
+              else [*map(str, spec.exec_only), *map(str, spec.exec_paths)]}
+    config_fd = os.memfd_create("exo-posix-x-shim", 0)  # inherited: the shim reads it
+    os.write(config_fd, json.dumps(config).encode())
+    broker.config_fd = config_fd
+    exec_only = spec.exec_only
+    if exec_only is not None:  # the interpreter of the shim, until the shim narrows it
+        python = exec_allowed((PYTHON,), "/", None) or ()
+        exec_only = tuple(dict.fromkeys([*exec_only, *python]))
+    spec = dataclasses.replace(spec, exec_only=exec_only, broker=True, keep_fds=(
+        *spec.keep_fds, broker.child_sock.fileno(), config_fd))
+    return spec, [PYTHON, "-I", "-S", shim_inside(), str(config_fd), "--", *argv], broker
+
+
+__all__ = ["Broker", "compile_filter", "prepare", "shim_inside", "supported"]
