@@ -15,8 +15,10 @@ block only that task; outside any task (the program's main code) ``join``, ``sle
 explicit event loop. A task is cooperative: it gives the CPU up at ``yield_``, ``sleep``,
 ``join``, ``recv``, ``wait_readable`` and ``Event.wait``.
 
-Needs greenlet. The host's system Python may not have it (Debian: ``python3-greenlet``);
-importing this module then fails with one line saying so, and the rest of exo_std works.
+Needs greenlet. The host's system Python, which runs sandboxed apps, may not have it
+(Debian: ``python3-greenlet``); inside a sandbox the kernel shows its own, read-only, at
+``RUNTIME_SITE`` and this module imports it from there. Elsewhere without greenlet,
+importing this module fails with one line saying so, and the rest of exo_std works.
 """
 
 from __future__ import annotations
@@ -24,16 +26,45 @@ from __future__ import annotations
 import sys
 import threading
 
+#: Where the kernel shows its own greenlet, read-only, inside every sandbox (the host's
+#: python3 may have none): ``exo.sandbox.namespace.RUNTIME_SITE``, which apps cannot import.
+RUNTIME_SITE = "/run/exo/site"
+
+
+def _runtime_greenlet() -> bool:
+    """Import greenlet from ``RUNTIME_SITE``, if it is there and built for this CPython
+    (its extension's name says which); the path is on ``sys.path`` only meanwhile."""
+    import importlib
+    import os
+
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    try:
+        names = os.listdir(f"{RUNTIME_SITE}/greenlet")
+    except OSError:
+        return False
+    if not any(n.startswith("_greenlet.") and tag in n for n in names):
+        return False
+    sys.path.insert(0, RUNTIME_SITE)
+    try:
+        importlib.import_module("greenlet")
+        return True
+    except ImportError:
+        return False
+    finally:
+        sys.path.remove(RUNTIME_SITE)
+
+
 try:
     import greenlet  # type: ignore[import-untyped]  # noqa: F401 - checked here, used by exo.sched
 except ImportError:
-    raise ImportError(
-        f"exo_std.task needs the greenlet package, which this Python ({sys.executable}, "
-        f"{sys.version.split()[0]}) does not have: install it (Debian: apt install "
-        f"python3-greenlet) or run under Exo-OS's own environment") from None
+    if not _runtime_greenlet():
+        raise ImportError(
+            f"exo_std.task needs the greenlet package, which this Python ({sys.executable}, "
+            f"{sys.version.split()[0]}) does not have: install it (Debian: apt install "
+            f"python3-greenlet) or run under Exo-OS's own environment") from None
 
-from exo.sched.predict import COLD, HOT, NORMAL
-from exo.sched.scheduler import Cancelled, Event, Scheduler, Task, outcome
+from exo.sched.predict import COLD, HOT, NORMAL  # noqa: E402 - after the greenlet check
+from exo.sched.scheduler import Cancelled, Event, Scheduler, Task, outcome  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -6,14 +6,17 @@ every second it samples the host (psutil) and each Exo process's cgroup — CPU,
 memory, I/O — and keeps per process an exponential moving average with the predictive
 scheduler's α (``exo.sched.predict.ALPHA``), so its classes (hot / normal / cold) read
 the same way as the scheduler's; ``stats()`` is what placement uses, ``/proc/ai-res``
-shows it. ``handle`` runs in the AI-Res agent's process: it asks the kernel for a
-snapshot (the only service it may use) and answers one question in the language asked.
+shows it: after each sample the monitor hands them to Eco++ placement
+(``exo.sched.placement.Placer``), so one sampler measures processes for both.
+``handle`` runs in the AI-Res agent's process: it asks the kernel for a snapshot
+(the only service it may use) and answers one question in the language asked.
 ``answer_text`` is the formatting both halves share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import threading
 import time
@@ -32,12 +35,15 @@ HOT_PCT, COLD_PCT = 5.0, 50.0  # CPU EMA: below HOT mostly waiting, above COLD C
 class _Track:
     """One Exo process's last raw sample and its moving averages."""
 
-    __slots__ = ("cpu", "cpu_ema", "cpu_s", "io", "io_ema", "rates", "rss", "rss_ema", "t")
+    __slots__ = ("cpu", "cpu_ema", "cpu_s", "demand", "demand_ema", "demand_s", "io", "io_ema",
+                 "rates", "rss", "rss_ema", "t")
 
     def __init__(self) -> None:
         self.t = 0.0
         self.rates = 0  # samples with a rate (CPU, I/O): one fewer than samples taken
         self.cpu_s = 0.0
+        self.demand_s = 0.0  # seconds on a CPU or waiting for one (schedstat)
+        self.demand = self.demand_ema = 0.0
         self.io = 0
         self.cpu = self.cpu_ema = 0.0
         self.rss = 0
@@ -68,11 +74,18 @@ class ResourceMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.placer: Any = None  # exo.sched.placement.Placer, from start()
 
     def start(self) -> None:
         import psutil
 
         psutil.cpu_percent(percpu=True)  # the first call only sets the reference
+        boot_id = getattr(self.processes, "boot_id", None)
+        if isinstance(boot_id, str):
+            from exo.sched.placement import Placer
+
+            self.placer = Placer(boot_id, processes=self.processes)
+            self.placer.register()
         self._thread = threading.Thread(target=self._run, daemon=True, name="exo-ai-res")
         self._thread.start()
 
@@ -81,12 +94,16 @@ class ResourceMonitor:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self.placer is not None:
+            self.placer.unregister()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             # a process vanishing mid-sample: the next sample is fine
             with contextlib.suppress(Exception):
                 self.sample()
+                if self.placer is not None and self.processes is not None:
+                    self.placer.update(self.stats(), self.processes.live())
 
     def sample(self, *, cores: bool = True) -> None:
         """One sample of each live Exo process and (``cores``) of the host's CPUs: a
@@ -100,6 +117,7 @@ class ResourceMonitor:
         for proc in live:
             seen.add(proc.pid)
             cpu_s, rss, io = _usage(proc)
+            demand_s = _demand(proc)
             with self._lock:
                 tr = self._tracks.get(proc.pid)
                 first = tr is None
@@ -110,11 +128,13 @@ class ResourceMonitor:
                     tr.cpu = max(0.0, (cpu_s - tr.cpu_s) / dt * 100)
                     rate = max(0.0, (io - tr.io) / dt)
                     tr.cpu_ema = _ema(tr.cpu_ema, tr.cpu, tr.rates == 0)
+                    tr.demand = max(0.0, (demand_s - tr.demand_s) / dt * 100)
+                    tr.demand_ema = _ema(tr.demand_ema, tr.demand, tr.rates == 0)
                     tr.io_ema = _ema(tr.io_ema, rate, tr.rates == 0)
                     tr.rates += 1
                 tr.rss = rss
                 tr.rss_ema = _ema(tr.rss_ema, float(rss), first)
-                tr.t, tr.cpu_s, tr.io = now, cpu_s, io
+                tr.t, tr.cpu_s, tr.io, tr.demand_s = now, cpu_s, io, demand_s
         with self._lock:
             if per_cpu is not None:
                 self._cores = list(per_cpu)
@@ -123,11 +143,15 @@ class ResourceMonitor:
 
     def stats(self) -> dict[int, dict[str, Any]]:
         """Per Exo pid: CPU % (last second and EMA), RSS bytes (and EMA), I/O bytes/s EMA,
-        and the scheduler class the CPU EMA implies."""
+        CPU demand % EMA (running or runnable: a CPU-bound process that shares its CPU
+        uses 50 % but wants 100 %), and the scheduler class the larger EMA implies."""
         with self._lock:
             return {pid: {"cpu": round(t.cpu, 1), "cpu_ema": round(t.cpu_ema, 1),
                           "rss": t.rss, "rss_ema": int(t.rss_ema),
-                          "io_bps_ema": int(t.io_ema), "class": klass(t.cpu_ema)}
+                          "io_bps_ema": int(t.io_ema),
+                          "demand_ema": round(t.demand_ema, 1),
+                          "class": klass(max(t.cpu_ema, t.demand_ema)),
+                          "samples": t.rates}
                     for pid, t in self._tracks.items()}
 
     def snapshot(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -174,6 +198,34 @@ class ResourceMonitor:
         return "".join(f"{pid} cpu {s['cpu']}% ema {s['cpu_ema']}% rss {s['rss']} "
                        f"io {s['io_bps_ema']} B/s class {s['class']}\n"
                        for pid, s in sorted(self.stats().items()))
+
+
+def _demand(proc: Any) -> float:
+    """Seconds ``proc``'s sandbox spent on a CPU or runnable and waiting for one, summed
+    over its threads: ``/proc/TID/schedstat`` (psutil does not read it) gives both."""
+    total = 0
+    for hp in _members(proc):
+        try:
+            tids = os.listdir(f"/proc/{hp}/task")[:1024]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{hp}/task/{tid}/schedstat", "rb") as f:
+                    run_ns, wait_ns = f.read().split()[:2]
+                total += int(run_ns) + int(wait_ns)
+            except (OSError, ValueError):
+                continue
+    return total / 1e9
+
+
+def _members(proc: Any) -> set[int]:
+    cgroup = getattr(getattr(proc, "sandbox", None), "cgroup", None)
+    try:
+        pids = cgroup.members() if cgroup is not None else {proc.host_pid}
+    except OSError:
+        pids = {proc.host_pid}
+    return {p for p in pids if p > 0}
 
 
 def _usage(proc: Any) -> tuple[float, int, int]:

@@ -24,12 +24,14 @@ from .namespace import (
     ETC_NETWORK,
     ETC_SYNTHESISED,
     LOCALTIME,
+    RUNTIME_SITE,
     RUNTIME_SRC,
     SYSTEM_DIRS,
     TTY,
     check_cwd,
     check_destination,
     host_etc_source,
+    runtime_site_sources,
 )
 
 TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
@@ -279,6 +281,12 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     binds[runtime] = "ro"
     hosts[runtime] = runtime_src()
     (plan.read if spec.exec_only is not None else plan.exec_).append(runtime)
+    site = runtime_site_sources()  # greenlet for exo_std.task (namespace.py)
+    for inside, source in site:
+        binds[Path(inside)] = "ro"
+        hosts[Path(inside)] = Path(source)
+    if site:  # the directory too: Python's finder lists it
+        plan.read.append(Path(RUNTIME_SITE))
     if spec.cwd is not None:
         check_cwd(str(spec.cwd), [str(b) for b in binds if b != runtime])
 

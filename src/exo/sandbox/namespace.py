@@ -73,6 +73,14 @@ PRIVATE_TMP = "/tmp"
 #: path is: a checkout under /tmp or /home would otherwise sit inside a granted Exo path,
 #: where its mount point cannot be made. Not an Exo path (``/run`` is never granted).
 RUNTIME_SRC = "/run/exo/src"
+#: Compiled packages of the runtime's environment that applications may import, each
+#: shown read-only at ``RUNTIME_SITE/NAME``: the host's ``/usr/bin/python3`` (which runs
+#: sandboxed apps) lacks greenlet, which ``exo_std.task`` needs and finds here. Only these
+#: packages, not the whole site-packages (nothing else of the venv shadows the host's).
+#: Built for the runtime's CPython; ``exo_std.task`` imports them only on the same minor
+#: version. ``exo_std.task.RUNTIME_SITE`` spells the same path (apps cannot import this).
+RUNTIME_SITE = "/run/exo/site"
+RUNTIME_SITE_PACKAGES = ("greenlet",)
 
 
 def exo_path(storage_path: str) -> str:
@@ -192,9 +200,32 @@ def check_cwd(cwd: str, visible: list[str]) -> str:
                        "(it holds no capability covering it)")
 
 
+_site_sources: list[tuple[str, str]] | None = None
+
+
+def runtime_site_sources() -> list[tuple[str, str]]:
+    """(inside path, host directory) of each :data:`RUNTIME_SITE_PACKAGES` package the
+    kernel's own environment has (found once, without importing it)."""
+    global _site_sources
+    if _site_sources is None:
+        import importlib.util
+
+        found = []
+        for name in RUNTIME_SITE_PACKAGES:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                continue
+            places = list(spec.submodule_search_locations or []) if spec is not None else []
+            if places:
+                found.append((f"{RUNTIME_SITE}/{name}", places[0]))
+        _site_sources = found
+    return list(_site_sources)
+
+
 __all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NEVER",
            "ETC_SYNTHESISED",
            "ETC_SYSTEM", "KERNEL_OWNED", "LOCALTIME", "NOT_IN_WHOLE_TREE", "PRIVATE_TMP",
-           "RUNTIME_SRC",
+           "RUNTIME_SITE", "RUNTIME_SITE_PACKAGES", "RUNTIME_SRC",
            "SYSTEM_DIRS", "TTY", "check_cwd", "check_destination", "check_host_etc",
-           "exo_path", "host_etc_source", "whole_tree"]
+           "exo_path", "host_etc_source", "runtime_site_sources", "whole_tree"]

@@ -226,6 +226,10 @@ class Scheduler:
         self._inbox: deque[Callable[[], None]] = deque()
         self._epoll: Any = None
         self._efd = -1
+        # Held while the eventfd is written (post, from any thread) and while it is closed:
+        # otherwise a post that saw the fd open could write after close() freed its
+        # number, into whatever file took it next (a Fusion Ring's memfd header: measured).
+        self._efd_lock = threading.Lock()
         self._stopping = False
         self._closed = False
         self._picks_since_io = 0
@@ -265,11 +269,12 @@ class Scheduler:
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in this scheduler's thread soon (thread-safe; wakes an idle loop)."""
         self._inbox.append(fn)
-        if self._efd >= 0:
-            try:
-                os.eventfd_write(self._efd, 1)
-            except OSError:  # closed meanwhile: the loop is gone
-                return
+        with self._efd_lock:
+            if self._efd >= 0:
+                try:
+                    os.eventfd_write(self._efd, 1)
+                except OSError:  # cannot happen while the lock keeps it open; be safe
+                    return
 
     # ------------------------------------------------------------------ the loop
 
@@ -323,12 +328,13 @@ class Scheduler:
         self._closed = True
         for watch in self._watches.values():
             watch.go.set()
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-        if self._efd >= 0:
-            os.close(self._efd)
-            self._efd = -1
+        with self._efd_lock:
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
+            if self._efd >= 0:
+                os.close(self._efd)
+                self._efd = -1
 
     def __del__(self) -> None:
         if getattr(self, "_efd", -1) >= 0:  # the epoll object closes itself; not an int fd
@@ -339,7 +345,8 @@ class Scheduler:
         if self._epoll is None:
             import select
 
-            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            with self._efd_lock:
+                self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._epoll = select.epoll()
             self._epoll.register(self._efd, select.EPOLLIN)
         return self._epoll

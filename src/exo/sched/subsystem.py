@@ -2,8 +2,10 @@
 
 Starting it costs a thread that sleeps in ``epoll_wait`` on the scheduler's eventfd;
 greenlet is imported only when the first task runs, so the boot path pays neither for
-greenlet nor for any task. The kernel's services still run on OS threads: moving the
-syscall server onto Exo tasks is the next step (docs/scheduler.md).
+greenlet nor for any task. The kernel's services still run on OS threads: serving
+syscalls on Exo tasks was measured slower and no lighter than a thread per process until
+one thread can wait on many rings (docs/scheduler.md, "Syscall serving"). Placement of
+Exo processes (``exo.sched.placement``) is driven by AI-Res's sampler, in DEFERRED.
 """
 
 from __future__ import annotations

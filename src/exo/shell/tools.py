@@ -154,17 +154,100 @@ def _sched_text(ctx: CommandContext) -> str | None:
         return None
 
 
-@builtin("sched", "the kernel scheduler's summary from /proc/sched: sched [-a] (-a: its "
-         "tasks too)")
+@builtin("sched", "the kernel scheduler and Eco++ placement: sched [-a] [--json] (-a: the "
+         "scheduler's tasks too) | sched place PID batch|interactive|auto")
 def _sched(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    if args and args[0] == "place":
+        return _sched_place(ctx, args[1:])
+    unknown = [a for a in args if a not in ("-a", "--all", "--json")]
+    if unknown:
+        raise CommandError(f"unknown option {unknown[0]!r}; usage: sched [-a] [--json]"
+                           " | sched place PID batch|interactive|auto", 2)
     text = _sched_text(ctx)
     if text is None:
         raise CommandError(f"{SCHED}: the Scheduler step did not start (see dmesg)")
-    every = "-a" in ctx.args or "--all" in ctx.args
+    placer = _placer(ctx)
+    if "--json" in args:
+        import json
+
+        ctx.out(json.dumps({"scheduler": text, "placement": None if placer is None
+                            else _visible(ctx, placer.to_json())}))
+        return 0
+    every = "-a" in args or "--all" in args
     for line in text.splitlines():
         if line.startswith(_TASK_HEADER) and not every:
             break
         ctx.out(line)
+    for line in _placement_lines(ctx, placer):
+        ctx.out(line)
+    return 0
+
+
+def _placer(ctx: CommandContext) -> Any:
+    from exo.sched.placement import running
+
+    return running(ctx.shell.kernel.boot_id)
+
+
+def _mine(ctx: CommandContext) -> set[int] | None:
+    """The Exo pids this session may see and place (None: all, the administrator)."""
+    if ctx.shell.session.grants is None:
+        return None
+    return {p.pid for j in ctx.shell.jobs for p in j.processes()}
+
+
+def _visible(ctx: CommandContext, data: dict[str, Any]) -> dict[str, Any]:
+    mine = _mine(ctx)
+    if mine is not None:
+        data["processes"] = [r for r in data["processes"] if r["pid"] in mine]
+    return data
+
+
+def _placement_lines(ctx: CommandContext, placer: Any) -> list[str]:
+    if placer is None:
+        return ["placement (Eco++): not running yet (AI-Res starts it in the DEFERRED phase;"
+                " see dmesg)"]
+    mine = _mine(ctx)
+    rows = [r for r in placer.rows() if mine is None or r["pid"] in mine]
+    lines = [placer.summary()]
+    if rows:
+        lines.append(f"{'PID':>5} {'ROLE':<11} {'MODE':<8} {'CLASS':<6} {'CPU_EMA':>7} "
+                     f"{'CPUS':<8} {'WEIGHT':>6} {'MOVES':>5} COMMAND")
+        for r in rows:
+            cpus = ",".join(str(c) for c in r["cpus"]) or "-"
+            weight = "-" if r["weight"] is None else str(r["weight"])
+            lines.append(f"{r['pid']:>5} {r['role']:<11} {r['mode']:<8} {r['class']:<6} "
+                         f"{r['cpu_ema']:>7.1f} {cpus:<8} {weight:>6} {r['moves']:>5} "
+                         f"{str(r['command'])[:40]}")
+    return lines
+
+
+def _sched_place(ctx: CommandContext, args: list[str]) -> int:
+    from exo.sched.placement import MODES
+
+    usage = "usage: sched place PID batch|interactive|auto"
+    if len(args) != 2 or args[1] not in MODES:
+        raise CommandError(usage, 2)
+    try:
+        pid = int(args[0])
+    except ValueError:
+        raise CommandError(f"{args[0]!r} is not a process id; {usage}", 2) from None
+    placer = _placer(ctx)
+    if placer is None:
+        raise CommandError("placement is not running yet (AI-Res starts it in the "
+                           "DEFERRED phase; see dmesg)")
+    mine = _mine(ctx)
+    if mine is not None and pid not in mine:
+        raise CommandError(f"process {pid}: permission denied (not one of your jobs)",
+                           126)
+    try:
+        row = placer.override(pid, args[1])
+    except KeyError:
+        raise CommandError(f"no running Exo process {pid}") from None
+    cpus = ",".join(str(c) for c in row["cpus"]) or "-"
+    weight = "-" if row["weight"] is None else row["weight"]
+    ctx.out(f"process {pid}: {row['role']} ({row['mode']}), CPUs {cpus}, weight {weight}")
     return 0
 
 
@@ -286,19 +369,24 @@ def _frame(ctx: CommandContext, sampler: _Sampler) -> RenderableType:
         mine = {p.pid for j in ctx.shell.jobs for p in j.processes()}
         rows = [r for r in rows if r["pid"] == 1 or r["pid"] in mine]
     states: dict[str, int] = {}
+    placer = _placer(ctx)
+    placed = {r["pid"]: r for r in placer.rows()} if placer is not None else {}
     procs = Table("PID", "STATE", "CLASS", "PRED_MS", "CPU_S", "%CPU", "MEM", "TIME",
                   "COMMAND", box=None, header_style="bold", pad_edge=False)
     for r in rows:
         states[str(r["state"])] = states.get(str(r["state"]), 0) + 1
         cpu, percent, memory = sampler.sample(int(r["host_pid"]), whole_tree=r["pid"] != 1)
-        # Processes have no class or prediction yet: the scheduler places only its tasks.
-        procs.add_row(str(r["pid"]), str(r["state"]), "-", "-",
+        # A process's class is AI-Res's (its CPU share's EMA), shown with the role Eco++
+        # placement gave it; its prediction is a CPU share, not a burst: none in ms.
+        p = placed.get(r["pid"])
+        klass = "-" if p is None else f"{p['class']}:{p['role']}"
+        procs.add_row(str(r["pid"]), str(r["state"]), klass, "-",
                       "-" if cpu is None else f"{cpu:.2f}",
                       "-" if percent is None else f"{percent:.0f}", _size(memory),
                       f"{r['elapsed_s']:.1f}s", str(r["command"])[:60])
     head = Text(f"top - {time.strftime('%H:%M:%S')}  processes {len(rows)} ("
                 + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ")")
-    parts: list[RenderableType] = [head, procs]
+    parts: list[RenderableType] = [head, procs, Text(_placement_lines(ctx, placer)[0])]
     text = _sched_text(ctx)
     if text is None:
         parts.append(Text("scheduler: not running (see dmesg)"))

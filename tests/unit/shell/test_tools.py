@@ -68,8 +68,10 @@ def test_sched_prints_the_summary(root_shell: Shell) -> None:
     assert (status, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("scheduler kernel: predictive, EMA alpha 0.3 over 16 bursts")
-    assert lines[-1].startswith("prediction accuracy")
-    assert run(root_shell, "sched -a")[1].splitlines()[-1].split()[:2] == ["ID", "NAME"]
+    # then Eco++ placement: not running in a kernel whose DEFERRED phase has not started
+    assert lines[-2].startswith("prediction accuracy")
+    assert lines[-1].startswith("placement (Eco++): not running yet")
+    assert run(root_shell, "sched -a")[1].splitlines()[-2].split()[:2] == ["ID", "NAME"]
 
 
 def test_top_once_shows_processes_and_scheduler_tasks(root_shell: Shell,
