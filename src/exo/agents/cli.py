@@ -39,7 +39,17 @@ class _SentenceGroup(click.Group):
     ``exo ai parse …`` runs ``parse``, ``exo ai "how busy is the cpu"`` asks the assistant."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        first = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+        takes_value = {name for p in self.params if isinstance(p, click.Option)
+                       and not p.is_flag for name in p.opts}
+        first, skip = None, False
+        for i, a in enumerate(args):
+            if skip:
+                skip = False
+            elif a in takes_value:
+                skip = True  # its value, not the sentence
+            elif not a.startswith("-"):
+                first = i
+                break
         if first is not None and args[first] not in self.commands:
             ctx.meta["exo.ai.sentence"] = " ".join(args[first:])
             args = args[:first]
@@ -52,8 +62,12 @@ class _SentenceGroup(click.Group):
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON for scripts.")
 @click.option("-y", "--yes", is_flag=True,
               help="Confirm a destructive action without asking (kill, remove, revoke, shutdown).")
+@click.option("--speak", is_flag=True, help="Say the answer on the loudspeaker (espeak-ng).")
+@click.option("--speak-to", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE.wav", help="Write the spoken answer to a WAV file.")
 @click.pass_context
-def ai(ctx: click.Context, voice: bool, as_json: bool, yes: bool) -> None:
+def ai(ctx: click.Context, voice: bool, as_json: bool, yes: bool, speak: bool,
+       speak_to: str | None) -> None:
     """Ask the local assistant (`exo ai "Quel est l'usage CPU ?"`), or parse only."""
     if ctx.invoked_subcommand is not None:
         return
@@ -72,7 +86,7 @@ def ai(ctx: click.Context, voice: bool, as_json: bool, yes: bool) -> None:
         click.echo(ctx.get_help())
         return
     _check(sentence)
-    _ask_assistant(sentence, as_json=as_json, yes=yes)
+    _ask_assistant(sentence, as_json=as_json, yes=yes, speak=speak, speak_to=speak_to)
 
 
 def _confirm(yes: bool) -> Callable[[str], bool]:
@@ -87,7 +101,8 @@ def _confirm(yes: bool) -> Callable[[str], bool]:
     return confirm
 
 
-def _ask_assistant(sentence: str, *, as_json: bool = False, yes: bool = False) -> None:
+def _ask_assistant(sentence: str, *, as_json: bool = False, yes: bool = False,
+                   speak: bool = False, speak_to: str | None = None) -> None:
     from exo.agents import assistant
 
     talk = assistant.Conversation()
@@ -100,8 +115,25 @@ def _ask_assistant(sentence: str, *, as_json: bool = False, yes: bool = False) -
         click.echo(json.dumps(answer.to_json(), ensure_ascii=False))
     else:
         click.echo(answer.line())
+    if speak or speak_to:
+        _say(answer.text, answer.lang, speak=speak, speak_to=speak_to)
     if not answer.ok:
         raise SystemExit(1)
+
+
+def _say(text: str, lang: str, *, speak: bool, speak_to: str | None) -> None:
+    """The answer spoken in the language asked: to a WAV file, on the loudspeaker, or both;
+    where there is no loudspeaker, one line saying so and exit status 1."""
+    from exo.agents.voice import VoiceError, synthesise
+    from exo.agents.voice import speak as say_aloud
+
+    try:
+        if speak_to:
+            synthesise(text, speak_to, lang)
+        if speak:
+            say_aloud(text, lang)
+    except VoiceError as exc:
+        _fail(str(exc))
 
 
 def _check(sentence: str) -> str:

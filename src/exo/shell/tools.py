@@ -492,7 +492,7 @@ _AI_CONVERSATIONS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictiona
 
 
 @builtin("ai", 'ask the assistant: ai "Quel est l\'usage CPU ?" | ai --intent NAME '
-         "[SLOT=VALUE]... [--lang fr|en] [--json]")
+         "[SLOT=VALUE]... [--lang fr|en] [--json] | ai --voice (listen once)")
 def _ai(ctx: CommandContext) -> int:
     """The assistant of ``exo.agents.assistant``, acting for this session: destructive
     intents ask y/N at the terminal (or read the answer from standard input in a script)."""
@@ -513,6 +513,14 @@ def _ai(ctx: CommandContext) -> int:
             raise CommandError("ai: --lang takes fr or en", 2)
         lang = args[i + 1]
         del args[i:i + 2]
+    if args == ["--voice"]:
+        from exo.agents.voice import VoiceError, listen_once
+
+        try:
+            args = [listen_once()]
+        except VoiceError as exc:
+            raise CommandError(str(exc)) from exc
+        ctx.write(f"heard: {args[0]}\n", ctx.stderr)
     if not args:
         raise CommandError('usage: ai "SENTENCE" | ai --intent NAME [SLOT=VALUE]...', 2)
     kernel = ctx.shell.kernel

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,21 @@ def test_without_a_terminal_the_question_is_printed_and_nothing_done(
     reply = json.loads(out.stdout)
     assert out.returncode == 0 and reply["question"] and not reply["done"]
     assert reply["text"].startswith("Vouliez-vous dire : ") and len(reply["choices"]) == 2
+
+
+def test_the_answer_is_spoken_in_the_language_asked(exo_cmd: list[str],
+                                                     exo_env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    from exo.agents.voice import playback_devices
+
+    wav = tmp_path / "answer.wav"
+    out = run(exo_cmd, exo_env, "--speak-to", str(wav), "Quel est l'usage CPU ?")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().startswith("[AI-Res] Utilisation CPU :")
+    data = wav.read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and len(data) > 20_000
+    if not playback_devices():  # this machine: no loudspeaker, and it says so
+        out = run(exo_cmd, exo_env, "--speak", "how much memory is used")
+        assert out.returncode == 1
+        assert out.stdout.decode().startswith("[AI-Res] Memory:")
+        assert out.stderr.decode().startswith("exo ai: no loudspeaker"), out.stderr

@@ -5,6 +5,7 @@ administrator only."""
 from __future__ import annotations
 
 import click
+import pytest
 from tests.unit.shell._support import run
 
 from exo.cli.commands import main as cli_main
@@ -35,3 +36,13 @@ def test_a_user_is_refused_in_one_line(alice: Shell) -> None:
     assert err.strip().splitlines() == [
         "exo: install: permission denied: only the administrator runs 'exo install' "
         "(user alice)"], err
+
+
+def test_ai_voice_says_when_there_is_no_microphone(root_shell: Shell) -> None:
+    from exo.agents.voice import capture_devices
+
+    if capture_devices():
+        pytest.skip("this machine has a microphone: listening would wait for speech")
+    status, out, err = run(root_shell, "ai --voice")
+    assert (status, out) == (1, "")
+    assert err.startswith("ai: no microphone"), err
