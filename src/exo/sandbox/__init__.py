@@ -16,11 +16,12 @@ if TYPE_CHECKING:
         cleanup_all,
         default_boot_id,
         spawn,
+        sweep_dead_boots,
     )
     from .spec import NetPolicy, SandboxSpec
 
 _LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
-                       "default_boot_id", "spawn"})
+                       "default_boot_id", "spawn", "sweep_dead_boots"})
 _SPEC = frozenset({"NetPolicy", "SandboxSpec"})
 
 
@@ -50,5 +51,6 @@ __all__ = [
     "default_boot_id",
     "probe",
     "spawn",
+    "sweep_dead_boots",
     "warm_up",
 ]

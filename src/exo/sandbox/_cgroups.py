@@ -471,6 +471,60 @@ def cleanup_all(boot_id: str) -> list[Path]:
     return removed
 
 
+#: A sandbox's group is NAME.KERNELPID.N (launcher.py; NAME.KERNELPID.zN from a zygote):
+#: the host pid of the kernel that made it.
+_LEAF_RE = re.compile(r"^.+\.(\d+)\.z?\d+$")
+
+
+def sweep_dead_boots(own_boot_id: str) -> list[Path]:
+    """Remove the groups of kernels that died without cleaning up (SIGKILL, a crash).
+
+    A boot's groups are swept only when every group in it names a kernel pid that no
+    longer exists and no process is left anywhere in its subtree; a live kernel's groups
+    name its own pid, so they are never touched (a reused pid only keeps a dead boot's
+    groups a little longer). Empty boot directories with no group are left alone: nothing
+    tells a live kernel's from a dead one's. Returns the group directories removed.
+    """
+    removed: list[Path] = []
+    own = boot_dirname(own_boot_id)
+    for h in hierarchies():
+        try:
+            boots = [d for d in h.base.iterdir() if d.name.startswith("exo-") and d.name != own]
+        except OSError:
+            continue
+        for top in boots:
+            with contextlib.suppress(OSError):
+                leaves = [p for p in top.iterdir() if p.is_dir()]
+                if not leaves or not all(_kernel_gone(p.name) for p in leaves):
+                    continue
+                if any(_members(sub) for sub in _subtree(top)):
+                    continue
+                for leaf in leaves:
+                    _remove_tree(leaf, 1.0)
+                    removed.append(leaf)
+                top.rmdir()
+    return removed
+
+
+def _kernel_gone(leaf: str) -> bool:
+    match = _LEAF_RE.match(leaf)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def _members(group: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return bool((group / "cgroup.procs").read_text().strip())
+    return False
+
+
 def leftover_groups(boot_id: str) -> list[Path]:
     """Group directories of a boot that still exist (for leak checks)."""
     out: list[Path] = []

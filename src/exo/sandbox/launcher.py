@@ -416,3 +416,9 @@ def cleanup_all(boot_id: str | None = None) -> list[Path]:
     Returns the cgroup directories that had to be removed; empty when nothing leaked.
     """
     return _cgroups.cleanup_all(boot_id or _default_boot_id)
+
+
+def sweep_dead_boots(own_boot_id: str) -> list[Path]:
+    """Remove the cgroups left by kernels that died without shutting down (a later boot's
+    housekeeping; see ``_cgroups.sweep_dead_boots``)."""
+    return _cgroups.sweep_dead_boots(own_boot_id)

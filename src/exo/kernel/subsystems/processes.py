@@ -52,15 +52,22 @@ class Processes(Subsystem):
 
 class SandboxFilters(Subsystem):
     """Loads the spawn path and compiles the seccomp filters, so the first spawn does not
-    pay for them (libseccomp and the sandbox launcher are tens of milliseconds)."""
+    pay for them (libseccomp and the sandbox launcher are tens of milliseconds); and removes
+    the cgroups of kernels that died without shutting down (SIGKILL, power loss)."""
 
-    __slots__ = ()
+    __slots__ = ("core",)
 
     def __init__(self, core: KernelCore, *, processes: Processes) -> None:
-        pass
+        self.core = core
 
     def start(self) -> str:
+        from exo.sandbox import sweep_dead_boots
+
         warm_up()
+        swept = sweep_dead_boots(self.core.boot_id)
+        if swept:
+            self.core.log(f"removed {len(swept)} cgroups left by kernels that died: "
+                          + ", ".join(sorted({p.parent.name for p in swept})))
         return "spawn path loaded, seccomp-bpf filters compiled (libseccomp)"
 
 

@@ -1,0 +1,36 @@
+"""A kernel killed with SIGKILL leaves its cgroups; the next boot's sweep removes them, and
+never a live kernel's (its groups name its own pid) nor a group with a process in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from exo.sandbox._cgroups import CgroupSet, leftover_groups, sweep_dead_boots
+
+DEAD_PID = 4_194_304 + 7  # above any pid_max: no such process, ever
+
+
+def _group(boot: str, name: str) -> CgroupSet:
+    return CgroupSet.create(boot, name, memory_max=32 << 20, pids_max=8, cpu_max=None)
+
+
+def test_only_dead_kernels_idle_groups_are_swept() -> None:
+    dead = _group("sweep-dead", f"p2.{DEAD_PID}.1")
+    dead_zygote = _group("sweep-dead", f"p3.{DEAD_PID}.z1")
+    live = _group("sweep-live", f"p2.{os.getpid()}.1")
+    busy = _group("sweep-busy", f"p2.{DEAD_PID}.1")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for procs in busy.procs_files:
+            procs.write_text(str(sleeper.pid))
+        removed = sweep_dead_boots("sweep-own")
+        assert dead.dirs[0] in removed and dead_zygote.dirs[0] in removed
+        assert leftover_groups("sweep-dead") == []
+        assert leftover_groups("sweep-live") and leftover_groups("sweep-busy")
+        assert not any(p.parent.name in ("exo-sweep-live", "exo-sweep-busy") for p in removed)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for group in (live, busy, dead, dead_zygote):
+            group.remove()
