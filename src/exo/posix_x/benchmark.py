@@ -379,8 +379,33 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _placement(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
+    """Where the server ``name`` under ``proc`` is scheduled: its v1 ``cpu`` cgroup (and
+    that group's ``cpu.shares``) and its CPU affinity. Under ``posix-x run`` it is the
+    Exo process's own nested group; natively and under bwrap the caller's. A group that
+    sleeps between requests weighs less than one root task on a loaded host (v1 group
+    scheduling scales its shares by its load average: bench/posix_x_cgroup.py), so the
+    results must say where each mode ran."""
+    with contextlib.suppress(psutil.Error, OSError, ValueError):
+        top = psutil.Process(proc.pid)
+        for p in [top, *top.children(recursive=True)]:
+            if p.name() != name:
+                continue
+            group = "?"
+            for line in Path(f"/proc/{p.pid}/cgroup").read_text().splitlines():
+                _n, controllers, path = line.split(":", 2)
+                if "cpu" in controllers.split(","):
+                    group = path
+            shares = Path("/sys/fs/cgroup/cpu", group.lstrip("/"), "cpu.shares")
+            return {"cpu_cgroup": group,
+                    "cpu_shares": int(shares.read_text()) if shares.exists() else None,
+                    "cpus": sorted(os.sched_getaffinity(p.pid))}
+    return {}
+
+
 def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
     ratios, bwrap_ratios, cpu_ratios = [], [], []
+    where: dict[str, Any] = {}
     loads = [_load()]
     ops_per_request: dict[str, float] = {}
     for r in range(rounds):
@@ -394,6 +419,7 @@ def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
                 rate[mode] = app.load(seconds)
                 cpu_per_op[mode] = (_cpu(proc, app.comm) - before) / (rate[mode] * seconds)
                 requests += rate[mode] * max(1, round(seconds))
+                where[mode] = _placement(proc, app.comm)
             if mode == "posix_x":
                 # This round's server life (start, both loads, stop) per request served.
                 ops = app.fuse_ops()
@@ -409,7 +435,7 @@ def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
     if ops_per_request:
         _log(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
     return {**_summary(ratios, bwrap_ratios, cpu_ratios, loads),
-            "fuse_ops_per_request": ops_per_request}
+            "fuse_ops_per_request": ops_per_request, "placement": where}
 
 
 #: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
