@@ -12,12 +12,14 @@ a burst blocks every other task of the kernel's scheduler while it runs. Work th
 in a blocking system call for an unbounded time keeps its own thread.
 
 With no kernel scheduler in this process (a unit test, ``exo ai`` outside a kernel) the
-service runs on a thread of its own, the same loop.
+service runs on a thread of its own, the same loop; ``EXO_KERNEL_SERVICES=threads`` forces
+that in a kernel too (the peer ``bench/sched_services.py`` measures against).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 from exo.sched.predict import COLD
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
     from exo.sched.scheduler import Event, Scheduler
 
+THREADS_ENV = "EXO_KERNEL_SERVICES"  # "threads": every service on its own thread
 _KERNEL: dict[str, Scheduler] = {}
 _KERNEL_LOCK = threading.Lock()
 
@@ -46,7 +49,7 @@ def unregister_kernel(boot_id: str, sched: Scheduler) -> None:
 
 def kernel_scheduler(boot_id: str | None) -> Scheduler | None:
     """The running scheduler of kernel ``boot_id`` in this process, if any."""
-    if not boot_id:
+    if not boot_id or os.environ.get(THREADS_ENV, "").lower() == "threads":
         return None
     with _KERNEL_LOCK:
         return _KERNEL.get(boot_id)
