@@ -4,13 +4,16 @@ time: AI-Res samples once a second, the audit anchor timer fires (real swtpm), a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from exo.kernel.config import KernelConfig
@@ -81,3 +84,63 @@ def test_the_audit_anchor_timer_fires_as_a_task(tmp_path: Path,
             kernel.shutdown()
     finally:
         tpm.stop_swtpm(root)
+
+
+APP = """
+import sys
+from exo_std.ai import Agent
+held = [Agent.connect("ai-res") for _ in range(4)]
+print(" ".join(a.query("sys.info")[:6] for a in held), flush=True)
+sys.stdin.read()  # hold the connections open until the test closes our stdin
+print(held[2].query("sys.info")[:6], flush=True)
+"""
+
+
+def _agent_process(kernel: Kernel) -> psutil.Process:
+    router = kernel._started("agents").router
+    row = next(r for r in router.list() if r["name"] == "ai-res")
+    proc = kernel.processes.get(row["pid"])
+    top = psutil.Process(proc.host_pid)
+    for p in [top, *top.children(recursive=True)]:
+        if "exo.agents.core.runner" in " ".join(p.cmdline()):
+            return p
+    raise AssertionError("no agent runner process")
+
+
+def test_the_agent_serves_its_connections_as_tasks_on_one_thread(kernel: Kernel) -> None:
+    from exo.kernel.manifest import parse_grant
+
+    kernel.start_deferred()
+    kernel.wait_deferred(60)
+    apps, pipes = [], []
+    try:
+        for _ in range(2):  # 4 connections each (the per-process bound): 8 in all
+            r_in, w_in = os.pipe2(os.O_CLOEXEC)
+            r_out, w_out = os.pipe2(os.O_CLOEXEC)
+            try:
+                apps.append(kernel.processes.spawn(
+                    [sys.executable, "-c", APP], [parse_grant("agent://ai-res=SEND")],
+                    stdio=(r_in, w_out, w_out)))
+            finally:
+                os.close(r_in)
+                os.close(w_out)
+            pipes.append((w_in, os.fdopen(r_out, "r")))
+        for _, out in pipes:
+            assert out.readline().split() == ["Exo-OS"] * 4
+        router = kernel._started("agents").router
+        row = next(r for r in router.list() if r["name"] == "ai-res")
+        assert row["connections"] >= 8
+        agent = _agent_process(kernel)
+        # the main thread runs every connection's task; at most one more thread, the
+        # scheduler's watcher of the one channel (it does not grow with connections)
+        assert agent.num_threads() <= 2, [t.id for t in agent.threads()]
+        for w_in, out in pipes:
+            os.close(w_in)
+            assert out.readline().strip() == "Exo-OS"  # still served after the others
+        for app in apps:
+            assert kernel.processes.wait(app.pid, timeout=120) == 0
+    finally:
+        for w_in, out in pipes:
+            with contextlib.suppress(OSError):
+                os.close(w_in)
+            out.close()
