@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.unit.shell._support import run
 
 from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.security import auditchain, tpm
+from exo.shell import Shell, Vfs
 
 
 def _threads() -> set[str]:
@@ -35,6 +37,13 @@ def test_ai_res_samples_once_a_second_as_a_task_listed_in_proc_sched(kernel: Ker
     proc_sched = kernel.proc_files()["sched"]()
     row = next(line for line in proc_sched.splitlines() if "exo-ai-res" in line)
     assert row.split()[3] in ("hot", "normal", "cold")  # its class, then its prediction
+    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    shell = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()))
+    for line in ("top --once", "sched -a"):
+        status, out, err = run(shell, line)
+        assert (status, err) == (0, "")
+        shown = next(r for r in out.splitlines() if "exo-ai-res" in r).split()
+        assert shown[3] in ("hot", "normal", "cold") and float(shown[4]) >= 0  # class, ms
     t0 = svc.ticks
     time.sleep(4.5)
     # once a second: 4 or 5 samples in 4.5 s, give or take one for a loaded machine
