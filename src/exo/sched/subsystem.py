@@ -50,6 +50,8 @@ class KernelScheduler(Subsystem):
         try:
             self.sched.run(forever=True)
         except BaseException as exc:  # the boot log is the only place to say it
+            # services started from now on get threads of their own, not a dead loop
+            unregister_kernel(self._core.boot_id, self.sched)
             self._core.log(f"scheduler: stopped: {exc!r}")
 
     def stop(self) -> None:
