@@ -30,10 +30,11 @@ def test_boot_starts_it_and_proc_sched_shows_it(exo_env: dict[str, str]) -> None
 
 
 class _Core:
-    """What KernelScheduler uses of the kernel's core: its log."""
+    """What KernelScheduler uses of the kernel's core: its log and boot id."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.boot_id = "sched-subsystem-test"
 
     def log(self, message: str) -> None:
         self.lines.append(message)
@@ -51,6 +52,10 @@ def test_start_runs_tasks_posted_from_other_threads_and_stop_ends_the_thread() -
     sub.sched.spawn_threadsafe(ran.set, name="posted")
     assert ran.wait(10)
     assert "posted" not in sub.proc_files()["sched"]()  # it finished
+    from exo.sched.services import kernel_scheduler
+
+    assert kernel_scheduler("sched-subsystem-test") is sub.sched  # services find it
     sub.stop()
+    assert kernel_scheduler("sched-subsystem-test") is None
     assert not sub._thread.is_alive()
     assert sub.sched.stats()["finished"] == 1

@@ -72,8 +72,7 @@ class ResourceMonitor:
         self._tracks: dict[int, _Track] = {}
         self._cores: list[float] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._service: Any = None  # exo.sched.services.Periodic, from start()
         self.placer: Any = None  # exo.sched.placement.Placer, from start()
 
     def start(self) -> None:
@@ -86,24 +85,32 @@ class ResourceMonitor:
 
             self.placer = Placer(boot_id, processes=self.processes)
             self.placer.register()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="exo-ai-res")
-        self._thread.start()
+        from exo.sched.services import Periodic
+
+        # an Exo task on the kernel's scheduler thread (a thread of its own outside a
+        # kernel): a few ms of /proc reads a second, asleep in the scheduler's timer between
+        self._service = Periodic(self._tick, self.interval, "exo-ai-res",
+                                 boot_id=boot_id if isinstance(boot_id, str) else None)
+        self._service.start()
+
+    @property
+    def service(self) -> Any:
+        """The ``exo.sched.services.Periodic`` sampling (None before ``start``)."""
+        return self._service
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._service is not None:
+            self._service.stop(5)
+            self._service = None
         if self.placer is not None:
             self.placer.unregister()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            # a process vanishing mid-sample: the next sample is fine
-            with contextlib.suppress(Exception):
-                self.sample()
-                if self.placer is not None and self.processes is not None:
-                    self.placer.update(self.stats(), self.processes.live())
+    def _tick(self) -> None:
+        # a process vanishing mid-sample: the next sample is fine
+        with contextlib.suppress(Exception):
+            self.sample()
+            if self.placer is not None and self.processes is not None:
+                self.placer.update(self.stats(), self.processes.live())
 
     def sample(self, *, cores: bool = True) -> None:
         """One sample of each live Exo process and (``cores``) of the host's CPUs: a

@@ -620,7 +620,10 @@ class ModuleManager:
     # -------------------------------------------------------------- supervision
     def _died(self, svc: Service, inst: Instance) -> None:
         """A version's process ended without being stopped: restart it (off the reader
-        thread, which is the one telling us)."""
+        thread, which is the one telling us). A thread, not a task of the kernel's
+        scheduler: the restart blocks in waitid on the dead process and then for up to
+        READY_TIMEOUT_S (15 s) in the new one's ring recv and the sandbox's spawn, system calls
+        that would stall every task on that one thread; it is one-shot, only on a crash."""
         threading.Thread(target=self._restart, args=(svc, inst), daemon=True,
                          name=f"exo-module-restart-{svc.name}").start()
 

@@ -316,6 +316,11 @@ class Scheduler:
             self.current = None
             _current.sched = prev
 
+    @property
+    def running(self) -> bool:
+        """True while some thread is inside ``run`` (posted work will be done)."""
+        return self._running and not self._closed
+
     def stop(self) -> None:
         """Make ``run`` return (from any thread)."""
         self._stopping = True

@@ -2,10 +2,10 @@
 
 Starting it costs a thread that sleeps in ``epoll_wait`` on the scheduler's eventfd;
 greenlet is imported only when the first task runs, so the boot path pays neither for
-greenlet nor for any task. The kernel's services still run on OS threads: serving
-syscalls on Exo tasks was measured slower and no lighter than a thread per process until
-one thread can wait on many rings (docs/scheduler.md, "Syscall serving"). Placement of
-Exo processes (``exo.sched.placement``) is driven by AI-Res's sampler, in DEFERRED.
+greenlet nor for any task. The kernel's periodic services (AI-Res's sampler and Eco++
+placer, the audit anchor timer) run here as tasks (``exo.sched.services``); serving
+syscalls stays on a thread per process: on Exo tasks it was measured slower and no lighter
+until one thread can wait on many rings (docs/scheduler.md, "Syscall serving").
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import threading
 
 from exo.kernel.subsystem import Subsystem
+from exo.sched.services import register_kernel, unregister_kernel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class KernelScheduler(Subsystem):
         sched = self.sched = Scheduler("kernel")
         self._thread = threading.Thread(target=self._run, name="exo-scheduler", daemon=True)
         self._thread.start()
+        register_kernel(self._core.boot_id, sched)
         c = sched.config
         return (f"predictive O(1), EMA α {c.alpha} over {c.history} bursts, hot < "
                 f"{c.hot_ns / 1e6:g} ms, cold ≥ {c.cold_ns / 1e6:g} ms; {os.cpu_count()} CPUs")
@@ -48,11 +50,14 @@ class KernelScheduler(Subsystem):
         try:
             self.sched.run(forever=True)
         except BaseException as exc:  # the boot log is the only place to say it
+            # services started from now on get threads of their own, not a dead loop
+            unregister_kernel(self._core.boot_id, self.sched)
             self._core.log(f"scheduler: stopped: {exc!r}")
 
     def stop(self) -> None:
         if self.sched is None:
             return
+        unregister_kernel(self._core.boot_id, self.sched)
         self.sched.stop()
         if self._thread is not None:
             self._thread.join(timeout=2.0)

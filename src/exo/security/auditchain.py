@@ -300,7 +300,7 @@ def _check_tail(report: ChainReport, anchors: list[dict[str, Any]]) -> None:
 
 
 class Anchors:
-    """Anchors the audit chain's head in a TPM at intervals (a thread of the kernel)."""
+    """Anchors the audit chain's head in a TPM at intervals (a task of the kernel)."""
 
     def __init__(self, root: str | os.PathLike[str], location: Any,
                  head: Any, interval: float = ANCHOR_INTERVAL, boot_id: str = "",
@@ -319,7 +319,6 @@ class Anchors:
         self._public: str | None = None
         self._last = ""
         self._count = 0
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         with tpm.RawTpm(location) as raw:
             raw.pcr_reset(ANCHOR_PCR)
@@ -328,16 +327,24 @@ class Anchors:
         with contextlib.suppress(FileNotFoundError):  # the boot before's, still checked
             os.replace(path, path.with_name(path.name + ".prev"))
         path.write_text("")
-        self._thread = threading.Thread(target=self._run, name="exo-audit-anchor", daemon=True)
-        self._thread.start()
+        from exo.sched.services import Periodic
 
-    def _run(self) -> None:
+        # an Exo task on the kernel's scheduler thread (its own thread outside a kernel):
+        # one TPM extend and an fsync per interval, asleep in the scheduler's timer between
+        self._service = Periodic(self._tick, interval, "exo-audit-anchor", boot_id=boot_id)
+        self._service.start()
+
+    @property
+    def service(self) -> Any:
+        """The ``exo.sched.services.Periodic`` that anchors."""
+        return self._service
+
+    def _tick(self) -> None:
         from exo.security import tpm
 
-        while not self._stop.wait(self.interval):
-            # the TPM went away or refused for a moment: try again at the next interval
-            with contextlib.suppress(OSError, tpm.TpmError):
-                self.anchor()
+        # the TPM went away or refused for a moment: try again at the next interval
+        with contextlib.suppress(OSError, tpm.TpmError):
+            self.anchor()
 
     def anchor(self, final: bool = False) -> bool:
         """Sign the head and extend it into the TPM if it moved since the last anchor
@@ -387,8 +394,7 @@ class Anchors:
         """A last anchor, then the thread ends."""
         from exo.security import tpm
 
-        self._stop.set()
-        self._thread.join(5)
+        self._service.stop(5)
         # shutting down without the TPM: the anchor log says what was anchored
         with contextlib.suppress(OSError, tpm.TpmError):
             self.anchor(final=True)

@@ -1,7 +1,8 @@
 """What runs inside an agent's sandboxed process: ``python -m exo.agents.core.runner NAME``.
 
-It says READY on the channel AI-Core handed over, then serves connections: each OPEN
-starts a ``SecureSession`` (server side); the first DATA of a connection is the client's
+It says READY on the channel AI-Core handed over, then serves connections, each an Exo
+task on the process's one serving thread (``serve``): each OPEN starts a
+``SecureSession`` (server side); the first DATA of a connection is the client's
 HELLO, later ones are sealed frames whose plaintext is one JSON request, answered by the
 agent's handler. A frame that fails authentication or arrives twice closes that
 connection only. What the handler needs from the kernel it asks with SYS frames
@@ -20,36 +21,65 @@ from typing import Any
 
 from exo.agents.core import wire
 from exo.agents.core.secure import ChannelSecurityError, SecureSession
+from exo_std import task
 
 MAX_SESSIONS = 256
+MAX_QUEUED = 64        # frames waiting for one connection's task before it is closed
+ASK_TIMEOUT_S = 30.0   # a kernel service that does not answer within this fails the request
 Handler = Callable[[dict[str, Any], "KernelLink"], dict[str, Any]]
 
 
 class KernelLink:
-    """The agent's way to ask the kernel for a service (one request at a time: the agent
-    is single-threaded, frames arriving meanwhile wait in ``backlog``)."""
+    """The agent's way to ask the kernel for a service. Each connection is an Exo task, so
+    a handler waiting here blocks only its own connection: the dispatcher hands the
+    SYS_REPLY with its id to this task's event and the other connections keep going."""
 
     def __init__(self, endpoint: Any) -> None:
         self.ep = endpoint
-        self.backlog: collections.deque[tuple[int, int, bytes]] = collections.deque()
         self._next = 0
+        self.waiting: dict[int, tuple[task.Event, list[tuple[int, bytes]]]] = {}
 
     def ask(self, service: str, **args: Any) -> Any:
         self._next = (self._next + 1) & wire.MAX_ID
         rid = self._next
-        self.ep.send(wire.frame(wire.SYS, rid, json.dumps({"service": service,
-                                                          "args": args}).encode()))
-        while True:
-            kind, ident, body = wire.parse(self.ep.recv(timeout=30)[0])
-            if kind in (wire.SYS_REPLY, wire.SYS_ERROR) and ident == rid:
-                if kind == wire.SYS_ERROR:
-                    raise RuntimeError(body.decode("utf-8", "replace"))
-                return json.loads(body)
-            if kind == wire.STOP:
-                raise SystemExit(0)
-            if len(self.backlog) >= 4 * MAX_SESSIONS:
-                raise RuntimeError("too many frames waiting")
-            self.backlog.append((kind, ident, body))
+        done, slot = task.Event(), list[tuple[int, bytes]]()
+        self.waiting[rid] = (done, slot)
+        try:
+            self.ep.send(wire.frame(wire.SYS, rid, json.dumps({"service": service,
+                                                              "args": args}).encode()))
+            if not done.wait(ASK_TIMEOUT_S):
+                raise TimeoutError(f"the kernel did not answer {service!r} in "
+                                   f"{ASK_TIMEOUT_S:g} s")
+        finally:
+            self.waiting.pop(rid, None)
+        kind, body = slot[0]
+        if kind == wire.SYS_ERROR:
+            raise RuntimeError(body.decode("utf-8", "replace"))
+        return json.loads(body)
+
+    def answer(self, kind: int, rid: int, body: bytes) -> None:
+        """A SYS_REPLY or SYS_ERROR: wake the task that asked (a late or unknown id, after
+        its timeout, is dropped)."""
+        entry = self.waiting.pop(rid, None)
+        if entry is not None:
+            entry[1].append((kind, body))
+            entry[0].set()
+
+
+class _Conn:
+    """One connection: its session and the frames waiting for its task."""
+
+    __slots__ = ("frames", "more", "session", "task")
+
+    def __init__(self) -> None:
+        self.session = SecureSession("server")
+        self.frames: collections.deque[bytes | None] = collections.deque()  # None: closed
+        self.more = task.Event()
+        self.task: Any = None
+
+    def put(self, body: bytes | None) -> None:
+        self.frames.append(body)
+        self.more.set()
 
 
 def load(path: str) -> Handler:
@@ -59,35 +89,72 @@ def load(path: str) -> Handler:
 
 
 def serve(endpoint: Any, handler: Handler) -> int:
+    """Serve until STOP or the kernel's end is gone: one thread runs an Exo scheduler, a
+    dispatcher task blocks on the channel (``task.recv``: no spinning, the ring's futex
+    is waited on by the scheduler's one watcher) and each connection is a task of its
+    own blocking on its frames, so one slow request or kernel call holds up only its
+    connection."""
+    return int(task.run(_dispatch, endpoint, handler, name="agent-dispatch"))
+
+
+def _dispatch(endpoint: Any, handler: Handler) -> int:
     from exo.ipc import PeerGoneError
 
     link = KernelLink(endpoint)
-    sessions: dict[int, SecureSession] = {}
+    conns: dict[int, _Conn] = {}
     endpoint.send(wire.frame(wire.READY, 0))
     while True:
-        if link.backlog:
-            kind, conn, body = link.backlog.popleft()
-        else:
-            try:
-                kind, conn, body = wire.parse(endpoint.recv()[0])
-            except PeerGoneError:
-                return 0
+        try:
+            kind, conn, body = wire.parse(task.recv(endpoint)[0])
+        except PeerGoneError:
+            return 0
         if kind == wire.STOP:
             return 0
-        if kind == wire.OPEN:
-            if len(sessions) >= MAX_SESSIONS:
+        if kind in (wire.SYS_REPLY, wire.SYS_ERROR):
+            link.answer(kind, conn, body)
+        elif kind == wire.OPEN:
+            if len(conns) >= MAX_SESSIONS:
                 endpoint.send(wire.frame(wire.CLOSE, conn, b"too many connections"))
                 continue
-            sessions[conn] = SecureSession("server")
+            old = conns.pop(conn, None)
+            if old is not None:
+                old.put(None)
+            new = conns[conn] = _Conn()
+            new.task = task.spawn(_connection, conns, conn, new, handler, link,
+                                  name=f"agent-conn-{conn}")
         elif kind == wire.CLOSE:
-            sessions.pop(conn, None)
-        elif kind == wire.DATA and conn in sessions:
-            reply = _on_data(sessions[conn], body, handler, link)
-            if reply is None:
-                del sessions[conn]
-                endpoint.send(wire.frame(wire.CLOSE, conn, b"refused"))
+            gone = conns.pop(conn, None)
+            if gone is not None:
+                gone.put(None)
+        elif kind == wire.DATA and conn in conns:
+            c = conns[conn]
+            if len(c.frames) >= MAX_QUEUED:  # a client flooding faster than it is served
+                del conns[conn]
+                c.put(None)
+                endpoint.send(wire.frame(wire.CLOSE, conn, b"too many frames waiting"))
             else:
-                endpoint.send(wire.frame(wire.DATA, conn, reply))
+                c.put(body)
+
+
+def _connection(conns: dict[int, _Conn], conn: int, c: _Conn, handler: Handler,
+                link: KernelLink) -> None:
+    """One connection's task: its frames in order, until CLOSE or a refused frame."""
+    endpoint = link.ep
+    while True:
+        while not c.frames:
+            c.more.clear()
+            c.more.wait()
+        body = c.frames.popleft()
+        if body is None:
+            return
+        reply = _on_data(c.session, body, handler, link)
+        if conns.get(conn) is not c:  # closed (or reopened) while the handler ran
+            return
+        if reply is None:
+            del conns[conn]
+            endpoint.send(wire.frame(wire.CLOSE, conn, b"refused"))
+            return
+        endpoint.send(wire.frame(wire.DATA, conn, reply))
 
 
 def _on_data(session: SecureSession, body: bytes, handler: Handler,
