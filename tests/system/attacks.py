@@ -157,7 +157,6 @@ from exo_std import fs, Rights
 from exo_std._kernel import call
 calls, opens = int(sys.argv[1]), int(sys.argv[2])
 pace = int(sys.argv[3]) / 1e6 if len(sys.argv) > 3 else 0.0  # s between opens' starts
-saturating = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # then this many back to back
 with open(os.environ["HOME"] + "/data.txt", "w") as f:
     f.write("x" * 4096)
 lat, failures = [], []
@@ -182,10 +181,7 @@ def open_read(n, pace):
         out.append((time.perf_counter_ns() - t0) / 1000)
     return out
 open_lat = open_read(opens, pace)
-result = {"getpid_us": lat, "open_read_us": open_lat, "failures": failures}
-if saturating:
-    result["open_read_saturating_us"] = open_read(saturating, 0.0)
-print(json.dumps(result))
+print(json.dumps({"getpid_us": lat, "open_read_us": open_lat, "failures": failures}))
 """
 
 
@@ -224,19 +220,18 @@ def stop_attack(kernel: Kernel, proc: ExoProcess) -> None:
 
 
 def good_app(kernel: Kernel, calls: int, opens: int, timeout: float = 120.0,
-             pace_us: int = 0, saturating: int = 0) -> dict[str, Any]:
+             pace_us: int = 0) -> dict[str, Any]:
     """Run the well-behaved app; its syscall latencies (µs) and any failures.
 
-    ``pace_us``: its opens start that far apart (0: back to back). ``saturating``: then
-    that many more back to back (``open_read_saturating_us``). ``pid`` and ``fair_share``
-    (what the kernel's fair-share policy made it wait: exo.kernel.fairshare) come back too.
+    ``pace_us``: its opens start that far apart (0: back to back). ``pid`` and
+    ``fair_share`` (what the kernel's fair-share policy made it wait, syscall pauses and
+    file requests put aside: exo.kernel.fairshare.FairShare.final) come back too.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             proc = kernel.processes.spawn(
-                [APP_PYTHON, "-c", GOOD_APP, str(calls), str(opens), str(pace_us),
-                 str(saturating)],
+                [APP_PYTHON, "-c", GOOD_APP, str(calls), str(opens), str(pace_us)],
                 [parse_grant(GOOD_GRANT)], stdio=(devnull, out.fileno(), err.fileno()))
         finally:
             os.close(devnull)
