@@ -161,6 +161,8 @@ with open(os.environ["HOME"] + "/data.txt", "w") as f:
     f.write("x" * 4096)
 lat, failures = [], []
 for i in range(calls):
+    if pace and i % 200 == 0:  # paced: 200 back to back (~0.6 ms), then 3 ms asleep
+        time.sleep(0.003)
     t0 = time.perf_counter_ns()
     try:
         call("getpid")
@@ -223,7 +225,8 @@ def good_app(kernel: Kernel, calls: int, opens: int, timeout: float = 120.0,
              pace_us: int = 0) -> dict[str, Any]:
     """Run the well-behaved app; its syscall latencies (µs) and any failures.
 
-    ``pace_us``: its opens start that far apart (0: back to back). ``pid`` and
+    ``pace_us``: its opens start that far apart, and its getpid calls come 200 at a
+    time with 3 ms between (0: all back to back). ``pid`` and
     ``fair_share`` (what the kernel's fair-share policy made it wait, syscall pauses and
     file requests put aside: exo.kernel.fairshare.FairShare.final) come back too.
     """
