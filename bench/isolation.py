@@ -13,6 +13,22 @@ in odd ones), so that drift of this shared machine falls on both sides alike. Th
 times every ``getpid`` round trip (the null syscall) and every ``fs.File.open`` + read
 4 KiB + close through a capability with ``perf_counter_ns`` inside its sandbox.
 
+The well-behaved app is *well-behaved*: it starts one open every ``PACE_US`` (2 ms).
+An open + read + close is three round trips through the kernel's FUSE server, ~200 us
+of kernel CPU, so paced it asks for ~10 % of a CPU of kernel time, well within the
+25 % share (exo.kernel.fairshare.RATE) that any process keeps while others use the
+kernel. Its getpid calls come 200 back to back (~0.6 ms) then 3 ms asleep (~17 % of a
+CPU; 5,000 back to back cost more than the 10 ms burst and were throttled too; a sleep
+every 200, not 50, keeps the first call after each, a wake-up, under 1 % of the
+samples). Opening back to back, it would demand ~100 % of a CPU: then, as soon as the
+attacker is active too, the victim itself is over its share and the policy throttles
+it, and its tail is the policy's doing rather than the attacker's. That figure is not
+hidden: in each phase a second instance of the app (a process of its own, so the
+policy's figures are its own) then opens as many times back to back, reported as the
+``open_read_saturating`` column (not part of the verdict). For both, each phase records
+what the fair-share policy made the app wait (syscall pauses, file requests put aside:
+exo.kernel.fairshare.FairShare.final): this is how the diagnosis above was checked.
+
 Statistics: a p99 of a few hundred samples is the third-worst sample, i.e. noise. So
 each phase takes thousands of getpid calls and a thousand opens, the ratio reported is
 p99(during) / p99(baseline) *per round*, and the verdict uses the median of those ratios
@@ -31,6 +47,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,22 +60,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.system import attacks
 
 from exo.kernel.config import KernelConfig
+from exo.kernel.fairshare import RATE
 from exo.kernel.kernel import Kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "isolation.json"
 RAW = RESULTS.with_name("isolation_raw.json.gz")
 TARGET = 3.0
-KEYS = ("getpid", "open_read")
+KEYS = ("getpid", "open_read")  # the verdict
+REPORTED = (*KEYS, "open_read_saturating")  # reported beside it
+#: Between the starts of two opens of the well-behaved app (see the docstring).
+PACE_US = 2000
 
 
 def _summary(sample: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key in KEYS:
+    for key in REPORTED:
         values = sample[f"{key}_us"]
         out[f"{key}_p50_us"] = round(attacks.percentile(values, 0.50), 2)
         out[f"{key}_p99_us"] = round(attacks.percentile(values, 0.99), 2)
     out["failures"] = len(sample["failures"])
+    for key, suffix in (("fair_share", ""), ("fair_share_saturating", "_saturating")):
+        fair = sample.get(key) or {}
+        out[f"fair_share_pauses{suffix}"] = fair.get("pauses", 0)
+        out[f"fair_share_paused_ms{suffix}"] = round(1000 * fair.get("paused_s", 0.0), 1)
+        out[f"fair_share_deferred{suffix}"] = fair.get("deferred", 0)
     return out
+
+
+def _good(kernel: Kernel, calls: int, opens: int) -> dict[str, Any]:
+    """The paced app, then the saturating one: their samples and policy figures."""
+    sample = attacks.good_app(kernel, calls, opens, pace_us=PACE_US)
+    saturating = attacks.good_app(kernel, 0, opens)
+    sample["open_read_saturating_us"] = saturating["open_read_us"]
+    sample["failures"] += saturating["failures"]
+    sample["fair_share_saturating"] = saturating["fair_share"]
+    return sample
 
 
 def _phase(kernel: Kernel, name: str | None, calls: int, opens: int
@@ -66,11 +102,11 @@ def _phase(kernel: Kernel, name: str | None, calls: int, opens: int
     """One run of the well-behaved app, alone (``name`` None) or beside attack ``name``."""
     if name is None:
         t0 = time.perf_counter()
-        return attacks.good_app(kernel, calls, opens), True, time.perf_counter() - t0
+        return _good(kernel, calls, opens), True, time.perf_counter() - t0
     hostile = attacks.start_attack(kernel, name)
     try:
         t0 = time.perf_counter()
-        sample = attacks.good_app(kernel, calls, opens)
+        sample = _good(kernel, calls, opens)
         seconds = time.perf_counter() - t0
         alive = hostile.status is None
     finally:
@@ -82,7 +118,7 @@ def _attack(kernel: Kernel, name: str, rounds: int, calls: int, opens: int,
             raw: list[dict[str, Any]]) -> dict[str, Any]:
     per_round = []
     pooled: dict[str, dict[str, list[float]]] = {
-        side: {key: [] for key in KEYS} for side in ("baseline", "during")}
+        side: {key: [] for key in REPORTED} for side in ("baseline", "during")}
     for r in range(rounds):
         order = (None, name) if r % 2 == 0 else (name, None)
         got: dict[str, Any] = {}
@@ -90,27 +126,32 @@ def _attack(kernel: Kernel, name: str, rounds: int, calls: int, opens: int,
             sample, alive, seconds = _phase(kernel, which, calls, opens)
             side = "baseline" if which is None else "during"
             got[side] = (sample, alive, seconds)
-            for key in KEYS:
+            for key in REPORTED:
                 pooled[side][key] += sample[f"{key}_us"]
         (base, _, _), (during, alive, seconds) = got["baseline"], got["during"]
         raw.append({"attack": name, "round": r,
                     "order": "baseline first" if r % 2 == 0 else "attack first",
-                    "baseline": {k: [round(v, 1) for v in base[f"{k}_us"]] for k in KEYS},
-                    "during": {k: [round(v, 1) for v in during[f"{k}_us"]] for k in KEYS}})
+                    "baseline": {k: [round(v, 1) for v in base[f"{k}_us"]] for k in REPORTED},
+                    "during": {k: [round(v, 1) for v in during[f"{k}_us"]]
+                               for k in REPORTED}})
         b, d = _summary(base), _summary(during)
         row = {"round": r, "order": raw[-1]["order"], "baseline": b, "during": d,
                "attacker_still_running": alive, "during_seconds": round(seconds, 2),
                "failures": during["failures"][:5]}
-        for key in KEYS:
+        for key in REPORTED:
             row[f"{key}_p99_ratio"] = round(d[f"{key}_p99_us"] / b[f"{key}_p99_us"], 2)
         per_round.append(row)
-        print(f"{name:20s} round {r}: getpid p99 {b['getpid_p99_us']:8.1f} -> "
-              f"{d['getpid_p99_us']:8.1f} us (x{row['getpid_p99_ratio']}), "
-              f"open+read p99 {b['open_read_p99_us']:8.1f} -> "
-              f"{d['open_read_p99_us']:8.1f} us (x{row['open_read_p99_ratio']}), "
+        print(f"{name:20s} round {r}: getpid p99 {b['getpid_p99_us']:7.1f} -> "
+              f"{d['getpid_p99_us']:7.1f} us (x{row['getpid_p99_ratio']}), "
+              f"open+read p99 {b['open_read_p99_us']:7.1f} -> "
+              f"{d['open_read_p99_us']:7.1f} us (x{row['open_read_p99_ratio']}), "
+              f"saturating x{row['open_read_saturating_p99_ratio']}; throttled: paced "
+              f"{d['fair_share_pauses']}+{d['fair_share_deferred']}, saturating "
+              f"{d['fair_share_pauses_saturating']}+"
+              f"{d['fair_share_deferred_saturating']} (pauses+deferred), "
               f"failures {d['failures']}", flush=True)
     result: dict[str, Any] = {}
-    for key in KEYS:
+    for key in REPORTED:
         ratios = [r[f"{key}_p99_ratio"] for r in per_round]
         result[f"{key}_p99_ratio"] = round(statistics.median(ratios), 2)
         result[f"{key}_p99_ratio_range"] = [min(ratios), max(ratios)]
@@ -151,11 +192,13 @@ def main() -> int:
     raw: list[dict[str, Any]] = []
     try:
         attacks.prepare(kernel)
-        attacks.good_app(kernel, 50, 5)  # warm: spawn path, file servers
+        # warm: spawn path, file servers
+        attacks.good_app(kernel, 50, 5, pace_us=PACE_US)
         for name in names:
             results[name] = _attack(kernel, name, rounds, calls, opens, raw)
     finally:
         kernel.shutdown()
+        shutil.rmtree(root.parent, ignore_errors=True)
     out = {"claim": f"p99 during an attack <= {TARGET} x p99 before, same run",
            "verdict": "median over rounds of p99(during) / p99(baseline), each round "
                       "measuring both phases in alternating order",
@@ -165,15 +208,27 @@ def main() -> int:
                        "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
            "seconds": round(time.perf_counter() - started, 1),
            "calls": calls, "opens": opens, "rounds": rounds,
+           "well_behaved_app": {
+               "open_pace_us": PACE_US,
+               "getpid_pace": "200 back to back, then 3 ms asleep",
+               "why": "one open + read 4 KiB + close (~200 us of kernel CPU) every "
+                      f"{PACE_US / 1000:g} ms asks ~10 % of a CPU of kernel time, within "
+                      f"the {RATE:g} CPU fair share a process keeps while others use the "
+                      "kernel; back to back it would be over its share itself",
+               "open_read_saturating": f"a second app of its own then opens {opens} "
+                                       "times back to back: reported beside the "
+                                       "verdict, not part of it"},
            "raw_samples": RAW.name, "attacks": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     with gzip.open(RAW, "wt") as fh:
-        json.dump({"unit": "us", "calls": calls, "opens": opens, "rounds": raw}, fh)
+        json.dump({"unit": "us", "calls": calls, "opens": opens, "open_pace_us": PACE_US,
+                   "rounds": raw}, fh)
     for name, r in results.items():
         print(f"{name:20s} getpid x{r['getpid_p99_ratio']:<6} "
               f"{r['getpid_p99_ratio_range']}  open+read x{r['open_read_p99_ratio']:<6} "
-              f"{r['open_read_p99_ratio_range']}  {'met' if r['met'] else 'NOT MET'}")
+              f"{r['open_read_p99_ratio_range']}  {'met' if r['met'] else 'NOT MET'}  "
+              f"(saturating x{r['open_read_saturating_p99_ratio']})")
     return 0
 
 

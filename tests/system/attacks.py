@@ -16,7 +16,7 @@ import os
 import tempfile
 import textwrap
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exo.kernel.manifest import Limits, parse_grant
 
@@ -156,25 +156,33 @@ import json, os, sys, time
 from exo_std import fs, Rights
 from exo_std._kernel import call
 calls, opens = int(sys.argv[1]), int(sys.argv[2])
+pace = int(sys.argv[3]) / 1e6 if len(sys.argv) > 3 else 0.0  # s between opens' starts
 with open(os.environ["HOME"] + "/data.txt", "w") as f:
     f.write("x" * 4096)
 lat, failures = [], []
 for i in range(calls):
+    if pace and i % 200 == 0:  # paced: 200 back to back (~0.6 ms), then 3 ms asleep
+        time.sleep(0.003)
     t0 = time.perf_counter_ns()
     try:
         call("getpid")
     except Exception as exc:
         failures.append(repr(exc))
     lat.append((time.perf_counter_ns() - t0) / 1000)
-open_lat = []
-for i in range(opens):
-    t0 = time.perf_counter_ns()
-    try:
-        with fs.File.open("storage://home/good/data.txt", Rights.READ) as f:
-            assert len(f.read(4096)) == 4096
-    except Exception as exc:
-        failures.append(repr(exc))
-    open_lat.append((time.perf_counter_ns() - t0) / 1000)
+def open_read(n, pace):
+    out, start = [], time.perf_counter()
+    for i in range(n):
+        if pace:  # the i-th open starts at start + i * pace (or at once when late)
+            time.sleep(max(0.0, start + i * pace - time.perf_counter()))
+        t0 = time.perf_counter_ns()
+        try:
+            with fs.File.open("storage://home/good/data.txt", Rights.READ) as f:
+                assert len(f.read(4096)) == 4096
+        except Exception as exc:
+            failures.append(repr(exc))
+        out.append((time.perf_counter_ns() - t0) / 1000)
+    return out
+open_lat = open_read(opens, pace)
 print(json.dumps({"getpid_us": lat, "open_read_us": open_lat, "failures": failures}))
 """
 
@@ -213,14 +221,20 @@ def stop_attack(kernel: Kernel, proc: ExoProcess) -> None:
     kernel.processes.wait(proc.pid, timeout=60)
 
 
-def good_app(kernel: Kernel, calls: int, opens: int, timeout: float = 120.0
-             ) -> dict[str, list[float] | list[str]]:
-    """Run the well-behaved app; its syscall latencies (µs) and any failures."""
+def good_app(kernel: Kernel, calls: int, opens: int, timeout: float = 120.0,
+             pace_us: int = 0) -> dict[str, Any]:
+    """Run the well-behaved app; its syscall latencies (µs) and any failures.
+
+    ``pace_us``: its opens start that far apart, and its getpid calls come 200 at a
+    time with 3 ms between (0: all back to back). ``pid`` and
+    ``fair_share`` (what the kernel's fair-share policy made it wait, syscall pauses and
+    file requests put aside: exo.kernel.fairshare.FairShare.final) come back too.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             proc = kernel.processes.spawn(
-                [APP_PYTHON, "-c", GOOD_APP, str(calls), str(opens)],
+                [APP_PYTHON, "-c", GOOD_APP, str(calls), str(opens), str(pace_us)],
                 [parse_grant(GOOD_GRANT)], stdio=(devnull, out.fileno(), err.fileno()))
         finally:
             os.close(devnull)
@@ -230,7 +244,9 @@ def good_app(kernel: Kernel, calls: int, opens: int, timeout: float = 120.0
         if status != 0:
             raise RuntimeError(f"the well-behaved app failed ({status}): "
                                f"{err.read().decode()[-2000:]}")
-        result: dict[str, list[float] | list[str]] = json.loads(out.read())
+        result: dict[str, Any] = json.loads(out.read())
+        result["pid"] = proc.pid
+        result["fair_share"] = kernel.core.fair_share.final(proc.pid)
         return result
 
 

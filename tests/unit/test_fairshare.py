@@ -42,8 +42,26 @@ def test_proc_fairshare_lists_every_process_the_kernel_worked_for() -> None:
     share = FairShare()
     share.charge(5, 0.25)
     text = share.proc_text()
-    assert text.splitlines()[2] == "pid\tkernel_cpu_s\tpauses\tpaused_s"
-    assert "5\t0.25\t0\t0.0" in text
+    assert text.splitlines()[2] == "pid\tkernel_cpu_s\tpauses\tpaused_s\tdeferred"
+    assert "5\t0.25\t0\t0.0\t0" in text
+
+
+def test_an_exited_process_keeps_its_figures_for_a_while() -> None:
+    share = FairShare(rate=0.25, burst=0.001)
+    share.seen(1)
+    share.seen(2)
+    assert share.charge(1, 0.01) > 0
+    share.deferred(1)
+    share.paused(1, 0.02)
+    share.forget(1)
+    assert 1 not in share.stats()
+    assert share.final(1) == {"kernel_cpu_s": 0.01, "pauses": 1, "paused_s": 0.02,
+                              "deferred": 1}
+    for pid in range(100, 100 + 64):  # only the last KEEP_EXITED are kept
+        share.charge(pid, 0.0)
+        share.forget(pid)
+    assert share.final(1) is None
+    assert share.final(163) is not None
 
 
 def test_a_process_that_went_quiet_no_longer_counts_as_wanting_the_kernel() -> None:
@@ -85,6 +103,7 @@ def test_a_fuse_server_puts_a_process_in_debt_aside_and_serves_others_first() ->
     server._admit(_request(10), out)  # put aside
     server._admit(_request(20), out)  # served at once
     assert server.served == [20]
+    assert share.final(1)["deferred"] == 1  # type: ignore[index]  # counted, for /proc
     wait = server._serve_deferred(out)
     assert 0 < wait <= MAX_PAUSE_S  # seconds (epoll's unit), not milliseconds
     deadline = time.monotonic() + 1.0

@@ -37,8 +37,12 @@ MAX_PAUSE_S = 0.1
 SETTLE_S = 0.0002
 
 
+#: How many exited processes' final figures ``final()`` still answers for.
+KEEP_EXITED = 64
+
+
 class _Bucket:
-    __slots__ = ("paused_s", "pauses", "refilled", "spent_s", "tokens")
+    __slots__ = ("deferred", "paused_s", "pauses", "refilled", "spent_s", "tokens")
 
     def __init__(self, tokens: float, now: float) -> None:
         self.tokens = tokens
@@ -46,12 +50,17 @@ class _Bucket:
         self.pauses = 0
         self.paused_s = 0.0
         self.spent_s = 0.0
+        self.deferred = 0  # file requests a FUSE server put aside while it was in debt
+
+    def row(self) -> dict[str, float]:
+        return {"kernel_cpu_s": round(self.spent_s, 6), "pauses": self.pauses,
+                "paused_s": round(self.paused_s, 6), "deferred": self.deferred}
 
 
 class FairShare:
     """Every process's bucket, and who asked for the kernel lately."""
 
-    __slots__ = ("_buckets", "_last", "_lock", "burst", "rate")
+    __slots__ = ("_buckets", "_exited", "_last", "_lock", "burst", "rate")
 
     def __init__(self, rate: float = RATE, burst: float = BURST_S) -> None:
         self.rate = rate
@@ -59,6 +68,9 @@ class FairShare:
         self._lock = threading.Lock()
         self._buckets: dict[int, _Bucket] = {}
         self._last: dict[int, float] = {}  # pid -> monotonic time of its last request
+        # The last KEEP_EXITED exited processes' rows: how much the policy made a process
+        # wait is known only once it is done (bench/isolation.py reads it then).
+        self._exited: dict[int, dict[str, float]] = {}
 
     def seen(self, pid: int) -> None:
         """``pid`` asked for the kernel now."""
@@ -91,25 +103,43 @@ class FairShare:
                 b.pauses += 1
                 b.paused_s += seconds
 
-    def forget(self, pid: int) -> None:
-        """``pid`` exited."""
+    def deferred(self, pid: int) -> None:
+        """A FUSE server put one of ``pid``'s requests aside because it was in debt."""
         with self._lock:
-            self._buckets.pop(pid, None)
+            b = self._buckets.get(pid)
+            if b is not None:
+                b.deferred += 1
+
+    def forget(self, pid: int) -> None:
+        """``pid`` exited: its bucket goes, its last figures stay for ``final()``."""
+        with self._lock:
+            b = self._buckets.pop(pid, None)
             self._last.pop(pid, None)
+            if b is not None:
+                self._exited.pop(pid, None)
+                self._exited[pid] = b.row()
+                while len(self._exited) > KEEP_EXITED:
+                    del self._exited[next(iter(self._exited))]
+
+    def final(self, pid: int) -> dict[str, float] | None:
+        """The row of ``pid``, running or among the last KEEP_EXITED to exit."""
+        with self._lock:
+            b = self._buckets.get(pid)
+            return b.row() if b is not None else self._exited.get(pid)
 
     def stats(self) -> dict[int, dict[str, float]]:
-        """Per process: kernel CPU seconds spent for it, waits imposed, their total."""
+        """Per process: kernel CPU seconds spent for it, syscall waits imposed and their
+        total, file requests put aside."""
         with self._lock:
-            return {pid: {"kernel_cpu_s": round(b.spent_s, 6), "pauses": b.pauses,
-                          "paused_s": round(b.paused_s, 6)}
-                    for pid, b in self._buckets.items()}
+            return {pid: b.row() for pid, b in self._buckets.items()}
 
     def proc_text(self) -> str:
         """``/proc/fairshare``: the policy, then one line per process the kernel worked for."""
         lines = [f"rate:\t{self.rate} CPU while others want the kernel",
                  f"burst:\t{self.burst * 1000:g} ms",
-                 "pid\tkernel_cpu_s\tpauses\tpaused_s"]
+                 "pid\tkernel_cpu_s\tpauses\tpaused_s\tdeferred"]
         lines += [f"{pid}\t{row['kernel_cpu_s']}\t{row['pauses']}\t{row['paused_s']}"
+                  f"\t{row['deferred']}"
                   for pid, row in sorted(self.stats().items())]
         return "\n".join(lines) + "\n"
 

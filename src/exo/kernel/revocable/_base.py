@@ -396,6 +396,7 @@ class FuseServer:
                 if held + len(req) <= MAX_DEFERRED_BYTES:
                     queue.append(bytes(req))
                     self._deferred_bytes[owner] = held + len(req)
+                    share.deferred(owner)
                     return
                 if not queue:
                     del self._deferred[owner]
