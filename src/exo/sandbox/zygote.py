@@ -38,6 +38,7 @@ import contextlib
 import contextvars
 import ctypes
 import errno
+import functools
 import itertools
 import json
 import os
@@ -143,7 +144,17 @@ def eligible(spec: SandboxSpec) -> str | None:
         return "a network capability (its own network policy)"
     if spec.exec_only is not None or spec.host_etc:
         return "a POSIX-X program"
+    if _runtime_under_private_dirs():
+        return "the Python runtime is under /tmp or /dev/shm (a command's private /tmp hides it)"
     return None
+
+
+@functools.cache
+def _runtime_under_private_dirs() -> bool:
+    """A checkout or venv under /tmp (a fresh clone in CI) would be hidden in a command by
+    the private /tmp and /dev/shm the zygote mounts over the session's view."""
+    return any(str(p) == d or str(p).startswith(d + "/")
+               for p in _bwrap.runtime_paths() for d in ("/tmp", "/dev/shm"))
 
 
 class ZygoteProcess:
