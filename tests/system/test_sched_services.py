@@ -34,7 +34,10 @@ def test_ai_res_samples_once_a_second_as_a_task_listed_in_proc_sched(kernel: Ker
     svc = monitor.service
     assert svc.on_task and svc.interval == 1.0
     assert "exo-ai-res" not in _threads() and "exo-scheduler" in _threads()
-    proc_sched = kernel.proc_files()["sched"]()
+    deadline = time.monotonic() + 10  # spawned through the scheduler's inbox
+    while "exo-ai-res" not in (proc_sched := kernel.proc_files()["sched"]()):
+        assert time.monotonic() < deadline, "the AI-Res task never showed"
+        time.sleep(0.02)
     row = next(line for line in proc_sched.splitlines() if "exo-ai-res" in line)
     assert row.split()[3] in ("hot", "normal", "cold")  # its class, then its prediction
     (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
