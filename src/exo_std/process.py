@@ -1,4 +1,4 @@
-"""Processes: ``spawn`` (the native way; there is no fork) and ``wait``."""
+"""Processes: ``spawn`` (the native way; there is no fork), ``wait`` and ``kill``."""
 
 from __future__ import annotations
 
@@ -50,9 +50,15 @@ def spawn(argv: Sequence[str], caps: Sequence[Capability | tuple[Capability, Rig
 
 
 def wait(pid: int) -> int:
-    """Wait for a child to exit; returns its exit status (negative: killed by signal)."""
+    """Wait for a child to exit; returns its exit status (128+N when signal N killed it)."""
     result, _ = call("wait", pid=pid)
     return int(result["status"])
+
+
+def kill(pid: int, sig: int = 15) -> None:
+    """Send signal ``sig`` (default SIGTERM) to ``pid``, a child we spawned; a process
+    that is not our child, or has exited, raises ``NotFound``."""
+    call("kill", pid=pid, signal=sig)
 
 
 def getpid() -> int:

@@ -344,8 +344,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("exit", "proc", doc="End the caller (its sandbox is killed).", result="{}"),
     Syscall("kill", "proc", (_id("pid", "a child of the caller"),
                              Arg("signal", INT, "signal number", lo=1, hi=64)),
-            doc="Signal a child.", rights="the caller is the parent", status=NOT_YET,
-            note="an app cannot signal its children yet (the shell's kill can)"),
+            doc="Signal a child (SIGSTOP/SIGCONT stop and resume it).",
+            rights="the caller is the parent", result="{}"),
     # ------------------------------------------------------------------ control socket
     Syscall("ping", "kernel", doc="Is a kernel running here?", result="{pid, boot_id}",
             rights="the user who booted the kernel (socket mode 0600)", channel=CONTROL),

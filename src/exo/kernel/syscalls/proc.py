@@ -1,4 +1,4 @@
-"""Processes: ``spawn``, ``wait``, ``exit`` (rows of family "proc" in
+"""Processes: ``spawn``, ``wait``, ``exit``, ``kill`` (rows of family "proc" in
 ``exo.abi.syscalls``). Arguments arrive validated against their row, descriptors counted."""
 
 from __future__ import annotations
@@ -56,10 +56,23 @@ def spawn(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[i
 
 def wait(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
          ) -> tuple[Any, list[int]]:
-    child = host.processes.get(args["pid"])
+    child = _own_child(host, proc, args["pid"])
+    return {"status": host.processes.wait(child.pid)}, []
+
+
+def _own_child(host: SyscallHost, proc: ExoProcess, pid: int) -> ExoProcess:
+    child = host.processes.get(pid)
     if child.parent != proc.pid:
         raise LookupError(f"process {child.pid} is not a child of {proc.pid}")
-    return {"status": host.processes.wait(child.pid)}, []
+    return child
+
+
+def kill(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
+         ) -> tuple[Any, list[int]]:
+    # Only a child: a process holds no authority over its siblings, its parent or the
+    # kernel (pid 1 is never anyone's child). The process manager refuses an exited one.
+    host.processes.kill(_own_child(host, proc, args["pid"]).pid, args["signal"])
+    return {}, []
 
 
 def exit_(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[int]
@@ -73,4 +86,5 @@ HANDLERS: dict[str, Handler] = {
     "spawn": spawn,
     "wait": wait,
     "exit": exit_,
+    "kill": kill,
 }
