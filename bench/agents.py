@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import boot_to_first_output, deferred_kernel, rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results" / "agents.json"
 SRC = Path(__file__).resolve().parents[1] / "src"
 PY = sys.executable
@@ -56,34 +58,26 @@ def _copy_src(tmp: Path, case: str) -> Path:
         if AGENTS_ROW not in text:
             raise SystemExit("bench/agents.py: the boot table's agents row changed; "
                              "update AGENTS_ROW")
-        table.write_text(text.replace(AGENTS_ROW, BEFORE_ROW))
+        text = text.replace(AGENTS_ROW, BEFORE_ROW)
+        # the table imports NotBuilt only while a row uses it
+        text = text.replace("from exo.kernel.subsystem import Row\n",
+                            "from exo.kernel.subsystem import NotBuilt, Row\n")
+        table.write_text(text)
     subprocess.run([PY, "-m", "compileall", "-q", str(dest)], check=True)
     return dest
 
 
 def _boot(env: dict[str, str]) -> tuple[float, float]:
     """(ms to the first command's output, kernel RSS MB after DEFERRED finished)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([PY, "-m", "exo", "boot", "--quiet"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=env)
+    ms, proc = boot_to_first_output([PY, "-m", "exo", "boot", "--quiet"], env)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"echo ready\n")
-    proc.stdin.flush()
-    line = proc.stdout.readline()
-    ms = (time.perf_counter() - t0) * 1000
-    if line.strip() != b"ready":
-        proc.kill()
-        raise RuntimeError(f"unexpected first line from exo boot: {line!r}")
     proc.stdin.write(b"sleep 1\necho done\n")
     proc.stdin.flush()
     proc.stdout.readline()
-    rss_kb = 0
-    for row in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if row.startswith("VmRSS:"):
-            rss_kb = int(row.split()[1])
+    rss = rss_mb(proc.pid)
     proc.stdin.close()
     proc.wait(timeout=60)
-    return ms, rss_kb / 1024
+    return ms, rss
 
 
 def _deferred_ms(env: dict[str, str]) -> tuple[float, float]:
@@ -157,16 +151,9 @@ APP = textwrap.dedent("""
 
 
 def bench_query(n: int) -> dict[str, Any]:
-    from exo.kernel.config import KernelConfig
-    from exo.kernel.kernel import Kernel
     from exo.kernel.manifest import parse_grant
 
-    tmp = Path(tempfile.mkdtemp(prefix="exo-bench-agents-"))
-    k = Kernel(KernelConfig(root=tmp / "root"), ephemeral=True)
-    try:
-        k.boot()
-        k.start_deferred()
-        k.wait_deferred()
+    with deferred_kernel("exo-bench-agents-") as (k, _):
         null = os.open(os.devnull, os.O_RDONLY)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = k.processes.spawn([PY, "-c", APP, str(n)],
@@ -186,9 +173,6 @@ def bench_query(n: int) -> dict[str, Any]:
             result[name] = {"p50": round(statistics.median(xs), 4),
                             "p95": round(xs[int(0.95 * (len(xs) - 1))], 4)}
         return result
-    finally:
-        k.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_crypto(n: int) -> dict[str, Any]:
@@ -229,15 +213,8 @@ def bench_crypto(n: int) -> dict[str, Any]:
 
 def bench_power() -> dict[str, Any]:
     from exo.agents.subsystem import running
-    from exo.kernel.config import KernelConfig
-    from exo.kernel.kernel import Kernel
 
-    tmp = Path(tempfile.mkdtemp(prefix="exo-bench-agents-"))
-    k = Kernel(KernelConfig(root=tmp / "root"), ephemeral=True)
-    try:
-        k.boot()
-        k.start_deferred()
-        k.wait_deferred()
+    with deferred_kernel("exo-bench-agents-") as (k, _):
         agents = running(k.core.boot_id)
         assert agents is not None and agents.power is not None
         null = os.open(os.devnull, os.O_RDWR)
@@ -259,9 +236,6 @@ def bench_power() -> dict[str, Any]:
         k.processes.kill(proc.pid, 9)
         k.processes.wait(proc.pid, timeout=30)
         return out
-    finally:
-        k.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import boot_to_first_output, rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results" / "boot.json"
 PY = sys.executable
 # The console script users run (`make run` runs it too), not `python -m exo`.
@@ -47,24 +49,12 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
 
 def _boot_once(env: dict[str, str]) -> tuple[float, float]:
     """(ms to first command output, kernel RSS in MB at that moment)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([EXO, "boot", "--quiet"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=env)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"echo ready\n")
-    proc.stdin.flush()
-    line = proc.stdout.readline()
-    ms = (time.perf_counter() - t0) * 1000
-    if line.strip() != b"ready":
-        proc.kill()
-        raise RuntimeError(f"unexpected first line from exo boot: {line!r}")
-    rss_kb = 0
-    for row in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if row.startswith("VmRSS:"):
-            rss_kb = int(row.split()[1])
+    ms, proc = boot_to_first_output([EXO, "boot", "--quiet"], env)
+    rss = rss_mb(proc.pid)
+    assert proc.stdin is not None
     proc.stdin.close()
     proc.wait(timeout=30)
-    return ms, rss_kb / 1024
+    return ms, rss
 
 
 def main() -> None:

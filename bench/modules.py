@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.modules.modlib import build
+
+from benchlib import deferred_kernel, p99, upgrade_cycles
 
 RESULTS = Path(__file__).resolve().parent / "results" / "modules.json"
 
@@ -92,11 +92,6 @@ class PacedClient:
         self._thread.join(10)
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter steady phase")
@@ -104,15 +99,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10, help="upgrade+rollback cycles")
     args = parser.parse_args()
 
-    from exo.kernel.config import KernelConfig
-    from exo.kernel.kernel import Kernel
+    def refuse(why: object) -> None:
+        raise SystemExit(f"upgrade rolled back: {why}")
 
-    work = Path(tempfile.mkdtemp(prefix="exo-bench-modules-"))
-    kernel = Kernel(KernelConfig(root=work / "root"), ephemeral=True)
-    try:
-        kernel.boot()
-        kernel.start_deferred()
-        kernel.wait_deferred(120)
+    with deferred_kernel("exo-bench-modules-", 120) as (kernel, work):
         manager = kernel._by_key["modules"].manager  # type: ignore[attr-defined]
         for version in ("1.0", "2.0"):
             manager.load(str(build(work, kernel.root, version)))
@@ -120,30 +110,12 @@ def main() -> int:
         client.start()
         time.sleep(1.0)  # warm-up, not counted in either phase
         client.take()
-        # Steady windows interleaved with the cycles: the host is shared and its load
-        # moves by several times within a minute; both sides see the same.
-        steady: list[float] = []
-        during: list[float] = []
-        steady_s = during_s = 0.0
-        swaps: list[float] = []
-        for _ in range(args.cycles):
-            t0 = time.monotonic()
-            time.sleep(0.5 if args.quick else 1.5)
-            steady += client.take()
-            steady_s += time.monotonic() - t0
-            t0 = time.monotonic()
-            up = manager.upgrade("echo", "2.0", canary=10, step=30, interval=0.5)
-            if up["rolled_back"]:
-                raise SystemExit(f"upgrade rolled back: {up['rolled_back']}")
-            swaps.append(up["swap_ms"])
-            swaps.append(manager.rollback("echo")["swap_ms"])
-            during += client.take()
-            during_s += time.monotonic() - t0
+        run = upgrade_cycles(manager, client.take, "echo", "2.0", args.cycles,
+                             0.5 if args.quick else 1.5, refuse)
         client.stop()
         manager.unload("echo")
-    finally:
-        kernel.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+    steady, during, steady_s, during_s = run.steady, run.during, run.steady_s, run.during_s
+    swaps = run.swaps
     result = {"swap_ms": round(max(swaps), 3), "requests": client.sent, "lost": client.lost,
               "errors": client.errors, "p99_ms_during_upgrade": round(p99(during), 3),
               "p99_ms_steady": round(p99(steady), 3)}

@@ -34,12 +34,13 @@ import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import deferred_kernel, p99, upgrade_cycles
 
 RESULTS = Path(__file__).resolve().parent / "results" / "modules_net.json"
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not in Python 3.11's socket
@@ -218,11 +219,6 @@ def stack_drops(ns_path: str) -> dict[str, int]:
     return out
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
-
-
 def restart(manager: object, name: str) -> float:
     """systemctl restart: stop the serving process, then start the same version again;
     the milliseconds until it serves."""
@@ -251,15 +247,13 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    from exo.kernel.config import KernelConfig
-    from exo.kernel.kernel import Kernel
+    errors = 0
 
-    work = Path(tempfile.mkdtemp(prefix="exo-bench-modules-net-"))
-    kernel = Kernel(KernelConfig(root=work / "root"), ephemeral=True)
-    try:
-        kernel.boot()
-        kernel.start_deferred()
-        kernel.wait_deferred(120)
+    def count(_: object) -> None:
+        nonlocal errors
+        errors += 1
+
+    with deferred_kernel("exo-bench-modules-net-", 120) as (kernel, work):
         manager = kernel._by_key["modules"].manager  # type: ignore[attr-defined]
         for version in ("2.1.4", "2.1.5"):
             manager.load(str(build(work, kernel.root, version)))
@@ -267,26 +261,10 @@ def main() -> int:
         client = ClientProcess(ns_path, args.rate)
         time.sleep(1.0)
         client.take()
-        # Steady windows interleaved with the upgrade cycles: this host is shared, and
-        # its load moves by several times within a minute; both sides see the same.
-        steady: list[float] = []
-        during: list[float] = []
-        steady_s = during_s = 0.0
-        swaps: list[float] = []
-        errors = 0
-        for _ in range(args.cycles):
-            t0 = time.monotonic()
-            time.sleep(0.5 if args.quick else 1.5)
-            steady += client.take()
-            steady_s += time.monotonic() - t0
-            t0 = time.monotonic()
-            up = manager.upgrade("net/loop", "2.1.5", canary=10, step=30, interval=0.5)
-            if up["rolled_back"]:
-                errors += 1
-            swaps.append(up["swap_ms"])
-            swaps.append(manager.rollback("net/loop")["swap_ms"])
-            during += client.take()
-            during_s += time.monotonic() - t0
+        run = upgrade_cycles(manager, client.take, "net/loop", "2.1.5", args.cycles,
+                             0.5 if args.quick else 1.5, count)
+        steady, during, steady_s, during_s = run.steady, run.during, run.steady_s, run.during_s
+        swaps = run.swaps
         end = client.stop()
         during += end["latencies"]  # type: ignore[operator]
         lost = int(end["lost"])  # type: ignore[call-overload]
@@ -308,9 +286,6 @@ def main() -> int:
         errors += int(row["device"]["dropped"])
         drops = stack_drops(ns_path)
         manager.unload("net/loop")
-    finally:
-        kernel.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
     result = {"swap_ms": round(max(swaps), 3), "requests": sent, "lost": lost,
               "errors": errors, "p99_ms_during_upgrade": round(p99(during), 3),
               "p99_ms_steady": round(p99(steady), 3),

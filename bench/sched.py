@@ -39,6 +39,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,23 @@ def _busy(seconds: float) -> None:
         pass
 
 
+def _bursts_until(sched: Scheduler, stop: list[bool]) -> Callable[[], None]:
+    """A CPU-bound task: 12 ms bursts, yielding after each, until ``stop[0]``."""
+    def run() -> None:
+        while not stop[0]:
+            _busy(0.012)
+            sched.yield_()
+    return run
+
+
+def _stop_after(sched: Scheduler, stop: list[bool], duration: float) -> Callable[[], None]:
+    """A task that sleeps ``duration`` s, then sets ``stop[0]``."""
+    def run() -> None:
+        sched.sleep(duration)
+        stop[0] = True
+    return run
+
+
 def interactive_latencies(policy: str, duration: float) -> list[float]:
     sched = Scheduler(f"bench-{policy}", policy=policy)
     latencies: list[float] = []
@@ -202,19 +220,10 @@ def interactive_latencies(policy: str, duration: float) -> list[float]:
             latencies.append((time.perf_counter() - deadline) * 1e3)
             _busy(0.00005)
 
-    def background() -> None:
-        while not stop[0]:
-            _busy(0.012)
-            sched.yield_()
-
-    def timer() -> None:
-        sched.sleep(duration)
-        stop[0] = True
-
     for _ in range(6):
-        sched.spawn(background, name="background")
+        sched.spawn(_bursts_until(sched, stop), name="background")
     sched.spawn(interactive, name="interactive")
-    sched.spawn(timer, name="timer")
+    sched.spawn(_stop_after(sched, stop, duration), name="timer")
     sched.run()
     return latencies
 
@@ -233,19 +242,11 @@ def max_cold_wait(duration: float) -> tuple[float, float, float]:
         while not stop[0]:
             sched.yield_()
 
-    def cold() -> None:
-        while not stop[0]:
-            _busy(0.012)
-            sched.yield_()
-
-    def timer() -> None:
-        sched.sleep(duration)
-        stop[0] = True
-
     for _ in range(300):
         sched.spawn(hot, name="hot")
-    colds = [sched.spawn(cold, name="cold", klass=COLD) for _ in range(4)]
-    sched.spawn(timer, name="timer")
+    colds = [sched.spawn(_bursts_until(sched, stop), name="cold", klass=COLD)
+             for _ in range(4)]
+    sched.spawn(_stop_after(sched, stop, duration), name="timer")
     sched.run()
     longest_burst = max(max(t.predictor.history) for t in colds) / 1e6
     # queues.py: age · 9/8 (aged heads are looked at every age/8) + one burst per Cold

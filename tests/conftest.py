@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,30 @@ def exo_env(exo_root: Path) -> dict[str, str]:
     env["EXO_ROOT"] = str(exo_root)
     env.pop("EXO_BOOTSTRAP_FD", None)
     return env
+
+
+@pytest.fixture
+def exo_module(exo_cmd: list[str], exo_env: dict[str, str]
+               ) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """``exo boot -q`` running on the test's root, its module manager (a DEFERRED step)
+    answering; yields ``exo module ARGS...`` as a function. Shut down after."""
+    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env,
+                              text=True)
+
+    def exo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*exo_cmd, "module", *args], env=exo_env, text=True,
+                              capture_output=True, timeout=60)
+
+    try:
+        deadline = time.monotonic() + 60
+        while (r := exo("list")).returncode != 0:
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(0.2)
+        yield exo
+    finally:
+        subprocess.run([*exo_cmd, "shutdown"], env=exo_env, capture_output=True, timeout=30)
+        kernel.communicate(timeout=30)
 
 
 # ------------------------------------------------------------------ suite-wide leak check

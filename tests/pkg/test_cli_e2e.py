@@ -6,46 +6,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-EXO = [sys.executable, "-m", "exo"]
-
-
-def exo(*args: str, cwd: Path, env: dict[str, str], ok: bool = True
-        ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*EXO, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=120)
-    if ok:
-        assert r.returncode == 0, f"exo {' '.join(args)}: {r.stderr}{r.stdout}"
-    return r
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e["EXO_ROOT"] = str(tmp_path / "exo-root")
-    e.pop("EXO_PKG_CRASH_AT", None)
-    e["COLUMNS"] = "120"
-    return e
+from tests.pkg.exocli import EXO, exo, serving
 
 
 @pytest.fixture
 def served(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
     exo("repo", "init", "./repo", cwd=tmp_path, env=env)
-    proc = subprocess.Popen([*EXO, "repo", "serve", "./repo", "--port", "0"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("serving"), line
-        yield line.split(" at ")[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving(tmp_path, env) as url:
+        yield url
 
 
 def test_command_block(tmp_path: Path, env: dict[str, str], served: str) -> None:

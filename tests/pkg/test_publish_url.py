@@ -5,46 +5,13 @@ and rolled back from that URL. Strangers, duplicates and garbage are refused in 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-EXO = [sys.executable, "-m", "exo"]
-
-
-def exo(*args: str, cwd: Path, env: dict[str, str], ok: bool = True
-        ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*EXO, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=180)
-    if ok:
-        assert r.returncode == 0, f"exo {' '.join(args)}: {r.stderr}{r.stdout}"
-    return r
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ, EXO_ROOT=str(tmp_path / "exo-root"), COLUMNS="160")
-    e.pop("EXO_PKG_CRASH_AT", None)
-    return e
-
-
-def _serve(tmp_path: Path, env: dict[str, str], *extra: str) -> Iterator[str]:
-    proc = subprocess.Popen([*EXO, "repo", "serve", "./repo", "--port", "0", *extra],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("serving"), line
-        yield line.split(" at ")[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+from tests.pkg.exocli import exo, serving
 
 
 def _build(project: Path, env: dict[str, str], version: str, greeting: str,
@@ -64,7 +31,7 @@ def test_publish_to_a_served_repository(tmp_path: Path, env: dict[str, str]) -> 
     exo("new", "hello", cwd=tmp_path, env=env)
     project = tmp_path / "hello"
     me = _build(project, env, "0.1.0", "Hello,")
-    for url in _serve(tmp_path, env, "--allow-publisher", me):
+    with serving(tmp_path, env, "--allow-publisher", me) as url:
         r = exo("publish", "--repo", url, "dist/hello-0.1.0.exopkg", cwd=project, env=env)
         assert r.stdout == f"published hello 0.1.0 to {url}\n"
         exo("repo", "add", "local", url, cwd=tmp_path, env=env)
@@ -111,7 +78,7 @@ def test_a_server_without_the_keys_takes_no_uploads(tmp_path: Path,
         p.unlink()  # a mirror: metadata and targets only
     exo("new", "hello", cwd=tmp_path, env=env)
     exo("build", cwd=tmp_path / "hello", env=env)
-    for url in _serve(tmp_path, env):
+    with serving(tmp_path, env) as url:
         r = exo("publish", "--repo", url, cwd=tmp_path / "hello", env=env, ok=False)
         assert r.returncode == 1 and "takes no uploads" in r.stderr
     r = exo("repo", "serve", "./repo", "--allow-publisher", "nothex", cwd=tmp_path,

@@ -4,31 +4,17 @@ key file in .keys, clients verify both halves, a forged signature is refused."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-EXO = [sys.executable, "-m", "exo"]
-
-
-def exo(*args: str, cwd: Path, env: dict[str, str], ok: bool = True
-        ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*EXO, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=180)
-    if ok:
-        assert r.returncode == 0, f"exo {' '.join(args)}: {r.stderr}{r.stdout}"
-    return r
+from tests.pkg.exocli import exo
 
 
-def test_hsm_signed_repository(tmp_path: Path) -> None:
+def test_hsm_signed_repository(tmp_path: Path, env: dict[str, str]) -> None:
     if shutil.which("softhsm2-util") is None:
         pytest.skip("softhsm2 not installed (make setup installs it)")
-    env = dict(os.environ, EXO_ROOT=str(tmp_path / "exo-root"))
-    env.pop("EXO_PKG_CRASH_AT", None)
     for name in ("repo-root", "repo-online"):
         exo("keys", "create", name, "--type", "hybrid", cwd=tmp_path, env=env)
     r = exo("repo", "init", "./repo", "--root-key", "hsm:repo-root", "--online-key",

@@ -7,46 +7,32 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.system.test_module_drivers import build_driver
 
 
-def test_exo_module_upgrade_and_rollback_net_loop(exo_cmd: list[str], exo_env: dict[str, str],
-                                                  exo_root: Path, tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
-        pytest.skip("net/loop needs root (CAP_NET_ADMIN) and /dev/net/tun")
-    kernel = subprocess.Popen([*exo_cmd, "boot", "-q"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=exo_env,
-                              text=True)
-
-    def exo(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*exo_cmd, "module", *args], env=exo_env, text=True,
-                              capture_output=True, timeout=60)
-
-    try:
-        deadline = time.monotonic() + 60
-        while (r := exo("list")).returncode != 0:  # the manager is a DEFERRED step
-            assert time.monotonic() < deadline, r.stderr
-            time.sleep(0.2)
-        loaded = [exo("load", str(build_driver(tmp_path, exo_root, "net_loop", "2.1.4", v)))
-                  for v in ("2.1.4", "2.1.5")]
-        assert [r.returncode for r in loaded] == [0, 0], loaded[0].stderr + loaded[1].stderr
-        assert loaded[0].stdout.startswith("net-loop 2.1.4 serving device://net/loop at "
-                                           "interface exo-loop0, address 10.77.0.1/24")
-        assert "kept: exo module upgrade net-loop --version 2.1.5" in loaded[1].stdout
-        r = exo("upgrade", "net/loop", "--version", "2.1.5")
-        assert r.returncode == 0 and "net-loop upgraded 2.1.4 → 2.1.5" in r.stdout, r.stderr
-        listing = exo("list").stdout.splitlines()
-        assert listing[1].split()[:4] == ["net-loop", "device://net/loop", "2.1.5", "(100%)"]
-        assert listing[2].startswith("  device: interface exo-loop0, address 10.77.0.1/24")
-        r = exo("rollback", "net/loop")
-        assert r.returncode == 0 and "rolled back 2.1.5 → 2.1.4" in r.stdout, r.stderr
-        (row,) = json.loads(exo("list", "--json").stdout)
-        assert row["device"]["interface"] == "exo-loop0" and row["stable"] == "2.1.4"
-        assert exo("unload", "net/loop").stdout == "net-loop unloaded\n"
-    finally:
-        subprocess.run([*exo_cmd, "shutdown"], env=exo_env, capture_output=True, timeout=30)
-        kernel.communicate(timeout=30)
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
+                    reason="net/loop needs root (CAP_NET_ADMIN) and /dev/net/tun")
+def test_exo_module_upgrade_and_rollback_net_loop(
+        exo_module: Callable[..., subprocess.CompletedProcess[str]], exo_root: Path,
+        tmp_path: Path) -> None:
+    exo = exo_module
+    loaded = [exo("load", str(build_driver(tmp_path, exo_root, "net_loop", "2.1.4", v)))
+              for v in ("2.1.4", "2.1.5")]
+    assert [r.returncode for r in loaded] == [0, 0], loaded[0].stderr + loaded[1].stderr
+    assert loaded[0].stdout.startswith("net-loop 2.1.4 serving device://net/loop at "
+                                       "interface exo-loop0, address 10.77.0.1/24")
+    assert "kept: exo module upgrade net-loop --version 2.1.5" in loaded[1].stdout
+    r = exo("upgrade", "net/loop", "--version", "2.1.5")
+    assert r.returncode == 0 and "net-loop upgraded 2.1.4 → 2.1.5" in r.stdout, r.stderr
+    listing = exo("list").stdout.splitlines()
+    assert listing[1].split()[:4] == ["net-loop", "device://net/loop", "2.1.5", "(100%)"]
+    assert listing[2].startswith("  device: interface exo-loop0, address 10.77.0.1/24")
+    r = exo("rollback", "net/loop")
+    assert r.returncode == 0 and "rolled back 2.1.5 → 2.1.4" in r.stdout, r.stderr
+    (row,) = json.loads(exo("list", "--json").stdout)
+    assert row["device"]["interface"] == "exo-loop0" and row["stable"] == "2.1.4"
+    assert exo("unload", "net/loop").stdout == "net-loop unloaded\n"

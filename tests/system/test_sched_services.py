@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -15,16 +14,26 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests._support.kernels import deferred_kernel, swtpm_tree
 from tests.unit.shell._support import run
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
-from exo.security import auditchain, tpm
+from exo.security import auditchain
 from exo.shell import Shell, Vfs
 
 
 def _threads() -> set[str]:
     return {t.name for t in threading.enumerate()}
+
+
+def _proc_sched_once_listed(kernel: Kernel, task: str) -> str:
+    """/proc/sched once it lists ``task`` (spawned through the scheduler's inbox, after
+    the deferred step returned: it may take a moment)."""
+    deadline = time.monotonic() + 10
+    while task not in (proc_sched := kernel.proc_files()["sched"]()):
+        assert time.monotonic() < deadline, f"the {task} task never showed"
+        time.sleep(0.02)
+    return proc_sched
 
 
 def test_ai_res_samples_once_a_second_as_a_task_listed_in_proc_sched(kernel: Kernel) -> None:
@@ -34,10 +43,7 @@ def test_ai_res_samples_once_a_second_as_a_task_listed_in_proc_sched(kernel: Ker
     svc = monitor.service
     assert svc.on_task and svc.interval == 1.0
     assert "exo-ai-res" not in _threads() and "exo-scheduler" in _threads()
-    deadline = time.monotonic() + 10  # spawned through the scheduler's inbox
-    while "exo-ai-res" not in (proc_sched := kernel.proc_files()["sched"]()):
-        assert time.monotonic() < deadline, "the AI-Res task never showed"
-        time.sleep(0.02)
+    proc_sched = _proc_sched_once_listed(kernel, "exo-ai-res")
     row = next(line for line in proc_sched.splitlines() if "exo-ai-res" in line)
     assert row.split()[3] in ("hot", "normal", "cold")  # its class, then its prediction
     (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
@@ -56,46 +62,27 @@ def test_ai_res_samples_once_a_second_as_a_task_listed_in_proc_sched(kernel: Ker
 
 def test_the_audit_anchor_timer_fires_as_a_task(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("swtpm") is None or shutil.which("softhsm2-util") is None:
-        pytest.skip("swtpm and softhsm2 are needed (make setup installs them)")
-    if os.path.exists(tpm.DEVICE):
-        pytest.skip("a hardware TPM is present: this test drives swtpm")
     root = tmp_path / "root"
-    monkeypatch.setenv("EXO_ROOT", str(root))
     monkeypatch.setenv("EXO_AUDIT_ANCHOR_S", "0.2")
-    monkeypatch.delenv(tpm.ENV_SWITCH, raising=False)
-    tpm.start_swtpm(root)
-    try:
-        kernel = Kernel(KernelConfig(root=root), ephemeral=True)
-        kernel.boot()
-        try:
-            kernel.start_deferred()
-            kernel.wait_deferred(60)
-            anchors = kernel._started("security").anchors
-            assert anchors is not None and anchors.service.on_task
-            assert "exo-audit-anchor" not in _threads()
-            deadline = time.monotonic() + 10  # spawned through the scheduler's inbox
-            while "exo-audit-anchor" not in kernel.proc_files()["sched"]():
-                assert time.monotonic() < deadline, "the anchor task never showed"
-                time.sleep(0.02)
-            audit = kernel.caps.audit
-            assert audit is not None
-            for i in range(3):
-                audit.record("grant", resource=f"storage://home/t{i}", rights="READ")
-                seq = audit.chain_head()[0]
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline:  # the timer anchors the new head
-                    lines = auditchain.anchors_path(root).read_text().splitlines()
-                    if lines and json.loads(lines[-1])["seq"] >= seq:
-                        break
-                    time.sleep(0.05)
-                else:
-                    raise AssertionError(f"no anchor of record {seq} within 20 s")
-            assert not any(json.loads(x)["final"] for x in lines)
-        finally:
-            kernel.shutdown()
-    finally:
-        tpm.stop_swtpm(root)
+    with swtpm_tree(root, monkeypatch, hsm=True), deferred_kernel(root) as kernel:
+        anchors = kernel._started("security").anchors
+        assert anchors is not None and anchors.service.on_task
+        assert "exo-audit-anchor" not in _threads()
+        _proc_sched_once_listed(kernel, "exo-audit-anchor")
+        audit = kernel.caps.audit
+        assert audit is not None
+        for i in range(3):
+            audit.record("grant", resource=f"storage://home/t{i}", rights="READ")
+            seq = audit.chain_head()[0]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # the timer anchors the new head
+                lines = auditchain.anchors_path(root).read_text().splitlines()
+                if lines and json.loads(lines[-1])["seq"] >= seq:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"no anchor of record {seq} within 20 s")
+        assert not any(json.loads(x)["final"] for x in lines)
 
 
 APP = """

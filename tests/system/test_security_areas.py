@@ -5,7 +5,6 @@ is an error, key rotation survives kill -9 at every step."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._support.kernels import deferred_kernel, swtpm_tree
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
-from exo.security import areas, tpm
+from exo.security import areas
 from exo.security import sealedfile as sf
 
 from .helpers import run_app
@@ -29,29 +28,11 @@ EXO = [sys.executable, "-m", "exo"]
 @pytest.fixture
 def kernel_tpm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kernel]:
     """A kernel booted on a tree with its own swtpm (measured), and an empty area."""
-    if shutil.which("swtpm") is None:
-        pytest.skip("swtpm not installed (make setup installs it)")
-    if os.path.exists(tpm.DEVICE):
-        pytest.skip("a hardware TPM is present: these tests drive swtpm")
     root = tmp_path / "root"
-    monkeypatch.setenv("EXO_ROOT", str(root))
-    monkeypatch.delenv(tpm.ENV_SWITCH, raising=False)
-    info = tpm.start_swtpm(root)
-    try:
-        k = Kernel(KernelConfig(root=root), ephemeral=True)
-        k.boot()
-        try:
-            k.start_deferred()
-            k.wait_deferred(60)
-            (k.root / "home" / "a").mkdir(parents=True)
-            areas.create(root, AREA, label="a")
-            yield k
-        finally:
-            k.shutdown()
-    finally:
-        tpm.stop_swtpm(root)
-        assert not Path(f"/proc/{info['pid']}").exists() or \
-            b"swtpm" not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+    with swtpm_tree(root, monkeypatch), deferred_kernel(root) as k:
+        (k.root / "home" / "a").mkdir(parents=True)
+        areas.create(root, AREA, label="a")
+        yield k
 
 
 WRITE = """

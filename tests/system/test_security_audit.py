@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._support.kernels import deferred_kernel, swtpm_tree
 
 from exo.kernel.caps.audit import AuditLog
-from exo.kernel.config import KernelConfig
-from exo.kernel.kernel import Kernel
-from exo.security import auditchain, tpm
+from exo.security import auditchain
 
 EXO = [sys.executable, "-m", "exo"]
 
@@ -31,33 +29,16 @@ def _verify(root: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def stopped_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A tree whose kernel ran (anchoring every 50 ms) and shut down; swtpm still up."""
-    if shutil.which("swtpm") is None or shutil.which("softhsm2-util") is None:
-        pytest.skip("swtpm and softhsm2 are needed (make setup installs them)")
-    if os.path.exists(tpm.DEVICE):
-        pytest.skip("a hardware TPM is present: these tests drive swtpm")
     root = tmp_path / "root"
-    monkeypatch.setenv("EXO_ROOT", str(root))
     monkeypatch.setenv("EXO_AUDIT_ANCHOR_S", "0.05")
-    monkeypatch.delenv(tpm.ENV_SWITCH, raising=False)
-    info = tpm.start_swtpm(root)
-    try:
-        kernel = Kernel(KernelConfig(root=root), ephemeral=True)
-        kernel.boot()
-        try:
-            kernel.start_deferred()
-            kernel.wait_deferred(60)
+    with swtpm_tree(root, monkeypatch, hsm=True):
+        with deferred_kernel(root) as kernel:
             assert kernel.caps.audit is not None
             for i in range(5):
                 kernel.caps.audit.record("grant", resource=f"storage://home/x{i}",
                                          rights="READ")
                 time.sleep(0.3)  # an anchor (and its HSM signature) between records
-        finally:
-            kernel.shutdown()
         yield root
-    finally:
-        tpm.stop_swtpm(root)
-        assert not Path(f"/proc/{info['pid']}").exists() or \
-            b"swtpm" not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
 
 
 def _log(root: Path) -> Path:

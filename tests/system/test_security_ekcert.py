@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._support.kernels import swtpm_running
 
 from exo.security import ekcert, tpm
 
 
 def _swtpm(root: Path, ek_cert: bool) -> Iterator[Path]:
-    if shutil.which("swtpm") is None or shutil.which("swtpm_setup") is None:
-        pytest.skip("swtpm and swtpm-tools are needed (make setup installs them)")
-    if os.path.exists(tpm.DEVICE):
-        pytest.skip("a hardware TPM is present: these tests drive swtpm")
-    info = tpm.start_swtpm(root, ek_cert=ek_cert)
-    try:
+    with swtpm_running(root, ek_cert=ek_cert, needs=("swtpm", "swtpm_setup")):
         yield root
-    finally:
-        tpm.stop_swtpm(root)
-        assert not Path(f"/proc/{info['pid']}").exists() or \
-            b"swtpm" not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
 
 
 @pytest.fixture

@@ -297,6 +297,17 @@ def _cmd(command: str, width: int = 70) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def _used_of(words: tuple[str, str], usage: dict[str, Any], left: int, lang: str) -> str:
+    """``Memory: 3.1 GB used of 7.8 GB (40 %), 4.7 GB available`` (``words``: the
+    resource's name and what the rest is called), in ``lang``."""
+    name, rest = words
+    used, total = _size(usage["used"], lang), _size(usage["total"], lang)
+    pct, left_text = _pct(usage["percent"], lang), _size(left, lang)
+    if lang == "fr":
+        return f"{name} : {used} utilisés sur {total} ({pct}), {left_text} {rest}"
+    return f"{name}: {used} used of {total} ({pct}), {left_text} {rest}"
+
+
 def answer_text(intent: str, snap: dict[str, Any], lang: str = "en") -> str:
     """One line (or a few) answering ``intent`` from a snapshot, in ``lang``."""
     fr = lang == "fr"
@@ -308,20 +319,12 @@ def answer_text(intent: str, snap: dict[str, Any], lang: str = "en") -> str:
         return f"CPU usage: {_pct(cpu['percent'], lang)} (avg), cores: [{cores}]"
     if intent == "sys.memory_usage":
         m = snap["memory"]
-        if fr:
-            return (f"Mémoire : {_size(m['used'], lang)} utilisés sur "
-                    f"{_size(m['total'], lang)} ({_pct(m['percent'], lang)}), "
-                    f"{_size(m['available'], lang)} disponibles")
-        return (f"Memory: {_size(m['used'], lang)} used of {_size(m['total'], lang)} "
-                f"({_pct(m['percent'], lang)}), {_size(m['available'], lang)} available")
+        return _used_of(("Mémoire", "disponibles") if fr else ("Memory", "available"),
+                      m, m["available"], lang)
     if intent == "sys.disk_usage":
         d = snap["disk"]
-        if fr:
-            return (f"Disque (/) : {_size(d['used'], lang)} utilisés sur "
-                    f"{_size(d['total'], lang)} ({_pct(d['percent'], lang)}), "
-                    f"{_size(d['free'], lang)} libres")
-        return (f"Disk (/): {_size(d['used'], lang)} used of {_size(d['total'], lang)} "
-                f"({_pct(d['percent'], lang)}), {_size(d['free'], lang)} free")
+        return _used_of(("Disque (/)", "libres") if fr else ("Disk (/)", "free"),
+                      d, d["free"], lang)
     if intent == "sys.info":
         i = snap["info"]
         if fr:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from exo.kernel.subsystem import Subsystem
+from exo.kernel.subsystems.service_host import ServiceHost
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,16 +36,12 @@ def running(boot_id: str) -> Agents | None:
         return _RUNNING.get(boot_id)
 
 
-class Agents(Subsystem):
-    __slots__ = ("_clients", "_lock", "_unsubscribe", "api", "caps", "core", "monitor",
-                 "power", "processes", "router", "syscalls")
+class Agents(ServiceHost):
+    __slots__ = ("_clients", "_lock", "_unsubscribe", "api", "monitor", "power", "router")
 
     def __init__(self, core: KernelCore, *, caps: Capabilities, processes: Processes,
                  syscalls: SyscallServer) -> None:
-        self.core = core
-        self.caps = caps
-        self.processes = processes
-        self.syscalls = syscalls
+        super().__init__(core, caps=caps, processes=processes, syscalls=syscalls)
         self.router: AgentCore | None = None
         self.monitor: ResourceMonitor | None = None
         self.power: PowerControl | None = None
@@ -60,9 +56,8 @@ class Agents(Subsystem):
         from exo.agents.core.router import AgentCore
         from exo.agents.power import PowerControl
         from exo.agents.res import ResourceMonitor
-        from exo.kernel.api import KernelApi
 
-        self.api = KernelApi(self.core, self.caps.manager, self.processes.manager)
+        self.api = self.kernel_api()
         self.monitor = ResourceMonitor(self.processes.manager, self.core.root, __version__)
         self.monitor.start()
         self.power = PowerControl(self.core.boot_id)

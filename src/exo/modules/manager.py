@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo.kernel.channel_service import last_log_line
 from exo.modules import ModuleError, package, wire
 from exo.modules.package import ModulePackage
 
@@ -561,11 +562,9 @@ class ModuleManager:
         """Start ``mod``'s process with exactly its manifest's capabilities (plus reading
         its own files), measure it, and wait for READY; refuse it with one line if it
         crashes on start."""
-        from exo.abi import PARENT_PID_ENV
-        from exo.ipc import IpcError
+        from exo.kernel.channel_service import ServiceStartError, start_channel_service
         from exo.kernel.manifest import manifest_from_dict, parse_grant
         from exo.pkg import format as fmt
-        from exo_std import ipc
 
         raw = fmt.parse_manifest(mod.manifest_bytes).raw
         manifest = manifest_from_dict({k: raw[k] for k in ("sandbox", "limits") if k in raw},
@@ -577,9 +576,6 @@ class ModuleManager:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{mod.name}-{mod.version}.log"
         self._measure(mod)
-        a, b = ipc.channel(capacity=256)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
         if mod.kind == "wasm":  # wasmtime lives in the kernel's environment, not the system's
             from exo.modules.wasm import runner_argv
@@ -588,32 +584,13 @@ class ModuleManager:
         else:
             argv = [PYTHON, "-m", "exo.modules.runner", entry]
         try:
-            proc = self.api.start(
-                argv, [own], manifest=manifest,
-                stdio=(null_fd, log_fd, log_fd),
-                env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
-                     PARENT_PID_ENV: "1"},
-                extra_fds=tuple(b.fds))
-        except Exception as exc:
-            a.close()
-            b.close()
-            raise ModuleError(f"{mod.name} {mod.version}: refused: cannot start: {exc}") from None
-        finally:
-            os.close(log_fd)
-            os.close(null_fd)
-        b.detach()
-        a.peer = proc.pid
-        try:
-            kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
-            if kind != wire.READY:
-                raise IpcError(f"said {kind} instead of READY")
-        except (IpcError, TimeoutError, OSError) as exc:
-            self.api.interrupt(proc, grace=0)
-            with contextlib.suppress(Exception):
-                self.api.wait(proc)
-            a.close()
-            raise ModuleError(f"{mod.name} {mod.version}: refused: crashed on start "
-                              f"({_last_line(log_path) or exc})") from None
+            proc, a = start_channel_service(
+                self.api, argv, [own], manifest=manifest, log_path=log_path,
+                append_log=False, ready_kind=lambda frame: wire.parse(frame)[0],
+                ready=wire.READY, timeout=READY_TIMEOUT_S)
+        except ServiceStartError as exc:
+            why = f"crashed on start ({exc})" if exc.started else f"cannot start: {exc}"
+            raise ModuleError(f"{mod.name} {mod.version}: refused: {why}") from None
         on_exit = None if svc is None else (lambda inst: self._died(svc, inst))
         return Instance(mod, proc, a, self.api, on_exit)
 
@@ -630,7 +607,7 @@ class ModuleManager:
     def _restart(self, svc: Service, dead: Instance) -> None:
         status = dead.proc.wait(2.0)
         why = f"{svc.name} {dead.version}: process exited ({status}): " \
-              f"{_last_line(self._log_path(dead.mod)) or 'no log line'}"
+              f"{last_log_line(self._log_path(dead.mod)) or 'no log line'}"
         now = time.monotonic()
         svc.restarts[:] = [t for t in svc.restarts if now - t < RESTART_WINDOW_S]
         if len(svc.restarts) >= MAX_RESTARTS:
@@ -675,11 +652,3 @@ class ModuleManager:
 
         tpm.measure_more(self.root, "module", f"{mod.name} {mod.version}", mod.digest,
                          boot_id=self.boot_id)
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:300] if lines else ""

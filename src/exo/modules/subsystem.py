@@ -4,7 +4,7 @@ reaches it. Deferred because nothing before the prompt needs it."""
 
 from __future__ import annotations
 
-from exo.kernel.subsystem import Subsystem
+from exo.kernel.subsystems.service_host import ServiceHost
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,24 +18,19 @@ if TYPE_CHECKING:
     from exo.modules.manager import ModuleManager
 
 
-class Modules(Subsystem):
-    __slots__ = ("bridges", "caps", "core", "manager", "processes", "syscalls")
+class Modules(ServiceHost):
+    __slots__ = ("bridges", "manager")
 
     def __init__(self, core: KernelCore, *, caps: Capabilities, processes: Processes,
                  syscalls: SyscallServer) -> None:
-        self.core = core
-        self.caps = caps
-        self.processes = processes
-        self.syscalls = syscalls
+        super().__init__(core, caps=caps, processes=processes, syscalls=syscalls)
         self.manager: ModuleManager | None = None
         self.bridges: ServiceBridges | None = None
 
     def start(self) -> str:
-        from exo.kernel.api import KernelApi
         from exo.modules.manager import ModuleManager
 
-        api = KernelApi(self.core, self.caps.manager, self.processes.manager)
-        self.manager = ModuleManager(api, self.core.root, self.core.boot_id,
+        self.manager = ModuleManager(self.kernel_api(), self.core.root, self.core.boot_id,
                                      log=self.core.log)
         from exo.modules.bridge import ServiceBridges
 

@@ -273,54 +273,22 @@ class AgentCore:
             return agent
 
     def _start(self, spec: registry.AgentSpec) -> AgentProcess:
-        from exo.abi import PARENT_PID_ENV
+        from exo.kernel.channel_service import ServiceStartError, start_channel_service
         from exo.kernel.manifest import manifest_from_dict
-        from exo_std import ipc
 
         manifest = manifest_from_dict({"sandbox": {"capabilities": list(spec.grants)},
                                        "limits": {"memory": spec.memory, "pids": spec.pids}},
                                       f"agent://{spec.name}")
         log_dir = self.root / "var" / "log" / "agents"
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{spec.name}.log"
-        a, b = ipc.channel(capacity=256, pool_size=POOL_SIZE)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                         0o600)
-        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            proc = self.api.start(
-                [self.python, "-m", "exo.agents.core.runner", spec.name], [],
-                manifest=manifest, stdio=(null_fd, log_fd, log_fd),
-                env={"EXO_CHANNEL_FDS": ",".join(str(fd) for fd in b.fds),
-                     PARENT_PID_ENV: "1"},
-                extra_fds=tuple(b.fds))
-        except Exception as exc:
-            a.close()
-            b.close()
-            raise AgentUnavailable(f"agent://{spec.name}: cannot start: {exc}") from None
-        finally:
-            os.close(log_fd)
-            os.close(null_fd)
-        b.detach()
-        a.peer = proc.pid
-        try:
-            kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
-            if kind != wire.READY:
-                raise wire.WireError(f"said {kind} instead of READY")
-        except Exception as exc:
-            self.api.interrupt(proc, grace=0)
-            with contextlib.suppress(Exception):
-                self.api.wait(proc)
-            a.close()
-            raise AgentUnavailable(f"agent://{spec.name}: crashed on start "
-                                   f"({_last_line(log_path) or exc})") from None
+            proc, a = start_channel_service(
+                self.api, [self.python, "-m", "exo.agents.core.runner", spec.name], [],
+                manifest=manifest, log_path=log_dir / f"{spec.name}.log", append_log=True,
+                ready_kind=lambda frame: wire.parse(frame)[0], ready=wire.READY,
+                timeout=READY_TIMEOUT_S, pool_size=POOL_SIZE)
+        except ServiceStartError as exc:
+            why = f"crashed on start ({exc})" if exc.started else f"cannot start: {exc}"
+            raise AgentUnavailable(f"agent://{spec.name}: {why}") from None
         self.api.log(f"agent://{spec.name} started (pid {proc.pid})")
         return AgentProcess(spec, proc, a, self.api, self.services)
-
-
-def _last_line(path: Any) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:300] if lines else ""
