@@ -394,7 +394,7 @@ class Zygote:
             for dest, source, _ in mounts:
                 mine.append(_open_tree(source))
                 del dest
-            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.procs_files]
+            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.entry_files]
             mine += procs
             req = {"id": rid, "procs": len(procs),
                    "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
