@@ -56,7 +56,13 @@ AT_FDCWD = -100
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 _HIGH_FD = 512  # received descriptors are parked above every number the command keeps
 
+AT_RECURSIVE = 0x8000
+PRIVATE_DIRS = ("/tmp", "/dev/shm")  # a command gets fresh ones
 _libc = ctypes.CDLL(None, use_errno=True)
+#: Paths of the Python runtime (interpreter, venv, Exo packages) the base view shows
+#: under /tmp or /dev/shm (a checkout in /tmp): kept visible over a command's private
+#: /tmp and /dev/shm (argv[2] of the zygote: JSON list, from the kernel).
+_KEEP: list[str] = []
 
 
 def _check(rc: int, what: str) -> None:
@@ -102,7 +108,7 @@ def _move_mount(fd: int, dest: str) -> None:
                          MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
 
 
-def _private_dev(terminal: int) -> None:
+def _private_dev(terminal: int, shm: list[tuple[str, int]]) -> None:
     """A ``/dev`` of this command's own, as the launcher builds it with a terminal: the
     base view's device nodes, a private ``/dev/shm``, the links, and the terminal's node
     (``terminal``: its detached mount) at ``/dev/tty`` — made on a fresh tmpfs so that the
@@ -122,6 +128,7 @@ def _private_dev(terminal: int) -> None:
             os.close(fd)
     os.mkdir("/dev/shm", 0o1777)
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _reattach(shm)  # the runtime's paths under /dev/shm, taken before /dev was covered
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"/dev/{link}")
@@ -166,6 +173,38 @@ class _Request:
             raise ValueError("malformed request")
 
 
+def _detach(under: str) -> list[tuple[str, int]]:
+    """Detached copies (``open_tree``, with what is mounted below them) of the runtime
+    paths under ``under``, taken before a private tmpfs covers them; outermost only."""
+    inside = sorted(k for k in _KEEP if k.startswith(under.rstrip("/") + "/"))
+    kept: list[tuple[str, int]] = []
+    for path in inside:
+        if any(path.startswith(k + "/") for k, _ in kept):
+            continue
+        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                               OPEN_TREE_CLONE | AT_RECURSIVE))
+        _check(0 if fd >= 0 else -1, f"open_tree {path}")
+        kept.append((path, fd))
+    return kept
+
+
+def _reattach(kept: list[tuple[str, int]]) -> None:
+    """Put the runtime's detached copies back, read-only, at their paths on the new
+    tmpfs (their mount points: root's directories there)."""
+    for path, fd in kept:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _move_mount(fd, path)
+        os.close(fd)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _private_tmpfs(target: str) -> None:
+    """A fresh tmpfs at ``target`` (/tmp, /dev/shm) with the runtime kept visible."""
+    kept = _detach(target)
+    _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _reattach(kept)
+
+
 def _prepare() -> None:
     """What every command's child does first, before its request is known (a spare does
     it ahead of time): default signals, a session and a mount namespace of its own, a
@@ -177,7 +216,7 @@ def _prepare() -> None:
     os.setsid()
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _private_tmpfs("/tmp")
 
 
 def _spare(conn: socket.socket) -> None:
@@ -211,9 +250,10 @@ def _child(req: _Request, fds: list[int], *, prepared: bool = False) -> None:
         mounts = list(zip(req.mounts, mount_fds, strict=True))
         if req.tty:
             (_, terminal), mounts = mounts[-1], mounts[:-1]
-            _private_dev(terminal)
+            shm = _detach("/dev/shm")
+            _private_dev(terminal, shm)
         else:
-            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            _private_tmpfs("/dev/shm")
         mounted: list[str] = []
         for (dest, ro, is_dir), fd in mounts:
             _mount_point(dest, is_dir, mounted)
@@ -367,6 +407,9 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int,
 
 
 def main() -> None:
+    if len(sys.argv) > 2:
+        keep = json.loads(sys.argv[2])
+        _KEEP[:] = [str(k) for k in keep if str(k).startswith(PRIVATE_DIRS)]
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
     _serve(sock)
