@@ -58,3 +58,53 @@ def test_a_child_may_exit_first_and_its_group_goes_alone() -> None:
     finally:
         parent.kill()
     assert leftover_groups(default_boot_id()) == []
+
+
+def _cpu_group(pid: int) -> str:
+    """The v1 cpu cgroup path of a host process ("" when cpu is not a v1 hierarchy)."""
+    with open(f"/proc/{pid}/cgroup") as fh:
+        for line in fh:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "cpu" in controllers.split(","):
+                return path
+    return ""
+
+
+def _v1_cpu() -> bool:
+    from exo.sandbox._cgroups import select
+
+    return select(["cpu"])[0] == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/cpu"), reason="no v1 cpu hierarchy")
+def test_cpu_groups_only_for_a_cpu_limit_and_accounting_stays_in_the_boot() -> None:
+    """Issue 10: no cpu group per process. Without a cpu limit a process sits in the
+    boot's cpu group (where the power profiles cap the boot); with one it has its own, in
+    that group; a child without a limit sits in its parent's cpu group, so the parent's
+    limit binds it."""
+    if not _v1_cpu():
+        pytest.skip("cpu is not a v1 hierarchy here")
+    boot = f"exo-{default_boot_id()}"
+    plain = spawn(SandboxSpec(memory_max=64 << 20, pids_max=8), ["/bin/sleep", "60"])
+    limited = spawn(SandboxSpec(pids_max=8, cpu_max=0.5), ["/bin/sleep", "60"])
+    try:
+        assert plain.cgroup is not None and limited.cgroup is not None
+        assert not any((d / "cpu.shares").exists() for d in plain.cgroup.dirs)
+        assert _cpu_group(plain.pid).endswith(f"/{boot}")
+        own = _cpu_group(limited.pid)
+        assert own.endswith(f"/{boot}/{limited.cgroup.dirs[0].name}")
+        child = spawn(SandboxSpec(pids_max=4), ["/bin/sleep", "60"], cgroup_parent=limited)
+        assert child.cgroup is not None
+        assert _cpu_group(child.pid) == own  # charged to the parent's cpu limit
+        # the child's memory and pids groups are still its own, nested in the parent's
+        assert [d.parent for d in child.cgroup.dirs] == [
+            d for d in limited.cgroup.dirs if not (d / "cpu.shares").exists()]
+        child.kill()
+        # A weight of its own (the scheduler's) gives a process its own cpu group.
+        assert plain.cgroup.ensure_cpu_group()
+        assert _cpu_group(plain.pid).endswith(f"/{boot}/{plain.cgroup.dirs[0].name}")
+    finally:
+        plain.close()
+        limited.close()
+    assert leftover_groups(default_boot_id()) == []
+    assert not os.path.exists(f"/sys/fs/cgroup/cpu{_cpu_group(os.getpid()).rstrip('/')}/{boot}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +19,13 @@ from tests.unit.shell._support import run
 
 from exo.kernel.kernel import Kernel
 from exo.kernel.users import UserDatabase, session_grants
-from exo.sandbox import zygote
+from exo.sandbox import NetPolicy, SandboxSpec, _bwrap, zygote
 from exo.shell import Shell
 from exo.shell.session import Session
 from exo.shell.vfs import Vfs
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the zygote needs a root kernel"),
-    # A checkout under /tmp (a fresh clone) is hidden in a command by its private /tmp:
-    # the zygote is not used there (zygote.eligible says so), the full launcher is.
-    pytest.mark.skipif(zygote._runtime_under_private_dirs(),
-                       reason="the Python runtime is under /tmp: commands use the full launcher"),
 ]
 
 PROBE = r'''
@@ -249,3 +247,29 @@ def test_a_login_starts_the_sessions_zygote_before_its_first_command(
         finally:
             os.close(null)
     assert zygote.running() == before + 1
+
+
+def test_a_runtime_under_tmp_stays_visible_over_a_commands_private_tmp(
+        alice: Shell, kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout under /tmp (a fresh clone): the zygote runs its commands all the same,
+    with the runtime's paths kept read-only at their places over the private /tmp."""
+    runtime = Path(tempfile.mkdtemp(prefix="exo-runtime-", dir="/tmp"))
+    try:
+        runtime.chmod(0o755)
+        (runtime / "marker").write_text("runtime\n")
+        paths = _bwrap.runtime_paths()
+        monkeypatch.setattr(_bwrap, "runtime_paths", lambda: (*paths, runtime))
+        assert zygote.eligible(SandboxSpec(net=NetPolicy.none(), account=("a", 301000))) \
+            is None
+        before = zygote.running()
+        status, out, err = run(alice, f"sh -c 'cat {runtime}/marker'")
+        assert (status, out) == (0, "runtime\n"), err
+        assert zygote.running() == before + 1  # the zygote ran it, not the full launcher
+        status, _, _ = run(alice, f"sh -c 'echo x > {runtime}/planted'")
+        assert status != 0 and not (runtime / "planted").exists()  # read-only
+        assert run(alice, "sh -c 'echo x > /tmp/left && cat /tmp/left'")[1] == "x\n"
+        # nothing left over from the other command: private, the runtime's paths kept
+        listed = run(alice, "sh -c 'ls /tmp'")[1].split()
+        assert runtime.name in listed and "left" not in listed
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -12,6 +12,15 @@ controllers are hierarchical: v1 memory with ``use_hierarchy``, always on in cur
 kernels; v2 by design). Killing or removing a group takes its subtree with it. On v2 the
 no-internal-process rule means a group's own processes sit in a leaf ``<group>/self``, so
 that child groups can sit beside it (that layout is used on v2 only).
+
+CPU on v1 (a hierarchy of its own): a process gets a ``cpu`` group of its own only when it
+has a CPU limit (``cpu_max``) or the scheduler gives it a weight of its own
+(:meth:`CgroupSet.ensure_cpu_group`). Otherwise it *joins* the cpu group its parent is in:
+this boot's top group ``<current>/exo-<boot_id>`` (where the power profiles set the
+boot's quota and weight), or its parent process's own cpu group. Its CPU time is so still
+accounted to (and capped by) everything above it, without a nested group per process
+(issue 10: a cpu group per process cost redis and nginx heavily under load). A joined
+group is written into at spawn (``entry_files``) but never removed by the process.
 """
 
 from __future__ import annotations
@@ -176,9 +185,12 @@ def boot_dirname(boot_id: str) -> str:
 class CgroupSet:
     """The group(s) of one sandboxed process: one directory per hierarchy used."""
 
-    def __init__(self, version: int, dirs: list[Path]) -> None:
+    def __init__(self, version: int, dirs: list[Path], joined: list[Path] | None = None,
+                 ) -> None:
         self.version = version
-        self.dirs = dirs
+        self.dirs = dirs  # the groups of this process, removed with it
+        #: v1 cpu groups of others (the boot's top, a parent's) this process joins
+        self.joined: list[Path] = joined if joined is not None else []
 
     @classmethod
     def create(
@@ -204,6 +216,10 @@ class CgroupSet:
         try:
             for h in hs:
                 top = h.base / boot
+                if version == 1 and cpu_max is None and _cpu_only(h.controllers):
+                    _join_top(top)
+                    group.joined.append(top)
+                    continue
                 for _ in range(5):  # a concurrent cleanup may remove top in between
                     top.mkdir(exist_ok=True)
                     if version == 2:
@@ -238,7 +254,11 @@ class CgroupSet:
             raise SandboxError(f"cgroup: the parent group of {name!r} was removed")
         group = cls(parent.version, [])
         try:
-            for d in parent.dirs:
+            for d in [*parent.dirs, *parent.joined]:
+                if parent.version == 1 and cpu_max is None and _is_cpu_dir(d):
+                    _join_top(d, create=False)
+                    group.joined.append(d)  # accounted in the parent's cpu group
+                    continue
                 (d / name).mkdir()
                 group.dirs.append(d / name)
             group._set_limits(memory_max, pids_max, cpu_max)
@@ -315,10 +335,45 @@ class CgroupSet:
 
     @property
     def procs_files(self) -> list[Path]:
-        """Where the group's own process is written (v2: its leaf, see the module doc)."""
+        """The group's own processes (v2: its leaf, see the module doc)."""
         if self.version == 2:
             return [d / _V2_LEAF / "cgroup.procs" for d in self.dirs]
         return [d / "cgroup.procs" for d in self.dirs]
+
+    @property
+    def entry_files(self) -> list[Path]:
+        """Where a new process of this group is written at spawn: its own groups and the
+        cpu group it joins (``procs_files`` lists only its own: a joined group holds
+        other processes too)."""
+        return [*self.procs_files, *(d / "cgroup.procs" for d in self.joined)]
+
+    def ensure_cpu_group(self) -> bool:
+        """Give the process a v1 cpu group of its own (for a weight of its own, set by
+        the scheduler), inside the one it joined, and move its processes there; True
+        when it has one (v2: always, one directory holds every controller)."""
+        if self.version == 2 or not self.joined:
+            return self.version == 2 or any(_is_cpu_dir(d) for d in self.dirs)
+        if not self.dirs:
+            return False
+        outer = self.joined[0]
+        own = outer / self.dirs[0].name
+        own.mkdir(exist_ok=True)
+        self.dirs.append(own)
+        self.joined.remove(outer)
+        if outer in _joiners:  # the boot's top: its own group keeps it from now on
+            _leave_top(outer)
+        for _ in range(3):  # a process forked meanwhile lands in the old group: again
+            moved = 0
+            for pid in (self.dirs[0] / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    (own / "cgroup.procs").write_text(pid)
+                    moved += 1
+            if not moved:
+                break
+            procs = set((self.dirs[0] / "cgroup.procs").read_text().split())
+            if procs <= set((own / "cgroup.procs").read_text().split()):
+                break
+        return True
 
     def members(self) -> set[int]:
         """Every process in the group's subtree (its own and its child groups')."""
@@ -385,9 +440,14 @@ class CgroupSet:
         self.kill_all(timeout)
         for d in self.dirs:
             _remove_tree(d, timeout)
-            with contextlib.suppress(OSError):  # other processes of this boot still use it
-                d.parent.rmdir()
+            with _tops_lock:  # never under a process joining it (_join_top)
+                if _joiners.get(d.parent, 0) == 0:
+                    with contextlib.suppress(OSError):  # other groups of this boot use it
+                        d.parent.rmdir()
         self.dirs = []
+        joined, self.joined = self.joined, []
+        for top in joined:
+            _leave_top(top)
 
 
 def _remove_tree(top: Path, timeout: float) -> None:
@@ -432,6 +492,49 @@ def _subtree(top: Path) -> list[Path]:
     return out
 
 
+#: How many live groups of this kernel joined each boot's top cpu group: it is removed
+#: (when empty) only when none does, so that a spawn that joined it never finds it gone.
+_joiners: dict[Path, int] = {}
+_tops_lock = threading.Lock()
+
+
+def _join_top(top: Path, *, create: bool = True) -> None:
+    """Count one more group in the boot's top ``top`` (``create``: made if missing; else
+    counted only if already counted: a parent's own cpu group is not)."""
+    with _tops_lock:
+        if create:
+            top.mkdir(exist_ok=True)
+        elif top not in _joiners:
+            return
+        _joiners[top] = _joiners.get(top, 0) + 1
+
+
+def _leave_top(top: Path) -> None:
+    """A group that joined a cpu group has gone; the boot's top goes with its last one
+    (a parent's cpu group is its own process's to remove)."""
+    with _tops_lock:
+        left = _joiners.get(top, 0) - 1
+        if left > 0:
+            _joiners[top] = left
+            return
+        if top not in _joiners:
+            return
+        del _joiners[top]
+        with contextlib.suppress(OSError):  # busy: another group or process is in it
+            top.rmdir()
+
+
+def _cpu_only(controllers: frozenset[str]) -> bool:
+    """A v1 hierarchy that, of the controllers used here, has only ``cpu``."""
+    return controllers & set(CONTROLLERS) == {"cpu"}
+
+
+def _is_cpu_dir(group: Path) -> bool:
+    """A v1 group of a hierarchy with ``cpu`` but neither memory nor pids."""
+    return ((group / "cpu.shares").exists() and not (group / "memory.limit_in_bytes").exists()
+            and not (group / "pids.max").exists())
+
+
 def _v2_controllers(group: Path) -> frozenset[str]:
     try:
         return frozenset((group / "cgroup.controllers").read_text().split())
@@ -466,6 +569,12 @@ def cleanup_all(boot_id: str) -> list[Path]:
             group = CgroupSet(h.version, [leaf])
             group.remove()
             removed.append(leaf)
+        # Processes that joined the boot's cpu group itself (no cpu group of their own):
+        # each is in a memory and pids group of its own too, gone by now, or killed here.
+        if h.version == 1:
+            with _tops_lock:
+                _joiners.pop(top, None)
+            _remove_tree(top, 5.0)
         with contextlib.suppress(FileNotFoundError):
             top.rmdir()
     return removed

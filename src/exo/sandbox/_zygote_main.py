@@ -21,7 +21,10 @@ the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``REA
 once at start.
 
 A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
-``/tmp`` and ``/dev/shm`` (on a terminal, a whole ``/dev`` of its own); each grant's
+``/tmp`` — these three ahead of time: the zygote keeps one child forked and so prepared
+(a *spare*), waiting on a socketpair of its own for the next request, which the zygote
+hands it as it came, and forks the next spare after answering — then a private
+``/dev/shm`` (on a terminal, a whole ``/dev`` of its own); each grant's
 detached mount moved to its Exo path (read-only where granted so); ``/`` read-only;
 ``chdir``; its descriptors at their numbers; no_new_privs and the seccomp filter; exec of
 ``exo-stage2``, which drops to the session's uid, applies Landlock, waits for "go" (the
@@ -53,7 +56,13 @@ AT_FDCWD = -100
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 _HIGH_FD = 512  # received descriptors are parked above every number the command keeps
 
+AT_RECURSIVE = 0x8000
+PRIVATE_DIRS = ("/tmp", "/dev/shm")  # a command gets fresh ones
 _libc = ctypes.CDLL(None, use_errno=True)
+#: Paths of the Python runtime (interpreter, venv, Exo packages) the base view shows
+#: under /tmp or /dev/shm (a checkout in /tmp): kept visible over a command's private
+#: /tmp and /dev/shm (argv[2] of the zygote: JSON list, from the kernel).
+_KEEP: list[str] = []
 
 
 def _check(rc: int, what: str) -> None:
@@ -99,7 +108,7 @@ def _move_mount(fd: int, dest: str) -> None:
                          MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
 
 
-def _private_dev(terminal: int) -> None:
+def _private_dev(terminal: int, shm: list[tuple[str, int]]) -> None:
     """A ``/dev`` of this command's own, as the launcher builds it with a terminal: the
     base view's device nodes, a private ``/dev/shm``, the links, and the terminal's node
     (``terminal``: its detached mount) at ``/dev/tty`` — made on a fresh tmpfs so that the
@@ -119,6 +128,7 @@ def _private_dev(terminal: int) -> None:
             os.close(fd)
     os.mkdir("/dev/shm", 0o1777)
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _reattach(shm)  # the runtime's paths under /dev/shm, taken before /dev was covered
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"/dev/{link}")
@@ -163,26 +173,87 @@ class _Request:
             raise ValueError("malformed request")
 
 
-def _child(req: _Request, fds: list[int]) -> None:
+def _detach(under: str) -> list[tuple[str, int]]:
+    """Detached copies (``open_tree``, with what is mounted below them) of the runtime
+    paths under ``under``, taken before a private tmpfs covers them; outermost only."""
+    inside = sorted(k for k in _KEEP if k.startswith(under.rstrip("/") + "/"))
+    kept: list[tuple[str, int]] = []
+    for path in inside:
+        if any(path.startswith(k + "/") for k, _ in kept):
+            continue
+        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                               OPEN_TREE_CLONE | AT_RECURSIVE))
+        _check(0 if fd >= 0 else -1, f"open_tree {path}")
+        kept.append((path, fd))
+    return kept
+
+
+def _reattach(kept: list[tuple[str, int]]) -> None:
+    """Put the runtime's detached copies back, read-only, at their paths on the new
+    tmpfs (their mount points: root's directories there)."""
+    for path, fd in kept:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _move_mount(fd, path)
+        os.close(fd)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _private_tmpfs(target: str) -> None:
+    """A fresh tmpfs at ``target`` (/tmp, /dev/shm) with the runtime kept visible."""
+    kept = _detach(target)
+    _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _reattach(kept)
+
+
+def _prepare() -> None:
+    """What every command's child does first, before its request is known (a spare does
+    it ahead of time): default signals, a session and a mount namespace of its own, a
+    private ``/tmp``."""
+    for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    os.setsid()
+    _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _private_tmpfs("/tmp")
+
+
+def _spare(conn: socket.socket) -> None:
+    """A child forked ahead of its command: prepared, it waits on its own socket for the
+    request the zygote hands it (the same datagram and descriptors the kernel sent),
+    then goes on as :func:`_child`. Nothing reaches it but the zygote's hand-over; the
+    zygote ending (or giving up on it) closes ``conn`` and the spare exits."""
+    try:
+        _prepare()
+        msg, fds, _, _ = socket.recv_fds(conn, _MAX_REQUEST, _MAX_FDS)
+    except BaseException:
+        os._exit(127)
+    conn.close()
+    if not msg:
+        os._exit(0)
+    try:
+        req = _Request(msg)
+    except BaseException:
+        os._exit(127)
+    _child(req, fds, prepared=True)
+
+
+def _child(req: _Request, fds: list[int], *, prepared: bool = False) -> None:
     """Everything between fork and exec of stage 2 (see the module docstring)."""
     status = fds[4]
     try:
-        for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
-                    signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        os.setsid()
-        _check(_libc.unshare(CLONE_NEWNS), "unshare")
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if not prepared:
+            _prepare()
         os.close(fds[7])  # the zygote's "go" end
         mount_fds = fds[_FIXED + len(req.keep):len(fds) - req.procs]
         mounts = list(zip(req.mounts, mount_fds, strict=True))
         if req.tty:
             (_, terminal), mounts = mounts[-1], mounts[:-1]
-            _private_dev(terminal)
+            shm = _detach("/dev/shm")
+            _private_dev(terminal, shm)
         else:
-            _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+            _private_tmpfs("/dev/shm")
         mounted: list[str] = []
         for (dest, ro, is_dir), fd in mounts:
             _mount_point(dest, is_dir, mounted)
@@ -216,11 +287,60 @@ def _child(req: _Request, fds: list[int]) -> None:
             os._exit(127)
 
 
+class _Spares:
+    """The one child kept forked and prepared ahead of the next command (``_spare``), so
+    that a command's start pays neither the fork nor the namespace's unshare."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock  # the kernel's: closed in every child
+        self.pid = 0
+        self.conn: socket.socket | None = None
+
+    def fork(self) -> None:
+        if self.conn is not None:
+            return
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            return
+        if pid == 0:
+            self.sock.close()
+            mine.close()
+            _spare(theirs)
+            os._exit(127)
+        theirs.close()
+        self.pid, self.conn = pid, mine
+
+    def take(self, msg: bytes, fds: list[int]) -> int:
+        """Hand a request to the spare; its pid, or 0 when there is none (it ended)."""
+        conn, pid = self.conn, self.pid
+        self.conn, self.pid = None, 0
+        if conn is None:
+            return 0
+        try:
+            socket.send_fds(conn, [msg], fds)
+        except OSError:
+            return 0
+        finally:
+            conn.close()
+        return pid
+
+    def ended(self, pid: int) -> None:
+        if pid == self.pid and self.conn is not None:
+            self.conn.close()
+            self.conn, self.pid = None, 0
+
+
 def _serve(sock: socket.socket) -> None:
     children: dict[int, int] = {}  # nspid -> request id
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    spares = _Spares(sock)
+    spares.fork()
     sock.send(b"READY")
     while True:
         ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
@@ -240,24 +360,30 @@ def _serve(sock: socket.socket) -> None:
                 rid = children.pop(pid, None)
                 if rid is not None:
                     sock.send(f"X {rid} {raw}".encode())
+                else:
+                    spares.ended(pid)
         if sock.fileno() in ready:
             msg, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
             if not msg:
                 return  # the kernel is gone: so is every child (pid namespace)
-            _handle(sock, msg, fds, children)
+            _handle(sock, msg, fds, children, spares)
+            spares.fork()  # the next command's, after this one's answer
 
 
-def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int]) -> None:
+def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int],
+            spares: _Spares | None = None) -> None:
     rid = -1
     try:
         req = _Request(msg)
         rid = req.id
         if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
             raise ValueError("descriptor count does not match the request")
-        pid = os.fork()
+        pid = spares.take(msg, fds) if spares is not None else 0
         if pid == 0:
-            sock.close()
-            _child(req, fds)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                _child(req, fds)
         children[pid] = rid
         pidfd = os.pidfd_open(pid)
         try:
@@ -281,6 +407,9 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int,
 
 
 def main() -> None:
+    if len(sys.argv) > 2:
+        keep = json.loads(sys.argv[2])
+        _KEEP[:] = [str(k) for k in keep if str(k).startswith(PRIVATE_DIRS)]
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
     _serve(sock)

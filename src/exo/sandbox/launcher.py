@@ -321,7 +321,7 @@ def spawn(
         args += ["--info-fd", str(info_w), "--chdir", str(spec.cwd or "/"),
                  "--remount-ro", "/", "--",
                  stage2, str(config_fd)]
-        procs = [str(p) for p in cgroup.procs_files] if cgroup is not None else []
+        procs = [str(p) for p in cgroup.entry_files] if cgroup is not None else []
         popen = subprocess.Popen(
             ["/bin/sh", "-c", _TRAMPOLINE, "exo-sandbox", *procs, "--", *args],
             stdin=stdin, stdout=stdout, stderr=stderr, env=_HOST_ENV, close_fds=True,

@@ -38,7 +38,6 @@ import contextlib
 import contextvars
 import ctypes
 import errno
-import functools
 import itertools
 import json
 import os
@@ -144,17 +143,13 @@ def eligible(spec: SandboxSpec) -> str | None:
         return "a network capability (its own network policy)"
     if spec.exec_only is not None or spec.host_etc:
         return "a POSIX-X program"
-    if _runtime_under_private_dirs():
-        return "the Python runtime is under /tmp or /dev/shm (a command's private /tmp hides it)"
     return None
 
 
-@functools.cache
-def _runtime_under_private_dirs() -> bool:
-    """A checkout or venv under /tmp (a fresh clone in CI) would be hidden in a command by
-    the private /tmp and /dev/shm the zygote mounts over the session's view."""
-    return any(str(p) == d or str(p).startswith(d + "/")
-               for p in _bwrap.runtime_paths() for d in ("/tmp", "/dev/shm"))
+def _under_private_dirs(path: Path) -> bool:
+    """A path a command's private /tmp or /dev/shm covers (a checkout or venv under
+    /tmp: a fresh clone in CI); the zygote keeps the runtime's visible over them."""
+    return any(str(path).startswith(d + "/") for d in ("/tmp", "/dev/shm"))
 
 
 class ZygoteProcess:
@@ -268,7 +263,12 @@ class Zygote:
             args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
         python = os.path.realpath(sys.executable)
         main = f"{_bwrap.stage2_inside().rsplit('/', 1)[0]}/{_MAIN.name}"
-        args += ["--chdir", "/", "--", python, "-I", "-S", main, str(theirs.fileno())]
+        # The runtime's paths a command's private /tmp or /dev/shm would hide: the zygote
+        # keeps them visible there (_zygote_main._private_tmpfs).
+        keep = [str(p) for p in _bwrap.runtime_paths() if _under_private_dirs(p)
+                and any(d == str(p) for _, _, d in _binds(plan.args))]
+        args += ["--chdir", "/", "--", python, "-I", "-S", main, str(theirs.fileno()),
+                 json.dumps(keep)]
         try:
             self.popen = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -394,7 +394,7 @@ class Zygote:
             for dest, source, _ in mounts:
                 mine.append(_open_tree(source))
                 del dest
-            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.procs_files]
+            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.entry_files]
             mine += procs
             req = {"id": rid, "procs": len(procs),
                    "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],

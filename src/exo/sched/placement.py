@@ -279,6 +279,14 @@ def _set_weight(proc: Any, role: str) -> int | None:
     """Write the role's weight into the process's cgroup; the value written (None: no
     CPU controller for it)."""
     cgroup = getattr(getattr(proc, "sandbox", None), "cgroup", None)
+    # cgroup v1: a process has a cpu group of its own only for a limit or a weight that
+    # is not the default (exo.sandbox._cgroups); without one it has the default share.
+    ensure = getattr(cgroup, "ensure_cpu_group", None)
+    if ensure is not None and getattr(cgroup, "joined", None):
+        if role == "normal":
+            return WEIGHTS[role][0]
+        with contextlib.suppress(OSError):
+            ensure()
     for d in getattr(cgroup, "dirs", []) if cgroup is not None else []:
         for name, value in (("cpu.shares", WEIGHTS[role][0]), ("cpu.weight", WEIGHTS[role][1])):
             path = d / name

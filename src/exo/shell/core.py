@@ -412,6 +412,10 @@ class Shell:
         prev_read = stdin
         opened = job.opened
         opened += owned or []
+        # The programs of a pipeline are started side by side (each spawn waits mostly on
+        # its sandbox's processes, which run while the next stage's is prepared); the job
+        # is returned once every one of them has started or failed to.
+        spawners: list[threading.Thread] | None = [] if len(cmds) > 1 else None
         try:
             for idx, cmd in enumerate(cmds):
                 last = idx == len(cmds) - 1
@@ -433,9 +437,13 @@ class Shell:
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
                 ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
-                self._start(ctx, stage, inline, opened, env)
+                self._start(ctx, stage, inline, opened, env, spawners)
                 prev_read = next_read
+            for spawner in spawners or ():
+                spawner.join()
         except BaseException:
+            for spawner in spawners or ():
+                spawner.join()
             if job.processes():
                 self.interrupt(job)
             job.cancel.set()
@@ -502,9 +510,18 @@ class Shell:
         return in_fd, out_fd, err_fd
 
     def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],
-               env: dict[str, str]) -> None:
+               env: dict[str, str], spawners: list[threading.Thread] | None = None) -> None:
+        """Start one stage: a builtin in a thread (or inline), a program through the
+        kernel — on a thread of its own added to ``spawners`` when given (a pipeline)."""
         name = ctx.argv[0]
         builtin = self.builtins.get(name)
+        if builtin is None and spawners is not None:
+            spawner = threading.Thread(target=self._start, args=(ctx, stage, inline, opened,
+                                                                 env),
+                                       name=f"exosh-spawn-{name}", daemon=True)
+            spawners.append(spawner)
+            spawner.start()
+            return
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
