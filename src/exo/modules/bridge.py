@@ -43,6 +43,7 @@ class ServiceBridges:
         """A channel to ipc://``service`` for process ``pid``: (reply, its 6 fds). The
         caller has checked the capability; this checks the service and the bounds."""
         from exo.kernel.caps.errors import QuotaExceeded
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         try:
@@ -70,6 +71,7 @@ class ServiceBridges:
             self._forget(pid)
             raise
         a.peer = pid
+        kernel_end(a)  # a frame carrying capabilities ends the channel
         out = [os.dup(fd) for fd in b.fds]  # sent with the reply, then closed here
         b.detach()
         bridge = _Bridge(self, pid, svc.name, a)

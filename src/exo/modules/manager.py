@@ -564,6 +564,7 @@ class ModuleManager:
         from exo.abi import PARENT_PID_ENV
         from exo.ipc import IpcError
         from exo.kernel.manifest import manifest_from_dict, parse_grant
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo.pkg import format as fmt
         from exo_std import ipc
 
@@ -578,6 +579,7 @@ class ModuleManager:
         log_path = log_dir / f"{mod.name}-{mod.version}.log"
         self._measure(mod)
         a, b = ipc.channel(capacity=256)
+        kernel_end(a)  # a module sending capabilities breaks its channel (it takes none)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"

@@ -9,8 +9,11 @@ with the connection's number (``exo.agents.core.wire``). Frames are sealed end t
 An agent starts on its first connection (socket activation, as systemd does) so that
 booting costs nothing; a dead agent fails its connections (the app sees its peer gone)
 and is started again by the next one. Everything an app can make the router hold is
-bounded: connections per process and per agent, the size of a frame, the time a send to
-a slow reader may block.
+bounded: connections per process and per agent, the size of a frame. Nothing an app does
+makes the router wait: an answer to an app whose channel is full is not waited for, the
+connection is cut (one app that never reads must not hold up the agent's other
+connections), and a message carrying capabilities is refused (the kernel's ends of these
+channels take none: ``exo.kernel.syscalls.ipc.kernel_end``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class _Connection:
 
     def _relay(self) -> None:
         """App → agent, until the app hangs up, the agent closes it, or the router stops."""
-        from exo.ipc import PeerGoneError
+        from exo.ipc import IpcError
 
         try:
             while not self.closing:
@@ -66,7 +69,7 @@ class _Connection:
                 if len(body) > wire.MAX_BODY or self.closing:  # closing: revoked meanwhile
                     break
                 self.agent.send(wire.DATA, self.ident, body)
-        except (PeerGoneError, OSError):
+        except (IpcError, OSError):  # gone, or broke the protocol (sent capabilities)
             pass
         finally:
             self.agent.forget(self.ident, tell_agent=not self.closing)
@@ -74,9 +77,11 @@ class _Connection:
                 self.end.close()
 
     def deliver(self, body: bytes) -> None:
-        """Agent → app; a reader that does not keep up is cut off, not waited for."""
+        """Agent → app, on the agent's one reader thread: a reader that does not keep up
+        (its channel is full) is cut off, not waited for, so it cannot hold up the
+        agent's other connections."""
         try:
-            self.end.send(body, timeout=SEND_TIMEOUT_S)
+            self.end.send(body, timeout=0)
         except Exception:
             self.closing = True
 
@@ -104,8 +109,14 @@ class AgentProcess:
         with self._send_lock:
             self.ep.send(wire.frame(kind, ident, body), timeout=SEND_TIMEOUT_S)
 
-    def open(self, pid: int) -> Any:
-        """A new connection for ``pid``: the app's endpoint (the router keeps the other)."""
+    def open(self, pid: int, allowed: Callable[[], bool] | None = None) -> Any:
+        """A new connection for ``pid``: the app's endpoint (the router keeps the other).
+
+        ``allowed`` is asked again once the connection is registered: a revocation that
+        ran between the caller's check and the registration (and so found nothing to
+        ``cut``) makes it fail here; one that runs later cuts it."""
+        from exo.kernel.caps.errors import CapabilityDenied
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         with self._lock:
@@ -119,10 +130,16 @@ class AgentProcess:
                                        f"has {MAX_PER_PROCESS} connections open")
             ident = next(self._ids) & wire.MAX_ID
             mine, theirs = ipc.channel(capacity=64, pool_size=POOL_SIZE)
-            conn = _Connection(self, ident, pid, mine)
+            conn = _Connection(self, ident, pid, kernel_end(mine))
             self.conns[ident] = conn
         if pid > 0:
             mine.peer = pid
+        if allowed is not None and not allowed():
+            self.forget(ident, tell_agent=False)
+            mine.close()
+            theirs.close()
+            raise CapabilityDenied(f"agent://{self.spec.name}: the capability was revoked "
+                                   "while connecting")
         try:
             self.send(wire.OPEN, ident)
         except Exception:
@@ -142,7 +159,7 @@ class AgentProcess:
 
     def _read(self) -> None:
         """Agent → router: answers to relay, closes, and the agent's kernel requests."""
-        from exo.ipc import PeerGoneError
+        from exo.ipc import IpcError
 
         try:
             while not self.dead:
@@ -161,7 +178,7 @@ class AgentProcess:
                         conn.closing = True
                 elif kind == wire.SYS:
                     self._serve(ident, body)
-        except (PeerGoneError, wire.WireError, OSError):
+        except (IpcError, wire.WireError, OSError):
             pass
         finally:
             self.dead = True
@@ -210,10 +227,12 @@ class AgentCore:
         self._lock = threading.Lock()
         self._stopped = False
 
-    def connect(self, pid: int, name: str) -> list[int]:
+    def connect(self, pid: int, name: str,
+                allowed: Callable[[], bool] | None = None) -> list[int]:
         """For the ``agent_connect`` syscall: the 6 descriptors of the app's endpoint
-        (copies; the router's originals are released)."""
-        end = self.endpoint(name, pid)
+        (copies; the router's originals are released). ``allowed``: see
+        ``AgentProcess.open``."""
+        end = self._running(name).open(pid, allowed)
         try:
             fds = [os.dup(fd) for fd in end.fds]
         finally:
@@ -275,6 +294,7 @@ class AgentCore:
     def _start(self, spec: registry.AgentSpec) -> AgentProcess:
         from exo.abi import PARENT_PID_ENV
         from exo.kernel.manifest import manifest_from_dict
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         manifest = manifest_from_dict({"sandbox": {"capabilities": list(spec.grants)},
@@ -303,6 +323,7 @@ class AgentCore:
             os.close(null_fd)
         b.detach()
         a.peer = proc.pid
+        kernel_end(a)
         try:
             kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
             if kind != wire.READY:

@@ -26,8 +26,10 @@ class AgentRouter(Protocol):
     """AI-Core as the ``agent_connect`` handler sees it (``exo.agents.core.router``):
     the kernel does not import the agents, the agents' subsystem registers this."""
 
-    def connect(self, pid: int, name: str) -> list[int]:
-        """The 6 descriptors of a new endpoint to agent ``name`` for process ``pid``."""
+    def connect(self, pid: int, name: str,
+                allowed: Callable[[], bool] | None = None) -> list[int]:
+        """The 6 descriptors of a new endpoint to agent ``name`` for process ``pid``
+        (``allowed``, asked once it is registered: False refuses it, revoked meanwhile)."""
         ...
 
 

@@ -112,6 +112,23 @@ def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: 
     return cap_result(host, proc.pid, handle), []
 
 
+def _refuse_capabilities(tokens: tuple[int, ...]) -> list[int]:
+    from exo.ipc import ProtocolError
+
+    raise ProtocolError(f"{len(tokens)} capabilities sent to the kernel's end of a channel "
+                        "(it takes none)")
+
+
+def kernel_end(endpoint: Any) -> Any:
+    """Make ``endpoint`` (an ``exo_std.ipc.Endpoint`` the kernel keeps: an agent's or a
+    module's channel, an app's end of ``agent_connect`` or ``open_service``) refuse
+    capabilities: a message arriving with tokens raises ``exo.ipc.ProtocolError`` from
+    ``recv`` (the caller closes the channel) instead of redeeming them with a syscall the
+    kernel cannot make. Returns ``endpoint``."""
+    endpoint._channel.on_recv_handles = _refuse_capabilities
+    return endpoint
+
+
 def _holding_send(host: SyscallHost, proc: ExoProcess, res: ResourceName,
                   op: str) -> list[HandleInfo]:
     """The caller's capabilities granting SEND on ``res``; none is a refusal, audited."""
@@ -135,7 +152,11 @@ def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
     if router is None:
         raise LookupError(f"{res}: the AI agents are not running (they start in the "
                           "DEFERRED boot phase)")
-    out = router.connect(proc.pid, res.path)
+    def still_held() -> bool:  # asked again once the connection is registered
+        return any(info.resource.covers(res) and Rights.SEND in info.rights
+                   for info in host.caps.handles(proc.pid))
+
+    out = router.connect(proc.pid, res.path, still_held)
     best = max(held, key=lambda info: len(info.resource.path))
     return {"agent": res.path, "resource": str(best.resource)}, out
 

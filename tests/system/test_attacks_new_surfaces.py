@@ -1,0 +1,393 @@
+"""A hostile application against the kernel's newer surfaces: the agents' syscall and
+channels (``agent_connect``, AI-Core's router, the sealed sessions), the module bridge
+(``open_service``) and the DEFERRED boot step they depend on.
+
+Each test is an attack made as a sandboxed app holding the least a real app would hold,
+and asserts what the kernel must do (docs/threat-model.md): answer with an error, bound
+what it spends, never crash a thread, hang, or make another app wait.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.modules.modlib import build
+
+from exo.agents.subsystem import running
+from exo.kernel.config import KernelConfig
+from exo.kernel.kernel import Kernel
+from exo.kernel.manifest import parse_grant
+from exo.modules.manager import ModuleManager
+
+# The agents' client needs PyNaCl and cryptography: the runtime's interpreter.
+APP_PYTHON = sys.executable
+
+
+@pytest.fixture
+def thread_errors() -> Iterator[list[str]]:
+    """Every exception that escapes a thread of this process (the kernel's) meanwhile."""
+    seen: list[str] = []
+    before = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        seen.append(f"{args.thread.name if args.thread else '?'}: "
+                    f"{args.exc_type.__name__}: {args.exc_value}")
+
+    threading.excepthook = hook
+    try:
+        yield seen
+    finally:
+        threading.excepthook = before
+
+
+@pytest.fixture
+def booted(tmp_path: Path) -> Iterator[Kernel]:
+    """A kernel whose DEFERRED step (agents, module manager) has not been started."""
+    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
+    k.boot()
+    try:
+        yield k
+    finally:
+        k.shutdown()
+
+
+@pytest.fixture
+def kernel(booted: Kernel) -> Kernel:
+    booted.start_deferred()
+    booted.wait_deferred(60)
+    return booted
+
+
+@pytest.fixture
+def manager(kernel: Kernel) -> ModuleManager:
+    sub = kernel._by_key["modules"]
+    assert isinstance(sub.manager, ModuleManager)  # type: ignore[attr-defined]
+    return sub.manager  # type: ignore[attr-defined]
+
+
+def _spawn(k: Kernel, code: str, caps: tuple[str, ...], out: Any, err: Any) -> Any:
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return k.processes.spawn([APP_PYTHON, "-c", textwrap.dedent(code)],
+                                 [parse_grant(c) for c in caps],
+                                 stdio=(null, out.fileno(), err.fileno()))
+    finally:
+        os.close(null)
+
+
+def _run(k: Kernel, code: str, *caps: str) -> tuple[int, list[str], str]:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = _spawn(k, code, caps, out, err)
+        status = k.processes.wait(proc.pid, timeout=120)
+        out.seek(0)
+        err.seek(0)
+        return status, out.read().decode().splitlines(), err.read().decode()
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _router_conns(k: Kernel, pid: int) -> int:
+    agents = running(k.core.boot_id)
+    assert agents is not None and agents.router is not None
+    return sum(c.pid == pid for a in list(agents.router._agents.values())
+               for c in list(a.conns.values()))
+
+
+QUERY = """
+    from exo_std.ai import Agent
+    with Agent.connect("ai-res") as a:
+        print(a.query("sys.info")[:6])
+"""
+
+
+# ---------------------------------------------------------------- before the DEFERRED step
+
+def test_agent_connect_and_open_service_before_the_deferred_step_are_refused(
+        booted: Kernel) -> None:
+    status, out, err = _run(booted, """
+        from exo_std._kernel import call
+        for op, name in (("agent_connect", "ai-res"), ("open_service", "ipc://echo")):
+            try:
+                print(op, "opened", call(op, name=name))
+            except Exception as exc:
+                print(op, type(exc).__name__, exc)
+    """, "agent://ai-res=SEND", "ipc://echo=SEND")
+    assert status == 0, err
+    assert out[0].startswith("agent_connect NotFound") and "DEFERRED" in out[0]
+    assert out[1].startswith("open_service NotFound") and "module manager" in out[1]
+
+
+# ---------------------------------------------------------------- names
+
+def test_malformed_agent_and_service_names_are_answered_with_an_error(kernel: Kernel) -> None:
+    status, out, err = _run(kernel, """
+        from exo_std._kernel import call
+        names = ["", "*", "..", "../x", "ai-res/x", "a\\x00b", "ai-res\\n", "x" * 4000,
+                 "ai-res/" + "a/" * 500, "\\ud800", "agent://ai-res"]
+        for name in names:
+            for op, arg in (("agent_connect", name), ("open_service", name),
+                            ("open_service", "ipc://" + name)):
+                try:
+                    call(op, name=arg)
+                    print(op, repr(arg[:30]), "OPENED")
+                except Exception as exc:
+                    print(op, repr(arg[:30]), type(exc).__name__)
+        for op, arg in (("agent_connect", 7), ("agent_connect", None),
+                        ("open_service", ["ipc://echo"]), ("open_service", {"a": 1})):
+            try:
+                call(op, name=arg)
+                print(op, "OPENED")
+            except Exception as exc:
+                print(op, type(exc).__name__)
+        from exo_std.ai import Agent
+        print(Agent.connect("ai-res").query("sys.info")[:6])
+    """, "agent://*=SEND", "ipc://*=SEND")
+    assert status == 0, err
+    assert out[-1] == "Exo-OS"  # the kernel still serves the app afterwards
+    refusals = out[:-1]
+    assert len(refusals) == 11 * 3 + 4
+    assert not [line for line in refusals if line.endswith(("OPENED", "InternalError"))]
+
+
+# ---------------------------------------------------------------- capabilities in frames
+
+def test_capabilities_sent_on_an_agent_channel_close_it_and_crash_no_kernel_thread(
+        kernel: Kernel, thread_errors: list[str]) -> None:
+    """The kernel's end of a channel takes no capabilities: a message carrying tokens used
+    to make the router's relay thread call a syscall from inside the kernel (an uncaught
+    ``KernelUnavailable``, a traceback per message in the kernel's log)."""
+    status, out, err = _run(kernel, textwrap.dedent("""
+        from exo_std._kernel import call
+        from exo_std.ipc import attach_endpoint
+        from exo.ipc import PeerGoneError
+        for attempt in range(3):
+            ep = attach_endpoint(call("agent_connect", name="ai-res")[1])
+            ep._channel.tx.send(b"hello", (12345, 2 ** 32 - 1), None)
+            try:
+                ep.recv(timeout=10)
+                print("answered")
+            except PeerGoneError:
+                print("closed")
+            ep.close()
+    """) + textwrap.dedent(QUERY), "agent://ai-res=SEND")
+    assert status == 0, err
+    assert out == ["closed", "closed", "closed", "Exo-OS"]
+    assert thread_errors == []
+
+
+def test_capabilities_sent_to_a_module_service_close_the_channel(
+        kernel: Kernel, manager: ModuleManager, tmp_path: Path,
+        thread_errors: list[str]) -> None:
+    manager.load(str(build(tmp_path, kernel.root, "1.0")))
+    status, out, err = _run(kernel, """
+        from exo_std._kernel import call
+        from exo_std.ipc import attach_endpoint
+        from exo.ipc import PeerGoneError
+        from exo.modules import wire
+        ep = attach_endpoint(call("open_service", name="ipc://echo")[1])
+        ep._channel.tx.send(wire.frame(wire.REQUEST, 1, b"x"), (99,), None)
+        try:
+            ep.recv(timeout=10)
+            print("answered")
+        except PeerGoneError:
+            print("closed")
+        ep = attach_endpoint(call("open_service", name="ipc://echo")[1])
+        ep.send(wire.frame(wire.REQUEST, 2, b"ok"))
+        print(wire.parse(ep.recv(timeout=10)[0])[2].decode())
+    """, "ipc://echo=SEND")
+    assert status == 0, err
+    assert out == ["closed", "v1.0:ok"]
+    assert thread_errors == []
+    bridges = kernel._by_key["modules"].bridges  # type: ignore[attr-defined]
+    _wait_for(lambda: bridges.count() == 0, "the bridges of an exited app end")
+    assert manager.request("echo", b"alive") == b"v1.0:alive"
+
+
+# ---------------------------------------------------------------- a reader that never reads
+
+FLOOD = """
+    import json, time
+    from exo_std._kernel import call
+    from exo_std.ipc import attach_endpoint
+    from exo.agents.core.secure import SecureSession
+    from exo.agents.core import wire
+    ends = []
+    for i in range(4):
+        ep = attach_endpoint(call("agent_connect", name="ai-res")[1])
+        s = SecureSession("client")
+        ep.send(s.hello())
+        s.finish(wire.to_bytes(ep.recv(timeout=30)[0]))
+        ends.append((ep, s))
+    sent = 0
+    try:
+        for j in range(100):  # paced under the agent's queue bound; answers never read
+            for ep, s in ends:
+                ep.send(s.seal(json.dumps({"intent": "sys.info"}).encode()), timeout=5)
+                sent += 1
+            time.sleep(0.02)
+    except Exception as exc:
+        print("cut while sending:", type(exc).__name__, flush=True)
+    print("flooded", sent, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_an_app_that_never_reads_its_answers_holds_up_no_other_app(kernel: Kernel) -> None:
+    """Four connections whose answers are never read: the router's one reader per agent
+    used to wait 5 s on each full channel, so every other app's connection to the agent
+    stalled ~20 s. Now such a reader is cut off at once."""
+    with tempfile.NamedTemporaryFile() as out, tempfile.TemporaryFile() as err:
+        hostile = _spawn(kernel, FLOOD, ("agent://ai-res=SEND",), out, err)
+        try:
+            _wait_for(lambda: b"flooded" in Path(out.name).read_bytes(),
+                      "the hostile app sent its requests", 120)
+            t0 = time.monotonic()
+            status, lines, errors = _run(kernel, """
+                from exo_std.ai import Agent
+                with Agent.connect("ai-res", timeout=60) as a:
+                    for _ in range(5):
+                        print(a.query("sys.info")[:6])
+            """, "agent://ai-res=SEND")
+            took = time.monotonic() - t0
+            assert status == 0, errors
+            assert lines == ["Exo-OS"] * 5
+            # Not a benchmark: a bound far above a run's few hundred ms, below one 5 s stall.
+            assert took < 4.5, f"the victim waited {took:.1f} s"
+            _wait_for(lambda: _router_conns(kernel, hostile.pid) == 0,
+                      "the hostile app's connections are cut")
+        finally:
+            kernel.api.interrupt(hostile, grace=0)
+            kernel.processes.wait(hostile.pid, timeout=30)
+
+
+# ---------------------------------------------------------------- revocation races
+
+def test_a_revocation_racing_agent_connect_leaves_no_connection(kernel: Kernel) -> None:
+    """The capability is revoked after ``agent_connect`` checked it but before the router
+    registered the connection (so the revocation found nothing to cut): the syscall must
+    fail, not hand out a connection the app no longer holds a capability for."""
+    agents = running(kernel.core.boot_id)
+    assert agents is not None and agents.router is not None
+    router = agents.router
+    real = router.connect
+    raced: list[int] = []
+
+    def racing_connect(pid: int, name: str, *args: Any) -> list[int]:
+        raced.append(kernel.caps.revoke_resource("agent://ai-res"))
+        return real(pid, name, *args)
+
+    router.connect = racing_connect  # type: ignore[method-assign]
+    try:
+        status, out, err = _run(kernel, """
+            from exo_std._kernel import call
+            try:
+                print("opened", call("agent_connect", name="ai-res"))
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+        """, "agent://ai-res=SEND")
+    finally:
+        router.connect = real  # type: ignore[method-assign]
+    assert status == 0, err
+    assert raced and raced[0] >= 1
+    assert out[0].startswith("CapabilityDenied") and "revoked" in out[0], out
+    assert all(c.closing or c.pid <= 0 for a in router._agents.values()
+               for c in a.conns.values())
+
+
+# ---------------------------------------------------------------- sealed frames
+
+def test_a_replayed_or_reordered_sealed_frame_closes_only_that_connection(
+        kernel: Kernel) -> None:
+    status, out, err = _run(kernel, """
+        import json
+        from exo_std._kernel import call
+        from exo_std.ai import Agent
+        from exo_std.ipc import attach_endpoint
+        from exo.agents.core.secure import SecureSession
+        from exo.agents.core import wire
+        from exo.ipc import PeerGoneError
+        good = Agent.connect("ai-res")
+
+        def session():
+            ep = attach_endpoint(call("agent_connect", name="ai-res")[1])
+            s = SecureSession("client")
+            ep.send(s.hello())
+            s.finish(wire.to_bytes(ep.recv(timeout=30)[0]))
+            return ep, s
+
+        def outcome(ep, s, frames):
+            for f in frames:
+                ep.send(f)
+            try:
+                while True:
+                    got = s.open(wire.to_bytes(ep.recv(timeout=10)[0]))
+                    print("answer", json.loads(got)["ok"])
+            except PeerGoneError:
+                print("closed")
+            except Exception as exc:
+                print(type(exc).__name__)
+
+        ep, s = session()
+        first = s.seal(b'{"intent": "sys.info"}')
+        outcome(ep, s, [first, first])                    # replayed
+        ep, s = session()
+        one, two = s.seal(b'{"intent": "sys.info"}'), s.seal(b'{"intent": "sys.info"}')
+        outcome(ep, s, [two, one])                        # reordered
+        ep, s = session()
+        f = bytearray(s.seal(b'{"intent": "sys.info"}'))
+        f[-1] ^= 1
+        outcome(ep, s, [bytes(f)])                        # altered
+        print(good.query("sys.info")[:6])
+    """, "agent://ai-res=SEND")
+    assert status == 0, err
+    assert out == ["answer True", "closed", "closed", "closed", "Exo-OS"]
+
+
+# ---------------------------------------------------------------- open many, never close
+
+def test_connections_of_an_app_that_dies_holding_them_are_released(kernel: Kernel) -> None:
+    """An app opens every agent connection and module channel it may, never closes them and
+    is killed: the kernel's relay threads and counts go back to what they were."""
+    def agent_threads() -> int:
+        return sum(t.name.startswith("exo-agent-ai-res-") for t in threading.enumerate())
+
+    status, out, err = _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent is up
+    assert status == 0, err
+    base = agent_threads()
+    with tempfile.NamedTemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        hog = _spawn(kernel, """
+            import time
+            from exo_std._kernel import call
+            held = []
+            for _ in range(10):
+                try:
+                    held.append(call("agent_connect", name="ai-res")[1])
+                except Exception as exc:
+                    print(type(exc).__name__, flush=True)
+            print("held", len(held), flush=True)
+            time.sleep(120)
+        """, ("agent://ai-res=SEND",), out_f, err_f)
+        _wait_for(lambda: b"held" in Path(out_f.name).read_bytes(), "the app connected")
+        assert b"held 4" in Path(out_f.name).read_bytes()
+        assert _router_conns(kernel, hog.pid) == 4
+        kernel.api.interrupt(hog, grace=0)
+        kernel.processes.wait(hog.pid, timeout=30)
+    _wait_for(lambda: _router_conns(kernel, hog.pid) == 0 and agent_threads() <= base,
+              "the dead app's connections and relay threads are released")
+    status, out, err = _run(kernel, QUERY, "agent://ai-res=SEND")
+    assert status == 0 and out == ["Exo-OS"], err
+
