@@ -391,3 +391,74 @@ def test_connections_of_an_app_that_dies_holding_them_are_released(kernel: Kerne
     status, out, err = _run(kernel, QUERY, "agent://ai-res=SEND")
     assert status == 0 and out == ["Exo-OS"], err
 
+
+
+
+CHILD = """
+from exo_std._kernel import call
+held = 0
+for _ in range(4):
+    try:
+        call("agent_connect", name="ai-res")
+        held += 1
+    except Exception as exc:
+        print(type(exc).__name__, "with its descendants" in str(exc), flush=True)
+        break
+print("child", held, flush=True)
+"""
+
+
+def test_an_app_cannot_fill_an_agent_with_its_children(kernel: Kernel) -> None:
+    """The agent takes ``MAX_PER_AGENT`` (64) connections and each process 4: an app with
+    16 children (its default quota) used to take them all, refusing every other app and
+    the shell's assistant. A connection now counts against every ancestor too: while
+    the app holds 2, each child (one at a time) gets the other 2."""
+    status, out, err = _run(kernel, f"""
+        import sys
+        from exo_std import caps, process
+        from exo_std._kernel import call
+        agent = [c for c in caps.handles() if c.resource == "agent://ai-res"][0]
+        mine = [call("agent_connect", name="ai-res") for _ in range(2)]
+        for _ in range(3):
+            print("exit", process.wait(process.spawn([sys.executable, "-c", {CHILD!r}],
+                                                     [agent])), flush=True)
+    """, "agent://ai-res=SEND,DUPLICATE")
+    assert status == 0, err
+    assert out == ["NotFound True", "child 2", "exit 0"] * 3, (out, err)
+
+
+SERVICE_CHILD = """
+from exo_std._kernel import call
+held = 0
+for _ in range(16):
+    try:
+        call("open_service", name="ipc://echo")
+        held += 1
+    except Exception as exc:
+        print(type(exc).__name__, "with its descendants" in str(exc), flush=True)
+        break
+print("child", held, flush=True)
+"""
+
+
+def test_an_app_cannot_multiply_its_module_channels_with_children(
+        kernel: Kernel, manager: ModuleManager, tmp_path: Path) -> None:
+    """16 channels per process, 1,024 in the kernel: children (16 each, and theirs) used
+    to reach the kernel-wide bound and refuse every other app. A channel now counts
+    against every ancestor: while the app holds 10, each child gets the other 6."""
+    manager.load(str(build(tmp_path, kernel.root, "1.0")))
+    status, out, err = _run(kernel, f"""
+        import sys
+        from exo_std import caps, process
+        from exo_std._kernel import call
+        echo = [c for c in caps.handles() if c.resource == "ipc://echo"][0]
+        mine = [call("open_service", name="ipc://echo") for _ in range(10)]
+        for _ in range(2):
+            print("exit", process.wait(process.spawn([sys.executable, "-c",
+                                                      {SERVICE_CHILD!r}], [echo])),
+                  flush=True)
+    """, "ipc://echo=SEND,DUPLICATE")
+    assert status == 0, err
+    assert out == ["QuotaExceeded True", "child 6", "exit 0"] * 2, (out, err)
+    bridges = kernel._by_key["modules"].bridges  # type: ignore[attr-defined]
+    _wait_for(lambda: bridges.count() == 0, "every channel of the exited apps ends")

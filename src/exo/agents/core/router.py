@@ -44,12 +44,14 @@ class AgentUnavailable(LookupError):
 
 
 class _Connection:
-    __slots__ = ("agent", "closing", "end", "ident", "pid", "thread")
+    __slots__ = ("agent", "closing", "end", "ident", "owners", "pid", "thread")
 
-    def __init__(self, agent: AgentProcess, ident: int, pid: int, end: Any) -> None:
+    def __init__(self, agent: AgentProcess, ident: int, pid: int, end: Any,
+                 owners: tuple[int, ...] = ()) -> None:
         self.agent = agent
         self.ident = ident
         self.pid = pid
+        self.owners = owners or (pid,)  # the process and its ancestors: each is charged
         self.end = end  # the router's endpoint; the app holds the other
         self.closing = False
         self.thread = threading.Thread(target=self._relay, daemon=True,
@@ -109,8 +111,13 @@ class AgentProcess:
         with self._send_lock:
             self.ep.send(wire.frame(kind, ident, body), timeout=SEND_TIMEOUT_S)
 
-    def open(self, pid: int, allowed: Callable[[], bool] | None = None) -> Any:
+    def open(self, pid: int, allowed: Callable[[], bool] | None = None,
+             charged: tuple[int, ...] = ()) -> Any:
         """A new connection for ``pid``: the app's endpoint (the router keeps the other).
+
+        It counts against ``pid`` and each process in ``charged`` (its ancestors), each
+        of which may hold ``MAX_PER_PROCESS`` with its descendants: an app cannot fill
+        the agent's ``MAX_PER_AGENT`` with children.
 
         ``allowed`` is asked again once the connection is registered: a revocation that
         ran between the caller's check and the registration (and so found nothing to
@@ -125,12 +132,16 @@ class AgentProcess:
             if len(self.conns) >= MAX_PER_AGENT:
                 raise AgentUnavailable(f"agent://{self.spec.name}: {MAX_PER_AGENT} "
                                        "connections already open")
-            if sum(c.pid == pid for c in self.conns.values()) >= MAX_PER_PROCESS:
-                raise AgentUnavailable(f"agent://{self.spec.name}: process {pid} already "
-                                       f"has {MAX_PER_PROCESS} connections open")
+            owners = charged or (pid,)
+            for owner in owners:
+                if sum(owner in c.owners for c in self.conns.values()) >= MAX_PER_PROCESS:
+                    whose = "" if owner == pid else " with its descendants"
+                    raise AgentUnavailable(f"agent://{self.spec.name}: process {owner} "
+                                           f"already has {MAX_PER_PROCESS} connections "
+                                           f"open{whose}")
             ident = next(self._ids) & wire.MAX_ID
             mine, theirs = ipc.channel(capacity=64, pool_size=POOL_SIZE)
-            conn = _Connection(self, ident, pid, kernel_end(mine))
+            conn = _Connection(self, ident, pid, kernel_end(mine), owners)
             self.conns[ident] = conn
         if pid > 0:
             mine.peer = pid
@@ -227,12 +238,12 @@ class AgentCore:
         self._lock = threading.Lock()
         self._stopped = False
 
-    def connect(self, pid: int, name: str,
-                allowed: Callable[[], bool] | None = None) -> list[int]:
+    def connect(self, pid: int, name: str, allowed: Callable[[], bool] | None = None,
+                charged: tuple[int, ...] = ()) -> list[int]:
         """For the ``agent_connect`` syscall: the 6 descriptors of the app's endpoint
-        (copies; the router's originals are released). ``allowed``: see
+        (copies; the router's originals are released). ``allowed``, ``charged``: see
         ``AgentProcess.open``."""
-        end = self._running(name).open(pid, allowed)
+        end = self._running(name).open(pid, allowed, charged)
         try:
             fds = [os.dup(fd) for fd in end.fds]
         finally:
