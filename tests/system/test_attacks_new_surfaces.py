@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from tests.modules.modlib import build
+from tests.system.test_security_areas import AREA, kernel_tpm  # noqa: F401  (fixture)
 
 from exo.agents.subsystem import running
 from exo.kernel.config import KernelConfig
@@ -28,6 +29,7 @@ from exo.kernel.kernel import Kernel
 from exo.kernel.manifest import parse_grant
 from exo.modules.manager import ModuleManager
 
+AREA_GRANT = "storage://home/a=READ"
 # The agents' client needs PyNaCl and cryptography: the runtime's interpreter.
 APP_PYTHON = sys.executable
 
@@ -462,3 +464,101 @@ def test_an_app_cannot_multiply_its_module_channels_with_children(
     assert out == ["QuotaExceeded True", "child 6", "exit 0"] * 2, (out, err)
     bridges = kernel._by_key["modules"].bridges  # type: ignore[attr-defined]
     _wait_for(lambda: bridges.count() == 0, "every channel of the exited apps ends")
+
+
+# ---------------------------------------------------------------- encrypted areas
+
+@pytest.mark.xfail(strict=True, reason="areaserve: one process can reserve the whole "
+                   "kernel-wide budget of decrypted memory (no per-process share)")
+def test_one_app_cannot_take_every_byte_of_decrypted_area_memory(
+        kernel_tpm: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Decrypted files are held in kernel memory, at most ``EXO_AREA_MEMORY_MB`` at once
+    for the whole kernel. An app that opens one file again and again and never closes it
+    holds all of it: every other app's open of an encrypted file fails with ENOMEM."""
+    from exo.security import areas, areaserve
+
+    areas.write_file(kernel_tpm.root, AREA + "/doc", b"d" * (600 << 10))
+    monkeypatch.setenv(areaserve.MEMORY_ENV, "4")
+    with tempfile.NamedTemporaryFile() as out, tempfile.TemporaryFile() as err:
+        hog = _spawn(kernel_tpm, f"""
+            import time
+            from exo_std import fs
+            held = []
+            try:
+                while True:
+                    held.append(fs.File.open("{AREA}/doc", "READ"))
+            except OSError as exc:
+                print("held", len(held), exc.errno, flush=True)
+            time.sleep(60)
+        """, (AREA_GRANT,), out, err)
+        try:
+            _wait_for(lambda: b"held" in Path(out.name).read_bytes(), "the hog opened")
+            status, lines, errors = _run(kernel_tpm, f"""
+                from exo_std import fs
+                with fs.File.open("{AREA}/doc", "READ") as f:
+                    print(len(f.read()))
+            """, AREA_GRANT)
+        finally:
+            kernel_tpm.api.interrupt(hog, grace=0)
+            kernel_tpm.processes.wait(hog.pid, timeout=30)
+    assert status == 0 and lines == [str(600 << 10)], errors
+
+
+# ---------------------------------------------------------------- the kernel's own log files
+
+PLANT = """
+import os, sys
+os.makedirs(sys.argv[1], exist_ok=True)
+os.symlink(sys.argv[2], os.path.join(sys.argv[1], sys.argv[3]))
+print("planted")
+"""
+
+
+def _plant(k: Kernel, directory: str, target: Path, name: str) -> None:
+    """An app granted ``storage://var/log`` WRITE plants ``directory/name -> target``."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            proc = k.processes.spawn([APP_PYTHON, "-c", PLANT, directory, str(target), name],
+                                     [parse_grant("storage://var/log=READ,WRITE")],
+                                     stdio=(null, out.fileno(), err.fileno()), cwd="/var/log")
+        finally:
+            os.close(null)
+        assert k.processes.wait(proc.pid, timeout=60) == 0
+        out.seek(0)
+        err.seek(0)
+        assert out.read() == b"planted\n", err.read()
+
+
+def test_a_symlink_planted_as_an_agents_log_is_not_followed(kernel: Kernel,
+                                                            tmp_path: Path) -> None:
+    """The kernel (root) opened ``var/log/agents/ai-res.log`` with O_CREAT following the
+    link: it created (and the agent then wrote) a host file the app chose."""
+    target = tmp_path / "host-file-outside-the-tree"
+    _plant(kernel, "/var/log/agents", target, "ai-res.log")
+    status, out, err = _run(kernel, """
+        from exo_std._kernel import call
+        try:
+            call("agent_connect", name="ai-res")
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """, "agent://ai-res=SEND")
+    assert status == 0, err
+    assert not target.exists(), "the kernel created a host file through the app's symlink"
+    assert "symbolic links" in out[0] or "ELOOP" in out[0] or "Errno 40" in out[0], out
+
+
+def test_a_symlink_planted_as_a_modules_log_truncates_nothing(
+        kernel: Kernel, manager: ModuleManager, tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("precious host data\n")
+    _plant(kernel, "/var/log/modules", target, "echo-1.0.log")
+    """The kernel (root) opened ``var/log/modules/NAME-VERSION.log`` with O_TRUNC
+    following the link: it emptied a host file the app chose."""
+    with pytest.raises(OSError, match=r"symbolic links|Errno 40"):
+        manager.load(str(build(tmp_path, kernel.root, "1.0")))
+    assert target.read_text() == "precious host data\n"
+    fifo = kernel.root / "var" / "log" / "modules" / "echo-2.0.log"
+    os.mkfifo(fifo)  # a FIFO there must not hold the loading thread
+    with pytest.raises(OSError, match=r"not a plain file|No such device"):
+        manager.load(str(build(tmp_path / "v2", kernel.root, "2.0")))

@@ -66,12 +66,15 @@ class Instance:
 
     def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any,
                  on_exit: Callable[[Instance], None] | None = None) -> None:
+        from exo.kernel.syscalls.ipc import kernel_end
+
         self.mod = mod
         self.on_exit = on_exit  # told when the process dies (not when it is stopped)
         self.stopping = False
         self.proc = proc
         self.api = api
-        self.ep = endpoint
+        # a module sending capabilities breaks its channel (the kernel's end takes none)
+        self.ep = kernel_end(endpoint)
         self.accepting = True
         self.requests = 0
         self.errors = 0
@@ -564,7 +567,6 @@ class ModuleManager:
         from exo.abi import PARENT_PID_ENV
         from exo.ipc import IpcError
         from exo.kernel.manifest import manifest_from_dict, parse_grant
-        from exo.kernel.syscalls.ipc import kernel_end
         from exo.pkg import format as fmt
         from exo_std import ipc
 
@@ -578,9 +580,8 @@ class ModuleManager:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{mod.name}-{mod.version}.log"
         self._measure(mod)
+        log_fd = self.api.open_log(f"var/log/modules/{log_path.name}", truncate=True)
         a, b = ipc.channel(capacity=256)
-        kernel_end(a)  # a module sending capabilities breaks its channel (it takes none)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
         if mod.kind == "wasm":  # wasmtime lives in the kernel's environment, not the system's

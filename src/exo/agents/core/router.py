@@ -93,10 +93,12 @@ class AgentProcess:
 
     def __init__(self, spec: registry.AgentSpec, proc: Any, endpoint: Any, api: Any,
                  services: dict[str, Service]) -> None:
+        from exo.kernel.syscalls.ipc import kernel_end
+
         self.spec = spec
         self.proc = proc
         self.api = api
-        self.ep = endpoint
+        self.ep = kernel_end(endpoint)  # an agent sending capabilities breaks its channel
         self.services = services
         self.conns: dict[int, _Connection] = {}
         self.dead = False
@@ -305,7 +307,6 @@ class AgentCore:
     def _start(self, spec: registry.AgentSpec) -> AgentProcess:
         from exo.abi import PARENT_PID_ENV
         from exo.kernel.manifest import manifest_from_dict
-        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         manifest = manifest_from_dict({"sandbox": {"capabilities": list(spec.grants)},
@@ -314,9 +315,8 @@ class AgentCore:
         log_dir = self.root / "var" / "log" / "agents"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{spec.name}.log"
+        log_fd = self.api.open_log(f"var/log/agents/{spec.name}.log")  # no planted link
         a, b = ipc.channel(capacity=256, pool_size=POOL_SIZE)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                         0o600)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             proc = self.api.start(
@@ -334,7 +334,6 @@ class AgentCore:
             os.close(null_fd)
         b.detach()
         a.peer = proc.pid
-        kernel_end(a)
         try:
             kind, _, _ = wire.parse(a.recv(timeout=READY_TIMEOUT_S)[0])
             if kind != wire.READY:
