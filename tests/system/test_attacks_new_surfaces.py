@@ -562,3 +562,56 @@ def test_a_symlink_planted_as_a_modules_log_truncates_nothing(
     os.mkfifo(fifo)  # a FIFO there must not hold the loading thread
     with pytest.raises(OSError, match=r"not a plain file|No such device"):
         manager.load(str(build(tmp_path / "v2", kernel.root, "2.0")))
+
+
+# ---------------------------------------------------------------- descriptors
+
+def test_descriptors_sent_with_the_connect_calls_and_many_connects_leak_nothing(
+        kernel: Kernel, manager: ModuleManager, tmp_path: Path) -> None:
+    """Descriptors the rows do not take are refused (and closed by the kernel); 40
+    connections and channels opened and closed, and 40 dropped unopened, leave the
+    kernel's descriptor and thread counts where they were."""
+    manager.load(str(build(tmp_path, kernel.root, "1.0")))
+    status, out, err = _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent is up
+    assert status == 0, err
+
+    def kernel_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    fds0, threads0 = kernel_fds(), threading.active_count()
+    status, out, err = _run(kernel, """
+        import os
+        from exo_std._kernel import call
+        from exo_std.ipc import attach_endpoint
+        r, w = os.pipe()
+        for op, name in (("agent_connect", "ai-res"), ("open_service", "ipc://echo")):
+            try:
+                call(op, fds=[r, w, r], name=name)
+                print(op, "OPENED")
+            except Exception as exc:
+                print(op, type(exc).__name__)
+        import time
+        from exo_std.errors import NotFound, QuotaExceeded
+        def opened(op, name):
+            for _ in range(100):  # a closed connection is let go within the relay's poll
+                try:
+                    return call(op, name=name)[1]
+                except (NotFound, QuotaExceeded):
+                    time.sleep(0.1)
+            raise SystemExit(f"{op}: never released")
+        for i in range(20):
+            for op, name in (("agent_connect", "ai-res"), ("open_service", "ipc://echo")):
+                fds = opened(op, name)
+                if i % 2:
+                    attach_endpoint(fds).close()
+                else:  # never attached: the descriptors are simply closed
+                    for fd in fds:
+                        os.close(fd)
+        print("done")
+    """, "agent://ai-res=SEND", "ipc://echo=SEND")
+    assert status == 0, err
+    assert out == ["agent_connect InvalidArgument", "open_service InvalidArgument", "done"]
+    bridges = kernel._by_key["modules"].bridges  # type: ignore[attr-defined]
+    _wait_for(lambda: bridges.count() == 0 and threading.active_count() <= threads0
+              and kernel_fds() <= fds0 + 2,
+              f"back to {fds0} descriptors and {threads0} threads")
