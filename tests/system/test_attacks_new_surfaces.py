@@ -615,3 +615,41 @@ def test_descriptors_sent_with_the_connect_calls_and_many_connects_leak_nothing(
     _wait_for(lambda: bridges.count() == 0 and threading.active_count() <= threads0
               and kernel_fds() <= fds0 + 2,
               f"back to {fds0} descriptors and {threads0} threads")
+
+
+def test_garbage_handshakes_forever_do_not_grow_the_agents_log_without_bound(
+        kernel: Kernel) -> None:
+    """Each refused connection was one line in the agent's log (a file the kernel appends
+    to, never rotated): an app reconnecting to send garbage could fill the disk."""
+    from exo.agents.core import runner
+
+    status, out, err = _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent is up
+    assert status == 0, err
+    log = kernel.root / "var" / "log" / "agents" / "ai-res.log"
+    before = log.read_text().count("connection refused")
+    status, out, err = _run(kernel, """
+        import time
+        from exo_std._kernel import call
+        from exo_std.errors import NotFound
+        from exo_std.ipc import attach_endpoint
+        from exo.ipc import PeerGoneError
+        refused = 0
+        while refused < 24:
+            try:
+                ep = attach_endpoint(call("agent_connect", name="ai-res")[1])
+            except NotFound:  # 4 at a time: wait for the last ones to be let go
+                time.sleep(0.05)
+                continue
+            ep.send(b"H" + b"\\xff" * 100)  # a HELLO whose key is not one
+            try:
+                ep.recv(timeout=10)
+            except PeerGoneError:
+                refused += 1
+            ep.close()
+        print("refused", refused)
+    """, "agent://ai-res=SEND")
+    assert status == 0, err
+    assert out == ["refused 24"]
+    _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent has written what it will
+    lines = log.read_text().count("connection refused") - before
+    assert 1 <= lines <= runner.MAX_REFUSAL_LINES, lines
