@@ -653,3 +653,53 @@ def test_garbage_handshakes_forever_do_not_grow_the_agents_log_without_bound(
     _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent has written what it will
     lines = log.read_text().count("connection refused") - before
     assert 1 <= lines <= runner.MAX_REFUSAL_LINES, lines
+
+
+BIG_FLOOD = """
+import threading, time
+from exo_std._kernel import call
+from exo_std.ipc import attach_endpoint
+from exo.agents.core.secure import SecureSession
+from exo.agents.core import wire
+end = time.monotonic() + 8
+def flood():
+    while time.monotonic() < end:
+        try:
+            ep = attach_endpoint(call("agent_connect", name="ai-res")[1])
+            s = SecureSession("client")
+            ep.send(s.hello())
+            s.finish(wire.to_bytes(ep.recv(timeout=30)[0]))
+            while time.monotonic() < end:
+                ep.send(b"S" * (1 << 20), timeout=5)  # 1 MiB frames the agent refuses
+        except Exception:
+            time.sleep(0.01)
+print("flooding", flush=True)
+ts = [threading.Thread(target=flood) for _ in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"""
+
+
+def test_an_app_flooding_large_frames_breaks_no_other_apps_connection(
+        kernel: Kernel, thread_errors: list[str]) -> None:
+    """The kernel → agent pool is shared by every connection: an app's 1 MiB frames
+    filled it, and another app's relay got ``MemoryError`` (its connection died, with a
+    traceback in the kernel's log). Now a full pool is waited out."""
+    status, _out, err = _run(kernel, QUERY, "agent://ai-res=SEND")  # the agent is up
+    assert status == 0, err
+    with tempfile.NamedTemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        hostile = _spawn(kernel, BIG_FLOOD, ("agent://ai-res=SEND",), out_f, err_f)
+        try:
+            _wait_for(lambda: b"flooding" in Path(out_f.name).read_bytes(), "it floods")
+            status, lines, errors = _run(kernel, """
+                from exo_std.ai import Agent
+                with Agent.connect("ai-res", timeout=60) as a:
+                    for _ in range(10):  # ~900 KB requests: a 1 MiB block each
+                        answer = a.request({"intent": "sys.info", "pad": "x" * 900_000})
+                        print(answer["ok"], flush=True)
+            """, "agent://ai-res=SEND")
+        finally:
+            kernel.processes.wait(hostile.pid, timeout=60)
+    assert status == 0, errors
+    assert lines == ["True"] * 10
+    assert thread_errors == []

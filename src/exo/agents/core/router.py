@@ -110,8 +110,25 @@ class AgentProcess:
         self._reader.start()
 
     def send(self, kind: int, ident: int, body: bytes = b"") -> None:
+        """One frame to the agent. Its pool is shared by every connection: full (another
+        app's large frames the agent has not taken yet) is waited out, up to
+        ``SEND_TIMEOUT_S`` (then ``TimeoutError``), never an error of this connection."""
+        import time
+
+        data = wire.frame(kind, ident, body)
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        pause = 0.0005
         with self._send_lock:
-            self.ep.send(wire.frame(kind, ident, body), timeout=SEND_TIMEOUT_S)
+            while True:
+                try:
+                    self.ep.send(data, timeout=max(0.0, deadline - time.monotonic()))
+                    return
+                except MemoryError:  # no block free yet: the agent frees them as it reads
+                    if time.monotonic() >= deadline or self.dead:
+                        raise TimeoutError(f"agent://{self.spec.name} took no frame in "
+                                           f"{SEND_TIMEOUT_S:g} s") from None
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.01)
 
     def open(self, pid: int, allowed: Callable[[], bool] | None = None,
              charged: tuple[int, ...] = ()) -> Any:
