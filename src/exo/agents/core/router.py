@@ -9,11 +9,12 @@ with the connection's number (``exo.agents.core.wire``). Frames are sealed end t
 An agent starts on its first connection (socket activation, as systemd does) so that
 booting costs nothing; a dead agent fails its connections (the app sees its peer gone)
 and is started again by the next one. Everything an app can make the router hold is
-bounded: connections per process and per agent, the size of a frame. Nothing an app does
-makes the router wait: an answer to an app whose channel is full is not waited for, the
-connection is cut (one app that never reads must not hold up the agent's other
-connections), and a message carrying capabilities is refused (the kernel's ends of these
-channels take none: ``exo.kernel.syscalls.ipc.kernel_end``).
+bounded: connections per process (with its descendants) and per agent, the size of a
+frame. An answer to an app whose channel is full is not waited for, the connection is cut
+(one app that never reads must not hold up the agent's other connections); a full pool
+towards the agent, which every connection shares, is waited out for at most
+``SEND_TIMEOUT_S``; a message carrying capabilities is refused (the kernel's ends of
+these channels take none: ``exo.kernel.syscalls.ipc.kernel_end``).
 """
 
 from __future__ import annotations
