@@ -4,8 +4,6 @@ that dies first is killed and reported in one line; a spawn that fails leaves no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from tests.system.helpers import APP_PYTHON
 
@@ -27,11 +25,11 @@ time.sleep(60)
 """
 
 
-def _start(kernel: Kernel, log: Path, first_frame: bytes) -> tuple[ExoProcess, Endpoint]:
+def _start(kernel: Kernel, log: str, first_frame: bytes) -> tuple[ExoProcess, Endpoint]:
     manifest = manifest_from_dict({}, "test://service")
     return start_channel_service(
         kernel.api, [APP_PYTHON, "-c", SERVICE, first_frame.hex()], [], manifest=manifest,
-        log_path=log, append_log=False, ready_kind=lambda frame: wire.parse(frame)[0],
+        log=log, append_log=False, ready_kind=lambda frame: wire.parse(frame)[0],
         ready=wire.READY, timeout=15)
 
 
@@ -39,8 +37,8 @@ def _running(kernel: Kernel) -> list[int]:
     return [p["pid"] for p in kernel.api.ps() if p.get("pid") != 1]
 
 
-def test_a_service_that_says_ready_is_handed_over(kernel: Kernel, tmp_path: Path) -> None:
-    proc, end = _start(kernel, tmp_path / "ok.log", wire.frame(wire.READY, 0))
+def test_a_service_that_says_ready_is_handed_over(kernel: Kernel) -> None:
+    proc, end = _start(kernel, "var/log/test/ok.log", wire.frame(wire.READY, 0))
     try:
         assert end.peer == proc.pid
     finally:
@@ -51,23 +49,22 @@ def test_a_service_that_says_ready_is_handed_over(kernel: Kernel, tmp_path: Path
 
 @pytest.mark.parametrize("first", [b"", b"\x0a", wire.frame(wire.OK, 7, b"hello"),
                                    b"\xff" * 64])
-def test_a_first_frame_that_is_not_ready_kills_the_service(kernel: Kernel, tmp_path: Path,
+def test_a_first_frame_that_is_not_ready_kills_the_service(kernel: Kernel,
                                                            first: bytes) -> None:
     before = _running(kernel)
     with pytest.raises(ServiceStartError) as caught:
-        _start(kernel, tmp_path / "bad.log", first)
+        _start(kernel, "var/log/test/bad.log", first)
     assert caught.value.started
     assert str(caught.value) == f"about to say {first.hex()}".strip()  # its log's last line
     assert _running(kernel) == before
 
 
-def test_a_spawn_that_fails_says_why_and_leaves_nothing(kernel: Kernel,
-                                                        tmp_path: Path) -> None:
+def test_a_spawn_that_fails_says_why_and_leaves_nothing(kernel: Kernel) -> None:
     before = _running(kernel)
     with pytest.raises(ServiceStartError) as caught:
         start_channel_service(
             kernel.api, ["/no/such/program"], [], manifest=manifest_from_dict({}, "test://x"),
-            log_path=tmp_path / "x.log", append_log=True, ready_kind=lambda f: 0, ready=10,
+            log="var/log/test/x.log", append_log=True, ready_kind=lambda f: 0, ready=10,
             timeout=5)
     assert not caught.value.started and str(caught.value)
     assert _running(kernel) == before

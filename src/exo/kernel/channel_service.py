@@ -4,7 +4,10 @@ The module manager (a module's process) and AI-Core (an agent's process) start t
 services the same way: a channel pair, the child's end handed over as
 ``EXO_CHANNEL_FDS``, stdin from /dev/null, stdout and stderr to a log file, then wait for
 the service's first frame to say READY. ``start_channel_service`` is that one way; each
-caller keeps its own argv, grants, manifest, frame format and error wording.
+caller keeps its own argv, grants, manifest, frame format and error wording. The log is
+opened and read beneath the Exo tree with no symbolic link followed
+(``KernelApi.open_log``): an app granted a ``var/log`` directory could plant one there,
+and the kernel writes as root.
 """
 
 from __future__ import annotations
@@ -33,17 +36,37 @@ class ServiceStartError(Exception):
         self.started = started
 
 
-def last_log_line(path: Path) -> str:
-    """The last non-blank line of a service's log (at most 300 characters), or ""."""
+def last_log_line(root: Path, relative: str) -> str:
+    """The last non-blank line (at most 300 characters) of the log ``relative`` to the Exo
+    tree ``root``, read from its last 64 KiB; "" if it cannot be read safely (a link, a
+    FIFO, missing)."""
+    import stat
+
+    from exo.kernel.beneath import STRICT, open_file, open_root
+
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        here = open_root(root)
+        try:
+            fd = open_file(here, relative, os.O_RDONLY | os.O_CLOEXEC, resolve=STRICT)
+        finally:
+            os.close(here)
     except OSError:
         return ""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ""
+        tail = os.pread(fd, 64 * 1024, max(0, st.st_size - 64 * 1024))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    lines = [ln for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
     return lines[-1].strip()[:300] if lines else ""
 
 
 def start_channel_service(api: KernelApi, argv: Sequence[str], grants: Sequence[Grant], *,
-                          manifest: Manifest, log_path: Path, append_log: bool,
+                          manifest: Manifest, log: str, append_log: bool,
                           ready_kind: Callable[[object], int], ready: int,
                           timeout: float, pool_size: int | None = None,
                           ) -> tuple[ExoProcess, Endpoint]:
@@ -52,8 +75,8 @@ def start_channel_service(api: KernelApi, argv: Sequence[str], grants: Sequence[
     ``pool_size``: each direction's segment (None: ``exo_std.ipc``'s default).
 
     Returns the process and the kernel's end of the channel (its ``peer`` set). The log at
-    ``log_path`` (its folder must exist) is appended to, or truncated when not
-    ``append_log``. Raises ``ServiceStartError``; nothing is left behind then (the
+    ``log`` (a path relative to the Exo tree; its folders are made) is appended to, or
+    emptied when not ``append_log``. Raises ``ServiceStartError``; nothing is left behind then (the
     process is killed and reaped, both ends of the channel closed).
     """
     from exo.abi import PARENT_PID_ENV
@@ -61,8 +84,12 @@ def start_channel_service(api: KernelApi, argv: Sequence[str], grants: Sequence[
 
     a, b = (ipc.channel(capacity=256) if pool_size is None
             else ipc.channel(capacity=256, pool_size=pool_size))
-    mode = os.O_APPEND if append_log else os.O_TRUNC
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
+    try:
+        log_fd = api.open_log(log, truncate=not append_log)
+    except (OSError, ValueError) as exc:
+        a.close()
+        b.close()
+        raise ServiceStartError(f"{log}: {exc}", started=False) from None
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         proc = api.start(argv, grants, manifest=manifest, stdio=(null_fd, log_fd, log_fd),
@@ -87,5 +114,5 @@ def start_channel_service(api: KernelApi, argv: Sequence[str], grants: Sequence[
         with contextlib.suppress(Exception):
             api.wait(proc)
         a.close()
-        raise ServiceStartError(last_log_line(log_path) or str(exc), started=True) from None
+        raise ServiceStartError(last_log_line(api.root, log) or str(exc), started=True) from None
     return proc, a

@@ -7,8 +7,10 @@ module router (``ModuleManager.request``: the split, draining and re-routing app
 app never sees an upgrade) and answers OK or ERROR with the same id. Everything the app
 writes is hostile: a frame that does not parse or is not a REQUEST gets an ERROR answer,
 one request is in flight per channel (the thread answers before it reads again), and a
-process may hold at most ``MAX_PER_PROCESS`` channels (the kernel at most ``MAX_TOTAL``),
-so an app cannot make the kernel spend threads or memory without bound. The thread ends
+process may hold at most ``MAX_PER_PROCESS`` channels with its descendants (a channel
+counts against every ancestor, so children do not multiply it), the kernel at most
+``MAX_TOTAL``, so an app cannot make the kernel spend threads or memory without bound. A
+frame carrying capabilities ends the channel (the kernel's end takes none). The thread ends
 when the app closes its end or dies, when the module is unloaded or at shutdown.
 """
 
@@ -39,10 +41,13 @@ class ServiceBridges:
         self._open: set[_Bridge] = set()
         self._closed = False
 
-    def open(self, pid: int, service: str) -> tuple[dict[str, Any], list[int]]:
+    def open(self, pid: int, service: str,
+             charged: tuple[int, ...] = ()) -> tuple[dict[str, Any], list[int]]:
         """A channel to ipc://``service`` for process ``pid``: (reply, its 6 fds). The
-        caller has checked the capability; this checks the service and the bounds."""
+        caller has checked the capability; this checks the service and the bounds
+        (``charged``: ``pid`` and its ancestors, each counted)."""
         from exo.kernel.caps.errors import QuotaExceeded
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         try:
@@ -55,41 +60,47 @@ class ServiceBridges:
         with self._lock:
             if self._closed:
                 raise LookupError("the module manager is stopping")
-            held = self._by_pid.get(pid, 0)
-            if held >= MAX_PER_PROCESS:
-                raise QuotaExceeded("module services", MAX_PER_PROCESS,
-                                    f"process {pid} has {held} module services open "
-                                    "(close one first)")
+            owners = charged or (pid,)
+            for owner in owners:
+                held = self._by_pid.get(owner, 0)
+                if held >= MAX_PER_PROCESS:
+                    whose = "" if owner == pid else " with its descendants"
+                    raise QuotaExceeded("module services", MAX_PER_PROCESS,
+                                        f"process {owner} has {held} module services "
+                                        f"open{whose} (close one first)")
             if len(self._open) >= MAX_TOTAL:
                 raise QuotaExceeded("module channels", MAX_TOTAL,
                                     f"the kernel serves {MAX_TOTAL} module channels")
-            self._by_pid[pid] = held + 1
+            for owner in owners:
+                self._by_pid[owner] = self._by_pid.get(owner, 0) + 1
         try:
             a, b = ipc.channel(capacity=CHANNEL_SLOTS, pool_size=CHANNEL_POOL)
         except BaseException:
-            self._forget(pid)
+            self._forget(owners)
             raise
         a.peer = pid
+        kernel_end(a)  # a frame carrying capabilities ends the channel
         out = [os.dup(fd) for fd in b.fds]  # sent with the reply, then closed here
         b.detach()
-        bridge = _Bridge(self, pid, svc.name, a)
+        bridge = _Bridge(self, pid, owners, svc.name, a)
         with self._lock:
             self._open.add(bridge)
         bridge.start()
         return {"service": svc.url, "module": svc.name, "version": svc.stable}, out
 
-    def _forget(self, pid: int) -> None:
+    def _forget(self, owners: tuple[int, ...]) -> None:
         with self._lock:
-            left = self._by_pid.get(pid, 0) - 1
-            if left > 0:
-                self._by_pid[pid] = left
-            else:
-                self._by_pid.pop(pid, None)
+            for pid in owners:
+                left = self._by_pid.get(pid, 0) - 1
+                if left > 0:
+                    self._by_pid[pid] = left
+                else:
+                    self._by_pid.pop(pid, None)
 
     def _ended(self, bridge: _Bridge) -> None:
         with self._lock:
             self._open.discard(bridge)
-        self._forget(bridge.pid)
+        self._forget(bridge.owners)
 
     def count(self, pid: int | None = None) -> int:
         with self._lock:
@@ -105,9 +116,11 @@ class ServiceBridges:
 
 
 class _Bridge:
-    def __init__(self, owner: ServiceBridges, pid: int, name: str, endpoint: Any) -> None:
+    def __init__(self, owner: ServiceBridges, pid: int, owners: tuple[int, ...], name: str,
+                 endpoint: Any) -> None:
         self.owner = owner
         self.pid = pid
+        self.owners = owners  # pid and its ancestors, each charged for this channel
         self.name = name
         self.ep = endpoint
         self._stop = threading.Event()

@@ -67,12 +67,15 @@ class Instance:
 
     def __init__(self, mod: ModulePackage, proc: Any, endpoint: Any, api: Any,
                  on_exit: Callable[[Instance], None] | None = None) -> None:
+        from exo.kernel.syscalls.ipc import kernel_end
+
         self.mod = mod
         self.on_exit = on_exit  # told when the process dies (not when it is stopped)
         self.stopping = False
         self.proc = proc
         self.api = api
-        self.ep = endpoint
+        # a module sending capabilities breaks its channel (the kernel's end takes none)
+        self.ep = kernel_end(endpoint)
         self.accepting = True
         self.requests = 0
         self.errors = 0
@@ -572,9 +575,6 @@ class ModuleManager:
         own = parse_grant(f"storage://exo/modules/{mod.name}/{mod.version}=READ,EXECUTE")
         data = self.root / "var" / "lib" / "modules" / mod.name
         data.mkdir(parents=True, exist_ok=True)
-        log_dir = self.root / "var" / "log" / "modules"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{mod.name}-{mod.version}.log"
         self._measure(mod)
         entry = f"/exo/modules/{mod.name}/{mod.version}/{mod.entry}"
         if mod.kind == "wasm":  # wasmtime lives in the kernel's environment, not the system's
@@ -585,7 +585,7 @@ class ModuleManager:
             argv = [PYTHON, "-m", "exo.modules.runner", entry]
         try:
             proc, a = start_channel_service(
-                self.api, argv, [own], manifest=manifest, log_path=log_path,
+                self.api, argv, [own], manifest=manifest, log=self._log(mod),
                 append_log=False, ready_kind=lambda frame: wire.parse(frame)[0],
                 ready=wire.READY, timeout=READY_TIMEOUT_S)
         except ServiceStartError as exc:
@@ -607,7 +607,7 @@ class ModuleManager:
     def _restart(self, svc: Service, dead: Instance) -> None:
         status = dead.proc.wait(2.0)
         why = f"{svc.name} {dead.version}: process exited ({status}): " \
-              f"{last_log_line(self._log_path(dead.mod)) or 'no log line'}"
+              f"{last_log_line(self.root, self._log(dead.mod)) or 'no log line'}"
         now = time.monotonic()
         svc.restarts[:] = [t for t in svc.restarts if now - t < RESTART_WINDOW_S]
         if len(svc.restarts) >= MAX_RESTARTS:
@@ -641,8 +641,10 @@ class ModuleManager:
             self.log(f"module {svc.name} {dead.version} restarted (pid {fresh.proc.pid})")
         dead.stop()
 
-    def _log_path(self, mod: ModulePackage) -> Path:
-        return self.root / "var" / "log" / "modules" / f"{mod.name}-{mod.version}.log"
+    @staticmethod
+    def _log(mod: ModulePackage) -> str:
+        """A version's log, relative to the Exo tree (opened beneath it, no link followed)."""
+        return f"var/log/modules/{mod.name}-{mod.version}.log"
 
     def _measure(self, mod: ModulePackage) -> None:
         """Each load goes into this boot's measured event log (and PCR 23 with a TPM)."""

@@ -9,8 +9,12 @@ with the connection's number (``exo.agents.core.wire``). Frames are sealed end t
 An agent starts on its first connection (socket activation, as systemd does) so that
 booting costs nothing; a dead agent fails its connections (the app sees its peer gone)
 and is started again by the next one. Everything an app can make the router hold is
-bounded: connections per process and per agent, the size of a frame, the time a send to
-a slow reader may block.
+bounded: connections per process (with its descendants) and per agent, the size of a
+frame. An answer to an app whose channel is full is not waited for, the connection is cut
+(one app that never reads must not hold up the agent's other connections); a full pool
+towards the agent, which every connection shares, is waited out for at most
+``SEND_TIMEOUT_S``; a message carrying capabilities is refused (the kernel's ends of
+these channels take none: ``exo.kernel.syscalls.ipc.kernel_end``).
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ class AgentUnavailable(LookupError):
 
 
 class _Connection:
-    __slots__ = ("agent", "closing", "end", "ident", "pid", "thread")
+    __slots__ = ("agent", "closing", "end", "ident", "owners", "pid", "thread")
 
-    def __init__(self, agent: AgentProcess, ident: int, pid: int, end: Any) -> None:
+    def __init__(self, agent: AgentProcess, ident: int, pid: int, end: Any,
+                 owners: tuple[int, ...] = ()) -> None:
         self.agent = agent
         self.ident = ident
         self.pid = pid
+        self.owners = owners or (pid,)  # the process and its ancestors: each is charged
         self.end = end  # the router's endpoint; the app holds the other
         self.closing = False
         self.thread = threading.Thread(target=self._relay, daemon=True,
@@ -54,7 +60,7 @@ class _Connection:
 
     def _relay(self) -> None:
         """App → agent, until the app hangs up, the agent closes it, or the router stops."""
-        from exo.ipc import PeerGoneError
+        from exo.ipc import IpcError
 
         try:
             while not self.closing:
@@ -66,7 +72,7 @@ class _Connection:
                 if len(body) > wire.MAX_BODY or self.closing:  # closing: revoked meanwhile
                     break
                 self.agent.send(wire.DATA, self.ident, body)
-        except (PeerGoneError, OSError):
+        except (IpcError, OSError):  # gone, or broke the protocol (sent capabilities)
             pass
         finally:
             self.agent.forget(self.ident, tell_agent=not self.closing)
@@ -74,9 +80,11 @@ class _Connection:
                 self.end.close()
 
     def deliver(self, body: bytes) -> None:
-        """Agent → app; a reader that does not keep up is cut off, not waited for."""
+        """Agent → app, on the agent's one reader thread: a reader that does not keep up
+        (its channel is full) is cut off, not waited for, so it cannot hold up the
+        agent's other connections."""
         try:
-            self.end.send(body, timeout=SEND_TIMEOUT_S)
+            self.end.send(body, timeout=0)
         except Exception:
             self.closing = True
 
@@ -86,10 +94,12 @@ class AgentProcess:
 
     def __init__(self, spec: registry.AgentSpec, proc: Any, endpoint: Any, api: Any,
                  services: dict[str, Service]) -> None:
+        from exo.kernel.syscalls.ipc import kernel_end
+
         self.spec = spec
         self.proc = proc
         self.api = api
-        self.ep = endpoint
+        self.ep = kernel_end(endpoint)  # an agent sending capabilities breaks its channel
         self.services = services
         self.conns: dict[int, _Connection] = {}
         self.dead = False
@@ -101,11 +111,39 @@ class AgentProcess:
         self._reader.start()
 
     def send(self, kind: int, ident: int, body: bytes = b"") -> None:
-        with self._send_lock:
-            self.ep.send(wire.frame(kind, ident, body), timeout=SEND_TIMEOUT_S)
+        """One frame to the agent. Its pool is shared by every connection: full (another
+        app's large frames the agent has not taken yet) is waited out, up to
+        ``SEND_TIMEOUT_S`` (then ``TimeoutError``), never an error of this connection."""
+        import time
 
-    def open(self, pid: int) -> Any:
-        """A new connection for ``pid``: the app's endpoint (the router keeps the other)."""
+        data = wire.frame(kind, ident, body)
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        pause = 0.0005
+        with self._send_lock:
+            while True:
+                try:
+                    self.ep.send(data, timeout=max(0.0, deadline - time.monotonic()))
+                    return
+                except MemoryError:  # no block free yet: the agent frees them as it reads
+                    if time.monotonic() >= deadline or self.dead:
+                        raise TimeoutError(f"agent://{self.spec.name} took no frame in "
+                                           f"{SEND_TIMEOUT_S:g} s") from None
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.01)
+
+    def open(self, pid: int, allowed: Callable[[], bool] | None = None,
+             charged: tuple[int, ...] = ()) -> Any:
+        """A new connection for ``pid``: the app's endpoint (the router keeps the other).
+
+        It counts against ``pid`` and each process in ``charged`` (its ancestors), each
+        of which may hold ``MAX_PER_PROCESS`` with its descendants: an app cannot fill
+        the agent's ``MAX_PER_AGENT`` with children.
+
+        ``allowed`` is asked again once the connection is registered: a revocation that
+        ran between the caller's check and the registration (and so found nothing to
+        ``cut``) makes it fail here; one that runs later cuts it."""
+        from exo.kernel.caps.errors import CapabilityDenied
+        from exo.kernel.syscalls.ipc import kernel_end
         from exo_std import ipc
 
         with self._lock:
@@ -114,15 +152,25 @@ class AgentProcess:
             if len(self.conns) >= MAX_PER_AGENT:
                 raise AgentUnavailable(f"agent://{self.spec.name}: {MAX_PER_AGENT} "
                                        "connections already open")
-            if sum(c.pid == pid for c in self.conns.values()) >= MAX_PER_PROCESS:
-                raise AgentUnavailable(f"agent://{self.spec.name}: process {pid} already "
-                                       f"has {MAX_PER_PROCESS} connections open")
+            owners = charged or (pid,)
+            for owner in owners:
+                if sum(owner in c.owners for c in self.conns.values()) >= MAX_PER_PROCESS:
+                    whose = "" if owner == pid else " with its descendants"
+                    raise AgentUnavailable(f"agent://{self.spec.name}: process {owner} "
+                                           f"already has {MAX_PER_PROCESS} connections "
+                                           f"open{whose}")
             ident = next(self._ids) & wire.MAX_ID
             mine, theirs = ipc.channel(capacity=64, pool_size=POOL_SIZE)
-            conn = _Connection(self, ident, pid, mine)
+            conn = _Connection(self, ident, pid, kernel_end(mine), owners)
             self.conns[ident] = conn
         if pid > 0:
             mine.peer = pid
+        if allowed is not None and not allowed():
+            self.forget(ident, tell_agent=False)
+            mine.close()
+            theirs.close()
+            raise CapabilityDenied(f"agent://{self.spec.name}: the capability was revoked "
+                                   "while connecting")
         try:
             self.send(wire.OPEN, ident)
         except Exception:
@@ -142,7 +190,7 @@ class AgentProcess:
 
     def _read(self) -> None:
         """Agent → router: answers to relay, closes, and the agent's kernel requests."""
-        from exo.ipc import PeerGoneError
+        from exo.ipc import IpcError
 
         try:
             while not self.dead:
@@ -161,7 +209,7 @@ class AgentProcess:
                         conn.closing = True
                 elif kind == wire.SYS:
                     self._serve(ident, body)
-        except (PeerGoneError, wire.WireError, OSError):
+        except (IpcError, wire.WireError, OSError):
             pass
         finally:
             self.dead = True
@@ -210,10 +258,12 @@ class AgentCore:
         self._lock = threading.Lock()
         self._stopped = False
 
-    def connect(self, pid: int, name: str) -> list[int]:
+    def connect(self, pid: int, name: str, allowed: Callable[[], bool] | None = None,
+                charged: tuple[int, ...] = ()) -> list[int]:
         """For the ``agent_connect`` syscall: the 6 descriptors of the app's endpoint
-        (copies; the router's originals are released)."""
-        end = self.endpoint(name, pid)
+        (copies; the router's originals are released). ``allowed``, ``charged``: see
+        ``AgentProcess.open``."""
+        end = self._running(name).open(pid, allowed, charged)
         try:
             fds = [os.dup(fd) for fd in end.fds]
         finally:
@@ -279,12 +329,10 @@ class AgentCore:
         manifest = manifest_from_dict({"sandbox": {"capabilities": list(spec.grants)},
                                        "limits": {"memory": spec.memory, "pids": spec.pids}},
                                       f"agent://{spec.name}")
-        log_dir = self.root / "var" / "log" / "agents"
-        log_dir.mkdir(parents=True, exist_ok=True)
         try:
             proc, a = start_channel_service(
                 self.api, [self.python, "-m", "exo.agents.core.runner", spec.name], [],
-                manifest=manifest, log_path=log_dir / f"{spec.name}.log", append_log=True,
+                manifest=manifest, log=f"var/log/agents/{spec.name}.log", append_log=True,
                 ready_kind=lambda frame: wire.parse(frame)[0], ready=wire.READY,
                 timeout=READY_TIMEOUT_S, pool_size=POOL_SIZE)
         except ServiceStartError as exc:

@@ -24,6 +24,12 @@ from exo.agents.core.secure import ChannelSecurityError, SecureSession
 from exo_std import task
 
 MAX_SESSIONS = 256
+#: The agent's log (its stderr, a file the kernel appends to) takes at most this many
+#: "connection refused" lines per ``REFUSALS_WINDOW_S``; past that they are counted and
+#: the count is written once the window is over: a client reconnecting to send garbage
+#: forever cannot fill the disk.
+MAX_REFUSAL_LINES = 20
+REFUSALS_WINDOW_S = 60.0
 MAX_QUEUED = 64        # frames waiting for one connection's task before it is closed
 ASK_TIMEOUT_S = 30.0   # a kernel service that does not answer within this fails the request
 Handler = Callable[[dict[str, Any], "KernelLink"], dict[str, Any]]
@@ -64,6 +70,33 @@ class KernelLink:
         if entry is not None:
             entry[1].append((kind, body))
             entry[0].set()
+
+
+class _RefusalLog:
+    """At most ``MAX_REFUSAL_LINES`` lines per window; the rest is one count."""
+
+    def __init__(self) -> None:
+        self.window = 0.0
+        self.written = 0
+        self.dropped = 0
+
+    def say(self, line: str) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self.window >= REFUSALS_WINDOW_S:
+            if self.dropped:
+                print(f"... {self.dropped} more connections refused (not logged)",
+                      file=sys.stderr, flush=True)
+            self.window, self.written, self.dropped = now, 0, 0
+        if self.written >= MAX_REFUSAL_LINES:
+            self.dropped += 1
+            return
+        self.written += 1
+        print(line[:300], file=sys.stderr, flush=True)
+
+
+_refusals = _RefusalLog()
 
 
 class _Conn:
@@ -176,7 +209,7 @@ def _on_data(session: SecureSession, body: bytes, handler: Handler,
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
         return session.seal(json.dumps(answer).encode())
     except ChannelSecurityError as exc:
-        print(f"connection refused: {exc}", file=sys.stderr, flush=True)
+        _refusals.say(f"connection refused: {exc}")
         return None
 
 

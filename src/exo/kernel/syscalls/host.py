@@ -26,15 +26,22 @@ class AgentRouter(Protocol):
     """AI-Core as the ``agent_connect`` handler sees it (``exo.agents.core.router``):
     the kernel does not import the agents, the agents' subsystem registers this."""
 
-    def connect(self, pid: int, name: str) -> list[int]:
-        """The 6 descriptors of a new endpoint to agent ``name`` for process ``pid``."""
+    def connect(self, pid: int, name: str, allowed: Callable[[], bool] | None = None,
+                charged: tuple[int, ...] = ()) -> list[int]:
+        """The 6 descriptors of a new endpoint to agent ``name`` for process ``pid``
+        (``allowed``, asked once it is registered: False refuses it, revoked meanwhile;
+        ``charged``: the processes it counts against, ``pid`` and its ancestors)."""
         ...
 
 
 class ServiceDirectory(Protocol):
     """Module services apps may open (``exo.modules.bridge.ServiceBridges``)."""
 
-    def open(self, pid: int, service: str) -> tuple[Any, list[int]]: ...
+    def open(self, pid: int, service: str,
+             charged: tuple[int, ...] = ()) -> tuple[Any, list[int]]:
+        """A channel to ipc://``service`` for ``pid``, counted against each process of
+        ``charged`` (``pid`` and its ancestors)."""
+        ...
 
 
 class SyscallHost(Protocol):

@@ -112,6 +112,23 @@ def transfer_in(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: 
     return cap_result(host, proc.pid, handle), []
 
 
+def _refuse_capabilities(tokens: tuple[int, ...]) -> list[int]:
+    from exo.ipc import ProtocolError
+
+    raise ProtocolError(f"{len(tokens)} capabilities sent to the kernel's end of a channel "
+                        "(it takes none)")
+
+
+def kernel_end(endpoint: Any) -> Any:
+    """Make ``endpoint`` (an ``exo_std.ipc.Endpoint`` the kernel keeps: an agent's or a
+    module's channel, an app's end of ``agent_connect`` or ``open_service``) refuse
+    capabilities: a message arriving with tokens raises ``exo.ipc.ProtocolError`` from
+    ``recv`` (the caller closes the channel) instead of redeeming them with a syscall the
+    kernel cannot make. Returns ``endpoint``."""
+    endpoint._channel.on_recv_handles = _refuse_capabilities
+    return endpoint
+
+
 def _holding_send(host: SyscallHost, proc: ExoProcess, res: ResourceName,
                   op: str) -> list[HandleInfo]:
     """The caller's capabilities granting SEND on ``res``; none is a refusal, audited."""
@@ -125,6 +142,28 @@ def _holding_send(host: SyscallHost, proc: ExoProcess, res: ResourceName,
     return held
 
 
+#: How far up a process's ancestry a per-process bound is charged (deeper trees are
+#: refused by the cgroup's pids and the ``children`` quota long before).
+MAX_LINEAGE = 64
+
+
+def _lineage(host: SyscallHost, proc: ExoProcess) -> tuple[int, ...]:
+    """``proc`` and its ancestors up to (not including) the kernel: a connection is
+    charged to each, so an app cannot multiply a per-process bound with children."""
+    from exo.kernel.process import KERNEL_PID
+
+    chain = [proc.pid]
+    parent = proc.parent
+    while parent != KERNEL_PID and len(chain) < MAX_LINEAGE:
+        try:
+            ancestor = host.processes.get(parent)
+        except LookupError:
+            break
+        chain.append(ancestor.pid)
+        parent = ancestor.parent
+    return tuple(chain)
+
+
 def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
                   fds: list[int]) -> tuple[Any, list[int]]:
     """A channel endpoint to a running agent, for a caller holding ``agent://NAME`` with
@@ -135,7 +174,11 @@ def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
     if router is None:
         raise LookupError(f"{res}: the AI agents are not running (they start in the "
                           "DEFERRED boot phase)")
-    out = router.connect(proc.pid, res.path)
+    def still_held() -> bool:  # asked again once the connection is registered
+        return any(info.resource.covers(res) and Rights.SEND in info.rights
+                   for info in host.caps.handles(proc.pid))
+
+    out = router.connect(proc.pid, res.path, still_held, _lineage(host, proc))
     best = max(held, key=lambda info: len(info.resource.path))
     return {"agent": res.path, "resource": str(best.resource)}, out
 
@@ -152,7 +195,7 @@ def open_service(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
     services = host.services
     if services is None:
         raise LookupError("no module manager is running (it starts after boot)")
-    return services.open(proc.pid, res.path)
+    return services.open(proc.pid, res.path, _lineage(host, proc))
 
 
 HANDLERS: dict[str, Handler] = {
