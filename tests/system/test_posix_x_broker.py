@@ -131,3 +131,103 @@ def test_legacy_calls_get_the_tables_errno_and_are_audited(
     for name in ("mount", "ptrace", "bpf", "uselib"):
         assert any(d.startswith(f"posix-x: {name}() refused (") and "Legacy: " in d
                    for d in denials), name
+
+
+ARGS_PROGRAM = r"""
+import ctypes, errno, os, socket, threading
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+def call(what, nr, *args):
+    result = libc.syscall(L(nr), *(L(a) for a in args))
+    print(what, "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()])
+    if result >= 0 and nr == 41:
+        os.close(result)
+call("clone-newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+call("clone-newnet", 56, 0x40000000 | 17, 0, 0, 0, 0)
+try:
+    os.fork()
+    print("fork ok")
+except OSError as e:
+    print("fork", errno.errorcode[e.errno])
+call("packet", 41, 17, 3, 0)
+call("packet-high-bits", 41, 17 | 1 << 32, 2, 0)
+call("inet-raw", 41, 2, 3, 1)
+call("netlink-route", 41, 16, 3, 0)
+call("netlink-route-dgram", 41, 16, 2, 0)
+call("netlink-sock-diag", 41, 16, 2, 4)
+call("inet-stream", 41, 2, 1, 0)
+byte = ctypes.c_char(b"x")
+call("tiocsti", 16, 0, 0x5412, ctypes.addressof(byte))
+call("tiocsti-high-bits", 16, 0, 0x5412 | 1 << 32, ctypes.addressof(byte))
+call("personality-no-aslr", 135, 0x0040000)
+call("personality-query", 135, 0xFFFFFFFF)
+t = threading.Thread(target=lambda: None)
+t.start(); t.join()
+print("thread ok")
+for _ in range(2000):
+    libc.syscall(L(16), L(0), L(0x5412), L(ctypes.addressof(byte)))
+print("flood", errno.errorcode[ctypes.get_errno()])
+"""
+
+
+def test_argument_level_refusals_are_answered_and_audited(
+        exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path) -> None:
+    """clone with CLONE_NEW*, fork without ``[posix_x] fork``, AF_PACKET, SOCK_RAW, netlink
+    other than NETLINK_ROUTE, TIOCSTI and personality changes: each gets Linux's errno
+    and an audit record saying why, and a program looping on one cannot flood the log."""
+    done = _run(exo_cmd, exo_env, "--", "/usr/bin/python3", "-c", ARGS_PROGRAM)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "clone-newuser EPERM", "clone-newnet EPERM", "fork EAGAIN",
+        "packet EPERM", "packet-high-bits EPERM", "inet-raw EPERM",
+        "netlink-route ok", "netlink-route-dgram ok", "netlink-sock-diag EPERM",
+        "inet-stream ok", "tiocsti EPERM", "tiocsti-high-bits EPERM",
+        "personality-no-aslr EPERM", "personality-query ok", "thread ok", "flood EPERM"]
+    denials = _denials(exo_root)
+    expected = [
+        "posix-x: clone(0x10000011) refused (EPERM); CLONE_NEWUSER: creating namespaces",
+        "posix-x: clone(0x40000011) refused (EPERM); CLONE_NEWNET: creating namespaces",
+        "refused (EAGAIN); allowed by [posix_x] fork = true",
+        "posix-x: socket(0x11, 0x3, 0x0) refused (EPERM); AF_PACKET",
+        "posix-x: socket(0x100000011, 0x2, 0x0) refused (EPERM); AF_PACKET",
+        "posix-x: socket(0x2, 0x3, 0x1) refused (EPERM); SOCK_RAW",
+        "posix-x: socket(0x10, 0x2, 0x4) refused (EPERM); AF_NETLINK: only NETLINK_ROUTE",
+        "posix-x: ioctl(0x0, 0x5412) refused (EPERM); TIOCSTI",
+        "posix-x: ioctl(0x0, 0x100005412) refused (EPERM); TIOCSTI",
+        "posix-x: personality(0x40000) refused (EPERM); personality changes",
+    ]
+    for text in expected:
+        assert any(text in d for d in denials), (text, denials)
+    # Only refused argument values reach the broker: never a thread's clone, an allowed
+    # socket or the personality query.
+    assert not any("NETLINK_ROUTE" not in d and "socket(0x10, 0x3, 0x0)" in d
+                   for d in denials)
+    assert not any("posix-x: personality(0xffffffff)" in d for d in denials)
+    clones = [int(d.split("(", 1)[1].split(")", 1)[0], 16) for d in denials
+              if d.startswith("posix-x: clone(")]
+    assert clones and not any(flags & 0x10000 for flags in clones)  # never a thread's
+    # 2,000 refused ioctls: every one answered, the log bounded by its rate limit.
+    tiocsti = [d for d in denials if "TIOCSTI" in d]
+    assert len(tiocsti) < 200
+    assert any(d.startswith("rate limit: ") for d in denials)
+
+
+def test_a_udp_socket_with_only_tcp_ports_is_refused_and_audited(
+        exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path, tmp_path: Path) -> None:
+    """Port-level grants: Landlock filters TCP only, so inet sockets of another type are
+    refused, the family compared on the 32 bits the kernel reads."""
+    manifest = tmp_path / "net.toml"
+    manifest.write_text(f"[posix_x]\nnetwork = [{_free_port()}]\n")
+    program = ("import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "L = ctypes.c_long\n"
+               "for fam in (2, 2 | 1 << 32, 10):\n"
+               "    r = libc.syscall(L(41), L(fam), L(2), L(0))\n"
+               "    print(r >= 0 or errno.errorcode[ctypes.get_errno()])\n")
+    done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "/usr/bin/python3",
+                "-c", program)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["EPERM", "EPERM", "EPERM"]
+    denials = _denials(exo_root)
+    assert any("socket(0x100000002, 0x2, 0x0) refused (EPERM); only TCP is granted" in d
+               for d in denials), denials

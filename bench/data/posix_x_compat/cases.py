@@ -259,6 +259,10 @@ CASES.update({
     "socket_packet_refused": "import socket\nr = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
     "socket_raw_refused": "import socket\nr = socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)",
     "socket_netlink_route": "import socket\ns = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\nr = 'ok'",
+    "netlink_route_dump": "import socket, struct\ns = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n"
+                          "s.send(struct.pack('=IHHII', 32, 18, 0x301, 1, 0) + bytes(16))\n"
+                          "r = struct.unpack_from('=IH', s.recv(65536))[1]",
+    "socket_netlink_diag_refused": "import socket\nr = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) and 'ok'",
     "getsockopt_sndbuf": "import socket\na, b = socket.socketpair()\nr = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 0",
     "shutdown_socket": "import socket\na, b = socket.socketpair()\na.shutdown(socket.SHUT_WR)\nr = b.recv(1)",
     "sendmsg_recvmsg": "import socket\na, b = socket.socketpair()\na.sendmsg([b'x', b'y'])\nr = b.recvmsg(4)[0]",

@@ -49,7 +49,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from exo.sandbox.spec import SandboxSpec
+    from exo.sandbox._seccomp import ArgRule
+    from exo.sandbox.spec import NetMode, SandboxSpec
 
 _NR_EXECVE, _NR_EXECVEAT, _NR_BIND, _NR_CONNECT = 59, 322, 49, 42
 _NR_PIDFD_GETFD = 438
@@ -83,19 +84,38 @@ def _legacy() -> dict[int, tuple[str, int, str]]:
 LEGACY = _legacy()
 
 
-@functools.lru_cache(maxsize=2)
-def compile_filter(net_tcp: bool) -> bytes:
-    """execve and execveat notify; bind and connect too with port-level grants; and every
-    refused Legacy row (``exo.sandbox._seccomp.DENIED_SYSCALLS``), which the sandbox's own
-    filter defers to this one (``SandboxSpec.broker``)."""
+def arg_rules(net_mode: NetMode, fork: bool) -> dict[int, tuple[ArgRule, ...]]:
+    """The sandbox filter's argument-level refusals by syscall number, first match first."""
+    from exo.sandbox import _seccomp
+
+    from . import table
+
+    by_nr: dict[int, tuple[ArgRule, ...]] = {}
+    for rule in _seccomp.arg_rules(net_mode, fork):
+        row = table.lookup(rule.syscall)
+        if row is not None:
+            by_nr[row.number] = (*by_nr.get(row.number, ()), rule)
+    return by_nr
+
+
+@functools.lru_cache(maxsize=8)
+def compile_filter(net_mode: NetMode, fork: bool = True) -> bytes:
+    """execve and execveat notify; bind and connect too with port-level grants; every
+    refused Legacy row (``exo.sandbox._seccomp.DENIED_SYSCALLS``) and every argument-level
+    refusal (``_seccomp.arg_rules``: the same calls *with the same arguments* only, so a
+    thread's ``clone`` or an ordinary ``socket`` never reaches the kernel), which the
+    sandbox's own filter defers to this one (``SandboxSpec.broker``)."""
     import pyseccomp as sc
 
+    from exo.sandbox import _seccomp
+
     filt = sc.SyscallFilter(sc.ALLOW)
-    names = ["execve", "execveat", *(("bind", "connect") if net_tcp else ())]
+    names = ["execve", "execveat", *(("bind", "connect") if net_mode == "tcp" else ())]
     names += [name for name, _, _ in LEGACY.values()]
     for name in names:
         if sc.resolve_syscall(sc.system_arch(), name) >= 0:
             filt.add_rule(sc.NOTIFY, name)
+    _seccomp.add_arg_rules(filt, sc, _seccomp.arg_rules(net_mode, fork), sc.NOTIFY)
     fd = os.memfd_create("exo-posix-x-broker")
     try:
         with os.fdopen(os.dup(fd), "wb") as fobj:
@@ -134,6 +154,10 @@ class Broker:
                     self.exec_only.add((st.st_dev, st.st_ino))
         self.exec_dirs = tuple(str(p) for p in spec.exec_paths)
         self.net_tcp = spec.net.mode == "tcp"
+        self.net_mode: NetMode = spec.net.mode
+        self.fork = spec.fork
+        self.arg_rules = arg_rules(spec.net.mode, spec.fork)
+        self.refusals: dict[str, int] = {}  # syscall name -> refusals, every one counted
         self.bind_ports = set(spec.net.bind_ports)
         self.connect_ports = set(spec.net.connect_ports)
         self.audit = audit
@@ -199,6 +223,8 @@ class Broker:
                 self._exec(listener, notif.id, pid, nr, args)
             elif nr in (_NR_BIND, _NR_CONNECT):
                 self._net(listener, notif.id, pid, nr, args)
+            elif nr in self.arg_rules:
+                self._args(listener, notif.id, nr, tuple(args))
             elif nr in LEGACY:
                 name, err, note = LEGACY[nr]
                 self._refuse(listener, notif.id, name, "", err, f"Legacy: {note}")
@@ -206,6 +232,21 @@ class Broker:
                 _continue(listener, notif.id)
         except Exception:  # a broker bug must never leave the target blocked
             _sn._reply_error(listener, notif.id, errno.EACCES)
+
+    # ------------------------------------------------------------------ argument rules
+    def _args(self, listener: int, notif_id: int, nr: int, args: tuple[int, ...]) -> None:
+        """A call the filter refuses for its arguments: only those values notify, so the
+        first rule that matches says which errno and why. The arguments are registers
+        (no time-of-check race), and the call never continues here: none matching would
+        be a filter this module does not know, refused rather than let through."""
+        rules = self.arg_rules[nr]
+        rule = next((r for r in rules if r.matches(args)), None)
+        name = rules[0].syscall
+        if rule is None:
+            self._refuse(listener, notif_id, name, _show_args(name, args), errno.EPERM,
+                         "refused by the sandbox's filter")
+            return
+        self._refuse(listener, notif_id, name, _show_args(name, args), rule.errno, rule.why)
 
     # ------------------------------------------------------------------ execve
     def _exec(self, listener: int, notif_id: int, pid: int, nr: int,
@@ -262,12 +303,23 @@ class Broker:
 
     def _refuse(self, listener: int, notif_id: int, call: str, target: str, err: int,
                 hint: str) -> None:
+        self.refusals[call] = self.refusals.get(call, 0) + 1
         if len(self.decisions) < 256:
             self.decisions.append((call, target, err))
         self.audit(f"posix-x: {call}({target}) refused ({errno.errorcode[err]}); {hint}")
         # The audit log bounds its own volume (denials are rate-limited); this list is for
         # tests and /proc, so it keeps the first few only.
         _sn._reply_error(listener, notif_id, err)
+
+
+_SHOWN_ARGS = {"clone": 1, "socket": 3, "ioctl": 2, "personality": 1}
+
+
+def _show_args(name: str, args: tuple[int, ...]) -> str:
+    """The arguments that decided, in hex (never memory: a hostile program chooses them,
+    and the audit log bounds its text)."""
+    count = _SHOWN_ARGS.get(name, 0)
+    return ", ".join(f"{a & 0xFFFFFFFFFFFFFFFF:#x}" for a in args[:count])
 
 
 def _continue(listener: int, notif_id: int) -> None:
@@ -355,7 +407,7 @@ def prepare(spec: SandboxSpec, argv: list[str], *, pid: int,
         return spec, argv, None
     broker = Broker(pid, spec, audit)
     config = {"sock": broker.child_sock.fileno(),
-              "bpf": compile_filter(broker.net_tcp).hex(),
+              "bpf": compile_filter(spec.net.mode, spec.fork).hex(),
               "exec": None if spec.exec_only is None
               else [*map(str, spec.exec_only), *map(str, spec.exec_paths)]}
     config_fd = os.memfd_create("exo-posix-x-shim", 0)  # inherited: the shim reads it

@@ -41,6 +41,8 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
     "socket_packet_refused": ("err:EPERM", "AF_PACKET refused by the seccomp filter"),
     "socket_raw_refused": ("err:EPERM", "SOCK_RAW refused by the seccomp filter"),
     "ioctl_tiocsti_refused": ("err:EPERM", "TIOCSTI (terminal injection) refused"),
+    "socket_netlink_diag_refused": ("err:EPERM", "netlink sockets other than NETLINK_ROUTE "
+                                    "refused (NETLINK_SOCK_DIAG lists the host's sockets)"),
     "etc_shadow_hidden": ("ok:False", "/etc/shadow is never shown"),
     "usr_readonly_erofs_or_eacces": ("err:EROFS", "the system directories are read-only"),
     "adjtimex_query_allowed": ("ok:'EPERM'", "refused outright today; Linux allows the "
@@ -48,14 +50,7 @@ DOCUMENTED: dict[str, tuple[str, str]] = {
 }
 #: Cases that fail today, each with why (the suite's table counts them as failures; the
 #: test fails if one starts passing unnoticed or another starts failing).
-KNOWN_FAILURES: dict[str, str] = {
-    "mmap_file_shared": "MAP_SHARED of a file below a storage:// grant: the kernel's FUSE "
-                        "export refuses shared mappings (ENODEV)",
-    "o_tmpfile": "O_TMPFILE in a storage:// directory: the FUSE export does not support it",
-    "xattr_user": "user.* extended attributes in a storage:// directory: not supported by "
-                  "the FUSE export",
-    "socket_netlink_route": "AF_NETLINK sockets are refused by the sandbox's filter",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 #: Cases that must not run natively as root (they would change the host) nor be
 #: compared: none beyond the Legacy ones, which the case file adds under POSIX-X.
 _MANIFEST = ('[sandbox]\ncapabilities = ["storage://home/compat=READ,WRITE"]\n'

@@ -136,8 +136,10 @@ _ROWS: tuple[_Row, ...] = (
     _f(38, "setitimer"),
     _f(39, "getpid", "the pid inside the process's pid namespace"),
     _f(40, "sendfile"),
-    _f(41, "socket", "AF_PACKET and SOCK_RAW refused with EPERM; with port-level net:// grants "
-       "only TCP inet sockets are allowed (Landlock filters TCP only)", CAP_NET, today="args"),
+    _f(41, "socket", "AF_PACKET, SOCK_RAW and netlink other than NETLINK_ROUTE refused with "
+       "EPERM (NETLINK_ROUTE is read-only here: changing links, addresses or routes needs "
+       "CAP_NET_ADMIN, which no sandbox holds); with port-level net:// grants only TCP inet "
+       "sockets are allowed (Landlock filters TCP only)", CAP_NET, today="args"),
     _h(42, "connect", CAP_NET, "inet address checked against net:// capabilities; AF_UNIX "
        "paths as files. Today: Landlock TCP connect rules or an empty network namespace"),
     _f(43, "accept", "on a socket the process was allowed to bind"),
@@ -158,8 +160,9 @@ _ROWS: tuple[_Row, ...] = (
     _f(55, "getsockopt"),
     _f(56, "clone", "thread creation is free; a new process needs [posix_x] fork; namespace "
        "flags (CLONE_NEW*) refused with EPERM", CAP_FORK, today="args"),
-    _f(57, "fork", "needs [posix_x] fork (refused with EAGAIN, as at a pids limit, when "
-       "not granted); the cgroup's pids limit bounds it. Today: always allowed", CAP_FORK),
+    _f(57, "fork", "under posix-x run needs [posix_x] fork (refused with EAGAIN, as at a "
+       "pids limit, when not granted); ordinary Exo processes may fork, the cgroup's pids "
+       "limit bounds them", CAP_FORK),
     _f(58, "vfork", "as fork", CAP_FORK),
     _h(59, "execve", CAP_EXEC, "the program must be in the exec policy (its path after "
        "resolution, read once by the kernel). Today: any executable in the mount view "
@@ -570,6 +573,9 @@ def markdown() -> str:
         "",
         "*today* is what the seccomp filter the sandbox installs now (`exo.sandbox._seccomp`) "
         "does: `allow`, the errno it answers, or `args` (refused for some argument values). "
+        "Under `posix-x run` every refusal, `args` ones included, is answered by the kernel's "
+        "broker with that errno and written to the audit log (rate-limited per process); "
+        "only the refused argument values reach it. "
         "Rows marked ⚠ are where today's sandbox and this table differ; the note says how.",
         "",
         "| # | syscall | tier | errno | allowed by | today | note |",

@@ -18,6 +18,8 @@ from .errors import SandboxUnavailable
 
 TYPE_CHECKING = False  # the spec (a dataclass) loads at the first spawn, not at boot
 if TYPE_CHECKING:
+    from typing import Any
+
     from .spec import NetMode
 
 # Denied outright with EPERM.
@@ -55,14 +57,112 @@ CLONE_NEW_FLAGS: dict[str, int] = {
     "CLONE_NEWNET": 0x40000000,
 }
 
-AF_INET, AF_INET6, AF_PACKET = 2, 10, 17
+AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 2, 10, 16, 17
 SOCK_RAW = 3
+NETLINK_ROUTE = 0
 CLONE_THREAD = 0x10000
 _SOCK_TYPE_MASK = 0xF
 _NON_STREAM_TYPES = (2, 3, 4, 5, 6, 10)  # DGRAM RAW RDM SEQPACKET DCCP PACKET
 _IPPROTO_TCP = 6
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 _PERSONALITY_QUERY = 0xFFFFFFFF
+# ``int`` arguments (socket's family, ioctl's request) are compared on their low 32 bits,
+# as the kernel reads them: an EQ on all 64 would let ``AF_PACKET | 1 << 32`` through.
+_INT = 0xFFFFFFFF
+_ALL = 0xFFFFFFFFFFFFFFFF
+
+#: One condition on a syscall argument: (index, op, mask, value), op "eq" meaning
+#: ``arg & mask == value``, "ne" ``arg != value`` and "gt" ``arg > value`` (all 64 bits,
+#: unsigned, as libseccomp compares on x86-64).
+Cond = tuple[int, str, int, int]
+
+
+class ArgRule:
+    """A refusal the filter decides from a syscall's arguments (registers, never memory):
+    the conditions (all must hold), the errno Linux's own refusal would give, and why."""
+
+    __slots__ = ("conds", "errno", "syscall", "why")
+
+    def __init__(self, syscall: str, conds: tuple[Cond, ...], err: int, why: str) -> None:
+        self.syscall = syscall
+        self.conds = conds
+        self.errno = err
+        self.why = why
+
+    def matches(self, args: tuple[int, ...] | list[int]) -> bool:
+        for index, op, mask, value in self.conds:
+            arg = args[index] & _ALL
+            if op == "eq":
+                if arg & mask != value:
+                    return False
+            elif op == "ne":
+                if arg == value:
+                    return False
+            elif arg <= value:  # "gt"
+                return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"ArgRule({self.syscall}, {self.conds}, {self.errno})"
+
+
+@functools.lru_cache(maxsize=16)
+def arg_rules(net_mode: NetMode, fork: bool = True) -> tuple[ArgRule, ...]:
+    """The argument-level refusals of a sandbox, first match first (the broker answers
+    the first that matches; the filter has them all)."""
+    eperm, eagain = errno.EPERM, errno.EAGAIN
+    rules = [ArgRule("clone", ((0, "eq", flag, flag),), eperm,
+                     f"{name}: creating namespaces is refused in every sandbox")
+             for name, flag in CLONE_NEW_FLAGS.items()]
+    if not fork:
+        # POSIX-X ``fork = false``: no new process, as at a pids limit (threads still run).
+        why = "allowed by [posix_x] fork = true"
+        rules += [ArgRule("fork", (), eagain, why), ArgRule("vfork", (), eagain, why),
+                  ArgRule("clone", ((0, "eq", CLONE_THREAD, 0),), eagain, why)]
+    rules += [
+        ArgRule("socket", ((0, "eq", _INT, AF_PACKET),), eperm,
+                "AF_PACKET: packet sockets are refused in every sandbox"),
+        ArgRule("socket", ((0, "ne", _ALL, AF_NETLINK), (1, "eq", _SOCK_TYPE_MASK, SOCK_RAW)),
+                eperm, "SOCK_RAW: raw sockets are refused in every sandbox"),
+        # NETLINK_ROUTE is read-only here: changing links, addresses or routes needs
+        # CAP_NET_ADMIN, which no sandboxed process holds (getifaddrs needs it).
+        ArgRule("socket", ((0, "eq", _INT, AF_NETLINK), (2, "ne", _ALL, NETLINK_ROUTE)),
+                eperm, "AF_NETLINK: only NETLINK_ROUTE is allowed"),
+    ]
+    if net_mode == "tcp":
+        # Landlock filters TCP ports only: refuse every other inet socket.
+        why = "only TCP is granted (net:// ports are filtered by Landlock for TCP alone)"
+        for family in (AF_INET, AF_INET6):
+            for sock_type in _NON_STREAM_TYPES:
+                rules.append(ArgRule("socket", ((0, "eq", _INT, family),
+                                                (1, "eq", _SOCK_TYPE_MASK, sock_type)),
+                                     eperm, why))
+            rules.append(ArgRule("socket", ((0, "eq", _INT, family),
+                                            (2, "gt", _ALL, _IPPROTO_TCP)), eperm, why))
+            for proto in range(1, _IPPROTO_TCP):
+                rules.append(ArgRule("socket", ((0, "eq", _INT, family),
+                                                (2, "eq", _ALL, proto)), eperm, why))
+    # Terminal input injection into a shared tty.
+    for request, name in ((TIOCSTI, "TIOCSTI"), (TIOCLINUX, "TIOCLINUX")):
+        rules.append(ArgRule("ioctl", ((1, "eq", _INT, request),), eperm,
+                             f"{name}: terminal input injection is refused in every sandbox"))
+    # Personality changes (ASLR off, READ_IMPLIES_EXEC); the query form stays allowed.
+    rules.append(ArgRule("personality", ((0, "ne", _ALL, _PERSONALITY_QUERY),), eperm,
+                         "personality changes (ASLR off, READ_IMPLIES_EXEC) are refused; "
+                         "the query personality(0xffffffff) is allowed"))
+    return tuple(rules)
+
+
+def add_arg_rules(filt: Any, sc: Any, rules: tuple[ArgRule, ...], action: Any) -> None:
+    """Add ``rules`` to a libseccomp filter, each with ``action`` (None: its own errno)."""
+    native = sc.system_arch()
+    for rule in rules:
+        if sc.resolve_syscall(native, rule.syscall) < 0:
+            continue  # not a syscall on this architecture
+        args = [sc.Arg(i, sc.MASKED_EQ, mask, value) if op == "eq"
+                else sc.Arg(i, sc.NE if op == "ne" else sc.GT, value)
+                for i, op, mask, value in rule.conds]
+        filt.add_rule(sc.ERRNO(rule.errno) if action is None else action, rule.syscall, *args)
 
 
 def _build(net_mode: NetMode, deny_errno: int, fork: bool = True,
@@ -81,38 +181,23 @@ def _build(net_mode: NetMode, deny_errno: int, fork: bool = True,
             return  # not a syscall on this architecture
         filt.add_rule(action, name, *args)
 
+    # With a broker (POSIX-X), every refusal is a notification: the newer, listening filter
+    # the program installs before it runs takes it (it notifies on exactly the same calls
+    # and arguments; of equal actions the newest filter's wins), and the kernel answers
+    # the errno and audits it. With no listener Linux answers ENOSYS: the call never runs.
     for name in DENIED_SYSCALLS:
-        # With a broker (POSIX-X), a notification: the newer, listening filter the program
-        # installs before it runs takes it (equal actions: the newest filter's wins); with
-        # no listener Linux answers ENOSYS. Either way the call never runs.
         deny(name, action=sc.NOTIFY if broker else eperm)
     # glibc falls back to clone() on ENOSYS; clone's flags are a register seccomp can read,
     # clone3's live in memory it cannot.
     deny("clone3", action=sc.ERRNO(errno.ENOSYS))
-    for flag in CLONE_NEW_FLAGS.values():
-        deny("clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    if not fork:
-        # POSIX-X ``fork = false``: no new process, as at a pids limit (threads still run).
-        eagain = sc.ERRNO(errno.EAGAIN)
-        deny("fork", action=eagain)
-        deny("vfork", action=eagain)
-        deny("clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0), action=eagain)
-    deny("socket", sc.Arg(0, sc.EQ, AF_PACKET))
-    deny("socket", sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, SOCK_RAW))
-    if net_mode == "tcp":
-        # Landlock filters TCP ports only: refuse every other inet socket.
-        for family in (AF_INET, AF_INET6):
-            for sock_type in _NON_STREAM_TYPES:
-                deny("socket", sc.Arg(0, sc.EQ, family),
-                     sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, sock_type))
-            deny("socket", sc.Arg(0, sc.EQ, family), sc.Arg(2, sc.GT, _IPPROTO_TCP))
-            for proto in range(1, _IPPROTO_TCP):
-                deny("socket", sc.Arg(0, sc.EQ, family), sc.Arg(2, sc.EQ, proto))
-    # Terminal input injection into a shared tty.
-    for request in (TIOCSTI, TIOCLINUX):
-        deny("ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
-    # Personality changes (ASLR off, READ_IMPLIES_EXEC); the query form stays allowed.
-    deny("personality", sc.Arg(0, sc.NE, _PERSONALITY_QUERY))
+    rules = arg_rules(net_mode, fork)
+    if broker:
+        add_arg_rules(filt, sc, rules, sc.NOTIFY)
+    else:
+        # The marker errno of tests replaces EPERM; EAGAIN (fork = false) stays.
+        for err in {r.errno for r in rules}:
+            add_arg_rules(filt, sc, tuple(r for r in rules if r.errno == err),
+                          eperm if err == errno.EPERM else None)
 
     fd = os.memfd_create("exo-seccomp-build")
     try:

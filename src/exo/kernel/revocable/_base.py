@@ -74,6 +74,9 @@ class FuseServer:
     #: Ask for FUSE passthrough at INIT (``_passthrough``); ``self.passthrough`` says
     #: whether the kernel agreed.
     want_passthrough = False
+    #: Ask for FUSE_DIRECT_IO_ALLOW_MMAP: files opened FOPEN_DIRECT_IO may then be mapped
+    #: MAP_SHARED (faults and writeback are READ and WRITE requests, checked like any).
+    want_direct_io_mmap = False
 
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Any], None] | None = None) -> None:
@@ -289,12 +292,17 @@ class FuseServer:
             raise OSError(errno.EPROTO, f"FUSE: kernel protocol {major}.{minor} unsupported")
         accepted = flags & self.init_flags
         flags2 = stack_depth = 0
+        offered2 = (P.INIT_IN2.unpack_from(buf, P.IN_HEADER.size + P.INIT_IN.size)[0]
+                    if n >= P.IN_HEADER.size + P.INIT_IN.size + P.INIT_IN2.size else 0)
+        if (self.want_direct_io_mmap and flags & _pt.INIT_EXT
+                and offered2 & P.INIT2_DIRECT_IO_ALLOW_MMAP):
+            accepted |= _pt.INIT_EXT
+            flags2 |= P.INIT2_DIRECT_IO_ALLOW_MMAP
         if self.want_passthrough:
-            offered2 = (P.INIT_IN2.unpack_from(buf, P.IN_HEADER.size + P.INIT_IN.size)[0]
-                        if n >= P.IN_HEADER.size + P.INIT_IN.size + P.INIT_IN2.size else 0)
             if _pt.kernel_offers(flags, offered2):
                 accepted |= _pt.INIT_EXT
-                flags2, stack_depth = _pt.INIT2_PASSTHROUGH, _pt.MAX_STACK_DEPTH
+                flags2 |= _pt.INIT2_PASSTHROUGH
+                stack_depth = _pt.MAX_STACK_DEPTH
                 self.passthrough = True
             else:
                 self.passthrough_unavailable = "this kernel does not offer FUSE_PASSTHROUGH"

@@ -47,7 +47,10 @@ WRITE: Final = 16
 STATFS: Final = 17
 RELEASE: Final = 18
 FSYNC: Final = 20
-GETXATTR: Final = 22        # not handled (ENOSYS): named for the per-opcode counts
+SETXATTR: Final = 21        # the directory exports: user.* names only
+GETXATTR: Final = 22
+LISTXATTR: Final = 23
+REMOVEXATTR: Final = 24
 FLUSH: Final = 25
 INIT: Final = 26
 OPENDIR: Final = 27
@@ -61,6 +64,7 @@ DESTROY: Final = 38
 IOCTL: Final = 39           # not handled (ENOSYS; isatty() on a file sends one)
 BATCH_FORGET: Final = 42
 RENAME2: Final = 45
+TMPFILE: Final = 51         # O_TMPFILE (the directory exports)
 
 #: Opcode names, for the per-opcode request counts (``stats()["ops"]``).
 OPCODE_NAMES: Final[dict[int, str]] = {v: k for k, v in dict(globals()).items()
@@ -92,6 +96,8 @@ INIT_BIG_WRITES: Final = 1 << 5
 INIT_PARALLEL_DIROPS: Final = 1 << 18
 INIT_MAX_PAGES: Final = 1 << 22
 WANTED_INIT_FLAGS: Final = INIT_ATOMIC_O_TRUNC | INIT_BIG_WRITES | INIT_MAX_PAGES
+#: FUSE_DIRECT_IO_ALLOW_MMAP (7.39): bit 36 of the 64-bit flags, bit 4 of ``flags2``.
+INIT2_DIRECT_IO_ALLOW_MMAP: Final = 1 << (36 - 32)
 
 # --- open reply flags ---------------------------------------------------------------------
 #: Bypass the page cache: every read/write is a request we answer, so nothing cached can
@@ -149,6 +155,9 @@ MKDIR_IN = struct.Struct("<II")              # mode umask
 RENAME_IN = struct.Struct("<Q")              # newdir
 RENAME2_IN = struct.Struct("<QII")           # newdir flags padding
 LINK_IN = struct.Struct("<Q")                # oldnodeid
+SETXATTR_IN = struct.Struct("<II")           # size flags (no FUSE_SETXATTR_EXT), then name, value
+GETXATTR_IN = struct.Struct("<II")           # size padding, then the name (getxattr)
+GETXATTR_OUT = struct.Struct("<II")          # size padding (the answer to a size query)
 CREATE_IN = struct.Struct("<IIII")           # flags mode umask open_flags
 ACCESS_IN = struct.Struct("<II")             # mask padding
 

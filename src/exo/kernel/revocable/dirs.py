@@ -87,6 +87,8 @@ _ENTRY_VALID_S = 1
 # changes made outside it show within this.
 _PT_ATTR_VALID_S = 1
 _READ_RIGHTS = Rights.READ | Rights.EXECUTE
+_USER_XATTR = b"user."
+_XATTR_FLAGS = os.XATTR_CREATE | os.XATTR_REPLACE
 _W_OK = 2
 #: Per export: node descriptors kept open (more are parked), nodes known, files open.
 MAX_FDS = 256
@@ -177,6 +179,10 @@ class RevocableDirs(FuseServer):
     mount_source = "exo-dirs"
     init_flags = P.WANTED_INIT_FLAGS | P.INIT_PARALLEL_DIROPS
 
+    # Shared mappings of served files (a database's or a compiler's MAP_SHARED): each fault
+    # is a READ and each writeback a WRITE, checked against the pin like any request.
+    want_direct_io_mmap = True
+
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None, max_fds: int = MAX_FDS,
                  max_nodes: int = MAX_NODES, max_handles: int = MAX_HANDLES,
@@ -205,6 +211,9 @@ class RevocableDirs(FuseServer):
             P.FLUSH: self._ok, P.OPENDIR: self._opendir, P.READDIR: self._readdir,
             P.RELEASEDIR: self._release, P.FSYNCDIR: self._fsync, P.ACCESS: self._access,
             P.CREATE: self._create, P.DESTROY: self._ok,
+            P.SETXATTR: self._setxattr, P.GETXATTR: self._getxattr,
+            P.LISTXATTR: self._listxattr, P.REMOVEXATTR: self._removexattr,
+            P.TMPFILE: self._tmpfile,
         }
 
     # ------------------------------------------------------------------ kernel-side API
@@ -886,6 +895,36 @@ class RevocableDirs(FuseServer):
         assert entry is not None
         return [*entry, self._open_reply(fh, backing)]
 
+    def _tmpfile(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        """O_TMPFILE: an unnamed file in the directory, opened as CREATE opens (its node
+        has no name to be reopened by: parked, it is ESTALE until ``linkat`` names it;
+        its open file is unaffected)."""
+        flags, mode, _umask, _open_flags = P.CREATE_IN.unpack_from(body)
+        parent = self._enter(nodeid, Rights.WRITE)
+        try:
+            if parent.kind != stat.S_IFDIR:
+                raise OSError(errno.ENOTDIR, "not a directory")
+            oflags = ((flags & _OPEN_PASS & ~os.O_TRUNC) | os.O_TMPFILE | os.O_CLOEXEC
+                      | os.O_NOCTTY)
+            if flags & os.O_EXCL:
+                oflags |= os.O_EXCL  # never linkable: as the caller asked
+            fd = os.open(".", oflags, mode & _MODE_BITS, dir_fd=parent.fd)
+            try:
+                entry = self._entry(parent.export, os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC))
+                node = None
+                if parent.export.passthrough:
+                    st = os.fstat(fd)
+                    with self._lock:
+                        node = parent.export.nodes.get((st.st_dev, st.st_ino))
+            except BaseException:
+                os.close(fd)
+                raise
+            fh, backing = self._new_file(parent.export, fd, node)
+        finally:
+            self._leave(parent)
+        assert entry is not None
+        return [*entry, self._open_reply(fh, backing)]
+
     def _read(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
         h = self._enter_handle(fh, Rights.READ)
@@ -999,3 +1038,80 @@ class RevocableDirs(FuseServer):
         n = self._enter(nodeid, Rights.WRITE if mask & _W_OK else Rights.NONE)
         self._leave(n)
         return None
+
+    # ------------------------------------------------------------------ extended attributes
+    # Only ``user.*`` names, on regular files and directories (Linux allows them nowhere
+    # else): security.*, trusted.* and system.* (capabilities, ACLs, SELinux labels) are
+    # the host's, never a grant's. Another name reads as absent (ENODATA, which also keeps
+    # the client's security.capability checks cheap) and cannot be written (EOPNOTSUPP).
+    def _xattr_node(self, nodeid: int, right: Rights) -> _Node:
+        if nodeid == P.ROOT_ID:
+            raise OSError(errno.EOPNOTSUPP, "the root has no attributes")
+        n = self._enter(nodeid, right)
+        if n.kind not in (stat.S_IFREG, stat.S_IFDIR):
+            self._leave(n)
+            raise OSError(errno.EPERM if right == Rights.WRITE else errno.ENODATA,
+                          "user attributes only on files and directories")
+        return n
+
+    def _setxattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        size, flags = P.SETXATTR_IN.unpack_from(body)
+        rest = bytes(body[P.SETXATTR_IN.size:])
+        end = rest.find(b"\0")
+        if end <= 0 or len(rest) < end + 1 + size:
+            raise OSError(errno.EINVAL, "malformed request")
+        name, value = rest[:end], rest[end + 1:end + 1 + size]
+        if not name.startswith(_USER_XATTR):
+            raise OSError(errno.EOPNOTSUPP, "only user.* attributes")
+        n = self._xattr_node(nodeid, Rights.WRITE)
+        try:
+            os.setxattr(_proc(n.fd), name, value, flags & _XATTR_FLAGS)
+        finally:
+            self._leave(n)
+        return None
+
+    def _getxattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        size = P.GETXATTR_IN.unpack_from(body)[0]
+        name = _names(body[P.GETXATTR_IN.size:], 1)[0]
+        n = self._xattr_node(nodeid, Rights.READ)
+        try:
+            if not name.startswith(_USER_XATTR):
+                raise OSError(errno.ENODATA, "only user.* attributes")
+            value = os.getxattr(_proc(n.fd), name)
+        finally:
+            self._leave(n)
+        return self._sized(value, size)
+
+    def _listxattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        size = P.GETXATTR_IN.unpack_from(body)[0]
+        if nodeid == P.ROOT_ID:
+            return self._sized(b"", size)
+        n = self._enter(nodeid, Rights.READ)
+        try:
+            names = (os.listxattr(_proc(n.fd))
+                     if n.kind in (stat.S_IFREG, stat.S_IFDIR) else [])
+        finally:
+            self._leave(n)
+        listed = b"".join(os.fsencode(x) + b"\0" for x in names
+                          if os.fsencode(x).startswith(_USER_XATTR))
+        return self._sized(listed, size)
+
+    def _removexattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
+        name = _names(body, 1)[0]
+        if not name.startswith(_USER_XATTR):
+            raise OSError(errno.EOPNOTSUPP, "only user.* attributes")
+        n = self._xattr_node(nodeid, Rights.WRITE)
+        try:
+            os.removexattr(_proc(n.fd), name)
+        finally:
+            self._leave(n)
+        return None
+
+    @staticmethod
+    def _sized(value: bytes, size: int) -> Parts:
+        """A getxattr/listxattr answer: its size for a size query (0), else the bytes."""
+        if size == 0:
+            return [P.GETXATTR_OUT.pack(len(value), 0)]
+        if len(value) > size:
+            raise OSError(errno.ERANGE, "larger than the caller's buffer")
+        return [value]
