@@ -175,33 +175,41 @@ def plain_size(sealed_size: int) -> int:
 
 # ------------------------------------------------------------------------- streams
 
-def seal_stream(key: bytes, header: bytes, read_into: ReadInto, write: Write) -> int:
+def seal_stream(key: bytes, header: bytes, read_into: ReadInto, write: Write,
+                *, overlap: bool = True) -> int:
     """Seal everything ``read_into`` yields (to its end) after writing ``header``; returns
     the plaintext size. The last chunk is only known at the end of the input, so one chunk
-    is held back until the next byte (or the end) arrives."""
+    is held back until the next byte (or the end) arrives. With ``overlap`` (the default)
+    a stream of more than one chunk is written by a helper thread while the next chunk is
+    read and sealed (see ``_Writer``)."""
     cipher = ChunkCipher(key, header)
     bufs = [bytearray(CHUNK), bytearray(CHUNK)]
-    out = bytearray(CHUNK + TAG)
-    outview = memoryview(out)
-    write(memoryview(header))
-    cur = 0
-    n = fill(read_into, memoryview(bufs[cur]))
-    index = total = 0
-    while True:
-        nxt = 1 - cur
-        m = fill(read_into, memoryview(bufs[nxt])) if n == CHUNK else 0
-        final = m == 0
-        k = cipher.seal_into(index, final, memoryview(bufs[cur])[:n], outview)
-        write(outview[:k])
-        total += n
-        if final:
-            return total
-        index += 1
-        cur, n = nxt, m
+    writer = _Writer(write, CHUNK + TAG, overlap)
+    try:
+        writer.write_now(memoryview(header))
+        cur = 0
+        n = fill(read_into, memoryview(bufs[cur]))
+        index = total = 0
+        while True:
+            nxt = 1 - cur
+            m = fill(read_into, memoryview(bufs[nxt])) if n == CHUNK else 0
+            final = m == 0
+            out = writer.buffer()
+            k = cipher.seal_into(index, final, memoryview(bufs[cur])[:n], out)
+            writer.submit(out, k, final)
+            total += n
+            if final:
+                break
+            index += 1
+            cur, n = nxt, m
+    finally:
+        writer.close()
+    writer.check()
+    return total
 
 
 def open_stream(key: bytes, read_into: ReadInto, write: Write, sealed_size: int,
-                header: bytes | None = None) -> int:
+                header: bytes | None = None, *, overlap: bool = True) -> int:
     """Open a sealed stream of ``sealed_size`` bytes (header included: read here unless
     given) into ``write``; ``TamperedError`` at the first chunk that fails. Note that the
     chunks before it were written already: callers that must not expose unverified data
@@ -214,20 +222,101 @@ def open_stream(key: bytes, read_into: ReadInto, write: Write, sealed_size: int,
     parse_header(header)
     cipher = ChunkCipher(key, header)
     chunks = chunk_count(sealed_size)
-    inbuf, outbuf = bytearray(CHUNK + TAG), bytearray(CHUNK)
-    view, outview = memoryview(inbuf), memoryview(outbuf)
+    inbuf = bytearray(CHUNK + TAG)
+    view = memoryview(inbuf)
+    writer = _Writer(write, CHUNK, overlap)
     total = 0
-    for index in range(chunks):
-        n = fill(read_into, view)
-        m = cipher.open_into(index, index == chunks - 1, view[:n], outview)
-        if m < 0:
-            raise TamperedError(f"chunk {index} fails authentication (modified, truncated, "
-                                "or another key)")
-        write(outview[:m])
-        total += m
+    try:
+        for index in range(chunks):
+            n = fill(read_into, view)
+            final = index == chunks - 1
+            out = writer.buffer()
+            m = cipher.open_into(index, final, view[:n], out)
+            if m < 0:
+                raise TamperedError(f"chunk {index} fails authentication (modified, "
+                                    "truncated, or another key)")
+            writer.submit(out, m, final)
+            total += m
+    finally:
+        writer.close()
+    writer.check()
     if fill(read_into, view[:1]):
         raise TamperedError("longer than its chunks say (data appended)")
     return total
+
+
+class _Writer:
+    """Writes a stream's chunks, on a helper thread once there is more than one.
+
+    The cipher (OpenSSL) and ``os.write`` each take about as long per chunk; ``write``
+    releases the GIL during the system call, so a thread writing chunk *i* while the
+    caller seals chunk *i + 1* hides most of one behind the other. Three buffers rotate
+    (one being filled, one queued, one being written); order is kept (one writer, FIFO).
+    A one-chunk stream (most small files) is written inline: no thread is started.
+    The first error of ``write`` is raised to the caller at its next ``submit`` (or at
+    ``check``); ``close`` always waits for the thread, so nothing writes after it."""
+
+    DEPTH = 3
+
+    def __init__(self, write: Write, size: int, overlap: bool) -> None:
+        self._write = write
+        self._size = size
+        self._overlap = overlap
+        self._inline = bytearray(size)
+        self._thread: Any = None
+        self._jobs: Any = None
+        self._free: Any = None
+        self._error: BaseException | None = None
+
+    def write_now(self, view: memoryview) -> None:
+        self._write(view)
+
+    def buffer(self) -> bytearray:
+        """A buffer to fill next (it may wait for the helper to finish one)."""
+        if self._thread is None:
+            return self._inline
+        buf: bytearray = self._free.get()
+        return buf
+
+    def submit(self, buf: bytearray, n: int, last: bool) -> None:
+        if self._thread is None:
+            if last or not self._overlap:
+                self._write(memoryview(buf)[:n])
+                return
+            self._start()
+        self.check()
+        self._jobs.put((buf, n))
+
+    def _start(self) -> None:
+        import queue
+        import threading
+
+        self._jobs, self._free = queue.SimpleQueue(), queue.SimpleQueue()
+        for _ in range(self.DEPTH - 1):
+            self._free.put(bytearray(self._size))
+        self._thread = threading.Thread(target=self._run, name="exo-sealed-write",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            buf, n = job
+            if self._error is None:
+                try:
+                    self._write(memoryview(buf)[:n])
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+            self._free.put(buf)
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def fill(read_into: ReadInto, view: memoryview) -> int:
