@@ -10,6 +10,7 @@ path's imports: no tpm2-pytss here, the few TPM commands are spoken directly (``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -32,16 +33,19 @@ def components(core: KernelCore) -> list[tuple[str, str, bytes]]:
     The same code started the same way gives the same list, hence the same PCR."""
     from exo.kernel.boottable import BOOT_TABLE
 
+    cache = tpm.DigestCache(tpm.Paths(core.root).digests)
     started = {s.name for s in core.report.steps if s.status is Status.OK}
     kernel_dir = os.path.dirname(sys.modules["exo.kernel"].__file__ or "")
-    found: list[tuple[str, str, bytes]] = [("kernel", "kernel", tpm.tree_digest(kernel_dir))]
+    found: list[tuple[str, str, bytes]] = [("kernel", "kernel", tpm.tree_digest(kernel_dir, cache))]
     for row in BOOT_TABLE:
         if row.name in started and isinstance(row.target, str) and row.key != "security":
             module = sys.modules.get(row.target.partition(":")[0])
             if module is not None and module.__file__:
-                found.append(("subsystem", row.name, tpm.module_digest(module.__file__)))
+                found.append(("subsystem", row.name, tpm.module_digest(module.__file__, cache)))
     security_dir = os.path.dirname(__file__)
-    found.append(("subsystem", "Security", tpm.tree_digest(security_dir)))
+    found.append(("subsystem", "Security", tpm.tree_digest(security_dir, cache)))
+    with contextlib.suppress(OSError):  # a read-only tree: hashed in full next boot
+        cache.save()
     return found
 
 

@@ -64,7 +64,8 @@ class UnsealError(TpmError):
 class Paths:
     """Where the TPM's pieces live under the Exo tree."""
 
-    __slots__ = ("ak_pub", "event_log", "info", "root", "run", "sealed", "state", "swtpm_log")
+    __slots__ = ("ak_pub", "digests", "event_log", "info", "root", "run", "sealed", "state",
+                 "swtpm_log")
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -75,6 +76,7 @@ class Paths:
         self.event_log = self.root / "var" / "log" / "measurements.jsonl"
         self.ak_pub = self.state / "ak.pub.pem"  # the attestation key's public half
         self.sealed = self.root / "var" / "lib" / "sealed"
+        self.digests = self.state / "digests.json"  # DigestCache
 
 
 # ------------------------------------------------------------------------- locating
@@ -378,29 +380,87 @@ def read_event_log(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _file_digest(path: str | os.PathLike[str]) -> bytes:
+def _file_digest(path: str | os.PathLike[str], cache: DigestCache | None = None) -> bytes:
+    if cache is not None:
+        return cache.digest(path)
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).digest()
 
 
-def tree_digest(directory: str | os.PathLike[str]) -> bytes:
+class DigestCache:
+    """File digests kept between boots, each valid while its file is unchanged (the way
+    IMA measures a file once until it changes).
+
+    A file's entry holds its (device, inode, size, mtime_ns, ctime_ns) when it was hashed;
+    any difference re-hashes it. ``ctime`` is in the key because ``utime`` can put a
+    file's ``mtime`` back after a change but nothing short of changing the clock can set
+    ``ctime``; a file replaced by another (a new inode) is re-hashed too. The cache only
+    saves hashing: every component is still extended and logged at every boot. It lives
+    in ``var/lib/tpm/digests.json`` (the 0700 TPM state directory, the kernel's own): whoever
+    can rewrite it can already reset PCR 23 (see security.md, What is left)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.hits = self.misses = 0
+        self._entries: dict[str, list[Any]] = {}
+        self._dirty = False
+        try:
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict) and data.get("version") == 1:
+                self._entries = {k: v for k, v in data.get("files", {}).items()
+                                 if isinstance(v, list) and len(v) == 6}
+        except (OSError, ValueError):
+            pass  # no cache yet, or unreadable: hash everything
+
+    def digest(self, path: str | os.PathLike[str]) -> bytes:
+        name = os.fspath(path)
+        entry = self._entries.get(name)
+        if entry is not None and entry[:5] == _stat_key(os.stat(name)):
+            self.hits += 1
+            return bytes.fromhex(entry[5])
+        with open(name, "rb") as f:  # the key of what is read, not of what was stat'ed
+            key = _stat_key(os.fstat(f.fileno()))
+            digest = hashlib.sha256(f.read()).digest()
+            if _stat_key(os.fstat(f.fileno())) != key:
+                return digest  # changed while read: right for this boot, not cached
+        self.misses += 1
+        self._entries[name] = [*key, digest.hex()]
+        self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": 1, "files": self._entries},
+                                  separators=(",", ":")))
+        os.replace(tmp, self.path)
+        self._dirty = False
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def tree_digest(directory: str | os.PathLike[str], cache: DigestCache | None = None) -> bytes:
     """One digest for a source tree: every ``.py`` file's relative path and content hash,
     in sorted order (the same tree gives the same digest wherever it is installed)."""
-    base = Path(directory)
+    base = os.fspath(directory)
     h = hashlib.sha256()
     for top, dirs, files in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(top, base)
         for name in sorted(files):
             if name.endswith(".py"):
-                path = Path(top, name)
-                h.update(str(path.relative_to(base)).encode() + b"\0")
-                h.update(_file_digest(path))
+                h.update((name if rel == "." else f"{rel}/{name}").encode() + b"\0")
+                h.update(_file_digest(os.path.join(top, name), cache))
     return h.digest()
 
 
-def module_digest(module_file: str) -> bytes:
+def module_digest(module_file: str, cache: DigestCache | None = None) -> bytes:
     """A component's digest: its source file's SHA-256."""
-    return _file_digest(module_file)
+    return _file_digest(module_file, cache)
 
 
 def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, bytes]],
