@@ -292,3 +292,40 @@ def test_measuring_loads_no_heavy_library(swtpm_root: Path) -> None:
     assert steps["Security"]["status"] == "OK"
     heavy = ("tpm2_pytss", "pkcs11", "cryptography", "nacl", "cffi", "click", "rich")
     assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+
+
+def test_the_software_policy_digest_is_the_tpm_s(swtpm_root: Path) -> None:
+    """``pcr_policy_digest`` (used to seal to a predicted value) computes what the TPM's
+    own trial session gives for the current value."""
+    location = tpm.locate(swtpm_root)
+    assert location is not None
+    tpm.measure(swtpm_root, _components("kernel", "Security"), location)
+    with tpm.esapi(location) as ctx:
+        trial = tpm._pcr_policy_session(ctx, trial=True)
+        try:
+            digest = bytes(ctx.policy_get_digest(trial))
+        finally:
+            ctx.flush_context(trial)
+    assert digest == tpm.pcr_policy_digest(tpm.read_pcr(location))
+
+
+def test_sealed_to_the_running_and_the_next_kernel(swtpm_root: Path) -> None:
+    """Sealed to two PCR values (PolicyOR): both boots unseal, a third does not, and its
+    error says what to do."""
+    location = tpm.locate(swtpm_root)
+    old, new = _components("kernel v1", "Security"), _components("kernel v2", "Security")
+    tpm.measure(swtpm_root, old, location)
+    tpm.seal(swtpm_root, "master", b"k" * 32)
+    tpm.seal(swtpm_root, "master", b"k" * 32,
+             pcr_values=[tpm.replay(tpm.read_event_log(swtpm_root)),
+                         tpm.replay([{"pcr": tpm.PCR, "digest": d.hex()} for *_, d in new])])
+    assert tpm.unseal(swtpm_root, "master") == b"k" * 32  # before the reboot
+    tpm.measure(swtpm_root, new, location)
+    assert tpm.unseal(swtpm_root, "master") == b"k" * 32  # after it
+    tpm.measure(swtpm_root, _components("kernel v3", "Security"), location)
+    with pytest.raises(tpm.UnsealError, match="exo tpm reseal master"):
+        tpm.unseal(swtpm_root, "master")
+    with pytest.raises(tpm.TpmError, match="1 to 8"):
+        tpm.seal(swtpm_root, "x", b"k", pcr_values=[bytes([i]) * 32 for i in range(9)])
+    assert sorted(p.name for p in (swtpm_root / "var" / "lib" / "sealed").iterdir()) == \
+        ["master.json"]  # no temporary left
