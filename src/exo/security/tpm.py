@@ -466,9 +466,12 @@ def module_digest(module_file: str, cache: DigestCache | None = None) -> bytes:
 
 
 def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, bytes]],
-            location: Location | None, *, boot_id: str = "") -> tuple[int, bytes]:
+            location: Location | None, *, boot_id: str = "",
+            also_reset: Iterable[int] = ()) -> tuple[int, bytes]:
     """Record ``(kind, name, digest)`` components in a fresh event log and, when a TPM is
     given, reset ``PCR`` and extend each digest into it. Returns (count, PCR value).
+    ``also_reset``: other PCRs to reset on the same connection (the audit anchors'),
+    which saves a connection to the TPM per boot.
 
     The log is written either way (DESIGN.md: kept in an event log whether or not a TPM is
     present); each line says whether it reached a TPM."""
@@ -479,6 +482,8 @@ def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, b
     value = ZERO
     try:
         if tpm is not None:
+            for other in also_reset:
+                tpm.pcr_reset(other)
             tpm.pcr_reset(PCR)
         for seq, (kind, name, digest) in enumerate(components):
             if tpm is not None:
