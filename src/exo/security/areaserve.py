@@ -382,7 +382,7 @@ class _Writer(threading.Thread):
         try:
             tmp = _tmpfile(self.dir_fd)
             sf.seal_stream(self.key, sf.new_header(self.generation), self._read_into,
-                           sf.fd_writer(tmp))
+                           sf.fd_writer(tmp, write_behind=True))
             if self.pin.revoked:
                 raise _Stop("the capability was revoked")
             os.fsync(tmp)
