@@ -311,3 +311,12 @@ def test_without_fuse_a_grant_holding_an_area_is_refused(kernel_tpm: Kernel) -> 
     assert "\n" not in msg
     status, out, err = run_app(kernel_tpm, "print('ran')", "storage://home/b=READ")
     assert (status, out) == (0, "ran\n"), err
+
+
+def test_an_unreadable_registry_mounts_nothing_of_the_tree(kernel_tpm: Kernel) -> None:
+    """Fail closed: with the registry unreadable nobody can tell which directories are
+    areas, so no grant of this tree is mounted."""
+    areas.registry_path(kernel_tpm.root).write_text("{not json")
+    with pytest.raises(Exception) as info:
+        run_app(kernel_tpm, "print('ran')", GRANT)
+    assert "registry is unreadable" in str(info.value)

@@ -277,7 +277,7 @@ class OpenFileTable:
         """
         server = self._ensure_dirs(mount_dir, log)
         if server is None:
-            from exo.kernel.revocable import guards  # a bind mount hides nothing inside it
+            from exo.kernel import exportguards as guards  # a bind mount hides nothing
 
             if guards.GUARDS and (why := guards.refused(dirfd, covering=True)) is not None:
                 raise guards.Refused(errno.EACCES, why)

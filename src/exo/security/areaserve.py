@@ -472,7 +472,7 @@ def guard_mounts(root: Path) -> None:
     export rooted in an area (the spawn fails, saying why) and, inside a wider export, the
     lookup, rename and removal of an area's directory (EACCES); the area's files open
     decrypted through the ``open`` syscall as before."""
-    from exo.kernel.revocable import guards
+    from exo.kernel import exportguards as guards
 
     with _SERVERS_LOCK:
         if str(root) not in _GUARDED:
@@ -490,7 +490,11 @@ def mount_guard(fd: int, covering: bool = False) -> str | None:
         try:
             table = registry.areas()
         except areas.AreaError as exc:
-            return f"{exc}: nothing of this tree is mounted"
+            if path is None:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            if path == real or path.startswith(real + "/"):
+                return f"{exc}: nothing of this tree is mounted"
+            continue
         if not table:
             continue  # one stat: the registry's
         if path is None:

@@ -53,12 +53,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
 from . import _getdents
 from . import _passthrough as _pt
 from . import _proto as P
-from . import guards as _guards
 from ._base import REVOKED_ERRNO, FuseServer, Parts, log
 from .server import Pin
 

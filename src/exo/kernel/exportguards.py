@@ -4,8 +4,9 @@
 whose files on disk are ciphertext (only the ``open`` syscall decrypts them). Each check
 takes an ``O_PATH`` descriptor (an export's root, or a name being looked up, renamed or
 removed) and returns why it must not be reached through a mount, or None. No check
-installed: nothing is called (kept apart from ``dirs`` so that installing one at boot
-imports nothing of the directory server).
+installed: nothing is called. Used by ``exo.kernel.revocable.dirs`` (and ``files`` for
+plain bind mounts); kept outside that package, whose ``__init__`` imports the whole
+directory server, so that installing a check at boot imports nothing more.
 """
 
 from __future__ import annotations
