@@ -58,3 +58,64 @@ def test_tampering_is_detected(tmp_path: Path, tamper: str) -> None:
     with pytest.raises(sf.TamperedError):
         sf.decrypt_file(key, tmp_path / "c", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+def _seal_bytes(data: bytes, header: bytes, overlap: bool) -> bytes:
+    pos = 0
+
+    def read_into(view: memoryview) -> int:
+        nonlocal pos
+        n = min(len(view), len(data) - pos)
+        view[:n] = data[pos:pos + n]
+        pos += n
+        return n
+
+    out = bytearray()
+    assert sf.seal_stream(KEY, header, read_into, out.extend, overlap=overlap) == len(data)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [0, sf.CHUNK, 5 * sf.CHUNK + 7])
+def test_overlapped_writes_give_the_same_bytes(size: int) -> None:
+    """The helper thread that writes chunk i while chunk i+1 is sealed changes nothing
+    in the output, in either direction."""
+    data, header = os.urandom(size), sf.new_header(3)
+    sealed = _seal_bytes(data, header, overlap=True)
+    assert sealed == _seal_bytes(data, header, overlap=False)
+    pos = 0
+
+    def read_into(view: memoryview) -> int:
+        nonlocal pos
+        n = min(len(view), len(sealed) - pos)
+        view[:n] = sealed[pos:pos + n]
+        pos += n
+        return n
+
+    out = bytearray()
+    assert sf.open_stream(KEY, read_into, out.extend, len(sealed)) == size
+    assert bytes(out) == data
+
+
+def test_a_failing_write_reaches_the_caller(tmp_path: Path) -> None:
+    """A write error on the helper thread (here: a full pipe's reader gone) is raised by
+    the sealing call itself, and no thread is left behind."""
+    import threading
+
+    (tmp_path / "p").write_bytes(os.urandom(4 * sf.CHUNK))
+    calls = 0
+
+    def write(view: memoryview) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(28, "No space left on device")
+
+    before = threading.active_count()
+    fd = os.open(tmp_path / "p", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            sf.seal_stream(KEY, sf.new_header(), sf.fd_reader(fd), write)
+    finally:
+        os.close(fd)
+    assert threading.active_count() == before
+    assert calls == 3  # nothing written after the failure

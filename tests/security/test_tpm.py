@@ -81,6 +81,58 @@ def test_boot_measures_the_kernel_and_each_subsystem(swtpm_root: Path) -> None:
     assert log.returncode == 0 and "TPM: matches the replay" in log.stdout
 
 
+def test_a_file_changed_since_it_was_hashed_is_hashed_again(tmp_path: Path) -> None:
+    """The digest cache (IMA-like) re-hashes a file whose content changed even when its
+    size and mtime were put back, and a file replaced by another; a stale or forged entry
+    whose stat key does not match is never used."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.py").write_text("A = 1\n")
+    (tree / "sub" / "b.py").write_text("B = 2\n")
+    cache_path = tmp_path / "digests.json"
+
+    def digest() -> bytes:
+        cache = tpm.DigestCache(cache_path)
+        got = tpm.tree_digest(tree, cache)
+        cache.save()
+        assert got == tpm.tree_digest(tree)  # always what hashing everything gives
+        return got
+
+    first = digest()
+    assert digest() == first
+    st = (tree / "a.py").stat()
+    (tree / "a.py").write_text("A = 7\n")  # same size; mtime put back
+    os.utime(tree / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = digest()
+    assert second != first
+    (tree / "new.py").write_text("B = 9\n")
+    os.replace(tree / "new.py", tree / "sub" / "b.py")  # another inode
+    assert digest() not in (first, second)
+    data = json.loads(cache_path.read_text())  # forge every entry's digest
+    for entry in data["files"].values():
+        entry[2] += 1  # a wrong size: the key no longer matches
+        entry[5] = "00" * 32
+    cache_path.write_text(json.dumps(data))
+    assert digest() == tpm.tree_digest(tree)
+
+
+def test_every_boot_logs_every_component(swtpm_root: Path) -> None:
+    """With the digests cached after the first boot, the next boot still extends and logs
+    every component, to the same PCR value."""
+    logs = []
+    for _ in range(2):
+        r = subprocess.run([*EXO, "boot", "--json-boot"], env=dict(os.environ), text=True,
+                           capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        logs.append([(e["name"], e["digest"]) for e in tpm.read_event_log(swtpm_root)])
+    assert logs[0] == logs[1] and len(logs[1]) >= 5
+    cache = swtpm_root / "var" / "lib" / "tpm" / "digests.json"
+    assert cache.exists() and cache.parent.stat().st_mode & 0o077 == 0
+    location = tpm.locate(swtpm_root)
+    assert location is not None
+    assert tpm.read_pcr(location) == tpm.replay(tpm.read_event_log(swtpm_root))
+
+
 def test_boot_without_a_tpm_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.path.exists(tpm.DEVICE):
         pytest.skip("a hardware TPM is present")
@@ -240,3 +292,40 @@ def test_measuring_loads_no_heavy_library(swtpm_root: Path) -> None:
     assert steps["Security"]["status"] == "OK"
     heavy = ("tpm2_pytss", "pkcs11", "cryptography", "nacl", "cffi", "click", "rich")
     assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+
+
+def test_the_software_policy_digest_is_the_tpm_s(swtpm_root: Path) -> None:
+    """``pcr_policy_digest`` (used to seal to a predicted value) computes what the TPM's
+    own trial session gives for the current value."""
+    location = tpm.locate(swtpm_root)
+    assert location is not None
+    tpm.measure(swtpm_root, _components("kernel", "Security"), location)
+    with tpm.esapi(location) as ctx:
+        trial = tpm._pcr_policy_session(ctx, trial=True)
+        try:
+            digest = bytes(ctx.policy_get_digest(trial))
+        finally:
+            ctx.flush_context(trial)
+    assert digest == tpm.pcr_policy_digest(tpm.read_pcr(location))
+
+
+def test_sealed_to_the_running_and_the_next_kernel(swtpm_root: Path) -> None:
+    """Sealed to two PCR values (PolicyOR): both boots unseal, a third does not, and its
+    error says what to do."""
+    location = tpm.locate(swtpm_root)
+    old, new = _components("kernel v1", "Security"), _components("kernel v2", "Security")
+    tpm.measure(swtpm_root, old, location)
+    tpm.seal(swtpm_root, "master", b"k" * 32)
+    tpm.seal(swtpm_root, "master", b"k" * 32,
+             pcr_values=[tpm.replay(tpm.read_event_log(swtpm_root)),
+                         tpm.replay([{"pcr": tpm.PCR, "digest": d.hex()} for *_, d in new])])
+    assert tpm.unseal(swtpm_root, "master") == b"k" * 32  # before the reboot
+    tpm.measure(swtpm_root, new, location)
+    assert tpm.unseal(swtpm_root, "master") == b"k" * 32  # after it
+    tpm.measure(swtpm_root, _components("kernel v3", "Security"), location)
+    with pytest.raises(tpm.UnsealError, match="exo tpm reseal master"):
+        tpm.unseal(swtpm_root, "master")
+    with pytest.raises(tpm.TpmError, match="1 to 8"):
+        tpm.seal(swtpm_root, "x", b"k", pcr_values=[bytes([i]) * 32 for i in range(9)])
+    assert sorted(p.name for p in (swtpm_root / "var" / "lib" / "sealed").iterdir()) == \
+        ["master.json"]  # no temporary left

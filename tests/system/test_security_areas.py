@@ -229,3 +229,75 @@ except OSError as exc:
     assert lines[1].startswith("m1:") and "exceed the kernel's 1 MiB" in lines[1]
     assert lines[2] == "write: BrokenPipeError"
     assert not (kernel_tpm.root / "home" / "a" / "secret" / "new").exists()
+
+
+MOUNT_PROBE = """
+import os
+from exo_std import fs
+print("listed", "secret" in os.listdir("/home/a"))
+for attempt in ("listdir", "stat", "open", "rename", "rmdir"):
+    try:
+        if attempt == "listdir":
+            os.listdir("/home/a/secret")
+        elif attempt == "stat":
+            os.stat("/home/a/secret/doc.bin")
+        elif attempt == "open":
+            open("/home/a/secret/doc.bin", "rb").read()
+        elif attempt == "rename":
+            os.rename("/home/a/secret", "/home/a/moved")
+        else:
+            os.rmdir("/home/a/secret")
+        print(attempt, "allowed")
+    except OSError as exc:
+        print(attempt, exc.errno)
+with fs.File.open("{area}/doc.bin", "READ") as f:
+    print("syscall", f.read().endswith(b"THE-PLAINTEXT-MARKER"))
+"""
+
+
+def test_a_directory_grant_never_shows_an_area_s_ciphertext(kernel_tpm: Kernel) -> None:
+    """A grant of the area's parent is mounted, but the area's directory is not reachable
+    through the mount (nor renamed out of the registry's sight, nor removed); its files
+    still open decrypted through the open syscall."""
+    status, _, err = run_app(kernel_tpm, WRITE.format(n=10, name=AREA + "/doc.bin"), GRANT)
+    assert status == 0, err
+    status, out, err = run_app(kernel_tpm, MOUNT_PROBE.format(area=AREA), GRANT)
+    assert status == 0, err
+    assert out.split("\n")[:7] == ["listed True", "listdir 13", "stat 13", "open 13",
+                                   "rename 13", "rmdir 13", "syscall True"], out
+    assert (kernel_tpm.root / "home" / "a" / "secret" / "doc.bin").exists()
+
+
+@pytest.mark.parametrize("grant", [AREA, AREA + "/sub"])
+def test_a_grant_of_an_area_itself_is_refused_saying_why(kernel_tpm: Kernel,
+                                                         grant: str) -> None:
+    (kernel_tpm.root / "home" / "a" / "secret" / "sub").mkdir()
+    with pytest.raises(Exception) as info:
+        run_app(kernel_tpm, "print('ran')", f"{grant}=READ")
+    msg = str(info.value)
+    assert "encrypted area" in msg and "storage://home/a/secret" in msg, msg
+    assert "ciphertext" in msg and "not mounted" in msg
+    assert "\n" not in msg
+
+
+def test_without_fuse_a_grant_holding_an_area_is_refused(kernel_tpm: Kernel) -> None:
+    """No FUSE: grants are plain bind mounts, which cannot hide an area inside them, so a
+    grant holding one is refused (one line); other grants still work."""
+    kernel_tpm.processes.files._fuse_device = str(kernel_tpm.root / "no-such-fuse")
+    (kernel_tpm.root / "home" / "b").mkdir()
+    with pytest.raises(Exception) as info:
+        run_app(kernel_tpm, "print('ran')", GRANT)
+    msg = str(info.value)
+    assert "storage://home/a holds the encrypted area storage://home/a/secret" in msg, msg
+    assert "\n" not in msg
+    status, out, err = run_app(kernel_tpm, "print('ran')", "storage://home/b=READ")
+    assert (status, out) == (0, "ran\n"), err
+
+
+def test_an_unreadable_registry_mounts_nothing_of_the_tree(kernel_tpm: Kernel) -> None:
+    """Fail closed: with the registry unreadable nobody can tell which directories are
+    areas, so no grant of this tree is mounted."""
+    areas.registry_path(kernel_tpm.root).write_text("{not json")
+    with pytest.raises(Exception) as info:
+        run_app(kernel_tpm, "print('ran')", GRANT)
+    assert "registry is unreadable" in str(info.value)

@@ -277,6 +277,10 @@ class OpenFileTable:
         """
         server = self._ensure_dirs(mount_dir, log)
         if server is None:
+            from exo.kernel import exportguards as guards  # a bind mount hides nothing
+
+            if guards.GUARDS and (why := guards.refused(dirfd, covering=True)) is not None:
+                raise guards.Refused(errno.EACCES, why)
             return None
         want = self.passthrough_default if passthrough is None else passthrough
         self._say_no_passthrough(want, server, log)

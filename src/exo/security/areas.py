@@ -331,7 +331,7 @@ def reseal(old_key: bytes, new_key: bytes, new_generation: int, fin: int, fout: 
     opener = sf.ChunkCipher(old_key, bytes(head))
     header = sf.new_header(new_generation)
     sealer = sf.ChunkCipher(new_key, header)
-    write = sf.fd_writer(fout)
+    write = sf.fd_writer(fout, write_behind=True)
     write(memoryview(header))
     chunks = sf.chunk_count(size)
     inbuf, plain, out = (bytearray(sf.CHUNK + sf.TAG), bytearray(sf.CHUNK),
@@ -540,7 +540,8 @@ def write_file(root: str | os.PathLike[str], name: str, data: bytes) -> None:
                     pos += n
                     return n
 
-                sf.seal_stream(key, sf.new_header(generation), read_into, sf.fd_writer(fd))
+                sf.seal_stream(key, sf.new_header(generation), read_into,
+                               sf.fd_writer(fd, write_behind=True))
                 os.fsync(fd)
             finally:
                 os.close(fd)

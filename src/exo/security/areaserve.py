@@ -382,7 +382,7 @@ class _Writer(threading.Thread):
         try:
             tmp = _tmpfile(self.dir_fd)
             sf.seal_stream(self.key, sf.new_header(self.generation), self._read_into,
-                           sf.fd_writer(tmp))
+                           sf.fd_writer(tmp, write_behind=True))
             if self.pin.revoked:
                 raise _Stop("the capability was revoked")
             os.fsync(tmp)
@@ -462,9 +462,64 @@ def install(root: Path | None = None) -> AreaServer | None:
     return server
 
 
+#: Trees whose areas no directory export may show (their kernel runs in this process).
+_GUARDED: dict[str, tuple[str, _Registry]] = {}
+
+
+def guard_mounts(root: Path) -> None:
+    """No directory grant of ``root`` shows an area: its files on disk are ciphertext, and
+    a mount would present them as the files. ``exo.kernel.revocable.dirs`` then refuses an
+    export rooted in an area (the spawn fails, saying why) and, inside a wider export, the
+    lookup, rename and removal of an area's directory (EACCES); the area's files open
+    decrypted through the ``open`` syscall as before."""
+    from exo.kernel import exportguards as guards
+
+    with _SERVERS_LOCK:
+        if str(root) not in _GUARDED:
+            _GUARDED[str(root)] = (os.path.realpath(root), _Registry(Path(root)))
+    if mount_guard not in guards.GUARDS:
+        guards.GUARDS.append(mount_guard)
+
+
+def mount_guard(fd: int, covering: bool = False) -> str | None:
+    """Why ``fd`` (an O_PATH descriptor the directory server is about to show) must not
+    be shown: it is an encrypted area or lies in one (``covering``: or holds one, for a
+    bind mount). Fails closed on an unreadable registry."""
+    path: str | None = None
+    for real, registry in list(_GUARDED.values()):
+        try:
+            table = registry.areas()
+        except areas.AreaError as exc:
+            if path is None:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+            if path == real or path.startswith(real + "/"):
+                return f"{exc}: nothing of this tree is mounted"
+            continue
+        if not table:
+            continue  # one stat: the registry's
+        if path is None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        for area in table:
+            host = os.path.join(real, area)
+            if path == host or path.startswith(host + "/"):
+                rel = path[len(real) + 1:]
+                where = (f"storage://{area} is an encrypted area" if path == host else
+                         f"storage://{rel} lies in the encrypted area storage://{area}")
+                return (f"{where}: a mount would show its files as ciphertext, so it is "
+                        "not mounted; they open decrypted through the open syscall "
+                        "(exo_std.fs.File.open)")
+            if covering and host.startswith(path.rstrip("/") + "/"):
+                rel = path[len(real) + 1:]
+                return (f"storage://{rel} holds the encrypted area storage://{area} and "
+                        "FUSE is unavailable: a bind mount would show its files as "
+                        "ciphertext, so it is not mounted")
+    return None
+
+
 def uninstall(root: Path) -> None:
     """The kernel of ``root`` stops: its writers stop, its key is forgotten."""
     with _SERVERS_LOCK:
+        _GUARDED.pop(str(root), None)
         server = _SERVERS.pop(str(root), None)
     if server is not None:
         server.close()
@@ -502,6 +557,7 @@ class EncryptedStorage(Subsystem):
 
     def start(self) -> str:
         root = Path(self.core.root)
+        guard_mounts(root)  # before any app runs: areas made later are covered too
         if not areas.registry_path(root).exists():
             # nothing to serve, and the syscall path stays off the boot path; the Security
             # step (DEFERRED) installs the hook anyway, for areas created while we run

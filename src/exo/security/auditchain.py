@@ -304,7 +304,7 @@ class Anchors:
 
     def __init__(self, root: str | os.PathLike[str], location: Any,
                  head: Any, interval: float = ANCHOR_INTERVAL, boot_id: str = "",
-                 signer: str | None = SIGNER) -> None:
+                 signer: str | None = SIGNER, reset: bool = True) -> None:
         import threading
 
         from exo.security import tpm
@@ -320,8 +320,9 @@ class Anchors:
         self._last = ""
         self._count = 0
         self._lock = threading.Lock()
-        with tpm.RawTpm(location) as raw:
-            raw.pcr_reset(ANCHOR_PCR)
+        if reset:  # else the caller reset it (tpm.measure's also_reset)
+            with tpm.RawTpm(location) as raw:
+                raw.pcr_reset(ANCHOR_PCR)
         path = anchors_path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # the boot before's, still checked

@@ -151,6 +151,30 @@ def tpm_unseal(name: str, root: str | None) -> None:
     sys.stdout.buffer.write(secret)
 
 
+@tpm.command("reseal")
+@click.argument("name")
+@click.option("--keep-current/--drop-current", default=True, show_default=True,
+              help="Keep accepting the running kernel's PCR value (until the next reseal).")
+@root_option
+def tpm_reseal(name: str, keep_current: bool, root: str | None) -> None:
+    """After installing an update, before rebooting: re-seal NAME to the PCR value the
+    code now on disk will measure (predicted from its files), and to the current one."""
+    from exo.security import tpm as t
+
+    try:
+        current, predicted = t.reseal(_root(root), name, keep_current=keep_current)
+    except t.TpmError as exc:
+        _fail(str(exc))
+    if predicted == current:
+        click.echo(f"resealed {name} to PCR {t.PCR} = {current.hex()[:16]}… (the code on "
+                   "disk is what is running)")
+    else:
+        kept = f" and the current {current.hex()[:16]}…" if keep_current else ""
+        click.echo(f"resealed {name} to PCR {t.PCR} = {predicted.hex()[:16]}… (predicted "
+                   f"for the code on disk){kept}; after the reboot, `exo tpm reseal {name}` "
+                   "drops the old value")
+
+
 # ------------------------------------------------------------------------- attest
 
 

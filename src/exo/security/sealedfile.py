@@ -175,33 +175,41 @@ def plain_size(sealed_size: int) -> int:
 
 # ------------------------------------------------------------------------- streams
 
-def seal_stream(key: bytes, header: bytes, read_into: ReadInto, write: Write) -> int:
+def seal_stream(key: bytes, header: bytes, read_into: ReadInto, write: Write,
+                *, overlap: bool = True) -> int:
     """Seal everything ``read_into`` yields (to its end) after writing ``header``; returns
     the plaintext size. The last chunk is only known at the end of the input, so one chunk
-    is held back until the next byte (or the end) arrives."""
+    is held back until the next byte (or the end) arrives. With ``overlap`` (the default)
+    a stream of more than one chunk is written by a helper thread while the next chunk is
+    read and sealed (see ``_Writer``)."""
     cipher = ChunkCipher(key, header)
     bufs = [bytearray(CHUNK), bytearray(CHUNK)]
-    out = bytearray(CHUNK + TAG)
-    outview = memoryview(out)
-    write(memoryview(header))
-    cur = 0
-    n = fill(read_into, memoryview(bufs[cur]))
-    index = total = 0
-    while True:
-        nxt = 1 - cur
-        m = fill(read_into, memoryview(bufs[nxt])) if n == CHUNK else 0
-        final = m == 0
-        k = cipher.seal_into(index, final, memoryview(bufs[cur])[:n], outview)
-        write(outview[:k])
-        total += n
-        if final:
-            return total
-        index += 1
-        cur, n = nxt, m
+    writer = _Writer(write, CHUNK + TAG, overlap)
+    try:
+        writer.write_now(memoryview(header))
+        cur = 0
+        n = fill(read_into, memoryview(bufs[cur]))
+        index = total = 0
+        while True:
+            nxt = 1 - cur
+            m = fill(read_into, memoryview(bufs[nxt])) if n == CHUNK else 0
+            final = m == 0
+            out = writer.buffer()
+            k = cipher.seal_into(index, final, memoryview(bufs[cur])[:n], out)
+            writer.submit(out, k, final)
+            total += n
+            if final:
+                break
+            index += 1
+            cur, n = nxt, m
+    finally:
+        writer.close()
+    writer.check()
+    return total
 
 
 def open_stream(key: bytes, read_into: ReadInto, write: Write, sealed_size: int,
-                header: bytes | None = None) -> int:
+                header: bytes | None = None, *, overlap: bool = True) -> int:
     """Open a sealed stream of ``sealed_size`` bytes (header included: read here unless
     given) into ``write``; ``TamperedError`` at the first chunk that fails. Note that the
     chunks before it were written already: callers that must not expose unverified data
@@ -214,20 +222,101 @@ def open_stream(key: bytes, read_into: ReadInto, write: Write, sealed_size: int,
     parse_header(header)
     cipher = ChunkCipher(key, header)
     chunks = chunk_count(sealed_size)
-    inbuf, outbuf = bytearray(CHUNK + TAG), bytearray(CHUNK)
-    view, outview = memoryview(inbuf), memoryview(outbuf)
+    inbuf = bytearray(CHUNK + TAG)
+    view = memoryview(inbuf)
+    writer = _Writer(write, CHUNK, overlap)
     total = 0
-    for index in range(chunks):
-        n = fill(read_into, view)
-        m = cipher.open_into(index, index == chunks - 1, view[:n], outview)
-        if m < 0:
-            raise TamperedError(f"chunk {index} fails authentication (modified, truncated, "
-                                "or another key)")
-        write(outview[:m])
-        total += m
+    try:
+        for index in range(chunks):
+            n = fill(read_into, view)
+            final = index == chunks - 1
+            out = writer.buffer()
+            m = cipher.open_into(index, final, view[:n], out)
+            if m < 0:
+                raise TamperedError(f"chunk {index} fails authentication (modified, "
+                                    "truncated, or another key)")
+            writer.submit(out, m, final)
+            total += m
+    finally:
+        writer.close()
+    writer.check()
     if fill(read_into, view[:1]):
         raise TamperedError("longer than its chunks say (data appended)")
     return total
+
+
+class _Writer:
+    """Writes a stream's chunks, on a helper thread once there is more than one.
+
+    The cipher (OpenSSL) and ``os.write`` each take about as long per chunk; ``write``
+    releases the GIL during the system call, so a thread writing chunk *i* while the
+    caller seals chunk *i + 1* hides most of one behind the other. Three buffers rotate
+    (one being filled, one queued, one being written); order is kept (one writer, FIFO).
+    A one-chunk stream (most small files) is written inline: no thread is started.
+    The first error of ``write`` is raised to the caller at its next ``submit`` (or at
+    ``check``); ``close`` always waits for the thread, so nothing writes after it."""
+
+    DEPTH = 3
+
+    def __init__(self, write: Write, size: int, overlap: bool) -> None:
+        self._write = write
+        self._size = size
+        self._overlap = overlap
+        self._inline = bytearray(size)
+        self._thread: Any = None
+        self._jobs: Any = None
+        self._free: Any = None
+        self._error: BaseException | None = None
+
+    def write_now(self, view: memoryview) -> None:
+        self._write(view)
+
+    def buffer(self) -> bytearray:
+        """A buffer to fill next (it may wait for the helper to finish one)."""
+        if self._thread is None:
+            return self._inline
+        buf: bytearray = self._free.get()
+        return buf
+
+    def submit(self, buf: bytearray, n: int, last: bool) -> None:
+        if self._thread is None:
+            if last or not self._overlap:
+                self._write(memoryview(buf)[:n])
+                return
+            self._start()
+        self.check()
+        self._jobs.put((buf, n))
+
+    def _start(self) -> None:
+        import queue
+        import threading
+
+        self._jobs, self._free = queue.SimpleQueue(), queue.SimpleQueue()
+        for _ in range(self.DEPTH - 1):
+            self._free.put(bytearray(self._size))
+        self._thread = threading.Thread(target=self._run, name="exo-sealed-write",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            buf, n = job
+            if self._error is None:
+                try:
+                    self._write(memoryview(buf)[:n])
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+            self._free.put(buf)
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def fill(read_into: ReadInto, view: memoryview) -> int:
@@ -245,11 +334,49 @@ def fd_reader(fd: int) -> ReadInto:
     return lambda view: os.readv(fd, [view])
 
 
-def fd_writer(fd: int) -> Write:
-    def write(view: memoryview) -> None:
+def fd_writer(fd: int, *, write_behind: bool = False) -> Write:
+    """``write`` for ``fd``. ``write_behind``: for a file that will be fsynced, start the
+    disk writeback of every ``WRITE_BEHIND`` bytes as they are written
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait for it), so the final
+    fsync has little left to do and the writer is not throttled by a pile of dirty pages;
+    the fsync still decides durability (measured: fsync of 256 MiB ~90-100 ms -> 2-11 ms)."""
+    if not write_behind or _sync_range() is None:
+        def write(view: memoryview) -> None:
+            while view:
+                view = view[os.write(fd, view):]
+        return write
+    done = started = 0
+
+    def write_back(view: memoryview) -> None:
+        nonlocal done, started
         while view:
-            view = view[os.write(fd, view):]
-    return write
+            n = os.write(fd, view)
+            view = view[n:]
+            done += n
+        if done - started >= WRITE_BEHIND:
+            _sync_range()(fd, started, done - started, _SYNC_FILE_RANGE_WRITE)
+            started = done
+    return write_back
+
+
+WRITE_BEHIND = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+_sfr: Any = None  # libc's sync_file_range, False when it cannot be had
+
+
+def _sync_range() -> Any:
+    global _sfr
+    if _sfr is None:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _sfr = fn
+        except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+            _sfr = False
+    return _sfr or None
 
 
 # ------------------------------------------------------------------------- whole files
@@ -265,7 +392,8 @@ def encrypt_file(key: bytes, src: str | os.PathLike[str], dst: str | os.PathLike
         try:
             fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                size = seal_stream(key, new_header(key_id), fd_reader(fin), fd_writer(fout))
+                size = seal_stream(key, new_header(key_id), fd_reader(fin),
+                                   fd_writer(fout, write_behind=True))
                 os.fsync(fout)
             finally:
                 os.close(fout)
@@ -288,7 +416,8 @@ def decrypt_file(key: bytes, src: str | os.PathLike[str], dst: str | os.PathLike
             fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 try:
-                    total = open_stream(key, fd_reader(fin), fd_writer(fout),
+                    total = open_stream(key, fd_reader(fin),
+                                        fd_writer(fout, write_behind=True),
                                         os.fstat(fin).st_size)
                 except TamperedError as exc:
                     raise TamperedError(f"{src}: {exc}") from None

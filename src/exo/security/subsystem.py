@@ -10,6 +10,7 @@ path's imports: no tpm2-pytss here, the few TPM commands are spoken directly (``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -32,16 +33,19 @@ def components(core: KernelCore) -> list[tuple[str, str, bytes]]:
     The same code started the same way gives the same list, hence the same PCR."""
     from exo.kernel.boottable import BOOT_TABLE
 
+    cache = tpm.DigestCache(tpm.Paths(core.root).digests)
     started = {s.name for s in core.report.steps if s.status is Status.OK}
     kernel_dir = os.path.dirname(sys.modules["exo.kernel"].__file__ or "")
-    found: list[tuple[str, str, bytes]] = [("kernel", "kernel", tpm.tree_digest(kernel_dir))]
+    found: list[tuple[str, str, bytes]] = [("kernel", "kernel", tpm.tree_digest(kernel_dir, cache))]
     for row in BOOT_TABLE:
         if row.name in started and isinstance(row.target, str) and row.key != "security":
             module = sys.modules.get(row.target.partition(":")[0])
             if module is not None and module.__file__:
-                found.append(("subsystem", row.name, tpm.module_digest(module.__file__)))
+                found.append(("subsystem", row.name, tpm.module_digest(module.__file__, cache)))
     security_dir = os.path.dirname(__file__)
-    found.append(("subsystem", "Security", tpm.tree_digest(security_dir)))
+    found.append(("subsystem", "Security", tpm.tree_digest(security_dir, cache)))
+    with contextlib.suppress(OSError):  # a read-only tree: hashed in full next boot
+        cache.save()
     return found
 
 
@@ -62,21 +66,29 @@ class Security(Subsystem):
         if os.environ.get(tpm.ENV_SWITCH, "").lower() == "off":
             raise SkipStep("measuring disabled (EXO_TPM=off): nothing hashed or logged")
         self.location = tpm.locate(self.core.root)
+        audit = self.caps.audit
+        anchoring = audit is not None and audit.path is not None
+        also: tuple[int, ...] = ()
+        if anchoring:  # PCR 16 is reset on the same connection (one fewer per boot)
+            from exo.security.auditchain import ANCHOR_PCR
+
+            also = (ANCHOR_PCR,)
         count, self.pcr_value = tpm.measure(self.core.root, components(self.core),
-                                            self.location, boot_id=self.core.boot_id)
+                                            self.location, boot_id=self.core.boot_id,
+                                            also_reset=also)
         log = "/var/log/measurements.jsonl"
         if self.location is None:
             raise SkipStep("no TPM: /dev/tpmrm0 absent and swtpm not running (exo tpm "
                            f"start); {count} components hashed into {log}, not measured")
         detail = (f"{self.location.describe()}: {count} components measured into "
                   f"PCR {tpm.PCR} = {self.pcr_value.hex()[:16]}…, event log {log}")
-        audit = self.caps.audit
-        if audit is not None and audit.path is not None:
+        if audit is not None and anchoring:
             from exo.security.auditchain import ANCHOR_PCR, Anchors
 
             interval = float(os.environ.get("EXO_AUDIT_ANCHOR_S", "60"))
             self.anchors = Anchors(self.core.root, self.location, audit.chain_head,
-                                   interval=interval, boot_id=self.core.boot_id)
+                                   interval=interval, boot_id=self.core.boot_id,
+                                   reset=False)
             detail += f"; audit head anchored in PCR {ANCHOR_PCR} every {interval:g} s"
         return detail
 

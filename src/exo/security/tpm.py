@@ -64,7 +64,8 @@ class UnsealError(TpmError):
 class Paths:
     """Where the TPM's pieces live under the Exo tree."""
 
-    __slots__ = ("ak_pub", "event_log", "info", "root", "run", "sealed", "state", "swtpm_log")
+    __slots__ = ("ak_pub", "digests", "event_log", "info", "root", "run", "sealed", "state",
+                 "swtpm_log")
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -75,6 +76,7 @@ class Paths:
         self.event_log = self.root / "var" / "log" / "measurements.jsonl"
         self.ak_pub = self.state / "ak.pub.pem"  # the attestation key's public half
         self.sealed = self.root / "var" / "lib" / "sealed"
+        self.digests = self.state / "digests.json"  # DigestCache
 
 
 # ------------------------------------------------------------------------- locating
@@ -264,6 +266,8 @@ _ST_NO_SESSIONS, _ST_SESSIONS = 0x8001, 0x8002
 _CC_PCR_RESET, _CC_PCR_EXTEND, _CC_PCR_READ = 0x13D, 0x182, 0x17E
 _RS_PW = 0x40000009
 _ALG_SHA256 = 0x000B
+_CC_POLICY_PCR, _CC_POLICY_OR = 0x17F, 0x171
+MAX_BRANCHES = 8  # TPM2_PolicyOR takes 2 to 8 digests
 # an empty password authorisation: handle, nonce size 0, attributes 0, hmac size 0
 _PW_AUTH = struct.pack(">IHBH", _RS_PW, 0, 0, 0)
 
@@ -378,35 +382,96 @@ def read_event_log(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _file_digest(path: str | os.PathLike[str]) -> bytes:
+def _file_digest(path: str | os.PathLike[str], cache: DigestCache | None = None) -> bytes:
+    if cache is not None:
+        return cache.digest(path)
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).digest()
 
 
-def tree_digest(directory: str | os.PathLike[str]) -> bytes:
+class DigestCache:
+    """File digests kept between boots, each valid while its file is unchanged (the way
+    IMA measures a file once until it changes).
+
+    A file's entry holds its (device, inode, size, mtime_ns, ctime_ns) when it was hashed;
+    any difference re-hashes it. ``ctime`` is in the key because ``utime`` can put a
+    file's ``mtime`` back after a change but nothing short of changing the clock can set
+    ``ctime``; a file replaced by another (a new inode) is re-hashed too. The cache only
+    saves hashing: every component is still extended and logged at every boot. It lives
+    in ``var/lib/tpm/digests.json`` (the 0700 TPM state directory, the kernel's own): whoever
+    can rewrite it can already reset PCR 23 (see security.md, What is left)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.hits = self.misses = 0
+        self._entries: dict[str, list[Any]] = {}
+        self._dirty = False
+        try:
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict) and data.get("version") == 1:
+                self._entries = {k: v for k, v in data.get("files", {}).items()
+                                 if isinstance(v, list) and len(v) == 6}
+        except (OSError, ValueError):
+            pass  # no cache yet, or unreadable: hash everything
+
+    def digest(self, path: str | os.PathLike[str]) -> bytes:
+        name = os.fspath(path)
+        entry = self._entries.get(name)
+        if entry is not None and entry[:5] == _stat_key(os.stat(name)):
+            self.hits += 1
+            return bytes.fromhex(entry[5])
+        with open(name, "rb") as f:  # the key of what is read, not of what was stat'ed
+            key = _stat_key(os.fstat(f.fileno()))
+            digest = hashlib.sha256(f.read()).digest()
+            if _stat_key(os.fstat(f.fileno())) != key:
+                return digest  # changed while read: right for this boot, not cached
+        self.misses += 1
+        self._entries[name] = [*key, digest.hex()]
+        self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": 1, "files": self._entries},
+                                  separators=(",", ":")))
+        os.replace(tmp, self.path)
+        self._dirty = False
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def tree_digest(directory: str | os.PathLike[str], cache: DigestCache | None = None) -> bytes:
     """One digest for a source tree: every ``.py`` file's relative path and content hash,
     in sorted order (the same tree gives the same digest wherever it is installed)."""
-    base = Path(directory)
+    base = os.fspath(directory)
     h = hashlib.sha256()
     for top, dirs, files in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(top, base)
         for name in sorted(files):
             if name.endswith(".py"):
-                path = Path(top, name)
-                h.update(str(path.relative_to(base)).encode() + b"\0")
-                h.update(_file_digest(path))
+                h.update((name if rel == "." else f"{rel}/{name}").encode() + b"\0")
+                h.update(_file_digest(os.path.join(top, name), cache))
     return h.digest()
 
 
-def module_digest(module_file: str) -> bytes:
+def module_digest(module_file: str, cache: DigestCache | None = None) -> bytes:
     """A component's digest: its source file's SHA-256."""
-    return _file_digest(module_file)
+    return _file_digest(module_file, cache)
 
 
 def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, bytes]],
-            location: Location | None, *, boot_id: str = "") -> tuple[int, bytes]:
+            location: Location | None, *, boot_id: str = "",
+            also_reset: Iterable[int] = ()) -> tuple[int, bytes]:
     """Record ``(kind, name, digest)`` components in a fresh event log and, when a TPM is
     given, reset ``PCR`` and extend each digest into it. Returns (count, PCR value).
+    ``also_reset``: other PCRs to reset on the same connection (the audit anchors'),
+    which saves a connection to the TPM per boot.
 
     The log is written either way (DESIGN.md: kept in an event log whether or not a TPM is
     present); each line says whether it reached a TPM."""
@@ -417,6 +482,8 @@ def measure(root: str | os.PathLike[str], components: Iterable[tuple[str, str, b
     value = ZERO
     try:
         if tpm is not None:
+            for other in also_reset:
+                tpm.pcr_reset(other)
             tpm.pcr_reset(PCR)
         for seq, (kind, name, digest) in enumerate(components):
             if tpm is not None:
@@ -680,9 +747,34 @@ def _pcr_policy_session(ctx: Any, trial: bool) -> Any:
     return session
 
 
-def seal(root: str | os.PathLike[str], name: str, secret: bytes) -> Path:
+def _pcr_selection() -> bytes:
+    """TPML_PCR_SELECTION for ``PCR`` in the SHA-256 bank, marshalled."""
+    select = bytearray(3)
+    select[PCR // 8] |= 1 << (PCR % 8)
+    return struct.pack(">IHB", 1, _ALG_SHA256, 3) + bytes(select)
+
+
+def pcr_policy_digest(value: bytes) -> bytes:
+    """The policy digest of ``TPM2_PolicyPCR(sha256:PCR)`` satisfied while ``PCR`` holds
+    ``value`` (TPM 2.0 part 3, 23.7: H(0…0 ‖ TPM_CC_PolicyPCR ‖ selection ‖ H(value)))."""
+    return hashlib.sha256(ZERO + struct.pack(">I", _CC_POLICY_PCR) + _pcr_selection()
+                          + hashlib.sha256(value).digest()).digest()
+
+
+def or_policy_digest(branches: list[bytes]) -> bytes:
+    """The policy digest of ``TPM2_PolicyOR(branches)`` (part 3, 23.6)."""
+    return hashlib.sha256(ZERO + struct.pack(">I", _CC_POLICY_OR) + b"".join(branches)
+                          ).digest()
+
+
+def seal(root: str | os.PathLike[str], name: str, secret: bytes, *,
+         pcr_values: list[bytes] | None = None) -> Path:
     """Seal ``secret`` (≤ 128 bytes) to the current value of ``PCR``: the TPM releases it
-    only while the same components are measured. Returns the sealed blob's file."""
+    only while the same components are measured. Returns the sealed blob's file.
+
+    ``pcr_values``: seal to these values of ``PCR`` instead (any one of them unseals:
+    ``TPM2_PolicyOR`` of one ``TPM2_PolicyPCR`` branch each), e.g. the running kernel's
+    and the one an update will boot (``reseal``). The blob is replaced atomically."""
     from tpm2_pytss import (
         ESYS_TR,
         TPM2_ALG,
@@ -697,13 +789,20 @@ def seal(root: str | os.PathLike[str], name: str, secret: bytes) -> Path:
     _check_name(name)
     if not 1 <= len(secret) <= 128:
         raise TpmError("a sealed secret is 1 to 128 bytes")
+    values = list(dict.fromkeys(pcr_values or []))  # distinct, in order
+    if len(values) > MAX_BRANCHES or any(len(v) != 32 for v in values):
+        raise TpmError(f"seal to 1 to {MAX_BRANCHES} SHA-256 PCR values")
     location = _require(root)
     with esapi(location) as ctx:
-        trial = _pcr_policy_session(ctx, trial=True)
-        try:
-            digest = ctx.policy_get_digest(trial)
-        finally:
-            ctx.flush_context(trial)
+        if values:
+            branches = [pcr_policy_digest(v) for v in values]
+            digest: Any = branches[0] if len(branches) == 1 else or_policy_digest(branches)
+        else:
+            trial = _pcr_policy_session(ctx, trial=True)
+            try:
+                digest = ctx.policy_get_digest(trial)
+            finally:
+                ctx.flush_context(trial)
         public = TPM2B_PUBLIC(TPMT_PUBLIC(
             type=TPM2_ALG.KEYEDHASH, nameAlg=TPM2_ALG.SHA256, authPolicy=digest,
             objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.NODA))
@@ -719,14 +818,51 @@ def seal(root: str | os.PathLike[str], name: str, secret: bytes) -> Path:
     paths.sealed.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.sealed, 0o700)
     out = paths.sealed / f"{name}.json"
-    out.write_text(json.dumps({"version": 1, "pcr": PCR, "public": out_public.marshal().hex(),
-                               "private": private.marshal().hex()}))
+    doc: dict[str, Any] = {"version": 1, "pcr": PCR, "public": out_public.marshal().hex(),
+                           "private": private.marshal().hex()}
+    if values:
+        doc.update(version=2, pcr_values=[v.hex() for v in values])
+    # atomic and durable: a crash while re-sealing must leave the old blob or the new one
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(doc).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, out)
+    dfd = os.open(paths.sealed, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
     return out
+
+
+def sealed_values(root: str | os.PathLike[str], name: str) -> list[bytes] | None:
+    """The PCR values ``name`` is sealed to (None: a version-1 blob, sealed to the value
+    the PCR had then, which the blob does not record)."""
+    _check_name(name)
+    try:
+        blob = json.loads((Paths(root).sealed / f"{name}.json").read_text())
+    except FileNotFoundError:
+        raise TpmError(f"nothing sealed as {name!r}") from None
+    if blob.get("version") == 2:
+        return [bytes.fromhex(v) for v in blob["pcr_values"]]
+    return None
 
 
 def unseal(root: str | os.PathLike[str], name: str) -> bytes:
     """The secret sealed as ``name``; ``UnsealError`` when the PCR no longer matches."""
-    from tpm2_pytss import ESYS_TR, TPM2_RC, TPM2B_PRIVATE, TPM2B_PUBLIC, TSS2_Exception
+    from tpm2_pytss import (
+        ESYS_TR,
+        TPM2_RC,
+        TPM2B_DIGEST,
+        TPM2B_PRIVATE,
+        TPM2B_PUBLIC,
+        TPML_DIGEST,
+        TSS2_Exception,
+    )
 
     _check_name(name)
     path = Paths(root).sealed / f"{name}.json"
@@ -734,7 +870,12 @@ def unseal(root: str | os.PathLike[str], name: str) -> bytes:
         blob = json.loads(path.read_text())
     except FileNotFoundError:
         raise TpmError(f"nothing sealed as {name!r}") from None
+    values = [bytes.fromhex(v) for v in blob.get("pcr_values", [])]
     location = _require(root)
+    refused = UnsealError(
+        f"unseal refused: PCR {PCR} no longer has the value {name!r} was sealed to (a "
+        f"measured component changed; after an update, `exo tpm reseal {name}` before "
+        "rebooting)")
     with esapi(location) as ctx:
         srk, *_ = ctx.create_primary(None, _srk_template(), ESYS_TR.OWNER)
         try:
@@ -745,17 +886,75 @@ def unseal(root: str | os.PathLike[str], name: str) -> bytes:
         try:
             session = _pcr_policy_session(ctx, trial=False)
             try:
+                if len(values) > 1:
+                    ctx.policy_or(session, TPML_DIGEST(
+                        [TPM2B_DIGEST(pcr_policy_digest(v)) for v in values]))
                 return bytes(ctx.unseal(handle, session))
             except TSS2_Exception as exc:
-                if exc.error == TPM2_RC.POLICY_FAIL:
-                    raise UnsealError(
-                        f"unseal refused: PCR {PCR} no longer has the value {name!r} was "
-                        "sealed to (a measured component changed)") from None
+                if exc.error in (TPM2_RC.POLICY_FAIL, TPM2_RC.VALUE):
+                    raise refused from None
                 raise TpmError(f"unseal failed: {exc}") from None
             finally:
                 ctx.flush_context(session)
         finally:
             ctx.flush_context(handle)
+
+
+def predict(root: str | os.PathLike[str]) -> tuple[bytes, list[dict[str, Any]]]:
+    """The value ``PCR`` will have at the next boot of the code now on disk, and its event
+    log: this boot's log with the kernel's, each subsystem's and the security package's
+    digests recomputed from their files now (what an update changed), the other events
+    (modules measured later) as they are. Like systemd-pcrlock's prediction, it assumes
+    the same subsystems start in the same order."""
+    import importlib.util
+
+    from exo.kernel.boottable import BOOT_TABLE
+
+    events = read_event_log(root)
+    if not events:
+        raise TpmError("no event log: boot once (measured) before predicting")
+
+    def origin(module: str) -> str:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            raise TpmError(f"cannot find {module} to hash it")
+        return spec.origin
+
+    kernel_dir = os.path.dirname(origin("exo.kernel"))
+    security_dir = os.path.dirname(os.path.abspath(__file__))
+    modules = {row.name: row.target.partition(":")[0] for row in BOOT_TABLE
+               if isinstance(row.target, str)}
+    predicted = []
+    for ev in events:
+        ev = dict(ev)
+        if ev.get("pcr") == PCR:
+            if ev.get("kind") == "kernel":
+                ev["digest"] = tree_digest(kernel_dir).hex()
+            elif ev.get("kind") == "subsystem" and ev.get("name") == "Security":
+                ev["digest"] = tree_digest(security_dir).hex()
+            elif ev.get("kind") == "subsystem" and ev.get("name") in modules:
+                ev["digest"] = module_digest(origin(modules[str(ev["name"])])).hex()
+        predicted.append(ev)
+    return replay(predicted), predicted
+
+
+def reseal(root: str | os.PathLike[str], name: str, *, keep_current: bool = True
+           ) -> tuple[bytes, bytes]:
+    """Before rebooting into updated code: unseal ``name`` now (``PCR`` still holds the
+    running kernel's value) and seal it again to the value ``predict`` gives for the code
+    on disk, and to the current value too unless ``keep_current`` is off (the running
+    kernel keeps unsealing until the reboot; the next ``reseal`` after it drops the old
+    value). Returns (current, predicted)."""
+    location = _require(root)
+    current = read_pcr(location)
+    if current != replay(read_event_log(root)):
+        raise TpmError(f"PCR {PCR} does not match the event log: reseal right after a "
+                       "measured boot")
+    predicted, _events = predict(root)
+    secret = unseal(root, name)
+    values = [current, predicted] if keep_current else [predicted]
+    seal(root, name, secret, pcr_values=values)
+    return current, predicted
 
 
 def _require(root: str | os.PathLike[str]) -> Location:

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
 from . import _getdents
@@ -120,6 +121,22 @@ def _names(body: memoryview, count: int) -> list[bytes]:
     if len(parts) < count + 1:
         raise OSError(errno.EINVAL, "malformed request")
     return parts[:count]
+
+
+def _check_guards(dir_fd: int, name: bytes) -> None:
+    """EACCES if ``name`` in ``dir_fd`` is something a mount must not show (``guards``):
+    it is not renamed away, replaced or removed through one either."""
+    if not _guards.GUARDS:
+        return
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    try:
+        if _guards.refused(fd) is not None:
+            raise OSError(errno.EACCES, "not shown through a mount")
+    finally:
+        os.close(fd)
 
 
 def _proc(fd: int) -> str:
@@ -240,6 +257,8 @@ class RevocableDirs(FuseServer):
             raise OSError(errno.EINVAL, f"{label or dirfd}: not a directory or regular file")
         if st.st_dev == os.stat(self.mount_dir).st_dev:
             raise OSError(errno.ELOOP, f"{label}: cannot export this server's own mount")
+        if _guards.GUARDS and (why := _guards.refused(dirfd)) is not None:
+            raise _guards.Refused(errno.EACCES, why)
         path_fd = os.open(_proc(dirfd), os.O_PATH | os.O_CLOEXEC)
         os.close(dirfd)
         token = os.urandom(12).hex().encode()
@@ -673,6 +692,9 @@ class RevocableDirs(FuseServer):
         parent = self._enter(nodeid)
         try:
             fd = P.openat2(parent.fd, _name(name), _LOOKUP_FLAGS, 0, _RESOLVE)
+            if _guards.GUARDS and _guards.refused(fd) is not None:
+                os.close(fd)
+                raise OSError(errno.EACCES, "not shown through a mount")
             return self._entry(parent.export, fd, parent, name)
         except OSError as exc:
             if exc.errno in (errno.EXDEV, errno.ELOOP):
@@ -779,6 +801,7 @@ class RevocableDirs(FuseServer):
         name = _name(_names(body, 1)[0])
         parent = self._enter(nodeid, Rights.WRITE)
         try:
+            _check_guards(parent.fd, name)
             rm(name, dir_fd=parent.fd)
         finally:
             self._leave(parent)
@@ -810,6 +833,8 @@ class RevocableDirs(FuseServer):
                     raise OSError(errno.EXDEV, "rename across grants")
                 dst_fd = self._hold(dst)  # open (reopened if parked) until _unhold
             try:
+                _check_guards(src.fd, old)
+                _check_guards(dst_fd, new)
                 P.renameat2(src.fd, old, dst_fd, new, flags)
                 self._renamed(src, old)  # nodes of the moved names: their new way back
                 self._renamed(dst, new)
