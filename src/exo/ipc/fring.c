@@ -274,11 +274,13 @@ static int wait_change(struct fr_end *e, _Atomic uint32_t *word, uint32_t v,
         /* The liveness socket's poll(2) is a system call: before the first sleep of a
          * wait it is skipped when it said "alive" within the last FR_LIVE_FRESH_NS (a
          * round trip whose ends share one CPU sleeps at every message, and paid it each
-         * time).  A peer that died since is found at the end of this tick instead, as one
-         * dying while we sleep always was: the bound on noticing a death is unchanged. */
+         * time).  A peer that died since is found at the end of this tick instead (the
+         * check comes before the deadline's: a dead peer is still reported as such), as
+         * one dying while we sleep always was: the bound on noticing a death is
+         * unchanged.  A wait that will not sleep (deadline passed) checks at once. */
         int64_t now = fr_now_ns();
         int g;
-        if (tick == 0 && e->live_fd >= 0 && now - e->live_ns < FR_LIVE_FRESH_NS) {
+        if (tick == 0 && e->live_fd >= 0 && now < deadline && now - e->live_ns < FR_LIVE_FRESH_NS) {
             _Atomic uint32_t *flag =
                 e->role == ROLE_CONSUMER ? &e->hdr->prod_closed : &e->hdr->cons_closed;
             g = atomic_load_explicit(flag, memory_order_acquire) ? FR_ECLOSED : 0;
