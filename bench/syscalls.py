@@ -63,7 +63,8 @@ rx, tx = conn._rx.stats(), conn._tx.stats()
 print(json.dumps({"samples": out,
                   "app_slept": (rx["consumer_sleeps"] - rx0["consumer_sleeps"]) / n,
                   "kernel_woken": (tx["producer_wakes"] - tx0["producer_wakes"]) / n,
-                  "app_spin_us": rx["spin_us"]}))
+                  "app_spin_us": rx["spin_us"],
+                  "same_cpu": tx["producer_cpu"] == tx["consumer_cpu"]}))
 """
 
 EXO_OPEN = """
@@ -305,7 +306,10 @@ def main() -> int:
         # reply and how often its request had to wake the serving thread.
         "exo_rtt_waits": {"app_slept_per_call": round(rtt_run["app_slept"], 3),
                           "kernel_woken_per_call": round(rtt_run["kernel_woken"], 3),
-                          "app_spin_us_at_end": rtt_run["app_spin_us"]},
+                          "app_spin_us_at_end": rtt_run["app_spin_us"],
+                          # the app and its serving thread last ran on one CPU (the
+                          # futex mode: ~8-11 us on this 2-core VM; apart ~1-1.5 us)
+                          "same_cpu_at_end": rtt_run["same_cpu"]},
         "p99_us": {"exo": round(sorted(exo_rtt)[int(0.99 * len(exo_rtt))] / 1000, 2),
                    "pipe": round(sorted(pipe)[int(0.99 * len(pipe))] / 1000, 2)},
         "targets": {

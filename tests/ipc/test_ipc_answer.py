@@ -196,3 +196,61 @@ def test_a_timeout_ends_an_empty_wait_as_recv_msg_does() -> None:
     finally:
         kernel.close()
         app.close()
+
+
+def test_a_question_after_the_budget_is_left_for_the_next_call() -> None:
+    """The budget is checked before serving: once it is spent, the next question is not
+    answered by this call (its caller accounts for what was answered first), and the call
+    returns when the budget ends even if nothing more comes."""
+    kernel, app = pair()
+    returned = threading.Event()
+
+    def second_question() -> None:  # only once the call returned (or much too late)
+        returned.wait(timeout=5)
+        app.tx.send(question(b"2"))
+
+    t = threading.Thread(target=second_question)
+    t.start()
+    try:
+        app.tx.send(question(b"1"))
+        assert kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 1000.0, 30) == 1
+        returned.set()
+        t.join(timeout=10)
+        assert app.rx.recv(timeout=5) == A[0] + b"1" + A[1]
+        assert app.rx.stats()["recv_msgs"] == 1  # the second is not answered yet ...
+        assert kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 0.0, 5) == 1  # ... but next
+        assert app.rx.recv(timeout=5) == A[0] + b"2" + A[1]
+    finally:
+        returned.set()
+        t.join(timeout=10)
+        kernel.close()
+        app.close()
+
+
+def test_a_flood_of_questions_cannot_hold_the_loop_past_its_budget() -> None:
+    """An app calling getpid flat out: the loop still returns to its caller (the serving
+    thread's fair-share accounting) after its budget, every time, having answered some."""
+    kernel, app = Channel.pair(256)
+    stop = threading.Event()
+
+    def flood() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                app.tx.send(question(b"%d" % n))
+                app.rx.recv()
+        except Exception:  # closed under us at the end
+            pass
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        counts = [kernel.rx.recv_msg_or_answer(kernel.tx, *Q, *A, 2000.0, 30)
+                  for _ in range(20)]
+        assert all(isinstance(c, int) and c >= 1 for c in counts), counts
+    finally:
+        stop.set()
+        kernel.close()
+        t.join(timeout=10)
+        app.close()

@@ -59,3 +59,22 @@ def test_a_replaced_handler_is_honoured(kernel: Kernel, monkeypatch: pytest.Monk
                                        "print(call('getpid')[0]['pid'])")
     assert status == 0, err
     assert out.strip() == "-1"
+
+
+def test_the_apps_one_call_round_trip_reads_the_same_pid(kernel: Kernel) -> None:
+    """exo_std's getpid goes through Ring.call_int (no message built or decoded in Python):
+    the pid it returns is the kernel's answer, call after call, and the same as the
+    generic path's (a request the binding does not recognise: the dispatcher answers)."""
+    status, out, err = run_app(kernel, """
+        import json, os
+        from exo_std._kernel import call, connection
+        fast = [call("getpid")[0]["pid"] for _ in range(500)]
+        conn = connection()
+        generic = conn.call("getpid", None)[0]["pid"]  # the Python path, same connection
+        print(json.dumps({"fast": sorted(set(fast)), "generic": generic,
+                          "env": int(os.environ["EXO_PID"]), "calls": len(fast)}))
+    """)
+    assert status == 0, err
+    got = json.loads(out)
+    assert got["fast"] == [got["env"]] and got["generic"] == got["env"]
+    assert got["calls"] == 500

@@ -945,13 +945,26 @@ static PyObject *ring_recv_msg_or_answer(Ring *r, PyObject *args) {
     r->nogil = tx->nogil = 1;
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
-        int64_t avail = fr_await_data(&r->e, deadline);
+        /* Once something was answered, the budget bounds the wait too: the count goes
+         * back to the caller by `until` whether or not more questions come. */
+        int64_t avail = fr_await_data(&r->e, answered && until < deadline ? until : deadline);
         if (avail == FR_ETIMEDOUT) {
+            if (answered) {
+                spent = 1;
+                break;
+            }
             timed_out = 1;
             break;
         }
         if (avail <= 0)
             break; /* closed, died, corrupt: recv_msg below says it as usual */
+        /* The budget is checked before serving, not only after: a question that arrives
+         * once it is spent stays in the ring for the next call, after the caller has
+         * accounted for these (and waited out a debt). */
+        if (answered && fr_now_ns() >= until) {
+            spent = 1;
+            break;
+        }
         uint32_t av = (uint32_t)avail;
         fr_msg_t m;
         const uint8_t *tok;
@@ -1003,6 +1016,110 @@ out:
     PyBuffer_Release(&ap);
     PyBuffer_Release(&as);
     return res;
+}
+
+/* Decimal digits of v (v >= 0) at out; returns how many (at most 20). */
+static size_t put_decimal(uint8_t *out, unsigned long long v) {
+    uint8_t tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (uint8_t)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* call_int(rx, id, question_prefix, question_suffix, answer_prefix, answer_middle,
+ * answer_suffix): the caller's side of a request/reply channel in one C call.  Sends
+ * question_prefix + id + question_suffix (inline) on this producer ring, waits for the
+ * reply on `rx` (both waits without the GIL, as send and recv_msg), and returns an int
+ * N when the reply is exactly answer_prefix + id + answer_middle + N + answer_suffix
+ * (N: 1-18 digits, no leading zero, as an encoder writes it); any other reply is
+ * returned as recv_msg() returns its data (bytes, or a Block; handles are dropped), and
+ * every condition raises as send() or recv_msg() raise it.  The null syscall's app side:
+ * no request object, no reply decoding, one Python call (exo_std._kernel). */
+static PyObject *ring_call_int(Ring *tx, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyObject_TypeCheck(args[0], &RingType) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "call_int(rx, id, question_prefix, question_suffix, "
+                                         "answer_prefix, answer_middle, answer_suffix)");
+        return NULL;
+    }
+    for (int i = 2; i < 7; i++)
+        if (!PyBytes_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "call_int: the question's and answer's parts are bytes");
+            return NULL;
+        }
+    Ring *rx = (Ring *)args[0];
+    unsigned long long id = PyLong_AsUnsignedLongLong(args[1]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (rx == tx) {
+        PyErr_SetString(PyExc_ValueError, "rx must be another ring");
+        return NULL;
+    }
+    if (check_producer(tx) < 0 || check_consumer(rx) < 0)
+        return NULL;
+    const uint8_t *qp = (const uint8_t *)PyBytes_AS_STRING(args[2]);
+    const uint8_t *qs = (const uint8_t *)PyBytes_AS_STRING(args[3]);
+    size_t qpn = (size_t)PyBytes_GET_SIZE(args[2]), qsn = (size_t)PyBytes_GET_SIZE(args[3]);
+    uint8_t q[FR_INLINE], idt[20];
+    size_t idn = put_decimal(idt, id);
+    if (qpn + idn + qsn > FR_INLINE) {
+        PyErr_SetString(PyExc_ValueError, "call_int: the question must fit one inline slot");
+        return NULL;
+    }
+    memcpy(q, qp, qpn);
+    memcpy(q + qpn, idt, idn);
+    memcpy(q + qpn + idn, qs, qsn);
+    if (reserve(tx, 1, 0, 0, INT64_MAX) < 0)
+        return NULL;
+    struct fr_msg out = {0, (uint32_t)(qpn + idn + qsn), q, 0, 0};
+    fr_write_msg(&tx->e, &out, NULL, 0);
+    fr_publish(&tx->e, 1);
+
+    int64_t avail = await_data(rx, INT64_MAX);
+    if (avail < 0)
+        return NULL;
+    uint32_t av = (uint32_t)avail;
+    fr_msg_t m;
+    if (fr_decode_msg(&rx->e, &av, &m) == 0 && !m.zc && !m.nh && m.len <= FR_INLINE) {
+        uint8_t a[FR_INLINE]; /* copied: the peer may rewrite its slot meanwhile */
+        size_t n = (size_t)m.len;
+        memcpy(a, m.ptr, n);
+        const uint8_t *ap = (const uint8_t *)PyBytes_AS_STRING(args[4]);
+        const uint8_t *am = (const uint8_t *)PyBytes_AS_STRING(args[5]);
+        const uint8_t *as = (const uint8_t *)PyBytes_AS_STRING(args[6]);
+        size_t apn = (size_t)PyBytes_GET_SIZE(args[4]), amn = (size_t)PyBytes_GET_SIZE(args[5]),
+               asn = (size_t)PyBytes_GET_SIZE(args[6]);
+        size_t fixed = apn + idn + amn + asn;
+        if (n > fixed && n - fixed <= 18 && memcmp(a, ap, apn) == 0 &&
+            memcmp(a + apn, idt, idn) == 0 && memcmp(a + apn + idn, am, amn) == 0 &&
+            memcmp(a + n - asn, as, asn) == 0) {
+            const uint8_t *d = a + apn + idn + amn;
+            size_t k = n - fixed;
+            int ok = !(k > 1 && d[0] == '0');
+            unsigned long long v = 0;
+            for (size_t i = 0; ok && i < k; i++) {
+                ok = d[i] >= '0' && d[i] <= '9';
+                v = v * 10 + (unsigned long long)(d[i] - '0');
+            }
+            if (ok) {
+                fr_take(&rx->e, &m);
+                fr_consume(&rx->e, 1);
+                return PyLong_FromUnsignedLongLong(v);
+            }
+        }
+    }
+    /* anything else (or a malformed message): exactly what recv_msg() does with it */
+    PyObject *got = recv_common(rx, NULL, 0, NULL, 1);
+    if (!got)
+        return NULL;
+    PyObject *data = PyTuple_GET_ITEM(got, 0);
+    Py_INCREF(data);
+    Py_DECREF(got);
+    return data;
 }
 
 /* Batch receive prologue: wait for one message, then count everything published. */
@@ -1478,6 +1595,10 @@ static PyMethodDef ring_methods[] = {
     {"recv_msg_or_answer", (PyCFunction)ring_recv_msg_or_answer, METH_VARARGS,
      "recv_msg_or_answer(tx, question_prefix, question_suffix, answer_prefix, answer_suffix, "
      "budget_us, timeout=None) -> int answered | (data, handles)."},
+    {"call_int", (PyCFunction)(void (*)(void))ring_call_int, METH_FASTCALL,
+     "call_int(rx, id, question_prefix, question_suffix, answer_prefix, answer_middle, "
+     "answer_suffix) -> int | data: send a question, wait for its reply on rx; an int when "
+     "the reply is the expected answer around a decimal."},
     {"recv_batch", (PyCFunction)(void (*)(void))ring_recv_batch, METH_FASTCALL | METH_KEYWORDS,
      "recv_batch(max=16, timeout=None) -> list of available messages (at least one)."},
     {"recv_batch_into", (PyCFunction)(void (*)(void))ring_recv_batch_into,

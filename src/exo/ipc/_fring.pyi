@@ -56,6 +56,17 @@ class Ring:
         budget_us: float,
         timeout: float | None = None,
     ) -> int | tuple[Message, tuple[int, ...]]: ...
+    def call_int(
+        self,
+        rx: Ring,
+        id: int,
+        question_prefix: bytes,
+        question_suffix: bytes,
+        answer_prefix: bytes,
+        answer_middle: bytes,
+        answer_suffix: bytes,
+        /,
+    ) -> int | Message: ...
     def recv_batch(self, max: int = 16, timeout: float | None = None) -> list[Message]: ...
     def recv_batch_into(
         self,

@@ -216,6 +216,10 @@ static inline int peer_on_my_cpu(struct fr_end *e) {
 
 /* ------------------------------------------------------------------ waits */
 
+/* How recent a "peer alive" from the liveness socket lets a wait's first sleep skip the
+ * check (wait_change). */
+#define FR_LIVE_FRESH_NS (1000000LL)
+
 /* Wait until *word != v (or, for a consumer, the slot `slotw` is ready for `expect`).
  * Spin (short), then yield, then sleep on the futex in ticks, every phase inside the
  * embedder's block/unblock hooks; between ticks check the interrupt hook, the deadline
@@ -266,13 +270,29 @@ static int wait_change(struct fr_end *e, _Atomic uint32_t *word, uint32_t v,
     /* The flag stays up across ticks: one (membarrier) fence per sleep, not per tick.
      * A waker that sees it takes it down (and wakes us): then it is raised again. */
     int rc, fenced = 0;
-    for (;;) {
-        int g = fr_peer_gone(e);
+    for (int tick = 0;; tick++) {
+        /* The liveness socket's poll(2) is a system call: before the first sleep of a
+         * wait it is skipped when it said "alive" within the last FR_LIVE_FRESH_NS (a
+         * round trip whose ends share one CPU sleeps at every message, and paid it each
+         * time).  A peer that died since is found at the end of this tick instead (the
+         * check comes before the deadline's: a dead peer is still reported as such), as
+         * one dying while we sleep always was: the bound on noticing a death is
+         * unchanged.  A wait that will not sleep (deadline passed) checks at once. */
+        int64_t now = fr_now_ns();
+        int g;
+        if (tick == 0 && e->live_fd >= 0 && now < deadline && now - e->live_ns < FR_LIVE_FRESH_NS) {
+            _Atomic uint32_t *flag =
+                e->role == ROLE_CONSUMER ? &e->hdr->prod_closed : &e->hdr->cons_closed;
+            g = atomic_load_explicit(flag, memory_order_acquire) ? FR_ECLOSED : 0;
+        } else {
+            g = fr_peer_gone(e);
+            if (!g)
+                e->live_ns = now;
+        }
         if (g) {
             rc = g;
             break;
         }
-        int64_t now = fr_now_ns();
         if (now >= deadline) {
             rc = FR_ETIMEDOUT;
             break;

@@ -223,6 +223,7 @@ struct fr_end {
     int64_t spin_max_ns; /* ... and the cap; 0: spin_ns stays as configured */
     int yields;
     int64_t tick_ns;
+    int64_t live_ns;     /* when the liveness socket last said the peer was there */
     uint64_t zc_sent;    /* producer: zero-copy bytes published */
     uint64_t zc_seen;    /* producer: consumer's zero-copy bytes consumed, last seen */
     uint64_t zc_window;  /* producer: most zero-copy bytes queued at once (0: no limit) */
