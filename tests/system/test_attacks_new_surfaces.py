@@ -469,13 +469,12 @@ def test_an_app_cannot_multiply_its_module_channels_with_children(
 
 # ---------------------------------------------------------------- encrypted areas
 
-@pytest.mark.xfail(strict=True, reason="areaserve: one process can reserve the whole "
-                   "kernel-wide budget of decrypted memory (no per-process share)")
 def test_one_app_cannot_take_every_byte_of_decrypted_area_memory(
         kernel_tpm: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """Decrypted files are held in kernel memory, at most ``EXO_AREA_MEMORY_MB`` at once
     for the whole kernel. An app that opens one file again and again and never closes it
-    holds all of it: every other app's open of an encrypted file fails with ENOMEM."""
+    held all of it (every other app's open failed with ENOMEM); now a process and its
+    children hold at most half, and another app still opens the file."""
     from exo.security import areas, areaserve
 
     areas.write_file(kernel_tpm.root, AREA + "/doc", b"d" * (600 << 10))

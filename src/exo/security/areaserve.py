@@ -13,15 +13,18 @@ here, after the kernel has checked the capability. Why this shape (docs/security
   read. The memfd goes to the app through the revocable file server like any opened file
   (seekable, ``fstat`` gives the plaintext size, revocation cuts it off). Plaintext lives
   only in kernel memory, bounded: a file at most ``EXO_AREA_MAX_FILE_MB`` (256 MiB), all
-  files open at once at most ``EXO_AREA_MEMORY_MB`` (512 MiB); past that, EFBIG/ENOMEM.
+  files open at once at most ``EXO_AREA_MEMORY_MB`` (512 MiB), and no process with its
+  descendants more than half of that (one app cannot refuse every other); past that,
+  EFBIG/ENOMEM.
 * **Writing** (WRITE, with truncate, append, or create of a new file): the app gets the
   write end of a pipe; a kernel thread seals what arrives, chunk by chunk, into an
   unnamed ``O_TMPFILE`` beside the file, and when the app closes its end (all copies:
   EOF) fsyncs it and renames it over the file: the old version or the new one, never a
   mix. A revoked capability stops the thread: the app's next write fails (EPIPE) and the
   file keeps its previous content. Memory per writer: three 1 MiB buffers; at most 8
-  writers per process and 64 in the kernel (EMFILE past that). Append first decrypts and
-  authenticates the existing file (into a memfd) at ``open``.
+  writers per process, its descendants' included, and 64 in the kernel (EMFILE past
+  that). Append first decrypts and authenticates the existing file (into a memfd) at
+  ``open``.
 * READ and WRITE together (random-access rewriting of a ciphertext file) is refused with
   a clear error rather than emulated.
 
@@ -100,6 +103,7 @@ class AreaServer:
         self._unsubscribe: Any = None
         self._writers: dict[int, _Writer] = {}  # id -> writer
         self.memory_used = 0
+        self._held: dict[int, int] = {}  # pid -> decrypted bytes charged to it
         self.served = {"read": 0, "written": 0, "tampered": 0, "aborted": 0}
 
     # ----------------------------------------------------------------- keys
@@ -133,18 +137,34 @@ class AreaServer:
         operator can change it without a reboot)."""
         return _env_mb(MEMORY_ENV, DEFAULT_MEMORY_MB)
 
-    def _reserve(self, size: int, res: ResourceName) -> None:
+    def _reserve(self, size: int, res: ResourceName, lineage: tuple[int, ...]) -> _Charge:
+        """Charge ``size`` decrypted bytes to the kernel's budget and to each process of
+        ``lineage`` (the opener and its ancestors: children do not multiply a share)."""
         limit = self.memory_limit
+        share = limit // 2
         with self._lock:
             if self.memory_used + size > limit:
                 raise OSError(errno.ENOMEM, f"{res}: encrypted files open at once would "
                               f"exceed the kernel's {limit >> 20} MiB for decrypted data "
                               f"({MEMORY_ENV})")
+            if any(self._held.get(pid, 0) + size > share for pid in lineage):
+                raise OSError(errno.ENOMEM, f"{res}: this process and its children would "
+                              f"hold more than {share >> 20} MiB of decrypted data, half "
+                              f"the kernel's ({MEMORY_ENV}); close some files")
             self.memory_used += size
+            for pid in lineage:
+                self._held[pid] = self._held.get(pid, 0) + size
+        return _Charge(size, lineage)
 
-    def _unreserve(self, size: int) -> None:
+    def _unreserve(self, charge: _Charge) -> None:
         with self._lock:
-            self.memory_used -= size
+            self.memory_used -= charge.size
+            for pid in charge.lineage:
+                left = self._held.get(pid, 0) - charge.size
+                if left > 0:
+                    self._held[pid] = left
+                else:
+                    self._held.pop(pid, None)
 
     # ----------------------------------------------------------------- opening
     def open(self, host: SyscallHost, proc: ExoProcess, res: ResourceName, want: Rights,
@@ -179,18 +199,18 @@ class AreaServer:
         try:
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 return None  # a directory: the kernel opens it as usual
-            memfd, size = self._decrypt(fd, res, entry)
+            memfd, charge = self._decrypt(fd, res, entry, _lineage(host, proc))
         finally:
             os.close(fd)
         try:
             pin = host.caps.pin(proc.pid, handle, want)
         except BaseException:
             os.close(memfd)
-            self._unreserve(size)
+            self._unreserve(charge)
             raise
         # the budget comes back when the file server lets go of the pin (closed, revoked,
         # process gone): nothing else holds it
-        weakref.finalize(pin, self._unreserve, size)
+        weakref.finalize(pin, self._unreserve, charge)
         try:
             out_fd, revocable = host.files.open_revocable(
                 proc, pin, memfd, os.O_RDONLY, mount_dir=mount_dir, log=host.log,
@@ -203,9 +223,10 @@ class AreaServer:
         return {"resource": str(res), "rights": int(want), "revocable": revocable,
                 "encrypted": True}, [out_fd]
 
-    def _decrypt(self, fd: int, res: ResourceName, entry: dict[str, Any]) -> tuple[int, int]:
-        """A sealed memfd holding the authenticated plaintext of ``fd``, and its size
-        (reserved in the budget: the caller gives it back)."""
+    def _decrypt(self, fd: int, res: ResourceName, entry: dict[str, Any],
+                 charged: tuple[int, ...]) -> tuple[int, _Charge]:
+        """A sealed memfd holding the authenticated plaintext of ``fd``, and its size's
+        charge to the budget and to the processes ``charged`` (the caller gives it back)."""
         sealed_size = os.fstat(fd).st_size
         size = sf.plain_size(sealed_size)
         limit = areas.max_file_bytes()
@@ -213,7 +234,7 @@ class AreaServer:
             raise OSError(errno.EFBIG, f"{res}: {size >> 20} MiB, larger than an encrypted "
                           f"area file may be ({limit >> 20} MiB, {areas.MAX_FILE_ENV})")
         master = self.master()
-        self._reserve(size, res)
+        charge = self._reserve(size, res, charged)
         memfd = -1
         try:
             head = os.pread(fd, sf.HEADER, 0)
@@ -232,9 +253,9 @@ class AreaServer:
         except BaseException:
             if memfd >= 0:
                 os.close(memfd)
-            self._unreserve(size)
+            self._unreserve(charge)
             raise
-        return memfd, size
+        return memfd, charge
 
     def _open_write(self, host: SyscallHost, proc: ExoProcess, res: ResourceName,
                     want: Rights, args: dict[str, Any], handle: int, entry: dict[str, Any]
@@ -243,17 +264,20 @@ class AreaServer:
         from exo.kernel.syscalls.storage import open_beneath
 
         parent, _, name = res.path.rpartition("/")
+        chain = _lineage(host, proc)  # a writer counts against each: children do not multiply
         with self._lock:
-            mine = sum(1 for w in self._writers.values() if w.pid == proc.pid)
+            mine = max(sum(1 for w in self._writers.values() if pid in w.lineage)
+                       for pid in chain)
             if mine >= MAX_WRITERS_PER_PROCESS or len(self._writers) >= MAX_WRITERS:
                 raise OSError(errno.EMFILE, f"{res}: too many encrypted files being written "
-                              f"at once (at most {MAX_WRITERS_PER_PROCESS} per process)")
+                              f"at once (at most {MAX_WRITERS_PER_PROCESS} per process, "
+                              "its children included)")
         try:
             lock = areas.lock_area(self.root, entry["id"], exclusive=False)
         except BlockingIOError as exc:
             raise OSError(errno.EBUSY, f"{res}: {exc.strerror}") from None
         fds: list[int] = [lock]
-        prefix, prefix_size = -1, 0
+        prefix, prefix_charge = -1, _Charge(0, ())
         try:
             try:
                 existing = open_beneath(host, res, os.O_RDONLY)
@@ -273,7 +297,7 @@ class AreaServer:
                                        | os.O_DIRECTORY, 0, beneath.STRICT)
             fds.append(dir_fd)
             if existing >= 0 and args["append"] and not args["truncate"]:
-                prefix, prefix_size = self._decrypt(existing, res, entry)
+                prefix, prefix_charge = self._decrypt(existing, res, entry, chain)
                 fds.append(prefix)
             master = self.master()
             generation = int(entry["generation"])
@@ -285,14 +309,14 @@ class AreaServer:
             for fd in fds:
                 os.close(fd)
             if prefix >= 0:
-                self._unreserve(prefix_size)
+                self._unreserve(prefix_charge)
             raise
         if existing >= 0:
             os.close(existing)
         with contextlib.suppress(OSError):
             fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, 1 << 20)
         writer = _Writer(self, host, proc.pid, pin, res, rfd, dir_fd, name, key, generation,
-                         lock, prefix, prefix_size)
+                         lock, prefix, prefix_charge, chain)
         with self._lock:
             self._writers[id(writer)] = writer
         writer.start()
@@ -323,17 +347,28 @@ class AreaServer:
             unsubscribe()
 
 
+class _Charge:
+    """Decrypted bytes held, and the processes they count against."""
+
+    __slots__ = ("lineage", "size")
+
+    def __init__(self, size: int, lineage: tuple[int, ...]) -> None:
+        self.size, self.lineage = size, lineage
+
+
 class _Writer(threading.Thread):
     """Seals one app's plaintext stream into the area, committed at end of stream."""
 
     def __init__(self, server: AreaServer, host: SyscallHost, pid: int, pin: Any,
                  res: ResourceName, rfd: int, dir_fd: int, name: str, key: bytes,
-                 generation: int, lock: int, prefix: int, prefix_size: int) -> None:
+                 generation: int, lock: int, prefix: int, prefix_charge: _Charge,
+                 lineage: tuple[int, ...]) -> None:
         super().__init__(name=f"exo-area-writer-{pid}", daemon=True)
         self.server, self.host, self.pid, self.pin, self.res = server, host, pid, pin, res
         self.rfd, self.dir_fd, self.fname = rfd, dir_fd, name
         self.key, self.generation, self.lock = key, generation, lock
-        self.prefix, self.prefix_size = prefix, prefix_size
+        self.prefix, self.prefix_charge = prefix, prefix_charge
+        self.lineage = lineage
         self.limit = areas.max_file_bytes()
         self.received = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -360,7 +395,7 @@ class _Writer(threading.Thread):
                 return n
             os.close(self.prefix)
             self.prefix = -1
-            self.server._unreserve(self.prefix_size)
+            self.server._unreserve(self.prefix_charge)
         poller = select.poll()
         poller.register(self.rfd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -400,11 +435,17 @@ class _Writer(threading.Thread):
                             os.close(fd)
                 self.rfd = self._wake_w = -1
             if self.prefix >= 0:
-                self.server._unreserve(self.prefix_size)
+                self.server._unreserve(self.prefix_charge)
                 self.prefix = -1
             os.close(self.lock)  # after the commit: a rotation waits for it
             self.host.caps.unpin(self.pin)
             self.server._finished(self, committed)
+
+
+def _lineage(host: SyscallHost, proc: ExoProcess) -> tuple[int, ...]:
+    from exo.kernel.syscalls.ipc import lineage
+
+    return lineage(host, proc)
 
 
 def _tmpfile(dir_fd: int) -> int:

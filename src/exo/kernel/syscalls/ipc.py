@@ -147,7 +147,7 @@ def _holding_send(host: SyscallHost, proc: ExoProcess, res: ResourceName,
 MAX_LINEAGE = 64
 
 
-def _lineage(host: SyscallHost, proc: ExoProcess) -> tuple[int, ...]:
+def lineage(host: SyscallHost, proc: ExoProcess) -> tuple[int, ...]:
     """``proc`` and its ancestors up to (not including) the kernel: a connection is
     charged to each, so an app cannot multiply a per-process bound with children."""
     from exo.kernel.process import KERNEL_PID
@@ -178,7 +178,7 @@ def agent_connect(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
         return any(info.resource.covers(res) and Rights.SEND in info.rights
                    for info in host.caps.handles(proc.pid))
 
-    out = router.connect(proc.pid, res.path, still_held, _lineage(host, proc))
+    out = router.connect(proc.pid, res.path, still_held, lineage(host, proc))
     best = max(held, key=lambda info: len(info.resource.path))
     return {"agent": res.path, "resource": str(best.resource)}, out
 
@@ -195,7 +195,7 @@ def open_service(host: SyscallHost, proc: ExoProcess, args: dict[str, Any],
     services = host.services
     if services is None:
         raise LookupError("no module manager is running (it starts after boot)")
-    return services.open(proc.pid, res.path, _lineage(host, proc))
+    return services.open(proc.pid, res.path, lineage(host, proc))
 
 
 HANDLERS: dict[str, Handler] = {
