@@ -903,20 +903,26 @@ class RevocableDirs(FuseServer):
             oflags = ((flags & (_OPEN_PASS | os.O_EXCL)) | os.O_CREAT | os.O_NOFOLLOW
                       | os.O_CLOEXEC | os.O_NOCTTY)
             fd = P.openat2(parent.fd, name, oflags, mode & _MODE_BITS, _RESOLVE)
-            try:
-                entry = self._entry(parent.export,
-                                    os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC), parent, name)
-                node = None
-                if parent.export.passthrough:
-                    st = os.fstat(fd)
-                    with self._lock:
-                        node = parent.export.nodes.get((st.st_dev, st.st_ino))
-            except BaseException:
-                os.close(fd)
-                raise
-            fh, backing = self._new_file(parent.export, fd, node)
+            return self._created(parent, fd, name)
         finally:
             self._leave(parent)
+
+    def _created(self, parent: _Node, fd: int, name: bytes | None) -> Parts:
+        """The reply to CREATE or TMPFILE for ``fd``, just made in ``parent`` (named
+        ``name``, or unnamed): its entry and its open file (owns ``fd``)."""
+        try:
+            path_fd = os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC)
+            entry = self._entry(parent.export, path_fd, None if name is None else parent,
+                                name or b"")
+            node = None
+            if parent.export.passthrough:
+                st = os.fstat(fd)
+                with self._lock:
+                    node = parent.export.nodes.get((st.st_dev, st.st_ino))
+        except BaseException:
+            os.close(fd)
+            raise
+        fh, backing = self._new_file(parent.export, fd, node)
         assert entry is not None
         return [*entry, self._open_reply(fh, backing)]
 
@@ -934,21 +940,9 @@ class RevocableDirs(FuseServer):
             if flags & os.O_EXCL:
                 oflags |= os.O_EXCL  # never linkable: as the caller asked
             fd = os.open(".", oflags, mode & _MODE_BITS, dir_fd=parent.fd)
-            try:
-                entry = self._entry(parent.export, os.open(_proc(fd), os.O_PATH | os.O_CLOEXEC))
-                node = None
-                if parent.export.passthrough:
-                    st = os.fstat(fd)
-                    with self._lock:
-                        node = parent.export.nodes.get((st.st_dev, st.st_ino))
-            except BaseException:
-                os.close(fd)
-                raise
-            fh, backing = self._new_file(parent.export, fd, node)
+            return self._created(parent, fd, None)
         finally:
             self._leave(parent)
-        assert entry is not None
-        return [*entry, self._open_reply(fh, backing)]
 
     def _read(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, offset, size, *_ = P.READ_IN.unpack_from(body)
