@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from pathlib import Path
 
 TYPE_CHECKING = False  # no typing import at run time: boot path (exo/_value.py)
@@ -29,9 +31,22 @@ class RotatingFile:
         self._open()
 
     def _open(self) -> None:
-        # Line-at-a-time writes with O_APPEND: readers never see half a record.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
-        self._size = os.fstat(self._file.fileno()).st_size
+        # Line-at-a-time writes with O_APPEND: readers never see half a record. The kernel
+        # runs as root and an app granted WRITE on the log's directory could plant a link
+        # or a FIFO at its name: the last component is never followed, the open never
+        # blocks, and only a plain file of its own (one link) is written to.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise OSError(errno.EACCES, f"{self.path}: not a plain file of its own (a "
+                              "link planted there?): the kernel does not write to it")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file = open(fd, "ab", buffering=0)  # noqa: SIM115 - kept open
+        self._size = st.st_size
 
     def write(self, line: bytes) -> None:
         if self._file is None:
@@ -49,7 +64,8 @@ class RotatingFile:
         for n in range(self.keep - 1, 0, -1):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{base}.{n}", f"{base}.{n + 1}")
-        os.replace(base, f"{base}.1")
+        os.replace(base, f"{base}.1")  # renames a planted link itself, never its target
+        self._file = None  # if the name cannot be opened again, later lines are dropped
         self._open()
 
     def files(self) -> list[Path]:
