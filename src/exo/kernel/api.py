@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 #: How long an interrupted process has between SIGINT and SIGKILL.
 INTERRUPT_GRACE_S = 1.0
 _POLL_S = 0.05  # how often a wait looks at its ``cancelled`` condition
+_KILL_CHECK_S = 2.0  # after SIGKILL to the command, how long before the whole sandbox goes
 
 
 class ProcessesUnavailable(RuntimeError):
@@ -223,6 +224,12 @@ class KernelApi:
                 return
         with contextlib.suppress(LookupError):
             self._processes.kill(proc.pid, signal.SIGKILL)
+        if not proc.exited.wait(_KILL_CHECK_S):
+            # The signal reached only the command's own pid: whatever else runs in its
+            # sandbox (its namespace's init, a child in another session) goes with the
+            # whole sandbox: namespace init, then every process of its cgroup.
+            with contextlib.suppress(Exception):
+                proc.sandbox.kill()
 
     def run(self, argv: Sequence[str], grants: Sequence[Grant] = (), *,
             manifest: Manifest | None = None, stdio: tuple[int, int, int] = (0, 1, 2),
