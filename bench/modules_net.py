@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,7 +80,7 @@ class UdpClient:
         if not ready.wait(10) or self._sock is None:
             raise SystemExit("bench/modules_net.py: the client could not open its socket in "
                              "the Exo network namespace")
-        self._send = threading.Thread(target=self._sender, daemon=True)
+        self._send: threading.Thread = threading.Thread(target=self._sender, daemon=True)
 
     def start(self) -> None:
         self._send.start()
@@ -266,7 +267,7 @@ def main() -> int:
         steady, during, steady_s, during_s = run.steady, run.during, run.steady_s, run.during_s
         swaps = run.swaps
         end = client.stop()
-        during += end["latencies"]  # type: ignore[operator]
+        during += cast("list[float]", end["latencies"])
         lost = int(end["lost"])  # type: ignore[call-overload]
         sent = int(end["sent"])  # type: ignore[call-overload]
         errors += int(end["wrong"])  # type: ignore[call-overload]
@@ -280,7 +281,7 @@ def main() -> int:
             time.sleep(0.5)
         restarting = client.take()
         end = client.stop()
-        restarting += end["latencies"]  # type: ignore[operator]
+        restarting += cast("list[float]", end["latencies"])
         restart_lost = int(end["lost"])  # type: ignore[call-overload]
         (row,) = manager.list()
         errors += int(row["device"]["dropped"])
