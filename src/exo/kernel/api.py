@@ -17,7 +17,6 @@ import contextlib
 import errno
 import os
 import signal
-import stat
 
 TYPE_CHECKING = False  # no runtime typing import on the boot path (exo/_value.py)
 if TYPE_CHECKING:
@@ -89,42 +88,11 @@ class KernelApi:
 
     def open_log(self, relative: str, *, truncate: bool = False) -> int:
         """A descriptor to write the log file ``relative`` of the Exo tree (such as
-        ``var/log/agents/ai-res.log``), appended to or emptied, with its directories made.
+        ``var/log/agents/ai-res.log``): ``exo.kernel.beneath.open_log``, which follows no
+        link an app could have planted there."""
+        from exo.kernel.beneath import open_log
 
-        An app granted a directory of ``var/log`` can plant a symbolic link, a FIFO or a
-        hard link there; the kernel runs as root, so following one would create, append
-        to or truncate any host file. So every component is resolved beneath the tree
-        with no symbolic link at all (``exo.kernel.beneath``: ``ELOOP``), the open never
-        blocks, and the file must be a regular file with a single link (``EACCES``),
-        checked before it is emptied."""
-        from exo.kernel.beneath import STRICT, open_file, open_root, openat2
-
-        parts = [p for p in relative.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
-            raise ValueError(f"{relative!r} is not a path inside the Exo tree")
-        here = open_root(self.root)
-        try:
-            for part in parts[:-1]:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=here)  # never follows a final symlink
-                below = openat2(here, part, os.O_PATH | os.O_DIRECTORY, resolve=STRICT)
-                os.close(here)
-                here = below
-            fd = open_file(here, parts[-1], os.O_WRONLY | os.O_CREAT
-                           | (0 if truncate else os.O_APPEND), 0o600, resolve=STRICT)
-        finally:
-            os.close(here)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise OSError(errno.EACCES, f"{relative}: not a plain file of its own (a "
-                              "link planted there?): the kernel does not write to it")
-            if truncate:
-                os.ftruncate(fd, 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return open_log(self.root, relative, truncate=truncate)
 
     def dmesg(self) -> list[str]:
         return list(self._core.messages)

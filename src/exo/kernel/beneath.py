@@ -20,6 +20,7 @@ Stdlib only and no ``typing`` at run time: the shell imports this on the boot pa
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -120,3 +121,41 @@ def reopen(fd: int, flags: int) -> int:
 def open_root(path: str | os.PathLike[str]) -> int:
     """An ``O_PATH`` descriptor of a trusted directory (the Exo tree) to resolve from."""
     return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_log(root: str | os.PathLike[str], relative: str, *, truncate: bool = False) -> int:
+    """A descriptor to write the log file ``relative`` of the Exo tree ``root`` (such as
+    ``var/log/agents/ai-res.log``), appended to or emptied, with its directories made.
+
+    An app granted a directory of ``var/log`` can plant a symbolic link, a FIFO or a
+    hard link there; the kernel and the ``exo`` commands run as root, so following one
+    would create, append to or truncate any host file. So every component is resolved
+    beneath the tree with no symbolic link at all (``ELOOP``), the open never blocks, and
+    the file must be a regular file with a single link (``EACCES``), checked before it is
+    emptied."""
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"{relative!r} is not a path inside the Exo tree")
+    here = open_root(root)
+    try:
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=here)  # never follows a final symlink
+            below = openat2(here, part, os.O_PATH | os.O_DIRECTORY, resolve=STRICT)
+            os.close(here)
+            here = below
+        fd = open_file(here, parts[-1], os.O_WRONLY | os.O_CREAT
+                       | (0 if truncate else os.O_APPEND), 0o600, resolve=STRICT)
+    finally:
+        os.close(here)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(errno.EACCES, f"{relative}: not a plain file of its own (a "
+                          "link planted there?): Exo does not write to it")
+        if truncate:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -212,12 +212,16 @@ def up(root: str | os.PathLike[str], peer_doc: Any, *, endpoint: str, listen_por
     if not 1 <= listen_port <= 65535:
         raise TunnelError("--listen-port must be 1 to 65535")
     iface = interface_name(private["name"])
-    log = Path(root) / "var" / "log" / f"tunnel-{iface}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    from exo.kernel.beneath import open_log
+
+    # beneath the tree, no link followed: an app granted var/log may have planted one
+    out = open_log(root, f"var/log/tunnel-{iface}.log")
+    try:
         proc = subprocess.Popen(["wireguard-go", iface], stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, **_USERSPACE_ENV})
+    finally:
+        os.close(out)
     state = {"pid": proc.pid, "interface": iface, "peer": peer["name"],
              "address": private["address"], "peer_address": peer["address"],
              "endpoint": endpoint, "listen_port": listen_port, "started": time.time()}
