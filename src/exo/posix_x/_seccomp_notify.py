@@ -217,17 +217,13 @@ def compile_filter() -> bytes:
     """The BPF program: notify on open/openat, ENOSYS for openat2, allow the rest."""
     import pyseccomp as sc
 
+    from exo.sandbox import _seccomp
+
     filt = sc.SyscallFilter(sc.ALLOW)
     filt.add_rule(sc.NOTIFY, "open")
     filt.add_rule(sc.NOTIFY, "openat")
     filt.add_rule(sc.ERRNO(errno.ENOSYS), "openat2")
-    fd = os.memfd_create("exo-seccomp-notify")
-    try:
-        with os.fdopen(os.dup(fd), "wb") as fobj:
-            filt.export_bpf(fobj)
-        return os.pread(fd, 1 << 20, 0)
-    finally:
-        os.close(fd)
+    return _seccomp.export(filt)
 
 
 def supported() -> bool:

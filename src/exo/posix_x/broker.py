@@ -116,13 +116,7 @@ def compile_filter(net_mode: NetMode, fork: bool = True) -> bytes:
         if sc.resolve_syscall(sc.system_arch(), name) >= 0:
             filt.add_rule(sc.NOTIFY, name)
     _seccomp.add_arg_rules(filt, sc, _seccomp.arg_rules(net_mode, fork), sc.NOTIFY)
-    fd = os.memfd_create("exo-posix-x-broker")
-    try:
-        with os.fdopen(os.dup(fd), "wb") as fobj:
-            filt.export_bpf(fobj)
-        return os.pread(fd, 1 << 20, 0)
-    finally:
-        os.close(fd)
+    return _seccomp.export(filt)
 
 
 def shim_inside() -> str:

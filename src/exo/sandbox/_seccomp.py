@@ -199,6 +199,12 @@ def _build(net_mode: NetMode, deny_errno: int, fork: bool = True,
             add_arg_rules(filt, sc, tuple(r for r in rules if r.errno == err),
                           eperm if err == errno.EPERM else None)
 
+    return export(filt)
+
+
+def export(filt: Any) -> bytes:
+    """A libseccomp filter (``pyseccomp.SyscallFilter``) as the BPF program to install:
+    libseccomp writes it only to a file, so through a memfd."""
     fd = os.memfd_create("exo-seccomp-build")
     try:
         with os.fdopen(os.dup(fd), "wb") as fobj:
