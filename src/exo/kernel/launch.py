@@ -10,7 +10,8 @@ from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
 
 
 def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
-                root: str | None, cwd: str = "/", *, posix_x: bool = False) -> int:
+                root: str | None, cwd: str = "/", *, posix_x: bool = False,
+                ephemeral: bool = False) -> int:
     """Run ``argv`` holding ``caps`` (and the manifest's) in the Exo directory ``cwd``;
     its exit status.
 
@@ -20,7 +21,9 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     maps it to a shell's status).
 
     ``posix_x``: an unmodified Linux program (``posix-x run``): the manifest's ``[posix_x]``
-    table applies, its defaults when the manifest has none."""
+    table applies, its defaults when the manifest has none. ``ephemeral``: on a kernel
+    booted here even when one runs on ``root`` (``posix-x profile`` traces this process
+    and its descendants)."""
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
@@ -38,7 +41,7 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     from exo.kernel.control import ControlClient, KernelNotRunning
 
     try:
-        client = ControlClient.connect(root)
+        client = None if ephemeral else ControlClient.connect(root)
     except KernelNotRunning:
         client = None
     if client is not None:

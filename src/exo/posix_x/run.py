@@ -59,9 +59,7 @@ def run(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
             return fail(str(exc), 127)
     try:
         _make_state_dirs(grants, root)
-        if ephemeral:
-            return _run_ephemeral(argv, caps, manifest, root, cwd)
-        return run_command(argv, caps, manifest, root, cwd, posix_x=True)
+        return run_command(argv, caps, manifest, root, cwd, posix_x=True, ephemeral=ephemeral)
     except ExecFailed as exc:
         if exc.errno == errno.EACCES:
             return fail(f"{program}: executing it was refused: list it in the manifest's "
@@ -70,29 +68,6 @@ def run(argv: list[str], *, caps: list[str], manifest: str | None, cwd: str,
         return fail(f"{program}: {exc}", failure_status(exc))
     except (ManifestError, SandboxError, OSError, RuntimeError) as exc:
         return fail(str(exc), failure_status(exc))
-
-
-def _run_ephemeral(argv: list[str], caps: list[str], manifest_path: str | None,
-                   root: str | None, cwd: str) -> int:
-    """``run_command``'s second half: a kernel of this process, for this one run."""
-    from exo.kernel.config import KernelConfig
-    from exo.kernel.kernel import Kernel
-    from exo.kernel.manifest import Manifest, PosixX, load_manifest, parse_grant
-
-    grants = [parse_grant(c) for c in caps]
-    manifest = load_manifest(manifest_path) if manifest_path else None
-    if manifest is None or manifest.posix_x is None:
-        manifest = Manifest(manifest.grants, manifest.limits, PosixX()) if manifest \
-            else Manifest(posix_x=PosixX())
-    kernel = Kernel(KernelConfig.load(root), ephemeral=True)
-    try:
-        kernel.boot(log=None)
-        try:
-            return kernel.api.run(argv, grants, manifest=manifest, grace=0, cwd=cwd)
-        except KeyboardInterrupt:  # the process is killed already
-            return 130
-    finally:
-        kernel.shutdown()
 
 
 _CLONE_NEWNS = 0x00020000
