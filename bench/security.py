@@ -118,24 +118,37 @@ def bench_storage(size_mb: int, runs: int) -> tuple[dict[str, float], float]:
         src, mid, out = (os.path.join(tmp, n) for n in ("src", "mid", "out"))
         with open(src, "wb") as f:
             f.write(os.urandom(size_mb << 20))
-        rates: dict[str, list[float]] = {"encrypted": [], "plain": []}
-        ratios: list[float] = []
-        for run in range(runs + 1):
-            got: dict[str, float] = {}
-            for case in (("plain", "encrypted") if run % 2 else ("encrypted", "plain")):
-                t0 = time.perf_counter()
-                if case == "plain":
-                    _copy(src, mid)
-                    _copy(mid, out)
-                else:
-                    sealedfile.encrypt_file(key, src, mid)
-                    sealedfile.decrypt_file(key, mid, out)
-                got[case] = 2 * size_mb / (time.perf_counter() - t0)
-            if run == 0:
-                continue  # warm-up: page cache, file allocation
-            for case, rate in got.items():
-                rates[case].append(rate)
-            ratios.append(got["encrypted"] / got["plain"])
+
+        def plain() -> None:
+            _copy(src, mid)
+            _copy(mid, out)
+
+        def encrypted() -> None:
+            sealedfile.encrypt_file(key, src, mid)
+            sealedfile.decrypt_file(key, mid, out)
+
+        return _alternate(plain, encrypted, 2 * size_mb, runs)
+
+
+def _alternate(plain: Callable[[], None], encrypted: Callable[[], None], mb: int,
+               runs: int) -> tuple[dict[str, float], float]:
+    """``runs`` pairs of ``plain`` and ``encrypted``, each moving ``mb`` MB, the order
+    alternating, after one warm-up pair (page cache, file allocation) that is dropped:
+    each case's median MB/s and the median of the per-run ratios encrypted / plain."""
+    cases = {"plain": plain, "encrypted": encrypted}
+    rates: dict[str, list[float]] = {"encrypted": [], "plain": []}
+    ratios: list[float] = []
+    for run in range(runs + 1):
+        got: dict[str, float] = {}
+        for case in (("plain", "encrypted") if run % 2 else ("encrypted", "plain")):
+            t0 = time.perf_counter()
+            cases[case]()
+            got[case] = mb / (time.perf_counter() - t0)
+        if run == 0:
+            continue
+        for case, rate in got.items():
+            rates[case].append(rate)
+        ratios.append(got["encrypted"] / got["plain"])
     return ({k: round(statistics.median(v), 1) for k, v in rates.items()},
             round(statistics.median(ratios), 3))
 
@@ -169,27 +182,14 @@ def bench_memory(size_mb: int, runs: int) -> tuple[dict[str, float], float]:
             os.lseek(mid, 0, os.SEEK_SET)
             sf.open_stream(key, sf.fd_reader(mid), sf.fd_writer(out), size)
 
-        rates: dict[str, list[float]] = {"encrypted": [], "plain": []}
-        ratios: list[float] = []
-        for run in range(runs + 1):
-            got: dict[str, float] = {}
-            for case in (("plain", "encrypted") if run % 2 else ("encrypted", "plain")):
-                t0 = time.perf_counter()
-                if case == "plain":
-                    copy(src, mid)
-                    copy(mid, out)
-                else:
-                    crypt()
-                got[case] = 2 * size_mb / (time.perf_counter() - t0)
-            if run:
-                for case, rate in got.items():
-                    rates[case].append(rate)
-                ratios.append(got["encrypted"] / got["plain"])
+        def plain() -> None:
+            copy(src, mid)
+            copy(mid, out)
+
+        return _alternate(plain, crypt, 2 * size_mb, runs)
     finally:
         for fd in (src, mid, out):
             os.close(fd)
-    return ({k: round(statistics.median(v), 1) for k, v in rates.items()},
-            round(statistics.median(ratios), 3))
 
 
 def bench_crypto(n: int) -> dict[str, dict[str, float]]:
