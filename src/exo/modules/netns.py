@@ -33,44 +33,46 @@ def enter(ns_fd: int) -> None:
 def create(setup: Callable[[], object] | None = None) -> int:
     """A descriptor on a new, empty network namespace (loopback down). ``setup``, if
     given, is called inside it (on the creating thread) before the thread ends."""
-    box: dict[str, object] = {}
 
-    def make() -> None:
+    def make() -> int:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net",
+                     os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-            box["fd"] = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net",
-                                os.O_RDONLY | os.O_CLOEXEC)
             if setup is not None:
                 setup()
-        except BaseException as exc:  # reported on the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=make, name="exo-netns")
-    t.start()
-    t.join()
-    error = box.get("error")
-    if isinstance(error, BaseException):
-        fd = box.get("fd")
-        if isinstance(fd, int):
+        except BaseException:
             os.close(fd)
-        raise error
-    fd = box["fd"]
+            raise
+        return fd
+
+    fd = _on_thread("exo-netns", make)
     assert isinstance(fd, int)
     return fd
 
 
 def run_inside(ns_fd: int, fn: Callable[[], object]) -> object:
     """``fn()`` called on a thread that joined ``ns_fd``; its result (or exception)."""
+
+    def go() -> object:
+        enter(ns_fd)
+        return fn()
+
+    return _on_thread("exo-netns-call", go)
+
+
+def _on_thread(name: str, fn: Callable[[], object]) -> object:
+    """``fn()`` on a short-lived thread of its own (a namespace change stays with that
+    thread); its result, or its exception raised here."""
     box: dict[str, object] = {}
 
     def go() -> None:
         try:
-            enter(ns_fd)
             box["value"] = fn()
-        except BaseException as exc:
+        except BaseException as exc:  # reported on the caller's thread
             box["error"] = exc
 
-    t = threading.Thread(target=go, name="exo-netns-call")
+    t = threading.Thread(target=go, name=name)
     t.start()
     t.join()
     error = box.get("error")
