@@ -1,5 +1,5 @@
-"""A tree with its own swtpm, and an in-process kernel booted on a tree with its DEFERRED
-steps started: what the security, audit and scheduler tests share."""
+"""A tree with its own swtpm, and an in-process kernel booted on a tree (with or without
+its DEFERRED steps started): what the system, security, audit and scheduler tests share."""
 
 from __future__ import annotations
 
@@ -52,14 +52,22 @@ def swtpm_tree(root: Path, monkeypatch: pytest.MonkeyPatch, *,
 
 
 @contextlib.contextmanager
-def deferred_kernel(root: Path) -> Iterator[Kernel]:
-    """An ephemeral kernel booted on ``root`` with its DEFERRED steps started (the module
-    manager, the agents, the audit anchors...); shut down on the way out."""
+def booted_kernel(root: Path) -> Iterator[Kernel]:
+    """An ephemeral kernel booted on ``root`` (its DEFERRED steps not started); shut down
+    on the way out."""
     kernel = Kernel(KernelConfig(root=root), ephemeral=True)
     kernel.boot()
     try:
-        kernel.start_deferred()
-        kernel.wait_deferred(60)
         yield kernel
     finally:
         kernel.shutdown()
+
+
+@contextlib.contextmanager
+def deferred_kernel(root: Path) -> Iterator[Kernel]:
+    """``booted_kernel`` with its DEFERRED steps started (the module manager, the agents,
+    the audit anchors...)."""
+    with booted_kernel(root) as kernel:
+        kernel.start_deferred()
+        kernel.wait_deferred(60)
+        yield kernel

@@ -6,19 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._support.kernels import booted_kernel
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
     """A booted ephemeral kernel with app homes /home/a, /home/b and /home/demo."""
-    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
-    k.boot()
-    for home in ("a", "b", "demo"):
-        (k.root / "home" / home).mkdir(parents=True)
-    try:
+    with booted_kernel(tmp_path / "root") as k:
+        for home in ("a", "b", "demo"):
+            (k.root / "home" / home).mkdir(parents=True)
         yield k
-    finally:
-        k.shutdown()

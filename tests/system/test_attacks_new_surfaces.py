@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._support.kernels import booted_kernel
 from tests.modules.modlib import build
 from tests.system.test_security_areas import AREA, kernel_tpm  # noqa: F401  (fixture)
 
 from exo.agents.subsystem import running
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.kernel.manifest import parse_grant
 from exo.modules import ModuleError
@@ -55,12 +55,8 @@ def thread_errors() -> Iterator[list[str]]:
 @pytest.fixture
 def booted(tmp_path: Path) -> Iterator[Kernel]:
     """A kernel whose DEFERRED step (agents, module manager) has not been started."""
-    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
-    k.boot()
-    try:
+    with booted_kernel(tmp_path / "root") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._support.kernels import booted_kernel
 from tests.unit.shell._support import run
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.kernel.manifest import Grant, Manifest
 from exo.kernel.process import ExoProcess
@@ -68,12 +68,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def kernel(installed: Path) -> Iterator[Kernel]:
-    k = Kernel(KernelConfig(root=installed), ephemeral=True)
-    k.boot()
-    try:
+    with booted_kernel(installed) as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 @pytest.fixture

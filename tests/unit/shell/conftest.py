@@ -4,8 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._support.kernels import booted_kernel
 
-from exo.kernel.config import KernelConfig
 from exo.kernel.kernel import Kernel
 from exo.kernel.users import UserDatabase, session_grants
 from exo.shell import Session, Shell, Vfs
@@ -13,12 +13,8 @@ from exo.shell import Session, Shell, Vfs
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(KernelConfig(root=tmp_path / "root"), ephemeral=True)
-    k.boot()
-    try:
+    with booted_kernel(tmp_path / "root") as k:
         yield k
-    finally:
-        k.shutdown()
 
 
 @pytest.fixture
