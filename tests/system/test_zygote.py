@@ -105,6 +105,23 @@ def test_powerbox_commands_run_in_the_sessions_zygote(alice: Shell, kernel: Kern
     assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every command reaped
 
 
+def test_powerbox_files_open_in_passthrough_mode(alice: Shell, kernel: Kernel) -> None:
+    """A powerbox command reads its files through FUSE passthrough (not request by
+    request through the kernel's file server), and gets the same bytes."""
+    home = kernel.root / "home" / "alice"
+    (home / "big.txt").write_bytes(b"line\n" * 50_000)
+    assert run(alice, "/bin/true")[0] == 0  # the file server starts with the first grant
+    dirs = kernel.files.stats()["dirs"]
+    assert dirs is not None
+    if not dirs["passthrough"]:
+        pytest.skip("no FUSE passthrough on this kernel")
+    before = dirs["passthrough_opened"]
+    status, out, err = run(alice, "/bin/cat big.txt | /usr/bin/wc -l")
+    assert status == 0, err
+    assert out.strip() == "50000"
+    assert kernel.files.stats()["dirs"]["passthrough_opened"] > before
+
+
 def test_a_command_holds_only_its_grants(alice: Shell, kernel: Kernel) -> None:
     (kernel.root / "home" / "b" / "secret").write_text("s3cret\n")
     (kernel.root / "home" / "alice" / "mine.txt").write_text("mine\n")

@@ -123,7 +123,7 @@ class KernelApi:
               stdio: tuple[int, int, int] = (0, 1, 2), cwd: str = "/",
               env: dict[str, str] | None = None,
               extra_fds: tuple[int, ...] = (),
-              session: str | None = None) -> ExoProcess:
+              session: str | None = None, passthrough: bool = False) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
@@ -136,6 +136,11 @@ class KernelApi:
         unprivileged host uid, and every capability it gets, the manifest's included, is
         derived from the session's set in the kernel: one the session does not hold is
         refused (``CapabilityDenied``) before anything starts, whatever the caller checked.
+
+        ``passthrough``: its ``storage://`` grants are exported in FUSE passthrough mode
+        (reads and writes of open files skip the kernel's file server; revocation cuts them
+        too, except mappings, splice and sendfile: docs/revocable-files.md). The shell's
+        powerbox asks for it; a manifest's ``[posix_x] passthrough`` does too.
         """
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
@@ -157,7 +162,7 @@ class KernelApi:
                     table.derive(session, pid, held)
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      report_end=True, extra_fds=extra_fds, derive=derive,
-                                     account=account,
+                                     account=account, passthrough=passthrough,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 

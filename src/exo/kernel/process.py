@@ -250,6 +250,7 @@ class ProcessManager:
         report_end: bool = False,
         posix_x: PosixX | None = None,
         account: tuple[str, int] | None = None,
+        passthrough: bool = False,
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
@@ -259,8 +260,10 @@ class ProcessManager:
         kernel writes one line saying so to the stderr it was given (a shell's "Killed").
         ``posix_x``: an unmodified Linux program's needs (``[posix_x]`` of its manifest:
         host /etc files, fork and exec policy, passthrough exports, its own uid).
-        ``account``: (user, unprivileged host uid) to run as (a login session's,
-        ``exo.kernel.sessions``); a process spawned by another runs as its parent's.
+        ``passthrough``: export its ``storage://`` grants in FUSE passthrough mode (as a
+        ``[posix_x]`` manifest may ask). ``account``: (user, unprivileged host uid) to
+        run as (a login session's, ``exo.kernel.sessions``); a process spawned by another
+        runs as its parent's.
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -353,7 +356,8 @@ class ProcessManager:
             channel = BootstrapChannel()
             spec = self._spec(pid, limits, {**(env or {}), **channel.child_env()},
                               cwd, None if owner is None else owner.cwd,
-                              passthrough=posix_x is not None and posix_x.passthrough)
+                              passthrough=passthrough or (posix_x is not None
+                                                          and posix_x.passthrough))
             spec = replace(spec, keep_fds=(*spec.keep_fds, *channel.child_fds(), *extra_fds))
             if owner is not None:
                 account = owner.account

@@ -15,13 +15,15 @@ if TYPE_CHECKING:
         SandboxedProcess,
         cleanup_all,
         default_boot_id,
+        favor_dynamic_moves,
         spawn,
         sweep_dead_boots,
     )
     from .spec import NetPolicy, SandboxSpec
 
 _LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
-                       "default_boot_id", "spawn", "sweep_dead_boots"})
+                       "default_boot_id", "favor_dynamic_moves", "spawn",
+                       "sweep_dead_boots"})
 _SPEC = frozenset({"NetPolicy", "SandboxSpec"})
 
 
@@ -49,6 +51,7 @@ __all__ = [
     "SandboxedProcess",
     "cleanup_all",
     "default_boot_id",
+    "favor_dynamic_moves",
     "probe",
     "spawn",
     "sweep_dead_boots",

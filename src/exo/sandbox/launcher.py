@@ -422,3 +422,8 @@ def sweep_dead_boots(own_boot_id: str) -> list[Path]:
     """Remove the cgroups left by kernels that died without shutting down (a later boot's
     housekeeping; see ``_cgroups.sweep_dead_boots``)."""
     return _cgroups.sweep_dead_boots(own_boot_id)
+
+
+def favor_dynamic_moves() -> str:
+    """Make cgroup moves cheap host-wide, once (see ``_cgroups.favor_dynamic_moves``)."""
+    return _cgroups.favor_dynamic_moves()

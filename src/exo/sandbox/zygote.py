@@ -360,7 +360,7 @@ class Zygote:
                 self.sock.close()
 
     def start(self, spec: SandboxSpec, argv: Sequence[str], plan: _bwrap.MountPlan,
-              mounts: list[tuple[str, str, bool]], *, name: str, boot_id: str,
+              mounts: list[tuple[str, str, bool, bool]], *, name: str, boot_id: str,
               stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
         from .launcher import _stage2_config, landlock_rules
 
@@ -391,13 +391,12 @@ class Zygote:
             bpf = os.memfd_create("exo-seccomp")
             mine.append(bpf)
             os.write(bpf, _seccomp.compiled_filter("none", errno.EPERM, spec.fork))
-            for dest, source, _ in mounts:
+            for _, source, _, _ in mounts:
                 mine.append(_open_tree(source))
-                del dest
             procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.entry_files]
             mine += procs
             req = {"id": rid, "procs": len(procs),
-                   "mounts": [[d, ro, os.path.isdir(s)] for d, s, ro in mounts],
+                   "mounts": [[d, ro, is_dir] for d, _, ro, is_dir in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
                    "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
                    "stage2": _bwrap.stage2_inside(),
@@ -521,8 +520,17 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             made.stop()
         if zygote is None:
             return None  # the kernel is shutting down: the launcher says so its own way
-    mounts = [(d, s, o == "--ro-bind") for o, s, d in grants]
-    mounts += [(d, s, False) for _, s, d in tty]  # last: the child makes /dev its own
+    # Whether each mount point is a directory, asked of the granted host path, never of an
+    # export (a stat there is a request to the kernel's own FUSE server: check_source).
+    tree = spec.tree
+
+    def is_dir(dest: str, source: str) -> bool:
+        if tree is not None and Path(dest) in spec.bind_sources:
+            return tree.joinpath(*Path(dest).parts[1:]).is_dir()
+        return os.path.isdir(dest if Path(dest) in spec.bind_sources else source)
+
+    mounts = [(d, s, o == "--ro-bind", is_dir(d, s)) for o, s, d in grants]
+    mounts += [(d, s, False, False) for _, s, d in tty]  # last: the child makes /dev its own
     return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
                         timeout=timeout)
 

@@ -668,9 +668,10 @@ class Shell:
         return ShellJob(self.kernel, proc)
 
     def start_process(self, argv: list[str], grants: list[Grant], ctx: CommandContext,
-                      env: dict[str, str]) -> ShellJob | None:
+                      env: dict[str, str], *, passthrough: bool = False) -> ShellJob | None:
         """Start ``argv`` through the kernel's API, holding ``grants`` — each checked
-        against the session's set first — in the shell's working directory."""
+        against the session's set first — in the shell's working directory
+        (``passthrough``: as ``KernelApi.start``'s)."""
         from exo.kernel.api import ProcessesUnavailable
 
         for grant in grants:
@@ -679,7 +680,7 @@ class Shell:
             # in the shell's working directory; `NAME=value program` sets env
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                                      cwd=self.cwd, env=env or None,
-                                     session=self.session.token)
+                                     session=self.session.token, passthrough=passthrough)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
