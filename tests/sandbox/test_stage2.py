@@ -1,8 +1,8 @@
 """exo-stage2, the compiled last step of a sandbox start, run directly (outside bubblewrap).
 
 The escape battery proves what it enforces inside real sandboxes; these tests pin down its
-contract with the launcher: the config records, what it reports on the status pipe, and
-what it leaves open for the target.
+contract with the launcher (and, as ``--spare``, with the zygote): the config records, what
+it reports on the status pipe, and what it leaves open for the target.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -126,3 +128,78 @@ def test_a_missing_helper_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(_bwrap, "__file__", str(tmp_path / "_bwrap.py"))
     with pytest.raises(SandboxUnavailable, match=r"stage-2 helper .* is not built: run `make"):
         _bwrap.stage2_path()
+
+
+# --spare: the per-session zygote's spare (exo.sandbox._zygote_main._spare_request). Run in
+# a mount namespace of its own (`unshare -m`): it remounts / read-only.
+_ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET|BPF_K: SECCOMP_RET_ALLOW
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a spare mounts: needs root")
+
+
+def _spare(records: list[str], fds: list[int]) -> tuple[int, str]:
+    """Start ``exo-stage2 --spare`` in a private mount namespace, hand it ``records`` and
+    ``fds`` over its socket: (exit status, its stdout)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                 str(_bwrap.stage2_path()), "--spare", str(theirs.fileno())],
+                                pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
+                                text=True)
+    finally:
+        theirs.close()
+    with ours:
+        socket.send_fds(ours, [b"".join(r.encode() + b"\0" for r in records)], fds)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, out
+
+
+@needs_root
+def test_a_spare_builds_the_command_and_goes_on_as_stage_2(tmp_path: Path) -> None:
+    status_r, status_w = os.pipe()
+    out_r, out_w = os.pipe()
+    script = "pwd; if touch /exo-spare-probe 2>/dev/null; then echo rw; else echo ro; fi"
+    config = _memfd("test-spare", _stage2_config(5, [], [], ["/bin/sh", "-c", script],
+                                                 {"PATH": "/usr/bin:/bin"}))
+    bpf = _memfd("test-spare-bpf", _ALLOW_ALL)
+    try:
+        status, _ = _spare(["status", "1", "seccomp", "3", "cwd", str(tmp_path),
+                            "fd", "1", "0", "fd", "5", "1", "fd", "6", "2", "config", "6"],
+                           [out_w, status_w, config, bpf])
+    finally:
+        for fd in (status_w, out_w, config, bpf):
+            os.close(fd)
+    with os.fdopen(status_r, "rb") as fh:
+        report = fh.read()
+    with os.fdopen(out_r) as fh:
+        out = fh.read()
+    assert status == 0 and report == b"R", report
+    assert out.split() == [str(tmp_path), "ro"]  # its cwd; / read-only
+    assert not Path("/exo-spare-probe").exists()
+
+
+@needs_root
+@pytest.mark.parametrize(("records", "error"), [
+    (["status", "0", "cwd", "/"], "seccomp expected"),
+    (["status", "0", "close", "7"], "close index 7 out of range"),
+    (["status", "0", "seccomp", "0", "mount", "relative", "0", "1", "0"],
+     "mount point relative is not absolute"),
+])
+def test_a_bad_spare_request_is_refused_before_anything_is_mounted(
+        records: list[str], error: str) -> None:
+    status_r, status_w = os.pipe()
+    try:
+        status, _ = _spare(records, [status_w])
+    finally:
+        os.close(status_w)
+    with os.fdopen(status_r, "rb") as fh:
+        report = fh.read()
+    assert status == 127 and report.startswith(b"E") and error.encode() in report, report
+
+
+def test_a_spare_the_zygote_gives_up_on_exits_quietly() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen([str(_bwrap.stage2_path()), "--spare", str(theirs.fileno())],
+                            pass_fds=(theirs.fileno(),))
+    theirs.close()
+    ours.close()
+    assert proc.wait(timeout=30) == 0

@@ -21,15 +21,17 @@ the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``REA
 once at start.
 
 A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
-``/tmp`` — these three ahead of time: the zygote keeps one child forked and so prepared
-(a *spare*), waiting on a socketpair of its own for the next request, which the zygote
-hands it as it came, and forks the next spare after answering — then a private
-``/dev/shm`` (on a terminal, a whole ``/dev`` of its own); each grant's
-detached mount moved to its Exo path (read-only where granted so); ``/`` read-only;
-``chdir``; its descriptors at their numbers; no_new_privs and the seccomp filter; exec of
-``exo-stage2``, which drops to the session's uid, applies Landlock, waits for "go" (the
-zygote writes it once the child is in its cgroup) and execs the command. Any failure is
-one line on the status pipe and exit 127.
+``/tmp`` and ``/dev/shm`` — ahead of time: the zygote keeps one child forked and so
+prepared (a *spare*), which then execs ``exo-stage2 --spare`` and waits on a socketpair
+of its own for the next request (the zygote hands it the kernel's descriptors and the
+request as records, ``_spare_request``; it forks the next spare after answering) — then
+each grant's detached mount moved to its Exo path (read-only where granted so); ``/``
+read-only; ``chdir``; its descriptors at their numbers; no_new_privs and the seccomp
+filter; then stage 2 proper, which drops to the session's uid, applies Landlock, waits
+for "go" (the zygote writes it once the child is in its cgroup) and execs the command.
+A command on a terminal (a whole ``/dev`` of its own), or one that finds no spare, gets
+a child forked at once that does the same in Python (``_child``) and execs
+``exo-stage2``. Any failure is one line on the status pipe and exit 127.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 #: under /tmp or /dev/shm (a checkout in /tmp): kept visible over a command's private
 #: /tmp and /dev/shm (argv[2] of the zygote: JSON list, from the kernel).
 _KEEP: list[str] = []
+#: exo-stage2, beside this file (the kernel runs both from RUNTIME_SRC).
+_STAGE2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exo-stage2")
 
 
 def _check(rc: int, what: str) -> None:
@@ -166,6 +170,8 @@ class _Request:
         self.procs = int(req["procs"])  # cgroup.procs files, after the mounts
         if not 0 <= self.procs <= 8:
             raise ValueError("malformed request")
+        if any("\0" in text for text in (self.cwd, *(d for d, _, _ in self.mounts))):
+            raise ValueError("malformed request")
         if not all(d.startswith("/") for d, _, _ in self.mounts) or \
                 min([self.status_fd, self.config_fd, self.await_fd, *self.keep]) < 3 or \
                 len({self.status_fd, self.config_fd, self.await_fd, *self.keep}) != \
@@ -220,31 +226,49 @@ def _prepare() -> None:
 
 
 def _spare(conn: socket.socket) -> None:
-    """A child forked ahead of its command: prepared, it waits on its own socket for the
-    request the zygote hands it (the same datagram and descriptors the kernel sent),
-    then goes on as :func:`_child`. Nothing reaches it but the zygote's hand-over; the
-    zygote ending (or giving up on it) closes ``conn`` and the spare exits."""
+    """A child forked ahead of its command: prepared (a private ``/dev/shm`` too), it
+    execs ``exo-stage2 --spare``, which waits on ``conn`` for the records
+    :func:`_spare_request` makes of the request and the descriptors the kernel sent, and
+    does in C what :func:`_child` does (so a command's start pays neither this Python
+    process's copy-on-write faults nor its exec's teardown). Nothing reaches it but the
+    zygote's hand-over; the zygote ending (or giving up on it) closes ``conn`` and the
+    spare exits."""
     try:
         _prepare()
-        msg, fds, _, _ = socket.recv_fds(conn, _MAX_REQUEST, _MAX_FDS)
+        _private_tmpfs("/dev/shm")
+        os.set_inheritable(conn.fileno(), True)
+        os.execv(_STAGE2, [_STAGE2, "--spare", str(conn.fileno())])
     except BaseException:
-        os._exit(127)
-    conn.close()
-    if not msg:
-        os._exit(0)
-    try:
-        req = _Request(msg)
-    except BaseException:
-        os._exit(127)
-    _child(req, fds, prepared=True)
+        pass
+    os._exit(127)
 
 
-def _child(req: _Request, fds: list[int], *, prepared: bool = False) -> None:
-    """Everything between fork and exec of stage 2 (see the module docstring)."""
+def _spare_request(req: _Request, fds: list[int]) -> bytes:
+    """The records ``exo-stage2 --spare`` reads (its header comment): indices into
+    ``fds``, the descriptors as the kernel sent them (module docstring)."""
+    first_mount, procs_at = _FIXED + len(req.keep), len(fds) - req.procs
+    records = ["status", "4"]
+    for i in (7, *range(procs_at, len(fds))):  # the zygote's "go" end, cgroup.procs
+        records += ["close", str(i)]
+    records += ["seccomp", "6"]
+    for n, (dest, ro, is_dir) in enumerate(req.mounts):
+        records += ["mount", dest, str(int(ro)), str(int(is_dir)), str(first_mount + n)]
+    records += ["cwd", req.cwd]
+    targets = {0: 0, 1: 1, 2: 2, req.status_fd: 4, req.config_fd: 5, req.await_fd: 3}
+    for i, number in enumerate(req.keep):
+        targets[number] = _FIXED + i
+    for number, index in targets.items():
+        records += ["fd", str(number), str(index)]
+    records += ["config", str(req.config_fd)]
+    return b"".join(r.encode() + b"\0" for r in records)
+
+
+def _child(req: _Request, fds: list[int]) -> None:
+    """Everything between fork and exec of stage 2 for a command no spare takes (one on a
+    terminal, or when the spare ended): see the module docstring."""
     status = fds[4]
     try:
-        if not prepared:
-            _prepare()
+        _prepare()
         os.close(fds[7])  # the zygote's "go" end
         mount_fds = fds[_FIXED + len(req.keep):len(fds) - req.procs]
         mounts = list(zip(req.mounts, mount_fds, strict=True))
@@ -314,14 +338,14 @@ class _Spares:
         theirs.close()
         self.pid, self.conn = pid, mine
 
-    def take(self, msg: bytes, fds: list[int]) -> int:
+    def take(self, req: _Request, fds: list[int]) -> int:
         """Hand a request to the spare; its pid, or 0 when there is none (it ended)."""
         conn, pid = self.conn, self.pid
         self.conn, self.pid = None, 0
         if conn is None:
             return 0
         try:
-            socket.send_fds(conn, [msg], fds)
+            socket.send_fds(conn, [_spare_request(req, fds)], fds)
         except OSError:
             return 0
         finally:
@@ -378,7 +402,8 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int,
         rid = req.id
         if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
             raise ValueError("descriptor count does not match the request")
-        pid = spares.take(msg, fds) if spares is not None else 0
+        # A command on a terminal gets a /dev of its own: a child forked here builds it.
+        pid = spares.take(req, fds) if spares is not None and not req.tty else 0
         if pid == 0:
             pid = os.fork()
             if pid == 0:
