@@ -29,6 +29,15 @@ Each case also runs in a second Exo shell booted with ``EXO_ZYGOTE=0``
 fork of the session's zygote (docs/sandbox.md, "The zygote"), the before and after in
 one run.
 
+``cpu_ms_per_command`` (each case, each shell): the CPU a command cost, from the
+processes' own accounting (psutil), split into the shell's own process (``own``: for
+Exo the kernel, which runs the shell) and everything below it (``below``: for Exo the
+zygote, its spares, the sandboxes and the commands; for bash its programs), for ``exo``
+and ``bash`` (without the zygote, bubblewrap's monitor may end before its init reaped
+the command, whose CPU then reaches no process's children's times). The resolution is
+the kernel's clock tick (10 ms) summed over the runs. On two CPUs a pipeline whose
+parts need more CPU than its wall time allows is CPU-bound.
+
 ``spawn_breakdown`` (same run, in this process, interleaved): where a sandboxed
 program's start goes, layer by layer, each the median of ``/bin/true`` started
 ``runs`` times: ``fork_exec`` (subprocess, no sandbox: the floor), ``sh_trampoline``
@@ -47,6 +56,7 @@ Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -97,6 +107,22 @@ class Interpreter:
                 raise RuntimeError(f"the shell ended during {line!r}")
             seen = seen[-64:] + chunk
         return (time.perf_counter() - t0) * 1000
+
+    def cpu_ms(self) -> tuple[float, float]:
+        """CPU used so far (ms): by the shell's own process (the Exo kernel runs its shell
+        in-process), and by everything below it — the live descendants' own and reaped
+        children's times, plus the children this process reaped (the zygote reaps its
+        commands, bubblewrap its sandbox)."""
+        import psutil
+
+        me = psutil.Process(self.proc.pid)
+        t = me.cpu_times()
+        below = t.children_user + t.children_system
+        for child in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                below += c.user + c.system + c.children_user + c.children_system
+        return (t.user + t.system) * 1000, below * 1000
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -214,6 +240,22 @@ def main() -> None:
     shells = {"exo": exo, "exo_no_zygote": full}
     samples: dict[str, dict[str, list[float]]] = {
         c: {"exo": [], "exo_no_zygote": [], "bash": []} for c in CASES}
+    # CPU per command, summed over the runs: [own, below] (Interpreter.cpu_ms)
+    # (not for exo_no_zygote: there bubblewrap's monitor may end before its init has
+    # reaped the command, whose CPU then reaches no process's children's times)
+    cpu: dict[str, dict[str, list[float]]] = {
+        c: {"exo": [0.0, 0.0], "bash": [0.0, 0.0]} for c in CASES}
+
+    def timed(sh: Interpreter, line: str, case: str, name: str) -> None:
+        if name not in cpu[case]:
+            samples[case][name].append(sh.time(line))
+            return
+        before = sh.cpu_ms()
+        samples[case][name].append(sh.time(line))
+        after = sh.cpu_ms()
+        for i in (0, 1):
+            cpu[case][name][i] += after[i] - before[i]
+
     try:
         for sh in shells.values():
             sh.time("cd /home/root")
@@ -225,8 +267,8 @@ def main() -> None:
         for _ in range(runs):
             for case, line in CASES.items():
                 for name, sh in shells.items():
-                    samples[case][name].append(sh.time(line))
-                samples[case]["bash"].append(bash.time(peer.get(case, line)))
+                    timed(sh, line, case, name)
+                timed(bash, peer.get(case, line), case, "bash")
     finally:
         for sh in shells.values():
             sh.close()
@@ -243,6 +285,9 @@ def main() -> None:
                          "bash_median_ms": round(bash_ms, 2),
                          "ratio": round(exo_ms / bash_ms, 2),
                          "ratio_no_zygote": round(full_ms / bash_ms, 2),
+                         "cpu_ms_per_command": {
+                             name: {"own": round(own / runs, 2), "below": round(below / runs, 2)}
+                             for name, (own, below) in cpu[case].items()},
                          "samples_ms": by_shell}
     breakdown = spawn_breakdown(runs)
     targets = {
@@ -260,6 +305,9 @@ def main() -> None:
         print(f"{case:<16} exo {r['exo_median_ms']:8.2f} ms   without zygote "
               f"{r['exo_no_zygote_median_ms']:8.2f} ms   bash {r['bash_median_ms']:8.2f} ms"
               f"   ×{r['ratio']} (×{r['ratio_no_zygote']} without)")
+        c = r["cpu_ms_per_command"]
+        print(f"{'':<16} CPU ms per command (own + below): exo {c['exo']['own']} + "
+              f"{c['exo']['below']}, bash {c['bash']['own']} + {c['bash']['below']}")
     print("spawn breakdown (ms):", ", ".join(f"{k} {v}" for k, v in breakdown.items()))
     print("targets:", ", ".join(f"{k} {'✔' if v else '✘'}" for k, v in targets.items()))
 
