@@ -3,8 +3,11 @@ never a live kernel's (its groups name its own pid) nor a group with a process i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+
+import pytest
 
 from exo.sandbox._cgroups import CgroupSet, leftover_groups, sweep_dead_boots
 
@@ -34,3 +37,33 @@ def test_only_dead_kernels_idle_groups_are_swept() -> None:
         sleeper.wait()
         for group in (live, busy, dead, dead_zygote):
             group.remove()
+
+
+def test_a_dead_kernels_cpu_boot_group_is_swept_a_live_ones_is_not() -> None:
+    """v1: processes without a CPU limit join their boot's cpu group, which so has no
+    group of its own to name a kernel pid; it goes when empty and no other hierarchy has
+    a directory of its boot (a live kernel's processes always have one there)."""
+    from exo.sandbox._cgroups import _cpu_only, hierarchies
+
+    found = hierarchies()
+    cpu = [h for h in found if h.version == 1 and _cpu_only(h.controllers)]
+    if not cpu:
+        pytest.skip("no v1 cpu hierarchy of its own here")
+    others = [h for h in found if h not in cpu]
+    dead, live, busy = (cpu[0].base / f"exo-sweep-cpu-{n}" for n in ("dead", "live", "busy"))
+    beside = others[0].base / live.name
+    sleeper = subprocess.Popen(["sleep", "60"])
+    made = [dead, live, busy, beside]
+    try:
+        for d in made:
+            d.mkdir()
+        (busy / "cgroup.procs").write_text(str(sleeper.pid))
+        removed = sweep_dead_boots("sweep-own")
+        assert dead in removed and not dead.exists()
+        assert live.exists() and busy.exists()  # a live boot's; a process in it
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()

@@ -263,10 +263,17 @@ class CgroupSet:
         boot = boot_dirname(boot_id)
         dirs: list[Path] = []
         group = cls(version, dirs)
+
+        def joins(h: Hierarchy) -> bool:
+            return version == 1 and cpu_max is None and _cpu_only(h.controllers)
+
         try:
-            for h in hs:
+            # The groups of its own first, the boot's cpu group it joins last: a boot's cpu
+            # group never exists without a group of that boot beside it in another
+            # hierarchy, except while its last process goes (sweep_dead_boots relies on it).
+            for h in sorted(hs, key=joins):
                 top = h.base / boot
-                if version == 1 and cpu_max is None and _cpu_only(h.controllers):
+                if joins(h):
                     _join_top(top)
                     group.joined.append(top)
                     continue
@@ -642,11 +649,16 @@ def sweep_dead_boots(own_boot_id: str) -> list[Path]:
     longer exists and no process is left anywhere in its subtree; a live kernel's groups
     name its own pid, so they are never touched (a reused pid only keeps a dead boot's
     groups a little longer). Empty boot directories with no group are left alone: nothing
-    tells a live kernel's from a dead one's. Returns the group directories removed.
+    tells a live kernel's from a dead one's — except a v1 ``cpu`` boot group (processes
+    without a CPU limit join it, so it has no group of its own inside): it is swept when it
+    is empty and no other hierarchy has a directory of that boot, which a live kernel's
+    always has while it runs a process (``CgroupSet.create`` makes those first). Returns
+    the group directories removed.
     """
     removed: list[Path] = []
     own = boot_dirname(own_boot_id)
-    for h in hierarchies():
+    found = hierarchies()
+    for h in found:
         try:
             boots = [d for d in h.base.iterdir() if d.name.startswith("exo-") and d.name != own]
         except OSError:
@@ -662,6 +674,27 @@ def sweep_dead_boots(own_boot_id: str) -> list[Path]:
                     _remove_tree(leaf, 1.0)
                     removed.append(leaf)
                 top.rmdir()
+    removed += _sweep_cpu_tops(found, own)
+    return removed
+
+
+def _sweep_cpu_tops(found: list[Hierarchy], own: str) -> list[Path]:
+    """The empty v1 cpu boot groups no other hierarchy has a directory of (see above)."""
+    cpu = [h for h in found if h.version == 1 and _cpu_only(h.controllers)]
+    others = [h for h in found if h not in cpu]
+    removed: list[Path] = []
+    for h in cpu:
+        with contextlib.suppress(OSError):
+            for top in h.base.iterdir():
+                if not top.name.startswith("exo-") or top.name == own:
+                    continue
+                if any((o.base / top.name).exists() for o in others):
+                    continue
+                if any(p.is_dir() for p in top.iterdir()) or _members(top):
+                    continue
+                with contextlib.suppress(OSError):  # busy: a process joined meanwhile
+                    top.rmdir()
+                    removed.append(top)
     return removed
 
 
