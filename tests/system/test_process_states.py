@@ -77,6 +77,34 @@ def test_attached_run_answers_ctrl_c_with_130(exo_cmd: list[str], exo_env: dict[
         _stop(kernel)
 
 
+def _boot_groups() -> set[Path]:
+    """The boot groups (``exo-BOOT``) in this process's cgroup hierarchies."""
+    from exo.sandbox._cgroups import hierarchies
+
+    return {d for h in hierarchies() for d in h.base.glob("exo-*")}
+
+
+def test_a_one_command_kernel_shuts_down_cleanly_on_sigterm_and_ignored_sigint(
+        exo_cmd: list[str], exo_env: dict[str, str]) -> None:
+    """``exo run`` with no kernel on the root boots one for the command: SIGTERM stops it
+    with 143, and Ctrl-C with 130 even when it started with SIGINT ignored (a background
+    job, as a benchmark's): in both, the one-command kernel shuts down cleanly and leaves
+    no cgroup behind (a kernel killed instead leaves them to the next boot's sweep)."""
+    before = _boot_groups()
+    for sig, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        run = subprocess.Popen([*exo_cmd, "run", "--", "/bin/sleep", "60"], env=exo_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        # started: the one-command kernel made its boot's groups
+        _wait_for(lambda: _boot_groups() - before)
+        time.sleep(0.5)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=30)
+        assert run.returncode == status, err
+        assert "Traceback" not in err, err
+        _wait_for(lambda: not _boot_groups() - before, 10)
+
+
 def test_ps_states_stopped_and_running(kernel: Kernel) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     try:

@@ -11,12 +11,12 @@ import os
 import signal
 import sys
 import threading
-from types import FrameType
 
 from exo.kernel.bootlog import process_age_ms
 from exo.kernel.config import KernelConfig
 from exo.kernel.control import running_kernel
 from exo.kernel.kernel import Kernel
+from exo.kernel.sigterm import Terminated, raise_terminated
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwind through every ``finally`` and shut down cleanly."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
-
-
 def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = False) -> int:
     config = KernelConfig.load(root)
     holder = running_kernel(config.root)
@@ -59,7 +51,7 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
                          f"{config.root}; stop it with `exo shutdown` first\n")
         return 1
     kernel = Kernel(config)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if json_boot:
             report = kernel.boot(log=None)
@@ -101,7 +93,7 @@ def boot_and_run(root: str | None, *, quiet: bool = False, json_boot: bool = Fal
             return run_script(shell, stdin_lines(), after_first=start)
         finally:
             idle.cancel()
-    except _Terminated:
+    except Terminated:
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # no second unwind mid-shutdown

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import tomllib
 from pathlib import Path
 
 from exo.kernel.api import exit_code
 from exo.kernel.manifest import ManifestError, load_manifest, parse_grant
+from exo.kernel.sigterm import Terminated, raise_terminated
 
 
 def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
@@ -23,7 +25,13 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
     ``posix_x``: an unmodified Linux program (``posix-x run``): the manifest's ``[posix_x]``
     table applies, its defaults when the manifest has none. ``ephemeral``: on a kernel
     booted here even when one runs on ``root`` (``posix-x profile`` traces this process
-    and its descendants)."""
+    and its descendants).
+
+    Ctrl-C (SIGINT, even when this process started with it ignored, as a background job
+    does) stops the process: 130; SIGTERM too: 143, after the ephemeral kernel's clean
+    shutdown (a kernel killed instead leaves its cgroups to the next boot's sweep)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, raise_terminated)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
@@ -56,6 +64,8 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
             # Ctrl-C: the connection is closed on the way out, and a kernel whose caller
             # hangs up kills the process at once; a shell's status, as when ephemeral.
             return 130
+        except Terminated:
+            return 128 + signal.SIGTERM
         return exit_code(int(result["status"]))  # already mapped by a current kernel
 
     from exo.kernel.config import KernelConfig
@@ -68,5 +78,8 @@ def run_command(argv: list[str], caps: list[str], manifest_path: str | None,
             return kernel.api.run(argv, grants, manifest=manifest, grace=0, cwd=cwd)
         except KeyboardInterrupt:  # the process is killed already
             return 130
+        except Terminated:  # the shutdown below stops it
+            return 128 + signal.SIGTERM
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # no second unwind mid-shutdown
         kernel.shutdown()
