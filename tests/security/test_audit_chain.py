@@ -143,3 +143,39 @@ def test_the_kernel_anchors_the_head_in_the_tpm(swtpm_root: Path,
         "".join(json.dumps(a) + "\n" for a in forged))
     bad = _verify(swtpm_root)
     assert bad.returncode != 0 and "does not replay to PCR 16" in bad.stderr
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hardlink", "dir-symlink"])
+def test_a_link_planted_at_the_anchors_log_is_never_written_through(
+        tmp_path: Path, plant: str) -> None:
+    """An app granted ``var/log`` plants a link where the kernel (root) keeps its TPM
+    anchors: the kernel refuses to rotate or write there, and the host file is intact."""
+    root = tmp_path / "root"
+    logs = root / "var" / "log"
+    host = tmp_path / "host-file"
+    host.write_text("precious\n")
+    if plant == "dir-symlink":
+        (root / "var").mkdir(parents=True)
+        os.symlink(tmp_path, logs)
+        host = tmp_path / "audit-anchors.jsonl"
+        host.write_text("precious\n")
+    else:
+        logs.mkdir(parents=True)
+        target = logs / "audit-anchors.jsonl"
+        if plant == "symlink":
+            os.symlink(host, target)
+        else:
+            os.link(host, target)
+    with pytest.raises(OSError):
+        auditchain._rotate_anchors(root)
+    assert host.read_text() == "precious\n"
+    assert not (tmp_path / "audit-anchors.jsonl.prev").exists()
+
+
+def test_anchors_rotate_to_prev_and_start_empty(tmp_path: Path) -> None:
+    logs = tmp_path / "var" / "log"
+    logs.mkdir(parents=True)
+    (logs / "audit-anchors.jsonl").write_text('{"n": 1}\n')
+    auditchain._rotate_anchors(tmp_path)
+    assert (logs / "audit-anchors.jsonl").read_text() == ""
+    assert auditchain.read_anchors(tmp_path, previous=True) == [{"n": 1}]

@@ -188,8 +188,32 @@ def sign_head(root: str | os.PathLike[str], key: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ TPM anchors
 
 
+#: The anchors' log, relative to the Exo tree.
+ANCHORS = "var/log/audit-anchors.jsonl"
+
+
 def anchors_path(root: str | os.PathLike[str]) -> Path:
-    return Path(root) / "var" / "log" / "audit-anchors.jsonl"
+    return Path(root) / ANCHORS
+
+
+def _rotate_anchors(root: str | os.PathLike[str]) -> None:
+    """The boot before's anchors to ``.prev`` (still checked), and an empty file for this
+    boot's — beneath the tree, through no link an app granted ``var/log`` planted there:
+    the kernel runs as root (``exo.kernel.beneath``)."""
+    from exo.kernel import beneath
+
+    os.close(beneath.open_log(root, ANCHORS))  # makes var/log; refuses a link, a FIFO
+    top = beneath.open_root(root)
+    try:
+        logs = beneath.openat2(top, os.path.dirname(ANCHORS), os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(top)
+    try:
+        name = os.path.basename(ANCHORS)
+        os.replace(name, name + ".prev", src_dir_fd=logs, dst_dir_fd=logs)
+    finally:
+        os.close(logs)
+    os.close(beneath.open_log(root, ANCHORS, truncate=True))
 
 
 def read_anchors(root: str | os.PathLike[str], *, previous: bool = False
@@ -323,11 +347,7 @@ class Anchors:
         if reset:  # else the caller reset it (tpm.measure's also_reset)
             with tpm.RawTpm(location) as raw:
                 raw.pcr_reset(ANCHOR_PCR)
-        path = anchors_path(root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):  # the boot before's, still checked
-            os.replace(path, path.with_name(path.name + ".prev"))
-        path.write_text("")
+        _rotate_anchors(root)
         from exo.sched.services import Periodic
 
         # an Exo task on the kernel's scheduler thread (its own thread outside a kernel):
@@ -363,7 +383,9 @@ class Anchors:
             with tpm.RawTpm(self.location) as raw:
                 raw.pcr_extend(ANCHOR_PCR, bytes.fromhex(head))
             self._count += 1
-            with open(anchors_path(self.root), "a") as f:
+            from exo.kernel import beneath
+
+            with os.fdopen(beneath.open_log(self.root, ANCHORS), "a") as f:
                 f.write(json.dumps(anchor, separators=(",", ":")) + "\n")
                 f.flush()
                 os.fsync(f.fileno())

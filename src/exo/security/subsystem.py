@@ -83,13 +83,17 @@ class Security(Subsystem):
         detail = (f"{self.location.describe()}: {count} components measured into "
                   f"PCR {tpm.PCR} = {self.pcr_value.hex()[:16]}…, event log {log}")
         if audit is not None and anchoring:
-            from exo.security.auditchain import ANCHOR_PCR, Anchors
+            from exo.security.auditchain import ANCHOR_PCR, ANCHORS, Anchors
 
             interval = float(os.environ.get("EXO_AUDIT_ANCHOR_S", "60"))
-            self.anchors = Anchors(self.core.root, self.location, audit.chain_head,
-                                   interval=interval, boot_id=self.core.boot_id,
-                                   reset=False)
-            detail += f"; audit head anchored in PCR {ANCHOR_PCR} every {interval:g} s"
+            try:
+                self.anchors = Anchors(self.core.root, self.location, audit.chain_head,
+                                       interval=interval, boot_id=self.core.boot_id,
+                                       reset=False)
+            except OSError as exc:  # a link planted at its log, say: never followed
+                detail += f"; audit head NOT anchored (/{ANCHORS}: {exc.strerror or exc})"
+            else:
+                detail += f"; audit head anchored in PCR {ANCHOR_PCR} every {interval:g} s"
         return detail
 
     def stop(self) -> None:
