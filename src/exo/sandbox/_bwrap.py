@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import re
 import stat
 import sys
 from pathlib import Path
 
 import exo
 
+from ._mountinfo import mounts
 from .errors import SandboxError, SandboxUnavailable
 from .namespace import (
     DEVICES,
@@ -142,10 +142,6 @@ def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
 KERNEL_FUSE_SOURCES = ("exo-dirs", "exo-files")
 
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
-
-
 def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path:
     """A bind source must be an export directly below one of the kernel's FUSE mounts:
     ``<mount point>/<token>``, the mount point reached with no link on the way (the same
@@ -163,14 +159,9 @@ def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path
         raise SandboxError(f"bind source for {name!r} is not an export of the kernel's file "
                            "server")
     point = Path(os.path.realpath(point.parent)) / point.name  # the mount point: not entered
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            sep = fields.index("-")
-            mounted, fstype, origin = _unescape(fields[4]), fields[sep + 1], fields[sep + 2]
-            if (mounted == str(point) and fstype == "fuse"
-                    and origin in KERNEL_FUSE_SOURCES):
-                return point / token
+    for _, mounted, fstype, origin, _ in mounts():
+        if mounted == str(point) and fstype == "fuse" and origin in KERNEL_FUSE_SOURCES:
+            return point / token
     # The source's host path is not named: it lies in the Exo tree's host directory.
     raise SandboxError(f"bind source for {name!r} is not an export of the kernel's file "
                        "server")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from exo._value import Value
 
+from ._mountinfo import mounts
 from .errors import SandboxError, SandboxUnavailable
 
 CONTROLLERS = ("memory", "pids", "cpu")
@@ -62,10 +63,6 @@ class Hierarchy(Value):
 
     def __repr__(self) -> str:
         return f"Hierarchy(v{self.version}, {self.mountpoint}, base={self.base})"
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 #: How long a scan of the mounted hierarchies is reused. Every spawn asks twice (the
@@ -99,38 +96,32 @@ def _scan_hierarchies() -> list[Hierarchy]:
     found: list[Hierarchy] = []
     seen: set[str] = set()
     known: frozenset[str] | None = None
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            fstype, superopts = fields[sep + 1], fields[sep + 3]
-            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
-            if fstype == "cgroup2":
-                key, version = "", 2
-                path = Path(mountpoint) / "cgroup.controllers"
-                try:
-                    controllers = frozenset(path.read_text().split())
-                except OSError:
-                    continue
-            elif fstype == "cgroup":
-                opts = superopts.split(",")
-                known = _known_v1() if known is None else known
-                names = [o for o in opts if o in known or o.startswith("name=")]
-                key, version = ",".join(names), 1
-                controllers = frozenset(o for o in names if not o.startswith("name="))
-                if key not in own:  # order in /proc/self/cgroup may differ from superopts
-                    key = next((k for k in own if set(k.split(",")) == set(names)), key)
-            else:
+    for root, mountpoint, fstype, _, superopts in mounts():
+        if fstype == "cgroup2":
+            key, version = "", 2
+            path = Path(mountpoint) / "cgroup.controllers"
+            try:
+                controllers = frozenset(path.read_text().split())
+            except OSError:
                 continue
-            if key not in own or key in seen:
-                continue
-            rel = own[key]
-            if rel != root and not rel.startswith(root.rstrip("/") + "/"):
-                continue  # our group is outside what this mount shows
-            seen.add(key)
-            rel = rel[len(root.rstrip("/")):].lstrip("/")
-            found.append(Hierarchy(version, Path(mountpoint), controllers,
-                                   Path(mountpoint) / rel))
+        elif fstype == "cgroup":
+            known = _known_v1() if known is None else known
+            names = [o for o in superopts if o in known or o.startswith("name=")]
+            key, version = ",".join(names), 1
+            controllers = frozenset(o for o in names if not o.startswith("name="))
+            if key not in own:  # order in /proc/self/cgroup may differ from superopts
+                key = next((k for k in own if set(k.split(",")) == set(names)), key)
+        else:
+            continue
+        if key not in own or key in seen:
+            continue
+        rel = own[key]
+        if rel != root and not rel.startswith(root.rstrip("/") + "/"):
+            continue  # our group is outside what this mount shows
+        seen.add(key)
+        rel = rel[len(root.rstrip("/")):].lstrip("/")
+        found.append(Hierarchy(version, Path(mountpoint), controllers,
+                               Path(mountpoint) / rel))
     return found
 
 
@@ -199,15 +190,11 @@ def favor_dynamic_moves() -> str:
     if os.environ.get(FAVOR_ENV, "") == "0":
         return f"left as they are ({FAVOR_ENV}=0): a process's first move costs a grace period"
     target: tuple[str, list[str]] | None = None
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            fstype, superopts = fields[sep + 1], fields[sep + 3].split(",")
-            if fstype == "cgroup2" or (fstype == "cgroup" and target is None):
-                target = (_unescape(fields[4]), superopts)
-                if fstype == "cgroup2":
-                    break
+    for _, point, fstype, _, superopts in mounts():
+        if fstype == "cgroup2" or (fstype == "cgroup" and target is None):
+            target = (point, superopts)
+            if fstype == "cgroup2":
+                break
     if target is None:
         return "no cgroup hierarchy mounted"
     mountpoint, superopts = target

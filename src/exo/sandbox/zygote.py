@@ -522,12 +522,11 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             return None  # the kernel is shutting down: the launcher says so its own way
     # Whether each mount point is a directory, asked of the granted host path, never of an
     # export (a stat there is a request to the kernel's own FUSE server: check_source).
-    tree = spec.tree
-
     def is_dir(dest: str, source: str) -> bool:
-        if tree is not None and Path(dest) in spec.bind_sources:
-            return tree.joinpath(*Path(dest).parts[1:]).is_dir()
-        return os.path.isdir(dest if Path(dest) in spec.bind_sources else source)
+        if Path(dest) not in spec.bind_sources:
+            return os.path.isdir(source)
+        tree = spec.tree  # a granted Exo path's host path (as plan_mounts spells it)
+        return (tree.joinpath(*Path(dest).parts[1:]) if tree is not None else Path(dest)).is_dir()
 
     mounts = [(d, s, o == "--ro-bind", is_dir(d, s)) for o, s, d in grants]
     mounts += [(d, s, False, False) for _, s, d in tty]  # last: the child makes /dev its own

@@ -27,7 +27,6 @@ import contextlib
 import errno
 import itertools
 import os
-import re
 import stat
 import threading
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from exo.kernel.caps import Rights
+from exo.sandbox._mountinfo import mounts
 
 from . import _getdents
 from . import _passthrough as _pt
@@ -66,18 +66,14 @@ def cleanup_stale(run_dir: Path) -> list[str]:
     """
     base = os.path.realpath(run_dir)
     found: list[str] = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-            fstype = fields[fields.index("-") + 1]
-            if (fstype == "fuse" and os.path.dirname(point) == base
-                    and os.path.basename(point).startswith(_MOUNT_PREFIXES)):
-                try:
-                    os.stat(point)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-                        found.append(point)
+    for _, point, fstype, _, _ in mounts():
+        if (fstype == "fuse" and os.path.dirname(point) == base
+                and os.path.basename(point).startswith(_MOUNT_PREFIXES)):
+            try:
+                os.stat(point)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                    found.append(point)
     for point in found:
         with contextlib.suppress(OSError):
             P.umount_detach(point)
