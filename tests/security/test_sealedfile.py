@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_tampering_is_detected(tmp_path: Path, tamper: str) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
 
 
-def _seal_bytes(data: bytes, header: bytes, overlap: bool) -> bytes:
+def _reader(data: bytes) -> Callable[[memoryview], int]:
+    """A ``read_into`` over ``data``: fills the view it is given, 0 at the end."""
     pos = 0
 
     def read_into(view: memoryview) -> int:
@@ -70,8 +72,13 @@ def _seal_bytes(data: bytes, header: bytes, overlap: bool) -> bytes:
         pos += n
         return n
 
+    return read_into
+
+
+def _seal_bytes(data: bytes, header: bytes, overlap: bool) -> bytes:
     out = bytearray()
-    assert sf.seal_stream(KEY, header, read_into, out.extend, overlap=overlap) == len(data)
+    assert sf.seal_stream(KEY, header, _reader(data), out.extend,
+                          overlap=overlap) == len(data)
     return bytes(out)
 
 
@@ -82,17 +89,8 @@ def test_overlapped_writes_give_the_same_bytes(size: int) -> None:
     data, header = os.urandom(size), sf.new_header(3)
     sealed = _seal_bytes(data, header, overlap=True)
     assert sealed == _seal_bytes(data, header, overlap=False)
-    pos = 0
-
-    def read_into(view: memoryview) -> int:
-        nonlocal pos
-        n = min(len(view), len(sealed) - pos)
-        view[:n] = sealed[pos:pos + n]
-        pos += n
-        return n
-
     out = bytearray()
-    assert sf.open_stream(KEY, read_into, out.extend, len(sealed)) == size
+    assert sf.open_stream(KEY, _reader(sealed), out.extend, len(sealed)) == size
     assert bytes(out) == data
 
 

@@ -393,18 +393,24 @@ def test_connections_of_an_app_that_dies_holding_them_are_released(kernel: Kerne
 
 
 
-CHILD = """
+def _hoarder(call: str, tries: int) -> str:
+    """A child that makes ``call`` up to ``tries`` times and prints what refused it (and
+    whether the refusal counted its ancestors) and how many it got."""
+    return f"""
 from exo_std._kernel import call
 held = 0
-for _ in range(4):
+for _ in range({tries}):
     try:
-        call("agent_connect", name="ai-res")
+        {call}
         held += 1
     except Exception as exc:
         print(type(exc).__name__, "with its descendants" in str(exc), flush=True)
         break
 print("child", held, flush=True)
 """
+
+
+CHILD = _hoarder('call("agent_connect", name="ai-res")', 4)
 
 
 def test_an_app_cannot_fill_an_agent_with_its_children(kernel: Kernel) -> None:
@@ -426,18 +432,7 @@ def test_an_app_cannot_fill_an_agent_with_its_children(kernel: Kernel) -> None:
     assert out == ["NotFound True", "child 2", "exit 0"] * 3, (out, err)
 
 
-SERVICE_CHILD = """
-from exo_std._kernel import call
-held = 0
-for _ in range(16):
-    try:
-        call("open_service", name="ipc://echo")
-        held += 1
-    except Exception as exc:
-        print(type(exc).__name__, "with its descendants" in str(exc), flush=True)
-        break
-print("child", held, flush=True)
-"""
+SERVICE_CHILD = _hoarder('call("open_service", name="ipc://echo")', 16)
 
 
 def test_an_app_cannot_multiply_its_module_channels_with_children(
