@@ -27,6 +27,8 @@ import fcntl
 import os
 import stat
 
+from exo.kernel.rotating import own_plain_file
+
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
@@ -149,10 +151,7 @@ def open_log(root: str | os.PathLike[str], relative: str, *, truncate: bool = Fa
     finally:
         os.close(here)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise OSError(errno.EACCES, f"{relative}: not a plain file of its own (a "
-                          "link planted there?): Exo does not write to it")
+        own_plain_file(fd, relative)
         if truncate:
             os.ftruncate(fd, 0)
     except BaseException:

@@ -13,6 +13,16 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 
+def own_plain_file(fd: int, name: str) -> os.stat_result:
+    """``fd``'s status, if it is a regular file with one link; else ``EACCES``: a link or
+    FIFO an app planted where the kernel (root) writes a log (``beneath.open_log`` too)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        raise OSError(errno.EACCES, f"{name}: not a plain file of its own (a link planted "
+                      "there?): Exo does not write to it")
+    return st
+
+
 class RotatingFile:
     """A log file rotated by size: ``path`` -> ``.1`` ... ``.keep`` (dropped).
 
@@ -38,10 +48,7 @@ class RotatingFile:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o600)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise OSError(errno.EACCES, f"{self.path}: not a plain file of its own (a "
-                              "link planted there?): the kernel does not write to it")
+            st = own_plain_file(fd, str(self.path))
         except BaseException:
             os.close(fd)
             raise
