@@ -203,3 +203,26 @@ def test_a_spare_the_zygote_gives_up_on_exits_quietly() -> None:
     theirs.close()
     ours.close()
     assert proc.wait(timeout=30) == 0
+
+
+@needs_root
+def test_a_spares_late_error_reaches_the_status_pipe_whatever_moved_over_it() -> None:
+    """The descriptors a spare puts in place may land on the number its status pipe came
+    in at: an error after that (here: a seccomp program Linux refuses) is still reported
+    on the status pipe, never written into the command's descriptor."""
+    status_r, status_w = os.pipe()
+    other_r, other_w = os.pipe()
+    bad = _memfd("test-spare-bad-bpf", struct.pack("=HBBI", 0xFFFF, 0, 0, 0))
+    try:
+        moves = [r for n in range(3, 12) for r in ("fd", str(n), "1")]
+        status, _ = _spare(["status", "0", "seccomp", "2", "cwd", "/", *moves,
+                            "config", "20"], [status_w, other_w, bad])
+    finally:
+        for fd in (status_w, other_w, bad):
+            os.close(fd)
+    with os.fdopen(status_r, "rb") as fh:
+        report = fh.read()
+    with os.fdopen(other_r, "rb") as fh:
+        leaked = fh.read()
+    assert status == 127 and report.startswith(b"E") and b"seccomp" in report, report
+    assert leaked == b""

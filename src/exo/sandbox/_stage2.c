@@ -310,7 +310,10 @@ static int spare(int sock) {
 #define IDX(what) fds[parse_num(next_str(what), (uint64_t)(nfds > 0 ? nfds - 1 : 0), what)]
     const char *tag = next_tag();
     if (nfds == 0 || tag == NULL || strcmp(tag, "status") != 0) _exit(127);
-    status_fd = IDX("status index");
+    /* A copy above every number a descriptor is put at below, so that a report still
+     * reaches the status pipe after those moves (the received number may be one). */
+    status_fd = fcntl(IDX("status index"), F_DUPFD_CLOEXEC, PARK_FD);
+    if (status_fd < 0) _exit(127);
     for (tag = next_tag(); tag != NULL && strcmp(tag, "close") == 0; tag = next_tag())
         close(IDX("close index"));
     if (tag == NULL || strcmp(tag, "seccomp") != 0) fail("zygote request: seccomp expected");
