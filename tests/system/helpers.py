@@ -65,6 +65,9 @@ def run_app(kernel: Kernel, code: str, *caps: str,
         finally:
             os.close(null)  # the child has its own copy
         status = kernel.processes.wait(proc.pid, timeout=60)
+        # The status comes before the reclaim (ProcessManager._reap): callers inspect what
+        # is left of the process, so wait for that too.
+        assert proc.reclaimed.wait(60), "the process was not reclaimed within 60 s"
         out.seek(0)
         err.seek(0)
         return status, out.read().decode(), err.read().decode()

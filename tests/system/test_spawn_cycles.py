@@ -42,6 +42,7 @@ def test_spawn_exit_cycles_leave_nothing(tmp_path: Path) -> None:
     # One cycle first, so lazily started servers (the file server) exist in the baseline.
     first = kernel.processes.spawn(["/usr/bin/python3", "-c", CODE], grant, cwd="/home/app")
     assert kernel.processes.wait(first.pid, timeout=60) == 0
+    assert first.reclaimed.wait(60)
     time.sleep(0.1)
     # Only this kernel's and its sandboxes' mounts: other sessions' kernels share the host's
     # mount table and come and go while this runs.
@@ -55,6 +56,7 @@ def test_spawn_exit_cycles_leave_nothing(tmp_path: Path) -> None:
             argv = ["/usr/bin/python3", "-c", CODE] if i % 2 == 0 else ["/bin/true"]
             proc = kernel.processes.spawn(argv, grant, cwd="/home/app")
             assert kernel.processes.wait(proc.pid, timeout=60) == 0
+            assert proc.reclaimed.wait(60)  # the status comes first, the reclaim after
         time.sleep(0.2)
         assert (kernel.root / "home" / "app" / "log").read_text().count("x") == \
             1 + (CYCLES + 1) // 2

@@ -123,7 +123,8 @@ class KernelApi:
               stdio: tuple[int, int, int] = (0, 1, 2), cwd: str = "/",
               env: dict[str, str] | None = None,
               extra_fds: tuple[int, ...] = (),
-              session: str | None = None, passthrough: bool = False) -> ExoProcess:
+              session: str | None = None, passthrough: bool = False,
+              syscalls: bool = True) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
@@ -141,6 +142,9 @@ class KernelApi:
         (reads and writes of open files skip the kernel's file server; revocation cuts them
         too, except mappings, splice and sendfile: docs/revocable-files.md). The shell's
         powerbox asks for it; a manifest's ``[posix_x] passthrough`` does too.
+
+        ``syscalls=False``: no bootstrap channel, for a program that makes no Exo syscall
+        (the powerbox's host programs; ``ProcessManager.spawn``).
         """
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
@@ -163,6 +167,7 @@ class KernelApi:
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      report_end=True, extra_fds=extra_fds, derive=derive,
                                      account=account, passthrough=passthrough,
+                                     syscalls=syscalls,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 

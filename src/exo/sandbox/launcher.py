@@ -163,6 +163,15 @@ class SandboxedProcess:
         assert self.returncode is not None
         return self.returncode
 
+    def exit_status(self, timeout: float | None = None) -> int:
+        """Wait for exit and return the status (``oom_killed`` set), leaving the cgroup
+        and whatever still runs in it to ``wait()``: the kernel publishes a status before
+        it reclaims (``ProcessManager._reap``)."""
+        rc = self._popen.wait(timeout)
+        self._status(rc)
+        assert self.returncode is not None
+        return self.returncode
+
     def send_signal(self, sig: int) -> None:
         if self.returncode is None and self.pid:
             with contextlib.suppress(ProcessLookupError):
@@ -174,6 +183,7 @@ class SandboxedProcess:
     def kill(self) -> None:
         """SIGKILL everything in the sandbox (namespace init, then the whole cgroup)."""
         if self.returncode is not None:
+            self.wait()  # ended: what it left in its cgroup goes with the group
             return
         for pid in (self.init_pid, self._popen.pid):
             if pid:
@@ -186,17 +196,25 @@ class SandboxedProcess:
     def stats(self) -> dict[str, int]:
         return self.cgroup.stat() if self.cgroup is not None else {}
 
+    def _status(self, rc: int) -> None:
+        with self._lock:
+            if self.returncode is not None:
+                return
+            returncode = 128 - rc if rc < 0 else rc
+            if self.cgroup is not None:
+                # Read before the group goes: a SIGKILL with the group's OOM counter up is
+                # the memory limit, not a kill someone sent.
+                self.oom_killed = (returncode == 128 + signal.SIGKILL
+                                   and self.cgroup.oom_kills() > 0)
+            self.returncode = returncode
+
     def _finish(self, rc: int) -> None:
+        self._status(rc)
         with self._lock:
             if self._cleaned:
                 return
             self._cleaned = True
-            self.returncode = 128 - rc if rc < 0 else rc
             if self.cgroup is not None:
-                # Read before the group goes: a SIGKILL with the group's OOM counter up is
-                # the memory limit, not a kill someone sent.
-                self.oom_killed = (self.returncode == 128 + signal.SIGKILL
-                                   and self.cgroup.oom_kills() > 0)
                 self.cgroup.remove()
             for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
                 if stream is not None:
@@ -205,8 +223,7 @@ class SandboxedProcess:
 
     def close(self) -> None:
         """Kill if still running and release everything; idempotent."""
-        if self.returncode is None:
-            self.kill()
+        self.kill()
 
     def __enter__(self) -> SandboxedProcess:
         return self

@@ -177,6 +177,7 @@ class ZygoteProcess:
         self._started = threading.Event()
         self._start_error = ""
         self._lock = threading.Lock()
+        self._cleaned = False
 
     @property
     def monitor_pid(self) -> int:
@@ -198,6 +199,15 @@ class ZygoteProcess:
         assert self.returncode is not None
         return self.returncode
 
+    def exit_status(self, timeout: float | None = None) -> int:
+        """The status as soon as the zygote reported it (``oom_killed`` set); the cgroup
+        and what the command left in it go at ``wait()`` (``SandboxedProcess``'s)."""
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.name, timeout or 0)
+        self._status()
+        assert self.returncode is not None
+        return self.returncode
+
     def send_signal(self, sig: int) -> None:
         if self.returncode is None and self.pidfd >= 0:
             with contextlib.suppress(ProcessLookupError, OSError):
@@ -208,6 +218,7 @@ class ZygoteProcess:
 
     def kill(self) -> None:
         if self.returncode is not None:
+            self._finish()  # ended: what it left in its cgroup goes with the group
             return
         self.send_signal(signal.SIGKILL)
         if self.cgroup is not None:
@@ -217,16 +228,25 @@ class ZygoteProcess:
     def stats(self) -> dict[str, int]:
         return self.cgroup.stat() if self.cgroup is not None else {}
 
-    def _finish(self) -> None:
+    def _status(self) -> None:
         with self._lock:
             if self.returncode is not None:
                 return
             raw = self._raw if self._raw is not None else signal.SIGKILL
             rc = os.waitstatus_to_exitcode(raw)
-            self.returncode = 128 - rc if rc < 0 else rc
+            returncode = 128 - rc if rc < 0 else rc
             if self.cgroup is not None:
-                self.oom_killed = (self.returncode == 128 + signal.SIGKILL
+                self.oom_killed = (returncode == 128 + signal.SIGKILL
                                    and self.cgroup.oom_kills() > 0)
+            self.returncode = returncode
+
+    def _finish(self) -> None:
+        self._status()
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            if self.cgroup is not None:
                 with contextlib.suppress(Exception):
                     self.cgroup.remove()  # and any process the command left behind
             if self.pidfd >= 0:
@@ -234,8 +254,7 @@ class ZygoteProcess:
                 self.pidfd = -1
 
     def close(self) -> None:
-        if self.returncode is None:
-            self.kill()
+        self.kill()
 
     def __repr__(self) -> str:
         return f"<ZygoteProcess {self.name} pid={self.pid} returncode={self.returncode}>"
