@@ -41,7 +41,7 @@ class Policy:
     it reads, writes, or edits (reads and writes)."""
 
     __slots__ = ("edit_flags", "edits", "input_options", "inputs", "output_options",
-                 "outputs")
+                 "outputs", "syscalls")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -51,6 +51,12 @@ class Policy:
         self.input_options = _strings(table, "input_options", name)
         self.output_options = _strings(table, "output_options", name)
         self.edit_flags = _strings(table, "edit_flags", name)
+        syscalls = table.get("syscalls", False)
+        if not isinstance(syscalls, bool):
+            raise PowerboxError(f"programs.{name}.syscalls: expected true or false")
+        #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
+        #: it gets a bootstrap channel; other programs do not (KernelApi.start).
+        self.syscalls = syscalls
 
     def roles(self, args: list[str]) -> list[tuple[str, str]]:
         """``(argument, "read" | "write" | "edit")`` for each file the arguments name."""
@@ -229,7 +235,9 @@ class Powerbox:
         program = self.find(ctx.argv[0])
         if program is None:
             return None
-        grants = self.grants(posixpath.basename(program), ctx.args)
+        name = posixpath.basename(program)
+        grants = self.grants(name, ctx.args)
+        policy = self.policies.get(name)
         # Forked from the session's zygote when the command allows it (no terminal, no
         # network): one sandbox per session, not one per command (exo.sandbox.zygote).
         # Its files in passthrough mode: `cat big.txt | wc -l` reads at the disk's speed,
@@ -239,4 +247,5 @@ class Powerbox:
 
         with prefer():
             return self.shell.start_process([program, *ctx.args], grants, ctx, env,
-                                            passthrough=True)
+                                            passthrough=True,
+                                            syscalls=policy is not None and policy.syscalls)

@@ -87,3 +87,21 @@ def test_type_says_what_runs_and_completion_offers_the_powerbox_programs(
                    "read-only)"]
     assert run(root_shell, "type no-such-program")[0] == 1
     assert {"sort", "uniq", "find", "cd"} <= ShellCompleter(root_shell).commands()
+
+
+def test_host_programs_get_no_syscall_channel_python_gets_one(alice: Shell) -> None:
+    """A host program does not speak the Exo ABI: it gets no bootstrap channel (nor the
+    kernel thread that would serve one). Python runs exo_std apps: its policy says
+    ``syscalls = true``, and ``python3 app.py`` makes Exo syscalls."""
+    import pytest
+
+    from exo.shell.powerbox import PowerboxError
+
+    status, out, err = run(alice, "/usr/bin/env")
+    assert status == 0, err
+    assert "EXO_PID=" in out and "EXO_BOOTSTRAP" not in out
+    run(alice, "printf 'from exo_std import process\\nprint(process.getpid() > 1)\\n' > app.py")
+    status, out, err = run(alice, "python3 app.py")
+    assert (status, out) == (0, "True\n"), err
+    with pytest.raises(PowerboxError, match=r"programs\.cat\.syscalls"):
+        parse_policies('[programs.cat]\nsyscalls = "yes"\n', "p.toml")
