@@ -481,9 +481,11 @@ class CgroupSet:
 
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what is left and remove the group directories (and the boot dir if empty)."""
-        self.kill_all(timeout)
+        if not self._remove_empty():
+            self.kill_all(timeout)
+            for d in self.dirs:
+                _remove_tree(d, timeout)
         for d in self.dirs:
-            _remove_tree(d, timeout)
             with _tops_lock:  # never under a process joining it (_join_top)
                 if _joiners.get(d.parent, 0) == 0:
                     with contextlib.suppress(OSError):  # other groups of this boot use it
@@ -492,6 +494,20 @@ class CgroupSet:
         joined, self.joined = self.joined, []
         for top in joined:
             _leave_top(top)
+
+    def _remove_empty(self) -> bool:
+        """The common end: the command left nothing behind, so each directory goes with
+        one ``rmdir`` (the kernel refuses it, EBUSY, while a process or a child group is
+        in it), without reading every member list first (``kill_all``). False: something
+        is left; the directories not removed yet need the whole walk."""
+        for d in self.dirs:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+        return True
 
 
 def _remove_tree(top: Path, timeout: float) -> None:
