@@ -63,6 +63,14 @@
  *     fd NUMBER IDX          put descriptor IDX at NUMBER (repeated)
  *     config NUMBER          then go on as `exo-stage2 NUMBER` (above)
  *
+ * With `--prepare KEPT...` after SOCKET_FD it first puts itself there (what the
+ * zygote's Python child did before exec'ing it, so that the zygote can start a spare
+ * with posix_spawn, a vfork, instead of forking its whole Python process): a mount
+ * namespace of its own with every mount private, and a fresh tmpfs (mode 1777, nosuid,
+ * nodev) on /tmp and on /dev/shm, each KEPT path below one of them (the Exo runtime
+ * when the checkout lives in /tmp) taken along and put back read-only at its path. The
+ * zygote starts it in a session of its own, with default signal dispositions.
+ *
  * It then remounts / read-only, changes directory, places the descriptors, sets
  * no_new_privs, loads the seccomp program and goes on as stage 2 without an exec: what
  * the Python child of the zygote did after the fork, without its copy-on-write faults
@@ -83,6 +91,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -104,6 +113,16 @@
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x4
 #endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#define MAX_KEPT 64
 #define SPARE_MAX_FDS 253  /* SCM_MAX_FD */
 #define SPARE_MAX_MSG 65536
 #define SPARE_MAX_MOUNTS 128
@@ -280,6 +299,59 @@ static void do_mount(const char *target, unsigned long flags) {
         fail("zygote: mount %s: %s", target, strerror(errno));
 }
 
+/* --prepare: a fresh tmpfs on TARGET, the KEPT paths below it carried over read-only
+ * (outermost ones only: what is mounted below them comes along, AT_RECURSIVE). */
+static void private_tmpfs(const char *target, char **kept, int nkept) {
+    const char *paths[MAX_KEPT];
+    int trees[MAX_KEPT], n = 0;
+    size_t len = strlen(target);
+    for (int i = 0; i < nkept; i++) {
+        const char *k = kept[i];
+        if (strncmp(k, target, len) != 0 || k[len] != '/') continue;
+        int inner = 0;
+        for (int j = 0; j < n && !inner; j++) {
+            size_t m = strlen(paths[j]);
+            inner = strncmp(k, paths[j], m) == 0 && (k[m] == '/' || k[m] == '\0');
+        }
+        if (inner) continue;
+        if (n == MAX_KEPT) _exit(127);
+        int fd = (int)syscall(SYS_open_tree, AT_FDCWD, k,
+                              OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+        if (fd < 0) _exit(127);
+        paths[n] = k;
+        trees[n++] = fd;
+    }
+    if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) _exit(127);
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        if (strlen(paths[i]) >= sizeof path) _exit(127);
+        strcpy(path, paths[i]);
+        for (char *p = path + 1;; p++) {  /* mkdir -p, the last component included */
+            if (*p != '/' && *p != '\0') continue;
+            char c = *p;
+            *p = '\0';
+            if (mkdir(path, 0755) != 0 && errno != EEXIST) _exit(127);
+            *p = c;
+            if (c == '\0') break;
+        }
+        if (syscall(SYS_move_mount, trees[i], "", AT_FDCWD, paths[i],
+                    MOVE_MOUNT_F_EMPTY_PATH) != 0 ||
+            mount(NULL, paths[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                  NULL) != 0)
+            _exit(127);
+        close(trees[i]);
+    }
+}
+
+/* --prepare: before its request is known, what every command's start does first. Any
+ * failure exits 127: the zygote sees its spare gone and starts the command otherwise. */
+static void prepare(char **kept, int nkept) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        _exit(127);
+    private_tmpfs("/tmp", kept, nkept);
+    private_tmpfs("/dev/shm", kept, nkept);
+}
+
 /* --spare: wait for the command, build its mount view and descriptors, load its seccomp
  * program; returns the config descriptor stage 2 goes on with. */
 static int spare(int sock) {
@@ -380,8 +452,11 @@ static int spare(int sock) {
 
 int main(int argc, char **argv) {
     int config_fd;
-    if (argc == 3 && strcmp(argv[1], "--spare") == 0) {
-        config_fd = spare((int)parse_num(argv[2], INT_MAX, "spare socket"));
+    if (argc >= 3 && strcmp(argv[1], "--spare") == 0 &&
+        (argc == 3 || strcmp(argv[3], "--prepare") == 0)) {
+        int sock = (int)parse_num(argv[2], INT_MAX, "spare socket");
+        if (argc > 3) prepare(argv + 4, argc - 4);
+        config_fd = spare(sock);
     } else if (argc == 2) {
         config_fd = (int)parse_num(argv[1], INT_MAX, "config fd");
     } else {

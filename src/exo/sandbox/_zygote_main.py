@@ -211,36 +211,22 @@ def _private_tmpfs(target: str) -> None:
     _reattach(kept)
 
 
+#: Signals the zygote handles or ignores, at their defaults in every command.
+_DEFAULT_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                    signal.SIGTERM)
+
+
 def _prepare() -> None:
     """What every command's child does first, before its request is known (a spare does
-    it ahead of time): default signals, a session and a mount namespace of its own, a
-    private ``/tmp``."""
-    for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
-                signal.SIGTERM):
+    the same in C ahead of time, ``exo-stage2 --spare FD --prepare``): default signals, a
+    session and a mount namespace of its own, a private ``/tmp``."""
+    for sig in _DEFAULT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     os.setsid()
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _private_tmpfs("/tmp")
-
-
-def _spare(conn: socket.socket) -> None:
-    """A child forked ahead of its command: prepared (a private ``/dev/shm`` too), it
-    execs ``exo-stage2 --spare``, which waits on ``conn`` for the records
-    :func:`_spare_request` makes of the request and the descriptors the kernel sent, and
-    does in C what :func:`_child` does (so a command's start pays neither this Python
-    process's copy-on-write faults nor its exec's teardown). Nothing reaches it but the
-    zygote's hand-over; the zygote ending (or giving up on it) closes ``conn`` and the
-    spare exits."""
-    try:
-        _prepare()
-        _private_tmpfs("/dev/shm")
-        os.set_inheritable(conn.fileno(), True)
-        os.execv(_STAGE2, [_STAGE2, "--spare", str(conn.fileno())])
-    except BaseException:
-        pass
-    os._exit(127)
 
 
 def _spare_request(req: _Request, fds: list[int]) -> bytes:
@@ -325,16 +311,22 @@ class _Spares:
             return
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = os.fork()
+            # exo-stage2 prepares itself (--prepare: its mount namespace, private /tmp and
+            # /dev/shm, the runtime kept visible) and waits on ``theirs`` for the records
+            # _spare_request makes of a request and the descriptors the kernel sent; it
+            # then does in C what _child does. Started with posix_spawn (a vfork): a fork
+            # of this Python process cost a command's start its copy-on-write faults and
+            # the exec's teardown (~1 ms of CPU a spare, measured). The zygote ending, or
+            # giving up on it, closes ``mine`` and the spare exits. Every other
+            # descriptor of this process is close-on-exec.
+            os.set_inheritable(theirs.fileno(), True)
+            pid = os.posix_spawn(
+                _STAGE2, [_STAGE2, "--spare", str(theirs.fileno()), "--prepare", *_KEEP],
+                os.environ, setsid=True, setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
         except OSError:
             mine.close()
             theirs.close()
             return
-        if pid == 0:
-            self.sock.close()
-            mine.close()
-            _spare(theirs)
-            os._exit(127)
         theirs.close()
         self.pid, self.conn = pid, mine
 
