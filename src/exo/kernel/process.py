@@ -363,16 +363,17 @@ class ProcessManager:
             if derive is not None:
                 derive(pid)
             channel = BootstrapChannel() if syscalls else None
+            if owner is not None:
+                account = owner.account
+            # Built once with everything it holds (each dataclasses.replace of a spec
+            # validates it all again); a POSIX-X program's account is settled below.
             spec = self._spec(pid, limits,
                               {**(env or {}), **(channel.child_env() if channel else {})},
                               cwd, None if owner is None else owner.cwd,
                               passthrough=passthrough or (posix_x is not None
-                                                          and posix_x.passthrough))
-            spec = replace(spec, keep_fds=(*spec.keep_fds,
-                                           *(channel.child_fds() if channel else ()),
-                                           *extra_fds))
-            if owner is not None:
-                account = owner.account
+                                                          and posix_x.passthrough),
+                              keep_fds=(*(channel.child_fds() if channel else ()), *extra_fds),
+                              account=account if posix_x is None else None)
             if posix_x is not None:
                 from exo.posix_x.broker import prepare
                 from exo.posix_x.sandbox import apply
@@ -382,8 +383,8 @@ class ProcessManager:
                 spec, argv, broker = prepare(
                     spec, list(argv), pid=pid,
                     audit=lambda reason: self.caps.audit.record("deny", pid=pid, reason=reason))
-            if account is not None and spec.user is None:
-                spec = replace(spec, account=account)
+                if account is not None and spec.user is None:
+                    spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
             # The powerbox's commands fork from the session's zygote when they can
             # (exo.sandbox.zygote; on this thread: only the zygote's own start forks, on
@@ -446,7 +447,9 @@ class ProcessManager:
                 raise NoSuchObject(f"capability {g}: no such process {pid}")
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
-              inherited: str | None, *, passthrough: bool = False) -> Any:
+              inherited: str | None, *, passthrough: bool = False,
+              keep_fds: tuple[int, ...] = (),
+              account: tuple[str, int] | None = None) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
         ``passthrough``: export its directories in FUSE passthrough mode (``[posix_x]``)."""
@@ -541,6 +544,7 @@ class ProcessManager:
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
+            keep_fds=keep_fds, account=account,
         )
 
     @staticmethod
