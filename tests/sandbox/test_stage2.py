@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,13 +137,16 @@ _ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET|BPF_K: SECC
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a spare mounts: needs root")
 
 
-def _spare(records: list[str], fds: list[int]) -> tuple[int, str]:
-    """Start ``exo-stage2 --spare`` in a private mount namespace, hand it ``records`` and
+def _spare(records: list[str], fds: list[int],
+           prepare: list[str] | None = None) -> tuple[int, str]:
+    """Start ``exo-stage2 --spare`` in a private mount namespace (``prepare``: with
+    ``--prepare`` and those kept paths instead: it makes its own), hand it ``records`` and
     ``fds`` over its socket: (exit status, its stdout)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    spare = [str(_bwrap.stage2_path()), "--spare", str(theirs.fileno())]
     try:
-        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
-                                 str(_bwrap.stage2_path()), "--spare", str(theirs.fileno())],
+        proc = subprocess.Popen([*spare, "--prepare", *prepare] if prepare is not None else
+                                ["unshare", "--mount", "--propagation", "private", *spare],
                                 pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
                                 text=True)
     finally:
@@ -175,6 +179,40 @@ def test_a_spare_builds_the_command_and_goes_on_as_stage_2(tmp_path: Path) -> No
     assert status == 0 and report == b"R", report
     assert out.split() == [str(tmp_path), "ro"]  # its cwd; / read-only
     assert not Path("/exo-spare-probe").exists()
+
+
+@needs_root
+def test_a_prepared_spare_has_fresh_tmp_and_shm_with_the_kept_paths_read_only() -> None:
+    """``--prepare`` (how the zygote starts its spares, with posix_spawn): a mount
+    namespace of its own, new /tmp and /dev/shm, a kept path below /tmp shown read-only;
+    the host's own /tmp is untouched."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as kept, \
+            tempfile.NamedTemporaryFile(dir="/tmp") as host_file:
+        Path(kept, "mark").write_text("kept\n")
+        status_r, status_w = os.pipe()
+        out_r, out_w = os.pipe()
+        script = (f"ls -A /tmp; ls -A /dev/shm; cat {kept}/mark; "
+                  f"test -e {host_file.name} && echo leaked; "
+                  f"touch {kept}/x 2>/dev/null && echo kept-rw; touch /tmp/new && echo tmp-rw")
+        config = _memfd("test-spare", _stage2_config(5, [], [], ["/bin/sh", "-c", script],
+                                                     {"PATH": "/usr/bin:/bin"}))
+        bpf = _memfd("test-spare-bpf", _ALLOW_ALL)
+        try:
+            status, _ = _spare(["status", "1", "seccomp", "3", "cwd", "/",
+                                "fd", "1", "0", "fd", "5", "1", "fd", "6", "2",
+                                "config", "6"], [out_w, status_w, config, bpf],
+                               prepare=[kept])
+        finally:
+            for fd in (status_w, out_w, config, bpf):
+                os.close(fd)
+        with os.fdopen(status_r, "rb") as fh:
+            report = fh.read()
+        with os.fdopen(out_r) as fh:
+            out = fh.read()
+        assert status == 0 and report == b"R", report
+        # /tmp holds only the kept path's parents; /dev/shm is empty
+        assert out.split() == [kept.split("/")[2], "kept", "tmp-rw"], out
+        assert not Path(kept, "x").exists() and not Path("/tmp/new").exists()
 
 
 @needs_root
