@@ -16,13 +16,14 @@ if TYPE_CHECKING:
         cleanup_all,
         default_boot_id,
         favor_dynamic_moves,
+        hold_boot,
         spawn,
         sweep_dead_boots,
     )
     from .spec import NetPolicy, SandboxSpec
 
 _LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
-                       "default_boot_id", "favor_dynamic_moves", "spawn",
+                       "default_boot_id", "favor_dynamic_moves", "hold_boot", "spawn",
                        "sweep_dead_boots"})
 _SPEC = frozenset({"NetPolicy", "SandboxSpec"})
 
@@ -52,6 +53,7 @@ __all__ = [
     "cleanup_all",
     "default_boot_id",
     "favor_dynamic_moves",
+    "hold_boot",
     "probe",
     "spawn",
     "sweep_dead_boots",

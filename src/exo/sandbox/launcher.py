@@ -441,6 +441,11 @@ def sweep_dead_boots(own_boot_id: str) -> list[Path]:
     return _cgroups.sweep_dead_boots(own_boot_id)
 
 
+def hold_boot(boot_id: str) -> str:
+    """Keep the boot's cgroup directories while the kernel runs (``_cgroups.hold_boot``)."""
+    return _cgroups.hold_boot(boot_id)
+
+
 def favor_dynamic_moves() -> str:
     """Make cgroup moves cheap host-wide, once (see ``_cgroups.favor_dynamic_moves``)."""
     return _cgroups.favor_dynamic_moves()

@@ -61,11 +61,12 @@ class SandboxFilters(Subsystem):
         self.core = core
 
     def start(self) -> str:
-        from exo.sandbox import favor_dynamic_moves, sweep_dead_boots
+        from exo.sandbox import favor_dynamic_moves, hold_boot, sweep_dead_boots
 
         warm_up()
         self.core.log(f"cgroup moves: {favor_dynamic_moves()}")
         swept = sweep_dead_boots(self.core.boot_id)
+        self.core.log(f"this boot's cgroup directories: {hold_boot(self.core.boot_id)}")
         if swept:
             self.core.log(f"removed {len(swept)} cgroups left by kernels that died: "
                           + ", ".join(sorted({p.parent.name for p in swept})))
