@@ -264,6 +264,9 @@ class Zygote:
     """One running zygote and the kernel's end of its socket."""
 
     def __init__(self, base: SandboxSpec, plan: _bwrap.MountPlan) -> None:
+        # The mechanisms every command needs, checked once for the session's commands
+        # (they do not go away while the kernel runs; each check looked bwrap up on PATH).
+        self.abi = check_requirements("none", limits=[], allow_missing=frozenset())
         self.base = base
         self.plan = plan
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -383,8 +386,7 @@ class Zygote:
               stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
         from .launcher import _stage2_config, landlock_rules
 
-        abi = check_requirements("none", limits=[], allow_missing=frozenset())
-        landlock = _landlock.stage2_records(abi, landlock_rules(plan), net=((), ()),
+        landlock = _landlock.stage2_records(self.abi, landlock_rules(plan), net=((), ()),
                                             scoped=True)
         env = dict(spec.env)
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
