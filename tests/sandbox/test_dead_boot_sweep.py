@@ -67,3 +67,29 @@ def test_a_dead_kernels_cpu_boot_group_is_swept_a_live_ones_is_not() -> None:
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def test_a_held_boot_keeps_its_directories_until_cleanup_and_a_dead_ones_are_swept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hold_boot``: the kernel's empty ``kernel.PID.0`` group keeps its boot's directories
+    between commands; ``cleanup_all`` (shutdown) removes it with the rest, and a dead
+    kernel's (its pid gone) is swept like any of its groups."""
+    from exo.sandbox._cgroups import cleanup_all, hold_boot
+
+    assert hold_boot("held-live").startswith("held")
+    group = _group("held-live", f"p2.{os.getpid()}.1")
+    tops = [d.parent for d in group.dirs]
+    group.remove()
+    assert all(top.is_dir() for top in tops)  # not removed with its last process's group
+    assert [p.name for p in leftover_groups("held-live")] == [f"kernel.{os.getpid()}.0"] * len(tops)
+    cleanup_all("held-live")
+    assert leftover_groups("held-live") == [] and not any(top.exists() for top in tops)
+    monkeypatch.setattr(os, "getpid", lambda: DEAD_PID)
+    hold_boot("held-dead")
+    monkeypatch.undo()
+    try:
+        assert leftover_groups("held-dead")
+        sweep_dead_boots("sweep-own")
+        assert leftover_groups("held-dead") == []
+    finally:
+        cleanup_all("held-dead")
