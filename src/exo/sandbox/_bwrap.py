@@ -55,6 +55,10 @@ _FORBIDDEN_PATHS = tuple(map(Path, _FORBIDDEN_INSIDE))
 
 
 
+#: The /etc names shown in every sandbox, whose parents ``_parent_dirs`` makes crossable.
+_ETC_PATHS = tuple(map(Path, ("/etc/passwd", *ETC_FROM_HOST, *ETC_NETWORK, LOCALTIME)))
+
+
 def bwrap_path() -> str | None:
     """Where bwrap is on PATH (shutil.which's job; shutil costs the boot bz2 and lzma)."""
     for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
@@ -357,14 +361,13 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     if site:  # the directory too: Python's finder lists it
         plan.read.append(Path(RUNTIME_SITE))
     if spec.cwd is not None:
-        check_cwd(str(spec.cwd), [str(b) for b in binds if b != runtime])
+        runtime_s = str(runtime)
+        check_cwd(str(spec.cwd), [b for b in map(str, binds) if b != runtime_s])
 
     # bubblewrap makes the missing parents of a mount point mode 0700: a process that runs
     # as its account's uid (spec.account) could not cross them. Made 0755 first, each
     # one that is not itself mounted or inside a mount (/etc for the files below too).
-    etc_names = [Path(n) for n in (*ETC_FROM_HOST, *ETC_NETWORK, LOCALTIME)]
-    plan.args += _parent_dirs([*binds, Path("/etc/passwd"), *etc_names, *spec.host_etc],
-                              binds)
+    plan.args += _parent_dirs([*binds, *_ETC_PATHS, *spec.host_etc], binds)
     # Parents before children, so a nested grant is mounted over its parent's view.
     for dest in sorted(binds, key=lambda q: (len(q.parts), str(q))):
         origin = sources.get(dest, hosts.get(dest, dest))
@@ -372,10 +375,10 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
 
     # Minimal /etc: synthesised files, no secrets. A grant covering a name wins (and
     # nothing is mounted inside a grant: that would write a mount point into it).
-    bound = [str(b) for b in binds]
+    bound = {str(b).rstrip("/") for b in binds}
 
     def covered(name: str) -> bool:
-        return any(name == b or name.startswith(b.rstrip("/") + "/") for b in bound)
+        return _under(name, bound)
 
     synthesised = dict(ETC_SYNTHESISED)
     if spec.user is not None:  # the program looks its own user up (getpwuid)
@@ -404,18 +407,32 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     return plan
 
 
+def _under(path: str, tops: set[str]) -> bool:
+    """``path`` (absolute, normalised) is one of ``tops`` (spelled without a trailing
+    ``/``; ``""`` is the root) or below one: its ancestors looked up in the set, not each
+    top compared with it (~40 % of a plan, measured)."""
+    while True:
+        if path in tops:
+            return True
+        if path in ("/", ""):
+            return "" in tops
+        path = posixpath.dirname(path)
+        if path == "/":
+            path = ""
+
+
 def _parent_dirs(dests: list[Path], binds: dict[Path, str]) -> list[str]:
     """``--perms 0755 --dir D`` for each parent of ``dests`` that bubblewrap would
     otherwise create 0700: below the new root, outside every mount (``binds``, the
     system's links and the tmpfs of /dev, /proc and /tmp)."""
     # As strings: Path objects for every parent of every destination were ~1 ms a spawn.
-    mounts = [str(m).rstrip("/") for m in binds] + ["/dev", "/proc", "/tmp"]
+    mounts = {str(m).rstrip("/") for m in binds} | {"/dev", "/proc", "/tmp"}
     parents: set[str] = set()
     for dest in dests:
         parent = posixpath.dirname(str(dest))
         while parent != "/" and parent:
-            if parent not in parents and parent not in SYSTEM_DIRS and not any(
-                    parent == m or parent.startswith(m + "/") for m in mounts):
+            if parent not in parents and parent not in SYSTEM_DIRS and \
+                    not _under(parent, mounts):
                 parents.add(parent)
             parent = posixpath.dirname(parent)
     args: list[str] = []
