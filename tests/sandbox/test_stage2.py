@@ -157,25 +157,32 @@ def _spare(records: list[str], fds: list[int],
     return proc.returncode, out
 
 
-@needs_root
-def test_a_spare_builds_the_command_and_goes_on_as_stage_2(tmp_path: Path) -> None:
+def _spare_script(script: str, cwd: str,
+                  prepare: list[str] | None = None) -> tuple[int, bytes, str]:
+    """A spare that runs ``/bin/sh -c script`` in ``cwd``: (its status, what it reported
+    on its status pipe, the script's stdout)."""
     status_r, status_w = os.pipe()
     out_r, out_w = os.pipe()
-    script = "pwd; if touch /exo-spare-probe 2>/dev/null; then echo rw; else echo ro; fi"
     config = _memfd("test-spare", _stage2_config(5, [], [], ["/bin/sh", "-c", script],
                                                  {"PATH": "/usr/bin:/bin"}))
     bpf = _memfd("test-spare-bpf", _ALLOW_ALL)
     try:
-        status, _ = _spare(["status", "1", "seccomp", "3", "cwd", str(tmp_path),
+        status, _ = _spare(["status", "1", "seccomp", "3", "cwd", cwd,
                             "fd", "1", "0", "fd", "5", "1", "fd", "6", "2", "config", "6"],
-                           [out_w, status_w, config, bpf])
+                           [out_w, status_w, config, bpf], prepare)
     finally:
         for fd in (status_w, out_w, config, bpf):
             os.close(fd)
     with os.fdopen(status_r, "rb") as fh:
         report = fh.read()
     with os.fdopen(out_r) as fh:
-        out = fh.read()
+        return status, report, fh.read()
+
+
+@needs_root
+def test_a_spare_builds_the_command_and_goes_on_as_stage_2(tmp_path: Path) -> None:
+    script = "pwd; if touch /exo-spare-probe 2>/dev/null; then echo rw; else echo ro; fi"
+    status, report, out = _spare_script(script, str(tmp_path))
     assert status == 0 and report == b"R", report
     assert out.split() == [str(tmp_path), "ro"]  # its cwd; / read-only
     assert not Path("/exo-spare-probe").exists()
@@ -189,26 +196,10 @@ def test_a_prepared_spare_has_fresh_tmp_and_shm_with_the_kept_paths_read_only() 
     with tempfile.TemporaryDirectory(dir="/tmp") as kept, \
             tempfile.NamedTemporaryFile(dir="/tmp") as host_file:
         Path(kept, "mark").write_text("kept\n")
-        status_r, status_w = os.pipe()
-        out_r, out_w = os.pipe()
         script = (f"ls -A /tmp; ls -A /dev/shm; cat {kept}/mark; "
                   f"test -e {host_file.name} && echo leaked; "
                   f"touch {kept}/x 2>/dev/null && echo kept-rw; touch /tmp/new && echo tmp-rw")
-        config = _memfd("test-spare", _stage2_config(5, [], [], ["/bin/sh", "-c", script],
-                                                     {"PATH": "/usr/bin:/bin"}))
-        bpf = _memfd("test-spare-bpf", _ALLOW_ALL)
-        try:
-            status, _ = _spare(["status", "1", "seccomp", "3", "cwd", "/",
-                                "fd", "1", "0", "fd", "5", "1", "fd", "6", "2",
-                                "config", "6"], [out_w, status_w, config, bpf],
-                               prepare=[kept])
-        finally:
-            for fd in (status_w, out_w, config, bpf):
-                os.close(fd)
-        with os.fdopen(status_r, "rb") as fh:
-            report = fh.read()
-        with os.fdopen(out_r) as fh:
-            out = fh.read()
+        status, report, out = _spare_script(script, "/", prepare=[kept])
         assert status == 0 and report == b"R", report
         # /tmp holds only the kept path's parents; /dev/shm is empty
         assert out.split() == [kept.split("/")[2], "kept", "tmp-rw"], out
