@@ -84,6 +84,7 @@ def test_migrate_writes_the_smallest_working_manifest(
     result = json.loads(done.stdout)
     lines = {entry["line"] for entry in result["lines"]}
     assert "[posix_x] fork = true" in lines
+    assert "\n# passthrough = true  # " in result["manifest"]  # suggested, not set
     assert 'hold storage://var/lib/demo=READ,WRITE' in lines
     assert '[posix_x] etc = ["/etc/debian_version"]' in lines
     assert any(line.startswith("[posix_x] exec") and "cat" in line for line in lines)
@@ -92,6 +93,7 @@ def test_migrate_writes_the_smallest_working_manifest(
     manifest = load_manifest(str(out))
     assert [str(g.name) for g in manifest.grants] == ["storage://var/lib/demo"]
     assert manifest.posix_x is not None and manifest.posix_x.fork is True
+    assert manifest.posix_x.passthrough is False
     # The manifest works: run the same command under it.
     (data / "out.txt").unlink()
     ran = subprocess.run([*exo_cmd, "posix-x", "run", "--manifest", str(out), "--",

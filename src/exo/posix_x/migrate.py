@@ -195,6 +195,11 @@ class Migration:
         if ports:
             lines.append("network = [" + ", ".join(f.value for f in ports) + "]  # "
                          + "; ".join(f"{f.grants()}: {f.why}" for f in ports))
+        if caps:  # a choice, not a need: suggested, not set
+            lines.append("# passthrough = true  # reads and writes of its open storage:// "
+                         "files at the disk's speed, not through the kernel's file server "
+                         "(gcc: 0.90 -> 0.97 of native); revocation then cuts them except "
+                         "mappings, splice and sendfile (docs/revocable-files.md)")
         for note in self.predicted:
             lines.append(f"# analyze: {printable(note, newlines=False)}")
         return "\n".join(lines) + "\n"
