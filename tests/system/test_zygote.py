@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +176,36 @@ def test_a_kill_reaches_the_command(alice: Shell, kernel: Kernel) -> None:
     status, _, _ = run(alice, "wait")
     assert [r["pid"] for r in alice.kernel.ps()] == [1]
     del status
+
+
+def test_what_a_command_leaves_behind_goes_with_its_reclaim(alice: Shell,
+                                                           kernel: Kernel) -> None:
+    """The exit status comes before the reclaim (ProcessManager._reap): a command that
+    leaves a process behind (setsid, in the background, holding the command's grant
+    through its working directory) returns at once, and the reclaim then kills that
+    process with the cgroup (whose one-rmdir removal refuses a group still in use)."""
+    marker = "31337"
+    status, _, err = run(alice, f"/bin/sh -c 'setsid /bin/sleep {marker} >/dev/null 2>&1 "
+                                "</dev/null & exit 0'")
+    assert status == 0, err
+
+    def left() -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[:2] == [b"/bin/sleep", marker.encode()]:
+                found.append(int(pid))
+        return found
+
+    procs = kernel.processes
+    deadline = time.monotonic() + 30
+    while (left() or procs._reclaiming) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == [], "the process the command left behind outlived its reclaim"
+    assert not procs._reclaiming
 
 
 def test_shutdown_stops_the_zygote(tmp_path: Path) -> None:
