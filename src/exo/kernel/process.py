@@ -623,7 +623,7 @@ class ProcessManager:
         # syscall thread's join), measured on the powerbox's pipeline.
         sandbox = proc.sandbox
         status = getattr(sandbox, "exit_status", sandbox.wait)()
-        if getattr(proc.sandbox, "oom_killed", False):
+        if getattr(sandbox, "oom_killed", False):
             proc.end_reason = f"memory limit {format_size(proc.limits.memory)} reached"
             self.log(f"pid {proc.pid} was killed by its cgroup: {proc.end_reason}")
             if proc.report_fd >= 0:

@@ -72,13 +72,15 @@ class _HostView:
     """What of the host ``plan_mounts`` shows in every sandbox whatever its grants: the
     system directories (links kept as links), the ``/etc`` files shown from the host (what
     each name leads to, None when missing) and ``/etc/localtime`` (``("link", target)``,
-    ``("file", path)`` or None). Read from the host at most once per ``TTL`` seconds: it
-    was ~0.5 ms of every spawn (~40 stat, lstat and readlink calls), and a powerbox
-    pipeline spawns one process per stage; a change to the host's view reaches sandboxes
-    started a second later."""
+    ``("file", path)`` or None); and where the kernel's FUSE servers are mounted
+    (``check_source``). Read from the host at most once per ``TTL`` seconds: it was
+    ~0.5 ms of every spawn (~40 stat, lstat and readlink calls, and a parse of
+    ``/proc/self/mountinfo`` per grant), and a powerbox pipeline spawns one process per
+    stage; a change to the host's view reaches sandboxes started a second later (a FUSE
+    mount point not found is looked for again, fresh, before a source is refused)."""
 
     TTL = 1.0
-    __slots__ = ("etc", "links", "localtime", "system", "taken")
+    __slots__ = ("etc", "fuse_points", "links", "localtime", "system", "taken")
 
     def __init__(self) -> None:
         self.taken = time.monotonic()
@@ -98,17 +100,20 @@ class _HostView:
         self.localtime: tuple[str, str] | None = (
             ("link", os.readlink(localtime)) if localtime.is_symlink() else
             ("file", str(localtime)) if localtime.is_file() else None)
+        self.fuse_points = frozenset(mounted for _, mounted, fstype, origin, _ in mounts()
+                                     if fstype == "fuse" and origin in KERNEL_FUSE_SOURCES)
 
 
 _host_view: _HostView | None = None
 _host_view_lock = threading.Lock()
 
 
-def host_view() -> _HostView:
+def host_view(*, fresh: bool = False) -> _HostView:
+    """The host's view, at most ``_HostView.TTL`` old (``fresh``: read now)."""
     global _host_view
     with _host_view_lock:
         view = _host_view
-        if view is None or time.monotonic() - view.taken > _HostView.TTL:
+        if fresh or view is None or time.monotonic() - view.taken > _HostView.TTL:
             view = _host_view = _HostView()
         return view
 
@@ -213,28 +218,11 @@ def check_source(source: Path, dest: Path, *, shown: Path | None = None) -> Path
         raise SandboxError(f"bind source for {name!r} is not an export of the kernel's file "
                            "server")
     point = Path(os.path.realpath(point.parent)) / point.name  # the mount point: not entered
-    if str(point) in _kernel_fuse_points() or str(point) in _kernel_fuse_points(fresh=True):
+    if str(point) in host_view().fuse_points or str(point) in host_view(fresh=True).fuse_points:
         return point / token
     # The source's host path is not named: it lies in the Exo tree's host directory.
     raise SandboxError(f"bind source for {name!r} is not an export of the kernel's file "
                        "server")
-
-
-_fuse_points: tuple[float, frozenset[str]] = (0.0, frozenset())
-
-
-def _kernel_fuse_points(*, fresh: bool = False) -> frozenset[str]:
-    """Where the kernel's FUSE servers are mounted, from ``/proc/self/mountinfo`` read at
-    most once per ``_HostView.TTL`` unless ``fresh`` (parsing it was ~0.15 ms of every
-    grant's check; the kernel mounts its servers at boot and unmounts them at shutdown,
-    and a point not found is looked for again, fresh, before a source is refused)."""
-    global _fuse_points
-    taken, points = _fuse_points
-    if fresh or time.monotonic() - taken > _HostView.TTL:
-        points = frozenset(mounted for _, mounted, fstype, origin, _ in mounts()
-                           if fstype == "fuse" and origin in KERNEL_FUSE_SOURCES)
-        _fuse_points = (time.monotonic(), points)
-    return points
 
 
 class MountPlan:
