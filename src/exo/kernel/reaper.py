@@ -4,13 +4,15 @@ A thread blocked in ``waitpid`` per process made every live process cost the ker
 thread (and a hostile app spawning children made the kernel spend them). Here each
 process's bubblewrap monitor (a direct child of the kernel) is watched through a pidfd
 (``pidfd_open``, Linux 5.3+) in one epoll set: a pidfd becomes readable when its process
-ends. The exit handler then runs on a short-lived thread of its own, so that a slow reclaim
-(a cgroup that takes time to empty) never delays noticing the next exit: threads now follow
-the processes *exiting* at a moment, not the processes alive.
+ends. The exit handler then runs on a thread of its own, so that a slow reclaim (a cgroup
+that takes time to empty) never delays noticing the next exit: threads now follow the
+processes *exiting* at a moment, not the processes alive.
 
-The watcher thread exists only while something is watched: it closes its epoll set and
-ends when the last watched process has exited, and the next ``watch`` starts a new one, so
-a kernel with no processes holds no thread and no descriptor here. Linux-only, like the
+The watcher thread exists only while something is watched, and ``LINGER`` seconds after:
+it then closes its epoll set and ends, and the next ``watch`` starts a new one, so a kernel
+with no processes holds no thread and no descriptor here for long. The exit handlers run on
+threads of the kernel's thread cache (``exo._threadcache``): each on a thread of its own,
+one that has just finished another handler when there is one. Linux-only, like the
 sandbox that starts the processes.
 """
 
@@ -20,9 +22,16 @@ import os
 import select
 import threading
 
+from exo import _threadcache
+
 TYPE_CHECKING = False  # boot path rules (docs/ARCHITECTURE.md): no typing at run time
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+#: Seconds the watcher thread stays with nothing to watch before it ends (a shell's
+#: commands follow each other closely: a thread started and ended per command cost each
+#: its creation and a GIL handoff on the shell's path).
+LINGER = 2.0
 
 
 class Reaper:
@@ -68,8 +77,10 @@ class Reaper:
 
     def _run(self, epoll: select.epoll) -> None:
         while True:
+            with self._lock:
+                timeout = -1.0 if self._watched else LINGER
             try:
-                events = epoll.poll()
+                events = epoll.poll(timeout)
             except InterruptedError:
                 continue
             done: list[tuple[int, Callable[[], None]]] = []
@@ -81,8 +92,8 @@ class Reaper:
                     epoll.unregister(fd)
                     os.close(fd)
                     done.append(entry)
-                last = not self._watched
-                if last:  # nothing left to watch: this thread and its epoll set end
+                last = not events and not self._watched
+                if last:  # nothing watched for LINGER s: this thread and its epoll set end
                     self._thread = self._epoll = None
                     epoll.close()
             for pid, fn in done:
@@ -92,7 +103,7 @@ class Reaper:
 
     @staticmethod
     def _dispatch(pid: int, fn: Callable[[], None]) -> None:
-        threading.Thread(target=fn, name=f"exo-reclaim-{pid}", daemon=True).start()
+        _threadcache.start(fn, f"exo-reclaim-{pid}")
 
 
 _reaper: Reaper | None = None

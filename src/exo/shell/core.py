@@ -15,6 +15,7 @@ import posixpath
 import signal
 import threading
 
+from exo import _threadcache
 from exo.shell.context import CommandContext, CommandError
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
@@ -467,7 +468,7 @@ class Shell:
                 job.state = "Done"
                 job.done.set()
 
-        threading.Thread(target=collect, name="exosh-job", daemon=True).start()
+        _threadcache.start(collect, "exosh-job")
         return job
 
     def _adopt(self, stage: Stage, proc: ExoProcess) -> None:
