@@ -16,6 +16,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import exo
@@ -50,8 +51,10 @@ _PROTECTED = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/s
 # ... nor lie inside these.
 _FORBIDDEN_INSIDE = ("/proc", "/sys", "/dev", "/etc/ssh", "/etc/ssl/private", "/root/.ssh",
                      "/root/.gnupg", "/etc/shadow", "/etc/gshadow", "/etc/sudoers")
-_PROTECTED_PATHS = tuple(map(Path, _PROTECTED))  # made once: ~50 Paths a spawn otherwise
-_FORBIDDEN_PATHS = tuple(map(Path, _FORBIDDEN_INSIDE))
+# Looked up as sets (``_under``; a protected path's ancestors), not compared one by one:
+# ~50 comparisons a grant otherwise.
+_FORBIDDEN_SET = frozenset(_FORBIDDEN_INSIDE)
+_PROTECTED_ANCESTORS = frozenset(str(a) for p in map(Path, _PROTECTED) for a in (p, *p.parents))
 
 
 
@@ -150,7 +153,7 @@ def stage2_path() -> Path:
     return path
 
 
-def _is_within(path: Path, parent: Path) -> bool:
+def _is_within(path: Path | str, parent: Path | str) -> bool:
     """``path`` is ``parent`` or below it (both absolute, normalised: as strings, since
     ``parent in path.parents`` builds a Path per ancestor, ~2 ms a spawn measured)."""
     p, q = str(path), str(parent)
@@ -161,18 +164,40 @@ def _has_ssh_dir(path: Path) -> bool:
     return ".ssh" in path.parts or ".gnupg" in path.parts
 
 
+def _resolved(path: Path | str) -> tuple[str, int]:
+    """``path`` with every link resolved, and its mode: one ``O_PATH`` open, its
+    ``/proc/self/fd`` link and an ``fstat`` (``os.path.realpath`` walks it in Python, an
+    ``lstat`` per component: most of a plan's time). FileNotFoundError when it is not
+    there."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+
+
+def _system_sets(system: tuple[Path, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The system paths (``/`` spelled ``""``, as ``_under`` wants), and every one of
+    their ancestors, as strings (for ``write``)."""
+    tops = frozenset("" if str(p) == "/" else str(p) for p in system)
+    return tops, frozenset(str(a) for p in system for a in (p, *p.parents))
+
+
+_system_sets_cached = functools.lru_cache(maxsize=8)(_system_sets)
+
+
 def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
                 shown: Path | None = None) -> Path:
     """Refuse grants that would expose secrets or let the app modify the system.
 
     ``shown``: the path as the process sees it, named in errors instead of the host's.
     """
-    real = Path(os.path.realpath(path))
     name = str(shown or path)
     try:
-        mode = os.stat(real).st_mode
+        real_s, mode = _resolved(path)
     except FileNotFoundError:
         raise SandboxError(f"{what} path {name!r} does not exist") from None
+    real = Path(real_s)
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
         # A socket, FIFO or device would be bound as it is: a control socket or a pipe
         # outside every revocable export, or a device node. Never granted.
@@ -181,19 +206,22 @@ def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
     for candidate in {path, real}:
         if _has_ssh_dir(candidate):
             raise SandboxError(f"{what} path {name!r} is a key directory; never granted")
-        for protected in _PROTECTED_PATHS:
-            if _is_within(protected, candidate):
-                raise SandboxError(f"{what} path {name!r} would expose {protected}; "
-                                   "grant a narrower path")
-        for forbidden in _FORBIDDEN_PATHS:
-            if _is_within(candidate, forbidden):
-                raise SandboxError(f"{what} path {name!r} lies in {forbidden}; never "
-                                   "granted")
+        text = str(candidate)
+        if text in _PROTECTED_ANCESTORS:  # a protected path is it or below it
+            protected = next(p for p in _PROTECTED if _is_within(p, text))
+            raise SandboxError(f"{what} path {name!r} would expose {protected}; "
+                               "grant a narrower path")
+        if _under(text, _FORBIDDEN_SET):
+            forbidden = next(f for f in _FORBIDDEN_INSIDE if _is_within(text, f))
+            raise SandboxError(f"{what} path {name!r} lies in {forbidden}; never "
+                               "granted")
         if what == "write":
-            for sys_path in system:
-                if _is_within(candidate, sys_path) or _is_within(sys_path, candidate):
-                    raise SandboxError(f"write path {name!r} overlaps the read-only "
-                                       f"system path {sys_path}")
+            tops, ancestors = _system_sets_cached(system)
+            if _under(text, tops) or text in ancestors:
+                sys_path = next(q for q in system if _is_within(candidate, q)
+                                or _is_within(q, candidate))
+                raise SandboxError(f"write path {name!r} overlaps the read-only "
+                                   f"system path {sys_path}")
     return real
 
 
@@ -288,6 +316,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
         plan.read += system
         plan.exec_ += [p for p in spec.exec_only if p.exists()]
     system_t = tuple(system)
+    tree_real = os.path.realpath(spec.tree) if spec.tree is not None else "/"
 
     def grant(path: Path, what: str) -> Path:
         """The destination of a granted path, checked; its host path goes in ``hosts``."""
@@ -300,7 +329,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
         if not host.exists():
             raise SandboxError(f"{what} path {str(dest)!r} does not exist")
         real = check_grant(host, what, system=system_t, shown=dest)
-        if not _is_within(real, Path(os.path.realpath(spec.tree))):
+        if not _is_within(real, tree_real):
             raise SandboxError(f"{what} path {str(dest)!r} leads out of the Exo tree")
         hosts[dest] = real
         return dest
@@ -323,8 +352,12 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
         # what it checked; a link here now (swapped in since) would move the mount point.
         host = hosts.get(granted, granted)
         unlinked = granted if spec.tree is None else \
-            Path(os.path.realpath(spec.tree)).joinpath(*granted.parts[1:])
-        if Path(os.path.realpath(unlinked)) != unlinked:
+            Path(tree_real).joinpath(*granted.parts[1:])
+        try:
+            resolved = _resolved(unlinked)[0]
+        except FileNotFoundError:
+            raise SandboxError(f"granted path {str(granted)!r} does not exist") from None
+        if resolved != str(unlinked):
             raise SandboxError(f"granted path {str(granted)!r} has a symbolic link on it "
                                "(a path served by the kernel is never reached through one)")
         sources[granted] = check_source(src, host, shown=granted)
@@ -395,7 +428,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
     return plan
 
 
-def _under(path: str, tops: set[str]) -> bool:
+def _under(path: str, tops: AbstractSet[str]) -> bool:
     """``path`` (absolute, normalised) is one of ``tops`` (spelled without a trailing
     ``/``; ``""`` is the root) or below one: its ancestors looked up in the set, not each
     top compared with it (~40 % of a plan, measured)."""
@@ -414,10 +447,16 @@ def _parent_dirs(dests: list[Path], binds: dict[Path, str]) -> list[str]:
     otherwise create 0700: below the new root, outside every mount (``binds``, the
     system's links and the tmpfs of /dev, /proc and /tmp)."""
     # As strings: Path objects for every parent of every destination were ~1 ms a spawn.
-    mounts = {str(m).rstrip("/") for m in binds} | {"/dev", "/proc", "/tmp"}
+    # The same few views come back spawn after spawn: remembered (a pure function).
+    return list(_parent_dirs_of(tuple(map(str, dests)), frozenset(map(str, binds))))
+
+
+@functools.lru_cache(maxsize=32)
+def _parent_dirs_of(dests: tuple[str, ...], binds: frozenset[str]) -> tuple[str, ...]:
+    mounts = {m.rstrip("/") for m in binds} | {"/dev", "/proc", "/tmp"}
     parents: set[str] = set()
     for dest in dests:
-        parent = posixpath.dirname(str(dest))
+        parent = posixpath.dirname(dest)
         while parent != "/" and parent:
             if parent not in parents and parent not in SYSTEM_DIRS and \
                     not _under(parent, mounts):
@@ -426,7 +465,7 @@ def _parent_dirs(dests: list[Path], binds: dict[Path, str]) -> list[str]:
     args: list[str] = []
     for d in sorted(parents, key=lambda q: (q.count("/"), q)):
         args += ["--perms", "0755", "--dir", d]
-    return args
+    return tuple(args)
 
 
 def namespace_args(spec: SandboxSpec) -> list[str]:
