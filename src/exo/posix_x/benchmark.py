@@ -19,6 +19,11 @@ table side by side.
   which is steadier than throughput here. Reported: the median of the per-round ratios,
   their spread (max − min), the median bwrap ratio and the median CPU-per-op ratio.
 
+The servers run on one CPU and their load generators (wrk, redis-benchmark, pgbench) on
+another, in every mode (``_pinning``; ``machine.servers_pinned``): unpinned, where the
+scheduler happened to put the two swung nginx between 0.6 and 1.4 of native from round to
+round. The jobs (gcc, python) are not pinned.
+
 For the servers, also the kernel's FUSE requests per served request, by opcode (its
 servers write their counts to ``EXO_FUSE_OPS_LOG`` when they close; the last round's whole
 POSIX-X run, start and stop included): what a program's file accesses cost the kernel.
@@ -173,6 +178,28 @@ def _cpu(proc: subprocess.Popen[bytes], name: str) -> float:
     return total
 
 
+def _pinning() -> tuple[int, int] | None:
+    """(server's CPU, load generator's CPU): the server, in every mode, and the program
+    driving it each get a CPU of their own, so that a round measures what the sandbox
+    costs the server rather than how the scheduler happened to place the two (nginx
+    swung 0.6-1.4 of native from round to round unpinned, 0.9-1.0 pinned, same run).
+    How a nested cpu cgroup fares against other root tasks on a busy CPU is measured
+    apart (bench/posix_x_cgroup.py). None: fewer than two CPUs, or no taskset."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not any(os.access(os.path.join(d, "taskset"), os.X_OK)
+                                for d in os.environ.get("PATH", os.defpath).split(os.pathsep)):
+        return None
+    return cpus[-1], cpus[0]
+
+
+def _on(role: str) -> list[str]:
+    """The ``taskset`` prefix that runs a command on its role's CPU (``_pinning``)."""
+    pins = _pinning()
+    if pins is None:
+        return []
+    return ["taskset", "-c", str(pins[0] if role == "server" else pins[1])]
+
+
 def _bwrap_view(binds: list[tuple[Path, str, bool]]) -> list[str]:
     """Plain bubblewrap with the same view: the system directories, /etc, /dev, /proc,
     a private /tmp, and the app's directories at the same names."""
@@ -233,7 +260,8 @@ class App:
         env = {**os.environ, "EXO_ROOT": str(self.root)}
         if mode == "posix_x":
             env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
-        proc = subprocess.Popen(self.argv(mode), env=env, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([*_on("server"), *self.argv(mode)], env=env,
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
             _wait_port(self.port, proc)
@@ -276,7 +304,8 @@ class Nginx(App):
                 str(self.root / "var/lib/nginx/error.log")]
 
     def load(self, seconds: float) -> float:
-        out = subprocess.run(["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s",
+        out = subprocess.run([*_on("load"), "wrk", "-t1", "-c16",
+                              f"-d{max(1, round(seconds))}s",
                               f"http://127.0.0.1:{self.port}/index.html"],
                              capture_output=True, text=True, timeout=seconds + 30,
                              check=True).stdout
@@ -315,7 +344,8 @@ class Redis(App):
 
     def load(self, seconds: float) -> float:
         requests = max(2000, int(seconds * 15000))
-        out = subprocess.run(["redis-benchmark", "-p", str(self.port), "-t", "set,get",
+        out = subprocess.run([*_on("load"), "redis-benchmark", "-p", str(self.port),
+                              "-t", "set,get",
                               "-n", str(requests), "-c", "16", "-q"], capture_output=True,
                              text=True, timeout=seconds * 20 + 60, check=True).stdout
         rates = [float(m) for m in re.findall(r"([\d.]+) requests per second", out)]
@@ -386,7 +416,8 @@ class Postgres(App):
             subprocess.run([str(self.BIN / "pgbench"), "-i", "-q", "-s", "2", *where],
                            check=True, capture_output=True, timeout=300)
             self.loaded.add(data)
-        out = subprocess.run([str(self.BIN / "pgbench"), "-S", "-c", "4", "-j", "2",
+        out = subprocess.run([*_on("load"), str(self.BIN / "pgbench"), "-S", "-c", "4",
+                              "-j", "2",
                               "-T", str(max(1, round(seconds))), *where], capture_output=True,
                              text=True, timeout=seconds + 60, check=True).stdout
         match = re.search(r"tps = ([\d.]+)", out)
@@ -684,8 +715,11 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
                 continue
             results["apps"][name] = bench_job(name, work, command, count, rounds, manifest)
             _log(f"  {name}: {results['apps'][name]}")
+    pins = _pinning()
     results["machine"] = {"cpus": os.cpu_count(), "load_at_end": _load(),
-                          "rounds": rounds, "seconds": seconds}
+                          "rounds": rounds, "seconds": seconds,
+                          "servers_pinned": None if pins is None else
+                          {"server_cpu": pins[0], "load_cpu": pins[1]}}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
     return results
