@@ -58,7 +58,9 @@
  *     mount DEST RO DIR IDX  move the detached mount IDX to DEST (created on the
  *                            zygote's root tmpfs if missing, never inside an earlier
  *                            grant), remounted nosuid,nodev, read-only if RO is 1
- *                            (repeated)
+ *                            (repeated); a later Landlock "path" record naming DEST
+ *                            takes its rule from IDX and DIR (1: a directory), without
+ *                            opening DEST again
  *     cwd PATH               the working directory
  *     fd NUMBER IDX          put descriptor IDX at NUMBER (repeated)
  *     config NUMBER          then go on as `exo-stage2 NUMBER` (above)
@@ -150,6 +152,12 @@ struct net_port_attr {
 
 static int status_fd = -1;
 static int ruleset = -1;  /* the Landlock ruleset being built, enforced after the fds close */
+/* --spare: each grant's mount, kept open (above every number a descriptor is put at) for
+ * its Landlock rule: a "path" record naming a mount point takes the rule from this
+ * descriptor and the kind the kernel sent, instead of opening the path and fstat'ing it
+ * (a GETATTR to the kernel's FUSE server for an export, a round trip per command). */
+static struct { const char *dest; int fd; int is_dir; } grant_mounts[SPARE_MAX_MOUNTS];
+static int ngrant_mounts = 0;
 
 /* Report on the status fd, the first byte saying what kind of report it is, and exit. */
 __attribute__((noreturn)) static void report_and_exit(char kind, const char *fmt,
@@ -402,7 +410,12 @@ static int spare(int sock) {
         mount_point(dest, is_dir, mounted, nmounted);
         if (syscall(SYS_move_mount, fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH) != 0)
             fail("zygote: move_mount %s: %s", dest, strerror(errno));
+        int kept = fcntl(fd, F_DUPFD_CLOEXEC, PARK_FD);
+        if (kept < 0) fail("zygote: keep mount %s: %s", dest, strerror(errno));
         close(fd);
+        grant_mounts[ngrant_mounts].dest = dest;
+        grant_mounts[ngrant_mounts].fd = kept;
+        grant_mounts[ngrant_mounts++].is_dir = is_dir;
         do_mount(dest, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (ro ? MS_RDONLY : 0));
         mounted[nmounted++] = dest;
     }
@@ -522,16 +535,26 @@ int main(int argc, char **argv) {
                 continue;
             }
             const char *path = next_str("path");
-            int fd = open(path, O_PATH | O_CLOEXEC);
-            if (fd < 0) fail("landlock: %s: %s", path, strerror(errno));
-            struct stat st;
-            if (fstat(fd, &st) != 0) fail("landlock: %s: %s", path, strerror(errno));
-            if (!S_ISDIR(st.st_mode)) access &= filemask;
+            int mounted = -1;
+            for (int i = 0; i < ngrant_mounts && mounted < 0; i++)
+                if (strcmp(grant_mounts[i].dest, path) == 0) mounted = i;
+            int fd, is_dir;
+            if (mounted >= 0) {
+                fd = grant_mounts[mounted].fd;
+                is_dir = grant_mounts[mounted].is_dir;
+            } else {
+                fd = open(path, O_PATH | O_CLOEXEC);
+                if (fd < 0) fail("landlock: %s: %s", path, strerror(errno));
+                struct stat st;
+                if (fstat(fd, &st) != 0) fail("landlock: %s: %s", path, strerror(errno));
+                is_dir = S_ISDIR(st.st_mode);
+            }
+            if (!is_dir) access &= filemask;
             struct path_beneath_attr rule = {access, fd};
             if (access != 0 && syscall(SYS_landlock_add_rule, ruleset, RULE_PATH_BENEATH,
                                        &rule, 0) != 0)
                 fail("landlock: %s: %s", path, strerror(errno));
-            close(fd);
+            if (mounted < 0) close(fd);
         }
     }
 
@@ -545,6 +568,8 @@ int main(int argc, char **argv) {
     char **env = next_list("env");
     if ((tag = next_tag()) != NULL) fail("stage 2 config: unexpected record %s after env", tag);
 
+    for (int i = 0; i < ngrant_mounts; i++) close(grant_mounts[i].fd);
+    ngrant_mounts = 0;
     close_inherited(keep, nkeep);
     for (int i = 0; i < nkeep; i++) {
         int flags = fcntl(keep[i], F_GETFD);
