@@ -424,13 +424,8 @@ class ProcessManager:
         if channel is not None:
             proc.server = serve(proc)
         # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
-        # a thread blocked per live process; a zygote's command is reported by its zygote.
-        reap = functools.partial(self._reap, proc)
-        notify = getattr(sandbox, "on_exit", None)
-        if notify is not None:
-            notify(reap)
-        else:
-            reaper.watch(sandbox.monitor_pid, reap)
+        # a thread blocked per live process.
+        reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc))
         self.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 

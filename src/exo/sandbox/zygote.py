@@ -52,8 +52,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
-from exo import _threadcache
-
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
 from .errors import ExecFailed, SandboxError
@@ -180,30 +178,14 @@ class ZygoteProcess:
         self._start_error = ""
         self._lock = threading.Lock()
         self._cleaned = False
-        self._on_exit: list[Callable[[], object]] = []
 
     @property
     def monitor_pid(self) -> int:
         return self.pid
 
-    def on_exit(self, fn: Callable[[], object]) -> None:
-        """Call ``fn()`` on a thread of the kernel's thread cache once the zygote has
-        reported the exit (at once if it has). The kernel's process table uses this
-        rather than its reaper's pidfd: the zygote reports every exit anyway, and the
-        reaper's wake-up was a second one per command, for the same news."""
-        with self._lock:
-            if not self._ended.is_set():
-                self._on_exit.append(fn)
-                return
-        _threadcache.start(fn, f"exo-reclaim-{self.name}")
-
     def _exited(self, raw: int) -> None:
-        with self._lock:
-            self._raw = raw
-            self._ended.set()
-            callbacks, self._on_exit = self._on_exit, []
-        for fn in callbacks:
-            _threadcache.start(fn, f"exo-reclaim-{self.name}")
+        self._raw = raw
+        self._ended.set()
 
     def poll(self) -> int | None:
         if self._ended.is_set():
