@@ -218,7 +218,7 @@ class RevocableDirs(FuseServer):
         self._dev_no: int | None = None  # _mount_dev
         self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
                              "reopened": 0, "full": 0, "passthrough_opened": 0, "cut": 0,
-                             "cut_failed": 0})
+                             "cut_failed": 0, "cut_unneeded": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
             P.READLINK: self._readlink, P.SYMLINK: self._symlink, P.MKNOD: self._mknod,
@@ -374,6 +374,11 @@ class RevocableDirs(FuseServer):
             self._cutters.add(tid)
         try:
             for nodeid in nodeids:
+                if not self._pt_open(nodeid):
+                    # Its passthrough files were released since the export died (a
+                    # command's RELEASE racing its reclaim): nothing is open to cut.
+                    self._counts["cut_unneeded"] += 1
+                    continue
                 name = _CUT_PREFIX + str(nodeid).encode()
                 why: OSError | None = None
                 try:
@@ -386,6 +391,8 @@ class RevocableDirs(FuseServer):
                              P.INVAL_ENTRY_OUT.pack(P.ROOT_ID, len(name), 0) + name + b"\0")
                 if ok:
                     self._counts["cut"] += 1
+                elif not self._pt_open(nodeid):  # released (or forgotten) meanwhile
+                    self._counts["cut_unneeded"] += 1
                 else:
                     self._counts["cut_failed"] += 1
                     log.error("revocable dirs: passthrough node %d NOT cut off (%s)",
@@ -393,6 +400,12 @@ class RevocableDirs(FuseServer):
         finally:
             with self._lock:
                 self._cutters.discard(tid)
+
+    def _pt_open(self, nodeid: int) -> bool:
+        """Node ``nodeid`` is known and has a passthrough file open (its RELEASE not in)."""
+        with self._lock:
+            n = self._nodes.get(nodeid)
+            return n is not None and n.pt_opens > 0
 
     def _before_stop(self) -> None:
         """Shutdown: cut off every open passthrough file while the workers still answer (an
