@@ -11,6 +11,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import LinkError
 
 _HERE = Path(__file__).parent
 # name -> sources; the first is the module's own file (built only when it exists).  The
@@ -44,7 +45,15 @@ class BuildExtAndStage2(build_ext):
             out_dir = Path(self.build_lib) / "exo" / "sandbox"
         objects = self.compiler.compile([_STAGE2], output_dir=self.build_temp,
                                         extra_postargs=_FLAGS)
-        self.compiler.link_executable(objects, "exo-stage2", output_dir=str(out_dir))
+        # Linked statically where the C library allows it: the zygote execs it once per
+        # command (its spare), and without the dynamic loader's work an exec and exit
+        # cost ~0.2 ms less CPU (0.7 ms less below the kernel per powerbox pipeline,
+        # measured). Dynamically when there is no static libc.
+        try:
+            self.compiler.link_executable(objects, "exo-stage2", output_dir=str(out_dir),
+                                          extra_postargs=["-static"])
+        except LinkError:
+            self.compiler.link_executable(objects, "exo-stage2", output_dir=str(out_dir))
 
 
 setup(
