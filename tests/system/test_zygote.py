@@ -321,3 +321,55 @@ def test_a_runtime_under_tmp_stays_visible_over_a_commands_private_tmp(
         assert runtime.name in listed and "left" not in listed
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_pipelines_programs_are_confirmed_after_the_last_start(
+        alice: Shell, kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each program of a pipeline starts without waiting for its exec (the kernel then
+    prepares the next one meanwhile); every exec is still confirmed, once, after the last
+    start, and the status pipes go with the confirmations."""
+    (kernel.root / "home" / "alice" / "words").write_text("b\na\nb\n")
+    confirmed: list[bool] = []
+    real = zygote._confirm
+
+    def confirm(proc: object, status_r: int, timeout: float, answered: bool = False) -> None:
+        confirmed.append(answered)
+        real(proc, status_r, timeout, answered)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zygote, "_confirm", confirm)
+    assert run(alice, "/bin/true")[0] == 0  # the zygote is up; a lone command waits
+    assert confirmed == [False]
+    fds = set(os.listdir("/proc/self/fd"))
+    status, out, err = run(alice, "/bin/cat words | /usr/bin/sort | /usr/bin/uniq -c")
+    assert (status, out.split(), err) == (0, ["1", "a", "2", "b"], "")
+    assert confirmed == [False, True, True, True]  # deferred, each once
+    deadline = time.monotonic() + 10
+    while [r["pid"] for r in alice.kernel.ps()] not in ([], [1]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    left = {fd: os.readlink(f"/proc/self/fd/{fd}")
+            for fd in set(os.listdir("/proc/self/fd")) - fds
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not [t for t in left.values() if t.startswith("pipe:")], left  # no status pipe
+
+
+def test_a_program_whose_exec_fails_after_a_deferred_start_is_reported(
+        alice: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a deferred start's confirmation raises is said as a start that failed at once
+    says it, and its stage takes the status such a start gives (the rest of the pipeline
+    runs, as in sh)."""
+    from exo.sandbox.errors import ExecFailed
+
+    real = zygote._confirm
+    calls: list[int] = []
+
+    def confirm(proc: object, status_r: int, timeout: float, answered: bool = False) -> None:
+        real(proc, status_r, timeout, answered)  # type: ignore[arg-type]
+        calls.append(1)
+        if answered and len(calls) == 1:
+            raise ExecFailed("cannot run '/bin/echo': Exec format error", 8)
+
+    monkeypatch.setattr(zygote, "_confirm", confirm)
+    status, out, err = run(alice, "/bin/echo hi | /usr/bin/wc -c")
+    assert err == "exo: /bin/echo: cannot run '/bin/echo': Exec format error\n"
+    assert status == 0 and out.strip() == "3"  # the last stage's status, as in sh

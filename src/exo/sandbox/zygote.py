@@ -38,6 +38,7 @@ import contextlib
 import contextvars
 import ctypes
 import errno
+import functools
 import itertools
 import json
 import os
@@ -71,6 +72,29 @@ _counter = itertools.count(1)
 _zygotes: dict[tuple[str, str], Zygote] = {}
 _stopped: set[str] = set()  # boots whose kernel has shut down: no zygote starts for them
 _lock = threading.Lock()
+
+
+#: Set by a caller that starts several commands in a row (a shell's pipeline): a start
+#: returns once the zygote has forked the command, and its confirmation (stage 2 exec'd
+#: it, or why not) is appended here for the caller to take after its last start.
+_deferred: contextvars.ContextVar[list[Callable[[], None]] | None] = \
+    contextvars.ContextVar("exo_zygote_deferred", default=None)
+
+
+@contextlib.contextmanager
+def deferring() -> Iterator[list[Callable[[], None]]]:
+    """Within this block, a zygote start does not wait for its command's exec: each
+    appends to the yielded list a function that waits for it and raises what the start
+    would have raised (``ExecFailed``, ``SandboxError``). The caller calls every one
+    before the block ends (``Shell._launch``): the next command's preparation in the
+    kernel then overlaps the last one's setup in its sandbox. A command whose exec
+    failed ends by itself (status 127) and is reaped as any other."""
+    pending: list[Callable[[], None]] = []
+    token = _deferred.set(pending)
+    try:
+        yield pending
+    finally:
+        _deferred.reset(token)
 
 
 @contextlib.contextmanager
@@ -432,21 +456,15 @@ class Zygote:
                 os.close(fd)
             mine, go_w = [], -1
             # The zygote puts the child in its cgroup and says "go"; stage 2 execs.
-            from .launcher import _read_all
-
-            status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
-            if not proc._started.wait(timeout) or proc.pidfd < 0:
-                raise SandboxError(f"sandbox start failed: zygote: "
-                                   f"{proc._start_error or 'no answer'}")
-            if status != b"R":
-                report = status.removeprefix(b"R")
-                proc.wait(timeout)
-                if report.startswith(b"X"):
-                    err, _, message = report[1:].decode("utf-8", "replace").partition(" ")
-                    raise ExecFailed(message, int(err))
-                detail = report.removeprefix(b"E").decode("utf-8", "replace") or \
-                    "the command ended before stage 2"
-                raise SandboxError(f"sandbox start failed: {detail}")
+            pending = _deferred.get()
+            if pending is None:
+                _confirm(proc, status_r, timeout)
+            else:
+                if not proc._started.wait(timeout) or proc.pidfd < 0:
+                    raise SandboxError(f"sandbox start failed: zygote: "
+                                       f"{proc._start_error or 'no answer'}")
+                pending.append(functools.partial(_confirm_once, proc, status_r, timeout))
+                status_r = -1  # the confirmation's now
             self.last_used = time.monotonic()
             return proc
         except BaseException:
@@ -466,6 +484,37 @@ class Zygote:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+
+
+def _confirm(proc: ZygoteProcess, status_r: int, timeout: float,
+             answered: bool = False) -> None:
+    """Wait for the command's exec (stage 2's "R" and EOF on ``status_r``) and, unless
+    ``answered`` (checked already: a deferred confirmation, whose command may have ended
+    and been reclaimed since), for the zygote's answer; raise what went wrong, as the
+    launcher does."""
+    from .launcher import _read_all
+
+    status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
+    if not answered and (not proc._started.wait(timeout) or proc.pidfd < 0):
+        raise SandboxError(f"sandbox start failed: zygote: "
+                           f"{proc._start_error or 'no answer'}")
+    if status != b"R":
+        report = status.removeprefix(b"R")
+        proc.wait(timeout)
+        if report.startswith(b"X"):
+            err, _, message = report[1:].decode("utf-8", "replace").partition(" ")
+            raise ExecFailed(message, int(err))
+        detail = report.removeprefix(b"E").decode("utf-8", "replace") or \
+            "the command ended before stage 2"
+        raise SandboxError(f"sandbox start failed: {detail}")
+
+
+def _confirm_once(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
+    """A deferred confirmation (``deferring``): it owns ``status_r``."""
+    try:
+        _confirm(proc, status_r, timeout, answered=True)
+    finally:
+        os.close(status_r)
 
 
 def _pidfd_pid(pidfd: int) -> int:

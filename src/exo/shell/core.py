@@ -418,6 +418,16 @@ class Shell:
         # sandbox (the zygote's spares), two starts only fought over the GIL, each syscall
         # of one handing the GIL to the other: 4 ms more kernel CPU and 3 ms more per
         # `cat | wc`, measured in one interleaved run.)
+        # Each program's start returns once its sandbox is forked; whether its exec went
+        # through is taken after the last start (zygote.deferring), so that the kernel
+        # prepares the next program while the last one's sandbox sets itself up.
+        confirmations: list[tuple[Stage, CommandContext, int]] = []
+        deferred = contextlib.ExitStack()
+        pending = None
+        if len(cmds) > 1:
+            from exo.sandbox.zygote import deferring
+
+            pending = deferred.enter_context(deferring())
         try:
             for idx, cmd in enumerate(cmds):
                 last = idx == len(cmds) - 1
@@ -439,15 +449,23 @@ class Shell:
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
                 ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
+                before = len(pending) if pending is not None else 0
                 self._start(ctx, stage, inline, opened, env)
+                if pending is not None and len(pending) > before:
+                    confirmations.append((stage, ctx, before))
                 prev_read = next_read
         except BaseException:
+            confirmations.clear()  # the job is being torn down: nothing more to say of it
             if job.processes():
                 self.interrupt(job)
             job.cancel.set()
             for fd in list(opened):
                 self._close([fd], opened)
             raise
+        finally:
+            deferred.close()
+            if pending is not None:
+                self._confirm(pending, confirmations)
         if inline:
             self._close(list(opened), opened)
             job.status = stages[-1].status
@@ -470,6 +488,24 @@ class Shell:
 
         _threadcache.start(collect, "exosh-job")
         return job
+
+    def _confirm(self, pending: list[Callable[[], None]],
+                 confirmations: list[tuple[Stage, CommandContext, int]]) -> None:
+        """Take each deferred start's outcome (``_launch``): a program that could not be
+        exec'd is reported as ``_start`` reports it, and its stage takes the status a
+        start that failed at once would have had (the process ends by itself)."""
+        from exo.kernel.api import failure_status
+
+        by_index = {index: (stage, ctx) for stage, ctx, index in confirmations}
+        for index, confirm in enumerate(pending):
+            try:
+                confirm()
+            except Exception as exc:
+                if index not in by_index:
+                    continue
+                stage, ctx = by_index[index]
+                ctx.write(f"exo: {ctx.argv[0]}: {exc}\n", ctx.stderr)
+                stage.status, stage.job = failure_status(exc), None
 
     def _adopt(self, stage: Stage, proc: ExoProcess) -> None:
         """A builtin's process (``run``) joins the builtin's job."""
