@@ -732,6 +732,7 @@ def _pct(posix_x: float, native: float) -> str:
 def render(results: dict[str, Any], out: TextIO) -> None:
     """The seed's side-by-side table: each syscall's cost and each application's
     throughput ratio, with bubblewrap's beside it."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -747,25 +748,31 @@ def render(results: dict[str, Any], out: TextIO) -> None:
         calls.add_row(name, f"{ns['posix_x_ns']:.0f}", f"{ns['native_ns']:.0f}",
                       _pct(ns["posix_x_ns"], ns["native_ns"]))
     console.print(calls)
-    apps = Table(title="Applications (throughput ÷ native, median of per-round ratios)")
-    for column in ("application", "POSIX-X", "spread", "bubblewrap", "CPU/op ratio",
-                   "POSIX-X ÷ bwrap (95% CI)", "≥ 0.97", "≥ bwrap"):
-        apps.add_column(column, justify="left" if column == "application" else "right")
+    # Eight narrow columns without vertical rules: the table fits 80 columns.
+    apps = Table(title="Applications (throughput ÷ native, median of per-round ratios)",
+                 box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                 collapse_padding=True)
+    for column in ("app", "POSIX-X", "spread", "bwrap", "CPU/op", "÷ bwrap, 95% CI",
+                   "≥0.97", "≥bwrap"):
+        apps.add_column(column, justify="left" if column == "app" else "right",
+                        no_wrap=True)
     met = 0
     for name, a in results.get("apps", {}).items():
         native_ok = a["ratio_median"] >= 0.97
         verdict = bwrap_verdict(a)
         met += native_ok and verdict != "✗"
-        paired = (f"{a['vs_bwrap_median']:.2f} [{a['vs_bwrap_ci95'][0]:.2f}, "
-                  f"{a['vs_bwrap_ci95'][1]:.2f}]") if "vs_bwrap_median" in a else "-"
+        paired = (f"{a['vs_bwrap_median']:.2f} {a['vs_bwrap_ci95'][0]:.2f}–"
+                  f"{a['vs_bwrap_ci95'][1]:.2f}") if "vs_bwrap_median" in a else "-"
         cpu = f"{a['cpu_per_op_ratio']:.2f}"
         if "bwrap_cpu_per_op_ratio" in a:
-            cpu += f" (bwrap {a['bwrap_cpu_per_op_ratio']:.2f})"
+            cpu += f"|{a['bwrap_cpu_per_op_ratio']:.2f}"
         apps.add_row(name, f"{a['ratio_median']:.2f}", f"{a['ratio_spread']:.2f}",
                      f"{a['bwrap_ratio_median']:.2f}", cpu, paired,
                      "✓" if native_ok else "✗", verdict)
     console.print(apps)
     ratios = [a["ratio_median"] for a in results.get("apps", {}).values()]
+    console.print("CPU/op: CPU time per operation ÷ native's, POSIX-X|bubblewrap; ÷ bwrap: "
+                  "POSIX-X ÷ bubblewrap round by round, median and its 95% interval")
     if ratios:
         console.print(f"Overall: POSIX-X runs at {statistics.median(ratios):.0%} of native "
                       f"(median over {len(ratios)} applications); {met} of {len(ratios)} "

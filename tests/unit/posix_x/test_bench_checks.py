@@ -57,3 +57,26 @@ def test_bwrap_verdict() -> None:
     assert B.bwrap_verdict(app(0.93, 0.90, 0.97)) == "✗"
     # an older result without paired ratios: its medians compared, as then
     assert B.bwrap_verdict({"ratio_median": 0.99, "bwrap_ratio_median": 1.11}) == "✗"
+
+
+def test_the_applications_table_fits_80_columns_without_cutting_a_name() -> None:
+    import io
+    import json
+    import re
+
+    results = json.loads((B.REPO / "bench" / "results" / "posix_x.json").read_text())
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "80")
+        B.render(results, out)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    table = text[text.index("Applications"):text.index("CPU/op:")]
+    assert "…" not in table
+    assert all(len(line) <= 80 for line in table.splitlines())
+    for name in results["apps"]:
+        assert re.search(rf"^{name}\s", table, re.M), name
