@@ -176,14 +176,13 @@ def _resolved(path: Path | str) -> tuple[str, int]:
         os.close(fd)
 
 
+@functools.lru_cache(maxsize=8)
 def _system_sets(system: tuple[Path, ...]) -> tuple[frozenset[str], frozenset[str]]:
     """The system paths (``/`` spelled ``""``, as ``_under`` wants), and every one of
     their ancestors, as strings (for ``write``)."""
     tops = frozenset("" if str(p) == "/" else str(p) for p in system)
     return tops, frozenset(str(a) for p in system for a in (p, *p.parents))
 
-
-_system_sets_cached = functools.lru_cache(maxsize=8)(_system_sets)
 
 
 def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
@@ -216,7 +215,7 @@ def check_grant(path: Path, what: str, *, system: tuple[Path, ...],
             raise SandboxError(f"{what} path {name!r} lies in {forbidden}; never "
                                "granted")
         if what == "write":
-            tops, ancestors = _system_sets_cached(system)
+            tops, ancestors = _system_sets(system)
             if _under(text, tops) or text in ancestors:
                 sys_path = next(q for q in system if _is_within(candidate, q)
                                 or _is_within(q, candidate))

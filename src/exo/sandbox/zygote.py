@@ -460,10 +460,8 @@ class Zygote:
             if pending is None:
                 _confirm(proc, status_r, timeout)
             else:
-                if not proc._started.wait(timeout) or proc.pidfd < 0:
-                    raise SandboxError(f"sandbox start failed: zygote: "
-                                       f"{proc._start_error or 'no answer'}")
-                pending.append(functools.partial(_confirm_once, proc, status_r, timeout))
+                _check_answer(proc, timeout)
+                pending.append(functools.partial(_confirm_deferred, proc, status_r, timeout))
                 status_r = -1  # the confirmation's now
             self.last_used = time.monotonic()
             return proc
@@ -495,9 +493,8 @@ def _confirm(proc: ZygoteProcess, status_r: int, timeout: float,
     from .launcher import _read_all
 
     status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
-    if not answered and (not proc._started.wait(timeout) or proc.pidfd < 0):
-        raise SandboxError(f"sandbox start failed: zygote: "
-                           f"{proc._start_error or 'no answer'}")
+    if not answered:
+        _check_answer(proc, timeout)
     if status != b"R":
         report = status.removeprefix(b"R")
         proc.wait(timeout)
@@ -509,7 +506,14 @@ def _confirm(proc: ZygoteProcess, status_r: int, timeout: float,
         raise SandboxError(f"sandbox start failed: {detail}")
 
 
-def _confirm_once(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
+def _check_answer(proc: ZygoteProcess, timeout: float) -> None:
+    """The zygote answered that it forked the command (its pidfd came), or why not."""
+    if not proc._started.wait(timeout) or proc.pidfd < 0:
+        raise SandboxError(f"sandbox start failed: zygote: "
+                           f"{proc._start_error or 'no answer'}")
+
+
+def _confirm_deferred(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
     """A deferred confirmation (``deferring``): it owns ``status_r``."""
     try:
         _confirm(proc, status_r, timeout, answered=True)
