@@ -15,6 +15,7 @@ import psutil
 import pytest
 from sandbox_testlib import World
 
+from exo.kernel import reaper
 from exo.sandbox import (
     ExecFailed,
     SandboxError,
@@ -201,6 +202,8 @@ def test_sandbox_dies_with_the_kernel_and_cleanup_all_reclaims(tmp_path: Path) -
 def test_spawn_cycles_leave_nothing_behind() -> None:
     """EXO_SPAWN_CYCLES spawn/exit cycles (default 200): no process, fd, cgroup or mount."""
     cycles = int(os.environ.get("EXO_SPAWN_CYCLES", "200"))
+    # An earlier test's kernel reaper may still hold its epoll set (it lingers): gone first.
+    assert reaper.settle()
     before = _snapshot()
     spec = SandboxSpec(memory_max=64 << 20, pids_max=8, cpu_max=1.0)
     for i in range(cycles):

@@ -117,3 +117,21 @@ def watch(pid: int, on_exit: Callable[[], None]) -> None:
         if _reaper is None:
             _reaper = Reaper()
     _reaper.watch(pid, on_exit)
+
+
+def settle(timeout: float = 2 * LINGER + 1.0) -> bool:
+    """Wait until the kernel's reaper watches nothing and its thread has ended (it lingers
+    ``LINGER`` seconds with its epoll set open), so that a count of this process's
+    descriptors or threads taken next stays put. False when it still watches a process
+    (or did not end in time). For tests that compare such counts."""
+    reaper = _reaper
+    if reaper is None:
+        return True
+    with reaper._lock:
+        if reaper._watched:
+            return False
+        thread = reaper._thread
+    if thread is not None:
+        thread.join(timeout)
+    with reaper._lock:
+        return not reaper._watched and reaper._thread is None
