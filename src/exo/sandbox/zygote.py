@@ -524,15 +524,20 @@ def _confirm_deferred(proc: ZygoteProcess, status_r: int, timeout: float) -> Non
 def _pidfd_pid(pidfd: int) -> int:
     """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), or
     0 when the process has already been reaped (a command that ended at once: its exit
-    status is on its way; 0 is never signalled, only the pidfd is)."""
+    status is on its way; 0 is never signalled, only the pidfd is). Read with one
+    ``read`` of the raw bytes: the zygote's reader runs this for every command while the
+    kernel's other threads want the GIL, and a text file object made four syscalls of it
+    (each a chance to lose the GIL; 0.15-0.3 ms per command, against 0.04 alone)."""
     try:
-        with open(f"/proc/self/fdinfo/{pidfd}") as fh:
-            for line in fh:
-                if line.startswith("Pid:"):
-                    return max(0, int(line.split()[1]))
+        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start = data.index(b"\nPid:") + 5
+        return max(0, int(data[start:data.index(b"\n", start)]))
     except (OSError, ValueError):
-        pass
-    return 0
+        return 0
 
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,

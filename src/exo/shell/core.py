@@ -631,11 +631,7 @@ class Shell:
         ]
         for cand in candidates:
             path = self.vfs.normalize(cand, self.cwd)
-            try:
-                host = self.vfs.host_path(path)
-            except (VfsError, PermissionError):
-                continue
-            if host.is_file() and os.access(host, os.X_OK):
+            if self.vfs.is_executable(path):
                 return path
         return None
 

@@ -182,6 +182,21 @@ class Vfs:
             return False
         return True
 
+    def is_executable(self, p: str) -> bool:
+        """A regular file the kernel may execute, resolved beneath the tree without links
+        (one ``openat2``; a name that is not there costs no walk up, as ``host_path``'s)."""
+        if self._virtual(p) is not None:
+            return False
+        try:
+            fd = self._open(p, os.O_PATH)
+        except OSError:
+            return False
+        try:
+            return stat.S_ISREG(os.fstat(fd).st_mode) and \
+                os.access(f"/proc/self/fd/{fd}", os.X_OK)
+        finally:
+            os.close(fd)
+
     def is_dir(self, p: str) -> bool:
         v = self._virtual(p)
         if v is not None:

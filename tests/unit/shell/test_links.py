@@ -5,6 +5,7 @@ leads out of a grant, whichever program follows it."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,29 @@ def test_a_directory_of_links_lists_and_no_link_leads_out(
                  "/bin/ls /exo/bin/roots/"):
         status, out, _ = run(shell, line)
         assert status != 0 and "root's" not in out and "root:" not in out, line
+
+
+def test_a_program_is_found_only_as_an_executable_file_beneath_the_tree(
+        root_shell: Shell, tmp_path: Path) -> None:
+    """``find_program``: a regular executable file in the Exo tree, its name resolved
+    without links; anything else (missing, a directory, not executable, a link, a path
+    that leaves the tree) is not a program there (the powerbox then looks on the host)."""
+    root = root_shell.kernel.root
+    bin_dir = root / "home" / "root" / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "tool"
+    tool.write_text("#!/bin/sh\necho hi\n")
+    tool.chmod(0o755)
+    (bin_dir / "notes").write_text("x\n")
+    (bin_dir / "dir").mkdir()
+    outside = tmp_path / "outside-tool"
+    outside.write_text("#!/bin/sh\n")
+    outside.chmod(0o755)
+    (bin_dir / "link").symlink_to(outside)
+    assert root_shell.find_program("/home/root/bin/tool") == "/home/root/bin/tool"
+    for name in ("/home/root/bin/missing", "/home/root/bin/notes", "/home/root/bin/dir",
+                 "/home/root/bin/link", "/home/root/bin/missing/deeper", "/../../bin/sh"):
+        assert root_shell.find_program(name) is None, name
+    root_shell.env["PATH"] = "/nowhere:/home/root/bin"
+    assert root_shell.find_program("tool") == "/home/root/bin/tool"
+    assert root_shell.find_program("notes") is None
