@@ -24,6 +24,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="load duration per measurement")
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--control", action="store_true",
+                        help="also run native a second time each round (an A/A control)")
     parser.add_argument("--apps", default=",".join(ALL),
                         help=f"comma-separated, of {','.join(ALL)} (default: all); results "
                         "are merged into an existing --output")
@@ -31,7 +33,7 @@ def main() -> int:
     try:
         return bench_main(quick=args.quick, as_json=args.json, rounds=args.rounds,
                           apps=args.apps, output=args.output, seconds=args.seconds,
-                          out=sys.stdout, err=sys.stderr)
+                          out=sys.stdout, err=sys.stderr, control=args.control)
     except BenchmarkError as exc:
         print(f"posix_x bench: {exc}", file=sys.stderr)
         return 1

@@ -40,6 +40,10 @@ Writes ``bench/results/posix_x.json`` as
 "vs_bwrap_ci95", "bwrap_cpu_per_op_ratio", "fuse_ops_per_request"}}}``.
 ``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
 ``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file.
+``--control``: native runs a second time in every round, in the rotation (an A/A control);
+its ratio to the first run (``control_ratio_median``, ``control_ratio_ci95``) is how far
+two identical runs differ here, the resolution of every other ratio of the run.
+``ratio_ci95``: the distribution-free 95 % interval of ``ratio_median``.
 Needs root, gcc and the Debian packages of ``make posix-x-apps`` (installed here when
 missing and run as root).
 """
@@ -74,6 +78,10 @@ PACKAGES = ("nginx", "redis-server", "redis-tools", "wrk", "postgresql", "curl",
             "bubblewrap")
 EXO = [sys.executable, "-m", "exo"]
 MODES = ("native", "posix_x", "bwrap")
+#: ``--control``: native a second time in every round (an A/A comparison). Its ratio to the
+#: first native run says how far two identical runs differ here: the resolution below
+#: which no ratio of this run means anything.
+CONTROL = "native_again"
 ALL = ("syscalls", "nginx", "redis", "postgres", "gcc", "python")
 
 SYSCALL_C = r"""
@@ -257,6 +265,7 @@ class App:
 
     @contextlib.contextmanager
     def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
+        mode = _started_as(mode)
         env = {**os.environ, "EXO_ROOT": str(self.root)}
         if mode == "posix_x":
             env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
@@ -456,15 +465,32 @@ def _placement(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
     return {}
 
 
-def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
+def _started_as(mode: str) -> str:
+    """The mode a server or job is started in: the A/A control is native again."""
+    return "native" if mode == CONTROL else mode
+
+
+def _modes(control: bool) -> tuple[str, ...]:
+    return (*MODES, CONTROL) if control else MODES
+
+
+def _rotated(modes: tuple[str, ...], r: int) -> tuple[str, ...]:
+    """Round ``r``'s order: rotated each round, so that no mode is always first."""
+    k = r % len(modes)
+    return modes[k:] + modes[:k]
+
+
+def bench_app(app: App, rounds: int, seconds: float,
+              control: bool = False) -> dict[str, Any]:
     ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
+    controls: list[float] = []
     where: dict[str, Any] = {}
     loads = [_load()]
     ops_per_request: dict[str, float] = {}
     for r in range(rounds):
         rate: dict[str, float] = {}
         cpu_per_op: dict[str, float] = {}
-        for mode in MODES[r % 3:] + MODES[:r % 3]:
+        for mode in _rotated(_modes(control), r):
             with app.running(mode) as proc:
                 warm = min(1.0, seconds)
                 requests = app.load(warm) * max(1, round(warm))  # warm up
@@ -472,7 +498,8 @@ def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
                 rate[mode] = app.load(seconds)
                 cpu_per_op[mode] = (_cpu(proc, app.comm) - before) / (rate[mode] * seconds)
                 requests += rate[mode] * max(1, round(seconds))
-                where[mode] = _placement(proc, app.comm)
+                if mode != CONTROL:
+                    where[mode] = _placement(proc, app.comm)
             if mode == "posix_x":
                 # This round's server life (start, both loads, stop) per request served.
                 ops = app.fuse_ops()
@@ -481,15 +508,18 @@ def bench_app(app: App, rounds: int, seconds: float) -> dict[str, Any]:
         ratios.append(rate["posix_x"] / rate["native"])
         bwrap_ratios.append(rate["bwrap"] / rate["native"])
         vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
+        if control:
+            controls.append(rate[CONTROL] / rate["native"])
         if cpu_per_op["native"] > 0:
             cpu_ratios.append(cpu_per_op["posix_x"] / cpu_per_op["native"])
             bwrap_cpu.append(cpu_per_op["bwrap"] / cpu_per_op["native"])
         loads.append(_load())
         _log(f"  {app.name} round {r + 1}: " + ", ".join(
-            f"{m} {rate[m]:.0f}/s" for m in MODES) + f" (load {loads[-1][0]})")
+            f"{m} {rate[m]:.0f}/s" for m in _modes(control)) + f" (load {loads[-1][0]})")
     if ops_per_request:
         _log(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
-    return {**_summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu),
+    return {**_summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu,
+                       controls),
             "fuse_ops_per_request": ops_per_request, "placement": where}
 
 
@@ -519,7 +549,7 @@ def _times(text: str) -> float:
 
 
 def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
-              manifest: str) -> dict[str, float]:
+              manifest: str, control: bool = False) -> dict[str, Any]:
     """A command (gcc, python3) run ``count`` times per round in each mode, in the
     directory ``work`` (shown as ``/home/bench``): rate = runs per second of wall time,
     CPU per run from ``times``."""
@@ -540,12 +570,13 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
                   "--", "/bin/sh", "-c", script],
     }
     ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
+    controls: list[float] = []
     loads = [_load()]
     for r in range(rounds):
         rate: dict[str, float] = {}
         cpu: dict[str, float] = {}
-        for mode in MODES[r % 3:] + MODES[:r % 3]:
-            out = subprocess.run(argv[mode], env=env, cwd=bench, capture_output=True,
+        for mode in _rotated(_modes(control), r):
+            out = subprocess.run(argv[_started_as(mode)], env=env, cwd=bench, capture_output=True,
                                  text=True, timeout=600, check=True).stdout
             found = re.search(r"wall (\d+)", out)
             if found is None:
@@ -556,13 +587,15 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
         ratios.append(rate["posix_x"] / rate["native"])
         bwrap_ratios.append(rate["bwrap"] / rate["native"])
         vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
+        if control:
+            controls.append(rate[CONTROL] / rate["native"])
         if cpu["native"] > 0:
             cpu_ratios.append(cpu["posix_x"] / cpu["native"])
             bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
         loads.append(_load())
         _log(f"  {name} round {r + 1}: " + ", ".join(
-            f"{m} {rate[m]:.2f}/s" for m in MODES) + f" (load {loads[-1][0]})")
-    return _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu)
+            f"{m} {rate[m]:.2f}/s" for m in _modes(control)) + f" (load {loads[-1][0]})")
+    return _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu, controls)
 
 
 def _median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -582,12 +615,16 @@ def _median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
 
 def _summary(ratios: list[float], bwrap_ratios: list[float], cpu_ratios: list[float],
              loads: list[list[float]], vs_bwrap: list[float] | None = None,
-             bwrap_cpu_ratios: list[float] | None = None) -> dict[str, Any]:
+             bwrap_cpu_ratios: list[float] | None = None,
+             controls: list[float] | None = None) -> dict[str, Any]:
     """``vs_bwrap``: POSIX-X ÷ bubblewrap throughput, round by round (paired: the two ran
     within seconds of each other, so the machine's swings between rounds cancel out);
     its median, with the median's 95 % confidence interval, says whether POSIX-X is
-    measurably slower than bubblewrap."""
+    measurably slower than bubblewrap. ``controls``: the A/A control's ratios (a second
+    native run ÷ the first, round by round; ``--control``)."""
+    lo, hi = _median_ci(ratios)
     out = {"ratio_median": round(statistics.median(ratios), 4),
+           "ratio_ci95": [round(lo, 4), round(hi, 4)],
            "ratio_spread": round(max(ratios) - min(ratios), 4),
            "bwrap_ratio_median": round(statistics.median(bwrap_ratios), 4),
            "cpu_per_op_ratio": round(statistics.median(cpu_ratios), 4) if cpu_ratios
@@ -602,6 +639,11 @@ def _summary(ratios: list[float], bwrap_ratios: list[float], cpu_ratios: list[fl
                 "vs_bwrap_ratios": [round(r, 4) for r in vs_bwrap]}
     if bwrap_cpu_ratios:
         out["bwrap_cpu_per_op_ratio"] = round(statistics.median(bwrap_cpu_ratios), 4)
+    if controls:
+        lo, hi = _median_ci(controls)
+        out |= {"control_ratio_median": round(statistics.median(controls), 4),
+                "control_ratio_ci95": [round(lo, 4), round(hi, 4)],
+                "control_ratios": [round(r, 4) for r in controls]}
     return out
 
 
@@ -667,7 +709,7 @@ def ensure_packages() -> None:
 
 
 def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Path,
-                  quick: bool) -> dict[str, Any]:
+                  quick: bool, control: bool = False) -> dict[str, Any]:
     """Measure ``chosen`` and merge the results into ``output``; the results."""
     if os.geteuid() != 0:
         raise BenchmarkError("needs root (the servers' sandboxes and native runs as other "
@@ -695,7 +737,8 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
                 continue
             root = work / f"{cls.name}-root"
             root.mkdir(mode=0o755)
-            results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds)
+            results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds,
+                                                  control)
             _log(f"  {cls.name}: {results['apps'][cls.name]}")
         count = 5 if quick else 20
         # Their directory in passthrough mode, as the servers' example manifests have it:
@@ -713,11 +756,12 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
         for name, (command, manifest) in jobs.items():
             if name not in chosen:
                 continue
-            results["apps"][name] = bench_job(name, work, command, count, rounds, manifest)
+            results["apps"][name] = bench_job(name, work, command, count, rounds, manifest,
+                                                control)
             _log(f"  {name}: {results['apps'][name]}")
     pins = _pinning()
     results["machine"] = {"cpus": os.cpu_count(), "load_at_end": _load(),
-                          "rounds": rounds, "seconds": seconds,
+                          "rounds": rounds, "seconds": seconds, "control": control,
                           "servers_pinned": None if pins is None else
                           {"server_cpu": pins[0], "load_cpu": pins[1]}}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -773,6 +817,13 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     ratios = [a["ratio_median"] for a in results.get("apps", {}).values()]
     console.print("CPU/op: CPU time per operation ÷ native's, POSIX-X|bubblewrap; ÷ bwrap: "
                   "POSIX-X ÷ bubblewrap round by round, median and its 95% interval")
+    controls = [f"{name} {a['control_ratio_median']:.2f} ({a['control_ratio_ci95'][0]:.2f}–"
+                f"{a['control_ratio_ci95'][1]:.2f})"
+                for name, a in results.get("apps", {}).items() if "control_ratio_median" in a]
+    if controls:
+        console.print("A/A control, native ÷ native again in the same rounds (median, 95% "
+                      "interval): " + ", ".join(controls) + ". A ratio closer to 1 than "
+                      "the control's distance from it is below what this run can resolve")
     if ratios:
         console.print(f"Overall: POSIX-X runs at {statistics.median(ratios):.0%} of native "
                       f"(median over {len(ratios)} applications); {met} of {len(ratios)} "
@@ -794,9 +845,11 @@ def bwrap_verdict(app: dict[str, Any]) -> str:
 
 
 def main(*, quick: bool, as_json: bool, rounds: int | None, apps: str | None,
-         output: str | None, out: TextIO, err: TextIO, seconds: float | None = None) -> int:
+         output: str | None, out: TextIO, err: TextIO, seconds: float | None = None,
+         control: bool = False) -> int:
     """``posix-x benchmark``: progress on ``err`` with ``--json`` (the JSON alone on
-    ``out``), on ``out`` otherwise."""
+    ``out``), on ``out`` otherwise. ``control``: an A/A control in every round
+    (``CONTROL``)."""
     chosen = [a for a in (apps or ",".join(ALL)).split(",") if a]
     if unknown := set(chosen) - set(ALL):
         raise BenchmarkError(f"unknown application(s) {', '.join(sorted(unknown))} (of "
@@ -812,7 +865,8 @@ def main(*, quick: bool, as_json: bool, rounds: int | None, apps: str | None,
     try:
         results = run_benchmark(
             rounds=rounds or (3 if quick else 10), seconds=seconds or (2.0 if quick else 5.0),
-            chosen=chosen, output=Path(output) if output else RESULTS, quick=quick)
+            chosen=chosen, output=Path(output) if output else RESULTS, quick=quick,
+            control=control)
     finally:
         _log_to.pop()
     if as_json:

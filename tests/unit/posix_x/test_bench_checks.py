@@ -4,9 +4,11 @@ passing for throughput, and "≥ bubblewrap" is judged on paired per-round ratio
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -80,3 +82,68 @@ def test_the_applications_table_fits_80_columns_without_cutting_a_name() -> None
     assert all(len(line) <= 80 for line in table.splitlines())
     for name in results["apps"]:
         assert re.search(rf"^{name}\s", table, re.M), name
+
+
+class _Scripted(B.App):
+    """An application whose every mode serves a set rate: the benchmark's round logic
+    (rotation, pairing, the A/A control) without starting real servers. Each mode's
+    "server" is a real process (``sleep``) whose CPU time the round reads."""
+
+    name, comm = "scripted", "sleep"
+    RATES: ClassVar[dict[str, float]] = {"native": 1000.0, "posix_x": 970.0,
+                                         "bwrap": 980.0, B.CONTROL: 1020.0}
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, 1)
+        self.seen: list[str] = []
+        self.mode = ""
+
+    @contextlib.contextmanager
+    def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
+        self.seen.append(mode)
+        self.mode = mode
+        proc = subprocess.Popen(["sleep", "30"])
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def load(self, seconds: float) -> float:
+        return self.RATES[self.mode]
+
+
+def test_the_control_runs_native_again_in_every_round(tmp_path: Path) -> None:
+    app = _Scripted(tmp_path / "root")
+    result = B.bench_app(app, rounds=3, seconds=0.5, control=True)
+    # Each round all four, rotated: no mode is always first.
+    rounds = [app.seen[i:i + 4] for i in range(0, 12, 4)]
+    assert [r[0] for r in rounds] == ["native", "posix_x", "bwrap"]
+    assert all(sorted(r) == sorted([*B.MODES, B.CONTROL]) for r in rounds)
+    assert result["control_ratio_median"] == 1.02
+    assert result["control_ratios"] == [1.02, 1.02, 1.02]
+    assert result["ratio_median"] == 0.97 and result["ratio_ci95"] == [0.97, 0.97]
+    assert B.CONTROL not in result["placement"]
+    # The control is started exactly as native is.
+    assert B._started_as(B.CONTROL) == "native"
+    redis = B.Redis(tmp_path / "redis-root", 6379)
+    assert redis.argv(B._started_as(B.CONTROL)) == redis.argv("native")
+
+
+def test_without_the_control_a_round_has_three_modes(tmp_path: Path) -> None:
+    app = _Scripted(tmp_path / "root")
+    result = B.bench_app(app, rounds=2, seconds=0.5)
+    assert app.seen == ["native", "posix_x", "bwrap", "posix_x", "bwrap", "native"]
+    assert "control_ratio_median" not in result
+
+
+def test_the_table_states_the_controls_resolution() -> None:
+    import io
+
+    app = {"ratio_median": 0.97, "ratio_spread": 0.1, "bwrap_ratio_median": 0.98,
+           "cpu_per_op_ratio": 1.01, "vs_bwrap_median": 0.99, "vs_bwrap_ci95": [0.95, 1.03],
+           "control_ratio_median": 1.03, "control_ratio_ci95": [0.96, 1.08]}
+    out = io.StringIO()
+    B.render({"apps": {"redis": app}, "machine": {"rounds": 10}}, out)
+    text = " ".join(out.getvalue().split())
+    assert "A/A control" in text and "redis 1.03 (0.96–1.08)" in text
