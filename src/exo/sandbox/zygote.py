@@ -293,6 +293,10 @@ class Zygote:
         self.abi = check_requirements("none", limits=[], allow_missing=frozenset())
         self.base = base
         self.plan = plan
+        # What every command's plan is compared with (spawn): the base view's bind
+        # destinations and its arguments without them, computed once.
+        self.dests = {d for _, _, d in _binds(plan.args)}
+        self.skeleton = _skeleton(plan.args, set())
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.pending: dict[int, ZygoteProcess] = {}
         self.lock = threading.Lock()
@@ -575,11 +579,15 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             zygote = None
     if dead is not None:
         dead.stop()  # reaps its bubblewrap; a new one starts below
-    base = zygote.plan if zygote is not None else _bwrap.plan_mounts(base_spec, tty=False)
-    base_dests = {d for _, _, d in _binds(base.args)}
+    if zygote is not None:
+        base, base_dests, base_skeleton = zygote.plan, zygote.dests, zygote.skeleton
+    else:
+        base = _bwrap.plan_mounts(base_spec, tty=False)
+        base_dests = {d for _, _, d in _binds(base.args)}
+        base_skeleton = _skeleton(base.args, set())
     grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
     dests = {d for _, _, d in grants} | {d for _, _, d in tty}
-    if (_skeleton(plan.args, dests) != _skeleton(base.args, set())
+    if (_skeleton(plan.args, dests) != base_skeleton
             or plan.data_files != base.data_files):
         if log is not None:
             log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
