@@ -39,7 +39,9 @@ Writes ``bench/results/posix_x.json`` as
 "ratio_spread", "bwrap_ratio_median", "cpu_per_op_ratio", "vs_bwrap_median",
 "vs_bwrap_ci95", "bwrap_cpu_per_op_ratio", "fuse_ops_per_request"}}}``.
 ``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
-``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file.
+``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file;
+each application's entry says when and how it was measured (``measured``: date, rounds,
+seconds, control), since ``machine`` describes the last run only.
 ``--control``: native runs a second time in every round, in the rotation (an A/A control);
 its ratio to the first run (``control_ratio_median``, ``control_ratio_ci95``) is how far
 two identical runs differ here, the resolution of every other ratio of the run.
@@ -759,6 +761,7 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
             results["apps"][name] = bench_job(name, work, command, count, rounds, manifest,
                                                 control)
             _log(f"  {name}: {results['apps'][name]}")
+    stamp_measured(results, chosen, rounds=rounds, seconds=seconds, control=control)
     pins = _pinning()
     results["machine"] = {"cpus": os.cpu_count(), "load_at_end": _load(),
                           "rounds": rounds, "seconds": seconds, "control": control,
@@ -767,6 +770,18 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def stamp_measured(results: dict[str, Any], chosen: list[str], *, rounds: int,
+                   seconds: float, control: bool) -> None:
+    """Each application measured now says when and how (``measured``): an ``--apps`` run
+    merges into a file whose other rows, and ``machine`` before it, came from earlier
+    runs."""
+    stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rounds": rounds,
+             "seconds": seconds, "control": control}
+    for name in chosen:
+        if name in results.get("apps", {}):
+            results["apps"][name]["measured"] = dict(stamp)
 
 
 def _pct(posix_x: float, native: float) -> str:
@@ -791,7 +806,8 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     for name, ns in results.get("syscalls", {}).items():
         calls.add_row(name, f"{ns['posix_x_ns']:.0f}", f"{ns['native_ns']:.0f}",
                       _pct(ns["posix_x_ns"], ns["native_ns"]))
-    console.print(calls)
+    if calls.row_count:  # an --apps run without syscalls has none
+        console.print(calls)
     # Eight narrow columns without vertical rules: the table fits 80 columns.
     apps = Table(title="Applications (throughput ÷ native, median of per-round ratios)",
                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,

@@ -147,3 +147,14 @@ def test_the_table_states_the_controls_resolution() -> None:
     B.render({"apps": {"redis": app}, "machine": {"rounds": 10}}, out)
     text = " ".join(out.getvalue().split())
     assert "A/A control" in text and "redis 1.03 (0.96–1.08)" in text
+    assert "Syscalls" not in text  # none measured: no empty table
+
+
+def test_a_merged_run_stamps_only_the_applications_it_measured() -> None:
+    earlier = {"ratio_median": 1.0, "measured": {"date": "2026-12-01T00:00:00Z"}}
+    results = {"apps": {"nginx": dict(earlier), "gcc": {"ratio_median": 0.99}}}
+    B.stamp_measured(results, ["gcc", "syscalls"], rounds=30, seconds=5.0, control=True)
+    gcc = results["apps"]["gcc"]["measured"]
+    assert (gcc["rounds"], gcc["seconds"], gcc["control"]) == (30, 5.0, True)
+    assert gcc["date"].endswith("Z") and gcc["date"] > "2026"
+    assert results["apps"]["nginx"] == earlier
