@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,56 @@ def test_a_held_boot_keeps_its_directories_until_cleanup_and_a_dead_ones_are_swe
         assert leftover_groups("held-dead") == []
     finally:
         cleanup_all("held-dead")
+
+
+def test_release_undoes_a_hold_and_keeps_a_boot_still_in_use() -> None:
+    """``release_boot``: the kernel's hold goes, and its boot's directories with it unless a
+    group of the boot still uses them."""
+    from exo.sandbox._cgroups import (
+        boot_dirname,
+        cleanup_all,
+        hierarchies,
+        hold_boot,
+        release_boot,
+    )
+
+    tops = [h.base / boot_dirname("held-released") for h in hierarchies()]
+    try:
+        hold_boot("held-released")
+        release_boot("held-released")
+        assert leftover_groups("held-released") == [] and not any(t.exists() for t in tops)
+        release_boot("held-released")  # nothing held: nothing to do
+        hold_boot("held-released")
+        group = _group("held-released", f"p2.{os.getpid()}.1")
+        release_boot("held-released")
+        assert leftover_groups("held-released") == group.dirs
+        group.remove()
+        assert not any(t.exists() for t in tops)
+    finally:
+        cleanup_all("held-released")
+
+
+def test_a_kernel_shut_down_while_its_sandbox_step_starts_leaves_no_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DEFERRED step that holds the boot's cgroup directories, still starting when the
+    kernel shut down (a one-line script to `exo boot`), held them after the shutdown's
+    cleanup_all: they stayed until the next boot's sweep. Replayed in that order: the
+    shutdown arrives inside the step's start."""
+    from tests._support.kernels import booted_kernel
+
+    from exo.kernel.subsystems.processes import SandboxFilters
+
+    with booted_kernel(tmp_path / "root") as kernel:
+        boot_id = kernel.core.boot_id
+        start = SandboxFilters.start
+
+        def late_start(self: SandboxFilters) -> str:
+            kernel.shutdown()  # the process manager's cleanup_all runs here
+            return start(self)
+
+        monkeypatch.setattr(SandboxFilters, "start", late_start)
+        kernel.start_deferred()
+        kernel.wait_deferred(60)
+        assert any(s.name == "Sandbox filters" and s.status.value == "SKIP"
+                   for s in kernel.report.steps), kernel.report.steps
+        assert leftover_groups(boot_id) == []

@@ -17,14 +17,15 @@ if TYPE_CHECKING:
         default_boot_id,
         favor_dynamic_moves,
         hold_boot,
+        release_boot,
         spawn,
         sweep_dead_boots,
     )
     from .spec import NetPolicy, SandboxSpec
 
 _LAUNCHER = frozenset({"BWRAP_OVERHEAD_PIDS", "SandboxedProcess", "cleanup_all",
-                       "default_boot_id", "favor_dynamic_moves", "hold_boot", "spawn",
-                       "sweep_dead_boots"})
+                       "default_boot_id", "favor_dynamic_moves", "hold_boot", "release_boot",
+                       "spawn", "sweep_dead_boots"})
 _SPEC = frozenset({"NetPolicy", "SandboxSpec"})
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "favor_dynamic_moves",
     "hold_boot",
     "probe",
+    "release_boot",
     "spawn",
     "sweep_dead_boots",
     "warm_up",

@@ -646,6 +646,8 @@ def cleanup_all(boot_id: str) -> list[Path]:
     """Kill and remove every group of a boot; returns the group directories removed."""
     removed: list[Path] = []
     boot = boot_dirname(boot_id)
+    with _held_lock:  # removed below with the rest
+        _held.pop(boot_id, None)
     for h in hierarchies():
         top = h.base / boot
         if not top.is_dir():
@@ -674,11 +676,30 @@ def hold_boot(boot_id: str) -> str:
     shutdown (``cleanup_all``) or, if the kernel dies, at the next boot's sweep. A line
     saying what was done, or why not."""
     try:
-        CgroupSet.create(boot_id, f"kernel.{os.getpid()}.0", memory_max=None, pids_max=None,
-                         cpu_max=None)
+        group = CgroupSet.create(boot_id, f"kernel.{os.getpid()}.0", memory_max=None,
+                                 pids_max=None, cpu_max=None)
     except (SandboxError, OSError) as exc:
         return f"not held ({exc})"
+    with _held_lock:
+        _held[boot_id] = group
     return f"held (kernel.{os.getpid()}.0)"
+
+
+#: Each boot's hold (hold_boot), until release_boot or cleanup_all.
+_held: dict[str, CgroupSet] = {}
+_held_lock = threading.Lock()
+
+
+def release_boot(boot_id: str) -> None:
+    """Undo :func:`hold_boot`: remove this kernel's ``kernel.<pid>.0`` group, and each boot
+    directory it alone kept. For a hold made after the shutdown's ``cleanup_all`` (the
+    DEFERRED step that holds them still starting when the kernel was told to stop), which
+    nothing else would remove until the next boot's sweep; a no-op without a hold, and a
+    boot directory still in use stays for ``cleanup_all``."""
+    with _held_lock:
+        group = _held.pop(boot_id, None)
+    if group is not None:
+        group.remove()
 
 
 #: A sandbox's group is NAME.KERNELPID.N (launcher.py; NAME.KERNELPID.zN from a zygote):

@@ -446,6 +446,11 @@ def hold_boot(boot_id: str) -> str:
     return _cgroups.hold_boot(boot_id)
 
 
+def release_boot(boot_id: str) -> None:
+    """Undo ``hold_boot`` (``_cgroups.release_boot``)."""
+    _cgroups.release_boot(boot_id)
+
+
 def favor_dynamic_moves() -> str:
     """Make cgroup moves cheap host-wide, once (see ``_cgroups.favor_dynamic_moves``)."""
     return _cgroups.favor_dynamic_moves()
