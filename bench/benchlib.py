@@ -5,6 +5,8 @@ command's output, and the hot-upgrade cycles of the module benchmarks."""
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +41,26 @@ def deferred_kernel(prefix: str, timeout: float | None = None) -> Iterator[tuple
     finally:
         kernel.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def enter_to_mark(proc: subprocess.Popen[bytes], text: str, mark: bytes,
+                  timeout: float = 60.0) -> tuple[float, bytes]:
+    """Write ``text`` to ``proc``'s stdin (Enter) and read its stdout until ``mark``: the
+    ms that took, and the last 4 KiB read (a command's whole output is read, not kept)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    fd = proc.stdout.fileno()
+    t0 = time.perf_counter()
+    os.write(proc.stdin.fileno(), text.encode())
+    seen = b""
+    while mark not in seen:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"no answer to {text!r}")
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            raise RuntimeError(f"ended during {text!r}")
+        seen = seen[-4096:] + chunk
+    return (time.perf_counter() - t0) * 1000, seen
 
 
 def boot_to_first_output(argv: list[str], env: dict[str, str]

@@ -61,7 +61,6 @@ import json
 import os
 import platform
 import random
-import select
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import enter_to_mark
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shell.json"
 EXO = str(Path(sys.executable).with_name("exo"))
@@ -91,22 +92,9 @@ class Interpreter:
         self.n = 0
 
     def time(self, line: str) -> float:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.n += 1
-        mark = f"__mark_{self.n}__".encode()
-        fd = self.proc.stdout.fileno()
-        t0 = time.perf_counter()
-        os.write(self.proc.stdin.fileno(), f"{line}\necho {mark.decode()}\n".encode())
-        seen = b""
-        while mark not in seen:
-            ready, _, _ = select.select([fd], [], [], 60)
-            if not ready:
-                raise RuntimeError(f"no answer to {line!r}")
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                raise RuntimeError(f"the shell ended during {line!r}")
-            seen = seen[-64:] + chunk
-        return (time.perf_counter() - t0) * 1000
+        mark = f"__mark_{self.n}__"
+        return enter_to_mark(self.proc, f"{line}\necho {mark}\n", mark.encode())[0]
 
     def cpu_ms(self) -> tuple[float, float]:
         """CPU used so far (ms): by the shell's own process (the Exo kernel runs its shell

@@ -34,14 +34,14 @@ import json
 import os
 import platform
 import random
-import select
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import enter_to_mark
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shell_floor.json"
 MODES = ("fork_exec", "landlock_seccomp", "mountns")
@@ -128,20 +128,7 @@ class Timed:
                                      cwd=cwd, env=env)
 
     def time(self, text: str, mark: bytes) -> tuple[float, bytes]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        t0 = time.perf_counter()
-        os.write(self.proc.stdin.fileno(), text.encode())
-        seen = b""
-        while mark not in seen:
-            ready, _, _ = select.select([fd], [], [], 60)
-            if not ready:
-                raise RuntimeError(f"no answer to {text!r}")
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise RuntimeError(f"ended during {text!r}")
-            seen += chunk
-        return (time.perf_counter() - t0) * 1000, seen
+        return enter_to_mark(self.proc, text, mark)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
