@@ -106,6 +106,30 @@ def test_powerbox_commands_run_in_the_sessions_zygote(alice: Shell, kernel: Kern
     assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every command reaped
 
 
+def test_run_forks_from_the_sessions_zygote_unless_it_needs_a_network(
+        alice: Shell, kernel: Kernel) -> None:
+    """The shell's `run` takes the zygote as the powerbox does (the app holds exactly what
+    it was given, its limits bind it, its status comes back); a network capability still
+    gets a sandbox of its own from the launcher."""
+    home = kernel.root / "home" / "alice"
+    (home / "in.txt").write_text("three\nlines\nhere\n")
+    before = zygote.running()
+    status, out, err = run(alice, "run --cap storage://home/alice=READ -- /usr/bin/wc -l "
+                                  "/home/alice/in.txt")
+    assert (status, out) == (0, "3 /home/alice/in.txt\n"), err
+    assert zygote.running() == before + 1
+    status, _, err = run(alice, "run --cap storage://home/alice=READ -- /bin/sh -c "
+                                "'echo x > /home/alice/out.txt'")
+    assert status != 0 and not (home / "out.txt").exists()
+    assert run(alice, "run -- /bin/sh -c 'exit 5'")[0] == 5
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every one reaped
+    root = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()))
+    status, _, err = run(root, "run --cap net://127.0.0.1:9=SEND,RECV -- /bin/true")
+    assert status == 0, err
+    assert any("full sandbox start, not the zygote: a network capability" in line
+               for line in kernel.api.dmesg())
+
+
 def test_powerbox_files_open_in_passthrough_mode(alice: Shell, kernel: Kernel) -> None:
     """A powerbox command reads its files through FUSE passthrough (not request by
     request through the kernel's file server), and gets the same bytes."""
