@@ -55,3 +55,25 @@ def test_a_process_already_reaped_is_handled_at_once() -> None:
     called = threading.Event()
     Reaper().watch(p.pid, called.set)
     assert called.wait(30)
+
+
+def test_a_process_given_by_its_pidfd_is_watched_through_that_pidfd_not_its_number() -> None:
+    """A zygote's command is not the kernel's child: by the time the kernel watches it,
+    its pid may have been reaped and reused, so it is watched through the pidfd the
+    zygote sent (a duplicate: the caller keeps and closes its own), never a
+    ``pidfd_open`` of a number that may name another process by then."""
+    reaper = Reaper()
+    proc = subprocess.Popen(["/bin/cat"], stdin=subprocess.PIPE)
+    pidfd = os.pidfd_open(proc.pid)
+    done = threading.Event()
+    try:
+        # A pid that names no process: only the descriptor can say when it ends.
+        reaper.watch(4_194_304 + 11, done.set, pidfd)
+        assert reaper.watching() == 1 and not done.wait(0.3)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+        assert done.wait(5.0)
+        os.fstat(pidfd)  # still the caller's
+    finally:
+        os.close(pidfd)

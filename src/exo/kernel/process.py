@@ -425,7 +425,8 @@ class ProcessManager:
             proc.server = serve(proc)
         # One kernel thread watches every process's exit (exo.kernel.reaper), rather than
         # a thread blocked per live process.
-        reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc))
+        reaper.watch(sandbox.monitor_pid, functools.partial(self._reap, proc),
+                     getattr(sandbox, "pidfd", -1))
         self.log(f"spawned pid {pid} (host {proc.host_pid}): {' '.join(argv)}")
         return proc
 

@@ -18,6 +18,7 @@ sandbox that starts the processes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import threading
@@ -41,15 +42,19 @@ class Reaper:
         self._epoll: select.epoll | None = None
         self._thread: threading.Thread | None = None
 
-    def watch(self, pid: int, on_exit: Callable[[], None]) -> None:
+    def watch(self, pid: int, on_exit: Callable[[], None], pidfd: int = -1) -> None:
         """Call ``on_exit()`` (on a thread of its own) once process ``pid`` has ended.
 
-        If the process cannot be watched (no descriptor left for its pidfd) ``on_exit`` is
-        started at once: it must wait for the exit itself (``waitpid``, as the kernel's
-        ``_reap`` does), which costs a thread for that process only, as before.
+        ``pidfd``: a pidfd of it already held (a zygote's command: not the kernel's child,
+        so its pid may be reaped and reused before a ``pidfd_open`` of the number); a
+        duplicate is watched. If the process cannot be watched (no descriptor left for its
+        pidfd) ``on_exit`` is started at once: it must wait for the exit itself
+        (``waitpid``, as the kernel's ``_reap`` does), which costs a thread for that
+        process only, as before.
         """
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = (fcntl.fcntl(pidfd, fcntl.F_DUPFD_CLOEXEC, 3) if pidfd >= 0
+                     else os.pidfd_open(pid))
         except OSError:  # already gone and reaped, or no pidfd to be had: handle it now
             self._dispatch(pid, on_exit)
             return
@@ -110,13 +115,13 @@ _reaper: Reaper | None = None
 _reaper_lock = threading.Lock()
 
 
-def watch(pid: int, on_exit: Callable[[], None]) -> None:
+def watch(pid: int, on_exit: Callable[[], None], pidfd: int = -1) -> None:
     """The kernel process's one reaper (several ``Kernel`` objects in tests share it)."""
     global _reaper
     with _reaper_lock:
         if _reaper is None:
             _reaper = Reaper()
-    _reaper.watch(pid, on_exit)
+    _reaper.watch(pid, on_exit, pidfd)
 
 
 def settle(timeout: float = 2 * LINGER + 1.0) -> bool:
