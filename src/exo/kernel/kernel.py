@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 
 SWITCH_INTERVAL_S = 0.0005
+#: How long a shutdown waits for a DEFERRED step still starting to end (seconds).
+DEFERRED_STOP_WAIT = 5.0
 
 
 class Kernel:
@@ -212,6 +214,12 @@ class Kernel:
                 sub.stop()
             except Exception as exc:  # keep releasing the rest
                 print(f"exo: shutdown: {exc}", file=sys.stderr)
+        # A DEFERRED step still starting ends by stopping what it started (_start sees
+        # _down): waited for, within a bound, so that the process does not exit first and
+        # leave it held (the boot's cgroup directories, for one).
+        deferred = self._deferred
+        if deferred is not None and deferred is not threading.current_thread():
+            deferred.join(DEFERRED_STOP_WAIT)
         self.core.close_log()
 
 

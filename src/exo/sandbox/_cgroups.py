@@ -652,7 +652,11 @@ def cleanup_all(boot_id: str) -> list[Path]:
         top = h.base / boot
         if not top.is_dir():
             continue
-        for leaf in sorted(p for p in top.iterdir() if p.is_dir()):
+        try:  # gone meanwhile: release_boot, on the DEFERRED thread, took the last group
+            leaves = sorted(p for p in top.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            leaves = []
+        for leaf in leaves:
             group = CgroupSet(h.version, [leaf])
             group.remove()
             removed.append(leaf)
@@ -673,7 +677,8 @@ def hold_boot(boot_id: str) -> str:
     process's group and made again with the next one (two cgroup ``mkdir`` and ``rmdir``
     a command when the kernel runs one command at a time, as a shell does: ~0.3 ms of
     kernel CPU each). Named like every group of this kernel, it goes with them: at
-    shutdown (``cleanup_all``) or, if the kernel dies, at the next boot's sweep. A line
+    shutdown (``cleanup_all``, or ``release_boot`` when the hold came after it) or, if
+    the kernel dies, at the next boot's sweep. A line
     saying what was done, or why not."""
     try:
         group = CgroupSet.create(boot_id, f"kernel.{os.getpid()}.0", memory_max=None,
