@@ -597,7 +597,9 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
         loads.append(_load())
         _log(f"  {name} round {r + 1}: " + ", ".join(
             f"{m} {rate[m]:.2f}/s" for m in _modes(control)) + f" (load {loads[-1][0]})")
-    return _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu, controls)
+    summary = _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu, controls)
+    summary["runs_per_round"] = count
+    return summary
 
 
 def _median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -761,7 +763,8 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
             results["apps"][name] = bench_job(name, work, command, count, rounds, manifest,
                                                 control)
             _log(f"  {name}: {results['apps'][name]}")
-    stamp_measured(results, chosen, rounds=rounds, seconds=seconds, control=control)
+    stamp_measured(results, chosen, rounds=rounds, seconds=seconds, control=control,
+                   quick=quick)
     pins = _pinning()
     results["machine"] = {"cpus": os.cpu_count(), "load_at_end": _load(),
                           "rounds": rounds, "seconds": seconds, "control": control,
@@ -773,12 +776,13 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
 
 
 def stamp_measured(results: dict[str, Any], chosen: list[str], *, rounds: int,
-                   seconds: float, control: bool) -> None:
+                   seconds: float, control: bool, quick: bool = False) -> None:
     """Each application measured now says when and how (``measured``): an ``--apps`` run
     merges into a file whose other rows, and ``machine`` before it, came from earlier
-    runs."""
+    runs. (``seconds`` is the servers' load time; a job's size is its
+    ``runs_per_round``.)"""
     stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rounds": rounds,
-             "seconds": seconds, "control": control}
+             "seconds": seconds, "control": control, "quick": quick}
     for name in chosen:
         if name in results.get("apps", {}):
             results["apps"][name]["measured"] = dict(stamp)
@@ -836,6 +840,11 @@ def render(results: dict[str, Any], out: TextIO) -> None:
     controls = [f"{name} {a['control_ratio_median']:.2f} ({a['control_ratio_ci95'][0]:.2f}–"
                 f"{a['control_ratio_ci95'][1]:.2f})"
                 for name, a in results.get("apps", {}).items() if "control_ratio_median" in a]
+    older = [f"{name} {a['measured']['rounds']} rounds, {a['measured']['date'][:10]}"
+             for name, a in results.get("apps", {}).items()
+             if a.get("measured", {}).get("rounds", machine.get("rounds")) != machine.get("rounds")]
+    if older:  # merged from other runs (--apps)
+        console.print("Measured in other runs: " + ", ".join(older))
     if controls:
         console.print("A/A control, native ÷ native again in the same rounds (median, 95% "
                       "interval): " + ", ".join(controls) + ". A ratio closer to 1 than "

@@ -155,6 +155,21 @@ def test_a_merged_run_stamps_only_the_applications_it_measured() -> None:
     results = {"apps": {"nginx": dict(earlier), "gcc": {"ratio_median": 0.99}}}
     B.stamp_measured(results, ["gcc", "syscalls"], rounds=30, seconds=5.0, control=True)
     gcc = results["apps"]["gcc"]["measured"]
-    assert (gcc["rounds"], gcc["seconds"], gcc["control"]) == (30, 5.0, True)
+    assert (gcc["rounds"], gcc["seconds"], gcc["control"], gcc["quick"]) == (30, 5.0, True,
+                                                                          False)
     assert gcc["date"].endswith("Z") and gcc["date"] > "2026"
     assert results["apps"]["nginx"] == earlier
+
+
+def test_the_table_names_rows_measured_in_another_run() -> None:
+    import io
+
+    row = {"ratio_median": 1.0, "ratio_spread": 0.1, "bwrap_ratio_median": 1.0,
+           "cpu_per_op_ratio": 1.0, "vs_bwrap_median": 1.0, "vs_bwrap_ci95": [0.95, 1.05]}
+    apps = {"nginx": {**row, "measured": {"rounds": 15, "date": "2026-12-03T23:00:00Z"}},
+            "gcc": {**row, "measured": {"rounds": 30, "date": "2026-12-04T00:00:00Z"}}}
+    out = io.StringIO()
+    B.render({"apps": apps, "machine": {"rounds": 15}}, out)
+    text = " ".join(out.getvalue().split())
+    assert "Measured in other runs: gcc 30 rounds, 2026-12-04" in text
+    assert "nginx 15 rounds" not in text
