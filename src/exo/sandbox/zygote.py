@@ -302,6 +302,7 @@ class Zygote:
         self.lock = threading.Lock()
         self.dead = False
         self.last_used = time.monotonic()
+        self.starting = 0  # commands between their choice of this zygote and start (_lock)
         to_close = [theirs.fileno()]
         args = [_bwrap.require_bwrap(), *_bwrap.namespace_args(base),
                 "--cap-add", "CAP_SYS_ADMIN", *plan.args]
@@ -577,8 +578,28 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
         if dead is not None:
             del _zygotes[key]
             zygote = None
+        if zygote is not None:
+            zygote.starting += 1  # not evicted before this command is pending in it
     if dead is not None:
         dead.stop()  # reaps its bubblewrap; a new one starts below
+    chosen = zygote
+    try:
+        return _spawn_in(zygote, key, spec, argv, plan, tty, name=name, boot_id=boot_id,
+                         stdio=stdio, timeout=timeout, log=log, start_on=start_on)
+    finally:
+        if chosen is not None:
+            with _lock:
+                chosen.starting -= 1
+
+
+def _spawn_in(zygote: Zygote | None, key: tuple[str, str], spec: SandboxSpec,
+              argv: Sequence[str], plan: _bwrap.MountPlan, tty: list[tuple[str, str, str]],
+              *, name: str, boot_id: str, stdio: tuple[int, int, int], timeout: float,
+              log: Callable[[str], None] | None,
+              start_on: Callable[[Callable[[], Zygote]], Zygote] | None,
+              ) -> ZygoteProcess | None:
+    """``spawn`` once its zygote is chosen (``zygote``, or None to start one)."""
+    base_spec = _base(spec)
     if zygote is not None:
         base, base_dests, base_skeleton = zygote.plan, zygote.dests, zygote.skeleton
     else:
@@ -593,6 +614,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
                 "the session's beyond its grants")
         return None
+    held: Zygote | None = None  # a zygote this call marked as starting a command
     if zygote is None:
         base_plan = base
         made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
@@ -602,11 +624,28 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
                 zygote = None
             elif zygote is None or zygote.dead:  # else a concurrent first command won
                 zygote = _zygotes[key] = made
+            if zygote is not None:
+                held = zygote
+                held.starting += 1  # before _evict: never the one this command needs
                 _evict()
         if zygote is not made:
             made.stop()
         if zygote is None:
             return None  # the kernel is shutting down: the launcher says so its own way
+    try:
+        return _start_in(zygote, spec, argv, plan, grants, tty, name=name, boot_id=boot_id,
+                         stdio=stdio, timeout=timeout)
+    finally:
+        if held is not None:
+            with _lock:
+                held.starting -= 1
+
+
+def _start_in(zygote: Zygote, spec: SandboxSpec, argv: Sequence[str],
+              plan: _bwrap.MountPlan, grants: list[tuple[str, str, str]],
+              tty: list[tuple[str, str, str]], *, name: str, boot_id: str,
+              stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
+    """The command's request to ``zygote``, its grants as detached mounts."""
     # Whether each mount point is a directory, asked of the granted host path, never of an
     # export (a stat there is a request to the kernel's own FUSE server: check_source).
     def is_dir(dest: str, source: str) -> bool:
@@ -666,7 +705,8 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
 
 def _evict() -> None:
     """Stop the least recently used idle zygotes beyond ``MAX_ZYGOTES`` (caller locks)."""
-    idle = sorted((z.last_used, k) for k, z in _zygotes.items() if not z.pending)
+    idle = sorted((z.last_used, k) for k, z in _zygotes.items()
+                  if not z.pending and not z.starting)
     while len(_zygotes) > MAX_ZYGOTES and idle:
         _, k = idle.pop(0)
         _zygotes.pop(k).stop()
