@@ -368,10 +368,13 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             return False
-        if kind == "S" and rest.isdigit() and proc.pidfd < 0:
+        pid = _pidfd_pid(fds[0]) if kind == "S" else -1
+        if kind == "S" and rest.isdigit() and proc.pidfd < 0 and pid >= 0:
+            # The pidfd is what signals reach and what the kernel's reaper watches: a
+            # descriptor that is no pidfd (pid -1) ends the zygote below, as any bad answer.
             proc.pidfd = fds[0]
-            # At once: a command that already ended and was reaped has no pid any more.
-            proc.pid = proc.init_pid = _pidfd_pid(proc.pidfd)
+            # Read at once: a command that already ended and was reaped has no pid (0).
+            proc.pid = proc.init_pid = pid
             proc._started.set()
         elif kind == "F":
             proc._start_error = rest[:300]
@@ -527,9 +530,10 @@ def _confirm_deferred(proc: ZygoteProcess, status_r: int, timeout: float) -> Non
 
 
 def _pidfd_pid(pidfd: int) -> int:
-    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), or
-    0 when the process has already been reaped (a command that ended at once: its exit
-    status is on its way; 0 is never signalled, only the pidfd is). Read with one
+    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), 0
+    when the process has already been reaped (a command that ended at once: its exit
+    status is on its way; 0 is never signalled, only the pidfd is), -1 when ``pidfd`` is
+    no pidfd (its fdinfo has no ``Pid:`` line). Read with one
     ``read`` of the raw bytes: the zygote's reader runs this for every command while the
     kernel's other threads want the GIL, and a text file object made four syscalls of it
     (each a chance to lose the GIL; 0.15-0.3 ms per command, against 0.04 alone)."""
@@ -542,7 +546,7 @@ def _pidfd_pid(pidfd: int) -> int:
         start = data.index(b"\nPid:") + 5
         return max(0, int(data[start:data.index(b"\n", start)]))
     except (OSError, ValueError):
-        return 0
+        return -1
 
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,

@@ -85,6 +85,12 @@ def test_every_malformed_answer_ends_the_zygote() -> None:
         with pytest.raises(OSError):
             os.fstat(r)  # the stray descriptor was closed, not kept
         r = -1
+        # A start whose descriptor is no pidfd: the kernel would signal and watch it.
+        assert answer(fake, b"S 7 12", [w]) is False
+        with pytest.raises(OSError):
+            os.fstat(w)
+        w = -1
+        assert proc.pidfd == -1 and not proc._started.is_set()
         assert answer(fake, b"X 7 256", []) is True
         assert proc.wait(1) == 1  # raw wait status 256: exit 1
     finally:
