@@ -41,7 +41,8 @@ Writes ``bench/results/posix_x.json`` as
 ``--quick``: 3 rounds of 2-second loads (the issue's figures need ``--rounds 10`` or more).
 ``--apps postgres,redis``: only those (``syscalls`` is one), merged into the existing file;
 each application's entry says when and how it was measured (``measured``: date, rounds,
-seconds, control), since ``machine`` describes the last run only.
+seconds, control, quick; a job's ``runs_per_round``), since ``machine`` describes the
+last run only.
 ``--control``: native runs a second time in every round, in the rotation (an A/A control);
 its ratio to the first run (``control_ratio_median``, ``control_ratio_ci95``) is how far
 two identical runs differ here, the resolution of every other ratio of the run.

@@ -678,8 +678,7 @@ def hold_boot(boot_id: str) -> str:
     a command when the kernel runs one command at a time, as a shell does: ~0.3 ms of
     kernel CPU each). Named like every group of this kernel, it goes with them: at
     shutdown (``cleanup_all``, or ``release_boot`` when the hold came after it) or, if
-    the kernel dies, at the next boot's sweep. A line
-    saying what was done, or why not."""
+    the kernel dies, at the next boot's sweep. A line saying what was done, or why not."""
     try:
         group = CgroupSet.create(boot_id, f"kernel.{os.getpid()}.0", memory_max=None,
                                  pids_max=None, cpu_max=None)

@@ -586,63 +586,45 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             zygote.starting += 1  # not evicted before this command is pending in it
     if dead is not None:
         dead.stop()  # reaps its bubblewrap; a new one starts below
-    chosen = zygote
+    marked = zygote  # the zygote whose `starting` this call counts in, if any
     try:
-        return _spawn_in(zygote, key, spec, argv, plan, tty, name=name, boot_id=boot_id,
-                         stdio=stdio, timeout=timeout, log=log, start_on=start_on)
-    finally:
-        if chosen is not None:
-            with _lock:
-                chosen.starting -= 1
-
-
-def _spawn_in(zygote: Zygote | None, key: tuple[str, str], spec: SandboxSpec,
-              argv: Sequence[str], plan: _bwrap.MountPlan, tty: list[tuple[str, str, str]],
-              *, name: str, boot_id: str, stdio: tuple[int, int, int], timeout: float,
-              log: Callable[[str], None] | None,
-              start_on: Callable[[Callable[[], Zygote]], Zygote] | None,
-              ) -> ZygoteProcess | None:
-    """``spawn`` once its zygote is chosen (``zygote``, or None to start one)."""
-    base_spec = _base(spec)
-    if zygote is not None:
-        base, base_dests, base_skeleton = zygote.plan, zygote.dests, zygote.skeleton
-    else:
-        base = _bwrap.plan_mounts(base_spec, tty=False)
-        base_dests = {d for _, _, d in _binds(base.args)}
-        base_skeleton = _skeleton(base.args, set())
-    grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
-    dests = {d for _, _, d in grants} | {d for _, _, d in tty}
-    if (_skeleton(plan.args, dests) != base_skeleton
-            or plan.data_files != base.data_files):
-        if log is not None:
-            log(f"{name}: full sandbox start, not the zygote: its mount view differs from "
-                "the session's beyond its grants")
-        return None
-    held: Zygote | None = None  # a zygote this call marked as starting a command
-    if zygote is None:
-        base_plan = base
-        made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
-        with _lock:
-            zygote = _zygotes.get(key)
-            if boot_id in _stopped:
-                zygote = None
-            elif zygote is None or zygote.dead:  # else a concurrent first command won
-                zygote = _zygotes[key] = made
-            if zygote is not None:
-                held = zygote
-                held.starting += 1  # before _evict: never the one this command needs
-                _evict()
-        if zygote is not made:
-            made.stop()
+        if zygote is not None:
+            base, base_dests, base_skeleton = zygote.plan, zygote.dests, zygote.skeleton
+        else:
+            base = _bwrap.plan_mounts(base_spec, tty=False)
+            base_dests = {d for _, _, d in _binds(base.args)}
+            base_skeleton = _skeleton(base.args, set())
+        grants = [(o, s, d) for o, s, d in _binds(plan.args) if d not in base_dests]
+        dests = {d for _, _, d in grants} | {d for _, _, d in tty}
+        if (_skeleton(plan.args, dests) != base_skeleton
+                or plan.data_files != base.data_files):
+            if log is not None:
+                log(f"{name}: full sandbox start, not the zygote: its mount view differs "
+                    "from the session's beyond its grants")
+            return None
         if zygote is None:
-            return None  # the kernel is shutting down: the launcher says so its own way
-    try:
+            base_plan = base
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
+            with _lock:
+                zygote = _zygotes.get(key)
+                if boot_id in _stopped:
+                    zygote = None
+                elif zygote is None or zygote.dead:  # else a concurrent first command won
+                    zygote = _zygotes[key] = made
+                if zygote is not None:
+                    marked = zygote
+                    zygote.starting += 1  # before _evict: never the one this command needs
+                    _evict()
+            if zygote is not made:
+                made.stop()
+            if zygote is None:
+                return None  # the kernel is shutting down: the launcher says so its own way
         return _start_in(zygote, spec, argv, plan, grants, tty, name=name, boot_id=boot_id,
                          stdio=stdio, timeout=timeout)
     finally:
-        if held is not None:
+        if marked is not None:
             with _lock:
-                held.starting -= 1
+                marked.starting -= 1
 
 
 def _start_in(zygote: Zygote, spec: SandboxSpec, argv: Sequence[str],
