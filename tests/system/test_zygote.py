@@ -1,8 +1,8 @@
 """The powerbox's commands fork from the session's zygote (exo.sandbox.zygote): what a
 user sees is what the full launcher gave — only the grants, the session's uid with no
-capability, seccomp and Landlock, a private /tmp — and a command cannot signal, ptrace
-or read the zygote or the session's other commands, although they share a pid
-namespace."""
+capability, seccomp and Landlock, a private /tmp, IPC and network namespaces of its own —
+and a command cannot see, signal, ptrace or read the zygote or the session's other
+commands, although they share a pid namespace."""
 
 from __future__ import annotations
 
@@ -44,18 +44,18 @@ def cmdline(pid):
             return f.read().split(b"\0")
     except OSError:
         return []
-pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-sleeper = [p for p in pids if cmdline(p)[:2] == [b"/bin/sleep", b"30"]]
-zyg = [p for p in pids if any(b"_zygote_main" in a for a in cmdline(p))]
-out["seen"] = [bool(sleeper), bool(zyg)]
-for name, pid in (("sibling", sleeper[0]), ("zygote", zyg[0]), ("init", 1)):
+sleeper, zyg = int(sys.argv[1]), int(sys.argv[2])  # their pids in the shared namespace
+out["listed"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+out["me"] = os.getpid()
+out["seen"] = [bool(cmdline(sleeper)), bool(cmdline(zyg)), bool(cmdline(1))]
+for name, pid in (("sibling", sleeper), ("zygote", zyg), ("init", 1)):
     attempt(f"kill_{name}", lambda: os.kill(pid, signal.SIGKILL))
     attempt(f"environ_{name}", lambda: open(f"/proc/{pid}/environ", "rb").read())
     attempt(f"fd_{name}", lambda: open(f"/proc/{pid}/fd/0", "rb"))
     attempt(f"root_{name}", lambda: os.listdir(f"/proc/{pid}/root/"))
 libc = ctypes.CDLL(None, use_errno=True)
 def ptrace():
-    if libc.ptrace(16, sleeper[0], 0, 0) != 0:  # PTRACE_ATTACH
+    if libc.ptrace(16, sleeper, 0, 0) != 0:  # PTRACE_ATTACH
         raise OSError(ctypes.get_errno(), "ptrace")
 attempt("ptrace_sibling", ptrace)
 def unshare():
@@ -83,6 +83,14 @@ def alice(kernel: Kernel) -> Iterator[Shell]:
     yield shell
 
 
+def _nspid(host_pid: int) -> int:
+    """A process's pid in its innermost pid namespace."""
+    for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {host_pid}")
+
+
 def _zygote_pids() -> list[int]:
     out = subprocess.run(["pgrep", "-f", "_zygote_main.py"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
@@ -106,24 +114,77 @@ def test_powerbox_commands_run_in_the_sessions_zygote(alice: Shell, kernel: Kern
     assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every command reaped
 
 
-def test_run_gives_an_app_namespaces_of_its_own_not_the_zygotes(
-        alice: Shell, kernel: Kernel) -> None:
-    """The powerbox's commands share the session zygote's IPC and network namespaces
-    (documented); an app started with `run` does not: two of them, or one and a powerbox
-    command, could otherwise meet over System V IPC or a datagram on the shared
-    loopback."""
-    def ipc_ns(line: str) -> str:
-        status, out, err = run(alice, line)
-        assert status == 0, err
-        return out.strip()
+HOLD = r'''
+import ctypes, os, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 47321))
+queue = libc.msgget(47321, 0o1666)  # IPC_CREAT, world-writable
+mq = libc.mq_open(b"/exo-meet", os.O_CREAT | os.O_RDWR, 0o666, None)
+mq = mq if mq >= 0 else -ctypes.get_errno()
+print(os.readlink("/proc/self/ns/ipc"), os.readlink("/proc/self/ns/net"), queue, mq,
+      flush=True)
+time.sleep(30)
+'''
 
-    shared = {ipc_ns("/usr/bin/readlink /proc/self/ns/ipc") for _ in range(2)}
-    assert len(shared) == 1  # the zygote's
-    # (a namespace's inode number is reused once it is gone: only the zygote's, alive,
-    # can be compared with)
-    apps = {ipc_ns("run -- /usr/bin/readlink /proc/self/ns/ipc") for _ in range(2)}
-    assert apps and apps.isdisjoint(shared)
-    assert [r["pid"] for r in alice.kernel.ps()] == [1]  # every one reaped
+MEET = r'''
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+out = {"ns": [os.readlink("/proc/self/ns/ipc"), os.readlink("/proc/self/ns/net")]}
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(5)
+udp.connect(("127.0.0.1", 47321))
+udp.send(b"hello")
+try:
+    udp.recv(16)
+    out["udp"] = "answered"
+except OSError as exc:  # ICMP port unreachable on this loopback: no one listens here
+    out["udp"] = exc.errno
+out["msgget"] = libc.msgget(47321, 0) if libc.msgget(47321, 0) >= 0 else ctypes.get_errno()
+fd = libc.mq_open(b"/exo-meet", os.O_RDWR)
+out["mq_open"] = ctypes.get_errno() if fd < 0 else "opened"
+me = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # this command's own loopback is up
+me.bind(("127.0.0.1", 0))
+me.sendto(b"self", me.getsockname())
+out["self"] = me.recv(16).decode()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.parametrize("how", ["powerbox", "run"])
+def test_two_commands_of_a_session_cannot_meet_outside_their_grants(
+        how: str, alice: Shell, kernel: Kernel) -> None:
+    """Each command forked from the zygote gets IPC and network namespaces of its own
+    (its loopback up): one that listens on a UDP port of 127.0.0.1 and holds a System V
+    message queue and a POSIX message queue is found by none of them from a command
+    started next — through the powerbox or as a `run` app."""
+    home = kernel.root / "home" / "alice"
+    (home / "hold.py").write_text(HOLD)
+    (home / "meet.py").write_text(MEET)
+    prefix = "run --cap storage://home/alice=READ,WRITE -- /usr/bin/python3" \
+        if how == "run" else "python3"
+    before = zygote.running()
+    assert run(alice, f"{prefix} hold.py > held.txt &")[0] == 0
+    try:
+        deadline = time.monotonic() + 10
+        while not (home / "held.txt").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ipc, net, queue, mq = (home / "held.txt").read_text().split()
+        assert int(queue) >= 0  # made in the holder's IPC namespace
+        assert int(mq) >= 0 or int(mq) == -13  # (Landlock refuses creating it: EACCES)
+        status, out, err = run(alice, f"{prefix} meet.py")
+        assert status == 0, err
+        seen = json.loads(out)
+        assert seen["udp"] == 111, seen  # ECONNREFUSED: nothing on this loopback's port
+        assert seen["msgget"] == 2 and seen["mq_open"] == 2, seen  # ENOENT
+        assert seen["self"] == "self"
+        # Both alive, so their namespaces' numbers cannot have been reused: distinct.
+        assert seen["ns"][0] != ipc and seen["ns"][1] != net
+        assert zygote.running() == before + 1  # both forked from the session's zygote
+    finally:
+        run(alice, "kill %1")
+        run(alice, "wait")
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]
 
 
 def test_powerbox_files_open_in_passthrough_mode(alice: Shell, kernel: Kernel) -> None:
@@ -160,15 +221,24 @@ def test_a_command_cannot_touch_the_zygote_or_its_siblings(alice: Shell,
     (kernel.root / "home" / "alice" / "probe.py").write_text(PROBE)
     assert run(alice, "/bin/sleep 30 &")[0] == 0
     try:
-        status, out, err = run(alice, "python3 probe.py")
+        [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
+        sleeper = _nspid(row["host_pid"])
+        ns = os.readlink(f"/proc/{row['host_pid']}/ns/pid")
+        [zyg] = [_nspid(p) for p in _zygote_pids()
+                 if os.readlink(f"/proc/{p}/ns/pid") == ns and
+                 b"python" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]]
+        status, out, err = run(alice, f"python3 probe.py {sleeper} {zyg}")
         assert status == 0, err
         seen = json.loads(out)
-        assert seen["seen"] == [True, True]  # the shared pid namespace shows them...
-        for target in ("sibling", "zygote", "init"):  # ...and that is all it gives
+        # The pid namespace is shared, but the command's own /proc (hidepid=invisible)
+        # shows no process it cannot ptrace: only itself.
+        assert seen["listed"] == [seen["me"]], seen
+        assert seen["seen"] == [False, False, False]
+        for target in ("sibling", "zygote", "init"):
             assert seen[f"kill_{target}"] == 1, (target, seen)  # EPERM
-            assert seen[f"environ_{target}"] == 13, (target, seen)  # EACCES
-            assert seen[f"fd_{target}"] == 13, (target, seen)
-            assert seen[f"root_{target}"] == 13, (target, seen)
+            assert seen[f"environ_{target}"] == 2, (target, seen)  # ENOENT
+            assert seen[f"fd_{target}"] == 2, (target, seen)
+            assert seen[f"root_{target}"] == 2, (target, seen)
         assert seen["ptrace_sibling"] == 1
         assert seen["unshare"] == 1  # seccomp
         assert seen["write_root"] == 30  # EROFS

@@ -94,6 +94,8 @@
 #include <string.h>
 #include <grp.h>
 #include <sched.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -351,11 +353,53 @@ static void private_tmpfs(const char *target, char **kept, int nkept) {
     }
 }
 
-/* --prepare: before its request is known, what every command's start does first. Any
- * failure exits 127: the zygote sees its spare gone and starts the command otherwise. */
-static void prepare(char **kept, int nkept) {
-    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+/* --prepare: the loopback of a fresh network namespace up, as bubblewrap's
+ * --unshare-net leaves it (a command's own datagrams to 127.0.0.1 keep working). */
+static int loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    close(s);
+    return rc;
+}
+
+/* --prepare: a /proc of the command's own, hidepid=invisible: a process it cannot ptrace
+ * (every other command of the session, each in a Landlock domain of its own, and the
+ * zygote, root) has no /proc/PID there, so no command reads another's command line. The
+ * directories bubblewrap's /proc covers read-only are covered again. */
+static void private_proc(void) {
+    static const char *covered[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq",
+                                    "/proc/bus"};
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "hidepid=invisible") != 0)
         _exit(127);
+    for (size_t i = 0; i < sizeof covered / sizeof *covered; i++) {
+        if (access(covered[i], F_OK) != 0) continue;
+        if (mount(covered[i], covered[i], NULL, MS_BIND | MS_REC, NULL) != 0 ||
+            mount(NULL, covered[i], NULL,
+                  MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  NULL) != 0)
+            _exit(127);
+    }
+}
+
+/* --prepare: before its request is known, what every command's start does first: mount,
+ * IPC and network namespaces of its own (so two commands of a session meet neither in
+ * System V IPC or POSIX message queues nor on a loopback), its own /proc, a private /tmp
+ * and /dev/shm. Any failure exits 127: the zygote sees its spare gone and starts the
+ * command otherwise. */
+static void prepare(char **kept, int nkept) {
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 || loopback_up() != 0)
+        _exit(127);
+    private_proc();
     private_tmpfs("/tmp", kept, nkept);
     private_tmpfs("/dev/shm", kept, nkept);
 }

@@ -5,8 +5,9 @@ It runs as ``python -I -S _zygote_main.py FD`` with the standard library only (n
 ``exo`` import: nothing of the kernel is loaded into a process that forks for every
 command). ``FD`` is its end of a ``SOCK_SEQPACKET`` socketpair whose other end only the
 kernel holds: no app can reach it (children close it before anything runs; its name is
-in no filesystem). The zygote holds CAP_SYS_ADMIN (and SETUID/SETGID/SETPCAP) so that a
-child can build its own mount namespace; every child gives all of them up in
+in no filesystem). The zygote holds CAP_SYS_ADMIN and CAP_NET_ADMIN (and
+SETUID/SETGID/SETPCAP) so that a child can build its own namespaces and bring its
+loopback up; every child gives all of them up in
 ``exo-stage2`` (account uid, empty bounding set) before the command runs.
 
 Requests (kernel → zygote): one datagram, ``JSON`` with the command's mounts, working
@@ -20,7 +21,8 @@ Answers (zygote → kernel): ``S ID NSPID`` with the child's pidfd, ``F ID MESSA
 the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``READY``
 once at start.
 
-A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS)``; a private
+A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS | CLONE_NEWIPC |
+CLONE_NEWNET)``, its loopback up; its own ``/proc`` (``hidepid=invisible``); a private
 ``/tmp`` and ``/dev/shm`` — ahead of time: the zygote keeps one child forked and so
 prepared (a *spare*), which then execs ``exo-stage2 --spare`` and waits on a socketpair
 of its own for the next request (the zygote hands it the kernel's descriptors and the
@@ -37,18 +39,22 @@ a child forked at once that does the same in Python (``_child``) and execs
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 
 _MAX_REQUEST = 1 << 16
 _MAX_FDS = 253  # SCM_MAX_FD
 _FIXED = 8  # stdin stdout stderr go(read) status config seccomp go(write)
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP, IFF_RUNNING = 0x8913, 0x8914, 0x1, 0x40
+_PROC_COVERED = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429
 OPEN_TREE_CLONE = 1
@@ -216,16 +222,39 @@ _DEFAULT_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGIN
                     signal.SIGTERM)
 
 
+def _loopback_up() -> None:
+    """The loopback of a fresh network namespace up, as bubblewrap leaves it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP | IFF_RUNNING))
+
+
+def _private_proc() -> None:
+    """A ``/proc`` of the command's own, ``hidepid=invisible`` (no ``/proc/PID`` of a
+    process it cannot ptrace: the session's other commands, the zygote), with the
+    directories bubblewrap covers read-only covered again (``private_proc`` in C)."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    for path in _PROC_COVERED:
+        if os.path.lexists(path):
+            _mount(path, path, None, MS_BIND | MS_REC)
+            _mount(None, path, None,
+                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def _prepare() -> None:
     """What every command's child does first, before its request is known (a spare does
     the same in C ahead of time, ``exo-stage2 --spare FD --prepare``): default signals, a
-    session and a mount namespace of its own, a private ``/tmp``."""
+    session, mount, IPC and network namespaces of its own (the loopback up), its own
+    ``/proc``, a private ``/tmp``."""
     for sig in _DEFAULT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     os.setsid()
-    _check(_libc.unshare(CLONE_NEWNS), "unshare")
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _loopback_up()
+    _private_proc()
     _private_tmpfs("/tmp")
 
 

@@ -9,7 +9,9 @@ mount namespace copy, a few mounts, the seccomp load and two execs (docs/sandbox
 
 What a command keeps from the full launcher, and how:
 
-* its own mount view: the child ``unshare(CLONE_NEWNS)``s and gets, at their Exo paths,
+* its own mount, IPC and network namespaces (the loopback up, as bubblewrap leaves it)
+  and its own ``/proc``, mounted ``hidepid=invisible``;
+* its own mount view: the child gets, at their Exo paths,
   only its grants, as detached mounts the kernel made with ``open_tree`` of its revocable
   FUSE exports (the same sources the launcher binds), a private ``/tmp`` and ``/dev/shm``,
   ``/`` read-only;
@@ -18,11 +20,12 @@ What a command keeps from the full launcher, and how:
 * its own cgroup, created by the kernel and joined between fork and exec (the zygote
   writes the child's pid into the ``cgroup.procs`` files the kernel opened and passed
   with the request, then says "go"; stage 2 waits for it before exec);
-* what it shares with its session's other commands: the pid, ipc, uts and (empty)
-  network namespaces and the base view. So it can *see* their pids and command lines in
-  ``/proc``; it cannot signal or ptrace them or the zygote: each command is in its own
-  Landlock domain with signal scoping (Landlock ABI 6), the zygote runs as root while the
-  command runs as the session's uid, and seccomp refuses ptrace.
+* what it shares with its session's other commands: the pid, uts and cgroup namespaces
+  and the base view. Its ``/proc`` shows none of them (a process it cannot ptrace has no
+  ``/proc/PID`` under ``hidepid=invisible``), and it cannot signal or ptrace them or the
+  zygote: each command is in its own Landlock domain with signal scoping (Landlock ABI
+  6), the zygote runs as root while the command runs as the session's uid, and seccomp
+  refuses ptrace.
 
 A command on a terminal gets a ``/dev`` of its own (the base's device nodes and the
 terminal's node at ``/dev/tty``, on a fresh tmpfs), so the session's other commands never
@@ -305,7 +308,7 @@ class Zygote:
         self.starting = 0  # commands between their choice of this zygote and start (_lock)
         to_close = [theirs.fileno()]
         args = [_bwrap.require_bwrap(), *_bwrap.namespace_args(base),
-                "--cap-add", "CAP_SYS_ADMIN", *plan.args]
+                "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN", *plan.args]
         for dest, content in plan.data_files:
             fd = os.memfd_create("exo-etc")
             os.write(fd, content.encode())
