@@ -22,6 +22,17 @@ reading the same lines, interleaved. Each child, by mode:
 * ``mountns``: the same plus ``unshare(CLONE_NEWNS)`` and one read-only bind of the
   granted file, as each zygote child does today for its grants.
 
+The ``c_*`` modes ask the same of a runner written in C (``c_probe/pipeline_floor.c``,
+built with gcc here): the floor of the design the Python runner stands in for, a
+per-session process that forks and confines a whole pipeline itself:
+
+* ``c_exec``: fork and exec;
+* ``c_confined``: the confinement of ``landlock_seccomp``, done in C;
+* ``c_isolated``: that, after what a zygote spare does for each command today (mount,
+  IPC and network namespaces of its own, the loopback up, a ``/proc`` mounted
+  ``hidepid=invisible``, a read-only bind of the granted file), done here in each stage
+  after the fork, on the pipeline's critical path (a spare does it ahead of time).
+
 Run: ``.venv/bin/python bench/shell_floor.py [--runs N] [--quick]`` (root: the mount
 namespace).
 """
@@ -45,6 +56,8 @@ from benchlib import enter_to_mark
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shell_floor.json"
 MODES = ("fork_exec", "landlock_seccomp", "mountns")
+C_MODES = ("c_exec", "c_confined", "c_isolated")
+C_RUNNER = Path(__file__).resolve().parent / "c_probe" / "pipeline_floor.c"
 LINE = "/bin/cat big.txt | /usr/bin/wc -l"
 
 # The runner: standard library and the kernel's own seccomp filter bytes (passed in a
@@ -161,6 +174,10 @@ def main() -> None:
     shells: dict[str, Timed] = {
         m: Timed([sys.executable, "-I", "-S", str(work / "runner.py"), m,
                   str(work / "filter.bpf")], str(work), env) for m in MODES}
+    exe = work / "pipeline_floor"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(C_RUNNER)], check=True)
+    for m in C_MODES:
+        shells[m] = Timed([str(exe), m, str(work / "filter.bpf")], str(work), env)
     shells["bash"] = Timed(["bash", "--norc", "--noprofile"], str(work), env)
     samples: dict[str, list[float]] = {name: [] for name in shells}
     expected = b""
