@@ -363,7 +363,7 @@ static int loopback_up(void) {
     strcpy(ifr.ifr_name, "lo");
     int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
     if (rc == 0) {
-        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        ifr.ifr_flags |= IFF_UP;
         rc = ioctl(s, SIOCSIFFLAGS, &ifr);
     }
     close(s);
