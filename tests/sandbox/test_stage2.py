@@ -7,6 +7,7 @@ it reports on the status pipe, and what it leaves open for the target.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -137,23 +138,39 @@ _ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET|BPF_K: SECC
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a spare mounts: needs root")
 
 
+#: What a prepared spare's init said on its socket, last call (``_spare``).
+said: list[bytes] = []
+
+
 def _spare(records: list[str], fds: list[int],
            prepare: list[str] | None = None) -> tuple[int, str]:
     """Start ``exo-stage2 --spare`` in a private mount namespace (``prepare``: with
-    ``--prepare`` and those kept paths instead: it makes its own), hand it ``records`` and
-    ``fds`` over its socket: (exit status, its stdout)."""
+    ``--prepare`` and those kept paths instead, as pid 1 of a new pid namespace, as the
+    zygote starts it: it makes its own), hand it ``records`` and ``fds`` over its socket:
+    (exit status, its stdout); what its init said is left in ``said``."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     spare = [str(_bwrap.stage2_path()), "--spare", str(theirs.fileno())]
     try:
-        proc = subprocess.Popen([*spare, "--prepare", *prepare] if prepare is not None else
-                                ["unshare", "--mount", "--propagation", "private", *spare],
-                                pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", *spare, "--prepare", *prepare]
+            if prepare is not None else
+            ["unshare", "--mount", "--propagation", "private", *spare],
+            pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE, text=True)
     finally:
         theirs.close()
+    said.clear()
     with ours:
         socket.send_fds(ours, [b"".join(r.encode() + b"\0" for r in records)], fds)
-    out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+        ours.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                msg, got, _, _ = socket.recv_fds(ours, 64, 1)
+                for fd in got:
+                    os.close(fd)
+                if not msg:
+                    break
+                said.append(msg + b"+fd" * len(got))
     return proc.returncode, out
 
 
@@ -201,6 +218,8 @@ def test_a_prepared_spare_has_fresh_tmp_and_shm_with_the_kept_paths_read_only() 
                   f"touch {kept}/x 2>/dev/null && echo kept-rw; touch /tmp/new && echo tmp-rw")
         status, report, out = _spare_script(script, "/", prepare=[kept])
         assert status == 0 and report == b"R", report
+        # Its init sent the command's pidfd, then the command's wait status.
+        assert said == [b"P+fd", b"X0"], said
         # /tmp holds only the kept path's parents; /dev/shm is empty
         assert out.split() == [kept.split("/")[2], "kept", "tmp-rw"], out
         assert not Path(kept, "x").exists() and not Path("/tmp/new").exists()

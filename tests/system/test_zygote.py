@@ -2,7 +2,7 @@
 user sees is what the full launcher gave — only the grants, the session's uid with no
 capability, seccomp and Landlock, a private /tmp, IPC and network namespaces of its own —
 and a command cannot see, signal, ptrace or read the zygote or the session's other
-commands, although they share a pid namespace."""
+commands, nor name them by pid: each runs in a pid namespace of its own."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the zygote needs a root kernel"),
 ]
 
-PROBE = r'''
-import ctypes, json, os, signal, sys
+#: The start of a probe script: ``attempt(name, fn)`` records "ok" or the errno in ``out``.
+ATTEMPT = r'''
+import ctypes, json, os, resource, signal, sys
 out = {}
 def attempt(name, fn):
     try:
@@ -38,17 +39,21 @@ def attempt(name, fn):
         out[name] = "ok"
     except OSError as exc:
         out[name] = exc.errno
+'''
+
+PROBE = ATTEMPT + r'''
 def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().split(b"\0")
     except OSError:
         return []
-sleeper, zyg = int(sys.argv[1]), int(sys.argv[2])  # their pids in the shared namespace
+sleeper = int(sys.argv[1])  # its pid where the zygote is
 out["listed"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 out["me"] = os.getpid()
-out["seen"] = [bool(cmdline(sleeper)), bool(cmdline(zyg)), bool(cmdline(1))]
-for name, pid in (("sibling", sleeper), ("zygote", zyg), ("init", 1)):
+out["pidns"] = os.readlink("/proc/self/ns/pid")
+out["seen"] = [bool(cmdline(sleeper)), bool(cmdline(1))]
+for name, pid in (("sibling", sleeper), ("init", 1)):
     attempt(f"kill_{name}", lambda: os.kill(pid, signal.SIGKILL))
     attempt(f"environ_{name}", lambda: open(f"/proc/{pid}/environ", "rb").read())
     attempt(f"fd_{name}", lambda: open(f"/proc/{pid}/fd/0", "rb"))
@@ -83,12 +88,16 @@ def alice(kernel: Kernel) -> Iterator[Shell]:
     yield shell
 
 
-def _nspid(host_pid: int) -> int:
-    """A process's pid in its innermost pid namespace."""
+def _nspid(host_pid: int, outer: int = 0) -> int:
+    """A process's pid in its innermost pid namespace (``outer``: that many levels up)."""
     for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
         if line.startswith("NSpid:"):
-            return int(line.split()[-1])
+            return int(line.split()[-1 - outer])
     raise AssertionError(f"no NSpid for {host_pid}")
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _zygote_pids() -> list[int]:
@@ -157,8 +166,7 @@ def test_two_commands_of_a_session_cannot_meet_outside_their_grants(
     """Each command forked from the zygote gets IPC and network namespaces of its own
     (its loopback up): one that listens on a UDP port of 127.0.0.1 and holds a System V
     message queue and a POSIX message queue is found by none of them from a command
-    started next — through the powerbox; a `run` app, started by the launcher (a pid
-    namespace of its own too), likewise."""
+    started next — through the powerbox and as `run` apps alike."""
     home = kernel.root / "home" / "alice"
     (home / "hold.py").write_text(HOLD)
     (home / "meet.py").write_text(MEET)
@@ -181,8 +189,71 @@ def test_two_commands_of_a_session_cannot_meet_outside_their_grants(
         assert seen["self"] == "self"
         # Both alive, so their namespaces' numbers cannot have been reused: distinct.
         assert seen["ns"][0] != ipc and seen["ns"][1] != net
-        # Both forked from the session's zygote, or (`run`) neither.
-        assert zygote.running() == before + (how == "powerbox")
+        assert zygote.running() == before + 1  # both started by the session's zygote
+    finally:
+        run(alice, "kill %1")
+        run(alice, "wait")
+    assert [r["pid"] for r in alice.kernel.ps()] == [1]
+
+
+REACH = ATTEMPT + r'''
+libc = ctypes.CDLL(None, use_errno=True)
+def ioprio(pid):  # ioprio_set(IOPRIO_WHO_PROCESS, pid, the idle class)
+    if libc.syscall(251, 1, pid, 3 << 13) != 0:
+        raise OSError(ctypes.get_errno(), "ioprio_set")
+for pid in map(int, sys.argv[1:]):  # the sibling's pids, in every namespace it has one
+    attempt(f"prlimit {pid}", lambda: resource.prlimit(pid, resource.RLIMIT_CPU, (0, 0)))
+    attempt(f"setpriority {pid}", lambda: os.setpriority(os.PRIO_PROCESS, pid, 19))
+    attempt(f"setaffinity {pid}", lambda: os.sched_setaffinity(pid, {0}))
+    attempt(f"setscheduler {pid}",
+            lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)))
+    attempt(f"ioprio {pid}", lambda: ioprio(pid))
+out["last_pid"] = int(open("/proc/loadavg").read().split("/")[-1].split()[-1])
+out["pidns"] = os.readlink("/proc/self/ns/pid")
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.parametrize("how", ["powerbox", "run"])
+def test_a_command_cannot_reach_a_sibling_by_its_pid(how: str, alice: Shell,
+                                                     kernel: Kernel) -> None:
+    """Landlock and hidepid do not cover the calls that name a process by pid for its
+    limits and scheduling (prlimit64, setpriority, sched_setaffinity, sched_setscheduler,
+    ioprio_set), and a sibling runs as the same uid: a command in a pid namespace of its
+    own cannot name the sibling at all (ESRCH, every number it has), so a sibling's CPU
+    limit is never set to 0 (a kill) nor used as a channel; the command sees only its own
+    namespace's pid counter."""
+    home = kernel.root / "home" / "alice"
+    (home / "reach.py").write_text(REACH)
+    prefix = "run --cap storage://home/alice=READ,WRITE -- " if how == "run" else ""
+    before = zygote.running()
+    assert run(alice, f"{prefix}/bin/sleep 30 &")[0] == 0
+    try:
+        deadline = time.monotonic() + 10
+        while not (rows := [r for r in alice.kernel.ps() if r["pid"] != 1]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        [row] = rows
+        host = row["host_pid"]
+        # Its pid in every namespace it has one, but 1 and 2: in a namespace of its own
+        # those name the command's own init and the command itself.
+        numbers = [int(n) for line in Path(f"/proc/{host}/status").read_text().splitlines()
+                   if line.startswith("NSpid:") for n in line.split()[1:] if int(n) > 2]
+        status, out, err = run(alice, f"{prefix}/usr/bin/python3 reach.py "
+                                      + " ".join(map(str, numbers)))
+        assert status == 0, err
+        seen = json.loads(out)
+        for pid in numbers:
+            for call in ("prlimit", "setpriority", "setaffinity", "setscheduler", "ioprio"):
+                assert seen[f"{call} {pid}"] == 3, (call, pid, seen)  # ESRCH
+        assert seen["pidns"] != os.readlink(f"/proc/{host}/ns/pid")
+        assert seen["last_pid"] < 10, seen  # its own namespace's counter
+        limits = Path(f"/proc/{host}/limits").read_text()
+        assert next(ln for ln in limits.splitlines() if ln.startswith("Max cpu time")) \
+            .split()[3] == "unlimited"
+        fields = Path(f"/proc/{host}/stat").read_text().rsplit(")", 1)[1].split()
+        assert (fields[0], fields[16]) in (("S", "0"), ("R", "0"))  # state, nice
+        assert zygote.running() == before + 1  # both forked from the session's zygote
     finally:
         run(alice, "kill %1")
         run(alice, "wait")
@@ -224,20 +295,22 @@ def test_a_command_cannot_touch_the_zygote_or_its_siblings(alice: Shell,
     assert run(alice, "/bin/sleep 30 &")[0] == 0
     try:
         [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
-        sleeper = _nspid(row["host_pid"])
-        ns = os.readlink(f"/proc/{row['host_pid']}/ns/pid")
-        [zyg] = [_nspid(p) for p in _zygote_pids()
-                 if os.readlink(f"/proc/{p}/ns/pid") == ns and
-                 b"python" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0]]
-        status, out, err = run(alice, f"python3 probe.py {sleeper} {zyg}")
+        sleeper = _nspid(row["host_pid"], outer=1)  # as the zygote numbers it
+        zyg = _ppid(_ppid(row["host_pid"]))  # the zygote, its init's parent
+        assert zyg in _zygote_pids()
+        status, out, err = run(alice, f"python3 probe.py {sleeper}")
         assert status == 0, err
         seen = json.loads(out)
-        # The pid namespace is shared, but the command's own /proc (hidepid=invisible)
-        # shows no process it cannot ptrace: only itself.
-        assert seen["listed"] == [seen["me"]], seen
-        assert seen["seen"] == [False, False, False]
-        for target in ("sibling", "zygote", "init"):
-            assert seen[f"kill_{target}"] == 1, (target, seen)  # EPERM
+        # A pid namespace of its own, in which it is pid 2 (its init, 1, reaps for it);
+        # its own /proc (hidepid=invisible) shows no process it cannot ptrace: only
+        # itself, not its init (root).
+        assert seen["me"] == 2 and seen["listed"] == [2], seen
+        assert seen["pidns"] not in (os.readlink(f"/proc/{zyg}/ns/pid"),
+                                     os.readlink(f"/proc/{row['host_pid']}/ns/pid"))
+        assert seen["seen"] == [False, False]
+        assert seen["kill_sibling"] == 3, seen  # ESRCH: no such process in its namespace
+        assert seen["kill_init"] == 1, seen  # EPERM: root's
+        for target in ("sibling", "init"):
             assert seen[f"environ_{target}"] == 2, (target, seen)  # ENOENT
             assert seen[f"fd_{target}"] == 2, (target, seen)
             assert seen[f"root_{target}"] == 2, (target, seen)

@@ -47,7 +47,7 @@
  *
  *     exo-stage2 --spare SOCKET_FD
  *
- * Forked by the zygote and already in the command's session, mount namespace and private
+ * Started by the zygote and already in the command's session, namespaces and private
  * /tmp and /dev/shm, it waits for one datagram on SOCKET_FD: the command's descriptors
  * (SCM_RIGHTS, as the kernel sent them) and NUL-terminated records, in this order:
  *
@@ -55,6 +55,8 @@
  *     close IDX              a received descriptor to close at once (repeated: the
  *                            zygote's end of "go", the cgroup.procs files)
  *     seccomp IDX            the memfd holding the seccomp program (struct sock_filter[])
+ *     dev IDX                (optional) a /dev of the command's own, with the terminal's
+ *                            node, the detached mount IDX, at /dev/tty (private_dev)
  *     mount DEST RO DIR IDX  move the detached mount IDX to DEST (created on the
  *                            zygote's root tmpfs if missing, never inside an earlier
  *                            grant), remounted nosuid,nodev, read-only if RO is 1
@@ -65,13 +67,17 @@
  *     fd NUMBER IDX          put descriptor IDX at NUMBER (repeated)
  *     config NUMBER          then go on as `exo-stage2 NUMBER` (above)
  *
- * With `--prepare KEPT...` after SOCKET_FD it first puts itself there (what the
- * zygote's Python child did before exec'ing it, so that the zygote can start a spare
- * with posix_spawn, a vfork, instead of forking its whole Python process): a mount
- * namespace of its own with every mount private, and a fresh tmpfs (mode 1777, nosuid,
- * nodev) on /tmp and on /dev/shm, each KEPT path below one of them (the Exo runtime
- * when the checkout lives in /tmp) taken along and put back read-only at its path. The
- * zygote starts it in a session of its own, with default signal dispositions.
+ * With `--prepare KEPT...` after SOCKET_FD it first puts itself there (so that the
+ * zygote can start a spare with posix_spawn, a vfork, instead of forking its whole
+ * Python process): the zygote starts it as pid 1 of a new pid namespace, in a session
+ * of its own, with default signal dispositions; it makes mount (every mount private),
+ * IPC and network namespaces (the loopback up), a /proc of its own and a fresh tmpfs
+ * (mode 1777, nosuid, nodev) on /tmp and on /dev/shm, each KEPT path below one of them
+ * (the Exo runtime when the checkout lives in /tmp) taken along and put back read-only
+ * at its path. It then forks: the child (pid 2) goes on as the spare above, and this
+ * process stays its init (command_init), sending the zygote on SOCKET_FD "P" with the
+ * child's pidfd, later "X<raw wait status>" when the child ended, or "E<message>" if
+ * preparing failed.
  *
  * It then remounts / read-only, changes directory, places the descriptors, sets
  * no_new_privs, loads the seccomp program and goes on as stage 2 without an exec: what
@@ -102,6 +108,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -125,6 +132,12 @@
 #endif
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
 #endif
 #define MAX_KEPT 64
 #define SPARE_MAX_FDS 253  /* SCM_MAX_FD */
@@ -309,6 +322,35 @@ static void do_mount(const char *target, unsigned long flags) {
         fail("zygote: mount %s: %s", target, strerror(errno));
 }
 
+/* --prepare: the socket to the zygote (SOCKET_FD), where a failure is said. */
+static int spare_sock = -1;
+
+/* --prepare failed: say why to the zygote ("E<message>"), which starts the command on
+ * another spare or answers with the reason, and exit. */
+__attribute__((noreturn, format(printf, 1, 2))) static void prep_fail(const char *fmt, ...) {
+    char msg[512] = {'E'};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + 1, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    if (send(spare_sock, msg, strlen(msg), MSG_NOSIGNAL) < 0) {
+        /* the zygote is gone: nothing to tell */
+    }
+    _exit(127);
+}
+
+static void move_mount_to(int fd, const char *path) {
+    if (syscall(SYS_move_mount, fd, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        prep_fail("move_mount %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static int clone_tree(const char *path, unsigned flags) {
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | O_CLOEXEC | flags);
+    if (fd < 0) prep_fail("open_tree %s: %s", path, strerror(errno));
+    return fd;
+}
+
 /* --prepare: a fresh tmpfs on TARGET, the KEPT paths below it carried over read-only
  * (outermost ones only: what is mounted below them comes along, AT_RECURSIVE). */
 static void private_tmpfs(const char *target, char **kept, int nkept) {
@@ -324,32 +366,29 @@ static void private_tmpfs(const char *target, char **kept, int nkept) {
             inner = strncmp(k, paths[j], m) == 0 && (k[m] == '/' || k[m] == '\0');
         }
         if (inner) continue;
-        if (n == MAX_KEPT) _exit(127);
-        int fd = (int)syscall(SYS_open_tree, AT_FDCWD, k,
-                              OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-        if (fd < 0) _exit(127);
+        if (n == MAX_KEPT) prep_fail("too many runtime paths under %s", target);
         paths[n] = k;
-        trees[n++] = fd;
+        trees[n++] = clone_tree(k, AT_RECURSIVE);
     }
-    if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) _exit(127);
+    if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
+        prep_fail("tmpfs on %s: %s", target, strerror(errno));
     for (int i = 0; i < n; i++) {
         char path[PATH_MAX];
-        if (strlen(paths[i]) >= sizeof path) _exit(127);
+        if (strlen(paths[i]) >= sizeof path) prep_fail("runtime path too long");
         strcpy(path, paths[i]);
         for (char *p = path + 1;; p++) {  /* mkdir -p, the last component included */
             if (*p != '/' && *p != '\0') continue;
             char c = *p;
             *p = '\0';
-            if (mkdir(path, 0755) != 0 && errno != EEXIST) _exit(127);
+            if (mkdir(path, 0755) != 0 && errno != EEXIST)
+                prep_fail("mkdir %s: %s", path, strerror(errno));
             *p = c;
             if (c == '\0') break;
         }
-        if (syscall(SYS_move_mount, trees[i], "", AT_FDCWD, paths[i],
-                    MOVE_MOUNT_F_EMPTY_PATH) != 0 ||
-            mount(NULL, paths[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+        move_mount_to(trees[i], paths[i]);
+        if (mount(NULL, paths[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                   NULL) != 0)
-            _exit(127);
-        close(trees[i]);
+            prep_fail("remount %s read-only: %s", paths[i], strerror(errno));
     }
 }
 
@@ -379,29 +418,131 @@ static void private_proc(void) {
                                     "/proc/bus"};
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "hidepid=invisible") != 0)
-        _exit(127);
+        prep_fail("mount /proc: %s", strerror(errno));
     for (size_t i = 0; i < sizeof covered / sizeof *covered; i++) {
         if (access(covered[i], F_OK) != 0) continue;
         if (mount(covered[i], covered[i], NULL, MS_BIND | MS_REC, NULL) != 0 ||
             mount(NULL, covered[i], NULL,
                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   NULL) != 0)
-            _exit(127);
+            prep_fail("cover %s: %s", covered[i], strerror(errno));
     }
+}
+
+/* --prepare: the command's init. Pid 1 of the namespace, it stays out of the command's
+ * reach (root, not dumpable, no handler: a signal from inside is dropped, as for any
+ * init) and does three things: tells the zygote which process is the command ("P" and
+ * its pidfd: the zygote moves both into the command's cgroup, and the kernel signals
+ * and watches the command itself, so SIGSTOP stops the command, not its init), reaps
+ * whatever the command orphans, and when the command ends reports its raw wait status
+ * ("X<status>") and exits -- and the namespace ends with it: what the command left
+ * behind is killed there and then, as under bubblewrap's init. */
+__attribute__((noreturn)) static void command_init(pid_t command) {
+    int pidfd = (int)syscall(SYS_pidfd_open, command, 0);
+    if (pidfd < 0) prep_fail("pidfd_open: %s", strerror(errno));
+    char tag = 'P';
+    struct iovec iov = {&tag, 1};
+    union { struct cmsghdr hdr; char space[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.space;
+    msg.msg_controllen = sizeof ctl.space;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
+    if (sendmsg(spare_sock, &msg, MSG_NOSIGNAL) != 1) _exit(127);  /* the command dies too */
+    close(pidfd);
+    /* Nothing but the socket: no descriptor of the zygote's stays open in here. */
+    if (spare_sock > 3) syscall(SYS_close_range, 3, spare_sock - 1, 0);
+    syscall(SYS_close_range, spare_sock + 1, ~0U, 0);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    int status = 0;
+    for (;;) {
+        pid_t pid = waitpid(-1, &status, __WALL);
+        if (pid == command) break;
+        if (pid < 0 && errno != EINTR) {
+            status = SIGKILL;  /* cannot happen: the command is a child until reaped */
+            break;
+        }
+    }
+    char report[32];
+    int n = snprintf(report, sizeof report, "X%d", status);
+    if (send(spare_sock, report, (size_t)n, MSG_NOSIGNAL) < 0) {
+        /* the zygote is gone; so is this namespace, in a moment */
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 /* --prepare: before its request is known, what every command's start does first: mount,
  * IPC and network namespaces of its own (so two commands of a session meet neither in
  * System V IPC or POSIX message queues nor on a loopback), its own /proc, a private /tmp
- * and /dev/shm. Any failure exits 127: the zygote sees its spare gone and starts the
- * command otherwise. */
-static void prepare(char **kept, int nkept) {
-    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET) != 0 ||
-        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 || loopback_up() != 0)
-        _exit(127);
+ * and /dev/shm. The zygote started this process as pid 1 of a pid namespace of its own:
+ * it forks the command-to-be (pid 2, which returns from here and waits for the request)
+ * and stays its init (command_init). So no command can name another process of the
+ * session by pid, for prlimit64, setpriority, sched_setaffinity or ioprio_set, which
+ * neither Landlock nor hidepid covers. Any failure is said to the zygote and exits 127. */
+static void prepare(int sock, char **kept, int nkept) {
+    spare_sock = sock;
+    if (getpid() != 1) prep_fail("not started in a pid namespace of its own");
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET) != 0)
+        prep_fail("unshare: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        prep_fail("make / private: %s", strerror(errno));
+    if (loopback_up() != 0) prep_fail("loopback: %s", strerror(errno));
     private_proc();
     private_tmpfs("/tmp", kept, nkept);
     private_tmpfs("/dev/shm", kept, nkept);
+    pid_t command = fork();
+    if (command < 0) prep_fail("fork: %s", strerror(errno));
+    if (command > 0) command_init(command);
+}
+
+/* --spare, a "dev" record: a /dev of the command's own, for a command on a terminal (as
+ * the launcher builds it): the base view's device nodes, this command's private /dev/shm
+ * (with the runtime's paths in it), the usual links, and the terminal's node TERMINAL (a
+ * detached mount) at /dev/tty, on a fresh tmpfs, read-only: the session's other commands
+ * never see a /dev/tty of this one. */
+static void private_dev(int terminal) {
+    static const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom",
+                                  "/dev/tty"};
+    enum { NNODES = sizeof nodes / sizeof *nodes };
+    int trees[NNODES];
+    for (int i = 0; i < NNODES - 1; i++) {
+        trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, nodes[i], OPEN_TREE_CLONE | O_CLOEXEC);
+        if (trees[i] < 0) fail("zygote: open_tree %s: %s", nodes[i], strerror(errno));
+    }
+    trees[NNODES - 1] = terminal;
+    int shm = (int)syscall(SYS_open_tree, AT_FDCWD, "/dev/shm",
+                           OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+    if (shm < 0) fail("zygote: open_tree /dev/shm: %s", strerror(errno));
+    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755") != 0)
+        fail("zygote: tmpfs on /dev: %s", strerror(errno));
+    for (int i = 0; i < NNODES; i++) {
+        int fd = open(nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0) fail("zygote: create %s: %s", nodes[i], strerror(errno));
+        close(fd);
+        if (syscall(SYS_move_mount, trees[i], "", AT_FDCWD, nodes[i],
+                    MOVE_MOUNT_F_EMPTY_PATH) != 0)
+            fail("zygote: move_mount %s: %s", nodes[i], strerror(errno));
+        close(trees[i]);
+        do_mount(nodes[i], MS_REMOUNT | MS_BIND | MS_NOSUID);
+    }
+    if (mkdir("/dev/shm", 01777) != 0 ||
+        syscall(SYS_move_mount, shm, "", AT_FDCWD, "/dev/shm", MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        fail("zygote: /dev/shm: %s", strerror(errno));
+    close(shm);
+    static const char *links[][2] = {{"/proc/self/fd", "/dev/fd"},
+                                     {"/proc/self/fd/0", "/dev/stdin"},
+                                     {"/proc/self/fd/1", "/dev/stdout"},
+                                     {"/proc/self/fd/2", "/dev/stderr"}};
+    for (size_t i = 0; i < sizeof links / sizeof *links; i++)
+        if (symlink(links[i][0], links[i][1]) != 0)
+            fail("zygote: link %s: %s", links[i][1], strerror(errno));
+    do_mount("/dev", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID);
 }
 
 /* --spare: wait for the command, build its mount view and descriptors, load its seccomp
@@ -442,9 +583,14 @@ static int spare(int sock) {
         close(IDX("close index"));
     if (tag == NULL || strcmp(tag, "seccomp") != 0) fail("zygote request: seccomp expected");
     int bpf = IDX("seccomp index");
+    tag = next_tag();
+    if (tag != NULL && strcmp(tag, "dev") == 0) {
+        private_dev(IDX("terminal index"));
+        tag = next_tag();
+    }
     const char *mounted[SPARE_MAX_MOUNTS];
     int nmounted = 0;
-    for (tag = next_tag(); tag != NULL && strcmp(tag, "mount") == 0; tag = next_tag()) {
+    for (; tag != NULL && strcmp(tag, "mount") == 0; tag = next_tag()) {
         if (nmounted == SPARE_MAX_MOUNTS) fail("zygote request: too many mounts");
         const char *dest = next_str("mount point");
         int ro = (int)parse_num(next_str("read-only"), 1, "read-only");
@@ -512,7 +658,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "--spare") == 0 &&
         (argc == 3 || strcmp(argv[3], "--prepare") == 0)) {
         int sock = (int)parse_num(argv[2], INT_MAX, "spare socket");
-        if (argc > 3) prepare(argv + 4, argc - 4);
+        if (argc > 3) prepare(sock, argv + 4, argc - 4);
         config_fd = spare(sock);
     } else if (argc == 2) {
         config_fd = (int)parse_num(argv[1], INT_MAX, "config fd");

@@ -1,166 +1,73 @@
-"""The zygote's own program: runs inside one bubblewrap sandbox per session, forks one
-child per command and turns it into that command's sandbox (``exo.sandbox.zygote``).
+"""The zygote's own program: runs inside one bubblewrap sandbox per session and starts
+each command of the session in a sandbox of its own (``exo.sandbox.zygote``).
 
 It runs as ``python -I -S _zygote_main.py FD`` with the standard library only (no
-``exo`` import: nothing of the kernel is loaded into a process that forks for every
-command). ``FD`` is its end of a ``SOCK_SEQPACKET`` socketpair whose other end only the
-kernel holds: no app can reach it (children close it before anything runs; its name is
-in no filesystem). The zygote holds CAP_SYS_ADMIN and CAP_NET_ADMIN (and
-SETUID/SETGID/SETPCAP) so that a child can build its own namespaces and bring its
-loopback up; every child gives all of them up in
-``exo-stage2`` (account uid, empty bounding set) before the command runs.
+``exo`` import: nothing of the kernel is loaded into it). ``FD`` is its end of a
+``SOCK_SEQPACKET`` socketpair whose other end only the kernel holds: no app can reach it
+(it is close-on-exec; its name is in no filesystem). The zygote holds CAP_SYS_ADMIN and
+CAP_NET_ADMIN (and SETUID/SETGID/SETPCAP) so that a command's sandbox can build its own
+namespaces and bring its loopback up; the command gives all of them up in ``exo-stage2``
+(account uid, empty bounding set) before it runs.
 
 Requests (kernel → zygote): one datagram, ``JSON`` with the command's mounts, working
 directory and descriptor numbers, carrying in SCM_RIGHTS, in this order: stdin, stdout,
 stderr, the "go" pipe's two ends, the status pipe, stage 2's config memfd, the seccomp
-memfd, each descriptor the command keeps, one detached mount (``open_tree``) per grant,
-then the command's ``cgroup.procs`` files, opened by the kernel: the zygote writes the
-child's pid there right after the fork, then "go" (stage 2 waits for it before exec).
+memfd, each descriptor the command keeps, one detached mount (``open_tree``) per grant
+(the last one the terminal's node for a command on a terminal), then the command's
+``cgroup.procs`` files, opened by the kernel.
 
-Answers (zygote → kernel): ``S ID NSPID`` with the child's pidfd, ``F ID MESSAGE`` when
-the fork failed, ``X ID STATUS`` (the raw wait status) when a child ended; ``READY``
-once at start.
+Answers (zygote → kernel): ``S ID PID`` with the command's pidfd, ``F ID MESSAGE`` when
+it could not be started, ``X ID STATUS`` (the command's raw wait status) when it ended;
+``READY`` once at start.
 
-A child, in order: leaves the zygote's session; ``unshare(CLONE_NEWNS | CLONE_NEWIPC |
-CLONE_NEWNET)``, its loopback up; its own ``/proc`` (``hidepid=invisible``); a private
-``/tmp`` and ``/dev/shm`` — ahead of time: the zygote keeps one child forked and so
-prepared (a *spare*), which then execs ``exo-stage2 --spare`` and waits on a socketpair
-of its own for the next request (the zygote hands it the kernel's descriptors and the
-request as records, ``_spare_request``; it forks the next spare after answering) — then
-each grant's detached mount moved to its Exo path (read-only where granted so); ``/``
-read-only; ``chdir``; its descriptors at their numbers; no_new_privs and the seccomp
-filter; then stage 2 proper, which drops to the session's uid, applies Landlock, waits
-for "go" (the zygote writes it once the child is in its cgroup) and execs the command.
-A command on a terminal (a whole ``/dev`` of its own), or one that finds no spare, gets
-a child forked at once that does the same in Python (``_child``) and execs
-``exo-stage2``. Any failure is one line on the status pipe and exit 127.
+Every command runs in a *spare* made ahead of its request, so that its start pays
+neither a fork nor a namespace's creation: ``exo-stage2 --spare FD --prepare``, started
+with ``posix_spawn`` as pid 1 of a new pid namespace (``unshare(CLONE_NEWPID)`` around
+the spawn). It makes mount, IPC and network namespaces (its loopback up), a ``/proc`` of
+its own (``hidepid=invisible``) and private ``/tmp`` and ``/dev/shm``, forks the
+command-to-be and stays its init, sending "P" and the command's pidfd up the socket.
+The command-to-be waits for the request, which the zygote hands over as records
+(``_spare_request``) with the kernel's descriptors: each grant's detached mount moved to
+its Exo path, a ``/dev`` of its own on a terminal, ``/`` read-only, ``chdir``, its
+descriptors at their numbers, no_new_privs and the seccomp filter; then stage 2 proper
+drops to the session's uid, applies Landlock and waits for "go". The zygote meanwhile
+writes the command's and its init's pids into the cgroup, then "go"; stage 2 execs the
+command. When the command ends, its init reports its wait status ("X") and exits, and
+the namespace, with whatever the command left in it, ends too; the zygote reaps the init
+and answers X. Any failure before exec is one line on the status pipe and exit 127; a
+spare that could not be prepared says why ("E") and the command takes a fresh one.
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
-import select
 import signal
 import socket
-import struct
 import sys
 
 _MAX_REQUEST = 1 << 16
 _MAX_FDS = 253  # SCM_MAX_FD
 _FIXED = 8  # stdin stdout stderr go(read) status config seccomp go(write)
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-_PROC_COVERED = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429
-OPEN_TREE_CLONE = 1
-DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")  # namespace.DEVICES
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-AT_FDCWD = -100
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-_HIGH_FD = 512  # received descriptors are parked above every number the command keeps
-
-AT_RECURSIVE = 0x8000
-PRIVATE_DIRS = ("/tmp", "/dev/shm")  # a command gets fresh ones
+CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL(None, use_errno=True)
 #: Paths of the Python runtime (interpreter, venv, Exo packages) the base view shows
 #: under /tmp or /dev/shm (a checkout in /tmp): kept visible over a command's private
 #: /tmp and /dev/shm (argv[2] of the zygote: JSON list, from the kernel).
 _KEEP: list[str] = []
+PRIVATE_DIRS = ("/tmp", "/dev/shm")  # a command gets fresh ones
 #: exo-stage2, beside this file (the kernel runs both from RUNTIME_SRC).
 _STAGE2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exo-stage2")
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
-    def enc(s: str | None) -> bytes | None:
-        return None if s is None else s.encode()
-
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
-                       enc(data)), f"mount {target}")
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _load_seccomp(program: bytes) -> None:
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
-           "seccomp")
-
-
-def _read_fd(fd: int, limit: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    data = b""
-    while len(data) < limit:
-        chunk = os.read(fd, limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _move_mount(fd: int, dest: str) -> None:
-    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dest.encode(),
-                         MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {dest}")
-
-
-def _private_dev(terminal: int, shm: list[tuple[str, int]]) -> None:
-    """A ``/dev`` of this command's own, as the launcher builds it with a terminal: the
-    base view's device nodes, a private ``/dev/shm``, the links, and the terminal's node
-    (``terminal``: its detached mount) at ``/dev/tty`` — made on a fresh tmpfs so that the
-    session's other commands never see a ``/dev/tty`` of this one."""
-    nodes = {}
-    for name in DEVICES:
-        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, name.encode(), OPEN_TREE_CLONE))
-        _check(0 if fd >= 0 else -1, f"open_tree {name}")
-        nodes[name] = fd
-    nodes["/dev/tty"] = terminal
-    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755")
-    for name, fd in nodes.items():
-        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-        _move_mount(fd, name)
-        _mount(None, name, None, MS_REMOUNT | MS_BIND | MS_NOSUID)
-        if fd != terminal:
-            os.close(fd)
-    os.mkdir("/dev/shm", 0o1777)
-    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    _reattach(shm)  # the runtime's paths under /dev/shm, taken before /dev was covered
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"/dev/{link}")
-    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
-
-
-def _mount_point(dest: str, is_dir: bool, mounted: list[str]) -> None:
-    """Create ``dest`` on the zygote's root tmpfs when it is missing; never inside a grant
-    already mounted (that would write into the user's tree)."""
-    if os.path.lexists(dest):
-        return
-    if any(dest.startswith(m.rstrip("/") + "/") for m in mounted):
-        raise OSError(f"mount point {dest} is missing inside a grant")
-    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
-    if is_dir:
-        os.mkdir(dest, 0o755)
-    else:
-        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+#: Signals the zygote handles or ignores, at their defaults in every command.
+_DEFAULT_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                    signal.SIGTERM)
+#: How long a command waits for its spare to be ready (it normally is, long since).
+_READY_TIMEOUT = 10.0
 
 
 class _Request:
-    """A request, checked once: every field of the form the child uses."""
+    """A request, checked once: every field of the form the spare is sent."""
 
     def __init__(self, raw: bytes) -> None:
         req = json.loads(raw)
@@ -171,10 +78,9 @@ class _Request:
         self.status_fd = int(req["status_fd"])
         self.config_fd = int(req["config_fd"])
         self.await_fd = int(req["await_fd"])
-        self.stage2 = str(req["stage2"])
         self.tty = bool(req.get("tty", False))  # the last mount is the terminal's node
         self.procs = int(req["procs"])  # cgroup.procs files, after the mounts
-        if not 0 <= self.procs <= 8:
+        if not 0 <= self.procs <= 8 or (self.tty and not self.mounts):
             raise ValueError("malformed request")
         if any("\0" in text for text in (self.cwd, *(d for d, _, _ in self.mounts))):
             raise ValueError("malformed request")
@@ -185,79 +91,6 @@ class _Request:
             raise ValueError("malformed request")
 
 
-def _detach(under: str) -> list[tuple[str, int]]:
-    """Detached copies (``open_tree``, with what is mounted below them) of the runtime
-    paths under ``under``, taken before a private tmpfs covers them; outermost only."""
-    inside = sorted(k for k in _KEEP if k.startswith(under.rstrip("/") + "/"))
-    kept: list[tuple[str, int]] = []
-    for path in inside:
-        if any(path.startswith(k + "/") for k, _ in kept):
-            continue
-        fd = int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, path.encode(),
-                               OPEN_TREE_CLONE | AT_RECURSIVE))
-        _check(0 if fd >= 0 else -1, f"open_tree {path}")
-        kept.append((path, fd))
-    return kept
-
-
-def _reattach(kept: list[tuple[str, int]]) -> None:
-    """Put the runtime's detached copies back, read-only, at their paths on the new
-    tmpfs (their mount points: root's directories there)."""
-    for path, fd in kept:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _move_mount(fd, path)
-        os.close(fd)
-        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def _private_tmpfs(target: str) -> None:
-    """A fresh tmpfs at ``target`` (/tmp, /dev/shm) with the runtime kept visible."""
-    kept = _detach(target)
-    _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    _reattach(kept)
-
-
-#: Signals the zygote handles or ignores, at their defaults in every command.
-_DEFAULT_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
-                    signal.SIGTERM)
-
-
-def _loopback_up() -> None:
-    """The loopback of a fresh network namespace up, as bubblewrap leaves it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifreq = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
-
-
-def _private_proc() -> None:
-    """A ``/proc`` of the command's own, ``hidepid=invisible`` (no ``/proc/PID`` of a
-    process it cannot ptrace: the session's other commands, the zygote), with the
-    directories bubblewrap covers read-only covered again (``private_proc`` in C)."""
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
-    for path in _PROC_COVERED:
-        if os.path.lexists(path):
-            _mount(path, path, None, MS_BIND | MS_REC)
-            _mount(None, path, None,
-                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-def _prepare() -> None:
-    """What every command's child does first, before its request is known (a spare does
-    the same in C ahead of time, ``exo-stage2 --spare FD --prepare``): default signals, a
-    session, mount, IPC and network namespaces of its own (the loopback up), its own
-    ``/proc``, a private ``/tmp``."""
-    for sig in _DEFAULT_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    os.setsid()
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _loopback_up()
-    _private_proc()
-    _private_tmpfs("/tmp")
-
-
 def _spare_request(req: _Request, fds: list[int]) -> bytes:
     """The records ``exo-stage2 --spare`` reads (its header comment): indices into
     ``fds``, the descriptors as the kernel sent them (module docstring)."""
@@ -266,8 +99,12 @@ def _spare_request(req: _Request, fds: list[int]) -> bytes:
     for i in (7, *range(procs_at, len(fds))):  # the zygote's "go" end, cgroup.procs
         records += ["close", str(i)]
     records += ["seccomp", "6"]
-    for n, (dest, ro, is_dir) in enumerate(req.mounts):
-        records += ["mount", dest, str(int(ro)), str(int(is_dir)), str(first_mount + n)]
+    mounts = list(enumerate(req.mounts, first_mount))
+    if req.tty:  # the terminal's node: /dev/tty in a /dev of the command's own
+        (terminal, _), mounts = mounts[-1], mounts[:-1]
+        records += ["dev", str(terminal)]
+    for index, (dest, ro, is_dir) in mounts:
+        records += ["mount", dest, str(int(ro)), str(int(is_dir)), str(index)]
     records += ["cwd", req.cwd]
     targets = {0: 0, 1: 1, 2: 2, req.status_fd: 4, req.config_fd: 5, req.await_fd: 3}
     for i, number in enumerate(req.keep):
@@ -278,113 +115,127 @@ def _spare_request(req: _Request, fds: list[int]) -> bytes:
     return b"".join(r.encode() + b"\0" for r in records)
 
 
-def _child(req: _Request, fds: list[int]) -> None:
-    """Everything between fork and exec of stage 2 for a command no spare takes (one on a
-    terminal, or when the spare ended): see the module docstring."""
-    status = fds[4]
-    try:
-        _prepare()
-        os.close(fds[7])  # the zygote's "go" end
-        mount_fds = fds[_FIXED + len(req.keep):len(fds) - req.procs]
-        mounts = list(zip(req.mounts, mount_fds, strict=True))
-        if req.tty:
-            (_, terminal), mounts = mounts[-1], mounts[:-1]
-            shm = _detach("/dev/shm")
-            _private_dev(terminal, shm)
-        else:
-            _private_tmpfs("/dev/shm")
-        mounted: list[str] = []
-        for (dest, ro, is_dir), fd in mounts:
-            _mount_point(dest, is_dir, mounted)
-            _move_mount(fd, dest)
-            _mount(None, dest, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
-                   | (MS_RDONLY if ro else 0))
-            mounted.append(dest)
-        _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        os.chdir(req.cwd)
-        seccomp = _read_fd(fds[6], 1 << 20)
-        # Park every received descriptor high, then put each at its number.
-        used = _FIXED + len(req.keep)  # not the zygote's go end (closed), mounts, procs
-        parked = [os.dup2(fd, _HIGH_FD + i) if fd >= 0 and i != 7 else -1
-                  for i, fd in enumerate(fds[:used])]
-        targets = {0: parked[0], 1: parked[1], 2: parked[2],
-                   req.status_fd: parked[4], req.config_fd: parked[5],
-                   req.await_fd: parked[3]}  # stage 2 waits on it for the kernel's go
-        for i, number in enumerate(req.keep):
-            targets[number] = parked[_FIXED + i]
-        for number, fd in targets.items():
-            if fd >= 0:
-                os.dup2(fd, number, inheritable=True)
-        status = req.status_fd
-        _load_seccomp(seccomp)
-        os.execve(req.stage2, [req.stage2, str(req.config_fd)], {})
-    except BaseException as exc:  # the child reports everything, then exits
-        message = f"Ezygote: {exc}".replace("\n", " ")[:900]
+def _pidfd_pid(pidfd: int) -> int:
+    """The pid (in this namespace) of the process ``pidfd`` refers to: its fdinfo."""
+    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"Pid:"):
+                return int(line.split()[1])
+    raise OSError("not a pidfd")
+
+
+class _Spare:
+    """A command's sandbox, prepared ahead of its request: ``exo-stage2 --spare
+    --prepare``, started as pid 1 of a pid namespace of its own (``pid``: here), which
+    forks the command-to-be and stays its init; ``conn`` is the zygote's end of their
+    socket: the request goes down it, "P" (with the command's pidfd), "E<why>" and
+    "X<status>" come up."""
+
+    def __init__(self, pid: int, conn: socket.socket) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.command = -1  # the command's pidfd, once "P" came (ready)
+
+    def ready(self) -> str:
+        """Wait for "P" (normally queued long since): "" when ready, else why not."""
         try:
-            os.write(status, message.encode(errors="replace"))
-        finally:
-            os._exit(127)
+            self.conn.settimeout(_READY_TIMEOUT)
+            msg, fds, _, _ = socket.recv_fds(self.conn, 512, 1)
+            self.conn.settimeout(None)
+        except OSError as exc:
+            return f"no answer ({exc})"
+        if msg == b"P" and len(fds) == 1:
+            self.command = fds[0]
+            return ""
+        for fd in fds:
+            os.close(fd)
+        return msg[1:].decode(errors="replace") if msg.startswith(b"E") else "it ended"
+
+    def discard(self) -> None:
+        """Give up on it (its init is this process's child, not yet reaped: the pid is
+        still its own): the namespace goes with its init."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.command >= 0:
+            os.close(self.command)
+            self.command = -1
 
 
 class _Spares:
-    """The one child kept forked and prepared ahead of the next command (``_spare``), so
-    that a command's start pays neither the fork nor the namespace's unshare."""
+    """The one spare kept prepared ahead of the next command, so that a command's start
+    pays neither the forks nor the namespaces' creation."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock  # the kernel's: closed in every child
-        self.pid = 0
-        self.conn: socket.socket | None = None
+    def __init__(self, pidns: int) -> None:
+        self.pidns = pidns  # this process's own pid namespace, to come back to
+        self.spare: _Spare | None = None
 
     def fork(self) -> None:
-        if self.conn is not None:
-            return
+        if self.spare is None:
+            self.spare = self._spawn()
+
+    def _spawn(self) -> _Spare | None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            # exo-stage2 prepares itself (--prepare: its mount namespace, private /tmp and
-            # /dev/shm, the runtime kept visible) and waits on ``theirs`` for the records
-            # _spare_request makes of a request and the descriptors the kernel sent; it
-            # then does in C what _child does. Started with posix_spawn (a vfork): a fork
-            # of this Python process cost a command's start its copy-on-write faults and
-            # the exec's teardown (~1 ms of CPU a spare, measured). The zygote ending, or
-            # giving up on it, closes ``mine`` and the spare exits. Every other
-            # descriptor of this process is close-on-exec.
+            # A pid namespace for the next child only: unshare(CLONE_NEWPID) moves this
+            # process's children's namespace, then setns puts it back. exo-stage2
+            # prepares itself (--prepare: the other namespaces, /proc, private /tmp and
+            # /dev/shm, the runtime kept visible), forks the command-to-be, which waits on
+            # ``theirs`` for the records _spare_request makes of a request and the
+            # kernel's descriptors. Started with posix_spawn (a vfork): a fork of this
+            # Python process cost a command's start its copy-on-write faults and the
+            # exec's teardown (~1 ms of CPU a spare, measured). Every other descriptor
+            # of this process is close-on-exec.
             os.set_inheritable(theirs.fileno(), True)
-            pid = os.posix_spawn(
-                _STAGE2, [_STAGE2, "--spare", str(theirs.fileno()), "--prepare", *_KEEP],
-                os.environ, setsid=True, setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            if _libc.unshare(CLONE_NEWPID) != 0:
+                mine.close()
+                return None
+            try:
+                pid = os.posix_spawn(
+                    _STAGE2, [_STAGE2, "--spare", str(theirs.fileno()), "--prepare", *_KEEP],
+                    os.environ, setsid=True, setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            finally:
+                if _libc.setns(self.pidns, CLONE_NEWPID) != 0:
+                    # Its next child would be in that namespace: nothing safe is left.
+                    os._exit(70)
         except OSError:
             mine.close()
-            theirs.close()
-            return
-        theirs.close()
-        self.pid, self.conn = pid, mine
-
-    def take(self, req: _Request, fds: list[int]) -> int:
-        """Hand a request to the spare; its pid, or 0 when there is none (it ended)."""
-        conn, pid = self.conn, self.pid
-        self.conn, self.pid = None, 0
-        if conn is None:
-            return 0
-        try:
-            socket.send_fds(conn, [_spare_request(req, fds)], fds)
-        except OSError:
-            return 0
+            return None
         finally:
-            conn.close()
-        return pid
+            theirs.close()
+        return _Spare(pid, mine)
+
+    def take(self) -> _Spare:
+        """The prepared spare, or a new one if it failed; OSError saying why if neither
+        is ready."""
+        why = "cannot start one"
+        for spare in (self.spare, None):
+            spare = spare if spare is not None else self._spawn()
+            self.spare = None
+            if spare is None:
+                continue
+            why = spare.ready()
+            if not why:
+                return spare
+            spare.discard()
+        raise OSError(f"no sandbox could be prepared for the command: {why}")
 
     def ended(self, pid: int) -> None:
-        if pid == self.pid and self.conn is not None:
-            self.conn.close()
-            self.conn, self.pid = None, 0
+        if self.spare is not None and pid == self.spare.pid:
+            self.spare.close()
+            self.spare = None
 
 
-def _serve(sock: socket.socket) -> None:
-    children: dict[int, int] = {}  # nspid -> request id
+def _serve(sock: socket.socket, pidns: int) -> None:
+    import select
+
+    children: dict[int, tuple[int, socket.socket]] = {}  # spare's init -> (id, conn)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    spares = _Spares(sock)
+    spares = _Spares(pidns)
     spares.fork()
     sock.send(b"READY")
     while True:
@@ -402,9 +253,9 @@ def _serve(sock: socket.socket) -> None:
                     break
                 if pid == 0:
                     break
-                rid = children.pop(pid, None)
-                if rid is not None:
-                    sock.send(f"X {rid} {raw}".encode())
+                if pid in children:
+                    rid, conn = children.pop(pid)
+                    sock.send(f"X {rid} {_command_status(conn, raw)}".encode())
                 else:
                     spares.ended(pid)
         if sock.fileno() in ready:
@@ -415,36 +266,48 @@ def _serve(sock: socket.socket) -> None:
             spares.fork()  # the next command's, after this one's answer
 
 
-def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, int],
-            spares: _Spares | None = None) -> None:
+def _command_status(conn: socket.socket, raw: int) -> int:
+    """The command's raw wait status, as its init reported it before exiting ("X<n>");
+    the init's own (killed with the namespace: SIGKILL) when it did not."""
+    try:
+        msg = conn.recv(64, socket.MSG_DONTWAIT)
+        if msg.startswith(b"X") and msg[1:].isdigit():
+            raw = int(msg[1:])
+    except OSError:
+        pass
+    finally:
+        conn.close()
+    return raw
+
+
+def _handle(sock: socket.socket, msg: bytes, fds: list[int],
+            children: dict[int, tuple[int, socket.socket]], spares: _Spares) -> None:
     rid = -1
     try:
         req = _Request(msg)
         rid = req.id
         if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
             raise ValueError("descriptor count does not match the request")
-        # A command on a terminal gets a /dev of its own: a child forked here builds it.
-        pid = spares.take(req, fds) if spares is not None and not req.tty else 0
-        if pid == 0:
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                _child(req, fds)
-        children[pid] = rid
-        pidfd = os.pidfd_open(pid)
+        spare = spares.take()
         try:
-            # Into the command's cgroup (the kernel's open cgroup.procs files, written
-            # with the kernel's credentials), then "go": stage 2 may exec the command.
-            try:
-                for procs in fds[len(fds) - req.procs:]:
-                    os.write(procs, str(pid).encode())
-            except OSError:
-                os.kill(pid, signal.SIGKILL)
-                raise
+            socket.send_fds(spare.conn, [_spare_request(req, fds)], fds)
+            pid = _pidfd_pid(spare.command)
+            # The command and its init into the command's cgroup (the kernel's open
+            # cgroup.procs files, written with the kernel's credentials), then "go":
+            # stage 2 may exec the command.
+            for procs in fds[len(fds) - req.procs:]:
+                os.write(procs, str(pid).encode())
+                os.write(procs, str(spare.pid).encode())
+        except OSError:
+            spare.discard()
+            raise
+        children[spare.pid] = (rid, spare.conn)
+        try:
             os.write(fds[7], b"g")
-            socket.send_fds(sock, [f"S {rid} {pid}".encode()], [pidfd])
+            socket.send_fds(sock, [f"S {rid} {pid}".encode()], [spare.command])
         finally:
-            os.close(pidfd)
+            os.close(spare.command)
+            spare.command = -1
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sock.send(f"F {rid} {exc}".encode()[:900])
     finally:
@@ -458,7 +321,7 @@ def main() -> None:
         _KEEP[:] = [str(k) for k in keep if str(k).startswith(PRIVATE_DIRS)]
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
-    _serve(sock)
+    _serve(sock, os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
 
 
 if __name__ == "__main__":

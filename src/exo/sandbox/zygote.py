@@ -182,9 +182,11 @@ def _under_private_dirs(path: Path) -> bool:
 class ZygoteProcess:
     """A command forked by a zygote: the same face as ``SandboxedProcess``.
 
-    ``pid``/``init_pid``/``monitor_pid`` are all its host pid (no bubblewrap between);
-    signals go through its pidfd, so a recycled pid is never hit. Its exit status comes
-    from the zygote (its parent), which reports every child it reaps.
+    ``pid``/``init_pid``/``monitor_pid`` are all the command's host pid (its pid
+    namespace's init, between the zygote and it, is not the kernel's to signal: killing
+    the command ends the init and the namespace); signals go through the command's pidfd,
+    so a recycled pid is never hit. Its exit status comes from the zygote, which its init
+    tells before exiting.
     """
 
     def __init__(self, zygote: Zygote, rid: int, cgroup: _cgroups.CgroupSet | None,
@@ -455,7 +457,6 @@ class Zygote:
                    "mounts": [[d, ro, is_dir] for d, _, ro, is_dir in mounts],
                    "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
                    "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
-                   "stage2": _bwrap.stage2_inside(),
                    "tty": bool(mounts) and mounts[-1][0] == TTY}
             fds = [*stdio, go_r, status_w, cfg, bpf, go_w, *spec.keep_fds, *mine[4:]]
             with self.lock:

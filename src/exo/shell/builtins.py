@@ -785,15 +785,19 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
         except PermissionError as exc:
             raise CommandError(str(exc), 126) from None
     kernel = ctx.shell.kernel
+    from exo.sandbox.zygote import prefer
+
     try:
-        # The launcher, not the session's zygote: an app gets a pid namespace of its own
-        # (the zygote's commands share one, and with it the session's uid, prlimit and
-        # setpriority reach each other: docs/sandbox.md, "The zygote").
-        proc = kernel.start(argv, grants, manifest=manifest,
-                            stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                            cwd=visible_cwd(ctx.shell.cwd, [
-                                *grants, *(manifest.grants if manifest is not None else ())]),
-                            session=ctx.shell.session.token)
+        # Forked from the session's zygote when it can be (exo.sandbox.zygote: no network
+        # capability, not POSIX-X), as the powerbox's commands are, each with mount, IPC
+        # and network namespaces and a /proc of its own; else the launcher.
+        with prefer():
+            proc = kernel.start(argv, grants, manifest=manifest,
+                                stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
+                                cwd=visible_cwd(ctx.shell.cwd, [
+                                    *grants,
+                                    *(manifest.grants if manifest is not None else ())]),
+                                session=ctx.shell.session.token)
         if ctx.adopt is not None:
             ctx.adopt(proc)
         return kernel.wait(proc, cancelled=ctx.cancelled.is_set)

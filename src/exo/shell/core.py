@@ -682,10 +682,13 @@ class Shell:
         for grant in (*manifest.grants, own):  # the session bounds what the app asks for
             self.session.require(grant)
         cwd = visible_cwd(self.cwd, [*manifest.grants, own])
-        try:  # the launcher, as `run`: namespaces of its own, not the zygote's
-            proc = self.kernel.start([app.program, *ctx.args], [own], manifest=manifest,
-                                     stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=cwd,
-                                     env=env or None, session=self.session.token)
+        from exo.sandbox.zygote import prefer
+
+        try:
+            with prefer():  # from the session's zygote when it can be, as `run`
+                proc = self.kernel.start([app.program, *ctx.args], [own], manifest=manifest,
+                                         stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=cwd,
+                                         env=env or None, session=self.session.token)
         except ProcessesUnavailable:
             return None
         return ShellJob(self.kernel, proc)
