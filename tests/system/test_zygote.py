@@ -6,6 +6,7 @@ commands, nor name them by pid: each runs in a pid namespace of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -512,9 +513,10 @@ def test_a_pipelines_programs_are_confirmed_after_the_last_start(
     while [r["pid"] for r in alice.kernel.ps()] not in ([], [1]):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    left = {fd: os.readlink(f"/proc/self/fd/{fd}")
-            for fd in set(os.listdir("/proc/self/fd")) - fds
-            if os.path.exists(f"/proc/self/fd/{fd}")}
+    left = {}
+    for fd in set(os.listdir("/proc/self/fd")) - fds:
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile by another thread
+            left[fd] = os.readlink(f"/proc/self/fd/{fd}")
     assert not [t for t in left.values() if t.startswith("pipe:")], left  # no status pipe
 
 
