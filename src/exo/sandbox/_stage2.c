@@ -432,8 +432,8 @@ static void private_proc(void) {
 /* --prepare: the command's init. Pid 1 of the namespace, it stays out of the command's
  * reach (root, not dumpable, no handler: a signal from inside is dropped, as for any
  * init) and does three things: tells the zygote which process is the command ("P" and
- * its pidfd: the zygote moves both into the command's cgroup, and the kernel signals
- * and watches the command itself, so SIGSTOP stops the command, not its init), reaps
+ * its pidfd: the zygote moves it into the command's cgroup, and the kernel signals and
+ * watches the command itself, so SIGSTOP stops the command, not its init), reaps
  * whatever the command orphans, and when the command ends reports its raw wait status
  * ("X<status>") and exits -- and the namespace ends with it: what the command left
  * behind is killed there and then, as under bubblewrap's init. */

@@ -31,10 +31,10 @@ The command-to-be waits for the request, which the zygote hands over as records
 its Exo path, a ``/dev`` of its own on a terminal, ``/`` read-only, ``chdir``, its
 descriptors at their numbers, no_new_privs and the seccomp filter; then stage 2 proper
 drops to the session's uid, applies Landlock and waits for "go". The zygote meanwhile
-writes the command's and its init's pids into the cgroup, then "go"; stage 2 execs the
-command. When the command ends, its init reports its wait status ("X") and exits, and
-the namespace, with whatever the command left in it, ends too; the zygote reaps the init
-and answers X. Any failure before exec is one line on the status pipe and exit 127; a
+writes the command's pid into its cgroup, then "go"; stage 2 execs the command. When
+the command ends, its init reports its wait status ("X") and exits, and the namespace,
+with whatever the command left in it, ends too; the zygote reaps the init and answers
+X. Any failure before exec is one line on the status pipe and exit 127; a
 spare that could not be prepared says why ("E") and the command takes a fresh one.
 """
 
@@ -292,12 +292,12 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int],
         try:
             socket.send_fds(spare.conn, [_spare_request(req, fds)], fds)
             pid = _pidfd_pid(spare.command)
-            # The command and its init into the command's cgroup (the kernel's open
-            # cgroup.procs files, written with the kernel's credentials), then "go":
-            # stage 2 may exec the command.
+            # The command into its cgroup (the kernel's open cgroup.procs files, written
+            # with the kernel's credentials), then "go": stage 2 may exec it. Its init
+            # stays out (in the zygote's group): it counts against none of the command's
+            # limits, and one migration less is on the start's path.
             for procs in fds[len(fds) - req.procs:]:
                 os.write(procs, str(pid).encode())
-                os.write(procs, str(spare.pid).encode())
         except OSError:
             spare.discard()
             raise

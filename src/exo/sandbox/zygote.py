@@ -320,7 +320,7 @@ class Zygote:
         python = os.path.realpath(sys.executable)
         main = f"{_bwrap.stage2_inside().rsplit('/', 1)[0]}/{_MAIN.name}"
         # The runtime's paths a command's private /tmp or /dev/shm would hide: the zygote
-        # keeps them visible there (_zygote_main._private_tmpfs).
+        # keeps them visible there (exo-stage2's private_tmpfs).
         keep = [str(p) for p in _bwrap.runtime_paths() if _under_private_dirs(p)
                 and any(d == str(p) for _, _, d in _binds(plan.args))]
         args += ["--chdir", "/", "--", python, "-I", "-S", main, str(theirs.fileno()),
