@@ -540,3 +540,34 @@ def test_a_program_whose_exec_fails_after_a_deferred_start_is_reported(
     status, out, err = run(alice, "/bin/echo hi | /usr/bin/wc -c")
     assert err == "exo: /bin/echo: cannot run '/bin/echo': Exec format error\n"
     assert status == 0 and out.strip() == "3"  # the last stage's status, as in sh
+
+def test_a_pipeline_stage_the_zygote_cannot_start_is_reported_and_nothing_is_left(
+        alice: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage the zygote refuses (here: a request it finds malformed; the zygote says
+    whose it was, and stays up) is reported with the zygote's reason, the other stages
+    run, and nothing of it stays in the kernel's process table or the zygote's pending
+    starts."""
+    real_dumps = json.dumps
+    corrupted: list[int] = []
+
+    class _Json:
+        @staticmethod
+        def dumps(obj: dict[str, object]) -> str:
+            if not corrupted and obj.get("procs") is not None:
+                corrupted.append(1)
+                return real_dumps({**obj, "procs": 9})  # more than a request may carry
+            return real_dumps(obj)
+
+    assert run(alice, "/bin/true")[0] == 0  # the zygote is up
+    up = zygote.running()
+    monkeypatch.setattr(zygote, "json", _Json)
+    status, out, err = run(alice, "/bin/echo hi | /usr/bin/wc -c")
+    assert corrupted and zygote.running() == up  # the same zygote, still up
+    assert err.startswith("exo: /bin/echo: sandbox start failed: zygote: malformed request")
+    assert status == 0 and out.strip() == "0"  # wc ran, on an empty pipe
+    deadline = time.monotonic() + 10
+    while [r["pid"] for r in alice.kernel.ps()] != [1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert all(not z.pending for z in zygote._zygotes.values())
+

@@ -46,6 +46,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 _MAX_REQUEST = 1 << 16
 _MAX_FDS = 253  # SCM_MAX_FD
@@ -69,9 +70,8 @@ _READY_TIMEOUT = 10.0
 class _Request:
     """A request, checked once: every field of the form the spare is sent."""
 
-    def __init__(self, raw: bytes) -> None:
-        req = json.loads(raw)
-        self.id = int(req["id"])
+    def __init__(self, req: dict[str, Any], rid: int) -> None:
+        self.id = rid
         self.mounts = [(str(d), bool(ro), bool(is_dir)) for d, ro, is_dir in req["mounts"]]
         self.keep = [int(fd) for fd in req["keep"]]
         self.cwd = str(req["cwd"])
@@ -284,8 +284,9 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int],
             children: dict[int, tuple[int, socket.socket]], spares: _Spares) -> None:
     rid = -1
     try:
-        req = _Request(msg)
-        rid = req.id
+        raw = json.loads(msg)
+        rid = int(raw["id"])  # first: the answer to a malformed request says whose it is
+        req = _Request(raw, rid)
         if len(fds) != _FIXED + len(req.keep) + len(req.mounts) + req.procs:
             raise ValueError("descriptor count does not match the request")
         spare = spares.take()

@@ -4,6 +4,7 @@ it rather than being believed."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -50,12 +51,18 @@ def test_the_view_is_the_base_plus_the_grants() -> None:
 def test_a_malformed_request_is_refused_by_the_zygote() -> None:
     good = (b'{"id": 1, "mounts": [["/home/a", true, true]], "keep": [5], "cwd": "/",'
             b' "status_fd": 6, "config_fd": 7, "await_fd": 8, "stage2": "/s", "procs": 2}')
-    assert _Request(good).mounts == [("/home/a", True, True)]
+
+    def parse(raw: bytes) -> _Request:  # as the zygote's _handle does
+        req = json.loads(raw)
+        return _Request(req, int(req["id"]))
+
+    assert parse(good).mounts == [("/home/a", True, True)]
     for bad in (b"{}", b"[]", good.replace(b'"/home/a"', b'"home/a"'),
                 good.replace(b'"keep": [5]', b'"keep": [1]'),
-                good.replace(b'[["/home/a", true, true]]', b'[["/a"]]')):
+                good.replace(b'[["/home/a", true, true]]', b'[["/a"]]'),
+                good.replace(b'"procs": 2', b'"procs": 9')):
         with pytest.raises((ValueError, KeyError, TypeError)):
-            _Request(bad)
+            parse(bad)
 
 
 class _FakeZygote:
