@@ -589,6 +589,10 @@ def _ps(ctx: CommandContext) -> int:
     return 0
 
 
+#: Signals that stop a process.
+_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
 @builtin("kill", "signal a process or job: kill [-SIGNAL | -s SIGNAL] PID|%N...")
 def _kill(ctx: CommandContext) -> int:
     args = list(ctx.args)
@@ -614,7 +618,13 @@ def _kill(ctx: CommandContext) -> int:
             if job.processes():
                 for proc in job.processes():
                     proc.signal(sig)
-                if sig == signal.SIGCONT:
+                if sig in _STOPS:
+                    job.state = "Stopped"
+                elif sig == signal.SIGCONT or (
+                        sig in (signal.SIGTERM, signal.SIGHUP) and job.state == "Stopped"):
+                    if sig != signal.SIGCONT:  # as bash: else it stays pending, stopped
+                        for proc in job.processes():
+                            proc.signal(signal.SIGCONT)
                     job.state = "Running"
             else:
                 job.cancel.set()  # builtins only: they end at their next check

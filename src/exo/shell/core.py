@@ -359,7 +359,11 @@ class Shell:
                 if terminal is not None:
                     stack.enter_context(terminal.job_in_foreground())
                 while not job.done.wait(0.05):
-                    if terminal is not None and terminal.take_suspend():
+                    suspended = terminal is not None and terminal.take_suspend()
+                    # A job stopped by itself (or by a kill -STOP from elsewhere) is
+                    # stopped all the same: the prompt comes back, as in sh.
+                    states = [p.state for p in job.processes()]
+                    if suspended or ("stopped" in states and "running" not in states):
                         self.stop(job)
                         os.write(stderr, f"\n[{job.number}]+ Stopped  {job.source}\n"
                                  .encode())

@@ -66,3 +66,9 @@ class ShellJob:
     def signal(self, sig: int) -> None:
         with contextlib.suppress(LookupError):
             self.kernel.kill(self.proc.pid, sig)
+
+    @property
+    def state(self) -> str:
+        """``running``, ``stopped`` (the host's own record: SIGSTOP, SIGTSTP, its own
+        doing), ``exited`` or ``killed(N)``."""
+        return self.proc.state

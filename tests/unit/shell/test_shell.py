@@ -161,6 +161,36 @@ def test_background_job_ps_and_kill(shell: Shell) -> None:
     assert "/bin/sleep 30" not in run(shell, "ps")[1]
 
 
+def test_a_stopped_job_shows_stopped_and_a_kill_ends_it(shell: Shell) -> None:
+    """``kill -STOP %1`` marks the job Stopped in ``jobs``; ``kill %1`` then ends it, as
+    in bash (SIGTERM, then SIGCONT so that the signal is not left pending forever)."""
+    import time
+
+    assert run(shell, "/bin/sleep 30 &")[0] == 0
+    assert run(shell, "kill -STOP %1")[0] == 0
+    deadline = time.monotonic() + 10
+    while "stopped" not in run(shell, "ps")[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert "Stopped" in run(shell, "jobs")[1]
+    assert run(shell, "kill %1")[0] == 0
+    assert shell.jobs[0].done.wait(10)
+    assert shell.jobs[0].status == 128 + 15
+
+
+def test_a_command_that_stops_itself_gives_the_prompt_back(shell: Shell,
+                                                          kernel: Kernel) -> None:
+    """A foreground command stopped by its own doing (not Ctrl-Z) is a stopped job, as
+    in sh: the shell says so and returns, and ``kill %1`` ends it."""
+    home = kernel.root / "home" / "root"
+    (home / "halt.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n")
+    status, _, err = run(shell, "python3 halt.py")
+    assert status == 128 + 20 and "Stopped" in err
+    assert "Stopped" in run(shell, "jobs")[1]
+    assert run(shell, "kill %1")[0] == 0
+    assert shell.jobs[0].done.wait(10)
+
+
 def test_a_crashing_builtin_does_not_kill_the_shell(shell: Shell) -> None:
     def broken(ctx: object) -> int:
         raise ZeroDivisionError("boom")
