@@ -76,6 +76,7 @@ out["caps"] = [status["CapEff"].strip(), status["CapPrm"].strip(), status["CapBn
 out["seccomp"] = status["Seccomp"].strip()
 out["nnp"] = status["NoNewPrivs"].strip()
 out["mounts"] = open("/proc/self/mountinfo").read()
+out["cgroup"] = open("/proc/self/cgroup").read().splitlines()
 print(json.dumps(out))
 '''
 
@@ -322,6 +323,8 @@ def test_a_command_cannot_touch_the_zygote_or_its_siblings(alice: Shell,
         assert seen["caps"] == ["0000000000000000"] * 3
         assert seen["seccomp"] == "2" and seen["nnp"] == "1"
         assert str(kernel.root) not in seen["mounts"]  # no host path of the tree
+        # A cgroup namespace rooted at its own group: no name of the kernel's groups.
+        assert seen["cgroup"] and all(ln.endswith(":/") for ln in seen["cgroup"]), seen
         # The sleeper is still there, untouched.
         assert any(j for j in run(alice, "jobs")[1].splitlines() if "sleep" in j)
     finally:

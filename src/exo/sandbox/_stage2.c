@@ -22,10 +22,11 @@
  *                            bounding set is emptied, the ids changed (which clears the
  *                            permitted and effective sets), the inheritable and ambient sets
  *                            cleared; any step failing is an error
- *     await FD               read one byte "g" from FD just before exec (the per-session
- *                            zygote's "go": the kernel sends it once the process is in its
- *                            cgroup, so the exec of stage 2 and its setup overlap that
- *                            move); anything else is an error
+ *     await FD               read one byte "g" from FD before dropping to the account
+ *                            (the per-session zygote's "go": it sends it once the process
+ *                            is in its cgroup, so that the setup overlaps that move);
+ *                            anything else is an error. A spare then makes a cgroup
+ *                            namespace rooted there and loads the seccomp program
  *     keep FD                a descriptor the target inherits (repeated; 0-2 always are)
  *     ruleset FS NET SCOPED SIZE FILEMASK
  *                            create a Landlock ruleset handling those rights (SIZE: bytes of
@@ -80,9 +81,10 @@
  * preparing failed.
  *
  * It then remounts / read-only, changes directory, places the descriptors, sets
- * no_new_privs, loads the seccomp program and goes on as stage 2 without an exec: what
- * the Python child of the zygote did after the fork, without its copy-on-write faults
- * and the exec that tore its memory down (~3 ms of a command's start, measured).
+ * no_new_privs, reads the seccomp program and goes on as stage 2 without an exec (which
+ * loads that program after "go", see await): what the Python child of the zygote did
+ * after the fork, without its copy-on-write faults and the exec that tore its memory
+ * down (~3 ms of a command's start, measured).
  *
  * The target is exec'd with execvp, which searches PATH in the target's own environment
  * (environ is set to it first) and, as POSIX specifies, runs a script without a "#!" line
@@ -545,7 +547,11 @@ static void private_dev(int terminal) {
     do_mount("/dev", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID);
 }
 
-/* --spare: wait for the command, build its mount view and descriptors, load its seccomp
+/* --spare: the command's seccomp program, loaded by main after "go" (its cgroup
+ * namespace is made first: seccomp refuses unshare). */
+static struct sock_fprog spare_filter;
+
+/* --spare: wait for the command, build its mount view and descriptors, read its seccomp
  * program; returns the config descriptor stage 2 goes on with. */
 static int spare(int sock) {
     static char buf[SPARE_MAX_MSG];
@@ -642,12 +648,11 @@ static int spare(int sock) {
     int config = (int)parse_num(next_str("config fd"), PARK_FD - 1, "config fd");
     if (next_tag() != NULL) fail("zygote request: trailing record");
 #undef IDX
-    struct sock_fprog fprog = {(unsigned short)(st.st_size / 8), prog};
+    /* Loaded by main once the command is in its cgroup (spare_filter). */
+    spare_filter.len = (unsigned short)(st.st_size / 8);
+    spare_filter.filter = prog;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         fail("zygote: no_new_privs: %s", strerror(errno));
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
-        fail("zygote: seccomp: %s", strerror(errno));
-    free(prog);
     cfg = NULL;
     cfg_len = cfg_pos = 0;
     return config;
@@ -766,6 +771,25 @@ int main(int argc, char **argv) {
         if (flags < 0 || fcntl(keep[i], F_SETFD, flags & ~FD_CLOEXEC) != 0)
             fail("kept descriptor %d: %s", keep[i], strerror(errno));
     }
+    if (await_fd >= 0) {
+        char go = 0;
+        ssize_t n;
+        do n = read(await_fd, &go, 1); while (n < 0 && errno == EINTR);
+        if (n != 1 || go != 'g') fail("start cancelled by the kernel");
+        close(await_fd);
+    }
+    if (spare_filter.filter != NULL) {
+        /* In its cgroup now ("go"): a cgroup namespace rooted there, so that
+         * /proc/self/cgroup names no group of the kernel's (its Exo pid, the kernel's
+         * host pid, how many commands the session ran), as bubblewrap's --unshare-cgroup
+         * gives the launcher's processes; then the seccomp program. */
+        if (unshare(CLONE_NEWCGROUP) != 0)
+            fail("zygote: cgroup namespace: %s", strerror(errno));
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &spare_filter, 0, 0) != 0)
+            fail("zygote: seccomp: %s", strerror(errno));
+        free(spare_filter.filter);
+        spare_filter.filter = NULL;
+    }
     if (has_account) {
         uid_t id = (uid_t)account;
         /* Empty the bounding set first (CAP_SETPCAP), so nothing below can ever gain one. */
@@ -798,13 +822,6 @@ int main(int argc, char **argv) {
 
     /* execvp searches PATH in the environment the target gets, as os.execvpe did. */
     environ = env;
-    if (await_fd >= 0) {
-        char go = 0;
-        ssize_t n;
-        do n = read(await_fd, &go, 1); while (n < 0 && errno == EINTR);
-        if (n != 1 || go != 'g') fail("start cancelled by the kernel");
-        close(await_fd);
-    }
     if (write(status_fd, "R", 1) != 1) _exit(127);
     execvp(target[0], target);
     int err = errno;
