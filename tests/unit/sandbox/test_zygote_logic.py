@@ -106,3 +106,39 @@ def test_every_malformed_answer_ends_the_zygote() -> None:
                 os.close(fd)
         zygote.Zygote._died(fake)  # type: ignore[arg-type]
         fake.peer.close()
+
+
+_SPARES = r'''
+import os, sys
+from exo.sandbox import _zygote_main as z
+z._STAGE2 = sys.argv[1]  # a spare that cannot prepare itself: says why and exits
+spares = z._Spares(os.open("/proc/self/ns/pid", os.O_RDONLY))
+spares.fork()
+try:
+    spares.take()
+except OSError as exc:
+    print(exc)
+print(os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid"))
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a spare's pid namespace needs root")
+def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried(
+        tmp_path: Path) -> None:
+    """The zygote's kept spare fails (it says why, "E...", and exits): the command takes a
+    fresh one, and when that fails too, the start fails with the spare's reason; the
+    zygote's children go back to its own pid namespace after each spare."""
+    import subprocess
+    import sys
+
+    fake, runs = tmp_path / "stage2", tmp_path / "runs"
+    fake.write_text(f'#!/bin/sh\necho "$$" >> {runs}\n'
+                    'printf "Eno tmpfs today (%s)" "$$" >&"$2"\nexit 127\n')
+    fake.chmod(0o755)
+    done = subprocess.run([sys.executable, "-c", _SPARES, str(fake)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    reason, same_ns = done.stdout.splitlines()
+    # pid 1 each time: each spare was the init of a new pid namespace, the second a new one
+    assert reason == "no sandbox could be prepared for the command: no tmpfs today (1)"
+    assert same_ns == "True"
+    assert runs.read_text().split() == ["1", "1"]  # the kept spare, then a fresh one
