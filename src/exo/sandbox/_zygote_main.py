@@ -29,13 +29,15 @@ command-to-be and stays its init, sending "P" and the command's pidfd up the soc
 The command-to-be waits for the request, which the zygote hands over as records
 (``_spare_request``) with the kernel's descriptors: each grant's detached mount moved to
 its Exo path, a ``/dev`` of its own on a terminal, ``/`` read-only, ``chdir``, its
-descriptors at their numbers, no_new_privs and the seccomp filter; then stage 2 proper
-drops to the session's uid, applies Landlock and waits for "go". The zygote meanwhile
-writes the command's pid into its cgroup, then "go"; stage 2 execs the command. When
-the command ends, its init reports its wait status ("X") and exits, and the namespace,
-with whatever the command left in it, ends too; the zygote reaps the init and answers
-X. Any failure before exec is one line on the status pipe and exit 127; a
-spare that could not be prepared says why ("E") and the command takes a fresh one.
+descriptors at their numbers, no_new_privs; then stage 2 proper waits for "go". The
+zygote meanwhile writes the command's pid into its cgroup, then "go"; stage 2 makes a
+cgroup namespace rooted there, loads the seccomp filter, drops to the session's uid,
+applies Landlock and execs the command. When the command ends, its init reports its
+wait status ("X"), which the zygote passes on at once, and exits; the namespace, with
+whatever the command left in it, ends too, and the zygote reaps the init (answering X
+with the init's own status if no report came). Any failure before exec is one line on
+the status pipe and exit 127; a spare that could not be prepared says why ("E") and the
+command takes a fresh one.
 """
 
 from __future__ import annotations
@@ -228,18 +230,42 @@ class _Spares:
             self.spare = None
 
 
+class _Child:
+    """A started command, by its init's pid: until the init is reaped."""
+
+    __slots__ = ("conn", "reported", "rid")
+
+    def __init__(self, rid: int, conn: socket.socket) -> None:
+        self.rid, self.conn, self.reported = rid, conn, False
+
+
 def _serve(sock: socket.socket, pidns: int) -> None:
     import select
 
-    children: dict[int, tuple[int, socket.socket]] = {}  # spare's init -> (id, conn)
+    children: dict[int, _Child] = {}  # by its init's pid
+    listening: dict[int, int] = {}  # an init's socket, until its report came -> its pid
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spares = _Spares(pidns)
     spares.fork()
+    # poll, not select: a session may run more commands than FD_SETSIZE allows.
+    poller = select.poll()
+    for fd in (sock.fileno(), wake_r):
+        poller.register(fd, select.POLLIN)
     sock.send(b"READY")
     while True:
-        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        ready = {fd for fd, _ in poller.poll()}
+        for fd in ready & listening.keys():
+            # The command ended: its init said so before tearing the namespace down, so
+            # the kernel hears it now, not after what the command left behind is gone.
+            pid = listening.pop(fd)
+            poller.unregister(fd)
+            child = children[pid]
+            status = _report(child.conn)
+            if status is not None:
+                child.reported = True
+                sock.send(f"X {child.rid} {status}".encode())
         if wake_r in ready:
             while True:
                 try:
@@ -253,35 +279,41 @@ def _serve(sock: socket.socket, pidns: int) -> None:
                     break
                 if pid == 0:
                     break
-                if pid in children:
-                    rid, conn = children.pop(pid)
-                    sock.send(f"X {rid} {_command_status(conn, raw)}".encode())
-                else:
+                ended = children.pop(pid, None)
+                if ended is None:
                     spares.ended(pid)
+                    continue
+                if ended.conn.fileno() in listening:
+                    del listening[ended.conn.fileno()]
+                    poller.unregister(ended.conn)
+                if not ended.reported:  # no report: the init's own status (SIGKILL)
+                    status = _report(ended.conn)
+                    sock.send(f"X {ended.rid} {raw if status is None else status}".encode())
+                ended.conn.close()
         if sock.fileno() in ready:
             msg, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
             if not msg:
                 return  # the kernel is gone: so is every child (pid namespace)
-            _handle(sock, msg, fds, children, spares)
+            started = _handle(sock, msg, fds, children, spares)
+            if started:
+                listening[children[started].conn.fileno()] = started
+                poller.register(children[started].conn, select.POLLIN)
             spares.fork()  # the next command's, after this one's answer
 
 
-def _command_status(conn: socket.socket, raw: int) -> int:
-    """The command's raw wait status, as its init reported it before exiting ("X<n>");
-    the init's own (killed with the namespace: SIGKILL) when it did not."""
+def _report(conn: socket.socket) -> int | None:
+    """The command's raw wait status, as its init reports it before exiting ("X<n>"),
+    if it is there."""
     try:
         msg = conn.recv(64, socket.MSG_DONTWAIT)
-        if msg.startswith(b"X") and msg[1:].isdigit():
-            raw = int(msg[1:])
     except OSError:
-        pass
-    finally:
-        conn.close()
-    return raw
+        return None
+    return int(msg[1:]) if msg.startswith(b"X") and msg[1:].isdigit() else None
 
 
-def _handle(sock: socket.socket, msg: bytes, fds: list[int],
-            children: dict[int, tuple[int, socket.socket]], spares: _Spares) -> None:
+def _handle(sock: socket.socket, msg: bytes, fds: list[int], children: dict[int, _Child],
+            spares: _Spares) -> int:
+    """Start the requested command in the spare; its init's pid, or 0 (answered F)."""
     rid = -1
     try:
         raw = json.loads(msg)
@@ -299,18 +331,18 @@ def _handle(sock: socket.socket, msg: bytes, fds: list[int],
             # limits, and one migration less is on the start's path.
             for procs in fds[len(fds) - req.procs:]:
                 os.write(procs, str(pid).encode())
-        except OSError:
-            spare.discard()
-            raise
-        children[spare.pid] = (rid, spare.conn)
-        try:
             os.write(fds[7], b"g")
             socket.send_fds(sock, [f"S {rid} {pid}".encode()], [spare.command])
-        finally:
-            os.close(spare.command)
-            spare.command = -1
+        except OSError:
+            spare.discard()  # its init (and the command) killed, its socket closed
+            raise
+        os.close(spare.command)
+        spare.command = -1
+        children[spare.pid] = _Child(rid, spare.conn)  # answered S: X follows, once
+        return spare.pid
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sock.send(f"F {rid} {exc}".encode()[:900])
+        return 0
     finally:
         for fd in fds:
             os.close(fd)
