@@ -226,6 +226,26 @@ def test_a_prepared_spare_has_fresh_tmp_and_shm_with_the_kept_paths_read_only() 
 
 
 @needs_root
+def test_a_spare_that_cannot_prepare_itself_tells_the_zygote_why() -> None:
+    """A failure while preparing (here: a runtime path to keep that is not there) is one
+    line to the zygote on the spare's socket, "E" and the reason, and exit 127: the
+    zygote then takes a fresh spare, or answers the command with that reason."""
+    missing = tempfile.mktemp(dir="/tmp", prefix="exo-missing-")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        try:
+            proc = subprocess.Popen(
+                ["unshare", "--pid", "--fork", str(_bwrap.stage2_path()), "--spare",
+                 str(theirs.fileno()), "--prepare", missing], pass_fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+        assert proc.wait(timeout=30) == 127
+        ours.settimeout(5)
+        said = ours.recv(512)
+    assert said == f"Ezygote: open_tree {missing}: No such file or directory".encode()
+
+
+@needs_root
 @pytest.mark.parametrize(("records", "error"), [
     (["status", "0", "cwd", "/"], "seccomp expected"),
     (["status", "0", "close", "7"], "close index 7 out of range"),

@@ -168,6 +168,11 @@ struct net_port_attr {
 };
 
 static int status_fd = -1;
+/* --prepare: the socket to the zygote (SOCKET_FD) while no status fd is known: where the
+ * spare's init and, until the request comes, the command-to-be say why they failed
+ * ("E<message>": the zygote then starts the command on another spare, or answers with
+ * the reason). -1 once the command-to-be has closed it. */
+static int spare_sock = -1;
 static int ruleset = -1;  /* the Landlock ruleset being built, enforced after the fds close */
 /* --spare: each grant's mount, kept open (above every number a descriptor is put at) for
  * its Landlock rule: a "path" record naming a mount point takes the rule from this
@@ -181,7 +186,8 @@ __attribute__((noreturn)) static void report_and_exit(char kind, const char *fmt
                                                      va_list ap) {
     char msg[1024] = {kind};
     vsnprintf(msg + 1, sizeof msg - 1, fmt, ap);
-    if (status_fd >= 0 && write(status_fd, msg, strlen(msg)) < 0) {
+    if (status_fd >= 0 ? write(status_fd, msg, strlen(msg)) < 0
+                       : spare_sock >= 0 && send(spare_sock, msg, strlen(msg), MSG_NOSIGNAL) < 0) {
         /* nothing more we can say */
     }
     _exit(127);
@@ -324,32 +330,15 @@ static void do_mount(const char *target, unsigned long flags) {
         fail("zygote: mount %s: %s", target, strerror(errno));
 }
 
-/* --prepare: the socket to the zygote (SOCKET_FD), where a failure is said. */
-static int spare_sock = -1;
-
-/* --prepare failed: say why to the zygote ("E<message>"), which starts the command on
- * another spare or answers with the reason, and exit. */
-__attribute__((noreturn, format(printf, 1, 2))) static void prep_fail(const char *fmt, ...) {
-    char msg[512] = {'E'};
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg + 1, sizeof msg - 1, fmt, ap);
-    va_end(ap);
-    if (send(spare_sock, msg, strlen(msg), MSG_NOSIGNAL) < 0) {
-        /* the zygote is gone: nothing to tell */
-    }
-    _exit(127);
-}
-
 static void move_mount_to(int fd, const char *path) {
     if (syscall(SYS_move_mount, fd, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) != 0)
-        prep_fail("move_mount %s: %s", path, strerror(errno));
+        fail("zygote: move_mount %s: %s", path, strerror(errno));
     close(fd);
 }
 
 static int clone_tree(const char *path, unsigned flags) {
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | O_CLOEXEC | flags);
-    if (fd < 0) prep_fail("open_tree %s: %s", path, strerror(errno));
+    if (fd < 0) fail("zygote: open_tree %s: %s", path, strerror(errno));
     return fd;
 }
 
@@ -368,29 +357,29 @@ static void private_tmpfs(const char *target, char **kept, int nkept) {
             inner = strncmp(k, paths[j], m) == 0 && (k[m] == '/' || k[m] == '\0');
         }
         if (inner) continue;
-        if (n == MAX_KEPT) prep_fail("too many runtime paths under %s", target);
+        if (n == MAX_KEPT) fail("zygote: too many runtime paths under %s", target);
         paths[n] = k;
         trees[n++] = clone_tree(k, AT_RECURSIVE);
     }
     if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
-        prep_fail("tmpfs on %s: %s", target, strerror(errno));
+        fail("zygote: tmpfs on %s: %s", target, strerror(errno));
     for (int i = 0; i < n; i++) {
         char path[PATH_MAX];
-        if (strlen(paths[i]) >= sizeof path) prep_fail("runtime path too long");
+        if (strlen(paths[i]) >= sizeof path) fail("zygote: runtime path too long");
         strcpy(path, paths[i]);
         for (char *p = path + 1;; p++) {  /* mkdir -p, the last component included */
             if (*p != '/' && *p != '\0') continue;
             char c = *p;
             *p = '\0';
             if (mkdir(path, 0755) != 0 && errno != EEXIST)
-                prep_fail("mkdir %s: %s", path, strerror(errno));
+                fail("zygote: mkdir %s: %s", path, strerror(errno));
             *p = c;
             if (c == '\0') break;
         }
         move_mount_to(trees[i], paths[i]);
         if (mount(NULL, paths[i], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                   NULL) != 0)
-            prep_fail("remount %s read-only: %s", paths[i], strerror(errno));
+            fail("zygote: remount %s read-only: %s", paths[i], strerror(errno));
     }
 }
 
@@ -420,14 +409,14 @@ static void private_proc(void) {
                                     "/proc/bus"};
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "hidepid=invisible") != 0)
-        prep_fail("mount /proc: %s", strerror(errno));
+        fail("zygote: mount /proc: %s", strerror(errno));
     for (size_t i = 0; i < sizeof covered / sizeof *covered; i++) {
         if (access(covered[i], F_OK) != 0) continue;
         if (mount(covered[i], covered[i], NULL, MS_BIND | MS_REC, NULL) != 0 ||
             mount(NULL, covered[i], NULL,
                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   NULL) != 0)
-            prep_fail("cover %s: %s", covered[i], strerror(errno));
+            fail("zygote: cover %s: %s", covered[i], strerror(errno));
     }
 }
 
@@ -441,7 +430,7 @@ static void private_proc(void) {
  * behind is killed there and then, as under bubblewrap's init. */
 __attribute__((noreturn)) static void command_init(pid_t command) {
     int pidfd = (int)syscall(SYS_pidfd_open, command, 0);
-    if (pidfd < 0) prep_fail("pidfd_open: %s", strerror(errno));
+    if (pidfd < 0) fail("zygote: pidfd_open: %s", strerror(errno));
     char tag = 'P';
     struct iovec iov = {&tag, 1};
     union { struct cmsghdr hdr; char space[CMSG_SPACE(sizeof(int))]; } ctl;
@@ -489,17 +478,17 @@ __attribute__((noreturn)) static void command_init(pid_t command) {
  * neither Landlock nor hidepid covers. Any failure is said to the zygote and exits 127. */
 static void prepare(int sock, char **kept, int nkept) {
     spare_sock = sock;
-    if (getpid() != 1) prep_fail("not started in a pid namespace of its own");
+    if (getpid() != 1) fail("zygote: not started in a pid namespace of its own");
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET) != 0)
-        prep_fail("unshare: %s", strerror(errno));
+        fail("zygote: unshare: %s", strerror(errno));
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-        prep_fail("make / private: %s", strerror(errno));
-    if (loopback_up() != 0) prep_fail("loopback: %s", strerror(errno));
+        fail("zygote: make / private: %s", strerror(errno));
+    if (loopback_up() != 0) fail("zygote: loopback: %s", strerror(errno));
     private_proc();
     private_tmpfs("/tmp", kept, nkept);
     private_tmpfs("/dev/shm", kept, nkept);
     pid_t command = fork();
-    if (command < 0) prep_fail("fork: %s", strerror(errno));
+    if (command < 0) fail("zygote: fork: %s", strerror(errno));
     if (command > 0) command_init(command);
 }
 
@@ -513,30 +502,20 @@ static void private_dev(int terminal) {
                                   "/dev/tty"};
     enum { NNODES = sizeof nodes / sizeof *nodes };
     int trees[NNODES];
-    for (int i = 0; i < NNODES - 1; i++) {
-        trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, nodes[i], OPEN_TREE_CLONE | O_CLOEXEC);
-        if (trees[i] < 0) fail("zygote: open_tree %s: %s", nodes[i], strerror(errno));
-    }
+    for (int i = 0; i < NNODES - 1; i++) trees[i] = clone_tree(nodes[i], 0);
     trees[NNODES - 1] = terminal;
-    int shm = (int)syscall(SYS_open_tree, AT_FDCWD, "/dev/shm",
-                           OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-    if (shm < 0) fail("zygote: open_tree /dev/shm: %s", strerror(errno));
+    int shm = clone_tree("/dev/shm", AT_RECURSIVE);
     if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=0755") != 0)
         fail("zygote: tmpfs on /dev: %s", strerror(errno));
     for (int i = 0; i < NNODES; i++) {
         int fd = open(nodes[i], O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
         if (fd < 0) fail("zygote: create %s: %s", nodes[i], strerror(errno));
         close(fd);
-        if (syscall(SYS_move_mount, trees[i], "", AT_FDCWD, nodes[i],
-                    MOVE_MOUNT_F_EMPTY_PATH) != 0)
-            fail("zygote: move_mount %s: %s", nodes[i], strerror(errno));
-        close(trees[i]);
+        move_mount_to(trees[i], nodes[i]);
         do_mount(nodes[i], MS_REMOUNT | MS_BIND | MS_NOSUID);
     }
-    if (mkdir("/dev/shm", 01777) != 0 ||
-        syscall(SYS_move_mount, shm, "", AT_FDCWD, "/dev/shm", MOVE_MOUNT_F_EMPTY_PATH) != 0)
-        fail("zygote: /dev/shm: %s", strerror(errno));
-    close(shm);
+    if (mkdir("/dev/shm", 01777) != 0) fail("zygote: mkdir /dev/shm: %s", strerror(errno));
+    move_mount_to(shm, "/dev/shm");
     static const char *links[][2] = {{"/proc/self/fd", "/dev/fd"},
                                      {"/proc/self/fd/0", "/dev/stdin"},
                                      {"/proc/self/fd/1", "/dev/stdout"},
@@ -566,6 +545,7 @@ static int spare(int sock) {
     do got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); while (got < 0 && errno == EINTR);
     if (got <= 0) _exit(got == 0 ? 0 : 127);  /* the zygote gave up on this spare */
     close(sock);
+    spare_sock = -1;
     int fds[SPARE_MAX_FDS], nfds = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;

@@ -58,6 +58,7 @@ from typing import Protocol
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
+from ._zygote_main import pidfd_pid as _pidfd_pid
 from .errors import ExecFailed, SandboxError
 from .namespace import DEVICES, TTY
 from .spec import NetPolicy, SandboxSpec
@@ -531,26 +532,6 @@ def _confirm_deferred(proc: ZygoteProcess, status_r: int, timeout: float) -> Non
         _confirm(proc, status_r, timeout, answered=True)
     finally:
         os.close(status_r)
-
-
-def _pidfd_pid(pidfd: int) -> int:
-    """The host pid a pidfd refers to (its ``Pid:`` line, in the reader's namespace), 0
-    when the process has already been reaped (a command that ended at once: its exit
-    status is on its way; 0 is never signalled, only the pidfd is), -1 when ``pidfd`` is
-    no pidfd (its fdinfo has no ``Pid:`` line). Read with one
-    ``read`` of the raw bytes: the zygote's reader runs this for every command while the
-    kernel's other threads want the GIL, and a text file object made four syscalls of it
-    (each a chance to lose the GIL; 0.15-0.3 ms per command, against 0.04 alone)."""
-    try:
-        fd = os.open(f"/proc/self/fdinfo/{pidfd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        start = data.index(b"\nPid:") + 5
-        return max(0, int(data[start:data.index(b"\n", start)]))
-    except (OSError, ValueError):
-        return -1
 
 
 def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
