@@ -111,7 +111,10 @@ def test_every_malformed_answer_ends_the_zygote() -> None:
 _SPARES = r'''
 import os, sys
 from exo.sandbox import _zygote_main as z
-z._STAGE2 = sys.argv[1]  # a spare that cannot prepare itself: says why and exits
+z._KEEP[:] = [sys.argv[1]]  # a runtime path that is not there: no spare can prepare
+spawned = []
+spawn = z._Spares._spawn
+z._Spares._spawn = lambda self: spawned.append(1) or spawn(self)
 spares = z._Spares(os.open("/proc/self/ns/pid", os.O_RDONLY))
 spares.fork()
 try:
@@ -119,26 +122,25 @@ try:
 except OSError as exc:
     print(exc)
 print(os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid"))
+print(len(spawned))
 '''
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a spare's pid namespace needs root")
-def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried(
-        tmp_path: Path) -> None:
-    """The zygote's kept spare fails (it says why, "E...", and exits): the command takes a
-    fresh one, and when that fails too, the start fails with the spare's reason; the
-    zygote's children go back to its own pid namespace after each spare."""
+def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried() -> None:
+    """The zygote's kept spare (the real exo-stage2) fails to prepare itself (it says why,
+    "E...", and exits): the command takes a fresh one, and when that fails too, the
+    start fails with the spare's reason; the zygote's children go back to its own pid
+    namespace after each spare."""
     import subprocess
     import sys
+    import tempfile
 
-    fake, runs = tmp_path / "stage2", tmp_path / "runs"
-    fake.write_text(f'#!/bin/sh\necho "$$" >> {runs}\n'
-                    'printf "Eno tmpfs today (%s)" "$$" >&"$2"\nexit 127\n')
-    fake.chmod(0o755)
-    done = subprocess.run([sys.executable, "-c", _SPARES, str(fake)], capture_output=True,
+    missing = tempfile.mktemp(dir="/tmp", prefix="exo-missing-")
+    done = subprocess.run([sys.executable, "-c", _SPARES, missing], capture_output=True,
                           text=True, timeout=60, check=True)
-    reason, same_ns = done.stdout.splitlines()
-    # pid 1 each time: each spare was the init of a new pid namespace, the second a new one
-    assert reason == "no sandbox could be prepared for the command: no tmpfs today (1)"
+    reason, same_ns, spawned = done.stdout.splitlines()
+    assert reason == ("no sandbox could be prepared for the command: zygote: open_tree "
+                      f"{missing}: No such file or directory")
     assert same_ns == "True"
-    assert runs.read_text().split() == ["1", "1"]  # the kept spare, then a fresh one
+    assert spawned == "2"  # the kept spare, then a fresh one
