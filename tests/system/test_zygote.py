@@ -498,14 +498,23 @@ def test_a_pipelines_programs_are_confirmed_after_the_last_start(
     prepares the next one meanwhile); every exec is still confirmed, once, after the last
     start, and the status pipes go with the confirmations."""
     (kernel.root / "home" / "alice" / "words").write_text("b\na\nb\n")
-    confirmed: list[bool] = []
-    real = zygote._confirm
+    confirmed: list[bool] = []  # each confirmation: was it a deferred one
+    real, real_deferred = zygote._confirm, zygote._confirm_deferred
+    deferred = [False]
 
-    def confirm(proc: object, status_r: int, timeout: float, answered: bool = False) -> None:
-        confirmed.append(answered)
-        real(proc, status_r, timeout, answered)  # type: ignore[arg-type]
+    def confirm(proc: object, status_r: int, timeout: float) -> None:
+        confirmed.append(deferred[0])
+        real(proc, status_r, timeout)  # type: ignore[arg-type]
+
+    def confirm_deferred(proc: object, status_r: int, timeout: float) -> None:
+        deferred[0] = True
+        try:
+            real_deferred(proc, status_r, timeout)  # type: ignore[arg-type]
+        finally:
+            deferred[0] = False
 
     monkeypatch.setattr(zygote, "_confirm", confirm)
+    monkeypatch.setattr(zygote, "_confirm_deferred", confirm_deferred)
     assert run(alice, "/bin/true")[0] == 0  # the zygote is up; a lone command waits
     assert confirmed == [False]
     fds = set(os.listdir("/proc/self/fd"))
@@ -530,43 +539,42 @@ def test_a_program_whose_exec_fails_after_a_deferred_start_is_reported(
     runs, as in sh)."""
     from exo.sandbox.errors import ExecFailed
 
-    real = zygote._confirm
+    real = zygote._confirm_deferred
     calls: list[int] = []
 
-    def confirm(proc: object, status_r: int, timeout: float, answered: bool = False) -> None:
-        real(proc, status_r, timeout, answered)  # type: ignore[arg-type]
+    def confirm(proc: object, status_r: int, timeout: float) -> None:
+        real(proc, status_r, timeout)  # type: ignore[arg-type]
         calls.append(1)
-        if answered and len(calls) == 1:
+        if len(calls) == 1:
             raise ExecFailed("cannot run '/bin/echo': Exec format error", 8)
 
-    monkeypatch.setattr(zygote, "_confirm", confirm)
+    monkeypatch.setattr(zygote, "_confirm_deferred", confirm)
     status, out, err = run(alice, "/bin/echo hi | /usr/bin/wc -c")
     assert err == "exo: /bin/echo: cannot run '/bin/echo': Exec format error\n"
     assert status == 0 and out.strip() == "3"  # the last stage's status, as in sh
 
 def test_a_pipeline_stage_the_zygote_cannot_start_is_reported_and_nothing_is_left(
         alice: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stage the zygote refuses (here: a request it finds malformed; the zygote says
-    whose it was, and stays up) is reported with the zygote's reason, the other stages
-    run, and nothing of it stays in the kernel's process table or the zygote's pending
-    starts."""
-    real_dumps = json.dumps
+    """A stage whose spare refuses its request (here: records it finds malformed; the
+    spare says why on the status pipe and ends) is reported with that reason, the other
+    stages run, the zygote stays up, and nothing of the stage stays in the kernel's
+    process table or the zygote's running commands."""
+    real_records = zygote._records
     corrupted: list[int] = []
 
-    class _Json:
-        @staticmethod
-        def dumps(obj: dict[str, object]) -> str:
-            if not corrupted and obj.get("procs") is not None:
-                corrupted.append(1)
-                return real_dumps({**obj, "procs": 9})  # more than a request may carry
-            return real_dumps(obj)
+    def records(*args: object, **kwargs: object) -> bytes:
+        raw = real_records(*args, **kwargs)  # type: ignore[arg-type]
+        if corrupted:
+            return raw
+        corrupted.append(1)
+        return raw.replace(b"cwd\0", b"cwd-\0", 1)  # a record no spare knows
 
     assert run(alice, "/bin/true")[0] == 0  # the zygote is up
     up = zygote.running()
-    monkeypatch.setattr(zygote, "json", _Json)
+    monkeypatch.setattr(zygote, "_records", records)
     status, out, err = run(alice, "/bin/echo hi | /usr/bin/wc -c")
     assert corrupted and zygote.running() == up  # the same zygote, still up
-    assert err.startswith("exo: /bin/echo: sandbox start failed: zygote: malformed request")
+    assert err == "exo: /bin/echo: sandbox start failed: zygote request: cwd expected\n"
     assert status == 0 and out.strip() == "0"  # wc ran, on an empty pipe
     deadline = time.monotonic() + 10
     while [r["pid"] for r in alice.kernel.ps()] != [1]:

@@ -411,6 +411,11 @@ class CgroupSet:
         other processes too)."""
         return [*self.procs_files, *(d / "cgroup.procs" for d in self.joined)]
 
+    def enter(self, pid: int) -> None:
+        """Move process ``pid`` into this group (each of ``entry_files``)."""
+        for path in self.entry_files:
+            _write(path, str(pid))
+
     def ensure_cpu_group(self) -> bool:
         """Give the process a v1 cpu group of its own (for a weight of its own, set by
         the scheduler), inside the one it joined, and move its processes there; True

@@ -1,31 +1,31 @@
-"""A per-session zygote: one bubblewrap sandbox holding the namespaces and the base view,
-forking a child per command instead of building a sandbox per command.
+"""A per-session zygote: one bubblewrap sandbox holding the base view, supplying the
+kernel with prepared sandboxes ("spares") instead of a sandbox built per command.
 
 Why: a host program started through the powerbox paid ~15 ms of sandbox start (three
 process creations, bubblewrap's namespaces and ~30 mounts) for a command that runs in 1 ms.
-The zygote pays that once per session (and mount view); a command then costs a fork, one
-mount namespace copy, a few mounts, the seccomp load and two execs (docs/sandbox.md,
-"The zygote").
+The zygote pays that once per session (and mount view); a command's spare is made ahead
+of it (an exec of ``exo-stage2`` in new namespaces), and its start costs a few mounts, the
+seccomp load and one exec (docs/sandbox.md, "The zygote"). The kernel starts a command
+in a spare itself (:meth:`Zygote.start`): the request goes down the spare's socket, and
+no message to the zygote is on the command's path.
 
 What a command keeps from the full launcher, and how:
 
-* its own mount, IPC and network namespaces (the loopback up, as bubblewrap leaves it)
-  and its own ``/proc``, mounted ``hidepid=invisible``;
+* its own pid, mount, IPC, network and cgroup namespaces (the loopback up, as
+  bubblewrap leaves it) and its own ``/proc``, mounted ``hidepid=invisible``;
 * its own mount view: the child gets, at their Exo paths,
   only its grants, as detached mounts the kernel made with ``open_tree`` of its revocable
   FUSE exports (the same sources the launcher binds), a private ``/tmp`` and ``/dev/shm``,
   ``/`` read-only;
 * the same Landlock ruleset, seccomp filter, no_new_privs and account uid
   (``exo-stage2``, with the same config the launcher writes);
-* its own cgroup, created by the kernel and joined between fork and exec (the zygote
-  writes the child's pid into the ``cgroup.procs`` files the kernel opened and passed
-  with the request, then says "go"; stage 2 waits for it before exec);
-* what it shares with its session's other commands: the pid, uts and cgroup namespaces
-  and the base view. Its ``/proc`` shows none of them (a process it cannot ptrace has no
-  ``/proc/PID`` under ``hidepid=invisible``), and it cannot signal or ptrace them or the
-  zygote: each command is in its own Landlock domain with signal scoping (Landlock ABI
-  6), the zygote runs as root while the command runs as the session's uid, and seccomp
-  refuses ptrace.
+* its own cgroup, created by the kernel and joined between the request and the exec
+  (the kernel writes the command-to-be's pid into it, then "go"; stage 2 waits for it
+  before exec);
+* what it shares with its session's other commands: the uts namespace and the base
+  view. It cannot signal or ptrace them or the zygote: each command is in its own
+  Landlock domain with signal scoping (Landlock ABI 6), the zygote runs as root while
+  the command runs as the session's uid, and seccomp refuses ptrace.
 
 A command on a terminal gets a ``/dev`` of its own (the base's device nodes and the
 terminal's node at ``/dev/tty``, on a fresh tmpfs), so the session's other commands never
@@ -37,6 +37,7 @@ None and the caller uses the full launcher.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import ctypes
@@ -45,8 +46,10 @@ import functools
 import itertools
 import json
 import os
+import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -58,6 +61,7 @@ from typing import Protocol
 
 from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
+from ._zygote_main import SPARES as _SPARES
 from ._zygote_main import pidfd_pid as _pidfd_pid
 from .errors import ExecFailed, SandboxError
 from .namespace import DEVICES, TTY
@@ -109,6 +113,19 @@ def prefer() -> Iterator[None]:
         yield
     finally:
         preferred.reset(token)
+
+
+def _is_seqpacket(fd: int) -> bool:
+    """Whether ``fd`` is a SOCK_SEQPACKET socket (a spare's, as the zygote hands over)."""
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        probe = socket.socket(fileno=os.dup(fd))
+        with probe:
+            return probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == \
+                socket.SOCK_SEQPACKET
+    except OSError:
+        return False
 
 
 def _open_tree(path: str) -> int:
@@ -181,13 +198,14 @@ def _under_private_dirs(path: Path) -> bool:
 
 
 class ZygoteProcess:
-    """A command forked by a zygote: the same face as ``SandboxedProcess``.
+    """A command started in a zygote's spare: the same face as ``SandboxedProcess``.
 
     ``pid``/``init_pid``/``monitor_pid`` are all the command's host pid (its pid
     namespace's init, between the zygote and it, is not the kernel's to signal: killing
     the command ends the init and the namespace); signals go through the command's pidfd,
-    so a recycled pid is never hit. Its exit status comes from the zygote, which its init
-    tells before exiting.
+    so a recycled pid is never hit. Its exit status comes up its spare's socket
+    (``conn``), which its init writes before exiting ("X" and the raw wait status; the
+    socket's end without it, when the init was killed: SIGKILL).
     """
 
     def __init__(self, zygote: Zygote, rid: int, cgroup: _cgroups.CgroupSet | None,
@@ -199,13 +217,12 @@ class ZygoteProcess:
         self.pid = 0
         self.init_pid = 0
         self.pidfd = -1
+        self.conn: socket.socket | None = None
         self.returncode: int | None = None
         self.oom_killed = False
         self.stdin = self.stdout = self.stderr = None
         self._raw: int | None = None
         self._ended = threading.Event()
-        self._started = threading.Event()
-        self._start_error = ""
         self._lock = threading.Lock()
         self._cleaned = False
 
@@ -216,23 +233,41 @@ class ZygoteProcess:
     def _exited(self, raw: int) -> None:
         self._raw = raw
         self._ended.set()
+        self.zygote.ended(self)
+
+    def _await_end(self, timeout: float | None) -> bool:
+        """Wait (at most ``timeout`` s) for the init's report on ``conn`` and take it."""
+        if self._ended.is_set():
+            return True
+        conn = self.conn
+        if conn is not None:
+            poller = select.poll()
+            with contextlib.suppress(ValueError, OSError):  # closed meanwhile: ended
+                poller.register(conn, select.POLLIN)
+                poller.poll(-1 if timeout is None else max(0, int(timeout * 1000)))
+            with self._lock:
+                if not self._ended.is_set():
+                    raw = _report(conn)
+                    if raw is not None:
+                        self._exited(raw)
+        return self._ended.wait(0 if conn is not None else timeout)
 
     def poll(self) -> int | None:
-        if self._ended.is_set():
+        if self._await_end(0):
             self._finish()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._ended.wait(timeout):
+        if not self._await_end(timeout):
             raise subprocess.TimeoutExpired(self.name, timeout or 0)
         self._finish()
         assert self.returncode is not None
         return self.returncode
 
     def exit_status(self, timeout: float | None = None) -> int:
-        """The status as soon as the zygote reported it (``oom_killed`` set); the cgroup
+        """The status as soon as the init reported it (``oom_killed`` set); the cgroup
         and what the command left in it go at ``wait()`` (``SandboxedProcess``'s)."""
-        if not self._ended.wait(timeout):
+        if not self._await_end(timeout):
             raise subprocess.TimeoutExpired(self.name, timeout or 0)
         self._status()
         assert self.returncode is not None
@@ -282,12 +317,47 @@ class ZygoteProcess:
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
+            if self.conn is not None:
+                self.conn.close()
 
     def close(self) -> None:
         self.kill()
 
     def __repr__(self) -> str:
         return f"<ZygoteProcess {self.name} pid={self.pid} returncode={self.returncode}>"
+
+
+def _report(conn: socket.socket) -> int | None:
+    """The raw wait status an init reported on ``conn`` ("X<status>"); SIGKILL when the
+    socket ended without one (the init was killed) or said anything else; None when
+    nothing is there yet."""
+    try:
+        msg = conn.recv(64, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return signal.SIGKILL
+    body = msg[1:]
+    return int(body) if msg[:1] == b"X" and body.isdigit() and len(body) < 12 \
+        else signal.SIGKILL
+
+
+class _Spare:
+    """A prepared spare the zygote handed over: the zygote's end of its socket (the
+    request goes down it; the command's status comes up it) and the command-to-be's
+    pidfd."""
+
+    __slots__ = ("conn", "pidfd")
+
+    def __init__(self, conn: socket.socket, pidfd: int) -> None:
+        self.conn, self.pidfd = conn, pidfd
+
+    def discard(self) -> None:
+        """Give it up: the command-to-be killed, its init and namespace end with it."""
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        os.close(self.pidfd)
+        self.conn.close()
 
 
 class Zygote:
@@ -304,8 +374,12 @@ class Zygote:
         self.dests = {d for _, _, d in _binds(plan.args)}
         self.skeleton = _skeleton(plan.args, set())
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.pending: dict[int, ZygoteProcess] = {}
+        self.pending: dict[int, ZygoteProcess] = {}  # started, not ended (eviction)
         self.lock = threading.Lock()
+        self.supplied = threading.Condition(self.lock)
+        self.spares: collections.deque[_Spare] = collections.deque()
+        self.coming = _SPARES  # owed by the zygote: at start, and one per "N" sent
+        self.errors: collections.deque[str] = collections.deque()  # "E": spares not coming
         self.dead = False
         self.last_used = time.monotonic()
         self.starting = 0  # commands between their choice of this zygote and start (_lock)
@@ -349,60 +423,97 @@ class Zygote:
         self.reader.start()
 
     def _read(self) -> None:
-        """Answers from the zygote. It is a sandbox of its own: every answer is checked
-        (size, form, ids it was asked about) and anything else ends it."""
+        """Spares from the zygote. It is a sandbox of its own: every message is checked
+        (size, form, descriptors) and anything else ends it."""
         try:
             while True:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 1024, 1)
+                msg, fds, _, _ = socket.recv_fds(self.sock, 1024, 2, socket.MSG_CMSG_CLOEXEC)
                 if not msg:
                     break
-                if not self._answer(msg, fds):
+                if not self._supplied(msg, fds):
                     break
         except OSError:
             pass
         self._died()
 
-    def _answer(self, msg: bytes, fds: list[int]) -> bool:
-        try:
-            kind, rid_s, rest = msg.decode("ascii").split(" ", 2)
-            rid = int(rid_s)
-        except (UnicodeDecodeError, ValueError):
-            kind, rid, rest = "", -1, ""
-        with self.lock:
-            proc = self.pending.get(rid)
-        if proc is None or kind not in ("S", "F", "X") or (kind == "S") != bool(fds):
-            for fd in fds:
-                os.close(fd)
-            return False
-        pid = _pidfd_pid(fds[0]) if kind == "S" else -1
-        if kind == "S" and rest.isdigit() and proc.pidfd < 0 and pid >= 0:
-            # The pidfd is what signals reach and what the kernel's reaper watches: a
-            # descriptor that is no pidfd (pid -1) ends the zygote below, as any bad answer.
-            proc.pidfd = fds[0]
-            # Read at once: a command that already ended and was reaped has no pid (0).
-            proc.pid = proc.init_pid = pid
-            proc._started.set()
-        elif kind == "F":
-            proc._start_error = rest[:300]
-            proc._started.set()
-        elif kind == "X" and rest.lstrip("-").isdigit():
+    def _supplied(self, msg: bytes, fds: list[int]) -> bool:
+        """Take one message: a spare ("R", its socket and the command-to-be's pidfd), or
+        why a wanted one is not coming ("E ..."). False: not a message the zygote sends."""
+        if msg.startswith(b"E ") and not fds:
             with self.lock:
-                self.pending.pop(rid, None)
-            proc._exited(int(rest))
-            proc._started.set()
-        else:
+                self.coming -= 1
+                self.errors.append(msg[2:300].decode("utf-8", "replace"))
+                self.supplied.notify()
+            return True
+        if msg != b"R" or len(fds) != 2 or not _is_seqpacket(fds[0]):
             for fd in fds:
                 os.close(fd)
             return False
+        pid = _pidfd_pid(fds[1])
+        if pid < 0:  # no pidfd: the kernel would signal and watch it
+            for fd in fds:
+                os.close(fd)
+            return False
+        spare = _Spare(socket.socket(fileno=fds[0]), fds[1])
+        with self.lock:
+            self.coming -= 1
+            if pid == 0:  # it ended already: another one instead
+                self._ask()
+            else:
+                self.spares.append(spare)
+                self.errors.clear()
+                self.supplied.notify()
+        if pid == 0:
+            spare.discard()
         return True
 
+    def _ask(self) -> None:
+        """Ask for spares until the ones here and coming make ``_SPARES`` (caller locks)."""
+        while not self.dead and len(self.spares) + self.coming < _SPARES:
+            try:
+                self.sock.send(b"N", socket.MSG_DONTWAIT)
+            except OSError:
+                return  # a zygote that reads nothing: a start times out, saying so
+            self.coming += 1
+
+    def take(self, timeout: float) -> tuple[_Spare, int]:
+        """A live prepared spare and its command-to-be's host pid (waiting at most
+        ``timeout`` s for one), the next one asked for; SandboxError saying why not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                while not self.spares:
+                    if self.dead:
+                        raise SandboxError("sandbox start failed: the session's zygote "
+                                           "has ended")
+                    if self.errors:
+                        why = self.errors.popleft()
+                        self._ask()
+                        raise SandboxError(f"sandbox start failed: zygote: {why}")
+                    self._ask()
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self.supplied.wait(left):
+                        raise SandboxError("sandbox start failed: zygote: no spare came")
+                spare = self.spares.popleft()
+                self._ask()
+            pid = _pidfd_pid(spare.pidfd)
+            if pid > 0:
+                return spare, pid
+            spare.discard()  # ended while it waited: the next one
+
+    def ended(self, proc: ZygoteProcess) -> None:
+        with self.lock:
+            self.pending.pop(proc.rid, None)
+
     def _died(self) -> None:
+        """The zygote ended (or said what it never says): no more spares. Its commands
+        end with its pid namespace, each reported on its own socket."""
         with self.lock:
             self.dead = True
-            left, self.pending = list(self.pending.values()), {}
-        for proc in left:  # the pid namespace went with the zygote: they are all gone
-            proc._exited(signal.SIGKILL)
-            proc._started.set()
+            left, self.spares = list(self.spares), collections.deque()
+            self.supplied.notify_all()
+        for spare in left:
+            spare.discard()
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -440,6 +551,7 @@ class Zygote:
         proc = ZygoteProcess(self, rid, cgroup, name)
         mine: list[int] = []
         go_w = status_r = -1
+        spare: _Spare | None = None
         try:
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
             status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -452,40 +564,53 @@ class Zygote:
             os.write(bpf, _seccomp.compiled_filter("none", errno.EPERM, spec.fork))
             for _, source, _, _ in mounts:
                 mine.append(_open_tree(source))
-            procs = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.entry_files]
-            mine += procs
-            req = {"id": rid, "procs": len(procs),
-                   "mounts": [[d, ro, is_dir] for d, _, ro, is_dir in mounts],
-                   "keep": list(spec.keep_fds), "cwd": str(spec.cwd or "/"),
-                   "status_fd": status_fd, "config_fd": config_fd, "await_fd": config_fd + 1,
-                   "tty": bool(mounts) and mounts[-1][0] == TTY}
-            fds = [*stdio, go_r, status_w, cfg, bpf, go_w, *spec.keep_fds, *mine[4:]]
+            tty = bool(mounts) and mounts[-1][0] == TTY
+            records = _records(mounts, spec.keep_fds, str(spec.cwd or "/"), tty,
+                               status_fd=status_fd, config_fd=config_fd,
+                               await_fd=config_fd + 1)
+            # The request goes straight to a spare (a second one if the first ended
+            # meanwhile); the command into its cgroup, then "go": stage 2 may exec it.
+            for attempt in (1, 2):
+                spare, pid = self.take(timeout)
+                try:
+                    socket.send_fds(spare.conn, [records],
+                                    [*stdio, *mine[:4], *spec.keep_fds, *mine[4:]],
+                                    socket.MSG_DONTWAIT)
+                    break
+                except OSError as exc:
+                    spare.discard()
+                    spare = None
+                    if attempt == 2:
+                        raise SandboxError(f"sandbox start failed: zygote: its spare "
+                                           f"ended ({exc.strerror})") from None
+            assert spare is not None
+            proc.pidfd, proc.conn, spare = spare.pidfd, spare.conn, None
+            proc.pid = proc.init_pid = pid
             with self.lock:
-                if self.dead:
-                    raise SandboxError("the session's zygote has ended")
                 self.pending[rid] = proc
-            socket.send_fds(self.sock, [json.dumps(req).encode()], fds)
+            cgroup.enter(pid)
+            os.write(go_w, b"g")
             for fd in (*mine, go_w):
                 os.close(fd)
             mine, go_w = [], -1
-            # The zygote puts the child in its cgroup and says "go"; stage 2 execs.
             pending = _deferred.get()
             if pending is None:
                 _confirm(proc, status_r, timeout)
             else:
-                _check_answer(proc, timeout)
                 pending.append(functools.partial(_confirm_deferred, proc, status_r, timeout))
                 status_r = -1  # the confirmation's now
             self.last_used = time.monotonic()
             return proc
         except BaseException:
+            if spare is not None:
+                spare.discard()
             proc.send_signal(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 cgroup.kill_all()
-            if proc.pidfd >= 0:
-                proc._ended.wait(5.0)
-            proc._raw = proc._raw if proc._raw is not None else signal.SIGKILL
-            proc._ended.set()
+            with contextlib.suppress(Exception):
+                proc._await_end(5.0)
+            if not proc._ended.is_set():
+                proc._exited(signal.SIGKILL)
             proc._finish()
             with self.lock:
                 self.pending.pop(rid, None)
@@ -497,17 +622,38 @@ class Zygote:
                         os.close(fd)
 
 
-def _confirm(proc: ZygoteProcess, status_r: int, timeout: float,
-             answered: bool = False) -> None:
-    """Wait for the command's exec (stage 2's "R" and EOF on ``status_r``) and, unless
-    ``answered`` (checked already: a deferred confirmation, whose command may have ended
-    and been reclaimed since), for the zygote's answer; raise what went wrong, as the
-    launcher does."""
+def _records(mounts: list[tuple[str, str, bool, bool]], keep: Sequence[int], cwd: str,
+             tty: bool, *, status_fd: int, config_fd: int, await_fd: int) -> bytes:
+    """The request ``exo-stage2 --spare`` reads (its header comment), for descriptors sent
+    in this order: stdin, stdout, stderr, "go"'s read end, the status pipe, stage 2's
+    config, the seccomp program, each kept descriptor, each grant's detached mount (the
+    terminal's node last, on a terminal)."""
+    fixed = 7
+    records = ["status", "4", "seccomp", "6"]
+    mounted = list(enumerate(mounts, fixed + len(keep)))
+    if tty:  # the terminal's node: /dev/tty in a /dev of the command's own
+        (terminal, _), mounted = mounted[-1], mounted[:-1]
+        records += ["dev", str(terminal)]
+    for index, (dest, _, ro, is_dir) in mounted:
+        records += ["mount", dest, str(int(ro)), str(int(is_dir)), str(index)]
+    records += ["cwd", cwd]
+    targets = {0: 0, 1: 1, 2: 2, status_fd: 4, config_fd: 5, await_fd: 3}
+    for i, number in enumerate(keep):
+        targets[number] = fixed + i
+    for number, index in targets.items():
+        records += ["fd", str(number), str(index)]
+    records += ["config", str(config_fd)]
+    if any("\0" in r for r in records):
+        raise SandboxError("sandbox start failed: a NUL in a path")
+    return b"".join(r.encode() + b"\0" for r in records)
+
+
+def _confirm(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
+    """Wait for the command's exec (stage 2's "R" and EOF on ``status_r``); raise what
+    went wrong, as the launcher does."""
     from .launcher import _read_all
 
     status = _read_all(status_r, time.monotonic() + timeout, "stage 2")
-    if not answered:
-        _check_answer(proc, timeout)
     if status != b"R":
         report = status.removeprefix(b"R")
         proc.wait(timeout)
@@ -519,17 +665,10 @@ def _confirm(proc: ZygoteProcess, status_r: int, timeout: float,
         raise SandboxError(f"sandbox start failed: {detail}")
 
 
-def _check_answer(proc: ZygoteProcess, timeout: float) -> None:
-    """The zygote answered that it forked the command (its pidfd came), or why not."""
-    if not proc._started.wait(timeout) or proc.pidfd < 0:
-        raise SandboxError(f"sandbox start failed: zygote: "
-                           f"{proc._start_error or 'no answer'}")
-
-
 def _confirm_deferred(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
     """A deferred confirmation (``deferring``): it owns ``status_r``."""
     try:
-        _confirm(proc, status_r, timeout, answered=True)
+        _confirm(proc, status_r, timeout)
     finally:
         os.close(status_r)
 

@@ -4,16 +4,16 @@ it rather than being believed."""
 
 from __future__ import annotations
 
-import json
+import collections
 import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from exo.sandbox import zygote
-from exo.sandbox._zygote_main import _Request
 from exo.sandbox.spec import NetPolicy, SandboxSpec
 
 
@@ -48,99 +48,118 @@ def test_the_view_is_the_base_plus_the_grants() -> None:
     assert zygote._skeleton(other, grants) != zygote._skeleton(base, set())
 
 
-def test_a_malformed_request_is_refused_by_the_zygote() -> None:
-    good = (b'{"id": 1, "mounts": [["/home/a", true, true]], "keep": [5], "cwd": "/",'
-            b' "status_fd": 6, "config_fd": 7, "await_fd": 8, "stage2": "/s", "procs": 2}')
-
-    def parse(raw: bytes) -> _Request:  # as the zygote's _handle does
-        req = json.loads(raw)
-        return _Request(req, int(req["id"]))
-
-    assert parse(good).mounts == [("/home/a", True, True)]
-    for bad in (b"{}", b"[]", good.replace(b'"/home/a"', b'"home/a"'),
-                good.replace(b'"keep": [5]', b'"keep": [1]'),
-                good.replace(b'[["/home/a", true, true]]', b'[["/a"]]'),
-                good.replace(b'"procs": 2', b'"procs": 9')):
-        with pytest.raises((ValueError, KeyError, TypeError)):
-            parse(bad)
+def test_a_request_is_records_for_the_descriptors_in_their_order() -> None:
+    """The records the kernel sends a spare (``_stage2.c``'s header): indices into the
+    descriptors as sent (stdin, stdout, stderr, go, status, config, seccomp, kept ones,
+    grants' mounts, the terminal's node last)."""
+    mounts = [("/home/a", "/x/1", True, True), (zygote.TTY, "/dev/pts/3", False, False)]
+    raw = zygote._records(mounts, [5], "/home/a", True, status_fd=6, config_fd=7,
+                          await_fd=8)
+    assert raw.split(b"\0")[:-1] == [
+        b"status", b"4", b"seccomp", b"6", b"dev", b"9",
+        b"mount", b"/home/a", b"1", b"1", b"8", b"cwd", b"/home/a",
+        b"fd", b"0", b"0", b"fd", b"1", b"1", b"fd", b"2", b"2", b"fd", b"6", b"4",
+        b"fd", b"7", b"5", b"fd", b"8", b"3", b"fd", b"5", b"7", b"config", b"7"]
+    with pytest.raises(zygote.SandboxError, match="NUL"):
+        zygote._records([("/a\0b", "/x", True, True)], [], "/", False, status_fd=3,
+                        config_fd=4, await_fd=5)
 
 
 class _FakeZygote:
-    """Only what ``Zygote._answer`` and ``_died`` use: the checks run on the real code."""
+    """Only what ``Zygote._supplied``, ``_ask`` and ``_died`` use: the checks run on the
+    real code."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pending: dict[int, zygote.ZygoteProcess] = {}
+        self.supplied = threading.Condition(self.lock)
+        self.spares: collections.deque[zygote._Spare] = collections.deque()
+        self.errors: collections.deque[str] = collections.deque()
+        self.coming = 2
         self.dead = False
-        self.sock, self.peer = socket.socketpair()
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def _ask(self) -> None:
+        zygote.Zygote._ask(self)  # type: ignore[arg-type]
 
 
-def test_every_malformed_answer_ends_the_zygote() -> None:
-    fake = _FakeZygote()
-    proc = zygote.ZygoteProcess(fake, 7, None, "p2")  # type: ignore[arg-type]
-    fake.pending[7] = proc
-    answer = zygote.Zygote._answer
-    r, w = os.pipe()
+def _closed(fd: int) -> bool:
     try:
-        for msg, fds in ((b"S 7 12", []),           # a start without its pidfd
-                         (b"X 8 0", []),            # an id nobody asked about
-                         (b"Q 7 0", []),            # an unknown kind
-                         (b"\xff\xfe", []),         # not ASCII
-                         (b"X 7 zero", []),         # a status that is no number
-                         (b"F 7 fork failed", [r])):  # a descriptor with no place
-            assert answer(fake, msg, fds) is False, msg
-        with pytest.raises(OSError):
-            os.fstat(r)  # the stray descriptor was closed, not kept
-        r = -1
-        # A start whose descriptor is no pidfd: the kernel would signal and watch it.
-        assert answer(fake, b"S 7 12", [w]) is False
-        with pytest.raises(OSError):
-            os.fstat(w)
-        w = -1
-        assert proc.pidfd == -1 and not proc._started.is_set()
-        assert answer(fake, b"X 7 256", []) is True
-        assert proc.wait(1) == 1  # raw wait status 256: exit 1
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_every_malformed_message_from_the_zygote_ends_it() -> None:
+    fake = _FakeZygote()
+    supplied = zygote.Zygote._supplied
+    try:
+        for msg, make in ((b"R", lambda: []),                            # no descriptors
+                          (b"Q", lambda: []),                            # an unknown kind
+                          (b"E why", lambda: [os.pipe()[0]]),            # a stray one
+                          (b"R", lambda: list(os.pipe())),               # no socket
+                          (b"R", lambda: [*(s.detach() for s in socket.socketpair(
+                              socket.AF_UNIX, socket.SOCK_SEQPACKET))]),  # no pidfd
+                          (b"R", lambda: [socket.socket().detach(),       # a TCP socket
+                                          os.pidfd_open(os.getpid())])):
+            # (every descriptor is closed here, never signalled: this test's own pidfd)
+            fds = make()
+            assert supplied(fake, msg, fds) is False, (msg, fds)  # type: ignore[arg-type]
+            assert all(_closed(fd) for fd in fds), msg  # nothing kept
+        assert not fake.spares and fake.coming == 2
+        # What it does send: why a spare is not coming, and a spare.
+        assert supplied(fake, b"E zygote: no /proc", []) is True  # type: ignore[arg-type]
+        assert list(fake.errors) == ["zygote: no /proc"] and fake.coming == 1
+        # (a child standing for the command-to-be: the zygote's end discards it, killed)
+        child = subprocess.Popen(["sleep", "60"])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            pidfd = os.pidfd_open(child.pid)
+            assert supplied(fake, b"R", [ours.detach(), pidfd]) is True  # type: ignore[arg-type]
+            assert len(fake.spares) == 1 and fake.coming == 0 and not fake.errors
+            assert fake.spares[0].pidfd == pidfd
     finally:
-        for fd in (r, w):
-            if fd >= 0:
-                os.close(fd)
         zygote.Zygote._died(fake)  # type: ignore[arg-type]
         fake.peer.close()
+    assert fake.dead and not fake.spares
+    assert child.wait(10) == -9 and _closed(pidfd)
 
 
 _SPARES = r'''
-import os, sys
+import os, socket, sys
 from exo.sandbox import _zygote_main as z
 z._KEEP[:] = [sys.argv[1]]  # a runtime path that is not there: no spare can prepare
 spawned = []
-spawn = z._Spares._spawn
-z._Spares._spawn = lambda self: spawned.append(1) or spawn(self)
-spares = z._Spares(os.open("/proc/self/ns/pid", os.O_RDONLY))
-spares.fork()
-try:
-    spares.take()
-except OSError as exc:
-    print(exc)
+spawn = z._spawn_spare
+z._spawn_spare = lambda pidns: spawned.append(1) or spawn(pidns)
+kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+supply = z._Supply(ours, os.open("/proc/self/ns/pid", os.O_RDONLY))
+supply.owed = 1
+supply.refill()
+while supply.preparing:
+    fd = next(iter(supply.preparing))
+    os.waitpid(supply.preparing[fd].pid, 0)
+    supply.settle(fd)
+print(kernel.recv(1024).decode())
 print(os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid"))
-print(len(spawned))
+print(len(spawned), supply.owed)
 '''
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a spare's pid namespace needs root")
 def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried() -> None:
-    """The zygote's kept spare (the real exo-stage2) fails to prepare itself (it says why,
-    "E...", and exits): the command takes a fresh one, and when that fails too, the
-    start fails with the spare's reason; the zygote's children go back to its own pid
-    namespace after each spare."""
-    import subprocess
+    """A spare (the real exo-stage2) fails to prepare itself (it says why, "E...", and
+    exits): the zygote tries a fresh one, and when that fails too, tells the kernel why
+    the spare it owes is not coming; its children go back to its own pid namespace
+    after each spare."""
     import sys
     import tempfile
 
     missing = tempfile.mktemp(dir="/tmp", prefix="exo-missing-")
     done = subprocess.run([sys.executable, "-c", _SPARES, missing], capture_output=True,
                           text=True, timeout=60, check=True)
-    reason, same_ns, spawned = done.stdout.splitlines()
-    assert reason == ("no sandbox could be prepared for the command: zygote: open_tree "
+    reason, same_ns, counts = done.stdout.splitlines()
+    assert reason == ("E no sandbox could be prepared for the command: zygote: open_tree "
                       f"{missing}: No such file or directory")
     assert same_ns == "True"
-    assert spawned == "2"  # the kept spare, then a fresh one
+    assert counts == "2 0"  # the first spare, then a fresh one; none owed any more
