@@ -108,3 +108,34 @@ def test_cpu_groups_only_for_a_cpu_limit_and_accounting_stays_in_the_boot() -> N
         limited.close()
     assert leftover_groups(default_boot_id()) == []
     assert not os.path.exists(f"/sys/fs/cgroup/cpu{_cpu_group(os.getpid()).rstrip('/')}/{boot}")
+
+
+def test_a_pool_keeps_groups_ready_per_set_of_limits_and_removes_the_untaken() -> None:
+    """``CgroupPool`` (the zygote's commands' groups): a take with none ready creates one;
+    after the refill each set of limits asked for has ``SIZE`` ready, with those limits,
+    empty; a take returns one of them; ``close`` removes what no one took."""
+    import time
+
+    from exo.sandbox._cgroups import CgroupPool
+
+    boot = default_boot_id()
+    pool = CgroupPool(boot, "pooltest")
+    taken = []
+    try:
+        taken.append(pool.take(32 << 20, 7, None))
+        deadline = time.monotonic() + 10
+        while len(pool._ready.get((32 << 20, 7, None), [])) < CgroupPool.SIZE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        ready = list(pool._ready[(32 << 20, 7, None)])
+        for group in ready:
+            assert group.members() == set()
+            pids = [d / "pids.max" for d in group.dirs if (d / "pids.max").exists()]
+            assert [p.read_text().strip() for p in pids] == ["7"]
+        taken.append(pool.take(32 << 20, 7, None))
+        assert taken[-1] in ready  # made ahead, not now
+    finally:
+        pool.close()
+        for group in taken:
+            group.remove()
+    assert leftover_groups(boot) == []

@@ -336,11 +336,16 @@ def test_a_kill_reaches_the_command(alice: Shell, kernel: Kernel) -> None:
     assert run(alice, "/bin/sleep 30 &")[0] == 0
     [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
     assert row["state"] == "running"
-    # In its own cgroup (memory, pids, cpu), which the zygote put it in before exec.
+    # In its own cgroup (memory, pids), which the kernel put it in before exec: one
+    # made for the zygote's commands, holding it alone.
     groups = Path(f"/proc/{row['host_pid']}/cgroup").read_text().splitlines()
-    mine = [g for g in groups if any(c in g.split(":")[1].split(",")
-                                     for c in ("memory", "pids"))]
-    assert len(mine) == 2 and all(f"/p{row['pid']}." in g for g in mine), groups
+    mine = {g.split(":")[1]: g.split(":")[2] for g in groups
+            if g.split(":")[1] in ("memory", "pids")}
+    assert len(mine) == 2 and len({p.rsplit("/", 1)[1] for p in mine.values()}) == 1, groups
+    assert all(p.rsplit("/", 1)[1].startswith("zygote.") for p in mine.values()), groups
+    for controller, path in mine.items():
+        procs = Path(f"/sys/fs/cgroup/{controller}{path}/cgroup.procs").read_text().split()
+        assert procs == [str(row["host_pid"])], (controller, procs)
     assert run(alice, "kill %1")[0] == 0
     status, _, _ = run(alice, "wait")
     assert [r["pid"] for r in alice.kernel.ps()] == [1]

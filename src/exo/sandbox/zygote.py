@@ -382,6 +382,8 @@ class Zygote:
         self.errors: collections.deque[str] = collections.deque()  # "E": spares not coming
         self.dead = False
         self.last_used = time.monotonic()
+        #: The commands' cgroups, made ahead (by boot: a zygote serves one)
+        self.cgroups: dict[str, _cgroups.CgroupPool] = {}
         self.starting = 0  # commands between their choice of this zygote and start (_lock)
         to_close = [theirs.fileno()]
         args = [_bwrap.require_bwrap(), *_bwrap.namespace_args(base),
@@ -529,6 +531,10 @@ class Zygote:
         else:
             with contextlib.suppress(OSError):
                 self.sock.close()
+        with self.lock:
+            pools, self.cgroups = list(self.cgroups.values()), {}
+        for pool in pools:
+            pool.close()
 
     def start(self, spec: SandboxSpec, argv: Sequence[str], plan: _bwrap.MountPlan,
               mounts: list[tuple[str, str, bool, bool]], *, name: str, boot_id: str,
@@ -545,9 +551,11 @@ class Zygote:
         config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
                                 spec.account[1], await_fd=config_fd + 1)
         rid = next(_counter)
-        cgroup = _cgroups.CgroupSet.create(
-            boot_id, f"{name}.{os.getpid()}.z{rid}", memory_max=spec.memory_max,
-            pids_max=spec.pids_max, cpu_max=spec.cpu_max)
+        with self.lock:
+            pool = self.cgroups.get(boot_id)
+            if pool is None:
+                pool = self.cgroups[boot_id] = _cgroups.CgroupPool(boot_id, "zygote")
+        cgroup = pool.take(spec.memory_max, spec.pids_max, spec.cpu_max)
         proc = ZygoteProcess(self, rid, cgroup, name)
         mine: list[int] = []
         go_w = status_r = -1
