@@ -440,7 +440,15 @@ class Zygote:
 
     def _supplied(self, msg: bytes, fds: list[int]) -> bool:
         """Take one message: a spare ("R", its socket and the command-to-be's pidfd), or
-        why a wanted one is not coming ("E ..."). False: not a message the zygote sends."""
+        why a wanted one is not coming ("E ..."). False: not a message the zygote sends
+        (one it was not asked for either: each answers one "N", so what the kernel holds
+        stays bounded whatever the zygote does)."""
+        with self.lock:
+            asked = self.coming > 0
+        if not asked:
+            for fd in fds:
+                os.close(fd)
+            return False
         if msg.startswith(b"E ") and not fds:
             with self.lock:
                 self.coming -= 1

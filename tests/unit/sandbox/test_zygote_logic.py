@@ -118,6 +118,12 @@ def test_every_malformed_message_from_the_zygote_ends_it() -> None:
             assert supplied(fake, b"R", [ours.detach(), pidfd]) is True  # type: ignore[arg-type]
             assert len(fake.spares) == 1 and fake.coming == 0 and not fake.errors
             assert fake.spares[0].pidfd == pidfd
+        # Nothing more was asked for: one more spare, or one more reason, ends it.
+        for msg, make in ((b"R", lambda: [*(s.detach() for s in socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_SEQPACKET))]), (b"E why", lambda: [])):
+            fds = make()
+            assert supplied(fake, msg, fds) is False, msg  # type: ignore[arg-type]
+            assert all(_closed(fd) for fd in fds) and len(fake.spares) == 1
     finally:
         zygote.Zygote._died(fake)  # type: ignore[arg-type]
         fake.peer.close()
