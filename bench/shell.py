@@ -10,6 +10,10 @@ from a pipe, in the same working directory (the Exo root's ``/home/root``, so bo
 the same files). For each sample a command line is written followed by ``echo <mark>``,
 and the time runs from the write (Enter) to reading the mark, so it includes the
 command's whole output. The cases are interleaved, shell by shell, on this noisy machine.
+Each sample starts on a quiet machine, ``SETTLE`` s after the previous one's output, as a
+person's next Enter does: what a shell leaves to do after its output (the Exo kernel's
+reclaims and the spares and cgroups it makes ahead, bash's children's teardown) is done
+by then, instead of landing in the next shell's sample.
 
 * ``ls``: the shell's ``ls`` of a directory of 50 files (a builtin in the Exo shell).
 * ``cat_wc``: ``cat big.txt | wc -l`` as typed (Exo: builtins in threads), and
@@ -83,6 +87,10 @@ CASES = {
 }
 
 
+#: Seconds between a sample's output and the next sample's Enter (module docstring).
+SETTLE = 0.05
+
+
 class Interpreter:
     """A shell reading commands from a pipe; ``time(line)`` is Enter → output."""
 
@@ -92,6 +100,7 @@ class Interpreter:
         self.n = 0
 
     def time(self, line: str) -> float:
+        time.sleep(SETTLE)
         self.n += 1
         mark = f"__mark_{self.n}__"
         return enter_to_mark(self.proc, f"{line}\necho {mark}\n", mark.encode())[0]

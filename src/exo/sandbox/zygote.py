@@ -467,12 +467,10 @@ class Zygote:
         spare = _Spare(socket.socket(fileno=fds[0]), fds[1])
         with self.lock:
             self.coming -= 1
-            if pid == 0:  # it ended already: another one instead
-                self._ask()
-            else:
+            if pid != 0:  # (0: it ended already; a take asks for another)
                 self.spares.append(spare)
                 self.errors.clear()
-                self.supplied.notify()
+            self.supplied.notify()
         if pid == 0:
             spare.discard()
         return True
