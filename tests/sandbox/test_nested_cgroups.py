@@ -139,3 +139,23 @@ def test_a_pool_keeps_groups_ready_per_set_of_limits_and_removes_the_untaken() -
         for group in taken:
             group.remove()
     assert leftover_groups(boot) == []
+
+
+def test_two_pools_of_one_process_never_name_a_group_alike() -> None:
+    """A zygote that restarts gets a new pool while the old pool's groups are still in
+    use: one numbering for the process keeps their names apart."""
+    from exo.sandbox._cgroups import CgroupPool
+
+    boot = default_boot_id()
+    first, second = CgroupPool(boot, "pooltest"), CgroupPool(boot, "pooltest")
+    taken = []
+    try:
+        taken = [first.take(None, 4, None), second.take(None, 4, None)]
+        assert {g.dirs[0].name for g in taken} == {g.dirs[0].name for g in taken} and \
+            taken[0].dirs[0].name != taken[1].dirs[0].name
+    finally:
+        first.close()
+        second.close()
+        for group in taken:
+            group.remove()
+    assert leftover_groups(boot) == []

@@ -536,6 +536,8 @@ class CgroupSet:
 
 
 Limits = tuple[int | None, int | None, float | None]  # memory_max, pids_max, cpu_max
+_pool_numbers = iter(range(1, 1 << 62))
+_pool_lock = threading.Lock()
 
 
 class CgroupPool:
@@ -555,7 +557,6 @@ class CgroupPool:
         self.boot_id, self.prefix = boot_id, prefix
         self._lock = threading.Lock()
         self._ready: dict[Limits, list[CgroupSet]] = {}  # most recently asked for last
-        self._numbers = iter(range(1, 1 << 62))
         self._idle = threading.Event()  # no refill under way
         self._idle.set()
         self._closed = False
@@ -583,8 +584,8 @@ class CgroupPool:
 
     def _make(self, key: Limits) -> CgroupSet:
         memory_max, pids_max, cpu_max = key
-        with self._lock:
-            number = next(self._numbers)
+        with _pool_lock:  # one numbering for every pool of this process: a new pool's
+            number = next(_pool_numbers)  # names never meet an old one's, still in use
         return CgroupSet.create(self.boot_id, f"{self.prefix}.{os.getpid()}.z{number}",
                                 memory_max=memory_max, pids_max=pids_max, cpu_max=cpu_max)
 

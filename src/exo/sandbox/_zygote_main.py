@@ -41,8 +41,10 @@ be prepared says why ("E") and a fresh one is tried.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import select
@@ -87,6 +89,28 @@ def pidfd_pid(pidfd: int) -> int:
         return -1
 
 
+
+
+def recv_fds(sock: socket.socket, size: int, maxfds: int,
+             block: bool = False) -> tuple[bytes, list[int]]:
+    """One message and the descriptors it carries, close-on-exec, without waiting unless
+    ``block`` (``socket.recv_fds`` of Python 3.11 drops its flags: what it receives is
+    inheritable).
+    Shared with the kernel (``exo.sandbox.zygote``). Descriptors beyond ``maxfds`` (the
+    message truncated) are closed and the message refused (OSError)."""
+    width = array.array("i").itemsize
+    msg, ancdata, flags, _ = sock.recvmsg(
+        size, socket.CMSG_SPACE(maxfds * width),
+        socket.MSG_CMSG_CLOEXEC | (0 if block else socket.MSG_DONTWAIT))
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % width])
+    if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or len(fds) > maxfds:
+        for fd in fds:
+            os.close(fd)
+        raise OSError(errno.EMSGSIZE, "message or descriptors truncated")
+    return msg, list(fds)
 
 
 class _Spare:
@@ -184,7 +208,7 @@ class _Supply:
 def _said(conn: socket.socket) -> tuple[str, int]:
     """What a spare said: ("", the command-to-be's pidfd) for "P", else (why, -1)."""
     try:
-        msg, fds, _, _ = socket.recv_fds(conn, 512, 1, socket.MSG_DONTWAIT)
+        msg, fds = recv_fds(conn, 512, 1)
     except OSError as exc:
         return f"no answer ({exc})", -1
     if msg == b"P" and len(fds) == 1:

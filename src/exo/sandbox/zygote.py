@@ -63,10 +63,13 @@ from . import _bwrap, _cgroups, _landlock, _seccomp
 from ._probe import check_requirements
 from ._zygote_main import SPARES as _SPARES
 from ._zygote_main import pidfd_pid as _pidfd_pid
+from ._zygote_main import recv_fds as _recv_fds
 from .errors import ExecFailed, SandboxError
 from .namespace import DEVICES, TTY
 from .spec import NetPolicy, SandboxSpec
 
+#: Seconds an ended command's init has to report its status before it counts as killed.
+REPORT_GRACE = 2.0
 #: Set by a caller (the powerbox) that wants its spawns through a zygote when possible.
 preferred: contextvars.ContextVar[bool] = contextvars.ContextVar("exo_zygote", default=False)
 MAX_ZYGOTES = 8  # one per session and view; the oldest idle one stops beyond this
@@ -236,21 +239,44 @@ class ZygoteProcess:
         self.zygote.ended(self)
 
     def _await_end(self, timeout: float | None) -> bool:
-        """Wait (at most ``timeout`` s) for the init's report on ``conn`` and take it."""
+        """Wait (at most ``timeout`` s) for the init's report on ``conn`` and take it. Once
+        the command itself has ended (its pidfd says so) the report has ``REPORT_GRACE``
+        s to come, after which the command counts as killed: an init that never reports
+        (it cannot be reached from the command; a compromised zygote's could) never
+        holds a wait, a reclaim or a kill up."""
         if self._ended.is_set():
             return True
         conn = self.conn
-        if conn is not None:
-            poller = select.poll()
-            with contextlib.suppress(ValueError, OSError):  # closed meanwhile: ended
-                poller.register(conn, select.POLLIN)
-                poller.poll(-1 if timeout is None else max(0, int(timeout * 1000)))
-            with self._lock:
-                if not self._ended.is_set():
-                    raw = _report(conn)
-                    if raw is not None:
-                        self._exited(raw)
-        return self._ended.wait(0 if conn is not None else timeout)
+        if conn is None:
+            return self._ended.wait(timeout)
+        poller = select.poll()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        gone = False  # the command has ended: the report's grace is running
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile: ended
+            poller.register(conn, select.POLLIN)
+            if self.pidfd >= 0:
+                poller.register(self.pidfd, select.POLLIN)
+            while not self._ended.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if gone:
+                    left = REPORT_GRACE if left is None else min(left, REPORT_GRACE)
+                ready = {fd for fd, _ in poller.poll(
+                    -1 if left is None else max(0, int(left * 1000)))}
+                if conn.fileno() in ready:
+                    break
+                if not ready and (gone or left is not None):
+                    break  # the grace (or the caller's timeout) is over
+                if self.pidfd in ready:
+                    gone = True
+                    poller.unregister(self.pidfd)
+        with self._lock:
+            if not self._ended.is_set():
+                raw = _report(conn)
+                if raw is None and gone and (deadline is None or time.monotonic() < deadline):
+                    raw = signal.SIGKILL  # ended, and no report within the grace
+                if raw is not None:
+                    self._exited(raw)
+        return self._ended.is_set()
 
     def poll(self) -> int | None:
         if self._await_end(0):
@@ -298,7 +324,10 @@ class ZygoteProcess:
             if self.returncode is not None:
                 return
             raw = self._raw if self._raw is not None else signal.SIGKILL
-            rc = os.waitstatus_to_exitcode(raw)
+            try:
+                rc = os.waitstatus_to_exitcode(raw)
+            except (ValueError, OverflowError):  # never from _report: killed, if it were
+                rc = -signal.SIGKILL
             returncode = 128 - rc if rc < 0 else rc
             if self.cgroup is not None:
                 self.oom_killed = (returncode == 128 + signal.SIGKILL
@@ -338,8 +367,12 @@ def _report(conn: socket.socket) -> int | None:
     except OSError:
         return signal.SIGKILL
     body = msg[1:]
-    return int(body) if msg[:1] == b"X" and body.isdigit() and len(body) < 12 \
-        else signal.SIGKILL
+    raw = int(body) if msg[:1] == b"X" and body.isdigit() and len(body) < 6 else -1
+    # Only what an ended process's wait status can be: an exit (code << 8) or the signal
+    # that killed it (and the core flag); never a stop, a continue or a bit elsewhere.
+    exited = raw & 0xFF == 0 and raw <= 0xFF00
+    killed = 0 < raw & 0x7F < 0x7F and raw & 0xFF00 == 0
+    return raw if raw >= 0 and (exited or killed) else signal.SIGKILL
 
 
 class _Spare:
@@ -380,6 +413,7 @@ class Zygote:
         self.spares: collections.deque[_Spare] = collections.deque()
         self.coming = _SPARES  # owed by the zygote: at start, and one per "N" sent
         self.errors: collections.deque[str] = collections.deque()  # "E": spares not coming
+        self.starved = False  # a start waited for a spare in vain, and none came since
         self.dead = False
         self.last_used = time.monotonic()
         #: The commands' cgroups, made ahead (by boot: a zygote serves one)
@@ -429,8 +463,10 @@ class Zygote:
         (size, form, descriptors) and anything else ends it."""
         try:
             while True:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 1024, 2, socket.MSG_CMSG_CLOEXEC)
+                msg, fds = _recv_fds(self.sock, 1024, 2, block=True)
                 if not msg:
+                    for fd in fds:
+                        os.close(fd)
                     break
                 if not self._supplied(msg, fds):
                     break
@@ -470,6 +506,7 @@ class Zygote:
             if pid != 0:  # (0: it ended already; a take asks for another)
                 self.spares.append(spare)
                 self.errors.clear()
+                self.starved = False
             self.supplied.notify()
         if pid == 0:
             spare.discard()
@@ -500,7 +537,10 @@ class Zygote:
                         raise SandboxError(f"sandbox start failed: zygote: {why}")
                     self._ask()
                     left = deadline - time.monotonic()
-                    if left <= 0 or not self.supplied.wait(left):
+                    # After one start waited in vain, the next fail at once until a spare
+                    # comes (a pipeline's stages each waited the whole timeout).
+                    if self.starved or left <= 0 or not self.supplied.wait(left):
+                        self.starved = True
                         raise SandboxError("sandbox start failed: zygote: no spare came")
                 spare = self.spares.popleft()
                 self._ask()
@@ -621,8 +661,9 @@ class Zygote:
             proc.send_signal(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 cgroup.kill_all()
-            with contextlib.suppress(Exception):
-                proc._await_end(5.0)
+            if proc.conn is not None:  # started: its init's report, or the grace
+                with contextlib.suppress(Exception):
+                    proc._await_end(5.0)
             if not proc._ended.is_set():
                 proc._exited(signal.SIGKILL)
             proc._finish()

@@ -5,6 +5,7 @@ it rather than being believed."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import subprocess
@@ -76,10 +77,17 @@ class _FakeZygote:
         self.errors: collections.deque[str] = collections.deque()
         self.coming = 2
         self.dead = False
+        self.starved = False
         self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def _ask(self) -> None:
         zygote.Zygote._ask(self)  # type: ignore[arg-type]
+
+    def _supplied(self, msg: bytes, fds: list[int]) -> bool:
+        return zygote.Zygote._supplied(self, msg, fds)  # type: ignore[arg-type]
+
+    def _died(self) -> None:
+        zygote.Zygote._died(self)  # type: ignore[arg-type]
 
 
 def _closed(fd: int) -> bool:
@@ -169,3 +177,116 @@ def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried() -> 
                       f"{missing}: No such file or directory")
     assert same_ns == "True"
     assert counts == "2 0"  # the first spare, then a fresh one; none owed any more
+
+
+@pytest.mark.parametrize(("said", "raw"), [
+    (b"X0", 0), (b"X256", 256), (b"X65280", 65280), (b"X9", 9), (b"X139", 139),
+    # what no ended process's status is: a stop, a continue, stray bits, too big, junk
+    (b"X127", 9), (b"X4991", 9), (b"X65535", 9), (b"X65536", 9), (b"X99999999999", 9),
+    (b"X", 9), (b"X-1", 9), (b"Y0", 9), (b"", 9),
+])
+def test_an_inits_report_is_believed_only_if_it_is_an_ended_processs_status(
+        said: bytes, raw: int) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        if said:
+            theirs.send(said)
+        theirs.close()  # (no report at all: the socket's end)
+        assert zygote._report(ours) == raw
+
+
+def test_a_command_whose_init_never_reports_counts_as_killed_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command ended (its pidfd says so) but its socket stays open and silent: its
+    wait ends after ``REPORT_GRACE`` with SIGKILL, instead of never."""
+    import time
+
+    monkeypatch.setattr(zygote, "REPORT_GRACE", 0.2)
+    fake = _FakeZygote()
+    fake.pending = {}  # type: ignore[attr-defined]
+    fake.ended = lambda proc: None  # type: ignore[attr-defined]
+    proc = zygote.ZygoteProcess(fake, 3, None, "p3")  # type: ignore[arg-type]
+    child = subprocess.Popen(["sleep", "0.05"])
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        proc.pidfd, proc.conn = os.pidfd_open(child.pid), ours
+        assert proc.poll() is None  # running: no status from a look
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.01)
+        started = time.monotonic()
+        assert proc.exit_status() == 137
+        assert 0.1 < time.monotonic() - started < 5
+    finally:
+        child.wait()
+        theirs.close()
+        proc._finish()
+        fake.peer.close()
+
+
+def test_descriptors_from_the_zygote_are_close_on_exec() -> None:
+    from exo.sandbox._zygote_main import recv_fds
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    with ours, theirs:
+        os.set_inheritable(r, True)
+        socket.send_fds(theirs, [b"R"], [r])
+        msg, fds = recv_fds(ours, 64, 2)
+        assert msg == b"R" and len(fds) == 1
+        assert not os.get_inheritable(fds[0])
+        # more descriptors than asked for: refused, none kept
+        socket.send_fds(theirs, [b"R"], [r, w, r])
+        with pytest.raises(OSError):
+            recv_fds(ours, 64, 2)
+    for fd in (r, w, *fds):
+        os.close(fd)
+
+
+def test_an_empty_message_ends_the_zygote_and_its_descriptors_are_closed() -> None:
+    fake = _FakeZygote()
+    r, w = os.pipe()
+    try:
+        socket.send_fds(fake.peer, [b""], [r])
+        zygote.Zygote._read(fake)  # type: ignore[arg-type]
+        assert fake.dead
+        pipe = os.readlink(f"/proc/self/fd/{r}")
+        holding = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}") == pipe:
+                    holding.add(int(fd))
+        assert holding == {r, w}  # the one that came with the message was closed
+    finally:
+        os.close(r)
+        os.close(w)
+        fake.peer.close()
+
+
+def test_after_a_start_waited_in_vain_the_next_fail_at_once_until_a_spare_comes() -> None:
+    import time
+
+    fake = _FakeZygote()
+    fake.coming = 0
+    take = zygote.Zygote.take
+    try:
+        started = time.monotonic()
+        with pytest.raises(zygote.SandboxError, match="no spare came"):
+            take(fake, 0.2)  # type: ignore[arg-type]
+        assert time.monotonic() - started >= 0.2 and fake.starved
+        started = time.monotonic()
+        with pytest.raises(zygote.SandboxError, match="no spare came"):
+            take(fake, 5.0)  # type: ignore[arg-type]
+        assert time.monotonic() - started < 1.0
+        child = subprocess.Popen(["sleep", "60"])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            assert zygote.Zygote._supplied(  # type: ignore[arg-type]
+                fake, b"R", [ours.detach(), os.pidfd_open(child.pid)])
+            assert not fake.starved
+            spare, pid = take(fake, 1.0)  # type: ignore[arg-type]
+            assert pid == child.pid
+            spare.discard()
+        assert child.wait(10) == -9
+    finally:
+        zygote.Zygote._died(fake)  # type: ignore[arg-type]
+        fake.peer.close()
