@@ -21,6 +21,7 @@ import json
 import os
 import socket
 
+from exo._fdpass import recv_fds
 from exo.abi.errors import AbiError as AbiError
 from exo.abi.errors import ErrorCode as ErrorCode
 from exo.abi.errors import ProtocolError as ProtocolError
@@ -118,7 +119,7 @@ def send_message(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None
 
 def recv_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """One message and its fds; None when the peer has closed the channel."""
-    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    data, fds, flags = recv_fds(sock, MAX_MESSAGE, MAX_FDS)
     if not data:
         for fd in fds:
             _close(fd)

@@ -35,6 +35,7 @@ import os
 import socket
 import time
 
+from exo._fdpass import recv_fds
 from exo.abi import (
     BOOTSTRAP_FD_ENV,
     BOOTSTRAP_RING_ENV,
@@ -174,7 +175,7 @@ class BootstrapChannel:
         if nfds:
             if not isinstance(nfds, int) or not 0 < nfds <= MAX_FDS:
                 raise ProtocolError(f"bad descriptor count {nfds!r}")
-            _, fds, _, _ = socket.recv_fds(self.sock, 1, nfds)
+            _, fds, _ = recv_fds(self.sock, 1, nfds)
             if len(fds) != nfds:
                 for fd in fds:
                     os.close(fd)

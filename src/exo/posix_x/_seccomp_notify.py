@@ -35,6 +35,8 @@ import select
 import socket
 import time
 
+from exo._fdpass import recv_fds
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -279,7 +281,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None
             os._exit(code)
     child_sock.close()
     try:
-        _, fds, _, _ = socket.recv_fds(parent_sock, 1, 1)
+        _, fds, _ = recv_fds(parent_sock, 1, 1)
     finally:
         parent_sock.close()
     if not fds:

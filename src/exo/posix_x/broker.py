@@ -43,6 +43,8 @@ import struct
 import threading
 from pathlib import Path
 
+from exo._fdpass import recv_fds
+
 from . import _seccomp_notify as _sn
 
 TYPE_CHECKING = False
@@ -187,7 +189,7 @@ class Broker:
     def _serve(self) -> None:
         try:
             self._sock.settimeout(30)
-            _, fds, _, _ = socket.recv_fds(self._sock, 1, 1)
+            _, fds, _ = recv_fds(self._sock, 1, 1)
             if not fds:
                 return
             listener = fds[0]
