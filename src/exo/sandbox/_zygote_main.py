@@ -89,15 +89,14 @@ def pidfd_pid(pidfd: int) -> int:
         return -1
 
 
-
-
 def recv_fds(sock: socket.socket, size: int, maxfds: int,
              block: bool = False) -> tuple[bytes, list[int]]:
     """One message and the descriptors it carries, close-on-exec, without waiting unless
     ``block`` (``socket.recv_fds`` of Python 3.11 drops its flags: what it receives is
-    inheritable).
-    Shared with the kernel (``exo.sandbox.zygote``). Descriptors beyond ``maxfds`` (the
-    message truncated) are closed and the message refused (OSError)."""
+    inheritable). Shared with the kernel (``exo.sandbox.zygote``); the rest of ``exo``
+    has ``exo._fdpass``, which this standalone program cannot import. Descriptors
+    beyond ``maxfds`` (the message truncated) are closed and the message refused
+    (OSError)."""
     width = array.array("i").itemsize
     msg, ancdata, flags, _ = sock.recvmsg(
         size, socket.CMSG_SPACE(maxfds * width),
