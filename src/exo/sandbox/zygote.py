@@ -118,6 +118,14 @@ def prefer() -> Iterator[None]:
         preferred.reset(token)
 
 
+def _has_ended(pidfd: int, within: float = 0.1) -> bool:
+    """Whether the process of ``pidfd`` has ended (its pidfd is readable), waiting at most
+    ``within`` s (a process already refused as exiting may not be marked ended yet)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(int(within * 1000)))
+
+
 def _is_seqpacket(fd: int) -> bool:
     """Whether ``fd`` is a SOCK_SEQPACKET socket (a spare's, as the zygote hands over)."""
     try:
@@ -642,11 +650,20 @@ class Zygote:
             proc.pid = proc.init_pid = pid
             with self.lock:
                 self.pending[rid] = proc
-            cgroup.enter(pid)
-            os.write(go_w, b"g")
-            for fd in (*mine, go_w):
+            for fd in mine:  # the spare holds its own copies now
                 os.close(fd)
-            mine, go_w = [], -1
+            mine = []
+            try:
+                cgroup.enter(pid)
+                os.write(go_w, b"g")
+            except (SandboxError, OSError):
+                # Gone already (a request it refused: it said why on the status pipe,
+                # and that is the error to give), else the cgroup's or the pipe's.
+                if _has_ended(proc.pidfd):
+                    _confirm(proc, status_r, timeout)
+                raise
+            os.close(go_w)
+            go_w = -1
             pending = _deferred.get()
             if pending is None:
                 _confirm(proc, status_r, timeout)
