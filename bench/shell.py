@@ -51,8 +51,8 @@ process without network gets), ``sandbox_spawn`` (``exo.sandbox.spawn`` + wait: 
 whole launcher — mount plan, cgroup, trampoline, bubblewrap with the real plan, seccomp,
 exo-stage2, Landlock — without the kernel), ``kernel_run`` (``KernelApi.run`` under a
 session with one ``storage://`` grant: capability space, revocable FUSE export,
-bootstrap channel, syscall thread, reaping), ``kernel_run_zygote`` (the same, forked
-by the session's zygote, as the powerbox starts its commands).
+bootstrap channel, syscall thread, reaping), ``kernel_run_zygote`` (the same, started
+in a spare of the session's zygote, as the powerbox starts its commands).
 
 Run: ``.venv/bin/python bench/shell.py [--runs N] [--quick]``.
 """
@@ -175,7 +175,8 @@ def spawn_breakdown(runs: int) -> dict[str, float]:
         spec = SandboxSpec(net=NetPolicy.none(), cwd=Path("/"), pids_max=64)
 
         def zygote_run() -> None:
-            """``kernel_run`` as the powerbox starts it: forked by the session's zygote."""
+            """``kernel_run`` as the powerbox starts it: in a spare of the session's
+            zygote."""
             with prefer():
                 api.run(["/bin/true"], grant, stdio=(null, null, null), cwd="/home/root",
                         session=session)

@@ -389,9 +389,9 @@ class ProcessManager:
                 if account is not None and spec.user is None:
                     spec = replace(spec, account=account)
             nest = owner.sandbox if owner is not None else None
-            # The powerbox's commands fork from the session's zygote when they can
-            # (exo.sandbox.zygote; on this thread: only the zygote's own start forks, on
-            # the spawner); anything else, or what it declines, gets the launcher.
+            # The powerbox's commands start in a spare of the session's zygote when they
+            # can (exo.sandbox.zygote; on this thread: only the zygote's own start forks,
+            # on the spawner); anything else, or what it declines, gets the launcher.
             sandbox = zygote_spawn(spec, list(argv), name=f"p{pid}", boot_id=self.boot_id,
                                    stdio=stdio, log=self.log, start_on=self._spawner.call) \
                 if owner is None and posix_x is None and zygote_preferred.get() else None
