@@ -80,8 +80,14 @@ def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
     records += landlock
     records += ["argv", str(len(argv)), *argv]
     records += ["env", str(len(env)), *(f"{k}={v}" for k, v in env.items())]
-    if any("\0" in r for r in records):  # a NUL would end a string and start a record
-        raise SandboxError("argv, environment and paths may not contain NUL bytes")
+    return encode_records(records, "argv, environment and paths may not contain NUL bytes")
+
+
+def encode_records(records: list[str], refusal: str) -> bytes:
+    """``records`` as exo-stage2 reads them, each NUL-terminated; SandboxError(``refusal``)
+    for one holding a NUL, which would end a string and start a record."""
+    if any("\0" in r for r in records):
+        raise SandboxError(refusal)
     return b"".join(os.fsencode(r) + b"\0" for r in records)
 
 

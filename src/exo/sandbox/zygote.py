@@ -49,7 +49,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -126,17 +125,17 @@ def _has_ended(pidfd: int, within: float = 0.1) -> bool:
     return bool(poller.poll(int(within * 1000)))
 
 
-def _is_seqpacket(fd: int) -> bool:
-    """Whether ``fd`` is a SOCK_SEQPACKET socket (a spare's, as the zygote hands over)."""
+def _seqpacket(fd: int) -> socket.socket | None:
+    """``fd`` as a socket, which then owns it, if it is a Unix ``SOCK_SEQPACKET`` one (a
+    spare's, as the zygote hands over); else None, ``fd`` left as it was."""
     try:
-        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-            return False
-        probe = socket.socket(fileno=os.dup(fd))
-        with probe:
-            return probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == \
-                socket.SOCK_SEQPACKET
-    except OSError:
-        return False
+        conn = socket.socket(fileno=fd)  # its family and type read from the descriptor
+    except OSError:  # no socket at all
+        return None
+    if conn.family == socket.AF_UNIX and conn.type == socket.SOCK_SEQPACKET:
+        return conn
+    conn.detach()
+    return None
 
 
 def _open_tree(path: str) -> int:
@@ -404,7 +403,7 @@ class _Spare:
 class Zygote:
     """One running zygote and the kernel's end of its socket."""
 
-    def __init__(self, base: SandboxSpec, plan: _bwrap.MountPlan) -> None:
+    def __init__(self, base: SandboxSpec, plan: _bwrap.MountPlan, boot_id: str) -> None:
         # The mechanisms every command needs, checked once for the session's commands
         # (they do not go away while the kernel runs; each check looked bwrap up on PATH).
         self.abi = check_requirements("none", limits=[], allow_missing=frozenset())
@@ -424,8 +423,7 @@ class Zygote:
         self.starved = False  # a start waited for a spare in vain, and none came since
         self.dead = False
         self.last_used = time.monotonic()
-        #: The commands' cgroups, made ahead (by boot: a zygote serves one)
-        self.cgroups: dict[str, _cgroups.CgroupPool] = {}
+        self.cgroups = _cgroups.CgroupPool(boot_id, "zygote")  # the commands', made ahead
         self.starting = 0  # commands between their choice of this zygote and start (_lock)
         to_close = [theirs.fileno()]
         args = [_bwrap.require_bwrap(), *_bwrap.namespace_args(base),
@@ -499,16 +497,13 @@ class Zygote:
                 self.errors.append(msg[2:300].decode("utf-8", "replace"))
                 self.supplied.notify()
             return True
-        if msg != b"R" or len(fds) != 2 or not _is_seqpacket(fds[0]):
+        pid = _pidfd_pid(fds[1]) if msg == b"R" and len(fds) == 2 else -1  # -1: no pidfd
+        conn = _seqpacket(fds[0]) if pid >= 0 else None
+        if conn is None:
             for fd in fds:
                 os.close(fd)
             return False
-        pid = _pidfd_pid(fds[1])
-        if pid < 0:  # no pidfd: the kernel would signal and watch it
-            for fd in fds:
-                os.close(fd)
-            return False
-        spare = _Spare(socket.socket(fileno=fds[0]), fds[1])
+        spare = _Spare(conn, fds[1])
         with self.lock:
             self.coming -= 1
             if pid != 0:  # (0: it ended already; a take asks for another)
@@ -585,13 +580,10 @@ class Zygote:
         else:
             with contextlib.suppress(OSError):
                 self.sock.close()
-        with self.lock:
-            pools, self.cgroups = list(self.cgroups.values()), {}
-        for pool in pools:
-            pool.close()
+        self.cgroups.close()
 
     def start(self, spec: SandboxSpec, argv: Sequence[str], plan: _bwrap.MountPlan,
-              mounts: list[tuple[str, str, bool, bool]], *, name: str, boot_id: str,
+              mounts: list[tuple[str, str, bool, bool]], *, name: str,
               stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
         from .launcher import _stage2_config, landlock_rules
 
@@ -605,11 +597,7 @@ class Zygote:
         config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
                                 spec.account[1], await_fd=config_fd + 1)
         rid = next(_counter)
-        with self.lock:
-            pool = self.cgroups.get(boot_id)
-            if pool is None:
-                pool = self.cgroups[boot_id] = _cgroups.CgroupPool(boot_id, "zygote")
-        cgroup = pool.take(spec.memory_max, spec.pids_max, spec.cpu_max)
+        cgroup = self.cgroups.take(spec.memory_max, spec.pids_max, spec.cpu_max)
         proc = ZygoteProcess(self, rid, cgroup, name)
         mine: list[int] = []
         go_w = status_r = -1
@@ -682,10 +670,8 @@ class Zygote:
                 with contextlib.suppress(Exception):
                     proc._await_end(5.0)
             if not proc._ended.is_set():
-                proc._exited(signal.SIGKILL)
+                proc._exited(signal.SIGKILL)  # (and out of pending: Zygote.ended)
             proc._finish()
-            with self.lock:
-                self.pending.pop(rid, None)
             raise
         finally:
             for fd in (*mine, go_w, status_r):
@@ -715,9 +701,9 @@ def _records(mounts: list[tuple[str, str, bool, bool]], keep: Sequence[int], cwd
     for number, index in targets.items():
         records += ["fd", str(number), str(index)]
     records += ["config", str(config_fd)]
-    if any("\0" in r for r in records):
-        raise SandboxError("sandbox start failed: a NUL in a path")
-    return b"".join(r.encode() + b"\0" for r in records)
+    from .launcher import encode_records
+
+    return encode_records(records, "sandbox start failed: a NUL in a path")
 
 
 def _confirm(proc: ZygoteProcess, status_r: int, timeout: float) -> None:
@@ -800,7 +786,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
             return None
         if zygote is None:
             base_plan = base
-            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan))
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base_plan, boot_id))
             with _lock:
                 zygote = _zygotes.get(key)
                 if boot_id in _stopped:
@@ -815,7 +801,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
                 made.stop()
             if zygote is None:
                 return None  # the kernel is shutting down: the launcher says so its own way
-        return _start_in(zygote, spec, argv, plan, grants, tty, name=name, boot_id=boot_id,
+        return _start_in(zygote, spec, argv, plan, grants, tty, name=name,
                          stdio=stdio, timeout=timeout)
     finally:
         if marked is not None:
@@ -825,7 +811,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
 
 def _start_in(zygote: Zygote, spec: SandboxSpec, argv: Sequence[str],
               plan: _bwrap.MountPlan, grants: list[tuple[str, str, str]],
-              tty: list[tuple[str, str, str]], *, name: str, boot_id: str,
+              tty: list[tuple[str, str, str]], *, name: str,
               stdio: tuple[int, int, int], timeout: float) -> ZygoteProcess:
     """The command's request to ``zygote``, its grants as detached mounts."""
     # Whether each mount point is a directory, asked of the granted host path, never of an
@@ -838,8 +824,7 @@ def _start_in(zygote: Zygote, spec: SandboxSpec, argv: Sequence[str],
 
     mounts = [(d, s, o == "--ro-bind", is_dir(d, s)) for o, s, d in grants]
     mounts += [(d, s, False, False) for _, s, d in tty]  # last: the child makes /dev its own
-    return zygote.start(spec, argv, plan, mounts, name=name, boot_id=boot_id, stdio=stdio,
-                        timeout=timeout)
+    return zygote.start(spec, argv, plan, mounts, name=name, stdio=stdio, timeout=timeout)
 
 
 class _Spawner(Protocol):
@@ -872,7 +857,7 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
                 if (key in _zygotes and not _zygotes[key].dead) or key[0] in _stopped:
                     return
             base = _bwrap.plan_mounts(base_spec, tty=False)
-            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base))
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base, key[0]))
             with _lock:
                 if (key not in _zygotes or _zygotes[key].dead) and key[0] not in _stopped:
                     _zygotes[key] = made

@@ -798,9 +798,10 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
     from exo.sandbox.zygote import prefer
 
     try:
-        # Forked from the session's zygote when it can be (exo.sandbox.zygote: no network
-        # capability, not POSIX-X), as the powerbox's commands are, each with mount, IPC
-        # and network namespaces and a /proc of its own; else the launcher.
+        # Started in a spare of the session's zygote when it can be (exo.sandbox.zygote:
+        # no network capability, not POSIX-X), as the powerbox's commands are, each with
+        # pid, mount, IPC, network and cgroup namespaces and a /proc of its own; else the
+        # launcher.
         with prefer():
             proc = kernel.start(argv, grants, manifest=manifest,
                                 stdio=(ctx.stdin, ctx.stdout, ctx.stderr),

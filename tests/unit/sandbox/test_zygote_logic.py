@@ -109,6 +109,8 @@ def test_every_malformed_message_from_the_zygote_ends_it() -> None:
                           (b"R", lambda: [*(s.detach() for s in socket.socketpair(
                               socket.AF_UNIX, socket.SOCK_SEQPACKET))]),  # no pidfd
                           (b"R", lambda: [socket.socket().detach(),       # a TCP socket
+                                          os.pidfd_open(os.getpid())]),
+                          (b"R", lambda: [os.pipe()[0],                   # no socket
                                           os.pidfd_open(os.getpid())])):
             # (every descriptor is closed here, never signalled: this test's own pidfd)
             fds = make()
