@@ -132,7 +132,7 @@ def test_a_missing_helper_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
         _bwrap.stage2_path()
 
 
-# --spare: the per-session zygote's spare (exo.sandbox._zygote_main._spare_request). Run in
+# --spare: the per-session zygote's spare (its request: exo.sandbox.zygote._records). Run in
 # a mount namespace of its own (`unshare -m`): it remounts / read-only.
 _ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET|BPF_K: SECCOMP_RET_ALLOW
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a spare mounts: needs root")
@@ -248,7 +248,8 @@ def test_a_spare_that_cannot_prepare_itself_tells_the_zygote_why() -> None:
 @needs_root
 @pytest.mark.parametrize(("records", "error"), [
     (["status", "0", "cwd", "/"], "seccomp expected"),
-    (["status", "0", "close", "7"], "close index 7 out of range"),
+    (["status", "0", "seccomp", "7"], "seccomp index 7 out of range"),
+    (["status", "0", "close", "0", "seccomp", "0"], "seccomp expected"),  # no such record
     (["status", "0", "seccomp", "0", "mount", "relative", "0", "1", "0"],
      "mount point relative is not absolute"),
 ])

@@ -53,8 +53,6 @@
  * (SCM_RIGHTS, as the kernel sent them) and NUL-terminated records, in this order:
  *
  *     status IDX             the status pipe among the received descriptors (errors)
- *     close IDX              a received descriptor to close at once (repeated: the
- *                            zygote's end of "go", the cgroup.procs files)
  *     seccomp IDX            the memfd holding the seccomp program (struct sock_filter[])
  *     dev IDX                (optional) a /dev of the command's own, with the terminal's
  *                            node, the detached mount IDX, at /dev/tty (private_dev)
@@ -565,8 +563,7 @@ static int spare(int sock) {
      * reaches the status pipe after those moves (the received number may be one). */
     status_fd = fcntl(IDX("status index"), F_DUPFD_CLOEXEC, PARK_FD);
     if (status_fd < 0) _exit(127);
-    for (tag = next_tag(); tag != NULL && strcmp(tag, "close") == 0; tag = next_tag())
-        close(IDX("close index"));
+    tag = next_tag();
     if (tag == NULL || strcmp(tag, "seccomp") != 0) fail("zygote request: seccomp expected");
     int bpf = IDX("seccomp index");
     tag = next_tag();
