@@ -5,6 +5,7 @@ is called with the session's token, as a shell with a bug (or a hostile one) wou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from exo.kernel.kernel import Kernel
 from exo.kernel.manifest import Manifest, parse_grant
 from exo.kernel.sessions import EXO_UID_BASE
 from exo.kernel.users import UserDatabase
+from exo.sandbox.spec import process_uids
 
 SLEEP = ["/bin/sleep", "30"]
 
@@ -123,12 +125,15 @@ def test_each_users_processes_run_as_a_distinct_unprivileged_host_uid(kernel: Ke
             uids = set(status["Uid"].split())
             assert len(uids) == 1, status["Uid"]  # real, effective, saved, fs: one uid
             seen[proc.pid] = int(uids.pop())
-            assert set(status["Gid"].split()) == {str(seen[proc.pid])}
+            gids = set(status["Gid"].split())
+            assert len(gids) == 1 and status["Groups"] == "", status
+            # the account's gid; a uid of the account's own range (one per process)
+            assert seen[proc.pid] in process_uids(int(gids.pop()))
             for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
                 assert int(status[caps], 16) == 0, (caps, status[caps])
         uids = list(seen.values())
         assert len(set(uids)) == 3 and min(uids) >= EXO_UID_BASE  # never 0, never shared
-        assert uids[2] == EXO_UID_BASE  # root's processes too: not host root
+        assert uids[2] in process_uids(EXO_UID_BASE)  # root's processes too: not host root
     finally:
         for proc in procs:
             api.kill(proc.pid, 9)
@@ -148,7 +153,10 @@ def test_id_in_a_users_shell_is_their_own_unprivileged_uid(exo_env: dict[str, st
         login_as(term, "alice", "wonderland")
         term.expect(r"exo-os:[^\r\n$]*\$")
         term.sendline("/usr/bin/id -u; /usr/bin/id -un; /usr/bin/id -G")
-        term.expect(rf"{EXO_UID_BASE + user.uid}\r\nalice\r\n{EXO_UID_BASE + user.uid}\r\n")
+        term.expect(r"(\d+)\r\nalice\r\n(\d+)\r\n")
+        uid, gid = (int(n) for n in term.match.groups())
+        # a host uid of its own, named alice; alice's group
+        assert gid == EXO_UID_BASE + user.uid and uid in process_uids(gid)
         term.sendline("/usr/bin/sleep 30 &")
         term.expect(r"\[1\]")
         time.sleep(1.0)
@@ -158,8 +166,8 @@ def test_id_in_a_users_shell_is_their_own_unprivileged_uid(exo_env: dict[str, st
         sleepers = [p for p in os.listdir("/proc") if p.isdigit()
                     and _cmdline(p) == "/usr/bin/sleep\x0030\x00"]
         assert sleepers
-        uids = {_host_status(int(p))["Uid"].split()[0] for p in sleepers}
-        assert str(EXO_UID_BASE + user.uid) in uids
+        uids = {int(_host_status(int(p))["Uid"].split()[0]) for p in sleepers}
+        assert uids & set(process_uids(EXO_UID_BASE + user.uid))
         term.sendline("kill %1; wait")
         term.expect(r"exo-os:[^\r\n$]*\$")
         term.sendline("shutdown")
@@ -175,6 +183,17 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return ""
+
+
+def test_account_and_process_uids_are_the_same_ranges_everywhere() -> None:
+    from exo.kernel.sessions import MAX_EXO_UID, host_uid
+    from exo.sandbox.spec import ACCOUNT_UID_BASE, ACCOUNT_UIDS
+
+    assert EXO_UID_BASE == ACCOUNT_UID_BASE and host_uid(MAX_EXO_UID) in ACCOUNT_UIDS
+    first, last = process_uids(host_uid(0)), process_uids(host_uid(MAX_EXO_UID))
+    assert first.start > host_uid(MAX_EXO_UID) and last.stop <= 1 << 31
+    assert not set(process_uids(host_uid(1))) & set(first)  # two users never share one
+    assert not process_uids(1000) and not process_uids(0)  # not an Exo account: none
 
 
 def test_a_sandbox_never_runs_as_a_privileged_account() -> None:
@@ -196,11 +215,12 @@ def test_exo_stage2_becomes_the_account_and_refuses_a_privileged_one() -> None:
     from exo.sandbox import _bwrap
     from exo.sandbox.launcher import _memfd, _stage2_config
 
-    def stage2(uid: int) -> tuple[int, bytes, str]:
+    def stage2(uid: int, gid: int | None = None) -> tuple[int, bytes, str]:
         r, w = os.pipe()
         fd = _memfd("test-stage2", _stage2_config(
-            w, [], [], ["/bin/sh", "-c", "grep -E '^(Uid|CapEff|CapBnd|CapPrm)' "
-                        "/proc/self/status"], {"PATH": "/usr/bin:/bin"}, uid))
+            w, [], [], ["/bin/sh", "-c", "grep -E '^(Uid|Gid|CapEff|CapBnd|CapPrm)' "
+                        "/proc/self/status"], {"PATH": "/usr/bin:/bin"},
+            (uid, uid if gid is None else gid)))
         try:
             proc = subprocess.run([str(_bwrap.stage2_path()), str(fd)], pass_fds=(fd, w),
                                   capture_output=True, text=True, timeout=30, check=False)
@@ -211,13 +231,16 @@ def test_exo_stage2_becomes_the_account_and_refuses_a_privileged_one() -> None:
             return proc.returncode, fh.read(), proc.stdout
 
     status, report, _ = stage2(999)
-    assert status == 127 and b"privileged" in report
+    assert status == 127 and b"account uid 999 is privileged" in report
+    status, report, _ = stage2(EXO_UID_BASE + 7, 0)
+    assert status == 127 and b"account gid 0 is privileged" in report
     if os.geteuid() != 0:
         return
-    status, report, out = stage2(EXO_UID_BASE + 7)
+    status, report, out = stage2(process_uids(EXO_UID_BASE + 7)[3], EXO_UID_BASE + 7)
     assert status == 0 and report == b"R", report
     lines = dict(line.split(":", 1) for line in out.splitlines())
-    assert lines["Uid"].split() == [str(EXO_UID_BASE + 7)] * 4
+    assert lines["Uid"].split() == [str(process_uids(EXO_UID_BASE + 7)[3])] * 4
+    assert lines["Gid"].split() == [str(EXO_UID_BASE + 7)] * 4
     assert all(int(lines[c], 16) == 0 for c in ("CapEff", "CapBnd", "CapPrm"))
 
 
@@ -240,3 +263,48 @@ def test_an_accounts_process_reaches_its_whole_view() -> None:
     assert proc.wait(30) == 0
     with os.fdopen(r) as out:
         assert out.read().split() == ["alice", "all-ok"]
+
+
+_INOTIFY = ("import ctypes, os, sys, time\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "n = 0\n"
+            "while n < 400 and libc.inotify_init1(0) >= 0:\n"
+            "    n += 1\n"
+            "print(n, os.strerror(ctypes.get_errno()) if n < 400 else '', flush=True)\n"
+            "time.sleep(float(sys.argv[1]))\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root kernel switches host uids")
+def test_a_users_command_cannot_spend_the_per_uid_limits_of_their_others(
+        kernel: Kernel, alice: str) -> None:
+    """Linux counts inotify instances per uid (``max_user_instances``), and pending
+    signals, pipe pages and descriptors in flight too: each of a user's processes runs as
+    a host uid of its own, so one that takes every instance it may leaves its sibling's
+    (which failed with EMFILE when a user's processes shared the account's uid). The uid
+    goes back once its process has ended."""
+    api = kernel.api
+    before = kernel.processes.uids.held()
+    procs = []
+    try:
+        for wait in ("30", "0"):
+            r, w = os.pipe()
+            procs.append((api.start(["/usr/bin/python3", "-c", _INOTIFY, wait],
+                                    stdio=(w, w, w), session=alice), r))
+            os.close(w)
+            with os.fdopen(os.dup(r)) as out:
+                line = out.readline().split()
+            limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+            assert int(line[0]) == min(limit, 400), line  # every one, both times
+        assert api.wait(procs[1][0]) == 0
+        uids = {_host_status(procs[0][0].host_pid)["Uid"].split()[0]}
+        assert len(uids) == 1 and uids != {str(api.session(alice).host_uid)}
+    finally:
+        for proc, r in procs:
+            with contextlib.suppress(LookupError):  # (the sibling was waited for)
+                api.kill(proc.pid, 9)
+                api.wait(proc)
+            os.close(r)
+    deadline = time.monotonic() + 10
+    while kernel.processes.uids.held() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kernel.processes.uids.held() == before

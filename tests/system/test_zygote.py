@@ -409,6 +409,7 @@ def test_a_command_on_a_terminal_gets_its_dev_tty(alice: Shell, kernel: Kernel) 
     master, slave = os.openpty()
     uid = host_uid(alice.session.uid)
     os.chown(os.ttyname(slave), uid, uid)  # as the login gives it to the user
+    os.chmod(os.ttyname(slave), 0o660)
     try:
         status = alice.run_line("sh -c 'echo hi > /dev/tty; /bin/ls /dev'", 0, slave, slave)
         os.set_blocking(master, False)

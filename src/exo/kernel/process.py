@@ -33,6 +33,7 @@ from exo.kernel.caps import Rights
 from exo.kernel.caps.errors import QuotaExceeded
 from exo.kernel.manifest import Grant, Limits, ManifestError, PosixX
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
+from exo.kernel.sessions import ProcessUids
 from exo.sandbox.errors import SandboxError
 from exo.sandbox.namespace import RUNTIME_SRC
 
@@ -89,7 +90,7 @@ class ExoProcess:
 
     __slots__ = ("account", "argv", "channel", "children", "cwd", "end_reason", "ended", "exited",
                  "host_pid", "inbox", "limits", "on_exit", "parent", "pid", "reclaimed",
-                 "report_fd", "sandbox", "server", "started", "status")
+                 "report_fd", "sandbox", "server", "started", "status", "uid")
 
     def __init__(self, pid: int, argv: list[str], parent: int,
                  limits: Limits | None = None) -> None:
@@ -101,6 +102,8 @@ class ExoProcess:
         self.host_pid = 0
         #: (user, host uid) it runs as on the host (a session's; None: the kernel's uid).
         self.account: tuple[str, int] | None = None
+        #: The host uid it runs as, its own (ProcessUids; None: the account's, or the kernel's).
+        self.uid: int | None = None
         self.cwd = "/"  # the Exo path it started in
         self.status: int | None = None
         self.ended: float | None = None  # monotonic time of its exit
@@ -230,6 +233,7 @@ class ProcessManager:
         self.serve: Callable[[ExoProcess], threading.Thread] | None = None
         self._lock = threading.Lock()
         self._next_pid = KERNEL_PID + 1
+        self.uids = ProcessUids()  # each account process's own host uid
         self._table: dict[int, ExoProcess] = {}
         # Processes the kernel started, reaped: gone from the table (and ps) at once, kept
         # here (the newest _REAPED_KEPT) only so a late ``wait(pid)`` still gets the status.
@@ -368,6 +372,8 @@ class ProcessManager:
             channel = BootstrapChannel() if syscalls else None
             if owner is not None:
                 account = owner.account
+            if account is not None and os.geteuid() == 0:  # (else no uid to switch to)
+                proc.uid = self.uids.take(account[1])
             # Built once with everything it holds (each dataclasses.replace of a spec
             # validates it all again); a POSIX-X program's account is settled below.
             spec = self._spec(pid, limits,
@@ -376,7 +382,8 @@ class ProcessManager:
                               passthrough=passthrough or (posix_x is not None
                                                           and posix_x.passthrough),
                               keep_fds=(*(channel.child_fds() if channel else ()), *extra_fds),
-                              account=account if posix_x is None else None)
+                              account=account if posix_x is None else None,
+                              process_uid=proc.uid if posix_x is None else None)
             if posix_x is not None:
                 from exo.posix_x.broker import prepare
                 from exo.posix_x.sandbox import apply
@@ -387,7 +394,7 @@ class ProcessManager:
                     spec, list(argv), pid=pid,
                     audit=lambda reason: self.caps.audit.record("deny", pid=pid, reason=reason))
                 if account is not None and spec.user is None:
-                    spec = replace(spec, account=account)
+                    spec = replace(spec, account=account, process_uid=proc.uid)
             nest = owner.sandbox if owner is not None else None
             # The powerbox's commands start in a spare of the session's zygote when they
             # can (exo.sandbox.zygote; on this thread: only the zygote's own start forks,
@@ -400,6 +407,8 @@ class ProcessManager:
                                       boot_id=self.boot_id, stdin=stdio[0],
                                       stdout=stdio[1], stderr=stdio[2], cgroup_parent=nest))
         except BaseException:
+            if proc.uid is not None:
+                self.uids.give(proc.uid)
             if broker is not None:
                 broker.close()
             if channel is not None:
@@ -453,7 +462,8 @@ class ProcessManager:
     def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
               inherited: str | None, *, passthrough: bool = False,
               keep_fds: tuple[int, ...] = (),
-              account: tuple[str, int] | None = None) -> Any:
+              account: tuple[str, int] | None = None,
+              process_uid: int | None = None) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
         ``passthrough``: export its directories in FUSE passthrough mode (``[posix_x]``)."""
@@ -548,7 +558,7 @@ class ProcessManager:
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
-            keep_fds=keep_fds, account=account,
+            keep_fds=keep_fds, account=account, process_uid=process_uid,
         )
 
     @staticmethod
@@ -665,6 +675,8 @@ class ProcessManager:
         for hook in proc.on_exit:
             with contextlib.suppress(Exception):
                 hook(proc)
+        if proc.uid is not None:  # nothing runs as it any more (its cgroup is empty)
+            self.uids.give(proc.uid)
         with contextlib.suppress(Exception):
             self.files.release_exports(proc.pid)
         with contextlib.suppress(Exception):

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 SESSION_SPACE_BASE = 1 << 30
 #: The host uid (and gid) of Exo uid N is EXO_UID_BASE + N: outside the host's accounts
 #: (Debian gives users 1000-59999 and subordinate ranges from 100000 in steps of 65536).
+#: Its processes run under uids of their own (``exo.sandbox.spec.process_uids``, whose
+#: ACCOUNT_UID_BASE is this number: not imported, the boot path keeps dataclasses off).
 EXO_UID_BASE = 300000
 #: Exo uids above this are refused (the host uid must stay below 2**31 and unambiguous).
 MAX_EXO_UID = 65535
@@ -52,6 +54,45 @@ def host_uid(exo_uid: int) -> int:
     if type(exo_uid) is not int or not 0 <= exo_uid <= MAX_EXO_UID:
         raise SessionError(f"uid {exo_uid!r} is outside 0..{MAX_EXO_UID}")
     return EXO_UID_BASE + exo_uid
+
+
+class ProcessUids:
+    """Which host uids of each account's range (``exo.sandbox.spec.process_uids``) live
+    processes run as: each process gets one no live process has, so the counters Linux
+    keeps per uid are its own; past the range's size, the least shared one. A uid is given
+    back once its process and everything it left in its cgroup are gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: dict[int, int] = {}  # uid -> live processes running as it
+
+    def take(self, account_uid: int) -> int | None:
+        """A uid for a new process of ``account_uid``; None when the account has no range."""
+        from exo.sandbox.spec import process_uids  # (the spawn path: loaded by then)
+
+        uids = process_uids(account_uid)
+        if not uids:
+            return None
+        with self._lock:
+            held = self._holders
+            uid = next((u for u in uids if u not in held), None)
+            if uid is None:
+                uid = min(uids, key=held.__getitem__)
+            held[uid] = held.get(uid, 0) + 1
+            return uid
+
+    def give(self, uid: int) -> None:
+        with self._lock:
+            left = self._holders.get(uid, 0) - 1
+            if left > 0:
+                self._holders[uid] = left
+            else:
+                self._holders.pop(uid, None)
+
+    def held(self) -> int:
+        """How many uids are in use (tests)."""
+        with self._lock:
+            return len(self._holders)
 
 
 class KernelSession:

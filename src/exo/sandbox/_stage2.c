@@ -16,7 +16,7 @@
  *                            right after "R" means the exec succeeded), then
  *                            "X<errno> <message>" if execve failed; "E<message>" on any
  *                            earlier error
- *     account UID            become UID (real, effective, saved; gid the same number; no
+ *     account UID GID        become UID and GID (real, effective, saved; no
  *                            supplementary groups) before Landlock and exec: bubblewrap left
  *                            CAP_SETUID, CAP_SETGID and CAP_SETPCAP for this alone: the
  *                            bounding set is emptied, the ids changed (which clears the
@@ -655,13 +655,16 @@ int main(int argc, char **argv) {
     status_fd = next_fd("status fd");
     if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) != 0) fail("status fd: %s", strerror(errno));
 
-    uint64_t account = 0;
+    uint64_t account = 0, account_gid = 0;
     int has_account = 0;
     tag = next_tag();
     if (tag != NULL && strcmp(tag, "account") == 0) {
         account = parse_num(next_str("account uid"), INT32_MAX, "account uid");
         if (account < 1000) fail("stage 2 config: account uid %llu is privileged",
                                  (unsigned long long)account);
+        account_gid = parse_num(next_str("account gid"), INT32_MAX, "account gid");
+        if (account_gid < 1000) fail("stage 2 config: account gid %llu is privileged",
+                                     (unsigned long long)account_gid);
         has_account = 1;
         tag = next_tag();
     }
@@ -769,16 +772,20 @@ int main(int argc, char **argv) {
     }
     if (has_account) {
         uid_t id = (uid_t)account;
+        gid_t gid = (gid_t)account_gid;
         /* Empty the bounding set first (CAP_SETPCAP), so nothing below can ever gain one. */
         for (int cap = 0; cap <= 63; cap++)
             if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
                 fail("account: drop capability %d: %s", cap, strerror(errno));
         if (setgroups(0, NULL) != 0) fail("account: setgroups: %s", strerror(errno));
-        if (setresgid(id, id, id) != 0) fail("account: setresgid: %s", strerror(errno));
+        if (setresgid(gid, gid, gid) != 0) fail("account: setresgid: %s", strerror(errno));
         if (setresuid(id, id, id) != 0) fail("account: setresuid: %s", strerror(errno));
         uid_t r, e, sv;
         if (getresuid(&r, &e, &sv) != 0 || r != id || e != id || sv != id)
             fail("account: still uid %u after setresuid", (unsigned)e);
+        gid_t rg, eg, sg;
+        if (getresgid(&rg, &eg, &sg) != 0 || rg != gid || eg != gid || sg != gid)
+            fail("account: still gid %u after setresgid", (unsigned)eg);
         /* Changing every uid away from 0 cleared the permitted and effective sets; the
          * inheritable one is emptied here, the ambient one too. */
         struct { uint32_t version; int pid; } hdr = {0x20080522, 0};

@@ -66,13 +66,14 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
 
 def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
                    argv: Sequence[str], env: dict[str, str],
-                   account_uid: int | None = None, await_fd: int | None = None) -> bytes:
+                   account: tuple[int, int] | None = None,
+                   await_fd: int | None = None) -> bytes:
     """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``).
-    ``account_uid``: the unprivileged uid (and gid) stage 2 becomes before exec;
+    ``account``: the unprivileged (uid, gid) stage 2 becomes before exec;
     ``await_fd``: a pipe stage 2 reads "g" from before exec (the zygote's go)."""
     records = ["status", str(status_fd)]
-    if account_uid is not None:
-        records += ["account", str(account_uid)]
+    if account is not None:
+        records += ["account", str(account[0]), str(account[1])]
     if await_fd is not None:
         records += ["await", str(await_fd)]
     for fd in keep_fds:
@@ -321,10 +322,9 @@ def spawn(
         info_r, info_w = os.pipe()
         to_close += [status_r, status_w, info_r, info_w]
         # A kernel that is not root cannot switch uids: its processes stay its own uid.
-        account_uid = spec.account[1] if spec.account is not None and os.geteuid() == 0 \
-            else None
+        ids = spec.host_ids() if os.geteuid() == 0 else None
         config_fd = _memfd("exo-stage2", _stage2_config(status_w, spec.keep_fds, landlock,
-                                                        argv, env, account_uid))
+                                                        argv, env, ids))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:

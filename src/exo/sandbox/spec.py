@@ -18,7 +18,28 @@ from typing import Literal
 from .errors import SandboxError, SandboxUnavailable
 
 NetMode = Literal["none", "tcp", "any"]
-__all__ = ["NetMode", "NetPolicy", "SandboxError", "SandboxSpec", "SandboxUnavailable"]
+__all__ = ["NetMode", "NetPolicy", "SandboxError", "SandboxSpec", "SandboxUnavailable",
+           "process_uids"]
+
+#: Host uids of Exo accounts (``exo.kernel.sessions.host_uid``: Exo uid N is this + N,
+#: ``EXO_UID_BASE`` there).
+ACCOUNT_UID_BASE = 300000
+ACCOUNT_UIDS = range(ACCOUNT_UID_BASE, ACCOUNT_UID_BASE + 65536)
+#: Each account's processes run under host uids of their own, from this range up, so that
+#: the counters Linux keeps per uid (inotify instances, pending signals, pipe pages,
+#: descriptors in flight) are each process's: one command cannot spend its siblings'.
+PROCESS_UID_BASE = 1 << 30
+#: Host uids per account. Past this many live processes of one account, two share one.
+PROCESS_UIDS = 128
+
+
+def process_uids(account_uid: int) -> range:
+    """The host uids account ``account_uid``'s processes run as (each a uid of its own,
+    gid the account's); empty for a uid that is not an Exo account's."""
+    if account_uid not in ACCOUNT_UIDS:
+        return range(0)
+    start = PROCESS_UID_BASE + (account_uid - ACCOUNT_UID_BASE) * PROCESS_UIDS
+    return range(start, start + PROCESS_UIDS)
 
 
 def _ports(ports: tuple[int, ...], what: str) -> tuple[int, ...]:
@@ -117,6 +138,9 @@ class SandboxSpec:
     processes are a different host user (``exo.kernel.sessions.host_uid``). The mounts are
     still made by bubblewrap as the kernel; stage 2 changes the ids before Landlock and
     exec. Not combined with ``user`` (whose user namespace maps to the kernel's uid).
+    ``process_uid``: with ``account``, the host uid the process runs as instead of the
+    account's, one of :func:`process_uids` (its gid stays the account's); ``/etc/passwd``
+    names each of those uids as the account's user.
     ``broker``: the seccomp filter hands the refused syscalls (``DENIED_SYSCALLS``) to a
     notifying filter the program installs before it runs (``exo.posix_x.broker``: the
     kernel answers them with Linux's errno and audits them); without one they fail with
@@ -140,7 +164,15 @@ class SandboxSpec:
     fork: bool = True
     exec_only: tuple[Path, ...] | None = None
     account: tuple[str, int] | None = None
+    process_uid: int | None = None
     broker: bool = False
+
+    def host_ids(self) -> tuple[int, int] | None:
+        """The host (uid, gid) the process runs as: its process uid (else the account's)
+        and the account's gid; None without an account."""
+        if self.account is None:
+            return None
+        return (self.process_uid or self.account[1], self.account[1])
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -163,6 +195,11 @@ class SandboxSpec:
             if self.user is not None:
                 raise SandboxError("a sandbox runs as an account or as a POSIX-X user, "
                                    "not both")
+        if self.process_uid is not None and (
+                self.account is None or type(self.process_uid) is not int
+                or self.process_uid not in process_uids(self.account[1])):
+            raise SandboxError(f"process uid {self.process_uid!r}: not one of the "
+                               "account's process uids")
         if self.exec_only is not None:
             set_(self, "exec_only", _abs_paths(tuple(self.exec_only), "exec_only"))
         set_(self, "read_paths", _abs_paths(tuple(self.read_paths), "read"))

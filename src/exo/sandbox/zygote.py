@@ -183,7 +183,7 @@ def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
 def _base(spec: SandboxSpec) -> SandboxSpec:
     return replace(spec, read_paths=(), write_paths=(), exec_paths=(), bind_sources={},
                    cwd=None, keep_fds=(), env={}, memory_max=None, pids_max=None,
-                   cpu_max=None)
+                   cpu_max=None, process_uid=None)
 
 
 def eligible(spec: SandboxSpec) -> str | None:
@@ -595,7 +595,7 @@ class Zygote:
         config_fd = status_fd + 1
         assert spec.account is not None
         config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
-                                spec.account[1], await_fd=config_fd + 1)
+                                spec.host_ids(), await_fd=config_fd + 1)
         rid = next(_counter)
         cgroup = self.cgroups.take(spec.memory_max, spec.pids_max, spec.cpu_max)
         proc = ZygoteProcess(self, rid, cgroup, name)

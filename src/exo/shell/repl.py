@@ -205,8 +205,10 @@ def _session(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[
 
 class _TerminalOwner:
     """The terminal belongs to the user logged in on it, as login(1) makes it: its
-    processes run as the session's unprivileged host uid, and open ``/dev/tty`` (the
-    terminal's own node, exo.sandbox) as that uid. Given back to its owner at logout."""
+    processes open ``/dev/tty`` (the terminal's own node, exo.sandbox) as members of the
+    session's group, the account's host gid (each runs under a host uid of its own,
+    ``exo.kernel.sessions.ProcessUids``), so it is the account's, mode 0660. Given back to
+    its owner at logout."""
 
     def __init__(self, kernel: KernelApi) -> None:
         self._kernel = kernel
@@ -223,8 +225,8 @@ class _TerminalOwner:
             return
         with contextlib.suppress(OSError, LookupError):
             uid = self._kernel.session(session.token).host_uid
-            os.chown(self._path, uid, -1)
-            os.chmod(self._path, 0o620)
+            os.chown(self._path, uid, uid)
+            os.chmod(self._path, 0o660)
 
     def restore(self) -> None:
         if self._path is None or self._saved is None:
