@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
     from exo.kernel.manifest import Grant, Manifest
     from exo.shell.jobs import Job
@@ -284,83 +284,161 @@ def _touch(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("head", "first lines of files or stdin: head [-n N | -N] [FILE...]")
+@builtin("head", "first lines of files or stdin: head [-n [-]N | -N | -c [-]N] [FILE...]")
 def _head(ctx: CommandContext) -> int:
-    lines, count = _lines_and_count(ctx, "print the first lines")
-    ctx.write(b"".join(lines[:count]))
-    return 0
+    from exo.shell import textutils
+
+    ns, by_bytes, count, signed = _count_options(ctx, "print the first lines (or bytes)")
+    def one(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        return textutils.head(chunks, count, by_bytes=by_bytes, all_but=signed == "-")
+
+    return _per_input(ctx, ns.files, one)
 
 
-def _lines_and_count(ctx: CommandContext, description: str) -> tuple[list[bytes], int]:
-    """head and tail: the input's lines and ``-n N`` (or the traditional ``-N``)."""
-    args = [f"-n{a[1:]}" if a[:1] == "-" and a[1:].isdigit() else a for a in ctx.args]
+@builtin("tail", "last lines of files or stdin: tail [-n [+]N | -N | -c [+]N] [FILE...]")
+def _tail(ctx: CommandContext) -> int:
+    from exo.shell import textutils
+
+    ns, by_bytes, count, signed = _count_options(ctx, "print the last lines (or bytes)")
+    def one(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        return textutils.tail(chunks, count, by_bytes=by_bytes, from_start=signed == "+")
+
+    return _per_input(ctx, ns.files, one)
+
+
+def _count_options(ctx: CommandContext, description: str) -> tuple[Any, bool, int, str]:
+    """head and tail: ``-n N`` or ``-c N`` (a sign kept apart: head's ``-N`` is "all but
+    the last N", tail's ``+N`` "from the Nth on"), or the traditional ``-N``."""
+    args: list[str] = []
+    for a in ctx.args:
+        traditional = a[:1] == "-" and a[1:].isdigit() and args[-1:] not in (["-n"], ["-c"])
+        args.append(f"-n{a[1:]}" if traditional else a)
+    args = [f"{a[:2]}={a[2:]}" if a[:2] in ("-n", "-c") and a[2:3] == "-" else a
+            for a in args]  # -n-2: a value, not an option
     p = _parser(ctx, description)
-    p.add_argument("-n", type=int, default=10)
+    p.add_argument("-n", default="10")
+    p.add_argument("-c", default=None)
     p.add_argument("files", nargs="*")
     ns = p.parse_args(args)
-    return b"".join(_inputs(ctx, ns.files)).splitlines(keepends=True), max(ns.n, 0)
+    by_bytes = ns.c is not None
+    raw = ns.c if by_bytes else ns.n
+    signed = raw[:1] if raw[:1] in ("+", "-") else ""
+    digits = raw[len(signed):]
+    if not digits.isdigit():
+        raise CommandError(f"invalid number of {'bytes' if by_bytes else 'lines'}: "
+                           f"'{raw}'", 1)
+    return ns, by_bytes, int(digits), signed
+
+
+def _per_input(ctx: CommandContext,
+               files: list[str], run: Callable[[Iterator[bytes]], Iterator[bytes]]) -> int:
+    """``run`` over each input in turn (stdin without files), written out as it comes;
+    with several files, each under ``==> NAME <==`` as coreutils does."""
+    status = 0
+    names = files or ["-"]
+    for index, raw in enumerate(names):
+        if len(names) > 1:
+            ctx.write(f"{chr(10) if index else ''}==> {_shown(raw)} <==\n")
+        try:
+            for part in run(_chunks(ctx, raw)):
+                ctx.write(part)
+        except FileNotFoundError:
+            ctx.err(f"cannot open '{raw}' for reading: no such file or directory")
+            status = 1
+    return status
+
+
+def _shown(raw: str) -> str:
+    return "standard input" if raw == "-" else raw
+
+
+def _chunks(ctx: CommandContext, raw: str) -> Iterator[bytes]:
+    """One input's bytes as they come (``-``: stdin), until Ctrl-C."""
+    if raw == "-":
+        yield from ctx.read_stdin(1 << 20)
+        return
+    for chunk in ctx.shell.vfs.iter_chunks(ctx.path(raw), 1 << 20):
+        if ctx.cancelled.is_set():
+            return
+        yield chunk
 
 
 @builtin("wc", "count lines, words and bytes: wc [-l|-w|-c] [FILE...]")
 def _wc(ctx: CommandContext) -> int:
+    from exo.shell import textutils
+
     flags, files = _split_flags(ctx.args, "lwc")
-    counts = {"l": 0, "w": 0, "c": 0}
-    tail = b""  # a word cut across two chunks is counted once, with the next chunk
-    chunks = ctx.read_stdin(1 << 20) if not files else (
-        c for raw in files for c in _file_chunks(ctx, raw))
-    for chunk in chunks:
-        counts["l"] += chunk.count(b"\n")
-        counts["c"] += len(chunk)
-        if "w" in flags or not flags:
-            words = (tail + chunk).split()
-            tail = words.pop() if words and not chunk[-1:].isspace() else b""
-            counts["w"] += len(words)
-    counts["w"] += 1 if tail else 0
-    ctx.out(" ".join(str(counts[k]) for k in "lwc" if not flags or k in flags))
-    return 0
-
-
-def _file_chunks(ctx: CommandContext, raw: str) -> Iterator[bytes]:
-    try:
-        yield from ctx.shell.vfs.iter_chunks(ctx.path(raw), 1 << 20)
-    except FileNotFoundError:
-        raise CommandError(f"{raw}: no such file or directory") from None
-
-
-@builtin("grep", "lines matching a regular expression: grep [-vicn] PATTERN [FILE...]")
-def _grep(ctx: CommandContext) -> int:
-    flags, rest = _split_flags(ctx.args, "vicn")
-    if not rest:
-        raise CommandError("usage: grep [-vicn] PATTERN [FILE...]", 2)
-    import re
-
-    try:
-        rx = re.compile(rest[0].encode(), re.IGNORECASE if "i" in flags else 0)
-    except re.error as exc:
-        raise CommandError(f"bad pattern: {exc}", 2) from None
-    found = 0
-    lines = b"".join(_inputs(ctx, rest[1:])).splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        if bool(rx.search(line)) != ("v" in flags):
-            found += 1
-            if "c" not in flags:
-                prefix = f"{number}:".encode() if "n" in flags else b""
-                ctx.write(prefix + (line if line.endswith(b"\n") else line + b"\n"))
-    if "c" in flags:
-        ctx.out(str(found))
-    return 0 if found else 1
-
-
-def _inputs(ctx: CommandContext, files: list[str]) -> list[bytes]:
-    if not files:
-        return list(ctx.read_stdin())
-    out = []
-    for raw in files:
+    shown = [k for k in "lwc" if not flags or k in flags]
+    rows: list[tuple[tuple[int, int, int], str | None]] = []
+    status = 0
+    for raw in files or ["-"]:
         try:
-            out.append(ctx.shell.vfs.read_bytes(ctx.path(raw)))
+            counts = textutils.wc(_chunks(ctx, raw), words="w" in shown)
         except FileNotFoundError:
-            raise CommandError(f"{raw}: no such file or directory") from None
-    return out
+            ctx.err(f"{raw}: no such file or directory")
+            status = 1
+            continue
+        rows.append((counts, raw if files else None))
+    if len(rows) > 1:
+        total = tuple(sum(c[i] for c, _ in rows) for i in range(3))
+        rows.append(((total[0], total[1], total[2]), "total"))
+    # As coreutils: one number alone unpadded, else columns as wide as the widest.
+    width = 0 if len(shown) == 1 and len(rows) == 1 else \
+        max(len(str(c[i])) for c, _ in rows for i in range(3))
+    for counts, name in rows:
+        cells = [str(counts["lwc".index(k)]).rjust(width) for k in shown]
+        ctx.out(" ".join(cells + ([name] if name is not None else [])))
+    return status
+
+
+@builtin("grep", "lines matching a regular expression: grep [-vicnqoslLhHwxEF] "
+                 "[-e PATTERN]... PATTERN [FILE...]")
+def _grep(ctx: CommandContext) -> int:
+    from exo.shell import textutils
+
+    patterns: list[str] = []
+    args: list[str] = []
+    it = iter(ctx.args)
+    for a in it:  # -e PATTERN (any number), the rest short flags and operands
+        if a == "-e" or (a.startswith("-e") and len(a) > 2 and not args):
+            value = a[2:] or next(it, None)
+            if value is None:
+                raise CommandError("option requires an argument -- 'e'", 2)
+            patterns.append(value)
+        else:
+            args.append(a)
+    if any(a.startswith("-") and set(a[1:]) & set("rR") for a in args if a != "-"):
+        raise CommandError("-r: use /usr/bin/grep -r (the host's grep, through the "
+                           "powerbox)", 2)
+    flags, rest = _split_flags(args, "vicnqoslLhHwxEFG")
+    if not patterns:
+        if not rest:
+            raise CommandError("usage: grep [OPTION]... PATTERN [FILE...]", 2)
+        patterns, rest = [rest[0]], rest[1:]
+    matcher = textutils.Grep(patterns, flags)
+    names = rest or ["-"]
+    prefixed = ("H" in flags or len(names) > 1) and "h" not in flags
+    found = 0
+    status = 0
+    for raw in names:
+        try:
+            n = textutils.grep(matcher, _chunks(ctx, raw), flags,
+                               _shown(raw) if prefixed else None, ctx.write)
+        except FileNotFoundError:
+            if "s" not in flags:
+                ctx.err(f"{raw}: no such file or directory")
+            status = 2
+            continue
+        found += n
+        if "q" in flags and n:
+            return 0
+        if ("l" in flags and n) or ("L" in flags and not n):
+            ctx.out(_shown(raw))
+        if "c" in flags:
+            ctx.out(f"{_shown(raw)}:{n}" if prefixed else str(n))
+    if status and "q" not in flags:
+        return status
+    return 0 if found else (status or 1)
 
 
 # ------------------------------------------------------------------ session
@@ -890,13 +968,6 @@ def _exo_admin(ctx: CommandContext, sub: str, rest: list[str]) -> int:
                     child.kill()
                     child.wait()
                 return 130
-
-
-@builtin("tail", "last lines of files or stdin: tail [-n N | -N] [FILE...]")
-def _tail(ctx: CommandContext) -> int:
-    lines, count = _lines_and_count(ctx, "print the last lines")
-    ctx.write(b"".join(lines[-count:] if count else []))
-    return 0
 
 
 @builtin("jobs", "list jobs (started with &, or stopped with Ctrl-Z)")

@@ -52,6 +52,8 @@ INTERRUPTED = 130
 
 
 STOPPED = 128 + signal.SIGTSTP
+#: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
+MAX_SUBSTITUTION_DEPTH = 32
 #: Builtins that start a program and wait: they run as jobs even alone.
 JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
@@ -92,6 +94,7 @@ class Shell:
         self.jobs: list[Job] = []
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
+        self._substituting = 0  # how deep in $(...) this line runs
         self._lock = threading.Lock()
 
     def as_session(self, session: Session) -> Shell:
@@ -120,6 +123,20 @@ class Shell:
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 2
+        except RecursionError:  # a line nested deeper than the parser goes: refused
+            os.write(stderr, b"exo: the line is nested too deeply\n")
+            self.last_status = 2
+        except (ShellExit, SwitchUser):
+            raise
+        except Exception as exc:  # the shell runs in the kernel: a bug here is said, once
+            if self._substituting:
+                raise  # (by the outermost line)
+            import traceback
+
+            self.kernel.log(f"shell: {line!r} crashed:\n{traceback.format_exc()}")
+            os.write(stderr, f"exo: internal error: {type(exc).__name__}: {exc} "
+                     "(details in dmesg)\n".encode(errors="replace"))
+            self.last_status = 70  # EX_SOFTWARE
         return self.last_status
 
     def needs_more(self, text: str) -> bool:
@@ -207,8 +224,8 @@ class Shell:
         if not pipeline.commands[0].argv:
             return
         if item.background:
-            self._background(item.source, pipeline, stdout, stderr)
             self.last_status = 0
+            self._background(item.source, pipeline, stdout, stderr)
             return
         self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
 
@@ -219,7 +236,11 @@ class Shell:
         return source if value is None else value + sep + rest
 
     def _substitute(self, command: str) -> str:
-        """``$(command)``: run it with its standard output captured, as sh does."""
+        """``$(command)``: run it with its standard output captured, as sh does; at most
+        ``MAX_SUBSTITUTION_DEPTH`` deep (an alias that runs itself through ``$(...)``
+        would otherwise recurse until the shell's thread ran out of stack)."""
+        if self._substituting >= MAX_SUBSTITUTION_DEPTH:
+            raise ParseError(f"$(...) nested more than {MAX_SUBSTITUTION_DEPTH} deep")
         read_fd, write_fd = os.pipe()
         chunks: list[bytes] = []
 
@@ -230,11 +251,13 @@ class Shell:
         reader = threading.Thread(target=drain, name="exosh-subst", daemon=True)
         reader.start()
         saved = self.last_status
+        self._substituting += 1
         try:
             self.run_line(command, 0, write_fd, 2)
         except (ShellExit, SwitchUser):
             pass  # `$(exit)` ends the substitution, as sh's subshell does, not the session
         finally:
+            self._substituting -= 1
             os.close(write_fd)
             reader.join()
             os.close(read_fd)
@@ -247,7 +270,13 @@ class Shell:
         owned = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), os.dup(stdout),
                  os.dup(stderr)]
         devnull, out, err = owned
-        job = self._launch(pipeline, devnull, out, err, source, inline=False, owned=owned)
+        try:
+            job = self._launch(pipeline, devnull, out, err, source, inline=False,
+                               owned=owned)
+        except _RedirectError as exc:  # as in the foreground: said, and no job
+            os.write(stderr, f"exo: {exc}\n".encode())
+            self.last_status = 1
+            return
         self._add_job(job)
         os.write(stderr, f"[{job.number}] {source}\n".encode())
 
@@ -537,7 +566,9 @@ class Shell:
                 else:
                     fd = self.vfs.open_write(path, append=r.op.endswith(">>"))
             except (OSError, VfsError) as exc:
-                raise _RedirectError(f"{r.target}: {_reason(exc)}") from None
+                reason = _reason(exc)  # (which names the path itself, most often)
+                named = reason.startswith((f"{r.target}: ", f"{path}: "))
+                raise _RedirectError(reason if named else f"{r.target}: {reason}") from None
             opened.append(fd)
             if r.op == "<":
                 in_fd = fd

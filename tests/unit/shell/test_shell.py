@@ -51,8 +51,45 @@ def test_head_tail_and_grep_options(shell: Shell) -> None:
     assert run(shell, "grep -c 1", text)[1] == "4\n"  # 1, 10, 11, 12
     assert run(shell, "grep -n 'line 1[12]'", text)[1] == "11:line 11\n12:line 12\n"
     assert run(shell, "grep -vc line", text)[:2] == (1, "0\n")
-    status, _, err = run(shell, "grep -x a", text)
-    assert status == 2 and "invalid option -- 'x'" in err
+    status, _, err = run(shell, "grep -Z a", text)
+    assert status == 2 and "invalid option -- 'Z'" in err
+    # what the helper's afternoon as a new user needed (2026-12-04)
+    assert run(shell, "tail -n +11", text)[1] == "line 11\nline 12\n"
+    assert run(shell, "head -n -10", text)[1] == "line 1\nline 2\n"
+    assert run(shell, "head -c 8", text)[1] == "line 1\nl"
+    assert run(shell, "tail -c 3", text)[1] == "12\n"
+    assert run(shell, "grep -q 'line 5'; echo $?", text)[1] == "0\n"
+    assert run(shell, "grep -q nothing; echo $?", text)[1] == "1\n"
+    assert run(shell, "grep -x 'line 1'", text)[1] == "line 1\n"
+    assert run(shell, "grep -w 1", text)[1] == "line 1\n"
+    assert run(shell, "grep -o 'e [0-9]*' -m1 2>&1", text)[0] == 2  # an option it lacks
+    assert run(shell, "grep -oE 'e 1[01]'", text)[1] == "e 10\ne 11\n"
+    assert run(shell, "grep -F -e '1[' -e 'line 9'", text)[1] == "line 9\n"
+    status, _, err = run(shell, "grep -r x .")
+    assert status == 2 and "/usr/bin/grep -r" in err
+
+
+def test_line_tools_name_files_as_coreutils_do(shell: Shell) -> None:
+    run(shell, "echo a > /tmp/f; echo b >> /tmp/f; echo c > /tmp/g")
+    assert run(shell, "wc /tmp/f /tmp/g")[1] == "2 2 4 /tmp/f\n1 1 2 /tmp/g\n3 3 6 total\n"
+    assert run(shell, "wc -l /tmp/f")[1] == "2 /tmp/f\n"
+    assert run(shell, "wc -l < /tmp/f")[1] == "2\n"
+    assert run(shell, "grep -c . /tmp/f /tmp/g")[1] == "/tmp/f:2\n/tmp/g:1\n"
+    assert run(shell, "grep -l b /tmp/f /tmp/g")[1] == "/tmp/f\n"
+    assert run(shell, "grep -h . /tmp/f /tmp/g")[1] == "a\nb\nc\n"
+    assert run(shell, "head -1 /tmp/f /tmp/g")[1] == "==> /tmp/f <==\na\n\n==> /tmp/g <==\nc\n"
+    status, out, err = run(shell, "head -1 /tmp/nope /tmp/g")
+    assert status == 1 and out.endswith("c\n") and "cannot open '/tmp/nope'" in err
+
+
+def test_line_tools_stop_reading_an_endless_input(shell: Shell) -> None:
+    """``yes | head -3`` read all of an endless pipe into the kernel (10 GB in 30 s,
+    found by a new user's afternoon); the tools stream, and stop when done."""
+    assert run(shell, "/usr/bin/yes | head -3") == (0, "y\ny\ny\n", "")
+    assert run(shell, "/usr/bin/yes | grep y | head -2") == (0, "y\ny\n", "")
+    assert run(shell, "/usr/bin/yes | grep -q y; echo $?")[1] == "0\n"
+    status, _, err = run(shell, "/usr/bin/head -c 70000000 /dev/zero | grep x")
+    assert status == 2 and "a line longer than 64 MiB" in err
 
 
 def test_run_start_failures_set_a_shells_status(shell: Shell) -> None:

@@ -133,3 +133,30 @@ def test_a_program_runs_in_the_shells_working_directory(root_shell: Shell) -> No
     assert run(root_shell, "cd /home/root; run --cap storage://tmp=READ -- /bin/pwd")[1] == "/\n"
     assert run(root_shell, "run --cap storage://home/root=READ -- /bin/pwd")[1] == \
         "/home/root\n"
+
+
+def test_a_background_job_whose_redirection_fails_is_said_and_the_shell_goes_on(
+        alice: Shell, root_shell: Shell) -> None:
+    """It took the kernel down with a traceback (the shell runs in the kernel)."""
+    status, _, err = run(root_shell, "cat < /nope &")
+    assert status == 1 and err == "exo: /nope: no such file or directory\n"
+    status, _, err = run(alice, "echo hi > /etc/passwd &")
+    assert status == 1 and "permission denied" in err and err.count("\n") == 1
+    assert not alice.jobs and not root_shell.jobs
+    assert run(alice, "echo still here") == (0, "still here\n", "")
+
+
+def test_substitution_nested_without_end_is_refused_not_a_crash(
+        root_shell: Shell, capfd: pytest.CaptureFixture[str]) -> None:
+    """An alias that runs itself through ``$(...)``, or 150 nested ``$(``, recursed until
+    a RecursionError took the kernel down. (A substitution's errors go to the shell's
+    own stderr, as its commands' do.)"""
+    capfd.readouterr()
+    status, out, _ = run(root_shell, 'alias x="echo \\$(x)"; x')
+    assert status == 0 and out == "\n"
+    assert capfd.readouterr().err == "exo: $(...) nested more than 32 deep\n"
+    deep = "$(echo " * 150 + "hi" + ")" * 150
+    status, out, err = run(root_shell, f"echo {deep}")
+    said = err + capfd.readouterr().err
+    assert "nested" in said and said.count("\n") == 1, said
+    assert run(root_shell, "echo $(echo $(echo ok))") == (0, "ok\n", "")
