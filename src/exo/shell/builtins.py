@@ -449,18 +449,22 @@ def _env(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("export", "set environment variables: export NAME=VALUE...")
+@builtin("export", "pass variables to the programs started from here: export NAME[=VALUE]...")
 def _export(ctx: CommandContext) -> int:
+    shell = ctx.shell
     if not ctx.args:
-        return _env(ctx)
+        for name in sorted(shell.exported & shell.env.keys()):
+            ctx.out(f"export {name}={shell.env[name]}")
+        return 0
     for assignment in ctx.args:
         name, sep, value = assignment.partition("=")
         if not name.isidentifier():
             raise CommandError(f"'{assignment}': not a valid identifier")
         if sep:
-            ctx.shell.env[name] = value
+            shell.env[name] = value
         else:
-            ctx.shell.env.setdefault(name, "")
+            shell.env.setdefault(name, "")
+        shell.exported.add(name)
     return 0
 
 
@@ -499,6 +503,7 @@ def _read(ctx: CommandContext) -> int:
 def _unset(ctx: CommandContext) -> int:
     for name in ctx.args:
         ctx.shell.env.pop(name, None)
+        ctx.shell.exported.discard(name)
     return 0
 
 
@@ -935,6 +940,9 @@ def _exo(ctx: CommandContext) -> int:
         return _exo_admin(ctx, sub, rest)
     if target is None:
         raise CommandError(f"unknown subcommand '{sub}' (try: exo help)", 2)
+    if rest[:1] in (["--help"], ["-h"]):  # as `shutdown --help`: never the command itself
+        ctx.out(usage(target))
+        return 0
     sub_ctx = CommandContext(ctx.shell, [target, *rest], ctx.stdin, ctx.stdout, ctx.stderr,
                              ctx.cancelled)
     sub_ctx.adopt = ctx.adopt

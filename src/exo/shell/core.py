@@ -8,6 +8,7 @@ processes compose the same way. Ctrl-C cancels the foreground pipeline only.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import functools
 import os
@@ -52,6 +53,8 @@ INTERRUPTED = 130
 
 
 STOPPED = 128 + signal.SIGTSTP
+#: ``/dev/stdin``, ``/dev/stdout``, ``/dev/stderr`` in a redirection: that stream.
+_STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
 MAX_SUBSTITUTION_DEPTH = 32
 #: Builtins that start a program and wait: they run as jobs even alone.
@@ -88,6 +91,9 @@ class Shell:
         }
         if self.session.grants is None:
             self.env["EXO_ROOT"] = str(kernel.root)
+        #: The variables programs get (``export``; the kernel sets HOME, PATH, TERM and
+        #: LANG of its own, inside the program's view), with a command's ``NAME=value``.
+        self.exported: set[str] = {"USER", "PWD"}
         self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
@@ -470,7 +476,8 @@ class Shell:
                     next_read, out_fd = os.pipe()
                     opened += [next_read, out_fd]
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
-                env = dict(_assignments(cmd))
+                env = {name: self.env[name] for name in self.exported if name in self.env}
+                env.update(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
                 stage = Stage()
                 if not last:
@@ -561,7 +568,10 @@ class Shell:
                     err_fd = out_fd
                     continue
                 path = self.vfs.normalize(r.target, self.cwd)
-                if r.op == "<":
+                stream = _STREAMS.get(path)
+                if stream is not None:  # the command's own: as it stands at this point
+                    fd = fcntl.fcntl((in_fd, out_fd, err_fd)[stream], fcntl.F_DUPFD_CLOEXEC, 3)
+                elif r.op == "<":
                     fd = self.vfs.open_read(path)
                 else:
                     fd = self.vfs.open_write(path, append=r.op.endswith(">>"))

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 _VIRTUAL = ("proc", "sys")
 _CHUNK = 1 << 20
+#: ``/dev/NAME`` for these is the host's device, whatever the tree holds there (as every
+#: sandboxed program's /dev: exo.sandbox.namespace), for every user: ``2>/dev/null``.
+#: (``/dev/stdin``, ``/dev/stdout`` and ``/dev/stderr`` are the command's own streams:
+#: exo.shell.core's redirections.)
+DEVICES = ("null", "zero", "random", "urandom", "tty")
+STREAMS = ("stdin", "stdout", "stderr")
 
 
 class VfsError(OSError):
@@ -71,8 +77,14 @@ class Vfs:
         return view
 
     def _check(self, exo_path: str, mode: str) -> None:
-        if self.guard is not None and self._virtual(exo_path) is None:
+        if self.guard is not None and self._virtual(exo_path) is None and \
+                self.device(exo_path) is None:
             self.guard(self.normalize(exo_path), mode)
+
+    def device(self, exo_path: str) -> str | None:
+        """The host device node ``exo_path`` names (``/dev/null``...), else None."""
+        head, name = posixpath.split(self.normalize(exo_path))
+        return f"/dev/{name}" if head == "/dev" and name in DEVICES else None
 
     # ------------------------------------------------------------ resolution
     @staticmethod
@@ -92,6 +104,10 @@ class Vfs:
         """A descriptor of ``exo_path`` resolved beneath the tree (VfsError if it leaves)."""
         if self._virtual(exo_path) is not None:
             raise VfsError(f"{exo_path}: synthesised by the kernel, read-only")
+        device = self.device(exo_path)
+        if device is not None:  # never created, truncated or made a terminal's owner
+            flags &= ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL | os.O_NONBLOCK)
+            return os.open(device, flags | os.O_CLOEXEC | os.O_NOCTTY)
         if self.guard is not None and not flags & os.O_PATH:
             write = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
             self._check(exo_path, "write" if write else "list" if flags & os.O_DIRECTORY
@@ -130,6 +146,8 @@ class Vfs:
         """Open a regular file (or directory) without blocking on a FIFO or touching a
         device: O_NONBLOCK, refused unless regular or a directory, then blocking again."""
         fd = self._open(exo_path, flags | os.O_NONBLOCK | os.O_NOCTTY, mode)
+        if self.device(exo_path) is not None:
+            return fd  # (opened blocking: a read of /dev/tty waits for a line)
         try:
             st = os.fstat(fd)
             if not beneath.is_plain(st.st_mode):
@@ -208,6 +226,8 @@ class Vfs:
         return True
 
     def listdir(self, p: str) -> list[Entry]:
+        if self.normalize(p) == "/dev":
+            return [Entry(name, False, 0) for name in sorted((*DEVICES, *STREAMS))]
         v = self._virtual(p)
         if v is not None:
             tree, rel = v

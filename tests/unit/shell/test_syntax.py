@@ -7,8 +7,9 @@ import time
 import pytest
 from tests.unit.shell._support import run
 
+from exo.kernel.kernel import Kernel
 from exo.shell import Shell
-from exo.shell.builtins import BUILTINS
+from exo.shell.builtins import BUILTINS, usage
 from exo.shell.parser import IncompleteInput, ParseError, parse_blocks, split_list
 
 
@@ -90,11 +91,15 @@ def test_source_alias_history_and_cd_back(root_shell: Shell) -> None:
     assert root_shell.cwd == "/tmp"
 
 
-def test_every_builtin_has_help(root_shell: Shell) -> None:
+def test_every_builtin_has_help(root_shell: Shell, kernel: Kernel) -> None:
     for name in BUILTINS:
         status, out, err = run(root_shell, f"{name} --help")
         assert status == 0, (name, err)
         assert out.startswith(f"{name}: "), name
+    for sub in ("shutdown", "run", "ps", "caps"):  # `exo shutdown --help` powered off
+        for flag in ("--help", "-h"):
+            assert run(root_shell, f"exo {sub} {flag}")[:2] == (0, usage(sub) + "\n")
+    assert not kernel.shutdown_requested.is_set()
 
 
 def test_audit_rows_show_blanks_not_none(root_shell: Shell) -> None:
@@ -160,3 +165,32 @@ def test_substitution_nested_without_end_is_refused_not_a_crash(
     said = err + capfd.readouterr().err
     assert "nested" in said and said.count("\n") == 1, said
     assert run(root_shell, "echo $(echo $(echo ok))") == (0, "ok\n", "")
+
+
+def test_exported_variables_reach_programs_and_plain_ones_do_not(root_shell: Shell) -> None:
+    """``export A=1; env`` showed no A: programs got only the kernel's variables."""
+    env = "/usr/bin/env | /usr/bin/sort"
+    out = run(root_shell, f"export A=1; B=2; C=3 {env}")[1].splitlines()
+    assert "A=1" in out and "C=3" in out and not any(v.startswith("B=") for v in out)
+    assert "USER=root" in out and "PWD=/home/root" in out
+    assert not any(v.startswith("EXO_ROOT=") for v in out)  # a host path: never passed
+    out = run(root_shell, f"unset A; cd /tmp; {env}")[1].splitlines()
+    assert not any(v.startswith("A=") for v in out) and "PWD=/tmp" in out
+    assert run(root_shell, "export B; export")[1] == (
+        "export B=2\nexport PWD=/tmp\nexport USER=root\n")
+
+
+def test_dev_holds_the_devices_for_every_user(alice: Shell, root_shell: Shell) -> None:
+    """The shell's /dev was the tree's empty directory: ``echo hi > /dev/null`` made a
+    file there, and a user's ``2>/dev/null`` was refused."""
+    assert run(root_shell, "echo hi > /dev/null; cat /dev/null") == (0, "", "")
+    assert not (root_shell.vfs.root / "dev" / "null").exists()
+    assert run(alice, "ls /nope 2>/dev/null; echo $?") == (0, "1\n", "")
+    assert run(alice, "head -c 4 /dev/zero | wc -c")[1] == "4\n"
+    assert run(alice, "ls /dev")[1].split() == [
+        "null", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]
+    assert run(alice, "echo to-err > /dev/stderr") == (0, "", "to-err\n")
+    assert run(alice, "echo x 2>&1 >/dev/null") == (0, "", "")
+    assert run(alice, "/usr/bin/cat /dev/null; echo $?") == (0, "0\n", "")
+    status = run(alice, "rm /dev/null")[0]
+    assert status == 1 and (root_shell.vfs.root / "dev").is_dir()
