@@ -50,7 +50,9 @@ ETC_SYNTHESISED = (("/etc/passwd", PASSWD), ("/etc/group", GROUP), ("/etc/hosts"
                    ("/etc/nsswitch.conf", NSSWITCH))
 #: The host's /etc files ordinary programs read, read-only (``localtime`` too, kept a link).
 ETC_FROM_HOST = ("/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
-                 "/etc/ca-certificates.conf", "/etc/mime.types")
+                 "/etc/ca-certificates.conf", "/etc/mime.types",
+                 # Debian's /usr/bin/awk, vi, which, pager, editor... are links through it
+                 "/etc/alternatives")
 #: Only with a network capability.
 ETC_NETWORK = ("/etc/resolv.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols")
 LOCALTIME = "/etc/localtime"

@@ -41,7 +41,7 @@ class Policy:
     it reads, writes, or edits (reads and writes)."""
 
     __slots__ = ("edit_flags", "edits", "input_options", "inputs", "output_options",
-                 "outputs", "syscalls")
+                 "outputs", "replaces", "script_options", "syscalls")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -51,9 +51,17 @@ class Policy:
         self.input_options = _strings(table, "input_options", name)
         self.output_options = _strings(table, "output_options", name)
         self.edit_flags = _strings(table, "edit_flags", name)
+        #: Given none of these, the first operand is the program's script, not a file
+        #: (sed's, awk's, grep's pattern).
+        self.script_options = _strings(table, "script_options", name)
         syscalls = table.get("syscalls", False)
-        if not isinstance(syscalls, bool):
-            raise PowerboxError(f"programs.{name}.syscalls: expected true or false")
+        replaces = table.get("replaces", False)
+        for key, value in (("syscalls", syscalls), ("replaces", replaces)):
+            if not isinstance(value, bool):
+                raise PowerboxError(f"programs.{name}.{key}: expected true or false")
+        #: It edits a file by writing a new one beside it and renaming it over (sed -i):
+        #: an edited file's directory is granted read-write, not the file alone.
+        self.replaces = replaces
         #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
         self.syscalls = syscalls
@@ -63,6 +71,7 @@ class Policy:
         operands: list[str] = []
         found: list[tuple[str, str]] = []
         editing = False
+        scripted = False  # the script came from an option
         it = iter(args)
         for arg in it:
             if arg == "--":
@@ -70,6 +79,7 @@ class Policy:
                 break
             if arg.startswith("-") and arg != "-":
                 option, eq, value = arg.partition("=")
+                scripted = scripted or option in self.script_options
                 for options, role in ((self.input_options, "read"),
                                       (self.output_options, "write")):
                     if option in options:
@@ -79,6 +89,8 @@ class Policy:
                 editing = editing or option in self.edit_flags
                 continue
             operands.append(arg)
+        if self.script_options and not scripted:
+            operands = operands[1:]
         for selector, role in ((self.inputs, "read"), (self.outputs, "write"),
                                (self.edits, "edit")):
             role = "edit" if editing and role == "read" else role
@@ -191,9 +203,11 @@ class Powerbox:
             if top in _NOT_STORAGE:
                 continue  # not storage: synthesised, or the sandbox's own
             exists = shell.vfs.exists(exo)
+            if role in ("read", "edit") and not exists:
+                continue  # not a file after all (a pattern, a number): nothing to grant
+            if role == "edit" and policy is not None and policy.replaces:
+                exo = posixpath.dirname(exo)
             if role == "read":
-                if not exists:
-                    continue  # not a file after all (a pattern, a number): nothing to grant
                 rights = "READ"
             else:
                 if not exists:

@@ -105,3 +105,15 @@ def test_host_programs_get_no_syscall_channel_python_gets_one(alice: Shell) -> N
     assert (status, out) == (0, "True\n"), err
     with pytest.raises(PowerboxError, match=r"programs\.cat\.syscalls"):
         parse_policies('[programs.cat]\nsyscalls = "yes"\n', "p.toml")
+
+
+def test_a_script_operand_is_not_a_file_and_sed_i_holds_the_directory(
+        root_shell: Shell) -> None:
+    """``sed -i s/one/ONE/ notes.txt`` took the script for a file to create and failed."""
+    run(root_shell, "echo one two > /tmp/n.txt; cd /tmp")
+    _, out, err = run(root_shell, "sed -i s/one/ONE/ n.txt; sed -i -e s/two/TWO/ n.txt;"
+                                  " cat n.txt")
+    assert out == "ONE TWO\n" and "No such file" not in err, err
+    assert not (root_shell.vfs.root / "tmp" / "s").exists()
+    assert run(root_shell, "echo a b | awk '{print $2}'")[1] == "b\n"  # via /etc/alternatives
+    assert run(root_shell, "grep -e one -e ONE n.txt")[1] == "ONE TWO\n"
