@@ -37,8 +37,12 @@ def _denials(root: Path) -> list[str]:
 
 
 NET_PROGRAM = """
-import errno, socket, sys
+import ctypes, errno, socket, struct, sys, threading
 port = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+def libc_call(name, sock, sockaddr):
+    if getattr(libc, name)(sock.fileno(), sockaddr, len(sockaddr)) != 0:
+        raise OSError(ctypes.get_errno(), name)
 def attempt(what, fn):
     try:
         fn()
@@ -57,6 +61,18 @@ print("received", conn.recv(4).decode())
 attempt("connect-other", lambda: socket.socket().connect(("127.0.0.1", port + 1)))
 u = socket.socket(socket.AF_INET6)
 attempt("bind-v6-any", lambda: u.bind(("::", port)))
+# AF_UNSPEC with INADDR_ANY: Linux binds an inet socket to every host address
+unspec = socket.socket()
+sockaddr = struct.pack("=HH4s8x", socket.AF_UNSPEC, socket.htons(port + 2), bytes(4))
+attempt("bind-unspec", lambda: libc_call("bind", unspec, sockaddr))
+# TCP Fast Open: a connect made by a send, never seen by connect()
+attempt("fastopen", lambda: socket.socket().sendto(b"x", socket.MSG_FASTOPEN,
+                                                   ("127.0.0.1", port)))
+# from another thread (its tid is not a process's pid)
+t = threading.Thread(target=attempt, args=(
+    "thread-connect", lambda: socket.socket().connect(("127.0.0.1", port))))
+t.start()
+t.join()
 """
 
 
@@ -71,7 +87,8 @@ def test_bind_and_connect_are_checked_and_performed_by_the_kernel(
     lines = done.stdout.splitlines()
     # Landlock alone would have let 0.0.0.0 through (it filters ports, not addresses).
     assert lines == ["bind-any EACCES", "bind-loopback ok", "connect-granted ok",
-                     "received ping", "connect-other EACCES", "bind-v6-any EACCES"]
+                     "received ping", "connect-other EACCES", "bind-v6-any EACCES",
+                     "bind-unspec EACCES", "fastopen EPERM", "thread-connect ok"]
     denials = _denials(exo_root)
     assert any(f"bind(0.0.0.0:{port}) refused (EACCES); only loopback" in d for d in denials)
     assert any(f"connect(127.0.0.1:{port + 1}) refused (EACCES); allowed by [posix_x] "

@@ -17,8 +17,14 @@ a socket. One kernel thread per process (:class:`Broker`) answers them:
   TCP by port, not by address: a program could bind ``0.0.0.0``). The kernel then performs
   the call itself on the program's socket (``pidfd_getfd`` gives it the same socket) with
   the address it checked, and answers with its result: what the program changes in its
-  memory afterwards changes nothing. A refused address is EACCES, audited. Other families
-  (``AF_UNIX``) continue: the mount view and Landlock decide them.
+  memory afterwards changes nothing. A refused address is EACCES, audited; so is an
+  ``AF_UNSPEC`` bind (Linux binds an inet socket so to every address). Whether a socket is
+  inet is asked of the socket (``SO_DOMAIN``), not of the family in memory, which a second
+  thread can change before Linux reads it; the others (``AF_UNIX``) continue: the mount
+  view and Landlock decide them. The notifying thread's pidfd (``PIDFD_THREAD``: a
+  thread's id is no process's) is taken before the notification's id is checked again,
+  so that it cannot be a reused pid's. A send that connects (``MSG_FASTOPEN``) is refused
+  by the sandbox's filter.
 
 * the refused Legacy rows (``mount``, ``ptrace``, ``bpf``…): the sandbox's own filter,
   built with ``SandboxSpec.broker``, notifies instead of answering EPERM (an ERRNO would
@@ -59,6 +65,7 @@ _NR_PIDFD_GETFD = 438
 _CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
 _AF_INET, _AF_INET6 = 2, 10
 _SOCKADDR_MAX = 128
+_PIDFD_THREAD = os.O_EXCL  # pidfd_open of a thread (Linux 6.9): the one that notified
 _RESOLVE_IN_ROOT = 0x10
 PYTHON = "/usr/bin/python3"
 
@@ -271,19 +278,59 @@ class Broker:
     # ------------------------------------------------------------------ bind, connect
     def _net(self, listener: int, notif_id: int, pid: int, nr: int,
              args: Sequence[int]) -> None:
+        """What decides is the socket itself (its domain, asked of the kernel through the
+        descriptor the target's table holds), never the family its memory says: that
+        memory can change between this read and Linux's (a thread flipping AF_UNIX and
+        AF_INET got a connection to any host). An inet socket's call always runs here,
+        on the address read once; any other socket's continues."""
         fd, address, length = int(args[0] & 0xFFFFFFFF), args[1], int(args[2] & 0xFFFFFFFF)
-        raw = _read_bytes(pid, address, min(length, _SOCKADDR_MAX))
-        if not _sn._id_valid(listener, notif_id):
+        try:  # the notifying thread (pid is its tid), before the id is checked again
+            pidfd = os.pidfd_open(pid, _PIDFD_THREAD)
+        except OSError:
+            _sn._reply_error(listener, notif_id, errno.ESRCH)
             return
-        if raw is None:
-            _sn._reply_error(listener, notif_id, errno.EFAULT)
-            return
+        sock = -1
+        try:
+            raw = _read_bytes(pid, address, min(length, _SOCKADDR_MAX))
+            if not _sn._id_valid(listener, notif_id):
+                return  # (so the pidfd is the notifying thread's, not a reused pid's)
+            sock = int(_libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
+                                     ctypes.c_long(fd), ctypes.c_long(0)))
+            if sock < 0:
+                _sn._reply_error(listener, notif_id, ctypes.get_errno() or errno.EBADF)
+                return
+            try:
+                domain = _domain(sock)
+            except OSError as exc:  # not a socket
+                _sn._reply_error(listener, notif_id, exc.errno or errno.ENOTSOCK)
+                return
+            if domain not in (_AF_INET, _AF_INET6):
+                _continue(listener, notif_id)  # the mount view and Landlock decide
+                return
+            if raw is None:
+                _sn._reply_error(listener, notif_id, errno.EFAULT)
+                return
+            self._inet_call(listener, notif_id, sock, raw, nr)
+        finally:
+            os.close(pidfd)
+            if sock >= 0:
+                os.close(sock)
+
+    def _inet_call(self, listener: int, notif_id: int, sock: int, raw: bytes,
+                   nr: int) -> None:
+        """bind/connect of an inet socket, on ``raw`` as read: a granted loopback port
+        runs (here, with these bytes); anything else is refused or fails as Linux says."""
         family = struct.unpack_from("=H", raw)[0] if len(raw) >= 2 else -1
+        name = "bind" if nr == _NR_BIND else "connect"
         if family not in (_AF_INET, _AF_INET6):
-            _continue(listener, notif_id)
+            if nr == _NR_BIND:  # AF_UNSPEC binds an inet socket to INADDR_ANY: every host
+                self._refuse(listener, notif_id, name, f"family {family}", errno.EACCES,
+                             "only loopback addresses are granted: bind 127.0.0.1:PORT")
+                return
+            # connect(AF_UNSPEC) disconnects; another family fails as Linux says
+            _sn._reply_error(listener, notif_id, _call(sock, raw, nr))
             return
         where = _inet(raw, family)
-        name = "bind" if nr == _NR_BIND else "connect"
         if where is None:
             _sn._reply_error(listener, notif_id, errno.EINVAL)
             return
@@ -295,7 +342,7 @@ class Broker:
                    if not loopback else f"allowed by [posix_x] network = [{port}]")
             self._refuse(listener, notif_id, name, f"{host}:{port}", errno.EACCES, why)
             return
-        _sn._reply_error(listener, notif_id, _perform(pid, fd, raw, nr))
+        _sn._reply_error(listener, notif_id, _call(sock, raw, nr))
 
     def _refuse(self, listener: int, notif_id: int, call: str, target: str, err: int,
                 hint: str) -> None:
@@ -371,24 +418,17 @@ def _inet(raw: bytes, family: int) -> tuple[str, int] | None:
     return None
 
 
-def _perform(pid: int, target_fd: int, raw: bytes, nr: int) -> int:
-    """bind/connect on the target's own socket with the checked address: 0 or an errno."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError as exc:
-        return exc.errno or errno.ESRCH
-    try:
-        fd = _libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
-                           ctypes.c_long(target_fd), ctypes.c_long(0))
-        if fd < 0:
-            return ctypes.get_errno() or errno.EBADF
-    finally:
-        os.close(pidfd)
-    try:
-        call = _libc.bind if nr == _NR_BIND else _libc.connect
-        return 0 if call(int(fd), raw, len(raw)) == 0 else ctypes.get_errno()
-    finally:
-        os.close(int(fd))
+def _domain(sock: int) -> int:
+    """The socket's own domain (SO_DOMAIN), whatever an address in memory says."""
+    with socket.socket(fileno=os.dup(sock)) as s:
+        return s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+
+
+def _call(sock: int, raw: bytes, nr: int) -> int:
+    """bind/connect on the target's own socket (a copy of its descriptor) with the
+    address as checked: 0 or an errno."""
+    call = _libc.bind if nr == _NR_BIND else _libc.connect
+    return 0 if call(sock, raw, len(raw)) == 0 else ctypes.get_errno()
 
 
 def prepare(spec: SandboxSpec, argv: list[str], *, pid: int,

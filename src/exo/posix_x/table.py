@@ -144,7 +144,8 @@ _ROWS: tuple[_Row, ...] = (
        "paths as files. Today: Landlock TCP connect rules or an empty network namespace"),
     _f(43, "accept", "on a socket the process was allowed to bind"),
     _f(44, "sendto", "a destination address on an unconnected socket is what connect() "
-       "would check; today the network namespace and socket() filter confine it"),
+       "would check; today the network namespace and socket() filter confine it. "
+       "MSG_FASTOPEN (a connection made by a send) is refused with port-level grants"),
     _f(45, "recvfrom"),
     _f(46, "sendmsg", "as sendto; also carries descriptors (SCM_RIGHTS) between the "
        "process's own sockets"),

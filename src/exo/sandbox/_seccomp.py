@@ -106,6 +106,9 @@ class ArgRule:
         return f"ArgRule({self.syscall}, {self.conds}, {self.errno})"
 
 
+_MSG_FASTOPEN = 0x20000000
+
+
 @functools.lru_cache(maxsize=16)
 def arg_rules(net_mode: NetMode, fork: bool = True) -> tuple[ArgRule, ...]:
     """The argument-level refusals of a sandbox, first match first (the broker answers
@@ -142,6 +145,13 @@ def arg_rules(net_mode: NetMode, fork: bool = True) -> tuple[ArgRule, ...]:
             for proto in range(1, _IPPROTO_TCP):
                 rules.append(ArgRule("socket", ((0, "eq", _INT, family),
                                                 (2, "eq", _ALL, proto)), eperm, why))
+        # TCP Fast Open connects from a send, never through connect(), where the broker
+        # checks the address (Landlock checks the port alone): a send that asks for it
+        # reached any host on a granted port.
+        why = "MSG_FASTOPEN: a connection made by a send is refused (connect() is checked)"
+        for call, flags_arg in (("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)):
+            rules.append(ArgRule(call, ((flags_arg, "eq", _MSG_FASTOPEN, _MSG_FASTOPEN),),
+                                 eperm, why))
     # Terminal input injection into a shared tty.
     for request, name in ((TIOCSTI, "TIOCSTI"), (TIOCLINUX, "TIOCLINUX")):
         rules.append(ArgRule("ioctl", ((1, "eq", _INT, request),), eperm,

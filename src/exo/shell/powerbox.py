@@ -61,10 +61,10 @@ class Policy:
                 raise PowerboxError(f"programs.{name}.{key}: expected true or false")
         #: It edits a file by writing a new one beside it and renaming it over (sed -i):
         #: an edited file's directory is granted read-write, not the file alone.
-        self.replaces = replaces
+        self.replaces = replaces is True
         #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
-        self.syscalls = syscalls
+        self.syscalls = syscalls is True
 
     def roles(self, args: list[str]) -> list[tuple[str, str]]:
         """``(argument, "read" | "write" | "edit")`` for each file the arguments name."""

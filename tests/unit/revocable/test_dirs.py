@@ -442,3 +442,42 @@ def test_an_export_holds_a_bounded_number_of_descriptors(world: World) -> None:
                 errors.add(exc.errno)
         assert errors == {errno.ENFILE}
         assert srv.stats()["nodes"] <= 200
+
+
+def test_create_never_opens_a_fifo_that_appeared_in_its_place(server: RevocableDirs,
+                                                              world: World) -> None:
+    """Two exports of one directory: a FIFO made through one between the other's LOOKUP
+    and CREATE was opened by the worker (O_CREAT without O_EXCL), which then waited for a
+    reader forever; with both workers parked so, every export of every process froze
+    (a hostile review's race, 2026-12-04). The handler is asked directly, as that race
+    leaves it; it answers at once."""
+    os.mkfifo(world.grant / "x")
+    (world.grant / "regular").write_text("kept\n")
+    dirfd = os.open(world.grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    outcome: list[object] = []
+
+    def create(name: bytes, flags: int) -> None:
+        try:
+            outcome.append(RevocableDirs._create_at(dirfd, name, flags, 0o644))
+        except OSError as exc:
+            outcome.append(exc.errno)
+
+    try:
+        for flags in (os.O_WRONLY, os.O_RDONLY, os.O_RDWR | os.O_TRUNC):
+            worker = threading.Thread(target=create, args=(b"x", flags), daemon=True)
+            worker.start()
+            worker.join(5.0)
+            assert not worker.is_alive(), "the worker is parked on the FIFO"
+        assert outcome == [errno.EACCES] * 3
+        outcome.clear()
+        create(b"regular", os.O_WRONLY | os.O_APPEND)  # an existing file: opened
+        create(b"regular", os.O_WRONLY | os.O_EXCL)  # ... unless the caller said O_EXCL
+        create(b"sub", os.O_WRONLY)
+        fd = outcome[0]
+        assert isinstance(fd, int)
+        os.write(fd, b"more\n")
+        os.close(fd)
+        assert outcome[1:] == [errno.EEXIST, errno.EISDIR]
+        assert (world.grant / "regular").read_text() == "kept\nmore\n"
+    finally:
+        os.close(dirfd)

@@ -923,12 +923,41 @@ class RevocableDirs(FuseServer):
         name = _name(_names(body[P.CREATE_IN.size:], 1)[0])
         parent = self._enter(nodeid, Rights.WRITE)
         try:
-            oflags = ((flags & (_OPEN_PASS | os.O_EXCL)) | os.O_CREAT | os.O_NOFOLLOW
-                      | os.O_CLOEXEC | os.O_NOCTTY)
-            fd = P.openat2(parent.fd, name, oflags, mode & _MODE_BITS, _RESOLVE)
-            return self._created(parent, fd, name)
+            return self._created(parent, self._create_at(parent.fd, name, flags, mode), name)
         finally:
             self._leave(parent)
+
+    @staticmethod
+    def _create_at(dirfd: int, name: bytes, flags: int, mode: int) -> int:
+        """Create ``name`` (O_EXCL), or open the regular file already there. Never an open
+        of anything else: a FIFO another export of the directory made there since the
+        client's LOOKUP would block this worker until a writer came (and the server has
+        two, shared by every process), a device would be a device's open."""
+        oflags = ((flags & _OPEN_PASS) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                  | os.O_CLOEXEC | os.O_NOCTTY)
+        for _ in range(3):  # (a name that comes and goes meanwhile: asked again)
+            try:
+                return P.openat2(dirfd, name, oflags, mode & _MODE_BITS, _RESOLVE)
+            except FileExistsError:
+                if flags & os.O_EXCL:
+                    raise
+            try:
+                there = P.openat2(dirfd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
+            except FileNotFoundError:
+                continue
+            try:
+                kind = stat.S_IFMT(os.fstat(there).st_mode)
+                if kind == stat.S_IFLNK:
+                    raise OSError(errno.ELOOP, "a symbolic link")  # as O_NOFOLLOW says
+                if kind == stat.S_IFDIR:
+                    raise OSError(errno.EISDIR, "a directory")
+                if kind != stat.S_IFREG:
+                    raise OSError(errno.EACCES, "not a regular file")
+                return os.open(_proc(there), (flags & _OPEN_PASS) | os.O_CLOEXEC
+                               | os.O_NOCTTY)
+            finally:
+                os.close(there)
+        raise OSError(errno.EAGAIN, "the name kept changing")
 
     def _created(self, parent: _Node, fd: int, name: bytes | None) -> Parts:
         """The reply to CREATE or TMPFILE for ``fd``, just made in ``parent`` (named
