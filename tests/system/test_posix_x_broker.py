@@ -114,6 +114,44 @@ def test_exec_outside_the_policy_is_refused_and_audited(
     assert not any("/no/such/program" in d for d in denials)
 
 
+EXEC_AROUND = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+argv = (ctypes.c_char_p * 2)(b"id", None)
+envp = (ctypes.c_char_p * 1)(None)
+def run(what, *call):
+    libc.syscall(*call)
+    print(what, os.strerror(ctypes.get_errno()), flush=True)
+fd = os.memfd_create("x", 0)
+os.write(fd, open("/usr/bin/id", "rb").read())
+run("memfd", 322, fd, b"", argv, envp, 0x1000)                  # fexecve of a copy
+run("proc-fd", 59, f"/proc/self/fd/{fd}".encode(), argv, envp)   # ... named by a path
+run("dev-fd", 59, f"/dev/fd/{fd}".encode(), argv, envp)
+loader = (ctypes.c_char_p * 3)(b"ld.so", b"/usr/bin/id", None)
+for path in ("/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"):
+    if os.path.exists(path):
+        run("loader", 59, path.encode(), loader, envp)
+run("proc-exe", 59, b"/proc/self/exe", argv, envp)
+"""
+
+
+def test_exec_around_the_policy_is_refused_and_audited(
+        exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path) -> None:
+    """The exec policy held for paths only: a memfd run from its descriptor (Landlock's
+    EXECUTE rules cover no memfd) and the ELF loader run as a program (it holds EXECUTE:
+    python3's loader) both ran /usr/bin/id (a hostile review, 2026-12-04)."""
+    done = _run(exo_cmd, exo_env, "--", "/usr/bin/python3", "-c", EXEC_AROUND)
+    assert done.returncode == 0, done.stderr
+    assert "uid=" not in done.stdout
+    assert all(line.endswith("Permission denied") for line in done.stdout.splitlines()), \
+        done.stdout
+    assert len(done.stdout.splitlines()) >= 5
+    denials = _denials(exo_root)
+    assert any("execve(descriptor" in d and "only a listed program's file" in d
+               for d in denials)
+    assert any("the ELF loader run as a program" in d for d in denials)
+
+
 def test_exec_true_and_a_missing_program(exo_cmd: list[str], exo_env: dict[str, str],
                                          tmp_path: Path) -> None:
     manifest = tmp_path / "any.toml"

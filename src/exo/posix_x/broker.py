@@ -65,6 +65,7 @@ _NR_PIDFD_GETFD = 438
 _CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
 _AF_INET, _AF_INET6 = 2, 10
 _SOCKADDR_MAX = 128
+_AT_EMPTY_PATH = 0x1000
 _PIDFD_THREAD = os.O_EXCL  # pidfd_open of a thread (Linux 6.9): the one that notified
 _RESOLVE_IN_ROOT = 0x10
 PYTHON = "/usr/bin/python3"
@@ -259,21 +260,57 @@ class Broker:
             return
         dirfd = ctypes.c_int(args[0] & 0xFFFFFFFF).value if nr == _NR_EXECVEAT else -100
         path = _sn._read_path(pid, args[1] if nr == _NR_EXECVEAT else args[0])
-        if not _sn._id_valid(listener, notif_id):
+        try:  # the notifying thread, before the id is checked again (_net)
+            pidfd = os.pidfd_open(pid, _PIDFD_THREAD)
+        except OSError:
+            _sn._reply_error(listener, notif_id, errno.ESRCH)
             return
-        if isinstance(path, int) or not path:
-            _continue(listener, notif_id)  # Linux answers EFAULT/ENOENT itself
-            return
-        if not path.startswith("/"):
-            base = _sn._base_dir(pid, dirfd)
-            path = os.path.normpath(os.path.join(base or "/", path))
-        found = _identity_inside(pid, path)
-        if found is None or found in self.exec_only or any(
-                path == d or path.startswith(d + "/") for d in self.exec_dirs):
-            _continue(listener, notif_id)  # absent (ENOENT from Linux) or allowed
-            return
-        self._refuse(listener, notif_id, "execve", path, errno.EACCES,
-                     f'allowed by [posix_x] exec = ["{path}"]')
+        try:
+            if not _sn._id_valid(listener, notif_id):
+                return
+            if isinstance(path, int):
+                _continue(listener, notif_id)  # Linux answers EFAULT itself
+                return
+            # A descriptor run as a program (fexecve: execveat(fd, "", AT_EMPTY_PATH), or
+            # /proc/self/fd/N): a memfd is on no path Landlock's EXECUTE rules cover, so
+            # only a listed program's own file runs so.
+            number = dirfd if (not path and nr == _NR_EXECVEAT
+                               and args[4] & _AT_EMPTY_PATH) else _fd_path(path)
+            if number is not None:
+                shown = f"descriptor {number}"
+                found = _fd_identity(pidfd, number)
+            elif not path:
+                _continue(listener, notif_id)  # Linux answers ENOENT itself
+                return
+            else:
+                if not path.startswith("/"):
+                    base = _sn._base_dir(pid, dirfd)
+                    path = os.path.normpath(os.path.join(base or "/", path))
+                shown = path
+                if path == "/proc" or path.startswith("/proc/"):
+                    self._refuse(listener, notif_id, "execve", path, errno.EACCES,
+                                 "a program is run by its path, not through /proc")
+                    return
+                found = _identity_inside(pid, path)
+                if found is None or (found not in _loaders() and (
+                        found in self.exec_only
+                        or any(path == d or path.startswith(d + "/")
+                               for d in self.exec_dirs))):
+                    _continue(listener, notif_id)  # absent (ENOENT from Linux) or allowed
+                    return
+            if found is not None and found in _loaders():
+                self._refuse(listener, notif_id, "execve", shown, errno.EACCES,
+                             "the ELF loader run as a program would run any file; it "
+                             "loads the listed programs only")
+            elif found is None or found not in self.exec_only:
+                self._refuse(listener, notif_id, "execve", shown, errno.EACCES,
+                             f'allowed by [posix_x] exec = ["{path or shown}"]'
+                             if number is None else "only a listed program's file runs "
+                             "from a descriptor")
+            else:
+                _continue(listener, notif_id)
+        finally:
+            os.close(pidfd)
 
     # ------------------------------------------------------------------ bind, connect
     def _net(self, listener: int, notif_id: int, pid: int, nr: int,
@@ -392,6 +429,43 @@ def _identity_inside(pid: int, path: str) -> tuple[int, int] | None:
         return st.st_dev, st.st_ino
     finally:
         os.close(root)
+
+
+def _fd_path(path: str) -> int | None:
+    """N for ``/dev/fd/N`` or ``/proc/self/fd/N`` (``thread-self`` too): the program's
+    own descriptor, named by a path."""
+    for prefix in ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"):
+        if path.startswith(prefix) and path[len(prefix):].isdigit():
+            return int(path[len(prefix):])
+    return None
+
+
+def _fd_identity(pidfd: int, number: int) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of descriptor ``number`` of the thread ``pidfd`` names."""
+    fd = int(_libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
+                           ctypes.c_long(number), ctypes.c_long(0)))
+    if fd < 0:
+        return None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
+
+
+@functools.cache
+def _loaders() -> frozenset[tuple[int, int]]:
+    """The ELF loaders' identities (the sandbox shows the host's system directories)."""
+    import glob
+
+    found = set()
+    for pattern in ("/lib64/ld-linux*.so*", "/lib/ld-linux*.so*", "/lib/*-linux-gnu/ld-*.so*",
+                    "/usr/lib/*-linux-gnu/ld-*.so*", "/usr/lib64/ld-linux*.so*"):
+        for path in glob.glob(pattern):
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
 
 
 def _read_bytes(pid: int, address: int, length: int) -> bytes | None:
