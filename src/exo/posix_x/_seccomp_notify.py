@@ -12,7 +12,9 @@ before it executes the target. For each notification the supervisor:
 2. decides by **its own** allow-list (``Rule``: a directory or a file, read-only or
    writable) on the path it read;
 3. opens the file **itself**, beneath the rule's root with ``openat2(RESOLVE_BENEATH |
-   RESOLVE_NO_MAGICLINKS)`` so a symlink or ``..`` cannot lead out of it, and injects the
+   RESOLVE_NO_MAGICLINKS)`` so a symlink or ``..`` cannot lead out of it, the rule of
+   where it really leads deciding (``Broker.open_for``), never a FIFO or a device
+   (looked at with ``O_PATH`` first), and injects the
    descriptor into the target with ``SECCOMP_IOCTL_NOTIF_ADDFD`` (``SECCOMP_ADDFD_FLAG_SEND``
    answers the syscall with the new descriptor number in the same step).
 
@@ -50,6 +52,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _AT_FDCWD = -100
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_BENEATH = 0x08
+_RESOLVE_NO_SYMLINKS = 0x04
 
 
 def _ioc(direction: int, number: int, size: int) -> int:
@@ -104,6 +107,8 @@ _KNOWN_FLAGS = (os.O_ACCMODE | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC
                 | os.O_CLOEXEC | 0o100000 | os.O_NOATIME | os.O_PATH | os.O_TMPFILE
                 | os.O_DIRECT)  # 0o100000: O_LARGEFILE, which Python does not export
 _PATH_MAX = 4096
+#: Decisions a Broker keeps (a target makes as many opens as it likes).
+MAX_DECISIONS = 256
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -120,24 +125,27 @@ class Rule:
     """A path the supervisor will open for the target: a directory (everything beneath it)
     or a single file, read-only unless ``write``."""
 
-    __slots__ = ("is_dir", "path", "write")
+    __slots__ = ("is_dir", "path", "real", "write")
 
     def __init__(self, path: str, write: bool = False) -> None:
         if not os.path.isabs(path):
             raise BrokerError(f"rule {path!r}: not an absolute path")
         self.path = os.path.normpath(path)
+        self.real = os.path.realpath(self.path)  # where it leads (/lib is /usr/lib)
         self.write = write
         self.is_dir = os.path.isdir(self.path)
 
-    def root_and_rest(self, path: str) -> tuple[str, str] | None:
-        """The directory to open beneath and the rest of ``path``, if the rule covers it."""
+    def root_and_rest(self, path: str, *, real: bool = False) -> tuple[str, str] | None:
+        """The directory to open beneath and the rest of ``path``, if the rule covers it
+        (``real``: ``path`` is a real path, compared with where the rule leads)."""
+        mine = self.real if real else self.path
         if self.is_dir:
-            if path == self.path:
-                return self.path, "."
-            prefix = self.path.rstrip("/") + "/"
-            return (self.path, path[len(prefix):]) if path.startswith(prefix) else None
-        if path == self.path:
-            return os.path.dirname(self.path), os.path.basename(self.path)
+            if path == mine:
+                return mine, "."
+            prefix = mine.rstrip("/") + "/"
+            return (mine, path[len(prefix):]) if path.startswith(prefix) else None
+        if path == mine:
+            return os.path.dirname(mine), os.path.basename(mine)
         return None
 
 
@@ -174,45 +182,108 @@ class Broker:
 
     def open_for(self, path: str, flags: int, mode: int) -> tuple[int, Rule | None]:
         """Open ``path`` (absolute, as the target named it) for the target: ``(fd, rule)``
-        or ``(-errno, rule)``."""
+        or ``(-errno, rule)``.
+
+        The rule that decides is the one covering where the path *leads* (its real path,
+        read from the descriptor), not the one its spelling names: a narrower read-only
+        rule inside a writable one was written through ``rw/sub/../ro/f`` or a link in
+        ``rw`` to it. What is there is looked at first (``O_PATH``) and reopened only if it
+        is a regular file or a directory (the supervisor answers on one thread: a FIFO or
+        a device would wait for its peer); a new file is created in a directory checked
+        the same way, by one name and through no link."""
         if flags & ~_KNOWN_FLAGS:
             return -errno.EINVAL, None
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        clean = "/" + "/".join(parts)
-        for rule in self.rules:
-            where = rule.root_and_rest(clean)
-            if where is None:
-                continue
-            if (flags & _WRITE_FLAGS or _is_tmpfile(flags)) and not rule.write:
-                return -errno.EACCES, rule
-            return _open_beneath(*where, flags, mode), rule
-        return -errno.EACCES, None
+        clean = os.path.normpath("/" + path.lstrip("/"))  # (normpath keeps a leading //)
+        writes = bool(flags & _WRITE_FLAGS or _is_tmpfile(flags))
+        rule = next((r for r in self.rules if r.root_and_rest(clean) is not None), None)
+        if rule is None:
+            return -errno.EACCES, None
+        root, rest = rule.root_and_rest(clean) or (rule.path, ".")
+        try:
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            return -(exc.errno or errno.EACCES), rule
+        try:
+            if flags & os.O_CREAT and not _is_tmpfile(flags):
+                made, rule = self._create(root_fd, rest, flags, mode, rule)
+                if made != -errno.EEXIST or flags & os.O_EXCL:
+                    return made, rule
+            there = _openat2(root_fd, rest, os.O_PATH, 0)
+            if there < 0:
+                return there, rule
+            try:
+                rule = self._rule_of(there)
+                if rule is None or (writes and not rule.write):
+                    return -errno.EACCES, rule
+                kind = os.fstat(there).st_mode & 0o170000
+                if kind not in (0o100000, 0o040000):  # S_IFREG, S_IFDIR
+                    return -errno.EACCES, rule
+                again = flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW) | os.O_CLOEXEC
+                try:
+                    return os.open(f"/proc/self/fd/{there}", again, mode & 0o7777), rule
+                except OSError as exc:
+                    return -(exc.errno or errno.EACCES), rule
+            finally:
+                os.close(there)
+        finally:
+            os.close(root_fd)
+
+    def _create(self, root_fd: int, rest: str, flags: int, mode: int,
+                rule: Rule) -> tuple[int, Rule | None]:
+        """``O_CREAT``: the new file (``O_EXCL``) in its directory, which a writable rule
+        must cover where it leads; -EEXIST when a file is already there."""
+        head, name = os.path.split(rest)
+        if not name or name in (".", ".."):
+            return -errno.EISDIR, rule
+        parent = _openat2(root_fd, head or ".", os.O_PATH | os.O_DIRECTORY, 0)
+        if parent < 0:
+            return parent, rule
+        try:
+            covering = self._rule_of(parent, name)
+            if covering is None or not covering.write:
+                return -errno.EACCES, covering
+            how = _OpenHow(flags=(flags | os.O_EXCL | os.O_CLOEXEC) & 0xFFFFFFFF,
+                           mode=mode & 0o7777,
+                           resolve=_RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS
+                           | _RESOLVE_NO_SYMLINKS)
+            fd = _libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_long(parent),
+                               ctypes.c_char_p(os.fsencode(name)), ctypes.byref(how),
+                               ctypes.c_size_t(ctypes.sizeof(how)))
+            if fd < 0:
+                err = ctypes.get_errno()
+                return -(errno.EACCES if err in (errno.EXDEV, errno.ELOOP) else err), covering
+            return int(fd), covering
+        finally:
+            os.close(parent)
+
+    def _rule_of(self, fd: int, name: str = "") -> Rule | None:
+        """The narrowest rule covering where ``fd`` (and ``name`` in it) really is."""
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+        real = os.path.join(real, name) if name else real
+        return next((r for r in self.rules if r.root_and_rest(real, real=True) is not None),
+                    None)
 
 
 def _is_tmpfile(flags: int) -> bool:
     return flags & os.O_TMPFILE == os.O_TMPFILE
 
 
-def _open_beneath(root: str, rest: str, flags: int, mode: int) -> int:
-    try:
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        return -(exc.errno or errno.EACCES)
-    try:
-        creating = flags & os.O_CREAT or _is_tmpfile(flags)
-        how = _OpenHow(flags=(flags | os.O_CLOEXEC) & 0xFFFFFFFF,
-                       mode=(mode & 0o7777) if creating else 0,
-                       resolve=_RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = _libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_long(root_fd),
-                           ctypes.c_char_p(os.fsencode(rest)), ctypes.byref(how),
-                           ctypes.c_size_t(ctypes.sizeof(how)))
-        if fd < 0:
-            err = ctypes.get_errno()
-            # Leaving the root (symlink or ..) or a magic link: the rule does not cover it.
-            return -errno.EACCES if err in (errno.EXDEV, errno.ELOOP) else -err
-        return int(fd)
-    finally:
-        os.close(root_fd)
+def _openat2(dirfd: int, rest: str, flags: int, mode: int) -> int:
+    """openat2 beneath ``dirfd`` (links followed inside it, the rule of where it leads
+    checked after): a descriptor, or -errno (leaving the root or a magic link on the way:
+    EACCES, the rule does not cover it)."""
+    how = _OpenHow(flags=(flags | os.O_CLOEXEC) & 0xFFFFFFFF, mode=mode,
+                   resolve=_RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(ctypes.c_long(_NR_OPENAT2), ctypes.c_long(dirfd),
+                       ctypes.c_char_p(os.fsencode(rest)), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return -errno.EACCES if err in (errno.EXDEV, errno.ELOOP) else -err
+    return int(fd)
 
 
 def compile_filter() -> bytes:
@@ -367,7 +438,8 @@ def handle_one(listener: int, broker: Broker) -> Decision | None:
         finally:
             os.close(fd)
         decision.fd = -1
-    broker.decisions.append(decision)
+    if len(broker.decisions) < MAX_DECISIONS:  # (for tests and the audit: the first few)
+        broker.decisions.append(decision)
     return decision
 
 

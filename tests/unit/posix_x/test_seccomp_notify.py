@@ -195,3 +195,39 @@ def test_a_target_past_its_timeout_is_killed(tree: Path) -> None:
 def test_a_missing_program_is_an_exit_status_not_a_hang(tree: Path) -> None:
     code, broker = sn.run([str(tree / "no-such-program")], [], timeout=30)
     assert code == 126 and broker.decisions == []
+
+
+def test_the_rule_of_where_a_path_leads_decides(tmp_path: Path) -> None:
+    """A read-only rule inside a writable one was written through ``rw/sub/../ro`` and
+    through a link in ``rw`` to it: the rule was chosen by the path as spelt (a hostile
+    review, 2026-12-04). A FIFO in a rule parked the supervisor's one thread."""
+    rw = tmp_path / "rw"
+    (rw / "sub").mkdir(parents=True)
+    (rw / "ro").mkdir()
+    (rw / "ro" / "secret").write_text("keep\n")
+    (rw / "link").symlink_to("ro/secret")
+    (rw / "dirlink").symlink_to("ro")
+    os.mkfifo(rw / "fifo")
+    broker = sn.Broker([sn.Rule(str(rw), write=True), sn.Rule(str(rw / "ro"))])
+    for path in ("sub/../ro/secret", "link", "ro/secret"):
+        fd, rule = broker.open_for(f"{rw}/{path}", os.O_WRONLY | os.O_TRUNC, 0)
+        assert fd == -errno.EACCES and rule is not None and not rule.write, path
+        fd, _ = broker.open_for(f"{rw}/{path}", os.O_RDONLY, 0)  # reading is granted
+        assert fd >= 0
+        os.close(fd)
+    fd, _ = broker.open_for(f"{rw}/dirlink/new", os.O_WRONLY | os.O_CREAT, 0o644)
+    assert fd == -errno.EACCES and not (rw / "ro" / "new").exists()
+    assert (rw / "ro" / "secret").read_text() == "keep\n"
+    for flags in (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY | os.O_CREAT):
+        assert broker.open_for(f"{rw}/fifo", flags, 0o644)[0] == -errno.EACCES  # at once
+    fd, rule = broker.open_for(f"{rw}/sub/new", os.O_WRONLY | os.O_CREAT, 0o600)
+    assert fd >= 0 and rule is not None and rule.write
+    os.close(fd)
+
+
+def test_a_broker_keeps_the_first_decisions_only(tree: Path) -> None:
+    program = "for _ in range(400): open('allowed/hello.txt').close()"
+    code, _, err, broker = _run(tree, ["/usr/bin/python3", "-S", "-c", program],
+                                sn.Rule("/usr/bin"))
+    assert code == 0, err
+    assert len(broker.decisions) == sn.MAX_DECISIONS
