@@ -332,12 +332,23 @@ class KernelApi:
         self.require(session, "storage://etc/passwd", "WRITE", "adding a user")
         return UserDatabase(self.root).add(name, password)
 
-    def set_password(self, session: str, name: str, password: str) -> None:
-        """``passwd``: one's own password, or anyone's with ``storage://etc/passwd``
-        WRITE."""
+    def set_password(self, session: str, name: str, password: str,
+                     current: str | None = None) -> None:
+        """``passwd``: anyone's with ``storage://etc/passwd`` WRITE; else one's own, given
+        the ``current`` one (as passwd(1) asks it: a terminal left logged in is not
+        enough to take the account). ``PermissionError`` when refused."""
         from exo.kernel.users import UserDatabase
 
+        db = UserDatabase(self.root)
+        if self.session_holds(session, "storage://etc/passwd", "WRITE"):
+            db.set_password(name, password)
+            return
         if name != self.session(session).user:
             self.require(session, "storage://etc/passwd", "WRITE",
                          "changing another user's password")
-        UserDatabase(self.root).set_password(name, password)
+        user = db.get(name)
+        if user is not None and user.password_hash and (
+                current is None or db.authenticate(name, current, dev_mode=False) is None):
+            raise PermissionError("authentication failure: that is not the current "
+                                  "password; nothing changed")
+        db.set_password(name, password)

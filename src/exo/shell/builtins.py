@@ -1070,11 +1070,17 @@ def _require_root(ctx: CommandContext) -> None:
 
 @builtin("useradd", "create a user: useradd NAME (asks for the password)")
 def _useradd(ctx: CommandContext) -> int:
-    from exo.kernel.users import UserError
+    from exo.kernel.users import UserDatabase, UserError
 
     _require_root(ctx)
     if len(ctx.args) != 1:
         raise CommandError("usage: useradd NAME", 2)
+    name = ctx.args[0]
+    if not name.isidentifier() or len(name) > 32:  # said before the password is asked
+        raise CommandError(f"invalid user name: {name!r} (letters, digits and _, at most "
+                           "32, not starting with a digit)")
+    if UserDatabase(ctx.shell.kernel.root).get(name) is not None:
+        raise CommandError(f"user {name!r} already exists")
     password = _new_password(ctx)
     try:  # the kernel checks the session's set again
         user = ctx.shell.kernel.add_user(_token(ctx), ctx.args[0], password)
@@ -1090,11 +1096,13 @@ def _passwd(ctx: CommandContext) -> int:
     from exo.kernel.users import UserError
 
     name = ctx.args[0] if ctx.args else ctx.shell.session.user
-    if name != ctx.shell.session.user:
+    admin = ctx.shell.session.holds("storage://etc/passwd", "WRITE")
+    if name != ctx.shell.session.user and not admin:
         _require_root(ctx)
+    current = None if admin else _read_secret(ctx, "Current password: ")
     password = _new_password(ctx)
     try:
-        ctx.shell.kernel.set_password(_token(ctx), name, password)
+        ctx.shell.kernel.set_password(_token(ctx), name, password, current)
     except (UserError, PermissionError) as exc:
         raise CommandError(str(exc)) from None
     ctx.out(f"password updated for {name}")
@@ -1109,7 +1117,10 @@ def _other_session(ctx: CommandContext, name: str) -> Session:
 
     kernel = ctx.shell.kernel
     password: str | None = None
-    if ctx.shell.session.grants is not None or UserDatabase(kernel.root).get(name) is None:
+    known = UserDatabase(kernel.root).get(name) is not None
+    if ctx.shell.session.grants is None and not known:
+        raise CommandError(f"user {name!r} does not exist")  # (root may know who exists)
+    if ctx.shell.session.grants is not None:
         # Root becomes anyone; anyone else proves they are the user. No password-less
         # accounts here: root's development-mode login is for the console only.
         password = _read_secret(ctx, "Password: ")
@@ -1148,7 +1159,9 @@ def _sudo(ctx: CommandContext) -> int:
 
     args = list(ctx.args)
     name = "root"
-    if args[:1] == ["-u"] and len(args) > 1:
+    if args[:1] == ["-u"]:
+        if len(args) < 2:
+            raise CommandError("-u needs a user name", 2)
         name, args = args[1], args[2:]
     if not args:
         raise CommandError(f"usage: {HELP['sudo']}", 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from tests.unit.shell._support import run
 
 from exo.kernel.kernel import Kernel
@@ -135,3 +136,27 @@ def test_sudo_runs_one_command_with_the_other_users_set(alice: Shell, root_shell
     assert run(root_shell, "cd /tmp; sudo -u alice whoami; sudo -u alice pwd")[1] == \
         "alice\n/tmp\n"
     assert run(root_shell, "sudo -u alice cat /etc/passwd")[0] == 1
+
+
+def test_passwd_of_a_user_asks_the_current_password_first(alice: Shell,
+                                                          kernel: Kernel) -> None:
+    """A normal user's passwd never asked the current password: a terminal left logged
+    in was enough to take the account."""
+    status, _, err = run(alice, "passwd", b"guess\nnew-pw\n")
+    assert status == 1 and "not the current password; nothing changed" in err
+    assert kernel.api.login("alice", "new-pw") is None
+    status, out, _ = run(alice, "passwd", b"wonderland\nnew-pw\n")
+    assert status == 0 and "password updated for alice" in out
+    assert kernel.api.login("alice", "new-pw") is not None
+    with pytest.raises(PermissionError):  # the kernel checks it, whatever a shell asks
+        kernel.api.set_password(alice.session.token or "", "alice", "x")
+
+
+def test_names_are_checked_before_any_password_is_asked(root_shell: Shell) -> None:
+    for line, said in (("useradd root", "user 'root' already exists"),
+                       ("useradd ../x", "invalid user name"),
+                       ("su nosuch", "user 'nosuch' does not exist"),
+                       ("sudo -u nobody ls", "user 'nobody' does not exist"),
+                       ("sudo -u", "-u needs a user name")):
+        status, out, err = run(root_shell, line, b"never-read\n")
+        assert status != 0 and said in err and "Password" not in out + err, (line, err)
