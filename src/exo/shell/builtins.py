@@ -249,16 +249,27 @@ def _cp(ctx: CommandContext) -> int:
     if len(paths) < 2:
         raise CommandError("missing destination operand", 2)
     *srcs, dst = paths
-    if len(srcs) > 1 and not ctx.shell.vfs.is_dir(ctx.path(dst)):
-        raise CommandError(f"target '{dst}' is not a directory")
-    for s in srcs:
+    for s in _sources_for(ctx, srcs, dst):
         try:
             ctx.shell.vfs.copy(ctx.path(s), ctx.path(dst), recursive=bool(flags))
         except FileNotFoundError:
-            raise CommandError(f"cannot stat '{s}': no such file or directory") from None
+            raise CommandError(f"cannot create '{dst}': no such directory") from None
         except IsADirectoryError:
             raise CommandError(f"-r not specified; omitting directory '{s}'") from None
     return 0
+
+
+def _sources_for(ctx: CommandContext, srcs: list[str], dst: str) -> list[str]:
+    """cp and mv: ``srcs``, each checked to exist, for ``dst``, which must be a directory
+    for several of them or when spelt with a final ``/`` (``mv f /nodir/`` renamed f to
+    /nodir)."""
+    vfs = ctx.shell.vfs
+    if (len(srcs) > 1 or dst.endswith("/")) and not vfs.is_dir(ctx.path(dst)):
+        raise CommandError(f"target '{dst}' is not a directory")
+    for s in srcs:
+        if not vfs.exists(ctx.path(s)):
+            raise CommandError(f"cannot stat '{s}': no such file or directory")
+    return srcs
 
 
 @builtin("mv", "move or rename: mv SRC... DEST")
@@ -267,11 +278,11 @@ def _mv(ctx: CommandContext) -> int:
     if len(paths) < 2:
         raise CommandError("missing destination operand", 2)
     *srcs, dst = paths
-    for s in srcs:
+    for s in _sources_for(ctx, srcs, dst):
         try:
             ctx.shell.vfs.move(ctx.path(s), ctx.path(dst))
         except FileNotFoundError:
-            raise CommandError(f"cannot stat '{s}': no such file or directory") from None
+            raise CommandError(f"cannot move '{s}' to '{dst}': no such directory") from None
     return 0
 
 
@@ -534,6 +545,12 @@ def _shutdown(ctx: CommandContext) -> int:
     from exo.kernel.users import POWER
     from exo.shell.session import ShellExit
 
+    args = [a for a in ctx.args if a not in ("-h", "-P", "--poweroff", "now")]
+    if args[:1] in (["-r"], ["--reboot"]):
+        raise CommandError("rebooting is not supported: shut down, then boot again "
+                           "(make run)", 2)
+    if args:
+        raise CommandError(f"unexpected argument '{args[0]}' (usage: shutdown [now])", 2)
     if not ctx.shell.session.holds(POWER, "WRITE"):
         raise CommandError(f"permission denied: powering off needs {POWER}=WRITE, which "
                            f"user {ctx.shell.session.user} does not hold")
@@ -778,8 +795,8 @@ def _caps(ctx: CommandContext) -> int:
         try:
             dicts = kernel.audit(event=ns.event, pid=ns.pid, resource=ns.resource,
                                  limit=ns.limit)
-        except LookupError as exc:
-            raise CommandError(str(exc)) from None
+        except (LookupError, ValueError) as exc:  # an unknown pid or event: the user's
+            raise CommandError(str(exc), 2 if isinstance(exc, ValueError) else 1) from None
         if ns.json:
             ctx.out(json.dumps(dicts, indent=2))
             return 0

@@ -510,7 +510,7 @@ def _ai(ctx: CommandContext) -> int:
     if "--lang" in args:
         i = args.index("--lang")
         if i + 1 >= len(args) or args[i + 1] not in ("fr", "en"):
-            raise CommandError("ai: --lang takes fr or en", 2)
+            raise CommandError("--lang takes fr or en", 2)
         lang = args[i + 1]
         del args[i:i + 2]
     if args == ["--voice"]:
@@ -523,6 +523,8 @@ def _ai(ctx: CommandContext) -> int:
         ctx.write(f"heard: {args[0]}\n", ctx.stderr)
     if not args:
         raise CommandError('usage: ai "SENTENCE" | ai --intent NAME [SLOT=VALUE]...', 2)
+    if not " ".join(args).strip():
+        raise CommandError("empty sentence", 2)  # said before waiting for the agents
     kernel = ctx.shell.kernel
     agents = running(kernel.boot_id)
     deadline = time.monotonic() + AI_WAIT_S
@@ -541,19 +543,24 @@ def _ai(ctx: CommandContext) -> int:
 
     if args[0] == "--intent":
         if len(args) < 2 or args[1] not in BY_NAME:
-            raise CommandError(f"ai: --intent takes one of: {', '.join(BY_NAME)}", 2)
+            raise CommandError(f"--intent takes one of: {', '.join(BY_NAME)}", 2)
         slots = {}
         for item in args[2:]:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise CommandError(f"ai: {item!r}: slots are SLOT=VALUE", 2)
+                raise CommandError(f"{item!r}: slots are SLOT=VALUE", 2)
             slots[key] = value
         result = act(Intent(args[1], slots, 1.0, lang or "en"), confirm=confirm, lang=lang,
                      context=context)
     else:
+        from exo.agents.intent import IntentInputError
+
         conversation = _AI_CONVERSATIONS.setdefault(ctx.shell, Conversation())
-        result = conversation.answer(" ".join(args), confirm=confirm, lang=lang,
-                                     context=context)
+        try:
+            result = conversation.answer(" ".join(args), confirm=confirm, lang=lang,
+                                         context=context)
+        except IntentInputError as exc:  # an empty or over-long sentence: the user's
+            raise CommandError(str(exc), 2) from None
     if as_json:
         ctx.out(json.dumps(result.to_json(), ensure_ascii=False))
     else:

@@ -382,3 +382,17 @@ def test_a_program_in_path_runs_sandboxed_in_the_working_directory(shell: Shell)
     assert status == 4, err
     assert out.splitlines() == ["hello again from /home/root"], err
     assert [r["pid"] for r in shell.kernel.ps()] == [1]  # waited for: reaped
+
+
+def test_mv_and_cp_say_which_end_is_missing(shell: Shell) -> None:
+    """``mv f.txt /nodir/`` renamed the file to /nodir (status 0); ``cp f /nodir/x``
+    blamed the source."""
+    run(shell, "echo x > /tmp/f.txt")
+    status, _, err = run(shell, "mv /tmp/f.txt /nodir/")
+    assert status == 1 and err == "mv: target '/nodir/' is not a directory\n"
+    assert (shell.kernel.root / "tmp" / "f.txt").exists()
+    assert not (shell.kernel.root / "nodir").exists()
+    assert run(shell, "cp /tmp/f.txt /nodir/x")[2] == (
+        "cp: cannot create '/nodir/x': no such directory\n")
+    assert run(shell, "mv /tmp/nope /tmp/x")[2] == (
+        "mv: cannot stat '/tmp/nope': no such file or directory\n")

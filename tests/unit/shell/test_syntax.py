@@ -194,3 +194,14 @@ def test_dev_holds_the_devices_for_every_user(alice: Shell, root_shell: Shell) -
     assert run(alice, "/usr/bin/cat /dev/null; echo $?") == (0, "0\n", "")
     status = run(alice, "rm /dev/null")[0]
     assert status == 1 and (root_shell.vfs.root / "dev").is_dir()
+
+
+def test_user_mistakes_are_said_as_such_not_as_internal_errors(root_shell: Shell,
+                                                               kernel: Kernel) -> None:
+    for line, said in (("caps --audit --event bogus", "caps: unknown audit event 'bogus'"),
+                       ('ai ""', "ai: empty sentence"),
+                       ("shutdown -r now", "shutdown: rebooting is not supported"),
+                       ("shutdown later", "shutdown: unexpected argument 'later'")):
+        status, _, err = run(root_shell, line)
+        assert status == 2 and err.startswith(said) and "internal" not in err, (line, err)
+    assert not kernel.shutdown_requested.is_set()
