@@ -165,3 +165,31 @@ def test_through_exo_boot(installed: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Hello, Exo, from hello!\n") and r.stdout.endswith("\n0\n")
+
+
+def test_exo_remove_at_the_prompt_waits_for_the_answer(installed: Path,
+                                                       tmp_path: Path) -> None:
+    """``exo install``/``remove`` typed at the Exo prompt answered their own y/N with
+    'cancelled' before anyone could type: the keys went to the shell's relay."""
+    import shutil
+
+    import pexpect
+    from tests.system.test_interactive import PROMPT, boot_terminal, login
+
+    root = tmp_path / "root"
+    shutil.copytree(installed, root, symlinks=True)
+    env = dict(os.environ, EXO_ROOT=str(root))
+    with boot_terminal(env) as term:
+        login(term)
+        term.sendline("exo remove hello")
+        term.expect(r"Proceed\? \[y/N\]: ")
+        term.sendline("n")
+        term.expect("cancelled")
+        term.expect(PROMPT)
+        term.sendline("exo remove hello")
+        term.expect(r"Proceed\? \[y/N\]: ")
+        term.sendline("y")
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)
+    assert installed_app(root, "hello") is None and installed_app(installed, "hello")

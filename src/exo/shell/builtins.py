@@ -843,7 +843,8 @@ def _read_manifest(ctx: CommandContext, raw: str) -> Manifest:
     return read_manifest(lambda: ctx.shell.vfs.read_bytes(path), path)
 
 
-@builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] -- CMD...")
+@builtin("run", "run a sandboxed process: run [--cap NAME=RIGHTS]... [--manifest F] "
+                 "[--cwd DIR] -- CMD...")
 def _run(ctx: CommandContext) -> int:
     return run_program(ctx, list(ctx.args), usage=HELP["run"])
 
@@ -860,14 +861,16 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
     from exo.kernel.manifest import Manifest, ManifestError, PosixX, parse_grant
     from exo.sandbox import SandboxError
 
-    grants, manifest = [], None
+    grants, manifest, cwd = [], None, None
     try:
         while args and args[0] != "--":
             opt = args.pop(0)
-            if opt in ("--cap", "--manifest") and args:
+            if opt in ("--cap", "--manifest", "--cwd") and args:
                 value = args.pop(0)
                 if opt == "--cap":
                     grants.append(parse_grant(value))
+                elif opt == "--cwd":  # as `exo run --cwd`: an Exo path it must hold
+                    cwd = ctx.shell.vfs.normalize(value, ctx.shell.cwd)
                 else:
                     manifest = _read_manifest(ctx, value)
             else:
@@ -897,6 +900,10 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
     kernel = ctx.shell.kernel
     from exo.sandbox.zygote import prefer
 
+    held = [*grants, *(manifest.grants if manifest is not None else ())]
+    if cwd is not None and visible_cwd(cwd, held) != cwd:
+        raise CommandError(f"--cwd {cwd}: the process holds no capability on it (add "
+                           f"--cap storage://{cwd.strip('/')}=READ)", 2)
     try:
         # Started in a spare of the session's zygote when it can be (exo.sandbox.zygote:
         # no network capability, not POSIX-X), as the powerbox's commands are, each with
@@ -905,9 +912,7 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
         with prefer():
             proc = kernel.start(argv, grants, manifest=manifest,
                                 stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                cwd=visible_cwd(ctx.shell.cwd, [
-                                    *grants,
-                                    *(manifest.grants if manifest is not None else ())]),
+                                cwd=cwd or visible_cwd(ctx.shell.cwd, held),
                                 session=ctx.shell.session.token)
         if ctx.adopt is not None:
             ctx.adopt(proc)
@@ -979,8 +984,11 @@ def _exo_admin(ctx: CommandContext, sub: str, rest: list[str]) -> int:
         raise CommandError(f"{sub}: permission denied: only the administrator runs "
                            f"'exo {sub}' (user {session.user})")
     env = dict(os.environ, EXO_ROOT=str(ctx.shell.kernel.root))
+    # In the shell's directory (`exo new hello` makes /home/root/hello, not a directory
+    # of the host's); a path argument is still the host's (root's commands, on the host).
     child = subprocess.Popen([sys.executable, "-m", "exo", sub, *rest], stdin=ctx.stdin,
-                             stdout=ctx.stdout, stderr=ctx.stderr, env=env)
+                             stdout=ctx.stdout, stderr=ctx.stderr, env=env,
+                             cwd=ctx.shell.vfs.host_path(ctx.shell.cwd))
     while True:
         try:
             return child.wait(0.05)

@@ -360,7 +360,7 @@ class Shell:
                 # A builtin that does not read the terminal itself (``sleep``, ``wait``,
                 # ``exo run``) runs with the keys going to the relay: Ctrl-C stops it,
                 # and never reaches a background job's sandbox.
-                reads = os.isatty(stdin) and name in READS_TERMINAL
+                reads = os.isatty(stdin) and self._reads_terminal(cmds[0])
                 with contextlib.ExitStack() as stack:
                     if self.terminal is not None and not reads:
                         stack.enter_context(self.terminal.job_in_foreground())
@@ -368,7 +368,7 @@ class Shell:
                                         inline).status
             # The keys go to the relay before the job starts: a Ctrl-C typed while it
             # starts reaches it, never the kernel's group (a background job's sandbox).
-            reads = os.isatty(stdin) and name in READS_TERMINAL and not any(
+            reads = os.isatty(stdin) and self._reads_terminal(cmds[0]) and not any(
                 r.op == "<" for r in cmds[0].redirects)
             with contextlib.ExitStack() as stack:
                 if self.terminal is not None and not reads:
@@ -379,6 +379,15 @@ class Shell:
         except _RedirectError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             return 1
+
+    def _reads_terminal(self, cmd: Command) -> bool:
+        """Whether the command reads the terminal itself (READS_TERMINAL; ``exo install``
+        and the other administrator's commands ask y/N there)."""
+        from exo.shell.builtins import ADMIN_SUBCOMMANDS
+
+        words = [w.text for w in _without_assignments(cmd).argv[:2]]
+        return bool(words) and (words[0] in READS_TERMINAL or (
+            words[0] == "exo" and words[1:] != [] and words[1] in ADMIN_SUBCOMMANDS))
 
     def _argv_name(self, cmd: Command) -> str:
         """The command's name: its first word after any ``NAME=value``."""

@@ -46,3 +46,10 @@ def test_ai_voice_says_when_there_is_no_microphone(root_shell: Shell) -> None:
     status, out, err = run(root_shell, "ai --voice")
     assert (status, out) == (1, "")
     assert err.startswith("ai: no microphone"), err
+
+
+def test_administrator_commands_run_in_the_shells_directory(root_shell: Shell) -> None:
+    """``cd /tmp; exo new hello`` made hello/ in the kernel's host directory."""
+    status, _, err = run(root_shell, "cd /tmp; exo new hello --template cli")
+    assert status == 0, err
+    assert (root_shell.kernel.root / "tmp" / "hello" / "exopkg.toml").is_file()

@@ -205,3 +205,12 @@ def test_user_mistakes_are_said_as_such_not_as_internal_errors(root_shell: Shell
         status, _, err = run(root_shell, line)
         assert status == 2 and err.startswith(said) and "internal" not in err, (line, err)
     assert not kernel.shutdown_requested.is_set()
+
+
+def test_run_takes_a_working_directory_it_holds(root_shell: Shell) -> None:
+    """``exo run --cwd`` was 'unexpected argument' in the shell, though the README says
+    exo run works the same there."""
+    line = "exo run --cap storage://home/root=READ --cwd /home/root -- /usr/bin/pwd"
+    assert run(root_shell, line)[:2] == (0, "/home/root\n")
+    status, _, err = run(root_shell, "run --cwd /home/root -- /usr/bin/pwd")
+    assert status == 2 and "holds no capability on it" in err
