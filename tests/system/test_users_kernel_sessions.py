@@ -308,3 +308,22 @@ def test_a_users_command_cannot_spend_the_per_uid_limits_of_their_others(
     while kernel.processes.uids.held() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert kernel.processes.uids.held() == before
+
+
+def test_a_broken_grants_file_is_said_not_taken_for_a_wrong_password(
+        exo_env: dict[str, str], exo_root: Path) -> None:
+    from exo.kernel.tree import ensure_tree
+
+    ensure_tree(exo_root)
+    UserDatabase(exo_root).add("alice", "wonderland")
+    (exo_root / "home" / "alice").mkdir()
+    (exo_root / "etc" / "exo").mkdir(parents=True, exist_ok=True)
+    (exo_root / "etc" / "exo" / "grants.toml").write_text("[all\n")
+    with boot_terminal(exo_env) as term:
+        login_as(term, "alice", "wonderland")
+        term.expect("login: ")
+        term.expect("the administrator must fix it before alice can log in")
+        term.expect("exo-os login: ")
+        assert "Login incorrect" not in (term.before or "")
+        term.sendeof()
+        term.expect(pexpect.EOF)

@@ -122,9 +122,9 @@ def login(kernel: KernelApi) -> Session | None:
 
         try:  # the kernel authenticates and keeps the session
             opened = kernel.login(name, password)
-        except UserError as exc:
-            print(f"login: {exc}")
-            opened = None
+        except UserError as exc:  # the administrator's file, not this password: no failure
+            print(f"login: {exc}; the administrator must fix it before {name} can log in")
+            continue
         if opened is not None:
             return Session.of(kernel, opened)
         print("Login incorrect")
