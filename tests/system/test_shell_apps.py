@@ -92,7 +92,7 @@ def test_the_helper_reads_the_current_generation(installed: Path) -> None:
 
 def test_typing_its_name_runs_it_under_its_manifest(shell: Shell) -> None:
     status, out, err = run(shell, "hello Exo")
-    assert (status, err) == (0, "")
+    assert (status, err) == (0, ""), err
     lines = out.splitlines()
     assert lines[0] == "Hello, Exo, from hello!"
     assert lines[1] == "/home/root is out of reach"  # only what the manifest names
@@ -193,3 +193,22 @@ def test_exo_remove_at_the_prompt_waits_for_the_answer(installed: Path,
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
     assert installed_app(root, "hello") is None and installed_app(installed, "hello")
+
+
+def test_exo_bin_lists_and_shows_the_installed_launchers(shell: Shell, kernel: Kernel) -> None:
+    """``ls /exo/bin`` said no such file and ``cat /exo/bin/hello`` refused the link,
+    while ``type hello`` named /exo/bin/hello: the store's own two links are read (in
+    exactly their form), never followed."""
+    assert run(shell, "ls /exo/bin") == (0, "hello\n", "")
+    status, out, _ = run(shell, "cat /exo/bin/hello")
+    assert status == 0 and out.startswith("#!")
+    link = kernel.root / "exo" / "bin"
+    target = os.readlink(link)
+    try:  # any other form is a link like any other: refused
+        link.unlink()
+        link.symlink_to("../etc")
+        status, out, _ = run(shell, "ls /exo/bin")
+        assert status == 1 and out == ""
+    finally:
+        link.unlink()
+        link.symlink_to(target)

@@ -685,6 +685,8 @@ class Shell:
         ]
         for cand in candidates:
             path = self.vfs.normalize(cand, self.cwd)
+            if posixpath.dirname(path) == PACKAGE_BIN:
+                continue  # a package's launcher: the app itself is started (find_app)
             if self.vfs.is_executable(path):
                 return path
         return None

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from exo.kernel.procfs import VirtualTree
 
 _VIRTUAL = ("proc", "sys")
+#: The installed packages' launchers: the package store's link, resolved (_package_bin).
+PACKAGE_BIN = "/exo/bin"
 _CHUNK = 1 << 20
 #: ``/dev/NAME`` for these is the host's device, whatever the tree holds there (as every
 #: sandboxed program's /dev: exo.sandbox.namespace), for every user: ``2>/dev/null``.
@@ -116,7 +118,7 @@ class Vfs:
         # is safe; everything below it is resolved from this descriptor.
         root = beneath.open_root(self.root)
         try:
-            rel = self.normalize(exo_path).lstrip("/") or "."
+            rel = self._package_bin(root, self.normalize(exo_path)).lstrip("/") or "."
             return beneath.openat2(root, rel, flags, mode, beneath.STRICT)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
@@ -132,6 +134,34 @@ class Vfs:
             raise OSError(exc.errno, exc.strerror, exo_path) from None
         finally:
             os.close(root)
+
+    @staticmethod
+    def _package_bin(root: int, norm: str) -> str:
+        """``/exo/bin[/...]`` as the package store's current generation's ``bin``: the
+        two links the store keeps (``exo/bin`` → ``../var/lib/pkg/current/bin``, ``current``
+        → ``generations/N``) read beneath the root and taken only in exactly that form,
+        never followed as links. Any other path, or links of any other form, unchanged
+        (and then refused, as every link)."""
+        if norm != PACKAGE_BIN and not norm.startswith(PACKAGE_BIN + "/"):
+            return norm
+        try:
+            exo = beneath.openat2(root, "exo", os.O_PATH | os.O_DIRECTORY, 0, beneath.STRICT)
+            try:
+                first = os.readlink("bin", dir_fd=exo)
+            finally:
+                os.close(exo)
+            state = beneath.openat2(root, "var/lib/pkg", os.O_PATH | os.O_DIRECTORY, 0,
+                                    beneath.STRICT)
+            try:
+                current = os.readlink("current", dir_fd=state)
+            finally:
+                os.close(state)
+        except OSError:
+            return norm
+        number = current.removeprefix("generations/")
+        if first != "../var/lib/pkg/current/bin" or not number.isdigit():
+            return norm
+        return f"/var/lib/pkg/generations/{number}/bin" + norm[len(PACKAGE_BIN):]
 
     def _parent(self, exo_path: str) -> tuple[int, str]:
         """(descriptor of the parent directory, last name) of ``exo_path``."""
