@@ -1209,11 +1209,11 @@ def _type(ctx: CommandContext) -> int:
             ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
         elif name in ctx.shell.builtins:
             ctx.out(f"{name} is a shell builtin")
-        elif (program := ctx.shell.find_program(name)) is not None:
-            ctx.out(f"{name} is {program} (in the Exo tree: its directory read-write)")
-        elif (app := ctx.shell.find_app(name)) is not None:
+        elif (app := ctx.shell.find_app(name)) is not None:  # (as the shell looks)
             ctx.out(f"{name} is /exo/bin/{app.name} (package {app.name} {app.version}: "
                     "its manifest's capabilities)")
+        elif (program := ctx.shell.find_program(name)) is not None:
+            ctx.out(f"{name} is {program} (in the Exo tree: its directory read-write)")
         elif (host := Powerbox.find(name)) is not None:
             known = name.rsplit("/", 1)[-1] in Powerbox.for_shell(ctx.shell).policies
             ctx.out(f"{name} is {host} (through the powerbox: "

@@ -668,12 +668,13 @@ class Shell:
         """Programs installed in the Exo tree's PATH run as sandboxed processes holding
         the working directory and themselves; the host's everyday programs run through
         the powerbox (``exo.shell.powerbox``), holding what their command line names."""
-        program = self.find_program(ctx.argv[0])
-        if program is not None:
-            return self._start_program(ctx, self.vfs.host_path(program), env)
+        # An installed package first: its /exo/bin launcher is not run, the app is.
         app = self.find_app(ctx.argv[0])
         if app is not None:
             return self._start_app(ctx, app, env)
+        program = self.find_program(ctx.argv[0])
+        if program is not None:
+            return self._start_program(ctx, self.vfs.host_path(program), env)
         from exo.shell.powerbox import Powerbox
 
         return Powerbox.for_shell(self).start(ctx, env)
@@ -685,8 +686,6 @@ class Shell:
         ]
         for cand in candidates:
             path = self.vfs.normalize(cand, self.cwd)
-            if posixpath.dirname(path) == PACKAGE_BIN:
-                continue  # a package's launcher: the app itself is started (find_app)
             if self.vfs.is_executable(path):
                 return path
         return None
