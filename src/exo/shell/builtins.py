@@ -91,6 +91,8 @@ def _pwd(ctx: CommandContext) -> int:
 
 @builtin("cd", "change the working directory: cd [DIR | -] (default: $HOME; -: the previous)")
 def _cd(ctx: CommandContext) -> int:
+    if len(ctx.args) > 1:
+        raise CommandError("too many arguments")
     back = ctx.args[:1] == ["-"]
     if back and not ctx.shell.env.get("OLDPWD"):
         raise CommandError("OLDPWD not set")
@@ -98,7 +100,8 @@ def _cd(ctx: CommandContext) -> int:
         ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
     target = ctx.path(raw)
     if not ctx.shell.vfs.is_dir(target):
-        raise CommandError(f"{raw}: no such directory")
+        raise CommandError(f"{raw}: not a directory" if ctx.shell.vfs.exists(target)
+                           else f"{raw}: no such directory")
     ctx.shell.vfs.listdir(target)  # a user enters only what the session may list
     ctx.shell.env["OLDPWD"] = ctx.shell.cwd
     ctx.shell.cwd = target
@@ -196,13 +199,20 @@ def _strip(exc: BaseException, path: str) -> str:
     return text[len(path) + 2:] if text.startswith(path + ": ") else text
 
 
-@builtin("echo", "print arguments: echo [-n] ARG...")
+@builtin("echo", "print arguments: echo [-n] [-e] ARG... (-e: \\n \\t \\\\ ... escapes)")
 def _echo(ctx: CommandContext) -> int:
-    args = ctx.args
-    newline = True
-    if args and args[0] == "-n":
-        newline, args = False, args[1:]
-    ctx.write(" ".join(args) + ("\n" if newline else ""))
+    args = list(ctx.args)
+    newline, escapes = True, False
+    while args and args[0] in ("-n", "-e", "-E", "-ne", "-en"):
+        flag = args.pop(0)
+        newline = newline and "n" not in flag
+        escapes = "e" in flag if flag != "-E" else False
+    text = " ".join(args)
+    if escapes:  # as bash's echo -e; \c ends the output there
+        text, cut, _ = text.partition("\\c")
+        newline = newline and not cut
+        text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    ctx.write(text + ("\n" if newline else ""))
     return 0
 
 

@@ -158,9 +158,12 @@ class Shell:
         return False
 
     def expand_history(self, line: str) -> str:
-        """``!!`` is the previous command line, as in sh's interactive mode."""
-        if "!!" not in line or not self.history:
+        """``!!`` is the previous command line, as in sh's interactive mode (ParseError
+        when there is none yet)."""
+        if "!!" not in line:
             return line
+        if not self.history:
+            raise ParseError("!!: event not found")
         return line.replace("!!", self.history[-1])
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:

@@ -197,6 +197,7 @@ class Powerbox:
             grants.append(parse_grant(f"{cwd_name}=READ"))
         policy = self.policies.get(name)
         roles = policy.roles(args) if policy is not None else self._asked(name, args, grants)
+        missing: list[str] = []
         for arg, role in roles:
             exo = shell.vfs.normalize(arg, shell.cwd)
             top = exo.strip("/").split("/", 1)[0]
@@ -207,21 +208,22 @@ class Powerbox:
                 continue  # not a file after all (a pattern, a number): nothing to grant
             if role == "edit" and policy is not None and policy.replaces:
                 exo = posixpath.dirname(exo)
-            if role == "read":
-                rights = "READ"
-            else:
-                if not exists:
-                    shell.vfs.touch(exo)  # created with the session's rights, or refused
-                rights = "READ,WRITE"
+            rights = "READ" if role == "read" else "READ,WRITE"
             resource = "storage://" + exo.strip("/")
             if not shell.session.holds(resource, rights):
                 raise PermissionError(f"{arg}: permission denied (user "
                                       f"{shell.session.user} holds no capability to "
                                       f"{'read' if rights == 'READ' else 'write'} it)")
+            if rights != "READ" and not exists:
+                missing.append(exo)
             grant = parse_grant(f"{resource}={rights}")
             if not any(g.name.covers(grant.name) and grant.rights in g.rights
                        for g in grants):  # else held through the working directory
                 grants.append(grant)
+        # Outputs are created once every argument was checked (a refused command left
+        # them behind, empty), with the session's rights.
+        for exo in missing:
+            shell.vfs.touch(exo)
         return grants
 
     def _asked(self, name: str, args: list[str], grants: list[Grant]) -> list[tuple[str, str]]:

@@ -289,7 +289,12 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
             raise Logout(shell.last_status) from None
         if not line.strip():
             continue
-        expanded = shell.expand_history(line)
+        try:
+            expanded = shell.expand_history(line)
+        except ValueError as exc:  # (ParseError) no previous line for !!
+            print(f"exo: {exc}")
+            shell.last_status = 1
+            continue
         if expanded != line:
             print(expanded)
         shell.history.append(expanded)

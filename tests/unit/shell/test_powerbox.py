@@ -117,3 +117,13 @@ def test_a_script_operand_is_not_a_file_and_sed_i_holds_the_directory(
     assert not (root_shell.vfs.root / "tmp" / "s").exists()
     assert run(root_shell, "echo a b | awk '{print $2}'")[1] == "b\n"  # via /etc/alternatives
     assert run(root_shell, "grep -e one -e ONE n.txt")[1] == "ONE TWO\n"
+
+
+def test_a_refused_command_leaves_no_output_file_behind(alice: Shell) -> None:
+    (alice.vfs.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    (alice.vfs.root / "home" / "root" / "secret").write_text("root's\n")
+    status, _, err = run(alice, "sort /home/root/secret -o /tmp/stolen")
+    assert status == 126 and "permission denied" in err
+    assert not (alice.vfs.root / "tmp" / "stolen").exists()
+    status, _, err = run(alice, "echo b > /tmp/in; sort /tmp/in -o /tmp/sorted; cat /tmp/sorted")
+    assert (status, err) == (0, "")

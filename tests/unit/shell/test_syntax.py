@@ -214,3 +214,14 @@ def test_run_takes_a_working_directory_it_holds(root_shell: Shell) -> None:
     assert run(root_shell, line)[:2] == (0, "/home/root\n")
     status, _, err = run(root_shell, "run --cwd /home/root -- /usr/bin/pwd")
     assert status == 2 and "holds no capability on it" in err
+
+
+def test_echo_escapes_cd_messages_and_history_without_a_previous_line(
+        root_shell: Shell) -> None:
+    assert run(root_shell, 'echo -e "a\\tb\\nc"')[1] == "a\tb\nc\n"
+    assert run(root_shell, 'echo -n x; echo -e "y\\cz"; echo -E "\\t"')[1] == "xy\\t\n"
+    assert run(root_shell, "cd a b")[2] == "cd: too many arguments\n"
+    assert run(root_shell, "cd /etc/motd")[2] == "cd: /etc/motd: not a directory\n"
+    fresh = Shell(root_shell.kernel, root_shell._tree)
+    with pytest.raises(ParseError, match="event not found"):
+        fresh.expand_history("!!")
