@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from exo.kernel.manifest import Grant, Manifest
     from exo.shell.jobs import Job
     from exo.shell.session import Session
+    from exo.shell.vfs import Entry
 
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
@@ -131,17 +132,28 @@ def _ls(ctx: CommandContext) -> int:
         entries = [e for e in vfs.listdir(p) if "a" in flags or not e.name.startswith(".")]
         if "l" in flags:
             for e in entries:
-                if e.link is not None:  # a link: its own text, as ls -l shows it
-                    ctx.out(f"l {len(e.link):>10}  {e.name} -> {e.link}")
-                    continue
-                kind = "d" if e.is_dir else "-"
-                ctx.out(f"{kind} {e.size:>10}  {e.name}{'/' if e.is_dir else ''}")
+                ctx.out(_long_line(e))
         elif "1" in flags or not ctx.isatty():
             for e in entries:
                 ctx.out(e.name)
         else:
             ctx.out("  ".join(e.name for e in entries))
     return status
+
+
+def _long_line(e: Entry) -> str:
+    """``ls -l``'s line: mode, size, time and name (no owner: every file of the tree is
+    the kernel's on the host; who may reach it is a matter of capabilities)."""
+    if e.link is not None:  # a link: its own text, as ls -l shows it
+        mode, size, name = "lrwxrwxrwx", len(e.link), f"{e.name} -> {e.link}"
+    else:
+        kind = stat.S_IFDIR if e.is_dir else stat.S_IFREG
+        mode = stat.filemode(e.mode if e.mode else kind | (0o555 if e.is_dir else 0o444))
+        size, name = e.size, e.name + ("/" if e.is_dir else "")
+    when = time.localtime(e.mtime or time.time())
+    recent = abs(time.time() - (e.mtime or time.time())) < 182 * 86400
+    shown = time.strftime("%b %e %H:%M" if recent else "%b %e  %Y", when)
+    return f"{mode} {size:>10} {shown} {name}"
 
 
 @builtin("cat", "print files (or stdin) to stdout")

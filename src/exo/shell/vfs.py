@@ -55,13 +55,17 @@ class Entry:
     """One name of a directory. ``link``: a symbolic link's own text (read, never
     followed: what it leads to is looked up from the tree, inside it only)."""
 
-    __slots__ = ("is_dir", "link", "name", "size")
+    __slots__ = ("is_dir", "link", "mode", "mtime", "name", "size")
 
-    def __init__(self, name: str, is_dir: bool, size: int, link: str | None = None) -> None:
+    def __init__(self, name: str, is_dir: bool, size: int, link: str | None = None,
+                 mode: int = 0, mtime: float = 0.0) -> None:
         self.name = name
         self.is_dir = is_dir
         self.size = size
         self.link = link
+        #: ``st_mode`` and ``st_mtime`` (0: synthesised, not a file's)
+        self.mode = mode
+        self.mtime = mtime
 
 
 class Vfs:
@@ -292,9 +296,10 @@ class Vfs:
                     out.append(Entry(name, False, 0, texts.get(name, "?")))
                     continue
                 out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size,
-                                 texts.get(name, "?")))
+                                 texts.get(name, "?"), st.st_mode, st.st_mtime))
                 continue
-            out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size))
+            out.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size, None, st.st_mode,
+                             st.st_mtime))
         return out
 
     def read_bytes(self, p: str) -> bytes:

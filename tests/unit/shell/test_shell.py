@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -396,3 +397,11 @@ def test_mv_and_cp_say_which_end_is_missing(shell: Shell) -> None:
         "cp: cannot create '/nodir/x': no such directory\n")
     assert run(shell, "mv /tmp/nope /tmp/x")[2] == (
         "mv: cannot stat '/tmp/nope': no such file or directory\n")
+
+
+def test_ls_l_shows_mode_size_and_time(shell: Shell) -> None:
+    """``ls -l`` showed a type letter and a size only."""
+    run(shell, "mkdir /tmp/d; echo hello > /tmp/d/f")
+    os.chmod(shell.kernel.root / "tmp" / "d" / "f", 0o640)
+    out = run(shell, "ls -l /tmp/d")[1]
+    assert re.fullmatch(r"-rw-r----- +6 \w{3} [ \d]\d \d\d:\d\d f\n", out), out
