@@ -232,6 +232,9 @@ def _lex(s: str, lookup: Callable[[str], str],
                 elif s[i] == "$":
                     value, i, _ = _expand(s, i, lookup, substitute)
                     buf.append(value)
+                elif s[i] == "`":
+                    value, i = _backquoted(s, i, substitute)
+                    buf.append(value)
                 else:
                     buf.append(s[i])
                     i += 1
@@ -242,8 +245,12 @@ def _lex(s: str, lookup: Callable[[str], str],
             if i + 1 < n:
                 buf.append(s[i + 1])
             i += 2
-        elif c == "$":
-            value, i, split = _expand(s, i, lookup, substitute)
+        elif c in "$`":
+            if c == "`":  # `command`: the old spelling of $(command)
+                value, i = _backquoted(s, i, substitute)
+                split = True
+            else:
+                value, i, split = _expand(s, i, lookup, substitute)
             # Unquoted, a variable's or a command's output splits into words (as in sh).
             parts = value.split() if split else [value]
             solid = solid or not split
@@ -265,6 +272,19 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _backquoted(s: str, i: int, substitute: Callable[[str], str] | None) -> tuple[str, int]:
+    """```command``` at ``s[i]``: its output (as ``$(command)``) and the next index."""
+    end = i + 1
+    while end < len(s) and s[end] != "`":
+        end += 2 if s[end] == "\\" else 1
+    if end >= len(s):
+        raise IncompleteInput("unterminated `")
+    if substitute is None:
+        raise ParseError("command substitution is not available here")
+    inner = re.sub(r"\\([$`\\])", r"\1", s[i + 1 : end])
+    return substitute(inner).rstrip("\n"), end + 1
 
 
 def matching_paren(s: str, i: int) -> int:
@@ -314,16 +334,50 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
         end = s.find("}", j)
         if end < 0:
             raise ParseError("unterminated ${")
-        name = s[j + 1 : end]
-        if not name.isidentifier():
-            raise ParseError(f"bad substitution: ${{{name}}}")
-        return lookup(name), end + 1, True
+        return _braced(s[j + 1 : end], lookup, substitute), end + 1, True
     k = j
     while k < len(s) and (s[k].isalnum() or s[k] == "_"):
         k += 1
     if k == j:
         return "$", j, False
     return lookup(s[j:k]), k, True
+
+
+def _braced(inner: str, lookup: Callable[[str], str],
+            substitute: Callable[[str], str] | None) -> str:
+    """``${NAME}``, ``${#NAME}`` (its length), and ``${NAME:-WORD}``, ``${NAME:+WORD}``,
+    ``${NAME:?WORD}`` (and without the colon: for an unset NAME only), as sh expands
+    them; WORD is expanded in its turn."""
+    if inner.startswith("#") and inner[1:].isidentifier():
+        return str(len(lookup(inner[1:])))
+    m = _BRACED_RE.fullmatch(inner)
+    if m is None:
+        raise ParseError(f"bad substitution: ${{{inner}}}")
+    name, colon, op, word = m.groups()
+    value = lookup(name)
+    if not op:
+        return value
+    if op == "=":
+        raise ParseError(f"${{{inner}}}: assigning in a substitution is not supported; "
+                         f"write {name}=... first")
+    unset = value == ""  # the shell keeps no unset-but-empty distinction
+
+    def expanded() -> str:
+        words = _lex(word, lookup, substitute) if word else []
+        return " ".join(w.text for w in words if isinstance(w, Word))
+
+    if not colon and not unset:
+        return value if op != "+" else expanded()
+    if op == "-":
+        return expanded() if unset else value
+    if op == "+":
+        return "" if unset else expanded()
+    if unset:  # "?"
+        raise ParseError(f"{name}: {expanded() or 'parameter null or not set'}")
+    return value
+
+
+_BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-+?=])(.*))?", re.DOTALL)
 
 
 # ------------------------------------------------------------ compound commands

@@ -225,3 +225,16 @@ def test_echo_escapes_cd_messages_and_history_without_a_previous_line(
     fresh = Shell(root_shell.kernel, root_shell._tree)
     with pytest.raises(ParseError, match="event not found"):
         fresh.expand_history("!!")
+
+
+def test_backquotes_and_parameter_expansion_forms(root_shell: Shell) -> None:
+    """Backquotes were printed as they were, ``${X:-y}`` and ``${#x}`` were 'bad
+    substitution'."""
+    assert run(root_shell, 'echo `echo hi` "x`echo y`z"')[1] == "hi xyz\n"
+    assert run(root_shell, "unset X; echo ${X:-def} ${X-d2} ${HOME:+set} ${X:+no}.")[1] == \
+        "def d2 set .\n"
+    assert run(root_shell, "X=abc; echo ${#X} ${X:-no} ${Y:-$X}")[1] == "3 abc abc\n"
+    _, out, err = run(root_shell, "echo ${Z:?must be set}; echo after")
+    assert "Z: must be set" in err and out == "after\n"
+    assert run(root_shell, "echo ${Z:=v}")[0] == 2
+    assert run(root_shell, "echo ${a b}")[2] == "exo: bad substitution: ${a b}\n"
