@@ -37,13 +37,16 @@ Safety of the passthrough:
   keeps at most ``max_fds`` node descriptors open -- past that, the least recently used
   idle nodes are *parked* (their ``O_PATH`` fd closed, reopened beneath their parent by
   name, with the same checks, when next used; invisible to the client) -- and knows at most
-  ``max_nodes`` nodes and ``max_handles`` open files (then ``ENFILE`` / ``EMFILE``).
+  ``max_nodes`` nodes (past three quarters the client is asked to drop the oldest names,
+  whose FORGETs then come: ``_make_room``) and ``max_handles`` open files (then ``ENFILE``
+  / ``EMFILE``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import stat
@@ -53,6 +56,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exo import _threadcache
 from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
@@ -182,6 +186,7 @@ class _Export:
     handles: set[int] = field(default_factory=set)
     graveyard: list[int] = field(default_factory=list)  # fds to close once busy == 0
     passthrough: bool = False   # its regular files open with FUSE passthrough
+    evicting: bool = False      # names being dropped from the client now (_make_room)
 
 
 class RevocableDirs(FuseServer):
@@ -217,7 +222,8 @@ class RevocableDirs(FuseServer):
         self._ids = itertools.count(P.ROOT_ID + 1)
         self._dev_no: int | None = None  # _mount_dev
         self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
-                             "reopened": 0, "full": 0, "passthrough_opened": 0, "cut": 0,
+                             "reopened": 0, "full": 0, "evicted": 0,
+                             "passthrough_opened": 0, "cut": 0,
                              "cut_failed": 0, "cut_unneeded": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
@@ -586,6 +592,7 @@ class RevocableDirs(FuseServer):
             elif n is not None:  # parked: this fresh descriptor is its own again
                 n.fd = fd
             else:
+                self._make_room(ex)
                 if len(ex.nodes) >= self._max_nodes:
                     self._counts["full"] += 1
                     extra = fd
@@ -609,6 +616,36 @@ class RevocableDirs(FuseServer):
             os.close(old)
         return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, 0, 0, 0),
                 P.attr_from_stat(st, st.st_ino)]
+
+    def _make_room(self, ex: _Export) -> None:
+        """Keep ``ex`` below ``max_nodes`` names (lock held): past three quarters, ask the
+        client, from a thread of its own, to drop the oldest names it looked up
+        (FUSE_NOTIFY_INVAL_ENTRY) down to half, so that their FORGETs come. A program
+        that makes more files than that in a grant (a checkout, a build) so works, as
+        long as it does not hold them all at once; names it holds (open, a working
+        directory) stay, and past ``max_nodes`` of them a LOOKUP is ENFILE at once (a
+        worker never waits here: the two serve every process)."""
+        if len(ex.nodes) >= self._max_nodes * 3 // 4 and not ex.evicting and not ex.dead:
+            ex.evicting = True
+            _threadcache.start(functools.partial(self._evict, ex), "exo-files-evict")
+
+    def _evict(self, ex: _Export) -> None:
+        """Ask the client to drop names of ``ex``, oldest first (``_make_room``). Never
+        on a worker: the client takes the directory's lock to drop a name, which a
+        request it is waiting on may hold."""
+        try:
+            with self._lock:
+                excess = len(ex.nodes) - self._max_nodes // 2
+                gone = [(n.parent.nodeid, n.name) for n in ex.nodes.values()
+                        if n is not ex.root and n.parent is not None and n.name
+                        and not n.users and not n.pt_opens][:max(excess, 0)]
+            for parent, name in gone:
+                self._notify(P.NOTIFY_INVAL_ENTRY,
+                             P.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0")
+            self._counts["evicted"] += len(gone)
+        finally:
+            with self._lock:
+                ex.evicting = False
 
     def _new_handle(self, ex: _Export, fd: int) -> int:
         return self._new_file(ex, fd, None)[0]
