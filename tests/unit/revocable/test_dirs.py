@@ -494,3 +494,26 @@ def test_create_never_opens_a_fifo_that_appeared_in_its_place(server: RevocableD
         assert (world.grant / "regular").read_text() == "kept\nmore\n"
     finally:
         os.close(dirfd)
+
+
+def test_a_grants_writes_leave_the_file_systems_reserve(world: World) -> None:
+    """A WRITE grant could fill the host's disk (a hostile review, 2026-12-04): a write
+    that would leave less than the reserve is ENOSPC, and nothing of it is written."""
+    free = os.statvfs(world.grant).f_bavail * os.statvfs(world.grant).f_frsize
+    with served(RevocableDirs, world.tmp / "mnt", world.caps, min_free=free + (1 << 30)) \
+            as srv:
+        p, _ = _export(srv, world)
+        fd = os.open(p / "f.txt", os.O_WRONLY | os.O_APPEND)
+        try:
+            with pytest.raises(OSError) as full:
+                os.write(fd, b"more")
+            assert full.value.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        assert (world.grant / "f.txt").read_text() == "hello\n"
+        assert srv.stats()["no_space"] >= 1
+    with served(RevocableDirs, world.tmp / "mnt", world.caps) as srv:  # the default
+        p, _ = _export(srv, world)
+        with open(p / "f.txt", "a") as fh:
+            fh.write("more\n")
+        assert (world.grant / "f.txt").read_text() == "hello\nmore\n"

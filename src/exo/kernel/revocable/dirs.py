@@ -99,6 +99,9 @@ _W_OK = 2
 MAX_FDS = 256
 MAX_NODES = 32768
 MAX_HANDLES = 1024
+#: What a grant's writes leave free on the file system: this share of it, at least MIN_FREE.
+MIN_FREE_FRACTION = 0.02
+MIN_FREE = 1 << 30
 #: Root names only the kernel's own cutting thread may look up: ``<prefix><nodeid>``.
 _CUT_PREFIX = b".exo-cut-"
 
@@ -208,13 +211,14 @@ class RevocableDirs(FuseServer):
     def __init__(self, mount_dir: Path, *, threads: int = 2, device: str = "/dev/fuse",
                  on_release: Callable[[Pin], None] | None = None, max_fds: int = MAX_FDS,
                  max_nodes: int = MAX_NODES, max_handles: int = MAX_HANDLES,
-                 passthrough: bool = True) -> None:
+                 passthrough: bool = True, min_free: int | None = None) -> None:
         super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
         self.want_passthrough = passthrough
         self._cutters: set[int] = set()  # kernel threads cutting passthrough files now
         if max_fds < 1 or max_nodes < 2 or max_handles < 1:
             raise ValueError("an export needs room for at least its root and one file")
         self._max_fds, self._max_nodes, self._max_handles = max_fds, max_nodes, max_handles
+        self._min_free = min_free  # bytes a write must leave free (None: _keep_free's)
         self._exports: dict[bytes, _Export] = {}
         self._by_pin: dict[int, _Export] = {}
         self._nodes: dict[int, _Node] = {}
@@ -222,7 +226,7 @@ class RevocableDirs(FuseServer):
         self._ids = itertools.count(P.ROOT_ID + 1)
         self._dev_no: int | None = None  # _mount_dev
         self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
-                             "reopened": 0, "full": 0, "evicted": 0,
+                             "reopened": 0, "full": 0, "evicted": 0, "no_space": 0,
                              "passthrough_opened": 0, "cut": 0,
                              "cut_failed": 0, "cut_unneeded": 0})
         self._handlers = {
@@ -1048,6 +1052,7 @@ class RevocableDirs(FuseServer):
         h = self._enter_handle(fh, Rights.WRITE)
         done = 0
         try:
+            self._keep_free(h.fd, len(data))
             while done < len(data):
                 k = os.pwrite(h.fd, data[done:], offset + done)
                 if k == 0:
@@ -1059,6 +1064,19 @@ class RevocableDirs(FuseServer):
         finally:
             self._leave(h.export)
         return [P.WRITE_OUT.pack(done, 0)]
+
+    def _keep_free(self, fd: int, size: int) -> None:
+        """ENOSPC for a write that would leave the file system with less than the
+        reserve (``min_free``: ``MIN_FREE_FRACTION`` of it, at least ``MIN_FREE``): a
+        grant's writes cannot fill the host's disk, nor take the room the kernel's own
+        logs and the other users need. (A passthrough file's writes do not come here:
+        ``[posix_x] passthrough`` trades this for native speed; docs/revocable-files.md.)"""
+        st = os.fstatvfs(fd)
+        reserve = self._min_free if self._min_free is not None else max(
+            MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
+        if st.f_bavail * st.f_frsize - size < reserve:
+            self._counts["no_space"] += 1
+            raise OSError(errno.ENOSPC, "the file system's reserve is the system's")
 
     def _fsync(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, fsync_flags, _pad = P.FSYNC_IN.unpack_from(body)
