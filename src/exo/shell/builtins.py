@@ -776,7 +776,8 @@ def _own_pid(ctx: CommandContext, raw: str) -> bool:
 def _table(ctx: CommandContext, headers: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal; aligned plain columns for pipes and files."""
     if not rows and ctx.isatty():
-        ctx.out("(nothing to show)")
+        ctx.out("(nothing to show)" + (" — `caps --session` lists what this session holds"
+                                       if ctx.name == "caps" else ""))
         return
     if ctx.isatty():
         from rich.console import Console
@@ -800,10 +801,12 @@ AUDIT_LOG = "storage://var/log/audit.jsonl"
 KERNEL_LOG = "storage://var/log/kernel.log"
 
 
-@builtin("caps", "capabilities: caps [PID] | caps --audit [--pid N] [--event E] [--json]")
+@builtin("caps", "capabilities: caps [PID] | caps --session | caps --audit [--pid N] "
+                 "[--event E] [--json]")
 def _caps(ctx: CommandContext) -> int:
     p = _parser(ctx, "list capabilities or query the audit log")
     p.add_argument("pid", nargs="?", type=int)
+    p.add_argument("--session", action="store_true")
     p.add_argument("--audit", action="store_true")
     p.add_argument("--event")
     p.add_argument("--resource")
@@ -811,6 +814,15 @@ def _caps(ctx: CommandContext) -> int:
     p.add_argument("--json", action="store_true")
     ns = p.parse_args(ctx.args)
     kernel = ctx.shell.kernel
+    if ns.session:  # what this login holds: the most anything it starts can hold
+        grants = ctx.shell.session.grants
+        held = [{"resource": "(every root capability)", "rights": "ALL"}] if grants is None \
+            else [{"resource": str(g.name), "rights": str(g.rights)} for g in grants]
+        if ns.json:
+            ctx.out(json.dumps(held, indent=2))
+        else:
+            _table(ctx, ["RESOURCE", "RIGHTS"], [[h["resource"], h["rights"]] for h in held])
+        return 0
     if ns.audit and not ctx.shell.session.holds(AUDIT_LOG, "READ"):
         raise CommandError(f"permission denied: the audit log needs {AUDIT_LOG}=READ")
     if ns.audit:

@@ -118,6 +118,9 @@ def test_a_user_sees_only_their_own_processes_and_no_kernel_records(alice: Shell
     assert "storage://tmp" in run(root_shell, "caps")[1]
     assert "storage://tmp" not in run(alice, "caps")[1]
     assert "not a process of user alice" in run(alice, f"caps {pid}")[2]
+    mine = run(alice, "caps --session")[1]  # what her login holds, not root's
+    assert "storage://home/alice" in mine and "storage://home/root" not in mine
+    assert "every root capability" in run(root_shell, "caps --session")[1]
     for line in ("dmesg", "caps --audit"):
         status, _, err = run(alice, line)
         assert status == 1 and "permission denied" in err, line
