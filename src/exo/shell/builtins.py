@@ -318,22 +318,18 @@ def _touch(ctx: CommandContext) -> int:
 
 
 @builtin("head", "first lines of files or stdin: head [-n [-]N | -N | -c [-]N] [FILE...]")
-def _head(ctx: CommandContext) -> int:
-    from exo.shell import textutils
-
-    ns, by_bytes, count, signed = _count_options(ctx, "print the first lines (or bytes)")
-    def one(chunks: Iterator[bytes]) -> Iterator[bytes]:
-        return textutils.head(chunks, count, by_bytes=by_bytes, all_but=signed == "-")
-
-    return _per_input(ctx, ns.files, one)
-
-
 @builtin("tail", "last lines of files or stdin: tail [-n [+]N | -N | -c [+]N] [FILE...]")
-def _tail(ctx: CommandContext) -> int:
+def _head_tail(ctx: CommandContext) -> int:
+    """head (``-N``: all but the last N) and tail (``+N``: from the Nth on), streamed."""
     from exo.shell import textutils
 
-    ns, by_bytes, count, signed = _count_options(ctx, "print the last lines (or bytes)")
+    head = ctx.name == "head"
+    ns, by_bytes, count, signed = _count_options(
+        ctx, f"print the {'first' if head else 'last'} lines (or bytes)")
+
     def one(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        if head:
+            return textutils.head(chunks, count, by_bytes=by_bytes, all_but=signed == "-")
         return textutils.tail(chunks, count, by_bytes=by_bytes, from_start=signed == "+")
 
     return _per_input(ctx, ns.files, one)

@@ -68,9 +68,7 @@ def head(chunks: Iterable[bytes], count: int, *, by_bytes: bool = False,
 
 def _all_but(chunks: Iterable[bytes], count: int, by_bytes: bool) -> Iterator[bytes]:
     if by_bytes:
-        if count > MAX_HELD:
-            raise CommandError(f"more than {MAX_HELD >> 20} MiB to hold (the host's "
-                               "/usr/bin/head has no limit)", 2)
+        _hold(count, "head")
         held = b""
         for chunk in chunks:
             held += chunk
@@ -104,9 +102,7 @@ def tail(chunks: Iterable[bytes], count: int, *, by_bytes: bool = False,
                 yield line
         return
     if by_bytes:
-        if count > MAX_HELD:
-            raise CommandError(f"more than {MAX_HELD >> 20} MiB to hold (the host's "
-                               "/usr/bin/tail has no limit)", 2)
+        _hold(count, "tail")
         held = b""
         for chunk in chunks:
             held = (held + chunk)[-count:] if count else b""
@@ -116,6 +112,13 @@ def tail(chunks: Iterable[bytes], count: int, *, by_bytes: bool = False,
     for line in lines(chunks, "tail"):
         kept.push(line)
     yield from kept.lines
+
+
+def _hold(size: int, what: str) -> None:
+    """Refuse to hold ``size`` bytes past MAX_HELD (naming the host program to use)."""
+    if size > MAX_HELD:
+        raise CommandError(f"more than {MAX_HELD >> 20} MiB to hold (the host's "
+                           f"/usr/bin/{what} has no limit)", 2)
 
 
 class _Window:
@@ -136,9 +139,7 @@ class _Window:
         if len(self.lines) > self.count:
             gone = self.lines.popleft()
             self.size -= len(gone)
-        if self.size > MAX_HELD:
-            raise CommandError(f"more than {MAX_HELD >> 20} MiB of lines to hold (the "
-                               f"host's /usr/bin/{self.what} has no limit)", 2)
+        _hold(self.size, self.what)
         return gone
 
 
