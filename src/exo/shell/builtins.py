@@ -413,7 +413,7 @@ def _wc(ctx: CommandContext) -> int:
         rows.append(((total[0], total[1], total[2]), "total"))
     # As coreutils: one number alone unpadded, else columns as wide as the widest.
     width = 0 if len(shown) == 1 and len(rows) == 1 else \
-        max(len(str(c[i])) for c, _ in rows for i in range(3))
+        max((len(str(c[i])) for c, _ in rows for i in range(3)), default=0)
     for counts, name in rows:
         cells = [str(counts["lwc".index(k)]).rjust(width) for k in shown]
         ctx.out(" ".join(cells + ([name] if name is not None else [])))

@@ -100,7 +100,7 @@ class Shell:
         self.jobs: list[Job] = []
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
-        self._substituting = 0  # how deep in $(...) this line runs
+        self._depth = threading.local()  # how deep in $(...) this thread's line runs
         self._lock = threading.Lock()
 
     def as_session(self, session: Session) -> Shell:
@@ -136,7 +136,7 @@ class Shell:
             raise
         except Exception as exc:  # the shell runs in the kernel: a bug here is said, once
             if self._substituting:
-                raise  # (by the outermost line)
+                raise  # (said by the outermost line)
             import traceback
 
             self.kernel.log(f"shell: {line!r} crashed:\n{traceback.format_exc()}")
@@ -244,6 +244,12 @@ class Shell:
         value = self.aliases.get(word)
         return source if value is None else value + sep + rest
 
+    @property
+    def _substituting(self) -> int:
+        """How deep in ``$(...)`` this thread's line runs (a background job's thread has
+        its own count)."""
+        return int(getattr(self._depth, "n", 0))
+
     def _substitute(self, command: str) -> str:
         """``$(command)``: run it with its standard output captured, as sh does; at most
         ``MAX_SUBSTITUTION_DEPTH`` deep (an alias that runs itself through ``$(...)``
@@ -260,13 +266,13 @@ class Shell:
         reader = threading.Thread(target=drain, name="exosh-subst", daemon=True)
         reader.start()
         saved = self.last_status
-        self._substituting += 1
+        self._depth.n = self._substituting + 1
         try:
             self.run_line(command, 0, write_fd, 2)
         except (ShellExit, SwitchUser):
             pass  # `$(exit)` ends the substitution, as sh's subshell does, not the session
         finally:
-            self._substituting -= 1
+            self._depth.n -= 1
             os.close(write_fd)
             reader.join()
             os.close(read_fd)

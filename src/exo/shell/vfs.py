@@ -38,11 +38,16 @@ _VIRTUAL = ("proc", "sys")
 #: The installed packages' launchers: the package store's link, resolved (_package_bin).
 PACKAGE_BIN = "/exo/bin"
 _CHUNK = 1 << 20
+#: The most ``read_bytes`` reads (what a builtin takes whole: scripts, manifests).
+MAX_WHOLE = 16 << 20
 #: ``/dev/NAME`` for these is the host's device, whatever the tree holds there (as every
 #: sandboxed program's /dev: exo.sandbox.namespace), for every user: ``2>/dev/null``.
 #: (``/dev/stdin``, ``/dev/stdout`` and ``/dev/stderr`` are the command's own streams:
-#: exo.shell.core's redirections.)
-DEVICES = ("null", "zero", "random", "urandom", "tty")
+#: exo.shell.core's redirections.) Never ``tty``: a builtin runs in the kernel, whose
+#: terminal is the console's, and a user's ``cp /dev/tty ~/keys &`` read the next
+#: person's login there after logging out (a hostile review, 2026-12-04). A program's
+#: /dev/tty is its own terminal's node (exo.sandbox).
+DEVICES = ("null", "zero", "random", "urandom")
 STREAMS = ("stdin", "stdout", "stderr")
 
 
@@ -302,11 +307,20 @@ class Vfs:
                              st.st_mtime))
         return out
 
-    def read_bytes(self, p: str) -> bytes:
+    def read_bytes(self, p: str, limit: int = MAX_WHOLE) -> bytes:
+        """A whole file (a script, a manifest, a policy): a regular file of at most
+        ``limit`` bytes, never a device (``source /dev/zero`` grew the kernel by GiBs)."""
         v = self._virtual(p)
         if v is not None:
             return v[0].read(v[1]).encode()
-        return b"".join(self.iter_chunks(p))
+        if self.device(p) is not None:
+            raise VfsError(f"{p}: a device, not a file")
+        data = bytearray()
+        for chunk in self.iter_chunks(p):
+            data += chunk
+            if len(data) > limit:
+                raise VfsError(f"{p}: larger than {limit >> 20} MiB")
+        return bytes(data)
 
     def iter_chunks(self, p: str, size: int = 65536) -> Iterator[bytes]:
         v = self._virtual(p)
@@ -367,6 +381,8 @@ class Vfs:
 
     def copy(self, src: str, dst: str, recursive: bool = False) -> None:
         self._check(src, "read")  # a directory is copied through descriptors below it
+        if self.device(src) is not None:  # endless, and a copy is not interruptible
+            raise VfsError(f"{src}: a device, not a file")
         if not self.exists(src):
             raise FileNotFoundError(f"{src}: no such file or directory")
         if self.is_dir(dst):

@@ -188,7 +188,9 @@ def test_dev_holds_the_devices_for_every_user(alice: Shell, root_shell: Shell) -
     assert run(alice, "ls /nope 2>/dev/null; echo $?") == (0, "1\n", "")
     assert run(alice, "head -c 4 /dev/zero | wc -c")[1] == "4\n"
     assert run(alice, "ls /dev")[1].split() == [
-        "null", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"]
+        "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"]
+    # never the kernel's own terminal (the console's: the next login's keys)
+    assert run(alice, "cat /dev/tty")[0] == 1
     assert run(alice, "echo to-err > /dev/stderr") == (0, "", "to-err\n")
     assert run(alice, "echo x 2>&1 >/dev/null") == (0, "", "")
     assert run(alice, "/usr/bin/cat /dev/null; echo $?") == (0, "0\n", "")
@@ -238,3 +240,18 @@ def test_backquotes_and_parameter_expansion_forms(root_shell: Shell) -> None:
     assert "Z: must be set" in err and out == "after\n"
     assert run(root_shell, "echo ${Z:=v}")[0] == 2
     assert run(root_shell, "echo ${a b}")[2] == "exo: bad substitution: ${a b}\n"
+
+
+def test_what_a_builtin_reads_whole_is_a_bounded_regular_file(alice: Shell) -> None:
+    """``source /dev/zero`` (and a manifest of /dev/urandom) grew the kernel by GiBs;
+    ``cp /dev/zero ... &`` could not be stopped (a hostile review, 2026-12-04)."""
+    for line in ("source /dev/zero", "cp /dev/zero /tmp/z",
+                 "run --manifest /dev/urandom -- /bin/true"):
+        status, _, err = run(alice, line)
+        assert status != 0 and "a device, not a file" in err, (line, err)
+    big = alice.vfs.root / "tmp" / "big.sh"
+    with open(big, "wb") as fh:
+        fh.truncate(17 << 20)
+    status, _, err = run(alice, "source /tmp/big.sh")
+    assert status == 1 and "larger than 16 MiB" in err
+    assert run(alice, "wc nosuchfile")[2] == "wc: nosuchfile: no such file or directory\n"
