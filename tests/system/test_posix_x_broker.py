@@ -95,6 +95,49 @@ def test_bind_and_connect_are_checked_and_performed_by_the_kernel(
                f"network = [{port + 1}]" in d for d in denials)
 
 
+SOCKET_SWAP = """
+import ctypes, os, socket, struct, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+port = int(sys.argv[1])
+addr = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), bytes(4))  # 0.0.0.0
+N = 100
+unix = socket.socket(socket.AF_UNIX)
+for i in range(150):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    stop = False
+    def flip():
+        while not stop:
+            os.dup2(unix.fileno(), N)
+            os.dup2(s.fileno(), N)
+    t = threading.Thread(target=flip)
+    t.start()
+    libc.bind(N, addr, len(addr))
+    stop = True
+    t.join()
+    if s.getsockname()[1] == port:
+        print("bound every address at try", i, flush=True)
+        break
+    s.close()
+print("done", flush=True)
+"""
+
+
+def test_a_socket_swapped_in_after_the_check_is_still_refused(
+        exo_cmd: list[str], exo_env: dict[str, str], tmp_path: Path) -> None:
+    """The broker lets an AF_UNIX bind continue; a thread swapping an inet socket in at
+    the same descriptor got it bound to 0.0.0.0 (on the second try; a hostile review,
+    2026-12-04). The program's own Landlock domain now allows no TCP bind or connect at
+    all: only the kernel's, on the socket it checked."""
+    port = _free_port()
+    manifest = tmp_path / "net.toml"
+    manifest.write_text(f"[posix_x]\nnetwork = [{port}]\n")
+    done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "/usr/bin/python3",
+                "-c", SOCKET_SWAP, str(port))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n", done.stdout
+
+
 def test_exec_outside_the_policy_is_refused_and_audited(
         exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "sh.toml"

@@ -298,7 +298,12 @@ def spawn(
         if spec.net.mode == "none" and abi >= 4:
             net = ((), ())
         elif spec.net.mode == "tcp" and abi >= 4:
-            net = (spec.net.bind_ports, spec.net.connect_ports)
+            # With a POSIX-X broker, the kernel performs every inet bind/connect it allows
+            # (its own reference to the program's socket, checked by the socket's
+            # domain): the program itself may do none. Else a second thread swapping an
+            # AF_UNIX socket (let through) for an inet one at the same descriptor bound
+            # 0.0.0.0 or reached any host on a granted port (a hostile review).
+            net = ((), ()) if spec.broker else (spec.net.bind_ports, spec.net.connect_ports)
         landlock = _landlock.stage2_records(abi, landlock_rules(plan), net=net,
                                             scoped=abi >= 6)
     stage2 = _bwrap.stage2_inside()  # checks the helper is built
