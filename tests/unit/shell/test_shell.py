@@ -405,3 +405,12 @@ def test_ls_l_shows_mode_size_and_time(shell: Shell) -> None:
     os.chmod(shell.kernel.root / "tmp" / "d" / "f", 0o640)
     out = run(shell, "ls -l /tmp/d")[1]
     assert re.fullmatch(r"-rw-r----- +6 \w{3} [ \d]\d \d\d:\d\d f\n", out), out
+
+
+def test_grep_matches_in_linear_time(shell: Shell) -> None:
+    """Python's re backtracked on ``(a+)+$`` holding the GIL: every kernel thread stopped
+    5 s at 26 letters (a hostile review); RE2 answers at once."""
+    line = b"a" * 5000 + b"!\n"  # (with re, this line would not end: the suite's timeout)
+    assert run(shell, "grep -E '(a+)+$'; echo $?", line)[1] == "1\n"
+    status, _, err = run(shell, "grep '(a)\\1'", b"aa\n")
+    assert status == 2 and "no backreferences" in err
