@@ -10,6 +10,8 @@ PIP    := $(PY) -m pip
 APT_PACKAGES := bubblewrap tmux libseccomp2 gcc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config softhsm2 wireguard-go wireguard-tools
 # espeak-ng and sox: the assistant's voice (speech out, audio conversion; exo.agents.voice).
 APT_PACKAGES += espeak-ng sox
+# The everyday programs the README shows in the Exo shell, through the powerbox.
+APT_PACKAGES += nano less diffutils findutils
 # The real applications of POSIX-X's system tests and benchmark
 # (tests/system/test_posix_x_apps.py, bench/posix_x.py); nothing else needs them.
 POSIX_X_APPS := nginx redis-server redis-tools wrk postgresql curl strace
