@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pexpect
+import pytest
 from tests.system.test_interactive import PROMPT, boot_terminal, login, login_as
 
 from exo.kernel.sessions import EXO_UID_BASE
@@ -49,3 +50,25 @@ def test_dev_tty_for_root_and_a_user(exo_env: dict[str, str], exo_root: Path) ->
         assert os.stat(pts).st_uid == owner  # given back at logout
         term.sendeof()
         term.expect(pexpect.EOF)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/nano"), reason="nano is not installed "
+                    "(make setup installs it when run as root)")
+def test_nano_edits_a_file_through_the_powerbox(exo_env: dict[str, str],
+                                                exo_root: Path) -> None:
+    """``nano notes.txt``, as issue 9 asks: the editor runs sandboxed on the terminal,
+    holding the file it names, and what it saves is in the Exo tree."""
+    with boot_terminal(exo_env) as term:
+        login(term)
+        term.sendline("cd /tmp; nano notes.txt")
+        term.expect("GNU nano")
+        term.send("written in nano")
+        term.sendcontrol("o")  # write out ...
+        term.expect("File Name to Write")
+        term.send("\r")  # ... under its name
+        term.expect("Wrote 1 line")
+        term.sendcontrol("x")
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)
+    assert (exo_root / "tmp" / "notes.txt").read_text() == "written in nano\n"

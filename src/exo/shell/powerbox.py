@@ -204,9 +204,10 @@ class Powerbox:
             if top in _NOT_STORAGE:
                 continue  # not storage: synthesised, or the sandbox's own
             exists = shell.vfs.exists(exo)
-            if role in ("read", "edit") and not exists:
+            replaces = role == "edit" and policy is not None and policy.replaces
+            if not exists and (role == "read" or replaces):
                 continue  # not a file after all (a pattern, a number): nothing to grant
-            if role == "edit" and policy is not None and policy.replaces:
+            if replaces:  # (an editor's new file is made below, as an output's)
                 exo = posixpath.dirname(exo)
             rights = "READ" if role == "read" else "READ,WRITE"
             resource = "storage://" + exo.strip("/")
