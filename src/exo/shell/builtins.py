@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from exo.shell.session import Session
     from exo.shell.vfs import Entry
 
+#: The largest script ``source`` runs.
+SCRIPT_MAX = 1 << 20
 BUILTINS: dict[str, Callable[[CommandContext], int]] = {}
 HELP: dict[str, str] = {}
 
@@ -511,7 +513,10 @@ def _read(ctx: CommandContext) -> int:
             raise CommandError(f"usage: {HELP['read']}", 2)
     if prompt:
         ctx.write(prompt, ctx.stderr)
-    line = read_line(ctx.stdin)  # byte by byte: the next command reads on from there
+    try:  # byte by byte: the next command reads on from there
+        line = read_line(ctx.stdin, ctx.cancelled)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if not line:
         return 1
     text = line.decode(errors="replace").rstrip("\n")
@@ -1286,7 +1291,10 @@ def _unalias(ctx: CommandContext) -> int:
 def _source(ctx: CommandContext) -> int:
     if not ctx.args:
         raise CommandError("usage: source FILE", 2)
-    text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0])).decode(errors="replace")
+    # At most 1 MiB: a script's words cost the kernel ~70 times their bytes to parse (a
+    # 16 MiB one held 1.1 GiB, a hostile review).
+    text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0]), limit=SCRIPT_MAX).decode(
+        errors="replace")
     return ctx.shell.run_line(text, ctx.stdin, ctx.stdout, ctx.stderr)
 
 

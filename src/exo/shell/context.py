@@ -13,12 +13,23 @@ if TYPE_CHECKING:
     from exo.shell.core import Shell
 
 
-def read_line(fd: int) -> bytes:
+#: The longest line ``read_line`` takes (the shell reads in the kernel: ``read x <
+#: /dev/zero`` grew it without end, a hostile review).
+MAX_LINE = 1 << 20
+
+
+def read_line(fd: int, cancelled: threading.Event | None = None) -> bytes:
     """One line from ``fd``, newline included, reading no byte past it (so whoever reads
-    ``fd`` next, a command or the shell, gets the rest); ``b""`` at end of input."""
+    ``fd`` next, a command or the shell, gets the rest); ``b""`` at end of input. At
+    most MAX_LINE bytes (ValueError past it); stops, with what it has, once
+    ``cancelled`` is set (Ctrl-C, ``kill %N``)."""
     line = bytearray()
     while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
         line += byte
+        if len(line) > MAX_LINE:
+            raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")
+        if cancelled is not None and len(line) % 4096 == 0 and cancelled.is_set():
+            break
     return bytes(line)
 
 

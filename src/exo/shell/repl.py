@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from exo.shell.context import read_line
+from exo.shell.context import MAX_LINE, read_line
 from exo.shell.core import Shell, install_sigint_default
 from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 
@@ -318,8 +318,11 @@ def stdin_lines(fd: int = 0) -> Iterator[str]:
         seekable = True
     except OSError:
         seekable = False
-    while line := (_seek_line(fd) if seekable else read_line(fd)):
-        yield line.decode(errors="replace")
+    try:
+        while line := (_seek_line(fd) if seekable else read_line(fd)):
+            yield line.decode(errors="replace")
+    except ValueError as exc:  # a line past MAX_LINE: the script ends there, said
+        sys.stderr.write(f"exo: {exc}; the script stops here\n")
 
 
 def _seek_line(fd: int) -> bytes:
@@ -332,4 +335,6 @@ def _seek_line(fd: int) -> bytes:
             os.lseek(fd, start + len(data), os.SEEK_SET)
             break
         data += chunk
+        if len(data) > MAX_LINE:
+            raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")
     return data

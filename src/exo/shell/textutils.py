@@ -19,10 +19,14 @@ from exo.shell.context import CommandError
 
 #: The most a tool holds at once: one line, or the lines ``tail`` keeps.
 MAX_HELD = 64 << 20
+#: grep: the largest pattern program (RE2's steps) and line it takes (Grep).
+MAX_PROGRAM = 4000
+GREP_LINE = 1 << 20
 
 
-def lines(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
-    """The lines of ``chunks``, each with its newline (the last one may lack it)."""
+def lines(chunks: Iterable[bytes], what: str, limit: int = MAX_HELD) -> Iterator[bytes]:
+    """The lines of ``chunks``, each with its newline (the last one may lack it); a line
+    longer than ``limit`` is refused."""
     pending = bytearray()
     for chunk in chunks:
         start = 0
@@ -35,8 +39,8 @@ def lines(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
                 yield chunk[start:end + 1]
             start = end + 1
         pending += chunk[start:]
-        if len(pending) > MAX_HELD:
-            raise CommandError(f"a line longer than {MAX_HELD >> 20} MiB (the host's "
+        if len(pending) > limit:
+            raise CommandError(f"a line longer than {limit >> 20} MiB (the host's "
                                f"/usr/bin/{what} has no limit)", 2)
     if pending:
         yield bytes(pending)
@@ -170,6 +174,12 @@ class Grep:
                 exc.args[0], bytes) else str(exc)
             raise CommandError(f"bad pattern: {detail} (a pattern is RE2's: no "
                                "backreferences; /usr/bin/grep has them)", 2) from None
+        # Linear in the line, but times the pattern's size, in one call that cannot be
+        # interrupted: ((.*a){1,30}){1,30} (10,863) took 18 s a MB (a hostile review).
+        # Bounded both ways: the pattern here, lines at GREP_LINE (grep()).
+        if self.rx.programsize > MAX_PROGRAM:
+            raise CommandError(f"pattern too complex for the builtin grep ({MAX_PROGRAM} "
+                               "steps); /usr/bin/grep takes it", 2)
         self.whole = "x" in flags
         self.invert = "v" in flags
 
@@ -191,7 +201,7 @@ def grep(grep_: Grep, chunks: Iterable[bytes], flags: set[str], name: str | None
     many lines it selected (``-q``: stops at the first)."""
     found = 0
     prefix = f"{name}:".encode() if name is not None else b""
-    for number, line in enumerate(lines(chunks, "grep"), 1):
+    for number, line in enumerate(lines(chunks, "grep", GREP_LINE), 1):
         if not grep_.selects(line):
             continue
         found += 1

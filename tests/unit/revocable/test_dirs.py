@@ -511,7 +511,14 @@ def test_a_grants_writes_leave_the_file_systems_reserve(world: World) -> None:
         finally:
             os.close(fd)
         assert (world.grant / "f.txt").read_text() == "hello\n"
-        assert srv.stats()["no_space"] >= 1
+        # nor new names: directories, links, files (each an inode, and blocks)
+        for make in (lambda: os.mkdir(p / "d"), lambda: os.symlink("x" * 4000, p / "l"),
+                     lambda: os.close(os.open(p / "new", os.O_CREAT | os.O_WRONLY))):
+            with pytest.raises(OSError) as full:
+                make()
+            assert full.value.errno == errno.ENOSPC
+        assert sorted(os.listdir(world.grant)) == ["f.txt", "sub"]
+        assert srv.stats()["no_space"] >= 4
     with served(RevocableDirs, world.tmp / "mnt", world.caps) as srv:  # the default
         p, _ = _export(srv, world)
         with open(p / "f.txt", "a") as fh:

@@ -90,7 +90,7 @@ def test_line_tools_stop_reading_an_endless_input(shell: Shell) -> None:
     assert run(shell, "/usr/bin/yes | grep y | head -2") == (0, "y\ny\n", "")
     assert run(shell, "/usr/bin/yes | grep -q y; echo $?")[1] == "0\n"
     status, _, err = run(shell, "/usr/bin/head -c 70000000 /dev/zero | grep x")
-    assert status == 2 and "a line longer than 64 MiB" in err
+    assert status == 2 and "a line longer than 1 MiB" in err
 
 
 def test_run_start_failures_set_a_shells_status(shell: Shell) -> None:

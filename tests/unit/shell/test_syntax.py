@@ -252,6 +252,10 @@ def test_what_a_builtin_reads_whole_is_a_bounded_regular_file(alice: Shell) -> N
     big = alice.vfs.root / "tmp" / "big.sh"
     with open(big, "wb") as fh:
         fh.truncate(17 << 20)
-    status, _, err = run(alice, "source /tmp/big.sh")
-    assert status == 1 and "larger than 16 MiB" in err
+    status, _, err = run(alice, "source /tmp/big.sh")  # a script: 1 MiB (its parse costs)
+    assert status == 1 and "larger than 1 MiB" in err
+    status, _, err = run(alice, "run --manifest /tmp/big.sh -- /bin/true")
+    assert status != 0 and "larger than 16 MiB" in err
+    status, _, err = run(alice, "read x < /dev/zero")  # a line of the shell's: 1 MiB
+    assert status == 1 and "a line longer than 1 MiB" in err
     assert run(alice, "wc nosuchfile")[2] == "wc: nosuchfile: no such file or directory\n"

@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 _RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
             | P.RESOLVE_NO_XDEV)
 _LOOKUP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+#: What a new name may take of the disk (a directory's block, a link's target).
+_NAME_COST = 8192
 _OPEN_PASS = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
 _MODE_BITS = 0o1777                      # permission bits we let a client set (no suid/sgid)
 # Names (dentries) may be cached by the client for this long, attributes never. Safe for
@@ -102,6 +104,7 @@ MAX_HANDLES = 1024
 #: What a grant's writes leave free on the file system: this share of it, at least MIN_FREE.
 MIN_FREE_FRACTION = 0.02
 MIN_FREE = 1 << 30
+MIN_FREE_INODES = 10_000
 #: Root names only the kernel's own cutting thread may look up: ``<prefix><nodeid>``.
 _CUT_PREFIX = b".exo-cut-"
 
@@ -164,6 +167,8 @@ class _Node:
     opened: bool = False        # opened for I/O once: a private mapping may hold its pages
     backing_id: int = 0         # passthrough: registered while pt_opens > 0
     pt_opens: int = 0           # passthrough files of this node the client holds open
+    dropped: bool = False       # the client was asked to drop its name (_evict), not since
+                                # looked up again: never asked twice (a flood otherwise)
 
 
 @dataclass(eq=False)
@@ -608,6 +613,7 @@ class RevocableDirs(FuseServer):
                 if parent is not None and n is not ex.root:
                     n.parent, n.name = parent, name  # the freshest way back to it
                 n.nlookup += 1
+                n.dropped = False
                 if n is not ex.root:
                     ex.live[n.nodeid] = ex.live.pop(n.nodeid, n)
                 parked = self._trim(ex)
@@ -640,9 +646,13 @@ class RevocableDirs(FuseServer):
         try:
             with self._lock:
                 excess = len(ex.nodes) - self._max_nodes // 2
-                gone = [(n.parent.nodeid, n.name) for n in ex.nodes.values()
-                        if n is not ex.root and n.parent is not None and n.name
-                        and not n.users and not n.pt_opens][:max(excess, 0)]
+                chosen = [n for n in ex.nodes.values()
+                          if n is not ex.root and n.parent is not None and n.name
+                          and not n.users and not n.pt_opens and not n.dropped
+                          ][:max(excess, 0)]
+                for n in chosen:
+                    n.dropped = True
+                gone = [(n.parent.nodeid, n.name) for n in chosen if n.parent is not None]
             for parent, name in gone:
                 self._notify(P.NOTIFY_INVAL_ENTRY,
                              P.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0")
@@ -830,6 +840,7 @@ class RevocableDirs(FuseServer):
         """Create ``name`` in ``nodeid`` with ``make(dirfd, name)``; reply with its entry."""
         parent = self._enter(nodeid, Rights.WRITE)
         try:
+            self._keep_free(parent.fd, _NAME_COST, names=1)
             make(parent.fd, _name(name))
             fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
             return self._entry(parent.export, fd, parent, name)
@@ -964,6 +975,7 @@ class RevocableDirs(FuseServer):
         name = _name(_names(body[P.CREATE_IN.size:], 1)[0])
         parent = self._enter(nodeid, Rights.WRITE)
         try:
+            self._keep_free(parent.fd, _NAME_COST, names=1)
             return self._created(parent, self._create_at(parent.fd, name, flags, mode), name)
         finally:
             self._leave(parent)
@@ -1028,6 +1040,7 @@ class RevocableDirs(FuseServer):
         try:
             if parent.kind != stat.S_IFDIR:
                 raise OSError(errno.ENOTDIR, "not a directory")
+            self._keep_free(parent.fd, _NAME_COST, names=1)
             oflags = ((flags & _OPEN_PASS & ~os.O_TRUNC) | os.O_TMPFILE | os.O_CLOEXEC
                       | os.O_NOCTTY)
             if flags & os.O_EXCL:
@@ -1065,7 +1078,7 @@ class RevocableDirs(FuseServer):
             self._leave(h.export)
         return [P.WRITE_OUT.pack(done, 0)]
 
-    def _keep_free(self, fd: int, size: int) -> None:
+    def _keep_free(self, fd: int, size: int, names: int = 0) -> None:
         """ENOSPC for a write that would leave the file system with less than the
         reserve (``min_free``: ``MIN_FREE_FRACTION`` of it, at least ``MIN_FREE``): a
         grant's writes cannot fill the host's disk, nor take the room the kernel's own
@@ -1074,7 +1087,12 @@ class RevocableDirs(FuseServer):
         st = os.fstatvfs(fd)
         reserve = self._min_free if self._min_free is not None else max(
             MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
-        if st.f_bavail * st.f_frsize - size < reserve:
+        # Inodes too, for what makes a name (a directory, a link, an empty file): a
+        # grant made 3,000 of each a second past a full byte reserve (a hostile review).
+        inodes = max(MIN_FREE_INODES, int(st.f_files * MIN_FREE_FRACTION)) \
+            if st.f_files else 0
+        if st.f_bavail * st.f_frsize - size < reserve or \
+                (names and st.f_favail - names < inodes):
             self._counts["no_space"] += 1
             raise OSError(errno.ENOSPC, "the file system's reserve is the system's")
 
@@ -1191,6 +1209,7 @@ class RevocableDirs(FuseServer):
             raise OSError(errno.EOPNOTSUPP, "only user.* attributes")
         n = self._xattr_node(nodeid, Rights.WRITE)
         try:
+            self._keep_free(n.fd, len(value))
             os.setxattr(_proc(n.fd), name, value, flags & _XATTR_FLAGS)
         finally:
             self._leave(n)
