@@ -639,6 +639,13 @@ class Shell:
                 if inline:
                     raise
                 stage.status = getattr(exc, "status", 1)  # ends only its stage
+            except OSError:
+                if inline:
+                    raise
+                # Saying what went wrong failed too: its streams were closed under it
+                # (a session that ended, its jobs' descriptors closed). Nothing to say
+                # it to; never a traceback on the console.
+                stage.status = 1
             finally:
                 self._close(stage.close_after, opened)
 
