@@ -79,11 +79,7 @@ t.join()
 def test_bind_and_connect_are_checked_and_performed_by_the_kernel(
         exo_cmd: list[str], exo_env: dict[str, str], exo_root: Path, tmp_path: Path) -> None:
     port = _free_port()
-    manifest = tmp_path / "net.toml"
-    manifest.write_text(f"[posix_x]\nnetwork = [{port}]\n")
-    done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "/usr/bin/python3",
-                "-c", NET_PROGRAM, str(port))
-    assert done.returncode == 0, done.stderr
+    done = _python_with_port(exo_cmd, exo_env, tmp_path, NET_PROGRAM, port)
     lines = done.stdout.splitlines()
     # Landlock alone would have let 0.0.0.0 through (it filters ports, not addresses).
     assert lines == ["bind-any EACCES", "bind-loopback ok", "connect-granted ok",
@@ -129,13 +125,19 @@ def test_a_socket_swapped_in_after_the_check_is_still_refused(
     the same descriptor got it bound to 0.0.0.0 (on the second try; a hostile review,
     2026-12-04). The program's own Landlock domain now allows no TCP bind or connect at
     all: only the kernel's, on the socket it checked."""
-    port = _free_port()
+    done = _python_with_port(exo_cmd, exo_env, tmp_path, SOCKET_SWAP, _free_port())
+    assert done.stdout == "done\n", done.stdout
+
+
+def _python_with_port(exo_cmd: list[str], exo_env: dict[str, str], tmp_path: Path,
+                      program: str, port: int) -> subprocess.CompletedProcess[str]:
+    """``program`` run by python3 under POSIX-X with ``network = [port]``; it succeeded."""
     manifest = tmp_path / "net.toml"
     manifest.write_text(f"[posix_x]\nnetwork = [{port}]\n")
     done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "/usr/bin/python3",
-                "-c", SOCKET_SWAP, str(port))
+                "-c", program, str(port))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "done\n", done.stdout
+    return done
 
 
 def test_exec_outside_the_policy_is_refused_and_audited(
