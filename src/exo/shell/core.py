@@ -57,6 +57,8 @@ STOPPED = 128 + signal.SIGTSTP
 _STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
 MAX_SUBSTITUTION_DEPTH = 32
+#: Builtins that end or change the session: never a background job's.
+SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 #: Builtins that start a program and wait: they run as jobs even alone.
 JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
@@ -282,6 +284,12 @@ class Shell:
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
         """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it.
         The job owns copies of its streams: the caller may close its own meanwhile."""
+        name = self._argv_name(pipeline.commands[0])
+        if name in SESSION_BUILTINS and len(pipeline.commands) == 1:
+            # (in a job's thread its ShellExit would end only that thread: nothing)
+            os.write(stderr, f"exo: {name}: not in the background\n".encode())
+            self.last_status = 1
+            return
         owned = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), os.dup(stdout),
                  os.dup(stderr)]
         devnull, out, err = owned

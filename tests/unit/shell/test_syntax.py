@@ -259,3 +259,12 @@ def test_what_a_builtin_reads_whole_is_a_bounded_regular_file(alice: Shell) -> N
     status, _, err = run(alice, "read x < /dev/zero")  # a line of the shell's: 1 MiB
     assert status == 1 and "a line longer than 1 MiB" in err
     assert run(alice, "wc nosuchfile")[2] == "wc: nosuchfile: no such file or directory\n"
+
+
+def test_session_builtins_are_refused_in_the_background(root_shell: Shell,
+                                                        kernel: Kernel) -> None:
+    """``shutdown &`` did nothing and said nothing (status 0)."""
+    for name in ("shutdown", "exit", "logout", "su alice"):
+        status, _, err = run(root_shell, f"{name} &")
+        assert status == 1 and "not in the background" in err, name
+    assert not kernel.shutdown_requested.is_set() and not root_shell.jobs
