@@ -260,10 +260,8 @@ class Broker:
             return
         dirfd = ctypes.c_int(args[0] & 0xFFFFFFFF).value if nr == _NR_EXECVEAT else -100
         path = _sn._read_path(pid, args[1] if nr == _NR_EXECVEAT else args[0])
-        try:  # the notifying thread, before the id is checked again (_net)
-            pidfd = os.pidfd_open(pid, _PIDFD_THREAD)
-        except OSError:
-            _sn._reply_error(listener, notif_id, errno.ESRCH)
+        pidfd = _thread_pidfd(listener, notif_id, pid)
+        if pidfd < 0:
             return
         try:
             if not _sn._id_valid(listener, notif_id):
@@ -329,20 +327,17 @@ class Broker:
         AF_INET got a connection to any host). An inet socket's call always runs here,
         on the address read once; any other socket's continues."""
         fd, address, length = int(args[0] & 0xFFFFFFFF), args[1], int(args[2] & 0xFFFFFFFF)
-        try:  # the notifying thread (pid is its tid), before the id is checked again
-            pidfd = os.pidfd_open(pid, _PIDFD_THREAD)
-        except OSError:
-            _sn._reply_error(listener, notif_id, errno.ESRCH)
+        pidfd = _thread_pidfd(listener, notif_id, pid)
+        if pidfd < 0:
             return
         sock = -1
         try:
             raw = _read_bytes(pid, address, min(length, _SOCKADDR_MAX))
             if not _sn._id_valid(listener, notif_id):
                 return  # (so the pidfd is the notifying thread's, not a reused pid's)
-            sock = int(_libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
-                                     ctypes.c_long(fd), ctypes.c_long(0)))
+            sock = _getfd(pidfd, fd)
             if sock < 0:
-                _sn._reply_error(listener, notif_id, ctypes.get_errno() or errno.EBADF)
+                _sn._reply_error(listener, notif_id, -sock)
                 return
             try:
                 domain = _domain(sock)
@@ -448,10 +443,27 @@ def _fd_path(path: str) -> int | None:
     return None
 
 
-def _fd_identity(pidfd: int, number: int) -> tuple[int, int] | None:
-    """``(st_dev, st_ino)`` of descriptor ``number`` of the thread ``pidfd`` names."""
+def _thread_pidfd(listener: int, notif_id: int, pid: int) -> int:
+    """A pidfd of the notifying thread (``pid`` is its tid: ``PIDFD_THREAD``), to be
+    taken before the notification's id is checked again, so that it cannot be a reused
+    pid's; -1, answered ESRCH, when it is gone."""
+    try:
+        return os.pidfd_open(pid, _PIDFD_THREAD)
+    except OSError:
+        _sn._reply_error(listener, notif_id, errno.ESRCH)
+        return -1
+
+
+def _getfd(pidfd: int, number: int) -> int:
+    """A copy of descriptor ``number`` of the thread ``pidfd`` names, or -errno."""
     fd = int(_libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
                            ctypes.c_long(number), ctypes.c_long(0)))
+    return fd if fd >= 0 else -(ctypes.get_errno() or errno.EBADF)
+
+
+def _fd_identity(pidfd: int, number: int) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of descriptor ``number`` of the thread ``pidfd`` names."""
+    fd = _getfd(pidfd, number)
     if fd < 0:
         return None
     try:

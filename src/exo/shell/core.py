@@ -53,6 +53,7 @@ INTERRUPTED = 130
 
 
 STOPPED = 128 + signal.SIGTSTP
+EX_SOFTWARE = 70  # an internal error (sysexits.h)
 #: ``/dev/stdin``, ``/dev/stdout``, ``/dev/stderr`` in a redirection: that stream.
 _STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
@@ -139,12 +140,9 @@ class Shell:
         except Exception as exc:  # the shell runs in the kernel: a bug here is said, once
             if self._substituting:
                 raise  # (said by the outermost line)
-            import traceback
-
-            self.kernel.log(f"shell: {line!r} crashed:\n{traceback.format_exc()}")
-            os.write(stderr, f"exo: internal error: {type(exc).__name__}: {exc} "
-                     "(details in dmesg)\n".encode(errors="replace"))
-            self.last_status = 70  # EX_SOFTWARE
+            os.write(stderr, f"exo: {self._crashed(repr(line), exc)}\n".encode(
+                errors="replace"))
+            self.last_status = EX_SOFTWARE
         return self.last_status
 
     def needs_more(self, text: str) -> bool:
@@ -682,11 +680,16 @@ class Shell:
             ctx.err(_reason(exc))
             return 1
         except Exception as exc:  # a bug in one command must not take the shell down
-            import traceback
+            ctx.err(self._crashed(ctx.name, exc))
+            return EX_SOFTWARE
 
-            self.kernel.log(f"shell: {ctx.name} crashed:\n{traceback.format_exc()}")
-            ctx.err(f"internal error: {type(exc).__name__}: {exc} (details in dmesg)")
-            return 70  # EX_SOFTWARE
+    def _crashed(self, what: str, exc: Exception) -> str:
+        """Log the traceback of ``exc`` (raised by ``what``) to the kernel's log; the one
+        line to say instead."""
+        import traceback
+
+        self.kernel.log(f"shell: {what} crashed:\n{traceback.format_exc()}")
+        return f"internal error: {type(exc).__name__}: {exc} (details in dmesg)"
 
     def _spawn_external(self, ctx: CommandContext, env: dict[str, str]) -> ShellJob | None:
         """Programs installed in the Exo tree's PATH run as sandboxed processes holding
