@@ -117,9 +117,11 @@ def ps(root: str | None, as_json: bool) -> None:
     table = Table("PID", "HOST_PID", "STATE", "CAPS", "TIME", "COMMAND",
                   header_style="bold cyan")
     for r in rows:
-        seconds = int(r.get("elapsed_s", 0))  # stops at the process's exit
+        cpu = r.get("cpu_s")  # CPU time, as ps's TIME (stops at the process's exit)
+        seconds = int(cpu) if cpu is not None else None
         table.add_row(str(r["pid"]), str(r["host_pid"]), r["state"], str(r["caps"]),
-                      f"{seconds // 60}:{seconds % 60:02d}", r["command"])
+                      "-" if seconds is None else f"{seconds // 60}:{seconds % 60:02d}",
+                      r["command"])
     Console().print(table)
 
 

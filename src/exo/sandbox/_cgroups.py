@@ -473,6 +473,22 @@ class CgroupSet:
                     out[key] = int(path.read_text().split()[0])
         return out
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by the group's processes, those gone included (v1
+        ``cpuacct.usage``, v2 ``cpu.stat``'s ``usage_usec``); None when not accounted."""
+        path = self._find("cpuacct.usage" if self.version == 1 else "cpu.stat")
+        if path is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            text = path.read_text()
+            if self.version == 1:
+                return int(text) / 1e9
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+        return None
+
     def oom_kills(self) -> int:
         """How many processes the memory controller killed at this group's limit
         (v1 ``memory.oom_control``, v2 ``memory.events``: their ``oom_kill`` line)."""

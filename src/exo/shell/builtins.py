@@ -706,8 +706,10 @@ def _ps(ctx: CommandContext) -> int:
         ctx.out(json.dumps(rows, indent=2))
         return 0
     headers = ["PID", "HOST_PID", "STATE", "CAPS", "TIME", "COMMAND"]
+    # TIME: CPU time, as sh's ps (its cgroup's: what it started too); the JSON has both.
     table = [[str(r["pid"]), str(r["host_pid"]), str(r["state"]), str(r["caps"]),
-              f"{r['elapsed_s']:.1f}s", str(r["command"])] for r in rows]
+              "-" if r.get("cpu_s") is None else f"{r['cpu_s']:.1f}s", str(r["command"])]
+             for r in rows]
     _table(ctx, headers, table)
     return 0
 

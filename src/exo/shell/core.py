@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
     from exo.pkg.installed import InstalledApp
     from exo.shell.parser import If, ListItem, Loop, Node
+    from exo.shell.sink import FileSink
     from exo.shell.terminal import Terminal
 
     Builtin = Callable[[CommandContext], int]
@@ -105,6 +106,9 @@ class Shell:
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
         self._lock = threading.Lock()
+        # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
+        # command writes to: settled (drained into the file) when that is closed.
+        self._sinks: dict[int, FileSink] = {}
 
     def as_session(self, session: Session) -> Shell:
         """A shell for ``session`` in this one's working directory (``sudo``)."""
@@ -299,7 +303,11 @@ class Shell:
             self.last_status = 1
             return
         self._add_job(job)
-        os.write(stderr, f"[{job.number}] {source}\n".encode())
+        # As sh: the job's number and its last process's pid (for `kill PID`); a job of
+        # builtins alone (or one whose program a builtin starts later) shows its line.
+        procs = job.processes()
+        shown = str(procs[-1].proc.pid) if procs else source
+        os.write(stderr, f"[{job.number}] {shown}\n".encode())
 
     def _add_job(self, job: Job) -> None:
         if job.number == 0:
@@ -576,16 +584,24 @@ class Shell:
         stage.job = ShellJob(self.kernel, proc)
 
     def _close(self, fds: list[int], opened: list[int]) -> None:
-        """Close fds this pipeline opened, each exactly once (threads race here)."""
+        """Close fds this pipeline opened, each exactly once (threads race here); a
+        redirection's, once what was written there is in its file."""
+        sinks = []
         with self._lock:
             for fd in fds:
                 if fd in opened:
                     opened.remove(fd)
                     os.close(fd)
+                    sink = self._sinks.pop(fd, None)
+                    if sink is not None:
+                        sinks.append(sink)
+        for sink in sinks:
+            sink.settle()
 
     def _redirect(
         self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int]
     ) -> tuple[int, int, int]:
+        sinks: list[FileSink] = []
         for r in cmd.redirects:
             try:
                 if r.op == "2>&1":
@@ -598,7 +614,12 @@ class Shell:
                 elif r.op == "<":
                     fd = self.vfs.open_read(path)
                 else:
-                    fd = self.vfs.open_write(path, append=r.op.endswith(">>"))
+                    fd, sink = self.vfs.open_sink(path, append=r.op.endswith(">>"),
+                                                  name=r.target)
+                    if sink is not None:
+                        sinks.append(sink)
+                        with self._lock:
+                            self._sinks[fd] = sink
             except (OSError, VfsError) as exc:
                 reason = _reason(exc)  # (which names the path itself, most often)
                 named = reason.startswith((f"{r.target}: ", f"{path}: "))
@@ -610,6 +631,9 @@ class Shell:
                 err_fd = fd
             else:
                 out_fd = fd
+        for sink in sinks:  # its error where the command's own go, redirected or not
+            if err_fd not in self._sinks:  # (into its own pipe, it would never end)
+                sink.tell_errors_to(err_fd)
         return in_fd, out_fd, err_fd
 
     def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],

@@ -248,9 +248,10 @@ def _end(shell: Shell) -> None:
 def _new_shell(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: type[Shell],
                terminal: Terminal | None) -> tuple[Shell, PromptSession[str]]:
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import InMemoryHistory
 
     from exo.shell.completion import ShellCompleter
+    from exo.shell.histfile import TailFileHistory
 
     shell = shell_factory(kernel, vfs, session)
     shell.terminal = terminal
@@ -262,7 +263,8 @@ def _new_shell(kernel: KernelApi, vfs: Vfs, session: Session, shell_factory: typ
                                        append=True)
         # FileHistory reopens its file by name for each read and append: the name of our
         # own descriptor reopens exactly that inode, whatever is done to the path since.
-        history: FileHistory | InMemoryHistory = FileHistory(f"/proc/self/fd/{hist_fd}")
+        history: TailFileHistory | InMemoryHistory = TailFileHistory(
+            f"/proc/self/fd/{hist_fd}")
     except OSError:
         history = InMemoryHistory()
     ps: PromptSession[str] = PromptSession(

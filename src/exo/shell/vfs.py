@@ -26,13 +26,14 @@ import posixpath
 import stat
 from pathlib import Path
 
-from exo.kernel import beneath
+from exo.kernel import beneath, diskreserve
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from exo.kernel.procfs import VirtualTree
+    from exo.shell.sink import FileSink
 
 _VIRTUAL = ("proc", "sys")
 #: The installed packages' launchers: the package store's link, resolved (_package_bin).
@@ -79,12 +80,15 @@ class Vfs:
         self.virtual = virtual or {}
         # A user's session: (Exo path, "read" | "write" | "list") -> raises PermissionError
         self.guard: Callable[[str, str], None] | None = None
+        #: The disk reserve in bytes, instead of exo.kernel.diskreserve's (tests).
+        self.min_free: int | None = None
 
     def restricted(self, guard: Callable[[str, str], None]) -> Vfs:
         """The same tree seen through ``guard``: a user's shell reads, lists and writes
         only what the session's capabilities name (``Session.check_path``)."""
         view = Vfs.__new__(Vfs)
         view.root, view.virtual, view.guard = self.root, self.virtual, guard
+        view.min_free = self.min_free
         return view
 
     def _check(self, exo_path: str, mode: str) -> None:
@@ -339,6 +343,7 @@ class Vfs:
         if not parents:
             pfd, name = self._parent(p)
             try:
+                diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
                 os.mkdir(name, 0o777, dir_fd=pfd)
             finally:
                 os.close(pfd)
@@ -351,6 +356,7 @@ class Vfs:
                 self._check(posixpath.join(done, name), "write")
             pfd = self._open(done, os.O_PATH | os.O_DIRECTORY)
             try:
+                diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
                 os.mkdir(name, 0o777, dir_fd=pfd)
             except FileExistsError:
                 if not self.is_dir(posixpath.join(done, name)):
@@ -394,7 +400,7 @@ class Vfs:
             try:
                 s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
                 try:
-                    _copy_into_new_dir(s, name, pfd)
+                    _copy_into_new_dir(s, name, pfd, self.min_free)
                 finally:
                     os.close(s)
             finally:
@@ -402,9 +408,11 @@ class Vfs:
             return
         s = self._read_fd(src)
         try:
+            if not self.exists(dst):
+                self._room_for_name(dst)
             d = self._open_file(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
-                _copy_file(s, d)
+                _copy_file(s, d, self.min_free)
             finally:
                 os.close(d)
         finally:
@@ -433,6 +441,7 @@ class Vfs:
         try:
             fd = self._open(p, os.O_PATH)
         except FileNotFoundError:
+            self._room_for_name(p)
             os.close(self._open_file(p, os.O_WRONLY | os.O_CREAT, 0o666))
             return
         try:
@@ -440,9 +449,38 @@ class Vfs:
         finally:
             os.close(fd)
 
+    def _room_for_name(self, p: str) -> None:
+        """ENOSPC when a new name ``p`` would take the disk reserve (exo.kernel.diskreserve)."""
+        pfd, _ = self._parent(p)
+        try:
+            diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
+        finally:
+            os.close(pfd)
+
     def open_write(self, p: str, append: bool = False) -> int:
+        """The file's own descriptor, for the kernel's own writes (a shell's history).
+        A command's output goes through ``open_sink``."""
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
         return self._open_file(p, flags)
+
+    def open_sink(self, p: str, append: bool = False, *,
+                  name: str = "") -> tuple[int, FileSink | None]:
+        """Where a command writes its output into ``p`` (``>``, ``>>``): a pipe the kernel
+        drains into the file above the disk reserve (``exo.shell.sink``), with its sink;
+        a device (``/dev/null``) as it is, with none. ``name``: the path as typed."""
+        from exo.shell.sink import FileSink
+
+        if self.device(p) is None and not self.exists(p):
+            self._room_for_name(p)
+        fd = self.open_write(p, append)
+        if self.device(p) is not None:
+            return fd, None
+        try:
+            sink = FileSink(fd, append=append, name=name or p, min_free=self.min_free)
+        except BaseException:
+            os.close(fd)
+            raise
+        return sink.fd, sink
 
     def open_read(self, p: str) -> int:
         v = self._virtual(p)
@@ -455,9 +493,11 @@ class Vfs:
         return self._open_file(p, os.O_RDONLY)
 
 
-def _copy_file(src: int, dst: int) -> None:
-    """Data, permission bits and times of ``src`` into ``dst`` (as ``cp`` / copy2)."""
+def _copy_file(src: int, dst: int, min_free: int | None = None) -> None:
+    """Data, permission bits and times of ``src`` into ``dst`` (as ``cp`` / copy2), above
+    the disk reserve (``min_free``: its size, instead of the default)."""
     while chunk := os.read(src, _CHUNK):
+        diskreserve.check(dst, len(chunk), min_free=min_free)
         view = memoryview(chunk)
         while view:
             view = view[os.write(dst, view):]
@@ -469,17 +509,18 @@ def _copy_file(src: int, dst: int) -> None:
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy_into_new_dir(src: int, name: str, parent: int) -> None:
+def _copy_into_new_dir(src: int, name: str, parent: int, min_free: int | None) -> None:
     """Make directory ``name`` in ``parent`` and copy the directory ``src`` into it."""
+    diskreserve.check(parent, 0, names=1, min_free=min_free)
     os.mkdir(name, 0o777, dir_fd=parent)
     dst = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
     try:
-        _copy_tree(src, dst)
+        _copy_tree(src, dst, min_free)
     finally:
         os.close(dst)
 
 
-def _copy_tree(src: int, dst: int) -> None:
+def _copy_tree(src: int, dst: int, min_free: int | None) -> None:
     """Copy the directory ``src`` into the empty directory ``dst``, one name at a time
     relative to the two descriptors: symlinks are copied as links, never followed;
     FIFOs, sockets and devices are skipped (reading a FIFO would block the shell)."""
@@ -488,11 +529,12 @@ def _copy_tree(src: int, dst: int) -> None:
                     d.is_file(follow_symlinks=False)) for d in it]
     for name, link, is_dir, is_file in entries:
         if link:
+            diskreserve.check(dst, 0, names=1, min_free=min_free)
             os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
         elif is_dir:
             s = os.open(name, _DIR_NOFOLLOW, dir_fd=src)
             try:
-                _copy_into_new_dir(s, name, dst)
+                _copy_into_new_dir(s, name, dst, min_free)
             finally:
                 os.close(s)
         elif is_file:
@@ -501,10 +543,11 @@ def _copy_tree(src: int, dst: int) -> None:
             try:
                 if not stat.S_ISREG(os.fstat(s).st_mode):  # swapped since the listing
                     continue
+                diskreserve.check(dst, 0, names=1, min_free=min_free)
                 d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                             | os.O_CLOEXEC, 0o600, dir_fd=dst)
                 try:
-                    _copy_file(s, d)
+                    _copy_file(s, d, min_free)
                 finally:
                     os.close(d)
             finally:

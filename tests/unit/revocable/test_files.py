@@ -90,6 +90,24 @@ def test_append_mode_appends(server: RevocableFiles, world: World) -> None:
     assert world.file.read_bytes() == b"hello, world\nmore\nagain\n"
 
 
+def test_a_served_files_writes_leave_the_file_systems_reserve(world: World) -> None:
+    """A WRITE grant of one file could fill the host's disk (only directory grants kept
+    the reserve): past it a write is ENOSPC and nothing of it is written."""
+    st = os.statvfs(world.file)
+    free = st.f_bavail * st.f_frsize
+    with served(RevocableFiles, world.tmp / "mnt", world.caps, min_free=free + (1 << 30)) \
+            as srv:
+        fd, _ = _open(srv, world, os.O_WRONLY | os.O_APPEND, "WRITE")
+        try:
+            with pytest.raises(OSError) as full:
+                os.write(fd, b"more")
+            assert full.value.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        assert world.file.read_bytes() == b"hello, world\n"
+        assert srv.stats()["no_space"] == 1
+
+
 def test_after_revoke_next_read_write_fstat_fail(server: RevocableFiles, world: World) -> None:
     fd, pin = _open(server, world, os.O_RDWR)
     try:

@@ -180,6 +180,39 @@ def test_kill_unknown_pid(shell: Shell) -> None:
     assert status == 1 and "no such process" in err
 
 
+def test_a_background_program_says_its_pid_and_ps_time_is_its_cpu(shell: Shell) -> None:
+    """`cmd &` says `[N] PID` (the last stage's pid), as sh; ps's TIME is CPU time (it
+    was the time since the start): a busy loop's grows, a sleeper's stays near zero."""
+    import json
+    import re
+    import time
+
+    status, _, err = run(shell, "/usr/bin/python3 -c 'while 1: pass' &")
+    found = re.fullmatch(r"\[1\] (\d+)\n", err)
+    assert status == 0 and found, err
+    busy = int(found[1])
+    second = re.fullmatch(r"\[2\] (\d+)\n", run(shell, "/bin/sleep 30 &")[2])
+    assert second
+    sleeper = int(second[1])
+
+    def cpu() -> dict[int, float]:
+        rows = json.loads(run(shell, "ps --json")[1])
+        return {r["pid"]: r["cpu_s"] for r in rows if r["pid"] in (busy, sleeper)}
+
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (cpu().get(busy) or 0) < 0.3:
+            time.sleep(0.05)
+        seen = cpu()
+        assert seen[busy] >= 0.3 and seen[sleeper] < 0.1, seen
+        row = next(r.split() for r in run(shell, "ps")[1].splitlines()[1:]
+                   if r.split()[0] == str(busy))
+        assert float(row[4].rstrip("s")) >= 0.3  # TIME
+    finally:
+        assert run(shell, f"kill {busy} {sleeper}")[0] == 0
+        run(shell, "wait")
+
+
 def test_background_job_ps_and_kill(shell: Shell) -> None:
     import time
 

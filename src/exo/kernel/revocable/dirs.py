@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exo import _threadcache
+from exo.kernel import diskreserve
 from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
@@ -73,8 +74,6 @@ if TYPE_CHECKING:
 _RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
             | P.RESOLVE_NO_XDEV)
 _LOOKUP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-#: What a new name may take of the disk (a directory's block, a link's target).
-_NAME_COST = 8192
 _OPEN_PASS = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
 _MODE_BITS = 0o1777                      # permission bits we let a client set (no suid/sgid)
 # Names (dentries) may be cached by the client for this long, attributes never. Safe for
@@ -101,10 +100,6 @@ _W_OK = 2
 MAX_FDS = 256
 MAX_NODES = 32768
 MAX_HANDLES = 1024
-#: What a grant's writes leave free on the file system: this share of it, at least MIN_FREE.
-MIN_FREE_FRACTION = 0.02
-MIN_FREE = 1 << 30
-MIN_FREE_INODES = 10_000
 #: Root names only the kernel's own cutting thread may look up: ``<prefix><nodeid>``.
 _CUT_PREFIX = b".exo-cut-"
 
@@ -840,7 +835,7 @@ class RevocableDirs(FuseServer):
         """Create ``name`` in ``nodeid`` with ``make(dirfd, name)``; reply with its entry."""
         parent = self._enter(nodeid, Rights.WRITE)
         try:
-            self._keep_free(parent.fd, _NAME_COST, names=1)
+            self._keep_free(parent.fd, 0, names=1)
             make(parent.fd, _name(name))
             fd = P.openat2(parent.fd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
             return self._entry(parent.export, fd, parent, name)
@@ -975,7 +970,7 @@ class RevocableDirs(FuseServer):
         name = _name(_names(body[P.CREATE_IN.size:], 1)[0])
         parent = self._enter(nodeid, Rights.WRITE)
         try:
-            self._keep_free(parent.fd, _NAME_COST, names=1)
+            self._keep_free(parent.fd, 0, names=1)
             return self._created(parent, self._create_at(parent.fd, name, flags, mode), name)
         finally:
             self._leave(parent)
@@ -1040,7 +1035,7 @@ class RevocableDirs(FuseServer):
         try:
             if parent.kind != stat.S_IFDIR:
                 raise OSError(errno.ENOTDIR, "not a directory")
-            self._keep_free(parent.fd, _NAME_COST, names=1)
+            self._keep_free(parent.fd, 0, names=1)
             oflags = ((flags & _OPEN_PASS & ~os.O_TRUNC) | os.O_TMPFILE | os.O_CLOEXEC
                       | os.O_NOCTTY)
             if flags & os.O_EXCL:
@@ -1080,21 +1075,15 @@ class RevocableDirs(FuseServer):
 
     def _keep_free(self, fd: int, size: int, names: int = 0) -> None:
         """ENOSPC for a write that would leave the file system with less than the
-        reserve (``min_free``: ``MIN_FREE_FRACTION`` of it, at least ``MIN_FREE``): a
+        reserve (``exo.kernel.diskreserve``; ``min_free``: the reserve in bytes): a
         grant's writes cannot fill the host's disk, nor take the room the kernel's own
         logs and the other users need. (A passthrough file's writes do not come here:
         ``[posix_x] passthrough`` trades this for native speed; docs/revocable-files.md.)"""
-        st = os.fstatvfs(fd)
-        reserve = self._min_free if self._min_free is not None else max(
-            MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
-        # Inodes too, for what makes a name (a directory, a link, an empty file): a
-        # grant made 3,000 of each a second past a full byte reserve (a hostile review).
-        inodes = max(MIN_FREE_INODES, int(st.f_files * MIN_FREE_FRACTION)) \
-            if st.f_files else 0
-        if st.f_bavail * st.f_frsize - size < reserve or \
-                (names and st.f_favail - names < inodes):
+        try:
+            diskreserve.check(fd, size, names=names, min_free=self._min_free)
+        except OSError:
             self._counts["no_space"] += 1
-            raise OSError(errno.ENOSPC, "the file system's reserve is the system's")
+            raise
 
     def _fsync(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, fsync_flags, _pad = P.FSYNC_IN.unpack_from(body)
