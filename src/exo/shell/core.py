@@ -59,6 +59,15 @@ EX_SOFTWARE = 70  # an internal error (sysexits.h)
 _STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
 MAX_SUBSTITUTION_DEPTH = 32
+#: A session's jobs (background or stopped) at most. Builtins and a job's waiter are
+#: threads of the kernel: 1,200 `sleep 1000 &` made every other command take seconds
+#: (a hostile review); a program's are processes, bounded by the kernel's own counts too.
+MAX_JOBS = 64
+#: Redirections of one command at most (each into a file is a thread: exo.shell.sink).
+MAX_REDIRECTS = 16
+#: Commands of one pipeline at most (a builtin stage is a thread, a program's a process:
+#: 30,000 `cat |` stages held every kernel thread back for 8 s).
+MAX_STAGES = 128
 #: Builtins that end or change the session: never a background job's.
 SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 #: Builtins that start a program and wait: they run as jobs even alone.
@@ -292,6 +301,11 @@ class Shell:
             os.write(stderr, f"exo: {name}: not in the background\n".encode())
             self.last_status = 1
             return
+        if len(self.jobs) >= MAX_JOBS:
+            os.write(stderr, f"exo: too many jobs ({MAX_JOBS}): wait for one, or kill "
+                             "one (jobs lists them)\n".encode())
+            self.last_status = 1
+            return
         owned = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), os.dup(stdout),
                  os.dup(stderr)]
         devnull, out, err = owned
@@ -479,6 +493,11 @@ class Shell:
         builtin runs to its end here, in the shell's thread). ``owned`` descriptors are
         closed when the job ends."""
         cmds = pipeline.commands
+        if len(cmds) > MAX_STAGES:
+            for fd in owned or []:
+                os.close(fd)
+            raise _RedirectError(f"too many commands in one pipeline ({len(cmds)}; at most "
+                                 f"{MAX_STAGES})")
         job = Job(source or " | ".join(" ".join(w.text for w in c.argv) for c in cmds))
         stages = job.stages
         prev_read = stdin
@@ -602,6 +621,9 @@ class Shell:
         self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int]
     ) -> tuple[int, int, int]:
         sinks: list[FileSink] = []
+        if len(cmd.redirects) > MAX_REDIRECTS:
+            raise _RedirectError(f"too many redirections ({len(cmd.redirects)}; at most "
+                                 f"{MAX_REDIRECTS} a command)")
         for r in cmd.redirects:
             try:
                 if r.op == "2>&1":
@@ -837,7 +859,8 @@ def _without_assignments(cmd: Command) -> Command:
 
 
 class _RedirectError(Exception):
-    pass
+    """A command that cannot start, said before any of its pipeline runs (a redirection
+    that failed, too many of them, too many stages): status 1, no job."""
 
 
 def _reason(exc: BaseException) -> str:

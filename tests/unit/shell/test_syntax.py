@@ -167,6 +167,35 @@ def test_substitution_nested_without_end_is_refused_not_a_crash(
     assert run(root_shell, "echo $(echo $(echo ok))") == (0, "ok\n", "")
 
 
+def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> None:
+    """A builtin, a background job's waiter and a redirection into a file are threads
+    of the kernel: 1,200 `sleep 1000 &` made every command take seconds, 30,000 `cat |`
+    stages held them all 8 s. Each has a bound, said, and what is below it works."""
+    from exo.shell.core import MAX_JOBS, MAX_REDIRECTS, MAX_STAGES
+
+    line = " ".join(["sleep 1000 &"] * (MAX_JOBS + 3))
+    status, _, err = run(alice, line)
+    assert err.count("exo: too many jobs (64)") == 3, err
+    assert len(alice.jobs) == MAX_JOBS
+    assert run(alice, "echo busy | /usr/bin/tr a-z A-Z") == (0, "BUSY\n", "")
+    run(alice, "kill %1")
+    assert run(alice, "wait %1")[0] == 130  # (a builtin's Ctrl-C status)
+    status, _, err = run(alice, "sleep 1000 &")  # room for one again
+    assert status == 0 and err == f"[{MAX_JOBS + 1}] sleep 1000\n", err  # (as sh: max + 1)
+    for job in list(alice.jobs):
+        alice.interrupt(job)
+    alice.jobs.clear()
+    many = " ".join(f"> f{i}" for i in range(MAX_REDIRECTS + 1))
+    assert run(alice, f"echo x {many}") == (1, "", f"exo: too many redirections "
+                                            f"({MAX_REDIRECTS + 1}; at most {MAX_REDIRECTS}"
+                                            " a command)\n")
+    assert run(alice, "ls f0")[0] != 0  # refused before any was made
+    stages = "echo hi" + " | cat" * MAX_STAGES
+    assert run(alice, stages) == (1, "", f"exo: too many commands in one pipeline "
+                                         f"({MAX_STAGES + 1}; at most {MAX_STAGES})\n")
+    assert run(alice, "echo hi" + " | cat" * (MAX_STAGES - 1)) == (0, "hi\n", "")
+
+
 def test_exported_variables_reach_programs_and_plain_ones_do_not(root_shell: Shell) -> None:
     """``export A=1; env`` showed no A: programs got only the kernel's variables."""
     env = "/usr/bin/env | /usr/bin/sort"
