@@ -496,6 +496,48 @@ def test_create_never_opens_a_fifo_that_appeared_in_its_place(server: RevocableD
         os.close(dirfd)
 
 
+def test_a_file_is_its_askers_own_and_chown_to_oneself_changes_nothing(
+        server: RevocableDirs, world: World) -> None:
+    """The host's owner (the kernel, or another of the user's process uids) shown to the
+    grant's holder made Linux refuse it what it checks on an owner before asking the
+    server: `sed -i` warned on every edit (its ACL, EPERM). Now the asker is the owner
+    shown, a chown to oneself is a no-op (`cp -p`), to anyone else EPERM, and an ACL is
+    "not supported" (the server keeps none)."""
+    p, _ = _export(server, world)
+    fd = os.open(p / "f.txt", os.O_RDWR)  # (the test's directories are root's, 0700)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # a process of another uid, as a sandboxed program is
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setresgid(4343, 4343, 4343)
+            os.setresuid(4242, 4242, 4242)
+            st = os.fstat(fd)
+            said = [f"{st.st_uid}:{st.st_gid}"]
+            for call in (lambda: os.fchown(fd, 4242, 4343), lambda: os.fchown(fd, 0, -1),
+                         lambda: os.fchown(fd, -1, 0), lambda: os.fchmod(fd, 0o600),
+                         lambda: os.setxattr(fd, "system.posix_acl_access",
+                                             b"\x02\x00\x00\x00")):
+                try:
+                    call()
+                    said.append("ok")
+                except OSError as exc:
+                    said.append(errno.errorcode[exc.errno or 0])
+            os.write(w, " ".join(said).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(fd)
+    with os.fdopen(r) as f:
+        said = f.read()
+    os.waitpid(child, 0)
+    assert said == f"4242:4343 ok EPERM EPERM ok {errno.errorcode[errno.EOPNOTSUPP]}"
+    st = (world.grant / "f.txt").stat()
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())  # nothing changed owner
+    assert st.st_mode & 0o777 == 0o600
+
+
 def test_a_grants_writes_leave_the_file_systems_reserve(world: World) -> None:
     """A WRITE grant could fill the host's disk (a hostile review, 2026-12-04): a write
     that would leave less than the reserve is ENOSPC, and nothing of it is written."""

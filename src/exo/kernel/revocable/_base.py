@@ -86,6 +86,9 @@ class FuseServer:
         self._nthreads = threads
         self._device = device
         self._lock = threading.Lock()
+        # The uid and gid of the request a worker is answering (_dispatch): what a node's
+        # attributes name as its owner (owner()).
+        self._caller = threading.local()
         self._dev = -1
         self._wake_r = self._wake_w = -1
         self._threads: list[threading.Thread] = []
@@ -450,12 +453,38 @@ class FuseServer:
             return 0.0  # look again at once (new requests first, then the rest)
         return -1.0 if wait is None else max(0.001, wait)
 
+    def owner(self) -> tuple[int, int] | None:
+        """Who a node's attributes say owns it: the process asking (its uid and gid).
+
+        A file of a grant belongs, on the host, to the kernel (which made it) or to
+        whichever of the user's process uids wrote it; to the process holding the grant
+        it is its own, whatever that is: the capability is the authority, and the server
+        decides every change itself (no ``default_permissions``). Shown as the host's
+        owner, the Linux kernel refused the holder what it checks on an owner before any
+        request comes here: ``sed -i`` could not set its new file's ACL (EPERM, and
+        a warning on every edit) where the server answers that it keeps none."""
+        ids: tuple[int, int] | None = getattr(self._caller, "ids", None)
+        return ids
+
+    def _chown_to_self(self, valid: int, uid: int, gid: int) -> int:
+        """``valid`` without its owner bits when they name the asking process (``owner``):
+        a chown to oneself changes nothing, as on any file system (``cp -p``, ``tar x``
+        and ``rsync`` do it); EPERM for any other owner: ownership is the kernel's."""
+        if not valid & (P.FATTR_UID | P.FATTR_GID):
+            return valid
+        ids = self.owner()
+        if ids is None or (valid & P.FATTR_UID and uid != ids[0]) or \
+                (valid & P.FATTR_GID and gid != ids[1]):
+            raise OSError(errno.EPERM, "ownership is the kernel's")
+        return valid & ~(P.FATTR_UID | P.FATTR_GID)
+
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
         """Subclass: FORGET / BATCH_FORGET (no reply). Default: nothing kept per lookup."""
 
     def _dispatch(self, req: memoryview, out: memoryview) -> None:
-        _, opcode, unique, nodeid, _uid, _gid, pid, _, _ = P.IN_HEADER.unpack_from(req)
+        _, opcode, unique, nodeid, uid, gid, pid, _, _ = P.IN_HEADER.unpack_from(req)
         body = req[P.IN_HEADER.size:]
+        self._caller.ids = (uid, gid)
         self._counts["requests"] += 1
         self._ops[opcode] = self._ops.get(opcode, 0) + 1
         if opcode in P.NO_REPLY:

@@ -165,14 +165,17 @@ assert INIT_OUT.size == 64 and ATTR.size == 88 and SETATTR_IN.size == 88
 assert IN_HEADER.size == 40 and OUT_HEADER.size == 16 and KSTATFS.size == 80
 
 
-def attr_from_stat(st: os.stat_result, ino: int) -> bytes:
-    """A ``fuse_attr`` describing the real file, under our inode number."""
+def attr_from_stat(st: os.stat_result, ino: int,
+                   owner: tuple[int, int] | None = None) -> bytes:
+    """A ``fuse_attr`` describing the real file, under our inode number (and ``owner``'s
+    uid and gid instead of the file's, when given)."""
+    uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
     return ATTR.pack(
         ino, st.st_size, st.st_blocks,
         int(st.st_atime), int(st.st_mtime), int(st.st_ctime),
         st.st_atime_ns % 1_000_000_000, st.st_mtime_ns % 1_000_000_000,
         st.st_ctime_ns % 1_000_000_000,
-        st.st_mode, st.st_nlink, st.st_uid, st.st_gid, 0, st.st_blksize, 0,
+        st.st_mode, st.st_nlink, uid, gid, 0, st.st_blksize, 0,
     )
 
 

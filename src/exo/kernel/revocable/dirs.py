@@ -620,7 +620,7 @@ class RevocableDirs(FuseServer):
         for old in parked:
             os.close(old)
         return [P.ENTRY_OUT_HEAD.pack(n.nodeid, 0, _ENTRY_VALID_S, 0, 0, 0),
-                P.attr_from_stat(st, st.st_ino)]
+                P.attr_from_stat(st, st.st_ino, self.owner())]
 
     def _make_room(self, ex: _Export) -> None:
         """Keep ``ex`` below ``max_nodes`` names (lock held): past three quarters, ask the
@@ -790,13 +790,15 @@ class RevocableDirs(FuseServer):
                 st = os.fstat(n.fd)
             finally:
                 self._leave(n)
-        return [P.ATTR_OUT_HEAD.pack(_attr_valid(ex), 0, 0), P.attr_from_stat(st, st.st_ino)]
+        return [P.ATTR_OUT_HEAD.pack(_attr_valid(ex), 0, 0),
+                P.attr_from_stat(st, st.st_ino, self.owner())]
 
     def _setattr(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, _ctns, mode,
-         *_) = P.SETATTR_IN.unpack_from(body)
-        if nodeid == P.ROOT_ID or valid & (P.FATTR_UID | P.FATTR_GID):
-            raise OSError(errno.EPERM, "ownership is the kernel's")
+         _u4, uid, gid, _u5) = P.SETATTR_IN.unpack_from(body)
+        if nodeid == P.ROOT_ID:
+            raise OSError(errno.EPERM, "the mount's root is the kernel's")
+        valid = self._chown_to_self(valid, uid, gid)
         n = self._enter(nodeid, Rights.WRITE)
         try:
             if n.kind == stat.S_IFLNK and valid & (P.FATTR_MODE | P.FATTR_SIZE):
@@ -822,7 +824,7 @@ class RevocableDirs(FuseServer):
             st = os.fstat(n.fd)
         finally:
             self._leave(n)
-        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino)]
+        return [P.ATTR_OUT_HEAD.pack(0, 0, 0), P.attr_from_stat(st, st.st_ino, self.owner())]
 
     def _readlink(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         n = self._enter(nodeid, Rights.READ)

@@ -346,7 +346,7 @@ class RevocableFiles(FuseServer):
     def _attr_of(self, ino: int) -> bytes:
         e = self._use(ino, Rights.NONE)
         try:
-            return P.attr_from_stat(os.fstat(e.real_fd), ino)
+            return P.attr_from_stat(os.fstat(e.real_fd), ino, self.owner())
         finally:
             self._done(e)
 
@@ -424,9 +424,10 @@ class RevocableFiles(FuseServer):
 
     def _setattr(self, nodeid: int, body: memoryview, pid: int,
                  out: memoryview) -> Parts:
-        (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, *_
-         ) = P.SETATTR_IN.unpack_from(body)
-        if nodeid == P.ROOT_ID or valid & (P.FATTR_MODE | P.FATTR_UID | P.FATTR_GID):
+        (valid, _pad, _fh, size, _lo, atime, mtime, _ct, atime_ns, mtime_ns, _ctns, _mode,
+         _u4, uid, gid, _u5) = P.SETATTR_IN.unpack_from(body)
+        valid = self._chown_to_self(valid, uid, gid)
+        if nodeid == P.ROOT_ID or valid & P.FATTR_MODE:
             raise OSError(errno.EPERM, "ownership and mode are the kernel's")
         e = self._use(nodeid, Rights.WRITE)
         try:
@@ -440,7 +441,7 @@ class RevocableFiles(FuseServer):
                 if valid & P.FATTR_MTIME:
                     m = now if valid & P.FATTR_MTIME_NOW else mtime * 10**9 + mtime_ns
                 os.utime(e.real_fd, ns=(a, m))
-            attr = P.attr_from_stat(os.fstat(e.real_fd), nodeid)
+            attr = P.attr_from_stat(os.fstat(e.real_fd), nodeid, self.owner())
         finally:
             self._done(e)
         return [P.ATTR_OUT_HEAD.pack(_PT_ATTR_VALID_S if e.passthrough else 0, 0, 0), attr]
