@@ -17,7 +17,7 @@ import signal
 import threading
 
 from exo import _threadcache
-from exo.shell.context import CommandContext, CommandError
+from exo.shell.context import MAX_LINE, CommandContext, CommandError
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     Command,
@@ -59,6 +59,8 @@ EX_SOFTWARE = 70  # an internal error (sysexits.h)
 _STREAMS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 #: ``$(...)`` runs at most this deep (bash's own limit is the stack; ours is the kernel's).
 MAX_SUBSTITUTION_DEPTH = 32
+#: Lines of a session's history kept in the kernel (sh's HISTSIZE).
+HISTORY_KEPT = 1000
 #: A session's jobs (background or stopped) at most. Builtins and a job's waiter are
 #: threads of the kernel: 1,200 `sleep 1000 &` made every other command take seconds
 #: (a hostile review); a program's are processes, bounded by the kernel's own counts too.
@@ -177,7 +179,17 @@ class Shell:
             return line
         if not self.history:
             raise ParseError("!!: event not found")
-        return line.replace("!!", self.history[-1])
+        previous = self.history[-1]
+        # (a line of !! after a long one made a string of GBs in the kernel)
+        if len(line) + line.count("!!") * (len(previous) - 2) > MAX_LINE:
+            raise ParseError(f"!!: the line would be longer than {MAX_LINE >> 20} MiB")
+        return line.replace("!!", previous)
+
+    def remember(self, line: str) -> None:
+        """``line`` into the session's history (the last ``HISTORY_KEPT`` lines)."""
+        self.history.append(line)
+        if len(self.history) > HISTORY_KEPT:
+            del self.history[:len(self.history) - HISTORY_KEPT]
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
         from exo.shell.parser import Simple

@@ -291,6 +291,10 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
             raise Logout(shell.last_status) from None
         if not line.strip():
             continue
+        if len(line) > MAX_LINE:  # (parsing costs ~70 times a line's size, in the kernel)
+            print(f"exo: a line longer than {MAX_LINE >> 20} MiB")
+            shell.last_status = 1
+            continue
         try:
             expanded = shell.expand_history(line)
         except ValueError as exc:  # (ParseError) no previous line for !!
@@ -299,7 +303,7 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
             continue
         if expanded != line:
             print(expanded)
-        shell.history.append(expanded)
+        shell.remember(expanded)
         try:
             shell.run_line(expanded)
         except KeyboardInterrupt:

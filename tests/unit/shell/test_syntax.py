@@ -84,8 +84,15 @@ def test_source_alias_history_and_cd_back(root_shell: Shell) -> None:
     assert run(root_shell, "source /tmp/rc; say $greet")[1] == "hello\n"
     assert run(root_shell, ". /tmp/rc; alias")[1] == "alias say='echo'\n"
     assert run(root_shell, "unalias say; say x")[0] == 127
-    root_shell.history.append("echo again")
+    root_shell.remember("echo again")
     assert root_shell.expand_history("!! && !!") == "echo again && echo again"
+    # bounded: the expansion (a line of !! after a long one), and the lines kept
+    root_shell.remember("echo " + "x" * 100_000)
+    with pytest.raises(ParseError, match="longer than 1 MiB"):
+        root_shell.expand_history("!!" * 20)
+    for n in range(1500):
+        root_shell.remember(f"echo {n}")
+    assert len(root_shell.history) == 1000 and root_shell.history[-1] == "echo 1499"
     run(root_shell, "cd /tmp; cd /home")
     assert run(root_shell, "cd -")[1] == "/tmp\n"
     assert root_shell.cwd == "/tmp"
