@@ -283,10 +283,17 @@ class Shell:
             raise ParseError(f"$(...) nested more than {MAX_SUBSTITUTION_DEPTH} deep")
         read_fd, write_fd = os.pipe()
         chunks: list[bytes] = []
+        held = [0]  # bytes in chunks; past MAX_LINE: the read end is closed (EPIPE)
 
         def drain() -> None:
-            while chunk := os.read(read_fd, 65536):
-                chunks.append(chunk)
+            try:
+                while chunk := os.read(read_fd, 65536):
+                    held[0] += len(chunk)
+                    if held[0] > MAX_LINE:  # `echo $(yes)` grew the kernel without end
+                        return
+                    chunks.append(chunk)
+            finally:
+                os.close(read_fd)
 
         reader = threading.Thread(target=drain, name="exosh-subst", daemon=True)
         reader.start()
@@ -300,8 +307,9 @@ class Shell:
             self._depth.n -= 1
             os.close(write_fd)
             reader.join()
-            os.close(read_fd)
         self.last_status = saved
+        if held[0] > MAX_LINE:
+            raise ParseError(f"$(...): its output is longer than {MAX_LINE >> 20} MiB")
         return b"".join(chunks).decode(errors="replace")
 
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:

@@ -191,12 +191,14 @@ def _lex(s: str, lookup: Callable[[str], str],
     buf: list[str] = []
     in_word = globbable = assign = False
     solid = False  # the word has more than unquoted expansions: kept even when empty
+    leading = True  # no command name yet: a NAME=value word is an assignment
     i, n = 0, len(s)
 
     def flush() -> None:
-        nonlocal in_word, globbable, assign, solid, buf
+        nonlocal in_word, globbable, assign, solid, buf, leading
         if in_word and (solid or any(buf)):  # `$(true)` alone is no word, as in sh
             out.append(Word("".join(buf), globbable, assign))
+            leading = leading and assign
         buf, in_word, globbable, assign, solid = [], False, False, False, False
 
     while i < n:
@@ -211,6 +213,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             flush()
             out.append(_Op(op))
             i += len(op)
+            leading = leading or op not in _REDIRECTS  # a new command follows
             continue
         if not in_word:
             m = _ASSIGN_RE.match(s, i)
@@ -251,7 +254,9 @@ def _lex(s: str, lookup: Callable[[str], str],
                 split = True
             else:
                 value, i, split = _expand(s, i, lookup, substitute)
-            # Unquoted, a variable's or a command's output splits into words (as in sh).
+            # Unquoted, a variable's or a command's output splits into words (as in sh),
+            # but not in an assignment (`x=$(seq 3)` is one value, as in sh).
+            split = split and not (assign and leading)
             parts = value.split() if split else [value]
             solid = solid or not split
             for k, part in enumerate(parts):

@@ -174,6 +174,19 @@ def test_substitution_nested_without_end_is_refused_not_a_crash(
     assert run(root_shell, "echo $(echo $(echo ok))") == (0, "ok\n", "")
 
 
+def test_substitution_output_is_bounded_and_an_assignment_takes_it_whole(
+        root_shell: Shell) -> None:
+    """`echo $(yes)` read an endless output into the kernel; `x=$(seq 3)` split it into
+    `x=1` and a command `2 3` (sh assigns it whole)."""
+    for line in ("echo $(/usr/bin/yes)", "echo $(cat /dev/zero)"):
+        assert run(root_shell, line) == (2, "", "exo: $(...): its output is longer than "
+                                               "1 MiB\n"), line
+    assert run(root_shell, 'x=$(/usr/bin/seq 3); echo "$x"; echo $x') == \
+        (0, "1\n2\n3\n1 2 3\n", "")
+    assert run(root_shell, "y=$(/usr/bin/seq 2) /usr/bin/env | /usr/bin/grep -A1 ^y=")[1] == "y=1\n2\n"
+    assert run(root_shell, "echo a=$(echo 1 2)")[1] == "a=1 2\n"  # an argument: split
+
+
 def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> None:
     """A builtin, a background job's waiter and a redirection into a file are threads
     of the kernel: 1,200 `sleep 1000 &` made every command take seconds, 30,000 `cat |`
