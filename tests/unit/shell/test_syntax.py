@@ -183,7 +183,8 @@ def test_substitution_output_is_bounded_and_an_assignment_takes_it_whole(
                                                "1 MiB\n"), line
     assert run(root_shell, 'x=$(/usr/bin/seq 3); echo "$x"; echo $x') == \
         (0, "1\n2\n3\n1 2 3\n", "")
-    assert run(root_shell, "y=$(/usr/bin/seq 2) /usr/bin/env | /usr/bin/grep -A1 ^y=")[1] == "y=1\n2\n"
+    env = "/usr/bin/env | /usr/bin/grep -A1 ^y="
+    assert run(root_shell, f"y=$(/usr/bin/seq 2) {env}")[1] == "y=1\n2\n"
     assert run(root_shell, "echo a=$(echo 1 2)")[1] == "a=1 2\n"  # an argument: split
 
 
