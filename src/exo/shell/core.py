@@ -67,6 +67,10 @@ HISTORY_KEPT = 1000
 MAX_JOBS = 64
 #: Redirections of one command at most (each into a file is a thread: exo.shell.sink).
 MAX_REDIRECTS = 16
+#: Glob patterns of one command at most, and what its words may expand to (execve's own
+#: bound is about this: ARG_MAX).
+MAX_GLOBS = 64
+MAX_ARGV_BYTES = 2 << 20
 #: Commands of one pipeline at most (a builtin stage is a thread, a program's a process:
 #: 30,000 `cat |` stages held every kernel thread back for 8 s).
 MAX_STAGES = 128
@@ -228,8 +232,13 @@ class Shell:
     def _exec_loop(self, loop: Loop, stdio: tuple[int, int, int]) -> None:
         status = 0
         if loop.kind == "for":
-            words = self._argv(parse_pipeline(loop.words, self.lookup, self._substitute)
-                               .commands[0]) if loop.words else []
+            try:
+                words = self._argv(parse_pipeline(loop.words, self.lookup, self._substitute)
+                                   .commands[0]) if loop.words else []
+            except _RedirectError as exc:  # (too many patterns, or words)
+                os.write(stdio[2], f"exo: {exc}\n".encode())
+                self.last_status = 1
+                return
             for word in words:
                 self.env[loop.name] = word
                 self._exec_nodes(loop.body, stdio)
@@ -367,23 +376,36 @@ class Shell:
 
     # ------------------------------------------------------------ execution
     def _argv(self, cmd: Command) -> list[str]:
+        """The command's words, globs expanded: at most ``MAX_GLOBS`` patterns (each
+        lists a directory, in the kernel) and ``MAX_ARGV_BYTES`` in all (what execve
+        takes): `* * * …` on a 1 MiB line was half a million listings and words."""
         argv: list[str] = []
+        if sum(w.globbable for w in cmd.argv) > MAX_GLOBS:
+            raise _RedirectError(f"too many patterns in one command (at most {MAX_GLOBS})")
+        listed: dict[str, list[str]] = {}  # one listing of a directory per command
+        size = 0
         for w in cmd.argv:
-            if w.globbable:
-                matches = self._glob(w.text)
-                argv.extend(matches or [w.text])
-            else:
-                argv.append(w.text)
+            words = (self._glob(w.text, listed) or [w.text]) if w.globbable else [w.text]
+            size += sum(len(x) + 1 for x in words)
+            if size > MAX_ARGV_BYTES:
+                raise _RedirectError(f"the command's words are longer than "
+                                     f"{MAX_ARGV_BYTES >> 20} MiB")
+            argv.extend(words)
         return argv
 
-    def _glob(self, pattern: str) -> list[str]:
-        """Expand one glob pattern against the Exo tree (last component only)."""
+    def _glob(self, pattern: str, listed: dict[str, list[str]] | None = None) -> list[str]:
+        """Expand one glob pattern against the Exo tree (last component only);
+        ``listed``: directories listed already, by Exo path."""
         head, tail = posixpath.split(pattern)
         base = self.vfs.normalize(head or ".", self.cwd)
-        try:
-            names = [e.name for e in self.vfs.listdir(base)]
-        except (OSError, VfsError):
-            return []
+        names = listed.get(base) if listed is not None else None
+        if names is None:
+            try:
+                names = [e.name for e in self.vfs.listdir(base)]
+            except (OSError, VfsError):
+                return []
+            if listed is not None:
+                listed[base] = names
         hidden = tail.startswith(".")
         hits = [n for n in names if fnmatch.fnmatchcase(n, tail) and (hidden or n[0] != ".")]
         return [posixpath.join(head, n) if head else n for n in sorted(hits)]

@@ -217,6 +217,23 @@ def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> N
     assert run(alice, "echo hi" + " | cat" * (MAX_STAGES - 1)) == (0, "hi\n", "")
 
 
+def test_globs_are_bounded_and_list_a_directory_once(alice: Shell) -> None:
+    """`* * * …` on a long line listed the directory once per pattern, in the kernel."""
+    from exo.shell.core import MAX_ARGV_BYTES, MAX_GLOBS
+
+    run(alice, "touch a.txt b.txt")
+    assert run(alice, "echo *.txt " + "*.txt " * (MAX_GLOBS - 1))[1] == \
+        " ".join(["a.txt b.txt"] * MAX_GLOBS) + "\n"
+    assert run(alice, "echo " + "* " * (MAX_GLOBS + 1)) == \
+        (1, "", f"exo: too many patterns in one command (at most {MAX_GLOBS})\n")
+    loop = "for f in " + "* " * (MAX_GLOBS + 1) + "; do echo $f; done"
+    assert run(alice, loop) == \
+        (1, "", f"exo: too many patterns in one command (at most {MAX_GLOBS})\n")
+    long = "x" * 100_000
+    status, _, err = run(alice, f"echo {long} " * (MAX_ARGV_BYTES // 100_000 + 1))
+    assert (status, err) == (1, "exo: the command's words are longer than 2 MiB\n")
+
+
 def test_exported_variables_reach_programs_and_plain_ones_do_not(root_shell: Shell) -> None:
     """``export A=1; env`` showed no A: programs got only the kernel's variables."""
     env = "/usr/bin/env | /usr/bin/sort"
