@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+#: What the expansions of one line may bring in at most ($VAR, $(...), ~).
+MAX_EXPANSION = 4 << 20
 OPERATORS = ("2>&1", "2>>", "&&", "||", ">>", "2>", "|", ";", ">", "<")
 _REDIRECTS = {"<", ">", ">>", "2>", "2>>", "2>&1"}
 
@@ -192,7 +194,15 @@ def _lex(s: str, lookup: Callable[[str], str],
     in_word = globbable = assign = False
     solid = False  # the word has more than unquoted expansions: kept even when empty
     leading = True  # no command name yet: a NAME=value word is an assignment
+    expanded = 0  # bytes the expansions brought in so far (MAX_EXPANSION)
     i, n = 0, len(s)
+
+    def grow(value: str) -> str:
+        nonlocal expanded
+        expanded += len(value)
+        if expanded > MAX_EXPANSION:  # `echo $x$x$x…` of a 1 MiB $x: GBs in the kernel
+            raise ParseError(f"the line expands to more than {MAX_EXPANSION >> 20} MiB")
+        return value
 
     def flush() -> None:
         nonlocal in_word, globbable, assign, solid, buf, leading
@@ -234,10 +244,10 @@ def _lex(s: str, lookup: Callable[[str], str],
                     i += 2
                 elif s[i] == "$":
                     value, i, _ = _expand(s, i, lookup, substitute)
-                    buf.append(value)
+                    buf.append(grow(value))
                 elif s[i] == "`":
                     value, i = _backquoted(s, i, substitute)
-                    buf.append(value)
+                    buf.append(grow(value))
                 else:
                     buf.append(s[i])
                     i += 1
@@ -257,6 +267,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             # Unquoted, a variable's or a command's output splits into words (as in sh),
             # but not in an assignment (`x=$(seq 3)` is one value, as in sh).
             split = split and not (assign and leading)
+            grow(value)
             parts = value.split() if split else [value]
             solid = solid or not split
             for k, part in enumerate(parts):
@@ -265,7 +276,7 @@ def _lex(s: str, lookup: Callable[[str], str],
                     in_word = True
                 buf.append(part)
         elif c == "~" and not buf and (i + 1 == n or s[i + 1] in "/ \t"):
-            buf.append(lookup("HOME") or "/")
+            buf.append(grow(lookup("HOME") or "/"))
             i += 1
         else:
             if c in "*?[":

@@ -186,6 +186,11 @@ def test_substitution_output_is_bounded_and_an_assignment_takes_it_whole(
     env = "/usr/bin/env | /usr/bin/grep -A1 ^y="
     assert run(root_shell, f"y=$(/usr/bin/seq 2) {env}")[1] == "y=1\n2\n"
     assert run(root_shell, "echo a=$(echo 1 2)")[1] == "a=1 2\n"  # an argument: split
+    # what a line's expansions bring in is bounded too: `x=$x$x` doubled without end
+    run(root_shell, "x=$(/usr/bin/head -c 1000000 /dev/zero | /usr/bin/tr '\\0' a)")
+    assert run(root_shell, "echo $x | wc -c")[1] == "1000001\n"
+    assert run(root_shell, "x=$x$x$x$x$x") == (2, "", "exo: the line expands to more "
+                                                      "than 4 MiB\n")
 
 
 def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> None:
