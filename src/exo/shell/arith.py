@@ -2,6 +2,9 @@
 
 Only integer literals, variable names and the C operators sh has are accepted; anything
 else (calls, attributes, strings) is a ``ParseError``, so an expression can never run code.
+Every value is a signed 64-bit integer that wraps, as bash's: Python's own integers have
+no bound, and ``$((1<<100000000))`` or ``$(((2**4096)**4096))`` made megabytes of digits
+and seconds of work in the kernel (a shift's count is taken modulo 64, as on x86-64).
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+_BITS = 64
+
+
+def _wrap(value: int) -> int:
+    """``value`` as a signed 64-bit integer (two's complement, wrapped)."""
+    return ((value + (1 << (_BITS - 1))) & ((1 << _BITS) - 1)) - (1 << (_BITS - 1))
+
+
 def _tdiv(a: int, b: int) -> int:
     """C's (and sh's) division: truncated toward zero, not floored."""
     q = abs(a) // abs(b)
@@ -23,8 +34,9 @@ def _tdiv(a: int, b: int) -> int:
 
 _BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Mod: lambda a, b: a - b * _tdiv(a, b), ast.Pow: operator.pow,
-    ast.LShift: operator.lshift, ast.RShift: operator.rshift, ast.BitAnd: operator.and_,
+    ast.Mod: lambda a, b: a - b * _tdiv(a, b), ast.Pow: lambda a, b: pow(a, b, 1 << _BITS),
+    ast.LShift: lambda a, b: a << (b & (_BITS - 1)),
+    ast.RShift: lambda a, b: a >> (b & (_BITS - 1)), ast.BitAnd: operator.and_,
     ast.BitOr: operator.or_, ast.BitXor: operator.xor,
     ast.Div: lambda a, b: _tdiv(a, b), ast.FloorDiv: lambda a, b: _tdiv(a, b),
 }
@@ -48,6 +60,10 @@ def evaluate(expr: str, lookup: Callable[[str], str]) -> int:
 
 
 def _eval(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
+    return _wrap(_value(node, lookup, expr))
+
+
+def _value(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return node.value
     if isinstance(node, ast.Name):
@@ -70,8 +86,8 @@ def _eval(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
         left, right = _eval(node.left, lookup, expr), _eval(node.right, lookup, expr)
         if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
             raise ParseError(f"division by zero in $(({expr.strip()}))")
-        if isinstance(node.op, ast.Pow) and (right < 0 or right > 4096):
-            raise ParseError(f"exponent out of range in $(({expr.strip()}))")
+        if isinstance(node.op, ast.Pow) and right < 0:
+            raise ParseError(f"exponent less than 0 in $(({expr.strip()}))")
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.BoolOp):
         values = [_eval(v, lookup, expr) for v in node.values]

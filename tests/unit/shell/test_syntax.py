@@ -26,7 +26,7 @@ def test_assignment_arithmetic_and_command_substitution(root_shell: Shell) -> No
 
 
 def test_arithmetic_refuses_anything_but_integers(root_shell: Shell) -> None:
-    for expr in ("__import__('os')", "1/0", "a.b", "'x'", "2**99999"):
+    for expr in ("__import__('os')", "1/0", "a.b", "'x'", "2**-1"):
         status, out, err = run(root_shell, f'echo "$(({expr}))"')
         assert status == 2 and out == "", expr
         assert "exo:" in err
@@ -156,6 +156,19 @@ def test_a_background_job_whose_redirection_fails_is_said_and_the_shell_goes_on(
     assert status == 1 and "permission denied" in err and err.count("\n") == 1
     assert not alice.jobs and not root_shell.jobs
     assert run(alice, "echo still here") == (0, "still here\n", "")
+
+
+def test_arithmetic_is_bash_s_64_bit_and_costs_the_kernel_nothing_unbounded(
+        root_shell: Shell) -> None:
+    """Python's integers have no bound: `$((1<<100000000))` made 30 million digits (then
+    an internal error), `$(((2**4096)**4096))` seconds of work. As bash: signed 64-bit
+    values that wrap, a shift's count modulo 64."""
+    line = ("echo $((2**64)) $((2**63)) $((2**62)) $((1<<64)) $((-7/2)) $((-7%2))"
+            " $((99999999999999999999)) $((1<<100000000)) $(((2**4096)**4096))")
+    assert run(root_shell, line)[1] == ("0 -9223372036854775808 4611686018427387904 1 -3 -1"
+                                        " 7766279631452241919 1 0\n")
+    assert run(root_shell, "echo $((2**-1))")[2] == "exo: exponent less than 0 in " \
+        "$((2**-1))\n"
 
 
 def test_substitution_nested_without_end_is_refused_not_a_crash(
