@@ -648,9 +648,18 @@ def _sleep(ctx: CommandContext) -> int:
         seconds = float(ctx.args[0])
     except (IndexError, ValueError):
         raise CommandError("usage: sleep SECONDS", 2) from None
-    # One wait, not a poll: a thousand background sleeps polling at 10 Hz took the
-    # GIL 10,000 times a second from every other command.
-    return 130 if ctx.cancelled.wait(max(0.0, min(seconds, threading.TIMEOUT_MAX))) else 0
+    seconds = max(0.0, min(seconds, threading.TIMEOUT_MAX))
+    if threading.current_thread() is not threading.main_thread():
+        # A job's: one wait, not a poll (a thousand background sleeps polling at 10 Hz
+        # took the GIL 10,000 times a second from every other command).
+        return 130 if ctx.cancelled.wait(seconds) else 0
+    # The shell's own thread: the terminal's Ctrl-C is a KeyboardInterrupt raised there
+    # (_thread.interrupt_main), which only comes between two waits.
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if ctx.cancelled.wait(min(left, 0.1)):
+            return 130
+    return 0
 
 
 @builtin("whoami", "print the user name")

@@ -131,5 +131,8 @@ class FileSink:
         the sink ended. (Its end may never come: a program's child may keep the pipe
         open and write later; the sink goes on moving that until it closes it.)"""
         with self._moved:
-            self._moved.wait_for(lambda: self._done or (not self._busy
-                                                       and self._pending() == 0))
+            # (in steps: on the shell's own thread a Ctrl-C comes between two waits)
+            while not self._moved.wait_for(lambda: self._done or (not self._busy
+                                                                 and self._pending() == 0),
+                                           0.1):
+                pass
