@@ -12,8 +12,9 @@ table side by side.
   started natively, under ``exo posix-x run`` with the example manifests, and under plain
   bubblewrap with the same view, in interleaved rounds (the order rotates each round);
   gcc compiling a C file (the sandbox's stage 2) and ``python3 -I`` running a small
-  json/re/arithmetic workload, each run N times by ``/bin/sh`` inside the mode's sandbox
-  (rate: runs per second of wall time; CPU: the shell's ``times`` for its children).
+  json/re/arithmetic workload, each run N times a round by a ``/bin/sh`` inside the mode's
+  sandbox that lasts the whole benchmark, in lock step: one run in every mode, then the
+  next (rate: runs per second of wall time; CPU: the shell's ``times`` for its children).
   Per round: ratio = POSIX-X ÷ native throughput, bwrap ratio = bwrap ÷ native, and the
   server's CPU time per request (utime+stime from ``/proc/PID/stat`` of its processes),
   which is steadier than throughput here. Reported: the median of the per-round ratios,
@@ -528,8 +529,8 @@ def bench_app(app: App, rounds: int, seconds: float,
 
 #: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
 #: wall time in ns and (``times``) its children's user and system time.
-JOB_SCRIPT = ('s=$(date +%s%N); i=0; while [ $i -lt {count} ]; do {command} >/dev/null || '
-              'exit 1; i=$((i+1)); done; e=$(date +%s%N); echo wall $((e-s)); times')
+#: A job's shell: the command once per line read, then ``times`` (its children's CPU).
+JOB_STEP = "while read x; do {command} >/dev/null || exit 1; times; done"
 
 PY_WORKLOAD = """
 import json, re
@@ -555,7 +556,15 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
               manifest: str, control: bool = False) -> dict[str, Any]:
     """A command (gcc, python3) run ``count`` times per round in each mode, in the
     directory ``work`` (shown as ``/home/bench``): rate = runs per second of wall time,
-    CPU per run from ``times``."""
+    CPU per run from ``times``.
+
+    In lock step: one shell per mode runs for the whole benchmark, reading a line per run,
+    and a round runs the command once in every mode (order rotated), ``count`` times, so a
+    mode's runs are never more than a few seconds from the others'. Blocks of 20 runs of
+    one mode after another (how it was measured until 2026-12-04) put this machine's
+    swings between the modes: an A/A control of ±5 %, and a 3 % POSIX-X-over-bubblewrap
+    CPU cost for gcc that runs in lock step did not find (within 1 %, three runs of 150
+    to 200 steps; all Exo's mechanisms together under 0.3 % by ablation)."""
     root = work / f"{name}-root"
     bench = root / "home/bench"
     bench.mkdir(parents=True)
@@ -563,7 +572,7 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
     (bench / "work.py").write_text(PY_WORKLOAD)
     manifest_path = work / f"{name}.toml"
     manifest_path.write_text(manifest)
-    script = JOB_SCRIPT.format(count=count, command=command)
+    script = JOB_STEP.format(command=command)
     env = {**os.environ, "EXO_ROOT": str(root)}
     argv = {
         "native": ["/bin/sh", "-c", script],
@@ -572,35 +581,78 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
         "bwrap": [*_bwrap_view([(bench, "/home/bench", True)]), "--chdir", "/home/bench",
                   "--", "/bin/sh", "-c", script],
     }
-    ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
-    controls: list[float] = []
-    loads = [_load()]
-    for r in range(rounds):
-        rate: dict[str, float] = {}
-        cpu: dict[str, float] = {}
-        for mode in _rotated(_modes(control), r):
-            out = subprocess.run(argv[_started_as(mode)], env=env, cwd=bench, capture_output=True,
-                                 text=True, timeout=600, check=True).stdout
-            found = re.search(r"wall (\d+)", out)
-            if found is None:
-                raise BenchmarkError(f"{name}: no timing in the job's output {out[:200]!r}")
-            wall = int(found[1]) / 1e9
-            rate[mode] = count / wall
-            cpu[mode] = _times(out) / count
-        ratios.append(rate["posix_x"] / rate["native"])
-        bwrap_ratios.append(rate["bwrap"] / rate["native"])
-        vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
-        if control:
-            controls.append(rate[CONTROL] / rate["native"])
-        if cpu["native"] > 0:
-            cpu_ratios.append(cpu["posix_x"] / cpu["native"])
-            bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
-        loads.append(_load())
-        _log(f"  {name} round {r + 1}: " + ", ".join(
-            f"{m} {rate[m]:.2f}/s" for m in _modes(control)) + f" (load {loads[-1][0]})")
+    modes = _modes(control)
+    shells = {m: _JobShell(argv[_started_as(m)], env, bench) for m in modes}
+    try:
+        for sh in shells.values():  # a first run each, not counted (caches, page-ins)
+            sh.step()
+        ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
+        controls: list[float] = []
+        loads = [_load()]
+        for r in range(rounds):
+            wall = dict.fromkeys(modes, 0.0)
+            used = dict.fromkeys(modes, 0.0)
+            for k in range(count):
+                for mode in _rotated(modes, r * count + k):
+                    seconds, cpu_s = shells[mode].step()
+                    wall[mode] += seconds
+                    used[mode] += cpu_s
+            rate = {m: count / wall[m] for m in modes}
+            cpu = {m: used[m] / count for m in modes}
+            ratios.append(rate["posix_x"] / rate["native"])
+            bwrap_ratios.append(rate["bwrap"] / rate["native"])
+            vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
+            if control:
+                controls.append(rate[CONTROL] / rate["native"])
+            if cpu["native"] > 0:
+                cpu_ratios.append(cpu["posix_x"] / cpu["native"])
+                bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
+            loads.append(_load())
+            _log(f"  {name} round {r + 1}: " + ", ".join(
+                f"{m} {rate[m]:.2f}/s" for m in modes) + f" (load {loads[-1][0]})")
+    finally:
+        for sh in shells.values():
+            sh.close()
     summary = _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu, controls)
     summary["runs_per_round"] = count
+    summary["interleaving"] = "lock step: each run alternates between the modes"
     return summary
+
+
+class _JobShell:
+    """A shell of one mode that runs the job's command once per line it reads
+    (``JOB_STEP``), for the whole benchmark."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.children = 0.0  # the CPU its children used so far (``times``)
+
+    def step(self) -> tuple[float, float]:
+        """One run: its wall seconds and CPU seconds."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        start = time.monotonic()
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        lines = [self.proc.stdout.readline() for _ in range(2)]  # `times`: its own, children
+        seconds = time.monotonic() - start
+        if not lines[1]:
+            raise BenchmarkError(f"the job's shell ended ({self.proc.poll()}): "
+                                 f"{' '.join(self.argv)[:200]}")
+        children = _times(lines[1])
+        used, self.children = children - self.children, children
+        return seconds, used
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
