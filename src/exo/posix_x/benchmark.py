@@ -529,8 +529,11 @@ def bench_app(app: App, rounds: int, seconds: float,
 
 #: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
 #: wall time in ns and (``times``) its children's user and system time.
-#: A job's shell: the command once per line read, then ``times`` (its children's CPU).
-JOB_STEP = "while read x; do {command} >/dev/null || exit 1; times; done"
+#: A job's shell: the command once per line read, its wall time (taken inside the sandbox:
+#: what relays the shell's output, ``exo posix-x run``'s or bubblewrap's, is not the
+#: command's cost), then ``times`` (its children's CPU, ``date`` included in every mode).
+JOB_STEP = ("while read x; do s=$(date +%s%N); {command} >/dev/null || exit 1; "
+            "e=$(date +%s%N); echo wall $((e-s)); times; done")
 
 PY_WORKLOAD = """
 import json, re
@@ -632,17 +635,17 @@ class _JobShell:
     def step(self) -> tuple[float, float]:
         """One run: its wall seconds and CPU seconds."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        start = time.monotonic()
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
-        lines = [self.proc.stdout.readline() for _ in range(2)]  # `times`: its own, children
-        seconds = time.monotonic() - start
-        if not lines[1]:
+        # "wall NS", then `times`: the shell's own, its children's
+        lines = [self.proc.stdout.readline() for _ in range(3)]
+        found = re.fullmatch(r"wall (\d+)\n", lines[0])
+        if found is None or not lines[2]:
             raise BenchmarkError(f"the job's shell ended ({self.proc.poll()}): "
                                  f"{' '.join(self.argv)[:200]}")
-        children = _times(lines[1])
+        children = _times(lines[2])
         used, self.children = children - self.children, children
-        return seconds, used
+        return int(found[1]) / 1e9, used
 
     def close(self) -> None:
         if self.proc.stdin is not None:
