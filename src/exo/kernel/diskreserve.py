@@ -28,6 +28,13 @@ NAME_COST = 8192
 NO_ROOM = "no space left on device (what is left is the system's reserve)"
 
 
+class NoRoom(OSError):
+    """ENOSPC at the reserve; said as its message alone (no ``[Errno 28]``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def room(fd: int, min_free: int | None = None) -> int:
     """Bytes an app may still write on the file system of ``fd`` (≤ 0: none).
     ``min_free``: the reserve in bytes, instead of the default (tests)."""
@@ -48,4 +55,4 @@ def check(fd: int, size: int, *, names: int = 0, min_free: int | None = None) ->
     inodes = max(MIN_FREE_INODES, int(st.f_files * MIN_FREE_FRACTION)) if st.f_files else 0
     if st.f_bavail * st.f_frsize - size - names * NAME_COST < reserve or \
             (names and st.f_favail - names < inodes):
-        raise OSError(errno.ENOSPC, NO_ROOM)
+        raise NoRoom(errno.ENOSPC, NO_ROOM)

@@ -287,7 +287,8 @@ class ProcessManager:
         kernel writes one line saying so to the stderr it was given (a shell's "Killed").
         ``posix_x``: an unmodified Linux program's needs (``[posix_x]`` of its manifest:
         host /etc files, fork and exec policy, passthrough exports, its own uid).
-        ``passthrough``: export its ``storage://`` grants in FUSE passthrough mode (as a
+        ``passthrough``: export its read-only ``storage://`` grants in FUSE passthrough
+        mode (a writable one stays served, so its writes keep the disk reserve; as a
         ``[posix_x]`` manifest may ask). ``account``: (user, unprivileged host uid) to
         run as (a login session's, ``exo.kernel.sessions``); a process spawned by another
         runs as its parent's. ``syscalls``: it gets a bootstrap channel and a syscall
@@ -396,6 +397,7 @@ class ProcessManager:
                               cwd, None if owner is None else owner.cwd,
                               passthrough=passthrough or (posix_x is not None
                                                           and posix_x.passthrough),
+                              passthrough_writes=posix_x is not None and posix_x.passthrough,
                               keep_fds=(*(channel.child_fds() if channel else ()), *extra_fds),
                               account=account if posix_x is None else None,
                               process_uid=proc.uid if posix_x is None else None)
@@ -476,12 +478,15 @@ class ProcessManager:
 
     def _spec(self, pid: int, limits: Limits, env: dict[str, str], cwd: str | None,
               inherited: str | None, *, passthrough: bool = False,
+              passthrough_writes: bool = False,
               keep_fds: tuple[int, ...] = (),
               account: tuple[str, int] | None = None,
               process_uid: int | None = None) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
-        ``passthrough``: export its directories in FUSE passthrough mode (``[posix_x]``)."""
+        ``passthrough``: export its read-only grants in FUSE passthrough mode;
+        ``passthrough_writes``: its writable ones too (``[posix_x] passthrough``, which
+        trades the disk reserve for native speed: docs/revocable-files.md)."""
         from exo.kernel.caps import ResourceName
         from exo.sandbox import NetPolicy, SandboxSpec
         from exo.sandbox.namespace import check_destination, exo_path, whole_tree
@@ -540,8 +545,11 @@ class ProcessManager:
             # even through the cwd and descriptors already open (docs/revocable-files.md).
             # No FUSE: plain bind mounts.
             for inside, info in exports.items():
+                # A writable grant in passthrough would write past the disk reserve: the
+                # powerbox's `yes | tee f` filled the disk so (a hostile review).
+                through = passthrough_writes if Rights.WRITE in info.rights else passthrough
                 exported = self._export(pid, info, opened.pop(inside),
-                                        passthrough=passthrough or None)
+                                        passthrough=through or None)
                 if exported is not None:
                     sources[inside] = exported
         finally:

@@ -65,8 +65,13 @@ HISTORY_KEPT = 1000
 #: threads of the kernel: 1,200 `sleep 1000 &` made every other command take seconds
 #: (a hostile review); a program's are processes, bounded by the kernel's own counts too.
 MAX_JOBS = 64
-#: Redirections of one command at most (each into a file is a thread: exo.shell.sink).
+#: Redirections of one command at most (each into a file is a thread: exo.shell.sink),
+#: of a session's jobs at once, and the descriptors a session's jobs hold at once (pipes
+#: and redirections): 64 jobs of 128 stages of 16 redirections took 20,000 of the
+#: kernel's descriptors, and root's next command failed (a hostile review).
 MAX_REDIRECTS = 16
+MAX_SINKS = 64
+MAX_SESSION_FDS = 1024
 #: Glob patterns of one command at most, and what its words may expand to (execve's own
 #: bound is about this: ARG_MAX).
 MAX_GLOBS = 64
@@ -123,7 +128,8 @@ class Shell:
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
-        self._sinks: dict[int, FileSink] = {}
+        # With each, where the line's errors go (its error is said there: exo.shell.sink).
+        self._sinks: dict[int, tuple[FileSink, int]] = {}
 
     def as_session(self, session: Session) -> Shell:
         """A shell for ``session`` in this one's working directory (``sudo``)."""
@@ -330,7 +336,7 @@ class Shell:
             os.write(stderr, f"exo: {name}: not in the background\n".encode())
             self.last_status = 1
             return
-        if len(self.jobs) >= MAX_JOBS:
+        if sum(not j.done.is_set() for j in self.jobs) >= MAX_JOBS:
             os.write(stderr, f"exo: too many jobs ({MAX_JOBS}): wait for one, or kill "
                              "one (jobs lists them)\n".encode())
             self.last_status = 1
@@ -352,8 +358,18 @@ class Shell:
         shown = str(procs[-1].proc.pid) if procs else source
         os.write(stderr, f"[{job.number}] {shown}\n".encode())
 
+    def _within_budget(self, opened: list[int]) -> None:
+        """Refuse a stage when the session's jobs hold ``MAX_SESSION_FDS`` descriptors
+        (``opened``: those of the job being started)."""
+        held = len(opened) + sum(len(j.opened) for j in self.jobs if not j.done.is_set())
+        if held >= MAX_SESSION_FDS:
+            raise _RedirectError(f"too many streams open in this session ({held}): wait "
+                                 "for a job, or kill one (jobs lists them)")
+
     def _add_job(self, job: Job) -> None:
         if job.number == 0:
+            if len(self.jobs) >= MAX_JOBS:  # ended ones the prompt has not said yet go
+                self.jobs[:] = [j for j in self.jobs if not j.done.is_set()]
             job.number = max((j.number for j in self.jobs), default=0) + 1
             self.jobs.append(job)
 
@@ -525,8 +541,7 @@ class Shell:
         if not job.done.wait(INTERRUPT_GRACE_S):
             for proc in procs:
                 proc.signal(signal.SIGKILL)
-            for fd in list(job.opened):
-                self._close([fd], job.opened)
+            self._close(list(job.opened), job.opened)
         job.done.wait(5.0)
 
     def _launch(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int,
@@ -563,6 +578,7 @@ class Shell:
         try:
             for idx, cmd in enumerate(cmds):
                 last = idx == len(cmds) - 1
+                self._within_budget(opened)
                 if last:
                     out_fd, next_read = stdout, -1
                 else:
@@ -592,8 +608,7 @@ class Shell:
             if job.processes():
                 self.interrupt(job)
             job.cancel.set()
-            for fd in list(opened):
-                self._close([fd], opened)
+            self._close(list(opened), opened)
             raise
         finally:
             deferred.close()
@@ -614,8 +629,7 @@ class Shell:
                         stage.status = stage.job.wait()
                 job.status = stages[-1].status if stages else 0
             finally:
-                for fd in list(opened):
-                    self._close([fd], opened)
+                self._close(list(opened), opened)
                 job.state = "Done"
                 job.done.set()
 
@@ -645,24 +659,32 @@ class Shell:
         stage.job = ShellJob(self.kernel, proc)
 
     def _close(self, fds: list[int], opened: list[int]) -> None:
-        """Close fds this pipeline opened, each exactly once (threads race here); a
-        redirection's, once what was written there is in its file."""
+        """Close fds this pipeline opened, each exactly once (threads race here). A
+        redirection's first: once what was written there is in its file, its error (the
+        disk reserve) is said where the line's errors go, which may be one of ``fds``."""
         sinks = []
+        with self._lock:
+            for fd in fds:
+                if fd in opened and fd in self._sinks:
+                    opened.remove(fd)
+                    os.close(fd)
+                    sinks.append(self._sinks.pop(fd))
+        for sink, report in sinks:
+            sink.settle()
+            if sink.error is not None:
+                with contextlib.suppress(OSError):
+                    os.write(report, f"exo: {sink.error}\n".encode())
         with self._lock:
             for fd in fds:
                 if fd in opened:
                     opened.remove(fd)
                     os.close(fd)
-                    sink = self._sinks.pop(fd, None)
-                    if sink is not None:
-                        sinks.append(sink)
-        for sink in sinks:
-            sink.settle()
 
     def _redirect(
         self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int]
     ) -> tuple[int, int, int]:
         sinks: list[FileSink] = []
+        report = err_fd  # the line's own stderr, before this command's redirections
         if len(cmd.redirects) > MAX_REDIRECTS:
             raise _RedirectError(f"too many redirections ({len(cmd.redirects)}; at most "
                                  f"{MAX_REDIRECTS} a command)")
@@ -678,12 +700,16 @@ class Shell:
                 elif r.op == "<":
                     fd = self.vfs.open_read(path)
                 else:
+                    with self._lock:
+                        if len(self._sinks) >= MAX_SINKS:
+                            raise _RedirectError(f"too many redirections into files open "
+                                                 f"in this session ({MAX_SINKS})")
                     fd, sink = self.vfs.open_sink(path, append=r.op.endswith(">>"),
                                                   name=r.target)
                     if sink is not None:
                         sinks.append(sink)
                         with self._lock:
-                            self._sinks[fd] = sink
+                            self._sinks[fd] = (sink, report)
             except (OSError, VfsError) as exc:
                 reason = _reason(exc)  # (which names the path itself, most often)
                 named = reason.startswith((f"{r.target}: ", f"{path}: "))
@@ -695,9 +721,11 @@ class Shell:
                 err_fd = fd
             else:
                 out_fd = fd
-        for sink in sinks:  # its error where the command's own go, redirected or not
-            if err_fd not in self._sinks:  # (into its own pipe, it would never end)
-                sink.tell_errors_to(err_fd)
+        # A file a later redirection overrode (`> a > b`) is made, as in sh, but its
+        # pipe and thread go now: nothing will write there.
+        unused = [s.fd for s in sinks if s.fd not in (out_fd, err_fd)]
+        if unused:
+            self._close(unused, opened)
         return in_fd, out_fd, err_fd
 
     def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],

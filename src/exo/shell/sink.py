@@ -6,8 +6,10 @@ system, past the reserve the kernel's file server keeps for every ``storage://``
 (``exo.kernel.diskreserve``), and ``/usr/bin/yes > f`` as any user filled the host's disk
 (a hostile review). Now the command writes into a pipe and a kernel thread moves what
 comes into the file (``splice``: the bytes never enter Python), checking the reserve
-before each move; at the reserve it stops, says so on the command's stderr, and closes
-the pipe (the program gets EPIPE, as a reader that went away).
+before each move; at the reserve it stops and closes the pipe (the program gets EPIPE,
+as from a reader that went away), and the shell says why where the line's errors go. An
+append (``>>``) writes whole lines, as the program's own writes to the file would have
+been whole against another job's appends.
 
 What a program sees on its standard output is then a pipe, not the file: one that seeks
 it (``dd seek=``) or maps it is told so by its own error; name the file as an argument
@@ -16,7 +18,6 @@ instead. A shell builtin's redirection goes the same way (``cat /dev/zero > f``)
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -47,20 +48,16 @@ class FileSink:
         self._moved = threading.Condition(self._lock)
         self._busy = False  # moving bytes the pipe no longer counts (FIONREAD)
         self._done = False
-        self._ending = False  # the pump is past its last move
-        self._err = -1  # where the error is said (tell_errors_to)
+        self._tail = b""  # an append's bytes after its last newline, held (_move)
+        #: Why it stopped before the end (the reserve), for the shell to say.
         self.error: str | None = None
-        _threadcache.start(self._pump, "exosh-sink")
-
-    def tell_errors_to(self, fd: int) -> None:
-        """Say this sink's error, when it has one, on (a copy of) ``fd``."""
-        with contextlib.suppress(OSError):
-            copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-            with self._lock:
-                if self._ending:
-                    os.close(copy)
-                    return
-                self._err = copy
+        try:
+            _threadcache.start(self._pump, "exosh-sink")
+        except BaseException as exc:  # no thread (the host's limit): nothing leaks
+            os.close(self._read)
+            os.close(self.fd)
+            raise OSError(errno.EAGAIN, "no thread to move the output into the file"
+                          ) from exc
 
     def _pump(self) -> None:
         poller = select.poll()
@@ -71,7 +68,7 @@ class FileSink:
                 left = diskreserve.room(self._file, self._min_free)
                 if left <= 0:
                     if self._pending() > 0:
-                        raise OSError(errno.ENOSPC, diskreserve.NO_ROOM)
+                        raise diskreserve.NoRoom(errno.ENOSPC, diskreserve.NO_ROOM)
                     if any(ev & select.POLLHUP for _, ev in events):
                         return  # the end, with nothing left to write
                     continue
@@ -89,14 +86,6 @@ class FileSink:
             what = exc.strerror or str(exc)
             self.error = f"{self._name}: {what[:1].lower()}{what[1:]}"
         finally:
-            with self._lock:
-                self._ending = True
-                err, self._err = self._err, -1
-            if err >= 0:  # said before settle returns: the line comes before the prompt
-                with contextlib.suppress(OSError):
-                    if self.error is not None:
-                        os.write(err, f"exo: {self.error}\n".encode())
-                os.close(err)
             with self._moved:
                 os.close(self._read)  # a writer still there gets EPIPE
                 os.close(self._file)
@@ -111,14 +100,20 @@ class FileSink:
                 return os.splice(self._read, self._file, most, flags=os.SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 return -1  # (a wakeup with nothing to read: look again)
+        # An append writes whole lines (O_APPEND keeps each write whole against the other
+        # appenders): the pipe gives a read whatever it holds, a record cut anywhere,
+        # and two jobs' `>> log` tore 10 kB records (a hostile review).
         try:
-            data = os.read(self._read, min(most, _APPEND_READ))
+            got = os.read(self._read, min(most, _APPEND_READ))
         except BlockingIOError:
             return -1
-        view = memoryview(data)
+        data = self._tail + got
+        cut = data.rfind(b"\n") + 1 if got and len(data) < _APPEND_READ else len(data)
+        self._tail = data[cut:]
+        view = memoryview(data)[:cut]
         while view:
             view = view[os.write(self._file, view):]
-        return len(data)
+        return len(got)
 
     def _pending(self) -> int:
         """Bytes in the pipe not yet moved (the pump's thread, or the caller locks while
@@ -132,7 +127,6 @@ class FileSink:
         open and write later; the sink goes on moving that until it closes it.)"""
         with self._moved:
             # (in steps: on the shell's own thread a Ctrl-C comes between two waits)
-            while not self._moved.wait_for(lambda: self._done or (not self._busy
-                                                                 and self._pending() == 0),
-                                           0.1):
+            while not self._moved.wait_for(lambda: self._done or (
+                    not self._busy and not self._tail and self._pending() == 0), 0.1):
                 pass

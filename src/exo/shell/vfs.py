@@ -129,7 +129,10 @@ class Vfs:
                         else "read")
         # The root itself comes from configuration, never from an app: opening it by name
         # is safe; everything below it is resolved from this descriptor.
-        root = beneath.open_root(self.root)
+        try:
+            root = beneath.open_root(self.root)
+        except OSError as exc:  # (EMFILE...): never the tree's host path in the message
+            raise OSError(exc.errno, exc.strerror) from None
         try:
             rel = self._package_bin(root, self.normalize(exo_path)).lstrip("/") or "."
             return beneath.openat2(root, rel, flags, mode, beneath.STRICT)
@@ -454,6 +457,8 @@ class Vfs:
         pfd, _ = self._parent(p)
         try:
             diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
+        except diskreserve.NoRoom:
+            raise diskreserve.NoRoom(errno.ENOSPC, f"{p}: {diskreserve.NO_ROOM}") from None
         finally:
             os.close(pfd)
 

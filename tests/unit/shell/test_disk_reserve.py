@@ -104,3 +104,42 @@ def test_a_background_jobs_output_is_in_the_file_once_it_is_waited_for(
     run(sh, "/usr/bin/seq 200000 > s &")
     assert run(sh, "wait")[0] == 0
     assert run(sh, "/usr/bin/tail -n 1 s") == (0, "200000\n", "")
+
+
+def test_the_reserve_is_said_whatever_the_command_does_with_its_stderr(
+        tight: Shell, kernel: Kernel) -> None:
+    """`yes > y 2>&1` stopped at the reserve saying nothing (the sink said it on the
+    command's stderr: the file itself); the line's own stderr hears it now."""
+    for line in ("/usr/bin/yes > y 2>&1", "/usr/bin/yes > y 2> e"):
+        status, _, err = run(tight, line)
+        assert status != 0 and err == f"exo: y: {NO_ROOM}\n", (line, err)
+    status, _, err = run(tight, "/usr/bin/touch new")  # a name the powerbox makes
+    assert status != 0 and err == f"exo: /usr/bin/touch: /home/mallory/new: {NO_ROOM}\n"
+
+
+def test_a_programs_writable_grant_keeps_the_reserve(tight: Shell, kernel: Kernel) -> None:
+    """The powerbox exported a program's file arguments in FUSE passthrough, writable ones
+    too: `yes | head -c 50000000 | tee big` wrote 48 MB with 16 MB of room."""
+    run(tight, "touch big")
+    assert run(tight, "/bin/cat big")[0] == 0  # (the kernel's file server is up)
+    server = kernel.processes.files._dir_server.server
+    st = os.statvfs(kernel.root)
+    server._min_free = st.f_bavail * st.f_frsize - ROOM  # the same reserve as the shell's
+    status, _, err = run(tight, "/usr/bin/yes | /usr/bin/head -c 5000000 | "
+                                "/usr/bin/tee big > /dev/null")
+    assert status != 0 and "No space left on device" in err, err
+    assert _size(kernel, "big") <= 2 * ROOM
+
+
+def test_appends_from_two_jobs_keep_their_lines_whole(kernel: Kernel) -> None:
+    """A pipe hands the sink whatever it holds, a record cut anywhere: two jobs' `>>`
+    tore 10 kB lines (each written whole, which O_APPEND keeps whole)."""
+    sh = _user_shell(kernel, None)
+    home = kernel.root / "home" / "mallory"
+    (home / "rec.py").write_text(
+        "import os, sys\n"
+        "for _ in range(300):\n"
+        "    os.write(1, sys.argv[1].encode() * 10000 + b'\\n')\n")
+    run(sh, "/usr/bin/python3 rec.py A >> log & /usr/bin/python3 rec.py B >> log & wait")
+    lines = (home / "log").read_text().splitlines()
+    assert len(lines) == 600 and all(line in ("A" * 10000, "B" * 10000) for line in lines)

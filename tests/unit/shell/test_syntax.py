@@ -235,6 +235,27 @@ def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> N
     assert run(alice, "echo hi" + " | cat" * (MAX_STAGES - 1)) == (0, "hi\n", "")
 
 
+def test_redirections_into_files_neither_hang_nor_pile_up(alice: Shell) -> None:
+    """`cmd 2>&1 > f | cat` hung: the sink kept a copy of the command's stderr (the pipe
+    to cat), so cat never saw its end. `> a > b` kept a pipe and a thread for a. Ended
+    jobs counted against MAX_JOBS until a prompt said them."""
+    assert run(alice, "/bin/echo a 2>&1 > f | cat") == (0, "", "")
+    assert run(alice, "echo b 2>&1 > g | cat") == (0, "", "")
+    assert run(alice, "cat f g") == (0, "a\nb\n", "")
+    assert run(alice, "echo c > a > b; cat a b") == (0, "c\n", "")
+    assert not alice._sinks
+    status, _, err = run(alice, "for i in $(/usr/bin/seq 70); do true & done; wait")
+    assert status == 0 and "too many jobs" not in err
+    # and what a session's jobs hold at once is bounded
+    line = " ".join(["sleep 30 " + "| cat " * 60 + "&"] * 10)  # builtins: the kernel's
+    status, _, err = run(alice, line)
+    assert "exo: too many streams open in this session" in err, err
+    for job in list(alice.jobs):
+        alice.interrupt(job)
+    alice.jobs.clear()
+    assert run(alice, "echo still") == (0, "still\n", "")
+
+
 def test_globs_are_bounded_and_list_a_directory_once(alice: Shell) -> None:
     """`* * * …` on a long line listed the directory once per pattern, in the kernel."""
     from exo.shell.core import MAX_ARGV_BYTES, MAX_GLOBS
