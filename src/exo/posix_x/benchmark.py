@@ -486,10 +486,8 @@ def _rotated(modes: tuple[str, ...], r: int) -> tuple[str, ...]:
 
 def bench_app(app: App, rounds: int, seconds: float,
               control: bool = False) -> dict[str, Any]:
-    ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
-    controls: list[float] = []
+    rounds_ = _Rounds(control)
     where: dict[str, Any] = {}
-    loads = [_load()]
     ops_per_request: dict[str, float] = {}
     for r in range(rounds):
         rate: dict[str, float] = {}
@@ -509,26 +507,46 @@ def bench_app(app: App, rounds: int, seconds: float,
                 ops = app.fuse_ops()
                 ops_per_request = {op: round(n / requests, 3)
                                    for op, n in sorted(ops.items(), key=lambda x: -x[1])}
-        ratios.append(rate["posix_x"] / rate["native"])
-        bwrap_ratios.append(rate["bwrap"] / rate["native"])
-        vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
-        if control:
-            controls.append(rate[CONTROL] / rate["native"])
-        if cpu_per_op["native"] > 0:
-            cpu_ratios.append(cpu_per_op["posix_x"] / cpu_per_op["native"])
-            bwrap_cpu.append(cpu_per_op["bwrap"] / cpu_per_op["native"])
-        loads.append(_load())
+        load = rounds_.add(rate, cpu_per_op)
         _log(f"  {app.name} round {r + 1}: " + ", ".join(
-            f"{m} {rate[m]:.0f}/s" for m in _modes(control)) + f" (load {loads[-1][0]})")
+            f"{m} {rate[m]:.0f}/s" for m in _modes(control)) + f" (load {load})")
     if ops_per_request:
         _log(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
-    return {**_summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu,
-                       controls),
-            "fuse_ops_per_request": ops_per_request, "placement": where}
+    return {**rounds_.summary(), "fuse_ops_per_request": ops_per_request,
+            "placement": where}
 
 
-#: One command run ``count`` times by ``/bin/sh`` in the mode's sandbox, which prints the
-#: wall time in ns and (``times``) its children's user and system time.
+class _Rounds:
+    """One application's per-round ratios, as ``_summary`` reports them."""
+
+    def __init__(self, control: bool) -> None:
+        self.control = control
+        self.ratios: list[float] = []
+        self.bwrap: list[float] = []
+        self.cpu: list[float] = []
+        self.vs_bwrap: list[float] = []
+        self.bwrap_cpu: list[float] = []
+        self.controls: list[float] = []
+        self.loads = [_load()]
+
+    def add(self, rate: dict[str, float], cpu: dict[str, float]) -> float:
+        """A round's throughput and CPU per operation, by mode; the 1-minute load after."""
+        self.ratios.append(rate["posix_x"] / rate["native"])
+        self.bwrap.append(rate["bwrap"] / rate["native"])
+        self.vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
+        if self.control:
+            self.controls.append(rate[CONTROL] / rate["native"])
+        if cpu["native"] > 0:
+            self.cpu.append(cpu["posix_x"] / cpu["native"])
+            self.bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
+        self.loads.append(_load())
+        return self.loads[-1][0]
+
+    def summary(self) -> dict[str, Any]:
+        return _summary(self.ratios, self.bwrap, self.cpu, self.loads, self.vs_bwrap,
+                        self.bwrap_cpu, self.controls)
+
+
 #: A job's shell: the command once per line read, its wall time (taken inside the sandbox:
 #: what relays the shell's output, ``exo posix-x run``'s or bubblewrap's, is not the
 #: command's cost), then ``times`` (its children's CPU, ``date`` included in every mode).
@@ -589,9 +607,7 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
     try:
         for sh in shells.values():  # a first run each, not counted (caches, page-ins)
             sh.step()
-        ratios, bwrap_ratios, cpu_ratios, vs_bwrap, bwrap_cpu = [], [], [], [], []
-        controls: list[float] = []
-        loads = [_load()]
+        rounds_ = _Rounds(control)
         for r in range(rounds):
             wall = dict.fromkeys(modes, 0.0)
             used = dict.fromkeys(modes, 0.0)
@@ -601,22 +617,13 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
                     wall[mode] += seconds
                     used[mode] += cpu_s
             rate = {m: count / wall[m] for m in modes}
-            cpu = {m: used[m] / count for m in modes}
-            ratios.append(rate["posix_x"] / rate["native"])
-            bwrap_ratios.append(rate["bwrap"] / rate["native"])
-            vs_bwrap.append(rate["posix_x"] / rate["bwrap"])
-            if control:
-                controls.append(rate[CONTROL] / rate["native"])
-            if cpu["native"] > 0:
-                cpu_ratios.append(cpu["posix_x"] / cpu["native"])
-                bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
-            loads.append(_load())
+            load = rounds_.add(rate, {m: used[m] / count for m in modes})
             _log(f"  {name} round {r + 1}: " + ", ".join(
-                f"{m} {rate[m]:.2f}/s" for m in modes) + f" (load {loads[-1][0]})")
+                f"{m} {rate[m]:.2f}/s" for m in modes) + f" (load {load})")
     finally:
         for sh in shells.values():
             sh.close()
-    summary = _summary(ratios, bwrap_ratios, cpu_ratios, loads, vs_bwrap, bwrap_cpu, controls)
+    summary = rounds_.summary()
     summary["runs_per_round"] = count
     summary["interleaving"] = "lock step: each run alternates between the modes"
     return summary
