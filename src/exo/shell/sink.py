@@ -67,7 +67,7 @@ class FileSink:
                 events = poller.poll()  # data, or every writer gone
                 left = diskreserve.room(self._file, self._min_free)
                 if left <= 0:
-                    if self._pending() > 0:
+                    if self._pending() > 0 or self._tail:
                         raise diskreserve.NoRoom(errno.ENOSPC, diskreserve.NO_ROOM)
                     if any(ev & select.POLLHUP for _, ev in events):
                         return  # the end, with nothing left to write
@@ -108,7 +108,9 @@ class FileSink:
         except BlockingIOError:
             return -1
         data = self._tail + got
-        cut = data.rfind(b"\n") + 1 if got and len(data) < _APPEND_READ else len(data)
+        cut = data.rfind(b"\n") + 1 if got else len(data)  # (at the end: all of it)
+        if cut == 0 and len(data) >= _APPEND_READ:
+            cut = len(data)  # a line longer than that goes in pieces
         self._tail = data[cut:]
         view = memoryview(data)[:cut]
         while view:

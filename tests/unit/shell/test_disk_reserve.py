@@ -139,7 +139,7 @@ def test_appends_from_two_jobs_keep_their_lines_whole(kernel: Kernel) -> None:
     (home / "rec.py").write_text(
         "import os, sys\n"
         "for _ in range(300):\n"
-        "    os.write(1, sys.argv[1].encode() * 10000 + b'\\n')\n")
+        "    os.write(1, sys.argv[1].encode() * 40000 + b'\\n')\n")
     run(sh, "/usr/bin/python3 rec.py A >> log & /usr/bin/python3 rec.py B >> log & wait")
     lines = (home / "log").read_text().splitlines()
-    assert len(lines) == 600 and all(line in ("A" * 10000, "B" * 10000) for line in lines)
+    assert len(lines) == 600 and all(line in ("A" * 40000, "B" * 40000) for line in lines)
