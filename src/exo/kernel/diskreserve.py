@@ -35,21 +35,25 @@ class NoRoom(OSError):
         return str(self.strerror)
 
 
+def _reserve(st: os.statvfs_result, min_free: int | None) -> int:
+    """The reserve in bytes of the file system ``st`` describes (``min_free``: instead of
+    the default, for tests)."""
+    if min_free is not None:
+        return min_free
+    return max(MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
+
+
 def room(fd: int, min_free: int | None = None) -> int:
-    """Bytes an app may still write on the file system of ``fd`` (≤ 0: none).
-    ``min_free``: the reserve in bytes, instead of the default (tests)."""
+    """Bytes an app may still write on the file system of ``fd`` (≤ 0: none)."""
     st = os.fstatvfs(fd)
-    reserve = min_free if min_free is not None else max(
-        MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
-    return st.f_bavail * st.f_frsize - reserve
+    return st.f_bavail * st.f_frsize - _reserve(st, min_free)
 
 
 def check(fd: int, size: int, *, names: int = 0, min_free: int | None = None) -> None:
     """ENOSPC unless ``size`` more bytes and ``names`` more names (an inode and
     ``NAME_COST`` bytes each) fit above the reserve on the file system of ``fd``."""
     st = os.fstatvfs(fd)
-    reserve = min_free if min_free is not None else max(
-        MIN_FREE, int(st.f_blocks * st.f_frsize * MIN_FREE_FRACTION))
+    reserve = _reserve(st, min_free)
     # Inodes too, for what makes a name (a directory, a link, an empty file): a grant
     # made 3,000 of each a second past a full byte reserve (a hostile review).
     inodes = max(MIN_FREE_INODES, int(st.f_files * MIN_FREE_FRACTION)) if st.f_files else 0

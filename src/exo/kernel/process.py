@@ -174,11 +174,9 @@ class ExoProcess:
         ``/proc/PID/stat``, as ps's TIME), stopping at its exit (then its cgroup's
         account, where the host keeps one: what it started, all of it); None when
         never read."""
-        if self.status is None and self.host_pid > 0:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{self.host_pid}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-                self.cpu_s = sum(map(int, fields[11:15])) / _CLK_TCK
+        fields = host_stat(self.host_pid) if self.status is None else []
+        if len(fields) > 14:  # utime, stime, cutime, cstime
+            self.cpu_s = sum(map(int, fields[11:15])) / _CLK_TCK
         return self.cpu_s
 
     def wait(self, timeout: float | None = None) -> int | None:
@@ -832,18 +830,24 @@ def _text(value: str) -> str:
     return value
 
 
-def _host_state(host_pid: int) -> str:
-    """The state letter the host kernel gives process ``host_pid`` (``R S D T t Z``...),
-    ``""`` when it is gone. Read from ``/proc/PID/stat``: after the command name, which
-    may hold spaces and parentheses, so from the last ``)``."""
+def host_stat(host_pid: int) -> list[bytes]:
+    """The fields of the host's ``/proc/PID/stat`` for ``host_pid`` after the command
+    name (which may hold spaces and parentheses, so from the last ``)``): the state
+    first, utime at 11; empty when it is gone."""
     if host_pid <= 0:
-        return ""
+        return []
     try:
         with open(f"/proc/{host_pid}/stat", "rb") as fh:
             text = fh.read()
     except OSError:
-        return ""
-    rest = text[text.rfind(b")") + 1:].split()
+        return []
+    return text[text.rfind(b")") + 1:].split()
+
+
+def _host_state(host_pid: int) -> str:
+    """The state letter the host kernel gives process ``host_pid`` (``R S D T t Z``...),
+    ``""`` when it is gone."""
+    rest = host_stat(host_pid)
     return rest[0].decode() if rest else ""
 
 

@@ -265,12 +265,15 @@ class _Sampler:
     def sample(self, host_pid: int, whole_tree: bool) -> tuple[float | None, float | None,
                                                                 int | None]:
         """(CPU seconds, %CPU since the last sample, memory bytes); None: unknown."""
+        from exo.kernel.process import host_stat
+
         pids = self._tree(host_pid) if whole_tree else [host_pid]
         cpu, rss, seen = 0.0, 0, False
         for pid in pids:
+            fields = host_stat(pid)
+            if len(fields) < 13:
+                continue
             try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
                 with open(f"/proc/{pid}/statm", "rb") as f:
                     rss += int(f.read().split()[1]) * self.page
             except (OSError, IndexError, ValueError):

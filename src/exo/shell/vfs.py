@@ -346,7 +346,7 @@ class Vfs:
         if not parents:
             pfd, name = self._parent(p)
             try:
-                diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
+                self._name_fits(pfd, p)
                 os.mkdir(name, 0o777, dir_fd=pfd)
             finally:
                 os.close(pfd)
@@ -359,7 +359,7 @@ class Vfs:
                 self._check(posixpath.join(done, name), "write")
             pfd = self._open(done, os.O_PATH | os.O_DIRECTORY)
             try:
-                diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
+                self._name_fits(pfd, posixpath.join(done, name))
                 os.mkdir(name, 0o777, dir_fd=pfd)
             except FileExistsError:
                 if not self.is_dir(posixpath.join(done, name)):
@@ -456,11 +456,16 @@ class Vfs:
         """ENOSPC when a new name ``p`` would take the disk reserve (exo.kernel.diskreserve)."""
         pfd, _ = self._parent(p)
         try:
-            diskreserve.check(pfd, 0, names=1, min_free=self.min_free)
-        except diskreserve.NoRoom:
-            raise diskreserve.NoRoom(errno.ENOSPC, f"{p}: {diskreserve.NO_ROOM}") from None
+            self._name_fits(pfd, p)
         finally:
             os.close(pfd)
+
+    def _name_fits(self, parent: int, p: str) -> None:
+        """``_room_for_name`` with the parent directory's descriptor at hand."""
+        try:
+            diskreserve.check(parent, 0, names=1, min_free=self.min_free)
+        except diskreserve.NoRoom:
+            raise diskreserve.NoRoom(errno.ENOSPC, f"{p}: {diskreserve.NO_ROOM}") from None
 
     def open_write(self, p: str, append: bool = False) -> int:
         """The file's own descriptor, for the kernel's own writes (a shell's history).

@@ -1,12 +1,17 @@
 """What the revocable file and directory server tests share: a server wired to a
-capability manager, and how to tell whether a mount is still there."""
+capability manager, how to tell whether a mount is still there, and the disk reserve's
+checks."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 from exo.kernel.caps import Capability, CapabilityManager
 from exo.kernel.revocable import RevocableDirs, RevocableFiles
@@ -53,3 +58,19 @@ def served(cls: type[_S], mount_dir: Path, caps: CapabilityManager,
         unsubscribe()
         server.close()
     assert not mounted(mount_dir)
+
+
+def reserve_past(path: Path) -> int:
+    """A reserve (``min_free``) the file system of ``path`` is already 1 GiB short of."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize + (1 << 30)
+
+
+def write_refused_for_room(fd: int) -> None:
+    """A write on ``fd`` is ENOSPC (the reserve); ``fd`` is closed either way."""
+    try:
+        with pytest.raises(OSError) as full:
+            os.write(fd, b"more")
+        assert full.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)

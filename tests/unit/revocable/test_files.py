@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.unit.revocable.served import PID, Holder, mounted, served
+from tests.unit.revocable.served import (
+    PID,
+    Holder,
+    mounted,
+    reserve_past,
+    served,
+    write_refused_for_room,
+)
 
 from exo.kernel.caps import Capability
 from exo.kernel.files import OpenFileTable
@@ -93,17 +100,9 @@ def test_append_mode_appends(server: RevocableFiles, world: World) -> None:
 def test_a_served_files_writes_leave_the_file_systems_reserve(world: World) -> None:
     """A WRITE grant of one file could fill the host's disk (only directory grants kept
     the reserve): past it a write is ENOSPC and nothing of it is written."""
-    st = os.statvfs(world.file)
-    free = st.f_bavail * st.f_frsize
-    with served(RevocableFiles, world.tmp / "mnt", world.caps, min_free=free + (1 << 30)) \
-            as srv:
-        fd, _ = _open(srv, world, os.O_WRONLY | os.O_APPEND, "WRITE")
-        try:
-            with pytest.raises(OSError) as full:
-                os.write(fd, b"more")
-            assert full.value.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
+    with served(RevocableFiles, world.tmp / "mnt", world.caps,
+                min_free=reserve_past(world.file)) as srv:
+        write_refused_for_room(_open(srv, world, os.O_WRONLY | os.O_APPEND, "WRITE")[0])
         assert world.file.read_bytes() == b"hello, world\n"
         assert srv.stats()["no_space"] == 1
 

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from exo.kernel import diskreserve
+
 from . import _passthrough as _pt
 from . import _proto as P
 
@@ -98,7 +100,9 @@ class FuseServer:
         self._closed = False
         self._stopping = False
         self._bufsize = MAX_WRITE + 4096
-        self._counts: dict[str, int] = {"requests": 0, "errors": 0, "denied": 0}
+        self._counts: dict[str, int] = {"requests": 0, "errors": 0, "denied": 0,
+                                        "no_space": 0}
+        self._min_free: int | None = None  # the disk reserve in bytes (None: the default)
         # Requests per opcode (stats()["ops"]): which operations a program costs us.
         self._ops: dict[int, int] = {}
         self._handlers: dict[int, Handler] = {}
@@ -477,6 +481,19 @@ class FuseServer:
                 (valid & P.FATTR_GID and gid != ids[1]):
             raise OSError(errno.EPERM, "ownership is the kernel's")
         return valid & ~(P.FATTR_UID | P.FATTR_GID)
+
+    def _keep_free(self, fd: int, size: int, names: int = 0) -> None:
+        """ENOSPC for a write that would leave the file system with less than the
+        reserve (``exo.kernel.diskreserve``; ``_min_free``: the reserve in bytes, for
+        tests): a grant's writes cannot fill the host's disk, nor take the room the
+        kernel's own logs and the other users need. (A passthrough file's writes do not
+        come here: ``[posix_x] passthrough`` trades this for native speed;
+        docs/revocable-files.md.)"""
+        try:
+            diskreserve.check(fd, size, names=names, min_free=self._min_free)
+        except OSError:
+            self._counts["no_space"] += 1
+            raise
 
     def _on_forget(self, opcode: int, nodeid: int, body: memoryview) -> None:
         """Subclass: FORGET / BATCH_FORGET (no reply). Default: nothing kept per lookup."""

@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exo import _threadcache
-from exo.kernel import diskreserve
 from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
@@ -226,7 +225,7 @@ class RevocableDirs(FuseServer):
         self._ids = itertools.count(P.ROOT_ID + 1)
         self._dev_no: int | None = None  # _mount_dev
         self._counts.update({"exported": 0, "revoked": 0, "released": 0, "parked": 0,
-                             "reopened": 0, "full": 0, "evicted": 0, "no_space": 0,
+                             "reopened": 0, "full": 0, "evicted": 0,
                              "passthrough_opened": 0, "cut": 0,
                              "cut_failed": 0, "cut_unneeded": 0})
         self._handlers = {
@@ -1074,18 +1073,6 @@ class RevocableDirs(FuseServer):
         finally:
             self._leave(h.export)
         return [P.WRITE_OUT.pack(done, 0)]
-
-    def _keep_free(self, fd: int, size: int, names: int = 0) -> None:
-        """ENOSPC for a write that would leave the file system with less than the
-        reserve (``exo.kernel.diskreserve``; ``min_free``: the reserve in bytes): a
-        grant's writes cannot fill the host's disk, nor take the room the kernel's own
-        logs and the other users need. (A passthrough file's writes do not come here:
-        ``[posix_x] passthrough`` trades this for native speed; docs/revocable-files.md.)"""
-        try:
-            diskreserve.check(fd, size, names=names, min_free=self._min_free)
-        except OSError:
-            self._counts["no_space"] += 1
-            raise
 
     def _fsync(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         fh, fsync_flags, _pad = P.FSYNC_IN.unpack_from(body)

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from exo.kernel import diskreserve
 from exo.kernel.caps import Rights
 from exo.sandbox._mountinfo import mounts
 
@@ -122,12 +121,12 @@ class RevocableFiles(FuseServer):
                  passthrough: bool = True, min_free: int | None = None) -> None:
         super().__init__(mount_dir, threads=threads, device=device, on_release=on_release)
         self.want_passthrough = passthrough
-        self._min_free = min_free  # the disk reserve in bytes (None: diskreserve's)
+        self._min_free = min_free
         self._entries: dict[int, _Entry] = {}
         self._by_name: dict[bytes, _Entry] = {}
         self._by_pin: dict[int, _Entry] = {}
         self._inos = itertools.count(P.ROOT_ID + 1)
-        self._counts.update({"opened": 0, "revoked": 0, "released": 0, "no_space": 0,
+        self._counts.update({"opened": 0, "revoked": 0, "released": 0,
                              "passthrough_opened": 0, "cut": 0, "cut_failed": 0})
         self._handlers = {
             P.LOOKUP: self._lookup, P.GETATTR: self._getattr, P.SETATTR: self._setattr,
@@ -405,11 +404,7 @@ class RevocableFiles(FuseServer):
         e = self._use(fh, Rights.WRITE)
         done = 0
         try:
-            try:  # a served file's writes leave the reserve (exo.kernel.diskreserve)
-                diskreserve.check(e.real_fd, len(data), min_free=self._min_free)
-            except OSError:
-                self._counts["no_space"] += 1
-                raise
+            self._keep_free(e.real_fd, len(data))
             while done < len(data):
                 n = os.pwrite(e.real_fd, data[done:], offset + done)
                 if n == 0:
