@@ -106,7 +106,7 @@ def _cd(ctx: CommandContext) -> int:
     if not ctx.shell.vfs.is_dir(target):
         raise CommandError(f"{raw}: not a directory" if ctx.shell.vfs.exists(target)
                            else f"{raw}: no such directory")
-    ctx.shell.vfs.listdir(target)  # a user enters only what the session may list
+    ctx.shell.vfs.check_list(target)  # a user enters only what the session may list
     ctx.shell.env["OLDPWD"] = ctx.shell.cwd
     ctx.shell.cwd = target
     ctx.shell.env["PWD"] = target

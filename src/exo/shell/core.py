@@ -28,7 +28,7 @@ from exo.shell.parser import (
     split_list,
 )
 from exo.shell.session import Session, ShellExit, SwitchUser
-from exo.shell.vfs import Vfs, VfsError
+from exo.shell.vfs import ListingTooLong, Vfs, VfsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -418,6 +418,8 @@ class Shell:
         if names is None:
             try:
                 names = [e.name for e in self.vfs.listdir(base)]
+            except ListingTooLong as exc:  # not a pattern left as typed: said
+                raise _RedirectError(str(exc)) from None
             except (OSError, VfsError):
                 return []
             if listed is not None:

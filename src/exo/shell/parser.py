@@ -194,6 +194,10 @@ def _lex(s: str, lookup: Callable[[str], str],
     in_word = globbable = assign = False
     solid = False  # the word has more than unquoted expansions: kept even when empty
     leading = True  # no command name yet: a NAME=value word is an assignment
+    # The command is a declaration (`export NAME=$(...)`): its NAME=value words expand as
+    # assignments too, whole, as in bash and POSIX.1-2024 (dash split them).
+    declaring = False
+    target = False  # the next word is a redirection's target, not the command's name
     expanded = 0  # bytes the expansions brought in so far (MAX_EXPANSION)
     i, n = 0, len(s)
 
@@ -205,9 +209,13 @@ def _lex(s: str, lookup: Callable[[str], str],
         return value
 
     def flush() -> None:
-        nonlocal in_word, globbable, assign, solid, buf, leading
+        nonlocal in_word, globbable, assign, solid, buf, leading, declaring, target
         if in_word and (solid or any(buf)):  # `$(true)` alone is no word, as in sh
-            out.append(Word("".join(buf), globbable, assign))
+            text = "".join(buf)
+            if leading and not assign and not target:  # the command's name
+                declaring = text in DECLARATIONS
+            target = False
+            out.append(Word(text, globbable and not (assign and declaring), assign))
             leading = leading and assign
         buf, in_word, globbable, assign, solid = [], False, False, False, False
 
@@ -223,7 +231,9 @@ def _lex(s: str, lookup: Callable[[str], str],
             flush()
             out.append(_Op(op))
             i += len(op)
-            leading = leading or op not in _REDIRECTS  # a new command follows
+            target = op in _REDIRECTS and op != "2>&1"
+            if op not in _REDIRECTS:  # a new command follows
+                leading, declaring = True, False
             continue
         if not in_word:
             m = _ASSIGN_RE.match(s, i)
@@ -266,7 +276,7 @@ def _lex(s: str, lookup: Callable[[str], str],
                 value, i, split = _expand(s, i, lookup, substitute)
             # Unquoted, a variable's or a command's output splits into words (as in sh),
             # but not in an assignment (`x=$(seq 3)` is one value, as in sh).
-            split = split and not (assign and leading)
+            split = split and not (assign and (leading or declaring))
             grow(value)
             parts = value.split() if split else [value]
             solid = solid or not split
@@ -288,6 +298,8 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+#: Builtins whose NAME=value arguments are assignments (``_lex``'s ``declaring``).
+DECLARATIONS = frozenset({"export", "readonly", "local"})
 
 
 def _backquoted(s: str, i: int, substitute: Callable[[str], str] | None) -> tuple[str, int]:

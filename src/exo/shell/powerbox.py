@@ -40,17 +40,24 @@ class Policy:
     """What one program's arguments mean: which operands and option values are files
     it reads, writes, or edits (reads and writes)."""
 
-    __slots__ = ("edit_flags", "edits", "input_options", "inputs", "output_options",
-                 "outputs", "replaces", "script_options", "syscalls")
+    __slots__ = ("edit_flags", "edits", "entries", "entry_flags", "input_options", "inputs",
+                 "output_options", "outputs", "replaces", "script_options", "syscalls")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
         self.inputs = _selector(table, "inputs", name)
         self.outputs = _selector(table, "outputs", name)
         self.edits = _selector(table, "edits", name)
+        #: Names the program makes, removes or renames (rm, mkdir, mv): the directory
+        #: each is in is what it writes, so that directory is granted read-write.
+        self.entries = _selector(table, "entries", name)
         self.input_options = _strings(table, "input_options", name)
         self.output_options = _strings(table, "output_options", name)
         self.edit_flags = _strings(table, "edit_flags", name)
+        #: With one of these (alone or among short flags: ``-rf``), the outputs are
+        #: entries: ``cp -r a b`` may make ``b`` a directory, which a file made ahead
+        #: for it would refuse.
+        self.entry_flags = _strings(table, "entry_flags", name)
         #: Given none of these, the first operand is the program's script, not a file
         #: (sed's, awk's, grep's pattern).
         self.script_options = _strings(table, "script_options", name)
@@ -67,10 +74,11 @@ class Policy:
         self.syscalls = syscalls is True
 
     def roles(self, args: list[str]) -> list[tuple[str, str]]:
-        """``(argument, "read" | "write" | "edit")`` for each file the arguments name."""
+        """``(argument, "read" | "write" | "edit" | "entry")`` for each file the arguments
+        name."""
         operands: list[str] = []
         found: list[tuple[str, str]] = []
-        editing = False
+        editing = entering = False
         scripted = False  # the script came from an option
         it = iter(args)
         for arg in it:
@@ -87,13 +95,17 @@ class Policy:
                         if value:
                             found.append((value, role))
                 editing = editing or option in self.edit_flags
+                entering = entering or option in self.entry_flags or (
+                    not option.startswith("--")
+                    and any(f"-{c}" in self.entry_flags for c in option[1:]))
                 continue
             operands.append(arg)
         if self.script_options and not scripted:
             operands = operands[1:]
         for selector, role in ((self.inputs, "read"), (self.outputs, "write"),
-                               (self.edits, "edit")):
+                               (self.edits, "edit"), (self.entries, "entry")):
             role = "edit" if editing and role == "read" else role
+            role = "entry" if entering and role == "write" else role
             found += [(op, role) for op in _select(selector, operands)]
         return found
 
@@ -209,6 +221,11 @@ class Powerbox:
                 continue  # not a file after all (a pattern, a number): nothing to grant
             if replaces:  # (an editor's new file is made below, as an output's)
                 exo = posixpath.dirname(exo)
+            elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)
+                exo = posixpath.dirname(exo)
+                while exo != "/" and not shell.vfs.is_dir(exo):
+                    exo = posixpath.dirname(exo)
+                exists = True
             rights = "READ" if role == "read" else "READ,WRITE"
             resource = "storage://" + exo.strip("/")
             if not shell.session.holds(resource, rights):

@@ -41,6 +41,16 @@ PACKAGE_BIN = "/exo/bin"
 _CHUNK = 1 << 20
 #: The most ``read_bytes`` reads (what a builtin takes whole: scripts, manifests).
 MAX_WHOLE = 16 << 20
+#: How deep the builtin ``cp -r`` and ``rm -r`` go: they hold a descriptor (two for cp)
+#: per level in the kernel. A user's 1,500-deep tree ended them in "internal error" (the
+#: recursion limit); any depth can hold the kernel's descriptors. Deeper is the host's
+#: programs' work, in the user's own sandbox (``/usr/bin/rm -r``).
+MAX_TREE_DEPTH = 256
+#: The most entries a listing holds (``ls``, a glob, tab completion): each is a stat and
+#: an object in the kernel. A directory of a million names took ~150 MB and a million
+#: stats for one ``ls`` or ``echo *``; beyond this the host's ``/usr/bin/ls`` (the
+#: powerbox: the user's own sandbox) lists any number.
+MAX_LISTING = 100_000
 #: ``/dev/NAME`` for these is the host's device, whatever the tree holds there (as every
 #: sandboxed program's /dev: exo.sandbox.namespace), for every user: ``2>/dev/null``.
 #: (``/dev/stdin``, ``/dev/stdout`` and ``/dev/stderr`` are the command's own streams:
@@ -271,6 +281,18 @@ class Vfs:
             return False
         return True
 
+    def check_list(self, p: str) -> None:
+        """What ``listdir`` refuses for ``p`` (not a directory, not the session's to
+        list), raised, without reading it (``cd``)."""
+        if self.normalize(p) == "/dev":
+            return
+        v = self._virtual(p)
+        if v is not None:
+            if not v[0].exists(v[1]):
+                raise FileNotFoundError(f"{p}: no such file or directory")
+            return
+        os.close(self._open(p, os.O_RDONLY | os.O_DIRECTORY))
+
     def listdir(self, p: str) -> list[Entry]:
         if self.normalize(p) == "/dev":
             return [Entry(name, False, 0) for name in sorted((*DEVICES, *STREAMS))]
@@ -286,8 +308,12 @@ class Vfs:
         fd = self._open(p, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with os.scandir(fd) as it:
-                found = sorted((d.name, d.is_symlink(), d.stat(follow_symlinks=False))
-                               for d in it)
+                found: list[tuple[str, bool, os.stat_result]] = []
+                for d in it:
+                    if len(found) == MAX_LISTING:
+                        raise ListingTooLong(p)
+                    found.append((d.name, d.is_symlink(), d.stat(follow_symlinks=False)))
+                found.sort()
             texts = {}
             for name, link, _ in found:
                 if link:  # the link's own text, from the pinned directory: not followed
@@ -380,9 +406,7 @@ class Vfs:
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:
                     raise IsADirectoryError(f"{p}: is a directory (use rm -r)")
-                import shutil  # lazily: shutil pulls bz2 and lzma, which boot does not need
-
-                shutil.rmtree(name, dir_fd=pfd)  # the fd-based walk: links are not followed
+                _remove_tree(pfd, name, p)
             else:
                 os.unlink(name, dir_fd=pfd)
         finally:
@@ -403,7 +427,11 @@ class Vfs:
             try:
                 s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
                 try:
-                    _copy_into_new_dir(s, name, pfd, self.min_free)
+                    _copy_into_new_dir(s, name, pfd, self.min_free, src)
+                except TreeTooDeep:  # refused: what was copied so far goes again
+                    with contextlib.suppress(OSError):
+                        _remove_tree(pfd, name, dst)
+                    raise
                 finally:
                     os.close(s)
             finally:
@@ -519,18 +547,57 @@ def _copy_file(src: int, dst: int, min_free: int | None = None) -> None:
 _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy_into_new_dir(src: int, name: str, parent: int, min_free: int | None) -> None:
+class ListingTooLong(VfsError):
+    """A directory of more than ``MAX_LISTING`` entries."""
+
+    def __init__(self, p: str) -> None:
+        super().__init__(f"{p}: more than {MAX_LISTING} entries (the host's /usr/bin/ls "
+                         "lists any number)")
+
+
+class TreeTooDeep(VfsError):
+    """A directory tree deeper than ``MAX_TREE_DEPTH`` below what a builtin was given."""
+
+    def __init__(self, top: str) -> None:
+        super().__init__(f"{top}: more than {MAX_TREE_DEPTH} levels deep (the host's "
+                         "programs go deeper: /usr/bin/cp -r, /usr/bin/rm -r)")
+
+
+def _remove_tree(parent: int, name: str, top: str, depth: int = 0) -> None:
+    """Remove the directory ``name`` of ``parent`` and everything below it, one name at a
+    time relative to descriptors: links are removed, never followed. ``top``: the path as
+    given, for TreeTooDeep. (shutil.rmtree walks the same way, but to any depth.)"""
+    if depth > MAX_TREE_DEPTH:
+        raise TreeTooDeep(top)
+    fd = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
+    try:
+        with os.scandir(fd) as it:
+            entries = [(d.name, d.is_dir(follow_symlinks=False)) for d in it]
+        for entry, is_dir in entries:
+            if is_dir:
+                _remove_tree(fd, entry, top, depth + 1)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _copy_into_new_dir(src: int, name: str, parent: int, min_free: int | None, top: str,
+                       depth: int = 0) -> None:
     """Make directory ``name`` in ``parent`` and copy the directory ``src`` into it."""
+    if depth > MAX_TREE_DEPTH:
+        raise TreeTooDeep(top)
     diskreserve.check(parent, 0, names=1, min_free=min_free)
     os.mkdir(name, 0o777, dir_fd=parent)
     dst = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
     try:
-        _copy_tree(src, dst, min_free)
+        _copy_tree(src, dst, min_free, top, depth)
     finally:
         os.close(dst)
 
 
-def _copy_tree(src: int, dst: int, min_free: int | None) -> None:
+def _copy_tree(src: int, dst: int, min_free: int | None, top: str, depth: int) -> None:
     """Copy the directory ``src`` into the empty directory ``dst``, one name at a time
     relative to the two descriptors: symlinks are copied as links, never followed;
     FIFOs, sockets and devices are skipped (reading a FIFO would block the shell)."""
@@ -544,7 +611,7 @@ def _copy_tree(src: int, dst: int, min_free: int | None) -> None:
         elif is_dir:
             s = os.open(name, _DIR_NOFOLLOW, dir_fd=src)
             try:
-                _copy_into_new_dir(s, name, dst, min_free)
+                _copy_into_new_dir(s, name, dst, min_free, top, depth + 1)
             finally:
                 os.close(s)
         elif is_file:

@@ -130,3 +130,30 @@ def test_a_refused_command_leaves_no_output_file_behind(alice: Shell) -> None:
     assert not (alice.vfs.root / "tmp" / "stolen").exists()
     status, _, err = run(alice, "echo b > /tmp/in; sort /tmp/in -o /tmp/sorted; cat /tmp/sorted")
     assert (status, err) == (0, "")
+
+
+def test_the_hosts_rm_mkdir_mv_and_cp_r_hold_the_directory_they_change(
+        alice: Shell, kernel: Kernel) -> None:
+    """They make, remove or rename names: what they write is the directory the name is
+    in. They held only the working directory read-only ("Read-only file system"), and
+    `cp -r a b` found `b` made ahead as an empty file ("cannot overwrite non-directory")."""
+    assert Policy({"entries": "operands"}).roles(["-rf", "a", "b/c"]) == [
+        ("a", "entry"), ("b/c", "entry")]
+    cp = Policy({"outputs": "last", "inputs": "all-but-last", "entry_flags": ["-r"]})
+    assert cp.roles(["-vr", "a", "b"]) == [("a", "read"), ("b", "entry")]
+    assert cp.roles(["a", "b"]) == [("a", "read"), ("b", "write")]
+    run(alice, "mkdir -p src/sub; echo x > src/sub/f")
+    for line in ("/usr/bin/cp -r src copy", "/usr/bin/mkdir -p made/a/b",
+                 "/usr/bin/mv copy moved", "/usr/bin/rm -r src", "/usr/bin/rmdir made/a/b"):
+        status, _, err = run(alice, line)
+        assert (status, err) == (0, ""), line
+    assert run(alice, "cat moved/sub/f; ls; ls made/a")[1] == "x\nmade\nmoved\n"
+    # Only within what the session holds: not another home, not the directory of homes.
+    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "home" / "root" / "keep").write_text("k\n")
+    for line in ("/usr/bin/rm /home/root/keep", "/usr/bin/mkdir /home/root/x",
+                 "/usr/bin/rm -r /home/alice", "/usr/bin/mv moved /home/root/"):
+        status, _, err = run(alice, line)
+        assert status == 126 and "permission denied" in err, (line, err)
+    assert (kernel.root / "home" / "root" / "keep").exists()
+    assert sorted(p.name for p in (kernel.root / "home" / "root").iterdir()) == ["keep"]

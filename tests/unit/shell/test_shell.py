@@ -358,6 +358,29 @@ def test_files_are_opened_beneath_the_tree_and_never_block(shell: Shell,
     assert run(shell, "rm -r /tmp/h; ls /tmp")[1].split() == ["d", "fifo"]
 
 
+def test_cp_r_and_rm_r_refuse_a_tree_deeper_than_they_go(shell: Shell) -> None:
+    """A 1,500-deep tree ended the builtins in "internal error" (the recursion limit), and
+    each level holds a kernel descriptor: they stop at MAX_TREE_DEPTH, say so, and a
+    refused copy leaves nothing behind. The host's programs go deeper (the powerbox)."""
+    from exo.shell.vfs import MAX_TREE_DEPTH
+
+    tmp = shell.kernel.root / "tmp"
+    fd = os.open(tmp, os.O_PATH)
+    for name in ("deep", *["d"] * (MAX_TREE_DEPTH + 5)):
+        os.mkdir(name, dir_fd=fd)
+        fd, old = os.open(name, os.O_PATH, dir_fd=fd), fd
+        os.close(old)
+    os.close(fd)
+    for line in ("cp -r /tmp/deep /tmp/copy", "rm -r /tmp/deep"):
+        status, _out, err = run(shell, line)
+        assert status == 1, line
+        assert err == (f"{line.split()[0]}: /tmp/deep: more than {MAX_TREE_DEPTH} levels deep "
+                       "(the host's programs go deeper: /usr/bin/cp -r, /usr/bin/rm -r)\n")
+    assert sorted(os.listdir(tmp)) == ["deep"]
+    assert run(shell, "cd /tmp; /usr/bin/cp -r deep copy && /usr/bin/rm -r deep copy; ls") \
+        == (0, "", "")
+
+
 def test_run_reads_its_manifest_through_the_tree(shell: Shell, tmp_path: Path) -> None:
     outside = tmp_path / "host.toml"
     outside.write_text("not = [toml")
@@ -447,3 +470,23 @@ def test_grep_matches_in_linear_time(shell: Shell) -> None:
     assert run(shell, "grep -E '(a+)+$'; echo $?", line)[1] == "1\n"
     status, _, err = run(shell, "grep '(a)\\1'", b"aa\n")
     assert status == 2 and "no backreferences" in err
+
+
+def test_a_listing_holds_a_bounded_number_of_entries(shell: Shell,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ls` or `echo *` of a directory of a million names took ~150 MB and a million stats
+    in the kernel: past MAX_LISTING entries they say so, and `cd` into it reads nothing."""
+    from exo.shell import vfs
+
+    monkeypatch.setattr(vfs, "MAX_LISTING", 20)
+    big = shell.kernel.root / "tmp" / "big"
+    big.mkdir()
+    for i in range(21):
+        (big / f"f{i:02}").touch()
+    said = "/tmp/big: more than 20 entries (the host's /usr/bin/ls lists any number)\n"
+    assert run(shell, "ls /tmp/big") == (1, "", f"ls: {said}")
+    assert run(shell, "echo /tmp/big/*") == (1, "", f"exo: {said}")
+    assert run(shell, "cd /tmp/big && pwd") == (0, "/tmp/big\n", "")
+    assert run(shell, "/usr/bin/ls | /usr/bin/wc -l") == (0, "21\n", "")
+    (big / "f20").unlink()
+    assert run(shell, "ls | wc -l; echo * | wc -w") == (0, "20\n20\n", "")

@@ -206,6 +206,22 @@ def test_substitution_output_is_bounded_and_an_assignment_takes_it_whole(
                                                       "than 4 MiB\n")
 
 
+def test_export_takes_a_substitution_whole_as_bash_does(root_shell: Shell) -> None:
+    """`export W=$(echo p q)` exported `W=p` (dash's splitting); bash and POSIX.1-2024
+    expand a declaration's NAME=value arguments as assignments: whole, not globbed."""
+    assert run(root_shell, 'export W=$(echo p q) V=* U; echo "[$W][$V]"') == \
+        (0, "[p q][*]\n", "")
+    assert run(root_shell, "/usr/bin/env | /usr/bin/grep ^W=")[1] == "W=p q\n"
+    # not after another command's name, a redirection's target, or once the command ends
+    args = "/usr/bin/printf '[%s]' a=$(echo 1 2)"
+    assert run(root_shell, f"{args} export")[1] == "[a=1][2][export]"
+    assert run(root_shell, f"echo x > export; {args}")[1] == "[a=1][2]"
+    assert run(root_shell, f"export Q=1; {args}")[1] == "[a=1][2]"
+    assert run(root_shell, "/usr/bin/printf '[%s]' export a=$(echo 1 2)")[1] == \
+        "[export][a=1][2]"
+    assert run(root_shell, 'true && export K=$(echo 3 4); echo "[$K]"')[1] == "[3 4]\n"
+
+
 def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> None:
     """A builtin, a background job's waiter and a redirection into a file are threads
     of the kernel: 1,200 `sleep 1000 &` made every command take seconds, 30,000 `cat |`
