@@ -10,7 +10,8 @@ table side by side.
 - ``apps``: nginx serving a static file (wrk), redis (redis-benchmark GET/SET) and
   PostgreSQL (pgbench, select-only, scale 2), each
   started natively, under ``exo posix-x run`` with the example manifests, and under plain
-  bubblewrap with the same view, in interleaved rounds (the order rotates each round);
+  bubblewrap with the same view, one server per mode up for the whole benchmark, loaded
+  in lock step (a round loads each once, for ``seconds``; the order rotates each round);
   gcc compiling a C file (the sandbox's stage 2) and ``python3 -I`` running a small
   json/re/arithmetic workload, each run N times a round by a ``/bin/sh`` inside the mode's
   sandbox that lasts the whole benchmark, in lock step: one run in every mode, then the
@@ -247,6 +248,9 @@ class App:
     def argv(self, mode: str) -> list[str]:
         raise NotImplementedError
 
+    def prepare(self, mode: str) -> None:
+        """What the server needs made before its first start in ``mode``."""
+
     def load(self, seconds: float) -> float:
         """Requests per second over one load; the request count comes from the rate."""
         raise NotImplementedError
@@ -255,7 +259,7 @@ class App:
     #: here when they close (``EXO_FUSE_OPS_LOG``).
     @property
     def ops_log(self) -> Path:
-        return self.root.parent / f"{self.name}-fuse-ops.jsonl"
+        return self.root.parent / f"{self.root.name}-fuse-ops.jsonl"
 
     def fuse_ops(self) -> dict[str, int]:
         """Requests per opcode the kernel's FUSE servers answered since the last call."""
@@ -270,6 +274,7 @@ class App:
     @contextlib.contextmanager
     def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
         mode = _started_as(mode)
+        self.prepare(mode)
         env = {**os.environ, "EXO_ROOT": str(self.root)}
         if mode == "posix_x":
             env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
@@ -293,7 +298,7 @@ class Nginx(App):
         conf = (EXAMPLES / "nginx.conf").read_text().replace("18080", str(port))
         (root / "srv/nginx/nginx.conf").write_text(conf)
         (root / "srv/www/index.html").write_bytes(b"x" * 4096)
-        self.manifest = root.parent / "nginx.toml"
+        self.manifest = root.parent / f"{root.name}.toml"
         self.manifest.write_text((EXAMPLES / "nginx.toml").read_text()
                                  .replace("18080", str(port)))
 
@@ -339,7 +344,7 @@ class Redis(App):
     def __init__(self, root: Path, port: int) -> None:
         super().__init__(root, port)
         (root / "var/lib/redis").mkdir(parents=True, exist_ok=True)
-        self.manifest = root.parent / "redis.toml"
+        self.manifest = root.parent / f"{root.name}.toml"
         self.manifest.write_text((EXAMPLES / "redis.toml").read_text()
                                  .replace("16379", str(port)))
 
@@ -381,21 +386,33 @@ class Postgres(App):
 
         super().__init__(root, port)
         self.user = pwd.getpwnam("postgres")
-        self.manifest = root.parent / "postgres.toml"
+        self.manifest = root.parent / f"{root.name}.toml"
         self.manifest.write_text((EXAMPLES / "postgres.toml").read_text()
                                  .replace("15432", str(port)))
         self.native = root / "native-data"
-        self.native.mkdir()
-        os.chown(self.native, self.user.pw_uid, self.user.pw_gid)
-        init = ["-A", "trust", "-U", "postgres", "--no-sync"]
-        subprocess.run([*self._as_postgres(), str(self.BIN / "initdb"), "-D",
-                        str(self.native), *init], check=True, capture_output=True)
-        env = {**os.environ, "EXO_ROOT": str(root)}
-        subprocess.run([*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
-                        str(self.BIN / "initdb"), "-D", "/var/lib/postgresql/data", *init],
-                       env=env, check=True, capture_output=True)
+        self.made: set[str] = set()  # data directories initdb has made ("native", "tree")
         self.loaded: set[str] = set()  # data directories pgbench has initialised
         self.mode = "native"  # the mode being measured (argv is called before load)
+
+    def prepare(self, mode: str) -> None:
+        """The data directory ``mode`` runs on, made at its first start: natively the
+        host's ``postgres`` owns it; the tree's is made under POSIX-X, as its manifest's
+        user (plain bubblewrap maps the same uid)."""
+        data = "native" if mode == "native" else "tree"
+        if data in self.made:
+            return
+        init = ["-A", "trust", "-U", "postgres", "--no-sync"]
+        if data == "native":
+            self.native.mkdir()
+            os.chown(self.native, self.user.pw_uid, self.user.pw_gid)
+            subprocess.run([*self._as_postgres(), str(self.BIN / "initdb"), "-D",
+                            str(self.native), *init], check=True, capture_output=True)
+        else:
+            env = {**os.environ, "EXO_ROOT": str(self.root)}
+            subprocess.run([*EXO, "posix-x", "run", "--manifest", str(self.manifest), "--",
+                            str(self.BIN / "initdb"), "-D", "/var/lib/postgresql/data",
+                            *init], env=env, check=True, capture_output=True)
+        self.made.add(data)
 
     def _as_postgres(self) -> list[str]:
         return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
@@ -484,36 +501,53 @@ def _rotated(modes: tuple[str, ...], r: int) -> tuple[str, ...]:
     return modes[k:] + modes[:k]
 
 
-def bench_app(app: App, rounds: int, seconds: float,
+def bench_app(make: Callable[[str], App], rounds: int, seconds: float,
               control: bool = False) -> dict[str, Any]:
+    """One server per mode (``make(mode)``: its own tree and port), all of them up for the
+    whole benchmark, loaded in lock step: each round loads every mode once for
+    ``seconds``, order rotated, so a round's modes are seconds apart and no server start or
+    stop falls between them.
+
+    Until 2026-12-04 a round started each mode's server, warmed it, loaded it and stopped
+    it, one mode after another: the modes of a round were ~20 s apart and the A/A control
+    swung 0.73-1.51 (redis) from round to round, wider than any difference to resolve;
+    the jobs (gcc, python) had shown the same and lock step narrowed theirs to a few
+    percent (``bench_job``)."""
+    modes = _modes(control)
     rounds_ = _Rounds(control)
     where: dict[str, Any] = {}
-    ops_per_request: dict[str, float] = {}
-    for r in range(rounds):
-        rate: dict[str, float] = {}
-        cpu_per_op: dict[str, float] = {}
-        for mode in _rotated(_modes(control), r):
-            with app.running(mode) as proc:
-                warm = min(1.0, seconds)
-                requests = app.load(warm) * max(1, round(warm))  # warm up
+    served = dict.fromkeys(modes, 0.0)  # requests, warm-up included
+    with contextlib.ExitStack() as stack:
+        apps = {m: make(m) for m in modes}
+        procs = {m: stack.enter_context(apps[m].running(m)) for m in modes}
+        for mode in modes:  # caches, page-ins, connections: not counted
+            warm = min(1.0, seconds)
+            served[mode] += apps[mode].load(warm) * max(1, round(warm))
+            if mode != CONTROL:
+                where[mode] = _placement(procs[mode], apps[mode].comm)
+        for r in range(rounds):
+            rate: dict[str, float] = {}
+            cpu_per_op: dict[str, float] = {}
+            for mode in _rotated(modes, r):
+                app, proc = apps[mode], procs[mode]
                 before = _cpu(proc, app.comm)
                 rate[mode] = app.load(seconds)
                 cpu_per_op[mode] = (_cpu(proc, app.comm) - before) / (rate[mode] * seconds)
-                requests += rate[mode] * max(1, round(seconds))
-                if mode != CONTROL:
-                    where[mode] = _placement(proc, app.comm)
-            if mode == "posix_x":
-                # This round's server life (start, both loads, stop) per request served.
-                ops = app.fuse_ops()
-                ops_per_request = {op: round(n / requests, 3)
-                                   for op, n in sorted(ops.items(), key=lambda x: -x[1])}
-        load = rounds_.add(rate, cpu_per_op)
-        _log(f"  {app.name} round {r + 1}: " + ", ".join(
-            f"{m} {rate[m]:.0f}/s" for m in _modes(control)) + f" (load {load})")
+                served[mode] += rate[mode] * max(1, round(seconds))
+            load = rounds_.add(rate, cpu_per_op)
+            _log(f"  {apps['native'].name} round {r + 1}: " + ", ".join(
+                f"{m} {rate[m]:.0f}/s" for m in modes) + f" (load {load})")
+    # The POSIX-X server's whole life (start, every load, stop) per request served: its
+    # FUSE servers write their counts when they close.
+    ops = apps["posix_x"].fuse_ops()
+    ops_per_request = {op: round(n / served["posix_x"], 3)
+                       for op, n in sorted(ops.items(), key=lambda x: -x[1])}
     if ops_per_request:
-        _log(f"  {app.name} FUSE requests per request (last round): {ops_per_request}")
-    return {**rounds_.summary(), "fuse_ops_per_request": ops_per_request,
-            "placement": where}
+        _log(f"  {apps['posix_x'].name} FUSE requests per request: {ops_per_request}")
+    summary = rounds_.summary()
+    summary["interleaving"] = ("lock step: every mode's server up throughout, each round "
+                               "loads each once")
+    return {**summary, "fuse_ops_per_request": ops_per_request, "placement": where}
 
 
 class _Rounds:
@@ -802,10 +836,12 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
         for cls in (Nginx, Redis, Postgres):
             if cls.name not in chosen:
                 continue
-            root = work / f"{cls.name}-root"
-            root.mkdir(mode=0o755)
-            results["apps"][cls.name] = bench_app(cls(root, _free_port()), rounds, seconds,
-                                                  control)
+            def make(mode: str, cls: type[App] = cls) -> App:
+                root = work / f"{cls.name}-{mode}-root"
+                root.mkdir(mode=0o755)
+                return cls(root, _free_port())
+
+            results["apps"][cls.name] = bench_app(make, rounds, seconds, control)
             _log(f"  {cls.name}: {results['apps'][cls.name]}")
         count = 5 if quick else 20
         # Their directory in passthrough mode, as the servers' example manifests have it:

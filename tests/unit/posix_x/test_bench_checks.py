@@ -86,44 +86,56 @@ def test_the_applications_table_fits_80_columns_without_cutting_a_name() -> None
 
 class _Scripted(B.App):
     """An application whose every mode serves a set rate: the benchmark's round logic
-    (rotation, pairing, the A/A control) without starting real servers. Each mode's
-    "server" is a real process (``sleep``) whose CPU time the round reads."""
+    (lock step, rotation, pairing, the A/A control) without starting real servers. Each
+    mode's "server" is a real process (``sleep``) whose CPU time the round reads."""
 
     name, comm = "scripted", "sleep"
     RATES: ClassVar[dict[str, float]] = {"native": 1000.0, "posix_x": 970.0,
                                          "bwrap": 980.0, B.CONTROL: 1020.0}
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mode: str, events: list[tuple[str, str]]) -> None:
         super().__init__(root, 1)
-        self.seen: list[str] = []
-        self.mode = ""
+        self.mode, self.events = mode, events
 
     @contextlib.contextmanager
     def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
-        self.seen.append(mode)
-        self.mode = mode
+        assert mode == self.mode
+        self.events.append(("start", mode))
         proc = subprocess.Popen(["sleep", "30"])
         try:
             yield proc
         finally:
+            self.events.append(("stop", mode))
             proc.kill()
             proc.wait()
 
     def load(self, seconds: float) -> float:
+        self.events.append(("load", self.mode))
         return self.RATES[self.mode]
 
 
-def test_the_control_runs_native_again_in_every_round(tmp_path: Path) -> None:
-    app = _Scripted(tmp_path / "root")
-    result = B.bench_app(app, rounds=3, seconds=0.5, control=True)
-    # Each round all four, rotated: no mode is always first.
-    rounds = [app.seen[i:i + 4] for i in range(0, 12, 4)]
+def _scripted(tmp_path: Path, events: list[tuple[str, str]]) -> Any:
+    return lambda mode: _Scripted(tmp_path / mode, mode, events)
+
+
+def test_the_servers_run_in_lock_step_and_the_control_is_native_again(tmp_path: Path) -> None:
+    events: list[tuple[str, str]] = []
+    result = B.bench_app(_scripted(tmp_path, events), rounds=3, seconds=0.5, control=True)
+    modes = [*B.MODES, B.CONTROL]
+    # Every mode's server starts once, before any load, and stops once, after all of them.
+    assert events[:4] == [("start", m) for m in modes]
+    assert sorted(events[-4:]) == sorted(("stop", m) for m in modes)
+    loads = [m for what, m in events if what == "load"]
+    assert loads[:4] == modes  # a warm-up each, not counted
+    # Then each round loads all four, rotated: no mode is always first.
+    rounds = [loads[i:i + 4] for i in range(4, 16, 4)]
     assert [r[0] for r in rounds] == ["native", "posix_x", "bwrap"]
-    assert all(sorted(r) == sorted([*B.MODES, B.CONTROL]) for r in rounds)
+    assert all(sorted(r) == sorted(modes) for r in rounds)
     assert result["control_ratio_median"] == 1.02
     assert result["control_ratios"] == [1.02, 1.02, 1.02]
     assert result["ratio_median"] == 0.97 and result["ratio_ci95"] == [0.97, 0.97]
     assert B.CONTROL not in result["placement"]
+    assert result["interleaving"].startswith("lock step")
     # The control is started exactly as native is.
     assert B._started_as(B.CONTROL) == "native"
     redis = B.Redis(tmp_path / "redis-root", 6379)
@@ -131,10 +143,35 @@ def test_the_control_runs_native_again_in_every_round(tmp_path: Path) -> None:
 
 
 def test_without_the_control_a_round_has_three_modes(tmp_path: Path) -> None:
-    app = _Scripted(tmp_path / "root")
-    result = B.bench_app(app, rounds=2, seconds=0.5)
-    assert app.seen == ["native", "posix_x", "bwrap", "posix_x", "bwrap", "native"]
+    events: list[tuple[str, str]] = []
+    result = B.bench_app(_scripted(tmp_path, events), rounds=2, seconds=0.5)
+    loads = [m for what, m in events if what == "load"]
+    assert loads == ["native", "posix_x", "bwrap"] * 2 + ["posix_x", "bwrap", "native"]
     assert "control_ratio_median" not in result
+
+
+def test_a_server_that_fails_to_start_stops_the_ones_already_up(tmp_path: Path) -> None:
+    events: list[tuple[str, str]] = []
+
+    class Broken(_Scripted):
+        @contextlib.contextmanager
+        def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
+            if mode == "bwrap":
+                raise RuntimeError("server on port 1 did not start")
+            with super().running(mode) as proc:
+                yield proc
+
+    with pytest.raises(RuntimeError, match="did not start"):
+        B.bench_app(lambda mode: Broken(tmp_path / mode, mode, events), rounds=1,
+                    seconds=0.5)
+    assert events == [("start", "native"), ("start", "posix_x"), ("stop", "posix_x"),
+                      ("stop", "native")]
+
+
+def test_each_servers_files_are_its_own(tmp_path: Path) -> None:
+    one, two = B.Redis(tmp_path / "redis-native-root", 1), B.Redis(tmp_path / "redis-bwrap-root", 2)
+    assert one.manifest != two.manifest and one.ops_log != two.ops_log
+    assert "1" in one.manifest.read_text() and "2" in two.manifest.read_text()
 
 
 def test_the_table_states_the_controls_resolution() -> None:
