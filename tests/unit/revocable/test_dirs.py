@@ -413,7 +413,7 @@ def test_an_export_holds_a_bounded_number_of_descriptors(world: World) -> None:
     bounds with a clear errno."""
     for i in range(120):
         (world.grant / f"n{i}.txt").write_text(f"file {i}\n")
-    with served(RevocableDirs, world.tmp / "mnt", world.caps, max_fds=8, max_nodes=200,
+    with served(RevocableDirs, world.tmp / "mnt", world.caps, max_fds=8, max_nodes=1000,
                 max_handles=4) as srv:
         p, _ = _export(srv, world)
         before = _fds()
@@ -438,20 +438,22 @@ def test_an_export_holds_a_bounded_number_of_descriptors(world: World) -> None:
             os.close(fd)
         assert (p / "n5.txt").read_bytes() == b"file 5\n"
         # Names: at most max_nodes per export. The client keeps what it looked up, so
-        # past three quarters it is asked to drop the oldest names (their FORGETs come):
-        # 600 names go through 200 (a checkout or a build makes more files than that).
-        for i in range(120, 720):
+        # past half it is asked to drop the oldest names (their FORGETs come):
+        # 3,000 names go through 1,000 (a checkout or a build makes more files than that).
+        # (1,000, not 200: the names from half to the bound are what the eviction thread's
+        # lag has, and 50 of them were outrun by this loop on a loaded machine.)
+        for i in range(120, 3120):
             (world.grant / f"n{i}.txt").write_text("x")
         full = srv.stats()["full"]  # (the EMFILE above)
-        for i in range(120, 720):
+        for i in range(120, 3120):
             os.stat(p / f"n{i}.txt")
         st = srv.stats()
-        assert st["nodes"] <= 200 and st["evicted"] > 0 and st["full"] == full, st
+        assert st["nodes"] <= 1000 and st["evicted"] > 0 and st["full"] == full, st
         # Names the client cannot drop (each held by a descriptor) still stop at the
         # bound, with ENFILE.
         held, errors = [], set()
         try:
-            for i in range(120, 720):
+            for i in range(120, 3120):
                 try:
                     held.append(os.open(p / f"n{i}.txt", os.O_PATH))
                 except OSError as exc:
@@ -460,8 +462,8 @@ def test_an_export_holds_a_bounded_number_of_descriptors(world: World) -> None:
         finally:
             for fd in held:
                 os.close(fd)
-        assert errors == {errno.ENFILE} and len(held) < 200
-        assert srv.stats()["nodes"] <= 200
+        assert errors == {errno.ENFILE} and len(held) < 1000
+        assert srv.stats()["nodes"] <= 1000
 
 
 def test_create_never_opens_a_fifo_that_appeared_in_its_place(server: RevocableDirs,

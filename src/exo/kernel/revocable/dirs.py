@@ -37,8 +37,8 @@ Safety of the passthrough:
   keeps at most ``max_fds`` node descriptors open -- past that, the least recently used
   idle nodes are *parked* (their ``O_PATH`` fd closed, reopened beneath their parent by
   name, with the same checks, when next used; invisible to the client) -- and knows at most
-  ``max_nodes`` nodes (past three quarters the client is asked to drop the oldest names,
-  whose FORGETs then come: ``_make_room``) and ``max_handles`` open files (then ``ENFILE``
+  ``max_nodes`` nodes (past half the client is asked to drop the oldest names, whose
+  FORGETs then come: ``_make_room``) and ``max_handles`` open files (then ``ENFILE``
   / ``EMFILE``).
 """
 
@@ -622,35 +622,46 @@ class RevocableDirs(FuseServer):
                 P.attr_from_stat(st, st.st_ino, self.owner())]
 
     def _make_room(self, ex: _Export) -> None:
-        """Keep ``ex`` below ``max_nodes`` names (lock held): past three quarters, ask the
-        client, from a thread of its own, to drop the oldest names it looked up
-        (FUSE_NOTIFY_INVAL_ENTRY) down to half, so that their FORGETs come. A program
-        that makes more files than that in a grant (a checkout, a build) so works, as
-        long as it does not hold them all at once; names it holds (open, a working
-        directory) stay, and past ``max_nodes`` of them a LOOKUP is ENFILE at once (a
-        worker never waits here: the two serve every process)."""
-        if len(ex.nodes) >= self._max_nodes * 3 // 4 and not ex.evicting and not ex.dead:
+        """Keep ``ex`` below ``max_nodes`` names (lock held): past half, ask the client,
+        from a thread of its own, to drop the oldest names it looked up
+        (FUSE_NOTIFY_INVAL_ENTRY) down to a quarter, so that their FORGETs come. A
+        program that makes more files than that in a grant (a checkout, a build) so
+        works, as long as it does not hold them all at once; names it holds (open, a
+        working directory) stay, and past ``max_nodes`` of them a LOOKUP is ENFILE at
+        once (a worker never waits here: the two serve every process). Half, not three
+        quarters as before: the names between the start and ``max_nodes`` are what the
+        thread's lag has, and at a quarter of them (50 of a 200-name test export) a
+        tight ``stat`` loop on a loaded machine outran it to ENFILE (in CI, 2026-12-04)."""
+        if len(ex.nodes) >= self._max_nodes // 2 and not ex.evicting and not ex.dead:
             ex.evicting = True
             _threadcache.start(functools.partial(self._evict, ex), "exo-files-evict")
 
     def _evict(self, ex: _Export) -> None:
-        """Ask the client to drop names of ``ex``, oldest first (``_make_room``). Never
-        on a worker: the client takes the directory's lock to drop a name, which a
-        request it is waiting on may hold."""
+        """Ask the client to drop names of ``ex``, oldest first (``_make_room``), until the
+        names it has not been asked to drop are under half again: names looked up while
+        it asks count too. Never on a worker: the client takes the directory's lock to
+        drop a name, which a request it is waiting on may hold."""
         try:
-            with self._lock:
-                excess = len(ex.nodes) - self._max_nodes // 2
-                chosen = [n for n in ex.nodes.values()
-                          if n is not ex.root and n.parent is not None and n.name
-                          and not n.users and not n.pt_opens and not n.dropped
-                          ][:max(excess, 0)]
-                for n in chosen:
-                    n.dropped = True
-                gone = [(n.parent.nodeid, n.name) for n in chosen if n.parent is not None]
-            for parent, name in gone:
-                self._notify(P.NOTIFY_INVAL_ENTRY,
-                             P.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0")
-            self._counts["evicted"] += len(gone)
+            while True:
+                with self._lock:
+                    if ex.dead:
+                        return
+                    kept = [n for n in ex.nodes.values() if not n.dropped]
+                    if len(kept) < self._max_nodes // 2:
+                        return
+                    excess = len(kept) - self._max_nodes // 4
+                    chosen = [n for n in kept
+                              if n is not ex.root and n.parent is not None and n.name
+                              and not n.users and not n.pt_opens][:excess]
+                    if not chosen:
+                        return  # every name is held: ENFILE past max_nodes
+                    for n in chosen:
+                        n.dropped = True
+                    gone = [(n.parent.nodeid, n.name) for n in chosen if n.parent is not None]
+                for parent, name in gone:
+                    self._notify(P.NOTIFY_INVAL_ENTRY,
+                                 P.INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0")
+                self._counts["evicted"] += len(gone)
         finally:
             with self._lock:
                 ex.evicting = False
