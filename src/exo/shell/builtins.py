@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import os
+import posixpath
 import signal
 import stat
 import threading
@@ -13,6 +14,7 @@ import time
 
 from exo import __version__
 from exo.shell.context import CommandContext, CommandError, read_line
+from exo.shell.vfs import ListingTooLong
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,15 +122,27 @@ def _ls(ctx: CommandContext) -> int:
     flags, paths = _split_flags(ctx.args, "la1")
     status = 0
     targets = paths or ["."]
+    listed: dict[str, dict[str, Entry]] = {}  # a file's directory, listed once a command
     for n, raw in enumerate(targets):
         p = ctx.path(raw)
         vfs = ctx.shell.vfs
-        if not vfs.exists(p):
-            ctx.err(f"cannot access '{raw}': no such file or directory")
-            status = 1
-            continue
         if not vfs.is_dir(p):
-            ctx.out(raw)
+            # A file (or a link, which the shell never follows) is shown as its
+            # directory's listing shows it.
+            parent, name = posixpath.split(p)
+            if parent not in listed:
+                try:
+                    listed[parent] = {e.name: e for e in vfs.listdir(parent)}
+                except ListingTooLong:
+                    raise
+                except OSError:  # not the session's to list, or gone: not found
+                    listed[parent] = {}
+            entry = listed[parent].get(name)
+            if entry is None:
+                ctx.err(f"cannot access '{raw}': no such file or directory")
+                status = 1
+            else:
+                ctx.out(_long_line(entry, raw) if "l" in flags else raw)
             continue
         if len(targets) > 1:
             ctx.out(("\n" if n else "") + f"{raw}:")
@@ -144,15 +158,17 @@ def _ls(ctx: CommandContext) -> int:
     return status
 
 
-def _long_line(e: Entry) -> str:
+def _long_line(e: Entry, shown: str | None = None) -> str:
     """``ls -l``'s line: mode, size, time and name (no owner: every file of the tree is
-    the kernel's on the host; who may reach it is a matter of capabilities)."""
+    the kernel's on the host; who may reach it is a matter of capabilities). ``shown``:
+    the name as typed, for a file given by path."""
+    name = e.name if shown is None else shown
     if e.link is not None:  # a link: its own text, as ls -l shows it
-        mode, size, name = "lrwxrwxrwx", len(e.link), f"{e.name} -> {e.link}"
+        mode, size, name = "lrwxrwxrwx", len(e.link), f"{name} -> {e.link}"
     else:
         kind = stat.S_IFDIR if e.is_dir else stat.S_IFREG
         mode = stat.filemode(e.mode if e.mode else kind | (0o555 if e.is_dir else 0o444))
-        size, name = e.size, e.name + ("/" if e.is_dir else "")
+        size, name = e.size, name + ("/" if e.is_dir else "")
     when = time.localtime(e.mtime or time.time())
     recent = abs(time.time() - (e.mtime or time.time())) < 182 * 86400
     shown = time.strftime("%b %e %H:%M" if recent else "%b %e  %Y", when)

@@ -41,7 +41,8 @@ class Policy:
     it reads, writes, or edits (reads and writes)."""
 
     __slots__ = ("edit_flags", "edits", "entries", "entry_flags", "input_options", "inputs",
-                 "output_options", "outputs", "replaces", "script_options", "syscalls")
+                 "output_options", "outputs", "replaces", "script_options", "syscalls",
+                 "value_options")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -53,6 +54,9 @@ class Policy:
         self.entries = _selector(table, "entries", name)
         self.input_options = _strings(table, "input_options", name)
         self.output_options = _strings(table, "output_options", name)
+        #: Options whose value (the next argument) is not a file: ``head -n 5``,
+        #: ``touch -d 2020-01-01`` (the date was an output, made as an empty file).
+        self.value_options = _strings(table, "value_options", name)
         self.edit_flags = _strings(table, "edit_flags", name)
         #: With one of these (alone or among short flags: ``-rf``), the outputs are
         #: entries: ``cp -r a b`` may make ``b`` a directory, which a file made ahead
@@ -94,6 +98,8 @@ class Policy:
                         value = value if eq else next(it, "")
                         if value:
                             found.append((value, role))
+                if option in self.value_options and not eq:
+                    next(it, "")
                 editing = editing or option in self.edit_flags
                 entering = entering or option in self.entry_flags or (
                     not option.startswith("--")

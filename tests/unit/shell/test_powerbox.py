@@ -157,3 +157,34 @@ def test_the_hosts_rm_mkdir_mv_and_cp_r_hold_the_directory_they_change(
         assert status == 126 and "permission denied" in err, (line, err)
     assert (kernel.root / "home" / "root" / "keep").exists()
     assert sorted(p.name for p in (kernel.root / "home" / "root").iterdir()) == ["keep"]
+
+
+def test_an_options_value_is_not_a_file_and_chmod_ln_touch_truncate_gzip_work(
+        alice: Shell, kernel: Kernel) -> None:
+    """`touch -d 2020-01-01 f` made an empty file named 2020-01-01 (the date was taken
+    for an output), `uniq -f 1 a b` granted `a` for writing; chmod, ln, truncate, gzip
+    and split held the working directory read-only ("Read-only file system")."""
+    uniq = parse_policies('[programs.uniq]\ninputs = "first"\noutputs = "second"\n'
+                          'value_options = ["-f"]\n', "t")["uniq"]
+    assert uniq.roles(["-f", "1", "a", "b"]) == [("a", "read"), ("b", "write")]
+    assert uniq.roles(["-f1", "a"]) == [("a", "read")]
+    run(alice, "printf 'a\\nb\\n' > f.txt")
+    for line in ("/usr/bin/touch -d 2020-01-01 f.txt", "/usr/bin/chmod 700 f.txt",
+                 "/usr/bin/ln -s f.txt link", "/usr/bin/split -l 1 f.txt part_",
+                 "/usr/bin/gzip part_aa", "/usr/bin/truncate -s 1 part_ab"):
+        status, _, err = run(alice, line)
+        assert (status, err) == (0, ""), line
+    assert run(alice, "ls") == (0, "f.txt\nlink\npart_aa.gz\npart_ab\n", "")
+    out = run(alice, "ls -l f.txt link part_ab")[1].splitlines()
+    assert out[0].startswith("-rwx------") and " Jan  1  2020 f.txt" in out[0]
+    assert out[1].startswith("lrwxrwxrwx") and out[1].endswith("link -> f.txt")
+    assert " 1 " in out[2]  # truncated to one byte
+    # Only within what the session holds.
+    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
+    (kernel.root / "home" / "root" / "keep").write_text("k\n")
+    for line in ("/usr/bin/chmod 777 /home/root/keep", "/usr/bin/gzip /home/root/keep",
+                 "/usr/bin/ln -s x /home/root/link", "/usr/bin/truncate -s 0 /home/root/keep"):
+        status, _, err = run(alice, line)
+        assert status == 126 and "permission denied" in err, (line, err)
+    assert (kernel.root / "home" / "root" / "keep").read_text() == "k\n"
+    assert sorted(p.name for p in (kernel.root / "home" / "root").iterdir()) == ["keep"]

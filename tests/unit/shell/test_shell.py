@@ -410,9 +410,11 @@ def test_links_an_app_plants_inside_the_tree_never_make_the_shell_its_deputy(
                  "echo x >> /home/demo/notes.txt", "cat /home/demo/notes.txt"):
         status, _out, err = run(shell, line)
         assert status != 0 and "does not follow links" in err, (line, err)
-    for line in ("cp /home/demo/notes.txt /home/demo/copy", "cd /home/demo/work",
-                 "ls /home/demo/work"):
+    for line in ("cp /home/demo/notes.txt /home/demo/copy", "cd /home/demo/work"):
         assert run(shell, line)[0] != 0, line
+    # `ls` of the link shows the link, never the tree it leads to
+    assert run(shell, "ls /home/demo/work") == (0, "/home/demo/work\n", "")
+    assert run(shell, "ls -l /home/demo/work")[1].endswith(" /home/demo/work -> ../..\n")
     assert (root / "etc" / "passwd").read_text() == "root:x:0:0\n"
     assert not (home / "copy").exists()
     assert shell.cwd != "/home/demo/work"
