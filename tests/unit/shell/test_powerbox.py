@@ -149,14 +149,22 @@ def test_the_hosts_rm_mkdir_mv_and_cp_r_hold_the_directory_they_change(
         assert (status, err) == (0, ""), line
     assert run(alice, "cat moved/sub/f; ls; ls made/a")[1] == "x\nmade\nmoved\n"
     # Only within what the session holds: not another home, not the directory of homes.
-    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
-    (kernel.root / "home" / "root" / "keep").write_text("k\n")
-    for line in ("/usr/bin/rm /home/root/keep", "/usr/bin/mkdir /home/root/x",
-                 "/usr/bin/rm -r /home/alice", "/usr/bin/mv moved /home/root/"):
+    _refused_in_roots_home(alice, kernel, (
+        "/usr/bin/rm /home/root/keep", "/usr/bin/mkdir /home/root/x",
+        "/usr/bin/rm -r /home/alice", "/usr/bin/mv moved /home/root/"))
+
+
+def _refused_in_roots_home(alice: Shell, kernel: Kernel, lines: tuple[str, ...]) -> None:
+    """Each of ``lines`` is refused (permission denied, before it runs) and root's home
+    is as it was: its one file ``keep``, unchanged."""
+    home = kernel.root / "home" / "root"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "keep").write_text("k\n")
+    for line in lines:
         status, _, err = run(alice, line)
         assert status == 126 and "permission denied" in err, (line, err)
-    assert (kernel.root / "home" / "root" / "keep").exists()
-    assert sorted(p.name for p in (kernel.root / "home" / "root").iterdir()) == ["keep"]
+    assert (home / "keep").read_text() == "k\n"
+    assert sorted(p.name for p in home.iterdir()) == ["keep"]
 
 
 def test_an_options_value_is_not_a_file_and_chmod_ln_touch_truncate_gzip_work(
@@ -179,12 +187,6 @@ def test_an_options_value_is_not_a_file_and_chmod_ln_touch_truncate_gzip_work(
     assert out[0].startswith("-rwx------") and " Jan  1  2020 f.txt" in out[0]
     assert out[1].startswith("lrwxrwxrwx") and out[1].endswith("link -> f.txt")
     assert " 1 " in out[2]  # truncated to one byte
-    # Only within what the session holds.
-    (kernel.root / "home" / "root").mkdir(parents=True, exist_ok=True)
-    (kernel.root / "home" / "root" / "keep").write_text("k\n")
-    for line in ("/usr/bin/chmod 777 /home/root/keep", "/usr/bin/gzip /home/root/keep",
-                 "/usr/bin/ln -s x /home/root/link", "/usr/bin/truncate -s 0 /home/root/keep"):
-        status, _, err = run(alice, line)
-        assert status == 126 and "permission denied" in err, (line, err)
-    assert (kernel.root / "home" / "root" / "keep").read_text() == "k\n"
-    assert sorted(p.name for p in (kernel.root / "home" / "root").iterdir()) == ["keep"]
+    _refused_in_roots_home(alice, kernel, (
+        "/usr/bin/chmod 777 /home/root/keep", "/usr/bin/gzip /home/root/keep",
+        "/usr/bin/ln -s x /home/root/link", "/usr/bin/truncate -s 0 /home/root/keep"))
