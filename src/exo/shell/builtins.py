@@ -6,7 +6,6 @@ import errno
 import functools
 import json
 import os
-import posixpath
 import signal
 import stat
 import threading
@@ -14,7 +13,6 @@ import time
 
 from exo import __version__
 from exo.shell.context import CommandContext, CommandError, read_line
-from exo.shell.vfs import ListingTooLong
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,22 +120,16 @@ def _ls(ctx: CommandContext) -> int:
     flags, paths = _split_flags(ctx.args, "la1")
     status = 0
     targets = paths or ["."]
-    listed: dict[str, dict[str, Entry]] = {}  # a file's directory, listed once a command
     for n, raw in enumerate(targets):
         p = ctx.path(raw)
         vfs = ctx.shell.vfs
         if not vfs.is_dir(p):
             # A file (or a link, which the shell never follows) is shown as its
             # directory's listing shows it.
-            parent, name = posixpath.split(p)
-            if parent not in listed:
-                try:
-                    listed[parent] = {e.name: e for e in vfs.listdir(parent)}
-                except ListingTooLong:
-                    raise
-                except OSError:  # not the session's to list, or gone: not found
-                    listed[parent] = {}
-            entry = listed[parent].get(name)
+            try:
+                entry = vfs.entry(p)
+            except OSError:  # not the session's to list: not found, as before
+                entry = None
             if entry is None:
                 ctx.err(f"cannot access '{raw}': no such file or directory")
                 status = 1

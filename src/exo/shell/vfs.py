@@ -293,6 +293,32 @@ class Vfs:
             return
         os.close(self._open(p, os.O_RDONLY | os.O_DIRECTORY))
 
+    def entry(self, p: str) -> Entry | None:
+        """What ``listdir`` of ``p``'s directory shows for ``p`` (a link as a link, never
+        followed), or None when there is no such name; without listing the directory.
+        Refused as ``listdir`` of that directory would be."""
+        norm = self.normalize(p)
+        head, name = posixpath.split(norm)
+        if not name:
+            return None
+        if head == "/dev":
+            return Entry(name, False, 0) if name in (*DEVICES, *STREAMS) else None
+        v = self._virtual(norm)
+        if v is not None:
+            tree, rel = v
+            return Entry(name, tree.is_dir(rel), 0) if tree.exists(rel) else None
+        fd = self._open(head, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return Entry(name, False, 0, os.readlink(name, dir_fd=fd))
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(fd)
+        return Entry(name, stat.S_ISDIR(st.st_mode), st.st_size, None, st.st_mode,
+                     st.st_mtime)
+
     def listdir(self, p: str) -> list[Entry]:
         if self.normalize(p) == "/dev":
             return [Entry(name, False, 0) for name in sorted((*DEVICES, *STREAMS))]
