@@ -850,6 +850,11 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
         return
 
     def start() -> None:
+        # The seccomp filter every command here loads, compiled now: the binding's import
+        # looks libseccomp up with a subprocess (~35 ms, on the session's first command
+        # until this), and at a descriptor shortage then said "Unable to find libseccomp".
+        with contextlib.suppress(Exception):
+            _seccomp.compiled_filter("none", errno.EPERM, True)
         try:
             base_spec = _base(spec)
             key = (processes.boot_id, repr(base_spec))

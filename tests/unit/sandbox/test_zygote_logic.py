@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import socket
 import subprocess
@@ -292,3 +293,35 @@ def test_after_a_start_waited_in_vain_the_next_fail_at_once_until_a_spare_comes(
     finally:
         zygote.Zygote._died(fake)  # type: ignore[arg-type]
         fake.peer.close()
+
+
+def test_warming_a_session_compiles_its_commands_seccomp_filter(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The libseccomp binding's import runs a subprocess (~35 ms): it was on a session's
+    first command, and at a descriptor shortage it said "Unable to find libseccomp".
+    A login's warm-up compiles the filter (the zygote's own start, here refused, aside)."""
+    from exo.sandbox import _seccomp
+
+    if os.geteuid() != 0:
+        pytest.skip("a zygote is root's")
+    made: list[tuple[object, ...]] = []
+    monkeypatch.setattr(_seccomp, "compiled_filter", lambda *a: made.append(a) or b"")
+    monkeypatch.setattr(zygote, "_base", lambda spec: (_ for _ in ()).throw(
+        RuntimeError("no zygote in this test")))
+
+    class Processes:
+        root, boot_id = tmp_path, "warm-test"
+
+        def __init__(self) -> None:
+            self.said: list[str] = []
+
+        def log(self, text: str) -> None:
+            self.said.append(text)
+
+    processes = Processes()
+    zygote.warm(processes, ("alice", 301000))
+    for t in threading.enumerate():
+        if t.name == "exo-zygote-warm":
+            t.join(10)
+    assert made == [("none", errno.EPERM, True)]
+    assert processes.said and "not started at login" in processes.said[0]
