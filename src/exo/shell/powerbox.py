@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from exo.shell.context import CommandContext
     from exo.shell.core import Shell
     from exo.shell.jobs import ShellJob
+    from exo.shell.vfs import Vfs
 
 #: Where the host's everyday programs are looked for (after the Exo tree's PATH).
 HOST_DIRS = ("/usr/bin", "/bin")
@@ -114,6 +115,22 @@ class Policy:
             role = "entry" if entering and role == "write" else role
             found += [(op, role) for op in _select(selector, operands)]
         return found
+
+
+def _deepest_dir(vfs: Vfs, exo: str) -> str:
+    """The deepest directory that exists on the way to ``exo``'s parent. Looked for from
+    the root down, so it costs what exists: walked up from a typed path of missing
+    components (``mkdir -p a/a/a/…``), each step a lookup of a shorter path, it took the
+    kernel 0.05 s for 2,000 of them and 0.4 s for 8,000, growing with their square."""
+    found = "/"
+    for part in posixpath.dirname(exo).split("/"):
+        if not part:
+            continue
+        below = posixpath.join(found, part)
+        if not vfs.is_dir(below):
+            break
+        found = below
+    return found
 
 
 def _select(selector: str, operands: list[str]) -> list[str]:
@@ -228,10 +245,7 @@ class Powerbox:
             if replaces:  # (an editor's new file is made below, as an output's)
                 exo = posixpath.dirname(exo)
             elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)
-                exo = posixpath.dirname(exo)
-                while exo != "/" and not shell.vfs.is_dir(exo):
-                    exo = posixpath.dirname(exo)
-                exists = True
+                exo, exists = _deepest_dir(shell.vfs, exo), True
             rights = "READ" if role == "read" else "READ,WRITE"
             resource = "storage://" + exo.strip("/")
             if not shell.session.holds(resource, rights):
