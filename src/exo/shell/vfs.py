@@ -333,13 +333,8 @@ class Vfs:
             ]
         fd = self._open(p, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            with os.scandir(fd) as it:
-                found: list[tuple[str, bool, os.stat_result]] = []
-                for d in it:
-                    if len(found) == MAX_LISTING:
-                        raise ListingTooLong(p)
-                    found.append((d.name, d.is_symlink(), d.stat(follow_symlinks=False)))
-                found.sort()
+            found = sorted((d.name, d.is_symlink(), d.stat(follow_symlinks=False))
+                           for d in _scan(fd, p))
             texts = {}
             for name, link, _ in found:
                 if link:  # the link's own text, from the pinned directory: not followed
@@ -454,7 +449,7 @@ class Vfs:
                 s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     _copy_into_new_dir(s, name, pfd, self.min_free, src)
-                except TreeTooDeep:  # refused: what was copied so far goes again
+                except (TreeTooDeep, ListingTooLong):  # refused: what was copied goes again
                     with contextlib.suppress(OSError):
                         _remove_tree(pfd, name, dst)
                     raise
@@ -576,9 +571,26 @@ _DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class ListingTooLong(VfsError):
     """A directory of more than ``MAX_LISTING`` entries."""
 
-    def __init__(self, p: str) -> None:
-        super().__init__(f"{p}: more than {MAX_LISTING} entries (the host's /usr/bin/ls "
-                         "lists any number)")
+    def __init__(self, p: str, hint: str) -> None:
+        super().__init__(f"{p}: more than {MAX_LISTING} entries ({hint})")
+
+
+def _scan(fd: int, p: str, hint: str = "the host's /usr/bin/ls lists any number",
+          ) -> list[os.DirEntry[str]]:
+    """The entries of the directory ``fd`` (``p``: its path, for the error), at most
+    ``MAX_LISTING`` of them: every walk of the builtins reads a directory whole into the
+    kernel."""
+    found: list[os.DirEntry[str]] = []
+    with os.scandir(fd) as it:
+        for d in it:
+            if len(found) == MAX_LISTING:
+                raise ListingTooLong(p, hint)
+            found.append(d)
+    return found
+
+
+#: Where a tree too big for the builtins' walks goes instead.
+_HOST_WALKS = "the host's programs go further: /usr/bin/cp -r, /usr/bin/rm -r"
 
 
 class TreeTooDeep(VfsError):
@@ -597,8 +609,8 @@ def _remove_tree(parent: int, name: str, top: str, depth: int = 0) -> None:
         raise TreeTooDeep(top)
     fd = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
     try:
-        with os.scandir(fd) as it:
-            entries = [(d.name, d.is_dir(follow_symlinks=False)) for d in it]
+        entries = [(d.name, d.is_dir(follow_symlinks=False))
+                   for d in _scan(fd, top, _HOST_WALKS)]
         for entry, is_dir in entries:
             if is_dir:
                 _remove_tree(fd, entry, top, depth + 1)
@@ -627,9 +639,8 @@ def _copy_tree(src: int, dst: int, min_free: int | None, top: str, depth: int) -
     """Copy the directory ``src`` into the empty directory ``dst``, one name at a time
     relative to the two descriptors: symlinks are copied as links, never followed;
     FIFOs, sockets and devices are skipped (reading a FIFO would block the shell)."""
-    with os.scandir(src) as it:
-        entries = [(d.name, d.is_symlink(), d.is_dir(follow_symlinks=False),
-                    d.is_file(follow_symlinks=False)) for d in it]
+    entries = [(d.name, d.is_symlink(), d.is_dir(follow_symlinks=False),
+                d.is_file(follow_symlinks=False)) for d in _scan(src, top, _HOST_WALKS)]
     for name, link, is_dir, is_file in entries:
         if link:
             diskreserve.check(dst, 0, names=1, min_free=min_free)

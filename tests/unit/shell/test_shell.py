@@ -477,7 +477,8 @@ def test_grep_matches_in_linear_time(shell: Shell) -> None:
 def test_a_listing_holds_a_bounded_number_of_entries(shell: Shell,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`ls` or `echo *` of a directory of a million names took ~150 MB and a million stats
-    in the kernel: past MAX_LISTING entries they say so, and `cd` into it reads nothing."""
+    in the kernel (and `cp -r`, `rm -r` read it whole): past MAX_LISTING entries they say
+    so, and `cd` into it reads nothing."""
     from exo.shell import vfs
 
     monkeypatch.setattr(vfs, "MAX_LISTING", 20)
@@ -490,5 +491,14 @@ def test_a_listing_holds_a_bounded_number_of_entries(shell: Shell,
     assert run(shell, "echo /tmp/big/*") == (1, "", f"exo: {said}")
     assert run(shell, "cd /tmp/big && pwd") == (0, "/tmp/big\n", "")
     assert run(shell, "/usr/bin/ls | /usr/bin/wc -l") == (0, "21\n", "")
+    # cp -r and rm -r read each directory whole too: refused, and a refused copy is gone
+    walks = ("the host's programs go further: /usr/bin/cp -r, /usr/bin/rm -r")
+    assert run(shell, "cp -r /tmp/big /tmp/copy") == (
+        1, "", f"cp: /tmp/big: more than 20 entries ({walks})\n")
+    assert run(shell, "rm -r /tmp/big") == (
+        1, "", f"rm: /tmp/big: more than 20 entries ({walks})\n")
+    assert sorted(os.listdir(big.parent)) == ["big"] and len(os.listdir(big)) == 21
     (big / "f20").unlink()
     assert run(shell, "ls | wc -l; echo * | wc -w") == (0, "20\n20\n", "")
+    assert run(shell, "cp -r /tmp/big /tmp/copy && rm -r /tmp/big; ls /tmp/copy | wc -l") \
+        == (0, "20\n", "")
