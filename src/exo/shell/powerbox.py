@@ -31,6 +31,10 @@ _POLICY = Path(__file__).with_name("powerbox.toml")
 _ADMIN_POLICY = "etc/exo/powerbox.toml"
 _NOT_STORAGE = ("proc", "sys", "dev")  # synthesised, or the sandbox's own
 _SELECTORS = ("operands", "first", "second", "last", "all-but-last", "none")
+_KEYS = frozenset({
+    "inputs", "outputs", "edits", "entries", "input_options", "output_options",
+    "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
+    "base_options", "default_directory", "flags", "syscalls", "replaces", "bundled_first", "modes"})
 
 
 class PowerboxError(ValueError):
@@ -41,12 +45,16 @@ class Policy:
     """What one program's arguments mean: which operands and option values are files
     it reads, writes, or edits (reads and writes)."""
 
-    __slots__ = ("edit_flags", "edits", "entries", "entry_flags", "input_options", "inputs",
-                 "output_options", "outputs", "replaces", "script_options", "syscalls",
-                 "value_options")
+    __slots__ = ("base_options", "bundled_first", "default_directory", "directory_options",
+                 "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
+                 "inputs", "modes", "output_options", "outputs", "replaces",
+                 "script_options", "syscalls", "value_options")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
+        unknown = set(table) - _KEYS
+        if unknown:
+            raise PowerboxError(f"programs.{name}: unknown key {sorted(unknown)[0]!r}")
         self.inputs = _selector(table, "inputs", name)
         self.outputs = _selector(table, "outputs", name)
         self.edits = _selector(table, "edits", name)
@@ -66,11 +74,34 @@ class Policy:
         #: Given none of these, the first operand is the program's script, not a file
         #: (sed's, awk's, grep's pattern).
         self.script_options = _strings(table, "script_options", name)
+        #: Directories the program writes in (tar -x -C DIR, mktemp -p DIR): granted
+        #: read-write if they exist.
+        self.directory_options = _strings(table, "directory_options", name)
+        #: Options whose value is the directory the operands are named in (tar -C DIR,
+        #: mktemp -p DIR).
+        self.base_options = _strings(table, "base_options", name)
+        #: The directory it writes in when no directory option names one: "." for tar
+        #: -x (the working directory), "/tmp" for mktemp.
+        default = table.get("default_directory", "")
+        if not isinstance(default, str):
+            raise PowerboxError(f"programs.{name}.default_directory: expected a path")
+        self.default_directory = default
+        #: The flags that select this mode (in a mode's table).
+        self.flags = _strings(table, "flags", name)
         syscalls = table.get("syscalls", False)
         replaces = table.get("replaces", False)
-        for key, value in (("syscalls", syscalls), ("replaces", replaces)):
+        bundled = table.get("bundled_first", False)
+        for key, value in (("syscalls", syscalls), ("replaces", replaces),
+                           ("bundled_first", bundled)):
             if not isinstance(value, bool):
                 raise PowerboxError(f"programs.{name}.{key}: expected true or false")
+        #: The first argument may be short flags without their dash (tar czf a.tgz dir).
+        self.bundled_first = bundled is True
+        #: Modes whose arguments mean different things (tar -c reads its operands and
+        #: writes its -f archive; tar -x reads the archive and writes the working
+        #: directory): each a Policy of the base table with the mode's table over it,
+        #: chosen by the first of its flags the command line gives.
+        self.modes = _modes(table, name)
         #: It edits a file by writing a new one beside it and renaming it over (sed -i):
         #: an edited file's directory is granted read-write, not the file alone.
         self.replaces = replaces is True
@@ -79,41 +110,79 @@ class Policy:
         self.syscalls = syscalls is True
 
     def roles(self, args: list[str]) -> list[tuple[str, str]]:
-        """``(argument, "read" | "write" | "edit" | "entry")`` for each file the arguments
-        name."""
+        """``(argument, "read" | "write" | "edit" | "entry" | "dir")`` for each file the
+        arguments name (``dir``: a directory the program writes in)."""
+        if self.bundled_first and args and args[0] and not args[0].startswith("-"):
+            args = ["-" + args[0], *args[1:]]  # tar czf a.tgz dir
+        options, operands = self._parse(args)
+        given = {option for option, _ in options}
+        policy = next((mode for mode in self.modes.values()
+                       if any(flag in given for flag in mode.flags)), self)
+        return policy._roles(options, operands)
+
+    def _takes_value(self, option: str) -> bool:
+        lists = [self]
+        lists += self.modes.values()
+        return any(option in p.input_options or option in p.output_options
+                   or option in p.value_options or option in p.directory_options
+                   or option in p.base_options for p in lists)
+
+    def _parse(self, args: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
+        """The options, each with its value (None for a flag), and the operands. Short
+        flags may be grouped, the last of them taking a value (``tar -czf a.tgz``,
+        ``sort -uo out``, ``cut -d,``); a long option's value follows ``=`` or is the
+        next argument."""
+        options: list[tuple[str, str | None]] = []
         operands: list[str] = []
-        found: list[tuple[str, str]] = []
-        editing = entering = False
-        scripted = False  # the script came from an option
         it = iter(args)
         for arg in it:
             if arg == "--":
                 operands += list(it)
                 break
-            if arg.startswith("-") and arg != "-":
+            if arg.startswith("--"):
                 option, eq, value = arg.partition("=")
-                scripted = scripted or option in self.script_options
-                for options, role in ((self.input_options, "read"),
-                                      (self.output_options, "write")):
-                    if option in options:
-                        value = value if eq else next(it, "")
-                        if value:
-                            found.append((value, role))
-                if option in self.value_options and not eq:
-                    next(it, "")
-                editing = editing or option in self.edit_flags
-                entering = entering or option in self.entry_flags or (
-                    not option.startswith("--")
-                    and any(f"-{c}" in self.entry_flags for c in option[1:]))
-                continue
-            operands.append(arg)
-        if self.script_options and not scripted:
+                if eq:
+                    options.append((option, value))
+                elif self._takes_value(option):
+                    options.append((option, next(it, "")))
+                else:
+                    options.append((option, None))
+            elif arg.startswith("-") and arg != "-":
+                for i, letter in enumerate(arg[1:], 2):
+                    option = "-" + letter
+                    if self._takes_value(option):
+                        options.append((option, arg[i:] or next(it, "")))
+                        break
+                    options.append((option, None))
+            else:
+                operands.append(arg)
+        return options, operands
+
+    def _roles(self, options: list[tuple[str, str | None]],
+               operands: list[str]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        given = {option for option, _ in options}
+        base = ""
+        for option, value in options:
+            for names, role in ((self.input_options, "read"), (self.output_options, "write"),
+                                (self.directory_options, "dir")):
+                if option in names and value:
+                    found.append((value, role))
+            if option in self.base_options and value:
+                base = value
+        editing = any(flag in given for flag in self.edit_flags)
+        entering = any(flag in given for flag in self.entry_flags)
+        if self.script_options and not any(o in given for o in self.script_options):
             operands = operands[1:]
+        if base:  # named in that directory (tar -C DIR, mktemp -p DIR)
+            operands = [posixpath.join(base, op) for op in operands]
         for selector, role in ((self.inputs, "read"), (self.outputs, "write"),
                                (self.edits, "edit"), (self.entries, "entry")):
             role = "edit" if editing and role == "read" else role
             role = "entry" if entering and role == "write" else role
             found += [(op, role) for op in _select(selector, operands)]
+        if self.default_directory and not any(role == "dir" for _, role in found):
+            found.append((self.default_directory, "dir"))
         return found
 
 
@@ -131,6 +200,27 @@ def _deepest_dir(vfs: Vfs, exo: str) -> str:
             break
         found = below
     return found
+
+
+def _modes(table: dict[str, object], name: str) -> dict[str, Policy]:
+    modes = table.get("modes", {})
+    if not isinstance(modes, dict):
+        raise PowerboxError(f"programs.{name}.modes: expected a table of modes")
+    out: dict[str, Policy] = {}
+    base = {key: value for key, value in table.items() if key != "modes"}
+    for mode, sub in modes.items():
+        where = f"{name}.modes.{mode}"
+        if not isinstance(sub, dict) or not sub.get("flags"):
+            raise PowerboxError(f"programs.{where}: expected a table with its flags")
+        if "modes" in sub:
+            raise PowerboxError(f"programs.{where}: a mode has no modes")
+        merged = dict(base)
+        for key, value in sub.items():  # lists of options add up; the rest is replaced
+            old = merged.get(key)
+            merged[key] = old + value if key.endswith("_options") and isinstance(
+                old, list) and isinstance(value, list) else value
+        out[mode] = Policy(merged, where)
+    return out
 
 
 def _select(selector: str, operands: list[str]) -> list[str]:
@@ -242,6 +332,8 @@ class Powerbox:
             replaces = role == "edit" and policy is not None and policy.replaces
             if not exists and (role == "read" or replaces):
                 continue  # not a file after all (a pattern, a number): nothing to grant
+            if role == "dir" and not shell.vfs.is_dir(exo):
+                continue  # the program says so itself (tar: Cannot chdir)
             if replaces:  # (an editor's new file is made below, as an output's)
                 exo = posixpath.dirname(exo)
             elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)

@@ -207,3 +207,46 @@ def test_an_entrys_directory_is_found_from_the_root_down(alice: Shell,
     grants = Powerbox.for_shell(alice).grants("mkdir", ["-p", "a/b/" + "x/" * 10_000])
     assert [str(g.name) for g in grants][-1] == "storage://home/alice/a/b"
     assert len(looked) == 5  # home, alice, a, b, and the first x
+
+
+def test_tar_creates_lists_and_extracts_and_mktemp_makes_its_file(alice: Shell,
+                                                                  kernel: Kernel) -> None:
+    """tar's archive is an output when it creates and an input when it extracts, into the
+    working directory or -C DIR; it had no policy (its archive could not be written).
+    mktemp -p DIR was refused the same way."""
+    tar = _policy("tar")
+    assert tar.roles(["czf", "a.tgz", "src"]) == [("a.tgz", "write"), ("src", "read")]
+    assert tar.roles(["-x", "-f", "a.tgz"]) == [("a.tgz", "read"), (".", "dir")]
+    assert tar.roles(["-xzf", "a.tgz", "-C", "out"]) == [("a.tgz", "read"), ("out", "dir")]
+    assert tar.roles(["--list", "--file=a.tar"]) == [("a.tar", "read")]
+    assert tar.roles(["-C", "src", "-cf", "a.tar", "sub"]) == [
+        ("src", "read"), ("a.tar", "write"), ("src/sub", "read")]
+    sort = _policy("sort")
+    assert sort.roles(["-uo", "out", "-k2", "in"]) == [("out", "write"), ("in", "read")]
+    assert _policy("grep").roles(["-e", "notes.txt", "-r", "src"]) == [
+        ("src", "read")]  # -e's pattern is not a file, even when a file has its name
+    run(alice, "mkdir -p src/sub out; echo one > src/sub/f; echo two > src/g")
+    for line in ("/usr/bin/tar czf a.tgz src", "/usr/bin/tar -xzf a.tgz -C out",
+                 "/usr/bin/mkdir x", "cd x", "/usr/bin/tar xf ../a.tgz", "cd .."):
+        status, _, err = run(alice, line)
+        assert (status, err) == (0, ""), line
+    assert run(alice, "cat out/src/sub/f x/src/g") == (0, "one\ntwo\n", "")
+    assert sorted(run(alice, "/usr/bin/tar tzf a.tgz")[1].split()) == [
+        "src/", "src/g", "src/sub/", "src/sub/f"]
+    status, out, err = run(alice, "/usr/bin/mktemp -p out; /usr/bin/mktemp -d "
+                                  "made.XXXX; /usr/bin/mktemp")
+    assert status == 0, err
+    made = out.split()  # in -p DIR, in the working directory, in the session's /tmp
+    assert made[0].startswith("out/tmp.") and made[1].startswith("made.")
+    assert made[2].startswith("/tmp/tmp.")
+    assert run(alice, f"test -f {made[0]} && test -d {made[1]} && test -f {made[2]}")[0] == 0
+    # Within the session's rights: root's home is neither read, written nor extracted to.
+    _refused_in_roots_home(alice, kernel, (
+        "/usr/bin/tar cf /home/root/a.tar src", "/usr/bin/tar cf a.tar /home/root",
+        "/usr/bin/tar xzf a.tgz -C /home/root", "/usr/bin/mktemp -p /home/root"))
+
+
+def _policy(name: str) -> Policy:
+    from exo.shell.powerbox import _builtin_policies
+
+    return _builtin_policies()[name]
