@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 from pathlib import Path
 
 TYPE_CHECKING = False
@@ -34,7 +35,8 @@ _SELECTORS = ("operands", "first", "second", "last", "all-but-last", "none")
 _KEYS = frozenset({
     "inputs", "outputs", "edits", "entries", "input_options", "output_options",
     "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
-    "base_options", "default_directory", "flags", "syscalls", "replaces", "bundled_first", "modes"})
+    "base_options", "default_directory", "operand_pattern", "flags", "syscalls", "replaces",
+    "bundled_first", "modes"})
 
 
 class PowerboxError(ValueError):
@@ -47,8 +49,8 @@ class Policy:
 
     __slots__ = ("base_options", "bundled_first", "default_directory", "directory_options",
                  "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
-                 "inputs", "modes", "output_options", "outputs", "replaces",
-                 "script_options", "syscalls", "value_options")
+                 "inputs", "modes", "operand_pattern", "output_options", "outputs",
+                 "replaces", "script_options", "syscalls", "value_options")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -86,6 +88,12 @@ class Policy:
         if not isinstance(default, str):
             raise PowerboxError(f"programs.{name}.default_directory: expected a path")
         self.default_directory = default
+        #: Arguments that look like options but are operands (chmod -w FILE: a mode).
+        pattern = table.get("operand_pattern", "")
+        try:
+            self.operand_pattern = re.compile(str(pattern)) if pattern else None
+        except re.error as exc:
+            raise PowerboxError(f"programs.{name}.operand_pattern: {exc}") from None
         #: The flags that select this mode (in a mode's table).
         self.flags = _strings(table, "flags", name)
         syscalls = table.get("syscalls", False)
@@ -139,7 +147,9 @@ class Policy:
             if arg == "--":
                 operands += list(it)
                 break
-            if arg.startswith("--"):
+            if self.operand_pattern is not None and self.operand_pattern.fullmatch(arg):
+                operands.append(arg)
+            elif arg.startswith("--"):
                 option, eq, value = arg.partition("=")
                 if eq:
                     options.append((option, value))

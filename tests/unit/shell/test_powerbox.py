@@ -223,6 +223,7 @@ def test_tar_creates_lists_and_extracts_and_mktemp_makes_its_file(alice: Shell,
         ("src", "read"), ("a.tar", "write"), ("src/sub", "read")]
     sort = _policy("sort")
     assert sort.roles(["-uo", "out", "-k2", "in"]) == [("out", "write"), ("in", "read")]
+    assert _policy("chmod").roles(["-R", "-w", "f"]) == [("f", "edit")]  # -w: a mode
     assert _policy("grep").roles(["-e", "notes.txt", "-r", "src"]) == [
         ("src", "read")]  # -e's pattern is not a file, even when a file has its name
     run(alice, "mkdir -p src/sub out; echo one > src/sub/f; echo two > src/g")
