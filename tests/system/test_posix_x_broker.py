@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,10 @@ def _free_port() -> int:
         return port
 
 
-def _run(exo_cmd: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _run(exo_cmd: list[str], env: dict[str, str], *args: str,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*exo_cmd, "posix-x", "run", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=timeout, check=False)
 
 
 def _denials(root: Path) -> list[str]:
@@ -129,13 +131,82 @@ def test_a_socket_swapped_in_after_the_check_is_still_refused(
     assert done.stdout == "done\n", done.stdout
 
 
+WAITING_CONNECT = """
+import errno, signal, socket, struct, sys, threading, time
+port = int(sys.argv[1])
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(0)
+held = []
+class Alarm(Exception): pass
+def on_alarm(*_): raise Alarm()
+signal.signal(signal.SIGALRM, on_alarm)
+def blocked_connect(c):
+    # while the listener's queue is full: 'connected' once there is room
+    try:
+        c.connect(("127.0.0.1", port))
+        return "connected"
+    except Alarm:
+        return "interrupted"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+for i in range(8):  # fill the accept queue (backlog + 1): then a connect waits
+    c = socket.socket()
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    what = blocked_connect(c)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    held.append(c)
+    if what != "connected":
+        print("a connect waits; a signal ends it:", what, flush=True)
+        break
+c = socket.socket()
+c.settimeout(0.2)
+try:
+    c.connect(("127.0.0.1", port))
+except OSError as e:
+    print("with a timeout of its own:", type(e).__name__, flush=True)
+c = socket.socket()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("=qq", 0, 300_000))
+print("with SO_SNDTIMEO:", blocked_connect(c), flush=True)
+def drain():
+    time.sleep(0.3)
+    while True:
+        try:
+            held.append(s.accept()[0])
+        except OSError:
+            return
+threading.Thread(target=drain, daemon=True).start()
+print("once the queue drains:", blocked_connect(socket.socket()), flush=True)
+s.close()
+"""
+
+
+def test_a_connect_that_waits_holds_the_kernel_no_longer_than_its_program(
+        exo_cmd: list[str], exo_env: dict[str, str], tmp_path: Path) -> None:
+    """A blocking connect to a listener whose queue is full waits (~130 s of SYN
+    retries). The broker performs it, and it waited there after the program had given up
+    (a signal): every later call that notifies waited behind it (134.9 s, measured).
+    Now each ends as natively, within the program's own time: a signal, a timeout, its
+    SO_SNDTIMEO (EINPROGRESS), or room in the queue."""
+    expected = ["a connect waits; a signal ends it: interrupted",
+                "with a timeout of its own: TimeoutError",
+                "with SO_SNDTIMEO: EINPROGRESS", "once the queue drains: connected"]
+    native = subprocess.run([sys.executable, "-c", WAITING_CONNECT, str(_free_port())],
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert native.stdout.splitlines() == expected
+    done = _python_with_port(exo_cmd, exo_env, tmp_path, WAITING_CONNECT, _free_port(),
+                             timeout=30)
+    assert done.stdout.splitlines() == expected
+
+
 def _python_with_port(exo_cmd: list[str], exo_env: dict[str, str], tmp_path: Path,
-                      program: str, port: int) -> subprocess.CompletedProcess[str]:
+                      program: str, port: int,
+                      timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``program`` run by python3 under POSIX-X with ``network = [port]``; it succeeded."""
     manifest = tmp_path / "net.toml"
     manifest.write_text(f"[posix_x]\nnetwork = [{port}]\n")
     done = _run(exo_cmd, exo_env, "--manifest", str(manifest), "--", "/usr/bin/python3",
-                "-c", program, str(port))
+                "-c", program, str(port), timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done
 

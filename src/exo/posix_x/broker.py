@@ -47,6 +47,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 from exo._fdpass import recv_fds
@@ -65,6 +66,8 @@ _NR_PIDFD_GETFD = 438
 _CONTINUE = 1  # SECCOMP_USER_NOTIF_FLAG_CONTINUE
 _AF_INET, _AF_INET6 = 2, 10
 _SOCKADDR_MAX = 128
+_TIMEVAL = struct.Struct("=qq")  # struct timeval, for SO_SNDTIMEO
+_SLICE_US = 20_000  # a blocking connect's first wait, before it is waited for in slices
 _AT_EMPTY_PATH = 0x1000
 _PIDFD_THREAD = os.O_EXCL  # pidfd_open of a thread (Linux 6.9): the one that notified
 _RESOLVE_IN_ROOT = 0x10
@@ -368,7 +371,7 @@ class Broker:
                              "only loopback addresses are granted: bind 127.0.0.1:PORT")
                 return
             # connect(AF_UNSPEC) disconnects; another family fails as Linux says
-            _sn._reply_error(listener, notif_id, _call(sock, raw, nr))
+            _sn._reply_error(listener, notif_id, _call(sock, raw, nr, listener, notif_id))
             return
         where = _inet(raw, family)
         if where is None:
@@ -382,7 +385,7 @@ class Broker:
                    if not loopback else f"allowed by [posix_x] network = [{port}]")
             self._refuse(listener, notif_id, name, f"{host}:{port}", errno.EACCES, why)
             return
-        _sn._reply_error(listener, notif_id, _call(sock, raw, nr))
+        _sn._reply_error(listener, notif_id, _call(sock, raw, nr, listener, notif_id))
 
     def _refuse(self, listener: int, notif_id: int, call: str, target: str, err: int,
                 hint: str) -> None:
@@ -518,11 +521,40 @@ def _domain(sock: int) -> int:
         return s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
 
 
-def _call(sock: int, raw: bytes, nr: int) -> int:
+def _call(sock: int, raw: bytes, nr: int, listener: int = -1, notif_id: int = 0) -> int:
     """bind/connect on the target's own socket (a copy of its descriptor) with the
-    address as checked: 0 or an errno."""
-    call = _libc.bind if nr == _NR_BIND else _libc.connect
-    return 0 if call(sock, raw, len(raw)) == 0 else ctypes.get_errno()
+    address as checked: 0 or an errno.
+
+    A blocking connect waits here as it would have in the target, but never for longer
+    than the target does: it is tried with a short send timeout, then waited for in
+    slices, each ending with the question whether the notification still stands. A
+    connect Linux makes wait (a listener's full queue: ~130 s of SYN retries) held this
+    thread after its program had given up on it (a signal) or died, and every later call
+    of that program that notifies waited behind it (134.9 s, measured). The target's own
+    SO_SNDTIMEO still ends the wait, with EINPROGRESS, as Linux's connect does."""
+    if nr == _NR_BIND or listener < 0 or os.get_blocking(sock) is False:
+        call = _libc.bind if nr == _NR_BIND else _libc.connect
+        return 0 if call(sock, raw, len(raw)) == 0 else ctypes.get_errno()
+    with socket.socket(fileno=os.dup(sock)) as s:
+        theirs = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.size)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(0, _SLICE_US))
+        try:
+            err = 0 if _libc.connect(sock, raw, len(raw)) == 0 else ctypes.get_errno()
+        finally:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, theirs)
+        seconds, micros = _TIMEVAL.unpack(theirs)
+        limit = seconds + micros / 1e6
+        deadline = time.monotonic() + limit if limit > 0 else None
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        while err == errno.EINPROGRESS:  # (the short timeout ended the wait)
+            if poller.poll(100):
+                return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not _sn._id_valid(listener, notif_id):
+                return errno.EINTR  # no one to answer: the connect goes on, as Linux's
+            if deadline is not None and time.monotonic() >= deadline:
+                return errno.EINPROGRESS
+        return err
 
 
 def prepare(spec: SandboxSpec, argv: list[str], *, pid: int,
