@@ -288,9 +288,9 @@ def _openat2(dirfd: int, rest: str, flags: int, mode: int) -> int:
 
 def compile_filter() -> bytes:
     """The BPF program: notify on open/openat, ENOSYS for openat2, allow the rest."""
-    import pyseccomp as sc
-
     from exo.sandbox import _seccomp
+
+    sc = _seccomp.binding()
 
     filt = sc.SyscallFilter(sc.ALLOW)
     filt.add_rule(sc.NOTIFY, "open")

@@ -118,9 +118,9 @@ def compile_filter(net_mode: NetMode, fork: bool = True) -> bytes:
     refusal (``_seccomp.arg_rules``: the same calls *with the same arguments* only, so a
     thread's ``clone`` or an ordinary ``socket`` never reaches the kernel), which the
     sandbox's own filter defers to this one (``SandboxSpec.broker``)."""
-    import pyseccomp as sc
-
     from exo.sandbox import _seccomp
+
+    sc = _seccomp.binding()
 
     filt = sc.SyscallFilter(sc.ALLOW)
     names = ["execve", "execveat", *(("bind", "connect") if net_mode == "tcp" else ())]

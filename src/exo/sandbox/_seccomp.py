@@ -13,6 +13,9 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sys
+import threading
+import types
 
 from .errors import SandboxUnavailable
 
@@ -175,11 +178,52 @@ def add_arg_rules(filt: Any, sc: Any, rules: tuple[ArgRule, ...], action: Any) -
         filt.add_rule(sc.ERRNO(rule.errno) if action is None else action, rule.syscall, *args)
 
 
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+_import_lock = threading.Lock()
+
+
+def binding() -> types.ModuleType:
+    """The libseccomp binding, imported without its ``find_library`` subprocesses.
+
+    pyseccomp finds libc and libseccomp with ``ctypes.util.find_library``, which runs
+    ``ldconfig -p`` (and may try gcc): 30-35 ms of the first filter built in a process,
+    measured, on a one-command kernel's (``exo run``, ``posix-x run``) only command, and
+    at a descriptor shortage an "Unable to find libseccomp". The binding has no other
+    way to be given its library, so ``find_library`` is answered for its import by
+    loading the two sonames Debian ships (the dynamic loader's own search, as
+    ``ctypes.CDLL`` does); a name that does not load falls back to ``find_library``."""
+    import ctypes
+    import ctypes.util
+
+    with _import_lock:
+        if "pyseccomp" in sys.modules:
+            return sys.modules["pyseccomp"]
+        original = ctypes.util.find_library
+
+        def find(name: str) -> str | None:
+            soname = _SONAMES.get(name)
+            if soname is not None:
+                try:
+                    ctypes.CDLL(soname)
+                except OSError:
+                    pass
+                else:
+                    return soname
+            return original(name)
+
+        ctypes.util.find_library = find
+        try:
+            import pyseccomp  # noqa: F401
+        finally:
+            ctypes.util.find_library = original
+        return sys.modules["pyseccomp"]
+
+
 def _build(net_mode: NetMode, deny_errno: int, fork: bool = True,
            broker: bool = False) -> bytes:
     try:
-        import pyseccomp as sc
-    except (ImportError, OSError) as exc:  # pragma: no cover - depends on the host
+        sc = binding()
+    except (ImportError, OSError, RuntimeError) as exc:  # pragma: no cover - the host
         raise SandboxUnavailable(f"seccomp: libseccomp/pyseccomp unavailable ({exc})") from exc
 
     eperm = sc.ERRNO(deny_errno)
