@@ -542,9 +542,16 @@ def _read(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("unset", "remove environment variables")
+@builtin("unset", "remove variables, or functions: unset [-v] NAME... | unset -f NAME...")
 def _unset(ctx: CommandContext) -> int:
-    for name in ctx.args:
+    args = ctx.args
+    functions = args[:1] == ["-f"]
+    if args[:1] in (["-f"], ["-v"]):
+        args = args[1:]
+    for name in args:
+        if functions:
+            ctx.shell.functions.pop(name, None)
+            continue
         ctx.shell.env.pop(name, None)
         ctx.shell.exported.discard(name)
     return 0
@@ -1260,6 +1267,8 @@ def _type(ctx: CommandContext) -> int:
     for name in ctx.args:
         if name in ctx.shell.aliases:
             ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
+        elif name in ctx.shell.functions:
+            ctx.out(f"{name} is a function")
         elif name in ctx.shell.builtins:
             ctx.out(f"{name} is a shell builtin")
         elif (app := ctx.shell.find_app(name)) is not None:  # (as the shell looks)
@@ -1305,15 +1314,31 @@ def _unalias(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("source", "run the commands of a file in this shell: source FILE")
+@builtin("source", "run the commands of a file in this shell: source FILE [ARGS...] "
+         "(ARGS: its $1...)")
 def _source(ctx: CommandContext) -> int:
+    from exo.shell.flow import Frame, FunctionReturn
+
     if not ctx.args:
-        raise CommandError("usage: source FILE", 2)
+        raise CommandError("usage: source FILE [ARGS...]", 2)
     # At most 1 MiB: a script's words cost the kernel ~70 times their bytes to parse (a
     # 16 MiB one held 1.1 GiB, a hostile review).
     text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0]), limit=SCRIPT_MAX).decode(
         errors="replace")
-    return ctx.shell.run_line(text, ctx.stdin, ctx.stdout, ctx.stderr)
+    shell, flow = ctx.shell, ctx.shell.flow
+    frames = [Frame(ctx.args[1:])] if len(ctx.args) > 1 else []
+    flow.frames += frames
+    flow.returnable += 1
+    try:
+        return shell.run_line(text, ctx.stdin, ctx.stdout, ctx.stderr)
+    except FunctionReturn as ret:  # `return` ends the file
+        if ret.status is not None:
+            shell.last_status = ret.status
+        return shell.last_status
+    finally:
+        flow.returnable -= 1
+        if frames:
+            flow.frames.pop()
 
 
 BUILTINS["."] = _source

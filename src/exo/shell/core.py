@@ -18,6 +18,14 @@ import threading
 
 from exo import _threadcache
 from exo.shell.context import MAX_LINE, CommandContext, CommandError
+from exo.shell.flow import (
+    MAX_FUNCTION_DEPTH,
+    MAX_FUNCTIONS,
+    Flow,
+    Frame,
+    FunctionReturn,
+    LoopControl,
+)
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     Command,
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
     from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
     from exo.pkg.installed import InstalledApp
-    from exo.shell.parser import If, ListItem, Loop, Node
+    from exo.shell.parser import Group, If, ListItem, Loop, Node
     from exo.shell.sink import FileSink
     from exo.shell.terminal import Terminal
 
@@ -122,6 +130,10 @@ class Shell:
         self.last_status = 0
         self.history: list[str] = []
         self.jobs: list[Job] = []
+        self.functions: dict[str, Group] = {}  # NAME() { ...; }
+        self.script_args: list[str] = []  # $1... outside any function call (set --)
+        self.last_background = ""  # $!: the pid of the last background job's program
+        self.flow = Flow()  # this thread's calls and loops (exo.shell.flow)
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
@@ -145,7 +157,24 @@ class Shell:
             return str(self.last_status)
         if name == "$":
             return str(os.getpid())
+        if name == "!":
+            return self.last_background
+        if name == "0":
+            return "exosh"
+        if name.isdigit():
+            args = self.positional()
+            return args[int(name) - 1] if int(name) <= len(args) else ""
+        if name == "#":
+            return str(len(self.positional()))
+        if name in ("@", "*"):
+            return " ".join(self.positional())
         return self.env.get(name, "")
+
+    def positional(self) -> list[str]:
+        """$1...: the innermost call's arguments on this thread, else the shell's own
+        (``set --``)."""
+        frames = self.flow.frames
+        return frames[-1].args if frames else self.script_args
 
     def run_line(self, line: str, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
         """Run one line (or several, newline-separated); returns its status (also kept in
@@ -202,11 +231,13 @@ class Shell:
             del self.history[:len(self.history) - HISTORY_KEPT]
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
-        from exo.shell.parser import Simple
+        from exo.shell.parser import Group, Simple
 
         for node in nodes:
             if isinstance(node, Simple):
                 self._exec_item(node.item, stdio)
+            elif isinstance(node, Group) and node.name:
+                self._define(node, stdio[2])
             elif not node.redirects:
                 self._exec_block(node, stdio)
             else:  # `done > out`: the whole block's streams
@@ -221,11 +252,19 @@ class Shell:
                 finally:
                     self._close(list(opened), opened)
 
-    def _exec_block(self, node: If | Loop, stdio: tuple[int, int, int]) -> None:
-        from exo.shell.parser import If
+    def _exec_block(self, node: If | Loop | Group, stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import Group, If
 
+        if isinstance(node, Group):
+            self._exec_nodes(node.body, stdio)
+            return
         if not isinstance(node, If):
-            self._exec_loop(node, stdio)
+            flow = self.flow
+            flow.loops += 1
+            try:
+                self._exec_loop(node, stdio)
+            finally:
+                flow.loops -= 1
             return
         for condition, body in node.clauses:
             self._exec_nodes(condition, stdio)
@@ -247,16 +286,75 @@ class Shell:
                 return
             for word in words:
                 self.env[loop.name] = word
-                self._exec_nodes(loop.body, stdio)
+                if not self._round(loop.body, stdio):
+                    return
                 status = self.last_status
         else:
             while True:
                 self._exec_nodes(loop.condition, stdio)
                 if (self.last_status == 0) != (loop.kind == "while"):
                     break
-                self._exec_nodes(loop.body, stdio)
+                if not self._round(loop.body, stdio):
+                    return
                 status = self.last_status
         self.last_status = status
+
+    def _round(self, body: list[Node], stdio: tuple[int, int, int]) -> bool:
+        """One round of a loop's body; False when a ``break`` ends the loop (its status
+        0), True to go on (a ``continue`` too). ``break 2`` is passed on as ``break``."""
+        try:
+            self._exec_nodes(body, stdio)
+        except LoopControl as control:
+            if control.levels > 1:
+                control.levels -= 1
+                raise
+            if control.kind == "break":
+                self.last_status = 0
+                return False
+        return True
+
+    def _define(self, group: Group, stderr: int) -> None:
+        """``NAME() { ...; }``: the function ``NAME`` (its redirections apply to each
+        call)."""
+        if group.name not in self.functions and len(self.functions) >= MAX_FUNCTIONS:
+            os.write(stderr, f"exo: {group.name}: too many functions (at most "
+                             f"{MAX_FUNCTIONS}; unset -f one)\n".encode())
+            self.last_status = 1
+            return
+        self.functions[group.name] = group
+        self.last_status = 0
+
+    def call_function(self, group: Group, args: list[str],
+                      stdio: tuple[int, int, int]) -> int:
+        """Run the function ``group`` with ``args`` as $1...; its status (``return N``'s,
+        or its last command's). Its ``local`` variables get their values back after."""
+        from exo.shell.parser import Group
+
+        flow = self.flow
+        if len(flow.frames) >= MAX_FUNCTION_DEPTH:
+            os.write(stdio[2], f"exo: {group.name}: functions nested more than "
+                               f"{MAX_FUNCTION_DEPTH} deep\n".encode())
+            self.last_status = 1
+            return 1
+        frame = Frame(args)
+        flow.frames.append(frame)
+        flow.returnable += 1
+        body = Group(group.body)
+        body.redirects = group.redirects
+        try:
+            self._exec_nodes([body], stdio)
+        except FunctionReturn as ret:
+            if ret.status is not None:
+                self.last_status = ret.status
+        finally:
+            flow.frames.pop()
+            flow.returnable -= 1
+            for name, old in frame.hidden.items():
+                if old is None:
+                    self.env.pop(name, None)
+                else:
+                    self.env[name] = old
+        return self.last_status
 
     def _exec_item(self, item: ListItem, stdio: tuple[int, int, int]) -> None:
         if item.connector == "&&" and self.last_status != 0:
@@ -264,6 +362,7 @@ class Shell:
         if item.connector == "||" and self.last_status == 0:
             return
         stdin, stdout, stderr = stdio
+        self.flow.substituted = 0
         try:
             pipeline = parse_pipeline(self._alias(item.source), self.lookup, self._substitute)
         except ParseError as exc:
@@ -314,12 +413,17 @@ class Shell:
         reader.start()
         saved = self.last_status
         self._depth.n = self._substituting + 1
+        status = 0
         try:
-            self.run_line(command, 0, write_fd, 2)
-        except (ShellExit, SwitchUser):
-            pass  # `$(exit)` ends the substitution, as sh's subshell does, not the session
+            status = self.run_line(command, 0, write_fd, 2)
+        except (ShellExit, SwitchUser, LoopControl, FunctionReturn) as exc:
+            # `$(exit)`, `$(break)`, `$(return)` end the substitution, as sh's subshell
+            # does, not the session, the loop or the function around it
+            ended = getattr(exc, "status", None)
+            status = self.last_status if ended is None else ended
         finally:
             self._depth.n -= 1
+            self.flow.substituted = status  # `x=$(false)` ends with its status
             os.close(write_fd)
             reader.join()
         self.last_status = saved
@@ -355,6 +459,7 @@ class Shell:
         # As sh: the job's number and its last process's pid (for `kill PID`); a job of
         # builtins alone (or one whose program a builtin starts later) shows its line.
         procs = job.processes()
+        self.last_background = str(procs[-1].proc.pid) if procs else ""
         shown = str(procs[-1].proc.pid) if procs else source
         os.write(stderr, f"[{job.number}] {shown}\n".encode())
 
@@ -435,7 +540,8 @@ class Shell:
         if assignments and len(assignments) == len(cmds[0].argv):
             for name, value in assignments:  # `a=5`: shell variables
                 self.env[name] = value
-            return 0
+            # (with a $(...) in it: the last one's status, as POSIX says)
+            return self.flow.substituted
         name = self._argv_name(cmds[0])
         # A builtin alone runs in the shell's thread (so `cd` and `export` work), except
         # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
@@ -453,6 +559,9 @@ class Shell:
                     else:
                         self.env[var] = old
         try:
+            function = self.functions.get(name) if len(cmds) == 1 else None
+            if function is not None:
+                return self._run_function(function, cmds[0], stdin, stdout, stderr)
             if inline:
                 # A builtin that does not read the terminal itself (``sleep``, ``wait``,
                 # ``exo run``) runs with the keys going to the relay: Ctrl-C stops it,
@@ -476,6 +585,27 @@ class Shell:
         except _RedirectError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             return 1
+
+    def _run_function(self, function: Group, cmd: Command, stdin: int, stdout: int,
+                      stderr: int) -> int:
+        """A function called alone: in the shell's thread, as its body's commands would
+        run typed, with the call's redirections and ``VAR=x`` for it alone."""
+        opened: list[int] = []
+        saved: dict[str, str | None] = {}
+        try:
+            stdio = self._redirect(cmd, stdin, stdout, stderr, opened)
+            args = self._argv(_without_assignments(cmd))[1:]
+            for var, value in _assignments(cmd):
+                saved.setdefault(var, self.env.get(var))
+                self.env[var] = value
+            return self.call_function(function, args, stdio)
+        finally:
+            for var, old in saved.items():
+                if old is None:
+                    self.env.pop(var, None)
+                else:
+                    self.env[var] = old
+            self._close(list(opened), opened)
 
     def _reads_terminal(self, cmd: Command) -> bool:
         """Whether the command reads the terminal itself (READS_TERMINAL; ``exo install``
@@ -736,6 +866,11 @@ class Shell:
         kernel."""
         name = ctx.argv[0]
         builtin = self.builtins.get(name)
+        function = self.functions.get(name)
+        if function is not None:  # (a function's name hides a builtin's, as in sh)
+            def builtin(ctx: CommandContext, function: Group = function) -> int:
+                return self.call_function(function, ctx.args,
+                                          (ctx.stdin, ctx.stdout, ctx.stderr))
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
@@ -763,6 +898,10 @@ class Shell:
                 if inline:
                     raise
                 stage.status = getattr(exc, "status", 1)  # ends only its stage
+            except (LoopControl, FunctionReturn) as exc:
+                if inline:
+                    raise
+                stage.status = getattr(exc, "status", None) or 0  # as in a subshell
             except OSError:
                 if inline:
                     raise
@@ -794,6 +933,9 @@ class Shell:
             return exc.status
         except BrokenPipeError:
             return 141
+        except RecursionError:  # (functions calling functions, in a pipeline's stage)
+            ctx.err("nested too deeply")
+            return 2
         except (OSError, VfsError) as exc:
             ctx.err(_reason(exc))
             return 1

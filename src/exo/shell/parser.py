@@ -7,8 +7,9 @@ Grammar (a useful subset of POSIX sh)::
     command   := (word | redirect)+
     redirect  := ('<' | '>' | '>>' | '2>' | '2>>' | '2>&1') word
 
-Expansion of ``$NAME``, ``${NAME}`` and ``$?`` happens while lexing, with the values
-current when the list item runs (each item is expanded just before it runs, so
+Expansion of ``$NAME``, ``${NAME}``, ``$?``, ``$$``, ``$!`` and the positional
+parameters (``$1``…, ``${10}``, ``$#``, ``$@``, ``$*``, ``$0``) happens while lexing,
+with the values current when the list item runs (each item is expanded just before it runs, so
 ``false; echo $?`` prints 1). Single quotes suppress expansion; double quotes keep it.
 """
 
@@ -344,8 +345,10 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
     """Expand the reference at ``s[i] == '$'``: (value, next index, whether an unquoted
     value is split into words)."""
     j = i + 1
-    if j < len(s) and s[j] in "?$":
+    if j < len(s) and s[j] in "?$!#":
         return lookup(s[j]), j + 1, False
+    if j < len(s) and (s[j] in "@*" or s[j].isdigit()):  # $@ $* $0 $1 ... $9
+        return lookup(s[j]), j + 1, True
     if s.startswith("((", j):
         end = matching_paren(s, j)
         if s[end - 1] != ")":
@@ -376,7 +379,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     """``${NAME}``, ``${#NAME}`` (its length), and ``${NAME:-WORD}``, ``${NAME:+WORD}``,
     ``${NAME:?WORD}`` (and without the colon: for an unset NAME only), as sh expands
     them; WORD is expanded in its turn."""
-    if inner.startswith("#") and inner[1:].isidentifier():
+    if inner.startswith("#") and (inner[1:].isidentifier() or inner[1:].isdigit()):
         return str(len(lookup(inner[1:])))
     m = _BRACED_RE.fullmatch(inner)
     if m is None:
@@ -405,14 +408,17 @@ def _braced(inner: str, lookup: Callable[[str], str],
     return value
 
 
-_BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-+?=])(.*))?", re.DOTALL)
+_BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=])(.*))?",
+                        re.DOTALL)
 
 
 # ------------------------------------------------------------ compound commands
 # ``if``/``while``/``for`` are recognised at the start of list items, so the same line
 # splitter serves ``for i in 1 2; do echo $i; done`` and the same over several lines.
-_OPENERS = ("if", "while", "until", "for")
+_OPENERS = ("if", "while", "until", "for", "{")
 _RESERVED = ("then", "elif", "else", "fi", "do", "done")
+_CLOSERS = ("fi", "done", "}")  # each may take redirections for its whole block
+_FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)\s*\(\s*\)")
 
 
 class Simple:
@@ -434,6 +440,18 @@ class If:
         self.redirects = ""  # after ``fi``: ``fi > out`` (unexpanded)
 
 
+class Group:
+    """``{ LIST; }``: a list run in this shell, its redirections applying to all of it;
+    ``NAME() { LIST; }`` defines it as the function ``name``."""
+
+    __slots__ = ("body", "name", "redirects")
+
+    def __init__(self, body: list[Node], name: str = "") -> None:
+        self.body = body
+        self.name = name
+        self.redirects = ""  # after ``}`` (unexpanded)
+
+
 class Loop:
     """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
 
@@ -450,7 +468,7 @@ class Loop:
 
 
 if TYPE_CHECKING:
-    Node = Simple | If | Loop
+    Node = Simple | If | Loop | Group
 
 
 class _Kw:
@@ -482,7 +500,22 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         if word == "for":
             out.append(_Kw("for", rest))
             return out
-        if word in ("fi", "done"):
+        header = _FUNCTION.match(source)
+        if word == "function" or (header and header.group(1) == word.partition("(")[0]):
+            # NAME() { LIST; }, or function NAME [()] { LIST; } (ksh's and bash's)
+            if word == "function":
+                name, _, rest = rest.partition(" ")
+                name, rest = name.removesuffix("()"), rest.strip()
+                rest = rest[2:].strip() if rest.startswith("()") else rest
+            else:
+                assert header is not None
+                name, rest = header.group(1), source[header.end():].strip()
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+                raise ParseError(f"'{name}': not a valid function name")
+            out.append(_Kw("function", name))
+            source, connector = rest, ";"
+            continue
+        if word in _CLOSERS:
             if rest and not rest.startswith(("<", ">", "2>")):
                 raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
                                  "(a block takes redirections, not pipes or arguments)")
@@ -542,6 +575,20 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             loop = Loop("for", body, name=name, words=rest[2:].strip())
             loop.redirects = _arg(stream, pos)
             nodes.append(loop)
+            pos += 1
+        elif tok.word == "function":
+            if _word_at(stream, pos + 1, "{") != "{":
+                raise ParseError(f"{tok.arg}(): a function's body is a {{ ...; }} group")
+            body, pos = _expect(stream, pos + 2, ("}",))
+            group = Group(body, name=tok.arg)
+            group.redirects = _arg(stream, pos)
+            nodes.append(group)
+            pos += 1
+        elif tok.word == "{":
+            body, pos = _expect(stream, pos + 1, ("}",))
+            group = Group(body)
+            group.redirects = _arg(stream, pos)
+            nodes.append(group)
             pos += 1
         else:
             raise ParseError(f"syntax error near unexpected '{tok.word}'")

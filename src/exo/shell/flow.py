@@ -1,0 +1,141 @@
+"""The shell's control flow beyond ``if`` and loops: functions and their positional
+parameters (``$1``, ``$#``, ``$@``, ``shift``, ``set --``, ``local``, ``return``), and
+``break``/``continue``.
+
+Each thread the shell runs a line on (its own, a pipeline stage's, a background job's)
+has its own stack of calls (:class:`Flow`, thread-local), so that a function running as
+one stage of a pipeline does not see the arguments of another. A call's ``local``
+variables are the shell's variables, given back their values when it returns, as in
+bash (dynamic scope). ``break``, ``continue`` and ``return`` unwind with exceptions that
+are not ``Exception``s, so that no builtin's error handling takes them for a failure;
+each is raised only where something catches it (a loop, a call, ``source``), and said
+as an error elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from exo.shell.builtins import builtin
+from exo.shell.context import CommandContext, CommandError
+
+#: Calls nested at most (``f() { f; }`` would recurse until the kernel's thread ran out
+#: of stack; bash's own bound is FUNCNEST, unset by default).
+MAX_FUNCTION_DEPTH = 100
+#: Functions a session defines at most (each holds its parsed body in the kernel).
+MAX_FUNCTIONS = 1024
+
+
+class Frame:
+    """One function call (or ``source FILE ARGS``): its arguments, and the values its
+    ``local`` variables hid (None: the variable was not set)."""
+
+    __slots__ = ("args", "hidden")
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.hidden: dict[str, str | None] = {}
+
+
+class LoopControl(BaseException):
+    """``break N`` / ``continue N``: caught by the enclosing loop, N loops out."""
+
+    def __init__(self, kind: str, levels: int) -> None:
+        self.kind, self.levels = kind, levels
+
+
+class FunctionReturn(BaseException):
+    """``return [N]``: caught by the function call or ``source`` it ends."""
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+
+class Flow(threading.local):
+    """One thread's calls and loops. ``loops`` and ``returnable`` count what a
+    ``break`` or ``return`` would end; in a ``$(...)`` either ends the substitution
+    instead (sh's subshell: ``$(break)`` ends no loop of the line around it)."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.loops = 0
+        self.returnable = 0
+        self.substituted = 0  # the status of the last $(...) of the command being expanded
+
+
+def _count(ctx: CommandContext, what: str) -> int:
+    if not ctx.args:
+        return 1
+    if len(ctx.args) > 1 or not ctx.args[0].isdigit() or int(ctx.args[0]) < 1:
+        raise CommandError(f"{ctx.args[0]}: {what} count out of range", 1)
+    return int(ctx.args[0])
+
+
+@builtin("break", "leave the enclosing for, while or until loop: break [N] (N loops)")
+def _break(ctx: CommandContext) -> int:
+    return _leave(ctx, "break")
+
+
+@builtin("continue", "go on with the next round of the enclosing loop: continue [N]")
+def _continue(ctx: CommandContext) -> int:
+    return _leave(ctx, "continue")
+
+
+def _leave(ctx: CommandContext, kind: str) -> int:
+    levels = _count(ctx, "loop")
+    loops = ctx.shell.flow.loops
+    if loops == 0:
+        ctx.err("only meaningful in a for, while or until loop")
+        return 0
+    raise LoopControl(kind, min(levels, loops))
+
+
+@builtin("return", "end the function (or the sourced file) with a status: return [N]")
+def _return(ctx: CommandContext) -> int:
+    if ctx.shell.flow.returnable == 0:
+        raise CommandError("can only return from a function or a sourced file", 1)
+    if ctx.args and not ctx.args[0].lstrip("-").isdigit():
+        raise CommandError(f"{ctx.args[0]}: numeric argument required", 2)
+    raise FunctionReturn(int(ctx.args[0]) & 0xFF if ctx.args else None)
+
+
+@builtin("local", "a variable of this function call alone: local NAME[=VALUE]...")
+def _local(ctx: CommandContext) -> int:
+    frames = ctx.shell.flow.frames
+    if not frames:
+        raise CommandError("can only be used in a function", 1)
+    env = ctx.shell.env
+    for arg in ctx.args:
+        name, eq, value = arg.partition("=")
+        if not name.isidentifier():
+            raise CommandError(f"'{arg}': not a valid identifier", 1)
+        frames[-1].hidden.setdefault(name, env.get(name))
+        env[name] = value if eq else env.get(name, "")
+    return 0
+
+
+@builtin("shift", "drop the first N positional parameters ($1...): shift [N]")
+def _shift(ctx: CommandContext) -> int:
+    count = int(ctx.args[0]) if ctx.args and ctx.args[0].isdigit() else None
+    if ctx.args and count is None:
+        raise CommandError(f"{ctx.args[0]}: numeric argument required", 2)
+    args = ctx.shell.positional()
+    count = 1 if count is None else count
+    if count > len(args):
+        raise CommandError("shift count out of range", 1)
+    del args[:count]
+    return 0
+
+
+@builtin("set", "set the positional parameters: set -- ARGS...; alone, list the "
+         "variables")
+def _set(ctx: CommandContext) -> int:
+    if not ctx.args:
+        env = ctx.shell.env
+        ctx.write("".join(f"{name}={env[name]}\n" for name in sorted(env)))
+        return 0
+    if ctx.args[0] != "--":
+        raise CommandError(f"{ctx.args[0]}: not supported (set -- ARGS sets $1...)", 2)
+    args = ctx.shell.positional()
+    args[:] = ctx.args[1:]
+    return 0

@@ -1,0 +1,70 @@
+"""Functions, positional parameters, break/continue/return, $!: the shell's scripts as
+sh runs them. `f() { ...; }` was two unknown commands, `break` was "command not found"
+(a `while true` with a break in it never ended), `$1`, `$#`, `$@` and `$!` were printed
+as typed."""
+
+from __future__ import annotations
+
+from tests.unit.shell._support import run
+
+from exo.shell import Shell
+
+
+def test_functions_take_arguments_locals_and_return(root_shell: Shell) -> None:
+    assert run(root_shell, "f() { echo n=$# first=$1 all=$@ name=$0; }; f x 'y z'") == (
+        0, "n=2 first=x all=x y z name=exosh\n", "")
+    line = ('greet() { local who=${1:-world}; echo "hello $who"; return 3; echo never; }; '
+            'who=me; greet; echo $?; greet you; echo "who=$who"')
+    assert run(root_shell, line)[1] == "hello world\n3\nhello you\nwho=me\n"
+    # over several lines, `function NAME`, redirections of the call and of the definition
+    run(root_shell, "function shout {\n  echo \"$1!\"\n}\nlog() { echo \"$@\"; } >> log.txt")
+    assert run(root_shell, "shout hey > out.txt; cat out.txt; log a; log b; cat log.txt") \
+        == (0, "hey!\na\nb\n", "")
+    assert run(root_shell, "type shout; unset -f shout; shout x") == (
+        127, "shout is a function\n", "exo: shout: command not found\n")
+    # as a stage of a pipeline and in the background: with its own arguments
+    assert run(root_shell, "words() { echo $#; }; words a b c | /usr/bin/wc -l")[1] == "1\n"
+    assert run(root_shell, "words a b & wait")[1] == "2\n"
+
+
+def test_break_continue_and_their_counts(root_shell: Shell) -> None:
+    assert run(root_shell, "for i in 1 2 3 4; do [ $i = 3 ] && break; echo $i; done")[1] \
+        == "1\n2\n"
+    assert run(root_shell, "for i in 1 2 3; do [ $i = 2 ] && continue; echo $i; done")[1] \
+        == "1\n3\n"
+    assert run(root_shell, "for a in 1 2; do for b in x y; do [ $b = y ] && break 2; "
+                           "echo $a$b; done; done; echo after=$?")[1] == "1x\nafter=0\n"
+    assert run(root_shell, "x=0; while true; do x=$((x+1)); [ $x -gt 3 ] && break; "
+                           "done; echo $x")[1] == "4\n"
+    # outside a loop or a function: said, as sh says it; $(...) is a subshell
+    assert run(root_shell, "break") == (
+        0, "", "break: only meaningful in a for, while or until loop\n")
+    assert run(root_shell, "return")[0] == 1
+    assert run(root_shell, "for i in 1 2; do echo $(break; echo in) $i; done")[1] == \
+        "1\n2\n"
+    assert run(root_shell, "f() { x=$(return 3; echo no); echo \"[$x] $?\"; }; f")[1] == \
+        "[] 3\n"
+    assert run(root_shell, "x=$(false); echo $?; x=$(true); echo $?; x=1; echo $?")[1] \
+        == "1\n0\n0\n"
+
+
+def test_positional_parameters_set_shift_source_and_bang(root_shell: Shell) -> None:
+    assert run(root_shell, "set -- a b c; echo $# $2 ${3}; shift; echo $1 $#")[1] == \
+        "3 b c\nb 2\n"
+    assert run(root_shell, "shift 5") == (1, "", "shift: shift count out of range\n")
+    run(root_shell, "echo 'echo got $# $1; return 4; echo never' > script.sh")
+    assert run(root_shell, "source script.sh one two; echo $?; echo $#")[1] == \
+        "got 2 one\n4\n2\n"  # the script's arguments, then the shell's again
+    status, out, err = run(root_shell, "/bin/sleep 0.1 & echo pid=$!; wait $!; "
+                                       "echo $?")
+    assert status == 0 and err.startswith("[1] ")
+    assert out == f"pid={err.split()[1]}\n0\n"  # the job's program, as sh's $!
+
+
+def test_a_function_cannot_recurse_the_kernel_away(root_shell: Shell) -> None:
+    assert run(root_shell, "r() { r; }; r") == (
+        1, "", "exo: r: functions nested more than 100 deep\n")
+    heavy = "h() { if true; then for i in 1; do while true; do h; break; done; done; fi; }"
+    assert run(root_shell, f"{heavy}; h")[2] == "exo: the line is nested too deeply\n"
+    assert run(root_shell, "h | /usr/bin/wc -c") == (0, "0\n", "h: nested too deeply\n")
+    assert run(root_shell, "echo still here")[1] == "still here\n"
