@@ -168,6 +168,8 @@ class Shell:
             return str(len(self.positional()))
         if name in ("@", "*"):
             return " ".join(self.positional())
+        if name == "@\0":  # "$@": the words apart (a NUL is in no argument)
+            return "\0".join(self.positional())
         return self.env.get(name, "")
 
     def positional(self) -> list[str]:

@@ -247,6 +247,21 @@ def _lex(s: str, lookup: Callable[[str], str],
                 raise ParseError("unterminated ' quote")
             buf.append(s[i + 1 : end])
             i = end + 1
+        elif c == '"' and s.startswith(('"$@"', '"${@}"'), i):
+            # "$@": each positional parameter a word of its own (none when there are
+            # none), the text around it joined to the first and the last, as in sh
+            i += 4 if s.startswith('"$@"', i) else 6
+            args = lookup("@\0")
+            parts = args.split("\0") if args else []
+            grow(args)
+            for k, part in enumerate(parts):
+                if k:
+                    flush()
+                    in_word = True
+                solid = True
+                buf.append(part)
+            if not parts and not buf:
+                in_word = False  # (unless the text around it makes a word)
         elif c == '"':
             i += 1
             while i < n and s[i] != '"':

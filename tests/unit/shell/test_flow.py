@@ -22,6 +22,11 @@ def test_functions_take_arguments_locals_and_return(root_shell: Shell) -> None:
         == (0, "hey!\na\nb\n", "")
     assert run(root_shell, "type shout; unset -f shout; shout x") == (
         127, "shout is a function\n", "exo: shout: command not found\n")
+    # "$@": each argument a word of its own, none when there are none
+    run(root_shell, 'each() { for a in "$@"; do echo "[$a]"; done; echo n=$#; }')
+    assert run(root_shell, "each 'a b' c; each; each x\"$@\"y")[1] == \
+        "[a b]\n[c]\nn=2\nn=0\n[xy]\nn=1\n"
+    assert run(root_shell, 'wrap() { each "$@"; }; wrap "p q" r')[1] == "[p q]\n[r]\nn=2\n"
     # as a stage of a pipeline and in the background: with its own arguments
     assert run(root_shell, "words() { echo $#; }; words a b c | /usr/bin/wc -l")[1] == "1\n"
     assert run(root_shell, "words a b & wait")[1] == "2\n"
