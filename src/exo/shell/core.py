@@ -134,6 +134,7 @@ class Shell:
         self.script_args: list[str] = []  # $1... outside any function call (set --)
         self.last_background = ""  # $!: the pid of the last background job's program
         self.flow = Flow()  # this thread's calls and loops (exo.shell.flow)
+        self._blocks: dict[str, tuple[Group, list[str]]] = {}  # piped blocks, running
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
@@ -245,14 +246,37 @@ class Shell:
             else:  # `done > out`: the whole block's streams
                 opened: list[int] = []
                 try:
-                    cmd = parse_pipeline(": " + node.redirects, self.lookup,
-                                         self._substitute).commands[0]
-                    self._exec_block(node, self._redirect(cmd, *stdio, opened))
+                    after = parse_pipeline(": " + node.redirects, self.lookup,
+                                           self._substitute).commands
+                    if len(after) > 1:  # `done | sort`
+                        self.last_status = self._pipe_block(node, after, stdio)
+                        continue
+                    self._exec_block(node, self._redirect(after[0], *stdio, opened))
                 except (ParseError, _RedirectError) as exc:
                     os.write(stdio[2], f"exo: {exc}\n".encode())
                     self.last_status = 1
                 finally:
                     self._close(list(opened), opened)
+
+    def _pipe_block(self, node: If | Loop | Group, after: list[Command],
+                    stdio: tuple[int, int, int]) -> int:
+        """``for …; done | sort``: the block is the pipeline's first stage, run as a
+        function's body on a thread of its own (sh's subshell: its ``$1``… are the
+        shell's, its variables its own only in that they are the shell's all the same)."""
+        import copy
+
+        from exo.shell.parser import Group, Word
+
+        body = copy.copy(node)
+        body.redirects = ""
+        block = Group([body], name=node.__class__.__name__.lower())
+        token = f"\0block{id(block)}"  # (no word typed has a NUL)
+        self._blocks[token] = (block, list(self.positional()))
+        try:
+            first = Command([Word(token)], after[0].redirects)
+            return self._run_pipeline(Pipeline([first, *after[1:]]), *stdio)
+        finally:
+            del self._blocks[token]
 
     def _exec_block(self, node: If | Loop | Group, stdio: tuple[int, int, int]) -> None:
         from exo.shell.parser import Group, If
@@ -873,6 +897,11 @@ class Shell:
             def builtin(ctx: CommandContext, function: Group = function) -> int:
                 return self.call_function(function, ctx.args,
                                           (ctx.stdin, ctx.stdout, ctx.stderr))
+        elif name in self._blocks:  # a block piped into the rest (_pipe_block)
+            def builtin(ctx: CommandContext, block: tuple[Group, list[str]] = self._blocks[
+                    name]) -> int:
+                return self.call_function(block[0], block[1],
+                                          (ctx.stdin, ctx.stdout, ctx.stderr))
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
@@ -923,7 +952,7 @@ class Shell:
     def _call(self, builtin: Builtin, ctx: CommandContext) -> int:
         from exo.shell.builtins import usage
 
-        if ctx.args[:1] == ["--help"]:
+        if ctx.args[:1] == ["--help"] and self.builtins.get(ctx.argv[0]) is builtin:
             ctx.out(usage(ctx.name))
             return 0
         try:

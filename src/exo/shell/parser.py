@@ -531,9 +531,9 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             source, connector = rest, ";"
             continue
         if word in _CLOSERS:
-            if rest and not rest.startswith(("<", ">", "2>")):
+            if rest and not rest.startswith(("<", ">", "2>", "|")):
                 raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
-                                 "(a block takes redirections, not pipes or arguments)")
+                                 "(a block takes redirections and pipes, not arguments)")
             out.append(_Kw(word, rest))
             return out
         if word in _OPENERS or word in _RESERVED:

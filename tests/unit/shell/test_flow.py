@@ -73,3 +73,17 @@ def test_a_function_cannot_recurse_the_kernel_away(root_shell: Shell) -> None:
     assert run(root_shell, f"{heavy}; h")[2] == "exo: the line is nested too deeply\n"
     assert run(root_shell, "h | /usr/bin/wc -c") == (0, "0\n", "h: nested too deeply\n")
     assert run(root_shell, "echo still here")[1] == "still here\n"
+
+
+def test_a_block_pipes_into_the_rest_of_its_pipeline(root_shell: Shell) -> None:
+    """`for …; done | sort` was "a block takes redirections, not pipes"."""
+    assert run(root_shell, "for i in 3 1 2; do echo $i; done | /usr/bin/sort")[1] == \
+        "1\n2\n3\n"
+    assert run(root_shell, "if true; then echo a; echo b; fi | /usr/bin/wc -l")[1] == "2\n"
+    assert run(root_shell, "{ echo one; echo two; } | /usr/bin/tail -n 1")[1] == "two\n"
+    assert run(root_shell, "for i in 1 2; do echo $i; done > /dev/null | /usr/bin/wc -l") \
+        == (0, "0\n", "")  # its own redirection first, as in sh
+    line = 'f() { for a in "$@"; do echo $a; [ $a = b ] && break; done | /usr/bin/sort -r; }'
+    assert run(root_shell, f"{line}; f a c b d")[1] == "c\nb\na\n"
+    assert run(root_shell, "for i in a; do echo $i; done | false")[0] == 1
+    assert run(root_shell, "for i in a; do echo $i; done x")[0] == 2  # arguments: refused
