@@ -601,7 +601,7 @@ class Shell:
             # The keys go to the relay before the job starts: a Ctrl-C typed while it
             # starts reaches it, never the kernel's group (a background job's sandbox).
             reads = os.isatty(stdin) and self._reads_terminal(cmds[0]) and not any(
-                r.op == "<" for r in cmds[0].redirects)
+                r.op in ("<", "<<", "<<<") for r in cmds[0].redirects)
             with contextlib.ExitStack() as stack:
                 if self.terminal is not None and not reads:
                     self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
@@ -851,6 +851,10 @@ class Shell:
                 if r.op == "2>&1":
                     err_fd = out_fd
                     continue
+                if r.op in ("<<", "<<<"):  # a here-document, a here-string
+                    opened.append(in_fd := _text_file(
+                        r.target + ("\n" if r.op == "<<<" else "")))
+                    continue
                 path = self.vfs.normalize(r.target, self.cwd)
                 stream = _STREAMS.get(path)
                 if stream is not None:  # the command's own: as it stands at this point
@@ -1085,6 +1089,21 @@ class Shell:
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+def _text_file(text: str) -> int:
+    """A descriptor reading ``text`` from its start: an anonymous file (a memfd), so
+    that a program reading it may seek, and a body of any size never blocks a pipe."""
+    fd = os.memfd_create("exo-here-document", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _assignments(cmd: Command) -> list[tuple[str, str]]:

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 #: What the expansions of one line may bring in at most ($VAR, $(...), ~).
 MAX_EXPANSION = 4 << 20
-OPERATORS = ("2>&1", "2>>", "&&", "||", ">>", "2>", "|", ";", ">", "<")
-_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "2>&1"}
+OPERATORS = ("2>&1", "2>>", "&&", "||", ">>", "2>", "<<<", "<<", "|", ";", ">", "<")
+#: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
+#: and ``<<<`` (a here-string: the word and a newline) are the command's input.
+_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "2>&1", "<<", "<<<"}
 
 
 class ParseError(ValueError):
@@ -81,13 +83,27 @@ class ListItem:
 
 
 def split_list(line: str) -> list[ListItem]:
-    """Split a line at ``;``, ``&&`` and ``||`` (outside quotes), unexpanded."""
+    """Split a line at ``;``, ``&&`` and ``||`` (outside quotes), unexpanded. A
+    here-document's body (the lines after the one with ``<<WORD``, up to WORD alone) is
+    put in place of WORD, as one word (``_heredoc_word``)."""
     items: list[ListItem] = []
     buf: list[str] = []
     connector = ";"
     i, quote = 0, ""
+    heredocs: list[tuple[str, str, bool, bool]] = []  # (marker, WORD, quoted, <<-)
+    bodies: dict[str, str] = {}  # marker -> the body's word
     while i < len(line):
         c = line[i]
+        if c == "\n" and heredocs and not quote:
+            i = _heredoc_bodies(line, i + 1, heredocs, bodies) - 1
+            heredocs = []  # (the newline ends the item below, as any)
+        elif not quote and line.startswith("<<<", i):
+            buf.append("<<<")
+            i += 3
+            continue
+        elif not quote and line.startswith("<<", i):
+            i = _heredoc_start(line, i, heredocs, buf, len(bodies) + len(heredocs))
+            continue
         if quote:
             buf.append(c)
             if c == "\\" and quote == '"' and i + 1 < len(line):
@@ -137,12 +153,82 @@ def split_list(line: str) -> list[ListItem]:
         i += 1
     if quote:
         raise IncompleteInput(f"unterminated {quote} quote")
+    if heredocs:
+        raise IncompleteInput(f"here-document: '{heredocs[0][1]}' expected")
     text = "".join(buf).strip()
     if text:
         items.append(ListItem(connector, text))
     elif connector in ("&&", "||"):
         raise IncompleteInput(f"syntax error: '{connector}' at end of line")
+    for item in items if bodies else ():
+        for marker, word in bodies.items():  # (a line of many items: each its own)
+            item.source = item.source.replace(marker, word)
     return items
+
+
+def _heredoc_start(line: str, i: int, heredocs: list[tuple[str, str, bool, bool]],
+                   buf: list[str], number: int) -> int:
+    """``<<WORD`` or ``<<-WORD`` at ``line[i]``: noted, a marker in ``buf`` in place of
+    its word until the body is read; the index after it."""
+    j = i + 2
+    strip = line.startswith("-", j)
+    j += strip
+    while j < len(line) and line[j] in " \t":
+        j += 1
+    k = j
+    while k < len(line) and not line[k].isspace() and line[k] not in ";&|<>()":
+        k += 1
+    raw = line[j:k]
+    word = raw.replace("'", "").replace('"', "").replace("\\", "")
+    if not word:
+        raise ParseError("here-document: a word is expected after <<")
+    marker = f"\0here{number}\0"  # (no line typed has a NUL)
+    buf.append("<< " + marker)
+    heredocs.append((marker, word, word != raw, strip))
+    return k
+
+
+def _heredoc_bodies(line: str, i: int, heredocs: list[tuple[str, str, bool, bool]],
+                    bodies: dict[str, str]) -> int:
+    """Read each here-document's body from ``line[i]`` on (each ends at a line that is
+    its WORD alone; ``<<-`` strips leading tabs) into ``bodies``, by marker; the index
+    after the line that ends the last one."""
+    for marker, word, quoted, strip in heredocs:
+        body: list[str] = []
+        while True:
+            if i >= len(line):
+                raise IncompleteInput(f"here-document: '{word}' expected")
+            end = line.find("\n", i)
+            end = len(line) if end < 0 else end
+            text = line[i:end]
+            i = end + 1
+            if strip:
+                text = text.lstrip("\t")
+            if text == word:
+                break
+            body.append(text + "\n")
+        bodies[marker] = _heredoc_word("".join(body), quoted)
+    return min(i, len(line) + 1)
+
+
+def _heredoc_word(body: str, quoted: bool) -> str:
+    """A here-document's body as one word of the command line: single-quoted when its
+    WORD was quoted (taken as it is), else double-quoted, so that ``$``, ``$(...)`` and
+    backquotes expand and a backslash escapes only ``$``, a backquote and itself, as in
+    a here-document."""
+    if quoted:
+        return "'" + body.replace("'", "'\\''") + "'"
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body) and body[i + 1] in "$`\\":
+            out.append(body[i : i + 2])
+            i += 2
+            continue
+        out.append("\\\\" if c == "\\" else '\\"' if c == '"' else c)
+        i += 1
+    return '"' + "".join(out) + '"'
 
 
 def parse_pipeline(source: str, lookup: Callable[[str], str],

@@ -390,3 +390,23 @@ def test_session_builtins_are_refused_in_the_background(root_shell: Shell,
         status, _, err = run(root_shell, f"{name} &")
         assert status == 1 and "not in the background" in err, name
     assert not kernel.shutdown_requested.is_set() and not root_shell.jobs
+
+
+def test_here_documents_and_here_strings(root_shell: Shell) -> None:
+    """`cat <<EOF` read the terminal (or said "'<' needs a file name"): the body of a
+    here-document is the command's input, expanded unless its word is quoted."""
+    run(root_shell, "cd /tmp")
+    assert run(root_shell, 'cat <<EOF\nhello $USER\n  "q" \\$x \\\\ \\n\nEOF') == (
+        0, 'hello root\n  "q" $x \\ \\n\n', "")
+    assert run(root_shell, "cat <<'EOF'\n$USER 'it''s' \\$x\nEOF")[1] == \
+        "$USER 'it''s' \\$x\n"
+    assert run(root_shell, "cat <<-END | /usr/bin/wc -l\n\tone\n\ttwo\n\tEND")[1] == "2\n"
+    assert run(root_shell, "/usr/bin/sort <<EOF > s.txt; cat s.txt\nb\na\nEOF") == (
+        0, "a\nb\n", "")
+    assert run(root_shell, "x=5; cat <<EOF; echo after\n$x $((x+1)) $(echo sub)\nEOF")[1] \
+        == "5 6 sub\nafter\n"
+    assert run(root_shell, "for i in 1 2; do cat <<EOF\nn=$i\nEOF\ndone")[1] == "n=1\nn=2\n"
+    assert run(root_shell, "/usr/bin/wc -w <<< 'a b c'")[1] == "3\n"
+    with pytest.raises(IncompleteInput, match="here-document: 'EOF' expected"):
+        split_list("cat <<EOF\nno end yet")
+    assert root_shell.needs_more("cat <<EOF\nmore")
