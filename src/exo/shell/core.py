@@ -239,8 +239,22 @@ class Shell:
         for node in nodes:
             if isinstance(node, Simple):
                 self._exec_item(node.item, stdio)
+            elif (node.connector == "&&" and self.last_status != 0) or (
+                    node.connector == "||" and self.last_status == 0):
+                continue  # `false && if …; fi`: the block does not run
             elif isinstance(node, Group) and node.name:
                 self._define(node, stdio[2])
+            elif node.prefix:  # `cat f | while read l; …`
+                try:
+                    before = parse_pipeline(node.prefix, self.lookup,
+                                            self._substitute).commands
+                    after = parse_pipeline(": " + node.redirects, self.lookup,
+                                           self._substitute).commands
+                except ParseError as exc:
+                    os.write(stdio[2], f"exo: {exc}\n".encode())
+                    self.last_status = 2
+                    continue
+                self.last_status = self._pipe_block(node, after, stdio, before)
             elif not node.redirects:
                 self._exec_block(node, stdio)
             else:  # `done > out`: the whole block's streams
@@ -259,22 +273,23 @@ class Shell:
                     self._close(list(opened), opened)
 
     def _pipe_block(self, node: If | Loop | Group, after: list[Command],
-                    stdio: tuple[int, int, int]) -> int:
-        """``for …; done | sort``: the block is the pipeline's first stage, run as a
-        function's body on a thread of its own (sh's subshell: its ``$1``… are the
-        shell's, its variables its own only in that they are the shell's all the same)."""
+                    stdio: tuple[int, int, int], before: list[Command] | None = None) -> int:
+        """``for …; done | sort`` (``after``: the block's redirections, then the stages
+        after it), ``cat f | while read l; …`` (``before``): the block is a stage of the
+        pipeline, run as a function's body on a thread of its own (sh's subshell: its
+        ``$1``… are the shell's, and so are its variables, unlike a subshell's)."""
         import copy
 
         from exo.shell.parser import Group, Word
 
         body = copy.copy(node)
-        body.redirects = ""
+        body.redirects = body.prefix = ""
         block = Group([body], name=node.__class__.__name__.lower())
         token = f"\0block{id(block)}"  # (no word typed has a NUL)
         self._blocks[token] = (block, list(self.positional()))
         try:
-            first = Command([Word(token)], after[0].redirects)
-            return self._run_pipeline(Pipeline([first, *after[1:]]), *stdio)
+            stage = Command([Word(token)], after[0].redirects)
+            return self._run_pipeline(Pipeline([*(before or []), stage, *after[1:]]), *stdio)
         finally:
             del self._blocks[token]
 

@@ -532,31 +532,36 @@ class Simple:
 
 
 class If:
-    __slots__ = ("clauses", "otherwise", "redirects")
+    __slots__ = ("clauses", "connector", "otherwise", "prefix", "redirects")
 
     def __init__(self, clauses: list[tuple[list[Node], list[Node]]],
                  otherwise: list[Node]) -> None:
         self.clauses = clauses  # (condition, body) for the if and each elif
         self.otherwise = otherwise
         self.redirects = ""  # after ``fi``: ``fi > out`` (unexpanded)
+        self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
+        self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
 
 
 class Group:
     """``{ LIST; }``: a list run in this shell, its redirections applying to all of it;
     ``NAME() { LIST; }`` defines it as the function ``name``."""
 
-    __slots__ = ("body", "name", "redirects")
+    __slots__ = ("body", "connector", "name", "prefix", "redirects")
 
     def __init__(self, body: list[Node], name: str = "") -> None:
         self.body = body
         self.name = name
         self.redirects = ""  # after ``}`` (unexpanded)
+        self.prefix = ""  # the pipeline piped into it
+        self.connector = ";"
 
 
 class Loop:
     """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
 
-    __slots__ = ("body", "condition", "kind", "name", "redirects", "words")
+    __slots__ = ("body", "condition", "connector", "kind", "name", "prefix", "redirects",
+                 "words")
 
     def __init__(self, kind: str, body: list[Node], condition: list[Node] | None = None,
                  name: str = "", words: str = "") -> None:
@@ -566,6 +571,8 @@ class Loop:
         self.name = name
         self.words = words  # unexpanded: expanded when the loop starts
         self.redirects = ""  # after ``done``: ``done > out`` (unexpanded)
+        self.prefix = ""  # the pipeline piped into it
+        self.connector = ";"
 
 
 if TYPE_CHECKING:
@@ -573,11 +580,12 @@ if TYPE_CHECKING:
 
 
 class _Kw:
-    __slots__ = ("arg", "word")
+    __slots__ = ("arg", "connector", "word")
 
-    def __init__(self, word: str, arg: str = "") -> None:
+    def __init__(self, word: str, arg: str = "", connector: str = ";") -> None:
         self.word = word
         self.arg = arg
+        self.connector = connector  # an opening word's: `false && if …` runs no block
 
 
 def parse_blocks(items: list[ListItem]) -> list[Node]:
@@ -599,8 +607,13 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         word, _, rest = source.partition(" ")
         word, rest = word.strip(), rest.strip()
         if word == "for":
-            out.append(_Kw("for", rest))
+            out.append(_Kw("for", rest, connector))
             return out
+        piped = _piped_into_block(source) if word not in _OPENERS else None
+        if piped is not None:  # `cat f | while read l` (the block is the last stage)
+            out.append(_Kw("pipe", piped[0], connector))
+            source, connector = piped[1], ";"
+            continue
         header = _FUNCTION.match(source)
         if word == "function" or (header and header.group(1) == word.partition("(")[0]):
             # NAME() { LIST; }, or function NAME [()] { LIST; } (ksh's and bash's)
@@ -623,7 +636,7 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             out.append(_Kw(word, rest))
             return out
         if word in _OPENERS or word in _RESERVED:
-            out.append(_Kw(word))
+            out.append(_Kw(word, "", connector))
             source, connector = rest, ";"
             continue
         out.append(ListItem(connector, source, item.background))
@@ -631,11 +644,69 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
     return out
 
 
+def _piped_into_block(source: str) -> tuple[str, str] | None:
+    """``(PIPELINE, BLOCK…)`` when ``source`` pipes into a block (``cat f | while read
+    l``): split at the last ``|`` outside quotes and ``$(…)`` that an opening word
+    follows."""
+    found = None
+    i, quote = 0, ""
+    while i < len(source):
+        c = source[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "\\":
+            i += 1
+        elif c == "$" and source.startswith("(", i + 1):
+            i = matching_paren(source, i + 1)
+        elif c == "|" and not source.startswith("||", i):
+            rest = source[i + 1 :].strip()
+            if rest.split(" ", 1)[0] in _OPENERS:
+                found = (source[:i].strip(), rest)
+        elif c == "|":
+            i += 1  # (||)
+        i += 1
+    return found
+
+
+def _attach(nodes: list[Node],
+            piped: tuple[str, int, str] | None) -> tuple[str, int, str] | None:
+    """The pipeline ``piped`` (its source, the index its block will have, its connector)
+    given to that block once it is parsed; None then, else ``piped`` still waiting."""
+    if piped is None or len(nodes) <= piped[1]:
+        return piped
+    node = nodes[piped[1]]
+    if isinstance(node, Simple):
+        raise ParseError("syntax error near '|'")
+    node.prefix, node.connector = piped[0], piped[2]
+    return None
+
+
 def _sequence(stream: list[_Kw | ListItem], pos: int,
               stops: tuple[str, ...]) -> tuple[list[Node], int]:
     nodes: list[Node] = []
+    piped: tuple[str, int, str] | None = None  # a pipeline, piped into the next node
+    opened: tuple[str, int] | None = None  # the connector of the block being parsed
     while pos < len(stream):
         tok = stream[pos]
+        piped = _attach(nodes, piped)
+        if opened is not None and len(nodes) > opened[1]:
+            node = nodes[opened[1]]
+            if not isinstance(node, Simple) and node.connector == ";":
+                node.connector = opened[0]
+            opened = None
+        if isinstance(tok, _Kw) and tok.word == "pipe":
+            if not tok.arg:
+                raise ParseError("syntax error near '|'")
+            piped = (tok.arg, len(nodes), tok.connector)
+            pos += 1
+            continue
+        if isinstance(tok, _Kw) and tok.word in _OPENERS:
+            opened = (tok.connector, len(nodes))
         if isinstance(tok, ListItem):
             nodes.append(Simple(tok))
             pos += 1
@@ -693,6 +764,12 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             pos += 1
         else:
             raise ParseError(f"syntax error near unexpected '{tok.word}'")
+    if opened is not None and len(nodes) > opened[1]:
+        node = nodes[opened[1]]
+        if not isinstance(node, Simple) and node.connector == ";":
+            node.connector = opened[0]
+    if _attach(nodes, piped) is not None:
+        raise IncompleteInput("a block expected after '|'")
     if stops:
         raise IncompleteInput(f"'{stops[-1]}' expected")
     return nodes, pos

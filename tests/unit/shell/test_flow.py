@@ -87,3 +87,28 @@ def test_a_block_pipes_into_the_rest_of_its_pipeline(root_shell: Shell) -> None:
     assert run(root_shell, f"{line}; f a c b d")[1] == "c\nb\na\n"
     assert run(root_shell, "for i in a; do echo $i; done | false")[0] == 1
     assert run(root_shell, "for i in a; do echo $i; done x")[0] == 2  # arguments: refused
+
+
+def test_a_pipeline_pipes_into_a_block(root_shell: Shell) -> None:
+    """`cat f | while read l; do …; done` was "syntax error near unexpected 'do'"."""
+    run(root_shell, "cd /tmp; printf 'a b\\nc d\\n' > in.txt")
+    assert run(root_shell, 'cat in.txt | while read line; do echo "L:$line"; done')[1] == \
+        "L:a b\nL:c d\n"
+    assert run(root_shell, "/usr/bin/sort -r in.txt | while read x y; do echo $y; done | "
+                           "/usr/bin/tr a-z A-Z")[1] == "D\nB\n"
+    assert run(root_shell, "echo 'x|y' | while read l; do echo \"$l\"; done > o.txt; "
+                           "cat o.txt")[1] == "x|y\n"
+    assert run(root_shell, "echo 3 | if read n; then echo n=$n; fi")[1] == "n=3\n"
+    assert run(root_shell, "echo q | { read v; echo v=$v; }")[1] == "v=q\n"
+
+
+def test_and_or_before_a_block_decide_whether_it_runs(root_shell: Shell) -> None:
+    """`false && if …; fi` ran the block, and `echo a || while true; …` never ended:
+    the && and || before a block were dropped."""
+    assert run(root_shell, "false && if true; then echo wrong; fi; echo after")[1] == \
+        "after\n"
+    assert run(root_shell, "echo a || while true; do echo no; done")[1] == "a\n"
+    assert run(root_shell, "true && for i in 1; do echo yes; done")[1] == "yes\n"
+    assert run(root_shell, "false || { echo rescued; }")[1] == "rescued\n"
+    assert run(root_shell, "false && echo q | while read v; do echo $v; done; echo ok")[1] \
+        == "ok\n"
