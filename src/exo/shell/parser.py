@@ -482,6 +482,12 @@ def _braced(inner: str, lookup: Callable[[str], str],
     them; WORD is expanded in its turn."""
     if inner.startswith("#") and (inner[1:].isidentifier() or inner[1:].isdigit()):
         return str(len(lookup(inner[1:])))
+    trim = _TRIM_RE.fullmatch(inner)
+    if trim is not None:
+        name, op, word = trim.groups()
+        words = _lex(word, lookup, substitute) if word else []
+        return _trimmed(lookup(name), op, "".join(w.text for w in words
+                                                 if isinstance(w, Word)), inner)
     m = _BRACED_RE.fullmatch(inner)
     if m is None:
         raise ParseError(f"bad substitution: ${{{inner}}}")
@@ -509,6 +515,28 @@ def _braced(inner: str, lookup: Callable[[str], str],
     return value
 
 
+def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
+    """``${NAME#PATTERN}`` (the shortest prefix matching PATTERN removed), ``##`` (the
+    longest), ``%`` and ``%%`` (suffixes), PATTERN a glob. Each length is tried: at
+    most ``MAX_TRIMMED`` characters (a value of megabytes was a million matches)."""
+    import fnmatch
+
+    if len(value) > MAX_TRIMMED:
+        raise ParseError(f"${{{inner}}}: the value is longer than {MAX_TRIMMED} characters")
+    sizes = range(len(value) + 1)
+    if op in ("##", "%%"):  # the longest first
+        sizes = range(len(value), -1, -1)
+    for size in sizes:
+        if op.startswith("#") and fnmatch.fnmatchcase(value[:size], pattern):
+            return value[size:]
+        if op.startswith("%") and fnmatch.fnmatchcase(value[len(value) - size:], pattern):
+            return value[:len(value) - size]
+    return value
+
+
+#: The longest value ``${NAME#PATTERN}`` and its kin trim.
+MAX_TRIMMED = 4096
+_TRIM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(##|#|%%|%)(.*)", re.DOTALL)
 _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=])(.*))?",
                         re.DOTALL)
 

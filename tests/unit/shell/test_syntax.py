@@ -410,3 +410,14 @@ def test_here_documents_and_here_strings(root_shell: Shell) -> None:
     with pytest.raises(IncompleteInput, match="here-document: 'EOF' expected"):
         split_list("cat <<EOF\nno end yet")
     assert root_shell.needs_more("cat <<EOF\nmore")
+
+
+def test_a_variables_prefix_and_suffix_patterns_are_trimmed(root_shell: Shell) -> None:
+    """${v#pat} ${v##pat} ${v%pat} ${v%%pat} were "bad substitution"."""
+    line = "v=path/to/file.tar.gz; echo ${v#*/} ${v##*/} ${v%.*} ${v%%.*} ${v#nomatch}"
+    assert run(root_shell, line)[1] == \
+        "to/file.tar.gz file.tar.gz path/to/file.tar path/to/file path/to/file.tar.gz\n"
+    assert run(root_shell, "f() { echo ${1%.txt}.md; }; f report.txt")[1] == "report.md\n"
+    status, _, err = run(root_shell, "v=$(/usr/bin/head -c 5000 /dev/zero | /usr/bin/tr "
+                                     "'\\0' a); echo ${v%a}")
+    assert status == 2 and "longer than 4096 characters" in err  # each length is a match
