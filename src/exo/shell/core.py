@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from exo.kernel.manifest import Grant
     from exo.kernel.process import ExoProcess
     from exo.pkg.installed import InstalledApp
-    from exo.shell.parser import Group, If, ListItem, Loop, Node
+    from exo.shell.parser import Case, Group, If, ListItem, Loop, Node
     from exo.shell.sink import FileSink
     from exo.shell.terminal import Terminal
 
@@ -272,7 +272,7 @@ class Shell:
                 finally:
                     self._close(list(opened), opened)
 
-    def _pipe_block(self, node: If | Loop | Group, after: list[Command],
+    def _pipe_block(self, node: If | Loop | Group | Case, after: list[Command],
                     stdio: tuple[int, int, int], before: list[Command] | None = None) -> int:
         """``for …; done | sort`` (``after``: the block's redirections, then the stages
         after it), ``cat f | while read l; …`` (``before``): the block is a stage of the
@@ -293,11 +293,15 @@ class Shell:
         finally:
             del self._blocks[token]
 
-    def _exec_block(self, node: If | Loop | Group, stdio: tuple[int, int, int]) -> None:
-        from exo.shell.parser import Group, If
+    def _exec_block(self, node: If | Loop | Group | Case,
+                    stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import Case, Group, If
 
         if isinstance(node, Group):
             self._exec_nodes(node.body, stdio)
+            return
+        if isinstance(node, Case):
+            self._exec_case(node, stdio)
             return
         if not isinstance(node, If):
             flow = self.flow
@@ -339,6 +343,24 @@ class Shell:
                     return
                 status = self.last_status
         self.last_status = status
+
+    def _exec_case(self, case: Case, stdio: tuple[int, int, int]) -> None:
+        """The body of the first clause one of whose patterns (globs, expanded) matches
+        the word; status 0 when none does."""
+        subject = self._word(case.subject)
+        for patterns, body in case.clauses:
+            if any(fnmatch.fnmatchcase(subject, self._word(p)) for p in patterns):
+                self.last_status = 0
+                self._exec_nodes(body, stdio)
+                return
+        self.last_status = 0
+
+    def _word(self, text: str) -> str:
+        """``text`` expanded as one word (no splitting, no globbing)."""
+        from exo.shell.parser import Word, _lex
+
+        return "".join(w.text for w in _lex(text, self.lookup, self._substitute)
+                       if isinstance(w, Word))
 
     def _round(self, body: list[Node], stdio: tuple[int, int, int]) -> bool:
         """One round of a loop's body; False when a ``break`` ends the loop (its status

@@ -137,6 +137,14 @@ def split_list(line: str) -> list[ListItem]:
                 pass  # `a &&` continues on the next line
             i += 1
             continue
+        elif line.startswith(";;", i):  # the end of a case clause
+            text = "".join(buf).strip()
+            if text:
+                items.append(ListItem(connector, text))
+            items.append(ListItem(";", ";;"))
+            connector, buf = ";", []
+            i += 2
+            continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
             c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
         ):
@@ -544,9 +552,11 @@ _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=]
 # ------------------------------------------------------------ compound commands
 # ``if``/``while``/``for`` are recognised at the start of list items, so the same line
 # splitter serves ``for i in 1 2; do echo $i; done`` and the same over several lines.
-_OPENERS = ("if", "while", "until", "for", "{")
+_OPENERS = ("if", "while", "until", "for", "{", "case")
 _RESERVED = ("then", "elif", "else", "fi", "do", "done")
-_CLOSERS = ("fi", "done", "}")  # each may take redirections for its whole block
+_CLOSERS = ("fi", "done", "}", "esac")  # each may take redirections for its whole block
+#: A case clause's patterns: ``a)``, ``b|c)``, ``(*.txt)``, then its first command.
+_CLAUSE = re.compile(r"\(?\s*([^\s()|;&<>]+(?:\s*\|\s*[^\s()|;&<>]+)*)\s*\)\s*(.*)", re.DOTALL)
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)\s*\(\s*\)")
 
 
@@ -585,6 +595,19 @@ class Group:
         self.connector = ";"
 
 
+class Case:
+    """``case WORD in PATTERN|PATTERN) LIST;; … esac``."""
+
+    __slots__ = ("clauses", "connector", "prefix", "redirects", "subject")
+
+    def __init__(self, subject: str, clauses: list[tuple[list[str], list[Node]]]) -> None:
+        self.subject = subject  # unexpanded, as each pattern
+        self.clauses = clauses
+        self.redirects = ""
+        self.prefix = ""
+        self.connector = ";"
+
+
 class Loop:
     """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
 
@@ -604,7 +627,7 @@ class Loop:
 
 
 if TYPE_CHECKING:
-    Node = Simple | If | Loop | Group
+    Node = Simple | If | Loop | Group | Case
 
 
 class _Kw:
@@ -637,6 +660,22 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         if word == "for":
             out.append(_Kw("for", rest, connector))
             return out
+        if source == ";;":
+            out.append(_Kw(";;"))
+            return out
+        if word == "case":  # case WORD in [PATTERN) COMMAND…]
+            subject, _, rest = rest.partition(" ")
+            rest = rest.strip()
+            if not subject or not (rest == "in" or rest.startswith("in ")):
+                raise ParseError("case: expected 'case WORD in'")
+            out.append(_Kw("case", subject, connector))
+            source, connector = rest[2:].strip(), ";"
+            continue
+        clause = _CLAUSE.fullmatch(source) if ")" in word or word.startswith("(") else None
+        if clause is not None and not source.startswith("$("):
+            out.append(_Kw("pattern", clause.group(1)))
+            source, connector = clause.group(2).strip(), ";"
+            continue
         piped = _piped_into_block(source) if word not in _OPENERS else None
         if piped is not None:  # `cat f | while read l` (the block is the last stage)
             out.append(_Kw("pipe", piped[0], connector))
@@ -784,6 +823,21 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             group.redirects = _arg(stream, pos)
             nodes.append(group)
             pos += 1
+        elif tok.word == "case":
+            arms: list[tuple[list[str], list[Node]]] = []
+            pos += 1
+            while _word_at(stream, pos, "esac") == "pattern":
+                patterns = [p.strip() for p in _arg(stream, pos).split("|")]
+                body, pos = _sequence(stream, pos + 1, (";;", "esac", "pattern"))
+                arms.append((patterns, body))
+                if _word_at(stream, pos, "esac") == ";;":
+                    pos += 1
+            if _word_at(stream, pos, "esac") != "esac":
+                raise ParseError("case: 'esac' expected")
+            choice = Case(tok.arg, arms)
+            choice.redirects = _arg(stream, pos)
+            nodes.append(choice)
+            pos += 1
         elif tok.word == "{":
             body, pos = _expect(stream, pos + 1, ("}",))
             group = Group(body)
@@ -791,7 +845,8 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             nodes.append(group)
             pos += 1
         else:
-            raise ParseError(f"syntax error near unexpected '{tok.word}'")
+            shown = f"{tok.arg})" if tok.word == "pattern" else tok.word
+            raise ParseError(f"syntax error near unexpected '{shown}'")
     if opened is not None and len(nodes) > opened[1]:
         node = nodes[opened[1]]
         if not isinstance(node, Simple) and node.connector == ";":

@@ -112,3 +112,21 @@ def test_and_or_before_a_block_decide_whether_it_runs(root_shell: Shell) -> None
     assert run(root_shell, "false || { echo rescued; }")[1] == "rescued\n"
     assert run(root_shell, "false && echo q | while read v; do echo $v; done; echo ok")[1] \
         == "ok\n"
+
+
+def test_case_chooses_the_first_clause_whose_pattern_matches(root_shell: Shell) -> None:
+    """`case` was "syntax error near ';'"."""
+    line = ('for w in apple b.txt zz; do case "$w" in a*) echo "$w:a";; *.txt|*.md) '
+            'echo "$w:doc";; *) echo "$w:?";; esac; done')
+    assert run(root_shell, line)[1] == "apple:a\nb.txt:doc\nzz:?\n"
+    assert run(root_shell, "case x in y) echo no;; esac; echo $?")[1] == "0\n"
+    assert run(root_shell, "p='b*'; case bee in (a) echo a;; $p) echo pattern;; esac")[1] \
+        == "pattern\n"
+    text = "case abc in\n  a*)\n    echo multi\n    echo line\n    ;;\n  *)\n    echo no\nesac"
+    assert all(root_shell.needs_more(text[:n]) for n in (11, 20, 40))
+    assert run(root_shell, text)[1] == "multi\nline\n"
+    assert run(root_shell, "case q in q) case r in r) echo nested;; esac;; esac")[1] == \
+        "nested\n"
+    assert run(root_shell, "false && case x in x) echo no;; esac; echo hi | case x in "
+                           "x) cat;; esac")[1] == "hi\n"
+    assert run(root_shell, "case x in x) echo a;; esac extra")[0] == 2
