@@ -412,11 +412,7 @@ class Shell:
         finally:
             flow.frames.pop()
             flow.returnable -= 1
-            for name, old in frame.hidden.items():
-                if old is None:
-                    self.env.pop(name, None)
-                else:
-                    self.env[name] = old
+            self._restore(frame.hidden)
         return self.last_status
 
     def _exec_item(self, item: ListItem, stdio: tuple[int, int, int]) -> None:
@@ -616,11 +612,7 @@ class Shell:
                 return self._run_pipeline(Pipeline([_without_assignments(cmds[0])]),
                                           stdin, stdout, stderr, source)
             finally:
-                for var, old in saved.items():
-                    if old is None:
-                        self.env.pop(var, None)
-                    else:
-                        self.env[var] = old
+                self._restore(saved)
         try:
             function = self.functions.get(name) if len(cmds) == 1 else None
             if function is not None:
@@ -663,12 +655,16 @@ class Shell:
                 self.env[var] = value
             return self.call_function(function, args, stdio)
         finally:
-            for var, old in saved.items():
-                if old is None:
-                    self.env.pop(var, None)
-                else:
-                    self.env[var] = old
+            self._restore(saved)
             self._close(list(opened), opened)
+
+    def _restore(self, saved: dict[str, str | None]) -> None:
+        """Give variables back the values ``saved`` (None: the variable was unset)."""
+        for var, old in saved.items():
+            if old is None:
+                self.env.pop(var, None)
+            else:
+                self.env[var] = old
 
     def _reads_terminal(self, cmd: Command) -> bool:
         """Whether the command reads the terminal itself (READS_TERMINAL; ``exo install``
