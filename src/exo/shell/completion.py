@@ -17,12 +17,12 @@ class ShellCompleter(Completer):
         self.shell = shell
 
     def commands(self) -> set[str]:
-        """Builtins, aliases, installed apps, and the host programs the powerbox has a
-        policy for."""
+        """Builtins, functions, aliases, installed apps, and the host programs the
+        powerbox has a policy for."""
         from exo.pkg.installed import installed_apps
         from exo.shell.powerbox import Powerbox, PowerboxError
 
-        names = set(self.shell.builtins) | set(self.shell.aliases)
+        names = set(self.shell.builtins) | set(self.shell.aliases) | set(self.shell.functions)
         names |= {app.name for app in installed_apps(self.shell.kernel.root)}
         try:
             policies = Powerbox.for_shell(self.shell).policies

@@ -20,6 +20,9 @@ def test_functions_take_arguments_locals_and_return(root_shell: Shell) -> None:
     run(root_shell, "function shout {\n  echo \"$1!\"\n}\nlog() { echo \"$@\"; } >> log.txt")
     assert run(root_shell, "shout hey > out.txt; cat out.txt; log a; log b; cat log.txt") \
         == (0, "hey!\na\nb\n", "")
+    from exo.shell.completion import ShellCompleter
+
+    assert {"shout", "log"} <= ShellCompleter(root_shell).commands()
     assert run(root_shell, "type shout; unset -f shout; shout x") == (
         127, "shout is a function\n", "exo: shout: command not found\n")
     # "$@": each argument a word of its own, none when there are none
