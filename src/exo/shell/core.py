@@ -144,6 +144,12 @@ class Shell:
         # With each, where the line's errors go (its error is said there: exo.shell.sink).
         self._sinks: dict[int, tuple[FileSink, int]] = {}
 
+    @property
+    def whole_tree(self) -> Vfs:
+        """The tree as the kernel sees it, whatever the session holds: for what the
+        system reads on a user's behalf (the administrator's powerbox policy)."""
+        return self._tree
+
     def as_session(self, session: Session) -> Shell:
         """A shell for ``session`` in this one's working directory (``sudo``)."""
         other = type(self)(self.kernel, self._tree, session)

@@ -121,12 +121,23 @@ class Policy:
         """``(argument, "read" | "write" | "edit" | "entry" | "dir")`` for each file the
         arguments name (``dir``: a directory the program writes in)."""
         if self.bundled_first and args and args[0] and not args[0].startswith("-"):
-            args = ["-" + args[0], *args[1:]]  # tar czf a.tgz dir
+            args = self._unbundle(args)
         options, operands = self._parse(args)
         given = {option for option, _ in options}
         policy = next((mode for mode in self.modes.values()
                        if any(flag in given for flag in mode.flags)), self)
         return policy._roles(options, operands)
+
+    def _unbundle(self, args: list[str]) -> list[str]:
+        """tar's old style, ``tar xfC a.tar dir``: each letter of the first word is a
+        flag, and those that take a value take the words after it, in order."""
+        rest = args[1:]
+        out: list[str] = []
+        for letter in args[0]:
+            out.append("-" + letter)
+            if self._takes_value("-" + letter):
+                out.append(rest.pop(0) if rest else "")
+        return out + rest
 
     def _takes_value(self, option: str) -> bool:
         lists = [self]
@@ -296,10 +307,15 @@ class Powerbox:
     @classmethod
     def for_shell(cls, shell: Shell) -> Powerbox:
         policies = dict(_builtin_policies())
+        # Read with the whole tree's view, not the session's: a user holds no /etc/exo,
+        # and the administrator's policy bound root alone (a hostile review). Anything
+        # but its absence refuses the host's programs rather than use the built-in one.
         try:
-            admin = shell.vfs.read_bytes("/" + _ADMIN_POLICY).decode(errors="replace")
-        except OSError:
+            admin = shell.whole_tree.read_bytes("/" + _ADMIN_POLICY).decode(errors="replace")
+        except FileNotFoundError:
             admin = ""
+        except OSError as exc:
+            raise PowerboxError(f"/{_ADMIN_POLICY}: {exc.strerror or exc}") from None
         if admin:
             policies.update(parse_policies(admin, "/" + _ADMIN_POLICY))
         return cls(shell, policies)
@@ -334,6 +350,8 @@ class Powerbox:
         roles = policy.roles(args) if policy is not None else self._asked(name, args, grants)
         missing: list[str] = []
         for arg, role in roles:
+            if arg == "-":
+                continue  # the standard input or output (tar -cf -, sort -o -)
             exo = shell.vfs.normalize(arg, shell.cwd)
             top = exo.strip("/").split("/", 1)[0]
             if top in _NOT_STORAGE:

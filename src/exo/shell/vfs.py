@@ -549,7 +549,10 @@ class Vfs:
             os.write(fd, self.read_bytes(p))
             os.lseek(fd, 0, os.SEEK_SET)
             return fd
-        return self._open_file(p, os.O_RDONLY)
+        # Never a directory: `prog < DIR` handed a program a descriptor of the host's
+        # directory, opened by the kernel (a hostile review: Landlock stopped
+        # /proc/self/fd/0/.. from reaching another home, but it may be missing here).
+        return self._read_fd(p)
 
 
 def _copy_file(src: int, dst: int, min_free: int | None = None) -> None:

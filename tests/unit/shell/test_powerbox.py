@@ -251,3 +251,42 @@ def _policy(name: str) -> Policy:
     from exo.shell.powerbox import _builtin_policies
 
     return _builtin_policies()[name]
+
+
+def test_the_administrator_policy_binds_every_user(alice: Shell, kernel: Kernel) -> None:
+    """It was read through the session's view: a user holds no /etc/exo, so the built-in
+    policy applied to everyone but root (a hostile review: `sort -o o n` wrote `o`)."""
+    run(alice, "echo 1 > n")
+    (kernel.root / "etc" / "exo").mkdir(parents=True, exist_ok=True)
+    policy = kernel.root / "etc" / "exo" / "powerbox.toml"
+    policy.write_text('[programs.sort]\ninputs = "operands"\n')  # no -o: no output
+    status, _, err = run(alice, "/usr/bin/sort -o o n")
+    assert status != 0 and run(alice, "test -e o")[0] == 1, err
+    policy.write_text("[programs\n")  # a broken one refuses, for users too
+    status, _, err = run(alice, "/usr/bin/sort n")
+    assert status == 126 and "/etc/exo/powerbox.toml" in err
+
+
+def test_option_values_target_directories_and_the_standard_streams(alice: Shell) -> None:
+    """Found by a hostile review: an option's value the policy did not list shifted the
+    operands (`xxd -l 4 notes.txt` granted notes.txt read-write; `cp -t dest a b` granted
+    `b` read-write), `-` was made as a file, tar's old-style `xfC a.tar dir` read `C`'s
+    value as `f`'s, and `prog < DIR` handed over the host's directory."""
+    run(alice, "mkdir dest sub; echo n > notes.txt; echo k > keep.txt; echo l > l.txt")
+    assert _policy("xxd").roles(["-l", "4", "notes.txt"]) == [("notes.txt", "read")]
+    assert _policy("cp").roles(["-t", "dest", "a", "b"]) == [
+        ("dest", "dir"), ("a", "read"), ("b", "read")]
+    assert _policy("tar").roles(["xfC", "o.tar", "dest"]) == [
+        ("o.tar", "read"), ("dest", "dir")]
+    assert _policy("tar").roles(["cfz", "o.tgz", "sub"]) == [("o.tgz", "write"),
+                                                             ("sub", "read")]
+    for line in ("/usr/bin/cp -t dest notes.txt", "/usr/bin/mv -t dest keep.txt",
+                 "/usr/bin/ln -s -t dest /home/alice/l.txt", "/usr/bin/tar cf o.tar sub",
+                 "/usr/bin/tar xfC o.tar dest", "/usr/bin/mkdir -m 700 sub/x"):
+        status, _, err = run(alice, line)
+        assert (status, err) == (0, ""), line
+    assert run(alice, "ls dest")[1] == "keep.txt\nl.txt\nnotes.txt\nsub\n"
+    assert run(alice, "/usr/bin/tar -cf - notes.txt | /usr/bin/tar -tf -")[1] == "notes.txt\n"
+    assert run(alice, "test -e ./-")[0] == 1
+    status, _, err = run(alice, "/bin/cat < dest")
+    assert status == 1 and "is a directory" in err
