@@ -137,7 +137,7 @@ def split_list(line: str) -> list[ListItem]:
                 pass  # `a &&` continues on the next line
             i += 1
             continue
-        elif line.startswith(";;", i):  # the end of a case clause
+        elif not quote and line.startswith(";;", i):  # the end of a case clause
             text = "".join(buf).strip()
             if text:
                 items.append(ListItem(connector, text))

@@ -133,3 +133,4 @@ def test_case_chooses_the_first_clause_whose_pattern_matches(root_shell: Shell) 
     assert run(root_shell, "false && case x in x) echo no;; esac; echo hi | case x in "
                            "x) cat;; esac")[1] == "hi\n"
     assert run(root_shell, "case x in x) echo a;; esac extra")[0] == 2
+    assert run(root_shell, "echo 'a;;b' \"c;;d\" 'x<<y'")[1] == "a;;b c;;d x<<y\n"  # quoted
