@@ -186,7 +186,9 @@ def _cat(ctx: CommandContext) -> int:
                     return 130
             finally:
                 os.close(fd)
-        except (FileNotFoundError, IsADirectoryError) as exc:
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # (refused, missing, a directory: the next file still)
             ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
             status = 1
     return status
@@ -385,6 +387,11 @@ def _per_input(ctx: CommandContext,
         except FileNotFoundError:
             ctx.err(f"cannot open '{raw}' for reading: no such file or directory")
             status = 1
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
+            status = 1
     return status
 
 
@@ -416,6 +423,12 @@ def _wc(ctx: CommandContext) -> int:
             counts = textutils.wc(_chunks(ctx, raw), words="w" in shown)
         except FileNotFoundError:
             ctx.err(f"{raw}: no such file or directory")
+            status = 1
+            continue
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
             status = 1
             continue
         rows.append((counts, raw if files else None))
@@ -469,6 +482,13 @@ def _grep(ctx: CommandContext) -> int:
                 ctx.err(f"{raw}: no such file or directory")
             status = 2
             continue
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            if "s" not in flags:
+                ctx.err(f"{raw}: {_strip(exc, ctx.path(raw))}")
+            status = 2
+            continue
         found += n
         if "q" in flags and n:
             return 0
@@ -482,10 +502,11 @@ def _grep(ctx: CommandContext) -> int:
 
 
 # ------------------------------------------------------------------ session
-@builtin("env", "print the environment")
+@builtin("env", "print the environment programs get: the exported variables")
 def _env(ctx: CommandContext) -> int:
-    for k in sorted(ctx.shell.env):
-        ctx.out(f"{k}={ctx.shell.env[k]}")
+    env = ctx.shell.env
+    for k in sorted(ctx.shell.exported & env.keys()):  # (`i=3` is the shell's alone)
+        ctx.out(f"{k}={env[k]}")
     return 0
 
 

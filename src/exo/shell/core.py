@@ -125,7 +125,7 @@ class Shell:
             self.env["EXO_ROOT"] = str(kernel.root)
         #: The variables programs get (``export``; the kernel sets HOME, PATH, TERM and
         #: LANG of its own, inside the program's view), with a command's ``NAME=value``.
-        self.exported: set[str] = {"USER", "PWD"}
+        self.exported: set[str] = {"HOME", "USER", "PWD"}
         self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
@@ -611,14 +611,17 @@ class Shell:
         # A builtin alone runs in the shell's thread (so `cd` and `export` work), except
         # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
         inline = len(cmds) == 1 and name in self.builtins and name not in JOB_BUILTINS
-        if inline and assignments:  # `VAR=x builtin`: only for that command
+        if inline and assignments:  # `VAR=x builtin`: only for that command, exported
             saved = {var: self.env.get(var) for var, _ in assignments}
+            exported = set(self.exported)
             self.env.update(assignments)
+            self.exported.update(var for var, _ in assignments)
             try:
                 return self._run_pipeline(Pipeline([_without_assignments(cmds[0])]),
                                           stdin, stdout, stderr, source)
             finally:
                 self._restore(saved)
+                self.exported = exported
         try:
             function = self.functions.get(name) if len(cmds) == 1 else None
             if function is not None:
@@ -781,11 +784,18 @@ class Shell:
                 else:
                     next_read, out_fd = os.pipe()
                     opened += [next_read, out_fd]
+                held = len(opened)
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
+                # The stage's own descriptors, closed when it no longer needs them (a copy
+                # of the pipe's end, `> /dev/stdout`, kept the next stage from ever
+                # reading to its end: `echo hi > /dev/stdout | wc -l` hung); a file's
+                # sink is settled with the job, as before (its error is said then).
+                redirected = [fd for fd in opened[held:] if fd not in self._sinks]
                 env = {name: self.env[name] for name in self.exported if name in self.env}
                 env.update(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
                 stage = Stage()
+                stage.close_after += redirected
                 if not last:
                     stage.close_after.append(out_fd)
                 if idx > 0:
@@ -889,6 +899,9 @@ class Shell:
             try:
                 if r.op == "2>&1":
                     err_fd = out_fd
+                    continue
+                if r.op in (">&2", "1>&2"):
+                    out_fd = err_fd
                     continue
                 if r.op in ("<<", "<<<"):  # a here-document, a here-string
                     opened.append(in_fd := _text_file(

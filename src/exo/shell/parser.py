@@ -5,7 +5,7 @@ Grammar (a useful subset of POSIX sh)::
     list      := and_or ((';' | '&' | '&&' | '||') and_or)* ['&']
     pipeline  := command ('|' command)*
     command   := (word | redirect)+
-    redirect  := ('<' | '>' | '>>' | '2>' | '2>>' | '2>&1') word
+    redirect  := ('<' | '>' | '>>' | '2>' | '2>>' | '<<' | '<<<') word | '2>&1' | '>&2'
 
 Expansion of ``$NAME``, ``${NAME}``, ``$?``, ``$$``, ``$!`` and the positional
 parameters (``$1``…, ``${10}``, ``$#``, ``$@``, ``$*``, ``$0``) happens while lexing,
@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 
 #: What the expansions of one line may bring in at most ($VAR, $(...), ~).
 MAX_EXPANSION = 4 << 20
-OPERATORS = ("2>&1", "2>>", "&&", "||", ">>", "2>", "<<<", "<<", "|", ";", ">", "<")
+OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&&", "||", ">>", "2>", "<<<", "<<", "|", ";",
+             ">", "<")
+#: Redirections of one stream onto the other, with no file.
+_DUPS = ("2>&1", "1>&2", ">&2")
 #: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
 #: and ``<<<`` (a here-string: the word and a newline) are the command's input.
-_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "2>&1", "<<", "<<<"}
+_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "<<", "<<<", *_DUPS}
 
 
 class ParseError(ValueError):
@@ -253,8 +256,8 @@ def parse_pipeline(source: str, lookup: Callable[[str], str],
                 if not commands[-1].argv:
                     raise ParseError("syntax error near '|'")
                 commands.append(Command())
-            elif tok.op == "2>&1":
-                commands[-1].redirects.append(Redirect("2>&1", ""))
+            elif tok.op in _DUPS:
+                commands[-1].redirects.append(Redirect(tok.op, ""))
             elif tok.op in _REDIRECTS:
                 if i + 1 >= len(tokens) or not isinstance(tokens[i + 1], Word):
                     raise ParseError(f"syntax error: '{tok.op}' needs a file name")
@@ -321,12 +324,12 @@ def _lex(s: str, lookup: Callable[[str], str],
             i += 1
             continue
         op = next((o for o in OPERATORS if s.startswith(o, i)), None)
-        # "2>" is an operator only at the start of a word.
-        if op is not None and not (op.startswith("2") and in_word):
+        # "2>" (and "1>&2") is an operator only at the start of a word.
+        if op is not None and not (op[0] in "12" and in_word):
             flush()
             out.append(_Op(op))
             i += len(op)
-            target = op in _REDIRECTS and op != "2>&1"
+            target = op in _REDIRECTS and op not in _DUPS
             if op not in _REDIRECTS:  # a new command follows
                 leading, declaring = True, False
             continue

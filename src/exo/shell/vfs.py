@@ -462,8 +462,13 @@ class Vfs:
         try:
             if not self.exists(dst):
                 self._room_for_name(dst)
-            d = self._open_file(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            d = self._open_file(dst, os.O_WRONLY | os.O_CREAT)
             try:
+                # Truncated only once known to be another file: `cp a a` emptied it.
+                one, other = os.fstat(s), os.fstat(d)
+                if (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino):
+                    raise VfsError(f"'{src}' and '{dst}' are the same file")
+                os.ftruncate(d, 0)
                 _copy_file(s, d, self.min_free)
             finally:
                 os.close(d)

@@ -502,3 +502,25 @@ def test_a_listing_holds_a_bounded_number_of_entries(shell: Shell,
     assert run(shell, "ls | wc -l; echo * | wc -w") == (0, "20\n20\n", "")
     assert run(shell, "cp -r /tmp/big /tmp/copy && rm -r /tmp/big; ls /tmp/copy | wc -l") \
         == (0, "20\n", "")
+
+
+def test_an_afternoons_findings(alice: Shell) -> None:
+    """Found by using the system as a user for an afternoon (2026-12-04): `cp a a`
+    emptied a; `echo err >&2` wrote a file named `&2`; `echo hi > /dev/stdout | wc -l`
+    hung; programs got the working directory as HOME; a refused file stopped cat, wc,
+    head and grep before the next file; env listed unexported variables."""
+    run(alice, "mkdir p; cd p; echo data > a.txt")
+    status, _, err = run(alice, "cp a.txt a.txt; cp a.txt ../p/a.txt")
+    assert status == 1 and "are the same file" in err
+    assert run(alice, "cat a.txt")[1] == "data\n"
+    assert run(alice, "echo err >&2; echo e2 1>&2; echo e3>&2; ls") == (
+        0, "a.txt\n", "err\ne2\ne3\n")
+    assert run(alice, "echo hi > /dev/stdout | /usr/bin/wc -l") == (0, "1\n", "")
+    assert run(alice, "/usr/bin/env | /usr/bin/grep ^HOME=")[1] == "HOME=/home/alice\n"
+    for line, out in (("cat /etc/passwd a.txt", "data\n"), ("wc -l /etc/passwd a.txt",
+                                                              "1 a.txt\n"),
+                      ("grep -h data /etc/passwd a.txt", "data\n")):
+        status, got, err = run(alice, line)
+        assert status != 0 and got == out and "permission denied" in err, line
+    assert run(alice, "FOO=bar; env | grep -c FOO")[1] == "0\n"
+    assert run(alice, "export FOO; env | grep FOO")[1] == "FOO=bar\n"

@@ -299,7 +299,7 @@ def test_exported_variables_reach_programs_and_plain_ones_do_not(root_shell: She
     out = run(root_shell, f"unset A; cd /tmp; {env}")[1].splitlines()
     assert not any(v.startswith("A=") for v in out) and "PWD=/tmp" in out
     assert run(root_shell, "export B; export")[1] == (
-        "export B=2\nexport PWD=/tmp\nexport USER=root\n")
+        "export B=2\nexport HOME=/home/root\nexport PWD=/tmp\nexport USER=root\n")
 
 
 def test_dev_holds_the_devices_for_every_user(alice: Shell, root_shell: Shell) -> None:
