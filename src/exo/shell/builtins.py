@@ -1130,12 +1130,21 @@ def _bg(ctx: CommandContext) -> int:
 @builtin("wait", "wait for background jobs to end: wait [%N | PID]...")
 def _wait(ctx: CommandContext) -> int:
     targets = [_job(ctx, a) for a in ctx.args if a.startswith("%")]
-    pids = {int(a) for a in ctx.args if a.isdigit()}
-    if pids:
-        targets += [j for j in ctx.shell.jobs if {p.pid for p in j.processes()} & pids]
+    status = 0
+    for arg in ctx.args:
+        if arg.startswith("%"):
+            continue
+        if not arg.isdigit():  # said, as bash says it (it waited for nothing, silently)
+            ctx.err(f"'{arg}': not a pid or a job (%N)")
+            status = 1
+            continue
+        jobs = [j for j in ctx.shell.jobs if int(arg) in {p.pid for p in j.processes()}]
+        if not jobs:
+            ctx.err(f"pid {arg} is not a job of this shell")
+            status = 127
+        targets += jobs
     if not ctx.args:
         targets = [j for j in ctx.shell.jobs if j.state != "Stopped"]
-    status = 0
     for job in targets:
         while not job.done.wait(0.05):
             if ctx.cancelled.is_set():

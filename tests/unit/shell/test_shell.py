@@ -524,3 +524,8 @@ def test_an_afternoons_findings(alice: Shell) -> None:
         assert status != 0 and got == out and "permission denied" in err, line
     assert run(alice, "FOO=bar; env | grep -c FOO")[1] == "0\n"
     assert run(alice, "export FOO; env | grep FOO")[1] == "FOO=bar\n"
+    assert run(alice, "wait 12345; echo $?; wait foo; echo $?") == (
+        0, "127\n1\n", "wait: pid 12345 is not a job of this shell\n"
+                        "wait: 'foo': not a pid or a job (%N)\n")
+    assert run(alice, "/usr/bin/python3 -c 'raise SystemExit(3)' & wait $!; echo $?")[1] \
+        == "3\n"
