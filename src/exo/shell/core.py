@@ -443,10 +443,20 @@ class Shell:
         self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
 
     def _alias(self, source: str) -> str:
-        """The first word replaced by its alias (once: an alias may name itself)."""
-        word, sep, rest = source.partition(" ")
-        value = self.aliases.get(word)
-        return source if value is None else value + sep + rest
+        """Each command's first word replaced by its alias (once: an alias may name
+        itself); every command of a pipeline, not only the first (`echo x | g` was
+        "g: command not found")."""
+        if not self.aliases:
+            return source
+        from exo.shell.parser import pipe_split
+
+        out = []
+        for part in pipe_split(source):
+            lead = part[:len(part) - len(part.lstrip())]
+            word, sep, rest = part.lstrip().partition(" ")
+            value = self.aliases.get(word)
+            out.append(part if value is None else lead + value + sep + rest)
+        return "|".join(out)
 
     @property
     def _substituting(self) -> int:

@@ -714,12 +714,10 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
     return out
 
 
-def _piped_into_block(source: str) -> tuple[str, str] | None:
-    """``(PIPELINE, BLOCK…)`` when ``source`` pipes into a block (``cat f | while read
-    l``): split at the last ``|`` outside quotes and ``$(…)`` that an opening word
-    follows."""
-    found = None
-    i, quote = 0, ""
+def pipe_split(source: str) -> list[str]:
+    """``source`` cut at each ``|`` outside quotes and ``$(…)`` (never ``||``)."""
+    parts: list[str] = []
+    start, i, quote = 0, 0, ""
     while i < len(source):
         c = source[i]
         if quote:
@@ -733,14 +731,25 @@ def _piped_into_block(source: str) -> tuple[str, str] | None:
             i += 1
         elif c == "$" and source.startswith("(", i + 1):
             i = matching_paren(source, i + 1)
-        elif c == "|" and not source.startswith("||", i):
-            rest = source[i + 1 :].strip()
-            if rest.split(" ", 1)[0] in _OPENERS:
-                found = (source[:i].strip(), rest)
+        elif source.startswith("||", i):
+            i += 1
         elif c == "|":
-            i += 1  # (||)
+            parts.append(source[start:i])
+            start = i + 1
         i += 1
-    return found
+    parts.append(source[start:])
+    return parts
+
+
+def _piped_into_block(source: str) -> tuple[str, str] | None:
+    """``(PIPELINE, BLOCK…)`` when ``source`` pipes into a block (``cat f | while read
+    l``): split at the last ``|`` outside quotes and ``$(…)`` that an opening word
+    follows."""
+    parts = pipe_split(source)
+    for k in range(len(parts) - 1, 0, -1):
+        if parts[k].strip().split(" ", 1)[0] in _OPENERS:
+            return "|".join(parts[:k]).strip(), "|".join(parts[k:]).strip()
+    return None
 
 
 def _attach(nodes: list[Node],

@@ -421,3 +421,10 @@ def test_a_variables_prefix_and_suffix_patterns_are_trimmed(root_shell: Shell) -
     status, _, err = run(root_shell, "v=$(/usr/bin/head -c 5000 /dev/zero | /usr/bin/tr "
                                      "'\\0' a); echo ${v%a}")
     assert status == 2 and "longer than 4096 characters" in err  # each length is a match
+
+
+def test_an_alias_expands_in_every_command_of_a_pipeline(root_shell: Shell) -> None:
+    """`echo hello | g hell` was "g: command not found": only a line's first command."""
+    run(root_shell, 'alias g="grep -n"')
+    assert run(root_shell, "echo hello | g hell")[1] == "1:hello\n"
+    assert run(root_shell, 'echo "a|b" | g "a|b"')[1] == "1:a|b\n"  # a quoted | is text
