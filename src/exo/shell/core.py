@@ -363,10 +363,9 @@ class Shell:
 
     def _word(self, text: str) -> str:
         """``text`` expanded as one word (no splitting, no globbing)."""
-        from exo.shell.parser import Word, _lex
+        from exo.shell.parser import expand_word
 
-        return "".join(w.text for w in _lex(text, self.lookup, self._substitute)
-                       if isinstance(w, Word))
+        return expand_word(text, self.lookup, self._substitute)
 
     def _round(self, body: list[Node], stdio: tuple[int, int, int]) -> bool:
         """One round of a loop's body; False when a ``break`` ends the loop (its status

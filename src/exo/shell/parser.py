@@ -496,9 +496,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     trim = _TRIM_RE.fullmatch(inner)
     if trim is not None:
         name, op, word = trim.groups()
-        words = _lex(word, lookup, substitute) if word else []
-        return _trimmed(lookup(name), op, "".join(w.text for w in words
-                                                 if isinstance(w, Word)), inner)
+        return _trimmed(lookup(name), op, expand_word(word, lookup, substitute), inner)
     m = _BRACED_RE.fullmatch(inner)
     if m is None:
         raise ParseError(f"bad substitution: ${{{inner}}}")
@@ -512,8 +510,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     unset = value == ""  # the shell keeps no unset-but-empty distinction
 
     def expanded() -> str:
-        words = _lex(word, lookup, substitute) if word else []
-        return " ".join(w.text for w in words if isinstance(w, Word))
+        return expand_word(word, lookup, substitute, " ")
 
     if not colon and not unset:
         return value if op != "+" else expanded()
@@ -524,6 +521,14 @@ def _braced(inner: str, lookup: Callable[[str], str],
     if unset:  # "?"
         raise ParseError(f"{name}: {expanded() or 'parameter null or not set'}")
     return value
+
+
+def expand_word(text: str, lookup: Callable[[str], str],
+                substitute: Callable[[str], str] | None, sep: str = "") -> str:
+    """``text`` expanded (variables, ``$(…)``), its words joined by ``sep``, never
+    globbed: a pattern's, a ``${…:-WORD}``'s, a ``case`` subject's."""
+    words = _lex(text, lookup, substitute) if text else []
+    return sep.join(w.text for w in words if isinstance(w, Word))
 
 
 def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
