@@ -103,10 +103,12 @@ def _cd(ctx: CommandContext) -> int:
     raw = ctx.shell.env["OLDPWD"] if back else (
         ctx.args[0] if ctx.args else ctx.shell.env.get("HOME", "/"))
     target = ctx.path(raw)
-    if not ctx.shell.vfs.is_dir(target):
-        raise CommandError(f"{raw}: not a directory" if ctx.shell.vfs.exists(target)
-                           else f"{raw}: no such directory")
-    ctx.shell.vfs.check_list(target)  # a user enters only what the session may list
+    try:  # a user enters only what the session may list
+        ctx.shell.vfs.check_list(target)
+    except FileNotFoundError:
+        raise CommandError(f"{raw}: no such directory") from None
+    except NotADirectoryError:
+        raise CommandError(f"{raw}: not a directory") from None
     ctx.shell.env["OLDPWD"] = ctx.shell.cwd
     ctx.shell.cwd = target
     ctx.shell.env["PWD"] = target
@@ -123,6 +125,10 @@ def _ls(ctx: CommandContext) -> int:
     for n, raw in enumerate(targets):
         p = ctx.path(raw)
         vfs = ctx.shell.vfs
+        if vfs.hidden(p):  # (said the same whether it is there or not)
+            ctx.err(f"cannot access '{raw}': permission denied")
+            status = 1
+            continue
         if not vfs.is_dir(p):
             # A file (or a link, which the shell never follows) is shown as its
             # directory's listing shows it.
@@ -298,7 +304,10 @@ def _sources_for(ctx: CommandContext, srcs: list[str], dst: str) -> list[str]:
     """cp and mv: ``srcs``, each checked to exist, for ``dst``, which must be a directory
     for several of them or when spelt with a final ``/`` (``mv f /nodir/`` renamed f to
     /nodir)."""
-    vfs = ctx.shell.vfs
+    vfs, session = ctx.shell.vfs, ctx.shell.session
+    for path, mode in ((dst, "write"), *((s, "read") for s in srcs)):
+        if vfs.hidden(ctx.path(path)):  # refused, whether it is there or not
+            session.check_path(ctx.path(path), mode)
     if (len(srcs) > 1 or dst.endswith("/")) and not vfs.is_dir(ctx.path(dst)):
         raise CommandError(f"target '{dst}' is not a directory")
     for s in srcs:
@@ -621,51 +630,83 @@ def _shutdown(ctx: CommandContext) -> int:
     raise ShellExit(0)
 
 
-@builtin("test", "evaluate a condition: test EXPR, [ EXPR ] (-e -f -d -z -n = != -eq -lt ...)")
+@builtin("test", "evaluate a condition: test EXPR, [ EXPR ] (files: -e -f -d -r -w -x -s "
+         "-L -p -S -c -t; strings: -z -n = != < >; integers: -eq -ne -lt -le -gt -ge; "
+         "-nt -ot; ! -a -o ( ))")
 def _test(ctx: CommandContext) -> int:
+    from exo.shell.testexpr import TestError, evaluate
+
     args = list(ctx.args)
     if ctx.name == "[":
         if args[-1:] != ["]"]:
             raise CommandError("missing ']'", 2)
         args.pop()
-    return 0 if _condition(ctx, args) else 1
-
-
-def _condition(ctx: CommandContext, args: list[str]) -> bool:
-    if args[:1] == ["!"]:
-        return not _condition(ctx, args[1:])
-    if not args:
-        return False
-    if len(args) == 1:
-        return args[0] != ""
-    vfs = ctx.shell.vfs
-    if len(args) == 2:
-        op, operand = args
-        path = ctx.path(operand)
-        if op in ("-e", "-d", "-f"):
-            return vfs.exists(path) and (op == "-e" or vfs.is_dir(path) == (op == "-d"))
-        if op in ("-z", "-n"):
-            return (operand == "") == (op == "-z")
-        raise CommandError(f"{op}: unary operator expected", 2)
-    if len(args) == 3:
-        left, op, right = args
-        if op in ("=", "=="):
-            return left == right
-        if op == "!=":
-            return left != right
-        numeric = {"-eq": int.__eq__, "-ne": int.__ne__, "-lt": int.__lt__,
-                   "-le": int.__le__, "-gt": int.__gt__, "-ge": int.__ge__}
-        if op in numeric:
-            try:
-                return bool(numeric[op](int(left), int(right)))
-            except ValueError:
-                raise CommandError("integer expression expected", 2) from None
-        raise CommandError(f"{op}: binary operator expected", 2)
-    raise CommandError("too many arguments", 2)
+    try:
+        return 0 if evaluate(ctx, args) else 1
+    except TestError as exc:
+        raise CommandError(str(exc), 2) from None
 
 
 BUILTINS["["] = _test
 HELP["["] = HELP["test"]
+
+
+@builtin(":", "do nothing, successfully (its arguments are expanded)")
+def _colon(ctx: CommandContext) -> int:
+    return 0
+
+
+@builtin("eval", "run its arguments, joined by spaces, as a command line: eval ARGS...")
+def _eval(ctx: CommandContext) -> int:
+    line = " ".join(ctx.args)
+    if not line.strip():
+        return 0
+    return ctx.shell.run_line(line, ctx.stdin, ctx.stdout, ctx.stderr)
+
+
+@builtin("command", "run a command, not a function or alias of its name: command NAME "
+         "[ARGS...]; command -v NAME... says what NAME runs (-V: in words)")
+def _command(ctx: CommandContext) -> int:
+    import shlex
+
+    args = list(ctx.args)
+    if args[:1] in (["-v"], ["-V"]):
+        if args[0] == "-V":
+            return _type(CommandContext(ctx.shell, ["type", *args[1:]], ctx.stdin,
+                                        ctx.stdout, ctx.stderr, ctx.cancelled))
+        status = 0
+        for name in args[1:]:
+            where = _command_v(ctx, name)
+            if where is None:
+                status = 1
+            else:
+                ctx.out(where)
+        return status
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        return 0
+    # \NAME: not an alias's (the line is read again); ctx.shell.plain: not a function's.
+    with ctx.shell.plain(args[0]):
+        return ctx.shell.run_line("\\" + shlex.join(args), ctx.stdin, ctx.stdout,
+                                  ctx.stderr)
+
+
+def _command_v(ctx: CommandContext, name: str) -> str | None:
+    """What ``command -v NAME`` prints, as sh: an alias's definition, a builtin's or a
+    function's name, a program's path; None when nothing runs for it."""
+    import shlex
+
+    from exo.shell.powerbox import Powerbox
+
+    shell = ctx.shell
+    if name in shell.aliases:
+        return f"alias {name}={shlex.quote(shell.aliases[name])}"
+    if name in shell.functions or name in shell.builtins:
+        return name
+    if shell.find_app(name) is not None:
+        return f"/exo/bin/{name}"
+    return shell.find_program(name) or Powerbox.find(name)
 
 
 @builtin("true", "do nothing, successfully")

@@ -40,7 +40,7 @@ from exo.shell.vfs import ListingTooLong, Vfs, VfsError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from exo.kernel.api import KernelApi
@@ -138,6 +138,7 @@ class Shell:
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
+        self._plain = threading.local()  # `command NAME`: NAME skips functions (.name)
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -441,6 +442,22 @@ class Shell:
             return
         self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
 
+    def function(self, name: str) -> Group | None:
+        """The function ``name`` runs, unless ``command`` is running it (``plain``)."""
+        if getattr(self._plain, "name", None) == name:
+            return None
+        return self.functions.get(name)
+
+    @contextlib.contextmanager
+    def plain(self, name: str) -> Iterator[None]:
+        """While this thread runs ``command NAME``, ``NAME`` is not a function's."""
+        saved = getattr(self._plain, "name", None)
+        self._plain.name = name
+        try:
+            yield
+        finally:
+            self._plain.name = saved
+
     def _alias(self, source: str) -> str:
         """Each command's first word replaced by its alias (once: an alias may name
         itself); every command of a pipeline, not only the first (`echo x | g` was
@@ -632,7 +649,7 @@ class Shell:
                 self._restore(saved)
                 self.exported = exported
         try:
-            function = self.functions.get(name) if len(cmds) == 1 else None
+            function = self.function(name) if len(cmds) == 1 else None
             if function is not None:
                 return self._run_function(function, cmds[0], stdin, stdout, stderr)
             if inline:
@@ -957,7 +974,7 @@ class Shell:
         kernel."""
         name = ctx.argv[0]
         builtin = self.builtins.get(name)
-        function = self.functions.get(name)
+        function = self.function(name)
         if function is not None:  # (a function's name hides a builtin's, as in sh)
             def builtin(ctx: CommandContext, function: Group = function) -> int:
                 return self.call_function(function, ctx.args,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from exo.kernel.manifest import Grant
     from exo.shell.context import CommandContext
     from exo.shell.core import Shell
@@ -36,7 +38,7 @@ _KEYS = frozenset({
     "inputs", "outputs", "edits", "entries", "input_options", "output_options",
     "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
     "base_options", "default_directory", "operand_pattern", "flags", "syscalls", "replaces",
-    "bundled_first", "modes"})
+    "bundled_first", "modes", "target_directory"})
 
 
 class PowerboxError(ValueError):
@@ -50,7 +52,8 @@ class Policy:
     __slots__ = ("base_options", "bundled_first", "default_directory", "directory_options",
                  "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
                  "inputs", "modes", "operand_pattern", "output_options", "outputs",
-                 "replaces", "script_options", "syscalls", "value_options")
+                 "replaces", "script_options", "syscalls", "target_directory",
+                 "value_options")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -99,12 +102,17 @@ class Policy:
         syscalls = table.get("syscalls", False)
         replaces = table.get("replaces", False)
         bundled = table.get("bundled_first", False)
+        target = table.get("target_directory", False)
         for key, value in (("syscalls", syscalls), ("replaces", replaces),
-                           ("bundled_first", bundled)):
+                           ("bundled_first", bundled), ("target_directory", target)):
             if not isinstance(value, bool):
                 raise PowerboxError(f"programs.{name}.{key}: expected true or false")
         #: The first argument may be short flags without their dash (tar czf a.tgz dir).
         self.bundled_first = bundled is True
+        #: Its last operand, when it is an existing directory, is where the others go
+        #: (cp a b DIR, mv x DIR, ln -s t DIR): DIR/a and DIR/b are granted in the role
+        #: the last operand has, not DIR whole.
+        self.target_directory = target is True
         #: Modes whose arguments mean different things (tar -c reads its operands and
         #: writes its -f archive; tar -x reads the archive and writes the working
         #: directory): each a Policy of the base table with the mode's table over it,
@@ -117,16 +125,28 @@ class Policy:
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
         self.syscalls = syscalls is True
 
-    def roles(self, args: list[str]) -> list[tuple[str, str]]:
+    def roles(self, args: list[str],
+              is_dir: Callable[[str], bool] | None = None) -> list[tuple[str, str]]:
         """``(argument, "read" | "write" | "edit" | "entry" | "dir")`` for each file the
-        arguments name (``dir``: a directory the program writes in)."""
+        arguments name (``dir``: a directory the program writes in). ``is_dir`` says
+        whether an argument names an existing directory (``target_directory``)."""
         if self.bundled_first and args and args[0] and not args[0].startswith("-"):
             args = self._unbundle(args)
         options, operands = self._parse(args)
         given = {option for option, _ in options}
         policy = next((mode for mode in self.modes.values()
                        if any(flag in given for flag in mode.flags)), self)
-        return policy._roles(options, operands)
+        found = policy._roles(options, operands)
+        if policy.target_directory and len(operands) >= 2 and is_dir is not None \
+                and is_dir(operands[-1]):
+            into, sources = operands[-1], operands[:-1]
+            named = [posixpath.join(into, posixpath.basename(src.rstrip("/")) or src)
+                     for src in sources]
+            found = [pair for arg, role in found
+                     for pair in ([(n, role) for n in named]
+                                  if arg is into and role in ("write", "entry")
+                                  else [(arg, role)])]
+        return found
 
     def _unbundle(self, args: list[str]) -> list[str]:
         """tar's old style, ``tar xfC a.tar dir``: each letter of the first word is a
@@ -146,6 +166,26 @@ class Policy:
                    or option in p.value_options or option in p.directory_options
                    or option in p.base_options for p in lists)
 
+    def _known(self) -> set[str]:
+        """Every option this policy (and its modes) names."""
+        out: set[str] = set()
+        for p in (self, *self.modes.values()):
+            for names in (p.input_options, p.output_options, p.value_options,
+                          p.directory_options, p.base_options, p.edit_flags, p.entry_flags,
+                          p.script_options, p.flags):
+                out.update(names)
+        return out
+
+    def _long(self, option: str) -> str:
+        """``option`` as getopt_long reads it: an unambiguous prefix of a long option
+        stands for it (``tar --dir sub`` is ``--directory sub``; taken for a flag, it
+        granted the working directory instead)."""
+        known = self._known()
+        if option in known:
+            return option
+        longer = [o for o in known if o.startswith(option) and o.startswith("--")]
+        return longer[0] if len(longer) == 1 else option
+
     def _parse(self, args: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
         """The options, each with its value (None for a flag), and the operands. Short
         flags may be grouped, the last of them taking a value (``tar -czf a.tgz``,
@@ -162,6 +202,7 @@ class Policy:
                 operands.append(arg)
             elif arg.startswith("--"):
                 option, eq, value = arg.partition("=")
+                option = self._long(option)
                 if eq:
                     options.append((option, value))
                 elif self._takes_value(option):
@@ -205,6 +246,24 @@ class Policy:
         if self.default_directory and not any(role == "dir" for _, role in found):
             found.append((self.default_directory, "dir"))
         return found
+
+
+def _held_dir(shell: Shell, exo: str) -> bool:
+    """Whether ``exo`` is a directory the user may read (what they cannot is not looked
+    at: the answer would say what exists in another's home)."""
+    return shell.session.holds("storage://" + exo.strip("/"), "READ") and \
+        shell.vfs.is_dir(exo)
+
+
+def _check(shell: Shell, arg: str, exo: str, rights: str) -> str:
+    """The resource name of ``exo``; ``PermissionError`` unless the session holds it
+    with ``rights``."""
+    resource = "storage://" + exo.strip("/")
+    if not shell.session.holds(resource, rights):
+        raise PermissionError(f"{arg}: permission denied (user {shell.session.user} holds "
+                              f"no capability to {'read' if rights == 'READ' else 'write'} "
+                              "it)")
+    return resource
 
 
 def _deepest_dir(vfs: Vfs, exo: str) -> str:
@@ -347,31 +406,36 @@ class Powerbox:
         if shell.session.holds(cwd_name, "READ"):
             grants.append(parse_grant(f"{cwd_name}=READ"))
         policy = self.policies.get(name)
-        roles = policy.roles(args) if policy is not None else self._asked(name, args, grants)
+        vfs = shell.vfs
+        roles = policy.roles(args, lambda a: _held_dir(shell, vfs.normalize(a, shell.cwd))) \
+            if policy is not None else self._asked(name, args, grants)
         missing: list[str] = []
         for arg, role in roles:
             if arg == "-":
                 continue  # the standard input or output (tar -cf -, sort -o -)
-            exo = shell.vfs.normalize(arg, shell.cwd)
+            exo = vfs.normalize(arg, shell.cwd)
             top = exo.strip("/").split("/", 1)[0]
             if top in _NOT_STORAGE:
                 continue  # not storage: synthesised, or the sandbox's own
-            exists = shell.vfs.exists(exo)
+            exists = vfs.exists(exo)
             replaces = role == "edit" and policy is not None and policy.replaces
-            if not exists and (role == "read" or replaces):
-                continue  # not a file after all (a pattern, a number): nothing to grant
-            if role == "dir" and not shell.vfs.is_dir(exo):
-                continue  # the program says so itself (tar: Cannot chdir)
+            if role == "write" and exists and _held_dir(shell, exo):
+                role = "read"  # an output that is a directory: nothing to write in it
+            skip = (not exists and (role == "read" or replaces)) or \
+                (role == "dir" and not vfs.is_dir(exo))
+            if skip:
+                # Not a file after all (a pattern, a number), or a directory the
+                # program says is missing itself (tar: Cannot chdir): nothing to grant,
+                # but a name the user holds nothing over is refused as an existing
+                # one is, or the answer would say what exists in another's home.
+                _check(shell, arg, exo, "READ" if role == "read" else "READ,WRITE")
+                continue
             if replaces:  # (an editor's new file is made below, as an output's)
                 exo = posixpath.dirname(exo)
             elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)
-                exo, exists = _deepest_dir(shell.vfs, exo), True
+                exo, exists = _deepest_dir(vfs, exo), True
             rights = "READ" if role == "read" else "READ,WRITE"
-            resource = "storage://" + exo.strip("/")
-            if not shell.session.holds(resource, rights):
-                raise PermissionError(f"{arg}: permission denied (user "
-                                      f"{shell.session.user} holds no capability to "
-                                      f"{'read' if rights == 'READ' else 'write'} it)")
+            resource = _check(shell, arg, exo, rights)
             if rights != "READ" and not exists:
                 missing.append(exo)
             grant = parse_grant(f"{resource}={rights}")

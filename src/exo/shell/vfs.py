@@ -246,10 +246,24 @@ class Vfs:
             return real.joinpath(*missing)
 
     # ------------------------------------------------------------ queries
+    def hidden(self, p: str) -> bool:
+        """Whether the session holds nothing that lets it see ``p`` (a name in another
+        user's home): it then does not exist for the queries below, whether it does or
+        not, as a stat of it fails the same way either way on Linux (EACCES)."""
+        if self.guard is None or self.normalize(p) == "/dev":
+            return False
+        try:
+            self._check(p, "list")
+        except PermissionError:
+            return True
+        return False
+
     def exists(self, p: str) -> bool:
         v = self._virtual(p)
         if v is not None:
             return v[0].exists(v[1])
+        if self.hidden(p):
+            return False
         try:
             os.close(self._open(p, os.O_PATH))
         except OSError:
@@ -259,7 +273,7 @@ class Vfs:
     def is_executable(self, p: str) -> bool:
         """A regular file the kernel may execute, resolved beneath the tree without links
         (one ``openat2``; a name that is not there costs no walk up, as ``host_path``'s)."""
-        if self._virtual(p) is not None:
+        if self._virtual(p) is not None or self.hidden(p):
             return False
         try:
             fd = self._open(p, os.O_PATH)
@@ -275,6 +289,8 @@ class Vfs:
         v = self._virtual(p)
         if v is not None:
             return v[0].is_dir(v[1])
+        if self.hidden(p):
+            return False
         try:
             os.close(self._open(p, os.O_PATH | os.O_DIRECTORY))
         except OSError:

@@ -290,3 +290,66 @@ def test_option_values_target_directories_and_the_standard_streams(alice: Shell)
     assert run(alice, "test -e ./-")[0] == 1
     status, _, err = run(alice, "/bin/cat < dest")
     assert status == 1 and "is a directory" in err
+
+
+def test_what_a_user_holds_nothing_over_is_refused_whether_it_exists_or_not(
+        alice: Shell, kernel: Kernel) -> None:
+    """A hostile review: `/bin/cat /home/bob/nothing` said "No such file" where an
+    existing file was refused, and `test -e`, `[ -f ]`, `cd` and `cp f DIR` answered
+    differently too: each told alice what is in bob's home."""
+    bob = kernel.root / "home" / "bob"
+    (bob / "dir").mkdir(parents=True)
+    (bob / "secret").write_text("s\n")
+    run(alice, "echo a > a.txt")
+    for there, missing in (("/home/bob/secret", "/home/bob/nothing"),
+                           ("/home/bob/dir", "/home/bob/nodir")):
+        for line in ("/bin/cat {}", "/usr/bin/stat {}", "test -e {}; echo $?",
+                     "[ -d {} ]; echo $?", "ls {}", "cd {}", "/bin/cp a.txt {}",
+                     "tar -xf a.tar -C {}", "grep x {}"):
+            seen = run(alice, line.format(there))
+            said = run(alice, line.format(missing))
+            assert seen == (said[0], said[1], said[2].replace(missing, there)), line
+    assert "permission denied" in run(alice, "/bin/cat /home/bob/nothing")[2]
+    assert run(alice, "ls /home/bob/nothing")[2] == \
+        "ls: cannot access '/home/bob/nothing': permission denied\n"
+
+
+def test_into_a_directory_the_files_not_the_directory(alice: Shell, kernel: Kernel) -> None:
+    """`cp a b DIR` holds DIR/a and DIR/b, not DIR whole; `cp -r x .` and `mv /tmp/x .`
+    were refused (the entry "." meant its parent, /home); an output that is a directory
+    is only read (`tee /tmp` held /tmp read-write)."""
+    from exo.shell.powerbox import Powerbox
+
+    run(alice, "echo a > a.txt; echo b > b.txt; mkdir d; mkdir -p /tmp/t/x")
+    box = Powerbox.for_shell(alice)
+    names = sorted((str(g.name), g.rights.format()) for g in box.grants("cp", [
+        "a.txt", "b.txt", "d"]))
+    assert names == [("storage://home/alice", "READ"),  # (the inputs: through it)
+                     ("storage://home/alice/d/a.txt", "READ,WRITE"),
+                     ("storage://home/alice/d/b.txt", "READ,WRITE")]
+    assert [(str(g.name), g.rights.format()) for g in box.grants("tee", ["/tmp"])] == [
+        ("storage://home/alice", "READ"), ("storage://tmp", "READ")]
+    status, out, err = run(alice, "/bin/cp a.txt b.txt d && /bin/cp -r /tmp/t . && "
+                                  "/bin/mv /tmp/t/x . && ls d t . && ls /tmp/t")
+    assert (status, err) == (0, ""), err
+    assert out.split() == ["d:", "a.txt", "b.txt", "t:", "x", ".:", "a.txt", "b.txt", "d",
+                           "t", "x"]
+    status, _, err = run(alice, "/usr/bin/tee /tmp < a.txt")
+    assert status == 1 and "Is a directory" in err
+
+
+def test_a_long_option_abbreviated_is_the_option(alice: Shell) -> None:
+    """getopt_long takes an unambiguous prefix: `tar -x --dir sub` is `--directory
+    sub`. Taken for a flag, sub was an operand and the working directory was granted
+    read-write instead."""
+    from exo.shell.powerbox import Powerbox
+
+    run(alice, "echo a > a.txt; mkdir sub; tar -cf a.tar a.txt")
+    box = Powerbox.for_shell(alice)
+    rights = {str(g.name): g.rights.format()
+              for g in box.grants("tar", ["-x", "--dir", "sub", "-f", "a.tar"])}
+    assert rights["storage://home/alice/sub"] == "READ,WRITE"
+    assert rights["storage://home/alice"] == "READ"
+    status, out, err = run(alice, "tar -x --dir sub -f a.tar && ls sub")
+    assert (status, out) == (0, "a.txt\n"), err
+    assert box.policies["cp"].roles(["--target", "d", "a"]) == [("d", "dir"), ("a", "read")]

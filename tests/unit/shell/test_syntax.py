@@ -428,3 +428,49 @@ def test_an_alias_expands_in_every_command_of_a_pipeline(root_shell: Shell) -> N
     run(root_shell, 'alias g="grep -n"')
     assert run(root_shell, "echo hello | g hell")[1] == "1:hello\n"
     assert run(root_shell, 'echo "a|b" | g "a|b"')[1] == "1:a|b\n"  # a quoted | is text
+
+
+@pytest.mark.parametrize(("expr", "true"), [
+    ("-e f", True), ("-f f", True), ("-d dd", True), ("-f dd", False), ("-s f", True),
+    ("-s empty", False), ("-r f", True), ("-w f", True), ("-x f", False), ("-x dd", True),
+    ("-L f", False), ("-L link", True), ("-e nothing", False), ("! -e f", False),
+    ("-n x -a -z ''", True), ("a = a -o b = c", True), ("a = b -o b = c", False),
+    ("1 -lt 2", True), ("3 -le 2", False), ("' 7' -eq 7", True), ("\\( a = b \\)", False),
+    ("! = x", False), ("-e", True), ("''", False), ("x", True), ("b \\> a", True),
+    ("-r /etc/motd", True), ("-w /etc/motd", False), ("-c /dev/null", True),
+    ("f -nt nothing", True), ("f -ot nothing", False), ("-e /home/root", False),
+    ("-d /home", True), ("! \\( -e f -a -e nothing \\)", True)])
+def test_test_evaluates_posix_conditions(alice: Shell, expr: str, true: bool) -> None:
+    """``test``/``[`` knew -e -d -f -z -n and comparisons only; ``-r``, ``-s``, ``-a``,
+    ``!`` and parentheses were "too many arguments". A user's ``-r``/``-w`` say what
+    their capabilities allow; a name they hold nothing over is absent."""
+    run(alice, "echo hi > f; mkdir dd; echo -n > empty; /bin/ln -s f link")
+    assert run(alice, f"test {expr}; echo $?")[1] == ("0\n" if true else "1\n"), expr
+    assert run(alice, f"[ {expr} ]; echo $?")[1] == ("0\n" if true else "1\n"), expr
+
+
+def test_test_says_what_is_malformed_with_status_2(root_shell: Shell) -> None:
+    for line, said in (("test 1 -eq x", "test: x: integer expression expected"),
+                       ("test a b c", "test: b: binary operator expected"),
+                       ("[ a = a", "[: missing ']'"),
+                       ("test a = b c d", "test: too many arguments"),
+                       ("test \\( a", "test: ')' expected"),
+                       ("test " + "! " * 100 + "x", "test: expression nested deeper")):
+        status, _, err = run(root_shell, line)
+        assert status == 2 and err.startswith(said), (line, err)
+
+
+def test_colon_eval_and_command(root_shell: Shell) -> None:
+    """`:`, `eval` and `command` were "command not found": scripts use `: > file`,
+    `eval "$cmd"`, a function wrapping the program of its name, and `command -v`."""
+    assert run(root_shell, ": ignored; echo $?; : > made; test -f made; echo $?")[1] == \
+        "0\n0\n"
+    assert run(root_shell, "x=3; eval 'echo $x; y=4'; echo $y")[1] == "3\n4\n"
+    assert run(root_shell, "eval; echo $?")[1] == "0\n"
+    out = run(root_shell, "mkdir d; touch d/a; ls() { echo wrapped; command ls \"$@\"; }; "
+                          "ls d; unset -f ls")[1]
+    assert out == "wrapped\na\n"
+    status, out, _ = run(root_shell, "alias ll='ls -l'; command -v ll cd sort no-such")
+    assert (status, out) == (1, "alias ll='ls -l'\ncd\n/usr/bin/sort\n")
+    assert run(root_shell, "command ll")[0] == 127  # an alias is not a command
+    assert run(root_shell, "command -V cd")[1] == "cd is a shell builtin\n"
