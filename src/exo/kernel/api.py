@@ -274,6 +274,23 @@ class KernelApi:
         """A session holding exactly ``grants`` (None: every root capability), for the
         kernel's own front ends that authenticated the user themselves (``login`` is
         the way in for a person)."""
+        return self._open_as(user, uid, home, grants)
+
+    def _open_as(self, user: str, uid: int, home: str,
+                 grants: Sequence[Grant] | None) -> KernelSession:
+        """Open the session, a user's own ``/tmp`` made first (``exo.kernel.tree``)."""
+        if uid != 0:
+            from exo.kernel import beneath
+            from exo.kernel.tree import ensure_instance
+
+            tree = beneath.open_root(self.root)
+            try:
+                ensure_instance(tree, user)
+            except (OSError, ValueError) as exc:
+                raise PermissionError(f"{user}: no /tmp of their own could be made: "
+                                      f"{getattr(exc, 'strerror', None) or exc}") from None
+            finally:
+                os.close(tree)
         return self._sessions().open(user, uid, home, grants)
 
     def console_session(self) -> KernelSession:
@@ -300,8 +317,7 @@ class KernelApi:
     def _open(self, user: Any) -> KernelSession:
         from exo.kernel.users import session_grants
 
-        return self._sessions().open(user.name, user.uid, user.home,
-                                     session_grants(self.root, user))
+        return self._open_as(user.name, user.uid, user.home, session_grants(self.root, user))
 
     def end_session(self, session: str) -> int:
         """Logout: the session's capabilities, and every one derived from them, are

@@ -34,8 +34,9 @@ from exo.kernel.caps.errors import QuotaExceeded
 from exo.kernel.manifest import Grant, Limits, ManifestError, PosixX
 from exo.kernel.quota import MAX_PROCESSES, SPAWN_PIDS
 from exo.kernel.sessions import ProcessUids
+from exo.kernel.tree import instance_user
 from exo.sandbox.errors import SandboxError
-from exo.sandbox.namespace import RUNTIME_SRC
+from exo.sandbox.namespace import RUNTIME_SRC, instance_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -398,7 +399,8 @@ class ProcessManager:
                               passthrough_writes=posix_x is not None and posix_x.passthrough,
                               keep_fds=(*(channel.child_fds() if channel else ()), *extra_fds),
                               account=account if posix_x is None else None,
-                              process_uid=proc.uid if posix_x is None else None)
+                              process_uid=proc.uid if posix_x is None else None,
+                              tmp_user=instance_user(account))
             if posix_x is not None:
                 from exo.posix_x.broker import prepare
                 from exo.posix_x.sandbox import apply
@@ -479,12 +481,13 @@ class ProcessManager:
               passthrough_writes: bool = False,
               keep_fds: tuple[int, ...] = (),
               account: tuple[str, int] | None = None,
-              process_uid: int | None = None) -> Any:
+              process_uid: int | None = None, tmp_user: str | None = None) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
         ``passthrough``: export its read-only grants in FUSE passthrough mode;
         ``passthrough_writes``: its writable ones too (``[posix_x] passthrough``, which
-        trades the disk reserve for native speed: docs/revocable-files.md)."""
+        trades the disk reserve for native speed: docs/revocable-files.md).
+        ``tmp_user``: whose ``/tmp`` its ``storage://tmp`` grants name (``tree``)."""
         from exo.kernel.caps import ResourceName
         from exo.sandbox import NetPolicy, SandboxSpec
         from exo.sandbox.namespace import check_destination, exo_path, whole_tree
@@ -517,7 +520,7 @@ class ProcessManager:
                     for part, dest in parts:
                         inside = Path(dest)
                         if inside not in opened:
-                            opened[inside] = self._grant_fd(part)
+                            opened[inside] = self._grant_fd(part, tmp_user)
                         kind = stat.S_IFMT(os.fstat(opened[inside]).st_mode)
                         if Rights.WRITE in rights:
                             write.append(inside)
@@ -579,7 +582,7 @@ class ProcessManager:
             read_paths=tuple(read), write_paths=tuple(write), exec_paths=tuple(execs),
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
-            keep_fds=keep_fds, account=account, process_uid=process_uid,
+            keep_fds=keep_fds, account=account, process_uid=process_uid, tmp_user=tmp_user,
         )
 
     @staticmethod
@@ -592,7 +595,7 @@ class ProcessManager:
                 names.append(entry.name)
         return names
 
-    def _grant_fd(self, res: Any) -> int:
+    def _grant_fd(self, res: Any, user: str | None = None) -> int:
         """An ``O_PATH`` descriptor of the granted ``storage://`` path ``res``.
 
         Resolved from the kernel's pinned descriptor of the tree with no symlink anywhere
@@ -600,13 +603,14 @@ class ProcessManager:
         cannot turn a later grant of that name (by an operator, for another app) into the
         Exo ``/etc`` or the control socket. Only directories and regular files are granted:
         a socket, FIFO or device would be bound as it is, outside any revocable export.
+        ``user``: whose ``/tmp`` a path in ``tmp`` is (``exo.kernel.tree``).
         """
         from exo.kernel import beneath
         from exo.sandbox import SandboxError
 
         try:
-            fd = beneath.openat2(self.files.tree_fd, res.path, os.O_PATH, 0,
-                                 beneath.STRICT)
+            fd = beneath.openat2(self.files.tree_fd, instance_path(res.path, user),
+                                 os.O_PATH, 0, beneath.STRICT)
         except OSError as exc:
             why = {errno.ENOENT: "no such file or directory in the Exo tree",
                    errno.ELOOP: "a symbolic link is on the path (grants never follow links)",

@@ -36,6 +36,7 @@ from .namespace import (
     check_cwd,
     check_destination,
     host_etc_source,
+    instance_path,
     runtime_site_sources,
 )
 
@@ -324,7 +325,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
             hosts[real] = real
             return real
         dest = Path(check_destination(str(path)))
-        host = spec.tree.joinpath(*dest.parts[1:])
+        host = spec.host_of(dest)
         if not host.exists():
             raise SandboxError(f"{what} path {str(dest)!r} does not exist")
         real = check_grant(host, what, system=system_t, shown=dest)
@@ -351,7 +352,7 @@ def plan_mounts(spec: SandboxSpec, *, tty: bool | str = False) -> MountPlan:
         # what it checked; a link here now (swapped in since) would move the mount point.
         host = hosts.get(granted, granted)
         unlinked = granted if spec.tree is None else \
-            Path(tree_real).joinpath(*granted.parts[1:])
+            Path(tree_real) / instance_path(str(granted).lstrip("/"), spec.tmp_user)
         try:
             resolved = _resolved(unlinked)[0]
         except FileNotFoundError:

@@ -28,6 +28,7 @@ Stdlib only and no dataclasses: the kernel imports it while booting.
 from __future__ import annotations
 
 import posixpath
+import re
 
 from .errors import SandboxError
 
@@ -231,3 +232,24 @@ __all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NE
            "RUNTIME_SITE", "RUNTIME_SITE_PACKAGES", "RUNTIME_SRC",
            "SYSTEM_DIRS", "TTY", "check_cwd", "check_destination", "check_host_etc",
            "exo_path", "host_etc_source", "runtime_site_sources", "whole_tree"]
+
+
+# ------------------------------------------------------------ a /tmp for each user
+#: Where each user's ``/tmp`` is kept, under the tree's ``tmp``: one directory per user
+#: (as pam_namespace polyinstantiates /tmp). A user's ``storage://tmp/x`` names
+#: ``tmp/.users/USER/x`` wherever the kernel, the sandbox or the shell resolves it for
+#: that user (``instance_path``), so users never meet in /tmp (alice read, replaced and
+#: deleted bob's files there: a hostile review); root's ``/tmp`` is the tree's own, and
+#: holds every user's. Made at login (``exo.kernel.tree.ensure_instance``).
+TMP_INSTANCES = "tmp/.users"
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def instance_path(path: str, user: str | None) -> str:
+    """``path`` (relative to the tree, ``tmp/x``) as ``user`` sees it: under their own
+    ``/tmp`` when it is in ``tmp``; unchanged for root and the kernel (``None``)."""
+    if user is None or (path != "tmp" and not path.startswith("tmp/")):
+        return path
+    if not _USER_NAME.fullmatch(user):  # (names come from /etc/passwd, checked at useradd)
+        raise ValueError(f"{user!r} is not a user name")
+    return f"{TMP_INSTANCES}/{user}{path[3:]}"

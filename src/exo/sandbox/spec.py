@@ -141,6 +141,8 @@ class SandboxSpec:
     ``process_uid``: with ``account``, the host uid the process runs as instead of the
     account's, one of :func:`process_uids` (its gid stays the account's); ``/etc/passwd``
     names each of those uids as the account's user.
+    ``tmp_user``: with ``tree``, the user whose own ``/tmp`` granted paths in ``/tmp``
+    are (``exo.kernel.tree.instance_path``; None: the tree's ``tmp``).
     ``broker``: the seccomp filter hands the refused syscalls (``DENIED_SYSCALLS``) to a
     notifying filter the program installs before it runs (``exo.posix_x.broker``: the
     kernel answers them with Linux's errno and audits them); without one they fail with
@@ -166,6 +168,15 @@ class SandboxSpec:
     account: tuple[str, int] | None = None
     process_uid: int | None = None
     broker: bool = False
+    tmp_user: str | None = None
+
+    def host_of(self, dest: Path | str) -> Path:
+        """The host path of the granted Exo path ``dest`` (with ``tree``): in the user
+        ``tmp_user``'s own ``/tmp`` when it is in ``/tmp`` (``exo.kernel.tree``)."""
+        from .namespace import instance_path
+
+        assert self.tree is not None
+        return self.tree / instance_path(str(dest).lstrip("/"), self.tmp_user)
 
     def host_ids(self) -> tuple[int, int] | None:
         """The host (uid, gid) the process runs as: its process uid (else the account's)

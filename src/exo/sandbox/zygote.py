@@ -181,9 +181,11 @@ def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
 
 
 def _base(spec: SandboxSpec) -> SandboxSpec:
+    """What a session's zygote holds of ``spec``: its base view, without the command's
+    grants (nor ``tmp_user``, which only names where they come from)."""
     return replace(spec, read_paths=(), write_paths=(), exec_paths=(), bind_sources={},
                    cwd=None, keep_fds=(), env={}, memory_max=None, pids_max=None,
-                   cpu_max=None, process_uid=None)
+                   cpu_max=None, process_uid=None, tmp_user=None)
 
 
 def eligible(spec: SandboxSpec) -> str | None:
@@ -819,8 +821,8 @@ def _start_in(zygote: Zygote, spec: SandboxSpec, argv: Sequence[str],
     def is_dir(dest: str, source: str) -> bool:
         if Path(dest) not in spec.bind_sources:
             return os.path.isdir(source)
-        tree = spec.tree  # a granted Exo path's host path (as plan_mounts spells it)
-        return (tree.joinpath(*Path(dest).parts[1:]) if tree is not None else Path(dest)).is_dir()
+        # a granted Exo path's host path (as plan_mounts spells it)
+        return (spec.host_of(dest) if spec.tree is not None else Path(dest)).is_dir()
 
     mounts = [(d, s, o == "--ro-bind", is_dir(d, s)) for o, s, d in grants]
     mounts += [(d, s, False, False) for _, s, d in tty]  # last: the child makes /dev its own

@@ -195,7 +195,7 @@ class AreaServer:
                    ) -> tuple[Any, list[int]] | None:
         from exo.kernel.syscalls.storage import open_beneath
 
-        fd = open_beneath(host, res, os.O_RDONLY)
+        fd = open_beneath(host, res, os.O_RDONLY, proc=proc)
         try:
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 return None  # a directory: the kernel opens it as usual
@@ -262,8 +262,10 @@ class AreaServer:
                     ) -> tuple[Any, list[int]]:
         from exo.kernel import beneath
         from exo.kernel.syscalls.storage import open_beneath
+        from exo.kernel.tree import instance_user
+        from exo.sandbox.namespace import instance_path
 
-        parent, _, name = res.path.rpartition("/")
+        parent, _, name = instance_path(res.path, instance_user(proc.account)).rpartition("/")
         chain = _lineage(host, proc)  # a writer counts against each: children do not multiply
         with self._lock:
             mine = max(sum(1 for w in self._writers.values() if pid in w.lineage)
@@ -280,7 +282,7 @@ class AreaServer:
         prefix, prefix_charge = -1, _Charge(0, ())
         try:
             try:
-                existing = open_beneath(host, res, os.O_RDONLY)
+                existing = open_beneath(host, res, os.O_RDONLY, proc=proc)
             except FileNotFoundError:
                 existing = -1
                 if not args["create"]:

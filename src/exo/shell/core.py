@@ -110,8 +110,9 @@ class Shell:
             self.session.attach(kernel)
         self._tree = vfs  # the whole tree, for `sudo`'s shell; ours is `self.vfs`
         # A user's shell sees the tree through the session's capabilities; root's, whole.
+        # (Its /tmp is the user's own, as the kernel's for the user's processes.)
         self.vfs = vfs if self.session.grants is None else vfs.restricted(
-            self.session.check_path)
+            self.session.check_path, None if self.session.uid == 0 else self.session.user)
         self.builtins: dict[str, Builtin] = dict(BUILTINS)
         self.cwd = self.session.home if self.vfs.is_dir(self.session.home) else "/"
         self.env: dict[str, str] = {

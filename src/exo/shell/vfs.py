@@ -27,6 +27,7 @@ import stat
 from pathlib import Path
 
 from exo.kernel import beneath, diskreserve
+from exo.sandbox.namespace import instance_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,13 +93,19 @@ class Vfs:
         self.guard: Callable[[str, str], None] | None = None
         #: The disk reserve in bytes, instead of exo.kernel.diskreserve's (tests).
         self.min_free: int | None = None
+        #: Whose ``/tmp`` ``/tmp`` is (``exo.kernel.tree.instance_path``); None: the tree's.
+        self.instance: str | None = None
 
-    def restricted(self, guard: Callable[[str, str], None]) -> Vfs:
+    def restricted(self, guard: Callable[[str, str], None], instance: str | None = None
+                   ) -> Vfs:
         """The same tree seen through ``guard``: a user's shell reads, lists and writes
-        only what the session's capabilities name (``Session.check_path``)."""
+        only what the session's capabilities name (``Session.check_path``), and its
+        ``/tmp`` is user ``instance``'s own, as the kernel resolves it for the user's
+        processes."""
         view = Vfs.__new__(Vfs)
         view.root, view.virtual, view.guard = self.root, self.virtual, guard
         view.min_free = self.min_free
+        view.instance = instance
         return view
 
     def _check(self, exo_path: str, mode: str) -> None:
@@ -144,7 +151,8 @@ class Vfs:
         except OSError as exc:  # (EMFILE...): never the tree's host path in the message
             raise OSError(exc.errno, exc.strerror) from None
         try:
-            rel = self._package_bin(root, self.normalize(exo_path)).lstrip("/") or "."
+            rel = instance_path(self._package_bin(root, self.normalize(exo_path)).lstrip("/"),
+                                self.instance) or "."
             return beneath.openat2(root, rel, flags, mode, beneath.STRICT)
         except OSError as exc:
             if exc.errno == errno.EXDEV:

@@ -163,3 +163,47 @@ def test_names_are_checked_before_any_password_is_asked(root_shell: Shell) -> No
                        ("sudo -u", "-u needs a user name")):
         status, out, err = run(root_shell, line, b"never-read\n")
         assert status != 0 and said in err and "Password" not in out + err, (line, err)
+
+
+def test_each_user_has_a_tmp_of_their_own(alice: Shell, kernel: Kernel,
+                                          root_shell: Shell) -> None:
+    """Every user held ``storage://tmp`` read-write: alice read, replaced and deleted
+    bob's files there (a hostile review). Each user's ``/tmp`` is now their own
+    (``tmp/.users/NAME`` of the tree, as pam_namespace does it): the shell, the
+    powerbox's programs, ``run`` and ``exo_std`` all see the same one; root's is the
+    tree's, holding every user's."""
+    user = UserDatabase(kernel.root).add("bob", "builder")
+    (kernel.root / "home" / "bob").mkdir(parents=True)
+    bob = Shell(kernel.api, Vfs(kernel.root, kernel.virtual_trees()),
+                Session(user.name, user.uid, user.home, session_grants(kernel.root, user)))
+    assert run(bob, "echo bobs > /tmp/note; mkdir /tmp/d")[0] == 0
+    for line in ("cat /tmp/note", "/bin/cat /tmp/note", "ls /tmp/d", "rm /tmp/note",
+                 "ls /tmp/.users", "cat /tmp/.users/bob/note"):
+        assert run(alice, line)[0] != 0, line
+    assert run(alice, "ls /tmp")[1] == ""
+    assert run(alice, "echo alices > /tmp/note; cat /tmp/note")[1] == "alices\n"
+    assert run(bob, "cat /tmp/note")[1] == "bobs\n"  # untouched
+    # the same /tmp for the shell, a host program, an exo_std app and a `run` grant
+    status, out, err = run(alice, "/usr/bin/sort /tmp/note -o /tmp/sorted && "
+                                  "/bin/cat /tmp/sorted && cd /tmp && /bin/ls")
+    assert (status, out) == (0, "alices\nnote\nsorted\n"), err
+    run(alice, "cd; printf 'from exo_std import fs\\nprint(fs.File.open(\"storage://tmp/note\")"
+               ".read().decode(), end=\"\")\\n' > app.py")
+    status, out, err = run(alice, "run --cap storage://tmp=READ --cap "
+                                  "storage://home/alice=READ -- python3 app.py")
+    assert (status, out) == (0, "alices\n"), err
+    # root's /tmp is the tree's: every user's is below it
+    assert run(root_shell, "cat /tmp/.users/alice/note /tmp/.users/bob/note")[1] == \
+        "alices\nbobs\n"
+    assert (kernel.root / "tmp" / ".users" / "bob" / "note").read_text() == "bobs\n"
+
+
+def test_a_link_planted_for_the_users_tmp_is_refused(kernel: Kernel) -> None:
+    """``tmp/.users`` made by someone else as a link (root's /tmp is writable by root's
+    programs) is never followed: the login fails, saying why."""
+    (kernel.root / "tmp" / ".users").symlink_to(kernel.root / "etc")
+    user = UserDatabase(kernel.root).add("carol", "pw")
+    with pytest.raises(PermissionError, match="no /tmp of their own"):
+        kernel.api.open_session(user.name, user.uid, user.home,
+                                session_grants(kernel.root, user))
+    assert not (kernel.root / "etc" / "carol").exists()

@@ -26,12 +26,17 @@ if TYPE_CHECKING:
     from exo.kernel.process import ExoProcess
 
 
-def open_beneath(host: SyscallHost, res: ResourceName, flags: int, mode: int = 0o644) -> int:
-    """Open the Exo path of ``res`` (a regular file or directory only; never blocks)."""
+def open_beneath(host: SyscallHost, res: ResourceName, flags: int, mode: int = 0o644, *,
+                 proc: ExoProcess | None = None) -> int:
+    """Open the Exo path of ``res`` (a regular file or directory only; never blocks), as
+    ``proc`` sees it (its user's ``/tmp``: ``exo.kernel.tree.instance_path``)."""
     from exo.kernel import beneath
+    from exo.kernel.tree import instance_user
+    from exo.sandbox.namespace import instance_path
 
+    path = instance_path(res.path, None if proc is None else instance_user(proc.account))
     try:
-        return beneath.open_file(host.files.tree_fd, res.path, flags, mode, beneath.STRICT)
+        return beneath.open_file(host.files.tree_fd, path, flags, mode, beneath.STRICT)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise PermissionError(errno.EACCES, f"{res}: a symbolic link is on the path "
@@ -110,7 +115,7 @@ def open_(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list[i
         flags |= os.O_APPEND
     pin = host.caps.pin(proc.pid, handle, want)
     try:
-        fd = open_beneath(host, res, flags)
+        fd = open_beneath(host, res, flags, proc=proc)
     except BaseException:
         host.caps.unpin(pin)
         raise
@@ -137,7 +142,7 @@ def listdir(host: SyscallHost, proc: ExoProcess, args: dict[str, Any], fds: list
             ) -> tuple[Any, list[int]]:
     res = _storage_name("listdir", args["name"])
     _covering(host, proc.pid, res, Rights.READ)
-    fd = open_beneath(host, res, os.O_RDONLY | os.O_DIRECTORY)
+    fd = open_beneath(host, res, os.O_RDONLY | os.O_DIRECTORY, proc=proc)
     try:
         return sorted(os.listdir(fd)), []
     finally:
