@@ -43,7 +43,9 @@ def builtin(name: str, summary: str) -> Callable[[Callable[[CommandContext], int
 
 def usage(name: str) -> str:
     """``NAME --help``: what the command does and how it is called."""
-    return f"{name}: {HELP.get(name, 'no help')}"
+    twin = (f" (other options: the host's {name}, through the powerbox)"
+            if name in HOST_TWINS else "")
+    return f"{name}: {HELP.get(name, 'no help')}{twin}"
 
 
 def _parser(ctx: CommandContext, description: str) -> argparse.ArgumentParser:
@@ -65,6 +67,31 @@ def _parser_class() -> type[argparse.ArgumentParser]:
             raise CommandError(message or "", status)
 
     return _ArgParser
+
+
+#: The builtins the host has a program of the same name for, and the short options
+#: each takes: given another (or any long option), the host's program runs instead,
+#: through the powerbox (``Shell._host_twins``).
+HOST_TWINS: dict[str, str] = {
+    "ls": "la1", "cat": "", "wc": "lwc", "cp": "rR", "mv": "f", "rm": "rRf", "mkdir": "p",
+    "touch": "", "grep": "vicnqoslLhHwxEFe", "head": "nc0123456789",
+    "tail": "nc0123456789", "env": ""}
+
+
+def wants_host(name: str, args: list[str]) -> bool:
+    """Whether builtin ``name`` lacks an option ``args`` give (``HOST_TWINS``)."""
+    flags = HOST_TWINS.get(name)
+    if flags is None:
+        return False
+    if args == ["--help"]:
+        return False  # (the builtin's own help)
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg.startswith("--") or (arg.startswith("-") and len(arg) > 1
+                                    and any(ch not in flags for ch in arg[1:])):
+            return True
+    return False
 
 
 def _split_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
@@ -511,10 +538,27 @@ def _grep(ctx: CommandContext) -> int:
 
 
 # ------------------------------------------------------------------ session
-@builtin("env", "print the environment programs get: the exported variables")
+@builtin("env", "print the environment programs get (the exported variables), or run "
+         "a command with more: env [NAME=VALUE]... [COMMAND [ARGS...]] (its other options: "
+         "the host's env)")
 def _env(ctx: CommandContext) -> int:
-    env = ctx.shell.env
-    for k in sorted(ctx.shell.exported & env.keys()):  # (`i=3` is the shell's alone)
+    import shlex
+
+    from exo.shell.parser import is_assignment
+
+    args = list(ctx.args)
+    extra: dict[str, str] = {}
+    while args and is_assignment(args[0]):
+        name, _, value = args.pop(0).partition("=")
+        extra[name] = value
+    if args[:1] == ["--"]:
+        args.pop(0)
+    if args:  # NAME=VALUE COMMAND: the shell's own `NAME=VALUE COMMAND`
+        line = shlex.join([*(f"{k}={v}" for k, v in extra.items()), *args])
+        return ctx.shell.run_line(line, ctx.stdin, ctx.stdout, ctx.stderr)
+    env = {k: v for k, v in ctx.shell.env.items() if k in ctx.shell.exported}
+    env.update(extra)  # (`i=3` is the shell's alone)
+    for k in sorted(env):
         ctx.out(f"{k}={env[k]}")
     return 0
 

@@ -32,6 +32,7 @@ from exo.shell.parser import (
     IncompleteInput,
     ParseError,
     Pipeline,
+    Word,
     parse_pipeline,
     split_list,
 )
@@ -437,6 +438,7 @@ class Shell:
             return
         if not pipeline.commands[0].argv:
             return
+        pipeline = self._host_twins(pipeline)
         if item.background:
             self.last_status = 0
             self._background(item.source, pipeline, stdout, stderr)
@@ -710,6 +712,26 @@ class Shell:
         words = [w.text for w in _without_assignments(cmd).argv[:2]]
         return bool(words) and (words[0] in READS_TERMINAL or (
             words[0] == "exo" and words[1:] != [] and words[1] in ADMIN_SUBCOMMANDS))
+
+    def _host_twins(self, pipeline: Pipeline) -> Pipeline:
+        """Each command naming a builtin with an option the builtin lacks (``ls -lh``,
+        ``cat -n``, ``grep -r``) names the host's program of that name instead, run
+        through the powerbox: the builtin only said "invalid option", or took ``-n``
+        for a file. A function of that name still wins (``_start``)."""
+        from exo.shell.builtins import wants_host
+        from exo.shell.powerbox import Powerbox
+
+        commands = []
+        for cmd in pipeline.commands:
+            at = len(cmd.argv) - len(_without_assignments(cmd).argv)
+            words = [w.text for w in cmd.argv[at:]]
+            host = Powerbox.find(words[0]) if words and words[0] not in self.functions \
+                and wants_host(words[0], words[1:]) else None
+            if host is not None:
+                cmd = Command([*cmd.argv[:at], Word(host), *cmd.argv[at + 1:]],
+                              cmd.redirects)
+            commands.append(cmd)
+        return Pipeline(commands)
 
     def _argv_name(self, cmd: Command) -> str:
         """The command's name: its first word after any ``NAME=value``."""

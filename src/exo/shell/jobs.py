@@ -7,6 +7,8 @@ import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from exo.kernel.api import KernelApi
     from exo.kernel.process import ExoProcess
 
@@ -48,17 +50,23 @@ class Job:
 class ShellJob:
     """A sandboxed process in a pipeline: its exit status, or interrupted by Ctrl-C."""
 
-    __slots__ = ("kernel", "proc")
+    __slots__ = ("after", "kernel", "proc")
 
     def __init__(self, kernel: KernelApi, proc: ExoProcess) -> None:
         self.kernel, self.proc = kernel, proc
+        #: Run once, when its status is first taken (the powerbox's tidying up).
+        self.after: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def wait(self) -> int:
-        return self.kernel.wait(self.proc)
+        status = self.kernel.wait(self.proc)
+        after, self.after = self.after, None
+        if after is not None:
+            after()
+        return status
 
     def interrupt(self) -> None:
         self.kernel.interrupt(self.proc)

@@ -411,6 +411,11 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def is_assignment(word: str) -> bool:
+    """Whether ``word`` (expanded) has the form NAME=VALUE."""
+    return _ASSIGN_RE.match(word) is not None
 #: Builtins whose NAME=value arguments are assignments (``_lex``'s ``declaring``).
 DECLARATIONS = frozenset({"export", "readonly", "local"})
 

@@ -12,6 +12,7 @@ program the policy does not name gets only that.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
@@ -357,11 +358,12 @@ def _builtin_policies() -> dict[str, Policy]:
 class Powerbox:
     """Starts host programs for one shell, granting what their arguments name."""
 
-    __slots__ = ("policies", "shell")
+    __slots__ = ("made", "policies", "shell")
 
     def __init__(self, shell: Shell, policies: dict[str, Policy]) -> None:
         self.shell = shell
         self.policies = policies
+        self.made: list[str] = []  # files made for an editor to edit (``_tidy``)
 
     @classmethod
     def for_shell(cls, shell: Shell) -> Powerbox:
@@ -435,9 +437,14 @@ class Powerbox:
             elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)
                 exo, exists = _deepest_dir(vfs, exo), True
             rights = "READ" if role == "read" else "READ,WRITE"
+            if role == "edit" and exists and not replaces and not shell.session.holds(
+                    "storage://" + exo.strip("/"), rights):
+                rights = "READ"  # one the user may only read: shown, saying so itself
             resource = _check(shell, arg, exo, rights)
             if rights != "READ" and not exists:
                 missing.append(exo)
+                if role == "edit":
+                    self.made.append(exo)
             grant = parse_grant(f"{resource}={rights}")
             if not any(g.name.covers(grant.name) and grant.rights in g.rights
                        for g in grants):  # else held through the working directory
@@ -447,6 +454,24 @@ class Powerbox:
         for exo in missing:
             shell.vfs.touch(exo)
         return grants
+
+    def _tidy(self) -> Callable[[], None] | None:
+        """What to do once the command has ended: a file made for an editor to edit
+        (``nano new.txt``) it left empty and untouched goes, as if never made (the
+        editor quit without saving)."""
+        vfs = self.shell.vfs
+        made = [(exo, entry.mtime) for exo in self.made
+                if (entry := vfs.entry(exo)) is not None]
+
+        def tidy() -> None:
+            for exo, mtime in made:
+                with contextlib.suppress(OSError):  # (VfsError too)
+                    entry = vfs.entry(exo)
+                    if entry is not None and entry.size == 0 and entry.mtime == mtime \
+                            and entry.link is None and not entry.is_dir:
+                        vfs.remove(exo)
+
+        return tidy if made else None
 
     def _asked(self, name: str, args: list[str], grants: list[Grant]) -> list[tuple[str, str]]:
         """A program the policy does not know: each argument naming a file outside the
@@ -484,6 +509,9 @@ class Powerbox:
         from exo.sandbox.zygote import prefer
 
         with prefer():
-            return self.shell.start_process([program, *ctx.args], grants, ctx, env,
-                                            passthrough=True,
-                                            syscalls=policy is not None and policy.syscalls)
+            job = self.shell.start_process([program, *ctx.args], grants, ctx, env,
+                                           passthrough=True,
+                                           syscalls=policy is not None and policy.syscalls)
+        if job is not None:
+            job.after = self._tidy()
+        return job

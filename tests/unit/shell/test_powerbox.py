@@ -353,3 +353,21 @@ def test_a_long_option_abbreviated_is_the_option(alice: Shell) -> None:
     status, out, err = run(alice, "tar -x --dir sub -f a.tar && ls sub")
     assert (status, out) == (0, "a.txt\n"), err
     assert box.policies["cp"].roles(["--target", "d", "a"]) == [("d", "dir"), ("a", "read")]
+
+
+def test_an_editor_may_show_what_the_user_only_reads_and_leaves_no_empty_file(
+        alice: Shell) -> None:
+    """`nano /etc/hostname` was refused (alice may read it, not write it): it is now
+    shown, the editor saying it cannot write it. `nano new.txt` made new.txt empty
+    for the editor, and it stayed after a quit without saving."""
+    from exo.shell.powerbox import Powerbox
+
+    rights = {str(g.name): g.rights.format()
+              for g in Powerbox.for_shell(alice).grants("nano", ["/etc/hostname"])}
+    assert rights["storage://etc/hostname"] == "READ"
+    assert run(alice, "nano /etc/hostname")[0] != 126  # (not a terminal: nano ends)
+    run(alice, "nano new.txt < /dev/null")  # it quits: nothing saved
+    assert run(alice, "test -e new.txt; echo $?")[1] == "1\n"
+    assert run(alice, "truncate -s 3 sized.txt; wc -c < sized.txt")[1] == "3\n"  # kept
+    run(alice, "echo keep > old.txt; nano old.txt < /dev/null")
+    assert run(alice, "cat old.txt")[1] == "keep\n"  # (what it had: not tidied away)

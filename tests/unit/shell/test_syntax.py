@@ -474,3 +474,30 @@ def test_colon_eval_and_command(root_shell: Shell) -> None:
     assert (status, out) == (1, "alias ll='ls -l'\ncd\n/usr/bin/sort\n")
     assert run(root_shell, "command ll")[0] == 127  # an alias is not a command
     assert run(root_shell, "command -V cd")[1] == "cd is a shell builtin\n"
+
+
+def test_an_option_a_builtin_lacks_runs_the_hosts_program(alice: Shell) -> None:
+    """`ls -lh`, `cat -n`, `grep -rn`, `tail -f`: the builtin said "invalid option" (or
+    took `-n` for a file); the host's program of that name now runs, through the
+    powerbox, holding what its command line names."""
+    run(alice, "printf 'b\\na\\n' > f.txt; mkdir d; echo hit > d/x.txt")
+    assert run(alice, "cat -n f.txt")[1].split() == ["1", "b", "2", "a"]
+    status, out, err = run(alice, "grep -rn hit .")
+    assert (status, out) == (0, "./d/x.txt:1:hit\n"), err
+    assert run(alice, "ls -R d")[1].split() == ["d:", "x.txt"]
+    assert run(alice, "wc -m f.txt")[1] == "4 f.txt\n"
+    assert run(alice, "cat /home/root/x -n")[0] == 126  # through the powerbox: refused
+    # what the builtin takes stays the builtin's; `--` ends the options
+    assert run(alice, "ls -la d")[1].split()[-1] == "x.txt"
+    assert run(alice, "cat -- f.txt")[1] == "b\na\n"
+    assert run(alice, "type cat")[1] == "cat is a shell builtin\n"
+    run(alice, "cat() { echo mine; }")
+    assert run(alice, "cat -n f.txt")[1] == "mine\n"  # a function of the name still wins
+
+
+def test_env_runs_a_command_with_more_variables(alice: Shell) -> None:
+    assert run(alice, "env A=1 B='x y' sh -c 'echo $A/$B'")[1] == "1/x y\n"
+    assert run(alice, "env A=1 | grep '^A='")[1] == "A=1\n"
+    assert "A=" not in run(alice, "env")[1]  # for that command only
+    status, out, _ = run(alice, "env -i /usr/bin/env")  # another option: the host's env
+    assert (status, out) == (0, "")
