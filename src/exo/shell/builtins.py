@@ -639,7 +639,7 @@ def _exit(ctx: CommandContext) -> int:
         status = int(ctx.args[0]) if ctx.args else ctx.shell.last_status
     except ValueError:
         raise CommandError(f"{ctx.args[0]}: numeric argument required", 2) from None
-    if ctx.shell.keep_for_jobs():
+    if not ctx.shell.subshells and ctx.shell.keep_for_jobs():  # (a subshell's: its own)
         raise CommandError("there are jobs; exit again to end them with the session")
     raise Logout(status & 0xFF)
 

@@ -36,7 +36,7 @@ from exo.shell.parser import (
     parse_pipeline,
     split_list,
 )
-from exo.shell.session import Session, ShellExit, SwitchUser
+from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 from exo.shell.vfs import ListingTooLong, Vfs, VfsError
 
 TYPE_CHECKING = False
@@ -141,6 +141,7 @@ class Shell:
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
         self._plain = threading.local()  # `command NAME`: NAME skips functions (.name)
+        self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -307,7 +308,10 @@ class Shell:
         from exo.shell.parser import Case, Group, If
 
         if isinstance(node, Group):
-            self._exec_nodes(node.body, stdio)
+            if node.subshell:
+                self._subshell(node.body, stdio)
+            else:
+                self._exec_nodes(node.body, stdio)
             return
         if isinstance(node, Case):
             self._exec_case(node, stdio)
@@ -695,6 +699,29 @@ class Shell:
         finally:
             self._restore(saved)
             self._close(list(opened), opened)
+
+    def _subshell(self, body: list[Node], stdio: tuple[int, int, int]) -> None:
+        """``( LIST )``: run in this shell's thread, what it changes of the shell put
+        back when it ends (its variables, which are exported, the working directory,
+        functions, aliases, ``$1``…); an ``exit`` in it ends it alone, with its status.
+        (sh forks; the shell is the kernel's thread, so it keeps a copy instead.)"""
+        saved = (dict(self.env), set(self.exported), self.cwd, dict(self.functions),
+                 dict(self.aliases), list(self.script_args))
+        self.subshells += 1
+        try:
+            self._exec_nodes(body, stdio)
+        except Logout as exc:  # `exit N` (a shutdown goes on up)
+            self.last_status = exc.status
+        finally:
+            self.subshells -= 1
+            env, exported, self.cwd, functions, aliases, self.script_args = saved
+            self.env.clear()
+            self.env.update(env)
+            self.exported = exported
+            self.functions.clear()
+            self.functions.update(functions)
+            self.aliases.clear()
+            self.aliases.update(aliases)
 
     def _restore(self, saved: dict[str, str | None]) -> None:
         """Give variables back the values ``saved`` (None: the variable was unset)."""

@@ -85,10 +85,11 @@ class ListItem:
         self.background = background  # terminated by a lone "&"
 
 
-def split_list(line: str) -> list[ListItem]:
+def split_list(line: str, depth: int = 0) -> list[ListItem]:
     """Split a line at ``;``, ``&&`` and ``||`` (outside quotes), unexpanded. A
     here-document's body (the lines after the one with ``<<WORD``, up to WORD alone) is
-    put in place of WORD, as one word (``_heredoc_word``)."""
+    put in place of WORD, as one word (``_heredoc_word``). ``depth``: in how many
+    subshells the line is (at most ``MAX_SUBSHELL_DEPTH``)."""
     items: list[ListItem] = []
     buf: list[str] = []
     connector = ";"
@@ -123,6 +124,20 @@ def split_list(line: str) -> list[ListItem]:
         elif c == "$" and line.startswith("(", i + 1):
             end = matching_paren(line, i + 1)  # $( ... ) is one word: its ; stays inside
             buf.append(line[i : end + 1])
+            i = end + 1
+            continue
+        elif c == "(" and _subshell_at(line, i, _last_word(buf)):
+            # ( LIST ): its list split as a line of its own, between the words SUBSHELL
+            # and END_SUBSHELL, which parse_blocks makes a Group run in a subshell.
+            try:
+                end = matching_paren(line, i)
+            except IncompleteInput:
+                raise IncompleteInput("unterminated ( subshell: ')' expected") from None
+            if depth >= MAX_SUBSHELL_DEPTH:
+                raise ParseError(f"subshells nested more than {MAX_SUBSHELL_DEPTH} deep")
+            items.append(ListItem(connector, ("".join(buf) + " " + SUBSHELL).strip()))
+            items += split_list(line[i + 1 : end], depth + 1)
+            connector, buf = ";", [END_SUBSHELL]
             i = end + 1
             continue
         elif c == "#" and (i == 0 or line[i - 1].isspace()):
@@ -175,6 +190,46 @@ def split_list(line: str) -> list[ListItem]:
         for marker, word in bodies.items():  # (a line of many items: each its own)
             item.source = item.source.replace(marker, word)
     return items
+
+
+#: The words a subshell's ``(`` and ``)`` become (no word typed has a NUL).
+SUBSHELL, END_SUBSHELL = "\0(", "\0)"
+#: Subshells in subshells (each level scans the rest of its line once more).
+MAX_SUBSHELL_DEPTH = 32
+#: The words after which a command starts (so a ``(`` there opens a subshell).
+_BEFORE_COMMAND = frozenset({"then", "do", "else", "{", "!", SUBSHELL})
+
+
+def _last_word(buf: list[str]) -> str:
+    """The end of the last word in ``buf`` (at most 8 of its pieces: enough for a
+    keyword), "" when ``buf`` is blank; without joining all of it (a line of a million
+    ``(x)`` was quadratic)."""
+    j = len(buf) - 1
+    while j >= 0 and buf[j].isspace():
+        j -= 1
+    parts: list[str] = []
+    while j >= 0 and not buf[j].isspace() and len(parts) < 8:
+        parts.append(buf[j])
+        j -= 1
+    return "".join(reversed(parts))
+
+
+def _subshell_at(line: str, i: int, before: str) -> bool:
+    """Whether the ``(`` at ``line[i]`` opens a subshell: at the start of a command
+    (``before``, the last word before it, is blank, ends a pipe or is a keyword), not
+    ``((`` (arithmetic), and its ``)`` followed by the end of the command (an operator, a
+    redirection or nothing): ``(a|b) echo x`` is a case clause's patterns."""
+    text = before
+    if not (not text or text.endswith("|") or text in _BEFORE_COMMAND):
+        return False
+    if line.startswith("((", i):
+        return False
+    try:
+        end = matching_paren(line, i)
+    except IncompleteInput:
+        return not text.endswith("|") and "|" not in line[i:]  # (a line to come)
+    rest = line[end + 1:].lstrip(" \t")
+    return not rest or rest[0] in ";&|)\n<>" or (rest[0].isdigit() and rest[1:2] in ("<", ">"))
 
 
 def _heredoc_start(line: str, i: int, heredocs: list[tuple[str, str, bool, bool]],
@@ -565,9 +620,10 @@ _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=]
 # ------------------------------------------------------------ compound commands
 # ``if``/``while``/``for`` are recognised at the start of list items, so the same line
 # splitter serves ``for i in 1 2; do echo $i; done`` and the same over several lines.
-_OPENERS = ("if", "while", "until", "for", "{", "case")
+_OPENERS = ("if", "while", "until", "for", "{", "case", SUBSHELL)
 _RESERVED = ("then", "elif", "else", "fi", "do", "done")
-_CLOSERS = ("fi", "done", "}", "esac")  # each may take redirections for its whole block
+#: each may take redirections for its whole block
+_CLOSERS = ("fi", "done", "}", "esac", END_SUBSHELL)
 #: A case clause's patterns: ``a)``, ``b|c)``, ``(*.txt)``, then its first command.
 _CLAUSE = re.compile(r"\(?\s*([^\s()|;&<>]+(?:\s*\|\s*[^\s()|;&<>]+)*)\s*\)\s*(.*)", re.DOTALL)
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)\s*\(\s*\)")
@@ -596,13 +652,16 @@ class If:
 
 class Group:
     """``{ LIST; }``: a list run in this shell, its redirections applying to all of it;
-    ``NAME() { LIST; }`` defines it as the function ``name``."""
+    ``NAME() { LIST; }`` defines it as the function ``name``; ``( LIST )`` (``subshell``):
+    what it changes of the shell (variables, the working directory, functions,
+    aliases) is undone when it ends, and ``exit`` ends it alone."""
 
-    __slots__ = ("body", "connector", "name", "prefix", "redirects")
+    __slots__ = ("body", "connector", "name", "prefix", "redirects", "subshell")
 
-    def __init__(self, body: list[Node], name: str = "") -> None:
+    def __init__(self, body: list[Node], name: str = "", subshell: bool = False) -> None:
         self.body = body
         self.name = name
+        self.subshell = subshell
         self.redirects = ""  # after ``}`` (unexpanded)
         self.prefix = ""  # the pipeline piped into it
         self.connector = ";"
@@ -659,7 +718,7 @@ def parse_blocks(items: list[ListItem]) -> list[Node]:
     nodes, pos = _sequence(stream, 0, ())
     if pos < len(stream):
         tok = stream[pos]
-        raise ParseError(f"syntax error near unexpected '{tok.word}'"
+        raise ParseError(f"syntax error near unexpected '{_shown(tok.word)}'"
                          if isinstance(tok, _Kw) else "syntax error")
     return nodes
 
@@ -684,7 +743,8 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             out.append(_Kw("case", subject, connector))
             source, connector = rest[2:].strip(), ";"
             continue
-        clause = _CLAUSE.fullmatch(source) if ")" in word or word.startswith("(") else None
+        clause = _CLAUSE.fullmatch(source) if (")" in word or word.startswith("(")) and \
+            not word.startswith("\0") else None
         if clause is not None and not source.startswith("$("):
             out.append(_Kw("pattern", clause.group(1)))
             source, connector = clause.group(2).strip(), ";"
@@ -860,14 +920,15 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             choice.redirects = _arg(stream, pos)
             nodes.append(choice)
             pos += 1
-        elif tok.word == "{":
-            body, pos = _expect(stream, pos + 1, ("}",))
-            group = Group(body)
+        elif tok.word in ("{", SUBSHELL):
+            closer = "}" if tok.word == "{" else END_SUBSHELL
+            body, pos = _expect(stream, pos + 1, (closer,))
+            group = Group(body, subshell=tok.word == SUBSHELL)
             group.redirects = _arg(stream, pos)
             nodes.append(group)
             pos += 1
         else:
-            shown = f"{tok.arg})" if tok.word == "pattern" else tok.word
+            shown = f"{tok.arg})" if tok.word == "pattern" else tok.word.replace("\0", "")
             raise ParseError(f"syntax error near unexpected '{shown}'")
     if opened is not None and len(nodes) > opened[1]:
         node = nodes[opened[1]]
@@ -876,7 +937,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
     if _attach(nodes, piped) is not None:
         raise IncompleteInput("a block expected after '|'")
     if stops:
-        raise IncompleteInput(f"'{stops[-1]}' expected")
+        raise IncompleteInput(f"'{_shown(stops[-1])}' expected")
     return nodes, pos
 
 
@@ -884,7 +945,8 @@ def _expect(stream: list[_Kw | ListItem], pos: int,
             stops: tuple[str, ...]) -> tuple[list[Node], int]:
     nodes, pos = _sequence(stream, pos, stops)
     if not nodes:
-        raise ParseError(f"syntax error: empty block before '{_word_at(stream, pos, '')}'")
+        raise ParseError("syntax error: empty block before "
+                         f"'{_shown(_word_at(stream, pos, ''))}'")
     return nodes, pos
 
 
@@ -895,8 +957,13 @@ def _arg(stream: list[_Kw | ListItem], pos: int) -> str:
 
 def _word_at(stream: list[_Kw | ListItem], pos: int, expected: str) -> str:
     if pos >= len(stream):
-        raise IncompleteInput(f"'{expected}' expected")
+        raise IncompleteInput(f"'{_shown(expected)}' expected")
     tok = stream[pos]
     if not isinstance(tok, _Kw):
-        raise ParseError(f"syntax error: '{expected}' expected")
+        raise ParseError(f"syntax error: '{_shown(expected)}' expected")
     return tok.word
+
+
+def _shown(word: str) -> str:
+    """A keyword as it was typed (a subshell's are ``(`` and ``)``)."""
+    return word.replace("\0", "")

@@ -5,6 +5,7 @@ as typed."""
 
 from __future__ import annotations
 
+import pytest
 from tests.unit.shell._support import run
 
 from exo.shell import Shell
@@ -134,3 +135,41 @@ def test_case_chooses_the_first_clause_whose_pattern_matches(root_shell: Shell) 
                            "x) cat;; esac")[1] == "hi\n"
     assert run(root_shell, "case x in x) echo a;; esac extra")[0] == 2
     assert run(root_shell, "echo 'a;;b' \"c;;d\" 'x<<y'")[1] == "a;;b c;;d x<<y\n"  # quoted
+
+
+def test_a_subshell_keeps_its_changes_to_itself(root_shell: Shell) -> None:
+    """`( LIST )` was "command not found": `(cd dir && make)` is how scripts run
+    something elsewhere. What a subshell changes of the shell is undone when it ends;
+    `exit` ends the subshell alone."""
+    run(root_shell, "cd /tmp")
+    for line, out in (
+            ("(echo a; echo b)", "a\nb\n"),
+            ("x=1; (x=2; echo in=$x); echo out=$x", "in=2\nout=1\n"),
+            ("(cd / && pwd); pwd", "/\n/tmp\n"),
+            ("(echo one; echo two) | wc -l", "2\n"),
+            ("echo x | (read v; echo v=$v)", "v=x\n"),
+            ("(exit 3); echo $?", "3\n"),
+            ("false || (echo ran) && echo after", "ran\nafter\n"),
+            ("(echo x) > sub.txt; cat sub.txt", "x\n"),
+            ("if true; then (echo then); fi; for i in 1 2; do (echo $i); done",
+             "then\n1\n2\n"),
+            ("(echo nested; (echo deeper))", "nested\ndeeper\n"),
+            ("(f() { echo fn; }; alias q=x; export Z=1; f); type f q; echo ${Z:-unset}",
+             "fn\nunset\n"),
+            ("(sleep 0.1; echo bg) & wait; echo done", "bg\ndone\n"),
+            ('(echo "a)b"; echo \')\')', "a)b\n)\n"),
+            ("echo $( (echo inside) )", "inside\n"),
+            ("case a in (a) echo clause;; esac", "clause\n")):  # a clause, not a subshell
+        assert run(root_shell, line)[1] == out, line
+    assert run(root_shell, "(exit 3)")[0] == 3
+    assert run(root_shell, "()")[0] == 2
+    assert run(root_shell, "( " * 40 + "x" + " )" * 40)[2] == \
+        "exo: subshells nested more than 32 deep\n"
+
+
+def test_an_open_subshell_asks_for_more_lines(root_shell: Shell) -> None:
+    from exo.shell.parser import IncompleteInput, parse_blocks, split_list
+
+    with pytest.raises(IncompleteInput, match="subshell"):
+        parse_blocks(split_list("(echo a"))
+    assert run(root_shell, "(echo a\necho b)")[1] == "a\nb\n"

@@ -501,3 +501,15 @@ def test_env_runs_a_command_with_more_variables(alice: Shell) -> None:
     assert "A=" not in run(alice, "env")[1]  # for that command only
     status, out, _ = run(alice, "env -i /usr/bin/env")  # another option: the host's env
     assert (status, out) == (0, "")
+
+
+def test_the_readme_lists_every_builtin() -> None:
+    """The README's "Built-ins:" line is where a new user looks: it names each one
+    (`.` is `source`'s other name, given with it)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    found = re.search(r"Built-ins: `([^`]*)`", text)
+    assert found is not None
+    assert set(found.group(1).split()) == set(BUILTINS) - {"."}
