@@ -15,6 +15,7 @@ import os
 import posixpath
 import signal
 import threading
+import time
 
 from exo import _threadcache
 from exo.shell.context import MAX_LINE, CommandContext, CommandError
@@ -32,6 +33,7 @@ from exo.shell.parser import (
     IncompleteInput,
     ParseError,
     Pipeline,
+    UnsetError,
     Word,
     parse_pipeline,
     split_list,
@@ -142,6 +144,7 @@ class Shell:
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
         self._plain = threading.local()  # `command NAME`: NAME skips functions (.name)
         self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
+        self.started = time.monotonic()  # ($SECONDS)
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -181,7 +184,28 @@ class Shell:
             return " ".join(self.positional())
         if name == "@\0":  # "$@": the words apart (a NUL is in no argument)
             return "\0".join(self.positional())
-        return self.env.get(name, "")
+        value = self.env.get(name)
+        if value is not None and name != "RANDOM":
+            return value
+        return self._dynamic(name)
+
+    def _dynamic(self, name: str) -> str:
+        """The variables sh computes when read: ``$RANDOM`` (0 to 32767), ``$UID`` and
+        ``$EUID`` (the session's Exo uid), ``$HOSTNAME``, ``$SECONDS`` (since the shell
+        started); "" for any other unset name."""
+        if name == "RANDOM":
+            return str(int.from_bytes(os.urandom(2), "little") & 0x7FFF)
+        if name in ("UID", "EUID"):
+            return str(self.session.uid)
+        if name == "SECONDS":
+            return str(int(time.monotonic() - self.started))
+        if name == "HOSTNAME":
+            try:
+                text = self._tree.read_bytes("/etc/hostname", limit=256)
+            except OSError:
+                return "exo-os"
+            return text.decode(errors="replace").strip() or "exo-os"
+        return ""
 
     def positional(self) -> list[str]:
         """$1...: the innermost call's arguments on this thread, else the shell's own
@@ -198,7 +222,7 @@ class Shell:
             self._exec_nodes(parse_blocks(split_list(line)), (stdin, stdout, stderr))
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
             os.write(stderr, f"exo: {exc}\n".encode())
-            self.last_status = 2
+            self.last_status = 1 if isinstance(exc, UnsetError) else 2
         except RecursionError:  # a line nested deeper than the parser goes: refused
             os.write(stderr, b"exo: the line is nested too deeply\n")
             self.last_status = 2
@@ -436,6 +460,8 @@ class Shell:
         self.flow.substituted = 0
         try:
             pipeline = parse_pipeline(self._alias(item.source), self.lookup, self._substitute)
+        except UnsetError:
+            raise  # ${NAME:?}: the rest of the line is not run (run_line says it)
         except ParseError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 2
@@ -1096,6 +1122,9 @@ class Shell:
             return exc.status
         except BrokenPipeError:
             return 141
+        except ParseError as exc:  # (a function's, in a pipeline's stage: ${NAME:?})
+            ctx.err(str(exc))
+            return 1 if isinstance(exc, UnsetError) else 2
         except RecursionError:  # (functions calling functions, in a pipeline's stage)
             ctx.err("nested too deeply")
             return 2

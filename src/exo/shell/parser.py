@@ -23,17 +23,24 @@ if TYPE_CHECKING:
 
 #: What the expansions of one line may bring in at most ($VAR, $(...), ~).
 MAX_EXPANSION = 4 << 20
-OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&&", "||", ">>", "2>", "<<<", "<<", "|", ";",
-             ">", "<")
+OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&>>", "&>", "&&", "||", ">>", "2>", "<<<", "<<",
+             "|", ";", ">", "<")
+#: Both streams into one file: ``&> f`` is ``> f 2>&1`` (bash's).
+_BOTH = {"&>": ">", "&>>": ">>"}
 #: Redirections of one stream onto the other, with no file.
 _DUPS = ("2>&1", "1>&2", ">&2")
 #: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
 #: and ``<<<`` (a here-string: the word and a newline) are the command's input.
-_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "<<", "<<<", *_DUPS}
+_REDIRECTS = {"<", ">", ">>", "2>", "2>>", "<<", "<<<", *_DUPS, *_BOTH}
 
 
 class ParseError(ValueError):
     """The line is not valid shell syntax; the message says where."""
+
+
+class UnsetError(ParseError):
+    """``${NAME:?WORD}`` of an unset NAME: said, and the rest of the line is not run
+    (as in sh, where a script ends there)."""
 
 
 class IncompleteInput(ParseError):
@@ -165,6 +172,7 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
             c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
+            and not line.startswith("&>", i)  # nor &> FILE
         ):
             op = line[i : i + 2] if line.startswith(("&&", "||"), i) else c
             text = "".join(buf).strip()
@@ -318,7 +326,10 @@ def parse_pipeline(source: str, lookup: Callable[[str], str],
                     raise ParseError(f"syntax error: '{tok.op}' needs a file name")
                 target = tokens[i + 1]
                 assert isinstance(target, Word)
-                commands[-1].redirects.append(Redirect(tok.op, target.text))
+                commands[-1].redirects.append(Redirect(_BOTH.get(tok.op, tok.op),
+                                                       target.text))
+                if tok.op in _BOTH:
+                    commands[-1].redirects.append(Redirect("2>&1", ""))
                 i += 1
             else:  # pragma: no cover - split_list removed list operators
                 raise ParseError(f"unexpected '{tok.op}'")
@@ -512,6 +523,31 @@ def matching_paren(s: str, i: int) -> int:
     raise IncompleteInput("unterminated $(")
 
 
+#: The longest arithmetic expression once its ``$`` references are expanded.
+MAX_ARITHMETIC = 64 << 10
+
+
+def _arith_text(inner: str, lookup: Callable[[str], str],
+                substitute: Callable[[str], str] | None) -> str:
+    """``$((…))``'s text with its ``$x``, ``${x}``, ``$(…)`` and inner ``$((…))``
+    expanded first, as sh does (``$(( $x + 1 ))`` was "bad arithmetic")."""
+    if "$" not in inner:
+        return inner
+    out: list[str] = []
+    k = size = 0
+    while k < len(inner):
+        if inner[k] == "$":
+            value, k, _ = _expand(inner, k, lookup, substitute)
+        else:
+            value, k = inner[k], k + 1
+        size += len(value)
+        if size > MAX_ARITHMETIC:
+            raise ParseError(f"bad arithmetic: longer than {MAX_ARITHMETIC >> 10} KiB "
+                             "once expanded")
+        out.append(value)
+    return "".join(out)
+
+
 def _expand(s: str, i: int, lookup: Callable[[str], str],
             substitute: Callable[[str], str] | None) -> tuple[str, int, bool]:
     """Expand the reference at ``s[i] == '$'``: (value, next index, whether an unquoted
@@ -527,7 +563,8 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
             raise ParseError("bad arithmetic: expected '))'")
         from exo.shell.arith import evaluate
 
-        return str(evaluate(s[j + 2 : end - 1], lookup)), end + 1, False
+        inner = _arith_text(s[j + 2 : end - 1], lookup, substitute)
+        return str(evaluate(inner, lookup)), end + 1, False
     if j < len(s) and s[j] == "(":
         end = matching_paren(s, j)
         if substitute is None:
@@ -579,7 +616,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     if op == "+":
         return "" if unset else expanded()
     if unset:  # "?"
-        raise ParseError(f"{name}: {expanded() or 'parameter null or not set'}")
+        raise UnsetError(f"{name}: {expanded() or 'parameter null or not set'}")
     return value
 
 
@@ -770,7 +807,7 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             source, connector = rest, ";"
             continue
         if word in _CLOSERS:
-            if rest and not rest.startswith(("<", ">", "2>", "|")):
+            if rest and not rest.startswith(("<", ">", "2>", "|", "&>")):
                 raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
                                  "(a block takes redirections and pipes, not arguments)")
             out.append(_Kw(word, rest))

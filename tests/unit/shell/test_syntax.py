@@ -513,3 +513,21 @@ def test_the_readme_lists_every_builtin() -> None:
     found = re.search(r"Built-ins: `([^`]*)`", text)
     assert found is not None
     assert set(found.group(1).split()) == set(BUILTINS) - {"."}
+
+
+def test_both_streams_dynamic_variables_and_arithmetic_of_expansions(
+        alice: Shell) -> None:
+    """`&> f` wrote a file named `> f`'s background job; `$RANDOM`, `$UID` and
+    `$HOSTNAME` were empty; `$(( $x + 1 ))` was "bad arithmetic"; `${x:?}` said so
+    and ran the rest of the line."""
+    assert run(alice, "(echo out; echo err >&2) &> both; echo more &>> both; cat both")[1] \
+        == "out\nerr\nmore\n"
+    assert run(alice, "/bin/ls nope &>ls.txt; cat ls.txt")[1].startswith("/bin/ls: ")
+    first, second = run(alice, "echo $RANDOM $RANDOM")[1].split()
+    assert 0 <= int(first) < 32768 and 0 <= int(second) < 32768
+    assert run(alice, "echo $UID $HOSTNAME")[1] == f"{alice.session.uid} exo-os\n"
+    assert run(alice, "x=5; echo $(( $x + 1 )) $(( $(echo 3) * ${x} ))")[1] == "6 15\n"
+    status, out, err = run(alice, "echo ${nope:?is unset}; echo after")
+    assert (status, out, err) == (1, "", "exo: nope: is unset\n")
+    status, _, _ = run(alice, "echo $(( $(printf '1+%.0s' $(seq 20000))1 ))")
+    assert status == 2  # longer than 64 KiB once expanded: refused, not evaluated
