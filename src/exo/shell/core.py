@@ -22,6 +22,7 @@ from exo.shell.context import MAX_LINE, CommandContext, CommandError
 from exo.shell.flow import (
     MAX_FUNCTION_DEPTH,
     MAX_FUNCTIONS,
+    ErrExit,
     Flow,
     Frame,
     FunctionReturn,
@@ -145,6 +146,7 @@ class Shell:
         self._plain = threading.local()  # `command NAME`: NAME skips functions (.name)
         self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
         self.started = time.monotonic()  # ($SECONDS)
+        self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -223,6 +225,8 @@ class Shell:
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 1 if isinstance(exc, UnsetError) else 2
+        except ErrExit as exc:  # set -e: a command failed; its status is the line's
+            self.last_status = exc.status
         except RecursionError:  # a line nested deeper than the parser goes: refused
             os.write(stderr, b"exo: the line is nested too deeply\n")
             self.last_status = 2
@@ -270,9 +274,16 @@ class Shell:
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
         from exo.shell.parser import Group, Simple
 
-        for node in nodes:
+        for k, node in enumerate(nodes):
             if isinstance(node, Simple):
+                connector = node.item.connector
+                ran = not ((connector == "&&" and self.last_status != 0)
+                           or (connector == "||" and self.last_status == 0))
                 self._exec_item(node.item, stdio)
+                if ran and self.last_status and "e" in self.options \
+                        and not self.flow.conditions and not (
+                            k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")):
+                    raise ErrExit(self.last_status)  # set -e: the rest is not run
             elif (node.connector == "&&" and self.last_status != 0) or (
                     node.connector == "||" and self.last_status == 0):
                 continue  # `false && if …; fi`: the block does not run
@@ -349,12 +360,21 @@ class Shell:
                 flow.loops -= 1
             return
         for condition, body in node.clauses:
-            self._exec_nodes(condition, stdio)
+            self._condition(condition, stdio)
             if self.last_status == 0:
                 self._exec_nodes(body, stdio)
                 return
         self.last_status = 0
         self._exec_nodes(node.otherwise, stdio)
+
+    def _condition(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
+        """An if's or a loop's condition: a failure there is an answer, never the end
+        ``set -e`` makes."""
+        self.flow.conditions += 1
+        try:
+            self._exec_nodes(nodes, stdio)
+        finally:
+            self.flow.conditions -= 1
 
     def _exec_loop(self, loop: Loop, stdio: tuple[int, int, int]) -> None:
         status = 0
@@ -373,7 +393,7 @@ class Shell:
                 status = self.last_status
         else:
             while True:
-                self._exec_nodes(loop.condition, stdio)
+                self._condition(loop.condition, stdio)
                 if (self.last_status == 0) != (loop.kind == "while"):
                     break
                 if not self._round(loop.body, stdio):
@@ -535,7 +555,7 @@ class Shell:
 
         reader = threading.Thread(target=drain, name="exosh-subst", daemon=True)
         reader.start()
-        saved = self.last_status
+        saved, options = self.last_status, set(self.options)  # (its set -e is its own)
         self._depth.n = self._substituting + 1
         status = 0
         try:
@@ -547,6 +567,8 @@ class Shell:
             status = self.last_status if ended is None else ended
         finally:
             self._depth.n -= 1
+            self.options.clear()
+            self.options.update(options)
             self.flow.substituted = status  # `x=$(false)` ends with its status
             os.close(write_fd)
             reader.join()
@@ -732,7 +754,7 @@ class Shell:
         functions, aliases, ``$1``…); an ``exit`` in it ends it alone, with its status.
         (sh forks; the shell is the kernel's thread, so it keeps a copy instead.)"""
         saved = (dict(self.env), set(self.exported), self.cwd, dict(self.functions),
-                 dict(self.aliases), list(self.script_args))
+                 dict(self.aliases), list(self.script_args), set(self.options))
         self.subshells += 1
         try:
             self._exec_nodes(body, stdio)
@@ -740,7 +762,9 @@ class Shell:
             self.last_status = exc.status
         finally:
             self.subshells -= 1
-            env, exported, self.cwd, functions, aliases, self.script_args = saved
+            env, exported, self.cwd, functions, aliases, self.script_args, options = saved
+            self.options.clear()
+            self.options.update(options)
             self.env.clear()
             self.env.update(env)
             self.exported = exported
@@ -896,6 +920,11 @@ class Shell:
                 env = {name: self.env[name] for name in self.exported if name in self.env}
                 env.update(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
+                if "x" in self.options:  # set -x: each command as it runs
+                    import shlex
+
+                    os.write(stderr, ("+ " + shlex.join(argv) + "\n").encode(
+                        errors="replace"))
                 stage = Stage()
                 stage.close_after += redirected
                 if not last:
@@ -1087,7 +1116,7 @@ class Shell:
                 if inline:
                     raise
                 stage.status = getattr(exc, "status", 1)  # ends only its stage
-            except (LoopControl, FunctionReturn) as exc:
+            except (LoopControl, FunctionReturn, ErrExit) as exc:
                 if inline:
                     raise
                 stage.status = getattr(exc, "status", None) or 0  # as in a subshell
@@ -1246,6 +1275,13 @@ class Shell:
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+def _connector(node: Node) -> str:
+    """What joins ``node`` to the one before it: ``;``, ``&&`` or ``||``."""
+    from exo.shell.parser import Simple
+
+    return node.item.connector if isinstance(node, Simple) else node.connector
 
 
 def _text_file(text: str) -> int:

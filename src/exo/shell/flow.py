@@ -51,6 +51,15 @@ class FunctionReturn(BaseException):
         self.status = status
 
 
+class ErrExit(BaseException):
+    """``set -e``: a command failed outside a condition; the line (or the sourced file)
+    ends there with its status. A BaseException: no builtin's error handling takes it
+    for a failure of its own."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 class Flow(threading.local):
     """One thread's calls and loops. ``loops`` and ``returnable`` count what a
     ``break`` or ``return`` would end; in a ``$(...)`` either ends the substitution
@@ -61,6 +70,7 @@ class Flow(threading.local):
         self.loops = 0
         self.returnable = 0
         self.substituted = 0  # the status of the last $(...) of the command being expanded
+        self.conditions = 0  # how deep in an if's or a loop's condition (set -e)
 
 
 def _count(ctx: CommandContext, what: str) -> int:
@@ -127,15 +137,35 @@ def _shift(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("set", "set the positional parameters: set -- ARGS...; alone, list the "
-         "variables")
+#: ``set -o NAME``'s names for the options ``set`` takes.
+OPTIONS = {"errexit": "e", "xtrace": "x"}
+
+
+@builtin("set", "shell options and positional parameters: set [-e|+e] [-x|+x] "
+         "[-o errexit|xtrace] [-- ARGS...]; alone, list the variables (-e: a failing "
+         "command ends the line or script; -x: each command is shown as it runs)")
 def _set(ctx: CommandContext) -> int:
     if not ctx.args:
         env = ctx.shell.env
         ctx.write("".join(f"{name}={env[name]}\n" for name in sorted(env)))
         return 0
-    if ctx.args[0] != "--":
-        raise CommandError(f"{ctx.args[0]}: not supported (set -- ARGS sets $1...)", 2)
-    args = ctx.shell.positional()
-    args[:] = ctx.args[1:]
+    args = list(ctx.args)
+    options = ctx.shell.options
+    while args and args[0][:1] in ("-", "+") and args[0] not in ("--", "-", "+"):
+        arg = args.pop(0)
+        letters = arg[1:]
+        if letters == "o":
+            if not args or args[0] not in OPTIONS:
+                raise CommandError(f"-o: one of {', '.join(OPTIONS)} expected", 2)
+            letters = OPTIONS[args.pop(0)]
+        for letter in letters:
+            if letter not in OPTIONS.values():
+                raise CommandError(f"{arg[0]}{letter}: not supported (set -e, -x, -- ARGS)",
+                                   2)
+            (options.add if arg[0] == "-" else options.discard)(letter)
+    if args[:1] in (["--"], ["-"]):
+        positional = ctx.shell.positional()
+        positional[:] = args[1:]
+    elif args:
+        raise CommandError(f"{args[0]}: not supported (set -- ARGS sets $1...)", 2)
     return 0

@@ -173,3 +173,28 @@ def test_an_open_subshell_asks_for_more_lines(root_shell: Shell) -> None:
     with pytest.raises(IncompleteInput, match="subshell"):
         parse_blocks(split_list("(echo a"))
     assert run(root_shell, "(echo a\necho b)")[1] == "a\nb\n"
+
+
+def test_set_e_ends_the_line_or_script_at_a_failure_and_set_x_traces(
+        root_shell: Shell) -> None:
+    """`set -e` (and `set -x`) were "not supported": scripts begin with them. A failing
+    command ends the line (a sourced script: all of it), except in a condition, before
+    `&&`/`||`, or in a `$(…)` or `( … )` that set it itself."""
+    for line, out in (
+            ("set -e; echo a; false; echo no", "a\n"),
+            ("set -e; false && echo x; false || echo y; echo reached", "y\nreached\n"),
+            ("set -e; if false; then :; fi; while false; do :; done; echo fine", "fine\n"),
+            ("set -e; f() { echo in; false; echo no; }; f; echo no", "in\n"),
+            ("set -o errexit; false; echo no", ""),
+            ("x=$(set -e; false; echo no); (set -e); false; echo [$x]", "[]\n"),
+            ("set -e -- a b; echo $1 $2", "a b\n")):
+        status, got, _ = run(root_shell, line)
+        run(root_shell, "set +e")
+        assert got == out, line
+    assert run(root_shell, "set -e; false; echo no")[0] == 1
+    run(root_shell, "set +e; printf 'set -e\\necho one\\nfalse\\necho two\\n' > /tmp/s.sh")
+    assert run(root_shell, "source /tmp/s.sh; echo after")[1] == "one\n"
+    run(root_shell, "set +e")
+    assert run(root_shell, "set -x; echo traced | cat; set +x") == \
+        (0, "traced\n", "+ echo traced\n+ cat\n+ set +x\n")
+    assert run(root_shell, "set -q")[0] == 2
