@@ -253,17 +253,12 @@ class Shell:
         return False
 
     def expand_history(self, line: str) -> str:
-        """``!!`` is the previous command line, as in sh's interactive mode (ParseError
-        when there is none yet)."""
-        if "!!" not in line:
-            return line
-        if not self.history:
-            raise ParseError("!!: event not found")
-        previous = self.history[-1]
-        # (a line of !! after a long one made a string of GBs in the kernel)
-        if len(line) + line.count("!!") * (len(previous) - 2) > MAX_LINE:
-            raise ParseError(f"!!: the line would be longer than {MAX_LINE >> 20} MiB")
-        return line.replace("!!", previous)
+        """History expansion, as in bash's interactive mode (``exo.shell.histexpand``'s
+        ``expand``): ``!!``, ``!N``, ``!-N``, ``!PREFIX``, ``!$``; ParseError for an
+        event not found."""
+        from exo.shell.histexpand import expand
+
+        return expand(line, self.history, MAX_LINE)
 
     def remember(self, line: str) -> None:
         """``line`` into the session's history (the last ``HISTORY_KEPT`` lines)."""
