@@ -72,3 +72,35 @@ def test_nano_edits_a_file_through_the_powerbox(exo_env: dict[str, str],
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
     assert (exo_root / "tmp" / "notes.txt").read_text() == "written in nano\n"
+
+
+def test_ctrl_z_stops_less_which_gives_the_terminal_back_and_fg_resumes_it(
+        exo_env: dict[str, str]) -> None:
+    """Ctrl-Z is SIGTSTP first: less leaves its screen and stops itself, the prompt
+    comes back on a usable terminal, and `fg` brings less back. It was SIGSTOPped in
+    its screen, the terminal left as less had set it."""
+    with boot_terminal(exo_env) as term:
+        login(term)
+        term.sendline("seq 1 500 > /tmp/long.txt; less /tmp/long.txt")
+        term.expect("\r\n39\r\n")  # less shows the start of the file
+        term.sendcontrol("z")
+        term.expect(r"\[1\]\+ Stopped  less /tmp/long.txt")
+        # less left its screen itself (its stop was discarded before: the sandbox's
+        # command was in an orphaned process group), and did not come back to it
+        shown = term.before
+        assert "\x1b[?1049l" in shown and "\x1b[?1049h" not in shown.split("\x1b[?1049l")[-1]
+        term.expect(PROMPT)
+        term.sendline("echo typed-$((2+3))")  # the terminal echoes and reads lines again
+        term.expect("typed-5")
+        term.expect(PROMPT)
+        term.sendline("fg")
+        term.send("G")  # less again: to the end of the file
+        term.expect("500")
+        term.send("q")
+        term.expect(PROMPT)
+        term.sendline("jobs; echo listed")
+        term.expect("listed")
+        assert "Stopped" not in term.before
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)

@@ -488,6 +488,11 @@ static void prepare(int sock, char **kept, int nkept) {
     pid_t command = fork();
     if (command < 0) fail("zygote: fork: %s", strerror(errno));
     if (command > 0) command_init(command);
+    /* A process group of its own, in its init's session: a group with a parent in
+     * another group of its session is not orphaned, so a SIGTSTP it sends itself (less
+     * and vi do so, once the terminal is put back, at Ctrl-Z) stops it. In its init's
+     * group, the stop was discarded and less went on in its screen. */
+    if (setpgid(0, 0) != 0) fail("zygote: setpgid: %s", strerror(errno));
 }
 
 /* --spare, a "dev" record: a /dev of the command's own, for a command on a terminal (as

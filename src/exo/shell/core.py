@@ -97,6 +97,8 @@ SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
+#: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
+STOP_GRACE_S = 0.5
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
                             "sudo", "read", "source", ".", "fg", "top"})
 
@@ -840,8 +842,18 @@ class Shell:
             self.jobs.remove(job)
 
     def stop(self, job: Job) -> None:
-        for proc in job.processes():
-            proc.signal(signal.SIGSTOP)
+        """Ctrl-Z: SIGTSTP first, as the terminal sends it, so that a full-screen program
+        (less, vi) puts the terminal back before it stops itself; SIGSTOP to those that
+        are not stopped within ``STOP_GRACE_S`` (SIGTSTP may be ignored)."""
+        procs = job.processes()
+        for proc in procs:
+            proc.signal(signal.SIGTSTP)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(p.state == "running" for p in procs):
+            time.sleep(0.01)
+        for proc in procs:
+            if proc.state == "running":
+                proc.signal(signal.SIGSTOP)
         job.state = "Stopped"
         self._add_job(job)
 
