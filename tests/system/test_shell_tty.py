@@ -5,6 +5,7 @@ when the session ends."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pexpect
@@ -102,5 +103,38 @@ def test_ctrl_z_stops_less_which_gives_the_terminal_back_and_fg_resumes_it(
         term.expect("listed")
         assert "Stopped" not in term.before
         term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)
+
+
+def test_ctrl_c_is_sigint_to_a_program_that_takes_it(exo_env: dict[str, str]) -> None:
+    """Ctrl-C was SIGINT then SIGKILL a second later: python's prompt, less or a
+    program with a handler was killed for taking it. Now a program that handles it
+    goes on (its status is its own); one that dies of it stops the line, as in sh; a
+    second Ctrl-C while it still runs ends it."""
+    handler = ("python3 -c \"import signal,time; signal.signal(signal.SIGINT, lambda *a: "
+               "print('caught', flush=True)); print('up', flush=True); time.sleep(3); "
+               "print('finished')\"")
+    with boot_terminal(exo_env) as term:
+        login(term)
+        term.sendline(handler + "; echo status=$?")
+        term.expect("up")
+        term.sendintr()
+        term.expect("caught")
+        term.expect("finished", timeout=15)  # not killed a second after
+        term.expect("status=0")
+        term.expect(PROMPT)
+        term.sendline("python3 -c \"import signal,time; signal.signal(signal.SIGINT, "
+                      "signal.SIG_IGN); print('deaf', flush=True); time.sleep(60)\"")
+        term.expect("deaf")
+        term.sendintr()
+        time.sleep(0.5)
+        term.sendintr()  # the second: it ends
+        term.expect(PROMPT, timeout=15)
+        term.sendline("for i in 1 2; do /bin/sleep 30; echo next-$i; done")
+        time.sleep(1.5)
+        term.sendintr()  # sleep dies of it: the loop stops too
+        term.expect(PROMPT, timeout=15)
+        assert "next-1" not in term.before and "next-2" not in term.before
         term.sendline("shutdown")
         term.expect(pexpect.EOF)

@@ -113,10 +113,12 @@ class KernelApi:
     # the control socket's handler asks for the rows by this name
     process_rows = ps
 
-    def kill(self, pid: int, sig: int) -> None:
+    def kill(self, pid: int, sig: int, group: bool = False) -> None:
+        """``sig`` to Exo process ``pid`` (``group``: to its process group, as a
+        terminal's keys reach a foreground job)."""
         if self._processes is None:
             raise LookupError(f"({pid}) - no such process")
-        self._processes.kill(pid, sig)
+        self._processes.kill(pid, sig, group)
 
     def start(self, argv: Sequence[str], grants: Sequence[Grant] = (), *,
               manifest: Manifest | None = None,

@@ -753,13 +753,18 @@ class ProcessManager:
             self._reaped.pop(pid, None)
         return proc.status
 
-    def kill(self, pid: int, sig: int = signal.SIGTERM) -> None:
+    def kill(self, pid: int, sig: int = signal.SIGTERM, group: bool = False) -> None:
+        """``sig`` to process ``pid`` (``group``: to its process group in its sandbox,
+        what it started along: a terminal's Ctrl-C and Ctrl-Z)."""
         if pid == KERNEL_PID:
             raise LookupError("(1) - the kernel cannot be signalled; use shutdown")
         proc = self.get(pid)
         if proc.status is not None:
             raise LookupError(f"({pid}) - process has already exited")
-        proc.sandbox.send_signal(sig)
+        if group:
+            proc.sandbox.send_signal(sig, group=True)
+        else:
+            proc.sandbox.send_signal(sig)
 
     def live(self) -> list[ExoProcess]:
         with self._lock:

@@ -179,10 +179,15 @@ class SandboxedProcess:
         assert self.returncode is not None
         return self.returncode
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, group: bool = False) -> None:
+        """``sig`` to the command (``group``: to its process group, which it leads: its
+        session's, made by bubblewrap; not reaped yet, so its pid is still its own)."""
         if self.returncode is None and self.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group:
+                    os.killpg(self.pid, sig)
+                else:
+                    os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

@@ -117,6 +117,10 @@ def prefer() -> Iterator[None]:
         preferred.reset(token)
 
 
+#: pidfd_send_signal's flag for the target's process group (Linux 6.9).
+_PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
+
+
 def _has_ended(pidfd: int, within: float = 0.1) -> bool:
     """Whether the process of ``pidfd`` has ended (its pidfd is readable), waiting at most
     ``within`` s (a process already refused as exiting may not be marked ended yet)."""
@@ -308,10 +312,13 @@ class ZygoteProcess:
         assert self.returncode is not None
         return self.returncode
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, group: bool = False) -> None:
+        """``sig`` to the command (``group``: to its process group, what it started with
+        it, as a terminal's Ctrl-C reaches it; through its pidfd, never a pid reused)."""
         if self.returncode is None and self.pidfd >= 0:
             with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(self.pidfd, sig)
+                signal.pidfd_send_signal(self.pidfd, sig, None,
+                                         _PIDFD_SIGNAL_PROCESS_GROUP if group else 0)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

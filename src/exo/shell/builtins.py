@@ -870,15 +870,15 @@ def _kill(ctx: CommandContext) -> int:
         if raw.startswith("%"):
             job = _job(ctx, raw)
             if job.processes():
-                for proc in job.processes():
-                    proc.signal(sig)
+                for proc in job.processes():  # the job's process groups, as in sh
+                    proc.signal(sig, group=True)
                 if sig in _STOPS:
                     job.state = "Stopped"
                 elif sig == signal.SIGCONT or (
                         sig in (signal.SIGTERM, signal.SIGHUP) and job.state == "Stopped"):
                     if sig != signal.SIGCONT:  # as bash: else it stays pending, stopped
                         for proc in job.processes():
-                            proc.signal(signal.SIGCONT)
+                            proc.signal(signal.SIGCONT, group=True)
                     job.state = "Running"
             else:
                 job.cancel.set()  # builtins only: they end at their next check

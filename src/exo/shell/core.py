@@ -816,11 +816,27 @@ class Shell:
         """Wait for ``job`` with the terminal's Ctrl-C and Ctrl-Z going to it alone:
         Ctrl-C interrupts it, Ctrl-Z stops it into the job table (status 148)."""
         terminal = self.terminal if not job.reads_terminal else None
+        interrupted = False
         try:
             with contextlib.ExitStack() as stack:
                 if terminal is not None:
                     stack.enter_context(terminal.job_in_foreground())
-                while not job.done.wait(0.05):
+                while True:
+                    try:
+                        if job.done.wait(0.05):
+                            break
+                    except KeyboardInterrupt:
+                        # The first Ctrl-C is SIGINT, as the terminal sends it: a program
+                        # that takes it (python's prompt, less) goes on. A second one
+                        # while it runs ends the job (SIGKILL after the grace).
+                        if interrupted or not job.processes():
+                            raise
+                        interrupted = True
+                        job.cancel.set()  # (its builtins: as the terminal's SIGINT)
+                        for proc in job.processes():
+                            proc.signal(signal.SIGCONT, group=True)
+                            proc.signal(signal.SIGINT, group=True)
+                        continue
                     suspended = terminal is not None and terminal.take_suspend()
                     # A job stopped by itself (or by a kill -STOP from elsewhere) is
                     # stopped all the same: the prompt comes back, as in sh.
@@ -835,6 +851,8 @@ class Shell:
             self._forget(job)
             raise
         self._forget(job)
+        if interrupted and job.status == 128 + signal.SIGINT:
+            raise KeyboardInterrupt  # it died of the Ctrl-C: the line stops, as in sh
         return job.status
 
     def _forget(self, job: Job) -> None:
@@ -847,20 +865,20 @@ class Shell:
         are not stopped within ``STOP_GRACE_S`` (SIGTSTP may be ignored)."""
         procs = job.processes()
         for proc in procs:
-            proc.signal(signal.SIGTSTP)
+            proc.signal(signal.SIGTSTP, group=True)
         deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and any(p.state == "running" for p in procs):
             time.sleep(0.01)
         for proc in procs:
             if proc.state == "running":
-                proc.signal(signal.SIGSTOP)
+                proc.signal(signal.SIGSTOP, group=True)
         job.state = "Stopped"
         self._add_job(job)
 
     def resume(self, job: Job) -> None:
         job.state = "Running"
         for proc in job.processes():
-            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGCONT, group=True)
 
     def interrupt(self, job: Job) -> None:
         """Ctrl-C: builtins see the cancel event, processes get SIGINT, then SIGKILL."""

@@ -71,9 +71,10 @@ class ShellJob:
     def interrupt(self) -> None:
         self.kernel.interrupt(self.proc)
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, group: bool = False) -> None:
+        """``group``: to what it started along too (its process group)."""
         with contextlib.suppress(LookupError):
-            self.kernel.kill(self.proc.pid, sig)
+            self.kernel.kill(self.proc.pid, sig, group)
 
     @property
     def state(self) -> str:
