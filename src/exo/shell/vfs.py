@@ -468,6 +468,8 @@ class Vfs:
         if self.is_dir(src):
             if not recursive:
                 raise IsADirectoryError(f"{src}: is a directory (use cp -r)")
+            if _within(self.normalize(dst), self.normalize(src)):  # (it copied 256 levels)
+                raise VfsError(f"cannot copy a directory, '{src}', into itself, '{dst}'")
             pfd, name = self._parent(dst)
             try:
                 s = self._open(src, os.O_RDONLY | os.O_DIRECTORY)
@@ -508,6 +510,9 @@ class Vfs:
                 raise FileNotFoundError(f"{src}: no such file or directory") from None
             if self.is_dir(dst):
                 dst = posixpath.join(self.normalize(dst), sname)
+            if _within(self.normalize(dst), self.normalize(src)) and \
+                    self.normalize(dst) != self.normalize(src):  # (rename said EINVAL)
+                raise VfsError(f"cannot move '{src}' to a subdirectory of itself, '{dst}'")
             dpfd, dname = self._parent(dst)
             try:
                 os.rename(sname, dname, src_dir_fd=spfd, dst_dir_fd=dpfd)
@@ -605,6 +610,12 @@ class ListingTooLong(VfsError):
 
     def __init__(self, p: str, hint: str) -> None:
         super().__init__(f"{p}: more than {MAX_LISTING} entries ({hint})")
+
+
+def _within(path: str, top: str) -> bool:
+    """Whether normalised Exo path ``path`` is ``top`` or below it (the shell follows no
+    link, so the names say it)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _scan(fd: int, p: str, hint: str = "the host's /usr/bin/ls lists any number",

@@ -529,3 +529,15 @@ def test_an_afternoons_findings(alice: Shell) -> None:
                         "wait: 'foo': not a pid or a job (%N)\n")
     assert run(alice, "/usr/bin/python3 -c 'raise SystemExit(3)' & wait $!; echo $?")[1] \
         == "3\n"
+
+
+def test_a_directory_is_neither_copied_nor_moved_into_itself(shell: Shell) -> None:
+    """`cp -r m m/x` copied m into itself 256 levels deep before giving up, and `mv m
+    m/n` said "Invalid argument"; both now say what GNU's do, and change nothing."""
+    run(shell, "cd /tmp; mkdir -p m/k")
+    status, _, err = run(shell, "cp -r m m/x")
+    assert status == 1 and "cannot copy a directory, '/tmp/m', into itself" in err
+    status, _, err = run(shell, "mv m m/n")
+    assert status == 1 and "cannot move '/tmp/m' to a subdirectory of itself" in err
+    assert run(shell, "ls m")[1] == "k\n"
+    assert run(shell, "cp -r m m2 && mv m2 m && ls m")[1] == "k\nm2\n"  # beside: fine
