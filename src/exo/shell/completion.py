@@ -43,7 +43,11 @@ class ShellCompleter(Completer):
                     yield Completion(name + " ", start_position=-len(word))
             return
         head, _, partial = word.rpartition("/")
-        base = self.shell.vfs.normalize(head + "/" if head else ".", self.shell.cwd)
+        # ~ and $VAR in the directory part are looked in as the shell will expand them
+        # (the word keeps them as typed); a name is inserted with its blanks and quotes
+        # escaped, so the line means that file.
+        shown = self._expanded(head)
+        base = self.shell.vfs.normalize(shown + "/" if shown else ".", self.shell.cwd)
         if word.startswith("/") and not head:
             base = "/"
         try:
@@ -52,5 +56,20 @@ class ShellCompleter(Completer):
             return
         for e in entries:
             if e.name.startswith(partial) and (partial.startswith(".") or e.name[0] != "."):
-                full = (head + "/" if head or word.startswith("/") else "") + e.name
+                full = (head + "/" if head or word.startswith("/") else "") + _escaped(e.name)
                 yield Completion(full + ("/" if e.is_dir else ""), start_position=-len(word))
+
+    def _expanded(self, head: str) -> str:
+        """``head`` with a leading ``~`` (``~/``, ``~``) and ``$NAME`` parts expanded."""
+        import re
+
+        if head == "~" or head.startswith("~/"):
+            head = self.shell.env.get("HOME", self.shell.session.home) + head[1:]
+        return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
+                      lambda m: self.shell.lookup(m.group(1)), head)
+
+
+def _escaped(name: str) -> str:
+    """A file name as a word of the line: blanks and the shell's special characters
+    after a backslash."""
+    return "".join("\\" + c if c in " \t'\"\\$`&|;<>()*?[]!#~{}" else c for c in name)

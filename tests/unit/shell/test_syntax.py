@@ -531,3 +531,23 @@ def test_both_streams_dynamic_variables_and_arithmetic_of_expansions(
     assert (status, out, err) == (1, "", "exo: nope: is unset\n")
     status, _, _ = run(alice, "echo $(( $(printf '1+%.0s' $(seq 20000))1 ))")
     assert status == 2  # longer than 64 KiB once expanded: refused, not evaluated
+
+
+def test_completion_follows_tilde_and_variables_and_escapes_names(alice: Shell) -> None:
+    """`cat ~/pr<Tab>` and `cat $HOME/pr<Tab>` offered nothing; a name with a blank was
+    inserted bare, so the line named two files."""
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from exo.shell.completion import ShellCompleter
+
+    run(alice, "mkdir proj; echo n > 'my notes.txt'")
+    completer = ShellCompleter(alice)
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+    assert complete("cat ~/pr") == ["~/proj/"]
+    assert complete("cat $HOME/pr") == ["$HOME/proj/"]
+    assert complete("cat my") == ["my\\ notes.txt"]
+    assert run(alice, "cat " + complete("cat my")[0])[1] == "n\n"  # one word, that file
