@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 import stat
 import sys
 import threading
@@ -479,9 +480,34 @@ def _parent_dirs_of(dests: tuple[str, ...], binds: frozenset[str]) -> tuple[str,
     return tuple(args)
 
 
+#: A process's host name when the Exo tree's /etc/hostname names none it can take.
+HOSTNAME = "exo-os"
+
+
+def hostname(tree: Path | None) -> str:
+    """The host name a process sees: the Exo tree's ``/etc/hostname`` (what the shell's
+    ``$HOSTNAME`` says), when it is a valid one; else ``HOSTNAME``. Read without
+    following a link (the administrator's file, never one an app planted)."""
+    if tree is None:
+        return HOSTNAME
+    try:
+        fd = os.open(tree / "etc" / "hostname", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return HOSTNAME
+    try:
+        name = os.read(fd, 256).decode("ascii", "replace").strip()
+    except OSError:
+        return HOSTNAME
+    finally:
+        os.close(fd)
+    valid = re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", name)
+    return name if valid else HOSTNAME
+
+
 def namespace_args(spec: SandboxSpec) -> list[str]:
     args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-            "--hostname", "exo", "--die-with-parent", "--new-session", "--clearenv"]
+            "--hostname", hostname(spec.tree), "--die-with-parent", "--new-session",
+            "--clearenv"]
     if spec.net.mode == "none":
         args.append("--unshare-net")
     if spec.user is not None:

@@ -52,6 +52,8 @@ ETC_SYNTHESISED = (("/etc/passwd", PASSWD), ("/etc/group", GROUP), ("/etc/hosts"
 #: The host's /etc files ordinary programs read, read-only (``localtime`` too, kept a link).
 ETC_FROM_HOST = ("/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf",
                  "/etc/ca-certificates.conf", "/etc/mime.types",
+                 # man: where its pages are, and groff's local macros
+                 "/etc/manpath.config", "/etc/groff",
                  # Debian's /usr/bin/awk, vi, which, pager, editor... are links through it
                  "/etc/alternatives")
 #: Only with a network capability.

@@ -3,6 +3,8 @@ line names (inputs read, outputs written) within what the session holds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.unit.shell._support import run
 
@@ -371,3 +373,17 @@ def test_an_editor_may_show_what_the_user_only_reads_and_leaves_no_empty_file(
     assert run(alice, "truncate -s 3 sized.txt; wc -c < sized.txt")[1] == "3\n"  # kept
     run(alice, "echo keep > old.txt; nano old.txt < /dev/null")
     assert run(alice, "cat old.txt")[1] == "keep\n"  # (what it had: not tidied away)
+
+
+def test_man_reads_its_pages_and_programs_see_the_systems_host_name(alice: Shell) -> None:
+    """`man ls` said "can't open the manpath configuration file": /etc/manpath.config
+    (and groff's local macros) are now in every process's /etc. `hostname` said "exo"
+    where `$HOSTNAME` and /etc/hostname say "exo-os"."""
+    import shutil
+
+    assert run(alice, "hostname; /bin/sh -c 'uname -n'; echo $HOSTNAME")[1] == \
+        "exo-os\nexo-os\nexo-os\n"
+    if shutil.which("man") is None or not Path("/usr/share/man/man1/ls.1.gz").exists():
+        pytest.skip("man-db or ls's page is not installed on this host")
+    status, out, err = run(alice, "man -P cat ls | head -3")
+    assert (status, err) == (0, "") and out.split()[:1] == ["LS(1)"]
