@@ -278,7 +278,7 @@ class Shell:
                            or (connector == "||" and self.last_status == 0))
                 self._exec_item(node.item, stdio)
                 if ran and self.last_status and "e" in self.options \
-                        and not self.flow.conditions and not (
+                        and not self.flow.conditions and not self.flow.negated and not (
                             k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")):
                     raise ErrExit(self.last_status)  # set -e: the rest is not run
             elif (node.connector == "&&" and self.last_status != 0) or (
@@ -475,8 +475,13 @@ class Shell:
             return
         stdin, stdout, stderr = stdio
         self.flow.substituted = 0
+        # `! PIPELINE`: its status negated (and never the end `set -e` makes)
+        source = item.source
+        negated = self.flow.negated = source[:1] == "!" and source[1:2] in (" ", "\t")
+        if negated:
+            source = source[1:].lstrip()
         try:
-            pipeline = parse_pipeline(self._alias(item.source), self.lookup, self._substitute)
+            pipeline = parse_pipeline(self._alias(source), self.lookup, self._substitute)
         except UnsetError:
             raise  # ${NAME:?}: the rest of the line is not run (run_line says it)
         except ParseError as exc:
@@ -490,7 +495,8 @@ class Shell:
             self.last_status = 0
             self._background(item.source, pipeline, stdout, stderr)
             return
-        self.last_status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
+        status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
+        self.last_status = int(status == 0) if negated else status
 
     def function(self, name: str) -> Group | None:
         """The function ``name`` runs, unless ``command`` is running it (``plain``)."""

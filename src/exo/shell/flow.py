@@ -71,6 +71,7 @@ class Flow(threading.local):
         self.returnable = 0
         self.substituted = 0  # the status of the last $(...) of the command being expanded
         self.conditions = 0  # how deep in an if's or a loop's condition (set -e)
+        self.negated = False  # the last list item ran as `! PIPELINE` (set -e)
 
 
 def _count(ctx: CommandContext, what: str) -> int:

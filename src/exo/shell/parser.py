@@ -594,6 +594,9 @@ def _braced(inner: str, lookup: Callable[[str], str],
     if trim is not None:
         name, op, word = trim.groups()
         return _trimmed(lookup(name), op, expand_word(word, lookup, substitute), inner)
+    edited = _edited(inner, lookup, substitute)
+    if edited is not None:
+        return edited
     m = _BRACED_RE.fullmatch(inner)
     if m is None:
         raise ParseError(f"bad substitution: ${{{inner}}}")
@@ -650,6 +653,61 @@ def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
 #: The longest value ``${NAME#PATTERN}`` and its kin trim.
 MAX_TRIMMED = 4096
 _TRIM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(##|#|%%|%)(.*)", re.DOTALL)
+_NAME = r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
+#: ${NAME^^} ${NAME,,} ${NAME^} ${NAME,}: case.
+_CASE_RE = re.compile(_NAME + r"(\^\^|,,|\^|,)")
+#: ${NAME:OFFSET} ${NAME:OFFSET:LENGTH} (not ${NAME:-…}, :=, :?, :+): a slice.
+_SLICE_RE = re.compile(_NAME + r":(?![-=?+])([^:]*)(?::(.*))?", re.DOTALL)
+#: ${NAME/PATTERN/STRING} (first), //: every match, /#: at the start, /%: at the end.
+_REPLACE_RE = re.compile(_NAME + r"/([/#%]?)((?:\\.|[^/\\])*)(?:/(.*))?", re.DOTALL)
+
+
+def _edited(inner: str, lookup: Callable[[str], str],
+            substitute: Callable[[str], str] | None) -> str | None:
+    """bash's case, slice and replace forms of ``${…}``; None for any other form. The
+    value is at most ``MAX_TRIMMED`` characters, as for a trim (a pattern is tried at
+    each place of it)."""
+    import fnmatch
+
+    from exo.shell.arith import evaluate
+
+    for regex in (_CASE_RE, _SLICE_RE, _REPLACE_RE):
+        m = regex.fullmatch(inner)
+        if m is not None:
+            break
+    else:
+        return None
+    value = lookup(m.group(1))
+    if len(value) > MAX_TRIMMED:
+        raise ParseError(f"${{{inner}}}: the value is longer than {MAX_TRIMMED} characters")
+    if regex is _CASE_RE:
+        op = m.group(2)
+        if op in ("^^", ",,"):
+            return value.upper() if op == "^^" else value.lower()
+        head = value[:1].upper() if op == "^" else value[:1].lower()
+        return head + value[1:]
+    if regex is _SLICE_RE:
+        offset = evaluate(expand_word(m.group(2), lookup, substitute), lookup)
+        start = max(len(value) + offset, 0) if offset < 0 else offset
+        if m.group(3) is None:
+            return value[start:]
+        length = evaluate(expand_word(m.group(3), lookup, substitute), lookup)
+        end = len(value) + length if length < 0 else start + length
+        if end < start:
+            raise ParseError(f"${{{inner}}}: substring expression < 0")
+        return value[start:end]
+    how, pattern = m.group(2), expand_word(m.group(3), lookup, substitute)
+    replacement = expand_word(m.group(4) or "", lookup, substitute)
+    if not pattern:
+        return value
+    body = fnmatch.translate(pattern).removeprefix("(?s:").removesuffix(")\\Z")
+    regex_text = {"#": f"\\A(?:{body})", "%": f"(?:{body})\\Z"}.get(how, body)
+    try:
+        compiled = re.compile(regex_text, re.DOTALL)
+    except re.error:
+        return value
+    count = 0 if how == "/" else 1
+    return compiled.sub(lambda _: replacement, value, count=count)
 _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=])(.*))?",
                         re.DOTALL)
 

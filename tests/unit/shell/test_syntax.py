@@ -551,3 +551,21 @@ def test_completion_follows_tilde_and_variables_and_escapes_names(alice: Shell) 
     assert complete("cat $HOME/pr") == ["$HOME/proj/"]
     assert complete("cat my") == ["my\\ notes.txt"]
     assert run(alice, "cat " + complete("cat my")[0])[1] == "n\n"  # one word, that file
+
+
+def test_negation_and_bash_s_case_slice_and_replace_expansions(root_shell: Shell) -> None:
+    """`if ! grep -q …` was "!: command not found"; `${x:1:3}`, `${p//a/b}` and
+    `${x^^}` were "bad substitution". Each as bash gives it (compared by hand)."""
+    run(root_shell, "cd /tmp; echo a > x.txt")
+    for line, out in (
+            ("if ! grep -q zz x.txt; then echo absent; fi; ! true; echo $?", "absent\n1\n"),
+            ("set -e; ! true; echo survived; set +e", "survived\n"),
+            ("x=hello; echo ${x^^} ${x^} ${x:1:3} ${x:2} ${x: -2} ${x:1:-1}",
+             "HELLO Hello ell llo lo ell\n"),
+            ("p=/a/b/c.txt; echo ${p/b/B} ${p//\\//_} ${p/#\\/a/X} ${p/%.txt/.md} ${p/*./Y.}",
+             "/a/B/c.txt _a_b_c.txt X/b/c.txt /a/b/c.md Y.txt\n"),
+            ("X=ABC; f=a.b.c; s=abcdef; i=0; echo ${X,,} ${X,} ${f//./-} ${s:i+1:2}",
+             "abc aBC a-b-c bc\n")):
+        assert run(root_shell, line)[1] == out, line
+    status, _, err = run(root_shell, "x=hello; echo ${x:1:-9}")
+    assert status == 2 and "substring expression < 0" in err
