@@ -2,19 +2,23 @@
 
 Events: ``!!`` (the previous line), ``!N`` (line N of ``history``), ``!-N`` (N lines
 back), ``!PREFIX`` (the latest line starting with PREFIX); word: ``!$`` (the previous
-line's last word). Nothing between single quotes is expanded, nor a ``!`` before a blank,
-``=``, ``(``, a quote, an operator or the end (``[ ! -e f ]``, ``!=``, ``"hi!"``), nor
-one after a backslash.
+line's last word, as it was typed: quotes kept). Nothing between single quotes is
+expanded, nor a ``!`` before a blank, ``=``, ``(``, a quote, an operator or the end
+(``[ ! -e f ]``, ``!=``, ``"hi!"``), nor one after a backslash. Each event is looked up
+once a line, however often it is named: a line of a million ``!$`` after a long one
+split that one each time (two minutes in the kernel, a review found).
 """
 
 from __future__ import annotations
-
-import shlex
 
 from exo.shell.parser import ParseError
 
 #: What may follow ``!`` and still leave it a plain character.
 _LITERAL_AFTER = frozenset(" \t\n=(\"';|&<>)")
+#: Characters that end a word of a line, outside quotes (operators end one too).
+_WORD_ENDS = frozenset(" \t\n|&;<>()")
+#: ``!N`` with more digits than this names no line (and never makes a huge int).
+_MAX_DIGITS = 9
 
 
 def expand(line: str, history: list[str], limit: int) -> str:
@@ -24,6 +28,7 @@ def expand(line: str, history: list[str], limit: int) -> str:
     if "!" not in line:
         return line
     out: list[str] = []
+    found: dict[str, str] = {}  # each event's text, looked up once
     size = 0
     i, quote = 0, ""
     while i < len(line):
@@ -37,8 +42,10 @@ def expand(line: str, history: list[str], limit: int) -> str:
         elif c == "\\" and i + 1 < len(line):
             piece, step = line[i:i + 2], 2
         elif c == "!" and i + 1 < len(line) and line[i + 1] not in _LITERAL_AFTER:
-            piece, step = _event(line, i + 1, history)
-            step += 1
+            name = _event_name(line, i + 1)
+            if name not in found:
+                found[name] = _event(name, history)
+            piece, step = found[name], len(name) + 1
         out.append(piece)
         size += len(piece)
         if size > limit:
@@ -47,33 +54,71 @@ def expand(line: str, history: list[str], limit: int) -> str:
     return "".join(out)
 
 
-def _event(line: str, i: int, history: list[str]) -> tuple[str, int]:
-    """The text ``line[i:]`` names after a ``!``, and how many characters name it."""
+def _event_name(line: str, i: int) -> str:
+    """What names the event after a ``!`` at ``line[i]``: ``!``, ``$``, digits
+    (``-`` first for ``!-N``) or a prefix."""
     c = line[i]
-    if c == "!":
-        return _nth(history, len(history), "!!"), 1
-    if c == "$":
-        previous = _nth(history, len(history), "!$")
-        try:
-            words = shlex.split(previous)
-        except ValueError:
-            words = previous.split()
-        return (words[-1] if words else ""), 1
+    if c in "!$":
+        return c
     j = i + 1 if c == "-" else i
     while j < len(line) and line[j].isdigit():
         j += 1
     if j > i and line[i:j] != "-":
-        number = int(line[i:j])
-        index = len(history) + number + 1 if number < 0 else number
-        return _nth(history, index, "!" + line[i:j]), j - i
+        return line[i:j]
     j = i
-    while j < len(line) and not line[j].isspace() and line[j] not in ";|&()<>'\"":
+    while j < len(line) and line[j] not in _WORD_ENDS and line[j] not in "'\"":
         j += 1
-    prefix = line[i:j]
+    return line[i:j]
+
+
+def _event(name: str, history: list[str]) -> str:
+    if name == "!":
+        return _nth(history, len(history), "!!")
+    if name == "$":
+        words = _words(_nth(history, len(history), "!$"))
+        return words[-1] if words else ""
+    digits = name.removeprefix("-")
+    if digits.isdigit():
+        if len(digits) > _MAX_DIGITS:
+            raise ParseError(f"!{name}: event not found")
+        number = int(name)
+        index = len(history) + number + 1 if number < 0 else number
+        return _nth(history, index, "!" + name)
     for previous in reversed(history):
-        if previous.startswith(prefix):
-            return previous, j - i
-    raise ParseError(f"!{prefix}: event not found")
+        if previous.startswith(name):
+            return previous
+    raise ParseError(f"!{name}: event not found")
+
+
+def _words(line: str) -> list[str]:
+    """``line``'s words as typed (quotes kept), operators apart: ``echo hi>out`` is
+    ``echo``, ``hi``, ``>``, ``out``."""
+    words: list[str] = []
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c in " \t\n":
+            i += 1
+            continue
+        if c in _WORD_ENDS:
+            j = i + 1
+            while j < len(line) and line[j] in "|&;<>" and line[j] == c:
+                j += 1
+            words.append(line[i:j])
+            i = j
+            continue
+        j = i
+        while j < len(line) and line[j] not in _WORD_ENDS:
+            if line[j] in "'\"":
+                end = line.find(line[j], j + 1)
+                j = len(line) if end < 0 else end + 1
+            elif line[j] == "\\":
+                j += 2
+            else:
+                j += 1
+        words.append(line[i:min(j, len(line))])
+        i = j
+    return words
 
 
 def _nth(history: list[str], number: int, said: str) -> str:
