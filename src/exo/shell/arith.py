@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import threading
 
 from exo.shell.parser import ParseError
 
@@ -46,8 +47,18 @@ _COMPARE: dict[type[ast.cmpop], Callable[[int, int], bool]] = {
 }
 
 
+#: A variable whose value is an expression is evaluated in its turn (``y=3+4;
+#: $((y*2))`` is 14, as in bash): at most this deep, and this many in one expression
+#: (``a=b+b; b=c+c; …`` doubles the work at each level).
+MAX_VARIABLE_DEPTH = 32
+MAX_VARIABLE_EVALUATIONS = 10_000
+_nesting = threading.local()
+
+
 def evaluate(expr: str, lookup: Callable[[str], str]) -> int:
     """The value of ``expr``; unset or empty variables count as 0, as in sh."""
+    if getattr(_nesting, "depth", 0) == 0:
+        _nesting.count = 0
     text = expr.replace("&&", " and ").replace("||", " or ").strip()
     text = text.replace("!=", "\0").replace("!", " not ").replace("\0", "!=")
     if not text:
@@ -56,6 +67,8 @@ def evaluate(expr: str, lookup: Callable[[str], str]) -> int:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
         raise ParseError(f"bad arithmetic: {expr.strip()}") from None
+    except (MemoryError, RecursionError):  # (6000 unary minuses: the parser's stack)
+        raise ParseError("bad arithmetic: nested too deeply") from None
     return _eval(tree.body, lookup, expr)
 
 
@@ -71,7 +84,20 @@ def _value(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
         try:
             return int(raw, 0)
         except ValueError:
+            pass
+        depth = getattr(_nesting, "depth", 0)
+        _nesting.count = getattr(_nesting, "count", 0) + 1
+        if depth >= MAX_VARIABLE_DEPTH or _nesting.count > MAX_VARIABLE_EVALUATIONS:
+            raise ParseError(f"{node.id}: expression recursion level exceeded")
+        _nesting.depth = depth + 1
+        try:
+            return evaluate(raw, lookup)
+        except ParseError as exc:
+            if "recursion level" in str(exc):
+                raise
             raise ParseError(f"{node.id}={raw!r}: not an integer") from None
+        finally:
+            _nesting.depth = depth
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, lookup, expr)
         if isinstance(node.op, ast.USub):

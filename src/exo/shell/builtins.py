@@ -548,14 +548,17 @@ def _env(ctx: CommandContext) -> int:
 
     args = list(ctx.args)
     extra: dict[str, str] = {}
-    while args and is_assignment(args[0]):
-        name, _, value = args.pop(0).partition("=")
-        extra[name] = value
-    if args[:1] == ["--"]:
-        args.pop(0)
+    skip = 0
+    while skip < len(args) and (is_assignment(args[skip]) or args[skip] == "env"):
+        name, eq, value = args[skip].partition("=")  # (env env X: env X)
+        if eq:
+            extra[name] = value
+        skip += 1
+    args = args[skip + (args[skip:skip + 1] == ["--"]):]
     if args:  # NAME=VALUE COMMAND: the shell's own `NAME=VALUE COMMAND`
-        line = shlex.join([*(f"{k}={v}" for k, v in extra.items()), *args])
-        return ctx.shell.run_line(line, ctx.stdin, ctx.stdout, ctx.stderr)
+        line = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in extra.items()),
+                         shlex.join(args)])
+        return _rerun(ctx, line)
     env = {k: v for k, v in ctx.shell.env.items() if k in ctx.shell.exported}
     env.update(extra)  # (`i=3` is the shell's alone)
     for k in sorted(env):
@@ -705,7 +708,7 @@ def _eval(ctx: CommandContext) -> int:
     line = " ".join(ctx.args)
     if not line.strip():
         return 0
-    return ctx.shell.run_line(line, ctx.stdin, ctx.stdout, ctx.stderr)
+    return _rerun(ctx, line)
 
 
 @builtin("command", "run a command, not a function or alias of its name: command NAME "
@@ -726,14 +729,39 @@ def _command(ctx: CommandContext) -> int:
             else:
                 ctx.out(where)
         return status
-    if args[:1] == ["--"]:
-        args = args[1:]
+    skip = 0
+    while skip < len(args) and args[skip] in ("--", "command"):  # (`command command X`)
+        skip += 1
+    args = args[skip:]
     if not args:
         return 0
     # \NAME: not an alias's (the line is read again); ctx.shell.plain: not a function's.
     with ctx.shell.plain(args[0]):
-        return ctx.shell.run_line("\\" + shlex.join(args), ctx.stdin, ctx.stdout,
-                                  ctx.stderr)
+        return _rerun(ctx, "\\" + shlex.join(args))
+
+
+#: How deep `eval`, `command` and `env` may run one another, and how many bytes of
+#: lines they may parse again in all, one inside another (`command command …`: each
+#: level parsed the rest of a 1 MiB line again, for minutes in the kernel).
+MAX_RERUN_DEPTH = 64
+MAX_RERUN_BYTES = 2 << 20
+
+
+def _rerun(ctx: CommandContext, line: str) -> int:
+    """Run ``line`` in this shell for ``eval``, ``command`` or ``env``, within
+    ``MAX_RERUN_DEPTH`` and ``MAX_RERUN_BYTES``."""
+    flow = ctx.shell.flow
+    if flow.reruns == 0:
+        flow.rerun_bytes = 0
+    flow.rerun_bytes += len(line)
+    if flow.reruns >= MAX_RERUN_DEPTH or flow.rerun_bytes > MAX_RERUN_BYTES:
+        raise CommandError(f"eval, command and env nested too deeply (at most "
+                           f"{MAX_RERUN_DEPTH} levels, {MAX_RERUN_BYTES >> 20} MiB)", 2)
+    flow.reruns += 1
+    try:
+        return ctx.shell.run_line(line, ctx.stdin, ctx.stdout, ctx.stderr)
+    finally:
+        flow.reruns -= 1
 
 
 def _command_v(ctx: CommandContext, name: str) -> str | None:

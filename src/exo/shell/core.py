@@ -30,6 +30,7 @@ from exo.shell.flow import (
 )
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
+    SET_QUERY,
     Command,
     IncompleteInput,
     ParseError,
@@ -171,6 +172,11 @@ class Shell:
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:
+        if name.endswith(SET_QUERY):  # "1" when set (even to ""), else "": ${x-…}, ${x?}
+            base = name[:-len(SET_QUERY)]
+            if base.isdigit() and base != "0":
+                return "1" if int(base) <= len(self.positional()) else ""
+            return "1" if base in "#?$!@*0" or base in self.env else ""
         if name == "?":
             return str(self.last_status)
         if name == "$":
@@ -269,50 +275,62 @@ class Shell:
             del self.history[:len(self.history) - HISTORY_KEPT]
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
-        from exo.shell.parser import Group, Simple
 
         for k, node in enumerate(nodes):
-            if isinstance(node, Simple):
-                connector = node.item.connector
-                ran = not ((connector == "&&" and self.last_status != 0)
-                           or (connector == "||" and self.last_status == 0))
-                self._exec_item(node.item, stdio)
-                if ran and self.last_status and "e" in self.options \
-                        and not self.flow.conditions and not self.flow.negated and not (
-                            k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")):
-                    raise ErrExit(self.last_status)  # set -e: the rest is not run
-            elif (node.connector == "&&" and self.last_status != 0) or (
-                    node.connector == "||" and self.last_status == 0):
-                continue  # `false && if …; fi`: the block does not run
-            elif isinstance(node, Group) and node.name:
-                self._define(node, stdio[2])
-            elif node.prefix:  # `cat f | while read l; …`
-                try:
-                    before = parse_pipeline(node.prefix, self.lookup,
-                                            self._substitute).commands
-                    after = parse_pipeline(": " + node.redirects, self.lookup,
-                                           self._substitute).commands
-                except ParseError as exc:
-                    os.write(stdio[2], f"exo: {exc}\n".encode())
-                    self.last_status = 2
-                    continue
-                self.last_status = self._pipe_block(node, after, stdio, before)
-            elif not node.redirects:
-                self._exec_block(node, stdio)
-            else:  # `done > out`: the whole block's streams
-                opened: list[int] = []
-                try:
-                    after = parse_pipeline(": " + node.redirects, self.lookup,
-                                           self._substitute).commands
-                    if len(after) > 1:  # `done | sort`
-                        self.last_status = self._pipe_block(node, after, stdio)
-                        continue
-                    self._exec_block(node, self._redirect(after[0], *stdio, opened))
-                except (ParseError, _RedirectError) as exc:
-                    os.write(stdio[2], f"exo: {exc}\n".encode())
-                    self.last_status = 1
-                finally:
-                    self._close(list(opened), opened)
+            # set -e spares what an && or || list tests, to its depths (a function's
+            # body, a block): as an if's condition
+            listed = k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")
+            if listed:
+                self.flow.conditions += 1
+            try:
+                self._exec_node(node, stdio)
+            finally:
+                if listed:
+                    self.flow.conditions -= 1
+
+    def _exec_node(self, node: Node, stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import Group, Simple
+
+        if isinstance(node, Simple):
+            connector = node.item.connector
+            ran = not ((connector == "&&" and self.last_status != 0)
+                       or (connector == "||" and self.last_status == 0))
+            self._exec_item(node.item, stdio)
+            if ran and self.last_status and "e" in self.options \
+                    and not self.flow.conditions and not self.flow.negated:
+                raise ErrExit(self.last_status)  # set -e: the rest is not run
+        elif (node.connector == "&&" and self.last_status != 0) or (
+                node.connector == "||" and self.last_status == 0):
+            return  # `false && if …; fi`: the block does not run
+        elif isinstance(node, Group) and node.name:
+            self._define(node, stdio[2])
+        elif node.prefix:  # `cat f | while read l; …`
+            try:
+                before = parse_pipeline(node.prefix, self.lookup,
+                                        self._substitute).commands
+                after = parse_pipeline(": " + node.redirects, self.lookup,
+                                       self._substitute).commands
+            except ParseError as exc:
+                os.write(stdio[2], f"exo: {exc}\n".encode())
+                self.last_status = 2
+                return
+            self.last_status = self._pipe_block(node, after, stdio, before)
+        elif not node.redirects:
+            self._exec_block(node, stdio)
+        else:  # `done > out`: the whole block's streams
+            opened: list[int] = []
+            try:
+                after = parse_pipeline(": " + node.redirects, self.lookup,
+                                       self._substitute).commands
+                if len(after) > 1:  # `done | sort`
+                    self.last_status = self._pipe_block(node, after, stdio)
+                    return
+                self._exec_block(node, self._redirect(after[0], *stdio, opened))
+            except (ParseError, _RedirectError) as exc:
+                os.write(stdio[2], f"exo: {exc}\n".encode())
+                self.last_status = 1
+            finally:
+                self._close(list(opened), opened)
 
     def _pipe_block(self, node: If | Loop | Group | Case, after: list[Command],
                     stdio: tuple[int, int, int], before: list[Command] | None = None) -> int:
@@ -490,8 +508,8 @@ class Shell:
             return
         if not pipeline.commands[0].argv:
             return
-        pipeline = self._host_twins(pipeline)
         if item.background:
+            pipeline = self._host_twins(pipeline)
             self.last_status = 0
             self._background(item.source, pipeline, stdout, stderr)
             return
@@ -684,6 +702,7 @@ class Shell:
 
     def _run_pipeline(self, pipeline: Pipeline, stdin: int, stdout: int, stderr: int,
                       source: str = "") -> int:
+        pipeline = self._host_twins(pipeline)  # (a pipeline into a block comes here too)
         cmds = pipeline.commands
         assignments = _assignments(cmds[0]) if len(cmds) == 1 else []
         if assignments and len(assignments) == len(cmds[0].argv):
@@ -756,16 +775,27 @@ class Shell:
         back when it ends (its variables, which are exported, the working directory,
         functions, aliases, ``$1``…); an ``exit`` in it ends it alone, with its status.
         (sh forks; the shell is the kernel's thread, so it keeps a copy instead.)"""
+        positional = self.positional()  # (a function's $1…, or the shell's)
         saved = (dict(self.env), set(self.exported), self.cwd, dict(self.functions),
-                 dict(self.aliases), list(self.script_args), set(self.options))
+                 dict(self.aliases), list(positional), set(self.options))
+        # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
+        # forked one (the loop or function around it goes on).
         self.subshells += 1
         try:
             self._exec_nodes(body, stdio)
         except Logout as exc:  # `exit N` (a shutdown goes on up)
             self.last_status = exc.status
+        except (ErrExit, FunctionReturn) as exc:  # its set -e, a `return` in it
+            self.last_status = exc.status if exc.status is not None else self.last_status
+        except LoopControl:
+            self.last_status = 0
+        except UnsetError as exc:  # ${x:?} ends the subshell, not the line
+            os.write(stdio[2], f"exo: {exc}\n".encode())
+            self.last_status = 1
         finally:
             self.subshells -= 1
-            env, exported, self.cwd, functions, aliases, self.script_args, options = saved
+            env, exported, self.cwd, functions, aliases, args, options = saved
+            positional[:] = args
             self.options.clear()
             self.options.update(options)
             self.env.clear()

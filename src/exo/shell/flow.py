@@ -72,6 +72,8 @@ class Flow(threading.local):
         self.substituted = 0  # the status of the last $(...) of the command being expanded
         self.conditions = 0  # how deep in an if's or a loop's condition (set -e)
         self.negated = False  # the last list item ran as `! PIPELINE` (set -e)
+        self.reruns = 0  # eval, command and env running a line inside one another
+        self.rerun_bytes = 0  # the bytes of lines they parsed again, since the outermost
 
 
 def _count(ctx: CommandContext, what: str) -> int:

@@ -54,8 +54,8 @@ class ShellJob:
 
     def __init__(self, kernel: KernelApi, proc: ExoProcess) -> None:
         self.kernel, self.proc = kernel, proc
-        #: Run once, when its status is first taken (the powerbox's tidying up).
-        self.after: Callable[[], None] | None = None
+        #: Run once with its status, when that is first taken (the powerbox tidies up).
+        self.after: Callable[[int], None] | None = None
 
     @property
     def pid(self) -> int:
@@ -65,7 +65,7 @@ class ShellJob:
         status = self.kernel.wait(self.proc)
         after, self.after = self.after, None
         if after is not None:
-            after()
+            after(status)
         return status
 
     def interrupt(self) -> None:

@@ -27,6 +27,8 @@ OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&>>", "&>", "&&", "||", ">>", "2>", 
              "|", ";", ">", "<")
 #: Both streams into one file: ``&> f`` is ``> f 2>&1`` (bash's).
 _BOTH = {"&>": ">", "&>>": ">>"}
+#: ``lookup(NAME + SET_QUERY)`` is "1" when NAME is set (even to ""), else "".
+SET_QUERY = "\0set"
 #: Redirections of one stream onto the other, with no file.
 _DUPS = ("2>&1", "1>&2", ">&2")
 #: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
@@ -607,7 +609,8 @@ def _braced(inner: str, lookup: Callable[[str], str],
     if op == "=":
         raise ParseError(f"${{{inner}}}: assigning in a substitution is not supported; "
                          f"write {name}=... first")
-    unset = value == ""  # the shell keeps no unset-but-empty distinction
+    # Without the colon, only an unset NAME counts (``x=; ${x-d}`` is empty).
+    unset = value == "" if colon else lookup(name + SET_QUERY) != "1"
 
     def expanded() -> str:
         return expand_word(word, lookup, substitute, " ")

@@ -363,7 +363,7 @@ class Powerbox:
     def __init__(self, shell: Shell, policies: dict[str, Policy]) -> None:
         self.shell = shell
         self.policies = policies
-        self.made: list[str] = []  # files made for an editor to edit (``_tidy``)
+        self.made: list[tuple[str, bool]] = []  # outputs made ahead, for an editor? (_tidy)
 
     @classmethod
     def for_shell(cls, shell: Shell) -> Powerbox:
@@ -443,8 +443,7 @@ class Powerbox:
             resource = _check(shell, arg, exo, rights)
             if rights != "READ" and not exists:
                 missing.append(exo)
-                if role == "edit":
-                    self.made.append(exo)
+                self.made.append((exo, role == "edit"))
             grant = parse_grant(f"{resource}={rights}")
             if not any(g.name.covers(grant.name) and grant.rights in g.rights
                        for g in grants):  # else held through the working directory
@@ -455,16 +454,19 @@ class Powerbox:
             shell.vfs.touch(exo)
         return grants
 
-    def _tidy(self) -> Callable[[], None] | None:
-        """What to do once the command has ended: a file made for an editor to edit
-        (``nano new.txt``) it left empty and untouched goes, as if never made (the
-        editor quit without saving)."""
+    def _tidy(self) -> Callable[[int], None] | None:
+        """What to do once the command has ended: a file made ahead for it that it left
+        empty and untouched goes, as if never made, when it was made for an editor to
+        edit (``nano new.txt``: it quit without saving) or the command failed (``cp -p
+        a b c`` with no directory c left an empty c; GNU's makes nothing)."""
         vfs = self.shell.vfs
-        made = [(exo, entry.mtime) for exo in self.made
+        made = [(exo, edit, entry.mtime) for exo, edit in self.made
                 if (entry := vfs.entry(exo)) is not None]
 
-        def tidy() -> None:
-            for exo, mtime in made:
+        def tidy(status: int) -> None:
+            for exo, edit, mtime in made:
+                if not edit and status == 0:
+                    continue  # (an output it made empty: `sort empty -o out`)
                 with contextlib.suppress(OSError):  # (VfsError too)
                     entry = vfs.entry(exo)
                     if entry is not None and entry.size == 0 and entry.mtime == mtime \

@@ -150,7 +150,8 @@ class _Parser:
         mode = entry.mode
         checks: dict[str, Callable[[], bool]] = {
             "-e": lambda: True,
-            "-f": lambda: entry.link is None and not entry.is_dir,
+            "-f": lambda: stat.S_ISREG(mode) if mode else (entry.link is None
+                                                          and not entry.is_dir),
             "-d": lambda: entry.is_dir,
             "-s": lambda: entry.size > 0 or entry.is_dir,
             "-p": lambda: stat.S_ISFIFO(mode),
@@ -168,8 +169,14 @@ class _Parser:
         return {0: ctx.stdin, 1: ctx.stdout, 2: ctx.stderr}.get(number, -1)
 
     def _entry(self, operand: str) -> Entry | None:
+        from exo.shell.vfs import Entry
+
         vfs = self.ctx.shell.vfs
         path = self.ctx.path(operand)
+        if path == "/":  # (no name in a directory: entry has none to give)
+            return Entry("/", True, 0, None, stat.S_IFDIR | 0o755)
+        if vfs.device(path) is not None:  # /dev/null...: a character device
+            return Entry(path.rsplit("/", 1)[-1], False, 0, None, stat.S_IFCHR | 0o666)
         if vfs.hidden(path):
             return None
         try:

@@ -198,3 +198,30 @@ def test_set_e_ends_the_line_or_script_at_a_failure_and_set_x_traces(
     assert run(root_shell, "set -x; echo traced | cat; set +x") == \
         (0, "traced\n", "+ echo traced\n+ cat\n+ set +x\n")
     assert run(root_shell, "set -q")[0] == 2
+
+
+def test_a_subshell_ends_alone_on_set_e_unset_break_continue_and_return(
+        root_shell: Shell) -> None:
+    """A review of the subshells: its `set -e`, `${y:?}`, `break`, `continue` and
+    `return` ended the whole line (or the loop or function around it), and its `shift`
+    and `set --` changed the function's `$1`. As in sh, each ends the subshell alone."""
+    for line, out in (
+            ("(set -e; false; echo inner); echo outer $?", "outer 1\n"),
+            ("(echo ${y:?in sub}); echo after-sub", "after-sub\n"),
+            ("for i in 1 2 3; do (break); echo $i; done", "1\n2\n3\n"),
+            ("for i in 1 2; do (continue); echo $i; done", "1\n2\n"),
+            ("f() { (return 3); echo after $?; }; f; echo $?", "after 3\n0\n"),
+            ("g() { (shift; echo in $1); echo out $1; }; g a b", "in b\nout a\n"),
+            ("h() { (set -- x y; echo in $1); echo out $1; }; h a", "in x\nout a\n")):
+        assert run(root_shell, line)[1] == out, line
+
+
+def test_set_e_spares_what_an_and_or_list_tests(root_shell: Shell) -> None:
+    """`f || echo failed` with set -e: a failure inside f (or a block) on the left of
+    `||` does not end the line, as in sh."""
+    for line, out in (
+            ("set -e; f2() { false; echo in-f; }; f2 || echo f-failed", "in-f\n"),
+            ("set -e; { false; } || echo group-or", "group-or\n"),
+            ("set -e; false && echo x; echo reached", "reached\n")):
+        assert run(root_shell, line)[1] == out, line
+        run(root_shell, "set +e")

@@ -387,3 +387,12 @@ def test_man_reads_its_pages_and_programs_see_the_systems_host_name(alice: Shell
         pytest.skip("man-db or ls's page is not installed on this host")
     status, out, err = run(alice, "man -P cat ls | head -3")
     assert (status, err) == (0, "") and out.split()[:1] == ["LS(1)"]
+
+
+def test_an_output_made_for_a_command_that_failed_goes(alice: Shell) -> None:
+    """`cp -p a b c` (no directory c) left an empty c, made ahead for cp; GNU's cp
+    makes nothing. An output a command that succeeded left empty stays."""
+    run(alice, "echo a > a; : > empty")
+    assert run(alice, "/bin/cp -p a missing-dir/; /bin/cp -L missing x3; ls")[1] == \
+        "a\nempty\n"
+    assert run(alice, "sort empty -o out; ls")[1] == "a\nempty\nout\n"

@@ -569,3 +569,29 @@ def test_negation_and_bash_s_case_slice_and_replace_expansions(root_shell: Shell
         assert run(root_shell, line)[1] == out, line
     status, _, err = run(root_shell, "x=hello; echo ${x:1:-9}")
     assert status == 2 and "substring expression < 0" in err
+
+
+def test_a_reviews_hangs_and_wrong_answers(root_shell: Shell) -> None:
+    """What a review of the day's shell found: lines that parsed themselves again at
+    every level (`command command …`, minutes in the kernel), a MemoryError, and
+    answers unlike sh's."""
+    import time
+
+    start = time.monotonic()
+    for line in ("command " * 20_000 + "echo hi", "env " * 20_000 + "echo hi"):
+        assert run(root_shell, line)[1] == "hi\n"
+    status, _, err = run(root_shell, "eval " * 2000 + "echo hi")
+    assert status == 2 and "nested too deeply" in err
+    assert time.monotonic() - start < 60  # (it was minutes for 800 KB lines)
+    status, _, err = run(root_shell, "echo $(( " + "-" * 6000 + "1 ))")
+    assert (status, err) == (2, "exo: bad arithmetic: nested too deeply\n")
+    for line, out in (
+            ("env A='a b' B='$x' C=\"a'b\" /usr/bin/printenv A B C", "a b\n$x\na'b\n"),
+            ("x=; echo [${x?empty}] [${x-def}] [${x+alt}]; unset x; echo [${x-def}]",
+             "[] [] [alt]\n[def]\n"),
+            ("[ -e / ] && [ -d / ] && [ -c /dev/null ] && ! [ -f /dev/null ] && echo ok",
+             "ok\n"),
+            ("mkdir -p /tmp/tw/d; cd /tmp/tw; ls -lh | (cat) | wc -l", "2\n"),
+            ("y=3+4; b=a; a=3; echo $((y*2)) $(($y*2)) $((b+1))", "14 11 4\n")):
+        assert run(root_shell, line)[1] == out, line
+    assert "recursion level" in run(root_shell, "x=x; echo $((x))")[2]
