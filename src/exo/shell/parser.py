@@ -354,7 +354,13 @@ class _Op:
 
 
 def _lex(s: str, lookup: Callable[[str], str],
-         substitute: Callable[[str], str] | None = None) -> list[Word | _Op]:
+         substitute: Callable[[str], str] | None = None,
+         brace: bool = True) -> list[Word | _Op]:
+    """``s``'s words and operators, expanded; ``brace``: a command's words are brace
+    expanded first (``exo.shell.braces``), a pattern's or a ``${…:-WORD}``'s are not."""
+    brace = brace and "{" in s
+    if brace:
+        from exo.shell import braces  # (it imports this module)
     out: list[Word | _Op] = []
     buf: list[str] = []
     in_word = globbable = assign = False
@@ -404,6 +410,13 @@ def _lex(s: str, lookup: Callable[[str], str],
         if not in_word:
             m = _ASSIGN_RE.match(s, i)
             assign = m is not None
+            if brace and not (assign and (leading or declaring)):
+                end = braces.word_end(s, i)
+                words = braces.expand(s[i:end]) if "{" in s[i:end] else None
+                if words is not None:  # a{b,c}: the words it makes, lexed in its place
+                    s = s[:i] + grow(" ".join(words)) + s[end:]
+                    n = len(s)
+                    continue
         in_word = True
         solid = solid or c != "$"
         if c == "'":
@@ -630,7 +643,7 @@ def expand_word(text: str, lookup: Callable[[str], str],
                 substitute: Callable[[str], str] | None, sep: str = "") -> str:
     """``text`` expanded (variables, ``$(…)``), its words joined by ``sep``, never
     globbed: a pattern's, a ``${…:-WORD}``'s, a ``case`` subject's."""
-    words = _lex(text, lookup, substitute) if text else []
+    words = _lex(text, lookup, substitute, brace=False) if text else []
     return sep.join(w.text for w in words if isinstance(w, Word))
 
 
