@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 import threading
 
 from exo.shell.parser import ParseError
@@ -130,3 +131,32 @@ def _value(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
         cond = _eval(node.test, lookup, expr)
         return _eval(node.body if cond else node.orelse, lookup, expr)
     raise ParseError(f"bad arithmetic: {expr.strip()}")
+
+
+_ASSIGNMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*([-+*/%&|^]|<<|>>)?=(?!=)(.*)",
+                         re.DOTALL)
+_STEP = re.compile(r"\s*(?:(\+\+|--)\s*([A-Za-z_][A-Za-z0-9_]*)|"
+                   r"([A-Za-z_][A-Za-z0-9_]*)\s*(\+\+|--))\s*")
+
+
+def execute(expr: str, lookup: Callable[[str], str], assign: Callable[[str, str], None]
+            ) -> int:
+    """``let EXPR`` and ``(( EXPR ))``: ``expr``'s value, with what bash's arithmetic
+    assigns done through ``assign``: ``NAME=EXPR``, ``NAME op= EXPR`` and ``NAME++``,
+    ``++NAME`` (and ``--``). A ``++NAME`` is its new value, a ``NAME++`` its old one."""
+    step = _STEP.fullmatch(expr)
+    if step is not None:
+        name = step.group(2) or step.group(3)
+        old = evaluate(name, lookup)
+        new = _wrap(old + (1 if "+" in (step.group(1) or step.group(4)) else -1))
+        assign(name, str(new))
+        return new if step.group(1) else old
+    m = _ASSIGNMENT.fullmatch(expr)
+    if m is None:
+        return evaluate(expr, lookup)
+    name, op, rest = m.groups()
+    value = evaluate(rest, lookup)
+    if op:
+        value = evaluate(f"{evaluate(name, lookup)} {op} ({value})", lookup)
+    assign(name, str(value))
+    return value

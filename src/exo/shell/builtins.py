@@ -611,12 +611,42 @@ def _read(ctx: CommandContext) -> int:
 
         text = re.sub(r"\\(.)", r"\1", text)
     names = args or ["REPLY"]
-    fields = text.split(None, len(names) - 1) if len(names) > 1 else [text.strip()]
+    ifs = ctx.shell.env.get("IFS", " \t\n")  # (`IFS=: read a b`, `IFS= read -r line`)
+    fields = _ifs_fields(text, ifs, len(names))
     for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
         if not name.isidentifier():
             raise CommandError(f"'{name}': not a valid identifier")
         ctx.shell.env[name] = value
     return 0
+
+
+def _ifs_fields(text: str, ifs: str, count: int) -> list[str]:
+    """``text`` cut into at most ``count`` fields at ``ifs``'s characters, as sh's
+    ``read`` does: runs of IFS blanks are one cut and are trimmed at both ends, each
+    other IFS character is a cut of its own, and the last field keeps the rest. An
+    empty IFS cuts nothing and trims nothing."""
+    if not ifs:
+        return [text]
+    blanks = "".join(c for c in ifs if c in " \t\n")
+    text = text.strip(blanks) if blanks else text
+    fields: list[str] = []
+    i = 0
+    while len(fields) < count - 1:
+        j = i
+        while j < len(text) and text[j] not in ifs:
+            j += 1
+        if j >= len(text):
+            break
+        fields.append(text[i:j])
+        while j < len(text) and text[j] in blanks:
+            j += 1
+        if j < len(text) and text[j] in ifs and text[j] not in blanks:
+            j += 1
+            while j < len(text) and text[j] in blanks:
+                j += 1
+        i = j
+    fields.append(text[i:])
+    return fields
 
 
 @builtin("unset", "remove variables, or functions: unset [-v] NAME... | unset -f NAME...")
@@ -779,6 +809,23 @@ def _command_v(ctx: CommandContext, name: str) -> str | None:
     if shell.find_app(name) is not None:
         return f"/exo/bin/{name}"
     return shell.find_program(name) or Powerbox.find(name)
+
+
+@builtin("let", "integer arithmetic, assigning: let EXPR... (x=1+2, x+=3, i++); status 1 "
+         "when the last value is 0")
+def _let(ctx: CommandContext) -> int:
+    from exo.shell.arith import execute
+    from exo.shell.parser import ParseError
+
+    if not ctx.args:
+        raise CommandError("usage: let EXPR...", 2)
+    value = 0
+    for expr in ctx.args:
+        try:
+            value = execute(expr, ctx.shell.lookup, ctx.shell.env.__setitem__)
+        except ParseError as exc:
+            raise CommandError(str(exc), 2) from None
+    return 0 if value else 1
 
 
 @builtin("true", "do nothing, successfully")
@@ -1407,7 +1454,18 @@ def _type(ctx: CommandContext) -> int:
     from exo.shell.powerbox import Powerbox
 
     status = 0
-    for name in ctx.args:
+    args = list(ctx.args)
+    if args[:1] == ["-t"]:  # one word each: alias, function, builtin, file
+        for name in args[1:]:
+            kind = "alias" if name in ctx.shell.aliases else "function" if \
+                name in ctx.shell.functions else "builtin" if name in ctx.shell.builtins \
+                else "file" if _command_v(ctx, name) is not None else ""
+            if kind:
+                ctx.out(kind)
+            else:
+                status = 1
+        return status
+    for name in args:
         if name in ctx.shell.aliases:
             ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
         elif name in ctx.shell.functions:

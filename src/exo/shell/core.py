@@ -150,6 +150,7 @@ class Shell:
         self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
         self.started = time.monotonic()  # ($SECONDS)
         self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
+        self.getopts_at = (0, 1)  # getopts: (OPTIND, the character in that word) it left
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -493,6 +494,10 @@ class Shell:
             return
         stdin, stdout, stderr = stdio
         self.flow.substituted = 0
+        if item.source.startswith("((") and item.source.endswith("))") and \
+                not item.background:  # (( EXPR )): `let EXPR`, as bash's
+            self.last_status = self._arithmetic(item.source[2:-2], stderr)
+            return
         # `! PIPELINE`: its status negated (and never the end `set -e` makes)
         source = item.source
         negated = self.flow.negated = source[:1] == "!" and source[1:2] in (" ", "\t")
@@ -515,6 +520,18 @@ class Shell:
             return
         status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
         self.last_status = int(status == 0) if negated else status
+
+    def _arithmetic(self, expr: str, stderr: int) -> int:
+        """``(( EXPR ))``: 0 when EXPR's value is not 0, else 1; 2 when malformed."""
+        from exo.shell.arith import execute
+        from exo.shell.parser import _arith_text
+
+        try:
+            text = _arith_text(expr, self.lookup, self._substitute)
+            return 0 if execute(text, self.lookup, self.env.__setitem__) else 1
+        except ParseError as exc:
+            os.write(stderr, f"exo: (( {expr.strip()} )): {exc}\n".encode())
+            return 2
 
     def function(self, name: str) -> Group | None:
         """The function ``name`` runs, unless ``command`` is running it (``plain``)."""

@@ -172,3 +172,56 @@ def _set(ctx: CommandContext) -> int:
     elif args:
         raise CommandError(f"{args[0]}: not supported (set -- ARGS sets $1...)", 2)
     return 0
+
+
+@builtin("getopts", "parse a script's options, one a call: getopts OPTSTRING NAME [ARGS...] "
+         "(OPTIND: the next argument; OPTARG: the option's value; a leading ':' in "
+         "OPTSTRING: say nothing of errors)")
+def _getopts(ctx: CommandContext) -> int:
+    if len(ctx.args) < 2:
+        raise CommandError("usage: getopts OPTSTRING NAME [ARGS...]", 2)
+    spec, name, *given = ctx.args
+    if not name.isidentifier():
+        raise CommandError(f"'{name}': not a valid identifier", 2)
+    shell, env = ctx.shell, ctx.shell.env
+    args = given or shell.positional()
+    silent, spec = spec.startswith(":"), spec.removeprefix(":")
+    try:
+        index = max(int(env.get("OPTIND", "1")), 1)
+    except ValueError:
+        index = 1
+    # Where in a cluster of flags (-abc) the last call stopped: sh keeps it hidden,
+    # and a script that sets OPTIND=1 again starts over.
+    char = shell.getopts_at[1] if shell.getopts_at[0] == index else 1
+    env.pop("OPTARG", None)
+    word = args[index - 1] if index <= len(args) else ""
+    if not word.startswith("-") or word == "-" or word == "--":
+        if word == "--":
+            index += 1
+        env["OPTIND"], env[name] = str(index), "?"
+        shell.getopts_at = (0, 1)
+        return 1
+    letter = word[char]
+    char += 1
+    if char >= len(word):
+        index, char = index + 1, 1
+    env[name] = letter
+    if letter not in spec or letter == ":":
+        env[name] = "?"
+        if silent:
+            env["OPTARG"] = letter
+        else:
+            ctx.err(f"illegal option -- {letter}")
+    elif spec[spec.index(letter) + 1:spec.index(letter) + 2] == ":":
+        if char > 1:  # the rest of this word is its value (-fFILE)
+            env["OPTARG"], index, char = word[char:], index + 1, 1
+        elif index <= len(args):
+            env["OPTARG"], index = args[index - 1], index + 1
+        elif silent:
+            env[name], env["OPTARG"] = ":", letter
+        else:
+            env[name] = "?"
+            ctx.err(f"option requires an argument -- {letter}")
+    env["OPTIND"] = str(index)
+    shell.getopts_at = (index, char)
+    return 0

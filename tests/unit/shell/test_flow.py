@@ -225,3 +225,39 @@ def test_set_e_spares_what_an_and_or_list_tests(root_shell: Shell) -> None:
             ("set -e; false && echo x; echo reached", "reached\n")):
         assert run(root_shell, line)[1] == out, line
         run(root_shell, "set +e")
+
+
+def test_read_cuts_at_ifs_as_sh_does(root_shell: Shell) -> None:
+    """`IFS=: read a b` cut at blanks, and `IFS= read -r line` lost the line's leading
+    and trailing blanks (compared with bash by hand)."""
+    for line, out in (
+            ('IFS=: read a b <<< "x:y:z"; echo "[$a] [$b]"', "[x] [y:z]\n"),
+            ('IFS= read -r l <<< "   both ends   "; echo "[$l]"', "[   both ends   ]\n"),
+            ('read -r l <<< "   both ends   "; echo "[$l]"', "[both ends]\n"),
+            ('read a b c <<< "  one   two three four  "; echo "[$a] [$b] [$c]"',
+             "[one] [two] [three four]\n"),
+            ('IFS=, read a b c <<< "1,,3"; echo "[$a] [$b] [$c]"', "[1] [] [3]\n"),
+            ('IFS=" :" read a b <<< " x : y "; echo "[$a] [$b]"', "[x] [y]\n")):
+        assert run(root_shell, line)[1] == out, line
+
+
+def test_getopts_let_and_arithmetic_commands(root_shell: Shell) -> None:
+    """`getopts`, `let` and `(( … ))` were "command not found" (bash's answers)."""
+    run(root_shell, 'f() { OPTIND=1; while getopts "ab:c" o; do case $o in a) echo A;; '
+                    'b) echo B=$OPTARG;; c) echo C;; ?) echo bad;; esac; done; '
+                    'shift $((OPTIND-1)); echo rest=$*; }')
+    assert run(root_shell, "f -a -b val -ca -bX x y")[1] == \
+        "A\nB=val\nC\nA\nB=X\nrest=x y\n"
+    _, out, err = run(root_shell, "f -z q")
+    assert out == "bad\nrest=q\n" and "illegal option -- z" in err
+    assert run(root_shell, 'g() { OPTIND=1; while getopts ":b:" o; do echo "$o '
+                           '[$OPTARG]"; done; }; g -b; g -q')[1] == ": [b]\n? [q]\n"
+    assert run(root_shell, "f -- -a z")[1] == "rest=-a z\n"
+    for line, out in (
+            ("let x=1+2 y=4; let x+=3; let i=0; let i++ i++; echo $x $y $i", "6 4 2\n"),
+            ("let z=0; echo $?", "1\n"),
+            ("i=0; while ((i < 3)); do ((i++)); done; echo $i", "3\n"),
+            ("((x = 5 * 2)); (( x > 3 )) && echo $x; ((0)); echo $?", "10\n1\n"),
+            ("alias ll=ls; h() { :; }; type -t ll h cd sort", "alias\nfunction\nbuiltin\nfile\n")):
+        assert run(root_shell, line)[1] == out, line
+    assert run(root_shell, "(( 1 + ))")[0] == 2
