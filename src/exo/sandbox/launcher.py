@@ -180,11 +180,12 @@ class SandboxedProcess:
         return self.returncode
 
     def send_signal(self, sig: int, group: bool = False) -> None:
-        """``sig`` to the command (``group``: to its process group, which it leads: its
-        session's, made by bubblewrap; not reaped yet, so its pid is still its own)."""
+        """``sig`` to the command (``group``: to its process group when it leads one;
+        under bubblewrap it is in its init's, then it alone). Not reaped yet, so its pid
+        is still its own."""
         if self.returncode is None and self.pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                if group:
+                if group and os.getpgid(self.pid) == self.pid:
                     os.killpg(self.pid, sig)
                 else:
                     os.kill(self.pid, sig)

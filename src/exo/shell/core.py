@@ -151,6 +151,7 @@ class Shell:
         self.started = time.monotonic()  # ($SECONDS)
         self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
         self.getopts_at = (0, 1)  # getopts: (OPTIND, the character in that word) it left
+        self.traps: dict[str, str] = {}  # trap CMD EXIT: what runs when the shell ends
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.
@@ -787,6 +788,21 @@ class Shell:
             self._restore(saved)
             self._close(list(opened), opened)
 
+    def run_exit_trap(self, stdio: tuple[int, int, int] = (0, 1, 2)) -> int:
+        """Run ``trap … EXIT``'s command once, as the shell (a script, a session, a
+        subshell) ends; the status is the shell's, unless the trap says ``exit N``."""
+        command = self.traps.pop("EXIT", None)
+        status = self.last_status
+        if command:
+            try:
+                self.run_line(command, *stdio)
+            except ShellExit as exc:
+                status = exc.status
+            except (LoopControl, FunctionReturn, ErrExit):
+                pass
+        self.last_status = status
+        return status
+
     def _subshell(self, body: list[Node], stdio: tuple[int, int, int]) -> None:
         """``( LIST )``: run in this shell's thread, what it changes of the shell put
         back when it ends (its variables, which are exported, the working directory,
@@ -797,6 +813,7 @@ class Shell:
                  dict(self.aliases), list(positional), set(self.options))
         # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
         # forked one (the loop or function around it goes on).
+        traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
         self.subshells += 1
         try:
             self._exec_nodes(body, stdio)
@@ -811,6 +828,9 @@ class Shell:
             self.last_status = 1
         finally:
             self.subshells -= 1
+            with contextlib.suppress(Logout):
+                self.run_exit_trap(stdio)
+            self.traps = traps
             env, exported, self.cwd, functions, aliases, args, options = saved
             positional[:] = args
             self.options.clear()

@@ -225,3 +225,28 @@ def _getopts(ctx: CommandContext) -> int:
     env["OPTIND"] = str(index)
     shell.getopts_at = (index, char)
     return 0
+
+
+@builtin("trap", "run a command when the shell ends (a script, a session, a subshell): "
+         "trap COMMAND EXIT; trap - EXIT forgets it; trap alone lists it")
+def _trap(ctx: CommandContext) -> int:
+    import shlex
+
+    traps = ctx.shell.traps
+    args = list(ctx.args)
+    if not args or args == ["-p"]:
+        for sig, command in traps.items():
+            ctx.out(f"trap -- {shlex.quote(command)} {sig}")
+        return 0
+    if len(args) < 2:
+        raise CommandError("usage: trap COMMAND EXIT", 2)
+    command, *signals = args
+    for sig in signals:
+        if sig.upper().removeprefix("SIG") not in ("EXIT", "0"):
+            raise CommandError(f"{sig}: only EXIT can be trapped (a signal goes to the job "
+                               "that runs, never to the shell)", 1)
+    if command in ("-", ""):
+        traps.pop("EXIT", None)
+    else:
+        traps["EXIT"] = command
+    return 0

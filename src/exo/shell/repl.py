@@ -49,20 +49,22 @@ def run_script(shell: Shell, lines: Iterable[str],
                     while first:
                         first.pop()()
             except ShellExit as exc:
-                return exc.status
+                shell.last_status = exc.status
+                return shell.run_exit_trap()
             except SwitchUser:
                 os.write(2, b"su: needs a terminal\n")
                 shell.last_status = 1
             except KeyboardInterrupt:
-                return 130
+                shell.last_status = 130
+                return shell.run_exit_trap()
             pending = ""
     finally:
         while first:
             first.pop()()
     if pending:
         os.write(2, b"exo: unexpected end of input (a block or a quote is open)\n")
-        return 2
-    return shell.last_status
+        shell.last_status = 2
+    return shell.run_exit_trap()
 
 
 def prompt_text(shell: Shell) -> str:
@@ -238,7 +240,9 @@ class _TerminalOwner:
 
 
 def _end(shell: Shell) -> None:
-    """A session that ends takes its jobs with it (as a hang-up does)."""
+    """A session that ends runs its ``trap … EXIT``, then takes its jobs with it (as a
+    hang-up does)."""
+    shell.run_exit_trap()
     for job in list(shell.jobs):
         shell.interrupt(job)
     shell.jobs.clear()

@@ -261,3 +261,21 @@ def test_getopts_let_and_arithmetic_commands(root_shell: Shell) -> None:
             ("alias ll=ls; h() { :; }; type -t ll h cd sort", "alias\nfunction\nbuiltin\nfile\n")):
         assert run(root_shell, line)[1] == out, line
     assert run(root_shell, "(( 1 + ))")[0] == 2
+
+
+def test_trap_exit_runs_when_a_script_or_subshell_ends(
+        root_shell: Shell, capfd: pytest.CaptureFixture[str]) -> None:
+    """`trap 'rm -f $tmp' EXIT` was "command not found". It runs when the script (or
+    the session, or a subshell) ends, with the script's status; a signal cannot be
+    trapped (it goes to the job that runs, never to the shell): said, status 1."""
+    from exo.shell.repl import run_script
+
+    status = run_script(root_shell, ["trap 'echo cleanup $?' EXIT", "echo working",
+                                     "false"])
+    assert status == 1 and capfd.readouterr().out == "working\ncleanup 1\n"
+    assert run(root_shell, "(trap 'echo sub-bye' EXIT; echo in); echo out")[1] == \
+        "in\nsub-bye\nout\n"
+    assert run(root_shell, "trap 'echo bye' EXIT; trap")[1] == "trap -- 'echo bye' EXIT\n"
+    assert run(root_shell, "trap - EXIT; trap")[1] == ""
+    status, _, err = run(root_shell, "trap 'x' INT")
+    assert status == 1 and "only EXIT" in err
