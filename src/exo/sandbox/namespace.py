@@ -28,7 +28,6 @@ Stdlib only and no dataclasses: the kernel imports it while booting.
 from __future__ import annotations
 
 import posixpath
-import re
 
 from .errors import SandboxError
 
@@ -244,7 +243,6 @@ __all__ = ["DEVICES", "ETC_DIR_ENTRIES", "ETC_FROM_HOST", "ETC_NETWORK", "ETC_NE
 #: deleted bob's files there: a hostile review); root's ``/tmp`` is the tree's own, and
 #: holds every user's. Made at login (``exo.kernel.tree.ensure_instance``).
 TMP_INSTANCES = "tmp/.users"
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def instance_path(path: str, user: str | None) -> str:
@@ -252,6 +250,6 @@ def instance_path(path: str, user: str | None) -> str:
     ``/tmp`` when it is in ``tmp``; unchanged for root and the kernel (``None``)."""
     if user is None or (path != "tmp" and not path.startswith("tmp/")):
         return path
-    if not _USER_NAME.fullmatch(user):  # (names come from /etc/passwd, checked at useradd)
+    if not (user.isidentifier() and len(user) <= 32):  # (what useradd takes: no / nor .)
         raise ValueError(f"{user!r} is not a user name")
     return f"{TMP_INSTANCES}/{user}{path[3:]}"

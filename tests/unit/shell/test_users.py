@@ -207,3 +207,14 @@ def test_a_link_planted_for_the_users_tmp_is_refused(kernel: Kernel) -> None:
         kernel.api.open_session(user.name, user.uid, user.home,
                                 session_grants(kernel.root, user))
     assert not (kernel.root / "etc" / "carol").exists()
+
+
+def test_any_name_useradd_takes_has_a_tmp(kernel: Kernel) -> None:
+    """The name check of a user's /tmp took fewer names than useradd does: `Alice` could
+    not log in."""
+    for name in ("Alice", "user_2", "Bob99"):
+        user = UserDatabase(kernel.root).add(name, "pw")
+        session = kernel.api.open_session(user.name, user.uid, user.home,
+                                          session_grants(kernel.root, user))
+        assert (kernel.root / "tmp" / ".users" / name).is_dir()
+        kernel.api.end_session(session.token)
