@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import os
 import posixpath
+import re
 import signal
 import threading
 import time
@@ -98,6 +99,8 @@ SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
+#: ``NAME=(…)``: bash's array assignment.
+_ARRAY = re.compile(r"\s*(?:local\s+|declare\s+(?:-\w+\s+)*)?[A-Za-z_][A-Za-z0-9_]*\+?=\(")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
 STOP_GRACE_S = 0.5
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
@@ -495,6 +498,11 @@ class Shell:
             return
         stdin, stdout, stderr = stdio
         self.flow.substituted = 0
+        if _ARRAY.match(item.source):  # (it ran `b)` as a command)
+            os.write(stderr, b"exo: NAME=(...): arrays are not supported; a list of words "
+                             b"in one variable, or set -- WORDS, does\n")
+            self.last_status = 2
+            return
         if item.source.startswith("((") and item.source.endswith("))") and \
                 not item.background:  # (( EXPR )): `let EXPR`, as bash's
             self.last_status = self._arithmetic(item.source[2:-2], stderr)

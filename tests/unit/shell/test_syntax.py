@@ -595,3 +595,10 @@ def test_a_reviews_hangs_and_wrong_answers(root_shell: Shell) -> None:
             ("y=3+4; b=a; a=3; echo $((y*2)) $(($y*2)) $((b+1))", "14 11 4\n")):
         assert run(root_shell, line)[1] == out, line
     assert "recursion level" in run(root_shell, "x=x; echo $((x))")[2]
+
+
+def test_an_array_assignment_is_said_unsupported(root_shell: Shell) -> None:
+    """`x=(a b)` ran `b)` as a command; `x="(a b)"` and `x=$(…)` are not arrays."""
+    status, _, err = run(root_shell, "x=(a b)")
+    assert status == 2 and "arrays are not supported" in err
+    assert run(root_shell, 'x="(a b)"; y=$(echo hi); echo $x $y')[1] == "(a b) hi\n"
