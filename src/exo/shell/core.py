@@ -398,7 +398,21 @@ class Shell:
 
     def _exec_loop(self, loop: Loop, stdio: tuple[int, int, int]) -> None:
         status = 0
-        if loop.kind == "for":
+        if loop.kind == "arith":  # for (( INIT; TEST; STEP )): TEST empty is true
+            init, test, step = loop.words.split(";")
+            if self._arithmetic(init, stdio[2]) == 2:
+                self.last_status = 1
+                return
+            while not test.strip() or (tested := self._arithmetic(test, stdio[2])) == 0:
+                if not self._round(loop.body, stdio):
+                    return
+                status = self.last_status
+                if self._arithmetic(step, stdio[2]) == 2:
+                    self.last_status = 1
+                    return
+            if test.strip() and tested == 2:
+                status = 1
+        elif loop.kind == "for":
             try:
                 words = self._argv(parse_pipeline(loop.words, self.lookup, self._substitute)
                                    .commands[0]) if loop.words else []
@@ -531,7 +545,10 @@ class Shell:
         self.last_status = int(status == 0) if negated else status
 
     def _arithmetic(self, expr: str, stderr: int) -> int:
-        """``(( EXPR ))``: 0 when EXPR's value is not 0, else 1; 2 when malformed."""
+        """``(( EXPR ))``: 0 when EXPR's value is not 0, else 1; 2 when malformed. An
+        empty EXPR is 0 (for ((;;)))."""
+        if not expr.strip():
+            return 1
         from exo.shell.arith import execute
         from exo.shell.parser import _arith_text
 

@@ -135,6 +135,15 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             buf.append(line[i : end + 1])
             i = end + 1
             continue
+        elif c == "(" and line.startswith("((", i):
+            # (( EXPR )) and for (( A; B; C )): one word, its ; inside
+            try:
+                end = matching_paren(line, i)
+            except IncompleteInput:
+                raise IncompleteInput("unterminated (( ))") from None
+            buf.append(line[i : end + 1])
+            i = end + 1
+            continue
         elif c == "(" and _subshell_at(line, i, _last_word(buf)):
             # ( LIST ): its list split as a line of its own, between the words SUBSHELL
             # and END_SUBSHELL, which parse_blocks makes a Group run in a subshell.
@@ -991,6 +1000,17 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             cond, pos = _expect(stream, pos + 1, ("do",))
             body, pos = _expect(stream, pos + 1, ("done",))
             loop = Loop(tok.word, body, condition=cond)
+            loop.redirects = _arg(stream, pos)
+            nodes.append(loop)
+            pos += 1
+        elif tok.word == "for" and tok.arg.startswith("(("):  # for ((A; B; C))
+            m = re.fullmatch(r"\(\((.*)\)\)\s*", tok.arg, re.DOTALL)
+            if m is None or m.group(1).count(";") != 2:
+                raise ParseError("for: expected for (( INIT; TEST; STEP ))")
+            if _word_at(stream, pos + 1, "do") != "do":
+                raise ParseError("for: 'do' expected")
+            body, pos = _expect(stream, pos + 2, ("done",))
+            loop = Loop("arith", body, words=m.group(1))
             loop.redirects = _arg(stream, pos)
             nodes.append(loop)
             pos += 1

@@ -279,3 +279,17 @@ def test_trap_exit_runs_when_a_script_or_subshell_ends(
     assert run(root_shell, "trap - EXIT; trap")[1] == ""
     status, _, err = run(root_shell, "trap 'x' INT")
     assert status == 1 and "only EXIT" in err
+
+
+def test_c_style_for_loops(root_shell: Shell) -> None:
+    """`for ((i=0; i<3; i++))` was "not a valid identifier" (split at its ;)."""
+    for line, out in (
+            ("for ((i=0;i<3;i++)); do echo $i; done", "0\n1\n2\n"),
+            ('for (( i = 10 ; i > 0 ; i -= 4 )); do echo -n "$i "; done; echo', "10 6 2 \n"),
+            ("for ((;;)); do echo once; break; done", "once\n"),
+            ("n=0; for ((i=0; i<5; i++)); do if ((i % 2)); then continue; fi; ((n++)); "
+             "done; echo n=$n", "n=3\n")):
+        assert run(root_shell, line)[1] == out, line
+    status, _, err = run(root_shell, "for ((i=0; i<; i++)); do echo x; done")
+    assert status == 1 and "bad arithmetic" in err
+    assert run(root_shell, "for ((i=0; i<3)); do :; done")[0] == 2
