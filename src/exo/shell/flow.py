@@ -154,6 +154,12 @@ def _set(ctx: CommandContext) -> int:
         return 0
     args = list(ctx.args)
     options = ctx.shell.options
+    if args in (["-o"], ["+o"]):  # the options, as bash lists them (+o: as commands)
+        for name, letter in OPTIONS.items():
+            on = letter in options
+            ctx.out(f"{name:<15} {'on' if on else 'off'}" if args == ["-o"]
+                    else f"set {'-' if on else '+'}o {name}")
+        return 0
     while args and args[0][:1] in ("-", "+") and args[0] not in ("--", "-", "+"):
         arg = args.pop(0)
         letters = arg[1:]
