@@ -155,6 +155,7 @@ class Shell:
         self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
         self.getopts_at = (0, 1)  # getopts: (OPTIND, the character in that word) it left
         self.traps: dict[str, str] = {}  # trap CMD EXIT: what runs when the shell ends
+        self.hinted: set[str] = set()  # programs the powerbox said how to grant more to
         self._lock = threading.Lock()
         # A redirection's pipe into its file (exo.shell.sink), by the descriptor the
         # command writes to: settled (drained into the file) when that is closed.

@@ -515,5 +515,35 @@ class Powerbox:
                                            passthrough=True,
                                            syscalls=policy is not None and policy.syscalls)
         if job is not None:
-            job.after = self._tidy()
+            tidy = self._tidy()
+            hint = self._hint(name, ctx) if policy is not None and policy.syscalls else None
+            if tidy is not None or hint is not None:
+                def after(status: int) -> None:
+                    if tidy is not None:
+                        tidy(status)
+                    if hint is not None and status != 0:
+                        hint()
+                job.after = after
         return job
+
+    def _hint(self, name: str, ctx: CommandContext) -> Callable[[], None] | None:
+        """For an interpreter (a policy with ``syscalls``: python3) on a terminal, once a
+        session: what to do when the script wanted to write beside itself, which the
+        powerbox does not grant (a script's traceback said "Read-only file system"
+        and nothing more)."""
+        shell = self.shell
+        if name in shell.hinted or not os.isatty(ctx.stderr):
+            return None
+        cwd, fd = shell.cwd, ctx.stderr
+
+        def say() -> None:
+            if name in shell.hinted:
+                return
+            shell.hinted.add(name)
+            with contextlib.suppress(OSError):
+                os.write(fd, (f"exo: {name} held {cwd} read-only, and only the files its "
+                              f"command line names (the powerbox). If it wrote there: run "
+                              f"--cap storage://{cwd.strip('/')}=READ,WRITE -- {name} …\n"
+                              ).encode())
+
+        return say

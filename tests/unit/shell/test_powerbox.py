@@ -396,3 +396,30 @@ def test_an_output_made_for_a_command_that_failed_goes(alice: Shell) -> None:
     assert run(alice, "/bin/cp -p a missing-dir/; /bin/cp -L missing x3; ls")[1] == \
         "a\nempty\n"
     assert run(alice, "sort empty -o out; ls")[1] == "a\nempty\nout\n"
+
+
+def test_an_interpreter_that_failed_at_a_terminal_is_told_how_to_grant_more(
+        alice: Shell) -> None:
+    """`python3 app.py` writing out.txt beside itself failed with "Read-only file
+    system" and nothing more: at a terminal the shell now says, once, what grants it."""
+    import os
+
+    leader, follower = os.openpty()
+    try:
+        def said(line: str) -> str:
+            alice.run_line(line, 0, follower, follower)
+            os.set_blocking(leader, False)
+            try:
+                return os.read(leader, 65536).decode()
+            except BlockingIOError:
+                return ""
+
+        line = "python3 -c \"open('out.txt', 'w')\""
+        first = said(line)
+        assert "Read-only file system" in first
+        assert "run --cap storage://home/alice=READ,WRITE -- python3" in first
+        assert "run --cap" not in said(line)  # once a session
+        assert "run --cap" not in said("python3 -c 'pass'")  # (it did not fail)
+    finally:
+        os.close(leader)
+        os.close(follower)
