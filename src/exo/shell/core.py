@@ -513,6 +513,7 @@ class Shell:
             return
         stdin, stdout, stderr = stdio
         self.flow.substituted = 0
+        self._depth.err = stderr  # a $(…) of this line says its errors (and set -x) there
         if _ARRAY.match(item.source):  # (it ran `b)` as a command)
             os.write(stderr, b"exo: NAME=(...): arrays are not supported; a list of words "
                              b"in one variable, or set -- WORDS, does\n")
@@ -624,7 +625,7 @@ class Shell:
         self._depth.n = self._substituting + 1
         status = 0
         try:
-            status = self.run_line(command, 0, write_fd, 2)
+            status = self.run_line(command, 0, write_fd, getattr(self._depth, "err", 2))
         except (ShellExit, SwitchUser, LoopControl, FunctionReturn) as exc:
             # `$(exit)`, `$(break)`, `$(return)` end the substitution, as sh's subshell
             # does, not the session, the loop or the function around it

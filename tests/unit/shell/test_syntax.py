@@ -174,12 +174,12 @@ def test_arithmetic_is_bash_s_64_bit_and_costs_the_kernel_nothing_unbounded(
 def test_substitution_nested_without_end_is_refused_not_a_crash(
         root_shell: Shell, capfd: pytest.CaptureFixture[str]) -> None:
     """An alias that runs itself through ``$(...)``, or 150 nested ``$(``, recursed until
-    a RecursionError took the kernel down. (A substitution's errors go to the shell's
-    own stderr, as its commands' do.)"""
+    a RecursionError took the kernel down. (A substitution's errors go to its line's
+    stderr, as its commands' do.)"""
     capfd.readouterr()
-    status, out, _ = run(root_shell, 'alias x="echo \\$(x)"; x')
+    status, out, err = run(root_shell, 'alias x="echo \\$(x)"; x')
     assert status == 0 and out == "\n"
-    assert capfd.readouterr().err == "exo: $(...) nested more than 32 deep\n"
+    assert err == "exo: $(...) nested more than 32 deep\n" and capfd.readouterr().err == ""
     deep = "$(echo " * 150 + "hi" + ")" * 150
     status, out, err = run(root_shell, f"echo {deep}")
     said = err + capfd.readouterr().err
@@ -602,3 +602,11 @@ def test_an_array_assignment_is_said_unsupported(root_shell: Shell) -> None:
     status, _, err = run(root_shell, "x=(a b)")
     assert status == 2 and "arrays are not supported" in err
     assert run(root_shell, 'x="(a b)"; y=$(echo hi); echo $x $y')[1] == "(a b) hi\n"
+
+
+def test_a_substitution_says_its_errors_where_its_line_does(root_shell: Shell) -> None:
+    """`x=$(cat nofile)` wrote cat's error on the kernel's own stderr (the console), not
+    the line's; `set -x` in `$(…)` did the same."""
+    _, out, err = run(root_shell, 'x=$(cat /nonexistent-file); echo "[$x]"')
+    assert (out, err) == ("[]\n", "cat: /nonexistent-file: no such file or directory\n")
+    assert run(root_shell, "set -x; y=$(echo in); set +x")[2] == "+ echo in\n+ set +x\n"
