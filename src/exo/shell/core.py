@@ -183,8 +183,9 @@ class Shell:
             if base.isdigit() and base != "0":
                 return "1" if int(base) <= len(self.positional()) else ""
             return "1" if base in "#?$!@*0" or base in self.env else ""
-        if name == "?":
-            return str(self.last_status)
+        if name == "?":  # (after a $(…) of the same command: its status, as in sh)
+            flow = self.flow
+            return str(flow.substituted if flow.substitutions else self.last_status)
         if name == "$":
             return str(os.getpid())
         if name == "!":
@@ -512,7 +513,7 @@ class Shell:
         if item.connector == "||" and self.last_status == 0:
             return
         stdin, stdout, stderr = stdio
-        self.flow.substituted = 0
+        self.flow.substituted = self.flow.substitutions = 0
         self._depth.err = stderr  # a $(…) of this line says its errors (and set -x) there
         if _ARRAY.match(item.source):  # (it ran `b)` as a command)
             os.write(stderr, b"exo: NAME=(...): arrays are not supported; a list of words "
@@ -636,6 +637,7 @@ class Shell:
             self.options.clear()
             self.options.update(options)
             self.flow.substituted = status  # `x=$(false)` ends with its status
+            self.flow.substitutions += 1
             os.close(write_fd)
             reader.join()
         self.last_status = saved

@@ -70,6 +70,7 @@ class Flow(threading.local):
         self.loops = 0
         self.returnable = 0
         self.substituted = 0  # the status of the last $(...) of the command being expanded
+        self.substitutions = 0  # how many $(...) it has run so far
         self.conditions = 0  # how deep in an if's or a loop's condition (set -e)
         self.negated = False  # the last list item ran as `! PIPELINE` (set -e)
         self.reruns = 0  # eval, command and env running a line inside one another

@@ -610,3 +610,5 @@ def test_a_substitution_says_its_errors_where_its_line_does(root_shell: Shell) -
     _, out, err = run(root_shell, 'x=$(cat /nonexistent-file); echo "[$x]"')
     assert (out, err) == ("[]\n", "cat: /nonexistent-file: no such file or directory\n")
     assert run(root_shell, "set -x; y=$(echo in); set +x")[2] == "+ echo in\n+ set +x\n"
+    # and $? after a $(…) of the same command is its status, as in sh
+    assert run(root_shell, "echo $(exit 5) $?; false; echo $?")[1] == "5\n1\n"
