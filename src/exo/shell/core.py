@@ -99,6 +99,8 @@ SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
+#: The variables the shell computes when read (``Shell._dynamic``): always set.
+DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME"})
 #: ``NAME=(…)``: bash's array assignment.
 _ARRAY = re.compile(r"\s*(?:local\s+|declare\s+(?:-\w+\s+)*)?[A-Za-z_][A-Za-z0-9_]*\+?=\(")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
@@ -182,7 +184,7 @@ class Shell:
             base = name[:-len(SET_QUERY)]
             if base.isdigit() and base != "0":
                 return "1" if int(base) <= len(self.positional()) else ""
-            return "1" if base in "#?$!@*0" or base in self.env else ""
+            return "1" if base in "#?$!@*0" or base in self.env or base in DYNAMIC else ""
         if name == "?":  # (after a $(…) of the same command: its status, as in sh)
             flow = self.flow
             return str(flow.substituted if flow.substitutions else self.last_status)
@@ -194,7 +196,11 @@ class Shell:
             return "exosh"
         if name.isdigit():
             args = self.positional()
-            return args[int(name) - 1] if int(name) <= len(args) else ""
+            if int(name) <= len(args):
+                return args[int(name) - 1]
+            if "u" in self.options:
+                raise UnsetError(f"${name}: unbound variable")
+            return ""
         if name == "#":
             return str(len(self.positional()))
         if name in ("@", "*"):
@@ -204,6 +210,8 @@ class Shell:
         value = self.env.get(name)
         if value is not None and name != "RANDOM":
             return value
+        if "u" in self.options and name not in DYNAMIC and name.isidentifier():
+            raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
 
     def _dynamic(self, name: str) -> str:

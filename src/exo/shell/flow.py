@@ -142,12 +142,13 @@ def _shift(ctx: CommandContext) -> int:
 
 
 #: ``set -o NAME``'s names for the options ``set`` takes.
-OPTIONS = {"errexit": "e", "xtrace": "x"}
+OPTIONS = {"errexit": "e", "nounset": "u", "xtrace": "x"}
 
 
-@builtin("set", "shell options and positional parameters: set [-e|+e] [-x|+x] "
-         "[-o errexit|xtrace] [-- ARGS...]; alone, list the variables (-e: a failing "
-         "command ends the line or script; -x: each command is shown as it runs)")
+@builtin("set", "shell options and positional parameters: set [-e|+e] [-u|+u] [-x|+x] "
+         "[-o errexit|nounset|xtrace] [-- ARGS...]; alone, list the variables (-e: a "
+         "failing command ends the line or script; -u: so does an unset variable; -x: "
+         "each command is shown as it runs)")
 def _set(ctx: CommandContext) -> int:
     if not ctx.args:
         env = ctx.shell.env
@@ -170,7 +171,7 @@ def _set(ctx: CommandContext) -> int:
             letters = OPTIONS[args.pop(0)]
         for letter in letters:
             if letter not in OPTIONS.values():
-                raise CommandError(f"{arg[0]}{letter}: not supported (set -e, -x, -- ARGS)",
+                raise CommandError(f"{arg[0]}{letter}: not supported (set -e, -u, -x, -- ARGS)",
                                    2)
             (options.add if arg[0] == "-" else options.discard)(letter)
     if args[:1] in (["--"], ["-"]):

@@ -625,7 +625,8 @@ def _braced(inner: str, lookup: Callable[[str], str],
     if m is None:
         raise ParseError(f"bad substitution: ${{{inner}}}")
     name, colon, op, word = m.groups()
-    value = lookup(name)
+    # (an unset NAME is never looked up with an operator: set -u spares ${x:-…})
+    value = "" if op and lookup(name + SET_QUERY) != "1" else lookup(name)
     if not op:
         return value
     if op == "=":

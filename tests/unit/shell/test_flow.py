@@ -199,7 +199,8 @@ def test_set_e_ends_the_line_or_script_at_a_failure_and_set_x_traces(
         (0, "traced\n", "+ echo traced\n+ cat\n+ set +x\n")
     assert run(root_shell, "set -q")[0] == 2
     assert run(root_shell, "set -e; set -o; set +o; set +e")[1] == (
-        "errexit         on\nxtrace          off\nset -o errexit\nset +o xtrace\n")
+        "errexit         on\nnounset         off\nxtrace          off\nset -o errexit\n"
+        "set +o nounset\nset +o xtrace\n")
 
 
 def test_a_subshell_ends_alone_on_set_e_unset_break_continue_and_return(
@@ -295,3 +296,17 @@ def test_c_style_for_loops(root_shell: Shell) -> None:
     status, _, err = run(root_shell, "for ((i=0; i<; i++)); do echo x; done")
     assert status == 1 and "bad arithmetic" in err
     assert run(root_shell, "for ((i=0; i<3)); do :; done")[0] == 2
+
+
+def test_set_u_ends_the_line_at_an_unset_variable(root_shell: Shell) -> None:
+    """`set -u` was "not supported". An unset variable (or `$1` past the arguments)
+    ends the line, saying so; `${x:-…}` and kin, `$#`, `"$@"` and `$RANDOM` do not."""
+    for line, out, err in (
+            ("set -u; echo $nope; echo after", "", "exo: nope: unbound variable\n"),
+            ("set -u; echo ${nope:-def} ${nope-d2} ${nope+alt}x $# \"$@\"; echo ok",
+             "def d2 x 0\nok\n", ""),
+            ("set -u; f() { echo $1; }; f; echo after", "", "exo: $1: unbound variable\n"),
+            ("set -u; echo $((nope + 1))", "", "exo: nope: unbound variable\n")):
+        assert run(root_shell, line)[1:] == (out, err), line
+        run(root_shell, "set +u")
+    assert run(root_shell, "echo $nope ok")[1] == "ok\n"
