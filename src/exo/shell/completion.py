@@ -65,8 +65,15 @@ class ShellCompleter(Completer):
 
         if head == "~" or head.startswith("~/"):
             head = self.shell.env.get("HOME", self.shell.session.home) + head[1:]
-        return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
-                      lambda m: self.shell.lookup(m.group(1)), head)
+        from exo.shell.parser import ParseError
+
+        def value(m: re.Match[str]) -> str:
+            try:
+                return self.shell.lookup(m.group(1))
+            except ParseError:  # (set -u: an unset one completes as nothing)
+                return ""
+
+        return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", value, head)
 
 
 def _escaped(name: str) -> str:
