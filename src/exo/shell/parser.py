@@ -690,9 +690,9 @@ _REPLACE_RE = re.compile(_NAME + r"/([/#%]?)((?:\\.|[^/\\])*)(?:/(.*))?", re.DOT
 
 def _edited(inner: str, lookup: Callable[[str], str],
             substitute: Callable[[str], str] | None) -> str | None:
-    """bash's case, slice and replace forms of ``${…}``; None for any other form. The
-    value is at most ``MAX_TRIMMED`` characters, as for a trim (a pattern is tried at
-    each place of it)."""
+    """bash's case, slice and replace forms of ``${…}``; None for any other form. A
+    replaced value is at most ``MAX_TRIMMED`` characters, as a trimmed one (a pattern is
+    tried at each place of it); a slice or a case change costs its length only."""
     import fnmatch
 
     from exo.shell.arith import evaluate
@@ -704,7 +704,7 @@ def _edited(inner: str, lookup: Callable[[str], str],
     else:
         return None
     value = lookup(m.group(1))
-    if len(value) > MAX_TRIMMED:
+    if regex is _REPLACE_RE and len(value) > MAX_TRIMMED:  # (a pattern at each place)
         raise ParseError(f"${{{inner}}}: the value is longer than {MAX_TRIMMED} characters")
     if regex is _CASE_RE:
         op = m.group(2)

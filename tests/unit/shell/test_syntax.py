@@ -569,6 +569,10 @@ def test_negation_and_bash_s_case_slice_and_replace_expansions(root_shell: Shell
         assert run(root_shell, line)[1] == out, line
     status, _, err = run(root_shell, "x=hello; echo ${x:1:-9}")
     assert status == 2 and "substring expression < 0" in err
+    # a long value: sliced and cased (its length's cost), not replaced (a pattern each place)
+    run(root_shell, 'x=$(printf "a%.0s" $(seq 5000))')
+    assert run(root_shell, "echo ${x:4998} ${#x}; echo ${x^^} | wc -c")[1] == "aa 5000\n5001\n"
+    assert "longer than 4096" in run(root_shell, "echo ${x/a/b}")[2]
 
 
 def test_a_reviews_hangs_and_wrong_answers(root_shell: Shell) -> None:
