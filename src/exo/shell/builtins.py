@@ -538,6 +538,14 @@ def _grep(ctx: CommandContext) -> int:
 
 
 # ------------------------------------------------------------------ session
+#: Builtins that act on the shell itself (its directory, variables, jobs, flow): no
+#: program has their name, so ``env NAME`` refuses them as sh's env finds nothing.
+SHELL_STATE = frozenset({
+    ".", "alias", "bg", "break", "cd", "command", "continue", "eval", "exit", "export",
+    "fg", "getopts", "jobs", "let", "local", "logout", "read", "return", "set", "shift",
+    "source", "trap", "unalias", "unset", "wait"})
+
+
 @builtin("env", "print the environment programs get (the exported variables), or run "
          "a command with more: env [NAME=VALUE]... [COMMAND [ARGS...]] (its other options: "
          "the host's env)")
@@ -555,10 +563,15 @@ def _env(ctx: CommandContext) -> int:
             extra[name] = value
         skip += 1
     args = args[skip + (args[skip:skip + 1] == ["--"]):]
-    if args:  # NAME=VALUE COMMAND: the shell's own `NAME=VALUE COMMAND`
+    if args and args[0] in SHELL_STATE:  # (sh's env finds no program of that name)
+        raise CommandError(f"{args[0]}: a builtin of the shell's own state, not a "
+                           "program env can run", 127)
+    if args:  # NAME=VALUE COMMAND: the shell's own `NAME=VALUE COMMAND`, with no
+        # alias or function of that name (env runs programs), as `command` does
         line = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in extra.items()),
-                         shlex.join(args)])
-        return _rerun(ctx, line)
+                         "\\" + shlex.join(args)])
+        with ctx.shell.plain(args[0]):
+            return _rerun(ctx, line)
     env = {k: v for k, v in ctx.shell.env.items() if k in ctx.shell.exported}
     env.update(extra)  # (`i=3` is the shell's alone)
     for k in sorted(env):

@@ -135,7 +135,7 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             buf.append(line[i : end + 1])
             i = end + 1
             continue
-        elif c == "(" and line.startswith("((", i):
+        elif c == "(" and _arith_at(line, i):
             # (( EXPR )) and for (( A; B; C )): one word, its ; inside
             try:
                 end = matching_paren(line, i)
@@ -233,6 +233,19 @@ def _last_word(buf: list[str]) -> str:
     return "".join(reversed(parts))
 
 
+def _arith_at(line: str, i: int) -> bool:
+    """Whether ``line[i:]`` opens ``(( EXPR ))``, as sh decides: its two parentheses close
+    together. ``((echo a); echo b)`` is a subshell in a subshell (its inner one closes
+    first); an unterminated one is arithmetic still being typed."""
+    if not line.startswith("((", i):
+        return False
+    try:
+        inner = matching_paren(line, i + 1)  # (then the outer one closes right after it)
+    except IncompleteInput:
+        return True
+    return line.startswith(")", inner + 1)
+
+
 def _subshell_at(line: str, i: int, before: str) -> bool:
     """Whether the ``(`` at ``line[i]`` opens a subshell: at the start of a command
     (``before``, the last word before it, is blank, ends a pipe or is a keyword), not
@@ -241,7 +254,7 @@ def _subshell_at(line: str, i: int, before: str) -> bool:
     text = before
     if not (not text or text.endswith("|") or text in _BEFORE_COMMAND):
         return False
-    if line.startswith("((", i):
+    if _arith_at(line, i):
         return False
     try:
         end = matching_paren(line, i)

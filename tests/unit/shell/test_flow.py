@@ -159,7 +159,11 @@ def test_a_subshell_keeps_its_changes_to_itself(root_shell: Shell) -> None:
             ("(sleep 0.1; echo bg) & wait; echo done", "bg\ndone\n"),
             ('(echo "a)b"; echo \')\')', "a)b\n)\n"),
             ("echo $( (echo inside) )", "inside\n"),
-            ("case a in (a) echo clause;; esac", "clause\n")):  # a clause, not a subshell
+            ("case a in (a) echo clause;; esac", "clause\n"),  # a clause, not a subshell
+            # `((` whose parentheses do not close together: two subshells, as in sh
+            ("((echo a); echo b)", "a\nb\n"),
+            ("((echo a) | tr a b)", "b\n"),
+            ("(( (1) + (2) == 3 )) && echo arith", "arith\n")):
         assert run(root_shell, line)[1] == out, line
     assert run(root_shell, "(exit 3)")[0] == 3
     assert run(root_shell, "()")[0] == 2

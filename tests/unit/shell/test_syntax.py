@@ -503,6 +503,20 @@ def test_env_runs_a_command_with_more_variables(alice: Shell) -> None:
     assert (status, out) == (0, "")
 
 
+def test_env_runs_programs_not_the_shells_own_builtins(alice: Shell) -> None:
+    """sh's env finds no program `cd`: the shell's directory never moves through it, and
+    a function or alias of a program's name is not what env runs."""
+    before = alice.cwd
+    status, _, err = run(alice, "env X=1 cd /tmp")
+    assert (status, alice.cwd) == (127, before)
+    assert "cd: a builtin of the shell's own state" in err
+    assert run(alice, "env unset HOME")[0] == 127 and alice.env.get("HOME")
+    run(alice, "alias wc=false")
+    run(alice, "true() { echo mine; }")
+    assert run(alice, "printf 'a\\n' | env X=1 wc -l")[1].strip() == "1"
+    assert run(alice, "env true")[1] == ""
+
+
 def test_the_readme_lists_every_builtin() -> None:
     """The README's "Built-ins:" line is where a new user looks: it names each one
     (`.` is `source`'s other name, given with it)."""
