@@ -52,7 +52,7 @@ class Policy:
 
     __slots__ = ("base_options", "bundled_first", "default_directory", "directory_options",
                  "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
-                 "inputs", "modes", "operand_pattern", "output_options", "outputs",
+                 "inputs", "known", "modes", "operand_pattern", "output_options", "outputs",
                  "replaces", "script_options", "syscalls", "target_directory",
                  "value_options")
 
@@ -125,6 +125,8 @@ class Policy:
         #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
         self.syscalls = syscalls is True
+        #: Every option this policy (and its modes) names, for ``_long``.
+        self.known = self._known()
 
     def roles(self, args: list[str],
               is_dir: Callable[[str], bool] | None = None) -> list[tuple[str, str]]:
@@ -167,7 +169,7 @@ class Policy:
                    or option in p.value_options or option in p.directory_options
                    or option in p.base_options for p in lists)
 
-    def _known(self) -> set[str]:
+    def _known(self) -> frozenset[str]:
         """Every option this policy (and its modes) names."""
         out: set[str] = set()
         for p in (self, *self.modes.values()):
@@ -175,13 +177,13 @@ class Policy:
                           p.directory_options, p.base_options, p.edit_flags, p.entry_flags,
                           p.script_options, p.flags):
                 out.update(names)
-        return out
+        return frozenset(out)
 
     def _long(self, option: str) -> str:
         """``option`` as getopt_long reads it: an unambiguous prefix of a long option
         stands for it (``tar --dir sub`` is ``--directory sub``; taken for a flag, it
         granted the working directory instead)."""
-        known = self._known()
+        known = self.known
         if option in known:
             return option
         longer = [o for o in known if o.startswith(option) and o.startswith("--")]
