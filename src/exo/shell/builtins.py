@@ -598,6 +598,31 @@ def _export(ctx: CommandContext) -> int:
     return 0
 
 
+@builtin("readonly", "mark variables so that nothing changes or unsets them again "
+         "until the shell ends: readonly NAME[=VALUE]...; alone or with -p, list them")
+def _readonly(ctx: CommandContext) -> int:
+    import shlex
+
+    variables = ctx.shell.env
+    args = list(ctx.args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args or args == ["-p"]:
+        for name in sorted(variables.readonly):
+            value = variables.get(name)
+            ctx.out(f"readonly {name}" if value is None
+                    else f"readonly {name}={shlex.quote(value)}")
+        return 0
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if not name.isidentifier():
+            raise CommandError(f"'{arg}': not a valid identifier", 1)
+        if eq:
+            variables[name] = value  # (ReadonlyError if it is already: said, status 1)
+        variables.readonly.add(name)
+    return 0
+
+
 @builtin("read", "read a line into variables: read [-r] [-p PROMPT] NAME...")
 def _read(ctx: CommandContext) -> int:
     args = list(ctx.args)
@@ -668,13 +693,17 @@ def _unset(ctx: CommandContext) -> int:
     functions = args[:1] == ["-f"]
     if args[:1] in (["-f"], ["-v"]):
         args = args[1:]
+    status = 0
     for name in args:
         if functions:
             ctx.shell.functions.pop(name, None)
-            continue
-        ctx.shell.env.pop(name, None)
-        ctx.shell.exported.discard(name)
-    return 0
+        elif name in ctx.shell.env.readonly:
+            ctx.err(f"{name}: cannot unset: readonly variable")
+            status = 1
+        else:
+            ctx.shell.env.pop(name, None)
+            ctx.shell.exported.discard(name)
+    return status
 
 
 @builtin("exit", "end the session (back to the login prompt): exit [STATUS]")

@@ -42,6 +42,7 @@ from exo.shell.parser import (
     split_list,
 )
 from exo.shell.session import Logout, Session, ShellExit, SwitchUser
+from exo.shell.variables import Variables
 from exo.shell.vfs import ListingTooLong, Vfs, VfsError
 
 TYPE_CHECKING = False
@@ -127,13 +128,13 @@ class Shell:
             self.session.check_path, None if self.session.uid == 0 else self.session.user)
         self.builtins: dict[str, Builtin] = dict(BUILTINS)
         self.cwd = self.session.home if self.vfs.is_dir(self.session.home) else "/"
-        self.env: dict[str, str] = {
+        self.env = Variables({
             "HOME": self.session.home,
             "USER": self.session.user,
             "PATH": "/bin:/usr/bin:/exo/bin",
             "PWD": self.cwd,
             "SHELL": "/bin/exosh",
-        }
+        })
         if self.session.grants is None:
             self.env["EXO_ROOT"] = str(kernel.root)
         #: The variables programs get (``export``; the kernel sets HOME, PATH, TERM and
@@ -772,9 +773,9 @@ class Shell:
         if inline and assignments:  # `VAR=x builtin`: only for that command, exported
             saved = {var: self.env.get(var) for var, _ in assignments}
             exported = set(self.exported)
-            self.env.update(assignments)
-            self.exported.update(var for var, _ in assignments)
             try:
+                self.env.update(assignments)
+                self.exported.update(var for var, _ in assignments)
                 return self._run_pipeline(Pipeline([_without_assignments(cmds[0])]),
                                           stdin, stdout, stderr, source)
             finally:
@@ -846,8 +847,9 @@ class Shell:
         functions, aliases, ``$1``…); an ``exit`` in it ends it alone, with its status.
         (sh forks; the shell is the kernel's thread, so it keeps a copy instead.)"""
         positional = self.positional()  # (a function's $1…, or the shell's)
-        saved = (dict(self.env), set(self.exported), self.cwd, dict(self.functions),
-                 dict(self.aliases), list(positional), set(self.options))
+        saved = (dict(self.env), set(self.env.readonly), set(self.exported), self.cwd,
+                 dict(self.functions), dict(self.aliases), list(positional),
+                 set(self.options))
         # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
         # forked one (the loop or function around it goes on).
         traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
@@ -868,12 +870,11 @@ class Shell:
             with contextlib.suppress(Logout):
                 self.run_exit_trap(stdio)
             self.traps = traps
-            env, exported, self.cwd, functions, aliases, args, options = saved
+            env, readonly, exported, self.cwd, functions, aliases, args, options = saved
             positional[:] = args
             self.options.clear()
             self.options.update(options)
-            self.env.clear()
-            self.env.update(env)
+            self.env.restore(env, readonly)
             self.exported = exported
             self.functions.clear()
             self.functions.update(functions)
@@ -881,12 +882,14 @@ class Shell:
             self.aliases.update(aliases)
 
     def _restore(self, saved: dict[str, str | None]) -> None:
-        """Give variables back the values ``saved`` (None: the variable was unset)."""
+        """Give variables back the values ``saved`` (None: the variable was unset), read-only
+        or not (``x=1 readonly x``: the mark stays, the value is the one before)."""
+        values = self.env.data
         for var, old in saved.items():
             if old is None:
-                self.env.pop(var, None)
+                values.pop(var, None)
             else:
-                self.env[var] = old
+                values[var] = old
 
     def _reads_terminal(self, cmd: Command) -> bool:
         """Whether the command reads the terminal itself (READS_TERMINAL; ``exo install``

@@ -314,3 +314,26 @@ def test_set_u_ends_the_line_at_an_unset_variable(root_shell: Shell) -> None:
         assert run(root_shell, line)[1:] == (out, err), line
         run(root_shell, "set +u")
     assert run(root_shell, "echo $nope ok")[1] == "ok\n"
+
+
+def test_readonly_refuses_every_change_to_its_variables(root_shell: Shell) -> None:
+    """`readonly NAME=V` (scripts' constants): an assignment to it ends the line; every
+    builtin that would change or unset it fails, status 1, saying so; a subshell's marks
+    end with it."""
+    sh = root_shell
+    assert run(sh, "readonly ro=1; ro=2; echo no") == (1, "", "exo: ro: readonly variable\n")
+    assert run(sh, "ro=3 true")[0] == 1
+    for line, err in (("unset ro", "unset: ro: cannot unset: readonly variable\n"),
+                      ("read ro <<< hi", "read: ro: readonly variable\n"),
+                      ("export ro=5", "export: ro: readonly variable\n"),
+                      ("let ro=4", "let: ro: readonly variable\n"),
+                      ("getopts a ro -a", "getopts: ro: readonly variable\n"),
+                      ("readonly ro=9", "readonly: ro: readonly variable\n")):
+        status, _, got = run(sh, line)
+        assert (status != 0, got) == (True, err), line
+    assert run(sh, "for ro in a; do echo in; done")[0] == 1
+    assert run(sh, "f() { local ro=3; echo $ro; }; f")[1] == "1\n"
+    assert run(sh, "echo $ro")[1] == "1\n"  # through all of that
+    assert run(sh, "(readonly sub=1; echo $sub); sub=2; echo $sub")[1] == "1\n2\n"
+    assert run(sh, "readonly -p") == (0, "readonly ro=1\n", "")
+    assert run(sh, "readonly 1a")[0] == 1
