@@ -26,6 +26,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--control", action="store_true",
                         help="also run native a second time each round (an A/A control)")
+    parser.add_argument("--seccomp-peer", action="store_true",
+                        help="also run bubblewrap loading POSIX-X's seccomp program each "
+                        "round (what the filter alone costs)")
     parser.add_argument("--apps", default=",".join(ALL),
                         help=f"comma-separated, of {','.join(ALL)} (default: all); results "
                         "are merged into an existing --output")
@@ -33,7 +36,8 @@ def main() -> int:
     try:
         return bench_main(quick=args.quick, as_json=args.json, rounds=args.rounds,
                           apps=args.apps, output=args.output, seconds=args.seconds,
-                          out=sys.stdout, err=sys.stderr, control=args.control)
+                          out=sys.stdout, err=sys.stderr, control=args.control,
+                          seccomp_peer=args.seccomp_peer)
     except BenchmarkError as exc:
         print(f"posix_x bench: {exc}", file=sys.stderr)
         return 1

@@ -45,6 +45,11 @@ Writes ``bench/results/posix_x.json`` as
 each application's entry says when and how it was measured (``measured``: date, rounds,
 seconds, control, quick; a job's ``runs_per_round``), since ``machine`` describes the
 last run only.
+``--seccomp-peer``: bubblewrap a second time in every round, loading the seccomp program
+a POSIX-X program runs under (``SECCOMP_PEER``; ``vs_bwrap_seccomp_median``,
+``vs_bwrap_seccomp_ci95``, ``bwrap_seccomp_ratio_median``,
+``bwrap_seccomp_cpu_per_op_ratio``): what is left of the difference to plain bubblewrap
+once both pay the filter.
 ``--control``: native runs a second time in every round, in the rotation (an A/A control);
 its ratio to the first run (``control_ratio_median``, ``control_ratio_ci95``) is how far
 two identical runs differ here, the resolution of every other ratio of the run.
@@ -56,6 +61,7 @@ missing and run as root).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -87,6 +93,12 @@ MODES = ("native", "posix_x", "bwrap")
 #: first native run says how far two identical runs differ here: the resolution below
 #: which no ratio of this run means anything.
 CONTROL = "native_again"
+#: ``--seccomp-peer``: bubblewrap again, loading the seccomp program every POSIX-X
+#: program runs under (``exo.sandbox._seccomp``, as ``exo posix-x run`` compiles it):
+#: plain bubblewrap has no filter, and any filter costs each syscall its slow entry
+#: (bench/results/seccomp_floor.json). POSIX-X ÷ this peer is what Exo's mechanisms cost
+#: beyond the filter the issue's tiers require.
+SECCOMP_PEER = "bwrap_seccomp"
 ALL = ("syscalls", "nginx", "redis", "postgres", "gcc", "python")
 
 SYSCALL_C = r"""
@@ -273,12 +285,13 @@ class App:
 
     @contextlib.contextmanager
     def running(self, mode: str) -> Iterator[subprocess.Popen[bytes]]:
-        mode = _started_as(mode)
+        peer, mode = mode == SECCOMP_PEER, _started_as(mode)
         self.prepare(mode)
         env = {**os.environ, "EXO_ROOT": str(self.root)}
         if mode == "posix_x":
             env["EXO_FUSE_OPS_LOG"] = str(self.ops_log)
-        proc = subprocess.Popen([*_on("server"), *self.argv(mode)], env=env,
+        argv = _with_filter(self.argv(mode), self.root.parent) if peer else self.argv(mode)
+        proc = subprocess.Popen([*_on("server"), *argv], env=env,
                                 stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
@@ -487,12 +500,28 @@ def _placement(proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
 
 
 def _started_as(mode: str) -> str:
-    """The mode a server or job is started in: the A/A control is native again."""
-    return "native" if mode == CONTROL else mode
+    """The mode a server or job is started in: the A/A control is native again (the
+    seccomp peer is bubblewrap's argv, through ``_with_filter``)."""
+    return "native" if mode == CONTROL else "bwrap" if mode == SECCOMP_PEER else mode
 
 
-def _modes(control: bool) -> tuple[str, ...]:
-    return (*MODES, CONTROL) if control else MODES
+def _modes(control: bool, seccomp_peer: bool = False) -> tuple[str, ...]:
+    return (*MODES, *((CONTROL,) if control else ()),
+            *((SECCOMP_PEER,) if seccomp_peer else ()))
+
+
+def _with_filter(argv: list[str], work: Path) -> list[str]:
+    """Bubblewrap's ``argv`` loading POSIX-X's seccomp program (``SECCOMP_PEER``): the
+    sandbox's filter a POSIX-X program runs under (its Hybrid calls allowed here, where
+    no broker listens), read by bwrap from descriptor 9."""
+    from exo.sandbox import _seccomp
+
+    program = work / "posix-x-seccomp.bpf"
+    if not program.exists():
+        program.write_bytes(_seccomp.compiled_filter("none", errno.EPERM, True, True))
+    assert argv[0] == "bwrap"
+    return ["/bin/sh", "-c", 'f=$1; shift; exec "$@" 9<"$f"', "sh", str(program),
+            "bwrap", "--seccomp", "9", *argv[1:]]
 
 
 def _rotated(modes: tuple[str, ...], r: int) -> tuple[str, ...]:
@@ -502,7 +531,7 @@ def _rotated(modes: tuple[str, ...], r: int) -> tuple[str, ...]:
 
 
 def bench_app(make: Callable[[str], App], rounds: int, seconds: float,
-              control: bool = False) -> dict[str, Any]:
+              control: bool = False, seccomp_peer: bool = False) -> dict[str, Any]:
     """One server per mode (``make(mode)``: its own tree and port), all of them up for the
     whole benchmark, loaded in lock step: each round loads every mode once for
     ``seconds``, order rotated, so a round's modes are seconds apart and no server start or
@@ -513,7 +542,7 @@ def bench_app(make: Callable[[str], App], rounds: int, seconds: float,
     swung 0.73-1.51 (redis) from round to round, wider than any difference to resolve;
     the jobs (gcc, python) had shown the same and lock step narrowed theirs to a few
     percent (``bench_job``)."""
-    modes = _modes(control)
+    modes = _modes(control, seccomp_peer)
     rounds_ = _Rounds(control)
     where: dict[str, Any] = {}
     served = dict.fromkeys(modes, 0.0)  # requests, warm-up included
@@ -523,7 +552,7 @@ def bench_app(make: Callable[[str], App], rounds: int, seconds: float,
         for mode in modes:  # caches, page-ins, connections: not counted
             warm = min(1.0, seconds)
             served[mode] += apps[mode].load(warm) * max(1, round(warm))
-            if mode != CONTROL:
+            if mode not in (CONTROL, SECCOMP_PEER):
                 where[mode] = _placement(procs[mode], apps[mode].comm)
         for r in range(rounds):
             rate: dict[str, float] = {}
@@ -561,6 +590,7 @@ class _Rounds:
         self.vs_bwrap: list[float] = []
         self.bwrap_cpu: list[float] = []
         self.controls: list[float] = []
+        self.peer: dict[str, list[float]] = {}  # SECCOMP_PEER's: ratio, vs, cpu
         self.loads = [_load()]
 
     def add(self, rate: dict[str, float], cpu: dict[str, float]) -> float:
@@ -573,12 +603,27 @@ class _Rounds:
         if cpu["native"] > 0:
             self.cpu.append(cpu["posix_x"] / cpu["native"])
             self.bwrap_cpu.append(cpu["bwrap"] / cpu["native"])
+        if SECCOMP_PEER in rate:
+            self.peer.setdefault("ratio", []).append(rate[SECCOMP_PEER] / rate["native"])
+            self.peer.setdefault("vs", []).append(rate["posix_x"] / rate[SECCOMP_PEER])
+            if cpu["native"] > 0:
+                self.peer.setdefault("cpu", []).append(cpu[SECCOMP_PEER] / cpu["native"])
         self.loads.append(_load())
         return self.loads[-1][0]
 
     def summary(self) -> dict[str, Any]:
-        return _summary(self.ratios, self.bwrap, self.cpu, self.loads, self.vs_bwrap,
-                        self.bwrap_cpu, self.controls)
+        out = _summary(self.ratios, self.bwrap, self.cpu, self.loads, self.vs_bwrap,
+                       self.bwrap_cpu, self.controls)
+        if self.peer:
+            lo, hi = _median_ci(self.peer["vs"])
+            out |= {"bwrap_seccomp_ratio_median": round(statistics.median(self.peer["ratio"]), 4),
+                    "vs_bwrap_seccomp_median": round(statistics.median(self.peer["vs"]), 4),
+                    "vs_bwrap_seccomp_ci95": [round(lo, 4), round(hi, 4)],
+                    "vs_bwrap_seccomp_ratios": [round(r, 4) for r in self.peer["vs"]]}
+            if self.peer.get("cpu"):
+                out["bwrap_seccomp_cpu_per_op_ratio"] = round(
+                    statistics.median(self.peer["cpu"]), 4)
+        return out
 
 
 #: A job's shell: the command once per line read, its wall time (taken inside the sandbox:
@@ -608,7 +653,8 @@ def _times(text: str) -> float:
 
 
 def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
-              manifest: str, control: bool = False) -> dict[str, Any]:
+              manifest: str, control: bool = False,
+              seccomp_peer: bool = False) -> dict[str, Any]:
     """A command (gcc, python3) run ``count`` times per round in each mode, in the
     directory ``work`` (shown as ``/home/bench``): rate = runs per second of wall time,
     CPU per run from ``times``.
@@ -636,8 +682,10 @@ def bench_job(name: str, work: Path, command: str, count: int, rounds: int,
         "bwrap": [*_bwrap_view([(bench, "/home/bench", True)]), "--chdir", "/home/bench",
                   "--", "/bin/sh", "-c", script],
     }
-    modes = _modes(control)
-    shells = {m: _JobShell(argv[_started_as(m)], env, bench) for m in modes}
+    argv[SECCOMP_PEER] = _with_filter(argv["bwrap"], work)
+    modes = _modes(control, seccomp_peer)
+    shells = {m: _JobShell(argv[m if m == SECCOMP_PEER else _started_as(m)], env, bench)
+              for m in modes}
     try:
         for sh in shells.values():  # a first run each, not counted (caches, page-ins)
             sh.step()
@@ -810,7 +858,8 @@ def ensure_packages() -> None:
 
 
 def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Path,
-                  quick: bool, control: bool = False) -> dict[str, Any]:
+                  quick: bool, control: bool = False,
+                  seccomp_peer: bool = False) -> dict[str, Any]:
     """Measure ``chosen`` and merge the results into ``output``; the results."""
     if os.geteuid() != 0:
         raise BenchmarkError("needs root (the servers' sandboxes and native runs as other "
@@ -841,7 +890,8 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
                 root.mkdir(mode=0o755)
                 return cls(root, _free_port())
 
-            results["apps"][cls.name] = bench_app(make, rounds, seconds, control)
+            results["apps"][cls.name] = bench_app(make, rounds, seconds, control,
+                                                  seccomp_peer)
             _log(f"  {cls.name}: {results['apps'][cls.name]}")
         count = 5 if quick else 20
         # Their directory in passthrough mode, as the servers' example manifests have it:
@@ -860,7 +910,7 @@ def run_benchmark(*, rounds: int, seconds: float, chosen: list[str], output: Pat
             if name not in chosen:
                 continue
             results["apps"][name] = bench_job(name, work, command, count, rounds, manifest,
-                                                control)
+                                                control, seccomp_peer)
             _log(f"  {name}: {results['apps'][name]}")
     stamp_measured(results, chosen, rounds=rounds, seconds=seconds, control=control,
                    quick=quick)
@@ -944,6 +994,13 @@ def render(results: dict[str, Any], out: TextIO) -> None:
              if a.get("measured", {}).get("rounds", machine.get("rounds")) != machine.get("rounds")]
     if older:  # merged from other runs (--apps)
         console.print("Measured in other runs: " + ", ".join(older))
+    peers = [f"{name} {a['vs_bwrap_seccomp_median']:.2f} ({a['vs_bwrap_seccomp_ci95'][0]:.2f}–"
+             f"{a['vs_bwrap_seccomp_ci95'][1]:.2f}; CPU/op "
+             f"{a.get('bwrap_seccomp_cpu_per_op_ratio', float('nan')):.2f})"
+             for name, a in results.get("apps", {}).items() if "vs_bwrap_seccomp_median" in a]
+    if peers:
+        console.print("POSIX-X ÷ bubblewrap loading POSIX-X's seccomp program (median, 95% "
+                      "interval; that peer's CPU/op ÷ native's): " + ", ".join(peers))
     if controls:
         console.print("A/A control, native ÷ native again in the same rounds (median, 95% "
                       "interval): " + ", ".join(controls) + ". A ratio closer to 1 than "
@@ -970,7 +1027,7 @@ def bwrap_verdict(app: dict[str, Any]) -> str:
 
 def main(*, quick: bool, as_json: bool, rounds: int | None, apps: str | None,
          output: str | None, out: TextIO, err: TextIO, seconds: float | None = None,
-         control: bool = False) -> int:
+         control: bool = False, seccomp_peer: bool = False) -> int:
     """``posix-x benchmark``: progress on ``err`` with ``--json`` (the JSON alone on
     ``out``), on ``out`` otherwise. ``control``: an A/A control in every round
     (``CONTROL``)."""
@@ -990,7 +1047,7 @@ def main(*, quick: bool, as_json: bool, rounds: int | None, apps: str | None,
         results = run_benchmark(
             rounds=rounds or (3 if quick else 10), seconds=seconds or (2.0 if quick else 5.0),
             chosen=chosen, output=Path(output) if output else RESULTS, quick=quick,
-            control=control)
+            control=control, seccomp_peer=seccomp_peer)
     finally:
         _log_to.pop()
     if as_json:

@@ -89,6 +89,9 @@ def _parser() -> _Parser:
                        "bench/results/posix_x.json of this checkout)")
     bench.add_argument("--control", action="store_true", help="also run native a second "
                        "time each round (an A/A control: how far identical runs differ)")
+    bench.add_argument("--seccomp-peer", action="store_true",
+                       help="also run bubblewrap loading POSIX-X's seccomp program each "
+                       "round (what the filter alone costs)")
     syscalls = sub.add_parser("syscalls", help="the syscall table: tier of every syscall")
     syscalls.add_argument("names", nargs="*", help="syscall names or numbers (default: all)")
     syscalls.add_argument("--tier", choices=table.TIERS, help="only this tier")
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         try:
             return bench_main(quick=args.quick, as_json=args.json, rounds=args.rounds,
                               apps=args.apps, output=args.output, out=out, err=err,
-                              control=args.control)
+                              control=args.control, seccomp_peer=args.seccomp_peer)
         except BenchmarkError as exc:
             print(f"posix-x benchmark: {printable(str(exc), newlines=False)}", file=err)
             return 1

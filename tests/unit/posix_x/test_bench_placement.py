@@ -39,3 +39,22 @@ def test_placement_of_a_server_not_found_is_empty() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_seccomp_peer_is_bubblewrap_under_posix_x_filter(tmp_path: Path) -> None:
+    """``--seccomp-peer``: the same bubblewrap view, with the seccomp program a POSIX-X
+    program runs under loaded (mode 2: a filter) where plain bubblewrap has none."""
+    import shutil
+
+    import pytest
+
+    from exo.posix_x.benchmark import _bwrap_view, _with_filter
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    plain = [*_bwrap_view([]), "--", "/bin/grep", "^Seccomp:", "/proc/self/status"]
+    out = subprocess.run(plain, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["Seccomp:", "0"]
+    peer = _with_filter(plain, tmp_path)
+    out = subprocess.run(peer, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["Seccomp:", "2"]
