@@ -52,8 +52,10 @@ import signal
 import socket
 import sys
 
-#: Spares the kernel is kept supplied with: a two-stage pipeline starts with no wait.
-SPARES = 2
+#: Spares the kernel is kept supplied with: a two-stage pipeline starts with no wait and
+#: leaves one, so that the kernel asks for the replacements after its burst of starts
+#: (``Zygote._replenish``).
+SPARES = 3
 #: Failed preparations in a row before a wanted spare is given up (``E``).
 _TRIES = 2
 CLONE_NEWPID = 0x20000000

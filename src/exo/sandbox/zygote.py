@@ -409,6 +409,10 @@ class _Spare:
         self.conn.close()
 
 
+#: Seconds after a take before its replacement spare is asked for (``Zygote._replenish``).
+SETTLE = 0.03
+
+
 class Zygote:
     """One running zygote and the kernel's end of its socket."""
 
@@ -430,6 +434,8 @@ class Zygote:
         self.coming = _SPARES  # owed by the zygote: at start, and one per "N" sent
         self.errors: collections.deque[str] = collections.deque()  # "E": spares not coming
         self.starved = False  # a start waited for a spare in vain, and none came since
+        self.asking = False  # a thread will ask for spares at ``ask_after`` (_replenish)
+        self.ask_after = 0.0
         self.dead = False
         self.last_used = time.monotonic()
         self.cgroups = _cgroups.CgroupPool(boot_id, "zygote")  # the commands', made ahead
@@ -533,6 +539,34 @@ class Zygote:
                 return  # a zygote that reads nothing: a start times out, saying so
             self.coming += 1
 
+    def _replenish(self) -> None:
+        """After a take: the replacement spares are asked for ``SETTLE`` s after the last
+        take, or now if none is left (caller locks). Preparing one copies the zygote's
+        mount namespace under Linux's one global mount lock and forks: asked at once, it
+        fell into the starts of a pipeline's next stages (their ``open_tree`` waited on
+        that lock, ~1 ms measured) and into their programs' run; settled, a two-stage
+        pipeline took ~0.9 ms less from Enter to output and ``/bin/true`` ~0.7 ms (paired
+        in-process runs, 60 each)."""
+        if not self.spares:
+            self._ask()
+            return
+        self.ask_after = time.monotonic() + SETTLE
+        if not self.asking:
+            from exo import _threadcache
+
+            self.asking = True
+            _threadcache.start(self._ask_settled, "exo-zygote-ask")
+
+    def _ask_settled(self) -> None:
+        while True:
+            with self.lock:
+                left = self.ask_after - time.monotonic()
+                if left <= 0 or self.dead:
+                    self.asking = False
+                    self._ask()
+                    return
+            time.sleep(left)
+
     def take(self, timeout: float) -> tuple[_Spare, int]:
         """A live prepared spare and its command-to-be's host pid (waiting at most
         ``timeout`` s for one), the next one asked for; SandboxError saying why not."""
@@ -555,7 +589,7 @@ class Zygote:
                         self.starved = True
                         raise SandboxError("sandbox start failed: zygote: no spare came")
                 spare = self.spares.popleft()
-                self._ask()
+                self._replenish()
             pid = _pidfd_pid(spare.pidfd)
             if pid > 0:
                 return spare, pid

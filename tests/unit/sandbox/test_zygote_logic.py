@@ -79,10 +79,18 @@ class _FakeZygote:
         self.coming = 2
         self.dead = False
         self.starved = False
+        self.asking = False
+        self.ask_after = 0.0
         self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def _ask(self) -> None:
         zygote.Zygote._ask(self)  # type: ignore[arg-type]
+
+    def _replenish(self) -> None:
+        zygote.Zygote._replenish(self)  # type: ignore[arg-type]
+
+    def _ask_settled(self) -> None:
+        zygote.Zygote._ask_settled(self)  # type: ignore[arg-type]
 
     def _supplied(self, msg: bytes, fds: list[int]) -> bool:
         return zygote.Zygote._supplied(self, msg, fds)  # type: ignore[arg-type]
@@ -325,3 +333,43 @@ def test_warming_a_session_compiles_its_commands_seccomp_filter(
             t.join(10)
     assert made == [("none", errno.EPERM, True)]
     assert processes.said and "not started at login" in processes.said[0]
+
+
+def test_replacement_spares_are_asked_for_after_a_burst_of_takes() -> None:
+    """A take that leaves a spare asks for its replacement ``SETTLE`` s after the last
+    take (its preparation then falls after a pipeline's starts); one that leaves none asks
+    at once."""
+    import time
+
+    def spare() -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(["sleep", "60"])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs.close()
+        assert zygote.Zygote._supplied(  # type: ignore[arg-type]
+            fake, b"R", [ours.detach(), os.pidfd_open(child.pid)])
+        return child
+
+    def asked() -> int:
+        n = 0
+        with contextlib.suppress(BlockingIOError):
+            while fake.peer.recv(8, socket.MSG_DONTWAIT) == b"N":
+                n += 1
+        return n
+
+    fake = _FakeZygote()
+    fake.coming = 3
+    children = [spare() for _ in range(3)]
+    take = zygote.Zygote.take
+    try:
+        for _ in range(2):  # a two-stage pipeline: one left, nothing asked yet
+            take(fake, 1.0)[0].discard()  # type: ignore[arg-type]
+        assert asked() == 0 and len(fake.spares) == 1
+        time.sleep(zygote.SETTLE + 0.2)
+        assert asked() == 2 and fake.coming == 2  # both replacements, once settled
+        take(fake, 1.0)[0].discard()  # type: ignore[arg-type]
+        assert asked() == 1  # none left: at once
+    finally:
+        zygote.Zygote._died(fake)  # type: ignore[arg-type]
+        fake.peer.close()
+    for child in children:
+        assert child.wait(10) == -9
