@@ -352,6 +352,31 @@ def test_a_kill_reaches_the_command(alice: Shell, kernel: Kernel) -> None:
     del status
 
 
+def test_spares_wait_in_a_group_of_the_last_commands_limits(alice: Shell,
+                                                            kernel: Kernel) -> None:
+    """A spare's command-to-be is put in a group ahead, of the limits the session's last
+    command had (Zygote._pre_enter): a command then starts in a group of its own whose
+    limits are the command's, and a spare taken for other limits leaves its group."""
+    for _ in range(3):  # learned, and the spares made since are in such groups
+        assert run(alice, "/bin/true")[0] == 0
+    time.sleep(0.5)
+    [z] = [z for z in zygote._zygotes.values() if not z.dead]
+    with z.lock:
+        ahead = [s.cgroup for s in z.spares]
+    assert ahead and all(g is not None for g in ahead)
+    assert run(alice, "/bin/sleep 30 &")[0] == 0
+    [row] = [r for r in alice.kernel.ps() if r["pid"] != 1]
+    proc = kernel.processes.get(row["pid"])
+    groups = Path(f"/proc/{row['host_pid']}/cgroup").read_text().splitlines()
+    memory = next(g.split(":")[2] for g in groups if g.split(":")[1] == "memory")
+    limit = int(Path(f"/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes").read_text())
+    assert proc.limits.memory is not None and limit == proc.limits.memory
+    procs = Path(f"/sys/fs/cgroup/memory{memory}/cgroup.procs").read_text().split()
+    assert procs == [str(row["host_pid"])]
+    assert run(alice, "kill %1")[0] == 0
+    run(alice, "wait")
+
+
 def test_what_a_command_leaves_behind_goes_with_its_reclaim(alice: Shell,
                                                            kernel: Kernel) -> None:
     """The exit status comes before the reclaim (ProcessManager._reap): a command that

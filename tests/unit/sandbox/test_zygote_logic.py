@@ -92,6 +92,9 @@ class _FakeZygote:
     def _ask_settled(self) -> None:
         zygote.Zygote._ask_settled(self)  # type: ignore[arg-type]
 
+    def _pre_enter(self, spare: zygote._Spare, pid: int) -> None:
+        """(No groups here: these spares are the test's own children.)"""
+
     def _supplied(self, msg: bytes, fds: list[int]) -> bool:
         return zygote.Zygote._supplied(self, msg, fds)  # type: ignore[arg-type]
 
