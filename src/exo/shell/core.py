@@ -185,7 +185,7 @@ class Shell:
             base = name[:-len(SET_QUERY)]
             if base.isdigit() and base != "0":
                 return "1" if int(base) <= len(self.positional()) else ""
-            return "1" if base in "#?$!@*0" or base in self.env or base in DYNAMIC else ""
+            return "1" if base in "#?$!@*0-" or base in self.env or base in DYNAMIC else ""
         if name == "?":  # (after a $(…) of the same command: its status, as in sh)
             flow = self.flow
             return str(flow.substituted if flow.substitutions else self.last_status)
@@ -193,6 +193,8 @@ class Shell:
             return str(os.getpid())
         if name == "!":
             return self.last_background
+        if name == "-":  # the options set, and "i" in an interactive session, as in sh
+            return "".join(sorted(self.options)) + ("i" if self.terminal is not None else "")
         if name == "0":
             return "exosh"
         if name.isdigit():

@@ -590,7 +590,7 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
     """Expand the reference at ``s[i] == '$'``: (value, next index, whether an unquoted
     value is split into words)."""
     j = i + 1
-    if j < len(s) and s[j] in "?$!#":
+    if j < len(s) and s[j] in "?$!#-":
         return lookup(s[j]), j + 1, False
     if j < len(s) and (s[j] in "@*" or s[j].isdigit()):  # $@ $* $0 $1 ... $9
         return lookup(s[j]), j + 1, True

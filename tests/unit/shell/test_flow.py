@@ -337,3 +337,12 @@ def test_readonly_refuses_every_change_to_its_variables(root_shell: Shell) -> No
     assert run(sh, "(readonly sub=1; echo $sub); sub=2; echo $sub")[1] == "1\n2\n"
     assert run(sh, "readonly -p") == (0, "readonly ro=1\n", "")
     assert run(sh, "readonly 1a")[0] == 1
+
+
+def test_dollar_dash_says_the_options_set(root_shell: Shell) -> None:
+    """`$-`: the option letters set, "i" in an interactive session (scripts test
+    `case $- in *i*)`)."""
+    assert run(root_shell, "echo [$-]")[1] == "[]\n"
+    assert run(root_shell, "set -eu; echo [$-]; set +eu")[1] == "[eu]\n"
+    assert run(root_shell, 'echo "a$-b" ${x-y}')[1] == "ab y\n"
+    assert run(root_shell, "case $- in *i*) echo i;; *) echo script;; esac")[1] == "script\n"
