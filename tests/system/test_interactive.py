@@ -124,6 +124,21 @@ def test_ctrl_c_cancels_the_command_not_the_shell(term: pexpect.spawn) -> None:
     term.expect("status=130", timeout=15)
 
 
+def test_a_ctrl_c_runs_the_int_trap(term: pexpect.spawn) -> None:
+    """`trap CMD INT`: a Ctrl-C that ends what runs runs it, with $? 130."""
+    login(term)
+    term.sendline("trap 'echo trapped-$?' INT")
+    term.expect(PROMPT)
+    term.sendline("/bin/sleep 30")
+    term.expect("sleep 30")
+    time.sleep(1.0)
+    term.sendintr()
+    term.expect("trapped-130", timeout=15)
+    term.expect(PROMPT)
+    term.sendline("trap - INT; echo status=$?")
+    term.expect("status=0")
+
+
 def test_ctrl_c_at_prompt_keeps_shell_and_ctrl_d_exits(term: pexpect.spawn) -> None:
     login(term)
     term.send("partial text")

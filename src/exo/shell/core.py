@@ -843,6 +843,17 @@ class Shell:
         self.last_status = status
         return status
 
+    def run_interrupt_trap(self, stdio: tuple[int, int, int] = (0, 1, 2)) -> None:
+        """A Ctrl-C ended what ran (the job died of its SIGINT): ``trap … INT``'s command
+        runs, with ``$?`` 130, as sh runs it on the SIGINT (an ``exit`` in it ends the
+        script or session, as there)."""
+        self.last_status = 130
+        command = self.traps.get("INT")
+        if command:
+            with contextlib.suppress(LoopControl, FunctionReturn, ErrExit, KeyboardInterrupt):
+                self.run_line(command, *stdio)
+            self.last_status = 130
+
     def _subshell(self, body: list[Node], stdio: tuple[int, int, int]) -> None:
         """``( LIST )``: run in this shell's thread, what it changes of the shell put
         back when it ends (its variables, which are exported, the working directory,

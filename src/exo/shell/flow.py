@@ -235,26 +235,51 @@ def _getopts(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("trap", "run a command when the shell ends (a script, a session, a subshell): "
-         "trap COMMAND EXIT; trap - EXIT forgets it; trap alone lists it")
+#: The signals a trap may name, and what happens to one set: INT's command runs when a
+#: Ctrl-C ends the line or script it interrupted (the job died of it); the others are
+#: kept and listed (scripts set them beside EXIT) but never run: the shell is a thread
+#: of the kernel, and a signal goes to the job that runs, never to the shell.
+TRAPPABLE = {"EXIT": 0, "HUP": 1, "INT": 2, "QUIT": 3, "USR1": 10, "USR2": 12,
+             "PIPE": 13, "ALRM": 14, "TERM": 15}
+
+
+def trap_name(spec: str) -> str | None:
+    """``spec`` (INT, SIGINT, int, 2, EXIT, 0) as ``TRAPPABLE`` names it, else None."""
+    name = spec.upper().removeprefix("SIG")
+    if name in TRAPPABLE:
+        return name
+    by_number = {str(n): k for k, n in TRAPPABLE.items()}
+    return by_number.get(spec)
+
+
+@builtin("trap", "run a command when the shell ends (EXIT: a script, a session, a "
+         "subshell) or when a Ctrl-C ends what runs (INT): trap COMMAND SIGNAL...; "
+         "trap - SIGNAL forgets it; trap alone lists them (HUP, QUIT, TERM, USR1, USR2, "
+         "PIPE and ALRM are kept but never run: signals go to the job, not the shell)")
 def _trap(ctx: CommandContext) -> int:
     import shlex
 
     traps = ctx.shell.traps
     args = list(ctx.args)
+    if args[:1] == ["--"]:
+        args = args[1:]
     if not args or args == ["-p"]:
         for sig, command in traps.items():
             ctx.out(f"trap -- {shlex.quote(command)} {sig}")
         return 0
     if len(args) < 2:
-        raise CommandError("usage: trap COMMAND EXIT", 2)
+        raise CommandError("usage: trap COMMAND SIGNAL...", 2)
     command, *signals = args
+    names = []
     for sig in signals:
-        if sig.upper().removeprefix("SIG") not in ("EXIT", "0"):
-            raise CommandError(f"{sig}: only EXIT can be trapped (a signal goes to the job "
-                               "that runs, never to the shell)", 1)
-    if command in ("-", ""):
-        traps.pop("EXIT", None)
-    else:
-        traps["EXIT"] = command
+        name = trap_name(sig)
+        if name is None:
+            raise CommandError(f"{sig}: invalid signal specification (one of "
+                               f"{' '.join(TRAPPABLE)})", 1)
+        names.append(name)
+    for name in names:
+        if command == "-":
+            traps.pop(name, None)
+        else:
+            traps[name] = command  # ("": nothing runs for it)
     return 0

@@ -55,7 +55,10 @@ def run_script(shell: Shell, lines: Iterable[str],
                 os.write(2, b"su: needs a terminal\n")
                 shell.last_status = 1
             except KeyboardInterrupt:
-                shell.last_status = 130
+                try:
+                    shell.run_interrupt_trap()
+                except ShellExit as exc:
+                    shell.last_status = exc.status
                 return shell.run_exit_trap()
             pending = ""
     finally:
@@ -312,7 +315,7 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
             shell.run_line(expanded)
         except KeyboardInterrupt:
             print("^C")
-            shell.last_status = 130
+            shell.run_interrupt_trap()
 
 
 def stdin_lines(fd: int = 0) -> Iterator[str]:
