@@ -541,9 +541,9 @@ def _grep(ctx: CommandContext) -> int:
 #: Builtins that act on the shell itself (its directory, variables, jobs, flow): no
 #: program has their name, so ``env NAME`` refuses them as sh's env finds nothing.
 SHELL_STATE = frozenset({
-    ".", "alias", "bg", "break", "cd", "command", "continue", "eval", "exit", "export",
-    "fg", "getopts", "jobs", "let", "local", "logout", "read", "return", "set", "shift",
-    "source", "trap", "unalias", "unset", "wait"})
+    ".", "alias", "bg", "break", "cd", "command", "continue", "declare", "eval", "exit",
+    "export", "fg", "getopts", "jobs", "let", "local", "logout", "read", "readonly",
+    "return", "set", "shift", "source", "trap", "typeset", "unalias", "unset", "wait"})
 
 
 @builtin("env", "print the environment programs get (the exported variables), or run "

@@ -516,6 +516,7 @@ class Shell:
             flow.frames.pop()
             flow.returnable -= 1
             self._restore(frame.hidden)
+            self.env.readonly -= frame.marked  # (`local -r`: the call's own)
         return self.last_status
 
     def _exec_item(self, item: ListItem, stdio: tuple[int, int, int]) -> None:

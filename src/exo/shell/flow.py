@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 
-from exo.shell.builtins import builtin
+from exo.shell.builtins import BUILTINS, HELP, builtin
 from exo.shell.context import CommandContext, CommandError
 
 #: Calls nested at most (``f() { f; }`` would recurse until the kernel's thread ran out
@@ -30,11 +30,12 @@ class Frame:
     """One function call (or ``source FILE ARGS``): its arguments, and the values its
     ``local`` variables hid (None: the variable was not set)."""
 
-    __slots__ = ("args", "hidden")
+    __slots__ = ("args", "hidden", "marked")
 
     def __init__(self, args: list[str]) -> None:
         self.args = args
         self.hidden: dict[str, str | None] = {}
+        self.marked: set[str] = set()  # its locals made read-only: unmarked at return
 
 
 class LoopControl(BaseException):
@@ -113,19 +114,98 @@ def _return(ctx: CommandContext) -> int:
     raise FunctionReturn(int(ctx.args[0]) & 0xFF if ctx.args else None)
 
 
-@builtin("local", "a variable of this function call alone: local NAME[=VALUE]...")
+@builtin("local", "a variable of this function call alone: local [-r] [-x] "
+         "NAME[=VALUE]...")
 def _local(ctx: CommandContext) -> int:
-    frames = ctx.shell.flow.frames
-    if not frames:
+    if not ctx.shell.flow.frames:
         raise CommandError("can only be used in a function", 1)
-    env = ctx.shell.env
-    for arg in ctx.args:
+    flags, names = _attribute_flags(ctx.args, "rx")
+    return _assign(ctx, names, flags, local=True)
+
+
+def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
+    """``declare``'s and ``local``'s leading ``-rx…`` letters (of ``allowed``), and the
+    rest; arrays and integer variables refused in one line each."""
+    args = list(args)
+    flags: set[str] = set()
+    while args and args[0][:1] in ("-", "+") and len(args[0]) > 1 and args[0] != "--":
+        arg = args.pop(0)
+        for letter in arg[1:]:
+            if letter in "aA":
+                raise CommandError(f"-{letter}: arrays are not supported (a list of words: "
+                                   'set -- a b c, then "$@")', 2)
+            if letter == "i":
+                raise CommandError("-i: integer variables are not supported (assign "
+                                   "$((…)) instead)", 2)
+            if letter not in allowed or arg[0] == "+":
+                raise CommandError(f"{arg[0]}{letter}: invalid option", 2)
+            flags.add(letter)
+    return flags, args[args[:1] == ["--"]:]
+
+
+def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: bool) -> int:
+    """Set each ``NAME[=VALUE]`` of ``args``: in this function call alone (``local``),
+    exported (``x``), read-only (``r``)."""
+    shell = ctx.shell
+    env = shell.env
+    frame = shell.flow.frames[-1] if local else None
+    status = 0
+    for arg in args:
         name, eq, value = arg.partition("=")
         if not name.isidentifier():
-            raise CommandError(f"'{arg}': not a valid identifier", 1)
-        frames[-1].hidden.setdefault(name, env.get(name))
-        env[name] = value if eq else env.get(name, "")
-    return 0
+            ctx.err(f"'{arg}': not a valid identifier")
+            status = 1
+            continue
+        if name in env.readonly and (eq or frame is not None):
+            ctx.err(f"{name}: readonly variable")
+            status = 1
+            continue
+        if frame is not None:
+            frame.hidden.setdefault(name, env.get(name))
+            env[name] = value if eq else env.get(name, "")
+        elif eq:
+            env[name] = value
+        if "x" in flags:
+            shell.exported.add(name)
+            env.setdefault(name, "")
+        if "r" in flags:
+            if frame is not None and name not in env.readonly:
+                frame.marked.add(name)
+            env.readonly.add(name)
+    return status
+
+
+@builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] "
+         "NAME[=VALUE]... (in a function, of that call alone, unless -g); declare -p "
+         "[NAME...] shows them, declare -F the functions' names; arrays and -i are not "
+         "supported")
+def _declare(ctx: CommandContext) -> int:
+    import shlex
+
+    flags, names = _attribute_flags(ctx.args, "rxgpF")
+    shell = ctx.shell
+    if "F" in flags:
+        wanted = names or sorted(shell.functions)
+        for name in wanted:
+            if name in shell.functions:
+                ctx.out(f"declare -f {name}")
+        return 0 if all(n in shell.functions for n in wanted) else 1
+    if "p" in flags or not names:
+        env, status = shell.env, 0
+        for name in names or sorted(env):
+            if name not in env:
+                ctx.err(f"{name}: not found")
+                status = 1
+                continue
+            marks = ("r" if name in env.readonly else "") + \
+                ("x" if name in shell.exported else "")
+            ctx.out(f"declare -{marks or '-'} {name}={shlex.quote(env[name])}")
+        return status
+    return _assign(ctx, names, flags, local=bool(shell.flow.frames) and "g" not in flags)
+
+
+BUILTINS["typeset"] = BUILTINS["declare"]
+HELP["typeset"] = HELP["declare"]
 
 
 @builtin("shift", "drop the first N positional parameters ($1...): shift [N]")

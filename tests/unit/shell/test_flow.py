@@ -352,3 +352,20 @@ def test_dollar_dash_says_the_options_set(root_shell: Shell) -> None:
     assert run(root_shell, "set -eu; echo [$-]; set +eu")[1] == "[eu]\n"
     assert run(root_shell, 'echo "a$-b" ${x-y}')[1] == "ab y\n"
     assert run(root_shell, "case $- in *i*) echo i;; *) echo script;; esac")[1] == "script\n"
+
+
+def test_declare_sets_variables_and_their_attributes(root_shell: Shell) -> None:
+    """bash scripts' `declare` (and `typeset`): -r read-only, -x exported, in a function
+    of that call alone unless -g; `local -r` ends with its call; -p shows them; arrays and
+    -i are refused in one line."""
+    sh = root_shell
+    assert run(sh, 'declare A=1 B="x y"; echo $A/$B')[1] == "1/x y\n"
+    assert run(sh, "declare -r R=5; R=6")[0] == 1
+    assert run(sh, "declare -x E=7; env | grep ^E=")[1] == "E=7\n"
+    assert run(sh, "f() { declare L=in; declare -g G=glob; local -r LR=9; echo $L $LR; }; "
+                   'f; echo "[$L] $G [$LR]"; LR=3; echo $LR')[1] == "in 9\n[] glob []\n3\n"
+    assert run(sh, "declare -p A E R")[1] == "declare -- A=1\ndeclare -x E=7\ndeclare -r R=5\n"
+    assert run(sh, "typeset T=t; echo $T; declare -F")[1] == "t\ndeclare -f f\n"
+    for line in ("declare -a arr", "declare -i n=5", "declare -z x"):
+        assert run(sh, line)[0] == 2, line
+    assert run(sh, "declare 1x=3")[0] == 1
