@@ -543,7 +543,8 @@ def _grep(ctx: CommandContext) -> int:
 SHELL_STATE = frozenset({
     ".", "alias", "bg", "break", "cd", "command", "continue", "declare", "eval", "exit",
     "export", "fg", "getopts", "jobs", "let", "local", "logout", "read", "readonly",
-    "return", "set", "shift", "source", "trap", "typeset", "unalias", "unset", "wait"})
+    "return", "set", "shift", "shopt", "source", "trap", "typeset", "unalias", "unset",
+    "wait"})
 
 
 @builtin("env", "print the environment programs get (the exported variables), or run "

@@ -156,6 +156,7 @@ class Shell:
         self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
         self.started = time.monotonic()  # ($SECONDS)
         self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
+        self.shopt: set[str] = set()  # bash's glob options on (`shopt -s`: nullglob...)
         self.getopts_at = (0, 1)  # getopts: (OPTIND, the character in that word) it left
         self.traps: dict[str, str] = {}  # trap CMD EXIT: what runs when the shell ends
         self.hinted: set[str] = set()  # programs the powerbox said how to grant more to
@@ -732,7 +733,11 @@ class Shell:
         listed: dict[str, list[str]] = {}  # one listing of a directory per command
         size = 0
         for w in cmd.argv:
-            words = (self._glob(w.text, listed) or [w.text]) if w.globbable else [w.text]
+            if not w.globbable:
+                words = [w.text]
+            else:  # (no match: the pattern as typed, or no word with `shopt -s nullglob`)
+                words = self._glob(w.text, listed) or \
+                    ([] if "nullglob" in self.shopt else [w.text])
             size += sum(len(x) + 1 for x in words)
             if size > MAX_ARGV_BYTES:
                 raise _RedirectError(f"the command's words are longer than "
@@ -755,7 +760,7 @@ class Shell:
                 return []
             if listed is not None:
                 listed[base] = names
-        hidden = tail.startswith(".")
+        hidden = tail.startswith(".") or "dotglob" in self.shopt
         hits = [n for n in names if fnmatch.fnmatchcase(n, tail) and (hidden or n[0] != ".")]
         return [posixpath.join(head, n) if head else n for n in sorted(hits)]
 
@@ -863,7 +868,7 @@ class Shell:
         positional = self.positional()  # (a function's $1…, or the shell's)
         saved = (dict(self.env), set(self.env.readonly), set(self.exported), self.cwd,
                  dict(self.functions), dict(self.aliases), list(positional),
-                 set(self.options))
+                 set(self.options), set(self.shopt))
         # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
         # forked one (the loop or function around it goes on).
         traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
@@ -884,7 +889,8 @@ class Shell:
             with contextlib.suppress(Logout):
                 self.run_exit_trap(stdio)
             self.traps = traps
-            env, readonly, exported, self.cwd, functions, aliases, args, options = saved
+            env, readonly, exported, self.cwd, functions, aliases, args, options, shopt = saved
+            self.shopt = shopt
             positional[:] = args
             self.options.clear()
             self.options.update(options)

@@ -363,3 +363,45 @@ def _trap(ctx: CommandContext) -> int:
         else:
             traps[name] = command  # ("": nothing runs for it)
     return 0
+
+
+#: ``shopt``'s options this shell has; bash's others are refused by name.
+SHOPT = {"dotglob": "a pattern matches names that start with a dot too",
+         "nullglob": "a pattern that matches nothing is no word (not itself)"}
+
+
+@builtin("shopt", "bash's glob options: shopt -s|-u [-q] NAME... sets or unsets them, "
+         "shopt [-p] [NAME...] shows them, shopt -q NAME... answers by its status alone "
+         f"({', '.join(f'{k}: {v}' for k, v in SHOPT.items())})")
+def _shopt(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    mode, quiet, printed = "", False, False
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        for letter in args.pop(0)[1:]:
+            if letter in "su" and mode in ("", letter):
+                mode = letter
+            elif letter == "q":
+                quiet = True
+            elif letter == "p":
+                printed = True
+            else:
+                raise CommandError(f"-{letter}: invalid option (shopt -s|-u [-q] [-p] "
+                                   "[NAME...])", 2)
+    for name in args:
+        if name not in SHOPT:
+            raise CommandError(f"{name}: not an option this shell has (it has "
+                               f"{', '.join(SHOPT)})", 1)
+    shopt = ctx.shell.shopt
+    if mode == "s":
+        shopt.update(args)
+        return 0
+    if mode == "u":
+        shopt.difference_update(args)
+        return 0
+    names = args or list(SHOPT)
+    if not quiet:
+        for name in names:
+            on = name in shopt
+            ctx.out(f"shopt -{'s' if on else 'u'} {name}" if printed
+                    else f"{name:<15} {'on' if on else 'off'}")
+    return 0 if not args or all(n in shopt for n in names) else 1  # (listing all: 0)

@@ -369,3 +369,21 @@ def test_declare_sets_variables_and_their_attributes(root_shell: Shell) -> None:
     for line in ("declare -a arr", "declare -i n=5", "declare -z x"):
         assert run(sh, line)[0] == 2, line
     assert run(sh, "declare 1x=3")[0] == 1
+
+
+def test_shopt_nullglob_and_dotglob(root_shell: Shell) -> None:
+    """bash scripts' `shopt -s nullglob` (a loop over `*.txt` with none runs no time) and
+    `dotglob`; bash's other options are refused by name, status 1."""
+    sh = root_shell
+    run(sh, "mkdir -p /tmp/sg; cd /tmp/sg; touch a.txt .hid")
+    assert run(sh, "for f in *.none; do echo got $f; done")[1] == "got *.none\n"
+    assert run(sh, "shopt -s nullglob; for f in *.none; do echo got; done; echo end")[1] \
+        == "end\n"
+    assert run(sh, "shopt -q nullglob && shopt -p nullglob")[1] == "shopt -s nullglob\n"
+    assert run(sh, "(shopt -u nullglob; echo *.x); echo *.x end")[1] == "*.x\nend\n"
+    run(sh, "shopt -u nullglob")
+    assert run(sh, "echo *; shopt -s dotglob; echo *; shopt -u dotglob")[1] == \
+        "a.txt\n.hid a.txt\n"
+    assert run(sh, "shopt")[0] == 0 and run(sh, "shopt -q dotglob")[0] == 1
+    status, _, err = run(sh, "shopt -s extglob")
+    assert status == 1 and "extglob: not an option" in err
