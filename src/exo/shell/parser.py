@@ -863,7 +863,17 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
     while source:
         word, _, rest = source.partition(" ")
         word, rest = word.strip(), rest.strip()
+        if word.startswith("for((") and _arith_at(source, 3):  # for((…)) as bash takes it
+            word, rest = "for", source[3:].strip()
         if word == "for":
+            if rest.startswith("((") and _arith_at(rest, 0):
+                # for ((…)) do …: bash needs no ';' before its do
+                end = matching_paren(rest, 0) + 1
+                after = rest[end:].strip()
+                if after == "do" or after.startswith(("do ", "do\t")):
+                    out.append(_Kw("for", rest[:end], connector))
+                    source, connector = after, ";"
+                    continue
             out.append(_Kw("for", rest, connector))
             return out
         if source == ";;":

@@ -297,6 +297,11 @@ def test_trap_exit_runs_when_a_script_or_subshell_ends(
 def test_c_style_for_loops(root_shell: Shell) -> None:
     """`for ((i=0; i<3; i++))` was "not a valid identifier" (split at its ;)."""
     for line, out in (
+            # as bash takes them: no ';' before `do`, no space after `for`
+            ("for ((i=0;i<2;i++)) do echo $i; done", "0\n1\n"),
+            ("for((i=0;i<2;i++)); do echo $i; done", "0\n1\n"),
+            ("for((i=0;i<2;i++)) do echo a$i; done", "a0\na1\n"),
+            ("for ((i=0;i<2;i++)) do\necho d$i\ndone", "d0\nd1\n"),
             ("for ((i=0;i<3;i++)); do echo $i; done", "0\n1\n2\n"),
             ('for (( i = 10 ; i > 0 ; i -= 4 )); do echo -n "$i "; done; echo', "10 6 2 \n"),
             ("for ((;;)); do echo once; break; done", "once\n"),
