@@ -1,16 +1,24 @@
-"""``$((…))``: integer arithmetic as in sh, evaluated from Python's own parse tree.
+"""``$((…))``, ``(( … ))`` and ``let``: integer arithmetic as in sh and bash.
 
-Only integer literals, variable names and the C operators sh has are accepted; anything
-else (calls, attributes, strings) is a ``ParseError``, so an expression can never run code.
-Every value is a signed 64-bit integer that wraps, as bash's: Python's own integers have
-no bound, and ``$((1<<100000000))`` or ``$(((2**4096)**4096))`` made megabytes of digits
-and seconds of work in the kernel (a shift's count is taken modulo 64, as on x86-64).
+A small precedence-climbing parser of bash's grammar (rather than Python's own parser,
+which this used to lean on: it let ``not``, ``and``, ``1 if 1 else 2``, ``0b101`` and
+``1 // 2`` through as arithmetic, refused ``?:``, ``,``, ``x++`` and octal ``010``, and
+evaluated both sides of ``&&``). From the loosest: ``,``; the assignments ``= *= /= %=
++= -= <<= >>= &= ^= |=``; ``?:``; ``||``; ``&&``; ``|``; ``^``; ``&``; ``== !=``; ``< <=
+> >=``; ``<< >>``; ``+ -``; ``* / %``; ``**``; the unary ``! ~ - + ++x --x``; ``x++
+x--``. Constants are decimal, ``0x`` hexadecimal, ``0`` octal or ``BASE#DIGITS`` (2 to
+64). A variable's value is a number or, in its turn, an expression (bash's ``y=3+4;
+$((y*2))`` is 14), at most ``MAX_VARIABLE_DEPTH`` deep and ``MAX_VARIABLE_EVALUATIONS``
+in one expression; unset or empty, it is 0.
+
+Every value is a signed 64-bit integer that wraps, as bash's (``$((1<<100000000))`` once
+made megabytes of digits in the kernel; a shift's count is taken modulo 64, as on
+x86-64). Nothing here can run code: an expression is only ever these tokens.
 """
 
 from __future__ import annotations
 
-import ast
-import operator
+import functools
 import re
 import threading
 
@@ -20,7 +28,28 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    Node = tuple[object, ...]
+
 _BITS = 64
+#: A variable whose value is an expression is evaluated in its turn: at most this deep,
+#: and this many in one expression (``a=b+b; b=c+c; …`` doubles the work at each level).
+MAX_VARIABLE_DEPTH = 32
+MAX_VARIABLE_EVALUATIONS = 10_000
+#: Parentheses and unary operators nested in one expression.
+MAX_NESTING = 256
+_nesting = threading.local()
+
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<num>[0-9][0-9A-Za-z@_#]*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op><<=|>>=|\*\*|\+\+|--|<<|>>|<=|>=|==|!=|&&|\|\||[*/%+\-&^|]=|[-+*/%<>&^|!~?:=,()])
+)""", re.VERBOSE)
+_ASSIGN_OPS = {"=", "*=", "/=", "%=", "+=", "-=", "<<=", ">>=", "&=", "^=", "|="}
+#: Binary operators by precedence, loosest first (``&&``, ``||``, ``?:``, ``,``, the
+#: assignments and ``**`` are parsed apart).
+_LEVELS = (("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="), ("<<", ">>"),
+           ("+", "-"), ("*", "/", "%"))
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ@_"
 
 
 def _wrap(value: int) -> int:
@@ -34,129 +63,281 @@ def _tdiv(a: int, b: int) -> int:
     return q if (a < 0) == (b < 0) else -q
 
 
-_BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Mod: lambda a, b: a - b * _tdiv(a, b), ast.Pow: lambda a, b: pow(a, b, 1 << _BITS),
-    ast.LShift: lambda a, b: a << (b & (_BITS - 1)),
-    ast.RShift: lambda a, b: a >> (b & (_BITS - 1)), ast.BitAnd: operator.and_,
-    ast.BitOr: operator.or_, ast.BitXor: operator.xor,
-    ast.Div: lambda a, b: _tdiv(a, b), ast.FloorDiv: lambda a, b: _tdiv(a, b),
-}
-_COMPARE: dict[type[ast.cmpop], Callable[[int, int], bool]] = {
-    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.Eq: operator.eq, ast.NotEq: operator.ne,
-}
+def _number(text: str, expr: str) -> int:
+    """A constant as bash reads it: ``0x1f``, ``017`` (octal), ``2#101``, ``42``."""
+    base, digits = 10, text
+    if "#" in text:
+        head, _, digits = text.partition("#")
+        if not head.isdigit() or not 2 <= int(head) <= 64 or not digits:
+            raise ParseError(f"bad arithmetic: {text}: invalid base in {expr.strip()}")
+        base = int(head)
+    elif text[:2] in ("0x", "0X") and len(text) > 2:
+        base, digits = 16, text[2:]
+    elif text.startswith("0") and len(text) > 1:
+        base, digits = 8, text[1:]
+    value = 0
+    for ch in digits:
+        d = _DIGITS.find(ch) if base > 36 else _DIGITS.find(ch.lower())
+        if d < 0 or d >= base:
+            raise ParseError(f"bad arithmetic: {text}: value too great for base in "
+                             f"{expr.strip()}")
+        value = value * base + d
+    return _wrap(value)
 
 
-#: A variable whose value is an expression is evaluated in its turn (``y=3+4;
-#: $((y*2))`` is 14, as in bash): at most this deep, and this many in one expression
-#: (``a=b+b; b=c+c; …`` doubles the work at each level).
-MAX_VARIABLE_DEPTH = 32
-MAX_VARIABLE_EVALUATIONS = 10_000
-_nesting = threading.local()
+class _Parser:
+    """``expr`` as a tree of tuples (``Node``): ("n", value), ("v", name), ("u", op, x),
+    ("pre"/"post", op, name), ("b", op, x, y), ("c", x, ((op, y), …)) for a chain of
+    one level, ("&&"/"||", x, y), ("?", c, x, y),
+    ("=", op, name, x), (",", x, y)."""
 
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        self.tokens: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(expr):
+            m = _TOKEN.match(expr, pos)
+            if m is None or m.end() == pos:
+                if expr[pos:].strip():
+                    raise ParseError(f"bad arithmetic: {expr.strip()}")
+                break
+            kind = m.lastgroup or ""
+            self.tokens.append((kind, m.group(kind)))
+            pos = m.end()
+        self.i = 0
+        self.depth = 0
 
-def evaluate(expr: str, lookup: Callable[[str], str]) -> int:
-    """The value of ``expr``; unset or empty variables count as 0, as in sh."""
-    if getattr(_nesting, "depth", 0) == 0:
-        _nesting.count = 0
-    text = expr.replace("&&", " and ").replace("||", " or ").strip()
-    text = text.replace("!=", "\0").replace("!", " not ").replace("\0", "!=")
-    if not text:
-        return 0
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise ParseError(f"bad arithmetic: {expr.strip()}") from None
-    except (MemoryError, RecursionError):  # (6000 unary minuses: the parser's stack)
-        raise ParseError("bad arithmetic: nested too deeply") from None
-    return _eval(tree.body, lookup, expr)
+    def peek(self) -> str:
+        return self.tokens[self.i][1] if self.i < len(self.tokens) else ""
 
+    def take(self) -> tuple[str, str]:
+        if self.i >= len(self.tokens):
+            raise ParseError(f"bad arithmetic: {self.expr.strip()}: operand expected")
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
 
-def _eval(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
-    return _wrap(_value(node, lookup, expr))
+    def parse(self) -> Node:
+        node = self.comma()
+        if self.i < len(self.tokens):
+            raise ParseError(f"bad arithmetic: {self.expr.strip()}: unexpected "
+                             f"'{self.peek()}'")
+        return node
 
+    def comma(self) -> Node:
+        node = self.assignment()
+        while self.peek() == ",":
+            self.take()
+            node = (",", node, self.assignment())
+        return node
 
-def _value(node: ast.expr, lookup: Callable[[str], str], expr: str) -> int:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.Name):
-        raw = lookup(node.id).strip() or "0"
+    def assignment(self) -> Node:
+        start = self.i
+        if (self.i + 1 < len(self.tokens) and self.tokens[self.i][0] == "name"
+                and self.tokens[self.i + 1][1] in _ASSIGN_OPS):
+            name, op = self.take()[1], self.take()[1]
+            return ("=", op, name, self.nested(self.assignment))
+        self.i = start
+        return self.ternary()
+
+    def ternary(self) -> Node:
+        cond = self.logical("||")
+        if self.peek() != "?":
+            return cond
+        self.take()
+        yes = self.nested(self.comma)
+        if self.take()[1] != ":":
+            raise ParseError(f"bad arithmetic: {self.expr.strip()}: ':' expected")
+        return ("?", cond, yes, self.nested(self.assignment))
+
+    def logical(self, op: str) -> Node:
+        def below() -> Node:
+            return self.logical("&&") if op == "||" else self.binary(0)
+
+        node = below()
+        while self.peek() == op:
+            self.take()
+            node = (op, node, below())
+        return node
+
+    def binary(self, level: int) -> Node:
+        if level == len(_LEVELS):
+            return self.power()
+        node = self.binary(level + 1)
+        rest: list[tuple[str, Node]] = []
+        while self.peek() in _LEVELS[level]:
+            op = self.take()[1]
+            rest.append((op, self.binary(level + 1)))
+        # A chain of one level (1+2+…+n) is kept flat and evaluated in a loop: nested, a
+        # long one ran out of Python's stack.
+        return ("c", node, tuple(rest)) if rest else node
+
+    def power(self) -> Node:
+        """``**``, right to left (2**3**2 is 2**9), over the unary operators as bash
+        has it: -2**2 is 4."""
+        node = self.unary()
+        if self.peek() == "**":
+            self.take()
+            node = ("b", "**", node, self.nested(self.power))
+        return node
+
+    def unary(self) -> Node:
+        op = self.peek()
+        if op in ("++", "--"):
+            after = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else ("", "")
+            if after[0] == "name":
+                self.take()
+                return ("pre", op, self.take()[1])
+            # before anything but a name, two signs (bash: --5 is 5)
+            self.take()
+            inner = ("u", op[0], self.nested(self.unary))
+            return ("u", op[0], inner)
+        if op in ("!", "~", "-", "+"):
+            self.take()
+            return ("u", op, self.nested(self.unary))
+        return self.postfix()
+
+    def postfix(self) -> Node:
+        kind, text = self.take()
+        if kind == "num":
+            return ("n", _number(text, self.expr))
+        if kind == "name":
+            if self.peek() in ("++", "--"):
+                return ("post", self.take()[1], text)
+            return ("v", text)
+        if text == "(":
+            node = self.nested(self.comma)
+            if self.take()[1] != ")":
+                raise ParseError(f"bad arithmetic: {self.expr.strip()}: ')' expected")
+            return node
+        raise ParseError(f"bad arithmetic: {self.expr.strip()}: operand expected before "
+                         f"'{text}'")
+
+    def nested(self, rule: Callable[[], Node]) -> Node:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ParseError("bad arithmetic: nested too deeply")
         try:
-            return int(raw, 0)
-        except ValueError:
-            pass
+            return rule()
+        finally:
+            self.depth -= 1
+
+
+class _Evaluator:
+    def __init__(self, expr: str, lookup: Callable[[str], str],
+                 assign: Callable[[str, str], None] | None) -> None:
+        self.expr, self.lookup, self.assign = expr, lookup, assign
+
+    def variable(self, name: str) -> int:
+        raw = self.lookup(name).strip() or "0"
+        if re.fullmatch(r"-?[0-9]+", raw):
+            return _wrap(int(raw))
         depth = getattr(_nesting, "depth", 0)
         _nesting.count = getattr(_nesting, "count", 0) + 1
         if depth >= MAX_VARIABLE_DEPTH or _nesting.count > MAX_VARIABLE_EVALUATIONS:
-            raise ParseError(f"{node.id}: expression recursion level exceeded")
+            raise ParseError(f"{name}: expression recursion level exceeded")
         _nesting.depth = depth + 1
         try:
-            return evaluate(raw, lookup)
+            return evaluate(raw, self.lookup)
         except ParseError as exc:
             if "recursion level" in str(exc):
                 raise
-            raise ParseError(f"{node.id}={raw!r}: not an integer") from None
+            raise ParseError(f"{name}={raw!r}: not an integer") from None
         finally:
             _nesting.depth = depth
-    if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, lookup, expr)
-        if isinstance(node.op, ast.USub):
-            return -value
-        if isinstance(node.op, ast.UAdd):
+
+    def store(self, name: str, value: int) -> int:
+        if self.assign is None:
+            raise ParseError(f"bad arithmetic: {self.expr.strip()}: assigning to {name} "
+                             "needs (( … )) or let")
+        self.assign(name, str(value))
+        return value
+
+    def binary(self, op: str, a: int, b: int) -> int:
+        if op in ("/", "%") and b == 0:
+            raise ParseError(f"division by zero in $(({self.expr.strip()}))")
+        if op == "**" and b < 0:
+            raise ParseError(f"exponent less than 0 in $(({self.expr.strip()}))")
+        result = {
+            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+            "/": lambda: _tdiv(a, b), "%": lambda: a - b * _tdiv(a, b),
+            "**": lambda: pow(a, b, 1 << _BITS), "<<": lambda: a << (b & (_BITS - 1)),
+            ">>": lambda: a >> (b & (_BITS - 1)), "&": lambda: a & b, "|": lambda: a | b,
+            "^": lambda: a ^ b, "<": lambda: int(a < b), "<=": lambda: int(a <= b),
+            ">": lambda: int(a > b), ">=": lambda: int(a >= b), "==": lambda: int(a == b),
+            "!=": lambda: int(a != b),
+        }[op]()
+        return _wrap(result)
+
+    def run(self, node: Node) -> int:
+        kind = node[0]
+        if kind == "n":
+            return node[1]  # type: ignore[return-value]
+        if kind == "v":
+            return self.variable(str(node[1]))
+        if kind == "u":
+            value = self.run(node[2])  # type: ignore[arg-type]
+            op = node[1]
+            return _wrap(-value if op == "-" else value if op == "+" else
+                         int(not value) if op == "!" else ~value)
+        if kind in ("pre", "post"):
+            name = str(node[2])
+            old = self.variable(name)
+            new = self.store(name, _wrap(old + (1 if node[1] == "++" else -1)))
+            return new if kind == "pre" else old
+        if kind == "b":
+            return self.binary(str(node[1]), self.run(node[2]),  # type: ignore[arg-type]
+                               self.run(node[3]))  # type: ignore[arg-type]
+        if kind == "c":
+            value = self.run(node[1])  # type: ignore[arg-type]
+            for op, operand in node[2]:  # type: ignore[attr-defined]
+                value = self.binary(op, value, self.run(operand))
             return value
-        if isinstance(node.op, ast.Not):
-            return int(not value)
-        if isinstance(node.op, ast.Invert):
-            return ~value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _eval(node.left, lookup, expr), _eval(node.right, lookup, expr)
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
-            raise ParseError(f"division by zero in $(({expr.strip()}))")
-        if isinstance(node.op, ast.Pow) and right < 0:
-            raise ParseError(f"exponent less than 0 in $(({expr.strip()}))")
-        return _BINARY[type(node.op)](left, right)
-    if isinstance(node, ast.BoolOp):
-        values = [_eval(v, lookup, expr) for v in node.values]
-        return int(all(values) if isinstance(node.op, ast.And) else any(values))
-    if isinstance(node, ast.Compare) and all(type(o) in _COMPARE for o in node.ops):
-        left = _eval(node.left, lookup, expr)
-        for op, comp in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comp, lookup, expr)
-            if not _COMPARE[type(op)](left, right):
-                return 0
-            left = right
-        return 1
-    if isinstance(node, ast.IfExp):
-        cond = _eval(node.test, lookup, expr)
-        return _eval(node.body if cond else node.orelse, lookup, expr)
-    raise ParseError(f"bad arithmetic: {expr.strip()}")
+        if kind == "&&":
+            return int(bool(self.run(node[1])) and bool(self.run(node[2])))  # type: ignore[arg-type]
+        if kind == "||":
+            return int(bool(self.run(node[1])) or bool(self.run(node[2])))  # type: ignore[arg-type]
+        if kind == "?":
+            return self.run(node[2] if self.run(node[1]) else node[3])  # type: ignore[arg-type]
+        if kind == "=":
+            op, name = str(node[1]), str(node[2])
+            value = self.run(node[3])  # type: ignore[arg-type]
+            if op != "=":
+                value = self.binary(op[:-1], self.variable(name), value)
+            return self.store(name, value)
+        self.run(node[1])  # type: ignore[arg-type]  # ","
+        return self.run(node[2])  # type: ignore[arg-type]
 
 
-_ASSIGNMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*([-+*/%&|^]|<<|>>)?=(?!=)(.*)",
-                         re.DOTALL)
-_STEP = re.compile(r"\s*(?:(\+\+|--)\s*([A-Za-z_][A-Za-z0-9_]*)|"
-                   r"([A-Za-z_][A-Za-z0-9_]*)\s*(\+\+|--))\s*")
+@functools.lru_cache(maxsize=256)
+def _parse(expr: str) -> Node:
+    """``expr``'s tree, remembered: a loop's test and step are the same few texts."""
+    return _Parser(expr).parse()
+
+
+def _calculate(expr: str, lookup: Callable[[str], str],
+               assign: Callable[[str, str], None] | None) -> int:
+    if getattr(_nesting, "depth", 0) == 0:
+        _nesting.count = 0
+    expr = expr.replace('"', "")  # (quote removal: $(( "1" + 2 )) is 3, as in sh)
+    if not expr.strip():
+        return 0
+    try:
+        tree = _parse(expr)
+        return _Evaluator(expr, lookup, assign).run(tree)
+    except RecursionError:  # (a chain of thousands of operators)
+        raise ParseError("bad arithmetic: nested too deeply") from None
+
+
+def evaluate(expr: str, lookup: Callable[[str], str],
+             assign: Callable[[str, str], None] | None = None) -> int:
+    """The value of ``expr`` (``$((…))``, ``${x:OFFSET}``); an assignment in it is made
+    through ``assign``, refused without one."""
+    return _calculate(expr, lookup, assign)
 
 
 def execute(expr: str, lookup: Callable[[str], str], assign: Callable[[str, str], None]
             ) -> int:
-    """``let EXPR`` and ``(( EXPR ))``: ``expr``'s value, with what bash's arithmetic
-    assigns done through ``assign``: ``NAME=EXPR``, ``NAME op= EXPR`` and ``NAME++``,
-    ``++NAME`` (and ``--``). A ``++NAME`` is its new value, a ``NAME++`` its old one."""
-    step = _STEP.fullmatch(expr)
-    if step is not None:
-        name = step.group(2) or step.group(3)
-        old = evaluate(name, lookup)
-        new = _wrap(old + (1 if "+" in (step.group(1) or step.group(4)) else -1))
-        assign(name, str(new))
-        return new if step.group(1) else old
-    m = _ASSIGNMENT.fullmatch(expr)
-    if m is None:
-        return evaluate(expr, lookup)
-    name, op, rest = m.groups()
-    value = evaluate(rest, lookup)
-    if op:
-        value = evaluate(f"{evaluate(name, lookup)} {op} ({value})", lookup)
-    assign(name, str(value))
-    return value
+    """``let EXPR`` and ``(( EXPR ))``: ``expr``'s value, its assignments (``x=…``,
+    ``x+=…``, ``x++``, ``--x``…) made through ``assign``."""
+    return _calculate(expr, lookup, assign)

@@ -218,6 +218,10 @@ class Shell:
             raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
 
+    def assign_variable(self, name: str, value: str) -> None:
+        """``NAME=value`` from an arithmetic expansion (``$((i++))``)."""
+        self.env[name] = value
+
     def _dynamic(self, name: str) -> str:
         """The variables sh computes when read: ``$RANDOM`` (0 to 32767), ``$UID`` and
         ``$EUID`` (the session's Exo uid), ``$HOSTNAME``, ``$SECONDS`` (since the shell

@@ -601,7 +601,9 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
         from exo.shell.arith import evaluate
 
         inner = _arith_text(s[j + 2 : end - 1], lookup, substitute)
-        return str(evaluate(inner, lookup)), end + 1, False
+        # ($((x=3)), $((i++)) assign, as in sh: through the shell whose lookup this is)
+        assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
+        return str(evaluate(inner, lookup, assign)), end + 1, False
     if j < len(s) and s[j] == "(":
         end = matching_paren(s, j)
         if substitute is None:

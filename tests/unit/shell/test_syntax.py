@@ -543,8 +543,10 @@ def test_both_streams_dynamic_variables_and_arithmetic_of_expansions(
     assert run(alice, "x=5; echo $(( $x + 1 )) $(( $(echo 3) * ${x} ))")[1] == "6 15\n"
     status, out, err = run(alice, "echo ${nope:?is unset}; echo after")
     assert (status, out, err) == (1, "", "exo: nope: is unset\n")
-    status, _, _ = run(alice, "echo $(( $(printf '1+%.0s' $(seq 20000))1 ))")
+    status, _, _ = run(alice, "echo $(( $(printf '1+%.0s' $(seq 40000))1 ))")
     assert status == 2  # longer than 64 KiB once expanded: refused, not evaluated
+    # (a long chain of one operator is evaluated in a loop, not nested)
+    assert run(alice, "echo $(( $(printf '1+%.0s' $(seq 20000))1 ))")[1] == "20001\n"
 
 
 def test_completion_follows_tilde_and_variables_and_escapes_names(alice: Shell) -> None:
@@ -630,3 +632,23 @@ def test_a_substitution_says_its_errors_where_its_line_does(root_shell: Shell) -
     assert run(root_shell, "set -x; y=$(echo in); set +x")[2] == "+ echo in\n+ set +x\n"
     # and $? after a $(…) of the same command is its status, as in sh
     assert run(root_shell, "echo $(exit 5) $?; false; echo $?")[1] == "5\n1\n"
+
+
+def test_arithmetic_is_bash_s_grammar_not_python_s(root_shell: Shell) -> None:
+    """A review found Python's syntax leaking through `$((…))` (`not 1`, `1 if 1 else
+    2`, `0b101`, `1//2`) and bash's refused (`?:`, `,`, octal `010`, `$((i++))`), and
+    `&&` evaluating both sides: each as bash answers it."""
+    sh = root_shell
+    for line, out in (
+            ("echo $((!0)) $((!5)) $((~0)) $((1?2:3)) $((0?2:3)) $((1,2))", "1 0 -1 2 3 2\n"),
+            ("echo $((010)) $((0x10)) $((2#101)) $((64#@)) $((36#z))", "8 16 5 62 35\n"),
+            ("echo $((0 && 1/0)) $((1 || 1/0)) $(( 3 > 2 > 1 ))", "0 1 0\n"),
+            ("echo $((-2**2)) $((2**3**2)) $((--5)) $((- -5))", "4 512 5 5\n"),
+            ("i=0; echo $((i++)) $((i++)) $((++i)) $i; echo $((x=3)) $x", "0 1 3 3\n3 3\n"),
+            ('echo $(( "1" + 2 ))', "3\n"),
+            ("((a=3, b=a+1)); echo $a $b; x=5; ((x*=2, x<<=1)); echo $x", "3 4\n20\n")):
+        assert run(sh, line)[1] == out, line
+    for line in ("echo $((not 1))", "echo $((1 if 1 else 2))", "echo $((0b101))",
+                 "echo $((1//2))", "echo $((08))", "echo $((1_000))", "echo $((1e3))"):
+        status, _, err = run(sh, line)
+        assert status == 2 and "bad arithmetic" in err, line
