@@ -81,7 +81,7 @@ def _number(text: str, expr: str) -> int:
         if d < 0 or d >= base:
             raise ParseError(f"bad arithmetic: {text}: value too great for base in "
                              f"{expr.strip()}")
-        value = value * base + d
+        value = (value * base + d) & ((1 << _BITS) - 1)  # (64 KiB of digits stay cheap)
     return _wrap(value)
 
 
@@ -230,8 +230,10 @@ class _Evaluator:
 
     def variable(self, name: str) -> int:
         raw = self.lookup(name).strip() or "0"
-        if re.fullmatch(r"-?[0-9]+", raw):
-            return _wrap(int(raw))
+        if re.fullmatch(r"-?[0-9]+", raw):  # (x=010 is 8, as in bash; no int(): it
+            # refuses more than 4300 digits)
+            value = _number(raw.lstrip("-"), raw)
+            return _wrap(-value) if raw.startswith("-") else value
         depth = getattr(_nesting, "depth", 0)
         _nesting.count = getattr(_nesting, "count", 0) + 1
         if depth >= MAX_VARIABLE_DEPTH or _nesting.count > MAX_VARIABLE_EVALUATIONS:

@@ -185,7 +185,7 @@ class Shell:
         if name.endswith(SET_QUERY):  # "1" when set (even to ""), else "": ${x-…}, ${x?}
             base = name[:-len(SET_QUERY)]
             if base.isdigit() and base != "0":
-                return "1" if int(base) <= len(self.positional()) else ""
+                return "1" if _position(base) <= len(self.positional()) else ""
             return "1" if base in "#?$!@*0-" or base in self.env or base in DYNAMIC else ""
         if name == "?":  # (after a $(…) of the same command: its status, as in sh)
             flow = self.flow
@@ -200,8 +200,8 @@ class Shell:
             return "exosh"
         if name.isdigit():
             args = self.positional()
-            if int(name) <= len(args):
-                return args[int(name) - 1]
+            if _position(name) <= len(args):
+                return args[_position(name) - 1]
             if "u" in self.options:
                 raise UnsetError(f"${name}: unbound variable")
             return ""
@@ -1322,6 +1322,14 @@ class Shell:
         except (OSError, VfsError) as exc:
             ctx.err(_reason(exc))
             return 1
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                ctx.err(self._crashed(ctx.name, exc))
+                return EX_SOFTWARE
+            # Python refuses to read a number of more than 4300 digits (its conversion is
+            # quadratic): `shift 9999…` is an argument out of range, not a bug.
+            ctx.err("a number with too many digits")
+            return 2
         except Exception as exc:  # a bug in one command must not take the shell down
             ctx.err(self._crashed(ctx.name, exc))
             return EX_SOFTWARE
@@ -1459,6 +1467,12 @@ def _text_file(text: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _position(digits: str) -> int:
+    """``$N``'s N: a number of more digits than any count of arguments is past them all
+    (Python's int() refuses more than 4300 digits)."""
+    return int(digits) if len(digits) < 19 else 1 << 63
 
 
 def _assignments(cmd: Command) -> list[tuple[str, str]]:

@@ -652,3 +652,16 @@ def test_arithmetic_is_bash_s_grammar_not_python_s(root_shell: Shell) -> None:
                  "echo $((1//2))", "echo $((08))", "echo $((1_000))", "echo $((1e3))"):
         status, _, err = run(sh, line)
         assert status == 2 and "bad arithmetic" in err, line
+
+
+def test_numbers_of_thousands_of_digits_are_refused_not_crashes(root_shell: Shell) -> None:
+    """Python's int() refuses more than 4300 digits: `shift 9…9`, `${9…9}` and a variable
+    of 5000 digits in `$((…))` each ended in "internal error" (status 70)."""
+    n = "9" * 5000
+    for line in (f"shift {n}", f"f() {{ return {n}; }}; f", f"head -n {n} /etc/hostname",
+                 f"for i in 1; do break {n}; done"):
+        status, _, err = run(root_shell, line)
+        assert (status, err.split(": ", 1)[1]) == (2, "a number with too many digits\n"), line
+    assert run(root_shell, f"echo ${{{n}:-d}} ${{{n}}}.")[1] == "d .\n"
+    assert run(root_shell, f"x={n}; echo $((x)) $((x == -1))")[1] == "-1 1\n"
+    assert run(root_shell, "x=010; echo $((x))")[1] == "8\n"
