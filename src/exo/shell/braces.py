@@ -14,8 +14,10 @@ import re
 
 from exo.shell.parser import ParseError, matching_paren
 
-#: The most words one word may expand to, and the deepest braces in braces.
+#: The most words one word may expand to, their most bytes in all (as the line's
+#: expansions: parser.MAX_EXPANSION), and the deepest braces in braces.
 MAX_WORDS = 65_536
+MAX_BYTES = 4 << 20
 MAX_DEPTH = 64
 #: Characters that end a word's raw text (outside quotes).
 _ENDS = frozenset(" \t\n|&;<>")
@@ -67,18 +69,25 @@ def expand(raw: str) -> list[str] | None:
 
 
 def _expand(raw: str) -> list[str]:
+    if "{" not in raw:  # (each word made is looked at again: most have no brace)
+        return [raw]
     found = _first_group(raw)
     if found is None:
         return [raw]
     start, end, alternatives = found
     prefix, rest = raw[:start], _expand(raw[end + 1:])
     out: list[str] = []
+    size = 0
     for alternative in alternatives:
         for middle in _expand(alternative):
             for tail in rest:
                 out.append(prefix + middle + tail)
+                size += len(out[-1])
                 if len(out) > MAX_WORDS:
                     raise ParseError(f"a brace expansion makes more than {MAX_WORDS} words")
+                if size > MAX_BYTES:  # (65536 words of 4 KB each were 256 MB)
+                    raise ParseError(f"a brace expansion makes more than "
+                                     f"{MAX_BYTES >> 20} MiB")
     return out
 
 
@@ -123,16 +132,27 @@ def _sequence(body: str) -> list[str] | None:
     if m is None:
         return None
     if m.group(1) is not None:
-        first, last = int(m.group(1)), int(m.group(2))
-        step = abs(int(m.group(3) or 1)) or 1
+        first, last = _integer(m.group(1), body), _integer(m.group(2), body)
+        step = abs(_integer(m.group(3) or "1", body)) or 1
         if abs(last - first) // step > MAX_WORDS:
             raise ParseError(f"{{{body}}}: more than {MAX_WORDS} words")
         width = max(len(m.group(1)), len(m.group(2))) if m.group(1).lstrip("-").startswith(
             "0") or m.group(2).lstrip("-").startswith("0") else 0
+        if (abs(last - first) // step + 1) * max(width, 20) > MAX_BYTES:
+            raise ParseError(f"{{{body}}}: more than {MAX_BYTES >> 20} MiB")
         numbers = range(first, last + (1 if last >= first else -1),
                         step if last >= first else -step)
         return [str(k).zfill(width) if width else str(k) for k in numbers]
     a, b = ord(m.group(4)), ord(m.group(5))
-    step = abs(int(m.group(6) or 1)) or 1
+    step = abs(_integer(m.group(6) or "1", body)) or 1
     letters = range(a, b + (1 if b >= a else -1), step if b >= a else -step)
     return [chr(k) for k in letters]
+
+
+def _integer(text: str, body: str) -> int:
+    """A bound or step of ``{A..B..STEP}``: at most 18 digits past its zeros (Python's
+    int() refuses more than 4300, and no range that long is made anyway)."""
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > 18:
+        raise ParseError(f"{{{body}}}: a number out of range")
+    return -int(digits or "0") if text.startswith("-") else int(digits or "0")

@@ -665,3 +665,16 @@ def test_numbers_of_thousands_of_digits_are_refused_not_crashes(root_shell: Shel
     assert run(root_shell, f"echo ${{{n}:-d}} ${{{n}}}.")[1] == "d .\n"
     assert run(root_shell, f"x={n}; echo $((x)) $((x == -1))")[1] == "-1 1\n"
     assert run(root_shell, "x=010; echo $((x))")[1] == "8\n"
+
+
+def test_brace_ranges_of_huge_or_padded_numbers_are_bounded(root_shell: Shell) -> None:
+    """A review: `{000…001..65536}` (4000 zeros) took 50 s of the kernel's thread, and
+    5000-digit bounds ended in "internal error"."""
+    import time
+
+    start = time.monotonic()
+    assert run(root_shell, "echo {" + "0" * 4000 + "1..65536}")[0] == 2
+    assert run(root_shell, "echo {" + "0" * 5000 + "1..2} | wc -c")[1].strip() == "10004"
+    assert run(root_shell, "echo {a..z.." + "1" * 5000 + "}")[0] == 2
+    assert time.monotonic() - start < 30
+    assert run(root_shell, "echo {1..3} {-3..3..2} {01..3}")[1] == "1 2 3 -3 -1 1 3 01 02 03\n"
