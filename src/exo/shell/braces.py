@@ -12,49 +12,14 @@ from __future__ import annotations
 import itertools
 import re
 
-from exo.shell.parser import ParseError, matching_paren
+from exo.shell.parser import ParseError, unit_end
 
 #: The most words one word may expand to, their most bytes in all (as the line's
 #: expansions: parser.MAX_EXPANSION), and the deepest braces in braces.
 MAX_WORDS = 65_536
 MAX_BYTES = 4 << 20
 MAX_DEPTH = 64
-#: Characters that end a word's raw text (outside quotes).
-_ENDS = frozenset(" \t\n|&;<>")
 _RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
-
-
-def word_end(s: str, i: int) -> int:
-    """The index just past the raw word starting at ``s[i]``."""
-    n = len(s)
-    while i < n and s[i] not in _ENDS:
-        i = _skip(s, i)
-    return i
-
-
-def _skip(s: str, i: int) -> int:
-    """The index after the unit at ``s[i]``: a quoted string, an escaped character, a
-    ``$(…)`` or ``${…}``, or one character."""
-    c = s[i]
-    if c == "'":
-        end = s.find("'", i + 1)
-        return len(s) if end < 0 else end + 1
-    if c == '"':
-        j = i + 1
-        while j < len(s) and s[j] != '"':
-            j += 2 if s[j] == "\\" else 1
-        return min(j + 1, len(s))
-    if c == "\\":
-        return min(i + 2, len(s))
-    if c == "$" and s.startswith("(", i + 1):
-        try:
-            return matching_paren(s, i + 1) + 1
-        except ParseError:
-            return len(s)
-    if c == "$" and s.startswith("{", i + 1):
-        end = s.find("}", i + 2)
-        return len(s) if end < 0 else end + 1
-    return i + 1
 
 
 def expand(raw: str) -> list[str] | None:
@@ -123,7 +88,7 @@ def _first_group(raw: str) -> tuple[int, int, list[str]] | None:
         if c in "{},":
             i += 1
         else:
-            i = _skip(raw, i)
+            i = unit_end(raw, i)
     return best
 
 

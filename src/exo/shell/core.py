@@ -458,17 +458,19 @@ class Shell:
         the word; status 0 when none does."""
         subject = self._word(case.subject)
         for patterns, body in case.clauses:
-            if any(fnmatch.fnmatchcase(subject, self._word(p)) for p in patterns):
+            if any(fnmatch.fnmatchcase(subject, self._word(p, pattern=True))
+                   for p in patterns):
                 self.last_status = 0
                 self._exec_nodes(body, stdio)
                 return
         self.last_status = 0
 
-    def _word(self, text: str) -> str:
-        """``text`` expanded as one word (no splitting, no globbing)."""
+    def _word(self, text: str, *, pattern: bool = False) -> str:
+        """``text`` expanded as one word (no splitting, no globbing); ``pattern``: as a
+        pattern, its quoted parts literal (``parser.expand_word``)."""
         from exo.shell.parser import expand_word
 
-        return expand_word(text, self.lookup, self._substitute)
+        return expand_word(text, self.lookup, self._substitute, pattern=pattern)
 
     def _round(self, body: list[Node], stdio: tuple[int, int, int]) -> bool:
         """One round of a loop's body; False when a ``break`` ends the loop (its status

@@ -124,14 +124,20 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
                 i += 1
             elif c == quote:
                 quote = ""
-        elif c in "'\"":
+        elif c == '"':  # one string, whatever its $(…) holds ("$(echo "a;b")")
+            end = dquote_end(line, i)
+            buf.append(line[i:end])
+            i = end
+            continue
+        elif c == "'":
             quote = c
             buf.append(c)
         elif c == "\\" and i + 1 < len(line):
             buf.append(line[i : i + 2])
             i += 1
-        elif c == "$" and line.startswith("(", i + 1):
-            end = matching_paren(line, i + 1)  # $( ... ) is one word: its ; stays inside
+        elif c == "$" and line.startswith(("(", "{"), i + 1):
+            # $( ... ) and ${ ... } are one word: a ; inside stays there
+            end = (matching_paren if line[i + 1] == "(" else matching_brace)(line, i + 1)
             buf.append(line[i : end + 1])
             i = end + 1
             continue
@@ -433,7 +439,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             m = _ASSIGN_RE.match(s, i)
             assign = m is not None
             if brace and not (assign and (leading or declaring)):
-                end = braces.word_end(s, i)
+                end = word_end(s, i)
                 words = braces.expand(s[i:end]) if "{" in s[i:end] else None
                 if words is not None:  # a{b,c}: the words it makes, lexed in its place
                     s = s[:i] + grow(" ".join(words)) + s[end:]
@@ -463,23 +469,8 @@ def _lex(s: str, lookup: Callable[[str], str],
             if not parts and not buf:
                 in_word = False  # (unless the text around it makes a word)
         elif c == '"':
-            i += 1
-            while i < n and s[i] != '"':
-                if s[i] == "\\" and i + 1 < n and s[i + 1] in '"\\$`':
-                    buf.append(s[i + 1])
-                    i += 2
-                elif s[i] == "$":
-                    value, i, _ = _expand(s, i, lookup, substitute)
-                    buf.append(grow(value))
-                elif s[i] == "`":
-                    value, i = _backquoted(s, i, substitute)
-                    buf.append(grow(value))
-                else:
-                    buf.append(s[i])
-                    i += 1
-            if i >= n:
-                raise ParseError('unterminated " quote')
-            i += 1
+            value, i = _dquoted(s, i, lookup, substitute, grow)
+            buf.append(value)
         elif c == "\\":
             if i + 1 < n:
                 buf.append(s[i + 1])
@@ -525,15 +516,127 @@ DECLARATIONS = frozenset({"export", "readonly", "local"})
 
 def _backquoted(s: str, i: int, substitute: Callable[[str], str] | None) -> tuple[str, int]:
     """```command``` at ``s[i]``: its output (as ``$(command)``) and the next index."""
+    end = _backquote_end(s, i)
+    if substitute is None:
+        raise ParseError("command substitution is not available here")
+    inner = re.sub(r"\\([$`\\])", r"\1", s[i + 1 : end])
+    return substitute(inner).rstrip("\n"), end + 1
+
+
+#: The deepest ``${…}`` inside ``${…}`` (bash's scripts use two or three).
+MAX_BRACED_NESTING = 64
+
+
+def matching_brace(s: str, j: int) -> int:
+    """The index of the ``}`` closing the ``${`` whose ``{`` is at ``s[j]``, as sh reads
+    it: quoted text, escaped characters, ``$(…)``, backquotes and inner ``${…}`` are
+    skipped (a plain ``{`` nests nothing: ``${u:-{a}`` is ``{a``). Iterative: nesting a
+    hostile line deep costs no stack."""
+    stack = ["{"]  # "{": a ${ open; '"': a double-quoted string open inside one
+    i, n = j + 1, len(s)
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            i += 2
+        elif c == "$" and s.startswith("(", i + 1):
+            i = matching_paren(s, i + 1) + 1
+        elif c == "$" and s.startswith("{", i + 1):
+            stack.append("{")
+            if len(stack) > MAX_BRACED_NESTING:  # each level is read again as it expands
+                raise ParseError(f"${{…}} nested more than {MAX_BRACED_NESTING} deep")
+            i += 2
+        elif c == "`":
+            i = _backquote_end(s, i) + 1
+        elif stack[-1] == '"':
+            if c == '"':
+                stack.pop()
+            i += 1
+        elif c == "'":
+            end = s.find("'", i + 1)
+            if end < 0:
+                break
+            i = end + 1
+        elif c == '"':
+            stack.append('"')
+            i += 1
+        elif c == "}":
+            stack.pop()
+            if not stack:
+                return i
+            i += 1
+        else:
+            i += 1
+    raise ParseError("unterminated ${")
+
+
+def dquote_end(s: str, i: int) -> int:
+    """The index after the ``"`` closing the double-quoted string opened at ``s[i]``: a
+    ``"`` inside its ``$(…)``, ``${…}`` or backquotes closes nothing
+    (``"$(echo "a;b")"`` is one string)."""
+    j, n = i + 1, len(s)
+    while j < n:
+        c = s[j]
+        if c == '"':
+            return j + 1
+        if c == "\\":
+            j += 2
+        elif c == "$" and s.startswith("(", j + 1):
+            j = matching_paren(s, j + 1) + 1
+        elif c == "$" and s.startswith("{", j + 1):
+            j = matching_brace(s, j + 1) + 1
+        elif c == "`":
+            j = _backquote_end(s, j) + 1
+        else:
+            j += 1
+    raise IncompleteInput('unterminated " quote')
+
+
+#: Characters that end a word's raw text (outside quotes); a case pattern's too.
+WORD_ENDS = frozenset(" \t\n|&;<>")
+_PATTERN_ENDS = WORD_ENDS | frozenset("()")
+
+
+def word_end(s: str, i: int, ends: frozenset[str] = WORD_ENDS) -> int:
+    """The index just past the raw (unexpanded) word starting at ``s[i]``: its quoted
+    strings, escapes, ``$(…)``, ``${…}`` and backquotes are part of it."""
+    n = len(s)
+    while i < n and s[i] not in ends:
+        i = unit_end(s, i)
+    return i
+
+
+def unit_end(s: str, i: int) -> int:
+    """The index after the unit at ``s[i]``: a quoted string, an escaped character, a
+    ``$(…)``, ``${…}`` or backquoted command, or one character (an unterminated one runs
+    to the end)."""
+    c, n = s[i], len(s)
+    try:
+        if c == "'":
+            end = s.find("'", i + 1)
+            return n if end < 0 else end + 1
+        if c == '"':
+            return dquote_end(s, i)
+        if c == "\\":
+            return min(i + 2, n)
+        if c == "$" and s.startswith("(", i + 1):
+            return matching_paren(s, i + 1) + 1
+        if c == "$" and s.startswith("{", i + 1):
+            return matching_brace(s, i + 1) + 1
+        if c == "`":
+            return _backquote_end(s, i) + 1
+    except ParseError:
+        return n
+    return i + 1
+
+
+def _backquote_end(s: str, i: int) -> int:
+    """The index of the backquote closing the one at ``s[i]``."""
     end = i + 1
     while end < len(s) and s[end] != "`":
         end += 2 if s[end] == "\\" else 1
     if end >= len(s):
         raise IncompleteInput("unterminated `")
-    if substitute is None:
-        raise ParseError("command substitution is not available here")
-    inner = re.sub(r"\\([$`\\])", r"\1", s[i + 1 : end])
-    return substitute(inner).rstrip("\n"), end + 1
+    return end
 
 
 def matching_paren(s: str, i: int) -> int:
@@ -610,9 +713,7 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
             raise ParseError("command substitution is not available here")
         return substitute(s[j + 1 : end]).rstrip("\n"), end + 1, True
     if j < len(s) and s[j] == "{":
-        end = s.find("}", j)
-        if end < 0:
-            raise ParseError("unterminated ${")
+        end = matching_brace(s, j)
         return _braced(s[j + 1 : end], lookup, substitute), end + 1, True
     k = j
     while k < len(s) and (s[k].isalnum() or s[k] == "_"):
@@ -632,7 +733,8 @@ def _braced(inner: str, lookup: Callable[[str], str],
     trim = _TRIM_RE.fullmatch(inner)
     if trim is not None:
         name, op, word = trim.groups()
-        return _trimmed(lookup(name), op, expand_word(word, lookup, substitute), inner)
+        return _trimmed(lookup(name), op, expand_word(word, lookup, substitute, pattern=True),
+                        inner)
     edited = _edited(inner, lookup, substitute)
     if edited is not None:
         return edited
@@ -651,7 +753,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     unset = value == "" if colon else lookup(name + SET_QUERY) != "1"
 
     def expanded() -> str:
-        return expand_word(word, lookup, substitute, " ")
+        return expand_word(word, lookup, substitute)
 
     if not colon and not unset:
         return value if op != "+" else expanded()
@@ -664,12 +766,84 @@ def _braced(inner: str, lookup: Callable[[str], str],
     return value
 
 
+def _dquoted(s: str, i: int, lookup: Callable[[str], str],
+             substitute: Callable[[str], str] | None,
+             grow: Callable[[str], str]) -> tuple[str, int]:
+    """The double-quoted string opened at ``s[i]``, expanded (``grow`` sees each value
+    an expansion brings in), and the index after its closing quote."""
+    out: list[str] = []
+    i += 1
+    n = len(s)
+    while i < n and s[i] != '"':
+        if s[i] == "\\" and i + 1 < n and s[i + 1] in '"\\$`':
+            out.append(s[i + 1])
+            i += 2
+        elif s[i] == "$":
+            value, i, _ = _expand(s, i, lookup, substitute)
+            out.append(grow(value))
+        elif s[i] == "`":
+            value, i = _backquoted(s, i, substitute)
+            out.append(grow(value))
+        else:
+            out.append(s[i])
+            i += 1
+    if i >= n:
+        raise ParseError('unterminated " quote')
+    return "".join(out), i + 1
+
+
+def glob_escaped(text: str) -> str:
+    """``text`` as an ``fnmatch`` pattern matching exactly itself."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def expand_word(text: str, lookup: Callable[[str], str],
-                substitute: Callable[[str], str] | None, sep: str = "") -> str:
-    """``text`` expanded (variables, ``$(…)``), its words joined by ``sep``, never
-    globbed: a pattern's, a ``${…:-WORD}``'s, a ``case`` subject's."""
-    words = _lex(text, lookup, substitute, brace=False) if text else []
-    return sep.join(w.text for w in words if isinstance(w, Word))
+                substitute: Callable[[str], str] | None, *, pattern: bool = False) -> str:
+    """``text`` expanded as one word, as sh expands a ``${…:-WORD}``'s WORD, a pattern, a
+    replacement or a ``case`` subject: parameters, ``$(…)``, ``$((…))``, a leading ``~``,
+    quotes removed; no field splitting (its spaces stay: ``"${u:-a  b}"``), no globbing,
+    at most ``MAX_EXPANSION`` bytes brought in. ``pattern``: the result is an ``fnmatch``
+    pattern whose quoted and escaped parts match only themselves (``"*"`` is a star, as
+    in sh; an unquoted ``$x`` holding ``*`` is a glob)."""
+    literal = glob_escaped if pattern else str
+    out: list[str] = []
+    expanded = 0
+
+    def grow(value: str) -> str:
+        nonlocal expanded
+        expanded += len(value)
+        if expanded > MAX_EXPANSION:
+            raise ParseError(f"the word expands to more than {MAX_EXPANSION >> 20} MiB")
+        return value
+
+    i, n = 0, len(text)
+    if text.startswith("~") and (n == 1 or text[1] == "/"):
+        out.append(grow(lookup("HOME") or "/"))
+        i = 1
+    while i < n:
+        c = text[i]
+        if c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise ParseError("unterminated ' quote")
+            out.append(literal(text[i + 1 : end]))
+            i = end + 1
+        elif c == '"':
+            value, i = _dquoted(text, i, lookup, substitute, grow)
+            out.append(literal(value))
+        elif c == "\\":
+            out.append(literal(text[i + 1 : i + 2]))
+            i += 2
+        elif c == "$":
+            value, i, _ = _expand(text, i, lookup, substitute)
+            out.append(grow(value))
+        elif c == "`":
+            value, i = _backquoted(text, i, substitute)
+            out.append(grow(value))
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
@@ -737,7 +911,7 @@ def _edited(inner: str, lookup: Callable[[str], str],
         if end < start:
             raise ParseError(f"${{{inner}}}: substring expression < 0")
         return value[start:end]
-    how, pattern = m.group(2), expand_word(m.group(3), lookup, substitute)
+    how, pattern = m.group(2), expand_word(m.group(3), lookup, substitute, pattern=True)
     replacement = expand_word(m.group(4) or "", lookup, substitute)
     if not pattern:
         return value
@@ -761,7 +935,31 @@ _RESERVED = ("then", "elif", "else", "fi", "do", "done")
 #: each may take redirections for its whole block
 _CLOSERS = ("fi", "done", "}", "esac", END_SUBSHELL)
 #: A case clause's patterns: ``a)``, ``b|c)``, ``(*.txt)``, then its first command.
-_CLAUSE = re.compile(r"\(?\s*([^\s()|;&<>]+(?:\s*\|\s*[^\s()|;&<>]+)*)\s*\)\s*(.*)", re.DOTALL)
+#: Between the patterns of a case clause, as parsed (a quoted "a|b" is one pattern).
+PATTERN_SEP = "\x1e"
+
+
+def _case_clause(source: str) -> tuple[list[str], str] | None:
+    """``[(]PATTERN[ | PATTERN…]) REST`` at the start of ``source``: the raw patterns
+    (quoted ones may hold spaces, ``|`` and ``)``) and REST; None when it is not one."""
+    i, n = (1 if source.startswith("(") else 0), len(source)
+    patterns: list[str] = []
+    while True:
+        while i < n and source[i] in " \t":
+            i += 1
+        end = word_end(source, i, _PATTERN_ENDS)
+        if end == i:
+            return None
+        patterns.append(source[i:end])
+        i = end
+        while i < n and source[i] in " \t":
+            i += 1
+        if i < n and source[i] == "|":
+            i += 1
+        elif i < n and source[i] == ")":
+            return patterns, source[i + 1 :].strip()
+        else:
+            return None
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)\s*\(\s*\)")
 
 
@@ -882,18 +1080,18 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             out.append(_Kw(";;"))
             return out
         if word == "case":  # case WORD in [PATTERN) COMMAND…]
-            subject, _, rest = rest.partition(" ")
-            rest = rest.strip()
+            end = word_end(rest, 0)
+            subject, rest = rest[:end], rest[end:].strip()
             if not subject or not (rest == "in" or rest.startswith("in ")):
                 raise ParseError("case: expected 'case WORD in'")
             out.append(_Kw("case", subject, connector))
             source, connector = rest[2:].strip(), ";"
             continue
-        clause = _CLAUSE.fullmatch(source) if (")" in word or word.startswith("(")) and \
+        clause = _case_clause(source) if ")" in source and \
             not word.startswith("\0") else None
         if clause is not None and not source.startswith("$("):
-            out.append(_Kw("pattern", clause.group(1)))
-            source, connector = clause.group(2).strip(), ";"
+            out.append(_Kw("pattern", PATTERN_SEP.join(clause[0])))
+            source, connector = clause[1], ";"
             continue
         piped = _piped_into_block(source) if word not in _OPENERS else None
         if piped is not None:  # `cat f | while read l` (the block is the last stage)
@@ -1066,7 +1264,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             arms: list[tuple[list[str], list[Node]]] = []
             pos += 1
             while _word_at(stream, pos, "esac") == "pattern":
-                patterns = [p.strip() for p in _arg(stream, pos).split("|")]
+                patterns = _arg(stream, pos).split(PATTERN_SEP)
                 body, pos = _sequence(stream, pos + 1, (";;", "esac", "pattern"))
                 arms.append((patterns, body))
                 if _word_at(stream, pos, "esac") == ";;":
@@ -1085,7 +1283,8 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             nodes.append(group)
             pos += 1
         else:
-            shown = f"{tok.arg})" if tok.word == "pattern" else tok.word.replace("\0", "")
+            shown = f"{tok.arg.replace(PATTERN_SEP, '|')})" if tok.word == "pattern" \
+                else tok.word.replace("\0", "")
             raise ParseError(f"syntax error near unexpected '{shown}'")
     if opened is not None and len(nodes) > opened[1]:
         node = nodes[opened[1]]

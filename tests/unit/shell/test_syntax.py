@@ -678,3 +678,33 @@ def test_brace_ranges_of_huge_or_padded_numbers_are_bounded(root_shell: Shell) -
     assert run(root_shell, "echo {a..z.." + "1" * 5000 + "}")[0] == 2
     assert time.monotonic() - start < 30
     assert run(root_shell, "echo {1..3} {-3..3..2} {01..3}")[1] == "1 2 3 -3 -1 1 3 01 02 03\n"
+
+
+def test_a_substitution_s_word_is_read_as_sh_reads_it(root_shell: Shell) -> None:
+    """``${…}`` ended at its first ``}`` (``${u:-${x}}`` was 'unterminated'), a WORD's
+    spaces were lost (``"${u:-a  b}"`` was ``a b``, ``${x/h/a  b}`` dropped them), a
+    ``;`` in a quoted ``$(…)`` or in ``${…}`` split the line, and a case subject or
+    pattern with spaces in quotes did not parse: each as bash does now."""
+    cases = [
+        ('x=hi; u=; echo "${u:-${x}}" ${u:-${x}x}', "hi hix\n"),
+        ('u=; echo "${u:-a  b}" ${u:-a  b}.', "a  b a b.\n"),
+        ('x=hi; echo "${x/h/a  b}"', "a  bi\n"),
+        ('echo "$( echo "a;b" )" "${u:-c;d}"', "a;b c;d\n"),
+        ('echo "${u:-"}"}" ${u:-{a} ${u:-{a}} ${u:-x}y}', "} {a {a} xy}\n"),
+        ('echo "${u:-$(echo "1;2")}" "${u:-`echo 3`}"', "1;2 3\n"),
+        ('z="p  q"; case $z in "p  q") echo yes;; *) echo no;; esac', "yes\n"),
+        ('case "a|b" in "a|b") echo bar;; esac; case b in (a | b) echo alt;; esac',
+         "bar\nalt\n"),
+        # a quoted pattern character matches itself alone; an unquoted $p's is a glob
+        ('case x in "*") echo star;; *) echo other;; esac', "other\n"),
+        ('p="a*"; case ab in $p) echo glob;; esac; case ab in "$p") echo q;; *) echo lit;;'
+         " esac", "glob\nlit\n"),
+        ('x="a*b*c"; echo ${x#"a*"} ${x#a*} ${x%\\*c}', "b*c *b*c a*b\n"),
+        ('x=hello; echo ${x//l/"*"} ${x/"l*"/Z}', "he**o hello\n"),
+    ]
+    for line, expected in cases:
+        assert run(root_shell, line) == (0, expected, ""), line
+    # Nesting is bounded: each level is read again as it expands.
+    status, _, err = run(root_shell, "echo " + "${u:-" * 5000 + "x" + "}" * 5000)
+    assert status == 2 and "nested more than 64 deep" in err
+    assert run(root_shell, "echo " + "${u:-" * 30 + "x" + "}" * 30)[1] == "x\n"
