@@ -12,7 +12,7 @@ import threading
 import time
 
 from exo import __version__
-from exo.shell.context import CommandContext, CommandError, read_line
+from exo.shell.context import MAX_LINE, CommandContext, CommandError, read_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -638,25 +638,43 @@ def _read(ctx: CommandContext) -> int:
             raise CommandError(f"usage: {HELP['read']}", 2)
     if prompt:
         ctx.write(prompt, ctx.stderr)
-    try:  # byte by byte: the next command reads on from there
-        line = read_line(ctx.stdin, ctx.cancelled)
+    names = args or ["REPLY"]
+    for name in names:
+        if not name.isidentifier():
+            raise CommandError(f"'{name}': not a valid identifier")
+    # Byte by byte: the next command reads on from there. Without -r a backslash at the
+    # end of a line joins the next one to it; the line counts even without its newline
+    # (status 1, as at the end of input, where every NAME is emptied).
+    data = bytearray()
+    ended = False
+    try:
+        while True:
+            line = read_line(ctx.stdin, ctx.cancelled)
+            ended = not line.endswith(b"\n")
+            data += line.removesuffix(b"\n")
+            if raw or ended or not _continued(data) or len(data) > MAX_LINE:
+                break
+            del data[-1:]
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not line:
-        return 1
-    text = line.decode(errors="replace").rstrip("\n")
+    if len(data) > MAX_LINE:
+        raise CommandError(f"a line longer than {MAX_LINE >> 20} MiB")
+    text = data.decode(errors="replace")
     if not raw:  # a backslash keeps the next character as it is, and goes
         import re
 
         text = re.sub(r"\\(.)", r"\1", text)
-    names = args or ["REPLY"]
     ifs = ctx.shell.env.get("IFS", " \t\n")  # (`IFS=: read a b`, `IFS= read -r line`)
     fields = _ifs_fields(text, ifs, len(names))
     for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
-        if not name.isidentifier():
-            raise CommandError(f"'{name}': not a valid identifier")
         ctx.shell.env[name] = value
-    return 0
+    return 1 if ended else 0
+
+
+def _continued(line: bytearray) -> bool:
+    """``line`` ends with a backslash that escapes the newline after it (an odd run)."""
+    run = len(line) - len(line.rstrip(b"\\"))
+    return run % 2 == 1
 
 
 def _ifs_fields(text: str, ifs: str, count: int) -> list[str]:
@@ -684,7 +702,14 @@ def _ifs_fields(text: str, ifs: str, count: int) -> list[str]:
             while j < len(text) and text[j] in blanks:
                 j += 1
         i = j
-    fields.append(text[i:])
+    last = text[i:]
+    # One field and the delimiter after it: the delimiter goes (`a:b:` into two names is
+    # a and b), as in bash; `b:c:` stays whole.
+    if last and last[-1] in ifs and last[-1] not in blanks:
+        body = last[:-1].rstrip(blanks) if blanks else last[:-1]
+        if not any(c in ifs for c in body):
+            last = body
+    fields.append(last)
     return fields
 
 

@@ -23,6 +23,7 @@ from exo.shell.context import MAX_LINE, CommandContext, CommandError
 from exo.shell.flow import (
     MAX_FUNCTION_DEPTH,
     MAX_FUNCTIONS,
+    PIPEFAIL,
     ErrExit,
     Flow,
     Frame,
@@ -195,7 +196,8 @@ class Shell:
         if name == "!":
             return self.last_background
         if name == "-":  # the options set, and "i" in an interactive session, as in sh
-            return "".join(sorted(self.options)) + ("i" if self.terminal is not None else "")
+            return "".join(sorted(o for o in self.options if len(o) == 1)) + \
+                ("i" if self.terminal is not None else "")
         if name == "0":
             return "exosh"
         if name.isdigit():
@@ -383,6 +385,12 @@ class Shell:
         if isinstance(node, Group):
             if node.subshell:
                 self._subshell(node.body, stdio)
+                # set -e: a subshell that failed is a command that failed (sh's rule for
+                # compound commands takes this one alone: the others' failures were seen
+                # inside them)
+                if self.last_status and "e" in self.options \
+                        and not self.flow.conditions and not self.flow.negated:
+                    raise ErrExit(self.last_status)
             else:
                 self._exec_nodes(node.body, stdio)
             return
@@ -1118,7 +1126,7 @@ class Shell:
                 self._confirm(pending, confirmations)
         if inline:
             self._close(list(opened), opened)
-            job.status = stages[-1].status
+            job.status = self._pipeline_status(stages)
             job.done.set()
             return job
 
@@ -1129,7 +1137,7 @@ class Shell:
                         stage.thread.join()  # a builtin waits for what it adopted itself
                     elif stage.job is not None:
                         stage.status = stage.job.wait()
-                job.status = stages[-1].status if stages else 0
+                job.status = self._pipeline_status(stages)
             finally:
                 self._close(list(opened), opened)
                 job.state = "Done"
@@ -1137,6 +1145,13 @@ class Shell:
 
         _threadcache.start(collect, "exosh-job")
         return job
+
+    def _pipeline_status(self, stages: list[Stage]) -> int:
+        """The last command's status; under ``set -o pipefail`` the last failing one's
+        (0 when every command succeeded), as in bash."""
+        if PIPEFAIL in self.options:
+            return next((stage.status for stage in reversed(stages) if stage.status), 0)
+        return stages[-1].status if stages else 0
 
     def _confirm(self, pending: list[Callable[[], None]],
                  confirmations: list[tuple[Stage, CommandContext, int]]) -> None:

@@ -221,14 +221,17 @@ def _shift(ctx: CommandContext) -> int:
     return 0
 
 
-#: ``set -o NAME``'s names for the options ``set`` takes.
-OPTIONS = {"errexit": "e", "nounset": "u", "xtrace": "x"}
+PIPEFAIL = "pipefail"
+#: ``set -o NAME``'s names for the options ``set`` takes: their letters in
+#: ``Shell.options`` (pipefail has none: its whole name, which ``$-`` leaves out).
+OPTIONS = {"errexit": "e", "nounset": "u", "xtrace": "x", "pipefail": PIPEFAIL}
 
 
 @builtin("set", "shell options and positional parameters: set [-e|+e] [-u|+u] [-x|+x] "
-         "[-o errexit|nounset|xtrace] [-- ARGS...]; alone, list the variables (-e: a "
-         "failing command ends the line or script; -u: so does an unset variable; -x: "
-         "each command is shown as it runs)")
+         "[-o errexit|nounset|xtrace|pipefail] [-- ARGS...]; alone, list the variables "
+         "(-e: a failing command ends the line or script; -u: so does an unset variable; "
+         "-x: each command is shown as it runs; pipefail: a pipeline fails when any of "
+         "its commands does)")
 def _set(ctx: CommandContext) -> int:
     if not ctx.args:
         env = ctx.shell.env
@@ -244,15 +247,18 @@ def _set(ctx: CommandContext) -> int:
         return 0
     while args and args[0][:1] in ("-", "+") and args[0] not in ("--", "-", "+"):
         arg = args.pop(0)
-        letters = arg[1:]
-        if letters == "o":
-            if not args or args[0] not in OPTIONS:
-                raise CommandError(f"-o: one of {', '.join(OPTIONS)} expected", 2)
-            letters = OPTIONS[args.pop(0)]
+        letters: list[str] = []
+        for letter in arg[1:]:  # (set -euo pipefail: -o takes the next word)
+            if letter == "o":
+                if not args or args[0] not in OPTIONS:
+                    raise CommandError(f"-o: one of {', '.join(OPTIONS)} expected", 2)
+                letters.append(OPTIONS[args.pop(0)])
+            elif letter in ("e", "u", "x"):
+                letters.append(letter)
+            else:
+                raise CommandError(f"{arg[0]}{letter}: not supported (set -e, -u, -x, "
+                                   "-o NAME, -- ARGS)", 2)
         for letter in letters:
-            if letter not in OPTIONS.values():
-                raise CommandError(f"{arg[0]}{letter}: not supported (set -e, -u, -x, -- ARGS)",
-                                   2)
             (options.add if arg[0] == "-" else options.discard)(letter)
     if args[:1] in (["--"], ["-"]):
         positional = ctx.shell.positional()
@@ -334,8 +340,9 @@ def trap_name(spec: str) -> str | None:
 
 @builtin("trap", "run a command when the shell ends (EXIT: a script, a session, a "
          "subshell) or when a Ctrl-C ends what runs (INT): trap COMMAND SIGNAL...; "
-         "trap - SIGNAL forgets it; trap alone lists them (HUP, QUIT, TERM, USR1, USR2, "
-         "PIPE and ALRM are kept but never run: signals go to the job, not the shell)")
+         "trap - SIGNAL forgets it; trap alone or trap -p [SIGNAL...] lists them (HUP, "
+         "QUIT, TERM, USR1, USR2, PIPE and ALRM are kept but never run: signals go to the "
+         "job, not the shell)")
 def _trap(ctx: CommandContext) -> int:
     import shlex
 
@@ -343,9 +350,16 @@ def _trap(ctx: CommandContext) -> int:
     args = list(ctx.args)
     if args[:1] == ["--"]:
         args = args[1:]
-    if not args or args == ["-p"]:
+    if not args or args[0] == "-p":  # trap -p [SIGNAL...]: those only
+        wanted = None
+        if args[1:]:
+            wanted = {trap_name(sig) for sig in args[1:]}
+            if None in wanted:
+                raise CommandError(f"invalid signal specification (one of "
+                                   f"{' '.join(TRAPPABLE)})", 1)
         for sig, command in traps.items():
-            ctx.out(f"trap -- {shlex.quote(command)} {sig}")
+            if wanted is None or sig in wanted:
+                ctx.out(f"trap -- {shlex.quote(command)} {sig}")
         return 0
     if len(args) < 2:
         raise CommandError("usage: trap COMMAND SIGNAL...", 2)

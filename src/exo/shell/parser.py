@@ -222,7 +222,8 @@ SUBSHELL, END_SUBSHELL = "\0(", "\0)"
 #: Subshells in subshells (each level scans the rest of its line once more).
 MAX_SUBSHELL_DEPTH = 32
 #: The words after which a command starts (so a ``(`` there opens a subshell).
-_BEFORE_COMMAND = frozenset({"then", "do", "else", "{", "!", SUBSHELL})
+_BEFORE_COMMAND = frozenset({"if", "elif", "while", "until", "then", "do", "else", "{", "!",
+                             SUBSHELL})
 
 
 def _last_word(buf: list[str]) -> str:

@@ -197,7 +197,15 @@ _BINARY_AFTER_BANG = _BINARY - {"-a", "-o"}
 
 
 def _integer(text: str) -> int:
+    """``text`` as bash's ``test`` takes an integer: a signed 64-bit one (a number past
+    that range is no integer, as there; Python's have no bound)."""
+    digits = text.strip()
     try:
-        return int(text.strip())
+        if len(digits) > 20:  # (int() of thousands of digits costs, and refuses 4300+)
+            raise ValueError
+        value = int(digits)
     except ValueError:
         raise TestError(f"{text}: integer expression expected") from None
+    if not -(1 << 63) <= value < 1 << 63:
+        raise TestError(f"{text}: integer expression expected")
+    return value

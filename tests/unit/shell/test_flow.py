@@ -203,8 +203,8 @@ def test_set_e_ends_the_line_or_script_at_a_failure_and_set_x_traces(
         (0, "traced\n", "+ echo traced\n+ cat\n+ set +x\n")
     assert run(root_shell, "set -q")[0] == 2
     assert run(root_shell, "set -e; set -o; set +o; set +e")[1] == (
-        "errexit         on\nnounset         off\nxtrace          off\nset -o errexit\n"
-        "set +o nounset\nset +o xtrace\n")
+        "errexit         on\nnounset         off\nxtrace          off\npipefail        off\n"
+        "set -o errexit\nset +o nounset\nset +o xtrace\nset +o pipefail\n")
 
 
 def test_a_subshell_ends_alone_on_set_e_unset_break_continue_and_return(

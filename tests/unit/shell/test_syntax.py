@@ -708,3 +708,36 @@ def test_a_substitution_s_word_is_read_as_sh_reads_it(root_shell: Shell) -> None
     status, _, err = run(root_shell, "echo " + "${u:-" * 5000 + "x" + "}" * 5000)
     assert status == 2 and "nested more than 64 deep" in err
     assert run(root_shell, "echo " + "${u:-" * 30 + "x" + "}" * 30)[1] == "x\n"
+
+
+def test_scripts_habits_pipefail_errexit_subshells_trap_p_and_read(root_shell: Shell) -> None:
+    """What scripts start with and lean on, as bash runs it: ``set -euo pipefail`` was
+    refused; a failed ``( … )`` did not end a ``set -e`` script; ``if ( … )`` was a
+    syntax error; ``trap -p EXIT`` set a trap named "-p"; ``read`` kept a variable at
+    the end of input, answered 0 for a last line without its newline, did not join a
+    line ended by a backslash and kept ``a:b:``'s last ``:``; ``[ 99…9 -gt 1 ]`` (past 64
+    bits) was true."""
+    cases = [
+        ("set -euo pipefail; echo $-; set -o | grep pipefail; set +euo pipefail; echo $-.",
+         "eu\npipefail        on\n.\n"),
+        ("set -o pipefail; false | true; echo $?; true | false | true; echo $?; "
+         "set +o pipefail; false | true; echo $?", "1\n1\n0\n"),
+        ("(set -e; (false); echo no); echo st=$?", "st=1\n"),
+        ("(set -e; (false) || echo ok; true && (false); echo no); echo st=$?", "ok\nst=1\n"),
+        ("if (false); then :; else echo else; fi; while (false); do :; done; echo w",
+         "else\nw\n"),
+        ("trap 'echo bye' EXIT; trap 'echo i' INT; trap -p EXIT; trap - EXIT INT; trap -p",
+         "trap -- 'echo bye' EXIT\n"),
+        ("x=old; read x < /dev/null; echo \"$? [$x]\"", "1 []\n"),
+        ("printf 'l1\\nl2' > rl; while read l; do echo \"[$l]\"; done < rl; echo \"[$l]\"",
+         "[l1]\n[l2]\n"),
+        ("printf 'a\\\\\\nb\\n' > rb; read z < rb; echo \"[$z]\"; read -r z < rb; "
+         "echo \"[$z]\"", "[ab]\n[a\\]\n"),
+        ("IFS=: read p q <<< a:b:; echo \"[$p][$q]\"; IFS=: read p q <<< a:b:c:; "
+         "echo \"[$p][$q]\"", "[a][b]\n[a][b:c:]\n"),
+        ("[ 9223372036854775807 -gt 1 ]; echo $?", "0\n"),
+    ]
+    for line, expected in cases:
+        assert run(root_shell, line)[1] == expected, line
+    _, out, err = run(root_shell, "[ 99999999999999999999 -gt 1 ]; echo $?")
+    assert out == "2\n" and "integer expression expected" in err
