@@ -42,7 +42,8 @@ class PosixX(Subsystem):
         for mode in ("none", "tcp", "any"):
             for fork in (False, True):
                 _seccomp.compiled_filter(mode, errno.EPERM, fork, True)
-                compile_filter(mode, fork)
+                compile_filter(mode, fork, exec_any=False)
+                compile_filter(mode, fork, exec_any=True)
         counts = table.counts()
         self.found = {
             "syscalls": str(len(table.SYSCALLS)),

@@ -165,9 +165,10 @@ _ROWS: tuple[_Row, ...] = (
        "pids limit, when not granted); ordinary Exo processes may fork, the cgroup's pids "
        "limit bounds them", CAP_FORK),
     _f(58, "vfork", "as fork", CAP_FORK),
-    _h(59, "execve", CAP_EXEC, "the program must be in the exec policy (its path after "
-       "resolution, read once by the kernel). Today: any executable in the mount view "
-       "that Landlock lets it execute"),
+    _h(59, "execve", CAP_EXEC, "under an exec list ([posix_x] exec = [...]) the program "
+       "must be in it (its path after resolution, read once by the kernel; Landlock's "
+       "EXECUTE rules decide); under exec = true the filter lets it through, unnotified "
+       "(Fast): any executable in the mount view that Landlock lets it execute"),
     _f(60, "exit"),
     _f(61, "wait4"),
     _f(62, "kill", "only processes in its own pid namespace are visible"),

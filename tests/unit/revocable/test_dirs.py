@@ -568,3 +568,49 @@ def test_a_grants_writes_leave_the_file_systems_reserve(world: World) -> None:
         with open(p / "f.txt", "a") as fh:
             fh.write("more\n")
         assert (world.grant / "f.txt").read_text() == "hello\nmore\n"
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+def test_writing_a_file_takes_its_set_id_bits_and_capabilities_away(
+        server: RevocableDirs, world: World, passthrough: bool) -> None:
+    """The server writes as root, which keeps set-id bits (CAP_FSETID), and under
+    FUSE_HANDLE_KILLPRIV_V2 the client leaves dropping them to it: a file opened for
+    writing, truncated or created over loses its set-user-ID and set-group-ID bits and its
+    file capability, as after an unprivileged write on Linux (``: > f`` kept them
+    before); opened to read it keeps them, and a set-group-ID directory keeps its bit.
+    The client no longer asks GETXATTR ``security.capability`` before each write."""
+    if passthrough and not server.passthrough:
+        pytest.skip(f"no FUSE passthrough here ({server.passthrough_unavailable})")
+    pin = world.pin()
+    fd = os.open(world.grant, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    p = server.export(fd, pin, writable=True, owner=PID, passthrough=passthrough)
+    names = ("append", "trunc", "path-trunc", "create", "read", "cap")
+    for name in names:
+        (world.grant / name).write_bytes(b"x")
+        os.chmod(world.grant / name, 0o6755)
+    os.setxattr(world.grant / "cap", "security.capability",
+                bytes.fromhex("0100000200200000000000000000000000000000"))
+    (world.grant / "sgid-dir").mkdir()
+    os.chmod(world.grant / "sgid-dir", 0o2775)
+    with open(p / "append", "ab") as f:
+        f.write(b"y")
+    os.close(os.open(p / "trunc", os.O_WRONLY | os.O_TRUNC))
+    os.truncate(p / "path-trunc", 0)
+    os.close(os.open(p / "create", os.O_WRONLY | os.O_CREAT, 0o644))
+    assert (p / "read").read_bytes() == b"x"
+    with open(p / "cap", "r+b") as f:
+        f.write(b"z")
+    (p / "sgid-dir" / "new").write_bytes(b"n")
+    mode = {name: stat.S_IMODE(os.stat(world.grant / name).st_mode) for name in names}
+    assert mode == {"append": 0o755, "trunc": 0o755, "path-trunc": 0o755, "create": 0o755,
+                    "read": 0o6755, "cap": 0o755}
+    assert "security.capability" not in os.listxattr(world.grant / "cap")
+    assert stat.S_IMODE(os.stat(world.grant / "sgid-dir").st_mode) == 0o2775
+    # Writes after the first ask nothing more (passthrough: nothing at all).
+    with open(p / "append", "r+b", buffering=0) as f:
+        f.write(b"a")
+        before = server.stats()["requests"]
+        for _ in range(50):
+            f.write(b"b")
+        after = server.stats()["requests"]
+    assert after - before == (0 if passthrough else 50)

@@ -95,6 +95,11 @@ INIT_ATOMIC_O_TRUNC: Final = 1 << 3
 INIT_BIG_WRITES: Final = 1 << 5
 INIT_PARALLEL_DIROPS: Final = 1 << 18
 INIT_MAX_PAGES: Final = 1 << 22
+#: The server drops set-id bits and file capabilities on write, truncate and chown
+#: (``dirs._drop_privileges``); the client then stops asking GETXATTR
+#: ``security.capability`` before every write.
+INIT_HANDLE_KILLPRIV_V2: Final = 1 << 28
+WRITE_KILL_SUIDGID: Final = 1 << 2          # FUSE_WRITE_IN.write_flags
 WANTED_INIT_FLAGS: Final = INIT_ATOMIC_O_TRUNC | INIT_BIG_WRITES | INIT_MAX_PAGES
 #: FUSE_DIRECT_IO_ALLOW_MMAP (7.39): bit 36 of the 64-bit flags, bit 4 of ``flags2``.
 INIT2_DIRECT_IO_ALLOW_MMAP: Final = 1 << (36 - 32)
