@@ -412,8 +412,8 @@ class _Spare:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         os.close(self.pidfd)
         self.conn.close()
-        if self.cgroup is not None:
-            _remove_quietly(self.cgroup)
+        if self.cgroup is not None:  # once the killed process has left it: off this thread
+            _remove_aside(self.cgroup)
             self.cgroup = None
 
 
@@ -550,12 +550,14 @@ class Zygote:
         limits = self.limits
         try:
             group = self.cgroups.take(*limits)
-        except (SandboxError, OSError):
+        except Exception:  # (on the thread that reads every spare: it must go on)
             return
         try:
+            if _pidfd_pid(spare.pidfd) != pid:  # ended since: its pid may be another's
+                raise SandboxError("the spare ended")
             group.enter(pid)
-        except (SandboxError, OSError):
-            _remove_quietly(group)
+        except Exception:
+            _remove_aside(group)
             return
         spare.cgroup, spare.limits = group, limits
 
@@ -586,7 +588,11 @@ class Zygote:
             from exo import _threadcache
 
             self.asking = True
-            _threadcache.start(self._ask_settled, "exo-zygote-ask")
+            try:
+                _threadcache.start(self._ask_settled, "exo-zygote-ask")
+            except RuntimeError:  # no thread to wait on: asked now, as before
+                self.asking = False
+                self._ask()
 
     def _ask_settled(self) -> None:
         while True:
@@ -738,10 +744,7 @@ class Zygote:
             os.close(go_w)
             go_w = -1
             if ahead is not None:  # left for the command's group: empty, removed aside
-                from exo import _threadcache
-
-                _threadcache.start(functools.partial(_remove_quietly, ahead),
-                                   "exo-cgroup-remove")
+                _remove_aside(ahead)
                 ahead = None
             pending = _deferred.get()
             if pending is None:
@@ -778,6 +781,17 @@ class Zygote:
 def _remove_quietly(group: _cgroups.CgroupSet) -> None:
     with contextlib.suppress(SandboxError, OSError):
         group.remove()
+
+
+def _remove_aside(group: _cgroups.CgroupSet) -> None:
+    """``group`` removed on a thread of its own (its last process may still be ending:
+    the removal then waits for it, up to seconds, which no start should)."""
+    from exo import _threadcache
+
+    try:
+        _threadcache.start(functools.partial(_remove_quietly, group), "exo-cgroup-remove")
+    except RuntimeError:
+        _remove_quietly(group)
 
 
 def _records(mounts: list[tuple[str, str, bool, bool]], keep: Sequence[int], cwd: str,

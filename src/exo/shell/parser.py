@@ -420,7 +420,14 @@ def _lex(s: str, lookup: Callable[[str], str],
             leading = leading and assign
         buf, in_word, globbable, assign, solid = [], False, False, False, False
 
-    while i < n:
+    # The rest of the line while a brace word's words are read, innermost last: the line
+    # is not rebuilt for each such word (170,000 of them took 11.6 s).
+    rest: list[tuple[str, int]] = []
+    while i < n or rest:
+        if i >= n:
+            s, i = rest.pop()
+            n = len(s)
+            continue
         c = s[i]
         if c.isspace():
             flush()
@@ -443,7 +450,8 @@ def _lex(s: str, lookup: Callable[[str], str],
                 end = word_end(s, i)
                 words = braces.expand(s[i:end]) if "{" in s[i:end] else None
                 if words is not None:  # a{b,c}: the words it makes, lexed in its place
-                    s = s[:i] + grow(" ".join(words)) + s[end:]
+                    rest.append((s, end))
+                    s, i = grow(" ".join(words)), 0
                     n = len(s)
                     continue
         in_word = True
@@ -923,6 +931,11 @@ def _edited(inner: str, lookup: Callable[[str], str],
     except re.error:
         return value
     count = 0 if how == "/" else 1
+    # Bounded before it is built: 4096 places of a replacement of megabytes were GBs.
+    places = min(sum(1 for _ in compiled.finditer(value)), count or len(value) + 1)
+    if len(value) + places * len(replacement) > MAX_EXPANSION:
+        raise ParseError(f"${{{inner}}}: the result is longer than "
+                         f"{MAX_EXPANSION >> 20} MiB")
     return compiled.sub(lambda _: replacement, value, count=count)
 _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=])(.*))?",
                         re.DOTALL)
@@ -935,7 +948,6 @@ _OPENERS = ("if", "while", "until", "for", "{", "case", SUBSHELL)
 _RESERVED = ("then", "elif", "else", "fi", "do", "done")
 #: each may take redirections for its whole block
 _CLOSERS = ("fi", "done", "}", "esac", END_SUBSHELL)
-#: A case clause's patterns: ``a)``, ``b|c)``, ``(*.txt)``, then its first command.
 #: Between the patterns of a case clause, as parsed (a quoted "a|b" is one pattern).
 PATTERN_SEP = "\x1e"
 

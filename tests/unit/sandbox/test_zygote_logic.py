@@ -338,11 +338,16 @@ def test_warming_a_session_compiles_its_commands_seccomp_filter(
     assert processes.said and "not started at login" in processes.said[0]
 
 
-def test_replacement_spares_are_asked_for_after_a_burst_of_takes() -> None:
+def test_replacement_spares_are_asked_for_after_a_burst_of_takes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A take that leaves a spare asks for its replacement ``SETTLE`` s after the last
     take (its preparation then falls after a pipeline's starts); one that leaves none asks
-    at once."""
+    at once; with no thread to wait on, a take asks at once too."""
     import time
+
+    from exo import _threadcache
+
+    monkeypatch.setattr(zygote, "SETTLE", 0.5)  # (a slow machine's takes stay in it)
 
     def spare() -> subprocess.Popen[bytes]:
         child = subprocess.Popen(["sleep", "60"])
@@ -367,10 +372,22 @@ def test_replacement_spares_are_asked_for_after_a_burst_of_takes() -> None:
         for _ in range(2):  # a two-stage pipeline: one left, nothing asked yet
             take(fake, 1.0)[0].discard()  # type: ignore[arg-type]
         assert asked() == 0 and len(fake.spares) == 1
-        time.sleep(zygote.SETTLE + 0.2)
+        deadline = time.monotonic() + 10
+        while fake.asking and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert asked() == 2 and fake.coming == 2  # both replacements, once settled
         take(fake, 1.0)[0].discard()  # type: ignore[arg-type]
         assert asked() == 1  # none left: at once
+        children.append(spare())
+
+        def no_thread(fn: object, name: str) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(_threadcache, "start", no_thread)
+        fake.coming = 1
+        children.append(spare())
+        take(fake, 1.0)[0].discard()  # type: ignore[arg-type]
+        assert asked() == 2 and not fake.asking  # asked now (up to three), not never
     finally:
         zygote.Zygote._died(fake)  # type: ignore[arg-type]
         fake.peer.close()

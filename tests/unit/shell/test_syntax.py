@@ -169,6 +169,13 @@ def test_arithmetic_is_bash_s_64_bit_and_costs_the_kernel_nothing_unbounded(
                                         " 7766279631452241919 1 0\n")
     assert run(root_shell, "echo $((2**-1))")[2] == "exo: exponent less than 0 in " \
         "$((2**-1))\n"
+    # A variable's expression referenced thousands of times: bounded in text evaluated
+    # (4000 terms, 2000 references took 14 s of the kernel's thread), not in references.
+    assert run(root_shell, "y=\"1$(printf ' + 1%.0s' $(seq 399))\"; "
+               "x=\"y$(printf ' + y%.0s' $(seq 199))\"; echo $((x))")[1] == "80000\n"
+    status, _, err = run(root_shell, "y=\"1$(printf ' + 1%.0s' $(seq 3999))\"; "
+                         "x=\"y$(printf ' + y%.0s' $(seq 1999))\"; echo $((x))")
+    assert status == 2 and "more than 1 MiB" in err
 
 
 def test_substitution_nested_without_end_is_refused_not_a_crash(
@@ -704,7 +711,11 @@ def test_a_substitution_s_word_is_read_as_sh_reads_it(root_shell: Shell) -> None
     ]
     for line, expected in cases:
         assert run(root_shell, line) == (0, expected, ""), line
-    # Nesting is bounded: each level is read again as it expands.
+    # A replacement's result is bounded before it is built (4096 places of 0.9 MB were
+    # 3.7 GB of the kernel's memory), and nesting is: each level is read again.
+    status, _, err = run(root_shell, "x=$(printf '%04096d' 0); r=$(head -c 900000 "
+                         "/dev/zero | tr '\\0' y); echo ${x//0/$r}")
+    assert status == 2 and "longer than 4 MiB" in err
     status, _, err = run(root_shell, "echo " + "${u:-" * 5000 + "x" + "}" * 5000)
     assert status == 2 and "nested more than 64 deep" in err
     assert run(root_shell, "echo " + "${u:-" * 30 + "x" + "}" * 30)[1] == "x\n"
