@@ -604,13 +604,15 @@ def _export(ctx: CommandContext) -> int:
 def _readonly(ctx: CommandContext) -> int:
     import shlex
 
+    from exo.shell.core import DYNAMIC
+
     variables = ctx.shell.env
     args = list(ctx.args)
     if args[:1] == ["--"]:
         args = args[1:]
     if not args or args == ["-p"]:
         for name in sorted(variables.readonly):
-            value = variables.get(name)
+            value = variables.get(name, ctx.shell.lookup(name) if name in DYNAMIC else None)
             ctx.out(f"readonly {name}" if value is None
                     else f"readonly {name}={shlex.quote(value)}")
         return 0
@@ -891,8 +893,8 @@ def _let(ctx: CommandContext) -> int:
     for expr in ctx.args:
         try:
             value = execute(expr, ctx.shell.lookup, ctx.shell.env.__setitem__)
-        except ParseError as exc:
-            raise CommandError(str(exc), 2) from None
+        except ParseError as exc:  # (status 1, as bash's)
+            raise CommandError(str(exc), 1) from None
     return 0 if value else 1
 
 

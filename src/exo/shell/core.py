@@ -32,6 +32,7 @@ from exo.shell.flow import (
 )
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
+    ASSIGN,
     SET_QUERY,
     Command,
     IncompleteInput,
@@ -138,6 +139,7 @@ class Shell:
         })
         if self.session.grants is None:
             self.env["EXO_ROOT"] = str(kernel.root)
+        self.env.readonly |= {"UID", "EUID"}  # the session's, as sh's: `UID=0` is refused
         #: The variables programs get (``export``; the kernel sets HOME, PATH, TERM and
         #: LANG of its own, inside the program's view), with a command's ``NAME=value``.
         self.exported: set[str] = {"HOME", "USER", "PWD"}
@@ -188,6 +190,10 @@ class Shell:
             if base.isdigit() and base != "0":
                 return "1" if _position(base) <= len(self.positional()) else ""
             return "1" if base in "#?$!@*0-" or base in self.env or base in DYNAMIC else ""
+        if ASSIGN in name:  # ${x:=WORD}
+            name, _, assigned = name.partition(ASSIGN)
+            self.env[name] = assigned
+            return assigned
         if name == "?":  # (after a $(…) of the same command: its status, as in sh)
             flow = self.flow
             return str(flow.substituted if flow.substitutions else self.last_status)
@@ -327,6 +333,17 @@ class Shell:
         elif (node.connector == "&&" and self.last_status != 0) or (
                 node.connector == "||" and self.last_status == 0):
             return  # `false && if …; fi`: the block does not run
+        elif node.negated:  # `! { LIST; }`: a failure inside is an answer, as a condition's
+            import copy
+
+            plain = copy.copy(node)  # (a frame more only here: recursion costs the stack)
+            plain.negated = False
+            self.flow.conditions += 1
+            try:
+                self._exec_node(plain, stdio)
+            finally:
+                self.flow.conditions -= 1
+            self.last_status = int(self.last_status == 0)
         elif isinstance(node, Group) and node.name:
             self._define(node, stdio[2])
         elif node.prefix:  # `cat f | while read l; …`
@@ -369,6 +386,7 @@ class Shell:
 
         body = copy.copy(node)
         body.redirects = body.prefix = ""
+        body.negated = False  # (a `!` inverts the whole pipeline's status: _exec_node)
         block = Group([body], name=node.__class__.__name__.lower())
         token = f"\0block{id(block)}"  # (no word typed has a NUL)
         self._blocks[token] = (block, list(self.positional()))
@@ -553,9 +571,10 @@ class Shell:
             return
         # `! PIPELINE`: its status negated (and never the end `set -e` makes)
         source = item.source
-        negated = self.flow.negated = source[:1] == "!" and source[1:2] in (" ", "\t")
-        if negated:
-            source = source[1:].lstrip()
+        negated = False
+        while source[:1] == "!" and source[1:2] in (" ", "\t"):  # (`! ! cmd`, as bash's)
+            negated, source = not negated, source[1:].lstrip()
+        self.flow.negated = item.source.startswith(("! ", "!\t"))  # (set -e spares it)
         try:
             pipeline = parse_pipeline(self._alias(source), self.lookup, self._substitute)
         except UnsetError:
@@ -573,6 +592,16 @@ class Shell:
             return
         status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
         self.last_status = int(status == 0) if negated else status
+
+    @staticmethod
+    def _trace(argv: list[str], assignments: list[tuple[str, str]], stderr: int) -> None:
+        """``set -x``'s line for a command (its ``NAME=value`` words first), or for an
+        assignment alone."""
+        import shlex
+
+        words = [f"{name}={shlex.quote(value)}" for name, value in assignments]
+        os.write(stderr, ("+ " + " ".join([*words, *map(shlex.quote, argv)]) + "\n")
+                 .encode(errors="replace"))
 
     def _arithmetic(self, expr: str, stderr: int) -> int:
         """``(( EXPR ))``: 0 when EXPR's value is not 0, else 1; 2 when malformed. An
@@ -785,6 +814,8 @@ class Shell:
         assignments = _assignments(cmds[0]) if len(cmds) == 1 else []
         if assignments and len(assignments) == len(cmds[0].argv):
             for name, value in assignments:  # `a=5`: shell variables
+                if "x" in self.options:
+                    self._trace([], [(name, value)], stderr)
                 self.env[name] = value
             # (with a $(...) in it: the last one's status, as POSIX says)
             return self.flow.substituted
@@ -1093,10 +1124,7 @@ class Shell:
                 env.update(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
                 if "x" in self.options:  # set -x: each command as it runs
-                    import shlex
-
-                    os.write(stderr, ("+ " + shlex.join(argv) + "\n").encode(
-                        errors="replace"))
+                    self._trace(argv, _assignments(cmd), stderr)
                 stage = Stage()
                 stage.close_after += redirected
                 if not last:

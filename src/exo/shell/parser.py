@@ -29,6 +29,8 @@ OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&>>", "&>", "&&", "||", ">>", "2>", 
 _BOTH = {"&>": ">", "&>>": ">>"}
 #: ``lookup(NAME + SET_QUERY)`` is "1" when NAME is set (even to ""), else "".
 SET_QUERY = "\0set"
+#: ``lookup(NAME + ASSIGN + VALUE)`` assigns VALUE to NAME and answers it: ``${x:=d}``.
+ASSIGN = "\0assign\0"
 #: Redirections of one stream onto the other, with no file.
 _DUPS = ("2>&1", "1>&2", ">&2")
 #: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
@@ -747,6 +749,13 @@ def _braced(inner: str, lookup: Callable[[str], str],
     edited = _edited(inner, lookup, substitute)
     if edited is not None:
         return edited
+    if inner[:1] == "!" and (inner[1:].isidentifier() or inner[1:].isdigit()):
+        # ${!x}: the variable x names (bash's indirection)
+        target = lookup(inner[1:])
+        if not (target.isidentifier() or target.isdigit() or target in _SPECIAL):
+            raise ParseError(f"${{{inner}}}: {inner[1:]} holds {target!r}, not a "
+                             "variable's name")
+        return lookup(target)
     m = _BRACED_RE.fullmatch(inner)
     if m is None:
         raise ParseError(f"bad substitution: ${{{inner}}}")
@@ -755,14 +764,18 @@ def _braced(inner: str, lookup: Callable[[str], str],
     value = "" if op and lookup(name + SET_QUERY) != "1" else lookup(name)
     if not op:
         return value
-    if op == "=":
-        raise ParseError(f"${{{inner}}}: assigning in a substitution is not supported; "
-                         f"write {name}=... first")
     # Without the colon, only an unset NAME counts (``x=; ${x-d}`` is empty).
     unset = value == "" if colon else lookup(name + SET_QUERY) != "1"
 
     def expanded() -> str:
         return expand_word(word, lookup, substitute)
+
+    if op == "=":  # ${x:=WORD}: WORD assigned to an unset (or empty) x, and answered
+        if not unset:
+            return value
+        if not name.isidentifier():
+            raise ParseError(f"${{{inner}}}: ${name} cannot be assigned this way")
+        return lookup(name + ASSIGN + expanded())
 
     if not colon and not unset:
         return value if op != "+" else expanded()
@@ -937,6 +950,7 @@ def _edited(inner: str, lookup: Callable[[str], str],
         raise ParseError(f"${{{inner}}}: the result is longer than "
                          f"{MAX_EXPANSION >> 20} MiB")
     return compiled.sub(lambda _: replacement, value, count=count)
+_SPECIAL = frozenset("#@*?$!-0")
 _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=])(.*))?",
                         re.DOTALL)
 
@@ -985,64 +999,67 @@ class Simple:
         self.item = item
 
 
-class If:
-    __slots__ = ("clauses", "connector", "otherwise", "prefix", "redirects")
+class _Block:
+    """What every compound command has around its body."""
+
+    __slots__ = ("connector", "negated", "prefix", "redirects")
+
+    def __init__(self) -> None:
+        self.redirects = ""  # after its closing word: ``fi > out`` (unexpanded)
+        self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
+        self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
+        self.negated = False  # ``! { LIST; }``: its status inverted, as a pipeline's
+
+
+class If(_Block):
+    __slots__ = ("clauses", "otherwise")
 
     def __init__(self, clauses: list[tuple[list[Node], list[Node]]],
                  otherwise: list[Node]) -> None:
+        super().__init__()
         self.clauses = clauses  # (condition, body) for the if and each elif
         self.otherwise = otherwise
-        self.redirects = ""  # after ``fi``: ``fi > out`` (unexpanded)
-        self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
-        self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
 
 
-class Group:
+class Group(_Block):
     """``{ LIST; }``: a list run in this shell, its redirections applying to all of it;
     ``NAME() { LIST; }`` defines it as the function ``name``; ``( LIST )`` (``subshell``):
     what it changes of the shell (variables, the working directory, functions,
     aliases) is undone when it ends, and ``exit`` ends it alone."""
 
-    __slots__ = ("body", "connector", "name", "prefix", "redirects", "subshell")
+    __slots__ = ("body", "name", "subshell")
 
     def __init__(self, body: list[Node], name: str = "", subshell: bool = False) -> None:
+        super().__init__()
         self.body = body
         self.name = name
         self.subshell = subshell
-        self.redirects = ""  # after ``}`` (unexpanded)
-        self.prefix = ""  # the pipeline piped into it
-        self.connector = ";"
 
 
-class Case:
+class Case(_Block):
     """``case WORD in PATTERN|PATTERN) LIST;; … esac``."""
 
-    __slots__ = ("clauses", "connector", "prefix", "redirects", "subject")
+    __slots__ = ("clauses", "subject")
 
     def __init__(self, subject: str, clauses: list[tuple[list[str], list[Node]]]) -> None:
+        super().__init__()
         self.subject = subject  # unexpanded, as each pattern
         self.clauses = clauses
-        self.redirects = ""
-        self.prefix = ""
-        self.connector = ";"
 
 
-class Loop:
+class Loop(_Block):
     """``while``/``until`` (``condition``) or ``for NAME in WORDS`` (``name``, ``words``)."""
 
-    __slots__ = ("body", "condition", "connector", "kind", "name", "prefix", "redirects",
-                 "words")
+    __slots__ = ("body", "condition", "kind", "name", "words")
 
     def __init__(self, kind: str, body: list[Node], condition: list[Node] | None = None,
                  name: str = "", words: str = "") -> None:
+        super().__init__()
         self.kind = kind
         self.body = body
         self.condition = condition or []
         self.name = name
         self.words = words  # unexpanded: expanded when the loop starts
-        self.redirects = ""  # after ``done``: ``done > out`` (unexpanded)
-        self.prefix = ""  # the pipeline piped into it
-        self.connector = ";"
 
 
 if TYPE_CHECKING:
@@ -1092,6 +1109,10 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         if source == ";;":
             out.append(_Kw(";;"))
             return out
+        if word == "!" and rest.partition(" ")[0] in _OPENERS:  # `! { LIST; }`
+            out.append(_Kw("!", "", connector))
+            source, connector = rest, ";"
+            continue
         if word == "case":  # case WORD in [PATTERN) COMMAND…]
             end = word_end(rest, 0)
             subject, rest = rest[:end], rest[end:].strip()
@@ -1197,6 +1218,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
     nodes: list[Node] = []
     piped: tuple[str, int, str] | None = None  # a pipeline, piped into the next node
     opened: tuple[str, int] | None = None  # the connector of the block being parsed
+    negate: int | None = None  # the index of the block a `!` inverts
     while pos < len(stream):
         tok = stream[pos]
         piped = _attach(nodes, piped)
@@ -1205,14 +1227,21 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             if not isinstance(node, Simple) and node.connector == ";":
                 node.connector = opened[0]
             opened = None
+        if negate is not None and len(nodes) > negate:
+            _negate(nodes[negate])
+            negate = None
+        if isinstance(tok, _Kw) and tok.word == "!":  # (an opening word follows: _explode)
+            opened, negate = (tok.connector, len(nodes)), len(nodes)
+            pos += 1
+            continue
         if isinstance(tok, _Kw) and tok.word == "pipe":
             if not tok.arg:
                 raise ParseError("syntax error near '|'")
             piped = (tok.arg, len(nodes), tok.connector)
             pos += 1
             continue
-        if isinstance(tok, _Kw) and tok.word in _OPENERS:
-            opened = (tok.connector, len(nodes))
+        if isinstance(tok, _Kw) and tok.word in _OPENERS and negate != len(nodes):
+            opened = (tok.connector, len(nodes))  # (after a `!`: the `!`'s connector)
         if isinstance(tok, ListItem):
             nodes.append(Simple(tok))
             pos += 1
@@ -1303,11 +1332,19 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
         node = nodes[opened[1]]
         if not isinstance(node, Simple) and node.connector == ";":
             node.connector = opened[0]
+    if negate is not None and len(nodes) > negate:
+        _negate(nodes[negate])
     if _attach(nodes, piped) is not None:
         raise IncompleteInput("a block expected after '|'")
     if stops:
         raise IncompleteInput(f"'{_shown(stops[-1])}' expected")
     return nodes, pos
+
+
+def _negate(node: Node) -> None:
+    if isinstance(node, Simple) or (isinstance(node, Group) and node.name):
+        raise ParseError("syntax error near '!' (it inverts a command's status)")
+    node.negated = True
 
 
 def _expect(stream: list[_Kw | ListItem], pos: int,

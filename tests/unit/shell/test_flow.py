@@ -346,7 +346,9 @@ def test_readonly_refuses_every_change_to_its_variables(root_shell: Shell) -> No
     assert run(sh, "f() { local ro=3; echo $ro; }; f")[1] == "1\n"
     assert run(sh, "echo $ro")[1] == "1\n"  # through all of that
     assert run(sh, "(readonly sub=1; echo $sub); sub=2; echo $sub")[1] == "1\n2\n"
-    assert run(sh, "readonly -p") == (0, "readonly ro=1\n", "")
+    # (with the session's UID and EUID, read-only as in bash)
+    assert run(sh, "readonly -p") == (
+        0, "readonly EUID=0\nreadonly UID=0\nreadonly ro=1\n", "")
     assert run(sh, "readonly 1a")[0] == 1
 
 
@@ -392,3 +394,23 @@ def test_shopt_nullglob_and_dotglob(root_shell: Shell) -> None:
     assert run(sh, "shopt")[0] == 0 and run(sh, "shopt -q dotglob")[0] == 1
     status, _, err = run(sh, "shopt -s extglob")
     assert status == 1 and "extglob: not an option" in err
+
+
+def test_a_bang_inverts_a_block_and_the_session_s_uid_stays(root_shell: Shell) -> None:
+    """`! ( … )`, `! { …; }`, `! if`/`for`/`while`… invert the block's status, and a
+    failure inside one is an answer that `set -e` spares (both were syntax errors);
+    `! !` is bash's double negation. UID and EUID are the session's, read-only as in bash;
+    `let` with a malformed expression answers 1, as bash's; `set -x` traces assignments."""
+    sh = root_shell
+    assert run(sh, "! ( false ); echo $?; ! { true; }; echo $?")[1] == "0\n1\n"
+    assert run(sh, "true && ! if false; then :; fi && echo never; echo $?")[1] == "1\n"
+    assert run(sh, "false && ! { echo no; }; echo $?")[1] == "1\n"
+    assert run(sh, "! for i in 1 2; do false; done && echo inverted")[1] == "inverted\n"
+    assert run(sh, "! { echo a; echo b; } | grep -c a; echo $?")[1] == "1\n1\n"
+    assert run(sh, "! ! true; echo $?")[1] == "0\n"
+    assert run(sh, "(set -e; ! { false; echo inside; }; echo after $?)")[1] == \
+        "inside\nafter 1\n"
+    assert run(sh, "UID=5; echo reached") == (1, "", "exo: UID: readonly variable\n")
+    assert run(sh, "unset EUID; echo $? $UID")[1] == "1 0\n"
+    assert run(sh, "let 'x = 1 +'; echo $?")[1] == "1\n"
+    assert run(sh, "set -x; a=1; b=\"$a x\"; set +x")[2] == "+ a=1\n+ b='1 x'\n+ set +x\n"

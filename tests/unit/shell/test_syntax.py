@@ -367,7 +367,17 @@ def test_backquotes_and_parameter_expansion_forms(root_shell: Shell) -> None:
     assert run(root_shell, "X=abc; echo ${#X} ${X:-no} ${Y:-$X}")[1] == "3 abc abc\n"
     status, out, err = run(root_shell, "echo ${Z:?must be set}; echo after")
     assert "Z: must be set" in err and (status, out) == (1, "")  # the line ends, as in sh
-    assert run(root_shell, "echo ${Z:=v}")[0] == 2
+    # ${NAME:=WORD} assigns (an unset or empty NAME); ${NAME=WORD} an unset one only
+    assert run(root_shell, "echo ${Z:=v}; echo $Z") == (0, "v\nv\n", "")
+    assert run(root_shell, "E=; echo [${E=w}] [${E:=x}] $E")[1] == "[] [x] x\n"
+    assert run(root_shell, "echo ${1:=v}")[0] == 2  # not a variable's name
+    assert run(root_shell, "readonly RO; : ${RO:=1}; echo no") == (
+        1, "", "exo: RO: readonly variable\n")
+    # ${!NAME}: the variable NAME names (bash's indirection)
+    assert run(root_shell, "P=Q; Q=deep; set -- one two; N=2; echo ${!P} ${!N}")[1] == \
+        "deep two\n"
+    assert run(root_shell, "P='a b'; echo ${!P}")[2] == \
+        "exo: ${!P}: P holds 'a b', not a variable's name\n"
     assert run(root_shell, "echo ${a b}")[2] == "exo: bad substitution: ${a b}\n"
 
 
@@ -636,7 +646,8 @@ def test_a_substitution_says_its_errors_where_its_line_does(root_shell: Shell) -
     the line's; `set -x` in `$(…)` did the same."""
     _, out, err = run(root_shell, 'x=$(cat /nonexistent-file); echo "[$x]"')
     assert (out, err) == ("[]\n", "cat: /nonexistent-file: no such file or directory\n")
-    assert run(root_shell, "set -x; y=$(echo in); set +x")[2] == "+ echo in\n+ set +x\n"
+    assert run(root_shell, "set -x; y=$(echo in); set +x")[2] == \
+        "+ echo in\n+ y=in\n+ set +x\n"  # (the assignment traced too, as bash does)
     # and $? after a $(…) of the same command is its status, as in sh
     assert run(root_shell, "echo $(exit 5) $?; false; echo $?")[1] == "5\n1\n"
 
