@@ -159,3 +159,36 @@ def test_two_pools_of_one_process_never_name_a_group_alike() -> None:
         for group in taken:
             group.remove()
     assert leftover_groups(boot) == []
+
+
+def test_a_pool_takes_on_when_no_thread_can_refill_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no thread to refill on (the process at its thread limit), a take still makes
+    its group (the error reached the spawn), and the next take tries the refill again
+    (none was marked under way forever, which also held ``close`` 10 s)."""
+    import time
+
+    from exo import _threadcache
+    from exo.sandbox._cgroups import CgroupPool
+
+    def no_thread(fn: object, name: str) -> None:
+        raise RuntimeError("can't start new thread")
+
+    boot = default_boot_id()
+    pool = CgroupPool(boot, "pooltest")
+    taken = []
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(_threadcache, "start", no_thread)
+            taken.append(pool.take(None, 5, None))
+            taken.append(pool.take(None, 5, None))
+        assert pool._idle.is_set()
+        taken.append(pool.take(None, 5, None))  # a thread again: the refill starts
+        deadline = time.monotonic() + 10
+        while len(pool._ready.get((None, 5, None), [])) < CgroupPool.SIZE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        pool.close()
+        for group in taken:
+            group.remove()
+    assert leftover_groups(boot) == []

@@ -590,12 +590,16 @@ class CgroupPool:
             refill = self._idle.is_set() and not self._closed
             if refill:
                 self._idle.clear()
-        for old in dropped:
-            old.remove()
+        for old in dropped:  # (made ahead and never entered: a failure here is no take's)
+            with contextlib.suppress(SandboxError, OSError):
+                old.remove()
         if refill:
             from exo import _threadcache
 
-            _threadcache.start(self._refill, "exo-cgroup-pool")
+            try:
+                _threadcache.start(self._refill, "exo-cgroup-pool")
+            except RuntimeError:  # no thread to refill on: the next take tries again (a
+                self._idle.set()  # refill marked under way forever held close() 10 s)
         return group if group is not None else self._make(key)
 
     def _make(self, key: Limits) -> CgroupSet:
