@@ -409,7 +409,7 @@ def _frame(ctx: CommandContext, sampler: _Sampler) -> RenderableType:
     return Group(*parts)
 
 
-@builtin("top", "processes and scheduler tasks, live: top [-n N | --once] [-d SECONDS] "
+@builtin("top", "processes and scheduler tasks, live: top [-b] [-n N | --once] [-d SECONDS] "
          "(q or Ctrl-C quits)")
 def _top(ctx: CommandContext) -> int:
     p = _top_parser(ctx)
@@ -420,7 +420,7 @@ def _top(ctx: CommandContext) -> int:
     if ns.d <= 0:
         raise CommandError("-d: a positive number of seconds", 2)
     sampler = _Sampler()
-    live = ctx.isatty() and os.isatty(ctx.stdin) and frames != 1
+    live = ctx.isatty() and os.isatty(ctx.stdin) and frames != 1 and not ns.b
     with os.fdopen(os.dup(ctx.stdout), "w") as fh:
         from rich.console import Console
 
@@ -447,6 +447,8 @@ def _top_parser(ctx: CommandContext) -> Any:
     p = _parser(ctx, "processes and scheduler tasks, refreshed every second")
     p.add_argument("-n", type=int, default=None, help="frames to show, then exit")
     p.add_argument("--once", action="store_true", help="one frame (as -n 1)")
+    p.add_argument("-b", action="store_true",
+                   help="batch mode, as procps top's: frames printed one after another")
     p.add_argument("-d", type=float, default=1.0, help="seconds between frames")
     return p
 

@@ -109,6 +109,7 @@ def test_top_frames_and_bad_options(root_shell: Shell) -> None:
     status, out, _ = run(root_shell, "top -n 2 -d 0.1")
     assert status == 0 and out.count("top - ") == 2
     assert run(root_shell, "top --once")[1].count("top - ") == 1
+    assert run(root_shell, "top -b -n 1 | head -1")[1].startswith("top - ")  # procps's -b
     assert run(root_shell, "top -n 0")[0] == 2
     assert run(root_shell, "top -x")[0] == 2
 
