@@ -573,7 +573,9 @@ def _env(ctx: CommandContext) -> int:
                          "\\" + shlex.join(args)])
         with ctx.shell.plain(args[0]):
             return _rerun(ctx, line)
-    env = {k: v for k, v in ctx.shell.env.items() if k in ctx.shell.exported}
+    from exo.shell.core import exported_env
+
+    env = exported_env(ctx.shell)
     env.update(extra)  # (`i=3` is the shell's alone)
     for k in sorted(env):
         ctx.out(f"{k}={env[k]}")
@@ -584,8 +586,11 @@ def _env(ctx: CommandContext) -> int:
 def _export(ctx: CommandContext) -> int:
     shell = ctx.shell
     if not ctx.args:
-        for name in sorted(shell.exported & shell.env.keys()):
-            ctx.out(f"export {name}={shell.env[name]}")
+        from exo.shell.core import exported_env
+
+        env = exported_env(shell)
+        for name in sorted(env):
+            ctx.out(f"export {name}={env[name]}")
         return 0
     for assignment in ctx.args:
         name, sep, value = assignment.partition("=")
@@ -602,8 +607,7 @@ def _export(ctx: CommandContext) -> int:
 @builtin("readonly", "mark variables so that nothing changes or unsets them again "
          "until the shell ends: readonly NAME[=VALUE]...; alone or with -p, list them")
 def _readonly(ctx: CommandContext) -> int:
-    import shlex
-
+    from exo.shell import arrays
     from exo.shell.core import DYNAMIC
 
     variables = ctx.shell.env
@@ -614,7 +618,7 @@ def _readonly(ctx: CommandContext) -> int:
         for name in sorted(variables.readonly):
             value = variables.get(name, ctx.shell.lookup(name) if name in DYNAMIC else None)
             ctx.out(f"readonly {name}" if value is None
-                    else f"readonly {name}={shlex.quote(value)}")
+                    else f"readonly {arrays.shown(name, value)}")
         return 0
     for arg in args:
         name, eq, value = arg.partition("=")
@@ -723,15 +727,37 @@ def _unset(ctx: CommandContext) -> int:
         args = args[1:]
     status = 0
     for name in args:
+        base, bracket, subscript = name.partition("[")
         if functions:
             ctx.shell.functions.pop(name, None)
-        elif name in ctx.shell.env.readonly:
-            ctx.err(f"{name}: cannot unset: readonly variable")
+        elif base in ctx.shell.env.readonly:
+            ctx.err(f"{base}: cannot unset: readonly variable")
             status = 1
+        elif bracket and subscript.endswith("]") and base.isidentifier():
+            status |= _unset_element(ctx, base, subscript[:-1])
         else:
             ctx.shell.env.pop(name, None)
             ctx.shell.exported.discard(name)
     return status
+
+
+def _unset_element(ctx: CommandContext, name: str, subscript: str) -> int:
+    """``unset 'a[1]'``: one element of the array ``a`` (exo.shell.arrays)."""
+    from exo.shell import arrays
+    from exo.shell.parser import ParseError, array_index
+
+    shell = ctx.shell
+    value = shell.env.get(name)
+    if value is None:
+        return 0
+    elements = arrays.decode(value)
+    try:
+        index = array_index(subscript, elements, shell.lookup, shell._substitute)
+    except ParseError as exc:
+        raise CommandError(str(exc), 1) from None
+    elements.pop(index, None)
+    shell.env[name] = arrays.encode(elements)
+    return 0
 
 
 @builtin("exit", "end the session (back to the login prompt): exit [STATUS]")

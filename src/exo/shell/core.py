@@ -14,11 +14,14 @@ import functools
 import os
 import posixpath
 import re
+import shlex
 import signal
 import threading
 import time
 
 from exo import _threadcache
+from exo.shell.arrays import ELEMENTS, is_array
+from exo.shell.arrays import scalar as _scalar
 from exo.shell.context import MAX_LINE, CommandContext, CommandError
 from exo.shell.flow import (
     MAX_FUNCTION_DEPTH,
@@ -104,8 +107,11 @@ JOB_BUILTINS = frozenset({"run"})
 #: shell keeps the terminal (reading it from a background process group would stop us).
 #: The variables the shell computes when read (``Shell._dynamic``): always set.
 DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME"})
-#: ``NAME=(…)``: bash's array assignment.
-_ARRAY = re.compile(r"\s*(?:local\s+|declare\s+(?:-\w+\s+)*)?[A-Za-z_][A-Za-z0-9_]*\+?=\(")
+#: ``NAME=(…)`` and ``NAME+=(…)``: bash's array assignment (after ``local``/``declare``).
+_ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\s+)?"
+                    r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=\(")
+#: ``NAME[SUBSCRIPT]=VALUE``: one element.
+_ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]=")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
 STOP_GRACE_S = 0.5
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
@@ -190,6 +196,10 @@ class Shell:
             if base.isdigit() and base != "0":
                 return "1" if _position(base) <= len(self.positional()) else ""
             return "1" if base in "#?$!@*0-" or base in self.env or base in DYNAMIC else ""
+        if name.endswith(ELEMENTS):  # ${a[…]}: the elements (exo.shell.arrays)
+            from exo.shell import arrays
+
+            return arrays.encode(arrays.decode(self.env.get(name[:-len(ELEMENTS)])))
         if ASSIGN in name:  # ${x:=WORD}
             name, _, assigned = name.partition(ASSIGN)
             self.env[name] = assigned
@@ -221,7 +231,7 @@ class Shell:
             return "\0".join(self.positional())
         value = self.env.get(name)
         if value is not None and name != "RANDOM":
-            return value
+            return value if value[:1] != "\0" else _scalar(value)  # $a: an array's [0]
         if "u" in self.options and name not in DYNAMIC and name.isidentifier():
             raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
@@ -560,10 +570,15 @@ class Shell:
         stdin, stdout, stderr = stdio
         self.flow.substituted = self.flow.substitutions = 0
         self._depth.err = stderr  # a $(…) of this line says its errors (and set -x) there
-        if _ARRAY.match(item.source):  # (it ran `b)` as a command)
-            os.write(stderr, b"exo: NAME=(...): arrays are not supported; a list of words "
-                             b"in one variable, or set -- WORDS, does\n")
-            self.last_status = 2
+        array = _ARRAY.match(item.source) or _ELEMENT.match(item.source)
+        if array is not None and not item.background:
+            try:
+                self._assign_array(item.source, array, stdio)
+            except (ParseError, ValueError) as exc:
+                if isinstance(exc, UnsetError):
+                    raise  # (a read-only NAME: the rest of the line is not run)
+                os.write(stderr, f"exo: {exc}\n".encode())
+                self.last_status = 1 if isinstance(exc, ValueError) else 2
             return
         if item.source.startswith("((") and item.source.endswith("))") and \
                 not item.background:  # (( EXPR )): `let EXPR`, as bash's
@@ -592,6 +607,70 @@ class Shell:
             return
         status = self._run_pipeline(pipeline, stdin, stdout, stderr, item.source)
         self.last_status = int(status == 0) if negated else status
+
+    def _assign_array(self, source: str, m: re.Match[str],
+                      stdio: tuple[int, int, int]) -> None:
+        """``NAME=(WORDS)``, ``NAME+=(WORDS)`` (after ``local``/``declare``: the name is
+        declared first) and ``NAME[SUBSCRIPT]=VALUE`` (exo.shell.arrays)."""
+        from exo.shell import arrays
+        from exo.shell.parser import array_index, expand_word, matching_paren, word_end
+
+        if m.re is _ELEMENT:
+            name, subscript = m.groups()
+            end = word_end(source, m.end())
+            if source[end:].strip():
+                raise ParseError(f"{name}[{subscript}]=…: one word, then ';' or a newline")
+            elements = arrays.decode(self.env.get(name))
+            index = array_index(subscript, elements, self.lookup, self._substitute)
+            elements[index] = expand_word(source[m.end():end], self.lookup, self._substitute)
+            self.env[name] = arrays.encode(elements)
+            self.last_status = self.flow.substituted
+            return
+        declaration, name, append = m.groups()
+        self.last_status = 0
+        opening = m.end() - 1
+        try:
+            closing = matching_paren(source, opening)
+        except ParseError:
+            closing = len(source)
+        if closing >= len(source) or source[closing:closing + 1] != ")":
+            raise ParseError(f"{name}=(…): ')' expected on the same line")
+        if source[closing + 1:].strip():
+            raise ParseError(f"syntax error near '{source[closing + 1:].split()[0]}' "
+                             f"after {name}=(…)")
+        inner = source[opening + 1:closing]
+        words = self._argv(parse_pipeline(inner, self.lookup, self._substitute)
+                           .commands[0]) if inner.strip() else []
+        # `local a=(…)`: the local (or declared) NAME first, then its elements; read-only
+        # (`-r`, `readonly`) and exported once it holds them.
+        command, *flags = declaration.split() if declaration else [""]
+        letters = "".join(f.lstrip("-") for f in flags)
+        after = [f"{command} -r {name}"] if "r" in letters else []
+        if command in ("local", "declare", "typeset"):
+            before = "".join(c for c in letters if c != "r")
+            self._declare(f"{command} {'-' + before if before else ''} {name}", stdio)
+        elif command:
+            after.append(f"{command} {name}")
+        if self.last_status:
+            return
+        elements = arrays.decode(self.env.get(name)) if append else {}
+        start = max(elements, default=-1) + 1
+        elements.update(enumerate(words, start))
+        if "x" in self.options:
+            os.write(stdio[2], f"+ {name}{'+' if append else ''}=({shlex.join(words)})\n"
+                     .encode(errors="replace"))
+        self.env[name] = arrays.encode(elements)
+        for line in after:
+            self._declare(line, stdio)
+            if self.last_status:
+                return
+        self.last_status = self.flow.substituted
+
+    def _declare(self, line: str, stdio: tuple[int, int, int]) -> None:
+        from exo.shell.parser import ListItem
+
+        self.last_status = 0
+        self._exec_item(ListItem(";", line, False), stdio)
 
     @staticmethod
     def _trace(argv: list[str], assignments: list[tuple[str, str]], stderr: int) -> None:
@@ -1120,7 +1199,7 @@ class Shell:
                 # reading to its end: `echo hi > /dev/stdout | wc -l` hung); a file's
                 # sink is settled with the job, as before (its error is said then).
                 redirected = [fd for fd in opened[held:] if fd not in self._sinks]
-                env = {name: self.env[name] for name in self.exported if name in self.env}
+                env = exported_env(self)
                 env.update(_assignments(cmd))
                 argv = self._argv(_without_assignments(cmd))
                 if "x" in self.options:  # set -x: each command as it runs
@@ -1490,6 +1569,12 @@ class Shell:
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+def exported_env(shell: Shell) -> dict[str, str]:
+    """The variables ``export`` marked, as programs get them (never an array, as bash)."""
+    return {name: value for name in shell.exported
+            if (value := shell.env.get(name)) is not None and not is_array(value)}
 
 
 def _connector(node: Node) -> str:

@@ -114,8 +114,8 @@ def _return(ctx: CommandContext) -> int:
     raise FunctionReturn(int(ctx.args[0]) & 0xFF if ctx.args else None)
 
 
-@builtin("local", "a variable of this function call alone: local [-r] [-x] "
-         "NAME[=VALUE]...")
+@builtin("local", "a variable of this function call alone: local [-r] [-x] [-a] "
+         "NAME[=VALUE]... (NAME=(WORDS...): an array)")
 def _local(ctx: CommandContext) -> int:
     if not ctx.shell.flow.frames:
         raise CommandError("can only be used in a function", 1)
@@ -131,9 +131,11 @@ def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]
     while args and args[0][:1] in ("-", "+") and len(args[0]) > 1 and args[0] != "--":
         arg = args.pop(0)
         for letter in arg[1:]:
-            if letter in "aA":
-                raise CommandError(f"-{letter}: arrays are not supported (a list of words: "
-                                   'set -- a b c, then "$@")', 2)
+            if letter == "a":  # an indexed array: made by NAME=(…) (exo.shell.arrays)
+                continue
+            if letter == "A":
+                raise CommandError("-A: associative arrays are not supported (indexed "
+                                   "ones are: NAME=(…))", 2)
             if letter == "i":
                 raise CommandError("-i: integer variables are not supported (assign "
                                    "$((…)) instead)", 2)
@@ -175,12 +177,12 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
     return status
 
 
-@builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] "
-         "NAME[=VALUE]... (in a function, of that call alone, unless -g); declare -p "
-         "[NAME...] shows them, declare -F the functions' names; arrays and -i are not "
-         "supported")
+@builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] [-a] "
+         "NAME[=VALUE]... (in a function, of that call alone, unless -g; NAME=(WORDS...): "
+         "an indexed array); declare -p [NAME...] shows them, declare -F the functions' "
+         "names; associative arrays and -i are not supported")
 def _declare(ctx: CommandContext) -> int:
-    import shlex
+    from exo.shell import arrays
 
     flags, names = _attribute_flags(ctx.args, "rxgpF")
     shell = ctx.shell
@@ -199,7 +201,9 @@ def _declare(ctx: CommandContext) -> int:
                 continue
             marks = ("r" if name in env.readonly else "") + \
                 ("x" if name in shell.exported else "")
-            ctx.out(f"declare -{marks or '-'} {name}={shlex.quote(env[name])}")
+            if arrays.is_array(env[name]):
+                marks = "a" + marks
+            ctx.out(f"declare -{marks or '-'} {arrays.shown(name, env[name])}")
         return status
     return _assign(ctx, names, flags, local=bool(shell.flow.frames) and "g" not in flags)
 
@@ -235,7 +239,10 @@ OPTIONS = {"errexit": "e", "nounset": "u", "xtrace": "x", "pipefail": PIPEFAIL}
 def _set(ctx: CommandContext) -> int:
     if not ctx.args:
         env = ctx.shell.env
-        ctx.write("".join(f"{name}={env[name]}\n" for name in sorted(env)))
+        from exo.shell import arrays
+
+        ctx.write("".join((arrays.shown(name, env[name]) if arrays.is_array(env[name])
+                           else f"{name}={env[name]}") + "\n" for name in sorted(env)))
         return 0
     args = list(ctx.args)
     options = ctx.shell.options

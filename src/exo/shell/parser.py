@@ -464,12 +464,19 @@ def _lex(s: str, lookup: Callable[[str], str],
                 raise ParseError("unterminated ' quote")
             buf.append(s[i + 1 : end])
             i = end + 1
-        elif c == '"' and s.startswith(('"$@"', '"${@}"'), i):
+        elif c == '"' and (every := _EVERY.match(s, i)) is not None:
             # "$@": each positional parameter a word of its own (none when there are
-            # none), the text around it joined to the first and the last, as in sh
-            i += 4 if s.startswith('"$@"', i) else 6
-            args = lookup("@\0")
-            parts = args.split("\0") if args else []
+            # none), the text around it joined to the first and the last, as in sh;
+            # "${a[@]}": each element of the array a, the same way (bash's)
+            i = every.end()
+            if every.group(1) is None:
+                args = lookup("@\0")
+                parts = args.split("\0") if args else []
+            else:
+                from exo.shell import arrays
+
+                parts = list(arrays.decode(lookup(every.group(1) + arrays.ELEMENTS)).values())
+                args = "".join(parts)
             grow(args)
             for k, part in enumerate(parts):
                 if k:
@@ -516,6 +523,8 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+#: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
+_EVERY = re.compile(r'"\$(?:@|\{@\}|\{([A-Za-z_][A-Za-z0-9_]*)\[@\]\})"')
 
 
 def is_assignment(word: str) -> bool:
@@ -734,6 +743,40 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
     return lookup(s[j:k]), k, True
 
 
+_INDEXED = re.compile(r"([#!]?)([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]")
+
+
+def _element(inner: str, how: str, name: str, subscript: str,
+             lookup: Callable[[str], str], substitute: Callable[[str], str] | None) -> str:
+    """``${NAME[SUBSCRIPT]}`` and its ``#`` (length, count) and ``!`` (indices) forms."""
+    from exo.shell import arrays
+
+    elements = arrays.decode(lookup(name + arrays.ELEMENTS))
+    if subscript in ("@", "*"):
+        if how == "#":
+            return str(len(elements))
+        return " ".join(map(str, elements) if how == "!" else elements.values())
+    if how == "!":
+        raise ParseError(f"bad substitution: ${{{inner}}}")
+    index = array_index(subscript, elements, lookup, substitute)
+    value = elements.get(index, "")
+    return str(len(value)) if how == "#" else value
+
+
+def array_index(subscript: str, elements: dict[int, str], lookup: Callable[[str], str],
+                substitute: Callable[[str], str] | None) -> int:
+    """An array's subscript: an arithmetic expression (negative: from the end)."""
+    from exo.shell import arrays
+    from exo.shell.arith import evaluate
+
+    assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
+    value = evaluate(_arith_text(subscript, lookup, substitute), lookup, assign)
+    try:
+        return arrays.index_of(elements, value)
+    except ValueError:
+        raise ParseError(f"[{subscript}]: bad array subscript") from None
+
+
 def _braced(inner: str, lookup: Callable[[str], str],
             substitute: Callable[[str], str] | None) -> str:
     """``${NAME}``, ``${#NAME}`` (its length), and ``${NAME:-WORD}``, ``${NAME:+WORD}``,
@@ -741,6 +784,10 @@ def _braced(inner: str, lookup: Callable[[str], str],
     them; WORD is expanded in its turn."""
     if inner.startswith("#") and (inner[1:].isidentifier() or inner[1:].isdigit()):
         return str(len(lookup(inner[1:])))
+    indexed = _INDEXED.fullmatch(inner)
+    if indexed is not None:  # ${a[1]}, ${a[@]}, ${#a[@]}, ${!a[@]}: bash's arrays
+        how, name, subscript = indexed.groups()
+        return _element(inner, how, name, subscript, lookup, substitute)
     trim = _TRIM_RE.fullmatch(inner)
     if trim is not None:
         name, op, word = trim.groups()

@@ -634,11 +634,37 @@ def test_a_reviews_hangs_and_wrong_answers(root_shell: Shell) -> None:
     assert "recursion level" in run(root_shell, "x=x; echo $((x))")[2]
 
 
-def test_an_array_assignment_is_said_unsupported(root_shell: Shell) -> None:
-    """`x=(a b)` ran `b)` as a command; `x="(a b)"` and `x=$(…)` are not arrays."""
-    status, _, err = run(root_shell, "x=(a b)")
-    assert status == 2 and "arrays are not supported" in err
-    assert run(root_shell, 'x="(a b)"; y=$(echo hi); echo $x $y')[1] == "(a b) hi\n"
+def test_bash_s_indexed_arrays(root_shell: Shell) -> None:
+    """`x=(a b)` ran `b)` as a command, then was refused; now bash's indexed arrays:
+    made by `=(…)` (its words expanded and split as a command's), grown by `+=(…)` and
+    `a[i]=v`, read by `${a[i]}` (an arithmetic subscript; negative from the end),
+    `${a[@]}`, `"${a[@]}"` (a word each), `${#a[@]}`, `${!a[@]}`; `$a` is element 0;
+    `unset 'a[i]'`; local, declared, read-only like any variable; never exported;
+    `x="(a b)"` and `x=$(…)` stay strings."""
+    sh = root_shell
+    assert run(sh, 'a=(one "two three" $HOME); echo ${#a[@]} ${a[1]} ${a[-1]} $a; '
+                   'for x in "${a[@]}"; do echo "[$x]"; done')[1] == \
+        "3 two three /home/root one\n[one]\n[two three]\n[/home/root]\n"
+    assert run(sh, "a=(1 2 3); a+=(4 5); a[7]=eight; echo ${a[@]}; echo ${!a[@]}; "
+                   "echo ${#a[7]} ${#a[*]}")[1] == "1 2 3 4 5 eight\n0 1 2 3 4 7\n5 6\n"
+    assert run(sh, "a=(x y z); unset 'a[1]'; echo \"${a[@]}\" ${#a[@]}; i=2; "
+                   "echo ${a[i]} ${a[$i-2]}")[1] == "x z 2\nz x\n"
+    assert run(sh, "a=(1 '2 3'); declare -p a")[1] == "declare -a a=([0]=1 [1]='2 3')\n"
+    assert run(sh, 'f() { local arr=(l1 l2); echo ${arr[1]}; }; f; echo "[${arr[@]}]"')[1] \
+        == "l2\n[]\n"
+    assert run(sh, "export b=(1 2); env | grep -c '^b='")[1] == "0\n"
+    assert run(sh, "readonly R=(1 2); R[0]=3; echo no") == (
+        1, "", "exo: R: readonly variable\n")
+    assert run(sh, "e=(); n=scalar; echo ${#e[@]} [${e[@]}] ${n[0]} ${#n[@]}")[1] == \
+        "0 [] scalar 1\n"
+    assert run(sh, "a=($(seq 3)); echo ${a[2]}")[1] == "3\n"
+    for line, said in (("a=(1 2", "')' expected on the same line"),
+                       ("a=(1 2) x", "syntax error near 'x'"),
+                       ("a=(1); echo ${a[-5]}", "bad array subscript"),
+                       ("declare -A m", "associative arrays are not supported")):
+        status, _, err = run(sh, line)
+        assert status != 0 and said in err, line
+    assert run(sh, 'x="(a b)"; y=$(echo hi); echo $x $y')[1] == "(a b) hi\n"
 
 
 def test_a_substitution_says_its_errors_where_its_line_does(root_shell: Shell) -> None:
