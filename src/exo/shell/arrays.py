@@ -40,7 +40,10 @@ def decode(value: str | None) -> dict[int, str]:
     if not body:
         return {}
     parts = body.split("\0")
-    return {int(parts[k]): parts[k + 1] for k in range(0, len(parts) - 1, 2)}
+    try:
+        return {int(parts[k]): parts[k + 1] for k in range(0, len(parts) - 1, 2)}
+    except ValueError:  # (not one this module made: what reaches the shell has no NUL)
+        return {0: value.replace("\0", "")}
 
 
 def scalar(value: str) -> str:

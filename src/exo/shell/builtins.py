@@ -12,7 +12,7 @@ import threading
 import time
 
 from exo import __version__
-from exo.shell.context import MAX_LINE, CommandContext, CommandError, read_line
+from exo.shell.context import MAX_LINE, CommandContext, CommandError, read_line, without_nul
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -665,7 +665,7 @@ def _read(ctx: CommandContext) -> int:
         raise CommandError(str(exc)) from None
     if len(data) > MAX_LINE:
         raise CommandError(f"a line longer than {MAX_LINE >> 20} MiB")
-    text = data.decode(errors="replace")
+    text = without_nul(data.decode(errors="replace"))
     if not raw:  # a backslash keeps the next character as it is, and goes
         import re
 
@@ -1620,8 +1620,8 @@ def _source(ctx: CommandContext) -> int:
         raise CommandError("usage: source FILE [ARGS...]", 2)
     # At most 1 MiB: a script's words cost the kernel ~70 times their bytes to parse (a
     # 16 MiB one held 1.1 GiB, a hostile review).
-    text = ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0]), limit=SCRIPT_MAX).decode(
-        errors="replace")
+    text = without_nul(ctx.shell.vfs.read_bytes(ctx.path(ctx.args[0]), limit=SCRIPT_MAX)
+                       .decode(errors="replace"))
     shell, flow = ctx.shell, ctx.shell.flow
     frames = [Frame(ctx.args[1:])] if len(ctx.args) > 1 else []
     flow.frames += frames

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 MAX_LINE = 1 << 20
 
 
+def without_nul(text: str) -> str:
+    """``text`` without its NUL bytes, as bash drops them from what it reads (a line,
+    a sourced file, ``$(…)``'s output, ``read``'s input): no word or variable holds one,
+    which the shell's own markers rely on (``parser.SUBSHELL``, ``arrays.MARK``)."""
+    return text.replace("\0", "") if "\0" in text else text
+
+
 def read_line(fd: int, cancelled: threading.Event | None = None) -> bytes:
     """One line from ``fd``, newline included, reading no byte past it (so whoever reads
     ``fd`` next, a command or the shell, gets the rest); ``b""`` at end of input. At

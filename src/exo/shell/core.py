@@ -22,7 +22,7 @@ import time
 from exo import _threadcache
 from exo.shell.arrays import ELEMENTS, is_array
 from exo.shell.arrays import scalar as _scalar
-from exo.shell.context import MAX_LINE, CommandContext, CommandError
+from exo.shell.context import MAX_LINE, CommandContext, CommandError, without_nul
 from exo.shell.flow import (
     MAX_FUNCTION_DEPTH,
     MAX_FUNCTIONS,
@@ -778,7 +778,7 @@ class Shell:
         self.last_status = saved
         if held[0] > MAX_LINE:
             raise ParseError(f"$(...): its output is longer than {MAX_LINE >> 20} MiB")
-        return b"".join(chunks).decode(errors="replace")
+        return without_nul(b"".join(chunks).decode(errors="replace"))
 
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
         """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it.

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from exo.shell.context import MAX_LINE, read_line
+from exo.shell.context import MAX_LINE, read_line, without_nul
 from exo.shell.core import Shell, install_sigint_default
 from exo.shell.session import Logout, Session, ShellExit, SwitchUser
 
@@ -36,7 +36,7 @@ def run_script(shell: Shell, lines: Iterable[str],
     first = [after_first] if after_first is not None else []
     try:
         for raw in lines:
-            line = pending + raw.rstrip("\n")
+            line = pending + without_nul(raw.rstrip("\n"))
             if not line.strip():
                 continue
             if shell.needs_more(line):
@@ -302,6 +302,7 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
             print(f"exo: a line longer than {MAX_LINE >> 20} MiB")
             shell.last_status = 1
             continue
+        line = without_nul(line)
         try:
             expanded = shell.expand_history(line)
         except ValueError as exc:  # (ParseError) no previous line for !!

@@ -789,3 +789,16 @@ def test_scripts_habits_pipefail_errexit_subshells_trap_p_and_read(root_shell: S
         assert run(root_shell, line)[1] == expected, line
     _, out, err = run(root_shell, "[ 99999999999999999999 -gt 1 ]; echo $?")
     assert out == "2\n" and "integer expression expected" in err
+
+
+def test_nul_bytes_read_are_dropped_as_bash_drops_them(root_shell: Shell) -> None:
+    """A NUL in `$(…)`'s output, in `read`'s input or in a sourced file reached the
+    shell's variables, where its markers live (an array's encoding): `v=$(printf
+    '\\0array\\0x')` was an internal error. bash drops them; so does the shell."""
+    sh = root_shell
+    assert run(sh, "v=$(printf '\\0array\\0x\\0y'); echo \"[$v]\" ${v[0]}")[1] == \
+        "[arrayxy] arrayxy\n"
+    assert run(sh, "printf '\\0array\\0zz\\0y\\n' > /tmp/nul.txt; read w < /tmp/nul.txt; "
+                   "echo \"[$w]\"")[1] == "[arrayzzy]\n"
+    assert run(sh, "printf 'echo in\\0side\\n' > /tmp/nul.sh; source /tmp/nul.sh")[1] == \
+        "inside\n"
