@@ -45,7 +45,7 @@ _nesting = threading.local()
 _TOKEN = re.compile(r"""\s*(?:
     (?P<num>[0-9][0-9A-Za-z@_#]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op><<=|>>=|\*\*|\+\+|--|<<|>>|<=|>=|==|!=|&&|\|\||[*/%+\-&^|]=|[-+*/%<>&^|!~?:=,()])
+  | (?P<op><<=|>>=|\*\*|\+\+|--|<<|>>|<=|>=|==|!=|&&|\|\||[*/%+\-&^|]=|[-+*/%<>&^|!~?:=,()[\]])
 )""", re.VERBOSE)
 _ASSIGN_OPS = {"=", "*=", "/=", "%=", "+=", "-=", "<<=", ">>=", "&=", "^=", "|="}
 #: Binary operators by precedence, loosest first (``&&``, ``||``, ``?:``, ``,``, the
@@ -89,10 +89,10 @@ def _number(text: str, expr: str) -> int:
 
 
 class _Parser:
-    """``expr`` as a tree of tuples (``Node``): ("n", value), ("v", name), ("u", op, x),
-    ("pre"/"post", op, name), ("b", op, x, y), ("c", x, ((op, y), …)) for a chain of
-    one level, ("&&"/"||", x, y), ("?", c, x, y),
-    ("=", op, name, x), (",", x, y)."""
+    """``expr`` as a tree of tuples (``Node``): ("n", value), ("v", name, sub), ("u", op,
+    x), ("pre"/"post", op, name, sub), ("b", op, x, y), ("c", x, ((op, y), …)) for a
+    chain of one level, ("&&"/"||", x, y), ("?", c, x, y), ("=", op, name, sub, x),
+    (",", x, y); ``sub``: an array element's subscript (``a[i+1]``), else None."""
 
     def __init__(self, expr: str) -> None:
         self.expr = expr
@@ -136,12 +136,24 @@ class _Parser:
 
     def assignment(self) -> Node:
         start = self.i
-        if (self.i + 1 < len(self.tokens) and self.tokens[self.i][0] == "name"
-                and self.tokens[self.i + 1][1] in _ASSIGN_OPS):
-            name, op = self.take()[1], self.take()[1]
-            return ("=", op, name, self.nested(self.assignment))
+        if self.i < len(self.tokens) and self.tokens[self.i][0] == "name":
+            name, sub = self.lvalue()
+            if self.peek() in _ASSIGN_OPS:
+                op = self.take()[1]
+                return ("=", op, name, sub, self.nested(self.assignment))
         self.i = start
         return self.ternary()
+
+    def lvalue(self) -> tuple[str, Node | None]:
+        """A variable: ``NAME`` or an array's element ``NAME[EXPR]``."""
+        name = self.take()[1]
+        if self.peek() != "[":
+            return name, None
+        self.take()
+        sub = self.nested(self.comma)
+        if self.take()[1] != "]":
+            raise ParseError(f"bad arithmetic: {self.expr.strip()}: ']' expected")
+        return name, sub
 
     def ternary(self) -> Node:
         cond = self.logical("||")
@@ -190,7 +202,7 @@ class _Parser:
             after = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else ("", "")
             if after[0] == "name":
                 self.take()
-                return ("pre", op, self.take()[1])
+                return ("pre", op, *self.lvalue())
             # before anything but a name, two signs (bash: --5 is 5)
             self.take()
             inner = ("u", op[0], self.nested(self.unary))
@@ -205,9 +217,11 @@ class _Parser:
         if kind == "num":
             return ("n", _number(text, self.expr))
         if kind == "name":
+            self.i -= 1
+            name, sub = self.lvalue()
             if self.peek() in ("++", "--"):
-                return ("post", self.take()[1], text)
-            return ("v", text)
+                return ("post", self.take()[1], name, sub)
+            return ("v", name, sub)
         if text == "(":
             node = self.nested(self.comma)
             if self.take()[1] != ")":
@@ -231,8 +245,24 @@ class _Evaluator:
                  assign: Callable[[str, str], None] | None) -> None:
         self.expr, self.lookup, self.assign = expr, lookup, assign
 
-    def variable(self, name: str) -> int:
-        raw = self.lookup(name).strip() or "0"
+    def element(self, name: str, sub: Node | None) -> tuple[dict[int, str], int]:
+        """The elements of the array ``name`` and the index ``sub`` gives."""
+        from exo.shell import arrays
+
+        elements = arrays.decode(self.lookup(name + arrays.ELEMENTS))
+        try:
+            return elements, arrays.index_of(elements, self.run(sub))  # type: ignore[arg-type]
+        except ValueError:
+            raise ParseError(f"{name}: bad array subscript") from None
+
+    def variable(self, name: str, sub: Node | None = None) -> int:
+        if sub is not None:
+            elements, index = self.element(name, sub)
+            return self.value(f"{name}[{index}]", elements.get(index, ""))
+        return self.value(name, self.lookup(name))
+
+    def value(self, name: str, text: str) -> int:
+        raw = text.strip() or "0"
         if re.fullmatch(r"-?[0-9]+", raw):  # (x=010 is 8, as in bash; no int(): it
             # refuses more than 4300 digits)
             value = _number(raw.lstrip("-"), raw)
@@ -255,11 +285,18 @@ class _Evaluator:
         finally:
             _nesting.depth = depth
 
-    def store(self, name: str, value: int) -> int:
+    def store(self, name: str, value: int, sub: Node | None = None) -> int:
         if self.assign is None:
             raise ParseError(f"bad arithmetic: {self.expr.strip()}: assigning to {name} "
                              "needs (( … )) or let")
-        self.assign(name, str(value))
+        if sub is None:
+            self.assign(name, str(value))
+            return value
+        from exo.shell import arrays
+
+        elements, index = self.element(name, sub)
+        elements[index] = str(value)
+        self.assign(name, arrays.encode(elements))
         return value
 
     def binary(self, op: str, a: int, b: int) -> int:
@@ -283,16 +320,17 @@ class _Evaluator:
         if kind == "n":
             return node[1]  # type: ignore[return-value]
         if kind == "v":
-            return self.variable(str(node[1]))
+            return self.variable(str(node[1]), node[2])  # type: ignore[arg-type]
         if kind == "u":
             value = self.run(node[2])  # type: ignore[arg-type]
             op = node[1]
             return _wrap(-value if op == "-" else value if op == "+" else
                          int(not value) if op == "!" else ~value)
         if kind in ("pre", "post"):
-            name = str(node[2])
-            old = self.variable(name)
-            new = self.store(name, _wrap(old + (1 if node[1] == "++" else -1)))
+            name, sub = str(node[2]), node[3]
+            old = self.variable(name, sub)  # type: ignore[arg-type]
+            new = self.store(name, _wrap(old + (1 if node[1] == "++" else -1)),
+                             sub)  # type: ignore[arg-type]
             return new if kind == "pre" else old
         if kind == "b":
             return self.binary(str(node[1]), self.run(node[2]),  # type: ignore[arg-type]
@@ -309,11 +347,12 @@ class _Evaluator:
         if kind == "?":
             return self.run(node[2] if self.run(node[1]) else node[3])  # type: ignore[arg-type]
         if kind == "=":
-            op, name = str(node[1]), str(node[2])
-            value = self.run(node[3])  # type: ignore[arg-type]
+            op, name, sub = str(node[1]), str(node[2]), node[3]
+            value = self.run(node[4])  # type: ignore[arg-type]
             if op != "=":
-                value = self.binary(op[:-1], self.variable(name), value)
-            return self.store(name, value)
+                value = self.binary(op[:-1], self.variable(name, sub),  # type: ignore[arg-type]
+                                    value)
+            return self.store(name, value, sub)  # type: ignore[arg-type]
         self.run(node[1])  # type: ignore[arg-type]  # ","
         return self.run(node[2])  # type: ignore[arg-type]
 

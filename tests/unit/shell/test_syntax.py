@@ -658,6 +658,11 @@ def test_bash_s_indexed_arrays(root_shell: Shell) -> None:
     assert run(sh, "e=(); n=scalar; echo ${#e[@]} [${e[@]}] ${n[0]} ${#n[@]}")[1] == \
         "0 [] scalar 1\n"
     assert run(sh, "a=($(seq 3)); echo ${a[2]}")[1] == "3\n"
+    # in arithmetic too: $(( a[i] )), (( a[0]++ )), let 'a[2] *= 2', for (( … )) s[i]=…
+    assert run(sh, "a=(10 20 30); echo $(( a[1] + a[-1] )); (( a[0]++ )); "
+                   "let 'a[2] *= 2'; echo ${a[@]}")[1] == "50\n11 20 60\n"
+    assert run(sh, "for ((i=0; i<3; i++)); do s[i]=$((i*i)); done; echo ${s[@]}; "
+                   "((c[2]=7)); declare -p c")[1] == "0 1 4\ndeclare -a c=([2]=7)\n"
     for line, said in (("a=(1 2", "')' expected on the same line"),
                        ("a=(1 2) x", "syntax error near 'x'"),
                        ("a=(1); echo ${a[-5]}", "bad array subscript"),
