@@ -61,7 +61,7 @@ def test_ctrl_z_stops_the_job_bg_and_fg_resume_it(exo_env: dict[str, str]) -> No
         term.expect(r"\[1\]\+ sh -c 'echo st\"\"arted; sleep 2; echo slept-well' &")
         term.expect("slept-well", timeout=15)
         term.sendline("")
-        term.expect(r"\[1\]\+ Done\(0\)")
+        term.expect(r"\[1\]\+ Done ")
         term.expect(PROMPT)
         # fg brings a background job back; Ctrl-C then reaches it
         term.sendline("sh -c 'sleep 60' &")

@@ -1343,7 +1343,7 @@ def _exo_admin(ctx: CommandContext, sub: str, rest: list[str]) -> int:
 @builtin("jobs", "list jobs (started with &, or stopped with Ctrl-Z)")
 def _jobs(ctx: CommandContext) -> int:
     for job in list(ctx.shell.jobs):
-        state = job.state if not job.done.is_set() else f"Done({job.status})"
+        state = job.state if not job.done.is_set() else job.outcome()
         ctx.out(f"[{job.number}] {state:<10} {job.source}")
     ctx.shell.finished_jobs()  # shown once as done, then forgotten (as sh does)
     return 0

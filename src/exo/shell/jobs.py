@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 
 TYPE_CHECKING = False
@@ -45,6 +46,18 @@ class Job:
 
     def processes(self) -> list[ShellJob]:
         return [s.job for s in self.stages if s.job is not None]
+
+    def outcome(self) -> str:
+        """How a finished job ended, as bash's ``jobs`` says it: ``Done``, ``Exit 3``,
+        or the signal that ended it (``Terminated``, ``Killed``: a status of 128+N)."""
+        if self.status == 0:
+            return "Done"
+        if 128 < self.status < 128 + signal.NSIG:
+            with contextlib.suppress(ValueError):
+                described = signal.strsignal(self.status - 128)
+                if described and not described.startswith("Unknown"):
+                    return described
+        return f"Exit {self.status}"
 
 
 class ShellJob:

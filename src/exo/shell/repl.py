@@ -284,7 +284,7 @@ def _loop(shell: Shell, ps: PromptSession[str]) -> None:
     """Read and run lines until ``exit`` (Logout), ^D (Logout), ``su`` or ``shutdown``."""
     while True:
         for job in shell.finished_jobs():
-            print(f"[{job.number}]+ Done({job.status})  {job.source}")
+            print(f"[{job.number}]+ {job.outcome():<10} {job.source}")
         try:
             line = ps.prompt(prompt_text(shell))
             while shell.needs_more(line):

@@ -228,7 +228,7 @@ def test_background_job_ps_and_kill(shell: Shell) -> None:
     assert run(shell, f"kill {pid}")[0] == 0
     shell.jobs[0].done.wait(20)
     assert shell.jobs[0].status == 128 + 15
-    assert "Done(143)" in run(shell, "jobs")[1]
+    assert "Terminated" in run(shell, "jobs")[1]  # (status 143, said as bash says it)
     assert "/bin/sleep 30" not in run(shell, "ps")[1]
 
 
@@ -541,3 +541,14 @@ def test_a_directory_is_neither_copied_nor_moved_into_itself(shell: Shell) -> No
     assert status == 1 and "cannot move '/tmp/m' to a subdirectory of itself" in err
     assert run(shell, "ls m")[1] == "k\n"
     assert run(shell, "cp -r m m2 && mv m2 m && ls m")[1] == "k\nm2\n"  # beside: fine
+
+
+def test_a_finished_job_is_said_as_bash_says_it() -> None:
+    """`jobs` and the prompt's notice said `Done(143)`; bash says how it ended."""
+    from exo.shell.jobs import Job
+
+    job = Job("sleep 30")
+    for status, said in ((0, "Done"), (3, "Exit 3"), (143, "Terminated"), (137, "Killed"),
+                         (130, "Interrupt"), (255, "Exit 255")):
+        job.status = status
+        assert job.outcome() == said
