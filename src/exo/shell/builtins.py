@@ -1405,7 +1405,8 @@ def _wait(ctx: CommandContext) -> int:
         while not job.done.wait(0.05):
             if ctx.cancelled.is_set():
                 return 130
-        status = job.status
+        if ctx.args:  # (with none, wait answers 0 whatever the jobs did, as sh's)
+            status = job.status
         if job in ctx.shell.jobs:
             ctx.shell.jobs.remove(job)
     return status

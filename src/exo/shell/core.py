@@ -157,12 +157,16 @@ class Shell:
         self.script_args: list[str] = []  # $1... outside any function call (set --)
         self.last_background = ""  # $!: the pid of the last background job's program
         self.flow = Flow()  # this thread's calls and loops (exo.shell.flow)
-        self._blocks: dict[str, tuple[Group, list[str]]] = {}  # piped blocks, running
+        # Piped and background blocks, starting: the block, its $1…, the shell running it.
+        self._blocks: dict[str, tuple[Group, list[str], Shell]] = {}
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
         self._plain = threading.local()  # `command NAME`: NAME skips functions (.name)
         self.subshells = 0  # how deep in ( ... ) the shell runs (`exit` ends the innermost)
+        #: A background block's shell (_copy): its job's cancel event (`kill %N`, Ctrl-C
+        #: after `fg`), which every job it runs shares and its lists check between commands.
+        self.cancel_on: threading.Event | None = None
         self.started = time.monotonic()  # ($SECONDS)
         self.options: set[str] = set()  # set -e (errexit), set -x (xtrace)
         self.shopt: set[str] = set()  # bash's glob options on (`shopt -s`: nullglob...)
@@ -318,6 +322,8 @@ class Shell:
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
 
         for k, node in enumerate(nodes):
+            if self.cancel_on is not None and self.cancel_on.is_set():
+                raise KeyboardInterrupt  # a background block's job was killed
             # set -e spares what an && or || list tests, to its depths (a function's
             # body, a block): as an if's condition
             listed = k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")
@@ -343,6 +349,10 @@ class Shell:
         elif (node.connector == "&&" and self.last_status != 0) or (
                 node.connector == "||" and self.last_status == 0):
             return  # `false && if …; fi`: the block does not run
+        elif isinstance(node, Group) and node.name:
+            self._define(node, stdio[2])
+        elif node.background:  # `{ …; } &`, `( … ) &`, `done &`
+            self._background_block(node, stdio)
         elif node.negated:  # `! { LIST; }`: a failure inside is an answer, as a condition's
             import copy
 
@@ -354,8 +364,6 @@ class Shell:
             finally:
                 self.flow.conditions -= 1
             self.last_status = int(self.last_status == 0)
-        elif isinstance(node, Group) and node.name:
-            self._define(node, stdio[2])
         elif node.prefix:  # `cat f | while read l; …`
             try:
                 before = parse_pipeline(node.prefix, self.lookup,
@@ -385,7 +393,8 @@ class Shell:
                 self._close(list(opened), opened)
 
     def _pipe_block(self, node: If | Loop | Group | Case, after: list[Command],
-                    stdio: tuple[int, int, int], before: list[Command] | None = None) -> int:
+                    stdio: tuple[int, int, int], before: list[Command] | None = None,
+                    runner: Shell | None = None) -> int:
         """``for …; done | sort`` (``after``: the block's redirections, then the stages
         after it), ``cat f | while read l; …`` (``before``): the block is a stage of the
         pipeline, run as a function's body on a thread of its own (sh's subshell: its
@@ -397,14 +406,51 @@ class Shell:
         body = copy.copy(node)
         body.redirects = body.prefix = ""
         body.negated = False  # (a `!` inverts the whole pipeline's status: _exec_node)
+        body.background = False
         block = Group([body], name=node.__class__.__name__.lower())
         token = f"\0block{id(block)}"  # (no word typed has a NUL)
-        self._blocks[token] = (block, list(self.positional()))
+        self._blocks[token] = (block, list(self.positional()), runner or self)
         try:
             stage = Command([Word(token)], after[0].redirects)
-            return self._run_pipeline(Pipeline([*(before or []), stage, *after[1:]]), *stdio)
+            pipeline = Pipeline([*(before or []), stage, *after[1:]])
+            if runner is None:
+                return self._run_pipeline(pipeline, *stdio)
+            self._background(_block_source(node), pipeline, stdio[1], stdio[2])
+            return self.last_status
         finally:
             del self._blocks[token]
+
+    def _background_block(self, node: If | Loop | Group | Case,
+                          stdio: tuple[int, int, int]) -> None:
+        """``{ …; } &``, ``( … ) &``, ``for …; done &``: the block as a job of its own
+        (``jobs``, ``wait``, ``$!``), run on the job's thread by a copy of this shell, as
+        sh forks a subshell for it: what it changes of the shell stays its own, and the
+        shell goes on at once (the ``&`` was dropped: the block ran in the foreground)."""
+        try:
+            before = parse_pipeline(node.prefix, self.lookup, self._substitute).commands \
+                if node.prefix else None
+            after = parse_pipeline(": " + node.redirects, self.lookup,
+                                   self._substitute).commands
+        except ParseError as exc:
+            os.write(stdio[2], f"exo: {exc}\n".encode())
+            self.last_status = 2
+            return
+        self.last_status = self._pipe_block(node, after, stdio, before, runner=self._copy())
+
+    def _copy(self) -> Shell:
+        """This shell's state in a shell of its own (a background block's subshell)."""
+        other = type(self)(self.kernel, self._tree, self.session)
+        other.cwd = self.cwd
+        other.env.restore(dict(self.env), self.env.readonly)
+        other.exported = set(self.exported)
+        other.functions = dict(self.functions)
+        other.aliases = dict(self.aliases)
+        other.options = set(self.options)
+        other.shopt = set(self.shopt)
+        other.script_args = list(self.positional())
+        other.last_status = self.last_status
+        other.subshells = self.subshells + 1  # (`exit` in it ends it alone)
+        return other
 
     def _exec_block(self, node: If | Loop | Group | Case,
                     stdio: tuple[int, int, int]) -> None:
@@ -806,9 +852,10 @@ class Shell:
             return
         self._add_job(job)
         # As sh: the job's number and its last process's pid (for `kill PID`); a job of
-        # builtins alone (or one whose program a builtin starts later) shows its line.
+        # builtins alone (or one whose program a builtin starts later) shows its line,
+        # and its $! is its job (%N), which `wait $!` and `kill $!` take as sh's pid.
         procs = job.processes()
-        self.last_background = str(procs[-1].proc.pid) if procs else ""
+        self.last_background = str(procs[-1].proc.pid) if procs else f"%{job.number}"
         shown = str(procs[-1].proc.pid) if procs else source
         os.write(stderr, f"[{job.number}] {shown}\n".encode())
 
@@ -1082,6 +1129,8 @@ class Shell:
                     try:
                         if job.done.wait(0.05):
                             break
+                        if self.cancel_on is not None and self.cancel_on.is_set():
+                            raise KeyboardInterrupt  # (a background block's, killed)
                     except KeyboardInterrupt:
                         # The first Ctrl-C is SIGINT, as the terminal sends it: a program
                         # that takes it (python's prompt, less) goes on. A second one
@@ -1164,6 +1213,8 @@ class Shell:
             raise _RedirectError(f"too many commands in one pipeline ({len(cmds)}; at most "
                                  f"{MAX_STAGES})")
         job = Job(source or " | ".join(" ".join(w.text for w in c.argv) for c in cmds))
+        if self.cancel_on is not None:  # (a background block's: its job's end ends this)
+            job.cancel = self.cancel_on
         stages = job.stages
         prev_read = stdin
         opened = job.opened
@@ -1370,11 +1421,19 @@ class Shell:
             def builtin(ctx: CommandContext, function: Group = function) -> int:
                 return self.call_function(function, ctx.args,
                                           (ctx.stdin, ctx.stdout, ctx.stderr))
-        elif name in self._blocks:  # a block piped into the rest (_pipe_block)
-            def builtin(ctx: CommandContext, block: tuple[Group, list[str]] = self._blocks[
-                    name]) -> int:
-                return self.call_function(block[0], block[1],
-                                          (ctx.stdin, ctx.stdout, ctx.stderr))
+        elif name in self._blocks:  # a block piped into the rest, or run in the background
+            def builtin(ctx: CommandContext, block: tuple[Group, list[str], Shell] =
+                        self._blocks[name]) -> int:
+                group, args, runner = block
+                if runner is not self:
+                    runner.cancel_on = ctx.cancelled
+                try:
+                    return runner.call_function(group, args,
+                                                (ctx.stdin, ctx.stdout, ctx.stderr))
+                except Logout as exc:  # `exit` in a background block ends it alone
+                    return exc.status
+                except KeyboardInterrupt:  # its job killed (`kill %N`): as by SIGTERM
+                    return 128 + signal.SIGTERM
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
@@ -1569,6 +1628,19 @@ class Shell:
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+def _block_source(node: If | Loop | Group | Case) -> str:
+    """How ``jobs`` names a background block."""
+    from exo.shell.parser import Case, Group, If
+
+    if isinstance(node, Group):
+        return "( … )" if node.subshell else "{ …; }"
+    if isinstance(node, If):
+        return "if …; fi"
+    if isinstance(node, Case):
+        return "case …; esac"
+    return f"{node.kind if node.kind != 'arith' else 'for'} …; done"
 
 
 def exported_env(shell: Shell) -> dict[str, str]:

@@ -1049,9 +1049,10 @@ class Simple:
 class _Block:
     """What every compound command has around its body."""
 
-    __slots__ = ("connector", "negated", "prefix", "redirects")
+    __slots__ = ("background", "connector", "negated", "prefix", "redirects")
 
     def __init__(self) -> None:
+        self.background = False  # ``done &``: run as a job, the shell going on
         self.redirects = ""  # after its closing word: ``fi > out`` (unexpanded)
         self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
         self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
@@ -1114,12 +1115,14 @@ if TYPE_CHECKING:
 
 
 class _Kw:
-    __slots__ = ("arg", "connector", "word")
+    __slots__ = ("arg", "background", "connector", "word")
 
-    def __init__(self, word: str, arg: str = "", connector: str = ";") -> None:
+    def __init__(self, word: str, arg: str = "", connector: str = ";",
+                 background: bool = False) -> None:
         self.word = word
         self.arg = arg
         self.connector = connector  # an opening word's: `false && if …` runs no block
+        self.background = background  # a closing word's: `} &`
 
 
 def parse_blocks(items: list[ListItem]) -> list[Node]:
@@ -1198,7 +1201,7 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             if rest and not rest.startswith(("<", ">", "2>", "|", "&>")):
                 raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
                                  "(a block takes redirections and pipes, not arguments)")
-            out.append(_Kw(word, rest))
+            out.append(_Kw(word, rest, background=item.background))
             return out
         if word in _OPENERS or word in _RESERVED:
             out.append(_Kw(word, "", connector))
@@ -1306,14 +1309,14 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             if word == "else":
                 otherwise, pos = _expect(stream, pos + 1, ("fi",))
             block = If(clauses, otherwise)
-            block.redirects = _arg(stream, pos)
+            _close(block, stream, pos)
             nodes.append(block)
             pos += 1
         elif tok.word in ("while", "until"):
             cond, pos = _expect(stream, pos + 1, ("do",))
             body, pos = _expect(stream, pos + 1, ("done",))
             loop = Loop(tok.word, body, condition=cond)
-            loop.redirects = _arg(stream, pos)
+            _close(loop, stream, pos)
             nodes.append(loop)
             pos += 1
         elif tok.word == "for" and tok.arg.startswith("(("):  # for ((A; B; C))
@@ -1324,7 +1327,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
                 raise ParseError("for: 'do' expected")
             body, pos = _expect(stream, pos + 2, ("done",))
             loop = Loop("arith", body, words=m.group(1))
-            loop.redirects = _arg(stream, pos)
+            _close(loop, stream, pos)
             nodes.append(loop)
             pos += 1
         elif tok.word == "for":
@@ -1338,7 +1341,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
                 raise ParseError("for: 'do' expected")
             body, pos = _expect(stream, pos + 2, ("done",))
             loop = Loop("for", body, name=name, words=rest[2:].strip())
-            loop.redirects = _arg(stream, pos)
+            _close(loop, stream, pos)
             nodes.append(loop)
             pos += 1
         elif tok.word == "function":
@@ -1346,7 +1349,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
                 raise ParseError(f"{tok.arg}(): a function's body is a {{ ...; }} group")
             body, pos = _expect(stream, pos + 2, ("}",))
             group = Group(body, name=tok.arg)
-            group.redirects = _arg(stream, pos)
+            _close(group, stream, pos)
             nodes.append(group)
             pos += 1
         elif tok.word == "case":
@@ -1361,14 +1364,14 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             if _word_at(stream, pos, "esac") != "esac":
                 raise ParseError("case: 'esac' expected")
             choice = Case(tok.arg, arms)
-            choice.redirects = _arg(stream, pos)
+            _close(choice, stream, pos)
             nodes.append(choice)
             pos += 1
         elif tok.word in ("{", SUBSHELL):
             closer = "}" if tok.word == "{" else END_SUBSHELL
             body, pos = _expect(stream, pos + 1, (closer,))
             group = Group(body, subshell=tok.word == SUBSHELL)
-            group.redirects = _arg(stream, pos)
+            _close(group, stream, pos)
             nodes.append(group)
             pos += 1
         else:
@@ -1401,6 +1404,13 @@ def _expect(stream: list[_Kw | ListItem], pos: int,
         raise ParseError("syntax error: empty block before "
                          f"'{_shown(_word_at(stream, pos, ''))}'")
     return nodes, pos
+
+
+def _close(block: If | Loop | Group | Case, stream: list[_Kw | ListItem], pos: int) -> None:
+    """What the closing word at ``pos`` gives its block: redirections, pipes, ``&``."""
+    block.redirects = _arg(stream, pos)
+    tok = stream[pos]
+    block.background = isinstance(tok, _Kw) and tok.background
 
 
 def _arg(stream: list[_Kw | ListItem], pos: int) -> str:

@@ -414,3 +414,22 @@ def test_a_bang_inverts_a_block_and_the_session_s_uid_stays(root_shell: Shell) -
     assert run(sh, "unset EUID; echo $? $UID")[1] == "1 0\n"
     assert run(sh, "let 'x = 1 +'; echo $?")[1] == "1\n"
     assert run(sh, "set -x; a=1; b=\"$a x\"; set +x")[2] == "+ a=1\n+ b='1 x'\n+ set +x\n"
+
+
+def test_a_block_with_an_ampersand_runs_in_the_background(root_shell: Shell) -> None:
+    """`{ …; } &`, `( … ) &`, `for …; done &` ran in the foreground (the `&` dropped):
+    each is now a job, run by a copy of the shell (sh's subshell: what it changes stays
+    its own); a job with no program of its own has `$!` = its job (`%N`), which `wait`
+    and `kill` take; `wait` alone answers 0, as sh's."""
+    sh = root_shell
+    status, out, err = run(sh, 'x=1; { x=2; /bin/sleep 0.3; echo "in $x"; } & '
+                               'echo "after $x"; wait $!; echo "status $? x=$x"')
+    assert (status, out, err) == (0, "after 1\nin 2\nstatus 0 x=1\n", "[1] { …; }\n")
+    assert run(sh, "(exit 3) & wait $!; echo $?")[1] == "3\n"
+    assert run(sh, "{ exit 4; } & wait; echo $?")[1] == "0\n"
+    assert run(sh, "for i in 1 2; do echo $i; done > /tmp/bg.txt & wait; cat /tmp/bg.txt"
+               )[1] == "1\n2\n"
+    assert run(sh, "cd /tmp; { cd /; } & wait; pwd")[1] == "/tmp\n"
+    assert run(sh, "sleep 0.1 & echo $!; wait $!; echo $?")[1] == "%1\n0\n"
+    status, out, _ = run(sh, "{ /bin/sleep 30; } & kill $!; wait $!; echo $?")
+    assert out == "143\n"
