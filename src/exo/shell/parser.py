@@ -402,6 +402,7 @@ def _lex(s: str, lookup: Callable[[str], str],
     declaring = False
     target = False  # the next word is a redirection's target, not the command's name
     expanded = 0  # bytes the expansions brought in so far (MAX_EXPANSION)
+    ifs: str | None = None  # $IFS, looked up at the first expansion that splits
     i, n = 0, len(s)
 
     def grow(value: str) -> str:
@@ -493,6 +494,10 @@ def _lex(s: str, lookup: Callable[[str], str],
             if i + 1 < n:
                 buf.append(s[i + 1])
             i += 2
+        elif c == "$" and s.startswith("'", i + 1):  # $'…': bash's ANSI-C quoting
+            value, i = _ansi_c(s, i + 1)
+            buf.append(grow(value))
+            solid = True
         elif c in "$`":
             if c == "`":  # `command`: the old spelling of $(command)
                 value, i = _backquoted(s, i, substitute)
@@ -503,12 +508,15 @@ def _lex(s: str, lookup: Callable[[str], str],
             # but not in an assignment (`x=$(seq 3)` is one value, as in sh).
             split = split and not (assign and (leading or declaring))
             grow(value)
-            parts = value.split() if split else [value]
-            solid = solid or not split
+            if split and ifs is None:
+                ifs = lookup("IFS") if lookup("IFS" + SET_QUERY) == "1" else DEFAULT_IFS
+            parts = split_fields(value, ifs) if split and ifs is not None else [value]
+            # (an empty field between two IFS delimiters, `a::b` at `:`, is a word)
+            solid = solid or not split or len(parts) > 1
             for k, part in enumerate(parts):
                 if k:
                     flush()
-                    in_word = True
+                    in_word = solid = True
                 buf.append(part)
         elif c == "~" and not buf and (i + 1 == n or s[i + 1] in "/ \t"):
             buf.append(grow(lookup("HOME") or "/"))
@@ -523,6 +531,88 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+#: What splits an unquoted expansion when IFS is unset.
+DEFAULT_IFS = " \t\n"
+_DEFAULT_CUT = re.compile(r"[ \t\n]+")
+
+
+def split_fields(value: str, ifs: str) -> list[str]:
+    """An unquoted expansion's fields, as POSIX splits them at ``ifs`` (2.6.5): runs of
+    IFS white space are one cut and are dropped at both ends; each other IFS character
+    is a cut of its own (``a::b`` is three fields, ``:a`` two), a last one makes no
+    empty field; an empty IFS splits nothing. (``str.split()`` ignored IFS: ``IFS=:``
+    and ``IFS=$'\n'`` changed nothing.)"""
+    if not ifs:
+        return [value] if value else []
+    blanks = "".join(c for c in ifs if c in DEFAULT_IFS)
+    if len(blanks) == len(ifs):  # white space alone: the common case, in C
+        cut = _DEFAULT_CUT if blanks == DEFAULT_IFS else \
+            re.compile("[" + re.escape(blanks) + "]+")
+        return [f for f in cut.split(value) if f]
+    fields: list[str] = []
+    i, n = 0, len(value)
+    while i < n and value[i] in blanks:
+        i += 1
+    start = i
+    while i < n:
+        if value[i] not in ifs:
+            i += 1
+            continue
+        fields.append(value[start:i])
+        was_blank = value[i] in blanks
+        i += 1
+        while i < n and value[i] in blanks:
+            i += 1
+        if was_blank and i < n and value[i] in ifs:  # `a : b`: one cut
+            i += 1
+            while i < n and value[i] in blanks:
+                i += 1
+        start = i
+    if start < n:
+        fields.append(value[start:])
+    return fields
+_C_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n",
+              "r": "\r", "t": "\t", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_C_NUMERIC = re.compile(r"([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{1,4})"
+                        r"|U([0-9A-Fa-f]{1,8})|c(.)", re.DOTALL)
+
+
+def _ansi_c(s: str, j: int) -> tuple[str, int]:
+    r"""``$'…'`` with its quote at ``s[j]``: the text with bash's backslash escapes
+    (``\n``, ``\t``, ``\\e``, ``\x41``, ``\u00e9``, ``\101``, ``\\cA``…) made, cut
+    at a NUL as bash cuts it; and the index after the closing quote. (``\'`` inside is
+    not supported: the line's splitters read ``'`` as the end of a quote.)"""
+    end = s.find("'", j + 1)
+    if end < 0:
+        raise ParseError("unterminated $' quote")
+    out: list[str] = []
+    k = j + 1
+    while k < end:
+        c = s[k]
+        if c != "\\" or k + 1 >= end:
+            out.append(c)
+            k += 1
+            continue
+        nxt = s[k + 1]
+        if nxt in _C_ESCAPES:
+            out.append(_C_ESCAPES[nxt])
+            k += 2
+            continue
+        m = _C_NUMERIC.match(s, k + 1, end)
+        if m is None:
+            out.append("\\" + nxt)
+            k += 2
+            continue
+        octal, hex2, u4, u8, ctl = m.groups()
+        if ctl is not None:
+            code = ord(ctl.upper()) ^ 0x40 if ctl != "?" else 0x7F
+        else:
+            code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
+        if code == 0:  # bash's string ends there
+            return "".join(out), end + 1
+        out.append(chr(code) if code < 0x110000 else "\ufffd")
+        k = m.end()
+    return "".join(out), end + 1
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
 _EVERY = re.compile(r'"\$(?:@|\{@\}|\{([A-Za-z_][A-Za-z0-9_]*)\[@\]\})"')
 

@@ -807,3 +807,20 @@ def test_nul_bytes_read_are_dropped_as_bash_drops_them(root_shell: Shell) -> Non
                    "echo \"[$w]\"")[1] == "[arrayzzy]\n"
     assert run(sh, "printf 'echo in\\0side\\n' > /tmp/nul.sh; source /tmp/nul.sh")[1] == \
         "inside\n"
+
+
+def test_ansi_c_quoting_and_field_splitting_at_ifs(root_shell: Shell) -> None:
+    """`$'…'` was `$` then a quoted string (`IFS=$'\\n'` set IFS to `$\\n`); an unquoted
+    expansion was split at white space whatever IFS said (`IFS=:` changed nothing)."""
+    sh = root_shell
+    assert run(sh, "printf '%s' $'a\\tb\\nc\\x41\\101\\u00e9\\e.' | od -An -c")[1].split() == \
+        ["a", "\\t", "b", "\\n", "c", "A", "A", "303", "251", "033", "."]
+    assert run(sh, "x=$'one\\ntwo'; echo \"$x\" ${#x}; echo $'a\\0b' \"$'q'\"")[1] == \
+        "one\ntwo 7\na $'q'\n"
+    assert run(sh, "IFS=$'\\n'; for l in $(printf 'a b\\nc d\\n'); do echo \"<$l>\"; done"
+               )[1] == "<a b>\n<c d>\n"
+    assert run(sh, "IFS=:; x=a:b::c; for p in $x; do echo \"[$p]\"; done")[1] == \
+        "[a]\n[b]\n[]\n[c]\n"
+    assert run(sh, "IFS=; z='p q'; for w in $z; do echo \"{$w}\"; done")[1] == "{p q}\n"
+    assert run(sh, "unset IFS; y=' 1  2 '; set -- $y; echo $#")[1] == "2\n"
+    assert run(sh, "echo $'unterminated")[0] == 2
