@@ -229,8 +229,10 @@ class Shell:
             return ""
         if name == "#":
             return str(len(self.positional()))
-        if name in ("@", "*"):
+        if name == "@":
             return " ".join(self.positional())
+        if name == "*":  # joined by IFS's first character, as sh joins "$*"
+            return self._ifs_joiner().join(self.positional())
         if name == "@\0":  # "$@": the words apart (a NUL is in no argument)
             return "\0".join(self.positional())
         value = self.env.get(name)
@@ -239,6 +241,10 @@ class Shell:
         if "u" in self.options and name not in DYNAMIC and name.isidentifier():
             raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
+
+    def _ifs_joiner(self) -> str:
+        ifs = self.env.get("IFS")
+        return " " if ifs is None else ifs[:1]
 
     def assign_variable(self, name: str, value: str) -> None:
         """``NAME=value`` from an arithmetic expansion (``$((i++))``)."""

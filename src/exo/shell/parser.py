@@ -845,7 +845,10 @@ def _element(inner: str, how: str, name: str, subscript: str,
     if subscript in ("@", "*"):
         if how == "#":
             return str(len(elements))
-        return " ".join(map(str, elements) if how == "!" else elements.values())
+        joiner = " "
+        if subscript == "*" and how != "!" and lookup("IFS" + SET_QUERY) == "1":
+            joiner = lookup("IFS")[:1]  # "${a[*]}": joined as "$*" is
+        return joiner.join(map(str, elements) if how == "!" else elements.values())
     if how == "!":
         raise ParseError(f"bad substitution: ${{{inner}}}")
     index = array_index(subscript, elements, lookup, substitute)

@@ -824,3 +824,6 @@ def test_ansi_c_quoting_and_field_splitting_at_ifs(root_shell: Shell) -> None:
     assert run(sh, "IFS=; z='p q'; for w in $z; do echo \"{$w}\"; done")[1] == "{p q}\n"
     assert run(sh, "unset IFS; y=' 1  2 '; set -- $y; echo $#")[1] == "2\n"
     assert run(sh, "echo $'unterminated")[0] == 2
+    # "$*" and "${a[*]}" joined by IFS's first character, as sh joins them
+    assert run(sh, "set -- a b c; a=(x y); IFS=,; echo \"$*\" \"${a[*]}\"; IFS=; "
+                   "echo \"$*\"; unset IFS; echo \"$*\"")[1] == "a,b,c x,y\nabc\na b c\n"
