@@ -468,17 +468,11 @@ def _lex(s: str, lookup: Callable[[str], str],
         elif c == '"' and (every := _EVERY.match(s, i)) is not None:
             # "$@": each positional parameter a word of its own (none when there are
             # none), the text around it joined to the first and the last, as in sh;
-            # "${a[@]}": each element of the array a, the same way (bash's)
+            # "${a[@]}": each element of the array a, the same way (bash's); and a slice
+            # of either ("${@:2}", "${a[@]:1:2}")
             i = every.end()
-            if every.group(1) is None:
-                args = lookup("@\0")
-                parts = args.split("\0") if args else []
-            else:
-                from exo.shell import arrays
-
-                parts = list(arrays.decode(lookup(every.group(1) + arrays.ELEMENTS)).values())
-                args = "".join(parts)
-            grow(args)
+            parts = _words_of(every.group(1) or "@", every.group(2), lookup, substitute)
+            grow("".join(parts))
             for k, part in enumerate(parts):
                 if k:
                     flush()
@@ -614,7 +608,44 @@ def _ansi_c(s: str, j: int) -> tuple[str, int]:
         k = m.end()
     return "".join(out), end + 1
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
-_EVERY = re.compile(r'"\$(?:@|\{@\}|\{([A-Za-z_][A-Za-z0-9_]*)\[@\]\})"')
+_EVERY = re.compile(r'"\$(?:@|\{(@|[A-Za-z_][A-Za-z0-9_]*\[@\])(?::([^}"]*))?\})"')
+#: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.
+_SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(.*)", re.DOTALL)
+
+
+def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
+              substitute: Callable[[str], str] | None) -> list[str]:
+    """The words of ``$@`` (``target`` ``@`` or ``*``) or of an array (``a[@]``), or the
+    slice ``spec`` (``OFF[:LEN]``, arithmetic) of them, as bash slices: ``$@``'s offsets
+    count from ``$0`` (``${@:1}`` is every parameter), an array's are indices (its
+    elements at OFF and after); a negative OFF counts back from the end."""
+    if target in ("@", "*"):
+        args = lookup("@\0")
+        words = args.split("\0") if args else []
+        if spec is None:
+            return words
+        indexed = list(enumerate([lookup("0"), *words]))
+    else:
+        from exo.shell import arrays
+
+        elements = arrays.decode(lookup(target[:-3] + arrays.ELEMENTS))
+        if spec is None:
+            return list(elements.values())
+        indexed = sorted(elements.items())
+    from exo.shell.arith import evaluate
+
+    assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
+    off_text, colon, len_text = spec.partition(":")
+    offset = evaluate(_arith_text(off_text, lookup, substitute), lookup, assign)
+    if offset < 0:
+        offset += (indexed[-1][0] + 1) if indexed else 0
+    chosen = [value for index, value in indexed if index >= offset]
+    if colon:
+        length = evaluate(_arith_text(len_text, lookup, substitute), lookup, assign)
+        if length < 0:
+            raise ParseError(f"{len_text.strip()}: substring expression < 0")
+        chosen = chosen[:length]
+    return chosen
 
 
 def is_assignment(word: str) -> bool:
@@ -877,6 +908,12 @@ def _braced(inner: str, lookup: Callable[[str], str],
     them; WORD is expanded in its turn."""
     if inner.startswith("#") and (inner[1:].isidentifier() or inner[1:].isdigit()):
         return str(len(lookup(inner[1:])))
+    sliced = _SLICED.fullmatch(inner)
+    if sliced is not None:  # ${@:2}, ${a[@]:1:2}
+        target, spec = sliced.groups()
+        joiner = lookup("IFS")[:1] if target[-2:] in ("*", "*]") and \
+            lookup("IFS" + SET_QUERY) == "1" else " "
+        return joiner.join(_words_of(target, spec, lookup, substitute))
     indexed = _INDEXED.fullmatch(inner)
     if indexed is not None:  # ${a[1]}, ${a[@]}, ${#a[@]}, ${!a[@]}: bash's arrays
         how, name, subscript = indexed.groups()

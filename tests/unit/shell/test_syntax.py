@@ -824,6 +824,11 @@ def test_ansi_c_quoting_and_field_splitting_at_ifs(root_shell: Shell) -> None:
     assert run(sh, "IFS=; z='p q'; for w in $z; do echo \"{$w}\"; done")[1] == "{p q}\n"
     assert run(sh, "unset IFS; y=' 1  2 '; set -- $y; echo $#")[1] == "2\n"
     assert run(sh, "echo $'unterminated")[0] == 2
+    # slices of $@ and of arrays, as bash's: "${@:2}" a word each
+    assert run(sh, 'set -- a "b c" d; for x in "${@:2}"; do echo "[$x]"; done; '
+                   'echo "${@: -1}" ${*:1:1}; a=(p q r s); echo ${a[@]:1:2} "${a[@]: -1}"'
+               )[1] == "[b c]\n[d]\nd a\nq r s\n"
+    assert "substring expression < 0" in run(sh, 'echo "${@:1:-1}"')[2]
     # "$*" and "${a[*]}" joined by IFS's first character, as sh joins them
     assert run(sh, "set -- a b c; a=(x y); IFS=,; echo \"$*\" \"${a[*]}\"; IFS=; "
                    "echo \"$*\"; unset IFS; echo \"$*\"")[1] == "a,b,c x,y\nabc\na b c\n"
