@@ -642,6 +642,11 @@ class Shell:
         while source[:1] == "!" and source[1:2] in (" ", "\t"):  # (`! ! cmd`, as bash's)
             negated, source = not negated, source[1:].lstrip()
         self.flow.negated = item.source.startswith(("! ", "!\t"))  # (set -e spares it)
+        if source.startswith("[[") and source[2:3] in (" ", "\t") and \
+                source.rstrip().endswith("]]") and not item.background:
+            status = self._conditional(source.rstrip()[2:-2], stdio)
+            self.last_status = int(status == 0) if negated else status
+            return
         try:
             pipeline = parse_pipeline(self._alias(source), self.lookup, self._substitute)
         except UnsetError:
@@ -723,6 +728,19 @@ class Shell:
 
         self.last_status = 0
         self._exec_item(ListItem(";", line, False), stdio)
+
+    def _conditional(self, text: str, stdio: tuple[int, int, int]) -> int:
+        """``[[ text ]]``'s status (exo.shell.conditional): 0 true, 1 false, 2 malformed."""
+        from exo.shell.conditional import ConditionError, evaluate
+
+        if "x" in self.options:
+            os.write(stdio[2], f"+ [[ {text.strip()} ]]\n".encode(errors="replace"))
+        ctx = CommandContext(self, ["[["], *stdio, threading.Event())
+        try:
+            return 0 if evaluate(ctx, text) else 1
+        except ConditionError as exc:
+            os.write(stdio[2], f"exo: [[: {exc}\n".encode())
+            return 2
 
     @staticmethod
     def _trace(argv: list[str], assignments: list[tuple[str, str]], stderr: int) -> None:

@@ -143,6 +143,14 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             buf.append(line[i : end + 1])
             i = end + 1
             continue
+        elif c == "[" and line.startswith("[[", i) and line[i + 2 : i + 3] in (" ", "\t") \
+                and (i == 0 or line[i - 1].isspace() or line[i - 1] in "!;&|(") \
+                and (_last_word(buf) in _BEFORE_COMMAND or not "".join(buf).strip()):
+            # [[ EXPRESSION ]]: one word to the line, its && || < > ( ) its own
+            end = conditional_end(line, i)
+            buf.append(line[i:end])
+            i = end
+            continue
         elif c == "(" and _arith_at(line, i):
             # (( EXPR )) and for (( A; B; C )): one word, its ; inside
             try:
@@ -217,6 +225,28 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
         for marker, word in bodies.items():  # (a line of many items: each its own)
             item.source = item.source.replace(marker, word)
     return items
+
+
+def conditional_end(line: str, i: int) -> int:
+    """The index after the ``]]`` closing the ``[[`` at ``line[i]`` (a word ``]]`` of its
+    own, outside quotes and substitutions); IncompleteInput when the line has none."""
+    from exo.shell.conditional import ConditionError, _word_end
+
+    k = i + 2
+    n = len(line)
+    while True:
+        while k < n and line[k] in " \t\n":
+            k += 1
+        if k >= n:
+            raise IncompleteInput("unterminated [[: ']]' expected")
+        try:
+            end = _word_end(line, k)
+        except ConditionError as exc:
+            raise ParseError(str(exc)) from None
+        if line[k:end] == "]]" or (line.startswith("]]", k) and line[k + 2 : k + 3] in
+                                   (";", "&", "|", ")")):
+            return k + 2
+        k = max(end, k + 1)
 
 
 #: The words a subshell's ``(`` and ``)`` become (no word typed has a NUL).

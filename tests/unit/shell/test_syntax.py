@@ -832,3 +832,27 @@ def test_ansi_c_quoting_and_field_splitting_at_ifs(root_shell: Shell) -> None:
     # "$*" and "${a[*]}" joined by IFS's first character, as sh joins them
     assert run(sh, "set -- a b c; a=(x y); IFS=,; echo \"$*\" \"${a[*]}\"; IFS=; "
                    "echo \"$*\"; unset IFS; echo \"$*\"")[1] == "a,b,c x,y\nabc\na b c\n"
+
+
+def test_bash_s_conditional_command(root_shell: Shell) -> None:
+    """`[[ … ]]` was "command not found" (its && split the line): bash's conditional —
+    words never split or globbed, && || ! ( ) inside, == as a pattern (quoted parts
+    literal), =~ with BASH_REMATCH, < > on strings, -lt… on arithmetic, test's file
+    tests, -v; short-circuit expansion; a malformed one answers 2."""
+    sh = root_shell
+    assert run(sh, "x=123; [[ $x =~ ^[0-9]+$ ]] && echo num; [[ abc =~ b(.) ]] && "
+                   "echo ${BASH_REMATCH[1]} ${BASH_REMATCH[0]}")[1] == "num\nc bc\n"
+    assert run(sh, 'f="a b"; [[ -n $f && $f == a* ]] && echo both; '
+                   '[[ $f == "a*" ]] || echo literal')[1] == "both\nliteral\n"
+    assert run(sh, "[[ -f /etc/hostname ]] && echo file; [[ ! -d /none ]] && echo nodir"
+               )[1] == "file\nnodir\n"
+    assert run(sh, 'if [[ 3 -lt 10 && ( "b" > "a" || 1 -eq 2 ) ]]; then echo ok; fi; '
+                   "[[ 1+1 -eq 2 ]] && echo arith")[1] == "ok\narith\n"
+    assert run(sh, "i=; while [[ $i != xxx ]]; do i=${i}x; done; echo $i")[1] == "xxx\n"
+    assert run(sh, "[[ -z '' || $(echo ran >&2) ]]; echo $?") == (0, "0\n", "")
+    assert run(sh, "v=1; [[ -v v ]] && echo set; [[ -v nope ]] || echo unset; "
+                   "! [[ a == b ]] && echo neg")[1] == "set\nunset\nneg\n"
+    assert run(sh, '[[ "a|b" =~ ^(a|b)$ ]]; echo $?; [[ b =~ ^(a|b)$ ]]; echo $?')[1] == \
+        "1\n0\n"
+    for line in ("[[ ]]", "[[ a == ]]", "[[ a =~ ( ]]"):
+        assert run(sh, line)[0] == 2, line
