@@ -630,18 +630,28 @@ def _readonly(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("read", "read a line into variables: read [-r] [-p PROMPT] NAME...")
+@builtin("read", "read a line into variables: read [-r] [-p PROMPT] [-a ARRAY] NAME...")
 def _read(ctx: CommandContext) -> int:
     args = list(ctx.args)
-    raw, prompt = False, ""
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "-r":
-            raw = True
-        elif opt == "-p" and args:
-            prompt = args.pop(0)
-        else:
-            raise CommandError(f"usage: {HELP['read']}", 2)
+    raw, prompt, array = False, "", None
+    while args and args[0].startswith("-") and len(args[0]) > 1 and args[0] != "--":
+        letters = args.pop(0)[1:]  # (`-ra NAME`: letters together, as getopt takes them)
+        for k, letter in enumerate(letters):
+            if letter == "r":
+                raw = True
+                continue
+            if letter not in "pa" or not (letters[k + 1:] or args):
+                raise CommandError(f"usage: {HELP['read']}", 2)
+            value = letters[k + 1:] or args.pop(0)
+            if letter == "p":
+                prompt = value
+            else:  # bash's -a: each field an element of ARRAY
+                array = value
+            break
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if array is not None:
+        args = [array]
     if prompt:
         ctx.write(prompt, ctx.stderr)
     names = args or ["REPLY"]
@@ -671,10 +681,61 @@ def _read(ctx: CommandContext) -> int:
 
         text = re.sub(r"\\(.)", r"\1", text)
     ifs = ctx.shell.env.get("IFS", " \t\n")  # (`IFS=: read a b`, `IFS= read -r line`)
+    if array is not None:
+        from exo.shell import arrays
+        from exo.shell.parser import split_fields
+
+        try:
+            ctx.shell.env[array] = arrays.encode(dict(enumerate(split_fields(text, ifs))))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        return 1 if ended else 0
     fields = _ifs_fields(text, ifs, len(names))
     for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
         ctx.shell.env[name] = value
     return 1 if ended else 0
+
+
+@builtin("mapfile", "read lines into an array: mapfile [-t] [-n COUNT] [-s SKIP] "
+         "[ARRAY] (MAPFILE by default; -t drops each newline); readarray is the same")
+def _mapfile(ctx: CommandContext) -> int:
+    from exo.shell import arrays
+    from exo.shell.parser import MAX_EXPANSION
+
+    args = list(ctx.args)
+    strip, count, skip = False, 0, 0
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "-t":
+            strip = True
+        elif opt in ("-n", "-s") and args and args[0].isdigit() and len(args[0]) < 10:
+            value = int(args.pop(0))
+            count, skip = (value, skip) if opt == "-n" else (count, value)
+        else:
+            raise CommandError(f"usage: {HELP['mapfile']}", 2)
+    name = args[0] if args else "MAPFILE"
+    if len(args) > 1 or not name.isidentifier():
+        raise CommandError(f"usage: {HELP['mapfile']}", 2)
+    data = bytearray()
+    for chunk in ctx.read_stdin():  # (bounded as an expansion: the lines land in memory)
+        data += chunk
+        if len(data) > MAX_EXPANSION:
+            raise CommandError(f"more than {MAX_EXPANSION >> 20} MiB of input")
+    parts = without_nul(data.decode(errors="replace")).split("\n")
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    lines = lines[skip:]
+    if count:
+        lines = lines[:count]
+    try:
+        ctx.shell.env[name] = arrays.encode(dict(enumerate(
+            line.removesuffix("\n") if strip else line for line in lines)))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+BUILTINS["readarray"] = BUILTINS["mapfile"]
+HELP["readarray"] = HELP["mapfile"]
 
 
 def _continued(line: bytearray) -> bool:

@@ -110,12 +110,15 @@ DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME"})
 #: ``NAME=(…)`` and ``NAME+=(…)``: bash's array assignment (after ``local``/``declare``).
 _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\s+)?"
                     r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=\(")
+#: ``$(< FILE)``: bash's shortcut for ``$(cat FILE)``.
+_READ_FILE = re.compile(r"\s*<\s*[^\s<>|;&()]+\s*")
 #: ``NAME[SUBSCRIPT]=VALUE``: one element.
 _ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]=")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
 STOP_GRACE_S = 0.5
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
-                            "sudo", "read", "source", ".", "fg", "top"})
+                            "sudo", "read", "source", ".", "fg", "top", "mapfile",
+                            "readarray"})
 
 
 class Shell:
@@ -811,6 +814,8 @@ class Shell:
         would otherwise recurse until the shell's thread ran out of stack)."""
         if self._substituting >= MAX_SUBSTITUTION_DEPTH:
             raise ParseError(f"$(...) nested more than {MAX_SUBSTITUTION_DEPTH} deep")
+        if _READ_FILE.fullmatch(command):  # $(< FILE): the file, as bash's shortcut
+            command = "command cat " + command.strip()
         read_fd, write_fd = os.pipe()
         chunks: list[bytes] = []
         held = [0]  # bytes in chunks; past MAX_LINE: the read end is closed (EPIPE)

@@ -856,3 +856,17 @@ def test_bash_s_conditional_command(root_shell: Shell) -> None:
         "1\n0\n"
     for line in ("[[ ]]", "[[ a == ]]", "[[ a =~ ( ]]"):
         assert run(sh, line)[0] == 2, line
+
+
+def test_mapfile_read_a_and_reading_a_file_by_substitution(root_shell: Shell) -> None:
+    """mapfile/readarray, `read -a` (and letters together: `read -ra`), `$(< FILE)`
+    were "command not found", a usage error and an error of an empty command."""
+    sh = root_shell
+    assert run(sh, "printf 'l1\\nl2\\r\\nl3' > /tmp/m.txt; mapfile -t L < /tmp/m.txt; "
+                   "echo ${#L[@]} \"${L[2]}\"; readarray -s 1 -n 1 M < /tmp/m.txt; "
+                   "declare -p M")[1] == "3 l3\ndeclare -a M=([0]='l2\r\n')\n"
+    assert run(sh, 'read -a parts <<< "x y  z"; echo ${#parts[@]} ${parts[2]}; '
+                   'IFS=: read -ra p2 <<< "a::b"; echo ${#p2[@]}')[1] == "3 z\n3\n"
+    assert run(sh, 'c=$(< /tmp/m.txt); echo "$c" | wc -l; x=$(</tmp/m.txt); echo ${#x}'
+               )[1] == "3\n9\n"
+    assert run(sh, "mapfile -x")[0] == 2
