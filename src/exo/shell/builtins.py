@@ -696,6 +696,35 @@ def _read(ctx: CommandContext) -> int:
     return 1 if ended else 0
 
 
+@builtin("printf", "format and print: printf [-v NAME] FORMAT [ARGUMENT...] (C's "
+         "formats: %s %d %x %f %c %b %q, flags, widths; the format again while arguments "
+         "are left; -v NAME: into the variable NAME)")
+def _printf(ctx: CommandContext) -> int:
+    from exo.shell.printf import PrintfError, render
+
+    args = list(ctx.args)
+    name = None
+    if args[:1] == ["-v"] and len(args) > 1:
+        name, args = args[1], args[2:]
+        if not name.isidentifier():
+            raise CommandError(f"'{name}': not a valid identifier", 2)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        raise CommandError(f"usage: {HELP['printf']}", 2)
+    try:
+        text, errors = render(args[0], args[1:])
+    except PrintfError as exc:
+        raise CommandError(str(exc)) from None
+    for error in errors:
+        ctx.err(error)
+    if name is not None:
+        ctx.shell.env[name] = text
+    else:
+        ctx.write(text)
+    return 1 if errors else 0
+
+
 @builtin("mapfile", "read lines into an array: mapfile [-t] [-n COUNT] [-s SKIP] "
          "[ARRAY] (MAPFILE by default; -t drops each newline); readarray is the same")
 def _mapfile(ctx: CommandContext) -> int:

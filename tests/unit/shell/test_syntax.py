@@ -870,3 +870,18 @@ def test_mapfile_read_a_and_reading_a_file_by_substitution(root_shell: Shell) ->
     assert run(sh, 'c=$(< /tmp/m.txt); echo "$c" | wc -l; x=$(</tmp/m.txt); echo ${#x}'
                )[1] == "3\n9\n"
     assert run(sh, "mapfile -x")[0] == 2
+
+
+def test_printf_is_bash_s_builtin(root_shell: Shell) -> None:
+    """printf was the host's /usr/bin/printf through the powerbox (`printf -v v …`
+    printed "-v"): bash's builtin, with -v, the format reused over the arguments."""
+    sh = root_shell
+    assert run(sh, "printf -v v '%03d' 7; echo $v")[1] == "007\n"
+    assert run(sh, "printf '%s-%d\\n' a 1 b 2 c; printf '[%5s|%-5s|%.2f|%x|%o|%c|%e]\\n' "
+                   "ab cd 3.14159 255 8 xyz 12345.678")[1] == \
+        "a-1\nb-2\nc-0\n[   ab|cd   |3.14|ff|10|x|1.234568e+04]\n"
+    assert run(sh, "printf '%b|' 'a\\tb' 'x\\cy'; printf '%*d|%%\\101\\n' 5 42")[1] == \
+        "a\tb|x   42|%A\n"
+    status, out, err = run(sh, "printf '%d\\n' abc 0x1F 010 \"'A\"")
+    assert (status, out, err) == (1, "0\n31\n8\n65\n", "printf: abc: invalid number\n")
+    assert run(sh, "printf '%999999999s' x")[0] == 1 and run(sh, "printf")[0] == 2
