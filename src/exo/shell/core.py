@@ -374,16 +374,9 @@ class Shell:
                 self.flow.conditions -= 1
             self.last_status = int(self.last_status == 0)
         elif node.prefix:  # `cat f | while read l; …`
-            try:
-                before = parse_pipeline(node.prefix, self.lookup,
-                                        self._substitute).commands
-                after = parse_pipeline(": " + node.redirects, self.lookup,
-                                       self._substitute).commands
-            except ParseError as exc:
-                os.write(stdio[2], f"exo: {exc}\n".encode())
-                self.last_status = 2
-                return
-            self.last_status = self._pipe_block(node, after, stdio, before)
+            streams = self._block_streams(node, stdio)
+            if streams is not None:
+                self.last_status = self._pipe_block(node, streams[1], stdio, streams[0])
         elif not node.redirects:
             self._exec_block(node, stdio)
         else:  # `done > out`: the whole block's streams
@@ -435,6 +428,15 @@ class Shell:
         (``jobs``, ``wait``, ``$!``), run on the job's thread by a copy of this shell, as
         sh forks a subshell for it: what it changes of the shell stays its own, and the
         shell goes on at once (the ``&`` was dropped: the block ran in the foreground)."""
+        streams = self._block_streams(node, stdio)
+        if streams is not None:
+            self.last_status = self._pipe_block(node, streams[1], stdio, streams[0],
+                                                runner=self._copy())
+
+    def _block_streams(self, node: If | Loop | Group | Case, stdio: tuple[int, int, int]
+                       ) -> tuple[list[Command] | None, list[Command]] | None:
+        """A block's stages: the pipeline piped into it, if any, and its redirections
+        then the stages after it; None (said, status 2) when either does not parse."""
         try:
             before = parse_pipeline(node.prefix, self.lookup, self._substitute).commands \
                 if node.prefix else None
@@ -443,8 +445,8 @@ class Shell:
         except ParseError as exc:
             os.write(stdio[2], f"exo: {exc}\n".encode())
             self.last_status = 2
-            return
-        self.last_status = self._pipe_block(node, after, stdio, before, runner=self._copy())
+            return None
+        return before, after
 
     def _copy(self) -> Shell:
         """This shell's state in a shell of its own (a background block's subshell)."""

@@ -603,27 +603,39 @@ _C_NUMERIC = re.compile(r"([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{1,4})"
 
 def _ansi_c(s: str, j: int) -> tuple[str, int]:
     r"""``$'…'`` with its quote at ``s[j]``: the text with bash's backslash escapes
-    (``\n``, ``\t``, ``\\e``, ``\x41``, ``\u00e9``, ``\101``, ``\\cA``…) made, cut
-    at a NUL as bash cuts it; and the index after the closing quote. (``\'`` inside is
-    not supported: the line's splitters read ``'`` as the end of a quote.)"""
+    made (``backslash_escapes``), cut at a NUL as bash cuts it; and the index after the
+    closing quote. (``\'`` inside is not supported: the line's splitters read ``'`` as
+    the end of a quote.)"""
     end = s.find("'", j + 1)
     if end < 0:
         raise ParseError("unterminated $' quote")
+    return backslash_escapes(s[j + 1 : end], dollar_quote=True)[0], end + 1
+
+
+def backslash_escapes(text: str, *, dollar_quote: bool = False,
+                      percent_b: bool = False) -> tuple[str, bool]:
+    r"""``text`` with C's backslash escapes made (``
+``, ``	``, ``\e``, ``A``,
+    ``é``, ``A``…), and whether it was cut short. ``dollar_quote``: ``$'…'``'s
+    rules (``\cA`` is a control character; a NUL ends the text); ``percent_b``:
+    printf ``%b``'s (``\c`` ends all output, octal is ``\0NNN``)."""
     out: list[str] = []
-    k = j + 1
-    while k < end:
-        c = s[k]
-        if c != "\\" or k + 1 >= end:
+    k, n = 0, len(text)
+    while k < n:
+        c = text[k]
+        if c != "\\" or k + 1 >= n:
             out.append(c)
             k += 1
             continue
-        nxt = s[k + 1]
+        nxt = text[k + 1]
+        if percent_b and nxt == "c":
+            return "".join(out), True
         if nxt in _C_ESCAPES:
             out.append(_C_ESCAPES[nxt])
             k += 2
             continue
-        m = _C_NUMERIC.match(s, k + 1, end)
-        if m is None:
+        m = _C_NUMERIC.match(text, k + 2 if percent_b and nxt == "0" else k + 1)
+        if m is None or (m.group(5) is not None and not dollar_quote):
             out.append("\\" + nxt)
             k += 2
             continue
@@ -632,11 +644,13 @@ def _ansi_c(s: str, j: int) -> tuple[str, int]:
             code = ord(ctl.upper()) ^ 0x40 if ctl != "?" else 0x7F
         else:
             code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
-        if code == 0:  # bash's string ends there
-            return "".join(out), end + 1
+        if code == 0 and dollar_quote:  # bash's string ends there
+            return "".join(out), True
         out.append(chr(code) if code < 0x110000 else "\ufffd")
         k = m.end()
-    return "".join(out), end + 1
+    return "".join(out), False
+
+
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
 _EVERY = re.compile(r'"\$(?:@|\{(@|[A-Za-z_][A-Za-z0-9_]*\[@\])(?::([^}"]*))?\})"')
 #: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from exo.shell.parser import _C_ESCAPES, _C_NUMERIC
+from exo.shell.parser import backslash_escapes
 
 _SPEC = re.compile(r"%([-+ #0]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?([sbcdiouxXeEfFgGq%])")
 #: Output one printf may make (the format repeated over many arguments is bounded by them).
@@ -29,32 +29,7 @@ class PrintfError(ValueError):
 def unescape(text: str, *, for_b: bool = False) -> tuple[str, bool]:
     r"""``text`` with its backslash escapes made; and whether a ``\c`` (``%b``'s "stop
     here") was met. ``%b`` takes octal as ``\0NNN``, the format as ``\NNN``."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c != "\\" or i + 1 >= n:
-            out.append(c)
-            i += 1
-            continue
-        nxt = text[i + 1]
-        if for_b and nxt == "c":
-            return "".join(out), True
-        if nxt in _C_ESCAPES:
-            out.append(_C_ESCAPES[nxt])
-            i += 2
-            continue
-        start = i + 2 if (for_b and nxt == "0") else i + 1
-        m = _C_NUMERIC.match(text, start)
-        if m is None or m.group(5) is not None:  # (\cX is $'…'s alone)
-            out.append("\\" + nxt)
-            i += 2
-            continue
-        octal, hex2, u4, u8, _ = m.groups()
-        code = int(octal, 8) if octal else int(hex2 or u4 or u8, 16)
-        out.append(chr(code) if code < 0x110000 else "\ufffd")
-        i = m.end()
-    return "".join(out), False
+    return backslash_escapes(text, percent_b=for_b)
 
 
 def _number(arg: str, errors: list[str]) -> int:
