@@ -1636,15 +1636,21 @@ def _sudo(ctx: CommandContext) -> int:
         other.session.end()  # the command's session ends with it
 
 
+#: The words the shell's grammar reads itself (``type`` names them, as bash does).
+KEYWORDS = frozenset({"if", "then", "elif", "else", "fi", "for", "while", "until", "do",
+                      "done", "case", "esac", "in", "function", "{", "}", "!", "[[", "]]"})
+
+
 @builtin("type", "say what a command name runs: type NAME...")
 def _type(ctx: CommandContext) -> int:
     from exo.shell.powerbox import Powerbox
 
     status = 0
     args = list(ctx.args)
-    if args[:1] == ["-t"]:  # one word each: alias, function, builtin, file
+    if args[:1] == ["-t"]:  # one word each: alias, keyword, function, builtin, file
         for name in args[1:]:
-            kind = "alias" if name in ctx.shell.aliases else "function" if \
+            kind = "alias" if name in ctx.shell.aliases else "keyword" if \
+                name in KEYWORDS else "function" if \
                 name in ctx.shell.functions else "builtin" if name in ctx.shell.builtins \
                 else "file" if _command_v(ctx, name) is not None else ""
             if kind:
@@ -1655,6 +1661,8 @@ def _type(ctx: CommandContext) -> int:
     for name in args:
         if name in ctx.shell.aliases:
             ctx.out(f"{name} is aliased to '{ctx.shell.aliases[name]}'")
+        elif name in KEYWORDS:
+            ctx.out(f"{name} is a shell keyword")
         elif name in ctx.shell.functions:
             ctx.out(f"{name} is a function")
         elif name in ctx.shell.builtins:

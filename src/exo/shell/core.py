@@ -647,9 +647,9 @@ class Shell:
         while source[:1] == "!" and source[1:2] in (" ", "\t"):  # (`! ! cmd`, as bash's)
             negated, source = not negated, source[1:].lstrip()
         self.flow.negated = item.source.startswith(("! ", "!\t"))  # (set -e spares it)
-        if source.startswith("[[") and source[2:3] in (" ", "\t") and \
-                source.rstrip().endswith("]]") and not item.background:
-            status = self._conditional(source.rstrip()[2:-2], stdio)
+        if source.startswith("[[") and source[2:3] in (" ", "\t", "") and \
+                not item.background:
+            status = self._conditional(source, stdio)
             self.last_status = int(status == 0) if negated else status
             return
         try:
@@ -734,18 +734,36 @@ class Shell:
         self.last_status = 0
         self._exec_item(ListItem(";", line, False), stdio)
 
-    def _conditional(self, text: str, stdio: tuple[int, int, int]) -> int:
-        """``[[ text ]]``'s status (exo.shell.conditional): 0 true, 1 false, 2 malformed."""
+    def _conditional(self, source: str, stdio: tuple[int, int, int]) -> int:
+        """``[[ … ]] [REDIRECTIONS]``'s status (exo.shell.conditional): 0 true, 1 false,
+        2 malformed."""
         from exo.shell.conditional import ConditionError, evaluate
+        from exo.shell.parser import conditional_end
 
-        if "x" in self.options:
-            os.write(stdio[2], f"+ [[ {text.strip()} ]]\n".encode(errors="replace"))
-        ctx = CommandContext(self, ["[["], *stdio, threading.Event())
+        end = conditional_end(source, 0)
+        if end < 0:
+            os.write(stdio[2], b"exo: [[: ']]' expected\n")
+            return 2
+        text = source[2 : end - 2]
+        opened: list[int] = []
         try:
+            if source[end:].strip():  # `[[ … ]] 2>/dev/null`
+                after = parse_pipeline(": " + source[end:], self.lookup,
+                                       self._substitute).commands
+                if len(after) > 1:
+                    raise ParseError("[[ … ]] | …: a conditional is not piped")
+                stdio = self._redirect(after[0], *stdio, opened)
+            if "x" in self.options:
+                os.write(stdio[2], f"+ [[ {text.strip()} ]]\n".encode(errors="replace"))
+            ctx = CommandContext(self, ["[["], *stdio, threading.Event())
             return 0 if evaluate(ctx, text) else 1
-        except ConditionError as exc:
+        except (ConditionError, ParseError, _RedirectError) as exc:
+            if isinstance(exc, UnsetError):
+                raise
             os.write(stdio[2], f"exo: [[: {exc}\n".encode())
             return 2
+        finally:
+            self._close(list(opened), opened)
 
     @staticmethod
     def _trace(argv: list[str], assignments: list[tuple[str, str]], stderr: int) -> None:

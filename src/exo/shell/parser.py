@@ -145,9 +145,10 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             continue
         elif c == "[" and line.startswith("[[", i) and line[i + 2 : i + 3] in (" ", "\t") \
                 and (i == 0 or line[i - 1].isspace() or line[i - 1] in "!;&|(") \
-                and (_last_word(buf) in _BEFORE_COMMAND or not "".join(buf).strip()):
-            # [[ EXPRESSION ]]: one word to the line, its && || < > ( ) its own
-            end = conditional_end(line, i)
+                and (_last_word(buf) in _BEFORE_COMMAND or not "".join(buf).strip()) \
+                and (end := conditional_end(line, i)) > i:
+            # [[ EXPRESSION ]]: one word to the line, its && || < > ( ) its own (with no
+            # `]]` after it, a word as any: `type if [[`)
             buf.append(line[i:end])
             i = end
             continue
@@ -229,7 +230,7 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
 
 def conditional_end(line: str, i: int) -> int:
     """The index after the ``]]`` closing the ``[[`` at ``line[i]`` (a word ``]]`` of its
-    own, outside quotes and substitutions); IncompleteInput when the line has none."""
+    own, outside quotes and substitutions); -1 when the line has none."""
     from exo.shell.conditional import ConditionError, _word_end
 
     k = i + 2
@@ -238,11 +239,11 @@ def conditional_end(line: str, i: int) -> int:
         while k < n and line[k] in " \t\n":
             k += 1
         if k >= n:
-            raise IncompleteInput("unterminated [[: ']]' expected")
+            return -1
         try:
             end = _word_end(line, k)
-        except ConditionError as exc:
-            raise ParseError(str(exc)) from None
+        except (ConditionError, ParseError):  # (an unterminated quote: said later)
+            return -1
         if line[k:end] == "]]" or (line.startswith("]]", k) and line[k + 2 : k + 3] in
                                    (";", "&", "|", ")")):
             return k + 2

@@ -854,8 +854,13 @@ def test_bash_s_conditional_command(root_shell: Shell) -> None:
                    "! [[ a == b ]] && echo neg")[1] == "set\nunset\nneg\n"
     assert run(sh, '[[ "a|b" =~ ^(a|b)$ ]]; echo $?; [[ b =~ ^(a|b)$ ]]; echo $?')[1] == \
         "1\n0\n"
-    for line in ("[[ ]]", "[[ a == ]]", "[[ a =~ ( ]]"):
+    for line in ("[[ ]]", "[[ a == ]]", "[[ a =~ ( ]]", "[[ a", "[[ a ]] | cat"):
         assert run(sh, line)[0] == 2, line
+    assert run(sh, "[[ -f /none ]] 2>/dev/null || echo no; [[ a ]] > /tmp/c.out; echo $?"
+               )[1] == "no\n0\n"
+    # with no ]] after it, [[ is a word as any; type says what the keywords are
+    assert run(sh, "type if [[; type -t while")[1] == \
+        "if is a shell keyword\n[[ is a shell keyword\nkeyword\n"
 
 
 def test_mapfile_read_a_and_reading_a_file_by_substitution(root_shell: Shell) -> None:
