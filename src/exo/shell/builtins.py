@@ -963,6 +963,24 @@ MAX_RERUN_DEPTH = 64
 MAX_RERUN_BYTES = 2 << 20
 
 
+@builtin("exec", "run COMMAND in place of the shell: exec COMMAND [ARG...] (the session, "
+         "script or subshell ends with its status; the shell's own descriptors cannot be "
+         "redirected for good: redirect each command, or a { …; } > FILE block)")
+def _exec(ctx: CommandContext) -> int:
+    import shlex
+
+    from exo.shell.session import Logout
+
+    if not ctx.args:
+        raise CommandError("redirecting the shell's own descriptors (exec > FILE, exec "
+                           "3> FILE) is not supported: redirect each command, or a "
+                           "{ …; } > FILE block", 1)
+    # As `command`: a program or builtin, not a function of that name.
+    with ctx.shell.plain(ctx.args[0]):
+        status = _rerun(ctx, "\\" + shlex.join(ctx.args))
+    raise Logout(status & 0xFF)
+
+
 def _rerun(ctx: CommandContext, line: str) -> int:
     """Run ``line`` in this shell for ``eval``, ``command`` or ``env``, within
     ``MAX_RERUN_DEPTH`` and ``MAX_RERUN_BYTES``."""

@@ -433,3 +433,20 @@ def test_a_block_with_an_ampersand_runs_in_the_background(root_shell: Shell) -> 
     assert run(sh, "sleep 0.1 & echo $!; wait $!; echo $?")[1] == "%1\n0\n"
     status, out, _ = run(sh, "{ /bin/sleep 30; } & kill $!; wait $!; echo $?")
     assert out == "143\n"
+
+
+def test_exec_runs_a_command_in_place_of_the_shell(root_shell: Shell) -> None:
+    """`exec CMD` was "command not found": it runs CMD (never a function of that name)
+    and the shell, script or subshell ends with its status; `exec > FILE` (the shell's
+    own descriptors) is refused with a line that says what to do instead."""
+    from exo.shell.session import Logout
+
+    sh = root_shell
+    assert run(sh, '(exec false); echo $?; (exec echo "a  b"; echo never)')[1] == \
+        "1\na  b\n"
+    assert run(sh, "f() { echo fn; }; (exec f)")[2] == "exo: f: command not found\n"
+    status, _, err = run(sh, "exec > /tmp/x")
+    assert status == 1 and "not supported: redirect each command" in err
+    with pytest.raises(Logout) as ended:
+        run(sh, "exec true")
+    assert ended.value.status == 0
