@@ -106,7 +106,7 @@ JOB_BUILTINS = frozenset({"run"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 #: The variables the shell computes when read (``Shell._dynamic``): always set.
-DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME"})
+DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME", "FUNCNAME"})
 #: ``NAME=(…)`` and ``NAME+=(…)``: bash's array assignment (after ``local``/``declare``).
 _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\s+)?"
                     r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=\(")
@@ -206,7 +206,10 @@ class Shell:
         if name.endswith(ELEMENTS):  # ${a[…]}: the elements (exo.shell.arrays)
             from exo.shell import arrays
 
-            return arrays.encode(arrays.decode(self.env.get(name[:-len(ELEMENTS)])))
+            base = name[:-len(ELEMENTS)]
+            if base == "FUNCNAME" and base not in self.env:
+                return arrays.encode(dict(enumerate(self._function_names())))
+            return arrays.encode(arrays.decode(self.env.get(base)))
         if ASSIGN in name:  # ${x:=WORD}
             name, _, assigned = name.partition(ASSIGN)
             self.env[name] = assigned
@@ -245,6 +248,10 @@ class Shell:
             raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
 
+    def _function_names(self) -> list[str]:
+        """The functions being called on this thread, innermost first (``FUNCNAME``)."""
+        return [f.name for f in reversed(self.flow.frames) if f.name]
+
     def _ifs_joiner(self) -> str:
         ifs = self.env.get("IFS")
         return " " if ifs is None else ifs[:1]
@@ -261,6 +268,8 @@ class Shell:
             return str(int.from_bytes(os.urandom(2), "little") & 0x7FFF)
         if name in ("UID", "EUID"):
             return str(self.session.uid)
+        if name == "FUNCNAME":  # the function being called (bash's), "" outside one
+            return next(iter(self._function_names()), "")
         if name == "SECONDS":
             return str(int(time.monotonic() - self.started))
         if name == "HOSTNAME":
@@ -602,7 +611,7 @@ class Shell:
                                f"{MAX_FUNCTION_DEPTH} deep\n".encode())
             self.last_status = 1
             return 1
-        frame = Frame(args)
+        frame = Frame(args, group.name if self.functions.get(group.name) is group else "")
         flow.frames.append(frame)
         flow.returnable += 1
         body = Group(group.body)

@@ -30,10 +30,11 @@ class Frame:
     """One function call (or ``source FILE ARGS``): its arguments, and the values its
     ``local`` variables hid (None: the variable was not set)."""
 
-    __slots__ = ("args", "hidden", "marked")
+    __slots__ = ("args", "hidden", "marked", "name")
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], name: str = "") -> None:
         self.args = args
+        self.name = name  # the function's ("": a sourced file, a piped block)
         self.hidden: dict[str, str | None] = {}
         self.marked: set[str] = set()  # its locals made read-only: unmarked at return
 

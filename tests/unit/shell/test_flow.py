@@ -450,3 +450,11 @@ def test_exec_runs_a_command_in_place_of_the_shell(root_shell: Shell) -> None:
     with pytest.raises(Logout) as ended:
         run(sh, "exec true")
     assert ended.value.status == 0
+
+
+def test_funcname_names_the_functions_being_called(root_shell: Shell) -> None:
+    """bash's FUNCNAME (scripts' error messages): the innermost function, and as an
+    array the calls innermost first; empty outside every function."""
+    sh = root_shell
+    assert run(sh, 'echo "[$FUNCNAME]"; f() { echo $FUNCNAME; g; }; '
+                   'g() { echo "${FUNCNAME[@]}" ${#FUNCNAME[@]}; }; f')[1] == "[]\nf\ng f 2\n"
