@@ -82,10 +82,12 @@ def tokens(text: str) -> list[tuple[str, bool]]:
         word = text[i:end]
         # (an unquoted `)` closing a group may end a word: `[[ (-f x) ]]`)
         closing = 0
-        if not regex_next:
-            while word.endswith(")") and not word.endswith("\\)") and \
-                    word.count(")") > word.count("("):
-                word, closing = word[:-1], closing + 1
+        if not regex_next:  # (cut once: a word of a million `)` stays linear)
+            extra = word.count(")") - word.count("(")
+            trailing = len(word) - len(word.rstrip(")"))
+            closing = max(0, min(extra, trailing - (word[:len(word) - trailing]
+                                                    .endswith("\\"))))
+            word = word[:len(word) - closing]
         out.append((word, False))
         out += [(")", True)] * closing
         regex_next = word == "=~"
@@ -207,14 +209,35 @@ class _Condition:
             raise ConditionError(str(exc)) from None
 
     def _regex(self, value: str, raw: str) -> bool:
+        """``=~``: RE2 (``google-re2``), as the builtin grep, not Python's ``re``, which
+        backtracks holding the GIL: ``[[ $x =~ ^(a+)+$ ]]`` on 40 letters would have
+        stopped every thread of the kernel (grep's hostile review); its program's size
+        is bounded as grep's."""
+        import re2
+
+        from exo.shell.textutils import GREP_LINE, MAX_PROGRAM
+
         quoted_whole = len(raw) > 1 and raw[0] in "'\"" and _word_end(raw, 0) == len(raw) \
             and raw[-1] == raw[0]
         pattern = self._expand(raw)
+        options = re2.Options()
+        options.log_errors = False  # (it writes to the kernel's stderr)
         try:
-            m = re.search(re.escape(pattern) if quoted_whole else pattern, value)
-        except re.error as exc:
-            raise ConditionError(f"=~: {pattern}: bad regular expression ({exc})") from None
-        groups = [] if m is None else [m.group(0), *(g or "" for g in m.groups())]
+            rx = re2.compile((re.escape(pattern) if quoted_whole else pattern).encode(),
+                             options=options)
+        except re2.error as exc:
+            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(
+                exc.args[0], bytes) else str(exc)
+            raise ConditionError(f"=~: {pattern}: bad regular expression ({detail})"
+                                 ) from None
+        if rx.programsize > MAX_PROGRAM:
+            raise ConditionError(f"=~: {pattern}: too complex ({MAX_PROGRAM} steps)")
+        subject = value.encode(errors="surrogateescape")
+        if len(subject) > GREP_LINE:  # (linear, times the program: bounded as grep's lines)
+            raise ConditionError(f"=~: a string longer than {GREP_LINE >> 20} MiB")
+        m = rx.search(subject)
+        groups = [] if m is None else [
+            (g or b"").decode(errors="replace") for g in (m.group(0), *m.groups())]
         self.ctx.shell.env["BASH_REMATCH"] = arrays.encode(dict(enumerate(groups)))
         return m is not None
 
