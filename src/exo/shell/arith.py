@@ -296,7 +296,10 @@ class _Evaluator:
 
         elements, index = self.element(name, sub)
         elements[index] = str(value)
-        self.assign(name, arrays.encode(elements))
+        try:
+            self.assign(name, arrays.encode(elements))
+        except ValueError as exc:  # (too many elements)
+            raise ParseError(f"{name}: {exc}") from None
         return value
 
     def binary(self, op: str, a: int, b: int) -> int:

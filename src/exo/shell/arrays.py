@@ -16,8 +16,10 @@ import shlex
 MARK = "\0array\0"
 #: ``lookup(NAME + ELEMENTS)``: NAME's elements, encoded (a plain NAME as element 0).
 ELEMENTS = "\0elements"
-#: Elements one array may hold (its values are bounded by the line's expansion limit).
+#: Elements one array may hold, and their bytes in all (`a+=("$four_mib")` in a loop
+#: would otherwise grow the kernel by 4 MiB a round).
 MAX_ELEMENTS = 1 << 16
+MAX_BYTES = 16 << 20
 
 
 def is_array(value: str | None) -> bool:
@@ -27,6 +29,8 @@ def is_array(value: str | None) -> bool:
 def encode(elements: dict[int, str]) -> str:
     if len(elements) > MAX_ELEMENTS:
         raise ValueError(f"an array holds at most {MAX_ELEMENTS} elements")
+    if sum(len(v) for v in elements.values()) > MAX_BYTES:
+        raise ValueError(f"an array holds at most {MAX_BYTES >> 20} MiB")
     return MARK + "\0".join(f"{i}\0{v}" for i, v in sorted(elements.items()))
 
 

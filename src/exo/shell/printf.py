@@ -112,10 +112,10 @@ def render(fmt: str, args: list[str]) -> tuple[str, list[str]]:
                 text = (spec + "s") % arg
             out.append(text)
             size += len(text)
+            if size > MAX_OUTPUT:  # (each conversion: `%4000000s` a hundred thousand times)
+                raise PrintfError(f"the output would pass {MAX_OUTPUT >> 20} MiB")
             if stop:
                 return "".join(out), errors
-        if size > MAX_OUTPUT:
-            raise PrintfError(f"the output would pass {MAX_OUTPUT >> 20} MiB")
         literal, cut = unescape(fmt[pos:])
         out.append(literal)
         if cut or not pending or used == 0:

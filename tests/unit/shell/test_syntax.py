@@ -893,3 +893,14 @@ def test_printf_is_bash_s_builtin(root_shell: Shell) -> None:
     status, out, err = run(sh, "printf '%d\\n' abc 0x1F 010 \"'A\"")
     assert (status, out, err) == (1, "0\n31\n8\n65\n", "printf: abc: invalid number\n")
     assert run(sh, "printf '%999999999s' x")[0] == 1 and run(sh, "printf")[0] == 2
+
+
+def test_arrays_and_printf_are_bounded(root_shell: Shell) -> None:
+    """What the shell holds for a user is the kernel's memory: an array at most 16 MiB
+    (a loop of `a+=("$one_mib")` grew it without end), printf's output at most 4 MiB
+    whatever its conversions ask for."""
+    sh = root_shell
+    _, out, err = run(sh, 'x=$(printf "%1000000s" a); for i in {1..20}; do '
+                          'a+=("$x"); done; echo ${#a[@]}')
+    assert out == "16\n" and "an array holds at most 16 MiB" in err
+    assert "would pass 4 MiB" in run(sh, 'printf "%4000000s%4000000s" a b')[2]
