@@ -705,11 +705,13 @@ class Shell:
         except ParseError:
             closing = len(source)
         if closing >= len(source) or source[closing:closing + 1] != ")":
-            raise ParseError(f"{name}=(…): ')' expected on the same line")
+            raise ParseError(f"{name}=(…): ')' expected")
         if source[closing + 1:].strip():
             raise ParseError(f"syntax error near '{source[closing + 1:].split()[0]}' "
                              f"after {name}=(…)")
-        inner = source[opening + 1:closing]
+        # (over several lines: a line that is a comment is none of its words)
+        inner = "\n".join(line for line in source[opening + 1:closing].split("\n")
+                          if not line.lstrip().startswith("#"))
         words = self._argv(parse_pipeline(inner, self.lookup, self._substitute)
                            .commands[0]) if inner.strip() else []
         # `local a=(…)`: the local (or declared) NAME first, then its elements; read-only

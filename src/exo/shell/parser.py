@@ -161,6 +161,16 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             buf.append(line[i : end + 1])
             i = end + 1
             continue
+        elif c == "(" and _ARRAY_OPEN.fullmatch(_last_word(buf)) and buf[-1].endswith("="):
+            # NAME=( … ): one word to the line, over as many lines as it takes (a list of
+            # files, one a line, as scripts write it)
+            try:
+                end = matching_paren(line, i)
+            except IncompleteInput:
+                raise IncompleteInput("unterminated NAME=( … ): ')' expected") from None
+            buf.append(line[i : end + 1])
+            i = end + 1
+            continue
         elif c == "(" and _subshell_at(line, i, _last_word(buf)):
             # ( LIST ): its list split as a line of its own, between the words SUBSHELL
             # and END_SUBSHELL, which parse_blocks makes a Group run in a subshell.
@@ -250,6 +260,8 @@ def conditional_end(line: str, i: int) -> int:
         k = max(end, k + 1)
 
 
+#: The word before an array's ``(``: ``NAME=`` or ``NAME+=``.
+_ARRAY_OPEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 #: The words a subshell's ``(`` and ``)`` become (no word typed has a NUL).
 SUBSHELL, END_SUBSHELL = "\0(", "\0)"
 #: Subshells in subshells (each level scans the rest of its line once more).

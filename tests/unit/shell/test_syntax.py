@@ -663,7 +663,10 @@ def test_bash_s_indexed_arrays(root_shell: Shell) -> None:
                    "let 'a[2] *= 2'; echo ${a[@]}")[1] == "50\n11 20 60\n"
     assert run(sh, "for ((i=0; i<3; i++)); do s[i]=$((i*i)); done; echo ${s[@]}; "
                    "((c[2]=7)); declare -p c")[1] == "0 1 4\ndeclare -a c=([2]=7)\n"
-    for line, said in (("a=(1 2", "')' expected on the same line"),
+    # over several lines, as scripts list files (a line that is a comment is no word)
+    assert run(sh, 'files=(\n  one.txt\n  # a comment\n  "two words"\n)\n'
+                   'echo ${#files[@]} "${files[1]}"')[1] == "2 two words\n"
+    for line, said in (("a=(1 2", "')' expected"),
                        ("a=(1 2) x", "syntax error near 'x'"),
                        ("a=(1); echo ${a[-5]}", "bad array subscript"),
                        ("declare -A m", "associative arrays are not supported")):
