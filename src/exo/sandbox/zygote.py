@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -79,7 +79,7 @@ AT_SYMLINK_NOFOLLOW = 0x100
 AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count(1)
-_zygotes: dict[tuple[str, str], Zygote] = {}
+_zygotes: dict[tuple[object, ...], Zygote] = {}
 _stopped: set[str] = set()  # boots whose kernel has shut down: no zygote starts for them
 _lock = threading.Lock()
 
@@ -184,12 +184,26 @@ def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
     return out
 
 
+#: What a command's spec holds beyond its zygote's: its grants, its streams, its limits
+#: (and ``tmp_user``, which only names where its grants come from).
+_OWN = frozenset({"read_paths", "write_paths", "exec_paths", "bind_sources", "cwd",
+                  "keep_fds", "env", "memory_max", "pids_max", "cpu_max", "process_uid",
+                  "tmp_user"})
+
+
 def _base(spec: SandboxSpec) -> SandboxSpec:
     """What a session's zygote holds of ``spec``: its base view, without the command's
-    grants (nor ``tmp_user``, which only names where they come from)."""
+    own (``_OWN``)."""
     return replace(spec, read_paths=(), write_paths=(), exec_paths=(), bind_sources={},
                    cwd=None, keep_fds=(), env={}, memory_max=None, pids_max=None,
                    cpu_max=None, process_uid=None, tmp_user=None)
+
+
+def _key(boot_id: str, spec: SandboxSpec) -> tuple[object, ...]:
+    """Which zygote serves ``spec``: its boot and every field ``_base`` keeps (the
+    session's account, tree and network mode...), read as they are, rather than a
+    ``_base`` copy validated again and its repr (~0.1 ms of each start, cold)."""
+    return (boot_id, *(getattr(spec, f.name) for f in fields(spec) if f.name not in _OWN))
 
 
 def eligible(spec: SandboxSpec) -> str | None:
@@ -870,8 +884,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
     tty = _dev_binds(plan.args)
     if len(tty) > 1 or (tty and tty[0][2] != TTY):
         return None
-    base_spec = _base(spec)
-    key = (boot_id, repr(base_spec))  # the session's account, tree and network mode
+    key = _key(boot_id, spec)
     with _lock:
         zygote = _zygotes.get(key)
         dead = zygote if zygote is not None and zygote.dead else None
@@ -887,6 +900,7 @@ def spawn(spec: SandboxSpec, argv: Sequence[str], *, name: str, boot_id: str,
         if zygote is not None:
             base, base_dests, base_skeleton = zygote.plan, zygote.dests, zygote.skeleton
         else:
+            base_spec = _base(spec)
             base = _bwrap.plan_mounts(base_spec, tty=False)
             base_dests = {d for _, _, d in _binds(base.args)}
             base_skeleton = _skeleton(base.args, set())
@@ -971,12 +985,13 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
             _seccomp.compiled_filter("none", errno.EPERM, True)
         try:
             base_spec = _base(spec)
-            key = (processes.boot_id, repr(base_spec))
+            key = _key(processes.boot_id, spec)
             with _lock:
                 if (key in _zygotes and not _zygotes[key].dead) or key[0] in _stopped:
                     return
             base = _bwrap.plan_mounts(base_spec, tty=False)
-            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base, key[0]))
+            boot = processes.boot_id
+            made = (start_on or (lambda fn: fn()))(lambda: Zygote(base_spec, base, boot))
             with _lock:
                 if (key not in _zygotes or _zygotes[key].dead) and key[0] not in _stopped:
                     _zygotes[key] = made
@@ -991,8 +1006,8 @@ def warm(processes: _Spawner, account: tuple[str, int]) -> None:
 
 def _evict() -> None:
     """Stop the least recently used idle zygotes beyond ``MAX_ZYGOTES`` (caller locks)."""
-    idle = sorted((z.last_used, k) for k, z in _zygotes.items()
-                  if not z.pending and not z.starting)
+    idle = sorted(((z.last_used, k) for k, z in _zygotes.items()
+                   if not z.pending and not z.starting), key=lambda pair: pair[0])
     while len(_zygotes) > MAX_ZYGOTES and idle:
         _, k = idle.pop(0)
         _zygotes.pop(k).stop()
