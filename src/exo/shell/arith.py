@@ -26,7 +26,7 @@ from exo.shell.parser import ParseError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     Node = tuple[object, ...]
 
@@ -245,11 +245,11 @@ class _Evaluator:
                  assign: Callable[[str, str], None] | None) -> None:
         self.expr, self.lookup, self.assign = expr, lookup, assign
 
-    def element(self, name: str, sub: Node | None) -> tuple[dict[int, str], int]:
+    def element(self, name: str, sub: Node | None) -> tuple[Mapping[int, str], int]:
         """The elements of the array ``name`` and the index ``sub`` gives."""
         from exo.shell import arrays
 
-        elements = arrays.decode(self.lookup(name + arrays.ELEMENTS))
+        elements = arrays.view(self.lookup(name + arrays.ELEMENTS))
         try:
             return elements, arrays.index_of(elements, self.run(sub))  # type: ignore[arg-type]
         except ValueError:
@@ -294,10 +294,10 @@ class _Evaluator:
             return value
         from exo.shell import arrays
 
-        elements, index = self.element(name, sub)
-        elements[index] = str(value)
+        _, index = self.element(name, sub)
         try:
-            self.assign(name, arrays.encode(elements))
+            self.assign(name, arrays.with_items(self.lookup(name + arrays.ELEMENTS),
+                                                {index: str(value)}))
         except ValueError as exc:  # (too many elements)
             raise ParseError(f"{name}: {exc}") from None
         return value

@@ -209,7 +209,10 @@ class Shell:
             base = name[:-len(ELEMENTS)]
             if base == "FUNCNAME" and base not in self.env:
                 return arrays.encode(dict(enumerate(self._function_names())))
-            return arrays.encode(arrays.decode(self.env.get(base)))
+            value = self.env.get(base)
+            if value is not None and is_array(value):
+                return value  # (as it is: a read of ${a[i]} copies nothing)
+            return arrays.encode(arrays.decode(value))
         if ASSIGN in name:  # ${x:=WORD}
             name, _, assigned = name.partition(ASSIGN)
             self.env[name] = assigned
@@ -691,10 +694,10 @@ class Shell:
             end = word_end(source, m.end())
             if source[end:].strip():
                 raise ParseError(f"{name}[{subscript}]=…: one word, then ';' or a newline")
-            elements = arrays.decode(self.env.get(name))
-            index = array_index(subscript, elements, self.lookup, self._substitute)
-            elements[index] = expand_word(source[m.end():end], self.lookup, self._substitute)
-            self.env[name] = arrays.encode(elements)
+            current = self.env.get(name)
+            index = array_index(subscript, arrays.view(current), self.lookup, self._substitute)
+            value = expand_word(source[m.end():end], self.lookup, self._substitute)
+            self.env[name] = arrays.with_items(current, {index: value})
             self.last_status = self.flow.substituted
             return
         declaration, name, append = m.groups()
@@ -726,13 +729,13 @@ class Shell:
             after.append(f"{command} {name}")
         if self.last_status:
             return
-        elements = arrays.decode(self.env.get(name)) if append else {}
-        start = max(elements, default=-1) + 1
-        elements.update(enumerate(words, start))
+        current = self.env.get(name) if append else None
+        start = max(arrays.view(current), default=-1) + 1
+        grown = arrays.with_items(current, dict(enumerate(words, start)))
         if "x" in self.options:
             os.write(stdio[2], f"+ {name}{'+' if append else ''}=({shlex.join(words)})\n"
                      .encode(errors="replace"))
-        self.env[name] = arrays.encode(elements)
+        self.env[name] = grown
         for line in after:
             self._declare(line, stdio)
             if self.last_status:

@@ -19,7 +19,7 @@ import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 #: What the expansions of one line may bring in at most ($VAR, $(...), ~).
 MAX_EXPANSION = 4 << 20
@@ -685,7 +685,7 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
     else:
         from exo.shell import arrays
 
-        elements = arrays.decode(lookup(target[:-3] + arrays.ELEMENTS))
+        elements = arrays.view(lookup(target[:-3] + arrays.ELEMENTS))
         if spec is None:
             return list(elements.values())
         indexed = sorted(elements.items())
@@ -929,7 +929,7 @@ def _element(inner: str, how: str, name: str, subscript: str,
     """``${NAME[SUBSCRIPT]}`` and its ``#`` (length, count) and ``!`` (indices) forms."""
     from exo.shell import arrays
 
-    elements = arrays.decode(lookup(name + arrays.ELEMENTS))
+    elements = arrays.view(lookup(name + arrays.ELEMENTS))
     if subscript in ("@", "*"):
         if how == "#":
             return str(len(elements))
@@ -944,7 +944,7 @@ def _element(inner: str, how: str, name: str, subscript: str,
     return str(len(value)) if how == "#" else value
 
 
-def array_index(subscript: str, elements: dict[int, str], lookup: Callable[[str], str],
+def array_index(subscript: str, elements: Mapping[int, str], lookup: Callable[[str], str],
                 substitute: Callable[[str], str] | None) -> int:
     """An array's subscript: an arithmetic expression (negative: from the end)."""
     from exo.shell import arrays
