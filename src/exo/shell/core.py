@@ -869,8 +869,12 @@ class Shell:
         saved, options = self.last_status, set(self.options)  # (its set -e is its own)
         self._depth.n = self._substituting + 1
         status = 0
+        err = getattr(self._depth, "err", 2)
         try:
-            status = self.run_line(command, 0, write_fd, getattr(self._depth, "err", 2))
+            # A subshell, as sh's: `DIR=$(cd "$d" && pwd)` moved the shell itself, and
+            # `y=$(x=2)` changed x (it ran in the shell, with nothing put back)
+            with self._kept((0, write_fd, err)):
+                status = self.run_line(command, 0, write_fd, err)
         except (ShellExit, SwitchUser, LoopControl, FunctionReturn) as exc:
             # `$(exit)`, `$(break)`, `$(return)` end the substitution, as sh's subshell
             # does, not the session, the loop or the function around it
@@ -1099,25 +1103,35 @@ class Shell:
         back when it ends (its variables, which are exported, the working directory,
         functions, aliases, ``$1``…); an ``exit`` in it ends it alone, with its status.
         (sh forks; the shell is the kernel's thread, so it keeps a copy instead.)"""
+        with self._kept(stdio):
+            # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
+            # forked one (the loop or function around it goes on).
+            try:
+                self._exec_nodes(body, stdio)
+            except Logout as exc:  # `exit N` (a shutdown goes on up)
+                self.last_status = exc.status
+            except (ErrExit, FunctionReturn) as exc:  # its set -e, a `return` in it
+                self.last_status = exc.status if exc.status is not None \
+                    else self.last_status
+            except LoopControl:
+                self.last_status = 0
+            except UnsetError as exc:  # ${x:?} ends the subshell, not the line
+                os.write(stdio[2], f"exo: {exc}\n".encode())
+                self.last_status = 1
+
+    @contextlib.contextmanager
+    def _kept(self, stdio: tuple[int, int, int]) -> Iterator[None]:
+        """A subshell's (``( … )``, ``$(…)``) run: what it changes of the shell (its
+        variables, which are exported, the working directory, functions, aliases,
+        ``$1``…, options, traps) is put back at its end, its EXIT trap run then."""
         positional = self.positional()  # (a function's $1…, or the shell's)
         saved = (dict(self.env), set(self.env.readonly), set(self.exported), self.cwd,
                  dict(self.functions), dict(self.aliases), list(positional),
                  set(self.options), set(self.shopt))
-        # A `break`, `continue` or `return` in it ends the subshell alone, as in sh's
-        # forked one (the loop or function around it goes on).
         traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
         self.subshells += 1
         try:
-            self._exec_nodes(body, stdio)
-        except Logout as exc:  # `exit N` (a shutdown goes on up)
-            self.last_status = exc.status
-        except (ErrExit, FunctionReturn) as exc:  # its set -e, a `return` in it
-            self.last_status = exc.status if exc.status is not None else self.last_status
-        except LoopControl:
-            self.last_status = 0
-        except UnsetError as exc:  # ${x:?} ends the subshell, not the line
-            os.write(stdio[2], f"exo: {exc}\n".encode())
-            self.last_status = 1
+            yield
         finally:
             self.subshells -= 1
             with contextlib.suppress(Logout):

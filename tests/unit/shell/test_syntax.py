@@ -907,3 +907,15 @@ def test_arrays_and_printf_are_bounded(root_shell: Shell) -> None:
                           'a+=("$x"); done; echo ${#a[@]}')
     assert out == "16\n" and "an array holds at most 16 MiB" in err
     assert "would pass 4 MiB" in run(sh, 'printf "%4000000s%4000000s" a b')[2]
+
+
+def test_a_command_substitution_is_a_subshell(root_shell: Shell) -> None:
+    """`$(…)` ran in the shell itself with nothing put back: `DIR=$(cd "$d" && pwd)`,
+    the commonest idiom, moved the shell, and `y=$(x=2)` changed x. As sh's subshell,
+    what it changes stays its own; `$(exit 3)` still gives its status."""
+    sh = root_shell
+    assert run(sh, "x=1; y=$(x=2; cd /tmp; echo $x); echo $x $y; pwd")[1] == \
+        "1 2\n/home/root\n"
+    assert run(sh, "d=$(cd /etc && pwd); echo $d; pwd")[1] == "/etc\n/home/root\n"
+    assert run(sh, "z=$(exit 3); echo $?; w=`cd /tmp; pwd`; echo $w; pwd")[1] == \
+        "3\n/tmp\n/home/root\n"
