@@ -143,6 +143,11 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             buf.append(line[i : end + 1])
             i = end + 1
             continue
+        elif c == "`":  # `…`: one word too (`cd /tmp; pwd` split at its ;)
+            end = _backquote_end(line, i)
+            buf.append(line[i : end + 1])
+            i = end + 1
+            continue
         elif c == "[" and line.startswith("[[", i) and line[i + 2 : i + 3] in (" ", "\t") \
                 and (i == 0 or line[i - 1].isspace() or line[i - 1] in "!;&|(") \
                 and (_last_word(buf) in _BEFORE_COMMAND or not "".join(buf).strip()) \
