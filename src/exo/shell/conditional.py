@@ -23,6 +23,8 @@ from exo.shell.testexpr import evaluate as test
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from exo.shell.context import CommandContext
 
 _OPERATORS = ("&&", "||", "(", ")", "!")
@@ -240,10 +242,6 @@ class _Condition:
             (g or b"").decode(errors="replace") for g in (m.group(0), *m.groups())]
         self.ctx.shell.env["BASH_REMATCH"] = arrays.encode(dict(enumerate(groups)))
         return m is not None
-
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 
 def evaluate(ctx: CommandContext, text: str) -> bool:

@@ -43,6 +43,7 @@ from exo.shell.parser import (
     Pipeline,
     UnsetError,
     Word,
+    current_ifs,
     parse_pipeline,
     split_list,
 )
@@ -241,7 +242,7 @@ class Shell:
         if name == "@":
             return " ".join(self.positional())
         if name == "*":  # joined by IFS's first character, as sh joins "$*"
-            return self._ifs_joiner().join(self.positional())
+            return current_ifs(self.lookup)[:1].join(self.positional())
         if name == "@\0":  # "$@": the words apart (a NUL is in no argument)
             return "\0".join(self.positional())
         value = self.env.get(name)
@@ -254,10 +255,6 @@ class Shell:
     def _function_names(self) -> list[str]:
         """The functions being called on this thread, innermost first (``FUNCNAME``)."""
         return [f.name for f in reversed(self.flow.frames) if f.name]
-
-    def _ifs_joiner(self) -> str:
-        ifs = self.env.get("IFS")
-        return " " if ifs is None else ifs[:1]
 
     def assign_variable(self, name: str, value: str) -> None:
         """``NAME=value`` from an arithmetic expansion (``$((i++))``)."""
@@ -463,14 +460,7 @@ class Shell:
     def _copy(self) -> Shell:
         """This shell's state in a shell of its own (a background block's subshell)."""
         other = type(self)(self.kernel, self._tree, self.session)
-        other.cwd = self.cwd
-        other.env.restore(dict(self.env), self.env.readonly)
-        other.exported = set(self.exported)
-        other.functions = dict(self.functions)
-        other.aliases = dict(self.aliases)
-        other.options = set(self.options)
-        other.shopt = set(self.shopt)
-        other.script_args = list(self.positional())
+        other._put(self._state())
         other.last_status = self.last_status
         other.subshells = self.subshells + 1  # (`exit` in it ends it alone)
         return other
@@ -783,8 +773,6 @@ class Shell:
     def _trace(argv: list[str], assignments: list[tuple[str, str]], stderr: int) -> None:
         """``set -x``'s line for a command (its ``NAME=value`` words first), or for an
         assignment alone."""
-        import shlex
-
         words = [f"{name}={shlex.quote(value)}" for name, value in assignments]
         os.write(stderr, ("+ " + " ".join([*words, *map(shlex.quote, argv)]) + "\n")
                  .encode(errors="replace"))
@@ -1124,10 +1112,7 @@ class Shell:
         """A subshell's (``( … )``, ``$(…)``) run: what it changes of the shell (its
         variables, which are exported, the working directory, functions, aliases,
         ``$1``…, options, traps) is put back at its end, its EXIT trap run then."""
-        positional = self.positional()  # (a function's $1…, or the shell's)
-        saved = (dict(self.env), set(self.env.readonly), set(self.exported), self.cwd,
-                 dict(self.functions), dict(self.aliases), list(positional),
-                 set(self.options), set(self.shopt))
+        saved = self._state()
         traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
         self.subshells += 1
         try:
@@ -1137,17 +1122,27 @@ class Shell:
             with contextlib.suppress(Logout):
                 self.run_exit_trap(stdio)
             self.traps = traps
-            env, readonly, exported, self.cwd, functions, aliases, args, options, shopt = saved
-            self.shopt = shopt
-            positional[:] = args
-            self.options.clear()
-            self.options.update(options)
-            self.env.restore(env, readonly)
-            self.exported = exported
-            self.functions.clear()
-            self.functions.update(functions)
-            self.aliases.clear()
-            self.aliases.update(aliases)
+            self._put(saved)
+
+    def _state(self) -> _State:
+        """A copy of what a subshell may change of the shell (``_put`` puts it back, or
+        into another shell)."""
+        return _State(self)
+
+    def _put(self, state: _State) -> None:
+        """Make ``state`` (``_state``) this shell's, in place: the containers other code
+        holds (this call's ``$1``… list, the option set) stay the same objects."""
+        self.cwd = state.cwd
+        self.shopt = set(state.shopt)
+        self.positional()[:] = state.args
+        self.options.clear()
+        self.options.update(state.options)
+        self.env.restore(state.env, state.readonly)
+        self.exported = set(state.exported)
+        self.functions.clear()
+        self.functions.update(state.functions)
+        self.aliases.clear()
+        self.aliases.update(state.aliases)
 
     def _restore(self, saved: dict[str, str | None]) -> None:
         """Give variables back the values ``saved`` (None: the variable was unset), read-only
@@ -1705,6 +1700,27 @@ class Shell:
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
+
+
+class _State:
+    """What a subshell may change of the shell (``Shell._state``), copied: variables and
+    their read-only marks, what is exported, the working directory, functions, aliases,
+    ``$1``… (a function's or the shell's), options (``set``, ``shopt``). (A plain class:
+    ``typing`` is not imported before the shell is ready.)"""
+
+    __slots__ = ("aliases", "args", "cwd", "env", "exported", "functions", "options",
+                 "readonly", "shopt")
+
+    def __init__(self, shell: Shell) -> None:
+        self.env = dict(shell.env)
+        self.readonly = set(shell.env.readonly)
+        self.exported = set(shell.exported)
+        self.cwd = shell.cwd
+        self.functions = dict(shell.functions)
+        self.aliases = dict(shell.aliases)
+        self.args = list(shell.positional())
+        self.options = set(shell.options)
+        self.shopt = set(shell.shopt)
 
 
 def _block_source(node: If | Loop | Group | Case) -> str:

@@ -551,7 +551,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             split = split and not (assign and (leading or declaring))
             grow(value)
             if split and ifs is None:
-                ifs = lookup("IFS") if lookup("IFS" + SET_QUERY) == "1" else DEFAULT_IFS
+                ifs = current_ifs(lookup)
             parts = split_fields(value, ifs) if split and ifs is not None else [value]
             # (an empty field between two IFS delimiters, `a::b` at `:`, is a word)
             solid = solid or not split or len(parts) > 1
@@ -576,6 +576,12 @@ _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 #: What splits an unquoted expansion when IFS is unset.
 DEFAULT_IFS = " \t\n"
 _DEFAULT_CUT = re.compile(r"[ \t\n]+")
+
+
+def current_ifs(lookup: Callable[[str], str]) -> str:
+    """``$IFS`` as splitting and joining read it: unset is ``DEFAULT_IFS``; set, even to
+    "", as it is (its first character joins ``"$*"``, none when it is empty)."""
+    return lookup("IFS") if lookup("IFS" + SET_QUERY) == "1" else DEFAULT_IFS
 
 
 def split_fields(value: str, ifs: str) -> list[str]:
@@ -632,9 +638,8 @@ def _ansi_c(s: str, j: int) -> tuple[str, int]:
 
 def backslash_escapes(text: str, *, dollar_quote: bool = False,
                       percent_b: bool = False) -> tuple[str, bool]:
-    r"""``text`` with C's backslash escapes made (``
-``, ``	``, ``\e``, ``A``,
-    ``é``, ``A``…), and whether it was cut short. ``dollar_quote``: ``$'…'``'s
+    r"""``text`` with C's backslash escapes made (``\n``, ``\t``, ``\e``, ``\x41``,
+    ``\u00e9``, ``\101``…), and whether it was cut short. ``dollar_quote``: ``$'…'``'s
     rules (``\cA`` is a control character; a NUL ends the text); ``percent_b``:
     printf ``%b``'s (``\c`` ends all output, octal is ``\0NNN``)."""
     out: list[str] = []
@@ -696,7 +701,7 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
         indexed = sorted(elements.items())
     from exo.shell.arith import evaluate
 
-    assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
+    assign = _assigner(lookup)
     off_text, colon, len_text = spec.partition(":")
     offset = evaluate(_arith_text(off_text, lookup, substitute), lookup, assign)
     if offset < 0:
@@ -891,6 +896,14 @@ def _arith_text(inner: str, lookup: Callable[[str], str],
     return "".join(out)
 
 
+def _assigner(lookup: Callable[[str], str]) -> Callable[[str, str], None] | None:
+    """How an arithmetic expansion assigns (``$((i++))``): through the shell whose
+    ``lookup`` this is; None (assignments refused) for any other lookup."""
+    assign: Callable[[str, str], None] | None = getattr(
+        getattr(lookup, "__self__", None), "assign_variable", None)
+    return assign
+
+
 def _expand(s: str, i: int, lookup: Callable[[str], str],
             substitute: Callable[[str], str] | None) -> tuple[str, int, bool]:
     """Expand the reference at ``s[i] == '$'``: (value, next index, whether an unquoted
@@ -908,8 +921,7 @@ def _expand(s: str, i: int, lookup: Callable[[str], str],
 
         inner = _arith_text(s[j + 2 : end - 1], lookup, substitute)
         # ($((x=3)), $((i++)) assign, as in sh: through the shell whose lookup this is)
-        assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
-        return str(evaluate(inner, lookup, assign)), end + 1, False
+        return str(evaluate(inner, lookup, _assigner(lookup))), end + 1, False
     if j < len(s) and s[j] == "(":
         end = matching_paren(s, j)
         if substitute is None:
@@ -938,9 +950,8 @@ def _element(inner: str, how: str, name: str, subscript: str,
     if subscript in ("@", "*"):
         if how == "#":
             return str(len(elements))
-        joiner = " "
-        if subscript == "*" and how != "!" and lookup("IFS" + SET_QUERY) == "1":
-            joiner = lookup("IFS")[:1]  # "${a[*]}": joined as "$*" is
+        # ("${a[*]}": joined as "$*" is)
+        joiner = current_ifs(lookup)[:1] if subscript == "*" and how != "!" else " "
         return joiner.join(map(str, elements) if how == "!" else elements.values())
     if how == "!":
         raise ParseError(f"bad substitution: ${{{inner}}}")
@@ -955,8 +966,7 @@ def array_index(subscript: str, elements: Mapping[int, str], lookup: Callable[[s
     from exo.shell import arrays
     from exo.shell.arith import evaluate
 
-    assign = getattr(getattr(lookup, "__self__", None), "assign_variable", None)
-    value = evaluate(_arith_text(subscript, lookup, substitute), lookup, assign)
+    value = evaluate(_arith_text(subscript, lookup, substitute), lookup, _assigner(lookup))
     try:
         return arrays.index_of(elements, value)
     except ValueError:
@@ -973,8 +983,7 @@ def _braced(inner: str, lookup: Callable[[str], str],
     sliced = _SLICED.fullmatch(inner)
     if sliced is not None:  # ${@:2}, ${a[@]:1:2}
         target, spec = sliced.groups()
-        joiner = lookup("IFS")[:1] if target[-2:] in ("*", "*]") and \
-            lookup("IFS" + SET_QUERY) == "1" else " "
+        joiner = current_ifs(lookup)[:1] if "*" in target else " "
         return joiner.join(_words_of(target, spec, lookup, substitute))
     indexed = _INDEXED.fullmatch(inner)
     if indexed is not None:  # ${a[1]}, ${a[@]}, ${#a[@]}, ${!a[@]}: bash's arrays
