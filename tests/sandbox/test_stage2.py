@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import socket
 import struct
@@ -218,8 +219,9 @@ def test_a_prepared_spare_has_fresh_tmp_and_shm_with_the_kept_paths_read_only() 
                   f"touch {kept}/x 2>/dev/null && echo kept-rw; touch /tmp/new && echo tmp-rw")
         status, report, out = _spare_script(script, "/", prepare=[kept])
         assert status == 0 and report == b"R", report
-        # Its init sent the command's pidfd, then the command's wait status.
-        assert said == [b"P+fd", b"X0"], said
+        # Its init sent the command's pidfd, then the command's wait status and the CPU
+        # microseconds (user, system) of what it reaped.
+        assert said[0] == b"P+fd" and re.fullmatch(rb"X0 \d+ \d+", said[1]), said
         # /tmp holds only the kept path's parents; /dev/shm is empty
         assert out.split() == [kept.split("/")[2], "kept", "tmp-rw"], out
         assert not Path(kept, "x").exists() and not Path("/tmp/new").exists()

@@ -90,9 +90,10 @@ class ExoProcess:
     """One Exo process as the kernel sees it, and what it is allowed to make the kernel
     spend (``limits``: cgroup limits and kernel quotas, ``exo.kernel.quota``)."""
 
-    __slots__ = ("account", "argv", "channel", "children", "cpu_s", "cwd", "end_reason",
-                 "ended", "exited", "host_pid", "inbox", "limits", "on_exit", "parent", "pid",
-                 "reclaimed", "report_fd", "sandbox", "server", "started", "status", "uid")
+    __slots__ = ("account", "argv", "channel", "children", "cpu_s", "cpu_times", "cwd",
+                 "end_reason", "ended", "exited", "host_pid", "inbox", "limits", "on_exit",
+                 "parent", "pid", "reclaimed", "report_fd", "sandbox", "server", "started",
+                 "status", "uid")
 
     def __init__(self, pid: int, argv: list[str], parent: int,
                  limits: Limits | None = None) -> None:
@@ -111,6 +112,9 @@ class ExoProcess:
         self.ended: float | None = None  # monotonic time of its exit
         #: CPU seconds it used, as last read (cpu_seconds); final once it has exited.
         self.cpu_s: float | None = None
+        #: (user, system) CPU seconds of all it ran, from its cgroup once reclaimed (None:
+        #: not accounted, or not yet).
+        self.cpu_times: tuple[float, float] | None = None
         #: Why it ended, when the kernel knows more than the status says
         #: ("memory limit 64M reached").
         self.end_reason: str | None = None
@@ -706,9 +710,12 @@ class ProcessManager:
         time.sleep(RECLAIM_DELAY)
         cgroup = getattr(proc.sandbox, "cgroup", None)
         with contextlib.suppress(Exception):  # (its cgroup goes next)
-            final = cgroup.cpu_seconds() if cgroup is not None else None
-            if final is not None:
-                proc.cpu_s = final
+            if cgroup is not None and (final := cgroup.cpu_seconds()) is not None:
+                proc.cpu_s, proc.cpu_times = final, cgroup.cpu_times()
+            elif (reported := getattr(proc.sandbox, "cpu_times", None)) is not None:
+                # (no CPU account in its cgroup: a v1 host without cpuacct there) what
+                # its init reaped, as a zygote's command's init reports it
+                proc.cpu_s, proc.cpu_times = sum(reported), reported
         with contextlib.suppress(Exception):
             # the cgroup, and whatever the command left running in it (killed)
             proc.sandbox.wait()

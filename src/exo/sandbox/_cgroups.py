@@ -489,6 +489,23 @@ class CgroupSet:
                     return int(value) / 1e6
         return None
 
+    def cpu_times(self) -> tuple[float, float] | None:
+        """(user, system) CPU seconds of the group's processes, those gone included (v1
+        ``cpuacct.usage_user``/``usage_sys``, v2 ``cpu.stat``'s ``user_usec``/
+        ``system_usec``); None when not accounted so."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if self.version == 1:
+                user, system = self._find("cpuacct.usage_user"), self._find("cpuacct.usage_sys")
+                if user is None or system is None:
+                    return None
+                return int(user.read_text()) / 1e9, int(system.read_text()) / 1e9
+            path = self._find("cpu.stat")
+            if path is None:
+                return None
+            stat = dict(line.partition(" ")[::2] for line in path.read_text().splitlines())
+            return int(stat["user_usec"]) / 1e6, int(stat["system_usec"]) / 1e6
+        return None
+
     def oom_kills(self) -> int:
         """How many processes the memory controller killed at this group's limit
         (v1 ``memory.oom_control``, v2 ``memory.events``: their ``oom_kill`` line)."""

@@ -107,6 +107,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -424,8 +425,10 @@ static void private_proc(void) {
  * its pidfd: the zygote moves it into the command's cgroup, and the kernel signals and
  * watches the command itself, so SIGSTOP stops the command, not its init), reaps
  * whatever the command orphans, and when the command ends reports its raw wait status
- * ("X<status>") and exits -- and the namespace ends with it: what the command left
- * behind is killed there and then, as under bubblewrap's init. */
+ * and the CPU time (user and system, microseconds) of everything it reaped, the command
+ * and what it waited for included ("X<status> <user> <system>"), and exits -- and the
+ * namespace ends with it: what the command left behind is killed there and then, as
+ * under bubblewrap's init. */
 __attribute__((noreturn)) static void command_init(pid_t command) {
     int pidfd = (int)syscall(SYS_pidfd_open, command, 0);
     if (pidfd < 0) fail("zygote: pidfd_open: %s", strerror(errno));
@@ -450,16 +453,22 @@ __attribute__((noreturn)) static void command_init(pid_t command) {
     syscall(SYS_close_range, spare_sock + 1, ~0U, 0);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     int status = 0;
+    long long user_us = 0, system_us = 0;
     for (;;) {
-        pid_t pid = waitpid(-1, &status, __WALL);
+        struct rusage usage;
+        pid_t pid = wait4(-1, &status, __WALL, &usage);
+        if (pid > 0) {
+            user_us += (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec;
+            system_us += (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec;
+        }
         if (pid == command) break;
         if (pid < 0 && errno != EINTR) {
             status = SIGKILL;  /* cannot happen: the command is a child until reaped */
             break;
         }
     }
-    char report[32];
-    int n = snprintf(report, sizeof report, "X%d", status);
+    char report[64];
+    int n = snprintf(report, sizeof report, "X%d %lld %lld", status, user_us, system_us);
     if (send(spare_sock, report, (size_t)n, MSG_NOSIGNAL) < 0) {
         /* the zygote is gone; so is this namespace, in a moment */
     }

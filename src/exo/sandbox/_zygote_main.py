@@ -33,8 +33,9 @@ mount moved to its Exo path, a ``/dev`` of its own on a terminal, ``/`` read-onl
 ``_stage2.c``), then stage 2 proper waits for "go", which the kernel writes once it has
 put the command in its cgroup; stage 2 makes a cgroup namespace rooted there, loads the
 seccomp filter, drops to the session's uid, applies Landlock and execs the command.
-When the command ends, its init reports its wait status on the socket ("X", to the
-kernel, which holds the socket's other end now) and exits; the namespace, with whatever
+When the command ends, its init reports its wait status and the CPU time of what it
+reaped on the socket ("X", to the kernel, which holds the socket's other end now) and
+exits; the namespace, with whatever
 the command left in it, ends too, and the zygote reaps the init. A spare that could not
 be prepared says why ("E") and a fresh one is tried.
 """

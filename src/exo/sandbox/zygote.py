@@ -234,8 +234,9 @@ class ZygoteProcess:
     namespace's init, between the zygote and it, is not the kernel's to signal: killing
     the command ends the init and the namespace); signals go through the command's pidfd,
     so a recycled pid is never hit. Its exit status comes up its spare's socket
-    (``conn``), which its init writes before exiting ("X" and the raw wait status; the
-    socket's end without it, when the init was killed: SIGKILL).
+    (``conn``), which its init writes before exiting ("X", the raw wait status and the
+    CPU time of what it reaped; the socket's end without it, when the init was killed:
+    SIGKILL).
     """
 
     def __init__(self, zygote: Zygote, rid: int, cgroup: _cgroups.CgroupSet | None,
@@ -252,6 +253,9 @@ class ZygoteProcess:
         self.oom_killed = False
         self.stdin = self.stdout = self.stderr = None
         self._raw: int | None = None
+        #: (user, system) CPU seconds of the command and all it waited for, as its init
+        #: reported them (None: it ended with no report).
+        self.cpu_times: tuple[float, float] | None = None
         self._ended = threading.Event()
         self._lock = threading.Lock()
         self._cleaned = False
@@ -298,11 +302,13 @@ class ZygoteProcess:
                     poller.unregister(self.pidfd)
         with self._lock:
             if not self._ended.is_set():
-                raw = _report(conn)
-                if raw is None and gone and (deadline is None or time.monotonic() < deadline):
-                    raw = signal.SIGKILL  # ended, and no report within the grace
-                if raw is not None:
-                    self._exited(raw)
+                report = _report(conn)
+                if report is None and gone and (deadline is None
+                                                or time.monotonic() < deadline):
+                    report = signal.SIGKILL, None  # ended, and no report within the grace
+                if report is not None:
+                    self.cpu_times = report[1]
+                    self._exited(report[0])
         return self._ended.is_set()
 
     def poll(self) -> int | None:
@@ -386,23 +392,28 @@ class ZygoteProcess:
         return f"<ZygoteProcess {self.name} pid={self.pid} returncode={self.returncode}>"
 
 
-def _report(conn: socket.socket) -> int | None:
-    """The raw wait status an init reported on ``conn`` ("X<status>"); SIGKILL when the
-    socket ended without one (the init was killed) or said anything else; None when
-    nothing is there yet."""
+def _report(conn: socket.socket) -> tuple[int, tuple[float, float] | None] | None:
+    """The raw wait status an init reported on ``conn`` ("X<status> <user> <system>",
+    with the CPU microseconds of what it reaped) and that CPU time in seconds; SIGKILL
+    (and no time) when the socket ended without a report (the init was killed) or said
+    anything else; None when nothing is there yet."""
     try:
         msg = conn.recv(64, socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
     except OSError:
-        return signal.SIGKILL
-    body = msg[1:]
-    raw = int(body) if msg[:1] == b"X" and body.isdigit() and len(body) < 6 else -1
+        return signal.SIGKILL, None
+    fields = msg[1:].split(b" ")
+    ok = msg[:1] == b"X" and len(fields) == 3 and len(fields[0]) < 6 and all(
+        f.isdigit() and len(f) < 19 for f in fields)
+    raw = int(fields[0]) if ok else -1
     # Only what an ended process's wait status can be: an exit (code << 8) or the signal
     # that killed it (and the core flag); never a stop, a continue or a bit elsewhere.
     exited = raw & 0xFF == 0 and raw <= 0xFF00
     killed = 0 < raw & 0x7F < 0x7F and raw & 0xFF00 == 0
-    return raw if raw >= 0 and (exited or killed) else signal.SIGKILL
+    if raw < 0 or not (exited or killed):
+        return signal.SIGKILL, None
+    return raw, (int(fields[1]) / 1e6, int(fields[2]) / 1e6)
 
 
 class _Spare:

@@ -230,8 +230,16 @@ def _cat(ctx: CommandContext) -> int:
 def _send_file(ctx: CommandContext, fd: int) -> bool:
     """Copy ``fd`` to stdout in the kernel (``sendfile``) when it can, else by chunks;
     True if cancelled on the way."""
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError("is a directory")
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):  # (a <(LIST)'s pipe: no offsets)
+        while not ctx.cancelled.is_set():
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return False
+            ctx.write(chunk)
+        return True
     offset = 0
     while not ctx.cancelled.is_set():
         try:
@@ -1656,7 +1664,8 @@ def _sudo(ctx: CommandContext) -> int:
 
 #: The words the shell's grammar reads itself (``type`` names them, as bash does).
 KEYWORDS = frozenset({"if", "then", "elif", "else", "fi", "for", "while", "until", "do",
-                      "done", "case", "esac", "in", "function", "{", "}", "!", "[[", "]]"})
+                      "done", "case", "esac", "in", "function", "{", "}", "!", "[[", "]]",
+                      "time"})
 
 
 @builtin("type", "say what a command name runs: type NAME...")

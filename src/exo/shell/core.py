@@ -36,6 +36,7 @@ from exo.shell.flow import (
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     ASSIGN,
+    PROCESS_SUBSTITUTION,
     SET_QUERY,
     Command,
     IncompleteInput,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from exo.shell.parser import Case, Group, If, ListItem, Loop, Node
     from exo.shell.sink import FileSink
     from exo.shell.terminal import Terminal
+    from exo.shell.timing import Timer
 
     Builtin = Callable[[CommandContext], int]
 
@@ -86,6 +88,8 @@ HISTORY_KEPT = 1000
 #: threads of the kernel: 1,200 `sleep 1000 &` made every other command take seconds
 #: (a hostile review); a program's are processes, bounded by the kernel's own counts too.
 MAX_JOBS = 64
+#: Process substitutions (``<(LIST)``) whose pipe is open at once, in one shell.
+MAX_PIPES = 64
 #: Redirections of one command at most (each into a file is a thread: exo.shell.sink),
 #: of a session's jobs at once, and the descriptors a session's jobs hold at once (pipes
 #: and redirections): 64 jobs of 128 stages of 16 redirections took 20,000 of the
@@ -115,6 +119,8 @@ _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\
 _READ_FILE = re.compile(r"\s*<\s*[^\s<>|;&()]+\s*")
 #: ``NAME[SUBSCRIPT]=VALUE``: one element.
 _ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]=")
+#: ``time [-p] PIPELINE`` (bash's reserved word; ``-p``: POSIX's layout)
+_TIMED = re.compile(r"time(?:[ \t]+(-p))?(?=[ \t]|$)")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
 STOP_GRACE_S = 0.5
 READS_TERMINAL = frozenset({"cat", "head", "tail", "wc", "grep", "passwd", "useradd", "su",
@@ -163,6 +169,10 @@ class Shell:
         self.flow = Flow()  # this thread's calls and loops (exo.shell.flow)
         # Piped and background blocks, starting: the block, its $1…, the shell running it.
         self._blocks: dict[str, tuple[Group, list[str], Shell]] = {}
+        self._timers: list[Timer] = []  # the `time`d commands running (exo.shell.timing)
+        #: The <(LIST)s running, this shell's and its copies' (one budget: a function
+        #: calling itself through <(…) would otherwise make threads without end).
+        self._producers = threading.BoundedSemaphore(MAX_PIPES)
         self.terminal: Terminal | None = None  # set by the interactive front end
         self._warned_jobs = False
         self._depth = threading.local()  # how deep in $(...) this thread's line runs
@@ -356,52 +366,89 @@ class Shell:
     def _exec_node(self, node: Node, stdio: tuple[int, int, int]) -> None:
         from exo.shell.parser import Group, Simple
 
-        if isinstance(node, Simple):
-            connector = node.item.connector
-            ran = not ((connector == "&&" and self.last_status != 0)
-                       or (connector == "||" and self.last_status == 0))
-            self._exec_item(node.item, stdio)
-            if ran and self.last_status and "e" in self.options \
-                    and not self.flow.conditions and not self.flow.negated:
-                raise ErrExit(self.last_status)  # set -e: the rest is not run
-        elif (node.connector == "&&" and self.last_status != 0) or (
-                node.connector == "||" and self.last_status == 0):
-            return  # `false && if …; fi`: the block does not run
-        elif isinstance(node, Group) and node.name:
-            self._define(node, stdio[2])
-        elif node.background:  # `{ …; } &`, `( … ) &`, `done &`
-            self._background_block(node, stdio)
-        elif node.negated:  # `! { LIST; }`: a failure inside is an answer, as a condition's
-            import copy
+        # What the node's expansions open for it (a `<(LIST)`'s pipe) lives as long as it
+        # runs: a job it starts takes them (_launch), and what none took is closed here.
+        # (Here, not in a wrapper: a frame more a node costs functions 10% of their depth.)
+        depth = self._depth
+        outer = getattr(depth, "pipes", None), getattr(depth, "stdio", None)
+        depth.pipes, depth.stdio = [], stdio
+        try:
+            if isinstance(node, Simple):
+                connector = node.item.connector
+                ran = not ((connector == "&&" and self.last_status != 0)
+                           or (connector == "||" and self.last_status == 0))
+                self._exec_item(node.item, stdio)
+                if ran and self.last_status and "e" in self.options \
+                        and not self.flow.conditions and not self.flow.negated:
+                    raise ErrExit(self.last_status)  # set -e: the rest is not run
+            elif (node.connector == "&&" and self.last_status != 0) or (
+                    node.connector == "||" and self.last_status == 0):
+                return  # `false && if …; fi`: the block does not run
+            elif isinstance(node, Group) and node.name:
+                self._define(node, stdio[2])
+            elif node.background:  # `{ …; } &`, `( … ) &`, `done &`
+                self._background_block(node, stdio)
+            elif node.timed is not None:  # `time { LIST; }`: its times said after it
+                import copy
 
-            plain = copy.copy(node)  # (a frame more only here: recursion costs the stack)
-            plain.negated = False
-            self.flow.conditions += 1
-            try:
-                self._exec_node(plain, stdio)
-            finally:
-                self.flow.conditions -= 1
-            self.last_status = int(self.last_status == 0)
-        elif node.prefix:  # `cat f | while read l; …`
-            streams = self._block_streams(node, stdio)
-            if streams is not None:
-                self.last_status = self._pipe_block(node, streams[1], stdio, streams[0])
-        elif not node.redirects:
-            self._exec_block(node, stdio)
-        else:  # `done > out`: the whole block's streams
-            opened: list[int] = []
-            try:
-                after = parse_pipeline(": " + node.redirects, self.lookup,
-                                       self._substitute).commands
-                if len(after) > 1:  # `done | sort`
-                    self.last_status = self._pipe_block(node, after, stdio)
-                    return
-                self._exec_block(node, self._redirect(after[0], *stdio, opened))
-            except (ParseError, _RedirectError) as exc:
-                os.write(stdio[2], f"exo: {exc}\n".encode())
-                self.last_status = 1
-            finally:
-                self._close(list(opened), opened)
+                plain = copy.copy(node)
+                plain.timed = None
+                with self._timing(node.timed, stdio[2]):
+                    self._exec_node(plain, stdio)
+            elif node.negated:  # `! { LIST; }`: a failure inside is an answer, as a condition's
+                import copy
+
+                plain = copy.copy(node)  # (a frame more only here: recursion costs the stack)
+                plain.negated = False
+                self.flow.conditions += 1
+                try:
+                    self._exec_node(plain, stdio)
+                finally:
+                    self.flow.conditions -= 1
+                self.last_status = int(self.last_status == 0)
+            elif node.prefix:  # `cat f | while read l; …`
+                streams = self._block_streams(node, stdio)
+                if streams is not None:
+                    self.last_status = self._pipe_block(node, streams[1], stdio, streams[0])
+            elif not node.redirects:
+                self._exec_block(node, stdio)
+            else:  # `done > out`: the whole block's streams
+                opened: list[int] = []
+                try:
+                    after = parse_pipeline(": " + node.redirects, self.lookup,
+                                           self._substitute).commands
+                    if len(after) > 1:  # `done | sort`
+                        self.last_status = self._pipe_block(node, after, stdio)
+                        return
+                    self._exec_block(node, self._redirect(after[0], *stdio, opened))
+                except (ParseError, _RedirectError) as exc:
+                    os.write(stdio[2], f"exo: {exc}\n".encode())
+                    self.last_status = 1
+                finally:
+                    self._close(list(opened), opened)
+        finally:
+            left = depth.pipes
+            depth.pipes, depth.stdio = outer
+            if left:
+                self._close(list(left), left)
+
+    @contextlib.contextmanager
+    def _timing(self, layout: str, stderr: int) -> Iterator[None]:
+        """``time``: the body's real, user and sys times said on ``stderr`` when it ends
+        (interrupted or failed too, as bash says them), in ``$TIMEFORMAT``'s layout (set
+        and empty: nothing said) or ``time -p``'s."""
+        from exo.shell import timing
+
+        timer = timing.Timer()
+        self._timers.append(timer)
+        try:
+            yield
+        finally:
+            self._timers.remove(timer)
+            layout = timing.POSIX_FORMAT if layout == "posix" else \
+                _scalar(self.env.get("TIMEFORMAT", timing.DEFAULT_FORMAT))
+            with contextlib.suppress(OSError):
+                os.write(stderr, timing.report(layout, *timer.times()).encode())
 
     def _pipe_block(self, node: If | Loop | Group | Case, after: list[Command],
                     stdio: tuple[int, int, int], before: list[Command] | None = None,
@@ -461,6 +508,7 @@ class Shell:
         """This shell's state in a shell of its own (a background block's subshell)."""
         other = type(self)(self.kernel, self._tree, self.session)
         other._put(self._state())
+        other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
         other.last_status = self.last_status
         other.subshells = self.subshells + 1  # (`exit` in it ends it alone)
         return other
@@ -629,6 +677,22 @@ class Shell:
         stdin, stdout, stderr = stdio
         self.flow.substituted = self.flow.substitutions = 0
         self._depth.err = stderr  # a $(…) of this line says its errors (and set -x) there
+        timed = _TIMED.match(item.source)
+        if timed is not None:  # `time [-p] PIPELINE`: bash's reserved word
+            if item.background:
+                os.write(stderr, b"exo: time: not with '&' (time it in the job: "
+                         b"{ time COMMAND; } &)\n")
+                self.last_status = 2
+                return
+            from exo.shell.parser import ListItem
+
+            inner = ListItem(";", item.source[timed.end():].lstrip())
+            with self._timing("posix" if timed.group(1) else "default", stderr):
+                if inner.source:
+                    self._exec_item(inner, stdio)
+                else:
+                    self.last_status = 0
+            return
         array = _ARRAY.match(item.source) or _ELEMENT.match(item.source)
         if array is not None and not item.background:
             try:
@@ -836,6 +900,8 @@ class Shell:
         would otherwise recurse until the shell's thread ran out of stack)."""
         if self._substituting >= MAX_SUBSTITUTION_DEPTH:
             raise ParseError(f"$(...) nested more than {MAX_SUBSTITUTION_DEPTH} deep")
+        if command.startswith(PROCESS_SUBSTITUTION):  # <(LIST), >(LIST)
+            return self._process_substitution(command[1], command[2:])
         if _READ_FILE.fullmatch(command):  # $(< FILE): the file, as bash's shortcut
             command = "command cat " + command.strip()
         read_fd, write_fd = os.pipe()
@@ -880,6 +946,70 @@ class Shell:
         if held[0] > MAX_LINE:
             raise ParseError(f"$(...): its output is longer than {MAX_LINE >> 20} MiB")
         return without_nul(b"".join(chunks).decode(errors="replace"))
+
+    def _process_substitution(self, direction: str, command: str) -> str:
+        """``<(LIST)`` (``direction`` ``<``) and ``>(LIST)``: LIST run by a copy of the shell
+        (sh's subshell) on a thread of its own, its output into a pipe (its input from
+        one); the word is the pipe's other end as ``/dev/fd/N``, which a builtin opens
+        through the Vfs (``Vfs.pipes``) and a program gets as its own descriptor N
+        (``start_process``). That end lives as long as the command that named it
+        (``_exec_node``); LIST goes on until it ends by itself, as bash's does (``>(gzip
+        > f)`` finishes its file). Its input is /dev/null (``<(…)``), never the
+        terminal the shell reads."""
+        pending = getattr(self._depth, "pipes", None)
+        if pending is None:  # (only a command's expansion makes one: _exec_node)
+            raise ParseError(f"{direction}(…): not here")
+        if not self._producers.acquire(blocking=False):
+            raise ParseError(f"{direction}(…): more than {MAX_PIPES} process "
+                             "substitutions running at once")
+        _, line_out, line_err = getattr(self._depth, "stdio", None) or (0, 1, 2)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        # A program opens it again as /dev/fd/N (/proc/self/fd/N), as another uid than
+        # the kernel's: the pipe's inode must let it (only a holder of the descriptor can
+        # name the pipe, through its own /proc/self/fd).
+        os.fchmod(read_fd, 0o666)
+        mine, theirs = (read_fd, write_fd) if direction == "<" else (write_fd, read_fd)
+        owned = [theirs]
+        try:
+            err = fcntl.fcntl(line_err, fcntl.F_DUPFD_CLOEXEC, 3)
+            owned.append(err)
+            if direction == "<":
+                stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                owned.append(stdin)
+                stdio = (stdin, theirs, err)
+            else:
+                out = fcntl.fcntl(line_out, fcntl.F_DUPFD_CLOEXEC, 3)
+                owned.append(out)
+                stdio = (theirs, out, err)
+            runner = self._copy()
+            runner.cancel_on = self.cancel_on  # (a background block's end ends it too)
+        except BaseException:
+            for fd in (mine, *owned):
+                os.close(fd)
+            self._producers.release()
+            raise
+
+        def produce() -> None:
+            try:
+                runner.run_line(command, *stdio)
+            except (ShellExit, SwitchUser, KeyboardInterrupt, LoopControl, FunctionReturn):
+                pass  # (an `exit` in it ends it alone, as a subshell's)
+            finally:
+                for fd in owned:
+                    os.close(fd)
+                self._producers.release()
+
+        path = f"/dev/fd/{mine}"
+        self.vfs.pipes[path] = mine
+        pending.append(mine)
+        try:
+            _threadcache.start(produce, "exosh-procsub")
+        except RuntimeError:  # no thread (the host's limit): nothing runs, nothing leaks
+            for fd in owned:
+                os.close(fd)
+            self._producers.release()
+            raise ParseError(f"{direction}(…): no thread to run it") from None
+        return path
 
     def _background(self, source: str, pipeline: Pipeline, stdout: int, stderr: int) -> None:
         """``cmd &``: run with stdin from /dev/null; ``jobs``, ``fg``, ``kill %N`` reach it.
@@ -1285,6 +1415,12 @@ class Shell:
             raise _RedirectError(f"too many commands in one pipeline ({len(cmds)}; at most "
                                  f"{MAX_STAGES})")
         job = Job(source or " | ".join(" ".join(w.text for w in c.argv) for c in cmds))
+        pipes = getattr(self._depth, "pipes", None)
+        if pipes:  # (<(LIST) pipes its words name: the job's until it ends)
+            job.opened += pipes
+            pipes.clear()
+        for timer in self._timers:  # (`time`: what the job's parts cost is its own)
+            timer.jobs.append(job)
         if self.cancel_on is not None:  # (a background block's: its job's end ends this)
             job.cancel = self.cancel_on
         stages = job.stages
@@ -1425,6 +1561,8 @@ class Shell:
             for fd in fds:
                 if fd in opened:
                     opened.remove(fd)
+                    if self.vfs.pipes and self.vfs.pipes.get(f"/dev/fd/{fd}") == fd:
+                        del self.vfs.pipes[f"/dev/fd/{fd}"]  # (before its number is reused)
                     os.close(fd)
 
     def _redirect(
@@ -1526,7 +1664,13 @@ class Shell:
             self._close(stage.close_after, opened)
             return
 
+        timed = bool(self._timers) and not inline  # (inline: the shell's thread's own)
+
         def run() -> None:
+            if timed:
+                from exo.shell.timing import thread_cpu
+
+                before = thread_cpu()
             try:
                 stage.status = self._call(builtin, ctx)
             except (ShellExit, SwitchUser) as exc:
@@ -1546,6 +1690,9 @@ class Shell:
                 stage.status = 1
             finally:
                 self._close(stage.close_after, opened)
+                if timed:
+                    after = thread_cpu()
+                    stage.cpu = (after[0] - before[0], after[1] - before[1])
 
         if inline:
             run()
@@ -1691,10 +1838,14 @@ class Shell:
 
         for grant in grants:
             self.session.require(grant)
+        # the pipes of the <(LIST)s it names, at their own numbers (/dev/fd/N is N)
+        pipes = self.vfs.pipes
+        keep = tuple(fd for path, fd in list(pipes.items()) if any(path in a for a in argv)
+                     ) if pipes else ()
         try:
             # in the shell's working directory; `NAME=value program` sets env
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
-                                     cwd=self.cwd, env=env or None,
+                                     cwd=self.cwd, env=env or None, extra_fds=keep,
                                      session=self.session.token, passthrough=passthrough,
                                      syscalls=syscalls)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 class Stage:
     """One command of a pipeline: its thread (a builtin) or its process, and its status."""
 
-    __slots__ = ("close_after", "job", "status", "thread")
+    __slots__ = ("close_after", "cpu", "job", "status", "thread")
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
+        #: (user, system) CPU seconds its builtin's thread used, when a ``time`` asked.
+        self.cpu: tuple[float, float] | None = None
         self.job: ShellJob | None = None
         self.status = 0
         self.close_after: list[int] = []

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 MAX_EXPANSION = 4 << 20
 OPERATORS = ("2>&1", "1>&2", ">&2", "2>>", "&>>", "&>", "&&", "||", ">>", "2>", "<<<", "<<",
              "|", ";", ">", "<")
+#: What a ``substitute`` callback is given before ``<`` or ``>`` and LIST for ``<(LIST)``
+#: and ``>(LIST)`` (bash's process substitution; no typed word has a NUL): it answers
+#: with a path (``/dev/fd/N``), where ``$(LIST)`` is answered with LIST's output.
+PROCESS_SUBSTITUTION = "\0"
 #: Both streams into one file: ``&> f`` is ``> f 2>&1`` (bash's).
 _BOTH = {"&>": ">", "&>>": ">>"}
 #: ``lookup(NAME + SET_QUERY)`` is "1" when NAME is set (even to ""), else "".
@@ -140,6 +144,15 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
         elif c == "$" and line.startswith(("(", "{"), i + 1):
             # $( ... ) and ${ ... } are one word: a ; inside stays there
             end = (matching_paren if line[i + 1] == "(" else matching_brace)(line, i + 1)
+            buf.append(line[i : end + 1])
+            i = end + 1
+            continue
+        elif c in "<>" and line.startswith("(", i + 1) and line[i - 1 : i] not in ("<", ">"):
+            # <( … ) and >( … ), a process substitution: one word, its ; inside
+            try:
+                end = matching_paren(line, i + 1)
+            except IncompleteInput:
+                raise IncompleteInput(f"unterminated {c}( … ): ')' expected") from None
             buf.append(line[i : end + 1])
             i = end + 1
             continue
@@ -273,7 +286,7 @@ SUBSHELL, END_SUBSHELL = "\0(", "\0)"
 MAX_SUBSHELL_DEPTH = 32
 #: The words after which a command starts (so a ``(`` there opens a subshell).
 _BEFORE_COMMAND = frozenset({"if", "elif", "while", "until", "then", "do", "else", "{", "!",
-                             SUBSHELL})
+                             "time", SUBSHELL})
 
 
 def _last_word(buf: list[str]) -> str:
@@ -281,13 +294,19 @@ def _last_word(buf: list[str]) -> str:
     keyword), "" when ``buf`` is blank; without joining all of it (a line of a million
     ``(x)`` was quadratic)."""
     j = len(buf) - 1
-    while j >= 0 and buf[j].isspace():
-        j -= 1
-    parts: list[str] = []
-    while j >= 0 and not buf[j].isspace() and len(parts) < 8:
-        parts.append(buf[j])
-        j -= 1
-    return "".join(reversed(parts))
+    words: list[str] = []
+    while len(words) < 2:
+        while j >= 0 and buf[j].isspace():
+            j -= 1
+        parts: list[str] = []
+        while j >= 0 and not buf[j].isspace() and len(parts) < 8:
+            parts.append(buf[j])
+            j -= 1
+        words.append("".join(reversed(parts)))
+        if words[0] != "-p":
+            break
+    # `time -p ( … )`: that -p is time's, and a command starts after it
+    return "time" if words == ["-p", "time"] else words[0]
 
 
 def _arith_at(line: str, i: int) -> bool:
@@ -483,6 +502,13 @@ def _lex(s: str, lookup: Callable[[str], str],
         if c.isspace():
             flush()
             i += 1
+            continue
+        if c in "<>" and s.startswith("(", i + 1) and substitute is not None:
+            # <(LIST) / >(LIST): the path of a pipe LIST writes into / reads from
+            end = matching_paren(s, i + 1)
+            buf.append(grow(substitute(PROCESS_SUBSTITUTION + c + s[i + 2 : end])))
+            in_word = solid = True
+            i = end + 1
             continue
         op = next((o for o in OPERATORS if s.startswith(o, i)), None)
         # "2>" (and "1>&2") is an operator only at the start of a word.
@@ -1250,7 +1276,7 @@ class Simple:
 class _Block:
     """What every compound command has around its body."""
 
-    __slots__ = ("background", "connector", "negated", "prefix", "redirects")
+    __slots__ = ("background", "connector", "negated", "prefix", "redirects", "timed")
 
     def __init__(self) -> None:
         self.background = False  # ``done &``: run as a job, the shell going on
@@ -1258,6 +1284,8 @@ class _Block:
         self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
         self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
         self.negated = False  # ``! { LIST; }``: its status inverted, as a pipeline's
+        #: ``time { LIST; }``: its times said after it ("posix": ``time -p``'s layout)
+        self.timed: str | None = None
 
 
 class If(_Block):
@@ -1360,6 +1388,14 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
         if source == ";;":
             out.append(_Kw(";;"))
             return out
+        if word == "time":  # `time { LIST; }`, `time -p ( LIST )`, `time ! while …`
+            after = rest[2:].lstrip() if rest == "-p" or rest.startswith("-p ") else rest
+            first, _, then = after.partition(" ")
+            if first in _OPENERS or (first == "!" and then.partition(" ")[0] in _OPENERS):
+                out.append(_Kw("time", "posix" if after is not rest else "default",
+                               connector))
+                source, connector = after, ";"
+                continue
         if word == "!" and rest.partition(" ")[0] in _OPENERS:  # `! { LIST; }`
             out.append(_Kw("!", "", connector))
             source, connector = rest, ";"
@@ -1470,6 +1506,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
     piped: tuple[str, int, str] | None = None  # a pipeline, piped into the next node
     opened: tuple[str, int] | None = None  # the connector of the block being parsed
     negate: int | None = None  # the index of the block a `!` inverts
+    timed: tuple[int, str] | None = None  # the block a `time` times, and its layout
     while pos < len(stream):
         tok = stream[pos]
         piped = _attach(nodes, piped)
@@ -1481,8 +1518,18 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
         if negate is not None and len(nodes) > negate:
             _negate(nodes[negate])
             negate = None
+        if timed is not None and len(nodes) > timed[0]:
+            _time(nodes[timed[0]], timed[1])
+            timed = None
+        if isinstance(tok, _Kw) and tok.word == "time":  # (an opening word follows: _explode)
+            opened, timed = (tok.connector, len(nodes)), (len(nodes), tok.arg)
+            pos += 1
+            continue
+        after_time = timed is not None and timed[0] == len(nodes)  # (its connector holds)
         if isinstance(tok, _Kw) and tok.word == "!":  # (an opening word follows: _explode)
-            opened, negate = (tok.connector, len(nodes)), len(nodes)
+            if not after_time:
+                opened = (tok.connector, len(nodes))
+            negate = len(nodes)
             pos += 1
             continue
         if isinstance(tok, _Kw) and tok.word == "pipe":
@@ -1491,7 +1538,8 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             piped = (tok.arg, len(nodes), tok.connector)
             pos += 1
             continue
-        if isinstance(tok, _Kw) and tok.word in _OPENERS and negate != len(nodes):
+        if isinstance(tok, _Kw) and tok.word in _OPENERS and negate != len(nodes) \
+                and not after_time:
             opened = (tok.connector, len(nodes))  # (after a `!`: the `!`'s connector)
         if isinstance(tok, ListItem):
             nodes.append(Simple(tok))
@@ -1585,11 +1633,19 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             node.connector = opened[0]
     if negate is not None and len(nodes) > negate:
         _negate(nodes[negate])
+    if timed is not None and len(nodes) > timed[0]:
+        _time(nodes[timed[0]], timed[1])
     if _attach(nodes, piped) is not None:
         raise IncompleteInput("a block expected after '|'")
     if stops:
         raise IncompleteInput(f"'{_shown(stops[-1])}' expected")
     return nodes, pos
+
+
+def _time(node: Node, layout: str) -> None:
+    if isinstance(node, Simple) or (isinstance(node, Group) and node.name):
+        raise ParseError("syntax error near 'time' (it times a command)")
+    node.timed = layout
 
 
 def _negate(node: Node) -> None:

@@ -95,6 +95,10 @@ class Vfs:
         self.min_free: int | None = None
         #: Whose ``/tmp`` ``/tmp`` is (``exo.kernel.tree.instance_path``); None: the tree's.
         self.instance: str | None = None
+        #: The shell's process substitutions (``<(LIST)``): ``/dev/fd/N`` -> its pipe's end,
+        #: the kernel's descriptor N, opened again through ``/proc/self/fd`` as a device
+        #: is; only those: any other ``/dev/fd/N`` is a name in the tree, never a kernel fd.
+        self.pipes: dict[str, int] = {}
 
     def restricted(self, guard: Callable[[str, str], None], instance: str | None = None
                    ) -> Vfs:
@@ -106,6 +110,7 @@ class Vfs:
         view.root, view.virtual, view.guard = self.root, self.virtual, guard
         view.min_free = self.min_free
         view.instance = instance
+        view.pipes = {}
         return view
 
     def _check(self, exo_path: str, mode: str) -> None:
@@ -114,8 +119,12 @@ class Vfs:
             self.guard(self.normalize(exo_path), mode)
 
     def device(self, exo_path: str) -> str | None:
-        """The host device node ``exo_path`` names (``/dev/null``...), else None."""
-        head, name = posixpath.split(self.normalize(exo_path))
+        """The host device node ``exo_path`` names (``/dev/null``...; a process
+        substitution's pipe: ``pipes``), else None."""
+        norm = self.normalize(exo_path)
+        if norm.startswith("/dev/fd/") and (pipe := self.pipes.get(norm)) is not None:
+            return f"/proc/self/fd/{pipe}"
+        head, name = posixpath.split(norm)
         return f"/dev/{name}" if head == "/dev" and name in DEVICES else None
 
     # ------------------------------------------------------------ resolution
@@ -267,6 +276,8 @@ class Vfs:
         return False
 
     def exists(self, p: str) -> bool:
+        if self.pipes and self.device(p) is not None:
+            return True
         v = self._virtual(p)
         if v is not None:
             return v[0].exists(v[1])

@@ -194,10 +194,13 @@ def test_a_spare_that_cannot_be_prepared_says_why_and_a_fresh_one_is_tried() -> 
 
 
 @pytest.mark.parametrize(("said", "raw"), [
-    (b"X0", 0), (b"X256", 256), (b"X65280", 65280), (b"X9", 9), (b"X139", 139),
+    (b"X0 0 0", 0), (b"X256 0 0", 256), (b"X65280 0 0", 65280), (b"X9 0 0", 9),
+    (b"X139 0 0", 139),
     # what no ended process's status is: a stop, a continue, stray bits, too big, junk
-    (b"X127", 9), (b"X4991", 9), (b"X65535", 9), (b"X65536", 9), (b"X99999999999", 9),
-    (b"X", 9), (b"X-1", 9), (b"Y0", 9), (b"", 9),
+    (b"X127 0 0", 9), (b"X4991 0 0", 9), (b"X65535 0 0", 9), (b"X65536 0 0", 9),
+    (b"X99999999999 0 0", 9), (b"X 0 0", 9), (b"X-1 0 0", 9), (b"Y0 0 0", 9), (b"", 9),
+    # the CPU time after it: two counts of microseconds, or the report is not believed
+    (b"X0", 9), (b"X0 1", 9), (b"X0 1 2 3", 9), (b"X0 -1 2", 9), (b"X0 1 " + b"9" * 19, 9),
 ])
 def test_an_inits_report_is_believed_only_if_it_is_an_ended_processs_status(
         said: bytes, raw: int) -> None:
@@ -206,7 +209,15 @@ def test_an_inits_report_is_believed_only_if_it_is_an_ended_processs_status(
         if said:
             theirs.send(said)
         theirs.close()  # (no report at all: the socket's end)
-        assert zygote._report(ours) == raw
+        assert zygote._report(ours) == (raw, (0.0, 0.0) if raw != 9 or said == b"X9 0 0"
+                                        else None)
+
+
+def test_an_inits_report_carries_the_cpu_time_of_what_it_reaped() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        theirs.send(b"X256 1500000 250")
+        assert zygote._report(ours) == (256, (1.5, 0.00025))
 
 
 def test_a_command_whose_init_never_reports_counts_as_killed_after_the_grace(

@@ -919,3 +919,95 @@ def test_a_command_substitution_is_a_subshell(root_shell: Shell) -> None:
     assert run(sh, "d=$(cd /etc && pwd); echo $d; pwd")[1] == "/etc\n/home/root\n"
     assert run(sh, "z=$(exit 3); echo $?; w=`cd /tmp; pwd`; echo $w; pwd")[1] == \
         "3\n/tmp\n/home/root\n"
+
+
+def _times(err: str, posix: bool = False) -> dict[str, float]:
+    """The real/user/sys lines a `time` printed (bash's layout, or -p's)."""
+    import re
+
+    if posix:
+        found = re.findall(r"^(real|user|sys) (\d+\.\d\d)$", err, re.M)
+        return {k: float(v) for k, v in found}
+    found = re.findall(r"^(real|user|sys)\t(\d+)m(\d+\.\d{3})s$", err, re.M)
+    return {k: int(m) * 60 + float(s) for k, m, s in found}
+
+
+def test_time_is_bash_s_reserved_word(root_shell: Shell) -> None:
+    """`time` ran the host's GNU time through the powerbox ("let time read /?" for
+    `time ls /`; `time { …; }` and a builtin could not be timed). Now bash's keyword: the
+    whole pipeline or block, its status kept, its times on stderr in bash's layout."""
+    sh = root_shell
+    status, out, err = run(sh, "time { echo a; sleep 0.1; } | cat")
+    assert (status, out) == (0, "a\n") and err.startswith("\nreal\t")
+    assert set(_times(err)) == {"real", "user", "sys"} and _times(err)["real"] >= 0.1
+    status, out, err = run(sh, "time -p ( exit 3 ); echo $?")
+    assert out == "3\n" and set(_times(err, posix=True)) == {"real", "user", "sys"}
+    assert run(sh, "time ! false; echo $?")[1] == "0\n"
+    assert run(sh, "time for i in 1 2; do echo $i; done 2>/dev/null")[1] == "1\n2\n"
+    assert run(sh, "type time; type -t time")[1] == "time is a shell keyword\nkeyword\n"
+    assert set(_times(run(sh, "time")[2])) == {"real", "user", "sys"}  # (as bash: zeros)
+    assert run(sh, "time sleep 1 &") == (2, "", "exo: time: not with '&' (time it in the "
+                                             "job: { time COMMAND; } &)\n")
+    # $TIMEFORMAT: bash's %[p][l]R/U/S, %P, %%; set and empty: nothing said
+    assert run(sh, "TIMEFORMAT='%0R|%1lR|%%'; time true")[2] == "0|0m0.0s|%\n"
+    assert run(sh, "TIMEFORMAT=; time true")[2] == ""
+
+
+def test_time_counts_a_program_s_cpu_and_what_it_waited_for(root_shell: Shell) -> None:
+    """A program's CPU comes from its init's report (what it reaped: the command and
+    the children it waited for), the host having no CPU account in its cgroups: `user`
+    is the work done, not 0. (A lower bound only: the loop's work is fixed.)"""
+    run(root_shell, "echo 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done' > loop.sh")
+    status, _, err = run(root_shell, "time /bin/sh -c '/bin/sh loop.sh; exit $?'")
+    times = _times(err)
+    assert status == 0 and times["user"] + times["sys"] >= 0.005, err
+    assert times["real"] >= times["user"] * 0.5  # (one CPU's worth, at most, of a loop)
+
+
+def test_timeformat_layouts() -> None:
+    from exo.shell.timing import DEFAULT_FORMAT, POSIX_FORMAT, report
+
+    assert report(DEFAULT_FORMAT, 61.23456, 0.5, 0.0) == \
+        "\nreal\t1m1.234s\nuser\t0m0.500s\nsys\t0m0.000s\n"
+    assert report(POSIX_FORMAT, 2.999, 1.0, 0.25) == "real 2.99\nuser 1.00\nsys 0.25\n"
+    assert report("%P %3U %9S %x", 2.0, 0.5, 0.5) == "50.00 0.500 0.500 %x\n"
+    assert report("", 1.0, 1.0, 1.0) == ""
+
+
+def test_process_substitution(root_shell: Shell) -> None:
+    """`<(LIST)` and `>(LIST)` (bash's; `diff <(…) <(…)` said "/home/…/(echo: no such
+    file"): a pipe's end as /dev/fd/N, for builtins (through the Vfs) and for host
+    programs through the powerbox (the descriptor passed at its own number)."""
+    sh = root_shell
+    run(sh, "printf 'b\\na\\n' > /tmp/x1; printf 'a\\nc\\n' > /tmp/x2")
+    assert run(sh, "diff <(sort /tmp/x1) <(sort /tmp/x2); echo rc=$?")[1] == \
+        "2c2\n< b\n---\n> c\nrc=1\n"
+    assert run(sh, "cat <(echo hello; echo world)")[1] == "hello\nworld\n"  # a builtin
+    assert run(sh, "/bin/cat <(echo via-host)")[1] == "via-host\n"
+    assert run(sh, "while read l; do echo \"got $l\"; done < <(printf '1\\n2\\n')")[1] == \
+        "got 1\ngot 2\n"
+    assert run(sh, "paste <(seq 1 3) <(seq 4 6)")[1] == "1\t4\n2\t5\n3\t6\n"
+    assert run(sh, "echo hi | tee >(/usr/bin/wc -c > /tmp/count) > /dev/null; sleep 0.5; "
+                   "cat /tmp/count")[1] == "3\n"
+    assert run(sh, "x=$(cat <(echo in-subst)); echo $x")[1] == "in-subst\n"
+    assert run(sh, "echo '<(quoted)' \\<\\(escaped\\)")[1] == "<(quoted) <(escaped)\n"
+    with pytest.raises(IncompleteInput, match=r"unterminated <\( … \)"):
+        split_list("echo a <(echo b")
+
+
+def test_process_substitution_reaches_only_its_own_pipes_and_is_bounded(
+        root_shell: Shell) -> None:
+    """/dev/fd/N is a process substitution's pipe only while its command runs: never
+    another of the kernel's descriptors (`cat /dev/fd/3`), nor one after its command
+    ended; a function calling itself through <(…) stops at the budget."""
+    sh = root_shell
+    status, out, err = run(sh, "cat /dev/fd/0 /dev/fd/3 /dev/fd/7")
+    assert (status, out) == (1, "") and err.count("no such file or directory") == 3
+    status, out, _ = run(sh, "p=$(echo <(true)); cat $p; echo rc=$?")
+    assert out == "rc=1\n" and not sh.vfs.pipes
+    status, _, err = run(sh, "f() { cat <(f); }; f")
+    assert "more than 64 process substitutions running at once" in err
+    deadline = time.monotonic() + 10
+    while sh._producers._value < 64 and time.monotonic() < deadline:  # (all ended)
+        time.sleep(0.05)
+    assert sh._producers._value == 64 and not sh.vfs.pipes
