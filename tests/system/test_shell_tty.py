@@ -138,3 +138,32 @@ def test_ctrl_c_is_sigint_to_a_program_that_takes_it(exo_env: dict[str, str]) ->
         assert "next-1" not in term.before and "next-2" not in term.before
         term.sendline("shutdown")
         term.expect(pexpect.EOF)
+
+
+def test_ctrl_z_stops_the_builtin_sleep_and_bg_fg_go_on(exo_env: dict[str, str]) -> None:
+    """`sleep 30` then Ctrl-Z: bash's /bin/sleep stops and the prompt comes back. The
+    builtin ran in the shell's own thread, where Ctrl-Z did nothing (what was typed next
+    waited for the whole sleep). Now a job: Stopped, its clock held; `bg` lets it go on,
+    `fg` brings it back, Ctrl-C ends it."""
+    with boot_terminal(exo_env) as term:
+        login(term)
+        term.sendline("sleep 30")
+        time.sleep(0.5)
+        term.sendcontrol("z")
+        term.expect(r"\[1\]\+ Stopped  sleep 30")
+        term.expect(PROMPT)
+        term.sendline("jobs; bg; jobs")
+        term.expect(r"\[1\] Stopped    sleep 30")
+        term.expect(r"\[1\] Running    sleep 30")
+        term.expect(PROMPT)
+        term.sendline("fg")
+        term.expect("sleep 30")
+        time.sleep(0.3)
+        term.sendcontrol("c")
+        term.expect(PROMPT)
+        term.sendline("jobs; echo listed-$?")
+        term.expect("listed-0")
+        assert "sleep" not in term.before
+        term.expect(PROMPT)
+        term.sendline("shutdown")
+        term.expect(pexpect.EOF)

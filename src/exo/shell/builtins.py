@@ -1056,17 +1056,22 @@ def _sleep(ctx: CommandContext) -> int:
         seconds = float(ctx.args[0])
     except (IndexError, ValueError):
         raise CommandError("usage: sleep SECONDS", 2) from None
-    seconds = max(0.0, min(seconds, threading.TIMEOUT_MAX))
-    if threading.current_thread() is not threading.main_thread():
-        # A job's: one wait, not a poll (a thousand background sleeps polling at 10 Hz
-        # took the GIL 10,000 times a second from every other command).
-        return 130 if ctx.cancelled.wait(seconds) else 0
-    # The shell's own thread: the terminal's Ctrl-C is a KeyboardInterrupt raised there
-    # (_thread.interrupt_main), which only comes between two waits.
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if ctx.cancelled.wait(min(left, 0.1)):
+    left = max(0.0, min(seconds, threading.TIMEOUT_MAX))
+    # In the shell's own thread (a function's) the terminal's Ctrl-C is a
+    # KeyboardInterrupt raised there (_thread.interrupt_main), only between two waits; in
+    # a job's, slices long enough not to matter (64 jobs at most: 128 wake-ups a second)
+    # and short enough that a Ctrl-Z stops the clock within half a second: the time a job
+    # is stopped does not count, as for a stopped /bin/sleep.
+    step = 0.1 if threading.current_thread() is threading.main_thread() else 0.5
+    while left > 0:
+        if not ctx.running.is_set():  # stopped: wait to be resumed (or ended)
+            if ctx.cancelled.wait(step):
+                return 130
+            continue
+        started = time.monotonic()
+        if ctx.cancelled.wait(min(left, step)):
             return 130
+        left -= time.monotonic() - started
     return 0
 
 
@@ -1161,14 +1166,21 @@ def _kill(ctx: CommandContext) -> int:
                     proc.signal(sig, group=True)
                 if sig in _STOPS:
                     job.state = "Stopped"
+                    job.running.clear()
                 elif sig == signal.SIGCONT or (
                         sig in (signal.SIGTERM, signal.SIGHUP) and job.state == "Stopped"):
                     if sig != signal.SIGCONT:  # as bash: else it stays pending, stopped
                         for proc in job.processes():
                             proc.signal(signal.SIGCONT, group=True)
                     job.state = "Running"
+                    job.running.set()
+            elif sig in _STOPS:  # builtins only: they wait at their next check
+                job.state = "Stopped"
+                job.running.clear()
+            elif sig == signal.SIGCONT:
+                ctx.shell.resume(job)
             else:
-                job.cancel.set()  # builtins only: they end at their next check
+                job.cancel.set()  # they end at their next check
             continue
         if not _own_pid(ctx, raw):
             ctx.err(f"({raw}) - not a process of user {ctx.shell.session.user}")

@@ -48,9 +48,15 @@ class CommandError(Exception):
         self.status = status
 
 
+#: The ``running`` of a command no job stops (never cleared).
+_RUNNING = threading.Event()
+_RUNNING.set()
+
+
 # A plain class, not a dataclass: each @dataclass costs ~1.3 ms at import, on the boot path.
 class CommandContext:
-    __slots__ = ("adopt", "argv", "cancelled", "shell", "stderr", "stdin", "stdout")
+    __slots__ = ("adopt", "argv", "cancelled", "running", "shell", "stderr", "stdin",
+                 "stdout")
 
     def __init__(
         self,
@@ -67,6 +73,8 @@ class CommandContext:
         self.stdout = stdout
         self.stderr = stderr
         self.cancelled = threading.Event() if cancelled is None else cancelled
+        #: Clear while its job is stopped (``Job.running``): a long builtin waits then.
+        self.running = _RUNNING
         # A builtin that starts a process (``run``) hands it to its job here, so that
         # Ctrl-Z, ``fg``, ``bg`` and ``kill %N`` reach it.
         self.adopt: Callable[[ExoProcess], None] | None = None
@@ -80,6 +88,8 @@ class CommandContext:
         return self.argv[1:]
 
     def write(self, data: bytes | str, fd: int | None = None) -> None:
+        if not self.running.is_set():
+            self.paused()
         buf = data.encode() if isinstance(data, str) else data
         view = memoryview(buf)
         target = self.stdout if fd is None else fd
@@ -96,8 +106,16 @@ class CommandContext:
     def isatty(self) -> bool:
         return os.isatty(self.stdout)
 
+    def paused(self) -> None:
+        """Wait while its job is stopped (Ctrl-Z; ``fg``/``bg`` resume it), as a stopped
+        process waits; an end (Ctrl-C, ``kill %N``) ends the wait too."""
+        while not self.running.wait(0.5) and not self.cancelled.is_set():
+            pass
+
     def read_stdin(self, size: int = 65536) -> Iterator[bytes]:
         while not self.cancelled.is_set():
+            if not self.running.is_set():
+                self.paused()
             chunk = os.read(self.stdin, size)
             if not chunk:
                 return

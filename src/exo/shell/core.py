@@ -107,7 +107,9 @@ MAX_STAGES = 128
 #: Builtins that end or change the session: never a background job's.
 SESSION_BUILTINS = frozenset({"shutdown", "exit", "logout", "su"})
 #: Builtins that start a program and wait: they run as jobs even alone.
-JOB_BUILTINS = frozenset({"run"})
+#: (And `sleep`: a job, so that Ctrl-Z stops it and gives the prompt back, as bash's
+#: /bin/sleep.)
+JOB_BUILTINS = frozenset({"run", "sleep"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 #: The variables the shell computes when read (``Shell._dynamic``): always set.
@@ -1380,11 +1382,13 @@ class Shell:
         for proc in procs:
             if proc.state == "running":
                 proc.signal(signal.SIGSTOP, group=True)
+        job.running.clear()  # (its builtins wait: CommandContext.running)
         job.state = "Stopped"
         self._add_job(job)
 
     def resume(self, job: Job) -> None:
         job.state = "Running"
+        job.running.set()
         for proc in job.processes():
             proc.signal(signal.SIGCONT, group=True)
 
@@ -1472,6 +1476,7 @@ class Shell:
                 if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
                     job.reads_terminal = True
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
+                ctx.running = job.running
                 ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
                 before = len(pending) if pending is not None else 0

@@ -32,8 +32,8 @@ class Stage:
 class Job:
     """One pipeline the shell started: its stages, its state, its status once done."""
 
-    __slots__ = ("cancel", "done", "number", "opened", "reads_terminal", "source", "stages",
-                 "state", "status")
+    __slots__ = ("cancel", "done", "number", "opened", "reads_terminal", "running", "source",
+                 "stages", "state", "status")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -42,6 +42,10 @@ class Job:
         self.opened: list[int] = []
         self.cancel = threading.Event()
         self.done = threading.Event()
+        #: Clear while the job is stopped (Ctrl-Z, ``kill -STOP %N``): its builtins wait
+        #: (``CommandContext.running``), as its processes do on SIGSTOP.
+        self.running = threading.Event()
+        self.running.set()
         self.state = "Running"
         self.status = 0
         self.reads_terminal = False  # a builtin reads the terminal: the shell keeps it

@@ -1011,3 +1011,12 @@ def test_process_substitution_reaches_only_its_own_pipes_and_is_bounded(
     while sh._producers._value < 64 and time.monotonic() < deadline:  # (all ended)
         time.sleep(0.05)
     assert sh._producers._value == 64 and not sh.vfs.pipes
+
+
+def test_a_stopped_builtin_job_waits_and_goes_on_when_continued(root_shell: Shell) -> None:
+    """`kill -STOP %1` on a job of builtins ended it (every signal was an end for them);
+    now it stops: a stopped sleep's clock is held, as /bin/sleep's is, until -CONT."""
+    status, out, _ = run(root_shell, "sleep 1 & sleep 0.1; kill -STOP %1; jobs; sleep 1.5; "
+                                     "jobs; kill -CONT %1; jobs; wait %1; echo waited $?")
+    assert out == ("[1] Stopped    sleep 1\n[1] Stopped    sleep 1\n"
+                   "[1] Running    sleep 1\nwaited 0\n")
