@@ -638,21 +638,24 @@ def _readonly(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("read", "read a line into variables: read [-r] [-p PROMPT] [-a ARRAY] NAME...")
+@builtin("read", "read a line into variables: read [-r] [-p PROMPT] [-a ARRAY] [-d DELIM] "
+         "NAME... (-d: up to DELIM's first character instead of a newline; '': a NUL)")
 def _read(ctx: CommandContext) -> int:
     args = list(ctx.args)
-    raw, prompt, array = False, "", None
+    raw, prompt, array, delimiter = False, "", None, b"\n"
     while args and args[0].startswith("-") and len(args[0]) > 1 and args[0] != "--":
         letters = args.pop(0)[1:]  # (`-ra NAME`: letters together, as getopt takes them)
         for k, letter in enumerate(letters):
             if letter == "r":
                 raw = True
                 continue
-            if letter not in "pa" or not (letters[k + 1:] or args):
+            if letter not in "pad" or not (letters[k + 1:] or args):
                 raise CommandError(f"usage: {HELP['read']}", 2)
             value = letters[k + 1:] or args.pop(0)
             if letter == "p":
                 prompt = value
+            elif letter == "d":  # (its first character; none: a NUL, as bash's -d '')
+                delimiter = value[:1].encode() or b"\0"
             else:  # bash's -a: each field an element of ARRAY
                 array = value
             break
@@ -673,10 +676,11 @@ def _read(ctx: CommandContext) -> int:
     ended = False
     try:
         while True:
-            line = read_line(ctx.stdin, ctx.cancelled)
-            ended = not line.endswith(b"\n")
-            data += line.removesuffix(b"\n")
-            if raw or ended or not _continued(data) or len(data) > MAX_LINE:
+            line = read_line(ctx.stdin, ctx.cancelled, delimiter)
+            ended = not line.endswith(delimiter)
+            data += line.removesuffix(delimiter)
+            if raw or ended or delimiter != b"\n" or not _continued(data) or \
+                    len(data) > MAX_LINE:
                 break
             del data[-1:]
     except ValueError as exc:
@@ -975,11 +979,14 @@ MAX_RERUN_BYTES = 2 << 20
          "script or subshell ends with its status; the shell's own descriptors cannot be "
          "redirected for good: redirect each command, or a { …; } > FILE block)")
 def _exec(ctx: CommandContext) -> int:
+    import re
     import shlex
 
     from exo.shell.session import Logout
 
-    if not ctx.args:
+    # `exec 3>&1`, `exec 3< f` (N> is no operator here: the shell read `3>&1` or `3` as
+    # the command) ran it, failed, and ended the session with 127.
+    if not ctx.args or re.fullmatch(r"[0-9]+(?:[<>].*)?", ctx.args[0], re.DOTALL):
         raise CommandError("redirecting the shell's own descriptors (exec > FILE, exec "
                            "3> FILE) is not supported: redirect each command, or a "
                            "{ …; } > FILE block", 1)

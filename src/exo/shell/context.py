@@ -25,13 +25,14 @@ def without_nul(text: str) -> str:
     return text.replace("\0", "") if "\0" in text else text
 
 
-def read_line(fd: int, cancelled: threading.Event | None = None) -> bytes:
-    """One line from ``fd``, newline included, reading no byte past it (so whoever reads
-    ``fd`` next, a command or the shell, gets the rest); ``b""`` at end of input. At
-    most MAX_LINE bytes (ValueError past it); stops, with what it has, once
-    ``cancelled`` is set (Ctrl-C, ``kill %N``)."""
+def read_line(fd: int, cancelled: threading.Event | None = None,
+              delimiter: bytes = b"\n") -> bytes:
+    """One line from ``fd``, newline (``delimiter``: ``read -d``'s byte) included,
+    reading no byte past it (so whoever reads ``fd`` next, a command or the shell, gets
+    the rest); ``b""`` at end of input. At most MAX_LINE bytes (ValueError past it);
+    stops, with what it has, once ``cancelled`` is set (Ctrl-C, ``kill %N``)."""
     line = bytearray()
-    while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
+    while not line.endswith(delimiter) and (byte := os.read(fd, 1)):
         line += byte
         if len(line) > MAX_LINE:
             raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")

@@ -46,6 +46,7 @@ from exo.shell.parser import (
     Word,
     current_ifs,
     parse_pipeline,
+    posix_classes,
     split_list,
 )
 from exo.shell.session import Logout, Session, ShellExit, SwitchUser
@@ -1117,6 +1118,7 @@ class Shell:
             if listed is not None:
                 listed[base] = names
         hidden = tail.startswith(".") or "dotglob" in self.shopt
+        tail = posix_classes(tail)  # ([[:digit:]]: fnmatch knows no POSIX class)
         hits = [n for n in names if fnmatch.fnmatchcase(n, tail) and (hidden or n[0] != ".")]
         return [posixpath.join(head, n) if head else n for n in sorted(hits)]
 

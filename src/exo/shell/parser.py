@@ -701,7 +701,7 @@ def backslash_escapes(text: str, *, dollar_quote: bool = False,
 
 
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
-_EVERY = re.compile(r'"\$(?:@|\{(@|[A-Za-z_][A-Za-z0-9_]*\[@\])(?::([^}"]*))?\})"')
+_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\])(?::([^}"]*))?\})"')
 #: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.
 _SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(.*)", re.DOTALL)
 
@@ -712,6 +712,13 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
     slice ``spec`` (``OFF[:LEN]``, arithmetic) of them, as bash slices: ``$@``'s offsets
     count from ``$0`` (``${@:1}`` is every parameter), an array's are indices (its
     elements at OFF and after); a negative OFF counts back from the end."""
+    if target.startswith("!"):  # "${!a[@]}": its indices, a word each
+        from exo.shell import arrays
+
+        if spec is not None:
+            raise ParseError(f"bad substitution: ${{{target}:{spec}}}")
+        indices = arrays.view(lookup(target[1:-3] + arrays.ELEMENTS))
+        return [str(i) for i in sorted(indices)]
     if target in ("@", "*"):
         args = lookup("@\0")
         words = args.split("\0") if args else []
@@ -1088,6 +1095,23 @@ def _dquoted(s: str, i: int, lookup: Callable[[str], str],
     return "".join(out), i + 1
 
 
+#: POSIX bracket classes (``[[:space:]]``) as the characters ``fnmatch`` takes in their
+#: place (it knows none): the C locale's sets. ``[:punct:]`` lacks ``[``, ``]`` and ``-``,
+#: which a set cannot hold as plain characters there.
+_CLASSES = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
+            "lower": "a-z", "space": " \t\n\r\f\v", "blank": " \t", "xdigit": "0-9A-Fa-f",
+            "punct": "\"!#$%&'()*+,./:;<=>?@\\^_`{|}~", "cntrl": "\x01-\x1f\x7f",
+            "print": " -~", "graph": "!-~", "word": "a-zA-Z0-9_"}
+_CLASS_RE = re.compile(r"\[:(" + "|".join(_CLASSES) + r"):\]")
+
+
+def posix_classes(pattern: str) -> str:
+    """``pattern`` with its POSIX classes spelled out for ``fnmatch`` (``[![:space:]]``:
+    any character but white space), as sh's patterns take them."""
+    return _CLASS_RE.sub(lambda m: _CLASSES[m.group(1)], pattern) if "[:" in pattern \
+        else pattern
+
+
 def glob_escaped(text: str) -> str:
     """``text`` as an ``fnmatch`` pattern matching exactly itself."""
     return re.sub(r"([*?\[])", r"[\1]", text)
@@ -1139,7 +1163,7 @@ def expand_word(text: str, lookup: Callable[[str], str],
         else:
             out.append(c)
             i += 1
-    return "".join(out)
+    return posix_classes("".join(out)) if pattern else "".join(out)
 
 
 def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
@@ -1589,7 +1613,8 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             if _word_at(stream, pos + 1, "do") != "do":
                 raise ParseError("for: 'do' expected")
             body, pos = _expect(stream, pos + 2, ("done",))
-            loop = Loop("for", body, name=name, words=rest[2:].strip())
+            # `for NAME; do`, with no `in`: over "$@", as sh's
+            loop = Loop("for", body, name=name, words=rest[2:].strip() if rest else '"$@"')
             _close(loop, stream, pos)
             nodes.append(loop)
             pos += 1

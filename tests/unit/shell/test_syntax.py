@@ -1016,7 +1016,38 @@ def test_process_substitution_reaches_only_its_own_pipes_and_is_bounded(
 def test_a_stopped_builtin_job_waits_and_goes_on_when_continued(root_shell: Shell) -> None:
     """`kill -STOP %1` on a job of builtins ended it (every signal was an end for them);
     now it stops: a stopped sleep's clock is held, as /bin/sleep's is, until -CONT."""
-    status, out, _ = run(root_shell, "sleep 1 & sleep 0.1; kill -STOP %1; jobs; sleep 1.5; "
-                                     "jobs; kill -CONT %1; jobs; wait %1; echo waited $?")
+    _, out, _ = run(root_shell, "sleep 1 & sleep 0.1; kill -STOP %1; jobs; sleep 1.5; "
+                                "jobs; kill -CONT %1; jobs; wait %1; echo waited $?")
     assert out == ("[1] Stopped    sleep 1\n[1] Stopped    sleep 1\n"
                    "[1] Running    sleep 1\nwaited 0\n")
+
+
+def test_script_idioms_bash_takes(root_shell: Shell) -> None:
+    """Found by running everyday script lines under bash and here, and comparing: each
+    was wrong or refused here."""
+    sh = root_shell
+    # POSIX classes in patterns (fnmatch knows none): the trim idiom, case, [[ ]], globs
+    assert run(sh, 'x="  trim  "; x="${x#"${x%%[![:space:]]*}"}"; echo "[$x]"')[1] == \
+        "[trim  ]\n"
+    assert run(sh, "case 7 in [[:digit:]]) echo digit;; esac; "
+                   "[[ ab1 == *[[:digit:]] ]] && echo cond")[1] == "digit\ncond\n"
+    assert run(sh, "touch f1.txt fa.txt; echo f[[:digit:]].txt")[1] == "f1.txt\n"
+    assert run(sh, "x='[:space:]'; case ' ' in \"$x\") echo literal;; *) echo no;; esac"
+               )[1] == "no\n"  # quoted: the characters themselves
+    # "${!a[@]}": each index a word (it was one word, "0 1 2")
+    assert run(sh, 'a=(x y z); for i in "${!a[@]}"; do echo "$i=${a[$i]}"; done')[1] == \
+        "0=x\n1=y\n2=z\n"
+    # `for NAME; do` with no `in`: over "$@" (it ran over nothing)
+    assert run(sh, 'set -- a "b c"; for x; do echo "[$x]"; done')[1] == "[a]\n[b c]\n"
+    # read -d DELIM, and -d '' (to a NUL: a here-document whole into a variable)
+    assert run(sh, "read -r -d '' doc <<'END'\nline1\nline2\nEND\necho \"$doc\"")[1] == \
+        "line1\nline2\n"
+    assert run(sh, "printf 'a:b:c' | { read -d : x; echo $x; }")[1] == "a\n"
+
+
+def test_exec_of_a_descriptor_does_not_end_the_session(root_shell: Shell) -> None:
+    """`exec 3>&1` ran a command named `3>&1` (N> is no operator here), which was not
+    found, and the session ended with 127: refused with a line instead."""
+    for line in ("exec 3>&1", "exec 3< /etc/passwd", "exec 4"):
+        _, out, err = run(root_shell, line + "; echo still")
+        assert "redirecting the shell's own descriptors" in err and out == "still\n"
