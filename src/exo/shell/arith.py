@@ -27,6 +27,7 @@ from exo.shell.parser import ParseError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
     Node = tuple[object, ...]
 
@@ -150,10 +151,13 @@ class _Parser:
         if self.peek() != "[":
             return name, None
         self.take()
-        sub = self.nested(self.comma)
+        start = self.i
+        inner = self.nested(self.comma)
         if self.take()[1] != "]":
             raise ParseError(f"bad arithmetic: {self.expr.strip()}: ']' expected")
-        return name, sub
+        # (with its text: an associative array's key is that, not a number)
+        text = "".join(str(token[1]) for token in self.tokens[start:self.i - 1])
+        return name, ("[]", inner, text)
 
     def ternary(self) -> Node:
         cond = self.logical("||")
@@ -245,13 +249,18 @@ class _Evaluator:
                  assign: Callable[[str, str], None] | None) -> None:
         self.expr, self.lookup, self.assign = expr, lookup, assign
 
-    def element(self, name: str, sub: Node | None) -> tuple[Mapping[int, str], int]:
-        """The elements of the array ``name`` and the index ``sub`` gives."""
+    def element(self, name: str, sub: Node | None) -> tuple[Mapping[Any, str], int | str]:
+        """The elements of the array ``name`` and the index ``sub`` gives (an associative
+        array's: the key, its text as typed)."""
         from exo.shell import arrays
 
-        elements = arrays.view(self.lookup(name + arrays.ELEMENTS))
+        assert sub is not None and sub[0] == "[]"
+        raw = self.lookup(name + arrays.ELEMENTS)
+        if arrays.is_assoc(raw):
+            return arrays.assoc_view(raw), str(sub[2])
+        elements = arrays.view(raw)
         try:
-            return elements, arrays.index_of(elements, self.run(sub))  # type: ignore[arg-type]
+            return elements, arrays.index_of(elements, self.run(sub[1]))  # type: ignore[arg-type]
         except ValueError:
             raise ParseError(f"{name}: bad array subscript") from None
 
@@ -295,9 +304,11 @@ class _Evaluator:
         from exo.shell import arrays
 
         _, index = self.element(name, sub)
+        raw = self.lookup(name + arrays.ELEMENTS)
         try:
-            self.assign(name, arrays.with_items(self.lookup(name + arrays.ELEMENTS),
-                                                {index: str(value)}))
+            self.assign(name, arrays.assoc_with(raw, {str(index): str(value)})
+                        if isinstance(index, str) else
+                        arrays.with_items(raw, {index: str(value)}))
         except ValueError as exc:  # (too many elements)
             raise ParseError(f"{name}: {exc}") from None
         return value

@@ -852,6 +852,13 @@ def _unset_element(ctx: CommandContext, name: str, subscript: str) -> int:
     value = shell.env.get(name)
     if value is None:
         return 0
+    if arrays.is_assoc(value):  # unset 'm[KEY]'
+        from exo.shell.parser import expand_word
+
+        kept = arrays.Assoc(arrays.assoc_view(value))
+        kept.pop(expand_word(subscript, shell.lookup, shell._substitute), None)
+        shell.env[name] = arrays.encode_assoc(kept)
+        return 0
     elements = arrays.decode(value)
     try:
         index = array_index(subscript, elements, shell.lookup, shell._substitute)

@@ -122,6 +122,8 @@ _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\
 _READ_FILE = re.compile(r"\s*<\s*[^\s<>|;&()]+\s*")
 #: ``NAME[SUBSCRIPT]=VALUE``: one element.
 _ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]=")
+#: ``[KEY]=VALUE``, a word of ``NAME=(…)``: an element and where it goes.
+_KEYED = re.compile(r"\[([^\]]*)\]=(.*)", re.DOTALL)
 #: ``time [-p] PIPELINE`` (bash's reserved word; ``-p``: POSIX's layout)
 _TIMED = re.compile(r"time(?:[ \t]+(-p))?(?=[ \t]|$)")
 #: How long Ctrl-Z waits for a job's programs to stop themselves on SIGTSTP.
@@ -752,6 +754,12 @@ class Shell:
             if source[end:].strip():
                 raise ParseError(f"{name}[{subscript}]=…: one word, then ';' or a newline")
             current = self.env.get(name)
+            if arrays.is_assoc(current):  # m[KEY]=VALUE: the key a word, expanded
+                key = expand_word(subscript, self.lookup, self._substitute)
+                value = expand_word(source[m.end():end], self.lookup, self._substitute)
+                self.env[name] = arrays.assoc_with(current, {key: value})
+                self.last_status = self.flow.substituted
+                return
             index = array_index(subscript, arrays.view(current), self.lookup, self._substitute)
             value = expand_word(source[m.end():end], self.lookup, self._substitute)
             self.env[name] = arrays.with_items(current, {index: value})
@@ -786,9 +794,30 @@ class Shell:
             after.append(f"{command} {name}")
         if self.last_status:
             return
-        current = self.env.get(name) if append else None
-        start = max(arrays.view(current), default=-1) + 1
-        grown = arrays.with_items(current, dict(enumerate(words, start)))
+        current = self.env.get(name)
+        if arrays.is_assoc(current):  # m=([KEY]=VALUE …), m+=(…)
+            pairs = {}
+            for word in words:
+                keyed = _KEYED.fullmatch(word)
+                if keyed is None:
+                    raise ParseError(f"{name}=(…): {word}: an associative array's words "
+                                     "are [KEY]=VALUE")
+                pairs[keyed.group(1)] = keyed.group(2)
+            grown = arrays.assoc_with(current, pairs) if append else \
+                arrays.encode_assoc(pairs)
+        else:  # a=(x y), a=([3]=x y): each word the next index, or the one it names
+            current = current if append else None
+            items: dict[int, str] = {}
+            at = max(arrays.view(current), default=-1) + 1
+            for word in words:
+                keyed = _KEYED.fullmatch(word)
+                if keyed is not None:
+                    at = array_index(keyed.group(1), arrays.view(current), self.lookup,
+                                     self._substitute)
+                    word = keyed.group(2)
+                items[at] = word
+                at += 1
+            grown = arrays.with_items(current, items)
         if "x" in self.options:
             os.write(stdio[2], f"+ {name}{'+' if append else ''}=({shlex.join(words)})\n"
                      .encode(errors="replace"))

@@ -120,13 +120,13 @@ def _return(ctx: CommandContext) -> int:
 def _local(ctx: CommandContext) -> int:
     if not ctx.shell.flow.frames:
         raise CommandError("can only be used in a function", 1)
-    flags, names = _attribute_flags(ctx.args, "rx")
+    flags, names = _attribute_flags(ctx.args, "rxA")
     return _assign(ctx, names, flags, local=True)
 
 
 def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
     """``declare``'s and ``local``'s leading ``-rx…`` letters (of ``allowed``), and the
-    rest; arrays and integer variables refused in one line each."""
+    rest; integer variables refused in a line."""
     args = list(args)
     flags: set[str] = set()
     while args and args[0][:1] in ("-", "+") and len(args[0]) > 1 and args[0] != "--":
@@ -134,9 +134,6 @@ def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]
         for letter in arg[1:]:
             if letter == "a":  # an indexed array: made by NAME=(…) (exo.shell.arrays)
                 continue
-            if letter == "A":
-                raise CommandError("-A: associative arrays are not supported (indexed "
-                                   "ones are: NAME=(…))", 2)
             if letter == "i":
                 raise CommandError("-i: integer variables are not supported (assign "
                                    "$((…)) instead)", 2)
@@ -148,7 +145,9 @@ def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]
 
 def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: bool) -> int:
     """Set each ``NAME[=VALUE]`` of ``args``: in this function call alone (``local``),
-    exported (``x``), read-only (``r``)."""
+    exported (``x``), read-only (``r``), an associative array (``A``)."""
+    from exo.shell import arrays
+
     shell = ctx.shell
     env = shell.env
     frame = shell.flow.frames[-1] if local else None
@@ -163,7 +162,17 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
             ctx.err(f"{name}: readonly variable")
             status = 1
             continue
-        if frame is not None:
+        if "A" in flags:  # an associative array (its elements: NAME=([KEY]=VALUE …))
+            current = env.get(name) if frame is None else None
+            if arrays.is_array(current) and not arrays.is_assoc(current):
+                ctx.err(f"{name}: cannot convert an indexed array to an associative one")
+                status = 1
+                continue
+            if frame is not None:
+                frame.hidden.setdefault(name, env.get(name))
+            if not arrays.is_assoc(current) or eq:
+                env[name] = arrays.encode_assoc({"0": value} if eq else {})
+        elif frame is not None:
             frame.hidden.setdefault(name, env.get(name))
             env[name] = value if eq else env.get(name, "")
         elif eq:
@@ -180,12 +189,12 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
 
 @builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] [-a] "
          "NAME[=VALUE]... (in a function, of that call alone, unless -g; NAME=(WORDS...): "
-         "an indexed array); declare -p [NAME...] shows them, declare -F the functions' "
-         "names; associative arrays and -i are not supported")
+         "an indexed array; -A NAME: an associative one, NAME=([KEY]=VALUE...)); declare -p "
+         "[NAME...] shows them, declare -F the functions' names; -i is not supported")
 def _declare(ctx: CommandContext) -> int:
     from exo.shell import arrays
 
-    flags, names = _attribute_flags(ctx.args, "rxgpF")
+    flags, names = _attribute_flags(ctx.args, "rxgpFA")
     shell = ctx.shell
     if "F" in flags:
         wanted = names or sorted(shell.functions)
@@ -203,7 +212,7 @@ def _declare(ctx: CommandContext) -> int:
             marks = ("r" if name in env.readonly else "") + \
                 ("x" if name in shell.exported else "")
             if arrays.is_array(env[name]):
-                marks = "a" + marks
+                marks = ("A" if arrays.is_assoc(env[name]) else "a") + marks
             ctx.out(f"declare -{marks or '-'} {arrays.shown(name, env[name])}")
         return status
     return _assign(ctx, names, flags, local=bool(shell.flow.frames) and "g" not in flags)

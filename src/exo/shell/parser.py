@@ -20,6 +20,7 @@ import re
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
 #: What the expansions of one line may bring in at most ($VAR, $(...), ~).
 MAX_EXPANSION = 4 << 20
@@ -717,8 +718,10 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
 
         if spec is not None:
             raise ParseError(f"bad substitution: ${{{target}:{spec}}}")
-        indices = arrays.view(lookup(target[1:-3] + arrays.ELEMENTS))
-        return [str(i) for i in sorted(indices)]
+        raw = lookup(target[1:-3] + arrays.ELEMENTS)
+        if arrays.is_assoc(raw):  # (its keys, in the order they were set)
+            return list(arrays.assoc_view(raw))
+        return [str(i) for i in sorted(arrays.view(raw))]
     if target in ("@", "*"):
         args = lookup("@\0")
         words = args.split("\0") if args else []
@@ -728,7 +731,12 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
     else:
         from exo.shell import arrays
 
-        elements = arrays.view(lookup(target[:-3] + arrays.ELEMENTS))
+        raw = lookup(target[:-3] + arrays.ELEMENTS)
+        if arrays.is_assoc(raw):
+            if spec is not None:
+                raise ParseError(f"bad substitution: ${{{target}:{spec}}}")
+            return list(arrays.assoc_view(raw).values())
+        elements = arrays.view(raw)
         if spec is None:
             return list(elements.values())
         indexed = sorted(elements.items())
@@ -979,7 +987,9 @@ def _element(inner: str, how: str, name: str, subscript: str,
     """``${NAME[SUBSCRIPT]}`` and its ``#`` (length, count) and ``!`` (indices) forms."""
     from exo.shell import arrays
 
-    elements = arrays.view(lookup(name + arrays.ELEMENTS))
+    raw = lookup(name + arrays.ELEMENTS)
+    assoc = arrays.is_assoc(raw)
+    elements: Mapping[Any, str] = arrays.assoc_view(raw) if assoc else arrays.view(raw)
     if subscript in ("@", "*"):
         if how == "#":
             return str(len(elements))
@@ -988,7 +998,9 @@ def _element(inner: str, how: str, name: str, subscript: str,
         return joiner.join(map(str, elements) if how == "!" else elements.values())
     if how == "!":
         raise ParseError(f"bad substitution: ${{{inner}}}")
-    index = array_index(subscript, elements, lookup, substitute)
+    # (an associative array's key is a word, expanded; an indexed one's, arithmetic)
+    index = expand_word(subscript, lookup, substitute) if assoc else \
+        array_index(subscript, elements, lookup, substitute)
     value = elements.get(index, "")
     return str(len(value)) if how == "#" else value
 

@@ -668,8 +668,7 @@ def test_bash_s_indexed_arrays(root_shell: Shell) -> None:
                    'echo ${#files[@]} "${files[1]}"')[1] == "2 two words\n"
     for line, said in (("a=(1 2", "')' expected"),
                        ("a=(1 2) x", "syntax error near 'x'"),
-                       ("a=(1); echo ${a[-5]}", "bad array subscript"),
-                       ("declare -A m", "associative arrays are not supported")):
+                       ("a=(1); echo ${a[-5]}", "bad array subscript")):
         status, _, err = run(sh, line)
         assert status != 0 and said in err, line
     assert run(sh, 'x="(a b)"; y=$(echo hi); echo $x $y')[1] == "(a b) hi\n"
@@ -1051,3 +1050,39 @@ def test_exec_of_a_descriptor_does_not_end_the_session(root_shell: Shell) -> Non
     for line in ("exec 3>&1", "exec 3< /etc/passwd", "exec 4"):
         _, out, err = run(root_shell, line + "; echo still")
         assert "redirecting the shell's own descriptors" in err and out == "still\n"
+
+
+def test_associative_arrays(root_shell: Shell) -> None:
+    """bash's `declare -A` (refused before): string keys in the order they were set,
+    `m[$k]=v`, `${m[$k]}`, "${!m[@]}", "${m[@]}", `${#m[@]}`, `unset 'm[k]'`, `m+=(…)`,
+    arithmetic on an element (the counting idiom), `local -A`, `declare -p`."""
+    sh = root_shell
+    assert run(sh, 'declare -A m=([a]=1 [b]=2); m[c]=3; k=b; '
+                   'echo ${m[a]} ${#m[@]} ${m[$k]} "${!m[@]}" "${m[@]}"')[1] == \
+        "1 3 2 a b c 1 2 3\n"
+    assert run(sh, 'declare -A n; for w in apple pear apple fig apple; do '
+                   '(( n[$w]++ )); done; for k in "${!n[@]}"; do echo "$k ${n[$k]}"; done'
+               )[1] == "apple 3\npear 1\nfig 1\n"
+    assert run(sh, 'declare -A h; h["two words"]=x; echo "${h["two words"]}" ${#h[@]}; '
+                   "unset 'h[two words]'; echo ${#h[@]}")[1] == "x 1\n0\n"
+    assert run(sh, "declare -A p=([x]=1); p+=([y]='a b'); declare -p p")[1] == \
+        "declare -A p=([x]=1 [y]='a b')\n"
+    assert run(sh, 'f() { local -A l=([k]=v); echo ${l[k]}; }; f; echo "[${l[k]}]"')[1] == \
+        "v\n[]\n"
+    assert run(sh, "i=(x y); declare -A i")[2] == \
+        "declare: i: cannot convert an indexed array to an associative one\n"
+    status, _, err = run(sh, "declare -A q; q=(plain)")
+    assert status == 1 and "an associative array's words are [KEY]=VALUE" in err
+    # never exported, as any array
+    assert run(sh, "declare -A e=([a]=1); export e; env | grep -c '^e='")[1] == "0\n"
+
+
+def test_an_indexed_array_reads_in_index_order(root_shell: Shell) -> None:
+    """`a[5]=x; a[1]=y` then "${a[@]}" said "x y" (the order they were set; bash: by
+    index); `[N]=v` words inside a=(…) set that index (the next word the one after)."""
+    sh = root_shell
+    assert run(sh, 'a[5]=x; a[1]=y; echo "${a[@]}" "${!a[@]}"')[1] == "y x 1 5\n"
+    assert run(sh, 'b=([2]=two [0]=zero one); declare -p b; echo "${b[@]}"')[1] == \
+        "declare -a b=([0]=zero [1]=one [2]=two)\nzero one two\n"
+    assert run(sh, 'c=(q); c+=([7]=s [3]=r); echo "${c[@]}" "${!c[@]}"')[1] == \
+        "q r s 0 3 7\n"
