@@ -89,7 +89,8 @@ HISTORY_KEPT = 1000
 #: threads of the kernel: 1,200 `sleep 1000 &` made every other command take seconds
 #: (a hostile review); a program's are processes, bounded by the kernel's own counts too.
 MAX_JOBS = 64
-#: Process substitutions (``<(LIST)``) whose pipe is open at once, in one shell.
+#: Process substitutions (``<(LIST)``) running at once in a session (its shell and the
+#: copies that run background blocks and other substitutions share the budget).
 MAX_PIPES = 64
 #: Redirections of one command at most (each into a file is a thread: exo.shell.sink),
 #: of a session's jobs at once, and the descriptors a session's jobs hold at once (pipes
