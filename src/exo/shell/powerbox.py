@@ -39,7 +39,7 @@ _KEYS = frozenset({
     "inputs", "outputs", "edits", "entries", "input_options", "output_options",
     "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
     "base_options", "default_directory", "operand_pattern", "flags", "syscalls", "replaces",
-    "bundled_first", "modes", "target_directory"})
+    "bundled_first", "modes", "target_directory", "creates"})
 
 
 class PowerboxError(ValueError):
@@ -50,7 +50,8 @@ class Policy:
     """What one program's arguments mean: which operands and option values are files
     it reads, writes, or edits (reads and writes)."""
 
-    __slots__ = ("base_options", "bundled_first", "default_directory", "directory_options",
+    __slots__ = ("base_options", "bundled_first", "creates", "default_directory",
+                 "directory_options",
                  "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
                  "inputs", "known", "modes", "operand_pattern", "output_options", "outputs",
                  "replaces", "script_options", "syscalls", "target_directory",
@@ -102,10 +103,12 @@ class Policy:
         self.flags = _strings(table, "flags", name)
         syscalls = table.get("syscalls", False)
         replaces = table.get("replaces", False)
+        creates = table.get("creates", False)
         bundled = table.get("bundled_first", False)
         target = table.get("target_directory", False)
         for key, value in (("syscalls", syscalls), ("replaces", replaces),
-                           ("bundled_first", bundled), ("target_directory", target)):
+                           ("creates", creates), ("bundled_first", bundled),
+                           ("target_directory", target)):
             if not isinstance(value, bool):
                 raise PowerboxError(f"programs.{name}.{key}: expected true or false")
         #: The first argument may be short flags without their dash (tar czf a.tgz dir).
@@ -122,6 +125,9 @@ class Policy:
         #: It edits a file by writing a new one beside it and renaming it over (sed -i):
         #: an edited file's directory is granted read-write, not the file alone.
         self.replaces = replaces is True
+        #: With ``replaces``: a file not there yet it makes itself (vim new.txt), so its
+        #: directory is granted all the same (sed -i of a missing file grants nothing).
+        self.creates = creates is True
         #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
         self.syscalls = syscalls is True
@@ -425,7 +431,9 @@ class Powerbox:
             replaces = role == "edit" and policy is not None and policy.replaces
             if role == "write" and exists and _held_dir(shell, exo):
                 role = "read"  # an output that is a directory: nothing to write in it
-            skip = (not exists and (role == "read" or replaces)) or \
+            makes = replaces and policy is not None and policy.creates and \
+                vfs.is_dir(posixpath.dirname(exo))
+            skip = (not exists and (role == "read" or (replaces and not makes))) or \
                 (role == "dir" and not vfs.is_dir(exo))
             if skip:
                 # Not a file after all (a pattern, a number), or a directory the
@@ -434,8 +442,8 @@ class Powerbox:
                 # one is, or the answer would say what exists in another's home.
                 _check(shell, arg, exo, "READ" if role == "read" else "READ,WRITE")
                 continue
-            if replaces:  # (an editor's new file is made below, as an output's)
-                exo = posixpath.dirname(exo)
+            if replaces:  # its directory (a new file: the program makes it, not we)
+                exo, exists = posixpath.dirname(exo), True
             elif role == "entry":  # the nearest directory that exists (mkdir -p a/b/c)
                 exo, exists = _deepest_dir(vfs, exo), True
             rights = "READ" if role == "read" else "READ,WRITE"

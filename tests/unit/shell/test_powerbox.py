@@ -427,3 +427,25 @@ def test_an_interpreter_that_failed_at_a_terminal_is_told_how_to_grant_more(
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_vim_holds_the_directory_of_the_file_it_edits_or_makes(alice: Shell) -> None:
+    """vim writes a swap file and a backup beside the file, and may save by a rename:
+    with only the file granted (no policy: the working directory read-only) it said
+    "E509: Cannot create backup file" and could not save. A file not there yet is
+    vim's to make (nothing is made ahead); sed -i of a missing file still grants
+    nothing."""
+    from exo.shell.powerbox import Powerbox
+
+    box = Powerbox.for_shell(alice)
+    run(alice, "echo x > notes.txt; mkdir sub")
+
+    def granted(name: str, args: list[str]) -> dict[str, str]:
+        return {str(g.name): g.rights.format() for g in box.grants(name, args)}
+
+    for editor in ("vim", "vi"):
+        assert granted(editor, ["notes.txt"])["storage://home/alice"] == "READ,WRITE"
+        assert granted(editor, ["sub/new.txt"])["storage://home/alice/sub"] == "READ,WRITE"
+    assert run(alice, "test -e sub/new.txt; echo $?")[1] == "1\n"  # (vim's to make)
+    assert "storage://home/alice/sub" not in granted("sed", ["-i", "s/a/b/", "sub/none"])
+    assert granted("view", ["notes.txt"]).get("storage://home/alice") == "READ"
