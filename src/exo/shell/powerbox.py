@@ -39,7 +39,7 @@ _KEYS = frozenset({
     "inputs", "outputs", "edits", "entries", "input_options", "output_options",
     "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
     "base_options", "default_directory", "operand_pattern", "flags", "syscalls", "replaces",
-    "bundled_first", "modes", "target_directory", "creates"})
+    "bundled_first", "modes", "target_directory", "creates", "repository", "home_files"})
 
 
 class PowerboxError(ValueError):
@@ -51,11 +51,10 @@ class Policy:
     it reads, writes, or edits (reads and writes)."""
 
     __slots__ = ("base_options", "bundled_first", "creates", "default_directory",
-                 "directory_options",
-                 "edit_flags", "edits", "entries", "entry_flags", "flags", "input_options",
-                 "inputs", "known", "modes", "operand_pattern", "output_options", "outputs",
-                 "replaces", "script_options", "syscalls", "target_directory",
-                 "value_options")
+                 "directory_options", "edit_flags", "edits", "entries", "entry_flags",
+                 "flags", "home_files", "input_options", "inputs", "known", "modes",
+                 "operand_pattern", "output_options", "outputs", "replaces", "repository",
+                 "script_options", "syscalls", "target_directory", "value_options")
 
     def __init__(self, table: dict[str, object] | None = None, name: str = "") -> None:
         table = table or {}
@@ -104,11 +103,12 @@ class Policy:
         syscalls = table.get("syscalls", False)
         replaces = table.get("replaces", False)
         creates = table.get("creates", False)
+        repository = table.get("repository", False)
         bundled = table.get("bundled_first", False)
         target = table.get("target_directory", False)
         for key, value in (("syscalls", syscalls), ("replaces", replaces),
-                           ("creates", creates), ("bundled_first", bundled),
-                           ("target_directory", target)):
+                           ("creates", creates), ("repository", repository),
+                           ("bundled_first", bundled), ("target_directory", target)):
             if not isinstance(value, bool):
                 raise PowerboxError(f"programs.{name}.{key}: expected true or false")
         #: The first argument may be short flags without their dash (tar czf a.tgz dir).
@@ -128,6 +128,13 @@ class Policy:
         #: With ``replaces``: a file not there yet it makes itself (vim new.txt), so its
         #: directory is granted all the same (sed -i of a missing file grants nothing).
         self.creates = creates is True
+        #: A directory it writes in (``dir``) inside a git work tree stands for the work
+        #: tree's top (the nearest directory above with a ``.git``): git reads and
+        #: writes the repository from any directory in it.
+        self.repository = repository is True
+        #: Files of the user's home it reads when they are there (``.gitconfig``):
+        #: granted read-only, wherever it runs.
+        self.home_files = _strings(table, "home_files", name)
         #: It may make Exo syscalls (a Python interpreter running an ``exo_std`` app):
         #: it gets a bootstrap channel; other programs do not (KernelApi.start).
         self.syscalls = syscalls is True
@@ -255,6 +262,19 @@ class Policy:
         if self.default_directory and not any(role == "dir" for _, role in found):
             found.append((self.default_directory, "dir"))
         return found
+
+
+def _work_tree(shell: Shell, exo: str) -> str:
+    """The top of the git work tree ``exo`` is in (the nearest directory with a ``.git``,
+    ``exo`` itself or above, that the user may write), else ``exo``."""
+    here = exo
+    while True:
+        if shell.session.holds("storage://" + here.strip("/"), "READ,WRITE") and \
+                shell.vfs.exists(posixpath.join(here, ".git")):
+            return here
+        if here == "/":
+            return exo
+        here = posixpath.dirname(here)
 
 
 def _held_dir(shell: Shell, exo: str) -> bool:
@@ -420,6 +440,11 @@ class Powerbox:
         roles = policy.roles(args, lambda a: _held_dir(shell, vfs.normalize(a, shell.cwd))) \
             if policy is not None else self._asked(name, args, grants)
         missing: list[str] = []
+        if policy is not None:  # its files in the user's home (~/.gitconfig), read-only
+            home = shell.session.home
+            roles += [(posixpath.join(home, f), "read") for f in policy.home_files
+                      if shell.session.holds("storage://" + posixpath.join(home, f)
+                                             .strip("/"), "READ")]
         for arg, role in roles:
             if arg == "-":
                 continue  # the standard input or output (tar -cf -, sort -o -)
@@ -427,6 +452,8 @@ class Powerbox:
             top = exo.strip("/").split("/", 1)[0]
             if top in _NOT_STORAGE:
                 continue  # not storage: synthesised, or the sandbox's own
+            if role == "dir" and policy is not None and policy.repository:
+                exo = _work_tree(shell, exo)
             exists = vfs.exists(exo)
             replaces = role == "edit" and policy is not None and policy.replaces
             if role == "write" and exists and _held_dir(shell, exo):

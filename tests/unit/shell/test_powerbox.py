@@ -449,3 +449,16 @@ def test_vim_holds_the_directory_of_the_file_it_edits_or_makes(alice: Shell) -> 
     assert run(alice, "test -e sub/new.txt; echo $?")[1] == "1\n"  # (vim's to make)
     assert "storage://home/alice/sub" not in granted("sed", ["-i", "s/a/b/", "sub/none"])
     assert granted("view", ["notes.txt"]).get("storage://home/alice") == "READ"
+
+
+def test_git_works_on_the_repository_it_is_in(alice: Shell) -> None:
+    """`git init proj` said "cannot mkdir proj: Read-only file system" (no policy: the
+    working directory read-only). git now holds the working directory read-write, or the
+    top of the work tree it is in (from a subdirectory too), and reads ~/.gitconfig."""
+    run(alice, "printf '[user]\\n\\tname = Alice\\n\\temail = a@x\\n' > .gitconfig")
+    status, out, err = run(alice, "git init -q proj && cd proj && echo a > f && "
+                                  "git add f && git commit -qm first && mkdir sub && "
+                                  "cd sub && echo b > g && git add g && "
+                                  "git commit -qm second && git log --format=%an:%s")
+    assert (status, out) == (0, "Alice:second\nAlice:first\n"), err
+    assert run(alice, "cd; git -C proj status --short; echo rc=$?")[1] == "rc=0\n"
