@@ -34,7 +34,7 @@ HOST_DIRS = ("/usr/bin", "/bin")
 _POLICY = Path(__file__).with_name("powerbox.toml")
 _ADMIN_POLICY = "etc/exo/powerbox.toml"
 _NOT_STORAGE = ("proc", "sys", "dev")  # synthesised, or the sandbox's own
-_SELECTORS = ("operands", "first", "second", "last", "all-but-last", "none")
+_SELECTORS = ("operands", "first", "second", "last", "all-but-last", "all-but-first", "none")
 _KEYS = frozenset({
     "inputs", "outputs", "edits", "entries", "input_options", "output_options",
     "value_options", "edit_flags", "entry_flags", "script_options", "directory_options",
@@ -343,6 +343,8 @@ def _select(selector: str, operands: list[str]) -> list[str]:
         return operands[-1:]
     if selector == "all-but-last":
         return operands[:-1]
+    if selector == "all-but-first":
+        return operands[1:]
     return []
 
 

@@ -462,3 +462,20 @@ def test_git_works_on_the_repository_it_is_in(alice: Shell) -> None:
                                   "git commit -qm second && git log --format=%an:%s")
     assert (status, out) == (0, "Alice:second\nAlice:first\n"), err
     assert run(alice, "cd; git -C proj status --short; echo rc=$?")[1] == "rc=0\n"
+
+
+def test_the_build_tools_write_where_they_build(alice: Shell) -> None:
+    """gcc, make and zip had no policy (the working directory read-only): `gcc -o h
+    h.c` could not write h, `make` could not run a recipe that writes, `zip a.zip f`
+    could not make its archive. A compiler and make hold the working directory
+    read-write; zip the archive's directory (an empty archive made ahead for it was
+    "Zip file structure invalid"); unzip extracts into the working directory."""
+    run(alice, "printf '#include <stdio.h>\\nint main(){puts(\"hi\");return 0;}\\n' > h.c")
+    status, out, err = run(alice, "gcc -o h h.c && ./h && cc -c h.c && test -e h.o && "
+                                  "echo objects")
+    assert (status, out) == (0, "hi\nobjects\n"), err
+    run(alice, "printf 'all:\\n\\techo built > out.txt\\n' > Makefile")
+    assert run(alice, "make -s && cat out.txt")[1] == "built\n"
+    status, out, err = run(alice, "zip -q a.zip h.c && mkdir x && cd x && unzip -q ../a.zip "
+                                  "&& cat h.c | wc -l")
+    assert (status, out) == (0, "2\n"), err
