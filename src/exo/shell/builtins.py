@@ -6,6 +6,7 @@ import errno
 import functools
 import json
 import os
+import posixpath
 import signal
 import stat
 import threading
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from exo.kernel.manifest import Grant, Manifest
     from exo.shell.jobs import Job
     from exo.shell.session import Session
-    from exo.shell.vfs import Entry
+    from exo.shell.vfs import Entry, Vfs
 
 #: The largest script ``source`` runs.
 SCRIPT_MAX = 1 << 20
@@ -144,9 +145,10 @@ def _cd(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("ls", "list a directory: ls [-l] [-a] [PATH...]")
+@builtin("ls", "list a directory: ls [-l] [-a] [-A] [-1] [PATH...] (-a: names starting "
+         "with a dot too, and . and ..; -A: without . and ..)")
 def _ls(ctx: CommandContext) -> int:
-    flags, paths = _split_flags(ctx.args, "la1")
+    flags, paths = _split_flags(ctx.args, "la1A")
     status = 0
     targets = paths or ["."]
     for n, raw in enumerate(targets):
@@ -171,7 +173,10 @@ def _ls(ctx: CommandContext) -> int:
             continue
         if len(targets) > 1:
             ctx.out(("\n" if n else "") + f"{raw}:")
-        entries = [e for e in vfs.listdir(p) if "a" in flags or not e.name.startswith(".")]
+        dots = "a" in flags or "A" in flags
+        entries = [e for e in vfs.listdir(p) if dots or not e.name.startswith(".")]
+        if "a" in flags:  # and the directory itself and its parent, as ls -a shows them
+            entries[:0] = [_dot(vfs, p, "."), _dot(vfs, posixpath.dirname(p), "..")]
         if "l" in flags:
             for e in entries:
                 ctx.out(_long_line(e))
@@ -181,6 +186,19 @@ def _ls(ctx: CommandContext) -> int:
         else:
             ctx.out("  ".join(e.name for e in entries))
     return status
+
+
+def _dot(vfs: Vfs, p: str, name: str) -> Entry:
+    """The directory ``p`` as ``ls -a`` lists it under ``name`` (``.``, ``..``)."""
+    from exo.shell.vfs import Entry
+
+    try:
+        own = vfs.entry(p)
+    except OSError:  # (a parent the session may not list: shown plainly)
+        own = None
+    if own is None or not own.is_dir:
+        return Entry(name, True, 0)
+    return Entry(name, True, own.size, None, own.mode, own.mtime)
 
 
 def _long_line(e: Entry, shown: str | None = None) -> str:

@@ -1086,3 +1086,12 @@ def test_an_indexed_array_reads_in_index_order(root_shell: Shell) -> None:
         "declare -a b=([0]=zero [1]=one [2]=two)\nzero one two\n"
     assert run(sh, 'c=(q); c+=([7]=s [3]=r); echo "${c[@]}" "${!c[@]}"')[1] == \
         "q r s 0 3 7\n"
+
+
+def test_ls_a_shows_the_directory_and_its_parent(root_shell: Shell) -> None:
+    """`ls -a` had no `.` and `..` (coreutils' and bash users' ls shows them); -A is
+    the listing without them."""
+    run(root_shell, "mkdir -p d/e; touch d/x d/.h")
+    assert run(root_shell, "ls -a d")[1] == ".\n..\n.h\ne\nx\n"
+    assert run(root_shell, "ls -A d")[1] == ".h\ne\nx\n"
+    assert run(root_shell, "ls -la d")[1].splitlines()[0].endswith(" ./")
