@@ -479,3 +479,18 @@ def test_the_build_tools_write_where_they_build(alice: Shell) -> None:
     status, out, err = run(alice, "zip -q a.zip h.c && mkdir x && cd x && unzip -q ../a.zip "
                                   "&& cat h.c | wc -l")
     assert (status, out) == (0, "2\n"), err
+
+
+def test_python_m_works_in_the_working_directory(alice: Shell) -> None:
+    """`python3 -m venv ve` said "Read-only file system": a module run with -m (venv,
+    pip, zipfile) holds the working directory read-write; a script stays a script
+    (read), and -c's code is no file."""
+    status, out, err = run(alice, "python3 -m venv --without-pip ve && test -f "
+                                  "ve/pyvenv.cfg && echo made")
+    assert (status, out) == (0, "made\n"), err
+    assert run(alice, "python3 -c 'print(6*7)'")[1] == "42\n"
+    from exo.shell.powerbox import Powerbox
+
+    grants = {str(g.name): g.rights.format()
+              for g in Powerbox.for_shell(alice).grants("python3", ["s.py", "out.txt"])}
+    assert grants == {"storage://home/alice": "READ"}
