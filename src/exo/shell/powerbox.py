@@ -374,10 +374,25 @@ def parse_policies(text: str, where: str) -> dict[str, Policy]:
     if not isinstance(programs, dict):
         raise PowerboxError(f"{where}: [programs] must be a table")
     try:
-        return {name: Policy(table if isinstance(table, dict) else None, name)
+        return {name: Policy(_like(programs, name, table) if isinstance(table, dict)
+                             else None, name)
                 for name, table in programs.items()}
     except PowerboxError as exc:
         raise PowerboxError(f"{where}: {exc}") from None
+
+
+def _like(programs: dict[str, object], name: str,
+          table: dict[str, object]) -> dict[str, object]:
+    """``like = "gcc"``: the table of that program of the same file, with this one's own
+    keys over it (cc, g++ and c++ are gcc's; one level: the other has no ``like``)."""
+    if "like" not in table:
+        return table
+    other = table["like"]
+    base = programs.get(other) if isinstance(other, str) else None
+    if not isinstance(base, dict) or "like" in base:
+        raise PowerboxError(f"programs.{name}.like: expected the name of a program of "
+                            "the same file that has no like of its own")
+    return {**base, **{key: value for key, value in table.items() if key != "like"}}
 
 
 @functools.cache

@@ -494,3 +494,20 @@ def test_python_m_works_in_the_working_directory(alice: Shell) -> None:
     grants = {str(g.name): g.rights.format()
               for g in Powerbox.for_shell(alice).grants("python3", ["s.py", "out.txt"])}
     assert grants == {"storage://home/alice": "READ"}
+
+
+def test_a_policy_may_be_like_another() -> None:
+    """`like = "gcc"`: that program's table with this one's keys over it (cc, g++, c++,
+    vi, python3.11 share their table so); one level, within one file."""
+    from exo.shell.powerbox import PowerboxError, _builtin_policies, parse_policies
+
+    policies = _builtin_policies()
+    assert policies["cc"].output_options == policies["gcc"].output_options == ("-o",)
+    assert policies["vi"].creates and set(policies["python3.11"].modes) == {"module"}
+    mine = parse_policies('[programs.a]\ninputs = "first"\n'
+                          '[programs.b]\nlike = "a"\noutputs = "last"\n', "p.toml")
+    assert (mine["b"].inputs, mine["b"].outputs) == ("first", "last")
+    for bad in ('[programs.b]\nlike = "nobody"\n',
+                '[programs.a]\nlike = "b"\n[programs.b]\nlike = "a"\n'):
+        with pytest.raises(PowerboxError, match=r"programs\.\w\.like"):
+            parse_policies(bad, "p.toml")
