@@ -1203,10 +1203,47 @@ _TRIM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(##|#|%%|%)(.*)", re
 _NAME = r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
 #: ${NAME^^} ${NAME,,} ${NAME^} ${NAME,}: case.
 _CASE_RE = re.compile(_NAME + r"(\^\^|,,|\^|,)")
+#: ${NAME@Q} (quoted for the shell), @U @L @u (case), @E (escapes made), @A (as an
+#: assignment): bash's transformations.
+_AT_RE = re.compile(_NAME + r"@([QULuEA])")
+#: A case change or transformation of each element of an array: ${a[@]^^}, ${a[*]@Q}.
+_EACH_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[[@*]\](\^\^|,,|\^|,|@[QULuEA])")
 #: ${NAME:OFFSET} ${NAME:OFFSET:LENGTH} (not ${NAME:-…}, :=, :?, :+): a slice.
 _SLICE_RE = re.compile(_NAME + r":(?![-=?+])([^:]*)(?::(.*))?", re.DOTALL)
 #: ${NAME/PATTERN/STRING} (first), //: every match, /#: at the start, /%: at the end.
 _REPLACE_RE = re.compile(_NAME + r"/([/#%]?)((?:\\.|[^/\\])*)(?:/(.*))?", re.DOTALL)
+
+
+def _transformed(op: str, name: str, value: str) -> str:
+    """``value`` (of ``name``) through a case change (``^^ ,, ^ ,``) or one of bash's
+    ``@`` transformations."""
+    if op in ("^^", "@U"):
+        return value.upper()
+    if op in (",,", "@L"):
+        return value.lower()
+    if op in ("^", "@u"):
+        return value[:1].upper() + value[1:]
+    if op == ",":
+        return value[:1].lower() + value[1:]
+    if op == "@E":
+        return backslash_escapes(value, dollar_quote=True)[0]
+    quoted = shell_quoted(value)
+    return f"{name}={quoted}" if op == "@A" else quoted
+
+
+#: How ``shell_quoted`` spells a control character inside ``$'…'``.
+_C_SPELLED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\E", "\\": "\\\\",
+              "'": "\\'"}
+
+
+def shell_quoted(value: str) -> str:
+    """``value`` as bash's ``${v@Q}`` quotes it, to be read back by a shell: in single
+    quotes, or as ``$'…'`` when it holds a control character."""
+    if any(c < " " or c == "\x7f" for c in value):
+        body = "".join(_C_SPELLED.get(c) or (f"\\{ord(c):03o}" if c < " " or c == "\x7f"
+                                               else c) for c in value)
+        return f"$'{body}'"
+    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def _edited(inner: str, lookup: Callable[[str], str],
@@ -1218,7 +1255,16 @@ def _edited(inner: str, lookup: Callable[[str], str],
 
     from exo.shell.arith import evaluate
 
-    for regex in (_CASE_RE, _SLICE_RE, _REPLACE_RE):
+    each = _EACH_RE.fullmatch(inner)
+    if each is not None:  # ${a[@]^^}: every element, joined as ${a[@]} is
+        from exo.shell import arrays
+
+        name, op = each.groups()
+        raw = lookup(name + arrays.ELEMENTS)
+        values = arrays.assoc_view(raw).values() if arrays.is_assoc(raw) else \
+            arrays.view(raw).values()
+        return " ".join(_transformed(op, name, v) for v in values)
+    for regex in (_CASE_RE, _AT_RE, _SLICE_RE, _REPLACE_RE):
         m = regex.fullmatch(inner)
         if m is not None:
             break
@@ -1228,11 +1274,9 @@ def _edited(inner: str, lookup: Callable[[str], str],
     if regex is _REPLACE_RE and len(value) > MAX_TRIMMED:  # (a pattern at each place)
         raise ParseError(f"${{{inner}}}: the value is longer than {MAX_TRIMMED} characters")
     if regex is _CASE_RE:
-        op = m.group(2)
-        if op in ("^^", ",,"):
-            return value.upper() if op == "^^" else value.lower()
-        head = value[:1].upper() if op == "^" else value[:1].lower()
-        return head + value[1:]
+        return _transformed(m.group(2), m.group(1), value)
+    if regex is _AT_RE:
+        return _transformed("@" + m.group(2), m.group(1), value)
     if regex is _SLICE_RE:
         offset = evaluate(expand_word(m.group(2), lookup, substitute), lookup)
         start = max(len(value) + offset, 0) if offset < 0 else offset

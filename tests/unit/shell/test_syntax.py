@@ -1095,3 +1095,17 @@ def test_ls_a_shows_the_directory_and_its_parent(root_shell: Shell) -> None:
     assert run(root_shell, "ls -a d")[1] == ".\n..\n.h\ne\nx\n"
     assert run(root_shell, "ls -A d")[1] == ".h\ne\nx\n"
     assert run(root_shell, "ls -la d")[1].splitlines()[0].endswith(" ./")
+
+
+def test_bash_s_parameter_transformations(root_shell: Shell) -> None:
+    """`${x@Q}` (and @U @L @u @E @A) were "bad substitution", as was a case change of
+    every element (`${a[@]^^}`); the same as bash's output."""
+    sh = root_shell
+    assert run(sh, "x=\"it's a b\"; echo ${x@Q}; y=hello; echo ${y@U} ${y@u} ${y@A}; "
+                   "z=$'a\\tb'; echo ${z@Q}; q=''; echo ${q@Q}")[1] == \
+        "'it'\\''s a b'\nHELLO Hello y='hello'\n$'a\\tb'\n''\n"
+    assert run(sh, "a=(one two); echo ${a[@]^^} ${a[*]@Q} ${a[@]^}")[1] == \
+        "ONE TWO 'one' 'two' One Two\n"
+    assert run(sh, "e='a\\tb'; printf '%s' \"${e@E}\"")[1] == "a\tb"
+    assert run(sh, "v=$'x\\001y'; eval \"w=${v@Q}\"; [[ $w == \"$v\" ]] && echo same")[1] == \
+        "same\n"  # (read back by the shell: what @Q is for)
