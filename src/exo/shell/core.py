@@ -604,15 +604,19 @@ class Shell:
 
     def _exec_case(self, case: Case, stdio: tuple[int, int, int]) -> None:
         """The body of the first clause one of whose patterns (globs, expanded) matches
-        the word; status 0 when none does."""
+        the word; status 0 when none does. A body ended by ``;&`` goes on into the next
+        body, one ended by ``;;&`` on to test the next clauses (bash's)."""
         subject = self._word(case.subject)
-        for patterns, body in case.clauses:
-            if any(fnmatch.fnmatchcase(subject, self._word(p, pattern=True))
-                   for p in patterns):
+        self.last_status = 0
+        into = False  # (the last body ran and ended with ;&)
+        for (patterns, body), end in zip(case.clauses, case.ends, strict=True):
+            if into or any(fnmatch.fnmatchcase(subject, self._word(p, pattern=True))
+                           for p in patterns):
                 self.last_status = 0
                 self._exec_nodes(body, stdio)
-                return
-        self.last_status = 0
+                into = end == ";&"
+                if end == ";;":
+                    return
 
     def _word(self, text: str, *, pattern: bool = False) -> str:
         """``text`` expanded as one word (no splitting, no globbing); ``pattern``: as a

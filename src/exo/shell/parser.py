@@ -219,13 +219,13 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
                 pass  # `a &&` continues on the next line
             i += 1
             continue
-        elif not quote and line.startswith(";;", i):  # the end of a case clause
-            text = "".join(buf).strip()
+        elif not quote and (clause_end := _clause_end(line, i)):  # ;; ;& ;;&: a case
+            text = "".join(buf).strip()                             # clause's end
             if text:
                 items.append(ListItem(connector, text))
-            items.append(ListItem(";", ";;"))
+            items.append(ListItem(";", clause_end))
             connector, buf = ";", []
-            i += 2
+            i += len(clause_end)
             continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
             c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
@@ -255,6 +255,16 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
         for marker, word in bodies.items():  # (a line of many items: each its own)
             item.source = item.source.replace(marker, word)
     return items
+
+
+def _clause_end(line: str, i: int) -> str:
+    """The end of a case clause at ``line[i]``: ``;;``, ``;&`` (bash's: on into the next
+    clause's body) or ``;;&`` (on to test the next clauses); "" for none."""
+    if line.startswith(";;&", i):
+        return ";;&"
+    if line.startswith((";;", ";&"), i):
+        return line[i : i + 2]
+    return ""
 
 
 def conditional_end(line: str, i: int) -> int:
@@ -1313,6 +1323,7 @@ _BRACED_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[#@*?$!])(?:(:?)([-+?=]
 # ``if``/``while``/``for`` are recognised at the start of list items, so the same line
 # splitter serves ``for i in 1 2; do echo $i; done`` and the same over several lines.
 _OPENERS = ("if", "while", "until", "for", "{", "case", SUBSHELL)
+_CLAUSE_ENDS = (";;", ";&", ";;&")
 _RESERVED = ("then", "elif", "else", "fi", "do", "done")
 #: each may take redirections for its whole block
 _CLOSERS = ("fi", "done", "}", "esac", END_SUBSHELL)
@@ -1396,12 +1407,16 @@ class Group(_Block):
 class Case(_Block):
     """``case WORD in PATTERN|PATTERN) LIST;; … esac``."""
 
-    __slots__ = ("clauses", "subject")
+    __slots__ = ("clauses", "ends", "subject")
 
-    def __init__(self, subject: str, clauses: list[tuple[list[str], list[Node]]]) -> None:
+    def __init__(self, subject: str, clauses: list[tuple[list[str], list[Node]]],
+                 ends: list[str] | None = None) -> None:
         super().__init__()
         self.subject = subject  # unexpanded, as each pattern
         self.clauses = clauses
+        #: How each clause ends: ``;;``, ``;&`` (on into the next body) or ``;;&`` (on
+        #: to test the next patterns).
+        self.ends = ends or [";;"] * len(clauses)
 
 
 class Loop(_Block):
@@ -1465,8 +1480,8 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
                     continue
             out.append(_Kw("for", rest, connector))
             return out
-        if source == ";;":
-            out.append(_Kw(";;"))
+        if source in _CLAUSE_ENDS:
+            out.append(_Kw(source))
             return out
         if word == "time":  # `time { LIST; }`, `time -p ( LIST )`, `time ! while …`
             after = rest[2:].lstrip() if rest == "-p" or rest.startswith("-p ") else rest
@@ -1684,16 +1699,19 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             pos += 1
         elif tok.word == "case":
             arms: list[tuple[list[str], list[Node]]] = []
+            ends: list[str] = []
             pos += 1
             while _word_at(stream, pos, "esac") == "pattern":
                 patterns = _arg(stream, pos).split(PATTERN_SEP)
-                body, pos = _sequence(stream, pos + 1, (";;", "esac", "pattern"))
+                body, pos = _sequence(stream, pos + 1, (*_CLAUSE_ENDS, "esac", "pattern"))
                 arms.append((patterns, body))
-                if _word_at(stream, pos, "esac") == ";;":
+                end = _word_at(stream, pos, "esac")
+                ends.append(end if end in _CLAUSE_ENDS else ";;")
+                if end in _CLAUSE_ENDS:
                     pos += 1
             if _word_at(stream, pos, "esac") != "esac":
                 raise ParseError("case: 'esac' expected")
-            choice = Case(tok.arg, arms)
+            choice = Case(tok.arg, arms, ends)
             _close(choice, stream, pos)
             nodes.append(choice)
             pos += 1

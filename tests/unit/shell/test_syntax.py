@@ -1109,3 +1109,15 @@ def test_bash_s_parameter_transformations(root_shell: Shell) -> None:
     assert run(sh, "e='a\\tb'; printf '%s' \"${e@E}\"")[1] == "a\tb"
     assert run(sh, "v=$'x\\001y'; eval \"w=${v@Q}\"; [[ $w == \"$v\" ]] && echo same")[1] == \
         "same\n"  # (read back by the shell: what @Q is for)
+
+
+def test_case_clauses_may_fall_through(root_shell: Shell) -> None:
+    """bash's `;&` (on into the next body) and `;;&` (on to test the next patterns)
+    were "syntax error near '&'"."""
+    sh = root_shell
+    assert run(sh, "case b in a) echo A;; b) echo B;& c) echo C;; d) echo D;; esac")[1] == \
+        "B\nC\n"
+    assert run(sh, "case ab in a*) echo 1;;& *b) echo 2;;& x) echo 3;; *) echo 4;; esac"
+               )[1] == "1\n2\n4\n"
+    assert run(sh, "case z in\n  z) echo multi\n     ;&\n  w) echo fell\n     ;;\nesac")[1] \
+        == "multi\nfell\n"
