@@ -993,6 +993,103 @@ def _command(ctx: CommandContext) -> int:
         return _rerun(ctx, "\\" + shlex.join(args))
 
 
+@builtin("builtin", "run the shell's builtin NAME, not a function or alias of its name: "
+         "builtin NAME [ARGS...]")
+def _builtin(ctx: CommandContext) -> int:
+    import shlex
+
+    if not ctx.args:
+        return 0
+    if ctx.args[0] not in ctx.shell.builtins:
+        raise CommandError(f"{ctx.args[0]}: not a shell builtin", 1)
+    with ctx.shell.plain(ctx.args[0]):
+        return _rerun(ctx, "\\" + shlex.join(ctx.args))
+
+
+@builtin("hash", "check that each NAME is a command that can run: hash [-r] [NAME...] "
+         "(status 1 if one is not; the shell keeps no table to forget: -r does nothing)")
+def _hash(ctx: CommandContext) -> int:
+    status = 0
+    for name in ctx.args:
+        if name == "-r":
+            continue
+        if name.startswith("-"):
+            raise CommandError(f"{name}: invalid option (hash [-r] [NAME...])", 2)
+        if _command_v(ctx, name) is None:
+            ctx.err(f"{name}: not found")
+            status = 1
+    return status
+
+
+def _dirs_line(ctx: CommandContext) -> str:
+    """The directory stack as ``dirs`` prints it: the working directory first, the home
+    directory as ``~``."""
+    home = ctx.shell.env.get("HOME", "")
+
+    def shown(d: str) -> str:
+        return "~" + d[len(home):] if home and (d == home or d.startswith(home + "/")) \
+            else d
+
+    return " ".join(shown(d) for d in (ctx.shell.cwd, *ctx.shell.dirstack))
+
+
+def _cd_to(ctx: CommandContext, target: str) -> None:
+    """``cd target`` (an Exo path), as ``cd`` checks it (CommandError, said by the
+    caller, if it cannot)."""
+    _cd(CommandContext(ctx.shell, ["cd", target], ctx.stdin, ctx.stdout, ctx.stderr,
+                       ctx.cancelled))
+
+
+@builtin("pushd", "go to DIR, keeping the working directory on the stack: pushd [DIR] "
+         "(alone: swap the top two)")
+def _pushd(ctx: CommandContext) -> int:
+    shell = ctx.shell
+    if len(ctx.args) > 1:
+        raise CommandError("too many arguments")
+    here = shell.cwd
+    if ctx.args:
+        target = ctx.path(ctx.args[0])
+    elif shell.dirstack:
+        target = shell.dirstack.pop(0)
+    else:
+        raise CommandError("no other directory", 1)
+    try:
+        _cd_to(ctx, target)
+    except CommandError:
+        if not ctx.args:
+            shell.dirstack.insert(0, target)
+        raise
+    if len(shell.dirstack) >= MAX_DIRSTACK:
+        raise CommandError(f"the directory stack holds at most {MAX_DIRSTACK}")
+    shell.dirstack.insert(0, here)
+    ctx.out(_dirs_line(ctx))
+    return 0
+
+
+@builtin("popd", "go back to the directory on top of the stack (pushd's): popd")
+def _popd(ctx: CommandContext) -> int:
+    shell = ctx.shell
+    if ctx.args:
+        raise CommandError("popd takes no argument here", 2)
+    if not shell.dirstack:
+        raise CommandError("directory stack empty", 1)
+    _cd_to(ctx, shell.dirstack[0])
+    shell.dirstack.pop(0)
+    ctx.out(_dirs_line(ctx))
+    return 0
+
+
+@builtin("dirs", "print the directory stack (pushd's): dirs [-c] (-c: empty it)")
+def _dirs(ctx: CommandContext) -> int:
+    if ctx.args == ["-c"]:
+        ctx.shell.dirstack.clear()
+        return 0
+    if ctx.args:
+        raise CommandError("usage: dirs [-c]", 2)
+    ctx.out(_dirs_line(ctx))
+    return 0
+
+
 #: How deep `eval`, `command` and `env` may run one another, and how many bytes of
 #: lines they may parse again in all, one inside another (`command command …`: each
 #: level parsed the rest of a 1 MiB line again, for minutes in the kernel).
@@ -1166,6 +1263,9 @@ def _ps(ctx: CommandContext) -> int:
     _table(ctx, headers, table)
     return 0
 
+
+#: Directories pushd keeps at most (each a path: bounded as everything a user makes).
+MAX_DIRSTACK = 1024
 
 #: Signals that stop a process.
 _STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)

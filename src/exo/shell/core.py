@@ -176,6 +176,8 @@ class Shell:
         # Piped and background blocks, starting: the block, its $1…, the shell running it.
         self._blocks: dict[str, tuple[Group, list[str], Shell]] = {}
         self._timers: list[Timer] = []  # the `time`d commands running (exo.shell.timing)
+        #: pushd's directories, the most recent first, below the working directory
+        self.dirstack: list[str] = []
         #: The <(LIST)s running, this shell's and its copies' (one budget: a function
         #: calling itself through <(…) would otherwise make threads without end).
         self._producers = threading.BoundedSemaphore(MAX_PIPES)
@@ -1301,6 +1303,7 @@ class Shell:
         """Make ``state`` (``_state``) this shell's, in place: the containers other code
         holds (this call's ``$1``… list, the option set) stay the same objects."""
         self.cwd = state.cwd
+        self.dirstack = list(state.dirstack)
         self.shopt = set(state.shopt)
         self.positional()[:] = state.args
         self.options.clear()
@@ -1900,14 +1903,15 @@ class _State:
     ``$1``… (a function's or the shell's), options (``set``, ``shopt``). (A plain class:
     ``typing`` is not imported before the shell is ready.)"""
 
-    __slots__ = ("aliases", "args", "cwd", "env", "exported", "functions", "options",
-                 "readonly", "shopt")
+    __slots__ = ("aliases", "args", "cwd", "dirstack", "env", "exported", "functions",
+                 "options", "readonly", "shopt")
 
     def __init__(self, shell: Shell) -> None:
         self.env = dict(shell.env)
         self.readonly = set(shell.env.readonly)
         self.exported = set(shell.exported)
         self.cwd = shell.cwd
+        self.dirstack = list(shell.dirstack)
         self.functions = dict(shell.functions)
         self.aliases = dict(shell.aliases)
         self.args = list(shell.positional())

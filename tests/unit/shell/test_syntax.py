@@ -1121,3 +1121,22 @@ def test_case_clauses_may_fall_through(root_shell: Shell) -> None:
                )[1] == "1\n2\n4\n"
     assert run(sh, "case z in\n  z) echo multi\n     ;&\n  w) echo fell\n     ;;\nesac")[1] \
         == "multi\nfell\n"
+
+
+def test_pushd_popd_dirs_builtin_and_hash(root_shell: Shell) -> None:
+    """bash's directory stack, `builtin NAME` (past a function of that name) and `hash
+    NAME` (scripts' "is it installed?" test) were "command not found"."""
+    sh = root_shell
+    out = run(sh, "mkdir -p /tmp/a /tmp/b; pushd /tmp/a; pushd /tmp/b; dirs; popd; pwd; "
+                  "popd; pwd")[1]
+    assert out == "/tmp/a ~\n/tmp/b /tmp/a ~\n/tmp/b /tmp/a ~\n/tmp/a ~\n/tmp/a\n~\n" \
+        "/home/root\n"
+    assert run(sh, "popd") == (1, "", "popd: directory stack empty\n")
+    assert run(sh, "pushd /nonexistent; dirs")[1:] == (
+        "~\n", "pushd: /nonexistent: no such directory\n")
+    assert run(sh, "(pushd /tmp >/dev/null); dirs")[1] == "~\n"  # (a subshell's own)
+    assert run(sh, 'echo() { builtin echo wrapped "$@"; }; echo hi; unset -f echo')[1] == \
+        "wrapped hi\n"
+    assert run(sh, "builtin nosuch")[2] == "builtin: nosuch: not a shell builtin\n"
+    assert run(sh, "hash ls gcc && echo found; hash nosuchprog")[1:] == (
+        "found\n", "hash: nosuchprog: not found\n")
