@@ -1002,14 +1002,18 @@ class Shell:
             raise ParseError(f"{direction}(…): more than {MAX_PIPES} process "
                              "substitutions running at once")
         _, line_out, line_err = getattr(self._depth, "stdio", None) or (0, 1, 2)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        # A program opens it again as /dev/fd/N (/proc/self/fd/N), as another uid than
-        # the kernel's: the pipe's inode must let it (only a holder of the descriptor can
-        # name the pipe, through its own /proc/self/fd).
-        os.fchmod(read_fd, 0o666)
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # (no descriptor left: EMFILE)
+            self._producers.release()
+            raise ParseError(f"{direction}(…): {exc.strerror}") from None
         mine, theirs = (read_fd, write_fd) if direction == "<" else (write_fd, read_fd)
         owned = [theirs]
         try:
+            # A program opens it again as /dev/fd/N (/proc/self/fd/N), as another uid
+            # than the kernel's: the pipe's inode must let it (only a holder of the
+            # descriptor can name the pipe, through its own /proc/self/fd).
+            os.fchmod(read_fd, 0o666)
             err = fcntl.fcntl(line_err, fcntl.F_DUPFD_CLOEXEC, 3)
             owned.append(err)
             if direction == "<":
