@@ -657,20 +657,26 @@ def _readonly(ctx: CommandContext) -> int:
 
 
 @builtin("read", "read a line into variables: read [-r] [-p PROMPT] [-a ARRAY] [-d DELIM] "
-         "NAME... (-d: up to DELIM's first character instead of a newline; '': a NUL)")
+         "[-u FD] NAME... (-d: up to DELIM's first character instead of a newline; '': a "
+         "NUL; -u: from descriptor FD, as exec 3< FILE opened it)")
 def _read(ctx: CommandContext) -> int:
     args = list(ctx.args)
     raw, prompt, array, delimiter = False, "", None, b"\n"
+    source = ctx.stdin
     while args and args[0].startswith("-") and len(args[0]) > 1 and args[0] != "--":
         letters = args.pop(0)[1:]  # (`-ra NAME`: letters together, as getopt takes them)
         for k, letter in enumerate(letters):
             if letter == "r":
                 raw = True
                 continue
-            if letter not in "pad" or not (letters[k + 1:] or args):
+            if letter not in "padu" or not (letters[k + 1:] or args):
                 raise CommandError(f"usage: {HELP['read']}", 2)
             value = letters[k + 1:] or args.pop(0)
-            if letter == "p":
+            if letter == "u":
+                if not value.isdigit() or int(value) > 255:
+                    raise CommandError(f"-u {value}: not a descriptor number", 2)
+                source = ctx.descriptor(int(value))
+            elif letter == "p":
                 prompt = value
             elif letter == "d":  # (its first character; none: a NUL, as bash's -d '')
                 delimiter = value[:1].encode() or b"\0"
@@ -694,7 +700,7 @@ def _read(ctx: CommandContext) -> int:
     ended = False
     try:
         while True:
-            line = read_line(ctx.stdin, ctx.cancelled, delimiter)
+            line = read_line(source, ctx.cancelled, delimiter)
             ended = not line.endswith(delimiter)
             data += line.removesuffix(delimiter)
             if raw or ended or delimiter != b"\n" or not _continued(data) or \
@@ -1098,20 +1104,18 @@ MAX_RERUN_BYTES = 2 << 20
 
 
 @builtin("exec", "run COMMAND in place of the shell: exec COMMAND [ARG...] (the session, "
-         "script or subshell ends with its status; the shell's own descriptors cannot be "
-         "redirected for good: redirect each command, or a { …; } > FILE block)")
+         "script or subshell ends with its status); with redirections alone, they stay "
+         "the shell's: exec 3> FILE, exec 3>&-, exec > LOG 2>&1")
 def _exec(ctx: CommandContext) -> int:
-    import re
     import shlex
 
     from exo.shell.session import Logout
 
-    # `exec 3>&1`, `exec 3< f` (N> is no operator here: the shell read `3>&1` or `3` as
-    # the command) ran it, failed, and ended the session with 127.
-    if not ctx.args or re.fullmatch(r"[0-9]+(?:[<>].*)?", ctx.args[0], re.DOTALL):
-        raise CommandError("redirecting the shell's own descriptors (exec > FILE, exec "
-                           "3> FILE) is not supported: redirect each command, or a "
-                           "{ …; } > FILE block", 1)
+    if not ctx.args:  # (`exec 3> f` alone is the shell's: core.Shell._exec_fds)
+        if ctx.fds:
+            raise CommandError("redirections of the shell's own descriptors are not "
+                               "piped: exec 3> FILE alone", 1)
+        return 0
     # As `command`: a program or builtin, not a function of that name.
     with ctx.shell.plain(ctx.args[0]):
         status = _rerun(ctx, "\\" + shlex.join(ctx.args))
@@ -1803,6 +1807,7 @@ def _sudo(ctx: CommandContext) -> int:
     except ShellExit as exc:
         return exc.status
     finally:
+        other.close_fds()
         other.session.end()  # the command's session ends with it
 
 

@@ -56,7 +56,7 @@ _RUNNING.set()
 
 # A plain class, not a dataclass: each @dataclass costs ~1.3 ms at import, on the boot path.
 class CommandContext:
-    __slots__ = ("adopt", "argv", "cancelled", "running", "shell", "stderr", "stdin",
+    __slots__ = ("adopt", "argv", "cancelled", "fds", "running", "shell", "stderr", "stdin",
                  "stdout")
 
     def __init__(
@@ -79,6 +79,16 @@ class CommandContext:
         # A builtin that starts a process (``run``) hands it to its job here, so that
         # Ctrl-Z, ``fg``, ``bg`` and ``kill %N`` reach it.
         self.adopt: Callable[[ExoProcess], None] | None = None
+        #: Its descriptors 3 and up (``3< f``, the shell's ``exec 3> f``), by number.
+        self.fds: dict[int, int] = {}
+
+    def descriptor(self, number: int) -> int:
+        """The descriptor the command knows as ``number`` (``read -u N``, ``>&N``)."""
+        fd = (self.stdin, self.stdout, self.stderr)[number] if number <= 2 else \
+            self.fds.get(number, self.shell.fds.get(number, -1))
+        if fd < 0:
+            raise CommandError(f"{number}: bad file descriptor")
+        return fd
 
     @property
     def name(self) -> str:

@@ -37,6 +37,7 @@ from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     ASSIGN,
     PROCESS_SUBSTITUTION,
+    READS_STDIN,
     SET_QUERY,
     Command,
     IncompleteInput,
@@ -98,6 +99,8 @@ MAX_PIPES = 64
 #: kernel's descriptors, and root's next command failed (a hostile review).
 MAX_REDIRECTS = 16
 MAX_SINKS = 64
+#: Descriptors a shell holds of its own (``exec 3> f``), at most.
+MAX_SHELL_FDS = 32
 MAX_SESSION_FDS = 1024
 #: Glob patterns of one command at most, and what its words may expand to (execve's own
 #: bound is about this: ARG_MAX).
@@ -200,6 +203,12 @@ class Shell:
         # command writes to: settled (drained into the file) when that is closed.
         # With each, where the line's errors go (its error is said there: exo.shell.sink).
         self._sinks: dict[int, tuple[FileSink, int]] = {}
+        #: The shell's own descriptors by number (``exec 3> f``: 3 and up, for every later
+        #: command's ``>&3`` or ``read -u 3``; ``exec > log``: 0, 1, 2 for what follows)
+        self.fds: dict[int, int] = {}
+        self._owned: list[int] = []  # what `exec` opened or copied for them, to close
+        self._fds_saved: list[dict[int, int]] = []  # the maps of the subshells it is in
+        self._superseded: set[int] = set()  # `exec > a; exec > b` in a line: a, kept open
 
     @property
     def whole_tree(self) -> Vfs:
@@ -309,6 +318,15 @@ class Shell:
         ``$?``). Raises ShellExit (``needs_more`` says whether a block is left open)."""
         from exo.shell.parser import parse_blocks
 
+        depth = self._depth
+        outermost = getattr(depth, "stdio", None) is None and \
+            getattr(depth, "moves", None) is None
+        if outermost:  # `exec > log` on an earlier line: the shell's own streams
+            if self.fds:
+                fds = self.fds
+                stdin, stdout, stderr = (fds.get(0, stdin), fds.get(1, stdout),
+                                         fds.get(2, stderr))
+            depth.moves, depth.base = {}, (stdin, stdout, stderr)
         try:
             self._exec_nodes(parse_blocks(split_list(line)), (stdin, stdout, stderr))
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
@@ -327,6 +345,12 @@ class Shell:
             os.write(stderr, f"exo: {self._crashed(repr(line), exc)}\n".encode(
                 errors="replace"))
             self.last_status = EX_SOFTWARE
+        finally:
+            if outermost:
+                depth.moves = depth.base = None
+                if self._superseded:
+                    self._superseded.clear()
+                    self._sweep_fds()
         return self.last_status
 
     def needs_more(self, text: str) -> bool:
@@ -356,8 +380,10 @@ class Shell:
             del self.history[:len(self.history) - HISTORY_KEPT]
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
-
+        moves = getattr(self._depth, "moves", None)
         for k, node in enumerate(nodes):
+            if moves:  # `exec > log` ran: the streams it moved, from the next command on
+                stdio = _moved(stdio, moves)
             if self.cancel_on is not None and self.cancel_on.is_set():
                 raise KeyboardInterrupt  # a background block's job was killed
             # set -e spares what an && or || list tests, to its depths (a function's
@@ -428,7 +454,19 @@ class Shell:
                     if len(after) > 1:  # `done | sort`
                         self.last_status = self._pipe_block(node, after, stdio)
                         return
-                    self._exec_block(node, self._redirect(after[0], *stdio, opened))
+                    numbered: dict[int, int] = {}
+                    inner = self._redirect(after[0], *stdio, opened, numbered)
+                    # `done 3< f`: 3 is the block's while it runs (`read -u 3`)
+                    own = {n: fd for n, fd in numbered.items() if self.fds.get(n) != fd}
+                    shell_fds = dict(self.fds)
+                    self.fds.update(own)
+                    try:
+                        self._exec_block(node, inner)
+                    finally:
+                        if own:
+                            self.fds.clear()
+                            self.fds.update(shell_fds)
+                            self._sweep_fds()
                 except (ParseError, _RedirectError) as exc:
                     os.write(stdio[2], f"exo: {exc}\n".encode())
                     self.last_status = 1
@@ -517,6 +555,10 @@ class Shell:
         other = type(self)(self.kernel, self._tree, self.session)
         other._put(self._state())
         other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
+        for n, fd in self.fds.items():  # its own copies of `exec 3> f`'s (not 0, 1, 2:
+            if n > 2:                   # its streams are the caller's already)
+                other.fds[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                other._owned.append(other.fds[n])
         other.last_status = self.last_status
         other.subshells = self.subshells + 1  # (`exit` in it ends it alone)
         return other
@@ -1038,6 +1080,7 @@ class Shell:
             except (ShellExit, SwitchUser, KeyboardInterrupt, LoopControl, FunctionReturn):
                 pass  # (an `exit` in it ends it alone, as a subshell's)
             finally:
+                runner.close_fds()
                 for fd in owned:
                     os.close(fd)
                 self._producers.release()
@@ -1175,6 +1218,9 @@ class Shell:
             # (with a $(...) in it: the last one's status, as POSIX says)
             return self.flow.substituted
         name = self._argv_name(cmds[0])
+        if name == "exec" and len(cmds) == 1 and len(cmds[0].argv) == 1 \
+                and cmds[0].redirects:
+            return self._exec_fds(cmds[0], (stdin, stdout, stderr))
         # A builtin alone runs in the shell's thread (so `cd` and `export` work), except
         # one that runs a program (`run`): a job, so Ctrl-Z, fg and bg reach it too.
         inline = len(cmds) == 1 and name in self.builtins and name not in JOB_BUILTINS
@@ -1206,7 +1252,7 @@ class Shell:
             # The keys go to the relay before the job starts: a Ctrl-C typed while it
             # starts reaches it, never the kernel's group (a background job's sandbox).
             reads = os.isatty(stdin) and self._reads_terminal(cmds[0]) and not any(
-                r.op in ("<", "<<", "<<<") for r in cmds[0].redirects)
+                r.op in READS_STDIN for r in cmds[0].redirects)
             with contextlib.ExitStack() as stack:
                 if self.terminal is not None and not reads:
                     self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
@@ -1289,6 +1335,11 @@ class Shell:
         saved = self._state()
         traps, self.traps = self.traps, {}  # (a subshell's traps are its own, as in sh)
         self.subshells += 1
+        # its `exec 3> f` and `exec > log` are its own too
+        fds = dict(self.fds)
+        self._fds_saved.append(fds)
+        moves = getattr(self._depth, "moves", None)
+        moved = {i: (set(olds), fd) for i, (olds, fd) in moves.items()} if moves else {}
         try:
             yield
         finally:
@@ -1297,6 +1348,14 @@ class Shell:
                 self.run_exit_trap(stdio)
             self.traps = traps
             self._put(saved)
+            self._fds_saved.pop()
+            if self.fds != fds:
+                self.fds.clear()
+                self.fds.update(fds)
+            if moves is not None and moves != moved:
+                moves.clear()
+                moves.update(moved)
+            self._sweep_fds()
 
     def _state(self) -> _State:
         """A copy of what a subshell may change of the shell (``_put`` puts it back, or
@@ -1499,7 +1558,9 @@ class Shell:
                     next_read, out_fd = os.pipe()
                     opened += [next_read, out_fd]
                 held = len(opened)
-                in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened)
+                numbered: dict[int, int] = {}
+                in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened,
+                                                   numbered)
                 # The stage's own descriptors, closed when it no longer needs them (a copy
                 # of the pipe's end, `> /dev/stdout`, kept the next stage from ever
                 # reading to its end: `echo hi > /dev/stdout | wc -l` hung); a file's
@@ -1519,6 +1580,7 @@ class Shell:
                 if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
                     job.reads_terminal = True
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
+                ctx.fds = numbered
                 ctx.running = job.running
                 ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
@@ -1613,38 +1675,127 @@ class Shell:
                         del self.vfs.pipes[f"/dev/fd/{fd}"]  # (before its number is reused)
                     os.close(fd)
 
+    def _exec_fds(self, cmd: Command, stdio: tuple[int, int, int]) -> int:
+        """``exec`` with redirections and no command: they stay the shell's. 3 and up
+        (``exec 3> f``, ``exec 4<&0``, ``exec 3>&-``) for every later command's ``>&3``
+        and ``read -u 3``; 0, 1 and 2 (``exec > log 2>&1``, ``exec 2>/dev/null``) for
+        every command after it, at the shell's own level: not inside a redirected block
+        or a pipeline (there sh changes only that block's; this shell refuses)."""
+        opened: list[int] = []
+        numbered: dict[int, int] = {}
+        try:
+            new = self._redirect(cmd, *stdio, opened, numbered)
+            depth = self._depth
+            base, moves = getattr(depth, "base", None), getattr(depth, "moves", None)
+            streams = [i for i in range(3) if new[i] != stdio[i]]
+            if streams and (moves is None or base is None or any(
+                    stdio[i] != _moved(base, moves)[i] for i in streams)):
+                raise _RedirectError("exec: moving the shell's own 0, 1 or 2 inside a "
+                                     "redirected block or a pipeline is not supported")
+            if len(self._owned) + len(numbered) + len(streams) > MAX_SHELL_FDS:
+                raise _RedirectError(f"exec: more than {MAX_SHELL_FDS} descriptors of "
+                                     "the shell's own")
+            wanted = {n: fd for n, fd in numbered.items() if self.fds.get(n) != fd}
+            wanted.update((i, new[i]) for i in streams)
+            for n, fd in wanted.items():  # the shell's own from now on
+                if fd in opened:
+                    opened.remove(fd)
+                    if fd in self._owned:  # (`exec 3> f 4>&3`: one descriptor, twice)
+                        continue
+                else:  # a copy: the one it duplicates is another's (`exec 3>&1`)
+                    fd = wanted[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                self._owned.append(fd)
+            if streams:
+                assert moves is not None and base is not None
+                for i in streams:
+                    olds, _ = moves.get(i, (set(), -1))
+                    olds.add(base[i])
+                    olds.add(stdio[i])
+                    self._superseded.add(stdio[i])
+                    moves[i] = (olds, wanted[i])
+            for n in [n for n in self.fds if n > 2 and n not in numbered]:  # 3>&-
+                del self.fds[n]
+            self.fds.update(wanted)
+            self._sweep_fds()
+            return 0
+        except _RedirectError as exc:
+            os.write(stdio[2], f"exo: {exc}\n".encode())
+            return 1
+        finally:
+            self._close(list(opened), opened)
+
+    def _sweep_fds(self) -> None:
+        """Close what ``exec`` opened that no number of the shell's (or of a subshell
+        it is in, or a stream moved earlier in the line) names any longer."""
+        named = set(self.fds.values()) | self._superseded
+        for saved in self._fds_saved:
+            named.update(saved.values())
+        unnamed = [fd for fd in self._owned if fd not in named]
+        if unnamed:
+            self._close(unnamed, self._owned)
+
+    def close_fds(self) -> None:
+        """The shell ends: its own descriptors (``exec 3> f``'s) closed, files settled."""
+        self.fds.clear()
+        self._fds_saved.clear()
+        self._superseded.clear()
+        self._close(list(self._owned), self._owned)
+
     def _redirect(
-        self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int]
+        self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int],
+        numbered: dict[int, int] | None = None,
     ) -> tuple[int, int, int]:
+        """``cmd``'s redirections applied in order to its descriptors (0, 1, 2 from the
+        arguments; 3 and up the shell's own, ``exec 3> f``'s): the new 0, 1 and 2. What
+        it opens goes into ``opened``. ``numbered``, if given, gets the descriptors 3 and
+        up it ends with (``done 3< f``: a block's, for its ``read -u 3``)."""
         sinks: list[FileSink] = []
         report = err_fd  # the line's own stderr, before this command's redirections
         if len(cmd.redirects) > MAX_REDIRECTS:
             raise _RedirectError(f"too many redirections ({len(cmd.redirects)}; at most "
                                  f"{MAX_REDIRECTS} a command)")
+        fds = {**self.fds, 0: in_fd, 1: out_fd, 2: err_fd} if self.fds else \
+            {0: in_fd, 1: out_fd, 2: err_fd}
         for r in cmd.redirects:
+            op = r.op
+            if op == "2>&1":
+                fds[2] = fds[1]
+                continue
+            if op in (">&2", "1>&2"):
+                fds[1] = fds[2]
+                continue
+            number = 0 if op[0] == "<" else 1 if op[0] == ">" else int(op.rstrip("<>&"))
+            if op.endswith(">&"):  # N>&M: M's descriptor; N>&-: none
+                if r.target == "-":
+                    if number > 2:
+                        fds.pop(number, None)
+                        continue
+                    # (a closed stream: reading or writing it fails, EBADF, as in sh)
+                    opened.append(fd := os.open("/", os.O_PATH | os.O_CLOEXEC))
+                    fds[number] = fd
+                    continue
+                source = fds.get(int(r.target))
+                if source is None:
+                    raise _RedirectError(f"{r.target}: bad file descriptor")
+                fds[number] = source
+                continue
+            if op in ("<<", "<<<"):  # a here-document, a here-string
+                opened.append(fd := _text_file(r.target + ("\n" if op == "<<<" else "")))
+                fds[0] = fd
+                continue
             try:
-                if r.op == "2>&1":
-                    err_fd = out_fd
-                    continue
-                if r.op in (">&2", "1>&2"):
-                    out_fd = err_fd
-                    continue
-                if r.op in ("<<", "<<<"):  # a here-document, a here-string
-                    opened.append(in_fd := _text_file(
-                        r.target + ("\n" if r.op == "<<<" else "")))
-                    continue
                 path = self.vfs.normalize(r.target, self.cwd)
                 stream = _STREAMS.get(path)
                 if stream is not None:  # the command's own: as it stands at this point
-                    fd = fcntl.fcntl((in_fd, out_fd, err_fd)[stream], fcntl.F_DUPFD_CLOEXEC, 3)
-                elif r.op == "<":
+                    fd = fcntl.fcntl(fds[stream], fcntl.F_DUPFD_CLOEXEC, 3)
+                elif op.endswith("<"):
                     fd = self.vfs.open_read(path)
                 else:
                     with self._lock:
                         if len(self._sinks) >= MAX_SINKS:
                             raise _RedirectError(f"too many redirections into files open "
                                                  f"in this session ({MAX_SINKS})")
-                    fd, sink = self.vfs.open_sink(path, append=r.op.endswith(">>"),
+                    fd, sink = self.vfs.open_sink(path, append=op.endswith(">>"),
                                                   name=r.target)
                     if sink is not None:
                         sinks.append(sink)
@@ -1655,18 +1806,15 @@ class Shell:
                 named = reason.startswith((f"{r.target}: ", f"{path}: "))
                 raise _RedirectError(reason if named else f"{r.target}: {reason}") from None
             opened.append(fd)
-            if r.op == "<":
-                in_fd = fd
-            elif r.op.startswith("2"):
-                err_fd = fd
-            else:
-                out_fd = fd
+            fds[number] = fd
+        if numbered is not None:
+            numbered.update((n, fd) for n, fd in fds.items() if n > 2)
         # A file a later redirection overrode (`> a > b`) is made, as in sh, but its
         # pipe and thread go now: nothing will write there.
-        unused = [s.fd for s in sinks if s.fd not in (out_fd, err_fd)]
+        unused = [s.fd for s in sinks if s.fd not in fds.values()]
         if unused:
             self._close(unused, opened)
-        return in_fd, out_fd, err_fd
+        return fds[0], fds[1], fds[2]
 
     def _start(self, ctx: CommandContext, stage: Stage, inline: bool, opened: list[int],
                env: dict[str, str]) -> None:
@@ -1692,6 +1840,9 @@ class Shell:
                     return exc.status
                 except KeyboardInterrupt:  # its job killed (`kill %N`): as by SIGTERM
                     return 128 + signal.SIGTERM
+                finally:
+                    if runner is not self:  # (a background block's copy ends with it)
+                        runner.close_fds()
         if builtin is None:
             try:
                 job = self._spawn_external(ctx, env)
@@ -1796,6 +1947,11 @@ class Shell:
         """Programs installed in the Exo tree's PATH run as sandboxed processes holding
         the working directory and themselves; the host's everyday programs run through
         the powerbox (``exo.shell.powerbox``), holding what their command line names."""
+        own = next((n for n, fd in ctx.fds.items() if self.fds.get(n) != fd), None)
+        if own is not None:  # `prog 3> f`: the sandbox passes no such number
+            raise ValueError(f"descriptor {own}: a program gets 0, 1 and 2 here (and the "
+                             "pipes of <(…)), not a redirection of its own numbered "
+                             f"{own}")
         # An installed package first: its /exo/bin launcher is not run, the app is.
         app = self.find_app(ctx.argv[0])
         if app is not None:
@@ -1947,6 +2103,15 @@ def _connector(node: Node) -> str:
     from exo.shell.parser import Simple
 
     return node.item.connector if isinstance(node, Simple) else node.connector
+
+
+def _moved(stdio: tuple[int, int, int], moves: dict[int, tuple[set[int], int]]
+           ) -> tuple[int, int, int]:
+    """``stdio`` with each stream an ``exec`` moved (from any of its former descriptors
+    to its new one) moved."""
+    a, b, c = (moves[i][1] if i in moves and stdio[i] in moves[i][0] else stdio[i]
+               for i in range(3))
+    return a, b, c
 
 
 def _text_file(text: str) -> int:

@@ -41,6 +41,14 @@ _DUPS = ("2>&1", "1>&2", ">&2")
 #: ``<<`` (a here-document, its body in place of the word: ``split_list`` puts it there)
 #: and ``<<<`` (a here-string: the word and a newline) are the command's input.
 _REDIRECTS = {"<", ">", ">>", "2>", "2>>", "<<", "<<<", *_DUPS, *_BOTH}
+#: A redirection of a numbered descriptor, or a duplication: ``3> f``, ``4>> f``,
+#: ``3< f``, ``2>&1``, ``>&3``, ``<&3``, ``3>&-`` (closed), ``>| f`` (as ``>``). Its op is
+#: the number (or none) and the operator as typed; ``redirections`` makes it a Redirect.
+_NUMBERED = re.compile(r"([0-9]+)?(>>|>&|<&|<>|>\||>|<(?![<(]))")
+#: The highest descriptor number a redirection may name (bash's "use with care" is 9).
+MAX_FD = 255
+#: The op of a redirection that reads into the command's stdin.
+READS_STDIN = frozenset({"<", "<<", "<<<", "0<", "0>&"})
 
 
 class ParseError(ValueError):
@@ -228,7 +236,7 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             i += len(clause_end)
             continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
-            c == "&" and (i == 0 or line[i - 1] != ">")  # not the & of 2>&1
+            c == "&" and (i == 0 or line[i - 1] not in "<>")  # not the & of 2>&1, <&3
             and not line.startswith("&>", i)  # nor &> FILE
         ):
             op = line[i : i + 2] if line.startswith(("&&", "||"), i) else c
@@ -432,15 +440,18 @@ def parse_pipeline(source: str, lookup: Callable[[str], str],
                 commands.append(Command())
             elif tok.op in _DUPS:
                 commands[-1].redirects.append(Redirect(tok.op, ""))
-            elif tok.op in _REDIRECTS:
+            elif _redirection_op(tok.op):
                 if i + 1 >= len(tokens) or not isinstance(tokens[i + 1], Word):
                     raise ParseError(f"syntax error: '{tok.op}' needs a file name")
                 target = tokens[i + 1]
                 assert isinstance(target, Word)
-                commands[-1].redirects.append(Redirect(_BOTH.get(tok.op, tok.op),
-                                                       target.text))
-                if tok.op in _BOTH:
-                    commands[-1].redirects.append(Redirect("2>&1", ""))
+                if tok.op in _REDIRECTS:
+                    commands[-1].redirects.append(Redirect(_BOTH.get(tok.op, tok.op),
+                                                           target.text))
+                    if tok.op in _BOTH:
+                        commands[-1].redirects.append(Redirect("2>&1", ""))
+                else:
+                    commands[-1].redirects += redirections(tok.op, target.text)
                 i += 1
             else:  # pragma: no cover - split_list removed list operators
                 raise ParseError(f"unexpected '{tok.op}'")
@@ -453,6 +464,41 @@ def parse_pipeline(source: str, lookup: Callable[[str], str],
         if commands[-1].redirects:
             raise ParseError("syntax error: redirection without a command")
     return Pipeline(commands)
+
+
+def _redirection_op(op: str) -> bool:
+    return op in _REDIRECTS or _NUMBERED.fullmatch(op) is not None
+
+
+def redirections(op: str, target: str) -> list[Redirect]:
+    """What a numbered redirection (``_NUMBERED``'s op) and its expanded target word do,
+    as Redirects: 0, 1 and 2's plain forms keep their ops (``<``, ``>``, ``2>>``,
+    ``2>&1``, ``>&2``); another is ``N<``, ``N>``, ``N>>``, or ``N>&`` whose target is a
+    descriptor number or ``-`` (closed). ``>&FILE`` is bash's ``&> FILE``."""
+    m = _NUMBERED.fullmatch(op)
+    if m is None:  # pragma: no cover - the lexer made it
+        raise ParseError(f"syntax error near '{op}'")
+    number, kind = m.groups()
+    if kind == "<>":
+        raise ParseError(f"'{op}': read-write redirections are not supported")
+    kind = ">" if kind == ">|" else kind
+    fd = int(number) if number else (0 if kind[0] == "<" else 1)
+    if fd > MAX_FD:
+        raise ParseError(f"{number}: bad file descriptor (at most {MAX_FD} here)")
+    if kind in (">&", "<&"):
+        if target.isdigit() or target == "-":
+            if (fd, target) == (2, "1"):
+                return [Redirect("2>&1", "")]
+            if (fd, target) == (1, "2"):
+                return [Redirect(">&2", "")]
+            if target != "-" and int(target) > MAX_FD:
+                raise ParseError(f"{target}: bad file descriptor")
+            return [Redirect(f"{fd}>&", target)]
+        if kind == ">&" and not number:
+            return [Redirect(">", target), Redirect("2>&1", "")]
+        raise ParseError(f"{target}: ambiguous redirect (a descriptor number expected)")
+    plain = {(0, "<"): "<", (1, ">"): ">", (1, ">>"): ">>", (2, ">"): "2>", (2, ">>"): "2>>"}
+    return [Redirect(plain.get((fd, kind), f"{fd}{kind}"), target)]
 
 
 class _Op:
@@ -522,13 +568,19 @@ def _lex(s: str, lookup: Callable[[str], str],
             i = end + 1
             continue
         op = next((o for o in OPERATORS if s.startswith(o, i)), None)
+        if (c in "<>" or (c.isdigit() and not in_word)) and op not in ("<<", "<<<"):
+            # `3> f`, `>&3`, `<&3`, `3>&-`, `2>&1`: a number counts only at a word's start
+            numbered = _NUMBERED.match(s, i)
+            if numbered is not None and numbered.group() not in ("<", ">", ">>", "2>",
+                                                                  "2>>"):
+                op = numbered.group()
         # "2>" (and "1>&2") is an operator only at the start of a word.
-        if op is not None and not (op[0] in "12" and in_word):
+        if op is not None and not (op[0] in "0123456789" and in_word):
             flush()
             out.append(_Op(op))
             i += len(op)
-            target = op in _REDIRECTS and op not in _DUPS
-            if op not in _REDIRECTS:  # a new command follows
+            target = _redirection_op(op) and op not in _DUPS
+            if not _redirection_op(op):  # a new command follows
                 leading, declaring = True, False
             continue
         if not in_word:
@@ -1530,7 +1582,7 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             source, connector = rest, ";"
             continue
         if word in _CLOSERS:
-            if rest and not rest.startswith(("<", ">", "2>", "|", "&>")):
+            if rest and not re.match(r"[0-9]*[<>]|\||&>", rest):
                 raise ParseError(f"syntax error near '{rest.split()[0]}' after '{word}' "
                                  "(a block takes redirections and pipes, not arguments)")
             out.append(_Kw(word, rest, background=item.background))

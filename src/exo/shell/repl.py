@@ -32,6 +32,14 @@ def run_script(shell: Shell, lines: Iterable[str],
     ``after_first`` runs once, after the first command (or at the end of a script that
     has none): the kernel's DEFERRED phase, which would otherwise compete with it for the
     interpreter (bench/boot.py measures boot to the first command's output)."""
+    try:
+        return _run_lines(shell, lines, after_first)
+    finally:
+        shell.close_fds()  # (after its EXIT trap, which may still write there)
+
+
+def _run_lines(shell: Shell, lines: Iterable[str],
+               after_first: Callable[[], None] | None) -> int:
     pending = ""
     first = [after_first] if after_first is not None else []
     try:
@@ -248,6 +256,7 @@ def _end(shell: Shell) -> None:
     shell.run_exit_trap()
     for job in list(shell.jobs):
         shell.interrupt(job)
+    shell.close_fds()
     shell.jobs.clear()
     shell.session.end()  # the kernel revokes what the session's processes derived
 

@@ -1044,12 +1044,82 @@ def test_script_idioms_bash_takes(root_shell: Shell) -> None:
     assert run(sh, "printf 'a:b:c' | { read -d : x; echo $x; }")[1] == "a\n"
 
 
-def test_exec_of_a_descriptor_does_not_end_the_session(root_shell: Shell) -> None:
-    """`exec 3>&1` ran a command named `3>&1` (N> is no operator here), which was not
-    found, and the session ended with 127: refused with a line instead."""
-    for line in ("exec 3>&1", "exec 3< /etc/passwd", "exec 4"):
-        _, out, err = run(root_shell, line + "; echo still")
-        assert "redirecting the shell's own descriptors" in err and out == "still\n"
+def test_numbered_redirections(root_shell: Shell) -> None:
+    """`echo ok 3>/dev/null` printed nothing: `3` was an argument and `>` sent the output
+    away. Numbered descriptors redirect, duplicate and close in order, as in sh."""
+    sh = root_shell
+    assert run(sh, "echo ok 3>/dev/null; echo two 4>&1")[1] == "ok\ntwo\n"
+    run(sh, "printf 'l1\\nl2\\n' > /tmp/nr")
+    assert run(sh, "cat 3</tmp/nr <&3")[1] == "l1\nl2\n"
+    # the swap: stdout to stderr and stderr to stdout, through 3
+    status, out, err = run(sh, "{ echo out; echo err >&2; } 3>&1 1>&2 2>&3")
+    assert (status, out, err) == (0, "err\n", "out\n")
+    assert run(sh, "f() { echo out; echo err >&2; }; f 3>&1 1>/dev/null 2>&3")[1] == "err\n"
+    assert run(sh, "echo a 2>&1 >/dev/null; echo b >| /tmp/nr2; cat /tmp/nr2")[1] == "b\n"
+    status, _, err = run(sh, "echo x >&7")
+    assert status == 1 and err == "exo: 7: bad file descriptor\n"
+    assert run(sh, "echo x >&-; echo $?")[1] == "1\n"  # (a closed stdout: EBADF)
+    assert run(sh, "echo x 300>/dev/null")[2].startswith("exo: 300: bad file descriptor")
+    # a host program gets 0, 1 and 2: a number of its own is refused, with a line
+    status, _, err = run(sh, "/bin/echo x 3>/tmp/nr3")
+    assert status == 126 and "descriptor 3: a program gets 0, 1 and 2 here" in err
+
+
+def test_exec_keeps_descriptors_for_the_shell(root_shell: Shell) -> None:
+    """`exec 3> f` (refused before: scripts' logs), `exec 3>&-`, `read -u`, `done 3< f`,
+    `exec > log 2>&1` for the rest of the script; a subshell's are its own."""
+    sh = root_shell
+    assert run(sh, "exec 3>/tmp/e3; echo hi >&3; echo there >&3; exec 3>&-; "
+                   "cat /tmp/e3")[1] == "hi\nthere\n"
+    assert run(sh, "echo late >&3")[2] == "exo: 3: bad file descriptor\n"
+    run(sh, "printf 'l1\\nl2\\n' > /tmp/e4")
+    assert run(sh, "exec 4</tmp/e4; read -u 4 a; read -u 4 b; exec 4<&-; echo $a $b"
+               )[1] == "l1 l2\n"
+    assert run(sh, "while read -u 3 l; do echo got $l; done 3< /tmp/e4")[1] == \
+        "got l1\ngot l2\n"
+    assert run(sh, "read -u 9 x")[2] == "read: 9: bad file descriptor\n"
+    # a subshell's exec ends with it; the shell's own stays, across lines
+    status, out, _ = run(sh, "( exec 3>/tmp/e5; echo in >&3 ); echo out >&3; echo $?; "
+                             "cat /tmp/e5")
+    assert out == "1\nin\n"
+    run(sh, "exec 3>/tmp/e6")
+    assert run(sh, "echo next-line >&3; exec 3>&-; cat /tmp/e6")[1] == "next-line\n"
+    # the same number opened again and again holds one descriptor; at most 32 at once
+    run(sh, "for i in 1 2 3 4 5 6 7 8; do exec 3>/tmp/e7; done")
+    assert len(sh._owned) == 1
+    many = "; ".join(f"exec {n}>/dev/null" for n in range(3, 40))
+    status, _, err = run(sh, many + "; echo $?")
+    assert "exec: more than 32 descriptors of the shell's own" in err
+    sh.close_fds()
+    assert sh.fds == {} and sh._owned == []
+    # the shell's own stdout and stderr, from the next command on (a function's too)
+    status, out, err = run(sh, "exec >/tmp/e8 2>&1; echo logged; ls /nonexistent-e8; "
+                               "exec >&-")
+    assert out == err == ""
+    sh.close_fds()
+    assert run(sh, "cat /tmp/e8")[1].startswith("logged\nls: ")
+    assert run(sh, "f() { exec 2>/dev/null; }; f; ls /nonexistent-e9; echo $?")[1:] == \
+        ("1\n", "")
+    sh.close_fds()
+    # inside a redirected block there is no shell-wide stdout to move: refused
+    status, _, err = run(sh, "{ exec >/tmp/e10; } > /tmp/e11")
+    assert status == 1 and "inside a redirected block or a pipeline" in err
+    assert run(sh, "exec; echo still")[1] == "still\n"
+    # `exec 3>&1 | cat`: a pipeline's exec has no shell to keep them for
+    status, out, err = run(sh, "exec 3>&1 | cat; echo still")
+    assert "exec 3> FILE alone" in err and out == "still\n"
+
+
+def test_exec_descriptors_close_with_the_shell(root_shell: Shell) -> None:
+    """What `exec` opened is closed when the shell ends (a script, a session), with the
+    file's contents settled; a background block's copy holds copies of its own."""
+    from exo.shell.repl import run_script
+
+    sh = root_shell
+    assert run_script(sh, ["exec 5>/tmp/c5", "{ echo bg >&5; } &", "wait",
+                           "echo fg >&5"]) == 0
+    assert sh.fds == {} and sh._owned == []
+    assert sorted(run(sh, "cat /tmp/c5")[1].split()) == ["bg", "fg"]
 
 
 def test_associative_arrays(root_shell: Shell) -> None:
