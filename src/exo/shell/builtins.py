@@ -1199,13 +1199,19 @@ def _sleep(ctx: CommandContext) -> int:
     while left > 0:
         if not ctx.running.is_set():  # stopped: wait to be resumed (or ended)
             if ctx.cancelled.wait(step):
-                return 130
+                return _ended_by(ctx)
             continue
         started = time.monotonic()
         if ctx.cancelled.wait(min(left, step)):
-            return 130
+            return _ended_by(ctx)
         left -= time.monotonic() - started
     return 0
+
+
+def _ended_by(ctx: CommandContext) -> int:
+    """A builtin's status when its job was ended: 128 + the signal (SIGINT's 130 for
+    Ctrl-C, 143 for ``kill %N``), as a process's."""
+    return 128 + int(getattr(ctx.cancelled, "signal", signal.SIGINT))
 
 
 @builtin("whoami", "print the user name")
@@ -1316,6 +1322,7 @@ def _kill(ctx: CommandContext) -> int:
             elif sig == signal.SIGCONT:
                 ctx.shell.resume(job)
             else:
+                job.cancel.signal = sig  # type: ignore[attr-defined]  # (jobs.Cancel)
                 job.cancel.set()  # they end at their next check
             continue
         if not _own_pid(ctx, raw):

@@ -118,7 +118,8 @@ JOB_BUILTINS = frozenset({"run", "sleep"})
 #: Builtins that read the terminal themselves when it is their input: while they run the
 #: shell keeps the terminal (reading it from a background process group would stop us).
 #: The variables the shell computes when read (``Shell._dynamic``): always set.
-DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME", "FUNCNAME"})
+DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME", "FUNCNAME",
+                     "PIPESTATUS"})
 #: ``NAME=(…)`` and ``NAME+=(…)``: bash's array assignment (after ``local``/``declare``).
 _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\s+)?"
                     r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=\(")
@@ -209,6 +210,9 @@ class Shell:
         self._owned: list[int] = []  # what `exec` opened or copied for them, to close
         self._fds_saved: list[dict[int, int]] = []  # the maps of the subshells it is in
         self._superseded: set[int] = set()  # `exec > a; exec > b` in a line: a, kept open
+        #: The last pipeline's statuses, a command each (bash's PIPESTATUS); None: the
+        #: last command was no pipeline the shell ran (``$?`` alone then)
+        self.pipestatus: list[int] | None = None
 
     @property
     def whole_tree(self) -> Vfs:
@@ -237,6 +241,9 @@ class Shell:
             base = name[:-len(ELEMENTS)]
             if base == "FUNCNAME" and base not in self.env:
                 return arrays.encode(dict(enumerate(self._function_names())))
+            if base == "PIPESTATUS" and base not in self.env:
+                statuses = self.pipestatus or [self.last_status]
+                return arrays.encode(dict(enumerate(map(str, statuses))))
             value = self.env.get(base)
             if value is not None and is_array(value):
                 return value  # (as it is: a read of ${a[i]} copies nothing)
@@ -295,6 +302,8 @@ class Shell:
             return str(int.from_bytes(os.urandom(2), "little") & 0x7FFF)
         if name in ("UID", "EUID"):
             return str(self.session.uid)
+        if name == "PIPESTATUS":  # (bash's array's first element)
+            return str((self.pipestatus or [self.last_status])[0])
         if name == "FUNCNAME":  # the function being called (bash's), "" outside one
             return next(iter(self._function_names()), "")
         if name == "SECONDS":
@@ -1209,6 +1218,7 @@ class Shell:
                       source: str = "") -> int:
         pipeline = self._host_twins(pipeline)  # (a pipeline into a block comes here too)
         cmds = pipeline.commands
+        self.pipestatus = None
         assignments = _assignments(cmds[0]) if len(cmds) == 1 else []
         if assignments and len(assignments) == len(cmds[0].argv):
             for name, value in assignments:  # `a=5`: shell variables
@@ -1247,8 +1257,9 @@ class Shell:
                 with contextlib.ExitStack() as stack:
                     if self.terminal is not None and not reads:
                         stack.enter_context(self.terminal.job_in_foreground())
-                    return self._launch(pipeline, stdin, stdout, stderr, source,
-                                        inline).status
+                    job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
+                    self.pipestatus = [stage.status for stage in job.stages]
+                    return job.status
             # The keys go to the relay before the job starts: a Ctrl-C typed while it
             # starts reaches it, never the kernel's group (a background job's sandbox).
             reads = os.isatty(stdin) and self._reads_terminal(cmds[0]) and not any(
@@ -1258,7 +1269,9 @@ class Shell:
                     self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
                     stack.enter_context(self.terminal.job_in_foreground())
                 job = self._launch(pipeline, stdin, stdout, stderr, source, inline)
-                return self.foreground(job, stderr)
+                status = self.foreground(job, stderr)
+                self.pipestatus = [stage.status for stage in job.stages]
+                return status
         except _RedirectError as exc:
             os.write(stderr, f"exo: {exc}\n".encode())
             return 1

@@ -29,6 +29,13 @@ class Stage:
         self.close_after: list[int] = []
 
 
+class Cancel(threading.Event):
+    """A job's end, asked: by Ctrl-C (SIGINT) or ``kill [-SIG] %N`` (``signal`` says
+    which, so that a builtin ended by it exits 128+N, as a process would)."""
+
+    signal: int = signal.SIGINT
+
+
 class Job:
     """One pipeline the shell started: its stages, its state, its status once done."""
 
@@ -40,7 +47,7 @@ class Job:
         self.number = 0  # in the job table once backgrounded or stopped
         self.stages: list[Stage] = []
         self.opened: list[int] = []
-        self.cancel = threading.Event()
+        self.cancel: threading.Event = Cancel()
         self.done = threading.Event()
         #: Clear while the job is stopped (Ctrl-Z, ``kill -STOP %N``): its builtins wait
         #: (``CommandContext.running``), as its processes do on SIGSTOP.

@@ -764,9 +764,12 @@ def backslash_escapes(text: str, *, dollar_quote: bool = False,
 
 
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
-_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\])(?::([^}"]*))?\})"')
+_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\])(?::(?![-+?=])([^}"]*))?\})"')
 #: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.
-_SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(.*)", re.DOTALL)
+_SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(?![-+?=])(.*)", re.DOTALL)
+#: ``${@:-WORD}``, ``${a[@]:+WORD}``, ``${*-WORD}``: a default for all the words (not
+#: a slice: bash reads ``:-`` first; ``${@: -1}`` is the last word)
+_DEFAULTED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\])(:?)([-+?=])(.*)", re.DOTALL)
 
 
 def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
@@ -1087,6 +1090,21 @@ def _braced(inner: str, lookup: Callable[[str], str],
     them; WORD is expanded in its turn."""
     if inner.startswith("#") and (inner[1:].isidentifier() or inner[1:].isdigit()):
         return str(len(lookup(inner[1:])))
+    if inner in ("#@", "#*"):  # (the number of positional parameters, as $#)
+        return lookup("#")
+    defaulted = _DEFAULTED.fullmatch(inner)
+    if defaulted is not None:  # ${@:-none}, ${a[@]:+set}
+        target, colon, op, word = defaulted.groups()
+        words = _words_of(target, None, lookup, substitute)
+        value = (current_ifs(lookup)[:1] if "*" in target else " ").join(words)
+        if op == "=":
+            raise ParseError(f"${{{inner}}}: ${target} cannot be assigned this way")
+        if (value == "" if colon else not words) != (op == "+"):
+            if op == "?":
+                said = expand_word(word, lookup, substitute)
+                raise UnsetError(f"{target}: {said or 'parameter null or not set'}")
+            return expand_word(word, lookup, substitute)
+        return "" if op == "+" else value
     sliced = _SLICED.fullmatch(inner)
     if sliced is not None:  # ${@:2}, ${a[@]:1:2}
         target, spec = sliced.groups()

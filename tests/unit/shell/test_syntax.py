@@ -241,7 +241,7 @@ def test_a_user_cannot_make_the_kernel_hold_a_thread_per_word(alice: Shell) -> N
     assert len(alice.jobs) == MAX_JOBS
     assert run(alice, "echo busy | /usr/bin/tr a-z A-Z") == (0, "BUSY\n", "")
     run(alice, "kill %1")
-    assert run(alice, "wait %1")[0] == 130  # (a builtin's Ctrl-C status)
+    assert run(alice, "wait %1")[0] == 143  # (a builtin ended by kill's SIGTERM, as sh)
     status, _, err = run(alice, "sleep 1000 &")  # room for one again
     assert status == 0 and err == f"[{MAX_JOBS + 1}] sleep 1000\n", err  # (as sh: max + 1)
     for job in list(alice.jobs):
@@ -1210,3 +1210,27 @@ def test_pushd_popd_dirs_builtin_and_hash(root_shell: Shell) -> None:
     assert run(sh, "builtin nosuch")[2] == "builtin: nosuch: not a shell builtin\n"
     assert run(sh, "hash ls gcc && echo found; hash nosuchprog")[1:] == (
         "found\n", "hash: nosuchprog: not found\n")
+
+
+def test_defaults_of_all_the_words_and_pipestatus(root_shell: Shell) -> None:
+    """`"${@:-none}"` printed "exosh" (read as the slice `${@:-none}` from $0) and
+    `${a[@]:-x}` was a bad substitution; `${#@}`; bash's PIPESTATUS was empty."""
+    sh = root_shell
+    assert run(sh, 'echo "${@:-none}" ${*:-none}; set -- a b; echo "${@:-none}"; '
+                   'echo "${@: -1}" "${@:2}" ${#@}')[1] == "none none\na b\nb b 2\n"
+    assert run(sh, 'f() { echo "${@:-empty}" "${@:+set}"; }; f; f x')[1] == \
+        "empty \nx set\n"
+    assert run(sh, 'a=(); echo "${a[@]:-empty}" ${a[@]+set}x; a=(1 2); '
+                   'echo "${a[@]:-empty}" ${a[@]:+set}')[1] == "empty x\n1 2 set\n"
+    status, _, err = run(sh, "set --; echo ${@:?no arguments}")
+    assert status == 1 and err == "exo: @: no arguments\n"
+    assert run(sh, 'true | false | true; echo "${PIPESTATUS[@]}" ${#PIPESTATUS[@]}')[1] == \
+        "0 1 0 3\n"
+    assert run(sh, 'false; echo "${PIPESTATUS[@]}" $PIPESTATUS')[1] == "1 1\n"
+
+
+def test_a_builtin_job_killed_ends_with_the_signal(root_shell: Shell) -> None:
+    """`sleep 5 & kill %1; wait %1` said 130 (Ctrl-C's) where sh says 143 (SIGTERM)."""
+    sh = root_shell
+    assert run(sh, "sleep 5 & kill %1; wait %1; echo $?")[1] == "143\n"
+    assert run(sh, "sleep 5 & kill -INT %1; wait %1; echo $?")[1] == "130\n"
