@@ -1654,8 +1654,11 @@ def _bg(ctx: CommandContext) -> int:
     return 0
 
 
-@builtin("wait", "wait for background jobs to end: wait [%N | PID]...")
+@builtin("wait", "wait for background jobs to end: wait [-n] [%N | PID]... (-n: for "
+                 "the next one to end, its status; 127 when there is none)")
 def _wait(ctx: CommandContext) -> int:
+    if ctx.args[:1] == ["-n"]:
+        return _wait_next(ctx, ctx.args[1:])
     targets = [_job(ctx, a) for a in ctx.args if a.startswith("%")]
     status = 0
     for arg in ctx.args:
@@ -1681,6 +1684,41 @@ def _wait(ctx: CommandContext) -> int:
         if job in ctx.shell.jobs:
             ctx.shell.jobs.remove(job)
     return status
+
+
+def _wait_next(ctx: CommandContext, args: list[str]) -> int:
+    """``wait -n [%N…]``: the first of the jobs (all running ones) to end, out of the
+    table, with its status."""
+    shell = ctx.shell
+    jobs = [_job(ctx, a) for a in args] if args else \
+        [j for j in shell.jobs if j.state != "Stopped"]
+    if not jobs:
+        return 127
+    while True:
+        done = next((j for j in jobs if j.done.is_set()), None)
+        if done is not None:
+            if done in shell.jobs:
+                shell.jobs.remove(done)
+            return done.status
+        if ctx.cancelled.wait(0.05):
+            return 130
+
+
+@builtin("disown", "forget jobs: disown [-a] [%N]... (none: the current one; they run "
+                   "on, and end with the session)")
+def _disown(ctx: CommandContext) -> int:
+    shell = ctx.shell
+    if ctx.args == ["-a"]:
+        gone = list(shell.jobs)
+    elif ctx.args:
+        gone = [_job(ctx, a) for a in ctx.args]
+    elif shell.jobs:
+        gone = [shell.jobs[-1]]
+    else:
+        raise CommandError("current: no such job")
+    shell.disowned += [j for j in gone if j in shell.jobs]
+    shell.jobs[:] = [j for j in shell.jobs if j not in gone]
+    return 0
 
 
 def _read_secret(ctx: CommandContext, prompt: str) -> str:

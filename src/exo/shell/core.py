@@ -173,6 +173,9 @@ class Shell:
         self.last_status = 0
         self.history: list[str] = []
         self.jobs: list[Job] = []
+        #: Jobs ``disown`` took out of the table: still bounded by MAX_JOBS, still ended
+        #: with the session (their capabilities are the session's)
+        self.disowned: list[Job] = []
         self.functions: dict[str, Group] = {}  # NAME() { ...; }
         self.script_args: list[str] = []  # $1... outside any function call (set --)
         self.last_background = ""  # $!: the pid of the last background job's program
@@ -1115,7 +1118,8 @@ class Shell:
             os.write(stderr, f"exo: {name}: not in the background\n".encode())
             self.last_status = 1
             return
-        if sum(not j.done.is_set() for j in self.jobs) >= MAX_JOBS:
+        self.disowned[:] = [j for j in self.disowned if not j.done.is_set()]
+        if sum(not j.done.is_set() for j in self.jobs) + len(self.disowned) >= MAX_JOBS:
             os.write(stderr, f"exo: too many jobs ({MAX_JOBS}): wait for one, or kill "
                              "one (jobs lists them)\n".encode())
             self.last_status = 1
@@ -1142,7 +1146,8 @@ class Shell:
     def _within_budget(self, opened: list[int]) -> None:
         """Refuse a stage when the session's jobs hold ``MAX_SESSION_FDS`` descriptors
         (``opened``: those of the job being started)."""
-        held = len(opened) + sum(len(j.opened) for j in self.jobs if not j.done.is_set())
+        held = len(opened) + sum(len(j.opened) for j in (*self.jobs, *self.disowned)
+                                 if not j.done.is_set())
         if held >= MAX_SESSION_FDS:
             raise _RedirectError(f"too many streams open in this session ({held}): wait "
                                  "for a job, or kill one (jobs lists them)")

@@ -254,7 +254,7 @@ def _end(shell: Shell) -> None:
     """A session that ends runs its ``trap … EXIT``, then takes its jobs with it (as a
     hang-up does)."""
     shell.run_exit_trap()
-    for job in list(shell.jobs):
+    for job in [*shell.jobs, *shell.disowned]:
         shell.interrupt(job)
     shell.close_fds()
     shell.jobs.clear()

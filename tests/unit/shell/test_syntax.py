@@ -1234,3 +1234,21 @@ def test_a_builtin_job_killed_ends_with_the_signal(root_shell: Shell) -> None:
     sh = root_shell
     assert run(sh, "sleep 5 & kill %1; wait %1; echo $?")[1] == "143\n"
     assert run(sh, "sleep 5 & kill -INT %1; wait %1; echo $?")[1] == "130\n"
+
+
+def test_wait_n_and_disown(root_shell: Shell) -> None:
+    """`wait -n` (the next job to end, its status) and `disown` (out of the table), which
+    were refused and "command not found". A disowned job still counts against the
+    session's 64 jobs (or `& disown` in a loop made threads without end)."""
+    sh = root_shell
+    assert run(sh, "sleep 0.5 & (exit 3) & wait -n; echo $?; jobs | wc -l")[1] == "3\n1\n"
+    assert run(sh, "wait; wait -n; echo $?")[1] == "127\n"
+    assert run(sh, "sleep 100 & disown; jobs | wc -l; echo ${#}")[1] == "0\n0\n"
+    assert len(sh.disowned) == 1
+    _, _, err = run(sh, "for i in $(seq 70); do sleep 100 & disown; done")
+    assert "too many jobs (64)" in err and len(sh.disowned) == 64
+    status, _, err = run(sh, "disown %9")
+    assert status == 1 and "no such job" in err
+    for job in sh.disowned:
+        sh.interrupt(job)
+    assert all(job.done.is_set() for job in sh.disowned)
