@@ -9,10 +9,22 @@ from collections.abc import Iterable, Mapping
 
 from exo.shell.parser import UnsetError
 
+#: What one shell's variables may hold in all, names and values (the shell runs in the
+#: kernel: `for …; do eval "v$i=…"; done` grew the kernel without end, a review): two
+#: arrays of the largest size (arrays.MAX_BYTES).
+MAX_BYTES = 32 << 20
+#: How many variables one shell may have.
+MAX_NAMES = 1 << 16
+
 
 class ReadonlyError(UnsetError):
     """A change to a read-only variable: said, and the rest of the line is not run (as a
     failed assignment ends a script in sh); a builtin that tried it fails, status 1."""
+
+
+class VariablesFull(UnsetError):
+    """An assignment past ``MAX_BYTES`` or ``MAX_NAMES``: refused as a read-only one is
+    (said, the rest of the line not run); nothing is lost."""
 
 
 class Variables(UserDict[str, str]):
@@ -24,6 +36,7 @@ class Variables(UserDict[str, str]):
         #: The names ``readonly`` marked: no change reaches them until the shell ends
         #: (a subshell's own marks end with it).
         self.readonly: set[str] = set()
+        self.size = 0  # the names' and values' lengths, in all
         super().__init__(values or {})
 
     def _check(self, name: str) -> None:
@@ -32,15 +45,24 @@ class Variables(UserDict[str, str]):
 
     def __setitem__(self, name: str, value: str) -> None:
         self._check(name)
+        old = self.data.get(name)
+        size = self.size + len(value) - (len(old) if old is not None else -len(name))
+        if size > MAX_BYTES and size > self.size:
+            raise VariablesFull(f"{name}: the shell's variables would hold more than "
+                                f"{MAX_BYTES >> 20} MiB (unset some)")
+        if old is None and len(self.data) >= MAX_NAMES:
+            raise VariablesFull(f"{name}: more than {MAX_NAMES} variables (unset some)")
         self.data[name] = value
+        self.size = size
 
     def __delitem__(self, name: str) -> None:
         self._check(name)
-        del self.data[name]
+        self.size -= len(name) + len(self.data.pop(name))
 
     def restore(self, values: Mapping[str, str], readonly: Iterable[str]) -> None:
         """Put back what a subshell (or a command's ``NAME=value``) changed: no check,
         the values and marks are the shell's own from before."""
         self.data.clear()
         self.data.update(values)
+        self.size = sum(len(k) + len(v) for k, v in self.data.items())
         self.readonly = set(readonly)

@@ -1252,3 +1252,26 @@ def test_wait_n_and_disown(root_shell: Shell) -> None:
     for job in sh.disowned:
         sh.interrupt(job)
     assert all(job.done.is_set() for job in sh.disowned)
+
+
+def test_the_shells_variables_are_bounded_in_all(root_shell: Shell) -> None:
+    """Each array was bounded, the variables together were not: `eval "v$i=$x"` in a
+    loop grew the kernel (where the shell runs) without end. At most 32 MiB and 65,536
+    names a shell; past that an assignment is refused with a line, and nothing set
+    before is lost."""
+    from exo.shell.variables import MAX_BYTES, MAX_NAMES
+
+    sh = root_shell
+    _, out, err = run(sh, 'x=$(printf "%1000000s" a); '
+                          'for i in $(seq 60); do eval "v$i=\\$x"; done; echo $i')
+    assert out == "60\n" and MAX_BYTES - 1_000_000 < sh.env.size <= MAX_BYTES
+    first = err.splitlines()[0]
+    assert first.endswith(": the shell's variables would hold more than 32 MiB (unset some)")
+    refused = int(first.removeprefix("exo: v").partition(":")[0])
+    assert len(sh.env[f"v{refused - 1}"]) == 1_000_000  # (what was set stays)
+    run(sh, "unset x; for i in $(seq 60); do unset v$i; done")
+    assert sh.env.size < 1 << 20
+    sh.env.update({f"w{i}": "1" for i in range(MAX_NAMES - len(sh.env))})  # (fast)
+    assert len(sh.env) == MAX_NAMES
+    assert run(sh, "new=1")[2] == f"exo: new: more than {MAX_NAMES} variables (unset some)\n"
+    assert run(sh, "w1=changed; echo $w1")[1] == "changed\n"  # (an existing name: fine)
