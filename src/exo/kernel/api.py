@@ -126,7 +126,7 @@ class KernelApi:
               env: dict[str, str] | None = None,
               extra_fds: tuple[int, ...] = (),
               session: str | None = None, passthrough: bool = False,
-              syscalls: bool = True) -> ExoProcess:
+              syscalls: bool = True, umask: int | None = None) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
@@ -146,7 +146,8 @@ class KernelApi:
         powerbox asks for it; a manifest's ``[posix_x] passthrough`` does too.
 
         ``syscalls=False``: no bootstrap channel, for a program that makes no Exo syscall
-        (the powerbox's host programs; ``ProcessManager.spawn``).
+        (the powerbox's host programs; ``ProcessManager.spawn``). ``umask``: its file
+        mode mask (the shell's ``umask``).
         """
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
@@ -169,7 +170,7 @@ class KernelApi:
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      report_end=True, extra_fds=extra_fds, derive=derive,
                                      account=account, passthrough=passthrough,
-                                     syscalls=syscalls,
+                                     syscalls=syscalls, umask=umask,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 

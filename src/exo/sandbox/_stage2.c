@@ -699,6 +699,10 @@ int main(int argc, char **argv) {
         has_account = 1;
         tag = next_tag();
     }
+    if (tag != NULL && strcmp(tag, "umask") == 0) {  /* the shell's umask, for its files */
+        umask((mode_t)parse_num(next_str("umask"), 0777, "umask"));
+        tag = next_tag();
+    }
 
     if (tag != NULL && strcmp(tag, "await") == 0) {
         await_fd = next_fd("await fd");

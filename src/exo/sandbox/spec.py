@@ -169,6 +169,7 @@ class SandboxSpec:
     process_uid: int | None = None
     broker: bool = False
     tmp_user: str | None = None
+    umask: int | None = None  # the program's file mode mask (a shell's `umask`)
 
     def host_of(self, dest: Path | str) -> Path:
         """The host path of the granted Exo path ``dest`` (with ``tree``): in the user
@@ -232,6 +233,9 @@ class SandboxSpec:
         ):
             raise SandboxError(f"cpu_max must be a number of CPUs in 0.01..4096, "
                                f"got {self.cpu_max!r}")
+        if self.umask is not None and (type(self.umask) is not int
+                                       or not 0 <= self.umask <= 0o777):
+            raise SandboxError(f"umask must be a mode mask in 0..0o777, got {self.umask!r}")
         if self.cwd is not None:
             set_(self, "cwd", _abs_paths((self.cwd,), "cwd")[0])
         set_(self, "env", _env(self.env))

@@ -1085,6 +1085,62 @@ def _popd(ctx: CommandContext) -> int:
     return 0
 
 
+@builtin("umask", "the mode bits new files and directories go without: umask [-S] [MODE] "
+                  "(MODE octal, 077, or symbolic, u=rwx,g=rx,o=; -S: said symbolic); "
+                  "the shell's files and every program it starts")
+def _umask(ctx: CommandContext) -> int:
+    args = list(ctx.args)
+    symbolic = args[:1] == ["-S"]
+    if symbolic:
+        args = args[1:]
+    if len(args) > 1:
+        raise CommandError(f"usage: {HELP['umask']}", 2)
+    vfs = ctx.shell.vfs
+    if args:
+        vfs.umask = _umask_of(args[0], vfs.umask)
+        return 0
+    if symbolic:
+        allowed = ~vfs.umask & 0o777
+        clauses = []
+        for who, shift in (("u", 6), ("g", 3), ("o", 0)):
+            bits = allowed >> shift
+            clauses.append(who + "=" + "".join(p for p, bit in (("r", 4), ("w", 2), ("x", 1))
+                                               if bits & bit))
+        ctx.out(",".join(clauses))
+    else:
+        ctx.out(f"{vfs.umask:04o}")
+    return 0
+
+
+def _umask_of(text: str, mask: int) -> int:
+    """``umask``'s MODE: octal (``027``), or symbolic clauses on the bits allowed
+    (``u=rwx,g=rx,o=``, ``g-w``, ``o+r``, ``a=rx``), as chmod's."""
+    import re
+
+    if re.fullmatch(r"[0-7]{1,4}", text):
+        value = int(text, 8)
+        if value > 0o777:
+            raise CommandError(f"{text}: octal number out of range", 1)
+        return value
+    allowed = ~mask & 0o777
+    for clause in text.split(","):
+        m = re.fullmatch(r"([ugoa]*)([-+=])([rwx]*)", clause)
+        if m is None:
+            raise CommandError(f"{text}: invalid symbolic mode (u=rwx,g=rx,o= or 027)", 1)
+        who, op, perms = m.groups()
+        shifts = [s for w, s in (("u", 6), ("g", 3), ("o", 0)) if not who or "a" in who
+                  or w in who]
+        bits = sum({"r": 4, "w": 2, "x": 1}[p] for p in set(perms))
+        for shift in shifts:
+            if op == "=":
+                allowed &= ~(7 << shift)
+            if op in "=+":
+                allowed |= bits << shift
+            else:
+                allowed &= ~(bits << shift)
+    return ~allowed & 0o777
+
+
 @builtin("dirs", "print the directory stack (pushd's): dirs [-c] (-c: empty it)")
 def _dirs(ctx: CommandContext) -> int:
     if ctx.args == ["-c"]:

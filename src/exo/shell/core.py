@@ -152,7 +152,7 @@ class Shell:
         self._tree = vfs  # the whole tree, for `sudo`'s shell; ours is `self.vfs`
         # A user's shell sees the tree through the session's capabilities; root's, whole.
         # (Its /tmp is the user's own, as the kernel's for the user's processes.)
-        self.vfs = vfs if self.session.grants is None else vfs.restricted(
+        self.vfs = vfs.own() if self.session.grants is None else vfs.restricted(
             self.session.check_path, None if self.session.uid == 0 else self.session.user)
         self.builtins: dict[str, Builtin] = dict(BUILTINS)
         self.cwd = self.session.home if self.vfs.is_dir(self.session.home) else "/"
@@ -1384,6 +1384,7 @@ class Shell:
         """Make ``state`` (``_state``) this shell's, in place: the containers other code
         holds (this call's ``$1``… list, the option set) stay the same objects."""
         self.cwd = state.cwd
+        self.vfs.umask = state.umask
         self.dirstack = list(state.dirstack)
         self.shopt = set(state.shopt)
         self.positional()[:] = state.args
@@ -2069,7 +2070,7 @@ class Shell:
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                                      cwd=self.cwd, env=env or None, extra_fds=keep,
                                      session=self.session.token, passthrough=passthrough,
-                                     syscalls=syscalls)
+                                     syscalls=syscalls, umask=self.vfs.umask)
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
@@ -2082,7 +2083,7 @@ class _State:
     ``typing`` is not imported before the shell is ready.)"""
 
     __slots__ = ("aliases", "args", "cwd", "dirstack", "env", "exported", "functions",
-                 "options", "readonly", "shopt")
+                 "options", "readonly", "shopt", "umask")
 
     def __init__(self, shell: Shell) -> None:
         self.env = dict(shell.env)
@@ -2095,6 +2096,7 @@ class _State:
         self.args = list(shell.positional())
         self.options = set(shell.options)
         self.shopt = set(shell.shopt)
+        self.umask = shell.vfs.umask
 
 
 def _block_source(node: If | Loop | Group | Case) -> str:

@@ -26,6 +26,7 @@ import posixpath
 import stat
 from pathlib import Path
 
+from exo._umask import DEFAULT_UMASK, process_umask
 from exo.kernel import beneath, diskreserve
 from exo.sandbox.namespace import instance_path
 
@@ -99,6 +100,16 @@ class Vfs:
         #: the kernel's descriptor N, opened again through ``/proc/self/fd`` as a device
         #: is; only those: any other ``/dev/fd/N`` is a name in the tree, never a kernel fd.
         self.pipes: dict[str, int] = {}
+        #: The shell's ``umask``: the mode bits a file or directory it creates is without.
+        self.umask = DEFAULT_UMASK
+
+    def own(self) -> Vfs:
+        """The same tree, for one shell: its own ``umask`` and process substitutions."""
+        view = Vfs.__new__(Vfs)
+        view.__dict__.update(self.__dict__)
+        view.pipes = {}
+        view.umask = DEFAULT_UMASK
+        return view
 
     def restricted(self, guard: Callable[[str, str], None], instance: str | None = None
                    ) -> Vfs:
@@ -111,7 +122,17 @@ class Vfs:
         view.min_free = self.min_free
         view.instance = instance
         view.pipes = {}
+        view.umask = DEFAULT_UMASK
         return view
+
+    def _created(self, fd: int, mode: int) -> None:
+        """Give what was just created (``fd``) ``mode`` less the shell's umask, where
+        that is not the kernel's own (which the creation applied)."""
+        if self.umask != process_umask():
+            os.fchmod(fd, mode & ~self.umask)
+
+    def _masked(self) -> bool:
+        return self.umask != process_umask()
 
     def _check(self, exo_path: str, mode: str) -> None:
         if self.guard is not None and self._virtual(exo_path) is None and \
@@ -430,6 +451,7 @@ class Vfs:
             try:
                 self._name_fits(pfd, p)
                 os.mkdir(name, 0o777, dir_fd=pfd)
+                self._mkdir_mode(pfd, name)
             finally:
                 os.close(pfd)
             return
@@ -443,6 +465,7 @@ class Vfs:
             try:
                 self._name_fits(pfd, posixpath.join(done, name))
                 os.mkdir(name, 0o777, dir_fd=pfd)
+                self._mkdir_mode(pfd, name)
             except FileExistsError:
                 if not self.is_dir(posixpath.join(done, name)):
                     raise
@@ -532,6 +555,18 @@ class Vfs:
         finally:
             os.close(spfd)
 
+    def _mkdir_mode(self, parent: int, name: str) -> None:
+        """A directory just made: its mode as the shell's umask says (opened with no
+        link followed: the name is the one just made, or nothing is changed)."""
+        if not self._masked():
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent)
+        try:
+            self._created(fd, 0o777)
+        finally:
+            os.close(fd)
+
     def touch(self, p: str) -> None:
         """Create ``p`` if missing, else set its times to now (through its descriptor)."""
         self._check(p, "write")
@@ -539,7 +574,14 @@ class Vfs:
             fd = self._open(p, os.O_PATH)
         except FileNotFoundError:
             self._room_for_name(p)
-            os.close(self._open_file(p, os.O_WRONLY | os.O_CREAT, 0o666))
+            try:
+                fd = self._open_file(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                return  # (made meanwhile, by another: as new as a touch makes it)
+            try:
+                self._created(fd, 0o666)
+            finally:
+                os.close(fd)
             return
         try:
             os.utime(f"/proc/self/fd/{fd}")  # our own descriptor: exactly that inode
@@ -565,7 +607,14 @@ class Vfs:
         """The file's own descriptor, for the kernel's own writes (a shell's history).
         A command's output goes through ``open_sink``."""
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        return self._open_file(p, flags)
+        if not self._masked() or self.device(p) is not None:
+            return self._open_file(p, flags)
+        try:  # made here: its mode is the shell's umask's
+            fd = self._open_file(p, flags | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return self._open_file(p, flags)
+        self._created(fd, 0o666)
+        return fd
 
     def open_sink(self, p: str, append: bool = False, *,
                   name: str = "") -> tuple[int, FileSink | None]:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exo import _threadcache
+from exo._umask import process_umask
 from exo.kernel import exportguards as _guards
 from exo.kernel.caps import Rights
 
@@ -75,6 +76,35 @@ _RESOLVE = (P.RESOLVE_BENEATH | P.RESOLVE_NO_SYMLINKS | P.RESOLVE_NO_MAGICLINKS
 _LOOKUP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_PASS = os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
 _MODE_BITS = 0o1777                      # permission bits we let a client set (no suid/sgid)
+
+
+def _as_asked(fd: int, mode: int) -> None:
+    """A file just made (``fd``) with the mode its client asked for. FUSE applied the
+    client's umask to it already (we do not ask for FUSE_DONT_MASK); the kernel process's
+    own must not take more bits (a program's ``umask 002`` made 0644 files, not 0664)."""
+    if mode & _MODE_BITS & process_umask():
+        os.fchmod(fd, mode & _MODE_BITS)
+
+
+def _mkdir_as_asked(d: int, nm: bytes, *, mode: int) -> None:
+    """MKDIR: the directory with the mode its client asked (``_as_asked``). Changed only
+    if what the name holds now is still an empty directory of the mode we just made
+    (another client may have put something else there since)."""
+    os.mkdir(nm, mode & _MODE_BITS, dir_fd=d)
+    stripped = mode & _MODE_BITS & process_umask()
+    if not stripped:
+        return
+    try:
+        fd = os.open(nm, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=d)
+    except OSError:
+        return  # (gone, or not a directory now: not ours to change)
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink == 2 and stat.S_IMODE(st.st_mode) == mode & _MODE_BITS & ~stripped:
+            os.fchmod(fd, mode & _MODE_BITS)
+    finally:
+        os.close(fd)
 # Names (dentries) may be cached by the client for this long, attributes never. Safe for
 # revocation: a cached name only saves the LOOKUP of a path walk, and whatever the walk then
 # does (stat, open, readdir, create...) is a request we answer after checking the pin. The
@@ -895,8 +925,12 @@ class RevocableDirs(FuseServer):
 
         def make(d: int, nm: bytes) -> None:
             if kind == stat.S_IFREG:
-                os.close(P.openat2(d, nm, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
-                                   mode & _MODE_BITS, _RESOLVE))
+                fd = P.openat2(d, nm, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                               mode & _MODE_BITS, _RESOLVE)
+                try:
+                    _as_asked(fd, mode)
+                finally:
+                    os.close(fd)
             else:
                 os.mknod(nm, kind | (mode & _MODE_BITS), dir_fd=d)
         return self._make(nodeid, name, make)
@@ -904,8 +938,7 @@ class RevocableDirs(FuseServer):
     def _mkdir(self, nodeid: int, body: memoryview, pid: int, out: memoryview) -> Parts:
         mode, _umask = P.MKDIR_IN.unpack_from(body)
         name = _names(body[P.MKDIR_IN.size:], 1)[0]
-        return self._make(nodeid, name, lambda d, nm: os.mkdir(nm, mode & _MODE_BITS,
-                                                               dir_fd=d))
+        return self._make(nodeid, name, functools.partial(_mkdir_as_asked, mode=mode))
 
     def _remove(self, nodeid: int, body: memoryview, rm: Callable[..., None]) -> Parts:
         name = _name(_names(body, 1)[0])
@@ -1031,10 +1064,17 @@ class RevocableDirs(FuseServer):
                   | os.O_CLOEXEC | os.O_NOCTTY)
         for _ in range(3):  # (a name that comes and goes meanwhile: asked again)
             try:
-                return P.openat2(dirfd, name, oflags, mode & _MODE_BITS, _RESOLVE)
+                made = P.openat2(dirfd, name, oflags, mode & _MODE_BITS, _RESOLVE)
             except FileExistsError:
                 if flags & os.O_EXCL:
                     raise
+            else:
+                try:
+                    _as_asked(made, mode)
+                except BaseException:
+                    os.close(made)
+                    raise
+                return made
             try:
                 there = P.openat2(dirfd, name, _LOOKUP_FLAGS, 0, _RESOLVE)
             except FileNotFoundError:
