@@ -119,7 +119,7 @@ JOB_BUILTINS = frozenset({"run", "sleep"})
 #: shell keeps the terminal (reading it from a background process group would stop us).
 #: The variables the shell computes when read (``Shell._dynamic``): always set.
 DYNAMIC = frozenset({"RANDOM", "UID", "EUID", "SECONDS", "HOSTNAME", "FUNCNAME",
-                     "PIPESTATUS"})
+                     "PIPESTATUS", "LINENO"})
 #: ``NAME=(…)`` and ``NAME+=(…)``: bash's array assignment (after ``local``/``declare``).
 _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\s+)?"
                     r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=\(")
@@ -216,6 +216,8 @@ class Shell:
         #: The last pipeline's statuses, a command each (bash's PIPESTATUS); None: the
         #: last command was no pipeline the shell ran (``$?`` alone then)
         self.pipestatus: list[int] | None = None
+        self._lines = 0  # lines the session (or script) ran so far, for $LINENO
+        self.lineno = 0  # the line the command running starts on ($LINENO)
 
     @property
     def whole_tree(self) -> Vfs:
@@ -305,6 +307,8 @@ class Shell:
             return str(int.from_bytes(os.urandom(2), "little") & 0x7FFF)
         if name in ("UID", "EUID"):
             return str(self.session.uid)
+        if name == "LINENO":
+            return str(self.lineno)
         if name == "PIPESTATUS":  # (bash's array's first element)
             return str((self.pipestatus or [self.last_status])[0])
         if name == "FUNCNAME":  # the function being called (bash's), "" outside one
@@ -339,8 +343,12 @@ class Shell:
                 stdin, stdout, stderr = (fds.get(0, stdin), fds.get(1, stdout),
                                          fds.get(2, stderr))
             depth.moves, depth.base = {}, (stdin, stdout, stderr)
+        first = self._lines + 1 if outermost else 1  # ($LINENO: a sourced file's own)
+        if outermost:
+            self._lines += line.count("\n") + 1
         try:
-            self._exec_nodes(parse_blocks(split_list(line)), (stdin, stdout, stderr))
+            self._exec_nodes(parse_blocks(split_list(line, 0, first)),
+                             (stdin, stdout, stderr))
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
             os.write(stderr, f"exo: {exc}\n".encode())
             self.last_status = 1 if isinstance(exc, UnsetError) else 2
@@ -364,6 +372,10 @@ class Shell:
                     self._superseded.clear()
                     self._sweep_fds()
         return self.last_status
+
+    def lines_skipped(self, count: int) -> None:
+        """Lines of a script or session not run (blank ones): ``$LINENO`` counts them."""
+        self._lines += count
 
     def needs_more(self, text: str) -> bool:
         """Whether ``text`` leaves a quote, ``$(`` or a block open (read another line)."""
@@ -741,6 +753,8 @@ class Shell:
         if item.connector == "||" and self.last_status == 0:
             return
         stdin, stdout, stderr = stdio
+        if item.line:
+            self.lineno = item.line
         self.flow.substituted = self.flow.substitutions = 0
         self._depth.err = stderr  # a $(…) of this line says its errors (and set -x) there
         timed = _TIMED.match(item.source)
@@ -752,7 +766,7 @@ class Shell:
                 return
             from exo.shell.parser import ListItem
 
-            inner = ListItem(";", item.source[timed.end():].lstrip())
+            inner = ListItem(";", item.source[timed.end():].lstrip(), line=item.line)
             with self._timing("posix" if timed.group(1) else "default", stderr):
                 if inner.source:
                     self._exec_item(inner, stdio)

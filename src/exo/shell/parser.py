@@ -101,27 +101,40 @@ class Pipeline:
 
 
 class ListItem:
-    __slots__ = ("background", "connector", "source")
+    __slots__ = ("background", "connector", "line", "source")
 
-    def __init__(self, connector: str, source: str, background: bool = False) -> None:
+    def __init__(self, connector: str, source: str, background: bool = False,
+                 line: int = 0) -> None:
         self.connector = connector  # ";" for the first item, else the operator before it
         self.source = source  # the raw text of the pipeline, expanded just before it runs
         self.background = background  # terminated by a lone "&"
+        self.line = line  # the line it starts on ($LINENO)
 
 
-def split_list(line: str, depth: int = 0) -> list[ListItem]:
+def split_list(line: str, depth: int = 0, first_line: int = 1) -> list[ListItem]:
     """Split a line at ``;``, ``&&`` and ``||`` (outside quotes), unexpanded. A
     here-document's body (the lines after the one with ``<<WORD``, up to WORD alone) is
     put in place of WORD, as one word (``_heredoc_word``). ``depth``: in how many
-    subshells the line is (at most ``MAX_SUBSHELL_DEPTH``)."""
+    subshells the line is (at most ``MAX_SUBSHELL_DEPTH``). Each item knows the line it
+    starts on, ``line`` being line ``first_line``."""
     items: list[ListItem] = []
     buf: list[str] = []
     connector = ";"
     i, quote = 0, ""
     heredocs: list[tuple[str, str, bool, bool]] = []  # (marker, WORD, quoted, <<-)
     bodies: dict[str, str] = {}  # marker -> the body's word
+    start = -1  # where the item being read starts
+    counted = [0, first_line]  # (a position, its line): newlines are counted once
+
+    def line_at(pos: int) -> int:
+        counted[1] += line.count("\n", counted[0], pos)
+        counted[0] = max(pos, counted[0])
+        return counted[1]
+
     while i < len(line):
         c = line[i]
+        if start < 0 and c not in " \t\n":
+            start = i
         if c == "\n" and heredocs and not quote:
             i = _heredoc_bodies(line, i + 1, heredocs, bodies) - 1
             heredocs = []  # (the newline ends the item below, as any)
@@ -207,9 +220,10 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
                 raise IncompleteInput("unterminated ( subshell: ')' expected") from None
             if depth >= MAX_SUBSHELL_DEPTH:
                 raise ParseError(f"subshells nested more than {MAX_SUBSHELL_DEPTH} deep")
-            items.append(ListItem(connector, ("".join(buf) + " " + SUBSHELL).strip()))
-            items += split_list(line[i + 1 : end], depth + 1)
-            connector, buf = ";", [END_SUBSHELL]
+            items.append(ListItem(connector, ("".join(buf) + " " + SUBSHELL).strip(),
+                                  line=line_at(start)))
+            items += split_list(line[i + 1 : end], depth + 1, line_at(i + 1))
+            connector, buf, start = ";", [END_SUBSHELL], end
             i = end + 1
             continue
         elif c == "#" and (i == 0 or line[i - 1].isspace()):
@@ -221,18 +235,19 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
         elif c == "\n":
             text = "".join(buf).strip()
             if text:
-                items.append(ListItem(connector, text))
+                items.append(ListItem(connector, text, line=line_at(start)))
                 connector, buf = ";", []
             elif connector in ("&&", "||"):
                 pass  # `a &&` continues on the next line
+            start = -1
             i += 1
             continue
         elif not quote and (clause_end := _clause_end(line, i)):  # ;; ;& ;;&: a case
             text = "".join(buf).strip()                             # clause's end
             if text:
-                items.append(ListItem(connector, text))
-            items.append(ListItem(";", clause_end))
-            connector, buf = ";", []
+                items.append(ListItem(connector, text, line=line_at(start)))
+            items.append(ListItem(";", clause_end, line=line_at(i)))
+            connector, buf, start = ";", [], -1
             i += len(clause_end)
             continue
         elif line.startswith(("&&", "||"), i) or c == ";" or (
@@ -243,8 +258,9 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
             text = "".join(buf).strip()
             if not text:
                 raise ParseError(f"syntax error near '{op}'")
-            items.append(ListItem(connector, text, background=op == "&"))
-            connector, buf = (";" if op == "&" else op), []
+            items.append(ListItem(connector, text, background=op == "&",
+                                  line=line_at(start)))
+            connector, buf, start = (";" if op == "&" else op), [], -1
             i += len(op)
             continue
         else:
@@ -256,7 +272,7 @@ def split_list(line: str, depth: int = 0) -> list[ListItem]:
         raise IncompleteInput(f"here-document: '{heredocs[0][1]}' expected")
     text = "".join(buf).strip()
     if text:
-        items.append(ListItem(connector, text))
+        items.append(ListItem(connector, text, line=line_at(max(start, 0))))
     elif connector in ("&&", "||"):
         raise IncompleteInput(f"syntax error: '{connector}' at end of line")
     for item in items if bodies else ():
@@ -1609,7 +1625,7 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             out.append(_Kw(word, "", connector))
             source, connector = rest, ";"
             continue
-        out.append(ListItem(connector, source, item.background))
+        out.append(ListItem(connector, source, item.background, item.line))
         break
     return out
 

@@ -46,6 +46,7 @@ def _run_lines(shell: Shell, lines: Iterable[str],
         for raw in lines:
             line = pending + without_nul(raw.rstrip("\n"))
             if not line.strip():
+                shell.lines_skipped(1 + line.count("\n"))  # ($LINENO counts them)
                 continue
             if shell.needs_more(line):
                 pending = line + "\n"

@@ -1306,3 +1306,32 @@ def test_a_sandbox_takes_only_a_mode_mask_as_umask() -> None:
     for bad in (-1, 0o1000, "022", 2.0):
         with pytest.raises(SandboxError, match="umask must be a mode mask"):
             SandboxSpec(umask=bad)  # type: ignore[arg-type]
+
+
+def test_lineno(root_shell: Shell) -> None:
+    """`$LINENO` was empty (scripts' "error at line N" messages): the line the command
+    starts on, in a sourced file its own, a function's body its definition's; a script
+    counts its blank lines."""
+    import os
+    import tempfile
+
+    from exo.shell.repl import run_script
+
+    sh = root_shell
+    text = ("echo $LINENO; echo $LINENO\nf() {\n  echo in $LINENO\n}\nf\n( echo $LINENO )\n"
+            "cat <<E\nbody\nE\nif true; then\n  echo if $LINENO\nfi\necho last $LINENO\n")
+    run(sh, f"cat > /tmp/lines.sh <<'END'\n{text}END")
+    assert run(sh, "source /tmp/lines.sh")[1] == "1\n1\nin 3\n6\nbody\nif 11\nlast 13\n"
+    before = int(run(sh, "echo $LINENO")[1])
+    assert int(run(sh, "echo $LINENO")[1]) == before + 1  # (a session's lines, one by one)
+    script = Shell(sh.kernel, sh.whole_tree)
+    with tempfile.TemporaryFile() as out:  # (run_script writes to descriptor 1)
+        saved = os.dup(1)
+        os.dup2(out.fileno(), 1)
+        try:
+            run_script(script, ["true\n", "\n", "\n", "echo at $LINENO\n"])
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        out.seek(0)
+        assert out.read() == b"at 4\n"
