@@ -620,6 +620,9 @@ def _export(ctx: CommandContext) -> int:
         return 0
     for assignment in ctx.args:
         name, sep, value = assignment.partition("=")
+        if sep and name.endswith("+"):  # export PATH+=:/opt/bin
+            name = name[:-1]
+            value = shell.appended(name, value) if name.isidentifier() else value
         if not name.isidentifier():
             raise CommandError(f"'{assignment}': not a valid identifier")
         if sep:

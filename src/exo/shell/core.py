@@ -373,6 +373,20 @@ class Shell:
                     self._sweep_fds()
         return self.last_status
 
+    def appended(self, name: str, value: str) -> str:
+        """What ``NAME+=value`` makes of NAME: its value and ``value``; for an array,
+        the array with ``value`` after its first element (bash's)."""
+        from exo.shell import arrays
+
+        old = self.env.get(name)
+        if old is not None and arrays.is_assoc(old):
+            return arrays.assoc_with(old, {"0": arrays.assoc_view(old).get("0", "") + value})
+        if old is not None and is_array(old):
+            elements = arrays.decode(old)
+            elements[0] = elements.get(0, "") + value
+            return arrays.encode(elements)
+        return self.lookup(name) + value
+
     def lines_skipped(self, count: int) -> None:
         """Lines of a script or session not run (blank ones): ``$LINENO`` counts them."""
         self._lines += count
@@ -1238,7 +1252,7 @@ class Shell:
         pipeline = self._host_twins(pipeline)  # (a pipeline into a block comes here too)
         cmds = pipeline.commands
         self.pipestatus = None
-        assignments = _assignments(cmds[0]) if len(cmds) == 1 else []
+        assignments = _assignments(cmds[0], self) if len(cmds) == 1 else []
         if assignments and len(assignments) == len(cmds[0].argv):
             for name, value in assignments:  # `a=5`: shell variables
                 if "x" in self.options:
@@ -1304,7 +1318,7 @@ class Shell:
         try:
             stdio = self._redirect(cmd, stdin, stdout, stderr, opened)
             args = self._argv(_without_assignments(cmd))[1:]
-            for var, value in _assignments(cmd):
+            for var, value in _assignments(cmd, self):
                 saved.setdefault(var, self.env.get(var))
                 self.env[var] = value
             return self.call_function(function, args, stdio)
@@ -1600,10 +1614,11 @@ class Shell:
                 # sink is settled with the job, as before (its error is said then).
                 redirected = [fd for fd in opened[held:] if fd not in self._sinks]
                 env = exported_env(self)
-                env.update(_assignments(cmd))
+                assigned = _assignments(cmd, self)
+                env.update(assigned)
                 argv = self._argv(_without_assignments(cmd))
                 if "x" in self.options:  # set -x: each command as it runs
-                    self._trace(argv, _assignments(cmd), stderr)
+                    self._trace(argv, assigned, stderr)
                 stage = Stage()
                 stage.close_after += redirected
                 if not last:
@@ -2169,13 +2184,18 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) < 19 else 1 << 63
 
 
-def _assignments(cmd: Command) -> list[tuple[str, str]]:
-    """The leading ``NAME=value`` words of ``cmd``."""
+def _assignments(cmd: Command, shell: Shell | None = None) -> list[tuple[str, str]]:
+    """The leading ``NAME=value`` words of ``cmd``; ``NAME+=value`` appends to NAME's
+    value in ``shell`` (to an array's first element, as bash's)."""
     out: list[tuple[str, str]] = []
     for w in cmd.argv:
         if not w.assign:
             break
         name, _, value = w.text.partition("=")
+        if name.endswith("+"):
+            name = name[:-1]
+            if shell is not None:
+                value = shell.appended(name, value)
         out.append((name, value))
     return out
 

@@ -154,6 +154,9 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
     status = 0
     for arg in args:
         name, eq, value = arg.partition("=")
+        if eq and name.endswith("+") and name[:-1].isidentifier():  # declare x+=v
+            name = name[:-1]  # (a new local starts empty: `local x+=v` is v, as bash's)
+            value = shell.appended(name, value) if frame is None else value
         if not name.isidentifier():
             ctx.err(f"'{arg}': not a valid identifier")
             status = 1

@@ -600,7 +600,7 @@ def _lex(s: str, lookup: Callable[[str], str],
                 leading, declaring = True, False
             continue
         if not in_word:
-            m = _ASSIGN_RE.match(s, i)
+            m = (_ASSIGN_OR_APPEND if leading else _ASSIGN_RE).match(s, i)
             assign = m is not None
             if brace and not (assign and (leading or declaring)):
                 end = word_end(s, i)
@@ -678,6 +678,8 @@ def _lex(s: str, lookup: Callable[[str], str],
 
 
 _ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+#: A command's leading ``NAME=value`` or ``NAME+=value`` (appended to NAME's value).
+_ASSIGN_OR_APPEND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 #: What splits an unquoted expansion when IFS is unset.
 DEFAULT_IFS = " \t\n"
 _DEFAULT_CUT = re.compile(r"[ \t\n]+")

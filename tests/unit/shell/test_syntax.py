@@ -1335,3 +1335,16 @@ def test_lineno(root_shell: Shell) -> None:
             os.close(saved)
         out.seek(0)
         assert out.read() == b"at 4\n"
+
+
+def test_append_assignments(root_shell: Shell) -> None:
+    """`x+=v` (PATH+=:/opt/bin, s+="$w,") was "command not found"."""
+    sh = root_shell
+    assert run(sh, 's=; for w in a b c; do s+="$w,"; done; echo $s')[1] == "a,b,c,\n"
+    assert run(sh, "PATH+=:/opt/x; echo ${PATH##*:}; unset q; q+=new; echo $q")[1] == \
+        "/opt/x\nnew\n"
+    assert run(sh, 'a=(1 2); a+=x; echo "${a[@]}"; echo x+=1')[1] == "1x 2\nx+=1\n"
+    assert run(sh, "x=a; export x+=b; declare y+=1; y+=2; echo $x $y; "
+                   "f() { local x+=1; echo $x; }; f")[1] == "ab 12\n1\n"
+    status, _, err = run(sh, "readonly r=1; r+=2")
+    assert status == 1 and "r: readonly variable" in err
