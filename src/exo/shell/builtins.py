@@ -13,7 +13,14 @@ import threading
 import time
 
 from exo import __version__
-from exo.shell.context import MAX_LINE, CommandContext, CommandError, read_line, without_nul
+from exo.shell.context import (
+    MAX_LINE,
+    CommandContext,
+    CommandError,
+    ReadTimeout,
+    read_line,
+    without_nul,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -660,22 +667,33 @@ def _readonly(ctx: CommandContext) -> int:
 
 
 @builtin("read", "read a line into variables: read [-r] [-p PROMPT] [-a ARRAY] [-d DELIM] "
-         "[-u FD] NAME... (-d: up to DELIM's first character instead of a newline; '': a "
-         "NUL; -u: from descriptor FD, as exec 3< FILE opened it)")
+         "[-u FD] [-t SECONDS] NAME... (-d: up to DELIM's first character instead of a "
+         "newline; '': a NUL; -u: from descriptor FD, as exec 3< FILE opened it; -t: "
+         "status 142 when no line came in time)")
 def _read(ctx: CommandContext) -> int:
     args = list(ctx.args)
     raw, prompt, array, delimiter = False, "", None, b"\n"
     source = ctx.stdin
+    deadline: float | None = None
+    timed_out = False
     while args and args[0].startswith("-") and len(args[0]) > 1 and args[0] != "--":
         letters = args.pop(0)[1:]  # (`-ra NAME`: letters together, as getopt takes them)
         for k, letter in enumerate(letters):
             if letter == "r":
                 raw = True
                 continue
-            if letter not in "padu" or not (letters[k + 1:] or args):
+            if letter not in "padut" or not (letters[k + 1:] or args):
                 raise CommandError(f"usage: {HELP['read']}", 2)
             value = letters[k + 1:] or args.pop(0)
-            if letter == "u":
+            if letter == "t":
+                try:
+                    seconds = float(value)
+                except ValueError:
+                    seconds = -1.0
+                if not 0 <= seconds <= threading.TIMEOUT_MAX:
+                    raise CommandError(f"{value}: invalid timeout specification", 1)
+                deadline = time.monotonic() + seconds
+            elif letter == "u":
                 if not value.isdigit() or int(value) > 255:
                     raise CommandError(f"-u {value}: not a descriptor number", 2)
                 source = ctx.descriptor(int(value))
@@ -703,7 +721,12 @@ def _read(ctx: CommandContext) -> int:
     ended = False
     try:
         while True:
-            line = read_line(source, ctx.cancelled, delimiter)
+            try:
+                line = read_line(source, ctx.cancelled, delimiter, deadline)
+            except ReadTimeout as late:  # what came is kept, as bash keeps it
+                data += late.partial
+                ended = timed_out = True
+                break
             ended = not line.endswith(delimiter)
             data += line.removesuffix(delimiter)
             if raw or ended or delimiter != b"\n" or not _continued(data) or \
@@ -728,11 +751,11 @@ def _read(ctx: CommandContext) -> int:
             ctx.shell.env[array] = arrays.encode(dict(enumerate(split_fields(text, ifs))))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        return 1 if ended else 0
-    fields = _ifs_fields(text, ifs, len(names))
-    for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
-        ctx.shell.env[name] = value
-    return 1 if ended else 0
+    else:
+        fields = _ifs_fields(text, ifs, len(names))
+        for name, value in zip(names, [*fields, *[""] * len(names)], strict=False):
+            ctx.shell.env[name] = value
+    return 128 + signal.SIGALRM if timed_out else 1 if ended else 0
 
 
 @builtin("printf", "format and print: printf [-v NAME] FORMAT [ARGUMENT...] (C's "

@@ -25,20 +25,40 @@ def without_nul(text: str) -> str:
     return text.replace("\0", "") if "\0" in text else text
 
 
+class ReadTimeout(Exception):
+    """``read -t``: no whole line came in time (what came is ``partial``)."""
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__("timed out")
+        self.partial = partial
+
+
 def read_line(fd: int, cancelled: threading.Event | None = None,
-              delimiter: bytes = b"\n") -> bytes:
+              delimiter: bytes = b"\n", deadline: float | None = None) -> bytes:
     """One line from ``fd``, newline (``delimiter``: ``read -d``'s byte) included,
     reading no byte past it (so whoever reads ``fd`` next, a command or the shell, gets
     the rest); ``b""`` at end of input. At most MAX_LINE bytes (ValueError past it);
-    stops, with what it has, once ``cancelled`` is set (Ctrl-C, ``kill %N``)."""
+    stops, with what it has, once ``cancelled`` is set (Ctrl-C, ``kill %N``).
+    ``deadline`` (``time.monotonic``'s): ReadTimeout once it passes with no whole line."""
     line = bytearray()
-    while not line.endswith(delimiter) and (byte := os.read(fd, 1)):
+    while not line.endswith(delimiter) and (deadline is None or _ready(fd, deadline, line)) \
+            and (byte := os.read(fd, 1)):
         line += byte
         if len(line) > MAX_LINE:
             raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")
         if cancelled is not None and len(line) % 4096 == 0 and cancelled.is_set():
             break
     return bytes(line)
+
+
+def _ready(fd: int, deadline: float, line: bytearray) -> bool:
+    import select
+    import time
+
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([fd], [], [], left)[0]:
+        raise ReadTimeout(bytes(line))
+    return True
 
 
 class CommandError(Exception):

@@ -126,7 +126,10 @@ _ARRAY = re.compile(r"\s*((?:local|declare|typeset|readonly|export)(?:\s+-\w+)*\
 #: ``$(< FILE)``: bash's shortcut for ``$(cat FILE)``.
 _READ_FILE = re.compile(r"\s*<\s*[^\s<>|;&()]+\s*")
 #: ``NAME[SUBSCRIPT]=VALUE``: one element.
-_ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\[([^\]]+)\]=")
+#: (SUBSCRIPT may hold ``${#a[@]}`` or ``$((i-1))``; each character has one way to match,
+#: so a line of many ``${`` cannot make the match backtrack without end)
+_ELEMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)"
+                      r"\[((?:\$\{[^}]*\}|\$\([^)]*\)|\$(?![{(])|[^\]$])+)\]=")
 #: ``[KEY]=VALUE``, a word of ``NAME=(…)``: an element and where it goes.
 _KEYED = re.compile(r"\[([^\]]*)\]=(.*)", re.DOTALL)
 #: ``time [-p] PIPELINE`` (bash's reserved word; ``-p``: POSIX's layout)

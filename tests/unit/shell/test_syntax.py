@@ -1348,3 +1348,17 @@ def test_append_assignments(root_shell: Shell) -> None:
                    "f() { local x+=1; echo $x; }; f")[1] == "ab 12\n1\n"
     status, _, err = run(sh, "readonly r=1; r+=2")
     assert status == 1 and "r: readonly variable" in err
+
+
+def test_read_timeout_and_element_subscripts(root_shell: Shell) -> None:
+    """`read -t SECONDS` was a usage error; `arr[${#arr[@]}]=x` (append by index) was
+    "command not found": its subscript held a `]`."""
+    sh = root_shell
+    assert run(sh, "read -t 1 v < /dev/null; echo $?")[1] == "1\n"
+    started = time.monotonic()
+    assert run(sh, 'sleep 2 | { read -t 0.3 v; echo $? "[$v]"; }')[1] == "142 []\n"
+    assert time.monotonic() - started < 5
+    assert run(sh, "echo hi | { read -t 5 v; echo $? $v; }")[1] == "0 hi\n"
+    assert run(sh, "read -t abc v")[2] == "read: abc: invalid timeout specification\n"
+    assert run(sh, 'declare -a arr; arr[${#arr[@]}]=x; arr[${#arr[@]}]=y; n=3; '
+                   'arr[$((n-1))]=z; echo "${arr[@]}"')[1] == "x y z\n"
