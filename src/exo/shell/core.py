@@ -481,7 +481,7 @@ class Shell:
                 finally:
                     self.flow.conditions -= 1
                 self.last_status = int(self.last_status == 0)
-            elif node.prefix:  # `cat f | while read l; …`
+            elif node.prefix or node.feeder is not None:  # `cat f | while read l; …`
                 streams = self._block_streams(node, stdio)
                 if streams is not None:
                     self.last_status = self._pipe_block(node, streams[1], stdio, streams[0])
@@ -550,20 +550,36 @@ class Shell:
 
         body = copy.copy(node)
         body.redirects = body.prefix = ""
+        body.feeder = None
         body.negated = False  # (a `!` inverts the whole pipeline's status: _exec_node)
         body.background = False
         block = Group([body], name=node.__class__.__name__.lower())
         token = f"\0block{id(block)}"  # (no word typed has a NUL)
         self._blocks[token] = (block, list(self.positional()), runner or self)
+        tokens = [token]
         try:
+            feeding: list[Command] = []
+            if node.feeder is not None:  # `done | while read l; …`: the first stage too
+                first = copy.copy(node.feeder)
+                first.redirects = ""
+                feeder = Group([first], name=first.__class__.__name__.lower())
+                tokens.append(f"\0block{id(feeder)}")
+                self._blocks[tokens[-1]] = (feeder, list(self.positional()), runner or self)
+                feeding = [Command([Word(tokens[-1])], parse_pipeline(
+                    ": " + node.feeder.redirects, self.lookup, self._substitute
+                ).commands[0].redirects)]
             stage = Command([Word(token)], after[0].redirects)
-            pipeline = Pipeline([*(before or []), stage, *after[1:]])
+            pipeline = Pipeline([*feeding, *(before or []), stage, *after[1:]])
             if runner is None:
                 return self._run_pipeline(pipeline, *stdio)
             self._background(_block_source(node), pipeline, stdio[1], stdio[2])
             return self.last_status
+        except ParseError as exc:  # (the first block's redirections)
+            os.write(stdio[2], f"exo: {exc}\n".encode())
+            return 2
         finally:
-            del self._blocks[token]
+            for name in tokens:
+                del self._blocks[name]
 
     def _background_block(self, node: If | Loop | Group | Case,
                           stdio: tuple[int, int, int]) -> None:

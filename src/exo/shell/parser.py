@@ -1455,12 +1455,16 @@ class Simple:
 class _Block:
     """What every compound command has around its body."""
 
-    __slots__ = ("background", "connector", "negated", "prefix", "redirects", "timed")
+    __slots__ = ("background", "connector", "feeder", "negated", "prefix", "redirects",
+                 "timed")
 
     def __init__(self) -> None:
         self.background = False  # ``done &``: run as a job, the shell going on
         self.redirects = ""  # after its closing word: ``fi > out`` (unexpanded)
         self.prefix = ""  # the pipeline piped into it: ``cat f | while read l; …``
+        #: A block piped into it, first (``done | while read l; …``); ``prefix`` then
+        #: holds the commands between the two, if any
+        self.feeder: If | Loop | Group | Case | None = None
         self.connector = ";"  # ``&&``, ``||``: run after a success, a failure only
         self.negated = False  # ``! { LIST; }``: its status inverted, as a pipeline's
         #: ``time { LIST; }``: its times said after it ("posix": ``time -p``'s layout)
@@ -1597,6 +1601,13 @@ def _explode(item: ListItem) -> list[_Kw | ListItem]:
             out.append(_Kw("pattern", PATTERN_SEP.join(clause[0])))
             source, connector = clause[1], ";"
             continue
+        fed = _piped_into_block(": " + rest) if word in _CLOSERS and "|" in rest else None
+        if fed is not None:  # `done | while read l`: this block feeds the next one
+            redirects, between = _split_feed(fed[0][2:])
+            out.append(_Kw(word, redirects))
+            out.append(_Kw("feed", between))
+            source, connector = fed[1], ";"
+            continue
         piped = _piped_into_block(source) if word not in _OPENERS else None
         if piped is not None:  # `cat f | while read l` (the block is the last stage)
             out.append(_Kw("pipe", piped[0], connector))
@@ -1659,6 +1670,13 @@ def pipe_split(source: str) -> list[str]:
     return parts
 
 
+def _split_feed(text: str) -> tuple[str, str]:
+    """What a block that feeds another has after its closing word (``> /dev/null``?
+    ``| sort``): its own redirections, and the commands between the two blocks."""
+    parts = pipe_split(text)
+    return parts[0].strip(), "|".join(parts[1:]).strip()
+
+
 def _piped_into_block(source: str) -> tuple[str, str] | None:
     """``(PIPELINE, BLOCK…)`` when ``source`` pipes into a block (``cat f | while read
     l``): split at the last ``|`` outside quotes and ``$(…)`` that an opening word
@@ -1683,6 +1701,19 @@ def _attach(nodes: list[Node],
     return None
 
 
+def _feed(nodes: list[Node], fed: tuple[If | Loop | Group | Case, str, int] | None
+          ) -> tuple[If | Loop | Group | Case, str, int] | None:
+    """The block ``fed`` holds (with the commands between) given to the block after it
+    (``done | while …``) once that is parsed; None then, else ``fed`` still waiting."""
+    if fed is None or len(nodes) <= fed[2]:
+        return fed
+    node = nodes[fed[2]]
+    if isinstance(node, Simple):  # (the lexer only feeds an opening word)
+        raise ParseError("syntax error near '|'")
+    node.feeder, node.prefix, node.connector = fed[0], fed[1], fed[0].connector
+    return None
+
+
 def _sequence(stream: list[_Kw | ListItem], pos: int,
               stops: tuple[str, ...]) -> tuple[list[Node], int]:
     nodes: list[Node] = []
@@ -1690,9 +1721,12 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
     opened: tuple[str, int] | None = None  # the connector of the block being parsed
     negate: int | None = None  # the index of the block a `!` inverts
     timed: tuple[int, str] | None = None  # the block a `time` times, and its layout
+    # a block piped into the next node (`done | while …`), what is between, its index
+    fed: tuple[If | Loop | Group | Case, str, int] | None = None
     while pos < len(stream):
         tok = stream[pos]
         piped = _attach(nodes, piped)
+        fed = _feed(nodes, fed)
         if opened is not None and len(nodes) > opened[1]:
             node = nodes[opened[1]]
             if not isinstance(node, Simple) and node.connector == ";":
@@ -1715,6 +1749,15 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             negate = len(nodes)
             pos += 1
             continue
+        if isinstance(tok, _Kw) and tok.word == "feed":
+            feeder = nodes.pop() if nodes else None
+            if feeder is None or isinstance(feeder, Simple) or feeder.feeder is not None \
+                    or feeder.prefix or feeder.background:
+                raise ParseError("syntax error near '|' (one block piped into another, "
+                                 "at most)")
+            fed = (feeder, tok.arg, len(nodes))
+            pos += 1
+            continue
         if isinstance(tok, _Kw) and tok.word == "pipe":
             if not tok.arg:
                 raise ParseError("syntax error near '|'")
@@ -1728,6 +1771,8 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             nodes.append(Simple(tok))
             pos += 1
         elif tok.word in stops:
+            if _feed(nodes, fed) is not None:
+                raise ParseError(f"a block expected after '|', not '{_shown(tok.word)}'")
             return nodes, pos
         elif tok.word == "if":
             clauses: list[tuple[list[Node], list[Node]]] = []
@@ -1822,7 +1867,7 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
         _negate(nodes[negate])
     if timed is not None and len(nodes) > timed[0]:
         _time(nodes[timed[0]], timed[1])
-    if _attach(nodes, piped) is not None:
+    if _attach(nodes, piped) is not None or _feed(nodes, fed) is not None:
         raise IncompleteInput("a block expected after '|'")
     if stops:
         raise IncompleteInput(f"'{_shown(stops[-1])}' expected")

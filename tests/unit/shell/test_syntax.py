@@ -1362,3 +1362,21 @@ def test_read_timeout_and_element_subscripts(root_shell: Shell) -> None:
     assert run(sh, "read -t abc v")[2] == "read: abc: invalid timeout specification\n"
     assert run(sh, 'declare -a arr; arr[${#arr[@]}]=x; arr[${#arr[@]}]=y; n=3; '
                    'arr[$((n-1))]=z; echo "${arr[@]}"')[1] == "x y z\n"
+
+
+def test_a_block_piped_into_a_block(root_shell: Shell) -> None:
+    """`for …; done | while read n; do …; done` and `{ …; } | { …; }` were "'done'
+    expected" and "'}' expected": the first block is the pipeline's first stage, its own
+    redirections its own, commands between the two as any."""
+    sh = root_shell
+    assert run(sh, "for i in 3 1 2; do echo $i; done | sort | while read n; do echo n$n; "
+                   "done")[1] == "n1\nn2\nn3\n"
+    assert run(sh, "{ echo a; echo err >&2; } 2>/dev/null | { read x; echo got $x; }") == \
+        (0, "got a\n", "")
+    assert run(sh, "f() { for i in 1 2; do echo $i; done | while read n; do echo f$n; "
+                   "done; }; f; if true; then echo t; fi | { read v; echo v=$v; }")[1] == \
+        "f1\nf2\nv=t\n"
+    assert run(sh, "false && for i in 1; do echo $i; done | while read n; do echo n$n; "
+                   "done; { echo a; } | { read x; exit 3; }; echo $?")[1] == "3\n"
+    status, _, err = run(sh, "{ echo a; } | { cat; } | { cat; }")
+    assert status == 2 and "one block piped into another, at most" in err
