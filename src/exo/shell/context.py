@@ -52,11 +52,15 @@ def read_line(fd: int, cancelled: threading.Event | None = None,
 
 
 def _ready(fd: int, deadline: float, line: bytearray) -> bool:
+    """Whether ``fd`` has a byte (or its end) before ``deadline``; ReadTimeout if not.
+    (poll, not select: the kernel's descriptors go past select's 1024.)"""
     import select
     import time
 
     left = deadline - time.monotonic()
-    if left <= 0 or not select.select([fd], [], [], left)[0]:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if left <= 0 or not poller.poll(left * 1000):
         raise ReadTimeout(bytes(line))
     return True
 
