@@ -4,10 +4,11 @@ A builtin rather than the host's ``/usr/bin/printf`` through the powerbox: scrip
 it in loops (a sandboxed start each, ~4 ms), and ``-v NAME`` sets a shell variable,
 which no program can. The format is C's, as coreutils and bash read it: ``%s %b %c %d
 %i %o %u %x %X %e %E %f %F %g %G %q %%`` with flags ``-+ #0``, a width and a precision
-(``*`` takes them from the arguments), and the escapes ``\\n \\t \\\\ \\NNN \\xHH
-\\uHHHH``…; the format is used again while arguments are left; a missing argument is
-empty or 0. A number that is not one is said (``invalid number``), 0 is used, and the
-status is 1, as bash does.
+(``*`` takes them from the arguments), bash's ``%(FORMAT)T`` (a time as ``strftime``
+makes it: the argument in seconds since 1970, ``-1`` or none for now), and the
+escapes ``\\n \\t \\\\ \\NNN \\xHH \\uHHHH``…; the format is used again while arguments
+are left; a missing argument is empty or 0. A number that is not one is said (``invalid
+number``), 0 is used, and the status is 1, as bash does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import shlex
 
 from exo.shell.parser import backslash_escapes
 
-_SPEC = re.compile(r"%([-+ #0]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?([sbcdiouxXeEfFgGq%])")
+_SPEC = re.compile(r"%([-+ #0]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?"
+                   r"(?:\(([^)]{0,4096})\))?([sbcdiouxXeEfFgGq%T])")
 #: Output one printf may make (the format repeated over many arguments is bounded by them).
 MAX_OUTPUT = 4 << 20
 
@@ -73,7 +75,9 @@ def render(fmt: str, args: list[str]) -> tuple[str, list[str]]:
             literal, _ = unescape(fmt[pos:m.start()])
             out.append(literal)
             pos = m.end()
-            flags, width, precision, conv = m.groups()
+            flags, width, precision, strftime, conv = m.groups()
+            if (strftime is None) != (conv != "T"):  # (a time needs its format, only it)
+                raise PrintfError(f"`{m.group()}': invalid format character")
             if conv == "%":
                 out.append("%")
                 continue
@@ -106,6 +110,17 @@ def render(fmt: str, args: list[str]) -> tuple[str, list[str]]:
             elif conv == "b":
                 expanded, stop = unescape(arg, for_b=True)
                 text = (spec + "s") % expanded
+            elif conv == "T":
+                import time
+
+                assert strftime is not None
+                when = _number(arg, errors) if arg else -1
+                stamp = time.time() if when in (-1, -2) else when
+                try:
+                    text = (spec + "s") % time.strftime(strftime, time.localtime(stamp))
+                except (OverflowError, OSError, ValueError):
+                    errors.append(f"{arg}: a time out of range")
+                    text = ""
             elif conv == "q":
                 text = (spec + "s") % (shlex.quote(arg) if arg else "''")
             else:

@@ -1380,3 +1380,15 @@ def test_a_block_piped_into_a_block(root_shell: Shell) -> None:
                    "done; { echo a; } | { read x; exit 3; }; echo $?")[1] == "3\n"
     status, _, err = run(sh, "{ echo a; } | { cat; } | { cat; }")
     assert status == 2 and "one block piped into another, at most" in err
+
+
+def test_printf_times(root_shell: Shell) -> None:
+    """bash's `printf '%(FORMAT)T'` (scripts' timestamps) printed nothing."""
+    import time as clock
+
+    sh = root_shell
+    day = clock.strftime("%Y-%m-%d", clock.localtime(86400))
+    assert run(sh, "printf '%(%Y-%m-%d)T|%s\\n' 86400 x")[1] == f"{day}|x\n"
+    assert run(sh, "printf '%(%Y)T\\n'")[1] == clock.strftime("%Y\n")
+    status, _, err = run(sh, "printf '%(%Y)T' abc")
+    assert status == 1 and "abc: invalid number" in err
