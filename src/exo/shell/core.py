@@ -1791,6 +1791,16 @@ class Shell:
         finally:
             self._close(list(opened), opened)
 
+    def _terminal_fd(self, fds: dict[int, int]) -> int:
+        """``/dev/tty``: the session's terminal (else a stream of the command's that is
+        a terminal); a line saying there is none, as ENXIO says it in sh."""
+        if self.terminal is not None:
+            return self.terminal.fd
+        for n in (0, 1, 2):
+            if os.isatty(fds[n]):
+                return fds[n]
+        raise _RedirectError("/dev/tty: no terminal here (no such device or address)")
+
     def _sweep_fds(self) -> None:
         """Close what ``exec`` opened that no number of the shell's (or of a subshell
         it is in, or a stream moved earlier in the line) names any longer."""
@@ -1855,6 +1865,8 @@ class Shell:
                 stream = _STREAMS.get(path)
                 if stream is not None:  # the command's own: as it stands at this point
                     fd = fcntl.fcntl(fds[stream], fcntl.F_DUPFD_CLOEXEC, 3)
+                elif path == "/dev/tty":  # the session's terminal (not a file of the tree)
+                    fd = fcntl.fcntl(self._terminal_fd(fds), fcntl.F_DUPFD_CLOEXEC, 3)
                 elif op.endswith("<"):
                     fd = self.vfs.open_read(path)
                 else:

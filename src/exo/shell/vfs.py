@@ -170,6 +170,9 @@ class Vfs:
         if device is not None:  # never created, truncated or made a terminal's owner
             flags &= ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL | os.O_NONBLOCK)
             return os.open(device, flags | os.O_CLOEXEC | os.O_NOCTTY)
+        if flags & os.O_CREAT and self.normalize(exo_path).startswith("/dev/"):
+            # (`> /dev/tty` made a file of the tree; /dev holds its devices alone)
+            raise VfsError(f"{exo_path}: no such device")
         if self.guard is not None and not flags & os.O_PATH:
             write = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
             self._check(exo_path, "write" if write else "list" if flags & os.O_DIRECTORY

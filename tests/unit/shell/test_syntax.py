@@ -1392,3 +1392,25 @@ def test_printf_times(root_shell: Shell) -> None:
     assert run(sh, "printf '%(%Y)T\\n'")[1] == clock.strftime("%Y\n")
     status, _, err = run(sh, "printf '%(%Y)T' abc")
     assert status == 1 and "abc: invalid number" in err
+
+
+def test_dev_tty_is_the_sessions_terminal(root_shell: Shell) -> None:
+    """`echo hi > /dev/tty` printed nothing: it made a file `dev/tty` in the Exo tree.
+    It is the session's terminal; without one, a line says so; /dev holds no file the
+    shell makes."""
+    import os
+    import pty
+
+    sh = root_shell
+    status, _, err = run(sh, "echo x > /dev/tty")
+    assert status == 1 and "/dev/tty: no terminal here" in err
+    assert run(sh, "echo y > /dev/other")[2] == "exo: /dev/other: no such device\n"
+    assert not (sh.vfs.root / "dev" / "tty").exists()
+    master, slave = pty.openpty()
+    try:
+        with open("/dev/null", "wb") as null:
+            assert sh.run_line("echo via-tty > /dev/tty", slave, null.fileno(), slave) == 0
+        assert b"via-tty" in os.read(master, 100)
+    finally:
+        os.close(master)
+        os.close(slave)
