@@ -233,7 +233,7 @@ def _cat(ctx: CommandContext) -> int:
         return 0
     status = 0
     for raw in ctx.args:
-        if raw == "-":
+        if _is_stdin(ctx, raw):
             for chunk in ctx.read_stdin():
                 ctx.write(chunk)
             continue
@@ -468,9 +468,15 @@ def _shown(raw: str) -> str:
     return "standard input" if raw == "-" else raw
 
 
+def _is_stdin(ctx: CommandContext, raw: str) -> bool:
+    """``-``, ``/dev/stdin`` or ``/dev/fd/0``: the command's standard input (they name no
+    file of the tree)."""
+    return raw == "-" or ctx.path(raw) in ("/dev/stdin", "/dev/fd/0")
+
+
 def _chunks(ctx: CommandContext, raw: str) -> Iterator[bytes]:
-    """One input's bytes as they come (``-``: stdin), until Ctrl-C."""
-    if raw == "-":
+    """One input's bytes as they come (``-``, ``/dev/stdin``: stdin), until Ctrl-C."""
+    if _is_stdin(ctx, raw):
         yield from ctx.read_stdin(1 << 20)
         return
     for chunk in ctx.shell.vfs.iter_chunks(ctx.path(raw), 1 << 20):

@@ -1045,6 +1045,7 @@ class Shell:
         if _READ_FILE.fullmatch(command):  # $(< FILE): the file, as bash's shortcut
             command = "command cat " + command.strip()
         read_fd, write_fd = os.pipe()
+        os.fchmod(read_fd, 0o666)  # (`x=$(prog /dev/stdout)`: as a pipeline's, _launch)
         chunks: list[bytes] = []
         held = [0]  # bytes in chunks; past MAX_LINE: the read end is closed (EPIPE)
 
@@ -1623,6 +1624,9 @@ class Shell:
                 else:
                     next_read, out_fd = os.pipe()
                     opened += [next_read, out_fd]
+                    # A program reopens its end as /dev/stdin or /dev/stdout (through
+                    # /proc/self/fd, as another uid): only its holder reaches it there.
+                    os.fchmod(next_read, 0o666)
                 held = len(opened)
                 numbered: dict[int, int] = {}
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened,

@@ -43,6 +43,7 @@ class FileSink:
     def __init__(self, file_fd: int, *, append: bool, name: str,
                  min_free: int | None = None) -> None:
         self._read, self.fd = os.pipe2(os.O_CLOEXEC)
+        os.fchmod(self.fd, 0o666)  # (`tee /dev/stdout > f`: its program reopens it)
         self._file, self._append, self._name, self._min_free = file_fd, append, name, min_free
         self._lock = threading.Lock()
         self._moved = threading.Condition(self._lock)

@@ -1414,3 +1414,15 @@ def test_dev_tty_is_the_sessions_terminal(root_shell: Shell) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_dev_stdin_and_stdout_by_name(root_shell: Shell) -> None:
+    """`echo hi | cat /dev/stdin` (a builtin: no such file; a program: permission
+    denied, reopening the kernel's pipe as another uid), `tee /dev/stderr 2> f`."""
+    sh = root_shell
+    assert run(sh, "echo hi | cat /dev/stdin; echo x | wc -l /dev/fd/0")[1] == \
+        "hi\n1 /dev/fd/0\n"
+    assert run(sh, "echo hi | /bin/cat /dev/stdin | /bin/cat /dev/stdin; "
+                   "x=$(echo sub | /bin/cat /dev/stdin); echo $x")[1] == "hi\nsub\n"
+    assert run(sh, "echo hi | /usr/bin/tee /dev/stderr 2>/tmp/te >/dev/null; cat /tmp/te"
+               )[1] == "hi\n"
