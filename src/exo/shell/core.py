@@ -349,24 +349,31 @@ class Shell:
         first = self._lines + 1 if outermost else 1  # ($LINENO: a sourced file's own)
         if outermost:
             self._lines += line.count("\n") + 1
+
+        def say(text: str) -> None:
+            """The line's error, where its stderr is now (an `exec 2> f` in it moved it)."""
+            moves = depth.moves if outermost else None
+            where = _moved((stdin, stdout, stderr), moves)[2] if moves else stderr
+            with contextlib.suppress(OSError):
+                os.write(where, text.encode(errors="replace"))
+
         try:
             self._exec_nodes(parse_blocks(split_list(line, 0, first)),
                              (stdin, stdout, stderr))
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
-            os.write(stderr, f"exo: {exc}\n".encode())
+            say(f"exo: {exc}\n")
             self.last_status = 1 if isinstance(exc, UnsetError) else 2
         except ErrExit as exc:  # set -e: a command failed; its status is the line's
             self.last_status = exc.status
         except RecursionError:  # a line nested deeper than the parser goes: refused
-            os.write(stderr, b"exo: the line is nested too deeply\n")
+            say("exo: the line is nested too deeply\n")
             self.last_status = 2
         except (ShellExit, SwitchUser):
             raise
         except Exception as exc:  # the shell runs in the kernel: a bug here is said, once
             if self._substituting:
                 raise  # (said by the outermost line)
-            os.write(stderr, f"exo: {self._crashed(repr(line), exc)}\n".encode(
-                errors="replace"))
+            say(f"exo: {self._crashed(repr(line), exc)}\n")
             self.last_status = EX_SOFTWARE
         finally:
             if outermost:
@@ -1851,8 +1858,9 @@ class Shell:
                     if number > 2:
                         fds.pop(number, None)
                         continue
-                    # (a closed stream: reading or writing it fails, EBADF, as in sh)
-                    opened.append(fd := os.open("/", os.O_PATH | os.O_CLOEXEC))
+                    # (a closed stream: /dev/null, where sh's would fail with EBADF; the
+                    # shell's own messages there are dropped, never an internal error)
+                    opened.append(fd := os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
                     fds[number] = fd
                     continue
                 source = fds.get(int(r.target))
