@@ -1397,7 +1397,10 @@ class Shell:
             except LoopControl:
                 self.last_status = 0
             except UnsetError as exc:  # ${x:?} ends the subshell, not the line
-                os.write(stdio[2], f"exo: {exc}\n".encode())
+                moves = getattr(self._depth, "moves", None)  # (its `exec 2> f`'s)
+                with contextlib.suppress(OSError):
+                    os.write(_moved(stdio, moves)[2] if moves else stdio[2],
+                             f"exo: {exc}\n".encode())
                 self.last_status = 1
 
     @contextlib.contextmanager
