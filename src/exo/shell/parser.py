@@ -363,7 +363,8 @@ def _subshell_at(line: str, i: int, before: str) -> bool:
     ``((`` (arithmetic), and its ``)`` followed by the end of the command (an operator, a
     redirection or nothing): ``(a|b) echo x`` is a case clause's patterns."""
     text = before
-    if not (not text or text.endswith("|") or text in _BEFORE_COMMAND):
+    if not (not text or text.endswith("|") or text in _BEFORE_COMMAND
+            or _FUNCTION.fullmatch(text)):  # (`f() ( LIST )`: a function's body)
         return False
     if _arith_at(line, i):
         return False
@@ -1823,9 +1824,14 @@ def _sequence(stream: list[_Kw | ListItem], pos: int,
             nodes.append(loop)
             pos += 1
         elif tok.word == "function":
-            if _word_at(stream, pos + 1, "{") != "{":
-                raise ParseError(f"{tok.arg}(): a function's body is a {{ ...; }} group")
-            body, pos = _expect(stream, pos + 2, ("}",))
+            opening = _word_at(stream, pos + 1, "{")
+            if opening not in ("{", SUBSHELL):
+                raise ParseError(f"{tok.arg}(): a function's body is a {{ ...; }} group "
+                                 "or a ( ... ) subshell")
+            body, pos = _expect(stream, pos + 2,
+                                ("}",) if opening == "{" else (END_SUBSHELL,))
+            if opening == SUBSHELL:  # f() ( LIST ): each call runs LIST in a subshell
+                body = [Group(body, subshell=True)]
             group = Group(body, name=tok.arg)
             _close(group, stream, pos)
             nodes.append(group)

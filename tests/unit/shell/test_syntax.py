@@ -1433,3 +1433,10 @@ def test_dev_stdin_and_stdout_by_name(root_shell: Shell) -> None:
                    "x=$(echo sub | /bin/cat /dev/stdin); echo $x")[1] == "hi\nsub\n"
     assert run(sh, "echo hi | /usr/bin/tee /dev/stderr 2>/tmp/te >/dev/null; cat /tmp/te"
                )[1] == "hi\n"
+
+
+def test_a_function_whose_body_is_a_subshell(root_shell: Shell) -> None:
+    """`f() ( LIST )` was "'{' expected": each call runs LIST in a subshell."""
+    sh = root_shell
+    assert run(sh, "f() ( cd /tmp; x=2; echo $x; exit 3 ); x=1; f; echo $? $x; pwd")[1] \
+        == "2\n3 1\n/home/root\n"
