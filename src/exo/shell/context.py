@@ -41,8 +41,9 @@ def read_line(fd: int, cancelled: threading.Event | None = None,
     stops, with what it has, once ``cancelled`` is set (Ctrl-C, ``kill %N``).
     ``deadline`` (``time.monotonic``'s): ReadTimeout once it passes with no whole line."""
     line = bytearray()
+    terminal = cancelled is not None and os.isatty(fd)
     while not line.endswith(delimiter) and (deadline is None or _ready(fd, deadline, line)) \
-            and (byte := os.read(fd, 1)):
+            and (not terminal or _typed(fd, cancelled)) and (byte := os.read(fd, 1)):
         line += byte
         if len(line) > MAX_LINE:
             raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")
@@ -51,18 +52,32 @@ def read_line(fd: int, cancelled: threading.Event | None = None,
     return bytes(line)
 
 
+def _typed(fd: int, cancelled: threading.Event | None) -> bool:
+    """Wait for a key on the terminal ``fd``, False once ``cancelled`` is set: a command
+    reading the terminal never stays blocked there after its end (it took the next
+    user's typed line, at the login prompt)."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while not poller.poll(200):
+        if cancelled is not None and cancelled.is_set():
+            return False
+    return True
+
+
 def _ready(fd: int, deadline: float, line: bytearray) -> bool:
     """Whether ``fd`` has a byte (or its end) before ``deadline``; ReadTimeout if not.
     (poll, not select: the kernel's descriptors go past select's 1024.)"""
     import select
     import time
 
-    left = deadline - time.monotonic()
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    if left <= 0 or not poller.poll(left * 1000):
-        raise ReadTimeout(bytes(line))
-    return True
+    while (left := deadline - time.monotonic()) > 0:
+        if poller.poll(min(left * 1000, 1 << 30)):  # (poll takes an int of ms)
+            return True
+    raise ReadTimeout(bytes(line))
 
 
 class CommandError(Exception):
@@ -80,8 +95,8 @@ _RUNNING.set()
 
 # A plain class, not a dataclass: each @dataclass costs ~1.3 ms at import, on the boot path.
 class CommandContext:
-    __slots__ = ("adopt", "argv", "cancelled", "fds", "running", "shell", "stderr", "stdin",
-                 "stdout")
+    __slots__ = ("adopt", "argv", "cancelled", "fds", "own_fds", "running", "shell", "stderr",
+                 "stdin", "stdout")
 
     def __init__(
         self,
@@ -105,11 +120,12 @@ class CommandContext:
         self.adopt: Callable[[ExoProcess], None] | None = None
         #: Its descriptors 3 and up (``3< f``, the shell's ``exec 3> f``), by number.
         self.fds: dict[int, int] = {}
+        self.own_fds: set[int] = set()  # those of them its own redirections set
 
     def descriptor(self, number: int) -> int:
         """The descriptor the command knows as ``number`` (``read -u N``, ``>&N``)."""
         fd = (self.stdin, self.stdout, self.stderr)[number] if number <= 2 else \
-            self.fds.get(number, self.shell.fds.get(number, -1))
+            self.fds.get(number, -1)
         if fd < 0:
             raise CommandError(f"{number}: bad file descriptor")
         return fd
@@ -148,9 +164,12 @@ class CommandContext:
             pass
 
     def read_stdin(self, size: int = 65536) -> Iterator[bytes]:
+        terminal = os.isatty(self.stdin)
         while not self.cancelled.is_set():
             if not self.running.is_set():
                 self.paused()
+            if terminal and not _typed(self.stdin, self.cancelled):
+                return
             chunk = os.read(self.stdin, size)
             if not chunk:
                 return

@@ -214,6 +214,9 @@ class Shell:
         #: command's ``>&3`` or ``read -u 3``; ``exec > log``: 0, 1, 2 for what follows)
         self.fds: dict[int, int] = {}
         self._owned: list[int] = []  # what `exec` opened or copied for them, to close
+        #: One budget of MAX_SHELL_FDS for `_owned` across this shell and its copies
+        #: (background blocks each held 32 more, and a sink thread each: a review)
+        self._fd_slots = threading.BoundedSemaphore(MAX_SHELL_FDS)
         self._fds_saved: list[dict[int, int]] = []  # the maps of the subshells it is in
         self._superseded: set[int] = set()  # `exec > a; exec > b` in a line: a, kept open
         #: The last pipeline's statuses, a command each (bash's PIPESTATUS); None: the
@@ -503,17 +506,21 @@ class Shell:
                         self.last_status = self._pipe_block(node, after, stdio)
                         return
                     numbered: dict[int, int] = {}
-                    inner = self._redirect(after[0], *stdio, opened, numbered)
+                    mine: set[int] = set()
+                    inner = self._redirect(after[0], *stdio, opened, numbered, mine)
                     # `done 3< f`: 3 is the block's while it runs (`read -u 3`)
-                    own = {n: fd for n, fd in numbered.items() if self.fds.get(n) != fd}
+                    own = {n: numbered[n] for n in mine}
                     shell_fds = dict(self.fds)
                     self.fds.update(own)
                     try:
                         self._exec_block(node, inner)
                     finally:
+                        for n in own:  # (only what it set: an exec in it stays)
+                            if shell_fds.get(n) in self._owned:
+                                self.fds[n] = shell_fds[n]
+                            else:
+                                self.fds.pop(n, None)
                         if own:
-                            self.fds.clear()
-                            self.fds.update(shell_fds)
                             self._sweep_fds()
                 except (ParseError, _RedirectError) as exc:
                     os.write(stdio[2], f"exo: {exc}\n".encode())
@@ -619,8 +626,10 @@ class Shell:
         other = type(self)(self.kernel, self._tree, self.session)
         other._put(self._state())
         other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
+        other._fd_slots = self._fd_slots  # (and one for what `exec` holds: MAX_SHELL_FDS)
         for n, fd in self.fds.items():  # its own copies of `exec 3> f`'s (not 0, 1, 2:
-            if n > 2:                   # its streams are the caller's already)
+            # its streams are the caller's already); past the budget, not copied
+            if n > 2 and other._fd_slots.acquire(blocking=False):
                 other.fds[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
                 other._owned.append(other.fds[n])
         other.last_status = self.last_status
@@ -1323,7 +1332,7 @@ class Shell:
             # The keys go to the relay before the job starts: a Ctrl-C typed while it
             # starts reaches it, never the kernel's group (a background job's sandbox).
             reads = os.isatty(stdin) and self._reads_terminal(cmds[0]) and not any(
-                r.op in READS_STDIN for r in cmds[0].redirects)
+                r.op in READS_STDIN and r.target != "/dev/tty" for r in cmds[0].redirects)
             with contextlib.ExitStack() as stack:
                 if self.terminal is not None and not reads:
                     self.terminal.take_suspend()  # a Ctrl-Z from before is not for this job
@@ -1639,8 +1648,9 @@ class Shell:
                     os.fchmod(next_read, 0o666)
                 held = len(opened)
                 numbered: dict[int, int] = {}
+                mine: set[int] = set()
                 in_fd, o_fd, e_fd = self._redirect(cmd, prev_read, out_fd, stderr, opened,
-                                                   numbered)
+                                                   numbered, mine)
                 # The stage's own descriptors, closed when it no longer needs them (a copy
                 # of the pipe's end, `> /dev/stdout`, kept the next stage from ever
                 # reading to its end: `echo hi > /dev/stdout | wc -l` hung); a file's
@@ -1661,7 +1671,7 @@ class Shell:
                 if idx == 0 and argv[0] in READS_TERMINAL and os.isatty(in_fd):
                     job.reads_terminal = True
                 ctx = CommandContext(self, argv, in_fd, o_fd, e_fd, job.cancel)
-                ctx.fds = numbered
+                ctx.fds, ctx.own_fds = numbered, mine
                 ctx.running = job.running
                 ctx.adopt = functools.partial(self._adopt, stage)
                 stages.append(stage)
@@ -1764,8 +1774,14 @@ class Shell:
         or a pipeline (there sh changes only that block's; this shell refuses)."""
         opened: list[int] = []
         numbered: dict[int, int] = {}
+        mine: set[int] = set()
         try:
-            new = self._redirect(cmd, *stdio, opened, numbered)
+            if getattr(self._depth, "beside", False):
+                # (a pipeline's stage, a background job's: the shell's table is the
+                # line's, which other stages read; sh changes only that stage's own)
+                raise _RedirectError("exec: the shell's own descriptors are not changed "
+                                     "from a pipeline's stage or a background job")
+            new = self._redirect(cmd, *stdio, opened, numbered, mine)
             depth = self._depth
             base, moves = getattr(depth, "base", None), getattr(depth, "moves", None)
             streams = [i for i in range(3) if new[i] != stdio[i]]
@@ -1773,17 +1789,21 @@ class Shell:
                     stdio[i] != _moved(base, moves)[i] for i in streams)):
                 raise _RedirectError("exec: moving the shell's own 0, 1 or 2 inside a "
                                      "redirected block or a pipeline is not supported")
-            if len(self._owned) + len(numbered) + len(streams) > MAX_SHELL_FDS:
-                raise _RedirectError(f"exec: more than {MAX_SHELL_FDS} descriptors of "
-                                     "the shell's own")
-            wanted = {n: fd for n, fd in numbered.items() if self.fds.get(n) != fd}
+            wanted = {n: numbered[n] for n in mine}
             wanted.update((i, new[i]) for i in streams)
             for n, fd in wanted.items():  # the shell's own from now on
-                if fd in opened:
+                fresh = fd in opened  # (opened here: taken over, else copied)
+                if fresh:
                     opened.remove(fd)
-                    if fd in self._owned:  # (`exec 3> f 4>&3`: one descriptor, twice)
-                        continue
-                else:  # a copy: the one it duplicates is another's (`exec 3>&1`)
+                elif fd in self._owned:  # (`exec 3> f 4>&3`: one descriptor, twice)
+                    continue
+                if not self._fd_slots.acquire(blocking=False):
+                    if fresh:
+                        opened.append(fd)  # (closed with the rest of what it opened)
+                    self._sweep_fds()  # (those taken so far, named by no number yet)
+                    raise _RedirectError(f"exec: more than {MAX_SHELL_FDS} descriptors of "
+                                         "the shell's own (its background blocks' too)")
+                if not fresh:  # a copy: the one it duplicates is another's (`exec 3>&1`)
                     fd = wanted[n] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
                 self._owned.append(fd)
             if streams:
@@ -1824,17 +1844,22 @@ class Shell:
         unnamed = [fd for fd in self._owned if fd not in named]
         if unnamed:
             self._close(unnamed, self._owned)
+            for _ in unnamed:
+                self._fd_slots.release()
 
     def close_fds(self) -> None:
         """The shell ends: its own descriptors (``exec 3> f``'s) closed, files settled."""
         self.fds.clear()
         self._fds_saved.clear()
         self._superseded.clear()
-        self._close(list(self._owned), self._owned)
+        owned = list(self._owned)
+        self._close(owned, self._owned)
+        for _ in owned:
+            self._fd_slots.release()
 
     def _redirect(
         self, cmd: Command, in_fd: int, out_fd: int, err_fd: int, opened: list[int],
-        numbered: dict[int, int] | None = None,
+        numbered: dict[int, int] | None = None, own: set[int] | None = None,
     ) -> tuple[int, int, int]:
         """``cmd``'s redirections applied in order to its descriptors (0, 1, 2 from the
         arguments; 3 and up the shell's own, ``exec 3> f``'s): the new 0, 1 and 2. What
@@ -1845,8 +1870,14 @@ class Shell:
         if len(cmd.redirects) > MAX_REDIRECTS:
             raise _RedirectError(f"too many redirections ({len(cmd.redirects)}; at most "
                                  f"{MAX_REDIRECTS} a command)")
-        fds = {**self.fds, 0: in_fd, 1: out_fd, 2: err_fd} if self.fds else \
-            {0: in_fd, 1: out_fd, 2: err_fd}
+        fds = {0: in_fd, 1: out_fd, 2: err_fd}
+        inherited: dict[int, int] = {}
+        if self.fds:  # (the command's own copies: the shell may close its numbers meanwhile)
+            with self._lock:
+                shared = [(n, fd) for n, fd in self.fds.items() if n > 2]
+            for n, fd in shared:
+                opened.append(copy := fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+                fds[n] = inherited[n] = copy
         for r in cmd.redirects:
             op = r.op
             if op == "2>&1":
@@ -1866,7 +1897,7 @@ class Shell:
                     opened.append(fd := os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
                     fds[number] = fd
                     continue
-                source = fds.get(int(r.target))
+                source = fds.get(int(r.target)) if r.target.isascii() else None
                 if source is None:
                     raise _RedirectError(f"{r.target}: bad file descriptor")
                 fds[number] = source
@@ -1903,6 +1934,8 @@ class Shell:
             fds[number] = fd
         if numbered is not None:
             numbered.update((n, fd) for n, fd in fds.items() if n > 2)
+        if own is not None:  # (what the command set itself, not the shell's it copied)
+            own.update(n for n, fd in fds.items() if n > 2 and inherited.get(n) != fd)
         # A file a later redirection overrode (`> a > b`) is made, as in sh, but its
         # pipe and thread go now: nothing will write there.
         unused = [s.fd for s in sinks if s.fd not in fds.values()]
@@ -1964,6 +1997,11 @@ class Shell:
                 from exo.shell.timing import thread_cpu
 
                 before = thread_cpu()
+            if not inline:  # a stage beside others, in this shell: no `exec 3> f` here
+                self._depth.beside = True
+                # A read of the terminal from here (a background job's `read -u 3` of an
+                # `exec 3</dev/tty`) fails (EIO) rather than stop the kernel (SIGTTIN).
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN})
             try:
                 stage.status = self._call(builtin, ctx)
             except (ShellExit, SwitchUser) as exc:
@@ -2041,7 +2079,7 @@ class Shell:
         """Programs installed in the Exo tree's PATH run as sandboxed processes holding
         the working directory and themselves; the host's everyday programs run through
         the powerbox (``exo.shell.powerbox``), holding what their command line names."""
-        own = next((n for n, fd in ctx.fds.items() if self.fds.get(n) != fd), None)
+        own = min(ctx.own_fds, default=None)
         if own is not None:  # `prog 3> f`: the sandbox passes no such number
             raise ValueError(f"descriptor {own}: a program gets 0, 1 and 2 here (and the "
                              "pipes of <(…)), not a redirection of its own numbered "

@@ -503,7 +503,7 @@ def redirections(op: str, target: str) -> list[Redirect]:
     if fd > MAX_FD:
         raise ParseError(f"{number}: bad file descriptor (at most {MAX_FD} here)")
     if kind in (">&", "<&"):
-        if target.isdigit() or target == "-":
+        if re.fullmatch("[0-9]+", target) or target == "-":
             if (fd, target) == (2, "1"):
                 return [Redirect("2>&1", "")]
             if (fd, target) == (1, "2"):

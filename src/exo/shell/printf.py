@@ -18,8 +18,9 @@ import shlex
 
 from exo.shell.parser import backslash_escapes
 
-_SPEC = re.compile(r"%([-+ #0]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?"
-                   r"(?:\(([^)]{0,4096})\))?([sbcdiouxXeEfFgGq%T])")
+_SPEC = re.compile(r"%([-+ #0]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?([sbcdiouxXeEfFgGq%(])")
+#: The longest FORMAT of a ``%(FORMAT)T``.
+MAX_TIME_FORMAT = 4096
 #: Output one printf may make (the format repeated over many arguments is bounded by them).
 MAX_OUTPUT = 4 << 20
 
@@ -71,13 +72,18 @@ def render(fmt: str, args: list[str]) -> tuple[str, list[str]]:
         used = 0
         stop = False
         pos = 0
-        for m in _SPEC.finditer(fmt):
+        while (m := _SPEC.search(fmt, pos)) is not None:
             literal, _ = unescape(fmt[pos:m.start()])
             out.append(literal)
             pos = m.end()
-            flags, width, precision, strftime, conv = m.groups()
-            if (strftime is None) != (conv != "T"):  # (a time needs its format, only it)
-                raise PrintfError(f"`{m.group()}': invalid format character")
+            flags, width, precision, conv = m.groups()
+            strftime = None
+            if conv == "(":  # %(FORMAT)T, found by hand: each character looked at once
+                close = fmt.find(")", pos, pos + MAX_TIME_FORMAT + 1)
+                if close < 0 or fmt[close + 1:close + 2] != "T":
+                    raise PrintfError(f"`{fmt[m.start():m.end() + 8]}…': a time format is "
+                                      f"%(FORMAT)T, FORMAT at most {MAX_TIME_FORMAT} long")
+                strftime, conv, pos = fmt[pos:close], "T", close + 2
             if conv == "%":
                 out.append("%")
                 continue

@@ -1440,3 +1440,33 @@ def test_a_function_whose_body_is_a_subshell(root_shell: Shell) -> None:
     sh = root_shell
     assert run(sh, "f() ( cd /tmp; x=2; echo $x; exit 3 ); x=1; f; echo $? $x; pwd")[1] \
         == "2\n3 1\n/home/root\n"
+
+
+def test_the_shells_descriptors_are_its_own_thread_s_and_bounded(root_shell: Shell) -> None:
+    """A review: `{ …; } | { exec 4<&-; }` closed the shell's 4 from a stage's thread
+    while its number stayed in the table, and the kernel gave that number to another
+    session's file (a normal user read and wrote root's); background blocks each held
+    32 more; `printf` of a 512 KiB `%(%(…` format held the kernel 9.6 s; `read -t`
+    past 2^31 ms and `>&²` were internal errors."""
+    import os
+
+    sh = root_shell
+    status, _, err = run(sh, "exec 4</dev/null; { sleep 0.1; } | { exec 4<&-; }; echo $?")
+    assert "not changed from a pipeline's stage or a background job" in err
+    assert 4 in sh.fds and os.path.exists(f"/proc/self/fd/{sh.fds[4]}")
+    assert run(sh, "echo x > /tmp/d4; exec 4</tmp/d4; read -u 4 l; echo $l")[1] == "x\n"
+    sh.close_fds()
+    # one budget for the shell and its background blocks' copies
+    many = "; ".join(f"exec {n}>/dev/null" for n in range(3, 23))
+    run(sh, many)
+    _, _, err = run(sh, "{ " + "; ".join(f"exec {n}>/dev/null" for n in range(23, 40))
+                    + "; } & wait")
+    assert "more than 32 descriptors of the shell's own" in err
+    sh.close_fds()
+    assert sh._fd_slots._value == 32  # (every slot given back)
+    started = time.monotonic()
+    status, _, err = run(sh, "f='%('; for i in $(seq 18); do f=$f$f; done; printf \"$f\"")
+    assert status == 1 and "a time format is %(FORMAT)T" in err
+    assert time.monotonic() - started < 3
+    assert run(sh, "echo now | { read -t 3000000 x; echo $? $x; }")[1] == "0 now\n"
+    assert run(sh, "exec 3>&²")[2].startswith("exo: ²: ambiguous redirect")
