@@ -625,6 +625,7 @@ class Shell:
         """This shell's state in a shell of its own (a background block's subshell)."""
         other = type(self)(self.kernel, self._tree, self.session)
         other._put(self._state())
+        other.env.for_copy()
         other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
         other._fd_slots = self._fd_slots  # (and one for what `exec` holds: MAX_SHELL_FDS)
         for n, fd in self.fds.items():  # its own copies of `exec 3> f`'s (not 0, 1, 2:

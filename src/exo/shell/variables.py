@@ -15,6 +15,9 @@ from exo.shell.parser import UnsetError
 MAX_BYTES = 32 << 20
 #: How many variables one shell may have.
 MAX_NAMES = 1 << 16
+#: What a copy of a shell (a background block's, a ``<(…)``'s) may add to what it was
+#: given: 64 of them at MAX_BYTES each would be 2 GiB of the kernel.
+COPY_ROOM = 4 << 20
 
 
 class ReadonlyError(UnsetError):
@@ -37,6 +40,7 @@ class Variables(UserDict[str, str]):
         #: (a subshell's own marks end with it).
         self.readonly: set[str] = set()
         self.size = 0  # the names' and values' lengths, in all
+        self.limit = MAX_BYTES  # what size may reach (a copy's: less, ``for_copy``)
         super().__init__(values or {})
 
     def _check(self, name: str) -> None:
@@ -47,9 +51,9 @@ class Variables(UserDict[str, str]):
         self._check(name)
         old = self.data.get(name)
         size = self.size + len(value) - (len(old) if old is not None else -len(name))
-        if size > MAX_BYTES and size > self.size:
+        if size > self.limit and size > self.size:
             raise VariablesFull(f"{name}: the shell's variables would hold more than "
-                                f"{MAX_BYTES >> 20} MiB (unset some)")
+                                f"{self.limit >> 20} MiB (unset some)")
         if old is None and len(self.data) >= MAX_NAMES:
             raise VariablesFull(f"{name}: more than {MAX_NAMES} variables (unset some)")
         self.data[name] = value
@@ -58,6 +62,11 @@ class Variables(UserDict[str, str]):
     def __delitem__(self, name: str) -> None:
         self._check(name)
         self.size -= len(name) + len(self.data.pop(name))
+
+    def for_copy(self) -> None:
+        """This shell is a copy of another: it may add at most COPY_ROOM to what it
+        holds now (the strings it was given are the other's, not more memory)."""
+        self.limit = min(MAX_BYTES, self.size + COPY_ROOM)
 
     def restore(self, values: Mapping[str, str], readonly: Iterable[str]) -> None:
         """Put back what a subshell (or a command's ``NAME=value``) changed: no check,

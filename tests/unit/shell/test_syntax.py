@@ -1470,3 +1470,13 @@ def test_the_shells_descriptors_are_its_own_thread_s_and_bounded(root_shell: She
     assert time.monotonic() - started < 3
     assert run(sh, "echo now | { read -t 3000000 x; echo $? $x; }")[1] == "0 now\n"
     assert run(sh, "exec 3>&²")[2].startswith("exo: ²: ambiguous redirect")
+
+
+def test_a_copy_of_the_shell_adds_little_to_its_variables(root_shell: Shell) -> None:
+    """A background block's copy may add 4 MiB to the variables it was given (16 of them
+    held 519 MiB of the kernel, a review)."""
+    sh = root_shell
+    _, out, err = run(sh, 'x=$(printf "%1000000s" a); { for i in $(seq 8); do '
+                          'eval "v$i=\\$x"; done; echo ${#v4} ${#v5}; } & wait')
+    assert out == "1000000 0\n" and "would hold more than" in err
+    assert run(sh, 'y=$x$x$x; z=$y; echo ${#z}')[1] == "3000000\n"  # (the shell's own: 32 MiB)
