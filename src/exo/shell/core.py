@@ -179,6 +179,10 @@ class Shell:
         #: Jobs ``disown`` took out of the table: still bounded by MAX_JOBS, still ended
         #: with the session (their capabilities are the session's)
         self.disowned: list[Job] = []
+        #: The background jobs of this shell and of all its copies (a background block
+        #: starts its own: nested, 64 each made 64^depth threads), MAX_JOBS in all
+        self._live_jobs: list[Job] = []
+        self._live_lock = threading.Lock()
         self.functions: dict[str, Group] = {}  # NAME() { ...; }
         self.script_args: list[str] = []  # $1... outside any function call (set --)
         self.last_background = ""  # $!: the pid of the last background job's program
@@ -628,6 +632,7 @@ class Shell:
         other.env.for_copy()
         other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
         other._fd_slots = self._fd_slots  # (and one for what `exec` holds: MAX_SHELL_FDS)
+        other._live_jobs, other._live_lock = self._live_jobs, self._live_lock  # (MAX_JOBS)
         for n, fd in self.fds.items():  # its own copies of `exec 3> f`'s (not 0, 1, 2:
             # its streams are the caller's already); past the budget, not copied
             if n > 2 and other._fd_slots.acquire(blocking=False):
@@ -1184,7 +1189,11 @@ class Shell:
             self.last_status = 1
             return
         self.disowned[:] = [j for j in self.disowned if not j.done.is_set()]
-        if sum(not j.done.is_set() for j in self.jobs) + len(self.disowned) >= MAX_JOBS:
+        with self._live_lock:
+            self._live_jobs[:] = [j for j in self._live_jobs if not j.done.is_set()]
+            live = len(self._live_jobs)
+        if live >= MAX_JOBS or \
+                sum(not j.done.is_set() for j in self.jobs) + len(self.disowned) >= MAX_JOBS:
             os.write(stderr, f"exo: too many jobs ({MAX_JOBS}): wait for one, or kill "
                              "one (jobs lists them)\n".encode())
             self.last_status = 1
@@ -1200,6 +1209,8 @@ class Shell:
             self.last_status = 1
             return
         self._add_job(job)
+        with self._live_lock:
+            self._live_jobs.append(job)
         # As sh: the job's number and its last process's pid (for `kill PID`); a job of
         # builtins alone (or one whose program a builtin starts later) shows its line,
         # and its $! is its job (%N), which `wait $!` and `kill $!` take as sh's pid.

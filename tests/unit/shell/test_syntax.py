@@ -1480,3 +1480,16 @@ def test_a_copy_of_the_shell_adds_little_to_its_variables(root_shell: Shell) -> 
                           'eval "v$i=\\$x"; done; echo ${#v4} ${#v5}; } & wait')
     assert out == "1000000 0\n" and "would hold more than" in err
     assert run(sh, 'y=$x$x$x; z=$y; echo ${#z}')[1] == "3000000\n"  # (the shell's own: 32 MiB)
+
+
+def test_background_jobs_are_bounded_across_the_shells_copies(root_shell: Shell) -> None:
+    """A background block is run by a copy of the shell with a job table of its own: 64
+    jobs each, nested, made 64^depth threads in the kernel. 64 in all now."""
+    sh = root_shell
+    _, _, err = run(sh, "for i in $(seq 40); do sleep 100 & done; "
+                        "{ for i in $(seq 40); do sleep 100 & done; } & wait $!")
+    assert "too many jobs (64)" in err
+    assert len([j for j in sh._live_jobs if not j.done.is_set()]) <= 64
+    for job in list(sh._live_jobs):  # (their ends asked at once, then waited for)
+        job.cancel.set()
+    assert all(job.done.wait(5) for job in list(sh._live_jobs))
