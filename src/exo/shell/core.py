@@ -183,6 +183,8 @@ class Shell:
         #: starts its own: nested, 64 each made 64^depth threads), MAX_JOBS in all
         self._live_jobs: list[Job] = []
         self._live_lock = threading.Lock()
+        #: The sinks open in this shell and its copies (MAX_SINKS in all: a thread each)
+        self._sink_total = [0]
         self.functions: dict[str, Group] = {}  # NAME() { ...; }
         self.script_args: list[str] = []  # $1... outside any function call (set --)
         self.last_background = ""  # $!: the pid of the last background job's program
@@ -633,6 +635,7 @@ class Shell:
         other._producers = self._producers  # (one budget for <(…)s: MAX_PIPES)
         other._fd_slots = self._fd_slots  # (and one for what `exec` holds: MAX_SHELL_FDS)
         other._live_jobs, other._live_lock = self._live_jobs, self._live_lock  # (MAX_JOBS)
+        other._sink_total = self._sink_total  # (MAX_SINKS, for them all)
         for n, fd in self.fds.items():  # its own copies of `exec 3> f`'s (not 0, 1, 2:
             # its streams are the caller's already); past the budget, not copied
             if n > 2 and other._fd_slots.acquire(blocking=False):
@@ -1222,7 +1225,9 @@ class Shell:
     def _within_budget(self, opened: list[int]) -> None:
         """Refuse a stage when the session's jobs hold ``MAX_SESSION_FDS`` descriptors
         (``opened``: those of the job being started)."""
-        held = len(opened) + sum(len(j.opened) for j in (*self.jobs, *self.disowned)
+        with self._live_lock:  # (the copies' background jobs count too)
+            live = list(self._live_jobs)
+        held = len(opened) + sum(len(j.opened) for j in {*live, *self.jobs, *self.disowned}
                                  if not j.done.is_set())
         if held >= MAX_SESSION_FDS:
             raise _RedirectError(f"too many streams open in this session ({held}): wait "
@@ -1765,6 +1770,9 @@ class Shell:
                     opened.remove(fd)
                     os.close(fd)
                     sinks.append(self._sinks.pop(fd))
+        if sinks:
+            with self._live_lock:
+                self._sink_total[0] -= len(sinks)
         for sink, report in sinks:
             sink.settle()
             if sink.error is not None:
@@ -1928,12 +1936,19 @@ class Shell:
                 elif op.endswith("<"):
                     fd = self.vfs.open_read(path)
                 else:
-                    with self._lock:
-                        if len(self._sinks) >= MAX_SINKS:
+                    with self._live_lock:  # (a slot, its sink's: given back if none)
+                        if self._sink_total[0] >= MAX_SINKS:
                             raise _RedirectError(f"too many redirections into files open "
                                                  f"in this session ({MAX_SINKS})")
-                    fd, sink = self.vfs.open_sink(path, append=op.endswith(">>"),
-                                                  name=r.target)
+                        self._sink_total[0] += 1
+                    sink = None
+                    try:
+                        fd, sink = self.vfs.open_sink(path, append=op.endswith(">>"),
+                                                      name=r.target)
+                    finally:
+                        if sink is None:
+                            with self._live_lock:
+                                self._sink_total[0] -= 1
                     if sink is not None:
                         sinks.append(sink)
                         with self._lock:

@@ -1493,3 +1493,21 @@ def test_background_jobs_are_bounded_across_the_shells_copies(root_shell: Shell)
     for job in list(sh._live_jobs):  # (their ends asked at once, then waited for)
         job.cancel.set()
     assert all(job.done.wait(5) for job in list(sh._live_jobs))
+
+
+def test_redirection_sinks_are_bounded_across_the_shells_copies(root_shell: Shell) -> None:
+    """Each redirection into a file is a pipe and a thread in the kernel; a background
+    block's copy had 64 of its own. 64 in all, for the shell and its copies."""
+    sh = root_shell
+    _, _, err = run(sh, "for i in $(seq 30); do sleep 100 > /tmp/sa$i 2> /tmp/sb$i & done; "
+                        "{ for i in $(seq 30); do sleep 100 > /tmp/sc$i 2> /tmp/sd$i & "
+                        "done; } & wait $!")
+    assert "too many redirections into files open in this session (64)" in err
+    assert sh._sink_total[0] <= 64
+    for job in list(sh._live_jobs):
+        job.cancel.set()
+    assert all(job.done.wait(5) for job in list(sh._live_jobs))
+    deadline = time.monotonic() + 5
+    while sh._sink_total[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sh._sink_total[0] == 0  # (every slot given back)
