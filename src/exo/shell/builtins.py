@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import posixpath
+import re
 import signal
 import stat
 import threading
@@ -700,7 +701,7 @@ def _read(ctx: CommandContext) -> int:
                     raise CommandError(f"{value}: invalid timeout specification", 1)
                 deadline = time.monotonic() + seconds
             elif letter == "u":
-                if not value.isdigit() or int(value) > 255:
+                if not re.fullmatch("[0-9]{1,3}", value) or int(value) > 255:
                     raise CommandError(f"-u {value}: not a descriptor number", 2)
                 source = ctx.descriptor(int(value))
             elif letter == "p":
@@ -745,8 +746,6 @@ def _read(ctx: CommandContext) -> int:
         raise CommandError(f"a line longer than {MAX_LINE >> 20} MiB")
     text = without_nul(data.decode(errors="replace"))
     if not raw:  # a backslash keeps the next character as it is, and goes
-        import re
-
         text = re.sub(r"\\(.)", r"\1", text)
     ifs = ctx.shell.env.get("IFS", " \t\n")  # (`IFS=: read a b`, `IFS= read -r line`)
     if array is not None:
@@ -1147,8 +1146,6 @@ def _umask(ctx: CommandContext) -> int:
 def _umask_of(text: str, mask: int) -> int:
     """``umask``'s MODE: octal (``027``), or symbolic clauses on the bits allowed
     (``u=rwx,g=rx,o=``, ``g-w``, ``o+r``, ``a=rx``), as chmod's."""
-    import re
-
     if re.fullmatch(r"[0-7]{1,4}", text):
         value = int(text, 8)
         if value > 0o777:
@@ -1200,7 +1197,7 @@ def _exec(ctx: CommandContext) -> int:
     from exo.shell.session import Logout
 
     if not ctx.args:  # (`exec 3> f` alone is the shell's: core.Shell._exec_fds)
-        if ctx.fds:
+        if ctx.own_fds:  # (ctx.fds holds the shell's own too, copied for the command)
             raise CommandError("redirections of the shell's own descriptors are not "
                                "piped: exec 3> FILE alone", 1)
         return 0

@@ -1470,6 +1470,10 @@ def test_the_shells_descriptors_are_its_own_thread_s_and_bounded(root_shell: She
     assert time.monotonic() - started < 3
     assert run(sh, "echo now | { read -t 3000000 x; echo $? $x; }")[1] == "0 now\n"
     assert run(sh, "exec 3>&²")[2].startswith("exo: ²: ambiguous redirect")
+    assert run(sh, "read -u ² x")[2] == "read: -u ²: not a descriptor number\n"
+    # `exec` alone (or piped) with the shell's own descriptors held: nothing to refuse
+    assert run(sh, "exec 3>/dev/null; exec; echo rc=$?; exec | cat; echo rc=$?; "
+                   "exec 3>&-")[1:] == ("rc=0\nrc=0\n", "")
 
 
 def test_a_copy_of_the_shell_adds_little_to_its_variables(root_shell: Shell) -> None:
