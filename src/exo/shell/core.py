@@ -259,8 +259,7 @@ class Shell:
             if base == "FUNCNAME" and base not in self.env:
                 return arrays.encode(dict(enumerate(self._function_names())))
             if base == "PIPESTATUS" and base not in self.env:
-                statuses = self.pipestatus or [self.last_status]
-                return arrays.encode(dict(enumerate(map(str, statuses))))
+                return arrays.encode(dict(enumerate(self._pipestatus())))
             value = self.env.get(base)
             if value is not None and is_array(value):
                 return value  # (as it is: a read of ${a[i]} copies nothing)
@@ -303,6 +302,10 @@ class Shell:
             raise UnsetError(f"{name}: unbound variable")  # set -u
         return self._dynamic(name)
 
+    def _pipestatus(self) -> list[str]:
+        """bash's PIPESTATUS: the last pipeline's statuses, else ``$?`` alone."""
+        return [str(s) for s in (self.pipestatus or [self.last_status])]
+
     def _function_names(self) -> list[str]:
         """The functions being called on this thread, innermost first (``FUNCNAME``)."""
         return [f.name for f in reversed(self.flow.frames) if f.name]
@@ -322,7 +325,7 @@ class Shell:
         if name == "LINENO":
             return str(self.lineno)
         if name == "PIPESTATUS":  # (bash's array's first element)
-            return str((self.pipestatus or [self.last_status])[0])
+            return self._pipestatus()[0]
         if name == "FUNCNAME":  # the function being called (bash's), "" outside one
             return next(iter(self._function_names()), "")
         if name == "SECONDS":
@@ -360,11 +363,9 @@ class Shell:
             self._lines += line.count("\n") + 1
 
         def say(text: str) -> None:
-            """The line's error, where its stderr is now (an `exec 2> f` in it moved it)."""
-            moves = depth.moves if outermost else None
-            where = _moved((stdin, stdout, stderr), moves)[2] if moves else stderr
             with contextlib.suppress(OSError):
-                os.write(where, text.encode(errors="replace"))
+                os.write(self._stderr_now((stdin, stdout, stderr)),
+                         text.encode(errors="replace"))
 
         try:
             self._exec_nodes(parse_blocks(split_list(line, 0, first)),
@@ -391,6 +392,12 @@ class Shell:
                     self._superseded.clear()
                     self._sweep_fds()
         return self.last_status
+
+    def _stderr_now(self, stdio: tuple[int, int, int]) -> int:
+        """Where an error of what ran with ``stdio`` goes now: an ``exec 2> f`` in the
+        line may have moved its stderr (``_moved``)."""
+        moves = getattr(self._depth, "moves", None)
+        return _moved(stdio, moves)[2] if moves else stdio[2]
 
     def appended(self, name: str, value: str) -> str:
         """What ``NAME+=value`` makes of NAME: its value and ``value``; for an array,
@@ -568,27 +575,28 @@ class Shell:
 
         from exo.shell.parser import Group, Word
 
-        body = copy.copy(node)
-        body.redirects = body.prefix = ""
-        body.feeder = None
-        body.negated = False  # (a `!` inverts the whole pipeline's status: _exec_node)
-        body.background = False
-        block = Group([body], name=node.__class__.__name__.lower())
-        token = f"\0block{id(block)}"  # (no word typed has a NUL)
-        self._blocks[token] = (block, list(self.positional()), runner or self)
-        tokens = [token]
+        tokens: list[str] = []
+
+        def enlist(block: If | Loop | Group | Case) -> str:
+            """``block`` as the command word of a stage (``_start`` runs it)."""
+            body = copy.copy(block)
+            body.redirects = body.prefix = ""
+            body.feeder = None
+            body.negated = False  # (a `!` inverts the whole pipeline's status: _exec_node)
+            body.background = False
+            group = Group([body], name=block.__class__.__name__.lower())
+            token = f"\0block{id(group)}"  # (no word typed has a NUL)
+            self._blocks[token] = (group, list(self.positional()), runner or self)
+            tokens.append(token)
+            return token
+
         try:
             feeding: list[Command] = []
             if node.feeder is not None:  # `done | while read l; …`: the first stage too
-                first = copy.copy(node.feeder)
-                first.redirects = ""
-                feeder = Group([first], name=first.__class__.__name__.lower())
-                tokens.append(f"\0block{id(feeder)}")
-                self._blocks[tokens[-1]] = (feeder, list(self.positional()), runner or self)
-                feeding = [Command([Word(tokens[-1])], parse_pipeline(
+                feeding = [Command([Word(enlist(node.feeder))], parse_pipeline(
                     ": " + node.feeder.redirects, self.lookup, self._substitute
                 ).commands[0].redirects)]
-            stage = Command([Word(token)], after[0].redirects)
+            stage = Command([Word(enlist(node))], after[0].redirects)
             pipeline = Pipeline([*feeding, *(before or []), stage, *after[1:]])
             if runner is None:
                 return self._run_pipeline(pipeline, *stdio)
@@ -1191,12 +1199,7 @@ class Shell:
             os.write(stderr, f"exo: {name}: not in the background\n".encode())
             self.last_status = 1
             return
-        self.disowned[:] = [j for j in self.disowned if not j.done.is_set()]
-        with self._live_lock:
-            self._live_jobs[:] = [j for j in self._live_jobs if not j.done.is_set()]
-            live = len(self._live_jobs)
-        if live >= MAX_JOBS or \
-                sum(not j.done.is_set() for j in self.jobs) + len(self.disowned) >= MAX_JOBS:
+        if len(self._busy_jobs()) >= MAX_JOBS:
             os.write(stderr, f"exo: too many jobs ({MAX_JOBS}): wait for one, or kill "
                              "one (jobs lists them)\n".encode())
             self.last_status = 1
@@ -1225,13 +1228,19 @@ class Shell:
     def _within_budget(self, opened: list[int]) -> None:
         """Refuse a stage when the session's jobs hold ``MAX_SESSION_FDS`` descriptors
         (``opened``: those of the job being started)."""
-        with self._live_lock:  # (the copies' background jobs count too)
-            live = list(self._live_jobs)
-        held = len(opened) + sum(len(j.opened) for j in {*live, *self.jobs, *self.disowned}
-                                 if not j.done.is_set())
+        held = len(opened) + sum(len(j.opened) for j in self._busy_jobs())
         if held >= MAX_SESSION_FDS:
             raise _RedirectError(f"too many streams open in this session ({held}): wait "
                                  "for a job, or kill one (jobs lists them)")
+
+    def _busy_jobs(self) -> set[Job]:
+        """The jobs not ended that the session's budgets count: this shell's table, those
+        it disowned, and the background jobs of it and of all its copies."""
+        with self._live_lock:
+            self._live_jobs[:] = [j for j in self._live_jobs if not j.done.is_set()]
+            live = list(self._live_jobs)
+        self.disowned[:] = [j for j in self.disowned if not j.done.is_set()]
+        return {j for j in (*live, *self.jobs, *self.disowned) if not j.done.is_set()}
 
     def _add_job(self, job: Job) -> None:
         if job.number == 0:
@@ -1423,10 +1432,8 @@ class Shell:
             except LoopControl:
                 self.last_status = 0
             except UnsetError as exc:  # ${x:?} ends the subshell, not the line
-                moves = getattr(self._depth, "moves", None)  # (its `exec 2> f`'s)
                 with contextlib.suppress(OSError):
-                    os.write(_moved(stdio, moves)[2] if moves else stdio[2],
-                             f"exo: {exc}\n".encode())
+                    os.write(self._stderr_now(stdio), f"exo: {exc}\n".encode())
                 self.last_status = 1
 
     @contextlib.contextmanager
@@ -1861,20 +1868,19 @@ class Shell:
         named = set(self.fds.values()) | self._superseded
         for saved in self._fds_saved:
             named.update(saved.values())
-        unnamed = [fd for fd in self._owned if fd not in named]
-        if unnamed:
-            self._close(unnamed, self._owned)
-            for _ in unnamed:
-                self._fd_slots.release()
+        self._drop_owned([fd for fd in self._owned if fd not in named])
 
     def close_fds(self) -> None:
         """The shell ends: its own descriptors (``exec 3> f``'s) closed, files settled."""
         self.fds.clear()
         self._fds_saved.clear()
         self._superseded.clear()
-        owned = list(self._owned)
-        self._close(owned, self._owned)
-        for _ in owned:
+        self._drop_owned(list(self._owned))
+
+    def _drop_owned(self, fds: list[int]) -> None:
+        """Close ``fds`` (of ``_owned``), their slots of ``_fd_slots`` given back."""
+        self._close(fds, self._owned)
+        for _ in fds:
             self._fd_slots.release()
 
     def _redirect(

@@ -1712,6 +1712,7 @@ def _feed(nodes: list[Node], fed: tuple[If | Loop | Group | Case, str, int] | No
     if isinstance(node, Simple):  # (the lexer only feeds an opening word)
         raise ParseError("syntax error near '|'")
     node.feeder, node.prefix, node.connector = fed[0], fed[1], fed[0].connector
+    node.negated = node.negated or fed[0].negated  # (`! A | B`: the whole pipeline's)
     return None
 
 

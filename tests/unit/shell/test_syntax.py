@@ -1515,3 +1515,9 @@ def test_redirection_sinks_are_bounded_across_the_shells_copies(root_shell: Shel
     while sh._sink_total[0] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sh._sink_total[0] == 0  # (every slot given back)
+
+
+def test_a_negated_block_pipeline_negates_the_whole_pipeline(root_shell: Shell) -> None:
+    """`! A | B` with A a block fed into B: the `!` is the pipeline's, as in sh."""
+    assert run(root_shell, "! for i in 1; do false; done | while read x; do :; done; "
+                           "echo $?")[1] == "1\n"
