@@ -41,9 +41,9 @@ def read_line(fd: int, cancelled: threading.Event | None = None,
     stops, with what it has, once ``cancelled`` is set (Ctrl-C, ``kill %N``).
     ``deadline`` (``time.monotonic``'s): ReadTimeout once it passes with no whole line."""
     line = bytearray()
-    terminal = cancelled is not None and os.isatty(fd)
-    while not line.endswith(delimiter) and (deadline is None or _ready(fd, deadline, line)) \
-            and (not terminal or _typed(fd, cancelled)) and (byte := os.read(fd, 1)):
+    wait = deadline is not None or (cancelled is not None and os.isatty(fd))
+    while not line.endswith(delimiter) and (not wait or _input(fd, cancelled, deadline, line)) \
+            and (byte := os.read(fd, 1)):
         line += byte
         if len(line) > MAX_LINE:
             raise ValueError(f"a line longer than {MAX_LINE >> 20} MiB")
@@ -52,32 +52,29 @@ def read_line(fd: int, cancelled: threading.Event | None = None,
     return bytes(line)
 
 
-def _typed(fd: int, cancelled: threading.Event | None) -> bool:
-    """Wait for a key on the terminal ``fd``, False once ``cancelled`` is set: a command
-    reading the terminal never stays blocked there after its end (it took the next
-    user's typed line, at the login prompt)."""
-    import select
-
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while not poller.poll(200):
-        if cancelled is not None and cancelled.is_set():
-            return False
-    return True
-
-
-def _ready(fd: int, deadline: float, line: bytearray) -> bool:
-    """Whether ``fd`` has a byte (or its end) before ``deadline``; ReadTimeout if not.
-    (poll, not select: the kernel's descriptors go past select's 1024.)"""
+def _input(fd: int, cancelled: threading.Event | None, deadline: float | None = None,
+           line: bytearray | None = None) -> bool:
+    """Wait for a byte (or the end) on ``fd``: False once ``cancelled`` is set (a command
+    reading the terminal never stays blocked there after its end: it took the next
+    user's typed line, at the login prompt); ReadTimeout (with ``line``, what came) once
+    ``deadline`` (``read -t``'s) passes. poll, not select: the kernel's descriptors go
+    past select's 1024."""
     import select
     import time
 
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    while (left := deadline - time.monotonic()) > 0:
-        if poller.poll(min(left * 1000, 1 << 30)):  # (poll takes an int of ms)
+    while True:
+        step = 200
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadTimeout(bytes(line or b""))
+            step = int(min(left * 1000, step)) + 1
+        if poller.poll(step):
             return True
-    raise ReadTimeout(bytes(line))
+        if cancelled is not None and cancelled.is_set():
+            return False
 
 
 class CommandError(Exception):
@@ -168,7 +165,7 @@ class CommandContext:
         while not self.cancelled.is_set():
             if not self.running.is_set():
                 self.paused()
-            if terminal and not _typed(self.stdin, self.cancelled):
+            if terminal and not _input(self.stdin, self.cancelled):
                 return
             chunk = os.read(self.stdin, size)
             if not chunk:

@@ -1118,12 +1118,8 @@ def _braced(inner: str, lookup: Callable[[str], str],
         value = (current_ifs(lookup)[:1] if "*" in target else " ").join(words)
         if op == "=":
             raise ParseError(f"${{{inner}}}: ${target} cannot be assigned this way")
-        if (value == "" if colon else not words) != (op == "+"):
-            if op == "?":
-                said = expand_word(word, lookup, substitute)
-                raise UnsetError(f"{target}: {said or 'parameter null or not set'}")
-            return expand_word(word, lookup, substitute)
-        return "" if op == "+" else value
+        return _by_default(target, value, value == "" if colon else not words, op, word,
+                           lookup, substitute)
     sliced = _SLICED.fullmatch(inner)
     if sliced is not None:  # ${@:2}, ${a[@]:1:2}
         target, spec = sliced.groups()
@@ -1158,26 +1154,29 @@ def _braced(inner: str, lookup: Callable[[str], str],
         return value
     # Without the colon, only an unset NAME counts (``x=; ${x-d}`` is empty).
     unset = value == "" if colon else lookup(name + SET_QUERY) != "1"
-
-    def expanded() -> str:
-        return expand_word(word, lookup, substitute)
-
     if op == "=":  # ${x:=WORD}: WORD assigned to an unset (or empty) x, and answered
         if not unset:
             return value
         if not name.isidentifier():
             raise ParseError(f"${{{inner}}}: ${name} cannot be assigned this way")
-        return lookup(name + ASSIGN + expanded())
+        return lookup(name + ASSIGN + expand_word(word, lookup, substitute))
+    return _by_default(name, value, unset, op, word, lookup, substitute)
 
-    if not colon and not unset:
-        return value if op != "+" else expanded()
-    if op == "-":
-        return expanded() if unset else value
+
+def _by_default(name: str, value: str, unset: bool, op: str, word: str,
+                lookup: Callable[[str], str], substitute: Callable[[str], str] | None
+                ) -> str:
+    """``${NAME-WORD}``, ``${NAME+WORD}``, ``${NAME?WORD}`` (``op``), NAME's ``value``
+    being ``unset`` (or empty, with the colon: the caller says which): WORD expanded
+    only when it is the answer."""
     if op == "+":
-        return "" if unset else expanded()
-    if unset:  # "?"
-        raise UnsetError(f"{name}: {expanded() or 'parameter null or not set'}")
-    return value
+        return expand_word(word, lookup, substitute) if not unset else ""
+    if not unset:
+        return value
+    if op == "?":
+        said = expand_word(word, lookup, substitute)
+        raise UnsetError(f"{name}: {said or 'parameter null or not set'}")
+    return expand_word(word, lookup, substitute)
 
 
 def _dquoted(s: str, i: int, lookup: Callable[[str], str],

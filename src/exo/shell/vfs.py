@@ -105,14 +105,10 @@ class Vfs:
 
     def own(self) -> Vfs:
         """The same tree, for one shell: its own ``umask`` and process substitutions."""
-        view = Vfs.__new__(Vfs)
-        view.__dict__.update(self.__dict__)
-        view.pipes = {}
-        view.umask = DEFAULT_UMASK
-        return view
+        return self.restricted(self.guard, self.instance)
 
-    def restricted(self, guard: Callable[[str, str], None], instance: str | None = None
-                   ) -> Vfs:
+    def restricted(self, guard: Callable[[str, str], None] | None,
+                   instance: str | None = None) -> Vfs:
         """The same tree seen through ``guard``: a user's shell reads, lists and writes
         only what the session's capabilities name (``Session.check_path``), and its
         ``/tmp`` is user ``instance``'s own, as the kernel resolves it for the user's
@@ -128,7 +124,7 @@ class Vfs:
     def _created(self, fd: int, mode: int) -> None:
         """Give what was just created (``fd``) ``mode`` less the shell's umask, where
         that is not the kernel's own (which the creation applied)."""
-        if self.umask != process_umask():
+        if self._masked():
             os.fchmod(fd, mode & ~self.umask)
 
     def _masked(self) -> bool:
