@@ -104,6 +104,14 @@ def _raw(*records: str) -> Callable[[int], bytes]:
     (("argv", "1", "/bin/true", "env", "0", "path", "4", "/etc"),
      "unexpected record path after env"),
     (("argv", "0", "env", "0"), "empty argv"),
+    (("rlimit", "16", "1", "1", "argv", "1", "/bin/true", "env", "0"),
+     "rlimit resource 16 out of range"),
+    (("rlimit", "7", "-1", "1", "argv", "1", "/bin/true", "env", "0"), "bad rlimit soft"),
+    (("rlimit", "7", "1", "argv", "1", "/bin/true", "env", "0"), "bad rlimit hard"),
+    (("rlimit", "7", "5", "2", "argv", "1", "/bin/true", "env", "0"),
+     "ulimit: resource 7: Invalid argument"),
+    ((*(["rlimit", "7", "9", "9"] * 17), "argv", "1", "/bin/true", "env", "0"),
+     "too many rlimit records"),
     # A ruleset whose attribute size would make the kernel ignore handled_access_net:
     (("ruleset", "8191", "3", "0", "8", "49159", "argv", "1", "/bin/true", "env", "0"),
      "attribute size 8 does not fit the rights"),
@@ -113,6 +121,16 @@ def test_bad_configs_are_refused_before_anything_runs(records: tuple[str, ...],
     status, report, _ = _stage2(_raw(*records))
     assert status == 127
     assert report.startswith(b"E") and error.encode() in report, report
+
+
+def test_rlimits_are_set_just_before_exec() -> None:
+    """A shell's `ulimit` (``rlimit`` records): the target starts with them, even one
+    too low for stage 2's own setup (one descriptor more than stdio)."""
+    nofile, core = resource.RLIMIT_NOFILE, resource.RLIMIT_CORE
+    status, report, out = _stage2(lambda w: _stage2_config(
+        w, [], [], ["/bin/sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -c"], {"PATH": "/bin"},
+        rlimits=((nofile, 4, 6), (core, 0, 0))))
+    assert status == 0 and report == b"R" and out == "4\n6\n0\n"
 
 
 def test_a_nul_cannot_smuggle_a_record_in() -> None:

@@ -126,7 +126,8 @@ class KernelApi:
               env: dict[str, str] | None = None,
               extra_fds: tuple[int, ...] = (),
               session: str | None = None, passthrough: bool = False,
-              syscalls: bool = True, umask: int | None = None) -> ExoProcess:
+              syscalls: bool = True, umask: int | None = None,
+              rlimits: tuple[tuple[int, int, int], ...] = ()) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` plus the manifest's, under the
         manifest's limits, in the working directory ``cwd`` (an Exo path; the shell passes
         its own), with ``env`` added to its environment. If the memory controller kills
@@ -147,7 +148,9 @@ class KernelApi:
 
         ``syscalls=False``: no bootstrap channel, for a program that makes no Exo syscall
         (the powerbox's host programs; ``ProcessManager.spawn``). ``umask``: its file
-        mode mask (the shell's ``umask``).
+        mode mask (the shell's ``umask``). ``rlimits``: (resource, soft, hard) limits it
+        starts with, -1 unlimited (the shell's ``ulimit``); a hard limit above the
+        kernel's own is refused (``SandboxError``).
         """
         if self._processes is None:
             failed = "; ".join(f"{s.name}: {s.detail}" for s in self._core.report.steps
@@ -170,7 +173,7 @@ class KernelApi:
         return self._processes.spawn(argv, all_grants, stdio=stdio, cwd=cwd, env=env,
                                      report_end=True, extra_fds=extra_fds, derive=derive,
                                      account=account, passthrough=passthrough,
-                                     syscalls=syscalls, umask=umask,
+                                     syscalls=syscalls, umask=umask, rlimits=rlimits,
                                      limits=manifest.limits if manifest is not None else None,
                                      posix_x=manifest.posix_x if manifest is not None else None)
 

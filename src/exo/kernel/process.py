@@ -283,6 +283,7 @@ class ProcessManager:
         passthrough: bool = False,
         syscalls: bool = True,
         umask: int | None = None,
+        rlimits: tuple[tuple[int, int, int], ...] = (),
     ) -> ExoProcess:
         """Start ``argv`` holding exactly ``grants`` (plus what ``derive`` installs), in the
         working directory ``cwd``, an Exo path the process must be able to see. Without
@@ -301,7 +302,8 @@ class ProcessManager:
         which do not speak the Exo ABI), it holds its capabilities as its view of files
         only, and its start costs the kernel ~1.5 ms less CPU (a channel's rings and
         segments, a thread, its join at exit). ``umask``: its file mode mask (a shell's
-        ``umask``; else the kernel's own, 022).
+        ``umask``; else the kernel's own, 022). ``rlimits``: (resource, soft, hard) limits
+        it starts with, -1 unlimited (a shell's ``ulimit``; none above the kernel's own).
 
         A process spawned by another (``parent`` not the kernel) gets at most its parent's
         limits and quotas (asking for more gets the parent's), counts against the parent's
@@ -407,7 +409,8 @@ class ProcessManager:
                               keep_fds=(*(channel.child_fds() if channel else ()), *extra_fds),
                               account=account if posix_x is None else None,
                               process_uid=proc.uid if posix_x is None else None,
-                              tmp_user=instance_user(account), umask=umask)
+                              tmp_user=instance_user(account), umask=umask,
+                              rlimits=rlimits)
             if posix_x is not None:
                 from exo.posix_x.broker import prepare
                 from exo.posix_x.sandbox import apply
@@ -489,7 +492,8 @@ class ProcessManager:
               keep_fds: tuple[int, ...] = (),
               account: tuple[str, int] | None = None,
               process_uid: int | None = None, tmp_user: str | None = None,
-              umask: int | None = None) -> Any:
+              umask: int | None = None,
+              rlimits: tuple[tuple[int, int, int], ...] = ()) -> Any:
         """The sandbox of process ``pid``: its capabilities as the namespace of
         ``exo.sandbox.namespace`` (each ``storage://`` path at its Exo path).
         ``passthrough``: export its read-only grants in FUSE passthrough mode;
@@ -591,7 +595,7 @@ class ProcessManager:
             net=net, memory_max=limits.memory, pids_max=limits.pids, cpu_max=limits.cpu,
             cwd=Path(cwd), env=child_env, bind_sources=sources, tree=root,
             keep_fds=keep_fds, account=account, process_uid=process_uid, tmp_user=tmp_user,
-            umask=umask,
+            umask=umask, rlimits=rlimits,
         )
 
     def _real_root(self) -> Path:

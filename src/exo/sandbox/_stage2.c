@@ -22,6 +22,10 @@
  *                            bounding set is emptied, the ids changed (which clears the
  *                            permitted and effective sets), the inheritable and ambient sets
  *                            cleared; any step failing is an error
+ *     umask MASK             the program's file mode mask (a shell's umask)
+ *     rlimit RES SOFT HARD   setrlimit(RES) just before exec, after the account's uid
+ *                            (so it can only lower a hard limit; repeated, at most
+ *                            MAX_RLIMITS; 18446744073709551615 is RLIM_INFINITY)
  *     await FD               read one byte "g" from FD before dropping to the account
  *                            (the per-session zygote's "go": it sends it once the process
  *                            is in its cgroup, so that the setup overlaps that move);
@@ -37,8 +41,8 @@
  *     argv N ARG...          the target's argv (N strings)
  *     env N KEY=VALUE...     the target's whole environment (N strings)
  *
- * Records come in exactly this order (account, await, keep, ruleset, path and port optional; one ruleset at
- * most; the config ends with env), and any other order, a duplicate or a trailing byte is
+ * Records come in exactly this order (account, umask, rlimit, await, keep, ruleset, path
+ * and port optional; one ruleset at most; the config ends with env), and any other order, a duplicate or a trailing byte is
  * refused: no string can smuggle in a record. Numbers are plain decimal digits;
  * descriptors are >= 3 (stdio is always inherited) and a kept one must be open.
  * Any error is reported on the status fd and exits 127 before anything is exec'd.
@@ -148,6 +152,7 @@
 #define RULE_PATH_BENEATH 1
 #define RULE_NET_PORT 2
 #define MAX_KEEP 256
+#define MAX_RLIMITS 16  /* RLIM_NLIMITS: each resource once (the kernel checks it) */
 
 extern char **environ;
 
@@ -703,6 +708,18 @@ int main(int argc, char **argv) {
         umask((mode_t)parse_num(next_str("umask"), 0777, "umask"));
         tag = next_tag();
     }
+    /* The shell's ulimit: set last, just before exec (a low RLIMIT_NOFILE or RLIMIT_AS
+     * would stop this program's own setup). */
+    struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
+    int nrlimits = 0;
+    for (; tag != NULL && strcmp(tag, "rlimit") == 0; tag = next_tag()) {
+        if (nrlimits == MAX_RLIMITS) fail("stage 2 config: too many rlimit records");
+        rlimits[nrlimits].resource =
+            (int)parse_num(next_str("rlimit resource"), RLIM_NLIMITS - 1, "rlimit resource");
+        rlimits[nrlimits].limit.rlim_cur = next_num("rlimit soft");
+        rlimits[nrlimits].limit.rlim_max = next_num("rlimit hard");
+        nrlimits++;
+    }
 
     if (tag != NULL && strcmp(tag, "await") == 0) {
         await_fd = next_fd("await fd");
@@ -837,6 +854,10 @@ int main(int argc, char **argv) {
             fail("landlock: restrict self: %s", strerror(errno));
         close(ruleset);
     }
+
+    for (int i = 0; i < nrlimits; i++)
+        if (setrlimit(rlimits[i].resource, &rlimits[i].limit) != 0)
+            fail("ulimit: resource %d: %s", rlimits[i].resource, strerror(errno));
 
     /* execvp searches PATH in the environment the target gets, as os.execvpe did. */
     environ = env;

@@ -68,16 +68,22 @@ def landlock_rules(plan: _bwrap.MountPlan) -> list[tuple[str, int]]:
 def _stage2_config(status_fd: int, keep_fds: Sequence[int], landlock: list[str],
                    argv: Sequence[str], env: dict[str, str],
                    account: tuple[int, int] | None = None,
-                   await_fd: int | None = None, umask: int | None = None) -> bytes:
+                   await_fd: int | None = None, umask: int | None = None,
+                   rlimits: tuple[tuple[int, int, int], ...] = ()) -> bytes:
     """exo-stage2's config: NUL-terminated strings, record after record (``_stage2.c``).
     ``account``: the unprivileged (uid, gid) stage 2 becomes before exec;
     ``await_fd``: a pipe stage 2 reads "g" from before exec (the zygote's go);
-    ``umask``: the program's (else the kernel's own)."""
+    ``umask``: the program's (else the kernel's own); ``rlimits``: the limits it starts
+    with (``SandboxSpec.rlimits``, checked)."""
     records = ["status", str(status_fd)]
     if account is not None:
         records += ["account", str(account[0]), str(account[1])]
     if umask is not None:
         records += ["umask", str(umask)]
+    if rlimits:
+        from ._rlimits import records as rlimit_records
+
+        records += rlimit_records(rlimits)
     if await_fd is not None:
         records += ["await", str(await_fd)]
     for fd in keep_fds:
@@ -342,7 +348,8 @@ def spawn(
         # A kernel that is not root cannot switch uids: its processes stay its own uid.
         ids = spec.host_ids() if os.geteuid() == 0 else None
         config_fd = _memfd("exo-stage2", _stage2_config(status_w, spec.keep_fds, landlock,
-                                                        argv, env, ids, umask=spec.umask))
+                                                        argv, env, ids, umask=spec.umask,
+                                                        rlimits=spec.rlimits))
         to_close.append(config_fd)
         args = [bwrap, *_bwrap.namespace_args(spec), *plan.args]
         for dest, content in plan.data_files:

@@ -170,6 +170,8 @@ class SandboxSpec:
     broker: bool = False
     tmp_user: str | None = None
     umask: int | None = None  # the program's file mode mask (a shell's `umask`)
+    #: (resource, soft, hard) limits it starts with, -1 unlimited (a shell's `ulimit`)
+    rlimits: tuple[tuple[int, int, int], ...] = ()
 
     def host_of(self, dest: Path | str) -> Path:
         """The host path of the granted Exo path ``dest`` (with ``tree``): in the user
@@ -236,6 +238,10 @@ class SandboxSpec:
         if self.umask is not None and (type(self.umask) is not int
                                        or not 0 <= self.umask <= 0o777):
             raise SandboxError(f"umask must be a mode mask in 0..0o777, got {self.umask!r}")
+        if self.rlimits:
+            from ._rlimits import check
+
+            set_(self, "rlimits", check(self.rlimits))
         if self.cwd is not None:
             set_(self, "cwd", _abs_paths((self.cwd,), "cwd")[0])
         set_(self, "env", _env(self.env))

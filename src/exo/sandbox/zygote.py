@@ -188,7 +188,7 @@ def _skeleton(args: Sequence[str], drop: set[str]) -> list[str]:
 #: (and ``tmp_user``, which only names where its grants come from).
 _OWN = frozenset({"read_paths", "write_paths", "exec_paths", "bind_sources", "cwd",
                   "keep_fds", "env", "memory_max", "pids_max", "cpu_max", "process_uid",
-                  "tmp_user", "umask"})
+                  "tmp_user", "umask", "rlimits"})
 
 
 def _base(spec: SandboxSpec) -> SandboxSpec:
@@ -196,7 +196,8 @@ def _base(spec: SandboxSpec) -> SandboxSpec:
     own (``_OWN``)."""
     return replace(spec, read_paths=(), write_paths=(), exec_paths=(), bind_sources={},
                    cwd=None, keep_fds=(), env={}, memory_max=None, pids_max=None,
-                   cpu_max=None, process_uid=None, tmp_user=None, umask=None)
+                   cpu_max=None, process_uid=None, tmp_user=None, umask=None,
+                   rlimits=())
 
 
 def _key(boot_id: str, spec: SandboxSpec) -> tuple[object, ...]:
@@ -700,7 +701,8 @@ class Zygote:
         config_fd = status_fd + 1
         assert spec.account is not None
         config = _stage2_config(status_fd, spec.keep_fds, landlock, argv, env,
-                                spec.host_ids(), await_fd=config_fd + 1, umask=spec.umask)
+                                spec.host_ids(), await_fd=config_fd + 1, umask=spec.umask,
+                                rlimits=spec.rlimits)
         rid = next(_counter)
         limits = self.limits = (spec.memory_max, spec.pids_max, spec.cpu_max)
         proc = ZygoteProcess(self, rid, None, name)

@@ -1143,6 +1143,17 @@ def _umask(ctx: CommandContext) -> int:
     return 0
 
 
+@builtin("ulimit", "the resource limits of the programs the shell starts: "
+                  "ulimit [-SH] [-a | -cdefilmnpqrstuvxR [LIMIT]]... (LIMIT a number, "
+                  "unlimited, soft or hard; -S the soft limit, -H the hard one, both "
+                  "when neither; a hard limit only goes down; builtins are bounded by "
+                  "the kernel instead)")
+def _ulimit(ctx: CommandContext) -> int:
+    from exo.shell.ulimit import run
+
+    return run(list(ctx.args), ctx.shell.rlimits, ctx.out)
+
+
 def _umask_of(text: str, mask: int) -> int:
     """``umask``'s MODE: octal (``027``), or symbolic clauses on the bits allowed
     (``u=rwx,g=rx,o=``, ``g-w``, ``o+r``, ``a=rx``), as chmod's."""
@@ -1606,7 +1617,8 @@ def run_program(ctx: CommandContext, args: list[str], *, usage: str,
             proc = kernel.start(argv, grants, manifest=manifest,
                                 stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                                 cwd=cwd or visible_cwd(ctx.shell.cwd, held),
-                                session=ctx.shell.session.token)
+                                session=ctx.shell.session.token,
+                                **ctx.shell.program_settings())
         if ctx.adopt is not None:
             ctx.adopt(proc)
         return kernel.wait(proc, cancelled=ctx.cancelled.is_set)

@@ -58,6 +58,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
+    from typing import Any
 
     from exo.kernel.api import KernelApi
     from exo.kernel.manifest import Grant
@@ -172,6 +173,9 @@ class Shell:
         #: The variables programs get (``export``; the kernel sets HOME, PATH, TERM and
         #: LANG of its own, inside the program's view), with a command's ``NAME=value``.
         self.exported: set[str] = {"HOME", "USER", "PWD"}
+        #: What ``ulimit`` changed of the limits programs start with: resource ->
+        #: (soft, hard), -1 unlimited (``exo.shell.ulimit``).
+        self.rlimits: dict[int, tuple[int, int]] = {}
         self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
@@ -1476,6 +1480,7 @@ class Shell:
         holds (this call's ``$1``… list, the option set) stay the same objects."""
         self.cwd = state.cwd
         self.vfs.umask = state.umask
+        self.rlimits = dict(state.rlimits)
         self.dirstack = list(state.dirstack)
         self.shopt = set(state.shopt)
         self.positional()[:] = state.args
@@ -2192,10 +2197,19 @@ class Shell:
             with prefer():  # from the session's zygote when it can be, as `run`
                 proc = self.kernel.start([app.program, *ctx.args], [own], manifest=manifest,
                                          stdio=(ctx.stdin, ctx.stdout, ctx.stderr), cwd=cwd,
-                                         env=env or None, session=self.session.token)
+                                         env=env or None, session=self.session.token,
+                                         **self.program_settings())
         except ProcessesUnavailable:
             return None
         return ShellJob(self.kernel, proc)
+
+    def program_settings(self) -> dict[str, Any]:
+        """What every program the shell starts takes of it (``KernelApi.start``'s
+        keywords): its ``umask`` and its ``ulimit`` limits."""
+        from exo.shell.ulimit import records
+
+        return {"umask": self.vfs.umask,
+                "rlimits": records(self.rlimits) if self.rlimits else ()}
 
     def start_process(self, argv: list[str], grants: list[Grant], ctx: CommandContext,
                       env: dict[str, str], *, passthrough: bool = False,
@@ -2216,7 +2230,7 @@ class Shell:
             proc = self.kernel.start(argv, grants, stdio=(ctx.stdin, ctx.stdout, ctx.stderr),
                                      cwd=self.cwd, env=env or None, extra_fds=keep,
                                      session=self.session.token, passthrough=passthrough,
-                                     syscalls=syscalls, umask=self.vfs.umask)
+                                     syscalls=syscalls, **self.program_settings())
         except ProcessesUnavailable:  # this kernel cannot run programs: not found
             return None
         return ShellJob(self.kernel, proc)
@@ -2229,7 +2243,7 @@ class _State:
     ``typing`` is not imported before the shell is ready.)"""
 
     __slots__ = ("aliases", "args", "cwd", "dirstack", "env", "exported", "functions",
-                 "options", "readonly", "shopt", "umask")
+                 "options", "readonly", "rlimits", "shopt", "umask")
 
     def __init__(self, shell: Shell) -> None:
         self.env = dict(shell.env)
@@ -2243,6 +2257,7 @@ class _State:
         self.options = set(shell.options)
         self.shopt = set(shell.shopt)
         self.umask = shell.vfs.umask
+        self.rlimits = dict(shell.rlimits)
 
 
 def _block_source(node: If | Loop | Group | Case) -> str:

@@ -1521,3 +1521,61 @@ def test_a_negated_block_pipeline_negates_the_whole_pipeline(root_shell: Shell) 
     """`! A | B` with A a block fed into B: the `!` is the pipeline's, as in sh."""
     assert run(root_shell, "! for i in 1; do false; done | while read x; do :; done; "
                            "echo $?")[1] == "1\n"
+
+
+def test_ulimit(root_shell: Shell) -> None:
+    """`ulimit` was "command not found": it shows the limits the shell's programs start
+    with (the kernel's own until changed), bash's table for -a, and changes reach every
+    program it starts (exo-stage2 sets them before exec); a hard limit only goes down,
+    a subshell's changes stay its own."""
+    import resource
+
+    sh = root_shell
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert run(sh, "ulimit -n; ulimit -Hn")[1] == f"{soft}\n{hard}\n"
+    table = run(sh, "ulimit -a")[1].splitlines()
+    assert len(table) == 17 and f"open files                          (-n) {soft}" in table
+    assert "core file size              (blocks, -c) " in table[1]
+    # a program gets them: soft and hard, then soft alone
+    assert run(sh, "ulimit -n 100; /bin/sh -c 'ulimit -Sn; ulimit -Hn'")[1] == "100\n100\n"
+    assert run(sh, "ulimit -Sn 50; /usr/bin/cat /proc/self/limits")[1].count(
+        "Max open files            50                   100") == 1
+    status, _, err = run(sh, "ulimit -n 200")  # past the hard limit it went down to
+    assert status == 1 and "open files: cannot modify limit: Operation not permitted" in err
+    status, _, err = run(sh, "ulimit -Sn 101")
+    assert status == 1 and "cannot modify limit: Invalid argument" in err
+    assert run(sh, "(ulimit -Sn 10; ulimit -n); ulimit -n")[1] == "10\n50\n"
+    assert run(sh, "run -- /bin/sh -c 'ulimit -n'")[1] == "50\n"  # (`run`'s too)
+    # the file size limit is the program's own: past it, SIGXFSZ (153), as under bash
+    assert run(sh, "cd /tmp; ulimit -f 1; /usr/bin/head -c 5000 /dev/zero | "
+                   "/usr/bin/tee big.out >/dev/null; echo ${PIPESTATUS[1]}; "
+                   "/usr/bin/stat -c %s big.out")[1] == "153\n1024\n"
+    for line, said in (("ulimit -n abc", "abc: invalid number"),
+                       ("ulimit -p 4", "pipe size: cannot modify limit"),
+                       ("ulimit -k", "-k: invalid option")):
+        status, _, err = run(sh, line)
+        assert status in (1, 2) and said in err, (line, err)
+    assert run(sh, "ulimit -c 0 -s 4096; ulimit -c -s")[1] == (
+        "core file size              (blocks, -c) 0\n"
+        "stack size                  (kbytes, -s) 4096\n")
+
+
+def test_the_kernel_refuses_rlimits_above_its_own() -> None:
+    """`rlimits` come from a user's line: the spec keeps only settable resources, each
+    once, soft <= hard, and no hard limit above the kernel's own (exo-stage2 runs them
+    after dropping to the session's uid too, so it could only lower one)."""
+    import resource
+
+    from exo.sandbox import SandboxError, SandboxSpec
+
+    nofile = resource.RLIMIT_NOFILE
+    hard = resource.getrlimit(nofile)[1]
+    assert SandboxSpec(rlimits=((nofile, 10, 20),)).rlimits == ((nofile, 10, 20),)
+    bad: list[object] = [((nofile, 20, 10),), ((nofile, 1, 2), (nofile, 1, 2)), ((99, 1, 1),),
+                         ((nofile, -2, 1),), ((nofile, "1", 1),), ((nofile, 1),), "x",
+                         ((nofile, 1 << 64, 1 << 64),)]
+    if hard != resource.RLIM_INFINITY:
+        bad += [((nofile, 1, hard + 1),), ((nofile, 1, -1),)]
+    for rlimits in bad:
+        with pytest.raises(SandboxError, match="rlimit"):
+            SandboxSpec(rlimits=rlimits)  # type: ignore[arg-type]
