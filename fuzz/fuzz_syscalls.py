@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -85,7 +86,8 @@ def _request(data: bytes) -> bytes:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="exo-fuzz-")) / "root"
+    tree = Path(tempfile.mkdtemp(prefix="exo-fuzz-"))
+    root = tree / "root"
     kernel = Kernel(KernelConfig(root=root), ephemeral=True)
     kernel.boot()
     (root / "home" / "f").mkdir(parents=True)
@@ -104,6 +106,13 @@ def main() -> None:
             _state["crashes"] += 1  # atheris reports it and stops; the JSON says so too
             report()
             raise
+        if _state["runs"] == runs:  # the last one: libFuzzer exits from C after it
+            clean_up()
+
+    def clean_up() -> None:
+        """The kernel stopped and its tree removed (each run left one in /tmp)."""
+        kernel.shutdown()
+        shutil.rmtree(tree, ignore_errors=True)
 
     def check(data: bytes) -> None:
         raw = _request(data)
@@ -156,7 +165,7 @@ def main() -> None:
 
     import atexit
 
-    atexit.register(kernel.shutdown)  # on a finding atheris raises through Python
+    atexit.register(clean_up)  # on a finding atheris raises through Python
     args = sys.argv[1:]
     runs = 1_000_000
     if len(args) >= 2 and args[0] == "--runs":
