@@ -170,6 +170,14 @@ class ExoProcess:
             return "stopped" if _host_state(self.host_pid) in ("T", "t") else "running"
         return "exited" if self.status >= 0 else f"killed({-self.status})"
 
+    def end_signal(self) -> tuple[int, bool] | None:
+        """(the signal that ended it, whether it dumped core), once it ended by one; None
+        while it runs, when it exited, or when its sandbox cannot tell."""
+        if self.status is None:
+            return None
+        sig = getattr(self.sandbox, "term_signal", None)
+        return None if sig is None else (sig, bool(getattr(self.sandbox, "core_dumped", 0)))
+
     def elapsed(self, now: float) -> float:
         """Seconds since it started, stopping at its exit."""
         return (self.ended if self.ended is not None else now) - self.started

@@ -252,6 +252,10 @@ class ZygoteProcess:
         self.conn: socket.socket | None = None
         self.returncode: int | None = None
         self.oom_killed = False
+        #: The signal that ended the command (its init's raw wait status says, where a
+        #: status of 128+N cannot: ``exit 139`` is no crash), and whether it dumped core.
+        self.term_signal: int | None = None
+        self.core_dumped = False
         self.stdin = self.stdout = self.stderr = None
         self._raw: int | None = None
         #: (user, system) CPU seconds of the command and all it waited for, as its init
@@ -366,6 +370,9 @@ class ZygoteProcess:
             except (ValueError, OverflowError):  # never from _report: killed, if it were
                 rc = -signal.SIGKILL
             returncode = 128 - rc if rc < 0 else rc
+            if rc < 0:
+                self.term_signal = -rc
+                self.core_dumped = os.WIFSIGNALED(raw) and os.WCOREDUMP(raw)
             if self.cgroup is not None:
                 self.oom_killed = (returncode == 128 + signal.SIGKILL
                                    and self.cgroup.oom_kills() > 0)

@@ -1151,7 +1151,10 @@ def _umask(ctx: CommandContext) -> int:
 def _ulimit(ctx: CommandContext) -> int:
     from exo.shell.ulimit import run
 
-    return run(list(ctx.args), ctx.shell.rlimits, ctx.out)
+    try:
+        return run(list(ctx.args), ctx.shell.rlimits, ctx.out)
+    finally:
+        ctx.shell.limits_changed()
 
 
 def _umask_of(text: str, mask: int) -> int:

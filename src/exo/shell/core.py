@@ -1481,6 +1481,7 @@ class Shell:
         self.cwd = state.cwd
         self.vfs.umask = state.umask
         self.rlimits = dict(state.rlimits)
+        self.limits_changed()
         self.dirstack = list(state.dirstack)
         self.shopt = set(state.shopt)
         self.positional()[:] = state.args
@@ -1580,6 +1581,7 @@ class Shell:
         self._forget(job)
         if interrupted and job.status == 128 + signal.SIGINT:
             raise KeyboardInterrupt  # it died of the Ctrl-C: the line stops, as in sh
+        _say_signal(job, stderr)
         return job.status
 
     def _forget(self, job: Job) -> None:
@@ -2203,6 +2205,14 @@ class Shell:
             return None
         return ShellJob(self.kernel, proc)
 
+    def limits_changed(self) -> None:
+        """``ulimit`` changed ``rlimits``: a redirection's file is bounded by ``-f`` too,
+        as the shell's own writes are in sh (``exo.shell.sink``)."""
+        import resource
+
+        size = self.rlimits.get(resource.RLIMIT_FSIZE, (-1, -1))[0]
+        self.vfs.max_file = None if size < 0 else size
+
     def program_settings(self) -> dict[str, Any]:
         """What every program the shell starts takes of it (``KernelApi.start``'s
         keywords): its ``umask`` and its ``ulimit`` limits."""
@@ -2258,6 +2268,22 @@ class _State:
         self.shopt = set(shell.shopt)
         self.umask = shell.vfs.umask
         self.rlimits = dict(shell.rlimits)
+
+
+def _say_signal(job: Job, stderr: int) -> None:
+    """A foreground job whose last program a signal ended, as sh says it: ``Segmentation
+    fault (core dumped)``, ``Killed``, ``Terminated``... on a line of its own; not for
+    SIGINT (the Ctrl-C was seen) or SIGPIPE (its reader went first, as meant), nor when
+    the kernel said why already (``exo: killed: memory limit 64M reached``)."""
+    from exo.shell.jobs import describe_signal
+
+    ended = job.end_signal()
+    last = job.stages[-1].job if ended is not None else None
+    if ended is None or ended[0] in (signal.SIGINT, signal.SIGPIPE) \
+            or (isinstance(last, ShellJob) and last.proc.end_reason):
+        return
+    with contextlib.suppress(OSError):
+        os.write(stderr, f"{describe_signal(*ended)}\n".encode())
 
 
 def _block_source(node: If | Loop | Group | Case) -> str:

@@ -62,15 +62,34 @@ class Job:
 
     def outcome(self) -> str:
         """How a finished job ended, as bash's ``jobs`` says it: ``Done``, ``Exit 3``,
-        or the signal that ended it (``Terminated``, ``Killed``: a status of 128+N)."""
+        or the signal that ended it (``Terminated``, ``Killed``: its last program's, as
+        its sandbox reported it; a builtin's stage, cancelled, is 128+N)."""
         if self.status == 0:
             return "Done"
-        if 128 < self.status < 128 + signal.NSIG:
-            with contextlib.suppress(ValueError):
-                described = signal.strsignal(self.status - 128)
-                if described and not described.startswith("Unknown"):
-                    return described
+        ended = self.end_signal()
+        if ended is not None and self.status == 128 + ended[0]:
+            return describe_signal(*ended)
+        last = self.stages[-1] if self.stages else None
+        if last is not None and last.job is None and 128 < self.status < 128 + signal.NSIG:
+            return describe_signal(self.status - 128)
         return f"Exit {self.status}"
+
+    def end_signal(self) -> tuple[int, bool] | None:
+        """(signal, core dumped) that ended the last stage's program, if one did."""
+        last = self.stages[-1].job if self.stages else None
+        return last.proc.end_signal() if isinstance(last, ShellJob) else None
+
+
+def describe_signal(sig: int, core: bool = False) -> str:
+    """What sh says of a program signal ``sig`` ended: ``Segmentation fault (core
+    dumped)``, ``Killed``, ``Terminated``..."""
+    try:
+        described = signal.strsignal(sig)
+    except ValueError:
+        described = None
+    if not described or described.startswith("Unknown"):
+        described = f"Signal {sig}"
+    return described + (" (core dumped)" if core else "")
 
 
 class ShellJob:

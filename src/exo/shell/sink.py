@@ -38,13 +38,15 @@ _APPEND_READ = 1 << 16
 class FileSink:
     """The write end of a pipe (``fd``) whose bytes reach ``file_fd``; the sink owns both
     descriptors it was given and made but ``fd``, which its caller closes. ``name``: the
-    file as the command line named it (in the error)."""
+    file as the command line named it (in the error); ``max_size``: the most the file may
+    hold (the shell's ``ulimit -f``: past it the sink stops as at the reserve, EFBIG)."""
 
     def __init__(self, file_fd: int, *, append: bool, name: str,
-                 min_free: int | None = None) -> None:
+                 min_free: int | None = None, max_size: int | None = None) -> None:
         self._read, self.fd = os.pipe2(os.O_CLOEXEC)
         os.fchmod(self.fd, 0o666)  # (`tee /dev/stdout > f`: its program reopens it)
         self._file, self._append, self._name, self._min_free = file_fd, append, name, min_free
+        self._max_size = max_size
         self._lock = threading.Lock()
         self._moved = threading.Condition(self._lock)
         self._busy = False  # moving bytes the pipe no longer counts (FIONREAD)
@@ -67,8 +69,15 @@ class FileSink:
             while True:
                 events = poller.poll()  # data, or every writer gone
                 left = diskreserve.room(self._file, self._min_free)
+                limited = self._max_size is not None and \
+                    self._max_size - os.fstat(self._file).st_size < left
+                if limited:
+                    assert self._max_size is not None
+                    left = self._max_size - os.fstat(self._file).st_size
                 if left <= 0:
                     if self._pending() > 0 or self._tail:
+                        if limited:
+                            raise OSError(errno.EFBIG, "file size limit (ulimit -f) reached")
                         raise diskreserve.NoRoom(errno.ENOSPC, diskreserve.NO_ROOM)
                     if any(ev & select.POLLHUP for _, ev in events):
                         return  # the end, with nothing left to write

@@ -102,6 +102,8 @@ class Vfs:
         self.pipes: dict[str, int] = {}
         #: The shell's ``umask``: the mode bits a file or directory it creates is without.
         self.umask = DEFAULT_UMASK
+        #: The shell's ``ulimit -f`` in bytes: how large a redirection's file may grow.
+        self.max_file: int | None = None
 
     def own(self) -> Vfs:
         """The same tree, for one shell: its own ``umask`` and process substitutions."""
@@ -119,6 +121,7 @@ class Vfs:
         view.instance = instance
         view.pipes = {}
         view.umask = DEFAULT_UMASK
+        view.max_file = None
         return view
 
     def _created(self, fd: int, mode: int) -> None:
@@ -628,7 +631,8 @@ class Vfs:
         if self.device(p) is not None:
             return fd, None
         try:
-            sink = FileSink(fd, append=append, name=name or p, min_free=self.min_free)
+            sink = FileSink(fd, append=append, name=name or p, min_free=self.min_free,
+                            max_size=self.max_file)
         except BaseException:
             os.close(fd)
             raise

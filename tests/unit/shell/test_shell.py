@@ -544,11 +544,26 @@ def test_a_directory_is_neither_copied_nor_moved_into_itself(shell: Shell) -> No
 
 
 def test_a_finished_job_is_said_as_bash_says_it() -> None:
-    """`jobs` and the prompt's notice said `Done(143)`; bash says how it ended."""
-    from exo.shell.jobs import Job
+    """`jobs` and the prompt's notice said `Done(143)`; bash says how it ended: a
+    builtin's stage cancelled by signal N is 128+N, a program's is what its sandbox
+    reported (an `exit 143` is no signal)."""
+    from types import SimpleNamespace
+
+    from exo.shell.jobs import Job, ShellJob, Stage
 
     job = Job("sleep 30")
+    job.stages = [Stage()]  # a builtin's
     for status, said in ((0, "Done"), (3, "Exit 3"), (143, "Terminated"), (137, "Killed"),
                          (130, "Interrupt"), (255, "Exit 255")):
         job.status = status
         assert job.outcome() == said
+    program = ShellJob.__new__(ShellJob)
+    ended: list[tuple[int, bool] | None] = [None]
+    program.proc = SimpleNamespace(end_signal=lambda: ended[0])  # type: ignore[assignment]
+    job.stages[0].job = program
+    job.status = 143
+    assert job.outcome() == "Exit 143"
+    ended[0] = (15, False)
+    assert job.outcome() == "Terminated"
+    ended[0], job.status = (11, True), 139
+    assert job.outcome() == "Segmentation fault (core dumped)"

@@ -1550,6 +1550,13 @@ def test_ulimit(root_shell: Shell) -> None:
     assert run(sh, "cd /tmp; ulimit -f 1; /usr/bin/head -c 5000 /dev/zero | "
                    "/usr/bin/tee big.out >/dev/null; echo ${PIPESTATUS[1]}; "
                    "/usr/bin/stat -c %s big.out")[1] == "153\n1024\n"
+    # a redirection's file too (the shell writes it, through its sink), and a builtin's
+    # (a program that wrote all it had into the pipe may exit 0 before the sink stops)
+    status, out, err = run(sh, "/usr/bin/head -c 5000 /dev/zero > r.out; stat -c %s r.out;"
+                               " yes > y.out; echo $?; stat -c %s y.out; echo fits > z.out;"
+                               " cat z.out")
+    assert out == "1024\n141\n1024\nfits\n"
+    assert err.count("file size limit (ulimit -f) reached") == 2
     for line, said in (("ulimit -n abc", "abc: invalid number"),
                        ("ulimit -p 4", "pipe size: cannot modify limit"),
                        ("ulimit -k", "-k: invalid option")):
@@ -1558,6 +1565,19 @@ def test_ulimit(root_shell: Shell) -> None:
     assert run(sh, "ulimit -c 0 -s 4096; ulimit -c -s")[1] == (
         "core file size              (blocks, -c) 0\n"
         "stack size                  (kbytes, -s) 4096\n")
+
+
+def test_a_program_a_signal_ended_is_said(root_shell: Shell) -> None:
+    """A crash was a bare `$?` of 139: as sh, the shell says what ended the foreground
+    job's last program (its spare's init reports the raw wait status, so an `exit 139`
+    is no crash), never SIGINT or SIGPIPE."""
+    sh = root_shell
+    assert run(sh, "/bin/sh -c 'kill -SEGV $$'; echo $?")[1:] == ("139\n",
+                                                                  "Segmentation fault\n")
+    assert run(sh, "/bin/sh -c 'exit 139'; echo $?")[1:] == ("139\n", "")
+    assert run(sh, "/bin/sh -c 'kill -KILL $$' | /bin/cat")[2] == ""  # (not the last)
+    assert run(sh, "/bin/cat /dev/null | /bin/sh -c 'kill -TERM $$'")[2] == "Terminated\n"
+    assert run(sh, "/bin/sh -c 'kill -PIPE $$'; /bin/sh -c 'kill -INT $$'")[2] == ""
 
 
 def test_the_kernel_refuses_rlimits_above_its_own() -> None:
