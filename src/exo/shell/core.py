@@ -251,6 +251,10 @@ class Shell:
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:
+        if ASSIGN in name:  # ${x:=WORD} (first: the value may end like a query, "set")
+            name, _, assigned = name.partition(ASSIGN)
+            self.env[name] = assigned
+            return assigned
         if name.endswith(SET_QUERY):  # "1" when set (even to ""), else "": ${x-…}, ${x?}
             base = name[:-len(SET_QUERY)]
             if base.isdigit() and base != "0":
@@ -268,10 +272,6 @@ class Shell:
             if value is not None and is_array(value):
                 return value  # (as it is: a read of ${a[i]} copies nothing)
             return arrays.encode(arrays.decode(value))
-        if ASSIGN in name:  # ${x:=WORD}
-            name, _, assigned = name.partition(ASSIGN)
-            self.env[name] = assigned
-            return assigned
         if name == "?":  # (after a $(…) of the same command: its status, as in sh)
             flow = self.flow
             return str(flow.substituted if flow.substitutions else self.last_status)

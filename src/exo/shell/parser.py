@@ -612,7 +612,7 @@ def _lex(s: str, lookup: Callable[[str], str],
                     n = len(s)
                     continue
         in_word = True
-        solid = solid or c != "$"
+        solid = solid or c not in "$`"  # (an unquoted expansion alone may be no word)
         if c == "'":
             end = s.find("'", i + 1)
             if end < 0:
@@ -659,13 +659,24 @@ def _lex(s: str, lookup: Callable[[str], str],
             if split and ifs is None:
                 ifs = current_ifs(lookup)
             parts = split_fields(value, ifs) if split and ifs is not None else [value]
+            # A delimiter at either end of the value cuts the word there too: `[$x]` of
+            # " a b " is `[ a b ]`, four words (it was `[a b]`). (A leading one that is
+            # not white space made an empty first field, which joins the text before.)
+            cut_before = split and bool(value) and ifs is not None and value[0] in ifs \
+                and value[0] in DEFAULT_IFS
+            cut_after = split and bool(value) and ifs is not None and value[-1] in ifs
+            if cut_before and (solid or any(buf)):
+                flush()
             # (an empty field between two IFS delimiters, `a::b` at `:`, is a word)
             solid = solid or not split or len(parts) > 1
             for k, part in enumerate(parts):
                 if k:
                     flush()
-                    in_word = solid = True
+                in_word = True
+                solid = solid or k > 0
                 buf.append(part)
+            if cut_after:
+                flush()
         elif c == "~" and not buf and (i + 1 == n or s[i + 1] in "/ \t"):
             buf.append(grow(lookup("HOME") or "/"))
             i += 1

@@ -1599,3 +1599,25 @@ def test_the_kernel_refuses_rlimits_above_its_own() -> None:
     for rlimits in bad:
         with pytest.raises(SandboxError, match="rlimit"):
             SandboxSpec(rlimits=rlimits)  # type: ignore[arg-type]
+
+
+def test_a_delimiter_at_an_expansions_end_cuts_the_word(root_shell: Shell) -> None:
+    """`[$x]` of " a b " was `[a b]` (the blanks at the value's ends were dropped, and
+    the text around joined to its first and last fields); sh makes `[ a b ]`. A
+    backquoted expansion alone that is empty is no word, as `$(…)`."""
+    sh = root_shell
+    for line, out in (("x=' a b '; printf '<%s>' [$x]", "<[><a><b><]>"),
+                      ("x=' a '; printf '<%s>' p$x $x'q' \"\"$x", "<p><a><a><q><><a>"),
+                      ("x=' '; printf '<%s>' a${x}b ${x}", "<a><b>"),
+                      ("IFS=:; x='a:'; printf '<%s>' ${x}b; x=':a'; printf '<%s>' p$x",
+                       "<a><b><p><a>"),
+                      ("unset IFS; printf '<%s>' `echo ' a '`x `true`", "<a><x>"),
+                      ("a=' 1 2 '; c=(p${a}q); echo ${#c[@]}", "4\n")):
+        assert run(sh, line)[1] == out, line
+
+
+def test_assign_default_whatever_the_word(root_shell: Shell) -> None:
+    """`${x:=set}` answered nothing and set nothing: the word "set" made the assignment
+    read as the kernel's is-it-set query."""
+    assert run(root_shell, "echo ${u:=set} ${v:=elements}; echo $u $v")[1] == \
+        "set elements\nset elements\n"
