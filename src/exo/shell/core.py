@@ -843,6 +843,14 @@ class Shell:
                 else:
                     self.last_status = 0
             return
+        pieces = _assignments_apart(item.source) if "=(" in item.source else None
+        if pieces is not None and not item.background:
+            # `IFS=$'\n' a=($(…))`, `b=(x y) n=2`: assignments alone, one after the other
+            from exo.shell.parser import ListItem
+
+            for piece in pieces:
+                self._exec_item(ListItem(";", piece, line=item.line), stdio)
+            return
         array = _ARRAY.match(item.source) or _ELEMENT.match(item.source)
         if array is not None and not item.background:
             try:
@@ -2284,6 +2292,37 @@ def _say_signal(job: Job, stderr: int) -> None:
         return
     with contextlib.suppress(OSError):
         os.write(stderr, f"{describe_signal(*ended)}\n".encode())
+
+
+def _assignments_apart(source: str) -> list[str] | None:
+    """``source`` cut into its words when it is only assignments, two or more, one of
+    them an array's (``A=1 b=(x y)``: sh assigns them in turn); else None."""
+    from exo.shell.parser import _ASSIGN_OR_APPEND, ParseError, matching_paren, word_end
+
+    pieces: list[str] = []
+    arrays = False
+    i, n = 0, len(source)
+    while True:
+        while i < n and source[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        m = _ASSIGN_OR_APPEND.match(source, i)
+        if m is None:
+            return None  # a command's word: its assignments are its environment
+        if source.startswith("(", m.end()):
+            try:
+                end = matching_paren(source, m.end()) + 1
+            except ParseError:
+                return None
+            arrays = True
+        else:
+            end = word_end(source, m.end())
+        if end < n and source[end] not in " \t":
+            return None  # (`a=(x)y`, an operator: as it was)
+        pieces.append(source[i:end])
+        i = end
+    return pieces if arrays and len(pieces) > 1 else None
 
 
 def _block_source(node: If | Loop | Group | Case) -> str:

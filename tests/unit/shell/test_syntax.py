@@ -1621,3 +1621,14 @@ def test_assign_default_whatever_the_word(root_shell: Shell) -> None:
     read as the kernel's is-it-set query."""
     assert run(root_shell, "echo ${u:=set} ${v:=elements}; echo $u $v")[1] == \
         "set elements\nset elements\n"
+
+
+def test_an_array_among_other_assignments(root_shell: Shell) -> None:
+    """`IFS=$'\\n' sorted=($(… | sort))` (the idiom for an array of lines) assigned
+    `(a\\nb\\nc)` as text; `b=(x y) A=1` was a syntax error: assignments alone are made
+    one after the other, as in sh."""
+    sh = root_shell
+    assert run(sh, "arr=(c b a); IFS=$'\\n' sorted=($(printf '%s\\n' \"${arr[@]}\" | sort));"
+                   " echo \"${sorted[@]}\" ${#sorted[@]}")[1] == "a b c 3\n"
+    assert run(sh, "unset IFS; b=(x y) A=1 c=(\"p q\" r); echo ${b[1]} $A ${c[0]}")[1] == \
+        "y 1 p q\n"
