@@ -176,6 +176,9 @@ class Shell:
         #: What ``ulimit`` changed of the limits programs start with: resource ->
         #: (soft, hard), -1 unlimited (``exo.shell.ulimit``).
         self.rlimits: dict[int, tuple[int, int]] = {}
+        #: ``set -e`` ended the last outermost line (a script then ends: ``run_script``;
+        #: an interactive session goes on).
+        self.errexit_ended = False
         self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
@@ -379,6 +382,7 @@ class Shell:
             self.last_status = 1 if isinstance(exc, UnsetError) else 2
         except ErrExit as exc:  # set -e: a command failed; its status is the line's
             self.last_status = exc.status
+            self.errexit_ended = outermost  # (a script ends there: run_script)
         except RecursionError:  # a line nested deeper than the parser goes: refused
             say("exo: the line is nested too deeply\n")
             self.last_status = 2

@@ -1632,3 +1632,28 @@ def test_an_array_among_other_assignments(root_shell: Shell) -> None:
                    " echo \"${sorted[@]}\" ${#sorted[@]}")[1] == "a b c 3\n"
     assert run(sh, "unset IFS; b=(x y) A=1 c=(\"p q\" r); echo ${b[1]} $A ${c[0]}")[1] == \
         "y 1 p q\n"
+
+
+def test_set_e_ends_a_script(root_shell: Shell) -> None:
+    """A script under `set -e` went on past a failed command (and ended 0): only the
+    line ended. As sh's, the script ends there with its status, after its EXIT trap;
+    an interactive line ends alone."""
+    import os
+    import tempfile
+
+    from exo.shell.repl import run_script
+
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(1)
+        os.dup2(out.fileno(), 1)
+        try:
+            status = run_script(root_shell, ["set -e\n", "trap 'echo cleanup' EXIT\n",
+                                             "echo a; false; echo b\n", "echo c\n"])
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        out.seek(0)
+        assert (status, out.read()) == (1, b"a\ncleanup\n")
+    sh = Shell(root_shell.kernel, root_shell.whole_tree)
+    assert run(sh, "set -e; false; echo no")[1] == "" and run(sh, "echo goes on")[1] == \
+        "goes on\n"
