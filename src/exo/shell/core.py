@@ -36,6 +36,7 @@ from exo.shell.flow import (
 from exo.shell.jobs import Job, ShellJob, Stage
 from exo.shell.parser import (
     ASSIGN,
+    NAMES_QUERY,
     PROCESS_SUBSTITUTION,
     READS_STDIN,
     SET_QUERY,
@@ -258,6 +259,9 @@ class Shell:
             name, _, assigned = name.partition(ASSIGN)
             self.env[name] = assigned
             return assigned
+        if name.endswith(NAMES_QUERY):  # ${!PREFIX*}
+            prefix = name[:-len(NAMES_QUERY)]
+            return " ".join(sorted(n for n in self.env if n.startswith(prefix)))
         if name.endswith(SET_QUERY):  # "1" when set (even to ""), else "": ${x-…}, ${x?}
             base = name[:-len(SET_QUERY)]
             if base.isdigit() and base != "0":

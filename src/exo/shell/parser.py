@@ -34,6 +34,9 @@ PROCESS_SUBSTITUTION = "\0"
 _BOTH = {"&>": ">", "&>>": ">>"}
 #: ``lookup(NAME + SET_QUERY)`` is "1" when NAME is set (even to ""), else "".
 SET_QUERY = "\0set"
+#: ``lookup(PREFIX + NAMES_QUERY)``: the set variables' names that start with PREFIX,
+#: sorted, a space between (``${!PREFIX*}``).
+NAMES_QUERY = "\0names"
 #: ``lookup(NAME + ASSIGN + VALUE)`` assigns VALUE to NAME and answers it: ``${x:=d}``.
 ASSIGN = "\0assign\0"
 #: Redirections of one stream onto the other, with no file.
@@ -794,7 +797,8 @@ def backslash_escapes(text: str, *, dollar_quote: bool = False,
 
 
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
-_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\])(?::(?![-+?=])([^}"]*))?\})"')
+_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\]|![A-Za-z_][A-Za-z0-9_]*@)'
+                    r'(?::(?![-+?=])([^}"]*))?\})"')
 #: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.
 _SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(?![-+?=])(.*)", re.DOTALL)
 #: ``${@:-WORD}``, ``${a[@]:+WORD}``, ``${*-WORD}``: a default for all the words (not
@@ -808,6 +812,11 @@ def _words_of(target: str, spec: str | None, lookup: Callable[[str], str],
     slice ``spec`` (``OFF[:LEN]``, arithmetic) of them, as bash slices: ``$@``'s offsets
     count from ``$0`` (``${@:1}`` is every parameter), an array's are indices (its
     elements at OFF and after); a negative OFF counts back from the end."""
+    if target.startswith("!") and not target.endswith("]"):  # "${!PREFIX@}": the names
+        if spec is not None:
+            raise ParseError(f"bad substitution: ${{{target}:{spec}}}")
+        names = lookup(target[1:-1] + NAMES_QUERY)
+        return names.split(" ") if names else []
     if target.startswith("!"):  # "${!a[@]}": its indices, a word each
         from exo.shell import arrays
 
@@ -1122,6 +1131,8 @@ def _braced(inner: str, lookup: Callable[[str], str],
         return str(len(lookup(inner[1:])))
     if inner in ("#@", "#*"):  # (the number of positional parameters, as $#)
         return lookup("#")
+    if inner[:1] == "!" and inner[-1:] in "*@" and inner[1:-1].isidentifier():
+        return lookup(inner[1:-1] + NAMES_QUERY)  # ${!PREFIX*}: the names it starts
     defaulted = _DEFAULTED.fullmatch(inner)
     if defaulted is not None:  # ${@:-none}, ${a[@]:+set}
         target, colon, op, word = defaulted.groups()

@@ -1657,3 +1657,11 @@ def test_set_e_ends_a_script(root_shell: Shell) -> None:
     sh = Shell(root_shell.kernel, root_shell.whole_tree)
     assert run(sh, "set -e; false; echo no")[1] == "" and run(sh, "echo goes on")[1] == \
         "goes on\n"
+
+
+def test_names_by_prefix(root_shell: Shell) -> None:
+    """`${!PREFIX*}` was a bad substitution: the names of the set variables that start
+    with PREFIX, sorted; `"${!PREFIX@}"` a word each."""
+    sh = root_shell
+    assert run(sh, "p_b=1 p_a=2; echo ${!p_*}; for v in \"${!p_@}\"; do echo \"[$v]\"; done;"
+                   " echo \"<${!nothing_*}>\"")[1] == "p_a p_b\n[p_a]\n[p_b]\n<>\n"
