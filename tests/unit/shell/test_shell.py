@@ -567,3 +567,35 @@ def test_a_finished_job_is_said_as_bash_says_it() -> None:
     assert job.outcome() == "Terminated"
     ended[0], job.status = (11, True), 139
     assert job.outcome() == "Segmentation fault (core dumped)"
+
+
+def test_a_builtin_loop_does_not_stall_the_kernel(root_shell: Shell) -> None:
+    """An attack: the shell runs in the kernel, and `while :; do :; done` in one session
+    held the interpreter so that each of another session's `ls` took ~2.7 s (and
+    `/bin/true` 2.3 s: every process's syscalls and file requests waited alike). Each
+    command now lets the kernel's other threads run first (``_share_interpreter``).
+    The bound is loose (~100x what the shared loop costs, ~3x under the stall)."""
+    import contextlib
+    import time
+
+    busy = Shell(root_shell.kernel, root_shell.whole_tree)
+    busy.cancel_on = threading.Event()
+    null = os.open(os.devnull, os.O_RDWR)
+    def spin() -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # (its cancel, at the end)
+            busy.run_line("while :; do :; done", null, null, null)
+
+    loop = threading.Thread(target=spin, daemon=True)
+    loop.start()
+    try:
+        time.sleep(0.2)
+        started = time.perf_counter()
+        for _ in range(10):
+            assert run(root_shell, "ls /")[0] == 0
+        took = time.perf_counter() - started
+    finally:
+        busy.cancel_on.set()
+        loop.join(10)
+        os.close(null)
+    assert not loop.is_alive()
+    assert took < 8.0, f"10 ls beside a builtin loop took {took:.1f} s"
