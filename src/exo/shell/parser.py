@@ -622,25 +622,22 @@ def _lex(s: str, lookup: Callable[[str], str],
                 raise ParseError("unterminated ' quote")
             buf.append(s[i + 1 : end])
             i = end + 1
-        elif c == '"' and (every := _EVERY.match(s, i)) is not None:
-            # "$@": each positional parameter a word of its own (none when there are
-            # none), the text around it joined to the first and the last, as in sh;
-            # "${a[@]}": each element of the array a, the same way (bash's); and a slice
-            # of either ("${@:2}", "${a[@]:1:2}")
-            i = every.end()
-            parts = _words_of(every.group(1) or "@", every.group(2), lookup, substitute)
-            grow("".join(parts))
-            for k, part in enumerate(parts):
-                if k:
-                    flush()
-                    in_word = True
-                solid = True
-                buf.append(part)
-            if not parts and not buf:
-                in_word = False  # (unless the text around it makes a word)
         elif c == '"':
-            value, i = _dquoted(s, i, lookup, substitute, grow)
-            buf.append(value)
+            # "$@", "${a[@]}", "${a[@]^^}", "x${@%d}y": each positional parameter or
+            # element a word of its own (none when there are none and nothing is around
+            # them), the text around joined to the first and the last, as in sh
+            parts, every, i = _dquoted_fields(s, i, lookup, substitute, grow)
+            if not every:
+                buf.append(parts[0])
+            else:
+                for k, part in enumerate(parts):
+                    if k:
+                        flush()
+                        in_word = True
+                    solid = True
+                    buf.append(part)
+                if not parts and not buf:
+                    in_word = False  # (unless the text around it makes a word)
         elif c == "\\":
             if i + 1 < n:
                 buf.append(s[i + 1])
@@ -797,8 +794,10 @@ def backslash_escapes(text: str, *, dollar_quote: bool = False,
 
 
 #: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
-_EVERY = re.compile(r'"\$(?:@|\{(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\]|![A-Za-z_][A-Za-z0-9_]*@)'
-                    r'(?::(?![-+?=])([^}"]*))?\})"')
+#: The target of an expansion of every word in a double-quoted string: ``${@…}``,
+#: ``${NAME[@]…}``, ``${!NAME[@]…}`` (the indices), ``${!PREFIX@}`` (the names).
+_EVERY_TARGET = re.compile(r"(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\]|![A-Za-z_][A-Za-z0-9_]*@)(.*)",
+                           re.DOTALL)
 #: ``${@:OFF[:LEN]}``, ``${*:…}``, ``${a[@]:…}``, ``${a[*]:…}``: a slice of the words.
 _SLICED = re.compile(r"([@*]|[A-Za-z_][A-Za-z0-9_]*\[[@*]\]):(?![-+?=])(.*)", re.DOTALL)
 #: ``${@:-WORD}``, ``${a[@]:+WORD}``, ``${*-WORD}``: a default for all the words (not
@@ -1199,6 +1198,97 @@ def _by_default(name: str, value: str, unset: bool, op: str, word: str,
         said = expand_word(word, lookup, substitute)
         raise UnsetError(f"{name}: {said or 'parameter null or not set'}")
     return expand_word(word, lookup, substitute)
+
+
+def _dquoted_fields(s: str, i: int, lookup: Callable[[str], str],
+                    substitute: Callable[[str], str] | None,
+                    grow: Callable[[str], str]) -> tuple[list[str], bool, int]:
+    """The double-quoted string opened at ``s[i]``, expanded: its fields, whether an
+    expansion of every word (``$@``, ``${a[@]…}``) is in it (else it is one field), and
+    the index after its closing quote."""
+    fields: list[str] = []
+    out: list[str] = []
+    every = False
+    i += 1
+    n = len(s)
+    while i < n and s[i] != '"':
+        if s[i] == "\\" and i + 1 < n and s[i + 1] in '"\\$`':
+            out.append(s[i + 1])
+            i += 2
+        elif s[i] == "$" and (found := _every_at(s, i)) is not None:
+            target, op, i = found
+            words = [grow(w) for w in _every_words(target, op, lookup, substitute)]
+            every = True
+            for k, word in enumerate(words):
+                if k:
+                    fields.append("".join(out))
+                    out = []
+                out.append(word)
+        elif s[i] == "$":
+            value, i, _ = _expand(s, i, lookup, substitute)
+            out.append(grow(value))
+        elif s[i] == "`":
+            value, i = _backquoted(s, i, substitute)
+            out.append(grow(value))
+        else:
+            out.append(s[i])
+            i += 1
+    if i >= n:
+        raise ParseError('unterminated " quote')
+    if out or fields or not every:
+        fields.append("".join(out))
+    return fields, every, i + 1
+
+
+def _every_at(s: str, i: int) -> tuple[str, str, int] | None:
+    """At ``s[i] == "$"``: ``$@`` or ``${TARGET OP}`` of every word (``_EVERY_TARGET``):
+    its target, operator and the index after it; else None."""
+    if s.startswith("$@", i):
+        return "@", "", i + 2
+    if not s.startswith("${", i):
+        return None
+    end = matching_brace(s, i + 1)
+    m = _EVERY_TARGET.fullmatch(s, i + 2, end)
+    return None if m is None else (m.group(1), m.group(2), end + 1)
+
+
+#: Names no script uses, for one element while an operator is applied to it.
+_ONE = "_exo_each_word_"
+
+
+def _every_words(target: str, op: str, lookup: Callable[[str], str],
+                 substitute: Callable[[str], str] | None) -> list[str]:
+    """The words of ``"${TARGET OP}"`` (``"$@"``, ``"${a[@]}"``): a slice of them
+    (``:OFF[:LEN]``), a default for all of them (``:-WORD``, ``:+WORD``...), or each
+    one through a string operator (``^^``, ``/PAT/REP``, ``#PAT``, ``%%PAT``...)."""
+    if not op:
+        return _words_of(target, None, lookup, substitute)
+    sliced = re.fullmatch(r":(?![-+?=])(.*)", op, re.DOTALL)
+    if sliced is not None:
+        return _words_of(target, sliced.group(1), lookup, substitute)
+    defaulted = re.fullmatch(r"(:?)([-+?=])(.*)", op, re.DOTALL)
+    if defaulted is not None:
+        colon, how, word = defaulted.groups()
+        words = _words_of(target, None, lookup, substitute)
+        unset = "".join(words) == "" if colon else not words
+        if how == "=":
+            raise ParseError(f"${{{target}{op}}}: ${target} cannot be assigned this way")
+        if how == "+":
+            return [expand_word(word, lookup, substitute)] if not unset else []
+        if not unset:
+            return words
+        return [_by_default(target, "", True, how, word, lookup, substitute)]
+    if target.startswith("!"):
+        raise ParseError(f"bad substitution: ${{{target}{op}}}")
+    out = []
+    for word in _words_of(target, None, lookup, substitute):
+        def one(name: str, word: str = word) -> str:
+            if name == _ONE:
+                return word
+            return "1" if name == _ONE + SET_QUERY else lookup(name)
+
+        out.append(_braced(_ONE + op, one, substitute))
+    return out
 
 
 def _dquoted(s: str, i: int, lookup: Callable[[str], str],

@@ -1225,8 +1225,9 @@ def test_defaults_of_all_the_words_and_pipestatus(root_shell: Shell) -> None:
     sh = root_shell
     assert run(sh, 'echo "${@:-none}" ${*:-none}; set -- a b; echo "${@:-none}"; '
                    'echo "${@: -1}" "${@:2}" ${#@}')[1] == "none none\na b\nb b 2\n"
+    # ("${@:+set}" of no arguments is no word at all, as bash's: not an empty one)
     assert run(sh, 'f() { echo "${@:-empty}" "${@:+set}"; }; f; f x')[1] == \
-        "empty \nx set\n"
+        "empty\nx set\n"
     assert run(sh, 'a=(); echo "${a[@]:-empty}" ${a[@]+set}x; a=(1 2); '
                    'echo "${a[@]:-empty}" ${a[@]:+set}')[1] == "empty x\n1 2 set\n"
     status, _, err = run(sh, "set --; echo ${@:?no arguments}")
@@ -1665,3 +1666,24 @@ def test_names_by_prefix(root_shell: Shell) -> None:
     sh = root_shell
     assert run(sh, "p_b=1 p_a=2; echo ${!p_*}; for v in \"${!p_@}\"; do echo \"[$v]\"; done;"
                    " echo \"<${!nothing_*}>\"")[1] == "p_a p_b\n[p_a]\n[p_b]\n<>\n"
+
+
+def test_every_word_through_an_operator(root_shell: Shell) -> None:
+    """Inside double quotes, only a whole "$@" or "${a[@]}" made a word per element:
+    "${a[@]^^}" and "pre${a[@]}post" joined the elements into one word, "${@%d}"
+    trimmed the joined string, "${a[@]/b/X}" and "${a[@]#a}" were bad substitutions.
+    Each element goes through the operator, the text around joins the first and the
+    last, as in bash."""
+    sh = root_shell
+    for line, out in (
+            ("a=(ab cd); printf '<%s>' \"${a[@]^^}\" \"${a[@]/b/X}\" \"${a[@]#a}\"",
+             "<AB><CD><aX><cd><b><cd>"),
+            ("set -- ab cd; printf '<%s>' \"${@^}\" \"${@%d}\" \"x$@y\"",
+             "<Ab><Cd><ab><c><xab><cdy>"),
+            ("a=(x y); printf '<%s>' \"${a[@]:-none}\" \"pre${a[@]}post\" \"${a[@]:+alt}\"",
+             "<x><y><prex><ypost><alt>"),
+            ("a=(); printf '<%s>' \"${a[@]}\" \"${a[@]:-none}\" \"k${a[@]}\"", "<none><k>"),
+            ("a=(one two); b=(three); printf '<%s>' \"${a[@]}${b[@]}\"", "<one><twothree>"),
+            ("a=(ax bx); y=Y; printf '<%s>' \"${a[@]/x/$y}\" \"${a[*]}\"",
+             "<aY><bY><ax bx>")):
+        assert run(sh, line)[1] == out, line
