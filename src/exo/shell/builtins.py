@@ -1985,7 +1985,10 @@ def _type(ctx: CommandContext) -> int:
         elif name in KEYWORDS:
             ctx.out(f"{name} is a shell keyword")
         elif name in ctx.shell.functions:
+            from exo.shell.printer import function_text
+
             ctx.out(f"{name} is a function")
+            ctx.out(function_text(name, ctx.shell.functions[name]))
         elif name in ctx.shell.builtins:
             ctx.out(f"{name} is a shell builtin")
         elif (app := ctx.shell.find_app(name)) is not None:  # (as the shell looks)

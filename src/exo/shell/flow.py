@@ -193,12 +193,21 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
 @builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] [-a] "
          "NAME[=VALUE]... (in a function, of that call alone, unless -g; NAME=(WORDS...): "
          "an indexed array; -A NAME: an associative one, NAME=([KEY]=VALUE...)); declare -p "
-         "[NAME...] shows them, declare -F the functions' names; -i is not supported")
+         "[NAME...] shows them, declare -f [NAME...] the functions' definitions, declare -F "
+         "their names; -i is not supported")
 def _declare(ctx: CommandContext) -> int:
     from exo.shell import arrays
 
-    flags, names = _attribute_flags(ctx.args, "rxgpFA")
+    flags, names = _attribute_flags(ctx.args, "rxgpfFA")
     shell = ctx.shell
+    if "f" in flags and "F" not in flags:  # the functions' definitions
+        from exo.shell.printer import function_text
+
+        wanted = names or sorted(shell.functions)
+        for name in wanted:
+            if name in shell.functions:
+                ctx.out(function_text(name, shell.functions[name]))
+        return 0 if all(n in shell.functions for n in wanted) else 1
     if "F" in flags:
         wanted = names or sorted(shell.functions)
         for name in wanted:

@@ -25,7 +25,8 @@ def test_functions_take_arguments_locals_and_return(root_shell: Shell) -> None:
 
     assert {"shout", "log"} <= ShellCompleter(root_shell).commands()
     assert run(root_shell, "type shout; unset -f shout; shout x") == (
-        127, "shout is a function\n", "exo: shout: command not found\n")
+        127, "shout is a function\nshout () \n{ \n    echo \"$1!\";\n}\n",
+        "exo: shout: command not found\n")
     # "$@": each argument a word of its own, none when there are none
     run(root_shell, 'each() { for a in "$@"; do echo "[$a]"; done; echo n=$#; }')
     assert run(root_shell, "each 'a b' c; each; each x\"$@\"y")[1] == \

@@ -1687,3 +1687,25 @@ def test_every_word_through_an_operator(root_shell: Shell) -> None:
             ("a=(ax bx); y=Y; printf '<%s>' \"${a[@]/x/$y}\" \"${a[*]}\"",
              "<aY><bY><ax bx>")):
         assert run(sh, line)[1] == out, line
+
+
+def test_a_functions_definition_is_shown(root_shell: Shell) -> None:
+    """`declare -f` was an invalid option and `type f` said only "f is a function": both
+    print the definition (from the parsed body, ``exo.shell.printer``), which reads back
+    as the same function."""
+    sh = root_shell
+    body = ("f() { echo \"in $1\"; x=1 && echo y || echo z; if [ -n \"$1\" ]; then echo one;"
+            " else echo none; fi; for i in a b; do echo $i; done; case $1 in a|b) echo ab;;"
+            " *) echo other;; esac; { echo grp; } > /dev/null; for ((i=0;i<2;i++)); do "
+            "echo $i; done; }")
+    run(sh, body)
+    shown = run(sh, "declare -f f")[1]
+    assert shown.startswith("f () \n{ \n    echo \"in $1\";\n    x=1 && echo y || echo z;\n")
+    assert run(sh, "type f")[1] == "f is a function\n" + shown
+    expected = run(sh, "f a")[1]
+    assert expected == "in a\ny\none\na\nb\nab\n0\n1\n"
+    assert run(sh, "declare -f f > /tmp/fdef; unset -f f; source /tmp/fdef; f a")[1] == \
+        expected
+    assert run(sh, "unset -f f; eval \"$(cat /tmp/fdef)\"; f a")[1] == expected
+    run(sh, "h() ( echo sub )")
+    assert run(sh, "declare -f h; declare -f nope")[:2] == (1, "h () \n(\n    echo sub;\n)\n")
