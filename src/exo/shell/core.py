@@ -369,6 +369,7 @@ class Shell:
                 stdin, stdout, stderr = (fds.get(0, stdin), fds.get(1, stdout),
                                          fds.get(2, stderr))
             depth.moves, depth.base = {}, (stdin, stdout, stderr)
+            depth.shared = time.perf_counter()  # (a line shorter than that never sleeps)
         first = self._lines + 1 if outermost else 1  # ($LINENO: a sourced file's own)
         if outermost:
             self._lines += line.count("\n") + 1
@@ -2298,9 +2299,9 @@ def _share_interpreter(depth: threading.local) -> None:
     interpreter, and a builtin loop (``while :; do :; done``) holding the interpreter
     lock made every other session's commands, and every process's syscalls and file
     requests, wait for it at each system call (each took the lock back only after the
-    loop's switch interval): another session's ``ls`` took 2.65 s, ``/bin/true`` 3.4 s.
+    loop's switch interval): another session's ``ls`` took 2.1 s, ``/bin/true`` 2.8 s.
     A ``sched_yield`` (the lock released, ~1 us) before each command and a real sleep
-    each ``SHARE_EVERY_S`` of running bring them to 5.8 and 12.2 ms, for 10 % of a lone
+    each ``SHARE_EVERY_S`` of running bring them to 5.6 and 9.1 ms, for 8 % of a lone
     loop's speed (``bench/shell_neighbor.py``)."""
     os.sched_yield()
     now = time.perf_counter()
