@@ -177,6 +177,7 @@ class Shell:
         #: What ``ulimit`` changed of the limits programs start with: resource ->
         #: (soft, hard), -1 unlimited (``exo.shell.ulimit``).
         self.rlimits: dict[int, tuple[int, int]] = {}
+        self.env.evaluate = self._integer_value  # (`declare -i`'s variables)
         #: ``set -e`` ended the last outermost line (a script then ends: ``run_script``;
         #: an interactive session goes on).
         self.errexit_ended = False
@@ -412,6 +413,12 @@ class Shell:
         moves = getattr(self._depth, "moves", None)
         return _moved(stdio, moves)[2] if moves else stdio[2]
 
+    def _integer_value(self, text: str) -> str:
+        """A value assigned to a ``declare -i`` variable: its arithmetic value."""
+        from exo.shell.arith import evaluate
+
+        return str(evaluate(text, self.lookup, self.assign_variable))
+
     def appended(self, name: str, value: str) -> str:
         """What ``NAME+=value`` makes of NAME: its value and ``value``; for an array,
         the array with ``value`` after its first element (bash's)."""
@@ -424,6 +431,8 @@ class Shell:
             elements = arrays.decode(old)
             elements[0] = elements.get(0, "") + value
             return arrays.encode(elements)
+        if name in self.env.integers:  # (`declare -i n`: n+=2 adds)
+            return f"{self.lookup(name) or 0}+({value})"
         return self.lookup(name) + value
 
     def lines_skipped(self, count: int) -> None:
@@ -824,6 +833,7 @@ class Shell:
         finally:
             flow.frames.pop()
             flow.returnable -= 1
+            self.env.integers -= frame.integers  # (before the outer values come back)
             self._restore(frame.hidden)
             self.env.readonly -= frame.marked  # (`local -r`: the call's own)
         return self.last_status
@@ -1507,6 +1517,7 @@ class Shell:
         self.options.clear()
         self.options.update(state.options)
         self.env.restore(state.env, state.readonly)
+        self.env.integers = set(state.integers)
         self.exported = set(state.exported)
         self.functions.clear()
         self.functions.update(state.functions)
@@ -2272,11 +2283,12 @@ class _State:
     ``typing`` is not imported before the shell is ready.)"""
 
     __slots__ = ("aliases", "args", "cwd", "dirstack", "env", "exported", "functions",
-                 "options", "readonly", "rlimits", "shopt", "umask")
+                 "integers", "options", "readonly", "rlimits", "shopt", "umask")
 
     def __init__(self, shell: Shell) -> None:
         self.env = dict(shell.env)
         self.readonly = set(shell.env.readonly)
+        self.integers = set(shell.env.integers)
         self.exported = set(shell.exported)
         self.cwd = shell.cwd
         self.dirstack = list(shell.dirstack)

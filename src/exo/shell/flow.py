@@ -30,13 +30,14 @@ class Frame:
     """One function call (or ``source FILE ARGS``): its arguments, and the values its
     ``local`` variables hid (None: the variable was not set)."""
 
-    __slots__ = ("args", "hidden", "marked", "name")
+    __slots__ = ("args", "hidden", "integers", "marked", "name")
 
     def __init__(self, args: list[str], name: str = "") -> None:
         self.args = args
         self.name = name  # the function's ("": a sourced file, a piped block)
         self.hidden: dict[str, str | None] = {}
         self.marked: set[str] = set()  # its locals made read-only: unmarked at return
+        self.integers: set[str] = set()  # its locals made integers (-i): the same
 
 
 class LoopControl(BaseException):
@@ -120,13 +121,13 @@ def _return(ctx: CommandContext) -> int:
 def _local(ctx: CommandContext) -> int:
     if not ctx.shell.flow.frames:
         raise CommandError("can only be used in a function", 1)
-    flags, names = _attribute_flags(ctx.args, "rxA")
+    flags, names = _attribute_flags(ctx.args, "rxiA")
     return _assign(ctx, names, flags, local=True)
 
 
 def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]]:
     """``declare``'s and ``local``'s leading ``-rx…`` letters (of ``allowed``), and the
-    rest; integer variables refused in a line."""
+    rest."""
     args = list(args)
     flags: set[str] = set()
     while args and args[0][:1] in ("-", "+") and len(args[0]) > 1 and args[0] != "--":
@@ -134,9 +135,6 @@ def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]
         for letter in arg[1:]:
             if letter == "a":  # an indexed array: made by NAME=(…) (exo.shell.arrays)
                 continue
-            if letter == "i":
-                raise CommandError("-i: integer variables are not supported (assign "
-                                   "$((…)) instead)", 2)
             if letter not in allowed or arg[0] == "+":
                 raise CommandError(f"{arg[0]}{letter}: invalid option", 2)
             flags.add(letter)
@@ -145,7 +143,8 @@ def _attribute_flags(args: list[str], allowed: str) -> tuple[set[str], list[str]
 
 def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: bool) -> int:
     """Set each ``NAME[=VALUE]`` of ``args``: in this function call alone (``local``),
-    exported (``x``), read-only (``r``), an associative array (``A``)."""
+    exported (``x``), read-only (``r``), an integer (``i``: each value assigned is
+    evaluated as arithmetic), an associative array (``A``)."""
     from exo.shell import arrays
 
     shell = ctx.shell
@@ -165,6 +164,10 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
             ctx.err(f"{name}: readonly variable")
             status = 1
             continue
+        if "i" in flags and name not in env.integers:  # its values are arithmetic
+            if frame is not None:
+                frame.integers.add(name)
+            env.integers.add(name)
         if "A" in flags:  # an associative array (its elements: NAME=([KEY]=VALUE …))
             current = env.get(name) if frame is None else None
             if arrays.is_array(current) and not arrays.is_assoc(current):
@@ -190,15 +193,15 @@ def _assign(ctx: CommandContext, args: list[str], flags: set[str], *, local: boo
     return status
 
 
-@builtin("declare", "set variables and their attributes: declare [-r] [-x] [-g] [-a] "
+@builtin("declare", "set variables and their attributes: declare [-r] [-x] [-i] [-g] [-a] "
          "NAME[=VALUE]... (in a function, of that call alone, unless -g; NAME=(WORDS...): "
          "an indexed array; -A NAME: an associative one, NAME=([KEY]=VALUE...)); declare -p "
          "[NAME...] shows them, declare -f [NAME...] the functions' definitions, declare -F "
-         "their names; -i is not supported")
+         "their names; -i: each value assigned is evaluated as arithmetic, n=n+1)")
 def _declare(ctx: CommandContext) -> int:
     from exo.shell import arrays
 
-    flags, names = _attribute_flags(ctx.args, "rxgpfFA")
+    flags, names = _attribute_flags(ctx.args, "rxigpfFA")
     shell = ctx.shell
     if "f" in flags and "F" not in flags:  # the functions' definitions
         from exo.shell.printer import function_text
@@ -221,7 +224,8 @@ def _declare(ctx: CommandContext) -> int:
                 ctx.err(f"{name}: not found")
                 status = 1
                 continue
-            marks = ("r" if name in env.readonly else "") + \
+            marks = ("i" if name in env.integers else "") + \
+                ("r" if name in env.readonly else "") + \
                 ("x" if name in shell.exported else "")
             if arrays.is_array(env[name]):
                 marks = ("A" if arrays.is_assoc(env[name]) else "a") + marks

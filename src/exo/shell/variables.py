@@ -5,8 +5,9 @@ name marked read-only, wherever the change comes from (``x=1``, ``read``, ``for`
 from __future__ import annotations
 
 from collections import UserDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from exo.shell.arrays import is_array
 from exo.shell.parser import UnsetError
 
 #: What one shell's variables may hold in all, names and values (the shell runs in the
@@ -39,6 +40,10 @@ class Variables(UserDict[str, str]):
         #: The names ``readonly`` marked: no change reaches them until the shell ends
         #: (a subshell's own marks end with it).
         self.readonly: set[str] = set()
+        #: The names ``declare -i`` marked: each value assigned is evaluated as
+        #: arithmetic first (``evaluate``: the shell's, set by the shell).
+        self.integers: set[str] = set()
+        self.evaluate: Callable[[str], str] | None = None
         self.size = 0  # the names' and values' lengths, in all
         self.limit = MAX_BYTES  # what size may reach (a copy's: less, ``for_copy``)
         super().__init__(values or {})
@@ -49,6 +54,8 @@ class Variables(UserDict[str, str]):
 
     def __setitem__(self, name: str, value: str) -> None:
         self._check(name)
+        if name in self.integers and self.evaluate is not None and not is_array(value):
+            value = self.evaluate(value)  # (an array's elements are kept as they are)
         old = self.data.get(name)
         size = self.size + len(value) - (len(old) if old is not None else -len(name))
         if size > self.limit and size > self.size:

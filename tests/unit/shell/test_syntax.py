@@ -1709,3 +1709,21 @@ def test_a_functions_definition_is_shown(root_shell: Shell) -> None:
     assert run(sh, "unset -f f; eval \"$(cat /tmp/fdef)\"; f a")[1] == expected
     run(sh, "h() ( echo sub )")
     assert run(sh, "declare -f h; declare -f nope")[:2] == (1, "h () \n(\n    echo sub;\n)\n")
+
+
+def test_integer_variables(root_shell: Shell) -> None:
+    """`declare -i` was refused: each value assigned to the variable (`=`, `+=`, `read`,
+    `for`, `local -i`) is evaluated as arithmetic; a local's mark ends with its call
+    (the outer value is not evaluated when it comes back); a subshell's stays its own."""
+    sh = root_shell
+    for line, out in (("x=5; declare -i n; n=x+3; echo $n; n+=2; echo $n", "8\n10\n"),
+                      ("declare -i i=010 j=0x10; echo $i $j", "8 16\n"),
+                      ("declare -i r; read r <<< '2*21'; for r in 1+1; do echo $r; done; "
+                       "echo $r", "2\n2\n"),
+                      ("f() { local -i c=2+2; echo $c; }; c=hello; f; echo $c",
+                       "4\nhello\n"),
+                      ("declare -i s=3; (s=9*2; echo $s); s=s+1; echo $s", "18\n4\n"),
+                      ("declare -i p=6; declare -p p", "declare -i p=6\n")):
+        assert run(sh, line)[1] == out, line
+    status, _, err = run(sh, "declare -i q; q='1+'")  # refused, q left as it was
+    assert status != 0 and "arithmetic" in err and run(sh, "echo ${q:-unset}")[1] == "unset\n"
