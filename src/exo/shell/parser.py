@@ -627,6 +627,8 @@ def _lex(s: str, lookup: Callable[[str], str],
             # element a word of its own (none when there are none and nothing is around
             # them), the text around joined to the first and the last, as in sh
             parts, every, i = _dquoted_fields(s, i, lookup, substitute, grow)
+            if every and assign and (leading or declaring):
+                parts, every = [" ".join(parts)], False  # `x="$@"`: one value, joined
             if not every:
                 buf.append(parts[0])
             else:
@@ -1294,27 +1296,11 @@ def _every_words(target: str, op: str, lookup: Callable[[str], str],
 def _dquoted(s: str, i: int, lookup: Callable[[str], str],
              substitute: Callable[[str], str] | None,
              grow: Callable[[str], str]) -> tuple[str, int]:
-    """The double-quoted string opened at ``s[i]``, expanded (``grow`` sees each value
-    an expansion brings in), and the index after its closing quote."""
-    out: list[str] = []
-    i += 1
-    n = len(s)
-    while i < n and s[i] != '"':
-        if s[i] == "\\" and i + 1 < n and s[i + 1] in '"\\$`':
-            out.append(s[i + 1])
-            i += 2
-        elif s[i] == "$":
-            value, i, _ = _expand(s, i, lookup, substitute)
-            out.append(grow(value))
-        elif s[i] == "`":
-            value, i = _backquoted(s, i, substitute)
-            out.append(grow(value))
-        else:
-            out.append(s[i])
-            i += 1
-    if i >= n:
-        raise ParseError('unterminated " quote')
-    return "".join(out), i + 1
+    """The double-quoted string opened at ``s[i]`` as one string (an assignment's, a
+    pattern's: ``"$@"`` and ``"${a[@]…}"`` joined by spaces, as sh joins them there),
+    and the index after its closing quote."""
+    fields, _, end = _dquoted_fields(s, i, lookup, substitute, grow)
+    return " ".join(fields), end
 
 
 #: POSIX bracket classes (``[[:space:]]``) as the characters ``fnmatch`` takes in their

@@ -1685,7 +1685,12 @@ def test_every_word_through_an_operator(root_shell: Shell) -> None:
             ("a=(); printf '<%s>' \"${a[@]}\" \"${a[@]:-none}\" \"k${a[@]}\"", "<none><k>"),
             ("a=(one two); b=(three); printf '<%s>' \"${a[@]}${b[@]}\"", "<one><twothree>"),
             ("a=(ax bx); y=Y; printf '<%s>' \"${a[@]/x/$y}\" \"${a[*]}\"",
-             "<aY><bY><ax bx>")):
+             "<aY><bY><ax bx>"),
+            # an assignment's value is one string: the words joined by spaces
+            ("a=(ab cd); x=\"${a[@]/b/X}\"; y=\"${a[@]^^}\"; set -- p q; z=\"$@\"; "
+             "w=\"x$@y\"; printf '<%s>' \"$x\" \"$y\" \"$z\" \"$w\"",
+             "<aX cd><AB CD><p q><xp qy>"),
+            ("a=(ab cd); case 'AB CD' in \"${a[@]^^}\") echo same;; esac", "same\n")):
         assert run(sh, line)[1] == out, line
 
 
