@@ -150,8 +150,8 @@ class SandboxedProcess:
         self.returncode: int | None = None
         #: Killed by the memory controller at its cgroup's limit (read when it ended).
         self.oom_killed = False
-        #: The signal that ended it, as far as bubblewrap's status tells (it reports
-        #: signal N as 128+N: an ``exit 139`` reads as SIGSEGV here, not in a zygote's).
+        #: The signal that ended it: never known here (bubblewrap reports signal N as the
+        #: status 128+N, as an ``exit 139`` is; a zygote's spare tells them apart).
         self.term_signal: int | None = None
         self.core_dumped = False
         self._lock = threading.Lock()
@@ -231,8 +231,6 @@ class SandboxedProcess:
             if self.returncode is not None:
                 return
             returncode = 128 - rc if rc < 0 else rc
-            if 128 < returncode < 128 + signal.NSIG:
-                self.term_signal = returncode - 128
             if self.cgroup is not None:
                 # Read before the group goes: a SIGKILL with the group's OOM counter up is
                 # the memory limit, not a kill someone sent.

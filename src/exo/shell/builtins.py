@@ -786,7 +786,9 @@ def _printf(ctx: CommandContext) -> int:
     for error in errors:
         ctx.err(error)
     if name is not None:
-        ctx.shell.env[name] = text
+        # (a variable holds no NUL: bash keeps what comes before one; the shell's own
+        # markers are NUL-separated, and a value must never read as one)
+        ctx.shell.env[name] = text.partition("\0")[0]
     else:
         ctx.write(text)
     return 1 if errors else 0

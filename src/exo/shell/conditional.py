@@ -170,9 +170,11 @@ class _Condition:
 
     def _unary(self, op: str, raw: str) -> bool:
         value = self._expand(raw)
-        if op == "-v":  # the variable is set
+        if op == "-v":  # the variable is set (a name: no NUL, no marker of the shell's)
             from exo.shell.parser import SET_QUERY
 
+            if not value or "\0" in value:
+                return False
             return self.ctx.shell.lookup(value + SET_QUERY) == "1"
         if op == "-o":
             return value in self.ctx.shell.options

@@ -256,11 +256,14 @@ class Shell:
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:
-        if ASSIGN in name:  # ${x:=WORD} (first: the value may end like a query, "set")
-            name, _, assigned = name.partition(ASSIGN)
-            self.env[name] = assigned
+        if ASSIGN in name and (target := name.partition(ASSIGN)[0]).isidentifier():
+            # ${x:=WORD} (first: the value may end like a query, "set"); only ever for
+            # a name the parser checked, never for text a user spelled with NULs
+            assigned = name.partition(ASSIGN)[2]
+            self.env[target] = assigned
             return assigned
         if name.endswith(NAMES_QUERY):  # ${!PREFIX*}
+            self.between_steps()  # (a scan of every name: a line may hold many)
             prefix = name[:-len(NAMES_QUERY)]
             return " ".join(sorted(n for n in self.env if n.startswith(prefix)))
         if name.endswith(SET_QUERY):  # "1" when set (even to ""), else "": ${x-…}, ${x?}
@@ -412,6 +415,14 @@ class Shell:
         line may have moved its stderr (``_moved``)."""
         moves = getattr(self._depth, "moves", None)
         return _moved(stdio, moves)[2] if moves else stdio[2]
+
+    def between_steps(self) -> None:
+        """Between two steps of one command's long work in the kernel (each element
+        through a ``"${a[@]…}"`` operator, each ``${!PREFIX*}`` scan): the kernel's other
+        threads run (``_share_interpreter``), and a killed job's copy stops there."""
+        _share_interpreter(self._depth)
+        if self.cancel_on is not None and self.cancel_on.is_set():
+            raise KeyboardInterrupt
 
     def _integer_value(self, text: str) -> str:
         """A value assigned to a ``declare -i`` variable: its arithmetic value."""

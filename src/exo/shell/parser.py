@@ -665,7 +665,7 @@ def _lex(s: str, lookup: Callable[[str], str],
             # " a b " is `[ a b ]`, four words (it was `[a b]`). (A leading one that is
             # not white space made an empty first field, which joins the text before.)
             cut_before = split and bool(value) and ifs is not None and value[0] in ifs \
-                and value[0] in DEFAULT_IFS
+                and value[0] in DEFAULT_IFS and not _delimited_first(value, ifs)
             cut_after = split and bool(value) and ifs is not None and value[-1] in ifs
             if cut_before and (solid or any(buf)):
                 flush()
@@ -697,6 +697,14 @@ _ASSIGN_OR_APPEND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 #: What splits an unquoted expansion when IFS is unset.
 DEFAULT_IFS = " \t\n"
 _DEFAULT_CUT = re.compile(r"[ \t\n]+")
+
+
+def _delimited_first(value: str, ifs: str) -> bool:
+    """``value`` opens with IFS white space then another IFS character (`` :a`` at
+    ``IFS=': '``): that delimiter makes an empty first field, which joins the text
+    before the expansion (no cut there)."""
+    rest = value.lstrip("".join(c for c in ifs if c in DEFAULT_IFS))
+    return bool(rest) and rest[0] in ifs
 
 
 def current_ifs(lookup: Callable[[str], str]) -> str:
@@ -1272,7 +1280,7 @@ def _every_words(target: str, op: str, lookup: Callable[[str], str],
     if defaulted is not None:
         colon, how, word = defaulted.groups()
         words = _words_of(target, None, lookup, substitute)
-        unset = "".join(words) == "" if colon else not words
+        unset = " ".join(words) == "" if colon else not words  # (bash: ("" "") is set)
         if how == "=":
             raise ParseError(f"${{{target}{op}}}: ${target} cannot be assigned this way")
         if how == "+":
@@ -1280,8 +1288,12 @@ def _every_words(target: str, op: str, lookup: Callable[[str], str],
         if not unset:
             return words
         return [_by_default(target, "", True, how, word, lookup, substitute)]
-    if target.startswith("!"):
+    if target.startswith("!") or op.startswith("@A"):  # (@A would name the stand-in)
         raise ParseError(f"bad substitution: ${{{target}{op}}}")
+    # Each word is a pattern match or an edit of up to MAX_TRIMMED characters (a
+    # backtracking pattern takes ~0.1 s of one): between two, the shell whose lookup
+    # this is lets the kernel's other threads run and stops when its job is killed.
+    between = getattr(getattr(lookup, "__self__", None), "between_steps", None)
     out = []
     for word in _words_of(target, None, lookup, substitute):
         def one(name: str, word: str = word) -> str:
@@ -1289,6 +1301,8 @@ def _every_words(target: str, op: str, lookup: Callable[[str], str],
                 return word
             return "1" if name == _ONE + SET_QUERY else lookup(name)
 
+        if between is not None:
+            between()
         out.append(_braced(_ONE + op, one, substitute))
     return out
 

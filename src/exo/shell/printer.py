@@ -8,7 +8,7 @@ as the same function (``eval "$(declare -f f)"``).
 
 from __future__ import annotations
 
-from exo.shell.parser import Group, If, Loop, Simple
+from exo.shell.parser import Group, If, Loop, Simple, unit_end
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def function_text(name: str, group: Group) -> str:
     else:
         lines = [f"{name} () ", "{ ", *_nodes(body, 1), "}"]
     if group.redirects:
-        lines[-1] += " " + group.redirects
+        lines[-1] += " " + _here_strings(group.redirects)
     return "\n".join(lines)
 
 
@@ -48,7 +48,10 @@ def _node(node: Node, level: int) -> list[str]:
     pad = _INDENT * level
     if isinstance(node, Simple):
         item = node.item
-        return [pad + item.source.strip() + (" &" if item.background else ";")]
+        return [pad + _here_strings(item.source.strip()) + (" &" if item.background else ";")]
+    if isinstance(node, Group) and node.name:  # a function defined by this one
+        inner = function_text(node.name, node).split("\n")
+        return [pad + line for line in inner]
     head = ""
     if node.timed is not None:
         head += "time -p " if node.timed == "posix" else "time "
@@ -62,7 +65,7 @@ def _node(node: Node, level: int) -> list[str]:
         head += node.prefix + " | "
     lines = _block(node, level, pad)
     lines[0] = pad + head + lines[0].lstrip()
-    tail = (" " + node.redirects if node.redirects else "") + \
+    tail = (" " + _here_strings(node.redirects) if node.redirects else "") + \
         (" &" if node.background else ";")
     lines[-1] += tail
     return lines
@@ -112,3 +115,40 @@ def _clause(word: str, condition: list[Node], level: int, pad: str) -> list[str]
     if len(lines) == 1:
         return [pad + f"{word} {lines[0].strip()}"]
     return [pad + word, *lines]
+
+
+def _here_strings(source: str) -> str:
+    """``source`` with each here-document (which ``split_list`` made ``<< "BODY"``, the
+    body a quoted word) written as the here-string of the same input: ``<<< "BODY"``
+    less the body's last newline, which a here-string adds back (an empty body reads
+    ``/dev/null``)."""
+    if "<<" not in source:
+        return source
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        c = source[i]
+        if c in "'\"\\":
+            end = unit_end(source, i)
+            out.append(source[i:end])
+            i = end
+        elif source.startswith("<<<", i):
+            out.append("<<<")
+            i += 3
+        elif source.startswith("<<", i):
+            j = i + 2
+            while j < n and source[j] == " ":
+                j += 1
+            end = unit_end(source, j) if j < n else n
+            word = source[j:end]
+            if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+                body = word[1:-1]
+                out.append("< /dev/null" if not body else
+                           "<<< " + word[0] + body.removesuffix("\n") + word[0])
+            else:
+                out.append(source[i:end])
+            i = end
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)

@@ -90,8 +90,9 @@ class FileSink:
                     with self._moved:
                         self._busy = False
                         self._moved.notify_all()
-                if moved == 0:
+                if moved == 0 and not self._tail:
                     return  # end of file: every writer closed its end
+                # (an append's tail left past the room: said at the next look)
         except OSError as exc:
             what = exc.strerror or str(exc)
             self.error = f"{self._name}: {what[:1].lower()}{what[1:]}"
@@ -121,6 +122,7 @@ class FileSink:
         cut = data.rfind(b"\n") + 1 if got else len(data)  # (at the end: all of it)
         if cut == 0 and len(data) >= _APPEND_READ:
             cut = len(data)  # a line longer than that goes in pieces
+        cut = min(cut, most)  # (never past the room left: the reserve, `ulimit -f`)
         self._tail = data[cut:]
         view = memoryview(data)[:cut]
         while view:

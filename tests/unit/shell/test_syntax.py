@@ -1732,3 +1732,53 @@ def test_integer_variables(root_shell: Shell) -> None:
         assert run(sh, line)[1] == out, line
     status, _, err = run(sh, "declare -i q; q='1+'")  # refused, q left as it was
     assert status != 0 and "arithmetic" in err and run(sh, "echo ${q:-unset}")[1] == "unset\n"
+
+
+def test_review_of_this_stops_shell_code(root_shell: Shell,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a hostile review of the new code found (each was reproduced first)."""
+    import contextlib
+    import threading
+    import time
+
+    sh = root_shell
+    # NUL bytes reached the shell's own markers: `[[ -v ]]` assigned IFS
+    assert run(sh, "printf -v v 'IFS\\0assign\\0x'; [[ -v $v ]]; y=axbxc; echo $y ${#v}")[1] \
+        == "axbxc 3\n"
+    # `>>` went past `ulimit -f` (an append's held tail was written whole)
+    assert run(sh, "(ulimit -f 1; x=$(printf 'a%.0s' {1..6000}); printf '%s' $x >> /tmp/ap);"
+                   " stat -c %s /tmp/ap")[1] == "1024\n"
+    # a blank then another IFS character: the empty first field joins the text before
+    assert run(sh, "IFS=': '; x=' :a: '; printf '[%s]' [$x]; unset IFS")[1] == "[[][a][]]"
+    assert run(sh, "a=('' ''); printf '[%s]' \"${a[@]:-none}\"")[1] == "[][]"
+    assert run(sh, "a=(x); echo \"${a[@]@A}\"")[0] == 2  # (it named the stand-in)
+    # the full launcher cannot tell `exit 139` from a crash: it says nothing
+    monkeypatch.setenv("EXO_ZYGOTE", "0")
+    assert run(sh, "/bin/sh -c 'exit 139'; echo $?")[1:] == ("139\n", "")
+    monkeypatch.delenv("EXO_ZYGOTE")
+    # each element through an operator is a step a killed job stops at
+    busy = Shell(sh.kernel, sh.whole_tree)
+    busy.cancel_on = threading.Event()
+    run(busy, "x=$(printf 'a%.0s' {1..4000}); x=b${x}c; a=(); "
+              "for ((i=0;i<300;i++)); do a+=(\"$x\"); done")
+
+    def spin() -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(busy, "for w in \"${a[@]//*b*a*b/}\"; do :; done")
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    time.sleep(0.5)
+    busy.cancel_on.set()
+    worker.join(15)
+    assert not worker.is_alive()
+
+
+def test_a_functions_definition_reads_back_with_its_heredocs_and_functions(
+        root_shell: Shell) -> None:
+    sh = root_shell
+    run(sh, "x=X; f() { cat <<EOF\nhello $x \"q\"\nEOF\ncat <<'E2'\nraw $x\nE2\n"
+            "g() { echo inner; }; g; cat <<E4\nE4\n}")
+    before = run(sh, "f")[1]
+    assert before == "hello X \"q\"\nraw $x\ninner\n"
+    assert run(sh, "declare -f f > /tmp/fd; unset -f f g; source /tmp/fd; f")[1] == before
