@@ -443,7 +443,7 @@ class Shell:
             elements[0] = elements.get(0, "") + value
             return arrays.encode(elements)
         if name in self.env.integers:  # (`declare -i n`: n+=2 adds)
-            return f"{self.lookup(name) or 0}+({value})"
+            return str(int(self.lookup(name) or 0) + int(self._integer_value(value)))
         return self.lookup(name) + value
 
     def lines_skipped(self, count: int) -> None:

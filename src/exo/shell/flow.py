@@ -220,6 +220,9 @@ def _declare(ctx: CommandContext) -> int:
     if "p" in flags or not names:
         env, status = shell.env, 0
         for name in names or sorted(env):
+            if name not in env and name in env.integers:  # (marked, no value yet)
+                ctx.out(f"declare -i {name}")
+                continue
             if name not in env:
                 ctx.err(f"{name}: not found")
                 status = 1

@@ -144,8 +144,8 @@ def _set(limits: dict[int, tuple[int, int]], option: str, text: str, *, soft: bo
         if _above(value, current(res)[1]) or _above(value, now_hard):
             raise CommandError(f"{description}: cannot modify limit: Operation not permitted")
         new_hard = value
-        if not soft and _above(new_soft, new_hard):
-            new_soft = new_hard  # (bash lowers the soft limit with it)
+        if not soft and _above(new_soft, new_hard):  # (below the soft one: bash refuses)
+            raise CommandError(f"{description}: cannot modify limit: Invalid argument")
     if soft:
         if _above(value, new_hard):
             raise CommandError(f"{description}: cannot modify limit: Invalid argument")

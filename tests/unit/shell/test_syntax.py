@@ -1546,6 +1546,8 @@ def test_ulimit(root_shell: Shell) -> None:
     status, _, err = run(sh, "ulimit -Sn 101")
     assert status == 1 and "cannot modify limit: Invalid argument" in err
     assert run(sh, "(ulimit -Sn 10; ulimit -n); ulimit -n")[1] == "10\n50\n"
+    status, _, err = run(sh, "ulimit -Hn 40")  # below the soft limit: refused, as bash
+    assert status == 1 and "Invalid argument" in err
     assert run(sh, "run -- /bin/sh -c 'ulimit -n'")[1] == "50\n"  # (`run`'s too)
     # the file size limit is the program's own: past it, SIGXFSZ (153), as under bash
     assert run(sh, "cd /tmp; ulimit -f 1; /usr/bin/head -c 5000 /dev/zero | "
@@ -1728,7 +1730,9 @@ def test_integer_variables(root_shell: Shell) -> None:
                       ("f() { local -i c=2+2; echo $c; }; c=hello; f; echo $c",
                        "4\nhello\n"),
                       ("declare -i s=3; (s=9*2; echo $s); s=s+1; echo $s", "18\n4\n"),
-                      ("declare -i p=6; declare -p p", "declare -i p=6\n")):
+                      ("declare -i p=6; declare -p p", "declare -i p=6\n"),
+                      ("declare -i u; declare -p u; u+=2; u+='3*2'; echo $u",
+                       "declare -i u\n8\n")):
         assert run(sh, line)[1] == out, line
     status, _, err = run(sh, "declare -i q; q='1+'")  # refused, q left as it was
     assert status != 0 and "arithmetic" in err and run(sh, "echo ${q:-unset}")[1] == "unset\n"
