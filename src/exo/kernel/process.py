@@ -172,11 +172,16 @@ class ExoProcess:
 
     def end_signal(self) -> tuple[int, bool] | None:
         """(the signal that ended it, whether it dumped core), once it ended by one; None
-        while it runs, when it exited, or when its sandbox cannot tell."""
+        while it runs, when it exited, or when its sandbox cannot tell (``signal_known``)."""
         if self.status is None:
             return None
         sig = getattr(self.sandbox, "term_signal", None)
         return None if sig is None else (sig, bool(getattr(self.sandbox, "core_dumped", 0)))
+
+    def signal_known(self) -> bool:
+        """Whether its sandbox tells a signal from an exit status of 128+N (a zygote's
+        spare does; bubblewrap reports both alike)."""
+        return bool(getattr(self.sandbox, "signal_known", False))
 
     def elapsed(self, now: float) -> float:
         """Seconds since it started, stopping at its exit."""

@@ -256,6 +256,7 @@ class ZygoteProcess:
         #: status of 128+N cannot: ``exit 139`` is no crash), and whether it dumped core.
         self.term_signal: int | None = None
         self.core_dumped = False
+        self.signal_known = True
         self.stdin = self.stdout = self.stderr = None
         self._raw: int | None = None
         #: (user, system) CPU seconds of the command and all it waited for, as its init

@@ -178,9 +178,9 @@ class Shell:
         #: (soft, hard), -1 unlimited (``exo.shell.ulimit``).
         self.rlimits: dict[int, tuple[int, int]] = {}
         self.env.evaluate = self._integer_value  # (`declare -i`'s variables)
-        #: ``set -e`` ended the last outermost line (a script then ends: ``run_script``;
-        #: an interactive session goes on).
-        self.errexit_ended = False
+        #: ``set -e``, ``${x?}`` or ``set -u`` ended the last outermost line (a script then
+        #: ends: ``run_script``; an interactive session goes on).
+        self.ends_script = False
         self.aliases: dict[str, str] = {}
         self.last_status = 0
         self.history: list[str] = []
@@ -389,9 +389,12 @@ class Shell:
         except ParseError as exc:  # the line's syntax, or an expansion while it ran
             say(f"exo: {exc}\n")
             self.last_status = 1 if isinstance(exc, UnsetError) else 2
+            # ${x?}, set -u: an unset parameter ends a script too, as sh's (a read-only
+            # name or the variables' bound, the same class, end the line only)
+            self.ends_script = outermost and type(exc) is UnsetError
         except ErrExit as exc:  # set -e: a command failed; its status is the line's
             self.last_status = exc.status
-            self.errexit_ended = outermost  # (a script ends there: run_script)
+            self.ends_script = outermost  # (a script ends there: run_script)
         except RecursionError:  # a line nested deeper than the parser goes: refused
             say("exo: the line is nested too deeply\n")
             self.last_status = 2

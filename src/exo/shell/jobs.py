@@ -63,14 +63,17 @@ class Job:
     def outcome(self) -> str:
         """How a finished job ended, as bash's ``jobs`` says it: ``Done``, ``Exit 3``,
         or the signal that ended it (``Terminated``, ``Killed``: its last program's, as
-        its sandbox reported it; a builtin's stage, cancelled, is 128+N)."""
+        its sandbox reported it; else a status of 128+N)."""
         if self.status == 0:
             return "Done"
         ended = self.end_signal()
         if ended is not None and self.status == 128 + ended[0]:
             return describe_signal(*ended)
         last = self.stages[-1] if self.stages else None
-        if last is not None and last.job is None and 128 < self.status < 128 + signal.NSIG:
+        known = last is not None and last.job is not None and last.job.proc.signal_known()
+        if not known and ended is None and 128 < self.status < 128 + signal.NSIG:
+            # (a builtin's stage, cancelled, or a program whose sandbox cannot tell a
+            # signal from `exit 128+N`: read as the signal, as bash's status says it)
             return describe_signal(self.status - 128)
         return f"Exit {self.status}"
 

@@ -1499,8 +1499,8 @@ def _edited(inner: str, lookup: Callable[[str], str],
         return value[start:end]
     how, pattern = m.group(2), expand_word(m.group(3), lookup, substitute, pattern=True)
     replacement = expand_word(m.group(4) or "", lookup, substitute)
-    if not pattern:
-        return value
+    if not pattern:  # ${x/#/p}, ${x/%/s}: the empty string at the start, at the end
+        return {"#": replacement + value, "%": value + replacement}.get(how, value)
     body = fnmatch.translate(pattern).removeprefix("(?s:").removesuffix(")\\Z")
     regex_text = {"#": f"\\A(?:{body})", "%": f"(?:{body})\\Z"}.get(how, body)
     try:

@@ -53,12 +53,12 @@ def _run_lines(shell: Shell, lines: Iterable[str],
                 continue
             try:
                 try:
-                    shell.errexit_ended = False
+                    shell.ends_script = False
                     shell.run_line(line)
                 finally:
                     while first:
                         first.pop()()
-                if shell.errexit_ended:  # set -e: the script ends there, as sh's
+                if shell.ends_script:  # set -e, ${x?}: the script ends there, as sh's
                     return shell.run_exit_trap()
             except ShellExit as exc:
                 shell.last_status = exc.status

@@ -559,10 +559,15 @@ def test_a_finished_job_is_said_as_bash_says_it() -> None:
         assert job.outcome() == said
     program = ShellJob.__new__(ShellJob)
     ended: list[tuple[int, bool] | None] = [None]
-    program.proc = SimpleNamespace(end_signal=lambda: ended[0])  # type: ignore[assignment]
+    known = [True]  # (a zygote's spare tells a signal from `exit 143`)
+    program.proc = SimpleNamespace(end_signal=lambda: ended[0],  # type: ignore[assignment]
+                                   signal_known=lambda: known[0])
     job.stages[0].job = program
     job.status = 143
     assert job.outcome() == "Exit 143"
+    known[0] = False  # (bubblewrap cannot: 128+N is read as the signal, as bash's)
+    assert job.outcome() == "Terminated"
+    known[0] = True
     ended[0] = (15, False)
     assert job.outcome() == "Terminated"
     ended[0], job.status = (11, True), 139

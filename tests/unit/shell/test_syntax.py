@@ -1660,6 +1660,21 @@ def test_set_e_ends_a_script(root_shell: Shell) -> None:
     sh = Shell(root_shell.kernel, root_shell.whole_tree)
     assert run(sh, "set -e; false; echo no")[1] == "" and run(sh, "echo goes on")[1] == \
         "goes on\n"
+    # ${x?} and set -u's unbound variable end a script too (a read-only name does not)
+    for lines, said, ends in ((["echo ${nope?boom}\n", "echo after\n"], b"", 1),
+                              (["set -u\n", "echo $nope\n", "echo after\n"], b"", 1),
+                              (["readonly r=1\n", "r=2\n", "echo after\n"], b"after\n", 0)):
+        script = Shell(root_shell.kernel, root_shell.whole_tree)
+        with tempfile.TemporaryFile() as out:
+            saved = os.dup(1)
+            os.dup2(out.fileno(), 1)
+            try:
+                status = run_script(script, lines)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            out.seek(0)
+            assert (status, out.read()) == (ends, said), lines
 
 
 def test_names_by_prefix(root_shell: Shell) -> None:
@@ -1756,6 +1771,9 @@ def test_review_of_this_stops_shell_code(root_shell: Shell,
     assert run(sh, "IFS=': '; x=' :a: '; printf '[%s]' [$x]; unset IFS")[1] == "[[][a][]]"
     assert run(sh, "a=('' ''); printf '[%s]' \"${a[@]:-none}\"")[1] == "[][]"
     assert run(sh, "a=(x); echo \"${a[@]@A}\"")[0] == 2  # (it named the stand-in)
+    # an empty anchored pattern is the start or the end (it changed nothing)
+    assert run(sh, "x=abc; a=(p q); echo ${x/#/-} ${x/%/+} \"${a[@]/#/-}\"")[1] == \
+        "-abc abc+ -p -q\n"
     # the full launcher cannot tell `exit 139` from a crash: it says nothing
     monkeypatch.setenv("EXO_ZYGOTE", "0")
     assert run(sh, "/bin/sh -c 'exit 139'; echo $?")[1:] == ("139\n", "")
