@@ -1156,6 +1156,11 @@ def _braced(inner: str, lookup: Callable[[str], str],
         target, spec = sliced.groups()
         joiner = current_ifs(lookup)[:1] if "*" in target else " "
         return joiner.join(_words_of(target, spec, lookup, substitute))
+    each = _EACH_WORD.fullmatch(inner)
+    if each is not None:  # ${a[@]/x/y}, ${*^}, ${@%d}: each word through it, joined
+        target, op = each.groups()
+        joiner = current_ifs(lookup)[:1] if "*" in target else " "
+        return joiner.join(_every_words(target.replace("*", "@"), op, lookup, substitute))
     indexed = _INDEXED.fullmatch(inner)
     if indexed is not None:  # ${a[1]}, ${a[@]}, ${#a[@]}, ${!a[@]}: bash's arrays
         how, name, subscript = indexed.groups()
@@ -1418,6 +1423,9 @@ _CASE_RE = re.compile(_NAME + r"(\^\^|,,|\^|,)")
 _AT_RE = re.compile(_NAME + r"@([QULuEA])")
 #: A case change or transformation of each element of an array: ${a[@]^^}, ${a[*]@Q}.
 _EACH_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[[@*]\](\^\^|,,|\^|,|@[QULuEA])")
+#: ${@OP}, ${*OP}, ${a[@]OP}, ${a[*]OP} with a word's operator (case, /, #, %, @): each
+#: word through it (``_every_words``), then joined as the words are.
+_EACH_WORD = re.compile(r"(@|\*|[A-Za-z_][A-Za-z0-9_]*\[[@*]\])([\^,/#%@].*)", re.DOTALL)
 #: ${NAME:OFFSET} ${NAME:OFFSET:LENGTH} (not ${NAME:-…}, :=, :?, :+): a slice.
 _SLICE_RE = re.compile(_NAME + r":(?![-=?+])([^:]*)(?::(.*))?", re.DOTALL)
 #: ${NAME/PATTERN/STRING} (first), //: every match, /#: at the start, /%: at the end.

@@ -1707,7 +1707,11 @@ def test_every_word_through_an_operator(root_shell: Shell) -> None:
             ("a=(ab cd); x=\"${a[@]/b/X}\"; y=\"${a[@]^^}\"; set -- p q; z=\"$@\"; "
              "w=\"x$@y\"; printf '<%s>' \"$x\" \"$y\" \"$z\" \"$w\"",
              "<aX cd><AB CD><p q><xp qy>"),
-            ("a=(ab cd); case 'AB CD' in \"${a[@]^^}\") echo same;; esac", "same\n")):
+            ("a=(ab cd); case 'AB CD' in \"${a[@]^^}\") echo same;; esac", "same\n"),
+            # unquoted, and the * forms: each word through it, then joined (IFS's first)
+            ("set -- ab cd; IFS=-; printf '<%s>' \"${*^}\" \"${*/b/X}\"; unset IFS; "
+             "printf '<%s>' ${@%d}", "<Ab-Cd><aX-cd><ab><c>"),
+            ("a=(ax bx); printf '<%s>' ${a[*]/x/z} ${a[@]/x/d e}", "<az><bz><ad><e><bd><e>")):
         assert run(sh, line)[1] == out, line
 
 
