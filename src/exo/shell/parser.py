@@ -1421,8 +1421,6 @@ _CASE_RE = re.compile(_NAME + r"(\^\^|,,|\^|,)")
 #: ${NAME@Q} (quoted for the shell), @U @L @u (case), @E (escapes made), @A (as an
 #: assignment): bash's transformations.
 _AT_RE = re.compile(_NAME + r"@([QULuEA])")
-#: A case change or transformation of each element of an array: ${a[@]^^}, ${a[*]@Q}.
-_EACH_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[[@*]\](\^\^|,,|\^|,|@[QULuEA])")
 #: ${@OP}, ${*OP}, ${a[@]OP}, ${a[*]OP} with a word's operator (case, /, #, %, @): each
 #: word through it (``_every_words``), then joined as the words are.
 _EACH_WORD = re.compile(r"(@|\*|[A-Za-z_][A-Za-z0-9_]*\[[@*]\])([\^,/#%@].*)", re.DOTALL)
@@ -1473,15 +1471,6 @@ def _edited(inner: str, lookup: Callable[[str], str],
 
     from exo.shell.arith import evaluate
 
-    each = _EACH_RE.fullmatch(inner)
-    if each is not None:  # ${a[@]^^}: every element, joined as ${a[@]} is
-        from exo.shell import arrays
-
-        name, op = each.groups()
-        raw = lookup(name + arrays.ELEMENTS)
-        values = arrays.assoc_view(raw).values() if arrays.is_assoc(raw) else \
-            arrays.view(raw).values()
-        return " ".join(_transformed(op, name, v) for v in values)
     for regex in (_CASE_RE, _AT_RE, _SLICE_RE, _REPLACE_RE):
         m = regex.fullmatch(inner)
         if m is not None:
