@@ -649,36 +649,48 @@ def _lex(s: str, lookup: Callable[[str], str],
             buf.append(grow(value))
             solid = True
         elif c in "$`":
+            assigning = assign and (leading or declaring)
+            found = _every_at(s, i) if c == "$" and not assigning else None
             if c == "`":  # `command`: the old spelling of $(command)
                 value, i = _backquoted(s, i, substitute)
+                values, split = [value], True
+            elif found is not None:  # unquoted $@, ${a[@]…}: each word split on its own
+                every_target, every_op, i = found
+                values = _every_words(every_target, every_op, lookup, substitute)
                 split = True
             else:
                 value, i, split = _expand(s, i, lookup, substitute)
+                values = [value]
             # Unquoted, a variable's or a command's output splits into words (as in sh),
             # but not in an assignment (`x=$(seq 3)` is one value, as in sh).
-            split = split and not (assign and (leading or declaring))
-            grow(value)
+            split = split and not assigning
             if split and ifs is None:
                 ifs = current_ifs(lookup)
-            parts = split_fields(value, ifs) if split and ifs is not None else [value]
-            # A delimiter at either end of the value cuts the word there too: `[$x]` of
-            # " a b " is `[ a b ]`, four words (it was `[a b]`). (A leading one that is
-            # not white space made an empty first field, which joins the text before.)
-            cut_before = split and bool(value) and ifs is not None and value[0] in ifs \
-                and value[0] in DEFAULT_IFS and not _delimited_first(value, ifs)
-            cut_after = split and bool(value) and ifs is not None and value[-1] in ifs
-            if cut_before and (solid or any(buf)):
-                flush()
-            # (an empty field between two IFS delimiters, `a::b` at `:`, is a word)
-            solid = solid or not split or len(parts) > 1
-            for k, part in enumerate(parts):
-                if k:
+            for nth, value in enumerate(values):
+                if nth and (solid or any(buf)):
+                    flush()  # (between two parameters: a cut, whatever IFS holds)
+                grow(value)
+                parts = split_fields(value, ifs) if split and ifs is not None else [value]
+                # A delimiter at either end of the value cuts the word there too: `[$x]`
+                # of " a b " is `[ a b ]`, four words (it was `[a b]`). (A leading one
+                # that is not white space made an empty first field, which joins the
+                # text before.)
+                cut_before = split and bool(value) and ifs is not None \
+                    and value[0] in ifs and value[0] in DEFAULT_IFS \
+                    and not _delimited_first(value, ifs)
+                cut_after = split and bool(value) and ifs is not None and value[-1] in ifs
+                if cut_before and (solid or any(buf)):
                     flush()
-                in_word = True
-                solid = solid or k > 0
-                buf.append(part)
-            if cut_after:
-                flush()
+                # (an empty field between two IFS delimiters, `a::b` at `:`, is a word)
+                solid = solid or not split or len(parts) > 1
+                for k, part in enumerate(parts):
+                    if k:
+                        flush()
+                    in_word = True
+                    solid = solid or k > 0
+                    buf.append(part)
+                if cut_after:
+                    flush()
         elif c == "~" and not buf and (i + 1 == n or s[i + 1] in "/ \t"):
             buf.append(grow(lookup("HOME") or "/"))
             i += 1

@@ -1711,7 +1711,12 @@ def test_every_word_through_an_operator(root_shell: Shell) -> None:
             # unquoted, and the * forms: each word through it, then joined (IFS's first)
             ("set -- ab cd; IFS=-; printf '<%s>' \"${*^}\" \"${*/b/X}\"; unset IFS; "
              "printf '<%s>' ${@%d}", "<Ab-Cd><aX-cd><ab><c>"),
-            ("a=(ax bx); printf '<%s>' ${a[*]/x/z} ${a[@]/x/d e}", "<az><bz><ad><e><bd><e>")):
+            ("a=(ax bx); printf '<%s>' ${a[*]/x/z} ${a[@]/x/d e}", "<az><bz><ad><e><bd><e>"),
+            # unquoted $@: each parameter split on its own (they were joined by a space
+            # first, so an IFS without one made `a b` and `c` one word)
+            ("set -- 'a b' c; IFS=-; printf '<%s>' $@ x$@y; IFS=; printf '<%s>' $@; "
+             "unset IFS", "<a b><c><xa b><cy><a b><c>"),
+            ("set -- a '' b; printf '<%s>' $@", "<a><b>")):
         assert run(sh, line)[1] == out, line
 
 
