@@ -256,10 +256,10 @@ class Shell:
 
     # ------------------------------------------------------------------ api
     def lookup(self, name: str) -> str:
-        if ASSIGN in name and (target := name.partition(ASSIGN)[0]).isidentifier():
+        target, assigning, assigned = name.partition(ASSIGN)
+        if assigning and target.isidentifier():
             # ${x:=WORD} (first: the value may end like a query, "set"); only ever for
             # a name the parser checked, never for text a user spelled with NULs
-            assigned = name.partition(ASSIGN)[2]
             self.env[target] = assigned
             return assigned
         if name.endswith(NAMES_QUERY):  # ${!PREFIX*}
@@ -420,9 +420,10 @@ class Shell:
         return _moved(stdio, moves)[2] if moves else stdio[2]
 
     def between_steps(self) -> None:
-        """Between two steps of one command's long work in the kernel (each element
-        through a ``"${a[@]…}"`` operator, each ``${!PREFIX*}`` scan): the kernel's other
-        threads run (``_share_interpreter``), and a killed job's copy stops there."""
+        """Between two commands, and two steps of one command's long work in the kernel
+        (each element through a ``"${a[@]…}"`` operator, each ``${!PREFIX*}`` scan): the
+        kernel's other threads run (``_share_interpreter``), and a killed background
+        job's copy stops there."""
         _share_interpreter(self._depth)
         if self.cancel_on is not None and self.cancel_on.is_set():
             raise KeyboardInterrupt
@@ -480,14 +481,11 @@ class Shell:
             del self.history[:len(self.history) - HISTORY_KEPT]
 
     def _exec_nodes(self, nodes: list[Node], stdio: tuple[int, int, int]) -> None:
-        depth = self._depth
-        moves = getattr(depth, "moves", None)
+        moves = getattr(self._depth, "moves", None)
         for k, node in enumerate(nodes):
-            _share_interpreter(depth)
+            self.between_steps()  # (the kernel's other threads; a killed block stops)
             if moves:  # `exec > log` ran: the streams it moved, from the next command on
                 stdio = _moved(stdio, moves)
-            if self.cancel_on is not None and self.cancel_on.is_set():
-                raise KeyboardInterrupt  # a background block's job was killed
             # set -e spares what an && or || list tests, to its depths (a function's
             # body, a block): as an if's condition
             listed = k + 1 < len(nodes) and _connector(nodes[k + 1]) in ("&&", "||")
@@ -2343,10 +2341,11 @@ def _say_signal(job: Job, stderr: int) -> None:
     the kernel said why already (``exo: killed: memory limit 64M reached``)."""
     from exo.shell.jobs import describe_signal
 
-    ended = job.end_signal()
-    last = job.stages[-1].job if ended is not None else None
-    if ended is None or ended[0] in (signal.SIGINT, signal.SIGPIPE) \
-            or (isinstance(last, ShellJob) and last.proc.end_reason):
+    ended = job.end_signal()  # (the last stage is a program's, then)
+    if ended is None or ended[0] in (signal.SIGINT, signal.SIGPIPE):
+        return
+    last = job.stages[-1].job
+    if last is not None and last.proc.end_reason:
         return
     with contextlib.suppress(OSError):
         os.write(stderr, f"{describe_signal(*ended)}\n".encode())

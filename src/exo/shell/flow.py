@@ -203,19 +203,14 @@ def _declare(ctx: CommandContext) -> int:
 
     flags, names = _attribute_flags(ctx.args, "rxigpfFA")
     shell = ctx.shell
-    if "f" in flags and "F" not in flags:  # the functions' definitions
+    if "f" in flags or "F" in flags:  # the functions: their definitions, or names (-F)
         from exo.shell.printer import function_text
 
         wanted = names or sorted(shell.functions)
         for name in wanted:
             if name in shell.functions:
-                ctx.out(function_text(name, shell.functions[name]))
-        return 0 if all(n in shell.functions for n in wanted) else 1
-    if "F" in flags:
-        wanted = names or sorted(shell.functions)
-        for name in wanted:
-            if name in shell.functions:
-                ctx.out(f"declare -f {name}")
+                ctx.out(f"declare -f {name}" if "F" in flags
+                        else function_text(name, shell.functions[name]))
         return 0 if all(n in shell.functions for n in wanted) else 1
     if "p" in flags or not names:
         env, status = shell.env, 0

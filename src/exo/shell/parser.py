@@ -815,7 +815,6 @@ def backslash_escapes(text: str, *, dollar_quote: bool = False,
     return "".join(out), False
 
 
-#: A double-quoted word that is all one "$@", "${@}" or "${NAME[@]}".
 #: The target of an expansion of every word in a double-quoted string: ``${@…}``,
 #: ``${NAME[@]…}``, ``${!NAME[@]…}`` (the indices), ``${!PREFIX@}`` (the names).
 _EVERY_TARGET = re.compile(r"(@|!?[A-Za-z_][A-Za-z0-9_]*\[@\]|![A-Za-z_][A-Za-z0-9_]*@)(.*)",
@@ -1426,7 +1425,7 @@ def _trimmed(value: str, op: str, pattern: str, inner: str) -> str:
 
 #: The longest value ``${NAME#PATTERN}`` and its kin trim.
 MAX_TRIMMED = 4096
-_TRIM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*])(##|#|%%|%)(.*)", re.DOTALL)
+_TRIM_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(##|#|%%|%)(.*)", re.DOTALL)
 _NAME = r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)"
 #: ${NAME^^} ${NAME,,} ${NAME^} ${NAME,}: case.
 _CASE_RE = re.compile(_NAME + r"(\^\^|,,|\^|,)")

@@ -8,6 +8,7 @@ as the same function (``eval "$(declare -f f)"``).
 
 from __future__ import annotations
 
+from exo.shell.core import _connector
 from exo.shell.parser import Group, If, Loop, Simple, unit_end
 
 TYPE_CHECKING = False
@@ -33,7 +34,7 @@ def _nodes(nodes: list[Node], level: int) -> list[str]:
     out: list[str] = []
     for k, node in enumerate(nodes):
         lines = _node(node, level)
-        connector = node.item.connector if isinstance(node, Simple) else node.connector
+        connector = _connector(node)
         if k and connector in ("&&", "||"):
             # joined to the command before it, on its line
             first = lines[0].lstrip()

@@ -69,11 +69,11 @@ class FileSink:
             while True:
                 events = poller.poll()  # data, or every writer gone
                 left = diskreserve.room(self._file, self._min_free)
-                limited = self._max_size is not None and \
-                    self._max_size - os.fstat(self._file).st_size < left
-                if limited:
-                    assert self._max_size is not None
-                    left = self._max_size - os.fstat(self._file).st_size
+                limited = False
+                if self._max_size is not None:  # (`ulimit -f`'s room, when it is less)
+                    below = self._max_size - os.fstat(self._file).st_size
+                    if below < left:
+                        left, limited = below, True
                 if left <= 0:
                     if self._pending() > 0 or self._tail:
                         if limited:
