@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.unit.shell._support import run
+from tests.unit.shell._support import run, script_output
 
 from exo.kernel.kernel import Kernel
 from exo.shell import Shell
@@ -1320,11 +1320,6 @@ def test_lineno(root_shell: Shell) -> None:
     """`$LINENO` was empty (scripts' "error at line N" messages): the line the command
     starts on, in a sourced file its own, a function's body its definition's; a script
     counts its blank lines."""
-    import os
-    import tempfile
-
-    from exo.shell.repl import run_script
-
     sh = root_shell
     text = ("echo $LINENO; echo $LINENO\nf() {\n  echo in $LINENO\n}\nf\n( echo $LINENO )\n"
             "cat <<E\nbody\nE\nif true; then\n  echo if $LINENO\nfi\necho last $LINENO\n")
@@ -1333,16 +1328,8 @@ def test_lineno(root_shell: Shell) -> None:
     before = int(run(sh, "echo $LINENO")[1])
     assert int(run(sh, "echo $LINENO")[1]) == before + 1  # (a session's lines, one by one)
     script = Shell(sh.kernel, sh.whole_tree)
-    with tempfile.TemporaryFile() as out:  # (run_script writes to descriptor 1)
-        saved = os.dup(1)
-        os.dup2(out.fileno(), 1)
-        try:
-            run_script(script, ["true\n", "\n", "\n", "echo at $LINENO\n"])
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-        out.seek(0)
-        assert out.read() == b"at 4\n"
+    assert script_output(script, ["true\n", "\n", "\n", "echo at $LINENO\n"])[1] == \
+        b"at 4\n"
 
 
 def test_append_assignments(root_shell: Shell) -> None:
@@ -1641,22 +1628,9 @@ def test_set_e_ends_a_script(root_shell: Shell) -> None:
     """A script under `set -e` went on past a failed command (and ended 0): only the
     line ended. As sh's, the script ends there with its status, after its EXIT trap;
     an interactive line ends alone."""
-    import os
-    import tempfile
-
-    from exo.shell.repl import run_script
-
-    with tempfile.TemporaryFile() as out:
-        saved = os.dup(1)
-        os.dup2(out.fileno(), 1)
-        try:
-            status = run_script(root_shell, ["set -e\n", "trap 'echo cleanup' EXIT\n",
-                                             "echo a; false; echo b\n", "echo c\n"])
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-        out.seek(0)
-        assert (status, out.read()) == (1, b"a\ncleanup\n")
+    assert script_output(root_shell, ["set -e\n", "trap 'echo cleanup' EXIT\n",
+                                      "echo a; false; echo b\n", "echo c\n"]) == \
+        (1, b"a\ncleanup\n")
     sh = Shell(root_shell.kernel, root_shell.whole_tree)
     assert run(sh, "set -e; false; echo no")[1] == "" and run(sh, "echo goes on")[1] == \
         "goes on\n"
@@ -1665,16 +1639,7 @@ def test_set_e_ends_a_script(root_shell: Shell) -> None:
                               (["set -u\n", "echo $nope\n", "echo after\n"], b"", 1),
                               (["readonly r=1\n", "r=2\n", "echo after\n"], b"after\n", 0)):
         script = Shell(root_shell.kernel, root_shell.whole_tree)
-        with tempfile.TemporaryFile() as out:
-            saved = os.dup(1)
-            os.dup2(out.fileno(), 1)
-            try:
-                status = run_script(script, lines)
-            finally:
-                os.dup2(saved, 1)
-                os.close(saved)
-            out.seek(0)
-            assert (status, out.read()) == (ends, said), lines
+        assert script_output(script, lines) == (ends, said), lines
 
 
 def test_names_by_prefix(root_shell: Shell) -> None:
